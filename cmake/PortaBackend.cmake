@@ -1,0 +1,14 @@
+# porta_add_backend(<name> SOURCES ... [LIBRARIES ...] [INCLUDES ...])
+# Builds libporta_<name>.so, a dlopen-able backend plugin, next to libporta. A plugin links only
+# the public headers: it reaches libporta through the host API it is handed, never by symbol.
+function(porta_add_backend name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;LIBRARIES;INCLUDES" ${ARGN})
+  set(target porta_${name})
+  add_library(${target} MODULE ${ARG_SOURCES})
+  target_link_libraries(${target} PRIVATE porta::headers ${ARG_LIBRARIES})
+  target_include_directories(${target} PRIVATE ${ARG_INCLUDES})
+  set_target_properties(${target} PROPERTIES PREFIX "lib" OUTPUT_NAME porta_${name})
+  target_link_options(${target} PRIVATE -Wl,--no-undefined)
+  install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  set_property(GLOBAL APPEND PROPERTY PORTA_BUILT_BACKENDS ${name})
+endfunction()

@@ -1,0 +1,378 @@
+/*
+ * porta.h: the Porta runtime C API.
+ *
+ * One library, libporta.so, loads the backend for the hardware at hand as a plugin (CUDA, HIP,
+ * Level Zero, CPU) and dispatches every call below to it. Plain C11; no exception crosses it.
+ *
+ * Conventions, for every function unless its comment says otherwise:
+ * - It returns a porta_status_t: PORTA_SUCCESS (0) or an error code. On error the outputs are left
+ *   untouched, nothing was changed, and porta_last_error_message() says what was wrong (the
+ *   argument's name, or the backend's own error name and code). A successful call leaves the last
+ *   message as it was, like errno.
+ * - It is thread-safe. Handles may be used from any thread.
+ * - The first call initialises the runtime from the environment (see porta_init) if the
+ *   application has not done so; if that fails, the call returns the initialisation's status.
+ * - Handles are checked: a NULL, destroyed, or foreign handle, or one of another type, gives
+ *   PORTA_ERROR_INVALID_HANDLE, never a crash. A NULL porta_stream_t means the default stream of
+ *   the default device (see porta_stream_default).
+ * - Outputs come last and are named out_*. Structs start with struct_size: set it to
+ *   sizeof(the struct) before passing it in; structs only grow by appending fields.
+ *
+ * Environment:
+ *   PORTA_BACKEND      auto (default) | cpu | cuda | hip | level_zero | a comma list in preference
+ *                      order, e.g. "cuda,hip,cpu".
+ *   PORTA_DEVICE       index of the default device (default 0).
+ *   PORTA_PLUGIN_PATH  colon-separated directories searched first for libporta_<backend>.so.
+ *   PORTA_LOG          off | error | warn (default) | info | debug | trace; messages go to stderr.
+ */
+#ifndef PORTA_PORTA_H_
+#define PORTA_PORTA_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define PORTA_API __declspec(dllimport)
+#elif defined(PORTA_BUILDING_RUNTIME)
+#define PORTA_API __attribute__((visibility("default")))
+#else
+#define PORTA_API
+#endif
+
+#define PORTA_VERSION_MAJOR 0
+#define PORTA_VERSION_MINOR 1
+#define PORTA_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------------------------------------
+ * Status
+ * ------------------------------------------------------------------------------------------- */
+
+typedef int32_t porta_status_t;
+
+enum {
+  PORTA_SUCCESS = 0,
+  /* Not an error: a query found work still pending. Does not set the last error message. */
+  PORTA_NOT_READY = 1,
+  PORTA_ERROR_INVALID_ARGUMENT = -1,   /* a NULL output, a wrong size, shape or device */
+  PORTA_ERROR_INVALID_HANDLE = -2,     /* NULL, destroyed, foreign, or of another type */
+  PORTA_ERROR_NOT_FOUND = -3,          /* no such kernel, file, device index or plugin */
+  PORTA_ERROR_OUT_OF_MEMORY = -4,      /* host or device allocation failed */
+  PORTA_ERROR_UNSUPPORTED = -5,        /* this backend or device cannot do it */
+  PORTA_ERROR_UNAVAILABLE = -6,        /* driver or device missing, backend not loaded */
+  PORTA_ERROR_INCOMPATIBLE_VERSION = -7, /* plugin ABI or code object of another version */
+  PORTA_ERROR_DEVICE_LOST = -8,        /* the device stopped answering; the context is unusable */
+  PORTA_ERROR_BACKEND = -9             /* the vendor driver failed; the message has its code */
+};
+
+/* A static, never-NULL name for a status: "PORTA_ERROR_INVALID_HANDLE". Any thread. */
+PORTA_API const char* porta_status_name(porta_status_t status);
+
+/* The message of the last call that failed on this thread, or "" if none has. The pointer stays
+ * valid until this thread's next failing Porta call. Never NULL. */
+PORTA_API const char* porta_last_error_message(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Initialisation and the loader
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct porta_init_options {
+  size_t struct_size;
+  /* Each field overrides its environment variable when not NULL; NULL reads the variable. */
+  const char* backend;     /* as PORTA_BACKEND */
+  const char* device;      /* as PORTA_DEVICE */
+  const char* plugin_path; /* as PORTA_PLUGIN_PATH */
+  const char* log_level;   /* as PORTA_LOG */
+} porta_init_options_t;
+
+/* Loads the backends that PORTA_BACKEND names (all of them for "auto") and enumerates their
+ * devices: first the devices of the first usable backend in preference order, then the others'.
+ * The selected backend is the one the default device belongs to.
+ * options: NULL reads everything from the environment.
+ * Idempotent: a call while initialised returns the first call's status and ignores options.
+ * A failure (a bad environment value, or no usable backend among those named) is kept until
+ * porta_shutdown(); the loader report stays readable either way.
+ * Returns: SUCCESS; INVALID_ARGUMENT for a bad option or environment value (the message lists
+ * the accepted values); UNAVAILABLE or INCOMPATIBLE_VERSION when no backend named can be used
+ * (the message says, per plugin, the path tried and why it failed). */
+PORTA_API porta_status_t porta_init(const porta_init_options_t* options);
+
+/* Destroys every stream, event, module and allocation still alive, unloads the plugins and
+ * forgets an initialisation failure. Handles from before become stale (INVALID_HANDLE).
+ * Must not race with other Porta calls. Always returns SUCCESS. */
+PORTA_API porta_status_t porta_shutdown(void);
+
+/* The name of the selected backend ("cpu", "cuda", ...), a static string.
+ * Returns: SUCCESS; INVALID_ARGUMENT if out_name is NULL; the initialisation's error. */
+PORTA_API porta_status_t porta_backend_selected(const char** out_name);
+
+typedef enum porta_plugin_outcome {
+  PORTA_PLUGIN_LOADED = 0,       /* usable; its devices are enumerated */
+  PORTA_PLUGIN_NOT_FOUND = 1,    /* no libporta_<name>.so in any searched directory */
+  PORTA_PLUGIN_LOAD_FAILED = 2,  /* dlopen failed (the reason holds dlerror()) */
+  PORTA_PLUGIN_NO_ENTRY = 3,     /* the file lacks the entry symbol porta_plugin_entry */
+  PORTA_PLUGIN_INCOMPATIBLE = 4, /* another ABI major, or a malformed description */
+  PORTA_PLUGIN_INIT_FAILED = 5,  /* its initialisation failed or threw */
+  PORTA_PLUGIN_UNAVAILABLE = 6,  /* loaded, but no driver or no device */
+  PORTA_PLUGIN_NOT_REQUESTED = 7 /* not named by PORTA_BACKEND; not tried */
+} porta_plugin_outcome_t;
+
+/* One row of the loader report: what happened to one backend's plugin. */
+typedef struct porta_plugin_report {
+  size_t struct_size;
+  char backend[32];    /* "cpu", "cuda", "hip", "level_zero" */
+  char path[1024];     /* the file tried, or the directories searched when none was found */
+  porta_plugin_outcome_t outcome;
+  porta_status_t status; /* SUCCESS when loaded, else the error it maps to */
+  char reason[1024];   /* why it failed, in words; "" when loaded */
+  uint32_t abi_major;  /* what the plugin reported; 0 when it could not be read */
+  uint32_t abi_minor;
+  int32_t device_count;
+} porta_plugin_report_t;
+
+/* The loader report, one row per known backend in the order tried, then not requested ones.
+ * Readable after a failed initialisation too (it triggers initialisation if none happened).
+ * Returns: SUCCESS; INVALID_ARGUMENT for a NULL output, a struct_size too small, or an index
+ * >= the count. */
+PORTA_API porta_status_t porta_loader_report_count(size_t* out_count);
+PORTA_API porta_status_t porta_loader_report_get(size_t index, porta_plugin_report_t* out_report);
+
+/* ---------------------------------------------------------------------------------------------
+ * Devices: an index in [0, count), in the order porta_init describes.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef int32_t porta_device_t;
+
+enum {
+  PORTA_CAPABILITY_FP64 = 1u << 0,
+  PORTA_CAPABILITY_FP16 = 1u << 1,
+  PORTA_CAPABILITY_BF16 = 1u << 2,
+  PORTA_CAPABILITY_MATRIX_CORES = 1u << 3,   /* tensor cores, matrix cores, XMX, AMX */
+  PORTA_CAPABILITY_UNIFIED_ADDRESSING = 1u << 4, /* host and device share one address space */
+  PORTA_CAPABILITY_ASYNC_COPY = 1u << 5,     /* copies overlap with kernels on another stream */
+  PORTA_CAPABILITY_HOST_IS_DEVICE = 1u << 6  /* device memory is host memory (the CPU backend) */
+};
+
+typedef struct porta_device_properties {
+  size_t struct_size;
+  char name[256];                  /* "NVIDIA H100 80GB HBM3", "AMD EPYC 7B13 (2 threads)" */
+  char backend[32];                /* "cuda", "cpu", ... */
+  char architecture[64];           /* "sm_90", "gfx90a", "x86-64-v3", ... */
+  uint64_t total_memory;           /* bytes */
+  int32_t compute_units;           /* SMs, CUs, EUs, or host threads */
+  int32_t max_work_group_size;     /* work-items per group */
+  int32_t max_work_group_dims[3];  /* per dimension */
+  int64_t max_grid_dims[3];        /* work-groups per dimension */
+  int32_t shared_memory_per_group; /* bytes of shared (local) memory a group may use */
+  int32_t subgroup_size;           /* warp or wavefront width; SIMD width in fp32 lanes on a CPU */
+  int32_t clock_mhz;               /* 0 when unknown */
+  uint32_t capabilities;           /* PORTA_CAPABILITY_* bits */
+} porta_device_properties_t;
+
+/* Returns: SUCCESS; INVALID_ARGUMENT if out_count is NULL; the initialisation's error. */
+PORTA_API porta_status_t porta_device_count(int32_t* out_count);
+
+/* The default device: PORTA_DEVICE, or 0.
+ * Returns: SUCCESS; INVALID_ARGUMENT if out_device is NULL; the initialisation's error. */
+PORTA_API porta_status_t porta_device_default(porta_device_t* out_device);
+
+/* Returns: SUCCESS; NOT_FOUND for a device index out of range; INVALID_ARGUMENT for a NULL out or
+ * a struct_size smaller than the first release's struct. */
+PORTA_API porta_status_t porta_device_properties(porta_device_t device,
+                                                 porta_device_properties_t* out_properties);
+
+/* Free and total device memory in bytes, as the driver reports them now.
+ * Returns: SUCCESS; NOT_FOUND; INVALID_ARGUMENT for NULL outputs. */
+PORTA_API porta_status_t porta_device_memory_info(porta_device_t device, uint64_t* out_free,
+                                                  uint64_t* out_total);
+
+/* Waits for all work queued on every stream of the device.
+ * Returns: SUCCESS; NOT_FOUND; the first error of an asynchronous operation that failed. */
+PORTA_API porta_status_t porta_device_synchronize(porta_device_t device);
+
+/* The backend's own handle for the device: CUcontext (cuda), hipDevice_t cast to a pointer (hip),
+ * ze_device_handle_t (level_zero). Returns: SUCCESS; NOT_FOUND; INVALID_ARGUMENT for NULL out;
+ * UNSUPPORTED on the CPU backend, which has none. */
+PORTA_API porta_status_t porta_device_native_handle(porta_device_t device, void** out_native);
+
+/* ---------------------------------------------------------------------------------------------
+ * Memory. Device pointers are plain addresses, as in CUDA and HIP, and are passed to kernels as
+ * such. The runtime remembers every allocation, so copies and frees are checked against them.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Allocates size bytes of device memory, aligned to at least 256 bytes. size 0 gives a NULL
+ * pointer and SUCCESS. Returns: SUCCESS; NOT_FOUND; INVALID_ARGUMENT for NULL out;
+ * OUT_OF_MEMORY. */
+PORTA_API porta_status_t porta_memory_alloc(porta_device_t device, size_t size, void** out_ptr);
+
+/* Frees device memory from porta_memory_alloc, after waiting for the device's pending work (as
+ * cudaFree does). NULL is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for a pointer that is not
+ * the start of a live device allocation (double free, interior or foreign pointer). */
+PORTA_API porta_status_t porta_memory_free(void* ptr);
+
+/* Allocates page-locked host memory that the device can copy from asynchronously. Rules as for
+ * porta_memory_alloc; device says whose driver pins it. */
+PORTA_API porta_status_t porta_host_alloc(porta_device_t device, size_t size, void** out_ptr);
+
+/* Frees memory from porta_host_alloc. Rules as for porta_memory_free. */
+PORTA_API porta_status_t porta_host_free(void* ptr);
+
+typedef enum porta_memory_kind {
+  PORTA_MEMORY_UNKNOWN = 0, /* not from Porta: ordinary (pageable) host memory */
+  PORTA_MEMORY_DEVICE = 1,
+  PORTA_MEMORY_HOST_PINNED = 2
+} porta_memory_kind_t;
+
+typedef struct porta_pointer_info {
+  size_t struct_size;
+  porta_memory_kind_t kind;
+  porta_device_t device; /* -1 for PORTA_MEMORY_UNKNOWN */
+  void* base;            /* start of the allocation holding the pointer; NULL if unknown */
+  size_t size;           /* its size in bytes; 0 if unknown */
+} porta_pointer_info_t;
+
+/* What the runtime knows of an address (any address; an interior pointer names its allocation).
+ * Returns: SUCCESS; INVALID_ARGUMENT for NULL out or a struct_size too small. */
+PORTA_API porta_status_t porta_pointer_info(const void* ptr, porta_pointer_info_t* out_info);
+
+typedef struct porta_stream_s* porta_stream_t;
+typedef struct porta_event_s* porta_event_t;
+
+/* Copies size bytes; the direction (host to device, device to host, device to device, host to
+ * host) follows from where dst and src were allocated. Every pointer that lies in a Porta
+ * allocation must have size bytes left in it. Device-to-device copies must stay on one device.
+ * The async form queues the copy on the stream and returns; host memory must stay valid until it
+ * completes, and only pinned memory is guaranteed to overlap with other work. The blocking form
+ * runs on the default stream of the device involved and waits for it.
+ * size 0 is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for NULL pointers, an overrun, or a
+ * device pointer of another device than the stream's; INVALID_HANDLE for the stream. */
+PORTA_API porta_status_t porta_memcpy(void* dst, const void* src, size_t size);
+PORTA_API porta_status_t porta_memcpy_async(void* dst, const void* src, size_t size,
+                                            porta_stream_t stream);
+
+/* Sets size bytes of device memory to the byte value (0..255). Checked as the copies are.
+ * Returns: SUCCESS; INVALID_ARGUMENT for a pointer that is not device memory, an overrun or a
+ * value out of range; INVALID_HANDLE for the stream. */
+PORTA_API porta_status_t porta_memset(void* dst, int value, size_t size);
+PORTA_API porta_status_t porta_memset_async(void* dst, int value, size_t size,
+                                            porta_stream_t stream);
+
+/* ---------------------------------------------------------------------------------------------
+ * Streams: in-order queues of work on one device. Work on different streams may overlap.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Returns: SUCCESS; NOT_FOUND for the device; INVALID_ARGUMENT for NULL out; OUT_OF_MEMORY. */
+PORTA_API porta_status_t porta_stream_create(porta_device_t device, porta_stream_t* out_stream);
+
+/* Waits for the stream's queued work, then destroys it. The default streams cannot be destroyed.
+ * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for a default stream. */
+PORTA_API porta_status_t porta_stream_destroy(porta_stream_t stream);
+
+/* The device's default stream: created with the device, alive until porta_shutdown. It is an
+ * ordinary in-order stream; it does not synchronise implicitly with other streams.
+ * Returns: SUCCESS; NOT_FOUND; INVALID_ARGUMENT for NULL out. */
+PORTA_API porta_status_t porta_stream_default(porta_device_t device, porta_stream_t* out_stream);
+
+/* Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for NULL out. */
+PORTA_API porta_status_t porta_stream_device(porta_stream_t stream, porta_device_t* out_device);
+
+/* Blocks until all work queued on the stream has finished.
+ * Returns: SUCCESS; INVALID_HANDLE; the error of a queued operation that failed (then cleared). */
+PORTA_API porta_status_t porta_stream_synchronize(porta_stream_t stream);
+
+/* Returns: SUCCESS when all queued work has finished; NOT_READY when some is pending;
+ * INVALID_HANDLE; the error of a queued operation that failed (then cleared). */
+PORTA_API porta_status_t porta_stream_query(porta_stream_t stream);
+
+/* Work queued on the stream after this call waits until the event's last recorded work has
+ * completed, without blocking the host. An event never recorded is complete. The event may
+ * belong to another stream of the same device.
+ * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for an event of another device. */
+PORTA_API porta_status_t porta_stream_wait_event(porta_stream_t stream, porta_event_t event);
+
+/* The backend's own stream: CUstream (cuda), hipStream_t (hip), ze_command_queue_handle_t
+ * (level_zero). Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for NULL out; UNSUPPORTED on
+ * the CPU backend, whose streams are Porta's own. */
+PORTA_API porta_status_t porta_stream_native_handle(porta_stream_t stream, void** out_native);
+
+/* ---------------------------------------------------------------------------------------------
+ * Events: markers in a stream, to wait on and to time work with.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Returns: SUCCESS; NOT_FOUND for the device; INVALID_ARGUMENT for NULL out. */
+PORTA_API porta_status_t porta_event_create(porta_device_t device, porta_event_t* out_event);
+
+/* Destroys the event; waits already queued on it still complete normally.
+ * Returns: SUCCESS; INVALID_HANDLE. */
+PORTA_API porta_status_t porta_event_destroy(porta_event_t event);
+
+/* Captures the stream's work queued so far: the event completes when that work has, and takes
+ * the time then. Recording again replaces the previous capture.
+ * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for a stream of another device. */
+PORTA_API porta_status_t porta_event_record(porta_event_t event, porta_stream_t stream);
+
+/* Returns: SUCCESS when the captured work has completed (or never recorded); NOT_READY;
+ * INVALID_HANDLE. */
+PORTA_API porta_status_t porta_event_query(porta_event_t event);
+
+/* Blocks until the captured work has completed. Returns: SUCCESS; INVALID_HANDLE. */
+PORTA_API porta_status_t porta_event_synchronize(porta_event_t event);
+
+/* Milliseconds between two completed events of the same device (negative if end came first).
+ * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for NULL out, events of different devices
+ * or one never recorded; NOT_READY if either has not completed. */
+PORTA_API porta_status_t porta_event_elapsed_ms(porta_event_t start, porta_event_t end,
+                                                float* out_ms);
+
+/* ---------------------------------------------------------------------------------------------
+ * Modules and kernels. A module is a code object for one device: a shared object (cpu), a
+ * cubin/fatbin/PTX (cuda), a HIP code object (hip), SPIR-V (level_zero).
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct porta_module_s* porta_module_t;
+typedef struct porta_kernel_s* porta_kernel_t;
+
+/* Loads a module from a file. Returns: SUCCESS; NOT_FOUND for a missing file or device;
+ * INVALID_ARGUMENT for NULL arguments or a file the backend cannot load (the message says why);
+ * INCOMPATIBLE_VERSION for a code object built for another device or ABI. */
+PORTA_API porta_status_t porta_module_load(porta_device_t device, const char* path,
+                                           porta_module_t* out_module);
+
+/* Loads a module from memory; the image is copied and may be freed after the call.
+ * Returns as porta_module_load. */
+PORTA_API porta_status_t porta_module_load_data(porta_device_t device, const void* image,
+                                                size_t size, porta_module_t* out_module);
+
+/* Unloads the module after waiting for the device's pending work; its kernels become stale.
+ * Returns: SUCCESS; INVALID_HANDLE. */
+PORTA_API porta_status_t porta_module_unload(porta_module_t module);
+
+/* Looks a kernel up by name. The handle lives as long as its module.
+ * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for NULL arguments; NOT_FOUND. */
+PORTA_API porta_status_t porta_kernel_get(porta_module_t module, const char* name,
+                                          porta_kernel_t* out_kernel);
+
+typedef struct porta_launch_config {
+  size_t struct_size;
+  uint32_t grid[3];            /* work-groups per dimension, each >= 1 */
+  uint32_t group[3];           /* work-items per group per dimension, each >= 1 */
+  uint32_t shared_memory_bytes; /* dynamic shared (local) memory per group */
+} porta_launch_config_t;
+
+/* Queues the kernel on the stream, as cuLaunchKernel does: args[i] points to the value of the
+ * kernel's i-th parameter, which is copied before the call returns.
+ * Returns: SUCCESS; INVALID_HANDLE for the kernel or stream; INVALID_ARGUMENT for NULL config or
+ * args (when the kernel has parameters), a zero or oversize grid or group, too much shared memory,
+ * or a stream of another device than the kernel's module. */
+PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel,
+                                             const porta_launch_config_t* config, void** args,
+                                             porta_stream_t stream);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* PORTA_PORTA_H_ */

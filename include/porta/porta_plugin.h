@@ -1,0 +1,171 @@
+/*
+ * porta_plugin.h: the ABI between libporta and its plugins.
+ *
+ * A plugin is a shared object named libporta_<backend>.so that exports one C symbol,
+ * porta_plugin_entry (type porta_plugin_entry_fn). libporta calls it once after dlopen with the
+ * host's services and receives a porta_plugin_t describing the plugin and its interface.
+ *
+ * Rules a plugin follows:
+ * - Every pointer it hands back stays valid until its shutdown slot returns.
+ * - Each slot returns a porta_status_t; on error it may call host->set_error_message first with
+ *   the detail (its vendor's error name and code). It never throws and never aborts.
+ * - Arguments reaching a slot have been validated by libporta: handles are live, sizes are within
+ *   allocations, devices match, outputs are non-NULL. A plugin trusts them.
+ * - Slots marked optional may be NULL; libporta then supplies the behaviour or answers
+ *   PORTA_ERROR_UNSUPPORTED.
+ * - Versioning: porta_plugin_t.abi_major must equal PORTA_PLUGIN_ABI_MAJOR or the plugin is
+ *   refused. A minor below libporta's is accepted: later minors only append slots, and libporta
+ *   reads a slot only when struct_size covers it.
+ *
+ * The interface is a struct of function pointers taking the plugin's own context first. Objects
+ * (devices, streams, events, modules, kernels) are opaque pointers of the plugin's choosing;
+ * libporta wraps them in checked handles before users see them.
+ */
+#ifndef PORTA_PORTA_PLUGIN_H_
+#define PORTA_PORTA_PLUGIN_H_
+
+#include "porta.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PORTA_PLUGIN_ABI_MAJOR 1
+#define PORTA_PLUGIN_ABI_MINOR 0
+
+#define PORTA_PLUGIN_ENTRY_SYMBOL "porta_plugin_entry"
+
+#if defined(__GNUC__)
+#define PORTA_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define PORTA_PLUGIN_EXPORT
+#endif
+
+typedef enum porta_log_level {
+  PORTA_LOG_TRACE = 0,
+  PORTA_LOG_DEBUG = 1,
+  PORTA_LOG_INFO = 2,
+  PORTA_LOG_WARN = 3,
+  PORTA_LOG_ERROR = 4,
+  PORTA_LOG_OFF = 5
+} porta_log_level_t;
+
+/* What libporta offers a plugin. Valid from the entry call until the plugin's shutdown. */
+typedef struct porta_host_api {
+  size_t struct_size;
+  /* Sets the calling thread's last error message, shown by porta_last_error_message(). */
+  void (*set_error_message)(const char* message);
+  /* Writes to Porta's log when level is enabled. */
+  void (*log)(porta_log_level_t level, const char* message);
+} porta_host_api_t;
+
+/* Which way a copy goes; resolved by libporta from its allocation records. */
+typedef enum porta_copy_kind {
+  PORTA_COPY_HOST_TO_HOST = 0,
+  PORTA_COPY_HOST_TO_DEVICE = 1,
+  PORTA_COPY_DEVICE_TO_HOST = 2,
+  PORTA_COPY_DEVICE_TO_DEVICE = 3
+} porta_copy_kind_t;
+
+typedef void* porta_backend_context_t;
+
+/* The interface of a backend plugin: devices, memory, streams, events, modules, launch.
+ * Indices named device are the backend's own, in [0, device_count). */
+typedef struct porta_backend_interface {
+  size_t struct_size;
+
+  /* Opens the driver and counts devices. A machine without the driver or any device is not an
+   * error of the plugin: return PORTA_ERROR_UNAVAILABLE with the reason in the message. */
+  porta_status_t (*initialize)(porta_backend_context_t* out_context, int32_t* out_device_count);
+  /* Releases everything; libporta has destroyed every object it created before calling. */
+  void (*shutdown)(porta_backend_context_t context);
+
+  porta_status_t (*device_properties)(porta_backend_context_t context, int32_t device,
+                                      porta_device_properties_t* out_properties);
+  porta_status_t (*device_memory_info)(porta_backend_context_t context, int32_t device,
+                                       uint64_t* out_free, uint64_t* out_total);
+  porta_status_t (*device_synchronize)(porta_backend_context_t context, int32_t device);
+  /* Optional. */
+  porta_status_t (*device_native_handle)(porta_backend_context_t context, int32_t device,
+                                         void** out_native);
+
+  /* size > 0. Device memory must be aligned to at least 256 bytes. */
+  porta_status_t (*memory_alloc)(porta_backend_context_t context, int32_t device, size_t size,
+                                 void** out_ptr);
+  porta_status_t (*memory_free)(porta_backend_context_t context, int32_t device, void* ptr);
+  porta_status_t (*host_alloc)(porta_backend_context_t context, int32_t device, size_t size,
+                               void** out_ptr);
+  porta_status_t (*host_free)(porta_backend_context_t context, int32_t device, void* ptr);
+
+  porta_status_t (*stream_create)(porta_backend_context_t context, int32_t device,
+                                  void** out_stream);
+  /* Called after stream_synchronize; the stream has no pending work. */
+  porta_status_t (*stream_destroy)(porta_backend_context_t context, void* stream);
+  porta_status_t (*stream_synchronize)(porta_backend_context_t context, void* stream);
+  /* SUCCESS when idle, PORTA_NOT_READY when work is pending, or a failed operation's error. */
+  porta_status_t (*stream_query)(porta_backend_context_t context, void* stream);
+  porta_status_t (*stream_wait_event)(porta_backend_context_t context, void* stream,
+                                      void* event);
+  /* Optional. */
+  porta_status_t (*stream_native_handle)(porta_backend_context_t context, void* stream,
+                                         void** out_native);
+
+  /* size > 0; both ranges lie within their allocations when those are Porta's. */
+  porta_status_t (*memcpy_async)(porta_backend_context_t context, void* stream, void* dst,
+                                 const void* src, size_t size, porta_copy_kind_t kind);
+  porta_status_t (*memset_async)(porta_backend_context_t context, void* stream, void* dst,
+                                 uint8_t value, size_t size);
+
+  porta_status_t (*event_create)(porta_backend_context_t context, int32_t device,
+                                 void** out_event);
+  porta_status_t (*event_destroy)(porta_backend_context_t context, void* event);
+  porta_status_t (*event_record)(porta_backend_context_t context, void* event, void* stream);
+  /* SUCCESS when complete or never recorded, PORTA_NOT_READY otherwise. */
+  porta_status_t (*event_query)(porta_backend_context_t context, void* event);
+  porta_status_t (*event_synchronize)(porta_backend_context_t context, void* event);
+  /* Both recorded and complete (libporta checked with event_query). */
+  porta_status_t (*event_elapsed_ms)(porta_backend_context_t context, void* start, void* end,
+                                     float* out_ms);
+
+  /* The image is only borrowed for the call. */
+  porta_status_t (*module_load_data)(porta_backend_context_t context, int32_t device,
+                                     const void* image, size_t size, void** out_module);
+  /* Optional: load straight from a file (the CPU backend dlopens it). When NULL, libporta reads
+   * the file and calls module_load_data. */
+  porta_status_t (*module_load_file)(porta_backend_context_t context, int32_t device,
+                                     const char* path, void** out_module);
+  porta_status_t (*module_unload)(porta_backend_context_t context, void* module);
+  /* PORTA_ERROR_NOT_FOUND when the module has no such kernel. */
+  porta_status_t (*kernel_get)(porta_backend_context_t context, void* module, const char* name,
+                               void** out_kernel);
+  /* config has been checked against the device's limits; args as in porta_kernel_launch. */
+  porta_status_t (*kernel_launch)(porta_backend_context_t context, void* kernel,
+                                  const porta_launch_config_t* config, void** args,
+                                  void* stream);
+} porta_backend_interface_t;
+
+typedef enum porta_plugin_kind {
+  PORTA_PLUGIN_KIND_BACKEND = 1
+} porta_plugin_kind_t;
+
+/* What the entry point fills in. */
+typedef struct porta_plugin {
+  size_t struct_size;
+  uint32_t abi_major; /* PORTA_PLUGIN_ABI_MAJOR the plugin was built against */
+  uint32_t abi_minor;
+  porta_plugin_kind_t kind;
+  const char* name;    /* the backend it implements: "cpu", "cuda", ...; must match the file */
+  const char* version; /* the plugin's own version, and its driver's if known */
+  const porta_backend_interface_t* backend; /* kind == PORTA_PLUGIN_KIND_BACKEND */
+} porta_plugin_t;
+
+/* The one symbol a plugin exports. It must be cheap and must not touch the driver: that happens
+ * in initialize. out_plugin->struct_size is set by libporta to the size it can read. */
+typedef porta_status_t (*porta_plugin_entry_fn)(const porta_host_api_t* host,
+                                                porta_plugin_t* out_plugin);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* PORTA_PORTA_PLUGIN_H_ */

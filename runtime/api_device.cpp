@@ -1,0 +1,93 @@
+// Devices: count, default, properties, memory, synchronisation, native handles.
+#include <cstring>
+
+#include "runtime.h"
+
+using namespace porta;
+
+extern "C" PORTA_API porta_status_t porta_device_count(int32_t* out_count) {
+  return with_runtime("porta_device_count", [&](Runtime& runtime) -> porta_status_t {
+    if (!out_count) return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_device_count: out_count is NULL");
+    *out_count = runtime.device_count();
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_device_default(porta_device_t* out_device) {
+  return with_runtime("porta_device_default", [&](Runtime& runtime) -> porta_status_t {
+    if (!out_device) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_device_default: out_device is NULL");
+    }
+    *out_device = runtime.default_device();
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_device_properties(
+    porta_device_t device, porta_device_properties_t* out_properties) {
+  return with_runtime("porta_device_properties", [&](Runtime& runtime) -> porta_status_t {
+    Device* found = runtime.device(device, "porta_device_properties: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!out_properties || out_properties->struct_size < sizeof(porta_device_properties_t)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "porta_device_properties: out_properties is NULL or its struct_size is below {}",
+                  sizeof(porta_device_properties_t));
+    }
+    size_t size = out_properties->struct_size;
+    std::memcpy(out_properties, &found->properties, sizeof(porta_device_properties_t));
+    out_properties->struct_size = size;
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_device_memory_info(porta_device_t device,
+                                                             uint64_t* out_free,
+                                                             uint64_t* out_total) {
+  return with_runtime("porta_device_memory_info", [&](Runtime& runtime) -> porta_status_t {
+    Device* found = runtime.device(device, "porta_device_memory_info: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!out_free || !out_total) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "porta_device_memory_info: out_free and out_total must not be NULL");
+    }
+    uint64_t free_bytes = 0, total_bytes = 0;
+    const Backend& backend = *found->backend;
+    porta_status_t status = call(backend, "porta_device_memory_info",
+                                 backend.interface.device_memory_info, found->index, &free_bytes,
+                                 &total_bytes);
+    if (status == PORTA_SUCCESS) {
+      *out_free = free_bytes;
+      *out_total = total_bytes;
+    }
+    return status;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_device_synchronize(porta_device_t device) {
+  return with_runtime("porta_device_synchronize", [&](Runtime& runtime) -> porta_status_t {
+    Device* found = runtime.device(device, "porta_device_synchronize: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    const Backend& backend = *found->backend;
+    return call(backend, "porta_device_synchronize", backend.interface.device_synchronize,
+                found->index);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_device_native_handle(porta_device_t device,
+                                                               void** out_native) {
+  return with_runtime("porta_device_native_handle", [&](Runtime& runtime) -> porta_status_t {
+    Device* found = runtime.device(device, "porta_device_native_handle: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!out_native) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_device_native_handle: out_native is NULL");
+    }
+    const Backend& backend = *found->backend;
+    if (!backend.interface.device_native_handle) {
+      return fail(PORTA_ERROR_UNSUPPORTED,
+                  "porta_device_native_handle: the {} backend has no native device handle",
+                  backend.name);
+    }
+    return call(backend, "porta_device_native_handle", backend.interface.device_native_handle,
+                found->index, out_native);
+  });
+}

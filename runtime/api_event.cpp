@@ -1,0 +1,123 @@
+// Events: markers in a stream to wait on and to time work with.
+#include "runtime.h"
+
+using namespace porta;
+
+namespace {
+
+porta_status_t lookup(Runtime& runtime, const char* function, const char* argument,
+                      porta_event_t handle, std::shared_ptr<Event>& out) {
+  out = runtime.events.find(reinterpret_cast<uintptr_t>(handle));
+  if (!out) {
+    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: {} {} is not a live event", function, argument,
+                static_cast<void*>(handle));
+  }
+  return PORTA_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" PORTA_API porta_status_t porta_event_create(porta_device_t device,
+                                                       porta_event_t* out_event) {
+  return with_runtime("porta_event_create", [&](Runtime& runtime) -> porta_status_t {
+    Device* found = runtime.device(device, "porta_event_create: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!out_event) return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_event_create: out_event is NULL");
+    auto event = std::make_shared<Event>();
+    event->device = found;
+    const Backend& backend = *found->backend;
+    porta_status_t status = call(backend, "porta_event_create", backend.interface.event_create,
+                                 found->index, &event->native);
+    if (status != PORTA_SUCCESS) return status;
+    *out_event = reinterpret_cast<porta_event_t>(runtime.events.insert(std::move(event)));
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_event_destroy(porta_event_t handle) {
+  return with_runtime("porta_event_destroy", [&](Runtime& runtime) -> porta_status_t {
+    auto event = runtime.events.remove(reinterpret_cast<uintptr_t>(handle));
+    if (!event) {
+      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_event_destroy: event {} is not a live event",
+                  static_cast<void*>(handle));
+    }
+    const Backend& backend = *event->device->backend;
+    return call(backend, "porta_event_destroy", backend.interface.event_destroy, event->native);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_event_record(porta_event_t handle,
+                                                       porta_stream_t stream_handle) {
+  return with_runtime("porta_event_record", [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Event> event;
+    porta_status_t status = lookup(runtime, "porta_event_record", "event", handle, event);
+    if (status != PORTA_SUCCESS) return status;
+    auto stream = runtime.stream(stream_handle);
+    if (!stream) {
+      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_event_record: stream {} is not a live stream",
+                  static_cast<void*>(stream_handle));
+    }
+    if (stream->device != event->device) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "porta_event_record: the event belongs to device {}, the stream to {}",
+                  event->device->id, stream->device->id);
+    }
+    const Backend& backend = *event->device->backend;
+    status = call(backend, "porta_event_record", backend.interface.event_record, event->native,
+                  stream->native);
+    if (status == PORTA_SUCCESS) event->recorded = true;
+    return status;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_event_query(porta_event_t handle) {
+  return with_runtime("porta_event_query", [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Event> event;
+    porta_status_t status = lookup(runtime, "porta_event_query", "event", handle, event);
+    if (status != PORTA_SUCCESS) return status;
+    const Backend& backend = *event->device->backend;
+    return call(backend, "porta_event_query", backend.interface.event_query, event->native);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_event_synchronize(porta_event_t handle) {
+  return with_runtime("porta_event_synchronize", [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Event> event;
+    porta_status_t status = lookup(runtime, "porta_event_synchronize", "event", handle, event);
+    if (status != PORTA_SUCCESS) return status;
+    const Backend& backend = *event->device->backend;
+    return call(backend, "porta_event_synchronize", backend.interface.event_synchronize,
+                event->native);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_event_elapsed_ms(porta_event_t start_handle,
+                                                           porta_event_t end_handle,
+                                                           float* out_ms) {
+  return with_runtime("porta_event_elapsed_ms", [&](Runtime& runtime) -> porta_status_t {
+    const char* function = "porta_event_elapsed_ms";
+    std::shared_ptr<Event> start, end;
+    porta_status_t status = lookup(runtime, function, "start", start_handle, start);
+    if (status == PORTA_SUCCESS) status = lookup(runtime, function, "end", end_handle, end);
+    if (status != PORTA_SUCCESS) return status;
+    if (!out_ms) return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: out_ms is NULL", function);
+    if (start->device != end->device) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: start is on device {}, end on device {}",
+                  function, start->device->id, end->device->id);
+    }
+    if (!start->recorded || !end->recorded) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} has never been recorded", function,
+                  start->recorded ? "end" : "start");
+    }
+    const Backend& backend = *start->device->backend;
+    for (const Event* event : {start.get(), end.get()}) {
+      status = call(backend, function, backend.interface.event_query, event->native);
+      if (status != PORTA_SUCCESS) return status;
+    }
+    float ms = 0;
+    status = call(backend, function, backend.interface.event_elapsed_ms, start->native,
+                  end->native, &ms);
+    if (status == PORTA_SUCCESS) *out_ms = ms;
+    return status;
+  });
+}

@@ -1,0 +1,74 @@
+// porta_init, porta_shutdown and the loader report.
+#include <cstdio>
+
+#include "runtime.h"
+
+using namespace porta;
+
+extern "C" PORTA_API porta_status_t porta_init(const porta_init_options_t* options) {
+  return guarded("porta_init", [&]() -> porta_status_t {
+    std::unique_lock lock(detail::lifecycle_mutex());
+    Runtime& runtime = detail::instance();
+    if (!runtime.initialized()) return runtime.initialize(options);
+    if (runtime.status() != PORTA_SUCCESS) {
+      return fail(runtime.status(), "porta_init: an earlier initialisation failed: {}",
+                  runtime.init_message());
+    }
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_shutdown(void) {
+  return guarded("porta_shutdown", [&]() -> porta_status_t {
+    std::unique_lock lock(detail::lifecycle_mutex());
+    detail::instance().shutdown();
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_backend_selected(const char** out_name) {
+  return with_runtime("porta_backend_selected", [&](Runtime& runtime) -> porta_status_t {
+    if (!out_name) return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_backend_selected: out_name is NULL");
+    *out_name = runtime.selected_backend();
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_loader_report_count(size_t* out_count) {
+  return with_runtime_even_if_failed("porta_loader_report_count", [&](Runtime& runtime) -> porta_status_t {
+    if (!out_count) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_loader_report_count: out_count is NULL");
+    }
+    *out_count = runtime.reports().size();
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_loader_report_get(size_t index,
+                                                            porta_plugin_report_t* out_report) {
+  return with_runtime_even_if_failed("porta_loader_report_get", [&](Runtime& runtime) -> porta_status_t {
+    if (!out_report || out_report->struct_size < sizeof(porta_plugin_report_t)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "porta_loader_report_get: out_report is NULL or its struct_size is below {}",
+                  sizeof(porta_plugin_report_t));
+    }
+    if (index >= runtime.reports().size()) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "porta_loader_report_get: index {} is past the report's {} rows", index,
+                  runtime.reports().size());
+    }
+    const PluginReport& row = runtime.reports()[index];
+    porta_plugin_report_t report{};
+    report.struct_size = out_report->struct_size;
+    std::snprintf(report.backend, sizeof(report.backend), "%s", row.backend.c_str());
+    std::snprintf(report.path, sizeof(report.path), "%s", row.path.c_str());
+    std::snprintf(report.reason, sizeof(report.reason), "%s", row.reason.c_str());
+    report.outcome = row.outcome;
+    report.status = row.status;
+    report.abi_major = row.abi_major;
+    report.abi_minor = row.abi_minor;
+    report.device_count = row.device_count;
+    *out_report = report;
+    return PORTA_SUCCESS;
+  });
+}

@@ -1,0 +1,267 @@
+// Memory: allocation records make every copy, set and free checkable against what was allocated.
+#include <cstring>
+
+#include "runtime.h"
+
+using namespace porta;
+
+namespace {
+
+porta_status_t allocate(Runtime& runtime, const char* function, porta_memory_kind_t kind,
+                        porta_device_t device, size_t size, void** out_ptr) {
+  Device* found = runtime.device(device, function);
+  if (!found) return PORTA_ERROR_NOT_FOUND;
+  if (!out_ptr) return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: out_ptr is NULL", function);
+  if (size == 0) {
+    *out_ptr = nullptr;
+    return PORTA_SUCCESS;
+  }
+  const Backend& backend = *found->backend;
+  auto slot = kind == PORTA_MEMORY_DEVICE ? backend.interface.memory_alloc
+                                          : backend.interface.host_alloc;
+  void* ptr = nullptr;
+  porta_status_t status = call(backend, function, slot, found->index, size, &ptr);
+  if (status != PORTA_SUCCESS) return status;
+  runtime.remember(Allocation{reinterpret_cast<uintptr_t>(ptr), size, kind, found});
+  *out_ptr = ptr;
+  return PORTA_SUCCESS;
+}
+
+porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind_t kind,
+                       void* ptr) {
+  if (!ptr) return PORTA_SUCCESS;
+  Allocation allocation;
+  if (!runtime.forget(ptr, kind, allocation)) {
+    Allocation other;
+    if (!runtime.find_allocation(ptr, other)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: {} is not a live allocation (already freed, or not from Porta)", function,
+                  ptr);
+    }
+    if (other.base != reinterpret_cast<uintptr_t>(ptr)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: {} points {} bytes into an allocation; pass its start", function, ptr,
+                  reinterpret_cast<uintptr_t>(ptr) - other.base);
+    }
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {} memory; free it with {}", function,
+                ptr, other.kind == PORTA_MEMORY_DEVICE ? "device" : "pinned host",
+                other.kind == PORTA_MEMORY_DEVICE ? "porta_memory_free" : "porta_host_free");
+  }
+  Device* device = allocation.device;
+  const Backend& backend = *device->backend;
+  // Like cudaFree: queued work may still use the memory, so let it finish first. An error of
+  // that earlier work is reported once the memory is freed.
+  porta_status_t pending = PORTA_SUCCESS;
+  if (kind == PORTA_MEMORY_DEVICE) {
+    pending = call(backend, function, backend.interface.device_synchronize, device->index);
+  }
+  auto slot = kind == PORTA_MEMORY_DEVICE ? backend.interface.memory_free
+                                          : backend.interface.host_free;
+  porta_status_t status = call(backend, function, slot, device->index, ptr);
+  return status != PORTA_SUCCESS ? status : pending;
+}
+
+// Where one side of a copy lies: a Porta allocation with enough room, or plain host memory.
+struct Span {
+  bool device_memory = false;
+  Device* device = nullptr;
+};
+
+porta_status_t check_span(Runtime& runtime, const char* function, const char* argument,
+                          const void* ptr, size_t size, Span& out) {
+  if (!ptr) return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is NULL", function, argument);
+  Allocation allocation;
+  if (!runtime.find_allocation(ptr, allocation)) {
+    if (reinterpret_cast<uintptr_t>(ptr) + size < reinterpret_cast<uintptr_t>(ptr)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} + {} bytes wraps around the address space",
+                  function, argument, size);
+    }
+    out = Span{};
+    return PORTA_SUCCESS;
+  }
+  size_t offset = reinterpret_cast<uintptr_t>(ptr) - allocation.base;
+  if (size > allocation.size - offset) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: {}: {} bytes at offset {} overrun its allocation of {} bytes", function,
+                argument, size, offset, allocation.size);
+  }
+  out.device_memory = allocation.kind == PORTA_MEMORY_DEVICE;
+  out.device = allocation.device;
+  return PORTA_SUCCESS;
+}
+
+porta_status_t check_stream_device(const char* function, const char* argument, const Span& span,
+                                   const Stream& stream) {
+  if (span.device_memory && span.device != stream.device) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: {} is memory of device {} but the stream belongs to device {}", function,
+                argument, span.device->id, stream.device->id);
+  }
+  return PORTA_SUCCESS;
+}
+
+// The stream a call runs on: the given one (async) or the default stream of the device the
+// memory belongs to (blocking). nullptr when a blocking call touches host memory only.
+porta_status_t resolve_stream(Runtime& runtime, const char* function, bool blocking,
+                              porta_stream_t handle, Device* device,
+                              std::shared_ptr<Stream>& out) {
+  if (blocking) {
+    out = device ? runtime.stream(device->default_stream) : nullptr;
+    return PORTA_SUCCESS;
+  }
+  out = runtime.stream(handle);
+  if (!out) return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream is not a live stream", function);
+  return PORTA_SUCCESS;
+}
+
+porta_status_t finish(const char* function, const Stream& stream, bool blocking,
+                      porta_status_t status) {
+  if (status != PORTA_SUCCESS || !blocking) return status;
+  const Backend& backend = *stream.device->backend;
+  return call(backend, function, backend.interface.stream_synchronize, stream.native);
+}
+
+porta_status_t copy(Runtime& runtime, const char* function, bool blocking, void* dst,
+                    const void* src, size_t size, porta_stream_t handle) {
+  std::shared_ptr<Stream> stream;
+  if (!blocking) {
+    porta_status_t status = resolve_stream(runtime, function, false, handle, nullptr, stream);
+    if (status != PORTA_SUCCESS) return status;
+  }
+  if (size == 0) return PORTA_SUCCESS;
+  Span to, from;
+  porta_status_t status = check_span(runtime, function, "dst", dst, size, to);
+  if (status == PORTA_SUCCESS) status = check_span(runtime, function, "src", src, size, from);
+  if (status != PORTA_SUCCESS) return status;
+  if (to.device_memory && from.device_memory && to.device != from.device) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: dst is on device {} and src on device {}; copies between devices are not "
+                "supported",
+                function, to.device->id, from.device->id);
+  }
+  if (blocking) {
+    Device* device = to.device_memory ? to.device : from.device_memory ? from.device : nullptr;
+    resolve_stream(runtime, function, true, nullptr, device, stream);
+    if (!stream) {
+      std::memmove(dst, src, size);
+      return PORTA_SUCCESS;
+    }
+  }
+  status = check_stream_device(function, "dst", to, *stream);
+  if (status == PORTA_SUCCESS) status = check_stream_device(function, "src", from, *stream);
+  if (status != PORTA_SUCCESS) return status;
+
+  porta_copy_kind_t kind = to.device_memory
+                               ? (from.device_memory ? PORTA_COPY_DEVICE_TO_DEVICE
+                                                     : PORTA_COPY_HOST_TO_DEVICE)
+                               : (from.device_memory ? PORTA_COPY_DEVICE_TO_HOST
+                                                     : PORTA_COPY_HOST_TO_HOST);
+  const Backend& backend = *stream->device->backend;
+  status = call(backend, function, backend.interface.memcpy_async, stream->native, dst, src, size,
+                kind);
+  return finish(function, *stream, blocking, status);
+}
+
+porta_status_t set(Runtime& runtime, const char* function, bool blocking, void* dst, int value,
+                   size_t size, porta_stream_t handle) {
+  std::shared_ptr<Stream> stream;
+  if (!blocking) {
+    porta_status_t status = resolve_stream(runtime, function, false, handle, nullptr, stream);
+    if (status != PORTA_SUCCESS) return status;
+  }
+  if (value < 0 || value > 255) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: value {} is not a byte (0 to 255)", function,
+                value);
+  }
+  if (size == 0) return PORTA_SUCCESS;
+  Span to;
+  porta_status_t status = check_span(runtime, function, "dst", dst, size, to);
+  if (status != PORTA_SUCCESS) return status;
+  if (!to.device_memory) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: dst {} is not device memory", function, dst);
+  }
+  if (blocking) resolve_stream(runtime, function, true, nullptr, to.device, stream);
+  status = check_stream_device(function, "dst", to, *stream);
+  if (status != PORTA_SUCCESS) return status;
+  const Backend& backend = *stream->device->backend;
+  status = call(backend, function, backend.interface.memset_async, stream->native, dst,
+                static_cast<uint8_t>(value), size);
+  return finish(function, *stream, blocking, status);
+}
+
+}  // namespace
+
+extern "C" PORTA_API porta_status_t porta_memory_alloc(porta_device_t device, size_t size,
+                                                       void** out_ptr) {
+  return with_runtime("porta_memory_alloc", [&](Runtime& runtime) -> porta_status_t {
+    return allocate(runtime, "porta_memory_alloc", PORTA_MEMORY_DEVICE, device, size, out_ptr);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_memory_free(void* ptr) {
+  return with_runtime("porta_memory_free", [&](Runtime& runtime) -> porta_status_t {
+    return release(runtime, "porta_memory_free", PORTA_MEMORY_DEVICE, ptr);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_host_alloc(porta_device_t device, size_t size,
+                                                     void** out_ptr) {
+  return with_runtime("porta_host_alloc", [&](Runtime& runtime) -> porta_status_t {
+    return allocate(runtime, "porta_host_alloc", PORTA_MEMORY_HOST_PINNED, device, size, out_ptr);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_host_free(void* ptr) {
+  return with_runtime("porta_host_free", [&](Runtime& runtime) -> porta_status_t {
+    return release(runtime, "porta_host_free", PORTA_MEMORY_HOST_PINNED, ptr);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_pointer_info(const void* ptr,
+                                                       porta_pointer_info_t* out_info) {
+  return with_runtime("porta_pointer_info", [&](Runtime& runtime) -> porta_status_t {
+    if (!out_info || out_info->struct_size < sizeof(porta_pointer_info_t)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "porta_pointer_info: out_info is NULL or its struct_size is below {}",
+                  sizeof(porta_pointer_info_t));
+    }
+    porta_pointer_info_t info{};
+    info.struct_size = out_info->struct_size;
+    info.device = -1;
+    Allocation allocation;
+    if (ptr && runtime.find_allocation(ptr, allocation)) {
+      info.kind = allocation.kind;
+      info.device = allocation.device->id;
+      info.base = reinterpret_cast<void*>(allocation.base);
+      info.size = allocation.size;
+    }
+    *out_info = info;
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_memcpy(void* dst, const void* src, size_t size) {
+  return with_runtime("porta_memcpy", [&](Runtime& runtime) -> porta_status_t {
+    return copy(runtime, "porta_memcpy", true, dst, src, size, nullptr);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_memcpy_async(void* dst, const void* src, size_t size,
+                                                       porta_stream_t stream) {
+  return with_runtime("porta_memcpy_async", [&](Runtime& runtime) -> porta_status_t {
+    return copy(runtime, "porta_memcpy_async", false, dst, src, size, stream);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_memset(void* dst, int value, size_t size) {
+  return with_runtime("porta_memset", [&](Runtime& runtime) -> porta_status_t {
+    return set(runtime, "porta_memset", true, dst, value, size, nullptr);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_memset_async(void* dst, int value, size_t size,
+                                                       porta_stream_t stream) {
+  return with_runtime("porta_memset_async", [&](Runtime& runtime) -> porta_status_t {
+    return set(runtime, "porta_memset_async", false, dst, value, size, stream);
+  });
+}

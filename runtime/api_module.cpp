@@ -1,0 +1,185 @@
+// Modules and kernels: loading code objects, looking kernels up, launching them.
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <vector>
+
+#include "runtime.h"
+
+using namespace porta;
+
+namespace {
+
+porta_status_t adopt(Runtime& runtime, Device& device, void* native, porta_module_t* out_module) {
+  auto module = std::make_shared<Module>();
+  module->device = &device;
+  module->native = native;
+  *out_module = reinterpret_cast<porta_module_t>(runtime.modules.insert(std::move(module)));
+  return PORTA_SUCCESS;
+}
+
+porta_status_t check_config(const char* function, const porta_launch_config_t* config,
+                            const porta_device_properties_t& limits) {
+  if (!config || config->struct_size < sizeof(porta_launch_config_t)) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: config is NULL or its struct_size is below {}",
+                function, sizeof(porta_launch_config_t));
+  }
+  uint64_t items = 1;
+  for (int d = 0; d < 3; ++d) {
+    const char axis = "xyz"[d];
+    if (config->grid[d] == 0 || config->grid[d] > uint64_t(limits.max_grid_dims[d])) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: grid.{} is {}; accepted: 1 to {}", function,
+                  axis, config->grid[d], limits.max_grid_dims[d]);
+    }
+    if (config->group[d] == 0 || config->group[d] > uint32_t(limits.max_work_group_dims[d])) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: group.{} is {}; accepted: 1 to {}", function,
+                  axis, config->group[d], limits.max_work_group_dims[d]);
+    }
+    items *= config->group[d];
+  }
+  if (items > uint64_t(limits.max_work_group_size)) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: a group of {}x{}x{} = {} work-items exceeds the device's {}", function,
+                config->group[0], config->group[1], config->group[2], items,
+                limits.max_work_group_size);
+  }
+  if (config->shared_memory_bytes > uint32_t(limits.shared_memory_per_group)) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: {} bytes of shared memory exceed the device's {} per group", function,
+                config->shared_memory_bytes, limits.shared_memory_per_group);
+  }
+  return PORTA_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" PORTA_API porta_status_t porta_module_load(porta_device_t device, const char* path,
+                                                      porta_module_t* out_module) {
+  return with_runtime("porta_module_load", [&](Runtime& runtime) -> porta_status_t {
+    const char* function = "porta_module_load";
+    Device* found = runtime.device(device, "porta_module_load: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!path || !out_module) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: path and out_module must not be NULL",
+                  function);
+    }
+    std::error_code error;
+    if (!std::filesystem::is_regular_file(path, error)) {
+      return fail(PORTA_ERROR_NOT_FOUND, "{}: no file '{}'", function, path);
+    }
+    const Backend& backend = *found->backend;
+    void* native = nullptr;
+    porta_status_t status;
+    if (backend.interface.module_load_file) {
+      status = call(backend, function, backend.interface.module_load_file, found->index, path,
+                    &native);
+    } else {
+      std::ifstream file(path, std::ios::binary);
+      std::vector<char> image{std::istreambuf_iterator<char>(file), {}};
+      if (!file && !file.eof()) return fail(PORTA_ERROR_NOT_FOUND, "{}: cannot read '{}'", function, path);
+      status = call(backend, function, backend.interface.module_load_data, found->index,
+                    static_cast<const void*>(image.data()), image.size(), &native);
+    }
+    if (status != PORTA_SUCCESS) return status;
+    return adopt(runtime, *found, native, out_module);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_module_load_data(porta_device_t device,
+                                                           const void* image, size_t size,
+                                                           porta_module_t* out_module) {
+  return with_runtime("porta_module_load_data", [&](Runtime& runtime) -> porta_status_t {
+    const char* function = "porta_module_load_data";
+    Device* found = runtime.device(device, "porta_module_load_data: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!image || size == 0 || !out_module) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: image must be non-NULL with size > 0, and out_module non-NULL", function);
+    }
+    const Backend& backend = *found->backend;
+    void* native = nullptr;
+    porta_status_t status = call(backend, function, backend.interface.module_load_data,
+                                 found->index, image, size, &native);
+    if (status != PORTA_SUCCESS) return status;
+    return adopt(runtime, *found, native, out_module);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_module_unload(porta_module_t handle) {
+  return with_runtime("porta_module_unload", [&](Runtime& runtime) -> porta_status_t {
+    auto module = runtime.modules.remove(reinterpret_cast<uintptr_t>(handle));
+    if (!module) {
+      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_module_unload: module {} is not a live module",
+                  static_cast<void*>(handle));
+    }
+    {
+      std::lock_guard lock(module->mutex);
+      for (const auto& [name, kernel] : module->kernels) runtime.kernels.remove(kernel);
+    }
+    Device& device = *module->device;
+    const Backend& backend = *device.backend;
+    // Queued launches may still run the module's code.
+    porta_status_t pending = call(backend, "porta_module_unload",
+                                  backend.interface.device_synchronize, device.index);
+    porta_status_t status =
+        call(backend, "porta_module_unload", backend.interface.module_unload, module->native);
+    return status != PORTA_SUCCESS ? status : pending;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_kernel_get(porta_module_t handle, const char* name,
+                                                     porta_kernel_t* out_kernel) {
+  return with_runtime("porta_kernel_get", [&](Runtime& runtime) -> porta_status_t {
+    auto module = runtime.modules.find(reinterpret_cast<uintptr_t>(handle));
+    if (!module) {
+      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_kernel_get: module {} is not a live module",
+                  static_cast<void*>(handle));
+    }
+    if (!name || !out_kernel) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_kernel_get: name and out_kernel must not be NULL");
+    }
+    std::lock_guard lock(module->mutex);
+    if (auto it = module->kernels.find(name); it != module->kernels.end()) {
+      *out_kernel = reinterpret_cast<porta_kernel_t>(it->second);
+      return PORTA_SUCCESS;
+    }
+    const Backend& backend = *module->device->backend;
+    auto kernel = std::make_shared<Kernel>();
+    kernel->device = module->device;
+    porta_status_t status = call(backend, "porta_kernel_get", backend.interface.kernel_get,
+                                 module->native, name, &kernel->native);
+    if (status != PORTA_SUCCESS) return status;
+    uintptr_t kernel_handle = runtime.kernels.insert(std::move(kernel));
+    module->kernels.emplace(name, kernel_handle);
+    *out_kernel = reinterpret_cast<porta_kernel_t>(kernel_handle);
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel_handle,
+                                                        const porta_launch_config_t* config,
+                                                        void** args, porta_stream_t stream_handle) {
+  return with_runtime("porta_kernel_launch", [&](Runtime& runtime) -> porta_status_t {
+    const char* function = "porta_kernel_launch";
+    auto kernel = runtime.kernels.find(reinterpret_cast<uintptr_t>(kernel_handle));
+    if (!kernel) {
+      return fail(PORTA_ERROR_INVALID_HANDLE, "{}: kernel {} is not a live kernel", function,
+                  static_cast<void*>(kernel_handle));
+    }
+    auto stream = runtime.stream(stream_handle);
+    if (!stream) {
+      return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream {} is not a live stream", function,
+                  static_cast<void*>(stream_handle));
+    }
+    if (stream->device != kernel->device) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: the kernel was loaded on device {} but the stream belongs to device {}",
+                  function, kernel->device->id, stream->device->id);
+    }
+    porta_status_t status = check_config(function, config, kernel->device->properties);
+    if (status != PORTA_SUCCESS) return status;
+    const Backend& backend = *kernel->device->backend;
+    return call(backend, function, backend.interface.kernel_launch, kernel->native, config, args,
+                stream->native);
+  });
+}

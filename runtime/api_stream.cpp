@@ -1,0 +1,149 @@
+// Streams: in-order queues on one device; NULL means the default device's default stream.
+#include "runtime.h"
+
+using namespace porta;
+
+namespace {
+
+porta_status_t lookup(Runtime& runtime, const char* function, porta_stream_t handle,
+                      std::shared_ptr<Stream>& out) {
+  out = runtime.stream(handle);
+  if (!out) {
+    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream {} is not a live stream", function,
+                static_cast<void*>(handle));
+  }
+  return PORTA_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" PORTA_API porta_status_t porta_stream_create(porta_device_t device,
+                                                        porta_stream_t* out_stream) {
+  return with_runtime("porta_stream_create", [&](Runtime& runtime) -> porta_status_t {
+    Device* found = runtime.device(device, "porta_stream_create: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!out_stream) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_stream_create: out_stream is NULL");
+    }
+    auto stream = std::make_shared<Stream>();
+    stream->device = found;
+    const Backend& backend = *found->backend;
+    porta_status_t status = call(backend, "porta_stream_create", backend.interface.stream_create,
+                                 found->index, &stream->native);
+    if (status != PORTA_SUCCESS) return status;
+    *out_stream = reinterpret_cast<porta_stream_t>(runtime.streams.insert(std::move(stream)));
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_stream_destroy(porta_stream_t handle) {
+  return with_runtime("porta_stream_destroy", [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Stream> stream;
+    porta_status_t status = lookup(runtime, "porta_stream_destroy", handle, stream);
+    if (status != PORTA_SUCCESS) return status;
+    if (stream->is_default) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "porta_stream_destroy: a device's default stream cannot be destroyed");
+    }
+    if (!runtime.streams.remove(reinterpret_cast<uintptr_t>(handle))) {
+      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_stream_destroy: stream was destroyed meanwhile");
+    }
+    const Backend& backend = *stream->device->backend;
+    porta_status_t pending = call(backend, "porta_stream_destroy",
+                                  backend.interface.stream_synchronize, stream->native);
+    status = call(backend, "porta_stream_destroy", backend.interface.stream_destroy,
+                  stream->native);
+    return status != PORTA_SUCCESS ? status : pending;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_stream_default(porta_device_t device,
+                                                         porta_stream_t* out_stream) {
+  return with_runtime("porta_stream_default", [&](Runtime& runtime) -> porta_status_t {
+    Device* found = runtime.device(device, "porta_stream_default: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!out_stream) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_stream_default: out_stream is NULL");
+    }
+    *out_stream = found->default_stream;
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_stream_device(porta_stream_t handle,
+                                                        porta_device_t* out_device) {
+  return with_runtime("porta_stream_device", [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Stream> stream;
+    porta_status_t status = lookup(runtime, "porta_stream_device", handle, stream);
+    if (status != PORTA_SUCCESS) return status;
+    if (!out_device) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_stream_device: out_device is NULL");
+    }
+    *out_device = stream->device->id;
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_stream_synchronize(porta_stream_t handle) {
+  return with_runtime("porta_stream_synchronize", [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Stream> stream;
+    porta_status_t status = lookup(runtime, "porta_stream_synchronize", handle, stream);
+    if (status != PORTA_SUCCESS) return status;
+    const Backend& backend = *stream->device->backend;
+    return call(backend, "porta_stream_synchronize", backend.interface.stream_synchronize,
+                stream->native);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_stream_query(porta_stream_t handle) {
+  return with_runtime("porta_stream_query", [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Stream> stream;
+    porta_status_t status = lookup(runtime, "porta_stream_query", handle, stream);
+    if (status != PORTA_SUCCESS) return status;
+    const Backend& backend = *stream->device->backend;
+    return call(backend, "porta_stream_query", backend.interface.stream_query, stream->native);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_stream_wait_event(porta_stream_t handle,
+                                                            porta_event_t event_handle) {
+  return with_runtime("porta_stream_wait_event", [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Stream> stream;
+    porta_status_t status = lookup(runtime, "porta_stream_wait_event", handle, stream);
+    if (status != PORTA_SUCCESS) return status;
+    auto event = runtime.events.find(reinterpret_cast<uintptr_t>(event_handle));
+    if (!event) {
+      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_stream_wait_event: event {} is not a live event",
+                  static_cast<void*>(event_handle));
+    }
+    if (event->device != stream->device) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "porta_stream_wait_event: the event belongs to device {}, the stream to {}",
+                  event->device->id, stream->device->id);
+    }
+    const Backend& backend = *stream->device->backend;
+    return call(backend, "porta_stream_wait_event", backend.interface.stream_wait_event,
+                stream->native, event->native);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_stream_native_handle(porta_stream_t handle,
+                                                               void** out_native) {
+  return with_runtime("porta_stream_native_handle", [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Stream> stream;
+    porta_status_t status = lookup(runtime, "porta_stream_native_handle", handle, stream);
+    if (status != PORTA_SUCCESS) return status;
+    if (!out_native) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_stream_native_handle: out_native is NULL");
+    }
+    const Backend& backend = *stream->device->backend;
+    if (!backend.interface.stream_native_handle) {
+      return fail(PORTA_ERROR_UNSUPPORTED,
+                  "porta_stream_native_handle: the {} backend's streams are Porta's own; there is "
+                  "no native handle",
+                  backend.name);
+    }
+    return call(backend, "porta_stream_native_handle", backend.interface.stream_native_handle,
+                stream->native, out_native);
+  });
+}

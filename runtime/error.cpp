@@ -1,0 +1,36 @@
+#include "error.h"
+
+namespace porta {
+namespace {
+thread_local std::string last_error;
+thread_local std::string plugin_message;
+}  // namespace
+
+void set_last_error(std::string message) { last_error = std::move(message); }
+
+void set_plugin_message(const char* message) { plugin_message = message ? message : ""; }
+
+std::string take_plugin_message() { return std::exchange(plugin_message, std::string()); }
+
+}  // namespace porta
+
+extern "C" PORTA_API const char* porta_last_error_message(void) {
+  return porta::last_error.c_str();
+}
+
+extern "C" PORTA_API const char* porta_status_name(porta_status_t status) {
+  switch (status) {
+    case PORTA_SUCCESS: return "PORTA_SUCCESS";
+    case PORTA_NOT_READY: return "PORTA_NOT_READY";
+    case PORTA_ERROR_INVALID_ARGUMENT: return "PORTA_ERROR_INVALID_ARGUMENT";
+    case PORTA_ERROR_INVALID_HANDLE: return "PORTA_ERROR_INVALID_HANDLE";
+    case PORTA_ERROR_NOT_FOUND: return "PORTA_ERROR_NOT_FOUND";
+    case PORTA_ERROR_OUT_OF_MEMORY: return "PORTA_ERROR_OUT_OF_MEMORY";
+    case PORTA_ERROR_UNSUPPORTED: return "PORTA_ERROR_UNSUPPORTED";
+    case PORTA_ERROR_UNAVAILABLE: return "PORTA_ERROR_UNAVAILABLE";
+    case PORTA_ERROR_INCOMPATIBLE_VERSION: return "PORTA_ERROR_INCOMPATIBLE_VERSION";
+    case PORTA_ERROR_DEVICE_LOST: return "PORTA_ERROR_DEVICE_LOST";
+    case PORTA_ERROR_BACKEND: return "PORTA_ERROR_BACKEND";
+    default: return "PORTA_ERROR_UNKNOWN";
+  }
+}

@@ -1,0 +1,47 @@
+// Finding, opening and checking plugins. Every attempt becomes a row of the loader report.
+#pragma once
+
+#include <porta/porta_plugin.h>
+
+#include <string>
+#include <vector>
+
+namespace porta {
+
+// The backends Porta knows, in the order "auto" prefers them.
+inline constexpr const char* kBackendNames[] = {"cuda", "hip", "level_zero", "cpu"};
+
+// A plugin that loaded, initialised and has at least one device.
+struct Backend {
+  std::string name;
+  void* library = nullptr;
+  porta_plugin_t plugin{};
+  porta_backend_interface_t interface{};  // copied; slots beyond the plugin's size are NULL
+  porta_backend_context_t context = nullptr;
+  int32_t device_count = 0;
+};
+
+struct PluginReport {
+  std::string backend;
+  std::string path;
+  porta_plugin_outcome_t outcome = PORTA_PLUGIN_NOT_REQUESTED;
+  porta_status_t status = PORTA_SUCCESS;
+  std::string reason;
+  uint32_t abi_major = 0;
+  uint32_t abi_minor = 0;
+  int32_t device_count = 0;
+};
+
+// Searches directories in order for libporta_<name>.so and brings the first one found up.
+// On success fills backend; either way fills report.
+bool load_backend(const std::string& name, const std::vector<std::string>& directories,
+                  Backend& backend, PluginReport& report);
+
+// Shuts the plugin down and closes its library.
+void unload_backend(Backend& backend);
+
+// Where plugins are looked for after PORTA_PLUGIN_PATH: the directory holding libporta, then the
+// install directory baked in at build time.
+std::vector<std::string> default_plugin_directories();
+
+}  // namespace porta

@@ -1,0 +1,322 @@
+#include "runtime.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string_view>
+
+#include "log.h"
+
+namespace porta {
+namespace {
+
+constexpr const char* kAcceptedBackends =
+    "auto, cpu, cuda, hip, level_zero, or a comma-separated list of them in preference order "
+    "(e.g. \"cuda,hip,cpu\")";
+
+// A setting comes from porta_init_options_t when given there, else from the environment.
+struct Source {
+  const char* text;
+  const char* name;  // for messages
+};
+
+Source pick(const char* option, const char* option_name, const char* variable) {
+  if (option) return {option, option_name};
+  return {std::getenv(variable), variable};
+}
+
+std::vector<std::string> split(std::string_view text, char separator) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = std::min(text.find(separator, start), text.size());
+    std::string_view part = text.substr(start, end - start);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    while (!part.empty() && part.back() == ' ') part.remove_suffix(1);
+    parts.emplace_back(part);
+    start = end + 1;
+  }
+  return parts;
+}
+
+const char* static_backend_name(const std::string& name) {
+  for (const char* known : kBackendNames) {
+    if (name == known) return known;
+  }
+  return "";
+}
+
+bool is_incompatibility(porta_plugin_outcome_t outcome) {
+  return outcome == PORTA_PLUGIN_INCOMPATIBLE || outcome == PORTA_PLUGIN_NO_ENTRY;
+}
+
+}  // namespace
+
+porta_status_t Runtime::read_settings(const porta_init_options_t* options, Settings& settings) {
+  if (options && options->struct_size < sizeof(porta_init_options_t)) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "porta_init: options->struct_size is {}, expected at least {}",
+                options->struct_size, sizeof(porta_init_options_t));
+  }
+  auto option = [&](const char* porta_init_options_t::*field) {
+    return options ? options->*field : nullptr;
+  };
+
+  Source log_level = pick(option(&porta_init_options_t::log_level), "options.log_level", "PORTA_LOG");
+  if (log_level.text && *log_level.text) {
+    auto level = parse_log_level(log_level.text);
+    if (!level) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}='{}' is not a log level; accepted: {}",
+                  log_level.name, log_level.text, kLogLevels);
+    }
+    settings.log_level = *level;
+  }
+  set_log_level(settings.log_level);
+
+  Source backend = pick(option(&porta_init_options_t::backend), "options.backend", "PORTA_BACKEND");
+  std::string_view backend_text = backend.text && *backend.text ? backend.text : "auto";
+  for (const std::string& name : split(backend_text, ',')) {
+    bool known = name == "auto" || *static_backend_name(name);
+    if (!known || (name == "auto" && backend_text != "auto")) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}='{}': '{}' is not accepted; accepted: {}",
+                  backend.name, backend_text, name, kAcceptedBackends);
+    }
+    if (std::find(settings.backends.begin(), settings.backends.end(), name) ==
+        settings.backends.end()) {
+      settings.backends.push_back(name);
+    }
+  }
+  if (settings.backends == std::vector<std::string>{"auto"}) {
+    settings.backends.assign(std::begin(kBackendNames), std::end(kBackendNames));
+  }
+
+  Source device = pick(option(&porta_init_options_t::device), "options.device", "PORTA_DEVICE");
+  if (device.text && *device.text) {
+    std::string_view text = device.text;
+    settings.device_source = device.name;
+    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), settings.device);
+    if (error != std::errc() || end != text.data() + text.size() || settings.device < 0) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}='{}' is not a device index; accepted: a whole number from 0 to the device "
+                  "count - 1 (porta-info lists the devices)",
+                  device.name, text);
+    }
+  }
+
+  Source path = pick(option(&porta_init_options_t::plugin_path), "options.plugin_path",
+                     "PORTA_PLUGIN_PATH");
+  if (path.text && *path.text) {
+    for (const std::string& directory : split(path.text, ':')) {
+      if (directory.empty()) continue;
+      std::error_code ignored;
+      if (!std::filesystem::is_directory(directory, ignored)) {
+        return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                    "{}='{}': '{}' is not a directory; accepted: a colon-separated list of "
+                    "directories holding libporta_<backend>.so",
+                    path.name, path.text, directory);
+      }
+      settings.plugin_directories.push_back(directory);
+    }
+  }
+  for (std::string& directory : default_plugin_directories()) {
+    settings.plugin_directories.push_back(std::move(directory));
+  }
+  return PORTA_SUCCESS;
+}
+
+porta_status_t Runtime::load_backends(const Settings& settings) {
+  std::string failures;
+  bool all_incompatible = true;
+  for (const std::string& name : settings.backends) {
+    auto backend = std::make_unique<Backend>();
+    PluginReport report;
+    if (load_backend(name, settings.plugin_directories, *backend, report)) {
+      backends_.push_back(std::move(backend));
+    } else {
+      all_incompatible = all_incompatible && is_incompatibility(report.outcome);
+      failures += fmt::format("\n  {}: {}: {}", name, report.path, report.reason);
+    }
+    reports_.push_back(std::move(report));
+  }
+  for (const char* name : kBackendNames) {
+    if (std::find(settings.backends.begin(), settings.backends.end(), name) ==
+        settings.backends.end()) {
+      PluginReport report;
+      report.backend = name;
+      report.reason = "not named by PORTA_BACKEND";
+      reports_.push_back(std::move(report));
+    }
+  }
+  if (backends_.empty()) {
+    return fail(all_incompatible ? PORTA_ERROR_INCOMPATIBLE_VERSION : PORTA_ERROR_UNAVAILABLE,
+                "no usable backend among those requested ({}):{}",
+                fmt::join(settings.backends, ","), failures);
+  }
+  return PORTA_SUCCESS;
+}
+
+porta_status_t Runtime::enumerate_devices(const Settings& settings) {
+  for (auto& backend : backends_) {
+    for (int32_t index = 0; index < backend->device_count; ++index) {
+      auto device = std::make_unique<Device>();
+      device->backend = backend.get();
+      device->index = index;
+      device->id = static_cast<porta_device_t>(devices_.size());
+      device->properties.struct_size = sizeof(porta_device_properties_t);
+      porta_status_t status = call(*backend, "porta_init", backend->interface.device_properties,
+                                   index, &device->properties);
+      if (status != PORTA_SUCCESS) return status;
+      std::snprintf(device->properties.backend, sizeof(device->properties.backend), "%s",
+                    backend->name.c_str());
+      devices_.push_back(std::move(device));
+    }
+  }
+  if (settings.device >= device_count()) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}={} is out of range; accepted: 0 to {} ({} device(s))",
+                settings.device_source, settings.device, device_count() - 1, device_count());
+  }
+  default_device_ = settings.device;
+  selected_ = static_backend_name(devices_[default_device_]->backend->name);
+
+  for (auto& device : devices_) {
+    auto stream = std::make_shared<Stream>();
+    stream->device = device.get();
+    stream->is_default = true;
+    const Backend& backend = *device->backend;
+    porta_status_t status = call(backend, "porta_init", backend.interface.stream_create,
+                                 device->index, &stream->native);
+    if (status != PORTA_SUCCESS) return status;
+    device->default_stream =
+        reinterpret_cast<porta_stream_t>(streams.insert(std::move(stream)));
+  }
+  return PORTA_SUCCESS;
+}
+
+porta_status_t Runtime::initialize(const porta_init_options_t* options) {
+  initialized_ = true;
+  Settings settings;
+  status_ = read_settings(options, settings);
+  if (status_ == PORTA_SUCCESS) status_ = load_backends(settings);
+  if (status_ == PORTA_SUCCESS) status_ = enumerate_devices(settings);
+  if (status_ != PORTA_SUCCESS) {
+    init_message_ = porta_last_error_message();
+    log().error("{}", init_message_);
+    release_everything();
+  }
+  return status_;
+}
+
+void Runtime::shutdown() {
+  release_everything();
+  reports_.clear();
+  status_ = PORTA_SUCCESS;
+  init_message_.clear();
+  initialized_ = false;
+}
+
+// Destroys what users left alive, in dependency order: first let all work finish, then kernels
+// before their modules, streams and events, memory, and the backends last.
+void Runtime::release_everything() {
+  for (auto& device : devices_) {
+    device->backend->interface.device_synchronize(device->backend->context, device->index);
+  }
+  kernels.remove_all();
+  for (auto& module : modules.remove_all()) {
+    const Backend& backend = *module->device->backend;
+    backend.interface.module_unload(backend.context, module->native);
+  }
+  for (auto& event : events.remove_all()) {
+    const Backend& backend = *event->device->backend;
+    backend.interface.event_destroy(backend.context, event->native);
+  }
+  for (auto& stream : streams.remove_all()) {
+    const Backend& backend = *stream->device->backend;
+    backend.interface.stream_synchronize(backend.context, stream->native);
+    backend.interface.stream_destroy(backend.context, stream->native);
+  }
+  {
+    std::unique_lock lock(allocations_mutex_);
+    for (auto& [base, allocation] : allocations_) {
+      const Backend& backend = *allocation.device->backend;
+      void* ptr = reinterpret_cast<void*>(base);
+      if (allocation.kind == PORTA_MEMORY_DEVICE) {
+        backend.interface.memory_free(backend.context, allocation.device->index, ptr);
+      } else {
+        backend.interface.host_free(backend.context, allocation.device->index, ptr);
+      }
+    }
+    allocations_.clear();
+  }
+  devices_.clear();
+  for (auto& backend : backends_) unload_backend(*backend);
+  backends_.clear();
+  default_device_ = 0;
+  selected_ = "";
+}
+
+Device* Runtime::device(porta_device_t id, const char* argument) {
+  if (id < 0 || id >= device_count()) {
+    fail(PORTA_ERROR_NOT_FOUND, "{}: no device {}; there are {} (0 to {})", argument, id,
+         device_count(), device_count() - 1);
+    return nullptr;
+  }
+  return devices_[id].get();
+}
+
+std::shared_ptr<Stream> Runtime::stream(porta_stream_t handle) {
+  if (!handle) handle = devices_[default_device_]->default_stream;
+  return streams.find(reinterpret_cast<uintptr_t>(handle));
+}
+
+void Runtime::remember(const Allocation& allocation) {
+  std::unique_lock lock(allocations_mutex_);
+  allocations_[allocation.base] = allocation;
+}
+
+bool Runtime::find_allocation(const void* ptr, Allocation& out) const {
+  auto address = reinterpret_cast<uintptr_t>(ptr);
+  std::shared_lock lock(allocations_mutex_);
+  auto it = allocations_.upper_bound(address);
+  if (it == allocations_.begin()) return false;
+  --it;
+  if (address - it->second.base >= it->second.size) return false;
+  out = it->second;
+  return true;
+}
+
+bool Runtime::forget(const void* ptr, porta_memory_kind_t kind, Allocation& out) {
+  std::unique_lock lock(allocations_mutex_);
+  auto it = allocations_.find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == allocations_.end() || it->second.kind != kind) return false;
+  out = it->second;
+  allocations_.erase(it);
+  return true;
+}
+
+namespace detail {
+
+Runtime& instance() {
+  static Runtime* runtime = new Runtime();  // never destroyed: plugins may outlive static dtors
+  return *runtime;
+}
+
+std::shared_mutex& lifecycle_mutex() {
+  static std::shared_mutex* mutex = new std::shared_mutex();
+  return *mutex;
+}
+
+porta_status_t ensure_initialized() {
+  {
+    std::shared_lock lock(lifecycle_mutex());
+    if (instance().initialized()) return instance().status();
+  }
+  std::unique_lock lock(lifecycle_mutex());
+  if (!instance().initialized()) instance().initialize(nullptr);
+  return instance().status();
+}
+
+}  // namespace detail
+}  // namespace porta

@@ -1,0 +1,176 @@
+// The runtime's state: loaded backends, devices, live objects and allocations. One instance per
+// process, guarded so that API calls run concurrently and init/shutdown run alone.
+#pragma once
+
+#include <porta/porta.h>
+#include <porta/porta_plugin.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "error.h"
+#include "handles.h"
+#include "loader.h"
+
+namespace porta {
+
+struct Device {
+  Backend* backend = nullptr;
+  int32_t index = 0;        // the backend's own index
+  porta_device_t id = 0;    // the global index users see
+  porta_device_properties_t properties{};
+  porta_stream_t default_stream = nullptr;
+};
+
+struct Stream {
+  Device* device = nullptr;
+  void* native = nullptr;
+  bool is_default = false;
+};
+
+struct Event {
+  Device* device = nullptr;
+  void* native = nullptr;
+  std::atomic<bool> recorded{false};
+};
+
+struct Module {
+  Device* device = nullptr;
+  void* native = nullptr;
+  std::mutex mutex;  // guards kernels
+  std::unordered_map<std::string, uintptr_t> kernels;
+};
+
+struct Kernel {
+  Device* device = nullptr;
+  void* native = nullptr;
+};
+
+struct Allocation {
+  uintptr_t base = 0;
+  size_t size = 0;
+  porta_memory_kind_t kind = PORTA_MEMORY_UNKNOWN;
+  Device* device = nullptr;
+};
+
+class Runtime {
+ public:
+  // Configuration read from the options and the environment.
+  struct Settings {
+    std::vector<std::string> backends;  // in preference order
+    int32_t device = 0;
+    const char* device_source = "PORTA_DEVICE";  // where device came from, for messages
+    std::vector<std::string> plugin_directories;
+    porta_log_level_t log_level = PORTA_LOG_WARN;
+  };
+
+  porta_status_t initialize(const porta_init_options_t* options);
+  void shutdown();
+
+  bool initialized() const { return initialized_; }
+  porta_status_t status() const { return status_; }
+  const std::string& init_message() const { return init_message_; }
+  const std::vector<PluginReport>& reports() const { return reports_; }
+  const char* selected_backend() const { return selected_; }
+
+  int32_t device_count() const { return static_cast<int32_t>(devices_.size()); }
+  porta_device_t default_device() const { return default_device_; }
+  // The device, or nullptr after setting a NOT_FOUND message naming the argument.
+  Device* device(porta_device_t id, const char* argument);
+
+  HandleTable<Stream, HandleTag::kStream> streams;
+  HandleTable<Event, HandleTag::kEvent> events;
+  HandleTable<Module, HandleTag::kModule> modules;
+  HandleTable<Kernel, HandleTag::kKernel> kernels;
+
+  // A NULL stream is the default device's default stream.
+  std::shared_ptr<Stream> stream(porta_stream_t handle);
+
+  // Allocation records.
+  void remember(const Allocation& allocation);
+  // The allocation containing ptr, if any.
+  bool find_allocation(const void* ptr, Allocation& out) const;
+  // Removes the allocation starting exactly at ptr with the given kind.
+  bool forget(const void* ptr, porta_memory_kind_t kind, Allocation& out);
+
+ private:
+  porta_status_t read_settings(const porta_init_options_t* options, Settings& settings);
+  porta_status_t load_backends(const Settings& settings);
+  porta_status_t enumerate_devices(const Settings& settings);
+  void release_everything();
+
+  bool initialized_ = false;
+  porta_status_t status_ = PORTA_SUCCESS;
+  std::string init_message_;
+  std::vector<PluginReport> reports_;
+  std::vector<std::unique_ptr<Backend>> backends_;
+  std::vector<std::unique_ptr<Device>> devices_;
+  porta_device_t default_device_ = 0;
+  const char* selected_ = "";
+
+  mutable std::shared_mutex allocations_mutex_;
+  std::map<uintptr_t, Allocation> allocations_;
+};
+
+// Calls a plugin slot. On failure the plugin's own message, prefixed with the backend and the
+// calling function, becomes the last error.
+template <typename Slot, typename... Args>
+porta_status_t call(const Backend& backend, const char* function, Slot slot, Args... args) {
+  take_plugin_message();
+  porta_status_t status = slot(backend.context, args...);
+  if (status < 0) {
+    std::string detail = take_plugin_message();
+    fail(status, "{}: {} backend: {}", function, backend.name,
+         detail.empty() ? porta_status_name(status) : detail);
+  }
+  return status;
+}
+
+// Runs an API call: initialises from the environment on first use, holds the runtime shared
+// against shutdown, and keeps exceptions inside.
+template <typename Body>
+porta_status_t with_runtime(const char* function, Body&& body) noexcept;
+
+// The same, without failing when initialisation failed (for the loader report).
+template <typename Body>
+porta_status_t with_runtime_even_if_failed(const char* function, Body&& body) noexcept;
+
+namespace detail {
+Runtime& instance();
+std::shared_mutex& lifecycle_mutex();
+porta_status_t ensure_initialized();
+}  // namespace detail
+
+template <typename Body>
+porta_status_t with_runtime_even_if_failed(const char* function, Body&& body) noexcept {
+  return guarded(function, [&]() -> porta_status_t {
+    detail::ensure_initialized();
+    std::shared_lock lock(detail::lifecycle_mutex());
+    return body(detail::instance());
+  });
+}
+
+template <typename Body>
+porta_status_t with_runtime(const char* function, Body&& body) noexcept {
+  return guarded(function, [&]() -> porta_status_t {
+    detail::ensure_initialized();
+    std::shared_lock lock(detail::lifecycle_mutex());
+    Runtime& runtime = detail::instance();
+    if (!runtime.initialized()) {
+      return fail(PORTA_ERROR_UNAVAILABLE, "{}: porta_shutdown ran during the call", function);
+    }
+    if (runtime.status() != PORTA_SUCCESS) {
+      return fail(runtime.status(), "{}: Porta is not initialised: {}", function,
+                  runtime.init_message());
+    }
+    return body(runtime);
+  });
+}
+
+}  // namespace porta
