@@ -1,0 +1,514 @@
+// The CPU backend plugin: the entry point, the interface table, and the context that owns every
+// object the plugin hands out. The device is the host itself; streams are worker threads, kernels
+// are work-group functions from shared objects run on one shared thread pool.
+#include <porta/porta_plugin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "cpu_device.h"
+#include "cpu_module.h"
+#include "cpu_status.h"
+#include "cpu_stream.h"
+#include "thread_pool.h"
+
+namespace porta::cpu {
+namespace {
+
+#define PORTA_CPU_STR2(x) #x
+#define PORTA_CPU_STR(x) PORTA_CPU_STR2(x)
+#define PORTA_CPU_VERSION            \
+  PORTA_CPU_STR(PORTA_VERSION_MAJOR) \
+  "." PORTA_CPU_STR(PORTA_VERSION_MINOR) "." PORTA_CPU_STR(PORTA_VERSION_PATCH)
+constexpr const char* kVersion = "porta-cpu " PORTA_CPU_VERSION;
+
+// The live objects of one kind, owned here so device_synchronize can reach every stream and
+// shutdown can free whatever is left.
+template <typename T>
+class Registry {
+ public:
+  T* add(std::shared_ptr<T> object) {
+    std::lock_guard lock(mutex_);
+    T* raw = object.get();
+    objects_.emplace(raw, std::move(object));
+    return raw;
+  }
+  std::shared_ptr<T> remove(void* raw) {
+    std::lock_guard lock(mutex_);
+    auto it = objects_.find(static_cast<T*>(raw));
+    if (it == objects_.end()) return nullptr;
+    std::shared_ptr<T> object = std::move(it->second);
+    objects_.erase(it);
+    return object;
+  }
+  std::vector<std::shared_ptr<T>> snapshot() const {
+    std::lock_guard lock(mutex_);
+    std::vector<std::shared_ptr<T>> objects;
+    objects.reserve(objects_.size());
+    for (const auto& [raw, object] : objects_) objects.push_back(object);
+    return objects;
+  }
+  std::vector<std::shared_ptr<T>> remove_all() {
+    std::lock_guard lock(mutex_);
+    std::vector<std::shared_ptr<T>> objects;
+    for (auto& [raw, object] : objects_) objects.push_back(std::move(object));
+    objects_.clear();
+    return objects;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_map<T*, std::shared_ptr<T>> objects_;
+};
+
+class Backend {
+ public:
+  Backend()
+      : threads_(usable_threads()),
+        properties_(probe_properties(threads_)),
+        // The stream worker that launches a grid runs work-groups itself (parallel_for), so
+        // threads - 1 pool threads plus that worker fill the machine without oversubscribing it
+        // when one stream computes. Streams launching at the same time each add their worker,
+        // which the OS time-slices; their jobs still progress independently.
+        pool_(threads_ - 1) {}
+
+  // Streams first, so nothing still runs that uses a module, an allocation or the pool.
+  ~Backend() {
+    streams_.remove_all();
+    events_.remove_all();
+    modules_.remove_all();
+    std::lock_guard lock(allocations_mutex_);
+    for (void* ptr : allocations_) deallocate(ptr);
+  }
+
+  const porta_device_properties_t& properties() const { return properties_; }
+  ThreadPool& pool() { return pool_; }
+
+  void* allocate(size_t size, const char* what) {
+    void* ptr = cpu::allocate(size, properties_.total_memory, what);
+    try {
+      std::lock_guard lock(allocations_mutex_);
+      allocations_.insert(ptr);
+    } catch (...) {
+      deallocate(ptr);
+      throw;
+    }
+    return ptr;
+  }
+  void release(void* ptr) {
+    {
+      std::lock_guard lock(allocations_mutex_);
+      allocations_.erase(ptr);
+    }
+    deallocate(ptr);
+  }
+
+  Registry<CpuStream>& streams() { return streams_; }
+  Registry<CpuEvent>& events() { return events_; }
+  Registry<CpuModule>& modules() { return modules_; }
+
+ private:
+  unsigned threads_;
+  porta_device_properties_t properties_;
+  ThreadPool pool_;  // destroyed after the registries below: streams use it
+  std::mutex allocations_mutex_;
+  std::unordered_set<void*> allocations_;
+  Registry<CpuModule> modules_;
+  Registry<CpuEvent> events_;
+  Registry<CpuStream> streams_;
+};
+
+Backend& backend_of(porta_backend_context_t context) { return *static_cast<Backend*>(context); }
+CpuStream& stream_of(void* stream) { return *static_cast<CpuStream*>(stream); }
+CpuEvent& event_of(void* event) { return *static_cast<CpuEvent*>(event); }
+
+// libporta checks device indices; this only keeps a wrong one from reaching the host.
+void check_device(int32_t device) {
+  if (device != 0) {
+    fail(PORTA_ERROR_NOT_FOUND,
+         "device " + std::to_string(device) + ": the cpu backend has one device, 0");
+  }
+}
+
+// An error a queued operation reported, surfacing on the thread that collects it.
+porta_status_t surface(porta_status_t status, const std::string& message) {
+  if (status != PORTA_SUCCESS && status != PORTA_NOT_READY) set_error_message(message);
+  return status;
+}
+
+// ---- the slots ----------------------------------------------------------------------------------
+
+porta_status_t initialize(porta_backend_context_t* out_context, int32_t* out_device_count) {
+  return guarded("initialize", [&] {
+    auto backend = std::make_unique<Backend>();
+    const porta_device_properties_t& p = backend->properties();
+    log(PORTA_LOG_INFO, std::string(p.name) + ", " + p.architecture + ", " +
+                            std::to_string(backend->pool().thread_count()) + " pool threads");
+    *out_context = backend.release();
+    *out_device_count = 1;
+    return PORTA_SUCCESS;
+  });
+}
+
+void shutdown(porta_backend_context_t context) {
+  guarded("shutdown", [&] {
+    delete &backend_of(context);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t device_properties(porta_backend_context_t context, int32_t device,
+                                 porta_device_properties_t* out_properties) {
+  return guarded("device_properties", [&] {
+    check_device(device);
+    // Write only what the caller's struct holds, keeping its struct_size.
+    const size_t caller_size = out_properties->struct_size;
+    porta_device_properties_t full = backend_of(context).properties();
+    full.struct_size = caller_size;
+    std::memcpy(out_properties, &full, std::min(caller_size, sizeof(full)));
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t device_memory_info(porta_backend_context_t context, int32_t device,
+                                  uint64_t* out_free, uint64_t* out_total) {
+  return guarded("device_memory_info", [&] {
+    check_device(device);
+    uint64_t total = backend_of(context).properties().total_memory;
+    *out_free = std::min(available_memory(), total);
+    *out_total = total;
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t device_synchronize(porta_backend_context_t context, int32_t device) {
+  return guarded("device_synchronize", [&] {
+    check_device(device);
+    porta_status_t first = PORTA_SUCCESS;
+    std::string first_message;
+    for (const auto& stream : backend_of(context).streams().snapshot()) {
+      std::string message;
+      porta_status_t status = stream->synchronize(&message);
+      if (status != PORTA_SUCCESS && first == PORTA_SUCCESS) {
+        first = status;
+        first_message = std::move(message);
+      }
+    }
+    return surface(first, first_message);
+  });
+}
+
+porta_status_t memory_alloc(porta_backend_context_t context, int32_t device, size_t size,
+                            void** out_ptr) {
+  return guarded("memory_alloc", [&] {
+    check_device(device);
+    *out_ptr = backend_of(context).allocate(size, "memory_alloc");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t memory_free(porta_backend_context_t context, int32_t, void* ptr) {
+  return guarded("memory_free", [&] {
+    backend_of(context).release(ptr);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t host_alloc(porta_backend_context_t context, int32_t device, size_t size,
+                          void** out_ptr) {
+  return guarded("host_alloc", [&] {
+    check_device(device);
+    // Host memory is already what the device reads: pinning would buy nothing.
+    *out_ptr = backend_of(context).allocate(size, "host_alloc");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t host_free(porta_backend_context_t context, int32_t, void* ptr) {
+  return guarded("host_free", [&] {
+    backend_of(context).release(ptr);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t stream_create(porta_backend_context_t context, int32_t device, void** out_stream) {
+  return guarded("stream_create", [&] {
+    check_device(device);
+    std::shared_ptr<CpuStream> stream;
+    try {
+      stream = std::make_shared<CpuStream>();
+    } catch (const std::system_error& e) {
+      // No thread for the worker: the process is out of threads or memory for their stacks.
+      fail(PORTA_ERROR_OUT_OF_MEMORY,
+           std::string("stream_create: cannot start the stream's worker thread: ") + e.what());
+    }
+    *out_stream = backend_of(context).streams().add(std::move(stream));
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t stream_destroy(porta_backend_context_t context, void* stream) {
+  return guarded("stream_destroy", [&] {
+    // Dropping the last reference joins the worker; device_synchronize may briefly hold another.
+    backend_of(context).streams().remove(stream);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t stream_synchronize(porta_backend_context_t, void* stream) {
+  return guarded("stream_synchronize", [&] {
+    std::string message;
+    porta_status_t status = stream_of(stream).synchronize(&message);
+    return surface(status, message);
+  });
+}
+
+porta_status_t stream_query(porta_backend_context_t, void* stream) {
+  return guarded("stream_query", [&] {
+    std::string message;
+    porta_status_t status = stream_of(stream).query(&message);
+    return surface(status, message);
+  });
+}
+
+porta_status_t stream_wait_event(porta_backend_context_t, void* stream, void* event) {
+  return guarded("stream_wait_event", [&] {
+    stream_of(stream).wait(event_of(event));
+    return PORTA_SUCCESS;
+  });
+}
+
+// Copies of this size or more are split over the pool: one core cannot saturate the memory
+// bandwidth of a multi-channel machine. Smaller ones are not worth waking the pool for.
+constexpr size_t kParallelBytes = size_t{8} << 20;
+constexpr size_t kParallelBlock = size_t{1} << 20;
+
+bool overlaps(const void* a, const void* b, size_t size) {
+  auto x = reinterpret_cast<uintptr_t>(a);
+  auto y = reinterpret_cast<uintptr_t>(b);
+  return x < y + size && y < x + size;
+}
+
+porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void* dst,
+                            const void* src, size_t size, porta_copy_kind_t) {
+  return guarded("memcpy_async", [&] {
+    ThreadPool& pool = backend_of(context).pool();
+    stream_of(stream).enqueue([dst, src, size, &pool](ScratchBuffer& scratch) {
+      if (size < kParallelBytes || overlaps(dst, src, size)) {
+        std::memmove(dst, src, size);  // overlapping ranges (within one allocation) stay correct
+        return;
+      }
+      auto* d = static_cast<char*>(dst);
+      auto* s = static_cast<const char*>(src);
+      pool.parallel_for((size + kParallelBlock - 1) / kParallelBlock,
+                        [=](uint64_t begin, uint64_t end, ScratchBuffer&) {
+                          size_t from = begin * kParallelBlock;
+                          size_t to = std::min(size, end * kParallelBlock);
+                          std::memcpy(d + from, s + from, to - from);
+                        },
+                        scratch);
+    });
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t memset_async(porta_backend_context_t context, void* stream, void* dst, uint8_t value,
+                            size_t size) {
+  return guarded("memset_async", [&] {
+    ThreadPool& pool = backend_of(context).pool();
+    stream_of(stream).enqueue([dst, value, size, &pool](ScratchBuffer& scratch) {
+      if (size < kParallelBytes) {
+        std::memset(dst, value, size);
+        return;
+      }
+      auto* d = static_cast<char*>(dst);
+      pool.parallel_for((size + kParallelBlock - 1) / kParallelBlock,
+                        [=](uint64_t begin, uint64_t end, ScratchBuffer&) {
+                          size_t from = begin * kParallelBlock;
+                          size_t to = std::min(size, end * kParallelBlock);
+                          std::memset(d + from, value, to - from);
+                        },
+                        scratch);
+    });
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_create(porta_backend_context_t context, int32_t device, void** out_event) {
+  return guarded("event_create", [&] {
+    check_device(device);
+    *out_event = backend_of(context).events().add(std::make_shared<CpuEvent>());
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_destroy(porta_backend_context_t context, void* event) {
+  return guarded("event_destroy", [&] {
+    // Waits already queued hold the marker itself, not the event.
+    backend_of(context).events().remove(event);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_record(porta_backend_context_t, void* event, void* stream) {
+  return guarded("event_record", [&] {
+    stream_of(stream).record(event_of(event));
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_query(porta_backend_context_t, void* event) {
+  return guarded("event_query", [&] {
+    std::shared_ptr<Marker> marker = event_of(event).latest();
+    return !marker || marker->is_complete() ? PORTA_SUCCESS : PORTA_NOT_READY;
+  });
+}
+
+porta_status_t event_synchronize(porta_backend_context_t, void* event) {
+  return guarded("event_synchronize", [&] {
+    if (std::shared_ptr<Marker> marker = event_of(event).latest()) marker->wait();
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_elapsed_ms(porta_backend_context_t, void* start, void* end, float* out_ms) {
+  return guarded("event_elapsed_ms", [&] {
+    std::shared_ptr<Marker> first = event_of(start).latest();
+    std::shared_ptr<Marker> last = event_of(end).latest();
+    if (!first || !last) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT, "event_elapsed_ms: event never recorded");
+    }
+    if (!first->is_complete() || !last->is_complete()) return PORTA_NOT_READY;
+    std::chrono::duration<double, std::milli> elapsed = last->time() - first->time();
+    *out_ms = static_cast<float>(elapsed.count());
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t module_load_data(porta_backend_context_t context, int32_t device, const void* image,
+                                size_t size, void** out_module) {
+  return guarded("module_load_data", [&] {
+    check_device(device);
+    std::shared_ptr<CpuModule> module = CpuModule::load_data(image, size);
+    *out_module = backend_of(context).modules().add(std::move(module));
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t module_load_file(porta_backend_context_t context, int32_t device, const char* path,
+                                void** out_module) {
+  return guarded("module_load_file", [&] {
+    check_device(device);
+    std::shared_ptr<CpuModule> module = CpuModule::load_file(path);
+    *out_module = backend_of(context).modules().add(std::move(module));
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t module_unload(porta_backend_context_t context, void* module) {
+  return guarded("module_unload", [&] {
+    backend_of(context).modules().remove(module);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t kernel_get(porta_backend_context_t, void* module, const char* name,
+                          void** out_kernel) {
+  return guarded("kernel_get", [&] {
+    *out_kernel = static_cast<CpuModule*>(module)->kernel(name);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
+                             const porta_launch_config_t* config, void** args, void* stream) {
+  return guarded("kernel_launch", [&] {
+    Task task = static_cast<const CpuKernel*>(kernel)->make_launch(*config, args,
+                                                                   backend_of(context).pool());
+    stream_of(stream).enqueue(std::move(task));
+    return PORTA_SUCCESS;
+  });
+}
+
+const porta_backend_interface_t kInterface = {
+    .struct_size = sizeof(porta_backend_interface_t),
+    .initialize = initialize,
+    .shutdown = shutdown,
+    .device_properties = device_properties,
+    .device_memory_info = device_memory_info,
+    .device_synchronize = device_synchronize,
+    .device_native_handle = nullptr,  // the host has no native device handle: UNSUPPORTED
+    .memory_alloc = memory_alloc,
+    .memory_free = memory_free,
+    .host_alloc = host_alloc,
+    .host_free = host_free,
+    .stream_create = stream_create,
+    .stream_destroy = stream_destroy,
+    .stream_synchronize = stream_synchronize,
+    .stream_query = stream_query,
+    .stream_wait_event = stream_wait_event,
+    .stream_native_handle = nullptr,  // streams are Porta's own: UNSUPPORTED
+    .memcpy_async = memcpy_async,
+    .memset_async = memset_async,
+    .event_create = event_create,
+    .event_destroy = event_destroy,
+    .event_record = event_record,
+    .event_query = event_query,
+    .event_synchronize = event_synchronize,
+    .event_elapsed_ms = event_elapsed_ms,
+    .module_load_data = module_load_data,
+    .module_load_file = module_load_file,
+    .module_unload = module_unload,
+    .kernel_get = kernel_get,
+    .kernel_launch = kernel_launch,
+};
+
+// Whether a struct of the caller's struct_size holds the field ending at field_end.
+constexpr bool fits(size_t struct_size, size_t field_end) { return struct_size >= field_end; }
+
+}  // namespace
+}  // namespace porta::cpu
+
+extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
+                                                                 porta_plugin_t* out_plugin) {
+  using porta::cpu::fits;
+  if (!host || !out_plugin) return PORTA_ERROR_INVALID_ARGUMENT;
+  constexpr size_t kHostNeeds = offsetof(porta_host_api_t, log) + sizeof(host->log);
+  if (!fits(host->struct_size, kHostNeeds)) {
+    constexpr size_t kMessageEnd =
+        offsetof(porta_host_api_t, set_error_message) + sizeof(host->set_error_message);
+    if (fits(host->struct_size, kMessageEnd) && host->set_error_message) {
+      host->set_error_message("cpu: the host API is older than this plugin needs");
+    }
+    return PORTA_ERROR_INCOMPATIBLE_VERSION;
+  }
+  const size_t size = out_plugin->struct_size;
+  if (!fits(size, offsetof(porta_plugin_t, abi_major) + sizeof(out_plugin->abi_major))) {
+    if (host->set_error_message) host->set_error_message("cpu: porta_plugin_t is too small");
+    return PORTA_ERROR_INVALID_ARGUMENT;
+  }
+  porta::cpu::set_host(host);
+
+#define PORTA_CPU_SET(field, value)                                              \
+  if (fits(size, offsetof(porta_plugin_t, field) + sizeof(out_plugin->field))) { \
+    out_plugin->field = (value);                                                 \
+  }
+  PORTA_CPU_SET(abi_major, PORTA_PLUGIN_ABI_MAJOR);
+  PORTA_CPU_SET(abi_minor, PORTA_PLUGIN_ABI_MINOR);
+  PORTA_CPU_SET(kind, PORTA_PLUGIN_KIND_BACKEND);
+  PORTA_CPU_SET(name, "cpu");
+  PORTA_CPU_SET(version, porta::cpu::kVersion);
+  PORTA_CPU_SET(backend, &porta::cpu::kInterface);
+#undef PORTA_CPU_SET
+  return PORTA_SUCCESS;
+}

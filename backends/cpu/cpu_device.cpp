@@ -1,0 +1,177 @@
+#include "cpu_device.h"
+
+#include <sched.h>
+#include <sys/sysinfo.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "cpu_status.h"
+
+namespace porta::cpu {
+namespace {
+
+constexpr size_t kAlignment = 256;
+
+std::string trim(const std::string& text) {
+  const char* space = " \t\r\n";
+  size_t begin = text.find_first_not_of(space);
+  if (begin == std::string::npos) return {};
+  size_t end = text.find_last_not_of(space);
+  return text.substr(begin, end - begin + 1);
+}
+
+// The value of the first "key : value" line of a /proc file with that key, or "".
+std::string proc_value(const char* path, const char* key) {
+  std::ifstream file(path);
+  std::string line;
+  while (std::getline(file, line)) {
+    size_t colon = line.find(':');
+    if (colon != std::string::npos && trim(line.substr(0, colon)) == key) {
+      return trim(line.substr(colon + 1));
+    }
+  }
+  return {};
+}
+
+std::string cpu_model_name() {
+  std::string name = proc_value("/proc/cpuinfo", "model name");
+  if (!name.empty()) return name;
+  // aarch64 kernels print no model name; the machine type still tells the user something.
+  struct utsname uts;
+  if (uname(&uts) == 0) return std::string(uts.machine) + " CPU";
+  return "CPU";
+}
+
+int32_t cpu_clock_mhz() {
+  std::string mhz = proc_value("/proc/cpuinfo", "cpu MHz");
+  if (mhz.empty()) return 0;
+  char* end = nullptr;
+  double value = std::strtod(mhz.c_str(), &end);
+  return end != mhz.c_str() && value > 0 && value < 1e6 ? static_cast<int32_t>(value + 0.5) : 0;
+}
+
+struct IsaLevel {
+  const char* architecture;
+  int32_t fp32_lanes;
+};
+
+IsaLevel isa_level() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  const int32_t lanes = __builtin_cpu_supports("avx512f") ? 16
+                        : __builtin_cpu_supports("avx2")  ? 8
+                                                          : 4;
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+  // GCC 12 knows the psABI levels themselves, every feature of each included.
+  if (__builtin_cpu_supports("x86-64-v4")) return {"x86-64-v4", lanes};
+  if (__builtin_cpu_supports("x86-64-v3")) return {"x86-64-v3", lanes};
+  if (__builtin_cpu_supports("x86-64-v2")) return {"x86-64-v2", lanes};
+#else
+  // Older compilers (and clang before the level names) know only single features: test the
+  // defining ones of each level.
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) {
+    return {"x86-64-v4", lanes};
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2")) {
+    return {"x86-64-v3", lanes};
+  }
+  if (__builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("ssse3") &&
+      __builtin_cpu_supports("popcnt")) {
+    return {"x86-64-v2", lanes};
+  }
+#endif
+  return {"x86-64", lanes};
+#elif defined(__aarch64__)
+  return {"aarch64", 4};  // NEON: 128-bit vectors
+#else
+  return {"unknown", 1};
+#endif
+}
+
+}  // namespace
+
+unsigned usable_threads() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int count = CPU_COUNT(&set);
+    if (count > 0) return static_cast<unsigned>(count);
+  }
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  return online > 0 ? static_cast<unsigned>(online) : 1;
+}
+
+uint64_t total_memory() {
+  struct sysinfo info;
+  if (sysinfo(&info) != 0) return 0;
+  return uint64_t{info.totalram} * info.mem_unit;
+}
+
+uint64_t available_memory() {
+  std::string available = proc_value("/proc/meminfo", "MemAvailable");  // "123456 kB"
+  if (!available.empty()) {
+    char* end = nullptr;
+    unsigned long long kib = std::strtoull(available.c_str(), &end, 10);
+    if (end != available.c_str()) return uint64_t{kib} * 1024;
+  }
+  struct sysinfo info;
+  if (sysinfo(&info) != 0) return 0;
+  return (uint64_t{info.freeram} + info.bufferram) * info.mem_unit;
+}
+
+porta_device_properties_t probe_properties(unsigned threads) {
+  porta_device_properties_t p;
+  std::memset(&p, 0, sizeof(p));
+  p.struct_size = sizeof(p);
+  std::snprintf(p.name, sizeof(p.name), "%s (%u thread%s)", cpu_model_name().c_str(), threads,
+                threads == 1 ? "" : "s");
+  std::snprintf(p.backend, sizeof(p.backend), "cpu");
+  IsaLevel isa = isa_level();
+  std::snprintf(p.architecture, sizeof(p.architecture), "%s", isa.architecture);
+  p.total_memory = total_memory();
+  p.compute_units = static_cast<int32_t>(threads);
+  p.max_work_group_size = 1024;
+  p.max_work_group_dims[0] = 1024;
+  p.max_work_group_dims[1] = 1024;
+  p.max_work_group_dims[2] = 64;
+  // The launch config holds uint32 grid sizes; 2^31-1 also keeps kernels that index with int
+  // safe, and is CUDA's x limit.
+  for (int64_t& dim : p.max_grid_dims) dim = INT32_MAX;
+  p.shared_memory_per_group = 256 * 1024;
+  p.subgroup_size = isa.fp32_lanes;
+  p.clock_mhz = cpu_clock_mhz();
+  p.capabilities = PORTA_CAPABILITY_FP64 | PORTA_CAPABILITY_UNIFIED_ADDRESSING |
+                   PORTA_CAPABILITY_ASYNC_COPY | PORTA_CAPABILITY_HOST_IS_DEVICE;
+  return p;
+}
+
+void* allocate(size_t size, uint64_t limit, const char* what) {
+  if (limit != 0 && size > limit) {
+    fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": " + std::to_string(size) +
+                                        " bytes requested, more than the host's " +
+                                        std::to_string(limit) + " bytes of memory");
+  }
+  void* ptr = nullptr;
+  int error = posix_memalign(&ptr, kAlignment, size);
+  if (error != 0) {
+    fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": allocating " + std::to_string(size) +
+                                        " bytes failed (" + std::strerror(error) + ")");
+  }
+  return ptr;
+}
+
+void deallocate(void* ptr) { std::free(ptr); }
+
+}  // namespace porta::cpu

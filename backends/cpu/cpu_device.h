@@ -1,0 +1,28 @@
+// The host as the backend's one device: what it reports about itself, and its memory.
+#pragma once
+
+#include <porta/porta.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace porta::cpu {
+
+// Threads this process may run on (its affinity mask), at least 1.
+unsigned usable_threads();
+
+// Every field filled in, struct_size = sizeof. Reads /proc/cpuinfo and sysinfo, so it is probed
+// once at initialize and copied out afterwards.
+porta_device_properties_t probe_properties(unsigned threads);
+
+uint64_t total_memory();
+// MemAvailable from /proc/meminfo (what can be allocated without swapping), else sysinfo's free.
+uint64_t available_memory();
+
+// 256-byte-aligned host memory, as both device and pinned allocations are on the CPU. Throws
+// Failure(PORTA_ERROR_OUT_OF_MEMORY) when size exceeds limit (the host's memory: refused without
+// trying, since overcommit could grant it and fail later) or the allocation fails.
+void* allocate(size_t size, uint64_t limit, const char* what);
+void deallocate(void* ptr);
+
+}  // namespace porta::cpu

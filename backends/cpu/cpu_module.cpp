@@ -1,0 +1,340 @@
+#include "cpu_module.h"
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "cpu_status.h"
+
+namespace porta::cpu {
+namespace {
+
+#if defined(__x86_64__)
+constexpr uint16_t kHostMachine = EM_X86_64;
+#elif defined(__aarch64__)
+constexpr uint16_t kHostMachine = EM_AARCH64;
+#else
+constexpr uint16_t kHostMachine = EM_NONE;  // not checked
+#endif
+
+std::string errno_text(int error) { return std::strerror(error); }
+
+std::string dl_error_text() {
+  const char* text = dlerror();
+  return text ? text : "unknown dlopen error";
+}
+
+// dlopen would accept a file of another machine only to fail with a vaguer message, and a
+// non-ELF file with none that names the real problem; the header says both plainly.
+void check_elf_header(const void* data, size_t size, const std::string& origin) {
+  Elf64_Ehdr header;
+  if (size < sizeof(header)) {
+    if (size < SELFMAG || std::memcmp(data, ELFMAG, SELFMAG) != 0) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": not an ELF shared object (no ELF magic)");
+    }
+    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": truncated ELF file");
+  }
+  std::memcpy(&header, data, sizeof(header));
+  if (std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0) {
+    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": not an ELF shared object (no ELF magic)");
+  }
+  if (header.e_ident[EI_CLASS] != ELFCLASS64 ||
+      (kHostMachine != EM_NONE && header.e_machine != kHostMachine)) {
+    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
+         origin + ": ELF object built for another machine (class " +
+             std::to_string(header.e_ident[EI_CLASS]) + ", machine " +
+             std::to_string(header.e_machine) + "; this host is 64-bit machine " +
+             std::to_string(kHostMachine) + ")");
+  }
+  if (header.e_type != ET_DYN) {
+    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": an ELF file but not a shared object (e_type " +
+                                           std::to_string(header.e_type) +
+                                           "); build the module with -shared");
+  }
+}
+
+void* open_shared_object(const std::string& path, const std::string& origin) {
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle) fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": dlopen failed: " + dl_error_text());
+  return handle;
+}
+
+// Keeps the alignment a parameter needs: a type's alignment divides its size, so the power of two
+// at or above the size (capped at the block's 64) is enough.
+size_t param_alignment(uint32_t size) {
+  return std::min<size_t>(64, std::bit_ceil(std::max<uint32_t>(size, 1)));
+}
+
+struct FreeDeleter {
+  void operator()(void* ptr) const { std::free(ptr); }
+};
+
+// Everything one launch needs after kernel_launch has returned.
+struct Launch {
+  const CpuKernel* kernel;
+  porta_cpu_group_fn run_group;
+  uint32_t grid[3];
+  uint32_t group[3];
+  uint32_t shared_memory_bytes;
+  uint64_t group_count;
+  std::unique_ptr<std::byte, FreeDeleter> block;  // the copied argument values
+  std::vector<void*> args;                        // pointers into block
+};
+
+void run_launch(const Launch& launch, ThreadPool& pool, ScratchBuffer& worker_scratch) {
+  const uint32_t gx = launch.grid[0];
+  const uint32_t gy = launch.grid[1];
+  pool.parallel_for(
+      launch.group_count,
+      [&launch, gx, gy](uint64_t begin, uint64_t end, ScratchBuffer& scratch) {
+        porta_cpu_work_group_t group;
+        std::memcpy(group.grid, launch.grid, sizeof(group.grid));
+        std::memcpy(group.group_size, launch.group, sizeof(group.group_size));
+        group.shared_memory_bytes = launch.shared_memory_bytes;
+        group.shared_memory = nullptr;
+        if (launch.shared_memory_bytes > 0) {
+          try {
+            group.shared_memory = scratch.reserve(launch.shared_memory_bytes);
+          } catch (const std::bad_alloc&) {
+            fail(PORTA_ERROR_OUT_OF_MEMORY, "kernel '" + launch.kernel->name() +
+                                                "': cannot allocate " +
+                                                std::to_string(launch.shared_memory_bytes) +
+                                                " bytes of shared memory for a work-group");
+          }
+        }
+        // Flattened x fastest, then y, then z; one division per chunk, not per group.
+        uint32_t x = static_cast<uint32_t>(begin % gx);
+        uint32_t y = static_cast<uint32_t>(begin / gx % gy);
+        uint32_t z = static_cast<uint32_t>(begin / (uint64_t{gx} * gy));
+        for (uint64_t i = begin; i < end; ++i) {
+          group.group_id[0] = x;
+          group.group_id[1] = y;
+          group.group_id[2] = z;
+          launch.run_group(&group, launch.args.data());
+          if (++x == gx) {
+            x = 0;
+            if (++y == gy) {
+              y = 0;
+              ++z;
+            }
+          }
+        }
+      },
+      worker_scratch);
+}
+
+}  // namespace
+
+CpuKernel::CpuKernel(std::string name, const porta_cpu_kernel_t& descriptor)
+    : name_(std::move(name)),
+      run_group_(descriptor.run_group),
+      param_sizes_(descriptor.param_sizes, descriptor.param_sizes + descriptor.param_count) {
+  param_offsets_.reserve(param_sizes_.size());
+  for (uint32_t size : param_sizes_) {
+    size_t align = param_alignment(size);
+    block_size_ = (block_size_ + align - 1) / align * align;
+    param_offsets_.push_back(block_size_);
+    block_size_ += size;
+  }
+}
+
+Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args,
+                            ThreadPool& pool) const {
+  if (!param_sizes_.empty() && !args) {
+    fail(PORTA_ERROR_INVALID_ARGUMENT, "args: NULL, but kernel '" + name_ + "' takes " +
+                                           std::to_string(param_sizes_.size()) + " parameters");
+  }
+  auto launch = std::make_shared<Launch>();
+  launch->kernel = this;
+  launch->run_group = run_group_;
+  uint64_t groups = 1;
+  for (int d = 0; d < 3; ++d) {
+    launch->grid[d] = config.grid[d];
+    launch->group[d] = config.group[d];
+    if (config.grid[d] == 0 || config.group[d] == 0) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT, "config: grid and group sizes must be at least 1");
+    }
+    groups *= config.grid[d];
+    // The pool's chunk counter may step past the end by a few chunks; keep far from wrapping.
+    if (groups > (uint64_t{1} << 62)) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT, "config: the grid has more than 2^62 work-groups");
+    }
+  }
+  launch->group_count = groups;
+  launch->shared_memory_bytes = config.shared_memory_bytes;
+
+  launch->args.resize(param_sizes_.size());
+  if (block_size_ > 0) {
+    void* block = nullptr;
+    if (posix_memalign(&block, 64, block_size_) != 0) throw std::bad_alloc();
+    launch->block.reset(static_cast<std::byte*>(block));
+  }
+  for (size_t i = 0; i < param_sizes_.size(); ++i) {
+    if (!args[i] && param_sizes_[i] > 0) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT,
+           "args[" + std::to_string(i) + "]: NULL (kernel '" + name_ + "')");
+    }
+    void* slot = launch->block.get() + param_offsets_[i];
+    if (param_sizes_[i] > 0) std::memcpy(slot, args[i], param_sizes_[i]);
+    launch->args[i] = slot;
+  }
+  return [launch = std::move(launch), &pool](ScratchBuffer& scratch) {
+    try {
+      run_launch(*launch, pool, scratch);
+    } catch (const Failure&) {
+      throw;
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      // A C++ kernel let an exception out of run_group: name the kernel, not the stream.
+      fail(PORTA_ERROR_BACKEND, "kernel '" + launch->kernel->name() + "' threw: " + e.what());
+    }
+  };
+}
+
+CpuModule::CpuModule(void* handle, std::string origin, int memfd)
+    : handle_(handle), origin_(std::move(origin)), memfd_(memfd) {}
+
+CpuModule::~CpuModule() {
+  kernels_.clear();
+  dlclose(handle_);
+  if (memfd_ < 0) return;
+  // glibc finds an already loaded object by its path name before it looks at the file, so if
+  // this fd number were reused by the next in-memory module while this object stays resident
+  // (dlclose does not unload objects marked NODELETE, e.g. C++ code with unique symbols), that
+  // module's dlopen would silently return this one. Give the number back only once it is gone.
+  char path[64];  // no allocation: a destructor must not throw
+  std::snprintf(path, sizeof(path), "/proc/self/fd/%d", memfd_);
+  if (void* still_loaded = dlopen(path, RTLD_NOW | RTLD_NOLOAD)) {
+    dlclose(still_loaded);
+    try {
+      log(PORTA_LOG_DEBUG, origin_ + " stays loaded after unload; keeping its fd open");
+    } catch (...) {
+    }
+    return;
+  }
+  close(memfd_);
+}
+
+std::unique_ptr<CpuModule> CpuModule::load_file(const char* path) {
+  const std::string origin = path;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not hang us
+  if (fd < 0) {
+    int error = errno;
+    if (error == ENOENT || error == ENOTDIR) {
+      fail(PORTA_ERROR_NOT_FOUND, origin + ": no such file");
+    }
+    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot open: " + errno_text(error));
+  }
+  unsigned char header[sizeof(Elf64_Ehdr)];
+  ssize_t got;
+  do {
+    got = pread(fd, header, sizeof(header), 0);
+  } while (got < 0 && errno == EINTR);
+  int error = errno;
+  close(fd);
+  if (got < 0) fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot read: " + errno_text(error));
+  check_elf_header(header, static_cast<size_t>(got), origin);
+
+  // A name without a slash would make dlopen search the library path instead of opening the
+  // file that was just checked.
+  std::string dl_path = origin.find('/') == std::string::npos ? "./" + origin : origin;
+  void* handle = open_shared_object(dl_path, origin);
+  try {
+    log(PORTA_LOG_DEBUG, "loaded module " + origin);
+    return std::unique_ptr<CpuModule>(new CpuModule(handle, origin, -1));
+  } catch (...) {
+    dlclose(handle);
+    throw;
+  }
+}
+
+std::unique_ptr<CpuModule> CpuModule::load_data(const void* image, size_t size) {
+  check_elf_header(image, size, "module image");
+  // dlopen needs a file; a memfd leaves nothing behind on disk and works where /tmp is noexec.
+  int fd = memfd_create("porta-cpu-module", MFD_CLOEXEC);
+  if (fd < 0) {
+    int error = errno;
+    fail(error == ENOMEM || error == EMFILE || error == ENFILE ? PORTA_ERROR_OUT_OF_MEMORY
+                                                               : PORTA_ERROR_BACKEND,
+         "module image: memfd_create failed: " + errno_text(error));
+  }
+  const char* bytes = static_cast<const char*>(image);
+  for (size_t written = 0; written < size;) {
+    ssize_t n = write(fd, bytes + written, size - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int error = n < 0 ? errno : EIO;
+      close(fd);
+      fail(error == ENOSPC || error == ENOMEM ? PORTA_ERROR_OUT_OF_MEMORY : PORTA_ERROR_BACKEND,
+           "module image: writing " + std::to_string(size) +
+               " bytes to a memfd failed: " + errno_text(error));
+    }
+    written += static_cast<size_t>(n);
+  }
+  // The fd stays open while the module is loaded: see ~CpuModule.
+  std::string path = "/proc/self/fd/" + std::to_string(fd);
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    std::string reason = dl_error_text();
+    close(fd);
+    fail(PORTA_ERROR_INVALID_ARGUMENT, "module image: dlopen failed: " + reason);
+  }
+  try {
+    log(PORTA_LOG_DEBUG, "loaded a " + std::to_string(size) + "-byte module image as " + path);
+    return std::unique_ptr<CpuModule>(new CpuModule(handle, "module image (" + path + ")", fd));
+  } catch (...) {
+    dlclose(handle);
+    close(fd);
+    throw;
+  }
+}
+
+CpuKernel* CpuModule::kernel(const char* name) {
+  std::lock_guard lock(mutex_);
+  if (auto it = kernels_.find(name); it != kernels_.end()) return it->second.get();
+
+  const std::string symbol = std::string(PORTA_CPU_KERNEL_SYMBOL_PREFIX) + name;
+  dlerror();  // clear a stale error so the one below is dlsym's
+  auto* descriptor = static_cast<const porta_cpu_kernel_t*>(dlsym(handle_, symbol.c_str()));
+  if (!descriptor) {
+    fail(PORTA_ERROR_NOT_FOUND,
+         "kernel '" + std::string(name) + "': " + origin_ + " exports no symbol " + symbol);
+  }
+  if (descriptor->struct_size < sizeof(porta_cpu_kernel_t)) {
+    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
+         symbol + ": descriptor struct_size " + std::to_string(descriptor->struct_size) +
+             ", this backend needs at least " + std::to_string(sizeof(porta_cpu_kernel_t)));
+  }
+  if (descriptor->abi_version != PORTA_CPU_KERNEL_ABI_VERSION) {
+    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
+         symbol + ": built for CPU kernel ABI " + std::to_string(descriptor->abi_version) +
+             ", this backend runs ABI " + std::to_string(PORTA_CPU_KERNEL_ABI_VERSION));
+  }
+  if (descriptor->param_count > PORTA_CPU_KERNEL_MAX_PARAMS) {
+    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
+         symbol + ": " + std::to_string(descriptor->param_count) + " parameters, at most " +
+             std::to_string(PORTA_CPU_KERNEL_MAX_PARAMS) + " are supported");
+  }
+  if (!descriptor->run_group || (descriptor->param_count > 0 && !descriptor->param_sizes)) {
+    fail(PORTA_ERROR_INVALID_ARGUMENT,
+         symbol + ": malformed descriptor (NULL run_group or param_sizes)");
+  }
+  auto kernel = std::make_unique<CpuKernel>(name, *descriptor);
+  CpuKernel* result = kernel.get();
+  kernels_.emplace(name, std::move(kernel));
+  return result;
+}
+
+}  // namespace porta::cpu

@@ -1,0 +1,69 @@
+// Modules and kernels. A CPU module is a shared object exporting porta_cpu_kernel_<name>
+// descriptors (porta_kernel.h); a kernel wraps one descriptor and turns launches into stream
+// tasks that spread the grid's work-groups over the thread pool.
+#pragma once
+
+#include <porta/porta.h>
+#include <porta/porta_kernel.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cpu_stream.h"
+#include "thread_pool.h"
+
+namespace porta::cpu {
+
+class CpuKernel {
+ public:
+  // descriptor has been validated (see CpuModule::kernel) and lives as long as its module.
+  CpuKernel(std::string name, const porta_cpu_kernel_t& descriptor);
+
+  const std::string& name() const { return name_; }
+
+  // Copies the argument values now, so the caller's may go away, and returns the task that runs
+  // every work-group on pool. The task uses this kernel: libporta unloads a module only after the
+  // device is idle. Throws Failure(INVALID_ARGUMENT) for NULL args when there are parameters.
+  Task make_launch(const porta_launch_config_t& config, void** args, ThreadPool& pool) const;
+
+ private:
+  std::string name_;
+  porta_cpu_group_fn run_group_;
+  std::vector<uint32_t> param_sizes_;
+  std::vector<size_t> param_offsets_;  // into the argument block, each suitably aligned
+  size_t block_size_ = 0;
+};
+
+class CpuModule {
+ public:
+  // Failures throw Failure: NOT_FOUND for a missing file; INVALID_ARGUMENT for what is not an
+  // ELF shared object or fails dlopen (with dlerror()); INCOMPATIBLE_VERSION for another machine.
+  static std::unique_ptr<CpuModule> load_file(const char* path);
+  // The image is only read during the call.
+  static std::unique_ptr<CpuModule> load_data(const void* image, size_t size);
+
+  ~CpuModule();
+  CpuModule(const CpuModule&) = delete;
+  CpuModule& operator=(const CpuModule&) = delete;
+
+  // The kernel named name, looked up once and then cached: libporta has no call that releases a
+  // kernel, so the module owns them all. Throws Failure: NOT_FOUND naming the symbol;
+  // INCOMPATIBLE_VERSION for a descriptor of another ABI or too many parameters.
+  CpuKernel* kernel(const char* name);
+
+ private:
+  CpuModule(void* handle, std::string origin, int memfd);
+
+  void* handle_;
+  std::string origin_;  // the path, or "/proc/self/fd/N" of an in-memory image, for messages
+  int memfd_;           // -1 unless loaded from memory; see load_data for why it stays open
+  std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<CpuKernel>, std::less<>> kernels_;
+};
+
+}  // namespace porta::cpu

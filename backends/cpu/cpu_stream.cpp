@@ -1,0 +1,133 @@
+#include "cpu_stream.h"
+
+#include <utility>
+
+#include "cpu_status.h"
+
+namespace porta::cpu {
+
+void Marker::complete() {
+  std::lock_guard lock(mutex_);
+  time_ = Clock::now();
+  complete_ = true;
+  completed_.notify_all();
+}
+
+bool Marker::is_complete() const {
+  std::lock_guard lock(mutex_);
+  return complete_;
+}
+
+void Marker::wait() const {
+  std::unique_lock lock(mutex_);
+  completed_.wait(lock, [&] { return complete_; });
+}
+
+Clock::time_point Marker::time() const {
+  std::lock_guard lock(mutex_);
+  return time_;
+}
+
+std::shared_ptr<Marker> CpuEvent::latest() const {
+  std::lock_guard lock(mutex_);
+  return latest_;
+}
+
+void CpuEvent::set_latest(std::shared_ptr<Marker> marker) {
+  std::lock_guard lock(mutex_);
+  latest_ = std::move(marker);
+}
+
+CpuStream::CpuStream() : worker_(&CpuStream::worker_main, this) {}
+
+CpuStream::~CpuStream() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  work_.notify_one();
+  worker_.join();
+}
+
+void CpuStream::enqueue(Task task) {
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(task));
+    ++submitted_;
+  }
+  work_.notify_one();
+}
+
+void CpuStream::worker_main() {
+  for (;;) {
+    Task task;
+    {
+      std::unique_lock lock(mutex_);
+      work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      // Stopping drains the queue first: queued markers must complete or their waiters hang.
+      if (queue_.empty()) return;
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    // Later tasks still run after a failure, as on a GPU stream: a failed launch must not leave
+    // the events recorded after it forever incomplete.
+    Error error{PORTA_SUCCESS, {}};
+    try {
+      task(scratch_);
+    } catch (...) {
+      error = error_of_current_exception("stream task");
+    }
+    task = nullptr;  // release what the task holds (argument blocks, markers) before reporting
+    if (error.status != PORTA_SUCCESS) {
+      try {
+        log(PORTA_LOG_DEBUG, "a queued operation failed: " + error.message);
+      } catch (...) {
+        // Out of memory for the log line; the error itself is still kept below.
+      }
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (error.status != PORTA_SUCCESS && error_ == PORTA_SUCCESS) {
+        error_ = error.status;
+        error_message_ = std::move(error.message);
+      }
+      ++completed_;
+    }
+    idle_.notify_all();
+  }
+}
+
+porta_status_t CpuStream::take_error(std::string* message) {
+  porta_status_t status = std::exchange(error_, PORTA_SUCCESS);
+  if (message) *message = std::move(error_message_);
+  error_message_.clear();
+  return status;
+}
+
+porta_status_t CpuStream::synchronize(std::string* message) {
+  std::unique_lock lock(mutex_);
+  const uint64_t target = submitted_;
+  idle_.wait(lock, [&] { return completed_ >= target; });
+  return take_error(message);
+}
+
+porta_status_t CpuStream::query(std::string* message) {
+  std::lock_guard lock(mutex_);
+  if (completed_ < submitted_) return PORTA_NOT_READY;
+  return take_error(message);
+}
+
+void CpuStream::record(CpuEvent& event) {
+  auto marker = std::make_shared<Marker>();
+  enqueue([marker](ScratchBuffer&) { marker->complete(); });
+  event.set_latest(std::move(marker));
+}
+
+void CpuStream::wait(const CpuEvent& event) {
+  std::shared_ptr<Marker> marker = event.latest();
+  // Nothing to wait for: never recorded, or already complete (completion is final).
+  if (!marker || marker->is_complete()) return;
+  enqueue([marker = std::move(marker)](ScratchBuffer&) { marker->wait(); });
+}
+
+}  // namespace porta::cpu

@@ -1,0 +1,99 @@
+// Streams and events. A stream is a FIFO of tasks run in order by the stream's own worker
+// thread, so enqueueing never waits for the work; an event is the latest marker recorded into a
+// stream.
+#pragma once
+
+#include <porta/porta.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "thread_pool.h"
+
+namespace porta::cpu {
+
+using Clock = std::chrono::steady_clock;
+
+// A point in a stream, complete once the stream's worker reaches it. Shared by the event that
+// recorded it and by the waits that captured it, so re-recording or destroying the event leaves
+// earlier waits intact.
+class Marker {
+ public:
+  void complete();
+  bool is_complete() const;
+  void wait() const;
+  // When the worker reached the marker; meaningful once complete.
+  Clock::time_point time() const;
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::condition_variable completed_;
+  bool complete_ = false;
+  Clock::time_point time_;
+};
+
+class CpuEvent {
+ public:
+  // The marker of the latest record, or nullptr if never recorded.
+  std::shared_ptr<Marker> latest() const;
+  void set_latest(std::shared_ptr<Marker> marker);
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<Marker> latest_;
+};
+
+// A unit of stream work. It runs on the stream's worker with the worker's scratch buffer and
+// reports failure by throwing (Failure, std::bad_alloc, ...).
+using Task = std::function<void(ScratchBuffer& scratch)>;
+
+class CpuStream {
+ public:
+  // Starts the worker; throws std::system_error if it cannot.
+  CpuStream();
+  // Runs what is still queued, then joins the worker.
+  ~CpuStream();
+  CpuStream(const CpuStream&) = delete;
+  CpuStream& operator=(const CpuStream&) = delete;
+
+  // Queues task and returns at once.
+  void enqueue(Task task);
+
+  // Waits for every task queued before the call, then returns and clears the first error a task
+  // reported since the last time one was returned (*message gets its text).
+  porta_status_t synchronize(std::string* message);
+  // PORTA_NOT_READY while tasks queued before the call are pending; then as synchronize.
+  porta_status_t query(std::string* message);
+
+  // Captures the work queued so far into event.
+  void record(CpuEvent& event);
+  // Makes later tasks wait, on the worker, for the marker event holds now.
+  void wait(const CpuEvent& event);
+
+ private:
+  void worker_main();
+  porta_status_t take_error(std::string* message);  // mutex_ held
+
+  std::mutex mutex_;
+  std::condition_variable work_;  // a task was queued, or stopping_
+  std::condition_variable idle_;  // completed_ advanced
+  std::deque<Task> queue_;
+  // Tickets: synchronize waits for completed_ to reach the submitted_ it saw, so a thread that
+  // keeps enqueueing cannot starve it.
+  uint64_t submitted_ = 0;
+  uint64_t completed_ = 0;
+  porta_status_t error_ = PORTA_SUCCESS;
+  std::string error_message_;
+  bool stopping_ = false;
+  ScratchBuffer scratch_;  // the worker's; it joins the pool's work-group loops with it
+  std::thread worker_;     // last: starts once everything above is constructed
+};
+
+}  // namespace porta::cpu

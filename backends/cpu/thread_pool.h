@@ -1,0 +1,65 @@
+// The thread pool that runs work-groups, shared by every stream of the backend.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace porta::cpu {
+
+// A 64-byte-aligned block that only grows. Every thread that runs work-groups owns one and lends
+// it to each group as its shared memory, so no group allocates.
+class ScratchBuffer {
+ public:
+  ScratchBuffer() = default;
+  ~ScratchBuffer();
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+
+  // At least bytes (> 0) of storage; the contents are not kept. Throws std::bad_alloc.
+  void* reserve(size_t bytes);
+
+ private:
+  void* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+class ThreadPool {
+ public:
+  // fn(begin, end, scratch) runs the indices [begin, end) with the calling thread's scratch.
+  using RangeFn = std::function<void(uint64_t begin, uint64_t end, ScratchBuffer& scratch)>;
+
+  // Starts threads workers (0 is valid: callers then do all the work themselves).
+  explicit ThreadPool(unsigned threads);
+  // Joins the workers. No parallel_for may be running.
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  unsigned thread_count() const { return static_cast<unsigned>(workers_.size()); }
+
+  // Runs fn over [0, count) in chunks, on the pool and on the calling thread (with its
+  // caller_scratch), and returns when every index has run. Several threads may call it at once:
+  // their jobs share the pool, and each caller always works on its own job, so one job never
+  // waits for another. The first exception fn throws is rethrown here once all chunks are done.
+  void parallel_for(uint64_t count, const RangeFn& fn, ScratchBuffer& caller_scratch);
+
+ private:
+  struct Job;
+
+  void worker_main(unsigned index);
+  void retire(const std::shared_ptr<Job>& job);
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<std::shared_ptr<Job>> jobs_;  // jobs that may still have unclaimed chunks
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace porta::cpu
