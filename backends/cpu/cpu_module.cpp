@@ -14,6 +14,7 @@
 #include <cstring>
 #include <new>
 #include <utility>
+#include <vector>
 
 #include "cpu_status.h"
 
@@ -61,6 +62,23 @@ void check_elf_header(const void* data, size_t size, const std::string& origin) 
     fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": an ELF file but not a shared object (e_type " +
                                            std::to_string(header.e_type) +
                                            "); build the module with -shared");
+  }
+  // dlopen maps the loadable segments and touches them: one that runs past the end of a
+  // truncated file raises SIGBUS instead of an error, so the segments are checked here.
+  const uint64_t table_end = header.e_phoff + uint64_t{header.e_phnum} * sizeof(Elf64_Phdr);
+  if (header.e_phentsize != sizeof(Elf64_Phdr) || header.e_phoff > size || table_end > size) {
+    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": truncated or malformed ELF program headers");
+  }
+  for (uint16_t i = 0; i < header.e_phnum; ++i) {
+    Elf64_Phdr segment;
+    std::memcpy(&segment, static_cast<const char*>(data) + header.e_phoff + i * sizeof(segment),
+                sizeof(segment));
+    if (segment.p_type == PT_LOAD &&
+        (segment.p_offset > size || segment.p_filesz > size - segment.p_offset)) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT,
+           origin + ": truncated ELF file (" + std::to_string(size) + " bytes; a loadable segment "
+           "ends at byte " + std::to_string(segment.p_offset + segment.p_filesz) + ")");
+    }
   }
 }
 
@@ -237,15 +255,22 @@ std::unique_ptr<CpuModule> CpuModule::load_file(const char* path) {
     }
     fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot open: " + errno_text(error));
   }
-  unsigned char header[sizeof(Elf64_Ehdr)];
-  ssize_t got;
-  do {
-    got = pread(fd, header, sizeof(header), 0);
-  } while (got < 0 && errno == EINTR);
-  int error = errno;
+  // The whole file is checked, not only its header (see check_elf_header).
+  std::vector<char> image;
+  char chunk[1 << 16];
+  for (;;) {
+    ssize_t got = read(fd, chunk, sizeof(chunk));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      int error = errno;
+      close(fd);
+      fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot read: " + errno_text(error));
+    }
+    if (got == 0) break;
+    image.insert(image.end(), chunk, chunk + got);
+  }
   close(fd);
-  if (got < 0) fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot read: " + errno_text(error));
-  check_elf_header(header, static_cast<size_t>(got), origin);
+  check_elf_header(image.data(), image.size(), origin);
 
   // A name without a slash would make dlopen search the library path instead of opening the
   // file that was just checked.

@@ -79,7 +79,7 @@ PORTA_API const char* porta_last_error_message(void);
  * Initialisation and the loader
  * ------------------------------------------------------------------------------------------- */
 
-typedef struct porta_init_options {
+typedef struct porta_init_options_s {
   size_t struct_size;
   /* Each field overrides its environment variable when not NULL; NULL reads the variable. */
   const char* backend;     /* as PORTA_BACKEND */
@@ -121,7 +121,7 @@ typedef enum porta_plugin_outcome {
 } porta_plugin_outcome_t;
 
 /* One row of the loader report: what happened to one backend's plugin. */
-typedef struct porta_plugin_report {
+typedef struct porta_plugin_report_s {
   size_t struct_size;
   char backend[32];    /* "cpu", "cuda", "hip", "level_zero" */
   char path[1024];     /* the file tried, or the directories searched when none was found */
@@ -156,7 +156,7 @@ enum {
   PORTA_CAPABILITY_HOST_IS_DEVICE = 1u << 6  /* device memory is host memory (the CPU backend) */
 };
 
-typedef struct porta_device_properties {
+typedef struct porta_device_properties_s {
   size_t struct_size;
   char name[256];                  /* "NVIDIA H100 80GB HBM3", "AMD EPYC 7B13 (2 threads)" */
   char backend[32];                /* "cuda", "cpu", ... */
@@ -226,7 +226,7 @@ typedef enum porta_memory_kind {
   PORTA_MEMORY_HOST_PINNED = 2
 } porta_memory_kind_t;
 
-typedef struct porta_pointer_info {
+typedef struct porta_pointer_info_s {
   size_t struct_size;
   porta_memory_kind_t kind;
   porta_device_t device; /* -1 for PORTA_MEMORY_UNKNOWN */
@@ -355,7 +355,7 @@ PORTA_API porta_status_t porta_module_unload(porta_module_t module);
 PORTA_API porta_status_t porta_kernel_get(porta_module_t module, const char* name,
                                           porta_kernel_t* out_kernel);
 
-typedef struct porta_launch_config {
+typedef struct porta_launch_config_s {
   size_t struct_size;
   uint32_t grid[3];            /* work-groups per dimension, each >= 1 */
   uint32_t group[3];           /* work-items per group per dimension, each >= 1 */

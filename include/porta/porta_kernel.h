@@ -26,7 +26,7 @@ extern "C" {
 #define PORTA_CPU_KERNEL_MAX_PARAMS 64
 
 /* The work-group being run. */
-typedef struct porta_cpu_work_group {
+typedef struct porta_cpu_work_group_s {
   uint32_t group_id[3];   /* this group's index in the grid */
   uint32_t grid[3];       /* groups per dimension */
   uint32_t group_size[3]; /* work-items per group per dimension */
@@ -37,7 +37,7 @@ typedef struct porta_cpu_work_group {
 /* args[i] points to the i-th parameter's value. */
 typedef void (*porta_cpu_group_fn)(const porta_cpu_work_group_t* group, void* const* args);
 
-typedef struct porta_cpu_kernel {
+typedef struct porta_cpu_kernel_s {
   size_t struct_size;       /* sizeof(porta_cpu_kernel_t) */
   uint32_t abi_version;     /* PORTA_CPU_KERNEL_ABI_VERSION */
   uint32_t param_count;     /* at most PORTA_CPU_KERNEL_MAX_PARAMS */

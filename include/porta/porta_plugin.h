@@ -51,7 +51,7 @@ typedef enum porta_log_level {
 } porta_log_level_t;
 
 /* What libporta offers a plugin. Valid from the entry call until the plugin's shutdown. */
-typedef struct porta_host_api {
+typedef struct porta_host_api_s {
   size_t struct_size;
   /* Sets the calling thread's last error message, shown by porta_last_error_message(). */
   void (*set_error_message)(const char* message);
@@ -71,7 +71,7 @@ typedef void* porta_backend_context_t;
 
 /* The interface of a backend plugin: devices, memory, streams, events, modules, launch.
  * Indices named device are the backend's own, in [0, device_count). */
-typedef struct porta_backend_interface {
+typedef struct porta_backend_interface_s {
   size_t struct_size;
 
   /* Opens the driver and counts devices. A machine without the driver or any device is not an
@@ -149,7 +149,7 @@ typedef enum porta_plugin_kind {
 } porta_plugin_kind_t;
 
 /* What the entry point fills in. */
-typedef struct porta_plugin {
+typedef struct porta_plugin_s {
   size_t struct_size;
   uint32_t abi_major; /* PORTA_PLUGIN_ABI_MAJOR the plugin was built against */
   uint32_t abi_minor;

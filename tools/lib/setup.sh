@@ -1,0 +1,63 @@
+# shellcheck shell=bash
+# Set-up shared by tools/run and tools/test; source it, do not run it. It defines PORTA_ROOT (the
+# repository root, found from this file's own path), cds there, and offers:
+#   porta_section TITLE           print a short section header
+#   porta_install_packages        apt-get install the Debian packages below that are missing
+#   porta_configure DIR [ARGS]    configure DIR (relative to the root) with Ninja, Release
+#   porta_build DIR               build DIR with one job per core
+
+# Everything the build, the tests and the tools need, in one place.
+PORTA_DEB_PACKAGES=(
+  cmake ninja-build g++ pkg-config
+  catch2 libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+  libopenblas-dev libdnnl-dev libze-dev
+  python3
+)
+
+PORTA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PORTA_JOBS="$(nproc)"
+cd "$PORTA_ROOT" || exit 1
+
+porta_section() {
+  printf '\n==== %s ====\n' "$*"
+}
+
+porta_install_packages() {
+  if ! command -v dpkg-query >/dev/null; then
+    echo "dpkg-query not found: not a Debian system, assuming these are installed:" \
+      "${PORTA_DEB_PACKAGES[*]}"
+    return 0
+  fi
+  local missing=() pkg
+  for pkg in "${PORTA_DEB_PACKAGES[@]}"; do
+    if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then
+      missing+=("$pkg")
+    fi
+  done
+  if ((${#missing[@]} == 0)); then
+    echo "All ${#PORTA_DEB_PACKAGES[@]} Debian packages present."
+    return 0
+  fi
+  echo "Installing missing packages: ${missing[*]}"
+  local sudo=()
+  if [[ "$(id -u)" -ne 0 ]]; then sudo=(sudo); fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    "${missing[@]}"
+}
+
+porta_configure() {
+  local dir="$1"
+  shift
+  local args=(-S "$PORTA_ROOT" -B "$PORTA_ROOT/$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
+    --no-warn-unused-cli)
+  # The CUDA backend is built when nvcc is found; /usr/local/cuda is often not on PATH.
+  if [[ -x /usr/local/cuda/bin/nvcc ]]; then
+    args+=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
+  fi
+  cmake "${args[@]}" "$@"
+}
+
+porta_build() {
+  cmake --build "$PORTA_ROOT/$1" --parallel "$PORTA_JOBS"
+}
