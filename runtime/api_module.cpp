@@ -2,6 +2,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime.h"
@@ -51,6 +53,37 @@ porta_status_t check_config(const char* function, const porta_launch_config_t* c
   return PORTA_SUCCESS;
 }
 
+// The file to load for path: path itself, or the best build of the kernel library it names.
+porta_status_t code_object_for(const char* function, const Device& device, const char* path,
+                               std::string& out_file) {
+  std::error_code ignored;
+  if (std::filesystem::is_regular_file(path, ignored)) {
+    out_file = path;
+    return PORTA_SUCCESS;
+  }
+  const Backend& backend = *device.backend;
+  const char* suffixes = "";
+  if (backend.interface.code_object_suffixes &&
+      call(backend, function, backend.interface.code_object_suffixes, device.index, &suffixes) !=
+          PORTA_SUCCESS) {
+    return PORTA_ERROR_BACKEND;
+  }
+  std::string tried = fmt::format("'{}'", path);
+  std::string_view rest = suffixes ? suffixes : "";
+  while (!rest.empty()) {
+    const size_t end = std::min(rest.find(':'), rest.size());
+    std::string candidate = std::string(path) + std::string(rest.substr(0, end));
+    if (std::filesystem::is_regular_file(candidate, ignored)) {
+      out_file = std::move(candidate);
+      return PORTA_SUCCESS;
+    }
+    tried += fmt::format(", '{}'", candidate);
+    rest.remove_prefix(std::min(end + 1, rest.size()));
+  }
+  return fail(PORTA_ERROR_NOT_FOUND, "{}: no code object for device {} ({}): tried {}", function,
+              device.id, device.properties.architecture, tried);
+}
+
 }  // namespace
 
 extern "C" PORTA_API porta_status_t porta_module_load(porta_device_t device, const char* path,
@@ -63,20 +96,19 @@ extern "C" PORTA_API porta_status_t porta_module_load(porta_device_t device, con
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: path and out_module must not be NULL",
                   function);
     }
-    std::error_code error;
-    if (!std::filesystem::is_regular_file(path, error)) {
-      return fail(PORTA_ERROR_NOT_FOUND, "{}: no file '{}'", function, path);
-    }
     const Backend& backend = *found->backend;
+    std::string file;
+    porta_status_t status = code_object_for(function, *found, path, file);
+    if (status != PORTA_SUCCESS) return status;
+    path = file.c_str();
     void* native = nullptr;
-    porta_status_t status;
     if (backend.interface.module_load_file) {
       status = call(backend, function, backend.interface.module_load_file, found->index, path,
                     &native);
     } else {
-      std::ifstream file(path, std::ios::binary);
-      std::vector<char> image{std::istreambuf_iterator<char>(file), {}};
-      if (!file && !file.eof()) return fail(PORTA_ERROR_NOT_FOUND, "{}: cannot read '{}'", function, path);
+      std::ifstream input(path, std::ios::binary);
+      std::vector<char> image{std::istreambuf_iterator<char>(input), {}};
+      if (!input && !input.eof()) return fail(PORTA_ERROR_NOT_FOUND, "{}: cannot read '{}'", function, path);
       status = call(backend, function, backend.interface.module_load_data, found->index,
                     static_cast<const void*>(image.data()), image.size(), &native);
     }

@@ -203,7 +203,7 @@ porta_status_t Runtime::initialize(const porta_init_options_t* options) {
   if (status_ == PORTA_SUCCESS) status_ = enumerate_devices(settings);
   if (status_ != PORTA_SUCCESS) {
     init_message_ = porta_last_error_message();
-    log().error("{}", init_message_);
+    log().info("{}", init_message_);
     release_everything();
   }
   return status_;

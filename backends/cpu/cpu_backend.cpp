@@ -440,6 +440,14 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
   });
 }
 
+porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t,
+                                    const char** out_suffixes) {
+  return guarded("code_object_suffixes", [&] {
+    *out_suffixes = cpu::code_object_suffixes(backend_of(context).properties().architecture);
+    return PORTA_SUCCESS;
+  });
+}
+
 const porta_backend_interface_t kInterface = {
     .struct_size = sizeof(porta_backend_interface_t),
     .initialize = initialize,
@@ -471,6 +479,7 @@ const porta_backend_interface_t kInterface = {
     .module_unload = module_unload,
     .kernel_get = kernel_get,
     .kernel_launch = kernel_launch,
+    .code_object_suffixes = code_object_suffixes,
 };
 
 // Whether a struct of the caller's struct_size holds the field ending at field_end.

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <string_view>
 
 #include "cpu_status.h"
 
@@ -111,6 +112,14 @@ unsigned usable_threads() {
   }
   long online = sysconf(_SC_NPROCESSORS_ONLN);
   return online > 0 ? static_cast<unsigned>(online) : 1;
+}
+
+const char* code_object_suffixes(const char* architecture) {
+  const std::string_view level = architecture;
+  if (level == "x86-64-v4") return ".cpu-x86-64-v4.so:.cpu-x86-64-v3.so:.cpu-x86-64.so";
+  if (level == "x86-64-v3") return ".cpu-x86-64-v3.so:.cpu-x86-64.so";
+  if (level.rfind("x86-64", 0) == 0) return ".cpu-x86-64.so";
+  return ".cpu-native.so";
 }
 
 uint64_t total_memory() {

@@ -15,6 +15,10 @@ unsigned usable_threads();
 // once at initialize and copied out afterwards.
 porta_device_properties_t probe_properties(unsigned threads);
 
+// The kernel-library builds this host can run, best first (porta_add_kernel_library builds
+// x86-64, x86-64-v3 and x86-64-v4 on x86-64; other hosts one "native" build).
+const char* code_object_suffixes(const char* architecture);
+
 uint64_t total_memory();
 // MemAvailable from /proc/meminfo (what can be allocated without swapping), else sysinfo's free.
 uint64_t available_memory();

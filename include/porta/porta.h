@@ -335,7 +335,11 @@ PORTA_API porta_status_t porta_event_elapsed_ms(porta_event_t start, porta_event
 typedef struct porta_module_s* porta_module_t;
 typedef struct porta_kernel_s* porta_kernel_t;
 
-/* Loads a module from a file. Returns: SUCCESS; NOT_FOUND for a missing file or device;
+/* Loads a module from a file. path is either the code object itself, or the base name of a
+ * kernel library built by porta_add_kernel_library ("lib/portable_ops"), in which case the build
+ * that fits the device is picked: for the CPU the highest instruction-set level the host runs
+ * (".cpu-x86-64-v4.so", then v3, then baseline), for a GPU its architecture.
+ * Returns: SUCCESS; NOT_FOUND for a missing file (the message lists the names tried) or device;
  * INVALID_ARGUMENT for NULL arguments or a file the backend cannot load (the message says why);
  * INCOMPATIBLE_VERSION for a code object built for another device or ABI. */
 PORTA_API porta_status_t porta_module_load(porta_device_t device, const char* path,

@@ -1,15 +1,46 @@
 /*
- * porta_kernel.h: what a kernel looks like to the backends.
+ * porta_kernel.h: the portable kernel dialect, and what a kernel looks like to the backends.
  *
- * CPU code objects. A CPU module is a shared object. Each kernel in it is described by an
- * exported constant
+ * One source compiles as plain C++ for the CPU backend, as CUDA (nvcc) and as HIP (hipcc). The
+ * model is OCCA's: a kernel body runs once per work-group (the outer loop, the grid); inside it,
+ * porta::inner() loops over the group's work-items, with a barrier implied after each inner
+ * loop. Shared memory is declared in the body's scope with PORTA_SHARED. On a GPU a work-item is
+ * a thread and inner() runs its body once per thread, then synchronises; on the CPU a work-group
+ * runs on one pool thread, inner() is a plain loop the compiler inlines and vectorises, and
+ * shared memory is an ordinary local array.
+ *
+ *     #include <porta/porta_kernel.h>
+ *
+ *     PORTA_KERNEL(saxpy, uint32_t n, float a, const float* x, float* y) {
+ *       const uint32_t first = porta::group_id(0) * porta::group_size(0);
+ *       porta::inner([&](uint32_t item) {
+ *         const uint32_t i = first + item;
+ *         if (i < n) y[i] = a * x[i] + y[i];
+ *       });
+ *     }
+ *
+ * Rules that keep one source correct everywhere:
+ * - A variable declared in the body outside inner() is per group on the CPU but per work-item on
+ *   a GPU: use it only for values every work-item agrees on. A value a work-item keeps from one
+ *   inner loop to the next lives in porta::exclusive<T, MaxItems> (OCCA's exclusive), indexed by
+ *   the item.
+ * - Every work-item of a group must reach every inner() call (barriers), so branch inside inner.
+ * - Specialise a hot path per target with PORTA_TARGET_CPU / PORTA_TARGET_CUDA / PORTA_TARGET_HIP
+ *   (or PORTA_TARGET_GPU), keeping the same kernel name and parameters.
+ *
+ * porta_add_kernel_library() (cmake/) compiles a source once per CPU instruction-set level and
+ * per GPU architecture; porta_module_load() picks the code object that fits the device.
+ *
+ * CPU code objects. Underneath, a CPU module is a shared object. Each kernel in it is described
+ * by an exported constant
  *
  *     const porta_cpu_kernel_t porta_cpu_kernel_<name>;
  *
  * whose run_group runs one work-group: every work-item of it, with barriers honoured, since the
  * CPU backend calls it once per group from its thread pool, groups in any order and in parallel.
  * param_sizes let the backend copy the launch arguments at launch time, as a GPU driver does.
- * Plain C, so a module can be written in C, C++ or anything that exports C symbols.
+ * That part is plain C, so a module can be written in C or anything that exports C symbols;
+ * PORTA_KERNEL generates it from the kernel's signature.
  */
 #ifndef PORTA_PORTA_KERNEL_H_
 #define PORTA_PORTA_KERNEL_H_
@@ -48,5 +79,184 @@ typedef struct porta_cpu_kernel_s {
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
+
+
+/* ------------------------------------------------------------------------------------------------
+ * The dialect (C++17 and later; CUDA and HIP compilers included).
+ * ---------------------------------------------------------------------------------------------- */
+#ifdef __cplusplus
+
+#include <stdint.h>
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+#if defined(__HIPCC__)
+#include <hip/hip_runtime.h>
+#define PORTA_TARGET_HIP 1
+#elif defined(__CUDACC__)
+#define PORTA_TARGET_CUDA 1
+#else
+#define PORTA_TARGET_CPU 1
+#endif
+#ifndef PORTA_TARGET_HIP
+#define PORTA_TARGET_HIP 0
+#endif
+#ifndef PORTA_TARGET_CUDA
+#define PORTA_TARGET_CUDA 0
+#endif
+#ifndef PORTA_TARGET_CPU
+#define PORTA_TARGET_CPU 0
+#endif
+#define PORTA_TARGET_GPU (PORTA_TARGET_CUDA || PORTA_TARGET_HIP)
+
+#if PORTA_TARGET_GPU
+/* A function callable from kernels. */
+#define PORTA_DEVICE __device__ __forceinline__
+/* Memory shared by a work-group, declared in the kernel body's scope. */
+#define PORTA_SHARED __shared__
+#define PORTA_KERNEL(name, ...) extern "C" __global__ void name(__VA_ARGS__)
+#else
+#define PORTA_DEVICE inline __attribute__((always_inline))
+#define PORTA_SHARED
+#define PORTA_KERNEL(name, ...)                                                           \
+  static void porta_kernel_body_##name(__VA_ARGS__);                                      \
+  extern "C" __attribute__((visibility("default"))) const porta_cpu_kernel_t              \
+      porta_cpu_kernel_##name = ::porta::detail::cpu_kernel<&porta_kernel_body_##name>::value; \
+  static void porta_kernel_body_##name(__VA_ARGS__)
+#endif
+
+namespace porta {
+
+enum class target { cpu, cuda, hip };
+#if PORTA_TARGET_CUDA
+inline constexpr target current_target = target::cuda;
+#elif PORTA_TARGET_HIP
+inline constexpr target current_target = target::hip;
+#else
+inline constexpr target current_target = target::cpu;
+#endif
+
+#if PORTA_TARGET_GPU
+
+PORTA_DEVICE uint32_t group_id(int d) { return d == 0 ? blockIdx.x : d == 1 ? blockIdx.y : blockIdx.z; }
+PORTA_DEVICE uint32_t group_count(int d) { return d == 0 ? gridDim.x : d == 1 ? gridDim.y : gridDim.z; }
+PORTA_DEVICE uint32_t group_size(int d) { return d == 0 ? blockDim.x : d == 1 ? blockDim.y : blockDim.z; }
+
+/* Runs f for this work-item, then waits for the whole group. f takes (x), (x, y) or (x, y, z). */
+template <class F>
+PORTA_DEVICE void inner(F&& f) {
+  if constexpr (std::is_invocable_v<F, uint32_t, uint32_t, uint32_t>) {
+    f(threadIdx.x, threadIdx.y, threadIdx.z);
+  } else if constexpr (std::is_invocable_v<F, uint32_t, uint32_t>) {
+    f(threadIdx.x, threadIdx.y);
+  } else {
+    f(threadIdx.x);
+  }
+  __syncthreads();
+}
+
+/* The group's dynamic shared memory (porta_launch_config_t.shared_memory_bytes). */
+template <class T>
+PORTA_DEVICE T* dynamic_shared_memory() {
+  extern __shared__ unsigned char porta_dynamic_shared[];
+  return reinterpret_cast<T*>(porta_dynamic_shared);
+}
+
+/* A value each work-item keeps across inner loops: a register on a GPU. */
+template <class T, uint32_t MaxItems>
+class exclusive {
+ public:
+  PORTA_DEVICE T& operator()(uint32_t) { return value_; }
+
+ private:
+  T value_;
+};
+
+PORTA_DEVICE float atomic_add(float* address, float value) { return atomicAdd(address, value); }
+
+#else /* the CPU */
+
+namespace detail {
+/* The work-group the calling pool thread is running; set before each group's body. */
+inline thread_local const porta_cpu_work_group_t* current_group = nullptr;
+
+template <auto Body>
+struct cpu_kernel;
+
+/* Builds a kernel's descriptor from its body's signature: the parameter sizes, and a run_group
+ * that unpacks the copied arguments into typed parameters. */
+template <class... P, void (*Body)(P...)>
+struct cpu_kernel<Body> {
+  static constexpr uint32_t sizes[sizeof...(P) + 1] = {static_cast<uint32_t>(sizeof(P))..., 0};
+
+  template <size_t... I>
+  static void invoke(void* const* args, std::index_sequence<I...>) {
+    Body(*static_cast<std::remove_cv_t<P>*>(args[I])...);
+  }
+  static void run(const porta_cpu_work_group_t* group, void* const* args) {
+    current_group = group;
+    invoke(args, std::index_sequence_for<P...>{});
+  }
+  static constexpr porta_cpu_kernel_t value = {sizeof(porta_cpu_kernel_t),
+                                               PORTA_CPU_KERNEL_ABI_VERSION, sizeof...(P), sizes,
+                                               &run};
+};
+}  // namespace detail
+
+PORTA_DEVICE uint32_t group_id(int d) { return detail::current_group->group_id[d]; }
+PORTA_DEVICE uint32_t group_count(int d) { return detail::current_group->grid[d]; }
+PORTA_DEVICE uint32_t group_size(int d) { return detail::current_group->group_size[d]; }
+
+/* Runs f for every work-item of the group, x fastest. The loop bounds are copied to locals so
+ * that stores in f cannot alias them and the loop vectorises. */
+template <class F>
+PORTA_DEVICE void inner(F&& f) {
+  const uint32_t nx = detail::current_group->group_size[0];
+  const uint32_t ny = detail::current_group->group_size[1];
+  const uint32_t nz = detail::current_group->group_size[2];
+  if constexpr (std::is_invocable_v<F, uint32_t, uint32_t, uint32_t>) {
+    for (uint32_t z = 0; z < nz; ++z)
+      for (uint32_t y = 0; y < ny; ++y)
+        for (uint32_t x = 0; x < nx; ++x) f(x, y, z);
+  } else if constexpr (std::is_invocable_v<F, uint32_t, uint32_t>) {
+    for (uint32_t y = 0; y < ny; ++y)
+      for (uint32_t x = 0; x < nx; ++x) f(x, y);
+  } else {
+    for (uint32_t x = 0; x < nx; ++x) f(x);
+  }
+}
+
+template <class T>
+PORTA_DEVICE T* dynamic_shared_memory() {
+  return static_cast<T*>(detail::current_group->shared_memory);
+}
+
+/* A value each work-item keeps across inner loops: one slot per item on the CPU. */
+template <class T, uint32_t MaxItems>
+class exclusive {
+ public:
+  PORTA_DEVICE T& operator()(uint32_t item) { return values_[item]; }
+
+ private:
+  T values_[MaxItems];
+};
+
+PORTA_DEVICE float atomic_add(float* address, float value) {
+  float expected, desired;
+  __atomic_load(address, &expected, __ATOMIC_RELAXED);
+  do {
+    desired = expected + value;
+  } while (!__atomic_compare_exchange(address, &expected, &desired, true, __ATOMIC_RELAXED,
+                                      __ATOMIC_RELAXED));
+  return expected;
+}
+
+#endif
+
+}  // namespace porta
+
+#endif /* __cplusplus */
 
 #endif /* PORTA_PORTA_KERNEL_H_ */

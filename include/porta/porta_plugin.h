@@ -142,6 +142,13 @@ typedef struct porta_backend_interface_s {
   porta_status_t (*kernel_launch)(porta_backend_context_t context, void* kernel,
                                   const porta_launch_config_t* config, void** args,
                                   void* stream);
+
+  /* Optional: the file-name endings of the code objects the device can load, best first, joined
+   * by ':' (".cpu-x86-64-v4.so:.cpu-x86-64-v3.so:.cpu-x86-64.so"). porta_module_load appends
+   * them to a kernel library's base name to pick the build that fits. The string lives as long
+   * as the plugin. */
+  porta_status_t (*code_object_suffixes)(porta_backend_context_t context, int32_t device,
+                                         const char** out_suffixes);
 } porta_backend_interface_t;
 
 typedef enum porta_plugin_kind {

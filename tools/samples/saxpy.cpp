@@ -18,9 +18,10 @@ int main(int argc, char** argv) try {
   const porta_device_properties_t properties = porta::device_properties(device);
   std::printf("device %d: %s (%s)\n", device, properties.name, properties.backend);
 
-  // The kernel's code object is built into lib/, beside this program's bin/.
+  // The kernel library is built into lib/, beside this program's bin/; porta_module_load picks
+  // the build that fits the device.
   const auto module_path = std::filesystem::read_symlink("/proc/self/exe").parent_path() /
-                           "../lib/libporta_sample_saxpy_kernel.so";
+                           "../lib/porta_sample_kernels";
   porta::module module(device, module_path.string());
   porta::kernel saxpy = module.kernel("saxpy");
 
