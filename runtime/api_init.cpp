@@ -60,7 +60,7 @@ extern "C" PORTA_API porta_status_t porta_loader_report_get(size_t index,
     const PluginReport& row = runtime.reports()[index];
     porta_plugin_report_t report{};
     report.struct_size = out_report->struct_size;
-    std::snprintf(report.backend, sizeof(report.backend), "%s", row.backend.c_str());
+    std::snprintf(report.name, sizeof(report.name), "%s", row.name.c_str());
     std::snprintf(report.path, sizeof(report.path), "%s", row.path.c_str());
     std::snprintf(report.reason, sizeof(report.reason), "%s", row.reason.c_str());
     report.outcome = row.outcome;
@@ -68,6 +68,7 @@ extern "C" PORTA_API porta_status_t porta_loader_report_get(size_t index,
     report.abi_major = row.abi_major;
     report.abi_minor = row.abi_minor;
     report.device_count = row.device_count;
+    report.kind = row.kind;
     *out_report = report;
     return PORTA_SUCCESS;
   });

@@ -22,23 +22,34 @@ void host_log(porta_log_level_t level, const char* message) {
 
 const porta_host_api_t kHostApi{sizeof(porta_host_api_t), host_set_error_message, host_log};
 
-// The slots every backend must fill; the others are optional.
+// The slots every plugin of a kind must fill; the others are optional.
 struct RequiredSlot {
   const char* name;
   size_t offset;
 };
-#define PORTA_SLOT(slot) RequiredSlot{#slot, offsetof(porta_backend_interface_t, slot)}
-constexpr RequiredSlot kRequiredSlots[] = {
-    PORTA_SLOT(initialize),         PORTA_SLOT(shutdown),          PORTA_SLOT(device_properties),
-    PORTA_SLOT(device_memory_info), PORTA_SLOT(device_synchronize), PORTA_SLOT(memory_alloc),
-    PORTA_SLOT(memory_free),        PORTA_SLOT(host_alloc),         PORTA_SLOT(host_free),
-    PORTA_SLOT(stream_create),      PORTA_SLOT(stream_destroy),     PORTA_SLOT(stream_synchronize),
-    PORTA_SLOT(stream_query),       PORTA_SLOT(stream_wait_event),  PORTA_SLOT(memcpy_async),
-    PORTA_SLOT(memset_async),       PORTA_SLOT(event_create),       PORTA_SLOT(event_destroy),
-    PORTA_SLOT(event_record),       PORTA_SLOT(event_query),        PORTA_SLOT(event_synchronize),
-    PORTA_SLOT(event_elapsed_ms),   PORTA_SLOT(module_load_data),   PORTA_SLOT(module_unload),
-    PORTA_SLOT(kernel_get),         PORTA_SLOT(kernel_launch),
+#define PORTA_SLOT(type, slot) RequiredSlot{#slot, offsetof(type, slot)}
+#define PORTA_BACKEND_SLOT(slot) PORTA_SLOT(porta_backend_interface_t, slot)
+constexpr RequiredSlot kBackendSlots[] = {
+    PORTA_BACKEND_SLOT(initialize),         PORTA_BACKEND_SLOT(shutdown),
+    PORTA_BACKEND_SLOT(device_properties),  PORTA_BACKEND_SLOT(device_memory_info),
+    PORTA_BACKEND_SLOT(device_synchronize), PORTA_BACKEND_SLOT(memory_alloc),
+    PORTA_BACKEND_SLOT(memory_free),        PORTA_BACKEND_SLOT(host_alloc),
+    PORTA_BACKEND_SLOT(host_free),          PORTA_BACKEND_SLOT(stream_create),
+    PORTA_BACKEND_SLOT(stream_destroy),     PORTA_BACKEND_SLOT(stream_synchronize),
+    PORTA_BACKEND_SLOT(stream_query),       PORTA_BACKEND_SLOT(stream_wait_event),
+    PORTA_BACKEND_SLOT(memcpy_async),       PORTA_BACKEND_SLOT(memset_async),
+    PORTA_BACKEND_SLOT(event_create),       PORTA_BACKEND_SLOT(event_destroy),
+    PORTA_BACKEND_SLOT(event_record),       PORTA_BACKEND_SLOT(event_query),
+    PORTA_BACKEND_SLOT(event_synchronize),  PORTA_BACKEND_SLOT(event_elapsed_ms),
+    PORTA_BACKEND_SLOT(module_load_data),   PORTA_BACKEND_SLOT(module_unload),
+    PORTA_BACKEND_SLOT(kernel_get),         PORTA_BACKEND_SLOT(kernel_launch),
 };
+constexpr RequiredSlot kOpsSlots[] = {
+    PORTA_SLOT(porta_ops_interface_t, initialize),
+    PORTA_SLOT(porta_ops_interface_t, shutdown),
+    PORTA_SLOT(porta_ops_interface_t, supports_backend),
+};
+#undef PORTA_BACKEND_SLOT
 #undef PORTA_SLOT
 
 bool refuse(PluginReport& report, porta_plugin_outcome_t outcome, porta_status_t status,
@@ -46,78 +57,121 @@ bool refuse(PluginReport& report, porta_plugin_outcome_t outcome, porta_status_t
   report.outcome = outcome;
   report.status = status;
   report.reason = std::move(reason);
-  log().info("plugin {} ({}): {}", report.backend, report.path, report.reason);
+  log().info("plugin {} ({}): {}", report.name, report.path, report.reason);
   return false;
 }
 
-// Calls the entry point and checks what it describes. Plugins are foreign code: whatever they
-// throw is caught here.
-bool describe(void* library, const std::string& name, Backend& backend, PluginReport& report) {
+// Finds the plugin's file: the first directory that has it wins.
+bool find_file(const std::string& file, const std::vector<std::string>& directories,
+               PluginReport& report) {
+  namespace fs = std::filesystem;
+  std::string searched;
+  for (const std::string& directory : directories) {
+    fs::path candidate = fs::path(directory) / file;
+    std::error_code ignored;
+    if (fs::exists(candidate, ignored)) {
+      report.path = candidate.string();
+      return true;
+    }
+    searched += (searched.empty() ? "" : ":") + directory;
+  }
+  report.path = searched;
+  return refuse(report, PORTA_PLUGIN_NOT_FOUND, PORTA_ERROR_NOT_FOUND,
+                fmt::format("{} not found in {}", file,
+                            searched.empty() ? "(no directory)" : searched));
+}
+
+// Opens the file and calls its entry point; checks the ABI version, the kind and the name.
+// Plugins are foreign code: whatever they throw is caught here.
+void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t& plugin) {
+  dlerror();
+  void* library = dlopen(report.path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!library) {
+    const char* why = dlerror();
+    refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_UNAVAILABLE, why ? why : "dlopen failed");
+    return nullptr;
+  }
+  auto close = [&](porta_plugin_outcome_t outcome, porta_status_t status, std::string reason) {
+    dlclose(library);
+    refuse(report, outcome, status, std::move(reason));
+    return nullptr;
+  };
   auto entry =
       reinterpret_cast<porta_plugin_entry_fn>(dlsym(library, PORTA_PLUGIN_ENTRY_SYMBOL));
   if (!entry) {
-    return refuse(report, PORTA_PLUGIN_NO_ENTRY, PORTA_ERROR_INCOMPATIBLE_VERSION,
-                  fmt::format("no symbol {}: not a Porta plugin", PORTA_PLUGIN_ENTRY_SYMBOL));
+    return close(PORTA_PLUGIN_NO_ENTRY, PORTA_ERROR_INCOMPATIBLE_VERSION,
+                 fmt::format("no symbol {}: not a Porta plugin", PORTA_PLUGIN_ENTRY_SYMBOL));
   }
-  porta_plugin_t plugin{};
+  plugin = porta_plugin_t{};
   plugin.struct_size = sizeof(plugin);
   porta_status_t status;
   try {
     take_plugin_message();
     status = entry(&kHostApi, &plugin);
   } catch (const std::exception& e) {
-    return refuse(report, PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND,
-                  fmt::format("{} threw: {}", PORTA_PLUGIN_ENTRY_SYMBOL, e.what()));
+    return close(PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND,
+                 fmt::format("{} threw: {}", PORTA_PLUGIN_ENTRY_SYMBOL, e.what()));
   } catch (...) {
-    return refuse(report, PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND,
-                  fmt::format("{} threw an exception", PORTA_PLUGIN_ENTRY_SYMBOL));
+    return close(PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND,
+                 fmt::format("{} threw an exception", PORTA_PLUGIN_ENTRY_SYMBOL));
   }
   if (status != PORTA_SUCCESS) {
     std::string detail = take_plugin_message();
-    return refuse(report, PORTA_PLUGIN_INIT_FAILED, status,
-                  fmt::format("{} returned {}{}{}", PORTA_PLUGIN_ENTRY_SYMBOL,
-                              porta_status_name(status), detail.empty() ? "" : ": ", detail));
+    return close(PORTA_PLUGIN_INIT_FAILED, status,
+                 fmt::format("{} returned {}{}{}", PORTA_PLUGIN_ENTRY_SYMBOL,
+                             porta_status_name(status), detail.empty() ? "" : ": ", detail));
   }
   report.abi_major = plugin.abi_major;
   report.abi_minor = plugin.abi_minor;
   if (plugin.abi_major != PORTA_PLUGIN_ABI_MAJOR) {
-    return refuse(report, PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
-                  fmt::format("plugin ABI {}.{}, this libporta speaks {}.{}", plugin.abi_major,
-                              plugin.abi_minor, PORTA_PLUGIN_ABI_MAJOR, PORTA_PLUGIN_ABI_MINOR));
+    return close(PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
+                 fmt::format("plugin ABI {}.{}, this libporta speaks {}.{}", plugin.abi_major,
+                             plugin.abi_minor, PORTA_PLUGIN_ABI_MAJOR, PORTA_PLUGIN_ABI_MINOR));
   }
-  if (plugin.kind != PORTA_PLUGIN_KIND_BACKEND || !plugin.backend || !plugin.name) {
-    return refuse(report, PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
-                  "not a backend plugin (kind, name or interface missing)");
+  const bool described = kind == PORTA_PLUGIN_KIND_BACKEND ? plugin.backend != nullptr
+                                                           : plugin.ops != nullptr;
+  if (plugin.kind != kind || !described || !plugin.name) {
+    return close(PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
+                 fmt::format("not {} plugin (kind, name or interface missing)",
+                             kind == PORTA_PLUGIN_KIND_BACKEND ? "a backend" : "an op"));
   }
-  if (name != plugin.name) {
-    return refuse(report, PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
-                  fmt::format("the file is named for backend '{}' but implements '{}'", name,
-                              plugin.name));
+  if (report.name != plugin.name) {
+    return close(PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
+                 fmt::format("the file is named for '{}' but implements '{}'", report.name,
+                             plugin.name));
   }
-  // Copy the interface, leaving the slots a smaller (older) plugin lacks NULL.
-  size_t size = std::min(plugin.backend->struct_size, sizeof(porta_backend_interface_t));
-  std::memcpy(&backend.interface, plugin.backend, size);
-  backend.interface.struct_size = size;
-  for (const RequiredSlot& slot : kRequiredSlots) {
+  return library;
+}
+
+// Copies a plugin's interface into ours, leaving the slots a smaller (older) plugin lacks NULL,
+// and checks the required ones are there.
+template <typename Interface, size_t N>
+bool adopt_interface(const Interface* theirs, Interface& ours, const RequiredSlot (&required)[N],
+                     PluginReport& report) {
+  const size_t size = std::min(theirs->struct_size, sizeof(Interface));
+  ours = Interface{};
+  std::memcpy(&ours, theirs, size);
+  ours.struct_size = size;
+  for (const RequiredSlot& slot : required) {
     void* fn = nullptr;
     if (slot.offset + sizeof(fn) <= size) {
-      std::memcpy(&fn, reinterpret_cast<const char*>(&backend.interface) + slot.offset,
-                  sizeof(fn));
+      std::memcpy(&fn, reinterpret_cast<const char*>(&ours) + slot.offset, sizeof(fn));
     }
     if (!fn) {
       return refuse(report, PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
-                    fmt::format("the backend interface lacks the required slot {}", slot.name));
+                    fmt::format("the interface lacks the required slot {}", slot.name));
     }
   }
-  backend.plugin = plugin;
   return true;
 }
 
-bool initialize(Backend& backend, PluginReport& report) {
+// Runs a plugin's initialize, which may fail because there is no driver or device.
+template <typename Slot, typename... Outputs>
+bool initialize(Slot slot, PluginReport& report, Outputs*... outputs) {
   porta_status_t status;
   try {
     take_plugin_message();
-    status = backend.interface.initialize(&backend.context, &backend.device_count);
+    status = slot(outputs...);
   } catch (...) {
     return refuse(report, PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND, "initialize threw");
   }
@@ -131,10 +185,13 @@ bool initialize(Backend& backend, PluginReport& report) {
                   fmt::format("initialize returned {}{}{}", porta_status_name(status),
                               detail.empty() ? "" : ": ", detail));
   }
-  if (backend.device_count <= 0) {
-    backend.interface.shutdown(backend.context);
-    return refuse(report, PORTA_PLUGIN_UNAVAILABLE, PORTA_ERROR_UNAVAILABLE, "no device");
-  }
+  return true;
+}
+
+bool loaded(PluginReport& report) {
+  report.outcome = PORTA_PLUGIN_LOADED;
+  report.status = PORTA_SUCCESS;
+  log().info("plugin {} ({}): loaded", report.name, report.path);
   return true;
 }
 
@@ -142,46 +199,63 @@ bool initialize(Backend& backend, PluginReport& report) {
 
 bool load_backend(const std::string& name, const std::vector<std::string>& directories,
                   Backend& backend, PluginReport& report) {
-  namespace fs = std::filesystem;
   report = PluginReport{};
-  report.backend = name;
-  const std::string file = "libporta_" + name + ".so";
-  std::string searched;
-  for (const std::string& directory : directories) {
-    fs::path candidate = fs::path(directory) / file;
-    std::error_code ignored;
-    if (fs::exists(candidate, ignored)) {
-      report.path = candidate.string();
-      break;
-    }
-    searched += (searched.empty() ? "" : ":") + directory;
-  }
-  if (report.path.empty()) {
-    report.path = searched;
-    return refuse(report, PORTA_PLUGIN_NOT_FOUND, PORTA_ERROR_NOT_FOUND,
-                  fmt::format("{} not found in {}", file, searched.empty() ? "(no directory)" : searched));
-  }
-
-  dlerror();
-  void* library = dlopen(report.path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!library) {
-    const char* why = dlerror();
-    return refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_UNAVAILABLE,
-                  why ? why : "dlopen failed");
-  }
+  report.name = name;
+  report.kind = PORTA_PLUGIN_KIND_BACKEND;
   backend = Backend{};
+  porta_plugin_t plugin;
+  if (!find_file("libporta_" + name + ".so", directories, report)) return false;
+  void* library = open_plugin(PORTA_PLUGIN_KIND_BACKEND, report, plugin);
+  if (!library) return false;
   backend.name = name;
   backend.library = library;
-  if (!describe(library, name, backend, report) || !initialize(backend, report)) {
+  if (!adopt_interface(plugin.backend, backend.interface, kBackendSlots, report) ||
+      !initialize(backend.interface.initialize, report, &backend.context,
+                  &backend.device_count)) {
     dlclose(library);
     backend = Backend{};
     return false;
   }
-  report.outcome = PORTA_PLUGIN_LOADED;
-  report.status = PORTA_SUCCESS;
+  if (backend.device_count <= 0) {
+    backend.interface.shutdown(backend.context);
+    dlclose(library);
+    backend = Backend{};
+    return refuse(report, PORTA_PLUGIN_UNAVAILABLE, PORTA_ERROR_UNAVAILABLE, "no device");
+  }
   report.device_count = backend.device_count;
-  log().info("plugin {} ({}): loaded, {} device(s)", name, report.path, backend.device_count);
-  return true;
+  return loaded(report);
+}
+
+bool load_ops_plugin(const std::string& name, const std::vector<std::string>& directories,
+                     OpsPlugin& ops, PluginReport& report) {
+  report = PluginReport{};
+  report.name = name;
+  report.kind = PORTA_PLUGIN_KIND_OPS;
+  ops = OpsPlugin{};
+  porta_plugin_t plugin;
+  if (!find_file("libporta_ops_" + name + ".so", directories, report)) return false;
+  void* library = open_plugin(PORTA_PLUGIN_KIND_OPS, report, plugin);
+  if (!library) return false;
+  ops.name = name;
+  ops.library = library;
+  if (!adopt_interface(plugin.ops, ops.interface, kOpsSlots, report) ||
+      !initialize(ops.interface.initialize, report, &ops.context)) {
+    dlclose(library);
+    ops = OpsPlugin{};
+    return false;
+  }
+  return loaded(report);
+}
+
+void unload_ops_plugin(OpsPlugin& ops) {
+  if (!ops.library) return;
+  try {
+    ops.interface.shutdown(ops.context);
+  } catch (...) {
+    log().error("op plugin {}: shutdown threw", ops.name);
+  }
+  dlclose(ops.library);
+  ops = OpsPlugin{};
 }
 
 void unload_backend(Backend& backend) {
@@ -194,6 +268,7 @@ void unload_backend(Backend& backend) {
   dlclose(backend.library);
   backend = Backend{};
 }
+
 
 std::vector<std::string> default_plugin_directories() {
   std::vector<std::string> directories;

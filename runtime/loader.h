@@ -11,18 +11,26 @@ namespace porta {
 // The backends Porta knows, in the order "auto" prefers them.
 inline constexpr const char* kBackendNames[] = {"cuda", "hip", "level_zero", "cpu"};
 
-// A plugin that loaded, initialised and has at least one device.
+// A backend plugin that loaded, initialised and has at least one device.
 struct Backend {
   std::string name;
   void* library = nullptr;
-  porta_plugin_t plugin{};
   porta_backend_interface_t interface{};  // copied; slots beyond the plugin's size are NULL
   porta_backend_context_t context = nullptr;
   int32_t device_count = 0;
 };
 
+// An op plugin that loaded and initialised.
+struct OpsPlugin {
+  std::string name;
+  void* library = nullptr;
+  porta_ops_interface_t interface{};  // copied; slots beyond the plugin's size are NULL
+  porta_backend_context_t context = nullptr;
+};
+
 struct PluginReport {
-  std::string backend;
+  std::string name;
+  porta_plugin_kind_t kind = PORTA_PLUGIN_KIND_BACKEND;
   std::string path;
   porta_plugin_outcome_t outcome = PORTA_PLUGIN_NOT_REQUESTED;
   porta_status_t status = PORTA_SUCCESS;
@@ -36,9 +44,12 @@ struct PluginReport {
 // On success fills backend; either way fills report.
 bool load_backend(const std::string& name, const std::vector<std::string>& directories,
                   Backend& backend, PluginReport& report);
-
-// Shuts the plugin down and closes its library.
 void unload_backend(Backend& backend);
+
+// The same for the op plugin libporta_ops_<name>.so.
+bool load_ops_plugin(const std::string& name, const std::vector<std::string>& directories,
+                     OpsPlugin& plugin, PluginReport& report);
+void unload_ops_plugin(OpsPlugin& plugin);
 
 // Where plugins are looked for after PORTA_PLUGIN_PATH: the directory holding libporta, then the
 // install directory baked in at build time.

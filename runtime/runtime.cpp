@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -55,16 +56,20 @@ bool is_incompatibility(porta_plugin_outcome_t outcome) {
 }  // namespace
 
 porta_status_t Runtime::read_settings(const porta_init_options_t* options, Settings& settings) {
-  if (options && options->struct_size < sizeof(porta_init_options_t)) {
+  // The first release's struct ended at log_level; later fields are read when present.
+  constexpr size_t kFirstSize = offsetof(porta_init_options_t, log_level) + sizeof(const char*);
+  if (options && options->struct_size < kFirstSize) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT,
                 "porta_init: options->struct_size is {}, expected at least {}",
-                options->struct_size, sizeof(porta_init_options_t));
+                options->struct_size, kFirstSize);
   }
-  auto option = [&](const char* porta_init_options_t::*field) {
-    return options ? options->*field : nullptr;
+  auto option = [&](const char* porta_init_options_t::*field, size_t offset) -> const char* {
+    const bool present = options && offset + sizeof(const char*) <= options->struct_size;
+    return present ? options->*field : nullptr;
   };
+#define PORTA_OPTION(field) option(&porta_init_options_t::field, offsetof(porta_init_options_t, field))
 
-  Source log_level = pick(option(&porta_init_options_t::log_level), "options.log_level", "PORTA_LOG");
+  Source log_level = pick(PORTA_OPTION(log_level), "options.log_level", "PORTA_LOG");
   if (log_level.text && *log_level.text) {
     auto level = parse_log_level(log_level.text);
     if (!level) {
@@ -75,7 +80,7 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
   }
   set_log_level(settings.log_level);
 
-  Source backend = pick(option(&porta_init_options_t::backend), "options.backend", "PORTA_BACKEND");
+  Source backend = pick(PORTA_OPTION(backend), "options.backend", "PORTA_BACKEND");
   std::string_view backend_text = backend.text && *backend.text ? backend.text : "auto";
   for (const std::string& name : split(backend_text, ',')) {
     bool known = name == "auto" || *static_backend_name(name);
@@ -92,7 +97,7 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
     settings.backends.assign(std::begin(kBackendNames), std::end(kBackendNames));
   }
 
-  Source device = pick(option(&porta_init_options_t::device), "options.device", "PORTA_DEVICE");
+  Source device = pick(PORTA_OPTION(device), "options.device", "PORTA_DEVICE");
   if (device.text && *device.text) {
     std::string_view text = device.text;
     settings.device_source = device.name;
@@ -105,7 +110,18 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
     }
   }
 
-  Source path = pick(option(&porta_init_options_t::plugin_path), "options.plugin_path",
+  Source ops = pick(PORTA_OPTION(ops), "options.ops", "PORTA_OPS");
+  if (ops.text && *ops.text) {
+    if (std::string_view(ops.text) != "portable" && std::string_view(ops.text) != "vendor") {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}='{}' is not accepted; accepted: portable (kernels written once, compiled "
+                  "per backend) or vendor (the vendor libraries)",
+                  ops.name, ops.text);
+    }
+    settings.ops = ops.text;
+  }
+
+  Source path = pick(PORTA_OPTION(plugin_path), "options.plugin_path",
                      "PORTA_PLUGIN_PATH");
   if (path.text && *path.text) {
     for (const std::string& directory : split(path.text, ':')) {
@@ -120,6 +136,7 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
       settings.plugin_directories.push_back(directory);
     }
   }
+#undef PORTA_OPTION
   for (std::string& directory : default_plugin_directories()) {
     settings.plugin_directories.push_back(std::move(directory));
   }
@@ -144,7 +161,7 @@ porta_status_t Runtime::load_backends(const Settings& settings) {
     if (std::find(settings.backends.begin(), settings.backends.end(), name) ==
         settings.backends.end()) {
       PluginReport report;
-      report.backend = name;
+      report.name = name;
       report.reason = "not named by PORTA_BACKEND";
       reports_.push_back(std::move(report));
     }
@@ -201,6 +218,7 @@ porta_status_t Runtime::initialize(const porta_init_options_t* options) {
   status_ = read_settings(options, settings);
   if (status_ == PORTA_SUCCESS) status_ = load_backends(settings);
   if (status_ == PORTA_SUCCESS) status_ = enumerate_devices(settings);
+  if (status_ == PORTA_SUCCESS) load_ops_plugins(settings);
   if (status_ != PORTA_SUCCESS) {
     init_message_ = porta_last_error_message();
     log().info("{}", init_message_);
@@ -217,12 +235,53 @@ void Runtime::shutdown() {
   initialized_ = false;
 }
 
+// Op plugins are optional: one that fails is reported, and the ops answer UNAVAILABLE with its
+// reason, but the runtime works without it.
+void Runtime::load_ops_plugins(const Settings& settings) {
+  std::vector<std::string> names{"portable"};
+  for (const auto& backend : backends_) names.push_back("vendor_" + backend->name);
+  for (const std::string& name : names) {
+    auto plugin = std::make_unique<OpsPlugin>();
+    PluginReport report;
+    if (load_ops_plugin(name, settings.plugin_directories, *plugin, report)) {
+      ops_plugins_.push_back(std::move(plugin));
+    }
+    reports_.push_back(std::move(report));
+  }
+  for (auto& device : devices_) {
+    const std::string& backend = device->backend->name;
+    const std::string wanted = settings.ops == "portable" ? "portable" : "vendor_" + backend;
+    auto found = std::find_if(ops_plugins_.begin(), ops_plugins_.end(),
+                              [&](const auto& plugin) { return plugin->name == wanted; });
+    if (found == ops_plugins_.end()) {
+      auto row = std::find_if(reports_.begin(), reports_.end(), [&](const PluginReport& r) {
+        return r.kind == PORTA_PLUGIN_KIND_OPS && r.name == wanted;
+      });
+      device->ops_missing = fmt::format("the {} op plugin is not loaded: {}", wanted,
+                                        row != reports_.end() ? row->reason : "not tried");
+      continue;
+    }
+    OpsPlugin& plugin = **found;
+    take_plugin_message();
+    if (plugin.interface.supports_backend(plugin.context, backend.c_str()) != PORTA_SUCCESS) {
+      std::string why = take_plugin_message();
+      device->ops_missing = fmt::format("the {} op plugin does not serve the {} backend{}{}",
+                                        wanted, backend, why.empty() ? "" : ": ", why);
+      continue;
+    }
+    device->ops = &plugin;
+  }
+}
+
 // Destroys what users left alive, in dependency order: first let all work finish, then kernels
 // before their modules, streams and events, memory, and the backends last.
 void Runtime::release_everything() {
   for (auto& device : devices_) {
     device->backend->interface.device_synchronize(device->backend->context, device->index);
   }
+  // Op plugins first: they hold modules and memory of their own, which go below with the rest.
+  for (auto& plugin : ops_plugins_) unload_ops_plugin(*plugin);
+  ops_plugins_.clear();
   kernels.remove_all();
   for (auto& module : modules.remove_all()) {
     const Backend& backend = *module->device->backend;

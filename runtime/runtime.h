@@ -22,6 +22,8 @@ namespace porta {
 
 struct Device {
   Backend* backend = nullptr;
+  OpsPlugin* ops = nullptr;   // the implementation of porta_ops.h PORTA_OPS chose, if usable
+  std::string ops_missing;    // why ops is NULL
   int32_t index = 0;        // the backend's own index
   porta_device_t id = 0;    // the global index users see
   porta_device_properties_t properties{};
@@ -68,6 +70,7 @@ class Runtime {
     const char* device_source = "PORTA_DEVICE";  // where device came from, for messages
     std::vector<std::string> plugin_directories;
     porta_log_level_t log_level = PORTA_LOG_WARN;
+    std::string ops = "portable";
   };
 
   porta_status_t initialize(const porta_init_options_t* options);
@@ -103,6 +106,7 @@ class Runtime {
   porta_status_t read_settings(const porta_init_options_t* options, Settings& settings);
   porta_status_t load_backends(const Settings& settings);
   porta_status_t enumerate_devices(const Settings& settings);
+  void load_ops_plugins(const Settings& settings);
   void release_everything();
 
   bool initialized_ = false;
@@ -110,6 +114,7 @@ class Runtime {
   std::string init_message_;
   std::vector<PluginReport> reports_;
   std::vector<std::unique_ptr<Backend>> backends_;
+  std::vector<std::unique_ptr<OpsPlugin>> ops_plugins_;
   std::vector<std::unique_ptr<Device>> devices_;
   porta_device_t default_device_ = 0;
   const char* selected_ = "";

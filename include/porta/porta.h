@@ -23,6 +23,7 @@
  *                      order, e.g. "cuda,hip,cpu".
  *   PORTA_DEVICE       index of the default device (default 0).
  *   PORTA_PLUGIN_PATH  colon-separated directories searched first for libporta_<backend>.so.
+ *   PORTA_OPS          portable (default) | vendor: which implementation of porta_ops.h runs.
  *   PORTA_LOG          off | error | warn (default) | info | debug | trace; messages go to stderr.
  */
 #ifndef PORTA_PORTA_H_
@@ -86,6 +87,7 @@ typedef struct porta_init_options_s {
   const char* device;      /* as PORTA_DEVICE */
   const char* plugin_path; /* as PORTA_PLUGIN_PATH */
   const char* log_level;   /* as PORTA_LOG */
+  const char* ops;         /* as PORTA_OPS */
 } porta_init_options_t;
 
 /* Loads the backends that PORTA_BACKEND names (all of them for "auto") and enumerates their
@@ -111,7 +113,7 @@ PORTA_API porta_status_t porta_backend_selected(const char** out_name);
 
 typedef enum porta_plugin_outcome {
   PORTA_PLUGIN_LOADED = 0,       /* usable; its devices are enumerated */
-  PORTA_PLUGIN_NOT_FOUND = 1,    /* no libporta_<name>.so in any searched directory */
+  PORTA_PLUGIN_NOT_FOUND = 1,    /* no such plugin file in any searched directory */
   PORTA_PLUGIN_LOAD_FAILED = 2,  /* dlopen failed (the reason holds dlerror()) */
   PORTA_PLUGIN_NO_ENTRY = 3,     /* the file lacks the entry symbol porta_plugin_entry */
   PORTA_PLUGIN_INCOMPATIBLE = 4, /* another ABI major, or a malformed description */
@@ -120,20 +122,28 @@ typedef enum porta_plugin_outcome {
   PORTA_PLUGIN_NOT_REQUESTED = 7 /* not named by PORTA_BACKEND; not tried */
 } porta_plugin_outcome_t;
 
-/* One row of the loader report: what happened to one backend's plugin. */
+typedef enum porta_plugin_kind {
+  PORTA_PLUGIN_KIND_BACKEND = 1, /* devices, memory, streams, events, modules, launch */
+  PORTA_PLUGIN_KIND_OPS = 2      /* the operator set of porta_ops.h */
+} porta_plugin_kind_t;
+
+/* One row of the loader report: what happened to one plugin. */
 typedef struct porta_plugin_report_s {
   size_t struct_size;
-  char backend[32];    /* "cpu", "cuda", "hip", "level_zero" */
+  char name[32];       /* a backend ("cpu", "cuda", "hip", "level_zero") or an op plugin
+                          ("portable", "vendor_cpu", ...) */
   char path[1024];     /* the file tried, or the directories searched when none was found */
   porta_plugin_outcome_t outcome;
   porta_status_t status; /* SUCCESS when loaded, else the error it maps to */
   char reason[1024];   /* why it failed, in words; "" when loaded */
   uint32_t abi_major;  /* what the plugin reported; 0 when it could not be read */
   uint32_t abi_minor;
-  int32_t device_count;
+  int32_t device_count; /* backends only */
+  porta_plugin_kind_t kind;
 } porta_plugin_report_t;
 
-/* The loader report, one row per known backend in the order tried, then not requested ones.
+/* The loader report: one row per known backend in the order tried, then the backends not
+ * requested, then the op plugins (the portable one, and a vendor one per loaded backend).
  * Readable after a failed initialisation too (it triggers initialisation if none happened).
  * Returns: SUCCESS; INVALID_ARGUMENT for a NULL output, a struct_size too small, or an index
  * >= the count. */

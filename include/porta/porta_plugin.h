@@ -1,9 +1,11 @@
 /*
  * porta_plugin.h: the ABI between libporta and its plugins.
  *
- * A plugin is a shared object named libporta_<backend>.so that exports one C symbol,
+ * A plugin is a shared object that exports one C symbol,
  * porta_plugin_entry (type porta_plugin_entry_fn). libporta calls it once after dlopen with the
- * host's services and receives a porta_plugin_t describing the plugin and its interface.
+ * host's services and receives a porta_plugin_t describing the plugin and its interface. Two
+ * kinds, one loader: a backend plugin, libporta_<backend>.so, provides devices, memory, streams,
+ * events, modules and launch; an op plugin, libporta_ops_<name>.so, provides the operator set.
  *
  * Rules a plugin follows:
  * - Every pointer it hands back stays valid until its shutdown slot returns.
@@ -25,6 +27,7 @@
 #define PORTA_PORTA_PLUGIN_H_
 
 #include "porta.h"
+#include "porta_ops.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -151,9 +154,65 @@ typedef struct porta_backend_interface_s {
                                          const char** out_suffixes);
 } porta_backend_interface_t;
 
-typedef enum porta_plugin_kind {
-  PORTA_PLUGIN_KIND_BACKEND = 1
-} porta_plugin_kind_t;
+/* The interface of an op plugin: implementations of porta_ops.h for one or more backends. An op
+ * plugin is a client of the public API: it launches its kernels with porta_kernel_launch on the
+ * stream it is handed, exactly as a user's kernel library would. libporta has checked every
+ * argument as porta_ops.h describes (shapes, buffer sizes, devices; stream is a live handle,
+ * never NULL), so a slot only computes. A slot may be NULL: the op is then UNSUPPORTED. */
+typedef struct porta_ops_interface_s {
+  size_t struct_size;
+
+  porta_status_t (*initialize)(porta_backend_context_t* out_context);
+  void (*shutdown)(porta_backend_context_t context);
+  /* SUCCESS when it serves devices of this backend ("cpu", "cuda", ...); otherwise
+   * PORTA_ERROR_UNAVAILABLE with the reason as message. */
+  porta_status_t (*supports_backend)(porta_backend_context_t context, const char* backend);
+
+  porta_status_t (*gemm)(porta_backend_context_t context, porta_stream_t stream,
+                         const porta_gemm_desc_t* desc, const void* a, const void* b, float* c);
+  porta_status_t (*conv2d_forward)(porta_backend_context_t context, porta_stream_t stream,
+                                   const porta_conv2d_desc_t* desc, const void* x, const void* w,
+                                   float* y);
+  porta_status_t (*conv2d_backward_data)(porta_backend_context_t context, porta_stream_t stream,
+                                         const porta_conv2d_desc_t* desc, const void* dy,
+                                         const void* w, float* dx);
+  porta_status_t (*conv2d_backward_weights)(porta_backend_context_t context,
+                                            porta_stream_t stream,
+                                            const porta_conv2d_desc_t* desc, const void* x,
+                                            const void* dy, float* dw);
+  porta_status_t (*softmax_forward)(porta_backend_context_t context, porta_stream_t stream,
+                                    porta_softmax_mode_t mode, int64_t rows, int64_t cols,
+                                    const float* x, float* y);
+  porta_status_t (*softmax_backward)(porta_backend_context_t context, porta_stream_t stream,
+                                     porta_softmax_mode_t mode, int64_t rows, int64_t cols,
+                                     const float* y, const float* dy, float* dx);
+  porta_status_t (*cross_entropy)(porta_backend_context_t context, porta_stream_t stream,
+                                  int64_t rows, int64_t cols, const float* logits,
+                                  const int32_t* labels, float* loss, float* dlogits);
+  porta_status_t (*bias_add)(porta_backend_context_t context, porta_stream_t stream,
+                             int64_t batch, int64_t channels, int64_t spatial, const float* x,
+                             const float* bias, float* y);
+  porta_status_t (*bias_backward)(porta_backend_context_t context, porta_stream_t stream,
+                                  int64_t batch, int64_t channels, int64_t spatial,
+                                  const float* dy, float* dbias);
+  porta_status_t (*relu_forward)(porta_backend_context_t context, porta_stream_t stream,
+                                 int64_t count, const float* x, float* y);
+  porta_status_t (*relu_backward)(porta_backend_context_t context, porta_stream_t stream,
+                                  int64_t count, const float* x, const float* dy, float* dx);
+  porta_status_t (*max_pool2d_forward)(porta_backend_context_t context, porta_stream_t stream,
+                                       const porta_pool2d_desc_t* desc, const float* x,
+                                       float* y);
+  porta_status_t (*max_pool2d_backward)(porta_backend_context_t context, porta_stream_t stream,
+                                        const porta_pool2d_desc_t* desc, const float* x,
+                                        const float* dy, float* dx);
+  porta_status_t (*sgd_update)(porta_backend_context_t context, porta_stream_t stream,
+                               int64_t count, float* weights, const float* grads,
+                               float* velocity, float learning_rate, float momentum,
+                               float weight_decay);
+  porta_status_t (*adam_update)(porta_backend_context_t context, porta_stream_t stream,
+                                int64_t count, float* weights, const float* grads, float* m,
+                                float* v, const porta_adam_params_t* params);
+} porta_ops_interface_t;
 
 /* What the entry point fills in. */
 typedef struct porta_plugin_s {
@@ -161,9 +220,11 @@ typedef struct porta_plugin_s {
   uint32_t abi_major; /* PORTA_PLUGIN_ABI_MAJOR the plugin was built against */
   uint32_t abi_minor;
   porta_plugin_kind_t kind;
-  const char* name;    /* the backend it implements: "cpu", "cuda", ...; must match the file */
+  const char* name;    /* "cpu", "cuda", ... for a backend, "portable", "vendor_cpu", ... for op
+                        * plugins; must match the file name */
   const char* version; /* the plugin's own version, and its driver's if known */
   const porta_backend_interface_t* backend; /* kind == PORTA_PLUGIN_KIND_BACKEND */
+  const porta_ops_interface_t* ops;         /* kind == PORTA_PLUGIN_KIND_OPS */
 } porta_plugin_t;
 
 /* The one symbol a plugin exports. It must be cheap and must not touch the driver: that happens

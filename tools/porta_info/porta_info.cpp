@@ -22,8 +22,8 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-constexpr const char* kEnvironment[] = {"PORTA_BACKEND", "PORTA_DEVICE", "PORTA_PLUGIN_PATH",
-                                        "PORTA_LOG"};
+constexpr const char* kEnvironment[] = {"PORTA_BACKEND", "PORTA_DEVICE", "PORTA_OPS",
+                                        "PORTA_PLUGIN_PATH", "PORTA_LOG"};
 
 struct device_info {
   porta_device_t index = 0;
@@ -112,11 +112,14 @@ void print_text(const report& r) {
   if (!r.plugins_error.empty()) fmt::print("  unavailable: {}\n", r.plugins_error);
   if (r.plugins.empty() && r.plugins_error.empty()) fmt::print("  (no plugin tried)\n");
   if (!r.plugins.empty()) {
-    fmt::print("  {:<12} {:<14} {:<5} {:>7}\n", "BACKEND", "OUTCOME", "ABI", "DEVICES");
+    fmt::print("  {:<8} {:<12} {:<14} {:<5} {:>7}\n", "KIND", "PLUGIN", "OUTCOME", "ABI",
+               "DEVICES");
   }
   for (const auto& p : r.plugins) {
-    fmt::print("  {:<12} {:<14} {:<5} {:>7}\n", p.backend, porta::to_string(p.outcome),
-               abi_version(p), p.device_count);
+    const bool backend = p.kind == PORTA_PLUGIN_KIND_BACKEND;
+    fmt::print("  {:<8} {:<12} {:<14} {:<5} {:>7}\n", backend ? "backend" : "ops", p.name,
+               porta::to_string(p.outcome), abi_version(p),
+               backend ? std::to_string(p.device_count) : "-");
     if (p.path[0]) fmt::print("      path:   {}\n", p.path);
     if (p.reason[0]) fmt::print("      reason: {}\n", p.reason);
   }
@@ -168,7 +171,8 @@ json to_json(const report& r) {
   if (r.options && r.options->plugin_path) options["plugin_path"] = r.options->plugin_path;
   json plugins = json::array();
   for (const auto& p : r.plugins) {
-    plugins.push_back({{"backend", p.backend},
+    plugins.push_back({{"name", p.name},
+                       {"kind", p.kind == PORTA_PLUGIN_KIND_BACKEND ? "backend" : "ops"},
                        {"outcome", porta::to_string(p.outcome)},
                        {"status", porta_status_name(p.status)},
                        {"path", p.path},

@@ -1,0 +1,2 @@
+// Kernels: conv (being written).
+#include "common.h"

@@ -1,0 +1,2 @@
+// Kernels: gemm (being written).
+#include "common.h"

@@ -1,0 +1,2 @@
+// Kernels: pool (being written).
+#include "common.h"

@@ -1,0 +1,2 @@
+// Kernels: softmax (being written).
+#include "common.h"

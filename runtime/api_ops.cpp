@@ -1,0 +1,627 @@
+// The operator set's front door: every argument of every op is checked here, once for all
+// implementations, then the call goes to the op plugin that serves the stream's device.
+#include <porta/porta_ops.h>
+
+#include <cmath>
+#include <initializer_list>
+
+#include "runtime.h"
+
+using namespace porta;
+
+namespace {
+
+// An op call being checked: where it runs and who implements it.
+struct OpCall {
+  const char* function;
+  porta_stream_t stream = nullptr;  // never NULL once resolved
+  Device* device = nullptr;
+  OpsPlugin* ops = nullptr;
+};
+
+#define PORTA_CHECK(expression)                                         \
+  do {                                                                  \
+    if (porta_status_t status_ = (expression); status_ != PORTA_SUCCESS) \
+      return status_;                                                   \
+  } while (false)
+
+porta_status_t resolve(Runtime& runtime, OpCall& call, porta_stream_t handle) {
+  auto stream = runtime.stream(handle);
+  if (!stream) {
+    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream {} is not a live stream", call.function,
+                static_cast<void*>(handle));
+  }
+  call.device = stream->device;
+  call.stream = handle ? handle : call.device->default_stream;
+  call.ops = call.device->ops;
+  if (!call.ops) {
+    return fail(PORTA_ERROR_UNAVAILABLE, "{}: no op implementation for device {}: {}",
+                call.function, call.device->id, call.device->ops_missing);
+  }
+  return PORTA_SUCCESS;
+}
+
+porta_status_t positive(const OpCall& call, const char* name, int64_t value) {
+  if (value >= 1) return PORTA_SUCCESS;
+  return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; it must be at least 1", call.function,
+              name, value);
+}
+
+porta_status_t non_negative(const OpCall& call, const char* name, int64_t value) {
+  if (value >= 0) return PORTA_SUCCESS;
+  return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; it must not be negative",
+              call.function, name, value);
+}
+
+porta_status_t finite(const OpCall& call, const char* name, float value) {
+  if (std::isfinite(value)) return PORTA_SUCCESS;
+  return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; it must be finite", call.function,
+              name, value);
+}
+
+// The product of sizes, refusing one that overflows.
+porta_status_t product(const OpCall& call, const char* what, std::initializer_list<int64_t> sizes,
+                       int64_t& out) {
+  out = 1;
+  for (int64_t size : sizes) {
+    if (__builtin_mul_overflow(out, size, &out)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: the size of {} overflows", call.function,
+                  what);
+    }
+  }
+  return PORTA_SUCCESS;
+}
+
+size_t dtype_size(porta_dtype_t dtype) { return dtype == PORTA_DTYPE_F32 ? 4 : 2; }
+
+porta_status_t known_dtype(const OpCall& call, porta_dtype_t dtype) {
+  if (dtype == PORTA_DTYPE_F32 || dtype == PORTA_DTYPE_F16 || dtype == PORTA_DTYPE_BF16) {
+    return PORTA_SUCCESS;
+  }
+  return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: dtype {} is not one of f32 (0), f16 (1), bf16 (2)",
+              call.function, static_cast<int>(dtype));
+}
+
+// A buffer holding elements of element_size bytes: device memory of the stream's device, with
+// room for them from ptr on.
+porta_status_t buffer(Runtime& runtime, const OpCall& call, const char* name, const void* ptr,
+                      int64_t elements, size_t element_size) {
+  if (!ptr) return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is NULL", call.function, name);
+  Allocation allocation;
+  if (!runtime.find_allocation(ptr, allocation) || allocation.kind != PORTA_MEMORY_DEVICE) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: {} ({}) is not device memory from porta_memory_alloc", call.function, name,
+                ptr);
+  }
+  if (allocation.device != call.device) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: {} is memory of device {} but the stream belongs to device {}",
+                call.function, name, allocation.device->id, call.device->id);
+  }
+  const uint64_t offset = reinterpret_cast<uintptr_t>(ptr) - allocation.base;
+  uint64_t bytes;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(elements), element_size, &bytes) ||
+      bytes > allocation.size - offset) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: {} needs {} elements of {} bytes, but its allocation has {} bytes from {}",
+                call.function, name, elements, element_size, allocation.size - offset, ptr);
+  }
+  return PORTA_SUCCESS;
+}
+
+// An output must not share memory with an input, unless it is the very same buffer and the op
+// allows that (in place).
+porta_status_t apart(const OpCall& call, const char* out_name, const void* out, int64_t out_bytes,
+                     const char* in_name, const void* in, int64_t in_bytes, bool in_place_ok) {
+  if (!out || !in) return PORTA_SUCCESS;
+  if (out == in && in_place_ok) return PORTA_SUCCESS;
+  const auto o = reinterpret_cast<uintptr_t>(out);
+  const auto i = reinterpret_cast<uintptr_t>(in);
+  if (o < i + static_cast<uint64_t>(in_bytes) && i < o + static_cast<uint64_t>(out_bytes)) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} overlaps {}{}", call.function, out_name,
+                in_name, in_place_ok ? " (only exactly the same buffer is allowed)" : "");
+  }
+  return PORTA_SUCCESS;
+}
+
+porta_status_t descriptor(const OpCall& call, const void* desc, size_t struct_size,
+                          size_t expected) {
+  if (!desc || struct_size < expected) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: the descriptor is NULL or its struct_size is below {}", call.function,
+                expected);
+  }
+  return PORTA_SUCCESS;
+}
+
+// Checks under the runtime's lock, then runs the op plugin's slot outside it: the plugin calls
+// the public API itself.
+template <typename Check, typename Slot, typename... Args>
+porta_status_t op(const char* function, porta_stream_t stream, Check&& check, Slot slot,
+                  Args... args) {
+  OpCall call{function};
+  porta_status_t status = with_runtime(function, [&](Runtime& runtime) -> porta_status_t {
+    PORTA_CHECK(resolve(runtime, call, stream));
+    return check(runtime, call);
+  });
+  if (status != PORTA_SUCCESS) return status;
+  auto implementation = call.ops->interface.*slot;
+  if (!implementation) {
+    return fail(PORTA_ERROR_UNSUPPORTED, "{}: the {} op plugin does not implement it", function,
+                call.ops->name);
+  }
+  return guarded(function, [&]() -> porta_status_t {
+    take_plugin_message();
+    status = implementation(call.ops->context, call.stream, args...);
+    if (status < 0) {
+      std::string detail = take_plugin_message();
+      fail(status, "{}", detail.empty() ? fmt::format("{}: {} op plugin: {}", function,
+                                                      call.ops->name, porta_status_name(status))
+                                        : detail);
+    }
+    return status;
+  });
+}
+
+// ---- shapes ---------------------------------------------------------------------------------
+
+// Elements a row-major matrix of rows x cols with leading dimension ld spans, over batch matrices
+// stride apart.
+porta_status_t matrix_span(const OpCall& call, const char* name, int64_t rows, int64_t cols,
+                           int64_t ld, int64_t batch, int64_t stride, int64_t& out) {
+  if (ld < cols) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: ld{} is {} but the stored matrix has {} columns",
+                call.function, name, ld, cols);
+  }
+  PORTA_CHECK(non_negative(call, fmt::format("stride_{}", name).c_str(), stride));
+  int64_t last_row, last_batch;
+  if (__builtin_mul_overflow(rows - 1, ld, &last_row) ||
+      __builtin_mul_overflow(batch - 1, stride, &last_batch) ||
+      __builtin_add_overflow(last_row + cols, last_batch, &out)) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: the size of {} overflows", call.function, name);
+  }
+  return PORTA_SUCCESS;
+}
+
+porta_status_t check_gemm(Runtime& runtime, const OpCall& call, const porta_gemm_desc_t* d,
+                          const void* a, const void* b, const float* c) {
+  PORTA_CHECK(descriptor(call, d, d ? d->struct_size : 0, sizeof(porta_gemm_desc_t)));
+  for (auto [name, value] : {std::pair{"trans_a", d->trans_a}, std::pair{"trans_b", d->trans_b}}) {
+    if (value != PORTA_NO_TRANSPOSE && value != PORTA_TRANSPOSE) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; accepted: 0 or 1", call.function,
+                  name, static_cast<int>(value));
+    }
+  }
+  PORTA_CHECK(known_dtype(call, d->dtype));
+  PORTA_CHECK(positive(call, "m", d->m));
+  PORTA_CHECK(positive(call, "n", d->n));
+  PORTA_CHECK(positive(call, "k", d->k));
+  PORTA_CHECK(positive(call, "batch_count", d->batch_count));
+  const bool ta = d->trans_a == PORTA_TRANSPOSE, tb = d->trans_b == PORTA_TRANSPOSE;
+  int64_t span_a, span_b, span_c;
+  PORTA_CHECK(matrix_span(call, "a", ta ? d->k : d->m, ta ? d->m : d->k, d->lda, d->batch_count,
+                          d->stride_a, span_a));
+  PORTA_CHECK(matrix_span(call, "b", tb ? d->n : d->k, tb ? d->k : d->n, d->ldb, d->batch_count,
+                          d->stride_b, span_b));
+  PORTA_CHECK(matrix_span(call, "c", d->m, d->n, d->ldc, d->batch_count, d->stride_c, span_c));
+  if (d->batch_count > 1 && d->stride_c < (d->m - 1) * d->ldc + d->n) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: stride_c {} makes the batch's C matrices overlap (each spans {} elements)",
+                call.function, d->stride_c, (d->m - 1) * d->ldc + d->n);
+  }
+  const size_t in = dtype_size(d->dtype);
+  PORTA_CHECK(buffer(runtime, call, "a", a, span_a, in));
+  PORTA_CHECK(buffer(runtime, call, "b", b, span_b, in));
+  PORTA_CHECK(buffer(runtime, call, "c", c, span_c, sizeof(float)));
+  PORTA_CHECK(apart(call, "c", c, span_c * 4, "a", a, span_a * int64_t(in), false));
+  return apart(call, "c", c, span_c * 4, "b", b, span_b * int64_t(in), false);
+}
+
+// Output size of a window sliding over `in` (convolution and pooling alike).
+int64_t slide(int64_t in, int64_t pad, int64_t window, int64_t stride) {
+  return (in + 2 * pad - window) / stride + 1;
+}
+
+porta_status_t conv_shape(const OpCall& call, const porta_conv2d_desc_t* d, int64_t& p,
+                          int64_t& q) {
+  PORTA_CHECK(descriptor(call, d, d ? d->struct_size : 0, sizeof(porta_conv2d_desc_t)));
+  PORTA_CHECK(known_dtype(call, d->dtype));
+  for (auto [name, value] :
+       {std::pair{"batch", d->batch}, {"in_channels", d->in_channels}, {"in_height", d->in_height},
+        {"in_width", d->in_width}, {"out_channels", d->out_channels},
+        {"kernel_height", d->kernel_height}, {"kernel_width", d->kernel_width},
+        {"stride_h", d->stride_h}, {"stride_w", d->stride_w}, {"dilation_h", d->dilation_h},
+        {"dilation_w", d->dilation_w}}) {
+    PORTA_CHECK(positive(call, name, value));
+  }
+  PORTA_CHECK(non_negative(call, "pad_h", d->pad_h));
+  PORTA_CHECK(non_negative(call, "pad_w", d->pad_w));
+  const int64_t extent_h = d->dilation_h * (d->kernel_height - 1) + 1;
+  const int64_t extent_w = d->dilation_w * (d->kernel_width - 1) + 1;
+  if (d->in_height + 2 * d->pad_h < extent_h || d->in_width + 2 * d->pad_w < extent_w) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: the dilated {}x{} kernel does not fit the padded {}x{} input", call.function,
+                extent_h, extent_w, d->in_height + 2 * d->pad_h, d->in_width + 2 * d->pad_w);
+  }
+  p = slide(d->in_height, d->pad_h, extent_h, d->stride_h);
+  q = slide(d->in_width, d->pad_w, extent_w, d->stride_w);
+  return PORTA_SUCCESS;
+}
+
+// The element counts of a convolution's x, w and y.
+struct ConvSizes {
+  int64_t x, w, y;
+};
+
+porta_status_t conv_sizes(const OpCall& call, const porta_conv2d_desc_t* d, ConvSizes& out) {
+  int64_t p, q;
+  PORTA_CHECK(conv_shape(call, d, p, q));
+  PORTA_CHECK(product(call, "x", {d->batch, d->in_channels, d->in_height, d->in_width}, out.x));
+  PORTA_CHECK(product(call, "w", {d->out_channels, d->in_channels, d->kernel_height,
+                                  d->kernel_width}, out.w));
+  return product(call, "y", {d->batch, d->out_channels, p, q}, out.y);
+}
+
+// A convolution's inputs and output: (first, second) -> out, with their element counts.
+porta_status_t check_conv(Runtime& runtime, const OpCall& call, const porta_conv2d_desc_t* d,
+                          const char* first_name, const void* first, int64_t ConvSizes::*first_size,
+                          const char* second_name, const void* second,
+                          int64_t ConvSizes::*second_size, const char* out_name, const float* out,
+                          int64_t ConvSizes::*out_size) {
+  ConvSizes sizes;
+  PORTA_CHECK(conv_sizes(call, d, sizes));
+  const size_t in = dtype_size(d->dtype);
+  PORTA_CHECK(buffer(runtime, call, first_name, first, sizes.*first_size, in));
+  PORTA_CHECK(buffer(runtime, call, second_name, second, sizes.*second_size, in));
+  PORTA_CHECK(buffer(runtime, call, out_name, out, sizes.*out_size, sizeof(float)));
+  const int64_t out_bytes = sizes.*out_size * 4;
+  PORTA_CHECK(apart(call, out_name, out, out_bytes, first_name, first,
+                    sizes.*first_size * int64_t(in), false));
+  return apart(call, out_name, out, out_bytes, second_name, second,
+               sizes.*second_size * int64_t(in), false);
+}
+
+porta_status_t pool_shape(const OpCall& call, const porta_pool2d_desc_t* d, int64_t& p,
+                          int64_t& q) {
+  PORTA_CHECK(descriptor(call, d, d ? d->struct_size : 0, sizeof(porta_pool2d_desc_t)));
+  for (auto [name, value] :
+       {std::pair{"batch", d->batch}, {"channels", d->channels}, {"in_height", d->in_height},
+        {"in_width", d->in_width}, {"window_h", d->window_h}, {"window_w", d->window_w},
+        {"stride_h", d->stride_h}, {"stride_w", d->stride_w}}) {
+    PORTA_CHECK(positive(call, name, value));
+  }
+  PORTA_CHECK(non_negative(call, "pad_h", d->pad_h));
+  PORTA_CHECK(non_negative(call, "pad_w", d->pad_w));
+  if (d->pad_h >= d->window_h || d->pad_w >= d->window_w) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: padding {}x{} must be smaller than the {}x{} window", call.function, d->pad_h,
+                d->pad_w, d->window_h, d->window_w);
+  }
+  if (d->in_height + 2 * d->pad_h < d->window_h || d->in_width + 2 * d->pad_w < d->window_w) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: the {}x{} window does not fit the padded input",
+                call.function, d->window_h, d->window_w);
+  }
+  p = slide(d->in_height, d->pad_h, d->window_h, d->stride_h);
+  q = slide(d->in_width, d->pad_w, d->window_w, d->stride_w);
+  return PORTA_SUCCESS;
+}
+
+porta_status_t pool_sizes(const OpCall& call, const porta_pool2d_desc_t* d, int64_t& x,
+                          int64_t& y) {
+  int64_t p, q;
+  PORTA_CHECK(pool_shape(call, d, p, q));
+  PORTA_CHECK(product(call, "x", {d->batch, d->channels, d->in_height, d->in_width}, x));
+  return product(call, "y", {d->batch, d->channels, p, q}, y);
+}
+
+porta_status_t softmax_mode(const OpCall& call, porta_softmax_mode_t mode) {
+  if (mode == PORTA_SOFTMAX || mode == PORTA_LOG_SOFTMAX) return PORTA_SUCCESS;
+  return fail(PORTA_ERROR_INVALID_ARGUMENT,
+              "{}: mode {} is not PORTA_SOFTMAX (0) or PORTA_LOG_SOFTMAX (1)", call.function,
+              static_cast<int>(mode));
+}
+
+porta_status_t rows_cols(const OpCall& call, int64_t rows, int64_t cols, int64_t& count) {
+  PORTA_CHECK(positive(call, "rows", rows));
+  PORTA_CHECK(positive(call, "cols", cols));
+  return product(call, "rows x cols", {rows, cols}, count);
+}
+
+// Several same-sized fp32 tensors; the first `outputs` are written.
+porta_status_t tensors(Runtime& runtime, const OpCall& call, int64_t count,
+                       std::initializer_list<std::pair<const char*, const float*>> inputs,
+                       std::initializer_list<std::pair<const char*, const float*>> outputs,
+                       bool in_place_ok) {
+  for (auto [name, ptr] : inputs) PORTA_CHECK(buffer(runtime, call, name, ptr, count, 4));
+  for (auto [name, ptr] : outputs) PORTA_CHECK(buffer(runtime, call, name, ptr, count, 4));
+  for (auto [out_name, out] : outputs) {
+    for (auto [in_name, in] : inputs) {
+      PORTA_CHECK(apart(call, out_name, out, count * 4, in_name, in, count * 4, in_place_ok));
+    }
+  }
+  return PORTA_SUCCESS;
+}
+
+}  // namespace
+
+// ---- GEMM and convolution ---------------------------------------------------------------------
+
+extern "C" PORTA_API porta_status_t porta_gemm(porta_stream_t stream, const porta_gemm_desc_t* desc,
+                                               const void* a, const void* b, float* c) {
+  return op(
+      "porta_gemm", stream,
+      [&](Runtime& runtime, const OpCall& call) { return check_gemm(runtime, call, desc, a, b, c); },
+      &porta_ops_interface_t::gemm, desc, a, b, c);
+}
+
+extern "C" PORTA_API porta_status_t porta_conv2d_output_size(const porta_conv2d_desc_t* desc,
+                                                             int64_t* out_height,
+                                                             int64_t* out_width) {
+  return guarded("porta_conv2d_output_size", [&]() -> porta_status_t {
+    OpCall call{"porta_conv2d_output_size"};
+    int64_t p, q;
+    PORTA_CHECK(conv_shape(call, desc, p, q));
+    if (!out_height || !out_width) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: out_height and out_width must not be NULL",
+                  call.function);
+    }
+    *out_height = p;
+    *out_width = q;
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_conv2d_forward(porta_stream_t stream,
+                                                         const porta_conv2d_desc_t* desc,
+                                                         const void* x, const void* w, float* y) {
+  return op(
+      "porta_conv2d_forward", stream,
+      [&](Runtime& runtime, const OpCall& call) {
+        return check_conv(runtime, call, desc, "x", x, &ConvSizes::x, "w", w, &ConvSizes::w, "y",
+                          y, &ConvSizes::y);
+      },
+      &porta_ops_interface_t::conv2d_forward, desc, x, w, y);
+}
+
+extern "C" PORTA_API porta_status_t porta_conv2d_backward_data(porta_stream_t stream,
+                                                               const porta_conv2d_desc_t* desc,
+                                                               const void* dy, const void* w,
+                                                               float* dx) {
+  return op(
+      "porta_conv2d_backward_data", stream,
+      [&](Runtime& runtime, const OpCall& call) {
+        return check_conv(runtime, call, desc, "dy", dy, &ConvSizes::y, "w", w, &ConvSizes::w,
+                          "dx", dx, &ConvSizes::x);
+      },
+      &porta_ops_interface_t::conv2d_backward_data, desc, dy, w, dx);
+}
+
+extern "C" PORTA_API porta_status_t porta_conv2d_backward_weights(porta_stream_t stream,
+                                                                  const porta_conv2d_desc_t* desc,
+                                                                  const void* x, const void* dy,
+                                                                  float* dw) {
+  return op(
+      "porta_conv2d_backward_weights", stream,
+      [&](Runtime& runtime, const OpCall& call) {
+        return check_conv(runtime, call, desc, "x", x, &ConvSizes::x, "dy", dy, &ConvSizes::y,
+                          "dw", dw, &ConvSizes::w);
+      },
+      &porta_ops_interface_t::conv2d_backward_weights, desc, x, dy, dw);
+}
+
+// ---- softmax and cross-entropy ----------------------------------------------------------------
+
+extern "C" PORTA_API porta_status_t porta_softmax_forward(porta_stream_t stream,
+                                                          porta_softmax_mode_t mode, int64_t rows,
+                                                          int64_t cols, const float* x, float* y) {
+  return op(
+      "porta_softmax_forward", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        int64_t count;
+        PORTA_CHECK(softmax_mode(call, mode));
+        PORTA_CHECK(rows_cols(call, rows, cols, count));
+        return tensors(runtime, call, count, {{"x", x}}, {{"y", y}}, true);
+      },
+      &porta_ops_interface_t::softmax_forward, mode, rows, cols, x, y);
+}
+
+extern "C" PORTA_API porta_status_t porta_softmax_backward(porta_stream_t stream,
+                                                           porta_softmax_mode_t mode, int64_t rows,
+                                                           int64_t cols, const float* y,
+                                                           const float* dy, float* dx) {
+  return op(
+      "porta_softmax_backward", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        int64_t count;
+        PORTA_CHECK(softmax_mode(call, mode));
+        PORTA_CHECK(rows_cols(call, rows, cols, count));
+        PORTA_CHECK(tensors(runtime, call, count, {{"y", y}}, {{"dx", dx}}, false));
+        return tensors(runtime, call, count, {{"dy", dy}}, {{"dx", dx}}, true);
+      },
+      &porta_ops_interface_t::softmax_backward, mode, rows, cols, y, dy, dx);
+}
+
+extern "C" PORTA_API porta_status_t porta_cross_entropy(porta_stream_t stream, int64_t rows,
+                                                        int64_t cols, const float* logits,
+                                                        const int32_t* labels, float* loss,
+                                                        float* dlogits) {
+  return op(
+      "porta_cross_entropy", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        int64_t count;
+        PORTA_CHECK(rows_cols(call, rows, cols, count));
+        PORTA_CHECK(buffer(runtime, call, "labels", labels, rows, sizeof(int32_t)));
+        PORTA_CHECK(tensors(runtime, call, 1, {}, {{"loss", loss}}, false));
+        PORTA_CHECK(apart(call, "loss", loss, 4, "logits", logits, count * 4, false));
+        PORTA_CHECK(apart(call, "loss", loss, 4, "labels", labels, rows * 4, false));
+        if (!dlogits) return tensors(runtime, call, count, {{"logits", logits}}, {}, false);
+        PORTA_CHECK(apart(call, "loss", loss, 4, "dlogits", dlogits, count * 4, false));
+        PORTA_CHECK(apart(call, "dlogits", dlogits, count * 4, "labels", labels, rows * 4, false));
+        return tensors(runtime, call, count, {{"logits", logits}}, {{"dlogits", dlogits}}, false);
+      },
+      &porta_ops_interface_t::cross_entropy, rows, cols, logits, labels, loss, dlogits);
+}
+
+// ---- bias, ReLU, pooling ----------------------------------------------------------------------
+
+extern "C" PORTA_API porta_status_t porta_bias_add(porta_stream_t stream, int64_t batch,
+                                                   int64_t channels, int64_t spatial,
+                                                   const float* x, const float* bias, float* y) {
+  return op(
+      "porta_bias_add", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        int64_t count;
+        PORTA_CHECK(positive(call, "batch", batch));
+        PORTA_CHECK(positive(call, "channels", channels));
+        PORTA_CHECK(positive(call, "spatial", spatial));
+        PORTA_CHECK(product(call, "x", {batch, channels, spatial}, count));
+        PORTA_CHECK(buffer(runtime, call, "bias", bias, channels, 4));
+        PORTA_CHECK(apart(call, "y", y, count * 4, "bias", bias, channels * 4, false));
+        return tensors(runtime, call, count, {{"x", x}}, {{"y", y}}, true);
+      },
+      &porta_ops_interface_t::bias_add, batch, channels, spatial, x, bias, y);
+}
+
+extern "C" PORTA_API porta_status_t porta_bias_backward(porta_stream_t stream, int64_t batch,
+                                                        int64_t channels, int64_t spatial,
+                                                        const float* dy, float* dbias) {
+  return op(
+      "porta_bias_backward", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        int64_t count;
+        PORTA_CHECK(positive(call, "batch", batch));
+        PORTA_CHECK(positive(call, "channels", channels));
+        PORTA_CHECK(positive(call, "spatial", spatial));
+        PORTA_CHECK(product(call, "dy", {batch, channels, spatial}, count));
+        PORTA_CHECK(buffer(runtime, call, "dy", dy, count, 4));
+        PORTA_CHECK(buffer(runtime, call, "dbias", dbias, channels, 4));
+        return apart(call, "dbias", dbias, channels * 4, "dy", dy, count * 4, false);
+      },
+      &porta_ops_interface_t::bias_backward, batch, channels, spatial, dy, dbias);
+}
+
+extern "C" PORTA_API porta_status_t porta_relu_forward(porta_stream_t stream, int64_t count,
+                                                       const float* x, float* y) {
+  return op(
+      "porta_relu_forward", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        PORTA_CHECK(positive(call, "count", count));
+        return tensors(runtime, call, count, {{"x", x}}, {{"y", y}}, true);
+      },
+      &porta_ops_interface_t::relu_forward, count, x, y);
+}
+
+extern "C" PORTA_API porta_status_t porta_relu_backward(porta_stream_t stream, int64_t count,
+                                                        const float* x, const float* dy,
+                                                        float* dx) {
+  return op(
+      "porta_relu_backward", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        PORTA_CHECK(positive(call, "count", count));
+        PORTA_CHECK(tensors(runtime, call, count, {{"x", x}}, {{"dx", dx}}, false));
+        return tensors(runtime, call, count, {{"dy", dy}}, {{"dx", dx}}, true);
+      },
+      &porta_ops_interface_t::relu_backward, count, x, dy, dx);
+}
+
+extern "C" PORTA_API porta_status_t porta_pool2d_output_size(const porta_pool2d_desc_t* desc,
+                                                             int64_t* out_height,
+                                                             int64_t* out_width) {
+  return guarded("porta_pool2d_output_size", [&]() -> porta_status_t {
+    OpCall call{"porta_pool2d_output_size"};
+    int64_t p, q;
+    PORTA_CHECK(pool_shape(call, desc, p, q));
+    if (!out_height || !out_width) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: out_height and out_width must not be NULL",
+                  call.function);
+    }
+    *out_height = p;
+    *out_width = q;
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_max_pool2d_forward(porta_stream_t stream,
+                                                             const porta_pool2d_desc_t* desc,
+                                                             const float* x, float* y) {
+  return op(
+      "porta_max_pool2d_forward", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        int64_t x_count, y_count;
+        PORTA_CHECK(pool_sizes(call, desc, x_count, y_count));
+        PORTA_CHECK(buffer(runtime, call, "x", x, x_count, 4));
+        PORTA_CHECK(buffer(runtime, call, "y", y, y_count, 4));
+        return apart(call, "y", y, y_count * 4, "x", x, x_count * 4, false);
+      },
+      &porta_ops_interface_t::max_pool2d_forward, desc, x, y);
+}
+
+extern "C" PORTA_API porta_status_t porta_max_pool2d_backward(porta_stream_t stream,
+                                                              const porta_pool2d_desc_t* desc,
+                                                              const float* x, const float* dy,
+                                                              float* dx) {
+  return op(
+      "porta_max_pool2d_backward", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        int64_t x_count, y_count;
+        PORTA_CHECK(pool_sizes(call, desc, x_count, y_count));
+        PORTA_CHECK(buffer(runtime, call, "x", x, x_count, 4));
+        PORTA_CHECK(buffer(runtime, call, "dy", dy, y_count, 4));
+        PORTA_CHECK(buffer(runtime, call, "dx", dx, x_count, 4));
+        PORTA_CHECK(apart(call, "dx", dx, x_count * 4, "x", x, x_count * 4, false));
+        return apart(call, "dx", dx, x_count * 4, "dy", dy, y_count * 4, false);
+      },
+      &porta_ops_interface_t::max_pool2d_backward, desc, x, dy, dx);
+}
+
+// ---- optimisers ---------------------------------------------------------------------------
+
+extern "C" PORTA_API porta_status_t porta_sgd_update(porta_stream_t stream, int64_t count,
+                                                     float* weights, const float* grads,
+                                                     float* velocity, float learning_rate,
+                                                     float momentum, float weight_decay) {
+  return op(
+      "porta_sgd_update", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        PORTA_CHECK(positive(call, "count", count));
+        PORTA_CHECK(finite(call, "learning_rate", learning_rate));
+        PORTA_CHECK(finite(call, "momentum", momentum));
+        PORTA_CHECK(finite(call, "weight_decay", weight_decay));
+        PORTA_CHECK(tensors(runtime, call, count, {{"grads", grads}},
+                            {{"weights", weights}, {"velocity", velocity}}, false));
+        return apart(call, "weights", weights, count * 4, "velocity", velocity, count * 4, false);
+      },
+      &porta_ops_interface_t::sgd_update, count, weights, grads, velocity, learning_rate,
+      momentum, weight_decay);
+}
+
+extern "C" PORTA_API porta_status_t porta_adam_update(porta_stream_t stream, int64_t count,
+                                                      float* weights, const float* grads, float* m,
+                                                      float* v, const porta_adam_params_t* params) {
+  return op(
+      "porta_adam_update", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        PORTA_CHECK(positive(call, "count", count));
+        PORTA_CHECK(descriptor(call, params, params ? params->struct_size : 0,
+                               sizeof(porta_adam_params_t)));
+        PORTA_CHECK(finite(call, "learning_rate", params->learning_rate));
+        PORTA_CHECK(finite(call, "weight_decay", params->weight_decay));
+        for (auto [name, beta] : {std::pair{"beta1", params->beta1}, {"beta2", params->beta2}}) {
+          if (!(beta >= 0.0f && beta < 1.0f)) {
+            return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; accepted: [0, 1)",
+                        call.function, name, beta);
+          }
+        }
+        if (!(params->epsilon > 0.0f) || !std::isfinite(params->epsilon)) {
+          return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: epsilon is {}; it must be > 0",
+                      call.function, params->epsilon);
+        }
+        PORTA_CHECK(positive(call, "step", params->step));
+        PORTA_CHECK(tensors(runtime, call, count, {{"grads", grads}},
+                            {{"weights", weights}, {"m", m}, {"v", v}}, false));
+        PORTA_CHECK(apart(call, "weights", weights, count * 4, "m", m, count * 4, false));
+        PORTA_CHECK(apart(call, "weights", weights, count * 4, "v", v, count * 4, false));
+        return apart(call, "m", m, count * 4, "v", v, count * 4, false);
+      },
+      &porta_ops_interface_t::adam_update, count, weights, grads, m, v, params);
+}
