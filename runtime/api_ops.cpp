@@ -342,6 +342,25 @@ porta_status_t tensors(Runtime& runtime, const OpCall& call, int64_t count,
   return PORTA_SUCCESS;
 }
 
+// The output height and width a sliding-window descriptor gives, without a stream or device.
+template <typename Desc>
+porta_status_t output_size(const char* function,
+                           porta_status_t (*shape)(const OpCall&, const Desc*, int64_t&, int64_t&),
+                           const Desc* desc, int64_t* out_height, int64_t* out_width) {
+  return guarded(function, [&]() -> porta_status_t {
+    OpCall call{function};
+    int64_t p, q;
+    PORTA_CHECK(shape(call, desc, p, q));
+    if (!out_height || !out_width) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: out_height and out_width must not be NULL",
+                  function);
+    }
+    *out_height = p;
+    *out_width = q;
+    return PORTA_SUCCESS;
+  });
+}
+
 }  // namespace
 
 // ---- GEMM and convolution ---------------------------------------------------------------------
@@ -357,18 +376,7 @@ extern "C" PORTA_API porta_status_t porta_gemm(porta_stream_t stream, const port
 extern "C" PORTA_API porta_status_t porta_conv2d_output_size(const porta_conv2d_desc_t* desc,
                                                              int64_t* out_height,
                                                              int64_t* out_width) {
-  return guarded("porta_conv2d_output_size", [&]() -> porta_status_t {
-    OpCall call{"porta_conv2d_output_size"};
-    int64_t p, q;
-    PORTA_CHECK(conv_shape(call, desc, p, q));
-    if (!out_height || !out_width) {
-      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: out_height and out_width must not be NULL",
-                  call.function);
-    }
-    *out_height = p;
-    *out_width = q;
-    return PORTA_SUCCESS;
-  });
+  return output_size("porta_conv2d_output_size", conv_shape, desc, out_height, out_width);
 }
 
 extern "C" PORTA_API porta_status_t porta_conv2d_forward(porta_stream_t stream,
@@ -527,18 +535,7 @@ extern "C" PORTA_API porta_status_t porta_relu_backward(porta_stream_t stream, i
 extern "C" PORTA_API porta_status_t porta_pool2d_output_size(const porta_pool2d_desc_t* desc,
                                                              int64_t* out_height,
                                                              int64_t* out_width) {
-  return guarded("porta_pool2d_output_size", [&]() -> porta_status_t {
-    OpCall call{"porta_pool2d_output_size"};
-    int64_t p, q;
-    PORTA_CHECK(pool_shape(call, desc, p, q));
-    if (!out_height || !out_width) {
-      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: out_height and out_width must not be NULL",
-                  call.function);
-    }
-    *out_height = p;
-    *out_width = q;
-    return PORTA_SUCCESS;
-  });
+  return output_size("porta_pool2d_output_size", pool_shape, desc, out_height, out_width);
 }
 
 extern "C" PORTA_API porta_status_t porta_max_pool2d_forward(porta_stream_t stream,
