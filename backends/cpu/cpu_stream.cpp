@@ -49,10 +49,10 @@ CpuStream::~CpuStream() {
   worker_.join();
 }
 
-void CpuStream::enqueue(Task task) {
+void CpuStream::enqueue(Task task, std::shared_ptr<Marker> marker) {
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(task));
+    queue_.push_back(Entry{std::move(task), std::move(marker)});
     ++submitted_;
   }
   work_.notify_one();
@@ -61,19 +61,21 @@ void CpuStream::enqueue(Task task) {
 void CpuStream::worker_main() {
   for (;;) {
     Task task;
+    std::shared_ptr<Marker> marker;
     {
       std::unique_lock lock(mutex_);
       work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       // Stopping drains the queue first: queued markers must complete or their waiters hang.
       if (queue_.empty()) return;
-      task = std::move(queue_.front());
+      task = std::move(queue_.front().task);
+      marker = std::move(queue_.front().marker);
       queue_.pop_front();
     }
     // Later tasks still run after a failure, as on a GPU stream: a failed launch must not leave
     // the events recorded after it forever incomplete.
     Error error{PORTA_SUCCESS, {}};
     try {
-      task(scratch_);
+      if (task) task(scratch_);
     } catch (...) {
       error = error_of_current_exception("stream task");
     }
@@ -92,6 +94,8 @@ void CpuStream::worker_main() {
         error_message_ = std::move(error.message);
       }
       ++completed_;
+      // Completed only once counted: whoever an event wakes must find the stream past it.
+      if (marker) marker->complete();
     }
     idle_.notify_all();
   }
@@ -119,7 +123,7 @@ porta_status_t CpuStream::query(std::string* message) {
 
 void CpuStream::record(CpuEvent& event) {
   auto marker = std::make_shared<Marker>();
-  enqueue([marker](ScratchBuffer&) { marker->complete(); });
+  enqueue(nullptr, marker);
   event.set_latest(std::move(marker));
 }
 

@@ -63,8 +63,9 @@ class CpuStream {
   CpuStream(const CpuStream&) = delete;
   CpuStream& operator=(const CpuStream&) = delete;
 
-  // Queues task and returns at once.
-  void enqueue(Task task);
+  // Queues task and returns at once. marker, if given, completes once the task has run and the
+  // stream has counted it done.
+  void enqueue(Task task, std::shared_ptr<Marker> marker = nullptr);
 
   // Waits for every task queued before the call, then returns and clears the first error a task
   // reported since the last time one was returned (*message gets its text).
@@ -84,7 +85,11 @@ class CpuStream {
   std::mutex mutex_;
   std::condition_variable work_;  // a task was queued, or stopping_
   std::condition_variable idle_;  // completed_ advanced
-  std::deque<Task> queue_;
+  struct Entry {
+    Task task;  // may be empty: a bare marker
+    std::shared_ptr<Marker> marker;
+  };
+  std::deque<Entry> queue_;
   // Tickets: synchronize waits for completed_ to reach the submitted_ it saw, so a thread that
   // keeps enqueueing cannot starve it.
   uint64_t submitted_ = 0;
