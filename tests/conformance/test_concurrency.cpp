@@ -1,0 +1,396 @@
+// Concurrency: several host threads, each with its own streams, launching, copying, recording and
+// waiting at once; events handed across threads and streams; objects created and destroyed while
+// other threads use theirs. Labelled `concurrency` in CTest, and run again under ThreadSanitizer
+// by tools/test.
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+
+#include "common.h"
+
+using namespace porta_test;
+
+namespace {
+
+constexpr int kThreads = 4;
+
+// Collects failures from worker threads (Catch's assertions are not thread-safe) and reports
+// them on the main thread.
+class Failures {
+ public:
+  void add(std::string what) {
+    std::lock_guard lock(mutex_);
+    failures_.push_back(std::move(what));
+  }
+  // Records a failure unless status is expected; returns whether it was.
+  bool expect(porta_status_t status, porta_status_t expected, const char* what) {
+    if (status == expected) return true;
+    add(std::string(what) + " -> " + porta_status_name(status) + ": " + porta_last_error_message());
+    return false;
+  }
+  bool ok(porta_status_t status, const char* what) { return expect(status, PORTA_SUCCESS, what); }
+  void report() {
+    std::lock_guard lock(mutex_);
+    for (const std::string& failure : failures_) FAIL_CHECK(failure);
+    CHECK(failures_.empty());
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::string> failures_;
+};
+
+#define WORKER_OK(failures, expr) (failures).ok((expr), #expr)
+
+void run_threads(int count, const std::function<void(int)>& body) {
+  std::vector<std::thread> threads;
+  for (int i = 0; i < count; ++i) threads.emplace_back(body, i);
+  for (auto& thread : threads) thread.join();
+}
+
+}  // namespace
+
+TEST_CASE("concurrency: threads with their own streams launch, copy and wait at once",
+          "[concurrency]" PT_KERNELS_TAG) {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Module module(device);
+    porta_kernel_t saxpy = module.kernel("saxpy");
+    Failures failures;
+    run_threads(kThreads, [&](int thread) {
+      constexpr int kN = 4099;
+      constexpr int kIterations = 25;
+      porta_stream_t stream = nullptr;
+      porta_event_t done = nullptr;
+      void *x = nullptr, *y = nullptr, *pinned = nullptr;
+      if (!WORKER_OK(failures, porta_stream_create(device, &stream)) ||
+          !WORKER_OK(failures, porta_event_create(device, &done)) ||
+          !WORKER_OK(failures, porta_memory_alloc(device, kN * sizeof(float), &x)) ||
+          !WORKER_OK(failures, porta_memory_alloc(device, kN * sizeof(float), &y)) ||
+          !WORKER_OK(failures, porta_host_alloc(device, kN * sizeof(float), &pinned))) {
+        return;
+      }
+      float* host = static_cast<float*>(pinned);
+      for (int it = 0; it < kIterations; ++it) {
+        // x = thread + it, y = it; y = 2x + y: small integers, exact.
+        const float xv = static_cast<float>(thread + it), yv = static_cast<float>(it);
+        for (int i = 0; i < kN; ++i) host[i] = xv;
+        WORKER_OK(failures, porta_memcpy_async(x, host, kN * sizeof(float), stream));
+        std::vector<float> ys(kN, yv);  // pageable, copied before the sync below
+        WORKER_OK(failures, porta_memcpy_async(y, ys.data(), kN * sizeof(float), stream));
+        WORKER_OK(failures, launch_saxpy(saxpy, kN, 2.0f, static_cast<float*>(x),
+                                         static_cast<float*>(y), 64, stream));
+        WORKER_OK(failures, porta_event_record(done, stream));
+        // Alternate between waiting on the event and on the stream.
+        if (it % 2) {
+          WORKER_OK(failures, porta_event_synchronize(done));
+        } else {
+          while (porta_event_query(done) == PORTA_NOT_READY) std::this_thread::yield();
+          failures.expect(porta_event_query(done), PORTA_SUCCESS, "porta_event_query");
+        }
+        // Pinned memory was read by the first copy; its reuse now is safe.
+        WORKER_OK(failures, porta_memcpy_async(host, y, kN * sizeof(float), stream));
+        WORKER_OK(failures, porta_stream_synchronize(stream));
+        const float want = 2.0f * xv + yv;
+        for (int i = 0; i < kN; ++i) {
+          if (host[i] != want) {
+            failures.add("thread " + std::to_string(thread) + " iteration " + std::to_string(it) +
+                         " element " + std::to_string(i) + ": " + std::to_string(host[i]) +
+                         " != " + std::to_string(want));
+            break;
+          }
+        }
+      }
+      WORKER_OK(failures, porta_host_free(pinned));
+      WORKER_OK(failures, porta_memory_free(x));
+      WORKER_OK(failures, porta_memory_free(y));
+      WORKER_OK(failures, porta_event_destroy(done));
+      WORKER_OK(failures, porta_stream_destroy(stream));
+    });
+    failures.report();
+  }
+}
+
+TEST_CASE("concurrency: a producer thread hands events to a consumer thread",
+          "[concurrency]" PT_KERNELS_TAG) {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Module module(device);
+    porta_kernel_t saxpy = module.kernel("saxpy");
+    porta_kernel_t spin = module.kernel("spin");
+    (void)spin_iterations(device);  // calibrate before the threads start
+    constexpr int kRounds = 12;
+    constexpr int kN = 1024;
+    struct Round {
+      void* x = nullptr;
+      void* y = nullptr;
+      porta_event_t ready = nullptr;
+    };
+    std::vector<Round> rounds(kRounds);
+    for (Round& r : rounds) {
+      PT_REQUIRE_OK(porta_memory_alloc(device, kN * sizeof(float), &r.x));
+      PT_REQUIRE_OK(porta_memory_alloc(device, kN * sizeof(float), &r.y));
+      PT_REQUIRE_OK(porta_event_create(device, &r.ready));
+    }
+    Buffer scratch(device, 256);
+    std::mutex mutex;
+    std::condition_variable published;
+    int recorded = 0;  // rounds whose event the producer has recorded
+    Failures failures;
+
+    std::thread producer([&] {
+      porta_stream_t stream = nullptr;
+      if (!WORKER_OK(failures, porta_stream_create(device, &stream))) return;
+      std::vector<float> x(kN), y(kN);
+      for (int r = 0; r < kRounds; ++r) {
+        std::fill(x.begin(), x.end(), static_cast<float>(r));
+        std::fill(y.begin(), y.end(), 1.0f);
+        // Some rounds start with real work so the consumer's wait has something to wait for.
+        if (r % 3 == 0) {
+          WORKER_OK(failures, launch_spin(device, spin, scratch.as<float>(), stream, 0.1));
+        }
+        WORKER_OK(failures, porta_memcpy_async(rounds[r].x, x.data(), kN * sizeof(float), stream));
+        WORKER_OK(failures, porta_memcpy_async(rounds[r].y, y.data(), kN * sizeof(float), stream));
+        WORKER_OK(failures, launch_saxpy(saxpy, kN, 2.0f, static_cast<float*>(rounds[r].x),
+                                         static_cast<float*>(rounds[r].y), 128, stream));
+        WORKER_OK(failures, porta_event_record(rounds[r].ready, stream));
+        // x and y (pageable) must outlive the copies: wait before refilling them next round,
+        // but only after publishing, so the consumer overlaps with this.
+        {
+          std::lock_guard lock(mutex);
+          recorded = r + 1;
+        }
+        published.notify_all();
+        WORKER_OK(failures, porta_stream_synchronize(stream));
+      }
+      WORKER_OK(failures, porta_stream_destroy(stream));
+    });
+
+    std::thread consumer([&] {
+      porta_stream_t stream = nullptr;
+      if (!WORKER_OK(failures, porta_stream_create(device, &stream))) return;
+      std::vector<float> out(kN);
+      for (int r = 0; r < kRounds; ++r) {
+        {
+          std::unique_lock lock(mutex);
+          published.wait(lock, [&] { return recorded > r; });
+        }
+        // The consumer's stream waits on the producer's event; the host does not.
+        WORKER_OK(failures, porta_stream_wait_event(stream, rounds[r].ready));
+        WORKER_OK(failures,
+                  porta_memcpy_async(out.data(), rounds[r].y, kN * sizeof(float), stream));
+        WORKER_OK(failures, porta_stream_synchronize(stream));
+        const float want = 2.0f * static_cast<float>(r) + 1.0f;
+        for (int i = 0; i < kN; ++i) {
+          if (out[i] != want) {
+            failures.add("round " + std::to_string(r) + " element " + std::to_string(i) + ": " +
+                         std::to_string(out[i]) + " != " + std::to_string(want));
+            break;
+          }
+        }
+      }
+      WORKER_OK(failures, porta_stream_destroy(stream));
+    });
+    producer.join();
+    consumer.join();
+    failures.report();
+    for (Round& r : rounds) {
+      PT_CHECK_OK(porta_event_destroy(r.ready));
+      PT_CHECK_OK(porta_memory_free(r.x));
+      PT_CHECK_OK(porta_memory_free(r.y));
+    }
+  }
+}
+
+TEST_CASE("concurrency: cross-stream waits in both directions", "[concurrency]" PT_KERNELS_TAG) {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Module module(device);
+    porta_kernel_t saxpy = module.kernel("saxpy");
+    Stream a(device), b(device);
+    Event a_done(device), b_done(device);
+    constexpr int kN = 512;
+    constexpr int kSteps = 20;
+    Buffer x(device, kN * sizeof(float)), y(device, kN * sizeof(float));
+    std::vector<float> ones(kN, 1.0f), zeros(kN, 0.0f);
+    PT_REQUIRE_OK(porta_memcpy(x.get(), ones.data(), kN * sizeof(float)));
+    PT_REQUIRE_OK(porta_memcpy(y.get(), zeros.data(), kN * sizeof(float)));
+    // y += x alternately on a and b; each step waits for the other stream's previous step, so
+    // the result counts every step exactly once only if every wait was honoured.
+    for (int step = 0; step < kSteps; ++step) {
+      Stream& mine = step % 2 ? b : a;
+      Event& my_done = step % 2 ? b_done : a_done;
+      Event& their_done = step % 2 ? a_done : b_done;
+      PT_REQUIRE_OK(porta_stream_wait_event(mine.get(), their_done.get()));
+      PT_REQUIRE_OK(launch_saxpy(saxpy, kN, 1.0f, x.as<float>(), y.as<float>(), 64, mine.get()));
+      PT_REQUIRE_OK(porta_event_record(my_done.get(), mine.get()));
+    }
+    PT_REQUIRE_OK(porta_stream_synchronize(a.get()));
+    PT_REQUIRE_OK(porta_stream_synchronize(b.get()));
+    std::vector<float> got(kN);
+    PT_REQUIRE_OK(porta_memcpy(got.data(), y.get(), kN * sizeof(float)));
+    CHECK(got == std::vector<float>(kN, static_cast<float>(kSteps)));
+  }
+}
+
+TEST_CASE("concurrency: objects created and destroyed on many threads", "[concurrency]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Failures failures;
+    std::atomic<bool> stop{false};
+    // Handles destroyed by the workers, probed by the watcher as they go.
+    std::mutex stale_mutex;
+    std::vector<porta_stream_t> stale_streams;
+    std::vector<porta_event_t> stale_events;
+
+    std::thread watcher([&] {
+      while (!stop.load()) {
+        std::vector<porta_stream_t> streams;
+        std::vector<porta_event_t> events;
+        {
+          std::lock_guard lock(stale_mutex);
+          streams = stale_streams;
+          events = stale_events;
+        }
+        for (porta_stream_t s : streams) {
+          failures.expect(porta_stream_query(s), PORTA_ERROR_INVALID_HANDLE, "stale stream query");
+        }
+        for (porta_event_t e : events) {
+          failures.expect(porta_event_query(e), PORTA_ERROR_INVALID_HANDLE, "stale event query");
+        }
+        std::this_thread::yield();
+      }
+    });
+
+    run_threads(kThreads, [&](int thread) {
+      for (int it = 0; it < 50; ++it) {
+        porta_stream_t stream = nullptr;
+        porta_event_t event = nullptr;
+        void* ptr = nullptr;
+        void* pinned = nullptr;
+        const size_t size = 256 + 64 * static_cast<size_t>(thread * 50 + it);
+        if (!WORKER_OK(failures, porta_stream_create(device, &stream)) ||
+            !WORKER_OK(failures, porta_event_create(device, &event)) ||
+            !WORKER_OK(failures, porta_memory_alloc(device, size, &ptr)) ||
+            !WORKER_OK(failures, porta_host_alloc(device, size, &pinned))) {
+          return;
+        }
+        porta_pointer_info_t info;
+        info.struct_size = sizeof(info);
+        WORKER_OK(failures, porta_pointer_info(static_cast<char*>(ptr) + size - 1, &info));
+        if (info.base != ptr || info.size != size || info.kind != PORTA_MEMORY_DEVICE) {
+          failures.add("pointer_info of a live allocation named another one");
+        }
+        WORKER_OK(failures, porta_memset_async(ptr, thread, size, stream));
+        WORKER_OK(failures, porta_memcpy_async(pinned, ptr, size, stream));
+        WORKER_OK(failures, porta_event_record(event, stream));
+        WORKER_OK(failures, porta_event_synchronize(event));
+        if (static_cast<unsigned char*>(pinned)[size - 1] != thread) {
+          failures.add("thread " + std::to_string(thread) + " read another thread's bytes");
+        }
+        WORKER_OK(failures, porta_memory_free(ptr));
+        WORKER_OK(failures, porta_host_free(pinned));
+        WORKER_OK(failures, porta_event_destroy(event));
+        WORKER_OK(failures, porta_stream_destroy(stream));
+        std::lock_guard lock(stale_mutex);
+        stale_streams.push_back(stream);
+        stale_events.push_back(event);
+      }
+    });
+    stop = true;
+    watcher.join();
+    failures.report();
+  }
+}
+
+TEST_CASE("concurrency: modules loaded and unloaded on many threads",
+          "[concurrency]" PT_KERNELS_TAG) {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    const std::vector<char> image = read_file(kernels_path());
+    const std::string path = kernels_path();
+    Failures failures;
+    run_threads(kThreads, [&](int thread) {
+      for (int it = 0; it < 10; ++it) {
+        porta_module_t module = nullptr;
+        const porta_status_t loaded =
+            (thread + it) % 2 ? porta_module_load(device, path.c_str(), &module)
+                              : porta_module_load_data(device, image.data(), image.size(), &module);
+        if (!failures.ok(loaded, "module load")) return;
+        porta_kernel_t saxpy = nullptr;
+        WORKER_OK(failures, porta_kernel_get(module, "saxpy", &saxpy));
+        porta_kernel_t missing = nullptr;
+        failures.expect(porta_kernel_get(module, "missing", &missing), PORTA_ERROR_NOT_FOUND,
+                        "kernel_get of a missing kernel");
+        constexpr int kN = 100;
+        void* y = nullptr;
+        WORKER_OK(failures, porta_memory_alloc(device, kN * sizeof(float), &y));
+        std::vector<float> host(kN, static_cast<float>(thread));
+        WORKER_OK(failures, porta_memcpy(y, host.data(), kN * sizeof(float)));
+        porta_stream_t stream = nullptr;
+        WORKER_OK(failures, porta_stream_create(device, &stream));
+        // y = 1 * y + y: doubles each element (x aliases y, which saxpy allows element-wise).
+        WORKER_OK(failures, launch_saxpy(saxpy, kN, 1.0f, static_cast<float*>(y),
+                                         static_cast<float*>(y), 32, stream));
+        WORKER_OK(failures, porta_stream_synchronize(stream));
+        WORKER_OK(failures, porta_memcpy(host.data(), y, kN * sizeof(float)));
+        if (host[kN - 1] != 2.0f * static_cast<float>(thread)) {
+          failures.add("thread " + std::to_string(thread) + ": wrong saxpy result");
+        }
+        WORKER_OK(failures, porta_stream_destroy(stream));
+        WORKER_OK(failures, porta_memory_free(y));
+        WORKER_OK(failures, porta_module_unload(module));
+        failures.expect(porta_kernel_get(module, "saxpy", &saxpy), PORTA_ERROR_INVALID_HANDLE,
+                        "kernel_get on an unloaded module");
+      }
+    });
+    failures.report();
+  }
+}
+
+TEST_CASE("concurrency: the default stream shared by many threads", "[concurrency]") {
+  porta_device_t device = 0;
+  PT_REQUIRE_OK(porta_device_default(&device));
+  Failures failures;
+  constexpr size_t kSize = 1 << 14;
+  run_threads(kThreads, [&](int thread) {
+    void* ptr = nullptr;
+    if (!WORKER_OK(failures, porta_memory_alloc(device, kSize, &ptr))) return;
+    std::vector<uint8_t> host(kSize);
+    for (int it = 0; it < 20; ++it) {
+      const int value = (thread * 20 + it) & 0xFF;
+      WORKER_OK(failures, porta_memset(ptr, value, kSize));  // blocking, default stream
+      WORKER_OK(failures, porta_memcpy_async(host.data(), ptr, kSize, nullptr));
+      WORKER_OK(failures, porta_stream_synchronize(nullptr));
+      if (host.front() != value || host.back() != value) {
+        failures.add("thread " + std::to_string(thread) + " saw a foreign value");
+      }
+    }
+    WORKER_OK(failures, porta_memory_free(ptr));
+  });
+  failures.report();
+}
+
+TEST_CASE("concurrency: errors on one thread do not leak into another", "[concurrency]") {
+  Failures failures;
+  run_threads(kThreads, [&](int thread) {
+    for (int it = 0; it < 100; ++it) {
+      if (thread % 2) {
+        // Failing thread: its message names its own mistake.
+        failures.expect(porta_memory_free(reinterpret_cast<void*>(0x1234)),
+                        PORTA_ERROR_INVALID_ARGUMENT, "foreign free");
+        if (std::string(porta_last_error_message()).empty()) failures.add("empty message");
+      } else {
+        // Succeeding thread: its message stays "".
+        int32_t count = 0;
+        WORKER_OK(failures, porta_device_count(&count));
+        if (!std::string(porta_last_error_message()).empty()) {
+          failures.add(std::string("a succeeding thread has a message: ") +
+                       porta_last_error_message());
+        }
+      }
+    }
+  });
+  failures.report();
+}

@@ -1,0 +1,9 @@
+/* A plugin whose entry point refuses, with a message through the host API. */
+#include "stub_backend.h"
+
+STUB_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
+                                              porta_plugin_t* out_plugin) {
+  (void)out_plugin;
+  host->set_error_message("entry refused by the test plugin");
+  return PORTA_ERROR_BACKEND;
+}

@@ -1,0 +1,476 @@
+// porta-loader-tests: the loader against broken plugins and bad settings.
+//
+// Each broken plugin (tests/loader/plugins) is copied into a fresh directory as
+// libporta_level_zero.so and named by porta_init_options_t.plugin_path; the test checks
+// porta_init's exact status, the loader report's row, the failure message, and that the failure
+// stays until porta_shutdown. Every test starts and ends shut down, with PORTA_* cleared from the
+// environment by main(), so no setting leaks from one test (or from the caller) into another.
+#define CATCH_CONFIG_RUNNER
+#include <porta/porta.h>
+#include <porta/porta_plugin.h>
+#include <stdlib.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <optional>
+
+#include "../conformance/common.h"
+
+using namespace porta_test;
+
+namespace {
+
+const char* const kVariables[] = {"PORTA_BACKEND", "PORTA_DEVICE", "PORTA_PLUGIN_PATH",
+                                  "PORTA_LOG"};
+
+// Shuts Porta down before and after a test, so each starts uninitialised.
+struct Fresh {
+  Fresh() { porta_shutdown(); }
+  ~Fresh() { porta_shutdown(); }
+};
+
+// Sets an environment variable for the scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+porta_init_options_t options(const char* backend, const char* plugin_path = nullptr,
+                             const char* device = nullptr, const char* log_level = nullptr) {
+  porta_init_options_t o;
+  std::memset(&o, 0, sizeof(o));
+  o.struct_size = sizeof(o);
+  o.backend = backend;
+  o.plugin_path = plugin_path;
+  o.device = device;
+  o.log_level = log_level;
+  return o;
+}
+
+std::vector<porta_plugin_report_t> report() {
+  size_t count = 0;
+  PT_REQUIRE_OK(porta_loader_report_count(&count));
+  std::vector<porta_plugin_report_t> rows(count);
+  for (size_t i = 0; i < count; ++i) {
+    std::memset(&rows[i], 0, sizeof(rows[i]));
+    rows[i].struct_size = sizeof(rows[i]);
+    PT_REQUIRE_OK(porta_loader_report_get(i, &rows[i]));
+  }
+  return rows;
+}
+
+porta_plugin_report_t row_of(const std::string& name) {
+  for (const porta_plugin_report_t& row : report()) {
+    if (row.name == name) return row;
+  }
+  FAIL("no loader report row for " << name);
+  return {};
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// A broken plugin, installed in a fresh directory under a backend's file name.
+struct Installed {
+  TempDir dir;
+  std::string file;
+  Installed(const char* source, const std::string& backend = "level_zero") {
+    file = dir.path() + "/libporta_" + backend + ".so";
+    std::filesystem::copy_file(source, file);
+  }
+};
+
+struct Broken {
+  const char* name;
+  const char* source;  // the built plugin; nullptr: a text file written at test time
+  porta_status_t init_status;
+  porta_plugin_outcome_t outcome;
+  std::vector<std::string> reason_mentions;
+};
+
+const Broken kBroken[] = {
+    {"no entry symbol",
+     PORTA_TEST_PLUGIN_NO_ENTRY,
+     PORTA_ERROR_INCOMPATIBLE_VERSION,
+     PORTA_PLUGIN_NO_ENTRY,
+     {"porta_plugin_entry"}},
+    {"another ABI major",
+     PORTA_TEST_PLUGIN_WRONG_ABI,
+     PORTA_ERROR_INCOMPATIBLE_VERSION,
+     PORTA_PLUGIN_INCOMPATIBLE,
+     {"ABI", std::to_string(PORTA_PLUGIN_ABI_MAJOR + 1)}},
+    {"entry returns an error",
+     PORTA_TEST_PLUGIN_ENTRY_ERROR,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_INIT_FAILED,
+     {"entry refused by the test plugin"}},
+    {"entry throws",
+     PORTA_TEST_PLUGIN_ENTRY_THROWS,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_INIT_FAILED,
+     {"threw"}},
+    {"initialize finds no device",
+     PORTA_TEST_PLUGIN_INIT_UNAVAILABLE,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_UNAVAILABLE,
+     {"no test device here"}},
+    {"name does not match the file",
+     PORTA_TEST_PLUGIN_NAME_MISMATCH,
+     PORTA_ERROR_INCOMPATIBLE_VERSION,
+     PORTA_PLUGIN_INCOMPATIBLE,
+     {"cuda", "level_zero"}},
+    {"not an ELF file", nullptr, PORTA_ERROR_UNAVAILABLE, PORTA_PLUGIN_LOAD_FAILED, {}},
+};
+
+std::unique_ptr<Installed> install(const Broken& broken, const std::string& backend) {
+  if (broken.source) return std::make_unique<Installed>(broken.source, backend);
+  // Longer than an ELF header, so dlopen reads it and rejects its contents.
+  static const char kText[] =
+      "This is a text file named like a Porta plugin. It is not an ELF shared object, and "
+      "dlopen must refuse it with a reason.\n";
+  TempDir scratch;
+  const std::string text = scratch.write("plugin.txt", kText, sizeof(kText) - 1);
+  return std::make_unique<Installed>(text.c_str(), backend);
+}
+
+}  // namespace
+
+TEST_CASE("loader: each broken plugin fails init with its exact status and reason", "[loader]") {
+  for (const Broken& broken : kBroken) {
+    Fresh fresh;
+    INFO("plugin: " << broken.name);
+    const auto installed = install(broken, "level_zero");
+    const porta_init_options_t o = options("level_zero", installed->dir.path().c_str());
+
+    const CallResult init = call_on_fresh_thread([&] { return porta_init(&o); });
+    INFO("porta_init -> " << porta_status_name(init.status) << ": " << init.message);
+    CHECK(Status{init.status} == Status{broken.init_status});
+
+    const porta_plugin_report_t row = row_of("level_zero");
+    INFO("row: outcome " << row.outcome << ", status " << porta_status_name(row.status)
+                         << ", path '" << row.path << "', reason '" << row.reason << "'");
+    CHECK(row.outcome == broken.outcome);
+    CHECK(row.status < 0);
+    CHECK(std::string(row.path) == installed->file);
+    CHECK(std::string(row.reason).size() > 0);
+    for (const std::string& mention : broken.reason_mentions) {
+      CHECK(contains(row.reason, mention));
+    }
+    if (broken.outcome == PORTA_PLUGIN_INCOMPATIBLE && broken.reason_mentions[0] == "ABI") {
+      CHECK(row.abi_major == PORTA_PLUGIN_ABI_MAJOR + 1);
+      CHECK(row.abi_minor == 3u);
+    }
+    if (broken.outcome == PORTA_PLUGIN_UNAVAILABLE) {
+      CHECK(Status{row.status} == Status{PORTA_ERROR_UNAVAILABLE});
+    }
+    CHECK(row.device_count == 0);
+    // The failure message says, per plugin, the path tried and why it failed.
+    CHECK(contains(init.message, "level_zero"));
+    CHECK(contains(init.message, installed->file));
+    CHECK(contains(init.message, row.reason));
+
+    // Sticky until shutdown: another init (even a good one) and every call report it.
+    const porta_init_options_t good = options("cpu");
+    PT_CHECK_FAILS(broken.init_status, porta_init(&good));
+    int32_t count = -1;
+    PT_CHECK_FAILS(broken.init_status, porta_device_count(&count));
+    CHECK(count == -1);
+    // The other backends were not requested.
+    CHECK(row_of("cpu").outcome == PORTA_PLUGIN_NOT_REQUESTED);
+  }
+}
+
+TEST_CASE("loader: a broken plugin in a list is skipped for the next backend", "[loader]") {
+  for (const Broken& broken : kBroken) {
+    Fresh fresh;
+    INFO("plugin: " << broken.name);
+    const auto installed = install(broken, "level_zero");
+    const porta_init_options_t o = options("level_zero,cpu", installed->dir.path().c_str());
+    PT_REQUIRE_OK(porta_init(&o));
+    const char* selected = nullptr;
+    PT_REQUIRE_OK(porta_backend_selected(&selected));
+    CHECK(std::string(selected) == "cpu");
+    int32_t count = 0;
+    PT_REQUIRE_OK(porta_device_count(&count));
+    CHECK(count >= 1);
+
+    // Rows in the order tried: level_zero, then cpu.
+    const std::vector<porta_plugin_report_t> rows = report();
+    REQUIRE(rows.size() >= 2);
+    CHECK(std::string(rows[0].name) == "level_zero");
+    CHECK(rows[0].outcome == broken.outcome);
+    CHECK(std::string(rows[0].path) == installed->file);
+    CHECK(std::string(rows[1].name) == "cpu");
+    CHECK(rows[1].outcome == PORTA_PLUGIN_LOADED);
+    CHECK(rows[1].device_count == count);
+    CHECK(std::string(rows[1].reason).empty());
+  }
+}
+
+TEST_CASE("loader: PORTA_PLUGIN_PATH is a colon-separated list searched in order", "[loader]") {
+  Fresh fresh;
+  TempDir empty;
+  const auto installed = install(kBroken[4], "level_zero");  // initialize finds no device
+  const std::string path = empty.path() + ":" + installed->dir.path();
+  const porta_init_options_t o = options("level_zero", path.c_str());
+  PT_CHECK_FAILS(PORTA_ERROR_UNAVAILABLE, porta_init(&o));
+  const porta_plugin_report_t row = row_of("level_zero");
+  CHECK(row.outcome == PORTA_PLUGIN_UNAVAILABLE);
+  CHECK(std::string(row.path) == installed->file);
+}
+
+TEST_CASE("loader: a real backend with no plugin or driver here", "[loader]") {
+  // cuda through the options, hip through the environment.
+  for (const char* backend : {"cuda", "hip"}) {
+    Fresh fresh;
+    INFO("backend " << backend);
+    TempDir empty;
+    CallResult init;
+    if (std::string(backend) == "cuda") {
+      const porta_init_options_t o = options(backend, empty.path().c_str());
+      init = call_on_fresh_thread([&] { return porta_init(&o); });
+    } else {
+      ScopedEnv env_backend("PORTA_BACKEND", backend);
+      ScopedEnv env_path("PORTA_PLUGIN_PATH", empty.path().c_str());
+      init = call_on_fresh_thread([&] { return porta_init(nullptr); });
+    }
+    INFO("porta_init -> " << porta_status_name(init.status) << ": " << init.message);
+    const porta_plugin_report_t row = row_of(backend);
+    INFO("row: outcome " << row.outcome << ", path '" << row.path << "', reason '" << row.reason
+                         << "'");
+    if (row.outcome == PORTA_PLUGIN_LOADED) {
+      WARN(backend << " is really usable on this machine; nothing to check");
+      continue;
+    }
+    // Named alone and unusable: an error, never a silent fallback to another backend.
+    CHECK(Status{init.status} == Status{PORTA_ERROR_UNAVAILABLE});
+    CHECK((row.outcome == PORTA_PLUGIN_NOT_FOUND || row.outcome == PORTA_PLUGIN_UNAVAILABLE));
+    CHECK(row.status < 0);
+    CHECK(std::string(row.reason).size() > 0);
+    if (row.outcome == PORTA_PLUGIN_NOT_FOUND) {
+      // The path names the directories searched, the given one first.
+      CHECK(std::string(row.path).rfind(empty.path(), 0) == 0);
+      CHECK(Status{row.status} == Status{PORTA_ERROR_NOT_FOUND});
+    }
+    CHECK(contains(init.message, backend));
+    CHECK(contains(init.message, row.path));
+    CHECK(contains(init.message, row.reason));
+    for (const char* other : {"cpu", "level_zero"}) {
+      CHECK(row_of(other).outcome == PORTA_PLUGIN_NOT_REQUESTED);
+    }
+  }
+}
+
+TEST_CASE("loader: bad settings are refused with the accepted values", "[loader]") {
+  SECTION("PORTA_BACKEND=nonsense (environment)") {
+    Fresh fresh;
+    ScopedEnv env("PORTA_BACKEND", "nonsense");
+    const CallResult init = call_on_fresh_thread([] { return porta_init(nullptr); });
+    INFO(init.message);
+    CHECK(Status{init.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    for (const char* accepted : {"nonsense", "cpu", "cuda", "hip", "level_zero", "auto"}) {
+      CHECK(contains(init.message, accepted));
+    }
+    // The report stays readable after a failed initialisation.
+    size_t rows = 0;
+    PT_CHECK_OK(porta_loader_report_count(&rows));
+  }
+  SECTION("a bad name in a list (options)") {
+    Fresh fresh;
+    const porta_init_options_t o = options("cpu,metal");
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_init(&o));
+  }
+  SECTION("PORTA_DEVICE") {
+    for (const char* device : {"abc", "99", "-1", "1x", "0.5"}) {
+      Fresh fresh;
+      INFO("device '" << device << "'");
+      const porta_init_options_t o = options("cpu", nullptr, device);
+      PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_init(&o));
+    }
+    Fresh fresh;
+    const porta_init_options_t o = options("cpu", nullptr, "0");
+    PT_CHECK_OK(porta_init(&o));
+    porta_device_t device = -1;
+    PT_CHECK_OK(porta_device_default(&device));
+    CHECK(device == 0);
+  }
+  SECTION("PORTA_LOG=loud (environment)") {
+    Fresh fresh;
+    ScopedEnv env_log("PORTA_LOG", "loud");
+    const porta_init_options_t o = options("cpu");
+    const CallResult init = call_on_fresh_thread([&] { return porta_init(&o); });
+    INFO(init.message);
+    CHECK(Status{init.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    for (const char* level : {"loud", "off", "error", "warn", "info", "debug", "trace"}) {
+      CHECK(contains(init.message, level));
+    }
+  }
+  SECTION("a log level given in the options overrides the environment") {
+    Fresh fresh;
+    ScopedEnv env_log("PORTA_LOG", "loud");
+    const porta_init_options_t o = options("cpu", nullptr, nullptr, "off");
+    PT_CHECK_OK(porta_init(&o));
+  }
+  SECTION("PORTA_PLUGIN_PATH naming a missing directory") {
+    Fresh fresh;
+    const std::string missing = TempDir().path() + "/gone";  // TempDir removed at once
+    const porta_init_options_t o = options("cpu", missing.c_str());
+    const CallResult init = call_on_fresh_thread([&] { return porta_init(&o); });
+    INFO(init.message);
+    CHECK(Status{init.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    CHECK(contains(init.message, missing));
+  }
+  SECTION("an options struct_size smaller than the first release's") {
+    Fresh fresh;
+    porta_init_options_t o = options("cpu");
+    o.struct_size = sizeof(size_t);
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_init(&o));
+  }
+}
+
+TEST_CASE("loader: an init failure is kept until porta_shutdown", "[loader]") {
+  Fresh fresh;
+  const porta_init_options_t bad = options("nonsense");
+  const porta_init_options_t good = options("cpu");
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_init(&bad));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_init(&good));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_init(nullptr));
+  int32_t count = -1;
+  const char* name = nullptr;
+  void* ptr = nullptr;
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_device_count(&count));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_backend_selected(&name));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memory_alloc(0, 64, &ptr));
+  CHECK(count == -1);
+  CHECK(name == nullptr);
+  CHECK(ptr == nullptr);
+  PT_CHECK_OK(porta_shutdown());
+  PT_CHECK_OK(porta_init(&good));
+  PT_CHECK_OK(porta_device_count(&count));
+  CHECK(count >= 1);
+}
+
+TEST_CASE("loader: init is idempotent and ignores later options", "[loader]") {
+  Fresh fresh;
+  const porta_init_options_t cpu = options("cpu");
+  const porta_init_options_t bad = options("nonsense", nullptr, "abc", "loud");
+  PT_REQUIRE_OK(porta_init(&cpu));
+  PT_CHECK_OK(porta_init(&cpu));
+  PT_CHECK_OK(porta_init(&bad));
+  PT_CHECK_OK(porta_init(nullptr));
+  const char* name = nullptr;
+  PT_REQUIRE_OK(porta_backend_selected(&name));
+  CHECK(std::string(name) == "cpu");
+  // Shutdown is always SUCCESS, even repeated.
+  PT_CHECK_OK(porta_shutdown());
+  PT_CHECK_OK(porta_shutdown());
+}
+
+TEST_CASE("loader: the first call initialises from the environment", "[loader]") {
+  SECTION("successfully") {
+    Fresh fresh;
+    ScopedEnv env("PORTA_BACKEND", "cpu");
+    int32_t count = 0;
+    PT_REQUIRE_OK(porta_device_count(&count));
+    CHECK(count >= 1);
+    const char* name = nullptr;
+    PT_REQUIRE_OK(porta_backend_selected(&name));
+    CHECK(std::string(name) == "cpu");
+  }
+  SECTION("returning the initialisation's error") {
+    Fresh fresh;
+    ScopedEnv env("PORTA_BACKEND", "nonsense");
+    int32_t count = -1;
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_device_count(&count));
+    CHECK(count == -1);
+  }
+}
+
+TEST_CASE("loader: auto picks the first usable backend in report order", "[loader]") {
+  Fresh fresh;
+  const porta_init_options_t o = options("auto");
+  PT_REQUIRE_OK(porta_init(&o));
+  const char* selected = nullptr;
+  PT_REQUIRE_OK(porta_backend_selected(&selected));
+  const std::vector<porta_plugin_report_t> rows = report();
+  std::vector<std::string> names;
+  std::string first_loaded;
+  for (const porta_plugin_report_t& row : rows) {
+    if (row.kind != PORTA_PLUGIN_KIND_BACKEND) continue;
+    names.emplace_back(row.name);
+    CHECK(row.outcome != PORTA_PLUGIN_NOT_REQUESTED);  // auto requests every backend
+    if (first_loaded.empty() && row.outcome == PORTA_PLUGIN_LOADED) first_loaded = row.name;
+  }
+  CHECK(std::string(selected) == first_loaded);
+  for (const char* name : {"cpu", "cuda", "hip", "level_zero"}) {
+    CHECK(std::count(names.begin(), names.end(), name) == 1);
+  }
+  // GPUs are preferred: cpu is tried last.
+  REQUIRE_FALSE(names.empty());
+  CHECK(names.back() == "cpu");
+}
+
+TEST_CASE("loader: after shutdown every old handle is stale", "[loader]") {
+  Fresh fresh;
+  const porta_init_options_t o = options("cpu");
+  PT_REQUIRE_OK(porta_init(&o));
+  porta_stream_t stream = nullptr;
+  porta_event_t event = nullptr;
+  porta_module_t module = nullptr;
+  porta_kernel_t kernel = nullptr;
+  void* memory = nullptr;
+  void* pinned = nullptr;
+  PT_REQUIRE_OK(porta_stream_create(0, &stream));
+  PT_REQUIRE_OK(porta_event_create(0, &event));
+  PT_REQUIRE_OK(porta_memory_alloc(0, 1024, &memory));
+  PT_REQUIRE_OK(porta_host_alloc(0, 1024, &pinned));
+  PT_REQUIRE_OK(porta_module_load(0, PORTA_TEST_KERNELS_CPU, &module));
+  PT_REQUIRE_OK(porta_kernel_get(module, "noop", &kernel));
+  porta_stream_t old_default = nullptr;
+  PT_REQUIRE_OK(porta_stream_default(0, &old_default));
+
+  PT_REQUIRE_OK(porta_shutdown());
+  PT_REQUIRE_OK(porta_init(&o));
+  // New objects, possibly in the same slots, must not revive the old handles.
+  Stream new_stream(0);
+  Event new_event(0);
+  Module new_module(0);
+  porta_stream_t new_default = nullptr;
+  PT_REQUIRE_OK(porta_stream_default(0, &new_default));
+  CHECK(new_stream.get() != stream);
+  CHECK(new_event.get() != event);
+  CHECK(new_module.get() != module);
+  CHECK(new_default != old_default);
+
+  const porta_launch_config_t config = launch_config({1, 1, 1}, {1, 1, 1});
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE, porta_stream_query(stream));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE, porta_stream_destroy(stream));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE, porta_stream_query(old_default));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE, porta_event_query(event));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE, porta_event_destroy(event));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE, porta_module_unload(module));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE,
+                 porta_kernel_launch(kernel, &config, nullptr, new_stream.get()));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memory_free(memory));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_host_free(pinned));
+  porta_pointer_info_t info;
+  info.struct_size = sizeof(info);
+  PT_REQUIRE_OK(porta_pointer_info(memory, &info));
+  CHECK(info.kind == PORTA_MEMORY_UNKNOWN);
+  // The new ones work.
+  PT_CHECK_STATUS(PORTA_SUCCESS, porta_stream_query(new_stream.get()));
+  PT_CHECK_STATUS(PORTA_SUCCESS, porta_event_query(new_event.get()));
+  porta_kernel_t new_kernel = new_module.kernel("noop");
+  PT_CHECK_OK(porta_kernel_launch(new_kernel, &config, nullptr, new_stream.get()));
+  PT_CHECK_OK(porta_stream_synchronize(new_stream.get()));
+}
+
+int main(int argc, char** argv) {
+  for (const char* variable : kVariables) unsetenv(variable);
+  return Catch::Session().run(argc, argv);
+}

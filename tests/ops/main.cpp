@@ -1,0 +1,114 @@
+// porta-op-tests: the operator set (porta_ops.h) on the backend that PORTA_BACKEND selects, with
+// the implementation that PORTA_OPS selects (portable by default).
+//
+// CTest runs the suite once per backend. A backend that cannot be used here, or one for which no
+// op implementation is loaded, is reported as skipped (exit code 77, CTest's SKIP_RETURN_CODE)
+// with the reason, never silently passed; but the CPU backend and the portable op plugin, where
+// both were built, must work, and their absence is a failure. Listing tests (test discovery at
+// build time) never touches the runtime.
+//
+// Besides Catch's options it takes `--env NAME=VALUE` (any number), set before Porta starts: CTest
+// variants use it where a second environment variable cannot pass through catch_discover_tests
+// (its PROPERTIES split an ENVIRONMENT list), e.g. PORTA_OPS_GEMM_PATH=tiled.
+#define CATCH_CONFIG_RUNNER
+#include <porta/porta.h>
+#include <porta/porta_ops.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr int kSkipped = 77;
+#ifdef PORTA_TEST_CPU_OPS_BUILT
+constexpr bool kCpuOpsBuilt = true;  // the CPU backend and the portable op plugin
+#else
+constexpr bool kCpuOpsBuilt = false;
+#endif
+
+bool only_listing(const Catch::ConfigData& config) {
+  return config.listTests || config.listTestNamesOnly || config.listTags || config.listReporters ||
+         config.showHelp;
+}
+
+std::string from_env(const char* name, const char* fallback) {
+  const char* value = std::getenv(name);
+  return value && *value ? value : fallback;
+}
+
+// Whether an op implementation serves the default device: a ReLU over one element answers
+// UNAVAILABLE when none is loaded, and the message says why.
+porta_status_t probe_ops(std::string& reason) {
+  porta_device_t device = 0;
+  porta_device_default(&device);
+  void* buffer = nullptr;
+  porta_status_t status = porta_memory_alloc(device, 256, &buffer);
+  if (status == PORTA_SUCCESS) {
+    porta_stream_t stream = nullptr;
+    status = porta_stream_default(device, &stream);
+    if (status == PORTA_SUCCESS) {
+      float* x = static_cast<float*>(buffer);
+      status = porta_relu_forward(stream, 1, x, x + 1);
+      if (status == PORTA_SUCCESS) status = porta_stream_synchronize(stream);
+    }
+    if (status != PORTA_SUCCESS) reason = porta_last_error_message();
+    porta_memory_free(buffer);
+  } else {
+    reason = porta_last_error_message();
+  }
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<char*> args{argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--env" && i + 1 < argc && std::string(argv[i + 1]).find('=') != std::string::npos) {
+      const std::string assignment = argv[++i];
+      const size_t equals = assignment.find('=');
+      setenv(assignment.substr(0, equals).c_str(), assignment.substr(equals + 1).c_str(), 1);
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
+  Catch::Session session;
+  if (int error = session.applyCommandLine(static_cast<int>(args.size()), args.data());
+      error != 0) {
+    return error;
+  }
+  if (only_listing(session.configData())) return session.run();
+
+  const std::string requested = from_env("PORTA_BACKEND", "auto");
+  const std::string ops = from_env("PORTA_OPS", "portable");
+  const bool must_work = requested == "cpu" && ops == "portable" && kCpuOpsBuilt;
+  porta_status_t status = porta_init(nullptr);
+  if (status != PORTA_SUCCESS) {
+    const bool absent =
+        (status == PORTA_ERROR_UNAVAILABLE || status == PORTA_ERROR_NOT_FOUND) && !must_work;
+    std::printf("%s: backend %s unavailable: %s\n", absent ? "SKIPPED" : "FAILED",
+                requested.c_str(), porta_last_error_message());
+    return absent ? kSkipped : 1;
+  }
+
+  std::string reason;
+  status = probe_ops(reason);
+  if (status != PORTA_SUCCESS) {
+    const char* selected = "?";
+    porta_backend_selected(&selected);
+    const bool absent = status == PORTA_ERROR_UNAVAILABLE && !must_work;
+    std::printf("%s: no %s op implementation usable on backend %s: %s: %s\n",
+                absent ? "SKIPPED" : "FAILED", ops.c_str(), selected, porta_status_name(status),
+                reason.c_str());
+    porta_shutdown();
+    return absent ? kSkipped : 1;
+  }
+
+  const int failures = session.run();
+  porta_shutdown();
+  return failures;
+}

@@ -1,0 +1,232 @@
+// porta_conv2d_forward / _backward_data / _backward_weights against the float64 reference:
+// stride 2, padding (also larger than half the kernel, and different per axis), dilation 2,
+// 1x1 and 7x7 kernels, even and very wide kernels, non-square inputs, odd channel counts, outputs
+// of width 1, DeepBench training layers scaled down; f16/bf16 inputs where offered.
+//
+// Tolerances: every output element is a sum of fp32 products, so, as for GEMM (test_gemm.cpp),
+// its rounding error is at most gamma_n times the sum of the magnitudes of its terms, whatever
+// the algorithm's order (direct, implicit GEMM, im2col + GEMM, split reductions), with n the
+// number of terms plus one. We allow (n + 2) * 2^-23 = 2(n + 2)u times that magnitude sum (the
+// reference computes it from absolute values), with n
+//   forward:          C * R * S        (in_channels x kernel window)
+//   backward-data:    K * R * S        (out_channels x kernel window: an upper bound on the
+//                                       number of (k, r, s) that reach one input element)
+//   backward-weights: N * P * Q        (batch x output positions)
+// A Winograd or FFT algorithm can exceed it; porta_ops.h promises fp32 math, so that is a failure
+// worth seeing.
+#include <sstream>
+
+#include "ops_test.h"
+
+using namespace ops_test;
+
+namespace {
+
+struct ConvCase {
+  int64_t n, c, h, w, k, r, s;
+  int64_t pad_h = 0, pad_w = 0, stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+};
+
+porta_conv2d_desc_t desc_of(const ConvCase& c, porta_dtype_t dtype = PORTA_DTYPE_F32) {
+  porta_conv2d_desc_t d{};
+  d.struct_size = sizeof d;
+  d.batch = c.n, d.in_channels = c.c, d.in_height = c.h, d.in_width = c.w;
+  d.out_channels = c.k, d.kernel_height = c.r, d.kernel_width = c.s;
+  d.pad_h = c.pad_h, d.pad_w = c.pad_w, d.stride_h = c.stride_h, d.stride_w = c.stride_w;
+  d.dilation_h = c.dilation_h, d.dilation_w = c.dilation_w;
+  d.dtype = dtype;
+  return d;
+}
+
+std::string describe(const porta_conv2d_desc_t& d) {
+  std::ostringstream out;
+  out << "x " << d.batch << "x" << d.in_channels << "x" << d.in_height << "x" << d.in_width
+      << ", w " << d.out_channels << "x" << d.in_channels << "x" << d.kernel_height << "x"
+      << d.kernel_width << ", pad " << d.pad_h << "," << d.pad_w << " stride " << d.stride_h << ","
+      << d.stride_w << " dilation " << d.dilation_h << "," << d.dilation_w << " dtype " << d.dtype;
+  return out.str();
+}
+
+// The three passes of one convolution on fresh data, each checked. A failing pass is a failure,
+// except UNSUPPORTED for 16-bit inputs; either way it must have written nothing. Returns the
+// first status that was not SUCCESS.
+porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
+                        porta_dtype_t dtype = PORTA_DTYPE_F32) {
+  const porta_conv2d_desc_t d = desc_of(c, dtype);
+  INFO("conv " << describe(d) << ", seed " << seed);
+  const ops_ref::ConvShape shape = ops_ref::conv_shape(d);
+  int64_t p = 0, q = 0;
+  PT_CHECK_OK(porta_conv2d_output_size(&d, &p, &q));
+  CHECK(p == shape.out_height);
+  CHECK(q == shape.out_width);
+
+  Rng rng(seed);
+  std::vector<float> x = normal(rng, shape.x_count), w = normal(rng, shape.w_count);
+  const std::vector<float> dy = normal(rng, shape.y_count);
+  std::vector<float> dy_in = dy;
+  if (dtype == PORTA_DTYPE_F16) x = round_to_f16(x), w = round_to_f16(w), dy_in = round_to_f16(dy);
+  if (dtype == PORTA_DTYPE_BF16) {
+    x = round_to_bf16(x), w = round_to_bf16(w), dy_in = round_to_bf16(dy);
+  }
+  const std::vector<double> xd = widen(x), wd = widen(w), dyd = widen(dy_in);
+
+  // Inputs in the dtype; outputs fp32, poisoned.
+  const bool f32 = dtype == PORTA_DTYPE_F32;
+  Floats fx(env, f32 ? x.size() : 0), fw(env, f32 ? w.size() : 0), fdy(env, f32 ? dy.size() : 0);
+  DeviceArray<uint16_t> hx(env, f32 ? 0 : x.size()), hw(env, f32 ? 0 : w.size()),
+      hdy(env, f32 ? 0 : dy.size());
+  const void *px, *pw, *pdy;
+  if (f32) {
+    fx.upload(x), fw.upload(w), fdy.upload(dy);
+    px = fx.get(), pw = fw.get(), pdy = fdy.get();
+  } else {
+    hx.upload(encode(dtype, x)), hw.upload(encode(dtype, w)), hdy.upload(encode(dtype, dy_in));
+    px = hx.get(), pw = hw.get(), pdy = hdy.get();
+  }
+  Floats y(env, shape.y_count), dx(env, shape.x_count), dw(env, shape.w_count);
+
+  const std::vector<int64_t> x_dims{d.batch, d.in_channels, d.in_height, d.in_width};
+  const std::vector<int64_t> w_dims{d.out_channels, d.in_channels, d.kernel_height, d.kernel_width};
+  const std::vector<int64_t> y_dims{d.batch, d.out_channels, p, q};
+  porta_status_t first_failure = PORTA_SUCCESS;
+  const auto outcome = [&](porta_status_t status, const Floats& out, const char* what) {
+    env.sync();
+    if (status != PORTA_SUCCESS) {
+      INFO(what << ": " << porta_status_name(status) << ": " << porta_last_error_message());
+      if (f32 || status != PORTA_ERROR_UNSUPPORTED) FAIL_CHECK("the pass failed");
+      out.check_unchanged(what);
+      if (first_failure == PORTA_SUCCESS) first_failure = status;
+      return false;
+    }
+    out.check_guard(what);
+    return true;
+  };
+
+  {  // forward
+    const porta_status_t status = porta_conv2d_forward(env.stream(), &d, px, pw, y.get());
+    if (outcome(status, y, "y")) {
+      std::vector<double> ref(shape.y_count), scale(shape.y_count);
+      ops_ref::conv2d_forward(d, xd.data(), wd.data(), ref.data());
+      ops_ref::conv2d_forward(d, abs_of(xd).data(), abs_of(wd).data(), scale.data());
+      Comparison cmp = compare("forward y", y.download(), ref, scale,
+                               double(d.in_channels * d.kernel_height * d.kernel_width + 2) * kUlp);
+      PT_CHECK_CLOSE(cmp.dims(y_dims));
+    }
+  }
+  {  // backward data
+    const porta_status_t status = porta_conv2d_backward_data(env.stream(), &d, pdy, pw, dx.get());
+    if (outcome(status, dx, "dx")) {
+      std::vector<double> ref(shape.x_count), scale(shape.x_count);
+      ops_ref::conv2d_backward_data(d, dyd.data(), wd.data(), ref.data());
+      ops_ref::conv2d_backward_data(d, abs_of(dyd).data(), abs_of(wd).data(), scale.data());
+      Comparison cmp =
+          compare("backward-data dx", dx.download(), ref, scale,
+                  double(d.out_channels * d.kernel_height * d.kernel_width + 2) * kUlp);
+      PT_CHECK_CLOSE(cmp.dims(x_dims));
+    }
+  }
+  {  // backward weights
+    const porta_status_t status =
+        porta_conv2d_backward_weights(env.stream(), &d, px, pdy, dw.get());
+    if (outcome(status, dw, "dw")) {
+      std::vector<double> ref(shape.w_count), scale(shape.w_count);
+      ops_ref::conv2d_backward_weights(d, xd.data(), dyd.data(), ref.data());
+      ops_ref::conv2d_backward_weights(d, abs_of(xd).data(), abs_of(dyd).data(), scale.data());
+      Comparison cmp = compare("backward-weights dw", dw.download(), ref, scale,
+                               double(d.batch * p * q + 2) * kUlp);
+      PT_CHECK_CLOSE(cmp.dims(w_dims));
+    }
+  }
+  if (f32) {
+    fx.check_unchanged("x"), fw.check_unchanged("w"), fdy.check_unchanged("dy");
+  }
+  return first_failure;
+}
+
+void run_f32(const Env& env, const ConvCase& c, uint64_t seed) { run_conv(env, c, seed); }
+
+}  // namespace
+
+TEST_CASE("conv2d: forward and both backward passes, odd and non-square shapes", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {1, 1, 1, 1, 1, 1, 1},              // the smallest
+      {2, 3, 7, 9, 5, 3, 3, 1, 1},        // 3x3 "same", non-square
+      {1, 1, 33, 1, 1, 3, 1, 1, 0},       // a column
+      {3, 7, 9, 9, 3, 2, 2},              // even kernel, no padding
+      {1, 2, 5, 4, 7, 5, 4},              // the kernel covers the input: 1x1 output
+      {2, 3, 8, 10, 4, 3, 3, 2, 2},       // padding beyond half the kernel
+      {1, 4, 6, 11, 3, 3, 5, 0, 2},       // padding on one axis only
+      {2, 5, 7, 7, 2, 3, 3, 0, 0, 5, 5},  // stride past the input: width-1 output
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
+TEST_CASE("conv2d: stride 2, dilation 2, and mixed strides and dilations", "[conv]") {
+  Env env;
+  const ConvCase cases[] = {
+      {2, 4, 13, 11, 6, 3, 3, 1, 1, 2, 2},        // stride 2
+      {1, 5, 12, 15, 4, 3, 3, 2, 2, 1, 1, 2, 2},  // dilation 2, "same" padding
+      {2, 3, 17, 16, 7, 3, 3, 1, 1, 2, 2, 2, 2},  // stride 2 and dilation 2
+      {1, 3, 9, 20, 5, 2, 3, 1, 0, 1, 3, 2, 1},   // stride 1x3, dilation 2x1
+      {2, 2, 10, 9, 3, 3, 2, 0, 1, 3, 1, 1, 3},   // stride 3x1, dilation 1x3
+      {1, 6, 15, 15, 2, 1, 1, 0, 0, 2, 2},        // 1x1 kernel, stride 2
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
+TEST_CASE("conv2d: 1x1 and 7x7 kernels", "[conv]") {
+  Env env;
+  const ConvCase cases[] = {
+      {3, 33, 7, 5, 17, 1, 1},              // 1x1: a GEMM over channels
+      {1, 129, 3, 3, 7, 1, 1},              // 1x1, many channels
+      {2, 3, 37, 37, 8, 7, 7, 3, 3, 2, 2},  // the ResNet stem, scaled
+      {1, 2, 9, 13, 3, 7, 7, 3, 3},         // 7x7 "same" on a small input
+      {1, 1, 7, 7, 1, 7, 7},                // 7x7 over a 7x7 input
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
+TEST_CASE("conv2d: DeepBench training layers, scaled down", "[conv][deepbench]") {
+  // conv_problems.h (bench/deepbench_shapes.md) with N, C, K and the image divided down.
+  Env env;
+  const ConvCase cases[] = {
+      {2, 16, 14, 14, 16, 3, 3, 1, 1},        // #2: 56x56x64, 3x3
+      {2, 32, 7, 7, 31, 3, 3, 1, 1},          // #3: 28x28x128, 3x3
+      {1, 64, 7, 7, 33, 3, 3, 1, 1},          // #4: 7x7x512, 3x3
+      {2, 32, 15, 15, 16, 1, 1, 0, 0, 2, 2},  // #5: 1x1, stride 2
+      {1, 129, 7, 7, 33, 1, 1},               // #6: 14x14x1024, 1x1
+      {2, 1, 21, 87, 4, 5, 20, 0, 0, 2, 2},   // #8: speech, 5x20 kernel, stride 2
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
+TEST_CASE("conv2d: more work-groups than one grid dimension holds", "[conv][large]") {
+  // A batch of 70001 (> 65535) small images: the implicit GEMMs have 280004 columns (forward,
+  // backward-data) or a reduction of 280004 terms (backward-weights).
+  Env env;
+  const ConvCase cases[] = {
+      {70001, 1, 2, 2, 2, 1, 1},
+      {70001, 2, 3, 3, 1, 2, 2, 0, 0, 1, 1},
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
+TEST_CASE("conv2d: f16 and bf16 inputs are exact-product fp32 convolutions, or UNSUPPORTED",
+          "[conv]") {
+  Env env;
+  const ConvCase c{2, 3, 9, 8, 4, 3, 3, 1, 1, 2, 1, 1, 2};
+  uint64_t index = 0;
+  for (porta_dtype_t dtype : {PORTA_DTYPE_F16, PORTA_DTYPE_BF16}) {
+    const porta_status_t status = run_conv(env, c, seed_for(index++), dtype);
+    if (status == PORTA_ERROR_UNSUPPORTED) {
+      WARN("porta_conv2d_*: dtype " << dtype << " is UNSUPPORTED by this implementation");
+    }
+  }
+}

@@ -1,0 +1,315 @@
+// porta_gemm against the float64 reference: every transpose combination, sizes that are not a
+// multiple of any tile, leading dimensions beyond the minimum, strided and broadcast batches,
+// alpha/beta (beta = 0 must not read a NaN-poisoned C), DeepBench training shapes scaled down,
+// and f16/bf16 inputs where the implementation offers them.
+//
+// Tolerance: each element of C is alpha * (a sum of k fp32 products) + beta * C. Whatever the
+// order of summation (row by row, blocked, split-K, FMA), the rounding error of such a sum is at
+// most gamma_n * (the sum of the magnitudes of its terms), gamma_n = n*u/(1 - n*u), u = 2^-24,
+// with n = k + 3 roundings on the longest path (k - 1 additions, the product, alpha, beta*C and
+// the final addition, less the overlap). We allow (k + 2) * 2^-23 = 2(k + 2)u times
+//   scale = |alpha| * sum_p |op(A)[i][p] * op(B)[p][j]| + |beta * C[i][j]|,
+// computed by the reference itself on absolute values. This bound holds for every correct fp32
+// implementation, so the test cannot be flaky, yet one wrong or missing term of size ~1 is far
+// outside it for every k used here (at k = 129 the allowance is 1.5e-5 of the scale, and a term
+// is ~1/k = 8e-3 of it). An implementation that rounds inputs to TF32 or bf16 internally fails it,
+// as it should: porta_ops.h promises fp32 math.
+#include <sstream>
+
+#include "ops_test.h"
+
+using namespace ops_test;
+
+namespace {
+
+struct GemmCase {
+  porta_transpose_t trans_a = PORTA_NO_TRANSPOSE, trans_b = PORTA_NO_TRANSPOSE;
+  int64_t m = 1, n = 1, k = 1;
+  int64_t pad_a = 0, pad_b = 0, pad_c = 0;  // leading dimension minus the minimum
+  int64_t batch = 1;
+  int64_t gap_a = 0, gap_b = 0, gap_c = 0;        // batch stride minus one matrix's span
+  bool broadcast_a = false, broadcast_b = false;  // stride 0: one matrix for every batch
+  float alpha = 1.0f, beta = 0.0f;
+};
+
+std::string describe(const GemmCase& c) {
+  std::ostringstream out;
+  out << (c.trans_a == PORTA_TRANSPOSE ? "T" : "N") << (c.trans_b == PORTA_TRANSPOSE ? "T" : "N")
+      << " m=" << c.m << " n=" << c.n << " k=" << c.k << " ld pads " << c.pad_a << "/" << c.pad_b
+      << "/" << c.pad_c << " batch=" << c.batch << " gaps " << c.gap_a << "/" << c.gap_b << "/"
+      << c.gap_c << (c.broadcast_a ? " A broadcast" : "") << (c.broadcast_b ? " B broadcast" : "")
+      << " alpha=" << c.alpha << " beta=" << c.beta;
+  return out.str();
+}
+
+// A stored operand: its rows and columns as stored, and which elements belong to a matrix.
+struct Stored {
+  int64_t rows, cols, ld, stride, span;
+  std::vector<char> inside;  // per element of the span
+};
+
+Stored stored(int64_t rows, int64_t cols, int64_t pad, int64_t batch, int64_t gap, bool broadcast) {
+  Stored s{rows, cols, cols + pad, 0, 0, {}};
+  const int64_t one = (rows - 1) * s.ld + cols;
+  s.stride = broadcast ? 0 : one + gap;
+  s.span = ops_ref::matrix_span(rows, cols, s.ld, batch, s.stride);
+  s.inside.assign(static_cast<size_t>(s.span), 0);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) s.inside[b * s.stride + r * s.ld + c] = 1;
+    }
+  }
+  return s;
+}
+
+// Random values inside the matrices, NaN in the gaps (a kernel that reads a gap poisons its
+// result), rounded to what dtype holds.
+std::vector<float> operand(Rng& rng, const Stored& s, porta_dtype_t dtype) {
+  std::vector<float> values = normal(rng, static_cast<size_t>(s.span));
+  if (dtype == PORTA_DTYPE_F16) values = round_to_f16(values);
+  if (dtype == PORTA_DTYPE_BF16) values = round_to_bf16(values);
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!s.inside[i]) values[i] = poison_float();
+  }
+  return values;
+}
+
+// Runs one GEMM with fresh data from `seed` and checks it. A failing call is a failure, except
+// UNSUPPORTED for 16-bit inputs; either way it must have written nothing. Returns its status.
+porta_status_t run_gemm(const Env& env, const GemmCase& c, uint64_t seed,
+                        porta_dtype_t dtype = PORTA_DTYPE_F32) {
+  INFO("gemm " << describe(c) << " dtype " << dtype << ", seed " << seed);
+  Rng rng(seed);
+  const bool ta = c.trans_a == PORTA_TRANSPOSE, tb = c.trans_b == PORTA_TRANSPOSE;
+  const Stored sa =
+      stored(ta ? c.k : c.m, ta ? c.m : c.k, c.pad_a, c.batch, c.gap_a, c.broadcast_a);
+  const Stored sb =
+      stored(tb ? c.n : c.k, tb ? c.k : c.n, c.pad_b, c.batch, c.gap_b, c.broadcast_b);
+  const Stored sc = stored(c.m, c.n, c.pad_c, c.batch, c.gap_c, false);
+
+  porta_gemm_desc_t desc{};
+  desc.struct_size = sizeof desc;
+  desc.trans_a = c.trans_a;
+  desc.trans_b = c.trans_b;
+  desc.m = c.m, desc.n = c.n, desc.k = c.k;
+  desc.lda = sa.ld, desc.ldb = sb.ld, desc.ldc = sc.ld;
+  desc.alpha = c.alpha, desc.beta = c.beta;
+  desc.batch_count = c.batch;
+  desc.stride_a = sa.stride, desc.stride_b = sb.stride, desc.stride_c = sc.stride;
+  desc.dtype = dtype;
+
+  const std::vector<float> a = operand(rng, sa, dtype);
+  const std::vector<float> b = operand(rng, sb, dtype);
+  // C: random where beta reads it; NaN everywhere when beta is 0, which must then not matter.
+  std::vector<float> c0 = c.beta != 0.0f ? operand(rng, sc, PORTA_DTYPE_F32)
+                                         : std::vector<float>(sc.span, poison_float());
+
+  Floats dc(env, c0.size());
+  dc.upload(c0);
+  porta_status_t status;
+  if (dtype == PORTA_DTYPE_F32) {
+    Floats da(env, a.size()), db(env, b.size());
+    da.upload(a);
+    db.upload(b);
+    status = porta_gemm(env.stream(), &desc, da.get(), db.get(), dc.get());
+    env.sync();
+    da.check_unchanged("A");
+    db.check_unchanged("B");
+  } else {
+    DeviceArray<uint16_t> da(env, a.size()), db(env, b.size());
+    da.upload(encode(dtype, a));
+    db.upload(encode(dtype, b));
+    status = porta_gemm(env.stream(), &desc, da.get(), db.get(), dc.get());
+    env.sync();
+  }
+  if (status != PORTA_SUCCESS) {
+    INFO("porta_gemm: " << porta_status_name(status) << ": " << porta_last_error_message());
+    if (dtype == PORTA_DTYPE_F32 || status != PORTA_ERROR_UNSUPPORTED)
+      FAIL_CHECK("porta_gemm failed");
+    dc.check_unchanged("C");
+    return status;
+  }
+
+  std::vector<double> ref = widen(c0), scale = abs_of(widen(c0));
+  ops_ref::gemm(desc, widen(a).data(), widen(b).data(), ref.data());
+  porta_gemm_desc_t magnitude = desc;
+  magnitude.alpha = std::fabs(desc.alpha);
+  magnitude.beta = std::fabs(desc.beta);
+  ops_ref::gemm(magnitude, abs_of(widen(a)).data(), abs_of(widen(b)).data(), scale.data());
+
+  const std::vector<float> got = dc.download();
+  Comparison comparison("C", double(c.k + 2) * kUlp);
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (sc.inside[i]) {
+      comparison.element(i, got[i], ref[i], scale[i]);
+    } else {
+      comparison.untouched(i, got[i], c0[i]);  // a gap between rows or batches of C
+    }
+  }
+  PT_CHECK_CLOSE(comparison);
+  dc.check_guard("C");
+  return status;
+}
+
+void run_f32(const Env& env, const GemmCase& c, uint64_t seed) { run_gemm(env, c, seed); }
+
+constexpr porta_transpose_t N = PORTA_NO_TRANSPOSE, T = PORTA_TRANSPOSE;
+const std::pair<porta_transpose_t, porta_transpose_t> kAllTransposes[] = {
+    {N, N}, {N, T}, {T, N}, {T, T}};
+
+}  // namespace
+
+TEST_CASE("gemm: all four transpose combinations at sizes no tile divides", "[gemm]") {
+  Env env;
+  const int64_t shapes[][3] = {{1, 1, 1},     {1, 7, 33},   {7, 1, 129},  {33, 129, 7},
+                               {129, 33, 1},  {2, 3, 5},    {65, 17, 31}, {129, 129, 129},
+                               {31, 257, 65}, {255, 1, 64}, {1, 300, 5},  {97, 63, 200}};
+  const std::pair<float, float> scalars[] = {
+      {1.0f, 0.0f}, {-0.75f, 0.0f}, {1.5f, 0.5f}, {0.25f, -2.0f}};
+  uint64_t index = 0;
+  for (const auto& shape : shapes) {
+    for (const auto& [ta, tb] : kAllTransposes) {
+      GemmCase c;
+      c.trans_a = ta, c.trans_b = tb;
+      c.m = shape[0], c.n = shape[1], c.k = shape[2];
+      std::tie(c.alpha, c.beta) = scalars[index % std::size(scalars)];
+      run_f32(env, c, seed_for(index++));
+    }
+  }
+}
+
+TEST_CASE("gemm: leading dimensions beyond the minimum, gaps neither read nor written", "[gemm]") {
+  Env env;
+  const int64_t shapes[][3] = {{7, 33, 129}, {33, 7, 1}, {1, 65, 17}, {129, 31, 63}};
+  const int64_t pads[][3] = {{1, 0, 0}, {0, 3, 0}, {0, 0, 5}, {17, 9, 33}};
+  uint64_t index = 0;
+  for (const auto& shape : shapes) {
+    for (const auto& pad : pads) {
+      for (const auto& [ta, tb] : kAllTransposes) {
+        GemmCase c;
+        c.trans_a = ta, c.trans_b = tb;
+        c.m = shape[0], c.n = shape[1], c.k = shape[2];
+        c.pad_a = pad[0], c.pad_b = pad[1], c.pad_c = pad[2];
+        c.alpha = 1.25f;
+        c.beta = index % 2 ? 0.0f : -0.5f;
+        run_f32(env, c, seed_for(index++));
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm: strided batches, with gaps and with a broadcast operand", "[gemm]") {
+  Env env;
+  uint64_t index = 0;
+  for (const auto& [ta, tb] : kAllTransposes) {
+    GemmCase c;
+    c.trans_a = ta, c.trans_b = tb;
+    c.m = 33, c.n = 7, c.k = 65, c.batch = 3;
+    run_f32(env, c, seed_for(index++));  // packed back to back
+    c.gap_a = 5, c.gap_b = 1, c.gap_c = 11, c.pad_c = 2, c.beta = 0.5f;
+    run_f32(env, c, seed_for(index++));
+    c.m = 1, c.n = 129, c.k = 7, c.batch = 5, c.broadcast_b = true;  // shared weights
+    run_f32(env, c, seed_for(index++));
+    c.broadcast_b = false, c.broadcast_a = true, c.beta = 0.0f;
+    run_f32(env, c, seed_for(index++));
+  }
+  GemmCase many;  // many small matrices
+  many.m = 3, many.n = 5, many.k = 7, many.batch = 129, many.gap_c = 1;
+  run_f32(env, many, seed_for(index++));
+}
+
+TEST_CASE("gemm: beta = 0 never reads C even when it holds NaN, alpha = 0 scales C", "[gemm]") {
+  Env env;
+  uint64_t index = 0;
+  for (const auto& [ta, tb] : kAllTransposes) {
+    GemmCase c;
+    c.trans_a = ta, c.trans_b = tb;
+    c.m = 17, c.n = 33, c.k = 9, c.batch = 2, c.gap_c = 3;
+    c.beta = 0.0f;  // run_gemm poisons all of C with NaN when beta is 0
+    for (float alpha : {1.0f, -2.5f, 0.0f}) {
+      c.alpha = alpha;  // alpha = 0, beta = 0: C must become exactly 0
+      run_f32(env, c, seed_for(index++));
+    }
+    c.alpha = 0.0f, c.beta = 2.0f;  // C = 2 C
+    run_f32(env, c, seed_for(index++));
+  }
+}
+
+TEST_CASE("gemm: DeepBench training shapes, scaled down", "[gemm][deepbench]") {
+  // gemm_problems.h training set (bench/deepbench_shapes.md), each dimension divided by about 8
+  // and nudged off powers of two; the long-K case keeps a long reduction (K = 25000).
+  Env env;
+  struct Shape {
+    int64_t m, n, k;
+    porta_transpose_t ta, tb;
+  };
+  const Shape shapes[] = {{221, 16, 219, N, N},  {319, 9, 321, N, N},   {385, 17, 127, T, N},
+                          {35, 1057, 321, N, N}, {255, 891, 257, N, T}, {33, 16, 25000, N, N},
+                          {129, 127, 131, N, N}};
+  uint64_t index = 0;
+  for (const Shape& s : shapes) {
+    GemmCase c;
+    c.trans_a = s.ta, c.trans_b = s.tb;
+    c.m = s.m, c.n = s.n, c.k = s.k;
+    run_f32(env, c, seed_for(index++));
+  }
+}
+
+TEST_CASE("gemm: more work-groups than one grid dimension holds", "[gemm][large]") {
+  // 70001 > 65535, the portable limit of a grid's y and z: many batches, many rows, many
+  // columns, and a long reduction (2^20 + 7 terms).
+  Env env;
+  uint64_t index = 0;
+  for (const auto& [ta, tb] : {std::pair{N, N}, std::pair{T, T}}) {
+    GemmCase c;
+    c.trans_a = ta, c.trans_b = tb;
+    c.m = 2, c.n = 3, c.k = 2, c.batch = 70001, c.beta = 0.5f;
+    run_f32(env, c, seed_for(index++));
+    c.m = 70001, c.n = 3, c.k = 2, c.batch = 1;
+    run_f32(env, c, seed_for(index++));
+    c.m = 3, c.n = 70001, c.k = 2;
+    run_f32(env, c, seed_for(index++));
+    c.m = 1, c.n = 2, c.k = (1 << 20) + 7;
+    run_f32(env, c, seed_for(index++));
+  }
+}
+
+TEST_CASE("gemm: f16 and bf16 inputs are exact-product fp32 GEMMs, or UNSUPPORTED", "[gemm]") {
+  // f16 and bf16 significands have 11 and 8 bits, so their products are exact in fp32 and the
+  // fp32 tolerance above applies unchanged. An implementation without 16-bit inputs must say
+  // UNSUPPORTED and write nothing.
+  Env env;
+  uint64_t index = 0;
+  for (porta_dtype_t dtype : {PORTA_DTYPE_F16, PORTA_DTYPE_BF16}) {
+    for (const auto& [ta, tb] : kAllTransposes) {
+      GemmCase c;
+      c.trans_a = ta, c.trans_b = tb;
+      c.m = 33, c.n = 17, c.k = 65, c.pad_a = 3, c.alpha = 0.5f, c.beta = 1.0f;
+      const porta_status_t status = run_gemm(env, c, seed_for(index++), dtype);
+      if (status == PORTA_ERROR_UNSUPPORTED) {
+        WARN("porta_gemm: dtype " << dtype << " is UNSUPPORTED by this implementation");
+        break;
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm: the NULL stream is the default device's default stream", "[gemm]") {
+  Env env;
+  Rng rng(seed_for(0));
+  const int64_t m = 7, n = 9, k = 5;
+  porta_gemm_desc_t desc{};
+  desc.struct_size = sizeof desc;
+  desc.m = m, desc.n = n, desc.k = k, desc.lda = k, desc.ldb = n, desc.ldc = n;
+  desc.alpha = 1.0f, desc.beta = 0.0f, desc.batch_count = 1, desc.dtype = PORTA_DTYPE_F32;
+  const std::vector<float> a = normal(rng, m * k), b = normal(rng, k * n);
+  Floats da(env, a.size()), db(env, b.size()), dc(env, m * n);
+  da.upload(a);
+  db.upload(b);
+  PT_REQUIRE_OK(porta_gemm(nullptr, &desc, da.get(), db.get(), dc.get()));
+  PT_REQUIRE_OK(porta_stream_synchronize(nullptr));
+  std::vector<double> ref(m * n), scale(m * n);
+  ops_ref::gemm(desc, widen(a).data(), widen(b).data(), ref.data());
+  ops_ref::gemm(desc, abs_of(widen(a)).data(), abs_of(widen(b)).data(), scale.data());
+  PT_CHECK_CLOSE(compare("C", dc.download(), ref, scale, double(k + 2) * kUlp));
+}

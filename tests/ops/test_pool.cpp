@@ -1,0 +1,156 @@
+// porta_max_pool2d_forward / _backward against the float64 reference: windows that overlap,
+// skip, cover the whole input, are not square, padding (which never wins, even over negative
+// inputs), inputs no window size divides, and ties, which go to the lowest index.
+//
+// Tolerances: the forward is a selection, so exact. The backward sums, into each input element,
+// the dy of every window whose first maximum it is: at most window_h * window_w windows (fewer
+// unless stride 1), so as for any fp32 sum we allow (window_h * window_w + 2) * 2^-23 times the
+// sum of the magnitudes (the reference backward on |dy|). A dy routed to the wrong element leaves
+// one element short by |dy| and another over by as much, far outside that.
+#include <algorithm>
+#include <sstream>
+
+#include "ops_test.h"
+
+using namespace ops_test;
+
+namespace {
+
+struct PoolCase {
+  int64_t n, c, h, w, window_h, window_w, stride_h, stride_w, pad_h, pad_w;
+};
+
+porta_pool2d_desc_t desc_of(const PoolCase& c) {
+  porta_pool2d_desc_t d{};
+  d.struct_size = sizeof d;
+  d.batch = c.n, d.channels = c.c, d.in_height = c.h, d.in_width = c.w;
+  d.window_h = c.window_h, d.window_w = c.window_w, d.stride_h = c.stride_h;
+  d.stride_w = c.stride_w, d.pad_h = c.pad_h, d.pad_w = c.pad_w;
+  return d;
+}
+
+std::string describe(const porta_pool2d_desc_t& d) {
+  std::ostringstream out;
+  out << "x " << d.batch << "x" << d.channels << "x" << d.in_height << "x" << d.in_width
+      << ", window " << d.window_h << "x" << d.window_w << " stride " << d.stride_h << ","
+      << d.stride_w << " pad " << d.pad_h << "," << d.pad_w;
+  return out.str();
+}
+
+// Forward and backward of one pooling on the given input and fresh dy.
+void run_pool(const Env& env, const PoolCase& c, const std::vector<float>& x, Rng& rng) {
+  const porta_pool2d_desc_t d = desc_of(c);
+  INFO("max-pool " << describe(d));
+  const ops_ref::PoolShape shape = ops_ref::pool_shape(d);
+  int64_t p = 0, q = 0;
+  PT_CHECK_OK(porta_pool2d_output_size(&d, &p, &q));
+  CHECK(p == shape.out_height);
+  CHECK(q == shape.out_width);
+  REQUIRE(static_cast<int64_t>(x.size()) == shape.x_count);
+  const std::vector<float> dy = normal(rng, shape.y_count);
+  const std::vector<double> xd = widen(x), dyd = widen(dy);
+
+  Floats dx_in(env, x.size()), y(env, shape.y_count), ddy(env, dy.size()), dx(env, x.size());
+  dx_in.upload(x);
+  ddy.upload(dy);
+  PT_CHECK_OK(porta_max_pool2d_forward(env.stream(), &d, dx_in.get(), y.get()));
+  PT_CHECK_OK(porta_max_pool2d_backward(env.stream(), &d, dx_in.get(), ddy.get(), dx.get()));
+  env.sync();
+
+  std::vector<double> y_ref(shape.y_count), dx_ref(shape.x_count), dx_scale(shape.x_count);
+  ops_ref::max_pool2d_forward(d, xd.data(), y_ref.data());
+  ops_ref::max_pool2d_backward(d, xd.data(), dyd.data(), dx_ref.data());
+  ops_ref::max_pool2d_backward(d, xd.data(), abs_of(dyd).data(), dx_scale.data());
+  Comparison forward = compare_exact("y", y.download(), y_ref);
+  PT_CHECK_CLOSE(forward.dims({d.batch, d.channels, p, q}));
+  Comparison backward =
+      compare("dx", dx.download(), dx_ref, dx_scale, double(d.window_h * d.window_w + 2) * kUlp);
+  PT_CHECK_CLOSE(backward.dims({d.batch, d.channels, d.in_height, d.in_width}));
+  y.check_guard("y");
+  dx.check_guard("dx");
+  dx_in.check_unchanged("x");
+  ddy.check_unchanged("dy");
+}
+
+// {n, c, h, w, window_h, window_w, stride_h, stride_w, pad_h, pad_w}
+const PoolCase kCases[] = {
+    {2, 3, 8, 8, 2, 2, 2, 2, 0, 0},     // the classic
+    {1, 2, 7, 9, 2, 2, 2, 2, 0, 0},     // odd input: the last row and column are dropped
+    {2, 4, 13, 11, 3, 3, 2, 2, 1, 1},   // 3x3 stride 2 pad 1 (ResNet)
+    {1, 3, 9, 7, 3, 3, 1, 1, 0, 0},     // overlapping windows
+    {2, 2, 7, 7, 3, 3, 1, 1, 1, 1},     // overlapping, "same" size
+    {1, 5, 10, 12, 2, 3, 1, 2, 1, 0},   // non-square window and stride
+    {3, 7, 5, 6, 5, 6, 1, 1, 0, 0},     // global: one window over the whole input
+    {1, 2, 5, 5, 1, 1, 1, 1, 0, 0},     // 1x1 window: a copy
+    {1, 3, 11, 11, 2, 2, 3, 3, 0, 0},   // stride past the window: some inputs in no window
+    {2, 3, 1, 1, 1, 1, 1, 1, 0, 0},     // 1x1 input
+    {2, 16, 33, 33, 3, 3, 2, 2, 0, 0},  // AlexNet-like, odd size
+    {1, 2, 15, 12, 7, 5, 2, 2, 3, 2},   // large window, large padding
+    {1, 1, 1, 129, 1, 4, 1, 3, 0, 1},   // a single row
+};
+
+}  // namespace
+
+TEST_CASE("max-pool: forward and backward over overlapping, skipping and padded windows",
+          "[pool]") {
+  Env env;
+  uint64_t index = 0;
+  for (const PoolCase& c : kCases) {
+    const uint64_t seed = seed_for(index++);
+    INFO("seed " << seed);
+    Rng rng(seed);
+    run_pool(env, c, normal(rng, c.n * c.c * c.h * c.w), rng);
+  }
+}
+
+TEST_CASE("max-pool: padding never wins, even over negative inputs", "[pool]") {
+  Env env;
+  uint64_t index = 0;
+  for (const PoolCase& c : kCases) {
+    if (c.pad_h == 0 && c.pad_w == 0) continue;
+    const uint64_t seed = seed_for(index++);
+    INFO("seed " << seed << ", inputs all below -3");
+    Rng rng(seed);
+    std::vector<float> x = normal(rng, c.n * c.c * c.h * c.w, 1.0, -6.0);
+    for (float& v : x) v = std::min(v, -3.0f);
+    run_pool(env, c, x, rng);
+  }
+}
+
+TEST_CASE("max-pool: ties go to the lowest index, in forward and backward", "[pool]") {
+  Env env;
+  uint64_t index = 0;
+  for (const PoolCase& c : kCases) {
+    const uint64_t seed = seed_for(index++);
+    Rng rng(seed);
+    const int64_t count = c.n * c.c * c.h * c.w;
+    {
+      INFO("seed " << seed << ", inputs from {-2, -1, 1, 2}: ties everywhere");
+      std::vector<float> x(count);
+      for (float& v : x) {
+        const int64_t level = rng.integer(0, 3);
+        v = static_cast<float>(level < 2 ? level - 2 : level - 1);
+      }
+      run_pool(env, c, x, rng);
+    }
+    {
+      INFO("seed " << seed << ", every input the same negative value");
+      run_pool(env, c, std::vector<float>(count, -1.5f), rng);
+    }
+  }
+}
+
+TEST_CASE("max-pool: more planes and rows than one grid dimension holds", "[pool][large]") {
+  Env env;
+  const PoolCase cases[] = {
+      {70001, 1, 2, 2, 2, 2, 2, 2, 0, 0},  // 70001 planes of one window
+      {1, 1, 70001, 3, 2, 3, 1, 1, 1, 0},  // one tall plane
+  };
+  uint64_t index = 0;
+  for (const PoolCase& c : cases) {
+    const uint64_t seed = seed_for(index++);
+    INFO("seed " << seed);
+    Rng rng(seed);
+    run_pool(env, c, normal(rng, c.n * c.c * c.h * c.w), rng);
+  }
+}
