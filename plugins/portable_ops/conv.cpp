@@ -1,18 +1,92 @@
-// Host side: conv (being written).
+// Host side of the convolutions: each is one launch of the GEMM engine (kernels/conv.cpp), an
+// implicit GEMM, planned like a GEMM of its sizes.
+#include <optional>
+#include <string>
+
+#include "kernels/gemm_params.h"
 #include "portable_ops.h"
 
 namespace porta::portable_ops {
 
-porta_status_t conv2d_forward(void*, porta_stream_t, const porta_conv2d_desc_t*, const void* x, const void* w, float* y) {
-  return fail(PORTA_ERROR_UNSUPPORTED, "conv2d_forward: not implemented yet");
+// gemm.cpp
+porta_ops::GemmPlan plan_engine_launch(porta_stream_t stream, const char* op, int64_t m, int64_t n,
+                                       int64_t k, int64_t batch, std::optional<Scratch>& scratch);
+
+namespace {
+
+enum class Pass { forward, backward_data, backward_weights };
+
+// Launches the pass's kernel with the convolution's geometry and the two inputs and the output.
+porta_status_t launch_conv(Pass pass, porta_stream_t stream, const porta_conv2d_desc_t* desc,
+                           const void* in0, const void* in1, float* out) {
+  static const char* const ops[] = {"porta_conv2d_forward", "porta_conv2d_backward_data",
+                                    "porta_conv2d_backward_weights"};
+  static const char* const kernels[] = {"conv2d_forward_f32", "conv2d_backward_data_f32",
+                                        "conv2d_backward_weights_f32"};
+  static const char* const reduce_kernels[] = {"conv2d_forward_f32_reduce",
+                                               "conv2d_backward_data_f32_reduce",
+                                               "conv2d_backward_weights_f32_reduce"};
+  const int index = static_cast<int>(pass);
+  if (desc->dtype != PORTA_DTYPE_F32) {
+    return fail(PORTA_ERROR_UNSUPPORTED,
+                std::string(ops[index]) + ": the portable ops take dtype f32 only");
+  }
+  return guarded(ops[index], [&] {
+    const porta_conv2d_desc_t& d = *desc;
+    porta_ops::ConvArgs g{};
+    g.batch = d.batch, g.channels = d.in_channels, g.height = d.in_height, g.width = d.in_width;
+    g.out_channels = d.out_channels, g.kernel_h = d.kernel_height, g.kernel_w = d.kernel_width;
+    g.out_h =
+        (d.in_height + 2 * d.pad_h - d.dilation_h * (d.kernel_height - 1) - 1) / d.stride_h + 1;
+    g.out_w = (d.in_width + 2 * d.pad_w - d.dilation_w * (d.kernel_width - 1) - 1) / d.stride_w + 1;
+    g.pad_h = d.pad_h, g.pad_w = d.pad_w;
+    g.stride_h = d.stride_h, g.stride_w = d.stride_w;
+    g.dilation_h = d.dilation_h, g.dilation_w = d.dilation_w;
+    const int64_t crs = g.channels * g.kernel_h * g.kernel_w;
+    int64_t m, n, k;
+    switch (pass) {
+      case Pass::forward:  // y[K, (N,P,Q)] = w[K, (C,R,S)] x im2col(x)
+        m = g.out_channels, n = g.batch * g.out_h * g.out_w, k = crs;
+        break;
+      case Pass::backward_data:  // dx[C, (N,H,W)] = w^T x gather(dy)
+        m = g.channels, n = g.batch * g.height * g.width;
+        k = g.out_channels * g.kernel_h * g.kernel_w;
+        break;
+      default:  // dw[K, (C,R,S)] = dy[K, (N,P,Q)] x im2col(x)^T
+        m = g.out_channels, n = crs, k = g.batch * g.out_h * g.out_w;
+        break;
+    }
+    std::optional<Scratch> scratch;
+    const porta_ops::GemmPlan plan = plan_engine_launch(stream, ops[index], m, n, k, 1, scratch);
+    g.tiles = plan.tiles;
+    const float* first = static_cast<const float*>(in0);
+    const float* second = static_cast<const float*>(in1);
+    launch(stream, kernels[index], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
+           dim3(plan.group[0], plan.group[1]), plan.shared_bytes, g, first, second, out);
+    if (plan.tiles.splits > 1) {
+      launch(stream, reduce_kernels[index],
+             dim3(plan.reduce_grid[0], plan.reduce_grid[1], plan.reduce_grid[2]),
+             dim3(porta_ops::kReduceItems), 0, g, first, second, out);
+    }
+  });
 }
 
-porta_status_t conv2d_backward_data(void*, porta_stream_t, const porta_conv2d_desc_t*, const void* dy, const void* w, float* dx) {
-  return fail(PORTA_ERROR_UNSUPPORTED, "conv2d_backward_data: not implemented yet");
+}  // namespace
+
+porta_status_t conv2d_forward(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
+                              const void* x, const void* w, float* y) {
+  return launch_conv(Pass::forward, stream, desc, x, w, y);
 }
 
-porta_status_t conv2d_backward_weights(void*, porta_stream_t, const porta_conv2d_desc_t*, const void* x, const void* dy, float* dw) {
-  return fail(PORTA_ERROR_UNSUPPORTED, "conv2d_backward_weights: not implemented yet");
+porta_status_t conv2d_backward_data(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
+                                    const void* dy, const void* w, float* dx) {
+  return launch_conv(Pass::backward_data, stream, desc, dy, w, dx);
+}
+
+porta_status_t conv2d_backward_weights(void*, porta_stream_t stream,
+                                       const porta_conv2d_desc_t* desc, const void* x,
+                                       const void* dy, float* dw) {
+  return launch_conv(Pass::backward_weights, stream, desc, x, dy, dw);
 }
 
 }  // namespace porta::portable_ops

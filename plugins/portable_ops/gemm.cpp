@@ -1,10 +1,89 @@
-// Host side: gemm (being written).
+// Host side of GEMM: the launch plan (kernels/gemm_params.h) for the stream's device, and the
+// launch of gemm_f32. The plan is shared with the convolutions (conv.cpp), which run on the same
+// engine.
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "kernels/gemm_params.h"
 #include "portable_ops.h"
 
 namespace porta::portable_ops {
+namespace {
 
-porta_status_t gemm(void*, porta_stream_t, const porta_gemm_desc_t*, const void* a, const void* b, float* c) {
-  return fail(PORTA_ERROR_UNSUPPORTED, "gemm: not implemented yet");
+// PORTA_OPS_GEMM_PATH=tiled makes the CPU run the engine's portable tiled path (the source GPUs
+// run) instead of its packed one: slow, but it lets that path be tested where no GPU is. Unset,
+// empty or "native" keeps the packed path; anything else is refused by every GEMM and conv call.
+int32_t requested_gemm_path() {
+  static const int32_t path = []() -> int32_t {
+    const char* value = std::getenv("PORTA_OPS_GEMM_PATH");
+    if (!value || !*value || std::strcmp(value, "native") == 0) return porta_ops::kGemmPathNative;
+    if (std::strcmp(value, "tiled") == 0) return porta_ops::kGemmPathTiled;
+    return int32_t{-1};
+  }();
+  if (path < 0) {
+    throw porta::error(PORTA_ERROR_INVALID_ARGUMENT,
+                       std::string("PORTA_OPS_GEMM_PATH='") + std::getenv("PORTA_OPS_GEMM_PATH") +
+                           "' is not accepted; accepted: native (default) or tiled");
+  }
+  return path;
+}
+
+}  // namespace
+
+// The engine's launch for an m x n x k product over `batch` entries on the stream's device. With
+// split-K the partial products go to the stream's scratch buffer, which `scratch` then holds
+// until the caller has queued both kernels. Throws porta::error if the grid cannot hold it.
+porta_ops::GemmPlan plan_engine_launch(porta_stream_t stream, const char* op, int64_t m, int64_t n,
+                                       int64_t k, int64_t batch, std::optional<Scratch>& scratch) {
+  const porta_device_properties_t& props = properties_of(stream);
+  porta_ops::GemmTarget target;
+  target.host = runs_on_host(stream);
+  target.threads = props.compute_units > 0 ? props.compute_units : 1;
+  target.shared_bytes = props.shared_memory_per_group;
+  porta_ops::GemmPlan plan;
+  if (!porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan)) {
+    throw porta::error(PORTA_ERROR_UNSUPPORTED,
+                       std::string(op) + ": the problem needs more work-groups than a grid holds");
+  }
+  if (plan.partial_floats > 0) {
+    scratch.emplace(scratch_for(stream, static_cast<size_t>(plan.partial_floats) * sizeof(float)));
+    plan.tiles.partials = scratch->as<float>();
+  }
+  return plan;
+}
+
+porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc, const void* a,
+                    const void* b, float* c) {
+  if (desc->dtype != PORTA_DTYPE_F32) {
+    return fail(PORTA_ERROR_UNSUPPORTED, "porta_gemm: the portable ops take dtype f32 only");
+  }
+  return guarded("porta_gemm", [&] {
+    const porta_gemm_desc_t& d = *desc;
+    std::optional<Scratch> scratch;
+    const porta_ops::GemmPlan plan =
+        plan_engine_launch(stream, "porta_gemm", d.m, d.n, d.k, d.batch_count, scratch);
+    porta_ops::GemmArgs args{};
+    args.a = static_cast<const float*>(a);
+    args.b = static_cast<const float*>(b);
+    args.c = c;
+    args.m = d.m, args.n = d.n, args.k = d.k;
+    args.lda = d.lda, args.ldb = d.ldb, args.ldc = d.ldc;
+    args.stride_a = d.stride_a, args.stride_b = d.stride_b, args.stride_c = d.stride_c;
+    args.batch = d.batch_count;
+    args.alpha = d.alpha, args.beta = d.beta;
+    args.trans_a = d.trans_a == PORTA_TRANSPOSE;
+    args.trans_b = d.trans_b == PORTA_TRANSPOSE;
+    args.tiles = plan.tiles;
+    launch(stream, "gemm_f32", dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
+           dim3(plan.group[0], plan.group[1]), plan.shared_bytes, args);
+    if (plan.tiles.splits > 1) {
+      launch(stream, "gemm_f32_reduce",
+             dim3(plan.reduce_grid[0], plan.reduce_grid[1], plan.reduce_grid[2]),
+             dim3(porta_ops::kReduceItems), 0, args);
+    }
+  });
 }
 
 }  // namespace porta::portable_ops

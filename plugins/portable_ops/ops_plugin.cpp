@@ -1,11 +1,14 @@
 // The portable op plugin: its entry point, its interface, and the kernel library of each device.
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "portable_ops.h"
@@ -46,6 +49,24 @@ DeviceKernels& kernels_of(porta_stream_t stream) {
   return *slot;
 }
 
+// Scratch buffers (portable_ops.h), one per stream handle. A handle's generation makes a
+// destroyed stream's handle dead for good, and porta_stream_destroy lets the stream's work finish
+// first, so the buffer of a dead stream is idle: the next stream of its device that needs one
+// adopts it instead of allocating.
+struct ScratchSlot {
+  porta_device_t device = 0;
+  void* data = nullptr;
+  size_t size = 0;
+};
+
+std::mutex scratch_mutex;  // held by each live Scratch; never taken while holding `mutex`
+std::map<porta_stream_t, ScratchSlot> scratch_slots;
+
+bool stream_is_live(porta_stream_t stream) {
+  porta_device_t device;
+  return porta_stream_device(stream, &device) == PORTA_SUCCESS;
+}
+
 porta_status_t initialize(porta_backend_context_t* out_context) {
   *out_context = nullptr;
   return PORTA_SUCCESS;
@@ -54,9 +75,14 @@ porta_status_t initialize(porta_backend_context_t* out_context) {
 // libporta calls this while it tears down, when Porta calls would deadlock; it unloads every
 // module itself, so the handles are only let go.
 void shutdown(porta_backend_context_t) {
-  std::lock_guard lock(mutex);
-  for (auto& [device, kernels] : devices) kernels->module.release();
-  devices.clear();
+  {
+    std::lock_guard lock(mutex);
+    for (auto& [device, kernels] : devices) kernels->module.release();
+    devices.clear();
+  }
+  // Scratch memory is freed by the runtime with every other allocation.
+  std::lock_guard lock(scratch_mutex);
+  scratch_slots.clear();
 }
 
 // The kernels are compiled for the CPU today; GPU builds come with their backends.
@@ -102,6 +128,73 @@ porta::kernel kernel_for(porta_stream_t stream, const char* name) {
 
 const porta_device_properties_t& properties_of(porta_stream_t stream) {
   return kernels_of(stream).properties;
+}
+
+bool runs_on_host(porta_stream_t stream) {
+  return std::string_view(properties_of(stream).backend) == "cpu";
+}
+
+uint32_t max_group_items(porta_stream_t stream) {
+  constexpr int64_t kMaxItems = 1024;  // porta_ops::kMaxItems, the shared arrays' size
+  const int64_t limit = std::min<int64_t>(kMaxItems, properties_of(stream).max_work_group_size);
+  uint32_t items = 1;
+  while (items * 2 <= limit) items *= 2;
+  return items;
+}
+
+RowLaunch row_launch(porta_stream_t stream, int64_t rows, int64_t length, int64_t per_item,
+                     int64_t max_items) {
+  constexpr int64_t kMaxItems = 1024;  // porta_ops::kMaxItems
+  int64_t items = 1, rows_per_group;
+  if (runs_on_host(stream)) {
+    const int64_t threads = std::max<int64_t>(1, properties_of(stream).compute_units);
+    rows_per_group = std::clamp<int64_t>(8192 / length, 1, kMaxItems);
+    rows_per_group = std::min(rows_per_group, std::max<int64_t>(1, rows / (8 * threads)));
+  } else {
+    const int64_t group_limit = max_group_items(stream);
+    max_items = std::min(max_items, group_limit);
+    while (items < max_items && items * per_item < length) items *= 2;
+    rows_per_group = std::min({std::max<int64_t>(1, 256 / items), group_limit / items, rows});
+  }
+  const int64_t groups = (rows + rows_per_group - 1) / rows_per_group;
+  return {wrapped_grid(groups),
+          dim3(static_cast<uint32_t>(items), static_cast<uint32_t>(rows_per_group))};
+}
+
+Scratch scratch_for(porta_stream_t stream, size_t bytes) {
+  const porta_device_t device = porta::stream::wrap(stream, false).device();
+  std::unique_lock lock(scratch_mutex);
+  auto it = scratch_slots.find(stream);
+  if (it == scratch_slots.end()) {
+    // A stream new to scratch: adopt the largest buffer a destroyed stream of its device left.
+    auto heir = scratch_slots.end();
+    for (auto dead = scratch_slots.begin(); dead != scratch_slots.end(); ++dead) {
+      if (dead->second.device != device || stream_is_live(dead->first)) continue;
+      if (heir == scratch_slots.end() || dead->second.size > heir->second.size) heir = dead;
+    }
+    ScratchSlot slot{device, nullptr, 0};
+    if (heir != scratch_slots.end()) {
+      slot = heir->second;
+      scratch_slots.erase(heir);
+    }
+    it = scratch_slots.emplace(stream, slot).first;
+  }
+  ScratchSlot& slot = it->second;
+  if (slot.size < bytes) {
+    // Grow by powers of two from 64 KiB, so that a series of larger calls reallocates rarely.
+    if (bytes > SIZE_MAX / 2) throw std::bad_alloc();
+    size_t size = size_t{64} << 10;
+    while (size < bytes) size *= 2;
+    void* data = nullptr;
+    porta::check(porta_memory_alloc(device, size, &data));
+    void* old = std::exchange(slot.data, data);
+    slot.size = size;
+    // Waits for the device, so work queued earlier with the old buffer finishes first. An
+    // earlier asynchronous failure it reports becomes this op's error, as with any call that
+    // synchronises.
+    if (old) porta::check(porta_memory_free(old));
+  }
+  return Scratch(std::move(lock), slot.data);
 }
 
 porta_status_t fail(porta_status_t status, const std::string& message) {

@@ -7,8 +7,10 @@
 
 #include <cstdint>
 #include <exception>
+#include <mutex>
 #include <new>
 #include <string>
+#include <utility>
 
 namespace porta::portable_ops {
 
@@ -38,6 +40,54 @@ void launch_elementwise(porta_stream_t stream, const char* name, int64_t count,
   const uint32_t y = static_cast<uint32_t>((groups + x - 1) / x);
   launch(stream, name, dim3(x, y), dim3(kGroup), 0, count, args...);
 }
+
+// True when the stream's device is the host (the CPU backend). Kernels built for it walk rows
+// with vector lanes (porta_ops::kLanes) in one work-item rather than with many work-items, so
+// row ops launch one item per row there.
+bool runs_on_host(porta_stream_t stream);
+
+// A grid of `groups` work-groups, wrapped into y past 65535 (the portable limit of x); kernels
+// recover the group's number with porta_ops::group_index() and skip the surplus.
+inline dim3 wrapped_grid(int64_t groups) {
+  const uint32_t x = static_cast<uint32_t>(groups < 65535 ? groups : 65535);
+  return dim3(x, static_cast<uint32_t>((groups + x - 1) / x));
+}
+
+// The most work-items a group of the stream's device may have, as a power of two, at most
+// porta_ops::kMaxItems (1024): the size of the kernels' per-item arrays in shared memory.
+uint32_t max_group_items(porta_stream_t stream);
+
+// The launch of a row kernel: `rows` rows of `length` elements, group x = work-items per row (a
+// power of two), group y = rows per group, the grid wrapped (see kernels/softmax.cpp). On the
+// CPU one item per row, whose vector lanes walk it, and rows of about 8K elements per group (a
+// pool thread's unit of work) while every thread still gets several groups. On a GPU about
+// `per_item` elements per item, at most max_items (and max_group_items()) items per row, and
+// short rows stacked up to 256 items per group.
+struct RowLaunch {
+  dim3 grid;
+  dim3 group;
+};
+RowLaunch row_launch(porta_stream_t stream, int64_t rows, int64_t length, int64_t per_item = 8,
+                     int64_t max_items = 1024);
+
+// A device buffer an op may use between its own kernels, e.g. partial results on their way to a
+// deterministic reduction. Each stream has its own, so ops queued on different streams never
+// share one; within a stream, work runs in order. Holding a Scratch holds the scratch lock: queue
+// the work that uses it, then let it go. It grows when asked for more (the old buffer is freed
+// once the device is idle) and lives until the plugin shuts down. Throws porta::error.
+class Scratch {
+ public:
+  Scratch(std::unique_lock<std::mutex> lock, void* data) : lock_(std::move(lock)), data_(data) {}
+  template <class T>
+  T* as() const noexcept {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+  void* data_;
+};
+Scratch scratch_for(porta_stream_t stream, size_t bytes);
 
 // Reports an error from the plugin itself through the host API and returns status.
 porta_status_t fail(porta_status_t status, const std::string& message);

@@ -1,6 +1,7 @@
 // Helpers shared by the portable kernels.
 #pragma once
 
+#include <math.h>
 #include <porta/porta_kernel.h>
 
 namespace porta_ops {
@@ -10,6 +11,223 @@ namespace porta_ops {
 PORTA_DEVICE int64_t linear_index(uint32_t item) {
   const int64_t group = int64_t(porta::group_id(1)) * porta::group_count(0) + porta::group_id(0);
   return group * porta::group_size(0) + item;
+}
+
+// This group's index in a grid that may wrap into y.
+PORTA_DEVICE int64_t group_index() {
+  return int64_t(porta::group_id(1)) * porta::group_count(0) + porta::group_id(0);
+}
+
+// Calls f(i) for the indices i < count of a 1-D launch (launch_elementwise): a full group's items
+// without a bounds check, only the last group's with one. Under a condition the compiler may not
+// move stores and divisions into the vector loop without AVX-512 masking, so a check on every
+// item would keep the CPU loop scalar elsewhere. The branch is the same for all items of a group.
+template <class F>
+PORTA_DEVICE void for_each_index(int64_t count, F&& f) {
+  const int64_t first = group_index() * porta::group_size(0);
+  if (first + porta::group_size(0) <= count) {
+    porta::inner([&](uint32_t item) { f(first + item); });
+  } else {
+    porta::inner([&](uint32_t item) {
+      if (first + item < count) f(first + item);
+    });
+  }
+}
+
+// The most work-items a group has (and the size of the per-item arrays in shared memory).
+inline constexpr uint32_t kMaxItems = 1024;
+
+// Consecutive elements a work-item takes at a time when it walks a row. On the CPU that is a
+// vector's worth or two, so that a loop over the lanes of a block vectorises and its lanes are
+// independent accumulators (a compiler may not reorder a plain float reduction); on a GPU it is
+// one, so that neighbouring work-items read neighbouring words.
+#if PORTA_TARGET_CPU
+inline constexpr uint32_t kLanes = 16;
+#else
+inline constexpr uint32_t kLanes = 1;
+#endif
+
+// Walks work-item `item` of `items` along n elements: blocks of kLanes consecutive elements are
+// dealt out round-robin (item i takes blocks i, i + items, ...), and the partial block at the
+// end goes to the item whose turn it is. Calls f(index, lane) for every element it takes, the
+// elements of one lane in increasing order.
+template <class F>
+PORTA_DEVICE void walk(int64_t n, uint32_t item, uint32_t items, F&& f) {
+  const int64_t blocks = n / kLanes;
+  for (int64_t b = item; b < blocks; b += items) {
+    const int64_t first = b * kLanes;
+    for (uint32_t lane = 0; lane < kLanes; ++lane) f(first + lane, lane);
+  }
+  if (kLanes > 1 && int64_t(item) == blocks % items) {
+    const int64_t first = blocks * kLanes;
+    const uint32_t rest = uint32_t(n - first);
+    for (uint32_t lane = 0; lane < rest; ++lane) f(first + lane, lane);
+  }
+}
+
+// A count known at compile time: walk_blocks() hands one over for the full blocks, so that loops
+// bounded by it unroll and vectorise. (Not std::integral_constant: its conversion is a host
+// function to nvcc.)
+template <uint32_t N>
+struct fixed_count {
+  PORTA_DEVICE constexpr operator uint32_t() const { return N; }
+};
+
+// Like walk(), a block at a time: f(first, count) for the count consecutive elements from first,
+// where count is a fixed_count<kLanes> for full blocks and a uint32_t for the partial block.
+template <class F>
+PORTA_DEVICE void walk_blocks(int64_t n, uint32_t item, uint32_t items, F&& f) {
+  const int64_t blocks = n / kLanes;
+  for (int64_t b = item; b < blocks; b += items) f(b * kLanes, fixed_count<kLanes>{});
+  if (kLanes > 1 && int64_t(item) == blocks % items) {
+    const int64_t first = blocks * kLanes;
+    f(first, uint32_t(n - first));
+  }
+}
+
+// out[i] = op(a[i]) (and b[i], in the second form) for the elements item takes in walk(). out
+// may be a or b: each block is loaded whole before it is stored, which also spares the compiler
+// the aliasing check that keeps a store-as-you-go loop from vectorising.
+template <class Op>
+PORTA_DEVICE void map(int64_t n, uint32_t item, uint32_t items, const float* a, float* out,
+                      Op&& op) {
+  walk_blocks(n, item, items, [&](int64_t first, auto count) {
+    float va[kLanes];
+    for (uint32_t lane = 0; lane < count; ++lane) va[lane] = a[first + lane];
+    for (uint32_t lane = 0; lane < count; ++lane) va[lane] = op(first + lane, va[lane]);
+    for (uint32_t lane = 0; lane < count; ++lane) out[first + lane] = va[lane];
+  });
+}
+template <class Op>
+PORTA_DEVICE void map(int64_t n, uint32_t item, uint32_t items, const float* a, const float* b,
+                      float* out, Op&& op) {
+  walk_blocks(n, item, items, [&](int64_t first, auto count) {
+    float va[kLanes], vb[kLanes];
+    for (uint32_t lane = 0; lane < count; ++lane) va[lane] = a[first + lane];
+    for (uint32_t lane = 0; lane < count; ++lane) vb[lane] = b[first + lane];
+    for (uint32_t lane = 0; lane < count; ++lane) va[lane] = op(first + lane, va[lane], vb[lane]);
+    for (uint32_t lane = 0; lane < count; ++lane) out[first + lane] = va[lane];
+  });
+}
+
+// Folds the lanes v[0, kLanes) with op in a halving tree (log2(kLanes) steps, each a vector
+// operation on the CPU); destroys v.
+template <class Op>
+PORTA_DEVICE float fold_lanes(float (&v)[kLanes], Op&& op) {
+  for (uint32_t width = kLanes / 2; width > 0; width /= 2) {
+    for (uint32_t lane = 0; lane < width; ++lane) v[lane] = op(v[lane], v[lane + width]);
+  }
+  return v[0];
+}
+
+// The work-item of `items` that takes element i in walk().
+PORTA_DEVICE uint32_t walker_of(int64_t i, uint32_t items) { return uint32_t(i / kLanes % items); }
+
+// The lowest finite float: the start of a running maximum. Unlike -infinity, x - lowest is never
+// NaN for x = -infinity, so masked (-inf) elements need no special case.
+inline constexpr float kLowest = -3.40282347e+38f;
+
+// c ? a : b. On the CPU as bit masks: GCC turns a plain ?: between floats into a branch, and
+// unless AVX-512 masking is available, floating-point work it then moves into the branch keeps the
+// loop from vectorising (the work might trap).
+PORTA_DEVICE float pick(bool c, float a, float b) {
+#if PORTA_TARGET_GPU
+  return c ? a : b;
+#else
+  uint32_t ai, bi;
+  __builtin_memcpy(&ai, &a, sizeof ai);
+  __builtin_memcpy(&bi, &b, sizeof bi);
+  const uint32_t mask = 0u - uint32_t(c);
+  const uint32_t bits = (ai & mask) | (bi & ~mask);
+  float out;
+  __builtin_memcpy(&out, &bits, sizeof out);
+  return out;
+#endif
+}
+
+// The sum and the maximum of the lanes, folded with fold_lanes().
+PORTA_DEVICE float sum_lanes(float (&v)[kLanes]) {
+  return fold_lanes(v, [](float u, float w) { return u + w; });
+}
+PORTA_DEVICE float max_lanes(float (&v)[kLanes]) {
+  return fold_lanes(v, [](float u, float w) { return pick(w > u, w, u); });
+}
+
+namespace detail {
+// Cephes' expf without its range checks: 2^n * p(r) with r = x - n*ln2, |r| <= ln2/2, within
+// 2 ulp for x in [-87, 88.3]; garbage outside (no clamp: see pick()), NaN for NaN.
+PORTA_DEVICE float exp_in_range(float x) {
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + kRound;
+  const float n = t - kRound;
+  uint32_t bits;
+  __builtin_memcpy(&bits, &t, sizeof bits);
+  const uint32_t scale_bits = (bits - 0x4B400000u + 127u) << 23;  // 2^n
+  float scale;
+  __builtin_memcpy(&scale, &scale_bits, sizeof scale);
+  float r = x - n * 0.693359375f;  // ln2 in two parts; n * 0.693359375 is exact
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  return p * scale;
+}
+}  // namespace detail
+
+// e^x. On a GPU the vendor's expf. On the CPU one that vectorises (libm's does not without
+// -ffast-math): within 2 ulp; 0 below -87 (where e^x is subnormal), +infinity above 88.3.
+PORTA_DEVICE float exp_f32(float x) {
+#if PORTA_TARGET_GPU
+  return expf(x);
+#else
+  return pick(x < -87.0f, 0.0f, pick(x > 88.3f, INFINITY, detail::exp_in_range(x)));
+#endif
+}
+
+// e^x for x <= 0 (or NaN), as exp_f32 with one check fewer: what softmax needs, x - max.
+PORTA_DEVICE float exp_nonpositive(float x) {
+#if PORTA_TARGET_GPU
+  return expf(x);
+#else
+  return pick(x < -87.0f, 0.0f, detail::exp_in_range(x));
+#endif
+}
+
+// A running softmax normaliser: the maximum m of the values seen and s = sum of e^(value - m).
+// Starts at m = kLowest, s = 0. A NaN makes s NaN; so does +infinity once anything else is
+// added, as in the textbook two-pass form.
+
+// Adds v, with one exponential: the smaller of v and m is scaled to the larger.
+PORTA_DEVICE void online_add(float& m, float& s, float v) {
+  const bool up = v > m;
+  const float hi = pick(up, v, m);
+  const float lo = pick(up, m, v);
+  const float e = exp_nonpositive(lo - hi);
+  s = pick(up, s * e + 1.0f, s + e);
+  m = hi;
+}
+
+// Adds the values v[0, K): their maximum first, then one rescale of s and K exponentials, which
+// is fewer operations per value than K online_add calls.
+template <uint32_t K>
+PORTA_DEVICE void online_add_many(float& m, float& s, const float (&v)[K]) {
+  float hi = m;
+  for (uint32_t k = 0; k < K; ++k) hi = pick(v[k] > hi, v[k], hi);
+  float sum = s * exp_nonpositive(m - hi);
+  for (uint32_t k = 0; k < K; ++k) sum += exp_nonpositive(v[k] - hi);
+  s = sum;
+  m = hi;
+}
+
+// Merges another running normaliser (m2, s2) into (m, s).
+PORTA_DEVICE void online_merge(float& m, float& s, float m2, float s2) {
+  const float hi = pick(m2 > m, m2, m);
+  s = s * exp_nonpositive(m - hi) + s2 * exp_nonpositive(m2 - hi);
+  m = hi;
 }
 
 }  // namespace porta_ops

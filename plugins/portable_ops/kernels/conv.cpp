@@ -1,2 +1,120 @@
-// Kernels: conv (being written).
-#include "common.h"
+// Kernels: 2-D convolution, NCHW, fp32: forward, backward-data and backward-weights, each an
+// implicit GEMM on the engine (gemm_engine.h). Nothing is unfolded in memory: the operands
+// below compute where each element of the virtual im2col matrix (or dy gather) lives.
+//   forward:          y[K, (N,P,Q)]  = w[K, (C,R,S)]            x im2col(x)[(C,R,S), (N,P,Q)]
+//   backward data:    dx[C, (N,H,W)] = w^T[C, (K,R,S)]          x gather(dy)[(K,R,S), (N,H,W)]
+//   backward weights: dw[K, (C,R,S)] = dy[K, (N,P,Q)]           x im2col(x)^T[(N,P,Q), (C,R,S)]
+// gather(dy)[(k,r,s), (n,h,w)] = dy[n, k, p, q] where h + pad_h - r * dilation_h = p * stride_h
+// (likewise w, q); 0 where no such p, q exists in range. No atomics: each output element is
+// summed by one work-group in a fixed order.
+#include "gemm_engine.h"
+
+using porta_ops::ConvArgs;
+using porta_ops::OutputView;
+using porta_ops::Split;
+using porta_ops::StridedOperand;
+using porta_ops::WindowAxis;
+using porta_ops::WindowOperand;
+
+namespace {
+
+// The output positions (n, p, q) as seen from x: p * stride - pad, plane n of x.
+PORTA_DEVICE WindowAxis output_positions(const ConvArgs& g) {
+  return WindowAxis{g.out_h,    g.out_w, g.channels * g.height * g.width, g.stride_h, -g.pad_h,
+                    g.stride_w, -g.pad_w};
+}
+
+// The filter taps (c, r, s) as seen from x: r * dilation, channel c of x.
+PORTA_DEVICE WindowAxis filter_taps(const ConvArgs& g) {
+  return WindowAxis{g.kernel_h, g.kernel_w, g.height * g.width, g.dilation_h, 0, g.dilation_w, 0};
+}
+
+// im2col(x)[(c,r,s), (n,p,q)]; transposed puts (c,r,s) on the wide side.
+PORTA_DEVICE WindowOperand im2col(const ConvArgs& g, const float* x, bool transposed) {
+  const WindowAxis taps = filter_taps(g), positions = output_positions(g);
+  return WindowOperand{x,
+                       transposed ? taps : positions,
+                       transposed ? positions : taps,
+                       g.height,
+                       g.width,
+                       g.width,
+                       1,
+                       1};
+}
+
+// The three passes as GEMM problems: the operands, the output and the sizes.
+struct ConvProblem {
+  StridedOperand a;
+  WindowOperand b;
+  OutputView c;
+  porta_ops::GemmShape shape;
+};
+
+// y[K, (N,P,Q)] = w[K, (C,R,S)] x im2col(x).
+PORTA_DEVICE ConvProblem forward(const ConvArgs& g, const float* x, const float* w, float* y) {
+  const int64_t pq = g.out_h * g.out_w, crs = g.channels * g.kernel_h * g.kernel_w;
+  return ConvProblem{StridedOperand{w, crs, Split::stride(1), 0}, im2col(g, x, false),
+                     OutputView{y, pq, Split{pq, g.out_channels * pq, 1}, 0, 1.0f, 0.0f},
+                     porta_ops::GemmShape{g.out_channels, g.batch * pq, crs, 1}};
+}
+
+// dx[C, (N,H,W)] = w^T[C, (K,R,S)] x gather(dy).
+PORTA_DEVICE ConvProblem backward_data(const ConvArgs& g, const float* dy, const float* w,
+                                       float* dx) {
+  const int64_t rs = g.kernel_h * g.kernel_w, hw = g.height * g.width;
+  const int64_t pq = g.out_h * g.out_w;
+  // Input positions (n, h, w) reach dy at h + pad; filter taps (k, r, s) step back r * dilation.
+  const WindowAxis positions{g.height, g.width, g.out_channels * pq, 1, g.pad_h, 1, g.pad_w};
+  const WindowAxis taps{g.kernel_h, g.kernel_w, pq, -g.dilation_h, 0, -g.dilation_w, 0};
+  return ConvProblem{
+      StridedOperand{w, rs, Split{rs, g.channels * rs, 1}, 0},  // w[k, c, rs]
+      WindowOperand{dy, positions, taps, g.out_h, g.out_w, g.out_w, g.stride_h, g.stride_w},
+      OutputView{dx, hw, Split{hw, g.channels * hw, 1}, 0, 1.0f, 0.0f},
+      porta_ops::GemmShape{g.channels, g.batch * hw, g.out_channels * rs, 1}};
+}
+
+// dw[K, (C,R,S)] = dy[K, (N,P,Q)] x im2col(x)^T.
+PORTA_DEVICE ConvProblem backward_weights(const ConvArgs& g, const float* x, const float* dy,
+                                          float* dw) {
+  const int64_t pq = g.out_h * g.out_w, crs = g.channels * g.kernel_h * g.kernel_w;
+  return ConvProblem{StridedOperand{dy, pq, Split{pq, g.out_channels * pq, 1}, 0},  // dy[n, k, pq]
+                     im2col(g, x, true), OutputView{dw, crs, Split::stride(1), 0, 1.0f, 0.0f},
+                     porta_ops::GemmShape{g.out_channels, crs, g.batch * pq, 1}};
+}
+
+}  // namespace
+
+// Each pass is one launch planned by plan_gemm (gemm_params.h) for its GEMM sizes, followed by
+// its _reduce kernel (same arguments) when the plan splits the depth.
+
+PORTA_KERNEL(conv2d_forward_f32, ConvArgs g, const float* x, const float* w, float* y) {
+  const ConvProblem p = forward(g, x, w, y);
+  porta_ops::run_gemm(p.a, p.b, p.c, p.shape, g.tiles);
+}
+
+PORTA_KERNEL(conv2d_forward_f32_reduce, ConvArgs g, const float* x, const float* w, float* y) {
+  const ConvProblem p = forward(g, x, w, y);
+  porta_ops::reduce_partials(p.c, p.shape, g.tiles);
+}
+
+PORTA_KERNEL(conv2d_backward_data_f32, ConvArgs g, const float* dy, const float* w, float* dx) {
+  const ConvProblem p = backward_data(g, dy, w, dx);
+  porta_ops::run_gemm(p.a, p.b, p.c, p.shape, g.tiles);
+}
+
+PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const float* w,
+             float* dx) {
+  const ConvProblem p = backward_data(g, dy, w, dx);
+  porta_ops::reduce_partials(p.c, p.shape, g.tiles);
+}
+
+PORTA_KERNEL(conv2d_backward_weights_f32, ConvArgs g, const float* x, const float* dy, float* dw) {
+  const ConvProblem p = backward_weights(g, x, dy, dw);
+  porta_ops::run_gemm(p.a, p.b, p.c, p.shape, g.tiles);
+}
+
+PORTA_KERNEL(conv2d_backward_weights_f32_reduce, ConvArgs g, const float* x, const float* dy,
+             float* dw) {
+  const ConvProblem p = backward_weights(g, x, dy, dw);
+  porta_ops::reduce_partials(p.c, p.shape, g.tiles);
+}

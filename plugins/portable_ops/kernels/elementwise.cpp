@@ -1,18 +1,121 @@
-// Elementwise kernels: one work-item per element.
+// Elementwise kernels: one work-item per element; bias add and its gradient walk rows.
 #include "common.h"
 
-using porta_ops::linear_index;
+using porta_ops::kLanes;
+using porta_ops::kMaxItems;
 
 PORTA_KERNEL(relu_forward, int64_t count, const float* x, float* y) {
-  porta::inner([&](uint32_t item) {
-    const int64_t i = linear_index(item);
-    if (i < count) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-  });
+  porta_ops::for_each_index(count, [&](int64_t i) { y[i] = x[i] > 0.0f ? x[i] : 0.0f; });
 }
 
 PORTA_KERNEL(relu_backward, int64_t count, const float* x, const float* dy, float* dx) {
+  porta_ops::for_each_index(count, [&](int64_t i) { dx[i] = x[i] > 0.0f ? dy[i] : 0.0f; });
+}
+
+// y = x + bias over rows of length `length`: with per_column, bias[column] (a batch x channels
+// tensor, spatial 1); otherwise bias[row % channels] (rows are the batch x channels planes).
+// A group has group_size(0) items per row and group_size(1) rows; y may be x.
+PORTA_KERNEL(bias_add, int64_t rows, int64_t length, int64_t channels, int32_t per_column,
+             const float* x, const float* bias, float* y) {
+  const uint32_t items = porta::group_size(0);
+  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;
+    if (row >= rows) return;
+    const float* xr = x + row * length;
+    float* yr = y + row * length;
+    if (per_column) {
+      porta_ops::map(length, item, items, xr, bias, yr,
+                     [](int64_t, float v, float b) { return v + b; });
+    } else {
+      const float b = bias[row % channels];
+      porta_ops::map(length, item, items, xr, yr, [&](int64_t, float v) { return v + b; });
+    }
+  });
+}
+
+// dbias[c] = sum of dy[n][c][s] over n and s; one group per channel (grid wrapped into y), its
+// group_size(0) x group_size(1) items (powers of two) taking spatial positions and batch entries
+// respectively, then a tree: a fixed order, so the result is the same on every run.
+PORTA_KERNEL(bias_backward, int64_t batch, int64_t channels, int64_t spatial, const float* dy,
+             float* dbias) {
+  PORTA_SHARED float part[kMaxItems];
+  const int64_t channel = porta_ops::group_index();
+  const uint32_t items_x = porta::group_size(0);
+  const uint32_t items_y = porta::group_size(1);
+  const uint32_t items = items_x * items_y;
+  porta::inner([&](uint32_t ix, uint32_t iy) {
+    float lane_sum[kLanes];
+    for (uint32_t lane = 0; lane < kLanes; ++lane) lane_sum[lane] = 0.0f;
+    if (channel < channels) {
+      for (int64_t n = iy; n < batch; n += items_y) {
+        const float* plane = dy + (n * channels + channel) * spatial;
+        porta_ops::walk(spatial, ix, items_x,
+                        [&](int64_t s, uint32_t lane) { lane_sum[lane] += plane[s]; });
+      }
+    }
+    part[iy * items_x + ix] = porta_ops::sum_lanes(lane_sum);
+  });
+  for (uint32_t half = items / 2; half > 0; half /= 2) {
+    porta::inner([&](uint32_t ix, uint32_t iy) {
+      const uint32_t i = iy * items_x + ix;
+      if (i < half) part[i] += part[i + half];
+    });
+  }
+  porta::inner([&](uint32_t ix, uint32_t iy) {
+    if (ix == 0 && iy == 0 && channel < channels) dbias[channel] = part[0];
+  });
+}
+
+// bias_backward for spatial 1 (a fully connected layer): dbias[c] = sum over n of dy[n][c].
+// Each item sums `per_item` neighbouring channels down the batch, in order, kLanes at a time: on
+// a GPU (per_item 1) neighbouring items read neighbouring words, on the CPU the loop over the
+// lanes vectorises.
+PORTA_KERNEL(bias_backward_columns, int64_t batch, int64_t channels, int64_t per_item,
+             const float* dy, float* dbias) {
+  const int64_t first_item = porta_ops::group_index() * porta::group_size(0);
   porta::inner([&](uint32_t item) {
-    const int64_t i = linear_index(item);
-    if (i < count) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    const int64_t first = (first_item + item) * per_item;
+    const int64_t end = first + per_item < channels ? first + per_item : channels;
+    const auto sum_down = [&](int64_t c, auto count) {
+      float sum[kLanes];
+      for (uint32_t lane = 0; lane < count; ++lane) sum[lane] = 0.0f;
+      for (int64_t n = 0; n < batch; ++n) {
+        const float* row = dy + n * channels + c;
+        for (uint32_t lane = 0; lane < count; ++lane) sum[lane] += row[lane];
+      }
+      for (uint32_t lane = 0; lane < count; ++lane) dbias[c + lane] = sum[lane];
+    };
+    int64_t c = first;
+    for (; c + kLanes <= end; c += kLanes) sum_down(c, porta_ops::fixed_count<kLanes>{});
+    if (c < end) sum_down(c, uint32_t(end - c));
+  });
+}
+
+// SGD with momentum, PyTorch's form: g = grad + weight_decay * w; velocity = momentum *
+// velocity + g; w -= learning_rate * velocity.
+PORTA_KERNEL(sgd_update, int64_t count, float* weights, const float* grads, float* velocity,
+             float learning_rate, float momentum, float weight_decay) {
+  porta_ops::for_each_index(count, [&](int64_t i) {
+    const float w = weights[i];
+    const float g = grads[i] + weight_decay * w;
+    const float v = momentum * velocity[i] + g;
+    velocity[i] = v;
+    weights[i] = w - learning_rate * v;
+  });
+}
+
+// Adam; correction1/2 = 1 - beta1/2^step, computed by the host in double precision.
+PORTA_KERNEL(adam_update, int64_t count, float* weights, const float* grads, float* m, float* v,
+             float learning_rate, float beta1, float beta2, float epsilon, float weight_decay,
+             float correction1, float correction2) {
+  porta_ops::for_each_index(count, [&](int64_t i) {
+    const float w = weights[i];
+    const float g = grads[i] + weight_decay * w;
+    const float mi = beta1 * m[i] + (1.0f - beta1) * g;
+    const float vi = beta2 * v[i] + (1.0f - beta2) * (g * g);
+    m[i] = mi;
+    v[i] = vi;
+    weights[i] = w - learning_rate * (mi / correction1) / (sqrtf(vi / correction2) + epsilon);
   });
 }

@@ -1,2 +1,224 @@
-// Kernels: softmax (being written).
+// Kernels: softmax and log-softmax over rows, their gradients, and softmax cross-entropy.
+//
+// Launch shape (softmax.cpp picks it): a group of group_size(0) x group_size(1) work-items
+// handles group_size(1) consecutive rows, group_size(0) items per row, group_size(0) a power of
+// two; groups are numbered over a grid that may wrap into y. Each item walks its share of a row
+// (porta_ops::walk), the group combines the items' partial results with a tree in shared memory,
+// and a last inner loop writes the row.
 #include "common.h"
+
+using porta_ops::kLanes;
+using porta_ops::kLowest;
+using porta_ops::kMaxItems;
+
+namespace {
+
+// The running normaliser (max, sum of exponentials) of the elements of row x that item takes in
+// porta_ops::walk(): kChunk of its blocks at a time (one rescale per chunk, and on a GPU kChunk
+// loads in flight), then the blocks left over one by one, then the partial block.
+PORTA_DEVICE void row_normaliser(const float* x, int64_t cols, uint32_t item, uint32_t items,
+                                 float& m, float& s) {
+  constexpr uint32_t kChunk = 4;
+  float lane_m[kLanes], lane_s[kLanes];
+  for (uint32_t lane = 0; lane < kLanes; ++lane) {
+    lane_m[lane] = kLowest;
+    lane_s[lane] = 0.0f;
+  }
+  const int64_t blocks = cols / kLanes;
+  const int64_t stride = items;
+  int64_t b = item;
+  for (; b + (kChunk - 1) * stride < blocks; b += kChunk * stride) {
+    for (uint32_t lane = 0; lane < kLanes; ++lane) {
+      float v[kChunk];
+      for (uint32_t k = 0; k < kChunk; ++k) v[k] = x[(b + k * stride) * kLanes + lane];
+      porta_ops::online_add_many(lane_m[lane], lane_s[lane], v);
+    }
+  }
+  for (; b < blocks; b += stride) {
+    for (uint32_t lane = 0; lane < kLanes; ++lane) {
+      porta_ops::online_add(lane_m[lane], lane_s[lane], x[b * kLanes + lane]);
+    }
+  }
+  if (kLanes > 1 && int64_t(item) == blocks % items) {
+    const uint32_t rest = uint32_t(cols - blocks * kLanes);
+    for (uint32_t lane = 0; lane < rest; ++lane) {
+      porta_ops::online_add(lane_m[lane], lane_s[lane], x[blocks * kLanes + lane]);
+    }
+  }
+  // Merge the lanes: their maximum, then their sums scaled to it.
+  float folded[kLanes];
+  for (uint32_t lane = 0; lane < kLanes; ++lane) folded[lane] = lane_m[lane];
+  m = porta_ops::max_lanes(folded);
+  for (uint32_t lane = 0; lane < kLanes; ++lane) {
+    lane_s[lane] *= porta_ops::exp_nonpositive(lane_m[lane] - m);
+  }
+  s = porta_ops::sum_lanes(lane_s);
+}
+
+// Combines the normalisers part_m/part_s[row * items + item] of each row into its item 0, a
+// halving tree with the barrier of each inner loop between levels. items is a power of two.
+PORTA_DEVICE void reduce_normalisers(float* part_m, float* part_s, uint32_t items) {
+  for (uint32_t half = items / 2; half > 0; half /= 2) {
+    porta::inner([&](uint32_t item, uint32_t row) {
+      if (item < half) {
+        const uint32_t i = row * items + item;
+        porta_ops::online_merge(part_m[i], part_s[i], part_m[i + half], part_s[i + half]);
+      }
+    });
+  }
+}
+
+// Sums part[row * items + item] of each row into its item 0, as above.
+PORTA_DEVICE void reduce_sums(float* part, uint32_t items) {
+  for (uint32_t half = items / 2; half > 0; half /= 2) {
+    porta::inner([&](uint32_t item, uint32_t row) {
+      if (item < half) part[row * items + item] += part[row * items + item + half];
+    });
+  }
+}
+
+// The sum of a[c] * b[c] (b == nullptr: of a[c]) over the elements of a row that item takes.
+PORTA_DEVICE float row_dot(const float* a, const float* b, int64_t cols, uint32_t item,
+                           uint32_t items) {
+  float lane_sum[kLanes];
+  for (uint32_t lane = 0; lane < kLanes; ++lane) lane_sum[lane] = 0.0f;
+  if (b) {
+    porta_ops::walk(cols, item, items,
+                    [&](int64_t c, uint32_t lane) { lane_sum[lane] += a[c] * b[c]; });
+  } else {
+    porta_ops::walk(cols, item, items, [&](int64_t c, uint32_t lane) { lane_sum[lane] += a[c]; });
+  }
+  return porta_ops::sum_lanes(lane_sum);
+}
+
+}  // namespace
+
+// y = softmax(x) or log_softmax(x) over each row; y may be x. One pass over a row finds its
+// maximum and sum together (online normaliser), a second writes y.
+PORTA_KERNEL(softmax_forward, int64_t rows, int64_t cols, int32_t log_softmax, const float* x,
+             float* y) {
+  PORTA_SHARED float part_m[kMaxItems];
+  PORTA_SHARED float part_s[kMaxItems];
+  const uint32_t items = porta::group_size(0);
+  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
+
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;
+    float m = kLowest, s = 0.0f;
+    if (row < rows) row_normaliser(x + row * cols, cols, item, items, m, s);
+    part_m[r * items + item] = m;
+    part_s[r * items + item] = s;
+  });
+  reduce_normalisers(part_m, part_s, items);
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;
+    if (row >= rows) return;
+    const float m = part_m[r * items];
+    const float s = part_s[r * items];
+    const float* xr = x + row * cols;
+    float* yr = y + row * cols;
+    if (log_softmax) {
+      // (x - m) - log(s), in that order: m + log(s) would lose log(s) next to a large m.
+      const float log_s = logf(s);
+      porta_ops::map(cols, item, items, xr, yr, [&](int64_t, float v) { return (v - m) - log_s; });
+    } else {
+      const float scale = 1.0f / s;
+      porta_ops::map(cols, item, items, xr, yr,
+                     [&](int64_t, float v) { return porta_ops::exp_nonpositive(v - m) * scale; });
+    }
+  });
+}
+
+// From the forward output y and dy: softmax dx = y * (dy - sum(dy * y)); log-softmax
+// dx = dy - exp(y) * sum(dy). dx may be dy.
+PORTA_KERNEL(softmax_backward, int64_t rows, int64_t cols, int32_t log_softmax, const float* y,
+             const float* dy, float* dx) {
+  PORTA_SHARED float part[kMaxItems];
+  const uint32_t items = porta::group_size(0);
+  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
+
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;
+    float sum = 0.0f;
+    if (row < rows) {
+      sum = row_dot(dy + row * cols, log_softmax ? nullptr : y + row * cols, cols, item, items);
+    }
+    part[r * items + item] = sum;
+  });
+  reduce_sums(part, items);
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;
+    if (row >= rows) return;
+    const float sum = part[r * items];
+    const float* yr = y + row * cols;
+    const float* dyr = dy + row * cols;
+    float* dxr = dx + row * cols;
+    if (log_softmax) {
+      porta_ops::map(cols, item, items, yr, dyr, dxr, [&](int64_t, float yv, float dyv) {
+        return dyv - porta_ops::exp_f32(yv) * sum;
+      });
+    } else {
+      porta_ops::map(cols, item, items, yr, dyr, dxr,
+                     [&](int64_t, float yv, float dyv) { return yv * (dyv - sum); });
+    }
+  });
+}
+
+// Per row: row_loss[row] = logsumexp(logits[row]) - logits[row][label], and, when dlogits is not
+// NULL, dlogits[row] = (softmax(logits[row]) - onehot(label)) * inv_rows. A label outside
+// [0, cols) gives a NaN loss and a NaN row of dlogits.
+PORTA_KERNEL(cross_entropy_rows, int64_t rows, int64_t cols, const float* logits,
+             const int32_t* labels, float* row_loss, float* dlogits, float inv_rows) {
+  PORTA_SHARED float part_m[kMaxItems];
+  PORTA_SHARED float part_s[kMaxItems];
+  const uint32_t items = porta::group_size(0);
+  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
+
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;
+    float m = kLowest, s = 0.0f;
+    if (row < rows) row_normaliser(logits + row * cols, cols, item, items, m, s);
+    part_m[r * items + item] = m;
+    part_s[r * items + item] = s;
+  });
+  reduce_normalisers(part_m, part_s, items);
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;
+    if (row >= rows) return;
+    const float m = part_m[r * items];
+    const float s = part_s[r * items];
+    const float* xr = logits + row * cols;
+    const int64_t label = labels[row];
+    const bool valid = label >= 0 && label < cols;
+    if (item == 0) row_loss[row] = valid ? logf(s) - (xr[label] - m) : NAN;
+    if (!dlogits) return;
+    float* dr = dlogits + row * cols;
+    if (!valid) {
+      porta_ops::walk(cols, item, items, [&](int64_t c, uint32_t) { dr[c] = NAN; });
+      return;
+    }
+    const float scale = inv_rows / s;
+    porta_ops::map(cols, item, items, xr, dr,
+                   [&](int64_t, float v) { return porta_ops::exp_nonpositive(v - m) * scale; });
+    // The label's element, by the item that wrote it.
+    if (porta_ops::walker_of(label, items) == item) {
+      dr[label] = (porta_ops::exp_nonpositive(xr[label] - m) / s - 1.0f) * inv_rows;
+    }
+  });
+}
+
+// out[0] = the mean of values[0, n), summed in a fixed order (deterministic): one group,
+// group_size(0) items (a power of two) each summing its share, then a tree.
+PORTA_KERNEL(mean_reduce, int64_t n, const float* values, float* out) {
+  PORTA_SHARED float part[kMaxItems];
+  const uint32_t items = porta::group_size(0);
+  porta::inner([&](uint32_t item) { part[item] = row_dot(values, nullptr, n, item, items); });
+  for (uint32_t half = items / 2; half > 0; half /= 2) {
+    porta::inner([&](uint32_t item) {
+      if (item < half) part[item] += part[item + half];
+    });
+  }
+  porta::inner([&](uint32_t item) {
+    if (item == 0) out[0] = float(double(part[0]) / double(n));
+  });
+}

@@ -1,0 +1,307 @@
+// The GEMM engine: C = alpha * A B + beta * C, with A (m x k) and B (k x n) read through
+// operands ("loaders") and C written through an output view. gemm_f32 and the three convolutions
+// are this one engine with different operands (an implicit GEMM: no im2col buffer is built):
+//   gemm               A, B: strided matrices                 C: strided matrix
+//   conv forward       A: w as K x CRS    B: im2col view of x   C: y as K x (N, P, Q)
+//   conv backward data A: w^T, C x KRS    B: gather view of dy  C: dx as C x (N, H, W)
+//   conv backward wts  A: dy as K x NPQ   B: im2col view^T      C: dw as K x CRS
+//
+// An operand is seen as `wide` x `depth`: A's wide index is its row i, B's its column j, and the
+// depth is the shared k. It offers
+//   at(w, d)                       the element, for w and d in range (the tiled path's loads);
+//   pack<Width>(dst, w0, wn, d0, dn)  CPU only: elements w0 + [0, wn) x d0 + [0, dn) into
+//                                  strips of Width wide indices, zero-padded (the packed path).
+// Conv operands return 0 for the positions that fall into padding or between strides.
+//
+// Two paths, one entry (run_gemm):
+// - Tiled (the portable source; what GPUs run): a group of 16 x 16 work-items computes a 64 x 64
+//   tile of C; k goes by in blocks of 16 staged in PORTA_SHARED tiles; each work-item keeps a
+//   4 x 4 register block (porta::exclusive) whose rows and columns are 16 apart, so that reads of
+//   the B tile are conflict-free and the stores of a row of items are coalesced.
+// - Packed (PORTA_TARGET_CPU): a group is one work-item computing a large tile of C. Per block of
+//   tile_k depth it packs B's panel (tile_k x tile_n) and, block_m rows at a time, A's, into the
+//   group's shared memory, laid out for the micro-kernel: MR x NR of C in vector registers (GCC
+//   vector extensions, so each ISA build uses its widest vectors), MR broadcasts of A and NV
+//   vector loads of B per step of k.
+// Every element of C is summed by one group in a fixed order, or, where the plan splits k
+// (split-K: few tiles, deep k), by one group per split into a partial buffer that a second kernel
+// adds up in split order. No atomics: results are the same bit for bit on every run of a plan.
+#pragma once
+
+#include <porta/porta_kernel.h>
+
+#include "gemm_params.h"
+
+namespace porta_ops {
+
+// x -> (x / div) * outer + (x % div) * inner; a plain stride (x * inner) when div is 0. Maps a
+// flattened index (a column (n, p*q) of a conv output, a depth (k, r*s) of w) to an offset.
+struct Split {
+  int64_t div, outer, inner;
+
+  PORTA_DEVICE int64_t operator()(int64_t x) const {
+    return div > 0 ? (x / div) * outer + (x % div) * inner : x * inner;
+  }
+  static PORTA_DEVICE Split stride(int64_t s) { return Split{0, 0, s}; }
+};
+
+// Walks Split offsets of consecutive indices without dividing.
+struct SplitCursor {
+  Split s;
+  int64_t hi, lo;
+
+  PORTA_DEVICE SplitCursor(const Split& split, int64_t x) : s(split) {
+    if (s.div > 0) {
+      hi = x / s.div;
+      lo = x % s.div;
+    } else {
+      hi = 0;
+      lo = x;
+    }
+  }
+  PORTA_DEVICE int64_t offset() const { return hi * s.outer + lo * s.inner; }
+  PORTA_DEVICE void next() {
+    if (++lo == s.div) {
+      lo = 0;
+      ++hi;
+    }
+  }
+};
+
+// A matrix in memory: element (w, d) at p[w * wide_stride + depth(d)], batch entry b at
+// p + b * batch_stride. GEMM's A and B (either transpose) and the conv weights and dy as A.
+struct StridedOperand {
+  const float* p;
+  int64_t wide_stride;
+  Split depth;
+  int64_t batch_stride;
+
+  PORTA_DEVICE float at(int64_t w, int64_t d) const { return p[w * wide_stride + depth(d)]; }
+  PORTA_DEVICE StridedOperand entry(int64_t b) const {
+    StridedOperand e = *this;
+    e.p += b * batch_stride;
+    return e;
+  }
+  // Whether neighbouring wide indices are neighbours in memory (the tiled path then lets
+  // neighbouring work-items load along w, else along d).
+  PORTA_DEVICE bool wide_contiguous() const { return wide_stride == 1; }
+
+#if PORTA_TARGET_CPU
+  template <int Width>
+  void pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const;
+#endif
+};
+
+// One side (wide or depth) of a sliding-window operand: index x = (o * d1 + a) * d2 + b, and
+// the position (h, w) = (a * mh + ah, b * mw + aw) it contributes, with offset o * so.
+struct WindowAxis {
+  int64_t d1, d2;
+  int64_t so;
+  int64_t mh, ah, mw, aw;
+};
+
+// Where a WindowAxis index lands: the part of the offset that does not depend on the position
+// validity (off), and the position (h, w).
+struct WindowCoord {
+  int64_t off, h, w;
+};
+
+// The im2col view of x and the gather view of dy. Element (wide, depth): the position
+// (h, w) = wide's + depth's; when each coordinate is divisible by its step (1 except for the
+// gather view of a strided convolution) and the quotients (h/step_h, w/step_w) lie in
+// [0, bound_h) x [0, bound_w), the element is p[wide.off + depth.off + (h/step_h) * row +
+// w/step_w]; otherwise 0 (padding, or no output position under a stride).
+struct WindowOperand {
+  const float* p;
+  WindowAxis wide, depth;
+  int64_t bound_h, bound_w, row;
+  int64_t step_h, step_w;
+
+  static PORTA_DEVICE WindowCoord coord(const WindowAxis& x, int64_t o, int64_t a, int64_t b) {
+    return WindowCoord{o * x.so, a * x.mh + x.ah, b * x.mw + x.aw};
+  }
+  static PORTA_DEVICE WindowCoord coord_of(const WindowAxis& x, int64_t i) {
+    const int64_t b = i % x.d2, t = i / x.d2;
+    return coord(x, t / x.d1, t % x.d1, b);
+  }
+  PORTA_DEVICE float element(const WindowCoord& u, const WindowCoord& v) const {
+    int64_t h = u.h + v.h, w = u.w + v.w;
+    if (step_h != 1 || step_w != 1) {
+      if (h < 0 || w < 0 || h % step_h != 0 || w % step_w != 0) return 0.0f;
+      h /= step_h;
+      w /= step_w;
+    }
+    if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(bound_h) ||
+        static_cast<uint64_t>(w) >= static_cast<uint64_t>(bound_w)) {
+      return 0.0f;
+    }
+    return p[u.off + v.off + h * row + w];
+  }
+  PORTA_DEVICE float at(int64_t w, int64_t d) const {
+    return element(coord_of(wide, w), coord_of(depth, d));
+  }
+  PORTA_DEVICE WindowOperand entry(int64_t) const { return *this; }
+  PORTA_DEVICE bool wide_contiguous() const { return wide.d2 > 1 && wide.mw == 1; }
+
+#if PORTA_TARGET_CPU
+  template <int Width>
+  void pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const;
+#endif
+};
+
+// Where C goes: element (i, j) at p[i * row_stride + col(j)], scaled as alpha * sum + beta * C
+// (C not read when beta is 0). col must be strictly increasing in j.
+struct OutputView {
+  float* p;
+  int64_t row_stride;
+  Split col;
+  int64_t batch_stride;
+  float alpha, beta;
+
+  PORTA_DEVICE OutputView entry(int64_t b) const {
+    OutputView e = *this;
+    e.p += b * batch_stride;
+    return e;
+  }
+};
+
+// The problem: sizes and the number of batch entries.
+struct GemmShape {
+  int64_t m, n, k, batch;
+};
+
+// This group's number in the flattened grid (gemm_params.h: flat_grid).
+PORTA_DEVICE int64_t group_number() {
+  return (int64_t(porta::group_id(2)) * porta::group_count(1) + porta::group_id(1)) *
+             porta::group_count(0) +
+         porta::group_id(0);
+}
+
+// *e = alpha * sum + beta * *e, reading *e only when beta != 0 and ignoring sum when alpha is 0
+// (as BLAS does: A and B do not matter then, NaN or not).
+PORTA_DEVICE void store_element(const OutputView& c, float* e, float sum) {
+  const float v = c.alpha != 0.0f ? c.alpha * sum : 0.0f;
+  *e = c.beta != 0.0f ? v + c.beta * *e : v;
+}
+
+/* ---- The tiled path (portable) ------------------------------------------------------------- */
+
+struct TiledBlock {
+  float v[kTiledPerItem][kTiledPerItem];
+};
+
+// Loads the kTiledK x kTiled(M|N) tile (wide from w0, depth from d0) of x into tile[d][w], zero
+// outside the operand; item t of the group's kTiledItems^2 loads every kTiledItems^2-th element.
+// Neighbouring items take neighbouring elements along the operand's contiguous direction.
+template <class Operand, int32_t Wide>
+PORTA_DEVICE void load_tile(const Operand& x, float (*tile)[Wide + 1], int64_t w0, int64_t wn,
+                            int64_t d0, int64_t dn, uint32_t t) {
+  constexpr uint32_t kItems = kTiledItems * kTiledItems;
+  const bool along_w = x.wide_contiguous();
+  for (uint32_t e = t; e < uint32_t(kTiledK * Wide); e += kItems) {
+    const uint32_t w = along_w ? e % Wide : e / kTiledK;
+    const uint32_t d = along_w ? e / Wide : e % kTiledK;
+    tile[d][w] = (w0 + w < wn && d0 + d < dn) ? x.at(w0 + w, d0 + d) : 0.0f;
+  }
+}
+
+template <class A, class B>
+PORTA_DEVICE void tiled_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
+                             int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
+  // One column of padding: the loads along d write down a column, 16 banks apart otherwise.
+  PORTA_SHARED float as[kTiledK][kTiledM + 1];
+  PORTA_SHARED float bs[kTiledK][kTiledN + 1];
+  porta::exclusive<TiledBlock, kTiledItems * kTiledItems> acc;
+  porta::inner([&](uint32_t x, uint32_t y) {
+    TiledBlock& r = acc(y * kTiledItems + x);
+    for (int32_t i = 0; i < kTiledPerItem; ++i)
+      for (int32_t j = 0; j < kTiledPerItem; ++j) r.v[i][j] = 0.0f;
+  });
+  for (int64_t d0 = d_begin; d0 < d_end; d0 += kTiledK) {
+    porta::inner([&](uint32_t x, uint32_t y) {
+      const uint32_t t = y * kTiledItems + x;
+      load_tile<A, kTiledM>(a, as, i0, s.m, d0, d_end, t);
+      load_tile<B, kTiledN>(b, bs, j0, s.n, d0, d_end, t);
+    });
+    porta::inner([&](uint32_t x, uint32_t y) {
+      TiledBlock& r = acc(y * kTiledItems + x);
+      for (int32_t d = 0; d < kTiledK; ++d) {
+        float av[kTiledPerItem], bv[kTiledPerItem];
+        for (int32_t i = 0; i < kTiledPerItem; ++i) av[i] = as[d][y + i * kTiledItems];
+        for (int32_t j = 0; j < kTiledPerItem; ++j) bv[j] = bs[d][x + j * kTiledItems];
+        for (int32_t i = 0; i < kTiledPerItem; ++i)
+          for (int32_t j = 0; j < kTiledPerItem; ++j) r.v[i][j] += av[i] * bv[j];
+      }
+    });
+  }
+  porta::inner([&](uint32_t x, uint32_t y) {
+    const TiledBlock& r = acc(y * kTiledItems + x);
+    for (int32_t j = 0; j < kTiledPerItem; ++j) {
+      const int64_t col = j0 + x + j * kTiledItems;
+      if (col >= s.n) continue;
+      float* out = c.p + c.col(col);
+      for (int32_t i = 0; i < kTiledPerItem; ++i) {
+        const int64_t row = i0 + y + i * kTiledItems;
+        if (row >= s.m) continue;
+        store_element(c, out + row * c.row_stride, r.v[i][j]);
+      }
+    }
+  });
+}
+
+}  // namespace porta_ops
+
+#if PORTA_TARGET_CPU
+#include "gemm_engine_cpu.h"
+#endif
+
+namespace porta_ops {
+
+// The engine's entry: this group's tile of C (or, with split-K, its partial product over one
+// depth split) for the launch planned by plan_gemm (gemm_params.h), on the path the plan chose.
+template <class A, class B>
+PORTA_DEVICE void run_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
+                           const GemmTiles& t) {
+  int64_t g = group_number();
+  if (g >= t.tiles_m * t.tiles_n * t.splits * s.batch) return;  // the grid's surplus
+  const int64_t tm = g % t.tiles_m;
+  g /= t.tiles_m;
+  const int64_t tn = g % t.tiles_n;
+  g /= t.tiles_n;
+  const int64_t split = g % t.splits;
+  const int64_t entry = g / t.splits;
+  const int64_t i0 = tm * t.tile_m, j0 = tn * t.tile_n;
+  const int64_t d_begin = split * t.split_depth;
+  const int64_t d_end = d_begin + t.split_depth < s.k ? d_begin + t.split_depth : s.k;
+  OutputView out = c.entry(entry);
+  if (t.splits > 1) {
+    out = OutputView{
+        t.partials + (entry * t.splits + split) * s.m * s.n, s.n, Split::stride(1), 0, 1.0f, 0.0f};
+  }
+#if PORTA_TARGET_CPU
+  if (t.path == kGemmPathNative) {
+    cpu::packed_gemm(a.entry(entry), b.entry(entry), out, s, t, i0, j0, d_begin, d_end);
+    return;
+  }
+#endif
+  tiled_gemm(a.entry(entry), b.entry(entry), out, s, i0, j0, d_begin, d_end);
+}
+
+// The second kernel of a split-K launch: C = alpha * (sum of the splits' partials, in split
+// order) + beta * C, one work-item per element of C over a 1-D grid of kReduceItems-item groups.
+PORTA_DEVICE void reduce_partials(const OutputView& c, const GemmShape& s, const GemmTiles& t) {
+  const int64_t per_entry = s.m * s.n;
+  const int64_t first = group_number() * porta::group_size(0);
+  porta::inner([&](uint32_t item) {
+    const int64_t e = first + item;
+    if (e >= per_entry * s.batch) return;
+    const int64_t entry = e / per_entry, ij = e % per_entry;
+    const float* part = t.partials + entry * t.splits * per_entry + ij;
+    float sum = 0.0f;
+    for (int32_t split = 0; split < t.splits; ++split) sum += part[split * per_entry];
+    const OutputView out = c.entry(entry);
+    store_element(out, out.p + (ij / s.n) * out.row_stride + out.col(ij % s.n), sum);
+  });
+}
+
+}  // namespace porta_ops

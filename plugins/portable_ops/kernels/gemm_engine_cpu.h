@@ -1,0 +1,502 @@
+// The GEMM engine's packed path, for the CPU (included by gemm_engine.h when PORTA_TARGET_CPU).
+//
+// A group computes its tile of C in blocks of tile_k depth. Per block it packs B's panel
+// (tile_k x tile_n) into NR-column strips, then, block_m rows at a time, A's block into MR-row
+// strips (both in the group's shared memory: the pool thread's scratch, which stays in its L2),
+// and runs the micro-kernel over every (A strip, B strip) pair: an MR x NR block of C held in
+// MR x NV vector registers over the block's depth, fed by MR broadcasts of A and NV aligned
+// vector loads of B per step. The vectors are GCC vector extensions, so the x86-64-v4 build
+// uses zmm registers (MR = 8, NR = 32: 16 accumulators), v3 ymm (6 x 16) and the baseline xmm
+// (6 x 8), each with the FMA the level has.
+#pragma once
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace porta_ops {
+namespace cpu {
+
+#if defined(__AVX512F__)
+#define PORTA_GEMM_VECTOR_BYTES 64
+inline constexpr int kMR = 8;
+#elif defined(__AVX2__)
+#define PORTA_GEMM_VECTOR_BYTES 32
+inline constexpr int kMR = 6;
+#else
+#define PORTA_GEMM_VECTOR_BYTES 16
+inline constexpr int kMR = 6;
+#endif
+typedef float vfloat __attribute__((vector_size(PORTA_GEMM_VECTOR_BYTES)));
+inline constexpr int kVL = PORTA_GEMM_VECTOR_BYTES / 4;  // floats per vector
+inline constexpr int kNV = 2;                            // vectors per row of the micro-tile
+inline constexpr int kNR = kNV * kVL;
+static_assert(kCpuColumnMultiple % kNR == 0, "the host's column multiple must fit every NR");
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline vfloat load(const float* p) {
+  vfloat v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, vfloat v) { __builtin_memcpy(p, &v, sizeof v); }
+
+struct MicroTile {
+  vfloat v[kMR][kNV];
+};
+
+// out = the kb-deep product of an A strip (kb x MR, a[d * MR + i]) and a B strip (kb x NR,
+// b[d * NR + j], 64-byte aligned).
+__attribute__((always_inline)) inline void micro_kernel(int64_t kb, const float* __restrict a,
+                                                        const float* __restrict b, MicroTile& out) {
+  vfloat c[kMR][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  for (int64_t d = 0; d < kb; ++d) {
+    vfloat bv[kNV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) bv[v] = load(b + v * kVL);
+#pragma GCC unroll 16
+    for (int i = 0; i < kMR; ++i) {
+      const float ai = a[i];
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
+    }
+    a += kMR;
+    b += kNR;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+}
+
+// Adds the micro-tile into C at (i, j): rows x cols of it are in range. The first block of the
+// depth applies beta (and reads C only if beta != 0); later blocks accumulate.
+inline void store_tile(const MicroTile& t, const OutputView& c, int64_t i, int64_t j, int rows,
+                       int cols, bool first) {
+  float* base = c.p + i * c.row_stride;
+  const int64_t off0 = c.col(j);
+  const bool read = !first || c.beta != 0.0f;
+  const float beta = first ? c.beta : 1.0f;
+  if (c.alpha == 0.0f) {  // as BLAS: A and B do not matter (NaN or not); only beta applies
+    if (first) {
+      for (int r = 0; r < rows; ++r) {
+        SplitCursor cursor(c.col, j);
+        for (int jj = 0; jj < cols; ++jj, cursor.next()) {
+          float* e = base + r * c.row_stride + cursor.offset();
+          *e = c.beta != 0.0f ? c.beta * *e : 0.0f;
+        }
+      }
+    }
+    return;
+  }
+  if (cols == kNR && c.col(j + kNR - 1) - off0 == kNR - 1) {  // col() is strictly increasing
+    for (int r = 0; r < rows; ++r) {
+      float* out = base + r * c.row_stride + off0;
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) {
+        const vfloat x = c.alpha * t.v[r][v];
+        store(out + v * kVL, read ? x + beta * load(out + v * kVL) : x);
+      }
+    }
+    return;
+  }
+  int64_t offs[kNR];
+  SplitCursor cursor(c.col, j);
+  for (int jj = 0; jj < cols; ++jj, cursor.next()) offs[jj] = cursor.offset();
+  float tile[kMR][kNR];
+  __builtin_memcpy(tile, &t, sizeof tile);
+  for (int r = 0; r < rows; ++r) {
+    float* out = base + r * c.row_stride;
+    for (int jj = 0; jj < cols; ++jj) {
+      float* e = out + offs[jj];
+      const float x = c.alpha * tile[r][jj];
+      *e = read ? x + beta * *e : x;
+    }
+  }
+}
+
+template <class A, class B>
+void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
+                 const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
+  const int64_t rows = min64(t.tile_m, s.m - i0), cols = min64(t.tile_n, s.n - j0);
+  const int64_t kc = t.tile_k;
+  const int64_t block_m = t.block_m >= kMR ? t.block_m / kMR * kMR : kMR;
+  const int64_t b_panels = div_up(cols, kNR);
+  // B's panel first: its strips stay 64-byte aligned (the shared memory is).
+  float* const pb = porta::dynamic_shared_memory<float>();
+  float* const pa = pb + div_up(t.tile_n, kNR) * kNR * kc;
+  for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
+    const int64_t kb = min64(kc, d_end - d0);
+    const bool first = d0 == d_begin;
+    b.template pack<kNR>(pb, j0, cols, d0, kb);
+    for (int64_t ib = 0; ib < rows; ib += block_m) {
+      const int64_t block_rows = min64(block_m, rows - ib);
+      const int64_t a_panels = div_up(block_rows, kMR);
+      a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
+      for (int64_t p = 0; p < a_panels; ++p) {
+        const int panel_rows = int(min64(kMR, block_rows - p * kMR));
+        for (int64_t q = 0; q < b_panels; ++q) {
+          MicroTile acc;
+          micro_kernel(kb, pa + p * kMR * kb, pb + q * kNR * kb, acc);
+          store_tile(acc, c, i0 + ib + p * kMR, j0 + q * kNR, panel_rows,
+                     int(min64(kNR, cols - q * kNR)), first);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace cpu
+
+/* ---- Packing --------------------------------------------------------------------------------- */
+//
+// pack<Width>(dst, w0, wn, d0, dn) fills ceil(wn / Width) strips, strip t at dst + t * Width * dn
+// holding wide indices w0 + t * Width + [0, Width) (zero past wn) by depth d0 + [0, dn), as
+// dst[d * Width + w]. A whole panel at a time, so that for each depth the source is read along
+// the wide side across all strips (long runs where the operand is contiguous that way).
+
+namespace cpu {
+
+typedef float vfloat8 __attribute__((vector_size(32)));
+typedef int32_t vint8 __attribute__((vector_size(32)));
+
+// A two-vector shuffle with constant indices, in GCC's or clang's spelling.
+#if defined(__clang__)
+#define PORTA_GEMM_SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define PORTA_GEMM_SHUFFLE(a, b, ...) __builtin_shuffle(a, b, vint8{__VA_ARGS__})
+#endif
+
+// dst[i * dst_stride + w] = rows[w][i] for an 8 x 8 block: an in-register transpose (the
+// unpack / shuffle / lane-swap network), whatever the vector width of the build.
+inline void transpose8x8(const float* const rows[8], float* dst, int64_t dst_stride) {
+  vfloat8 r[8], t[8];
+  for (int w = 0; w < 8; ++w) __builtin_memcpy(&r[w], rows[w], sizeof(vfloat8));
+  for (int w = 0; w < 8; w += 2) {
+    t[w] = PORTA_GEMM_SHUFFLE(r[w], r[w + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[w + 1] = PORTA_GEMM_SHUFFLE(r[w], r[w + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int w = 0; w < 8; w += 4) {
+    r[w] = PORTA_GEMM_SHUFFLE(t[w], t[w + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[w + 1] = PORTA_GEMM_SHUFFLE(t[w], t[w + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    r[w + 2] = PORTA_GEMM_SHUFFLE(t[w + 1], t[w + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[w + 3] = PORTA_GEMM_SHUFFLE(t[w + 1], t[w + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int w = 0; w < 4; ++w) {
+    t[w] = PORTA_GEMM_SHUFFLE(r[w], r[w + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    t[w + 4] = PORTA_GEMM_SHUFFLE(r[w], r[w + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+  for (int i = 0; i < 8; ++i) __builtin_memcpy(dst + i * dst_stride, &t[i], sizeof(vfloat8));
+}
+
+}  // namespace cpu
+
+template <int Width>
+void StridedOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const {
+  const int64_t strips = cpu::div_up(wn, Width);
+  if (wide_stride == 1) {  // contiguous along w: per depth, one run across the strips
+    // Rows a few depths ahead are prefetched: each row is one short run (a panel's width), too
+    // short for the hardware prefetcher to get ahead of a large operand streamed from memory.
+    constexpr int64_t kAhead = 8;
+    SplitCursor cursor(depth, d0), ahead(depth, d0);
+    for (int64_t d = 0; d < kAhead && d < dn; ++d) ahead.next();
+    for (int64_t d = 0; d < dn; ++d, cursor.next()) {
+      const float* __restrict src = p + w0 + cursor.offset();
+      if (d + kAhead < dn) {
+        const char* next = reinterpret_cast<const char*>(p + w0 + ahead.offset());
+        for (int64_t byte = 0; byte < wn * int64_t(sizeof(float)); byte += 64) {
+          __builtin_prefetch(next + byte);
+        }
+        ahead.next();
+      }
+      for (int64_t t = 0; t < strips; ++t) {
+        float* __restrict out = dst + t * Width * dn + d * Width;
+        const int64_t n = cpu::min64(Width, wn - t * Width);
+        if (n == Width) {
+          for (int w = 0; w < Width; ++w) out[w] = src[t * Width + w];
+        } else {
+          for (int w = 0; w < n; ++w) out[w] = src[t * Width + w];
+          for (int w = int(n); w < Width; ++w) out[w] = 0.0f;
+        }
+      }
+    }
+    return;
+  }
+  if (depth.inner == 1) {
+    // Contiguous along d within runs (all of it, or up to each wrap of the split): transposes,
+    // 8 rows by 8 depths at a time where whole, element by element elsewhere. Runs outside,
+    // strips inside, so that the source is read in address order where it is contiguous.
+    SplitCursor cursor(depth, d0);
+    for (int64_t d = 0; d < dn;) {
+      const int64_t run = depth.div > 0 ? cpu::min64(dn - d, depth.div - cursor.lo) : dn - d;
+      const float* src = p + cursor.offset();
+      for (int64_t t = 0; t < strips; ++t) {
+        float* const strip = dst + t * Width * dn;
+        const int64_t first = w0 + t * Width;
+        const int n = int(cpu::min64(Width, wn - t * Width));
+        int64_t i = 0;
+        if (n == Width && Width % 8 == 0) {
+          for (; i + 8 <= run; i += 8) {
+            for (int g = 0; g < Width; g += 8) {
+              const float* rows[8];
+              for (int w = 0; w < 8; ++w) rows[w] = src + (first + g + w) * wide_stride + i;
+              cpu::transpose8x8(rows, strip + (d + i) * Width + g, Width);
+            }
+          }
+        }
+        for (int64_t j = i; j < run; ++j) {
+          float* out = strip + (d + j) * Width;
+          for (int w = 0; w < n; ++w) out[w] = src[(first + w) * wide_stride + j];
+          for (int w = n; w < Width; ++w) out[w] = 0.0f;
+        }
+      }
+      d += run;
+      if (depth.div > 0) {
+        cursor.lo = 0;
+        ++cursor.hi;
+      }
+    }
+    return;
+  }
+  SplitCursor cursor(depth, d0);
+  for (int64_t d = 0; d < dn; ++d, cursor.next()) {
+    const float* src = p + w0 * wide_stride + cursor.offset();
+    for (int64_t t = 0; t < strips; ++t) {
+      float* out = dst + t * Width * dn + d * Width;
+      const int n = int(cpu::min64(Width, wn - t * Width));
+      for (int w = 0; w < n; ++w) out[w] = src[(t * Width + w) * wide_stride];
+      for (int w = n; w < Width; ++w) out[w] = 0.0f;
+    }
+  }
+}
+
+namespace cpu {
+// The digits (o, a, b) of a WindowAxis index, stepped without dividing.
+struct WindowDigits {
+  int64_t o, a, b;
+  WindowDigits(const WindowAxis& x, int64_t i) {
+    b = i % x.d2;
+    const int64_t t = i / x.d2;
+    a = t % x.d1;
+    o = t / x.d1;
+  }
+  void next(const WindowAxis& x) {
+    if (++b == x.d2) {
+      b = 0;
+      if (++a == x.d1) {
+        a = 0;
+        ++o;
+      }
+    }
+  }
+};
+
+// out[w] = src[off[w]] where (h[w] + vh, w[w] + vw) lies in [0, bh) x [0, bw), else 0, for
+// w < Width. GCC does not vectorise this (a masked gather) itself, so the AVX-512 and AVX2 builds
+// spell out the gathers; masked-off lanes are never read.
+template <int Width>
+inline void gather_strip(float* __restrict out, const float* src, const int64_t* off,
+                         const int64_t* hh, const int64_t* ww, int64_t vh, int64_t vw, uint64_t bh,
+                         uint64_t bw) {
+  int w = 0;
+#if defined(__AVX512F__)
+  const __m512i vh8 = _mm512_set1_epi64(vh), vw8 = _mm512_set1_epi64(vw);
+  const __m512i bh8 = _mm512_set1_epi64(int64_t(bh)), bw8 = _mm512_set1_epi64(int64_t(bw));
+  for (; w + 8 <= Width; w += 8) {
+    const __m512i h = _mm512_add_epi64(_mm512_loadu_si512(hh + w), vh8);
+    const __m512i x = _mm512_add_epi64(_mm512_loadu_si512(ww + w), vw8);
+    const __mmask8 in = _mm512_cmplt_epu64_mask(h, bh8) & _mm512_cmplt_epu64_mask(x, bw8);
+    const __m256 e =
+        _mm512_mask_i64gather_ps(_mm256_setzero_ps(), in, _mm512_loadu_si512(off + w), src, 4);
+    _mm256_storeu_ps(out + w, e);
+  }
+#elif defined(__AVX2__)
+  // AVX2 has no unsigned 64-bit compare: flip the sign bits and compare signed.
+  const __m256i flip = _mm256_set1_epi64x(INT64_MIN);
+  const __m256i vh4 = _mm256_set1_epi64x(vh), vw4 = _mm256_set1_epi64x(vw);
+  const __m256i bh4 = _mm256_xor_si256(_mm256_set1_epi64x(int64_t(bh)), flip);
+  const __m256i bw4 = _mm256_xor_si256(_mm256_set1_epi64x(int64_t(bw)), flip);
+  for (; w + 4 <= Width; w += 4) {
+    const __m256i h = _mm256_xor_si256(
+        _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hh + w)), vh4), flip);
+    const __m256i x = _mm256_xor_si256(
+        _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ww + w)), vw4), flip);
+    const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi64(bh4, h), _mm256_cmpgt_epi64(bw4, x));
+    // The 64-bit lane masks, narrowed to the 32-bit lanes of the result.
+    const __m128 mask = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
+        _mm256_castsi256_ps(in), _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+    const __m128 e = _mm256_mask_i64gather_ps(
+        _mm_setzero_ps(), src, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(off + w)), mask,
+        4);
+    _mm_storeu_ps(out + w, e);
+  }
+#endif
+  for (; w < Width; ++w) {
+    const bool in =
+        (static_cast<uint64_t>(hh[w] + vh) < bh) & (static_cast<uint64_t>(ww[w] + vw) < bw);
+    out[w] = in ? src[off[w]] : 0.0f;
+  }
+}
+
+// Columns of a window panel handled at once (their coordinates live on the stack).
+inline constexpr int kWindowChunk = 256;
+}  // namespace cpu
+
+template <int Width>
+void WindowOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const {
+  static_assert(cpu::kWindowChunk % Width == 0, "chunks hold whole strips");
+  constexpr int kStrips = cpu::kWindowChunk / Width;
+  const uint64_t bh = static_cast<uint64_t>(bound_h), bw = static_cast<uint64_t>(bound_w);
+  const bool linear = step_h == 1 && step_w == 1;
+  for (int64_t c0 = 0; c0 < wn; c0 += cpu::kWindowChunk) {
+    const int64_t cn = cpu::min64(cpu::kWindowChunk, wn - c0);
+    const int strips = int(cpu::div_up(cn, Width));
+    float* const chunk = dst + (c0 / Width) * Width * dn;
+    // Per column: with a linear view, off = off + h * row + w (positions add up, so the depth's
+    // part adds on); otherwise the plain coordinates for element().
+    WindowCoord u[cpu::kWindowChunk];
+    int64_t off[cpu::kWindowChunk], hh[cpu::kWindowChunk], ww[cpu::kWindowChunk];
+    cpu::WindowDigits wd(wide, w0 + c0);
+    for (int w = 0; w < cn; ++w, wd.next(wide)) {
+      u[w] = coord(wide, wd.o, wd.a, wd.b);
+      off[w] = u[w].off + u[w].h * row + u[w].w;
+      hh[w] = u[w].h;
+      ww[w] = u[w].w;
+    }
+    for (int w = int(cn); w < strips * Width; ++w) {
+      off[w] = 0;
+      hh[w] = INT64_MIN / 4;  // never in range
+      ww[w] = 0;
+    }
+    // A strip whose elements are consecutive in memory (a stretch of a row, or of several rows
+    // when the output is as wide as the input) takes (masked) vector loads instead of gathers,
+    // and plain copies at depths where the whole strip is inside the input.
+    bool consecutive[kStrips];
+    int64_t h_lo[kStrips], h_hi[kStrips], w_lo[kStrips], w_hi[kStrips];
+    for (int t = 0; t < strips; ++t) {
+      const int f = t * Width;
+      bool run = f + Width <= cn;
+      h_lo[t] = h_hi[t] = hh[f];
+      w_lo[t] = w_hi[t] = ww[f];
+      for (int w = f + 1; w < f + Width && w < cn; ++w) {
+        run = run && off[w] == off[f] + (w - f);
+        h_lo[t] = hh[w] < h_lo[t] ? hh[w] : h_lo[t];
+        h_hi[t] = hh[w] > h_hi[t] ? hh[w] : h_hi[t];
+        w_lo[t] = ww[w] < w_lo[t] ? ww[w] : w_lo[t];
+        w_hi[t] = ww[w] > w_hi[t] ? ww[w] : w_hi[t];
+      }
+      consecutive[t] = run;
+    }
+    cpu::WindowDigits dd(depth, d0);
+    if (!linear) {  // the gather view of a strided convolution
+      for (int64_t d = 0; d < dn; ++d, dd.next(depth)) {
+        const WindowCoord v = coord(depth, dd.o, dd.a, dd.b);
+        for (int t = 0; t < strips; ++t) {
+          float* out = chunk + t * Width * dn + d * Width;
+          for (int w = 0; w < Width; ++w) {
+            out[w] = t * Width + w < cn ? element(u[t * Width + w], v) : 0.0f;
+          }
+        }
+      }
+      continue;
+    }
+    // Per 8 columns: the range of their positions, for the transposing path below.
+    int64_t g_hlo[cpu::kWindowChunk / 8], g_hhi[cpu::kWindowChunk / 8];
+    int64_t g_wlo[cpu::kWindowChunk / 8], g_whi[cpu::kWindowChunk / 8];
+    if (Width % 8 == 0) {
+      for (int g = 0; g < strips * Width / 8; ++g) {
+        g_hlo[g] = g_wlo[g] = INT64_MAX;
+        g_hhi[g] = g_whi[g] = INT64_MIN;
+        for (int w = g * 8; w < g * 8 + 8; ++w) {
+          g_hlo[g] = hh[w] < g_hlo[g] ? hh[w] : g_hlo[g];
+          g_hhi[g] = hh[w] > g_hhi[g] ? hh[w] : g_hhi[g];
+          g_wlo[g] = ww[w] < g_wlo[g] ? ww[w] : g_wlo[g];
+          g_whi[g] = ww[w] > g_whi[g] ? ww[w] : g_whi[g];
+        }
+      }
+    }
+    // Depths 8 at a time: their coordinates, and whether their offsets are consecutive (a
+    // stretch of output positions of one image: the im2col^T of backward-weights, whose
+    // columns are scattered but whose depths run along rows).
+    for (int64_t d = 0; d < dn; d += 8) {
+      const int bn = int(cpu::min64(8, dn - d));
+      int64_t voff[8], vh[8], vw[8];
+      for (int i = 0; i < bn; ++i, dd.next(depth)) {
+        const WindowCoord v = coord(depth, dd.o, dd.a, dd.b);
+        voff[i] = v.off + v.h * row + v.w;
+        vh[i] = v.h;
+        vw[i] = v.w;
+      }
+      bool depth_run = bn == 8;
+      int64_t vh_lo = vh[0], vh_hi = vh[0], vw_lo = vw[0], vw_hi = vw[0];
+      for (int i = 1; i < bn; ++i) {
+        depth_run = depth_run && voff[i] == voff[0] + i;
+        vh_lo = vh[i] < vh_lo ? vh[i] : vh_lo;
+        vh_hi = vh[i] > vh_hi ? vh[i] : vh_hi;
+        vw_lo = vw[i] < vw_lo ? vw[i] : vw_lo;
+        vw_hi = vw[i] > vw_hi ? vw[i] : vw_hi;
+      }
+      for (int t = 0; t < strips; ++t) {
+        float* const strip = chunk + t * Width * dn;
+        const int64_t* so = off + t * Width;
+        const int64_t* sh = hh + t * Width;
+        const int64_t* sw = ww + t * Width;
+        if (consecutive[t]) {
+          for (int i = 0; i < bn; ++i) {
+            float* __restrict out = strip + (d + i) * Width;
+            const float* __restrict run = p + voff[i] + so[0];
+            if (h_lo[t] + vh[i] >= 0 && h_hi[t] + vh[i] < bound_h && w_lo[t] + vw[i] >= 0 &&
+                w_hi[t] + vw[i] < bound_w) {
+              for (int w = 0; w < Width; ++w) out[w] = run[w];
+            } else {
+              for (int w = 0; w < Width; ++w) {
+                const bool in = (static_cast<uint64_t>(sh[w] + vh[i]) < bh) &
+                                (static_cast<uint64_t>(sw[w] + vw[i]) < bw);
+                out[w] = in ? run[w] : 0.0f;
+              }
+            }
+          }
+          continue;
+        }
+        if (depth_run && Width % 8 == 0) {
+          for (int g = 0; g < Width / 8; ++g) {
+            const int gi = t * Width / 8 + g;
+            float* const out = strip + d * Width + g * 8;
+            const float* rows[8];
+            if (g_hlo[gi] + vh_lo >= 0 && g_hhi[gi] + vh_hi < bound_h && g_wlo[gi] + vw_lo >= 0 &&
+                g_whi[gi] + vw_hi < bound_w) {
+              for (int w = 0; w < 8; ++w) rows[w] = p + so[g * 8 + w] + voff[0];
+              cpu::transpose8x8(rows, out, Width);
+              continue;
+            }
+            float block[8][8];
+            for (int w = 0; w < 8; ++w) {
+              const float* run = p + so[g * 8 + w] + voff[0];
+              const int64_t h = sh[g * 8 + w], x = sw[g * 8 + w];
+              for (int i = 0; i < 8; ++i) {
+                const bool in = (static_cast<uint64_t>(h + vh[i]) < bh) &
+                                (static_cast<uint64_t>(x + vw[i]) < bw);
+                block[w][i] = in ? run[i] : 0.0f;
+              }
+              rows[w] = block[w];
+            }
+            cpu::transpose8x8(rows, out, Width);
+          }
+          continue;
+        }
+        for (int i = 0; i < bn; ++i) {
+          cpu::gather_strip<Width>(strip + (d + i) * Width, p + voff[i], so, sh, sw, vh[i], vw[i],
+                                   bh, bw);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace porta_ops

@@ -1,0 +1,230 @@
+// The parameters of the GEMM-engine kernels (gemm_f32 and the three conv2d_*_f32 kernels) and
+// how the host picks their tiles. Plain C++17 with no dialect in it: the host side (gemm.cpp,
+// conv.cpp) includes it as well as the kernels (gemm.cpp, conv.cpp under kernels/), so that both
+// agree on the layout of the argument structs, which the launch copies bytewise.
+#pragma once
+
+#include <stdint.h>
+
+namespace porta_ops {
+
+// Which of the engine's two paths a launch takes (kernels/gemm_engine.h).
+enum : int32_t {
+  // The target's own path: on the CPU the packed, register-blocked one (group = 1 work-item,
+  // shared memory = the packed panels); on a GPU the tiled one.
+  kGemmPathNative = 0,
+  // The portable tiled path on any target (groups of kTiledItems x kTiledItems work-items, no
+  // dynamic shared memory). The CPU runs it too, which is how it is tested without a GPU.
+  kGemmPathTiled = 1,
+};
+
+// The tiled path: a group computes a kTiledM x kTiledN tile of C, kTiledK deep at a time, as
+// kTiledItems x kTiledItems work-items with a kTiledPerItem x kTiledPerItem register block each.
+inline constexpr int32_t kTiledM = 64;
+inline constexpr int32_t kTiledN = 64;
+inline constexpr int32_t kTiledK = 16;
+inline constexpr int32_t kTiledItems = 16;
+inline constexpr int32_t kTiledPerItem = kTiledM / kTiledItems;
+
+// Multiples the host keeps the CPU path's sizes to, so that every ISA build's micro-tile
+// (kernels/gemm_engine.h: MR rows by NR columns, NR in {8, 16, 32}) divides the group's columns.
+inline constexpr int32_t kCpuColumnMultiple = 32;
+inline constexpr int32_t kCpuRowMultiple = 8;
+
+// How one launch cuts C: groups are numbered (see run_gemm in gemm_engine.h) with the row tile
+// fastest, then the column tile, then the depth split, then the batch entry.
+struct GemmTiles {
+  int32_t tile_m;   // rows of C per group
+  int32_t tile_n;   // columns of C per group
+  int32_t tile_k;   // CPU: depth of one block of packed panels
+  int32_t block_m;  // CPU: rows of A packed at once (<= tile_m)
+  int64_t tiles_m;  // row tiles: ceil(m / tile_m)
+  int64_t tiles_n;  // column tiles: ceil(n / tile_n)
+  int32_t path;     // kGemmPath*
+  // Split-K: with splits > 1, split s sums depths [s * split_depth, (s + 1) * split_depth) into
+  // partials[(entry * splits + s) * m * n + i * n + j], and the op's _reduce kernel then adds
+  // the splits up in order (deterministic) and applies alpha and beta.
+  int32_t splits;
+  int64_t split_depth;
+  float* partials;
+};
+
+static_assert(sizeof(GemmTiles) == 56, "GemmTiles is copied bytewise between host and kernels");
+
+// Work-items per group of the _reduce kernels, one output element each.
+inline constexpr int32_t kReduceItems = 256;
+
+// gemm_f32's one parameter: C = alpha * op(A) op(B) + beta * C per batch entry, as porta_gemm.
+struct GemmArgs {
+  const float* a;
+  const float* b;
+  float* c;
+  int64_t m, n, k;
+  int64_t lda, ldb, ldc;
+  int64_t stride_a, stride_b, stride_c;
+  int64_t batch;
+  float alpha, beta;
+  int32_t trans_a, trans_b;
+  GemmTiles tiles;
+};
+
+// The geometry of a 2-D convolution (NCHW), the first parameter of the conv2d_*_f32 kernels.
+struct ConvArgs {
+  int64_t batch, channels, height, width;    // N, C, H, W of x
+  int64_t out_channels, kernel_h, kernel_w;  // K, R, S of w
+  int64_t out_h, out_w;                      // P, Q of y
+  int64_t pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w;
+  GemmTiles tiles;
+};
+
+// What the host knows of the device when it plans a launch.
+struct GemmTarget {
+  bool host;             // the CPU backend: the packed path
+  int64_t threads;       // compute units: threads on the CPU, SMs / CUs on a GPU
+  int64_t shared_bytes;  // shared memory a group may use
+};
+
+// A launch of the engine: the tiles, and the grid, group and shared memory that go with them;
+// with split-K, the partials the host must provide and the launch of the _reduce kernel.
+struct GemmPlan {
+  GemmTiles tiles;
+  uint32_t grid[3];
+  uint32_t group[2];
+  uint32_t shared_bytes;
+  int64_t partial_floats;  // 0 without split-K
+  uint32_t reduce_grid[3];
+};
+
+namespace plan_detail {
+inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return div_up(a, b) * b; }
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// Spreads `groups` group numbers over x, then y, then z, each at most 65535 (the portable limit of
+// y and z, and what keeps x within every backend's range too). Returns false if they don't fit.
+inline bool flat_grid(int64_t groups, uint32_t grid[3]) {
+  constexpr int64_t kMax = 65535;
+  const int64_t x = min64(groups, kMax);
+  const int64_t rest = div_up(groups, x);
+  const int64_t y = min64(rest, kMax);
+  const int64_t z = div_up(rest, y);
+  if (z > kMax) return false;
+  grid[0] = static_cast<uint32_t>(x);
+  grid[1] = static_cast<uint32_t>(y);
+  grid[2] = static_cast<uint32_t>(z);
+  return true;
+}
+
+// Depth splits that bring `groups` groups up to about `want`, each at least min_depth deep, at
+// most max_splits, and within max_floats of partial products (m * n * batch per split). On the
+// CPU the total is also rounded to a multiple of the threads when that is cheap, since a few
+// large groups balance badly.
+inline int64_t choose_splits(int64_t groups, int64_t want, int64_t k, int64_t min_depth,
+                             int64_t max_splits, int64_t per_split_floats, int64_t max_floats,
+                             int64_t threads) {
+  if (groups >= want || k < 2 * min_depth) return 1;
+  int64_t splits = min64(min64(div_up(want, groups), k / min_depth), max_splits);
+  if (threads > 1) {
+    for (int64_t s = splits; s <= min64(k / min_depth, 2 * splits); ++s) {
+      if (groups * s % threads == 0) {
+        splits = s;
+        break;
+      }
+    }
+  }
+  splits = min64(splits, max64(1, max_floats / max64(1, per_split_floats)));
+  return max64(1, splits);
+}
+}  // namespace plan_detail
+
+// Tiles, grid, group and shared memory for an m x n x k GEMM over `batch` entries.
+//
+// CPU: a group is one work-item that computes a tile_m x tile_n tile of C, k in blocks of tile_k:
+// per block it packs tile_k x tile_n of B once, then for each block_m rows of its tile packs
+// block_m x tile_k of A and runs the micro-kernel over the pair. Both packed blocks are the
+// group's shared memory, so (block_m + tile_n) * tile_k floats fit the device's limit (256 KiB),
+// and with the C tile they stay in a core's L2. Large tiles pack each element of A and B fewer
+// times (A once per column tile, B once per row tile). The grid still needs several groups per
+// thread: a deep product with few tiles splits k first (split-K, a fixed-order reduction after),
+// then tiles shrink (columns first, to 64, then rows) until there are about 4 per thread; they
+// are evened out so that the last row or column tile is not a sliver.
+//
+// GPU (and the tiled path anywhere): kTiledM x kTiledN tiles, kTiledItems^2 work-items, and
+// split-K up to about 2 groups per compute unit when the tiles alone are fewer than the units
+// (conv backward-weights: a small dw, a deep N*P*Q).
+// Returns false when the grid would not fit (more than 2^48 groups).
+inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const GemmTarget& target,
+                      int32_t path, GemmPlan* out) {
+  using namespace plan_detail;
+  GemmPlan plan{};
+  GemmTiles& t = plan.tiles;
+  t.path = target.host ? path : kGemmPathTiled;
+  const int64_t threads = max64(1, target.threads);
+  const int64_t want = 4 * threads;
+  const int64_t per_split = m * n * batch;  // partial products per split
+  int64_t splits = 1;
+  if (t.path == kGemmPathTiled) {
+    constexpr int64_t kMinSplitDepth = 256, kMaxSplits = 64;
+    constexpr int64_t kMaxPartialFloats = int64_t{64} << 20;  // 256 MiB
+    t.tile_m = kTiledM;
+    t.tile_n = kTiledN;
+    t.tile_k = kTiledK;
+    t.block_m = kTiledM;
+    const int64_t tiles = div_up(m, kTiledM) * div_up(n, kTiledN) * batch;
+    // A GPU splits only when the tiles cannot even give each compute unit one group.
+    const int64_t tiled_want = target.host ? want : tiles < threads ? 2 * threads : 0;
+    splits = choose_splits(tiles, tiled_want, k, kMinSplitDepth, kMaxSplits, per_split,
+                           kMaxPartialFloats, target.host ? threads : 1);
+    plan.group[0] = plan.group[1] = kTiledItems;
+    plan.shared_bytes = 0;
+  } else {
+    constexpr int64_t kMaxTileN = 256, kMinTileN = 64, kMaxBlockM = 96, kMaxTileM = 384;
+    constexpr int64_t kMaxTileK = 256, kMinSplitDepth = 512, kMaxSplits = 16;
+    constexpr int64_t kMaxPartialFloats = int64_t{16} << 20;  // 64 MiB
+    const int64_t rows = round_up(m, kCpuRowMultiple), cols = round_up(n, kCpuColumnMultiple);
+    int64_t tile_n = min64(cols, kMaxTileN);
+    int64_t tile_m = min64(rows, kMaxTileM);
+    auto tiles = [&] { return div_up(m, tile_m) * div_up(n, tile_n) * batch; };
+    splits = choose_splits(tiles(), want, k, kMinSplitDepth, kMaxSplits, per_split,
+                           kMaxPartialFloats, threads);
+    while (tiles() * splits < want && tile_n > kMinTileN) tile_n -= kCpuColumnMultiple;
+    while (tiles() * splits < want && tile_m > kCpuRowMultiple) tile_m -= kCpuRowMultiple;
+    // Even out: the same number of tiles, as equal as the multiples allow.
+    tile_n = round_up(div_up(n, div_up(n, tile_n)), kCpuColumnMultiple);
+    tile_m = round_up(div_up(m, div_up(m, tile_m)), kCpuRowMultiple);
+    // A blocks of at most kMaxBlockM rows, evened out over the tile's rows.
+    const int64_t block_m = round_up(div_up(tile_m, div_up(tile_m, kMaxBlockM)), kCpuRowMultiple);
+    const int64_t depth = div_up(k, splits);
+    int64_t tile_k = min64(depth, kMaxTileK);
+    const int64_t per_depth = (block_m + tile_n) * static_cast<int64_t>(sizeof(float));
+    if (tile_k * per_depth > target.shared_bytes)
+      tile_k = max64(1, target.shared_bytes / per_depth);
+    // An even split of the depth into blocks, so the last is not a sliver either.
+    tile_k = div_up(depth, div_up(depth, tile_k));
+    t.tile_m = static_cast<int32_t>(tile_m);
+    t.tile_n = static_cast<int32_t>(tile_n);
+    t.tile_k = static_cast<int32_t>(tile_k);
+    t.block_m = static_cast<int32_t>(block_m);
+    plan.group[0] = plan.group[1] = 1;
+    plan.shared_bytes = static_cast<uint32_t>(tile_k * per_depth);
+  }
+  t.tiles_m = div_up(m, t.tile_m);
+  t.tiles_n = div_up(n, t.tile_n);
+  // Whole tile_k blocks per split where that loses nothing; then drop splits left empty.
+  t.split_depth = div_up(k, splits);
+  if (splits > 1) t.split_depth = round_up(t.split_depth, t.tile_k);
+  t.splits = static_cast<int32_t>(div_up(k, t.split_depth));
+  t.partials = nullptr;
+  plan.partial_floats = t.splits > 1 ? per_split * t.splits : 0;
+  int64_t groups;
+  if (__builtin_mul_overflow(t.tiles_m, t.tiles_n, &groups) ||
+      __builtin_mul_overflow(groups, batch * t.splits, &groups) || !flat_grid(groups, plan.grid) ||
+      !flat_grid(div_up(per_split, kReduceItems), plan.reduce_grid)) {
+    return false;
+  }
+  *out = plan;
+  return true;
+}
+
+}  // namespace porta_ops
