@@ -193,10 +193,10 @@ uint16_t poison_value<uint16_t>() {
 }
 
 template <class T>
-DeviceArray<T>::DeviceArray(const Env& env, size_t count, size_t guard)
-    : count_(count), guard_(guard), mirror_(count + guard, poison_value<T>()) {
+DeviceArray<T>::DeviceArray(const Env& env, size_t count, size_t guard, size_t lead)
+    : count_(count), guard_(guard), lead_(lead), mirror_(lead + count + guard, poison_value<T>()) {
   void* ptr = nullptr;
-  PT_REQUIRE_OK(porta_memory_alloc(env.device(), (count + guard) * sizeof(T), &ptr));
+  PT_REQUIRE_OK(porta_memory_alloc(env.device(), mirror_.size() * sizeof(T), &ptr));
   ptr_ = static_cast<T*>(ptr);
   write_mirror();
 }
@@ -208,14 +208,15 @@ DeviceArray<T>::~DeviceArray() {
 
 template <class T>
 void DeviceArray<T>::write_mirror() {
-  if (!mirror_.empty())
+  if (!mirror_.empty()) {
     PT_REQUIRE_OK(porta_memcpy(ptr_, mirror_.data(), mirror_.size() * sizeof(T)));
+  }
 }
 
 template <class T>
 void DeviceArray<T>::upload(const std::vector<T>& values) {
   REQUIRE(values.size() == count_);
-  std::copy(values.begin(), values.end(), mirror_.begin());
+  std::copy(values.begin(), values.end(), mirror_.begin() + static_cast<ptrdiff_t>(lead_));
   write_mirror();
 }
 
@@ -228,13 +229,13 @@ void DeviceArray<T>::poison() {
 template <class T>
 std::vector<T> DeviceArray<T>::download() const {
   std::vector<T> out(count_);
-  if (count_) PT_REQUIRE_OK(porta_memcpy(out.data(), ptr_, count_ * sizeof(T)));
+  if (count_) PT_REQUIRE_OK(porta_memcpy(out.data(), get(), count_ * sizeof(T)));
   return out;
 }
 
 template <class T>
 std::vector<T> DeviceArray<T>::download_all() const {
-  std::vector<T> out(count_ + guard_);
+  std::vector<T> out(mirror_.size());
   if (!out.empty()) PT_REQUIRE_OK(porta_memcpy(out.data(), ptr_, out.size() * sizeof(T)));
   return out;
 }
@@ -242,25 +243,28 @@ std::vector<T> DeviceArray<T>::download_all() const {
 namespace {
 template <class T>
 void check_same(const std::string& name, const std::vector<T>& got, const std::vector<T>& expected,
-                size_t from, size_t count) {
+                size_t from, size_t count, size_t origin) {
   size_t changed = 0, first = 0;
   for (size_t i = from; i < from + count; ++i) {
     if (std::memcmp(&got[i], &expected[i], sizeof(T)) != 0 && changed++ == 0) first = i;
   }
-  INFO(name << ": " << changed << " of elements [" << from << ", " << from + count
-            << ") changed; the first at " << first);
+  INFO(name << ": " << changed << " of " << count << " elements changed; the first at index "
+            << static_cast<int64_t>(first) - static_cast<int64_t>(origin)
+            << " (relative to the data's start)");
   CHECK(changed == 0);
 }
 }  // namespace
 
 template <class T>
 void DeviceArray<T>::check_guard(const std::string& name) const {
-  check_same(name + " (guard after the end)", download_all(), mirror_, count_, guard_);
+  const std::vector<T> all = download_all();
+  check_same(name + " (guard before the start)", all, mirror_, 0, lead_, lead_);
+  check_same(name + " (guard after the end)", all, mirror_, lead_ + count_, guard_, lead_);
 }
 
 template <class T>
 void DeviceArray<T>::check_unchanged(const std::string& name) const {
-  check_same(name, download_all(), mirror_, 0, count_ + guard_);
+  check_same(name, download_all(), mirror_, 0, mirror_.size(), lead_);
 }
 
 template class DeviceArray<float>;

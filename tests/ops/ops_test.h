@@ -102,38 +102,45 @@ float poison_float();
 template <class T>
 T poison_value();
 
-// count elements of T in device memory, followed by `guard` more; everything starts poisoned.
-// The host keeps a mirror of what it last wrote, so the test can check that nothing an op must
-// not touch (inputs, guards, gaps) changed.
+// count elements of T in device memory, after `lead` and before `guard` more; everything starts
+// poisoned. The lead zone catches writes before the start; a lead that is not a multiple of 64
+// elements also misaligns the data (see kMisaligned). The host keeps a mirror of what it last
+// wrote, so the test can check that nothing an op must not touch (inputs, guards, gaps) changed.
 template <class T>
 class DeviceArray {
  public:
-  DeviceArray(const Env& env, size_t count, size_t guard = kGuard);
+  DeviceArray(const Env& env, size_t count, size_t guard = kGuard, size_t lead = kGuard);
   ~DeviceArray();
   DeviceArray(const DeviceArray&) = delete;
   DeviceArray& operator=(const DeviceArray&) = delete;
 
-  T* get() const { return ptr_; }
+  T* get() const { return ptr_ + lead_; }
   size_t size() const { return count_; }
-  // Writes the count elements (the guard stays poisoned).
+  // Writes the count elements (the guards stay poisoned).
   void upload(const std::vector<T>& values);
   // Poisons all elements.
   void poison();
-  // The count elements / everything, guard included. The caller synchronises first.
+  // The count elements. The caller synchronises first.
   std::vector<T> download() const;
-  std::vector<T> download_all() const;
-  // What the host last wrote (count + guard elements).
-  const std::vector<T>& mirror() const { return mirror_; }
-  // CHECKs that the guard is intact / that everything equals the mirror, bit for bit.
+  // CHECKs that the guards are intact / that everything equals what the host last wrote, bit for
+  // bit.
   void check_guard(const std::string& name) const;
   void check_unchanged(const std::string& name) const;
 
  private:
+  std::vector<T> download_all() const;
   void write_mirror();
-  T* ptr_ = nullptr;
-  size_t count_, guard_;
-  std::vector<T> mirror_;
+  T* ptr_ = nullptr;  // the allocation
+  size_t count_, guard_, lead_;
+  std::vector<T> mirror_;  // lead + count + guard elements
 };
+
+// The lead of the i-th array of a call: kGuard (256-byte aligned), or, misaligned, 1 to 3
+// elements more, so that the arrays of one call sit at different offsets from any vector
+// boundary. Kernels must not assume more alignment than an element's.
+inline size_t lead_for(bool misaligned, int i) {
+  return misaligned ? kGuard + 1 + static_cast<size_t>(i % 3) : kGuard;
+}
 
 using Floats = DeviceArray<float>;
 using Labels = DeviceArray<int32_t>;

@@ -51,9 +51,9 @@ std::string describe(const porta_conv2d_desc_t& d) {
 // except UNSUPPORTED for 16-bit inputs; either way it must have written nothing. Returns the
 // first status that was not SUCCESS.
 porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
-                        porta_dtype_t dtype = PORTA_DTYPE_F32) {
+                        porta_dtype_t dtype = PORTA_DTYPE_F32, bool misaligned = false) {
   const porta_conv2d_desc_t d = desc_of(c, dtype);
-  INFO("conv " << describe(d) << ", seed " << seed);
+  INFO("conv " << describe(d) << (misaligned ? ", misaligned" : "") << ", seed " << seed);
   const ops_ref::ConvShape shape = ops_ref::conv_shape(d);
   int64_t p = 0, q = 0;
   PT_CHECK_OK(porta_conv2d_output_size(&d, &p, &q));
@@ -72,9 +72,11 @@ porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
 
   // Inputs in the dtype; outputs fp32, poisoned.
   const bool f32 = dtype == PORTA_DTYPE_F32;
-  Floats fx(env, f32 ? x.size() : 0), fw(env, f32 ? w.size() : 0), fdy(env, f32 ? dy.size() : 0);
-  DeviceArray<uint16_t> hx(env, f32 ? 0 : x.size()), hw(env, f32 ? 0 : w.size()),
-      hdy(env, f32 ? 0 : dy.size());
+  const auto lead = [&](int i) { return lead_for(misaligned, i); };
+  Floats fx(env, f32 ? x.size() : 0, kGuard, lead(0)), fw(env, f32 ? w.size() : 0, kGuard, lead(1)),
+      fdy(env, f32 ? dy.size() : 0, kGuard, lead(2));
+  DeviceArray<uint16_t> hx(env, f32 ? 0 : x.size(), kGuard, lead(0)),
+      hw(env, f32 ? 0 : w.size(), kGuard, lead(1)), hdy(env, f32 ? 0 : dy.size(), kGuard, lead(2));
   const void *px, *pw, *pdy;
   if (f32) {
     fx.upload(x), fw.upload(w), fdy.upload(dy);
@@ -83,7 +85,8 @@ porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
     hx.upload(encode(dtype, x)), hw.upload(encode(dtype, w)), hdy.upload(encode(dtype, dy_in));
     px = hx.get(), pw = hw.get(), pdy = hdy.get();
   }
-  Floats y(env, shape.y_count), dx(env, shape.x_count), dw(env, shape.w_count);
+  Floats y(env, shape.y_count, kGuard, lead(1)), dx(env, shape.x_count, kGuard, lead(2)),
+      dw(env, shape.w_count, kGuard, lead(0));
 
   const std::vector<int64_t> x_dims{d.batch, d.in_channels, d.in_height, d.in_width};
   const std::vector<int64_t> w_dims{d.out_channels, d.in_channels, d.kernel_height, d.kernel_width};
@@ -189,6 +192,18 @@ TEST_CASE("conv2d: 1x1 and 7x7 kernels", "[conv]") {
   };
   uint64_t index = 0;
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
+TEST_CASE("conv2d: tensors at any 4-byte offset", "[conv]") {
+  Env env;
+  const ConvCase cases[] = {
+      {2, 3, 7, 9, 5, 3, 3, 1, 1},
+      {2, 4, 13, 11, 6, 3, 3, 1, 1, 2, 2},
+      {3, 33, 7, 5, 17, 1, 1},
+      {2, 16, 14, 14, 16, 3, 3, 1, 1},
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_conv(env, c, seed_for(index++), PORTA_DTYPE_F32, true);
 }
 
 TEST_CASE("conv2d: DeepBench training layers, scaled down", "[conv][deepbench]") {

@@ -119,13 +119,14 @@ const int64_t kCounts[] = {1, 7, 33, 129, 1000, 65537, (1 << 20) + 3};
 
 // ReLU forward and backward over x, out of place or in place, checked exactly.
 void run_relu(const Env& env, const std::vector<float>& x, const std::vector<float>& dy,
-              bool in_place) {
+              bool in_place, bool misaligned = false) {
+  const auto lead = [&](int i) { return lead_for(misaligned, i); };
   const int64_t count = static_cast<int64_t>(x.size());
   std::vector<double> y_ref(x.size()), dx_ref(x.size());
   ops_ref::relu_forward(count, widen(x).data(), y_ref.data());
   ops_ref::relu_backward(count, widen(x).data(), widen(dy).data(), dx_ref.data());
 
-  Floats dx_in(env, x.size()), y(env, in_place ? 0 : x.size());
+  Floats dx_in(env, x.size(), kGuard, lead(0)), y(env, in_place ? 0 : x.size(), kGuard, lead(1));
   dx_in.upload(x);
   float* out = in_place ? dx_in.get() : y.get();
   PT_CHECK_OK(porta_relu_forward(env.stream(), count, dx_in.get(), out));
@@ -135,7 +136,8 @@ void run_relu(const Env& env, const std::vector<float>& x, const std::vector<flo
   forward.check_guard("y");
   if (!in_place) dx_in.check_unchanged("x");
 
-  Floats xs(env, x.size()), ddy(env, x.size()), dx(env, in_place ? 0 : x.size());
+  Floats xs(env, x.size(), kGuard, lead(0)), ddy(env, x.size(), kGuard, lead(1)),
+      dx(env, in_place ? 0 : x.size(), kGuard, lead(2));
   xs.upload(x);
   ddy.upload(dy);
   out = in_place ? ddy.get() : dx.get();
@@ -160,6 +162,17 @@ TEST_CASE("relu: forward and backward, exact, out of place and in place", "[relu
       Rng rng(seed);
       run_relu(env, normal(rng, count), normal(rng, count), in_place);
     }
+  }
+}
+
+TEST_CASE("relu: arrays at any 4-byte offset", "[relu]") {
+  Env env;
+  uint64_t index = 0;
+  for (int64_t count : {7, 33, 1000, 65537}) {
+    const uint64_t seed = seed_for(index++);
+    INFO("relu count " << count << ", misaligned, seed " << seed);
+    Rng rng(seed);
+    run_relu(env, normal(rng, count), normal(rng, count), false, true);
   }
 }
 

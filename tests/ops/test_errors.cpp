@@ -45,14 +45,14 @@ bool has_second_device() { return porta_test::devices().size() >= 2; }
 
 // count floats of random data, exactly sized (no guard).
 std::unique_ptr<Floats> filled(const Env& env, Rng& rng, size_t count) {
-  auto array = std::make_unique<Floats>(env, count, 0);
+  auto array = std::make_unique<Floats>(env, count, 0, 0);
   array->upload(normal(rng, count));
   return array;
 }
 
 // count floats of poison, exactly sized: an output.
 std::unique_ptr<Floats> output(const Env& env, size_t count) {
-  return std::make_unique<Floats>(env, count, 0);
+  return std::make_unique<Floats>(env, count, 0, 0);
 }
 
 }  // namespace
@@ -478,7 +478,7 @@ TEST_CASE("errors: cross-entropy", "[errors][cross_entropy]") {
   auto loss = output(env, 1), dlogits = output(env, count), small_out = output(env, count - 1);
   auto small = filled(env, rng, count - 1);
   auto shared = output(env, count + 2);  // loss or labels inside dlogits / logits
-  Labels labels(env, rows, 0), small_labels(env, rows - 1, 0);
+  Labels labels(env, rows, 0, 0), small_labels(env, rows - 1, 0, 0);
   labels.upload({0, 5, 2, 3});
   small_labels.upload({0, 5, 2});
   const Untouched untouched(env, {{"logits", logits.get()},
@@ -850,7 +850,7 @@ TEST_CASE("errors: adam update", "[errors][optimizer]") {
   Rng rng(seed_for(0));
   const int64_t count = 10;
   auto w = filled(env, rng, count), g = filled(env, rng, count), m = filled(env, rng, count);
-  auto v = std::make_unique<Floats>(env, count, 0);
+  auto v = std::make_unique<Floats>(env, count, 0, 0);
   {
     std::vector<float> second = normal(rng, count);
     for (float& x : second) x *= x;

@@ -29,6 +29,7 @@ struct GemmCase {
   int64_t batch = 1;
   int64_t gap_a = 0, gap_b = 0, gap_c = 0;        // batch stride minus one matrix's span
   bool broadcast_a = false, broadcast_b = false;  // stride 0: one matrix for every batch
+  bool misaligned = false;  // A, B and C 4, 8 and 12 bytes past a 256-byte boundary
   float alpha = 1.0f, beta = 0.0f;
 };
 
@@ -38,7 +39,7 @@ std::string describe(const GemmCase& c) {
       << " m=" << c.m << " n=" << c.n << " k=" << c.k << " ld pads " << c.pad_a << "/" << c.pad_b
       << "/" << c.pad_c << " batch=" << c.batch << " gaps " << c.gap_a << "/" << c.gap_b << "/"
       << c.gap_c << (c.broadcast_a ? " A broadcast" : "") << (c.broadcast_b ? " B broadcast" : "")
-      << " alpha=" << c.alpha << " beta=" << c.beta;
+      << " alpha=" << c.alpha << " beta=" << c.beta << (c.misaligned ? " misaligned" : "");
   return out.str();
 }
 
@@ -104,11 +105,12 @@ porta_status_t run_gemm(const Env& env, const GemmCase& c, uint64_t seed,
   std::vector<float> c0 = c.beta != 0.0f ? operand(rng, sc, PORTA_DTYPE_F32)
                                          : std::vector<float>(sc.span, poison_float());
 
-  Floats dc(env, c0.size());
+  Floats dc(env, c0.size(), kGuard, lead_for(c.misaligned, 2));
   dc.upload(c0);
   porta_status_t status;
   if (dtype == PORTA_DTYPE_F32) {
-    Floats da(env, a.size()), db(env, b.size());
+    Floats da(env, a.size(), kGuard, lead_for(c.misaligned, 0)),
+        db(env, b.size(), kGuard, lead_for(c.misaligned, 1));
     da.upload(a);
     db.upload(b);
     status = porta_gemm(env.stream(), &desc, da.get(), db.get(), dc.get());
@@ -116,7 +118,8 @@ porta_status_t run_gemm(const Env& env, const GemmCase& c, uint64_t seed,
     da.check_unchanged("A");
     db.check_unchanged("B");
   } else {
-    DeviceArray<uint16_t> da(env, a.size()), db(env, b.size());
+    DeviceArray<uint16_t> da(env, a.size(), kGuard, lead_for(c.misaligned, 0)),
+        db(env, b.size(), kGuard, lead_for(c.misaligned, 1));
     da.upload(encode(dtype, a));
     db.upload(encode(dtype, b));
     status = porta_gemm(env.stream(), &desc, da.get(), db.get(), dc.get());
@@ -216,6 +219,23 @@ TEST_CASE("gemm: strided batches, with gaps and with a broadcast operand", "[gem
   GemmCase many;  // many small matrices
   many.m = 3, many.n = 5, many.k = 7, many.batch = 129, many.gap_c = 1;
   run_f32(env, many, seed_for(index++));
+}
+
+TEST_CASE("gemm: operands at any 4-byte offset", "[gemm]") {
+  Env env;
+  const int64_t shapes[][3] = {{33, 17, 65}, {7, 129, 31}, {64, 64, 64}};
+  uint64_t index = 0;
+  for (const auto& shape : shapes) {
+    for (const auto& [ta, tb] : kAllTransposes) {
+      GemmCase c;
+      c.trans_a = ta, c.trans_b = tb;
+      c.m = shape[0], c.n = shape[1], c.k = shape[2];
+      c.misaligned = true, c.beta = index % 2 ? 0.0f : 1.0f;
+      run_f32(env, c, seed_for(index++));
+      c.batch = 2, c.gap_a = 1, c.gap_c = 3;  // odd strides misalign the second batch again
+      run_f32(env, c, seed_for(index++));
+    }
+  }
 }
 
 TEST_CASE("gemm: beta = 0 never reads C even when it holds NaN, alpha = 0 scales C", "[gemm]") {

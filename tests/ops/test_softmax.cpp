@@ -108,7 +108,8 @@ const char* name_of(porta_softmax_mode_t mode) {
 struct Rows {
   int64_t rows, cols;
   double stddev = 1.0, mean = 0.0;
-  double masked = 0.0;  // the fraction of entries set to -infinity (never a whole row)
+  double masked = 0.0;      // the fraction of entries set to -infinity (never a whole row)
+  bool misaligned = false;  // every array 4 to 12 bytes past a 256-byte boundary
 };
 
 // Sets about `fraction` of the entries of each row to -infinity, except column `keep[r]`.
@@ -127,7 +128,9 @@ void run_softmax(const Env& env, porta_softmax_mode_t mode, const Rows& shape, b
   const int64_t rows = shape.rows, cols = shape.cols;
   INFO(name_of(mode) << " " << rows << "x" << cols << " data N(" << shape.mean << ", "
                      << shape.stddev << "^2), " << shape.masked << " masked"
-                     << (in_place ? ", in place" : "") << ", seed " << seed);
+                     << (shape.misaligned ? ", misaligned" : "") << (in_place ? ", in place" : "")
+                     << ", seed " << seed);
+  const auto lead = [&](int i) { return lead_for(shape.misaligned, i); };
   Rng rng(seed);
   const size_t count = static_cast<size_t>(rows * cols);
   std::vector<float> x = normal(rng, count, shape.stddev, shape.mean);
@@ -139,7 +142,7 @@ void run_softmax(const Env& env, porta_softmax_mode_t mode, const Rows& shape, b
   std::vector<double> ref(count);
   ops_ref::softmax_forward(mode, rows, cols, xd.data(), ref.data());
   {
-    Floats dx_in(env, count), dy_out(env, in_place ? 0 : count);
+    Floats dx_in(env, count, kGuard, lead(0)), dy_out(env, in_place ? 0 : count, kGuard, lead(1));
     dx_in.upload(x);
     float* out = in_place ? dx_in.get() : dy_out.get();
     PT_CHECK_OK(porta_softmax_forward(env.stream(), mode, rows, cols, dx_in.get(), out));
@@ -159,7 +162,8 @@ void run_softmax(const Env& env, porta_softmax_mode_t mode, const Rows& shape, b
   std::vector<double> dref(count);
   ops_ref::softmax_backward(mode, rows, cols, yd.data(), dyd.data(), dref.data());
   {
-    Floats dy_y(env, count), dy_in(env, count), dx_out(env, in_place ? 0 : count);
+    Floats dy_y(env, count, kGuard, lead(0)), dy_in(env, count, kGuard, lead(1)),
+        dx_out(env, in_place ? 0 : count, kGuard, lead(2));
     dy_y.upload(y);
     dy_in.upload(dy);
     float* out = in_place ? dy_in.get() : dx_out.get();
@@ -239,7 +243,8 @@ void cross_entropy_bounds(int64_t rows, int64_t cols, const std::vector<double>&
       const double p = std::exp(x[i] - s.max - s.log_sum);
       const double target = j == labels[r] ? 1.0 : 0.0;
       grad_scale[i] =
-          (p * softmax_factor(s, x[i], cols) + 4.0 * std::fabs(p - target)) / double(rows);
+          ((p > 0.0 ? p * softmax_factor(s, x[i], cols) : 0.0) + 4.0 * std::fabs(p - target)) /
+          double(rows);
     }
   }
   loss_scale /= double(rows);
@@ -249,12 +254,15 @@ void cross_entropy_bounds(int64_t rows, int64_t cols, const std::vector<double>&
 void run_cross_entropy(const Env& env, const Rows& shape, uint64_t seed) {
   const int64_t rows = shape.rows, cols = shape.cols;
   INFO("cross-entropy " << rows << "x" << cols << " logits N(" << shape.mean << ", " << shape.stddev
-                        << "^2), seed " << seed);
+                        << "^2), " << shape.masked << " masked"
+                        << (shape.misaligned ? ", misaligned" : "") << ", seed " << seed);
+  const auto lead = [&](int i) { return lead_for(shape.misaligned, i); };
   Rng rng(seed);
   const size_t count = static_cast<size_t>(rows * cols);
-  const std::vector<float> logits = normal(rng, count, shape.stddev, shape.mean);
+  std::vector<float> logits = normal(rng, count, shape.stddev, shape.mean);
   std::vector<int32_t> labels(static_cast<size_t>(rows));
   for (int32_t& label : labels) label = static_cast<int32_t>(rng.integer(0, cols - 1));
+  mask(rng, logits, cols, shape.masked, std::vector<int64_t>(labels.begin(), labels.end()));
   const std::vector<double> xd = widen(logits);
   std::vector<double> dref(count);
   const double loss_ref = ops_ref::cross_entropy(rows, cols, xd.data(), labels.data(), dref.data());
@@ -262,8 +270,9 @@ void run_cross_entropy(const Env& env, const Rows& shape, uint64_t seed) {
   std::vector<double> grad_scale;
   cross_entropy_bounds(rows, cols, xd, labels, loss_scale, grad_scale);
 
-  Floats dx(env, count), loss(env, 1), loss_only(env, 1), dlogits(env, count);
-  Labels dlabels(env, labels.size());
+  Floats dx(env, count, kGuard, lead(0)), loss(env, 1, kGuard, lead(1)),
+      loss_only(env, 1, kGuard, lead(2)), dlogits(env, count, kGuard, lead(2));
+  Labels dlabels(env, labels.size(), kGuard, lead(1));
   dx.upload(logits);
   dlabels.upload(labels);
   PT_CHECK_OK(porta_cross_entropy(env.stream(), rows, cols, dx.get(), dlabels.get(), loss.get(),
@@ -345,6 +354,17 @@ TEST_CASE("softmax, log-softmax and cross-entropy: masked (-infinity) entries", 
   uint64_t index = 0;
   for (const Rows& shape : {Rows{7, 33, 1.0, 0.0, 0.5}, Rows{3, 1000, 1.0, 0.0, 0.9},
                             Rows{33, 2, 1.0, 0.0, 0.5}, Rows{2, 4097, 3.0, 0.0, 0.3}}) {
+    run_softmax(env, PORTA_SOFTMAX, shape, false, seed_for(index++));
+    run_softmax(env, PORTA_LOG_SOFTMAX, shape, false, seed_for(index++));
+    run_cross_entropy(env, shape, seed_for(index++));
+  }
+}
+
+TEST_CASE("softmax, log-softmax and cross-entropy: arrays at any 4-byte offset", "[softmax]") {
+  Env env;
+  uint64_t index = 0;
+  for (Rows shape : {Rows{7, 33}, Rows{3, 1000}, Rows{33, 129}, Rows{2, 4097}}) {
+    shape.misaligned = true;
     run_softmax(env, PORTA_SOFTMAX, shape, false, seed_for(index++));
     run_softmax(env, PORTA_LOG_SOFTMAX, shape, false, seed_for(index++));
     run_cross_entropy(env, shape, seed_for(index++));
