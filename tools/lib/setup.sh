@@ -11,6 +11,7 @@ PORTA_DEB_PACKAGES=(
   cmake ninja-build g++ pkg-config
   catch2 libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libopenblas-dev libdnnl-dev libze-dev
+  libbenchmark-dev ocl-icd-opencl-dev
   python3
 )
 
