@@ -3,6 +3,7 @@
 #include <porta/porta_ops.h>
 
 #include <cmath>
+#include <cstring>
 #include <initializer_list>
 
 #include "runtime.h"
@@ -72,14 +73,25 @@ porta_status_t product(const OpCall& call, const char* what, std::initializer_li
   return PORTA_SUCCESS;
 }
 
+// An enum argument as the integer the caller passed: a C caller may pass any value, and loading
+// an out-of-range value through the C++ enum type is undefined, so it is only ever read as bytes.
+template <typename Enum>
+int32_t raw(const Enum& value) {
+  static_assert(sizeof(Enum) == sizeof(int32_t));
+  int32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits;
+}
+
 size_t dtype_size(porta_dtype_t dtype) { return dtype == PORTA_DTYPE_F32 ? 4 : 2; }
 
-porta_status_t known_dtype(const OpCall& call, porta_dtype_t dtype) {
-  if (dtype == PORTA_DTYPE_F32 || dtype == PORTA_DTYPE_F16 || dtype == PORTA_DTYPE_BF16) {
+porta_status_t known_dtype(const OpCall& call, const porta_dtype_t& dtype) {
+  const int32_t value = raw(dtype);
+  if (value == PORTA_DTYPE_F32 || value == PORTA_DTYPE_F16 || value == PORTA_DTYPE_BF16) {
     return PORTA_SUCCESS;
   }
   return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: dtype {} is not one of f32 (0), f16 (1), bf16 (2)",
-              call.function, static_cast<int>(dtype));
+              call.function, value);
 }
 
 // A buffer holding elements of element_size bytes: device memory of the stream's device, with
@@ -138,7 +150,7 @@ porta_status_t descriptor(const OpCall& call, const void* desc, size_t struct_si
 // the public API itself.
 template <typename Check, typename Slot, typename... Args>
 porta_status_t op(const char* function, porta_stream_t stream, Check&& check, Slot slot,
-                  Args... args) {
+                  const Args&... args) {  // by reference: nothing is read before it is checked
   OpCall call{function};
   porta_status_t status = with_runtime(function, [&](Runtime& runtime) -> porta_status_t {
     PORTA_CHECK(resolve(runtime, call, stream));
@@ -186,10 +198,10 @@ porta_status_t matrix_span(const OpCall& call, const char* name, int64_t rows, i
 porta_status_t check_gemm(Runtime& runtime, const OpCall& call, const porta_gemm_desc_t* d,
                           const void* a, const void* b, const float* c) {
   PORTA_CHECK(descriptor(call, d, d ? d->struct_size : 0, sizeof(porta_gemm_desc_t)));
-  for (auto [name, value] : {std::pair{"trans_a", d->trans_a}, std::pair{"trans_b", d->trans_b}}) {
+  for (auto [name, value] : {std::pair{"trans_a", raw(d->trans_a)}, {"trans_b", raw(d->trans_b)}}) {
     if (value != PORTA_NO_TRANSPOSE && value != PORTA_TRANSPOSE) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; accepted: 0 or 1", call.function,
-                  name, static_cast<int>(value));
+                  name, value);
     }
   }
   PORTA_CHECK(known_dtype(call, d->dtype));
@@ -314,11 +326,12 @@ porta_status_t pool_sizes(const OpCall& call, const porta_pool2d_desc_t* d, int6
   return product(call, "y", {d->batch, d->channels, p, q}, y);
 }
 
-porta_status_t softmax_mode(const OpCall& call, porta_softmax_mode_t mode) {
-  if (mode == PORTA_SOFTMAX || mode == PORTA_LOG_SOFTMAX) return PORTA_SUCCESS;
+porta_status_t softmax_mode(const OpCall& call, const porta_softmax_mode_t& mode) {
+  const int32_t value = raw(mode);
+  if (value == PORTA_SOFTMAX || value == PORTA_LOG_SOFTMAX) return PORTA_SUCCESS;
   return fail(PORTA_ERROR_INVALID_ARGUMENT,
               "{}: mode {} is not PORTA_SOFTMAX (0) or PORTA_LOG_SOFTMAX (1)", call.function,
-              static_cast<int>(mode));
+              value);
 }
 
 porta_status_t rows_cols(const OpCall& call, int64_t rows, int64_t cols, int64_t& count) {
