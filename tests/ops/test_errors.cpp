@@ -5,6 +5,9 @@
 // where that is not allowed, unknown enumerators, non-finite or out-of-range hyperparameters, and
 // a stale stream.
 //
+// Out-of-range enumerators are passed from C (bad_enums.c): only C can form them without undefined
+// behaviour.
+//
 // Each call must fail with exactly the documented status and a message that names the offending
 // argument (and, for a buffer that is too small, both sizes), and must leave every buffer as it
 // was: outputs stay poisoned, inputs unchanged. Buffers here have no guard zone, so that "one
@@ -14,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "bad_enums.h"
 #include "ops_test.h"
 
 using namespace ops_test;
@@ -94,16 +98,15 @@ TEST_CASE("errors: gemm", "[errors][gemm]") {
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm descriptor",
                      gemm(with([](auto& d) { d.struct_size = 0; }), a->get(), b->get(), c->get()));
   }
-  SECTION("enumerators") {
-    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm trans_a",
-                     gemm(with([](auto& d) { d.trans_a = porta_transpose_t(2); }), a->get(),
-                          b->get(), c->get()));
-    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm trans_b",
-                     gemm(with([](auto& d) { d.trans_b = porta_transpose_t(-1); }), a->get(),
-                          b->get(), c->get()));
-    PT_CHECK_REJECTS(
-        untouched, kInvalid, "porta_gemm dtype",
-        gemm(with([](auto& d) { d.dtype = porta_dtype_t(3); }), a->get(), b->get(), c->get()));
+  SECTION("enumerators (set from C, see bad_enums.c)") {
+    const auto bad = [&](int field, int value) {
+      return porta_test_gemm_bad_enum(env.stream(), &valid, field, value, a->get(), b->get(),
+                                      c->get());
+    };
+    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm trans_a", bad(PORTA_TEST_TRANS_A, 2));
+    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm trans_b", bad(PORTA_TEST_TRANS_B, -1));
+    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm dtype", bad(PORTA_TEST_DTYPE, 3));
+    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm dtype", bad(PORTA_TEST_DTYPE, 7));
   }
   SECTION("sizes") {
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm m",
@@ -243,22 +246,25 @@ TEST_CASE("errors: conv2d forward, backward-data, backward-weights, output size"
 
   SECTION("descriptors, for each pass") {
     const porta_conv2d_desc_t short_desc = with([](auto& d) { d.struct_size = sizeof d - 8; });
-    const porta_conv2d_desc_t bad_dtype = with([](auto& d) { d.dtype = porta_dtype_t(7); });
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_forward descriptor", forward(nullptr));
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_forward descriptor", forward(&short_desc));
-    PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_forward dtype", forward(&bad_dtype));
+    PT_CHECK_REJECTS(
+        untouched, kInvalid, "porta_conv2d_forward dtype",
+        porta_test_conv2d_bad_dtype(0, env.stream(), &valid, 7, x->get(), w->get(), y->get()));
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_backward_data descriptor",
                      backward_data(nullptr));
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_backward_data descriptor",
                      backward_data(&short_desc));
-    PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_backward_data dtype",
-                     backward_data(&bad_dtype));
+    PT_CHECK_REJECTS(
+        untouched, kInvalid, "porta_conv2d_backward_data dtype",
+        porta_test_conv2d_bad_dtype(1, env.stream(), &valid, 3, dy->get(), w->get(), dx->get()));
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_backward_weights descriptor",
                      backward_weights(nullptr));
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_backward_weights descriptor",
                      backward_weights(&short_desc));
-    PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_backward_weights dtype",
-                     backward_weights(&bad_dtype));
+    PT_CHECK_REJECTS(
+        untouched, kInvalid, "porta_conv2d_backward_weights dtype",
+        porta_test_conv2d_bad_dtype(2, env.stream(), &valid, -1, x->get(), dy->get(), dw->get()));
   }
   SECTION("sizes, zero and negative") {
     struct Field {
@@ -404,11 +410,13 @@ TEST_CASE("errors: softmax forward and backward", "[errors][softmax]") {
   const std::string f = fwd, b = bwd;
 
   SECTION("mode and sizes") {
-    for (porta_softmax_mode_t mode : {porta_softmax_mode_t(2), porta_softmax_mode_t(-1)}) {
-      PT_CHECK_REJECTS(untouched, kInvalid, f + " mode",
-                       porta_softmax_forward(s, mode, rows, cols, x->get(), y->get()));
-      PT_CHECK_REJECTS(untouched, kInvalid, b + " mode",
-                       porta_softmax_backward(s, mode, rows, cols, x->get(), dy->get(), dx->get()));
+    for (int mode : {2, -1}) {  // from C: see bad_enums.c
+      PT_CHECK_REJECTS(
+          untouched, kInvalid, f + " mode",
+          porta_test_softmax_bad_mode(0, s, mode, rows, cols, x->get(), nullptr, y->get()));
+      PT_CHECK_REJECTS(
+          untouched, kInvalid, b + " mode",
+          porta_test_softmax_bad_mode(1, s, mode, rows, cols, x->get(), dy->get(), dx->get()));
     }
     PT_CHECK_REJECTS(untouched, kInvalid, f + " rows",
                      porta_softmax_forward(s, PORTA_SOFTMAX, 0, cols, x->get(), y->get()));

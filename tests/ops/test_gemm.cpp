@@ -14,6 +14,7 @@
 // outside it for every k used here (at k = 129 the allowance is 1.5e-5 of the scale, and a term
 // is ~1/k = 8e-3 of it). An implementation that rounds inputs to TF32 or bf16 internally fails it,
 // as it should: porta_ops.h promises fp32 math.
+#include <cmath>
 #include <sstream>
 
 #include "ops_test.h"
@@ -127,8 +128,9 @@ porta_status_t run_gemm(const Env& env, const GemmCase& c, uint64_t seed,
   }
   if (status != PORTA_SUCCESS) {
     INFO("porta_gemm: " << porta_status_name(status) << ": " << porta_last_error_message());
-    if (dtype == PORTA_DTYPE_F32 || status != PORTA_ERROR_UNSUPPORTED)
+    if (dtype == PORTA_DTYPE_F32 || status != PORTA_ERROR_UNSUPPORTED) {
       FAIL_CHECK("porta_gemm failed");
+    }
     dc.check_unchanged("C");
     return status;
   }
