@@ -36,16 +36,21 @@ std::string kernel_library_base() {
   return (self.parent_path() / "portable_ops_kernels").string();
 }
 
+// The Porta calls here run without mutex held: libporta's shutdown holds its own lock while it
+// calls this plugin's shutdown, which takes mutex, so holding mutex across a Porta call would
+// order the two locks both ways.
 DeviceKernels& kernels_of(porta_stream_t stream) {
   const porta_device_t device = porta::stream::wrap(stream, false).device();
+  {
+    std::lock_guard lock(mutex);
+    if (auto it = devices.find(device); it != devices.end()) return *it->second;
+  }
+  auto loaded = std::make_unique<DeviceKernels>();
+  loaded->module = porta::module(device, kernel_library_base());
+  loaded->properties = porta::device_properties(device);
   std::lock_guard lock(mutex);
   std::unique_ptr<DeviceKernels>& slot = devices[device];
-  if (!slot) {
-    auto loaded = std::make_unique<DeviceKernels>();
-    loaded->module = porta::module(device, kernel_library_base());
-    loaded->properties = porta::device_properties(device);
-    slot = std::move(loaded);
-  }
+  if (!slot) slot = std::move(loaded);  // else another thread won; ours unloads on return
   return *slot;
 }
 
@@ -118,12 +123,13 @@ const porta_ops_interface_t kInterface = {
 
 porta::kernel kernel_for(porta_stream_t stream, const char* name) {
   DeviceKernels& device = kernels_of(stream);
-  std::lock_guard lock(mutex);
-  auto it = device.kernels.find(name);
-  if (it == device.kernels.end()) {
-    it = device.kernels.emplace(name, device.module.kernel(name)).first;
+  {
+    std::lock_guard lock(mutex);
+    if (auto it = device.kernels.find(name); it != device.kernels.end()) return it->second;
   }
-  return it->second;
+  porta::kernel found = device.module.kernel(name);  // libporta returns the same handle twice
+  std::lock_guard lock(mutex);
+  return device.kernels.emplace(name, found).first->second;
 }
 
 const porta_device_properties_t& properties_of(porta_stream_t stream) {
