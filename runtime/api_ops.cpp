@@ -340,6 +340,15 @@ porta_status_t rows_cols(const OpCall& call, int64_t rows, int64_t cols, int64_t
   return product(call, "rows x cols", {rows, cols}, count);
 }
 
+// A batch x channels x spatial tensor's element count, each size at least 1.
+porta_status_t channel_shape(const OpCall& call, const char* name, int64_t batch,
+                             int64_t channels, int64_t spatial, int64_t& count) {
+  PORTA_CHECK(positive(call, "batch", batch));
+  PORTA_CHECK(positive(call, "channels", channels));
+  PORTA_CHECK(positive(call, "spatial", spatial));
+  return product(call, name, {batch, channels, spatial}, count);
+}
+
 // Several same-sized fp32 tensors; the first `outputs` are written.
 porta_status_t tensors(Runtime& runtime, const OpCall& call, int64_t count,
                        std::initializer_list<std::pair<const char*, const float*>> inputs,
@@ -492,10 +501,7 @@ extern "C" PORTA_API porta_status_t porta_bias_add(porta_stream_t stream, int64_
       "porta_bias_add", stream,
       [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
         int64_t count;
-        PORTA_CHECK(positive(call, "batch", batch));
-        PORTA_CHECK(positive(call, "channels", channels));
-        PORTA_CHECK(positive(call, "spatial", spatial));
-        PORTA_CHECK(product(call, "x", {batch, channels, spatial}, count));
+        PORTA_CHECK(channel_shape(call, "x", batch, channels, spatial, count));
         PORTA_CHECK(buffer(runtime, call, "bias", bias, channels, 4));
         PORTA_CHECK(apart(call, "y", y, count * 4, "bias", bias, channels * 4, false));
         return tensors(runtime, call, count, {{"x", x}}, {{"y", y}}, true);
@@ -510,10 +516,7 @@ extern "C" PORTA_API porta_status_t porta_bias_backward(porta_stream_t stream, i
       "porta_bias_backward", stream,
       [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
         int64_t count;
-        PORTA_CHECK(positive(call, "batch", batch));
-        PORTA_CHECK(positive(call, "channels", channels));
-        PORTA_CHECK(positive(call, "spatial", spatial));
-        PORTA_CHECK(product(call, "dy", {batch, channels, spatial}, count));
+        PORTA_CHECK(channel_shape(call, "dy", batch, channels, spatial, count));
         PORTA_CHECK(buffer(runtime, call, "dy", dy, count, 4));
         PORTA_CHECK(buffer(runtime, call, "dbias", dbias, channels, 4));
         return apart(call, "dbias", dbias, channels * 4, "dy", dy, count * 4, false);
