@@ -117,6 +117,7 @@ const porta_ops_interface_t kInterface = {
     .max_pool2d_backward = max_pool2d_backward,
     .sgd_update = sgd_update,
     .adam_update = adam_update,
+    .convert = convert,
 };
 
 }  // namespace
