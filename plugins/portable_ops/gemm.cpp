@@ -42,6 +42,17 @@ porta_ops::GemmPlan plan_engine_launch(porta_stream_t stream, const char* op, in
   target.host = runs_on_host(stream);
   target.threads = props.compute_units > 0 ? props.compute_units : 1;
   target.shared_bytes = props.shared_memory_per_group;
+  // A GPU runs the tiled path: groups of kTiledItems x kTiledItems work-items, which the
+  // tensor-core variant also counts on (8 warps of 32).
+  constexpr int32_t kItems = porta_ops::kTiledItems;
+  if (!target.host && (props.max_work_group_size < kItems * kItems ||
+                       props.max_work_group_dims[0] < kItems ||
+                       props.max_work_group_dims[1] < kItems)) {
+    throw porta::error(PORTA_ERROR_UNSUPPORTED,
+                       std::string(op) + ": the device's work-groups are smaller than the " +
+                           std::to_string(kItems) + "x" + std::to_string(kItems) +
+                           " the GEMM engine needs");
+  }
   porta_ops::GemmPlan plan;
   if (!porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan)) {
     throw porta::error(PORTA_ERROR_UNSUPPORTED,
