@@ -185,32 +185,26 @@ typedef int32_t vint8 __attribute__((vector_size(32)));
 typedef uint16_t vhalf8 __attribute__((vector_size(16)));
 typedef uint32_t vuint8 __attribute__((vector_size(32)));
 
-// Eight consecutive elements as fp32: 16-bit ones are widened in vector registers (bf16 by a
-// shift; f16 by F16C where the level has it, else by half.h's branch-free formula, which GCC
-// vectorises).
-inline vfloat8 load8(const float* p) {
-  vfloat8 v;
+// Eight consecutive elements as fp32 into v: 16-bit ones are widened in vector registers (bf16
+// by a shift; f16 by F16C where the level has it, else by half.h's branch-free formula). v is an
+// output parameter because returning a 32-byte vector changes the ABI below AVX (-Wpsabi).
+__attribute__((always_inline)) inline void load8(const float* p, vfloat8& v) {
   __builtin_memcpy(&v, p, sizeof v);
-  return v;
 }
-inline vfloat8 load8(const bf16* p) {
+__attribute__((always_inline)) inline void load8(const bf16* p, vfloat8& v) {
   vhalf8 h;
   __builtin_memcpy(&h, p, sizeof h);
   const vuint8 u = __builtin_convertvector(h, vuint8) << 16;
-  vfloat8 v;
   __builtin_memcpy(&v, &u, sizeof v);
-  return v;
 }
-inline vfloat8 load8(const f16* p) {
+__attribute__((always_inline)) inline void load8(const f16* p, vfloat8& v) {
 #if defined(__F16C__)
-  const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  vfloat8 out;
-  __builtin_memcpy(&out, &v, sizeof out);
-  return out;
+  const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  __builtin_memcpy(&v, &x, sizeof v);
 #else
   float f[8];
   for (int i = 0; i < 8; ++i) f[i] = to_float(p[i]);
-  return load8(f);
+  load8(f, v);
 #endif
 }
 
@@ -219,7 +213,7 @@ inline vfloat8 load8(const f16* p) {
 template <class T>
 inline void transpose8x8(const T* const rows[8], float* dst, int64_t dst_stride) {
   vfloat8 r[8], t[8];
-  for (int w = 0; w < 8; ++w) r[w] = load8(rows[w]);
+  for (int w = 0; w < 8; ++w) load8(rows[w], r[w]);
   for (int w = 0; w < 8; w += 2) {
     t[w] = PORTA_GEMM_SHUFFLE(r[w], r[w + 1], 0, 8, 1, 9, 4, 12, 5, 13);
     t[w + 1] = PORTA_GEMM_SHUFFLE(r[w], r[w + 1], 2, 10, 3, 11, 6, 14, 7, 15);
