@@ -208,6 +208,21 @@ __attribute__((always_inline)) inline void load8(const f16* p, vfloat8& v) {
 #endif
 }
 
+// out[w] = src[w] as fp32 for w < Width: a plain (vectorised) copy for fp32, eight at a time
+// through load8 for 16-bit elements, which GCC does not vectorise on its own.
+template <int Width, class T>
+__attribute__((always_inline)) inline void widen(const T* __restrict src, float* __restrict out) {
+  int w = 0;
+  if constexpr (sizeof(T) != sizeof(float)) {
+    for (; w + 8 <= Width; w += 8) {
+      vfloat8 v;
+      load8(src + w, v);
+      __builtin_memcpy(out + w, &v, sizeof v);
+    }
+  }
+  for (; w < Width; ++w) out[w] = to_float(src[w]);
+}
+
 // dst[i * dst_stride + w] = rows[w][i] for an 8 x 8 block: an in-register transpose (the
 // unpack / shuffle / lane-swap network), whatever the vector width of the build.
 template <class T>
@@ -256,7 +271,7 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
         float* __restrict out = dst + t * Width * dn + d * Width;
         const int64_t n = cpu::min64(Width, wn - t * Width);
         if (n == Width) {
-          for (int w = 0; w < Width; ++w) out[w] = to_float(src[t * Width + w]);
+          cpu::widen<Width>(src + t * Width, out);
         } else {
           for (int w = 0; w < n; ++w) out[w] = to_float(src[t * Width + w]);
           for (int w = int(n); w < Width; ++w) out[w] = 0.0f;
@@ -377,10 +392,20 @@ inline void gather_strip(float* __restrict out, const T* src, const int64_t* off
   }
 #endif
   }
-  for (; w < Width; ++w) {
-    const bool in =
-        (static_cast<uint64_t>(hh[w] + vh) < bh) & (static_cast<uint64_t>(ww[w] + vw) < bw);
-    out[w] = in ? to_float(src[off[w]]) : 0.0f;
+  if constexpr (sizeof(T) == sizeof(float)) {
+    for (; w < Width; ++w) {
+      const bool in =
+          (static_cast<uint64_t>(hh[w] + vh) < bh) & (static_cast<uint64_t>(ww[w] + vw) < bw);
+      out[w] = in ? src[off[w]] : 0.0f;
+    }
+  } else {  // gathered as stored, then converted at once
+    T raw[Width];
+    for (int i = 0; i < Width; ++i) {
+      const bool in =
+          (static_cast<uint64_t>(hh[i] + vh) < bh) & (static_cast<uint64_t>(ww[i] + vw) < bw);
+      raw[i] = in ? src[off[i]] : T{};
+    }
+    widen<Width>(raw, out);
   }
 }
 
@@ -494,13 +519,16 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
             const T* __restrict run = p + voff[i] + so[0];
             if (h_lo[t] + vh[i] >= 0 && h_hi[t] + vh[i] < bound_h && w_lo[t] + vw[i] >= 0 &&
                 w_hi[t] + vw[i] < bound_w) {
-              for (int w = 0; w < Width; ++w) out[w] = to_float(run[w]);
+              cpu::widen<Width>(run, out);
             } else {
+              // Masked loads of the stored elements, then one conversion of the strip.
+              T raw[Width];
               for (int w = 0; w < Width; ++w) {
                 const bool in = (static_cast<uint64_t>(sh[w] + vh[i]) < bh) &
                                 (static_cast<uint64_t>(sw[w] + vw[i]) < bw);
-                out[w] = in ? to_float(run[w]) : 0.0f;
+                raw[w] = in ? run[w] : T{};
               }
+              cpu::widen<Width>(raw, out);
             }
           }
           continue;
