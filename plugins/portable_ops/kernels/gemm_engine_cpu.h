@@ -521,14 +521,21 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
                 w_hi[t] + vw[i] < bound_w) {
               cpu::widen<Width>(run, out);
             } else {
-              // Masked loads of the stored elements, then one conversion of the strip.
-              T raw[Width];
-              for (int w = 0; w < Width; ++w) {
-                const bool in = (static_cast<uint64_t>(sh[w] + vh[i]) < bh) &
-                                (static_cast<uint64_t>(sw[w] + vw[i]) < bw);
-                raw[w] = in ? run[w] : T{};
+              if constexpr (sizeof(T) == sizeof(float)) {
+                for (int w = 0; w < Width; ++w) {
+                  const bool in = (static_cast<uint64_t>(sh[w] + vh[i]) < bh) &
+                                  (static_cast<uint64_t>(sw[w] + vw[i]) < bw);
+                  out[w] = in ? run[w] : 0.0f;
+                }
+              } else {  // masked loads as stored, then one conversion of the strip
+                T raw[Width];
+                for (int w = 0; w < Width; ++w) {
+                  const bool in = (static_cast<uint64_t>(sh[w] + vh[i]) < bh) &
+                                  (static_cast<uint64_t>(sw[w] + vw[i]) < bw);
+                  raw[w] = in ? run[w] : T{};
+                }
+                cpu::widen<Width>(raw, out);
               }
-              cpu::widen<Width>(raw, out);
             }
           }
           continue;
