@@ -310,10 +310,16 @@ porta_status_t device_synchronize(porta_backend_context_t context, int32_t devic
 porta_status_t device_native_handle(porta_backend_context_t context, int32_t device,
                                     void** out_native) {
   return guarded("device_native_handle", [&] {
-    // CUdevice and hipDevice_t are the device's ordinal as an int, which is what
-    // cudaSetDevice/hipSetDevice take before calling a vendor library on it.
-    const device_t handle = backend_of(context).device(device).handle;
-    *out_native = reinterpret_cast<void*>(static_cast<intptr_t>(handle));
+    const Device& dev = backend_of(context).device(device);
+#if defined(PORTA_GPU_HIP)
+    // hipDevice_t is the device's ordinal, what hipSetDevice takes before a vendor library call
+    // (porta.h: it may be 0).
+    *out_native = reinterpret_cast<void*>(static_cast<intptr_t>(dev.handle));
+#else
+    // The retained primary context (porta.h): never NULL, cuCtxGetDevice gives the CUdevice, and
+    // it is the context the CUDA runtime, cuBLAS and cuDNN use for that device.
+    *out_native = static_cast<void*>(dev.context);
+#endif
     return PORTA_SUCCESS;
   });
 }
