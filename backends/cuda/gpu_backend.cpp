@@ -647,6 +647,24 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
   });
 }
 
+porta_status_t stream_launch_host_func(porta_backend_context_t context, void* stream,
+                                      porta_host_fn_t fn, void* user_data) {
+  return guarded("stream_launch_host_func", [&] {
+    Backend& b = backend_of(context);
+    const Driver& d = b.driver();
+    Stream& s = stream_of(stream);
+    if (!d.launch_host_func) {
+      fail(PORTA_ERROR_UNSUPPORTED, std::string(kBackendName) + ": " + d.library_name() +
+                                        " has no host-function launch (it predates it)");
+    }
+    b.make_current(s.device);
+    // The driver runs fn on a thread of its own, in stream order; porta_host_fn_t and the
+    // driver's host-function type are both void (*)(void*).
+    d.check(d.launch_host_func(s.stream, fn, user_data), "host function launch");
+    return PORTA_SUCCESS;
+  });
+}
+
 porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t device,
                                     const char** out_suffixes) {
   return guarded("code_object_suffixes", [&] {
@@ -687,6 +705,7 @@ const porta_backend_interface_t kInterface = {
     .kernel_get = kernel_get,
     .kernel_launch = kernel_launch,
     .code_object_suffixes = code_object_suffixes,
+    .stream_launch_host_func = stream_launch_host_func,
 };
 
 constexpr bool fits(size_t struct_size, size_t field_end) { return struct_size >= field_end; }
