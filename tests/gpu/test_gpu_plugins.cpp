@@ -148,8 +148,8 @@ TEST_CASE("gpu plugin: code objects are checked before the driver reads them") {
     return PORTA_SUCCESS;
   };
   // Every truncation is refused: the driver, given no size, would read past the end.
-  for (size_t size : {size_t{1}, size_t{4}, size_t{16}, size_t{63}, image.size() / 2,
-                      image.size() - 1}) {
+  for (size_t size :
+       {size_t{1}, size_t{4}, size_t{16}, size_t{63}, image.size() / 2, image.size() - 1}) {
     INFO("truncated to " << size << " bytes");
     CHECK(refused(image.data(), size) == PORTA_ERROR_INVALID_ARGUMENT);
   }
