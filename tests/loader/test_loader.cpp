@@ -10,7 +10,9 @@
 #include <porta/porta_plugin.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstddef>
 #include <filesystem>
 #include <optional>
 
@@ -468,6 +470,50 @@ TEST_CASE("loader: after shutdown every old handle is stale", "[loader]") {
   porta_kernel_t new_kernel = new_module.kernel("noop");
   PT_CHECK_OK(porta_kernel_launch(new_kernel, &config, nullptr, new_stream.get()));
   PT_CHECK_OK(porta_stream_synchronize(new_stream.get()));
+}
+
+TEST_CASE("loader: report rows carry versions and op lists, within the caller's struct_size",
+          "[loader]") {
+  Fresh fresh;
+  const porta_init_options_t o = options("cpu");
+  PT_REQUIRE_OK(porta_init(&o));
+  const porta_plugin_report_t cpu = row_of("cpu");
+  CHECK(std::string(cpu.version).find("porta-cpu") == 0);
+  CHECK(std::string(cpu.ops).empty());  // a backend implements no ops
+
+  size_t count = 0;
+  PT_REQUIRE_OK(porta_loader_report_count(&count));
+  bool portable_seen = false;
+  for (size_t i = 0; i < count; ++i) {
+    porta_plugin_report_t row;
+    std::memset(&row, 0, sizeof(row));
+    row.struct_size = sizeof(row);
+    PT_REQUIRE_OK(porta_loader_report_get(i, &row));
+    if (std::string(row.name) != "portable" || row.outcome != PORTA_PLUGIN_LOADED) continue;
+    portable_seen = true;
+    // The portable plugin implements every op.
+    CHECK(std::string(row.ops) ==
+          "gemm,conv2d_forward,conv2d_backward_data,conv2d_backward_weights,softmax_forward,"
+          "softmax_backward,cross_entropy,bias_add,bias_backward,relu_forward,relu_backward,"
+          "max_pool2d_forward,max_pool2d_backward,sgd_update,adam_update");
+
+    // A caller built against the first release passes a shorter struct: nothing past it is
+    // written.
+    constexpr size_t kFirstSize =
+        offsetof(porta_plugin_report_t, kind) + sizeof(porta_plugin_report_t::kind);
+    porta_plugin_report_t old;
+    std::memset(&old, 0x5A, sizeof(old));
+    old.struct_size = kFirstSize;
+    PT_REQUIRE_OK(porta_loader_report_get(i, &old));
+    CHECK(std::string(old.name) == "portable");
+    CHECK(old.kind == PORTA_PLUGIN_KIND_OPS);
+    const auto* tail = reinterpret_cast<const unsigned char*>(&old) + kFirstSize;
+    CHECK(std::all_of(tail, tail + (sizeof(old) - kFirstSize),
+                      [](unsigned char byte) { return byte == 0x5A; }));
+    old.struct_size = kFirstSize - 1;
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_loader_report_get(i, &old));
+  }
+  CHECK(portable_seen);
 }
 
 int main(int argc, char** argv) {
