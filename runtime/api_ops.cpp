@@ -161,18 +161,26 @@ porta_status_t op(const char* function, porta_stream_t stream, Check&& check, Sl
     return check(runtime, call);
   });
   if (status != PORTA_SUCCESS) return status;
-  auto implementation = call.ops->interface.*slot;
+  // An op the vendor plugin leaves out runs on the portable plugin (see porta_ops.h).
+  const OpsPlugin* plugin = call.ops;
+  auto implementation = plugin->interface.*slot;
+  if (!implementation && call.device->fallback_ops) {
+    plugin = call.device->fallback_ops;
+    implementation = plugin->interface.*slot;
+  }
   if (!implementation) {
-    return fail(PORTA_ERROR_UNSUPPORTED, "{}: the {} op plugin does not implement it", function,
-                call.ops->name);
+    return fail(PORTA_ERROR_UNSUPPORTED, "{}: the {} op plugin does not implement it{}{}",
+                function, call.ops->name,
+                call.device->fallback_missing.empty() ? "" : ", and no fallback: ",
+                call.device->fallback_missing);
   }
   return guarded(function, [&]() -> porta_status_t {
     take_plugin_message();
-    status = implementation(call.ops->context, call.stream, args...);
+    status = implementation(plugin->context, call.stream, args...);
     if (status < 0) {
       std::string detail = take_plugin_message();
       fail(status, "{}", detail.empty() ? fmt::format("{}: {} op plugin: {}", function,
-                                                      call.ops->name, porta_status_name(status))
+                                                      plugin->name, porta_status_name(status))
                                         : detail);
     }
     return status;

@@ -16,7 +16,9 @@
  *
  * Implementations are op plugins, chosen with PORTA_OPS: "portable" (default: kernels written
  * once in porta_kernel.h's dialect and compiled for every backend) or "vendor" (the vendor
- * libraries: oneDNN/OpenBLAS, cuBLAS/cuDNN, rocBLAS/MIOpen).
+ * libraries: oneDNN/OpenBLAS, cuBLAS/cuDNN, rocBLAS/MIOpen). An op that the vendor plugin does
+ * not implement runs on the portable plugin, so a whole model runs with PORTA_OPS=vendor; the
+ * loader report's ops field (porta_plugin_report_t) lists what each plugin implements.
  *
  * Outputs may not overlap inputs unless an op says so. All math accumulates in fp32.
  */
