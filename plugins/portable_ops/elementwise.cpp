@@ -90,8 +90,7 @@ porta_status_t convert(void*, porta_stream_t stream, int64_t count, porta_dtype_
       if (dst != src) porta::check(porta_memcpy_async(dst, src, bytes, stream));
       return;
     }
-    const std::string name =
-        std::string("convert_") + kNames[src_dtype] + "_" + kNames[dst_dtype];
+    const std::string name = std::string("convert_") + kNames[src_dtype] + "_" + kNames[dst_dtype];
     launch_elementwise(stream, name.c_str(), count, src, dst);
   });
 }

@@ -1,6 +1,6 @@
 // Host side of GEMM: the launch plan (kernels/gemm_params.h) for the stream's device, and the
-// launch of gemm_<dtype>. The plan is shared with the convolutions (conv.cpp), which run on the same
-// engine.
+// launch of gemm_<dtype>. The plan is shared with the convolutions (conv.cpp), which run on the
+// same engine.
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -45,9 +45,9 @@ porta_ops::GemmPlan plan_engine_launch(porta_stream_t stream, const char* op, in
   // A GPU runs the tiled path: groups of kTiledItems x kTiledItems work-items, which the
   // tensor-core variant also counts on (8 warps of 32).
   constexpr int32_t kItems = porta_ops::kTiledItems;
-  if (!target.host && (props.max_work_group_size < kItems * kItems ||
-                       props.max_work_group_dims[0] < kItems ||
-                       props.max_work_group_dims[1] < kItems)) {
+  if (!target.host &&
+      (props.max_work_group_size < kItems * kItems || props.max_work_group_dims[0] < kItems ||
+       props.max_work_group_dims[1] < kItems)) {
     throw porta::error(PORTA_ERROR_UNSUPPORTED,
                        std::string(op) + ": the device's work-groups are smaller than the " +
                            std::to_string(kItems) + "x" + std::to_string(kItems) +

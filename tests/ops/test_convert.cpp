@@ -88,8 +88,9 @@ bool is_nan(porta_dtype_t t, uint32_t v) {
   return (v & 0x7FFFu) > 0x7F80u;
 }
 bool is_quiet(porta_dtype_t t, uint32_t v) {
-  return t == PORTA_DTYPE_F32 ? (v & 0x00400000u) : t == PORTA_DTYPE_F16 ? (v & 0x0200u)
-                                                                          : (v & 0x0040u);
+  return t == PORTA_DTYPE_F32   ? (v & 0x00400000u)
+         : t == PORTA_DTYPE_F16 ? (v & 0x0200u)
+                                : (v & 0x0040u);
 }
 uint32_t sign_of(porta_dtype_t t, uint32_t v) { return t == PORTA_DTYPE_F32 ? v >> 31 : v >> 15; }
 
@@ -175,18 +176,17 @@ std::vector<uint32_t> all_16_bit() {
 // both 16-bit formats, and random patterns.
 std::vector<uint32_t> f32_cases(uint64_t seed) {
   std::vector<uint32_t> out;
-  const float specials[] = {0.0f,       -0.0f,        INFINITY,         -INFINITY,
-                            65504.0f,   65519.996f,   65520.0f,         -65520.0f,
-                            65536.0f,   1e10f,        3.4028235e38f,    -3.4028235e38f,
-                            0x1p-14f,   0x1p-24f,     0x1p-25f,         0x1.8p-24f,
-                            0x1.000002p-25f, 0x1p-26f, 0x1.4p-24f,      0x1.cp-24f,
-                            0x1p-126f,  0x1p-149f,    0x1.fffffcp-127f, 0x1p-133f,
-                            1.0f,       -1.0f,        0x1.002p0f,       0x1.006p0f,
-                            0x1.01p0f,  0x1.03p0f,    0x1.fep127f,      0x1.ffp127f};
+  const float specials[] = {
+      0.0f,        -0.0f,      INFINITY,   -INFINITY,  65504.0f,         65519.996f,
+      65520.0f,    -65520.0f,  65536.0f,   1e10f,      3.4028235e38f,    -3.4028235e38f,
+      0x1p-14f,    0x1p-24f,   0x1p-25f,   0x1.8p-24f, 0x1.000002p-25f,  0x1p-26f,
+      0x1.4p-24f,  0x1.cp-24f, 0x1p-126f,  0x1p-149f,  0x1.fffffcp-127f, 0x1p-133f,
+      1.0f,        -1.0f,      0x1.002p0f, 0x1.006p0f, 0x1.01p0f,        0x1.03p0f,
+      0x1.fep127f, 0x1.ffp127f};
   for (float s : specials) out.push_back(bits(s));
   // NaNs: quiet and signalling, both signs, payloads that only the low bits carry.
-  for (uint32_t nan : {0x7FC00000u, 0xFFC00000u, 0x7F800001u, 0xFF800001u, 0x7FBFFFFFu,
-                       0x7FC0DEADu, 0x7F802000u, 0xFFA00000u}) {
+  for (uint32_t nan : {0x7FC00000u, 0xFFC00000u, 0x7F800001u, 0xFF800001u, 0x7FBFFFFFu, 0x7FC0DEADu,
+                       0x7F802000u, 0xFFA00000u}) {
     out.push_back(nan);
   }
   // Around every f16 rounding boundary and every bf16 one, at each exponent: the exact tie
@@ -258,7 +258,8 @@ TEST_CASE("convert: in place between the 16-bit dtypes", "[convert]") {
   const std::vector<uint32_t> all = all_16_bit();
   DeviceArray<uint16_t> data(env, all.size());
   data.upload(std::vector<uint16_t>(all.begin(), all.end()));
-  PT_CHECK_OK(porta_convert(env.stream(), int64_t(all.size()), kF16, data.get(), kBF16, data.get()));
+  PT_CHECK_OK(
+      porta_convert(env.stream(), int64_t(all.size()), kF16, data.get(), kBF16, data.get()));
   env.sync();
   const std::vector<uint16_t> got = data.download();
   size_t wrong = 0;
@@ -280,7 +281,9 @@ TEST_CASE("errors: convert", "[errors][convert]") {
   f32.upload(normal(rng, count));
   const Untouched untouched(env, {{"f32", &f32}, {"shared", &shared}});
   const auto convert = [&](int64_t n, porta_dtype_t from, const void* src, porta_dtype_t to,
-                           void* dst) { return porta_convert(env.stream(), n, from, src, to, dst); };
+                           void* dst) {
+    return porta_convert(env.stream(), n, from, src, to, dst);
+  };
   constexpr porta_status_t kInvalid = PORTA_ERROR_INVALID_ARGUMENT;
   PT_CHECK_REJECTS(untouched, kInvalid, "porta_convert count",
                    convert(0, kF32, f32.get(), kF16, h16.get()));

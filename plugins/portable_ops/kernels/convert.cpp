@@ -10,9 +10,8 @@ template <class From, class To>
 PORTA_DEVICE void convert(int64_t count, const void* src, void* dst) {
   const From* in = static_cast<const From*>(src);
   To* out = static_cast<To*>(dst);
-  porta_ops::for_each_index(count, [&](int64_t i) {
-    out[i] = porta_ops::from_float<To>(porta_ops::to_float(in[i]));
-  });
+  porta_ops::for_each_index(
+      count, [&](int64_t i) { out[i] = porta_ops::from_float<To>(porta_ops::to_float(in[i])); });
 }
 
 }  // namespace

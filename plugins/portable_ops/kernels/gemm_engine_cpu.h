@@ -124,8 +124,8 @@ inline void store_tile(const MicroTile& t, const OutputView& c, int64_t i, int64
 // The micro-kernel over every (A strip, B strip) pair of a packed block of block_rows x cols,
 // added into C at (i, j). Not a template and not inlined: one copy serves every operand type,
 // which keeps the kernel library's compile time from growing with each dtype.
-__attribute__((noinline)) inline void multiply_packed(const float* pa, const float* pb,
-                                                      int64_t kb, int64_t block_rows, int64_t cols,
+__attribute__((noinline)) inline void multiply_packed(const float* pa, const float* pb, int64_t kb,
+                                                      int64_t block_rows, int64_t cols,
                                                       const OutputView& c, int64_t i, int64_t j,
                                                       bool first) {
   const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
@@ -352,44 +352,46 @@ struct WindowDigits {
 // out[w] = src[off[w]] where (h[w] + vh, w[w] + vw) lies in [0, bh) x [0, bw), else 0, for
 // w < Width. GCC does not vectorise this (a masked gather) itself, so the AVX-512 and AVX2 builds
 // spell out the gathers; masked-off lanes are never read.
-// The gathers are fp32 only (x86 has no 16-bit gather); 16-bit elements take the scalar loop.
+// The gathers are fp32 only (x86 has no 16-bit gather): 16-bit elements are loaded by a plain
+// loop as stored, then widened together.
 template <int Width, class T>
-inline void gather_strip(float* __restrict out, const T* src, const int64_t* off,
-                         const int64_t* hh, const int64_t* ww, int64_t vh, int64_t vw, uint64_t bh,
-                         uint64_t bw) {
+inline void gather_strip(float* __restrict out, const T* src, const int64_t* off, const int64_t* hh,
+                         const int64_t* ww, int64_t vh, int64_t vw, uint64_t bh, uint64_t bw) {
   int w = 0;
   if constexpr (sizeof(T) == sizeof(float)) {
 #if defined(__AVX512F__)
-  const __m512i vh8 = _mm512_set1_epi64(vh), vw8 = _mm512_set1_epi64(vw);
-  const __m512i bh8 = _mm512_set1_epi64(int64_t(bh)), bw8 = _mm512_set1_epi64(int64_t(bw));
-  for (; w + 8 <= Width; w += 8) {
-    const __m512i h = _mm512_add_epi64(_mm512_loadu_si512(hh + w), vh8);
-    const __m512i x = _mm512_add_epi64(_mm512_loadu_si512(ww + w), vw8);
-    const __mmask8 in = _mm512_cmplt_epu64_mask(h, bh8) & _mm512_cmplt_epu64_mask(x, bw8);
-    const __m256 e =
-        _mm512_mask_i64gather_ps(_mm256_setzero_ps(), in, _mm512_loadu_si512(off + w), src, 4);
-    _mm256_storeu_ps(out + w, e);
-  }
+    const __m512i vh8 = _mm512_set1_epi64(vh), vw8 = _mm512_set1_epi64(vw);
+    const __m512i bh8 = _mm512_set1_epi64(int64_t(bh)), bw8 = _mm512_set1_epi64(int64_t(bw));
+    for (; w + 8 <= Width; w += 8) {
+      const __m512i h = _mm512_add_epi64(_mm512_loadu_si512(hh + w), vh8);
+      const __m512i x = _mm512_add_epi64(_mm512_loadu_si512(ww + w), vw8);
+      const __mmask8 in = _mm512_cmplt_epu64_mask(h, bh8) & _mm512_cmplt_epu64_mask(x, bw8);
+      const __m256 e =
+          _mm512_mask_i64gather_ps(_mm256_setzero_ps(), in, _mm512_loadu_si512(off + w), src, 4);
+      _mm256_storeu_ps(out + w, e);
+    }
 #elif defined(__AVX2__)
-  // AVX2 has no unsigned 64-bit compare: flip the sign bits and compare signed.
-  const __m256i flip = _mm256_set1_epi64x(INT64_MIN);
-  const __m256i vh4 = _mm256_set1_epi64x(vh), vw4 = _mm256_set1_epi64x(vw);
-  const __m256i bh4 = _mm256_xor_si256(_mm256_set1_epi64x(int64_t(bh)), flip);
-  const __m256i bw4 = _mm256_xor_si256(_mm256_set1_epi64x(int64_t(bw)), flip);
-  for (; w + 4 <= Width; w += 4) {
-    const __m256i h = _mm256_xor_si256(
-        _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hh + w)), vh4), flip);
-    const __m256i x = _mm256_xor_si256(
-        _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ww + w)), vw4), flip);
-    const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi64(bh4, h), _mm256_cmpgt_epi64(bw4, x));
-    // The 64-bit lane masks, narrowed to the 32-bit lanes of the result.
-    const __m128 mask = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
-        _mm256_castsi256_ps(in), _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
-    const __m128 e = _mm256_mask_i64gather_ps(
-        _mm_setzero_ps(), src, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(off + w)), mask,
-        4);
-    _mm_storeu_ps(out + w, e);
-  }
+    // AVX2 has no unsigned 64-bit compare: flip the sign bits and compare signed.
+    const __m256i flip = _mm256_set1_epi64x(INT64_MIN);
+    const __m256i vh4 = _mm256_set1_epi64x(vh), vw4 = _mm256_set1_epi64x(vw);
+    const __m256i bh4 = _mm256_xor_si256(_mm256_set1_epi64x(int64_t(bh)), flip);
+    const __m256i bw4 = _mm256_xor_si256(_mm256_set1_epi64x(int64_t(bw)), flip);
+    for (; w + 4 <= Width; w += 4) {
+      const __m256i h = _mm256_xor_si256(
+          _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hh + w)), vh4),
+          flip);
+      const __m256i x = _mm256_xor_si256(
+          _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ww + w)), vw4),
+          flip);
+      const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi64(bh4, h), _mm256_cmpgt_epi64(bw4, x));
+      // The 64-bit lane masks, narrowed to the 32-bit lanes of the result.
+      const __m128 mask = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
+          _mm256_castsi256_ps(in), _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+      const __m128 e = _mm256_mask_i64gather_ps(
+          _mm_setzero_ps(), src, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(off + w)),
+          mask, 4);
+      _mm_storeu_ps(out + w, e);
+    }
 #endif
   }
   if constexpr (sizeof(T) == sizeof(float)) {
