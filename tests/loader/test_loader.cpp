@@ -578,3 +578,23 @@ int main(int argc, char** argv) {
   for (const char* variable : kVariables) unsetenv(variable);
   return Catch::Session().run(argc, argv);
 }
+
+#ifdef PORTA_TEST_PORTABLE_OPS
+TEST_CASE("loader: the portable op plugin without its kernel library says which file it lacks",
+          "[loader]") {
+  // The plugin alone in a directory searched first: libporta loads it, but it serves no backend,
+  // and every op says why instead of failing at its first launch.
+  Fresh fresh;
+  TempDir dir;
+  std::filesystem::copy_file(PORTA_TEST_PORTABLE_OPS, dir.path() + "/libporta_ops_portable.so");
+  const porta_init_options_t o = options("cpu", dir.path().c_str());
+  PT_REQUIRE_OK(porta_init(&o));
+  const CallResult result = call_on_fresh_thread(
+      [] { return porta_relu_forward(nullptr, 1, nullptr, nullptr); });
+  CHECK(result.status == PORTA_ERROR_UNAVAILABLE);
+  INFO(result.message);
+  CHECK(contains(result.message, "not built for the cpu backend"));
+  CHECK(contains(result.message, dir.path() + "/portable_ops_kernels.cpu"));
+  PT_REQUIRE_OK(porta_shutdown());
+}
+#endif
