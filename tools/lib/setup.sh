@@ -12,6 +12,7 @@ PORTA_DEB_PACKAGES=(
   catch2 libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libopenblas-dev libdnnl-dev libze-dev
   libbenchmark-dev ocl-icd-opencl-dev
+  zlib1g-dev dataset-fashion-mnist
   python3
 )
 
