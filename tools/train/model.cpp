@@ -136,6 +136,13 @@ std::vector<Tensor> Model::parameters(const porta::stream& s) const {
   return out;
 }
 
+std::vector<Tensor> Model::gradients(const porta::stream& s) const {
+  s.synchronize();
+  std::vector<Tensor> out;
+  for (const auto& p : params_) out.push_back({p->name, p->shape, p->grad.to_vector()});
+  return out;
+}
+
 void Model::load(const std::vector<Tensor>& tensors, const porta::stream& s) {
   const auto expected = layout();
   if (tensors.size() != expected.size()) {

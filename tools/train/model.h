@@ -68,6 +68,9 @@ class Model {
   // that of their mean.
   void update(const porta::stream& s, const UpdateSettings& settings, int64_t step);
 
+  // The gradient buffers (what update() would apply), by parameter name. Waits for `s`.
+  std::vector<Tensor> gradients(const porta::stream& s) const;
+
   // Device logits of the last forward (rows x 10).
   const float* logits() const { return logits_.data(); }
   porta_device_t device() const { return device_; }
