@@ -163,3 +163,24 @@ TEST_CASE("cli: a checkpoint from the portable ops evaluates the same with the v
   for (size_t i = 0; i < a.size(); ++i) differ += a[i] != b[i];
   CHECK(differ == 0);
 }
+
+// Mixed precision: bf16 operands, fp32 master weights and accumulation, still learns. Skipped,
+// with the reason, where the operator set in use has no bf16 GEMM, convolution or conversion.
+TEST_CASE("cli: --precision bf16 trains to an accuracy close to fp32's", "[cli][bf16]") {
+  Data data;
+  const Run bf16 = run_porta_train(
+      {"--data", data.path(), "--epochs", "2", "--batch", "32", "--precision", "bf16"}, kCpu);
+  if (bf16.status == 3) {
+    CHECK_THAT(bf16.err, Contains("not supported by this build's operator set"));
+    skip("bf16 is not available: " + bf16.err);
+    return;
+  }
+  REQUIRE(bf16.status == 0);
+  const Run f32 = run_porta_train({"--data", data.path(), "--epochs", "2", "--batch", "32"}, kCpu);
+  REQUIRE(f32.status == 0);
+  const json a = last_line(bf16.out), b = last_line(f32.out);
+  CHECK(a.at("precision") == "bf16");
+  CHECK(a.at("test_accuracy").get<double>() > 0.8);
+  CHECK(a.at("test_accuracy").get<double>() > b.at("test_accuracy").get<double>() - 0.05);
+  CHECK(a.at("train_loss").get<double>() < 1.5 * b.at("train_loss").get<double>() + 0.05);
+}

@@ -3,8 +3,8 @@
 // Checkpoints (CHECKPOINT.md) move between backends and op implementations.
 //
 // Exit status: 0 on success; 1 when training or evaluation fails (bad data, a bad checkpoint, an
-// op error); 2 for bad usage; 3 when the backend or the op implementation asked for is not
-// available on this machine (the message says why).
+// op error); 2 for bad usage; 3 when the backend, the op implementation or an operator-set
+// feature asked for (--precision bf16) is not available here (the message says why).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <porta/porta.hpp>
@@ -242,8 +242,8 @@ int main(int argc, char** argv) {
   app.footer(
       "Prints one JSON line on stdout: backend, device, epochs, test_accuracy, train_loss, "
       "epoch_seconds, images_per_second (and test_loss, precision, train_images, test_images).\n"
-      "Exit status: 0 success, 1 failure, 2 bad usage, 3 backend or op implementation not "
-      "available here.");
+      "Exit status: 0 success, 1 failure, 2 bad usage, 3 backend, op implementation or "
+      "--precision bf16 not available here.");
   try {
     app.parse(argc, argv);
     if (o.eval_only && o.checkpoint.empty()) {
@@ -258,6 +258,9 @@ int main(int argc, char** argv) {
     code = run(o);
   } catch (const unavailable& e) {
     std::fprintf(stderr, "porta-train: unavailable: %s\n", e.what());
+    code = kExitUnavailable;
+  } catch (const unsupported_error& e) {
+    std::fprintf(stderr, "porta-train: %s\n", e.what());
     code = kExitUnavailable;
   } catch (const porta::error& e) {
     std::fprintf(stderr, "porta-train: %s\n", e.what());

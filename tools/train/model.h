@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,12 @@
 namespace porta_train {
 
 enum class Precision { f32, bf16 };
+
+// The operator set in use lacks what a setting needs (bf16 operands, for one).
+class unsupported_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 enum class Optimizer { sgd, adam };
 
 struct UpdateSettings {
