@@ -97,10 +97,11 @@ Run run_porta_train(const std::vector<std::string>& args,
   ScratchDir scratch;
   const std::string err_path = scratch.file("stderr");
   std::string command = "env";
-  for (const std::string& e : environment) command += " " + quote(e);
-  command += " " + quote(PORTA_TRAIN_EXE);
-  for (const std::string& a : args) command += " " + quote(a);
-  command += " 2>" + quote(err_path);
+  // append() rather than " " + s: GCC 12 warns falsely (-Wrestrict) on the latter.
+  for (const std::string& e : environment) command.append(" ").append(quote(e));
+  command.append(" ").append(quote(PORTA_TRAIN_EXE));
+  for (const std::string& a : args) command.append(" ").append(quote(a));
+  command.append(" 2>").append(quote(err_path));
   Run run;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) throw std::runtime_error("popen failed for " + command);
