@@ -101,6 +101,11 @@ TEST_CASE("cli: bad data, a bad checkpoint and an impossible batch fail with a m
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Contains("truncated"));
 
+  write_gzip(other.file("t10k-images-idx3-ubyte.gz"), idx_bytes({1, 2, 2}, {1, 2, 3, 4}));
+  r = run_porta_train({"--data", other.path().string(), "--epochs", "1"}, kCpu);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("images are 2x2, the network takes 28x28"));
+
   write_file(other.file("bad.ckpt"), {'P', 'O', 'R', 'T', 'A', 'C', 'K', 'P', 1});
   r = run_porta_train({"--data", data.path(), "--eval-only", "--checkpoint", other.file("bad.ckpt")},
                       kCpu);
