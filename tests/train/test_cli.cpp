@@ -73,6 +73,27 @@ TEST_CASE("cli: one JSON line with the documented fields", "[cli]") {
   CHECK_THAT(r.err, Contains("epoch 1/2") && Contains("epoch 2/2") && Contains("img/s"));
 }
 
+TEST_CASE("cli: the same seed gives the same run; gradient accumulation trains too",
+          "[cli][determinism]") {
+  Data data;
+  const std::vector<std::string> args = {"--data", data.path(), "--epochs", "1", "--batch", "16",
+                                         "--optimizer", "sgd", "--lr", "0.01", "--seed", "7"};
+  const Run a = run_porta_train(args, kCpu), b = run_porta_train(args, kCpu);
+  std::vector<std::string> accumulated = args;
+  accumulated.insert(accumulated.end(), {"--grad-accum", "2"});
+  const Run c = run_porta_train(accumulated, kCpu);
+  REQUIRE(a.status == 0);
+  REQUIRE(b.status == 0);
+  REQUIRE(c.status == 0);
+  const json ja = last_line(a.out), jb = last_line(b.out), jc = last_line(c.out);
+  CHECK(ja.at("train_loss").get<double>() == jb.at("train_loss").get<double>());
+  CHECK(ja.at("test_loss").get<double>() == jb.at("test_loss").get<double>());
+  CHECK(ja.at("test_accuracy").get<double>() == jb.at("test_accuracy").get<double>());
+  // Half as many steps of twice the images: it still learns, and is another run.
+  CHECK(jc.at("test_accuracy").get<double>() > 0.5);
+  CHECK(jc.at("train_loss").get<double>() != ja.at("train_loss").get<double>());
+}
+
 TEST_CASE("cli: bad flags are usage errors", "[cli]") {
   Data data;
   const std::vector<std::vector<std::string>> bad = {
