@@ -49,6 +49,11 @@ porta_pool2d_desc_t pool_desc(int64_t rows, int64_t channels, int64_t side) {
 // Parameter indices, in checkpoint order.
 enum : size_t { kW1, kB1, kW2, kB2, kW3, kB3, kW4, kB4, kParamCount };
 
+// The bf16 copies of what convolutions and GEMMs read (Precision::bf16): the four weights, the
+// layers' inputs, and the gradients that flow into their backward passes.
+enum : size_t { kOpW1, kOpW2, kOpW3, kOpW4, kOpX, kOpP1, kOpP2, kOpH3, kOpDLogits, kOpDH3, kOpDH2,
+                kOpDH1, kOperandCount };
+
 }  // namespace
 
 // A parameter with its gradient (and a second gradient buffer for accumulation) and the
@@ -92,11 +97,14 @@ void check_bf16_support(porta_device_t device) {
   porta::device_buffer<uint16_t> in(device, 16);
   porta::device_buffer<float> out(device, 16);
   in.memset(0);
+  out.memset(0);
   porta_gemm_desc_t g{};
   g.struct_size = sizeof g;
   g.m = g.n = g.k = g.lda = g.ldb = g.ldc = 1;
   g.alpha = 1.0f, g.batch_count = 1, g.dtype = PORTA_DTYPE_BF16;
-  porta_status_t status = porta_gemm(s.get(), &g, in.data(), in.data() + 1, out.data());
+  porta_status_t status =
+      porta_convert(s.get(), 4, PORTA_DTYPE_F32, out.data(), PORTA_DTYPE_BF16, in.data());
+  if (status == PORTA_SUCCESS) status = porta_gemm(s.get(), &g, in.data(), in.data() + 1, out.data());
   if (status == PORTA_SUCCESS) {
     const porta_conv2d_desc_t c = conv_desc(1, 1, 2, 1, PORTA_DTYPE_BF16);
     status = porta_conv2d_forward(s.get(), &c, in.data(), in.data() + 4, out.data());
@@ -107,9 +115,6 @@ void check_bf16_support(porta_device_t device) {
                                         "operator set: ") +
                             porta_status_name(status) + ": " + porta_last_error_message());
   }
-  throw unsupported_error(
-      "--precision bf16 is not supported by this build's operator set: it has no conversion "
-      "op between f32 and bf16 (porta_convert)");
 }
 
 Model::Model(porta_device_t device, int64_t max_rows, Precision precision, bool accumulate)
@@ -128,6 +133,14 @@ Model::Model(porta_device_t device, int64_t max_rows, Precision precision, bool 
   dlogits_ = buffer(kClasses), dh3_ = buffer(kHidden), dp2_ = buffer(kFlat);
   dh2_ = buffer(kC2 * kSide2 * kSide2), dp1_ = buffer(kC1 * kSide2 * kSide2);
   dh1_ = buffer(kC1 * kPixels);
+  if (precision == Precision::bf16) {
+    const int64_t counts[kOperandCount] = {
+        kC1 * 9,           kC2 * kC1 * 9,           kHidden * kFlat,  kClasses * kHidden,
+        max_rows * kPixels, max_rows * kC1 * kSide2 * kSide2, max_rows * kFlat, max_rows * kHidden,
+        max_rows * kClasses, max_rows * kHidden, max_rows * kC2 * kSide2 * kSide2,
+        max_rows * kC1 * kPixels};
+    for (int64_t count : counts) operands_.push_back(std::make_unique<Operand>(device, count));
+  }
 }
 
 Model::~Model() = default;
@@ -136,8 +149,15 @@ porta_dtype_t Model::dtype() const {
   return precision_ == Precision::bf16 ? PORTA_DTYPE_BF16 : PORTA_DTYPE_F32;
 }
 
-const void* Model::operand(const porta::stream&, Operand&, const float* src, int64_t) {
-  return src;
+// In f32, the tensor itself; in bf16, slot i refreshed from it (when `refresh`) on s.
+const void* Model::operand(const porta::stream& s, size_t i, const float* src, int64_t count,
+                           bool refresh) {
+  if (precision_ == Precision::f32) return src;
+  uint16_t* bits = operands_[i]->bits.data();
+  if (refresh) {
+    porta::check(porta_convert(s.get(), count, PORTA_DTYPE_F32, src, PORTA_DTYPE_BF16, bits));
+  }
+  return bits;
 }
 
 void Model::initialize(uint64_t seed) {
@@ -213,22 +233,31 @@ void Model::forward(const porta::stream& s, int64_t rows, const float* x, const 
   const porta_pool2d_desc_t pool1 = pool_desc(rows, kC1, kImageSide);
   const porta_pool2d_desc_t pool2 = pool_desc(rows, kC2, kSide2);
 
-  porta::check(porta_conv2d_forward(q, &c1, x, param(kW1).w.data(), a1_.data()));
+  // Each operand is converted right before its first reader; backward reuses these copies (the
+  // weights do not change before the update).
+  auto in = [&](size_t slot, const float* src, int64_t count) {
+    return operand(s, slot, src, count, true);
+  };
+  porta::check(porta_conv2d_forward(q, &c1, in(kOpX, x, rows * kPixels),
+                                    in(kOpW1, param(kW1).w.data(), param(kW1).count), a1_.data()));
   porta::check(porta_bias_add(q, rows, kC1, kPixels, a1_.data(), param(kB1).w.data(), a1_.data()));
   porta::check(porta_relu_forward(q, rows * kC1 * kPixels, a1_.data(), h1_.data()));
   porta::check(porta_max_pool2d_forward(q, &pool1, h1_.data(), p1_.data()));
 
-  porta::check(porta_conv2d_forward(q, &c2, p1_.data(), param(kW2).w.data(), a2_.data()));
+  porta::check(porta_conv2d_forward(q, &c2, in(kOpP1, p1_.data(), rows * kC1 * kSide2 * kSide2),
+                                    in(kOpW2, param(kW2).w.data(), param(kW2).count), a2_.data()));
   porta::check(porta_bias_add(q, rows, kC2, kSide2 * kSide2, a2_.data(), param(kB2).w.data(),
                               a2_.data()));
   porta::check(porta_relu_forward(q, rows * kC2 * kSide2 * kSide2, a2_.data(), h2_.data()));
   porta::check(porta_max_pool2d_forward(q, &pool2, h2_.data(), p2_.data()));
 
-  gemm(s, dt, N, T, rows, kHidden, kFlat, p2_.data(), param(kW3).w.data(), z3_.data());
+  gemm(s, dt, N, T, rows, kHidden, kFlat, in(kOpP2, p2_.data(), rows * kFlat),
+       in(kOpW3, param(kW3).w.data(), param(kW3).count), z3_.data());
   porta::check(porta_bias_add(q, rows, kHidden, 1, z3_.data(), param(kB3).w.data(), z3_.data()));
   porta::check(porta_relu_forward(q, rows * kHidden, z3_.data(), h3_.data()));
 
-  gemm(s, dt, N, T, rows, kClasses, kHidden, h3_.data(), param(kW4).w.data(), logits_.data());
+  gemm(s, dt, N, T, rows, kClasses, kHidden, in(kOpH3, h3_.data(), rows * kHidden),
+       in(kOpW4, param(kW4).w.data(), param(kW4).count), logits_.data());
   porta::check(porta_bias_add(q, rows, kClasses, 1, logits_.data(), param(kB4).w.data(),
                               logits_.data()));
   porta::check(porta_cross_entropy(q, rows, kClasses, logits_.data(), labels, loss,
@@ -247,27 +276,39 @@ void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool 
   const porta_pool2d_desc_t pool2 = pool_desc(rows, kC2, kSide2);
   // With accumulation the gradients land in grad2 and are added to grad at the end.
   auto g = [&](size_t i) { return accumulate ? param(i).grad2.data() : param(i).grad.data(); };
+  // Operands of the forward pass, already converted, and gradients, converted here.
+  auto kept = [&](size_t slot, const float* src) { return operand(s, slot, src, 0, false); };
+  auto in = [&](size_t slot, const float* src, int64_t count) {
+    return operand(s, slot, src, count, true);
+  };
 
-  gemm(s, dt, T, N, kClasses, kHidden, rows, dlogits_.data(), h3_.data(), g(kW4));
+  const void* dlogits = in(kOpDLogits, dlogits_.data(), rows * kClasses);
+  gemm(s, dt, T, N, kClasses, kHidden, rows, dlogits, kept(kOpH3, h3_.data()), g(kW4));
   porta::check(porta_bias_backward(q, rows, kClasses, 1, dlogits_.data(), g(kB4)));
-  gemm(s, dt, N, N, rows, kHidden, kClasses, dlogits_.data(), param(kW4).w.data(), dh3_.data());
+  gemm(s, dt, N, N, rows, kHidden, kClasses, dlogits, kept(kOpW4, param(kW4).w.data()),
+       dh3_.data());
   porta::check(porta_relu_backward(q, rows * kHidden, z3_.data(), dh3_.data(), dh3_.data()));
 
-  gemm(s, dt, T, N, kHidden, kFlat, rows, dh3_.data(), p2_.data(), g(kW3));
+  const void* dh3 = in(kOpDH3, dh3_.data(), rows * kHidden);
+  gemm(s, dt, T, N, kHidden, kFlat, rows, dh3, kept(kOpP2, p2_.data()), g(kW3));
   porta::check(porta_bias_backward(q, rows, kHidden, 1, dh3_.data(), g(kB3)));
-  gemm(s, dt, N, N, rows, kFlat, kHidden, dh3_.data(), param(kW3).w.data(), dp2_.data());
+  gemm(s, dt, N, N, rows, kFlat, kHidden, dh3, kept(kOpW3, param(kW3).w.data()), dp2_.data());
   porta::check(porta_max_pool2d_backward(q, &pool2, h2_.data(), dp2_.data(), dh2_.data()));
   porta::check(porta_relu_backward(q, rows * kC2 * kSide2 * kSide2, a2_.data(), dh2_.data(),
                                    dh2_.data()));
 
   porta::check(porta_bias_backward(q, rows, kC2, kSide2 * kSide2, dh2_.data(), g(kB2)));
-  porta::check(porta_conv2d_backward_weights(q, &c2, p1_.data(), dh2_.data(), g(kW2)));
-  porta::check(porta_conv2d_backward_data(q, &c2, dh2_.data(), param(kW2).w.data(), dp1_.data()));
+  const void* dh2 = in(kOpDH2, dh2_.data(), rows * kC2 * kSide2 * kSide2);
+  porta::check(porta_conv2d_backward_weights(q, &c2, kept(kOpP1, p1_.data()), dh2, g(kW2)));
+  porta::check(porta_conv2d_backward_data(q, &c2, dh2, kept(kOpW2, param(kW2).w.data()),
+                                          dp1_.data()));
   porta::check(porta_max_pool2d_backward(q, &pool1, h1_.data(), dp1_.data(), dh1_.data()));
   porta::check(porta_relu_backward(q, rows * kC1 * kPixels, a1_.data(), dh1_.data(), dh1_.data()));
 
   porta::check(porta_bias_backward(q, rows, kC1, kPixels, dh1_.data(), g(kB1)));
-  porta::check(porta_conv2d_backward_weights(q, &c1, x, dh1_.data(), g(kW1)));
+  porta::check(porta_conv2d_backward_weights(q, &c1, kept(kOpX, x),
+                                             in(kOpDH1, dh1_.data(), rows * kC1 * kPixels),
+                                             g(kW1)));
 
   if (accumulate) {
     // grad += grad2, elementwise: a bias add over one row whose channels are the elements.

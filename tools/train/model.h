@@ -87,7 +87,8 @@ class Model {
   struct Param;
   struct Operand;
   Param& param(size_t i) { return *params_[i]; }
-  const void* operand(const porta::stream& s, Operand& o, const float* src, int64_t count);
+  const void* operand(const porta::stream& s, size_t slot, const float* src, int64_t count,
+                      bool refresh);
   porta_dtype_t dtype() const;
 
   porta_device_t device_;
