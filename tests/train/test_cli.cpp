@@ -99,7 +99,8 @@ TEST_CASE("cli: bad flags are usage errors", "[cli]") {
   const std::vector<std::vector<std::string>> bad = {
       {"--optimizer", "rmsprop"}, {"--precision", "f64"}, {"--epochs", "0"},
       {"--batch", "-3"},          {"--lr", "-1"},         {"--grad-accum", "0"},
-      {"--eval-only"},            {"--no-such-flag"},     {"--epochs", "two"}};
+      {"--eval-only"},            {"--no-such-flag"},     {"--epochs", "two"},
+      {"--backend", "foo"}};
   for (std::vector<std::string> args : bad) {
     args.insert(args.begin(), {"--data", data.path()});
     const Run r = run_porta_train(args, kCpu);

@@ -3,7 +3,7 @@
 // Checkpoints (CHECKPOINT.md) move between backends and op implementations.
 //
 // Exit status: 0 on success; 1 when training or evaluation fails (bad data, a bad checkpoint, an
-// op error); 2 for bad usage; 3 when the backend, the op implementation or an operator-set
+// op error); 2 for bad usage (flags, or a bad --backend or PORTA_* value); 3 when the backend, the op implementation or an operator-set
 // feature asked for (--precision bf16) is not available here (the message says why).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -49,6 +49,11 @@ struct Options {
 
 // Porta is not usable for this run: the backend or the op implementation is missing here.
 struct unavailable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A bad --backend (or PORTA_* environment) value, found when Porta starts.
+struct usage_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
@@ -138,6 +143,7 @@ int run(const Options& o) {
   if (const porta_status_t status = porta_init(&init); status != PORTA_SUCCESS) {
     const std::string message = porta_last_error_message();
     if (status == PORTA_ERROR_UNAVAILABLE) throw unavailable(message);
+    if (status == PORTA_ERROR_INVALID_ARGUMENT) throw usage_error(message);
     throw porta::error(status, message);
   }
   const porta_device_t device = porta::default_device();
@@ -264,6 +270,9 @@ int main(int argc, char** argv) {
   } catch (const unavailable& e) {
     std::fprintf(stderr, "porta-train: unavailable: %s\n", e.what());
     code = kExitUnavailable;
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "porta-train: %s\n", e.what());
+    code = kExitUsage;
   } catch (const unsupported_error& e) {
     std::fprintf(stderr, "porta-train: %s\n", e.what());
     code = kExitUnavailable;
