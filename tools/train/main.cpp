@@ -3,8 +3,9 @@
 // Checkpoints (CHECKPOINT.md) move between backends and op implementations.
 //
 // Exit status: 0 on success; 1 when training or evaluation fails (bad data, a bad checkpoint, an
-// op error); 2 for bad usage (flags, or a bad --backend or PORTA_* value); 3 when the backend, the op implementation or an operator-set
-// feature asked for (--precision bf16) is not available here (the message says why).
+// op error); 2 for bad usage (a flag, or a bad --backend or PORTA_* value); 3 when the backend,
+// the op implementation or an operator-set feature asked for (--precision bf16) is not available
+// here (the message says why).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <porta/porta.hpp>
