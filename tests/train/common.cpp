@@ -29,7 +29,8 @@ ScratchDir::~ScratchDir() {
   std::filesystem::remove_all(path_, ignored);
 }
 
-std::vector<uint8_t> idx_bytes(const std::vector<uint32_t>& dims, const std::vector<uint8_t>& data) {
+std::vector<uint8_t> idx_bytes(const std::vector<uint32_t>& dims,
+                               const std::vector<uint8_t>& data) {
   std::vector<uint8_t> out{0, 0, 0x08, static_cast<uint8_t>(dims.size())};
   for (uint32_t d : dims) {
     for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(d >> shift));
@@ -40,7 +41,8 @@ std::vector<uint8_t> idx_bytes(const std::vector<uint32_t>& dims, const std::vec
 
 void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
@@ -81,7 +83,8 @@ void write_split(const std::string& dir, const std::string& split,
                  const porta_train::ImageSet& set) {
   write_gzip(dir + "/" + split + "-images-idx3-ubyte.gz",
              idx_bytes({uint32_t(set.count), 28, 28}, set.pixels));
-  write_gzip(dir + "/" + split + "-labels-idx1-ubyte.gz", idx_bytes({uint32_t(set.count)}, set.labels));
+  write_gzip(dir + "/" + split + "-labels-idx1-ubyte.gz",
+             idx_bytes({uint32_t(set.count)}, set.labels));
 }
 
 namespace {

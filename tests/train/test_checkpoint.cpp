@@ -1,13 +1,12 @@
 // The checkpoint format (tools/train/CHECKPOINT.md): CRC-32, a round trip bit for bit, and
 // rejection of every kind of damaged file: a flipped byte anywhere, truncation at any length, a
 // wrong magic or version, trailing bytes, and tensors the model does not expect.
-#include <porta/porta.hpp>
-
 #include <bit>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <porta/porta.hpp>
 
 #include "checkpoint.h"
 #include "model.h"

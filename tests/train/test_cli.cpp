@@ -76,8 +76,9 @@ TEST_CASE("cli: one JSON line with the documented fields", "[cli]") {
 TEST_CASE("cli: the same seed gives the same run; gradient accumulation trains too",
           "[cli][determinism]") {
   Data data;
-  const std::vector<std::string> args = {"--data", data.path(), "--epochs", "1", "--batch", "16",
-                                         "--optimizer", "sgd", "--lr", "0.01", "--seed", "7"};
+  const std::vector<std::string> args = {"--data",  data.path(), "--epochs",    "1",
+                                         "--batch", "16",        "--optimizer", "sgd",
+                                         "--lr",    "0.01",      "--seed",      "7"};
   const Run a = run_porta_train(args, kCpu), b = run_porta_train(args, kCpu);
   std::vector<std::string> accumulated = args;
   accumulated.insert(accumulated.end(), {"--grad-accum", "2"});
@@ -96,11 +97,16 @@ TEST_CASE("cli: the same seed gives the same run; gradient accumulation trains t
 
 TEST_CASE("cli: bad flags are usage errors", "[cli]") {
   Data data;
-  const std::vector<std::vector<std::string>> bad = {
-      {"--optimizer", "rmsprop"}, {"--precision", "f64"}, {"--epochs", "0"},
-      {"--batch", "-3"},          {"--lr", "-1"},         {"--grad-accum", "0"},
-      {"--eval-only"},            {"--no-such-flag"},     {"--epochs", "two"},
-      {"--backend", "foo"}};
+  const std::vector<std::vector<std::string>> bad = {{"--optimizer", "rmsprop"},
+                                                     {"--precision", "f64"},
+                                                     {"--epochs", "0"},
+                                                     {"--batch", "-3"},
+                                                     {"--lr", "-1"},
+                                                     {"--grad-accum", "0"},
+                                                     {"--eval-only"},
+                                                     {"--no-such-flag"},
+                                                     {"--epochs", "two"},
+                                                     {"--backend", "foo"}};
   for (std::vector<std::string> args : bad) {
     args.insert(args.begin(), {"--data", data.path()});
     const Run r = run_porta_train(args, kCpu);
@@ -129,8 +135,8 @@ TEST_CASE("cli: bad data, a bad checkpoint and an impossible batch fail with a m
   CHECK_THAT(r.err, Contains("images are 2x2, the network takes 28x28"));
 
   write_file(other.file("bad.ckpt"), {'P', 'O', 'R', 'T', 'A', 'C', 'K', 'P', 1});
-  r = run_porta_train({"--data", data.path(), "--eval-only", "--checkpoint", other.file("bad.ckpt")},
-                      kCpu);
+  r = run_porta_train(
+      {"--data", data.path(), "--eval-only", "--checkpoint", other.file("bad.ckpt")}, kCpu);
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Contains("bad.ckpt: truncated"));
 

@@ -6,10 +6,10 @@
 #include "train_test.h"
 
 using namespace train_test;
+using Catch::Matchers::Contains;
 using porta_train::data_error;
 using porta_train::read_idx;
 using porta_train::read_image_set;
-using Catch::Matchers::Contains;
 
 namespace {
 std::vector<uint8_t> iota_bytes(size_t n) {

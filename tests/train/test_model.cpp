@@ -1,14 +1,13 @@
 // The model and its training loop on the device PORTA_BACKEND selects, on generated images: the
 // loss falls step by step, a seed fixes the loss curve bit for bit, and gradient accumulation
 // over N micro-batches gives the update of one N times larger batch.
-#include <porta/porta.hpp>
-
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <porta/porta.hpp>
 
 #include "model.h"
-#include "trainer.h"
 #include "train_test.h"
+#include "trainer.h"
 
 using namespace porta_train;
 using namespace train_test;
@@ -91,7 +90,10 @@ static void check_gradient_slope(Precision precision) {
   const float before = batch_loss(model, set, 32);
   // First a step of lr 0 (weights unchanged) to get the gradient of this batch.
   settings.update.learning_rate = 0.0f;
-  { Trainer probe(model, set, settings); probe.run_epoch(0); }
+  {
+    Trainer probe(model, set, settings);
+    probe.run_epoch(0);
+  }
   porta::stream s(porta::default_device());
   double norm2 = 0;
   for (const Tensor& g : model.gradients(s)) {
@@ -101,7 +103,10 @@ static void check_gradient_slope(Precision precision) {
   // Then the step itself, sized to lower the loss by about 1% of it.
   const double eps = 0.01 * before / norm2;
   settings.update.learning_rate = float(eps);
-  { Trainer step(model, set, settings); step.run_epoch(0); }
+  {
+    Trainer step(model, set, settings);
+    step.run_epoch(0);
+  }
   const float after = batch_loss(model, set, 32);
   const double predicted = eps * norm2, actual = double(before) - double(after);
   INFO("loss " << before << " -> " << after << ": fell by " << actual << ", predicted "

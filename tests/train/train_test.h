@@ -35,12 +35,13 @@ std::vector<uint8_t> read_file(const std::string& path);
 // one of ten places (a 3 x 4 grid less two cells), on noise.
 porta_train::ImageSet synthetic_set(int64_t count, uint64_t seed);
 // Writes a set as <split>-images-idx3-ubyte.gz and <split>-labels-idx1-ubyte.gz in dir.
-void write_split(const std::string& dir, const std::string& split, const porta_train::ImageSet& set);
+void write_split(const std::string& dir, const std::string& split,
+                 const porta_train::ImageSet& set);
 
 struct Run {
-  int status = -1;     // exit status (-1 if it did not exit normally)
-  std::string out;     // stdout
-  std::string err;     // stderr
+  int status = -1;  // exit status (-1 if it did not exit normally)
+  std::string out;  // stdout
+  std::string err;  // stderr
 };
 // Runs porta-train with args (each quoted for the shell) and NAME=VALUE environment settings.
 Run run_porta_train(const std::vector<std::string>& args,

@@ -157,11 +157,11 @@ std::vector<Tensor> decode_checkpoint(const std::vector<uint8_t>& bytes, const s
   const uint64_t payload = header.u64("payload size");
   const uint64_t expected = kHeaderBytes + payload + 4;
   if (payload > bytes.size() || expected != bytes.size()) {
-    throw checkpoint_error(what + ": " + (expected > bytes.size() || payload > bytes.size()
-                                              ? "truncated"
-                                              : "trailing bytes") +
-                           ": the header announces " + std::to_string(expected) +
-                           " bytes, the file has " + std::to_string(bytes.size()));
+    throw checkpoint_error(
+        what + ": " +
+        (expected > bytes.size() || payload > bytes.size() ? "truncated" : "trailing bytes") +
+        ": the header announces " + std::to_string(expected) + " bytes, the file has " +
+        std::to_string(bytes.size()));
   }
   const size_t end = kHeaderBytes + static_cast<size_t>(payload);
   uint32_t stored = 0;
@@ -232,7 +232,8 @@ void write_checkpoint(const std::string& path, const std::vector<Tensor>& tensor
   {
     std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
     if (!out) throw checkpoint_error(path + ": cannot create " + temporary);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     out.flush();
     if (!out) {
       std::remove(temporary.c_str());
@@ -252,7 +253,8 @@ std::vector<Tensor> read_checkpoint(const std::string& path) {
   if (!std::filesystem::is_regular_file(path, ec)) throw checkpoint_error(path + ": no such file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw checkpoint_error(path + ": cannot open");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   if (in.bad()) throw checkpoint_error(path + ": read failed");
   return decode_checkpoint(bytes, path);
 }

@@ -53,8 +53,7 @@ class GzReader {
     int code = Z_OK;
     const char* message = gzerror(file_, &code);
     throw data_error(path_ + ": corrupt or truncated gzip data (" +
-                     (message && *message ? message : "zlib error " + std::to_string(code)) +
-                     ")");
+                     (message && *message ? message : "zlib error " + std::to_string(code)) + ")");
   }
 
   std::string path_;
@@ -77,7 +76,8 @@ IdxArray read_idx(const std::string& path, uint32_t expected_rank) {
   if (magic[2] != 0x08) {
     char code[8];
     std::snprintf(code, sizeof code, "0x%02x", magic[2]);
-    throw data_error(path + ": IDX element type " + code + " is not supported (only 0x08, "
+    throw data_error(path + ": IDX element type " + code +
+                     " is not supported (only 0x08, "
                      "unsigned bytes)");
   }
   if (magic[3] != expected_rank) {

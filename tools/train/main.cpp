@@ -6,17 +6,17 @@
 // op error); 2 for bad usage (a flag, or a bad --backend or PORTA_* value); 3 when the backend,
 // the op implementation or an operator-set feature asked for (--precision bf16) is not available
 // here (the message says why).
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-#include <porta/porta.hpp>
 #include <porta/porta_ops.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <porta/porta.hpp>
 #include <string>
 
 #include "checkpoint.h"
@@ -63,7 +63,10 @@ struct usage_error : std::runtime_error {
 class ProgressBar {
  public:
   ProgressBar(int epoch, int epochs, bool enabled)
-      : epoch_(epoch), epochs_(epochs), enabled_(enabled), tty_(isatty(STDERR_FILENO) == 1),
+      : epoch_(epoch),
+        epochs_(epochs),
+        enabled_(enabled),
+        tty_(isatty(STDERR_FILENO) == 1),
         start_(std::chrono::steady_clock::now()) {}
   void update(int64_t done, int64_t total, double loss) {
     if (!enabled_ || !tty_) return;
@@ -83,9 +86,9 @@ class ProgressBar {
   void draw(int64_t done, int64_t total, double loss, char lead) {
     constexpr int kWidth = 30;
     const double seconds =
-        seconds_ > 0 ? seconds_
-                     : std::chrono::duration<double>(std::chrono::steady_clock::now() - start_)
-                           .count();
+        seconds_ > 0
+            ? seconds_
+            : std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     const int filled = total > 0 ? int(kWidth * done / total) : 0;
     std::string bar(size_t(filled), '#');
     bar.resize(kWidth, '.');
@@ -180,8 +183,7 @@ int run(const Options& o) {
       bar.finish(r.images, r.seconds, r.mean_loss);
       if (!std::isfinite(r.mean_loss)) {
         throw std::runtime_error("the training loss diverged (" + std::to_string(r.mean_loss) +
-                                 " in epoch " + std::to_string(e + 1) +
-                                 "); try a smaller --lr");
+                                 " in epoch " + std::to_string(e + 1) + "); try a smaller --lr");
       }
       epoch_seconds.push_back(r.seconds);
       train_loss = r.mean_loss;
@@ -196,18 +198,18 @@ int run(const Options& o) {
   for (double t : epoch_seconds) total_seconds += t;
 
   using nlohmann::json;
-  json line = {{"backend", properties.backend},
-               {"device", properties.name},
-               {"epochs", o.eval_only ? 0 : o.epochs},
-               {"test_accuracy", eval.accuracy},
-               {"train_loss", o.eval_only ? json(nullptr) : json(train_loss)},
-               {"epoch_seconds", epoch_seconds},
-               {"images_per_second",
-                o.eval_only ? json(nullptr) : json(trained_images / total_seconds)},
-               {"test_loss", eval.mean_loss},
-               {"precision", o.precision},
-               {"train_images", train ? train->count : 0},
-               {"test_images", test.count}};
+  json line = {
+      {"backend", properties.backend},
+      {"device", properties.name},
+      {"epochs", o.eval_only ? 0 : o.epochs},
+      {"test_accuracy", eval.accuracy},
+      {"train_loss", o.eval_only ? json(nullptr) : json(train_loss)},
+      {"epoch_seconds", epoch_seconds},
+      {"images_per_second", o.eval_only ? json(nullptr) : json(trained_images / total_seconds)},
+      {"test_loss", eval.mean_loss},
+      {"precision", o.precision},
+      {"train_images", train ? train->count : 0},
+      {"test_images", test.count}};
   std::printf("%s\n", line.dump().c_str());
   std::fflush(stdout);
   return 0;
@@ -224,32 +226,40 @@ int main(int argc, char** argv) {
                  "Backends to try, as PORTA_BACKEND (auto, cpu, cuda, hip, level_zero or a comma "
                  "list); overrides the environment");
   app.add_option("--epochs", o.epochs, "Passes over the training set")
-      ->capture_default_str()->check(CLI::Range(1, 1000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   app.add_option("--batch", o.batch, "Images per (micro-)batch")
-      ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(4096)));
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(4096)));
   app.add_option("--lr", o.lr, "Learning rate (default 0.001 for adam, 0.05 for sgd)")
       ->check(CLI::PositiveNumber & CLI::Range(0.0, 10.0));
   app.add_option("--optimizer", o.optimizer, "sgd (momentum 0.9) or adam")
-      ->capture_default_str()->check(CLI::IsMember({"sgd", "adam"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sgd", "adam"}));
   app.add_option("--seed", o.seed, "Seed of the initial weights and of the batch order")
       ->capture_default_str();
   app.add_option("--grad-accum", o.grad_accum,
                  "Micro-batches whose gradients are summed per optimiser step (the step is that "
                  "of their mean)")
-      ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1024)));
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1024)));
   app.add_option("--precision", o.precision,
                  "f32, or bf16 (bf16 operands for conv and GEMM, fp32 master weights, fp32 "
                  "accumulation)")
-      ->capture_default_str()->check(CLI::IsMember({"f32", "bf16"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--checkpoint", o.checkpoint,
                  "Checkpoint file: written after training, read with --eval-only");
-  app.add_flag("--eval-only", o.eval_only, "Evaluate the --checkpoint on the test set, no training");
+  app.add_flag("--eval-only", o.eval_only,
+               "Evaluate the --checkpoint on the test set, no training");
   app.add_option("--predictions", o.predictions,
                  "Write the predicted class of each test image to this file, one per line");
   app.add_option("--train-limit", o.train_limit, "Use only the first N training images (0: all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--test-limit", o.test_limit, "Use only the first N test images (0: all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("!--no-progress", o.progress, "No progress bar on stderr");
   app.footer(
       "Prints one JSON line on stdout: backend, device, epochs, test_accuracy, train_loss, "

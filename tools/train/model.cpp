@@ -27,8 +27,8 @@ void gemm(const porta::stream& s, porta_dtype_t dtype, porta_transpose_t ta, por
   porta::check(porta_gemm(s.get(), &d, a, b, c));
 }
 
-porta_conv2d_desc_t conv_desc(int64_t rows, int64_t in_channels, int64_t side,
-                              int64_t out_channels, porta_dtype_t dtype) {
+porta_conv2d_desc_t conv_desc(int64_t rows, int64_t in_channels, int64_t side, int64_t out_channels,
+                              porta_dtype_t dtype) {
   porta_conv2d_desc_t d{};
   d.struct_size = sizeof d;
   d.batch = rows, d.in_channels = in_channels, d.in_height = side, d.in_width = side;
@@ -51,8 +51,21 @@ enum : size_t { kW1, kB1, kW2, kB2, kW3, kB3, kW4, kB4, kParamCount };
 
 // The bf16 copies of what convolutions and GEMMs read (Precision::bf16): the four weights, the
 // layers' inputs, and the gradients that flow into their backward passes.
-enum : size_t { kOpW1, kOpW2, kOpW3, kOpW4, kOpX, kOpP1, kOpP2, kOpH3, kOpDLogits, kOpDH3, kOpDH2,
-                kOpDH1, kOperandCount };
+enum : size_t {
+  kOpW1,
+  kOpW2,
+  kOpW3,
+  kOpW4,
+  kOpX,
+  kOpP1,
+  kOpP2,
+  kOpH3,
+  kOpDLogits,
+  kOpDH3,
+  kOpDH2,
+  kOpDH1,
+  kOperandCount
+};
 
 }  // namespace
 
@@ -83,10 +96,10 @@ struct Model::Operand {
 };
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> Model::layout() {
-  return {{"conv1.weight", {kC1, 1, 3, 3}},     {"conv1.bias", {kC1}},
-          {"conv2.weight", {kC2, kC1, 3, 3}},   {"conv2.bias", {kC2}},
-          {"fc1.weight", {kHidden, kFlat}},     {"fc1.bias", {kHidden}},
-          {"fc2.weight", {kClasses, kHidden}},  {"fc2.bias", {kClasses}}};
+  return {{"conv1.weight", {kC1, 1, 3, 3}},    {"conv1.bias", {kC1}},
+          {"conv2.weight", {kC2, kC1, 3, 3}},  {"conv2.bias", {kC2}},
+          {"fc1.weight", {kHidden, kFlat}},    {"fc1.bias", {kHidden}},
+          {"fc2.weight", {kClasses, kHidden}}, {"fc2.bias", {kClasses}}};
 }
 
 // Mixed precision needs bf16 GEMM and convolution and a conversion op from the implementation
@@ -104,7 +117,8 @@ void check_bf16_support(porta_device_t device) {
   g.alpha = 1.0f, g.batch_count = 1, g.dtype = PORTA_DTYPE_BF16;
   porta_status_t status =
       porta_convert(s.get(), 4, PORTA_DTYPE_F32, out.data(), PORTA_DTYPE_BF16, in.data());
-  if (status == PORTA_SUCCESS) status = porta_gemm(s.get(), &g, in.data(), in.data() + 1, out.data());
+  if (status == PORTA_SUCCESS)
+    status = porta_gemm(s.get(), &g, in.data(), in.data() + 1, out.data());
   if (status == PORTA_SUCCESS) {
     const porta_conv2d_desc_t c = conv_desc(1, 1, 2, 1, PORTA_DTYPE_BF16);
     status = porta_conv2d_forward(s.get(), &c, in.data(), in.data() + 4, out.data());
@@ -134,11 +148,18 @@ Model::Model(porta_device_t device, int64_t max_rows, Precision precision, bool 
   dh2_ = buffer(kC2 * kSide2 * kSide2), dp1_ = buffer(kC1 * kSide2 * kSide2);
   dh1_ = buffer(kC1 * kPixels);
   if (precision == Precision::bf16) {
-    const int64_t counts[kOperandCount] = {
-        kC1 * 9,           kC2 * kC1 * 9,           kHidden * kFlat,  kClasses * kHidden,
-        max_rows * kPixels, max_rows * kC1 * kSide2 * kSide2, max_rows * kFlat, max_rows * kHidden,
-        max_rows * kClasses, max_rows * kHidden, max_rows * kC2 * kSide2 * kSide2,
-        max_rows * kC1 * kPixels};
+    const int64_t counts[kOperandCount] = {kC1 * 9,
+                                           kC2 * kC1 * 9,
+                                           kHidden * kFlat,
+                                           kClasses * kHidden,
+                                           max_rows * kPixels,
+                                           max_rows * kC1 * kSide2 * kSide2,
+                                           max_rows * kFlat,
+                                           max_rows * kHidden,
+                                           max_rows * kClasses,
+                                           max_rows * kHidden,
+                                           max_rows * kC2 * kSide2 * kSide2,
+                                           max_rows * kC1 * kPixels};
     for (int64_t count : counts) operands_.push_back(std::make_unique<Operand>(device, count));
   }
 }
@@ -246,8 +267,8 @@ void Model::forward(const porta::stream& s, int64_t rows, const float* x, const 
 
   porta::check(porta_conv2d_forward(q, &c2, in(kOpP1, p1_.data(), rows * kC1 * kSide2 * kSide2),
                                     in(kOpW2, param(kW2).w.data(), param(kW2).count), a2_.data()));
-  porta::check(porta_bias_add(q, rows, kC2, kSide2 * kSide2, a2_.data(), param(kB2).w.data(),
-                              a2_.data()));
+  porta::check(
+      porta_bias_add(q, rows, kC2, kSide2 * kSide2, a2_.data(), param(kB2).w.data(), a2_.data()));
   porta::check(porta_relu_forward(q, rows * kC2 * kSide2 * kSide2, a2_.data(), h2_.data()));
   porta::check(porta_max_pool2d_forward(q, &pool2, h2_.data(), p2_.data()));
 
@@ -258,8 +279,8 @@ void Model::forward(const porta::stream& s, int64_t rows, const float* x, const 
 
   gemm(s, dt, N, T, rows, kClasses, kHidden, in(kOpH3, h3_.data(), rows * kHidden),
        in(kOpW4, param(kW4).w.data(), param(kW4).count), logits_.data());
-  porta::check(porta_bias_add(q, rows, kClasses, 1, logits_.data(), param(kB4).w.data(),
-                              logits_.data()));
+  porta::check(
+      porta_bias_add(q, rows, kClasses, 1, logits_.data(), param(kB4).w.data(), logits_.data()));
   porta::check(porta_cross_entropy(q, rows, kClasses, logits_.data(), labels, loss,
                                    gradient ? dlogits_.data() : nullptr));
 }
@@ -294,27 +315,26 @@ void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool 
   porta::check(porta_bias_backward(q, rows, kHidden, 1, dh3_.data(), g(kB3)));
   gemm(s, dt, N, N, rows, kFlat, kHidden, dh3, kept(kOpW3, param(kW3).w.data()), dp2_.data());
   porta::check(porta_max_pool2d_backward(q, &pool2, h2_.data(), dp2_.data(), dh2_.data()));
-  porta::check(porta_relu_backward(q, rows * kC2 * kSide2 * kSide2, a2_.data(), dh2_.data(),
-                                   dh2_.data()));
+  porta::check(
+      porta_relu_backward(q, rows * kC2 * kSide2 * kSide2, a2_.data(), dh2_.data(), dh2_.data()));
 
   porta::check(porta_bias_backward(q, rows, kC2, kSide2 * kSide2, dh2_.data(), g(kB2)));
   const void* dh2 = in(kOpDH2, dh2_.data(), rows * kC2 * kSide2 * kSide2);
   porta::check(porta_conv2d_backward_weights(q, &c2, kept(kOpP1, p1_.data()), dh2, g(kW2)));
-  porta::check(porta_conv2d_backward_data(q, &c2, dh2, kept(kOpW2, param(kW2).w.data()),
-                                          dp1_.data()));
+  porta::check(
+      porta_conv2d_backward_data(q, &c2, dh2, kept(kOpW2, param(kW2).w.data()), dp1_.data()));
   porta::check(porta_max_pool2d_backward(q, &pool1, h1_.data(), dp1_.data(), dh1_.data()));
   porta::check(porta_relu_backward(q, rows * kC1 * kPixels, a1_.data(), dh1_.data(), dh1_.data()));
 
   porta::check(porta_bias_backward(q, rows, kC1, kPixels, dh1_.data(), g(kB1)));
-  porta::check(porta_conv2d_backward_weights(q, &c1, kept(kOpX, x),
-                                             in(kOpDH1, dh1_.data(), rows * kC1 * kPixels),
-                                             g(kW1)));
+  porta::check(porta_conv2d_backward_weights(
+      q, &c1, kept(kOpX, x), in(kOpDH1, dh1_.data(), rows * kC1 * kPixels), g(kW1)));
 
   if (accumulate) {
     // grad += grad2, elementwise: a bias add over one row whose channels are the elements.
     for (auto& p : params_) {
-      porta::check(porta_bias_add(q, 1, p->count, 1, p->grad.data(), p->grad2.data(),
-                                  p->grad.data()));
+      porta::check(
+          porta_bias_add(q, 1, p->count, 1, p->grad.data(), p->grad2.data(), p->grad.data()));
     }
   }
 }

@@ -10,11 +10,11 @@
 // and GEMMs read bf16 copies of their operands and still accumulate and write fp32.
 #pragma once
 
-#include <porta/porta.hpp>
 #include <porta/porta_ops.h>
 
 #include <cstdint>
 #include <memory>
+#include <porta/porta.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -35,10 +35,10 @@ enum class Optimizer { sgd, adam };
 struct UpdateSettings {
   Optimizer optimizer = Optimizer::adam;
   float learning_rate = 1e-3f;
-  float momentum = 0.9f;       // SGD
+  float momentum = 0.9f;  // SGD
   float weight_decay = 0.0f;
   float beta1 = 0.9f, beta2 = 0.999f, epsilon = 1e-8f;  // Adam
-  int64_t accumulated = 1;     // micro-batches summed into the gradient (see Model::update)
+  int64_t accumulated = 1;  // micro-batches summed into the gradient (see Model::update)
 };
 
 constexpr int64_t kImageSide = 28;

@@ -29,7 +29,8 @@ class Rng {
   uint64_t below(uint64_t n) {
     const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
     uint64_t v;
-    do v = next(); while (v >= limit);
+    do v = next();
+    while (v >= limit);
     return v % n;
   }
   template <class T>

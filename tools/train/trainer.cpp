@@ -53,7 +53,8 @@ class InputPipeline {
     if (s.in_use) s.done.synchronize();
     for (int64_t r = 0; r < rows; ++r) {
       const uint32_t image = order[r];
-      normalize_pixels(&set_.pixels[size_t(image) * kPixels], kPixels, &s.host_x[size_t(r * kPixels)]);
+      normalize_pixels(&set_.pixels[size_t(image) * kPixels], kPixels,
+                       &s.host_x[size_t(r * kPixels)]);
       s.host_y[size_t(r)] = set_.labels[image];
     }
     if (s.in_use) copy_.wait(s.done);
@@ -106,9 +107,13 @@ struct LossLog {
 
 struct Trainer::Impl {
   Impl(Model& m, const ImageSet& t, const TrainSettings& s)
-      : model(m), train(t), settings(s), compute(m.device()),
+      : model(m),
+        train(t),
+        settings(s),
+        compute(m.device()),
         micro_batches(t.count / (s.batch * s.grad_accum) * s.grad_accum),
-        pipeline(compute, t, s.batch), losses(m.device(), std::max<int64_t>(micro_batches, 1)) {}
+        pipeline(compute, t, s.batch),
+        losses(m.device(), std::max<int64_t>(micro_batches, 1)) {}
   Model& model;
   const ImageSet& train;
   TrainSettings settings;

@@ -4,10 +4,9 @@
 // trainer.cpp).
 #pragma once
 
-#include <porta/porta.hpp>
-
 #include <cstdint>
 #include <functional>
+#include <porta/porta.hpp>
 #include <vector>
 
 #include "idx.h"
@@ -16,17 +15,17 @@
 namespace porta_train {
 
 struct TrainSettings {
-  int64_t batch = 64;       // images per micro-batch
-  int64_t grad_accum = 1;   // micro-batches per optimiser step
-  uint64_t seed = 1;        // batch order (the weights are seeded by Model::initialize)
+  int64_t batch = 64;      // images per micro-batch
+  int64_t grad_accum = 1;  // micro-batches per optimiser step
+  uint64_t seed = 1;       // batch order (the weights are seeded by Model::initialize)
   UpdateSettings update;
 };
 
 struct EpochResult {
-  double seconds = 0;        // wall time, from the first batch queued to the last one done
-  int64_t images = 0;        // images trained on (incomplete final steps are left out)
-  double mean_loss = 0;      // over the epoch's micro-batches
-  std::vector<float> losses; // per micro-batch, in order
+  double seconds = 0;         // wall time, from the first batch queued to the last one done
+  int64_t images = 0;         // images trained on (incomplete final steps are left out)
+  double mean_loss = 0;       // over the epoch's micro-batches
+  std::vector<float> losses;  // per micro-batch, in order
 };
 
 // Called on the host as batches complete: images done so far, the epoch's total, the mean loss
