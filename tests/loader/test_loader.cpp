@@ -533,7 +533,8 @@ TEST_CASE("loader: a backend of an older ABI minor loads; its missing slots are 
   porta_stream_t stream = nullptr;
   PT_REQUIRE_OK(porta_stream_default(0, &stream));
   const CallResult result = call_on_fresh_thread([&] {
-    return porta_stream_launch_host_func(stream, [](void*) { ++calls; }, nullptr);
+    return porta_stream_launch_host_func(
+        stream, [](void*) { ++calls; }, nullptr);
   });
   CHECK(result.status == PORTA_ERROR_UNSUPPORTED);
   CHECK(contains(result.message, "1.1"));
@@ -588,7 +589,8 @@ TEST_CASE("loader: op argument errors are libporta's, whichever op plugin runs",
   const porta_plugin_report_t vendor = row_of("vendor_cpu");
   PT_REQUIRE_OK(porta_shutdown());
   if (vendor.outcome != PORTA_PLUGIN_LOADED) {
-    WARN("vendor_cpu is not loaded here (" << vendor.reason << "): only the portable run is checked");
+    WARN("vendor_cpu is not loaded here (" << vendor.reason
+                                           << "): only the portable run is checked");
   }
   const std::vector<std::string> portable = op_error_messages("portable");
   for (const std::string& message : portable) CHECK_FALSE(message.empty());
