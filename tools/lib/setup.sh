@@ -12,7 +12,7 @@ PORTA_DEB_PACKAGES=(
   catch2 libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libopenblas-dev libdnnl-dev libze-dev
   libbenchmark-dev ocl-icd-opencl-dev
-  python3
+  python3 python3-matplotlib
 )
 
 PORTA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
