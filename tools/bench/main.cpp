@@ -178,16 +178,6 @@ int run(const Options& o, const std::vector<Problem>& todo) {
       for (const auto& [backend, device] : backend_devices()) {
         const porta_device_properties_t props = porta::device_properties(device);
         const bool gpu = (props.capabilities & PORTA_CAPABILITY_HOST_IS_DEVICE) == 0;
-        header.devices[backend] = props.name;
-        if (!header.peaks.count(backend)) {
-          note("measuring the peaks of " + backend + " (" + props.name + ")");
-          header.peaks[backend] = measure_peak(device, library);
-          const Peak& p = header.peaks[backend];
-          if (!p.error.empty()) note("peak probe on " + backend + " failed: " + p.error);
-          else
-            note("peak " + backend + ": " + std::to_string(int(p.fma_gflops)) + " GFLOP/s fp32 FMA, " +
-                 std::to_string(int(p.copy_gbps)) + " GB/s copy");
-        }
         // Which ops this implementation has on this backend.
         std::optional<std::set<std::string>> has;
         if (impl == "vendor") {
@@ -200,6 +190,16 @@ int run(const Options& o, const std::vector<Problem>& todo) {
             continue;
           }
           has = listed_ops(*row);
+        }
+        header.devices[backend] = props.name;
+        if (!header.peaks.count(backend)) {
+          note("measuring the peaks of " + backend + " (" + props.name + ")");
+          header.peaks[backend] = measure_peak(device, library);
+          const Peak& p = header.peaks[backend];
+          if (!p.error.empty()) note("peak probe on " + backend + " failed: " + p.error);
+          else
+            note("peak " + backend + ": " + std::to_string(int(p.fma_gflops)) + " GFLOP/s fp32 FMA, " +
+                 std::to_string(int(p.copy_gbps)) + " GB/s copy");
         }
         size_t index = 0;
         for (const Problem& problem : todo) {
@@ -231,6 +231,10 @@ int run(const Options& o, const std::vector<Problem>& todo) {
     porta_shutdown();
   }
   if (!any_backend) return 1;
+  if (records.empty()) {
+    note("nothing was measured" + (header.skipped.empty() ? std::string() : ": " + join(header.skipped, "; ")));
+    return 1;
+  }
 
   compare(records, header.peaks);
   print_table(records, header);
@@ -291,6 +295,11 @@ int main(int argc, char** argv) {
   std::vector<Problem> todo;
   try {
     app.parse(argc, argv);
+    // A backend named twice is measured once; the order is the preference order.
+    std::vector<std::string> unique;
+    for (const std::string& b : o.backends)
+      if (std::find(unique.begin(), unique.end(), b) == unique.end()) unique.push_back(b);
+    o.backends = unique;
     todo = problems(o);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
