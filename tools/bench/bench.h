@@ -53,8 +53,9 @@ struct Shape {
   porta_conv2d_desc_t conv_desc(porta_dtype_t dtype) const;
   // Floating-point operations (gemm, conv: 2 per multiply-add, the direct count) or bytes moved
   // (row ops: each input read once, each output written once) per call.
+  // gemm and conv read inputs of `dtype` and write fp32; the row ops are fp32 throughout.
   double flops() const;
-  double bytes() const;
+  double bytes(porta_dtype_t dtype = PORTA_DTYPE_F32) const;
 };
 
 // Parses `text` as a shape of `op`; throws std::invalid_argument with what is wrong.

@@ -263,7 +263,7 @@ void write_json(const std::string& path, const Header& header, const std::vector
                            {"warmup", r.warmup},
                            {"sets", r.sets},
                            {"flops", r.shape.flops() > 0 ? json(r.shape.flops()) : json(nullptr)},
-                           {"bytes", r.shape.bytes()},
+                           {"bytes", r.shape.bytes(r.dtype)},
                            {"gflops", optional_number(r.gflops)},
                            {"gbps", optional_number(r.gbps)},
                            {"pct_peak", optional_number(r.pct_peak)},
@@ -305,7 +305,7 @@ void write_csv(const std::string& path, const std::vector<Record>& records) {
          << "," << csv_quote(r.message) << "," << when_ok(r.median_ms) << "," << when_ok(r.min_ms)
          << "," << when_ok(r.max_ms) << "," << r.reps << "," << r.warmup << "," << r.sets << ","
          << (r.shape.flops() > 0 ? csv_number(r.shape.flops()) : "") << ","
-         << csv_number(r.shape.bytes()) << "," << csv_number(r.gflops) << ","
+         << csv_number(r.shape.bytes(r.dtype)) << "," << csv_number(r.gflops) << ","
          << csv_number(r.gbps) << "," << csv_number(r.pct_peak) << ","
          << csv_number(r.ratio_to_vendor) << ","
          << (r.max_rel_err && std::isinf(*r.max_rel_err) ? "inf" : csv_number(r.max_rel_err))

@@ -223,16 +223,21 @@ double Shape::flops() const {
   return 0.0;
 }
 
-double Shape::bytes() const {
+double Shape::bytes(porta_dtype_t dtype) const {
   const double f = sizeof(float);
+  const double in = static_cast<double>(dtype_size(dtype));
   switch (op) {
-    case Op::gemm: return f * (double(m) * k + double(k) * n + double(m) * n);
+    case Op::gemm: return in * (double(m) * k + double(k) * n) + f * double(m) * n;
     case Op::conv_fwd:
     case Op::conv_bwd_data:
     case Op::conv_bwd_weights: {
       const double p = conv_out(h, ph, r, sh), q = conv_out(w, pw, s, sw);
-      return f * (double(batch) * c * h * w + double(filters) * c * r * s +
-                  double(batch) * filters * p * q);
+      const double x = double(batch) * c * h * w, wt = double(filters) * c * r * s,
+                   y = double(batch) * filters * p * q;
+      // The two inputs in `dtype`, the output in fp32.
+      if (op == Op::conv_fwd) return in * (x + wt) + f * y;
+      if (op == Op::conv_bwd_data) return in * (y + wt) + f * x;
+      return in * (x + y) + f * wt;
     }
     case Op::softmax: return 2.0 * f * rows * cols;      // x in, y out
     case Op::softmax_bwd: return 3.0 * f * rows * cols;  // y, dy in, dx out
