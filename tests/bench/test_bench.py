@@ -6,6 +6,9 @@
     test_bench.py dtype PORTA_BENCH OUT_DIR  bf16 GEMM: measured or a clear "unsupported" row
     test_bench.py plot  PLOT_BENCH OUT_DIR   plot-bench on the run's JSON makes a PNG; bad input
                                              is refused with a message
+    test_bench.py vectorised KERNELS_SO      the peak probes' CPU build (x86-64-v3 or -v4) runs
+                                             packed FMAs and vector copies: the dialect's inner
+                                             loops vectorised
 
 Exit 0: passed; 77: skipped (the reason on stdout); anything else: failed.
 """
@@ -270,6 +273,39 @@ def test_plot(plot, out_dir):
     finish()
 
 
+def functions(disassembly):
+    """{function label: its instructions} from objdump -d output."""
+    out, name = {}, None
+    for line in disassembly.splitlines():
+        m = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+        if m:
+            name = m.group(1)
+            out[name] = []
+        elif name and "\t" in line:
+            out[name].append(line.split("\t", 1)[1].strip())
+    return out
+
+
+def test_vectorised(library):
+    try:
+        p = run(["objdump", "-d", "--no-show-raw-insn", library])
+    except FileNotFoundError:
+        print("skipped: objdump (binutils) is not installed")
+        sys.exit(SKIP)
+    check(p.returncode == 0, f"objdump reads {library}: {p.stderr.strip()}")
+    code = functions(p.stdout)
+    for kernel, pattern, least in (
+            ("peak_fma", r"^vfmadd\d+ps\s.*%[yz]mm", 64),   # the 8 x 64 unrolled body
+            ("peak_copy", r"^vmovup[sd]\s.*%[yz]mm", 2)):   # a vector load and store
+        body = [i for name, ins in code.items() if kernel in name for i in ins]
+        check(body, f"{kernel} is in {library}")
+        packed = sum(1 for i in body if re.search(pattern, i))
+        scalar = sum(1 for i in body if re.match(r"^vfmadd\d+ss", i)) if kernel == "peak_fma" else 0
+        print(f"{kernel}: {packed} packed instructions ({pattern}), {scalar} scalar FMAs")
+        check(packed >= least, f"{kernel} vectorises: {packed} packed instructions, want >= {least}")
+    finish()
+
+
 def main():
     if len(sys.argv) < 3:
         print(__doc__)
@@ -283,6 +319,8 @@ def main():
         test_dtype(tool, sys.argv[3])
     elif mode == "plot":
         test_plot(tool, sys.argv[3])
+    elif mode == "vectorised":
+        test_vectorised(tool)
     else:
         print(f"unknown mode {mode}")
         sys.exit(2)
