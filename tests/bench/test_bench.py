@@ -139,6 +139,9 @@ def validate(doc, where):
     for p in doc["peaks"]:
         check(isinstance(p.get("backend"), str) and isinstance(p.get("device"), str),
               f"{where}: peaks[].backend, device")
+        check(isinstance(p.get("architecture"), str) and isinstance(p.get("compute_units"), int),
+              f"{where}: peaks[].architecture, compute_units")
+        check("clock_mhz" in p and has_type(p["clock_mhz"], (int, None)), f"{where}: peaks[].clock_mhz")
         for key in ("fma_gflops", "copy_gbps"):
             check(has_type(p.get(key), NUMBER) and p[key] > 0, f"{where}: peaks[].{key} > 0")
     for i, r in enumerate(doc["records"]):

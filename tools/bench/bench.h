@@ -125,7 +125,7 @@ struct Header {
   int cores = 0;
   std::string porta_version;
   std::vector<porta_plugin_report_t> plugins;  // the loader report of the first initialisation
-  std::map<std::string, std::string> devices;  // backend -> device name
+  std::map<std::string, porta_device_properties_t> devices;  // by backend
   std::map<std::string, Peak> peaks;           // by backend
   std::vector<std::string> skipped;            // implementations not measured, and why
   std::string suite, impl, dtype;

@@ -191,7 +191,7 @@ int run(const Options& o, const std::vector<Problem>& todo) {
           }
           has = listed_ops(*row);
         }
-        header.devices[backend] = props.name;
+        header.devices[backend] = props;
         if (!header.peaks.count(backend)) {
           note("measuring the peaks of " + backend + " (" + props.name + ")");
           header.peaks[backend] = measure_peak(device, library);

@@ -198,7 +198,7 @@ void print_table(const std::vector<Record>& records, const Header& header) {
   for (const auto& [backend, peak] : header.peaks) {
     const auto device = header.devices.find(backend);
     std::printf("peak %s (%s): %s GFLOP/s fp32 FMA, %s GB/s copy%s%s\n", backend.c_str(),
-                device != header.devices.end() ? device->second.c_str() : "?",
+                device != header.devices.end() ? device->second.name : "?",
                 fixed(peak.fma_gflops, 1).c_str(), fixed(peak.copy_gbps, 1).c_str(),
                 peak.error.empty() ? "" : "; probe failed: ", peak.error.c_str());
   }
@@ -238,8 +238,13 @@ void write_json(const std::string& path, const Header& header, const std::vector
   json peaks = json::array();
   for (const auto& [backend, peak] : header.peaks) {
     const auto device = header.devices.find(backend);
+    const bool known = device != header.devices.end();
     json entry = {{"backend", backend},
-                  {"device", device != header.devices.end() ? device->second : ""},
+                  {"device", known ? device->second.name : ""},
+                  {"architecture", known ? device->second.architecture : ""},
+                  {"compute_units", known ? device->second.compute_units : 0},
+                  {"clock_mhz", known && device->second.clock_mhz > 0
+                                    ? json(device->second.clock_mhz) : json(nullptr)},
                   {"fma_gflops", peak.fma_gflops > 0 ? json(peak.fma_gflops) : json(nullptr)},
                   {"copy_gbps", peak.copy_gbps > 0 ? json(peak.copy_gbps) : json(nullptr)},
                   {"copy_bytes", peak.copy_bytes}};
