@@ -147,3 +147,27 @@ extern "C" PORTA_API porta_status_t porta_stream_native_handle(porta_stream_t ha
                 stream->native, out_native);
   });
 }
+
+extern "C" PORTA_API porta_status_t porta_stream_launch_host_func(porta_stream_t handle,
+                                                                  porta_host_fn_t fn,
+                                                                  void* user_data) {
+  return with_runtime("porta_stream_launch_host_func", [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Stream> stream;
+    porta_status_t status = lookup(runtime, "porta_stream_launch_host_func", handle, stream);
+    if (status != PORTA_SUCCESS) return status;
+    if (!fn) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_stream_launch_host_func: fn is NULL");
+    }
+    const Backend& backend = *stream->device->backend;
+    // NULL both when the plugin left it out and when its interface predates ABI 1.1 (the loader
+    // leaves slots beyond the plugin's struct_size NULL).
+    if (!backend.interface.stream_launch_host_func) {
+      return fail(PORTA_ERROR_UNSUPPORTED,
+                  "porta_stream_launch_host_func: the {} backend plugin does not provide host "
+                  "functions (its interface predates plugin ABI 1.1 or leaves the slot out)",
+                  backend.name);
+    }
+    return call(backend, "porta_stream_launch_host_func",
+                backend.interface.stream_launch_host_func, stream->native, fn, user_data);
+  });
+}

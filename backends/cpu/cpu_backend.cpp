@@ -440,6 +440,15 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
   });
 }
 
+porta_status_t stream_launch_host_func(porta_backend_context_t, void* stream, porta_host_fn_t fn,
+                                      void* user_data) {
+  return guarded("stream_launch_host_func", [&] {
+    // Runs on the stream's worker, in order with the stream's other tasks.
+    stream_of(stream).enqueue([fn, user_data](ScratchBuffer&) { fn(user_data); });
+    return PORTA_SUCCESS;
+  });
+}
+
 porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t,
                                     const char** out_suffixes) {
   return guarded("code_object_suffixes", [&] {
@@ -480,6 +489,7 @@ const porta_backend_interface_t kInterface = {
     .kernel_get = kernel_get,
     .kernel_launch = kernel_launch,
     .code_object_suffixes = code_object_suffixes,
+    .stream_launch_host_func = stream_launch_host_func,
 };
 
 // Whether a struct of the caller's struct_size holds the field ending at field_end.

@@ -308,6 +308,23 @@ PORTA_API porta_status_t porta_stream_wait_event(porta_stream_t stream, porta_ev
  * the CPU backend, whose streams are Porta's own. */
 PORTA_API porta_status_t porta_stream_native_handle(porta_stream_t stream, void** out_native);
 
+/* A host function queued on a stream: it receives the user_data given with it. */
+typedef void (*porta_host_fn_t)(void* user_data);
+
+/* Queues a call of fn(user_data) on the stream, as cudaLaunchHostFunc does: fn runs on a thread
+ * of the runtime's choosing once all work queued on the stream before it has completed, and work
+ * queued after it (and events recorded after it) waits until fn has returned. The call itself
+ * returns at once. fn runs even when earlier work on the stream failed (that error is returned
+ * by the stream's next synchronize or query), and runs exactly once if this call succeeds.
+ * fn must not call Porta functions that wait for streams or devices (synchronize, blocking copies
+ * and sets, frees, unloads, stream destroy): the stream it runs in cannot advance until it
+ * returns, so such a call may deadlock. GPU drivers also forbid their own API there, so a
+ * portable fn makes no Porta call at all. fn must not throw or longjmp out.
+ * Returns: SUCCESS; INVALID_HANDLE for the stream; INVALID_ARGUMENT for a NULL fn; UNSUPPORTED
+ * when the stream's backend plugin predates host functions. */
+PORTA_API porta_status_t porta_stream_launch_host_func(porta_stream_t stream, porta_host_fn_t fn,
+                                                       void* user_data);
+
 /* ---------------------------------------------------------------------------------------------
  * Events: markers in a stream, to wait on and to time work with.
  * ------------------------------------------------------------------------------------------- */

@@ -202,6 +202,10 @@ class stream : public detail::unique_handle<porta_stream_t, porta_stream_destroy
   inline void wait(const event& e) const;  // later work waits for e, the host does not
   // CUstream, hipStream_t, ze_command_queue_handle_t; throws UNSUPPORTED on the CPU.
   void* native() const { return detail::out<void*>(porta_stream_native_handle, get()); }
+  // Queues fn(user_data) after the work queued so far (porta_stream_launch_host_func).
+  void launch_host_func(porta_host_fn_t fn, void* user_data) const {
+    check(porta_stream_launch_host_func(get(), fn, user_data));
+  }
 
  private:
   stream(porta_stream_t handle, bool owned) noexcept : unique_handle(handle, owned) {}

@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define PORTA_PLUGIN_ABI_MAJOR 1
-#define PORTA_PLUGIN_ABI_MINOR 0
+#define PORTA_PLUGIN_ABI_MINOR 1
 
 #define PORTA_PLUGIN_ENTRY_SYMBOL "porta_plugin_entry"
 
@@ -152,6 +152,12 @@ typedef struct porta_backend_interface_s {
    * as the plugin. */
   porta_status_t (*code_object_suffixes)(porta_backend_context_t context, int32_t device,
                                          const char** out_suffixes);
+
+  /* ABI 1.1. Optional (UNSUPPORTED when NULL): queues fn(user_data) on the stream, to run once
+   * the work queued before it has completed and before the work queued after it starts (see
+   * porta_stream_launch_host_func). fn is not NULL. */
+  porta_status_t (*stream_launch_host_func)(porta_backend_context_t context, void* stream,
+                                            porta_host_fn_t fn, void* user_data);
 } porta_backend_interface_t;
 
 /* The interface of an op plugin: implementations of porta_ops.h for one or more backends. An op

@@ -1,0 +1,725 @@
+// The CUDA and HIP backend plugin, one source for both (gpu_vendor.h maps the names). Streams,
+// events, modules and kernels are the driver's own objects, wrapped only to remember their
+// device; the driver does the queueing, so there is no worker thread here.
+#include <porta/porta_plugin.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "gpu_driver.h"
+#include "gpu_image.h"
+#include "gpu_status.h"
+#include "gpu_vendor.h"
+
+namespace porta::gpu {
+namespace {
+
+#define PORTA_GPU_STR2(x) #x
+#define PORTA_GPU_STR(x) PORTA_GPU_STR2(x)
+#define PORTA_GPU_VERSION            \
+  PORTA_GPU_STR(PORTA_VERSION_MAJOR) \
+  "." PORTA_GPU_STR(PORTA_VERSION_MINOR) "." PORTA_GPU_STR(PORTA_VERSION_PATCH)
+#if defined(PORTA_GPU_HIP)
+constexpr const char* kVersion = "porta-hip " PORTA_GPU_VERSION;
+constexpr const char* kInitName = "hipInit";
+#else
+constexpr const char* kInitName = "cuInit";
+constexpr const char* kVersion = "porta-cuda " PORTA_GPU_VERSION;
+#endif
+
+struct Device {
+  device_t handle{};
+  porta_device_properties_t properties{};
+  std::string suffixes;  // code_object_suffixes
+#if !defined(PORTA_GPU_HIP)
+  CUcontext context = nullptr;  // the retained primary context
+#endif
+};
+
+struct Stream {
+  int32_t device;
+  stream_t stream;
+};
+
+struct Event {
+  int32_t device;
+  event_t event;
+};
+
+struct Kernel {
+  int32_t device;
+  function_t function;
+};
+
+struct Module {
+  int32_t device;
+  module_t module;
+  std::mutex mutex;  // kernel_get may run on several threads at once
+  std::unordered_map<std::string, std::unique_ptr<Kernel>> kernels;
+};
+
+std::string to_string_mb(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
+
+// Which data types and units a device has, from its architecture.
+uint32_t capabilities_of(const std::string& architecture, bool unified, bool async_copy) {
+  uint32_t caps = PORTA_CAPABILITY_FP64;
+  if (unified) caps |= PORTA_CAPABILITY_UNIFIED_ADDRESSING;
+  if (async_copy) caps |= PORTA_CAPABILITY_ASYNC_COPY;
+#if defined(PORTA_GPU_HIP)
+  auto starts = [&](const char* prefix) { return architecture.rfind(prefix, 0) == 0; };
+  caps |= PORTA_CAPABILITY_FP16;
+  // bf16 arithmetic and matrix units: CDNA2 and later, RDNA3 and later (WMMA); MI100 (gfx908)
+  // has matrix cores but no bf16 dot instructions.
+  const bool cdna2_or_later = starts("gfx90a") || starts("gfx94") || starts("gfx95");
+  const bool rdna3_or_later = starts("gfx11") || starts("gfx12");
+  if (cdna2_or_later || rdna3_or_later) caps |= PORTA_CAPABILITY_BF16;
+  if (cdna2_or_later || rdna3_or_later || starts("gfx908")) {
+    caps |= PORTA_CAPABILITY_MATRIX_CORES;
+  }
+#else
+  const int cc = std::stoi(architecture.substr(3));  // "sm_90" -> 90
+  if (cc >= 53) caps |= PORTA_CAPABILITY_FP16;
+  if (cc >= 80) caps |= PORTA_CAPABILITY_BF16;
+  if (cc >= 70) caps |= PORTA_CAPABILITY_MATRIX_CORES;
+#endif
+  return caps;
+}
+
+class Backend {
+ public:
+  explicit Backend(std::unique_ptr<Driver> driver) : driver_(std::move(driver)) {
+    const Driver& d = *driver_;
+    // Any failure to start the driver means the backend cannot be used on this machine.
+    if (result_t r = d.init(0); r != kSuccess) {
+      fail(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": " + d.library_name() +
+                                        " loaded, but " + kInitName + " failed: " +
+                                        d.describe(r));
+    }
+    int count = 0;
+    if (result_t r = d.device_get_count(&count); r != kSuccess) {
+      fail(PORTA_ERROR_UNAVAILABLE,
+           std::string(kBackendName) + ": cannot count devices: " + d.describe(r));
+    }
+    if (count <= 0) {
+      fail(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": the driver sees no device");
+    }
+    int version = 0;
+    if (d.driver_get_version(&version) != kSuccess) version = 0;
+    log(PORTA_LOG_INFO, d.library_name() + ", driver version " + std::to_string(version) + ", " +
+                            std::to_string(count) + " device(s)");
+    devices_.resize(count);
+    try {
+      for (int i = 0; i < count; ++i) open_device(i);
+    } catch (...) {
+      release_contexts();
+      throw;
+    }
+  }
+
+  ~Backend() { release_contexts(); }
+
+  const Driver& driver() const { return *driver_; }
+  int32_t device_count() const { return static_cast<int32_t>(devices_.size()); }
+
+  Device& device(int32_t index) {
+    // libporta checks indices; this keeps a wrong one from reaching the driver.
+    if (index < 0 || index >= device_count()) {
+      fail(PORTA_ERROR_NOT_FOUND, std::string(kBackendName) + ": no device " +
+                                      std::to_string(index));
+    }
+    return devices_[index];
+  }
+
+  // Makes the device current on the calling thread, as every entry does before touching it, so
+  // that work lands on the right GPU whatever the thread did before. The driver keeps the current
+  // context (device) per thread, and asking it is a thread-local read: this sets it only when it
+  // differs, and stays right when the application (or cuBLAS) switched it in between.
+  void make_current(int32_t index) {
+    Device& dev = device(index);
+#if defined(PORTA_GPU_HIP)
+    int current = -1;
+    if (driver_->get_device(&current) != kSuccess || current != index) {
+      driver_->check(driver_->set_device(index), "hipSetDevice(" + std::to_string(index) + ")");
+    }
+    (void)dev;
+#else
+    CUcontext current = nullptr;
+    if (driver_->ctx_get_current(&current) != kSuccess || current != dev.context) {
+      driver_->check(driver_->ctx_set_current(dev.context), "cuCtxSetCurrent");
+    }
+#endif
+  }
+
+ private:
+  void open_device(int index) {
+    const Driver& d = *driver_;
+    Device& dev = devices_[index];
+    const std::string where = "device " + std::to_string(index);
+    d.check(d.device_get(&dev.handle, index), where + ": " + "device_get");
+#if !defined(PORTA_GPU_HIP)
+    // The primary context is the one the CUDA runtime, cuBLAS and cuDNN use: sharing it lets
+    // their calls and Porta's see the same memory and streams.
+    d.check(d.primary_ctx_retain(&dev.context, dev.handle), where + ": cuDevicePrimaryCtxRetain");
+#endif
+    auto attribute = [&](attribute_t which, const char* name) {
+      int value = 0;
+      d.check(d.device_get_attribute(&value, which, dev.handle), where + ": attribute " + name);
+      return value;
+    };
+    porta_device_properties_t& p = dev.properties;
+    std::memset(&p, 0, sizeof(p));
+    p.struct_size = sizeof(p);
+    d.check(d.device_get_name(p.name, sizeof(p.name) - 1, dev.handle), where + ": name");
+    std::snprintf(p.backend, sizeof(p.backend), "%s", kBackendName);
+    size_t total = 0;
+    d.check(d.device_total_mem(&total, dev.handle), where + ": total memory");
+    p.total_memory = total;
+    p.compute_units = attribute(attr::kMultiprocessors, "multiprocessors");
+    p.max_work_group_size = attribute(attr::kMaxThreadsPerBlock, "max threads per block");
+    p.max_work_group_dims[0] = attribute(attr::kMaxBlockDimX, "max block x");
+    p.max_work_group_dims[1] = attribute(attr::kMaxBlockDimY, "max block y");
+    p.max_work_group_dims[2] = attribute(attr::kMaxBlockDimZ, "max block z");
+    p.max_grid_dims[0] = static_cast<uint32_t>(attribute(attr::kMaxGridDimX, "max grid x"));
+    p.max_grid_dims[1] = static_cast<uint32_t>(attribute(attr::kMaxGridDimY, "max grid y"));
+    p.max_grid_dims[2] = static_cast<uint32_t>(attribute(attr::kMaxGridDimZ, "max grid z"));
+    p.shared_memory_per_group = attribute(attr::kMaxSharedPerBlock, "shared memory per block");
+    p.subgroup_size = attribute(attr::kWarpSize, "warp size");
+    // Some drivers no longer report a clock; 0 means unknown.
+    int clock_khz = 0;
+    if (d.device_get_attribute(&clock_khz, attr::kClockRateKHz, dev.handle) != kSuccess) {
+      clock_khz = 0;
+    }
+    p.clock_mhz = clock_khz / 1000;
+    const bool unified = attribute(attr::kUnifiedAddressing, "unified addressing") != 0;
+
+    std::string architecture;
+#if defined(PORTA_GPU_HIP)
+    hipDeviceProp_t props;
+    std::memset(&props, 0, sizeof(props));
+    d.check(d.get_device_properties(&props, index), where + ": hipGetDeviceProperties");
+    props.gcnArchName[sizeof(props.gcnArchName) - 1] = '\0';
+    // "gfx90a:sramecc+:xnack-": the target features do not change which code object loads,
+    // since kernel libraries are built for any setting of them.
+    architecture = props.gcnArchName;
+    architecture = architecture.substr(0, architecture.find(':'));
+    if (architecture.empty()) architecture = "gfx" + std::to_string(props.gcnArch);
+    const bool async_copy = true;  // every AMD GPU has DMA engines beside its compute units
+    dev.suffixes = ".hip-" + architecture + ".hsaco";
+#else
+    const int major = attribute(attr::kComputeMajor, "compute capability major");
+    const int minor = attribute(attr::kComputeMinor, "compute capability minor");
+    architecture = "sm_" + std::to_string(major * 10 + minor);
+    const bool async_copy = attribute(attr::kAsyncEngines, "async engine count") > 0;
+    // One fatbin holds SASS for several architectures and PTX the driver compiles for newer ones.
+    dev.suffixes = ".cuda.fatbin";
+#endif
+    std::snprintf(p.architecture, sizeof(p.architecture), "%s", architecture.c_str());
+    p.capabilities = capabilities_of(architecture, unified, async_copy);
+    log(PORTA_LOG_INFO, where + ": " + p.name + ", " + architecture + ", " +
+                            to_string_mb(p.total_memory) + ", " +
+                            std::to_string(p.compute_units) + " compute units");
+  }
+
+  void release_contexts() noexcept {
+#if !defined(PORTA_GPU_HIP)
+    for (Device& dev : devices_) {
+      if (dev.context) driver_->primary_ctx_release(dev.handle);
+      dev.context = nullptr;
+    }
+#endif
+  }
+
+  std::unique_ptr<Driver> driver_;
+  std::vector<Device> devices_;
+};
+
+Backend& backend_of(porta_backend_context_t context) { return *static_cast<Backend*>(context); }
+Stream& stream_of(void* stream) { return *static_cast<Stream*>(stream); }
+Event& event_of(void* event) { return *static_cast<Event*>(event); }
+
+#if defined(PORTA_GPU_HIP)
+void* device_pointer(void* ptr) { return ptr; }
+#else
+CUdeviceptr device_pointer(const void* ptr) { return reinterpret_cast<CUdeviceptr>(ptr); }
+#endif
+
+// ---- the slots ----------------------------------------------------------------------------------
+
+porta_status_t initialize(porta_backend_context_t* out_context, int32_t* out_device_count) {
+  return guarded("initialize", [&] {
+    auto backend = std::make_unique<Backend>(Driver::open());
+    *out_device_count = backend->device_count();
+    *out_context = backend.release();
+    return PORTA_SUCCESS;
+  });
+}
+
+void shutdown(porta_backend_context_t context) {
+  guarded("shutdown", [&] {
+    delete &backend_of(context);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t device_properties(porta_backend_context_t context, int32_t device,
+                                 porta_device_properties_t* out_properties) {
+  return guarded("device_properties", [&] {
+    // Write only what the caller's struct holds, keeping its struct_size.
+    const size_t caller_size = out_properties->struct_size;
+    porta_device_properties_t full = backend_of(context).device(device).properties;
+    full.struct_size = caller_size;
+    std::memcpy(out_properties, &full, std::min(caller_size, sizeof(full)));
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t device_memory_info(porta_backend_context_t context, int32_t device,
+                                  uint64_t* out_free, uint64_t* out_total) {
+  return guarded("device_memory_info", [&] {
+    Backend& b = backend_of(context);
+    b.make_current(device);
+    size_t free = 0, total = 0;
+    b.driver().check(b.driver().mem_get_info(&free, &total), "memory info");
+    *out_free = free;
+    *out_total = total;
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t device_synchronize(porta_backend_context_t context, int32_t device) {
+  return guarded("device_synchronize", [&] {
+    Backend& b = backend_of(context);
+    b.make_current(device);
+#if defined(PORTA_GPU_HIP)
+    b.driver().check(b.driver().device_synchronize(), "hipDeviceSynchronize");
+#else
+    b.driver().check(b.driver().ctx_synchronize(), "cuCtxSynchronize");
+#endif
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t device_native_handle(porta_backend_context_t context, int32_t device,
+                                    void** out_native) {
+  return guarded("device_native_handle", [&] {
+    // CUdevice and hipDevice_t are the device's ordinal as an int, which is what
+    // cudaSetDevice/hipSetDevice take before calling a vendor library on it.
+    const device_t handle = backend_of(context).device(device).handle;
+    *out_native = reinterpret_cast<void*>(static_cast<intptr_t>(handle));
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t memory_alloc(porta_backend_context_t context, int32_t device, size_t size,
+                            void** out_ptr) {
+  return guarded("memory_alloc", [&] {
+    Backend& b = backend_of(context);
+    b.make_current(device);
+#if defined(PORTA_GPU_HIP)
+    void* ptr = nullptr;
+    b.driver().check(b.driver().mem_alloc(&ptr, size),
+                     "hipMalloc of " + std::to_string(size) + " bytes");
+    *out_ptr = ptr;
+#else
+    CUdeviceptr ptr = 0;
+    b.driver().check(b.driver().mem_alloc(&ptr, size),
+                     "cuMemAlloc of " + std::to_string(size) + " bytes");
+    *out_ptr = reinterpret_cast<void*>(ptr);
+#endif
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t memory_free(porta_backend_context_t context, int32_t device, void* ptr) {
+  return guarded("memory_free", [&] {
+    Backend& b = backend_of(context);
+    b.make_current(device);
+    b.driver().check(b.driver().mem_free(device_pointer(ptr)), "free device memory");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t host_alloc(porta_backend_context_t context, int32_t device, size_t size,
+                          void** out_ptr) {
+  return guarded("host_alloc", [&] {
+    Backend& b = backend_of(context);
+    b.make_current(device);
+    // Portable: pinned for every device, so a copy to another GPU overlaps too.
+    void* ptr = nullptr;
+    b.driver().check(b.driver().host_alloc(&ptr, size, kHostAllocPortable),
+                     "pinned host allocation of " + std::to_string(size) + " bytes");
+    *out_ptr = ptr;
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t host_free(porta_backend_context_t context, int32_t device, void* ptr) {
+  return guarded("host_free", [&] {
+    Backend& b = backend_of(context);
+    b.make_current(device);
+    b.driver().check(b.driver().host_free(ptr), "free pinned host memory");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t stream_create(porta_backend_context_t context, int32_t device, void** out_stream) {
+  return guarded("stream_create", [&] {
+    Backend& b = backend_of(context);
+    b.make_current(device);
+    auto stream = std::make_unique<Stream>(Stream{device, nullptr});
+    // Non-blocking: no implicit synchronisation with the legacy default stream, which Porta's
+    // streams (its default stream included) never rely on.
+    b.driver().check(b.driver().stream_create(&stream->stream, kStreamNonBlocking),
+                     "stream create");
+    *out_stream = stream.release();
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t stream_destroy(porta_backend_context_t context, void* stream) {
+  return guarded("stream_destroy", [&] {
+    Backend& b = backend_of(context);
+    Stream& s = stream_of(stream);
+    b.make_current(s.device);
+    b.driver().check(b.driver().stream_destroy(s.stream), "stream destroy");
+    delete &s;
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t stream_synchronize(porta_backend_context_t context, void* stream) {
+  return guarded("stream_synchronize", [&] {
+    Backend& b = backend_of(context);
+    Stream& s = stream_of(stream);
+    b.make_current(s.device);
+    b.driver().check(b.driver().stream_synchronize(s.stream), "stream synchronize");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t stream_query(porta_backend_context_t context, void* stream) {
+  return guarded("stream_query", [&] {
+    Backend& b = backend_of(context);
+    Stream& s = stream_of(stream);
+    b.make_current(s.device);
+    const result_t r = b.driver().stream_query(s.stream);
+    if (r == kNotReady) return PORTA_NOT_READY;
+    b.driver().check(r, "stream query");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t stream_wait_event(porta_backend_context_t context, void* stream, void* event) {
+  return guarded("stream_wait_event", [&] {
+    Backend& b = backend_of(context);
+    Stream& s = stream_of(stream);
+    b.make_current(s.device);
+    b.driver().check(b.driver().stream_wait_event(s.stream, event_of(event).event, 0),
+                     "stream wait event");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t stream_native_handle(porta_backend_context_t, void* stream, void** out_native) {
+  return guarded("stream_native_handle", [&] {
+    *out_native = static_cast<void*>(stream_of(stream).stream);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void* dst,
+                            const void* src, size_t size, porta_copy_kind_t kind) {
+  return guarded("memcpy_async", [&] {
+    Backend& b = backend_of(context);
+    Stream& s = stream_of(stream);
+    b.make_current(s.device);
+#if defined(PORTA_GPU_HIP)
+    hipMemcpyKind direction = hipMemcpyDefault;
+    switch (kind) {
+      case PORTA_COPY_HOST_TO_HOST: direction = hipMemcpyHostToHost; break;
+      case PORTA_COPY_HOST_TO_DEVICE: direction = hipMemcpyHostToDevice; break;
+      case PORTA_COPY_DEVICE_TO_HOST: direction = hipMemcpyDeviceToHost; break;
+      case PORTA_COPY_DEVICE_TO_DEVICE: direction = hipMemcpyDeviceToDevice; break;
+    }
+    b.driver().check(b.driver().memcpy_async(dst, src, size, direction, s.stream),
+                     "hipMemcpyAsync of " + std::to_string(size) + " bytes");
+#else
+    // With unified addressing the driver tells host from device memory by address, and pinned
+    // memory from pageable: one call covers every direction, and copies from pinned memory are
+    // DMA transfers that overlap kernels on other streams.
+    (void)kind;
+    b.driver().check(
+        b.driver().memcpy_async(device_pointer(dst), device_pointer(src), size, s.stream),
+        "cuMemcpyAsync of " + std::to_string(size) + " bytes");
+#endif
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t memset_async(porta_backend_context_t context, void* stream, void* dst,
+                            uint8_t value, size_t size) {
+  return guarded("memset_async", [&] {
+    Backend& b = backend_of(context);
+    Stream& s = stream_of(stream);
+    b.make_current(s.device);
+    b.driver().check(b.driver().memset_d8_async(device_pointer(dst), value, size, s.stream),
+                     "memset of " + std::to_string(size) + " bytes");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_create(porta_backend_context_t context, int32_t device, void** out_event) {
+  return guarded("event_create", [&] {
+    Backend& b = backend_of(context);
+    b.make_current(device);
+    auto event = std::make_unique<Event>(Event{device, nullptr});
+    // The default flags keep timing on (porta_event_elapsed_ms works on every event).
+    b.driver().check(b.driver().event_create(&event->event, kEventDefault), "event create");
+    *out_event = event.release();
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_destroy(porta_backend_context_t context, void* event) {
+  return guarded("event_destroy", [&] {
+    Backend& b = backend_of(context);
+    Event& e = event_of(event);
+    b.make_current(e.device);
+    // Waits already queued on it still complete: the driver defers the release.
+    b.driver().check(b.driver().event_destroy(e.event), "event destroy");
+    delete &e;
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_record(porta_backend_context_t context, void* event, void* stream) {
+  return guarded("event_record", [&] {
+    Backend& b = backend_of(context);
+    Event& e = event_of(event);
+    b.make_current(e.device);
+    b.driver().check(b.driver().event_record(e.event, stream_of(stream).stream), "event record");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_query(porta_backend_context_t context, void* event) {
+  return guarded("event_query", [&] {
+    Backend& b = backend_of(context);
+    Event& e = event_of(event);
+    b.make_current(e.device);
+    const result_t r = b.driver().event_query(e.event);
+    if (r == kNotReady) return PORTA_NOT_READY;
+    b.driver().check(r, "event query");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_synchronize(porta_backend_context_t context, void* event) {
+  return guarded("event_synchronize", [&] {
+    Backend& b = backend_of(context);
+    Event& e = event_of(event);
+    b.make_current(e.device);
+    b.driver().check(b.driver().event_synchronize(e.event), "event synchronize");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t event_elapsed_ms(porta_backend_context_t context, void* start, void* end,
+                                float* out_ms) {
+  return guarded("event_elapsed_ms", [&] {
+    Backend& b = backend_of(context);
+    const Driver& d = b.driver();
+    Event& first = event_of(start);
+    b.make_current(first.device);
+    float ms = 0.0f;
+#if defined(PORTA_GPU_HIP)
+    const result_t r = d.event_elapsed_time(&ms, first.event, event_of(end).event);
+#else
+    auto elapsed = d.event_elapsed_time_v2 ? d.event_elapsed_time_v2 : d.event_elapsed_time_v1;
+    if (!elapsed) {
+      fail(PORTA_ERROR_UNSUPPORTED,
+           std::string(kBackendName) + ": the driver exports no cuEventElapsedTime");
+    }
+    const result_t r = elapsed(&ms, first.event, event_of(end).event);
+#endif
+    if (r == kNotReady) return PORTA_NOT_READY;
+    d.check(r, "event elapsed time");
+    *out_ms = ms;
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t module_load_data(porta_backend_context_t context, int32_t device, const void* image,
+                                size_t size, void** out_module) {
+  return guarded("module_load_data", [&] {
+    Backend& b = backend_of(context);
+    const std::vector<uint64_t> checked = checked_image(image, size);
+    b.make_current(device);
+    auto module = std::make_unique<Module>();
+    module->device = device;
+    b.driver().check(b.driver().module_load_data(&module->module, checked.data()),
+                     "module load (" + std::to_string(size) + " bytes) on device " +
+                         std::to_string(device) + " (" +
+                         b.device(device).properties.architecture + ")");
+    *out_module = module.release();
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t module_unload(porta_backend_context_t context, void* module) {
+  return guarded("module_unload", [&] {
+    Backend& b = backend_of(context);
+    auto* m = static_cast<Module*>(module);
+    b.make_current(m->device);
+    b.driver().check(b.driver().module_unload(m->module), "module unload");
+    delete m;
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t kernel_get(porta_backend_context_t context, void* module, const char* name,
+                          void** out_kernel) {
+  return guarded("kernel_get", [&] {
+    Backend& b = backend_of(context);
+    const Driver& d = b.driver();
+    auto* m = static_cast<Module*>(module);
+    std::lock_guard lock(m->mutex);
+    if (auto it = m->kernels.find(name); it != m->kernels.end()) {
+      *out_kernel = it->second.get();
+      return PORTA_SUCCESS;
+    }
+    b.make_current(m->device);
+    function_t function = nullptr;
+    d.check(d.module_get_function(&function, m->module, name),
+            std::string("kernel '") + name + "'");
+#if !defined(PORTA_GPU_HIP)
+    // A CUDA kernel may use more than 48 KiB of dynamic shared memory only after opting in; the
+    // device's limit (properties) assumes it did, so every kernel opts in to all it can have.
+    int static_bytes = 0;
+    if (d.func_get_attribute(&static_bytes, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, function) ==
+        kSuccess) {
+      const int available = b.device(m->device).properties.shared_memory_per_group - static_bytes;
+      if (available > 0) {
+        const result_t r = d.func_set_attribute(
+            function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, available);
+        if (r != kSuccess) {
+          log(PORTA_LOG_DEBUG, std::string("kernel '") + name +
+                                   "': cannot opt in to more shared memory: " + d.describe(r));
+        }
+      }
+    }
+#endif
+    auto kernel = std::make_unique<Kernel>(Kernel{m->device, function});
+    *out_kernel = kernel.get();
+    m->kernels.emplace(name, std::move(kernel));
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
+                             const porta_launch_config_t* config, void** args, void* stream) {
+  return guarded("kernel_launch", [&] {
+    Backend& b = backend_of(context);
+    const auto* k = static_cast<const Kernel*>(kernel);
+    b.make_current(k->device);
+    const porta_launch_config_t& c = *config;
+    // The driver copies the arguments args points to before it returns, as Porta promises.
+    b.driver().check(
+        b.driver().launch_kernel(k->function, c.grid[0], c.grid[1], c.grid[2], c.group[0],
+                                 c.group[1], c.group[2], c.shared_memory_bytes,
+                                 stream_of(stream).stream, args, nullptr),
+        "kernel launch");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t device,
+                                    const char** out_suffixes) {
+  return guarded("code_object_suffixes", [&] {
+    *out_suffixes = backend_of(context).device(device).suffixes.c_str();
+    return PORTA_SUCCESS;
+  });
+}
+
+const porta_backend_interface_t kInterface = {
+    .struct_size = sizeof(porta_backend_interface_t),
+    .initialize = initialize,
+    .shutdown = shutdown,
+    .device_properties = device_properties,
+    .device_memory_info = device_memory_info,
+    .device_synchronize = device_synchronize,
+    .device_native_handle = device_native_handle,
+    .memory_alloc = memory_alloc,
+    .memory_free = memory_free,
+    .host_alloc = host_alloc,
+    .host_free = host_free,
+    .stream_create = stream_create,
+    .stream_destroy = stream_destroy,
+    .stream_synchronize = stream_synchronize,
+    .stream_query = stream_query,
+    .stream_wait_event = stream_wait_event,
+    .stream_native_handle = stream_native_handle,
+    .memcpy_async = memcpy_async,
+    .memset_async = memset_async,
+    .event_create = event_create,
+    .event_destroy = event_destroy,
+    .event_record = event_record,
+    .event_query = event_query,
+    .event_synchronize = event_synchronize,
+    .event_elapsed_ms = event_elapsed_ms,
+    .module_load_data = module_load_data,
+    .module_load_file = nullptr,  // libporta reads the file and hands the image over
+    .module_unload = module_unload,
+    .kernel_get = kernel_get,
+    .kernel_launch = kernel_launch,
+    .code_object_suffixes = code_object_suffixes,
+};
+
+constexpr bool fits(size_t struct_size, size_t field_end) { return struct_size >= field_end; }
+
+}  // namespace
+}  // namespace porta::gpu
+
+// The entry touches no driver: that happens in initialize, so the plugin loads anywhere.
+extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
+                                                                 porta_plugin_t* out_plugin) {
+  using porta::gpu::fits;
+  using porta::gpu::kBackendName;
+  if (!host || !out_plugin) return PORTA_ERROR_INVALID_ARGUMENT;
+  constexpr size_t kHostNeeds = offsetof(porta_host_api_t, log) + sizeof(host->log);
+  if (!fits(host->struct_size, kHostNeeds)) {
+    constexpr size_t kMessageEnd =
+        offsetof(porta_host_api_t, set_error_message) + sizeof(host->set_error_message);
+    if (fits(host->struct_size, kMessageEnd) && host->set_error_message) {
+      host->set_error_message("the host API is older than this GPU plugin needs");
+    }
+    return PORTA_ERROR_INCOMPATIBLE_VERSION;
+  }
+  const size_t size = out_plugin->struct_size;
+  if (!fits(size, offsetof(porta_plugin_t, abi_major) + sizeof(out_plugin->abi_major))) {
+    if (host->set_error_message) host->set_error_message("porta_plugin_t is too small");
+    return PORTA_ERROR_INVALID_ARGUMENT;
+  }
+  porta::gpu::set_host(host);
+
+#define PORTA_GPU_SET(field, value)                                              \
+  if (fits(size, offsetof(porta_plugin_t, field) + sizeof(out_plugin->field))) { \
+    out_plugin->field = (value);                                                 \
+  }
+  PORTA_GPU_SET(abi_major, PORTA_PLUGIN_ABI_MAJOR);
+  PORTA_GPU_SET(abi_minor, PORTA_PLUGIN_ABI_MINOR);
+  PORTA_GPU_SET(kind, PORTA_PLUGIN_KIND_BACKEND);
+  PORTA_GPU_SET(name, kBackendName);
+  PORTA_GPU_SET(version, porta::gpu::kVersion);
+  PORTA_GPU_SET(backend, &porta::gpu::kInterface);
+#undef PORTA_GPU_SET
+  return PORTA_SUCCESS;
+}

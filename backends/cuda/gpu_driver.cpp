@@ -1,0 +1,157 @@
+#include "gpu_driver.h"
+
+#include <dlfcn.h>
+
+#include "gpu_status.h"
+
+namespace porta::gpu {
+
+std::unique_ptr<Driver> Driver::open() {
+  std::unique_ptr<Driver> driver(new Driver());
+  void* library = nullptr;
+  std::string tried;
+  for (const char* name : kDriverLibraries) {
+    // RTLD_LOCAL: the driver's symbols stay out of the global namespace, where a vendor library
+    // the application loads later might bind to them instead of its own.
+    library = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (library) {
+      driver->library_name_ = name;
+      break;
+    }
+    const char* why = dlerror();
+    if (!tried.empty()) tried += "; ";
+    tried += why ? why : std::string(name) + ": dlopen failed";
+  }
+  if (!library) {
+    fail(PORTA_ERROR_UNAVAILABLE,
+         std::string(kBackendName) + ": no " + kVendorName + " driver: " + tried);
+  }
+  // dlerror is cleared before each lookup: a NULL from dlsym is then told apart by it.
+#define PORTA_GPU_RESOLVE(field, symbol)                                                        \
+  dlerror();                                                                                    \
+  driver->field = reinterpret_cast<decltype(driver->field)>(dlsym(library, #symbol));           \
+  if (!driver->field) {                                                                         \
+    fail(PORTA_ERROR_INCOMPATIBLE_VERSION, std::string(kBackendName) + ": " +                   \
+                                               driver->library_name_ + " lacks " #symbol        \
+                                               " (the driver is older than this plugin needs)"); \
+  }
+  PORTA_GPU_FUNCTIONS(PORTA_GPU_RESOLVE)
+#define PORTA_GPU_RESOLVE_TYPED(field, symbol, type) PORTA_GPU_RESOLVE(field, symbol)
+  PORTA_GPU_TYPED_FUNCTIONS(PORTA_GPU_RESOLVE_TYPED)
+#undef PORTA_GPU_RESOLVE_TYPED
+#undef PORTA_GPU_RESOLVE
+#define PORTA_GPU_RESOLVE_OPTIONAL(field, symbol) \
+  driver->field = reinterpret_cast<decltype(driver->field)>(dlsym(library, #symbol));
+  PORTA_GPU_OPTIONAL_FUNCTIONS(PORTA_GPU_RESOLVE_OPTIONAL)
+#undef PORTA_GPU_RESOLVE_OPTIONAL
+  return driver;
+}
+
+std::string Driver::describe(result_t result) const {
+  const char* name = nullptr;
+  const char* text = nullptr;
+#if defined(PORTA_GPU_HIP)
+  name = get_error_name(result);
+  text = get_error_string(result);
+#else
+  // Both fail with CUDA_ERROR_INVALID_VALUE for a code this driver does not know.
+  if (get_error_name(result, &name) != CUDA_SUCCESS) name = nullptr;
+  if (get_error_string(result, &text) != CUDA_SUCCESS) text = nullptr;
+#endif
+  std::string out = name ? name : "unknown error";
+  out += " (" + std::to_string(static_cast<int>(result)) + ")";
+  if (text && *text && (!name || std::string(text) != name)) out += std::string(": ") + text;
+  return out;
+}
+
+void Driver::check(result_t result, const std::string& what) const {
+  if (result == kSuccess) return;
+  fail(status_of(result), std::string(kBackendName) + ": " + what + ": " + describe(result));
+}
+
+porta_status_t Driver::status_of(result_t result) {
+  switch (result) {
+#if defined(PORTA_GPU_HIP)
+    case hipSuccess:
+      return PORTA_SUCCESS;
+    case hipErrorNotReady:
+      return PORTA_NOT_READY;
+    case hipErrorOutOfMemory:
+      return PORTA_ERROR_OUT_OF_MEMORY;
+    case hipErrorNoDevice:
+    case hipErrorInsufficientDriver:
+    case hipErrorNotInitialized:
+    case hipErrorDeinitialized:
+    case hipErrorOperatingSystem:
+      return PORTA_ERROR_UNAVAILABLE;
+    case hipErrorNoBinaryForGpu:
+      return PORTA_ERROR_INCOMPATIBLE_VERSION;
+    case hipErrorInvalidImage:
+    case hipErrorInvalidKernelFile:
+    case hipErrorInvalidValue:
+    case hipErrorInvalidConfiguration:
+    case hipErrorLaunchOutOfResources:
+    case hipErrorInvalidDevicePointer:
+      return PORTA_ERROR_INVALID_ARGUMENT;
+    case hipErrorNotFound:
+    case hipErrorSharedObjectSymbolNotFound:
+      return PORTA_ERROR_NOT_FOUND;
+    case hipErrorNotSupported:
+      return PORTA_ERROR_UNSUPPORTED;
+    // The context is unusable after these, as after CUDA's sticky errors.
+    case hipErrorIllegalAddress:
+    case hipErrorLaunchTimeOut:
+    case hipErrorECCNotCorrectable:
+    case hipErrorAssert:
+    case hipErrorContextIsDestroyed:
+      return PORTA_ERROR_DEVICE_LOST;
+#else
+    case CUDA_SUCCESS:
+      return PORTA_SUCCESS;
+    case CUDA_ERROR_NOT_READY:
+      return PORTA_NOT_READY;
+    case CUDA_ERROR_OUT_OF_MEMORY:
+      return PORTA_ERROR_OUT_OF_MEMORY;
+    case CUDA_ERROR_NO_DEVICE:
+    case CUDA_ERROR_SYSTEM_NOT_READY:
+    case CUDA_ERROR_NOT_INITIALIZED:
+    case CUDA_ERROR_DEINITIALIZED:
+    case CUDA_ERROR_STUB_LIBRARY:
+    case CUDA_ERROR_DEVICE_UNAVAILABLE:
+    case CUDA_ERROR_SYSTEM_DRIVER_MISMATCH:
+    case CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE:
+    case CUDA_ERROR_OPERATING_SYSTEM:
+      return PORTA_ERROR_UNAVAILABLE;
+    case CUDA_ERROR_NO_BINARY_FOR_GPU:
+    case CUDA_ERROR_UNSUPPORTED_PTX_VERSION:
+      return PORTA_ERROR_INCOMPATIBLE_VERSION;
+    case CUDA_ERROR_INVALID_IMAGE:
+    case CUDA_ERROR_INVALID_PTX:
+    case CUDA_ERROR_INVALID_VALUE:
+    case CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES:
+      return PORTA_ERROR_INVALID_ARGUMENT;
+    case CUDA_ERROR_NOT_FOUND:
+      return PORTA_ERROR_NOT_FOUND;
+    case CUDA_ERROR_NOT_SUPPORTED:
+    case CUDA_ERROR_JIT_COMPILER_NOT_FOUND:
+      return PORTA_ERROR_UNSUPPORTED;
+    // Sticky errors: the context cannot be used again in this process.
+    case CUDA_ERROR_ILLEGAL_ADDRESS:
+    case CUDA_ERROR_LAUNCH_FAILED:
+    case CUDA_ERROR_LAUNCH_TIMEOUT:
+    case CUDA_ERROR_ECC_UNCORRECTABLE:
+    case CUDA_ERROR_HARDWARE_STACK_ERROR:
+    case CUDA_ERROR_ILLEGAL_INSTRUCTION:
+    case CUDA_ERROR_MISALIGNED_ADDRESS:
+    case CUDA_ERROR_INVALID_ADDRESS_SPACE:
+    case CUDA_ERROR_INVALID_PC:
+    case CUDA_ERROR_ASSERT:
+    case CUDA_ERROR_CONTEXT_IS_DESTROYED:
+      return PORTA_ERROR_DEVICE_LOST;
+#endif
+    default:
+      return PORTA_ERROR_BACKEND;
+  }
+}
+
+}  // namespace porta::gpu

@@ -1,0 +1,214 @@
+// Host functions queued on streams (porta_stream_launch_host_func): ordering with kernels, copies
+// and events, asynchrony, and argument errors. The functions here touch only host memory and make
+// no Porta call, as the API asks of a portable host function.
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+
+#include "common.h"
+
+using namespace porta_test;
+
+namespace {
+
+// A gate a host function blocks on until the test opens it, so the test controls when the
+// stream may advance past the function.
+struct Gate {
+  std::mutex mutex;
+  std::condition_variable opened_cv;
+  bool opened = false;
+  std::atomic<bool> entered{false};
+  std::atomic<bool> returned{false};
+
+  void open() {
+    {
+      std::lock_guard lock(mutex);
+      opened = true;
+    }
+    opened_cv.notify_all();
+  }
+  static void wait(void* data) {
+    auto* gate = static_cast<Gate*>(data);
+    gate->entered = true;
+    std::unique_lock lock(gate->mutex);
+    gate->opened_cv.wait(lock, [&] { return gate->opened; });
+    gate->returned = true;
+  }
+};
+
+// Copies a float from one host address to another when the stream reaches it.
+struct HostCopy {
+  const float* from;
+  float* to;
+  static void run(void* data) {
+    auto* copy = static_cast<HostCopy*>(data);
+    std::memcpy(copy->to, copy->from, sizeof(float));
+  }
+};
+
+struct Sequence {
+  std::mutex mutex;
+  std::vector<int> seen;
+};
+struct Step {
+  Sequence* sequence;
+  int index;
+  static void run(void* data) {
+    auto* step = static_cast<Step*>(data);
+    std::lock_guard lock(step->sequence->mutex);
+    step->sequence->seen.push_back(step->index);
+  }
+};
+
+void count_call(void* data) { static_cast<std::atomic<int>*>(data)->fetch_add(1); }
+
+}  // namespace
+
+TEST_CASE("host function: runs after the kernels and copies queued before it",
+          "[host_func]" PT_KERNELS_TAG) {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Module module(device);
+    porta_kernel_t spin = module.kernel("spin");
+    Buffer out(device, 256);
+    Buffer staging(device, 256, Buffer::kPinned);
+    PT_REQUIRE_OK(porta_memset(out.get(), 0xFF, 256));  // NaN until the spin writes it
+    std::memset(staging.get(), 0xFF, 256);
+    Stream stream(device);
+    float seen = 0.0f;
+    HostCopy copy{staging.as<float>(), &seen};
+    // spin (long) -> copy to pinned memory -> the host function reads it.
+    PT_REQUIRE_OK(launch_spin(device, spin, out.as<float>(), stream.get()));
+    PT_REQUIRE_OK(porta_memcpy_async(staging.get(), out.get(), sizeof(float), stream.get()));
+    PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), HostCopy::run, &copy));
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    const std::vector<uint8_t> result = download(out.get(), sizeof(float));
+    float expected;
+    std::memcpy(&expected, result.data(), sizeof expected);
+    CHECK(std::isfinite(expected));
+    CHECK(seen == expected);  // not the NaN that was there before the spin finished
+  }
+}
+
+TEST_CASE("host function: work queued after it waits until it returns", "[host_func]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Buffer staging(device, 256, Buffer::kPinned);
+    Buffer target(device, 256);
+    PT_REQUIRE_OK(porta_memset(target.get(), 0, 256));
+    float* host = staging.as<float>();
+    host[0] = 1.0f;
+    Stream stream(device);
+    Event after(device);
+    Gate gate;
+    const float written = 42.5f;
+    HostCopy write{&written, host};
+
+    const double start = now_ms();
+    PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), Gate::wait, &gate));
+    PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), HostCopy::run, &write));
+    // The copy reads what the host function wrote, so it must not start before it returned.
+    PT_REQUIRE_OK(porta_memcpy_async(target.get(), staging.get(), sizeof(float), stream.get()));
+    PT_REQUIRE_OK(porta_event_record(after.get(), stream.get()));
+    CHECK(now_ms() - start < 1000.0);  // queueing returned without waiting for the gate
+
+    // Blocked in the first function: nothing after it has run.
+    for (int i = 0; i < 2000 && !gate.entered; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    CHECK(gate.entered);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    PT_CHECK_STATUS(PORTA_NOT_READY, porta_stream_query(stream.get()));
+    PT_CHECK_STATUS(PORTA_NOT_READY, porta_event_query(after.get()));
+    CHECK(host[0] == 1.0f);
+
+    // Another stream waiting on the event also waits for the function.
+    Stream other(device);
+    Buffer second(device, 256);
+    PT_REQUIRE_OK(porta_memset(second.get(), 0, 256));
+    PT_REQUIRE_OK(porta_stream_wait_event(other.get(), after.get()));
+    PT_REQUIRE_OK(porta_memcpy_async(second.get(), target.get(), sizeof(float), other.get()));
+
+    gate.open();
+    PT_REQUIRE_OK(porta_event_synchronize(after.get()));
+    CHECK(gate.returned);
+    CHECK(host[0] == written);
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    PT_REQUIRE_OK(porta_stream_synchronize(other.get()));
+    float copied = 0.0f, waited = 0.0f;
+    std::memcpy(&copied, download(target.get(), sizeof(float)).data(), sizeof(float));
+    std::memcpy(&waited, download(second.get(), sizeof(float)).data(), sizeof(float));
+    CHECK(copied == written);
+    CHECK(waited == written);
+  }
+}
+
+TEST_CASE("host function: many run once each, in queue order", "[host_func]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Stream stream(device);
+    Buffer buffer(device, 4096);
+    Sequence sequence;
+    constexpr int kSteps = 500;
+    std::vector<Step> steps(kSteps);
+    for (int i = 0; i < kSteps; ++i) {
+      steps[i] = Step{&sequence, i};
+      PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), Step::run, &steps[i]));
+      // Interleaved with other work, which must not reorder them.
+      if (i % 50 == 0) PT_REQUIRE_OK(porta_memset_async(buffer.get(), i & 0xFF, 4096, stream.get()));
+    }
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    std::vector<int> expected(kSteps);
+    for (int i = 0; i < kSteps; ++i) expected[i] = i;
+    CHECK(sequence.seen == expected);
+  }
+}
+
+TEST_CASE("host function: the NULL stream is the default device's default stream",
+          "[host_func]") {
+  std::atomic<int> calls{0};
+  PT_REQUIRE_OK(porta_stream_launch_host_func(nullptr, count_call, &calls));
+  PT_REQUIRE_OK(porta_stream_synchronize(nullptr));
+  CHECK(calls == 1);
+  for (porta_device_t device : devices()) {
+    porta_stream_t stream = nullptr;
+    PT_REQUIRE_OK(porta_stream_default(device, &stream));
+    PT_REQUIRE_OK(porta_stream_launch_host_func(stream, count_call, &calls));
+    PT_REQUIRE_OK(porta_stream_synchronize(stream));
+  }
+  CHECK(calls == 1 + device_count());
+}
+
+TEST_CASE("host function: argument errors queue nothing", "[host_func][errors]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    std::atomic<int> calls{0};
+    Stream stream(device);
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                   porta_stream_launch_host_func(stream.get(), nullptr, &calls));
+    porta_stream_t destroyed = nullptr;
+    PT_REQUIRE_OK(porta_stream_create(device, &destroyed));
+    PT_REQUIRE_OK(porta_stream_destroy(destroyed));
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE,
+                   porta_stream_launch_host_func(destroyed, count_call, &calls));
+    auto made_up = reinterpret_cast<porta_stream_t>(uintptr_t{0x7f00dead0000});
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE,
+                   porta_stream_launch_host_func(made_up, count_call, &calls));
+    Event event(device);
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE,
+                   porta_stream_launch_host_func(reinterpret_cast<porta_stream_t>(event.get()),
+                                                 count_call, &calls));
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    CHECK(calls == 0);
+    // user_data is only handed over: NULL is fine.
+    static std::atomic<int> null_calls{0};
+    null_calls = 0;
+    PT_REQUIRE_OK(porta_stream_launch_host_func(
+        stream.get(), [](void* data) { null_calls += data == nullptr ? 1 : 100; }, nullptr));
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    CHECK(null_calls == 1);
+  }
+}
