@@ -66,6 +66,7 @@ BAD_ARGUMENTS = [
     (["--shape", "64x64"], "--op"),
     (["--op", "softmax", "--dtype", "bf16"], "fp32"),
     (["--unknown-flag"], "unknown-flag"),
+    (["--csv", "/nonexistent-dir/out.csv"], "does not exist"),
 ]
 
 
