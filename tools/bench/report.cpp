@@ -139,6 +139,7 @@ void compare(std::vector<Record>& records, const std::map<std::string, Peak>& pe
       if (r.gflops && p->second.fma_gflops > 0) r.pct_peak = 100.0 * *r.gflops / p->second.fma_gflops;
       if (r.gbps && p->second.copy_gbps > 0) r.pct_peak = 100.0 * *r.gbps / p->second.copy_gbps;
     }
+    if (r.impl == "vendor") r.ratio_to_vendor = 1.0;
     for (const Record& other : records) {
       if (&other == &r || other.status != "ok" || key(other) != key(r)) continue;
       if (other.impl == "vendor" && other.backend == r.backend)
