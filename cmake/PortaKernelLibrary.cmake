@@ -67,6 +67,7 @@ function(_porta_add_gpu_kernels name sources includes)
 
   if(PORTA_BUILD_CUDA)
     set(out "${lib}/${name}.cuda.fatbin")
+    set(depfile "${CMAKE_CURRENT_BINARY_DIR}/${name}.cuda.fatbin.d")
     set(gencode "")
     set(highest "")
     foreach(arch IN LISTS PORTA_CUDA_ARCHITECTURES)
@@ -76,10 +77,10 @@ function(_porta_add_gpu_kernels name sources includes)
     list(APPEND gencode -gencode arch=compute_${highest},code=compute_${highest})
     add_custom_command(
       OUTPUT "${out}"
-      COMMAND "${PORTA_NVCC}" -x cu ${flags} --fatbin ${gencode} -MD -MF "${out}.d" -o "${out}"
+      COMMAND "${PORTA_NVCC}" -x cu ${flags} --fatbin ${gencode} -MD -MF "${depfile}" -o "${out}"
               "${unity}"
       DEPENDS "${unity}" ${depends}
-      DEPFILE "${out}.d"
+      DEPFILE "${depfile}"
       COMMENT "Building CUDA code object ${name}.cuda.fatbin (${PORTA_CUDA_ARCHITECTURES})"
       VERBATIM)
     add_custom_target(${name}.cuda DEPENDS "${out}")
@@ -91,12 +92,13 @@ function(_porta_add_gpu_kernels name sources includes)
     set(outputs "")
     foreach(arch IN LISTS PORTA_HIP_ARCHITECTURES)
       set(out "${lib}/${name}.hip-${arch}.hsaco")
+      set(depfile "${CMAKE_CURRENT_BINARY_DIR}/${name}.hip-${arch}.hsaco.d")
       add_custom_command(
         OUTPUT "${out}"
         COMMAND "${PORTA_HIPCC}" -x hip ${flags} --offload-arch=${arch} --cuda-device-only
-                --no-gpu-bundle-output -c -MD -MF "${out}.d" -o "${out}" "${unity}"
+                --no-gpu-bundle-output -c -MD -MF "${depfile}" -o "${out}" "${unity}"
         DEPENDS "${unity}" ${depends}
-        DEPFILE "${out}.d"
+        DEPFILE "${depfile}"
         COMMENT "Building HIP code object ${name}.hip-${arch}.hsaco"
         VERBATIM)
       list(APPEND outputs "${out}")

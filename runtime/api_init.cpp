@@ -1,5 +1,8 @@
 // porta_init, porta_shutdown and the loader report.
+#include <algorithm>
+#include <cstddef>
 #include <cstdio>
+#include <cstring>
 
 #include "runtime.h"
 
@@ -47,10 +50,13 @@ extern "C" PORTA_API porta_status_t porta_loader_report_count(size_t* out_count)
 extern "C" PORTA_API porta_status_t porta_loader_report_get(size_t index,
                                                             porta_plugin_report_t* out_report) {
   return with_runtime_even_if_failed("porta_loader_report_get", [&](Runtime& runtime) -> porta_status_t {
-    if (!out_report || out_report->struct_size < sizeof(porta_plugin_report_t)) {
+    // The first release's row ended at kind; later fields are written when the caller has room.
+    constexpr size_t kFirstSize =
+        offsetof(porta_plugin_report_t, kind) + sizeof(porta_plugin_report_t::kind);
+    if (!out_report || out_report->struct_size < kFirstSize) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
                   "porta_loader_report_get: out_report is NULL or its struct_size is below {}",
-                  sizeof(porta_plugin_report_t));
+                  kFirstSize);
     }
     if (index >= runtime.reports().size()) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
@@ -69,7 +75,9 @@ extern "C" PORTA_API porta_status_t porta_loader_report_get(size_t index,
     report.abi_minor = row.abi_minor;
     report.device_count = row.device_count;
     report.kind = row.kind;
-    *out_report = report;
+    std::snprintf(report.version, sizeof(report.version), "%s", row.version.c_str());
+    std::snprintf(report.ops, sizeof(report.ops), "%s", row.ops.c_str());
+    std::memcpy(out_report, &report, std::min(out_report->struct_size, sizeof(report)));
     return PORTA_SUCCESS;
   });
 }

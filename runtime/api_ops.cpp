@@ -85,13 +85,17 @@ int32_t raw(const Enum& value) {
 
 size_t dtype_size(porta_dtype_t dtype) { return dtype == PORTA_DTYPE_F32 ? 4 : 2; }
 
-porta_status_t known_dtype(const OpCall& call, const porta_dtype_t& dtype) {
+porta_status_t known_dtype(const OpCall& call, const char* name, const porta_dtype_t& dtype) {
   const int32_t value = raw(dtype);
   if (value == PORTA_DTYPE_F32 || value == PORTA_DTYPE_F16 || value == PORTA_DTYPE_BF16) {
     return PORTA_SUCCESS;
   }
-  return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: dtype {} is not one of f32 (0), f16 (1), bf16 (2)",
-              call.function, value);
+  return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} {} is not one of f32 (0), f16 (1), bf16 (2)",
+              call.function, name, value);
+}
+
+porta_status_t known_dtype(const OpCall& call, const porta_dtype_t& dtype) {
+  return known_dtype(call, "dtype", dtype);
 }
 
 // A buffer holding elements of element_size bytes: device memory of the stream's device, with
@@ -157,18 +161,26 @@ porta_status_t op(const char* function, porta_stream_t stream, Check&& check, Sl
     return check(runtime, call);
   });
   if (status != PORTA_SUCCESS) return status;
-  auto implementation = call.ops->interface.*slot;
+  // An op the vendor plugin leaves out runs on the portable plugin (see porta_ops.h).
+  const OpsPlugin* plugin = call.ops;
+  auto implementation = plugin->interface.*slot;
+  if (!implementation && call.device->fallback_ops) {
+    plugin = call.device->fallback_ops;
+    implementation = plugin->interface.*slot;
+  }
   if (!implementation) {
-    return fail(PORTA_ERROR_UNSUPPORTED, "{}: the {} op plugin does not implement it", function,
-                call.ops->name);
+    return fail(PORTA_ERROR_UNSUPPORTED, "{}: the {} op plugin does not implement it{}{}",
+                function, call.ops->name,
+                call.device->fallback_missing.empty() ? "" : ", and no fallback: ",
+                call.device->fallback_missing);
   }
   return guarded(function, [&]() -> porta_status_t {
     take_plugin_message();
-    status = implementation(call.ops->context, call.stream, args...);
+    status = implementation(plugin->context, call.stream, args...);
     if (status < 0) {
       std::string detail = take_plugin_message();
       fail(status, "{}", detail.empty() ? fmt::format("{}: {} op plugin: {}", function,
-                                                      call.ops->name, porta_status_name(status))
+                                                      plugin->name, porta_status_name(status))
                                         : detail);
     }
     return status;
@@ -437,6 +449,28 @@ extern "C" PORTA_API porta_status_t porta_conv2d_backward_weights(porta_stream_t
                           "dw", dw, &ConvSizes::w);
       },
       &porta_ops_interface_t::conv2d_backward_weights, desc, x, dy, dw);
+}
+
+// ---- dtype conversion -------------------------------------------------------------------------
+
+extern "C" PORTA_API porta_status_t porta_convert(porta_stream_t stream, int64_t count,
+                                                  porta_dtype_t src_dtype, const void* src,
+                                                  porta_dtype_t dst_dtype, void* dst) {
+  return op(
+      "porta_convert", stream,
+      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
+        PORTA_CHECK(positive(call, "count", count));
+        PORTA_CHECK(known_dtype(call, "src_dtype", src_dtype));
+        PORTA_CHECK(known_dtype(call, "dst_dtype", dst_dtype));
+        const size_t in = dtype_size(src_dtype), out = dtype_size(dst_dtype);
+        PORTA_CHECK(buffer(runtime, call, "src", src, count, in));
+        PORTA_CHECK(buffer(runtime, call, "dst", dst, count, out));
+        // In place only element for element: with different sizes, one item's write would land
+        // on another's input.
+        return apart(call, "dst", dst, count * int64_t(out), "src", src, count * int64_t(in),
+                     in == out);
+      },
+      &porta_ops_interface_t::convert, count, src_dtype, src, dst_dtype, dst);
 }
 
 // ---- softmax and cross-entropy ----------------------------------------------------------------

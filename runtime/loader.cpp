@@ -52,6 +52,28 @@ constexpr RequiredSlot kOpsSlots[] = {
 #undef PORTA_BACKEND_SLOT
 #undef PORTA_SLOT
 
+// Every op slot with the name porta_ops.h gives the op, for the report's list. A slot appended to
+// porta_ops_interface_t is added here too.
+#define PORTA_OP_SLOT(slot) RequiredSlot{#slot, offsetof(porta_ops_interface_t, slot)}
+constexpr RequiredSlot kOpSlots[] = {
+    PORTA_OP_SLOT(gemm),
+    PORTA_OP_SLOT(conv2d_forward),
+    PORTA_OP_SLOT(conv2d_backward_data),
+    PORTA_OP_SLOT(conv2d_backward_weights),
+    PORTA_OP_SLOT(softmax_forward),
+    PORTA_OP_SLOT(softmax_backward),
+    PORTA_OP_SLOT(cross_entropy),
+    PORTA_OP_SLOT(bias_add),
+    PORTA_OP_SLOT(bias_backward),
+    PORTA_OP_SLOT(relu_forward),
+    PORTA_OP_SLOT(relu_backward),
+    PORTA_OP_SLOT(max_pool2d_forward),
+    PORTA_OP_SLOT(max_pool2d_backward),
+    PORTA_OP_SLOT(sgd_update),
+    PORTA_OP_SLOT(adam_update),
+};
+#undef PORTA_OP_SLOT
+
 bool refuse(PluginReport& report, porta_plugin_outcome_t outcome, porta_status_t status,
             std::string reason) {
   report.outcome = outcome;
@@ -123,6 +145,7 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
   }
   report.abi_major = plugin.abi_major;
   report.abi_minor = plugin.abi_minor;
+  if (plugin.version) report.version = plugin.version;
   if (plugin.abi_major != PORTA_PLUGIN_ABI_MAJOR) {
     return close(PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
                  fmt::format("plugin ABI {}.{}, this libporta speaks {}.{}", plugin.abi_major,
@@ -244,7 +267,21 @@ bool load_ops_plugin(const std::string& name, const std::vector<std::string>& di
     ops = OpsPlugin{};
     return false;
   }
+  report.ops = implemented_ops(ops.interface);
   return loaded(report);
+}
+
+std::string implemented_ops(const porta_ops_interface_t& interface) {
+  std::string names;
+  for (const RequiredSlot& slot : kOpSlots) {
+    void* fn = nullptr;
+    if (slot.offset + sizeof(fn) > interface.struct_size) continue;  // an older, shorter plugin
+    std::memcpy(&fn, reinterpret_cast<const char*>(&interface) + slot.offset, sizeof(fn));
+    if (!fn) continue;
+    if (!names.empty()) names += ',';
+    names += slot.name;
+  }
+  return names;
 }
 
 void unload_ops_plugin(OpsPlugin& ops) {

@@ -38,7 +38,12 @@ struct PluginReport {
   uint32_t abi_major = 0;
   uint32_t abi_minor = 0;
   int32_t device_count = 0;
+  std::string version;  // the plugin's version string, copied while it is loaded
+  std::string ops;      // op plugins: the ops whose slots it fills, comma-separated
 };
+
+// The names (porta_ops.h without "porta_") of the ops whose slots interface fills, joined by ','.
+std::string implemented_ops(const porta_ops_interface_t& interface);
 
 // Searches directories in order for libporta_<name>.so and brings the first one found up.
 // On success fills backend; either way fills report.

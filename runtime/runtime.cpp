@@ -248,28 +248,38 @@ void Runtime::load_ops_plugins(const Settings& settings) {
     }
     reports_.push_back(std::move(report));
   }
-  for (auto& device : devices_) {
-    const std::string& backend = device->backend->name;
-    const std::string wanted = settings.ops == "portable" ? "portable" : "vendor_" + backend;
+  // The loaded plugin named wanted if it serves the backend; else NULL and why not.
+  auto serving = [&](const std::string& wanted, const std::string& backend,
+                     std::string& why_not) -> OpsPlugin* {
     auto found = std::find_if(ops_plugins_.begin(), ops_plugins_.end(),
                               [&](const auto& plugin) { return plugin->name == wanted; });
     if (found == ops_plugins_.end()) {
       auto row = std::find_if(reports_.begin(), reports_.end(), [&](const PluginReport& r) {
         return r.kind == PORTA_PLUGIN_KIND_OPS && r.name == wanted;
       });
-      device->ops_missing = fmt::format("the {} op plugin is not loaded: {}", wanted,
-                                        row != reports_.end() ? row->reason : "not tried");
-      continue;
+      why_not = fmt::format("the {} op plugin is not loaded: {}", wanted,
+                            row != reports_.end() ? row->reason : "not tried");
+      return nullptr;
     }
     OpsPlugin& plugin = **found;
     take_plugin_message();
     if (plugin.interface.supports_backend(plugin.context, backend.c_str()) != PORTA_SUCCESS) {
       std::string why = take_plugin_message();
-      device->ops_missing = fmt::format("the {} op plugin does not serve the {} backend{}{}",
-                                        wanted, backend, why.empty() ? "" : ": ", why);
-      continue;
+      why_not = fmt::format("the {} op plugin does not serve the {} backend{}{}", wanted, backend,
+                            why.empty() ? "" : ": ", why);
+      return nullptr;
     }
-    device->ops = &plugin;
+    return &plugin;
+  };
+  for (auto& device : devices_) {
+    const std::string& backend = device->backend->name;
+    const bool vendor = settings.ops == "vendor";
+    device->ops = serving(vendor ? "vendor_" + backend : "portable", backend, device->ops_missing);
+    // A vendor plugin that is missing is not replaced (the ops say why); one that is there but
+    // leaves ops out gets them from the portable plugin.
+    if (vendor && device->ops) {
+      device->fallback_ops = serving("portable", backend, device->fallback_missing);
+    }
   }
 }
 

@@ -100,8 +100,7 @@ class Backend {
     // Any failure to start the driver means the backend cannot be used on this machine.
     if (result_t r = d.init(0); r != kSuccess) {
       fail(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": " + d.library_name() +
-                                        " loaded, but " + kInitName + " failed: " +
-                                        d.describe(r));
+                                        " loaded, but " + kInitName + " failed: " + d.describe(r));
     }
     int count = 0;
     if (result_t r = d.device_get_count(&count); r != kSuccess) {
@@ -132,8 +131,8 @@ class Backend {
   Device& device(int32_t index) {
     // libporta checks indices; this keeps a wrong one from reaching the driver.
     if (index < 0 || index >= device_count()) {
-      fail(PORTA_ERROR_NOT_FOUND, std::string(kBackendName) + ": no device " +
-                                      std::to_string(index));
+      fail(PORTA_ERROR_NOT_FOUND,
+           std::string(kBackendName) + ": no device " + std::to_string(index));
     }
     return devices_[index];
   }
@@ -224,8 +223,8 @@ class Backend {
     std::snprintf(p.architecture, sizeof(p.architecture), "%s", architecture.c_str());
     p.capabilities = capabilities_of(architecture, unified, async_copy);
     log(PORTA_LOG_INFO, where + ": " + p.name + ", " + architecture + ", " +
-                            to_string_mb(p.total_memory) + ", " +
-                            std::to_string(p.compute_units) + " compute units");
+                            to_string_mb(p.total_memory) + ", " + std::to_string(p.compute_units) +
+                            " compute units");
   }
 
   void release_contexts() noexcept {
@@ -310,10 +309,16 @@ porta_status_t device_synchronize(porta_backend_context_t context, int32_t devic
 porta_status_t device_native_handle(porta_backend_context_t context, int32_t device,
                                     void** out_native) {
   return guarded("device_native_handle", [&] {
-    // CUdevice and hipDevice_t are the device's ordinal as an int, which is what
-    // cudaSetDevice/hipSetDevice take before calling a vendor library on it.
-    const device_t handle = backend_of(context).device(device).handle;
-    *out_native = reinterpret_cast<void*>(static_cast<intptr_t>(handle));
+    const Device& dev = backend_of(context).device(device);
+#if defined(PORTA_GPU_HIP)
+    // hipDevice_t is the device's ordinal, what hipSetDevice takes before a vendor library call
+    // (porta.h: it may be 0).
+    *out_native = reinterpret_cast<void*>(static_cast<intptr_t>(dev.handle));
+#else
+    // The retained primary context (porta.h): never NULL, cuCtxGetDevice gives the CUdevice, and
+    // it is the context the CUDA runtime, cuBLAS and cuDNN use for that device.
+    *out_native = static_cast<void*>(dev.context);
+#endif
     return PORTA_SUCCESS;
   });
 }
@@ -444,10 +449,18 @@ porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void*
 #if defined(PORTA_GPU_HIP)
     hipMemcpyKind direction = hipMemcpyDefault;
     switch (kind) {
-      case PORTA_COPY_HOST_TO_HOST: direction = hipMemcpyHostToHost; break;
-      case PORTA_COPY_HOST_TO_DEVICE: direction = hipMemcpyHostToDevice; break;
-      case PORTA_COPY_DEVICE_TO_HOST: direction = hipMemcpyDeviceToHost; break;
-      case PORTA_COPY_DEVICE_TO_DEVICE: direction = hipMemcpyDeviceToDevice; break;
+      case PORTA_COPY_HOST_TO_HOST:
+        direction = hipMemcpyHostToHost;
+        break;
+      case PORTA_COPY_HOST_TO_DEVICE:
+        direction = hipMemcpyHostToDevice;
+        break;
+      case PORTA_COPY_DEVICE_TO_HOST:
+        direction = hipMemcpyDeviceToHost;
+        break;
+      case PORTA_COPY_DEVICE_TO_DEVICE:
+        direction = hipMemcpyDeviceToDevice;
+        break;
     }
     b.driver().check(b.driver().memcpy_async(dst, src, size, direction, s.stream),
                      "hipMemcpyAsync of " + std::to_string(size) + " bytes");
@@ -464,8 +477,8 @@ porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void*
   });
 }
 
-porta_status_t memset_async(porta_backend_context_t context, void* stream, void* dst,
-                            uint8_t value, size_t size) {
+porta_status_t memset_async(porta_backend_context_t context, void* stream, void* dst, uint8_t value,
+                            size_t size) {
   return guarded("memset_async", [&] {
     Backend& b = backend_of(context);
     Stream& s = stream_of(stream);
@@ -567,8 +580,8 @@ porta_status_t module_load_data(porta_backend_context_t context, int32_t device,
     module->device = device;
     b.driver().check(b.driver().module_load_data(&module->module, checked.data()),
                      "module load (" + std::to_string(size) + " bytes) on device " +
-                         std::to_string(device) + " (" +
-                         b.device(device).properties.architecture + ")");
+                         std::to_string(device) + " (" + b.device(device).properties.architecture +
+                         ")");
     *out_module = module.release();
     return PORTA_SUCCESS;
   });
@@ -641,6 +654,24 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
   });
 }
 
+porta_status_t stream_launch_host_func(porta_backend_context_t context, void* stream,
+                                       porta_host_fn_t fn, void* user_data) {
+  return guarded("stream_launch_host_func", [&] {
+    Backend& b = backend_of(context);
+    const Driver& d = b.driver();
+    Stream& s = stream_of(stream);
+    if (!d.launch_host_func) {
+      fail(PORTA_ERROR_UNSUPPORTED, std::string(kBackendName) + ": " + d.library_name() +
+                                        " has no host-function launch (it predates it)");
+    }
+    b.make_current(s.device);
+    // The driver runs fn on a thread of its own, in stream order; porta_host_fn_t and the
+    // driver's host-function type are both void (*)(void*).
+    d.check(d.launch_host_func(s.stream, fn, user_data), "host function launch");
+    return PORTA_SUCCESS;
+  });
+}
+
 porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t device,
                                     const char** out_suffixes) {
   return guarded("code_object_suffixes", [&] {
@@ -681,6 +712,7 @@ const porta_backend_interface_t kInterface = {
     .kernel_get = kernel_get,
     .kernel_launch = kernel_launch,
     .code_object_suffixes = code_object_suffixes,
+    .stream_launch_host_func = stream_launch_host_func,
 };
 
 constexpr bool fits(size_t struct_size, size_t field_end) { return struct_size >= field_end; }

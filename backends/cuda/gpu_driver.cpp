@@ -27,13 +27,13 @@ std::unique_ptr<Driver> Driver::open() {
          std::string(kBackendName) + ": no " + kVendorName + " driver: " + tried);
   }
   // dlerror is cleared before each lookup: a NULL from dlsym is then told apart by it.
-#define PORTA_GPU_RESOLVE(field, symbol)                                                        \
-  dlerror();                                                                                    \
-  driver->field = reinterpret_cast<decltype(driver->field)>(dlsym(library, #symbol));           \
-  if (!driver->field) {                                                                         \
-    fail(PORTA_ERROR_INCOMPATIBLE_VERSION, std::string(kBackendName) + ": " +                   \
-                                               driver->library_name_ + " lacks " #symbol        \
-                                               " (the driver is older than this plugin needs)"); \
+#define PORTA_GPU_RESOLVE(field, symbol)                                              \
+  dlerror();                                                                          \
+  driver->field = reinterpret_cast<decltype(driver->field)>(dlsym(library, #symbol)); \
+  if (!driver->field) {                                                               \
+    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,                                            \
+         std::string(kBackendName) + ": " + driver->library_name_ +                   \
+             " lacks " #symbol " (the driver is older than this plugin needs)");      \
   }
   PORTA_GPU_FUNCTIONS(PORTA_GPU_RESOLVE)
 #define PORTA_GPU_RESOLVE_TYPED(field, symbol, type) PORTA_GPU_RESOLVE(field, symbol)

@@ -36,7 +36,7 @@ class Driver {
   PORTA_GPU_FUNCTIONS(PORTA_GPU_FIELD)
   PORTA_GPU_OPTIONAL_FUNCTIONS(PORTA_GPU_FIELD)
 #undef PORTA_GPU_FIELD
-#define PORTA_GPU_TYPED_FIELD(field, symbol, type)                                  \
+#define PORTA_GPU_TYPED_FIELD(field, symbol, type)                                 \
   static_assert(sizeof(static_cast<type>(&symbol)) > 0, #symbol " has this type"); \
   std::type_identity_t<type> field = nullptr;
   PORTA_GPU_TYPED_FUNCTIONS(PORTA_GPU_TYPED_FIELD)

@@ -43,10 +43,10 @@ void check_elf(const unsigned char* bytes, size_t size) {
     refuse(PORTA_ERROR_INCOMPATIBLE_VERSION, "not a 64-bit little-endian ELF");
   }
   if (header.e_machine != kElfMachine) {
-    refuse(PORTA_ERROR_INCOMPATIBLE_VERSION,
-           "an ELF for machine " + std::to_string(header.e_machine) + ", not " +
-               std::to_string(kElfMachine) + " (" + kVendorName + "): a code object for " +
-               "another device");
+    refuse(PORTA_ERROR_INCOMPATIBLE_VERSION, "an ELF for machine " +
+                                                 std::to_string(header.e_machine) + ", not " +
+                                                 std::to_string(kElfMachine) + " (" + kVendorName +
+                                                 "): a code object for " + "another device");
   }
   if (header.e_shnum > 0) {
     if (header.e_shentsize != sizeof(Elf64_Shdr) ||
@@ -56,9 +56,9 @@ void check_elf(const unsigned char* bytes, size_t size) {
     for (uint16_t i = 0; i < header.e_shnum; ++i) {
       const auto section = read<Elf64_Shdr>(bytes, header.e_shoff + i * sizeof(Elf64_Shdr));
       if (section.sh_type != SHT_NOBITS && !within(section.sh_offset, section.sh_size, size)) {
-        refuse(PORTA_ERROR_INVALID_ARGUMENT,
-               "truncated ELF: section " + std::to_string(i) + " ends past the image's " +
-                   std::to_string(size) + " bytes");
+        refuse(PORTA_ERROR_INVALID_ARGUMENT, "truncated ELF: section " + std::to_string(i) +
+                                                 " ends past the image's " + std::to_string(size) +
+                                                 " bytes");
       }
     }
   }
@@ -109,9 +109,9 @@ void check_fatbin(const unsigned char* bytes, size_t size) {
   const auto header_size = read<uint16_t>(bytes, 6);
   const auto payload_size = read<uint64_t>(bytes, 8);
   if (header_size < 16 || !within(header_size, payload_size, size)) {
-    refuse(PORTA_ERROR_INVALID_ARGUMENT,
-           "truncated fatbin: it declares " + std::to_string(header_size + payload_size) +
-               " bytes, the image has " + std::to_string(size));
+    refuse(PORTA_ERROR_INVALID_ARGUMENT, "truncated fatbin: it declares " +
+                                             std::to_string(header_size + payload_size) +
+                                             " bytes, the image has " + std::to_string(size));
   }
 }
 

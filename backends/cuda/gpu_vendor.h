@@ -64,48 +64,47 @@ inline constexpr attribute_t kComputeMinor = hipDeviceAttributeComputeCapability
 
 // X(field, symbol): every driver function the backend calls. The table's field has the type of
 // the header's declaration of symbol.
-#define PORTA_GPU_FUNCTIONS(X)                          \
-  X(init, hipInit)                                      \
-  X(driver_get_version, hipDriverGetVersion)            \
-  X(runtime_get_version, hipRuntimeGetVersion)          \
-  X(get_error_name, hipGetErrorName)                    \
-  X(get_error_string, hipGetErrorString)                \
-  X(device_get_count, hipGetDeviceCount)                \
-  X(device_get, hipDeviceGet)                           \
-  X(device_get_name, hipDeviceGetName)                  \
-  X(device_total_mem, hipDeviceTotalMem)                \
-  X(device_get_attribute, hipDeviceGetAttribute)        \
-  X(get_device_properties, hipGetDeviceProperties)      \
-  X(set_device, hipSetDevice)                           \
-  X(get_device, hipGetDevice)                           \
-  X(device_synchronize, hipDeviceSynchronize)           \
-  X(mem_get_info, hipMemGetInfo)                        \
-  X(mem_free, hipFree)                                  \
-  X(host_free, hipHostFree)                             \
-  X(stream_create, hipStreamCreateWithFlags)            \
-  X(stream_destroy, hipStreamDestroy)                   \
-  X(stream_synchronize, hipStreamSynchronize)           \
-  X(stream_query, hipStreamQuery)                       \
-  X(stream_wait_event, hipStreamWaitEvent)              \
-  X(memcpy_async, hipMemcpyAsync)                       \
-  X(memset_d8_async, hipMemsetD8Async)                  \
-  X(event_create, hipEventCreateWithFlags)              \
-  X(event_destroy, hipEventDestroy)                     \
-  X(event_record, hipEventRecord)                       \
-  X(event_query, hipEventQuery)                         \
-  X(event_synchronize, hipEventSynchronize)             \
-  X(event_elapsed_time, hipEventElapsedTime)            \
-  X(module_load_data, hipModuleLoadData)                \
-  X(module_unload, hipModuleUnload)                     \
-  X(module_get_function, hipModuleGetFunction)          \
-  X(func_get_attribute, hipFuncGetAttribute)            \
+#define PORTA_GPU_FUNCTIONS(X)                     \
+  X(init, hipInit)                                 \
+  X(driver_get_version, hipDriverGetVersion)       \
+  X(get_error_name, hipGetErrorName)               \
+  X(get_error_string, hipGetErrorString)           \
+  X(device_get_count, hipGetDeviceCount)           \
+  X(device_get, hipDeviceGet)                      \
+  X(device_get_name, hipDeviceGetName)             \
+  X(device_total_mem, hipDeviceTotalMem)           \
+  X(device_get_attribute, hipDeviceGetAttribute)   \
+  X(get_device_properties, hipGetDeviceProperties) \
+  X(set_device, hipSetDevice)                      \
+  X(get_device, hipGetDevice)                      \
+  X(device_synchronize, hipDeviceSynchronize)      \
+  X(mem_get_info, hipMemGetInfo)                   \
+  X(mem_free, hipFree)                             \
+  X(host_free, hipHostFree)                        \
+  X(stream_create, hipStreamCreateWithFlags)       \
+  X(stream_destroy, hipStreamDestroy)              \
+  X(stream_synchronize, hipStreamSynchronize)      \
+  X(stream_query, hipStreamQuery)                  \
+  X(stream_wait_event, hipStreamWaitEvent)         \
+  X(memcpy_async, hipMemcpyAsync)                  \
+  X(memset_d8_async, hipMemsetD8Async)             \
+  X(event_create, hipEventCreateWithFlags)         \
+  X(event_destroy, hipEventDestroy)                \
+  X(event_record, hipEventRecord)                  \
+  X(event_query, hipEventQuery)                    \
+  X(event_synchronize, hipEventSynchronize)        \
+  X(event_elapsed_time, hipEventElapsedTime)       \
+  X(module_load_data, hipModuleLoadData)           \
+  X(module_unload, hipModuleUnload)                \
+  X(module_get_function, hipModuleGetFunction)     \
+  X(func_get_attribute, hipFuncGetAttribute)       \
   X(launch_kernel, hipModuleLaunchKernel)
 
 // T(field, symbol, type): functions the C++ header overloads (with templates taking T**), so
 // that decltype cannot name them; type picks the C declaration, and a static_cast in the driver
 // checks that it matches one.
-#define PORTA_GPU_TYPED_FUNCTIONS(T)                                           \
-  T(mem_alloc, hipMalloc, hipError_t (*)(void**, size_t))                      \
+#define PORTA_GPU_TYPED_FUNCTIONS(T)                      \
+  T(mem_alloc, hipMalloc, hipError_t (*)(void**, size_t)) \
   T(host_alloc, hipHostMalloc, hipError_t (*)(void**, size_t, unsigned int))
 
 // Functions a driver may lack; the feature that needs one is then reported as unsupported.
@@ -150,43 +149,43 @@ inline constexpr attribute_t kComputeMinor = CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABIL
 inline constexpr attribute_t kAsyncEngines = CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT;
 }  // namespace attr
 
-#define PORTA_GPU_FUNCTIONS(X)                                  \
-  X(init, cuInit)                                               \
-  X(driver_get_version, cuDriverGetVersion)                     \
-  X(get_error_name, cuGetErrorName)                             \
-  X(get_error_string, cuGetErrorString)                         \
-  X(device_get_count, cuDeviceGetCount)                         \
-  X(device_get, cuDeviceGet)                                    \
-  X(device_get_name, cuDeviceGetName)                           \
-  X(device_total_mem, cuDeviceTotalMem_v2)                      \
-  X(device_get_attribute, cuDeviceGetAttribute)                 \
-  X(primary_ctx_retain, cuDevicePrimaryCtxRetain)               \
-  X(primary_ctx_release, cuDevicePrimaryCtxRelease_v2)          \
-  X(ctx_get_current, cuCtxGetCurrent)                           \
-  X(ctx_set_current, cuCtxSetCurrent)                           \
-  X(ctx_synchronize, cuCtxSynchronize)                          \
-  X(mem_get_info, cuMemGetInfo_v2)                              \
-  X(mem_alloc, cuMemAlloc_v2)                                   \
-  X(mem_free, cuMemFree_v2)                                     \
-  X(host_alloc, cuMemHostAlloc)                                 \
-  X(host_free, cuMemFreeHost)                                   \
-  X(stream_create, cuStreamCreate)                              \
-  X(stream_destroy, cuStreamDestroy_v2)                         \
-  X(stream_synchronize, cuStreamSynchronize)                    \
-  X(stream_query, cuStreamQuery)                                \
-  X(stream_wait_event, cuStreamWaitEvent)                       \
-  X(memcpy_async, cuMemcpyAsync)                                \
-  X(memset_d8_async, cuMemsetD8Async)                           \
-  X(event_create, cuEventCreate)                                \
-  X(event_destroy, cuEventDestroy_v2)                           \
-  X(event_record, cuEventRecord)                                \
-  X(event_query, cuEventQuery)                                  \
-  X(event_synchronize, cuEventSynchronize)                      \
-  X(module_load_data, cuModuleLoadData)                         \
-  X(module_unload, cuModuleUnload)                              \
-  X(module_get_function, cuModuleGetFunction)                   \
-  X(func_get_attribute, cuFuncGetAttribute)                     \
-  X(func_set_attribute, cuFuncSetAttribute)                     \
+#define PORTA_GPU_FUNCTIONS(X)                         \
+  X(init, cuInit)                                      \
+  X(driver_get_version, cuDriverGetVersion)            \
+  X(get_error_name, cuGetErrorName)                    \
+  X(get_error_string, cuGetErrorString)                \
+  X(device_get_count, cuDeviceGetCount)                \
+  X(device_get, cuDeviceGet)                           \
+  X(device_get_name, cuDeviceGetName)                  \
+  X(device_total_mem, cuDeviceTotalMem_v2)             \
+  X(device_get_attribute, cuDeviceGetAttribute)        \
+  X(primary_ctx_retain, cuDevicePrimaryCtxRetain)      \
+  X(primary_ctx_release, cuDevicePrimaryCtxRelease_v2) \
+  X(ctx_get_current, cuCtxGetCurrent)                  \
+  X(ctx_set_current, cuCtxSetCurrent)                  \
+  X(ctx_synchronize, cuCtxSynchronize)                 \
+  X(mem_get_info, cuMemGetInfo_v2)                     \
+  X(mem_alloc, cuMemAlloc_v2)                          \
+  X(mem_free, cuMemFree_v2)                            \
+  X(host_alloc, cuMemHostAlloc)                        \
+  X(host_free, cuMemFreeHost)                          \
+  X(stream_create, cuStreamCreate)                     \
+  X(stream_destroy, cuStreamDestroy_v2)                \
+  X(stream_synchronize, cuStreamSynchronize)           \
+  X(stream_query, cuStreamQuery)                       \
+  X(stream_wait_event, cuStreamWaitEvent)              \
+  X(memcpy_async, cuMemcpyAsync)                       \
+  X(memset_d8_async, cuMemsetD8Async)                  \
+  X(event_create, cuEventCreate)                       \
+  X(event_destroy, cuEventDestroy_v2)                  \
+  X(event_record, cuEventRecord)                       \
+  X(event_query, cuEventQuery)                         \
+  X(event_synchronize, cuEventSynchronize)             \
+  X(module_load_data, cuModuleLoadData)                \
+  X(module_unload, cuModuleUnload)                     \
+  X(module_get_function, cuModuleGetFunction)          \
+  X(func_get_attribute, cuFuncGetAttribute)            \
+  X(func_set_attribute, cuFuncSetAttribute)            \
   X(launch_kernel, cuLaunchKernel)
 
 // cuEventElapsedTime_v2 appeared in CUDA 12.8 (same signature; it reports an event pair of

@@ -140,11 +140,19 @@ typedef struct porta_plugin_report_s {
   uint32_t abi_minor;
   int32_t device_count; /* backends only */
   porta_plugin_kind_t kind;
+  /* Since 0.1 with plugin ABI 1.1; written only when struct_size covers them. */
+  char version[256];   /* the plugin's version string (its libraries' versions too); "" unknown */
+  char ops[512];       /* op plugins: the ops it implements, comma-separated, as named in
+                          porta_ops.h without "porta_" ("gemm,conv2d_forward,..."); "" else */
 } porta_plugin_report_t;
 
 /* The loader report: one row per known backend in the order tried, then the backends not
  * requested, then the op plugins (the portable one, and a vendor one per loaded backend).
  * Readable after a failed initialisation too (it triggers initialisation if none happened).
+ * A row is written up to out_report->struct_size (at least the first release's struct, which
+ * ended at kind); fields beyond it are left alone.
+ * With PORTA_OPS=vendor, an op that the vendor plugin's ops list lacks runs on the portable
+ * plugin (see porta_ops.h); the list tells which ops truly run on the vendor library.
  * Returns: SUCCESS; INVALID_ARGUMENT for a NULL output, a struct_size too small, or an index
  * >= the count. */
 PORTA_API porta_status_t porta_loader_report_count(size_t* out_count);

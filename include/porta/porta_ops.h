@@ -16,7 +16,9 @@
  *
  * Implementations are op plugins, chosen with PORTA_OPS: "portable" (default: kernels written
  * once in porta_kernel.h's dialect and compiled for every backend) or "vendor" (the vendor
- * libraries: oneDNN/OpenBLAS, cuBLAS/cuDNN, rocBLAS/MIOpen).
+ * libraries: oneDNN/OpenBLAS, cuBLAS/cuDNN, rocBLAS/MIOpen). An op that the vendor plugin does
+ * not implement runs on the portable plugin, so a whole model runs with PORTA_OPS=vendor; the
+ * loader report's ops field (porta_plugin_report_t) lists what each plugin implements.
  *
  * Outputs may not overlap inputs unless an op says so. All math accumulates in fp32.
  */
@@ -61,6 +63,21 @@ typedef struct porta_gemm_desc_s {
 
 PORTA_API porta_status_t porta_gemm(porta_stream_t stream, const porta_gemm_desc_t* desc,
                                     const void* a, const void* b, float* c);
+
+/* ---------------------------------------------------------------------------------------------
+ * Conversion between dtypes: dst[i] = src[i] converted from src_dtype to dst_dtype, for count
+ * elements (f32, f16 or bf16 each way). Narrowing rounds to nearest, ties to even; a value beyond
+ * the target's largest finite one becomes infinity of its sign; infinities stay infinities; a NaN
+ * stays a NaN of the same sign (made quiet when narrowed); f16 subnormals are produced and read,
+ * never flushed to zero. Widening is exact. The same dtype both ways is a copy, bit for bit. dst
+ * may equal src when both dtypes have the same size; otherwise they must not overlap. This is how
+ * mixed-precision training keeps fp32 master weights and hands 16-bit copies to GEMM and conv2d.
+ * Returns: SUCCESS; INVALID_ARGUMENT (count < 1, an unknown dtype, a buffer as described at the
+ * top); INVALID_HANDLE; UNSUPPORTED (an op plugin built before the op existed); UNAVAILABLE.
+ * ------------------------------------------------------------------------------------------- */
+PORTA_API porta_status_t porta_convert(porta_stream_t stream, int64_t count,
+                                       porta_dtype_t src_dtype, const void* src,
+                                       porta_dtype_t dst_dtype, void* dst);
 
 /* ---------------------------------------------------------------------------------------------
  * 2-D convolution (cross-correlation, as in every framework), NCHW.

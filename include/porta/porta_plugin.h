@@ -218,6 +218,11 @@ typedef struct porta_ops_interface_s {
   porta_status_t (*adam_update)(porta_backend_context_t context, porta_stream_t stream,
                                 int64_t count, float* weights, const float* grads, float* m,
                                 float* v, const porta_adam_params_t* params);
+
+  /* Since ABI minor 1; libporta reads it only when struct_size covers it. */
+  porta_status_t (*convert)(porta_backend_context_t context, porta_stream_t stream,
+                            int64_t count, porta_dtype_t src_dtype, const void* src,
+                            porta_dtype_t dst_dtype, void* dst);
 } porta_ops_interface_t;
 
 /* What the entry point fills in. */

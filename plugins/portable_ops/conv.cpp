@@ -21,16 +21,15 @@ porta_status_t launch_conv(Pass pass, porta_stream_t stream, const porta_conv2d_
                            const void* in0, const void* in1, float* out) {
   static const char* const ops[] = {"porta_conv2d_forward", "porta_conv2d_backward_data",
                                     "porta_conv2d_backward_weights"};
-  static const char* const kernels[] = {"conv2d_forward_f32", "conv2d_backward_data_f32",
-                                        "conv2d_backward_weights_f32"};
+  static const char* const kernels[][3] = {
+      {"conv2d_forward_f32", "conv2d_forward_f16", "conv2d_forward_bf16"},
+      {"conv2d_backward_data_f32", "conv2d_backward_data_f16", "conv2d_backward_data_bf16"},
+      {"conv2d_backward_weights_f32", "conv2d_backward_weights_f16",
+       "conv2d_backward_weights_bf16"}};
   static const char* const reduce_kernels[] = {"conv2d_forward_f32_reduce",
                                                "conv2d_backward_data_f32_reduce",
                                                "conv2d_backward_weights_f32_reduce"};
   const int index = static_cast<int>(pass);
-  if (desc->dtype != PORTA_DTYPE_F32) {
-    return fail(PORTA_ERROR_UNSUPPORTED,
-                std::string(ops[index]) + ": the portable ops take dtype f32 only");
-  }
   return guarded(ops[index], [&] {
     const porta_conv2d_desc_t& d = *desc;
     porta_ops::ConvArgs g{};
@@ -59,14 +58,13 @@ porta_status_t launch_conv(Pass pass, porta_stream_t stream, const porta_conv2d_
     std::optional<Scratch> scratch;
     const porta_ops::GemmPlan plan = plan_engine_launch(stream, ops[index], m, n, k, 1, scratch);
     g.tiles = plan.tiles;
-    const float* first = static_cast<const float*>(in0);
-    const float* second = static_cast<const float*>(in1);
-    launch(stream, kernels[index], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
-           dim3(plan.group[0], plan.group[1]), plan.shared_bytes, g, first, second, out);
+    // The kernels' inputs are pointers of their dtype: the same bytes.
+    launch(stream, kernels[index][d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
+           dim3(plan.group[0], plan.group[1]), plan.shared_bytes, g, in0, in1, out);
     if (plan.tiles.splits > 1) {
       launch(stream, reduce_kernels[index],
              dim3(plan.reduce_grid[0], plan.reduce_grid[1], plan.reduce_grid[2]),
-             dim3(porta_ops::kReduceItems), 0, g, first, second, out);
+             dim3(porta_ops::kReduceItems), 0, g, in0, in1, out);
     }
   });
 }

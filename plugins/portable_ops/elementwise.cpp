@@ -80,4 +80,20 @@ porta_status_t adam_update(void*, porta_stream_t stream, int64_t count, float* w
   });
 }
 
+// One kernel per pair of dtypes (kernels/convert.cpp); the same dtype both ways is a copy.
+porta_status_t convert(void*, porta_stream_t stream, int64_t count, porta_dtype_t src_dtype,
+                       const void* src, porta_dtype_t dst_dtype, void* dst) {
+  static const char* const kNames[] = {"f32", "f16", "bf16"};
+  return guarded("porta_convert", [&] {
+    if (src_dtype == dst_dtype) {
+      const size_t bytes = static_cast<size_t>(count) * (src_dtype == PORTA_DTYPE_F32 ? 4 : 2);
+      if (dst != src) porta::check(porta_memcpy_async(dst, src, bytes, stream));
+      return;
+    }
+    const std::string name =
+        std::string("convert_") + kNames[src_dtype] + "_" + kNames[dst_dtype];
+    launch_elementwise(stream, name.c_str(), count, src, dst);
+  });
+}
+
 }  // namespace porta::portable_ops

@@ -1,5 +1,5 @@
 // Host side of GEMM: the launch plan (kernels/gemm_params.h) for the stream's device, and the
-// launch of gemm_f32. The plan is shared with the convolutions (conv.cpp), which run on the same
+// launch of gemm_<dtype>. The plan is shared with the convolutions (conv.cpp), which run on the same
 // engine.
 #include <cstdlib>
 #include <cstring>
@@ -42,6 +42,17 @@ porta_ops::GemmPlan plan_engine_launch(porta_stream_t stream, const char* op, in
   target.host = runs_on_host(stream);
   target.threads = props.compute_units > 0 ? props.compute_units : 1;
   target.shared_bytes = props.shared_memory_per_group;
+  // A GPU runs the tiled path: groups of kTiledItems x kTiledItems work-items, which the
+  // tensor-core variant also counts on (8 warps of 32).
+  constexpr int32_t kItems = porta_ops::kTiledItems;
+  if (!target.host && (props.max_work_group_size < kItems * kItems ||
+                       props.max_work_group_dims[0] < kItems ||
+                       props.max_work_group_dims[1] < kItems)) {
+    throw porta::error(PORTA_ERROR_UNSUPPORTED,
+                       std::string(op) + ": the device's work-groups are smaller than the " +
+                           std::to_string(kItems) + "x" + std::to_string(kItems) +
+                           " the GEMM engine needs");
+  }
   porta_ops::GemmPlan plan;
   if (!porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan)) {
     throw porta::error(PORTA_ERROR_UNSUPPORTED,
@@ -56,17 +67,14 @@ porta_ops::GemmPlan plan_engine_launch(porta_stream_t stream, const char* op, in
 
 porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc, const void* a,
                     const void* b, float* c) {
-  if (desc->dtype != PORTA_DTYPE_F32) {
-    return fail(PORTA_ERROR_UNSUPPORTED, "porta_gemm: the portable ops take dtype f32 only");
-  }
   return guarded("porta_gemm", [&] {
     const porta_gemm_desc_t& d = *desc;
     std::optional<Scratch> scratch;
     const porta_ops::GemmPlan plan =
         plan_engine_launch(stream, "porta_gemm", d.m, d.n, d.k, d.batch_count, scratch);
     porta_ops::GemmArgs args{};
-    args.a = static_cast<const float*>(a);
-    args.b = static_cast<const float*>(b);
+    args.a = a;
+    args.b = b;
     args.c = c;
     args.m = d.m, args.n = d.n, args.k = d.k;
     args.lda = d.lda, args.ldb = d.ldb, args.ldc = d.ldc;
@@ -76,7 +84,8 @@ porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc,
     args.trans_a = d.trans_a == PORTA_TRANSPOSE;
     args.trans_b = d.trans_b == PORTA_TRANSPOSE;
     args.tiles = plan.tiles;
-    launch(stream, "gemm_f32", dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
+    static const char* const kernels[] = {"gemm_f32", "gemm_f16", "gemm_bf16"};
+    launch(stream, kernels[d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
            dim3(plan.group[0], plan.group[1]), plan.shared_bytes, args);
     if (plan.tiles.splits > 1) {
       launch(stream, "gemm_f32_reduce",

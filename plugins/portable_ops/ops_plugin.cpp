@@ -90,11 +90,33 @@ void shutdown(porta_backend_context_t) {
   scratch_slots.clear();
 }
 
-// The kernels are compiled for the CPU today; GPU builds come with their backends.
+// Whether the kernel library has a code object for the backend: a file beside the plugin named
+// portable_ops_kernels.<backend>... (porta_add_kernel_library names them so: .cpu-x86-64-v4.so,
+// and likewise for the GPU backends). Which of them fits the device porta_module_load decides.
+bool has_code_object(std::string_view backend) {
+  const std::filesystem::path base = kernel_library_base();
+  const std::string prefix = base.filename().string() + "." + std::string(backend);
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(base.parent_path(), error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) == 0) return true;
+  }
+  return false;
+}
+
+// The kernels are written once; a backend is served when the build produced code for it.
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
-  if (std::string_view(backend) == "cpu") return PORTA_SUCCESS;
-  return fail(PORTA_ERROR_UNAVAILABLE,
-              std::string("portable ops are not built for the ") + backend + " backend");
+  const std::string_view name(backend);
+  if (name != "cpu" && name != "cuda" && name != "hip") {
+    return fail(PORTA_ERROR_UNAVAILABLE,
+                std::string("portable ops are not written for the ") + backend + " backend");
+  }
+  if (!has_code_object(name)) {
+    return fail(PORTA_ERROR_UNAVAILABLE, std::string("portable ops are not built for the ") +
+                                             backend + " backend: no " + kernel_library_base() +
+                                             "." + backend + "* code object");
+  }
+  return PORTA_SUCCESS;
 }
 
 const porta_ops_interface_t kInterface = {
@@ -117,6 +139,7 @@ const porta_ops_interface_t kInterface = {
     .max_pool2d_backward = max_pool2d_backward,
     .sgd_update = sgd_update,
     .adam_update = adam_update,
+    .convert = convert,
 };
 
 }  // namespace

@@ -142,6 +142,8 @@ porta_status_t sgd_update(void*, porta_stream_t, int64_t count, float* weights,
 porta_status_t adam_update(void*, porta_stream_t, int64_t count, float* weights,
                            const float* grads, float* m, float* v,
                            const porta_adam_params_t* params);
+porta_status_t convert(void*, porta_stream_t, int64_t count, porta_dtype_t src_dtype,
+                       const void* src, porta_dtype_t dst_dtype, void* dst);
 // pool.cpp
 porta_status_t max_pool2d_forward(void*, porta_stream_t, const porta_pool2d_desc_t*,
                                   const float* x, float* y);

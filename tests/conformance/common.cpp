@@ -105,11 +105,26 @@ porta_kernel_t Module::kernel(const char* name) const {
 
 std::string kernels_path() {
   if (const char* path = std::getenv("PORTA_TEST_KERNELS"); path && *path) return path;
-#ifdef PORTA_TEST_KERNELS_CPU
   const char* selected = nullptr;
-  if (porta_backend_selected(&selected) == PORTA_SUCCESS && std::string(selected) == "cpu") {
-    return PORTA_TEST_KERNELS_CPU;
+  if (porta_backend_selected(&selected) != PORTA_SUCCESS) return {};
+  const std::string backend = selected;
+#ifdef PORTA_TEST_KERNELS_CPU
+  if (backend == "cpu") return PORTA_TEST_KERNELS_CPU;
+#endif
+#ifdef PORTA_TEST_KERNELS_GPU_BASE
+  // The GPU builds of tests/kernels/test_kernels_gpu.cpp: one fatbin for every CUDA device, one
+  // code object per AMD architecture (that of the default device, which the suite tests).
+  std::string file;
+  if (backend == "cuda") file = std::string(PORTA_TEST_KERNELS_GPU_BASE) + ".cuda.fatbin";
+  porta_device_t device = 0;
+  porta_device_properties_t props{};
+  props.struct_size = sizeof(props);
+  if (backend == "hip" && porta_device_default(&device) == PORTA_SUCCESS &&
+      porta_device_properties(device, &props) == PORTA_SUCCESS) {
+    file = std::string(PORTA_TEST_KERNELS_GPU_BASE) + ".hip-" + props.architecture + ".hsaco";
   }
+  std::error_code ignored;
+  if (!file.empty() && std::filesystem::is_regular_file(file, ignored)) return file;
 #endif
   return {};
 }

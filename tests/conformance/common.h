@@ -174,8 +174,9 @@ class Module {
 
 // ---- the test kernels ---------------------------------------------------------------------------
 
-// The code object of tests/kernels for the selected backend: $PORTA_TEST_KERNELS, else (cpu) the
-// module built beside the suite. Empty when there is none for this backend.
+// The code object of tests/kernels for the selected backend: $PORTA_TEST_KERNELS, else the one
+// built beside the suite (cpu: the shared object; cuda: the fatbin; hip: the code object of the
+// default device's architecture). Empty when there is none for this backend.
 std::string kernels_path();
 // Tests that launch kernels carry this tag; main() skips them (exit 77) when kernels_path() is
 // empty, with the reason.

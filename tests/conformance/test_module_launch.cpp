@@ -414,3 +414,41 @@ TEST_CASE("module: a kernel library's base name picks the build that fits the de
   }
 }
 #endif
+
+TEST_CASE("module: a GPU kernel library's base name picks the device's code object",
+          "[module]" PT_KERNELS_TAG) {
+  const std::string backend = backend_name();
+  if (backend != "cuda" && backend != "hip") return;  // the suffixes below are the GPUs'
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    const std::string architecture = properties(device).architecture;
+    INFO("architecture " << architecture);
+    // What porta_add_kernel_library names a GPU build (cmake/PortaKernelLibrary.cmake).
+    const std::string suffix =
+        backend == "cuda" ? ".cuda.fatbin" : ".hip-" + architecture + ".hsaco";
+    TempDir dir;
+    const std::string base = dir.path() + "/kernels";
+    // A decoy for another architecture beside it must not be taken.
+    const std::vector<char> image = read_file(kernels_path());
+    dir.write(backend == "cuda" ? "kernels.hip-gfx90a.hsaco" : "kernels.cuda.fatbin",
+              image.data(), image.size());
+    {
+      // Only the decoy: NOT_FOUND, naming the file that was looked for.
+      porta_module_t module = nullptr;
+      const CallResult result =
+          call_on_fresh_thread([&] { return porta_module_load(device, base.c_str(), &module); });
+      INFO(result.message);
+      CHECK(Status{result.status} == Status{PORTA_ERROR_NOT_FOUND});
+      CHECK(result.message.find(base + suffix) != std::string::npos);
+      CHECK(module == nullptr);
+    }
+    dir.write("kernels" + suffix, image.data(), image.size());
+    porta_module_t module = nullptr;
+    PT_REQUIRE_OK(porta_module_load(device, base.c_str(), &module));
+    porta_kernel_t saxpy = nullptr;
+    PT_REQUIRE_OK(porta_kernel_get(module, "saxpy", &saxpy));
+    Stream stream(device);
+    check_saxpy(device, saxpy, 1000, 128, stream.get());
+    PT_REQUIRE_OK(porta_module_unload(module));
+  }
+}

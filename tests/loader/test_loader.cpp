@@ -10,8 +10,11 @@
 #include <porta/porta_plugin.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <optional>
 
 #include "../conformance/common.h"
@@ -468,6 +471,107 @@ TEST_CASE("loader: after shutdown every old handle is stale", "[loader]") {
   porta_kernel_t new_kernel = new_module.kernel("noop");
   PT_CHECK_OK(porta_kernel_launch(new_kernel, &config, nullptr, new_stream.get()));
   PT_CHECK_OK(porta_stream_synchronize(new_stream.get()));
+}
+
+TEST_CASE("loader: report rows carry versions and op lists, within the caller's struct_size",
+          "[loader]") {
+  Fresh fresh;
+  const porta_init_options_t o = options("cpu");
+  PT_REQUIRE_OK(porta_init(&o));
+  const porta_plugin_report_t cpu = row_of("cpu");
+  CHECK(std::string(cpu.version).find("porta-cpu") == 0);
+  CHECK(std::string(cpu.ops).empty());  // a backend implements no ops
+
+  size_t count = 0;
+  PT_REQUIRE_OK(porta_loader_report_count(&count));
+  bool portable_seen = false;
+  for (size_t i = 0; i < count; ++i) {
+    porta_plugin_report_t row;
+    std::memset(&row, 0, sizeof(row));
+    row.struct_size = sizeof(row);
+    PT_REQUIRE_OK(porta_loader_report_get(i, &row));
+    if (std::string(row.name) != "portable" || row.outcome != PORTA_PLUGIN_LOADED) continue;
+    portable_seen = true;
+    // The portable plugin implements every op.
+    CHECK(std::string(row.ops) ==
+          "gemm,conv2d_forward,conv2d_backward_data,conv2d_backward_weights,softmax_forward,"
+          "softmax_backward,cross_entropy,bias_add,bias_backward,relu_forward,relu_backward,"
+          "max_pool2d_forward,max_pool2d_backward,sgd_update,adam_update");
+
+    // A caller built against the first release passes a shorter struct: nothing past it is
+    // written.
+    constexpr size_t kFirstSize =
+        offsetof(porta_plugin_report_t, kind) + sizeof(porta_plugin_report_t::kind);
+    porta_plugin_report_t old;
+    std::memset(&old, 0x5A, sizeof(old));
+    old.struct_size = kFirstSize;
+    PT_REQUIRE_OK(porta_loader_report_get(i, &old));
+    CHECK(std::string(old.name) == "portable");
+    CHECK(old.kind == PORTA_PLUGIN_KIND_OPS);
+    const auto* tail = reinterpret_cast<const unsigned char*>(&old) + kFirstSize;
+    CHECK(std::all_of(tail, tail + (sizeof(old) - kFirstSize),
+                      [](unsigned char byte) { return byte == 0x5A; }));
+    old.struct_size = kFirstSize - 1;
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_loader_report_get(i, &old));
+  }
+  CHECK(portable_seen);
+}
+
+// The messages of a set of bad op calls, each made on a fresh thread, under the given PORTA_OPS.
+std::vector<std::string> op_error_messages(const char* ops) {
+  porta_init_options_t o = options("cpu");
+  o.ops = ops;
+  PT_REQUIRE_OK(porta_init(&o));
+  std::vector<std::string> messages;
+  void* memory = nullptr;
+  PT_REQUIRE_OK(porta_memory_alloc(0, 4096, &memory));
+  auto* f = static_cast<float*>(memory);
+  porta_gemm_desc_t gemm{};
+  gemm.struct_size = sizeof gemm;
+  gemm.m = gemm.n = gemm.k = 4;
+  gemm.lda = 3;  // below k
+  gemm.ldb = gemm.ldc = 4;
+  gemm.alpha = 1.0f;
+  gemm.batch_count = 1;
+  porta_conv2d_desc_t conv{};
+  conv.struct_size = sizeof conv;
+  conv.batch = conv.in_channels = conv.out_channels = 1;
+  conv.in_height = conv.in_width = 4;
+  conv.kernel_height = conv.kernel_width = 5;  // larger than the input
+  conv.stride_h = conv.stride_w = conv.dilation_h = conv.dilation_w = 1;
+  const std::vector<std::function<porta_status_t()>> calls = {
+      [&] { return porta_gemm(nullptr, &gemm, f, f + 64, f + 128); },
+      [&] { return porta_conv2d_forward(nullptr, &conv, f, f + 64, f + 128); },
+      [&] { return porta_softmax_forward(nullptr, PORTA_SOFTMAX, 0, 4, f, f + 64); },
+      [&] { return porta_relu_backward(nullptr, 16, f, f + 8, f + 4); },     // overlap
+      [&] { return porta_bias_add(nullptr, 1, 4, 4, f, nullptr, f + 64); },  // NULL bias
+      [&] { return porta_cross_entropy(nullptr, 2, 4, f, nullptr, f + 64, nullptr); },
+  };
+  for (const auto& bad : calls) {
+    const CallResult result = call_on_fresh_thread(bad);
+    CHECK(result.status == PORTA_ERROR_INVALID_ARGUMENT);
+    messages.push_back(result.message);
+  }
+  PT_CHECK_OK(porta_memory_free(memory));
+  PT_REQUIRE_OK(porta_shutdown());
+  return messages;
+}
+
+TEST_CASE("loader: op argument errors are libporta's, whichever op plugin runs", "[loader]") {
+  Fresh fresh;
+  porta_init_options_t o = options("cpu");
+  o.ops = "vendor";
+  PT_REQUIRE_OK(porta_init(&o));
+  const porta_plugin_report_t vendor = row_of("vendor_cpu");
+  PT_REQUIRE_OK(porta_shutdown());
+  if (vendor.outcome != PORTA_PLUGIN_LOADED) {
+    WARN("vendor_cpu is not loaded here (" << vendor.reason << "): only the portable run is checked");
+  }
+  const std::vector<std::string> portable = op_error_messages("portable");
+  for (const std::string& message : portable) CHECK_FALSE(message.empty());
+  if (vendor.outcome == PORTA_PLUGIN_LOADED) {
+    CHECK(op_error_messages("vendor") == portable);
+  }
 }
 
 int main(int argc, char** argv) {

@@ -35,3 +35,8 @@ porta_status_t porta_test_softmax_bad_mode(int backward, porta_stream_t stream, 
   if (backward) return porta_softmax_backward(stream, mode, rows, cols, in0, in1, out);
   return porta_softmax_forward(stream, mode, rows, cols, in0, out);
 }
+
+porta_status_t porta_test_convert_bad_dtype(porta_stream_t stream, int64_t count, int src_dtype,
+                                            const void* src, int dst_dtype, void* dst) {
+  return porta_convert(stream, count, src_dtype, src, dst_dtype, dst);
+}

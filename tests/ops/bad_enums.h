@@ -25,6 +25,10 @@ porta_status_t porta_test_softmax_bad_mode(int backward, porta_stream_t stream, 
                                            int64_t rows, int64_t cols, const float* in0,
                                            const float* in1, float* out);
 
+/* porta_convert with the dtypes as given. */
+porta_status_t porta_test_convert_bad_dtype(porta_stream_t stream, int64_t count, int src_dtype,
+                                            const void* src, int dst_dtype, void* dst);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

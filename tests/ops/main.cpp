@@ -4,7 +4,8 @@
 // CTest runs the suite once per backend. A backend that cannot be used here, or one for which no
 // op implementation is loaded, is reported as skipped (exit code 77, CTest's SKIP_RETURN_CODE)
 // with the reason, never silently passed; but the CPU backend and the portable op plugin, where
-// both were built, must work, and their absence is a failure. Listing tests (test discovery at
+// both were built, must work, and their absence is a failure (so must the CPU vendor op plugin
+// under PORTA_OPS=vendor, where it was built). Listing tests (test discovery at
 // build time) never touches the runtime.
 //
 // Besides Catch's options it takes `--env NAME=VALUE` (any number), set before Porta starts: CTest
@@ -27,6 +28,11 @@ constexpr int kSkipped = 77;
 constexpr bool kCpuOpsBuilt = true;  // the CPU backend and the portable op plugin
 #else
 constexpr bool kCpuOpsBuilt = false;
+#endif
+#ifdef PORTA_TEST_CPU_VENDOR_OPS_BUILT
+constexpr bool kCpuVendorOpsBuilt = true;  // and the CPU vendor op plugin
+#else
+constexpr bool kCpuVendorOpsBuilt = false;
 #endif
 
 bool only_listing(const Catch::ConfigData& config) {
@@ -85,7 +91,8 @@ int main(int argc, char** argv) {
 
   const std::string requested = from_env("PORTA_BACKEND", "auto");
   const std::string ops = from_env("PORTA_OPS", "portable");
-  const bool must_work = requested == "cpu" && ops == "portable" && kCpuOpsBuilt;
+  const bool must_work = requested == "cpu" && kCpuOpsBuilt &&
+                         (ops == "portable" || (ops == "vendor" && kCpuVendorOpsBuilt));
   porta_status_t status = porta_init(nullptr);
   if (status != PORTA_SUCCESS) {
     const bool absent =

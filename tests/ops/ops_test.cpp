@@ -368,6 +368,14 @@ Comparison compare_exact(const std::string& what, const std::vector<float>& got,
   return comparison;
 }
 
+bool portable_ops() {
+  static const bool on = [] {
+    const char* value = std::getenv("PORTA_OPS");
+    return !value || !*value || std::string(value) == "portable";
+  }();
+  return on;
+}
+
 bool verbose() {
   static const bool on = [] {
     const char* value = std::getenv("PORTA_OPS_TEST_VERBOSE");

@@ -183,6 +183,10 @@ Comparison compare(const std::string& what, const std::vector<float>& got,
 Comparison compare_exact(const std::string& what, const std::vector<float>& got,
                          const std::vector<double>& ref);
 
+// Whether the implementation under test is the portable one (PORTA_OPS unset or "portable"),
+// which must provide every dtype: for others, UNSUPPORTED is an accepted answer to f16 and bf16.
+bool portable_ops();
+
 // Whether the comparisons print their report to stderr when they pass too
 // (PORTA_OPS_TEST_VERBOSE=1), to see how close each op comes to its tolerance.
 bool verbose();

@@ -14,6 +14,16 @@
 // outside it for every k used here (at k = 129 the allowance is 1.5e-5 of the scale, and a term
 // is ~1/k = 8e-3 of it). An implementation that rounds inputs to TF32 or bf16 internally fails it,
 // as it should: porta_ops.h promises fp32 math.
+//
+// f16 and bf16 inputs: the test draws values that the dtype holds exactly and the reference takes
+// those rounded values, so what is measured is the accumulation alone. Their significands have 11
+// and 8 bits, so every product is exact in fp32 (at most 22 bits) and each element of C is again
+// a sum of k exact fp32 terms: the same bound applies, growing with k as above. It also covers
+// tensor cores, whose fp32 accumulation may truncate rather than round (an error of up to 2u per
+// addition instead of u, still within 2(k + 2)u). The 16-bit cases span the same transposes, odd
+// sizes, leading dimensions, strided and broadcast batches, misaligned (2-byte) offsets and
+// split-K reductions as fp32. The portable implementation must provide them; another one may say
+// UNSUPPORTED, and must then write nothing.
 #include <cmath>
 #include <sstream>
 
@@ -125,10 +135,12 @@ porta_status_t run_gemm(const Env& env, const GemmCase& c, uint64_t seed,
     db.upload(encode(dtype, b));
     status = porta_gemm(env.stream(), &desc, da.get(), db.get(), dc.get());
     env.sync();
+    da.check_unchanged("A");
+    db.check_unchanged("B");
   }
   if (status != PORTA_SUCCESS) {
     INFO("porta_gemm: " << porta_status_name(status) << ": " << porta_last_error_message());
-    if (dtype == PORTA_DTYPE_F32 || status != PORTA_ERROR_UNSUPPORTED) {
+    if (dtype == PORTA_DTYPE_F32 || status != PORTA_ERROR_UNSUPPORTED || portable_ops()) {
       FAIL_CHECK("porta_gemm failed");
     }
     dc.check_unchanged("C");
@@ -297,22 +309,55 @@ TEST_CASE("gemm: more work-groups than one grid dimension holds", "[gemm][large]
 }
 
 TEST_CASE("gemm: f16 and bf16 inputs are exact-product fp32 GEMMs, or UNSUPPORTED", "[gemm]") {
-  // f16 and bf16 significands have 11 and 8 bits, so their products are exact in fp32 and the
-  // fp32 tolerance above applies unchanged. An implementation without 16-bit inputs must say
-  // UNSUPPORTED and write nothing.
+  // See the top of the file for the tolerance. Every transpose at sizes no tile divides, padded
+  // leading dimensions, strided batches with gaps and a broadcast operand, 2-byte misalignment,
+  // alpha = 0 and beta = 0 over NaN, and deep reductions (split-K on the CPU and on GPUs).
   Env env;
+  struct Shape {
+    int64_t m, n, k;
+  };
+  const Shape shapes[] = {{1, 1, 1}, {7, 33, 129},  {65, 17, 31},  {129, 129, 129},
+                          {2, 3, 5}, {31, 257, 65}, {97, 63, 200}, {64, 64, 64}};
   uint64_t index = 0;
   for (porta_dtype_t dtype : {PORTA_DTYPE_F16, PORTA_DTYPE_BF16}) {
-    for (const auto& [ta, tb] : kAllTransposes) {
-      GemmCase c;
-      c.trans_a = ta, c.trans_b = tb;
-      c.m = 33, c.n = 17, c.k = 65, c.pad_a = 3, c.alpha = 0.5f, c.beta = 1.0f;
-      const porta_status_t status = run_gemm(env, c, seed_for(index++), dtype);
-      if (status == PORTA_ERROR_UNSUPPORTED) {
-        WARN("porta_gemm: dtype " << dtype << " is UNSUPPORTED by this implementation");
-        break;
+    bool supported = true;
+    const auto run = [&](const GemmCase& c) {
+      if (run_gemm(env, c, seed_for(index++), dtype) == PORTA_ERROR_UNSUPPORTED) supported = false;
+    };
+    for (const Shape& shape : shapes) {
+      for (const auto& [ta, tb] : kAllTransposes) {
+        GemmCase c;
+        c.trans_a = ta, c.trans_b = tb;
+        c.m = shape.m, c.n = shape.n, c.k = shape.k;
+        c.alpha = index % 3 ? 0.5f : -1.25f;
+        c.beta = index % 2 ? 1.0f : 0.0f;
+        c.pad_a = index % 4, c.pad_b = index % 3, c.pad_c = index % 5;
+        c.misaligned = index % 2 == 1;
+        run(c);
+        if (!supported) break;
       }
+      if (!supported) break;
     }
+    for (const auto& [ta, tb] : kAllTransposes) {
+      if (!supported) break;
+      GemmCase c;  // strided batches with gaps, then a broadcast operand
+      c.trans_a = ta, c.trans_b = tb;
+      c.m = 33, c.n = 7, c.k = 65, c.batch = 3, c.gap_a = 5, c.gap_b = 1, c.gap_c = 11;
+      c.beta = 0.5f;
+      run(c);
+      c.m = 1, c.n = 129, c.k = 7, c.batch = 5, c.broadcast_b = true, c.gap_b = 0;
+      run(c);
+      c.alpha = 0.0f, c.beta = 0.0f;  // C becomes 0 whatever A and B hold
+      run(c);
+    }
+    for (const auto& [ta, tb] : {std::pair{N, N}, std::pair{T, T}}) {
+      if (!supported) break;
+      GemmCase c;  // deep: the depth is split into partial sums on every target
+      c.trans_a = ta, c.trans_b = tb;
+      c.m = 33, c.n = 16, c.k = 25000;
+      run(c);
+    }
+    if (!supported) WARN("porta_gemm: dtype " << dtype << " is UNSUPPORTED by this implementation");
   }
 }
 

@@ -22,7 +22,9 @@
 //   cross-entropy gradient: (softmax's allowance for p + 4|p - onehot|) / rows  * 2^-23
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "ops_test.h"
 
@@ -56,6 +58,23 @@ double softmax_factor(const RowStats& s, double x, int64_t cols) {
          2.0 * std::fabs(s.max);
 }
 
+// The one allowance that depends on the implementation: oneDNN 2.6 (PORTA_OPS=vendor on the CPU)
+// evaluates log-softmax's log(sum) with a polynomial measured at up to 3.3e-6 absolute error
+// (2^-18.2), more than the few ulp assumed above; it gets 2^-18 (32 units of 2^-23) more per
+// element. Nothing else is loosened.
+double log_approximation_allowance() {
+  static const double allowance = [] {
+    const char* ops = std::getenv("PORTA_OPS");
+    const char* backend = nullptr;
+    const bool vendor = ops && std::string(ops) == "vendor";
+    return vendor && porta_backend_selected(&backend) == PORTA_SUCCESS &&
+                   std::string(backend) == "cpu"
+               ? 32.0
+               : 0.0;
+  }();
+  return allowance;
+}
+
 std::vector<double> forward_scale(porta_softmax_mode_t mode, int64_t rows, int64_t cols,
                                   const std::vector<double>& x, const std::vector<double>& y) {
   std::vector<double> scale(x.size());
@@ -67,7 +86,8 @@ std::vector<double> forward_scale(porta_softmax_mode_t mode, int64_t rows, int64
         scale[i] = y[i] > 0.0 ? y[i] * softmax_factor(s, x[i], cols) : 0.0;
       } else {
         scale[i] = std::fabs(x[i]) + std::fabs(s.max) + std::fabs(x[i] - s.max) + std::fabs(y[i]) +
-                   std::fabs(s.log_sum) + double(cols) + 16.0 + 2.0 * s.weighted_abs_d;
+                   std::fabs(s.log_sum) + double(cols) + 16.0 + 2.0 * s.weighted_abs_d +
+                   log_approximation_allowance();
       }
     }
   }

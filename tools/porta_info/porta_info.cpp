@@ -120,8 +120,10 @@ void print_text(const report& r) {
     fmt::print("  {:<8} {:<12} {:<14} {:<5} {:>7}\n", backend ? "backend" : "ops", p.name,
                porta::to_string(p.outcome), abi_version(p),
                backend ? std::to_string(p.device_count) : "-");
-    if (p.path[0]) fmt::print("      path:   {}\n", p.path);
-    if (p.reason[0]) fmt::print("      reason: {}\n", p.reason);
+    if (p.path[0]) fmt::print("      path:    {}\n", p.path);
+    if (p.version[0]) fmt::print("      version: {}\n", p.version);
+    if (p.ops[0]) fmt::print("      ops:     {}\n", p.ops);
+    if (p.reason[0]) fmt::print("      reason:  {}\n", p.reason);
   }
 
   fmt::print("\nInitialisation: {}\n", porta_status_name(r.init_status));
@@ -160,6 +162,22 @@ void print_text(const report& r) {
   }
 }
 
+// "a,b,c" as ["a", "b", "c"]; "" as [].
+std::vector<std::string> split_list(const char* text) {
+  std::vector<std::string> items;
+  std::string item;
+  for (const char* c = text; *c; ++c) {
+    if (*c != ',') {
+      item += *c;
+    } else if (!item.empty()) {
+      items.push_back(std::move(item));
+      item.clear();
+    }
+  }
+  if (!item.empty()) items.push_back(std::move(item));
+  return items;
+}
+
 json to_json(const report& r) {
   json env = json::object();
   for (const char* name : kEnvironment) {
@@ -179,7 +197,9 @@ json to_json(const report& r) {
                        {"reason", p.reason},
                        {"abi_major", p.abi_major},
                        {"abi_minor", p.abi_minor},
-                       {"device_count", p.device_count}});
+                       {"device_count", p.device_count},
+                       {"version", p.version},
+                       {"ops", split_list(p.ops)}});
   }
   json devices = json::array();
   for (const auto& d : r.devices) {

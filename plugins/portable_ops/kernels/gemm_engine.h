@@ -7,8 +7,10 @@
 //   conv backward wts  A: dy as K x NPQ   B: im2col view^T      C: dw as K x CRS
 //
 // An operand is seen as `wide` x `depth`: A's wide index is its row i, B's its column j, and the
-// depth is the shared k. It offers
-//   at(w, d)                       the element, for w and d in range (the tiled path's loads);
+// depth is the shared k. Its elements are stored as T (float, bf16 or f16: half.h) and the
+// engine sums in fp32 whatever T is. It offers
+//   load(w, d)                     the stored element, for w and d in range;
+//   at(w, d)                       the element as fp32 (the tiled path's loads);
 //   pack<Width>(dst, w0, wn, d0, dn)  CPU only: elements w0 + [0, wn) x d0 + [0, dn) into
 //                                  strips of Width wide indices, zero-padded (the packed path).
 // Conv operands return 0 for the positions that fall into padding or between strides.
@@ -31,6 +33,13 @@
 #include <porta/porta_kernel.h>
 
 #include "gemm_params.h"
+#include "half.h"
+
+#if PORTA_TARGET_CUDA
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+#endif
 
 namespace porta_ops {
 
@@ -70,13 +79,16 @@ struct SplitCursor {
 
 // A matrix in memory: element (w, d) at p[w * wide_stride + depth(d)], batch entry b at
 // p + b * batch_stride. GEMM's A and B (either transpose) and the conv weights and dy as A.
+template <class T>
 struct StridedOperand {
-  const float* p;
+  using value_type = T;
+  const T* p;
   int64_t wide_stride;
   Split depth;
   int64_t batch_stride;
 
-  PORTA_DEVICE float at(int64_t w, int64_t d) const { return p[w * wide_stride + depth(d)]; }
+  PORTA_DEVICE T load(int64_t w, int64_t d) const { return p[w * wide_stride + depth(d)]; }
+  PORTA_DEVICE float at(int64_t w, int64_t d) const { return to_float(load(w, d)); }
   PORTA_DEVICE StridedOperand entry(int64_t b) const {
     StridedOperand e = *this;
     e.p += b * batch_stride;
@@ -111,8 +123,10 @@ struct WindowCoord {
 // gather view of a strided convolution) and the quotients (h/step_h, w/step_w) lie in
 // [0, bound_h) x [0, bound_w), the element is p[wide.off + depth.off + (h/step_h) * row +
 // w/step_w]; otherwise 0 (padding, or no output position under a stride).
+template <class T>
 struct WindowOperand {
-  const float* p;
+  using value_type = T;
+  const T* p;
   WindowAxis wide, depth;
   int64_t bound_h, bound_w, row;
   int64_t step_h, step_w;
@@ -124,22 +138,24 @@ struct WindowOperand {
     const int64_t b = i % x.d2, t = i / x.d2;
     return coord(x, t / x.d1, t % x.d1, b);
   }
-  PORTA_DEVICE float element(const WindowCoord& u, const WindowCoord& v) const {
+  // The stored element, T{} (zero) outside the input.
+  PORTA_DEVICE T element(const WindowCoord& u, const WindowCoord& v) const {
     int64_t h = u.h + v.h, w = u.w + v.w;
     if (step_h != 1 || step_w != 1) {
-      if (h < 0 || w < 0 || h % step_h != 0 || w % step_w != 0) return 0.0f;
+      if (h < 0 || w < 0 || h % step_h != 0 || w % step_w != 0) return T{};
       h /= step_h;
       w /= step_w;
     }
     if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(bound_h) ||
         static_cast<uint64_t>(w) >= static_cast<uint64_t>(bound_w)) {
-      return 0.0f;
+      return T{};
     }
     return p[u.off + v.off + h * row + w];
   }
-  PORTA_DEVICE float at(int64_t w, int64_t d) const {
+  PORTA_DEVICE T load(int64_t w, int64_t d) const {
     return element(coord_of(wide, w), coord_of(depth, d));
   }
+  PORTA_DEVICE float at(int64_t w, int64_t d) const { return to_float(load(w, d)); }
   PORTA_DEVICE WindowOperand entry(int64_t) const { return *this; }
   PORTA_DEVICE bool wide_contiguous() const { return wide.d2 > 1 && wide.mw == 1; }
 
@@ -249,6 +265,107 @@ PORTA_DEVICE void tiled_gemm(const A& a, const B& b, const OutputView& c, const 
   });
 }
 
+/* ---- The tiled path on NVIDIA tensor cores (sm_80 and later), f16 and bf16 ---------------- */
+//
+// The same launch as the tiled path (a group of kTiledItems^2 = 256 threads, 8 warps, computes a
+// kTiledM x kTiledN = 64 x 64 tile of C), with the products done by warp matrix instructions on
+// 16 x 16 x 16 fragments and fp32 accumulators: warp w owns rows 16 (w / 2) and the two 16-wide
+// column blocks at 32 (w % 2). k goes by kWmmaK at a time: the threads stage the A and B tiles in
+// shared memory as they are stored (16-bit), zero outside the operand; at the end the
+// accumulators go through shared memory so that the threads can apply alpha and beta and store
+// with bounds checks, coalesced along the rows of C.
+#if PORTA_TARGET_CUDA && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define PORTA_GEMM_WMMA 1
+
+template <class T>
+struct wmma_type;
+template <>
+struct wmma_type<f16> {
+  using type = __half;
+};
+template <>
+struct wmma_type<bf16> {
+  using type = __nv_bfloat16;
+};
+
+inline constexpr int32_t kWmmaK = 32;
+// Row padding of the staged tiles (in elements): it keeps every fragment's start 32-byte aligned
+// (wmma's requirement; the leading dimensions stay multiples of 16 bytes) and moves consecutive
+// rows to other banks.
+inline constexpr int32_t kWmmaPadHalf = 8;
+inline constexpr int32_t kWmmaPadFloat = 4;
+static_assert(kTiledM == 64 && kTiledN == 64 && kTiledItems == 16,
+              "the tensor-core path is written for 64 x 64 tiles and 8 warps");
+
+template <class A, class B>
+__device__ void wmma_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
+                          int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
+  namespace wmma = nvcuda::wmma;
+  using T = typename A::value_type;
+  using V = typename wmma_type<T>::type;
+  constexpr int32_t kLdA = kWmmaK + kWmmaPadHalf;    // as[i][d]
+  constexpr int32_t kLdB = kTiledN + kWmmaPadHalf;   // bs[d][j]
+  constexpr int32_t kLdC = kTiledN + kWmmaPadFloat;  // cs[i][j]
+  // The staged tiles while k goes by, then the accumulators: never both at once.
+  union Staging {
+    struct {
+      T a[kTiledM][kLdA];
+      T b[kWmmaK][kLdB];
+    } in;
+    float c[kTiledM][kLdC];
+  };
+  __shared__ __align__(32) unsigned char staging_bytes[sizeof(Staging)];
+  Staging& st = *reinterpret_cast<Staging*>(staging_bytes);
+
+  const uint32_t t = threadIdx.y * kTiledItems + threadIdx.x;
+  constexpr uint32_t kThreads = kTiledItems * kTiledItems;
+  const uint32_t warp = t / 32;
+  const int32_t wr = int32_t(warp / 2) * 16, wc = int32_t(warp % 2) * 32;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+  wmma::fill_fragment(acc[0], 0.0f);
+  wmma::fill_fragment(acc[1], 0.0f);
+  const bool a_along_w = a.wide_contiguous(), b_along_w = b.wide_contiguous();
+  for (int64_t d0 = d_begin; d0 < d_end; d0 += kWmmaK) {
+    // Neighbouring threads take neighbouring elements along each operand's contiguous side.
+    // (Not unrolled: the loads of 8 elements in flight at once would double the registers.)
+#pragma unroll 1
+    for (uint32_t e = t; e < uint32_t(kTiledM * kWmmaK); e += kThreads) {
+      const uint32_t w = a_along_w ? e % kTiledM : e / kWmmaK;
+      const uint32_t d = a_along_w ? e / kTiledM : e % kWmmaK;
+      st.in.a[w][d] = (i0 + w < s.m && d0 + d < d_end) ? a.load(i0 + w, d0 + d) : T{};
+    }
+#pragma unroll 1
+    for (uint32_t e = t; e < uint32_t(kTiledN * kWmmaK); e += kThreads) {
+      const uint32_t w = b_along_w ? e % kTiledN : e / kWmmaK;
+      const uint32_t d = b_along_w ? e / kTiledN : e % kWmmaK;
+      st.in.b[d][w] = (j0 + w < s.n && d0 + d < d_end) ? b.load(j0 + w, d0 + d) : T{};
+    }
+    __syncthreads();
+#pragma unroll
+    for (int32_t kk = 0; kk < kWmmaK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, V, wmma::row_major> fa;
+      wmma::load_matrix_sync(fa, reinterpret_cast<const V*>(&st.in.a[wr][kk]), kLdA);
+#pragma unroll
+      for (int32_t f = 0; f < 2; ++f) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, V, wmma::row_major> fb;
+        wmma::load_matrix_sync(fb, reinterpret_cast<const V*>(&st.in.b[kk][wc + 16 * f]), kLdB);
+        wmma::mma_sync(acc[f], fa, fb, acc[f]);
+      }
+    }
+    __syncthreads();  // before the next tiles (or the accumulators) overwrite these
+  }
+  wmma::store_matrix_sync(&st.c[wr][wc], acc[0], kLdC, wmma::mem_row_major);
+  wmma::store_matrix_sync(&st.c[wr][wc + 16], acc[1], kLdC, wmma::mem_row_major);
+  __syncthreads();
+  for (uint32_t e = t; e < uint32_t(kTiledM * kTiledN); e += kThreads) {
+    const int64_t row = i0 + e / kTiledN, col = j0 + e % kTiledN;
+    if (row < s.m && col < s.n) {
+      store_element(c, c.p + row * c.row_stride + c.col(col), st.c[e / kTiledN][e % kTiledN]);
+    }
+  }
+}
+#endif
+
 }  // namespace porta_ops
 
 #if PORTA_TARGET_CPU
@@ -281,6 +398,13 @@ PORTA_DEVICE void run_gemm(const A& a, const B& b, const OutputView& c, const Ge
 #if PORTA_TARGET_CPU
   if (t.path == kGemmPathNative) {
     cpu::packed_gemm(a.entry(entry), b.entry(entry), out, s, t, i0, j0, d_begin, d_end);
+    return;
+  }
+#endif
+#if PORTA_GEMM_WMMA
+  using TA = typename A::value_type;
+  if constexpr (sizeof(TA) == 2 && std::is_same_v<TA, typename B::value_type>) {
+    wmma_gemm(a.entry(entry), b.entry(entry), out, s, i0, j0, d_begin, d_end);
     return;
   }
 #endif

@@ -121,13 +121,31 @@ inline void store_tile(const MicroTile& t, const OutputView& c, int64_t i, int64
   }
 }
 
+// The micro-kernel over every (A strip, B strip) pair of a packed block of block_rows x cols,
+// added into C at (i, j). Not a template and not inlined: one copy serves every operand type,
+// which keeps the kernel library's compile time from growing with each dtype.
+__attribute__((noinline)) inline void multiply_packed(const float* pa, const float* pb,
+                                                      int64_t kb, int64_t block_rows, int64_t cols,
+                                                      const OutputView& c, int64_t i, int64_t j,
+                                                      bool first) {
+  const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
+  for (int64_t p = 0; p < a_panels; ++p) {
+    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
+    for (int64_t q = 0; q < b_panels; ++q) {
+      MicroTile acc;
+      micro_kernel(kb, pa + p * kMR * kb, pb + q * kNR * kb, acc);
+      store_tile(acc, c, i + p * kMR, j + q * kNR, panel_rows, int(min64(kNR, cols - q * kNR)),
+                 first);
+    }
+  }
+}
+
 template <class A, class B>
 void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
   const int64_t rows = min64(t.tile_m, s.m - i0), cols = min64(t.tile_n, s.n - j0);
   const int64_t kc = t.tile_k;
   const int64_t block_m = t.block_m >= kMR ? t.block_m / kMR * kMR : kMR;
-  const int64_t b_panels = div_up(cols, kNR);
   // B's panel first: its strips stay 64-byte aligned (the shared memory is).
   float* const pb = porta::dynamic_shared_memory<float>();
   float* const pa = pb + div_up(t.tile_n, kNR) * kNR * kc;
@@ -137,17 +155,8 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
     b.template pack<kNR>(pb, j0, cols, d0, kb);
     for (int64_t ib = 0; ib < rows; ib += block_m) {
       const int64_t block_rows = min64(block_m, rows - ib);
-      const int64_t a_panels = div_up(block_rows, kMR);
       a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
-      for (int64_t p = 0; p < a_panels; ++p) {
-        const int panel_rows = int(min64(kMR, block_rows - p * kMR));
-        for (int64_t q = 0; q < b_panels; ++q) {
-          MicroTile acc;
-          micro_kernel(kb, pa + p * kMR * kb, pb + q * kNR * kb, acc);
-          store_tile(acc, c, i0 + ib + p * kMR, j0 + q * kNR, panel_rows,
-                     int(min64(kNR, cols - q * kNR)), first);
-        }
-      }
+      multiply_packed(pa, pb, kb, block_rows, cols, c, i0 + ib, j0, first);
     }
   }
 }
@@ -173,11 +182,44 @@ typedef int32_t vint8 __attribute__((vector_size(32)));
 #define PORTA_GEMM_SHUFFLE(a, b, ...) __builtin_shuffle(a, b, vint8{__VA_ARGS__})
 #endif
 
+typedef uint16_t vhalf8 __attribute__((vector_size(16)));
+typedef uint32_t vuint8 __attribute__((vector_size(32)));
+
+// Eight consecutive elements as fp32: 16-bit ones are widened in vector registers (bf16 by a
+// shift; f16 by F16C where the level has it, else by half.h's branch-free formula, which GCC
+// vectorises).
+inline vfloat8 load8(const float* p) {
+  vfloat8 v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+inline vfloat8 load8(const bf16* p) {
+  vhalf8 h;
+  __builtin_memcpy(&h, p, sizeof h);
+  const vuint8 u = __builtin_convertvector(h, vuint8) << 16;
+  vfloat8 v;
+  __builtin_memcpy(&v, &u, sizeof v);
+  return v;
+}
+inline vfloat8 load8(const f16* p) {
+#if defined(__F16C__)
+  const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  vfloat8 out;
+  __builtin_memcpy(&out, &v, sizeof out);
+  return out;
+#else
+  float f[8];
+  for (int i = 0; i < 8; ++i) f[i] = to_float(p[i]);
+  return load8(f);
+#endif
+}
+
 // dst[i * dst_stride + w] = rows[w][i] for an 8 x 8 block: an in-register transpose (the
 // unpack / shuffle / lane-swap network), whatever the vector width of the build.
-inline void transpose8x8(const float* const rows[8], float* dst, int64_t dst_stride) {
+template <class T>
+inline void transpose8x8(const T* const rows[8], float* dst, int64_t dst_stride) {
   vfloat8 r[8], t[8];
-  for (int w = 0; w < 8; ++w) __builtin_memcpy(&r[w], rows[w], sizeof(vfloat8));
+  for (int w = 0; w < 8; ++w) r[w] = load8(rows[w]);
   for (int w = 0; w < 8; w += 2) {
     t[w] = PORTA_GEMM_SHUFFLE(r[w], r[w + 1], 0, 8, 1, 9, 4, 12, 5, 13);
     t[w + 1] = PORTA_GEMM_SHUFFLE(r[w], r[w + 1], 2, 10, 3, 11, 6, 14, 7, 15);
@@ -197,8 +239,9 @@ inline void transpose8x8(const float* const rows[8], float* dst, int64_t dst_str
 
 }  // namespace cpu
 
+template <class T>
 template <int Width>
-void StridedOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const {
+void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const {
   const int64_t strips = cpu::div_up(wn, Width);
   if (wide_stride == 1) {  // contiguous along w: per depth, one run across the strips
     // Rows a few depths ahead are prefetched: each row is one short run (a panel's width), too
@@ -207,10 +250,10 @@ void StridedOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_
     SplitCursor cursor(depth, d0), ahead(depth, d0);
     for (int64_t d = 0; d < kAhead && d < dn; ++d) ahead.next();
     for (int64_t d = 0; d < dn; ++d, cursor.next()) {
-      const float* __restrict src = p + w0 + cursor.offset();
+      const T* __restrict src = p + w0 + cursor.offset();
       if (d + kAhead < dn) {
         const char* next = reinterpret_cast<const char*>(p + w0 + ahead.offset());
-        for (int64_t byte = 0; byte < wn * int64_t(sizeof(float)); byte += 64) {
+        for (int64_t byte = 0; byte < wn * int64_t(sizeof(T)); byte += 64) {
           __builtin_prefetch(next + byte);
         }
         ahead.next();
@@ -219,9 +262,9 @@ void StridedOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_
         float* __restrict out = dst + t * Width * dn + d * Width;
         const int64_t n = cpu::min64(Width, wn - t * Width);
         if (n == Width) {
-          for (int w = 0; w < Width; ++w) out[w] = src[t * Width + w];
+          for (int w = 0; w < Width; ++w) out[w] = to_float(src[t * Width + w]);
         } else {
-          for (int w = 0; w < n; ++w) out[w] = src[t * Width + w];
+          for (int w = 0; w < n; ++w) out[w] = to_float(src[t * Width + w]);
           for (int w = int(n); w < Width; ++w) out[w] = 0.0f;
         }
       }
@@ -235,7 +278,7 @@ void StridedOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_
     SplitCursor cursor(depth, d0);
     for (int64_t d = 0; d < dn;) {
       const int64_t run = depth.div > 0 ? cpu::min64(dn - d, depth.div - cursor.lo) : dn - d;
-      const float* src = p + cursor.offset();
+      const T* src = p + cursor.offset();
       for (int64_t t = 0; t < strips; ++t) {
         float* const strip = dst + t * Width * dn;
         const int64_t first = w0 + t * Width;
@@ -244,7 +287,7 @@ void StridedOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_
         if (n == Width && Width % 8 == 0) {
           for (; i + 8 <= run; i += 8) {
             for (int g = 0; g < Width; g += 8) {
-              const float* rows[8];
+              const T* rows[8];
               for (int w = 0; w < 8; ++w) rows[w] = src + (first + g + w) * wide_stride + i;
               cpu::transpose8x8(rows, strip + (d + i) * Width + g, Width);
             }
@@ -252,7 +295,7 @@ void StridedOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_
         }
         for (int64_t j = i; j < run; ++j) {
           float* out = strip + (d + j) * Width;
-          for (int w = 0; w < n; ++w) out[w] = src[(first + w) * wide_stride + j];
+          for (int w = 0; w < n; ++w) out[w] = to_float(src[(first + w) * wide_stride + j]);
           for (int w = n; w < Width; ++w) out[w] = 0.0f;
         }
       }
@@ -266,11 +309,11 @@ void StridedOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_
   }
   SplitCursor cursor(depth, d0);
   for (int64_t d = 0; d < dn; ++d, cursor.next()) {
-    const float* src = p + w0 * wide_stride + cursor.offset();
+    const T* src = p + w0 * wide_stride + cursor.offset();
     for (int64_t t = 0; t < strips; ++t) {
       float* out = dst + t * Width * dn + d * Width;
       const int n = int(cpu::min64(Width, wn - t * Width));
-      for (int w = 0; w < n; ++w) out[w] = src[(t * Width + w) * wide_stride];
+      for (int w = 0; w < n; ++w) out[w] = to_float(src[(t * Width + w) * wide_stride]);
       for (int w = n; w < Width; ++w) out[w] = 0.0f;
     }
   }
@@ -300,11 +343,13 @@ struct WindowDigits {
 // out[w] = src[off[w]] where (h[w] + vh, w[w] + vw) lies in [0, bh) x [0, bw), else 0, for
 // w < Width. GCC does not vectorise this (a masked gather) itself, so the AVX-512 and AVX2 builds
 // spell out the gathers; masked-off lanes are never read.
-template <int Width>
-inline void gather_strip(float* __restrict out, const float* src, const int64_t* off,
+// The gathers are fp32 only (x86 has no 16-bit gather); 16-bit elements take the scalar loop.
+template <int Width, class T>
+inline void gather_strip(float* __restrict out, const T* src, const int64_t* off,
                          const int64_t* hh, const int64_t* ww, int64_t vh, int64_t vw, uint64_t bh,
                          uint64_t bw) {
   int w = 0;
+  if constexpr (sizeof(T) == sizeof(float)) {
 #if defined(__AVX512F__)
   const __m512i vh8 = _mm512_set1_epi64(vh), vw8 = _mm512_set1_epi64(vw);
   const __m512i bh8 = _mm512_set1_epi64(int64_t(bh)), bw8 = _mm512_set1_epi64(int64_t(bw));
@@ -337,10 +382,11 @@ inline void gather_strip(float* __restrict out, const float* src, const int64_t*
     _mm_storeu_ps(out + w, e);
   }
 #endif
+  }
   for (; w < Width; ++w) {
     const bool in =
         (static_cast<uint64_t>(hh[w] + vh) < bh) & (static_cast<uint64_t>(ww[w] + vw) < bw);
-    out[w] = in ? src[off[w]] : 0.0f;
+    out[w] = in ? to_float(src[off[w]]) : 0.0f;
   }
 }
 
@@ -348,8 +394,9 @@ inline void gather_strip(float* __restrict out, const float* src, const int64_t*
 inline constexpr int kWindowChunk = 256;
 }  // namespace cpu
 
+template <class T>
 template <int Width>
-void WindowOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const {
+void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const {
   static_assert(cpu::kWindowChunk % Width == 0, "chunks hold whole strips");
   constexpr int kStrips = cpu::kWindowChunk / Width;
   const uint64_t bh = static_cast<uint64_t>(bound_h), bw = static_cast<uint64_t>(bound_w);
@@ -400,7 +447,7 @@ void WindowOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t
         for (int t = 0; t < strips; ++t) {
           float* out = chunk + t * Width * dn + d * Width;
           for (int w = 0; w < Width; ++w) {
-            out[w] = t * Width + w < cn ? element(u[t * Width + w], v) : 0.0f;
+            out[w] = t * Width + w < cn ? to_float(element(u[t * Width + w], v)) : 0.0f;
           }
         }
       }
@@ -450,15 +497,15 @@ void WindowOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t
         if (consecutive[t]) {
           for (int i = 0; i < bn; ++i) {
             float* __restrict out = strip + (d + i) * Width;
-            const float* __restrict run = p + voff[i] + so[0];
+            const T* __restrict run = p + voff[i] + so[0];
             if (h_lo[t] + vh[i] >= 0 && h_hi[t] + vh[i] < bound_h && w_lo[t] + vw[i] >= 0 &&
                 w_hi[t] + vw[i] < bound_w) {
-              for (int w = 0; w < Width; ++w) out[w] = run[w];
+              for (int w = 0; w < Width; ++w) out[w] = to_float(run[w]);
             } else {
               for (int w = 0; w < Width; ++w) {
                 const bool in = (static_cast<uint64_t>(sh[w] + vh[i]) < bh) &
                                 (static_cast<uint64_t>(sw[w] + vw[i]) < bw);
-                out[w] = in ? run[w] : 0.0f;
+                out[w] = in ? to_float(run[w]) : 0.0f;
               }
             }
           }
@@ -468,7 +515,7 @@ void WindowOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t
           for (int g = 0; g < Width / 8; ++g) {
             const int gi = t * Width / 8 + g;
             float* const out = strip + d * Width + g * 8;
-            const float* rows[8];
+            const T* rows[8];
             if (g_hlo[gi] + vh_lo >= 0 && g_hhi[gi] + vh_hi < bound_h && g_wlo[gi] + vw_lo >= 0 &&
                 g_whi[gi] + vw_hi < bound_w) {
               for (int w = 0; w < 8; ++w) rows[w] = p + so[g * 8 + w] + voff[0];
@@ -476,17 +523,18 @@ void WindowOperand::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t
               continue;
             }
             float block[8][8];
+            const float* block_rows[8];
             for (int w = 0; w < 8; ++w) {
-              const float* run = p + so[g * 8 + w] + voff[0];
+              const T* run = p + so[g * 8 + w] + voff[0];
               const int64_t h = sh[g * 8 + w], x = sw[g * 8 + w];
               for (int i = 0; i < 8; ++i) {
                 const bool in = (static_cast<uint64_t>(h + vh[i]) < bh) &
                                 (static_cast<uint64_t>(x + vw[i]) < bw);
-                block[w][i] = in ? run[i] : 0.0f;
+                block[w][i] = in ? to_float(run[i]) : 0.0f;
               }
-              rows[w] = block[w];
+              block_rows[w] = block[w];
             }
-            cpu::transpose8x8(rows, out, Width);
+            cpu::transpose8x8(block_rows, out, Width);
           }
           continue;
         }

@@ -54,10 +54,11 @@ static_assert(sizeof(GemmTiles) == 56, "GemmTiles is copied bytewise between hos
 // Work-items per group of the _reduce kernels, one output element each.
 inline constexpr int32_t kReduceItems = 256;
 
-// gemm_f32's one parameter: C = alpha * op(A) op(B) + beta * C per batch entry, as porta_gemm.
+// The one parameter of gemm_f32, gemm_f16 and gemm_bf16: C = alpha * op(A) op(B) + beta * C per
+// batch entry, as porta_gemm; A and B hold elements of the kernel's dtype.
 struct GemmArgs {
-  const float* a;
-  const float* b;
+  const void* a;
+  const void* b;
   float* c;
   int64_t m, n, k;
   int64_t lda, ldb, ldc;

@@ -1,0 +1,198 @@
+// conv2d forward, backward-data and backward-weights through oneDNN. Porta's tensors are plain
+// NCHW (weights OIHW); the primitives are created with format_tag::any so that oneDNN picks its
+// own (blocked) layouts, and the queued call reorders into and out of them. Primitives and their
+// reorders are cached per descriptor and pass.
+#include <optional>
+
+#include "vendor_cpu.h"
+
+namespace porta::vendor_cpu {
+namespace {
+
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+using dims = dnnl::memory::dims;
+
+enum class Pass { kForward, kBackwardData, kBackwardWeights };
+
+const char* pass_name(Pass pass) {
+  switch (pass) {
+    case Pass::kForward: return "convolution forward";
+    case Pass::kBackwardData: return "convolution backward-data";
+    default: return "convolution backward-weights";
+  }
+}
+
+// One pass: its primitive, the user's plain layouts and oneDNN's chosen ones for the two inputs
+// and the output, and a reorder where they differ.
+struct Conv {
+  dnnl::primitive primitive;
+  int in0_arg, in1_arg, out_arg;
+  dnnl::memory::desc in0_user, in1_user, out_user;
+  dnnl::memory::desc in0, in1, out;
+  std::optional<dnnl::reorder> in0_reorder, in1_reorder, out_reorder;
+  dnnl::memory::desc scratchpad;
+};
+
+Cache<Conv> convs;
+
+struct Shapes {
+  dims x, w, y, strides, dilations, padding;
+};
+
+Shapes shapes(const porta_conv2d_desc_t& d) {
+  const int64_t p = (d.in_height + 2 * d.pad_h - d.dilation_h * (d.kernel_height - 1) - 1) /
+                        d.stride_h + 1;
+  const int64_t q = (d.in_width + 2 * d.pad_w - d.dilation_w * (d.kernel_width - 1) - 1) /
+                        d.stride_w + 1;
+  // oneDNN counts dilation from 0 (no gap); Porta from 1. The right padding equal to the left one
+  // gives the same output size: oneDNN divides (in + pad_l + pad_r - extent) by the stride, as
+  // Porta does, and the window never reaches past the last input it needs.
+  return {{d.batch, d.in_channels, d.in_height, d.in_width},
+          {d.out_channels, d.in_channels, d.kernel_height, d.kernel_width},
+          {d.batch, d.out_channels, p, q},
+          {d.stride_h, d.stride_w},
+          {d.dilation_h - 1, d.dilation_w - 1},
+          {d.pad_h, d.pad_w}};
+}
+
+dnnl::convolution_forward::primitive_desc forward_pd(const porta_conv2d_desc_t& d,
+                                                     const Shapes& s) {
+  const dt type = dnnl_type(d.dtype);
+  dnnl::convolution_forward::desc desc(
+      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+      {s.x, type, tag::any}, {s.w, type, tag::any}, {s.y, dt::f32, tag::any}, s.strides,
+      s.dilations, s.padding, s.padding);
+  return dnnl::convolution_forward::primitive_desc(desc, user_scratchpad(), engine());
+}
+
+// Fills the plain and chosen layouts and the reorders between them.
+void plan(Conv& c, const dnnl::memory::desc& in0, const dnnl::memory::desc& in1,
+          const dnnl::memory::desc& out) {
+  c.in0 = in0;
+  c.in1 = in1;
+  c.out = out;
+  auto reorder = [](const dnnl::memory::desc& from, const dnnl::memory::desc& to) {
+    return dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from, engine(), to));
+  };
+  if (c.in0 != c.in0_user) c.in0_reorder = reorder(c.in0_user, c.in0);
+  if (c.in1 != c.in1_user) c.in1_reorder = reorder(c.in1_user, c.in1);
+  if (c.out != c.out_user) c.out_reorder = reorder(c.out, c.out_user);
+}
+
+Conv make_conv(const porta_conv2d_desc_t& d, Pass pass) {
+  const Shapes s = shapes(d);
+  const dt type = dnnl_type(d.dtype);
+  const std::string what = std::string(dtype_name(d.dtype)) + " " + pass_name(pass) +
+                           " with fp32 output";
+  Conv c;
+  switch (pass) {
+    case Pass::kForward: {
+      auto pd = make_pd(what, [&] { return forward_pd(d, s); });
+      c.primitive = dnnl::convolution_forward(pd);
+      c.in0_arg = DNNL_ARG_SRC, c.in1_arg = DNNL_ARG_WEIGHTS, c.out_arg = DNNL_ARG_DST;
+      c.in0_user = {s.x, type, tag::nchw};
+      c.in1_user = {s.w, type, tag::oihw};
+      c.out_user = {s.y, dt::f32, tag::nchw};
+      plan(c, pd.src_desc(), pd.weights_desc(), pd.dst_desc());
+      c.scratchpad = pd.scratchpad_desc();
+      break;
+    }
+    case Pass::kBackwardData: {
+      auto pd = make_pd(what, [&] {
+        dnnl::convolution_backward_data::desc desc(
+            dnnl::algorithm::convolution_direct, {s.x, dt::f32, tag::any}, {s.w, type, tag::any},
+            {s.y, type, tag::any}, s.strides, s.dilations, s.padding, s.padding);
+        return dnnl::convolution_backward_data::primitive_desc(desc, user_scratchpad(), engine(),
+                                                               forward_pd(d, s));
+      });
+      c.primitive = dnnl::convolution_backward_data(pd);
+      c.in0_arg = DNNL_ARG_DIFF_DST, c.in1_arg = DNNL_ARG_WEIGHTS, c.out_arg = DNNL_ARG_DIFF_SRC;
+      c.in0_user = {s.y, type, tag::nchw};
+      c.in1_user = {s.w, type, tag::oihw};
+      c.out_user = {s.x, dt::f32, tag::nchw};
+      plan(c, pd.diff_dst_desc(), pd.weights_desc(), pd.diff_src_desc());
+      c.scratchpad = pd.scratchpad_desc();
+      break;
+    }
+    case Pass::kBackwardWeights: {
+      auto pd = make_pd(what, [&] {
+        dnnl::convolution_backward_weights::desc desc(
+            dnnl::algorithm::convolution_direct, {s.x, type, tag::any}, {s.w, dt::f32, tag::any},
+            {s.y, type, tag::any}, s.strides, s.dilations, s.padding, s.padding);
+        return dnnl::convolution_backward_weights::primitive_desc(desc, user_scratchpad(),
+                                                                  engine(), forward_pd(d, s));
+      });
+      c.primitive = dnnl::convolution_backward_weights(pd);
+      c.in0_arg = DNNL_ARG_SRC, c.in1_arg = DNNL_ARG_DIFF_DST, c.out_arg = DNNL_ARG_DIFF_WEIGHTS;
+      c.in0_user = {s.x, type, tag::nchw};
+      c.in1_user = {s.y, type, tag::nchw};
+      c.out_user = {s.w, dt::f32, tag::oihw};
+      plan(c, pd.src_desc(), pd.diff_dst_desc(), pd.diff_weights_desc());
+      c.scratchpad = pd.scratchpad_desc();
+      break;
+    }
+  }
+  return c;
+}
+
+porta_status_t run(const char* op, Pass pass, porta_stream_t stream,
+                   const porta_conv2d_desc_t* desc, const void* in0, const void* in1,
+                   float* out) {
+  return guarded(op, stream, [&] {
+    const porta_conv2d_desc_t& d = *desc;
+    const int threads = threads_for(stream);
+    auto conv = convs.get({static_cast<int64_t>(pass), d.dtype, d.batch, d.in_channels,
+                           d.in_height, d.in_width, d.out_channels, d.kernel_height,
+                           d.kernel_width, d.pad_h, d.pad_w, d.stride_h, d.stride_w, d.dilation_h,
+                           d.dilation_w},
+                          [&] { return make_conv(d, pass); });
+    enqueue(stream, op, threads, [conv, in0, in1, out] {
+      const dnnl::engine& e = engine();
+      dnnl::stream s(e);
+      // oneDNN takes non-const handles; inputs are only read.
+      dnnl::memory user0(conv->in0_user, e, const_cast<void*>(in0));
+      dnnl::memory user1(conv->in1_user, e, const_cast<void*>(in1));
+      dnnl::memory user_out(conv->out_user, e, out);
+      dnnl::memory m0 = user0, m1 = user1, mout = user_out;
+      if (conv->in0_reorder) {
+        m0 = dnnl::memory(conv->in0, e);
+        conv->in0_reorder->execute(s, user0, m0);
+      }
+      if (conv->in1_reorder) {
+        m1 = dnnl::memory(conv->in1, e);
+        conv->in1_reorder->execute(s, user1, m1);
+      }
+      if (conv->out_reorder) mout = dnnl::memory(conv->out, e);
+      dnnl::memory scratchpad(conv->scratchpad, e);
+      conv->primitive.execute(s, {{conv->in0_arg, m0},
+                                  {conv->in1_arg, m1},
+                                  {conv->out_arg, mout},
+                                  {DNNL_ARG_SCRATCHPAD, scratchpad}});
+      if (conv->out_reorder) conv->out_reorder->execute(s, mout, user_out);
+      s.wait();
+    });
+  });
+}
+
+}  // namespace
+
+porta_status_t conv2d_forward(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
+                              const void* x, const void* w, float* y) {
+  return run("porta_conv2d_forward", Pass::kForward, stream, desc, x, w, y);
+}
+
+porta_status_t conv2d_backward_data(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
+                                    const void* dy, const void* w, float* dx) {
+  return run("porta_conv2d_backward_data", Pass::kBackwardData, stream, desc, dy, w, dx);
+}
+
+porta_status_t conv2d_backward_weights(void*, porta_stream_t stream,
+                                       const porta_conv2d_desc_t* desc, const void* x,
+                                       const void* dy, float* dw) {
+  return run("porta_conv2d_backward_weights", Pass::kBackwardWeights, stream, desc, x, dy, dw);
+}
+
+void clear_conv_cache() { convs.clear(); }
+
+}  // namespace porta::vendor_cpu

@@ -1,0 +1,145 @@
+// Shared by the CPU vendor op plugin's files: errors, the host-function queue that puts library
+// calls in stream order, thread counts, and oneDNN's engine.
+//
+// The plugin runs on the CPU backend only, where device memory is host memory, so oneDNN and
+// OpenBLAS read and write Porta's buffers directly. Each op builds (or finds cached) what it needs
+// on the caller's thread, so that an input the library cannot handle is refused at once, then
+// queues the library call with porta_stream_launch_host_func: it runs on the stream's worker in
+// order with the stream's kernels, copies and events, on the libraries' own threads.
+#pragma once
+
+#include <porta/porta.hpp>
+#include <porta/porta_ops.h>
+#include <porta/porta_plugin.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace porta::vendor_cpu {
+
+// An error with its Porta status, thrown inside the plugin and turned into a status at the slot.
+struct Failure : std::runtime_error {
+  Failure(porta_status_t status, const std::string& message)
+      : std::runtime_error(message), status(status) {}
+  porta_status_t status;
+};
+
+// The version of the oneDNN library loaded ("2.6.3").
+std::string dnnl_version_text();
+
+// oneDNN's status as its C name ("dnnl_unimplemented").
+const char* dnnl_status_name(dnnl_status_t status);
+
+// Sets the plugin's error message through the host API and returns status.
+porta_status_t fail(porta_status_t status, const std::string& message);
+
+// Runs an op slot's body: returns first the failure of an earlier queued call on this stream
+// (as GPU runtimes report asynchronous errors at the next call), then turns what body throws into
+// a status and a message starting with op. Nothing throws across the plugin ABI.
+porta_status_t guarded(const char* op, porta_stream_t stream,
+                       const std::function<void()>& body) noexcept;
+
+// How many threads the libraries use for work on the stream's device: its compute units.
+int threads_for(porta_stream_t stream);
+
+// Queues work on the stream as a host function. work runs on the stream's worker with OpenMP
+// (oneDNN's threading) set to threads; what it throws is logged and kept for the stream's next
+// op (see guarded). Throws porta::error when the stream refuses the host function.
+void enqueue(porta_stream_t stream, const char* op, int threads, std::function<void()> work);
+
+// The CPU engine all primitives are made for.
+const dnnl::engine& engine();
+
+// Builds a primitive descriptor, turning oneDNN's refusal into UNSUPPORTED with what was asked
+// for; other failures (out of memory) propagate.
+template <class Make>
+auto make_pd(const std::string& what, Make&& make) -> decltype(make()) {
+  try {
+    return make();
+  } catch (const dnnl::error& e) {
+    // libporta has checked the arguments, so a descriptor oneDNN refuses is a combination (a
+    // dtype, a layout) it does not offer.
+    if (e.status == dnnl_unimplemented || e.status == dnnl_invalid_arguments) {
+      throw Failure(PORTA_ERROR_UNSUPPORTED,
+                    "oneDNN " + dnnl_version_text() + " has no implementation of " + what +
+                        " on this CPU (" + dnnl_status_name(e.status) + ": " + e.what() + ")");
+    }
+    throw;
+  }
+}
+
+// Attributes asking for a user-managed scratchpad. oneDNN's default scratchpad is taken, at
+// primitive creation, from a buffer global to the creating thread, which later creations on that
+// thread resize: a primitive created on the caller's thread and run on a stream's worker would
+// use freed memory. Every primitive here gets its scratchpad from the call that runs it.
+dnnl::primitive_attr user_scratchpad();
+
+// oneDNN's data type for a Porta dtype.
+dnnl::memory::data_type dnnl_type(porta_dtype_t dtype);
+const char* dtype_name(porta_dtype_t dtype);
+
+// Primitives cached by a key of integers (the descriptor's fields), shared by every stream: a
+// primitive is immutable and may run on several threads at once.
+template <class Value>
+class Cache {
+ public:
+  template <class Make>
+  std::shared_ptr<const Value> get(const std::vector<int64_t>& key, Make&& make) {
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = entries_.find(key); it != entries_.end()) return it->second;
+    }
+    auto value = std::make_shared<const Value>(make());
+    std::lock_guard lock(mutex_);
+    // Bounded: a program sweeping many shapes must not grow it forever.
+    if (entries_.size() >= kCapacity) entries_.clear();
+    return entries_.emplace(key, std::move(value)).first->second;
+  }
+  void clear() {
+    std::lock_guard lock(mutex_);
+    entries_.clear();
+  }
+
+ private:
+  static constexpr size_t kCapacity = 512;
+  std::mutex mutex_;
+  std::map<std::vector<int64_t>, std::shared_ptr<const Value>> entries_;
+};
+
+// Drops every cached primitive (at shutdown).
+void clear_caches();
+
+// The slots, as in porta_plugin.h's porta_ops_interface_t.
+// gemm.cpp
+porta_status_t gemm(void*, porta_stream_t, const porta_gemm_desc_t*, const void* a, const void* b,
+                    float* c);
+// conv.cpp
+porta_status_t conv2d_forward(void*, porta_stream_t, const porta_conv2d_desc_t*, const void* x,
+                              const void* w, float* y);
+porta_status_t conv2d_backward_data(void*, porta_stream_t, const porta_conv2d_desc_t*,
+                                    const void* dy, const void* w, float* dx);
+porta_status_t conv2d_backward_weights(void*, porta_stream_t, const porta_conv2d_desc_t*,
+                                       const void* x, const void* dy, float* dw);
+void clear_conv_cache();
+// dnnl_ops.cpp
+porta_status_t softmax_forward(void*, porta_stream_t, porta_softmax_mode_t, int64_t rows,
+                               int64_t cols, const float* x, float* y);
+porta_status_t softmax_backward(void*, porta_stream_t, porta_softmax_mode_t, int64_t rows,
+                                int64_t cols, const float* y, const float* dy, float* dx);
+porta_status_t bias_add(void*, porta_stream_t, int64_t batch, int64_t channels, int64_t spatial,
+                        const float* x, const float* bias, float* y);
+porta_status_t bias_backward(void*, porta_stream_t, int64_t batch, int64_t channels,
+                             int64_t spatial, const float* dy, float* dbias);
+porta_status_t relu_forward(void*, porta_stream_t, int64_t count, const float* x, float* y);
+porta_status_t relu_backward(void*, porta_stream_t, int64_t count, const float* x,
+                             const float* dy, float* dx);
+void clear_dnnl_ops_cache();
+void clear_gemm_cache();
+
+}  // namespace porta::vendor_cpu

@@ -1,0 +1,596 @@
+// The CUDA vendor op plugin (libporta_ops_vendor_cuda.so): GEMM through cuBLAS
+// (cublasGemmStridedBatchedEx, fp32 accumulation, no TF32), convolution and softmax through
+// cuDNN's (legacy, still present in cuDNN 9) convolution and softmax API. Everything is queued on
+// the CUDA stream behind the Porta stream (porta_stream_native_handle: a CUstream, which is a
+// cudaStream_t), so it runs in stream order with Porta's own kernels, copies and events.
+//
+// Each Porta stream gets its own cuBLAS and cuDNN handles, bound to its CUDA stream once, and its
+// own cuDNN workspace in Porta memory: work on different streams never shares a workspace, and no
+// handle's stream is switched while another thread uses it. The device's context (the primary
+// context, porta_device_native_handle) is made current around every library call and the
+// caller's restored afterwards. The ops it leaves out run on the portable plugin.
+#include <cublas_v2.h>
+#include <cuda.h>
+#include <cudnn.h>
+#include <dlfcn.h>
+#include <porta/porta.hpp>
+#include <porta/porta_ops.h>
+#include <porta/porta_plugin.h>
+
+#include <climits>
+#include <cstdio>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace porta::vendor_cuda {
+namespace {
+
+const porta_host_api_t* host = nullptr;
+
+struct Failure : std::runtime_error {
+  Failure(porta_status_t status, const std::string& message)
+      : std::runtime_error(message), status(status) {}
+  porta_status_t status;
+};
+
+porta_status_t fail(porta_status_t status, const std::string& message) {
+  if (host) host->set_error_message(message.c_str());
+  return status;
+}
+
+void check_blas(cublasStatus_t status, const char* call) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  const porta_status_t mapped = status == CUBLAS_STATUS_ALLOC_FAILED    ? PORTA_ERROR_OUT_OF_MEMORY
+                                : status == CUBLAS_STATUS_NOT_SUPPORTED ? PORTA_ERROR_UNSUPPORTED
+                                                                        : PORTA_ERROR_BACKEND;
+  throw Failure(mapped, std::string(call) + " failed: " + cublasGetStatusName(status) + " (" +
+                            std::to_string(static_cast<int>(status)) + ")");
+}
+
+void check_dnn(cudnnStatus_t status, const char* call) {
+  if (status == CUDNN_STATUS_SUCCESS) return;
+  // cuDNN 9 groups its codes by thousands: 3xxx not supported, 4004 device allocation.
+  const int code = static_cast<int>(status);
+  const porta_status_t mapped =
+      code == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
+              code == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED
+          ? PORTA_ERROR_OUT_OF_MEMORY
+      : code / 1000 == CUDNN_STATUS_NOT_SUPPORTED / 1000 ? PORTA_ERROR_UNSUPPORTED
+                                                          : PORTA_ERROR_BACKEND;
+  throw Failure(mapped, std::string(call) + " failed: " + cudnnGetErrorString(status) + " (" +
+                            std::to_string(code) + ")");
+}
+
+// The driver calls that keep the device's context current around library calls, from
+// libcuda.so.1 opened at initialisation (the plugin itself links only cuBLAS and cuDNN).
+struct Driver {
+  void* library = nullptr;
+  CUresult (*ctx_get_current)(CUcontext*) = nullptr;
+  CUresult (*ctx_set_current)(CUcontext) = nullptr;
+};
+Driver driver;
+
+// Makes context current on this thread for the scope, then puts the caller's back.
+class CurrentContext {
+ public:
+  explicit CurrentContext(CUcontext context) {
+    if (driver.ctx_get_current(&previous_) != CUDA_SUCCESS) previous_ = nullptr;
+    if (previous_ != context) {
+      const CUresult result = driver.ctx_set_current(context);
+      if (result != CUDA_SUCCESS) {
+        throw Failure(PORTA_ERROR_BACKEND,
+                      "cuCtxSetCurrent failed: CUresult " + std::to_string(result));
+      }
+      restore_ = true;
+    }
+  }
+  ~CurrentContext() {
+    if (restore_) driver.ctx_set_current(previous_);
+  }
+  CurrentContext(const CurrentContext&) = delete;
+  CurrentContext& operator=(const CurrentContext&) = delete;
+
+ private:
+  CUcontext previous_ = nullptr;
+  bool restore_ = false;
+};
+
+// What one Porta stream needs: its CUDA stream, its device's context, its library handles bound
+// to that stream, and its cuDNN workspace.
+struct StreamState {
+  std::mutex mutex;  // held while a call uses the handles or the workspace
+  porta_device_t device = 0;
+  CUcontext context = nullptr;
+  cudaStream_t native = nullptr;
+  cublasHandle_t blas = nullptr;
+  cudnnHandle_t dnn = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_size = 0;
+};
+
+std::mutex states_mutex;
+std::map<porta_stream_t, std::unique_ptr<StreamState>> states;
+
+bool stream_is_live(porta_stream_t stream) {
+  porta_device_t device;
+  return porta_stream_device(stream, &device) == PORTA_SUCCESS;
+}
+
+// Frees what a state holds. Porta has already waited for the stream's work when the stream was
+// destroyed.
+void release(StreamState& state) {
+  CurrentContext current(state.context);
+  if (state.blas) cublasDestroy(state.blas);
+  if (state.dnn) cudnnDestroy(state.dnn);
+  state.blas = nullptr;
+  state.dnn = nullptr;
+}
+
+// The state of a stream, created on first use. Streams destroyed since are reaped here: their
+// handles destroyed, their workspace freed.
+StreamState& state_of(porta_stream_t stream) {
+  std::lock_guard lock(states_mutex);
+  if (auto it = states.find(stream); it != states.end()) return *it->second;
+  for (auto it = states.begin(); it != states.end();) {
+    if (stream_is_live(it->first)) {
+      ++it;
+      continue;
+    }
+    release(*it->second);
+    if (it->second->workspace) porta_memory_free(it->second->workspace);
+    it = states.erase(it);
+  }
+  auto state = std::make_unique<StreamState>();
+  porta::check(porta_stream_device(stream, &state->device));
+  void* native = nullptr;
+  porta::check(porta_device_native_handle(state->device, &native));
+  state->context = static_cast<CUcontext>(native);
+  porta::check(porta_stream_native_handle(stream, &native));
+  state->native = static_cast<cudaStream_t>(native);  // a CUstream is a cudaStream_t
+  CurrentContext current(state->context);
+  try {
+    check_blas(cublasCreate(&state->blas), "cublasCreate");
+    check_blas(cublasSetStream(state->blas, state->native), "cublasSetStream");
+    // Exact fp32 products: CUBLAS_COMPUTE_32F without the TF32 math mode never rounds inputs.
+    check_blas(cublasSetMathMode(state->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    check_dnn(cudnnCreate(&state->dnn), "cudnnCreate");
+    check_dnn(cudnnSetStream(state->dnn, state->native), "cudnnSetStream");
+  } catch (...) {
+    release(*state);
+    throw;
+  }
+  return *states.emplace(stream, std::move(state)).first->second;
+}
+
+// At least bytes of the stream's workspace (state.mutex held). Growing frees the old buffer after
+// the device's queued work, which porta_memory_free waits for.
+void* workspace(StreamState& state, size_t bytes) {
+  if (bytes == 0) return nullptr;
+  if (state.workspace_size < bytes) {
+    void* grown = nullptr;
+    porta::check(porta_memory_alloc(state.device, bytes, &grown));
+    if (state.workspace) porta::check(porta_memory_free(state.workspace));
+    state.workspace = grown;
+    state.workspace_size = bytes;
+  }
+  return state.workspace;
+}
+
+template <class Body>
+porta_status_t guarded(const char* op, Body&& body) noexcept {
+  try {
+    body();
+    return PORTA_SUCCESS;
+  } catch (const Failure& e) {
+    return fail(e.status, std::string(op) + ": " + e.what());
+  } catch (const porta::error& e) {
+    return fail(e.status(), std::string(op) + ": " + e.message());
+  } catch (const std::bad_alloc&) {
+    return fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(op) + ": out of host memory");
+  } catch (const std::exception& e) {
+    return fail(PORTA_ERROR_BACKEND, std::string(op) + ": " + e.what());
+  } catch (...) {
+    return fail(PORTA_ERROR_BACKEND, std::string(op) + ": an unknown exception");
+  }
+}
+
+int to_int(const char* name, int64_t value) {
+  if (value > INT_MAX) {
+    throw Failure(PORTA_ERROR_UNSUPPORTED, std::string(name) + " is " + std::to_string(value) +
+                                               "; the library takes 32-bit sizes");
+  }
+  return static_cast<int>(value);
+}
+
+// ---- GEMM ---------------------------------------------------------------------------------------
+
+porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* d, const void* a,
+                    const void* b, float* c) {
+  return guarded("porta_gemm", [&] {
+    cudaDataType_t type = CUDA_R_32F;
+    if (d->dtype == PORTA_DTYPE_F16) type = CUDA_R_16F;
+    if (d->dtype == PORTA_DTYPE_BF16) type = CUDA_R_16BF;
+    StreamState& state = state_of(stream);
+    std::lock_guard lock(state.mutex);
+    CurrentContext current(state.context);
+    // cuBLAS is column-major: row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T,
+    // so B goes first and m and n swap; the leading dimensions stay as they are.
+    const cublasOperation_t op_a = d->trans_a == PORTA_TRANSPOSE ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_b = d->trans_b == PORTA_TRANSPOSE ? CUBLAS_OP_T : CUBLAS_OP_N;
+    check_blas(cublasGemmStridedBatchedEx(
+                   state.blas, op_b, op_a, to_int("n", d->n), to_int("m", d->m),
+                   to_int("k", d->k), &d->alpha, b, type, to_int("ldb", d->ldb), d->stride_b, a,
+                   type, to_int("lda", d->lda), d->stride_a, &d->beta, c, CUDA_R_32F,
+                   to_int("ldc", d->ldc), d->stride_c, to_int("batch_count", d->batch_count),
+                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmStridedBatchedEx");
+  });
+}
+
+// ---- convolution --------------------------------------------------------------------------------
+
+enum class Pass { kForward, kBackwardData, kBackwardWeights };
+
+// cuDNN's descriptors for one convolution, and the algorithm chosen for each pass (cached per
+// descriptor: the heuristics are queried once).
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  int algo = -1;
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+  size_t workspace = 0;
+
+  ConvPlan() = default;
+  ConvPlan(const ConvPlan&) = delete;
+  ConvPlan& operator=(const ConvPlan&) = delete;
+  ~ConvPlan() {
+    if (x) cudnnDestroyTensorDescriptor(x);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+std::mutex plans_mutex;
+std::map<std::vector<int64_t>, std::shared_ptr<ConvPlan>> plans;
+
+// The first algorithm the heuristics rank that works, is deterministic and uses no TF32 (fp32
+// results must be exact-product fp32), else the first that works and uses no TF32.
+template <class Perf>
+void choose(ConvPlan& plan, const Perf* perf, int count, const char* pass) {
+  const Perf* chosen = nullptr;
+  for (int deterministic_only = 1; deterministic_only >= 0 && !chosen; --deterministic_only) {
+    for (int i = 0; i < count && !chosen; ++i) {
+      const Perf& p = perf[i];
+      if (p.status != CUDNN_STATUS_SUCCESS) continue;
+      if (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) {
+        continue;
+      }
+      if (deterministic_only && p.determinism != CUDNN_DETERMINISTIC) continue;
+      chosen = &p;
+    }
+  }
+  if (!chosen) {
+    throw Failure(PORTA_ERROR_UNSUPPORTED,
+                  std::string("cuDNN offers no fp32 algorithm for this ") + pass);
+  }
+  plan.algo = static_cast<int>(chosen->algo);
+  plan.math = chosen->mathType;
+}
+
+std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t& d, Pass pass) {
+  const std::vector<int64_t> key = {static_cast<int64_t>(pass), d.batch, d.in_channels,
+                                    d.in_height, d.in_width, d.out_channels, d.kernel_height,
+                                    d.kernel_width, d.pad_h, d.pad_w, d.stride_h, d.stride_w,
+                                    d.dilation_h, d.dilation_w, state.device};
+  {
+    std::lock_guard lock(plans_mutex);
+    if (auto it = plans.find(key); it != plans.end()) return it->second;
+  }
+  auto plan = std::make_shared<ConvPlan>();
+  const int n = to_int("batch", d.batch), c = to_int("in_channels", d.in_channels);
+  const int h = to_int("in_height", d.in_height), w = to_int("in_width", d.in_width);
+  const int k = to_int("out_channels", d.out_channels);
+  const int r = to_int("kernel_height", d.kernel_height), s = to_int("kernel_width", d.kernel_width);
+  check_dnn(cudnnCreateTensorDescriptor(&plan->x), "cudnnCreateTensorDescriptor");
+  check_dnn(cudnnCreateTensorDescriptor(&plan->y), "cudnnCreateTensorDescriptor");
+  check_dnn(cudnnCreateFilterDescriptor(&plan->w), "cudnnCreateFilterDescriptor");
+  check_dnn(cudnnCreateConvolutionDescriptor(&plan->conv), "cudnnCreateConvolutionDescriptor");
+  check_dnn(cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w),
+            "cudnnSetTensor4dDescriptor(x)");
+  check_dnn(cudnnSetFilter4dDescriptor(plan->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, c, r, s),
+            "cudnnSetFilter4dDescriptor(w)");
+  check_dnn(cudnnSetConvolution2dDescriptor(
+                plan->conv, to_int("pad_h", d.pad_h), to_int("pad_w", d.pad_w),
+                to_int("stride_h", d.stride_h), to_int("stride_w", d.stride_w),
+                to_int("dilation_h", d.dilation_h), to_int("dilation_w", d.dilation_w),
+                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+            "cudnnSetConvolution2dDescriptor");
+  check_dnn(cudnnSetConvolutionMathType(plan->conv, CUDNN_FMA_MATH),
+            "cudnnSetConvolutionMathType");
+  int yn, yc, yh, yw;
+  check_dnn(cudnnGetConvolution2dForwardOutputDim(plan->conv, plan->x, plan->w, &yn, &yc, &yh,
+                                                  &yw),
+            "cudnnGetConvolution2dForwardOutputDim");
+  check_dnn(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, yn, yc, yh,
+                                       yw),
+            "cudnnSetTensor4dDescriptor(y)");
+
+  constexpr int kWanted = 16;
+  int returned = 0;
+  switch (pass) {
+    case Pass::kForward: {
+      cudnnConvolutionFwdAlgoPerf_t perf[kWanted];
+      check_dnn(cudnnGetConvolutionForwardAlgorithm_v7(state.dnn, plan->x, plan->w, plan->conv,
+                                                       plan->y, kWanted, &returned, perf),
+                "cudnnGetConvolutionForwardAlgorithm_v7");
+      choose(*plan, perf, returned, "convolution forward");
+      check_dnn(cudnnSetConvolutionMathType(plan->conv, plan->math), "cudnnSetConvolutionMathType");
+      check_dnn(cudnnGetConvolutionForwardWorkspaceSize(
+                    state.dnn, plan->x, plan->w, plan->conv, plan->y,
+                    static_cast<cudnnConvolutionFwdAlgo_t>(plan->algo), &plan->workspace),
+                "cudnnGetConvolutionForwardWorkspaceSize");
+      break;
+    }
+    case Pass::kBackwardData: {
+      cudnnConvolutionBwdDataAlgoPerf_t perf[kWanted];
+      check_dnn(cudnnGetConvolutionBackwardDataAlgorithm_v7(state.dnn, plan->w, plan->y,
+                                                            plan->conv, plan->x, kWanted,
+                                                            &returned, perf),
+                "cudnnGetConvolutionBackwardDataAlgorithm_v7");
+      choose(*plan, perf, returned, "convolution backward-data");
+      check_dnn(cudnnSetConvolutionMathType(plan->conv, plan->math), "cudnnSetConvolutionMathType");
+      check_dnn(cudnnGetConvolutionBackwardDataWorkspaceSize(
+                    state.dnn, plan->w, plan->y, plan->conv, plan->x,
+                    static_cast<cudnnConvolutionBwdDataAlgo_t>(plan->algo), &plan->workspace),
+                "cudnnGetConvolutionBackwardDataWorkspaceSize");
+      break;
+    }
+    case Pass::kBackwardWeights: {
+      cudnnConvolutionBwdFilterAlgoPerf_t perf[kWanted];
+      check_dnn(cudnnGetConvolutionBackwardFilterAlgorithm_v7(state.dnn, plan->x, plan->y,
+                                                              plan->conv, plan->w, kWanted,
+                                                              &returned, perf),
+                "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
+      choose(*plan, perf, returned, "convolution backward-weights");
+      check_dnn(cudnnSetConvolutionMathType(plan->conv, plan->math), "cudnnSetConvolutionMathType");
+      check_dnn(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                    state.dnn, plan->x, plan->y, plan->conv, plan->w,
+                    static_cast<cudnnConvolutionBwdFilterAlgo_t>(plan->algo), &plan->workspace),
+                "cudnnGetConvolutionBackwardFilterWorkspaceSize");
+      break;
+    }
+  }
+  std::lock_guard lock(plans_mutex);
+  return plans.emplace(key, std::move(plan)).first->second;  // another thread's if it won
+}
+
+porta_status_t conv(const char* op, Pass pass, porta_stream_t stream,
+                    const porta_conv2d_desc_t* d, const void* in0, const void* in1, float* out) {
+  return guarded(op, [&] {
+    // cuDNN's convolution wants x, w and y of one type; Porta's 16-bit convolutions write fp32.
+    if (d->dtype != PORTA_DTYPE_F32) {
+      throw Failure(PORTA_ERROR_UNSUPPORTED,
+                    "cuDNN's convolution takes x, w and y of one data type; f16 and bf16 inputs "
+                    "with an fp32 output are not among its configurations");
+    }
+    StreamState& state = state_of(stream);
+    std::lock_guard lock(state.mutex);
+    CurrentContext current(state.context);
+    std::shared_ptr<ConvPlan> plan = plan_for(state, *d, pass);
+    void* space = workspace(state, plan->workspace);
+    const float one = 1.0f, zero = 0.0f;
+    switch (pass) {
+      case Pass::kForward:
+        check_dnn(cudnnConvolutionForward(state.dnn, &one, plan->x, in0, plan->w, in1, plan->conv,
+                                          static_cast<cudnnConvolutionFwdAlgo_t>(plan->algo),
+                                          space, plan->workspace, &zero, plan->y, out),
+                  "cudnnConvolutionForward");
+        break;
+      case Pass::kBackwardData:
+        check_dnn(cudnnConvolutionBackwardData(
+                      state.dnn, &one, plan->w, in1, plan->y, in0, plan->conv,
+                      static_cast<cudnnConvolutionBwdDataAlgo_t>(plan->algo), space,
+                      plan->workspace, &zero, plan->x, out),
+                  "cudnnConvolutionBackwardData");
+        break;
+      case Pass::kBackwardWeights:
+        check_dnn(cudnnConvolutionBackwardFilter(
+                      state.dnn, &one, plan->x, in0, plan->y, in1, plan->conv,
+                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(plan->algo), space,
+                      plan->workspace, &zero, plan->w, out),
+                  "cudnnConvolutionBackwardFilter");
+        break;
+    }
+  });
+}
+
+porta_status_t conv2d_forward(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
+                              const void* x, const void* w, float* y) {
+  return conv("porta_conv2d_forward", Pass::kForward, stream, desc, x, w, y);
+}
+
+porta_status_t conv2d_backward_data(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
+                                    const void* dy, const void* w, float* dx) {
+  return conv("porta_conv2d_backward_data", Pass::kBackwardData, stream, desc, dy, w, dx);
+}
+
+porta_status_t conv2d_backward_weights(void*, porta_stream_t stream,
+                                       const porta_conv2d_desc_t* desc, const void* x,
+                                       const void* dy, float* dw) {
+  return conv("porta_conv2d_backward_weights", Pass::kBackwardWeights, stream, desc, x, dy, dw);
+}
+
+// ---- softmax ------------------------------------------------------------------------------------
+
+// A rows x cols matrix as cuDNN's N x C x 1 x 1 tensor, softmax over C per row (instance mode).
+struct RowsDescriptor {
+  cudnnTensorDescriptor_t desc = nullptr;
+  RowsDescriptor(int64_t rows, int64_t cols) {
+    const int n = to_int("rows", rows), c = to_int("cols", cols);
+    check_dnn(cudnnCreateTensorDescriptor(&desc), "cudnnCreateTensorDescriptor");
+    const cudnnStatus_t status =
+        cudnnSetTensor4dDescriptor(desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, 1, 1);
+    if (status != CUDNN_STATUS_SUCCESS) cudnnDestroyTensorDescriptor(desc);
+    check_dnn(status, "cudnnSetTensor4dDescriptor");
+  }
+  ~RowsDescriptor() { cudnnDestroyTensorDescriptor(desc); }
+  RowsDescriptor(const RowsDescriptor&) = delete;
+  RowsDescriptor& operator=(const RowsDescriptor&) = delete;
+};
+
+cudnnSoftmaxAlgorithm_t algorithm(porta_softmax_mode_t mode) {
+  return mode == PORTA_LOG_SOFTMAX ? CUDNN_SOFTMAX_LOG : CUDNN_SOFTMAX_ACCURATE;
+}
+
+porta_status_t softmax_forward(void*, porta_stream_t stream, porta_softmax_mode_t mode,
+                               int64_t rows, int64_t cols, const float* x, float* y) {
+  return guarded("porta_softmax_forward", [&] {
+    StreamState& state = state_of(stream);
+    std::lock_guard lock(state.mutex);
+    CurrentContext current(state.context);
+    RowsDescriptor desc(rows, cols);
+    const float one = 1.0f, zero = 0.0f;
+    check_dnn(cudnnSoftmaxForward(state.dnn, algorithm(mode), CUDNN_SOFTMAX_MODE_INSTANCE, &one,
+                                  desc.desc, x, &zero, desc.desc, y),
+              "cudnnSoftmaxForward");
+  });
+}
+
+porta_status_t softmax_backward(void*, porta_stream_t stream, porta_softmax_mode_t mode,
+                                int64_t rows, int64_t cols, const float* y, const float* dy,
+                                float* dx) {
+  return guarded("porta_softmax_backward", [&] {
+    StreamState& state = state_of(stream);
+    std::lock_guard lock(state.mutex);
+    CurrentContext current(state.context);
+    RowsDescriptor desc(rows, cols);
+    const float one = 1.0f, zero = 0.0f;
+    check_dnn(cudnnSoftmaxBackward(state.dnn, algorithm(mode), CUDNN_SOFTMAX_MODE_INSTANCE, &one,
+                                   desc.desc, y, desc.desc, dy, &zero, desc.desc, dx),
+              "cudnnSoftmaxBackward");
+  });
+}
+
+// ---- the plugin ---------------------------------------------------------------------------------
+
+// Without the driver there are no CUDA devices, and nothing for this plugin to do.
+porta_status_t initialize(porta_backend_context_t* out_context) {
+  *out_context = nullptr;
+  if (!driver.library) {
+    dlerror();
+    void* library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!library) {
+      const char* why = dlerror();
+      return fail(PORTA_ERROR_UNAVAILABLE,
+                  std::string("vendor_cuda: the CUDA driver cannot be opened: ") +
+                      (why ? why : "libcuda.so.1 not found"));
+    }
+    auto get = reinterpret_cast<CUresult (*)(CUcontext*)>(dlsym(library, "cuCtxGetCurrent"));
+    auto set = reinterpret_cast<CUresult (*)(CUcontext)>(dlsym(library, "cuCtxSetCurrent"));
+    if (!get || !set) {
+      dlclose(library);
+      return fail(PORTA_ERROR_UNAVAILABLE,
+                  "vendor_cuda: libcuda.so.1 lacks cuCtxGetCurrent or cuCtxSetCurrent");
+    }
+    driver = Driver{library, get, set};
+  }
+  return PORTA_SUCCESS;
+}
+
+// libporta has synchronised every device and frees all Porta memory itself (the workspaces
+// included); the library handles and descriptors are released here.
+void shutdown(porta_backend_context_t) {
+  {
+    std::lock_guard lock(states_mutex);
+    for (auto& [stream, state] : states) {
+      try {
+        release(*state);
+      } catch (...) {
+        // A context that cannot be made current: its handles go with the process.
+      }
+    }
+    states.clear();
+  }
+  {
+    std::lock_guard lock(plans_mutex);
+    plans.clear();
+  }
+  if (driver.library) dlclose(driver.library);
+  driver = Driver{};
+}
+
+porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
+  if (std::string_view(backend) == "cuda") return PORTA_SUCCESS;
+  return fail(PORTA_ERROR_UNAVAILABLE,
+              std::string("vendor_cuda serves the cuda backend only, not ") + backend);
+}
+
+const porta_ops_interface_t kInterface = {
+    .struct_size = sizeof(porta_ops_interface_t),
+    .initialize = initialize,
+    .shutdown = shutdown,
+    .supports_backend = supports_backend,
+    .gemm = gemm,
+    .conv2d_forward = conv2d_forward,
+    .conv2d_backward_data = conv2d_backward_data,
+    .conv2d_backward_weights = conv2d_backward_weights,
+    .softmax_forward = softmax_forward,
+    .softmax_backward = softmax_backward,
+    .cross_entropy = nullptr,  // the rest run on the portable plugin
+    .bias_add = nullptr,
+    .bias_backward = nullptr,
+    .relu_forward = nullptr,
+    .relu_backward = nullptr,
+    .max_pool2d_forward = nullptr,
+    .max_pool2d_backward = nullptr,
+    .sgd_update = nullptr,
+    .adam_update = nullptr,
+};
+
+// "vendor_cuda 0.1.0 (cuBLAS 13.0.2, cuDNN 9.19.0)": the libraries loaded, not the headers.
+std::string version_text() {
+  int major = 0, minor = 0, patch = 0;
+  cublasGetProperty(MAJOR_VERSION, &major);
+  cublasGetProperty(MINOR_VERSION, &minor);
+  cublasGetProperty(PATCH_LEVEL, &patch);
+  const size_t dnn = cudnnGetVersion();  // major * 10000 + minor * 100 + patch since cuDNN 9
+  char text[256];
+  std::snprintf(text, sizeof text, "vendor_cuda %d.%d.%d (cuBLAS %d.%d.%d, cuDNN %zu.%zu.%zu)",
+                PORTA_VERSION_MAJOR, PORTA_VERSION_MINOR, PORTA_VERSION_PATCH, major, minor,
+                patch, dnn / 10000, dnn / 100 % 100, dnn % 100);
+  return text;
+}
+
+}  // namespace
+}  // namespace porta::vendor_cuda
+
+extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
+                                                                 porta_plugin_t* out_plugin) {
+  if (!host || !out_plugin || out_plugin->struct_size < sizeof(porta_plugin_t) ||
+      host->struct_size < sizeof(porta_host_api_t)) {
+    return PORTA_ERROR_INCOMPATIBLE_VERSION;
+  }
+  porta::vendor_cuda::host = host;
+  try {
+    static const std::string version = porta::vendor_cuda::version_text();
+    out_plugin->version = version.c_str();
+  } catch (...) {
+    return PORTA_ERROR_OUT_OF_MEMORY;
+  }
+  out_plugin->abi_major = PORTA_PLUGIN_ABI_MAJOR;
+  out_plugin->abi_minor = PORTA_PLUGIN_ABI_MINOR;
+  out_plugin->kind = PORTA_PLUGIN_KIND_OPS;
+  out_plugin->name = "vendor_cuda";
+  out_plugin->backend = nullptr;
+  out_plugin->ops = &porta::vendor_cuda::kInterface;
+  return PORTA_SUCCESS;
+}
