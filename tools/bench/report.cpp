@@ -233,7 +233,7 @@ void write_json(const std::string& path, const Header& header, const std::vector
                                     : std::string()},
                 {"version", plugin_version(p)},
                 {"path", p.path}};
-    if (auto ops = listed_ops(p)) lib["ops"] = *ops;
+    if (auto ops = listed_ops(p); ops && p.kind == PORTA_PLUGIN_KIND_OPS) lib["ops"] = *ops;
     libraries.push_back(lib);
   }
   json peaks = json::array();
