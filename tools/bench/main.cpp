@@ -252,6 +252,17 @@ int run(const Options& o, const std::vector<Problem>& todo) {
     return 1;
   }
 
+  // Group the rows of one op, shape and dtype (measured one implementation at a time) so that
+  // the table and the files read as comparisons: problems in suite order, and within one the
+  // order measured (implementation, then backend).
+  const auto problem_key = [](const Record& r) {
+    return std::string(op_name(r.op)) + "|" + r.shape.text() + "|" + dtype_name(r.dtype);
+  };
+  std::map<std::string, size_t> first_seen;
+  for (const Record& r : records) first_seen.emplace(problem_key(r), first_seen.size());
+  std::stable_sort(records.begin(), records.end(), [&](const Record& a, const Record& b) {
+    return first_seen.at(problem_key(a)) < first_seen.at(problem_key(b));
+  });
   compare(records, header.peaks);
   print_table(records, header);
   int rc = 0;
