@@ -71,6 +71,7 @@ constexpr RequiredSlot kOpSlots[] = {
     PORTA_OP_SLOT(max_pool2d_backward),
     PORTA_OP_SLOT(sgd_update),
     PORTA_OP_SLOT(adam_update),
+    PORTA_OP_SLOT(convert),
 };
 #undef PORTA_OP_SLOT
 

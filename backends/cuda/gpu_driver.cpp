@@ -47,6 +47,57 @@ std::unique_ptr<Driver> Driver::open() {
   return driver;
 }
 
+namespace {
+
+#if !defined(PORTA_GPU_HIP)
+// The names of the codes status_of distinguishes, for drivers that cannot name them: the
+// toolkit's stub libcuda answers every call, cuGetErrorName included, with
+// CUDA_ERROR_STUB_LIBRARY.
+const char* fallback_name(CUresult result) {
+  switch (result) {
+#define PORTA_CUDA_NAME(code) \
+  case code:                  \
+    return #code;
+    PORTA_CUDA_NAME(CUDA_ERROR_INVALID_VALUE)
+    PORTA_CUDA_NAME(CUDA_ERROR_OUT_OF_MEMORY)
+    PORTA_CUDA_NAME(CUDA_ERROR_NOT_INITIALIZED)
+    PORTA_CUDA_NAME(CUDA_ERROR_DEINITIALIZED)
+    PORTA_CUDA_NAME(CUDA_ERROR_STUB_LIBRARY)
+    PORTA_CUDA_NAME(CUDA_ERROR_DEVICE_UNAVAILABLE)
+    PORTA_CUDA_NAME(CUDA_ERROR_NO_DEVICE)
+    PORTA_CUDA_NAME(CUDA_ERROR_INVALID_IMAGE)
+    PORTA_CUDA_NAME(CUDA_ERROR_NO_BINARY_FOR_GPU)
+    PORTA_CUDA_NAME(CUDA_ERROR_INVALID_PTX)
+    PORTA_CUDA_NAME(CUDA_ERROR_UNSUPPORTED_PTX_VERSION)
+    PORTA_CUDA_NAME(CUDA_ERROR_JIT_COMPILER_NOT_FOUND)
+    PORTA_CUDA_NAME(CUDA_ERROR_OPERATING_SYSTEM)
+    PORTA_CUDA_NAME(CUDA_ERROR_NOT_FOUND)
+    PORTA_CUDA_NAME(CUDA_ERROR_NOT_READY)
+    PORTA_CUDA_NAME(CUDA_ERROR_ILLEGAL_ADDRESS)
+    PORTA_CUDA_NAME(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES)
+    PORTA_CUDA_NAME(CUDA_ERROR_LAUNCH_TIMEOUT)
+    PORTA_CUDA_NAME(CUDA_ERROR_HARDWARE_STACK_ERROR)
+    PORTA_CUDA_NAME(CUDA_ERROR_ILLEGAL_INSTRUCTION)
+    PORTA_CUDA_NAME(CUDA_ERROR_MISALIGNED_ADDRESS)
+    PORTA_CUDA_NAME(CUDA_ERROR_INVALID_ADDRESS_SPACE)
+    PORTA_CUDA_NAME(CUDA_ERROR_INVALID_PC)
+    PORTA_CUDA_NAME(CUDA_ERROR_LAUNCH_FAILED)
+    PORTA_CUDA_NAME(CUDA_ERROR_ECC_UNCORRECTABLE)
+    PORTA_CUDA_NAME(CUDA_ERROR_ASSERT)
+    PORTA_CUDA_NAME(CUDA_ERROR_CONTEXT_IS_DESTROYED)
+    PORTA_CUDA_NAME(CUDA_ERROR_NOT_SUPPORTED)
+    PORTA_CUDA_NAME(CUDA_ERROR_SYSTEM_NOT_READY)
+    PORTA_CUDA_NAME(CUDA_ERROR_SYSTEM_DRIVER_MISMATCH)
+    PORTA_CUDA_NAME(CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE)
+#undef PORTA_CUDA_NAME
+    default:
+      return nullptr;
+  }
+}
+#endif
+
+}  // namespace
+
 std::string Driver::describe(result_t result) const {
   const char* name = nullptr;
   const char* text = nullptr;
@@ -57,6 +108,7 @@ std::string Driver::describe(result_t result) const {
   // Both fail with CUDA_ERROR_INVALID_VALUE for a code this driver does not know.
   if (get_error_name(result, &name) != CUDA_SUCCESS) name = nullptr;
   if (get_error_string(result, &text) != CUDA_SUCCESS) text = nullptr;
+  if (!name) name = fallback_name(result);
 #endif
   std::string out = name ? name : "unknown error";
   out += " (" + std::to_string(static_cast<int>(result)) + ")";

@@ -20,5 +20,5 @@ fail() {
 echo "$output" | grep -qE "^  backend  $backend +unavailable" ||
   fail "the loader report does not list $backend as unavailable"
 echo "$output" | grep -q "PORTA_ERROR_UNAVAILABLE" || fail "no PORTA_ERROR_UNAVAILABLE in the output"
-echo "$output" | grep -qE "reason: $backend: " || fail "no reason given for $backend"
+echo "$output" | grep -qE "reason: +$backend: " || fail "no reason given for $backend"
 echo "ok: porta-info exits $rc and says why $backend is unavailable"

@@ -496,7 +496,7 @@ TEST_CASE("loader: report rows carry versions and op lists, within the caller's 
     CHECK(std::string(row.ops) ==
           "gemm,conv2d_forward,conv2d_backward_data,conv2d_backward_weights,softmax_forward,"
           "softmax_backward,cross_entropy,bias_add,bias_backward,relu_forward,relu_backward,"
-          "max_pool2d_forward,max_pool2d_backward,sgd_update,adam_update");
+          "max_pool2d_forward,max_pool2d_backward,sgd_update,adam_update,convert");
 
     // A caller built against the first release passes a shorter struct: nothing past it is
     // written.

@@ -15,7 +15,7 @@ const std::set<std::string> kAllOps = {
     "gemm",         "conv2d_forward",     "conv2d_backward_data", "conv2d_backward_weights",
     "softmax_forward", "softmax_backward", "cross_entropy",       "bias_add",
     "bias_backward", "relu_forward",      "relu_backward",        "max_pool2d_forward",
-    "max_pool2d_backward", "sgd_update",  "adam_update"};
+    "max_pool2d_backward", "sgd_update",  "adam_update",        "convert"};
 
 std::set<std::string> split(const std::string& list) {
   std::set<std::string> names;
