@@ -106,6 +106,7 @@ const porta_ops_interface_t kInterface = {
     .max_pool2d_backward = nullptr,
     .sgd_update = nullptr,  // no library op: portable
     .adam_update = nullptr,
+    .convert = nullptr,
 };
 
 std::string version_text() {

@@ -554,6 +554,7 @@ const porta_ops_interface_t kInterface = {
     .max_pool2d_backward = nullptr,
     .sgd_update = nullptr,
     .adam_update = nullptr,
+    .convert = nullptr,
 };
 
 // "vendor_cuda 0.1.0 (cuBLAS 13.0.2, cuDNN 9.19.0)": the libraries loaded, not the headers.
