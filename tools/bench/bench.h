@@ -16,7 +16,15 @@
 
 namespace bench {
 
-enum class Op { gemm, conv_fwd, conv_bwd_data, conv_bwd_weights, softmax, softmax_bwd, cross_entropy };
+enum class Op {
+  gemm,
+  conv_fwd,
+  conv_bwd_data,
+  conv_bwd_weights,
+  softmax,
+  softmax_bwd,
+  cross_entropy
+};
 
 // Every op, in the order the table lists them.
 const std::vector<Op>& all_ops();
@@ -41,8 +49,7 @@ struct Shape {
   bool trans_a = false, trans_b = false;
   // conv, DeepBench's names: input W x H with C channels, batch N, K filters of S (wide) x
   // R (high), padding pw, ph, strides sw, sh
-  int64_t w = 0, h = 0, c = 0, batch = 0, filters = 0, s = 0, r = 0, pw = 0, ph = 0, sw = 1,
-          sh = 1;
+  int64_t w = 0, h = 0, c = 0, batch = 0, filters = 0, s = 0, r = 0, pw = 0, ph = 0, sw = 1, sh = 1;
   // row ops
   int64_t rows = 0, cols = 0;
   // Suites may lower the repetitions of their largest shapes (0: the default).
@@ -126,8 +133,8 @@ struct Header {
   std::string porta_version;
   std::vector<porta_plugin_report_t> plugins;  // the loader report of the first initialisation
   std::map<std::string, porta_device_properties_t> devices;  // by backend
-  std::map<std::string, Peak> peaks;           // by backend
-  std::vector<std::string> skipped;            // implementations not measured, and why
+  std::map<std::string, Peak> peaks;                         // by backend
+  std::vector<std::string> skipped;  // implementations not measured, and why
   std::string suite, impl, dtype;
   int reps = 0;
 };

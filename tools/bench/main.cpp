@@ -104,11 +104,12 @@ std::vector<Problem> problems(const Options& o) {
   }
   const porta_dtype_t dtype = parse_dtype(o.dtype);
   if (!o.shapes.empty() && ops.size() != 1)
-    throw CLI::ValidationError("--shape", "needs --op naming one op (the syntax is per op: " +
-                                              shape_syntax() + ")");
+    throw CLI::ValidationError(
+        "--shape", "needs --op naming one op (the syntax is per op: " + shape_syntax() + ")");
   if (dtype != PORTA_DTYPE_F32 && ops.size() == 1 && is_row_op(ops[0]))
-    throw CLI::ValidationError("--dtype", std::string(op_name(ops[0])) +
-                                              " takes fp32 only; bf16 and f16 apply to gemm and conv");
+    throw CLI::ValidationError(
+        "--dtype",
+        std::string(op_name(ops[0])) + " takes fp32 only; bf16 and f16 apply to gemm and conv");
   std::vector<Problem> out;
   for (Op op : ops) {
     if (dtype != PORTA_DTYPE_F32 && is_row_op(op)) continue;  // said in main()
@@ -136,7 +137,8 @@ std::vector<std::pair<std::string, porta_device_t>> backend_devices() {
   out.emplace_back(selected, default_device);
   for (porta_device_t d : porta::devices()) {
     const std::string backend = porta::device_properties(d).backend;
-    const bool seen = std::any_of(out.begin(), out.end(), [&](const auto& e) { return e.first == backend; });
+    const bool seen =
+        std::any_of(out.begin(), out.end(), [&](const auto& e) { return e.first == backend; });
     if (!seen) out.emplace_back(backend, d);
   }
   return out;
@@ -160,8 +162,9 @@ int run(const Options& o, const std::vector<Problem>& todo) {
   header.dtype = o.dtype;
   header.reps = o.reps;
 
-  const std::vector<std::string> impls =
-      o.impl == "all" ? std::vector<std::string>{"portable", "vendor"} : std::vector<std::string>{o.impl};
+  const std::vector<std::string> impls = o.impl == "all"
+                                             ? std::vector<std::string>{"portable", "vendor"}
+                                             : std::vector<std::string>{o.impl};
   const std::string backend_list = join(o.backends, ",");
   const std::string library = kernel_library();
   std::vector<Record> records;
@@ -176,7 +179,8 @@ int run(const Options& o, const std::vector<Problem>& todo) {
     const std::vector<porta_plugin_report_t> report = porta::loader_report();
     if (header.plugins.empty()) header.plugins = report;
     if (status != PORTA_SUCCESS) {
-      const std::string why = std::string(porta_status_name(status)) + ": " + porta_last_error_message();
+      const std::string why =
+          std::string(porta_status_name(status)) + ": " + porta_last_error_message();
       porta_shutdown();
       note("cannot initialise Porta (" + impl + " ops): " + why);
       if (impl == impls.front()) return 1;
@@ -212,10 +216,11 @@ int run(const Options& o, const std::vector<Problem>& todo) {
           note("measuring the peaks of " + backend + " (" + props.name + ")");
           header.peaks[backend] = measure_peak(device, library);
           const Peak& p = header.peaks[backend];
-          if (!p.error.empty()) note("peak probe on " + backend + " failed: " + p.error);
+          if (!p.error.empty())
+            note("peak probe on " + backend + " failed: " + p.error);
           else
-            note("peak " + backend + ": " + std::to_string(int(p.fma_gflops)) + " GFLOP/s fp32 FMA, " +
-                 std::to_string(int(p.copy_gbps)) + " GB/s copy");
+            note("peak " + backend + ": " + std::to_string(int(p.fma_gflops)) +
+                 " GFLOP/s fp32 FMA, " + std::to_string(int(p.copy_gbps)) + " GB/s copy");
         }
         size_t index = 0;
         for (const Problem& problem : todo) {
@@ -231,8 +236,8 @@ int run(const Options& o, const std::vector<Problem>& todo) {
           r.device = props.name;
           r.impl = impl;
           measure(device, gpu, settings, r);
-          std::string result = r.status == "ok" ? std::to_string(r.median_ms) + " ms"
-                                                : r.status + ": " + r.message;
+          std::string result =
+              r.status == "ok" ? std::to_string(r.median_ms) + " ms" : r.status + ": " + r.message;
           std::fprintf(stderr, "porta-bench: [%zu/%zu] %s %s %s %s %s: %s\n", index, todo.size(),
                        op_name(op), r.shape.text().c_str(), dtype_name(r.dtype), backend.c_str(),
                        impl.c_str(), result.c_str());
@@ -248,7 +253,8 @@ int run(const Options& o, const std::vector<Problem>& todo) {
   }
   if (!any_backend) return 1;
   if (records.empty()) {
-    note("nothing was measured" + (header.skipped.empty() ? std::string() : ": " + join(header.skipped, "; ")));
+    note("nothing was measured" +
+         (header.skipped.empty() ? std::string() : ": " + join(header.skipped, "; ")));
     return 1;
   }
 
@@ -291,12 +297,14 @@ int run(const Options& o, const std::vector<Problem>& todo) {
 int main(int argc, char** argv) {
   using namespace bench;
   Options o;
-  CLI::App app{"porta-bench: GEMM, conv2d and the row ops on every backend and implementation, "
-               "checked against each other and rated against the device's measured peaks."};
+  CLI::App app{
+      "porta-bench: GEMM, conv2d and the row ops on every backend and implementation, "
+      "checked against each other and rated against the device's measured peaks."};
   std::vector<std::string> op_names{"all"};
   for (Op op : all_ops()) op_names.push_back(op_name(op));
-  app.add_option("--backend", o.backends, "a backend to measure (repeatable); default: every "
-                                          "usable one (PORTA_BACKEND, else auto)")
+  app.add_option("--backend", o.backends,
+                 "a backend to measure (repeatable); default: every "
+                 "usable one (PORTA_BACKEND, else auto)")
       ->check(CLI::IsMember(kBackends));
   app.add_option("--impl", o.impl, "op implementation: portable, vendor or all")
       ->check(CLI::IsMember({"portable", "vendor", "all"}))
@@ -307,8 +315,8 @@ int main(int argc, char** argv) {
   app.add_option("--suite", o.suite, "shapes: quick (a few minutes on a 2-core CPU) or deepbench")
       ->check(CLI::IsMember({"quick", "deepbench"}))
       ->capture_default_str();
-  app.add_option("--shape", o.shapes, "a shape instead of the suite (repeatable; needs one --op): " +
-                                          shape_syntax());
+  app.add_option("--shape", o.shapes,
+                 "a shape instead of the suite (repeatable; needs one --op): " + shape_syntax());
   app.add_option("--dtype", o.dtype, "input type of gemm and conv: f32, bf16 or f16")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}))
       ->capture_default_str();

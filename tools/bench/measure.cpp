@@ -64,7 +64,7 @@ uint16_t to_f16(float f) {
   std::memcpy(&bits, &f, 4);
   const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
   const uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;    // NaN
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
   if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds past 65504: infinity
   if (abs < 0x38800000u) {                        // below 2^-14: subnormal or zero
     if (abs < 0x33000000u) return sign;           // below half the smallest subnormal
@@ -149,13 +149,34 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
   const size_t y_count = size_t(s.batch) * s.filters * p * q;
   const size_t rc = size_t(s.rows) * s.cols;
   switch (s.op) {
-    case Op::gemm: in_counts = {size_t(s.m) * s.k, size_t(s.k) * s.n}; out_count = size_t(s.m) * s.n; break;
-    case Op::conv_fwd: in_counts = {x_count, w_count}; out_count = y_count; break;
-    case Op::conv_bwd_data: in_counts = {y_count, w_count}; out_count = x_count; break;
-    case Op::conv_bwd_weights: in_counts = {x_count, y_count}; out_count = w_count; break;
-    case Op::softmax: in_counts = {rc}; out_count = rc; break;
-    case Op::softmax_bwd: in_counts = {rc, rc}; out_count = rc; break;
-    case Op::cross_entropy: in_counts = {rc}; out_count = rc; break;
+    case Op::gemm:
+      in_counts = {size_t(s.m) * s.k, size_t(s.k) * s.n};
+      out_count = size_t(s.m) * s.n;
+      break;
+    case Op::conv_fwd:
+      in_counts = {x_count, w_count};
+      out_count = y_count;
+      break;
+    case Op::conv_bwd_data:
+      in_counts = {y_count, w_count};
+      out_count = x_count;
+      break;
+    case Op::conv_bwd_weights:
+      in_counts = {x_count, y_count};
+      out_count = w_count;
+      break;
+    case Op::softmax:
+      in_counts = {rc};
+      out_count = rc;
+      break;
+    case Op::softmax_bwd:
+      in_counts = {rc, rc};
+      out_count = rc;
+      break;
+    case Op::cross_entropy:
+      in_counts = {rc};
+      out_count = rc;
+      break;
   }
   const porta_dtype_t in_dtype = is_row_op(s.op) ? PORTA_DTYPE_F32 : dtype;
   size_t set_bytes = 0;

@@ -65,7 +65,8 @@ Peak measure_peak(porta_device_t device, const std::string& kernel_library) {
           break;
         }
         const double scale = ms > 0.0 ? 100.0 / ms : 64.0;
-        rounds = static_cast<uint32_t>(std::min(double(1u << 24), rounds * std::clamp(scale, 2.0, 64.0)));
+        rounds = static_cast<uint32_t>(
+            std::min(double(1u << 24), rounds * std::clamp(scale, 2.0, 64.0)));
       }
       peak.fma_gflops = kFlopsPerItemRound * rounds * groups * group / (peak.fma_ms * 1e6);
     }

@@ -117,7 +117,8 @@ double relative_error(Op op, const std::vector<float>& x, const std::vector<floa
   if (x.size() != ref.size()) return std::numeric_limits<double>::infinity();
   double scale = 0.0;
   for (size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(x[i]) && std::isfinite(ref[i])) return std::numeric_limits<double>::infinity();
+    if (!std::isfinite(x[i]) && std::isfinite(ref[i]))
+      return std::numeric_limits<double>::infinity();
     if (std::isfinite(ref[i])) scale = std::max(scale, std::fabs(double(ref[i])));
   }
   double worst = 0.0;
@@ -136,7 +137,8 @@ void compare(std::vector<Record>& records, const std::map<std::string, Peak>& pe
   for (Record& r : records) {
     if (r.status != "ok") continue;
     if (auto p = peaks.find(r.backend); p != peaks.end()) {
-      if (r.gflops && p->second.fma_gflops > 0) r.pct_peak = 100.0 * *r.gflops / p->second.fma_gflops;
+      if (r.gflops && p->second.fma_gflops > 0)
+        r.pct_peak = 100.0 * *r.gflops / p->second.fma_gflops;
       if (r.gbps && p->second.copy_gbps > 0) r.pct_peak = 100.0 * *r.gbps / p->second.copy_gbps;
     }
     if (r.impl == "vendor") r.ratio_to_vendor = 1.0;
@@ -226,13 +228,14 @@ void write_json(const std::string& path, const Header& header, const std::vector
   using json = nlohmann::ordered_json;
   json libraries = json::array();
   for (const porta_plugin_report_t& p : header.plugins) {
-    json lib = {{"name", p.name},
-                {"kind", p.kind == PORTA_PLUGIN_KIND_OPS ? "ops" : "backend"},
-                {"outcome", outcome_name(p.outcome)},
-                {"abi", p.abi_major ? std::to_string(p.abi_major) + "." + std::to_string(p.abi_minor)
-                                    : std::string()},
-                {"version", plugin_version(p)},
-                {"path", p.path}};
+    json lib = {
+        {"name", p.name},
+        {"kind", p.kind == PORTA_PLUGIN_KIND_OPS ? "ops" : "backend"},
+        {"outcome", outcome_name(p.outcome)},
+        {"abi", p.abi_major ? std::to_string(p.abi_major) + "." + std::to_string(p.abi_minor)
+                            : std::string()},
+        {"version", plugin_version(p)},
+        {"path", p.path}};
     if (auto ops = listed_ops(p); ops && p.kind == PORTA_PLUGIN_KIND_OPS) lib["ops"] = *ops;
     libraries.push_back(lib);
   }
@@ -240,15 +243,16 @@ void write_json(const std::string& path, const Header& header, const std::vector
   for (const auto& [backend, peak] : header.peaks) {
     const auto device = header.devices.find(backend);
     const bool known = device != header.devices.end();
-    json entry = {{"backend", backend},
-                  {"device", known ? device->second.name : ""},
-                  {"architecture", known ? device->second.architecture : ""},
-                  {"compute_units", known ? device->second.compute_units : 0},
-                  {"clock_mhz", known && device->second.clock_mhz > 0
-                                    ? json(device->second.clock_mhz) : json(nullptr)},
-                  {"fma_gflops", peak.fma_gflops > 0 ? json(peak.fma_gflops) : json(nullptr)},
-                  {"copy_gbps", peak.copy_gbps > 0 ? json(peak.copy_gbps) : json(nullptr)},
-                  {"copy_bytes", peak.copy_bytes}};
+    json entry = {
+        {"backend", backend},
+        {"device", known ? device->second.name : ""},
+        {"architecture", known ? device->second.architecture : ""},
+        {"compute_units", known ? device->second.compute_units : 0},
+        {"clock_mhz",
+         known && device->second.clock_mhz > 0 ? json(device->second.clock_mhz) : json(nullptr)},
+        {"fma_gflops", peak.fma_gflops > 0 ? json(peak.fma_gflops) : json(nullptr)},
+        {"copy_gbps", peak.copy_gbps > 0 ? json(peak.copy_gbps) : json(nullptr)},
+        {"copy_bytes", peak.copy_bytes}};
     if (!peak.error.empty()) entry["error"] = peak.error;
     peaks.push_back(entry);
   }
@@ -314,8 +318,8 @@ void write_csv(const std::string& path, const std::vector<Record>& records) {
          << csv_number(r.shape.bytes(r.dtype)) << "," << csv_number(r.gflops) << ","
          << csv_number(r.gbps) << "," << csv_number(r.pct_peak) << ","
          << csv_number(r.ratio_to_vendor) << ","
-         << (r.max_rel_err && std::isinf(*r.max_rel_err) ? "inf" : csv_number(r.max_rel_err))
-         << "," << r.error_metric << "\n";
+         << (r.max_rel_err && std::isinf(*r.max_rel_err) ? "inf" : csv_number(r.max_rel_err)) << ","
+         << r.error_metric << "\n";
   }
   if (!file.flush()) throw std::runtime_error("cannot write " + path);
 }

@@ -65,8 +65,8 @@ int64_t conv_out(int64_t in, int64_t pad, int64_t kernel, int64_t stride) {
 
 Shape gemm(int64_t m, int64_t n, int64_t k, const char* op, int max_reps = 0,
            bool gpu_only = false) {
-  Shape s = parse_shape(Op::gemm, std::to_string(m) + "," + std::to_string(n) + "," +
-                                      std::to_string(k) + "," + op);
+  Shape s = parse_shape(
+      Op::gemm, std::to_string(m) + "," + std::to_string(n) + "," + std::to_string(k) + "," + op);
   s.max_reps = max_reps;
   s.gpu_only = gpu_only;
   return s;
@@ -110,9 +110,12 @@ bool is_row_op(Op op) {
 
 const char* dtype_name(porta_dtype_t dtype) {
   switch (dtype) {
-    case PORTA_DTYPE_F32: return "f32";
-    case PORTA_DTYPE_BF16: return "bf16";
-    case PORTA_DTYPE_F16: return "f16";
+    case PORTA_DTYPE_F32:
+      return "f32";
+    case PORTA_DTYPE_BF16:
+      return "bf16";
+    case PORTA_DTYPE_F16:
+      return "f16";
   }
   return "?";
 }
@@ -133,7 +136,8 @@ Shape parse_shape(Op op, const std::string& text) {
   try {
     if (op == Op::gemm) {
       const auto p = split(text, ',');
-      if (p.size() != 3 && p.size() != 4) throw std::invalid_argument("expected M,N,K[,NN|NT|TN|TT]");
+      if (p.size() != 3 && p.size() != 4)
+        throw std::invalid_argument("expected M,N,K[,NN|NT|TN|TT]");
       s.m = integer(p[0], "M", 1);
       s.n = integer(p[1], "N", 1);
       s.k = integer(p[2], "K", 1);
@@ -227,7 +231,8 @@ double Shape::bytes(porta_dtype_t dtype) const {
   const double f = sizeof(float);
   const double in = static_cast<double>(dtype_size(dtype));
   switch (op) {
-    case Op::gemm: return in * (double(m) * k + double(k) * n) + f * double(m) * n;
+    case Op::gemm:
+      return in * (double(m) * k + double(k) * n) + f * double(m) * n;
     case Op::conv_fwd:
     case Op::conv_bwd_data:
     case Op::conv_bwd_weights: {
@@ -239,9 +244,11 @@ double Shape::bytes(porta_dtype_t dtype) const {
       if (op == Op::conv_bwd_data) return in * (y + wt) + f * x;
       return in * (x + y) + f * wt;
     }
-    case Op::softmax: return 2.0 * f * rows * cols;      // x in, y out
-    case Op::softmax_bwd: return 3.0 * f * rows * cols;  // y, dy in, dx out
-    case Op::cross_entropy:                              // logits, labels in; dlogits out
+    case Op::softmax:
+      return 2.0 * f * rows * cols;  // x in, y out
+    case Op::softmax_bwd:
+      return 3.0 * f * rows * cols;  // y, dy in, dx out
+    case Op::cross_entropy:          // logits, labels in; dlogits out
       return 2.0 * f * rows * cols + 4.0 * rows;
   }
   return 0.0;
@@ -258,12 +265,12 @@ std::vector<Shape> suite_shapes(const std::string& suite, Op op) {
              gemm(35, 8457, 2560, "NN"), gemm(1024, 1024, 1024, "NN")};
     } else {
       // The largest take seconds per call on a CPU: fewer repetitions there.
-      out = {gemm(1760, 128, 1760, "NN"),    gemm(2560, 64, 2560, "NN"),
-             gemm(3072, 128, 1024, "TN"),    gemm(1760, 7000, 1760, "NN", 10),
-             gemm(4096, 7000, 4096, "NN", 5), gemm(5124, 9124, 2560, "TN", 5),
+      out = {gemm(1760, 128, 1760, "NN"),      gemm(2560, 64, 2560, "NN"),
+             gemm(3072, 128, 1024, "TN"),      gemm(1760, 7000, 1760, "NN", 10),
+             gemm(4096, 7000, 4096, "NN", 5),  gemm(5124, 9124, 2560, "TN", 5),
              gemm(2048, 7133, 2048, "NT", 10), gemm(35, 8457, 2560, "NN"),
              gemm(7680, 24000, 2560, "NN", 3), gemm(1024, 16, 500000, "NN", 10),
-             gemm(1024, 1024, 1024, "NN"),   gemm(8192, 8192, 8192, "NN", 0, true)};
+             gemm(1024, 1024, 1024, "NN"),     gemm(8192, 8192, 8192, "NN", 0, true)};
     }
   } else if (is_conv(op)) {
     // W, H, C, N, K, S, R, pw, ph, sw, sh; the quick suite takes batch 4 for the two large

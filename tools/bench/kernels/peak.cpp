@@ -43,14 +43,14 @@ PORTA_KERNEL(peak_fma, uint32_t rounds, float a, float b, float* out) {
   for (uint32_t round = 0; round < rounds; ++round) {
     porta::inner([&](uint32_t item) {
       float x[kChains];
-PEAK_UNROLL
+      PEAK_UNROLL
       for (int c = 0; c < kChains; ++c) x[c] = acc[c](item);
-PEAK_UNROLL
+      PEAK_UNROLL
       for (int s = 0; s < kSteps; ++s) {
-PEAK_UNROLL
+        PEAK_UNROLL
         for (int c = 0; c < kChains; ++c) x[c] = fma_(x[c], a, b);
       }
-PEAK_UNROLL
+      PEAK_UNROLL
       for (int c = 0; c < kChains; ++c) acc[c](item) = x[c];
     });
   }
