@@ -17,7 +17,7 @@ PORTA_DEB_PACKAGES=(
   # lld, the ROCm device libraries, libamdhip64-dev's headers); it has no Recommends. No AMD GPU
   # or driver is needed to build: the plugin opens libamdhip64 at run time.
   hipcc libamdhip64-dev
-  python3
+  python3 python3-matplotlib
 )
 
 PORTA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
