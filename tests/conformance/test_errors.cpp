@@ -805,7 +805,7 @@ TEST_CASE("loader report: rows and arguments", "[errors][loader]") {
   row.struct_size = sizeof(row);
   PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_loader_report_get(count, &row));
   PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_loader_report_get(SIZE_MAX, &row));
-  // Smaller (older) structs are filled as far as they reach, down to the first release's.
+  // Smaller than the first release's row (which ended at kind): refused, nothing written.
   row.struct_size = offsetof(porta_plugin_report_t, kind) + sizeof(row.kind) - 1;
   PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_loader_report_get(0, &row));
   CHECK(static_cast<unsigned char>(row.name[0]) == 0xCD);

@@ -158,7 +158,8 @@ TEST_CASE("host function: many run once each, in queue order", "[host_func]") {
       steps[i] = Step{&sequence, i};
       PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), Step::run, &steps[i]));
       // Interleaved with other work, which must not reorder them.
-      if (i % 50 == 0) PT_REQUIRE_OK(porta_memset_async(buffer.get(), i & 0xFF, 4096, stream.get()));
+      if (i % 50 == 0)
+        PT_REQUIRE_OK(porta_memset_async(buffer.get(), i & 0xFF, 4096, stream.get()));
     }
     PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
     std::vector<int> expected(kSteps);
@@ -167,8 +168,7 @@ TEST_CASE("host function: many run once each, in queue order", "[host_func]") {
   }
 }
 
-TEST_CASE("host function: the NULL stream is the default device's default stream",
-          "[host_func]") {
+TEST_CASE("host function: the NULL stream is the default device's default stream", "[host_func]") {
   std::atomic<int> calls{0};
   PT_REQUIRE_OK(porta_stream_launch_host_func(nullptr, count_call, &calls));
   PT_REQUIRE_OK(porta_stream_synchronize(nullptr));

@@ -517,6 +517,30 @@ TEST_CASE("loader: report rows carry versions and op lists, within the caller's 
   CHECK(portable_seen);
 }
 
+TEST_CASE("loader: a backend of an older ABI minor loads; its missing slots are UNSUPPORTED",
+          "[loader]") {
+  Fresh fresh;
+  Installed plugin(PORTA_TEST_PLUGIN_ABI_1_0);
+  const porta_init_options_t o = options("level_zero", plugin.dir.path().c_str());
+  PT_REQUIRE_OK(porta_init(&o));
+  const porta_plugin_report_t row = row_of("level_zero");
+  CHECK(row.outcome == PORTA_PLUGIN_LOADED);
+  CHECK(row.abi_major == PORTA_PLUGIN_ABI_MAJOR);
+  CHECK(row.abi_minor == 0);
+  CHECK(row.device_count == 1);
+  // Host functions came with ABI 1.1: libporta never reads the slot past the plugin's interface.
+  static int calls = 0;
+  porta_stream_t stream = nullptr;
+  PT_REQUIRE_OK(porta_stream_default(0, &stream));
+  const CallResult result = call_on_fresh_thread([&] {
+    return porta_stream_launch_host_func(
+        stream, [](void*) { ++calls; }, nullptr);
+  });
+  CHECK(result.status == PORTA_ERROR_UNSUPPORTED);
+  CHECK(contains(result.message, "1.1"));
+  CHECK(calls == 0);
+}
+
 // The messages of a set of bad op calls, each made on a fresh thread, under the given PORTA_OPS.
 std::vector<std::string> op_error_messages(const char* ops) {
   porta_init_options_t o = options("cpu");
@@ -565,7 +589,8 @@ TEST_CASE("loader: op argument errors are libporta's, whichever op plugin runs",
   const porta_plugin_report_t vendor = row_of("vendor_cpu");
   PT_REQUIRE_OK(porta_shutdown());
   if (vendor.outcome != PORTA_PLUGIN_LOADED) {
-    WARN("vendor_cpu is not loaded here (" << vendor.reason << "): only the portable run is checked");
+    WARN("vendor_cpu is not loaded here (" << vendor.reason
+                                           << "): only the portable run is checked");
   }
   const std::vector<std::string> portable = op_error_messages("portable");
   for (const std::string& message : portable) CHECK_FALSE(message.empty());

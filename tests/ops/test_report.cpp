@@ -11,11 +11,22 @@
 
 namespace {
 
-const std::set<std::string> kAllOps = {
-    "gemm",         "conv2d_forward",     "conv2d_backward_data", "conv2d_backward_weights",
-    "softmax_forward", "softmax_backward", "cross_entropy",       "bias_add",
-    "bias_backward", "relu_forward",      "relu_backward",        "max_pool2d_forward",
-    "max_pool2d_backward", "sgd_update",  "adam_update",        "convert"};
+const std::set<std::string> kAllOps = {"gemm",
+                                       "conv2d_forward",
+                                       "conv2d_backward_data",
+                                       "conv2d_backward_weights",
+                                       "softmax_forward",
+                                       "softmax_backward",
+                                       "cross_entropy",
+                                       "bias_add",
+                                       "bias_backward",
+                                       "relu_forward",
+                                       "relu_backward",
+                                       "max_pool2d_forward",
+                                       "max_pool2d_backward",
+                                       "sgd_update",
+                                       "adam_update",
+                                       "convert"};
 
 std::set<std::string> split(const std::string& list) {
   std::set<std::string> names;
@@ -67,10 +78,16 @@ TEST_CASE("report: the op plugin in use lists the ops it implements", "[report]"
 
   if (vendor && std::string(backend) == "cpu") {
     // oneDNN and OpenBLAS serve these; the rest run on the portable plugin.
-    const std::set<std::string> expected = {
-        "gemm",          "conv2d_forward",   "conv2d_backward_data", "conv2d_backward_weights",
-        "softmax_forward", "softmax_backward", "bias_add",           "bias_backward",
-        "relu_forward",  "relu_backward"};
+    const std::set<std::string> expected = {"gemm",
+                                            "conv2d_forward",
+                                            "conv2d_backward_data",
+                                            "conv2d_backward_weights",
+                                            "softmax_forward",
+                                            "softmax_backward",
+                                            "bias_add",
+                                            "bias_backward",
+                                            "relu_forward",
+                                            "relu_backward"};
     CHECK(listed == expected);
     const std::string version = row.version;
     CHECK(version.find("oneDNN") != std::string::npos);

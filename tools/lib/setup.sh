@@ -12,11 +12,12 @@ PORTA_DEB_PACKAGES=(
   catch2 libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libopenblas-dev libdnnl-dev libze-dev
   libbenchmark-dev ocl-icd-opencl-dev
+  zlib1g-dev dataset-fashion-mnist
   # The HIP backend and the kernel libraries' AMD code objects. hipcc's Depends suffice (clang,
   # lld, the ROCm device libraries, libamdhip64-dev's headers); it has no Recommends. No AMD GPU
   # or driver is needed to build: the plugin opens libamdhip64 at run time.
   hipcc libamdhip64-dev
-  python3
+  python3 python3-matplotlib
 )
 
 PORTA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

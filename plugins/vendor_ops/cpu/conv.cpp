@@ -17,9 +17,12 @@ enum class Pass { kForward, kBackwardData, kBackwardWeights };
 
 const char* pass_name(Pass pass) {
   switch (pass) {
-    case Pass::kForward: return "convolution forward";
-    case Pass::kBackwardData: return "convolution backward-data";
-    default: return "convolution backward-weights";
+    case Pass::kForward:
+      return "convolution forward";
+    case Pass::kBackwardData:
+      return "convolution backward-data";
+    default:
+      return "convolution backward-weights";
   }
 }
 
@@ -41,10 +44,10 @@ struct Shapes {
 };
 
 Shapes shapes(const porta_conv2d_desc_t& d) {
-  const int64_t p = (d.in_height + 2 * d.pad_h - d.dilation_h * (d.kernel_height - 1) - 1) /
-                        d.stride_h + 1;
-  const int64_t q = (d.in_width + 2 * d.pad_w - d.dilation_w * (d.kernel_width - 1) - 1) /
-                        d.stride_w + 1;
+  const int64_t p =
+      (d.in_height + 2 * d.pad_h - d.dilation_h * (d.kernel_height - 1) - 1) / d.stride_h + 1;
+  const int64_t q =
+      (d.in_width + 2 * d.pad_w - d.dilation_w * (d.kernel_width - 1) - 1) / d.stride_w + 1;
   // oneDNN counts dilation from 0 (no gap); Porta from 1. The right padding equal to the left one
   // gives the same output size: oneDNN divides (in + pad_l + pad_r - extent) by the stride, as
   // Porta does, and the window never reaches past the last input it needs.
@@ -59,10 +62,10 @@ Shapes shapes(const porta_conv2d_desc_t& d) {
 dnnl::convolution_forward::primitive_desc forward_pd(const porta_conv2d_desc_t& d,
                                                      const Shapes& s) {
   const dt type = dnnl_type(d.dtype);
-  dnnl::convolution_forward::desc desc(
-      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-      {s.x, type, tag::any}, {s.w, type, tag::any}, {s.y, dt::f32, tag::any}, s.strides,
-      s.dilations, s.padding, s.padding);
+  dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training,
+                                       dnnl::algorithm::convolution_direct, {s.x, type, tag::any},
+                                       {s.w, type, tag::any}, {s.y, dt::f32, tag::any}, s.strides,
+                                       s.dilations, s.padding, s.padding);
   return dnnl::convolution_forward::primitive_desc(desc, user_scratchpad(), engine());
 }
 
@@ -83,8 +86,8 @@ void plan(Conv& c, const dnnl::memory::desc& in0, const dnnl::memory::desc& in1,
 Conv make_conv(const porta_conv2d_desc_t& d, Pass pass) {
   const Shapes s = shapes(d);
   const dt type = dnnl_type(d.dtype);
-  const std::string what = std::string(dtype_name(d.dtype)) + " " + pass_name(pass) +
-                           " with fp32 output";
+  const std::string what =
+      std::string(dtype_name(d.dtype)) + " " + pass_name(pass) + " with fp32 output";
   Conv c;
   switch (pass) {
     case Pass::kForward: {
@@ -120,8 +123,8 @@ Conv make_conv(const porta_conv2d_desc_t& d, Pass pass) {
         dnnl::convolution_backward_weights::desc desc(
             dnnl::algorithm::convolution_direct, {s.x, type, tag::any}, {s.w, dt::f32, tag::any},
             {s.y, type, tag::any}, s.strides, s.dilations, s.padding, s.padding);
-        return dnnl::convolution_backward_weights::primitive_desc(desc, user_scratchpad(),
-                                                                  engine(), forward_pd(d, s));
+        return dnnl::convolution_backward_weights::primitive_desc(desc, user_scratchpad(), engine(),
+                                                                  forward_pd(d, s));
       });
       c.primitive = dnnl::convolution_backward_weights(pd);
       c.in0_arg = DNNL_ARG_SRC, c.in1_arg = DNNL_ARG_DIFF_DST, c.out_arg = DNNL_ARG_DIFF_WEIGHTS;
@@ -137,15 +140,13 @@ Conv make_conv(const porta_conv2d_desc_t& d, Pass pass) {
 }
 
 porta_status_t run(const char* op, Pass pass, porta_stream_t stream,
-                   const porta_conv2d_desc_t* desc, const void* in0, const void* in1,
-                   float* out) {
+                   const porta_conv2d_desc_t* desc, const void* in0, const void* in1, float* out) {
   return guarded(op, stream, [&] {
     const porta_conv2d_desc_t& d = *desc;
     const int threads = threads_for(stream);
-    auto conv = convs.get({static_cast<int64_t>(pass), d.dtype, d.batch, d.in_channels,
-                           d.in_height, d.in_width, d.out_channels, d.kernel_height,
-                           d.kernel_width, d.pad_h, d.pad_w, d.stride_h, d.stride_w, d.dilation_h,
-                           d.dilation_w},
+    auto conv = convs.get({static_cast<int64_t>(pass), d.dtype, d.batch, d.in_channels, d.in_height,
+                           d.in_width, d.out_channels, d.kernel_height, d.kernel_width, d.pad_h,
+                           d.pad_w, d.stride_h, d.stride_w, d.dilation_h, d.dilation_w},
                           [&] { return make_conv(d, pass); });
     enqueue(stream, op, threads, [conv, in0, in1, out] {
       const dnnl::engine& e = engine();

@@ -67,8 +67,8 @@ Op make_primitive(Kind kind, int64_t d0, int64_t d1, int64_t d2) {
     case kLogSoftmaxBackward:
       return built<dnnl::logsoftmax_backward>(make_pd("log-softmax backward", [&] {
         dnnl::logsoftmax_forward::primitive_desc hint({training, matrix(d0, d1), 1}, e);
-        return dnnl::logsoftmax_backward::primitive_desc({matrix(d0, d1), matrix(d0, d1), 1}, attr, e,
-                                                         hint);
+        return dnnl::logsoftmax_backward::primitive_desc({matrix(d0, d1), matrix(d0, d1), 1}, attr,
+                                                         e, hint);
       }));
     case kReluForward:
       return built<dnnl::eltwise_forward>(make_pd("ReLU forward", [&] {
@@ -84,17 +84,15 @@ Op make_primitive(Kind kind, int64_t d0, int64_t d1, int64_t d2) {
       }));
     case kBiasAdd:
       return built<dnnl::binary>(make_pd("bias add (binary add)", [&] {
-        return dnnl::binary::primitive_desc(
-            {dnnl::algorithm::binary_add, channels(d0, d1, d2), channels(1, d1, 1),
-             channels(d0, d1, d2)},
-            attr, e);
+        return dnnl::binary::primitive_desc({dnnl::algorithm::binary_add, channels(d0, d1, d2),
+                                             channels(1, d1, 1), channels(d0, d1, d2)},
+                                            attr, e);
       }));
     case kBiasBackward:
     default:
       return built<dnnl::reduction>(make_pd("bias gradient (sum reduction)", [&] {
         return dnnl::reduction::primitive_desc(
-            {dnnl::algorithm::reduction_sum, channels(d0, d1, d2), channels(1, d1, 1), 0.0f,
-             0.0f},
+            {dnnl::algorithm::reduction_sum, channels(d0, d1, d2), channels(1, d1, 1), 0.0f, 0.0f},
             attr, e);
       }));
   }
@@ -172,8 +170,7 @@ porta_status_t softmax_backward(void*, porta_stream_t stream, porta_softmax_mode
              {{DNNL_ARG_DST, y}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}});
 }
 
-porta_status_t relu_forward(void*, porta_stream_t stream, int64_t count, const float* x,
-                            float* y) {
+porta_status_t relu_forward(void*, porta_stream_t stream, int64_t count, const float* x, float* y) {
   return run("porta_relu_forward", stream, kReluForward, count, 0, 0,
              {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}});
 }
@@ -195,8 +192,8 @@ porta_status_t bias_backward(void*, porta_stream_t stream, int64_t batch, int64_
   // Nothing to reduce: oneDNN refuses a reduction whose output has the input's shape.
   if (batch == 1 && spatial == 1) {
     return guarded("porta_bias_backward", stream, [&] {
-      porta::check(porta_memcpy_async(dbias, dy, static_cast<size_t>(channels) * sizeof(float),
-                                      stream));
+      porta::check(
+          porta_memcpy_async(dbias, dy, static_cast<size_t>(channels) * sizeof(float), stream));
     });
   }
   return run("porta_bias_backward", stream, kBiasBackward, batch, channels, spatial,

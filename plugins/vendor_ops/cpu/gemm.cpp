@@ -85,8 +85,12 @@ porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc,
     const porta_gemm_desc_t d = *desc;  // the queued call runs after this returns
     const int threads = threads_for(stream);
     if (d.dtype == PORTA_DTYPE_F32) {
-      for (auto [name, value] : {std::pair{"m", d.m}, {"n", d.n}, {"k", d.k}, {"lda", d.lda},
-                                 {"ldb", d.ldb}, {"ldc", d.ldc}}) {
+      for (auto [name, value] : {std::pair{"m", d.m},
+                                 {"n", d.n},
+                                 {"k", d.k},
+                                 {"lda", d.lda},
+                                 {"ldb", d.ldb},
+                                 {"ldc", d.ldc}}) {
         check_blas_int(name, value);
       }
       enqueue(stream, "porta_gemm", threads, [d, a, b, c, threads] {

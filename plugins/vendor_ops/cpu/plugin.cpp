@@ -102,11 +102,11 @@ const porta_ops_interface_t kInterface = {
     .bias_backward = bias_backward,
     .relu_forward = relu_forward,
     .relu_backward = relu_backward,
-    .max_pool2d_forward = nullptr,   // oneDNN's tie rule and workspace differ: portable
+    .max_pool2d_forward = nullptr,  // oneDNN's tie rule and workspace differ: portable
     .max_pool2d_backward = nullptr,
     .sgd_update = nullptr,  // no library op: portable
     .adam_update = nullptr,
-    .convert = nullptr,
+    .convert = nullptr,  // dtype conversion: portable
 };
 
 std::string version_text() {
@@ -129,14 +129,22 @@ std::string dnnl_version_text() {
 
 const char* dnnl_status_name(dnnl_status_t status) {
   switch (status) {
-    case dnnl_success: return "dnnl_success";
-    case dnnl_out_of_memory: return "dnnl_out_of_memory";
-    case dnnl_invalid_arguments: return "dnnl_invalid_arguments";
-    case dnnl_unimplemented: return "dnnl_unimplemented";
-    case dnnl_iterator_ends: return "dnnl_iterator_ends";
-    case dnnl_runtime_error: return "dnnl_runtime_error";
-    case dnnl_not_required: return "dnnl_not_required";
-    default: return "dnnl status (unknown)";
+    case dnnl_success:
+      return "dnnl_success";
+    case dnnl_out_of_memory:
+      return "dnnl_out_of_memory";
+    case dnnl_invalid_arguments:
+      return "dnnl_invalid_arguments";
+    case dnnl_unimplemented:
+      return "dnnl_unimplemented";
+    case dnnl_iterator_ends:
+      return "dnnl_iterator_ends";
+    case dnnl_runtime_error:
+      return "dnnl_runtime_error";
+    case dnnl_not_required:
+      return "dnnl_not_required";
+    default:
+      return "dnnl status (unknown)";
   }
 }
 
@@ -169,8 +177,8 @@ porta_status_t guarded(const char* op, porta_stream_t stream,
   } catch (const dnnl::error& e) {
     const porta_status_t status =
         e.status == dnnl_out_of_memory ? PORTA_ERROR_OUT_OF_MEMORY : PORTA_ERROR_BACKEND;
-    return fail(status, std::string(op) + ": oneDNN: " + dnnl_status_name(e.status) + ": " +
-                            e.what());
+    return fail(status,
+                std::string(op) + ": oneDNN: " + dnnl_status_name(e.status) + ": " + e.what());
   } catch (const std::bad_alloc&) {
     return fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(op) + ": out of host memory");
   } catch (const std::exception& e) {
@@ -213,17 +221,23 @@ dnnl::primitive_attr user_scratchpad() {
 
 dnnl::memory::data_type dnnl_type(porta_dtype_t dtype) {
   switch (dtype) {
-    case PORTA_DTYPE_F16: return dnnl::memory::data_type::f16;
-    case PORTA_DTYPE_BF16: return dnnl::memory::data_type::bf16;
-    default: return dnnl::memory::data_type::f32;
+    case PORTA_DTYPE_F16:
+      return dnnl::memory::data_type::f16;
+    case PORTA_DTYPE_BF16:
+      return dnnl::memory::data_type::bf16;
+    default:
+      return dnnl::memory::data_type::f32;
   }
 }
 
 const char* dtype_name(porta_dtype_t dtype) {
   switch (dtype) {
-    case PORTA_DTYPE_F16: return "f16";
-    case PORTA_DTYPE_BF16: return "bf16";
-    default: return "f32";
+    case PORTA_DTYPE_F16:
+      return "f16";
+    case PORTA_DTYPE_BF16:
+      return "bf16";
+    default:
+      return "f32";
   }
 }
 

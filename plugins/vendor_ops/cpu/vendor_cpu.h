@@ -8,7 +8,6 @@
 // order with the stream's kernels, copies and events, on the libraries' own threads.
 #pragma once
 
-#include <porta/porta.hpp>
 #include <porta/porta_ops.h>
 #include <porta/porta_plugin.h>
 
@@ -17,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <porta/porta.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -137,8 +137,8 @@ porta_status_t bias_add(void*, porta_stream_t, int64_t batch, int64_t channels, 
 porta_status_t bias_backward(void*, porta_stream_t, int64_t batch, int64_t channels,
                              int64_t spatial, const float* dy, float* dbias);
 porta_status_t relu_forward(void*, porta_stream_t, int64_t count, const float* x, float* y);
-porta_status_t relu_backward(void*, porta_stream_t, int64_t count, const float* x,
-                             const float* dy, float* dx);
+porta_status_t relu_backward(void*, porta_stream_t, int64_t count, const float* x, const float* dy,
+                             float* dx);
 void clear_dnnl_ops_cache();
 void clear_gemm_cache();
 

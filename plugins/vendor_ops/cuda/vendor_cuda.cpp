@@ -13,7 +13,6 @@
 #include <cuda.h>
 #include <cudnn.h>
 #include <dlfcn.h>
-#include <porta/porta.hpp>
 #include <porta/porta_ops.h>
 #include <porta/porta_plugin.h>
 
@@ -24,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <porta/porta.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -58,12 +58,12 @@ void check_dnn(cudnnStatus_t status, const char* call) {
   if (status == CUDNN_STATUS_SUCCESS) return;
   // cuDNN 9 groups its codes by thousands: 3xxx not supported, 4004 device allocation.
   const int code = static_cast<int>(status);
-  const porta_status_t mapped =
-      code == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
-              code == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED
-          ? PORTA_ERROR_OUT_OF_MEMORY
-      : code / 1000 == CUDNN_STATUS_NOT_SUPPORTED / 1000 ? PORTA_ERROR_UNSUPPORTED
-                                                          : PORTA_ERROR_BACKEND;
+  const porta_status_t mapped = code == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
+                                        code == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED
+                                    ? PORTA_ERROR_OUT_OF_MEMORY
+                                : code / 1000 == CUDNN_STATUS_NOT_SUPPORTED / 1000
+                                    ? PORTA_ERROR_UNSUPPORTED
+                                    : PORTA_ERROR_BACKEND;
   throw Failure(mapped, std::string(call) + " failed: " + cudnnGetErrorString(status) + " (" +
                             std::to_string(code) + ")");
 }
@@ -224,13 +224,13 @@ porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* d, co
     // so B goes first and m and n swap; the leading dimensions stay as they are.
     const cublasOperation_t op_a = d->trans_a == PORTA_TRANSPOSE ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t op_b = d->trans_b == PORTA_TRANSPOSE ? CUBLAS_OP_T : CUBLAS_OP_N;
-    check_blas(cublasGemmStridedBatchedEx(
-                   state.blas, op_b, op_a, to_int("n", d->n), to_int("m", d->m),
-                   to_int("k", d->k), &d->alpha, b, type, to_int("ldb", d->ldb), d->stride_b, a,
-                   type, to_int("lda", d->lda), d->stride_a, &d->beta, c, CUDA_R_32F,
-                   to_int("ldc", d->ldc), d->stride_c, to_int("batch_count", d->batch_count),
-                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-               "cublasGemmStridedBatchedEx");
+    check_blas(
+        cublasGemmStridedBatchedEx(
+            state.blas, op_b, op_a, to_int("n", d->n), to_int("m", d->m), to_int("k", d->k),
+            &d->alpha, b, type, to_int("ldb", d->ldb), d->stride_b, a, type, to_int("lda", d->lda),
+            d->stride_a, &d->beta, c, CUDA_R_32F, to_int("ldc", d->ldc), d->stride_c,
+            to_int("batch_count", d->batch_count), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "cublasGemmStridedBatchedEx");
   });
 }
 
@@ -271,7 +271,8 @@ void choose(ConvPlan& plan, const Perf* perf, int count, const char* pass) {
     for (int i = 0; i < count && !chosen; ++i) {
       const Perf& p = perf[i];
       if (p.status != CUDNN_STATUS_SUCCESS) continue;
-      if (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) {
+      if (p.mathType == CUDNN_TENSOR_OP_MATH ||
+          p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) {
         continue;
       }
       if (deterministic_only && p.determinism != CUDNN_DETERMINISTIC) continue;
@@ -287,10 +288,21 @@ void choose(ConvPlan& plan, const Perf* perf, int count, const char* pass) {
 }
 
 std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t& d, Pass pass) {
-  const std::vector<int64_t> key = {static_cast<int64_t>(pass), d.batch, d.in_channels,
-                                    d.in_height, d.in_width, d.out_channels, d.kernel_height,
-                                    d.kernel_width, d.pad_h, d.pad_w, d.stride_h, d.stride_w,
-                                    d.dilation_h, d.dilation_w, state.device};
+  const std::vector<int64_t> key = {static_cast<int64_t>(pass),
+                                    d.batch,
+                                    d.in_channels,
+                                    d.in_height,
+                                    d.in_width,
+                                    d.out_channels,
+                                    d.kernel_height,
+                                    d.kernel_width,
+                                    d.pad_h,
+                                    d.pad_w,
+                                    d.stride_h,
+                                    d.stride_w,
+                                    d.dilation_h,
+                                    d.dilation_w,
+                                    state.device};
   {
     std::lock_guard lock(plans_mutex);
     if (auto it = plans.find(key); it != plans.end()) return it->second;
@@ -299,7 +311,8 @@ std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t
   const int n = to_int("batch", d.batch), c = to_int("in_channels", d.in_channels);
   const int h = to_int("in_height", d.in_height), w = to_int("in_width", d.in_width);
   const int k = to_int("out_channels", d.out_channels);
-  const int r = to_int("kernel_height", d.kernel_height), s = to_int("kernel_width", d.kernel_width);
+  const int r = to_int("kernel_height", d.kernel_height),
+            s = to_int("kernel_width", d.kernel_width);
   check_dnn(cudnnCreateTensorDescriptor(&plan->x), "cudnnCreateTensorDescriptor");
   check_dnn(cudnnCreateTensorDescriptor(&plan->y), "cudnnCreateTensorDescriptor");
   check_dnn(cudnnCreateFilterDescriptor(&plan->w), "cudnnCreateFilterDescriptor");
@@ -314,15 +327,13 @@ std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t
                 to_int("dilation_h", d.dilation_h), to_int("dilation_w", d.dilation_w),
                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
             "cudnnSetConvolution2dDescriptor");
-  check_dnn(cudnnSetConvolutionMathType(plan->conv, CUDNN_FMA_MATH),
-            "cudnnSetConvolutionMathType");
+  check_dnn(cudnnSetConvolutionMathType(plan->conv, CUDNN_FMA_MATH), "cudnnSetConvolutionMathType");
   int yn, yc, yh, yw;
-  check_dnn(cudnnGetConvolution2dForwardOutputDim(plan->conv, plan->x, plan->w, &yn, &yc, &yh,
-                                                  &yw),
+  check_dnn(cudnnGetConvolution2dForwardOutputDim(plan->conv, plan->x, plan->w, &yn, &yc, &yh, &yw),
             "cudnnGetConvolution2dForwardOutputDim");
-  check_dnn(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, yn, yc, yh,
-                                       yw),
-            "cudnnSetTensor4dDescriptor(y)");
+  check_dnn(
+      cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, yn, yc, yh, yw),
+      "cudnnSetTensor4dDescriptor(y)");
 
   constexpr int kWanted = 16;
   int returned = 0;
@@ -342,9 +353,8 @@ std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t
     }
     case Pass::kBackwardData: {
       cudnnConvolutionBwdDataAlgoPerf_t perf[kWanted];
-      check_dnn(cudnnGetConvolutionBackwardDataAlgorithm_v7(state.dnn, plan->w, plan->y,
-                                                            plan->conv, plan->x, kWanted,
-                                                            &returned, perf),
+      check_dnn(cudnnGetConvolutionBackwardDataAlgorithm_v7(state.dnn, plan->w, plan->y, plan->conv,
+                                                            plan->x, kWanted, &returned, perf),
                 "cudnnGetConvolutionBackwardDataAlgorithm_v7");
       choose(*plan, perf, returned, "convolution backward-data");
       check_dnn(cudnnSetConvolutionMathType(plan->conv, plan->math), "cudnnSetConvolutionMathType");
@@ -356,9 +366,8 @@ std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t
     }
     case Pass::kBackwardWeights: {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[kWanted];
-      check_dnn(cudnnGetConvolutionBackwardFilterAlgorithm_v7(state.dnn, plan->x, plan->y,
-                                                              plan->conv, plan->w, kWanted,
-                                                              &returned, perf),
+      check_dnn(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                    state.dnn, plan->x, plan->y, plan->conv, plan->w, kWanted, &returned, perf),
                 "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
       choose(*plan, perf, returned, "convolution backward-weights");
       check_dnn(cudnnSetConvolutionMathType(plan->conv, plan->math), "cudnnSetConvolutionMathType");
@@ -373,8 +382,8 @@ std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t
   return plans.emplace(key, std::move(plan)).first->second;  // another thread's if it won
 }
 
-porta_status_t conv(const char* op, Pass pass, porta_stream_t stream,
-                    const porta_conv2d_desc_t* d, const void* in0, const void* in1, float* out) {
+porta_status_t conv(const char* op, Pass pass, porta_stream_t stream, const porta_conv2d_desc_t* d,
+                    const void* in0, const void* in1, float* out) {
   return guarded(op, [&] {
     // cuDNN's convolution wants x, w and y of one type; Porta's 16-bit convolutions write fp32.
     if (d->dtype != PORTA_DTYPE_F32) {
@@ -391,23 +400,23 @@ porta_status_t conv(const char* op, Pass pass, porta_stream_t stream,
     switch (pass) {
       case Pass::kForward:
         check_dnn(cudnnConvolutionForward(state.dnn, &one, plan->x, in0, plan->w, in1, plan->conv,
-                                          static_cast<cudnnConvolutionFwdAlgo_t>(plan->algo),
-                                          space, plan->workspace, &zero, plan->y, out),
+                                          static_cast<cudnnConvolutionFwdAlgo_t>(plan->algo), space,
+                                          plan->workspace, &zero, plan->y, out),
                   "cudnnConvolutionForward");
         break;
       case Pass::kBackwardData:
-        check_dnn(cudnnConvolutionBackwardData(
-                      state.dnn, &one, plan->w, in1, plan->y, in0, plan->conv,
-                      static_cast<cudnnConvolutionBwdDataAlgo_t>(plan->algo), space,
-                      plan->workspace, &zero, plan->x, out),
-                  "cudnnConvolutionBackwardData");
+        check_dnn(
+            cudnnConvolutionBackwardData(state.dnn, &one, plan->w, in1, plan->y, in0, plan->conv,
+                                         static_cast<cudnnConvolutionBwdDataAlgo_t>(plan->algo),
+                                         space, plan->workspace, &zero, plan->x, out),
+            "cudnnConvolutionBackwardData");
         break;
       case Pass::kBackwardWeights:
-        check_dnn(cudnnConvolutionBackwardFilter(
-                      state.dnn, &one, plan->x, in0, plan->y, in1, plan->conv,
-                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(plan->algo), space,
-                      plan->workspace, &zero, plan->w, out),
-                  "cudnnConvolutionBackwardFilter");
+        check_dnn(
+            cudnnConvolutionBackwardFilter(state.dnn, &one, plan->x, in0, plan->y, in1, plan->conv,
+                                           static_cast<cudnnConvolutionBwdFilterAlgo_t>(plan->algo),
+                                           space, plan->workspace, &zero, plan->w, out),
+            "cudnnConvolutionBackwardFilter");
         break;
     }
   });
@@ -554,7 +563,7 @@ const porta_ops_interface_t kInterface = {
     .max_pool2d_backward = nullptr,
     .sgd_update = nullptr,
     .adam_update = nullptr,
-    .convert = nullptr,
+    .convert = nullptr,  // dtype conversion: portable
 };
 
 // "vendor_cuda 0.1.0 (cuBLAS 13.0.2, cuDNN 9.19.0)": the libraries loaded, not the headers.
@@ -566,8 +575,8 @@ std::string version_text() {
   const size_t dnn = cudnnGetVersion();  // major * 10000 + minor * 100 + patch since cuDNN 9
   char text[256];
   std::snprintf(text, sizeof text, "vendor_cuda %d.%d.%d (cuBLAS %d.%d.%d, cuDNN %zu.%zu.%zu)",
-                PORTA_VERSION_MAJOR, PORTA_VERSION_MINOR, PORTA_VERSION_PATCH, major, minor,
-                patch, dnn / 10000, dnn / 100 % 100, dnn % 100);
+                PORTA_VERSION_MAJOR, PORTA_VERSION_MINOR, PORTA_VERSION_PATCH, major, minor, patch,
+                dnn / 10000, dnn / 100 % 100, dnn % 100);
   return text;
 }
 

@@ -1,0 +1,334 @@
+"""Tests of porta-bench and plot-bench, run by CTest (tests/CMakeLists.txt).
+
+    test_bench.py args  PORTA_BENCH          bad arguments: a message, a non-zero exit, nothing run
+    test_bench.py run   PORTA_BENCH OUT_DIR  a tiny run: JSON against the schema of
+                                             tools/bench/README.md, CSV with its header
+    test_bench.py dtype PORTA_BENCH OUT_DIR  bf16 GEMM: measured or a clear "unsupported" row
+    test_bench.py plot  PLOT_BENCH OUT_DIR   plot-bench on the run's JSON makes a PNG; bad input
+                                             is refused with a message
+    test_bench.py vectorised KERNELS_SO      the peak probes' CPU build (x86-64-v3 or -v4) runs
+                                             packed FMAs and vector copies: the dialect's inner
+                                             loops vectorised
+
+Exit 0: passed; 77: skipped (the reason on stdout); anything else: failed.
+"""
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+SKIP = 77
+failures = []
+
+
+def check(condition, what):
+    if not condition:
+        failures.append(what)
+        print(f"FAILED: {what}")
+
+
+def finish():
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        sys.exit(1)
+    print("passed")
+    sys.exit(0)
+
+
+def run(cmd, env=None):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
+
+
+# ---- bad arguments ----------------------------------------------------------------------------
+
+BAD_ARGUMENTS = [
+    (["--op", "matmul"], "matmul"),
+    (["--impl", "fastest"], "fastest"),
+    (["--backend", "opencl"], "opencl"),
+    (["--dtype", "f64"], "f64"),
+    (["--suite", "huge"], "huge"),
+    (["--reps", "0"], "--reps"),
+    (["--reps", "many"], "--reps"),
+    (["--op", "gemm", "--shape", "1,2"], "M,N,K"),
+    (["--op", "gemm", "--shape", "64x64"], "gemm"),
+    (["--op", "gemm", "--shape", "4,4,4,NX"], "NX"),
+    (["--op", "gemm", "--shape", "4,0,4"], "N is 0"),
+    (["--op", "gemm", "--shape", "4,-4,4"], "N is -4"),
+    (["--op", "conv_fwd", "--shape", "8,8,3"], "11 integers"),
+    (["--op", "conv_bwd_data", "--shape", "4,4,3,1,8,9,9,0,0,1,1"], "larger than"),
+    (["--op", "softmax", "--shape", "64x"], "COLS"),
+    (["--op", "cross_entropy", "--shape", "64,64"], "ROWSxCOLS"),
+    (["--shape", "64x64"], "--op"),
+    (["--op", "softmax", "--dtype", "bf16"], "fp32"),
+    (["--unknown-flag"], "unknown-flag"),
+    (["--csv", "/nonexistent-dir/out.csv"], "does not exist"),
+]
+
+
+def test_args(bench):
+    for args, needle in BAD_ARGUMENTS:
+        out_json = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"porta-bench-args-{os.getpid()}.json")
+        if os.path.exists(out_json):
+            os.remove(out_json)
+        p = run([bench] + args + ["--json", out_json])
+        text = p.stdout + p.stderr
+        label = " ".join(args)
+        check(p.returncode != 0, f"'{label}' exits non-zero (got {p.returncode})")
+        check(needle in text, f"'{label}' says what is wrong (looked for '{needle}' in: {text.strip()!r})")
+        check("measuring" not in text and "[1/" not in text, f"'{label}' measures nothing")
+        check(not os.path.exists(out_json), f"'{label}' writes no JSON")
+    finish()
+
+
+# ---- the tiny run and its JSON and CSV ----------------------------------------------------------
+
+NUMBER = (int, float)
+HEADER_FIELDS = {
+    "schema": str, "porta_version": str, "date": str, "machine": dict, "settings": dict,
+    "libraries": list, "peaks": list, "skipped": list, "records": list,
+}
+RECORD_FIELDS = {
+    "op": str, "shape": str, "dtype": str, "backend": str, "device": str, "impl": str,
+    "status": str, "message": str, "median_ms": (NUMBER, None), "min_ms": (NUMBER, None),
+    "max_ms": (NUMBER, None), "reps": int, "warmup": int, "sets": int, "flops": (NUMBER, None),
+    "bytes": NUMBER, "gflops": (NUMBER, None), "gbps": (NUMBER, None),
+    "pct_peak": (NUMBER, None), "ratio_to_vendor": (NUMBER, None),
+    "max_rel_err": (NUMBER, str, None), "error_metric": str,
+}
+CSV_HEADER = list(RECORD_FIELDS)
+
+
+def has_type(value, kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    flat = []
+    for k in kinds:
+        flat.extend(k if isinstance(k, tuple) else (k,))
+    if value is None:
+        return None in flat
+    if isinstance(value, bool):
+        return False
+    return any(k is not None and isinstance(value, k) for k in flat)
+
+
+def validate(doc, where):
+    """Checks doc against the schema of tools/bench/README.md."""
+    for field, kind in HEADER_FIELDS.items():
+        check(field in doc and has_type(doc[field], kind), f"{where}: header field {field}")
+    if failures:
+        return
+    check(doc["schema"] == "porta-bench/1", f"{where}: schema is porta-bench/1")
+    check(re.fullmatch(r"\d+\.\d+\.\d+", doc["porta_version"]) is not None, f"{where}: porta_version")
+    check(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", doc["date"]) is not None, f"{where}: date")
+    m = doc["machine"]
+    check(isinstance(m.get("cpu"), str) and m["cpu"], f"{where}: machine.cpu")
+    check(isinstance(m.get("cores"), int) and m["cores"] >= 1, f"{where}: machine.cores")
+    check(isinstance(m.get("os"), str) and m["os"], f"{where}: machine.os")
+    for key in ("suite", "impl", "dtype", "reps"):
+        check(key in doc["settings"], f"{where}: settings.{key}")
+    for lib in doc["libraries"]:
+        for key in ("name", "kind", "outcome", "abi", "version", "path"):
+            check(isinstance(lib.get(key), str), f"{where}: libraries[].{key} of {lib.get('name')}")
+        check(lib.get("kind") in ("backend", "ops"), f"{where}: libraries[].kind")
+    check(any(l["name"] == "cpu" and l["outcome"] == "loaded" for l in doc["libraries"]),
+          f"{where}: the loader report lists the cpu backend as loaded")
+    check(len(doc["peaks"]) >= 1, f"{where}: a peak per device")
+    for p in doc["peaks"]:
+        check(isinstance(p.get("backend"), str) and isinstance(p.get("device"), str),
+              f"{where}: peaks[].backend, device")
+        check(isinstance(p.get("architecture"), str) and isinstance(p.get("compute_units"), int),
+              f"{where}: peaks[].architecture, compute_units")
+        check("clock_mhz" in p and has_type(p["clock_mhz"], (int, None)), f"{where}: peaks[].clock_mhz")
+        for key in ("fma_gflops", "copy_gbps"):
+            check(has_type(p.get(key), NUMBER) and p[key] > 0, f"{where}: peaks[].{key} > 0")
+    for i, r in enumerate(doc["records"]):
+        for field, kind in RECORD_FIELDS.items():
+            check(field in r and has_type(r[field], kind),
+                  f"{where}: records[{i}].{field} is {kind}, got {r.get(field)!r}")
+        check(r.get("status") in ("ok", "unsupported", "error"), f"{where}: records[{i}].status")
+
+
+def test_run(bench, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    out_json = os.path.join(out_dir, "tiny.json")
+    out_csv = os.path.join(out_dir, "tiny.csv")
+    for path in (out_json, out_csv):
+        if os.path.exists(path):
+            os.remove(path)
+    p = run([bench, "--backend", "cpu", "--op", "gemm", "--shape", "64,48,32,NT", "--reps", "3",
+             "--json", out_json, "--csv", out_csv])
+    print(p.stderr)
+    print(p.stdout)
+    if p.returncode != 0 and "cannot initialise Porta" in p.stderr and not os.environ.get("PORTA_TEST_CPU_BUILT"):
+        print("skipped: the CPU backend is not usable here: " + p.stderr.strip())
+        sys.exit(SKIP)
+    check(p.returncode == 0, f"the tiny run exits 0 (got {p.returncode})")
+    check("gemm" in p.stdout and "64,48,32,NT" in p.stdout, "the table on stdout shows the shape")
+    check("median ms" in p.stdout and "% peak" in p.stdout, "the table has its columns")
+    check(os.path.exists(out_json) and os.path.exists(out_csv), "JSON and CSV written")
+    if failures:
+        finish()
+    with open(out_json, encoding="utf-8") as f:
+        doc = json.load(f)
+    validate(doc, "tiny.json")
+    records = doc["records"]
+    portable = [r for r in records if r["impl"] == "portable"]
+    check(len(portable) == 1, "one portable record")
+    for r in records:
+        check(r["op"] == "gemm" and r["shape"] == "64,48,32,NT" and r["dtype"] == "f32",
+              "the record names op, shape and dtype as asked")
+        check(r["backend"] == "cpu", "the record is for the cpu backend")
+        if r["status"] != "ok":
+            continue
+        check(r["reps"] == 3, "--reps is honoured")
+        check(0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"], "min <= median <= max")
+        check(r["flops"] == 2 * 64 * 48 * 32, "flops = 2 M N K")
+        check(math.isclose(r["gflops"], r["flops"] / (r["median_ms"] * 1e6), rel_tol=1e-6),
+              "gflops from the median")
+        check(r["gbps"] is None, "gemm is rated in GFLOP/s only")
+        check(r["pct_peak"] is not None and r["pct_peak"] > 0, "% of peak is given")
+        check(r["error_metric"] == "normwise", "gemm's error is normwise")
+    vendor = [r for r in records if r["impl"] == "vendor" and r["status"] == "ok"]
+    if vendor:
+        # Two implementations: each is compared with the other, and they must agree.
+        for r in records:
+            check(r["max_rel_err"] is not None and r["max_rel_err"] <= 1e-3,
+                  f"{r['impl']} agrees with the other implementation ({r['max_rel_err']})")
+        check(all(r["ratio_to_vendor"] is not None for r in records), "ratio to vendor given")
+    else:
+        check(any("vendor" in s for s in doc["skipped"]) or doc["settings"]["impl"] != "all",
+              "a vendor implementation not measured is listed in skipped, with its reason")
+        check(portable and portable[0]["max_rel_err"] is None,
+              "with nothing to compare, max_rel_err is null")
+    with open(out_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    check(rows and rows[0] == CSV_HEADER, f"the CSV header is {CSV_HEADER}, got {rows[:1]}")
+    check(len(rows) == len(records) + 1, "one CSV row per record")
+    for row, r in zip(rows[1:], records):
+        check(len(row) == len(CSV_HEADER), "every CSV row has every field")
+        fields = dict(zip(CSV_HEADER, row))
+        check(fields.get("shape") == r["shape"] and fields.get("impl") == r["impl"],
+              "CSV rows match the JSON records")
+        if r["status"] == "ok":
+            check(math.isclose(float(fields["median_ms"]), r["median_ms"], rel_tol=1e-6),
+                  "the CSV median matches the JSON")
+    finish()
+
+
+def test_dtype(bench, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    out_json = os.path.join(out_dir, "bf16.json")
+    p = run([bench, "--backend", "cpu", "--op", "gemm", "--shape", "40,24,72", "--dtype", "bf16",
+             "--impl", "portable", "--reps", "2", "--json", out_json])
+    print(p.stderr)
+    print(p.stdout)
+    check(p.returncode == 0, f"a bf16 run exits 0 whether or not bf16 is supported (got {p.returncode})")
+    if failures:
+        finish()
+    with open(out_json, encoding="utf-8") as f:
+        doc = json.load(f)
+    validate(doc, "bf16.json")
+    check(len(doc["records"]) == 1, "one record")
+    for r in doc["records"]:
+        check(r["dtype"] == "bf16", "the record says bf16")
+        check(r["status"] in ("ok", "unsupported"), f"status ok or unsupported, got {r['status']}")
+        if r["status"] == "unsupported":
+            check("UNSUPPORTED" in r["message"], "an unsupported dtype says so")
+            check(r["median_ms"] is None and r["gflops"] is None, "nothing measured is null")
+            check("unsupported" in p.stdout, "the table shows the row as unsupported")
+    finish()
+
+
+def test_plot(plot, out_dir):
+    source = os.path.join(out_dir, "tiny.json")
+    png = os.path.join(out_dir, "tiny.png")
+    if os.path.exists(png):
+        os.remove(png)
+    p = run([plot, source, "-o", png])
+    print(p.stdout + p.stderr)
+    if p.returncode == 3:
+        print("skipped: " + p.stderr.strip())
+        sys.exit(SKIP)
+    check(p.returncode == 0, f"plot-bench exits 0 (got {p.returncode})")
+    if os.path.exists(png):
+        with open(png, "rb") as f:
+            check(f.read(8) == b"\x89PNG\r\n\x1a\n", "the output is a PNG")
+    else:
+        check(False, "the PNG is written")
+    # Bad input: a message and a non-zero exit, no PNG.
+    bad = os.path.join(out_dir, "bad.json")
+    for content, needle in (("{ not json", "not valid JSON"), ('{"records": []}', "schema"),
+                            ('{"schema": "porta-bench/1", "records": [{"op": "gemm"}]}', "lacks")):
+        with open(bad, "w", encoding="utf-8") as f:
+            f.write(content)
+        bad_png = os.path.join(out_dir, "bad.png")
+        if os.path.exists(bad_png):
+            os.remove(bad_png)
+        p = run([plot, bad, "-o", bad_png])
+        check(p.returncode == 1 and needle in p.stderr,
+              f"invalid JSON {content!r} is refused with '{needle}' (got {p.returncode}: {p.stderr!r})")
+        check(not os.path.exists(bad_png), "no PNG for invalid input")
+    p = run([plot, os.path.join(out_dir, "missing.json")])
+    check(p.returncode == 1 and "no such file" in p.stderr, "a missing file is refused")
+    finish()
+
+
+def functions(disassembly):
+    """{function label: its instructions} from objdump -d output."""
+    out, name = {}, None
+    for line in disassembly.splitlines():
+        m = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+        if m:
+            name = m.group(1)
+            out[name] = []
+        elif name and "\t" in line:
+            out[name].append(line.split("\t", 1)[1].strip())
+    return out
+
+
+def test_vectorised(library):
+    try:
+        p = run(["objdump", "-d", "--no-show-raw-insn", library])
+    except FileNotFoundError:
+        print("skipped: objdump (binutils) is not installed")
+        sys.exit(SKIP)
+    check(p.returncode == 0, f"objdump reads {library}: {p.stderr.strip()}")
+    code = functions(p.stdout)
+    for kernel, pattern, least in (
+            ("peak_fma", r"^vfmadd\d+ps\s.*%[yz]mm", 64),   # the 8 x 64 unrolled body
+            ("peak_copy", r"^vmovup[sd]\s.*%[yz]mm", 2)):   # a vector load and store
+        body = [i for name, ins in code.items() if kernel in name for i in ins]
+        check(body, f"{kernel} is in {library}")
+        packed = sum(1 for i in body if re.search(pattern, i))
+        scalar = sum(1 for i in body if re.match(r"^vfmadd\d+ss", i)) if kernel == "peak_fma" else 0
+        print(f"{kernel}: {packed} packed instructions ({pattern}), {scalar} scalar FMAs")
+        check(packed >= least, f"{kernel} vectorises: {packed} packed instructions, want >= {least}")
+    finish()
+
+
+def main():
+    if len(sys.argv) < 3:
+        print(__doc__)
+        sys.exit(2)
+    mode, tool = sys.argv[1], sys.argv[2]
+    if mode == "args":
+        test_args(tool)
+    elif mode == "run":
+        test_run(tool, sys.argv[3])
+    elif mode == "dtype":
+        test_dtype(tool, sys.argv[3])
+    elif mode == "plot":
+        test_plot(tool, sys.argv[3])
+    elif mode == "vectorised":
+        test_vectorised(tool)
+    else:
+        print(f"unknown mode {mode}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

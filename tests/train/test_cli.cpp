@@ -1,0 +1,219 @@
+// The porta-train program, run as a child process on generated data: its JSON line, its answers
+// to bad flags and bad data, and checkpoints that move between op implementations.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "checkpoint.h"
+#include "train_test.h"
+
+using namespace train_test;
+using Catch::Matchers::Contains;
+using nlohmann::json;
+
+namespace {
+
+// A data directory with a small training and test split.
+struct Data {
+  Data() {
+    write_split(dir.path().string(), "train", synthetic_set(640, 1));
+    write_split(dir.path().string(), "t10k", synthetic_set(300, 2));
+  }
+  std::string path() const { return dir.path().string(); }
+  ScratchDir dir;
+};
+
+const std::vector<std::string> kCpu = {"PORTA_BACKEND=cpu"};
+
+json last_line(const std::string& out) {
+  const size_t end = out.find_last_not_of('\n');
+  REQUIRE(end != std::string::npos);
+  const size_t begin = out.rfind('\n', end);
+  return json::parse(out.substr(begin == std::string::npos ? 0 : begin + 1, end + 1));
+}
+
+std::vector<std::string> lines_of(const std::string& path) {
+  const std::vector<uint8_t> bytes = read_file(path);
+  std::vector<std::string> out;
+  std::string line;
+  for (uint8_t b : bytes) {
+    if (b == '\n') {
+      out.push_back(line);
+      line.clear();
+    } else {
+      line += char(b);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("cli: one JSON line with the documented fields", "[cli]") {
+  Data data;
+  const Run r = run_porta_train({"--data", data.path(), "--epochs", "2", "--batch", "32"}, kCpu);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find('\n') == r.out.size() - 1);  // exactly one line on stdout
+  const json j = last_line(r.out);
+  CHECK(j.at("backend") == "cpu");
+  CHECK(j.at("device").is_string());
+  CHECK_FALSE(j.at("device").get<std::string>().empty());
+  CHECK(j.at("epochs") == 2);
+  CHECK(j.at("test_accuracy").is_number());
+  CHECK(j.at("test_accuracy").get<double>() > 0.8);
+  CHECK(j.at("test_accuracy").get<double>() <= 1.0);
+  CHECK(j.at("train_loss").is_number());
+  CHECK(j.at("train_loss").get<double>() > 0.0);
+  REQUIRE(j.at("epoch_seconds").is_array());
+  CHECK(j.at("epoch_seconds").size() == 2);
+  for (const json& t : j.at("epoch_seconds")) CHECK(t.get<double>() > 0.0);
+  CHECK(j.at("images_per_second").get<double>() > 0.0);
+  CHECK(j.at("train_images") == 640);
+  CHECK(j.at("test_images") == 300);
+  // The progress goes to stderr, one line per epoch when it is not a terminal.
+  CHECK_THAT(r.err, Contains("epoch 1/2") && Contains("epoch 2/2") && Contains("img/s"));
+}
+
+TEST_CASE("cli: the same seed gives the same run; gradient accumulation trains too",
+          "[cli][determinism]") {
+  Data data;
+  const std::vector<std::string> args = {"--data",  data.path(), "--epochs",    "1",
+                                         "--batch", "16",        "--optimizer", "sgd",
+                                         "--lr",    "0.01",      "--seed",      "7"};
+  const Run a = run_porta_train(args, kCpu), b = run_porta_train(args, kCpu);
+  std::vector<std::string> accumulated = args;
+  accumulated.insert(accumulated.end(), {"--grad-accum", "2"});
+  const Run c = run_porta_train(accumulated, kCpu);
+  REQUIRE(a.status == 0);
+  REQUIRE(b.status == 0);
+  REQUIRE(c.status == 0);
+  const json ja = last_line(a.out), jb = last_line(b.out), jc = last_line(c.out);
+  CHECK(ja.at("train_loss").get<double>() == jb.at("train_loss").get<double>());
+  CHECK(ja.at("test_loss").get<double>() == jb.at("test_loss").get<double>());
+  CHECK(ja.at("test_accuracy").get<double>() == jb.at("test_accuracy").get<double>());
+  // Half as many steps of twice the images: it still learns, and is another run.
+  CHECK(jc.at("test_accuracy").get<double>() > 0.5);
+  CHECK(jc.at("train_loss").get<double>() != ja.at("train_loss").get<double>());
+}
+
+TEST_CASE("cli: bad flags are usage errors", "[cli]") {
+  Data data;
+  const std::vector<std::vector<std::string>> bad = {{"--optimizer", "rmsprop"},
+                                                     {"--precision", "f64"},
+                                                     {"--epochs", "0"},
+                                                     {"--batch", "-3"},
+                                                     {"--lr", "-1"},
+                                                     {"--grad-accum", "0"},
+                                                     {"--eval-only"},
+                                                     {"--no-such-flag"},
+                                                     {"--epochs", "two"},
+                                                     {"--backend", "foo"}};
+  for (std::vector<std::string> args : bad) {
+    args.insert(args.begin(), {"--data", data.path()});
+    const Run r = run_porta_train(args, kCpu);
+    CHECK(r.status == 2);
+    CHECK(r.out.empty());
+    CHECK_FALSE(r.err.empty());
+  }
+}
+
+TEST_CASE("cli: bad data, a bad checkpoint and an impossible batch fail with a message", "[cli]") {
+  Data data;
+  ScratchDir other;
+  Run r = run_porta_train({"--data", other.path().string(), "--epochs", "1"}, kCpu);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("t10k-images-idx3-ubyte.gz: no such file"));
+
+  write_file(other.file("t10k-images-idx3-ubyte"), {0, 0, 8, 3, 0, 0});
+  write_gzip(other.file("t10k-labels-idx1-ubyte.gz"), idx_bytes({1}, {3}));
+  r = run_porta_train({"--data", other.path().string(), "--epochs", "1"}, kCpu);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("truncated"));
+
+  write_gzip(other.file("t10k-images-idx3-ubyte.gz"), idx_bytes({1, 2, 2}, {1, 2, 3, 4}));
+  r = run_porta_train({"--data", other.path().string(), "--epochs", "1"}, kCpu);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("images are 2x2, the network takes 28x28"));
+
+  write_file(other.file("bad.ckpt"), {'P', 'O', 'R', 'T', 'A', 'C', 'K', 'P', 1});
+  r = run_porta_train(
+      {"--data", data.path(), "--eval-only", "--checkpoint", other.file("bad.ckpt")}, kCpu);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("bad.ckpt: truncated"));
+
+  r = run_porta_train({"--data", data.path(), "--batch", "4000"}, kCpu);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("needs more than the training set's 640"));
+  CHECK(r.out.empty());
+}
+
+TEST_CASE("cli: a checkpoint evaluates to the same predictions after reloading", "[cli]") {
+  Data data;
+  ScratchDir out;
+  Run r = run_porta_train({"--data", data.path(), "--epochs", "1", "--batch", "32", "--checkpoint",
+                           out.file("a.ckpt"), "--predictions", out.file("train.pred")},
+                          kCpu);
+  REQUIRE(r.status == 0);
+  const double trained = last_line(r.out).at("test_accuracy");
+  r = run_porta_train({"--data", data.path(), "--eval-only", "--checkpoint", out.file("a.ckpt"),
+                       "--predictions", out.file("eval.pred")},
+                      kCpu);
+  REQUIRE(r.status == 0);
+  const json j = last_line(r.out);
+  CHECK(j.at("test_accuracy").get<double>() == trained);
+  CHECK(j.at("epochs") == 0);
+  CHECK(j.at("train_loss").is_null());
+  CHECK(lines_of(out.file("eval.pred")).size() == 300);
+  CHECK(lines_of(out.file("eval.pred")) == lines_of(out.file("train.pred")));
+  CHECK(porta_train::read_checkpoint(out.file("a.ckpt")).size() == 8);
+}
+
+// Trained with the portable ops, evaluated with the vendor libraries (PORTA_OPS=vendor): the same
+// accuracy and the same prediction for every image. Skipped, with the reason, where the vendor op
+// plugin for the CPU is not available.
+TEST_CASE("cli: a checkpoint from the portable ops evaluates the same with the vendor ops",
+          "[cli][vendor]") {
+  Data data;
+  ScratchDir out;
+  Run r = run_porta_train({"--data", data.path(), "--epochs", "1", "--batch", "32", "--checkpoint",
+                           out.file("a.ckpt"), "--predictions", out.file("portable.pred")},
+                          {"PORTA_BACKEND=cpu", "PORTA_OPS=portable"});
+  REQUIRE(r.status == 0);
+  const double portable = last_line(r.out).at("test_accuracy");
+  r = run_porta_train({"--data", data.path(), "--eval-only", "--checkpoint", out.file("a.ckpt"),
+                       "--predictions", out.file("vendor.pred")},
+                      {"PORTA_BACKEND=cpu", "PORTA_OPS=vendor"});
+  if (r.status == 3) {  // porta-train's exit status for "not available here"
+    skip("the vendor op implementation is not available: " + r.err);
+    return;
+  }
+  REQUIRE(r.status == 0);
+  CHECK(last_line(r.out).at("test_accuracy").get<double>() == portable);
+  const std::vector<std::string> a = lines_of(out.file("portable.pred"));
+  const std::vector<std::string> b = lines_of(out.file("vendor.pred"));
+  REQUIRE(a.size() == 300);
+  REQUIRE(b.size() == a.size());
+  size_t differ = 0;
+  for (size_t i = 0; i < a.size(); ++i) differ += a[i] != b[i];
+  CHECK(differ == 0);
+}
+
+// Mixed precision: bf16 operands, fp32 master weights and accumulation, still learns. Skipped,
+// with the reason, where the operator set in use has no bf16 GEMM, convolution or conversion.
+TEST_CASE("cli: --precision bf16 trains to an accuracy close to fp32's", "[cli][bf16]") {
+  Data data;
+  const Run bf16 = run_porta_train(
+      {"--data", data.path(), "--epochs", "2", "--batch", "32", "--precision", "bf16"}, kCpu);
+  if (bf16.status == 3) {
+    CHECK_THAT(bf16.err, Contains("not supported by this build's operator set"));
+    skip("bf16 is not available: " + bf16.err);
+    return;
+  }
+  REQUIRE(bf16.status == 0);
+  const Run f32 = run_porta_train({"--data", data.path(), "--epochs", "2", "--batch", "32"}, kCpu);
+  REQUIRE(f32.status == 0);
+  const json a = last_line(bf16.out), b = last_line(f32.out);
+  CHECK(a.at("precision") == "bf16");
+  CHECK(a.at("test_accuracy").get<double>() > 0.8);
+  CHECK(a.at("test_accuracy").get<double>() > b.at("test_accuracy").get<double>() - 0.05);
+  CHECK(a.at("train_loss").get<double>() < 1.5 * b.at("train_loss").get<double>() + 0.05);
+}

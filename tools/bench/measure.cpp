@@ -1,0 +1,335 @@
+// One measurement: inputs, a warm-up, timed repetitions between Porta events, the output copied
+// back (bench/deepbench_shapes.md, Method).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+
+#include "bench.h"
+
+namespace bench {
+
+namespace {
+
+// Random normal numbers, fast enough for the largest shapes (hundreds of millions): splitmix64
+// and the Box-Muller transform. The same seed gives the same numbers on every run.
+class Normal {
+ public:
+  explicit Normal(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  float operator()() {
+    if (has_spare_) {
+      has_spare_ = false;
+      return spare_;
+    }
+    const double u1 = (static_cast<double>(next() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    const double u2 = static_cast<double>(next() >> 11) * 0x1.0p-53;
+    const double radius = std::sqrt(-2.0 * std::log(u1));
+    spare_ = static_cast<float>(radius * std::sin(2.0 * M_PI * u2));
+    has_spare_ = true;
+    return static_cast<float>(radius * std::cos(2.0 * M_PI * u2));
+  }
+  uint64_t next() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  uint64_t state_;
+  float spare_ = 0.0f;
+  bool has_spare_ = false;
+};
+
+std::vector<float> random_normal(size_t n, uint64_t seed) {
+  Normal normal(seed);
+  std::vector<float> out(n);
+  for (float& v : out) v = normal();
+  return out;
+}
+
+// Round to nearest even; NaN stays a quiet NaN.
+uint16_t to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// IEEE binary16, round to nearest even, with subnormals and overflow to infinity.
+uint16_t to_f16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t abs = bits & 0x7fffffffu;
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds past 65504: infinity
+  if (abs < 0x38800000u) {                        // below 2^-14: subnormal or zero
+    if (abs < 0x33000000u) return sign;           // below half the smallest subnormal
+    const uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(abs >> 23);  // 14..24
+    const uint32_t half = mantissa >> shift;
+    const uint32_t rest = mantissa & ((1u << shift) - 1);
+    const uint32_t halfway = 1u << (shift - 1);
+    return sign | static_cast<uint16_t>(half + (rest > halfway || (rest == halfway && (half & 1))));
+  }
+  const uint32_t rebased = abs - (112u << 23);  // exponent bias 127 -> 15
+  const uint32_t rounded = rebased + 0xfffu + ((rebased >> 13) & 1u);
+  return sign | static_cast<uint16_t>(rounded >> 13);
+}
+
+// A device buffer of n elements of `dtype` holding `values` converted.
+struct DeviceArray {
+  porta::device_buffer<uint8_t> buffer;
+  void* get() const { return buffer.data(); }
+};
+
+DeviceArray upload(porta_device_t device, const std::vector<float>& values, porta_dtype_t dtype) {
+  DeviceArray out{porta::device_buffer<uint8_t>(device, values.size() * dtype_size(dtype))};
+  if (dtype == PORTA_DTYPE_F32) {
+    out.buffer.copy_from_host(reinterpret_cast<const uint8_t*>(values.data()), out.buffer.size());
+    return out;
+  }
+  std::vector<uint16_t> half(values.size());
+  for (size_t i = 0; i < values.size(); ++i)
+    half[i] = dtype == PORTA_DTYPE_BF16 ? to_bf16(values[i]) : to_f16(values[i]);
+  out.buffer.copy_from_host(reinterpret_cast<const uint8_t*>(half.data()), out.buffer.size());
+  return out;
+}
+
+// At most this many output elements are kept for the comparison: all of them for every shape
+// of the quick suite.
+constexpr size_t kMaxKept = size_t{1} << 24;
+
+std::vector<float> keep_output(porta_device_t, const float* device_ptr, size_t count) {
+  std::vector<float> all(count);
+  porta::check(porta_memcpy(all.data(), device_ptr, count * sizeof(float)));
+  if (count <= kMaxKept) return all;
+  const size_t stride = (count + kMaxKept - 1) / kMaxKept;
+  std::vector<float> kept;
+  kept.reserve(count / stride + 1);
+  for (size_t i = 0; i < count; i += stride) kept.push_back(all[i]);
+  return kept;
+}
+
+// One op on one shape, set up: run(set) queues the op on input set `set`.
+struct Case {
+  std::vector<std::vector<DeviceArray>> inputs;  // [set][operand]
+  std::vector<porta::device_buffer<int32_t>> labels;
+  porta::device_buffer<float> output;
+  porta::device_buffer<float> loss;
+  std::function<void(int set, porta_stream_t)> run;
+  size_t output_count = 0;
+};
+
+// Input sets to rotate through so that one pass over them does not fit in the cache: at most 8,
+// and all of them within a quarter of the device's memory.
+int rotation_sets(size_t bytes_per_set, size_t cache_bytes, uint64_t device_memory) {
+  size_t sets = (2 * cache_bytes + bytes_per_set - 1) / std::max<size_t>(bytes_per_set, 1);
+  sets = std::clamp<size_t>(sets, 1, 8);
+  while (sets > 1 && sets * bytes_per_set > device_memory / 4) --sets;
+  return static_cast<int>(sets);
+}
+
+// Fills c, which must stay where it is: run() refers to c's buffers.
+void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dtype,
+               size_t cache_bytes, uint64_t device_memory) {
+  // The operands' element counts: inputs, then the output.
+  std::vector<size_t> in_counts;
+  size_t out_count = 0;
+  int64_t p = 0, q = 0;
+  if (is_conv(s.op)) {
+    const porta_conv2d_desc_t d = s.conv_desc(dtype);
+    porta::check(porta_conv2d_output_size(&d, &p, &q));
+  }
+  const size_t x_count = size_t(s.batch) * s.c * s.h * s.w;
+  const size_t w_count = size_t(s.filters) * s.c * s.r * s.s;
+  const size_t y_count = size_t(s.batch) * s.filters * p * q;
+  const size_t rc = size_t(s.rows) * s.cols;
+  switch (s.op) {
+    case Op::gemm:
+      in_counts = {size_t(s.m) * s.k, size_t(s.k) * s.n};
+      out_count = size_t(s.m) * s.n;
+      break;
+    case Op::conv_fwd:
+      in_counts = {x_count, w_count};
+      out_count = y_count;
+      break;
+    case Op::conv_bwd_data:
+      in_counts = {y_count, w_count};
+      out_count = x_count;
+      break;
+    case Op::conv_bwd_weights:
+      in_counts = {x_count, y_count};
+      out_count = w_count;
+      break;
+    case Op::softmax:
+      in_counts = {rc};
+      out_count = rc;
+      break;
+    case Op::softmax_bwd:
+      in_counts = {rc, rc};
+      out_count = rc;
+      break;
+    case Op::cross_entropy:
+      in_counts = {rc};
+      out_count = rc;
+      break;
+  }
+  const porta_dtype_t in_dtype = is_row_op(s.op) ? PORTA_DTYPE_F32 : dtype;
+  size_t set_bytes = 0;
+  for (size_t n : in_counts) set_bytes += n * dtype_size(in_dtype);
+  if (s.op == Op::cross_entropy) set_bytes += size_t(s.rows) * sizeof(int32_t);
+  const int sets = rotation_sets(set_bytes, cache_bytes, device_memory);
+
+  for (int set = 0; set < sets; ++set) {
+    std::vector<DeviceArray> operands;
+    for (size_t i = 0; i < in_counts.size(); ++i) {
+      std::vector<float> values = random_normal(in_counts[i], 1000u * set + 17u * i + 1u);
+      if (s.op == Op::softmax_bwd && i == 0) {
+        // y is a softmax output: positive rows that sum to 1.
+        for (int64_t row = 0; row < s.rows; ++row) {
+          float* y = values.data() + row * s.cols;
+          double sum = 0.0;
+          for (int64_t j = 0; j < s.cols; ++j) sum += y[j] = std::exp(y[j]);
+          for (int64_t j = 0; j < s.cols; ++j) y[j] = static_cast<float>(y[j] / sum);
+        }
+      }
+      operands.push_back(upload(device, values, in_dtype));
+    }
+    c.inputs.push_back(std::move(operands));
+    if (s.op == Op::cross_entropy) {
+      Normal bits(7000u + set);
+      std::vector<int32_t> labels(s.rows);
+      for (int32_t& l : labels) l = static_cast<int32_t>(bits.next() % uint64_t(s.cols));
+      porta::device_buffer<int32_t> buffer(device, labels.size());
+      buffer.copy_from_host(labels);
+      c.labels.push_back(std::move(buffer));
+    }
+  }
+  c.output = porta::device_buffer<float>(device, out_count);
+  c.output_count = out_count;
+  if (s.op == Op::cross_entropy) c.loss = porta::device_buffer<float>(device, 1);
+
+  float* out = c.output.data();
+  switch (s.op) {
+    case Op::gemm: {
+      porta_gemm_desc_t d{};
+      d.struct_size = sizeof d;
+      d.trans_a = s.trans_a ? PORTA_TRANSPOSE : PORTA_NO_TRANSPOSE;
+      d.trans_b = s.trans_b ? PORTA_TRANSPOSE : PORTA_NO_TRANSPOSE;
+      d.m = s.m, d.n = s.n, d.k = s.k;
+      d.lda = s.trans_a ? s.m : s.k;
+      d.ldb = s.trans_b ? s.k : s.n;
+      d.ldc = s.n;
+      d.alpha = 1.0f, d.beta = 0.0f;
+      d.batch_count = 1;
+      d.dtype = dtype;
+      c.run = [&c, d, out](int set, porta_stream_t st) {
+        porta::check(porta_gemm(st, &d, c.inputs[set][0].get(), c.inputs[set][1].get(), out));
+      };
+      break;
+    }
+    case Op::conv_fwd:
+    case Op::conv_bwd_data:
+    case Op::conv_bwd_weights: {
+      const porta_conv2d_desc_t d = s.conv_desc(dtype);
+      const Op op = s.op;
+      c.run = [&c, d, out, op](int set, porta_stream_t st) {
+        const void* a = c.inputs[set][0].get();
+        const void* b = c.inputs[set][1].get();
+        porta::check(op == Op::conv_fwd        ? porta_conv2d_forward(st, &d, a, b, out)
+                     : op == Op::conv_bwd_data ? porta_conv2d_backward_data(st, &d, a, b, out)
+                                               : porta_conv2d_backward_weights(st, &d, a, b, out));
+      };
+      break;
+    }
+    case Op::softmax:
+      c.run = [&c, s, out](int set, porta_stream_t st) {
+        porta::check(porta_softmax_forward(st, PORTA_SOFTMAX, s.rows, s.cols,
+                                           static_cast<const float*>(c.inputs[set][0].get()), out));
+      };
+      break;
+    case Op::softmax_bwd:
+      c.run = [&c, s, out](int set, porta_stream_t st) {
+        porta::check(porta_softmax_backward(
+            st, PORTA_SOFTMAX, s.rows, s.cols, static_cast<const float*>(c.inputs[set][0].get()),
+            static_cast<const float*>(c.inputs[set][1].get()), out));
+      };
+      break;
+    case Op::cross_entropy:
+      c.run = [&c, s, out](int set, porta_stream_t st) {
+        porta::check(porta_cross_entropy(st, s.rows, s.cols,
+                                         static_cast<const float*>(c.inputs[set][0].get()),
+                                         c.labels[set].data(), c.loss.data(), out));
+      };
+      break;
+  }
+}
+
+}  // namespace
+
+void measure(porta_device_t device, bool gpu, const Settings& settings, Record& record) {
+  const Shape& s = record.shape;
+  record.error_metric = error_metric(s.op);
+  try {
+    const porta_device_properties_t props = porta::device_properties(device);
+    // GPUs: the largest last-level caches today (256 MiB); the API does not report the size.
+    const size_t cache = gpu ? size_t{256} << 20 : settings.cache_bytes;
+    Case c;
+    make_case(c, device, s, record.dtype, cache, props.total_memory);
+    const int sets = static_cast<int>(c.inputs.size());
+
+    int reps = settings.reps > 0 ? settings.reps : gpu ? 100 : 20;
+    if (settings.reps == 0 && s.max_reps > 0) reps = std::min(reps, s.max_reps);
+    // Every set once, and enough calls for clocks, caches and thread pools to settle.
+    const int warmup = std::min(std::max(sets, gpu ? 10 : 2), std::max(reps, sets));
+
+    porta::stream stream(device);
+    for (int i = 0; i < warmup; ++i) c.run(i % sets, stream.get());
+    stream.synchronize();
+
+    // One event between consecutive calls: nothing waits on the host between them, and on a GPU
+    // the calls queue back to back.
+    std::vector<porta::event> events;
+    events.reserve(reps + 1);
+    for (int i = 0; i <= reps; ++i) events.emplace_back(device);
+    events[0].record(stream);
+    for (int i = 0; i < reps; ++i) {
+      c.run(i % sets, stream.get());
+      events[i + 1].record(stream);
+    }
+    stream.synchronize();
+    std::vector<double> ms(reps);
+    for (int i = 0; i < reps; ++i) ms[i] = porta::event::elapsed_ms(events[i], events[i + 1]);
+    std::sort(ms.begin(), ms.end());
+    record.median_ms = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
+    record.min_ms = ms.front();
+    record.max_ms = ms.back();
+    record.reps = reps;
+    record.warmup = warmup;
+    record.sets = sets;
+    if (s.flops() > 0) record.gflops = s.flops() / (record.median_ms * 1e6);
+    if (is_row_op(s.op)) record.gbps = s.bytes() / (record.median_ms * 1e6);
+
+    // The result of set 0, for the comparison with the other implementations.
+    c.run(0, stream.get());
+    stream.synchronize();
+    record.output = keep_output(device, c.output.data(), c.output_count);
+    if (s.op == Op::cross_entropy) {
+      float loss = 0.0f;
+      c.loss.copy_to_host(&loss, 1);
+      record.output.push_back(loss);
+    }
+  } catch (const porta::error& e) {
+    record.status = e.status() == PORTA_ERROR_UNSUPPORTED ? "unsupported" : "error";
+    record.message = e.what();
+  } catch (const std::exception& e) {
+    record.status = "error";
+    record.message = e.what();
+  }
+}
+
+}  // namespace bench

@@ -1,0 +1,100 @@
+// The peak probes: the device's fp32 FMA rate and copy bandwidth, measured with porta-bench's
+// own kernels (kernels/peak.cpp), so that "% of peak" means the same thing on every backend.
+#include <algorithm>
+#include <vector>
+
+#include "bench.h"
+
+namespace bench {
+
+namespace {
+
+// Must match kernels/peak.cpp: FLOPs per work-item per round.
+constexpr double kFlopsPerItemRound = 2.0 * 8 * 64;
+constexpr int kProbeReps = 5;
+
+bool is_gpu(const porta_device_properties_t& p) {
+  return (p.capabilities & PORTA_CAPABILITY_HOST_IS_DEVICE) == 0;
+}
+
+// The best of kProbeReps timed launches, after one untimed: a peak is what the device can do,
+// so the least disturbed run is the one that counts.
+template <class Launch>
+double best_ms(porta::stream& stream, porta_device_t device, Launch launch) {
+  launch();
+  stream.synchronize();
+  double best = 0.0;
+  porta::event start(device), stop(device);
+  for (int i = 0; i < kProbeReps; ++i) {
+    start.record(stream);
+    launch();
+    stop.record(stream);
+    stream.synchronize();
+    const double ms = porta::event::elapsed_ms(start, stop);
+    if (i == 0 || ms < best) best = ms;
+  }
+  return best;
+}
+
+}  // namespace
+
+Peak measure_peak(porta_device_t device, const std::string& kernel_library) {
+  Peak peak;
+  try {
+    const porta_device_properties_t props = porta::device_properties(device);
+    const bool gpu = is_gpu(props);
+    porta::module module(device, kernel_library);
+    porta::stream stream(device);
+    const int units = std::max(props.compute_units, 1);
+    const uint32_t group =
+        static_cast<uint32_t>(std::min(256, std::max(props.max_work_group_size, 1)));
+
+    // FMA rate: enough groups to fill every unit several times over; the rounds scaled until a
+    // launch takes about 100 ms.
+    {
+      porta::kernel fma = module.kernel("peak_fma");
+      const uint32_t groups = static_cast<uint32_t>(units * (gpu ? 32 : 4));
+      porta::device_buffer<float> out(device, size_t(groups) * group);
+      const float a = 0.999999f, b = 1e-7f;
+      uint32_t rounds = 16;
+      auto launch = [&] { fma.launch(stream, groups, group, rounds, a, b, out); };
+      for (;;) {
+        const double ms = best_ms(stream, device, launch);
+        if (ms >= 50.0 || rounds >= (1u << 24)) {
+          peak.fma_ms = ms;
+          break;
+        }
+        const double scale = ms > 0.0 ? 100.0 / ms : 64.0;
+        rounds = static_cast<uint32_t>(
+            std::min(double(1u << 24), rounds * std::clamp(scale, 2.0, 64.0)));
+      }
+      peak.fma_gflops = kFlopsPerItemRound * rounds * groups * group / (peak.fma_ms * 1e6);
+    }
+
+    // Copy bandwidth: two buffers far larger than any last-level cache (at least 256 MiB each on
+    // the CPU, 1 GiB on a GPU), within an eighth of the device's memory each.
+    {
+      porta::kernel copy = module.kernel("peak_copy");
+      uint64_t bytes = gpu ? uint64_t{1} << 30 : uint64_t{256} << 20;
+      bytes = std::min<uint64_t>(bytes, props.total_memory / 8);
+      bytes &= ~uint64_t{4095};
+      const uint64_t n = bytes / sizeof(float);
+      porta::device_buffer<float> src(device, n), dst(device, n);
+      src.memset(0x3f);  // touches every page before timing
+      dst.memset(0);
+      const uint32_t copy_group = gpu ? group : std::min<uint32_t>(1024, props.max_work_group_size);
+      const uint32_t groups = static_cast<uint32_t>(units * (gpu ? 64 : 16));
+      const uint64_t chunk = (n + groups - 1) / groups;
+      auto launch = [&] { copy.launch(stream, groups, copy_group, n, chunk, src, dst); };
+      peak.copy_ms = best_ms(stream, device, launch);
+      peak.copy_bytes = bytes;
+      // Read once and written once, as STREAM counts a copy.
+      peak.copy_gbps = 2.0 * double(bytes) / (peak.copy_ms * 1e6);
+    }
+  } catch (const std::exception& e) {
+    peak.error = e.what();
+  }
+  return peak;
+}
+
+}  // namespace bench

@@ -1,0 +1,327 @@
+// The comparison across implementations and backends, and the reports: the table on stdout,
+// JSON and CSV (schema in README.md beside this file).
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "bench.h"
+
+namespace bench {
+
+namespace {
+
+// A plugin's list of ops and its version live in fields of the report row appended after the
+// first release; the row is read through these so that the tool builds against either header.
+template <class Row>
+std::optional<std::string> ops_field(const Row& row) {
+  if constexpr (requires { row.ops; }) {
+    if (row.struct_size >= offsetof(Row, ops) + sizeof(row.ops)) return std::string(row.ops);
+  }
+  return std::nullopt;
+}
+
+template <class Row>
+std::string version_field(const Row& row) {
+  if constexpr (requires { row.version; }) {
+    if (row.struct_size >= offsetof(Row, version) + sizeof(row.version))
+      return std::string(row.version);
+  }
+  return "";
+}
+
+std::string key(const Record& r) {
+  return std::string(op_name(r.op)) + "|" + r.shape.text() + "|" + dtype_name(r.dtype);
+}
+
+std::string read_first_line(const char* path, const char* prefix) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(prefix, 0) == 0) return line.substr(std::string(prefix).size());
+  }
+  return "";
+}
+
+std::string trim(std::string s) {
+  const auto not_space = [](unsigned char ch) { return !std::isspace(ch); };
+  s.erase(s.begin(), std::find_if(s.begin(), s.end(), not_space));
+  s.erase(std::find_if(s.rbegin(), s.rend(), not_space).base(), s.end());
+  return s;
+}
+
+std::string fixed(double v, int digits) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%.*f", digits, v);
+  return text;
+}
+
+std::string scientific(double v) {
+  if (std::isinf(v)) return "inf";
+  char text[64];
+  std::snprintf(text, sizeof text, "%.1e", v);
+  return text;
+}
+
+nlohmann::ordered_json optional_number(const std::optional<double>& v) {
+  if (!v || !std::isfinite(*v)) return nullptr;
+  return *v;
+}
+
+std::string csv_number(const std::optional<double>& v) {
+  if (!v || !std::isfinite(*v)) return "";
+  std::ostringstream out;
+  out.precision(9);
+  out << *v;
+  return out.str();
+}
+
+std::string csv_quote(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char ch : s) out += ch == '"' ? std::string("\"\"") : std::string(1, ch == '\n' ? ' ' : ch);
+  return out + "\"";
+}
+
+const char* outcome_name(porta_plugin_outcome_t outcome) { return porta::to_string(outcome); }
+
+}  // namespace
+
+std::optional<std::set<std::string>> listed_ops(const porta_plugin_report_t& row) {
+  const std::optional<std::string> text = ops_field(row);
+  if (!text) return std::nullopt;
+  std::set<std::string> ops;
+  std::stringstream in(*text);
+  std::string name;
+  while (std::getline(in, name, ',')) {
+    name = trim(name);
+    if (!name.empty()) ops.insert(name);
+  }
+  return ops;
+}
+
+std::string plugin_version(const porta_plugin_report_t& row) { return version_field(row); }
+
+const char* error_metric(Op op) { return is_row_op(op) ? "elementwise" : "normwise"; }
+
+double tolerance(porta_dtype_t dtype) { return dtype == PORTA_DTYPE_F32 ? 1e-3 : 2e-2; }
+
+double relative_error(Op op, const std::vector<float>& x, const std::vector<float>& ref) {
+  if (x.size() != ref.size()) return std::numeric_limits<double>::infinity();
+  double scale = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(x[i]) && std::isfinite(ref[i]))
+      return std::numeric_limits<double>::infinity();
+    if (std::isfinite(ref[i])) scale = std::max(scale, std::fabs(double(ref[i])));
+  }
+  double worst = 0.0;
+  const bool elementwise = is_row_op(op);
+  const double floor = elementwise ? 1e-3 * scale : scale;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(ref[i])) continue;
+    const double diff = std::fabs(double(x[i]) - double(ref[i]));
+    const double denominator = elementwise ? std::max(std::fabs(double(ref[i])), floor) : floor;
+    worst = std::max(worst, denominator > 0.0 ? diff / denominator : diff);
+  }
+  return worst;
+}
+
+void compare(std::vector<Record>& records, const std::map<std::string, Peak>& peaks) {
+  for (Record& r : records) {
+    if (r.status != "ok") continue;
+    if (auto p = peaks.find(r.backend); p != peaks.end()) {
+      if (r.gflops && p->second.fma_gflops > 0)
+        r.pct_peak = 100.0 * *r.gflops / p->second.fma_gflops;
+      if (r.gbps && p->second.copy_gbps > 0) r.pct_peak = 100.0 * *r.gbps / p->second.copy_gbps;
+    }
+    if (r.impl == "vendor") r.ratio_to_vendor = 1.0;
+    for (const Record& other : records) {
+      if (&other == &r || other.status != "ok" || key(other) != key(r)) continue;
+      if (other.impl == "vendor" && other.backend == r.backend)
+        r.ratio_to_vendor = other.median_ms / r.median_ms;
+      const double e = relative_error(r.op, r.output, other.output);
+      r.max_rel_err = std::max(r.max_rel_err.value_or(0.0), e);
+    }
+  }
+}
+
+Header machine_header() {
+  Header h;
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  h.date = date;
+  h.cpu = trim(read_first_line("/proc/cpuinfo", "model name\t:"));
+  if (h.cpu.empty()) {
+    struct utsname u {};
+    if (uname(&u) == 0) h.cpu = u.machine;
+  }
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  h.cores = online > 0 ? static_cast<int>(online) : 0;
+  std::string os = read_first_line("/etc/os-release", "PRETTY_NAME=");
+  os.erase(std::remove(os.begin(), os.end(), '"'), os.end());
+  struct utsname u {};
+  if (uname(&u) == 0) os += (os.empty() ? "" : ", ") + std::string(u.sysname) + " " + u.release;
+  h.os = os;
+  h.porta_version = std::to_string(PORTA_VERSION_MAJOR) + "." +
+                    std::to_string(PORTA_VERSION_MINOR) + "." + std::to_string(PORTA_VERSION_PATCH);
+  return h;
+}
+
+void print_table(const std::vector<Record>& records, const Header& header) {
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"op", "shape", "dtype", "backend", "impl", "median ms", "rate", "% peak",
+                  "vs vendor", "max rel err"});
+  for (const Record& r : records) {
+    if (r.status != "ok") {
+      rows.push_back({op_name(r.op), r.shape.text(), dtype_name(r.dtype), r.backend, r.impl,
+                      r.status, "", "", "", ""});
+      continue;
+    }
+    std::string rate = r.gflops ? fixed(*r.gflops, 1) + " GFLOP/s"
+                       : r.gbps ? fixed(*r.gbps, 1) + " GB/s"
+                                : "";
+    rows.push_back({op_name(r.op), r.shape.text(), dtype_name(r.dtype), r.backend, r.impl,
+                    fixed(r.median_ms, 3), rate, r.pct_peak ? fixed(*r.pct_peak, 1) : "-",
+                    r.ratio_to_vendor ? fixed(*r.ratio_to_vendor, 2) : "-",
+                    r.max_rel_err ? scientific(*r.max_rel_err) : "-"});
+  }
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  for (const auto& [backend, peak] : header.peaks) {
+    const auto device = header.devices.find(backend);
+    std::printf("peak %s (%s): %s GFLOP/s fp32 FMA, %s GB/s copy%s%s\n", backend.c_str(),
+                device != header.devices.end() ? device->second.name : "?",
+                fixed(peak.fma_gflops, 1).c_str(), fixed(peak.copy_gbps, 1).c_str(),
+                peak.error.empty() ? "" : "; probe failed: ", peak.error.c_str());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      const bool left = i < 5;
+      std::string cell = row[i];
+      const std::string pad(width[i] - cell.size(), ' ');
+      line += (i ? "  " : "") + (left ? cell + pad : pad + cell);
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::printf("%s\n", line.c_str());
+  }
+  for (const Record& r : records) {
+    if (r.status != "ok")
+      std::printf("%s %s %s %s: %s\n", op_name(r.op), r.shape.text().c_str(), r.backend.c_str(),
+                  r.impl.c_str(), r.message.c_str());
+  }
+  std::fflush(stdout);
+}
+
+void write_json(const std::string& path, const Header& header, const std::vector<Record>& records) {
+  using json = nlohmann::ordered_json;
+  json libraries = json::array();
+  for (const porta_plugin_report_t& p : header.plugins) {
+    json lib = {
+        {"name", p.name},
+        {"kind", p.kind == PORTA_PLUGIN_KIND_OPS ? "ops" : "backend"},
+        {"outcome", outcome_name(p.outcome)},
+        {"abi", p.abi_major ? std::to_string(p.abi_major) + "." + std::to_string(p.abi_minor)
+                            : std::string()},
+        {"version", plugin_version(p)},
+        {"path", p.path}};
+    if (auto ops = listed_ops(p); ops && p.kind == PORTA_PLUGIN_KIND_OPS) lib["ops"] = *ops;
+    libraries.push_back(lib);
+  }
+  json peaks = json::array();
+  for (const auto& [backend, peak] : header.peaks) {
+    const auto device = header.devices.find(backend);
+    const bool known = device != header.devices.end();
+    json entry = {
+        {"backend", backend},
+        {"device", known ? device->second.name : ""},
+        {"architecture", known ? device->second.architecture : ""},
+        {"compute_units", known ? device->second.compute_units : 0},
+        {"clock_mhz",
+         known && device->second.clock_mhz > 0 ? json(device->second.clock_mhz) : json(nullptr)},
+        {"fma_gflops", peak.fma_gflops > 0 ? json(peak.fma_gflops) : json(nullptr)},
+        {"copy_gbps", peak.copy_gbps > 0 ? json(peak.copy_gbps) : json(nullptr)},
+        {"copy_bytes", peak.copy_bytes}};
+    if (!peak.error.empty()) entry["error"] = peak.error;
+    peaks.push_back(entry);
+  }
+  json out_records = json::array();
+  for (const Record& r : records) {
+    out_records.push_back({{"op", op_name(r.op)},
+                           {"shape", r.shape.text()},
+                           {"dtype", dtype_name(r.dtype)},
+                           {"backend", r.backend},
+                           {"device", r.device},
+                           {"impl", r.impl},
+                           {"status", r.status},
+                           {"message", r.message},
+                           {"median_ms", r.status == "ok" ? json(r.median_ms) : json(nullptr)},
+                           {"min_ms", r.status == "ok" ? json(r.min_ms) : json(nullptr)},
+                           {"max_ms", r.status == "ok" ? json(r.max_ms) : json(nullptr)},
+                           {"reps", r.reps},
+                           {"warmup", r.warmup},
+                           {"sets", r.sets},
+                           {"flops", r.shape.flops() > 0 ? json(r.shape.flops()) : json(nullptr)},
+                           {"bytes", r.shape.bytes(r.dtype)},
+                           {"gflops", optional_number(r.gflops)},
+                           {"gbps", optional_number(r.gbps)},
+                           {"pct_peak", optional_number(r.pct_peak)},
+                           {"ratio_to_vendor", optional_number(r.ratio_to_vendor)},
+                           {"max_rel_err", r.max_rel_err && std::isinf(*r.max_rel_err)
+                                               ? json("inf")
+                                               : optional_number(r.max_rel_err)},
+                           {"error_metric", r.error_metric}});
+  }
+  json doc = {{"schema", "porta-bench/1"},
+              {"porta_version", header.porta_version},
+              {"date", header.date},
+              {"machine", {{"cpu", header.cpu}, {"cores", header.cores}, {"os", header.os}}},
+              {"settings",
+               {{"suite", header.suite},
+                {"impl", header.impl},
+                {"dtype", header.dtype},
+                {"reps", header.reps ? json(header.reps) : json(nullptr)}}},
+              {"libraries", libraries},
+              {"peaks", peaks},
+              {"skipped", header.skipped},
+              {"records", out_records}};
+  std::ofstream file(path);
+  if (!file) throw std::runtime_error("cannot write " + path);
+  file << doc.dump(2) << "\n";
+  if (!file.flush()) throw std::runtime_error("cannot write " + path);
+}
+
+void write_csv(const std::string& path, const std::vector<Record>& records) {
+  std::ofstream file(path);
+  if (!file) throw std::runtime_error("cannot write " + path);
+  file << "op,shape,dtype,backend,device,impl,status,message,median_ms,min_ms,max_ms,reps,warmup,"
+          "sets,flops,bytes,gflops,gbps,pct_peak,ratio_to_vendor,max_rel_err,error_metric\n";
+  for (const Record& r : records) {
+    const bool ok = r.status == "ok";
+    const auto when_ok = [&](double v) { return ok ? csv_number(v) : std::string(); };
+    file << op_name(r.op) << "," << csv_quote(r.shape.text()) << "," << dtype_name(r.dtype) << ","
+         << csv_quote(r.backend) << "," << csv_quote(r.device) << "," << r.impl << "," << r.status
+         << "," << csv_quote(r.message) << "," << when_ok(r.median_ms) << "," << when_ok(r.min_ms)
+         << "," << when_ok(r.max_ms) << "," << r.reps << "," << r.warmup << "," << r.sets << ","
+         << (r.shape.flops() > 0 ? csv_number(r.shape.flops()) : "") << ","
+         << csv_number(r.shape.bytes(r.dtype)) << "," << csv_number(r.gflops) << ","
+         << csv_number(r.gbps) << "," << csv_number(r.pct_peak) << ","
+         << csv_number(r.ratio_to_vendor) << ","
+         << (r.max_rel_err && std::isinf(*r.max_rel_err) ? "inf" : csv_number(r.max_rel_err)) << ","
+         << r.error_metric << "\n";
+  }
+  if (!file.flush()) throw std::runtime_error("cannot write " + path);
+}
+
+}  // namespace bench

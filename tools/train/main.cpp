@@ -1,0 +1,297 @@
+// porta-train: trains a small CNN on Fashion-MNIST with Porta's operator set on the device that
+// PORTA_BACKEND (or --backend) selects, evaluates it on the test set, and prints one JSON line.
+// Checkpoints (CHECKPOINT.md) move between backends and op implementations.
+//
+// Exit status: 0 on success; 1 when training or evaluation fails (bad data, a bad checkpoint, an
+// op error); 2 for bad usage (a flag, or a bad --backend or PORTA_* value); 3 when the backend,
+// the op implementation or an operator-set feature asked for (--precision bf16) is not available
+// here (the message says why).
+#include <porta/porta_ops.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <porta/porta.hpp>
+#include <string>
+
+#include "checkpoint.h"
+#include "idx.h"
+#include "model.h"
+#include "trainer.h"
+
+namespace {
+
+using namespace porta_train;
+
+constexpr int kExitFailure = 1, kExitUsage = 2, kExitUnavailable = 3;
+constexpr int64_t kEvalBatch = 256;
+
+struct Options {
+  std::string data = "/usr/share/datasets/fashion-mnist";
+  std::string backend;
+  int epochs = 5;
+  int64_t batch = 64;
+  std::optional<double> lr;
+  std::string optimizer = "adam";
+  uint64_t seed = 1;
+  int64_t grad_accum = 1;
+  std::string precision = "f32";
+  std::string checkpoint;
+  std::string predictions;
+  bool eval_only = false;
+  int64_t train_limit = 0, test_limit = 0;
+  bool progress = true;
+};
+
+// Porta is not usable for this run: the backend or the op implementation is missing here.
+struct unavailable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A bad --backend (or PORTA_* environment) value, found when Porta starts.
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Progress on stderr: a bar redrawn in place on a terminal (at most ten times a second), one
+// line per epoch otherwise, so logs stay readable.
+class ProgressBar {
+ public:
+  ProgressBar(int epoch, int epochs, bool enabled)
+      : epoch_(epoch),
+        epochs_(epochs),
+        enabled_(enabled),
+        tty_(isatty(STDERR_FILENO) == 1),
+        start_(std::chrono::steady_clock::now()) {}
+  void update(int64_t done, int64_t total, double loss) {
+    if (!enabled_ || !tty_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    draw(done, total, loss, '\r');
+  }
+  void finish(int64_t images, double seconds, double loss) {
+    if (!enabled_) return;
+    seconds_ = seconds;
+    draw(images, images, loss, tty_ ? '\r' : '\0');
+    std::fputc('\n', stderr);
+  }
+
+ private:
+  void draw(int64_t done, int64_t total, double loss, char lead) {
+    constexpr int kWidth = 30;
+    const double seconds =
+        seconds_ > 0
+            ? seconds_
+            : std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const int filled = total > 0 ? int(kWidth * done / total) : 0;
+    std::string bar(size_t(filled), '#');
+    bar.resize(kWidth, '.');
+    if (lead) std::fputc(lead, stderr);
+    std::fprintf(stderr, "epoch %d/%d [%s] %lld/%lld  %.0f img/s  loss %.4f  %.1f s", epoch_,
+                 epochs_, bar.c_str(), (long long)done, (long long)total,
+                 seconds > 0 ? double(done) / seconds : 0.0, loss, seconds);
+    std::fflush(stderr);
+  }
+  int epoch_, epochs_;
+  bool enabled_, tty_;
+  std::chrono::steady_clock::time_point start_, last_{};
+  double seconds_ = 0;
+};
+
+// Whether the op implementation serves the device: a one-element ReLU answers UNAVAILABLE with
+// the reason when none is loaded, before any data is read.
+void probe_ops(porta_device_t device) {
+  porta::device_buffer<float> x(device, 2);
+  porta::stream s(device);
+  const porta_status_t status = porta_relu_forward(s.get(), 1, x.data(), x.data() + 1);
+  if (status == PORTA_ERROR_UNAVAILABLE) {
+    throw unavailable(std::string("no op implementation: ") + porta_last_error_message());
+  }
+  porta::check(status);
+  s.synchronize();
+}
+
+ImageSet load_split(const Options& o, const std::string& split, int64_t limit) {
+  ImageSet set = read_image_set(idx_path(o.data, split, "images-idx3"),
+                                idx_path(o.data, split, "labels-idx1"), int(kClasses));
+  if (set.rows != kImageSide || set.cols != kImageSide) {  // before any training time is spent
+    throw data_error(idx_path(o.data, split, "images-idx3") + ": images are " +
+                     std::to_string(set.rows) + "x" + std::to_string(set.cols) +
+                     ", the network takes 28x28");
+  }
+  if (limit > 0 && limit < set.count) {
+    set.count = limit;
+    set.pixels.resize(size_t(limit * set.rows * set.cols));
+    set.labels.resize(size_t(limit));
+  }
+  return set;
+}
+
+void write_predictions(const std::string& path, const std::vector<uint8_t>& predictions) {
+  std::ofstream out(path, std::ios::trunc);
+  for (uint8_t p : predictions) out << int(p) << '\n';
+  out.flush();
+  if (!out) throw std::runtime_error(path + ": cannot write the predictions");
+}
+
+int run(const Options& o) {
+  porta_init_options_t init{};
+  init.struct_size = sizeof init;
+  init.backend = o.backend.empty() ? nullptr : o.backend.c_str();
+  if (const porta_status_t status = porta_init(&init); status != PORTA_SUCCESS) {
+    const std::string message = porta_last_error_message();
+    if (status == PORTA_ERROR_UNAVAILABLE) throw unavailable(message);
+    if (status == PORTA_ERROR_INVALID_ARGUMENT) throw usage_error(message);
+    throw porta::error(status, message);
+  }
+  const porta_device_t device = porta::default_device();
+  const porta_device_properties_t properties = porta::device_properties(device);
+  probe_ops(device);
+
+  const Precision precision = o.precision == "bf16" ? Precision::bf16 : Precision::f32;
+  const bool sgd = o.optimizer == "sgd";
+  const ImageSet test = load_split(o, "t10k", o.test_limit);
+  std::optional<ImageSet> train;
+  if (!o.eval_only) train = load_split(o, "train", o.train_limit);
+
+  Model model(device, std::max(o.batch, kEvalBatch), precision, o.grad_accum > 1);
+  porta::stream s(device);
+  std::vector<double> epoch_seconds;
+  double train_loss = 0, trained_images = 0;
+  if (o.eval_only) {
+    model.load(read_checkpoint(o.checkpoint), s);
+  } else {
+    model.initialize(o.seed);
+    TrainSettings settings;
+    settings.batch = o.batch;
+    settings.grad_accum = o.grad_accum;
+    settings.seed = o.seed;
+    settings.update.optimizer = sgd ? Optimizer::sgd : Optimizer::adam;
+    settings.update.learning_rate = float(o.lr.value_or(sgd ? 0.05 : 1e-3));
+    settings.update.accumulated = o.grad_accum;
+    Trainer trainer(model, *train, settings);
+    for (int e = 0; e < o.epochs; ++e) {
+      ProgressBar bar(e + 1, o.epochs, o.progress);
+      const EpochResult r = trainer.run_epoch(
+          e, [&](int64_t done, int64_t total, double loss) { bar.update(done, total, loss); });
+      bar.finish(r.images, r.seconds, r.mean_loss);
+      if (!std::isfinite(r.mean_loss)) {
+        throw std::runtime_error("the training loss diverged (" + std::to_string(r.mean_loss) +
+                                 " in epoch " + std::to_string(e + 1) + "); try a smaller --lr");
+      }
+      epoch_seconds.push_back(r.seconds);
+      train_loss = r.mean_loss;
+      trained_images += double(r.images);
+    }
+    if (!o.checkpoint.empty()) write_checkpoint(o.checkpoint, model.parameters(s));
+  }
+
+  const EvalResult eval = evaluate(model, test, kEvalBatch);
+  if (!o.predictions.empty()) write_predictions(o.predictions, eval.predictions);
+  double total_seconds = 0;
+  for (double t : epoch_seconds) total_seconds += t;
+
+  using nlohmann::json;
+  json line = {
+      {"backend", properties.backend},
+      {"device", properties.name},
+      {"epochs", o.eval_only ? 0 : o.epochs},
+      {"test_accuracy", eval.accuracy},
+      {"train_loss", o.eval_only ? json(nullptr) : json(train_loss)},
+      {"epoch_seconds", epoch_seconds},
+      {"images_per_second", o.eval_only ? json(nullptr) : json(trained_images / total_seconds)},
+      {"test_loss", eval.mean_loss},
+      {"precision", o.precision},
+      {"train_images", train ? train->count : 0},
+      {"test_images", test.count}};
+  std::printf("%s\n", line.dump().c_str());
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"porta-train: a small CNN trained on Fashion-MNIST with Porta's operator set"};
+  app.add_option("--data", o.data, "Directory with the Fashion-MNIST IDX files (.gz or plain)")
+      ->capture_default_str();
+  app.add_option("--backend", o.backend,
+                 "Backends to try, as PORTA_BACKEND (auto, cpu, cuda, hip, level_zero or a comma "
+                 "list); overrides the environment");
+  app.add_option("--epochs", o.epochs, "Passes over the training set")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--batch", o.batch, "Images per (micro-)batch")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(4096)));
+  app.add_option("--lr", o.lr, "Learning rate (default 0.001 for adam, 0.05 for sgd)")
+      ->check(CLI::PositiveNumber & CLI::Range(0.0, 10.0));
+  app.add_option("--optimizer", o.optimizer, "sgd (momentum 0.9) or adam")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sgd", "adam"}));
+  app.add_option("--seed", o.seed, "Seed of the initial weights and of the batch order")
+      ->capture_default_str();
+  app.add_option("--grad-accum", o.grad_accum,
+                 "Micro-batches whose gradients are summed per optimiser step (the step is that "
+                 "of their mean)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1024)));
+  app.add_option("--precision", o.precision,
+                 "f32, or bf16 (bf16 operands for conv and GEMM, fp32 master weights, fp32 "
+                 "accumulation)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_option("--checkpoint", o.checkpoint,
+                 "Checkpoint file: written after training, read with --eval-only");
+  app.add_flag("--eval-only", o.eval_only,
+               "Evaluate the --checkpoint on the test set, no training");
+  app.add_option("--predictions", o.predictions,
+                 "Write the predicted class of each test image to this file, one per line");
+  app.add_option("--train-limit", o.train_limit, "Use only the first N training images (0: all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--test-limit", o.test_limit, "Use only the first N test images (0: all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("!--no-progress", o.progress, "No progress bar on stderr");
+  app.footer(
+      "Prints one JSON line on stdout: backend, device, epochs, test_accuracy, train_loss, "
+      "epoch_seconds, images_per_second (and test_loss, precision, train_images, test_images).\n"
+      "Exit status: 0 success, 1 failure, 2 bad usage, 3 backend, op implementation or "
+      "--precision bf16 not available here.");
+  try {
+    app.parse(argc, argv);
+    if (o.eval_only && o.checkpoint.empty()) {
+      throw CLI::ValidationError("--eval-only", "needs --checkpoint FILE to evaluate");
+    }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitUsage;
+  }
+
+  int code = kExitFailure;
+  try {
+    code = run(o);
+  } catch (const unavailable& e) {
+    std::fprintf(stderr, "porta-train: unavailable: %s\n", e.what());
+    code = kExitUnavailable;
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "porta-train: %s\n", e.what());
+    code = kExitUsage;
+  } catch (const unsupported_error& e) {
+    std::fprintf(stderr, "porta-train: %s\n", e.what());
+    code = kExitUnavailable;
+  } catch (const porta::error& e) {
+    std::fprintf(stderr, "porta-train: %s\n", e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "porta-train: %s\n", e.what());
+  }
+  porta_shutdown();
+  return code;
+}

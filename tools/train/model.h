@@ -1,0 +1,105 @@
+// The network porta-train trains, built from Porta's operator set alone:
+//
+//   conv1 3x3, 1 -> 32, pad 1, ReLU, max-pool 2x2   28x28 -> 14x14
+//   conv2 3x3, 32 -> 64, pad 1, ReLU, max-pool 2x2  14x14 -> 7x7
+//   fc1 3136 -> 128, ReLU
+//   fc2 128 -> 10, softmax cross-entropy
+//
+// Forward, backward and the optimiser update are queued on one stream of the model's device; the
+// host only queues work. Parameters are fp32 (the master copy); with Precision::bf16, convolutions
+// and GEMMs read bf16 copies of their operands and still accumulate and write fp32.
+#pragma once
+
+#include <porta/porta_ops.h>
+
+#include <cstdint>
+#include <memory>
+#include <porta/porta.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "checkpoint.h"
+
+namespace porta_train {
+
+enum class Precision { f32, bf16 };
+
+// The operator set in use lacks what a setting needs (bf16 operands, for one).
+class unsupported_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+enum class Optimizer { sgd, adam };
+
+struct UpdateSettings {
+  Optimizer optimizer = Optimizer::adam;
+  float learning_rate = 1e-3f;
+  float momentum = 0.9f;  // SGD
+  float weight_decay = 0.0f;
+  float beta1 = 0.9f, beta2 = 0.999f, epsilon = 1e-8f;  // Adam
+  int64_t accumulated = 1;  // micro-batches summed into the gradient (see Model::update)
+};
+
+constexpr int64_t kImageSide = 28;
+constexpr int64_t kPixels = kImageSide * kImageSide;
+constexpr int64_t kClasses = 10;
+
+class Model {
+ public:
+  // Buffers for batches of up to max_rows images. accumulate: keep a second set of gradient
+  // buffers so that backward can add into the first (gradient accumulation).
+  Model(porta_device_t device, int64_t max_rows, Precision precision, bool accumulate);
+  ~Model();
+
+  // He-normal weights and zero biases from `seed` (splitmix64 + Box-Muller: the same values on
+  // every platform); resets the optimiser state.
+  void initialize(uint64_t seed);
+  // The parameters, by their checkpoint names; fp32. Waits for `s`.
+  std::vector<Tensor> parameters(const porta::stream& s) const;
+  // Replaces the parameters; throws checkpoint_error naming the tensor whose name or shape does
+  // not match, before changing anything.
+  void load(const std::vector<Tensor>& tensors, const porta::stream& s);
+  // The names and shapes the model expects, in checkpoint order.
+  static std::vector<std::pair<std::string, std::vector<int64_t>>> layout();
+
+  // Forward over rows images x (rows x 1 x 28 x 28, fp32, device) with labels (device): the mean
+  // loss goes to *loss (device); with `gradient` the logits' gradient is kept for backward.
+  void forward(const porta::stream& s, int64_t rows, const float* x, const int32_t* labels,
+               float* loss, bool gradient);
+  // The gradients of the last forward (which had gradient = true): written to the gradient
+  // buffers, or added to them with accumulate = true.
+  void backward(const porta::stream& s, int64_t rows, const float* x, bool accumulate);
+  // One optimiser step (step counts from 1) from the gradient buffers. With
+  // settings.accumulated = N the buffers hold the sum of N micro-batch means, and the update is
+  // that of their mean.
+  void update(const porta::stream& s, const UpdateSettings& settings, int64_t step);
+
+  // The gradient buffers (what update() would apply), by parameter name. Waits for `s`.
+  std::vector<Tensor> gradients(const porta::stream& s) const;
+
+  // Device logits of the last forward (rows x 10).
+  const float* logits() const { return logits_.data(); }
+  porta_device_t device() const { return device_; }
+  Precision precision() const { return precision_; }
+
+ private:
+  struct Param;
+  struct Operand;
+  Param& param(size_t i) { return *params_[i]; }
+  const void* operand(const porta::stream& s, size_t slot, const float* src, int64_t count,
+                      bool refresh);
+  porta_dtype_t dtype() const;
+
+  porta_device_t device_;
+  int64_t max_rows_;
+  Precision precision_;
+  bool accumulate_;
+  std::vector<std::unique_ptr<Param>> params_;
+  // Activations and their gradients, each sized for max_rows.
+  porta::device_buffer<float> a1_, h1_, p1_, a2_, h2_, p2_, z3_, h3_, logits_;
+  porta::device_buffer<float> dlogits_, dh3_, dp2_, dh2_, dp1_, dh1_;
+  std::vector<std::unique_ptr<Operand>> operands_;  // bf16 copies (Precision::bf16 only)
+};
+
+}  // namespace porta_train
