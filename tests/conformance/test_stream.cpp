@@ -190,6 +190,39 @@ TEST_CASE("stream: wait_event orders work across streams without blocking the ho
   }
 }
 
+TEST_CASE("stream: copies on another stream run while a kernel computes",
+          "[stream]" PT_KERNELS_TAG) {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    if (!(properties(device).capabilities & PORTA_CAPABILITY_ASYNC_COPY)) {
+      WARN("device " << device << " does not claim PORTA_CAPABILITY_ASYNC_COPY: not checked");
+      continue;
+    }
+    Module module(device);
+    porta_kernel_t spin = module.kernel("spin");
+    Stream compute(device), copy(device);
+    Event copied(device);
+    constexpr size_t kSize = size_t{16} << 20;
+    Buffer buffer(device, kSize), scratch(device, 256);
+    Buffer host_in(device, kSize, Buffer::kPinned), host_out(device, kSize, Buffer::kPinned);
+    std::memset(host_in.get(), 0x5A, kSize);
+    std::memset(host_out.get(), 0, kSize);
+
+    // A kernel of about kSpinTargetMs on one stream, then both copy directions on another. A
+    // backend that ran copies behind kernels (one queue, or one engine) would finish the copies
+    // only after the kernel, so the compute stream would be idle by the time they are done.
+    PT_REQUIRE_OK(launch_spin(device, spin, scratch.as<float>(), compute.get()));
+    PT_REQUIRE_OK(porta_memcpy_async(buffer.get(), host_in.get(), kSize, copy.get()));
+    PT_REQUIRE_OK(porta_memcpy_async(host_out.get(), buffer.get(), kSize, copy.get()));
+    PT_REQUIRE_OK(porta_event_record(copied.get(), copy.get()));
+    PT_REQUIRE_OK(porta_event_synchronize(copied.get()));
+    PT_CHECK_STATUS(PORTA_NOT_READY, porta_stream_query(compute.get()));
+    PT_REQUIRE_OK(porta_stream_synchronize(compute.get()));
+    CHECK(std::vector<uint8_t>(host_out.bytes(), host_out.bytes() + kSize) ==
+          std::vector<uint8_t>(kSize, 0x5A));
+  }
+}
+
 TEST_CASE("stream: waiting on an event never recorded does not wait", "[stream]") {
   for (porta_device_t device : devices()) {
     INFO("device " << device);
