@@ -16,10 +16,16 @@
 
 #include "gpu_driver.h"
 #include "gpu_image.h"
-#include "gpu_status.h"
 #include "gpu_vendor.h"
+#include "plugin_support.h"
 
 namespace porta::gpu {
+
+using plugin::fail;
+using plugin::guarded;
+using plugin::log;
+using plugin::set_error_message;
+
 namespace {
 
 #define PORTA_GPU_STR2(x) #x
@@ -715,43 +721,17 @@ const porta_backend_interface_t kInterface = {
     .stream_launch_host_func = stream_launch_host_func,
 };
 
-constexpr bool fits(size_t struct_size, size_t field_end) { return struct_size >= field_end; }
-
 }  // namespace
 }  // namespace porta::gpu
 
 // The entry touches no driver: that happens in initialize, so the plugin loads anywhere.
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  using porta::gpu::fits;
-  using porta::gpu::kBackendName;
-  if (!host || !out_plugin) return PORTA_ERROR_INVALID_ARGUMENT;
-  constexpr size_t kHostNeeds = offsetof(porta_host_api_t, log) + sizeof(host->log);
-  if (!fits(host->struct_size, kHostNeeds)) {
-    constexpr size_t kMessageEnd =
-        offsetof(porta_host_api_t, set_error_message) + sizeof(host->set_error_message);
-    if (fits(host->struct_size, kMessageEnd) && host->set_error_message) {
-      host->set_error_message("the host API is older than this GPU plugin needs");
-    }
-    return PORTA_ERROR_INCOMPATIBLE_VERSION;
-  }
-  const size_t size = out_plugin->struct_size;
-  if (!fits(size, offsetof(porta_plugin_t, abi_major) + sizeof(out_plugin->abi_major))) {
-    if (host->set_error_message) host->set_error_message("porta_plugin_t is too small");
-    return PORTA_ERROR_INVALID_ARGUMENT;
-  }
-  porta::gpu::set_host(host);
-
-#define PORTA_GPU_SET(field, value)                                              \
-  if (fits(size, offsetof(porta_plugin_t, field) + sizeof(out_plugin->field))) { \
-    out_plugin->field = (value);                                                 \
-  }
-  PORTA_GPU_SET(abi_major, PORTA_PLUGIN_ABI_MAJOR);
-  PORTA_GPU_SET(abi_minor, PORTA_PLUGIN_ABI_MINOR);
-  PORTA_GPU_SET(kind, PORTA_PLUGIN_KIND_BACKEND);
-  PORTA_GPU_SET(name, kBackendName);
-  PORTA_GPU_SET(version, porta::gpu::kVersion);
-  PORTA_GPU_SET(backend, &porta::gpu::kInterface);
-#undef PORTA_GPU_SET
-  return PORTA_SUCCESS;
+  return porta::plugin::enter(host, out_plugin,
+                              {.kind = PORTA_PLUGIN_KIND_BACKEND,
+                               .name = porta::gpu::kBackendName,
+                               .version = porta::gpu::kVersion,
+                               .backend = &porta::gpu::kInterface,
+                               .ops = nullptr,
+                               .name_in_errors = true});
 }
