@@ -230,16 +230,11 @@ Scratch scratch_for(porta_stream_t stream, size_t bytes) {
 
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  // An op plugin is nothing without its interface, porta_plugin_t's last field: a libporta whose
-  // struct stops short of it is too old for this plugin.
-  if (!host || !out_plugin || out_plugin->struct_size < sizeof(porta_plugin_t)) {
-    return PORTA_ERROR_INCOMPATIBLE_VERSION;
-  }
-  return porta::plugin::enter(host, out_plugin,
-                              {.kind = PORTA_PLUGIN_KIND_OPS,
-                               .name = "portable",
-                               .version = "0.1.0",
-                               .backend = nullptr,
-                               .ops = &porta::portable_ops::kInterface,
-                               .name_in_errors = false});
+  return porta::plugin::enter_ops(host, out_plugin,
+                                  {.kind = PORTA_PLUGIN_KIND_OPS,
+                                   .name = "portable",
+                                   .version = "0.1.0",
+                                   .backend = nullptr,
+                                   .ops = &porta::portable_ops::kInterface,
+                                   .name_in_errors = false});
 }

@@ -69,6 +69,14 @@ porta_status_t enter(const porta_host_api_t* host, porta_plugin_t* out_plugin,
   return PORTA_SUCCESS;
 }
 
+porta_status_t enter_ops(const porta_host_api_t* host, porta_plugin_t* out_plugin,
+                         const Description& description) noexcept {
+  if (!host || !out_plugin || out_plugin->struct_size < sizeof(porta_plugin_t)) {
+    return PORTA_ERROR_INCOMPATIBLE_VERSION;
+  }
+  return enter(host, out_plugin, description);
+}
+
 void set_error_message(const std::string& message) noexcept {
   const porta_host_api_t* host = g_host.load(std::memory_order_acquire);
   if (host && host->set_error_message) host->set_error_message(message.c_str());

@@ -47,6 +47,10 @@ struct Description {
 // its struct_size covers: a libporta built against a shorter porta_plugin_t reads no further.
 porta_status_t enter(const porta_host_api_t* host, porta_plugin_t* out_plugin,
                      const Description& description) noexcept;
+// The same for an op plugin, which is nothing without its interface, porta_plugin_t's last
+// field: a NULL argument or a porta_plugin_t that stops short of it is INCOMPATIBLE_VERSION.
+porta_status_t enter_ops(const porta_host_api_t* host, porta_plugin_t* out_plugin,
+                         const Description& description) noexcept;
 
 // Sets the calling thread's last error message in libporta (nothing before enter).
 void set_error_message(const std::string& message) noexcept;

@@ -230,24 +230,20 @@ void clear_caches() {
 
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  // An op plugin is nothing without its interface, porta_plugin_t's last field: a libporta whose
-  // struct or host API stops short of what this plugin reads is too old for it.
-  if (!host || !out_plugin || out_plugin->struct_size < sizeof(porta_plugin_t) ||
-      host->struct_size < sizeof(porta_host_api_t)) {
-    return PORTA_ERROR_INCOMPATIBLE_VERSION;
-  }
-  const char* version = nullptr;
+  const porta_status_t status =
+      porta::plugin::enter_ops(host, out_plugin,
+                               {.kind = PORTA_PLUGIN_KIND_OPS,
+                                .name = "vendor_cpu",
+                                .version = nullptr,  // below: it names the libraries loaded
+                                .backend = nullptr,
+                                .ops = &porta::vendor_cpu::kInterface,
+                                .name_in_errors = false});
+  if (status != PORTA_SUCCESS) return status;
   try {
-    static const std::string text = porta::vendor_cpu::version_text();
-    version = text.c_str();
+    static const std::string version = porta::vendor_cpu::version_text();
+    out_plugin->version = version.c_str();
   } catch (...) {
     return PORTA_ERROR_OUT_OF_MEMORY;
   }
-  return porta::plugin::enter(host, out_plugin,
-                              {.kind = PORTA_PLUGIN_KIND_OPS,
-                               .name = "vendor_cpu",
-                               .version = version,
-                               .backend = nullptr,
-                               .ops = &porta::vendor_cpu::kInterface,
-                               .name_in_errors = false});
+  return PORTA_SUCCESS;
 }
