@@ -77,6 +77,19 @@ porta_status_t enter_ops(const porta_host_api_t* host, porta_plugin_t* out_plugi
   return enter(host, out_plugin, description);
 }
 
+porta_status_t enter_ops(const porta_host_api_t* host, porta_plugin_t* out_plugin,
+                         const Description& description, std::string (*version_text)()) noexcept {
+  const porta_status_t status = enter_ops(host, out_plugin, description);
+  if (status != PORTA_SUCCESS) return status;
+  try {
+    static const std::string version = version_text();
+    out_plugin->version = version.c_str();
+  } catch (...) {
+    return PORTA_ERROR_OUT_OF_MEMORY;
+  }
+  return PORTA_SUCCESS;
+}
+
 void set_error_message(const std::string& message) noexcept {
   const porta_host_api_t* host = g_host.load(std::memory_order_acquire);
   if (host && host->set_error_message) host->set_error_message(message.c_str());

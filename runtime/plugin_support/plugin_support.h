@@ -51,6 +51,10 @@ porta_status_t enter(const porta_host_api_t* host, porta_plugin_t* out_plugin,
 // field: a NULL argument or a porta_plugin_t that stops short of it is INCOMPATIBLE_VERSION.
 porta_status_t enter_ops(const porta_host_api_t* host, porta_plugin_t* out_plugin,
                          const Description& description) noexcept;
+// As above, with the version string made by version_text() once, after the checks pass, and kept
+// (OUT_OF_MEMORY when it cannot be): for plugins that name the libraries they loaded.
+porta_status_t enter_ops(const porta_host_api_t* host, porta_plugin_t* out_plugin,
+                         const Description& description, std::string (*version_text)()) noexcept;
 
 // Sets the calling thread's last error message in libporta (nothing before enter).
 void set_error_message(const std::string& message) noexcept;

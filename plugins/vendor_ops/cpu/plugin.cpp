@@ -230,20 +230,12 @@ void clear_caches() {
 
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  const porta_status_t status =
-      porta::plugin::enter_ops(host, out_plugin,
-                               {.kind = PORTA_PLUGIN_KIND_OPS,
-                                .name = "vendor_cpu",
-                                .version = nullptr,  // below: it names the libraries loaded
-                                .backend = nullptr,
-                                .ops = &porta::vendor_cpu::kInterface,
-                                .name_in_errors = false});
-  if (status != PORTA_SUCCESS) return status;
-  try {
-    static const std::string version = porta::vendor_cpu::version_text();
-    out_plugin->version = version.c_str();
-  } catch (...) {
-    return PORTA_ERROR_OUT_OF_MEMORY;
-  }
-  return PORTA_SUCCESS;
+  return porta::plugin::enter_ops(host, out_plugin,
+                                  {.kind = PORTA_PLUGIN_KIND_OPS,
+                                   .name = "vendor_cpu",
+                                   .version = nullptr,  // from version_text
+                                   .backend = nullptr,
+                                   .ops = &porta::vendor_cpu::kInterface,
+                                   .name_in_errors = false},
+                                  porta::vendor_cpu::version_text);
 }
