@@ -18,11 +18,17 @@
 
 #include "cpu_device.h"
 #include "cpu_module.h"
-#include "cpu_status.h"
 #include "cpu_stream.h"
+#include "plugin_support.h"
 #include "thread_pool.h"
 
 namespace porta::cpu {
+
+using plugin::fail;
+using plugin::guarded;
+using plugin::log;
+using plugin::set_error_message;
+
 namespace {
 
 #define PORTA_CPU_STR2(x) #x
@@ -492,42 +498,16 @@ const porta_backend_interface_t kInterface = {
     .stream_launch_host_func = stream_launch_host_func,
 };
 
-// Whether a struct of the caller's struct_size holds the field ending at field_end.
-constexpr bool fits(size_t struct_size, size_t field_end) { return struct_size >= field_end; }
-
 }  // namespace
 }  // namespace porta::cpu
 
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  using porta::cpu::fits;
-  if (!host || !out_plugin) return PORTA_ERROR_INVALID_ARGUMENT;
-  constexpr size_t kHostNeeds = offsetof(porta_host_api_t, log) + sizeof(host->log);
-  if (!fits(host->struct_size, kHostNeeds)) {
-    constexpr size_t kMessageEnd =
-        offsetof(porta_host_api_t, set_error_message) + sizeof(host->set_error_message);
-    if (fits(host->struct_size, kMessageEnd) && host->set_error_message) {
-      host->set_error_message("cpu: the host API is older than this plugin needs");
-    }
-    return PORTA_ERROR_INCOMPATIBLE_VERSION;
-  }
-  const size_t size = out_plugin->struct_size;
-  if (!fits(size, offsetof(porta_plugin_t, abi_major) + sizeof(out_plugin->abi_major))) {
-    if (host->set_error_message) host->set_error_message("cpu: porta_plugin_t is too small");
-    return PORTA_ERROR_INVALID_ARGUMENT;
-  }
-  porta::cpu::set_host(host);
-
-#define PORTA_CPU_SET(field, value)                                              \
-  if (fits(size, offsetof(porta_plugin_t, field) + sizeof(out_plugin->field))) { \
-    out_plugin->field = (value);                                                 \
-  }
-  PORTA_CPU_SET(abi_major, PORTA_PLUGIN_ABI_MAJOR);
-  PORTA_CPU_SET(abi_minor, PORTA_PLUGIN_ABI_MINOR);
-  PORTA_CPU_SET(kind, PORTA_PLUGIN_KIND_BACKEND);
-  PORTA_CPU_SET(name, "cpu");
-  PORTA_CPU_SET(version, porta::cpu::kVersion);
-  PORTA_CPU_SET(backend, &porta::cpu::kInterface);
-#undef PORTA_CPU_SET
-  return PORTA_SUCCESS;
+  return porta::plugin::enter(host, out_plugin,
+                              {.kind = PORTA_PLUGIN_KIND_BACKEND,
+                               .name = "cpu",
+                               .version = porta::cpu::kVersion,
+                               .backend = &porta::cpu::kInterface,
+                               .ops = nullptr,
+                               .name_in_errors = false});
 }

@@ -14,9 +14,12 @@
 #include <string>
 #include <string_view>
 
-#include "cpu_status.h"
+#include "plugin_support.h"
 
 namespace porta::cpu {
+
+using plugin::fail;
+
 namespace {
 
 constexpr size_t kAlignment = 256;

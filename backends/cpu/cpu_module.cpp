@@ -16,9 +16,14 @@
 #include <utility>
 #include <vector>
 
-#include "cpu_status.h"
+#include "plugin_support.h"
 
 namespace porta::cpu {
+
+using plugin::fail;
+using plugin::Failure;
+using plugin::log;
+
 namespace {
 
 #if defined(__x86_64__)

@@ -2,9 +2,13 @@
 
 #include <utility>
 
-#include "cpu_status.h"
+#include "plugin_support.h"
 
 namespace porta::cpu {
+
+using plugin::Error;
+using plugin::error_of_current_exception;
+using plugin::log;
 
 void Marker::complete() {
   std::lock_guard lock(mutex_);

@@ -16,10 +16,16 @@
 
 #include "gpu_driver.h"
 #include "gpu_image.h"
-#include "gpu_status.h"
 #include "gpu_vendor.h"
+#include "plugin_support.h"
 
 namespace porta::gpu {
+
+using plugin::fail;
+using plugin::guarded;
+using plugin::log;
+using plugin::set_error_message;
+
 namespace {
 
 #define PORTA_GPU_STR2(x) #x
@@ -250,6 +256,18 @@ void* device_pointer(void* ptr) { return ptr; }
 CUdeviceptr device_pointer(const void* ptr) { return reinterpret_cast<CUdeviceptr>(ptr); }
 #endif
 
+// The shape of most slots: under guarded, make the device current on the calling thread, then
+// run body with the driver. body returns the slot's status.
+template <typename Body>
+porta_status_t on_device(const char* slot, porta_backend_context_t context, int32_t device,
+                         Body&& body) noexcept {
+  return guarded(slot, [&] {
+    Backend& b = backend_of(context);
+    b.make_current(device);
+    return body(b.driver());
+  });
+}
+
 // ---- the slots ----------------------------------------------------------------------------------
 
 porta_status_t initialize(porta_backend_context_t* out_context, int32_t* out_device_count) {
@@ -282,11 +300,9 @@ porta_status_t device_properties(porta_backend_context_t context, int32_t device
 
 porta_status_t device_memory_info(porta_backend_context_t context, int32_t device,
                                   uint64_t* out_free, uint64_t* out_total) {
-  return guarded("device_memory_info", [&] {
-    Backend& b = backend_of(context);
-    b.make_current(device);
+  return on_device("device_memory_info", context, device, [&](const Driver& d) {
     size_t free = 0, total = 0;
-    b.driver().check(b.driver().mem_get_info(&free, &total), "memory info");
+    d.check(d.mem_get_info(&free, &total), "memory info");
     *out_free = free;
     *out_total = total;
     return PORTA_SUCCESS;
@@ -294,13 +310,11 @@ porta_status_t device_memory_info(porta_backend_context_t context, int32_t devic
 }
 
 porta_status_t device_synchronize(porta_backend_context_t context, int32_t device) {
-  return guarded("device_synchronize", [&] {
-    Backend& b = backend_of(context);
-    b.make_current(device);
+  return on_device("device_synchronize", context, device, [&](const Driver& d) {
 #if defined(PORTA_GPU_HIP)
-    b.driver().check(b.driver().device_synchronize(), "hipDeviceSynchronize");
+    d.check(d.device_synchronize(), "hipDeviceSynchronize");
 #else
-    b.driver().check(b.driver().ctx_synchronize(), "cuCtxSynchronize");
+    d.check(d.ctx_synchronize(), "cuCtxSynchronize");
 #endif
     return PORTA_SUCCESS;
   });
@@ -325,18 +339,14 @@ porta_status_t device_native_handle(porta_backend_context_t context, int32_t dev
 
 porta_status_t memory_alloc(porta_backend_context_t context, int32_t device, size_t size,
                             void** out_ptr) {
-  return guarded("memory_alloc", [&] {
-    Backend& b = backend_of(context);
-    b.make_current(device);
+  return on_device("memory_alloc", context, device, [&](const Driver& d) {
 #if defined(PORTA_GPU_HIP)
     void* ptr = nullptr;
-    b.driver().check(b.driver().mem_alloc(&ptr, size),
-                     "hipMalloc of " + std::to_string(size) + " bytes");
+    d.check(d.mem_alloc(&ptr, size), "hipMalloc of " + std::to_string(size) + " bytes");
     *out_ptr = ptr;
 #else
     CUdeviceptr ptr = 0;
-    b.driver().check(b.driver().mem_alloc(&ptr, size),
-                     "cuMemAlloc of " + std::to_string(size) + " bytes");
+    d.check(d.mem_alloc(&ptr, size), "cuMemAlloc of " + std::to_string(size) + " bytes");
     *out_ptr = reinterpret_cast<void*>(ptr);
 #endif
     return PORTA_SUCCESS;
@@ -344,91 +354,73 @@ porta_status_t memory_alloc(porta_backend_context_t context, int32_t device, siz
 }
 
 porta_status_t memory_free(porta_backend_context_t context, int32_t device, void* ptr) {
-  return guarded("memory_free", [&] {
-    Backend& b = backend_of(context);
-    b.make_current(device);
-    b.driver().check(b.driver().mem_free(device_pointer(ptr)), "free device memory");
+  return on_device("memory_free", context, device, [&](const Driver& d) {
+    d.check(d.mem_free(device_pointer(ptr)), "free device memory");
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t host_alloc(porta_backend_context_t context, int32_t device, size_t size,
                           void** out_ptr) {
-  return guarded("host_alloc", [&] {
-    Backend& b = backend_of(context);
-    b.make_current(device);
+  return on_device("host_alloc", context, device, [&](const Driver& d) {
     // Portable: pinned for every device, so a copy to another GPU overlaps too.
     void* ptr = nullptr;
-    b.driver().check(b.driver().host_alloc(&ptr, size, kHostAllocPortable),
-                     "pinned host allocation of " + std::to_string(size) + " bytes");
+    d.check(d.host_alloc(&ptr, size, kHostAllocPortable),
+            "pinned host allocation of " + std::to_string(size) + " bytes");
     *out_ptr = ptr;
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t host_free(porta_backend_context_t context, int32_t device, void* ptr) {
-  return guarded("host_free", [&] {
-    Backend& b = backend_of(context);
-    b.make_current(device);
-    b.driver().check(b.driver().host_free(ptr), "free pinned host memory");
+  return on_device("host_free", context, device, [&](const Driver& d) {
+    d.check(d.host_free(ptr), "free pinned host memory");
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t stream_create(porta_backend_context_t context, int32_t device, void** out_stream) {
-  return guarded("stream_create", [&] {
-    Backend& b = backend_of(context);
-    b.make_current(device);
+  return on_device("stream_create", context, device, [&](const Driver& d) {
     auto stream = std::make_unique<Stream>(Stream{device, nullptr});
     // Non-blocking: no implicit synchronisation with the legacy default stream, which Porta's
     // streams (its default stream included) never rely on.
-    b.driver().check(b.driver().stream_create(&stream->stream, kStreamNonBlocking),
-                     "stream create");
+    d.check(d.stream_create(&stream->stream, kStreamNonBlocking), "stream create");
     *out_stream = stream.release();
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t stream_destroy(porta_backend_context_t context, void* stream) {
-  return guarded("stream_destroy", [&] {
-    Backend& b = backend_of(context);
-    Stream& s = stream_of(stream);
-    b.make_current(s.device);
-    b.driver().check(b.driver().stream_destroy(s.stream), "stream destroy");
+  Stream& s = stream_of(stream);
+  return on_device("stream_destroy", context, s.device, [&](const Driver& d) {
+    d.check(d.stream_destroy(s.stream), "stream destroy");
     delete &s;
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t stream_synchronize(porta_backend_context_t context, void* stream) {
-  return guarded("stream_synchronize", [&] {
-    Backend& b = backend_of(context);
-    Stream& s = stream_of(stream);
-    b.make_current(s.device);
-    b.driver().check(b.driver().stream_synchronize(s.stream), "stream synchronize");
+  Stream& s = stream_of(stream);
+  return on_device("stream_synchronize", context, s.device, [&](const Driver& d) {
+    d.check(d.stream_synchronize(s.stream), "stream synchronize");
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t stream_query(porta_backend_context_t context, void* stream) {
-  return guarded("stream_query", [&] {
-    Backend& b = backend_of(context);
-    Stream& s = stream_of(stream);
-    b.make_current(s.device);
-    const result_t r = b.driver().stream_query(s.stream);
+  Stream& s = stream_of(stream);
+  return on_device("stream_query", context, s.device, [&](const Driver& d) {
+    const result_t r = d.stream_query(s.stream);
     if (r == kNotReady) return PORTA_NOT_READY;
-    b.driver().check(r, "stream query");
+    d.check(r, "stream query");
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t stream_wait_event(porta_backend_context_t context, void* stream, void* event) {
-  return guarded("stream_wait_event", [&] {
-    Backend& b = backend_of(context);
-    Stream& s = stream_of(stream);
-    b.make_current(s.device);
-    b.driver().check(b.driver().stream_wait_event(s.stream, event_of(event).event, 0),
-                     "stream wait event");
+  Stream& s = stream_of(stream);
+  return on_device("stream_wait_event", context, s.device, [&](const Driver& d) {
+    d.check(d.stream_wait_event(s.stream, event_of(event).event, 0), "stream wait event");
     return PORTA_SUCCESS;
   });
 }
@@ -442,10 +434,8 @@ porta_status_t stream_native_handle(porta_backend_context_t, void* stream, void*
 
 porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void* dst,
                             const void* src, size_t size, porta_copy_kind_t kind) {
-  return guarded("memcpy_async", [&] {
-    Backend& b = backend_of(context);
-    Stream& s = stream_of(stream);
-    b.make_current(s.device);
+  Stream& s = stream_of(stream);
+  return on_device("memcpy_async", context, s.device, [&](const Driver& d) {
 #if defined(PORTA_GPU_HIP)
     hipMemcpyKind direction = hipMemcpyDefault;
     switch (kind) {
@@ -462,16 +452,15 @@ porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void*
         direction = hipMemcpyDeviceToDevice;
         break;
     }
-    b.driver().check(b.driver().memcpy_async(dst, src, size, direction, s.stream),
-                     "hipMemcpyAsync of " + std::to_string(size) + " bytes");
+    d.check(d.memcpy_async(dst, src, size, direction, s.stream),
+            "hipMemcpyAsync of " + std::to_string(size) + " bytes");
 #else
     // With unified addressing the driver tells host from device memory by address, and pinned
     // memory from pageable: one call covers every direction, and copies from pinned memory are
     // DMA transfers that overlap kernels on other streams.
     (void)kind;
-    b.driver().check(
-        b.driver().memcpy_async(device_pointer(dst), device_pointer(src), size, s.stream),
-        "cuMemcpyAsync of " + std::to_string(size) + " bytes");
+    d.check(d.memcpy_async(device_pointer(dst), device_pointer(src), size, s.stream),
+            "cuMemcpyAsync of " + std::to_string(size) + " bytes");
 #endif
     return PORTA_SUCCESS;
   });
@@ -479,79 +468,64 @@ porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void*
 
 porta_status_t memset_async(porta_backend_context_t context, void* stream, void* dst, uint8_t value,
                             size_t size) {
-  return guarded("memset_async", [&] {
-    Backend& b = backend_of(context);
-    Stream& s = stream_of(stream);
-    b.make_current(s.device);
-    b.driver().check(b.driver().memset_d8_async(device_pointer(dst), value, size, s.stream),
-                     "memset of " + std::to_string(size) + " bytes");
+  Stream& s = stream_of(stream);
+  return on_device("memset_async", context, s.device, [&](const Driver& d) {
+    d.check(d.memset_d8_async(device_pointer(dst), value, size, s.stream),
+            "memset of " + std::to_string(size) + " bytes");
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t event_create(porta_backend_context_t context, int32_t device, void** out_event) {
-  return guarded("event_create", [&] {
-    Backend& b = backend_of(context);
-    b.make_current(device);
+  return on_device("event_create", context, device, [&](const Driver& d) {
     auto event = std::make_unique<Event>(Event{device, nullptr});
     // The default flags keep timing on (porta_event_elapsed_ms works on every event).
-    b.driver().check(b.driver().event_create(&event->event, kEventDefault), "event create");
+    d.check(d.event_create(&event->event, kEventDefault), "event create");
     *out_event = event.release();
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t event_destroy(porta_backend_context_t context, void* event) {
-  return guarded("event_destroy", [&] {
-    Backend& b = backend_of(context);
-    Event& e = event_of(event);
-    b.make_current(e.device);
+  Event& e = event_of(event);
+  return on_device("event_destroy", context, e.device, [&](const Driver& d) {
     // Waits already queued on it still complete: the driver defers the release.
-    b.driver().check(b.driver().event_destroy(e.event), "event destroy");
+    d.check(d.event_destroy(e.event), "event destroy");
     delete &e;
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t event_record(porta_backend_context_t context, void* event, void* stream) {
-  return guarded("event_record", [&] {
-    Backend& b = backend_of(context);
-    Event& e = event_of(event);
-    b.make_current(e.device);
-    b.driver().check(b.driver().event_record(e.event, stream_of(stream).stream), "event record");
+  Event& e = event_of(event);
+  return on_device("event_record", context, e.device, [&](const Driver& d) {
+    d.check(d.event_record(e.event, stream_of(stream).stream), "event record");
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t event_query(porta_backend_context_t context, void* event) {
-  return guarded("event_query", [&] {
-    Backend& b = backend_of(context);
-    Event& e = event_of(event);
-    b.make_current(e.device);
-    const result_t r = b.driver().event_query(e.event);
+  Event& e = event_of(event);
+  return on_device("event_query", context, e.device, [&](const Driver& d) {
+    const result_t r = d.event_query(e.event);
     if (r == kNotReady) return PORTA_NOT_READY;
-    b.driver().check(r, "event query");
+    d.check(r, "event query");
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t event_synchronize(porta_backend_context_t context, void* event) {
-  return guarded("event_synchronize", [&] {
-    Backend& b = backend_of(context);
-    Event& e = event_of(event);
-    b.make_current(e.device);
-    b.driver().check(b.driver().event_synchronize(e.event), "event synchronize");
+  Event& e = event_of(event);
+  return on_device("event_synchronize", context, e.device, [&](const Driver& d) {
+    d.check(d.event_synchronize(e.event), "event synchronize");
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t event_elapsed_ms(porta_backend_context_t context, void* start, void* end,
                                 float* out_ms) {
-  return guarded("event_elapsed_ms", [&] {
-    Backend& b = backend_of(context);
-    const Driver& d = b.driver();
-    Event& first = event_of(start);
-    b.make_current(first.device);
+  Event& first = event_of(start);
+  return on_device("event_elapsed_ms", context, first.device, [&](const Driver& d) {
     float ms = 0.0f;
 #if defined(PORTA_GPU_HIP)
     const result_t r = d.event_elapsed_time(&ms, first.event, event_of(end).event);
@@ -588,11 +562,9 @@ porta_status_t module_load_data(porta_backend_context_t context, int32_t device,
 }
 
 porta_status_t module_unload(porta_backend_context_t context, void* module) {
-  return guarded("module_unload", [&] {
-    Backend& b = backend_of(context);
-    auto* m = static_cast<Module*>(module);
-    b.make_current(m->device);
-    b.driver().check(b.driver().module_unload(m->module), "module unload");
+  auto* m = static_cast<Module*>(module);
+  return on_device("module_unload", context, m->device, [&](const Driver& d) {
+    d.check(d.module_unload(m->module), "module unload");
     delete m;
     return PORTA_SUCCESS;
   });
@@ -639,16 +611,13 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
 
 porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
                              const porta_launch_config_t* config, void** args, void* stream) {
-  return guarded("kernel_launch", [&] {
-    Backend& b = backend_of(context);
-    const auto* k = static_cast<const Kernel*>(kernel);
-    b.make_current(k->device);
+  const auto* k = static_cast<const Kernel*>(kernel);
+  return on_device("kernel_launch", context, k->device, [&](const Driver& d) {
     const porta_launch_config_t& c = *config;
     // The driver copies the arguments args points to before it returns, as Porta promises.
-    b.driver().check(
-        b.driver().launch_kernel(k->function, c.grid[0], c.grid[1], c.grid[2], c.group[0],
-                                 c.group[1], c.group[2], c.shared_memory_bytes,
-                                 stream_of(stream).stream, args, nullptr),
+    d.check(
+        d.launch_kernel(k->function, c.grid[0], c.grid[1], c.grid[2], c.group[0], c.group[1],
+                        c.group[2], c.shared_memory_bytes, stream_of(stream).stream, args, nullptr),
         "kernel launch");
     return PORTA_SUCCESS;
   });
@@ -715,43 +684,17 @@ const porta_backend_interface_t kInterface = {
     .stream_launch_host_func = stream_launch_host_func,
 };
 
-constexpr bool fits(size_t struct_size, size_t field_end) { return struct_size >= field_end; }
-
 }  // namespace
 }  // namespace porta::gpu
 
 // The entry touches no driver: that happens in initialize, so the plugin loads anywhere.
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  using porta::gpu::fits;
-  using porta::gpu::kBackendName;
-  if (!host || !out_plugin) return PORTA_ERROR_INVALID_ARGUMENT;
-  constexpr size_t kHostNeeds = offsetof(porta_host_api_t, log) + sizeof(host->log);
-  if (!fits(host->struct_size, kHostNeeds)) {
-    constexpr size_t kMessageEnd =
-        offsetof(porta_host_api_t, set_error_message) + sizeof(host->set_error_message);
-    if (fits(host->struct_size, kMessageEnd) && host->set_error_message) {
-      host->set_error_message("the host API is older than this GPU plugin needs");
-    }
-    return PORTA_ERROR_INCOMPATIBLE_VERSION;
-  }
-  const size_t size = out_plugin->struct_size;
-  if (!fits(size, offsetof(porta_plugin_t, abi_major) + sizeof(out_plugin->abi_major))) {
-    if (host->set_error_message) host->set_error_message("porta_plugin_t is too small");
-    return PORTA_ERROR_INVALID_ARGUMENT;
-  }
-  porta::gpu::set_host(host);
-
-#define PORTA_GPU_SET(field, value)                                              \
-  if (fits(size, offsetof(porta_plugin_t, field) + sizeof(out_plugin->field))) { \
-    out_plugin->field = (value);                                                 \
-  }
-  PORTA_GPU_SET(abi_major, PORTA_PLUGIN_ABI_MAJOR);
-  PORTA_GPU_SET(abi_minor, PORTA_PLUGIN_ABI_MINOR);
-  PORTA_GPU_SET(kind, PORTA_PLUGIN_KIND_BACKEND);
-  PORTA_GPU_SET(name, kBackendName);
-  PORTA_GPU_SET(version, porta::gpu::kVersion);
-  PORTA_GPU_SET(backend, &porta::gpu::kInterface);
-#undef PORTA_GPU_SET
-  return PORTA_SUCCESS;
+  return porta::plugin::enter(host, out_plugin,
+                              {.kind = PORTA_PLUGIN_KIND_BACKEND,
+                               .name = porta::gpu::kBackendName,
+                               .version = porta::gpu::kVersion,
+                               .backend = &porta::gpu::kInterface,
+                               .ops = nullptr,
+                               .name_in_errors = true});
 }

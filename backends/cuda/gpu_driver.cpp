@@ -2,9 +2,11 @@
 
 #include <dlfcn.h>
 
-#include "gpu_status.h"
+#include "plugin_support.h"
 
 namespace porta::gpu {
+
+using plugin::fail;
 
 std::unique_ptr<Driver> Driver::open() {
   std::unique_ptr<Driver> driver(new Driver());

@@ -6,10 +6,13 @@
 #include <string>
 #include <string_view>
 
-#include "gpu_status.h"
 #include "gpu_vendor.h"
+#include "plugin_support.h"
 
 namespace porta::gpu {
+
+using plugin::fail;
+
 namespace {
 
 #if defined(PORTA_GPU_HIP)

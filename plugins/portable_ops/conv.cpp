@@ -30,7 +30,7 @@ porta_status_t launch_conv(Pass pass, porta_stream_t stream, const porta_conv2d_
                                                "conv2d_backward_data_f32_reduce",
                                                "conv2d_backward_weights_f32_reduce"};
   const int index = static_cast<int>(pass);
-  return guarded(ops[index], [&] {
+  return guarded_op(ops[index], [&] {
     const porta_conv2d_desc_t& d = *desc;
     porta_ops::ConvArgs g{};
     g.batch = d.batch, g.channels = d.in_channels, g.height = d.in_height, g.width = d.in_width;

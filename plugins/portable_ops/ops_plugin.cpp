@@ -16,8 +16,6 @@
 namespace porta::portable_ops {
 namespace {
 
-const porta_host_api_t* host = nullptr;
-
 // A device's kernel library and the kernels looked up in it so far.
 struct DeviceKernels {
   porta::module module;
@@ -108,13 +106,15 @@ bool has_code_object(std::string_view backend) {
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
   const std::string_view name(backend);
   if (name != "cpu" && name != "cuda" && name != "hip") {
-    return fail(PORTA_ERROR_UNAVAILABLE,
-                std::string("portable ops are not written for the ") + backend + " backend");
+    return plugin::report(
+        PORTA_ERROR_UNAVAILABLE,
+        std::string("portable ops are not written for the ") + backend + " backend");
   }
   if (!has_code_object(name)) {
-    return fail(PORTA_ERROR_UNAVAILABLE, std::string("portable ops are not built for the ") +
-                                             backend + " backend: no " + kernel_library_base() +
-                                             "." + backend + "* code object");
+    return plugin::report(PORTA_ERROR_UNAVAILABLE,
+                          std::string("portable ops are not built for the ") + backend +
+                              " backend: no " + kernel_library_base() + "." + backend +
+                              "* code object");
   }
   return PORTA_SUCCESS;
 }
@@ -226,25 +226,15 @@ Scratch scratch_for(porta_stream_t stream, size_t bytes) {
   return Scratch(std::move(lock), slot.data);
 }
 
-porta_status_t fail(porta_status_t status, const std::string& message) {
-  if (host) host->set_error_message(message.c_str());
-  return status;
-}
-
 }  // namespace porta::portable_ops
 
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  if (!host || !out_plugin || out_plugin->struct_size < sizeof(porta_plugin_t)) {
-    return PORTA_ERROR_INCOMPATIBLE_VERSION;
-  }
-  porta::portable_ops::host = host;
-  out_plugin->abi_major = PORTA_PLUGIN_ABI_MAJOR;
-  out_plugin->abi_minor = PORTA_PLUGIN_ABI_MINOR;
-  out_plugin->kind = PORTA_PLUGIN_KIND_OPS;
-  out_plugin->name = "portable";
-  out_plugin->version = "0.1.0";
-  out_plugin->backend = nullptr;
-  out_plugin->ops = &porta::portable_ops::kInterface;
-  return PORTA_SUCCESS;
+  return porta::plugin::enter_ops(host, out_plugin,
+                                  {.kind = PORTA_PLUGIN_KIND_OPS,
+                                   .name = "portable",
+                                   .version = "0.1.0",
+                                   .backend = nullptr,
+                                   .ops = &porta::portable_ops::kInterface,
+                                   .name_in_errors = false});
 }

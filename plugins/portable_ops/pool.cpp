@@ -29,7 +29,7 @@ void launch_pool(porta_stream_t stream, const char* name, const porta_pool2d_des
 
 porta_status_t max_pool2d_forward(void*, porta_stream_t stream, const porta_pool2d_desc_t* desc,
                                   const float* x, float* y) {
-  return guarded("porta_max_pool2d_forward", [&] {
+  return guarded_op("porta_max_pool2d_forward", [&] {
     const PoolShape s = shape_of(*desc);
     launch_pool(stream, "max_pool2d_forward", *desc, s.planes * s.out_h, s.out_w, x, y);
   });
@@ -40,7 +40,7 @@ porta_status_t max_pool2d_forward(void*, porta_stream_t stream, const porta_pool
 // indices take one kernel that recomputes the maxima as it gathers (several times the work).
 porta_status_t max_pool2d_backward(void*, porta_stream_t stream, const porta_pool2d_desc_t* desc,
                                    const float* x, const float* dy, float* dx) {
-  return guarded("porta_max_pool2d_backward", [&] {
+  return guarded_op("porta_max_pool2d_backward", [&] {
     const porta_pool2d_desc_t& d = *desc;
     const PoolShape s = shape_of(d);
     const int64_t dx_rows = s.planes * d.in_height;

@@ -6,11 +6,11 @@
 #include <porta/porta_plugin.h>
 
 #include <cstdint>
-#include <exception>
 #include <mutex>
-#include <new>
 #include <string>
 #include <utility>
+
+#include "op_guard.h"
 
 namespace porta::portable_ops {
 
@@ -89,25 +89,10 @@ class Scratch {
 };
 Scratch scratch_for(porta_stream_t stream, size_t bytes);
 
-// Reports an error from the plugin itself through the host API and returns status.
-porta_status_t fail(porta_status_t status, const std::string& message);
-
-// Runs body, turning a porta::error into its status (the message is already the thread's last
-// error, set by the failing call) and anything else into PORTA_ERROR_BACKEND: nothing throws
-// across the plugin ABI.
-template <class Body>
-porta_status_t guarded(const char* op, Body&& body) noexcept {
-  try {
-    body();
-    return PORTA_SUCCESS;
-  } catch (const porta::error& e) {
-    return fail(e.status(), std::string(op) + ": " + e.message());
-  } catch (const std::bad_alloc&) {
-    return fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(op) + ": out of host memory");
-  } catch (const std::exception& e) {
-    return fail(PORTA_ERROR_BACKEND, std::string(op) + ": " + e.what());
-  }
-}
+// Slots run their bodies through guarded_op (op_guard.h): a porta::error keeps its status (its
+// message is already the thread's last error, set by the failing call, and is passed on after the
+// op's name), anything else becomes a status and a message: nothing throws across the plugin ABI.
+using plugin::guarded_op;
 
 // The slots, one file per family; arguments as in porta_plugin.h's porta_ops_interface_t.
 // gemm.cpp

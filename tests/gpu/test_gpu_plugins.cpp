@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "gpu_image.h"
-#include "gpu_status.h"
 #include "gpu_vendor.h"
+#include "plugin_support.h"
 
 namespace {
 
@@ -148,7 +148,7 @@ TEST_CASE("gpu plugin: code objects are checked before the driver reads them") {
   auto refused = [](const void* data, size_t size) -> porta_status_t {
     try {
       porta::gpu::checked_image(data, size);
-    } catch (const porta::gpu::Failure& failure) {
+    } catch (const porta::plugin::Failure& failure) {
       INFO(failure.what());
       CHECK(std::string(failure.what()).find("module_load_data") != std::string::npos);
       return failure.status();

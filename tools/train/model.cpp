@@ -46,6 +46,16 @@ porta_pool2d_desc_t pool_desc(int64_t rows, int64_t channels, int64_t side) {
   return d;
 }
 
+// The descriptors of a batch of `rows` images: the two convolutions and the pools after them.
+struct BatchDescs {
+  porta_conv2d_desc_t c1, c2;
+  porta_pool2d_desc_t pool1, pool2;
+};
+BatchDescs batch_descs(int64_t rows, porta_dtype_t dtype) {
+  return {conv_desc(rows, 1, kImageSide, kC1, dtype), conv_desc(rows, kC1, kSide2, kC2, dtype),
+          pool_desc(rows, kC1, kImageSide), pool_desc(rows, kC2, kSide2)};
+}
+
 // Parameter indices, in checkpoint order.
 enum : size_t { kW1, kB1, kW2, kB2, kW3, kB3, kW4, kB4, kParamCount };
 
@@ -249,10 +259,7 @@ void Model::forward(const porta::stream& s, int64_t rows, const float* x, const 
   }
   const porta_stream_t q = s.get();
   const porta_dtype_t dt = dtype();
-  const porta_conv2d_desc_t c1 = conv_desc(rows, 1, kImageSide, kC1, dt);
-  const porta_conv2d_desc_t c2 = conv_desc(rows, kC1, kSide2, kC2, dt);
-  const porta_pool2d_desc_t pool1 = pool_desc(rows, kC1, kImageSide);
-  const porta_pool2d_desc_t pool2 = pool_desc(rows, kC2, kSide2);
+  const auto [c1, c2, pool1, pool2] = batch_descs(rows, dt);
 
   // Each operand is converted right before its first reader; backward reuses these copies (the
   // weights do not change before the update).
@@ -291,10 +298,7 @@ void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool 
   }
   const porta_stream_t q = s.get();
   const porta_dtype_t dt = dtype();
-  const porta_conv2d_desc_t c1 = conv_desc(rows, 1, kImageSide, kC1, dt);
-  const porta_conv2d_desc_t c2 = conv_desc(rows, kC1, kSide2, kC2, dt);
-  const porta_pool2d_desc_t pool1 = pool_desc(rows, kC1, kImageSide);
-  const porta_pool2d_desc_t pool2 = pool_desc(rows, kC2, kSide2);
+  const auto [c1, c2, pool1, pool2] = batch_descs(rows, dt);
   // With accumulation the gradients land in grad2 and are added to grad at the end.
   auto g = [&](size_t i) { return accumulate ? param(i).grad2.data() : param(i).grad.data(); };
   // Operands of the forward pass, already converted, and gradients, converted here.

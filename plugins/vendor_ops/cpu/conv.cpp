@@ -83,6 +83,27 @@ void plan(Conv& c, const dnnl::memory::desc& in0, const dnnl::memory::desc& in1,
   if (c.out != c.out_user) c.out_reorder = reorder(c.out, c.out_user);
 }
 
+// One of a pass's two inputs or its output: the primitive's argument, the user's plain layout and
+// the one oneDNN chose.
+struct Operand {
+  int arg;
+  dnnl::memory::desc user, chosen;
+};
+
+// Fills c from a pass's primitive descriptor: the primitive, its operands' layouts with the
+// reorders between them, and its scratchpad.
+template <class Primitive, class PrimitiveDesc>
+void set_up(Conv& c, const PrimitiveDesc& pd, const Operand& in0, const Operand& in1,
+            const Operand& out) {
+  c.primitive = Primitive(pd);
+  c.in0_arg = in0.arg, c.in1_arg = in1.arg, c.out_arg = out.arg;
+  c.in0_user = in0.user;
+  c.in1_user = in1.user;
+  c.out_user = out.user;
+  plan(c, in0.chosen, in1.chosen, out.chosen);
+  c.scratchpad = pd.scratchpad_desc();
+}
+
 Conv make_conv(const porta_conv2d_desc_t& d, Pass pass) {
   const Shapes s = shapes(d);
   const dt type = dnnl_type(d.dtype);
@@ -92,13 +113,10 @@ Conv make_conv(const porta_conv2d_desc_t& d, Pass pass) {
   switch (pass) {
     case Pass::kForward: {
       auto pd = make_pd(what, [&] { return forward_pd(d, s); });
-      c.primitive = dnnl::convolution_forward(pd);
-      c.in0_arg = DNNL_ARG_SRC, c.in1_arg = DNNL_ARG_WEIGHTS, c.out_arg = DNNL_ARG_DST;
-      c.in0_user = {s.x, type, tag::nchw};
-      c.in1_user = {s.w, type, tag::oihw};
-      c.out_user = {s.y, dt::f32, tag::nchw};
-      plan(c, pd.src_desc(), pd.weights_desc(), pd.dst_desc());
-      c.scratchpad = pd.scratchpad_desc();
+      set_up<dnnl::convolution_forward>(
+          c, pd, {DNNL_ARG_SRC, {s.x, type, tag::nchw}, pd.src_desc()},
+          {DNNL_ARG_WEIGHTS, {s.w, type, tag::oihw}, pd.weights_desc()},
+          {DNNL_ARG_DST, {s.y, dt::f32, tag::nchw}, pd.dst_desc()});
       break;
     }
     case Pass::kBackwardData: {
@@ -109,13 +127,10 @@ Conv make_conv(const porta_conv2d_desc_t& d, Pass pass) {
         return dnnl::convolution_backward_data::primitive_desc(desc, user_scratchpad(), engine(),
                                                                forward_pd(d, s));
       });
-      c.primitive = dnnl::convolution_backward_data(pd);
-      c.in0_arg = DNNL_ARG_DIFF_DST, c.in1_arg = DNNL_ARG_WEIGHTS, c.out_arg = DNNL_ARG_DIFF_SRC;
-      c.in0_user = {s.y, type, tag::nchw};
-      c.in1_user = {s.w, type, tag::oihw};
-      c.out_user = {s.x, dt::f32, tag::nchw};
-      plan(c, pd.diff_dst_desc(), pd.weights_desc(), pd.diff_src_desc());
-      c.scratchpad = pd.scratchpad_desc();
+      set_up<dnnl::convolution_backward_data>(
+          c, pd, {DNNL_ARG_DIFF_DST, {s.y, type, tag::nchw}, pd.diff_dst_desc()},
+          {DNNL_ARG_WEIGHTS, {s.w, type, tag::oihw}, pd.weights_desc()},
+          {DNNL_ARG_DIFF_SRC, {s.x, dt::f32, tag::nchw}, pd.diff_src_desc()});
       break;
     }
     case Pass::kBackwardWeights: {
@@ -126,13 +141,10 @@ Conv make_conv(const porta_conv2d_desc_t& d, Pass pass) {
         return dnnl::convolution_backward_weights::primitive_desc(desc, user_scratchpad(), engine(),
                                                                   forward_pd(d, s));
       });
-      c.primitive = dnnl::convolution_backward_weights(pd);
-      c.in0_arg = DNNL_ARG_SRC, c.in1_arg = DNNL_ARG_DIFF_DST, c.out_arg = DNNL_ARG_DIFF_WEIGHTS;
-      c.in0_user = {s.x, type, tag::nchw};
-      c.in1_user = {s.y, type, tag::nchw};
-      c.out_user = {s.w, dt::f32, tag::oihw};
-      plan(c, pd.src_desc(), pd.diff_dst_desc(), pd.diff_weights_desc());
-      c.scratchpad = pd.scratchpad_desc();
+      set_up<dnnl::convolution_backward_weights>(
+          c, pd, {DNNL_ARG_SRC, {s.x, type, tag::nchw}, pd.src_desc()},
+          {DNNL_ARG_DIFF_DST, {s.y, type, tag::nchw}, pd.diff_dst_desc()},
+          {DNNL_ARG_DIFF_WEIGHTS, {s.w, dt::f32, tag::oihw}, pd.diff_weights_desc()});
       break;
     }
   }

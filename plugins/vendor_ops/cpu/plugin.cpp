@@ -15,8 +15,6 @@
 namespace porta::vendor_cpu {
 namespace {
 
-const porta_host_api_t* host = nullptr;
-
 // The failure of a queued call, per stream, until the stream's next op reports it.
 std::mutex failures_mutex;
 std::map<porta_stream_t, std::string> failures;
@@ -24,8 +22,11 @@ std::map<porta_stream_t, std::string> failures;
 std::mutex threads_mutex;
 std::map<porta_device_t, int> device_threads;
 
-void log_error(const std::string& message) {
-  if (host && host->log) host->log(PORTA_LOG_ERROR, message.c_str());
+// A oneDNN error as a Failure: out of memory, or a backend error naming oneDNN's status.
+Failure failure_of(const dnnl::error& e) {
+  const porta_status_t status =
+      e.status == dnnl_out_of_memory ? PORTA_ERROR_OUT_OF_MEMORY : PORTA_ERROR_BACKEND;
+  return Failure(status, std::string("oneDNN: ") + dnnl_status_name(e.status) + ": " + e.what());
 }
 
 struct Job {
@@ -40,23 +41,19 @@ void run_job(void* data) {
   std::unique_ptr<Job> job(static_cast<Job*>(data));
   std::string failure;
   try {
-    // OpenMP's thread count is per calling thread: set it on this worker, for oneDNN.
-    if (omp_get_max_threads() != job->threads) omp_set_num_threads(job->threads);
-    job->work();
-  } catch (const dnnl::error& e) {
-    failure = job->op + ": oneDNN: " + dnnl_status_name(e.status) + ": " + e.what();
-  } catch (const Failure& e) {
-    failure = job->op + ": " + e.what();
-  } catch (const std::bad_alloc&) {
-    failure = job->op + ": out of host memory";
-  } catch (const std::exception& e) {
-    failure = job->op + ": " + e.what();
+    try {
+      // OpenMP's thread count is per calling thread: set it on this worker, for oneDNN.
+      if (omp_get_max_threads() != job->threads) omp_set_num_threads(job->threads);
+      job->work();
+    } catch (const dnnl::error& e) {
+      throw failure_of(e);
+    }
   } catch (...) {
-    failure = job->op + ": an unknown exception";
+    failure = plugin::error_of_op_exception(job->op.c_str()).message;
   }
   if (failure.empty()) return;
   try {
-    log_error("vendor_cpu: " + failure);
+    plugin::log(PORTA_LOG_ERROR, failure);
     std::lock_guard lock(failures_mutex);
     failures.emplace(job->stream, std::move(failure));  // the first one is kept
   } catch (...) {
@@ -82,8 +79,8 @@ void shutdown(porta_backend_context_t) {
 // Device memory must be host memory: OpenBLAS and oneDNN read it directly.
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
   if (std::string_view(backend) == "cpu") return PORTA_SUCCESS;
-  return fail(PORTA_ERROR_UNAVAILABLE,
-              std::string("vendor_cpu serves the cpu backend only, not ") + backend);
+  return plugin::report(PORTA_ERROR_UNAVAILABLE,
+                        std::string("vendor_cpu serves the cpu backend only, not ") + backend);
 }
 
 const porta_ops_interface_t kInterface = {
@@ -148,14 +145,9 @@ const char* dnnl_status_name(dnnl_status_t status) {
   }
 }
 
-porta_status_t fail(porta_status_t status, const std::string& message) {
-  if (host) host->set_error_message(message.c_str());
-  return status;
-}
-
 porta_status_t guarded(const char* op, porta_stream_t stream,
                        const std::function<void()>& body) noexcept {
-  try {
+  return plugin::guarded_op(op, [&] {
     std::string earlier;
     {
       std::lock_guard lock(failures_mutex);
@@ -165,27 +157,14 @@ porta_status_t guarded(const char* op, porta_stream_t stream,
       }
     }
     if (!earlier.empty()) {
-      return fail(PORTA_ERROR_BACKEND,
-                  std::string(op) + ": an earlier vendor op on this stream failed: " + earlier);
+      throw Failure(PORTA_ERROR_BACKEND, "an earlier vendor op on this stream failed: " + earlier);
     }
-    body();
-    return PORTA_SUCCESS;
-  } catch (const Failure& e) {
-    return fail(e.status, std::string(op) + ": " + e.what());
-  } catch (const porta::error& e) {
-    return fail(e.status(), std::string(op) + ": " + e.message());
-  } catch (const dnnl::error& e) {
-    const porta_status_t status =
-        e.status == dnnl_out_of_memory ? PORTA_ERROR_OUT_OF_MEMORY : PORTA_ERROR_BACKEND;
-    return fail(status,
-                std::string(op) + ": oneDNN: " + dnnl_status_name(e.status) + ": " + e.what());
-  } catch (const std::bad_alloc&) {
-    return fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(op) + ": out of host memory");
-  } catch (const std::exception& e) {
-    return fail(PORTA_ERROR_BACKEND, std::string(op) + ": " + e.what());
-  } catch (...) {
-    return fail(PORTA_ERROR_BACKEND, std::string(op) + ": an unknown exception");
-  }
+    try {
+      body();
+    } catch (const dnnl::error& e) {
+      throw failure_of(e);
+    }
+  });
 }
 
 int threads_for(porta_stream_t stream) {
@@ -251,22 +230,12 @@ void clear_caches() {
 
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  if (!host || !out_plugin || out_plugin->struct_size < sizeof(porta_plugin_t) ||
-      host->struct_size < sizeof(porta_host_api_t)) {
-    return PORTA_ERROR_INCOMPATIBLE_VERSION;
-  }
-  porta::vendor_cpu::host = host;
-  try {
-    static const std::string version = porta::vendor_cpu::version_text();
-    out_plugin->version = version.c_str();
-  } catch (...) {
-    return PORTA_ERROR_OUT_OF_MEMORY;
-  }
-  out_plugin->abi_major = PORTA_PLUGIN_ABI_MAJOR;
-  out_plugin->abi_minor = PORTA_PLUGIN_ABI_MINOR;
-  out_plugin->kind = PORTA_PLUGIN_KIND_OPS;
-  out_plugin->name = "vendor_cpu";
-  out_plugin->backend = nullptr;
-  out_plugin->ops = &porta::vendor_cpu::kInterface;
-  return PORTA_SUCCESS;
+  return porta::plugin::enter_ops(host, out_plugin,
+                                  {.kind = PORTA_PLUGIN_KIND_OPS,
+                                   .name = "vendor_cpu",
+                                   .version = nullptr,  // from version_text
+                                   .backend = nullptr,
+                                   .ops = &porta::vendor_cpu::kInterface,
+                                   .name_in_errors = false},
+                                  porta::vendor_cpu::version_text);
 }

@@ -17,27 +17,21 @@
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <porta/porta.hpp>
-#include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "op_guard.h"
 
 namespace porta::vendor_cpu {
 
 // An error with its Porta status, thrown inside the plugin and turned into a status at the slot.
-struct Failure : std::runtime_error {
-  Failure(porta_status_t status, const std::string& message)
-      : std::runtime_error(message), status(status) {}
-  porta_status_t status;
-};
+using plugin::Failure;
 
 // The version of the oneDNN library loaded ("2.6.3").
 std::string dnnl_version_text();
 
 // oneDNN's status as its C name ("dnnl_unimplemented").
 const char* dnnl_status_name(dnnl_status_t status);
-
-// Sets the plugin's error message through the host API and returns status.
-porta_status_t fail(porta_status_t status, const std::string& message);
 
 // Runs an op slot's body: returns first the failure of an earlier queued call on this stream
 // (as GPU runtimes report asynchronous errors at the next call), then turns what body throws into

@@ -24,26 +24,18 @@
 #include <mutex>
 #include <new>
 #include <porta/porta.hpp>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "op_guard.h"
+
 namespace porta::vendor_cuda {
 namespace {
 
-const porta_host_api_t* host = nullptr;
-
-struct Failure : std::runtime_error {
-  Failure(porta_status_t status, const std::string& message)
-      : std::runtime_error(message), status(status) {}
-  porta_status_t status;
-};
-
-porta_status_t fail(porta_status_t status, const std::string& message) {
-  if (host) host->set_error_message(message.c_str());
-  return status;
-}
+using plugin::Failure;
+using plugin::guarded_op;
+using plugin::report;
 
 void check_blas(cublasStatus_t status, const char* call) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
@@ -183,24 +175,6 @@ void* workspace(StreamState& state, size_t bytes) {
   return state.workspace;
 }
 
-template <class Body>
-porta_status_t guarded(const char* op, Body&& body) noexcept {
-  try {
-    body();
-    return PORTA_SUCCESS;
-  } catch (const Failure& e) {
-    return fail(e.status, std::string(op) + ": " + e.what());
-  } catch (const porta::error& e) {
-    return fail(e.status(), std::string(op) + ": " + e.message());
-  } catch (const std::bad_alloc&) {
-    return fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(op) + ": out of host memory");
-  } catch (const std::exception& e) {
-    return fail(PORTA_ERROR_BACKEND, std::string(op) + ": " + e.what());
-  } catch (...) {
-    return fail(PORTA_ERROR_BACKEND, std::string(op) + ": an unknown exception");
-  }
-}
-
 int to_int(const char* name, int64_t value) {
   if (value > INT_MAX) {
     throw Failure(PORTA_ERROR_UNSUPPORTED, std::string(name) + " is " + std::to_string(value) +
@@ -213,7 +187,7 @@ int to_int(const char* name, int64_t value) {
 
 porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* d, const void* a,
                     const void* b, float* c) {
-  return guarded("porta_gemm", [&] {
+  return guarded_op("porta_gemm", [&] {
     cudaDataType_t type = CUDA_R_32F;
     if (d->dtype == PORTA_DTYPE_F16) type = CUDA_R_16F;
     if (d->dtype == PORTA_DTYPE_BF16) type = CUDA_R_16BF;
@@ -384,7 +358,7 @@ std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t
 
 porta_status_t conv(const char* op, Pass pass, porta_stream_t stream, const porta_conv2d_desc_t* d,
                     const void* in0, const void* in1, float* out) {
-  return guarded(op, [&] {
+  return guarded_op(op, [&] {
     // cuDNN's convolution wants x, w and y of one type; Porta's 16-bit convolutions write fp32.
     if (d->dtype != PORTA_DTYPE_F32) {
       throw Failure(PORTA_ERROR_UNSUPPORTED,
@@ -462,7 +436,7 @@ cudnnSoftmaxAlgorithm_t algorithm(porta_softmax_mode_t mode) {
 
 porta_status_t softmax_forward(void*, porta_stream_t stream, porta_softmax_mode_t mode,
                                int64_t rows, int64_t cols, const float* x, float* y) {
-  return guarded("porta_softmax_forward", [&] {
+  return guarded_op("porta_softmax_forward", [&] {
     StreamState& state = state_of(stream);
     std::lock_guard lock(state.mutex);
     CurrentContext current(state.context);
@@ -477,7 +451,7 @@ porta_status_t softmax_forward(void*, porta_stream_t stream, porta_softmax_mode_
 porta_status_t softmax_backward(void*, porta_stream_t stream, porta_softmax_mode_t mode,
                                 int64_t rows, int64_t cols, const float* y, const float* dy,
                                 float* dx) {
-  return guarded("porta_softmax_backward", [&] {
+  return guarded_op("porta_softmax_backward", [&] {
     StreamState& state = state_of(stream);
     std::lock_guard lock(state.mutex);
     CurrentContext current(state.context);
@@ -499,16 +473,16 @@ porta_status_t initialize(porta_backend_context_t* out_context) {
     void* library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!library) {
       const char* why = dlerror();
-      return fail(PORTA_ERROR_UNAVAILABLE,
-                  std::string("vendor_cuda: the CUDA driver cannot be opened: ") +
-                      (why ? why : "libcuda.so.1 not found"));
+      return report(PORTA_ERROR_UNAVAILABLE,
+                    std::string("vendor_cuda: the CUDA driver cannot be opened: ") +
+                        (why ? why : "libcuda.so.1 not found"));
     }
     auto get = reinterpret_cast<CUresult (*)(CUcontext*)>(dlsym(library, "cuCtxGetCurrent"));
     auto set = reinterpret_cast<CUresult (*)(CUcontext)>(dlsym(library, "cuCtxSetCurrent"));
     if (!get || !set) {
       dlclose(library);
-      return fail(PORTA_ERROR_UNAVAILABLE,
-                  "vendor_cuda: libcuda.so.1 lacks cuCtxGetCurrent or cuCtxSetCurrent");
+      return report(PORTA_ERROR_UNAVAILABLE,
+                    "vendor_cuda: libcuda.so.1 lacks cuCtxGetCurrent or cuCtxSetCurrent");
     }
     driver = Driver{library, get, set};
   }
@@ -539,8 +513,8 @@ void shutdown(porta_backend_context_t) {
 
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
   if (std::string_view(backend) == "cuda") return PORTA_SUCCESS;
-  return fail(PORTA_ERROR_UNAVAILABLE,
-              std::string("vendor_cuda serves the cuda backend only, not ") + backend);
+  return report(PORTA_ERROR_UNAVAILABLE,
+                std::string("vendor_cuda serves the cuda backend only, not ") + backend);
 }
 
 const porta_ops_interface_t kInterface = {
@@ -585,22 +559,12 @@ std::string version_text() {
 
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  if (!host || !out_plugin || out_plugin->struct_size < sizeof(porta_plugin_t) ||
-      host->struct_size < sizeof(porta_host_api_t)) {
-    return PORTA_ERROR_INCOMPATIBLE_VERSION;
-  }
-  porta::vendor_cuda::host = host;
-  try {
-    static const std::string version = porta::vendor_cuda::version_text();
-    out_plugin->version = version.c_str();
-  } catch (...) {
-    return PORTA_ERROR_OUT_OF_MEMORY;
-  }
-  out_plugin->abi_major = PORTA_PLUGIN_ABI_MAJOR;
-  out_plugin->abi_minor = PORTA_PLUGIN_ABI_MINOR;
-  out_plugin->kind = PORTA_PLUGIN_KIND_OPS;
-  out_plugin->name = "vendor_cuda";
-  out_plugin->backend = nullptr;
-  out_plugin->ops = &porta::vendor_cuda::kInterface;
-  return PORTA_SUCCESS;
+  return porta::plugin::enter_ops(host, out_plugin,
+                                  {.kind = PORTA_PLUGIN_KIND_OPS,
+                                   .name = "vendor_cuda",
+                                   .version = nullptr,  // from version_text
+                                   .backend = nullptr,
+                                   .ops = &porta::vendor_cuda::kInterface,
+                                   .name_in_errors = false},
+                                  porta::vendor_cuda::version_text);
 }
