@@ -109,42 +109,40 @@ PORTA_DEVICE void row_maxima(const float* plane, const Axis& ah, const Axis& aw,
   for (; q < aw.out; q += items) out(q, window_max<Index>(plane, ah, aw, p, q));
 }
 
+// Runs over rows of y (planes x out_h of them, out_w long) and hands store(i, max) each window
+// maximum, i being the output's index in y.
+template <class Index, class Store>
+PORTA_DEVICE void window_maxima(int64_t planes, const Axis& ah, const Axis& aw, const float* x,
+                                Store&& store) {
+  const uint32_t items = porta::group_size(0);
+  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;  // (plane, p)
+    if (row >= planes * ah.out) return;
+    const int64_t plane = row / ah.out;
+    row_maxima<Index>(x + plane * ah.in * aw.in, ah, aw, row - plane * ah.out, item, items,
+                      [&](int64_t q, const Max<Index>& m) { store(row * aw.out + q, m); });
+  });
+}
+
 }  // namespace
 
 PORTA_KERNEL(max_pool2d_forward, int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
              int64_t out_w, int64_t window_h, int64_t window_w, int64_t stride_h, int64_t stride_w,
              int64_t pad_h, int64_t pad_w, const float* x, float* y) {
-  const Axis ah{in_h, out_h, window_h, stride_h, pad_h};
-  const Axis aw{in_w, out_w, window_w, stride_w, pad_w};
-  const uint32_t items = porta::group_size(0);
-  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
-  porta::inner([&](uint32_t item, uint32_t r) {
-    const int64_t row = first_row + r;  // (plane, p)
-    if (row >= planes * out_h) return;
-    const int64_t plane = row / out_h;
-    float* yr = y + row * out_w;
-    row_maxima<int64_t>(x + plane * in_h * in_w, ah, aw, row - plane * out_h, item, items,
-                        [&](int64_t q, const Max<int64_t>& m) { yr[q] = m.value; });
-  });
+  window_maxima<int64_t>(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
+                         Axis{in_w, out_w, window_w, stride_w, pad_w}, x,
+                         [&](int64_t i, const Max<int64_t>& m) { y[i] = m.value; });
 }
 
 // argmax[plane][p][q] = the index h * in_w + w of output (p, q)'s window maximum in its plane
-// (planes of fewer than 2^31 elements), rows over the output as in the forward pass.
+// (planes of fewer than 2^31 elements).
 PORTA_KERNEL(max_pool2d_argmax, int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
              int64_t out_w, int64_t window_h, int64_t window_w, int64_t stride_h, int64_t stride_w,
              int64_t pad_h, int64_t pad_w, const float* x, int32_t* argmax) {
-  const Axis ah{in_h, out_h, window_h, stride_h, pad_h};
-  const Axis aw{in_w, out_w, window_w, stride_w, pad_w};
-  const uint32_t items = porta::group_size(0);
-  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
-  porta::inner([&](uint32_t item, uint32_t r) {
-    const int64_t row = first_row + r;  // (plane, p)
-    if (row >= planes * out_h) return;
-    const int64_t plane = row / out_h;
-    int32_t* ar = argmax + row * out_w;
-    row_maxima<int32_t>(x + plane * in_h * in_w, ah, aw, row - plane * out_h, item, items,
-                        [&](int64_t q, const Max<int32_t>& m) { ar[q] = m.at; });
-  });
+  window_maxima<int32_t>(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
+                         Axis{in_w, out_w, window_w, stride_w, pad_w}, x,
+                         [&](int64_t i, const Max<int32_t>& m) { argmax[i] = m.at; });
 }
 
 // dx[h][w] = sum of dy[p][q] over the outputs (p, q) whose window maximum, from

@@ -68,7 +68,22 @@ PORTA_DEVICE void reduce_normalisers(float* part_m, float* part_s, uint32_t item
   }
 }
 
-// Sums part[row * items + item] of each row into its item 0, as above.
+// Each row's maximum and the sum of exp(x - maximum), for the rows from first_row one per
+// group_size(1) slot: afterwards part_m[r * items] and part_s[r * items] hold row first_row + r's.
+PORTA_DEVICE void row_normalisers(const float* x, int64_t rows, int64_t cols, int64_t first_row,
+                                  uint32_t items, float* part_m, float* part_s) {
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;
+    float m = kLowest, s = 0.0f;
+    if (row < rows) row_normaliser(x + row * cols, cols, item, items, m, s);
+    part_m[r * items + item] = m;
+    part_s[r * items + item] = s;
+  });
+  reduce_normalisers(part_m, part_s, items);
+}
+
+// Sums part[row * items + item] of each row into its item 0, a halving tree as in
+// reduce_normalisers.
 PORTA_DEVICE void reduce_sums(float* part, uint32_t items) {
   for (uint32_t half = items / 2; half > 0; half /= 2) {
     porta::inner([&](uint32_t item, uint32_t row) {
@@ -102,14 +117,7 @@ PORTA_KERNEL(softmax_forward, int64_t rows, int64_t cols, int32_t log_softmax, c
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
 
-  porta::inner([&](uint32_t item, uint32_t r) {
-    const int64_t row = first_row + r;
-    float m = kLowest, s = 0.0f;
-    if (row < rows) row_normaliser(x + row * cols, cols, item, items, m, s);
-    part_m[r * items + item] = m;
-    part_s[r * items + item] = s;
-  });
-  reduce_normalisers(part_m, part_s, items);
+  row_normalisers(x, rows, cols, first_row, items, part_m, part_s);
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     if (row >= rows) return;
@@ -174,14 +182,7 @@ PORTA_KERNEL(cross_entropy_rows, int64_t rows, int64_t cols, const float* logits
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
 
-  porta::inner([&](uint32_t item, uint32_t r) {
-    const int64_t row = first_row + r;
-    float m = kLowest, s = 0.0f;
-    if (row < rows) row_normaliser(logits + row * cols, cols, item, items, m, s);
-    part_m[r * items + item] = m;
-    part_s[r * items + item] = s;
-  });
-  reduce_normalisers(part_m, part_s, items);
+  row_normalisers(logits, rows, cols, first_row, items, part_m, part_s);
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     if (row >= rows) return;
