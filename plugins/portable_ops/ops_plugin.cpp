@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "portable_ops.h"
 
@@ -55,15 +56,11 @@ DeviceKernels& kernels_of(porta_stream_t stream) {
 // Scratch buffers (portable_ops.h), one per stream handle. A handle's generation makes a
 // destroyed stream's handle dead for good, and porta_stream_destroy lets the stream's work finish
 // first, so the buffer of a dead stream is idle: the next stream of its device that needs one
-// adopts it instead of allocating.
-struct ScratchSlot {
-  porta_device_t device = 0;
-  void* data = nullptr;
-  size_t size = 0;
-};
-
-std::mutex scratch_mutex;  // held by each live Scratch; never taken while holding `mutex`
-std::map<porta_stream_t, ScratchSlot> scratch_slots;
+// adopts it instead of allocating. scratch_mutex guards the map only and is never held across a
+// Porta call; an op holds its stream's slot lock (in_use) while it queues work, and shutdown
+// (called by libporta under its own lock) takes only scratch_mutex, so no lock order cycles.
+std::mutex scratch_mutex;
+std::map<porta_stream_t, std::shared_ptr<ScratchSlot>> scratch_slots;
 
 bool stream_is_live(porta_stream_t stream) {
   porta_device_t device;
@@ -190,40 +187,75 @@ RowLaunch row_launch(porta_stream_t stream, int64_t rows, int64_t length, int64_
           dim3(static_cast<uint32_t>(items), static_cast<uint32_t>(rows_per_group))};
 }
 
-Scratch scratch_for(porta_stream_t stream, size_t bytes) {
-  const porta_device_t device = porta::stream::wrap(stream, false).device();
-  std::unique_lock lock(scratch_mutex);
-  auto it = scratch_slots.find(stream);
-  if (it == scratch_slots.end()) {
-    // A stream new to scratch: adopt the largest buffer a destroyed stream of its device left.
-    auto heir = scratch_slots.end();
-    for (auto dead = scratch_slots.begin(); dead != scratch_slots.end(); ++dead) {
-      if (dead->second.device != device || stream_is_live(dead->first)) continue;
-      if (heir == scratch_slots.end() || dead->second.size > heir->second.size) heir = dead;
+struct ScratchSlot {
+  porta_device_t device = 0;
+  void* data = nullptr;
+  size_t size = 0;
+  std::mutex in_use;  // held by the Scratch of the op queuing work with data
+};
+
+namespace {
+
+// The stream's slot, made on its first use; it adopts the largest buffer that a destroyed stream
+// of the device left, unless a call on that dead handle still holds it.
+std::shared_ptr<ScratchSlot> scratch_slot(porta_stream_t stream, porta_device_t device) {
+  std::vector<porta_stream_t> others;
+  {
+    std::lock_guard lock(scratch_mutex);
+    if (auto it = scratch_slots.find(stream); it != scratch_slots.end()) return it->second;
+    for (const auto& [handle, slot] : scratch_slots) {
+      if (slot->device == device) others.push_back(handle);
     }
-    ScratchSlot slot{device, nullptr, 0};
-    if (heir != scratch_slots.end()) {
-      slot = heir->second;
+  }
+  std::vector<porta_stream_t> dead;  // checked outside the lock: a Porta call each
+  for (porta_stream_t handle : others) {
+    if (!stream_is_live(handle)) dead.push_back(handle);
+  }
+  auto made = std::make_shared<ScratchSlot>();
+  made->device = device;
+  std::lock_guard lock(scratch_mutex);
+  auto [it, inserted] = scratch_slots.try_emplace(stream, made);
+  if (!inserted) return it->second;  // another call on this stream made it meanwhile
+  auto heir = scratch_slots.end();
+  for (porta_stream_t handle : dead) {
+    auto found = scratch_slots.find(handle);
+    if (found == scratch_slots.end()) continue;  // adopted meanwhile
+    if (heir == scratch_slots.end() || found->second->size > heir->second->size) heir = found;
+  }
+  if (heir != scratch_slots.end()) {
+    ScratchSlot& old = *heir->second;
+    if (old.in_use.try_lock()) {
+      made->data = std::exchange(old.data, nullptr);
+      made->size = std::exchange(old.size, 0);
+      old.in_use.unlock();
       scratch_slots.erase(heir);
     }
-    it = scratch_slots.emplace(stream, slot).first;
   }
-  ScratchSlot& slot = it->second;
-  if (slot.size < bytes) {
+  return made;
+}
+
+}  // namespace
+
+Scratch scratch_for(porta_stream_t stream, size_t bytes) {
+  const porta_device_t device = porta::stream::wrap(stream, false).device();
+  std::shared_ptr<ScratchSlot> slot = scratch_slot(stream, device);
+  std::unique_lock in_use(slot->in_use);
+  if (slot->size < bytes) {
     // Grow by powers of two from 64 KiB, so that a series of larger calls reallocates rarely.
     if (bytes > SIZE_MAX / 2) throw std::bad_alloc();
     size_t size = size_t{64} << 10;
     while (size < bytes) size *= 2;
     void* data = nullptr;
     porta::check(porta_memory_alloc(device, size, &data));
-    void* old = std::exchange(slot.data, data);
-    slot.size = size;
+    void* old = std::exchange(slot->data, data);
+    slot->size = size;
     // Waits for the device, so work queued earlier with the old buffer finishes first. An
     // earlier asynchronous failure it reports becomes this op's error, as with any call that
     // synchronises.
     if (old) porta::check(porta_memory_free(old));
   }
-  return Scratch(std::move(lock), slot.data);
+  void* data = slot->data;
+  return Scratch(std::move(slot), std::move(in_use), data);
 }
 
 }  // namespace porta::portable_ops

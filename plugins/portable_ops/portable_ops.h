@@ -6,6 +6,7 @@
 #include <porta/porta_plugin.h>
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -72,18 +73,22 @@ RowLaunch row_launch(porta_stream_t stream, int64_t rows, int64_t length, int64_
 
 // A device buffer an op may use between its own kernels, e.g. partial results on their way to a
 // deterministic reduction. Each stream has its own, so ops queued on different streams never
-// share one; within a stream, work runs in order. Holding a Scratch holds the scratch lock: queue
-// the work that uses it, then let it go. It grows when asked for more (the old buffer is freed
-// once the device is idle) and lives until the plugin shuts down. Throws porta::error.
+// share one (nor wait for each other); within a stream, work runs in order. Holding a Scratch
+// holds its stream's scratch lock: queue the work that uses it, then let it go. It grows when
+// asked for more (the old buffer is freed once the device is idle) and lives until the plugin
+// shuts down. Throws porta::error.
+struct ScratchSlot;
 class Scratch {
  public:
-  Scratch(std::unique_lock<std::mutex> lock, void* data) : lock_(std::move(lock)), data_(data) {}
+  Scratch(std::shared_ptr<ScratchSlot> slot, std::unique_lock<std::mutex> lock, void* data)
+      : slot_(std::move(slot)), lock_(std::move(lock)), data_(data) {}
   template <class T>
   T* as() const noexcept {
     return static_cast<T*>(data_);
   }
 
  private:
+  std::shared_ptr<ScratchSlot> slot_;  // outlives lock_, which locks a mutex of the slot
   std::unique_lock<std::mutex> lock_;
   void* data_;
 };
