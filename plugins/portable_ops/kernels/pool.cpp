@@ -145,6 +145,45 @@ PORTA_KERNEL(max_pool2d_argmax, int64_t planes, int64_t in_h, int64_t in_w, int6
                          [&](int64_t i, const Max<int32_t>& m) { argmax[i] = m.at; });
 }
 
+namespace {
+
+// Runs body(item, items, plane, h, dx_row) over the rows of dx (planes x in_h of them).
+template <class Body>
+PORTA_DEVICE void dx_rows(int64_t planes, const Axis& ah, const Axis& aw, float* dx, Body&& body) {
+  const uint32_t items = porta::group_size(0);
+  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;  // (plane, h)
+    if (row >= planes * ah.in) return;
+    const int64_t plane = row / ah.in;
+    body(item, items, plane, row - plane * ah.in, dx + row * aw.in);
+  });
+}
+
+// dxr[w] for w = item, item + items, ... of row h: the sum of dyp[p][q] over the outputs (p, q)
+// whose windows cover (h, w) and chose it (chosen(p, q) == h * in_w + w), in increasing (p, q)
+// order.
+template <class Chosen>
+PORTA_DEVICE void gather_row(const Axis& ah, const Axis& aw, int64_t h, uint32_t item,
+                             uint32_t items, const float* dyp, float* dxr, Chosen&& chosen) {
+  int64_t p0, p1;
+  ah.covering(h, &p0, &p1);
+  for (int64_t w = item; w < aw.in; w += items) {
+    int64_t q0, q1;
+    aw.covering(w, &q0, &q1);
+    const int64_t self = h * aw.in + w;
+    float sum = 0.0f;
+    for (int64_t p = p0; p < p1; ++p) {
+      for (int64_t q = q0; q < q1; ++q) {
+        if (chosen(p, q) == self) sum += dyp[p * aw.out + q];
+      }
+    }
+    dxr[w] = sum;
+  }
+}
+
+}  // namespace
+
 // dx[h][w] = sum of dy[p][q] over the outputs (p, q) whose window maximum, from
 // max_pool2d_argmax, is (h, w), added in increasing (p, q) order. Rows over dx. With one item
 // per row (the CPU) the item runs through the outputs whose windows cover its row and adds each
@@ -155,41 +194,25 @@ PORTA_KERNEL(max_pool2d_backward_gather, int64_t planes, int64_t in_h, int64_t i
              int64_t pad_h, int64_t pad_w, const int32_t* argmax, const float* dy, float* dx) {
   const Axis ah{in_h, out_h, window_h, stride_h, pad_h};
   const Axis aw{in_w, out_w, window_w, stride_w, pad_w};
-  const uint32_t items = porta::group_size(0);
-  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
-  porta::inner([&](uint32_t item, uint32_t r) {
-    const int64_t row = first_row + r;  // (plane, h)
-    if (row >= planes * in_h) return;
-    const int64_t plane = row / in_h;
-    const int64_t h = row - plane * in_h;
-    const int32_t* ap = argmax + plane * out_h * out_w;
-    const float* dyp = dy + plane * out_h * out_w;
-    float* dxr = dx + row * in_w;
-    int64_t p0, p1;
-    ah.covering(h, &p0, &p1);
-    if (items == 1) {
-      for (int64_t w = 0; w < in_w; ++w) dxr[w] = 0.0f;
-      for (int64_t p = p0; p < p1; ++p) {
-        for (int64_t q = 0; q < out_w; ++q) {
-          const int64_t w = int64_t(ap[p * out_w + q]) - h * in_w;
-          if (w >= 0 && w < in_w) dxr[w] += dyp[p * out_w + q];
-        }
-      }
-      return;
-    }
-    for (int64_t w = item; w < in_w; w += items) {
-      int64_t q0, q1;
-      aw.covering(w, &q0, &q1);
-      const int64_t self = h * in_w + w;
-      float sum = 0.0f;
-      for (int64_t p = p0; p < p1; ++p) {
-        for (int64_t q = q0; q < q1; ++q) {
-          if (ap[p * out_w + q] == self) sum += dyp[p * out_w + q];
-        }
-      }
-      dxr[w] = sum;
-    }
-  });
+  dx_rows(planes, ah, aw, dx,
+          [&](uint32_t item, uint32_t items, int64_t plane, int64_t h, float* dxr) {
+            const int32_t* ap = argmax + plane * out_h * out_w;
+            const float* dyp = dy + plane * out_h * out_w;
+            if (items == 1) {
+              int64_t p0, p1;
+              ah.covering(h, &p0, &p1);
+              for (int64_t w = 0; w < in_w; ++w) dxr[w] = 0.0f;
+              for (int64_t p = p0; p < p1; ++p) {
+                for (int64_t q = 0; q < out_w; ++q) {
+                  const int64_t w = int64_t(ap[p * out_w + q]) - h * in_w;
+                  if (w >= 0 && w < in_w) dxr[w] += dyp[p * out_w + q];
+                }
+              }
+              return;
+            }
+            gather_row(ah, aw, h, item, items, dyp, dxr,
+                       [&](int64_t p, int64_t q) { return int64_t(ap[p * out_w + q]); });
+          });
 }
 
 // As max_pool2d_backward_gather, finding each window's maximum again instead of reading it: no
@@ -199,29 +222,12 @@ PORTA_KERNEL(max_pool2d_backward, int64_t planes, int64_t in_h, int64_t in_w, in
              int64_t pad_h, int64_t pad_w, const float* x, const float* dy, float* dx) {
   const Axis ah{in_h, out_h, window_h, stride_h, pad_h};
   const Axis aw{in_w, out_w, window_w, stride_w, pad_w};
-  const uint32_t items = porta::group_size(0);
-  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
-  porta::inner([&](uint32_t item, uint32_t r) {
-    const int64_t row = first_row + r;  // (plane, h)
-    if (row >= planes * in_h) return;
-    const int64_t plane = row / in_h;
-    const int64_t h = row - plane * in_h;
-    const float* xp = x + plane * in_h * in_w;
-    const float* dyp = dy + plane * out_h * out_w;
-    float* dxr = dx + row * in_w;
-    int64_t p0, p1;
-    ah.covering(h, &p0, &p1);
-    for (int64_t w = item; w < in_w; w += items) {
-      int64_t q0, q1;
-      aw.covering(w, &q0, &q1);
-      const int64_t self = h * in_w + w;
-      float sum = 0.0f;
-      for (int64_t p = p0; p < p1; ++p) {
-        for (int64_t q = q0; q < q1; ++q) {
-          if (window_max<int64_t>(xp, ah, aw, p, q).at == self) sum += dyp[p * out_w + q];
-        }
-      }
-      dxr[w] = sum;
-    }
-  });
+  dx_rows(planes, ah, aw, dx,
+          [&](uint32_t item, uint32_t items, int64_t plane, int64_t h, float* dxr) {
+            const float* xp = x + plane * in_h * in_w;
+            gather_row(ah, aw, h, item, items, dy + plane * out_h * out_w, dxr,
+                       [&](int64_t p, int64_t q) {
+                         return window_max<int64_t>(xp, ah, aw, p, q).at;
+                       });
+          });
 }
