@@ -65,27 +65,35 @@ TEST_CASE("bias add: exact, out of place and in place", "[bias]") {
   }
 }
 
+namespace {
+
+// dbias of one shape against the float64 reference; dy stays as it was.
+void check_bias_backward(Env& env, const BiasShape& s, uint64_t seed) {
+  INFO("bias backward " << s.batch << "x" << s.channels << "x" << s.spatial << ", seed " << seed);
+  Rng rng(seed);
+  const size_t count = static_cast<size_t>(s.batch * s.channels * s.spatial);
+  const std::vector<float> dy = normal(rng, count);
+  std::vector<double> ref(s.channels), scale(s.channels);
+  ops_ref::bias_backward(s.batch, s.channels, s.spatial, widen(dy).data(), ref.data());
+  ops_ref::bias_backward(s.batch, s.channels, s.spatial, abs_of(widen(dy)).data(), scale.data());
+  Floats ddy(env, count), dbias(env, s.channels);
+  ddy.upload(dy);
+  PT_CHECK_OK(
+      porta_bias_backward(env.stream(), s.batch, s.channels, s.spatial, ddy.get(), dbias.get()));
+  env.sync();
+  PT_CHECK_CLOSE(
+      compare("dbias", dbias.download(), ref, scale, double(s.batch * s.spatial + 2) * kUlp));
+  dbias.check_guard("dbias");
+  ddy.check_unchanged("dy");
+}
+
+}  // namespace
+
 TEST_CASE("bias backward: sums over batch and spatial", "[bias]") {
   Env env;
   uint64_t index = 0;
   for (const BiasShape& s : kBiasShapes) {
-    const uint64_t seed = seed_for(index++);
-    INFO("bias backward " << s.batch << "x" << s.channels << "x" << s.spatial << ", seed " << seed);
-    Rng rng(seed);
-    const size_t count = static_cast<size_t>(s.batch * s.channels * s.spatial);
-    const std::vector<float> dy = normal(rng, count);
-    std::vector<double> ref(s.channels), scale(s.channels);
-    ops_ref::bias_backward(s.batch, s.channels, s.spatial, widen(dy).data(), ref.data());
-    ops_ref::bias_backward(s.batch, s.channels, s.spatial, abs_of(widen(dy)).data(), scale.data());
-    Floats ddy(env, count), dbias(env, s.channels);
-    ddy.upload(dy);
-    PT_CHECK_OK(
-        porta_bias_backward(env.stream(), s.batch, s.channels, s.spatial, ddy.get(), dbias.get()));
-    env.sync();
-    PT_CHECK_CLOSE(
-        compare("dbias", dbias.download(), ref, scale, double(s.batch * s.spatial + 2) * kUlp));
-    dbias.check_guard("dbias");
-    ddy.check_unchanged("dy");
+    check_bias_backward(env, s, seed_for(index++));
   }
 }
 
@@ -94,22 +102,7 @@ TEST_CASE("bias backward: long reductions and many channels", "[bias][large]") {
   const BiasShape shapes[] = {{1, 1, (1 << 22) + 3}, {70001, 3, 1}, {1, 70001, 1}, {3, 70001, 2}};
   uint64_t index = 0;
   for (const BiasShape& s : shapes) {
-    const uint64_t seed = seed_for(index++);
-    INFO("bias backward " << s.batch << "x" << s.channels << "x" << s.spatial << ", seed " << seed);
-    Rng rng(seed);
-    const size_t count = static_cast<size_t>(s.batch * s.channels * s.spatial);
-    const std::vector<float> dy = normal(rng, count);
-    std::vector<double> ref(s.channels), scale(s.channels);
-    ops_ref::bias_backward(s.batch, s.channels, s.spatial, widen(dy).data(), ref.data());
-    ops_ref::bias_backward(s.batch, s.channels, s.spatial, abs_of(widen(dy)).data(), scale.data());
-    Floats ddy(env, count), dbias(env, s.channels);
-    ddy.upload(dy);
-    PT_CHECK_OK(
-        porta_bias_backward(env.stream(), s.batch, s.channels, s.spatial, ddy.get(), dbias.get()));
-    env.sync();
-    PT_CHECK_CLOSE(
-        compare("dbias", dbias.download(), ref, scale, double(s.batch * s.spatial + 2) * kUlp));
-    dbias.check_guard("dbias");
+    check_bias_backward(env, s, seed_for(index++));
   }
 }
 
