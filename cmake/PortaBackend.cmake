@@ -8,7 +8,17 @@ function(porta_add_backend name)
   target_link_libraries(${target} PRIVATE porta::headers porta_plugin_support ${ARG_LIBRARIES})
   target_include_directories(${target} PRIVATE ${ARG_INCLUDES})
   set_target_properties(${target} PROPERTIES PREFIX "lib" OUTPUT_NAME porta_${name})
-  target_link_options(${target} PRIVATE -Wl,--no-undefined)
+  porta_link_as_plugin(${target})
   install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
   set_property(GLOBAL APPEND PROPERTY PORTA_BUILT_BACKENDS ${name})
+endfunction()
+
+# porta_link_as_plugin(<target>): what every plugin's link shares. No undefined symbols, and the
+# entry point as the only export (plugin_exports.map); the target joins PORTA_BUILT_PLUGINS, which
+# the tests check with nm.
+function(porta_link_as_plugin target)
+  set(map "${PROJECT_SOURCE_DIR}/cmake/plugin_exports.map")
+  target_link_options(${target} PRIVATE -Wl,--no-undefined "-Wl,--version-script=${map}")
+  set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS "${map}")
+  set_property(GLOBAL APPEND PROPERTY PORTA_BUILT_PLUGINS ${target})
 endfunction()

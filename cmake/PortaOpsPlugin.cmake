@@ -9,6 +9,6 @@ function(porta_add_ops_plugin name)
   target_link_libraries(${target} PRIVATE porta::porta porta_plugin_support ${ARG_LIBRARIES})
   set_target_properties(${target} PROPERTIES PREFIX "lib" OUTPUT_NAME porta_ops_${name}
                                              INSTALL_RPATH "$ORIGIN")
-  target_link_options(${target} PRIVATE -Wl,--no-undefined)
+  porta_link_as_plugin(${target})
   install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 endfunction()
