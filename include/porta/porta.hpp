@@ -18,7 +18,7 @@
  *   porta::device_buffer<float> x(0, n), y(0, n);
  *   x.copy_from_host(hx.data(), n);
  *   porta::module m(0, "saxpy.so");
- *   m.kernel("saxpy").launch(s, porta::div_up(n, 256), 256, x, y, 2.0f, uint32_t(n));
+ *   m.kernel("saxpy").launch(s, porta::div_up(n, 256), 256, uint32_t(n), 2.0f, x, y);
  *   s.synchronize();
  */
 #ifndef PORTA_PORTA_HPP_

@@ -1,6 +1,6 @@
 // porta-bench: the same ops and shapes on every available backend and every implementation
 // (portable, vendor), checked against each other, timed, and rated against the device's
-// measured peaks (DESIGN.md §6; shapes and method from bench/deepbench_shapes.md). Only the
+// measured peaks (DeepBench training shapes, shapes.cpp). Only the
 // public API is used. See README.md beside this file for the options and the JSON schema.
 #include <unistd.h>
 

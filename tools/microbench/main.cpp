@@ -1,5 +1,5 @@
 // porta-microbench: Porta's portable ops against OpenBLAS and oneDNN on the same machine, in the
-// same run, with the same number of threads (a stand-in for porta-bench, DESIGN.md §6).
+// same run, with the same number of threads (finer-grained than porta-bench).
 //
 //   porta-microbench [Google Benchmark flags]
 //   porta-microbench --benchmark_filter='^gemm/.*/1024x1024x1024'
