@@ -218,7 +218,7 @@ TEST_CASE("conv2d: tensors at any 4-byte offset", "[conv]") {
 }
 
 TEST_CASE("conv2d: DeepBench training layers, scaled down", "[conv][deepbench]") {
-  // conv_problems.h (bench/deepbench_shapes.md) with N, C, K and the image divided down.
+  // conv_problems.h (porta-bench's shapes) with N, C, K and the image divided down.
   Env env;
   const ConvCase cases[] = {
       {2, 16, 14, 14, 16, 3, 3, 1, 1},        // #2: 56x56x64, 3x3

@@ -270,7 +270,7 @@ TEST_CASE("gemm: beta = 0 never reads C even when it holds NaN, alpha = 0 scales
 }
 
 TEST_CASE("gemm: DeepBench training shapes, scaled down", "[gemm][deepbench]") {
-  // gemm_problems.h training set (bench/deepbench_shapes.md), each dimension divided by about 8
+  // gemm_problems.h training set (porta-bench's shapes), each dimension divided by about 8
   // and nudged off powers of two; the long-K case keeps a long reduction (K = 25000).
   Env env;
   struct Shape {

@@ -69,7 +69,7 @@ struct Shape {
 Shape parse_shape(Op op, const std::string& text);
 // The syntax of --shape for each op, for --help and error messages.
 std::string shape_syntax();
-// The shapes of a suite ("quick", "deepbench") for one op, per bench/deepbench_shapes.md.
+// The shapes of a suite ("quick", "deepbench") for one op: DeepBench's training shapes.
 std::vector<Shape> suite_shapes(const std::string& suite, Op op);
 
 // ---- measuring ------------------------------------------------------------------------------

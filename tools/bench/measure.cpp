@@ -1,5 +1,5 @@
 // One measurement: inputs, a warm-up, timed repetitions between Porta events, the output copied
-// back (bench/deepbench_shapes.md, Method).
+// back (README.md beside this file, "How it measures").
 #include <algorithm>
 #include <cmath>
 #include <cstring>

@@ -1,4 +1,4 @@
-// The ops porta-bench measures, the --shape syntax, and the suites of bench/deepbench_shapes.md.
+// The ops porta-bench measures, the --shape syntax, and the suites (DeepBench's training shapes).
 #include <algorithm>
 #include <charconv>
 #include <stdexcept>

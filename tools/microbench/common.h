@@ -46,7 +46,7 @@ Environment& environment();
 std::vector<float> random_normal(size_t n, uint64_t seed);
 
 // How many input sets to rotate through so that one pass over them does not fit in the LLC
-// (deepbench_shapes.md, Method): 1 when one set is already twice the LLC, at most 8.
+// (tools/bench/README.md, "How it measures"): 1 when one set is already twice the LLC, at most 8.
 int rotation_sets(size_t bytes_per_set);
 
 // max_i |x_i - ref_i| / max_i |ref_i| (normwise, so that elements near zero in a long dot product

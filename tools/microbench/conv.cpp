@@ -1,5 +1,5 @@
 // 2-D convolution, fp32, NCHW, forward, backward-data and backward-weights, on the quick (Q)
-// shapes of deepbench_shapes.md. FLOPs = 2*N*K*C*R*S*P*Q (the direct count) for each direction.
+// shapes of porta-bench's suites. FLOPs = 2*N*K*C*R*S*P*Q (the direct count) for each direction.
 //   conv_fwd/porta/<W>x<H>x<C>_n<N>_k<K>_<R>x<S>          porta_conv2d_forward etc.
 //   conv_fwd/onednn/...           oneDNN convolution primitives on the same plain NCHW / OIHW
 //                                 layouts as Porta
@@ -30,7 +30,7 @@ const char* op_name(Direction d) {
   return "?";
 }
 
-// As in deepbench_shapes.md: W, H, C, N, K, S (filter width), R (filter height), pads, strides.
+// DeepBench's names: W, H, C, N, K, S (filter width), R (filter height), pads, strides.
 struct ConvShape {
   int64_t w, h, c, n, k, s, r, pad_w, pad_h, stride_w, stride_h;
 
@@ -70,7 +70,7 @@ struct ConvShape {
   }
 };
 
-// deepbench_shapes.md conv #2, #3 (with N = 4, as marked), #4 and #6.
+// DeepBench training conv layers 2, 3 (with N = 4), 4 and 6.
 const ConvShape kShapes[] = {
     {56, 56, 64, 4, 64, 3, 3, 1, 1, 1, 1},
     {28, 28, 128, 4, 128, 3, 3, 1, 1, 1, 1},

@@ -1,6 +1,6 @@
 // GEMM, fp32, row-major: C (m x n) = op(A) (m x k) * op(B) (k x n), alpha 1, beta 0.
 // "TN" means op(A) = A^T (A stored k x m), as porta_gemm's trans_a; the shapes are the quick (Q)
-// ones of deepbench_shapes.md, 1024^3 first. FLOPs = 2*m*n*k.
+// ones of porta-bench's suites, 1024^3 first. FLOPs = 2*m*n*k.
 //   gemm/porta/<m>x<n>x<k>/<op>     porta_gemm on Porta's stream, synchronized every iteration
 //   gemm/openblas/<m>x<n>x<k>/<op>  cblas_sgemm
 //   gemm/onednn/<m>x<n>x<k>/<op>    a dnnl::matmul primitive (created before timing)

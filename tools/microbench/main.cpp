@@ -10,7 +10,7 @@
 // conv_bwd_data/..., conv_bwd_weights/..., softmax_fwd/porta/16384x1024 (see gemm.cpp, conv.cpp,
 // softmax.cpp). Each reports its rate as the counter GFLOP/s (GB/s for softmax), from real time.
 //
-// Method (bench/deepbench_shapes.md): random normal inputs, never zeros; input sets rotated so
+// Method (tools/bench/README.md, "How it measures"): random normal inputs, never zeros; input sets rotated so
 // that they do not all fit in the last-level cache; every call synchronized (Porta's stream,
 // oneDNN's stream); a warm-up, then 20 repetitions by default, and a closing table of the
 // medians with the ratios of Porta to each library. Before a benchmark is timed its result is
@@ -42,7 +42,7 @@ namespace microbench {
 namespace {
 
 const char* const kDefaultFlags[] = {
-    "--benchmark_repetitions=20",       // deepbench_shapes.md: at least 20 on a CPU
+    "--benchmark_repetitions=20",       // at least 20 on a CPU
     "--benchmark_min_time=0.05",        // seconds per repetition, at least one iteration
     "--benchmark_min_warmup_time=0.2",  // also lets other libraries' idle threads go to sleep
     "--benchmark_display_aggregates_only=true",

@@ -1,5 +1,5 @@
 // Softmax forward over the rows of a rows x cols fp32 matrix, out of place. Reported in GB/s of
-// the bound: 2*rows*cols*sizeof(float) bytes (read once, write once; deepbench_shapes.md).
+// the bound: 2*rows*cols*sizeof(float) bytes (read once, write once; as porta-bench rates row ops).
 //   softmax_fwd/porta/<rows>x<cols>    porta_softmax_forward(PORTA_SOFTMAX)
 //   softmax_fwd/onednn/<rows>x<cols>   a dnnl::softmax_forward primitive, axis 1
 #include <algorithm>
