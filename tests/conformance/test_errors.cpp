@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
+#include <map>
 
 #include "common.h"
 
@@ -286,6 +288,111 @@ TEST_CASE("errors: copies that overrun an allocation change nothing", "[errors][
     // The exact fit is fine.
     PT_CHECK_OK(porta_memcpy(dp + 512, host.data(), 512));
   }
+}
+
+namespace {
+
+// A bad copy, blocking and on a stream, must fail with INVALID_ARGUMENT and a message containing
+// `says` (what it wrote is checked by the callers).
+void check_refused(void* dst, const void* src, size_t size, const std::string& says,
+                   porta_stream_t stream) {
+  INFO("dst " << dst << " src " << src << " size " << size);
+  for (int async = 0; async < 2; ++async) {
+    INFO((async ? "async" : "blocking"));
+    const CallResult copied = call_on_fresh_thread([&] {
+      return async ? porta_memcpy_async(dst, src, size, stream) : porta_memcpy(dst, src, size);
+    });
+    INFO("copy: " << copied.message);
+    CHECK(Status{copied.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    CHECK_THAT(copied.message, Catch::Contains(says));
+  }
+}
+
+void check_set_refused(void* dst, size_t size, const std::string& says, porta_stream_t stream) {
+  for (int async = 0; async < 2; ++async) {
+    INFO((async ? "async" : "blocking") << " set of " << size << " bytes at " << dst);
+    const CallResult set = call_on_fresh_thread([&] {
+      return async ? porta_memset_async(dst, 0x77, size, stream) : porta_memset(dst, 0x77, size);
+    });
+    INFO("set: " << set.message);
+    CHECK(Status{set.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    CHECK_THAT(set.message, Catch::Contains(says));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("errors: copies that touch an allocation without lying inside it change nothing",
+          "[errors][memory]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Stream stream(device);
+    constexpr size_t kSize = 4096;
+    Buffer d(device, kSize);
+    Buffer pinned(device, kSize, Buffer::kPinned);
+    PT_REQUIRE_OK(porta_memset(d.get(), 0x11, kSize));
+    std::memset(pinned.get(), 0x33, kSize);
+    std::vector<uint8_t> host(256, 0x44);
+    for (char* base : {d.bytes(), pinned.bytes()}) {
+      INFO((base == d.bytes() ? "device memory" : "pinned memory"));
+      // Starting at the end of the allocation: an overrun by one element.
+      check_refused(base + kSize, host.data(), 64, "start at the end of", stream.get());
+      check_refused(host.data(), base + kSize, 64, "start at the end of", stream.get());
+      // Starting before the allocation and running into it.
+      check_refused(base - 16, host.data(), 64, "run into", stream.get());
+      check_refused(host.data(), base - 16, 64, "run into", stream.get());
+      check_set_refused(base - 16, 64, "run into", stream.get());
+    }
+    check_set_refused(d.bytes() + kSize, 64, "start at the end of", stream.get());
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    CHECK(download(d.get(), kSize) == std::vector<uint8_t>(kSize, 0x11));
+    CHECK(std::vector<uint8_t>(pinned.bytes(), pinned.bytes() + kSize) ==
+          std::vector<uint8_t>(kSize, 0x33));
+    CHECK(host == std::vector<uint8_t>(256, 0x44));
+  }
+}
+
+TEST_CASE("errors: copies into freed memory are refused as use after free", "[errors][memory]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Stream stream(device);
+    std::vector<uint8_t> host(256, 0x44);
+    void* freed = nullptr;
+    PT_REQUIRE_OK(porta_memory_alloc(device, 1024, &freed));
+    PT_REQUIRE_OK(porta_memory_free(freed));
+    char* const f = static_cast<char*>(freed);
+    for (char* at : {f, f + 512}) {
+      check_refused(at, host.data(), 64, "use after free", stream.get());
+      check_refused(host.data(), at, 64, "use after free", stream.get());
+      check_set_refused(at, 64, "porta_memory_free", stream.get());
+    }
+    CHECK(host == std::vector<uint8_t>(256, 0x44));
+    // Memory allocated again at those addresses is live again.
+    void* again = nullptr;
+    PT_REQUIRE_OK(porta_memory_alloc(device, 1024, &again));
+    if (again == freed) PT_CHECK_OK(porta_memcpy(again, host.data(), 64));
+    PT_CHECK_OK(porta_memory_free(again));
+  }
+}
+
+TEST_CASE("errors: pointers from before porta_shutdown are refused", "[errors][memory]") {
+  std::vector<porta_device_t> before = devices();
+  std::vector<void*> stale;
+  for (porta_device_t device : before) {
+    void* ptr = nullptr;
+    PT_REQUIRE_OK(porta_memory_alloc(device, 1024, &ptr));
+    stale.push_back(ptr);
+  }
+  porta_shutdown();
+  PT_REQUIRE_OK(porta_init(nullptr));
+  Stream stream(before.front());
+  std::vector<uint8_t> host(256, 0x44);
+  for (void* ptr : stale) {
+    check_refused(ptr, host.data(), 64, "porta_shutdown", stream.get());
+    check_refused(host.data(), ptr, 64, "use after free", stream.get());
+    check_set_refused(ptr, 64, "porta_shutdown", stream.get());
+  }
+  CHECK(host == std::vector<uint8_t>(256, 0x44));
 }
 
 TEST_CASE("errors: bad memsets change nothing", "[errors][memory]") {
