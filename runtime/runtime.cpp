@@ -24,9 +24,12 @@ struct Source {
   const char* name;  // for messages
 };
 
+// Porta's variables name files to load (PORTA_PLUGIN_PATH, and through PORTA_BACKEND and
+// PORTA_OPS the plugins found there), so a set-user-ID or set-group-ID program does not take them
+// from whoever started it: secure_getenv answers NULL there.
 Source pick(const char* option, const char* option_name, const char* variable) {
   if (option) return {option, option_name};
-  return {std::getenv(variable), variable};
+  return {secure_getenv(variable), variable};
 }
 
 std::vector<std::string> split(std::string_view text, char separator) {
@@ -127,6 +130,13 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
   if (path.text && *path.text) {
     for (const std::string& directory : split(path.text, ':')) {
       if (directory.empty()) continue;
+      // A relative directory would load plugins from wherever the program happens to run.
+      if (directory.front() != '/') {
+        return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                    "{}='{}': '{}' is not an absolute path; accepted: a colon-separated list of "
+                    "absolute directories holding libporta_<backend>.so",
+                    path.name, path.text, directory);
+      }
       std::error_code ignored;
       if (!std::filesystem::is_directory(directory, ignored)) {
         return fail(PORTA_ERROR_INVALID_ARGUMENT,

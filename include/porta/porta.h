@@ -24,9 +24,11 @@
  *   PORTA_BACKEND      auto (default) | cpu | cuda | hip | level_zero | a comma list in preference
  *                      order, e.g. "cuda,hip,cpu".
  *   PORTA_DEVICE       index of the default device (default 0).
- *   PORTA_PLUGIN_PATH  colon-separated directories searched first for libporta_<backend>.so.
+ *   PORTA_PLUGIN_PATH  colon-separated absolute directories searched first for
+ *                      libporta_<backend>.so (a relative one is INVALID_ARGUMENT).
  *   PORTA_OPS          portable (default) | vendor: which implementation of porta_ops.h runs.
  *   PORTA_LOG          off | error | warn (default) | info | debug | trace; messages go to stderr.
+ * In a set-user-ID or set-group-ID program they are ignored (read with secure_getenv).
  */
 #ifndef PORTA_PORTA_H_
 #define PORTA_PORTA_H_
