@@ -717,6 +717,120 @@ TEST_CASE("errors: a CPU code object for another machine is INCOMPATIBLE_VERSION
   CHECK(module == nullptr);
 }
 
+namespace {
+
+// The parts of a little-endian ELF64 image that the malformed-image test rewrites.
+struct ElfLayout {
+  size_t dynamic_header = 0;  // offset of the PT_DYNAMIC program header
+  std::vector<size_t> load_headers;
+  std::map<int64_t, size_t> tags;  // dynamic tag -> offset of its d_un in the file
+  size_t first_rela = 0;           // offset of the first Elf64_Rela entry, 0 if none
+};
+
+ElfLayout elf_layout(const std::vector<char>& image) {
+  ElfLayout layout;
+  Elf64_Ehdr header;
+  std::memcpy(&header, image.data(), sizeof(header));
+  std::vector<Elf64_Phdr> loads;
+  Elf64_Phdr dynamic{};
+  for (size_t i = 0; i < header.e_phnum; ++i) {
+    const size_t at = header.e_phoff + i * sizeof(Elf64_Phdr);
+    Elf64_Phdr segment;
+    std::memcpy(&segment, image.data() + at, sizeof(segment));
+    if (segment.p_type == PT_LOAD) {
+      loads.push_back(segment);
+      layout.load_headers.push_back(at);
+    }
+    if (segment.p_type == PT_DYNAMIC) {
+      layout.dynamic_header = at;
+      dynamic = segment;
+    }
+  }
+  for (size_t at = dynamic.p_offset; at + sizeof(Elf64_Dyn) <= dynamic.p_offset + dynamic.p_filesz;
+       at += sizeof(Elf64_Dyn)) {
+    Elf64_Dyn entry;
+    std::memcpy(&entry, image.data() + at, sizeof(entry));
+    if (entry.d_tag == DT_NULL) break;
+    layout.tags[entry.d_tag] = at + offsetof(Elf64_Dyn, d_un);
+    if (entry.d_tag == DT_RELA) {
+      for (const Elf64_Phdr& load : loads) {
+        if (entry.d_un.d_ptr >= load.p_vaddr && entry.d_un.d_ptr < load.p_vaddr + load.p_filesz) {
+          layout.first_rela = load.p_offset + (entry.d_un.d_ptr - load.p_vaddr);
+        }
+      }
+    }
+  }
+  return layout;
+}
+
+template <typename T>
+void poke(std::vector<char>& image, size_t offset, T value) {
+  std::memcpy(image.data() + offset, &value, sizeof(value));
+}
+
+}  // namespace
+
+TEST_CASE("errors: a CPU code object with a malformed dynamic section is refused before dlopen",
+          "[errors][module]" PT_KERNELS_TAG) {
+  if (!is_cpu_backend()) return;  // a CPU-specific image
+  const porta_device_t device = devices().front();
+  const std::vector<char> image = read_file(kernels_path());
+  const ElfLayout layout = elf_layout(image);
+  REQUIRE(layout.dynamic_header != 0);
+  REQUIRE(layout.tags.count(DT_STRTAB));
+  REQUIRE(layout.tags.count(DT_RELA));
+  REQUIRE(layout.first_rela != 0);
+  struct Damage {
+    const char* what;
+    std::function<void(std::vector<char>&)> apply;
+  };
+  const uint64_t far = uint64_t{1} << 40;
+  const Damage damages[] = {
+      {"the dynamic section's file offset past the end",
+       [&](auto& bad) {
+         poke<uint64_t>(bad, layout.dynamic_header + offsetof(Elf64_Phdr, p_offset), far);
+       }},
+      {"the dynamic section's address outside every segment",
+       [&](auto& bad) {
+         poke<uint64_t>(bad, layout.dynamic_header + offsetof(Elf64_Phdr, p_vaddr), far);
+       }},
+      {"no DT_NULL within the dynamic section",
+       [&](auto& bad) {
+         poke<uint64_t>(bad, layout.dynamic_header + offsetof(Elf64_Phdr, p_filesz), 16);
+       }},
+      {"the string table outside the object",
+       [&](auto& bad) { poke<uint64_t>(bad, layout.tags.at(DT_STRTAB), far); }},
+      {"the string table's size past the object",
+       [&](auto& bad) { poke<uint64_t>(bad, layout.tags.at(DT_STRSZ), far); }},
+      {"the relocation table outside the object",
+       [&](auto& bad) { poke<uint64_t>(bad, layout.tags.at(DT_RELA), far); }},
+      {"a relocation that writes outside the object",
+       [&](auto& bad) {
+         poke<uint64_t>(bad, layout.first_rela + offsetof(Elf64_Rela, r_offset), far);
+       }},
+      {"a loadable segment whose memory is smaller than its file bytes",
+       [&](auto& bad) {
+         poke<uint64_t>(bad, layout.load_headers.back() + offsetof(Elf64_Phdr, p_memsz), 1);
+       }},
+  };
+  TempDir dir;
+  for (const Damage& damage : damages) {
+    INFO(damage.what);
+    std::vector<char> bad = image;
+    damage.apply(bad);
+    porta_module_t module = nullptr;
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                   porta_module_load_data(device, bad.data(), bad.size(), &module));
+    const std::string file = dir.write("malformed.so", bad.data(), bad.size());
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_module_load(device, file.c_str(), &module));
+    CHECK(module == nullptr);
+  }
+  // The undamaged image still loads.
+  porta_module_t module = nullptr;
+  PT_REQUIRE_OK(porta_module_load_data(device, image.data(), image.size(), &module));
+  PT_CHECK_OK(porta_module_unload(module));
+}
+
 TEST_CASE("errors: kernels that do not exist", "[errors][module]" PT_KERNELS_TAG) {
   const porta_device_t device = devices().front();
   Module module(device);
