@@ -76,6 +76,30 @@ porta_status_t check_span(Runtime& runtime, const char* function, const char* ar
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} + {} bytes wraps around the address space",
                   function, argument, size);
     }
+    // Host memory only if it touches no allocation: taken as host memory, a range that runs
+    // into one, or into one that was freed, would be written as if it were the host's.
+    const Runtime::Touched touched = runtime.touched(ptr, size);
+    const Allocation& other = touched.allocation;
+    const char* other_kind = other.kind == PORTA_MEMORY_DEVICE ? "device" : "pinned host";
+    switch (touched.kind) {
+      case Runtime::Touched::kNothing:
+        break;
+      case Runtime::Touched::kLive:
+        return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                    "{}: {}: {} bytes at {} {} the {} allocation of {} bytes at {} without lying "
+                    "inside it",
+                    function, argument, size, ptr,
+                    reinterpret_cast<uintptr_t>(ptr) == other.base + other.size
+                        ? "start at the end of"
+                        : "run into",
+                    other_kind, other.size, reinterpret_cast<void*>(other.base));
+      case Runtime::Touched::kFreed:
+        return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                    "{}: {}: use after free: {} bytes at {} touch the {} allocation of {} bytes at "
+                    "{}, which {} released",
+                    function, argument, size, ptr, other_kind, other.size,
+                    reinterpret_cast<void*>(other.base), touched.freed_by);
+    }
     out = Span{};
     return PORTA_SUCCESS;
   }

@@ -146,16 +146,15 @@ extern "C" PORTA_API porta_status_t porta_module_unload(porta_module_t handle) {
     }
     {
       std::lock_guard lock(module->mutex);
+      module->unloaded = true;
       for (const auto& [name, kernel] : module->kernels) runtime.kernels.remove(kernel);
     }
+    // Queued launches may still run the module's code; their errors are reported here. The code
+    // itself is unloaded when the last reference goes (~Module), which may be a launch that
+    // looked its kernel up before this call and is still queueing.
     Device& device = *module->device;
     const Backend& backend = *device.backend;
-    // Queued launches may still run the module's code.
-    porta_status_t pending = call(backend, "porta_module_unload",
-                                  backend.interface.device_synchronize, device.index);
-    porta_status_t status =
-        call(backend, "porta_module_unload", backend.interface.module_unload, module->native);
-    return status != PORTA_SUCCESS ? status : pending;
+    return call(backend, "porta_module_unload", backend.interface.device_synchronize, device.index);
   });
 }
 
@@ -171,12 +170,17 @@ extern "C" PORTA_API porta_status_t porta_kernel_get(porta_module_t handle, cons
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_kernel_get: name and out_kernel must not be NULL");
     }
     std::lock_guard lock(module->mutex);
+    if (module->unloaded) {
+      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_kernel_get: module {} was unloaded meanwhile",
+                  static_cast<void*>(handle));
+    }
     if (auto it = module->kernels.find(name); it != module->kernels.end()) {
       *out_kernel = reinterpret_cast<porta_kernel_t>(it->second);
       return PORTA_SUCCESS;
     }
     const Backend& backend = *module->device->backend;
     auto kernel = std::make_shared<Kernel>();
+    kernel->module = module;
     kernel->device = module->device;
     porta_status_t status = call(backend, "porta_kernel_get", backend.interface.kernel_get,
                                  module->native, name, &kernel->native);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "plugin_support/checked.h"
 #include "runtime.h"
 
 using namespace porta;
@@ -63,13 +64,12 @@ porta_status_t finite(const OpCall& call, const char* name, float value) {
 // The product of sizes, refusing one that overflows.
 porta_status_t product(const OpCall& call, const char* what, std::initializer_list<int64_t> sizes,
                        int64_t& out) {
-  out = 1;
-  for (int64_t size : sizes) {
-    if (__builtin_mul_overflow(out, size, &out)) {
-      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: the size of {} overflows", call.function,
-                  what);
-    }
+  Checked<int64_t> total = 1;
+  for (int64_t size : sizes) total = total * size;
+  if (!total.valid()) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: the size of {} overflows", call.function, what);
   }
+  out = total.value();
   return PORTA_SUCCESS;
 }
 
@@ -198,12 +198,11 @@ porta_status_t matrix_span(const OpCall& call, const char* name, int64_t rows, i
                 call.function, name, ld, cols);
   }
   PORTA_CHECK(non_negative(call, fmt::format("stride_{}", name).c_str(), stride));
-  int64_t last_row, last_batch;
-  if (__builtin_mul_overflow(rows - 1, ld, &last_row) ||
-      __builtin_mul_overflow(batch - 1, stride, &last_batch) ||
-      __builtin_add_overflow(last_row + cols, last_batch, &out)) {
+  const Checked<int64_t> span = (Checked(rows) - 1) * ld + cols + (Checked(batch) - 1) * stride;
+  if (!span.valid()) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: the size of {} overflows", call.function, name);
   }
+  out = span.value();
   return PORTA_SUCCESS;
 }
 
@@ -228,10 +227,11 @@ porta_status_t check_gemm(Runtime& runtime, const OpCall& call, const porta_gemm
   PORTA_CHECK(matrix_span(call, "b", tb ? d->n : d->k, tb ? d->k : d->n, d->ldb, d->batch_count,
                           d->stride_b, span_b));
   PORTA_CHECK(matrix_span(call, "c", d->m, d->n, d->ldc, d->batch_count, d->stride_c, span_c));
-  if (d->batch_count > 1 && d->stride_c < (d->m - 1) * d->ldc + d->n) {
+  const int64_t c_matrix = (d->m - 1) * d->ldc + d->n;  // a part of span_c: no overflow
+  if (d->batch_count > 1 && d->stride_c < c_matrix) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT,
                 "{}: stride_c {} makes the batch's C matrices overlap (each spans {} elements)",
-                call.function, d->stride_c, (d->m - 1) * d->ldc + d->n);
+                call.function, d->stride_c, c_matrix);
   }
   const size_t in = dtype_size(d->dtype);
   PORTA_CHECK(buffer(runtime, call, "a", a, span_a, in));
@@ -241,9 +241,46 @@ porta_status_t check_gemm(Runtime& runtime, const OpCall& call, const porta_gemm
   return apart(call, "c", c, span_c * 4, "b", b, span_b * int64_t(in), false);
 }
 
-// Output size of a window sliding over `in` (convolution and pooling alike).
-int64_t slide(int64_t in, int64_t pad, int64_t window, int64_t stride) {
-  return (in + 2 * pad - window) / stride + 1;
+// One axis of a sliding window: its values and the descriptor fields they come from, for messages.
+struct Axis {
+  const char* window_kind;  // "kernel" or "window"
+  const char* in_name;
+  int64_t in;
+  const char* pad_name;
+  int64_t pad;
+  const char* window_name;
+  int64_t window;
+  const char* dilation_name;  // "" where there is no dilation (pooling): it is 1
+  int64_t dilation;
+  int64_t stride;
+};
+
+// The output length of a window sliding over an axis: (in + 2 pad - extent) / stride + 1, where
+// extent = dilation (window - 1) + 1. Every step is checked, so that no descriptor's values wrap
+// around into a plausible shape.
+porta_status_t slide(const OpCall& call, const Axis& a, int64_t& out) {
+  const Checked<int64_t> padded = Checked(a.in) + Checked(a.pad) * 2;
+  if (!padded.valid()) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} {} + 2 x {} {} overflows", call.function,
+                a.in_name, a.in, a.pad_name, a.pad);
+  }
+  const Checked<int64_t> extent = Checked(a.dilation) * (Checked(a.window) - 1) + 1;
+  if (!extent.valid()) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: the {}'s extent {} {} x ({} {} - 1) + 1 overflows", call.function,
+                a.window_kind, a.dilation_name, a.dilation, a.window_name, a.window);
+  }
+  if (padded.value() < extent.value()) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: the {}'s extent {} ({} {}{}{}) does not fit {} {} padded by {} {} on each "
+                "side",
+                call.function, a.window_kind, extent.value(), a.window_name, a.window,
+                *a.dilation_name ? ", " : "",
+                *a.dilation_name ? fmt::format("{} {}", a.dilation_name, a.dilation) : "",
+                a.in_name, a.in, a.pad_name, a.pad);
+  }
+  out = (padded.value() - extent.value()) / a.stride + 1;  // stride >= 1: no overflow
+  return PORTA_SUCCESS;
 }
 
 porta_status_t conv_shape(const OpCall& call, const porta_conv2d_desc_t* d, int64_t& p,
@@ -260,16 +297,14 @@ porta_status_t conv_shape(const OpCall& call, const porta_conv2d_desc_t* d, int6
   }
   PORTA_CHECK(non_negative(call, "pad_h", d->pad_h));
   PORTA_CHECK(non_negative(call, "pad_w", d->pad_w));
-  const int64_t extent_h = d->dilation_h * (d->kernel_height - 1) + 1;
-  const int64_t extent_w = d->dilation_w * (d->kernel_width - 1) + 1;
-  if (d->in_height + 2 * d->pad_h < extent_h || d->in_width + 2 * d->pad_w < extent_w) {
-    return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "{}: the dilated {}x{} kernel does not fit the padded {}x{} input", call.function,
-                extent_h, extent_w, d->in_height + 2 * d->pad_h, d->in_width + 2 * d->pad_w);
-  }
-  p = slide(d->in_height, d->pad_h, extent_h, d->stride_h);
-  q = slide(d->in_width, d->pad_w, extent_w, d->stride_w);
-  return PORTA_SUCCESS;
+  PORTA_CHECK(slide(call,
+                    {"kernel", "in_height", d->in_height, "pad_h", d->pad_h, "kernel_height",
+                     d->kernel_height, "dilation_h", d->dilation_h, d->stride_h},
+                    p));
+  return slide(call,
+               {"kernel", "in_width", d->in_width, "pad_w", d->pad_w, "kernel_width",
+                d->kernel_width, "dilation_w", d->dilation_w, d->stride_w},
+               q);
 }
 
 // The element counts of a convolution's x, w and y.
@@ -321,13 +356,14 @@ porta_status_t pool_shape(const OpCall& call, const porta_pool2d_desc_t* d, int6
                 "{}: padding {}x{} must be smaller than the {}x{} window", call.function, d->pad_h,
                 d->pad_w, d->window_h, d->window_w);
   }
-  if (d->in_height + 2 * d->pad_h < d->window_h || d->in_width + 2 * d->pad_w < d->window_w) {
-    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: the {}x{} window does not fit the padded input",
-                call.function, d->window_h, d->window_w);
-  }
-  p = slide(d->in_height, d->pad_h, d->window_h, d->stride_h);
-  q = slide(d->in_width, d->pad_w, d->window_w, d->stride_w);
-  return PORTA_SUCCESS;
+  PORTA_CHECK(slide(call,
+                    {"window", "in_height", d->in_height, "pad_h", d->pad_h, "window_h",
+                     d->window_h, "", 1, d->stride_h},
+                    p));
+  return slide(call,
+               {"window", "in_width", d->in_width, "pad_w", d->pad_w, "window_w", d->window_w, "",
+                1, d->stride_w},
+               q);
 }
 
 porta_status_t pool_sizes(const OpCall& call, const porta_pool2d_desc_t* d, int64_t& x,

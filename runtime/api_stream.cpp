@@ -48,12 +48,11 @@ extern "C" PORTA_API porta_status_t porta_stream_destroy(porta_stream_t handle) 
     if (!runtime.streams.remove(reinterpret_cast<uintptr_t>(handle))) {
       return fail(PORTA_ERROR_INVALID_HANDLE, "porta_stream_destroy: stream was destroyed meanwhile");
     }
+    // What is queued runs first and its error is reported here; the backend's stream goes with
+    // the last reference (~Stream), which may be a call on another thread still using it.
     const Backend& backend = *stream->device->backend;
-    porta_status_t pending = call(backend, "porta_stream_destroy",
-                                  backend.interface.stream_synchronize, stream->native);
-    status = call(backend, "porta_stream_destroy", backend.interface.stream_destroy,
-                  stream->native);
-    return status != PORTA_SUCCESS ? status : pending;
+    return call(backend, "porta_stream_destroy", backend.interface.stream_synchronize,
+                stream->native);
   });
 }
 

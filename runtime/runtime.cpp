@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <string_view>
 
 #include "log.h"
@@ -23,9 +24,12 @@ struct Source {
   const char* name;  // for messages
 };
 
+// Porta's variables name files to load (PORTA_PLUGIN_PATH, and through PORTA_BACKEND and
+// PORTA_OPS the plugins found there), so a set-user-ID or set-group-ID program does not take them
+// from whoever started it: secure_getenv answers NULL there.
 Source pick(const char* option, const char* option_name, const char* variable) {
   if (option) return {option, option_name};
-  return {std::getenv(variable), variable};
+  return {secure_getenv(variable), variable};
 }
 
 std::vector<std::string> split(std::string_view text, char separator) {
@@ -126,6 +130,13 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
   if (path.text && *path.text) {
     for (const std::string& directory : split(path.text, ':')) {
       if (directory.empty()) continue;
+      // A relative directory would load plugins from wherever the program happens to run.
+      if (directory.front() != '/') {
+        return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                    "{}='{}': '{}' is not an absolute path; accepted: a colon-separated list of "
+                    "absolute directories holding libporta_<backend>.so",
+                    path.name, path.text, directory);
+      }
       std::error_code ignored;
       if (!std::filesystem::is_directory(directory, ignored)) {
         return fail(PORTA_ERROR_INVALID_ARGUMENT,
@@ -292,23 +303,16 @@ void Runtime::release_everything() {
   // Op plugins first: they hold modules and memory of their own, which go below with the rest.
   for (auto& plugin : ops_plugins_) unload_ops_plugin(*plugin);
   ops_plugins_.clear();
+  // No call is in flight (shutdown runs alone), so the tables hold the last references: each
+  // object is released by its destructor right here, kernels before the modules they hold.
   kernels.remove_all();
-  for (auto& module : modules.remove_all()) {
-    const Backend& backend = *module->device->backend;
-    backend.interface.module_unload(backend.context, module->native);
-  }
-  for (auto& event : events.remove_all()) {
-    const Backend& backend = *event->device->backend;
-    backend.interface.event_destroy(backend.context, event->native);
-  }
-  for (auto& stream : streams.remove_all()) {
-    const Backend& backend = *stream->device->backend;
-    backend.interface.stream_synchronize(backend.context, stream->native);
-    backend.interface.stream_destroy(backend.context, stream->native);
-  }
+  modules.remove_all();
+  events.remove_all();
+  streams.remove_all();
   {
     std::unique_lock lock(allocations_mutex_);
     for (auto& [base, allocation] : allocations_) {
+      remember_freed(allocation, "porta_shutdown");
       const Backend& backend = *allocation.device->backend;
       void* ptr = reinterpret_cast<void*>(base);
       if (allocation.kind == PORTA_MEMORY_DEVICE) {
@@ -324,6 +328,41 @@ void Runtime::release_everything() {
   backends_.clear();
   default_device_ = 0;
   selected_ = "";
+}
+
+namespace {
+
+// Releases a backend object from a destructor: a failure is logged, and nothing may throw.
+template <typename Slot, typename... Args>
+void release_native(const Device* device, const char* what, Slot slot, Args... args) noexcept {
+  const Backend& backend = *device->backend;
+  take_plugin_message();
+  porta_status_t status = slot(backend.context, args...);
+  if (status >= 0) return;
+  try {
+    log().warn("{}: {} backend: {}", what, backend.name, take_plugin_message());
+  } catch (...) {
+    // No memory for the log line; the object is gone either way.
+  }
+}
+
+}  // namespace
+
+Stream::~Stream() {
+  if (!native) return;
+  release_native(device, "destroying a stream", device->backend->interface.stream_destroy, native);
+}
+
+Event::~Event() {
+  if (!native) return;
+  release_native(device, "destroying an event", device->backend->interface.event_destroy, native);
+}
+
+Module::~Module() {
+  if (!native) return;
+  const porta_backend_interface_t& slots = device->backend->interface;
+  release_native(device, "unloading a module", slots.device_synchronize, device->index);
+  release_native(device, "unloading a module", slots.module_unload, native);
 }
 
 Device* Runtime::device(porta_device_t id, const char* argument) {
@@ -343,6 +382,12 @@ std::shared_ptr<Stream> Runtime::stream(porta_stream_t handle) {
 void Runtime::remember(const Allocation& allocation) {
   std::unique_lock lock(allocations_mutex_);
   allocations_[allocation.base] = allocation;
+  // Addresses handed out again are live, no longer freed.
+  const uintptr_t end = allocation.base + allocation.size;
+  std::erase_if(freed_, [&](const Freed& freed) {
+    return freed.allocation.base < end &&
+           allocation.base < freed.allocation.base + freed.allocation.size;
+  });
 }
 
 bool Runtime::find_allocation(const void* ptr, Allocation& out) const {
@@ -361,8 +406,51 @@ bool Runtime::forget(const void* ptr, porta_memory_kind_t kind, Allocation& out)
   auto it = allocations_.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == allocations_.end() || it->second.kind != kind) return false;
   out = it->second;
+  remember_freed(out, kind == PORTA_MEMORY_DEVICE ? "porta_memory_free" : "porta_host_free");
   allocations_.erase(it);
   return true;
+}
+
+void Runtime::remember_freed(const Allocation& allocation, const char* freed_by) {
+  // A GPU driver's freed pinned memory goes back to the host, which may map it again; device
+  // addresses stay in the driver's reserved range, and the CPU backend keeps freed ranges reserved.
+  const bool host_is_device =
+      allocation.device->properties.capabilities & PORTA_CAPABILITY_HOST_IS_DEVICE;
+  if (allocation.kind != PORTA_MEMORY_DEVICE && !host_is_device) return;
+  if (freed_.size() == kFreedRecords) freed_.pop_front();
+  Allocation record = allocation;
+  record.device = nullptr;  // devices do not outlive porta_shutdown
+  freed_.push_back(Freed{record, freed_by});
+}
+
+namespace {
+
+// [begin, end) against an allocation: overlapping it, or starting right at its end (an overrun
+// by one element is the common mistake, and the CPU backend's guard page is there).
+bool touches(uintptr_t begin, uintptr_t end, const Allocation& allocation) {
+  return begin <= allocation.base + allocation.size && allocation.base < end;
+}
+
+}  // namespace
+
+Runtime::Touched Runtime::touched(const void* ptr, size_t size) const {
+  const auto begin = reinterpret_cast<uintptr_t>(ptr);
+  const uintptr_t end = size > UINTPTR_MAX - begin ? UINTPTR_MAX : begin + size;
+  std::shared_lock lock(allocations_mutex_);
+  // The allocation before begin (it may end at begin), then the first at or after it.
+  auto it = allocations_.upper_bound(begin);
+  if (it != allocations_.begin() && touches(begin, end, std::prev(it)->second)) {
+    return Touched{Touched::kLive, std::prev(it)->second, ""};
+  }
+  if (it != allocations_.end() && touches(begin, end, it->second)) {
+    return Touched{Touched::kLive, it->second, ""};
+  }
+  for (auto freed = freed_.rbegin(); freed != freed_.rend(); ++freed) {
+    if (touches(begin, end, freed->allocation)) {
+      return Touched{Touched::kFreed, freed->allocation, freed->freed_by};
+    }
+  }
+  return Touched{};
 }
 
 namespace detail {

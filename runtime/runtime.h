@@ -6,6 +6,7 @@
 #include <porta/porta_plugin.h>
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,26 +35,39 @@ struct Device {
   porta_stream_t default_stream = nullptr;
 };
 
+// The runtime's objects. A handle table holds one reference and every call that looked the
+// handle up holds another, so destroying a handle never pulls an object from under a call that
+// is still using it: the backend's object is released by the destructor, when the last reference
+// goes (see "Objects destroyed while in use" in docs/reliability.md). Failures at that point are
+// logged, since no caller is left to report them to.
 struct Stream {
   Device* device = nullptr;
   void* native = nullptr;
   bool is_default = false;
+  ~Stream();
 };
 
 struct Event {
   Device* device = nullptr;
   void* native = nullptr;
   std::atomic<bool> recorded{false};
+  ~Event();
 };
 
+// Unloading waits for the device first: launches queued with the module's kernels run its code.
 struct Module {
   Device* device = nullptr;
   void* native = nullptr;
-  std::mutex mutex;  // guards kernels
+  std::mutex mutex;  // guards kernels and unloaded
   std::unordered_map<std::string, uintptr_t> kernels;
+  bool unloaded = false;  // its handle is retired: no new kernels
+  ~Module();
 };
 
+// A kernel keeps its module loaded: a launch that looked the kernel up before the module was
+// unloaded still queues code that is mapped.
 struct Kernel {
+  std::shared_ptr<Module> module;
   Device* device = nullptr;
   void* native = nullptr;
 };
@@ -103,8 +117,17 @@ class Runtime {
   void remember(const Allocation& allocation);
   // The allocation containing ptr, if any.
   bool find_allocation(const void* ptr, Allocation& out) const;
-  // Removes the allocation starting exactly at ptr with the given kind.
+  // Removes the allocation starting exactly at ptr with the given kind; it joins the freed ones.
   bool forget(const void* ptr, porta_memory_kind_t kind, Allocation& out);
+
+  // What [ptr, ptr + size) that lies in no live allocation touches: a live allocation (overlaps
+  // it, or starts right at its end), a recently freed one, or nothing (plain host memory).
+  struct Touched {
+    enum Kind { kNothing, kLive, kFreed } kind = kNothing;
+    Allocation allocation;
+    const char* freed_by = "";  // the call that freed it
+  };
+  Touched touched(const void* ptr, size_t size) const;
 
  private:
   porta_status_t read_settings(const porta_init_options_t* options, Settings& settings);
@@ -123,8 +146,20 @@ class Runtime {
   porta_device_t default_device_ = 0;
   const char* selected_ = "";
 
+  // Records the freed allocation (allocations_mutex_ held): the oldest goes beyond the bound.
+  void remember_freed(const Allocation& allocation, const char* freed_by);
+
   mutable std::shared_mutex allocations_mutex_;
   std::map<uintptr_t, Allocation> allocations_;
+  // The most recently freed allocations, oldest first, kept across porta_shutdown so that a
+  // pointer from before it is recognised too. Bounded, like the CPU backend's reserved ranges
+  // (which is at least as long, so none of these can be host memory on the CPU).
+  static constexpr size_t kFreedRecords = 256;
+  struct Freed {
+    Allocation allocation;
+    const char* freed_by;
+  };
+  std::deque<Freed> freed_;
 };
 
 // Calls a plugin slot. On failure the plugin's own message, prefixed with the backend and the

@@ -13,7 +13,6 @@
 #include <string>
 #include <system_error>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "cpu_device.h"
@@ -94,7 +93,7 @@ class Backend {
     events_.remove_all();
     modules_.remove_all();
     std::lock_guard lock(allocations_mutex_);
-    for (void* ptr : allocations_) deallocate(ptr);
+    for (auto [ptr, size] : allocations_) deallocate(ptr, size);
   }
 
   const porta_device_properties_t& properties() const { return properties_; }
@@ -104,19 +103,24 @@ class Backend {
     void* ptr = cpu::allocate(size, properties_.total_memory, what);
     try {
       std::lock_guard lock(allocations_mutex_);
-      allocations_.insert(ptr);
+      allocations_.emplace(ptr, size);
     } catch (...) {
-      deallocate(ptr);
+      deallocate(ptr, size);
       throw;
     }
     return ptr;
   }
   void release(void* ptr) {
+    size_t size = 0;
     {
       std::lock_guard lock(allocations_mutex_);
-      allocations_.erase(ptr);
+      auto it = allocations_.find(ptr);
+      if (it == allocations_.end())
+        fail(PORTA_ERROR_INVALID_ARGUMENT, "not an allocation of the cpu backend");
+      size = it->second;
+      allocations_.erase(it);
     }
-    deallocate(ptr);
+    deallocate(ptr, size);
   }
 
   Registry<CpuStream>& streams() { return streams_; }
@@ -128,7 +132,7 @@ class Backend {
   porta_device_properties_t properties_;
   ThreadPool pool_;  // destroyed after the registries below: streams use it
   std::mutex allocations_mutex_;
-  std::unordered_set<void*> allocations_;
+  std::unordered_map<void*, size_t> allocations_;  // base -> size
   Registry<CpuModule> modules_;
   Registry<CpuEvent> events_;
   Registry<CpuStream> streams_;

@@ -1,6 +1,7 @@
 #include "cpu_device.h"
 
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -10,9 +11,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "plugin_support.h"
 
@@ -21,8 +25,6 @@ namespace porta::cpu {
 using plugin::fail;
 
 namespace {
-
-constexpr size_t kAlignment = 256;
 
 std::string trim(const std::string& text) {
   const char* space = " \t\r\n";
@@ -169,21 +171,74 @@ porta_device_properties_t probe_properties(unsigned threads) {
   return p;
 }
 
+namespace {
+
+size_t page_size() {
+  static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+// The bytes an allocation of size maps: whole pages, plus the guard page. 0 if that overflows.
+size_t mapped_size(size_t size) {
+  const size_t page = page_size();
+  const size_t pages = size / page + (size % page != 0) + 1;
+  return pages > SIZE_MAX / page ? 0 : pages * page;
+}
+
+// Freed ranges kept reserved without memory behind them, oldest first.
+class Quarantine {
+ public:
+  void add(void* ptr, size_t bytes) {
+    // Replacing the pages drops their contents and memory but keeps the addresses ours.
+    if (mmap(ptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
+             0) == MAP_FAILED) {
+      munmap(ptr, bytes);
+      return;
+    }
+    std::lock_guard lock(mutex_);
+    if (ranges_.size() == kQuarantinedRanges) {
+      munmap(ranges_.front().first, ranges_.front().second);
+      ranges_.pop_front();
+    }
+    ranges_.emplace_back(ptr, bytes);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::deque<std::pair<void*, size_t>> ranges_;
+};
+
+Quarantine& quarantine() {
+  static Quarantine* instance = new Quarantine();  // process-wide, never destroyed
+  return *instance;
+}
+
+}  // namespace
+
 void* allocate(size_t size, uint64_t limit, const char* what) {
-  if (limit != 0 && size > limit) {
+  const size_t bytes = mapped_size(size);
+  if ((limit != 0 && size > limit) || bytes == 0) {
     fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": " + std::to_string(size) +
                                         " bytes requested, more than the host's " +
                                         std::to_string(limit) + " bytes of memory");
   }
-  void* ptr = nullptr;
-  int error = posix_memalign(&ptr, kAlignment, size);
-  if (error != 0) {
+  void* ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ptr == MAP_FAILED) {
+    const int error = errno;
     fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": allocating " + std::to_string(size) +
                                         " bytes failed (" + std::strerror(error) + ")");
+  }
+  const size_t guard = bytes - page_size();
+  if (mprotect(static_cast<char*>(ptr) + guard, page_size(), PROT_NONE) != 0) {
+    const int error = errno;
+    munmap(ptr, bytes);
+    fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": protecting the guard page of " +
+                                        std::to_string(size) + " bytes failed (" +
+                                        std::strerror(error) + ")");
   }
   return ptr;
 }
 
-void deallocate(void* ptr) { std::free(ptr); }
+void deallocate(void* ptr, size_t size) { quarantine().add(ptr, mapped_size(size)); }
 
 }  // namespace porta::cpu

@@ -23,10 +23,16 @@ uint64_t total_memory();
 // MemAvailable from /proc/meminfo (what can be allocated without swapping), else sysinfo's free.
 uint64_t available_memory();
 
-// 256-byte-aligned host memory, as both device and pinned allocations are on the CPU. Throws
-// Failure(PORTA_ERROR_OUT_OF_MEMORY) when size exceeds limit (the host's memory: refused without
-// trying, since overcommit could grant it and fail later) or the allocation fails.
+// Page-aligned host memory of the backend's own mappings, as both device and pinned allocations
+// are on the CPU. Throws Failure(PORTA_ERROR_OUT_OF_MEMORY) when size exceeds limit (the host's
+// memory: refused without trying, since overcommit could grant it and fail later) or the mapping
+// fails. Each allocation is followed by an inaccessible guard page, and a freed one stays
+// reserved, inaccessible, among the last kQuarantinedRanges freed in the process (this plugin is
+// never unmapped, so that outlives porta_shutdown): the host's own allocations never land in a
+// range that libporta remembers as recently freed, and a stray access to one faults instead of
+// corrupting whatever took its place.
 void* allocate(size_t size, uint64_t limit, const char* what);
-void deallocate(void* ptr);
+void deallocate(void* ptr, size_t size);
+inline constexpr size_t kQuarantinedRanges = 1024;
 
 }  // namespace porta::cpu

@@ -14,7 +14,9 @@
  *   application has not done so; if that fails, the call returns the initialisation's status.
  * - Handles are checked: a NULL, destroyed, or foreign handle, or one of another type, gives
  *   PORTA_ERROR_INVALID_HANDLE, never a crash. A NULL porta_stream_t means the default stream of
- *   the default device (see porta_stream_default).
+ *   the default device (see porta_stream_default). An object destroyed while another thread is
+ *   still in a call that uses it lives until that call returns: such a call succeeds or answers
+ *   INVALID_HANDLE, it never crashes or hangs.
  * - Outputs come last and are named out_*. Structs start with struct_size: set it to
  *   sizeof(the struct) before passing it in; structs only grow by appending fields.
  *
@@ -22,9 +24,11 @@
  *   PORTA_BACKEND      auto (default) | cpu | cuda | hip | level_zero | a comma list in preference
  *                      order, e.g. "cuda,hip,cpu".
  *   PORTA_DEVICE       index of the default device (default 0).
- *   PORTA_PLUGIN_PATH  colon-separated directories searched first for libporta_<backend>.so.
+ *   PORTA_PLUGIN_PATH  colon-separated absolute directories searched first for
+ *                      libporta_<backend>.so (a relative one is INVALID_ARGUMENT).
  *   PORTA_OPS          portable (default) | vendor: which implementation of porta_ops.h runs.
  *   PORTA_LOG          off | error | warn (default) | info | debug | trace; messages go to stderr.
+ * In a set-user-ID or set-group-ID program they are ignored (read with secure_getenv).
  */
 #ifndef PORTA_PORTA_H_
 #define PORTA_PORTA_H_
@@ -261,12 +265,16 @@ typedef struct porta_event_s* porta_event_t;
 
 /* Copies size bytes; the direction (host to device, device to host, device to device, host to
  * host) follows from where dst and src were allocated. Every pointer that lies in a Porta
- * allocation must have size bytes left in it. Device-to-device copies must stay on one device.
+ * allocation must have size bytes left in it. A range outside every allocation is host memory
+ * only if it touches none: one that runs into a live allocation or starts at its end, or touches
+ * a recently freed one (also those freed by porta_shutdown), is INVALID_ARGUMENT, the latter
+ * named a use after free. Device-to-device copies must stay on one device.
  * The async form queues the copy on the stream and returns; host memory must stay valid until it
  * completes, and only pinned memory is guaranteed to overlap with other work. The blocking form
  * runs on the default stream of the device involved and waits for it.
- * size 0 is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for NULL pointers, an overrun, or a
- * device pointer of another device than the stream's; INVALID_HANDLE for the stream. */
+ * size 0 is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for NULL pointers, an overrun, a range
+ * touching an allocation it does not lie in, a freed pointer, or a device pointer of another
+ * device than the stream's; INVALID_HANDLE for the stream. */
 PORTA_API porta_status_t porta_memcpy(void* dst, const void* src, size_t size);
 PORTA_API porta_status_t porta_memcpy_async(void* dst, const void* src, size_t size,
                                             porta_stream_t stream);
@@ -381,11 +389,18 @@ PORTA_API porta_status_t porta_module_load(porta_device_t device, const char* pa
                                            porta_module_t* out_module);
 
 /* Loads a module from memory; the image is copied and may be freed after the call.
+ * The image must be trusted, as a shared library is: loading runs its code (a CPU module's
+ * constructors; a GPU driver parses it). What can be checked is checked before the backend sees
+ * it (an ELF image's headers, segments, dynamic section and relocations must lie within the
+ * image and the object), so a truncated or malformed image is INVALID_ARGUMENT, but a well-formed
+ * image is not made harmless by that.
  * Returns as porta_module_load. */
 PORTA_API porta_status_t porta_module_load_data(porta_device_t device, const void* image,
                                                 size_t size, porta_module_t* out_module);
 
-/* Unloads the module after waiting for the device's pending work; its kernels become stale.
+/* Unloads the module after waiting for the device's pending work; its kernels become stale. A
+ * launch of its kernel that another thread has under way still runs: the code is unmapped once
+ * that launch has finished.
  * Returns: SUCCESS; INVALID_HANDLE. */
 PORTA_API porta_status_t porta_module_unload(porta_module_t module);
 

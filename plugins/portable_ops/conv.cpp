@@ -3,6 +3,7 @@
 #include <optional>
 #include <string>
 
+#include "checked.h"
 #include "kernels/gemm_params.h"
 #include "portable_ops.h"
 
@@ -35,28 +36,32 @@ porta_status_t launch_conv(Pass pass, porta_stream_t stream, const porta_conv2d_
     porta_ops::ConvArgs g{};
     g.batch = d.batch, g.channels = d.in_channels, g.height = d.in_height, g.width = d.in_width;
     g.out_channels = d.out_channels, g.kernel_h = d.kernel_height, g.kernel_w = d.kernel_width;
-    g.out_h =
-        (d.in_height + 2 * d.pad_h - d.dilation_h * (d.kernel_height - 1) - 1) / d.stride_h + 1;
-    g.out_w = (d.in_width + 2 * d.pad_w - d.dilation_w * (d.kernel_width - 1) - 1) / d.stride_w + 1;
+    porta::check(porta_conv2d_output_size(desc, &g.out_h, &g.out_w));
     g.pad_h = d.pad_h, g.pad_w = d.pad_w;
     g.stride_h = d.stride_h, g.stride_w = d.stride_w;
     g.dilation_h = d.dilation_h, g.dilation_w = d.dilation_w;
-    const int64_t crs = g.channels * g.kernel_h * g.kernel_w;
-    int64_t m, n, k;
+    const Checked<int64_t> crs = Checked(g.channels) * g.kernel_h * g.kernel_w;
+    const Checked<int64_t> npq = Checked(g.batch) * g.out_h * g.out_w;
+    Checked<int64_t> m = 0, n = 0, k = 0;
     switch (pass) {
       case Pass::forward:  // y[K, (N,P,Q)] = w[K, (C,R,S)] x im2col(x)
-        m = g.out_channels, n = g.batch * g.out_h * g.out_w, k = crs;
+        m = g.out_channels, n = npq, k = crs;
         break;
       case Pass::backward_data:  // dx[C, (N,H,W)] = w^T x gather(dy)
-        m = g.channels, n = g.batch * g.height * g.width;
-        k = g.out_channels * g.kernel_h * g.kernel_w;
+        m = g.channels, n = Checked(g.batch) * g.height * g.width;
+        k = Checked(g.out_channels) * g.kernel_h * g.kernel_w;
         break;
       default:  // dw[K, (C,R,S)] = dy[K, (N,P,Q)] x im2col(x)^T
-        m = g.out_channels, n = crs, k = g.batch * g.out_h * g.out_w;
+        m = g.out_channels, n = crs, k = npq;
         break;
     }
+    // libporta checked the tensors' sizes; this keeps the plugin safe on its own.
+    if (!m.valid() || !n.valid() || !k.valid()) {
+      plugin::fail(PORTA_ERROR_INVALID_ARGUMENT, "the convolution's GEMM sizes overflow");
+    }
     std::optional<Scratch> scratch;
-    const porta_ops::GemmPlan plan = plan_engine_launch(stream, ops[index], m, n, k, 1, scratch);
+    const porta_ops::GemmPlan plan =
+        plan_engine_launch(stream, ops[index], m.value(), n.value(), k.value(), 1, scratch);
     g.tiles = plan.tiles;
     // The kernels' inputs are pointers of their dtype: the same bytes.
     launch(stream, kernels[index][d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),

@@ -1,6 +1,7 @@
 // Host side of max pooling: row launches over y (forward) and over dx (backward, a gather).
 #include <limits>
 
+#include "checked.h"
 #include "portable_ops.h"
 
 namespace porta::portable_ops {
@@ -11,8 +12,16 @@ struct PoolShape {
 };
 
 PoolShape shape_of(const porta_pool2d_desc_t& d) {
-  return {d.batch * d.channels, (d.in_height + 2 * d.pad_h - d.window_h) / d.stride_h + 1,
-          (d.in_width + 2 * d.pad_w - d.window_w) / d.stride_w + 1};
+  PoolShape shape{};
+  porta::check(porta_pool2d_output_size(&d, &shape.out_h, &shape.out_w));
+  const Checked<int64_t> planes = Checked(d.batch) * d.channels;
+  // libporta checked the tensors' sizes; this keeps the plugin safe on its own.
+  if (!planes.valid() || !(planes * shape.out_h * shape.out_w).valid() ||
+      !(planes * d.in_height * d.in_width).valid()) {
+    plugin::fail(PORTA_ERROR_INVALID_ARGUMENT, "the pooling's tensor sizes overflow");
+  }
+  shape.planes = planes.value();
+  return shape;
 }
 
 // Launches `name` over `rows` rows of `length`, with the geometry and then buffers as arguments.

@@ -394,3 +394,114 @@ TEST_CASE("concurrency: errors on one thread do not leak into another", "[concur
   });
   failures.report();
 }
+
+// ---- objects destroyed while another thread uses them -------------------------------------------
+// Each round races one thread's use of an object against another thread destroying it. The user
+// gets SUCCESS (the call came first) or INVALID_HANDLE (the destroy came first); never a hang, a
+// crash, or code that runs after its module was unloaded.
+
+namespace {
+
+constexpr int kRaceRounds = 40;
+
+// Runs use() in a loop on two threads until it stops returning SUCCESS, while the calling
+// thread destroys the object once use() has run at least once. Each user must end with
+// INVALID_HANDLE (its call came after the destroy), having had only SUCCESS before.
+template <typename Use, typename Destroy>
+void race(Use&& use, Destroy&& destroy, Failures& failures, const char* what) {
+  constexpr int kUsers = 2;
+  std::atomic<int> uses{0};
+  std::atomic<int> done{0};
+  std::vector<std::thread> users;
+  for (int i = 0; i < kUsers; ++i) {
+    users.emplace_back([&] {
+      porta_status_t status;
+      while ((status = use()) == PORTA_SUCCESS) ++uses;
+      failures.expect(status, PORTA_ERROR_INVALID_HANDLE, what);
+      ++done;
+    });
+  }
+  while (uses.load() == 0 && done.load() == 0) std::this_thread::yield();
+  destroy();
+  for (std::thread& user : users) user.join();
+}
+
+}  // namespace
+
+TEST_CASE("concurrency: a stream destroyed while another thread synchronizes it", "[concurrency]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    constexpr size_t kSize = size_t{1} << 12;
+    Buffer buffer(device, kSize);
+    Failures failures;
+    for (int round = 0; round < kRaceRounds; ++round) {
+      porta_stream_t stream = nullptr;
+      PT_REQUIRE_OK(porta_stream_create(device, &stream));
+      // Work queued and waited for in a loop: a user may be queueing, or waiting in the stream,
+      // while the destroy tears it down.
+      auto use = [&] {
+        porta_status_t status = porta_memset_async(buffer.get(), round & 0xFF, kSize, stream);
+        return status == PORTA_SUCCESS ? porta_stream_synchronize(stream) : status;
+      };
+      race(
+          use, [&] { WORKER_OK(failures, porta_stream_destroy(stream)); }, failures,
+          "using a destroyed stream");
+    }
+    failures.report();
+  }
+}
+
+TEST_CASE("concurrency: an event destroyed while another thread makes a stream wait on it",
+          "[concurrency]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    constexpr size_t kSize = size_t{1} << 16;
+    Buffer buffer(device, kSize);
+    Stream recorder(device), waiter(device);
+    Failures failures;
+    for (int round = 0; round < kRaceRounds; ++round) {
+      porta_event_t event = nullptr;
+      PT_REQUIRE_OK(porta_event_create(device, &event));
+      auto use = [&] {
+        porta_status_t status = porta_memset_async(buffer.get(), 1, kSize, recorder.get());
+        if (status == PORTA_SUCCESS) status = porta_event_record(event, recorder.get());
+        return status == PORTA_SUCCESS ? porta_stream_wait_event(waiter.get(), event) : status;
+      };
+      race(
+          use, [&] { WORKER_OK(failures, porta_event_destroy(event)); }, failures,
+          "using a destroyed event");
+    }
+    WORKER_OK(failures, porta_stream_synchronize(waiter.get()));
+    failures.report();
+  }
+}
+
+TEST_CASE("concurrency: a module unloaded while another thread launches its kernel",
+          "[concurrency]" PT_KERNELS_TAG) {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    // Loaded from memory, each load is a code object of its own, which the unload unmaps.
+    const std::vector<char> image = read_file(kernels_path());
+    constexpr int kN = 4096;
+    Buffer x(device, kN * sizeof(float)), y(device, kN * sizeof(float));
+    PT_REQUIRE_OK(porta_memset(x.get(), 0, kN * sizeof(float)));
+    PT_REQUIRE_OK(porta_memset(y.get(), 0, kN * sizeof(float)));
+    Stream stream(device);
+    Failures failures;
+    for (int round = 0; round < kRaceRounds; ++round) {
+      porta_module_t module = nullptr;
+      porta_kernel_t saxpy = nullptr;
+      PT_REQUIRE_OK(porta_module_load_data(device, image.data(), image.size(), &module));
+      PT_REQUIRE_OK(porta_kernel_get(module, "saxpy", &saxpy));
+      auto use = [&] {
+        return launch_saxpy(saxpy, kN, 1.0f, x.as<float>(), y.as<float>(), 64, stream.get());
+      };
+      race(
+          use, [&] { WORKER_OK(failures, porta_module_unload(module)); }, failures,
+          "launching a kernel of an unloaded module");
+      // Every launch that was accepted ran (or runs now) with its code still mapped.
+      WORKER_OK(failures, porta_stream_synchronize(stream.get()));
+    }
+    failures.report();
+  }
+}

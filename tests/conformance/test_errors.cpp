@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
+#include <map>
 
 #include "common.h"
 
@@ -286,6 +288,111 @@ TEST_CASE("errors: copies that overrun an allocation change nothing", "[errors][
     // The exact fit is fine.
     PT_CHECK_OK(porta_memcpy(dp + 512, host.data(), 512));
   }
+}
+
+namespace {
+
+// A bad copy, blocking and on a stream, must fail with INVALID_ARGUMENT and a message containing
+// `says` (what it wrote is checked by the callers).
+void check_refused(void* dst, const void* src, size_t size, const std::string& says,
+                   porta_stream_t stream) {
+  INFO("dst " << dst << " src " << src << " size " << size);
+  for (int async = 0; async < 2; ++async) {
+    INFO((async ? "async" : "blocking"));
+    const CallResult copied = call_on_fresh_thread([&] {
+      return async ? porta_memcpy_async(dst, src, size, stream) : porta_memcpy(dst, src, size);
+    });
+    INFO("copy: " << copied.message);
+    CHECK(Status{copied.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    CHECK_THAT(copied.message, Catch::Contains(says));
+  }
+}
+
+void check_set_refused(void* dst, size_t size, const std::string& says, porta_stream_t stream) {
+  for (int async = 0; async < 2; ++async) {
+    INFO((async ? "async" : "blocking") << " set of " << size << " bytes at " << dst);
+    const CallResult set = call_on_fresh_thread([&] {
+      return async ? porta_memset_async(dst, 0x77, size, stream) : porta_memset(dst, 0x77, size);
+    });
+    INFO("set: " << set.message);
+    CHECK(Status{set.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    CHECK_THAT(set.message, Catch::Contains(says));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("errors: copies that touch an allocation without lying inside it change nothing",
+          "[errors][memory]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Stream stream(device);
+    constexpr size_t kSize = 4096;
+    Buffer d(device, kSize);
+    Buffer pinned(device, kSize, Buffer::kPinned);
+    PT_REQUIRE_OK(porta_memset(d.get(), 0x11, kSize));
+    std::memset(pinned.get(), 0x33, kSize);
+    std::vector<uint8_t> host(256, 0x44);
+    for (char* base : {d.bytes(), pinned.bytes()}) {
+      INFO((base == d.bytes() ? "device memory" : "pinned memory"));
+      // Starting at the end of the allocation: an overrun by one element.
+      check_refused(base + kSize, host.data(), 64, "start at the end of", stream.get());
+      check_refused(host.data(), base + kSize, 64, "start at the end of", stream.get());
+      // Starting before the allocation and running into it.
+      check_refused(base - 16, host.data(), 64, "run into", stream.get());
+      check_refused(host.data(), base - 16, 64, "run into", stream.get());
+      check_set_refused(base - 16, 64, "run into", stream.get());
+    }
+    check_set_refused(d.bytes() + kSize, 64, "start at the end of", stream.get());
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    CHECK(download(d.get(), kSize) == std::vector<uint8_t>(kSize, 0x11));
+    CHECK(std::vector<uint8_t>(pinned.bytes(), pinned.bytes() + kSize) ==
+          std::vector<uint8_t>(kSize, 0x33));
+    CHECK(host == std::vector<uint8_t>(256, 0x44));
+  }
+}
+
+TEST_CASE("errors: copies into freed memory are refused as use after free", "[errors][memory]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Stream stream(device);
+    std::vector<uint8_t> host(256, 0x44);
+    void* freed = nullptr;
+    PT_REQUIRE_OK(porta_memory_alloc(device, 1024, &freed));
+    PT_REQUIRE_OK(porta_memory_free(freed));
+    char* const f = static_cast<char*>(freed);
+    for (char* at : {f, f + 512}) {
+      check_refused(at, host.data(), 64, "use after free", stream.get());
+      check_refused(host.data(), at, 64, "use after free", stream.get());
+      check_set_refused(at, 64, "porta_memory_free", stream.get());
+    }
+    CHECK(host == std::vector<uint8_t>(256, 0x44));
+    // Memory allocated again at those addresses is live again.
+    void* again = nullptr;
+    PT_REQUIRE_OK(porta_memory_alloc(device, 1024, &again));
+    if (again == freed) PT_CHECK_OK(porta_memcpy(again, host.data(), 64));
+    PT_CHECK_OK(porta_memory_free(again));
+  }
+}
+
+TEST_CASE("errors: pointers from before porta_shutdown are refused", "[errors][memory]") {
+  std::vector<porta_device_t> before = devices();
+  std::vector<void*> stale;
+  for (porta_device_t device : before) {
+    void* ptr = nullptr;
+    PT_REQUIRE_OK(porta_memory_alloc(device, 1024, &ptr));
+    stale.push_back(ptr);
+  }
+  porta_shutdown();
+  PT_REQUIRE_OK(porta_init(nullptr));
+  Stream stream(before.front());
+  std::vector<uint8_t> host(256, 0x44);
+  for (void* ptr : stale) {
+    check_refused(ptr, host.data(), 64, "porta_shutdown", stream.get());
+    check_refused(host.data(), ptr, 64, "use after free", stream.get());
+    check_set_refused(ptr, 64, "porta_shutdown", stream.get());
+  }
+  CHECK(host == std::vector<uint8_t>(256, 0x44));
 }
 
 TEST_CASE("errors: bad memsets change nothing", "[errors][memory]") {
@@ -608,6 +715,120 @@ TEST_CASE("errors: a CPU code object for another machine is INCOMPATIBLE_VERSION
   PT_CHECK_FAILS(PORTA_ERROR_INCOMPATIBLE_VERSION,
                  porta_module_load_data(device, image.data(), image.size(), &module));
   CHECK(module == nullptr);
+}
+
+namespace {
+
+// The parts of a little-endian ELF64 image that the malformed-image test rewrites.
+struct ElfLayout {
+  size_t dynamic_header = 0;  // offset of the PT_DYNAMIC program header
+  std::vector<size_t> load_headers;
+  std::map<int64_t, size_t> tags;  // dynamic tag -> offset of its d_un in the file
+  size_t first_rela = 0;           // offset of the first Elf64_Rela entry, 0 if none
+};
+
+ElfLayout elf_layout(const std::vector<char>& image) {
+  ElfLayout layout;
+  Elf64_Ehdr header;
+  std::memcpy(&header, image.data(), sizeof(header));
+  std::vector<Elf64_Phdr> loads;
+  Elf64_Phdr dynamic{};
+  for (size_t i = 0; i < header.e_phnum; ++i) {
+    const size_t at = header.e_phoff + i * sizeof(Elf64_Phdr);
+    Elf64_Phdr segment;
+    std::memcpy(&segment, image.data() + at, sizeof(segment));
+    if (segment.p_type == PT_LOAD) {
+      loads.push_back(segment);
+      layout.load_headers.push_back(at);
+    }
+    if (segment.p_type == PT_DYNAMIC) {
+      layout.dynamic_header = at;
+      dynamic = segment;
+    }
+  }
+  for (size_t at = dynamic.p_offset; at + sizeof(Elf64_Dyn) <= dynamic.p_offset + dynamic.p_filesz;
+       at += sizeof(Elf64_Dyn)) {
+    Elf64_Dyn entry;
+    std::memcpy(&entry, image.data() + at, sizeof(entry));
+    if (entry.d_tag == DT_NULL) break;
+    layout.tags[entry.d_tag] = at + offsetof(Elf64_Dyn, d_un);
+    if (entry.d_tag == DT_RELA) {
+      for (const Elf64_Phdr& load : loads) {
+        if (entry.d_un.d_ptr >= load.p_vaddr && entry.d_un.d_ptr < load.p_vaddr + load.p_filesz) {
+          layout.first_rela = load.p_offset + (entry.d_un.d_ptr - load.p_vaddr);
+        }
+      }
+    }
+  }
+  return layout;
+}
+
+template <typename T>
+void poke(std::vector<char>& image, size_t offset, T value) {
+  std::memcpy(image.data() + offset, &value, sizeof(value));
+}
+
+}  // namespace
+
+TEST_CASE("errors: a CPU code object with a malformed dynamic section is refused before dlopen",
+          "[errors][module]" PT_KERNELS_TAG) {
+  if (!is_cpu_backend()) return;  // a CPU-specific image
+  const porta_device_t device = devices().front();
+  const std::vector<char> image = read_file(kernels_path());
+  const ElfLayout layout = elf_layout(image);
+  REQUIRE(layout.dynamic_header != 0);
+  REQUIRE(layout.tags.count(DT_STRTAB));
+  REQUIRE(layout.tags.count(DT_RELA));
+  REQUIRE(layout.first_rela != 0);
+  struct Damage {
+    const char* what;
+    std::function<void(std::vector<char>&)> apply;
+  };
+  const uint64_t far = uint64_t{1} << 40;
+  const Damage damages[] = {
+      {"the dynamic section's file offset past the end",
+       [&](auto& bad) {
+         poke<uint64_t>(bad, layout.dynamic_header + offsetof(Elf64_Phdr, p_offset), far);
+       }},
+      {"the dynamic section's address outside every segment",
+       [&](auto& bad) {
+         poke<uint64_t>(bad, layout.dynamic_header + offsetof(Elf64_Phdr, p_vaddr), far);
+       }},
+      {"no DT_NULL within the dynamic section",
+       [&](auto& bad) {
+         poke<uint64_t>(bad, layout.dynamic_header + offsetof(Elf64_Phdr, p_filesz), 16);
+       }},
+      {"the string table outside the object",
+       [&](auto& bad) { poke<uint64_t>(bad, layout.tags.at(DT_STRTAB), far); }},
+      {"the string table's size past the object",
+       [&](auto& bad) { poke<uint64_t>(bad, layout.tags.at(DT_STRSZ), far); }},
+      {"the relocation table outside the object",
+       [&](auto& bad) { poke<uint64_t>(bad, layout.tags.at(DT_RELA), far); }},
+      {"a relocation that writes outside the object",
+       [&](auto& bad) {
+         poke<uint64_t>(bad, layout.first_rela + offsetof(Elf64_Rela, r_offset), far);
+       }},
+      {"a loadable segment whose memory is smaller than its file bytes",
+       [&](auto& bad) {
+         poke<uint64_t>(bad, layout.load_headers.back() + offsetof(Elf64_Phdr, p_memsz), 1);
+       }},
+  };
+  TempDir dir;
+  for (const Damage& damage : damages) {
+    INFO(damage.what);
+    std::vector<char> bad = image;
+    damage.apply(bad);
+    porta_module_t module = nullptr;
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                   porta_module_load_data(device, bad.data(), bad.size(), &module));
+    const std::string file = dir.write("malformed.so", bad.data(), bad.size());
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_module_load(device, file.c_str(), &module));
+    CHECK(module == nullptr);
+  }
+  // The undamaged image still loads.
+  porta_module_t module = nullptr;
+  PT_REQUIRE_OK(porta_module_load_data(device, image.data(), image.size(), &module));
+  PT_CHECK_OK(porta_module_unload(module));
 }
 
 TEST_CASE("errors: kernels that do not exist", "[errors][module]" PT_KERNELS_TAG) {

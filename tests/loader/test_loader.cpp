@@ -328,6 +328,34 @@ TEST_CASE("loader: bad settings are refused with the accepted values", "[loader]
     CHECK(Status{init.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
     CHECK(contains(init.message, missing));
   }
+  SECTION("PORTA_PLUGIN_PATH naming a relative directory") {
+    // "." would load ./libporta_cpu.so from wherever the program runs.
+    TempDir absolute;
+    for (const std::string& path :
+         {std::string("."), std::string("lib"), absolute.path() + ":relative/dir"}) {
+      const std::string relative = path.find(':') == std::string::npos ? path : "relative/dir";
+      INFO("PORTA_PLUGIN_PATH=" << path);
+      {
+        Fresh fresh;
+        ScopedEnv env_path("PORTA_PLUGIN_PATH", path.c_str());
+        const porta_init_options_t o = options("cpu");
+        const CallResult init = call_on_fresh_thread([&] { return porta_init(&o); });
+        INFO(init.message);
+        CHECK(Status{init.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+        CHECK(contains(init.message, "PORTA_PLUGIN_PATH"));
+        CHECK(contains(init.message, "'" + relative + "' is not an absolute path"));
+      }
+      {
+        Fresh fresh;
+        const porta_init_options_t o = options("cpu", path.c_str());
+        const CallResult init = call_on_fresh_thread([&] { return porta_init(&o); });
+        INFO(init.message);
+        CHECK(Status{init.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+        CHECK(contains(init.message, "options.plugin_path"));
+        CHECK(contains(init.message, "'" + relative + "' is not an absolute path"));
+      }
+    }
+  }
   SECTION("an options struct_size smaller than the first release's") {
     Fresh fresh;
     porta_init_options_t o = options("cpu");

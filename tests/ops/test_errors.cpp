@@ -315,6 +315,46 @@ TEST_CASE("errors: conv2d forward, backward-data, backward-weights, output size"
     });
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_forward x overflows", forward(&huge));
   }
+  SECTION("parameters whose shape formulas overflow") {
+    constexpr int64_t k2to62 = int64_t{1} << 62;
+    constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+    // dilation (kernel - 1) + 1 overflows (it divided by zero in a plugin before).
+    const porta_conv2d_desc_t dilated = with([&](auto& d) { d.dilation_h = d.stride_h = k2to62; });
+    // in + 2 pad overflows (the output came out empty before).
+    const porta_conv2d_desc_t padded = with([&](auto& d) { d.pad_w = kMax; });
+    const porta_conv2d_desc_t padded_h = with([&](auto& d) { d.pad_h = kMax / 2; });
+    const porta_conv2d_desc_t wide = with([&](auto& d) { d.dilation_w = kMax; });
+    const struct {
+      const porta_conv2d_desc_t* d;
+      const char* names;
+    } cases[] = {{&dilated, "dilation_h kernel_height overflows"},
+                 {&padded, "in_width pad_w overflows"},
+                 {&padded_h, "in_height pad_h overflows"},
+                 {&wide, "dilation_w kernel_width overflows"}};
+    for (const auto& c : cases) {
+      const std::string names = c.names;
+      PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_forward " + names, forward(c.d));
+      PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_backward_data " + names,
+                       backward_data(c.d));
+      PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_backward_weights " + names,
+                       backward_weights(c.d));
+      int64_t p = -7, q = -7;
+      PT_CHECK_REJECTS(untouched, kInvalid, "porta_conv2d_output_size " + names,
+                       porta_conv2d_output_size(c.d, &p, &q));
+      CHECK(p == -7);
+      CHECK(q == -7);
+    }
+    // Large values whose formulas do not overflow are shapes like any other: a 1x1 kernel
+    // 2^62 apart, sliding 2^62 at a time, over 6 + 2 rows gives 1 row.
+    const porta_conv2d_desc_t far = with([&](auto& d) {
+      d.kernel_height = d.kernel_width = 1;
+      d.dilation_h = d.stride_h = d.dilation_w = d.stride_w = k2to62;
+    });
+    int64_t p = 0, q = 0;
+    PT_CHECK_OK(porta_conv2d_output_size(&far, &p, &q));
+    CHECK(p == 1);
+    CHECK(q == 1);
+  }
   SECTION("buffers: NULL, one element too small, host memory, overlapping") {
     const auto& d = valid;
     const auto s = env.stream();
@@ -743,6 +783,26 @@ TEST_CASE("errors: max-pool forward, backward and output size", "[errors][pool]"
     PT_CHECK_REJECTS(untouched, kInvalid, b + " padding", backward(&pad_as_window));
     PT_CHECK_REJECTS(untouched, kInvalid, f + " window", forward(&too_big));
     PT_CHECK_REJECTS(untouched, kInvalid, b + " window", backward(&too_big));
+  }
+  SECTION("parameters whose shape formulas overflow") {
+    constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+    const porta_pool2d_desc_t padded = with([&](auto& d) {
+      d.pad_w = kMax - 1;
+      d.window_w = kMax;
+    });
+    const porta_pool2d_desc_t tall = with([&](auto& d) {
+      d.in_height = kMax;
+      d.pad_h = 1;
+    });
+    PT_CHECK_REJECTS(untouched, kInvalid, f + " in_width pad_w overflows", forward(&padded));
+    PT_CHECK_REJECTS(untouched, kInvalid, b + " in_height pad_h overflows", backward(&tall));
+    int64_t p = -7, q = -7;
+    PT_CHECK_REJECTS(untouched, kInvalid, "porta_pool2d_output_size in_width pad_w overflows",
+                     porta_pool2d_output_size(&padded, &p, &q));
+    PT_CHECK_REJECTS(untouched, kInvalid, "porta_pool2d_output_size in_height pad_h overflows",
+                     porta_pool2d_output_size(&tall, &p, &q));
+    CHECK(p == -7);
+    CHECK(q == -7);
   }
   SECTION("buffers") {
     const auto& d = valid;

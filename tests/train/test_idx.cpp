@@ -89,6 +89,25 @@ TEST_CASE("idx: wrong magic, type or rank, and extra data are rejected", "[idx]"
   CHECK_THROWS_WITH(read_idx(dir.file("absent"), 3), Contains("no such file"));
 }
 
+TEST_CASE("idx: a short file announcing a huge array is rejected before allocating it", "[idx]") {
+  ScratchDir dir;
+  // 16 bytes announcing 2^16 x 2^12 x 2^12 = 2^40 bytes: within the plausible bound, so only the
+  // file's size can tell. Reading it must not try to allocate that (the test would run out of
+  // memory or time).
+  const std::vector<uint8_t> bytes = idx_bytes({1u << 16, 1u << 12, 1u << 12}, {});
+  REQUIRE(bytes.size() == 16);
+  write_file(dir.file("plain"), bytes);
+  CHECK_THROWS_WITH(read_idx(dir.file("plain"), 3),
+                    Contains("truncated") && Contains("1099511627776") && Contains("holds 0"));
+  write_gzip(dir.file("packed.gz"), bytes);
+  CHECK_THROWS_WITH(read_idx(dir.file("packed.gz"), 3),
+                    Contains("truncated") && Contains("gzip data can hold"));
+  // Announcing what gzip data of its size could hold: read as it arrives, refused at its end.
+  const std::vector<uint8_t> small = idx_bytes({10, 10, 10}, {});
+  write_gzip(dir.file("short.gz"), small);
+  CHECK_THROWS_WITH(read_idx(dir.file("short.gz"), 3), Contains("truncated"));
+}
+
 TEST_CASE("idx: image sets with mismatched counts or bad labels are rejected", "[idx]") {
   ScratchDir dir;
   write_file(dir.file("images"), idx_bytes({3, 28, 28}, iota_bytes(3 * 784)));

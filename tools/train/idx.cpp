@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -24,6 +25,14 @@ class GzReader {
   }
   ~GzReader() {
     if (file_) gzclose(file_);
+  }
+
+  // Whether the file is read as is (not gzip data); meaningful after the first read.
+  bool plain() { return gzdirect(file_) != 0; }
+  uint64_t file_size() {
+    std::error_code ec;
+    const uint64_t size = std::filesystem::file_size(path_, ec);
+    return ec ? 0 : size;
   }
   GzReader(const GzReader&) = delete;
   GzReader& operator=(const GzReader&) = delete;
@@ -59,6 +68,9 @@ class GzReader {
   std::string path_;
   gzFile file_ = nullptr;
 };
+
+// Deflate's largest compression ratio: no gzip stream of n bytes inflates past 1032 n.
+constexpr uint64_t kMaxDeflateRatio = 1032;
 
 uint32_t big_endian_u32(const uint8_t* p) {
   return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
@@ -99,9 +111,34 @@ IdxArray read_idx(const std::string& path, uint32_t expected_rank) {
     }
     total *= dim;
   }
-  out.data.resize(static_cast<size_t>(total));
-  const size_t got = in.read(out.data.data(), out.data.size());
-  if (got != out.data.size()) {
+  // The header is checked against the file before anything is allocated for it, and the data is
+  // read in chunks as it arrives, so a short file announcing a large array costs nothing.
+  const uint64_t header_bytes = 4 + header.size();
+  if (in.plain()) {
+    const uint64_t held = in.file_size() - header_bytes;
+    if (total > held) {
+      throw data_error(path + ": truncated: the header announces " + std::to_string(total) +
+                       " bytes of data, the file holds " + std::to_string(held));
+    }
+    if (total < held) {
+      throw data_error(path + ": more data than the header announces (" + std::to_string(total) +
+                       " bytes; the file holds " + std::to_string(held) + ")");
+    }
+  } else if (total > in.file_size() * kMaxDeflateRatio) {
+    throw data_error(path + ": truncated: the header announces " + std::to_string(total) +
+                     " bytes of data, more than " + std::to_string(in.file_size()) +
+                     " bytes of gzip data can hold");
+  }
+  constexpr size_t kChunk = size_t{1} << 20;
+  size_t got = 0;
+  while (got < total) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, total - got));
+    out.data.resize(got + want);
+    const size_t read = in.read(out.data.data() + got, want);
+    got += read;
+    if (read < want) break;
+  }
+  if (got != total) {
     throw data_error(path + ": truncated: the header announces " + std::to_string(total) +
                      " bytes of data, the file holds " + std::to_string(got));
   }

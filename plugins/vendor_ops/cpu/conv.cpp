@@ -44,10 +44,8 @@ struct Shapes {
 };
 
 Shapes shapes(const porta_conv2d_desc_t& d) {
-  const int64_t p =
-      (d.in_height + 2 * d.pad_h - d.dilation_h * (d.kernel_height - 1) - 1) / d.stride_h + 1;
-  const int64_t q =
-      (d.in_width + 2 * d.pad_w - d.dilation_w * (d.kernel_width - 1) - 1) / d.stride_w + 1;
+  int64_t p = 0, q = 0;
+  porta::check(porta_conv2d_output_size(&d, &p, &q));
   // oneDNN counts dilation from 0 (no gap); Porta from 1. The right padding equal to the left one
   // gives the same output size: oneDNN divides (in + pad_l + pad_r - extent) by the stride, as
   // Porta does, and the window never reaches past the last input it needs.
