@@ -6,6 +6,8 @@
 #   CUDA: <name>.cuda.fatbin (nvcc): SASS for each of PORTA_CUDA_ARCHITECTURES and PTX of the
 #         highest, which the driver compiles for newer GPUs.
 #   HIP:  <name>.hip-<arch>.hsaco (hipcc): one code object for each of PORTA_HIP_ARCHITECTURES.
+#   SPIR-V (OpenCL, Level Zero): <name>.spv, checked by spirv-val in the build, and <name>.spir.bc
+#         (SPIR 1.2 bitcode) for OpenCL drivers that take no SPIR-V; see PortaSpirv.cmake.
 # On a GPU the sources are compiled together, as one translation unit that includes them all (a
 # module is one code object, and this needs no device linking), so names with internal linkage
 # must not clash between them. GPU_ONLY leaves the CPU builds out.
@@ -22,7 +24,7 @@ endif()
 function(porta_add_kernel_library name)
   cmake_parse_arguments(ARG "GPU_ONLY" "" "SOURCES;INCLUDES" ${ARGN})
   add_custom_target(${name})
-  if(PORTA_BUILD_CUDA OR PORTA_BUILD_HIP)
+  if(PORTA_BUILD_CUDA OR PORTA_BUILD_HIP OR PORTA_BUILD_SPIRV)
     _porta_add_gpu_kernels(${name} "${ARG_SOURCES}" "${ARG_INCLUDES}")
   endif()
   if(TARGET porta_cpu AND NOT ARG_GPU_ONLY)
@@ -46,7 +48,9 @@ function(porta_add_kernel_library name)
   endif()
 endfunction()
 
-# The GPU builds of a kernel library: custom commands running nvcc and hipcc on one generated
+include(PortaSpirv)
+
+# The GPU builds of a kernel library: custom commands running nvcc, hipcc and clang on one generated
 # translation unit that includes every source.
 function(_porta_add_gpu_kernels name sources includes)
   set(unity "${CMAKE_CURRENT_BINARY_DIR}/${name}.gpu.cpp")
@@ -106,5 +110,35 @@ function(_porta_add_gpu_kernels name sources includes)
     add_custom_target(${name}.hip DEPENDS ${outputs})
     add_dependencies(${name} ${name}.hip)
     install(FILES ${outputs} DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  endif()
+
+  if(PORTA_BUILD_SPIRV)
+    # clang without LLVM's passes, then opt-15 with the pass step around -O3 (no vectorising: the
+    # work-items are the vector lanes, and llvm-spirv-15 cannot take vector reductions).
+    set(bitcode "${CMAKE_CURRENT_BINARY_DIR}/${name}.spirv.bc")
+    set(prepared "${CMAKE_CURRENT_BINARY_DIR}/${name}.spirv.opt.bc")
+    set(spv "${lib}/${name}.spv")
+    set(spir "${lib}/${name}.spir.bc")
+    set(depfile "${CMAKE_CURRENT_BINARY_DIR}/${name}.spv.d")
+    add_custom_command(
+      OUTPUT "${spv}" "${spir}"
+      COMMAND "${PORTA_SPIRV_CLANG}" -x hip --offload=spirv64 --cuda-device-only -nogpulib
+              -nogpuinc ${flags} -Xclang -disable-llvm-passes -emit-llvm -c -MD -MF "${depfile}"
+              -MT "${spv}" -o "${bitcode}" "${unity}"
+      COMMAND "${PORTA_SPIRV_OPT}" -opaque-pointers=0
+              "-load-pass-plugin=$<TARGET_FILE:porta_spirv_passes>"
+              "-passes=porta-spirv-internalize,default<O3>,porta-spirv-lower"
+              --vectorize-loops=false --vectorize-slp=false -o "${prepared}" "${bitcode}"
+      COMMAND "${PORTA_SPIRV_TRANSLATOR}" --spirv-max-version=1.2 -o "${spv}" "${prepared}"
+      COMMAND "${PORTA_SPIRV_VAL}" --target-env opencl2.2 "${spv}"
+      COMMAND "${PORTA_SPIRV_TRANSLATOR}" -r --spirv-target-env=CL1.2 -o "${spir}" "${spv}"
+      DEPENDS "${unity}" ${depends} porta_spirv_passes
+      DEPFILE "${depfile}"
+      COMMENT "Building SPIR-V code objects ${name}.spv and ${name}.spir.bc"
+      VERBATIM)
+    add_custom_target(${name}.spirv DEPENDS "${spv}" "${spir}")
+    add_dependencies(${name} ${name}.spirv)
+    install(FILES "${spv}" "${spir}" DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    set_property(GLOBAL APPEND PROPERTY PORTA_SPIRV_LIBRARIES "${spv}")
   endif()
 endfunction()

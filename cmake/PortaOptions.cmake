@@ -1,5 +1,5 @@
 # Build options. A backend option is AUTO (built when its toolchain is found), ON (required) or OFF.
-foreach(backend CPU CUDA HIP LEVEL_ZERO)
+foreach(backend CPU CUDA HIP LEVEL_ZERO OPENCL)
   set(PORTA_BACKEND_${backend} AUTO CACHE STRING "Build the ${backend} backend plugin: AUTO, ON or OFF")
   set_property(CACHE PORTA_BACKEND_${backend} PROPERTY STRINGS AUTO ON OFF)
   if(NOT PORTA_BACKEND_${backend} MATCHES "^(AUTO|ON|OFF)$")

@@ -8,8 +8,11 @@
 
 namespace porta {
 
-// The backends Porta knows, in the order "auto" prefers them.
-inline constexpr const char* kBackendNames[] = {"cuda", "hip", "level_zero", "cpu"};
+// The backends Porta knows, in the order "auto" prefers them; "auto" takes the first
+// kAutoBackendCount. OpenCL is used only when named: on the CPU (PoCL) it is slower than the CPU
+// backend, and a GPU it drives is better served by its vendor's backend (docs/decisions.md).
+inline constexpr const char* kBackendNames[] = {"cuda", "hip", "level_zero", "cpu", "opencl"};
+inline constexpr size_t kAutoBackendCount = 4;
 
 // A backend plugin that loaded, initialised and has at least one device.
 struct Backend {

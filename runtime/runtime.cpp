@@ -15,7 +15,7 @@ namespace porta {
 namespace {
 
 constexpr const char* kAcceptedBackends =
-    "auto, cpu, cuda, hip, level_zero, or a comma-separated list of them in preference order "
+    "auto, cpu, cuda, hip, level_zero, opencl, or a comma-separated list of them in preference order "
     "(e.g. \"cuda,hip,cpu\")";
 
 // A setting comes from porta_init_options_t when given there, else from the environment.
@@ -98,7 +98,8 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
     }
   }
   if (settings.backends == std::vector<std::string>{"auto"}) {
-    settings.backends.assign(std::begin(kBackendNames), std::end(kBackendNames));
+    settings.backends.assign(std::begin(kBackendNames),
+                             std::begin(kBackendNames) + kAutoBackendCount);
   }
 
   Source device = pick(PORTA_OPTION(device), "options.device", "PORTA_DEVICE");

@@ -92,7 +92,9 @@ typedef struct porta_cpu_kernel_s {
 #include <type_traits>
 #include <utility>
 
-#if defined(__HIPCC__)
+#if defined(__SPIRV__) && defined(__HIP__)
+#define PORTA_TARGET_SPIRV 1 /* clang -x hip --offload=spirv64: see the SPIR-V section below */
+#elif defined(__HIPCC__)
 #include <hip/hip_runtime.h>
 #define PORTA_TARGET_HIP 1
 #elif defined(__CUDACC__)
@@ -109,7 +111,120 @@ typedef struct porta_cpu_kernel_s {
 #ifndef PORTA_TARGET_CPU
 #define PORTA_TARGET_CPU 0
 #endif
-#define PORTA_TARGET_GPU (PORTA_TARGET_CUDA || PORTA_TARGET_HIP)
+#ifndef PORTA_TARGET_SPIRV
+#define PORTA_TARGET_SPIRV 0
+#endif
+#define PORTA_TARGET_GPU (PORTA_TARGET_CUDA || PORTA_TARGET_HIP || PORTA_TARGET_SPIRV)
+
+/* ------------------------------------------------------------------------------------------------
+ * SPIR-V (OpenCL, Level Zero). clang compiles the GPU branch as HIP for spirv64 without any HIP
+ * headers (-nogpuinc), so this section supplies what hip_runtime.h would: the attribute
+ * keywords, CUDA's built-in index variables, __syncthreads, atomicAdd and the float math the
+ * kernels call. Work-item ids and barriers are SPIR-V built-ins, which llvm-spirv translates;
+ * math goes through clang's builtins (glibc's <math.h> declares host functions only). The
+ * build's LLVM pass step (cmake/spirv/) turns the dynamic shared memory array into a trailing
+ * work-group pointer argument, which the backends size at launch.
+ * ---------------------------------------------------------------------------------------------- */
+#if PORTA_TARGET_SPIRV
+#define __host__ __attribute__((host))
+#define __device__ __attribute__((device))
+#define __global__ __attribute__((global))
+#define __shared__ __attribute__((shared))
+#define __constant__ __attribute__((constant))
+#define __forceinline__ __inline__ __attribute__((always_inline))
+
+extern "C++" __device__ size_t __spirv_BuiltInLocalInvocationId(int);
+extern "C++" __device__ size_t __spirv_BuiltInWorkgroupId(int);
+extern "C++" __device__ size_t __spirv_BuiltInWorkgroupSize(int);
+extern "C++" __device__ size_t __spirv_BuiltInNumWorkgroups(int);
+extern "C++" __device__ void __spirv_ControlBarrier(int execution, int memory, int semantics);
+
+namespace porta::spirv {
+enum : int { kScopeWorkgroup = 2 };
+/* Sequentially consistent, ordering work-group and global memory: what __syncthreads orders. */
+enum : int { kBarrierSemantics = 0x10 | 0x100 | 0x200 };
+
+template <size_t (*Builtin)(int)>
+struct index3 {
+  template <int D>
+  struct component {
+    __device__ __forceinline__ operator uint32_t() const { return uint32_t(Builtin(D)); }
+  };
+  component<0> x;
+  component<1> y;
+  component<2> z;
+};
+
+template <class T>
+using global_ptr = __attribute__((address_space(1))) T*;
+}  // namespace porta::spirv
+
+/* CUDA's names, as the HIP branch has them from hip_runtime.h. */
+static constexpr porta::spirv::index3<__spirv_BuiltInLocalInvocationId> threadIdx{};
+static constexpr porta::spirv::index3<__spirv_BuiltInWorkgroupId> blockIdx{};
+static constexpr porta::spirv::index3<__spirv_BuiltInWorkgroupSize> blockDim{};
+static constexpr porta::spirv::index3<__spirv_BuiltInNumWorkgroups> gridDim{};
+
+static __device__ __forceinline__ void __syncthreads() {
+  __spirv_ControlBarrier(porta::spirv::kScopeWorkgroup, porta::spirv::kScopeWorkgroup,
+                         porta::spirv::kBarrierSemantics);
+}
+
+/* Atomics on global memory only (PoCL has no atomics on generic pointers), as SPIR-V built-ins:
+ * clang's __atomic builtins become library calls on this target. Float addition is a
+ * compare-exchange loop. */
+extern "C++" __device__ uint32_t __spirv_AtomicIAdd(porta::spirv::global_ptr<uint32_t>, int, int,
+                                                    uint32_t);
+extern "C++" __device__ uint32_t __spirv_AtomicCompareExchange(porta::spirv::global_ptr<uint32_t>,
+                                                               int, int, int, uint32_t, uint32_t);
+extern "C++" __device__ uint32_t __spirv_AtomicLoad(porta::spirv::global_ptr<uint32_t>, int, int);
+namespace porta::spirv {
+enum : int { kScopeDevice = 1, kRelaxed = 0 };
+}
+static __device__ __forceinline__ uint32_t atomicAdd(uint32_t* address, uint32_t value) {
+  return __spirv_AtomicIAdd((porta::spirv::global_ptr<uint32_t>)address,
+                            porta::spirv::kScopeDevice, porta::spirv::kRelaxed, value);
+}
+static __device__ __forceinline__ int atomicAdd(int* address, int value) {
+  return int(atomicAdd(reinterpret_cast<uint32_t*>(address), uint32_t(value)));
+}
+static __device__ __forceinline__ float atomicAdd(float* address, float value) {
+  using namespace porta::spirv;
+  auto word = (global_ptr<uint32_t>)address;
+  uint32_t expected = __spirv_AtomicLoad(word, kScopeDevice, kRelaxed);
+  for (;;) {
+    const uint32_t desired = __builtin_bit_cast(uint32_t, __builtin_bit_cast(float, expected) + value);
+    const uint32_t seen =
+        __spirv_AtomicCompareExchange(word, kScopeDevice, kRelaxed, kRelaxed, desired, expected);
+    if (seen == expected) return __builtin_bit_cast(float, seen);
+    expected = seen;
+  }
+}
+
+/* Device overloads of the <math.h> functions kernels call (host and device overloads coexist in
+ * HIP); each is an LLVM intrinsic or an OpenCL built-in after translation. */
+#define PORTA_SPIRV_MATH1(fn) \
+  static __device__ __forceinline__ float fn(float x) { return __builtin_##fn(x); }
+#define PORTA_SPIRV_MATH2(fn) \
+  static __device__ __forceinline__ float fn(float x, float y) { return __builtin_##fn(x, y); }
+PORTA_SPIRV_MATH1(expf)
+PORTA_SPIRV_MATH1(exp2f)
+PORTA_SPIRV_MATH1(logf)
+PORTA_SPIRV_MATH1(log2f)
+PORTA_SPIRV_MATH1(sqrtf)
+PORTA_SPIRV_MATH1(fabsf)
+PORTA_SPIRV_MATH1(floorf)
+PORTA_SPIRV_MATH1(ceilf)
+PORTA_SPIRV_MATH2(fminf)
+PORTA_SPIRV_MATH2(fmaxf)
+PORTA_SPIRV_MATH2(powf)
+static __device__ __forceinline__ float fmaf(float x, float y, float z) {
+  return __builtin_fmaf(x, y, z);
+}
+#undef PORTA_SPIRV_MATH1
+#undef PORTA_SPIRV_MATH2
+#endif /* PORTA_TARGET_SPIRV */
+/* ---- end of the SPIR-V section ---------------------------------------------------------------- */
 
 #if PORTA_TARGET_GPU
 /* A function callable from kernels. */
@@ -129,9 +244,11 @@ typedef struct porta_cpu_kernel_s {
 
 namespace porta {
 
-enum class target { cpu, cuda, hip };
+enum class target { cpu, cuda, hip, spirv };
 #if PORTA_TARGET_CUDA
 inline constexpr target current_target = target::cuda;
+#elif PORTA_TARGET_SPIRV
+inline constexpr target current_target = target::spirv;
 #elif PORTA_TARGET_HIP
 inline constexpr target current_target = target::hip;
 #else

@@ -85,12 +85,21 @@ void shutdown(porta_backend_context_t) {
   scratch_slots.clear();
 }
 
+// The start of the suffix of a backend's code objects: its name (.cpu-x86-64-v4.so,
+// .cuda.fatbin, ...), or SPIR-V's for the backends that load SPIR-V (.spv, and .spir.bc for
+// OpenCL drivers without SPIR-V).
+std::string_view code_object_tag(std::string_view backend) {
+  if (backend == "opencl") return "sp";
+  if (backend == "level_zero") return "spv";
+  return backend;
+}
+
 // Whether the kernel library has a code object for the backend: a file beside the plugin named
-// portable_ops_kernels.<backend>... (porta_add_kernel_library names them so: .cpu-x86-64-v4.so,
-// and likewise for the GPU backends). Which of them fits the device porta_module_load decides.
+// portable_ops_kernels.<tag>... (porta_add_kernel_library names them so). Which of them fits the
+// device porta_module_load decides.
 bool has_code_object(std::string_view backend) {
   const std::filesystem::path base = kernel_library_base();
-  const std::string prefix = base.filename().string() + "." + std::string(backend);
+  const std::string prefix = base.filename().string() + "." + std::string(code_object_tag(backend));
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(base.parent_path(), error)) {
     const std::string name = entry.path().filename().string();
@@ -102,7 +111,8 @@ bool has_code_object(std::string_view backend) {
 // The kernels are written once; a backend is served when the build produced code for it.
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
   const std::string_view name(backend);
-  if (name != "cpu" && name != "cuda" && name != "hip") {
+  if (name != "cpu" && name != "cuda" && name != "hip" && name != "opencl" &&
+      name != "level_zero") {
     return plugin::report(
         PORTA_ERROR_UNAVAILABLE,
         std::string("portable ops are not written for the ") + backend + " backend");
@@ -110,8 +120,8 @@ porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
   if (!has_code_object(name)) {
     return plugin::report(PORTA_ERROR_UNAVAILABLE,
                           std::string("portable ops are not built for the ") + backend +
-                              " backend: no " + kernel_library_base() + "." + backend +
-                              "* code object");
+                              " backend: no " + kernel_library_base() + "." +
+                              std::string(code_object_tag(name)) + "* code object");
   }
   return PORTA_SUCCESS;
 }

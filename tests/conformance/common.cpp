@@ -123,6 +123,14 @@ std::string kernels_path() {
       porta_device_properties(device, &props) == PORTA_SUCCESS) {
     file = std::string(PORTA_TEST_KERNELS_GPU_BASE) + ".hip-" + props.architecture + ".hsaco";
   }
+  // OpenCL and Level Zero: the SPIR-V build, or the SPIR 1.2 one for an OpenCL device that takes
+  // no SPIR-V (its architecture is "spir").
+  if (backend == "opencl" || backend == "level_zero") {
+    const bool spir = porta_device_default(&device) == PORTA_SUCCESS &&
+                      porta_device_properties(device, &props) == PORTA_SUCCESS &&
+                      std::string(props.architecture) == "spir";
+    file = std::string(PORTA_TEST_KERNELS_GPU_BASE) + (spir ? ".spir.bc" : ".spv");
+  }
   std::error_code ignored;
   if (!file.empty() && std::filesystem::is_regular_file(file, ignored)) return file;
 #endif

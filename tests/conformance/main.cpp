@@ -23,6 +23,21 @@ constexpr bool kCpuBackendBuilt = true;
 constexpr bool kCpuBackendBuilt = false;
 #endif
 
+// An OpenCL platform was found where this was configured, and the SPIR-V kernels built: the
+// OpenCL backend must work (see tests/CMakeLists.txt).
+#ifdef PORTA_TEST_OPENCL_REQUIRED
+constexpr bool kOpenclRequired = true;
+#else
+constexpr bool kOpenclRequired = false;
+#endif
+
+// PoCL's kernel cache in the build directory, unless the environment names one.
+void use_build_pocl_cache() {
+#ifdef PORTA_TEST_POCL_CACHE_DIR
+  setenv("POCL_CACHE_DIR", PORTA_TEST_POCL_CACHE_DIR, 0);
+#endif
+}
+
 bool only_listing(const Catch::ConfigData& config) {
   return config.listTests || config.listTestNamesOnly || config.listTags || config.listReporters ||
          config.showHelp;
@@ -53,12 +68,14 @@ int main(int argc, char** argv) {
   if (only_listing(session.configData())) return session.run();
 
   const std::string requested = requested_backend();
+  use_build_pocl_cache();
   const porta_status_t status = porta_init(nullptr);
   if (status != PORTA_SUCCESS) {
     // A machine without the driver or device is a skip. A CPU is always there, so the CPU backend
     // failing where it was built, or a bad setting, is a failure.
     const bool absent = (status == PORTA_ERROR_UNAVAILABLE || status == PORTA_ERROR_NOT_FOUND) &&
-                        (requested != "cpu" || !kCpuBackendBuilt);
+                        (requested != "cpu" || !kCpuBackendBuilt) &&
+                        (requested != "opencl" || !kOpenclRequired);
     std::printf("%s: backend %s unavailable: %s\n", absent ? "SKIPPED" : "FAILED",
                 requested.c_str(), porta_last_error_message());
     return absent ? kSkipped : 1;

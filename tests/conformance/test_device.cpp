@@ -18,7 +18,7 @@ TEST_CASE("device: the selected backend is the one requested", "[device]") {
       std::string(requested) != "auto") {
     CHECK(std::string(name) == requested);
   }
-  const std::string known[] = {"cpu", "cuda", "hip", "level_zero"};
+  const std::string known[] = {"cpu", "cuda", "hip", "level_zero", "opencl"};
   CHECK(std::find(std::begin(known), std::end(known), std::string(name)) != std::end(known));
 
   PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_backend_selected(nullptr));

@@ -35,6 +35,21 @@ constexpr bool kCpuVendorOpsBuilt = true;  // and the CPU vendor op plugin
 constexpr bool kCpuVendorOpsBuilt = false;
 #endif
 
+// An OpenCL platform was found where this was configured, and the SPIR-V kernels built: the
+// OpenCL backend must work (see tests/CMakeLists.txt).
+#ifdef PORTA_TEST_OPENCL_REQUIRED
+constexpr bool kOpenclRequired = true;
+#else
+constexpr bool kOpenclRequired = false;
+#endif
+
+// PoCL's kernel cache in the build directory, unless the environment names one.
+void use_build_pocl_cache() {
+#ifdef PORTA_TEST_POCL_CACHE_DIR
+  setenv("POCL_CACHE_DIR", PORTA_TEST_POCL_CACHE_DIR, 0);
+#endif
+}
+
 bool only_listing(const Catch::ConfigData& config) {
   return config.listTests || config.listTestNamesOnly || config.listTags || config.listReporters ||
          config.showHelp;
@@ -91,8 +106,10 @@ int main(int argc, char** argv) {
 
   const std::string requested = from_env("PORTA_BACKEND", "auto");
   const std::string ops = from_env("PORTA_OPS", "portable");
-  const bool must_work = requested == "cpu" && kCpuOpsBuilt &&
-                         (ops == "portable" || (ops == "vendor" && kCpuVendorOpsBuilt));
+  const bool must_work = (requested == "cpu" && kCpuOpsBuilt &&
+                          (ops == "portable" || (ops == "vendor" && kCpuVendorOpsBuilt))) ||
+                         (requested == "opencl" && kOpenclRequired && ops == "portable");
+  use_build_pocl_cache();
   porta_status_t status = porta_init(nullptr);
   if (status != PORTA_SUCCESS) {
     const bool absent =

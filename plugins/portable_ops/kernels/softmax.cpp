@@ -220,6 +220,6 @@ PORTA_KERNEL(mean_reduce, int64_t n, const float* values, float* out) {
     });
   }
   porta::inner([&](uint32_t item) {
-    if (item == 0) out[0] = float(double(part[0]) / double(n));
+    if (item == 0) out[0] = part[0] / float(n);  // fp32 only: many GPUs have no fp64
   });
 }
