@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "dlopen_failure.h"
 #include "plugin_support.h"
 
 namespace porta::cpu {
@@ -39,6 +40,12 @@ std::string errno_text(int error) { return std::strerror(error); }
 std::string dl_error_text() {
   const char* text = dlerror();
   return text ? text : "unknown dlopen error";
+}
+
+// A failed dlopen's status: out of memory as such, anything else a bad module.
+porta_status_t dlopen_status(int errno_after, const std::string& reason) {
+  return dlopen_ran_out_of_memory(errno_after, reason.c_str()) ? PORTA_ERROR_OUT_OF_MEMORY
+                                                               : PORTA_ERROR_INVALID_ARGUMENT;
 }
 
 // dlopen would accept a file of another machine only to fail with a vaguer message, and a
@@ -88,8 +95,13 @@ void check_elf_header(const void* data, size_t size, const std::string& origin) 
 }
 
 void* open_shared_object(const std::string& path, const std::string& origin) {
+  errno = 0;
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle) fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": dlopen failed: " + dl_error_text());
+  if (!handle) {
+    const int error = errno;
+    const std::string reason = dl_error_text();
+    fail(dlopen_status(error, reason), origin + ": dlopen failed: " + reason);
+  }
   return handle;
 }
 
@@ -315,11 +327,13 @@ std::unique_ptr<CpuModule> CpuModule::load_data(const void* image, size_t size) 
   }
   // The fd stays open while the module is loaded: see ~CpuModule.
   std::string path = "/proc/self/fd/" + std::to_string(fd);
+  errno = 0;
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
+    const int error = errno;
     std::string reason = dl_error_text();
     close(fd);
-    fail(PORTA_ERROR_INVALID_ARGUMENT, "module image: dlopen failed: " + reason);
+    fail(dlopen_status(error, reason), "module image: dlopen failed: " + reason);
   }
   try {
     log(PORTA_LOG_DEBUG, "loaded a " + std::to_string(size) + "-byte module image as " + path);
