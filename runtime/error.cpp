@@ -1,23 +1,43 @@
 #include "error.h"
 
+#include <cstring>
+
 namespace porta {
 namespace {
 thread_local std::string last_error;
 thread_local std::string plugin_message;
+// Used instead of last_error when there was no memory for it.
+thread_local char fallback_error[512];
+thread_local bool fallback_in_use = false;
 }  // namespace
 
-void set_last_error(std::string message) { last_error = std::move(message); }
+void set_last_error(std::string message) noexcept {
+  last_error = std::move(message);
+  fallback_in_use = false;
+}
 
-void set_plugin_message(const char* message) { plugin_message = message ? message : ""; }
+void set_last_error_truncated(const char* begin, size_t length) noexcept {
+  length = std::min(length, sizeof(fallback_error) - 1);
+  std::memmove(fallback_error, begin, length);
+  fallback_error[length] = '\0';
+  fallback_in_use = true;
+}
 
-std::string take_plugin_message() { return std::exchange(plugin_message, std::string()); }
+void set_plugin_message(const char* message) noexcept {
+  try {
+    plugin_message = message ? message : "";
+  } catch (...) {
+    plugin_message.clear();
+  }
+}
+
+std::string take_plugin_message() noexcept { return std::exchange(plugin_message, std::string()); }
 
 }  // namespace porta
 
 extern "C" PORTA_API const char* porta_last_error_message(void) {
-  return porta::last_error.c_str();
+  return porta::fallback_in_use ? porta::fallback_error : porta::last_error.c_str();
 }
-
 extern "C" PORTA_API const char* porta_status_name(porta_status_t status) {
   switch (status) {
     case PORTA_SUCCESS: return "PORTA_SUCCESS";

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <porta/porta.h>
 
+#include <algorithm>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -13,17 +14,38 @@ namespace porta {
 
 // Sets this thread's last error message and returns status, so a failure reads as one line:
 //   return fail(PORTA_ERROR_INVALID_ARGUMENT, "size: {} bytes overrun ...", size);
-void set_last_error(std::string message);
+void set_last_error(std::string message) noexcept;
 
+// The message when there is no memory to build it in: what fits of it in a fixed per-thread
+// buffer (the message as formatted so far, never an allocation).
+void set_last_error_truncated(const char* begin, size_t length) noexcept;
+
+// Never throws and never allocates when memory has run out: the message is then formatted into
+// the fixed buffer, cut short if it does not fit. Safe in catch handlers and noexcept paths.
 template <typename... Args>
-porta_status_t fail(porta_status_t status, fmt::format_string<Args...> format, Args&&... args) {
-  set_last_error(fmt::format(format, std::forward<Args>(args)...));
+porta_status_t fail(porta_status_t status, fmt::format_string<Args...> format,
+                    Args&&... args) noexcept {
+  try {
+    set_last_error(fmt::format(format, std::forward<Args>(args)...));
+  } catch (...) {
+    char buffer[512];
+    size_t length = 0;
+    try {
+      length = fmt::format_to_n(buffer, sizeof(buffer), format, std::forward<Args>(args)...).size;
+    } catch (...) {
+      const char* name = porta_status_name(status);
+      length = std::min(std::char_traits<char>::length(name), sizeof(buffer));
+      std::char_traits<char>::copy(buffer, name, length);
+    }
+    set_last_error_truncated(buffer, std::min(length, sizeof(buffer)));
+  }
   return status;
 }
 
 // The message a plugin left through the host API during its last slot call on this thread.
-void set_plugin_message(const char* message);
-std::string take_plugin_message();
+// Setting it never throws: a message that cannot be kept is dropped (the status still says it).
+void set_plugin_message(const char* message) noexcept;
+std::string take_plugin_message() noexcept;
 
 // Runs body, turning any exception into a status with a message: nothing throws across the ABI.
 template <typename Body>

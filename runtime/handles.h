@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 namespace porta {
@@ -25,6 +26,11 @@ class HandleTable {
  public:
   uintptr_t insert(std::shared_ptr<T> object) {
     std::lock_guard lock(mutex_);
+    // Room for every slot in free_ and in remove_all's result, made before anything changes:
+    // retiring handles, at shutdown too, then never allocates.
+    const size_t slots = slots_.size() + (free_.empty() ? 1 : 0);
+    free_.reserve(slots);
+    removed_.reserve(slots);
     uint32_t index;
     if (!free_.empty()) {
       index = free_.back();
@@ -52,14 +58,13 @@ class HandleTable {
     return retire(static_cast<uint32_t>(handle & 0xFFFFFFFFu));
   }
 
-  // Retires every live handle (at shutdown); returns their objects.
-  std::vector<std::shared_ptr<T>> remove_all() {
+  // Retires every live handle (at shutdown); returns their objects. Never allocates.
+  std::vector<std::shared_ptr<T>> remove_all() noexcept {
     std::lock_guard lock(mutex_);
-    std::vector<std::shared_ptr<T>> objects;
     for (uint32_t i = 0; i < slots_.size(); ++i) {
-      if (slots_[i].object) objects.push_back(retire(i));
+      if (slots_[i].object) removed_.push_back(retire(i));
     }
-    return objects;
+    return std::exchange(removed_, {});
   }
 
  private:
@@ -91,6 +96,7 @@ class HandleTable {
   mutable std::mutex mutex_;
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_;
+  std::vector<std::shared_ptr<T>> removed_;  // empty; its capacity is remove_all's
 };
 
 }  // namespace porta

@@ -1,14 +1,20 @@
 #include "loader.h"
 
 #include <dlfcn.h>
+#include <sys/stat.h>
 
+#include <cerrno>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <new>
 #include <fmt/format.h>
 
 #include "error.h"
 #include "log.h"
+#include "plugin_support/dlopen_failure.h"
 
 namespace porta {
 namespace {
@@ -84,16 +90,23 @@ bool refuse(PluginReport& report, porta_plugin_outcome_t outcome, porta_status_t
   return false;
 }
 
+// Whether path names an existing file. Asked with stat rather than std::filesystem, whose
+// non-throwing calls report running out of memory as a mere error code.
+bool file_exists(const std::string& path) {
+  struct stat status;
+  if (stat(path.c_str(), &status) == 0) return true;
+  if (errno == ENOMEM) throw std::bad_alloc();
+  return false;
+}
+
 // Finds the plugin's file: the first directory that has it wins.
 bool find_file(const std::string& file, const std::vector<std::string>& directories,
                PluginReport& report) {
-  namespace fs = std::filesystem;
   std::string searched;
   for (const std::string& directory : directories) {
-    fs::path candidate = fs::path(directory) / file;
-    std::error_code ignored;
-    if (fs::exists(candidate, ignored)) {
-      report.path = candidate.string();
+    std::string candidate = directory + (directory.ends_with('/') ? "" : "/") + file;
+    if (file_exists(candidate)) {
+      report.path = std::move(candidate);
       return true;
     }
     searched += (searched.empty() ? "" : ":") + directory;
@@ -108,10 +121,15 @@ bool find_file(const std::string& file, const std::vector<std::string>& director
 // Plugins are foreign code: whatever they throw is caught here.
 void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t& plugin) {
   dlerror();
+  errno = 0;
   void* library = dlopen(report.path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!library) {
+    const int error = errno;
     const char* why = dlerror();
-    refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_UNAVAILABLE, why ? why : "dlopen failed");
+    refuse(report, PORTA_PLUGIN_LOAD_FAILED,
+           dlopen_ran_out_of_memory(error, why) ? PORTA_ERROR_OUT_OF_MEMORY
+                                                : PORTA_ERROR_UNAVAILABLE,
+           why ? why : "dlopen failed");
     return nullptr;
   }
   auto close = [&](porta_plugin_outcome_t outcome, porta_status_t status, std::string reason) {
@@ -131,6 +149,9 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
   try {
     take_plugin_message();
     status = entry(&kHostApi, &plugin);
+  } catch (const std::bad_alloc&) {
+    return close(PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_OUT_OF_MEMORY,
+                 fmt::format("{} ran out of memory", PORTA_PLUGIN_ENTRY_SYMBOL));
   } catch (const std::exception& e) {
     return close(PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND,
                  fmt::format("{} threw: {}", PORTA_PLUGIN_ENTRY_SYMBOL, e.what()));
@@ -196,6 +217,9 @@ bool initialize(Slot slot, PluginReport& report, Outputs*... outputs) {
   try {
     take_plugin_message();
     status = slot(outputs...);
+  } catch (const std::bad_alloc&) {
+    return refuse(report, PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_OUT_OF_MEMORY,
+                  "initialize ran out of memory");
   } catch (...) {
     return refuse(report, PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND, "initialize threw");
   }
@@ -312,9 +336,13 @@ std::vector<std::string> default_plugin_directories() {
   std::vector<std::string> directories;
   Dl_info info{};
   if (dladdr(reinterpret_cast<void*>(&default_plugin_directories), &info) && info.dli_fname) {
-    std::error_code ignored;
-    auto self = std::filesystem::canonical(info.dli_fname, ignored);
-    if (!ignored) directories.push_back(self.parent_path().string());
+    errno = 0;
+    char* self = realpath(info.dli_fname, nullptr);
+    if (!self && errno == ENOMEM) throw std::bad_alloc();
+    if (self) {
+      std::unique_ptr<char, decltype(&std::free)> owned(self, &std::free);
+      directories.push_back(std::filesystem::path(self).parent_path().string());
+    }
   }
   std::string installed = PORTA_INSTALL_PLUGIN_DIR;
   if (directories.empty() || directories.front() != installed) directories.push_back(installed);

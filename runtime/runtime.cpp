@@ -163,6 +163,10 @@ porta_status_t Runtime::load_backends(const Settings& settings) {
     PluginReport report;
     if (load_backend(name, settings.plugin_directories, *backend, report)) {
       backends_.push_back(std::move(backend));
+    } else if (report.status == PORTA_ERROR_OUT_OF_MEMORY) {
+      // As for op plugins below: a passing shortage fails porta_init, which the next call retries.
+      return fail(PORTA_ERROR_OUT_OF_MEMORY, "porta_init: the {} backend ({}): {}", name,
+                  report.path, report.reason);
     } else {
       all_incompatible = all_incompatible && is_incompatibility(report.outcome);
       failures += fmt::format("\n  {}: {}: {}", name, report.path, report.reason);
@@ -226,15 +230,29 @@ porta_status_t Runtime::enumerate_devices(const Settings& settings) {
 
 porta_status_t Runtime::initialize(const porta_init_options_t* options) {
   initialized_ = true;
-  Settings settings;
-  status_ = read_settings(options, settings);
-  if (status_ == PORTA_SUCCESS) status_ = load_backends(settings);
-  if (status_ == PORTA_SUCCESS) status_ = enumerate_devices(settings);
-  if (status_ == PORTA_SUCCESS) load_ops_plugins(settings);
+  init_message_.clear();
+  status_ = guarded("porta_init", [&]() -> porta_status_t {
+    Settings settings;
+    porta_status_t status = read_settings(options, settings);
+    if (status == PORTA_SUCCESS) status = load_backends(settings);
+    if (status == PORTA_SUCCESS) status = enumerate_devices(settings);
+    if (status == PORTA_SUCCESS) status = load_ops_plugins(settings);
+    return status;
+  });
   if (status_ != PORTA_SUCCESS) {
-    init_message_ = porta_last_error_message();
-    log().info("{}", init_message_);
+    try {
+      init_message_ = porta_last_error_message();
+      log().info("{}", init_message_);
+    } catch (...) {
+      status_ = PORTA_ERROR_OUT_OF_MEMORY;  // the message is lost, the next call tries again
+    }
     release_everything();
+    // Running out of memory passes: the next porta_init, or the next call that initialises,
+    // tries again instead of repeating this failure until porta_shutdown.
+    if (status_ == PORTA_ERROR_OUT_OF_MEMORY) {
+      reports_.clear();
+      initialized_ = false;
+    }
   }
   return status_;
 }
@@ -249,7 +267,9 @@ void Runtime::shutdown() {
 
 // Op plugins are optional: one that fails is reported, and the ops answer UNAVAILABLE with its
 // reason, but the runtime works without it.
-void Runtime::load_ops_plugins(const Settings& settings) {
+// A plugin that failed for lack of memory fails porta_init instead (OUT_OF_MEMORY, which the next
+// call retries): a passing shortage must not leave every op unavailable until re-initialisation.
+porta_status_t Runtime::load_ops_plugins(const Settings& settings) {
   std::vector<std::string> names{"portable"};
   for (const auto& backend : backends_) names.push_back("vendor_" + backend->name);
   for (const std::string& name : names) {
@@ -257,6 +277,9 @@ void Runtime::load_ops_plugins(const Settings& settings) {
     PluginReport report;
     if (load_ops_plugin(name, settings.plugin_directories, *plugin, report)) {
       ops_plugins_.push_back(std::move(plugin));
+    } else if (report.status == PORTA_ERROR_OUT_OF_MEMORY) {
+      return fail(PORTA_ERROR_OUT_OF_MEMORY, "porta_init: the {} op plugin ({}): {}", name,
+                  report.path, report.reason);
     }
     reports_.push_back(std::move(report));
   }
@@ -275,7 +298,9 @@ void Runtime::load_ops_plugins(const Settings& settings) {
     }
     OpsPlugin& plugin = **found;
     take_plugin_message();
-    if (plugin.interface.supports_backend(plugin.context, backend.c_str()) != PORTA_SUCCESS) {
+    const porta_status_t status = plugin.interface.supports_backend(plugin.context, backend.c_str());
+    if (status == PORTA_ERROR_OUT_OF_MEMORY) throw std::bad_alloc();
+    if (status != PORTA_SUCCESS) {
       std::string why = take_plugin_message();
       why_not = fmt::format("the {} op plugin does not serve the {} backend{}{}", wanted, backend,
                             why.empty() ? "" : ": ", why);
@@ -293,6 +318,7 @@ void Runtime::load_ops_plugins(const Settings& settings) {
       device->fallback_ops = serving("portable", backend, device->fallback_missing);
     }
   }
+  return PORTA_SUCCESS;
 }
 
 // Destroys what users left alive, in dependency order: first let all work finish, then kernels

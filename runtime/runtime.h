@@ -133,7 +133,7 @@ class Runtime {
   porta_status_t read_settings(const porta_init_options_t* options, Settings& settings);
   porta_status_t load_backends(const Settings& settings);
   porta_status_t enumerate_devices(const Settings& settings);
-  void load_ops_plugins(const Settings& settings);
+  porta_status_t load_ops_plugins(const Settings& settings);
   void release_everything();
 
   bool initialized_ = false;
@@ -207,6 +207,10 @@ porta_status_t with_runtime(const char* function, Body&& body) noexcept {
     std::shared_lock lock(detail::lifecycle_mutex());
     Runtime& runtime = detail::instance();
     if (!runtime.initialized()) {
+      if (runtime.status() == PORTA_ERROR_OUT_OF_MEMORY) {  // the next call tries again
+        return fail(runtime.status(), "{}: Porta could not be initialised: {}", function,
+                    runtime.init_message());
+      }
       return fail(PORTA_ERROR_UNAVAILABLE, "{}: porta_shutdown ran during the call", function);
     }
     if (runtime.status() != PORTA_SUCCESS) {

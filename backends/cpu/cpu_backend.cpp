@@ -63,12 +63,14 @@ class Registry {
     for (const auto& [raw, object] : objects_) objects.push_back(object);
     return objects;
   }
-  std::vector<std::shared_ptr<T>> remove_all() {
-    std::lock_guard lock(mutex_);
-    std::vector<std::shared_ptr<T>> objects;
-    for (auto& [raw, object] : objects_) objects.push_back(std::move(object));
-    objects_.clear();
-    return objects;
+  // Releases every object, outside the lock. Never allocates: it runs in ~Backend, also when
+  // memory has run out.
+  void remove_all() noexcept {
+    std::unordered_map<T*, std::shared_ptr<T>> objects;
+    {
+      std::lock_guard lock(mutex_);
+      objects.swap(objects_);
+    }
   }
 
  private:

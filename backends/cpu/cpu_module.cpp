@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "dlopen_failure.h"
 #include "plugin_support.h"
 
 namespace porta::cpu {
@@ -169,6 +170,12 @@ void check_dynamic_section(const char* data, const std::vector<Elf64_Phdr>& load
   }
 }
 
+// A failed dlopen's status: out of memory as such, anything else a bad module.
+porta_status_t dlopen_status(int errno_after, const std::string& reason) {
+  return dlopen_ran_out_of_memory(errno_after, reason.c_str()) ? PORTA_ERROR_OUT_OF_MEMORY
+                                                               : PORTA_ERROR_INVALID_ARGUMENT;
+}
+
 // dlopen would accept a file of another machine only to fail with a vaguer message, and a
 // non-ELF file with none that names the real problem; the header says both plainly.
 void check_elf_header(const void* data, size_t size, const std::string& origin) {
@@ -210,9 +217,11 @@ void check_elf_header(const void* data, size_t size, const std::string& origin) 
                 sizeof(segment));
     if (segment.p_type == PT_LOAD &&
         (segment.p_offset > size || segment.p_filesz > size - segment.p_offset)) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT,
-           origin + ": truncated ELF file (" + std::to_string(size) + " bytes; a loadable segment "
-           "ends at byte " + std::to_string(segment.p_offset + segment.p_filesz) + ")");
+      fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": truncated ELF file (" + std::to_string(size) +
+                                             " bytes; a loadable segment "
+                                             "ends at byte " +
+                                             std::to_string(segment.p_offset + segment.p_filesz) +
+                                             ")");
     }
     if (segment.p_type == PT_LOAD) {
       if (segment.p_memsz < segment.p_filesz ||
@@ -229,8 +238,13 @@ void check_elf_header(const void* data, size_t size, const std::string& origin) 
 }
 
 void* open_shared_object(const std::string& path, const std::string& origin) {
+  errno = 0;
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle) fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": dlopen failed: " + dl_error_text());
+  if (!handle) {
+    const int error = errno;
+    const std::string reason = dl_error_text();
+    fail(dlopen_status(error, reason), origin + ": dlopen failed: " + reason);
+  }
   return handle;
 }
 
@@ -456,11 +470,13 @@ std::unique_ptr<CpuModule> CpuModule::load_data(const void* image, size_t size) 
   }
   // The fd stays open while the module is loaded: see ~CpuModule.
   std::string path = "/proc/self/fd/" + std::to_string(fd);
+  errno = 0;
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
+    const int error = errno;
     std::string reason = dl_error_text();
     close(fd);
-    fail(PORTA_ERROR_INVALID_ARGUMENT, "module image: dlopen failed: " + reason);
+    fail(dlopen_status(error, reason), "module image: dlopen failed: " + reason);
   }
   try {
     log(PORTA_LOG_DEBUG, "loaded a " + std::to_string(size) + "-byte module image as " + path);

@@ -296,8 +296,11 @@ PORTA_DEVICE float atomic_add(float* address, float value) { return atomicAdd(ad
 #else /* the CPU */
 
 namespace detail {
-/* The work-group the calling pool thread is running; set before each group's body. */
-inline thread_local const porta_cpu_work_group_t* current_group = nullptr;
+/* The work-group the calling pool thread is running; set before each group's body. In static
+ * TLS (initial-exec): a kernel library is dlopened, and its dynamic TLS would be allocated at a
+ * thread's first kernel, where running out of memory makes the C library end the process. */
+inline thread_local const porta_cpu_work_group_t* current_group
+    __attribute__((tls_model("initial-exec"))) = nullptr;
 
 template <auto Body>
 struct cpu_kernel;

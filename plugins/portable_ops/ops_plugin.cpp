@@ -1,12 +1,15 @@
 // The portable op plugin: its entry point, its interface, and the kernel library of each device.
+#include <dirent.h>
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -97,33 +100,46 @@ std::string_view code_object_tag(std::string_view backend) {
 // Whether the kernel library has a code object for the backend: a file beside the plugin named
 // portable_ops_kernels.<tag>... (porta_add_kernel_library names them so). Which of them fits the
 // device porta_module_load decides.
+// Read with opendir rather than std::filesystem, whose directory iterator ends the process when
+// it runs out of memory; here that is std::bad_alloc, which the slot's guard reports.
 bool has_code_object(std::string_view backend) {
   const std::filesystem::path base = kernel_library_base();
   const std::string prefix = base.filename().string() + "." + std::string(code_object_tag(backend));
-  std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator(base.parent_path(), error)) {
-    const std::string name = entry.path().filename().string();
-    if (name.compare(0, prefix.size(), prefix) == 0) return true;
+  errno = 0;
+  DIR* directory = opendir(base.parent_path().c_str());
+  if (!directory) {
+    if (errno == ENOMEM) throw std::bad_alloc();
+    return false;
   }
-  return false;
+  bool found = false;
+  while (const dirent* entry = readdir(directory)) {
+    if (std::string_view(entry->d_name).substr(0, prefix.size()) == prefix) {
+      found = true;
+      break;
+    }
+  }
+  closedir(directory);
+  return found;
 }
 
 // The kernels are written once; a backend is served when the build produced code for it.
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
-  const std::string_view name(backend);
-  if (name != "cpu" && name != "cuda" && name != "hip" && name != "opencl" &&
-      name != "level_zero") {
-    return plugin::report(
-        PORTA_ERROR_UNAVAILABLE,
-        std::string("portable ops are not written for the ") + backend + " backend");
-  }
-  if (!has_code_object(name)) {
-    return plugin::report(PORTA_ERROR_UNAVAILABLE,
-                          std::string("portable ops are not built for the ") + backend +
-                              " backend: no " + kernel_library_base() + "." +
-                              std::string(code_object_tag(name)) + "* code object");
-  }
-  return PORTA_SUCCESS;
+  return plugin::guarded("supports_backend", [&]() -> porta_status_t {
+    const std::string_view name(backend);
+    if (name != "cpu" && name != "cuda" && name != "hip" && name != "opencl" &&
+        name != "level_zero") {
+      return plugin::report(
+          PORTA_ERROR_UNAVAILABLE,
+          std::string("portable ops are not written for the ") + backend + " backend");
+    }
+    if (!has_code_object(name)) {
+      return plugin::report(PORTA_ERROR_UNAVAILABLE,
+                            std::string("portable ops are not built for the ") + backend +
+                                " backend: no " + kernel_library_base() + "." +
+                                std::string(code_object_tag(name)) + "* code object");
+    }
+    return PORTA_SUCCESS;
+  });
 }
 
 const porta_ops_interface_t kInterface = {

@@ -78,9 +78,11 @@ void shutdown(porta_backend_context_t) {
 
 // Device memory must be host memory: OpenBLAS and oneDNN read it directly.
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
-  if (std::string_view(backend) == "cpu") return PORTA_SUCCESS;
-  return plugin::report(PORTA_ERROR_UNAVAILABLE,
-                        std::string("vendor_cpu serves the cpu backend only, not ") + backend);
+  return plugin::guarded("supports_backend", [&]() -> porta_status_t {
+    if (std::string_view(backend) == "cpu") return PORTA_SUCCESS;
+    return plugin::report(PORTA_ERROR_UNAVAILABLE,
+                          std::string("vendor_cpu serves the cpu backend only, not ") + backend);
+  });
 }
 
 const porta_ops_interface_t kInterface = {

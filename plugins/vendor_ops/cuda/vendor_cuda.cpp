@@ -512,9 +512,11 @@ void shutdown(porta_backend_context_t) {
 }
 
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
-  if (std::string_view(backend) == "cuda") return PORTA_SUCCESS;
-  return report(PORTA_ERROR_UNAVAILABLE,
-                std::string("vendor_cuda serves the cuda backend only, not ") + backend);
+  return plugin::guarded("supports_backend", [&]() -> porta_status_t {
+    if (std::string_view(backend) == "cuda") return PORTA_SUCCESS;
+    return report(PORTA_ERROR_UNAVAILABLE,
+                  std::string("vendor_cuda serves the cuda backend only, not ") + backend);
+  });
 }
 
 const porta_ops_interface_t kInterface = {

@@ -1,0 +1,241 @@
+// Allocation-failure injection over porta_init, memory, streams and events, module load and
+// launch, GEMM and conv2d. For every allocation a step makes, the walk fails that one allocation
+// alone, then that one and every later one: the step must return SUCCESS or OUT_OF_MEMORY with a
+// message, the process must live on, and once allocations succeed again the same step must work.
+// The injector (fault_injector.c) is linked into this program, so it replaces malloc and mmap for
+// libporta and every plugin it loads.
+#define CATCH_CONFIG_MAIN
+#include <porta/porta.h>
+#include <porta/porta_ops.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "fault_injector.h"
+
+namespace {
+
+// More allocation points than any step here makes: a walk that gets this far is stuck.
+constexpr long kMaxFailurePoints = 200000;
+
+bool ok(porta_status_t status) { return status == PORTA_SUCCESS; }
+
+struct Step {
+  porta_status_t status;
+  long failed;  // allocations the injector failed during the step
+};
+
+template <typename Body>
+Step under_fault(long fail_at, bool persistent, Body&& body) {
+  porta_fault_arm(fail_at, persistent);
+  const porta_status_t status = body();
+  porta_fault_disarm();
+  return {status, porta_fault_failed()};
+}
+
+// Walks every failure point of step (see the file comment). setup and teardown run with memory
+// available, before and after each attempt; teardown also undoes a successful step.
+template <typename Setup, typename Body, typename Teardown>
+void walk(Setup&& setup, Body&& step, Teardown&& teardown) {
+  for (const bool persistent : {false, true}) {
+    long points = 0;
+    for (long fail_at = 1; fail_at < kMaxFailurePoints; ++fail_at) {
+      setup();
+      const Step attempt = under_fault(fail_at, persistent, step);
+      const std::string message = porta_last_error_message();
+      if (attempt.status != PORTA_SUCCESS && attempt.status != PORTA_ERROR_OUT_OF_MEMORY) {
+        FAIL_CHECK("allocation " << fail_at << (persistent ? " on" : "") << " failing: "
+                                 << porta_status_name(attempt.status) << ": " << message);
+      }
+      if (attempt.status == PORTA_ERROR_OUT_OF_MEMORY && message.empty()) {
+        FAIL_CHECK("allocation " << fail_at << ": OUT_OF_MEMORY without a message");
+      }
+      if (attempt.status != PORTA_SUCCESS) {
+        const porta_status_t again = step();  // memory is back: the same step works now
+        if (!ok(again)) {
+          FAIL_CHECK("after allocation "
+                     << fail_at << (persistent ? " on" : "") << " failed, the retry returned "
+                     << porta_status_name(again) << ": " << porta_last_error_message());
+        }
+      }
+      teardown();
+      if (attempt.failed == 0) break;  // the step needed fewer allocations: every point is walked
+      ++points;
+    }
+    WARN(points << " failure points walked " << (persistent ? "(persistent)" : "(single)"));
+    CHECK(points > 0);
+    CHECK(points < kMaxFailurePoints - 1);
+  }
+}
+
+void require_init() { REQUIRE(ok(porta_init(nullptr))); }
+
+// Buffers for the op steps, on a fresh runtime each time so that the op's first use (the kernel
+// library's load) is walked too.
+struct OpBuffers {
+  float* a = nullptr;
+  float* b = nullptr;
+  float* c = nullptr;
+
+  void allocate(size_t a_count, size_t b_count, size_t c_count) {
+    porta_shutdown();
+    require_init();
+    REQUIRE(ok(porta_memory_alloc(0, a_count * sizeof(float), reinterpret_cast<void**>(&a))));
+    REQUIRE(ok(porta_memory_alloc(0, b_count * sizeof(float), reinterpret_cast<void**>(&b))));
+    REQUIRE(ok(porta_memory_alloc(0, c_count * sizeof(float), reinterpret_cast<void**>(&c))));
+    REQUIRE(ok(porta_memset(a, 0, a_count * sizeof(float))));
+    REQUIRE(ok(porta_memset(b, 0, b_count * sizeof(float))));
+  }
+};
+
+porta_gemm_desc_t small_gemm() {
+  porta_gemm_desc_t desc{};
+  desc.struct_size = sizeof(desc);
+  desc.trans_a = PORTA_NO_TRANSPOSE;
+  desc.trans_b = PORTA_NO_TRANSPOSE;
+  desc.m = desc.n = desc.k = 8;
+  desc.lda = desc.ldb = desc.ldc = 8;
+  desc.alpha = 1.0f;
+  desc.batch_count = 1;
+  desc.dtype = PORTA_DTYPE_F32;
+  return desc;
+}
+
+porta_conv2d_desc_t small_conv() {
+  porta_conv2d_desc_t desc{};
+  desc.struct_size = sizeof(desc);
+  desc.batch = 1;
+  desc.in_channels = 2;
+  desc.in_height = desc.in_width = 6;
+  desc.out_channels = 3;
+  desc.kernel_height = desc.kernel_width = 3;
+  desc.stride_h = desc.stride_w = 1;
+  desc.dilation_h = desc.dilation_w = 1;
+  desc.pad_h = desc.pad_w = 1;
+  desc.dtype = PORTA_DTYPE_F32;
+  return desc;
+}
+
+}  // namespace
+
+// A porta_init that succeeds must leave the ops usable: running out of memory while an op plugin
+// loads fails porta_init (and the retry loads it), it does not leave every op unavailable.
+TEST_CASE("fault: porta_init, then an op", "[fault]") {
+  walk([] { porta_shutdown(); },
+       []() -> porta_status_t {
+         porta_status_t status = porta_init(nullptr);
+         float* x = nullptr;
+         if (ok(status))
+           status = porta_memory_alloc(0, 64 * sizeof(float), reinterpret_cast<void**>(&x));
+         if (ok(status)) status = porta_memset(x, 0, 64 * sizeof(float));
+         if (ok(status)) status = porta_relu_forward(nullptr, 64, x, x);
+         if (ok(status)) status = porta_stream_synchronize(nullptr);
+         if (x) porta_memory_free(x);
+         return status;
+       },
+       [] { porta_shutdown(); });
+}
+
+TEST_CASE("fault: the first call initialises implicitly", "[fault]") {
+  int32_t count = 0;
+  walk([] { porta_shutdown(); }, [&] { return porta_device_count(&count); },
+       [] { porta_shutdown(); });
+  require_init();
+  REQUIRE(ok(porta_device_count(&count)));
+  CHECK(count >= 1);
+}
+
+TEST_CASE("fault: device and pinned memory", "[fault]") {
+  require_init();
+  void* device = nullptr;
+  void* host = nullptr;
+  walk([] {},
+       [&]() -> porta_status_t {
+         porta_status_t status = porta_memory_alloc(0, 1 << 20, &device);
+         if (ok(status)) status = porta_host_alloc(0, 1 << 20, &host);
+         if (ok(status)) status = porta_memcpy(device, host, 1 << 20);
+         return status;
+       },
+       [&] {
+         if (device) REQUIRE(ok(porta_memory_free(device)));
+         if (host) REQUIRE(ok(porta_host_free(host)));
+         device = host = nullptr;
+       });
+}
+
+TEST_CASE("fault: streams and events", "[fault]") {
+  require_init();
+  porta_stream_t stream = nullptr;
+  porta_event_t event = nullptr;
+  walk([] {},
+       [&]() -> porta_status_t {
+         porta_status_t status = porta_stream_create(0, &stream);
+         if (ok(status)) status = porta_event_create(0, &event);
+         if (ok(status)) status = porta_event_record(event, stream);
+         if (ok(status)) status = porta_stream_wait_event(nullptr, event);
+         if (ok(status)) status = porta_stream_synchronize(stream);
+         return status;
+       },
+       [&] {
+         if (event) REQUIRE(ok(porta_event_destroy(event)));
+         if (stream) REQUIRE(ok(porta_stream_destroy(stream)));
+         stream = nullptr;
+         event = nullptr;
+       });
+}
+
+TEST_CASE("fault: module load, kernel lookup and launch", "[fault]") {
+  require_init();
+  porta_module_t module = nullptr;
+  float* y = nullptr;
+  REQUIRE(ok(porta_memory_alloc(0, 256 * sizeof(float), reinterpret_cast<void**>(&y))));
+  REQUIRE(ok(porta_memset(y, 0, 256 * sizeof(float))));
+  walk([] {},
+       [&]() -> porta_status_t {
+         porta_status_t status = porta_module_load(0, PORTA_TEST_KERNELS_CPU, &module);
+         porta_kernel_t kernel = nullptr;
+         if (ok(status)) status = porta_kernel_get(module, "saxpy", &kernel);
+         int n = 256;
+         float a = 2.0f;
+         void* args[] = {&n, &a, &y, &y};
+         porta_launch_config_t config{sizeof(config), {4, 1, 1}, {64, 1, 1}, 0};
+         if (ok(status)) status = porta_kernel_launch(kernel, &config, args, nullptr);
+         if (ok(status)) status = porta_stream_synchronize(nullptr);
+         return status;
+       },
+       [&] {
+         if (module) REQUIRE(ok(porta_module_unload(module)));
+         module = nullptr;
+       });
+  REQUIRE(ok(porta_memory_free(y)));
+}
+
+TEST_CASE("fault: GEMM, from the op plugin's first use", "[fault]") {
+  OpBuffers buffers;
+  const porta_gemm_desc_t desc = small_gemm();
+  walk([&] { buffers.allocate(64, 64, 64); },
+       [&]() -> porta_status_t {
+         porta_status_t status = porta_gemm(nullptr, &desc, buffers.a, buffers.b, buffers.c);
+         if (ok(status)) status = porta_stream_synchronize(nullptr);
+         return status;
+       },
+       [] {});
+  porta_shutdown();
+}
+
+TEST_CASE("fault: conv2d forward, from the op plugin's first use", "[fault]") {
+  OpBuffers buffers;
+  const porta_conv2d_desc_t desc = small_conv();
+  walk([&] { buffers.allocate(2 * 36, 3 * 2 * 9, 3 * 36); },
+       [&]() -> porta_status_t {
+         porta_status_t status =
+             porta_conv2d_forward(nullptr, &desc, buffers.a, buffers.b, buffers.c);
+         if (ok(status)) status = porta_stream_synchronize(nullptr);
+         return status;
+       },
+       [] {});
+  porta_shutdown();
+}
