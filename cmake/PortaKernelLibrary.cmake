@@ -11,6 +11,9 @@
 # On a GPU the sources are compiled together, as one translation unit that includes them all (a
 # module is one code object, and this needs no device linking), so names with internal linkage
 # must not clash between them. GPU_ONLY leaves the CPU builds out.
+# SIMT: <name>.cpu-simt.so and <name>.cpu-racecheck.so run the GPU model on the host (a fiber per
+#       work-item, a barrier per inner loop); the racecheck one also checks every memory access
+#       for races between work-items. The CPU backend loads them for PORTA_CPU_MODE=simt|racecheck.
 # porta_module_load(device, "lib/<name>") picks the build that fits the device.
 # The target <name> builds them all.
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
@@ -45,10 +48,42 @@ function(porta_add_kernel_library name)
       install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
       add_dependencies(${name} ${target})
     endforeach()
+    _porta_add_simt_kernels(${name} "${ARG_SOURCES}" "${ARG_INCLUDES}")
   endif()
 endfunction()
 
 include(PortaSpirv)
+
+
+# The SIMT builds: the dialect's GPU branch on the host (PORTA_SIMT), linked with the SIMT runtime
+# (backends/cpu/simt/). The racecheck build is unoptimised, so that values kept outside inner()
+# live in memory, and compiled with ThreadSanitizer's instrumentation, whose entry points the
+# checker in its runtime defines (no sanitizer runtime is linked). A sanitizer build (PORTA_SANITIZE)
+# has no racecheck builds: its instrumentation would be another's.
+function(_porta_add_simt_kernels name sources includes)
+  set(variants simt)
+  if(NOT PORTA_SANITIZE)
+    list(APPEND variants racecheck)
+  endif()
+  foreach(variant IN LISTS variants)
+    set(target ${name}.cpu-${variant})
+    add_library(${target} MODULE ${sources} $<TARGET_OBJECTS:porta_${variant}_runtime>)
+    target_link_libraries(${target} PRIVATE porta::headers ${CMAKE_DL_LIBS})
+    target_include_directories(${target} PRIVATE ${includes})
+    target_compile_definitions(${target} PRIVATE PORTA_SIMT)
+    target_compile_options(${target} PRIVATE -fno-exceptions -fno-math-errno)
+    set_target_properties(${target} PROPERTIES PREFIX "" OUTPUT_NAME ${name}.cpu-${variant}
+                                               LINKER_LANGUAGE CXX)
+    if(variant STREQUAL "simt")
+      target_compile_options(${target} PRIVATE -O2)
+    else()
+      target_compile_options(${target} PRIVATE -O0 -g -fsanitize=thread
+        $<$<CXX_COMPILER_ID:GNU>:--param=tsan-instrument-func-entry-exit=0>)
+    endif()
+    install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    add_dependencies(${name} ${target})
+  endforeach()
+endfunction()
 
 # The GPU builds of a kernel library: custom commands running nvcc, hipcc and clang on one generated
 # translation unit that includes every source.

@@ -51,6 +51,7 @@ extern "C" PORTA_API const char* porta_status_name(porta_status_t status) {
     case PORTA_ERROR_INCOMPATIBLE_VERSION: return "PORTA_ERROR_INCOMPATIBLE_VERSION";
     case PORTA_ERROR_DEVICE_LOST: return "PORTA_ERROR_DEVICE_LOST";
     case PORTA_ERROR_BACKEND: return "PORTA_ERROR_BACKEND";
+    case PORTA_ERROR_KERNEL_HAZARD: return "PORTA_ERROR_KERNEL_HAZARD";
     default: return "PORTA_ERROR_UNKNOWN";
   }
 }

@@ -26,7 +26,20 @@ void host_log(porta_log_level_t level, const char* message) {
   log().log(static_cast<spdlog::level::level_enum>(level), "{}", message);
 }
 
-const porta_host_api_t kHostApi{sizeof(porta_host_api_t), host_set_error_message, host_log};
+// The checked settings plugins may ask for (porta_host_api_t.setting): written by porta_init
+// before any plugin loads, cleared by porta_shutdown after they are gone.
+std::vector<std::pair<std::string, std::string>> host_settings;
+
+const char* host_setting(const char* name) {
+  if (!name) return nullptr;
+  for (const auto& [key, value] : host_settings) {
+    if (key == name) return value.c_str();
+  }
+  return nullptr;
+}
+
+const porta_host_api_t kHostApi{sizeof(porta_host_api_t), host_set_error_message, host_log,
+                                host_setting};
 
 // The slots every plugin of a kind must fill; the others are optional.
 struct RequiredSlot {
@@ -244,6 +257,10 @@ bool loaded(PluginReport& report) {
 }
 
 }  // namespace
+
+void set_plugin_settings(std::vector<std::pair<std::string, std::string>> settings) {
+  host_settings = std::move(settings);
+}
 
 bool load_backend(const std::string& name, const std::vector<std::string>& directories,
                   Backend& backend, PluginReport& report) {

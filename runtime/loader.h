@@ -4,6 +4,7 @@
 #include <porta/porta_plugin.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace porta {
@@ -58,6 +59,10 @@ void unload_backend(Backend& backend);
 bool load_ops_plugin(const std::string& name, const std::vector<std::string>& directories,
                      OpsPlugin& plugin, PluginReport& report);
 void unload_ops_plugin(OpsPlugin& plugin);
+
+// The settings plugins read through porta_host_api_t.setting, as (name, value) pairs; only while
+// no plugin is loaded.
+void set_plugin_settings(std::vector<std::pair<std::string, std::string>> settings);
 
 // Where plugins are looked for after PORTA_PLUGIN_PATH: the directory holding libporta, then the
 // install directory baked in at build time.

@@ -126,6 +126,18 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
     settings.ops = ops.text;
   }
 
+  Source cpu_mode = pick(PORTA_OPTION(cpu_mode), "options.cpu_mode", "PORTA_CPU_MODE");
+  if (cpu_mode.text && *cpu_mode.text) {
+    const std::string_view mode = cpu_mode.text;
+    if (mode != "fast" && mode != "simt" && mode != "racecheck") {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}='{}' is not accepted; accepted: fast (work-items as a loop), simt (a fiber "
+                  "per work-item, real barriers) or racecheck (simt, every access checked)",
+                  cpu_mode.name, cpu_mode.text);
+    }
+    settings.cpu_mode = cpu_mode.text;
+  }
+
   Source path = pick(PORTA_OPTION(plugin_path), "options.plugin_path",
                      "PORTA_PLUGIN_PATH");
   if (path.text && *path.text) {
@@ -234,7 +246,10 @@ porta_status_t Runtime::initialize(const porta_init_options_t* options) {
   status_ = guarded("porta_init", [&]() -> porta_status_t {
     Settings settings;
     porta_status_t status = read_settings(options, settings);
-    if (status == PORTA_SUCCESS) status = load_backends(settings);
+    if (status == PORTA_SUCCESS) {
+      set_plugin_settings({{"cpu_mode", settings.cpu_mode}});
+      status = load_backends(settings);
+    }
     if (status == PORTA_SUCCESS) status = enumerate_devices(settings);
     if (status == PORTA_SUCCESS) status = load_ops_plugins(settings);
     return status;
@@ -259,6 +274,7 @@ porta_status_t Runtime::initialize(const porta_init_options_t* options) {
 
 void Runtime::shutdown() {
   release_everything();
+  set_plugin_settings({});
   reports_.clear();
   status_ = PORTA_SUCCESS;
   init_message_.clear();

@@ -89,6 +89,7 @@ class Runtime {
     std::vector<std::string> plugin_directories;
     porta_log_level_t log_level = PORTA_LOG_WARN;
     std::string ops = "portable";
+    std::string cpu_mode = "fast";
   };
 
   porta_status_t initialize(const porta_init_options_t* options);
@@ -99,6 +100,8 @@ class Runtime {
   const std::string& init_message() const { return init_message_; }
   const std::vector<PluginReport>& reports() const { return reports_; }
   const char* selected_backend() const { return selected_; }
+  // The loaded backends, in preference order.
+  const std::vector<std::unique_ptr<Backend>>& backends() const { return backends_; }
 
   int32_t device_count() const { return static_cast<int32_t>(devices_.size()); }
   porta_device_t default_device() const { return default_device_; }

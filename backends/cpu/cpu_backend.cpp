@@ -7,7 +7,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,6 +20,7 @@
 #include "cpu_device.h"
 #include "cpu_module.h"
 #include "cpu_stream.h"
+#include "hazards.h"
 #include "plugin_support.h"
 #include "thread_pool.h"
 
@@ -78,11 +81,24 @@ class Registry {
   std::unordered_map<T*, std::shared_ptr<T>> objects_;
 };
 
+// How kernels run (PORTA_CPU_MODE, checked by libporta): "fast" (the .cpu-<isa>.so builds),
+// "simt" or "racecheck" (those builds of every kernel library). The device's architecture names
+// the SIMT modes, so that porta_module_load picks their builds and op plugins plan as for a GPU.
+porta_device_properties_t properties_for_mode(unsigned threads) {
+  porta_device_properties_t properties = probe_properties(threads);
+  const char* mode = plugin::setting("cpu_mode");
+  if (mode && (std::strcmp(mode, "simt") == 0 || std::strcmp(mode, "racecheck") == 0)) {
+    std::snprintf(properties.architecture, sizeof(properties.architecture), "%s", mode);
+    properties.subgroup_size = 1;  // a work-item is a fiber: no lanes shared between items
+  }
+  return properties;
+}
+
 class Backend {
  public:
   Backend()
       : threads_(usable_threads()),
-        properties_(probe_properties(threads_)),
+        properties_(properties_for_mode(threads_)),
         // The stream worker that launches a grid runs work-groups itself (parallel_for), so
         // threads - 1 pool threads plus that worker fill the machine without oversubscribing it
         // when one stream computes. Streams launching at the same time each add their worker,
@@ -95,7 +111,7 @@ class Backend {
     events_.remove_all();
     modules_.remove_all();
     std::lock_guard lock(allocations_mutex_);
-    for (auto [ptr, size] : allocations_) deallocate(ptr, size);
+    for (const auto& [ptr, size] : allocations_) deallocate(reinterpret_cast<void*>(ptr), size);
   }
 
   const porta_device_properties_t& properties() const { return properties_; }
@@ -105,7 +121,7 @@ class Backend {
     void* ptr = cpu::allocate(size, properties_.total_memory, what);
     try {
       std::lock_guard lock(allocations_mutex_);
-      allocations_.emplace(ptr, size);
+      allocations_.emplace(reinterpret_cast<uintptr_t>(ptr), size);
     } catch (...) {
       deallocate(ptr, size);
       throw;
@@ -116,7 +132,7 @@ class Backend {
     size_t size = 0;
     {
       std::lock_guard lock(allocations_mutex_);
-      auto it = allocations_.find(ptr);
+      auto it = allocations_.find(reinterpret_cast<uintptr_t>(ptr));
       if (it == allocations_.end())
         fail(PORTA_ERROR_INVALID_ARGUMENT, "not an allocation of the cpu backend");
       size = it->second;
@@ -124,6 +140,19 @@ class Backend {
     }
     deallocate(ptr, size);
   }
+
+  // The allocation holding address, for the race checker's reports.
+  bool find_allocation(uintptr_t address, uintptr_t& base, size_t& size) {
+    std::lock_guard lock(allocations_mutex_);
+    auto it = allocations_.upper_bound(address);
+    if (it == allocations_.begin()) return false;
+    --it;
+    if (address - it->first >= std::max<size_t>(it->second, 1)) return false;
+    base = it->first;
+    size = it->second;
+    return true;
+  }
+  HazardLog& hazards() { return hazards_; }
 
   Registry<CpuStream>& streams() { return streams_; }
   Registry<CpuEvent>& events() { return events_; }
@@ -134,7 +163,10 @@ class Backend {
   porta_device_properties_t properties_;
   ThreadPool pool_;  // destroyed after the registries below: streams use it
   std::mutex allocations_mutex_;
-  std::unordered_map<void*, size_t> allocations_;  // base -> size
+  std::map<uintptr_t, size_t> allocations_;  // base -> size
+  HazardLog hazards_{[this](uintptr_t address, uintptr_t& base, size_t& size) {
+    return find_allocation(address, base, size);
+  }};
   Registry<CpuModule> modules_;
   Registry<CpuEvent> events_;
   Registry<CpuStream> streams_;
@@ -445,8 +477,9 @@ porta_status_t kernel_get(porta_backend_context_t, void* module, const char* nam
 porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
                              const porta_launch_config_t* config, void** args, void* stream) {
   return guarded("kernel_launch", [&] {
-    Task task = static_cast<const CpuKernel*>(kernel)->make_launch(*config, args,
-                                                                   backend_of(context).pool());
+    Backend& backend = backend_of(context);
+    Task task = static_cast<const CpuKernel*>(kernel)->make_launch(*config, args, backend.pool(),
+                                                                   backend.hazards());
     stream_of(stream).enqueue(std::move(task));
     return PORTA_SUCCESS;
   });
@@ -465,6 +498,22 @@ porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t,
                                     const char** out_suffixes) {
   return guarded("code_object_suffixes", [&] {
     *out_suffixes = cpu::code_object_suffixes(backend_of(context).properties().architecture);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t checker_report(porta_backend_context_t context, char* out_text, size_t capacity,
+                              size_t* out_length, size_t* out_count) {
+  return guarded("checker_report", [&] {
+    size_t count = 0;
+    const std::string text = backend_of(context).hazards().report(count);
+    if (capacity > 0) {
+      const size_t n = std::min(text.size(), capacity - 1);
+      std::memcpy(out_text, text.data(), n);
+      out_text[n] = '\0';
+    }
+    *out_length = text.size();
+    *out_count = count;
     return PORTA_SUCCESS;
   });
 }
@@ -502,6 +551,7 @@ const porta_backend_interface_t kInterface = {
     .kernel_launch = kernel_launch,
     .code_object_suffixes = code_object_suffixes,
     .stream_launch_host_func = stream_launch_host_func,
+    .checker_report = checker_report,
 };
 
 }  // namespace

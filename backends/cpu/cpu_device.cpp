@@ -121,6 +121,8 @@ unsigned usable_threads() {
 
 const char* code_object_suffixes(const char* architecture) {
   const std::string_view level = architecture;
+  if (level == "simt") return ".cpu-simt.so";  // PORTA_CPU_MODE: the SIMT builds
+  if (level == "racecheck") return ".cpu-racecheck.so";
   if (level == "x86-64-v4") return ".cpu-x86-64-v4.so:.cpu-x86-64-v3.so:.cpu-x86-64.so";
   if (level == "x86-64-v3") return ".cpu-x86-64-v3.so:.cpu-x86-64.so";
   if (level.rfind("x86-64", 0) == 0) return ".cpu-x86-64.so";

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <utility>
@@ -262,6 +263,11 @@ struct FreeDeleter {
 struct Launch {
   const CpuKernel* kernel;
   porta_cpu_group_fn run_group;
+  const porta_cpu_checker_t* checker;
+  HazardLog* hazard_log;
+  std::vector<uint32_t> param_sizes;
+  std::mutex hazards_mutex;
+  std::vector<Hazard> hazards;  // what the checker found in this launch
   uint32_t grid[3];
   uint32_t group[3];
   uint32_t shared_memory_bytes;
@@ -270,7 +276,24 @@ struct Launch {
   std::vector<void*> args;                        // pointers into block
 };
 
-void run_launch(const Launch& launch, ThreadPool& pool, ScratchBuffer& worker_scratch) {
+// What the checker found in the group just run on this thread.
+void take_hazards(Launch& launch, const porta_cpu_work_group_t& group) {
+  porta_cpu_hazard_t found[16];
+  const uint32_t count = launch.checker->take(found, 16);
+  if (count == 0) return;
+  std::vector<Hazard> described;
+  for (uint32_t i = 0; i < count; ++i) {
+    described.push_back(launch.hazard_log->describe(launch.kernel->name(), found[i],
+                                                    group.group_id, group.group_size,
+                                                    launch.args, launch.param_sizes));
+  }
+  std::lock_guard lock(launch.hazards_mutex);
+  for (Hazard& hazard : described) {
+    if (launch.hazards.size() < 64) launch.hazards.push_back(std::move(hazard));
+  }
+}
+
+void run_launch(Launch& launch, ThreadPool& pool, ScratchBuffer& worker_scratch) {
   const uint32_t gx = launch.grid[0];
   const uint32_t gy = launch.grid[1];
   pool.parallel_for(
@@ -300,6 +323,7 @@ void run_launch(const Launch& launch, ThreadPool& pool, ScratchBuffer& worker_sc
           group.group_id[1] = y;
           group.group_id[2] = z;
           launch.run_group(&group, launch.args.data());
+          if (launch.checker) take_hazards(launch, group);
           if (++x == gx) {
             x = 0;
             if (++y == gy) {
@@ -310,13 +334,19 @@ void run_launch(const Launch& launch, ThreadPool& pool, ScratchBuffer& worker_sc
         }
       },
       worker_scratch);
+  if (!launch.hazards.empty()) {
+    fail(PORTA_ERROR_KERNEL_HAZARD,
+         launch.hazard_log->record(launch.kernel->name(), launch.hazards));
+  }
 }
 
 }  // namespace
 
-CpuKernel::CpuKernel(std::string name, const porta_cpu_kernel_t& descriptor)
+CpuKernel::CpuKernel(std::string name, const porta_cpu_kernel_t& descriptor,
+                     const porta_cpu_checker_t* checker)
     : name_(std::move(name)),
       run_group_(descriptor.run_group),
+      checker_(checker),
       param_sizes_(descriptor.param_sizes, descriptor.param_sizes + descriptor.param_count) {
   param_offsets_.reserve(param_sizes_.size());
   for (uint32_t size : param_sizes_) {
@@ -327,8 +357,8 @@ CpuKernel::CpuKernel(std::string name, const porta_cpu_kernel_t& descriptor)
   }
 }
 
-Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args,
-                            ThreadPool& pool) const {
+Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, ThreadPool& pool,
+                            HazardLog& hazards) const {
   if (!param_sizes_.empty() && !args) {
     fail(PORTA_ERROR_INVALID_ARGUMENT, "args: NULL, but kernel '" + name_ + "' takes " +
                                            std::to_string(param_sizes_.size()) + " parameters");
@@ -336,6 +366,9 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args,
   auto launch = std::make_shared<Launch>();
   launch->kernel = this;
   launch->run_group = run_group_;
+  launch->checker = checker_;
+  launch->hazard_log = &hazards;
+  launch->param_sizes = param_sizes_;
   uint64_t groups = 1;
   for (int d = 0; d < 3; ++d) {
     launch->grid[d] = config.grid[d];
@@ -382,7 +415,13 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args,
 }
 
 CpuModule::CpuModule(void* handle, std::string origin, int memfd)
-    : handle_(handle), origin_(std::move(origin)), memfd_(memfd) {}
+    : handle_(handle), checker_(nullptr), origin_(std::move(origin)), memfd_(memfd) {
+  // A racecheck build (porta_add_kernel_library's .cpu-racecheck.so) exports its checker.
+  auto* checker = static_cast<const porta_cpu_checker_t*>(dlsym(handle, PORTA_CPU_CHECKER_SYMBOL));
+  if (checker && checker->struct_size >= sizeof(porta_cpu_checker_t) && checker->take) {
+    checker_ = checker;
+  }
+}
 
 CpuModule::~CpuModule() {
   kernels_.clear();
@@ -518,7 +557,7 @@ CpuKernel* CpuModule::kernel(const char* name) {
     fail(PORTA_ERROR_INVALID_ARGUMENT,
          symbol + ": malformed descriptor (NULL run_group or param_sizes)");
   }
-  auto kernel = std::make_unique<CpuKernel>(name, *descriptor);
+  auto kernel = std::make_unique<CpuKernel>(name, *descriptor, checker_);
   CpuKernel* result = kernel.get();
   kernels_.emplace(name, std::move(kernel));
   return result;

@@ -14,26 +14,34 @@
 #include <string>
 #include <vector>
 
+#include "checker.h"
 #include "cpu_stream.h"
+#include "hazards.h"
 #include "thread_pool.h"
 
 namespace porta::cpu {
 
 class CpuKernel {
  public:
-  // descriptor has been validated (see CpuModule::kernel) and lives as long as its module.
-  CpuKernel(std::string name, const porta_cpu_kernel_t& descriptor);
+  // descriptor has been validated (see CpuModule::kernel) and lives as long as its module, as
+  // does checker (NULL unless the module is a racecheck build).
+  CpuKernel(std::string name, const porta_cpu_kernel_t& descriptor,
+            const porta_cpu_checker_t* checker);
 
   const std::string& name() const { return name_; }
 
   // Copies the argument values now, so the caller's may go away, and returns the task that runs
   // every work-group on pool. The task uses this kernel: libporta unloads a module only after the
   // device is idle. Throws Failure(INVALID_ARGUMENT) for NULL args when there are parameters.
-  Task make_launch(const porta_launch_config_t& config, void** args, ThreadPool& pool) const;
+  // The task fails with KERNEL_HAZARD, after recording them in hazards, when the module's
+  // checker found any.
+  Task make_launch(const porta_launch_config_t& config, void** args, ThreadPool& pool,
+                   HazardLog& hazards) const;
 
  private:
   std::string name_;
   porta_cpu_group_fn run_group_;
+  const porta_cpu_checker_t* checker_;
   std::vector<uint32_t> param_sizes_;
   std::vector<size_t> param_offsets_;  // into the argument block, each suitably aligned
   size_t block_size_ = 0;
@@ -60,6 +68,7 @@ class CpuModule {
   CpuModule(void* handle, std::string origin, int memfd);
 
   void* handle_;
+  const porta_cpu_checker_t* checker_;  // a racecheck build's, or NULL
   std::string origin_;  // the path, or "/proc/self/fd/N" of an in-memory image, for messages
   int memfd_;           // -1 unless loaded from memory; see load_data for why it stays open
   std::mutex mutex_;

@@ -28,6 +28,8 @@
  *                      libporta_<backend>.so (a relative one is INVALID_ARGUMENT).
  *   PORTA_OPS          portable (default) | vendor: which implementation of porta_ops.h runs.
  *   PORTA_LOG          off | error | warn (default) | info | debug | trace; messages go to stderr.
+ *   PORTA_CPU_MODE     fast (default) | simt | racecheck: how the CPU backend runs kernels (see
+ *                      porta_cpu_racecheck_report).
  * In a set-user-ID or set-group-ID program they are ignored (read with secure_getenv).
  */
 #ifndef PORTA_PORTA_H_
@@ -70,7 +72,11 @@ enum {
   PORTA_ERROR_UNAVAILABLE = -6,        /* driver or device missing, backend not loaded */
   PORTA_ERROR_INCOMPATIBLE_VERSION = -7, /* plugin ABI or code object of another version */
   PORTA_ERROR_DEVICE_LOST = -8,        /* the device stopped answering; the context is unusable */
-  PORTA_ERROR_BACKEND = -9             /* the vendor driver failed; the message has its code */
+  PORTA_ERROR_BACKEND = -9,            /* the vendor driver failed; the message has its code */
+  /* PORTA_CPU_MODE=racecheck found a data race, a divergent barrier or a value outside inner()
+   * that differs between work-items in a kernel: the launch's stream returns it, the message and
+   * porta_cpu_racecheck_report() say where. */
+  PORTA_ERROR_KERNEL_HAZARD = -10
 };
 
 /* A static, never-NULL name for a status: "PORTA_ERROR_INVALID_HANDLE". Any thread. */
@@ -92,6 +98,7 @@ typedef struct porta_init_options_s {
   const char* plugin_path; /* as PORTA_PLUGIN_PATH */
   const char* log_level;   /* as PORTA_LOG */
   const char* ops;         /* as PORTA_OPS */
+  const char* cpu_mode;    /* as PORTA_CPU_MODE */
 } porta_init_options_t;
 
 /* Loads the backends that PORTA_BACKEND names (all of them for "auto") and enumerates their
@@ -424,6 +431,24 @@ typedef struct porta_launch_config_s {
 PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel,
                                              const porta_launch_config_t* config, void** args,
                                              porta_stream_t stream);
+
+/* ---------------------------------------------------------------------------------------------
+ * The CPU backend's kernel checker. PORTA_CPU_MODE (or porta_init_options_t.cpu_mode) picks how
+ * the CPU backend runs kernels: fast (the default: a group's work-items as a loop, the
+ * <lib>.cpu-<isa>.so builds), simt (every work-item a fiber of its own and a real barrier after
+ * each inner loop, as on a GPU: <lib>.cpu-simt.so) or racecheck (simt, and every memory access
+ * checked: <lib>.cpu-racecheck.so). The device's architecture then reads "simt" or "racecheck".
+ * ------------------------------------------------------------------------------------------- */
+
+/* The hazards racecheck has found since porta_init, one line per kernel, kind and pair of code
+ * sites ("kernel 'k': read/write race in group (0,0,0) between work-items (3,0,0) and ..."),
+ * each ending in a newline. Writes at most capacity bytes of it, NUL-terminated, to out_text
+ * (which may be NULL when capacity is 0), the full length (without the NUL) to out_length and the
+ * number of lines to out_count. Nothing found, or another mode: "" and 0.
+ * Returns: SUCCESS; INVALID_ARGUMENT for NULL out_length or out_count, or a NULL out_text with a
+ * capacity; the initialisation's error. */
+PORTA_API porta_status_t porta_cpu_racecheck_report(char* out_text, size_t capacity,
+                                                    size_t* out_length, size_t* out_count);
 
 #ifdef __cplusplus
 } /* extern "C" */

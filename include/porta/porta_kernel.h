@@ -99,8 +99,13 @@ typedef struct porta_cpu_kernel_s {
 #define PORTA_TARGET_HIP 1
 #elif defined(__CUDACC__)
 #define PORTA_TARGET_CUDA 1
+#elif defined(PORTA_SIMT)
+#define PORTA_TARGET_SIMT 1 /* the GPU model on the host: see "SIMT on the host" below */
 #else
 #define PORTA_TARGET_CPU 1
+#endif
+#ifndef PORTA_TARGET_SIMT
+#define PORTA_TARGET_SIMT 0
 #endif
 #ifndef PORTA_TARGET_HIP
 #define PORTA_TARGET_HIP 0
@@ -233,8 +238,14 @@ static __device__ __forceinline__ float fmaf(float x, float y, float z) {
 #define PORTA_SHARED __shared__
 #define PORTA_KERNEL(name, ...) extern "C" __global__ void name(__VA_ARGS__)
 #else
+#if PORTA_TARGET_SIMT
+#define PORTA_DEVICE inline
+/* One instance per OS thread, and a thread runs one group at a time: per group, as on a GPU. */
+#define PORTA_SHARED static thread_local
+#else
 #define PORTA_DEVICE inline __attribute__((always_inline))
 #define PORTA_SHARED
+#endif
 #define PORTA_KERNEL(name, ...)                                                           \
   static void porta_kernel_body_##name(__VA_ARGS__);                                      \
   extern "C" __attribute__((visibility("default"))) const porta_cpu_kernel_t              \
@@ -244,13 +255,15 @@ static __device__ __forceinline__ float fmaf(float x, float y, float z) {
 
 namespace porta {
 
-enum class target { cpu, cuda, hip, spirv };
+enum class target { cpu, cuda, hip, spirv, simt };
 #if PORTA_TARGET_CUDA
 inline constexpr target current_target = target::cuda;
 #elif PORTA_TARGET_SPIRV
 inline constexpr target current_target = target::spirv;
 #elif PORTA_TARGET_HIP
 inline constexpr target current_target = target::hip;
+#elif PORTA_TARGET_SIMT
+inline constexpr target current_target = target::simt;
 #else
 inline constexpr target current_target = target::cpu;
 #endif
@@ -292,6 +305,104 @@ class exclusive {
 };
 
 PORTA_DEVICE float atomic_add(float* address, float value) { return atomicAdd(address, value); }
+
+/* ------------------------------------------------------------------------------------------------
+ * SIMT on the host (PORTA_TARGET_SIMT): the <lib>.cpu-simt.so and <lib>.cpu-racecheck.so builds
+ * of porta_add_kernel_library, which the CPU backend loads when PORTA_CPU_MODE asks for them.
+ * The GPU model, run on the host: every work-item of a group is a fiber running the whole body,
+ * so values outside inner() are private to each item; inner() runs the item's pass and ends in a
+ * real barrier (the fiber waits until every item of the group has reached it); PORTA_SHARED is one
+ * instance per group. The runtime behind these calls (backends/cpu/simt/) is linked into each
+ * such build; the racecheck build adds the checker that watches every access in a phase.
+ * ---------------------------------------------------------------------------------------------- */
+#elif PORTA_TARGET_SIMT
+
+namespace detail {
+extern "C" {
+#define PORTA_SIMT_RUNTIME __attribute__((visibility("hidden")))
+/* The group the calling fiber belongs to, and its work-item (x fastest). */
+PORTA_SIMT_RUNTIME const porta_cpu_work_group_t* porta_simt_group(void);
+PORTA_SIMT_RUNTIME uint32_t porta_simt_item(void);
+/* Runs call(closure) as the item's pass of an inner loop, then waits at the group's barrier. */
+PORTA_SIMT_RUNTIME void porta_simt_inner(void (*call)(void*), void* closure);
+/* Runs body(args) once per work-item of group, each on its own fiber. */
+PORTA_SIMT_RUNTIME void porta_simt_run_group(const porta_cpu_work_group_t* group,
+                                             void* const* args, void (*body)(void* const*));
+/* Declares [address, address + size) the item's own (porta::exclusive), or no longer (0). */
+PORTA_SIMT_RUNTIME void porta_simt_private(uintptr_t address, size_t size, int keep);
+PORTA_SIMT_RUNTIME float porta_simt_atomic_add(float* address, float value);
+}  // extern "C"
+
+template <auto Body>
+struct cpu_kernel;
+
+/* The same descriptor as the CPU's; run_group hands the body to the fibers, and each fiber copies
+ * the arguments into its own parameters, as each GPU thread has its own. */
+template <class... P, void (*Body)(P...)>
+struct cpu_kernel<Body> {
+  static constexpr uint32_t sizes[sizeof...(P) + 1] = {static_cast<uint32_t>(sizeof(P))..., 0};
+
+  template <size_t... I>
+  static void invoke(void* const* args, std::index_sequence<I...>) {
+    Body(*static_cast<std::remove_cv_t<P>*>(args[I])...);
+  }
+  static void body(void* const* args) { invoke(args, std::index_sequence_for<P...>{}); }
+  static void run(const porta_cpu_work_group_t* group, void* const* args) {
+    porta_simt_run_group(group, args, &body);
+  }
+  static constexpr porta_cpu_kernel_t value = {sizeof(porta_cpu_kernel_t),
+                                               PORTA_CPU_KERNEL_ABI_VERSION, sizeof...(P), sizes,
+                                               &run};
+};
+}  // namespace detail
+
+inline uint32_t group_id(int d) { return detail::porta_simt_group()->group_id[d]; }
+inline uint32_t group_count(int d) { return detail::porta_simt_group()->grid[d]; }
+inline uint32_t group_size(int d) { return detail::porta_simt_group()->group_size[d]; }
+
+/* Runs f for this work-item, then waits for the whole group. */
+template <class F>
+inline void inner(F&& f) {
+  const porta_cpu_work_group_t* group = detail::porta_simt_group();
+  const uint32_t item = detail::porta_simt_item();
+  const uint32_t nx = group->group_size[0], ny = group->group_size[1];
+  const uint32_t x = item % nx, y = item / nx % ny, z = item / (nx * ny);
+  auto pass = [&] {
+    if constexpr (std::is_invocable_v<F, uint32_t, uint32_t, uint32_t>) {
+      f(x, y, z);
+    } else if constexpr (std::is_invocable_v<F, uint32_t, uint32_t>) {
+      f(x, y);
+    } else {
+      f(x);
+    }
+  };
+  detail::porta_simt_inner([](void* closure) { (*static_cast<decltype(pass)*>(closure))(); },
+                           &pass);
+}
+
+template <class T>
+inline T* dynamic_shared_memory() {
+  return static_cast<T*>(detail::porta_simt_group()->shared_memory);
+}
+
+/* A value each work-item keeps across inner loops: its own, as a register on a GPU. */
+template <class T, uint32_t MaxItems>
+class exclusive {
+ public:
+  exclusive() { detail::porta_simt_private(reinterpret_cast<uintptr_t>(this), sizeof(*this), 1); }
+  ~exclusive() { detail::porta_simt_private(reinterpret_cast<uintptr_t>(this), sizeof(*this), 0); }
+  exclusive(const exclusive&) = delete;
+  exclusive& operator=(const exclusive&) = delete;
+  T& operator()(uint32_t) { return value_; }
+
+ private:
+  T value_;
+};
+
+inline float atomic_add(float* address, float value) {
+  return detail::porta_simt_atomic_add(address, value);
+}
+/* ---- end of SIMT on the host ---------------------------------------------------------------- */
 
 #else /* the CPU */
 

@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define PORTA_PLUGIN_ABI_MAJOR 1
-#define PORTA_PLUGIN_ABI_MINOR 1
+#define PORTA_PLUGIN_ABI_MINOR 2
 
 #define PORTA_PLUGIN_ENTRY_SYMBOL "porta_plugin_entry"
 
@@ -60,6 +60,9 @@ typedef struct porta_host_api_s {
   void (*set_error_message)(const char* message);
   /* Writes to Porta's log when level is enabled. */
   void (*log)(porta_log_level_t level, const char* message);
+  /* ABI 1.2: a setting libporta has read from porta_init_options_t or the environment and
+   * checked, or NULL when it is not set: "cpu_mode" (fast, simt or racecheck). */
+  const char* (*setting)(const char* name);
 } porta_host_api_t;
 
 /* Which way a copy goes; resolved by libporta from its allocation records. */
@@ -158,6 +161,11 @@ typedef struct porta_backend_interface_s {
    * porta_stream_launch_host_func). fn is not NULL. */
   porta_status_t (*stream_launch_host_func)(porta_backend_context_t context, void* stream,
                                             porta_host_fn_t fn, void* user_data);
+
+  /* ABI 1.2. Optional (an empty report when NULL): the kernel checker's findings, as
+   * porta_cpu_racecheck_report describes them. */
+  porta_status_t (*checker_report)(porta_backend_context_t context, char* out_text,
+                                   size_t capacity, size_t* out_length, size_t* out_count);
 } porta_backend_interface_t;
 
 /* The interface of an op plugin: implementations of porta_ops.h for one or more backends. An op

@@ -183,7 +183,11 @@ const porta_device_properties_t& properties_of(porta_stream_t stream) {
 }
 
 bool runs_on_host(porta_stream_t stream) {
-  return std::string_view(properties_of(stream).backend) == "cpu";
+  // PORTA_CPU_MODE=simt|racecheck runs the GPU builds' source on the host, launched as on a GPU.
+  const porta_device_properties_t& properties = properties_of(stream);
+  const std::string_view architecture = properties.architecture;
+  return std::string_view(properties.backend) == "cpu" && architecture != "simt" &&
+         architecture != "racecheck";
 }
 
 uint32_t max_group_items(porta_stream_t stream) {

@@ -42,7 +42,8 @@ void launch_elementwise(porta_stream_t stream, const char* name, int64_t count,
   launch(stream, name, dim3(x, y), dim3(kGroup), 0, count, args...);
 }
 
-// True when the stream's device is the host (the CPU backend). Kernels built for it walk rows
+// True when the stream's device is the host (the CPU backend, unless its PORTA_CPU_MODE runs the
+// SIMT builds, which are launched as on a GPU). Kernels built for it walk rows
 // with vector lanes (porta_ops::kLanes) in one work-item rather than with many work-items, so
 // row ops launch one item per row there.
 bool runs_on_host(porta_stream_t stream);

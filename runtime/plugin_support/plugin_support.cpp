@@ -95,6 +95,13 @@ void set_error_message(const std::string& message) noexcept {
   if (host && host->set_error_message) host->set_error_message(message.c_str());
 }
 
+const char* setting(const char* name) noexcept {
+  const porta_host_api_t* host = g_host.load(std::memory_order_acquire);
+  constexpr size_t kEnd = offsetof(porta_host_api_t, setting) + sizeof(host->setting);
+  if (!host || !fits(host->struct_size, kEnd) || !host->setting) return nullptr;
+  return host->setting(name);
+}
+
 void log(porta_log_level_t level, const std::string& message) noexcept {
   const porta_host_api_t* host = g_host.load(std::memory_order_acquire);
   if (!host || !host->log) return;

@@ -63,6 +63,9 @@ inline porta_status_t report(porta_status_t status, const std::string& message) 
   set_error_message(message);
   return status;
 }
+// A setting libporta checked (porta_host_api_t.setting), or NULL when it is unset or libporta
+// predates settings.
+const char* setting(const char* name) noexcept;
 // Writes "<name>: message" to Porta's log. Never throws, so workers and pool threads may log
 // anywhere.
 void log(porta_log_level_t level, const std::string& message) noexcept;

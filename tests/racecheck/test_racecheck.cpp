@@ -1,0 +1,238 @@
+// PORTA_CPU_MODE=simt and racecheck on kernels with the mistakes a GPU punishes and the CPU's fast
+// mode hides (hazard_kernels.cpp): racecheck reports each one, with the kernel, group, items,
+// phase and buffer, and fails the launch's stream with PORTA_ERROR_KERNEL_HAZARD; the correct
+// version of each runs clean and right. Each test initialises Porta itself, in the mode it needs.
+#define CATCH_CONFIG_MAIN
+#include <porta/porta.h>
+
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace {
+
+// Porta initialised on the CPU backend in one mode, shut down at the end of the test. A sanitizer
+// build has no racecheck builds of kernel libraries: the test is skipped there, saying so.
+class Session {
+ public:
+  explicit Session(const char* mode) {
+#ifndef PORTA_TEST_RACECHECK_BUILT
+    if (std::string(mode) == "racecheck") {
+      std::printf("skipped: this build (PORTA_SANITIZE) has no racecheck kernel builds\n");
+      std::exit(77);
+    }
+#endif
+    porta_init_options_t options{};
+    options.struct_size = sizeof(options);
+    options.backend = "cpu";
+    options.cpu_mode = mode;
+    status_ = porta_init(&options);
+  }
+  ~Session() { porta_shutdown(); }
+  porta_status_t status() const { return status_; }
+
+ private:
+  porta_status_t status_;
+};
+
+std::string report(size_t* count = nullptr) {
+  size_t length = 0, lines = 0;
+  REQUIRE(porta_cpu_racecheck_report(nullptr, 0, &length, &lines) == PORTA_SUCCESS);
+  std::string text(length + 1, '\0');
+  REQUIRE(porta_cpu_racecheck_report(text.data(), text.size(), &length, &lines) == PORTA_SUCCESS);
+  text.resize(length);
+  if (count) *count = lines;
+  return text;
+}
+
+struct Run {
+  porta_status_t status;
+  std::string message;
+  std::vector<float> y;
+};
+
+// Launches kernel(n, [x,] y) as one group of n items and returns the stream's status and y.
+Run run(const char* kernel, uint32_t n, const std::vector<float>& x, std::vector<float> y,
+        bool with_x = true) {
+  porta_module_t module;
+  REQUIRE(porta_module_load(0, PORTA_TEST_HAZARD_KERNELS, &module) == PORTA_SUCCESS);
+  porta_kernel_t k;
+  REQUIRE(porta_kernel_get(module, kernel, &k) == PORTA_SUCCESS);
+  void *dx = nullptr, *dy = nullptr;
+  REQUIRE(porta_memory_alloc(0, x.size() * sizeof(float), &dx) == PORTA_SUCCESS);
+  REQUIRE(porta_memory_alloc(0, y.size() * sizeof(float), &dy) == PORTA_SUCCESS);
+  REQUIRE(porta_memcpy(dx, x.data(), x.size() * sizeof(float)) == PORTA_SUCCESS);
+  REQUIRE(porta_memcpy(dy, y.data(), y.size() * sizeof(float)) == PORTA_SUCCESS);
+  porta_launch_config_t config{};
+  config.struct_size = sizeof(config);
+  config.grid[0] = config.grid[1] = config.grid[2] = 1;
+  config.group[0] = n;
+  config.group[1] = config.group[2] = 1;
+  void* with[] = {&n, &dx, &dy};
+  void* without[] = {&n, &dy};
+  REQUIRE(porta_kernel_launch(k, &config, with_x ? with : without, nullptr) == PORTA_SUCCESS);
+  Run result;
+  result.status = porta_stream_synchronize(nullptr);
+  result.message = result.status == PORTA_SUCCESS ? "" : porta_last_error_message();
+  REQUIRE(porta_memcpy(y.data(), dy, y.size() * sizeof(float)) == PORTA_SUCCESS);
+  result.y = y;
+  porta_memory_free(dx);
+  porta_memory_free(dy);
+  porta_module_unload(module);
+  return result;
+}
+
+std::vector<float> ramp(uint32_t n) {
+  std::vector<float> x(n);
+  for (uint32_t i = 0; i < n; ++i) x[i] = float(i + 1);
+  return x;
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("racecheck: a missing barrier is a read/write race in shared memory", "[racecheck]") {
+  Session session("racecheck");
+  REQUIRE(session.status() == PORTA_SUCCESS);
+  constexpr uint32_t n = 64;
+  Run bad = run("missing_barrier", n, ramp(n), std::vector<float>(n));
+  CHECK(bad.status == PORTA_ERROR_KERNEL_HAZARD);
+  INFO(bad.message);
+  CHECK(contains(bad.message, "kernel 'missing_barrier': read/write race in group (0,0,0)"));
+  CHECK(contains(bad.message, "PORTA_SHARED memory"));
+  CHECK(contains(bad.message, "in phase 0"));
+  size_t count = 0;
+  const std::string text = report(&count);
+  INFO(text);
+  CHECK(count == 1);  // once per kernel and site, however many items raced
+  CHECK(contains(text, "missing_barrier"));
+
+  Run good = run("missing_barrier_fixed", n, ramp(n), std::vector<float>(n));
+  CHECK(good.status == PORTA_SUCCESS);
+  for (uint32_t i = 0; i < n; ++i) CHECK(good.y[i] == (i == 0 ? 0.0f : float(i)));
+  CHECK(report(&count) == text);
+}
+
+TEST_CASE("racecheck: two items writing one shared slot in a phase is a write/write race",
+          "[racecheck]") {
+  Session session("racecheck");
+  REQUIRE(session.status() == PORTA_SUCCESS);
+  constexpr uint32_t n = 32;
+  Run bad = run("shared_conflict", n, ramp(n), std::vector<float>(n / 2));
+  CHECK(bad.status == PORTA_ERROR_KERNEL_HAZARD);
+  INFO(bad.message);
+  // Both items of a pair read and write its slot in the second phase (phase 1); a phase runs its
+  // items last to first, so the last pair is the first found.
+  CHECK(contains(bad.message,
+                 "race in group (0,0,0) between work-items (31,0,0) and (30,0,0) "
+                 "in phase 1"));
+  size_t count = 0;
+  const std::string text = report(&count);
+  INFO(text);
+  CHECK(count == 2);
+  CHECK(contains(text, "kernel 'shared_conflict': write/write race"));
+  CHECK(contains(text, "kernel 'shared_conflict': read/write race"));
+  CHECK(contains(bad.message, "PORTA_SHARED memory"));
+  Run good = run("shared_conflict_fixed", n, ramp(n), std::vector<float>(n / 2));
+  CHECK(good.status == PORTA_SUCCESS);
+  for (uint32_t p = 0; p < n / 2; ++p) CHECK(good.y[p] == float(4 * p + 3));
+}
+
+TEST_CASE("racecheck: a barrier only some items reach is divergent", "[racecheck]") {
+  Session session("racecheck");
+  REQUIRE(session.status() == PORTA_SUCCESS);
+  constexpr uint32_t n = 16;
+  Run bad = run("divergent_barrier", n, {}, std::vector<float>(n, 1.0f), false);
+  CHECK(bad.status == PORTA_ERROR_KERNEL_HAZARD);
+  INFO(bad.message);
+  CHECK(contains(bad.message, "kernel 'divergent_barrier': divergent barrier in group (0,0,0)"));
+  CHECK(contains(bad.message, "the kernel's end"));
+  Run good = run("divergent_barrier_fixed", n, {}, std::vector<float>(n, 1.0f), false);
+  CHECK(good.status == PORTA_SUCCESS);
+  for (uint32_t i = 0; i < n; ++i) CHECK(good.y[i] == (i < n / 2 ? 2.0f : 1.0f));
+}
+
+TEST_CASE("racecheck: a value kept outside inner() that differs between items is reported",
+          "[racecheck]") {
+  Session session("racecheck");
+  REQUIRE(session.status() == PORTA_SUCCESS);
+  constexpr uint32_t n = 8;
+  Run bad = run("kept_value", n, ramp(n), std::vector<float>(n));
+  CHECK(bad.status == PORTA_ERROR_KERNEL_HAZARD);
+  INFO(bad.message);
+  CHECK(contains(bad.message, "kernel 'kept_value': a value kept outside inner() differs"));
+  CHECK(contains(bad.message, "read in phase 1"));
+  Run good = run("kept_value_fixed", n, ramp(n), std::vector<float>(n));
+  CHECK(good.status == PORTA_SUCCESS);
+  for (uint32_t i = 0; i < n; ++i) CHECK(good.y[i] == Approx(float(i + 1) / 36.0f));
+}
+
+TEST_CASE("racecheck: global memory races name the parameter and the offset", "[racecheck]") {
+  Session session("racecheck");
+  REQUIRE(session.status() == PORTA_SUCCESS);
+  constexpr uint32_t n = 8;
+  Run bad = run("global_race", n, ramp(n), std::vector<float>(1));
+  CHECK(bad.status == PORTA_ERROR_KERNEL_HAZARD);
+  INFO(bad.message);
+  CHECK(contains(bad.message, "global memory, parameter 2 + 0 (allocation 0x"));
+  CHECK(contains(bad.message, "of 4 bytes, offset 0)"));
+  Run good = run("global_race_fixed", n, ramp(n), std::vector<float>(1));
+  CHECK(good.status == PORTA_SUCCESS);
+  CHECK(good.y[0] == 36.0f);
+  // Every launch that finds a hazard fails, though its report lines (y[0] += is a read/write and
+  // a write/write race) are not repeated.
+  CHECK(run("global_race", n, ramp(n), std::vector<float>(1)).status == PORTA_ERROR_KERNEL_HAZARD);
+  size_t count = 0;
+  report(&count);
+  CHECK(count == 2);
+}
+
+TEST_CASE("simt: values outside inner() are each item's own, as on a GPU", "[simt]") {
+  constexpr uint32_t n = 8;
+  {
+    Session session("fast");
+    REQUIRE(session.status() == PORTA_SUCCESS);
+    Run fast = run("kept_value", n, ramp(n), std::vector<float>(n));
+    REQUIRE(fast.status == PORTA_SUCCESS);
+    CHECK(fast.y[n - 1] == Approx(8.0f / 36.0f));  // one total per group: looks right
+  }
+  Session session("simt");
+  REQUIRE(session.status() == PORTA_SUCCESS);
+  Run simt = run("kept_value", n, ramp(n), std::vector<float>(n));
+  REQUIRE(simt.status == PORTA_SUCCESS);  // simt runs the GPU model but checks nothing
+  for (uint32_t i = 0; i < n; ++i) CHECK(simt.y[i] == 1.0f);  // each item saw only its own
+  // A phase runs its items last to first: the missing barrier's neighbour is not written yet.
+  Run racy = run("missing_barrier", n, ramp(n), std::vector<float>(n));
+  CHECK(racy.y[1] != 1.0f);
+  size_t count = 1;
+  CHECK(report(&count).empty());
+  CHECK(count == 0);
+}
+
+TEST_CASE("simt and racecheck: modes are checked and shown as the device's architecture",
+          "[racecheck]") {
+  {
+    Session session("gpu");
+    CHECK(session.status() == PORTA_ERROR_INVALID_ARGUMENT);
+    CHECK(contains(porta_last_error_message(),
+                   "options.cpu_mode='gpu' is not accepted; accepted: fast"));
+  }
+  for (const char* mode : {"simt", "racecheck"}) {
+    Session session(mode);
+    REQUIRE(session.status() == PORTA_SUCCESS);
+    porta_device_properties_t properties{};
+    properties.struct_size = sizeof(properties);
+    REQUIRE(porta_device_properties(0, &properties) == PORTA_SUCCESS);
+    CHECK(std::string(properties.architecture) == mode);
+  }
+  Session session("racecheck");
+  size_t length = 0, count = 0;
+  CHECK(porta_cpu_racecheck_report(nullptr, 0, nullptr, &count) == PORTA_ERROR_INVALID_ARGUMENT);
+  CHECK(porta_cpu_racecheck_report(nullptr, 4, &length, &count) == PORTA_ERROR_INVALID_ARGUMENT);
+}
