@@ -34,6 +34,12 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
   if (!runtime.forget(ptr, kind, allocation)) {
     Allocation other;
     if (!runtime.find_allocation(ptr, other)) {
+      const Runtime::Touched freed = runtime.touched(ptr, 1);
+      if (freed.kind == Runtime::Touched::kFreed &&
+          freed.allocation.base == reinterpret_cast<uintptr_t>(ptr)) {
+        return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: double free: {} was freed by {}", function,
+                    ptr, freed.freed_by);
+      }
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
                   "{}: {} is not a live allocation (already freed, or not from Porta)", function,
                   ptr);

@@ -190,7 +190,7 @@ size_t mapped_size(size_t size) {
 // Freed ranges kept reserved without memory behind them, oldest first.
 class Quarantine {
  public:
-  void add(void* ptr, size_t bytes) {
+  void add(void* ptr, size_t bytes) noexcept {
     // Replacing the pages drops their contents and memory but keeps the addresses ours.
     if (mmap(ptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
              0) == MAP_FAILED) {
@@ -202,7 +202,11 @@ class Quarantine {
       munmap(ranges_.front().first, ranges_.front().second);
       ranges_.pop_front();
     }
-    ranges_.emplace_back(ptr, bytes);
+    try {
+      ranges_.emplace_back(ptr, bytes);
+    } catch (...) {
+      munmap(ptr, bytes);  // no memory for the record: give the range back instead
+    }
   }
 
  private:
@@ -241,6 +245,6 @@ void* allocate(size_t size, uint64_t limit, const char* what) {
   return ptr;
 }
 
-void deallocate(void* ptr, size_t size) { quarantine().add(ptr, mapped_size(size)); }
+void deallocate(void* ptr, size_t size) noexcept { quarantine().add(ptr, mapped_size(size)); }
 
 }  // namespace porta::cpu

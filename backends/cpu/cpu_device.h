@@ -32,7 +32,7 @@ uint64_t available_memory();
 // range that libporta remembers as recently freed, and a stray access to one faults instead of
 // corrupting whatever took its place.
 void* allocate(size_t size, uint64_t limit, const char* what);
-void deallocate(void* ptr, size_t size);
+void deallocate(void* ptr, size_t size) noexcept;
 inline constexpr size_t kQuarantinedRanges = 1024;
 
 }  // namespace porta::cpu

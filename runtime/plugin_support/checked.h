@@ -1,5 +1,5 @@
 // Checked integer arithmetic for shape formulas. A Checked<T> carries its value and whether any
-// step that produced it overflowed (or divided by zero), so a formula reads as written and is
+// step that produced it overflowed, so a formula reads as written and is
 // tested once at the end:
 //
 //   const Checked<int64_t> extent = Checked(dilation) * (kernel - 1) + 1;
@@ -36,15 +36,6 @@ class Checked {
   friend constexpr Checked operator*(Checked a, Checked b) {
     Checked r = a.joined(b);
     r.valid_ = r.valid_ && !__builtin_mul_overflow(a.value_, b.value_, &r.value_);
-    return r;
-  }
-  // Division by zero, and the one signed quotient that overflows (MIN / -1), are invalid.
-  friend constexpr Checked operator/(Checked a, Checked b) {
-    Checked r = a.joined(b);
-    const bool overflows = std::is_signed_v<T> && b.value_ == T(-1) && a.value_ < T(0) &&
-                           a.value_ == T(~T(0) << (sizeof(T) * 8 - 1));
-    r.valid_ = r.valid_ && b.value_ != 0 && !overflows;
-    r.value_ = r.valid_ ? T(a.value_ / b.value_) : T(0);
     return r;
   }
 

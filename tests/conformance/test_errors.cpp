@@ -188,6 +188,9 @@ TEST_CASE("errors: bad frees change nothing", "[errors][memory]") {
       PT_REQUIRE_OK(porta_memory_alloc(device, 1024, &ptr));
       PT_REQUIRE_OK(porta_memory_free(ptr));
       PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memory_free(ptr));
+      const CallResult again = call_on_fresh_thread([&] { return porta_memory_free(ptr); });
+      CHECK_THAT(again.message,
+                 Catch::Contains("double free") && Catch::Contains("porta_memory_free"));
       void* host = nullptr;
       PT_REQUIRE_OK(porta_host_alloc(device, 1024, &host));
       PT_REQUIRE_OK(porta_host_free(host));
