@@ -15,7 +15,8 @@ namespace porta {
 namespace {
 
 constexpr const char* kAcceptedBackends =
-    "auto, cpu, cuda, hip, level_zero, opencl, or a comma-separated list of them in preference order "
+    "auto, cpu, cuda, hip, level_zero, opencl, or a comma-separated list of them in preference "
+    "order "
     "(e.g. \"cuda,hip,cpu\")";
 
 // A setting comes from porta_init_options_t when given there, else from the environment.
@@ -71,7 +72,8 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
     const bool present = options && offset + sizeof(const char*) <= options->struct_size;
     return present ? options->*field : nullptr;
   };
-#define PORTA_OPTION(field) option(&porta_init_options_t::field, offsetof(porta_init_options_t, field))
+#define PORTA_OPTION(field) \
+  option(&porta_init_options_t::field, offsetof(porta_init_options_t, field))
 
   Source log_level = pick(PORTA_OPTION(log_level), "options.log_level", "PORTA_LOG");
   if (log_level.text && *log_level.text) {
@@ -138,8 +140,7 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
     settings.cpu_mode = cpu_mode.text;
   }
 
-  Source path = pick(PORTA_OPTION(plugin_path), "options.plugin_path",
-                     "PORTA_PLUGIN_PATH");
+  Source path = pick(PORTA_OPTION(plugin_path), "options.plugin_path", "PORTA_PLUGIN_PATH");
   if (path.text && *path.text) {
     for (const std::string& directory : split(path.text, ':')) {
       if (directory.empty()) continue;
@@ -220,8 +221,8 @@ porta_status_t Runtime::enumerate_devices(const Settings& settings) {
   }
   if (settings.device >= device_count()) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "{}={} is out of range; accepted: 0 to {} ({} device(s))",
-                settings.device_source, settings.device, device_count() - 1, device_count());
+                "{}={} is out of range; accepted: 0 to {} ({} device(s))", settings.device_source,
+                settings.device, device_count() - 1, device_count());
   }
   default_device_ = settings.device;
   selected_ = static_backend_name(devices_[default_device_]->backend->name);
@@ -234,8 +235,7 @@ porta_status_t Runtime::enumerate_devices(const Settings& settings) {
     porta_status_t status = call(backend, "porta_init", backend.interface.stream_create,
                                  device->index, &stream->native);
     if (status != PORTA_SUCCESS) return status;
-    device->default_stream =
-        reinterpret_cast<porta_stream_t>(streams.insert(std::move(stream)));
+    device->default_stream = reinterpret_cast<porta_stream_t>(streams.insert(std::move(stream)));
   }
   return PORTA_SUCCESS;
 }
@@ -314,7 +314,8 @@ porta_status_t Runtime::load_ops_plugins(const Settings& settings) {
     }
     OpsPlugin& plugin = **found;
     take_plugin_message();
-    const porta_status_t status = plugin.interface.supports_backend(plugin.context, backend.c_str());
+    const porta_status_t status =
+        plugin.interface.supports_backend(plugin.context, backend.c_str());
     if (status == PORTA_ERROR_OUT_OF_MEMORY) throw std::bad_alloc();
     if (status != PORTA_SUCCESS) {
       std::string why = take_plugin_message();
@@ -455,11 +456,13 @@ bool Runtime::forget(const void* ptr, porta_memory_kind_t kind, Allocation& out)
 }
 
 void Runtime::remember_freed(const Allocation& allocation, const char* freed_by) {
-  // A GPU driver's freed pinned memory goes back to the host, which may map it again; device
-  // addresses stay in the driver's reserved range, and the CPU backend keeps freed ranges reserved.
-  const bool host_is_device =
-      allocation.device->properties.capabilities & PORTA_CAPABILITY_HOST_IS_DEVICE;
-  if (allocation.kind != PORTA_MEMORY_DEVICE && !host_is_device) return;
+  // Only ranges the host cannot get back are worth remembering: device memory of a backend that
+  // keeps freed addresses reserved (a GPU driver's own range; the CPU backend's reserved ranges),
+  // and the CPU backend's pinned memory, which is its device memory. A GPU driver's freed pinned
+  // memory, and OpenCL's or Level Zero's shared memory, go back to the host.
+  const uint32_t caps = allocation.device->properties.capabilities;
+  if (!(caps & PORTA_CAPABILITY_RESERVED_ADDRESSES)) return;
+  if (allocation.kind != PORTA_MEMORY_DEVICE && !(caps & PORTA_CAPABILITY_HOST_IS_DEVICE)) return;
   if (freed_.size() == kFreedRecords) freed_.pop_front();
   Allocation record = allocation;
   record.device = nullptr;  // devices do not outlive porta_shutdown

@@ -169,7 +169,8 @@ porta_device_properties_t probe_properties(unsigned threads) {
   p.subgroup_size = isa.fp32_lanes;
   p.clock_mhz = cpu_clock_mhz();
   p.capabilities = PORTA_CAPABILITY_FP64 | PORTA_CAPABILITY_UNIFIED_ADDRESSING |
-                   PORTA_CAPABILITY_ASYNC_COPY | PORTA_CAPABILITY_HOST_IS_DEVICE;
+                   PORTA_CAPABILITY_ASYNC_COPY | PORTA_CAPABILITY_HOST_IS_DEVICE |
+                   PORTA_CAPABILITY_RESERVED_ADDRESSES;
   return p;
 }
 

@@ -76,7 +76,8 @@ std::string to_string_mb(uint64_t bytes) { return std::to_string(bytes >> 20) + 
 
 // Which data types and units a device has, from its architecture.
 uint32_t capabilities_of(const std::string& architecture, bool unified, bool async_copy) {
-  uint32_t caps = PORTA_CAPABILITY_FP64;
+  // Device memory lies in the driver's own virtual address range, never handed to the host.
+  uint32_t caps = PORTA_CAPABILITY_FP64 | PORTA_CAPABILITY_RESERVED_ADDRESSES;
   if (unified) caps |= PORTA_CAPABILITY_UNIFIED_ADDRESSING;
   if (async_copy) caps |= PORTA_CAPABILITY_ASYNC_COPY;
 #if defined(PORTA_GPU_HIP)

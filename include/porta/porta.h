@@ -182,7 +182,11 @@ enum {
   PORTA_CAPABILITY_MATRIX_CORES = 1u << 3,   /* tensor cores, matrix cores, XMX, AMX */
   PORTA_CAPABILITY_UNIFIED_ADDRESSING = 1u << 4, /* host and device share one address space */
   PORTA_CAPABILITY_ASYNC_COPY = 1u << 5,     /* copies overlap with kernels on another stream */
-  PORTA_CAPABILITY_HOST_IS_DEVICE = 1u << 6  /* device memory is host memory (the CPU backend) */
+  PORTA_CAPABILITY_HOST_IS_DEVICE = 1u << 6, /* device memory is host memory (the CPU backend) */
+  /* Freed device memory keeps its addresses away from the host's allocations (the driver's own
+   * address range, or ranges the CPU backend keeps reserved), so a copy into it is named a use
+   * after free. Without it (OpenCL SVM, Level Zero USM), freed addresses may become host memory. */
+  PORTA_CAPABILITY_RESERVED_ADDRESSES = 1u << 7
 };
 
 typedef struct porta_device_properties_s {

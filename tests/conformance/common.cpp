@@ -20,6 +20,20 @@ std::string backend_name() {
 
 bool is_cpu_backend() { return backend_name() == "cpu"; }
 
+std::vector<porta_device_t> devices_with_reserved_addresses(const char* check) {
+  std::vector<porta_device_t> result;
+  for (porta_device_t device : devices()) {
+    if (properties(device).capabilities & PORTA_CAPABILITY_RESERVED_ADDRESSES) {
+      result.push_back(device);
+    } else {
+      WARN("device " << device << ": " << check
+                     << " not checked: its freed memory may become the "
+                        "host's (no PORTA_CAPABILITY_RESERVED_ADDRESSES)");
+    }
+  }
+  return result;
+}
+
 int32_t device_count() {
   int32_t count = 0;
   PT_REQUIRE_OK(porta_device_count(&count));

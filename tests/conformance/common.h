@@ -103,6 +103,10 @@ bool is_cpu_backend();
 std::vector<porta_device_t> devices();
 int32_t device_count();
 porta_device_properties_t properties(porta_device_t device);
+// The devices whose freed memory keeps its addresses from the host
+// (PORTA_CAPABILITY_RESERVED_ADDRESSES), where a use after free can be named as such. The others
+// are reported (WARN) as not covered by the caller's check.
+std::vector<porta_device_t> devices_with_reserved_addresses(const char* check);
 
 // ---- owners -------------------------------------------------------------------------------------
 

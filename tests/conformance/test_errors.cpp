@@ -189,8 +189,12 @@ TEST_CASE("errors: bad frees change nothing", "[errors][memory]") {
       PT_REQUIRE_OK(porta_memory_free(ptr));
       PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memory_free(ptr));
       const CallResult again = call_on_fresh_thread([&] { return porta_memory_free(ptr); });
+      // Named a double free where freed addresses are remembered, that is, where they stay the
+      // device's (otherwise the address may already be the host's own memory).
+      const bool remembered = properties(device).capabilities & PORTA_CAPABILITY_RESERVED_ADDRESSES;
       CHECK_THAT(again.message,
-                 Catch::Contains("double free") && Catch::Contains("porta_memory_free"));
+                 Catch::Contains(remembered ? "double free" : "not a live allocation") &&
+                     Catch::Contains("porta_memory_free"));
       void* host = nullptr;
       PT_REQUIRE_OK(porta_host_alloc(device, 1024, &host));
       PT_REQUIRE_OK(porta_host_free(host));
@@ -356,7 +360,7 @@ TEST_CASE("errors: copies that touch an allocation without lying inside it chang
 }
 
 TEST_CASE("errors: copies into freed memory are refused as use after free", "[errors][memory]") {
-  for (porta_device_t device : devices()) {
+  for (porta_device_t device : devices_with_reserved_addresses("use after free")) {
     INFO("device " << device);
     Stream stream(device);
     std::vector<uint8_t> host(256, 0x44);
@@ -379,7 +383,9 @@ TEST_CASE("errors: copies into freed memory are refused as use after free", "[er
 }
 
 TEST_CASE("errors: pointers from before porta_shutdown are refused", "[errors][memory]") {
-  std::vector<porta_device_t> before = devices();
+  std::vector<porta_device_t> before =
+      devices_with_reserved_addresses("pointers from before porta_shutdown");
+  if (before.empty()) return;
   std::vector<void*> stale;
   for (porta_device_t device : before) {
     void* ptr = nullptr;
