@@ -20,7 +20,7 @@ class Session {
  public:
   explicit Session(const char* mode) {
 #ifndef PORTA_TEST_RACECHECK_BUILT
-    if (std::string(mode) == "racecheck") {
+    if (mode && std::string(mode) == "racecheck") {
       std::printf("skipped: this build (PORTA_SANITIZE) has no racecheck kernel builds\n");
       std::exit(77);
     }
@@ -222,6 +222,17 @@ TEST_CASE("simt and racecheck: modes are checked and shown as the device's archi
     CHECK(session.status() == PORTA_ERROR_INVALID_ARGUMENT);
     CHECK(contains(porta_last_error_message(),
                    "options.cpu_mode='gpu' is not accepted; accepted: fast"));
+  }
+  {
+    setenv("PORTA_CPU_MODE", "SIMT", 1);
+    Session session(nullptr);  // from the environment
+    unsetenv("PORTA_CPU_MODE");
+    CHECK(session.status() == PORTA_ERROR_INVALID_ARGUMENT);
+    CHECK(contains(porta_last_error_message(), "PORTA_CPU_MODE='SIMT' is not accepted; accepted: "
+                                               "fast (work-items as a loop), simt"));
+    size_t length = 0, count = 0;
+    CHECK(porta_cpu_racecheck_report(nullptr, 0, &length, &count) ==
+          PORTA_ERROR_INVALID_ARGUMENT);  // every call says so until porta_shutdown
   }
   for (const char* mode : {"simt", "racecheck"}) {
     Session session(mode);
