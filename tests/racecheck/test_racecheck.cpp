@@ -105,7 +105,11 @@ TEST_CASE("racecheck: a missing barrier is a read/write race in shared memory", 
   CHECK(bad.status == PORTA_ERROR_KERNEL_HAZARD);
   INFO(bad.message);
   CHECK(contains(bad.message, "kernel 'missing_barrier': read/write race in group (0,0,0)"));
-  CHECK(contains(bad.message, "PORTA_SHARED memory"));
+  // Item 63, first in the phase, read tile[62]; item 62 then wrote it.
+  CHECK(contains(bad.message, "between work-items (63,0,0) and (62,0,0)"));
+  CHECK(contains(bad.message,
+                 "4 bytes of PORTA_SHARED porta_kernel_body_missing_barrier("
+                 "unsigned int, float const*, float*)::tile + 248"));
   CHECK(contains(bad.message, "in phase 0"));
   size_t count = 0;
   const std::string text = report(&count);
@@ -138,7 +142,8 @@ TEST_CASE("racecheck: two items writing one shared slot in a phase is a write/wr
   CHECK(count == 2);
   CHECK(contains(text, "kernel 'shared_conflict': write/write race"));
   CHECK(contains(text, "kernel 'shared_conflict': read/write race"));
-  CHECK(contains(bad.message, "PORTA_SHARED memory"));
+  CHECK(contains(text, "::pair_sum + 60"));  // slot 15, items 30 and 31
+  CHECK(contains(bad.message, "PORTA_SHARED porta_kernel_body_shared_conflict("));
   Run good = run("shared_conflict_fixed", n, ramp(n), std::vector<float>(n / 2));
   CHECK(good.status == PORTA_SUCCESS);
   for (uint32_t p = 0; p < n / 2; ++p) CHECK(good.y[p] == float(4 * p + 3));
@@ -228,8 +233,9 @@ TEST_CASE("simt and racecheck: modes are checked and shown as the device's archi
     Session session(nullptr);  // from the environment
     unsetenv("PORTA_CPU_MODE");
     CHECK(session.status() == PORTA_ERROR_INVALID_ARGUMENT);
-    CHECK(contains(porta_last_error_message(), "PORTA_CPU_MODE='SIMT' is not accepted; accepted: "
-                                               "fast (work-items as a loop), simt"));
+    CHECK(contains(porta_last_error_message(),
+                   "PORTA_CPU_MODE='SIMT' is not accepted; accepted: "
+                   "fast (work-items as a loop), simt"));
     size_t length = 0, count = 0;
     CHECK(porta_cpu_racecheck_report(nullptr, 0, &length, &count) ==
           PORTA_ERROR_INVALID_ARGUMENT);  // every call says so until porta_shutdown
