@@ -1,10 +1,15 @@
 #include "hazards.h"
 
+#include <cxxabi.h>
 #include <dlfcn.h>
+#include <elf.h>
 
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "plugin_support.h"
 
@@ -39,7 +44,81 @@ std::string site(uintptr_t address) {
   return hex(address - 1);
 }
 
+// The library a code address lies in, or "".
+std::string library_of(uintptr_t code) {
+  Dl_info info;
+  if (code && dladdr(reinterpret_cast<void*>(code), &info) && info.dli_fname) return info.dli_fname;
+  return {};
+}
+
+std::string demangle(const char* name) {
+  int status = 0;
+  char* readable = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  if (status != 0 || !readable) return name;
+  std::string text = readable;
+  std::free(readable);
+  return text;
+}
+
+// The thread-local variables of a library (its PORTA_SHARED arrays in a SIMT build), from its
+// symbol table: a TLS symbol's value is its offset in the module's TLS block. Empty when the file
+// cannot be read or has no symbol table (stripped).
+std::vector<SharedVariable> read_shared_variables(const std::string& path) {
+  std::vector<SharedVariable> variables;
+  std::ifstream file(path, std::ios::binary);
+  const std::string image{std::istreambuf_iterator<char>(file), {}};
+  Elf64_Ehdr header;
+  if (image.size() < sizeof(header)) return variables;
+  std::memcpy(&header, image.data(), sizeof(header));
+  if (std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0 ||
+      header.e_shentsize != sizeof(Elf64_Shdr) || header.e_shoff > image.size() ||
+      uint64_t{header.e_shnum} * sizeof(Elf64_Shdr) > image.size() - header.e_shoff) {
+    return variables;
+  }
+  auto section = [&](size_t i) {
+    Elf64_Shdr s;
+    std::memcpy(&s, image.data() + header.e_shoff + i * sizeof(s), sizeof(s));
+    return s;
+  };
+  for (size_t i = 0; i < header.e_shnum; ++i) {
+    const Elf64_Shdr symbols = section(i);
+    if (symbols.sh_type != SHT_SYMTAB || symbols.sh_link >= header.e_shnum) continue;
+    const Elf64_Shdr strings = section(symbols.sh_link);
+    if (symbols.sh_offset > image.size() || symbols.sh_size > image.size() - symbols.sh_offset ||
+        strings.sh_offset > image.size() || strings.sh_size > image.size() - strings.sh_offset) {
+      continue;
+    }
+    for (size_t k = 0; k < symbols.sh_size / sizeof(Elf64_Sym); ++k) {
+      Elf64_Sym symbol;
+      std::memcpy(&symbol, image.data() + symbols.sh_offset + k * sizeof(symbol), sizeof(symbol));
+      if (ELF64_ST_TYPE(symbol.st_info) != STT_TLS || symbol.st_name >= strings.sh_size) continue;
+      const char* name = image.data() + strings.sh_offset + symbol.st_name;
+      if (strnlen(name, strings.sh_size - symbol.st_name) == strings.sh_size - symbol.st_name)
+        continue;
+      variables.push_back({symbol.st_value, symbol.st_size, demangle(name)});
+    }
+  }
+  return variables;
+}
+
 }  // namespace
+
+std::string HazardLog::shared_variable(uintptr_t site, uint64_t offset) const {
+  const std::string library = library_of(site);
+  std::string text = "PORTA_SHARED memory, offset " + std::to_string(offset);
+  if (library.empty()) return text;
+  std::lock_guard lock(mutex_);
+  auto it = shared_variables_.find(library);
+  if (it == shared_variables_.end()) {
+    it = shared_variables_.emplace(library, read_shared_variables(library)).first;
+  }
+  for (const SharedVariable& variable : it->second) {
+    if (offset >= variable.offset && offset - variable.offset < variable.size) {
+      return "PORTA_SHARED " + variable.name + " + " + std::to_string(offset - variable.offset);
+    }
+  }
+  return text;
+}
 
 std::string HazardLog::where(uintptr_t address, const std::vector<void*>& args,
                              const std::vector<uint32_t>& param_sizes) const {
@@ -83,7 +162,7 @@ Hazard HazardLog::describe(const std::string& kernel, const porta_cpu_hazard_t& 
       space = where(hazard.address, args, param_sizes);
       break;
     case PORTA_CPU_SPACE_SHARED:
-      space = "PORTA_SHARED memory, offset " + std::to_string(hazard.address);
+      space = shared_variable(hazard.sites[1], hazard.address);
       break;
     case PORTA_CPU_SPACE_DYNAMIC_SHARED:
       space = "dynamic shared memory, offset " + std::to_string(hazard.address);

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -15,6 +16,12 @@
 #include "checker.h"
 
 namespace porta::cpu {
+
+// A thread-local variable of a kernel library: one of its PORTA_SHARED arrays in a SIMT build.
+struct SharedVariable {
+  uint64_t offset, size;
+  std::string name;
+};
 
 // One hazard of a launch, described.
 struct Hazard {
@@ -47,11 +54,15 @@ class HazardLog {
  private:
   std::string where(uintptr_t address, const std::vector<void*>& args,
                     const std::vector<uint32_t>& param_sizes) const;
+  // "PORTA_SHARED <variable> + <bytes>" for an offset in the TLS block of the library holding
+  // site, read from its symbol table once; the bare offset when it has none.
+  std::string shared_variable(uintptr_t site, uint64_t offset) const;
 
   FindAllocation find_allocation_;
   mutable std::mutex mutex_;
   std::set<std::tuple<std::string, uint32_t, uintptr_t, uintptr_t>> seen_;
   std::vector<std::string> lines_;
+  mutable std::map<std::string, std::vector<SharedVariable>> shared_variables_;  // per library
 };
 
 }  // namespace porta::cpu

@@ -26,7 +26,9 @@
  *   the item.
  * - Every work-item of a group must reach every inner() call (barriers), so branch inside inner.
  * - Specialise a hot path per target with PORTA_TARGET_CPU / PORTA_TARGET_CUDA / PORTA_TARGET_HIP
- *   (or PORTA_TARGET_GPU), keeping the same kernel name and parameters.
+ *   (or PORTA_TARGET_GPU), keeping the same kernel name and parameters. PORTA_TARGET_SIMT is the
+ *   host build that runs the GPU model (PORTA_CPU_MODE=simt|racecheck): it takes the paths that
+ *   are not PORTA_TARGET_CPU's, without vendor intrinsics.
  *
  * porta_add_kernel_library() (cmake/) compiles a source once per CPU instruction-set level and
  * per GPU architecture; porta_module_load() picks the code object that fits the device.

@@ -58,6 +58,13 @@ void store_state(Fiber& fiber, int state) {
   __atomic_store_n(&fiber.state, state, __ATOMIC_RELAXED);
 }
 
+Fiber* current_fiber(const Group& group) {
+  return __atomic_load_n(&group.current, __ATOMIC_RELAXED);
+}
+void set_current_fiber(Group& group, Fiber* fiber) {
+  __atomic_store_n(&group.current, fiber, __ATOMIC_RELAXED);
+}
+
 [[noreturn]] void die(const char* what) {
   std::fprintf(stderr, "porta simt: %s\n", what);
   std::abort();
@@ -105,18 +112,15 @@ struct ThreadGroup {
   }
 };
 
-thread_local void (*thread_body)(void* const*) = nullptr;
-thread_local void* const* thread_args = nullptr;
-
 // Where every fiber starts (makecontext passes its Fiber* as two ints): the kernel body for its
 // item, then back to the scheduler for good.
 void fiber_main(unsigned low, unsigned high) {
   Fiber& fiber = *reinterpret_cast<Fiber*>((uintptr_t{high} << 32) | low);
   tsan_acquire(&fiber.resume_token);
   Group& group = *fiber.group;
-  thread_body(thread_args);
-  tsan_release(&fiber.stop_token);
+  group.body(group.args);
   store_state(fiber, kDone);
+  tsan_release(&fiber.stop_token);
   tsan_switch(group.tsan_scheduler);
   setcontext(&group.scheduler);
   die("a finished work-item was resumed");
@@ -130,12 +134,12 @@ void run_phase(Group& group) {
     Fiber& fiber = group.fibers[i];
     if (load_state(fiber) == kDone) continue;
     store_state(fiber, kRunning);
-    group.current = &fiber;
+    set_current_fiber(group, &fiber);
     tsan_release(&fiber.resume_token);
     tsan_switch(fiber.tsan_fiber);
     if (swapcontext(&group.scheduler, &fiber.context) != 0) die("swapcontext failed");
   }
-  group.current = nullptr;
+  set_current_fiber(group, nullptr);
 }
 
 }  // namespace
@@ -147,7 +151,7 @@ extern "C" {
 
 const porta_cpu_work_group_t* porta_simt_group(void) { return thread_group->group; }
 
-uint32_t porta_simt_item(void) { return thread_group->current->item; }
+uint32_t porta_simt_item(void) { return current_fiber(*thread_group)->item; }
 
 void porta_simt_run_group(const porta_cpu_work_group_t* work_group, void* const* args,
                           void (*body)(void* const*)) {
@@ -159,10 +163,11 @@ void porta_simt_run_group(const porta_cpu_work_group_t* work_group, void* const*
   group.phase = 0;
   reserve(group, group.items);
 #if PORTA_SIMT_TSAN
-  group.tsan_scheduler = __tsan_get_current_fiber();
+  // The thread's own context, once: fibers read it after their last release.
+  if (!group.tsan_scheduler) group.tsan_scheduler = __tsan_get_current_fiber();
 #endif
-  thread_body = body;
-  thread_args = args;
+  group.body = body;
+  group.args = args;
   for (uint32_t i = 0; i < group.items; ++i) {
     Fiber& fiber = group.fibers[i];
     fiber.context.uc_stack.ss_sp = reinterpret_cast<void*>(fiber.stack_low);
@@ -199,13 +204,13 @@ void porta_simt_run_group(const porta_cpu_work_group_t* work_group, void* const*
 
 void porta_simt_inner(void (*call)(void*), void* closure) {
   Group& group = *thread_group;
-  Fiber& fiber = *group.current;
+  Fiber& fiber = *current_fiber(group);
   fiber.phase_frame = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
   call(closure);
   fiber.phase_frame = 0;
   fiber.barrier_site = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
-  tsan_release(&fiber.stop_token);
   store_state(fiber, kAtBarrier);
+  tsan_release(&fiber.stop_token);
   tsan_switch(group.tsan_scheduler);
   if (swapcontext(&fiber.context, &group.scheduler) != 0) die("swapcontext failed");
   tsan_acquire(&fiber.resume_token);
@@ -213,7 +218,7 @@ void porta_simt_inner(void (*call)(void*), void* closure) {
 
 void porta_simt_private(uintptr_t address, size_t size, int keep) {
 #if PORTA_SIMT_CHECK
-  check::own(*thread_group->current, address, size, keep != 0);
+  check::own(*current_fiber(*thread_group), address, size, keep != 0);
 #else
   (void)address, (void)size, (void)keep;
 #endif

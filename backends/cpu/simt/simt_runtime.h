@@ -36,8 +36,10 @@ struct Fiber {
 struct Group {
   const porta_cpu_work_group_t* group = nullptr;
   uint32_t items = 0;
-  uint32_t phase = 0;  // barriers passed
-  Fiber* current = nullptr;
+  uint32_t phase = 0;                    // barriers passed
+  void (*body)(void* const*) = nullptr;  // the kernel body each fiber runs, with args
+  void* const* args = nullptr;
+  Fiber* current = nullptr;   // accessed atomically: the scheduler writes it mid-phase
   std::vector<Fiber> fibers;  // at least `items`; their stacks stay mapped for the next group
   uintptr_t arena = 0;        // every fiber stack lies in [arena, arena + arena_bytes)
   size_t arena_bytes = 0;
