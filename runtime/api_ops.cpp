@@ -198,10 +198,11 @@ porta_status_t matrix_span(const OpCall& call, const char* name, int64_t rows, i
                 call.function, name, ld, cols);
   }
   PORTA_CHECK(non_negative(call, fmt::format("stride_{}", name).c_str(), stride));
-  int64_t last_row, last_batch;
+  int64_t last_row, last_batch, one_matrix;
   if (__builtin_mul_overflow(rows - 1, ld, &last_row) ||
+      __builtin_add_overflow(last_row, cols, &one_matrix) ||
       __builtin_mul_overflow(batch - 1, stride, &last_batch) ||
-      __builtin_add_overflow(last_row + cols, last_batch, &out)) {
+      __builtin_add_overflow(one_matrix, last_batch, &out)) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: the size of {} overflows", call.function, name);
   }
   return PORTA_SUCCESS;
