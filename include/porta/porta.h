@@ -107,10 +107,12 @@ typedef struct porta_init_options_s {
  * options: NULL reads everything from the environment.
  * Idempotent: a call while initialised returns the first call's status and ignores options.
  * A failure (a bad environment value, or no usable backend among those named) is kept until
- * porta_shutdown(); the loader report stays readable either way.
+ * porta_shutdown(); the loader report stays readable either way. Running out of memory is not
+ * kept: after OUT_OF_MEMORY nothing stays initialised, and the next call tries again.
  * Returns: SUCCESS; INVALID_ARGUMENT for a bad option or environment value (the message lists
  * the accepted values); UNAVAILABLE or INCOMPATIBLE_VERSION when no backend named can be used
- * (the message says, per plugin, the path tried and why it failed). */
+ * (the message says, per plugin, the path tried and why it failed); OUT_OF_MEMORY when host
+ * memory ran out, also while loading a backend or op plugin. */
 PORTA_API porta_status_t porta_init(const porta_init_options_t* options);
 
 /* Destroys every stream, event, module and allocation still alive, unloads the plugins and

@@ -120,6 +120,13 @@ TEST_CASE("errors: gemm", "[errors][gemm]") {
     PT_CHECK_REJECTS(
         untouched, kInvalid, "porta_gemm a overflows",
         gemm(with([](auto& d) { d.m = int64_t{1} << 62; }), a->get(), b->get(), c->get()));
+    // The last row's offset fits, the row's end past it does not.
+    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm a overflows",
+                     gemm(with([](auto& d) {
+                            d.m = 2;
+                            d.k = d.lda = std::numeric_limits<int64_t>::max() - 3;
+                          }),
+                          a->get(), b->get(), c->get()));
   }
   SECTION("leading dimensions and strides") {
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm lda",

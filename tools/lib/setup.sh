@@ -18,6 +18,9 @@ PORTA_DEB_PACKAGES=(
   # or driver is needed to build: the plugin opens libamdhip64 at run time.
   hipcc libamdhip64-dev
   python3 python3-matplotlib
+  # The sanitized build and the fuzz targets (tools/lib/sanitize.sh): clang with its sanitizer
+  # runtimes and libFuzzer.
+  clang-15 libclang-common-15-dev
 )
 
 PORTA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
