@@ -1,7 +1,8 @@
 /*
  * porta_kernel.h: the portable kernel dialect, and what a kernel looks like to the backends.
  *
- * One source compiles as plain C++ for the CPU backend, as CUDA (nvcc) and as HIP (hipcc). The
+ * One source compiles as plain C++ for the CPU backend, as CUDA (nvcc), as HIP (hipcc) and as
+ * SPIR-V for OpenCL and Level Zero (clang 15, see the SPIR-V section below). The
  * model is OCCA's: a kernel body runs once per work-group (the outer loop, the grid); inside it,
  * porta::inner() loops over the group's work-items, with a barrier implied after each inner
  * loop. Shared memory is declared in the body's scope with PORTA_SHARED. On a GPU a work-item is
@@ -26,7 +27,9 @@
  *   the item.
  * - Every work-item of a group must reach every inner() call (barriers), so branch inside inner.
  * - Specialise a hot path per target with PORTA_TARGET_CPU / PORTA_TARGET_CUDA / PORTA_TARGET_HIP
- *   (or PORTA_TARGET_GPU), keeping the same kernel name and parameters.
+ *   / PORTA_TARGET_SPIRV (or PORTA_TARGET_GPU, which includes SPIR-V), keeping the same kernel
+ *   name and parameters.
+ * - No double in kernels: many GPUs (Intel Gen12LP and DG2) have no fp64.
  *
  * porta_add_kernel_library() (cmake/) compiles a source once per CPU instruction-set level and
  * per GPU architecture; porta_module_load() picks the code object that fits the device.
