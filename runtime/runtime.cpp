@@ -14,8 +14,8 @@ namespace porta {
 namespace {
 
 constexpr const char* kAcceptedBackends =
-    "auto, cpu, cuda, hip, level_zero, opencl, or a comma-separated list of them in preference order "
-    "(e.g. \"cuda,hip,cpu\")";
+    "auto, cpu, cuda, hip, level_zero, opencl, or a comma-separated list of them in preference "
+    "order (e.g. \"cuda,hip,cpu\")";
 
 // A setting comes from porta_init_options_t when given there, else from the environment.
 struct Source {

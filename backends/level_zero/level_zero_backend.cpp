@@ -32,8 +32,9 @@ namespace {
 
 #define PORTA_ZE_STR2(x) #x
 #define PORTA_ZE_STR(x) PORTA_ZE_STR2(x)
-constexpr const char* kVersion = "porta-level_zero " PORTA_ZE_STR(PORTA_VERSION_MAJOR) "." PORTA_ZE_STR(
-    PORTA_VERSION_MINOR) "." PORTA_ZE_STR(PORTA_VERSION_PATCH);
+constexpr const char* kVersion =
+    "porta-level_zero " PORTA_ZE_STR(PORTA_VERSION_MAJOR) "." PORTA_ZE_STR(
+        PORTA_VERSION_MINOR) "." PORTA_ZE_STR(PORTA_VERSION_PATCH);
 
 // GPU-like limits, as the other backends report them.
 constexpr uint32_t kMaxGroupItems = 1024;
@@ -114,9 +115,9 @@ struct Stream {
   int32_t device;
   ze_command_list_handle_t list = nullptr;
   std::unique_ptr<EventRing> ring;
-  std::mutex mutex;                   // one command at a time on the list
-  ze_event_handle_t last = nullptr;   // the last command's event, nullptr when none
-  std::mutex task_mutex;              // host functions, run on the stream's worker
+  std::mutex mutex;                  // one command at a time on the list
+  ze_event_handle_t last = nullptr;  // the last command's event, nullptr when none
+  std::mutex task_mutex;             // host functions, run on the stream's worker
   std::condition_variable task_ready;
   std::deque<HostTask> tasks;
   bool stopping = false;
@@ -228,7 +229,8 @@ class Backend {
     for (const auto& m : memories) p.total_memory += m.totalSize;
     p.compute_units = static_cast<int32_t>(props.numSlices * props.numSubslicesPerSlice *
                                            props.numEUsPerSubslice);
-    p.max_work_group_size = static_cast<int32_t>(std::min(compute.maxTotalGroupSize, kMaxGroupItems));
+    p.max_work_group_size =
+        static_cast<int32_t>(std::min(compute.maxTotalGroupSize, kMaxGroupItems));
     const uint32_t group[3] = {compute.maxGroupSizeX, compute.maxGroupSizeY, compute.maxGroupSizeZ};
     const uint32_t grid[3] = {compute.maxGroupCountX, compute.maxGroupCountY,
                               compute.maxGroupCountZ};
@@ -237,9 +239,10 @@ class Backend {
       p.max_grid_dims[i] = grid[i];
     }
     p.shared_memory_per_group = static_cast<int32_t>(compute.maxSharedLocalMemory);
-    p.subgroup_size = compute.numSubGroupSizes > 0
-                          ? static_cast<int32_t>(compute.subGroupSizes[compute.numSubGroupSizes - 1])
-                          : static_cast<int32_t>(props.physicalEUSimdWidth);
+    p.subgroup_size =
+        compute.numSubGroupSizes > 0
+            ? static_cast<int32_t>(compute.subGroupSizes[compute.numSubGroupSizes - 1])
+            : static_cast<int32_t>(props.physicalEUSimdWidth);
     p.clock_mhz = static_cast<int32_t>(props.coreClockRate);
     p.capabilities = PORTA_CAPABILITY_UNIFIED_ADDRESSING | PORTA_CAPABILITY_ASYNC_COPY;
     if (module.fp64flags != 0) p.capabilities |= PORTA_CAPABILITY_FP64;
@@ -438,13 +441,9 @@ porta_status_t stream_create(porta_backend_context_t context, int32_t device, vo
     auto stream = std::make_unique<Stream>();
     stream->device = device;
     stream->ring = std::make_unique<EventRing>(d, dev.context, dev.handle);
-    ze_command_queue_desc_t desc{ZE_STRUCTURE_TYPE_COMMAND_QUEUE_DESC,
-                                 nullptr,
-                                 0,
-                                 0,
-                                 0,
-                                 ZE_COMMAND_QUEUE_MODE_ASYNCHRONOUS,
-                                 ZE_COMMAND_QUEUE_PRIORITY_NORMAL};
+    ze_command_queue_desc_t desc{
+        ZE_STRUCTURE_TYPE_COMMAND_QUEUE_DESC, nullptr, 0, 0, 0, ZE_COMMAND_QUEUE_MODE_ASYNCHRONOUS,
+        ZE_COMMAND_QUEUE_PRIORITY_NORMAL};
     Driver::check(d.zeCommandListCreateImmediate(dev.context, dev.handle, &desc, &stream->list),
                   "immediate command list");
     std::lock_guard lock(dev.streams_mutex);
@@ -529,8 +528,8 @@ porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void*
   });
 }
 
-porta_status_t memset_async(porta_backend_context_t context, void* stream, void* dst,
-                            uint8_t value, size_t size) {
+porta_status_t memset_async(porta_backend_context_t context, void* stream, void* dst, uint8_t value,
+                            size_t size) {
   return guarded("memset_async", [&] {
     const Driver& d = backend_of(context).driver();
     Stream& s = stream_of(stream);
@@ -717,7 +716,8 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
     }
     auto signature = m->signatures.find(name);
     if (signature == m->signatures.end()) {
-      fail(PORTA_ERROR_NOT_FOUND, std::string("level_zero: the module has no kernel '") + name + "'");
+      fail(PORTA_ERROR_NOT_FOUND,
+           std::string("level_zero: the module has no kernel '") + name + "'");
     }
     auto kernel = std::make_unique<Kernel>();
     kernel->name = name;
@@ -743,9 +743,9 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
     Stream& s = stream_of(stream);
     const porta_launch_config_t& c = *config;
     if (k->signature.user_param_count() > 0 && !args) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT,
-           "level_zero: kernel '" + k->name + "' takes " +
-               std::to_string(k->signature.user_param_count()) + " arguments; args is NULL");
+      fail(PORTA_ERROR_INVALID_ARGUMENT, "level_zero: kernel '" + k->name + "' takes " +
+                                             std::to_string(k->signature.user_param_count()) +
+                                             " arguments; args is NULL");
     }
     std::lock_guard lock(k->mutex);
     Driver::check(d.zeKernelSetGroupSize(k->kernel, c.group[0], c.group[1], c.group[2]),

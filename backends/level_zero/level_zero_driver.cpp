@@ -18,12 +18,14 @@ std::unique_ptr<Driver> Driver::open() {
                  std::string("level_zero: no Level Zero loader: ") + (why ? why : kLibrary));
   }
   std::unique_ptr<Driver> driver(new Driver());
-#define PORTA_ZE_RESOLVE(name)                                                               \
-  driver->name = reinterpret_cast<decltype(&::name)>(dlsym(library, #name));                 \
-  if (!driver->name) {                                                                       \
-    plugin::fail(PORTA_ERROR_INCOMPATIBLE_VERSION,                                           \
-                 std::string("level_zero: ") + kLibrary + " has no " #name " (a loader of the " \
-                 "Level Zero 1.4 specification or later is needed)");                        \
+#define PORTA_ZE_RESOLVE(name)                                               \
+  driver->name = reinterpret_cast<decltype(&::name)>(dlsym(library, #name)); \
+  if (!driver->name) {                                                       \
+    plugin::fail(PORTA_ERROR_INCOMPATIBLE_VERSION,                           \
+                 std::string("level_zero: ") + kLibrary +                    \
+                     " has no " #name                                        \
+                     " (a loader of the "                                    \
+                     "Level Zero 1.4 specification or later is needed)");    \
   }
   PORTA_ZE_FUNCTIONS(PORTA_ZE_RESOLVE)
 #undef PORTA_ZE_RESOLVE

@@ -185,8 +185,8 @@ namespace porta::spirv {
 enum : int { kScopeDevice = 1, kRelaxed = 0 };
 }
 static __device__ __forceinline__ uint32_t atomicAdd(uint32_t* address, uint32_t value) {
-  return __spirv_AtomicIAdd((porta::spirv::global_ptr<uint32_t>)address,
-                            porta::spirv::kScopeDevice, porta::spirv::kRelaxed, value);
+  return __spirv_AtomicIAdd((porta::spirv::global_ptr<uint32_t>)address, porta::spirv::kScopeDevice,
+                            porta::spirv::kRelaxed, value);
 }
 static __device__ __forceinline__ int atomicAdd(int* address, int value) {
   return int(atomicAdd(reinterpret_cast<uint32_t*>(address), uint32_t(value)));
@@ -196,7 +196,8 @@ static __device__ __forceinline__ float atomicAdd(float* address, float value) {
   auto word = (global_ptr<uint32_t>)address;
   uint32_t expected = __spirv_AtomicLoad(word, kScopeDevice, kRelaxed);
   for (;;) {
-    const uint32_t desired = __builtin_bit_cast(uint32_t, __builtin_bit_cast(float, expected) + value);
+    const uint32_t desired =
+        __builtin_bit_cast(uint32_t, __builtin_bit_cast(float, expected) + value);
     const uint32_t seen =
         __spirv_AtomicCompareExchange(word, kScopeDevice, kRelaxed, kRelaxed, desired, expected);
     if (seen == expected) return __builtin_bit_cast(float, seen);
@@ -227,7 +228,7 @@ static __device__ __forceinline__ float fmaf(float x, float y, float z) {
 #undef PORTA_SPIRV_MATH1
 #undef PORTA_SPIRV_MATH2
 #endif /* PORTA_TARGET_SPIRV */
-/* ---- end of the SPIR-V section ---------------------------------------------------------------- */
+/* ---- end of the SPIR-V section ------------------------------------------------------------- */
 
 #if PORTA_TARGET_GPU
 /* A function callable from kernels. */

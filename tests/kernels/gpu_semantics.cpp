@@ -22,9 +22,8 @@ PORTA_KERNEL(keeps_value, const float* x, float* out) {
   porta::inner([&](uint32_t item) {
     if (item == 0) first = x[porta::group_id(0)];
   });
-  porta::inner([&](uint32_t item) {
-    out[porta::group_id(0) * porta::group_size(0) + item] = first;
-  });
+  porta::inner(
+      [&](uint32_t item) { out[porta::group_id(0) * porta::group_size(0) + item] = first; });
 }
 
 // Each item stores its value and reads its neighbour's (item + 1, wrapping) in the same inner
