@@ -87,6 +87,9 @@ if(PORTA_BUILD_OPENCL OR PORTA_BUILD_LEVEL_ZERO)
       CXX_STANDARD 17 PREFIX "lib" CXX_VISIBILITY_PRESET default
       LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/spirv")
   endif()
+else()
+  message(STATUS "Porta: SPIR-V kernel libraries not built: neither the OpenCL nor the Level Zero "
+                 "backend is built")
 endif()
 
 find_program(PORTA_OCLOC NAMES ocloc)

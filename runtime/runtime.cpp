@@ -16,8 +16,7 @@ namespace {
 
 constexpr const char* kAcceptedBackends =
     "auto, cpu, cuda, hip, level_zero, opencl, or a comma-separated list of them in preference "
-    "order "
-    "(e.g. \"cuda,hip,cpu\")";
+    "order (e.g. \"cuda,hip,cpu\")";
 
 // A setting comes from porta_init_options_t when given there, else from the environment.
 struct Source {

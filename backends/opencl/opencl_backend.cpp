@@ -55,8 +55,9 @@ struct Device {
   bool fine_grain = false;   // fine-grained buffer SVM: host memory the device reads directly
   std::string suffixes;
   size_t svm_alignment = 0;
-  size_t max_allocation = 0;  // CL_DEVICE_MAX_MEM_ALLOC_SIZE  // the largest clSVMAlloc takes (the spec allows PoCL's 128)
-  std::mutex mutex;         // guards the allocation lists
+  size_t max_allocation = 0;  // CL_DEVICE_MAX_MEM_ALLOC_SIZE  // the largest clSVMAlloc takes (the
+                              // spec allows PoCL's 128)
+  std::mutex mutex;           // guards the allocation lists
   // SVM allocations by the 256-byte aligned address Porta hands out: what clSVMAlloc returned
   // (to free it) and the size. Device memory and fine-grained host memory apart.
   struct Allocation {
@@ -81,7 +82,7 @@ struct HostTask {
 struct Stream {
   int32_t device;
   cl_command_queue queue = nullptr;
-  std::mutex mutex;      // orders enqueues with the update of last
+  std::mutex mutex;         // orders enqueues with the update of last
   cl_event last = nullptr;  // the last command queued, nullptr when none
   // Host functions run on this thread, started at the first one, so that they never block the
   // driver's callback thread and run in the stream's order.
@@ -138,8 +139,9 @@ class Backend {
     cl_uint platform_count = 0;
     const cl_int r = d.clGetPlatformIDs(0, nullptr, &platform_count);
     if (r != CL_SUCCESS || platform_count == 0) {
-      fail(PORTA_ERROR_UNAVAILABLE, "opencl: no OpenCL platform (ICD) is installed" +
-                                        (r == CL_SUCCESS ? std::string() : ": " + Driver::describe(r)));
+      fail(PORTA_ERROR_UNAVAILABLE,
+           "opencl: no OpenCL platform (ICD) is installed" +
+               (r == CL_SUCCESS ? std::string() : ": " + Driver::describe(r)));
     }
     std::vector<cl_platform_id> platforms(platform_count);
     Driver::check(d.clGetPlatformIDs(platform_count, platforms.data(), nullptr), "platforms");
@@ -221,14 +223,15 @@ class Backend {
     auto dev = std::make_unique<Device>();
     dev->id = id;
     dev->context = context;
-    dev->takes_spirv = device_string(d, id, CL_DEVICE_IL_VERSION).find("SPIR-V") !=
-                       std::string::npos;
+    dev->takes_spirv =
+        device_string(d, id, CL_DEVICE_IL_VERSION).find("SPIR-V") != std::string::npos;
     const auto svm = device_info<cl_device_svm_capabilities>(d, id, CL_DEVICE_SVM_CAPABILITIES,
                                                              "SVM capabilities");
     dev->fine_grain = (svm & CL_DEVICE_SVM_FINE_GRAIN_BUFFER) != 0;
     const auto align_bits = device_info<cl_uint>(d, id, CL_DEVICE_MEM_BASE_ADDR_ALIGN, "alignment");
     dev->svm_alignment = std::max<size_t>(16, align_bits / 8);
-    dev->max_allocation = device_info<cl_ulong>(d, id, CL_DEVICE_MAX_MEM_ALLOC_SIZE, "largest allocation");
+    dev->max_allocation =
+        device_info<cl_ulong>(d, id, CL_DEVICE_MAX_MEM_ALLOC_SIZE, "largest allocation");
     dev->suffixes = dev->takes_spirv ? ".spv" : ".spir.bc";
 
     porta_device_properties_t& p = dev->properties;
@@ -254,8 +257,8 @@ class Backend {
     p.shared_memory_per_group = static_cast<int32_t>(std::min<cl_ulong>(local, kMaxSharedBytes));
     p.subgroup_size = static_cast<int32_t>(
         device_info<cl_uint>(d, id, CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT, "vector width"));
-    p.clock_mhz = static_cast<int32_t>(
-        device_info<cl_uint>(d, id, CL_DEVICE_MAX_CLOCK_FREQUENCY, "clock"));
+    p.clock_mhz =
+        static_cast<int32_t>(device_info<cl_uint>(d, id, CL_DEVICE_MAX_CLOCK_FREQUENCY, "clock"));
     const std::string extensions = device_string(d, id, CL_DEVICE_EXTENSIONS);
     p.capabilities = PORTA_CAPABILITY_UNIFIED_ADDRESSING;
     if (device_info<cl_device_fp_config>(d, id, CL_DEVICE_DOUBLE_FP_CONFIG, "fp64") != 0) {
@@ -300,9 +303,9 @@ void enqueue_on(const Driver& d, Stream& s, Enqueue&& enqueue) {
 // SUCCESS, NOT_READY, or the failed command's error.
 porta_status_t event_status(const Driver& d, cl_event event, const char* what) {
   cl_int status = CL_COMPLETE;
-  Driver::check(d.clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status,
-                                 nullptr),
-                std::string(what) + " status");
+  Driver::check(
+      d.clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, nullptr),
+      std::string(what) + " status");
   if (status < 0) Driver::check(status, std::string(what) + ": a queued command failed");
   return status == CL_COMPLETE ? PORTA_SUCCESS : PORTA_NOT_READY;
 }
@@ -390,7 +393,8 @@ void* svm_alloc(const Driver& d, Device& dev, cl_svm_mem_flags flags, size_t siz
 }
 
 // Frees what svm_alloc returned; the size it had.
-size_t svm_free(const Driver& d, Device& dev, void* ptr, std::map<void*, Device::Allocation>& list) {
+size_t svm_free(const Driver& d, Device& dev, void* ptr,
+                std::map<void*, Device::Allocation>& list) {
   Device::Allocation allocation{nullptr, 0};
   {
     std::lock_guard lock(dev.mutex);
@@ -441,12 +445,11 @@ porta_status_t host_alloc(porta_backend_context_t context, int32_t device, size_
     Device& dev = b.device(device);
     // Fine-grained SVM is host memory the device reads in place; without it, plain page-aligned
     // memory, which the driver copies from.
-    void* ptr = dev.fine_grain ? svm_alloc(b.driver(), dev,
-                                           CL_MEM_READ_WRITE | CL_MEM_SVM_FINE_GRAIN_BUFFER, size,
-                                           dev.host_allocations)
-                               : size > SIZE_MAX - 4095
-                                   ? nullptr
-                                   : std::aligned_alloc(4096, (size + 4095) / 4096 * 4096);
+    void* ptr = dev.fine_grain
+                    ? svm_alloc(b.driver(), dev, CL_MEM_READ_WRITE | CL_MEM_SVM_FINE_GRAIN_BUFFER,
+                                size, dev.host_allocations)
+                : size > SIZE_MAX - 4095 ? nullptr
+                                         : std::aligned_alloc(4096, (size + 4095) / 4096 * 4096);
     if (!ptr) {
       fail(PORTA_ERROR_OUT_OF_MEMORY,
            "opencl: host allocation of " + std::to_string(size) + " bytes failed");
@@ -478,8 +481,8 @@ porta_status_t stream_create(porta_backend_context_t context, int32_t device, vo
     // In order (the default) with profiling, which event timing needs.
     const cl_queue_properties properties[] = {CL_QUEUE_PROPERTIES, CL_QUEUE_PROFILING_ENABLE, 0};
     cl_int r = CL_SUCCESS;
-    stream->queue = b.driver().clCreateCommandQueueWithProperties(dev.context, dev.id,
-                                                                  properties, &r);
+    stream->queue =
+        b.driver().clCreateCommandQueueWithProperties(dev.context, dev.id, properties, &r);
     Driver::check(r, "command queue");
     std::lock_guard lock(dev.streams_mutex);
     dev.streams.push_back(stream.get());
@@ -509,28 +512,27 @@ porta_status_t stream_destroy(porta_backend_context_t context, void* stream) {
 
 // Waits for the stream's work: SUCCESS or the failed command's error (thrown).
 porta_status_t synchronize(const Driver& d, Stream& s) {
-    Driver::check(d.clFinish(s.queue), "clFinish");
-    cl_event last = last_event(d, s);
-    if (!last) return PORTA_SUCCESS;
-    // clFinish returns once the queue drained; a host function's gate may complete a moment
-    // later on its worker, so wait for the last event itself too.
-    const cl_int r = d.clWaitForEvents(1, &last);
-    porta_status_t status = PORTA_SUCCESS;
-    try {
-      status = event_status(d, last, "stream");
-      if (r != CL_SUCCESS) Driver::check(r, "stream synchronize");
-    } catch (...) {
-      d.clReleaseEvent(last);
-      throw;
-    }
+  Driver::check(d.clFinish(s.queue), "clFinish");
+  cl_event last = last_event(d, s);
+  if (!last) return PORTA_SUCCESS;
+  // clFinish returns once the queue drained; a host function's gate may complete a moment
+  // later on its worker, so wait for the last event itself too.
+  const cl_int r = d.clWaitForEvents(1, &last);
+  porta_status_t status = PORTA_SUCCESS;
+  try {
+    status = event_status(d, last, "stream");
+    if (r != CL_SUCCESS) Driver::check(r, "stream synchronize");
+  } catch (...) {
     d.clReleaseEvent(last);
-    return status;
+    throw;
+  }
+  d.clReleaseEvent(last);
+  return status;
 }
 
 porta_status_t stream_synchronize(porta_backend_context_t context, void* stream) {
-  return guarded("stream_synchronize", [&] {
-    return synchronize(backend_of(context).driver(), stream_of(stream));
-  });
+  return guarded("stream_synchronize",
+                 [&] { return synchronize(backend_of(context).driver(), stream_of(stream)); });
 }
 
 porta_status_t stream_query(porta_backend_context_t context, void* stream) {
@@ -590,8 +592,8 @@ porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void*
   });
 }
 
-porta_status_t memset_async(porta_backend_context_t context, void* stream, void* dst,
-                            uint8_t value, size_t size) {
+porta_status_t memset_async(porta_backend_context_t context, void* stream, void* dst, uint8_t value,
+                            size_t size) {
   return guarded("memset_async", [&] {
     const Driver& d = backend_of(context).driver();
     Stream& s = stream_of(stream);
@@ -682,8 +684,8 @@ porta_status_t event_elapsed_ms(porta_backend_context_t context, void* start, vo
                                               sizeof(cl_ulong), &times[i], nullptr),
                     "event timestamp");
     }
-    *out_ms = static_cast<float>((static_cast<double>(times[1]) - static_cast<double>(times[0])) /
-                                 1e6);
+    *out_ms =
+        static_cast<float>((static_cast<double>(times[1]) - static_cast<double>(times[0])) / 1e6);
     return PORTA_SUCCESS;
   });
 }
@@ -699,7 +701,8 @@ std::string build_log(const Driver& d, cl_program program, cl_device_id device) 
   size_t size = 0;
   d.clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, 0, nullptr, &size);
   std::string text(size, '\0');
-  if (size) d.clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, size, text.data(), nullptr);
+  if (size)
+    d.clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, size, text.data(), nullptr);
   text.resize(strnlen(text.c_str(), size));
   return text.size() > 2000 ? text.substr(0, 2000) + "..." : text;
 }
@@ -725,7 +728,8 @@ std::unique_ptr<Module> build_module(Backend& b, int32_t device, const void* ima
     module->program = d.clCreateProgramWithIL(dev.context, image, size, &r);
   } else if (is_bitcode(image, size)) {
     const auto* bytes = static_cast<const unsigned char*>(image);
-    module->program = d.clCreateProgramWithBinary(dev.context, 1, &dev.id, &size, &bytes, nullptr, &r);
+    module->program =
+        d.clCreateProgramWithBinary(dev.context, 1, &dev.id, &size, &bytes, nullptr, &r);
     // Argument info: the kernels' parameters when no SPIR-V tells them (signature_from_arg_info).
     options = "-x spir -spir-std=1.2 -cl-kernel-arg-info";
   } else {
@@ -746,8 +750,8 @@ std::unique_ptr<Module> build_module(Backend& b, int32_t device, const void* ima
     // A damaged image is the caller's; one that is whole but does not build for this device is
     // code of another kind or version.
     fail(r == CL_INVALID_BINARY ? PORTA_ERROR_INVALID_ARGUMENT : PORTA_ERROR_INCOMPATIBLE_VERSION,
-         "opencl: building the program for " + std::string(dev.properties.name) + " failed: " +
-             Driver::describe(r) + (text.empty() ? "" : ": " + text));
+         "opencl: building the program for " + std::string(dev.properties.name) +
+             " failed: " + Driver::describe(r) + (text.empty() ? "" : ": " + text));
   }
   return module;
 }
@@ -780,7 +784,8 @@ porta_status_t module_load_file(porta_backend_context_t context, int32_t device,
     if (spirv::is_spirv(image.data(), image.size())) {
       signatures = spirv::read_kernels(image.data(), image.size());
     } else if (name.size() > spir_suffix.size() &&
-               name.compare(name.size() - spir_suffix.size(), spir_suffix.size(), spir_suffix) == 0) {
+               name.compare(name.size() - spir_suffix.size(), spir_suffix.size(), spir_suffix) ==
+                   0) {
       // A kernel library's SPIR build: its SPIR-V beside it has the exact signatures (structs
       // passed by value included, which clGetKernelArgInfo cannot size).
       const std::string spv = name.substr(0, name.size() - spir_suffix.size()) + ".spv";
@@ -812,9 +817,8 @@ porta_status_t module_unload(porta_backend_context_t context, void* module) {
 uint32_t size_of_type_name(const std::string& type, const std::string& kernel, cl_uint index) {
   if (!type.empty() && type.back() == '*') return sizeof(void*);
   static const std::map<std::string, uint32_t> scalars = {
-      {"char", 1}, {"uchar", 1}, {"bool", 1},  {"short", 2}, {"ushort", 2},
-      {"half", 2}, {"int", 4},   {"uint", 4},  {"float", 4}, {"long", 8},
-      {"ulong", 8}, {"double", 8}, {"size_t", 8}};
+      {"char", 1}, {"uchar", 1}, {"bool", 1}, {"short", 2}, {"ushort", 2}, {"half", 2},  {"int", 4},
+      {"uint", 4}, {"float", 4}, {"long", 8}, {"ulong", 8}, {"double", 8}, {"size_t", 8}};
   size_t digits = type.size();
   while (digits > 0 && std::isdigit(static_cast<unsigned char>(type[digits - 1]))) --digits;
   auto scalar = scalars.find(type.substr(0, digits));
@@ -833,8 +837,8 @@ spirv::KernelSignature signature_from_arg_info(const Driver& d, cl_kernel kernel
   spirv::KernelSignature signature;
   for (cl_uint i = 0;; ++i) {
     cl_kernel_arg_address_qualifier space = 0;
-    const cl_int r = d.clGetKernelArgInfo(kernel, i, CL_KERNEL_ARG_ADDRESS_QUALIFIER,
-                                          sizeof(space), &space, nullptr);
+    const cl_int r = d.clGetKernelArgInfo(kernel, i, CL_KERNEL_ARG_ADDRESS_QUALIFIER, sizeof(space),
+                                          &space, nullptr);
     if (r == CL_INVALID_ARG_INDEX) break;
     Driver::check(r, "argument info of kernel '" + name + "'");
     if (space == CL_KERNEL_ARG_ADDRESS_LOCAL) {
@@ -843,9 +847,9 @@ spirv::KernelSignature signature_from_arg_info(const Driver& d, cl_kernel kernel
       signature.params.push_back({spirv::ParamKind::global_pointer, sizeof(void*)});
     } else {
       char type[256] = {};
-      Driver::check(d.clGetKernelArgInfo(kernel, i, CL_KERNEL_ARG_TYPE_NAME, sizeof(type) - 1,
-                                         type, nullptr),
-                    "argument type of kernel '" + name + "'");
+      Driver::check(
+          d.clGetKernelArgInfo(kernel, i, CL_KERNEL_ARG_TYPE_NAME, sizeof(type) - 1, type, nullptr),
+          "argument type of kernel '" + name + "'");
       signature.params.push_back({spirv::ParamKind::value, size_of_type_name(type, name, i)});
     }
   }
@@ -898,9 +902,9 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
     const porta_launch_config_t& c = *config;
     const auto& params = k->signature.params;
     if (!params.empty() && k->signature.user_param_count() > 0 && !args) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT,
-           "opencl: kernel '" + k->name + "' takes " +
-               std::to_string(k->signature.user_param_count()) + " arguments; args is NULL");
+      fail(PORTA_ERROR_INVALID_ARGUMENT, "opencl: kernel '" + k->name + "' takes " +
+                                             std::to_string(k->signature.user_param_count()) +
+                                             " arguments; args is NULL");
     }
     std::lock_guard lock(k->mutex);
     // The arguments are copied by clSetKernelArg, before this returns, as Porta promises.
@@ -935,9 +939,9 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
     const size_t global[3] = {size_t{c.grid[0]} * c.group[0], size_t{c.grid[1]} * c.group[1],
                               size_t{c.grid[2]} * c.group[2]};
     enqueue_on(d, s, [&](cl_event* out) {
-      Driver::check(d.clEnqueueNDRangeKernel(s.queue, k->kernel, 3, nullptr, global, local, 0,
-                                             nullptr, out),
-                    "launch of kernel '" + k->name + "'");
+      Driver::check(
+          d.clEnqueueNDRangeKernel(s.queue, k->kernel, 3, nullptr, global, local, 0, nullptr, out),
+          "launch of kernel '" + k->name + "'");
     });
     d.clFlush(s.queue);
     return PORTA_SUCCESS;

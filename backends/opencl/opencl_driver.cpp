@@ -1,7 +1,6 @@
 #include "opencl_driver.h"
 
 #include <CL/cl_ext.h>
-
 #include <dlfcn.h>
 #include <porta/porta.h>
 
@@ -18,12 +17,13 @@ std::unique_ptr<Driver> Driver::open() {
                  std::string("opencl: no OpenCL ICD loader: ") + (why ? why : kLibrary));
   }
   std::unique_ptr<Driver> driver(new Driver());
-#define PORTA_CL_RESOLVE(name)                                                              \
-  driver->name = reinterpret_cast<decltype(&::name)>(dlsym(library, #name));                \
-  if (!driver->name) {                                                                      \
-    plugin::fail(PORTA_ERROR_INCOMPATIBLE_VERSION,                                          \
-                 std::string("opencl: ") + kLibrary + " has no " #name " (OpenCL 2.1 or later " \
-                 "is needed)");                                                             \
+#define PORTA_CL_RESOLVE(name)                                                          \
+  driver->name = reinterpret_cast<decltype(&::name)>(dlsym(library, #name));            \
+  if (!driver->name) {                                                                  \
+    plugin::fail(PORTA_ERROR_INCOMPATIBLE_VERSION, std::string("opencl: ") + kLibrary + \
+                                                       " has no " #name                 \
+                                                       " (OpenCL 2.1 or later "         \
+                                                       "is needed)");                   \
   }
   PORTA_CL_FUNCTIONS(PORTA_CL_RESOLVE)
 #undef PORTA_CL_RESOLVE

@@ -12,9 +12,9 @@
 namespace porta::spirv {
 
 enum class ParamKind {
-  value,          // passed by value (scalars, vectors, structs passed ByVal)
-  global_pointer, // a pointer to global (or generic) memory: an SVM / USM address
-  local_pointer,  // a work-group pointer: the kernel's dynamic shared memory, sized at launch
+  value,           // passed by value (scalars, vectors, structs passed ByVal)
+  global_pointer,  // a pointer to global (or generic) memory: an SVM / USM address
+  local_pointer,   // a work-group pointer: the kernel's dynamic shared memory, sized at launch
 };
 
 struct Param {

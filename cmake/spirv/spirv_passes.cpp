@@ -83,8 +83,8 @@ Function* with_shared_memory_argument(Function& kernel) {
   std::vector<Type*> params(type->param_begin(), type->param_end());
   params.push_back(Type::getInt8PtrTy(context, kWorkgroupAddressSpace));
   auto* new_type = FunctionType::get(type->getReturnType(), params, false);
-  Function* updated = Function::Create(new_type, kernel.getLinkage(), kernel.getAddressSpace(),
-                                       "", kernel.getParent());
+  Function* updated = Function::Create(new_type, kernel.getLinkage(), kernel.getAddressSpace(), "",
+                                       kernel.getParent());
   updated->copyAttributesFrom(&kernel);
   updated->copyMetadata(&kernel, 0);
   updated->getBasicBlockList().splice(updated->begin(), kernel.getBasicBlockList());
@@ -156,8 +156,8 @@ struct LowerPass : PassInfoMixin<LowerPass> {
         auto* type = dyn_cast<ArrayType>(gep->getSourceElementType());
         if (!first || !first->isZero() || !type || gep->getNumIndices() < 2) continue;
         Type* element = type->getElementType();
-        auto* base = new BitCastInst(memory, PointerType::get(element, kWorkgroupAddressSpace), "",
-                                     gep);
+        auto* base =
+            new BitCastInst(memory, PointerType::get(element, kWorkgroupAddressSpace), "", gep);
         std::vector<Value*> indices(gep->idx_begin() + 1, gep->idx_end());
         auto* flat = GetElementPtrInst::Create(element, base, indices, gep->getName(), gep);
         flat->setIsInBounds(gep->isInBounds());
@@ -203,18 +203,17 @@ struct LowerPass : PassInfoMixin<LowerPass> {
 
 extern "C" LLVM_ATTRIBUTE_WEAK PassPluginLibraryInfo llvmGetPassPluginInfo() {
   return {LLVM_PLUGIN_API_VERSION, "porta-spirv", "1", [](PassBuilder& builder) {
-            builder.registerPipelineParsingCallback(
-                [](StringRef name, ModulePassManager& passes,
-                   ArrayRef<PassBuilder::PipelineElement>) {
-                  if (name == "porta-spirv-internalize") {
-                    passes.addPass(InternalizePass());
-                    return true;
-                  }
-                  if (name == "porta-spirv-lower") {
-                    passes.addPass(LowerPass());
-                    return true;
-                  }
-                  return false;
-                });
+            builder.registerPipelineParsingCallback([](StringRef name, ModulePassManager& passes,
+                                                       ArrayRef<PassBuilder::PipelineElement>) {
+              if (name == "porta-spirv-internalize") {
+                passes.addPass(InternalizePass());
+                return true;
+              }
+              if (name == "porta-spirv-lower") {
+                passes.addPass(LowerPass());
+                return true;
+              }
+              return false;
+            });
           }};
 }

@@ -229,7 +229,7 @@ PORTA_API porta_status_t porta_device_memory_info(porta_device_t device, uint64_
 PORTA_API porta_status_t porta_device_synchronize(porta_device_t device);
 
 /* The backend's own handle for the device: CUcontext (cuda), hipDevice_t cast to a pointer (hip),
- * ze_device_handle_t (level_zero). Returns: SUCCESS; NOT_FOUND; INVALID_ARGUMENT for NULL out;
+ * ze_device_handle_t (level_zero), cl_device_id (opencl). Returns: SUCCESS; NOT_FOUND; INVALID_ARGUMENT for NULL out;
  * UNSUPPORTED on the CPU backend, which has none. */
 PORTA_API porta_status_t porta_device_native_handle(porta_device_t device, void** out_native);
 
@@ -332,8 +332,8 @@ PORTA_API porta_status_t porta_stream_query(porta_stream_t stream);
  * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for an event of another device. */
 PORTA_API porta_status_t porta_stream_wait_event(porta_stream_t stream, porta_event_t event);
 
-/* The backend's own stream: CUstream (cuda), hipStream_t (hip), ze_command_queue_handle_t
- * (level_zero). Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for NULL out; UNSUPPORTED on
+/* The backend's own stream: CUstream (cuda), hipStream_t (hip), the immediate
+ * ze_command_list_handle_t (level_zero), cl_command_queue (opencl). Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for NULL out; UNSUPPORTED on
  * the CPU backend, whose streams are Porta's own. */
 PORTA_API porta_status_t porta_stream_native_handle(porta_stream_t stream, void** out_native);
 

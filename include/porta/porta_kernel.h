@@ -1,7 +1,8 @@
 /*
  * porta_kernel.h: the portable kernel dialect, and what a kernel looks like to the backends.
  *
- * One source compiles as plain C++ for the CPU backend, as CUDA (nvcc) and as HIP (hipcc). The
+ * One source compiles as plain C++ for the CPU backend, as CUDA (nvcc), as HIP (hipcc) and as
+ * SPIR-V for OpenCL and Level Zero (clang 15, see the SPIR-V section below). The
  * model is OCCA's: a kernel body runs once per work-group (the outer loop, the grid); inside it,
  * porta::inner() loops over the group's work-items, with a barrier implied after each inner
  * loop. Shared memory is declared in the body's scope with PORTA_SHARED. On a GPU a work-item is
@@ -26,9 +27,11 @@
  *   the item.
  * - Every work-item of a group must reach every inner() call (barriers), so branch inside inner.
  * - Specialise a hot path per target with PORTA_TARGET_CPU / PORTA_TARGET_CUDA / PORTA_TARGET_HIP
- *   (or PORTA_TARGET_GPU), keeping the same kernel name and parameters. PORTA_TARGET_SIMT is the
- *   host build that runs the GPU model (PORTA_CPU_MODE=simt|racecheck): it takes the paths that
- *   are not PORTA_TARGET_CPU's, without vendor intrinsics.
+ *   / PORTA_TARGET_SPIRV (or PORTA_TARGET_GPU, which includes SPIR-V), keeping the same kernel
+ *   name and parameters. PORTA_TARGET_SIMT is the host build that runs the GPU model
+ *   (PORTA_CPU_MODE=simt|racecheck): it takes the paths that are not PORTA_TARGET_CPU's, without
+ *   vendor intrinsics.
+ * - No double in kernels: many GPUs (Intel Gen12LP and DG2) have no fp64.
  *
  * porta_add_kernel_library() (cmake/) compiles a source once per CPU instruction-set level and
  * per GPU architecture; porta_module_load() picks the code object that fits the device.
@@ -189,8 +192,8 @@ namespace porta::spirv {
 enum : int { kScopeDevice = 1, kRelaxed = 0 };
 }
 static __device__ __forceinline__ uint32_t atomicAdd(uint32_t* address, uint32_t value) {
-  return __spirv_AtomicIAdd((porta::spirv::global_ptr<uint32_t>)address,
-                            porta::spirv::kScopeDevice, porta::spirv::kRelaxed, value);
+  return __spirv_AtomicIAdd((porta::spirv::global_ptr<uint32_t>)address, porta::spirv::kScopeDevice,
+                            porta::spirv::kRelaxed, value);
 }
 static __device__ __forceinline__ int atomicAdd(int* address, int value) {
   return int(atomicAdd(reinterpret_cast<uint32_t*>(address), uint32_t(value)));
@@ -200,7 +203,8 @@ static __device__ __forceinline__ float atomicAdd(float* address, float value) {
   auto word = (global_ptr<uint32_t>)address;
   uint32_t expected = __spirv_AtomicLoad(word, kScopeDevice, kRelaxed);
   for (;;) {
-    const uint32_t desired = __builtin_bit_cast(uint32_t, __builtin_bit_cast(float, expected) + value);
+    const uint32_t desired =
+        __builtin_bit_cast(uint32_t, __builtin_bit_cast(float, expected) + value);
     const uint32_t seen =
         __spirv_AtomicCompareExchange(word, kScopeDevice, kRelaxed, kRelaxed, desired, expected);
     if (seen == expected) return __builtin_bit_cast(float, seen);
@@ -231,7 +235,7 @@ static __device__ __forceinline__ float fmaf(float x, float y, float z) {
 #undef PORTA_SPIRV_MATH1
 #undef PORTA_SPIRV_MATH2
 #endif /* PORTA_TARGET_SPIRV */
-/* ---- end of the SPIR-V section ---------------------------------------------------------------- */
+/* ---- end of the SPIR-V section ------------------------------------------------------------- */
 
 #if PORTA_TARGET_GPU
 /* A function callable from kernels. */

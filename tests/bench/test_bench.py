@@ -6,6 +6,10 @@
     test_bench.py dtype PORTA_BENCH OUT_DIR  bf16 GEMM: measured or a clear "unsupported" row
     test_bench.py plot  PLOT_BENCH OUT_DIR   plot-bench on the run's JSON makes a PNG; bad input
                                              is refused with a message
+    test_bench.py numerics PORTA_BENCH BACKEND OUT_DIR
+                                             small shapes of three ops on cpu and BACKEND: both
+                                             measured, and their results agree (timings are not
+                                             judged: PoCL's are not a GPU's)
     test_bench.py vectorised KERNELS_SO      the peak probes' CPU build (x86-64-v3 or -v4) runs
                                              packed FMAs and vector copies: the dialect's inner
                                              loops vectorised
@@ -49,7 +53,7 @@ def run(cmd, env=None):
 BAD_ARGUMENTS = [
     (["--op", "matmul"], "matmul"),
     (["--impl", "fastest"], "fastest"),
-    (["--backend", "opencl"], "opencl"),
+    (["--backend", "metal"], "metal"),
     (["--dtype", "f64"], "f64"),
     (["--suite", "huge"], "huge"),
     (["--reps", "0"], "--reps"),
@@ -243,6 +247,37 @@ def test_dtype(bench, out_dir):
     finish()
 
 
+# Small shapes of three ops (the implicit-GEMM engine twice, a row op), so that a CPU-hosted
+# OpenCL run stays short: each run also measures both devices' peaks. The op suite checks every
+# op on every backend against float64 references.
+NUMERICS_SHAPES = [
+    ("gemm", "96,80,72,NT"),
+    ("conv_fwd", "12,12,8,2,16,3,3,1,1,1,1"),
+    ("softmax", "64x300"),
+]
+
+
+def test_numerics(bench, backend, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    for op, shape in NUMERICS_SHAPES:
+        out_json = os.path.join(out_dir, f"numerics-{backend}-{op}.json")
+        p = run([bench, "--backend", "cpu", "--backend", backend, "--impl", "portable",
+                 "--op", op, "--shape", shape, "--reps", "1", "--json", out_json])
+        print(p.stderr)
+        check(p.returncode == 0, f"{op} {shape}: exits 0 (got {p.returncode})")
+        if p.returncode != 0 or not os.path.exists(out_json):
+            continue
+        with open(out_json, encoding="utf-8") as f:
+            doc = json.load(f)
+        by_backend = {r["backend"]: r for r in doc["records"]}
+        check(set(by_backend) == {"cpu", backend}, f"{op}: one record per backend")
+        for name, r in by_backend.items():
+            check(r["status"] == "ok", f"{op} on {name}: measured ({r.get('status')})")
+            check(r["max_rel_err"] is not None and r["max_rel_err"] <= 1e-3,
+                  f"{op} on {name} agrees with the other backend ({r['max_rel_err']})")
+    finish()
+
+
 def test_plot(plot, out_dir):
     source = os.path.join(out_dir, "tiny.json")
     png = os.path.join(out_dir, "tiny.png")
@@ -323,6 +358,8 @@ def main():
         test_dtype(tool, sys.argv[3])
     elif mode == "plot":
         test_plot(tool, sys.argv[3])
+    elif mode == "numerics":
+        test_numerics(tool, sys.argv[3], sys.argv[4])
     elif mode == "vectorised":
         test_vectorised(tool)
     else:

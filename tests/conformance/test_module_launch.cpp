@@ -418,14 +418,19 @@ TEST_CASE("module: a kernel library's base name picks the build that fits the de
 TEST_CASE("module: a GPU kernel library's base name picks the device's code object",
           "[module]" PT_KERNELS_TAG) {
   const std::string backend = backend_name();
-  if (backend != "cuda" && backend != "hip") return;  // the suffixes below are the GPUs'
+  if (backend != "cuda" && backend != "hip" && backend != "opencl" && backend != "level_zero") {
+    return;  // the suffixes below are the GPUs'
+  }
   for (porta_device_t device : devices()) {
     INFO("device " << device);
     const std::string architecture = properties(device).architecture;
     INFO("architecture " << architecture);
-    // What porta_add_kernel_library names a GPU build (cmake/PortaKernelLibrary.cmake).
-    const std::string suffix =
-        backend == "cuda" ? ".cuda.fatbin" : ".hip-" + architecture + ".hsaco";
+    // What porta_add_kernel_library names a GPU build (cmake/PortaKernelLibrary.cmake): OpenCL
+    // devices without SPIR-V support (architecture "spir") take the SPIR 1.2 build.
+    std::string suffix = ".spv";
+    if (backend == "cuda") suffix = ".cuda.fatbin";
+    if (backend == "hip") suffix = ".hip-" + architecture + ".hsaco";
+    if (backend == "opencl" && architecture == "spir") suffix = ".spir.bc";
     TempDir dir;
     const std::string base = dir.path() + "/kernels";
     // A decoy for another architecture beside it must not be taken.

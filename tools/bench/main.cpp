@@ -18,7 +18,7 @@
 namespace bench {
 namespace {
 
-const std::vector<std::string> kBackends = {"cpu", "cuda", "hip", "level_zero"};
+const std::vector<std::string> kBackends = {"cpu", "cuda", "hip", "level_zero", "opencl"};
 
 struct Options {
   std::vector<std::string> backends;

@@ -18,9 +18,12 @@ PORTA_DEB_PACKAGES=(
   # or driver is needed to build: the plugin opens libamdhip64 at run time.
   hipcc libamdhip64-dev
   python3 python3-matplotlib
-  # The sanitized build and the fuzz targets (tools/lib/sanitize.sh): clang with its sanitizer
-  # runtimes and libFuzzer.
-  clang-15 libclang-common-15-dev
+  # SPIR-V kernel libraries (clang 15, an LLVM 15 pass plugin, the SPIR-V translator and tools),
+  # the OpenCL backend's CI device (PoCL on the CPU) and Intel's offline compiler for the Intel
+  # GPU build check; clang 15's sanitizer runtimes and libFuzzer serve the sanitized build and the
+  # fuzz targets (tools/lib/sanitize.sh).
+  clang-15 libclang-common-15-dev llvm-15-dev llvm-spirv-15 spirv-tools pocl-opencl-icd clinfo
+  intel-opencl-icd
 )
 
 PORTA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

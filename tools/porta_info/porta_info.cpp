@@ -249,8 +249,8 @@ int main(int argc, char** argv) {
   std::string backend, plugin_path;
   app.add_flag("--json", as_json, "Print one JSON document instead of text");
   app.add_option("--backend", backend,
-                 "Backends to try, as PORTA_BACKEND (auto, cpu, cuda, hip, level_zero or a comma "
-                 "list); overrides the environment");
+                 "Backends to try, as PORTA_BACKEND (auto, cpu, cuda, hip, level_zero, opencl or a "
+                 "comma list); overrides the environment");
   app.add_option("--plugin-path", plugin_path,
                  "Directories searched first for plugins, as PORTA_PLUGIN_PATH");
   app.set_version_flag("--version", fmt::format("porta-info {}.{}.{}", PORTA_VERSION_MAJOR,

@@ -223,8 +223,8 @@ int main(int argc, char** argv) {
   app.add_option("--data", o.data, "Directory with the Fashion-MNIST IDX files (.gz or plain)")
       ->capture_default_str();
   app.add_option("--backend", o.backend,
-                 "Backends to try, as PORTA_BACKEND (auto, cpu, cuda, hip, level_zero or a comma "
-                 "list); overrides the environment");
+                 "Backends to try, as PORTA_BACKEND (auto, cpu, cuda, hip, level_zero, opencl or a "
+                 "comma list); overrides the environment");
   app.add_option("--epochs", o.epochs, "Passes over the training set")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));

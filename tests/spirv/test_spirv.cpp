@@ -1,0 +1,234 @@
+// The SPIR-V side: the module reader the OpenCL and Level Zero plugins share, Level Zero without
+// an Intel GPU, and the GPU-semantics kernels (tests/kernels/gpu_semantics.cpp) on the backend
+// that PORTA_BACKEND names: the CPU backend's answers, and the GPU's answers on OpenCL.
+#define CATCH_CONFIG_MAIN
+#include <porta/porta.h>
+#include <porta/porta_plugin.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "plugin_support.h"
+#include "spirv_reader.h"
+
+namespace {
+
+std::vector<char> read_file(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  REQUIRE(file.good());
+  return std::vector<char>(std::istreambuf_iterator<char>(file), {});
+}
+
+std::string status_of(porta_status_t status) {
+  return std::string(porta_status_name(status)) + ": " + porta_last_error_message();
+}
+
+#define REQUIRE_OK(expr) REQUIRE(status_of(expr) == status_of(PORTA_SUCCESS))
+
+// Initialises Porta on PORTA_BACKEND (the CTest instance's), with PoCL's cache in the build.
+struct Runtime {
+  Runtime() {
+    setenv("POCL_CACHE_DIR", PORTA_TEST_POCL_CACHE_DIR, 0);
+    const porta_status_t status = porta_init(nullptr);
+    INFO(porta_last_error_message());
+    REQUIRE(status == PORTA_SUCCESS);
+    REQUIRE_OK(porta_device_default(&device));
+    porta_device_properties_t props{};
+    props.struct_size = sizeof(props);
+    REQUIRE_OK(porta_device_properties(device, &props));
+    backend = props.backend;
+    REQUIRE_OK(porta_module_load(device, PORTA_TEST_SEMANTICS_KERNELS, &module));
+  }
+  ~Runtime() { porta_shutdown(); }
+
+  porta_kernel_t kernel(const char* name) {
+    porta_kernel_t k = nullptr;
+    REQUIRE_OK(porta_kernel_get(module, name, &k));
+    return k;
+  }
+
+  // Runs the kernel over groups x items on in (copied to the device) and returns out.
+  std::vector<float> run(const char* name, uint32_t groups, uint32_t items,
+                         const std::vector<float>& in, std::vector<void*> leading_args = {}) {
+    void* din = nullptr;
+    void* dout = nullptr;
+    const size_t count = size_t{groups} * items;
+    REQUIRE_OK(porta_memory_alloc(device, in.size() * sizeof(float), &din));
+    REQUIRE_OK(porta_memory_alloc(device, count * sizeof(float), &dout));
+    REQUIRE_OK(porta_memcpy(din, in.data(), in.size() * sizeof(float)));
+    REQUIRE_OK(porta_memset(dout, 0xff, count * sizeof(float)));
+    std::vector<void*> args = leading_args;
+    args.push_back(&din);
+    args.push_back(&dout);
+    porta_launch_config_t config{sizeof(config), {groups, 1, 1}, {items, 1, 1}, 0};
+    REQUIRE_OK(porta_kernel_launch(kernel(name), &config, args.data(), nullptr));
+    REQUIRE_OK(porta_device_synchronize(device));
+    std::vector<float> out(count);
+    REQUIRE_OK(porta_memcpy(out.data(), dout, count * sizeof(float)));
+    porta_memory_free(din);
+    porta_memory_free(dout);
+    return out;
+  }
+
+  porta_device_t device = 0;
+  std::string backend;
+  porta_module_t module = nullptr;
+};
+
+}  // namespace
+
+// ---- the reader -------------------------------------------------------------------------------
+
+TEST_CASE("spirv reader: kernel signatures of the test kernels", "[reader]") {
+  const std::vector<char> image = read_file(PORTA_TEST_GPU_KERNELS_SPV);
+  REQUIRE(porta::spirv::is_spirv(image.data(), image.size()));
+  const auto kernels = porta::spirv::read_kernels(image.data(), image.size());
+  using porta::spirv::ParamKind;
+  // saxpy(int n, float a, const float* x, float* y)
+  const auto& saxpy = kernels.at("saxpy").params;
+  REQUIRE(saxpy.size() == 4);
+  CHECK((saxpy[0].kind == ParamKind::value && saxpy[0].size == 4));
+  CHECK((saxpy[1].kind == ParamKind::value && saxpy[1].size == 4));
+  CHECK((saxpy[2].kind == ParamKind::global_pointer && saxpy[2].size == 8));
+  CHECK((saxpy[3].kind == ParamKind::global_pointer && saxpy[3].size == 8));
+  // spin(int64_t iterations, float* out)
+  CHECK(kernels.at("spin").params.at(0).size == 8);
+  CHECK(kernels.at("noop").params.empty());
+  // shared_reverse(float*) plus the work-group pointer the pass step added for its dynamic
+  // shared memory, which callers do not pass.
+  const auto& reverse = kernels.at("shared_reverse");
+  REQUIRE(reverse.params.size() == 2);
+  CHECK(reverse.params[1].kind == ParamKind::local_pointer);
+  CHECK(reverse.user_param_count() == 1);
+}
+
+TEST_CASE("spirv reader: structs passed by value have their C size", "[reader]") {
+  // The portable ops pass their shapes as structs; gemm_f32 takes one GemmParams-like struct.
+  const std::vector<char> image = read_file(PORTA_TEST_OPS_KERNELS_SPV);
+  const auto kernels = porta::spirv::read_kernels(image.data(), image.size());
+  bool by_value_struct = false;
+  for (const auto& [name, signature] : kernels) {
+    for (const auto& p : signature.params) {
+      if (p.kind == porta::spirv::ParamKind::value && p.size > 8) by_value_struct = true;
+      CHECK(p.size > 0);
+    }
+  }
+  CHECK(by_value_struct);
+}
+
+TEST_CASE("spirv reader: a damaged module is INVALID_ARGUMENT, never a crash", "[reader]") {
+  std::vector<char> image = read_file(PORTA_TEST_GPU_KERNELS_SPV);
+  CHECK_FALSE(porta::spirv::is_spirv(image.data(), 16));
+  for (size_t size : {size_t{20}, image.size() / 4 / 4 * 4, image.size() / 2 / 4 * 4}) {
+    INFO("truncated to " << size << " bytes");
+    try {
+      porta::spirv::read_kernels(image.data(), size);
+    } catch (const porta::plugin::Failure& failure) {
+      CHECK(failure.status() == PORTA_ERROR_INVALID_ARGUMENT);
+    }
+  }
+  std::memset(image.data(), 0, 4);
+  try {
+    porta::spirv::read_kernels(image.data(), image.size());
+    FAIL("a module without the magic number was read");
+  } catch (const porta::plugin::Failure& failure) {
+    CHECK(failure.status() == PORTA_ERROR_INVALID_ARGUMENT);
+  }
+}
+
+// ---- Level Zero without an Intel GPU ------------------------------------------------------------
+
+TEST_CASE("level_zero: without a GPU driver, unavailable with zeInit's answer", "[level_zero]") {
+  porta_init_options_t options{};
+  options.struct_size = sizeof(options);
+  options.backend = "level_zero";
+  const porta_status_t status = porta_init(&options);
+  const std::string message = porta_last_error_message();
+  if (status == PORTA_SUCCESS) {
+    porta_shutdown();
+    WARN("a Level Zero GPU is present: the conformance suite covers it, not this test");
+    return;
+  }
+  INFO(message);
+  CHECK(status == PORTA_ERROR_UNAVAILABLE);
+  CHECK(message.find("zeInit failed: ZE_RESULT_ERROR_UNINITIALIZED (0x78000001)") !=
+        std::string::npos);
+  // The loader report has the same reason on the level_zero row.
+  size_t rows = 0;
+  REQUIRE(porta_loader_report_count(&rows) == PORTA_SUCCESS);
+  bool found = false;
+  for (size_t i = 0; i < rows; ++i) {
+    porta_plugin_report_t row{};
+    row.struct_size = sizeof(row);
+    REQUIRE(porta_loader_report_get(i, &row) == PORTA_SUCCESS);
+    if (std::string(row.name) == "level_zero" && row.kind == PORTA_PLUGIN_KIND_BACKEND) {
+      found = true;
+      CHECK(row.outcome == PORTA_PLUGIN_UNAVAILABLE);
+      CHECK(std::string(row.reason).find("ZE_RESULT_ERROR_UNINITIALIZED") != std::string::npos);
+    }
+  }
+  CHECK(found);
+  porta_shutdown();
+}
+
+// ---- GPU semantics ------------------------------------------------------------------------------
+
+TEST_CASE("semantics: a value kept outside inner() is per work-item on a GPU", "[semantics]") {
+  Runtime rt;
+  constexpr uint32_t kGroups = 2, kItems = 4;
+  const std::vector<float> x = {7.0f, 9.0f};
+  const std::vector<float> out = rt.run("keeps_value", kGroups, kItems, x);
+  // The CPU backend runs the body once per group; a GPU (and OpenCL) once per work-item, and
+  // only item 0 sets its own copy: 7 0 0 0 9 0 0 0.
+  const bool per_group = rt.backend == "cpu";
+  INFO("backend " << rt.backend);
+  for (uint32_t g = 0; g < kGroups; ++g) {
+    for (uint32_t i = 0; i < kItems; ++i) {
+      CHECK(out[g * kItems + i] == (i == 0 || per_group ? x[g] : 0.0f));
+    }
+  }
+}
+
+TEST_CASE("semantics: a read of another item's store needs the barrier between", "[semantics]") {
+  Runtime rt;
+  constexpr uint32_t kGroups = 8, kItems = 64;
+  std::vector<float> x(kGroups * kItems);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i);
+  uint32_t with_barrier = 1;
+  const std::vector<float> good = rt.run("rotate", kGroups, kItems, x, {&with_barrier});
+  for (uint32_t g = 0; g < kGroups; ++g) {
+    for (uint32_t i = 0; i < kItems; ++i) {
+      CHECK(good[g * kItems + i] == x[g * kItems + (i + 1) % kItems]);
+    }
+  }
+  // Without it, the items that read before their neighbour stored see the NaN the slots held.
+  with_barrier = 0;
+  const std::vector<float> bad = rt.run("rotate", kGroups, kItems, x, {&with_barrier});
+  size_t stale = 0;
+  for (float v : bad) stale += std::isnan(v) ? 1 : 0;
+  INFO("backend " << rt.backend << ": " << stale << " stale reads");
+  CHECK(stale > 0);
+}
+
+TEST_CASE("semantics: shared memory in a helper is the group's own", "[semantics]") {
+  Runtime rt;
+  // Many groups, so that several run at once (PoCL: one per thread): a helper's shared array
+  // made one global for all would mix their data.
+  constexpr uint32_t kGroups = 2048, kItems = 64;
+  std::vector<float> x(kGroups * kItems);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i);
+  const std::vector<float> out = rt.run("reverse_in_helper", kGroups, kItems, x);
+  size_t wrong = 0;
+  for (uint32_t g = 0; g < kGroups; ++g) {
+    for (uint32_t i = 0; i < kItems; ++i) {
+      wrong += out[g * kItems + i] != x[g * kItems + kItems - 1 - i] ? 1 : 0;
+    }
+  }
+  CHECK(wrong == 0);
+}
