@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define PORTA_PLUGIN_ABI_MAJOR 1
-#define PORTA_PLUGIN_ABI_MINOR 1
+#define PORTA_PLUGIN_ABI_MINOR 2
 
 #define PORTA_PLUGIN_ENTRY_SYMBOL "porta_plugin_entry"
 
@@ -158,6 +158,12 @@ typedef struct porta_backend_interface_s {
    * porta_stream_launch_host_func). fn is not NULL. */
   porta_status_t (*stream_launch_host_func)(porta_backend_context_t context, void* stream,
                                             porta_host_fn_t fn, void* user_data);
+
+  /* ABI 1.2. Optional (the device's max_work_group_size when NULL): the most work-items per group
+   * the kernel can be launched with on its device, which its registers or a declared limit
+   * (PORTA_KERNEL_MAX_GROUP) may hold below the device's. */
+  porta_status_t (*kernel_max_group_size)(porta_backend_context_t context, void* kernel,
+                                          int32_t* out_max);
 } porta_backend_interface_t;
 
 /* The interface of an op plugin: implementations of porta_ops.h for one or more backends. An op
@@ -223,6 +229,12 @@ typedef struct porta_ops_interface_s {
   porta_status_t (*convert)(porta_backend_context_t context, porta_stream_t stream,
                             int64_t count, porta_dtype_t src_dtype, const void* src,
                             porta_dtype_t dst_dtype, void* dst);
+
+  /* ABI 1.2. Optional: whether the plugin serves this device of a backend it supports, asked
+   * once per device after supports_backend (a GPU architecture its code was not built for is
+   * PORTA_ERROR_UNSUPPORTED, with the architectures it was built for as message). */
+  porta_status_t (*supports_device)(porta_backend_context_t context,
+                                    const porta_device_properties_t* device);
 } porta_ops_interface_t;
 
 /* What the entry point fills in. */
