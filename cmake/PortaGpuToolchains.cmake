@@ -12,6 +12,9 @@ set(PORTA_CUDA_ARCHITECTURES "80;90" CACHE STRING
     "CUDA architectures kernel libraries are built for (SASS each, plus PTX of the highest)")
 set(PORTA_HIP_ARCHITECTURES "gfx90a;gfx1030" CACHE STRING
     "AMD GPU architectures kernel libraries are built for (one code object each)")
+# Pinned rather than the compiler's default (4 in ROCm 5, 5 in ROCm 6): version 4 loads on ROCm 5
+# and 6 alike. tests/gpu/check_kernel_resources.py checks every code object has it.
+set(PORTA_HIP_CODE_OBJECT_VERSION 4 CACHE STRING "AMD code object version of kernel libraries")
 
 # Reports a backend that cannot be built: an error when it was required, a status line for AUTO.
 function(_porta_gpu_missing backend)
@@ -49,6 +52,10 @@ if(NOT PORTA_BACKEND_CUDA STREQUAL "OFF")
     _porta_gpu_missing(CUDA "nvcc was not found (pass -DCMAKE_CUDA_COMPILER=/path/to/nvcc)")
   else()
     set(PORTA_BUILD_CUDA TRUE)
+    # Recorded beside each fatbin (<fatbin>.toolkit), in the driver API's encoding (13000 for
+    # 13.0): the CUDA backend compares it with the driver's version before loading.
+    string(REGEX MATCH "^([0-9]+)\\.([0-9]+)" _porta_cuda_version "${CUDAToolkit_VERSION}")
+    math(EXPR PORTA_CUDA_TOOLKIT_VERSION "${CMAKE_MATCH_1} * 1000 + ${CMAKE_MATCH_2} * 10")
     message(STATUS "Porta: CUDA backend: cuda.h in ${PORTA_CUDA_INCLUDE_DIR}, nvcc ${PORTA_NVCC}, "
                    "kernels for ${PORTA_CUDA_ARCHITECTURES}")
   endif()
@@ -66,30 +73,37 @@ if(NOT PORTA_BACKEND_HIP STREQUAL "OFF")
   elseif(NOT PORTA_HIPCC)
     _porta_gpu_missing(HIP "hipcc was not found (Debian: hipcc)")
   else()
-    # hipcc can be present without the device libraries it links; one tiny compile, remembered
-    # per compiler and architecture list, tells before a kernel library fails to build.
-    list(GET PORTA_HIP_ARCHITECTURES 0 _porta_hip_arch)
-    set(_porta_hip_probe_key "${PORTA_HIPCC};${_porta_hip_arch}")
+    # hipcc can be present without the device libraries it links, and with them for some
+    # architectures only; one tiny compile per listed architecture, remembered per compiler and
+    # list, tells before a kernel library fails to build.
+    set(_porta_hip_probe_key
+        "${PORTA_HIPCC};${PORTA_HIP_ARCHITECTURES};${PORTA_HIP_CODE_OBJECT_VERSION}")
     if(NOT PORTA_HIP_PROBE_KEY STREQUAL _porta_hip_probe_key)
       set(_probe_dir "${CMAKE_BINARY_DIR}/CMakeFiles/porta_hip_probe")
       file(MAKE_DIRECTORY "${_probe_dir}")
       file(WRITE "${_probe_dir}/probe.cpp" "__global__ void probe(int* p) { *p = 1; }\n")
-      execute_process(
-        COMMAND "${PORTA_HIPCC}" -x hip --offload-arch=${_porta_hip_arch} --cuda-device-only
-                --no-gpu-bundle-output -c probe.cpp -o probe.hsaco
-        WORKING_DIRECTORY "${_probe_dir}" RESULT_VARIABLE _probe_result
-        OUTPUT_VARIABLE _probe_output ERROR_VARIABLE _probe_output)
-      set(PORTA_HIP_PROBE_OK FALSE)
-      if(_probe_result EQUAL 0)
-        set(PORTA_HIP_PROBE_OK TRUE)
-      endif()
-      string(REGEX REPLACE "\n.*" "" _probe_first_line "${_probe_output}")
-      set(PORTA_HIP_PROBE_OUTPUT "${_probe_first_line}" CACHE INTERNAL "")
+      set(PORTA_HIP_PROBE_OK TRUE)
+      set(_probe_failure "")
+      foreach(_porta_hip_arch IN LISTS PORTA_HIP_ARCHITECTURES)
+        execute_process(
+          COMMAND "${PORTA_HIPCC}" -x hip --offload-arch=${_porta_hip_arch} --cuda-device-only
+                  --no-gpu-bundle-output -mcode-object-version=${PORTA_HIP_CODE_OBJECT_VERSION}
+                  -c probe.cpp -o probe-${_porta_hip_arch}.hsaco
+          WORKING_DIRECTORY "${_probe_dir}" RESULT_VARIABLE _probe_result
+          OUTPUT_VARIABLE _probe_output ERROR_VARIABLE _probe_output)
+        if(NOT _probe_result EQUAL 0)
+          string(REGEX REPLACE "\n.*" "" _probe_first_line "${_probe_output}")
+          set(PORTA_HIP_PROBE_OK FALSE)
+          set(_probe_failure "${_porta_hip_arch}: ${_probe_first_line}")
+          break()
+        endif()
+      endforeach()
+      set(PORTA_HIP_PROBE_OUTPUT "${_probe_failure}" CACHE INTERNAL "")
       set(PORTA_HIP_PROBE_OK ${PORTA_HIP_PROBE_OK} CACHE INTERNAL "")
       set(PORTA_HIP_PROBE_KEY "${_porta_hip_probe_key}" CACHE INTERNAL "")
     endif()
     if(NOT PORTA_HIP_PROBE_OK)
-      _porta_gpu_missing(HIP "${PORTA_HIPCC} cannot compile a kernel for ${_porta_hip_arch}: "
+      _porta_gpu_missing(HIP "${PORTA_HIPCC} cannot compile a kernel for "
                              "${PORTA_HIP_PROBE_OUTPUT}")
     else()
       set(PORTA_BUILD_HIP TRUE)

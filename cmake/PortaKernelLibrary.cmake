@@ -107,6 +107,11 @@ function(_porta_add_gpu_kernels name sources includes)
   if(PORTA_BUILD_CUDA)
     set(out "${lib}/${name}.cuda.fatbin")
     set(depfile "${CMAKE_CURRENT_BINARY_DIR}/${name}.cuda.fatbin.d")
+    # nvcc's intermediates (<name>.gpu.compute_<arch>.ptx among them) are kept here for the
+    # resource checks (tests/gpu/check_kernel_resources.py), which run ptxas on the same PTX.
+    set(keep "${CMAKE_CURRENT_BINARY_DIR}/${name}.cuda.keep")
+    file(MAKE_DIRECTORY "${keep}")
+    set_property(GLOBAL APPEND PROPERTY PORTA_CUDA_KERNEL_KEEP_DIRS "${keep}")
     set(gencode "")
     set(highest "")
     foreach(arch IN LISTS PORTA_CUDA_ARCHITECTURES)
@@ -116,15 +121,17 @@ function(_porta_add_gpu_kernels name sources includes)
     list(APPEND gencode -gencode arch=compute_${highest},code=compute_${highest})
     add_custom_command(
       OUTPUT "${out}"
-      COMMAND "${PORTA_NVCC}" -x cu ${flags} --fatbin ${gencode} -MD -MF "${depfile}" -o "${out}"
-              "${unity}"
+      COMMAND "${PORTA_NVCC}" -x cu ${flags} --fatbin ${gencode} --keep --keep-dir "${keep}" -MD
+              -MF "${depfile}" -o "${out}" "${unity}"
       DEPENDS "${unity}" ${depends}
       DEPFILE "${depfile}"
       COMMENT "Building CUDA code object ${name}.cuda.fatbin (${PORTA_CUDA_ARCHITECTURES})"
       VERBATIM)
     add_custom_target(${name}.cuda DEPENDS "${out}")
     add_dependencies(${name} ${name}.cuda)
-    install(FILES "${out}" DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    # The toolkit version the fatbin needs a driver for (see PortaGpuToolchains.cmake).
+    file(CONFIGURE OUTPUT "${out}.toolkit" CONTENT "${PORTA_CUDA_TOOLKIT_VERSION}\n")
+    install(FILES "${out}" "${out}.toolkit" DESTINATION ${CMAKE_INSTALL_LIBDIR})
   endif()
 
   if(PORTA_BUILD_HIP)
@@ -135,12 +142,14 @@ function(_porta_add_gpu_kernels name sources includes)
       add_custom_command(
         OUTPUT "${out}"
         COMMAND "${PORTA_HIPCC}" -x hip ${flags} --offload-arch=${arch} --cuda-device-only
-                --no-gpu-bundle-output -c -MD -MF "${depfile}" -o "${out}" "${unity}"
+                --no-gpu-bundle-output -mcode-object-version=${PORTA_HIP_CODE_OBJECT_VERSION} -c
+                -MD -MF "${depfile}" -o "${out}" "${unity}"
         DEPENDS "${unity}" ${depends}
         DEPFILE "${depfile}"
         COMMENT "Building HIP code object ${name}.hip-${arch}.hsaco"
         VERBATIM)
       list(APPEND outputs "${out}")
+      set_property(GLOBAL APPEND PROPERTY PORTA_HIP_KERNEL_LIBRARIES "${lib}/${name}")
     endforeach()
     add_custom_target(${name}.hip DEPENDS ${outputs})
     add_dependencies(${name} ${name}.hip)

@@ -1,4 +1,5 @@
 // Modules and kernels: loading code objects, looking kernels up, launching them.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -185,6 +186,14 @@ extern "C" PORTA_API porta_status_t porta_kernel_get(porta_module_t handle, cons
     porta_status_t status = call(backend, "porta_kernel_get", backend.interface.kernel_get,
                                  module->native, name, &kernel->native);
     if (status != PORTA_SUCCESS) return status;
+    kernel->max_group_size = kernel->device->properties.max_work_group_size;
+    if (backend.interface.kernel_max_group_size) {
+      int32_t max = 0;
+      status = call(backend, "porta_kernel_get", backend.interface.kernel_max_group_size,
+                    kernel->native, &max);
+      if (status != PORTA_SUCCESS) return status;
+      if (max > 0) kernel->max_group_size = std::min(kernel->max_group_size, max);
+    }
     uintptr_t kernel_handle = runtime.kernels.insert(std::move(kernel));
     module->kernels.emplace(name, kernel_handle);
     *out_kernel = reinterpret_cast<porta_kernel_t>(kernel_handle);
@@ -214,8 +223,33 @@ extern "C" PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel_ha
     }
     porta_status_t status = check_config(function, config, kernel->device->properties);
     if (status != PORTA_SUCCESS) return status;
+    const uint64_t items = uint64_t(config->group[0]) * config->group[1] * config->group[2];
+    if (items > uint64_t(kernel->max_group_size)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: a group of {}x{}x{} = {} work-items exceeds this kernel's {} "
+                  "(porta_kernel_max_group_size)",
+                  function, config->group[0], config->group[1], config->group[2], items,
+                  kernel->max_group_size);
+    }
     const Backend& backend = *kernel->device->backend;
     return call(backend, function, backend.interface.kernel_launch, kernel->native, config, args,
                 stream->native);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_kernel_max_group_size(porta_kernel_t kernel_handle,
+                                                                int32_t* out_max) {
+  return with_runtime("porta_kernel_max_group_size", [&](Runtime& runtime) -> porta_status_t {
+    auto kernel = runtime.kernels.find(reinterpret_cast<uintptr_t>(kernel_handle));
+    if (!kernel) {
+      return fail(PORTA_ERROR_INVALID_HANDLE,
+                  "porta_kernel_max_group_size: kernel {} is not a live kernel",
+                  static_cast<void*>(kernel_handle));
+    }
+    if (!out_max) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_kernel_max_group_size: out_max is NULL");
+    }
+    *out_max = kernel->max_group_size;
+    return PORTA_SUCCESS;
   });
 }

@@ -37,7 +37,7 @@ porta_status_t resolve(Runtime& runtime, OpCall& call, porta_stream_t handle) {
   call.stream = handle ? handle : call.device->default_stream;
   call.ops = call.device->ops;
   if (!call.ops) {
-    return fail(PORTA_ERROR_UNAVAILABLE, "{}: no op implementation for device {}: {}",
+    return fail(call.device->ops_missing_status, "{}: no op implementation for device {}: {}",
                 call.function, call.device->id, call.device->ops_missing);
   }
   return PORTA_SUCCESS;

@@ -298,9 +298,10 @@ porta_status_t Runtime::load_ops_plugins(const Settings& settings) {
     }
     reports_.push_back(std::move(report));
   }
-  // The loaded plugin named wanted if it serves the backend; else NULL and why not.
-  auto serving = [&](const std::string& wanted, const std::string& backend,
-                     std::string& why_not) -> OpsPlugin* {
+  // The loaded plugin named wanted if it serves the device; else NULL and why not.
+  auto serving = [&](const std::string& wanted, const Device& device, std::string& why_not,
+                     porta_status_t* status = nullptr) -> OpsPlugin* {
+    const std::string& backend = device.backend->name;
     auto found = std::find_if(ops_plugins_.begin(), ops_plugins_.end(),
                               [&](const auto& plugin) { return plugin->name == wanted; });
     if (found == ops_plugins_.end()) {
@@ -322,16 +323,29 @@ porta_status_t Runtime::load_ops_plugins(const Settings& settings) {
                             why.empty() ? "" : ": ", why);
       return nullptr;
     }
+    if (plugin.interface.supports_device) {
+      const porta_status_t answer =
+          plugin.interface.supports_device(plugin.context, &device.properties);
+      if (answer != PORTA_SUCCESS) {
+        std::string why = take_plugin_message();
+        why_not =
+            fmt::format("the {} op plugin does not serve device {} ({}){}{}", wanted, device.id,
+                        device.properties.architecture, why.empty() ? "" : ": ", why);
+        if (status) *status = answer;
+        return nullptr;
+      }
+    }
     return &plugin;
   };
   for (auto& device : devices_) {
     const std::string& backend = device->backend->name;
     const bool vendor = settings.ops == "vendor";
-    device->ops = serving(vendor ? "vendor_" + backend : "portable", backend, device->ops_missing);
+    device->ops = serving(vendor ? "vendor_" + backend : "portable", *device, device->ops_missing,
+                          &device->ops_missing_status);
     // A vendor plugin that is missing is not replaced (the ops say why); one that is there but
     // leaves ops out gets them from the portable plugin.
     if (vendor && device->ops) {
-      device->fallback_ops = serving("portable", backend, device->fallback_missing);
+      device->fallback_ops = serving("portable", *device, device->fallback_missing);
     }
   }
   return PORTA_SUCCESS;

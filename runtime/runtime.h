@@ -25,6 +25,7 @@ struct Device {
   Backend* backend = nullptr;
   OpsPlugin* ops = nullptr;   // the implementation of porta_ops.h PORTA_OPS chose, if usable
   std::string ops_missing;    // why ops is NULL
+  porta_status_t ops_missing_status = PORTA_ERROR_UNAVAILABLE;  // what the ops answer then
   // With PORTA_OPS=vendor, the portable plugin when it serves this device: it runs the ops the
   // vendor plugin leaves out (NULL slots). NULL otherwise.
   OpsPlugin* fallback_ops = nullptr;
@@ -70,6 +71,7 @@ struct Kernel {
   std::shared_ptr<Module> module;
   Device* device = nullptr;
   void* native = nullptr;
+  int32_t max_group_size = 0;  // porta_kernel_max_group_size, asked once at porta_kernel_get
 };
 
 struct Allocation {

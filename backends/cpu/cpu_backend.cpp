@@ -466,6 +466,15 @@ porta_status_t module_unload(porta_backend_context_t context, void* module) {
   });
 }
 
+porta_status_t kernel_max_group_size(porta_backend_context_t, void* kernel, int32_t* out_max) {
+  return guarded("kernel_max_group_size", [&] {
+    // 0: no limit of its own; libporta then takes the device's.
+    const uint32_t max = static_cast<CpuKernel*>(kernel)->max_group_size();
+    *out_max = static_cast<int32_t>(std::min<uint32_t>(max, INT32_MAX));
+    return PORTA_SUCCESS;
+  });
+}
+
 porta_status_t kernel_get(porta_backend_context_t, void* module, const char* name,
                           void** out_kernel) {
   return guarded("kernel_get", [&] {
@@ -552,6 +561,7 @@ const porta_backend_interface_t kInterface = {
     .code_object_suffixes = code_object_suffixes,
     .stream_launch_host_func = stream_launch_host_func,
     .checker_report = checker_report,
+    .kernel_max_group_size = kernel_max_group_size,
 };
 
 }  // namespace

@@ -558,6 +558,10 @@ CpuKernel* CpuModule::kernel(const char* name) {
          symbol + ": malformed descriptor (NULL run_group or param_sizes)");
   }
   auto kernel = std::make_unique<CpuKernel>(name, *descriptor, checker_);
+  const std::string limit = std::string(PORTA_CPU_KERNEL_MAX_GROUP_PREFIX) + name;
+  if (auto* max = static_cast<const uint32_t*>(dlsym(handle_, limit.c_str()))) {
+    kernel->set_max_group_size(*max);
+  }
   CpuKernel* result = kernel.get();
   kernels_.emplace(name, std::move(kernel));
   return result;

@@ -29,6 +29,9 @@ class CpuKernel {
             const porta_cpu_checker_t* checker);
 
   const std::string& name() const { return name_; }
+  // The limit the kernel declared (PORTA_KERNEL_MAX_GROUP), or 0 for none.
+  uint32_t max_group_size() const { return max_group_size_; }
+  void set_max_group_size(uint32_t max) { max_group_size_ = max; }
 
   // Copies the argument values now, so the caller's may go away, and returns the task that runs
   // every work-group on pool. The task uses this kernel: libporta unloads a module only after the
@@ -45,6 +48,7 @@ class CpuKernel {
   std::vector<uint32_t> param_sizes_;
   std::vector<size_t> param_offsets_;  // into the argument block, each suitably aligned
   size_t block_size_ = 0;
+  uint32_t max_group_size_ = 0;
 };
 
 class CpuModule {

@@ -4,10 +4,13 @@
 #include <porta/porta_plugin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -46,13 +49,37 @@ struct Device {
   porta_device_properties_t properties{};
   std::string suffixes;  // code_object_suffixes
 #if !defined(PORTA_GPU_HIP)
-  CUcontext context = nullptr;  // the retained primary context
+  // The primary context, retained at the device's first use (Backend::context_of), not at
+  // initialisation: retaining costs memory on the GPU, and a GPU in exclusive-process or
+  // prohibited mode refuses, which must not make the other GPUs unusable.
+  std::atomic<CUcontext> context{nullptr};
+  std::string unusable;  // why the device cannot be used, once it refused (under contexts_mutex_)
 #endif
 };
 
+// The driver's stream is created at the stream's first use (native), not at stream_create:
+// libporta creates every device's default stream at initialisation, and creating a driver stream
+// would retain the device's context there (see Device::context).
 struct Stream {
-  int32_t device;
-  stream_t stream;
+  explicit Stream(int32_t device) : device(device) {}
+  const int32_t device;
+  std::atomic<stream_t> stream{nullptr};
+  std::mutex mutex;  // the creation
+
+  // The driver's stream; the device's context is current (Backend::Scope).
+  stream_t native(const Driver& d) {
+    if (stream_t created = stream.load(std::memory_order_acquire)) return created;
+    std::lock_guard lock(mutex);
+    if (stream_t created = stream.load(std::memory_order_relaxed)) return created;
+    stream_t created = nullptr;
+    // Non-blocking: no implicit synchronisation with the legacy default stream, which Porta's
+    // streams (its default stream included) never rely on.
+    d.check(d.stream_create(&created, kStreamNonBlocking), "stream create");
+    stream.store(created, std::memory_order_release);
+    return created;
+  }
+  // Whether there is a driver stream yet: one never used has no work to wait for.
+  bool used() const { return stream.load(std::memory_order_acquire) != nullptr; }
 };
 
 struct Event {
@@ -68,6 +95,9 @@ struct Kernel {
 struct Module {
   int32_t device;
   module_t module;
+  // The image the driver was given. HIP does not promise to copy it in hipModuleLoadData, so it
+  // lives as long as the module.
+  std::vector<uint64_t> image;
   std::mutex mutex;  // kernel_get may run on several threads at once
   std::unordered_map<std::string, std::unique_ptr<Kernel>> kernels;
 };
@@ -106,7 +136,7 @@ class Backend {
     const Driver& d = *driver_;
     // Any failure to start the driver means the backend cannot be used on this machine.
     if (result_t r = d.init(0); r != kSuccess) {
-      fail(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": " + d.library_name() +
+      fail(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": " + d.identity() +
                                         " loaded, but " + kInitName + " failed: " + d.describe(r));
     }
     int count = 0;
@@ -117,17 +147,9 @@ class Backend {
     if (count <= 0) {
       fail(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": the driver sees no device");
     }
-    int version = 0;
-    if (d.driver_get_version(&version) != kSuccess) version = 0;
-    log(PORTA_LOG_INFO, d.library_name() + ", driver version " + std::to_string(version) + ", " +
-                            std::to_string(count) + " device(s)");
-    devices_.resize(count);
-    try {
-      for (int i = 0; i < count; ++i) open_device(i);
-    } catch (...) {
-      release_contexts();
-      throw;
-    }
+    log(PORTA_LOG_INFO, d.identity() + ", " + std::to_string(count) + " device(s)");
+    devices_ = std::vector<Device>(count);
+    for (int i = 0; i < count; ++i) open_device(i);
   }
 
   ~Backend() { release_contexts(); }
@@ -144,25 +166,75 @@ class Backend {
     return devices_[index];
   }
 
-  // Makes the device current on the calling thread, as every entry does before touching it, so
-  // that work lands on the right GPU whatever the thread did before. The driver keeps the current
-  // context (device) per thread, and asking it is a thread-local read: this sets it only when it
-  // differs, and stays right when the application (or cuBLAS) switched it in between.
-  void make_current(int32_t index) {
+#if !defined(PORTA_GPU_HIP)
+  // The device's primary context, retained at its first use. A device that refuses (exclusive
+  // process mode held by another process, prohibited mode) is unusable from then on, with the
+  // reason; the other devices are not affected.
+  CUcontext context_of(int32_t index) {
     Device& dev = device(index);
-#if defined(PORTA_GPU_HIP)
-    int current = -1;
-    if (driver_->get_device(&current) != kSuccess || current != index) {
-      driver_->check(driver_->set_device(index), "hipSetDevice(" + std::to_string(index) + ")");
+    if (CUcontext context = dev.context.load(std::memory_order_acquire)) return context;
+    std::lock_guard lock(contexts_mutex_);
+    if (CUcontext context = dev.context.load(std::memory_order_relaxed)) return context;
+    if (dev.unusable.empty()) {
+      CUcontext context = nullptr;
+      const result_t r = driver_->primary_ctx_retain(&context, dev.handle);
+      if (r == kSuccess) {
+        dev.context.store(context, std::memory_order_release);
+        return context;
+      }
+      dev.unusable = "cuDevicePrimaryCtxRetain: " + driver_->describe(r);
     }
-    (void)dev;
-#else
-    CUcontext current = nullptr;
-    if (driver_->ctx_get_current(&current) != kSuccess || current != dev.context) {
-      driver_->check(driver_->ctx_set_current(dev.context), "cuCtxSetCurrent");
-    }
-#endif
+    fail(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": device " + std::to_string(index) +
+                                      " (" + dev.properties.name +
+                                      ") cannot be used: " + dev.unusable);
   }
+#endif
+
+  // For its lifetime, the device is current on the calling thread, so that work lands on the
+  // right GPU whatever the thread did before; then the caller's own context (device) is current
+  // again, so a host application that uses CUDA or HIP itself is not disturbed. The driver keeps
+  // the current context per thread, and asking it is a thread-local read: this switches only
+  // when it differs.
+  class Scope {
+   public:
+    Scope(Backend& backend, int32_t index) : driver_(*backend.driver_) {
+#if defined(PORTA_GPU_HIP)
+      backend.device(index);
+      if (driver_.get_device(&previous_) != kSuccess) previous_ = -1;
+      if (previous_ != index) {
+        driver_.check(driver_.set_device(index), "hipSetDevice(" + std::to_string(index) + ")");
+        restore_ = previous_ >= 0;
+      }
+#else
+      CUcontext context = backend.context_of(index);
+      if (driver_.ctx_get_current(&previous_) != kSuccess) previous_ = nullptr;
+      if (previous_ != context) {
+        driver_.check(driver_.ctx_set_current(context), "cuCtxSetCurrent");
+        restore_ = true;
+      }
+#endif
+    }
+    ~Scope() {
+      if (!restore_) return;
+        // Nothing to report from a destructor: a failure here leaves the driver's own state.
+#if defined(PORTA_GPU_HIP)
+      (void)driver_.set_device(previous_);
+#else
+      (void)driver_.ctx_set_current(previous_);
+#endif
+    }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    const Driver& driver_;
+#if defined(PORTA_GPU_HIP)
+    int previous_ = -1;
+#else
+    CUcontext previous_ = nullptr;
+#endif
+    bool restore_ = false;
+  };
 
  private:
   void open_device(int index) {
@@ -170,11 +242,6 @@ class Backend {
     Device& dev = devices_[index];
     const std::string where = "device " + std::to_string(index);
     d.check(d.device_get(&dev.handle, index), where + ": " + "device_get");
-#if !defined(PORTA_GPU_HIP)
-    // The primary context is the one the CUDA runtime, cuBLAS and cuDNN use: sharing it lets
-    // their calls and Porta's see the same memory and streams.
-    d.check(d.primary_ctx_retain(&dev.context, dev.handle), where + ": cuDevicePrimaryCtxRetain");
-#endif
     auto attribute = [&](attribute_t which, const char* name) {
       int value = 0;
       d.check(d.device_get_attribute(&value, which, dev.handle), where + ": attribute " + name);
@@ -196,6 +263,15 @@ class Backend {
     p.max_grid_dims[0] = static_cast<uint32_t>(attribute(attr::kMaxGridDimX, "max grid x"));
     p.max_grid_dims[1] = static_cast<uint32_t>(attribute(attr::kMaxGridDimY, "max grid y"));
     p.max_grid_dims[2] = static_cast<uint32_t>(attribute(attr::kMaxGridDimZ, "max grid z"));
+#if defined(PORTA_GPU_HIP)
+    // HIP advertises 2^31 - 1 groups per dimension, but AMD's dispatch packet counts work-items
+    // in 32 bits: groups x group size must stay below 2^32. Porta's limit is in groups whatever
+    // the group size, so it is the count that fits with the largest group.
+    for (int i = 0; i < 3; ++i) {
+      const int64_t largest_group = std::max<int64_t>(p.max_work_group_dims[i], 1);
+      p.max_grid_dims[i] = std::min<int64_t>(p.max_grid_dims[i], UINT32_MAX / largest_group);
+    }
+#endif
     p.shared_memory_per_group = attribute(attr::kMaxSharedPerBlock, "shared memory per block");
     p.subgroup_size = attribute(attr::kWarpSize, "warp size");
     // Some drivers no longer report a clock; 0 means unknown.
@@ -208,9 +284,15 @@ class Backend {
 
     std::string architecture;
 #if defined(PORTA_GPU_HIP)
-    hipDeviceProp_t props;
-    std::memset(&props, 0, sizeof(props));
-    d.check(d.get_device_properties(&props, index), where + ": hipGetDeviceProperties");
+    // The legacy layout, with as much again behind it: a runtime whose symbol wrote a larger
+    // struct than this header's would still not write past it.
+    struct {
+      legacy_device_prop_t props;
+      unsigned char slack[sizeof(legacy_device_prop_t)];
+    } storage;
+    std::memset(&storage, 0, sizeof(storage));
+    legacy_device_prop_t& props = storage.props;
+    d.check(device_properties_function()(&props, index), where + ": hipGetDeviceProperties");
     props.gcnArchName[sizeof(props.gcnArchName) - 1] = '\0';
     // "gfx90a:sramecc+:xnack-": the target features do not change which code object loads,
     // since kernel libraries are built for any setting of them.
@@ -223,6 +305,10 @@ class Backend {
     const int major = attribute(attr::kComputeMajor, "compute capability major");
     const int minor = attribute(attr::kComputeMinor, "compute capability minor");
     architecture = "sm_" + std::to_string(major * 10 + minor);
+    // Said now, though the device is only refused at its first use (context_of).
+    if (attribute(attr::kComputeMode, "compute mode") == CU_COMPUTEMODE_PROHIBITED) {
+      log(PORTA_LOG_WARN, where + ": in prohibited compute mode: it cannot be used");
+    }
     const bool async_copy = attribute(attr::kAsyncEngines, "async engine count") > 0;
     // One fatbin holds SASS for several architectures and PTX the driver compiles for newer ones.
     dev.suffixes = ".cuda.fatbin";
@@ -234,17 +320,40 @@ class Backend {
                             " compute units");
   }
 
+#if defined(PORTA_GPU_HIP)
+  // hipGetDevicePropertiesR0000 (ROCm 6 and later) fills the legacy layout; the plain name is
+  // trusted to do so only by a runtime older than ROCm 6, since its layout is to change.
+  get_device_properties_t device_properties_function() const {
+    const Driver& d = *driver_;
+    if (d.get_device_properties_r0000) return d.get_device_properties_r0000;
+    int runtime = 0;
+    const bool known = d.runtime_get_version && d.runtime_get_version(&runtime) == kSuccess;
+    if (known && runtime < 60000000 && d.get_device_properties_plain) {
+      return d.get_device_properties_plain;
+    }
+    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
+         std::string(kBackendName) + ": " + d.identity() +
+             " exports no hipGetDevicePropertiesR0000, and its hipGetDeviceProperties is not "
+             "known to fill ROCm 5's layout");
+  }
+#endif
+
   void release_contexts() noexcept {
 #if !defined(PORTA_GPU_HIP)
     for (Device& dev : devices_) {
-      if (dev.context) driver_->primary_ctx_release(dev.handle);
-      dev.context = nullptr;
+      if (CUcontext context = dev.context.exchange(nullptr)) {
+        (void)context;
+        driver_->primary_ctx_release(dev.handle);
+      }
     }
 #endif
   }
 
   std::unique_ptr<Driver> driver_;
   std::vector<Device> devices_;
+#if !defined(PORTA_GPU_HIP)
+  std::mutex contexts_mutex_;  // first retains
+#endif
 };
 
 Backend& backend_of(porta_backend_context_t context) { return *static_cast<Backend*>(context); }
@@ -264,7 +373,7 @@ porta_status_t on_device(const char* slot, porta_backend_context_t context, int3
                          Body&& body) noexcept {
   return guarded(slot, [&] {
     Backend& b = backend_of(context);
-    b.make_current(device);
+    Backend::Scope scope(b, device);
     return body(b.driver());
   });
 }
@@ -311,11 +420,16 @@ porta_status_t device_memory_info(porta_backend_context_t context, int32_t devic
 }
 
 porta_status_t device_synchronize(porta_backend_context_t context, int32_t device) {
-  return on_device("device_synchronize", context, device, [&](const Driver& d) {
+  return guarded("device_synchronize", [&] {
+    Backend& b = backend_of(context);
 #if defined(PORTA_GPU_HIP)
-    d.check(d.device_synchronize(), "hipDeviceSynchronize");
+    Backend::Scope scope(b, device);
+    b.driver().check(b.driver().device_synchronize(), "hipDeviceSynchronize");
 #else
-    d.check(d.ctx_synchronize(), "cuCtxSynchronize");
+    // A device whose context was never retained has no work; it is not retained for this.
+    if (!b.device(device).context.load()) return PORTA_SUCCESS;
+    Backend::Scope scope(b, device);
+    b.driver().check(b.driver().ctx_synchronize(), "cuCtxSynchronize");
 #endif
     return PORTA_SUCCESS;
   });
@@ -324,7 +438,8 @@ porta_status_t device_synchronize(porta_backend_context_t context, int32_t devic
 porta_status_t device_native_handle(porta_backend_context_t context, int32_t device,
                                     void** out_native) {
   return guarded("device_native_handle", [&] {
-    const Device& dev = backend_of(context).device(device);
+    Backend& b = backend_of(context);
+    [[maybe_unused]] const Device& dev = b.device(device);
 #if defined(PORTA_GPU_HIP)
     // hipDevice_t is the device's ordinal, what hipSetDevice takes before a vendor library call
     // (porta.h: it may be 0).
@@ -332,7 +447,7 @@ porta_status_t device_native_handle(porta_backend_context_t context, int32_t dev
 #else
     // The retained primary context (porta.h): never NULL, cuCtxGetDevice gives the CUdevice, and
     // it is the context the CUDA runtime, cuBLAS and cuDNN use for that device.
-    *out_native = static_cast<void*>(dev.context);
+    *out_native = static_cast<void*>(b.context_of(device));
 #endif
     return PORTA_SUCCESS;
   });
@@ -381,20 +496,21 @@ porta_status_t host_free(porta_backend_context_t context, int32_t device, void* 
 }
 
 porta_status_t stream_create(porta_backend_context_t context, int32_t device, void** out_stream) {
-  return on_device("stream_create", context, device, [&](const Driver& d) {
-    auto stream = std::make_unique<Stream>(Stream{device, nullptr});
-    // Non-blocking: no implicit synchronisation with the legacy default stream, which Porta's
-    // streams (its default stream included) never rely on.
-    d.check(d.stream_create(&stream->stream, kStreamNonBlocking), "stream create");
-    *out_stream = stream.release();
+  return guarded("stream_create", [&] {
+    backend_of(context).device(device);
+    *out_stream = new Stream(device);
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t stream_destroy(porta_backend_context_t context, void* stream) {
   Stream& s = stream_of(stream);
+  if (!s.used()) {
+    delete &s;
+    return PORTA_SUCCESS;
+  }
   return on_device("stream_destroy", context, s.device, [&](const Driver& d) {
-    d.check(d.stream_destroy(s.stream), "stream destroy");
+    d.check(d.stream_destroy(s.native(d)), "stream destroy");
     delete &s;
     return PORTA_SUCCESS;
   });
@@ -402,16 +518,18 @@ porta_status_t stream_destroy(porta_backend_context_t context, void* stream) {
 
 porta_status_t stream_synchronize(porta_backend_context_t context, void* stream) {
   Stream& s = stream_of(stream);
+  if (!s.used()) return PORTA_SUCCESS;
   return on_device("stream_synchronize", context, s.device, [&](const Driver& d) {
-    d.check(d.stream_synchronize(s.stream), "stream synchronize");
+    d.check(d.stream_synchronize(s.native(d)), "stream synchronize");
     return PORTA_SUCCESS;
   });
 }
 
 porta_status_t stream_query(porta_backend_context_t context, void* stream) {
   Stream& s = stream_of(stream);
+  if (!s.used()) return PORTA_SUCCESS;
   return on_device("stream_query", context, s.device, [&](const Driver& d) {
-    const result_t r = d.stream_query(s.stream);
+    const result_t r = d.stream_query(s.native(d));
     if (r == kNotReady) return PORTA_NOT_READY;
     d.check(r, "stream query");
     return PORTA_SUCCESS;
@@ -421,14 +539,16 @@ porta_status_t stream_query(porta_backend_context_t context, void* stream) {
 porta_status_t stream_wait_event(porta_backend_context_t context, void* stream, void* event) {
   Stream& s = stream_of(stream);
   return on_device("stream_wait_event", context, s.device, [&](const Driver& d) {
-    d.check(d.stream_wait_event(s.stream, event_of(event).event, 0), "stream wait event");
+    d.check(d.stream_wait_event(s.native(d), event_of(event).event, 0), "stream wait event");
     return PORTA_SUCCESS;
   });
 }
 
-porta_status_t stream_native_handle(porta_backend_context_t, void* stream, void** out_native) {
-  return guarded("stream_native_handle", [&] {
-    *out_native = static_cast<void*>(stream_of(stream).stream);
+porta_status_t stream_native_handle(porta_backend_context_t context, void* stream,
+                                    void** out_native) {
+  Stream& s = stream_of(stream);
+  return on_device("stream_native_handle", context, s.device, [&](const Driver& d) {
+    *out_native = static_cast<void*>(s.native(d));
     return PORTA_SUCCESS;
   });
 }
@@ -453,14 +573,14 @@ porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void*
         direction = hipMemcpyDeviceToDevice;
         break;
     }
-    d.check(d.memcpy_async(dst, src, size, direction, s.stream),
+    d.check(d.memcpy_async(dst, src, size, direction, s.native(d)),
             "hipMemcpyAsync of " + std::to_string(size) + " bytes");
 #else
     // With unified addressing the driver tells host from device memory by address, and pinned
     // memory from pageable: one call covers every direction, and copies from pinned memory are
     // DMA transfers that overlap kernels on other streams.
     (void)kind;
-    d.check(d.memcpy_async(device_pointer(dst), device_pointer(src), size, s.stream),
+    d.check(d.memcpy_async(device_pointer(dst), device_pointer(src), size, s.native(d)),
             "cuMemcpyAsync of " + std::to_string(size) + " bytes");
 #endif
     return PORTA_SUCCESS;
@@ -471,7 +591,7 @@ porta_status_t memset_async(porta_backend_context_t context, void* stream, void*
                             size_t size) {
   Stream& s = stream_of(stream);
   return on_device("memset_async", context, s.device, [&](const Driver& d) {
-    d.check(d.memset_d8_async(device_pointer(dst), value, size, s.stream),
+    d.check(d.memset_d8_async(device_pointer(dst), value, size, s.native(d)),
             "memset of " + std::to_string(size) + " bytes");
     return PORTA_SUCCESS;
   });
@@ -500,7 +620,7 @@ porta_status_t event_destroy(porta_backend_context_t context, void* event) {
 porta_status_t event_record(porta_backend_context_t context, void* event, void* stream) {
   Event& e = event_of(event);
   return on_device("event_record", context, e.device, [&](const Driver& d) {
-    d.check(d.event_record(e.event, stream_of(stream).stream), "event record");
+    d.check(d.event_record(e.event, stream_of(stream).native(d)), "event record");
     return PORTA_SUCCESS;
   });
 }
@@ -545,20 +665,76 @@ porta_status_t event_elapsed_ms(porta_backend_context_t context, void* start, vo
   });
 }
 
+// "13.0" from the driver API's encoding (13000).
+[[maybe_unused]] std::string cuda_version_text(int version) {
+  return std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
+}
+
+// Loads image on the device. toolkit is the CUDA version the image was built with (0: unknown):
+// a driver older than its major version cannot load it (CUDA 13's code needs a CUDA 13 driver,
+// R580 or later), which is said before the driver is asked, naming both versions.
+porta_status_t load_module(Backend& b, int32_t device, const void* image, size_t size, int toolkit,
+                           const std::string& what, void** out_module) {
+  const Driver& d = b.driver();
+  auto module = std::make_unique<Module>();
+  module->device = device;
+  module->image = checked_image(image, size);
+  std::string versions;
+  int driver_version = 0;
+#if defined(PORTA_GPU_HIP)
+  (void)toolkit;  // AMD code objects carry no toolkit requirement of this kind
+#else
+  if (toolkit > 0 && d.driver_get_version(&driver_version) == kSuccess) {
+    versions = what + " was built with CUDA " + cuda_version_text(toolkit) +
+               "; the driver supports CUDA " + cuda_version_text(driver_version) + " (" +
+               std::to_string(driver_version) + ")";
+    if (driver_version / 1000 < toolkit / 1000) {
+      fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
+           std::string(kBackendName) + ": " + versions + ": update the driver to one for CUDA " +
+               cuda_version_text(toolkit / 1000 * 1000) + " or later");
+    }
+  }
+#endif
+  Backend::Scope scope(b, device);
+  const result_t r = d.module_load_data(&module->module, module->image.data());
+  if (r != kSuccess && !versions.empty() && driver_version < toolkit) {
+    // Same major version, older minor: SASS loads, PTX newer than the driver does not.
+    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
+         std::string(kBackendName) + ": module load: " + d.describe(r) + ": " + versions);
+  }
+  d.check(r, "module load (" + what + ", " + std::to_string(size) + " bytes) on device " +
+                 std::to_string(device) + " (" + b.device(device).properties.architecture + ")");
+  *out_module = module.release();
+  return PORTA_SUCCESS;
+}
+
 porta_status_t module_load_data(porta_backend_context_t context, int32_t device, const void* image,
                                 size_t size, void** out_module) {
   return guarded("module_load_data", [&] {
-    Backend& b = backend_of(context);
-    const std::vector<uint64_t> checked = checked_image(image, size);
-    b.make_current(device);
-    auto module = std::make_unique<Module>();
-    module->device = device;
-    b.driver().check(b.driver().module_load_data(&module->module, checked.data()),
-                     "module load (" + std::to_string(size) + " bytes) on device " +
-                         std::to_string(device) + " (" + b.device(device).properties.architecture +
-                         ")");
-    *out_module = module.release();
-    return PORTA_SUCCESS;
+    return load_module(backend_of(context), device, image, size, 0, "an image from memory",
+                       out_module);
+  });
+}
+
+// The toolkit version porta_add_kernel_library recorded beside a code object
+// ("<file>.toolkit", the driver API's encoding: 13000 for CUDA 13.0), or 0.
+int recorded_toolkit(const std::string& path) {
+  std::ifstream file(path + ".toolkit");
+  int version = 0;
+  if (!(file >> version) || version < 1000) return 0;
+  return version;
+}
+
+porta_status_t module_load_file(porta_backend_context_t context, int32_t device, const char* path,
+                                void** out_module) {
+  return guarded("module_load_file", [&] {
+    std::ifstream file(path, std::ios::binary);
+    std::vector<char> image{std::istreambuf_iterator<char>(file), {}};
+    if (!file && !file.eof()) {
+      fail(PORTA_ERROR_NOT_FOUND, std::string(kBackendName) + ": cannot read '" + path + "'");
+    }
+    return load_module(backend_of(context), device, image.data(), image.size(),
+                       recorded_toolkit(path), std::string("'") + path + "'", out_module);
   });
 }
 
@@ -582,7 +758,7 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
       *out_kernel = it->second.get();
       return PORTA_SUCCESS;
     }
-    b.make_current(m->device);
+    Backend::Scope scope(b, m->device);
     function_t function = nullptr;
     d.check(d.module_get_function(&function, m->module, name),
             std::string("kernel '") + name + "'");
@@ -616,10 +792,10 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
   return on_device("kernel_launch", context, k->device, [&](const Driver& d) {
     const porta_launch_config_t& c = *config;
     // The driver copies the arguments args points to before it returns, as Porta promises.
-    d.check(
-        d.launch_kernel(k->function, c.grid[0], c.grid[1], c.grid[2], c.group[0], c.group[1],
-                        c.group[2], c.shared_memory_bytes, stream_of(stream).stream, args, nullptr),
-        "kernel launch");
+    d.check(d.launch_kernel(k->function, c.grid[0], c.grid[1], c.grid[2], c.group[0], c.group[1],
+                            c.group[2], c.shared_memory_bytes, stream_of(stream).native(d), args,
+                            nullptr),
+            "kernel launch");
     return PORTA_SUCCESS;
   });
 }
@@ -634,10 +810,29 @@ porta_status_t stream_launch_host_func(porta_backend_context_t context, void* st
       fail(PORTA_ERROR_UNSUPPORTED, std::string(kBackendName) + ": " + d.library_name() +
                                         " has no host-function launch (it predates it)");
     }
-    b.make_current(s.device);
+    Backend::Scope scope(b, s.device);
     // The driver runs fn on a thread of its own, in stream order; porta_host_fn_t and the
     // driver's host-function type are both void (*)(void*).
-    d.check(d.launch_host_func(s.stream, fn, user_data), "host function launch");
+    d.check(d.launch_host_func(s.native(d), fn, user_data), "host function launch");
+    return PORTA_SUCCESS;
+  });
+}
+
+// What the driver says the kernel takes: its registers, shared memory and declared limit
+// (__launch_bounds__, amdgpu_flat_work_group_size) against the device's.
+porta_status_t kernel_max_group_size(porta_backend_context_t context, void* kernel,
+                                     int32_t* out_max) {
+  const auto* k = static_cast<const Kernel*>(kernel);
+  return on_device("kernel_max_group_size", context, k->device, [&](const Driver& d) {
+    int max = 0;
+#if defined(PORTA_GPU_HIP)
+    d.check(d.func_get_attribute(&max, HIP_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, k->function),
+            "kernel max threads per block");
+#else
+    d.check(d.func_get_attribute(&max, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, k->function),
+            "kernel max threads per block");
+#endif
+    *out_max = max;
     return PORTA_SUCCESS;
   });
 }
@@ -677,12 +872,13 @@ const porta_backend_interface_t kInterface = {
     .event_synchronize = event_synchronize,
     .event_elapsed_ms = event_elapsed_ms,
     .module_load_data = module_load_data,
-    .module_load_file = nullptr,  // libporta reads the file and hands the image over
+    .module_load_file = module_load_file,
     .module_unload = module_unload,
     .kernel_get = kernel_get,
     .kernel_launch = kernel_launch,
     .code_object_suffixes = code_object_suffixes,
     .stream_launch_host_func = stream_launch_host_func,
+    .kernel_max_group_size = kernel_max_group_size,
 };
 
 }  // namespace

@@ -2,27 +2,47 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
+
 #include "plugin_support.h"
 
 namespace porta::gpu {
 
 using plugin::fail;
 
+std::vector<std::string> Driver::candidates() {
+  std::vector<std::string> directories;
+  // A directory the user named for the driver's installation comes first: it says which one.
+  if (*kDriverDirectoryVariable) {
+    if (const char* root = std::getenv(kDriverDirectoryVariable); root && *root) {
+      directories.push_back(std::string(root) + "/lib/");
+    }
+  }
+  directories.push_back("");  // the loader's search path
+  if (*kDriverDefaultDirectory)
+    directories.push_back(std::string(kDriverDefaultDirectory) + "/lib/");
+  std::vector<std::string> names;
+  for (const std::string& directory : directories) {
+    for (const char* name : kDriverLibraries) names.push_back(directory + name);
+  }
+  return names;
+}
+
 std::unique_ptr<Driver> Driver::open() {
   std::unique_ptr<Driver> driver(new Driver());
   void* library = nullptr;
   std::string tried;
-  for (const char* name : kDriverLibraries) {
+  for (const std::string& name : candidates()) {
     // RTLD_LOCAL: the driver's symbols stay out of the global namespace, where a vendor library
     // the application loads later might bind to them instead of its own.
-    library = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    library = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (library) {
       driver->library_name_ = name;
       break;
     }
     const char* why = dlerror();
     if (!tried.empty()) tried += "; ";
-    tried += why ? why : std::string(name) + ": dlopen failed";
+    tried += why ? why : name + ": dlopen failed";
   }
   if (!library) {
     fail(PORTA_ERROR_UNAVAILABLE,
@@ -46,7 +66,24 @@ std::unique_ptr<Driver> Driver::open() {
   driver->field = reinterpret_cast<decltype(driver->field)>(dlsym(library, #symbol));
   PORTA_GPU_OPTIONAL_FUNCTIONS(PORTA_GPU_RESOLVE_OPTIONAL)
 #undef PORTA_GPU_RESOLVE_OPTIONAL
+#define PORTA_GPU_RESOLVE_NAMED(field, name, type) \
+  driver->field = reinterpret_cast<type>(dlsym(library, name));
+  PORTA_GPU_NAMED_OPTIONAL_FUNCTIONS(PORTA_GPU_RESOLVE_NAMED)
+#undef PORTA_GPU_RESOLVE_NAMED
   return driver;
+}
+
+std::string Driver::identity() const {
+  int version = 0;
+  std::string out = library_name_ + ", " + kVendorName + " driver ";
+  out += driver_get_version(&version) == kSuccess ? std::to_string(version) : "version unknown";
+#if defined(PORTA_GPU_HIP)
+  int runtime = 0;
+  if (runtime_get_version && runtime_get_version(&runtime) == kSuccess) {
+    out += ", HIP runtime " + std::to_string(runtime);
+  }
+#endif
+  return out;
 }
 
 namespace {
@@ -85,6 +122,10 @@ const char* fallback_name(CUresult result) {
     PORTA_CUDA_NAME(CUDA_ERROR_INVALID_PC)
     PORTA_CUDA_NAME(CUDA_ERROR_LAUNCH_FAILED)
     PORTA_CUDA_NAME(CUDA_ERROR_ECC_UNCORRECTABLE)
+    PORTA_CUDA_NAME(CUDA_ERROR_NVLINK_UNCORRECTABLE)
+    PORTA_CUDA_NAME(CUDA_ERROR_CONTAINED)
+    PORTA_CUDA_NAME(CUDA_ERROR_TENSOR_MEMORY_LEAK)
+    PORTA_CUDA_NAME(CUDA_ERROR_EXTERNAL_DEVICE)
     PORTA_CUDA_NAME(CUDA_ERROR_ASSERT)
     PORTA_CUDA_NAME(CUDA_ERROR_CONTEXT_IS_DESTROYED)
     PORTA_CUDA_NAME(CUDA_ERROR_NOT_SUPPORTED)
@@ -154,6 +195,7 @@ porta_status_t Driver::status_of(result_t result) {
       return PORTA_ERROR_UNSUPPORTED;
     // The context is unusable after these, as after CUDA's sticky errors.
     case hipErrorIllegalAddress:
+    case hipErrorLaunchFailure:
     case hipErrorLaunchTimeOut:
     case hipErrorECCNotCorrectable:
     case hipErrorAssert:
@@ -189,11 +231,16 @@ porta_status_t Driver::status_of(result_t result) {
     case CUDA_ERROR_NOT_SUPPORTED:
     case CUDA_ERROR_JIT_COMPILER_NOT_FOUND:
       return PORTA_ERROR_UNSUPPORTED;
-    // Sticky errors: the context cannot be used again in this process.
+    // Sticky errors: the context cannot be used again in this process, and every later call on
+    // it returns the same error (cuda.h: "the process must be terminated and relaunched").
     case CUDA_ERROR_ILLEGAL_ADDRESS:
     case CUDA_ERROR_LAUNCH_FAILED:
     case CUDA_ERROR_LAUNCH_TIMEOUT:
     case CUDA_ERROR_ECC_UNCORRECTABLE:
+    case CUDA_ERROR_NVLINK_UNCORRECTABLE:
+    case CUDA_ERROR_CONTAINED:
+    case CUDA_ERROR_TENSOR_MEMORY_LEAK:
+    case CUDA_ERROR_EXTERNAL_DEVICE:
     case CUDA_ERROR_HARDWARE_STACK_ERROR:
     case CUDA_ERROR_ILLEGAL_INSTRUCTION:
     case CUDA_ERROR_MISALIGNED_ADDRESS:

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "gpu_vendor.h"
 
@@ -15,8 +16,11 @@ namespace porta::gpu {
 class Driver {
  public:
   // Opens the driver library and resolves every function. Throws Failure: UNAVAILABLE with the
-  // dlerror text when no library opens, INCOMPATIBLE_VERSION naming the first missing symbol.
+  // dlerror text of every candidate when none opens, INCOMPATIBLE_VERSION naming the first
+  // missing symbol.
   static std::unique_ptr<Driver> open();
+  // The files tried, in order (gpu_vendor.h: kDriverLibraries, in $ROCM_PATH/lib first for HIP).
+  static std::vector<std::string> candidates();
   // The library stays loaded: a GPU driver keeps threads and exit handlers that point into it,
   // and unloading it under them is a crash at exit. dlopen counts, so a later open is cheap.
   ~Driver() = default;
@@ -30,7 +34,10 @@ class Driver {
   // The status a driver error maps to.
   static porta_status_t status_of(result_t result);
 
+  // The candidate that opened, as tried ("libcuda.so.1", "/opt/rocm/lib/libamdhip64.so.6").
   const std::string& library_name() const { return library_name_; }
+  // "libamdhip64.so.6, HIP runtime 60342000": what was opened and which version it says it is.
+  std::string identity() const;
 
 #define PORTA_GPU_FIELD(field, symbol) decltype(&symbol) field = nullptr;
   PORTA_GPU_FUNCTIONS(PORTA_GPU_FIELD)
@@ -41,6 +48,9 @@ class Driver {
   std::type_identity_t<type> field = nullptr;
   PORTA_GPU_TYPED_FUNCTIONS(PORTA_GPU_TYPED_FIELD)
 #undef PORTA_GPU_TYPED_FIELD
+#define PORTA_GPU_NAMED_FIELD(field, name, type) type field = nullptr;
+  PORTA_GPU_NAMED_OPTIONAL_FUNCTIONS(PORTA_GPU_NAMED_FIELD)
+#undef PORTA_GPU_NAMED_FIELD
 
  private:
   Driver() = default;

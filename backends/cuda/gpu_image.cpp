@@ -17,7 +17,8 @@ namespace {
 
 #if defined(PORTA_GPU_HIP)
 constexpr uint16_t kElfMachine = 224;  // EM_AMDGPU
-constexpr const char* kAccepted = "an AMD GPU code object (ELF) or a clang offload bundle";
+constexpr const char* kAccepted =
+    "an AMD GPU code object (ELF) or a clang offload bundle (plain or compressed)";
 #else
 constexpr uint16_t kElfMachine = 190;  // EM_CUDA
 constexpr const char* kAccepted = "a fatbin, a cubin (ELF) or PTX text";
@@ -103,6 +104,41 @@ void check_bundle(const unsigned char* bytes, size_t size) {
     at += triple;
   }
 }
+
+// A compressed offload bundle (clang-offload-bundler --compress, the default of ROCm 6.2 and
+// later): "CCOB", version, method, then in version 2 and later the whole file's size, which must
+// lie within the image. The runtime decompresses it; its inner bundle is checked there.
+constexpr std::string_view kCompressedBundleMagic = "CCOB";
+
+void check_compressed_bundle(const unsigned char* bytes, size_t size) {
+  if (size < 8) refuse(PORTA_ERROR_INVALID_ARGUMENT, "truncated compressed offload bundle");
+  const auto version = read<uint16_t>(bytes, 4);
+  uint64_t total = 0;
+  size_t header = 0;
+  switch (version) {
+    case 1:  // magic, version, method, uncompressed size (4), hash (8)
+      header = 20;
+      break;
+    case 2:  // magic, version, method, file size (4), uncompressed size (4), hash (8)
+      header = 24;
+      if (size >= header) total = read<uint32_t>(bytes, 8);
+      break;
+    case 3:  // magic, version, method, file size (8), uncompressed size (8), hash (8)
+      header = 32;
+      if (size >= header) total = read<uint64_t>(bytes, 8);
+      break;
+    default:
+      refuse(PORTA_ERROR_INCOMPATIBLE_VERSION, "compressed offload bundle of version " +
+                                                   std::to_string(version) +
+                                                   "; this plugin knows versions 1 to 3");
+  }
+  if (size < header) refuse(PORTA_ERROR_INVALID_ARGUMENT, "truncated compressed offload bundle");
+  if (total > size || (version > 1 && total < header)) {
+    refuse(PORTA_ERROR_INVALID_ARGUMENT, "truncated compressed offload bundle: it declares " +
+                                             std::to_string(total) + " bytes, the image has " +
+                                             std::to_string(size));
+  }
+}
 #else
 constexpr uint32_t kFatbinMagic = 0xBA55ED50u;
 
@@ -136,6 +172,10 @@ std::vector<uint64_t> checked_image(const void* image, size_t size) {
   } else if (size >= kBundleMagic.size() &&
              std::memcmp(bytes, kBundleMagic.data(), kBundleMagic.size()) == 0) {
     check_bundle(bytes, size);
+  } else if (size >= kCompressedBundleMagic.size() &&
+             std::memcmp(bytes, kCompressedBundleMagic.data(), kCompressedBundleMagic.size()) ==
+                 0) {
+    check_compressed_bundle(bytes, size);
 #else
   } else if (size >= 4 && read<uint32_t>(bytes, 0) == kFatbinMagic) {
     check_fatbin(bytes, size);

@@ -28,8 +28,20 @@ namespace porta::gpu {
 
 inline constexpr const char* kBackendName = "hip";
 inline constexpr const char* kVendorName = "HIP";
-// The driver's sonames, tried in order: ROCm 5's, then the unversioned development link.
-inline constexpr const char* kDriverLibraries[] = {"libamdhip64.so.5", "libamdhip64.so"};
+// The runtime's sonames, newest ROCm first. Driver::open tries them in $ROCM_PATH/lib (the
+// installation the user named), then on the loader's search path, then in /opt/rocm/lib.
+inline constexpr const char* kDriverLibraries[] = {"libamdhip64.so.7", "libamdhip64.so.6",
+                                                   "libamdhip64.so.5"};
+inline constexpr const char* kDriverDirectoryVariable = "ROCM_PATH";
+inline constexpr const char* kDriverDefaultDirectory = "/opt/rocm";
+// hipDeviceProp_t as ROCm 5 laid it out, which hipGetDevicePropertiesR0000 keeps filling (ROCm
+// 6 and later); the plain hipGetDeviceProperties is announced to change to a larger layout.
+#if HIP_VERSION_MAJOR >= 6
+using legacy_device_prop_t = hipDeviceProp_tR0000;
+#else
+using legacy_device_prop_t = hipDeviceProp_t;
+#endif
+using get_device_properties_t = hipError_t (*)(legacy_device_prop_t*, int);
 
 using result_t = hipError_t;
 using device_t = hipDevice_t;
@@ -64,40 +76,39 @@ inline constexpr attribute_t kComputeMinor = hipDeviceAttributeComputeCapability
 
 // X(field, symbol): every driver function the backend calls. The table's field has the type of
 // the header's declaration of symbol.
-#define PORTA_GPU_FUNCTIONS(X)                     \
-  X(init, hipInit)                                 \
-  X(driver_get_version, hipDriverGetVersion)       \
-  X(get_error_name, hipGetErrorName)               \
-  X(get_error_string, hipGetErrorString)           \
-  X(device_get_count, hipGetDeviceCount)           \
-  X(device_get, hipDeviceGet)                      \
-  X(device_get_name, hipDeviceGetName)             \
-  X(device_total_mem, hipDeviceTotalMem)           \
-  X(device_get_attribute, hipDeviceGetAttribute)   \
-  X(get_device_properties, hipGetDeviceProperties) \
-  X(set_device, hipSetDevice)                      \
-  X(get_device, hipGetDevice)                      \
-  X(device_synchronize, hipDeviceSynchronize)      \
-  X(mem_get_info, hipMemGetInfo)                   \
-  X(mem_free, hipFree)                             \
-  X(host_free, hipHostFree)                        \
-  X(stream_create, hipStreamCreateWithFlags)       \
-  X(stream_destroy, hipStreamDestroy)              \
-  X(stream_synchronize, hipStreamSynchronize)      \
-  X(stream_query, hipStreamQuery)                  \
-  X(stream_wait_event, hipStreamWaitEvent)         \
-  X(memcpy_async, hipMemcpyAsync)                  \
-  X(memset_d8_async, hipMemsetD8Async)             \
-  X(event_create, hipEventCreateWithFlags)         \
-  X(event_destroy, hipEventDestroy)                \
-  X(event_record, hipEventRecord)                  \
-  X(event_query, hipEventQuery)                    \
-  X(event_synchronize, hipEventSynchronize)        \
-  X(event_elapsed_time, hipEventElapsedTime)       \
-  X(module_load_data, hipModuleLoadData)           \
-  X(module_unload, hipModuleUnload)                \
-  X(module_get_function, hipModuleGetFunction)     \
-  X(func_get_attribute, hipFuncGetAttribute)       \
+#define PORTA_GPU_FUNCTIONS(X)                   \
+  X(init, hipInit)                               \
+  X(driver_get_version, hipDriverGetVersion)     \
+  X(get_error_name, hipGetErrorName)             \
+  X(get_error_string, hipGetErrorString)         \
+  X(device_get_count, hipGetDeviceCount)         \
+  X(device_get, hipDeviceGet)                    \
+  X(device_get_name, hipDeviceGetName)           \
+  X(device_total_mem, hipDeviceTotalMem)         \
+  X(device_get_attribute, hipDeviceGetAttribute) \
+  X(set_device, hipSetDevice)                    \
+  X(get_device, hipGetDevice)                    \
+  X(device_synchronize, hipDeviceSynchronize)    \
+  X(mem_get_info, hipMemGetInfo)                 \
+  X(mem_free, hipFree)                           \
+  X(host_free, hipHostFree)                      \
+  X(stream_create, hipStreamCreateWithFlags)     \
+  X(stream_destroy, hipStreamDestroy)            \
+  X(stream_synchronize, hipStreamSynchronize)    \
+  X(stream_query, hipStreamQuery)                \
+  X(stream_wait_event, hipStreamWaitEvent)       \
+  X(memcpy_async, hipMemcpyAsync)                \
+  X(memset_d8_async, hipMemsetD8Async)           \
+  X(event_create, hipEventCreateWithFlags)       \
+  X(event_destroy, hipEventDestroy)              \
+  X(event_record, hipEventRecord)                \
+  X(event_query, hipEventQuery)                  \
+  X(event_synchronize, hipEventSynchronize)      \
+  X(event_elapsed_time, hipEventElapsedTime)     \
+  X(module_load_data, hipModuleLoadData)         \
+  X(module_unload, hipModuleUnload)              \
+  X(module_get_function, hipModuleGetFunction)   \
+  X(func_get_attribute, hipFuncGetAttribute)     \
   X(launch_kernel, hipModuleLaunchKernel)
 
 // T(field, symbol, type): functions the C++ header overloads (with templates taking T**), so
@@ -108,13 +119,23 @@ inline constexpr attribute_t kComputeMinor = hipDeviceAttributeComputeCapability
   T(host_alloc, hipHostMalloc, hipError_t (*)(void**, size_t, unsigned int))
 
 // Functions a driver may lack; the feature that needs one is then reported as unsupported.
-#define PORTA_GPU_OPTIONAL_FUNCTIONS(X) X(launch_host_func, hipLaunchHostFunc)
+#define PORTA_GPU_OPTIONAL_FUNCTIONS(X)  \
+  X(launch_host_func, hipLaunchHostFunc) \
+  X(runtime_get_version, hipRuntimeGetVersion)
+
+// Looked up by name with the legacy layout's type (see legacy_device_prop_t): the R0000 symbol
+// first, the plain one only from a runtime older than ROCm 6 (Backend::open_device).
+#define PORTA_GPU_NAMED_OPTIONAL_FUNCTIONS(N)                                            \
+  N(get_device_properties_r0000, "hipGetDevicePropertiesR0000", get_device_properties_t) \
+  N(get_device_properties_plain, "hipGetDeviceProperties", get_device_properties_t)
 
 #else  // CUDA
 
 inline constexpr const char* kBackendName = "cuda";
 inline constexpr const char* kVendorName = "CUDA";
 inline constexpr const char* kDriverLibraries[] = {"libcuda.so.1"};
+inline constexpr const char* kDriverDirectoryVariable = "";  // the loader's path only
+inline constexpr const char* kDriverDefaultDirectory = "";
 
 using result_t = CUresult;
 using device_t = CUdevice;
@@ -147,6 +168,7 @@ inline constexpr attribute_t kUnifiedAddressing = CU_DEVICE_ATTRIBUTE_UNIFIED_AD
 inline constexpr attribute_t kComputeMajor = CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR;
 inline constexpr attribute_t kComputeMinor = CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR;
 inline constexpr attribute_t kAsyncEngines = CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT;
+inline constexpr attribute_t kComputeMode = CU_DEVICE_ATTRIBUTE_COMPUTE_MODE;
 }  // namespace attr
 
 #define PORTA_GPU_FUNCTIONS(X)                         \
@@ -196,6 +218,8 @@ inline constexpr attribute_t kAsyncEngines = CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_CO
   X(event_elapsed_time_v2, cuEventElapsedTime_v2) \
   X(event_elapsed_time_v1, cuEventElapsedTime)    \
   X(launch_host_func, cuLaunchHostFunc)
+
+#define PORTA_GPU_NAMED_OPTIONAL_FUNCTIONS(N)
 
 #endif
 

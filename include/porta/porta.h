@@ -78,6 +78,12 @@ enum {
    * porta_cpu_racecheck_report() say where. */
   PORTA_ERROR_KERNEL_HAZARD = -10
 };
+/* PORTA_ERROR_DEVICE_LOST (an illegal address, a kernel that failed or timed out, an uncorrectable
+ * or contained memory error, ...) is sticky on CUDA and HIP: the driver marks the device's context
+ * unusable, every later call on that device returns DEVICE_LOST (memory, copies, streams, events,
+ * modules, launches, ops), nothing queued on it runs again, host functions included, and neither
+ * porta_shutdown nor a new porta_init recovers it: only a new process does. Other devices keep
+ * working. The CPU backend never reports it. */
 
 /* A static, never-NULL name for a status: "PORTA_ERROR_INVALID_HANDLE". Any thread. */
 PORTA_API const char* porta_status_name(porta_status_t status);
@@ -343,14 +349,17 @@ typedef void (*porta_host_fn_t)(void* user_data);
 /* Queues a call of fn(user_data) on the stream, as cudaLaunchHostFunc does: fn runs on a thread
  * of the runtime's choosing once all work queued on the stream before it has completed, and work
  * queued after it (and events recorded after it) waits until fn has returned. The call itself
- * returns at once. fn runs even when earlier work on the stream failed (that error is returned
- * by the stream's next synchronize or query), and runs exactly once if this call succeeds.
+ * returns at once. fn runs even when earlier work on the stream failed with an ordinary error
+ * (returned by the stream's next synchronize or query), and runs exactly once if this call
+ * succeeds. After PORTA_ERROR_DEVICE_LOST on CUDA or HIP (see above) it never runs: this call
+ * then returns DEVICE_LOST, or, if the device was lost after it returned, the stream's next
+ * synchronize does, and fn is not called.
  * fn must not call Porta functions that wait for streams or devices (synchronize, blocking copies
  * and sets, frees, unloads, stream destroy): the stream it runs in cannot advance until it
  * returns, so such a call may deadlock. GPU drivers also forbid their own API there, so a
  * portable fn makes no Porta call at all. fn must not throw or longjmp out.
  * Returns: SUCCESS; INVALID_HANDLE for the stream; INVALID_ARGUMENT for a NULL fn; UNSUPPORTED
- * when the stream's backend plugin predates host functions. */
+ * when the stream's backend plugin predates host functions; DEVICE_LOST. */
 PORTA_API porta_status_t porta_stream_launch_host_func(porta_stream_t stream, porta_host_fn_t fn,
                                                        void* user_data);
 
@@ -422,6 +431,12 @@ PORTA_API porta_status_t porta_module_unload(porta_module_t module);
 PORTA_API porta_status_t porta_kernel_get(porta_module_t module, const char* name,
                                           porta_kernel_t* out_kernel);
 
+/* The most work-items per group the kernel can be launched with on its device: the device's
+ * max_work_group_size, or less where the kernel's registers or its declared limit
+ * (PORTA_KERNEL_MAX_GROUP in porta_kernel.h) allow fewer. Launches above it are refused.
+ * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for NULL out_max. */
+PORTA_API porta_status_t porta_kernel_max_group_size(porta_kernel_t kernel, int32_t* out_max);
+
 typedef struct porta_launch_config_s {
   size_t struct_size;
   uint32_t grid[3];            /* work-groups per dimension, each >= 1 */
@@ -433,7 +448,8 @@ typedef struct porta_launch_config_s {
  * kernel's i-th parameter, which is copied before the call returns.
  * Returns: SUCCESS; INVALID_HANDLE for the kernel or stream; INVALID_ARGUMENT for NULL config or
  * args (when the kernel has parameters), a zero or oversize grid or group, too much shared memory,
- * or a stream of another device than the kernel's module. */
+ * or a stream of another device than the kernel's module, or a group larger than
+ * porta_kernel_max_group_size. */
 PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel,
                                              const porta_launch_config_t* config, void** args,
                                              porta_stream_t stream);

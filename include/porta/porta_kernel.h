@@ -59,6 +59,9 @@ extern "C" {
 
 #define PORTA_CPU_KERNEL_ABI_VERSION 1
 #define PORTA_CPU_KERNEL_SYMBOL_PREFIX "porta_cpu_kernel_"
+/* Optional beside a descriptor: const uint32_t porta_cpu_kernel_max_group_size_<name>, the most
+ * work-items per group the kernel takes (PORTA_KERNEL_MAX_GROUP). */
+#define PORTA_CPU_KERNEL_MAX_GROUP_PREFIX "porta_cpu_kernel_max_group_size_"
 #define PORTA_CPU_KERNEL_MAX_PARAMS 64
 
 /* The work-group being run. */
@@ -259,6 +262,27 @@ static __device__ __forceinline__ float fmaf(float x, float y, float z) {
   static void porta_kernel_body_##name(__VA_ARGS__)
 #endif
 
+/* PORTA_KERNEL_MAX_GROUP(name, max_items, params...): a kernel that is never launched with more
+ * than max_items work-items per group (a constant). On a GPU the compiler then budgets registers
+ * for that many (CUDA __launch_bounds__, AMD amdgpu_flat_work_group_size, whose default is 1024),
+ * and porta_kernel_max_group_size reports it on every backend; a larger launch is refused. */
+#if PORTA_TARGET_CUDA
+/* At least one group per multiprocessor: with the group size alone ptxas may aim at more groups
+ * and spill registers to fit them. */
+#define PORTA_KERNEL_MAX_GROUP(name, max_items, ...) \
+  extern "C" __global__ void __launch_bounds__(max_items, 1) name(__VA_ARGS__)
+#elif PORTA_TARGET_HIP
+#define PORTA_KERNEL_MAX_GROUP(name, max_items, ...)                                          \
+  extern "C" __global__ __attribute__((amdgpu_flat_work_group_size(1, max_items))) void name( \
+      __VA_ARGS__)
+#else
+/* The CPU backend finds the limit beside the kernel's descriptor. */
+#define PORTA_KERNEL_MAX_GROUP(name, max_items, ...)                   \
+  extern "C" __attribute__((visibility("default")))                    \
+  const uint32_t porta_cpu_kernel_max_group_size_##name = (max_items); \
+  PORTA_KERNEL(name, __VA_ARGS__)
+#endif
+
 namespace porta {
 
 enum class target { cpu, cuda, hip, spirv, simt };
@@ -296,7 +320,8 @@ PORTA_DEVICE void inner(F&& f) {
 /* The group's dynamic shared memory (porta_launch_config_t.shared_memory_bytes). */
 template <class T>
 PORTA_DEVICE T* dynamic_shared_memory() {
-  extern __shared__ unsigned char porta_dynamic_shared[];
+  /* 64-byte aligned, as on the CPU (HIP's default alignment is 1). */
+  extern __shared__ __attribute__((aligned(64))) unsigned char porta_dynamic_shared[];
   return reinterpret_cast<T*>(porta_dynamic_shared);
 }
 

@@ -166,6 +166,12 @@ typedef struct porta_backend_interface_s {
    * porta_cpu_racecheck_report describes them. */
   porta_status_t (*checker_report)(porta_backend_context_t context, char* out_text,
                                    size_t capacity, size_t* out_length, size_t* out_count);
+
+  /* ABI 1.2. Optional (the device's max_work_group_size when NULL): the most work-items per group
+   * the kernel can be launched with on its device, which its registers or a declared limit
+   * (PORTA_KERNEL_MAX_GROUP) may hold below the device's. */
+  porta_status_t (*kernel_max_group_size)(porta_backend_context_t context, void* kernel,
+                                          int32_t* out_max);
 } porta_backend_interface_t;
 
 /* The interface of an op plugin: implementations of porta_ops.h for one or more backends. An op
@@ -231,6 +237,12 @@ typedef struct porta_ops_interface_s {
   porta_status_t (*convert)(porta_backend_context_t context, porta_stream_t stream,
                             int64_t count, porta_dtype_t src_dtype, const void* src,
                             porta_dtype_t dst_dtype, void* dst);
+
+  /* ABI 1.2. Optional: whether the plugin serves this device of a backend it supports, asked
+   * once per device after supports_backend (a GPU architecture its code was not built for is
+   * PORTA_ERROR_UNSUPPORTED, with the architectures it was built for as message). */
+  porta_status_t (*supports_device)(porta_backend_context_t context,
+                                    const porta_device_properties_t* device);
 } porta_ops_interface_t;
 
 /* What the entry point fills in. */

@@ -24,7 +24,7 @@ porta_status_t bias_add(void*, porta_stream_t stream, int64_t batch, int64_t cha
     const int32_t per_column = spatial == 1;
     const int64_t rows = per_column ? batch : batch * channels;
     const int64_t length = per_column ? channels : spatial;
-    const RowLaunch shape = row_launch(stream, rows, length, 4, 256);
+    const RowLaunch shape = row_launch(stream, "bias_add", rows, length, 4, 256);
     launch(stream, "bias_add", shape.grid, shape.group, 0, rows, length, channels, per_column, x,
            bias, y);
   });

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -142,6 +143,48 @@ porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
   });
 }
 
+// Whether a code object of the kernel library fits the device: for HIP the device's own
+// architecture's file; for CUDA SASS of its major version at or below its minor, or the PTX of
+// the highest architecture, which the driver compiles for later GPUs. The answer names what was
+// built, so that a GPU without code (gfx942 where gfx90a and gfx1030 were built) is told at
+// initialisation, not at its first op.
+porta_status_t supports_device(porta_backend_context_t, const porta_device_properties_t* device) {
+  const std::string_view backend(device->backend);
+  const std::string architecture = device->architecture;
+  std::string built;
+  if (backend == "hip") {
+    const std::filesystem::path base = kernel_library_base();
+    const std::string prefix = base.filename().string() + ".hip-";
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator(base.parent_path(), error)) {
+      const std::string name = entry.path().filename().string();
+      if (name.compare(0, prefix.size(), prefix) != 0) continue;
+      const std::string arch = name.substr(prefix.size(), name.rfind(".hsaco") - prefix.size());
+      if (arch == architecture) return PORTA_SUCCESS;
+      built += (built.empty() ? "" : ", ") + arch;
+    }
+  } else if (backend == "cuda" && architecture.rfind("sm_", 0) == 0) {
+    const int cc = std::atoi(architecture.c_str() + 3);
+    int highest = 0;
+    std::string_view rest = PORTA_OPS_CUDA_ARCHITECTURES;
+    while (!rest.empty()) {
+      const size_t end = std::min(rest.find(','), rest.size());
+      const int arch = std::atoi(std::string(rest.substr(0, end)).c_str());
+      rest.remove_prefix(std::min(end + 1, rest.size()));
+      if (arch / 10 == cc / 10 && arch <= cc) return PORTA_SUCCESS;
+      highest = std::max(highest, arch);
+      built += (built.empty() ? "sm_" : ", sm_") + std::to_string(arch);
+    }
+    if (highest > 0 && cc >= highest) return PORTA_SUCCESS;
+    built += " (and PTX for compute_" + std::to_string(highest) + " and later)";
+  } else {
+    return PORTA_SUCCESS;
+  }
+  return plugin::report(PORTA_ERROR_UNSUPPORTED, "portable ops have no code object for " +
+                                                     architecture + "; they were built for " +
+                                                     (built.empty() ? "none" : built));
+}
+
 const porta_ops_interface_t kInterface = {
     .struct_size = sizeof(porta_ops_interface_t),
     .initialize = initialize,
@@ -163,6 +206,7 @@ const porta_ops_interface_t kInterface = {
     .sgd_update = sgd_update,
     .adam_update = adam_update,
     .convert = convert,
+    .supports_device = supports_device,
 };
 
 }  // namespace
@@ -190,24 +234,25 @@ bool runs_on_host(porta_stream_t stream) {
          architecture != "racecheck";
 }
 
-uint32_t max_group_items(porta_stream_t stream) {
+uint32_t max_group_items(porta_stream_t stream, const char* name) {
   constexpr int64_t kMaxItems = 1024;  // porta_ops::kMaxItems, the shared arrays' size
-  const int64_t limit = std::min<int64_t>(kMaxItems, properties_of(stream).max_work_group_size);
+  int32_t kernel_limit = 0;
+  porta::check(porta_kernel_max_group_size(kernel_for(stream, name).get(), &kernel_limit));
+  const int64_t limit = std::min<int64_t>(kMaxItems, kernel_limit);
   uint32_t items = 1;
   while (items * 2 <= limit) items *= 2;
   return items;
 }
 
-RowLaunch row_launch(porta_stream_t stream, int64_t rows, int64_t length, int64_t per_item,
-                     int64_t max_items) {
-  constexpr int64_t kMaxItems = 1024;  // porta_ops::kMaxItems
+RowLaunch row_launch(porta_stream_t stream, const char* name, int64_t rows, int64_t length,
+                     int64_t per_item, int64_t max_items) {
+  const int64_t group_limit = max_group_items(stream, name);
   int64_t items = 1, rows_per_group;
   if (runs_on_host(stream)) {
     const int64_t threads = std::max<int64_t>(1, properties_of(stream).compute_units);
-    rows_per_group = std::clamp<int64_t>(8192 / length, 1, kMaxItems);
+    rows_per_group = std::clamp<int64_t>(8192 / length, 1, group_limit);
     rows_per_group = std::min(rows_per_group, std::max<int64_t>(1, rows / (8 * threads)));
   } else {
-    const int64_t group_limit = max_group_items(stream);
     max_items = std::min(max_items, group_limit);
     while (items < max_items && items * per_item < length) items *= 2;
     rows_per_group = std::min({std::max<int64_t>(1, 256 / items), group_limit / items, rows});

@@ -55,22 +55,24 @@ inline dim3 wrapped_grid(int64_t groups) {
   return dim3(x, static_cast<uint32_t>((groups + x - 1) / x));
 }
 
-// The most work-items a group of the stream's device may have, as a power of two, at most
-// porta_ops::kMaxItems (1024): the size of the kernels' per-item arrays in shared memory.
-uint32_t max_group_items(porta_stream_t stream);
+// The most work-items a group of kernel `name` may have on the stream's device, as a power of
+// two, at most porta_ops::kMaxItems (1024): the size of the kernels' per-item arrays in shared
+// memory. The kernel's own limit (porta_kernel_max_group_size: its registers, its declared
+// PORTA_KERNEL_MAX_GROUP) may be below the device's.
+uint32_t max_group_items(porta_stream_t stream, const char* name);
 
-// The launch of a row kernel: `rows` rows of `length` elements, group x = work-items per row (a
-// power of two), group y = rows per group, the grid wrapped (see kernels/softmax.cpp). On the
+// The launch of row kernel `name`: `rows` rows of `length` elements, group x = work-items per row
+// (a power of two), group y = rows per group, the grid wrapped (see kernels/softmax.cpp). On the
 // CPU one item per row, whose vector lanes walk it, and rows of about 8K elements per group (a
 // pool thread's unit of work) while every thread still gets several groups. On a GPU about
 // `per_item` elements per item, at most max_items (and max_group_items()) items per row, and
-// short rows stacked up to 256 items per group.
+// short rows stacked up to 256 items per group. Never more than max_group_items() in all.
 struct RowLaunch {
   dim3 grid;
   dim3 group;
 };
-RowLaunch row_launch(porta_stream_t stream, int64_t rows, int64_t length, int64_t per_item = 8,
-                     int64_t max_items = 1024);
+RowLaunch row_launch(porta_stream_t stream, const char* name, int64_t rows, int64_t length,
+                     int64_t per_item = 8, int64_t max_items = 1024);
 
 // A device buffer an op may use between its own kernels, e.g. partial results on their way to a
 // deterministic reduction. Each stream has its own, so ops queued on different streams never

@@ -176,3 +176,40 @@ TEST_CASE("gpu plugin: PTX text is accepted and NUL-terminated") {
   CHECK(std::string(reinterpret_cast<const char*>(copy.data())) == ptx);
 }
 #endif
+
+#if defined(PORTA_GPU_HIP)
+// ROCm 6.2 and later compress offload bundles by default ("CCOB"); the runtime decompresses
+// them, so the plugin accepts them, checking the size the header declares.
+TEST_CASE("gpu plugin: compressed offload bundles are accepted, their size checked") {
+  auto bundle = [](uint16_t version, uint64_t declared, size_t size) {
+    std::vector<unsigned char> bytes(size, 0x5a);
+    std::memcpy(bytes.data(), "CCOB", 4);
+    const uint16_t method = 1;  // zlib
+    std::memcpy(bytes.data() + 4, &version, 2);
+    std::memcpy(bytes.data() + 6, &method, 2);
+    if (version == 2) {
+      const uint32_t total = static_cast<uint32_t>(declared);
+      std::memcpy(bytes.data() + 8, &total, 4);
+    } else if (version == 3) {
+      std::memcpy(bytes.data() + 8, &declared, 8);
+    }
+    return bytes;
+  };
+  auto status = [](const std::vector<unsigned char>& bytes) -> porta_status_t {
+    try {
+      porta::gpu::checked_image(bytes.data(), bytes.size());
+    } catch (const porta::plugin::Failure& failure) {
+      INFO(failure.what());
+      return failure.status();
+    }
+    return PORTA_SUCCESS;
+  };
+  CHECK(status(bundle(1, 0, 100)) == PORTA_SUCCESS);
+  CHECK(status(bundle(2, 100, 100)) == PORTA_SUCCESS);
+  CHECK(status(bundle(3, 100, 100)) == PORTA_SUCCESS);
+  CHECK(status(bundle(2, 101, 100)) == PORTA_ERROR_INVALID_ARGUMENT);  // truncated
+  CHECK(status(bundle(3, 4096, 100)) == PORTA_ERROR_INVALID_ARGUMENT);
+  CHECK(status(bundle(3, 100, 20)) == PORTA_ERROR_INVALID_ARGUMENT);  // header cut short
+  CHECK(status(bundle(9, 100, 100)) == PORTA_ERROR_INCOMPATIBLE_VERSION);
+}
+#endif

@@ -81,6 +81,9 @@ struct Peak {
   double fma_ms = 0.0, copy_ms = 0.0;
   uint64_t copy_bytes = 0;  // per buffer
   std::string error;
+  // The device has matrix units (tensor or matrix cores) for 16-bit inputs, whose peak the fp32
+  // FMA probe does not measure: f16 and bf16 rows then get no "% of peak".
+  bool matrix_units = false;
 };
 // Runs both probes on `device` (bench kernels from `kernel_library`, a porta_module_load base
 // name). Never throws: a failure leaves the rate 0 and says why in error.

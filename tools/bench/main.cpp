@@ -215,6 +215,8 @@ int run(const Options& o, const std::vector<Problem>& todo) {
         if (!header.peaks.count(backend)) {
           note("measuring the peaks of " + backend + " (" + props.name + ")");
           header.peaks[backend] = measure_peak(device, library);
+          header.peaks[backend].matrix_units =
+              (props.capabilities & PORTA_CAPABILITY_MATRIX_CORES) != 0;
           const Peak& p = header.peaks[backend];
           if (!p.error.empty())
             note("peak probe on " + backend + " failed: " + p.error);

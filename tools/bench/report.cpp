@@ -137,7 +137,10 @@ void compare(std::vector<Record>& records, const std::map<std::string, Peak>& pe
   for (Record& r : records) {
     if (r.status != "ok") continue;
     if (auto p = peaks.find(r.backend); p != peaks.end()) {
-      if (r.gflops && p->second.fma_gflops > 0)
+      // 16-bit inputs are widened to fp32 where there are no matrix units, so the fp32 peak
+      // is theirs too; on matrix units it is not, and no percentage is better than a wrong one.
+      const bool fp32_math = r.dtype == PORTA_DTYPE_F32 || !p->second.matrix_units;
+      if (r.gflops && p->second.fma_gflops > 0 && fp32_math)
         r.pct_peak = 100.0 * *r.gflops / p->second.fma_gflops;
       if (r.gbps && p->second.copy_gbps > 0) r.pct_peak = 100.0 * *r.gbps / p->second.copy_gbps;
     }

@@ -17,6 +17,8 @@ PORTA_DEB_PACKAGES=(
   # lld, the ROCm device libraries, libamdhip64-dev's headers); it has no Recommends. No AMD GPU
   # or driver is needed to build: the plugin opens libamdhip64 at run time.
   hipcc libamdhip64-dev
+  # llvm-readelf reads the AMD code objects' metadata for the resource checks (tests/gpu/).
+  llvm-15
   python3 python3-matplotlib
   # SPIR-V kernel libraries (clang 15, an LLVM 15 pass plugin, the SPIR-V translator and tools),
   # the OpenCL backend's CI device (PoCL on the CPU) and Intel's offline compiler for the Intel

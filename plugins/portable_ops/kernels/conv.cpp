@@ -22,7 +22,8 @@ using porta_ops::conv::run;
 // its _f32_reduce kernel (same arguments) when the plan splits the depth. The reduction reads
 // only the partials and the output, so the f32 one serves every dtype.
 
-PORTA_KERNEL(conv2d_forward_f32, ConvArgs g, const float* x, const float* w, float* y) {
+PORTA_KERNEL_MAX_GROUP(conv2d_forward_f32, porta_ops::kEngineItems, ConvArgs g, const float* x,
+                       const float* w, float* y) {
   run(forward(g, x, w, y), g);
 }
 
@@ -31,7 +32,8 @@ PORTA_KERNEL(conv2d_forward_f32_reduce, ConvArgs g, const float* x, const float*
   porta_ops::reduce_partials(p.c, p.shape, g.tiles);
 }
 
-PORTA_KERNEL(conv2d_backward_data_f32, ConvArgs g, const float* dy, const float* w, float* dx) {
+PORTA_KERNEL_MAX_GROUP(conv2d_backward_data_f32, porta_ops::kEngineItems, ConvArgs g,
+                       const float* dy, const float* w, float* dx) {
   run(backward_data(g, dy, w, dx), g);
 }
 
@@ -41,7 +43,8 @@ PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const
   porta_ops::reduce_partials(p.c, p.shape, g.tiles);
 }
 
-PORTA_KERNEL(conv2d_backward_weights_f32, ConvArgs g, const float* x, const float* dy, float* dw) {
+PORTA_KERNEL_MAX_GROUP(conv2d_backward_weights_f32, porta_ops::kEngineItems, ConvArgs g,
+                       const float* x, const float* dy, float* dw) {
   run(backward_weights(g, x, dy, dw), g);
 }
 

@@ -9,32 +9,32 @@ using porta_ops::conv::backward_weights;
 using porta_ops::conv::forward;
 using porta_ops::conv::run;
 
-PORTA_KERNEL(conv2d_forward_f16, ConvArgs g, const porta_ops::f16* x, const porta_ops::f16* w,
-             float* y) {
+PORTA_KERNEL_MAX_GROUP(conv2d_forward_f16, porta_ops::kEngineItems, ConvArgs g,
+                       const porta_ops::f16* x, const porta_ops::f16* w, float* y) {
   run(forward(g, x, w, y), g);
 }
 
-PORTA_KERNEL(conv2d_forward_bf16, ConvArgs g, const porta_ops::bf16* x, const porta_ops::bf16* w,
-             float* y) {
+PORTA_KERNEL_MAX_GROUP(conv2d_forward_bf16, porta_ops::kEngineItems, ConvArgs g,
+                       const porta_ops::bf16* x, const porta_ops::bf16* w, float* y) {
   run(forward(g, x, w, y), g);
 }
 
-PORTA_KERNEL(conv2d_backward_data_f16, ConvArgs g, const porta_ops::f16* dy,
-             const porta_ops::f16* w, float* dx) {
+PORTA_KERNEL_MAX_GROUP(conv2d_backward_data_f16, porta_ops::kEngineItems, ConvArgs g,
+                       const porta_ops::f16* dy, const porta_ops::f16* w, float* dx) {
   run(backward_data(g, dy, w, dx), g);
 }
 
-PORTA_KERNEL(conv2d_backward_data_bf16, ConvArgs g, const porta_ops::bf16* dy,
-             const porta_ops::bf16* w, float* dx) {
+PORTA_KERNEL_MAX_GROUP(conv2d_backward_data_bf16, porta_ops::kEngineItems, ConvArgs g,
+                       const porta_ops::bf16* dy, const porta_ops::bf16* w, float* dx) {
   run(backward_data(g, dy, w, dx), g);
 }
 
-PORTA_KERNEL(conv2d_backward_weights_f16, ConvArgs g, const porta_ops::f16* x,
-             const porta_ops::f16* dy, float* dw) {
+PORTA_KERNEL_MAX_GROUP(conv2d_backward_weights_f16, porta_ops::kEngineItems, ConvArgs g,
+                       const porta_ops::f16* x, const porta_ops::f16* dy, float* dw) {
   run(backward_weights(g, x, dy, dw), g);
 }
 
-PORTA_KERNEL(conv2d_backward_weights_bf16, ConvArgs g, const porta_ops::bf16* x,
-             const porta_ops::bf16* dy, float* dw) {
+PORTA_KERNEL_MAX_GROUP(conv2d_backward_weights_bf16, porta_ops::kEngineItems, ConvArgs g,
+                       const porta_ops::bf16* x, const porta_ops::bf16* dy, float* dw) {
   run(backward_weights(g, x, dy, dw), g);
 }

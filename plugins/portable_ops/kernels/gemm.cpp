@@ -42,9 +42,13 @@ PORTA_DEVICE void gemm(const GemmArgs& args) {
 
 // C = alpha * op(A) op(B) + beta * C for each batch entry; launched as plan_gemm
 // (gemm_params.h) says.
-PORTA_KERNEL(gemm_f32, GemmArgs args) { gemm<float>(args); }
-PORTA_KERNEL(gemm_f16, GemmArgs args) { gemm<porta_ops::f16>(args); }
-PORTA_KERNEL(gemm_bf16, GemmArgs args) { gemm<porta_ops::bf16>(args); }
+PORTA_KERNEL_MAX_GROUP(gemm_f32, porta_ops::kEngineItems, GemmArgs args) { gemm<float>(args); }
+PORTA_KERNEL_MAX_GROUP(gemm_f16, porta_ops::kEngineItems, GemmArgs args) {
+  gemm<porta_ops::f16>(args);
+}
+PORTA_KERNEL_MAX_GROUP(gemm_bf16, porta_ops::kEngineItems, GemmArgs args) {
+  gemm<porta_ops::bf16>(args);
+}
 
 // With split-K (args.tiles.splits > 1), after any of them: sums the partials into C. It reads
 // only C and the partials, so one kernel serves every dtype.

@@ -24,6 +24,9 @@ inline constexpr int32_t kTiledM = 64;
 inline constexpr int32_t kTiledN = 64;
 inline constexpr int32_t kTiledK = 16;
 inline constexpr int32_t kTiledItems = 16;
+// The most work-items an engine kernel is launched with (the tiled path's group), which they
+// declare (PORTA_KERNEL_MAX_GROUP) so that GPU compilers budget registers for no more.
+inline constexpr int32_t kEngineItems = kTiledItems * kTiledItems;
 inline constexpr int32_t kTiledPerItem = kTiledM / kTiledItems;
 
 // Multiples the host keeps the CPU path's sizes to, so that every ISA build's micro-tile

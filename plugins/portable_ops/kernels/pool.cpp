@@ -125,11 +125,17 @@ PORTA_DEVICE void window_maxima(int64_t planes, const Axis& ah, const Axis& aw, 
   });
 }
 
+// The largest group pool.cpp launches these kernels with (row_launch's max_items), declared so
+// that GPU compilers budget their registers for no more: max_pool2d_backward needs 74 registers
+// on sm_80, too many for a group of 1024.
+constexpr uint32_t kPoolItems = 256;
+
 }  // namespace
 
-PORTA_KERNEL(max_pool2d_forward, int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
-             int64_t out_w, int64_t window_h, int64_t window_w, int64_t stride_h, int64_t stride_w,
-             int64_t pad_h, int64_t pad_w, const float* x, float* y) {
+PORTA_KERNEL_MAX_GROUP(max_pool2d_forward, kPoolItems, int64_t planes, int64_t in_h, int64_t in_w,
+                       int64_t out_h, int64_t out_w, int64_t window_h, int64_t window_w,
+                       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                       const float* x, float* y) {
   window_maxima<int64_t>(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
                          Axis{in_w, out_w, window_w, stride_w, pad_w}, x,
                          [&](int64_t i, const Max<int64_t>& m) { y[i] = m.value; });
@@ -137,9 +143,10 @@ PORTA_KERNEL(max_pool2d_forward, int64_t planes, int64_t in_h, int64_t in_w, int
 
 // argmax[plane][p][q] = the index h * in_w + w of output (p, q)'s window maximum in its plane
 // (planes of fewer than 2^31 elements).
-PORTA_KERNEL(max_pool2d_argmax, int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
-             int64_t out_w, int64_t window_h, int64_t window_w, int64_t stride_h, int64_t stride_w,
-             int64_t pad_h, int64_t pad_w, const float* x, int32_t* argmax) {
+PORTA_KERNEL_MAX_GROUP(max_pool2d_argmax, kPoolItems, int64_t planes, int64_t in_h, int64_t in_w,
+                       int64_t out_h, int64_t out_w, int64_t window_h, int64_t window_w,
+                       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                       const float* x, int32_t* argmax) {
   window_maxima<int32_t>(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
                          Axis{in_w, out_w, window_w, stride_w, pad_w}, x,
                          [&](int64_t i, const Max<int32_t>& m) { argmax[i] = m.at; });
@@ -189,9 +196,10 @@ PORTA_DEVICE void gather_row(const Axis& ah, const Axis& aw, int64_t h, uint32_t
 // per row (the CPU) the item runs through the outputs whose windows cover its row and adds each
 // dy to the element its window chose, in the same order, with no division; with several, each
 // item finds the outputs that cover each of its elements.
-PORTA_KERNEL(max_pool2d_backward_gather, int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
-             int64_t out_w, int64_t window_h, int64_t window_w, int64_t stride_h, int64_t stride_w,
-             int64_t pad_h, int64_t pad_w, const int32_t* argmax, const float* dy, float* dx) {
+PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_gather, kPoolItems, int64_t planes, int64_t in_h,
+                       int64_t in_w, int64_t out_h, int64_t out_w, int64_t window_h,
+                       int64_t window_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                       int64_t pad_w, const int32_t* argmax, const float* dy, float* dx) {
   const Axis ah{in_h, out_h, window_h, stride_h, pad_h};
   const Axis aw{in_w, out_w, window_w, stride_w, pad_w};
   dx_rows(planes, ah, aw, dx,
@@ -217,9 +225,10 @@ PORTA_KERNEL(max_pool2d_backward_gather, int64_t planes, int64_t in_h, int64_t i
 
 // As max_pool2d_backward_gather, finding each window's maximum again instead of reading it: no
 // scratch, for planes too large for int32 indices.
-PORTA_KERNEL(max_pool2d_backward, int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
-             int64_t out_w, int64_t window_h, int64_t window_w, int64_t stride_h, int64_t stride_w,
-             int64_t pad_h, int64_t pad_w, const float* x, const float* dy, float* dx) {
+PORTA_KERNEL_MAX_GROUP(max_pool2d_backward, kPoolItems, int64_t planes, int64_t in_h, int64_t in_w,
+                       int64_t out_h, int64_t out_w, int64_t window_h, int64_t window_w,
+                       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                       const float* x, const float* dy, float* dx) {
   const Axis ah{in_h, out_h, window_h, stride_h, pad_h};
   const Axis aw{in_w, out_w, window_w, stride_w, pad_w};
   dx_rows(planes, ah, aw, dx,

@@ -105,7 +105,8 @@ const porta_ops_interface_t kInterface = {
     .max_pool2d_backward = nullptr,
     .sgd_update = nullptr,  // no library op: portable
     .adam_update = nullptr,
-    .convert = nullptr,  // dtype conversion: portable
+    .convert = nullptr,          // dtype conversion: portable
+    .supports_device = nullptr,  // every device of its backend
 };
 
 std::string version_text() {

@@ -16,6 +16,7 @@
 #include <porta/porta_ops.h>
 #include <porta/porta_plugin.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <exception>
@@ -28,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "conv_algorithms.h"
 #include "op_guard.h"
 
 namespace porta::vendor_cuda {
@@ -66,6 +68,7 @@ struct Driver {
   void* library = nullptr;
   CUresult (*ctx_get_current)(CUcontext*) = nullptr;
   CUresult (*ctx_set_current)(CUcontext) = nullptr;
+  CUresult (*get_version)(int*) = nullptr;
 };
 Driver driver;
 
@@ -115,30 +118,34 @@ bool stream_is_live(porta_stream_t stream) {
   return porta_stream_device(stream, &device) == PORTA_SUCCESS;
 }
 
-// Frees what a state holds. Porta has already waited for the stream's work when the stream was
-// destroyed.
+// Destroys a state's library handles. Each is first bound to the default stream: the stream it
+// was bound to may already be destroyed (a dead stream's state is reaped later), and destroying
+// a handle synchronises with its stream.
 void release(StreamState& state) {
   CurrentContext current(state.context);
-  if (state.blas) cublasDestroy(state.blas);
-  if (state.dnn) cudnnDestroy(state.dnn);
+  if (state.blas) {
+    cublasSetStream(state.blas, nullptr);
+    cublasDestroy(state.blas);
+  }
+  if (state.dnn) {
+    cudnnSetStream(state.dnn, nullptr);
+    cudnnDestroy(state.dnn);
+  }
   state.blas = nullptr;
   state.dnn = nullptr;
 }
 
-// The state of a stream, created on first use. Streams destroyed since are reaped here: their
-// handles destroyed, their workspace freed.
-StreamState& state_of(porta_stream_t stream) {
-  std::lock_guard lock(states_mutex);
-  if (auto it = states.find(stream); it != states.end()) return *it->second;
-  for (auto it = states.begin(); it != states.end();) {
-    if (stream_is_live(it->first)) {
-      ++it;
-      continue;
-    }
-    release(*it->second);
-    if (it->second->workspace) porta_memory_free(it->second->workspace);
-    it = states.erase(it);
+// Releases the states of streams destroyed since, workspaces included. Called without
+// states_mutex: these are Porta calls (porta_memory_free waits for the device).
+void reap(std::vector<std::unique_ptr<StreamState>> dead) {
+  for (auto& state : dead) {
+    release(*state);
+    if (state->workspace) porta_memory_free(state->workspace);
   }
+}
+
+// A new state for stream: its device, context, native stream and library handles.
+std::unique_ptr<StreamState> make_state(porta_stream_t stream) {
   auto state = std::make_unique<StreamState>();
   porta::check(porta_stream_device(stream, &state->device));
   void* native = nullptr;
@@ -158,7 +165,46 @@ StreamState& state_of(porta_stream_t stream) {
     release(*state);
     throw;
   }
-  return *states.emplace(stream, std::move(state)).first->second;
+  return state;
+}
+
+// The state of a stream, created on first use. states_mutex guards the map only and is never
+// held across a Porta call: the states of streams destroyed since are taken out under it and
+// released after, and a new state is made outside it (another thread's wins a race).
+StreamState& state_of(porta_stream_t stream) {
+  std::vector<std::unique_ptr<StreamState>> dead;
+  {
+    std::lock_guard lock(states_mutex);
+    if (auto it = states.find(stream); it != states.end()) return *it->second;
+  }
+  {
+    std::vector<porta_stream_t> known;
+    {
+      std::lock_guard lock(states_mutex);
+      for (const auto& [handle, state] : states) known.push_back(handle);
+    }
+    std::vector<porta_stream_t> gone;
+    for (porta_stream_t handle : known) {
+      if (!stream_is_live(handle)) gone.push_back(handle);
+    }
+    std::lock_guard lock(states_mutex);
+    for (porta_stream_t handle : gone) {
+      if (auto it = states.find(handle); it != states.end()) {
+        dead.push_back(std::move(it->second));
+        states.erase(it);
+      }
+    }
+  }
+  reap(std::move(dead));
+  std::unique_ptr<StreamState> made = make_state(stream);
+  std::unique_lock lock(states_mutex);
+  auto [it, inserted] = states.try_emplace(stream, std::move(made));  // moves only if inserted
+  if (!inserted) {
+    lock.unlock();
+    release(*made);  // another thread made this stream's state first
+    lock.lock();
+  }
+  return *it->second;
 }
 
 // At least bytes of the stream's workspace (state.mutex held). Growing frees the old buffer after
@@ -236,29 +282,18 @@ struct ConvPlan {
 std::mutex plans_mutex;
 std::map<std::vector<int64_t>, std::shared_ptr<ConvPlan>> plans;
 
-// The first algorithm the heuristics rank that works, is deterministic and uses no TF32 (fp32
-// results must be exact-product fp32), else the first that works and uses no TF32.
+// The heuristics' best algorithm among those that meet the op tests' fp32 bound
+// (conv_algorithms.h); it runs in CUDNN_FMA_MATH, never in the default math, which allows TF32.
 template <class Perf>
 void choose(ConvPlan& plan, const Perf* perf, int count, const char* pass) {
-  const Perf* chosen = nullptr;
-  for (int deterministic_only = 1; deterministic_only >= 0 && !chosen; --deterministic_only) {
-    for (int i = 0; i < count && !chosen; ++i) {
-      const Perf& p = perf[i];
-      if (p.status != CUDNN_STATUS_SUCCESS) continue;
-      if (p.mathType == CUDNN_TENSOR_OP_MATH ||
-          p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) {
-        continue;
-      }
-      if (deterministic_only && p.determinism != CUDNN_DETERMINISTIC) continue;
-      chosen = &p;
-    }
-  }
+  const Perf* chosen = choose_exact(perf, count);
   if (!chosen) {
     throw Failure(PORTA_ERROR_UNSUPPORTED,
-                  std::string("cuDNN offers no fp32 algorithm for this ") + pass);
+                  std::string("cuDNN offers no exact-product fp32 algorithm for this ") + pass +
+                      " (FFT, Winograd and tensor-op math are not used)");
   }
   plan.algo = static_cast<int>(chosen->algo);
-  plan.math = chosen->mathType;
+  plan.math = CUDNN_FMA_MATH;
 }
 
 std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t& d, Pass pass) {
@@ -465,7 +500,14 @@ porta_status_t softmax_backward(void*, porta_stream_t stream, porta_softmax_mode
 
 // ---- the plugin ---------------------------------------------------------------------------------
 
-// Without the driver there are no CUDA devices, and nothing for this plugin to do.
+// "13.0" from the CUDA version encoding (13000).
+std::string cuda_version_text(size_t version) {
+  return std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
+}
+
+// Without the driver there are no CUDA devices, and nothing for this plugin to do. A driver older
+// than the CUDA major version cuBLAS and cuDNN were built for cannot run them (cublasCreate would
+// fail without saying why): that is said here, naming both versions.
 porta_status_t initialize(porta_backend_context_t* out_context) {
   *out_context = nullptr;
   if (!driver.library) {
@@ -479,12 +521,24 @@ porta_status_t initialize(porta_backend_context_t* out_context) {
     }
     auto get = reinterpret_cast<CUresult (*)(CUcontext*)>(dlsym(library, "cuCtxGetCurrent"));
     auto set = reinterpret_cast<CUresult (*)(CUcontext)>(dlsym(library, "cuCtxSetCurrent"));
-    if (!get || !set) {
-      dlclose(library);
+    auto version = reinterpret_cast<CUresult (*)(int*)>(dlsym(library, "cuDriverGetVersion"));
+    if (!get || !set || !version) {
       return report(PORTA_ERROR_UNAVAILABLE,
-                    "vendor_cuda: libcuda.so.1 lacks cuCtxGetCurrent or cuCtxSetCurrent");
+                    "vendor_cuda: libcuda.so.1 lacks cuCtxGetCurrent, "
+                    "cuCtxSetCurrent or cuDriverGetVersion");
     }
-    driver = Driver{library, get, set};
+    // Never dlclosed, like the backend's: drivers keep threads and exit handlers in it.
+    driver = Driver{library, get, set, version};
+  }
+  int driver_version = 0;
+  if (driver.get_version(&driver_version) != CUDA_SUCCESS) driver_version = 0;
+  const size_t needed = std::max(cublasGetCudartVersion(), cudnnGetCudartVersion());
+  if (static_cast<size_t>(driver_version) / 1000 < needed / 1000) {
+    return report(PORTA_ERROR_INCOMPATIBLE_VERSION,
+                  "vendor_cuda: cuBLAS and cuDNN were built for CUDA " + cuda_version_text(needed) +
+                      ", which needs a driver for CUDA " + cuda_version_text(needed / 1000 * 1000) +
+                      " or later; the driver supports CUDA " + cuda_version_text(driver_version) +
+                      " (" + std::to_string(driver_version) + ")");
   }
   return PORTA_SUCCESS;
 }
@@ -507,8 +561,7 @@ void shutdown(porta_backend_context_t) {
     std::lock_guard lock(plans_mutex);
     plans.clear();
   }
-  if (driver.library) dlclose(driver.library);
-  driver = Driver{};
+  // The driver stays open (see initialize); the next initialize finds it again.
 }
 
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
@@ -539,7 +592,8 @@ const porta_ops_interface_t kInterface = {
     .max_pool2d_backward = nullptr,
     .sgd_update = nullptr,
     .adam_update = nullptr,
-    .convert = nullptr,  // dtype conversion: portable
+    .convert = nullptr,          // dtype conversion: portable
+    .supports_device = nullptr,  // every device of its backend
 };
 
 // "vendor_cuda 0.1.0 (cuBLAS 13.0.2, cuDNN 9.19.0)": the libraries loaded, not the headers.

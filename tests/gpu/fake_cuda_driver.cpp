@@ -1,0 +1,380 @@
+// A stand-in for the CUDA driver (built as libcuda.so.1 for tests only), so that the real CUDA
+// plugin's driver logic runs without a GPU: version gating, lazy primary contexts, restoring the
+// caller's context, and the mapping of sticky errors. "Device memory" is host memory and kernels
+// do nothing. PORTA_FAKE_CUDA configures it at each cuInit, as comma-separated key=value pairs:
+//   version=N      what cuDriverGetVersion answers (default 13000)
+//   devices=N      how many devices (default 2)
+//   refuse=I       cuDevicePrimaryCtxRetain fails for device I (CUDA_ERROR_DEVICE_UNAVAILABLE)
+//   prohibited=I   device I reports the prohibited compute mode, and refuses as above
+//   fail=F:C       the call F (e.g. cuLaunchKernel, cuModuleLoadData) fails with code C; a
+//                  sticky code (cuda.h: "any further CUDA work will return the same error") is
+//                  then returned by every later call, as the real driver does
+//   cc=N           the compute capability of every device (default 90)
+//   max_threads=N  what cuFuncGetAttribute answers for CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK
+// porta_fake_cuda_retained(I) tells the tests how often device I's primary context is retained.
+#include <cuda.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+
+struct CUctx_st {
+  int device;
+};
+struct CUstream_st {
+  int unused;
+};
+struct CUevent_st {
+  int unused;
+};
+struct CUmod_st {
+  int unused;
+};
+struct CUfunc_st {
+  int unused;
+};
+
+namespace {
+
+struct Config {
+  int version = 13000;
+  int devices = 2;
+  int refuse = -1;
+  int prohibited = -1;
+  std::string fail_call;
+  CUresult fail_code = CUDA_SUCCESS;
+  int max_threads = 1024;
+  int cc = 90;
+};
+
+std::mutex mutex;
+Config config;
+CUresult sticky = CUDA_SUCCESS;
+CUctx_st contexts[8];
+std::atomic<int> retained[8];
+thread_local CUcontext current = nullptr;
+CUfunc_st function;
+
+bool is_sticky(CUresult code) {
+  switch (code) {
+    case CUDA_ERROR_ILLEGAL_ADDRESS:
+    case CUDA_ERROR_LAUNCH_FAILED:
+    case CUDA_ERROR_ECC_UNCORRECTABLE:
+    case CUDA_ERROR_CONTAINED:
+    case CUDA_ERROR_NVLINK_UNCORRECTABLE:
+    case CUDA_ERROR_TENSOR_MEMORY_LEAK:
+    case CUDA_ERROR_EXTERNAL_DEVICE:
+    case CUDA_ERROR_ILLEGAL_INSTRUCTION:
+    case CUDA_ERROR_MISALIGNED_ADDRESS:
+    case CUDA_ERROR_HARDWARE_STACK_ERROR:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void read_config() {
+  Config c;
+  const char* text = std::getenv("PORTA_FAKE_CUDA");
+  std::string rest = text ? text : "";
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string item = rest.substr(0, comma);
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    if (key == "version") c.version = std::atoi(value.c_str());
+    if (key == "devices") c.devices = std::atoi(value.c_str());
+    if (key == "refuse") c.refuse = std::atoi(value.c_str());
+    if (key == "prohibited") c.prohibited = std::atoi(value.c_str());
+    if (key == "max_threads") c.max_threads = std::atoi(value.c_str());
+    if (key == "cc") c.cc = std::atoi(value.c_str());
+    if (key == "fail") {
+      const size_t colon = value.find(':');
+      c.fail_call = value.substr(0, colon);
+      c.fail_code = static_cast<CUresult>(std::atoi(value.substr(colon + 1).c_str()));
+    }
+  }
+  std::lock_guard lock(mutex);
+  config = c;
+  sticky = CUDA_SUCCESS;
+  for (int i = 0; i < 8; ++i) contexts[i].device = i;
+}
+
+// What a call returns before doing anything: a sticky error, or the failure configured for it.
+CUresult entry(const char* call) {
+  std::lock_guard lock(mutex);
+  if (sticky != CUDA_SUCCESS) return sticky;
+  if (config.fail_call == call) {
+    if (is_sticky(config.fail_code)) sticky = config.fail_code;
+    return config.fail_code;
+  }
+  return CUDA_SUCCESS;
+}
+
+#define ENTER(call) \
+  if (CUresult early = entry(call); early != CUDA_SUCCESS) return early
+
+bool valid_device(CUdevice dev) { return dev >= 0 && dev < config.devices && dev < 8; }
+
+}  // namespace
+
+extern "C" {
+
+int porta_fake_cuda_retained(int device) { return retained[device].load(); }
+
+CUresult cuInit(unsigned int) {
+  read_config();
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDriverGetVersion(int* version) {
+  *version = config.version;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuGetErrorName(CUresult error, const char** out) {
+  static const std::map<int, const char*> names = {
+      {CUDA_ERROR_LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED"},
+      {CUDA_ERROR_CONTAINED, "CUDA_ERROR_CONTAINED"},
+      {CUDA_ERROR_DEVICE_UNAVAILABLE, "CUDA_ERROR_DEVICE_UNAVAILABLE"},
+      {CUDA_ERROR_UNKNOWN, "CUDA_ERROR_UNKNOWN"}};
+  auto it = names.find(error);
+  if (it == names.end()) return CUDA_ERROR_INVALID_VALUE;
+  *out = it->second;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuGetErrorString(CUresult, const char** out) {
+  *out = "fake driver error";
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGetCount(int* count) {
+  *count = config.devices;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGet(CUdevice* device, int ordinal) {
+  if (!valid_device(ordinal)) return CUDA_ERROR_INVALID_DEVICE;
+  *device = ordinal;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGetName(char* name, int len, CUdevice dev) {
+  std::snprintf(name, len, "Fake GPU %d", dev);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceTotalMem(size_t* bytes, CUdevice) {
+  *bytes = size_t(1) << 30;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGetAttribute(int* value, CUdevice_attribute attribute, CUdevice dev) {
+  switch (attribute) {
+    case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK:
+    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X:
+    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y:
+      *value = 1024;
+      break;
+    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z:
+      *value = 64;
+      break;
+    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X:
+      *value = 2147483647;
+      break;
+    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y:
+    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z:
+      *value = 65535;
+      break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN:
+      *value = 232448;
+      break;
+    case CU_DEVICE_ATTRIBUTE_WARP_SIZE:
+      *value = 32;
+      break;
+    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT:
+      *value = 132;
+      break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR:
+      *value = config.cc / 10;
+      break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR:
+      *value = config.cc % 10;
+      break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_MODE:
+      *value = dev == config.prohibited ? CU_COMPUTEMODE_PROHIBITED : CU_COMPUTEMODE_DEFAULT;
+      break;
+    case CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING:
+    case CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT:
+      *value = 1;
+      break;
+    default:
+      *value = 0;
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDevicePrimaryCtxRetain(CUcontext* context, CUdevice dev) {
+  ENTER("cuDevicePrimaryCtxRetain");
+  if (!valid_device(dev)) return CUDA_ERROR_INVALID_DEVICE;
+  if (dev == config.refuse) return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  if (dev == config.prohibited) return CUDA_ERROR_UNKNOWN;
+  ++retained[dev];
+  *context = &contexts[dev];
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDevicePrimaryCtxRelease(CUdevice dev) {
+  if (!valid_device(dev) || retained[dev] == 0) return CUDA_ERROR_INVALID_CONTEXT;
+  --retained[dev];
+  return CUDA_SUCCESS;
+}
+
+CUresult cuCtxGetCurrent(CUcontext* context) {
+  *context = current;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuCtxSetCurrent(CUcontext context) {
+  current = context;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuCtxSynchronize() {
+  ENTER("cuCtxSynchronize");
+  return current ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+}
+
+CUresult cuMemGetInfo(size_t* free, size_t* total) {
+  ENTER("cuMemGetInfo");
+  *free = *total = size_t(1) << 30;
+  return CUDA_SUCCESS;
+}
+
+// Allocations need a current context, as the real driver's do: a call made without one shows
+// that the plugin did not make its device current.
+CUresult cuMemAlloc(CUdeviceptr* ptr, size_t size) {
+  ENTER("cuMemAlloc");
+  if (!current) return CUDA_ERROR_INVALID_CONTEXT;
+  void* p = std::aligned_alloc(256, (size + 255) / 256 * 256);
+  if (!p) return CUDA_ERROR_OUT_OF_MEMORY;
+  *ptr = reinterpret_cast<CUdeviceptr>(p);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemFree(CUdeviceptr ptr) {
+  ENTER("cuMemFree");
+  std::free(reinterpret_cast<void*>(ptr));
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemHostAlloc(void** ptr, size_t size, unsigned int) {
+  ENTER("cuMemHostAlloc");
+  *ptr = std::malloc(size);
+  return *ptr ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+CUresult cuMemFreeHost(void* ptr) {
+  ENTER("cuMemFreeHost");
+  std::free(ptr);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuStreamCreate(CUstream* stream, unsigned int) {
+  ENTER("cuStreamCreate");
+  if (!current) return CUDA_ERROR_INVALID_CONTEXT;
+  *stream = new CUstream_st{};
+  return CUDA_SUCCESS;
+}
+
+CUresult cuStreamDestroy(CUstream stream) {
+  delete stream;  // the real driver releases a stream even after a sticky error
+  return entry("cuStreamDestroy");
+}
+
+CUresult cuStreamSynchronize(CUstream) { return entry("cuStreamSynchronize"); }
+CUresult cuStreamQuery(CUstream) { return entry("cuStreamQuery"); }
+CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned int) { return entry("cuStreamWaitEvent"); }
+
+CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t size, CUstream) {
+  ENTER("cuMemcpyAsync");
+  std::memcpy(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), size);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t size, CUstream) {
+  ENTER("cuMemsetD8Async");
+  std::memset(reinterpret_cast<void*>(dst), value, size);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuEventCreate(CUevent* event, unsigned int) {
+  ENTER("cuEventCreate");
+  *event = new CUevent_st{};
+  return CUDA_SUCCESS;
+}
+
+CUresult cuEventDestroy(CUevent event) {
+  delete event;
+  return entry("cuEventDestroy");
+}
+
+CUresult cuEventRecord(CUevent, CUstream) { return entry("cuEventRecord"); }
+CUresult cuEventQuery(CUevent) { return entry("cuEventQuery"); }
+CUresult cuEventSynchronize(CUevent) { return entry("cuEventSynchronize"); }
+
+CUresult cuEventElapsedTime(float* ms, CUevent, CUevent) {
+  ENTER("cuEventElapsedTime");
+  *ms = 1.0f;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuModuleLoadData(CUmodule* module, const void*) {
+  ENTER("cuModuleLoadData");
+  if (!current) return CUDA_ERROR_INVALID_CONTEXT;
+  *module = new CUmod_st{};
+  return CUDA_SUCCESS;
+}
+
+CUresult cuModuleUnload(CUmodule module) {
+  delete module;
+  return entry("cuModuleUnload");
+}
+
+CUresult cuModuleGetFunction(CUfunction* out, CUmodule, const char*) {
+  ENTER("cuModuleGetFunction");
+  *out = &function;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuFuncGetAttribute(int* value, CUfunction_attribute attribute, CUfunction) {
+  ENTER("cuFuncGetAttribute");
+  *value = attribute == CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK ? config.max_threads : 0;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuFuncSetAttribute(CUfunction, CUfunction_attribute, int) {
+  return entry("cuFuncSetAttribute");
+}
+
+CUresult cuLaunchKernel(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int,
+                        unsigned int, unsigned int, unsigned int, CUstream, void**, void**) {
+  ENTER("cuLaunchKernel");
+  return current ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+}
+
+// Runs fn at once, as if the stream were idle; after a sticky error it is never run.
+CUresult cuLaunchHostFunc(CUstream, CUhostFn fn, void* user_data) {
+  ENTER("cuLaunchHostFunc");
+  fn(user_data);
+  return CUDA_SUCCESS;
+}
+
+}  // extern "C"

@@ -1,0 +1,297 @@
+// A stand-in for the HIP runtime (built as libamdhip64.so.N for tests only), so that the real HIP
+// plugin's driver logic runs without a GPU: which library it opens, which properties symbol it
+// trusts, and that a module's image stays alive while the module is loaded. "Device memory" is
+// host memory and kernels do nothing. PORTA_FAKE_HIP configures it at each hipInit:
+//   runtime=N      what hipRuntimeGetVersion answers (default 60342000, ROCm 6.3)
+//   init_error=C   hipInit fails with code C
+//   fail=F:C       the call F fails with code C (e.g. hipModuleLaunchKernel:719)
+//   arch=gfxN      the architecture hipGetDevicePropertiesR0000 reports (default gfx90a)
+// Built with PORTA_FAKE_HIP_R0000, it also exports hipGetDevicePropertiesR0000 (ROCm 6 and
+// later). It fills gcnArchName with arch; the plain hipGetDeviceProperties fills it with
+// "gfx000", so a test can tell which of the two the plugin called.
+#include <hip/hip_runtime_api.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+struct ihipStream_t {
+  int unused;
+};
+struct ihipEvent_t {
+  int unused;
+};
+struct ihipModuleSymbol_t {
+  int unused;
+};
+// What hipModuleLoadData was given, and a copy of its first bytes taken then: the real runtime
+// may read the image later, so the plugin must keep it alive until hipModuleUnload.
+struct ihipModule_t {
+  const unsigned char* image;
+  unsigned char head[64];
+};
+
+namespace {
+
+int runtime_version = 60342000;
+std::string architecture = "gfx90a";
+hipError_t init_error = hipSuccess;
+std::string fail_call;
+hipError_t fail_code = hipSuccess;
+thread_local int current_device = 0;
+ihipModuleSymbol_t function;
+
+void read_config() {
+  runtime_version = 60342000;
+  architecture = "gfx90a";
+  init_error = hipSuccess;
+  fail_call.clear();
+  fail_code = hipSuccess;
+  const char* text = std::getenv("PORTA_FAKE_HIP");
+  std::string rest = text ? text : "";
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string item = rest.substr(0, comma);
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    if (key == "runtime") runtime_version = std::atoi(value.c_str());
+    if (key == "arch") architecture = value;
+    if (key == "init_error") init_error = static_cast<hipError_t>(std::atoi(value.c_str()));
+    if (key == "fail") {
+      const size_t colon = value.find(':');
+      fail_call = value.substr(0, colon);
+      fail_code = static_cast<hipError_t>(std::atoi(value.substr(colon + 1).c_str()));
+    }
+  }
+}
+
+hipError_t entry(const char* call) { return fail_call == call ? fail_code : hipSuccess; }
+
+#define ENTER(call) \
+  if (hipError_t early = entry(call); early != hipSuccess) return early
+
+hipError_t properties(hipDeviceProp_t* prop, const std::string& gfx) {
+  std::memset(prop, 0, sizeof(*prop));
+  std::snprintf(prop->name, sizeof(prop->name), "Fake AMD GPU");
+  std::snprintf(prop->gcnArchName, sizeof(prop->gcnArchName), "%s:sramecc+:xnack-", gfx.c_str());
+  return hipSuccess;
+}
+
+}  // namespace
+
+extern "C" {
+
+hipError_t hipInit(unsigned int) {
+  read_config();
+  return init_error;
+}
+
+hipError_t hipDriverGetVersion(int* version) {
+  *version = runtime_version;
+  return hipSuccess;
+}
+
+hipError_t hipRuntimeGetVersion(int* version) {
+  *version = runtime_version;
+  return hipSuccess;
+}
+
+const char* hipGetErrorName(hipError_t error) {
+  switch (error) {
+    case hipErrorLaunchFailure:
+      return "hipErrorLaunchFailure";
+    case hipErrorNoDevice:
+      return "hipErrorNoDevice";
+    case hipErrorInvalidImage:
+      return "hipErrorInvalidImage";
+    default:
+      return "hipErrorUnknown";
+  }
+}
+
+const char* hipGetErrorString(hipError_t) { return "fake runtime error"; }
+
+hipError_t hipGetDeviceCount(int* count) {
+  *count = 1;
+  return hipSuccess;
+}
+
+hipError_t hipDeviceGet(hipDevice_t* device, int ordinal) {
+  *device = ordinal;
+  return hipSuccess;
+}
+
+hipError_t hipDeviceGetName(char* name, int len, hipDevice_t) {
+  std::snprintf(name, len, "Fake AMD GPU");
+  return hipSuccess;
+}
+
+hipError_t hipDeviceTotalMem(size_t* bytes, hipDevice_t) {
+  *bytes = size_t(1) << 30;
+  return hipSuccess;
+}
+
+hipError_t hipDeviceGetAttribute(int* value, hipDeviceAttribute_t attribute, int) {
+  switch (attribute) {
+    case hipDeviceAttributeMaxThreadsPerBlock:
+    case hipDeviceAttributeMaxBlockDimX:
+    case hipDeviceAttributeMaxBlockDimY:
+    case hipDeviceAttributeMaxBlockDimZ:
+      *value = 1024;
+      break;
+    case hipDeviceAttributeMaxGridDimX:
+    case hipDeviceAttributeMaxGridDimY:
+    case hipDeviceAttributeMaxGridDimZ:
+      *value = 2147483647;
+      break;
+    case hipDeviceAttributeMaxSharedMemoryPerBlock:
+      *value = 65536;
+      break;
+    case hipDeviceAttributeWarpSize:
+      *value = 64;
+      break;
+    case hipDeviceAttributeMultiprocessorCount:
+      *value = 104;
+      break;
+    case hipDeviceAttributeUnifiedAddressing:
+      *value = 1;
+      break;
+    default:
+      *value = 0;
+  }
+  return hipSuccess;
+}
+
+hipError_t hipGetDeviceProperties(hipDeviceProp_t* prop, int) { return properties(prop, "gfx000"); }
+
+#if defined(PORTA_FAKE_HIP_R0000)
+hipError_t hipGetDevicePropertiesR0000(hipDeviceProp_t* prop, int) {
+  return properties(prop, architecture);
+}
+#endif
+
+hipError_t hipSetDevice(int device) {
+  current_device = device;
+  return hipSuccess;
+}
+
+hipError_t hipGetDevice(int* device) {
+  *device = current_device;
+  return hipSuccess;
+}
+
+hipError_t hipDeviceSynchronize() { return entry("hipDeviceSynchronize"); }
+
+hipError_t hipMemGetInfo(size_t* free, size_t* total) {
+  *free = *total = size_t(1) << 30;
+  return hipSuccess;
+}
+
+hipError_t hipMalloc(void** ptr, size_t size) {
+  ENTER("hipMalloc");
+  *ptr = std::aligned_alloc(256, (size + 255) / 256 * 256);
+  return *ptr ? hipSuccess : hipErrorOutOfMemory;
+}
+
+hipError_t hipFree(void* ptr) {
+  std::free(ptr);
+  return hipSuccess;
+}
+
+hipError_t hipHostMalloc(void** ptr, size_t size, unsigned int) {
+  *ptr = std::malloc(size);
+  return *ptr ? hipSuccess : hipErrorOutOfMemory;
+}
+
+hipError_t hipHostFree(void* ptr) {
+  std::free(ptr);
+  return hipSuccess;
+}
+
+hipError_t hipStreamCreateWithFlags(hipStream_t* stream, unsigned int) {
+  *stream = new ihipStream_t{};
+  return hipSuccess;
+}
+
+hipError_t hipStreamDestroy(hipStream_t stream) {
+  delete stream;
+  return hipSuccess;
+}
+
+hipError_t hipStreamSynchronize(hipStream_t) { return entry("hipStreamSynchronize"); }
+hipError_t hipStreamQuery(hipStream_t) { return entry("hipStreamQuery"); }
+hipError_t hipStreamWaitEvent(hipStream_t, hipEvent_t, unsigned int) { return hipSuccess; }
+
+hipError_t hipMemcpyAsync(void* dst, const void* src, size_t size, hipMemcpyKind, hipStream_t) {
+  std::memcpy(dst, src, size);
+  return hipSuccess;
+}
+
+hipError_t hipMemsetD8Async(hipDeviceptr_t dst, unsigned char value, size_t size, hipStream_t) {
+  std::memset(dst, value, size);
+  return hipSuccess;
+}
+
+hipError_t hipEventCreateWithFlags(hipEvent_t* event, unsigned) {
+  *event = new ihipEvent_t{};
+  return hipSuccess;
+}
+
+hipError_t hipEventDestroy(hipEvent_t event) {
+  delete event;
+  return hipSuccess;
+}
+
+hipError_t hipEventRecord(hipEvent_t, hipStream_t) { return hipSuccess; }
+hipError_t hipEventQuery(hipEvent_t) { return hipSuccess; }
+hipError_t hipEventSynchronize(hipEvent_t) { return hipSuccess; }
+
+hipError_t hipEventElapsedTime(float* ms, hipEvent_t, hipEvent_t) {
+  *ms = 1.0f;
+  return hipSuccess;
+}
+
+hipError_t hipModuleLoadData(hipModule_t* module, const void* image) {
+  ENTER("hipModuleLoadData");
+  auto* m = new ihipModule_t{static_cast<const unsigned char*>(image), {}};
+  std::memcpy(m->head, image, sizeof(m->head));
+  *module = m;
+  return hipSuccess;
+}
+
+hipError_t hipModuleUnload(hipModule_t module) {
+  delete module;
+  return hipSuccess;
+}
+
+// Reads the image again, as a runtime that loads lazily does: freed memory no longer holds it.
+hipError_t hipModuleGetFunction(hipFunction_t* out, hipModule_t module, const char*) {
+  ENTER("hipModuleGetFunction");
+  if (std::memcmp(module->image, module->head, sizeof(module->head)) != 0) {
+    return hipErrorInvalidImage;
+  }
+  *out = &function;
+  return hipSuccess;
+}
+
+hipError_t hipFuncGetAttribute(int* value, hipFunction_attribute attribute, hipFunction_t) {
+  *value = attribute == HIP_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK ? 256 : 0;
+  return hipSuccess;
+}
+
+hipError_t hipModuleLaunchKernel(hipFunction_t, unsigned int, unsigned int, unsigned int,
+                                 unsigned int, unsigned int, unsigned int, unsigned int,
+                                 hipStream_t, void**, void**) {
+  return entry("hipModuleLaunchKernel");
+}
+
+hipError_t hipLaunchHostFunc(hipStream_t, hipHostFn_t fn, void* user_data) {
+  fn(user_data);
+  return hipSuccess;
+}
+
+}  // extern "C"

@@ -1,0 +1,383 @@
+// porta-gpu-driver-tests: the CUDA and HIP plugins' driver logic, run by the real plugin against
+// a stand-in driver library (fake_cuda_driver.cpp, fake_hip_runtime.cpp) that the loader finds
+// first: CTest puts the fake libcuda.so.1 on LD_LIBRARY_PATH, and the HIP cases name a fake ROCm
+// installation with ROCM_PATH. The fakes are configured per case through PORTA_FAKE_CUDA and
+// PORTA_FAKE_HIP, read at cuInit / hipInit.
+#define CATCH_CONFIG_MAIN
+#include <dlfcn.h>
+#include <porta/porta.h>
+#include <porta/porta_ops.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "gpu_vendor.h"
+
+namespace {
+
+const std::string kBackend = porta::gpu::kBackendName;
+
+struct Fresh {
+  explicit Fresh(const char* fake_config) {
+    for (const char* name : {"PORTA_BACKEND", "PORTA_DEVICE", "PORTA_PLUGIN_PATH"}) unsetenv(name);
+    setenv(kBackend == "cuda" ? "PORTA_FAKE_CUDA" : "PORTA_FAKE_HIP", fake_config, 1);
+    porta_shutdown();
+  }
+  ~Fresh() { porta_shutdown(); }
+};
+
+porta_status_t init(const char* ops = "portable") {
+  porta_init_options_t o;
+  std::memset(&o, 0, sizeof(o));
+  o.struct_size = sizeof(o);
+  o.backend = kBackend.c_str();
+  o.ops = ops;
+  o.log_level = "off";
+  const porta_status_t status = porta_init(&o);
+  if (status != PORTA_SUCCESS) UNSCOPED_INFO("porta_init: " << porta_last_error_message());
+  return status;
+}
+
+std::string message() { return porta_last_error_message(); }
+
+porta_launch_config_t config(uint32_t group) {
+  porta_launch_config_t c;
+  std::memset(&c, 0, sizeof(c));
+  c.struct_size = sizeof(c);
+  c.grid[0] = c.grid[1] = c.grid[2] = 1;
+  c.group[0] = group;
+  c.group[1] = c.group[2] = 1;
+  return c;
+}
+
+// The fake itself, as the plugin opened it.
+void* fake_library() {
+#if defined(PORTA_GPU_HIP)
+  const std::string path = std::string(getenv("ROCM_PATH")) + "/lib/libamdhip64.so.7";
+  void* library = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+#else
+  void* library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+#endif
+  REQUIRE(library);
+  return library;
+}
+
+template <class Fn>
+Fn fake_function(const char* name) {
+  auto fn = reinterpret_cast<Fn>(dlsym(fake_library(), name));
+  REQUIRE(fn);
+  return fn;
+}
+
+// The test library's kernel without parameters, loaded on device 0.
+porta_kernel_t test_kernel(porta_module_t& module) {
+  REQUIRE(porta_module_load(0, PORTA_TEST_GPU_CODE_OBJECT, &module) == PORTA_SUCCESS);
+  porta_kernel_t kernel = nullptr;
+  REQUIRE(porta_kernel_get(module, "noop", &kernel) == PORTA_SUCCESS);
+  return kernel;
+}
+
+}  // namespace
+
+#if !defined(PORTA_GPU_HIP)
+
+TEST_CASE("cuda driver: a driver older than the kernels' toolkit is named with both versions") {
+  Fresh fresh("version=12040");
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_module_t module = nullptr;
+  const porta_status_t status = porta_module_load(0, PORTA_TEST_GPU_CODE_OBJECT, &module);
+  INFO(message());
+  CHECK(status == PORTA_ERROR_INCOMPATIBLE_VERSION);
+  // The toolkit porta_add_kernel_library recorded beside the fatbin (13000 for CUDA 13.0).
+  std::ifstream recorded(std::string(PORTA_TEST_GPU_CODE_OBJECT) + ".toolkit");
+  int toolkit = 0;
+  REQUIRE(recorded >> toolkit);
+  const std::string built = "built with CUDA " + std::to_string(toolkit / 1000) + "." +
+                            std::to_string(toolkit % 1000 / 10);
+  CHECK(message().find(built) != std::string::npos);
+  CHECK(message().find("the driver supports CUDA 12.4 (12040)") != std::string::npos);
+}
+
+TEST_CASE("cuda driver: a driver of the kernels' toolkit loads them") {
+  Fresh fresh("version=13000");
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_module_t module = nullptr;
+  test_kernel(module);
+  CHECK(porta_module_unload(module) == PORTA_SUCCESS);
+}
+
+TEST_CASE("cuda driver: a later minor version that fails to load says which versions met") {
+  Fresh fresh("version=13000,fail=cuModuleLoadData:222");  // CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+  REQUIRE(init() == PORTA_SUCCESS);
+  // A copy of the fatbin recorded as built with CUDA 13.1.
+  const std::string dir = std::string(getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  const std::string copy = dir + "/porta-driver-test-" + std::to_string(getpid()) + ".fatbin";
+  REQUIRE(system(("cp '" + std::string(PORTA_TEST_GPU_CODE_OBJECT) + "' '" + copy + "' && " +
+                  "echo 13010 > '" + copy + ".toolkit'")
+                     .c_str()) == 0);
+  porta_module_t module = nullptr;
+  const porta_status_t status = porta_module_load(0, copy.c_str(), &module);
+  INFO(message());
+  CHECK(status == PORTA_ERROR_INCOMPATIBLE_VERSION);
+  CHECK(message().find("built with CUDA 13.1") != std::string::npos);
+  CHECK(message().find("the driver supports CUDA 13.0") != std::string::npos);
+  std::remove(copy.c_str());
+  std::remove((copy + ".toolkit").c_str());
+}
+
+TEST_CASE("cuda driver: the vendor plugin names the driver and library versions") {
+  Fresh fresh("version=12040");
+  REQUIRE(init("vendor") == PORTA_SUCCESS);
+  size_t count = 0;
+  REQUIRE(porta_loader_report_count(&count) == PORTA_SUCCESS);
+  bool found = false;
+  for (size_t i = 0; i < count; ++i) {
+    porta_plugin_report_t row;
+    std::memset(&row, 0, sizeof(row));
+    row.struct_size = sizeof(row);
+    REQUIRE(porta_loader_report_get(i, &row) == PORTA_SUCCESS);
+    if (std::string(row.name) != "vendor_cuda") continue;
+    found = true;
+    INFO(row.reason);
+    CHECK(row.outcome != PORTA_PLUGIN_LOADED);
+    CHECK(std::string(row.reason).find("the driver supports CUDA 12.4") != std::string::npos);
+    CHECK(std::string(row.reason).find("built for CUDA 13") != std::string::npos);
+  }
+  if (!found) {
+    WARN("skipped: the vendor_cuda plugin is not built here");
+    std::exit(77);
+  }
+}
+
+TEST_CASE("cuda driver: contexts are retained at first use, and a refusing device is alone") {
+  Fresh fresh("devices=3,refuse=1");
+  REQUIRE(init() == PORTA_SUCCESS);
+  int32_t devices = 0;
+  REQUIRE(porta_device_count(&devices) == PORTA_SUCCESS);
+  REQUIRE(devices == 3);
+  auto retained = fake_function<int (*)(int)>("porta_fake_cuda_retained");
+  for (int i = 0; i < 3; ++i) CHECK(retained(i) == 0);  // none at initialisation
+
+  void* p = nullptr;
+  REQUIRE(porta_memory_alloc(0, 256, &p) == PORTA_SUCCESS);
+  CHECK(retained(0) == 1);
+  CHECK(retained(2) == 0);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    void* q = nullptr;
+    CHECK(porta_memory_alloc(1, 256, &q) == PORTA_ERROR_UNAVAILABLE);
+    CHECK(message().find("device 1") != std::string::npos);
+    CHECK(message().find("CUDA_ERROR_DEVICE_UNAVAILABLE") != std::string::npos);
+  }
+  void* r = nullptr;
+  REQUIRE(porta_memory_alloc(2, 256, &r) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(p) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(r) == PORTA_SUCCESS);
+  porta_shutdown();
+  for (int i = 0; i < 3; ++i) CHECK(retained(i) == 0);  // released again
+}
+
+TEST_CASE("cuda driver: a device in prohibited mode is unusable, the others work") {
+  Fresh fresh("devices=2,prohibited=0");
+  REQUIRE(init() == PORTA_SUCCESS);
+  void* p = nullptr;
+  CHECK(porta_memory_alloc(0, 64, &p) == PORTA_ERROR_UNAVAILABLE);
+  CHECK(message().find("CUDA_ERROR_UNKNOWN") != std::string::npos);
+  REQUIRE(porta_memory_alloc(1, 64, &p) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(p) == PORTA_SUCCESS);
+}
+
+TEST_CASE("cuda driver: the caller's current context is restored after each call") {
+  Fresh fresh("devices=2");
+  REQUIRE(init() == PORTA_SUCCESS);
+  auto get = fake_function<CUresult (*)(CUcontext*)>("cuCtxGetCurrent");
+  auto set = fake_function<CUresult (*)(CUcontext)>("cuCtxSetCurrent");
+  void* native = nullptr;
+  REQUIRE(porta_device_native_handle(1, &native) == PORTA_SUCCESS);
+  auto* own = static_cast<CUcontext>(native);
+  REQUIRE(set(own) == CUDA_SUCCESS);  // the application works on device 1
+  void* p = nullptr;
+  REQUIRE(porta_memory_alloc(0, 64, &p) == PORTA_SUCCESS);
+  CUcontext current = nullptr;
+  REQUIRE(get(&current) == CUDA_SUCCESS);
+  CHECK(current == own);
+  REQUIRE(porta_memory_free(p) == PORTA_SUCCESS);
+  REQUIRE(set(nullptr) == CUDA_SUCCESS);  // a thread without a context keeps none
+  REQUIRE(porta_memory_alloc(0, 64, &p) == PORTA_SUCCESS);
+  REQUIRE(get(&current) == CUDA_SUCCESS);
+  CHECK(current == nullptr);
+  REQUIRE(porta_memory_free(p) == PORTA_SUCCESS);
+}
+
+TEST_CASE("cuda driver: sticky errors are DEVICE_LOST, then every later call too") {
+  const char* code = GENERATE("719", "226", "214", "220", "700");
+  const std::string fake = std::string("fail=cuLaunchKernel:") + code;
+  Fresh fresh(fake.c_str());
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_module_t module = nullptr;
+  porta_kernel_t kernel = test_kernel(module);
+  porta_stream_t stream = nullptr;
+  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
+  porta_launch_config_t c = config(32);
+  CHECK(porta_kernel_launch(kernel, &c, nullptr, stream) == PORTA_ERROR_DEVICE_LOST);
+  INFO(message());
+  CHECK(porta_stream_synchronize(stream) == PORTA_ERROR_DEVICE_LOST);
+  // Host functions do not run after one (porta.h).
+  bool ran = false;
+  CHECK(porta_stream_launch_host_func(
+            stream, [](void* flag) { *static_cast<bool*>(flag) = true; }, &ran) ==
+        PORTA_ERROR_DEVICE_LOST);
+  CHECK_FALSE(ran);
+  void* p = nullptr;
+  CHECK(porta_memory_alloc(0, 64, &p) == PORTA_ERROR_DEVICE_LOST);
+}
+
+TEST_CASE("cuda driver: a kernel's own group limit is reported and enforced") {
+  Fresh fresh("max_threads=512");
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_module_t module = nullptr;
+  porta_kernel_t kernel = test_kernel(module);
+  int32_t max = 0;
+  REQUIRE(porta_kernel_max_group_size(kernel, &max) == PORTA_SUCCESS);
+  CHECK(max == 512);
+  porta_launch_config_t c = config(1024);  // within the device's 1024
+  CHECK(porta_kernel_launch(kernel, &c, nullptr, nullptr) == PORTA_ERROR_INVALID_ARGUMENT);
+  CHECK(message().find("exceeds this kernel's 512") != std::string::npos);
+  c = config(512);
+  CHECK(porta_kernel_launch(kernel, &c, nullptr, nullptr) == PORTA_SUCCESS);
+}
+
+// The portable ops' answer for a device: SUCCESS, or the status of an op on it.
+porta_status_t ops_answer() {
+  void* buffer = nullptr;
+  REQUIRE(porta_memory_alloc(0, 256, &buffer) == PORTA_SUCCESS);
+  const porta_status_t status =
+      porta_relu_forward(nullptr, 1, static_cast<float*>(buffer), static_cast<float*>(buffer) + 1);
+  porta_memory_free(buffer);
+  return status;
+}
+
+TEST_CASE("cuda driver: a GPU the kernels were not built for is told so at initialisation") {
+  {
+    Fresh fresh("cc=75");
+    REQUIRE(init() == PORTA_SUCCESS);
+    CHECK(ops_answer() == PORTA_ERROR_UNSUPPORTED);
+    INFO(message());
+    CHECK(message().find("no code object for sm_75") != std::string::npos);
+    CHECK(message().find("sm_80, sm_90") != std::string::npos);
+  }
+  for (const char* served : {"cc=86", "cc=120"}) {  // SASS of sm_80; PTX of compute_90
+    Fresh fresh(served);
+    REQUIRE(init() == PORTA_SUCCESS);
+    CHECK(ops_answer() != PORTA_ERROR_UNSUPPORTED);
+  }
+}
+
+#else  // HIP
+
+namespace {
+// ROCM_PATH for a fake installation: rocm7 exports hipGetDevicePropertiesR0000, rocm5 does not.
+void use_rocm(const char* which) {
+  setenv("ROCM_PATH", (std::string(PORTA_FAKE_ROCM_DIR) + "/" + which).c_str(), 1);
+}
+std::string architecture() {
+  porta_device_properties_t p;
+  std::memset(&p, 0, sizeof(p));
+  p.struct_size = sizeof(p);
+  REQUIRE(porta_device_properties(0, &p) == PORTA_SUCCESS);
+  return p.architecture;
+}
+}  // namespace
+
+TEST_CASE("hip driver: $ROCM_PATH/lib first, the newest soname first, named in the reason") {
+  use_rocm("rocm7");  // holds libamdhip64.so.7 and a libamdhip64.so.5 beside it
+  Fresh fresh("init_error=100,runtime=70012000");
+  CHECK(init() == PORTA_ERROR_UNAVAILABLE);
+  INFO(message());
+  CHECK(message().find("/rocm7/lib/libamdhip64.so.7, HIP driver 70012000") != std::string::npos);
+  CHECK(message().find("HIP runtime 70012000") != std::string::npos);
+}
+
+TEST_CASE("hip driver: hipGetDevicePropertiesR0000 is preferred to the plain symbol") {
+  use_rocm("rocm7");
+  Fresh fresh("runtime=70012000");
+  REQUIRE(init() == PORTA_SUCCESS);
+  CHECK(architecture() == "gfx90a");  // the plain symbol would have said gfx000
+}
+
+TEST_CASE("hip driver: the plain symbol only from a runtime older than ROCm 6") {
+  use_rocm("rocm5");  // no R0000
+  {
+    Fresh fresh("runtime=50231000");
+    REQUIRE(init() == PORTA_SUCCESS);
+    CHECK(architecture() == "gfx000");
+  }
+  {
+    Fresh fresh("runtime=70012000");
+    CHECK(init() == PORTA_ERROR_UNAVAILABLE);  // the only backend asked for cannot be used
+    INFO(message());
+    CHECK(message().find("PORTA_ERROR_INCOMPATIBLE_VERSION") != std::string::npos);
+    CHECK(message().find("exports no hipGetDevicePropertiesR0000") != std::string::npos);
+  }
+}
+
+TEST_CASE("hip driver: the module's image stays alive until it is unloaded") {
+  use_rocm("rocm7");
+  Fresh fresh("");
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_module_t module = nullptr;
+  // The fake compares the image at hipModuleGetFunction with what it was given at load.
+  porta_kernel_t kernel = test_kernel(module);
+  CHECK(kernel != nullptr);
+  CHECK(porta_module_unload(module) == PORTA_SUCCESS);
+}
+
+TEST_CASE("hip driver: an architecture without a code object is UNSUPPORTED, naming the built") {
+  use_rocm("rocm7");
+  Fresh fresh("arch=gfx942");
+  REQUIRE(init() == PORTA_SUCCESS);
+  void* buffer = nullptr;
+  REQUIRE(porta_memory_alloc(0, 256, &buffer) == PORTA_SUCCESS);
+  CHECK(porta_relu_forward(nullptr, 1, static_cast<float*>(buffer),
+                           static_cast<float*>(buffer) + 1) == PORTA_ERROR_UNSUPPORTED);
+  INFO(message());
+  CHECK(message().find("no code object for gfx942") != std::string::npos);
+  CHECK(message().find("gfx90a") != std::string::npos);
+  CHECK(message().find("gfx1030") != std::string::npos);
+  porta_memory_free(buffer);
+}
+
+TEST_CASE("hip driver: the grid limit keeps work-items per dimension below 2^32") {
+  use_rocm("rocm7");
+  Fresh fresh("");
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_device_properties_t p;
+  std::memset(&p, 0, sizeof(p));
+  p.struct_size = sizeof(p);
+  REQUIRE(porta_device_properties(0, &p) == PORTA_SUCCESS);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(uint64_t(p.max_grid_dims[i]) * uint64_t(p.max_work_group_dims[i]) <= UINT32_MAX);
+  }
+}
+
+TEST_CASE("hip driver: a launch failure is DEVICE_LOST, a kernel's limit is reported") {
+  use_rocm("rocm7");
+  Fresh fresh("fail=hipModuleLaunchKernel:719");
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_module_t module = nullptr;
+  porta_kernel_t kernel = test_kernel(module);
+  int32_t max = 0;
+  REQUIRE(porta_kernel_max_group_size(kernel, &max) == PORTA_SUCCESS);
+  CHECK(max == 256);
+  porta_launch_config_t c = config(64);
+  CHECK(porta_kernel_launch(kernel, &c, nullptr, nullptr) == PORTA_ERROR_DEVICE_LOST);
+  CHECK(message().find("hipErrorLaunchFailure") != std::string::npos);
+}
+
+#endif
