@@ -300,7 +300,7 @@ porta_status_t Runtime::load_ops_plugins(const Settings& settings) {
   }
   // The loaded plugin named wanted if it serves the device; else NULL and why not.
   auto serving = [&](const std::string& wanted, const Device& device, std::string& why_not,
-                     porta_status_t* status = nullptr) -> OpsPlugin* {
+                     porta_status_t* out_status = nullptr) -> OpsPlugin* {
     const std::string& backend = device.backend->name;
     auto found = std::find_if(ops_plugins_.begin(), ops_plugins_.end(),
                               [&](const auto& plugin) { return plugin->name == wanted; });
@@ -331,7 +331,7 @@ porta_status_t Runtime::load_ops_plugins(const Settings& settings) {
         why_not =
             fmt::format("the {} op plugin does not serve device {} ({}){}{}", wanted, device.id,
                         device.properties.architecture, why.empty() ? "" : ": ", why);
-        if (status) *status = answer;
+        if (out_status) *out_status = answer;
         return nullptr;
       }
     }
