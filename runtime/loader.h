@@ -3,6 +3,7 @@
 
 #include <porta/porta_plugin.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,7 +16,7 @@ inline constexpr const char* kBackendNames[] = {"cuda", "hip", "level_zero", "cp
 struct Backend {
   std::string name;
   void* library = nullptr;
-  porta_backend_interface_t interface{};  // copied; slots beyond the plugin's size are NULL
+  porta_backend_interface_t interface {};  // copied; slots beyond the plugin's size are NULL
   porta_backend_context_t context = nullptr;
   int32_t device_count = 0;
 };
@@ -24,7 +25,15 @@ struct Backend {
 struct OpsPlugin {
   std::string name;
   void* library = nullptr;
-  porta_ops_interface_t interface{};  // copied; slots beyond the plugin's size are NULL
+  porta_ops_interface_t interface {};  // copied; slots beyond the plugin's size are NULL
+  porta_backend_context_t context = nullptr;
+};
+
+// A collective engine (porta_comm.h) that loaded and initialised.
+struct CommPlugin {
+  std::string name;
+  void* library = nullptr;
+  porta_comm_interface_t interface {};  // copied; slots beyond the plugin's size are NULL
   porta_backend_context_t context = nullptr;
 };
 
@@ -55,6 +64,14 @@ void unload_backend(Backend& backend);
 bool load_ops_plugin(const std::string& name, const std::vector<std::string>& directories,
                      OpsPlugin& plugin, PluginReport& report);
 void unload_ops_plugin(OpsPlugin& plugin);
+
+// The settings plugins read through porta_host_api_t.setting (name to checked value).
+void set_plugin_settings(std::map<std::string, std::string> settings);
+
+// The same for the collective engine libporta_comm_<name>.so.
+bool load_comm_plugin(const std::string& name, const std::vector<std::string>& directories,
+                      CommPlugin& comm, PluginReport& report);
+void unload_comm_plugin(CommPlugin& comm);
 
 // Where plugins are looked for after PORTA_PLUGIN_PATH: the directory holding libporta, then the
 // install directory baked in at build time.

@@ -40,6 +40,7 @@ class Driver {
   static_assert(sizeof(static_cast<type>(&symbol)) > 0, #symbol " has this type"); \
   std::type_identity_t<type> field = nullptr;
   PORTA_GPU_TYPED_FUNCTIONS(PORTA_GPU_TYPED_FIELD)
+  PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(PORTA_GPU_TYPED_FIELD)
 #undef PORTA_GPU_TYPED_FIELD
 
  private:

@@ -18,6 +18,8 @@ PORTA_DEB_PACKAGES=(
   # or driver is needed to build: the plugin opens libamdhip64 at run time.
   hipcc libamdhip64-dev
   python3 python3-matplotlib
+  # The MPI collective engine and launcher (porta_comm.h, mpirun tests).
+  libopenmpi-dev openmpi-bin
 )
 
 PORTA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
