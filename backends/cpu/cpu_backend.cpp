@@ -23,6 +23,12 @@
 #include "plugin_support.h"
 #include "thread_pool.h"
 
+// The backend name the plugin answers to. The tests build the same code a second time under
+// another name, to have devices of two backends on any machine.
+#ifndef PORTA_CPU_PLUGIN_NAME
+#define PORTA_CPU_PLUGIN_NAME "cpu"
+#endif
+
 namespace porta::cpu {
 
 using plugin::fail;
@@ -563,7 +569,7 @@ extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_hos
                                                                  porta_plugin_t* out_plugin) {
   return porta::plugin::enter(host, out_plugin,
                               {.kind = PORTA_PLUGIN_KIND_BACKEND,
-                               .name = "cpu",
+                               .name = PORTA_CPU_PLUGIN_NAME,
                                .version = porta::cpu::kVersion,
                                .backend = &porta::cpu::kInterface,
                                .ops = nullptr,

@@ -120,3 +120,52 @@ TEST_CASE("peer: a copy into a block freed to the pool is refused", "[peer][pool
         std::string::npos);
   PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memcpy(a0.get(), block, 16));
 }
+
+TEST_CASE("peer: copies between devices of two backends are staged through pinned memory",
+          "[peer]") {
+  // The CPU backend and a second copy of it registered as another backend (see CMakeLists.txt).
+  porta_init_options_t options{};
+  options.struct_size = sizeof(options);
+  options.backend = "cpu,level_zero";
+  options.plugin_path = PORTA_TEST_SECOND_BACKEND_DIR;
+  PT_REQUIRE_OK(porta_init(&options));
+  struct Shutdown {
+    ~Shutdown() { porta_shutdown(); }
+  } shutdown;
+  REQUIRE(device_count() == 2);
+  REQUIRE(std::string(properties(0).backend) == "cpu");
+  REQUIRE(std::string(properties(1).backend) == "level_zero");
+  int32_t direct = -1;
+  PT_REQUIRE_OK(porta_device_can_access_peer(0, 1, &direct));
+  CHECK(direct == 0);
+
+  // Larger than the 8 MiB staging buffer: the copy goes in several parts.
+  constexpr size_t kLarge = (size_t{20} << 20) + 3;
+  Buffer a0(0, kLarge), b1(1, kLarge), c0(0, kLarge);
+  const std::vector<uint8_t> source = pattern(kLarge, 11);
+  PT_REQUIRE_OK(porta_memcpy(a0.get(), source.data(), kLarge));
+  Stream stream1(1), stream0(0);
+  // Ordered after the stream's earlier work: the set comes first, the copy overwrites a part.
+  PT_REQUIRE_OK(porta_memset_async(b1.get(), 0x77, kLarge, stream1.get()));
+  PT_REQUIRE_OK(porta_memcpy_async(b1.get(), a0.get(), kLarge - 1000, stream1.get()));
+  std::vector<uint8_t> got(kLarge);
+  PT_REQUIRE_OK(porta_memcpy_async(got.data(), b1.get(), kLarge, stream1.get()));
+  PT_REQUIRE_OK(porta_stream_synchronize(stream1.get()));
+  check_pattern(got, 0, kLarge - 1000, 11);
+  check_value(got, kLarge - 1000, kLarge, 0x77);
+  // Back, on a stream of the source's device this time, and blocking.
+  PT_REQUIRE_OK(porta_memcpy_async(c0.get(), b1.get(), kLarge - 1000, stream1.get()));
+  PT_REQUIRE_OK(porta_memcpy_async(c0.get(), b1.get(), kLarge, stream0.get()));
+  PT_REQUIRE_OK(porta_memcpy(a0.get(), c0.get(), kLarge));
+  got = download(a0.get(), kLarge);
+  check_pattern(got, 0, kLarge - 1000, 11);
+  check_value(got, kLarge - 1000, kLarge, 0x77);
+  // Events do not cross backends.
+  Event event0(0);
+  PT_REQUIRE_OK(porta_event_record(event0.get(), stream0.get()));
+  const CallResult wait =
+      call_on_fresh_thread([&] { return porta_stream_wait_event(stream1.get(), event0.get()); });
+  CHECK(Status{wait.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  CHECK(wait.message.find("of the cpu backend") != std::string::npos);
+  CHECK(wait.message.find("of the level_zero backend") != std::string::npos);
+}
