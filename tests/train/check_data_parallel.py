@@ -21,7 +21,7 @@ if not os.path.exists(os.path.join(DATA, "train-images-idx3-ubyte.gz")):
 os.makedirs(work, exist_ok=True)
 common = ["--train-limit", "1280", "--test-limit", "500", "--epochs", "2", "--batch", "64",
           "--no-progress"]
-mpirun = [mpiexec, "-np", "2", "--bind-to", "core", "--map-by", "core"]
+mpirun = [mpiexec, "-np", "2", "--bind-to", "core:overload-allowed", "--map-by", "core"]
 
 
 def run(command):
