@@ -1,7 +1,8 @@
 // porta-comm-tests: the collectives of porta_comm.h on CPU devices through the MPI engine, run
 // by CTest under `mpirun -np 2` (every rank runs every test; a test fails if any check on any
 // rank fails, since mpirun then exits non-zero). PORTA_CPU_DEVICES=2 gives each rank a second
-// device for the wrong-device checks.
+// device for the wrong-device checks. The [single-rank] test runs without mpirun, on the backend
+// PORTA_BACKEND names (default cpu): tools/gpu-check runs it on a GPU to check NCCL or RCCL.
 #define CATCH_CONFIG_RUNNER
 #include <porta/porta_comm.h>
 
@@ -192,6 +193,45 @@ TEST_CASE("comm: wrong ranks, sizes and mismatched ids are named", "[comm][error
   CHECK(comm == nullptr);
 }
 
+TEST_CASE("comm: one rank on the default device all-reduces, gathers and broadcasts",
+          "[single-rank]") {
+  porta_device_t device = 0;
+  PT_REQUIRE_OK(porta_device_default(&device));
+  const char* engine = nullptr;
+  PT_REQUIRE_OK(porta_comm_engine(device, &engine));
+  INFO("engine " << engine << " on " << properties(device).name);
+  porta_comm_unique_id_t id{};
+  PT_REQUIRE_OK(porta_comm_get_unique_id(device, &id));
+  porta_comm_t comm = nullptr;
+  PT_REQUIRE_OK(porta_comm_create(device, 0, 1, &id, &comm));
+  Stream stream(device);
+  constexpr size_t n = 4099;
+  std::vector<float> values(n);
+  for (size_t i = 0; i < n; ++i) values[i] = float(i % 251) - 100.0f;
+  Buffer a(device, n * 4), b(device, n * 4);
+  PT_REQUIRE_OK(porta_memcpy(a.get(), values.data(), n * 4));
+  for (porta_reduce_op_t op : {PORTA_REDUCE_SUM, PORTA_REDUCE_AVG}) {
+    PT_REQUIRE_OK(
+        porta_comm_all_reduce(comm, a.get(), b.get(), n, PORTA_DTYPE_F32, op, stream.get()));
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    CHECK(download_floats(b.get(), n) == values);  // one rank: the sum and the mean are itself
+  }
+  std::vector<uint16_t> halves(n);
+  for (size_t i = 0; i < n; ++i) halves[i] = bf16(float(i % 64));
+  PT_REQUIRE_OK(porta_memcpy(a.get(), halves.data(), n * 2));
+  PT_REQUIRE_OK(porta_comm_all_reduce(comm, a.get(), a.get(), n, PORTA_DTYPE_BF16, PORTA_REDUCE_SUM,
+                                      stream.get()));
+  PT_REQUIRE_OK(
+      porta_comm_all_gather(comm, a.get(), b.get(), n / 2, PORTA_DTYPE_F32, stream.get()));
+  PT_REQUIRE_OK(
+      porta_comm_broadcast(comm, b.get(), b.get(), n / 2, PORTA_DTYPE_F32, 0, stream.get()));
+  PT_REQUIRE_OK(porta_comm_barrier(comm, stream.get()));
+  std::vector<uint16_t> got(n);
+  PT_REQUIRE_OK(porta_memcpy(got.data(), b.get(), n * 2));
+  for (size_t i = 0; i < (n / 2) * 2; ++i) REQUIRE(got[i] == halves[i]);
+  PT_REQUIRE_OK(porta_comm_destroy(comm));
+}
+
 TEST_CASE("comm: a collective a rank never joins times out naming that rank", "[comm-timeout]") {
   Launched l;
   Stream stream(0);
@@ -212,9 +252,11 @@ TEST_CASE("comm: a collective a rank never joins times out naming that rank", "[
 int main(int argc, char** argv) {
   Catch::Session session;
   if (int error = session.applyCommandLine(argc, argv); error != 0) return error;
+  // CPU devices unless PORTA_BACKEND says otherwise; two of them, for the wrong-device checks.
   porta_init_options_t options{};
   options.struct_size = sizeof(options);
-  options.backend = "cpu";
+  const char* backend = std::getenv("PORTA_BACKEND");
+  options.backend = backend && *backend ? backend : "cpu";
   options.cpu_devices = "2";
   if (porta_init(&options) != PORTA_SUCCESS) {
     std::printf("FAILED: %s\n", porta_last_error_message());
