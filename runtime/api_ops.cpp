@@ -20,9 +20,10 @@ struct OpCall {
   OpsPlugin* ops = nullptr;
 };
 
-#define PORTA_CHECK(expression)                                                          \
-  do {                                                                                   \
-    if (porta_status_t status_ = (expression); status_ != PORTA_SUCCESS) return status_; \
+#define PORTA_CHECK(expression)                                         \
+  do {                                                                  \
+    if (porta_status_t status_ = (expression); status_ != PORTA_SUCCESS) \
+      return status_;                                                   \
   } while (false)
 
 porta_status_t resolve(Runtime& runtime, OpCall& call, porta_stream_t handle) {
@@ -49,14 +50,14 @@ porta_status_t positive(const OpCall& call, const char* name, int64_t value) {
 
 porta_status_t non_negative(const OpCall& call, const char* name, int64_t value) {
   if (value >= 0) return PORTA_SUCCESS;
-  return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; it must not be negative", call.function,
-              name, value);
+  return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; it must not be negative",
+              call.function, name, value);
 }
 
 porta_status_t finite(const OpCall& call, const char* name, float value) {
   if (std::isfinite(value)) return PORTA_SUCCESS;
-  return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; it must be finite", call.function, name,
-              value);
+  return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; it must be finite", call.function,
+              name, value);
 }
 
 // The product of sizes, refusing one that overflows.
@@ -110,8 +111,8 @@ porta_status_t buffer(Runtime& runtime, const OpCall& call, const char* name, co
   }
   if (allocation.device != call.device) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "{}: {} is memory of device {} but the stream belongs to device {}", call.function,
-                name, allocation.device->id, call.device->id);
+                "{}: {} is memory of device {} but the stream belongs to device {}",
+                call.function, name, allocation.device->id, call.device->id);
   }
   const uint64_t offset = reinterpret_cast<uintptr_t>(ptr) - allocation.base;
   uint64_t bytes;
@@ -168,20 +169,20 @@ porta_status_t op(const char* function, porta_stream_t stream, Check&& check, Sl
     implementation = plugin->interface.*slot;
   }
   if (!implementation) {
-    return fail(PORTA_ERROR_UNSUPPORTED, "{}: the {} op plugin does not implement it{}{}", function,
-                call.ops->name, call.device->fallback_missing.empty() ? "" : ", and no fallback: ",
+    return fail(PORTA_ERROR_UNSUPPORTED, "{}: the {} op plugin does not implement it{}{}",
+                function, call.ops->name,
+                call.device->fallback_missing.empty() ? "" : ", and no fallback: ",
                 call.device->fallback_missing);
   }
   return guarded(function, [&]() -> porta_status_t {
     take_plugin_message();
-    PluginCall scope;
+    PluginCall scope;  // the plugin's scratch is its own, not the application's
     status = implementation(plugin->context, call.stream, args...);
     if (status < 0) {
       std::string detail = take_plugin_message();
-      fail(status, "{}",
-           detail.empty() ? fmt::format("{}: {} op plugin: {}", function, plugin->name,
-                                        porta_status_name(status))
-                          : detail);
+      fail(status, "{}", detail.empty() ? fmt::format("{}: {} op plugin: {}", function,
+                                                      plugin->name, porta_status_name(status))
+                                        : detail);
     }
     return status;
   });
@@ -250,17 +251,12 @@ porta_status_t conv_shape(const OpCall& call, const porta_conv2d_desc_t* d, int6
                           int64_t& q) {
   PORTA_CHECK(descriptor(call, d, d ? d->struct_size : 0, sizeof(porta_conv2d_desc_t)));
   PORTA_CHECK(known_dtype(call, d->dtype));
-  for (auto [name, value] : {std::pair{"batch", d->batch},
-                             {"in_channels", d->in_channels},
-                             {"in_height", d->in_height},
-                             {"in_width", d->in_width},
-                             {"out_channels", d->out_channels},
-                             {"kernel_height", d->kernel_height},
-                             {"kernel_width", d->kernel_width},
-                             {"stride_h", d->stride_h},
-                             {"stride_w", d->stride_w},
-                             {"dilation_h", d->dilation_h},
-                             {"dilation_w", d->dilation_w}}) {
+  for (auto [name, value] :
+       {std::pair{"batch", d->batch}, {"in_channels", d->in_channels}, {"in_height", d->in_height},
+        {"in_width", d->in_width}, {"out_channels", d->out_channels},
+        {"kernel_height", d->kernel_height}, {"kernel_width", d->kernel_width},
+        {"stride_h", d->stride_h}, {"stride_w", d->stride_w}, {"dilation_h", d->dilation_h},
+        {"dilation_w", d->dilation_w}}) {
     PORTA_CHECK(positive(call, name, value));
   }
   PORTA_CHECK(non_negative(call, "pad_h", d->pad_h));
@@ -286,8 +282,8 @@ porta_status_t conv_sizes(const OpCall& call, const porta_conv2d_desc_t* d, Conv
   int64_t p, q;
   PORTA_CHECK(conv_shape(call, d, p, q));
   PORTA_CHECK(product(call, "x", {d->batch, d->in_channels, d->in_height, d->in_width}, out.x));
-  PORTA_CHECK(product(call, "w",
-                      {d->out_channels, d->in_channels, d->kernel_height, d->kernel_width}, out.w));
+  PORTA_CHECK(product(call, "w", {d->out_channels, d->in_channels, d->kernel_height,
+                                  d->kernel_width}, out.w));
   return product(call, "y", {d->batch, d->out_channels, p, q}, out.y);
 }
 
@@ -313,14 +309,10 @@ porta_status_t check_conv(Runtime& runtime, const OpCall& call, const porta_conv
 porta_status_t pool_shape(const OpCall& call, const porta_pool2d_desc_t* d, int64_t& p,
                           int64_t& q) {
   PORTA_CHECK(descriptor(call, d, d ? d->struct_size : 0, sizeof(porta_pool2d_desc_t)));
-  for (auto [name, value] : {std::pair{"batch", d->batch},
-                             {"channels", d->channels},
-                             {"in_height", d->in_height},
-                             {"in_width", d->in_width},
-                             {"window_h", d->window_h},
-                             {"window_w", d->window_w},
-                             {"stride_h", d->stride_h},
-                             {"stride_w", d->stride_w}}) {
+  for (auto [name, value] :
+       {std::pair{"batch", d->batch}, {"channels", d->channels}, {"in_height", d->in_height},
+        {"in_width", d->in_width}, {"window_h", d->window_h}, {"window_w", d->window_w},
+        {"stride_h", d->stride_h}, {"stride_w", d->stride_w}}) {
     PORTA_CHECK(positive(call, name, value));
   }
   PORTA_CHECK(non_negative(call, "pad_h", d->pad_h));
@@ -362,8 +354,8 @@ porta_status_t rows_cols(const OpCall& call, int64_t rows, int64_t cols, int64_t
 }
 
 // A batch x channels x spatial tensor's element count, each size at least 1.
-porta_status_t channel_shape(const OpCall& call, const char* name, int64_t batch, int64_t channels,
-                             int64_t spatial, int64_t& count) {
+porta_status_t channel_shape(const OpCall& call, const char* name, int64_t batch,
+                             int64_t channels, int64_t spatial, int64_t& count) {
   PORTA_CHECK(positive(call, "batch", batch));
   PORTA_CHECK(positive(call, "channels", channels));
   PORTA_CHECK(positive(call, "spatial", spatial));
@@ -412,9 +404,7 @@ extern "C" PORTA_API porta_status_t porta_gemm(porta_stream_t stream, const port
                                                const void* a, const void* b, float* c) {
   return op(
       "porta_gemm", stream,
-      [&](Runtime& runtime, const OpCall& call) {
-        return check_gemm(runtime, call, desc, a, b, c);
-      },
+      [&](Runtime& runtime, const OpCall& call) { return check_gemm(runtime, call, desc, a, b, c); },
       &porta_ops_interface_t::gemm, desc, a, b, c);
 }
 
@@ -430,8 +420,8 @@ extern "C" PORTA_API porta_status_t porta_conv2d_forward(porta_stream_t stream,
   return op(
       "porta_conv2d_forward", stream,
       [&](Runtime& runtime, const OpCall& call) {
-        return check_conv(runtime, call, desc, "x", x, &ConvSizes::x, "w", w, &ConvSizes::w, "y", y,
-                          &ConvSizes::y);
+        return check_conv(runtime, call, desc, "x", x, &ConvSizes::x, "w", w, &ConvSizes::w, "y",
+                          y, &ConvSizes::y);
       },
       &porta_ops_interface_t::conv2d_forward, desc, x, w, y);
 }
@@ -443,8 +433,8 @@ extern "C" PORTA_API porta_status_t porta_conv2d_backward_data(porta_stream_t st
   return op(
       "porta_conv2d_backward_data", stream,
       [&](Runtime& runtime, const OpCall& call) {
-        return check_conv(runtime, call, desc, "dy", dy, &ConvSizes::y, "w", w, &ConvSizes::w, "dx",
-                          dx, &ConvSizes::x);
+        return check_conv(runtime, call, desc, "dy", dy, &ConvSizes::y, "w", w, &ConvSizes::w,
+                          "dx", dx, &ConvSizes::x);
       },
       &porta_ops_interface_t::conv2d_backward_data, desc, dy, w, dx);
 }
@@ -456,8 +446,8 @@ extern "C" PORTA_API porta_status_t porta_conv2d_backward_weights(porta_stream_t
   return op(
       "porta_conv2d_backward_weights", stream,
       [&](Runtime& runtime, const OpCall& call) {
-        return check_conv(runtime, call, desc, "x", x, &ConvSizes::x, "dy", dy, &ConvSizes::y, "dw",
-                          dw, &ConvSizes::w);
+        return check_conv(runtime, call, desc, "x", x, &ConvSizes::x, "dy", dy, &ConvSizes::y,
+                          "dw", dw, &ConvSizes::w);
       },
       &porta_ops_interface_t::conv2d_backward_weights, desc, x, dy, dw);
 }
@@ -649,8 +639,8 @@ extern "C" PORTA_API porta_status_t porta_sgd_update(porta_stream_t stream, int6
                             {{"weights", weights}, {"velocity", velocity}}, false));
         return apart(call, "weights", weights, count * 4, "velocity", velocity, count * 4, false);
       },
-      &porta_ops_interface_t::sgd_update, count, weights, grads, velocity, learning_rate, momentum,
-      weight_decay);
+      &porta_ops_interface_t::sgd_update, count, weights, grads, velocity, learning_rate,
+      momentum, weight_decay);
 }
 
 extern "C" PORTA_API porta_status_t porta_adam_update(porta_stream_t stream, int64_t count,
