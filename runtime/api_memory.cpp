@@ -18,8 +18,8 @@ porta_status_t allocate(Runtime& runtime, const char* function, porta_memory_kin
     return PORTA_SUCCESS;
   }
   const Backend& backend = *found->backend;
-  auto slot =
-      kind == PORTA_MEMORY_DEVICE ? backend.interface.memory_alloc : backend.interface.host_alloc;
+  auto slot = kind == PORTA_MEMORY_DEVICE ? backend.interface.memory_alloc
+                                          : backend.interface.host_alloc;
   void* ptr = nullptr;
   porta_status_t status = call(backend, function, slot, found->index, size, &ptr);
   if (status != PORTA_SUCCESS) return status;
@@ -45,8 +45,8 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
                   "{}: {} points {} bytes into an allocation; pass its start", function, ptr,
                   reinterpret_cast<uintptr_t>(ptr) - other.base);
     }
-    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {} memory; free it with {}", function, ptr,
-                other.kind == PORTA_MEMORY_DEVICE ? "device" : "pinned host",
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {} memory; free it with {}", function,
+                ptr, other.kind == PORTA_MEMORY_DEVICE ? "device" : "pinned host",
                 other.kind == PORTA_MEMORY_DEVICE ? "porta_memory_free" : "porta_host_free");
   }
   Device* device = allocation.device;
@@ -59,8 +59,8 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
     device->pool->take_in_use(ptr);  // memory from porta_memory_alloc_async may be freed here too
     device->pool->settle_all();
   }
-  auto slot =
-      kind == PORTA_MEMORY_DEVICE ? backend.interface.memory_free : backend.interface.host_free;
+  auto slot = kind == PORTA_MEMORY_DEVICE ? backend.interface.memory_free
+                                          : backend.interface.host_free;
   porta_status_t status = call(backend, function, slot, device->index, ptr);
   return status != PORTA_SUCCESS ? status : pending;
 }
@@ -114,7 +114,8 @@ porta_status_t check_stream_device(const char* function, const char* argument, c
 // The stream a call runs on: the given one (async) or the default stream of the device the
 // memory belongs to (blocking). nullptr when a blocking call touches host memory only.
 porta_status_t resolve_stream(Runtime& runtime, const char* function, bool blocking,
-                              porta_stream_t handle, Device* device, std::shared_ptr<Stream>& out) {
+                              porta_stream_t handle, Device* device,
+                              std::shared_ptr<Stream>& out) {
   if (blocking) {
     out = device ? runtime.stream(device->default_stream) : nullptr;
     return PORTA_SUCCESS;
@@ -221,13 +222,14 @@ porta_status_t copy(Runtime& runtime, const char* function, bool blocking, void*
   if (status == PORTA_SUCCESS) status = check_stream_device(function, "src", from, *stream);
   if (status != PORTA_SUCCESS) return status;
 
-  porta_copy_kind_t kind =
-      to.device_memory
-          ? (from.device_memory ? PORTA_COPY_DEVICE_TO_DEVICE : PORTA_COPY_HOST_TO_DEVICE)
-          : (from.device_memory ? PORTA_COPY_DEVICE_TO_HOST : PORTA_COPY_HOST_TO_HOST);
+  porta_copy_kind_t kind = to.device_memory
+                               ? (from.device_memory ? PORTA_COPY_DEVICE_TO_DEVICE
+                                                     : PORTA_COPY_HOST_TO_DEVICE)
+                               : (from.device_memory ? PORTA_COPY_DEVICE_TO_HOST
+                                                     : PORTA_COPY_HOST_TO_HOST);
   const Backend& backend = *stream->device->backend;
-  status =
-      call(backend, function, backend.interface.memcpy_async, stream->native, dst, src, size, kind);
+  status = call(backend, function, backend.interface.memcpy_async, stream->native, dst, src, size,
+                kind);
   return finish(function, *stream, blocking, status);
 }
 

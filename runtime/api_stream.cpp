@@ -103,7 +103,7 @@ extern "C" PORTA_API porta_status_t porta_stream_synchronize(porta_stream_t hand
     const Backend& backend = *stream->device->backend;
     const uint64_t frees = queued_frees(*stream);
     status = call(backend, "porta_stream_synchronize", backend.interface.stream_synchronize,
-                  stream->native);
+                stream->native);
     stream->device->pool->settle_stream(stream->serial, frees);
     return status;
   });
@@ -140,7 +140,7 @@ extern "C" PORTA_API porta_status_t porta_stream_wait_event(porta_stream_t handl
     }
     const Backend& backend = *stream->device->backend;
     status = call(backend, "porta_stream_wait_event", backend.interface.stream_wait_event,
-                  stream->native, event->native);
+                stream->native, event->native);
     if (status != PORTA_SUCCESS) return status;
     // The stream is now ordered after the frees the event's stream had queued when it was
     // recorded, so the pool may hand their blocks to this stream.

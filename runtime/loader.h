@@ -16,7 +16,7 @@ inline constexpr const char* kBackendNames[] = {"cuda", "hip", "level_zero", "cp
 struct Backend {
   std::string name;
   void* library = nullptr;
-  porta_backend_interface_t interface {};  // copied; slots beyond the plugin's size are NULL
+  porta_backend_interface_t interface{};  // copied; slots beyond the plugin's size are NULL
   porta_backend_context_t context = nullptr;
   int32_t device_count = 0;
 };
@@ -25,7 +25,7 @@ struct Backend {
 struct OpsPlugin {
   std::string name;
   void* library = nullptr;
-  porta_ops_interface_t interface {};  // copied; slots beyond the plugin's size are NULL
+  porta_ops_interface_t interface{};  // copied; slots beyond the plugin's size are NULL
   porta_backend_context_t context = nullptr;
 };
 

@@ -23,14 +23,14 @@ namespace porta {
 
 struct Device {
   Backend* backend = nullptr;
-  OpsPlugin* ops = nullptr;  // the implementation of porta_ops.h PORTA_OPS chose, if usable
-  std::string ops_missing;   // why ops is NULL
+  OpsPlugin* ops = nullptr;   // the implementation of porta_ops.h PORTA_OPS chose, if usable
+  std::string ops_missing;    // why ops is NULL
   // With PORTA_OPS=vendor, the portable plugin when it serves this device: it runs the ops the
   // vendor plugin leaves out (NULL slots). NULL otherwise.
   OpsPlugin* fallback_ops = nullptr;
   std::string fallback_missing;  // why fallback_ops is NULL under PORTA_OPS=vendor
-  int32_t index = 0;             // the backend's own index
-  porta_device_t id = 0;         // the global index users see
+  int32_t index = 0;        // the backend's own index
+  porta_device_t id = 0;    // the global index users see
   porta_device_properties_t properties{};
   porta_stream_t default_stream = nullptr;
   std::unique_ptr<MemoryPool> pool;  // stream-ordered allocations

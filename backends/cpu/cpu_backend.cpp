@@ -497,7 +497,7 @@ porta_status_t kernel_launch(porta_backend_context_t, void* kernel,
 }
 
 porta_status_t stream_launch_host_func(porta_backend_context_t, void* stream, porta_host_fn_t fn,
-                                       void* user_data) {
+                                      void* user_data) {
   return guarded("stream_launch_host_func", [&] {
     // Runs on the stream's worker, in order with the stream's other tasks.
     stream_of(stream).enqueue([fn, user_data](ScratchBuffer&) { fn(user_data); });

@@ -209,9 +209,9 @@ inline constexpr attribute_t kAsyncEngines = CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_CO
 // another context better); older drivers only export the first version, looked up as a fallback.
 #define PORTA_GPU_TYPED_FUNCTIONS(T)
 
-#define PORTA_GPU_OPTIONAL_FUNCTIONS(X)                     \
-  X(event_elapsed_time_v2, cuEventElapsedTime_v2)           \
-  X(event_elapsed_time_v1, cuEventElapsedTime)              \
+#define PORTA_GPU_OPTIONAL_FUNCTIONS(X)           \
+  X(event_elapsed_time_v2, cuEventElapsedTime_v2) \
+  X(event_elapsed_time_v1, cuEventElapsedTime)    \
   X(launch_host_func, cuLaunchHostFunc)                     \
   X(mem_alloc_async, cuMemAllocAsync)                       \
   X(mem_free_async, cuMemFreeAsync)                         \

@@ -60,15 +60,15 @@ enum {
   PORTA_SUCCESS = 0,
   /* Not an error: a query found work still pending. Does not set the last error message. */
   PORTA_NOT_READY = 1,
-  PORTA_ERROR_INVALID_ARGUMENT = -1,     /* a NULL output, a wrong size, shape or device */
-  PORTA_ERROR_INVALID_HANDLE = -2,       /* NULL, destroyed, foreign, or of another type */
-  PORTA_ERROR_NOT_FOUND = -3,            /* no such kernel, file, device index or plugin */
-  PORTA_ERROR_OUT_OF_MEMORY = -4,        /* host or device allocation failed */
-  PORTA_ERROR_UNSUPPORTED = -5,          /* this backend or device cannot do it */
-  PORTA_ERROR_UNAVAILABLE = -6,          /* driver or device missing, backend not loaded */
+  PORTA_ERROR_INVALID_ARGUMENT = -1,   /* a NULL output, a wrong size, shape or device */
+  PORTA_ERROR_INVALID_HANDLE = -2,     /* NULL, destroyed, foreign, or of another type */
+  PORTA_ERROR_NOT_FOUND = -3,          /* no such kernel, file, device index or plugin */
+  PORTA_ERROR_OUT_OF_MEMORY = -4,      /* host or device allocation failed */
+  PORTA_ERROR_UNSUPPORTED = -5,        /* this backend or device cannot do it */
+  PORTA_ERROR_UNAVAILABLE = -6,        /* driver or device missing, backend not loaded */
   PORTA_ERROR_INCOMPATIBLE_VERSION = -7, /* plugin ABI or code object of another version */
-  PORTA_ERROR_DEVICE_LOST = -8,          /* the device stopped answering; the context is unusable */
-  PORTA_ERROR_BACKEND = -9               /* the vendor driver failed; the message has its code */
+  PORTA_ERROR_DEVICE_LOST = -8,        /* the device stopped answering; the context is unusable */
+  PORTA_ERROR_BACKEND = -9             /* the vendor driver failed; the message has its code */
 };
 
 /* A static, never-NULL name for a status: "PORTA_ERROR_INVALID_HANDLE". Any thread. */
@@ -135,20 +135,20 @@ typedef enum porta_plugin_kind {
 /* One row of the loader report: what happened to one plugin. */
 typedef struct porta_plugin_report_s {
   size_t struct_size;
-  char name[32];   /* a backend ("cpu", "cuda", "hip", "level_zero") or an op plugin
-                      ("portable", "vendor_cpu", ...) */
-  char path[1024]; /* the file tried, or the directories searched when none was found */
+  char name[32];       /* a backend ("cpu", "cuda", "hip", "level_zero") or an op plugin
+                          ("portable", "vendor_cpu", ...) */
+  char path[1024];     /* the file tried, or the directories searched when none was found */
   porta_plugin_outcome_t outcome;
   porta_status_t status; /* SUCCESS when loaded, else the error it maps to */
-  char reason[1024];     /* why it failed, in words; "" when loaded */
-  uint32_t abi_major;    /* what the plugin reported; 0 when it could not be read */
+  char reason[1024];   /* why it failed, in words; "" when loaded */
+  uint32_t abi_major;  /* what the plugin reported; 0 when it could not be read */
   uint32_t abi_minor;
   int32_t device_count; /* backends only */
   porta_plugin_kind_t kind;
   /* Since 0.1 with plugin ABI 1.1; written only when struct_size covers them. */
-  char version[256]; /* the plugin's version string (its libraries' versions too); "" unknown */
-  char ops[512];     /* op plugins: the ops it implements, comma-separated, as named in
-                        porta_ops.h without "porta_" ("gemm,conv2d_forward,..."); "" else */
+  char version[256];   /* the plugin's version string (its libraries' versions too); "" unknown */
+  char ops[512];       /* op plugins: the ops it implements, comma-separated, as named in
+                          porta_ops.h without "porta_" ("gemm,conv2d_forward,..."); "" else */
 } porta_plugin_report_t;
 
 /* The loader report: one row per known backend in the order tried, then the backends not
@@ -173,10 +173,10 @@ enum {
   PORTA_CAPABILITY_FP64 = 1u << 0,
   PORTA_CAPABILITY_FP16 = 1u << 1,
   PORTA_CAPABILITY_BF16 = 1u << 2,
-  PORTA_CAPABILITY_MATRIX_CORES = 1u << 3,       /* tensor cores, matrix cores, XMX, AMX */
+  PORTA_CAPABILITY_MATRIX_CORES = 1u << 3,   /* tensor cores, matrix cores, XMX, AMX */
   PORTA_CAPABILITY_UNIFIED_ADDRESSING = 1u << 4, /* host and device share one address space */
-  PORTA_CAPABILITY_ASYNC_COPY = 1u << 5,         /* copies overlap with kernels on another stream */
-  PORTA_CAPABILITY_HOST_IS_DEVICE = 1u << 6 /* device memory is host memory (the CPU backend) */
+  PORTA_CAPABILITY_ASYNC_COPY = 1u << 5,     /* copies overlap with kernels on another stream */
+  PORTA_CAPABILITY_HOST_IS_DEVICE = 1u << 6  /* device memory is host memory (the CPU backend) */
 };
 
 typedef struct porta_device_properties_s {
@@ -471,8 +471,8 @@ PORTA_API porta_status_t porta_kernel_get(porta_module_t module, const char* nam
 
 typedef struct porta_launch_config_s {
   size_t struct_size;
-  uint32_t grid[3];             /* work-groups per dimension, each >= 1 */
-  uint32_t group[3];            /* work-items per group per dimension, each >= 1 */
+  uint32_t grid[3];            /* work-groups per dimension, each >= 1 */
+  uint32_t group[3];           /* work-items per group per dimension, each >= 1 */
   uint32_t shared_memory_bytes; /* dynamic shared (local) memory per group */
 } porta_launch_config_t;
 

@@ -22,7 +22,7 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-constexpr const char* kEnvironment[] = {"PORTA_BACKEND",     "PORTA_DEVICE", "PORTA_OPS",
+constexpr const char* kEnvironment[] = {"PORTA_BACKEND", "PORTA_DEVICE", "PORTA_OPS",
                                         "PORTA_PLUGIN_PATH", "PORTA_LOG",    "PORTA_CPU_DEVICES"};
 
 struct device_info {

@@ -28,9 +28,9 @@ struct TrainSettings {
 };
 
 struct EpochResult {
-  double seconds = 0;            // wall time, from the first batch queued to the last one done
-  int64_t images = 0;            // images trained on (incomplete final steps are left out)
-  double mean_loss = 0;          // over the epoch's micro-batches
+  double seconds = 0;         // wall time, from the first batch queued to the last one done
+  int64_t images = 0;         // images trained on (incomplete final steps are left out)
+  double mean_loss = 0;       // over the epoch's micro-batches
   std::vector<float> losses;     // per micro-batch, in order (over all ranks)
   double allreduce_seconds = 0;  // spent all-reducing gradients (0 with one process)
 };
