@@ -7,7 +7,8 @@ using namespace porta;
 
 extern "C" PORTA_API porta_status_t porta_device_count(int32_t* out_count) {
   return with_runtime("porta_device_count", [&](Runtime& runtime) -> porta_status_t {
-    if (!out_count) return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_device_count: out_count is NULL");
+    if (!out_count)
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_device_count: out_count is NULL");
     *out_count = runtime.device_count();
     return PORTA_SUCCESS;
   });
@@ -23,8 +24,8 @@ extern "C" PORTA_API porta_status_t porta_device_default(porta_device_t* out_dev
   });
 }
 
-extern "C" PORTA_API porta_status_t porta_device_properties(
-    porta_device_t device, porta_device_properties_t* out_properties) {
+extern "C" PORTA_API porta_status_t
+porta_device_properties(porta_device_t device, porta_device_properties_t* out_properties) {
   return with_runtime("porta_device_properties", [&](Runtime& runtime) -> porta_status_t {
     Device* found = runtime.device(device, "porta_device_properties: device");
     if (!found) return PORTA_ERROR_NOT_FOUND;
@@ -52,9 +53,9 @@ extern "C" PORTA_API porta_status_t porta_device_memory_info(porta_device_t devi
     }
     uint64_t free_bytes = 0, total_bytes = 0;
     const Backend& backend = *found->backend;
-    porta_status_t status = call(backend, "porta_device_memory_info",
-                                 backend.interface.device_memory_info, found->index, &free_bytes,
-                                 &total_bytes);
+    porta_status_t status =
+        call(backend, "porta_device_memory_info", backend.interface.device_memory_info,
+             found->index, &free_bytes, &total_bytes);
     if (status == PORTA_SUCCESS) {
       *out_free = free_bytes;
       *out_total = total_bytes;
@@ -63,13 +64,49 @@ extern "C" PORTA_API porta_status_t porta_device_memory_info(porta_device_t devi
   });
 }
 
+namespace porta {
+
+// Whether device reaches peer's memory directly: the same backend, and its plugin says so.
+bool direct_peer_access(const Device& device, const Device& peer) {
+  if (&device == &peer) return true;
+  if (device.backend != peer.backend) return false;
+  const Backend& backend = *device.backend;
+  if (!backend.interface.device_can_access_peer) return false;
+  int32_t direct = 0;
+  take_plugin_message();
+  porta_status_t status =
+      backend.interface.device_can_access_peer(backend.context, device.index, peer.index, &direct);
+  take_plugin_message();  // a failed query only means "not direct"
+  return status == PORTA_SUCCESS && direct != 0;
+}
+
+}  // namespace porta
+
+extern "C" PORTA_API porta_status_t porta_device_can_access_peer(porta_device_t device,
+                                                                 porta_device_t peer,
+                                                                 int32_t* out_direct) {
+  return with_runtime("porta_device_can_access_peer", [&](Runtime& runtime) -> porta_status_t {
+    Device* found = runtime.device(device, "porta_device_can_access_peer: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    Device* other = runtime.device(peer, "porta_device_can_access_peer: peer");
+    if (!other) return PORTA_ERROR_NOT_FOUND;
+    if (!out_direct) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_device_can_access_peer: out_direct is NULL");
+    }
+    *out_direct = direct_peer_access(*found, *other) && direct_peer_access(*other, *found);
+    return PORTA_SUCCESS;
+  });
+}
+
 extern "C" PORTA_API porta_status_t porta_device_synchronize(porta_device_t device) {
   return with_runtime("porta_device_synchronize", [&](Runtime& runtime) -> porta_status_t {
     Device* found = runtime.device(device, "porta_device_synchronize: device");
     if (!found) return PORTA_ERROR_NOT_FOUND;
     const Backend& backend = *found->backend;
-    return call(backend, "porta_device_synchronize", backend.interface.device_synchronize,
-                found->index);
+    porta_status_t status = call(backend, "porta_device_synchronize",
+                                 backend.interface.device_synchronize, found->index);
+    found->pool->settle_all();  // the device's queued work has ended, failed or not
+    return status;
   });
 }
 

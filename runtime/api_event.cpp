@@ -22,7 +22,8 @@ extern "C" PORTA_API porta_status_t porta_event_create(porta_device_t device,
   return with_runtime("porta_event_create", [&](Runtime& runtime) -> porta_status_t {
     Device* found = runtime.device(device, "porta_event_create: device");
     if (!found) return PORTA_ERROR_NOT_FOUND;
-    if (!out_event) return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_event_create: out_event is NULL");
+    if (!out_event)
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_event_create: out_event is NULL");
     auto event = std::make_shared<Event>();
     event->device = found;
     const Backend& backend = *found->backend;
@@ -64,10 +65,21 @@ extern "C" PORTA_API porta_status_t porta_event_record(porta_event_t handle,
                   event->device->id, stream->device->id);
     }
     const Backend& backend = *event->device->backend;
+    // The frees queued on the stream so far, read before the record: a wait on the event is
+    // ordered after at least these.
+    uint64_t frees = 0;
+    {
+      std::lock_guard lock(stream->order.mutex);
+      frees = stream->order.frees;
+    }
     status = call(backend, "porta_event_record", backend.interface.event_record, event->native,
                   stream->native);
-    if (status == PORTA_SUCCESS) event->recorded = true;
-    return status;
+    if (status != PORTA_SUCCESS) return status;
+    event->recorded = true;
+    std::lock_guard lock(event->capture_mutex);
+    event->stream_serial = stream->serial;
+    event->stream_frees = frees;
+    return PORTA_SUCCESS;
   });
 }
 
@@ -116,8 +128,8 @@ extern "C" PORTA_API porta_status_t porta_event_elapsed_ms(porta_event_t start_h
       if (status != PORTA_SUCCESS) return status;
     }
     float ms = 0;
-    status = call(backend, function, backend.interface.event_elapsed_ms, start->native,
-                  end->native, &ms);
+    status = call(backend, function, backend.interface.event_elapsed_ms, start->native, end->native,
+                  &ms);
     if (status == PORTA_SUCCESS) *out_ms = ms;
     return status;
   });

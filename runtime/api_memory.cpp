@@ -1,4 +1,5 @@
 // Memory: allocation records make every copy, set and free checkable against what was allocated.
+#include <algorithm>
 #include <cstring>
 
 #include "runtime.h"
@@ -22,7 +23,8 @@ porta_status_t allocate(Runtime& runtime, const char* function, porta_memory_kin
   void* ptr = nullptr;
   porta_status_t status = call(backend, function, slot, found->index, size, &ptr);
   if (status != PORTA_SUCCESS) return status;
-  runtime.remember(Allocation{reinterpret_cast<uintptr_t>(ptr), size, kind, found});
+  runtime.remember(
+      Allocation{reinterpret_cast<uintptr_t>(ptr), size, kind, found, PluginCall::active()});
   *out_ptr = ptr;
   return PORTA_SUCCESS;
 }
@@ -60,6 +62,8 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
   porta_status_t pending = PORTA_SUCCESS;
   if (kind == PORTA_MEMORY_DEVICE) {
     pending = call(backend, function, backend.interface.device_synchronize, device->index);
+    device->pool->take_in_use(ptr);  // memory from porta_memory_alloc_async may be freed here too
+    device->pool->settle_all();
   }
   auto slot = kind == PORTA_MEMORY_DEVICE ? backend.interface.memory_free
                                           : backend.interface.host_free;
@@ -78,6 +82,13 @@ porta_status_t check_span(Runtime& runtime, const char* function, const char* ar
   if (!ptr) return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is NULL", function, argument);
   Allocation allocation;
   if (!runtime.find_allocation(ptr, allocation)) {
+    Device* owner = nullptr;
+    uintptr_t base = 0;
+    if (runtime.in_freed_pool_block(ptr, &owner, &base)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: {} lies in memory of device {} freed with porta_memory_free_async", function,
+                  argument, owner->id);
+    }
     if (reinterpret_cast<uintptr_t>(ptr) + size < reinterpret_cast<uintptr_t>(ptr)) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} + {} bytes wraps around the address space",
                   function, argument, size);
@@ -151,6 +162,68 @@ porta_status_t finish(const char* function, const Stream& stream, bool blocking,
   return call(backend, function, backend.interface.stream_synchronize, stream.native);
 }
 
+// Copies through a pinned buffer of the source device, chunk by chunk: out to the host on a
+// stream of the source device, in from the host on a stream of the destination device. The host
+// waits for each step, so the copy is complete (and ordered after the stream's earlier work)
+// when this returns.
+porta_status_t copy_staged(Runtime& runtime, const char* function, void* dst, Device& to,
+                           const void* src, Device& from, size_t size, const Stream& stream) {
+  constexpr size_t kChunk = size_t{8} << 20;
+  const Backend& out_backend = *from.backend;
+  const Backend& in_backend = *to.backend;
+  const Backend& backend = *stream.device->backend;
+  porta_status_t status =
+      call(backend, function, backend.interface.stream_synchronize, stream.native);
+  if (status != PORTA_SUCCESS) return status;
+  // The given stream carries its own device's half; the other device's default stream the rest.
+  void* out_native =
+      stream.device == &from ? stream.native : runtime.stream(from.default_stream)->native;
+  void* in_native =
+      stream.device == &to ? stream.native : runtime.stream(to.default_stream)->native;
+  void* staging = nullptr;
+  const size_t staging_size = std::min(size, kChunk);
+  status = call(out_backend, function, out_backend.interface.host_alloc, from.index, staging_size,
+                &staging);
+  if (status != PORTA_SUCCESS) return status;
+  for (size_t done = 0; done < size && status == PORTA_SUCCESS; done += staging_size) {
+    const size_t part = std::min(staging_size, size - done);
+    status = call(out_backend, function, out_backend.interface.memcpy_async, out_native, staging,
+                  static_cast<const char*>(src) + done, part, PORTA_COPY_DEVICE_TO_HOST);
+    if (status == PORTA_SUCCESS) {
+      status = call(out_backend, function, out_backend.interface.stream_synchronize, out_native);
+    }
+    if (status == PORTA_SUCCESS) {
+      status = call(in_backend, function, in_backend.interface.memcpy_async, in_native,
+                    static_cast<char*>(dst) + done, static_cast<const void*>(staging), part,
+                    PORTA_COPY_HOST_TO_DEVICE);
+    }
+    if (status == PORTA_SUCCESS) {
+      status = call(in_backend, function, in_backend.interface.stream_synchronize, in_native);
+    }
+  }
+  out_backend.interface.host_free(out_backend.context, from.index, staging);
+  return status;
+}
+
+// A copy between the memory of two devices, on a stream of either.
+porta_status_t copy_between_devices(Runtime& runtime, const char* function, bool blocking,
+                                    void* dst, Device& to, const void* src, Device& from,
+                                    size_t size, const Stream& stream) {
+  if (stream.device != &to && stream.device != &from) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: dst is memory of device {} and src of device {}, but the stream belongs to "
+                "device {}; use a stream of either",
+                function, to.id, from.id, stream.device->id);
+  }
+  if (!direct_peer_access(to, from) || !direct_peer_access(from, to)) {
+    return copy_staged(runtime, function, dst, to, src, from, size, stream);
+  }
+  const Backend& backend = *stream.device->backend;
+  porta_status_t status = call(backend, function, backend.interface.memcpy_async, stream.native,
+                               dst, src, size, PORTA_COPY_DEVICE_TO_DEVICE);
+  return finish(function, stream, blocking, status);
+}
+
 porta_status_t copy(Runtime& runtime, const char* function, bool blocking, void* dst,
                     const void* src, size_t size, porta_stream_t handle) {
   std::shared_ptr<Stream> stream;
@@ -163,12 +236,7 @@ porta_status_t copy(Runtime& runtime, const char* function, bool blocking, void*
   porta_status_t status = check_span(runtime, function, "dst", dst, size, to);
   if (status == PORTA_SUCCESS) status = check_span(runtime, function, "src", src, size, from);
   if (status != PORTA_SUCCESS) return status;
-  if (to.device_memory && from.device_memory && to.device != from.device) {
-    return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "{}: dst is on device {} and src on device {}; copies between devices are not "
-                "supported",
-                function, to.device->id, from.device->id);
-  }
+  const bool between_devices = to.device_memory && from.device_memory && to.device != from.device;
   if (blocking) {
     Device* device = to.device_memory ? to.device : from.device_memory ? from.device : nullptr;
     resolve_stream(runtime, function, true, nullptr, device, stream);
@@ -177,6 +245,9 @@ porta_status_t copy(Runtime& runtime, const char* function, bool blocking, void*
       return PORTA_SUCCESS;
     }
   }
+  if (between_devices)
+    return copy_between_devices(runtime, function, blocking, dst, *to.device, src, *from.device,
+                                size, *stream);
   status = check_stream_device(function, "dst", to, *stream);
   if (status == PORTA_SUCCESS) status = check_stream_device(function, "src", from, *stream);
   if (status != PORTA_SUCCESS) return status;

@@ -176,6 +176,7 @@ porta_status_t op(const char* function, porta_stream_t stream, Check&& check, Sl
   }
   return guarded(function, [&]() -> porta_status_t {
     take_plugin_message();
+    PluginCall scope;  // the plugin's scratch is its own, not the application's
     status = implementation(plugin->context, call.stream, args...);
     if (status < 0) {
       std::string detail = take_plugin_message();

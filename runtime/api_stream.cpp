@@ -1,4 +1,6 @@
 // Streams: in-order queues on one device; NULL means the default device's default stream.
+#include <algorithm>
+
 #include "runtime.h"
 
 using namespace porta;
@@ -13,6 +15,12 @@ porta_status_t lookup(Runtime& runtime, const char* function, porta_stream_t han
                 static_cast<void*>(handle));
   }
   return PORTA_SUCCESS;
+}
+
+// How many frees the stream has queued: a synchronisation that starts now covers them.
+uint64_t queued_frees(Stream& stream) {
+  std::lock_guard lock(stream.order.mutex);
+  return stream.order.frees;
 }
 
 }  // namespace
@@ -46,13 +54,17 @@ extern "C" PORTA_API porta_status_t porta_stream_destroy(porta_stream_t handle) 
                   "porta_stream_destroy: a device's default stream cannot be destroyed");
     }
     if (!runtime.streams.remove(reinterpret_cast<uintptr_t>(handle))) {
-      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_stream_destroy: stream was destroyed meanwhile");
+      return fail(PORTA_ERROR_INVALID_HANDLE,
+                  "porta_stream_destroy: stream was destroyed meanwhile");
     }
     // What is queued runs first and its error is reported here; the backend's stream goes with
     // the last reference (~Stream), which may be a call on another thread still using it.
     const Backend& backend = *stream->device->backend;
-    return call(backend, "porta_stream_destroy", backend.interface.stream_synchronize,
-                stream->native);
+    const uint64_t frees = queued_frees(*stream);
+    const porta_status_t pending =
+        call(backend, "porta_stream_destroy", backend.interface.stream_synchronize, stream->native);
+    stream->device->pool->settle_stream(stream->serial, frees);
+    return pending;
   });
 }
 
@@ -89,8 +101,11 @@ extern "C" PORTA_API porta_status_t porta_stream_synchronize(porta_stream_t hand
     porta_status_t status = lookup(runtime, "porta_stream_synchronize", handle, stream);
     if (status != PORTA_SUCCESS) return status;
     const Backend& backend = *stream->device->backend;
-    return call(backend, "porta_stream_synchronize", backend.interface.stream_synchronize,
+    const uint64_t frees = queued_frees(*stream);
+    status = call(backend, "porta_stream_synchronize", backend.interface.stream_synchronize,
                 stream->native);
+    stream->device->pool->settle_stream(stream->serial, frees);
+    return status;
   });
 }
 
@@ -112,17 +127,35 @@ extern "C" PORTA_API porta_status_t porta_stream_wait_event(porta_stream_t handl
     if (status != PORTA_SUCCESS) return status;
     auto event = runtime.events.find(reinterpret_cast<uintptr_t>(event_handle));
     if (!event) {
-      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_stream_wait_event: event {} is not a live event",
+      return fail(PORTA_ERROR_INVALID_HANDLE,
+                  "porta_stream_wait_event: event {} is not a live event",
                   static_cast<void*>(event_handle));
     }
-    if (event->device != stream->device) {
+    if (event->device->backend != stream->device->backend) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                  "porta_stream_wait_event: the event belongs to device {}, the stream to {}",
-                  event->device->id, stream->device->id);
+                  "porta_stream_wait_event: the event belongs to device {} of the {} backend, the "
+                  "stream to device {} of the {} backend; wait for the event on the host instead",
+                  event->device->id, event->device->backend->name, stream->device->id,
+                  stream->device->backend->name);
     }
     const Backend& backend = *stream->device->backend;
-    return call(backend, "porta_stream_wait_event", backend.interface.stream_wait_event,
+    status = call(backend, "porta_stream_wait_event", backend.interface.stream_wait_event,
                 stream->native, event->native);
+    if (status != PORTA_SUCCESS) return status;
+    // The stream is now ordered after the frees the event's stream had queued when it was
+    // recorded, so the pool may hand their blocks to this stream.
+    uint64_t serial = 0, frees = 0;
+    {
+      std::lock_guard lock(event->capture_mutex);
+      serial = event->stream_serial;
+      frees = event->stream_frees;
+    }
+    if (serial != 0 && serial != stream->serial) {
+      std::lock_guard lock(stream->order.mutex);
+      uint64_t& waited = stream->order.waited[serial];
+      waited = std::max(waited, frees);
+    }
+    return PORTA_SUCCESS;
   });
 }
 
@@ -166,7 +199,7 @@ extern "C" PORTA_API porta_status_t porta_stream_launch_host_func(porta_stream_t
                   "functions (its interface predates plugin ABI 1.1 or leaves the slot out)",
                   backend.name);
     }
-    return call(backend, "porta_stream_launch_host_func",
-                backend.interface.stream_launch_host_func, stream->native, fn, user_data);
+    return call(backend, "porta_stream_launch_host_func", backend.interface.stream_launch_host_func,
+                stream->native, fn, user_data);
   });
 }

@@ -17,7 +17,13 @@ namespace porta {
 
 static_assert(sizeof(void*) == 8, "handles are encoded in 64-bit pointers");
 
-enum class HandleTag : uint8_t { kStream = 0xA1, kEvent = 0xA2, kModule = 0xA3, kKernel = 0xA4 };
+enum class HandleTag : uint8_t {
+  kStream = 0xA1,
+  kEvent = 0xA2,
+  kModule = 0xA3,
+  kKernel = 0xA4,
+  kComm = 0xA5
+};
 
 // A table of live objects of one type. Lookups hand out shared ownership, so an object lives
 // until every call using it has returned, even if another thread destroys its handle meanwhile.

@@ -1,6 +1,7 @@
 #include "loader.h"
 
 #include <dlfcn.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -8,9 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <new>
-#include <fmt/format.h>
 
 #include "error.h"
 #include "log.h"
@@ -26,16 +27,17 @@ void host_log(porta_log_level_t level, const char* message) {
   log().log(static_cast<spdlog::level::level_enum>(level), "{}", message);
 }
 
-// The checked settings plugins may ask for (porta_host_api_t.setting): written by porta_init
-// before any plugin loads, cleared by porta_shutdown after they are gone.
-std::vector<std::pair<std::string, std::string>> host_settings;
+// Written by porta_init before any plugin initialises, read by plugins during their initialize
+// (both under the lifecycle lock), so it needs no lock of its own.
+std::map<std::string, std::string>& plugin_settings() {
+  static auto* settings = new std::map<std::string, std::string>();
+  return *settings;
+}
 
 const char* host_setting(const char* name) {
   if (!name) return nullptr;
-  for (const auto& [key, value] : host_settings) {
-    if (key == name) return value.c_str();
-  }
-  return nullptr;
+  auto it = plugin_settings().find(name);
+  return it == plugin_settings().end() ? nullptr : it->second.c_str();
 }
 
 const porta_host_api_t kHostApi{sizeof(porta_host_api_t), host_set_error_message, host_log,
@@ -46,7 +48,8 @@ struct RequiredSlot {
   const char* name;
   size_t offset;
 };
-#define PORTA_SLOT(type, slot) RequiredSlot{#slot, offsetof(type, slot)}
+#define PORTA_SLOT(type, slot) \
+  RequiredSlot { #slot, offsetof(type, slot) }
 #define PORTA_BACKEND_SLOT(slot) PORTA_SLOT(porta_backend_interface_t, slot)
 constexpr RequiredSlot kBackendSlots[] = {
     PORTA_BACKEND_SLOT(initialize),         PORTA_BACKEND_SLOT(shutdown),
@@ -63,6 +66,15 @@ constexpr RequiredSlot kBackendSlots[] = {
     PORTA_BACKEND_SLOT(module_load_data),   PORTA_BACKEND_SLOT(module_unload),
     PORTA_BACKEND_SLOT(kernel_get),         PORTA_BACKEND_SLOT(kernel_launch),
 };
+#define PORTA_COMM_SLOT(slot) PORTA_SLOT(porta_comm_interface_t, slot)
+constexpr RequiredSlot kCommSlots[] = {
+    PORTA_COMM_SLOT(initialize),       PORTA_COMM_SLOT(shutdown),
+    PORTA_COMM_SLOT(supports_backend), PORTA_COMM_SLOT(get_unique_id),
+    PORTA_COMM_SLOT(comm_create),      PORTA_COMM_SLOT(comm_destroy),
+    PORTA_COMM_SLOT(all_reduce),       PORTA_COMM_SLOT(broadcast),
+    PORTA_COMM_SLOT(all_gather),       PORTA_COMM_SLOT(reduce_scatter),
+    PORTA_COMM_SLOT(barrier)};
+
 constexpr RequiredSlot kOpsSlots[] = {
     PORTA_SLOT(porta_ops_interface_t, initialize),
     PORTA_SLOT(porta_ops_interface_t, shutdown),
@@ -73,7 +85,8 @@ constexpr RequiredSlot kOpsSlots[] = {
 
 // Every op slot with the name porta_ops.h gives the op, for the report's list. A slot appended to
 // porta_ops_interface_t is added here too.
-#define PORTA_OP_SLOT(slot) RequiredSlot{#slot, offsetof(porta_ops_interface_t, slot)}
+#define PORTA_OP_SLOT(slot) \
+  RequiredSlot { #slot, offsetof(porta_ops_interface_t, slot) }
 constexpr RequiredSlot kOpSlots[] = {
     PORTA_OP_SLOT(gemm),
     PORTA_OP_SLOT(conv2d_forward),
@@ -125,9 +138,9 @@ bool find_file(const std::string& file, const std::vector<std::string>& director
     searched += (searched.empty() ? "" : ":") + directory;
   }
   report.path = searched;
-  return refuse(report, PORTA_PLUGIN_NOT_FOUND, PORTA_ERROR_NOT_FOUND,
-                fmt::format("{} not found in {}", file,
-                            searched.empty() ? "(no directory)" : searched));
+  return refuse(
+      report, PORTA_PLUGIN_NOT_FOUND, PORTA_ERROR_NOT_FOUND,
+      fmt::format("{} not found in {}", file, searched.empty() ? "(no directory)" : searched));
 }
 
 // Opens the file and calls its entry point; checks the ABI version, the kind and the name.
@@ -150,8 +163,7 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
     refuse(report, outcome, status, std::move(reason));
     return nullptr;
   };
-  auto entry =
-      reinterpret_cast<porta_plugin_entry_fn>(dlsym(library, PORTA_PLUGIN_ENTRY_SYMBOL));
+  auto entry = reinterpret_cast<porta_plugin_entry_fn>(dlsym(library, PORTA_PLUGIN_ENTRY_SYMBOL));
   if (!entry) {
     return close(PORTA_PLUGIN_NO_ENTRY, PORTA_ERROR_INCOMPATIBLE_VERSION,
                  fmt::format("no symbol {}: not a Porta plugin", PORTA_PLUGIN_ENTRY_SYMBOL));
@@ -187,16 +199,19 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
                              plugin.abi_minor, PORTA_PLUGIN_ABI_MAJOR, PORTA_PLUGIN_ABI_MINOR));
   }
   const bool described = kind == PORTA_PLUGIN_KIND_BACKEND ? plugin.backend != nullptr
-                                                           : plugin.ops != nullptr;
+                         : kind == PORTA_PLUGIN_KIND_OPS   ? plugin.ops != nullptr
+                                                           : plugin.comm != nullptr;
   if (plugin.kind != kind || !described || !plugin.name) {
     return close(PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
                  fmt::format("not {} plugin (kind, name or interface missing)",
-                             kind == PORTA_PLUGIN_KIND_BACKEND ? "a backend" : "an op"));
+                             kind == PORTA_PLUGIN_KIND_BACKEND ? "a backend"
+                             : kind == PORTA_PLUGIN_KIND_OPS   ? "an op"
+                                                               : "a collective engine"));
   }
   if (report.name != plugin.name) {
-    return close(PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
-                 fmt::format("the file is named for '{}' but implements '{}'", report.name,
-                             plugin.name));
+    return close(
+        PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
+        fmt::format("the file is named for '{}' but implements '{}'", report.name, plugin.name));
   }
   return library;
 }
@@ -258,8 +273,8 @@ bool loaded(PluginReport& report) {
 
 }  // namespace
 
-void set_plugin_settings(std::vector<std::pair<std::string, std::string>> settings) {
-  host_settings = std::move(settings);
+void set_plugin_settings(std::map<std::string, std::string> settings) {
+  plugin_settings() = std::move(settings);
 }
 
 bool load_backend(const std::string& name, const std::vector<std::string>& directories,
@@ -275,8 +290,7 @@ bool load_backend(const std::string& name, const std::vector<std::string>& direc
   backend.name = name;
   backend.library = library;
   if (!adopt_interface(plugin.backend, backend.interface, kBackendSlots, report) ||
-      !initialize(backend.interface.initialize, report, &backend.context,
-                  &backend.device_count)) {
+      !initialize(backend.interface.initialize, report, &backend.context, &backend.device_count)) {
     dlclose(library);
     backend = Backend{};
     return false;
@@ -313,6 +327,38 @@ bool load_ops_plugin(const std::string& name, const std::vector<std::string>& di
   return loaded(report);
 }
 
+bool load_comm_plugin(const std::string& name, const std::vector<std::string>& directories,
+                      CommPlugin& comm, PluginReport& report) {
+  report = PluginReport{};
+  report.name = name;
+  report.kind = PORTA_PLUGIN_KIND_COMM;
+  comm = CommPlugin{};
+  porta_plugin_t plugin;
+  if (!find_file("libporta_comm_" + name + ".so", directories, report)) return false;
+  void* library = open_plugin(PORTA_PLUGIN_KIND_COMM, report, plugin);
+  if (!library) return false;
+  comm.name = name;
+  comm.library = library;
+  if (!adopt_interface(plugin.comm, comm.interface, kCommSlots, report) ||
+      !initialize(comm.interface.initialize, report, &comm.context)) {
+    dlclose(library);
+    comm = CommPlugin{};
+    return false;
+  }
+  return loaded(report);
+}
+
+void unload_comm_plugin(CommPlugin& comm) {
+  if (!comm.library) return;
+  try {
+    comm.interface.shutdown(comm.context);
+  } catch (...) {
+    log().error("collective engine {}: shutdown threw", comm.name);
+  }
+  dlclose(comm.library);
+  comm = CommPlugin{};
+}
+
 std::string implemented_ops(const porta_ops_interface_t& interface) {
   std::string names;
   for (const RequiredSlot& slot : kOpSlots) {
@@ -347,7 +393,6 @@ void unload_backend(Backend& backend) {
   dlclose(backend.library);
   backend = Backend{};
 }
-
 
 std::vector<std::string> default_plugin_directories() {
   std::vector<std::string> directories;

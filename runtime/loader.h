@@ -3,6 +3,7 @@
 
 #include <porta/porta_plugin.h>
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,6 +30,14 @@ struct OpsPlugin {
   std::string name;
   void* library = nullptr;
   porta_ops_interface_t interface{};  // copied; slots beyond the plugin's size are NULL
+  porta_backend_context_t context = nullptr;
+};
+
+// A collective engine (porta_comm.h) that loaded and initialised.
+struct CommPlugin {
+  std::string name;
+  void* library = nullptr;
+  porta_comm_interface_t interface {};  // copied; slots beyond the plugin's size are NULL
   porta_backend_context_t context = nullptr;
 };
 
@@ -60,9 +69,13 @@ bool load_ops_plugin(const std::string& name, const std::vector<std::string>& di
                      OpsPlugin& plugin, PluginReport& report);
 void unload_ops_plugin(OpsPlugin& plugin);
 
-// The settings plugins read through porta_host_api_t.setting, as (name, value) pairs; only while
-// no plugin is loaded.
-void set_plugin_settings(std::vector<std::pair<std::string, std::string>> settings);
+// The settings plugins read through porta_host_api_t.setting (name to checked value).
+void set_plugin_settings(std::map<std::string, std::string> settings);
+
+// The same for the collective engine libporta_comm_<name>.so.
+bool load_comm_plugin(const std::string& name, const std::vector<std::string>& directories,
+                      CommPlugin& comm, PluginReport& report);
+void unload_comm_plugin(CommPlugin& comm);
 
 // Where plugins are looked for after PORTA_PLUGIN_PATH: the directory holding libporta, then the
 // install directory baked in at build time.

@@ -14,6 +14,8 @@
 namespace porta {
 namespace {
 
+constexpr int32_t kMaxCpuDevices = 256;
+
 constexpr const char* kAcceptedBackends =
     "auto, cpu, cuda, hip, level_zero, opencl, or a comma-separated list of them in preference "
     "order (e.g. \"cuda,hip,cpu\")";
@@ -116,6 +118,33 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
     }
   }
 
+  Source cpu_devices = pick(PORTA_OPTION(cpu_devices), "options.cpu_devices", "PORTA_CPU_DEVICES");
+  if (cpu_devices.text && *cpu_devices.text) {
+    std::string_view text = cpu_devices.text;
+    int32_t count = 0;
+    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), count);
+    if (error != std::errc() || end != text.data() + text.size() || count < 1 ||
+        count > kMaxCpuDevices) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}='{}' is not a device count; accepted: a whole number from 1 to {}",
+                  cpu_devices.name, text, kMaxCpuDevices);
+    }
+    settings.plugin_settings["PORTA_CPU_DEVICES"] = std::to_string(count);
+  }
+
+  if (const char* timeout = std::getenv("PORTA_COMM_TIMEOUT"); timeout && *timeout) {
+    std::string_view text = timeout;
+    int32_t seconds = 0;
+    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+    if (error != std::errc() || end != text.data() + text.size() || seconds < 1) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "PORTA_COMM_TIMEOUT='{}' is not accepted; accepted: a whole number of seconds, "
+                  "1 or more",
+                  text);
+    }
+    settings.plugin_settings["PORTA_COMM_TIMEOUT"] = std::to_string(seconds);
+  }
+
   Source ops = pick(PORTA_OPTION(ops), "options.ops", "PORTA_OPS");
   if (ops.text && *ops.text) {
     if (std::string_view(ops.text) != "portable" && std::string_view(ops.text) != "vendor") {
@@ -136,7 +165,7 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
                   "per work-item, real barriers) or racecheck (simt, every access checked)",
                   cpu_mode.name, cpu_mode.text);
     }
-    settings.cpu_mode = cpu_mode.text;
+    settings.plugin_settings["cpu_mode"] = cpu_mode.text;
   }
 
   Source path = pick(PORTA_OPTION(plugin_path), "options.plugin_path", "PORTA_PLUGIN_PATH");
@@ -210,6 +239,7 @@ porta_status_t Runtime::enumerate_devices(const Settings& settings) {
       device->index = index;
       device->id = static_cast<porta_device_t>(devices_.size());
       device->properties.struct_size = sizeof(porta_device_properties_t);
+      device->pool = std::make_unique<MemoryPool>(*device);
       porta_status_t status = call(*backend, "porta_init", backend->interface.device_properties,
                                    index, &device->properties);
       if (status != PORTA_SUCCESS) return status;
@@ -245,8 +275,9 @@ porta_status_t Runtime::initialize(const porta_init_options_t* options) {
   status_ = guarded("porta_init", [&]() -> porta_status_t {
     Settings settings;
     porta_status_t status = read_settings(options, settings);
+    plugin_directories_ = settings.plugin_directories;
     if (status == PORTA_SUCCESS) {
-      set_plugin_settings({{"cpu_mode", settings.cpu_mode}});
+      set_plugin_settings(settings.plugin_settings);
       status = load_backends(settings);
     }
     if (status == PORTA_SUCCESS) status = enumerate_devices(settings);
@@ -357,6 +388,14 @@ void Runtime::release_everything() {
   for (auto& device : devices_) {
     device->backend->interface.device_synchronize(device->backend->context, device->index);
   }
+  // Communicators and their engines first: they may hold streams and memory of their own.
+  for (auto& comm : comms.remove_all()) {
+    comm->engine->interface.comm_destroy(comm->engine->context, comm->native);
+  }
+  for (auto& plugin : comm_plugins_) unload_comm_plugin(*plugin);
+  comm_plugins_.clear();
+  comm_missing_.clear();
+  comm_loaded_ = false;
   // Op plugins first: they hold modules and memory of their own, which go below with the rest.
   for (auto& plugin : ops_plugins_) unload_ops_plugin(*plugin);
   ops_plugins_.clear();
@@ -366,6 +405,8 @@ void Runtime::release_everything() {
   modules.remove_all();
   events.remove_all();
   streams.remove_all();
+  report_live_allocations("porta_shutdown", nullptr, nullptr);
+  for (auto& device : devices_) device->pool->release_all();
   {
     std::unique_lock lock(allocations_mutex_);
     for (auto& [base, allocation] : allocations_) {
@@ -510,6 +551,125 @@ Runtime::Touched Runtime::touched(const void* ptr, size_t size) const {
     }
   }
   return Touched{};
+}
+
+// The engine of each backend: what its devices' collectives run on.
+const char* engine_of(const std::string& backend) {
+  if (backend == "cuda") return "nccl";
+  if (backend == "hip") return "rccl";
+  if (backend == "cpu") return "mpi";
+  return nullptr;
+}
+
+void Runtime::load_comm_plugins() {
+  if (comm_loaded_) return;
+  comm_loaded_ = true;
+  for (const char* name : {"mpi", "nccl", "rccl"}) {
+    auto plugin = std::make_unique<CommPlugin>();
+    PluginReport report;
+    if (load_comm_plugin(name, plugin_directories_, *plugin, report)) {
+      comm_plugins_.push_back(std::move(plugin));
+    } else {
+      comm_missing_[name] = fmt::format("{}: {}", report.path, report.reason);
+    }
+  }
+}
+
+CommPlugin* Runtime::comm_engine(const char* function, const Device& device) {
+  const char* name = engine_of(device.backend->name);
+  if (!name) {
+    fail(PORTA_ERROR_UNAVAILABLE, "{}: no collective engine serves the {} backend", function,
+         device.backend->name);
+    return nullptr;
+  }
+  std::lock_guard lock(comm_mutex_);
+  load_comm_plugins();
+  for (auto& plugin : comm_plugins_) {
+    if (plugin->name != name) continue;
+    take_plugin_message();
+    if (plugin->interface.supports_backend(plugin->context, device.backend->name.c_str()) !=
+        PORTA_SUCCESS) {
+      std::string why = take_plugin_message();
+      fail(PORTA_ERROR_UNAVAILABLE, "{}: the {} engine is unavailable for device {}: {}", function,
+           name, device.id, why.empty() ? "it does not serve its backend" : why);
+      return nullptr;
+    }
+    return plugin.get();
+  }
+  fail(PORTA_ERROR_UNAVAILABLE, "{}: the {} engine is unavailable: {}", function, name,
+       comm_missing_[name]);
+  return nullptr;
+}
+
+CommPlugin* Runtime::launcher(const char* function) {
+  std::lock_guard lock(comm_mutex_);
+  load_comm_plugins();
+  for (auto& plugin : comm_plugins_) {
+    if (plugin->name == "mpi" && plugin->interface.launcher_rank &&
+        plugin->interface.launcher_broadcast) {
+      return plugin.get();
+    }
+  }
+  fail(PORTA_ERROR_UNAVAILABLE, "{}: the launcher (MPI) is unavailable: {}", function,
+       comm_missing_.count("mpi") ? comm_missing_["mpi"] : "its plugin lacks the launcher slots");
+  return nullptr;
+}
+
+bool Runtime::in_freed_pool_block(const void* ptr, Device** out_device, uintptr_t* out_base) {
+  for (auto& device : devices_) {
+    if (device->pool->holds_freed(ptr, out_base)) {
+      *out_device = device.get();
+      return true;
+    }
+  }
+  return false;
+}
+
+void Runtime::report_live_allocations(const char* occasion, uint64_t* out_count,
+                                      uint64_t* out_bytes) {
+  struct Totals {
+    uint64_t count = 0;
+    uint64_t bytes = 0;
+  };
+  std::map<porta_device_t, Totals> per_device;
+  Totals all;
+  constexpr uint64_t kListed = 32;  // enough to find the culprit, not enough to flood the log
+  std::shared_lock lock(allocations_mutex_);
+  for (const auto& [base, allocation] : allocations_) {
+    if (allocation.plugin_owned) continue;
+    if (all.count < kListed) {
+      log().warn("{}: live allocation: {} bytes of {} memory on device {} at {}", occasion,
+                 allocation.size, allocation.kind == PORTA_MEMORY_DEVICE ? "device" : "pinned host",
+                 allocation.device->id, reinterpret_cast<void*>(base));
+    }
+    Totals& totals = per_device[allocation.device->id];
+    ++totals.count;
+    totals.bytes += allocation.size;
+    ++all.count;
+    all.bytes += allocation.size;
+  }
+  if (all.count > kListed) {
+    log().warn("{}: ... and {} more live allocations", occasion, all.count - kListed);
+  }
+  for (const auto& [device, totals] : per_device) {
+    log().warn("{}: device {}: {} live allocation(s), {} bytes", occasion, device, totals.count,
+               totals.bytes);
+  }
+  if (out_count) *out_count = all.count;
+  if (out_bytes) *out_bytes = all.bytes;
+}
+
+namespace {
+thread_local int t_plugin_calls = 0;
+}  // namespace
+
+PluginCall::PluginCall() { ++t_plugin_calls; }
+PluginCall::~PluginCall() { --t_plugin_calls; }
+bool PluginCall::active() { return t_plugin_calls > 0; }
+
+uint64_t next_stream_serial() {
+  static std::atomic<uint64_t> serial{0};
+  return ++serial;
 }
 
 namespace detail {

@@ -18,6 +18,7 @@
 #include "error.h"
 #include "handles.h"
 #include "loader.h"
+#include "memory_pool.h"
 
 namespace porta {
 
@@ -34,7 +35,11 @@ struct Device {
   porta_device_t id = 0;    // the global index users see
   porta_device_properties_t properties{};
   porta_stream_t default_stream = nullptr;
+  std::unique_ptr<MemoryPool> pool;  // stream-ordered allocations
 };
+
+// A number no other stream of the process has had, so records about a stream outlive it safely.
+uint64_t next_stream_serial();
 
 // The runtime's objects. A handle table holds one reference and every call that looked the
 // handle up holds another, so destroying a handle never pulls an object from under a call that
@@ -46,6 +51,8 @@ struct Stream {
   void* native = nullptr;
   bool is_default = false;
   ~Stream();
+  const uint64_t serial = next_stream_serial();
+  StreamOrder order;  // what the pool needs to know to reuse memory on this stream
 };
 
 struct Event {
@@ -53,6 +60,11 @@ struct Event {
   void* native = nullptr;
   std::atomic<bool> recorded{false};
   ~Event();
+  // The stream of the last record and how many frees it had queued then (StreamOrder::frees):
+  // a stream waiting on the event is ordered after those frees.
+  std::mutex capture_mutex;
+  uint64_t stream_serial = 0;
+  uint64_t stream_frees = 0;
 };
 
 // Unloading waits for the device first: launches queued with the module's kernels run its code.
@@ -74,11 +86,32 @@ struct Kernel {
   int32_t max_group_size = 0;  // porta_kernel_max_group_size, asked once at porta_kernel_get
 };
 
+struct Comm {
+  Device* device = nullptr;
+  CommPlugin* engine = nullptr;
+  void* native = nullptr;
+  int32_t rank = 0;
+  int32_t size = 0;
+};
+
 struct Allocation {
   uintptr_t base = 0;
   size_t size = 0;
   porta_memory_kind_t kind = PORTA_MEMORY_UNKNOWN;
   Device* device = nullptr;
+  bool plugin_owned = false;  // made while a plugin's slot ran (see PluginCall)
+};
+
+// Marks the calling thread as running a plugin's slot (an op, a collective engine's create):
+// the memory the plugin allocates meanwhile is its own (scratch), freed at shutdown like any,
+// but not reported as the application's leak.
+class PluginCall {
+ public:
+  PluginCall();
+  ~PluginCall();
+  PluginCall(const PluginCall&) = delete;
+  PluginCall& operator=(const PluginCall&) = delete;
+  static bool active();
 };
 
 class Runtime {
@@ -91,7 +124,7 @@ class Runtime {
     std::vector<std::string> plugin_directories;
     porta_log_level_t log_level = PORTA_LOG_WARN;
     std::string ops = "portable";
-    std::string cpu_mode = "fast";
+    std::map<std::string, std::string> plugin_settings;  // what plugins read (PORTA_CPU_DEVICES)
   };
 
   porta_status_t initialize(const porta_init_options_t* options);
@@ -114,6 +147,13 @@ class Runtime {
   HandleTable<Event, HandleTag::kEvent> events;
   HandleTable<Module, HandleTag::kModule> modules;
   HandleTable<Kernel, HandleTag::kKernel> kernels;
+  HandleTable<Comm, HandleTag::kComm> comms;
+
+  // The collective engine serving the device, opening the engines on first use; nullptr after
+  // setting an UNAVAILABLE message with the reason.
+  CommPlugin* comm_engine(const char* function, const Device& device);
+  // The launcher's engine (MPI), or nullptr after setting an UNAVAILABLE message.
+  CommPlugin* launcher(const char* function);
 
   // A NULL stream is the default device's default stream.
   std::shared_ptr<Stream> stream(porta_stream_t handle);
@@ -124,6 +164,10 @@ class Runtime {
   bool find_allocation(const void* ptr, Allocation& out) const;
   // Removes the allocation starting exactly at ptr with the given kind; it joins the freed ones.
   bool forget(const void* ptr, porta_memory_kind_t kind, Allocation& out);
+  // Whether ptr lies in a block freed to a device's pool (freed memory, not host memory).
+  bool in_freed_pool_block(const void* ptr, Device** out_device, uintptr_t* out_base);
+  // Logs every live allocation (see porta_memory_report_live); the totals go to the outputs.
+  void report_live_allocations(const char* occasion, uint64_t* out_count, uint64_t* out_bytes);
 
   // What [ptr, ptr + size) that lies in no live allocation touches: a live allocation (overlaps
   // it, or starts right at its end), a recently freed one, or nothing (plain host memory).
@@ -154,6 +198,14 @@ class Runtime {
   // Records the freed allocation (allocations_mutex_ held): the oldest goes beyond the bound.
   void remember_freed(const Allocation& allocation, const char* freed_by);
 
+  void load_comm_plugins();  // comm_mutex_ held
+
+  std::vector<std::string> plugin_directories_;  // kept for the engines, opened on first use
+  std::mutex comm_mutex_;
+  bool comm_loaded_ = false;
+  std::vector<std::unique_ptr<CommPlugin>> comm_plugins_;
+  std::map<std::string, std::string> comm_missing_;  // engine name: why it did not load
+
   mutable std::shared_mutex allocations_mutex_;
   std::map<uintptr_t, Allocation> allocations_;
   // The most recently freed allocations, oldest first, kept across porta_shutdown so that a
@@ -166,6 +218,10 @@ class Runtime {
   };
   std::deque<Freed> freed_;
 };
+
+// Whether device reaches peer's memory directly (and may wait on its events): the same device,
+// or the same backend when its plugin says so. Otherwise copies between them are staged.
+bool direct_peer_access(const Device& device, const Device& peer);
 
 // Calls a plugin slot. On failure the plugin's own message, prefixed with the backend and the
 // calling function, becomes the last error.

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -23,6 +24,12 @@
 #include "hazards.h"
 #include "plugin_support.h"
 #include "thread_pool.h"
+
+// The backend name the plugin answers to. The tests build the same code a second time under
+// another name, to have devices of two backends on any machine.
+#ifndef PORTA_CPU_PLUGIN_NAME
+#define PORTA_CPU_PLUGIN_NAME "cpu"
+#endif
 
 namespace porta::cpu {
 
@@ -94,18 +101,45 @@ porta_device_properties_t properties_for_mode(unsigned threads) {
   return properties;
 }
 
-class Backend {
+// One device: a share of the host's CPUs with its own thread pool. Its streams' workers and its
+// pool threads are bound to those CPUs, so devices compute side by side without contending.
+class Device {
  public:
-  Backend()
-      : threads_(usable_threads()),
-        properties_(properties_for_mode(threads_)),
+  explicit Device(std::vector<int> cpus)
+      : cpus_(std::move(cpus)),
+        properties_(properties_for_mode(static_cast<unsigned>(cpus_.size()))),
         // The stream worker that launches a grid runs work-groups itself (parallel_for), so
-        // threads - 1 pool threads plus that worker fill the machine without oversubscribing it
+        // threads - 1 pool threads plus that worker fill the share without oversubscribing it
         // when one stream computes. Streams launching at the same time each add their worker,
         // which the OS time-slices; their jobs still progress independently.
-        pool_(threads_ - 1) {}
+        pool_(static_cast<unsigned>(cpus_.size()) - 1, [this] { bind_current_thread(cpus_); }) {}
 
-  // Streams first, so nothing still runs that uses a module, an allocation or the pool.
+  const std::vector<int>& cpus() const { return cpus_; }
+  const porta_device_properties_t& properties() const { return properties_; }
+  ThreadPool& pool() { return pool_; }
+
+ private:
+  std::vector<int> cpus_;
+  porta_device_properties_t properties_;
+  ThreadPool pool_;
+};
+
+// A stream and the device whose pool runs its kernels.
+struct BoundStream {
+  explicit BoundStream(Device& owner) : device(&owner) {}
+  Device* device;
+  CpuStream queue;
+};
+
+class Backend {
+ public:
+  explicit Backend(unsigned device_count) {
+    for (std::vector<int>& cpus : split_cpus(device_count)) {
+      devices_.push_back(std::make_unique<Device>(std::move(cpus)));
+    }
+  }
+
+  // Streams first, so nothing still runs that uses a module, an allocation or a pool.
   ~Backend() {
     streams_.remove_all();
     events_.remove_all();
@@ -114,11 +148,19 @@ class Backend {
     for (const auto& [ptr, size] : allocations_) deallocate(reinterpret_cast<void*>(ptr), size);
   }
 
-  const porta_device_properties_t& properties() const { return properties_; }
-  ThreadPool& pool() { return pool_; }
+  int32_t device_count() const { return static_cast<int32_t>(devices_.size()); }
+  // libporta checks device indices; this only keeps a wrong one from reaching the host.
+  Device& device(int32_t index) {
+    if (index < 0 || index >= device_count()) {
+      fail(PORTA_ERROR_NOT_FOUND, "device " + std::to_string(index) + ": the cpu backend has " +
+                                      std::to_string(device_count()) + " device(s)");
+    }
+    return *devices_[index];
+  }
 
+  // Host memory is one pool for every device: all of it is theirs to allocate.
   void* allocate(size_t size, const char* what) {
-    void* ptr = cpu::allocate(size, properties_.total_memory, what);
+    void* ptr = cpu::allocate(size, devices_.front()->properties().total_memory, what);
     try {
       std::lock_guard lock(allocations_mutex_);
       allocations_.emplace(reinterpret_cast<uintptr_t>(ptr), size);
@@ -154,14 +196,13 @@ class Backend {
   }
   HazardLog& hazards() { return hazards_; }
 
-  Registry<CpuStream>& streams() { return streams_; }
+  Registry<BoundStream>& streams() { return streams_; }
   Registry<CpuEvent>& events() { return events_; }
   Registry<CpuModule>& modules() { return modules_; }
 
  private:
-  unsigned threads_;
-  porta_device_properties_t properties_;
-  ThreadPool pool_;  // destroyed after the registries below: streams use it
+  std::vector<std::unique_ptr<Device>> devices_;  // destroyed after the registries: streams use
+                                                  // their pools
   std::mutex allocations_mutex_;
   std::map<uintptr_t, size_t> allocations_;  // base -> size
   HazardLog hazards_{[this](uintptr_t address, uintptr_t& base, size_t& size) {
@@ -169,20 +210,13 @@ class Backend {
   }};
   Registry<CpuModule> modules_;
   Registry<CpuEvent> events_;
-  Registry<CpuStream> streams_;
+  Registry<BoundStream> streams_;
 };
 
 Backend& backend_of(porta_backend_context_t context) { return *static_cast<Backend*>(context); }
-CpuStream& stream_of(void* stream) { return *static_cast<CpuStream*>(stream); }
+BoundStream& bound_of(void* stream) { return *static_cast<BoundStream*>(stream); }
+CpuStream& stream_of(void* stream) { return bound_of(stream).queue; }
 CpuEvent& event_of(void* event) { return *static_cast<CpuEvent*>(event); }
-
-// libporta checks device indices; this only keeps a wrong one from reaching the host.
-void check_device(int32_t device) {
-  if (device != 0) {
-    fail(PORTA_ERROR_NOT_FOUND,
-         "device " + std::to_string(device) + ": the cpu backend has one device, 0");
-  }
-}
 
 // An error a queued operation reported, surfacing on the thread that collects it.
 porta_status_t surface(porta_status_t status, const std::string& message) {
@@ -194,12 +228,23 @@ porta_status_t surface(porta_status_t status, const std::string& message) {
 
 porta_status_t initialize(porta_backend_context_t* out_context, int32_t* out_device_count) {
   return guarded("initialize", [&] {
-    auto backend = std::make_unique<Backend>();
-    const porta_device_properties_t& p = backend->properties();
-    log(PORTA_LOG_INFO, std::string(p.name) + ", " + p.architecture + ", " +
-                            std::to_string(backend->pool().thread_count()) + " pool threads");
+    // libporta has checked the value; an older libporta passes the environment unchecked.
+    const char* devices = plugin::setting("PORTA_CPU_DEVICES");
+    const int requested = devices ? std::atoi(devices) : 1;
+    if (requested < 1) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT,
+           std::string("PORTA_CPU_DEVICES='") + devices + "' is not a device count of 1 or more");
+    }
+    auto backend = std::make_unique<Backend>(static_cast<unsigned>(requested));
+    for (int32_t index = 0; index < backend->device_count(); ++index) {
+      Device& device = backend->device(index);
+      const porta_device_properties_t& p = device.properties();
+      log(PORTA_LOG_INFO, "device " + std::to_string(index) + ": " + p.name + ", " +
+                              p.architecture + ", " + std::to_string(device.pool().thread_count()) +
+                              " pool threads");
+    }
+    *out_device_count = backend->device_count();
     *out_context = backend.release();
-    *out_device_count = 1;
     return PORTA_SUCCESS;
   });
 }
@@ -214,10 +259,9 @@ void shutdown(porta_backend_context_t context) {
 porta_status_t device_properties(porta_backend_context_t context, int32_t device,
                                  porta_device_properties_t* out_properties) {
   return guarded("device_properties", [&] {
-    check_device(device);
     // Write only what the caller's struct holds, keeping its struct_size.
     const size_t caller_size = out_properties->struct_size;
-    porta_device_properties_t full = backend_of(context).properties();
+    porta_device_properties_t full = backend_of(context).device(device).properties();
     full.struct_size = caller_size;
     std::memcpy(out_properties, &full, std::min(caller_size, sizeof(full)));
     return PORTA_SUCCESS;
@@ -227,8 +271,7 @@ porta_status_t device_properties(porta_backend_context_t context, int32_t device
 porta_status_t device_memory_info(porta_backend_context_t context, int32_t device,
                                   uint64_t* out_free, uint64_t* out_total) {
   return guarded("device_memory_info", [&] {
-    check_device(device);
-    uint64_t total = backend_of(context).properties().total_memory;
+    uint64_t total = backend_of(context).device(device).properties().total_memory;
     *out_free = std::min(available_memory(), total);
     *out_total = total;
     return PORTA_SUCCESS;
@@ -237,12 +280,13 @@ porta_status_t device_memory_info(porta_backend_context_t context, int32_t devic
 
 porta_status_t device_synchronize(porta_backend_context_t context, int32_t device) {
   return guarded("device_synchronize", [&] {
-    check_device(device);
+    const Device* owner = &backend_of(context).device(device);
     porta_status_t first = PORTA_SUCCESS;
     std::string first_message;
     for (const auto& stream : backend_of(context).streams().snapshot()) {
+      if (stream->device != owner) continue;
       std::string message;
-      porta_status_t status = stream->synchronize(&message);
+      porta_status_t status = stream->queue.synchronize(&message);
       if (status != PORTA_SUCCESS && first == PORTA_SUCCESS) {
         first = status;
         first_message = std::move(message);
@@ -255,7 +299,7 @@ porta_status_t device_synchronize(porta_backend_context_t context, int32_t devic
 porta_status_t memory_alloc(porta_backend_context_t context, int32_t device, size_t size,
                             void** out_ptr) {
   return guarded("memory_alloc", [&] {
-    check_device(device);
+    backend_of(context).device(device);
     *out_ptr = backend_of(context).allocate(size, "memory_alloc");
     return PORTA_SUCCESS;
   });
@@ -271,7 +315,7 @@ porta_status_t memory_free(porta_backend_context_t context, int32_t, void* ptr) 
 porta_status_t host_alloc(porta_backend_context_t context, int32_t device, size_t size,
                           void** out_ptr) {
   return guarded("host_alloc", [&] {
-    check_device(device);
+    backend_of(context).device(device);
     // Host memory is already what the device reads: pinning would buy nothing.
     *out_ptr = backend_of(context).allocate(size, "host_alloc");
     return PORTA_SUCCESS;
@@ -287,15 +331,21 @@ porta_status_t host_free(porta_backend_context_t context, int32_t, void* ptr) {
 
 porta_status_t stream_create(porta_backend_context_t context, int32_t device, void** out_stream) {
   return guarded("stream_create", [&] {
-    check_device(device);
-    std::shared_ptr<CpuStream> stream;
+    Device& owner = backend_of(context).device(device);
+    std::shared_ptr<BoundStream> stream;
     try {
-      stream = std::make_shared<CpuStream>();
+      stream = std::make_shared<BoundStream>(owner);
     } catch (const std::system_error& e) {
       // No thread for the worker: the process is out of threads or memory for their stacks.
       fail(PORTA_ERROR_OUT_OF_MEMORY,
            std::string("stream_create: cannot start the stream's worker thread: ") + e.what());
     }
+    // The worker binds itself to the device's CPUs before any other task; waiting for that
+    // leaves the new stream idle, as a new stream must be.
+    const std::vector<int>& cpus = owner.cpus();
+    stream->queue.enqueue([&cpus](ScratchBuffer&) { bind_current_thread(cpus); });
+    std::string ignored;
+    stream->queue.synchronize(&ignored);
     *out_stream = backend_of(context).streams().add(std::move(stream));
     return PORTA_SUCCESS;
   });
@@ -343,10 +393,10 @@ bool overlaps(const void* a, const void* b, size_t size) {
   return x < y + size && y < x + size;
 }
 
-porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void* dst,
-                            const void* src, size_t size, porta_copy_kind_t) {
+porta_status_t memcpy_async(porta_backend_context_t, void* stream, void* dst, const void* src,
+                            size_t size, porta_copy_kind_t) {
   return guarded("memcpy_async", [&] {
-    ThreadPool& pool = backend_of(context).pool();
+    ThreadPool& pool = bound_of(stream).device->pool();
     stream_of(stream).enqueue([dst, src, size, &pool](ScratchBuffer& scratch) {
       if (size < kParallelBytes || overlaps(dst, src, size)) {
         std::memmove(dst, src, size);  // overlapping ranges (within one allocation) stay correct
@@ -366,10 +416,10 @@ porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void*
   });
 }
 
-porta_status_t memset_async(porta_backend_context_t context, void* stream, void* dst, uint8_t value,
+porta_status_t memset_async(porta_backend_context_t, void* stream, void* dst, uint8_t value,
                             size_t size) {
   return guarded("memset_async", [&] {
-    ThreadPool& pool = backend_of(context).pool();
+    ThreadPool& pool = bound_of(stream).device->pool();
     stream_of(stream).enqueue([dst, value, size, &pool](ScratchBuffer& scratch) {
       if (size < kParallelBytes) {
         std::memset(dst, value, size);
@@ -390,7 +440,7 @@ porta_status_t memset_async(porta_backend_context_t context, void* stream, void*
 
 porta_status_t event_create(porta_backend_context_t context, int32_t device, void** out_event) {
   return guarded("event_create", [&] {
-    check_device(device);
+    backend_of(context).device(device);
     *out_event = backend_of(context).events().add(std::make_shared<CpuEvent>());
     return PORTA_SUCCESS;
   });
@@ -442,7 +492,7 @@ porta_status_t event_elapsed_ms(porta_backend_context_t, void* start, void* end,
 porta_status_t module_load_data(porta_backend_context_t context, int32_t device, const void* image,
                                 size_t size, void** out_module) {
   return guarded("module_load_data", [&] {
-    check_device(device);
+    backend_of(context).device(device);
     std::shared_ptr<CpuModule> module = CpuModule::load_data(image, size);
     *out_module = backend_of(context).modules().add(std::move(module));
     return PORTA_SUCCESS;
@@ -452,7 +502,7 @@ porta_status_t module_load_data(porta_backend_context_t context, int32_t device,
 porta_status_t module_load_file(porta_backend_context_t context, int32_t device, const char* path,
                                 void** out_module) {
   return guarded("module_load_file", [&] {
-    check_device(device);
+    backend_of(context).device(device);
     std::shared_ptr<CpuModule> module = CpuModule::load_file(path);
     *out_module = backend_of(context).modules().add(std::move(module));
     return PORTA_SUCCESS;
@@ -486,9 +536,8 @@ porta_status_t kernel_get(porta_backend_context_t, void* module, const char* nam
 porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
                              const porta_launch_config_t* config, void** args, void* stream) {
   return guarded("kernel_launch", [&] {
-    Backend& backend = backend_of(context);
-    Task task = static_cast<const CpuKernel*>(kernel)->make_launch(*config, args, backend.pool(),
-                                                                   backend.hazards());
+    Task task = static_cast<const CpuKernel*>(kernel)->make_launch(
+        *config, args, bound_of(stream).device->pool(), backend_of(context).hazards());
     stream_of(stream).enqueue(std::move(task));
     return PORTA_SUCCESS;
   });
@@ -503,10 +552,23 @@ porta_status_t stream_launch_host_func(porta_backend_context_t, void* stream, po
   });
 }
 
-porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t,
+porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t device,
                                     const char** out_suffixes) {
   return guarded("code_object_suffixes", [&] {
-    *out_suffixes = cpu::code_object_suffixes(backend_of(context).properties().architecture);
+    const porta_device_properties_t& p = backend_of(context).device(device).properties();
+    *out_suffixes = cpu::code_object_suffixes(p.architecture);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t device_can_access_peer(porta_backend_context_t context, int32_t device, int32_t peer,
+                                      int32_t* out_direct) {
+  return guarded("device_can_access_peer", [&] {
+    backend_of(context).device(device);
+    backend_of(context).device(peer);
+    // Every device's memory is this process's host memory, and every stream may wait on any
+    // marker: copies and waits between devices are direct.
+    *out_direct = 1;
     return PORTA_SUCCESS;
   });
 }
@@ -562,6 +624,7 @@ const porta_backend_interface_t kInterface = {
     .stream_launch_host_func = stream_launch_host_func,
     .checker_report = checker_report,
     .kernel_max_group_size = kernel_max_group_size,
+    .device_can_access_peer = device_can_access_peer,
 };
 
 }  // namespace
@@ -571,7 +634,7 @@ extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_hos
                                                                  porta_plugin_t* out_plugin) {
   return porta::plugin::enter(host, out_plugin,
                               {.kind = PORTA_PLUGIN_KIND_BACKEND,
-                               .name = "cpu",
+                               .name = PORTA_CPU_PLUGIN_NAME,
                                .version = porta::cpu::kVersion,
                                .backend = &porta::cpu::kInterface,
                                .ops = nullptr,

@@ -119,6 +119,40 @@ unsigned usable_threads() {
   return online > 0 ? static_cast<unsigned>(online) : 1;
 }
 
+std::vector<std::vector<int>> split_cpus(unsigned devices) {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
+    }
+  }
+  if (cpus.empty()) cpus.push_back(0);  // no mask to read: one share of "the" CPU
+  devices = std::max(devices, 1u);
+  std::vector<std::vector<int>> shares(devices);
+  const size_t count = cpus.size();
+  for (size_t device = 0; device < devices; ++device) {
+    if (devices > count) {
+      shares[device].push_back(cpus[device % count]);
+      continue;
+    }
+    for (size_t i = device * count / devices; i < (device + 1) * count / devices; ++i) {
+      shares[device].push_back(cpus[i]);
+    }
+  }
+  return shares;
+}
+
+void bind_current_thread(const std::vector<int>& cpus) {
+  if (cpus.size() >= usable_threads()) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int cpu : cpus) CPU_SET(cpu, &set);
+  // Binding is a placement hint: a thread that cannot be bound still computes correctly.
+  sched_setaffinity(0, sizeof(set), &set);
+}
+
 const char* code_object_suffixes(const char* architecture) {
   const std::string_view level = architecture;
   if (level == "simt") return ".cpu-simt.so";  // PORTA_CPU_MODE: the SIMT builds

@@ -5,11 +5,19 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace porta::cpu {
 
 // Threads this process may run on (its affinity mask), at least 1.
 unsigned usable_threads();
+
+// The CPUs this process may run on, split into devices shares: contiguous runs of about equal
+// size, or, with more devices than CPUs, one CPU each, shared round-robin. Never empty.
+std::vector<std::vector<int>> split_cpus(unsigned devices);
+
+// Binds the calling thread to cpus (a no-op when that is every CPU the process may use).
+void bind_current_thread(const std::vector<int>& cpus);
 
 // Every field filled in, struct_size = sizeof. Reads /proc/cpuinfo and sysinfo, so it is probed
 // once at initialize and copied out afterwards.

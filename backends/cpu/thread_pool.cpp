@@ -57,10 +57,12 @@ struct ThreadPool::Job {
   }
 };
 
-ThreadPool::ThreadPool(unsigned threads) {
+ThreadPool::ThreadPool(unsigned threads, std::function<void()> on_start) {
   try {
     workers_.reserve(threads);
-    for (unsigned i = 0; i < threads; ++i) workers_.emplace_back(&ThreadPool::worker_main, this, i);
+    for (unsigned i = 0; i < threads; ++i) {
+      workers_.emplace_back(&ThreadPool::worker_main, this, i, on_start);
+    }
   } catch (...) {
     {
       std::lock_guard lock(mutex_);
@@ -81,7 +83,8 @@ ThreadPool::~ThreadPool() {
   for (std::thread& worker : workers_) worker.join();
 }
 
-void ThreadPool::worker_main(unsigned index) {
+void ThreadPool::worker_main(unsigned index, const std::function<void()>& on_start) {
+  if (on_start) on_start();
   ScratchBuffer scratch;
   for (;;) {
     std::shared_ptr<Job> job;

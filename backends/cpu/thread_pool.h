@@ -34,8 +34,9 @@ class ThreadPool {
   // fn(begin, end, scratch) runs the indices [begin, end) with the calling thread's scratch.
   using RangeFn = std::function<void(uint64_t begin, uint64_t end, ScratchBuffer& scratch)>;
 
-  // Starts threads workers (0 is valid: callers then do all the work themselves).
-  explicit ThreadPool(unsigned threads);
+  // Starts threads workers (0 is valid: callers then do all the work themselves). Each worker
+  // first runs on_start (if given), e.g. to bind itself to its device's cores.
+  explicit ThreadPool(unsigned threads, std::function<void()> on_start = nullptr);
   // Joins the workers. No parallel_for may be running.
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -52,7 +53,7 @@ class ThreadPool {
  private:
   struct Job;
 
-  void worker_main(unsigned index);
+  void worker_main(unsigned index, const std::function<void()>& on_start);
   void retire(const std::shared_ptr<Job>& job);
 
   std::mutex mutex_;

@@ -837,6 +837,97 @@ porta_status_t kernel_max_group_size(porta_backend_context_t context, void* kern
   });
 }
 
+// ---- stream-ordered allocation from the driver's pools ------------------------------------------
+
+// Whether the driver has memory pools at all; without them libporta's own pool serves.
+void require_pools(const Driver& d) {
+  if (!d.mem_alloc_async || !d.mem_free_async || !d.device_get_default_mem_pool ||
+      !d.mem_pool_trim_to || !d.mem_pool_set_attribute || !d.mem_pool_get_attribute) {
+    fail(PORTA_ERROR_UNSUPPORTED,
+         std::string(kBackendName) + ": " + d.library_name() + " has no memory pools");
+  }
+}
+
+mem_pool_t default_pool(Backend& b, int32_t device) {
+  const Driver& d = b.driver();
+  require_pools(d);
+  mem_pool_t pool{};
+  d.check(d.device_get_default_mem_pool(&pool, b.device(device).handle), "default memory pool");
+  return pool;
+}
+
+porta_status_t memory_alloc_async(porta_backend_context_t context, void* stream, size_t size,
+                                  void** out_ptr) {
+  return guarded("memory_alloc_async", [&] {
+    Backend& b = backend_of(context);
+    const Driver& d = b.driver();
+    require_pools(d);
+    Stream& s = stream_of(stream);
+    b.make_current(s.device);
+#if defined(PORTA_GPU_HIP)
+    void* ptr = nullptr;
+    d.check(d.mem_alloc_async(&ptr, size, s.stream),
+            "hipMallocAsync of " + std::to_string(size) + " bytes");
+    *out_ptr = ptr;
+#else
+    CUdeviceptr ptr = 0;
+    d.check(d.mem_alloc_async(&ptr, size, s.stream),
+            "cuMemAllocAsync of " + std::to_string(size) + " bytes");
+    *out_ptr = reinterpret_cast<void*>(ptr);
+#endif
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t memory_free_async(porta_backend_context_t context, void* stream, void* ptr) {
+  return guarded("memory_free_async", [&] {
+    Backend& b = backend_of(context);
+    const Driver& d = b.driver();
+    require_pools(d);
+    Stream& s = stream_of(stream);
+    b.make_current(s.device);
+    d.check(d.mem_free_async(device_pointer(ptr), s.stream), "stream-ordered free");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t memory_pool_stats(porta_backend_context_t context, int32_t device,
+                                 porta_memory_pool_stats_t* out_stats) {
+  return on_device("memory_pool_stats", context, device, [&](const Driver& d) {
+    mem_pool_t pool = default_pool(backend_of(context), device);
+    uint64_t reserved = 0, used = 0, high = 0, threshold = 0;
+    d.check(d.mem_pool_get_attribute(pool, pool_attr::kReservedCurrent, &reserved), "pool size");
+    d.check(d.mem_pool_get_attribute(pool, pool_attr::kUsedCurrent, &used), "pool use");
+    d.check(d.mem_pool_get_attribute(pool, pool_attr::kUsedHigh, &high), "pool peak");
+    d.check(d.mem_pool_get_attribute(pool, pool_attr::kReleaseThreshold, &threshold),
+            "pool release threshold");
+    out_stats->bytes_in_use = used;
+    out_stats->bytes_cached = reserved > used ? reserved - used : 0;
+    out_stats->peak_bytes_in_use = high;
+    out_stats->release_threshold = threshold;
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t memory_pool_set_release_threshold(porta_backend_context_t context, int32_t device,
+                                                 uint64_t bytes) {
+  return on_device("memory_pool_set_release_threshold", context, device, [&](const Driver& d) {
+    mem_pool_t pool = default_pool(backend_of(context), device);
+    d.check(d.mem_pool_set_attribute(pool, pool_attr::kReleaseThreshold, &bytes),
+            "pool release threshold");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t memory_pool_trim(porta_backend_context_t context, int32_t device,
+                                uint64_t keep_bytes) {
+  return on_device("memory_pool_trim", context, device, [&](const Driver& d) {
+    mem_pool_t pool = default_pool(backend_of(context), device);
+    d.check(d.mem_pool_trim_to(pool, keep_bytes), "pool trim");
+    return PORTA_SUCCESS;
+  });
+}
+
 porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t device,
                                     const char** out_suffixes) {
   return guarded("code_object_suffixes", [&] {
@@ -879,6 +970,12 @@ const porta_backend_interface_t kInterface = {
     .code_object_suffixes = code_object_suffixes,
     .stream_launch_host_func = stream_launch_host_func,
     .kernel_max_group_size = kernel_max_group_size,
+    .device_can_access_peer = nullptr,  // copies between GPUs: staged by libporta for now
+    .memory_alloc_async = memory_alloc_async,
+    .memory_free_async = memory_free_async,
+    .memory_pool_stats = memory_pool_stats,
+    .memory_pool_set_release_threshold = memory_pool_set_release_threshold,
+    .memory_pool_trim = memory_pool_trim,
 };
 
 }  // namespace

@@ -65,6 +65,10 @@ std::unique_ptr<Driver> Driver::open() {
 #define PORTA_GPU_RESOLVE_OPTIONAL(field, symbol) \
   driver->field = reinterpret_cast<decltype(driver->field)>(dlsym(library, #symbol));
   PORTA_GPU_OPTIONAL_FUNCTIONS(PORTA_GPU_RESOLVE_OPTIONAL)
+#define PORTA_GPU_RESOLVE_OPTIONAL_TYPED(field, symbol, type) \
+  PORTA_GPU_RESOLVE_OPTIONAL(field, symbol)
+  PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(PORTA_GPU_RESOLVE_OPTIONAL_TYPED)
+#undef PORTA_GPU_RESOLVE_OPTIONAL_TYPED
 #undef PORTA_GPU_RESOLVE_OPTIONAL
 #define PORTA_GPU_RESOLVE_NAMED(field, name, type) \
   driver->field = reinterpret_cast<type>(dlsym(library, name));

@@ -47,6 +47,7 @@ class Driver {
   static_assert(sizeof(static_cast<type>(&symbol)) > 0, #symbol " has this type"); \
   std::type_identity_t<type> field = nullptr;
   PORTA_GPU_TYPED_FUNCTIONS(PORTA_GPU_TYPED_FIELD)
+  PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(PORTA_GPU_TYPED_FIELD)
 #undef PORTA_GPU_TYPED_FIELD
 #define PORTA_GPU_NAMED_FIELD(field, name, type) type field = nullptr;
   PORTA_GPU_NAMED_OPTIONAL_FUNCTIONS(PORTA_GPU_NAMED_FIELD)

@@ -119,15 +119,30 @@ inline constexpr attribute_t kComputeMinor = hipDeviceAttributeComputeCapability
   T(host_alloc, hipHostMalloc, hipError_t (*)(void**, size_t, unsigned int))
 
 // Functions a driver may lack; the feature that needs one is then reported as unsupported.
-#define PORTA_GPU_OPTIONAL_FUNCTIONS(X)  \
-  X(launch_host_func, hipLaunchHostFunc) \
-  X(runtime_get_version, hipRuntimeGetVersion)
-
+#define PORTA_GPU_OPTIONAL_FUNCTIONS(X)                      \
+  X(launch_host_func, hipLaunchHostFunc)                     \
+  X(runtime_get_version, hipRuntimeGetVersion)               \
+  X(mem_free_async, hipFreeAsync)                            \
+  X(device_get_default_mem_pool, hipDeviceGetDefaultMemPool) \
+  X(mem_pool_trim_to, hipMemPoolTrimTo)                      \
+  X(mem_pool_set_attribute, hipMemPoolSetAttribute)          \
+  X(mem_pool_get_attribute, hipMemPoolGetAttribute)
+// The same, for functions the C++ header overloads (see PORTA_GPU_TYPED_FUNCTIONS).
+#define PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(T) \
+  T(mem_alloc_async, hipMallocAsync, hipError_t (*)(void**, size_t, hipStream_t))
 // Looked up by name with the legacy layout's type (see legacy_device_prop_t): the R0000 symbol
 // first, the plain one only from a runtime older than ROCm 6 (Backend::open_device).
 #define PORTA_GPU_NAMED_OPTIONAL_FUNCTIONS(N)                                            \
   N(get_device_properties_r0000, "hipGetDevicePropertiesR0000", get_device_properties_t) \
   N(get_device_properties_plain, "hipGetDeviceProperties", get_device_properties_t)
+
+using mem_pool_t = hipMemPool_t;
+namespace pool_attr {
+inline constexpr hipMemPoolAttr kReleaseThreshold = hipMemPoolAttrReleaseThreshold;
+inline constexpr hipMemPoolAttr kReservedCurrent = hipMemPoolAttrReservedMemCurrent;
+inline constexpr hipMemPoolAttr kUsedCurrent = hipMemPoolAttrUsedMemCurrent;
+inline constexpr hipMemPoolAttr kUsedHigh = hipMemPoolAttrUsedMemHigh;
+}  // namespace pool_attr
 
 #else  // CUDA
 
@@ -217,7 +232,22 @@ inline constexpr attribute_t kComputeMode = CU_DEVICE_ATTRIBUTE_COMPUTE_MODE;
 #define PORTA_GPU_OPTIONAL_FUNCTIONS(X)           \
   X(event_elapsed_time_v2, cuEventElapsedTime_v2) \
   X(event_elapsed_time_v1, cuEventElapsedTime)    \
-  X(launch_host_func, cuLaunchHostFunc)
+  X(launch_host_func, cuLaunchHostFunc)                     \
+  X(mem_alloc_async, cuMemAllocAsync)                       \
+  X(mem_free_async, cuMemFreeAsync)                         \
+  X(device_get_default_mem_pool, cuDeviceGetDefaultMemPool) \
+  X(mem_pool_trim_to, cuMemPoolTrimTo)                      \
+  X(mem_pool_set_attribute, cuMemPoolSetAttribute)          \
+  X(mem_pool_get_attribute, cuMemPoolGetAttribute)
+#define PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(T)
+
+using mem_pool_t = CUmemoryPool;
+namespace pool_attr {
+inline constexpr CUmemPool_attribute kReleaseThreshold = CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+inline constexpr CUmemPool_attribute kReservedCurrent = CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT;
+inline constexpr CUmemPool_attribute kUsedCurrent = CU_MEMPOOL_ATTR_USED_MEM_CURRENT;
+inline constexpr CUmemPool_attribute kUsedHigh = CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+}  // namespace pool_attr
 
 #define PORTA_GPU_NAMED_OPTIONAL_FUNCTIONS(N)
 

@@ -30,6 +30,8 @@
  *   PORTA_LOG          off | error | warn (default) | info | debug | trace; messages go to stderr.
  *   PORTA_CPU_MODE     fast (default) | simt | racecheck: how the CPU backend runs kernels (see
  *                      porta_cpu_racecheck_report).
+ *   PORTA_CPU_DEVICES  how many devices the CPU backend splits the host into (default 1), each
+ *                      with its own share of the cores and its own thread pool.
  * In a set-user-ID or set-group-ID program they are ignored (read with secure_getenv).
  */
 #ifndef PORTA_PORTA_H_
@@ -105,6 +107,7 @@ typedef struct porta_init_options_s {
   const char* log_level;   /* as PORTA_LOG */
   const char* ops;         /* as PORTA_OPS */
   const char* cpu_mode;    /* as PORTA_CPU_MODE */
+  const char* cpu_devices; /* as PORTA_CPU_DEVICES */
 } porta_init_options_t;
 
 /* Loads the backends that PORTA_BACKEND names (all of them for "auto") and enumerates their
@@ -121,8 +124,9 @@ typedef struct porta_init_options_s {
  * memory ran out, also while loading a backend or op plugin. */
 PORTA_API porta_status_t porta_init(const porta_init_options_t* options);
 
-/* Destroys every stream, event, module and allocation still alive, unloads the plugins and
- * forgets an initialisation failure. Handles from before become stale (INVALID_HANDLE).
+/* Destroys every stream, event, module and allocation still alive (reporting the allocations
+ * through the log first, see porta_memory_report_live), unloads the plugins and forgets an
+ * initialisation failure. Handles from before become stale (INVALID_HANDLE).
  * Must not race with other Porta calls. Always returns SUCCESS. */
 PORTA_API porta_status_t porta_shutdown(void);
 
@@ -143,7 +147,8 @@ typedef enum porta_plugin_outcome {
 
 typedef enum porta_plugin_kind {
   PORTA_PLUGIN_KIND_BACKEND = 1, /* devices, memory, streams, events, modules, launch */
-  PORTA_PLUGIN_KIND_OPS = 2      /* the operator set of porta_ops.h */
+  PORTA_PLUGIN_KIND_OPS = 2,     /* the operator set of porta_ops.h */
+  PORTA_PLUGIN_KIND_COMM = 3     /* a collective engine of porta_comm.h */
 } porta_plugin_kind_t;
 
 /* One row of the loader report: what happened to one plugin. */
@@ -230,6 +235,14 @@ PORTA_API porta_status_t porta_device_properties(porta_device_t device,
 PORTA_API porta_status_t porta_device_memory_info(porta_device_t device, uint64_t* out_free,
                                                   uint64_t* out_total);
 
+/* Whether device and peer reach each other's memory directly: *out_direct is 1 when copies
+ * between them run on the device (CUDA/HIP peer access, devices of the CPU backend), 0 when
+ * porta_memcpy_async stages them through pinned host memory (devices of different backends, or
+ * without peer access). A device is direct with itself.
+ * Returns: SUCCESS; NOT_FOUND for either index; INVALID_ARGUMENT for NULL out_direct. */
+PORTA_API porta_status_t porta_device_can_access_peer(porta_device_t device, porta_device_t peer,
+                                                      int32_t* out_direct);
+
 /* Waits for all work queued on every stream of the device.
  * Returns: SUCCESS; NOT_FOUND; the first error of an asynchronous operation that failed. */
 PORTA_API porta_status_t porta_device_synchronize(porta_device_t device);
@@ -287,13 +300,18 @@ typedef struct porta_event_s* porta_event_t;
  * allocation must have size bytes left in it. A range outside every allocation is host memory
  * only if it touches none: one that runs into a live allocation or starts at its end, or touches
  * a recently freed one (also those freed by porta_shutdown), is INVALID_ARGUMENT, the latter
- * named a use after free. Device-to-device copies must stay on one device.
+ * named a use after free (on devices with PORTA_CAPABILITY_RESERVED_ADDRESSES).
  * The async form queues the copy on the stream and returns; host memory must stay valid until it
  * completes, and only pinned memory is guaranteed to overlap with other work. The blocking form
- * runs on the default stream of the device involved and waits for it.
+ * runs on the default stream of the device involved (dst's, for a copy between devices) and
+ * waits for it.
+ * Between two devices the stream must belong to one of them; the copy is ordered after the
+ * stream's earlier work. With direct peer access (porta_device_can_access_peer) it is queued like
+ * any copy; otherwise it is staged through pinned host memory and the call returns once it has
+ * completed.
  * size 0 is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for NULL pointers, an overrun, a range
- * touching an allocation it does not lie in, a freed pointer, or a device pointer of another
- * device than the stream's; INVALID_HANDLE for the stream. */
+ * touching an allocation it does not lie in, a freed pointer, or a device pointer of a device
+ * neither the stream's nor (between devices) the other side's; INVALID_HANDLE for the stream. */
 PORTA_API porta_status_t porta_memcpy(void* dst, const void* src, size_t size);
 PORTA_API porta_status_t porta_memcpy_async(void* dst, const void* src, size_t size,
                                             porta_stream_t stream);
@@ -304,6 +322,63 @@ PORTA_API porta_status_t porta_memcpy_async(void* dst, const void* src, size_t s
 PORTA_API porta_status_t porta_memset(void* dst, int value, size_t size);
 PORTA_API porta_status_t porta_memset_async(void* dst, int value, size_t size,
                                             porta_stream_t stream);
+
+/* ---------------------------------------------------------------------------------------------
+ * Stream-ordered allocation, as cudaMallocAsync. Each device has a pool: memory freed on a stream
+ * is reused by later allocations on that stream at once (stream order makes that safe), and by
+ * other streams once they are ordered after the free: by waiting on an event recorded after it
+ * (porta_stream_wait_event), or after the freeing stream was synchronised. Cached memory goes back
+ * to the backend at synchronisation points above the release threshold, and on a trim. Where the
+ * driver has pools of its own (CUDA, HIP) the backend may serve these calls from them.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Allocates size bytes of device memory of device, usable by work queued on stream after this
+ * call (and by any stream ordered after it). The stream must belong to device. size 0 gives NULL.
+ * The memory is a device allocation like any other (copies, kernels, porta_pointer_info) and may
+ * also be freed with porta_memory_free.
+ * Returns: SUCCESS; NOT_FOUND; INVALID_HANDLE for the stream; INVALID_ARGUMENT for NULL out_ptr or
+ * a stream of another device; OUT_OF_MEMORY. */
+PORTA_API porta_status_t porta_memory_alloc_async(porta_device_t device, size_t size,
+                                                  porta_stream_t stream, void** out_ptr);
+
+/* Frees device memory (from either alloc) once the work queued on stream before this call is
+ * done: it returns to the device's pool at once, for reuse in stream order. Work on other streams
+ * must not use it after this call. NULL is a no-op.
+ * Returns: SUCCESS; INVALID_HANDLE for the stream; INVALID_ARGUMENT for a pointer that is not the
+ * start of a live device allocation (double free, interior or foreign pointer) or a stream of
+ * another device than the memory's. */
+PORTA_API porta_status_t porta_memory_free_async(void* ptr, porta_stream_t stream);
+
+typedef struct porta_memory_pool_stats_s {
+  size_t struct_size;
+  uint64_t bytes_in_use;      /* blocks held by live stream-ordered allocations */
+  uint64_t bytes_cached;      /* freed blocks kept for reuse */
+  uint64_t peak_bytes_in_use; /* the highest bytes_in_use so far */
+  uint64_t allocation_count;  /* live stream-ordered allocations */
+  uint64_t reuse_count;       /* allocations served from cached blocks so far */
+  uint64_t release_threshold; /* cached bytes kept at synchronisation points */
+} porta_memory_pool_stats_t;
+
+/* The device pool's figures. Returns: SUCCESS; NOT_FOUND; INVALID_ARGUMENT for NULL out or a
+ * struct_size too small. */
+PORTA_API porta_status_t porta_memory_pool_stats(porta_device_t device,
+                                                 porta_memory_pool_stats_t* out_stats);
+
+/* How many cached bytes the pool keeps when a stream or the device is synchronised (default 0:
+ * cached memory is released there, as CUDA's default pool does). UINT64_MAX keeps everything.
+ * Returns: SUCCESS; NOT_FOUND. */
+PORTA_API porta_status_t porta_memory_pool_set_release_threshold(porta_device_t device,
+                                                                 uint64_t bytes);
+
+/* Waits for the device's queued work, then releases cached blocks until at most keep_bytes stay
+ * cached. Returns: SUCCESS; NOT_FOUND; the error of queued work that failed. */
+PORTA_API porta_status_t porta_memory_pool_trim(porta_device_t device, uint64_t keep_bytes);
+
+/* Writes every allocation still alive (device and pinned, with its size and device, then a count
+ * and total per device) to the log at warn level; porta_shutdown does the same before freeing
+ * them. *out_count and *out_bytes (each may be NULL) get the totals. Nothing is logged when none
+ * is alive. Returns: SUCCESS. */
+PORTA_API porta_status_t porta_memory_report_live(uint64_t* out_count, uint64_t* out_bytes);
 
 /* ---------------------------------------------------------------------------------------------
  * Streams: in-order queues of work on one device. Work on different streams may overlap.
@@ -334,8 +409,8 @@ PORTA_API porta_status_t porta_stream_query(porta_stream_t stream);
 
 /* Work queued on the stream after this call waits until the event's last recorded work has
  * completed, without blocking the host. An event never recorded is complete. The event may
- * belong to another stream of the same device.
- * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for an event of another device. */
+ * belong to another stream of the same device, or to another device of the same backend.
+ * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for an event of another backend. */
 PORTA_API porta_status_t porta_stream_wait_event(porta_stream_t stream, porta_event_t event);
 
 /* The backend's own stream: CUstream (cuda), hipStream_t (hip), the immediate

@@ -27,6 +27,7 @@
 #define PORTA_PORTA_PLUGIN_H_
 
 #include "porta.h"
+#include "porta_comm.h"
 #include "porta_ops.h"
 
 #ifdef __cplusplus
@@ -61,7 +62,8 @@ typedef struct porta_host_api_s {
   /* Writes to Porta's log when level is enabled. */
   void (*log)(porta_log_level_t level, const char* message);
   /* ABI 1.2: a setting libporta has read from porta_init_options_t or the environment and
-   * checked, or NULL when it is not set: "cpu_mode" (fast, simt or racecheck). */
+   * checked, or NULL when it is not set: "cpu_mode" (fast, simt or racecheck), "PORTA_CPU_DEVICES"
+   * (how many devices the CPU backend makes). Absent from older hosts. */
   const char* (*setting)(const char* name);
 } porta_host_api_t;
 
@@ -110,8 +112,7 @@ typedef struct porta_backend_interface_s {
   porta_status_t (*stream_synchronize)(porta_backend_context_t context, void* stream);
   /* SUCCESS when idle, PORTA_NOT_READY when work is pending, or a failed operation's error. */
   porta_status_t (*stream_query)(porta_backend_context_t context, void* stream);
-  porta_status_t (*stream_wait_event)(porta_backend_context_t context, void* stream,
-                                      void* event);
+  porta_status_t (*stream_wait_event)(porta_backend_context_t context, void* stream, void* event);
   /* Optional. */
   porta_status_t (*stream_native_handle)(porta_backend_context_t context, void* stream,
                                          void** out_native);
@@ -122,8 +123,7 @@ typedef struct porta_backend_interface_s {
   porta_status_t (*memset_async)(porta_backend_context_t context, void* stream, void* dst,
                                  uint8_t value, size_t size);
 
-  porta_status_t (*event_create)(porta_backend_context_t context, int32_t device,
-                                 void** out_event);
+  porta_status_t (*event_create)(porta_backend_context_t context, int32_t device, void** out_event);
   porta_status_t (*event_destroy)(porta_backend_context_t context, void* event);
   porta_status_t (*event_record)(porta_backend_context_t context, void* event, void* stream);
   /* SUCCESS when complete or never recorded, PORTA_NOT_READY otherwise. */
@@ -146,8 +146,7 @@ typedef struct porta_backend_interface_s {
                                void** out_kernel);
   /* config has been checked against the device's limits; args as in porta_kernel_launch. */
   porta_status_t (*kernel_launch)(porta_backend_context_t context, void* kernel,
-                                  const porta_launch_config_t* config, void** args,
-                                  void* stream);
+                                  const porta_launch_config_t* config, void** args, void* stream);
 
   /* Optional: the file-name endings of the code objects the device can load, best first, joined
    * by ':' (".cpu-x86-64-v4.so:.cpu-x86-64-v3.so:.cpu-x86-64.so"). porta_module_load appends
@@ -172,6 +171,29 @@ typedef struct porta_backend_interface_s {
    * (PORTA_KERNEL_MAX_GROUP) may hold below the device's. */
   porta_status_t (*kernel_max_group_size)(porta_backend_context_t context, void* kernel,
                                           int32_t* out_max);
+
+  /* ABI 1.2. Optional: whether device can read and write peer's memory directly, so that
+   * memcpy_async on a stream of either may copy between them (kind DEVICE_TO_DEVICE) and
+   * stream_wait_event may wait on an event of the other. When NULL, or when it answers 0,
+   * libporta stages copies between the two through pinned host memory. device != peer. */
+  porta_status_t (*device_can_access_peer)(porta_backend_context_t context, int32_t device,
+                                           int32_t peer, int32_t* out_direct);
+
+  /* ABI 1.2. Optional, all five or none: stream-ordered allocation from the driver's own pool of
+   * the stream's device (cuMemAllocAsync, hipMallocAsync), behind porta_memory_alloc_async and
+   * its siblings. When NULL, or when memory_alloc_async answers UNSUPPORTED (a driver without
+   * pools), libporta serves the device from its own caching pool over memory_alloc. size > 0;
+   * memory_free_async receives memory of the stream's device. pool_stats fills bytes_in_use,
+   * bytes_cached, peak_bytes_in_use and release_threshold (libporta counts the allocations). */
+  porta_status_t (*memory_alloc_async)(porta_backend_context_t context, void* stream, size_t size,
+                                       void** out_ptr);
+  porta_status_t (*memory_free_async)(porta_backend_context_t context, void* stream, void* ptr);
+  porta_status_t (*memory_pool_stats)(porta_backend_context_t context, int32_t device,
+                                      porta_memory_pool_stats_t* out_stats);
+  porta_status_t (*memory_pool_set_release_threshold)(porta_backend_context_t context,
+                                                      int32_t device, uint64_t bytes);
+  porta_status_t (*memory_pool_trim)(porta_backend_context_t context, int32_t device,
+                                     uint64_t keep_bytes);
 } porta_backend_interface_t;
 
 /* The interface of an op plugin: implementations of porta_ops.h for one or more backends. An op
@@ -196,8 +218,7 @@ typedef struct porta_ops_interface_s {
   porta_status_t (*conv2d_backward_data)(porta_backend_context_t context, porta_stream_t stream,
                                          const porta_conv2d_desc_t* desc, const void* dy,
                                          const void* w, float* dx);
-  porta_status_t (*conv2d_backward_weights)(porta_backend_context_t context,
-                                            porta_stream_t stream,
+  porta_status_t (*conv2d_backward_weights)(porta_backend_context_t context, porta_stream_t stream,
                                             const porta_conv2d_desc_t* desc, const void* x,
                                             const void* dy, float* dw);
   porta_status_t (*softmax_forward)(porta_backend_context_t context, porta_stream_t stream,
@@ -209,26 +230,24 @@ typedef struct porta_ops_interface_s {
   porta_status_t (*cross_entropy)(porta_backend_context_t context, porta_stream_t stream,
                                   int64_t rows, int64_t cols, const float* logits,
                                   const int32_t* labels, float* loss, float* dlogits);
-  porta_status_t (*bias_add)(porta_backend_context_t context, porta_stream_t stream,
-                             int64_t batch, int64_t channels, int64_t spatial, const float* x,
-                             const float* bias, float* y);
+  porta_status_t (*bias_add)(porta_backend_context_t context, porta_stream_t stream, int64_t batch,
+                             int64_t channels, int64_t spatial, const float* x, const float* bias,
+                             float* y);
   porta_status_t (*bias_backward)(porta_backend_context_t context, porta_stream_t stream,
-                                  int64_t batch, int64_t channels, int64_t spatial,
-                                  const float* dy, float* dbias);
+                                  int64_t batch, int64_t channels, int64_t spatial, const float* dy,
+                                  float* dbias);
   porta_status_t (*relu_forward)(porta_backend_context_t context, porta_stream_t stream,
                                  int64_t count, const float* x, float* y);
   porta_status_t (*relu_backward)(porta_backend_context_t context, porta_stream_t stream,
                                   int64_t count, const float* x, const float* dy, float* dx);
   porta_status_t (*max_pool2d_forward)(porta_backend_context_t context, porta_stream_t stream,
-                                       const porta_pool2d_desc_t* desc, const float* x,
-                                       float* y);
+                                       const porta_pool2d_desc_t* desc, const float* x, float* y);
   porta_status_t (*max_pool2d_backward)(porta_backend_context_t context, porta_stream_t stream,
                                         const porta_pool2d_desc_t* desc, const float* x,
                                         const float* dy, float* dx);
   porta_status_t (*sgd_update)(porta_backend_context_t context, porta_stream_t stream,
-                               int64_t count, float* weights, const float* grads,
-                               float* velocity, float learning_rate, float momentum,
-                               float weight_decay);
+                               int64_t count, float* weights, const float* grads, float* velocity,
+                               float learning_rate, float momentum, float weight_decay);
   porta_status_t (*adam_update)(porta_backend_context_t context, porta_stream_t stream,
                                 int64_t count, float* weights, const float* grads, float* m,
                                 float* v, const porta_adam_params_t* params);
@@ -245,6 +264,50 @@ typedef struct porta_ops_interface_s {
                                     const porta_device_properties_t* device);
 } porta_ops_interface_t;
 
+/* The interface of a collective engine (kind PORTA_PLUGIN_KIND_COMM, libporta_comm_<name>.so):
+ * NCCL, RCCL, MPI. Like an op plugin it is a client of the public API (streams, native handles).
+ * libporta has checked every argument as porta_comm.h describes: the communicator is live, the
+ * stream (never NULL) belongs to its device, buffers are device memory of that device with room
+ * for count elements, dtype and op are valid, 0 <= rank < size, 0 <= root < size. */
+typedef struct porta_comm_interface_s {
+  size_t struct_size;
+
+  porta_status_t (*initialize)(porta_backend_context_t* out_context);
+  void (*shutdown)(porta_backend_context_t context);
+  /* SUCCESS when the engine serves devices of this backend here; otherwise UNAVAILABLE with the
+   * reason as message (the engine's library is missing, no such device, ...). May open the
+   * engine's library on first use. */
+  porta_status_t (*supports_backend)(porta_backend_context_t context, const char* backend);
+
+  porta_status_t (*get_unique_id)(porta_backend_context_t context, porta_device_t device,
+                                  porta_comm_unique_id_t* out_id);
+  porta_status_t (*comm_create)(porta_backend_context_t context, porta_device_t device,
+                                int32_t rank, int32_t size, const porta_comm_unique_id_t* id,
+                                void** out_comm);
+  porta_status_t (*comm_destroy)(porta_backend_context_t context, void* comm);
+  porta_status_t (*all_reduce)(porta_backend_context_t context, void* comm, const void* send,
+                               void* recv, size_t count, porta_dtype_t dtype, porta_reduce_op_t op,
+                               porta_stream_t stream);
+  porta_status_t (*broadcast)(porta_backend_context_t context, void* comm, const void* send,
+                              void* recv, size_t count, porta_dtype_t dtype, int32_t root,
+                              porta_stream_t stream);
+  porta_status_t (*all_gather)(porta_backend_context_t context, void* comm, const void* send,
+                               void* recv, size_t count, porta_dtype_t dtype,
+                               porta_stream_t stream);
+  porta_status_t (*reduce_scatter)(porta_backend_context_t context, void* comm, const void* send,
+                                   void* recv, size_t count, porta_dtype_t dtype,
+                                   porta_reduce_op_t op, porta_stream_t stream);
+  porta_status_t (*barrier)(porta_backend_context_t context, void* comm, porta_stream_t stream);
+
+  /* Optional: the launcher's side (MPI). The calling process's rank and the number of
+   * processes started; UNAVAILABLE when none launched this one. */
+  porta_status_t (*launcher_rank)(porta_backend_context_t context, int32_t* out_rank,
+                                  int32_t* out_size);
+  /* Optional: copies root's bytes to every process of the launcher (host memory). */
+  porta_status_t (*launcher_broadcast)(porta_backend_context_t context, void* data, size_t bytes,
+                                       int32_t root);
+} porta_comm_interface_t;
+
 /* What the entry point fills in. */
 typedef struct porta_plugin_s {
   size_t struct_size;
@@ -256,6 +319,8 @@ typedef struct porta_plugin_s {
   const char* version; /* the plugin's own version, and its driver's if known */
   const porta_backend_interface_t* backend; /* kind == PORTA_PLUGIN_KIND_BACKEND */
   const porta_ops_interface_t* ops;         /* kind == PORTA_PLUGIN_KIND_OPS */
+  /* ABI 1.2 */
+  const porta_comm_interface_t* comm; /* kind == PORTA_PLUGIN_KIND_COMM */
 } porta_plugin_t;
 
 /* The one symbol a plugin exports. It must be cheap and must not touch the driver: that happens

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdlib>
 #include <new>
 
 namespace porta::plugin {
@@ -65,6 +66,7 @@ porta_status_t enter(const porta_host_api_t* host, porta_plugin_t* out_plugin,
   PORTA_PLUGIN_SET(version, description.version);
   PORTA_PLUGIN_SET(backend, description.backend);
   PORTA_PLUGIN_SET(ops, description.ops);
+  PORTA_PLUGIN_SET(comm, description.comm);
 #undef PORTA_PLUGIN_SET
   return PORTA_SUCCESS;
 }
@@ -111,6 +113,13 @@ void log(porta_log_level_t level, const std::string& message) noexcept {
   } catch (...) {
     // A log line is not worth failing the operation it describes.
   }
+}
+
+const char* setting(const char* name) noexcept {
+  const porta_host_api_t* host = g_host.load(std::memory_order_acquire);
+  constexpr size_t kSettingEnd = offsetof(porta_host_api_t, setting) + sizeof(host->setting);
+  if (host && host->struct_size >= kSettingEnd && host->setting) return host->setting(name);
+  return std::getenv(name);
 }
 
 Error error_of_current_exception(const char* where) noexcept {

@@ -39,6 +39,7 @@ struct Description {
   const porta_ops_interface_t* ops;          // kind == PORTA_PLUGIN_KIND_OPS
   // Whether the messages error_of_current_exception makes start with "<name>: " too.
   bool name_in_errors;
+  const porta_comm_interface_t* comm = nullptr;  // kind == PORTA_PLUGIN_KIND_COMM
 };
 
 // The body of porta_plugin_entry. Checks that the host API has every function the plugin calls
@@ -69,6 +70,10 @@ const char* setting(const char* name) noexcept;
 // Writes "<name>: message" to Porta's log. Never throws, so workers and pool threads may log
 // anywhere.
 void log(porta_log_level_t level, const std::string& message) noexcept;
+
+// The value of a plugin setting ("PORTA_CPU_DEVICES") as libporta resolved and checked it, or
+// NULL when unset. A libporta older than ABI 1.2 cannot tell, so the environment is read then.
+const char* setting(const char* name) noexcept;
 
 // The status and message an exception stands for: a Failure's own, out of memory for bad_alloc,
 // BACKEND ("<where>: internal error ...") for anything else.

@@ -26,6 +26,8 @@ PORTA_DEB_PACKAGES=(
   # fuzz targets (tools/lib/sanitize.sh).
   clang-15 libclang-common-15-dev llvm-15-dev llvm-spirv-15 spirv-tools pocl-opencl-icd clinfo
   intel-opencl-icd
+  # The MPI collective engine and launcher (porta_comm.h, mpirun tests).
+  libopenmpi-dev openmpi-bin
 )
 
 PORTA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -23,12 +23,13 @@ namespace {
 using json = nlohmann::ordered_json;
 
 constexpr const char* kEnvironment[] = {"PORTA_BACKEND", "PORTA_DEVICE", "PORTA_OPS",
-                                        "PORTA_PLUGIN_PATH", "PORTA_LOG"};
+                                        "PORTA_PLUGIN_PATH", "PORTA_LOG",    "PORTA_CPU_DEVICES"};
 
 struct device_info {
   porta_device_t index = 0;
   porta_device_properties_t properties{};
   std::optional<porta::memory_info> memory;
+  std::optional<porta_memory_pool_stats_t> pool;
   std::string error;  // why properties or memory could not be read; "" when they could
 };
 
@@ -69,6 +70,9 @@ report gather(const porta_init_options_t* options) {
       try {
         info.properties = porta::device_properties(d);
         info.memory = porta::device_memory_info(d);
+        porta_memory_pool_stats_t pool{};
+        pool.struct_size = sizeof(pool);
+        if (porta_memory_pool_stats(d, &pool) == PORTA_SUCCESS) info.pool = pool;
       } catch (const porta::error& e) {
         info.error = e.what();
         r.device_failed = true;
@@ -222,6 +226,14 @@ json to_json(const report& r) {
     }
     if (d.memory) {
       j["memory"] = {{"free_bytes", d.memory->free}, {"total_bytes", d.memory->total}};
+    }
+    if (d.pool) {
+      j["memory_pool"] = {{"bytes_in_use", d.pool->bytes_in_use},
+                          {"bytes_cached", d.pool->bytes_cached},
+                          {"peak_bytes_in_use", d.pool->peak_bytes_in_use},
+                          {"allocation_count", d.pool->allocation_count},
+                          {"reuse_count", d.pool->reuse_count},
+                          {"release_threshold", d.pool->release_threshold}};
     }
     if (!d.error.empty()) j["error"] = d.error;
     devices.push_back(std::move(j));

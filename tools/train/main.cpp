@@ -6,6 +6,7 @@
 // op error); 2 for bad usage (a flag, or a bad --backend or PORTA_* value); 3 when the backend,
 // the op implementation or an operator-set feature asked for (--precision bf16) is not available
 // here (the message says why).
+#include <porta/porta_comm.h>
 #include <porta/porta_ops.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -140,6 +142,11 @@ void write_predictions(const std::string& path, const std::vector<uint8_t>& pred
   if (!out) throw std::runtime_error(path + ": cannot write the predictions");
 }
 
+// Whether mpirun (Open MPI, or a PMI launcher such as MPICH's) started this process.
+bool launched_by_mpirun() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_RANK");
+}
+
 int run(const Options& o) {
   porta_init_options_t init{};
   init.struct_size = sizeof init;
@@ -154,6 +161,20 @@ int run(const Options& o) {
   const porta_device_properties_t properties = porta::device_properties(device);
   probe_ops(device);
 
+  // Under mpirun every process is a rank training a replica on its share of each batch.
+  porta_comm_t comm = nullptr;
+  int32_t rank = 0, ranks = 1;
+  if (launched_by_mpirun()) {
+    if (const porta_status_t status = porta_comm_create_from_launcher(device, &comm);
+        status != PORTA_SUCCESS) {
+      const std::string message = porta_last_error_message();
+      if (status == PORTA_ERROR_UNAVAILABLE) throw unavailable(message);
+      throw porta::error(status, message);
+    }
+    porta::check(porta_comm_rank(comm, &rank, &ranks, nullptr));
+  }
+  const bool leader = rank == 0;  // prints, writes files
+
   const Precision precision = o.precision == "bf16" ? Precision::bf16 : Precision::f32;
   const bool sgd = o.optimizer == "sgd";
   const ImageSet test = load_split(o, "t10k", o.test_limit);
@@ -163,7 +184,7 @@ int run(const Options& o) {
   Model model(device, std::max(o.batch, kEvalBatch), precision, o.grad_accum > 1);
   porta::stream s(device);
   std::vector<double> epoch_seconds;
-  double train_loss = 0, trained_images = 0;
+  double train_loss = 0, trained_images = 0, allreduce_seconds = 0;
   if (o.eval_only) {
     model.load(read_checkpoint(o.checkpoint), s);
   } else {
@@ -175,9 +196,10 @@ int run(const Options& o) {
     settings.update.optimizer = sgd ? Optimizer::sgd : Optimizer::adam;
     settings.update.learning_rate = float(o.lr.value_or(sgd ? 0.05 : 1e-3));
     settings.update.accumulated = o.grad_accum;
+    settings.comm = comm;
     Trainer trainer(model, *train, settings);
     for (int e = 0; e < o.epochs; ++e) {
-      ProgressBar bar(e + 1, o.epochs, o.progress);
+      ProgressBar bar(e + 1, o.epochs, o.progress && leader);
       const EpochResult r = trainer.run_epoch(
           e, [&](int64_t done, int64_t total, double loss) { bar.update(done, total, loss); });
       bar.finish(r.images, r.seconds, r.mean_loss);
@@ -186,11 +208,15 @@ int run(const Options& o) {
                                  " in epoch " + std::to_string(e + 1) + "); try a smaller --lr");
       }
       epoch_seconds.push_back(r.seconds);
+      allreduce_seconds += r.allreduce_seconds;
       train_loss = r.mean_loss;
       trained_images += double(r.images);
     }
-    if (!o.checkpoint.empty()) write_checkpoint(o.checkpoint, model.parameters(s));
+    // Every rank holds the same weights: one file, written by rank 0.
+    if (!o.checkpoint.empty() && leader) write_checkpoint(o.checkpoint, model.parameters(s));
   }
+  if (comm) porta::check(porta_comm_destroy(comm));
+  if (!leader) return 0;  // rank 0 evaluates and reports
 
   const EvalResult eval = evaluate(model, test, kEvalBatch);
   if (!o.predictions.empty()) write_predictions(o.predictions, eval.predictions);
@@ -209,7 +235,9 @@ int run(const Options& o) {
       {"test_loss", eval.mean_loss},
       {"precision", o.precision},
       {"train_images", train ? train->count : 0},
-      {"test_images", test.count}};
+      {"test_images", test.count},
+      {"ranks", ranks},
+      {"allreduce_seconds", allreduce_seconds}};
   std::printf("%s\n", line.dump().c_str());
   std::fflush(stdout);
   return 0;

@@ -141,22 +141,33 @@ void check_bf16_support(porta_device_t device) {
   }
 }
 
+StreamBuffer::~StreamBuffer() {
+  if (data_) porta_memory_free(data_);  // waits for the work that may still use it
+}
+
+void StreamBuffer::reset(porta_device_t device, int64_t count, const porta::stream& s) {
+  release(s);
+  void* ptr = nullptr;
+  porta::check(
+      porta_memory_alloc_async(device, static_cast<size_t>(count) * sizeof(float), s.get(), &ptr));
+  data_ = static_cast<float*>(ptr);
+}
+
+void StreamBuffer::release(const porta::stream& s) {
+  if (!data_) return;
+  porta::check(porta_memory_free_async(data_, s.get()));
+  data_ = nullptr;
+}
+
 Model::Model(porta_device_t device, int64_t max_rows, Precision precision, bool accumulate)
     : device_(device), max_rows_(max_rows), precision_(precision), accumulate_(accumulate) {
   if (precision == Precision::bf16) check_bf16_support(device);
   for (auto& [name, shape] : layout()) {
     params_.push_back(std::make_unique<Param>(device, name, shape, accumulate));
   }
-  const auto rows = static_cast<size_t>(max_rows);
-  auto buffer = [&](int64_t per_row) {
-    return porta::device_buffer<float>(device, rows * static_cast<size_t>(per_row));
-  };
-  a1_ = buffer(kC1 * kPixels), h1_ = buffer(kC1 * kPixels), p1_ = buffer(kC1 * kSide2 * kSide2);
-  a2_ = buffer(kC2 * kSide2 * kSide2), h2_ = buffer(kC2 * kSide2 * kSide2), p2_ = buffer(kFlat);
-  z3_ = buffer(kHidden), h3_ = buffer(kHidden), logits_ = buffer(kClasses);
-  dlogits_ = buffer(kClasses), dh3_ = buffer(kHidden), dp2_ = buffer(kFlat);
-  dh2_ = buffer(kC2 * kSide2 * kSide2), dp1_ = buffer(kC1 * kSide2 * kSide2);
-  dh1_ = buffer(kC1 * kPixels);
+  // Every batch asks for the same activation blocks again: keep them cached across the
+  // synchronisations between batches instead of returning them to the backend each time.
+  porta::check(porta_memory_pool_set_release_threshold(device, UINT64_MAX));
   if (precision == Precision::bf16) {
     const int64_t counts[kOperandCount] = {kC1 * 9,
                                            kC2 * kC1 * 9,
@@ -266,6 +277,17 @@ void Model::forward(const porta::stream& s, int64_t rows, const float* x, const 
   auto in = [&](size_t slot, const float* src, int64_t count) {
     return operand(s, slot, src, count, true);
   };
+  const std::pair<StreamBuffer*, int64_t> activations[] = {{&a1_, kC1 * kPixels},
+                                                           {&h1_, kC1 * kPixels},
+                                                           {&p1_, kC1 * kSide2 * kSide2},
+                                                           {&a2_, kC2 * kSide2 * kSide2},
+                                                           {&h2_, kC2 * kSide2 * kSide2},
+                                                           {&p2_, kFlat},
+                                                           {&z3_, kHidden},
+                                                           {&h3_, kHidden},
+                                                           {&logits_, kClasses},
+                                                           {&dlogits_, kClasses}};
+  for (auto [buffer, per_row] : activations) buffer->reset(device_, rows * per_row, s);
   porta::check(porta_conv2d_forward(q, &c1, in(kOpX, x, rows * kPixels),
                                     in(kOpW1, param(kW1).w.data(), param(kW1).count), a1_.data()));
   porta::check(porta_bias_add(q, rows, kC1, kPixels, a1_.data(), param(kB1).w.data(), a1_.data()));
@@ -292,7 +314,8 @@ void Model::forward(const porta::stream& s, int64_t rows, const float* x, const 
                                    gradient ? dlogits_.data() : nullptr));
 }
 
-void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool accumulate) {
+void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool accumulate,
+                     const GradientsQueued& queued) {
   if (accumulate && !accumulate_) {
     throw std::logic_error("this model was built without gradient accumulation");
   }
@@ -307,9 +330,23 @@ void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool 
     return operand(s, slot, src, count, true);
   };
 
+  const std::pair<StreamBuffer*, int64_t> gradients[] = {{&dh3_, kHidden},
+                                                         {&dp2_, kFlat},
+                                                         {&dh2_, kC2 * kSide2 * kSide2},
+                                                         {&dp1_, kC1 * kSide2 * kSide2},
+                                                         {&dh1_, kC1 * kPixels}};
+  for (auto [buffer, per_row] : gradients) buffer->reset(device_, rows * per_row, s);
   const void* dlogits = in(kOpDLogits, dlogits_.data(), rows * kClasses);
   gemm(s, dt, T, N, kClasses, kHidden, rows, dlogits, kept(kOpH3, h3_.data()), g(kW4));
   porta::check(porta_bias_backward(q, rows, kClasses, 1, dlogits_.data(), g(kB4)));
+  // A layer's parameter gradients are final here unless accumulation adds to them at the end.
+  auto layer_done = [&](size_t weights, size_t bias) {
+    if (queued && !accumulate) {
+      queued({{param(weights).grad.data(), param(weights).count},
+              {param(bias).grad.data(), param(bias).count}});
+    }
+  };
+  layer_done(kW4, kB4);
   gemm(s, dt, N, N, rows, kHidden, kClasses, dlogits, kept(kOpW4, param(kW4).w.data()),
        dh3_.data());
   porta::check(porta_relu_backward(q, rows * kHidden, z3_.data(), dh3_.data(), dh3_.data()));
@@ -317,6 +354,7 @@ void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool 
   const void* dh3 = in(kOpDH3, dh3_.data(), rows * kHidden);
   gemm(s, dt, T, N, kHidden, kFlat, rows, dh3, kept(kOpP2, p2_.data()), g(kW3));
   porta::check(porta_bias_backward(q, rows, kHidden, 1, dh3_.data(), g(kB3)));
+  layer_done(kW3, kB3);
   gemm(s, dt, N, N, rows, kFlat, kHidden, dh3, kept(kOpW3, param(kW3).w.data()), dp2_.data());
   porta::check(porta_max_pool2d_backward(q, &pool2, h2_.data(), dp2_.data(), dh2_.data()));
   porta::check(
@@ -325,6 +363,7 @@ void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool 
   porta::check(porta_bias_backward(q, rows, kC2, kSide2 * kSide2, dh2_.data(), g(kB2)));
   const void* dh2 = in(kOpDH2, dh2_.data(), rows * kC2 * kSide2 * kSide2);
   porta::check(porta_conv2d_backward_weights(q, &c2, kept(kOpP1, p1_.data()), dh2, g(kW2)));
+  layer_done(kW2, kB2);
   porta::check(
       porta_conv2d_backward_data(q, &c2, dh2, kept(kOpW2, param(kW2).w.data()), dp1_.data()));
   porta::check(porta_max_pool2d_backward(q, &pool1, h1_.data(), dp1_.data(), dh1_.data()));
@@ -333,12 +372,20 @@ void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool 
   porta::check(porta_bias_backward(q, rows, kC1, kPixels, dh1_.data(), g(kB1)));
   porta::check(porta_conv2d_backward_weights(
       q, &c1, kept(kOpX, x), in(kOpDH1, dh1_.data(), rows * kC1 * kPixels), g(kW1)));
+  layer_done(kW1, kB1);
+
+  for (StreamBuffer* buffer : {&dh3_, &dp2_, &dh2_, &dp1_, &dh1_}) buffer->release(s);
 
   if (accumulate) {
     // grad += grad2, elementwise: a bias add over one row whose channels are the elements.
     for (auto& p : params_) {
       porta::check(
           porta_bias_add(q, 1, p->count, 1, p->grad.data(), p->grad2.data(), p->grad.data()));
+    }
+    if (queued) {
+      GradientBuffers all;
+      for (auto& p : params_) all.emplace_back(p->grad.data(), p->count);
+      queued(all);
     }
   }
 }

@@ -13,6 +13,7 @@
 #include <porta/porta_ops.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <porta/porta.hpp>
 #include <stdexcept>
@@ -45,6 +46,26 @@ constexpr int64_t kImageSide = 28;
 constexpr int64_t kPixels = kImageSide * kImageSide;
 constexpr int64_t kClasses = 10;
 
+// Device memory in stream order (porta_memory_alloc_async): a batch's activations are allocated
+// on the stream that computes them and freed there once used, so from the second batch on the
+// device pool hands the same blocks back without the driver or a synchronisation.
+class StreamBuffer {
+ public:
+  StreamBuffer() = default;
+  ~StreamBuffer();
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+
+  // Frees the current block on s (if any), then allocates count floats on s.
+  void reset(porta_device_t device, int64_t count, const porta::stream& s);
+  // Frees the block on s.
+  void release(const porta::stream& s);
+  float* data() const { return data_; }
+
+ private:
+  float* data_ = nullptr;
+};
+
 class Model {
  public:
   // Buffers for batches of up to max_rows images. accumulate: keep a second set of gradient
@@ -67,9 +88,15 @@ class Model {
   // loss goes to *loss (device); with `gradient` the logits' gradient is kept for backward.
   void forward(const porta::stream& s, int64_t rows, const float* x, const int32_t* labels,
                float* loss, bool gradient);
+  // Gradient buffers (device, fp32) whose computation has just been queued: (data, count).
+  using GradientBuffers = std::vector<std::pair<float*, int64_t>>;
+  using GradientsQueued = std::function<void(const GradientBuffers&)>;
   // The gradients of the last forward (which had gradient = true): written to the gradient
-  // buffers, or added to them with accumulate = true.
-  void backward(const porta::stream& s, int64_t rows, const float* x, bool accumulate);
+  // buffers, or added to them with accumulate = true. queued, if given, is called on this thread
+  // as the work producing each layer's final parameter gradients is queued (output layer first,
+  // or all at once after accumulation), so that they can be all-reduced while backward goes on.
+  void backward(const porta::stream& s, int64_t rows, const float* x, bool accumulate,
+                const GradientsQueued& queued = {});
   // One optimiser step (step counts from 1) from the gradient buffers. With
   // settings.accumulated = N the buffers hold the sum of N micro-batch means, and the update is
   // that of their mean.
@@ -96,9 +123,10 @@ class Model {
   Precision precision_;
   bool accumulate_;
   std::vector<std::unique_ptr<Param>> params_;
-  // Activations and their gradients, each sized for max_rows.
-  porta::device_buffer<float> a1_, h1_, p1_, a2_, h2_, p2_, z3_, h3_, logits_;
-  porta::device_buffer<float> dlogits_, dh3_, dp2_, dh2_, dp1_, dh1_;
+  // Activations and their gradients, each sized for the batch: the forward pass's live until the
+  // next forward, backward's until the end of backward.
+  StreamBuffer a1_, h1_, p1_, a2_, h2_, p2_, z3_, h3_, logits_, dlogits_;
+  StreamBuffer dh3_, dp2_, dh2_, dp1_, dh1_;
   std::vector<std::unique_ptr<Operand>> operands_;  // bf16 copies (Precision::bf16 only)
 };
 

@@ -2,8 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
 #include <numeric>
 #include <stdexcept>
+#include <thread>
+#include <utility>
 
 #include "rng.h"
 
@@ -105,22 +111,139 @@ struct LossLog {
 
 }  // namespace
 
+// Averages gradients over the ranks while backward goes on. The training thread hands over each
+// layer's gradient buffers as soon as the work producing them is queued (a bucket), with an event
+// recorded after that work; a thread of its own makes its stream wait for the event and
+// all-reduces the bucket there, while the compute stream runs the layers below.
+class GradientSync {
+ public:
+  static constexpr int kMaxBuckets = 8;
+
+  GradientSync(porta_comm_t comm, porta_device_t device) : comm_(comm), stream_(device) {
+    for (auto& event : queued_) event = porta::event(device);
+    done_ = porta::event(device);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~GradientSync() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+
+  // On the training thread: the work producing buffers is queued on compute.
+  void bucket(const porta::stream& compute, const Model::GradientBuffers& buffers) {
+    std::lock_guard lock(mutex_);
+    if (pending_.size() + handed_ >= kMaxBuckets) throw std::logic_error("too many buckets");
+    porta::event& event = queued_[handed_++];
+    event.record(compute);
+    pending_.push_back(Bucket{&event, buffers});
+    wake_.notify_all();
+  }
+
+  // On the training thread: waits until this step's buckets are reduced, and orders compute
+  // after them. Rethrows what the all-reduce thread met.
+  void finish(const porta::stream& compute) {
+    std::unique_lock lock(mutex_);
+    idle_.wait(lock, [&] { return pending_.empty() && !busy_; });
+    handed_ = 0;
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+    done_.record(stream_);
+    compute.wait(done_);
+  }
+
+  double seconds() const {
+    std::lock_guard lock(mutex_);
+    return seconds_;
+  }
+
+ private:
+  struct Bucket {
+    porta::event* after;
+    Model::GradientBuffers buffers;
+  };
+
+  void run() {
+    for (;;) {
+      Bucket bucket;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+        if (pending_.empty()) return;
+        bucket = std::move(pending_.front());
+        pending_.pop_front();
+        busy_ = true;
+      }
+      double spent = 0;
+      try {
+        stream_.wait(*bucket.after);
+        stream_.synchronize();  // the gradients exist: from here on the time is the all-reduce's
+        const Clock::time_point start = Clock::now();
+        for (auto [data, count] : bucket.buffers) {
+          porta::check(porta_comm_all_reduce(comm_, data, data, size_t(count), PORTA_DTYPE_F32,
+                                             PORTA_REDUCE_AVG, stream_.get()));
+        }
+        stream_.synchronize();
+        spent = seconds_since(start);
+      } catch (...) {
+        std::lock_guard lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      std::lock_guard lock(mutex_);
+      seconds_ += spent;
+      busy_ = false;
+      idle_.notify_all();
+    }
+  }
+
+  porta_comm_t comm_;
+  porta::stream stream_;
+  porta::event queued_[kMaxBuckets];
+  porta::event done_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_, idle_;
+  std::deque<Bucket> pending_;
+  int handed_ = 0;  // buckets handed over this step
+  bool busy_ = false;
+  bool stopping_ = false;
+  std::exception_ptr error_;
+  double seconds_ = 0;
+  std::thread thread_;  // last: starts once the rest exists
+};
+
+int32_t comm_ranks(porta_comm_t comm, int32_t* rank) {
+  int32_t size = 1;
+  *rank = 0;
+  if (comm) porta::check(porta_comm_rank(comm, rank, &size, nullptr));
+  return size;
+}
+
 struct Trainer::Impl {
   Impl(Model& m, const ImageSet& t, const TrainSettings& s)
       : model(m),
         train(t),
         settings(s),
+        ranks(comm_ranks(s.comm, &rank)),
+        local(s.batch / ranks),
         compute(m.device()),
         micro_batches(t.count / (s.batch * s.grad_accum) * s.grad_accum),
-        pipeline(compute, t, s.batch),
-        losses(m.device(), std::max<int64_t>(micro_batches, 1)) {}
+        pipeline(compute, t, local),
+        losses(m.device(), std::max<int64_t>(micro_batches, 1)) {
+    if (s.comm) sync = std::make_unique<GradientSync>(s.comm, m.device());
+  }
   Model& model;
   const ImageSet& train;
   TrainSettings settings;
+  int32_t rank = 0;
+  int32_t ranks;
+  int64_t local;  // images of each micro-batch this rank trains on
   porta::stream compute;
   int64_t micro_batches;
   InputPipeline pipeline;
   LossLog losses;
+  std::unique_ptr<GradientSync> sync;
   int64_t step = 0;  // optimiser steps so far
 };
 
@@ -135,6 +258,13 @@ Trainer::Trainer(Model& model, const ImageSet& train, const TrainSettings& setti
                                 " images needs more than the training set's " +
                                 std::to_string(train.count));
   }
+  int32_t rank = 0;
+  const int32_t ranks = comm_ranks(settings.comm, &rank);
+  if (settings.batch % ranks != 0) {
+    throw std::invalid_argument("the batch of " + std::to_string(settings.batch) +
+                                " images does not split evenly over " + std::to_string(ranks) +
+                                " ranks");
+  }
   if (train.rows != kImageSide || train.cols != kImageSide) {
     throw std::invalid_argument("the network takes 28x28 images, the training set has " +
                                 std::to_string(train.rows) + "x" + std::to_string(train.cols));
@@ -147,6 +277,7 @@ Trainer::~Trainer() = default;
 EpochResult Trainer::run_epoch(int epoch, const Progress& progress) {
   Impl& t = *impl_;
   const int64_t batch = t.settings.batch, accum = t.settings.grad_accum;
+  const int64_t local = t.local, offset = t.rank * local;  // this rank's share of each batch
   std::vector<uint32_t> order(size_t(t.train.count));
   std::iota(order.begin(), order.end(), 0u);
   Rng rng(t.settings.seed * 0x9E3779B97F4A7C15ull + uint64_t(epoch) + 1);
@@ -162,23 +293,41 @@ EpochResult Trainer::run_epoch(int epoch, const Progress& progress) {
   };
 
   const Clock::time_point start = Clock::now();
-  t.pipeline.stage(0, order.data(), batch);
+  const double allreduce_before = t.sync ? t.sync->seconds() : 0.0;
+  t.pipeline.stage(0, order.data() + offset, local);
   for (int64_t i = 0; i < t.micro_batches; ++i) {
     auto [x, labels] = t.pipeline.acquire(i);
-    t.model.forward(t.compute, batch, x, labels, device_losses + i, true);
-    t.model.backward(t.compute, batch, x, i % accum != 0);
-    if (i % accum == accum - 1) t.model.update(t.compute, t.settings.update, ++t.step);
+    const bool steps = i % accum == accum - 1;
+    Model::GradientsQueued reduce;
+    if (t.sync && steps) {
+      reduce = [&](const Model::GradientBuffers& buffers) { t.sync->bucket(t.compute, buffers); };
+    }
+    t.model.forward(t.compute, local, x, labels, device_losses + i, true);
+    t.model.backward(t.compute, local, x, i % accum != 0, reduce);
+    if (steps) {
+      if (t.sync) t.sync->finish(t.compute);
+      t.model.update(t.compute, t.settings.update, ++t.step);
+    }
     porta::check(porta_memcpy_async(&t.losses.host[size_t(i)], device_losses + i, sizeof(float),
                                     t.compute.get()));
     t.pipeline.release(i);
     if (i + 1 < t.micro_batches) {
-      t.pipeline.stage(i + 1, order.data() + (i + 1) * batch, batch);
+      t.pipeline.stage(i + 1, order.data() + (i + 1) * batch + offset, local);
       report(i);  // stage() returned once batches 0 .. i - 1 had completed
     }
   }
   t.pipeline.finish();
+  if (t.settings.comm && t.micro_batches > 0) {
+    // Each rank logged the mean loss of its share: their mean is the whole batch's.
+    porta::check(porta_comm_all_reduce(t.settings.comm, device_losses, device_losses,
+                                       size_t(t.micro_batches), PORTA_DTYPE_F32, PORTA_REDUCE_AVG,
+                                       t.compute.get()));
+    porta::check(
+        porta_memcpy(t.losses.host.data(), device_losses, size_t(t.micro_batches) * sizeof(float)));
+  }
   EpochResult result;
   result.seconds = seconds_since(start);
+  result.allreduce_seconds = t.sync ? t.sync->seconds() - allreduce_before : 0.0;
   result.images = total;
   result.losses.assign(t.losses.host.begin(), t.losses.host.begin() + t.micro_batches);
   double sum = 0;

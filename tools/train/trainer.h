@@ -4,6 +4,8 @@
 // trainer.cpp).
 #pragma once
 
+#include <porta/porta_comm.h>
+
 #include <cstdint>
 #include <functional>
 #include <porta/porta.hpp>
@@ -15,7 +17,11 @@
 namespace porta_train {
 
 struct TrainSettings {
-  int64_t batch = 64;      // images per micro-batch
+  int64_t batch = 64;  // images per micro-batch, over all ranks
+  // Data parallelism: with a communicator each rank trains on its share (batch / ranks images,
+  // by rank) of every micro-batch, and the gradients are averaged over the ranks in buckets, a
+  // layer each, while backward still runs. Every rank then takes the same step.
+  porta_comm_t comm = nullptr;
   int64_t grad_accum = 1;  // micro-batches per optimiser step
   uint64_t seed = 1;       // batch order (the weights are seeded by Model::initialize)
   UpdateSettings update;
@@ -25,7 +31,8 @@ struct EpochResult {
   double seconds = 0;         // wall time, from the first batch queued to the last one done
   int64_t images = 0;         // images trained on (incomplete final steps are left out)
   double mean_loss = 0;       // over the epoch's micro-batches
-  std::vector<float> losses;  // per micro-batch, in order
+  std::vector<float> losses;     // per micro-batch, in order (over all ranks)
+  double allreduce_seconds = 0;  // spent all-reducing gradients (0 with one process)
 };
 
 // Called on the host as batches complete: images done so far, the epoch's total, the mean loss

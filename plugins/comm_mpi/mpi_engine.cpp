@@ -1,0 +1,480 @@
+// The MPI collective engine (libporta_comm_mpi.so): collectives for CPU devices, whose memory is
+// host memory MPI reads directly, and the launcher for every engine (rank and size from mpirun,
+// a broadcast of the unique id).
+//
+// Every collective first makes the ranks announce themselves to each other with non-blocking
+// messages, waiting at most PORTA_COMM_TIMEOUT seconds: a rank that never comes is named in the
+// error instead of hanging the others inside a blocking MPI call. The MPI collective itself runs
+// non-blocking too, polled against the same deadline.
+#include <dlfcn.h>
+#include <mpi.h>
+#include <porta/porta_plugin.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "plugin_support.h"
+
+namespace porta::comm_mpi {
+namespace {
+
+using plugin::fail;
+using plugin::guarded;
+
+constexpr int kArrivalTag = 7301;
+constexpr int kIdTag = 7302;
+
+std::string mpi_error(int code) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  return std::string(text, length);
+}
+
+void check(int code, const std::string& what) {
+  if (code != MPI_SUCCESS) fail(PORTA_ERROR_BACKEND, what + ": " + mpi_error(code));
+}
+
+// MPI is initialised once per process and finalised at exit: it cannot be initialised again, so
+// the plugin pins itself in memory once it has started MPI.
+std::mutex g_init_mutex;
+
+void ensure_mpi() {
+  std::lock_guard lock(g_init_mutex);
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) return;
+  int provided = 0;
+  check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
+  if (provided < MPI_THREAD_MULTIPLE) {
+    plugin::log(PORTA_LOG_WARN, "MPI provides thread level " + std::to_string(provided) +
+                                    ", not MPI_THREAD_MULTIPLE: use one communicator per process");
+  }
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  Dl_info self{};
+  if (dladdr(reinterpret_cast<void*>(&ensure_mpi), &self) && self.dli_fname) {
+    dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+  }
+  std::atexit([] {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  });
+}
+
+int world_rank() {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+int world_size() {
+  int size = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
+double timeout_seconds() {
+  const char* text = plugin::setting("PORTA_COMM_TIMEOUT");
+  return text ? std::atof(text) : 300.0;
+}
+
+using Clock = std::chrono::steady_clock;
+
+struct Comm {
+  MPI_Comm comm = MPI_COMM_NULL;
+  int rank = 0;
+  int size = 0;
+  uint64_t sequence = 0;  // collectives so far
+  std::string broken;     // why the communicator is unusable; "" while it works
+  std::mutex mutex;       // one collective at a time: their messages must not interleave
+};
+
+// Polls request until done or the deadline; false on a timeout.
+bool wait_until(MPI_Request& request, Clock::time_point deadline) {
+  for (int spins = 0;; ++spins) {
+    int done = 0;
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done) return true;
+    if (Clock::now() > deadline) return false;
+    if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string text;
+  for (int rank : ranks) text += (text.empty() ? "" : ", ") + std::to_string(rank);
+  return text;
+}
+
+// Every rank tells every other that it reached collective number `sequence` and waits for theirs.
+void arrive(Comm& c, const char* what, Clock::time_point deadline) {
+  ++c.sequence;
+  std::vector<uint64_t> theirs(c.size, 0);
+  std::vector<MPI_Request> sends(c.size, MPI_REQUEST_NULL), receives(c.size, MPI_REQUEST_NULL);
+  for (int peer = 0; peer < c.size; ++peer) {
+    if (peer == c.rank) continue;
+    check(MPI_Irecv(&theirs[peer], 1, MPI_UINT64_T, peer, kArrivalTag, c.comm, &receives[peer]),
+          "MPI_Irecv");
+    check(MPI_Isend(&c.sequence, 1, MPI_UINT64_T, peer, kArrivalTag, c.comm, &sends[peer]),
+          "MPI_Isend");
+  }
+  std::vector<int> missing;
+  for (int peer = 0; peer < c.size; ++peer) {
+    if (peer == c.rank) continue;
+    if (!wait_until(receives[peer], deadline)) missing.push_back(peer);
+  }
+  if (!missing.empty()) {
+    for (int peer : missing) {
+      MPI_Cancel(&receives[peer]);
+      MPI_Request_free(&receives[peer]);
+    }
+    for (MPI_Request& send : sends) {
+      if (send != MPI_REQUEST_NULL) MPI_Request_free(&send);
+    }
+    c.broken = std::string(what) + " timed out after " + std::to_string(timeout_seconds()) +
+               " s: rank(s) " + rank_list(missing) + " of " + std::to_string(c.size) +
+               " did not arrive";
+    fail(PORTA_ERROR_DEVICE_LOST, c.broken + "; the communicator is unusable now");
+  }
+  MPI_Waitall(c.size, sends.data(), MPI_STATUSES_IGNORE);
+  for (int peer = 0; peer < c.size; ++peer) {
+    if (peer != c.rank && theirs[peer] != c.sequence) {
+      c.broken = std::string(what) + ": rank " + std::to_string(peer) + " is at collective " +
+                 std::to_string(theirs[peer]) + ", this rank at " + std::to_string(c.sequence) +
+                 " (the ranks called different collectives)";
+      fail(PORTA_ERROR_INVALID_ARGUMENT, c.broken);
+    }
+  }
+}
+
+// Runs one collective: the stream's earlier work first, then the arrival, then start(request),
+// polled to the deadline.
+template <typename Start>
+porta_status_t run(const char* what, void* native, porta_stream_t stream, Start&& start) {
+  Comm& c = *static_cast<Comm*>(native);
+  std::lock_guard lock(c.mutex);
+  if (!c.broken.empty()) {
+    fail(PORTA_ERROR_DEVICE_LOST,
+         std::string(what) + ": the communicator is unusable: " + c.broken);
+  }
+  porta_status_t status = stream ? porta_stream_synchronize(stream) : PORTA_SUCCESS;
+  if (status != PORTA_SUCCESS) {
+    fail(status,
+         std::string(what) + ": earlier work on the stream failed: " + porta_last_error_message());
+  }
+  const Clock::time_point deadline =
+      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds() * 1000));
+  arrive(c, what, deadline);
+  MPI_Request request = MPI_REQUEST_NULL;
+  start(c, request);
+  if (request != MPI_REQUEST_NULL && !wait_until(request, deadline)) {
+    c.broken =
+        std::string(what) + " did not complete in " + std::to_string(timeout_seconds()) + " s";
+    fail(PORTA_ERROR_DEVICE_LOST, c.broken);
+  }
+  return PORTA_SUCCESS;
+}
+
+// bf16 <-> f32: the top half of the float, rounded to nearest even (NaN kept quiet).
+float from_bf16(uint16_t value) {
+  uint32_t bits = uint32_t{value} << 16;
+  float result;
+  std::memcpy(&result, &bits, sizeof(result));
+  return result;
+}
+
+uint16_t to_bf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  if (std::isnan(value)) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+std::vector<float> widen(const void* data, size_t count) {
+  std::vector<float> wide(count);
+  auto* narrow = static_cast<const uint16_t*>(data);
+  for (size_t i = 0; i < count; ++i) wide[i] = from_bf16(narrow[i]);
+  return wide;
+}
+
+void narrow(const std::vector<float>& wide, void* data) {
+  auto* out = static_cast<uint16_t*>(data);
+  for (size_t i = 0; i < wide.size(); ++i) out[i] = to_bf16(wide[i]);
+}
+
+MPI_Datatype element_type(porta_dtype_t dtype) {
+  return dtype == PORTA_DTYPE_F32 ? MPI_FLOAT : MPI_UINT16_T;
+}
+
+void divide(float* data, size_t count, int size) {
+  for (size_t i = 0; i < count; ++i) data[i] /= static_cast<float>(size);
+}
+
+// ---- the slots ----------------------------------------------------------------------------------
+
+porta_status_t initialize(porta_backend_context_t* out_context) {
+  *out_context = nullptr;  // MPI starts on first use, not when Porta loads the engine
+  return PORTA_SUCCESS;
+}
+
+void shutdown(porta_backend_context_t) {}
+
+porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
+  if (std::strcmp(backend, "cpu") != 0) {
+    return plugin::report(PORTA_ERROR_UNAVAILABLE,
+                          std::string("MPI moves host memory: it serves CPU devices, not ") +
+                              backend + " (that is NCCL's or RCCL's)");
+  }
+  return PORTA_SUCCESS;
+}
+
+porta_status_t get_unique_id(porta_backend_context_t, porta_device_t,
+                             porta_comm_unique_id_t* out_id) {
+  return guarded("get_unique_id", [&] {
+    std::random_device entropy;
+    porta_comm_unique_id_t id{};
+    std::memcpy(id.internal, "porta-mpi", 9);
+    for (size_t i = 16; i < sizeof(id.internal); i += 4) {
+      uint32_t word = entropy();
+      std::memcpy(id.internal + i, &word, 4);
+    }
+    *out_id = id;
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t comm_create(porta_backend_context_t, porta_device_t, int32_t rank, int32_t size,
+                           const porta_comm_unique_id_t* id, void** out_comm) {
+  return guarded("comm_create", [&] {
+    if (std::memcmp(id->internal, "porta-mpi", 9) != 0) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT,
+           "the unique id was not made by the MPI engine (porta_comm_get_unique_id on a CPU "
+           "device)");
+    }
+    ensure_mpi();
+    if (size != world_size()) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT, "size " + std::to_string(size) + " but mpirun started " +
+                                             std::to_string(world_size()) + " process(es)");
+    }
+    if (rank != world_rank()) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT, "rank " + std::to_string(rank) +
+                                             " given, but this process is MPI rank " +
+                                             std::to_string(world_rank()));
+    }
+    auto c = std::make_unique<Comm>();
+    c->comm = MPI_COMM_WORLD;
+    c->rank = rank;
+    c->size = size;
+    // Every rank must hold the same id: compare each with rank 0's, under the deadline.
+    std::vector<char> ids(size_t(size) * sizeof(id->internal));
+    run("porta_comm_create", c.get(), nullptr, [&](Comm& comm, MPI_Request& request) {
+      check(MPI_Iallgather(id->internal, sizeof(id->internal), MPI_CHAR, ids.data(),
+                           sizeof(id->internal), MPI_CHAR, comm.comm, &request),
+            "MPI_Iallgather");
+    });
+    std::vector<int> differing;
+    for (int peer = 1; peer < size; ++peer) {
+      if (std::memcmp(ids.data(), ids.data() + peer * sizeof(id->internal), sizeof(id->internal)) !=
+          0) {
+        differing.push_back(peer);
+      }
+    }
+    if (!differing.empty()) {
+      fail(PORTA_ERROR_INVALID_ARGUMENT, "the unique ids differ: rank(s) " + rank_list(differing) +
+                                             " hold another id than rank 0");
+    }
+    // A communicator of its own, so that its messages never meet another's.
+    MPI_Comm own = MPI_COMM_NULL;
+    check(MPI_Comm_dup(MPI_COMM_WORLD, &own), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(own, MPI_ERRORS_RETURN);
+    c->comm = own;
+    c->sequence = 0;
+    *out_comm = c.release();
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t comm_destroy(porta_backend_context_t, void* native) {
+  return guarded("comm_destroy", [&] {
+    std::unique_ptr<Comm> c(static_cast<Comm*>(native));
+    // Freeing may wait for the other ranks; a broken communicator has ranks that never come,
+    // so its MPI communicator is left to MPI_Finalize.
+    if (c->comm != MPI_COMM_NULL && c->comm != MPI_COMM_WORLD && c->broken.empty()) {
+      MPI_Comm_free(&c->comm);
+    }
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t all_reduce(porta_backend_context_t, void* native, const void* send, void* recv,
+                          size_t count, porta_dtype_t dtype, porta_reduce_op_t op,
+                          porta_stream_t stream) {
+  return guarded("all_reduce", [&] {
+    std::vector<float> wide;
+    float* target = static_cast<float*>(recv);
+    if (dtype == PORTA_DTYPE_BF16) {
+      wide = widen(send, count);  // summed in fp32, rounded once
+      target = wide.data();
+    }
+    run("porta_comm_all_reduce", native, stream, [&](Comm& c, MPI_Request& request) {
+      const void* source = dtype == PORTA_DTYPE_BF16 || send == recv ? MPI_IN_PLACE : send;
+      check(MPI_Iallreduce(source, target, static_cast<int>(count), MPI_FLOAT, MPI_SUM, c.comm,
+                           &request),
+            "MPI_Iallreduce");
+    });
+    const int size = static_cast<Comm*>(native)->size;
+    if (op == PORTA_REDUCE_AVG) divide(target, count, size);
+    if (dtype == PORTA_DTYPE_BF16) narrow(wide, recv);
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t broadcast(porta_backend_context_t, void* native, const void* send, void* recv,
+                         size_t count, porta_dtype_t dtype, int32_t root, porta_stream_t stream) {
+  return guarded("broadcast", [&] {
+    const size_t bytes = count * (dtype == PORTA_DTYPE_F32 ? 4 : 2);
+    run("porta_comm_broadcast", native, stream, [&](Comm& c, MPI_Request& request) {
+      if (c.rank == root && send != recv) std::memmove(recv, send, bytes);
+      check(MPI_Ibcast(recv, static_cast<int>(bytes), MPI_BYTE, root, c.comm, &request),
+            "MPI_Ibcast");
+    });
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t all_gather(porta_backend_context_t, void* native, const void* send, void* recv,
+                          size_t count, porta_dtype_t dtype, porta_stream_t stream) {
+  return guarded("all_gather", [&] {
+    const int bytes = static_cast<int>(count * (dtype == PORTA_DTYPE_F32 ? 4 : 2));
+    run("porta_comm_all_gather", native, stream, [&](Comm& c, MPI_Request& request) {
+      // In place when send is this rank's block of recv, as NCCL allows.
+      const bool in_place = send == static_cast<char*>(recv) + size_t(c.rank) * bytes;
+      check(MPI_Iallgather(in_place ? MPI_IN_PLACE : send, bytes, MPI_BYTE, recv, bytes, MPI_BYTE,
+                           c.comm, &request),
+            "MPI_Iallgather");
+    });
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t reduce_scatter(porta_backend_context_t, void* native, const void* send, void* recv,
+                              size_t count, porta_dtype_t dtype, porta_reduce_op_t op,
+                              porta_stream_t stream) {
+  return guarded("reduce_scatter", [&] {
+    const int size = static_cast<Comm*>(native)->size;
+    // Through fp32 scratch: bf16 is summed in fp32, and send may overlap recv.
+    std::vector<float> input =
+        dtype == PORTA_DTYPE_BF16
+            ? widen(send, count * size)
+            : std::vector<float>(static_cast<const float*>(send),
+                                 static_cast<const float*>(send) + count * size);
+    std::vector<float> output(count);
+    run("porta_comm_reduce_scatter", native, stream, [&](Comm& c, MPI_Request& request) {
+      check(MPI_Ireduce_scatter_block(input.data(), output.data(), static_cast<int>(count),
+                                      MPI_FLOAT, MPI_SUM, c.comm, &request),
+            "MPI_Ireduce_scatter_block");
+    });
+    if (op == PORTA_REDUCE_AVG) divide(output.data(), count, size);
+    if (dtype == PORTA_DTYPE_BF16) {
+      narrow(output, recv);
+    } else {
+      std::memcpy(recv, output.data(), count * sizeof(float));
+    }
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t barrier(porta_backend_context_t, void* native, porta_stream_t stream) {
+  return guarded("barrier", [&] {
+    // The arrival of every rank is the barrier.
+    return run("porta_comm_barrier", native, stream, [](Comm&, MPI_Request&) {});
+  });
+}
+
+porta_status_t launcher_rank(porta_backend_context_t, int32_t* out_rank, int32_t* out_size) {
+  return guarded("launcher_rank", [&] {
+    ensure_mpi();
+    *out_rank = world_rank();
+    *out_size = world_size();
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t launcher_broadcast(porta_backend_context_t, void* data, size_t bytes, int32_t root) {
+  return guarded("launcher_broadcast", [&] {
+    ensure_mpi();
+    // Point to point with a deadline, like the collectives: a missing rank is an error.
+    const Clock::time_point deadline =
+        Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds() * 1000));
+    const int rank = world_rank(), size = world_size();
+    std::vector<MPI_Request> requests;
+    if (rank == root) {
+      for (int peer = 0; peer < size; ++peer) {
+        if (peer == root) continue;
+        MPI_Request& request = requests.emplace_back(MPI_REQUEST_NULL);
+        check(MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, peer, kIdTag, MPI_COMM_WORLD,
+                        &request),
+              "MPI_Isend");
+      }
+    } else {
+      MPI_Request& request = requests.emplace_back(MPI_REQUEST_NULL);
+      check(MPI_Irecv(data, static_cast<int>(bytes), MPI_BYTE, root, kIdTag, MPI_COMM_WORLD,
+                      &request),
+            "MPI_Irecv");
+    }
+    for (MPI_Request& request : requests) {
+      if (!wait_until(request, deadline)) {
+        MPI_Cancel(&request);
+        MPI_Request_free(&request);
+        fail(PORTA_ERROR_DEVICE_LOST,
+             "the launcher's broadcast of the unique id timed out "
+             "after " +
+                 std::to_string(timeout_seconds()) + " s");
+      }
+    }
+    return PORTA_SUCCESS;
+  });
+}
+
+const porta_comm_interface_t kInterface = {
+    .struct_size = sizeof(porta_comm_interface_t),
+    .initialize = initialize,
+    .shutdown = shutdown,
+    .supports_backend = supports_backend,
+    .get_unique_id = get_unique_id,
+    .comm_create = comm_create,
+    .comm_destroy = comm_destroy,
+    .all_reduce = all_reduce,
+    .broadcast = broadcast,
+    .all_gather = all_gather,
+    .reduce_scatter = reduce_scatter,
+    .barrier = barrier,
+    .launcher_rank = launcher_rank,
+    .launcher_broadcast = launcher_broadcast,
+};
+
+}  // namespace
+}  // namespace porta::comm_mpi
+
+extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
+                                                                 porta_plugin_t* out_plugin) {
+  return porta::plugin::enter(host, out_plugin,
+                              {.kind = PORTA_PLUGIN_KIND_COMM,
+                               .name = "mpi",
+                               .version = "porta-comm-mpi",
+                               .backend = nullptr,
+                               .ops = nullptr,
+                               .name_in_errors = false,
+                               .comm = &porta::comm_mpi::kInterface});
+}

@@ -1,0 +1,290 @@
+// The NCCL collective engine (libporta_comm_nccl.so) for CUDA devices; built a second time with
+// PORTA_COMM_RCCL defined as the RCCL engine (libporta_comm_rccl.so) for HIP devices, since RCCL
+// keeps NCCL's API. The library is opened at run time, on first use, and only the few functions
+// below are resolved, so the plugin builds and loads anywhere and says why it cannot serve.
+// Collectives are queued on the stream's native handle: NCCL orders them like any GPU work.
+#include <dlfcn.h>
+#include <porta/porta_plugin.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "plugin_support.h"
+
+namespace porta::comm_nccl {
+namespace {
+
+using plugin::fail;
+using plugin::guarded;
+
+#if defined(PORTA_COMM_RCCL)
+constexpr const char* kName = "rccl";
+constexpr const char* kLibrary = "librccl.so.1";
+constexpr const char* kBackend = "hip";
+#else
+constexpr const char* kName = "nccl";
+constexpr const char* kLibrary = "libnccl.so.2";
+constexpr const char* kBackend = "cuda";
+#endif
+
+// NCCL's C ABI, as nccl.h (and RCCL's rccl.h) define it.
+using result_t = int;  // ncclResult_t; 0 is ncclSuccess
+struct NcclComm;
+using comm_t = NcclComm*;
+struct UniqueId {
+  char internal[128];
+};
+constexpr int kFloat16 = 6, kFloat32 = 7, kBfloat16 = 9;  // ncclDataType_t
+constexpr int kSum = 0, kAvg = 4;                         // ncclRedOp_t (ncclAvg: NCCL 2.10)
+static_assert(sizeof(UniqueId) == sizeof(porta_comm_unique_id_t));
+
+struct Library {
+  result_t (*get_version)(int*);
+  result_t (*get_unique_id)(UniqueId*);
+  result_t (*comm_init_rank)(comm_t*, int, UniqueId, int);
+  result_t (*comm_destroy)(comm_t);
+  const char* (*get_error_string)(result_t);
+  result_t (*all_reduce)(const void*, void*, size_t, int, int, comm_t, void*);
+  result_t (*broadcast)(const void*, void*, size_t, int, int, comm_t, void*);
+  result_t (*all_gather)(const void*, void*, size_t, int, comm_t, void*);
+  result_t (*reduce_scatter)(const void*, void*, size_t, int, int, comm_t, void*);
+};
+
+struct Engine {
+  std::mutex mutex;
+  bool tried = false;
+  std::string missing;  // why the library cannot serve; "" once open
+  Library library{};
+};
+
+Engine& engine_of(porta_backend_context_t context) { return *static_cast<Engine*>(context); }
+
+// Opens the library once; afterwards answers from what that found.
+const Library& open_library(Engine& engine) {
+  std::lock_guard lock(engine.mutex);
+  if (!engine.tried) {
+    engine.tried = true;
+    void* handle = dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+      const char* why = dlerror();
+      engine.missing = std::string(kLibrary) + " cannot be opened: " + (why ? why : "?");
+    } else {
+      auto resolve = [&](auto& field, const char* symbol) {
+        field = reinterpret_cast<std::remove_reference_t<decltype(field)>>(dlsym(handle, symbol));
+        if (!field && engine.missing.empty()) {
+          engine.missing = std::string(kLibrary) + " lacks " + symbol;
+        }
+      };
+      Library& l = engine.library;
+      resolve(l.get_version, "ncclGetVersion");
+      resolve(l.get_unique_id, "ncclGetUniqueId");
+      resolve(l.comm_init_rank, "ncclCommInitRank");
+      resolve(l.comm_destroy, "ncclCommDestroy");
+      resolve(l.get_error_string, "ncclGetErrorString");
+      resolve(l.all_reduce, "ncclAllReduce");
+      resolve(l.broadcast, "ncclBroadcast");
+      resolve(l.all_gather, "ncclAllGather");
+      resolve(l.reduce_scatter, "ncclReduceScatter");
+    }
+  }
+  if (!engine.missing.empty()) fail(PORTA_ERROR_UNAVAILABLE, engine.missing);
+  return engine.library;
+}
+
+void check(const Library& l, result_t result, const std::string& what) {
+  if (result != 0) {
+    fail(PORTA_ERROR_BACKEND,
+         what + ": " + l.get_error_string(result) + " (" + std::to_string(result) + ")");
+  }
+}
+
+// NCCL runs on the calling thread's current device: any Porta call on the device makes it so.
+void make_current(porta_device_t device) {
+  porta_status_t status = porta_device_synchronize(device);
+  if (status != PORTA_SUCCESS) fail(status, porta_last_error_message());
+}
+
+void* native_stream(porta_stream_t stream) {
+  void* native = nullptr;
+  porta_status_t status = porta_stream_native_handle(stream, &native);
+  if (status != PORTA_SUCCESS) fail(status, porta_last_error_message());
+  return native;
+}
+
+struct Comm {
+  comm_t comm = nullptr;
+  porta_device_t device = 0;
+  float* barrier_scratch = nullptr;  // one float all-reduced by barrier
+};
+
+int nccl_type(porta_dtype_t dtype) {
+  return dtype == PORTA_DTYPE_F32 ? kFloat32 : dtype == PORTA_DTYPE_BF16 ? kBfloat16 : kFloat16;
+}
+
+int nccl_op(porta_reduce_op_t op) { return op == PORTA_REDUCE_AVG ? kAvg : kSum; }
+
+// ---- the slots ----------------------------------------------------------------------------------
+
+porta_status_t initialize(porta_backend_context_t* out_context) {
+  return guarded("initialize", [&] {
+    *out_context = new Engine();  // the library is opened on first use: it is large
+    return PORTA_SUCCESS;
+  });
+}
+
+void shutdown(porta_backend_context_t context) { delete &engine_of(context); }
+
+porta_status_t supports_backend(porta_backend_context_t context, const char* backend) {
+  return guarded("supports_backend", [&] {
+    if (std::strcmp(backend, kBackend) != 0) {
+      fail(PORTA_ERROR_UNAVAILABLE,
+           std::string(kName) + " serves " + kBackend + " devices, not " + backend);
+    }
+    open_library(engine_of(context));
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t get_unique_id(porta_backend_context_t context, porta_device_t device,
+                             porta_comm_unique_id_t* out_id) {
+  return guarded("get_unique_id", [&] {
+    const Library& l = open_library(engine_of(context));
+    make_current(device);
+    UniqueId id{};
+    check(l, l.get_unique_id(&id), "ncclGetUniqueId");
+    std::memcpy(out_id->internal, id.internal, sizeof(id.internal));
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t comm_create(porta_backend_context_t context, porta_device_t device, int32_t rank,
+                           int32_t size, const porta_comm_unique_id_t* id, void** out_comm) {
+  return guarded("comm_create", [&] {
+    const Library& l = open_library(engine_of(context));
+    auto c = std::make_unique<Comm>();
+    c->device = device;
+    void* scratch = nullptr;
+    porta_status_t status = porta_memory_alloc(device, sizeof(float), &scratch);
+    if (status != PORTA_SUCCESS) fail(status, porta_last_error_message());
+    c->barrier_scratch = static_cast<float*>(scratch);
+    make_current(device);
+    UniqueId unique{};
+    std::memcpy(unique.internal, id->internal, sizeof(unique.internal));
+    result_t result = l.comm_init_rank(&c->comm, size, unique, rank);
+    if (result != 0) {
+      porta_memory_free(scratch);
+      check(l, result,
+            "ncclCommInitRank (rank " + std::to_string(rank) + " of " + std::to_string(size) + ")");
+    }
+    *out_comm = c.release();
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t comm_destroy(porta_backend_context_t context, void* native) {
+  return guarded("comm_destroy", [&] {
+    std::unique_ptr<Comm> c(static_cast<Comm*>(native));
+    const Library& l = open_library(engine_of(context));
+    make_current(c->device);
+    porta_memory_free(c->barrier_scratch);
+    check(l, l.comm_destroy(c->comm), "ncclCommDestroy");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t all_reduce(porta_backend_context_t context, void* native, const void* send,
+                          void* recv, size_t count, porta_dtype_t dtype, porta_reduce_op_t op,
+                          porta_stream_t stream) {
+  return guarded("all_reduce", [&] {
+    const Library& l = open_library(engine_of(context));
+    Comm& c = *static_cast<Comm*>(native);
+    void* s = native_stream(stream);
+    check(l, l.all_reduce(send, recv, count, nccl_type(dtype), nccl_op(op), c.comm, s),
+          "ncclAllReduce");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t broadcast(porta_backend_context_t context, void* native, const void* send,
+                         void* recv, size_t count, porta_dtype_t dtype, int32_t root,
+                         porta_stream_t stream) {
+  return guarded("broadcast", [&] {
+    const Library& l = open_library(engine_of(context));
+    Comm& c = *static_cast<Comm*>(native);
+    void* s = native_stream(stream);
+    check(l, l.broadcast(send, recv, count, nccl_type(dtype), root, c.comm, s), "ncclBroadcast");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t all_gather(porta_backend_context_t context, void* native, const void* send,
+                          void* recv, size_t count, porta_dtype_t dtype, porta_stream_t stream) {
+  return guarded("all_gather", [&] {
+    const Library& l = open_library(engine_of(context));
+    Comm& c = *static_cast<Comm*>(native);
+    void* s = native_stream(stream);
+    check(l, l.all_gather(send, recv, count, nccl_type(dtype), c.comm, s), "ncclAllGather");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t reduce_scatter(porta_backend_context_t context, void* native, const void* send,
+                              void* recv, size_t count, porta_dtype_t dtype, porta_reduce_op_t op,
+                              porta_stream_t stream) {
+  return guarded("reduce_scatter", [&] {
+    const Library& l = open_library(engine_of(context));
+    Comm& c = *static_cast<Comm*>(native);
+    void* s = native_stream(stream);
+    check(l, l.reduce_scatter(send, recv, count, nccl_type(dtype), nccl_op(op), c.comm, s),
+          "ncclReduceScatter");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t barrier(porta_backend_context_t context, void* native, porta_stream_t stream) {
+  return guarded("barrier", [&] {
+    // NCCL has no barrier: an all-reduce of one float needs every rank, then the host waits.
+    const Library& l = open_library(engine_of(context));
+    Comm& c = *static_cast<Comm*>(native);
+    void* s = native_stream(stream);
+    check(l, l.all_reduce(c.barrier_scratch, c.barrier_scratch, 1, kFloat32, kSum, c.comm, s),
+          "ncclAllReduce (barrier)");
+    porta_status_t status = porta_stream_synchronize(stream);
+    if (status != PORTA_SUCCESS) fail(status, porta_last_error_message());
+    return PORTA_SUCCESS;
+  });
+}
+
+const porta_comm_interface_t kInterface = {
+    .struct_size = sizeof(porta_comm_interface_t),
+    .initialize = initialize,
+    .shutdown = shutdown,
+    .supports_backend = supports_backend,
+    .get_unique_id = get_unique_id,
+    .comm_create = comm_create,
+    .comm_destroy = comm_destroy,
+    .all_reduce = all_reduce,
+    .broadcast = broadcast,
+    .all_gather = all_gather,
+    .reduce_scatter = reduce_scatter,
+    .barrier = barrier,
+    .launcher_rank = nullptr,  // MPI launches; this engine only computes
+    .launcher_broadcast = nullptr,
+};
+
+}  // namespace
+}  // namespace porta::comm_nccl
+
+extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
+                                                                 porta_plugin_t* out_plugin) {
+  return porta::plugin::enter(host, out_plugin,
+                              {.kind = PORTA_PLUGIN_KIND_COMM,
+                               .name = porta::comm_nccl::kName,
+                               .version = porta::comm_nccl::kName,
+                               .backend = nullptr,
+                               .ops = nullptr,
+                               .name_in_errors = false,
+                               .comm = &porta::comm_nccl::kInterface});
+}

@@ -1,0 +1,352 @@
+// Collectives (porta_comm.h): communicators over the engine of each device's backend, with every
+// argument checked here so that the engines only move data.
+#include <porta/porta_comm.h>
+
+#include "runtime.h"
+
+using namespace porta;
+
+namespace {
+
+size_t dtype_size(porta_dtype_t dtype) { return dtype == PORTA_DTYPE_F32 ? 4 : 2; }
+
+porta_status_t check_dtype(const char* function, porta_dtype_t dtype, bool reduces) {
+  const bool known =
+      dtype == PORTA_DTYPE_F32 || dtype == PORTA_DTYPE_F16 || dtype == PORTA_DTYPE_BF16;
+  if (!known || (reduces && dtype == PORTA_DTYPE_F16)) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: dtype {} is not accepted; accepted: PORTA_DTYPE_F32, PORTA_DTYPE_BF16{}",
+                function, static_cast<int>(dtype), reduces ? "" : ", PORTA_DTYPE_F16");
+  }
+  return PORTA_SUCCESS;
+}
+
+porta_status_t check_op(const char* function, porta_reduce_op_t op) {
+  if (op != PORTA_REDUCE_SUM && op != PORTA_REDUCE_AVG) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: op {} is not accepted; accepted: PORTA_REDUCE_SUM, PORTA_REDUCE_AVG", function,
+                static_cast<int>(op));
+  }
+  return PORTA_SUCCESS;
+}
+
+// A buffer of the communicator's device with room for bytes.
+porta_status_t check_buffer(Runtime& runtime, const char* function, const char* argument,
+                            const void* ptr, size_t bytes, const Comm& comm) {
+  if (!ptr) return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is NULL", function, argument);
+  Allocation allocation;
+  if (!runtime.find_allocation(ptr, allocation) || allocation.kind != PORTA_MEMORY_DEVICE) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} {} is not device memory", function, argument,
+                ptr);
+  }
+  if (allocation.device != comm.device) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: {} is memory of device {}, the communicator's device is {}", function,
+                argument, allocation.device->id, comm.device->id);
+  }
+  const size_t offset = reinterpret_cast<uintptr_t>(ptr) - allocation.base;
+  if (bytes > allocation.size - offset) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: {} needs {} bytes but its allocation has {} left", function, argument, bytes,
+                allocation.size - offset);
+  }
+  return PORTA_SUCCESS;
+}
+
+// The live communicator and a stream of its device (NULL: the device's default stream).
+porta_status_t lookup(Runtime& runtime, const char* function, porta_comm_t handle,
+                      porta_stream_t stream_handle, std::shared_ptr<Comm>& comm,
+                      porta_stream_t& stream) {
+  comm = runtime.comms.find(reinterpret_cast<uintptr_t>(handle));
+  if (!comm) {
+    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: comm {} is not a live communicator", function,
+                static_cast<void*>(handle));
+  }
+  if (!stream_handle) stream_handle = comm->device->default_stream;
+  std::shared_ptr<Stream> found = runtime.stream(stream_handle);
+  if (!found) {
+    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream {} is not a live stream", function,
+                static_cast<void*>(stream_handle));
+  }
+  if (found->device != comm->device) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: the stream belongs to device {}, the communicator to device {}", function,
+                found->device->id, comm->device->id);
+  }
+  stream = stream_handle;
+  return PORTA_SUCCESS;
+}
+
+// Runs a collective: checks, then the engine's slot, its message prefixed like a backend's.
+template <typename Check, typename Run>
+porta_status_t collective(const char* function, porta_comm_t handle, porta_stream_t stream_handle,
+                          Check&& check, Run&& run) {
+  return with_runtime(function, [&](Runtime& runtime) -> porta_status_t {
+    std::shared_ptr<Comm> comm;
+    porta_stream_t stream = nullptr;
+    porta_status_t status = lookup(runtime, function, handle, stream_handle, comm, stream);
+    if (status == PORTA_SUCCESS) status = check(runtime, *comm);
+    if (status != PORTA_SUCCESS) return status;
+    take_plugin_message();
+    status = run(*comm->engine, comm->native, stream);
+    if (status < 0) {
+      std::string detail = take_plugin_message();
+      return fail(status, "{}: {} engine: {}", function, comm->engine->name,
+                  detail.empty() ? porta_status_name(status) : detail);
+    }
+    return status;
+  });
+}
+
+porta_status_t create(Runtime& runtime, const char* function, Device& device, CommPlugin& engine,
+                      int32_t rank, int32_t size, const porta_comm_unique_id_t& id,
+                      porta_comm_t* out_comm) {
+  auto comm = std::make_shared<Comm>();
+  comm->device = &device;
+  comm->engine = &engine;
+  comm->rank = rank;
+  comm->size = size;
+  take_plugin_message();
+  PluginCall scope;  // what the engine allocates for itself is its own
+  porta_status_t status =
+      engine.interface.comm_create(engine.context, device.id, rank, size, &id, &comm->native);
+  if (status != PORTA_SUCCESS) {
+    std::string detail = take_plugin_message();
+    return fail(status, "{}: {} engine: {}", function, engine.name,
+                detail.empty() ? porta_status_name(status) : detail);
+  }
+  *out_comm = reinterpret_cast<porta_comm_t>(runtime.comms.insert(std::move(comm)));
+  return PORTA_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" PORTA_API porta_status_t porta_comm_engine(porta_device_t device,
+                                                      const char** out_name) {
+  return with_runtime("porta_comm_engine", [&](Runtime& runtime) -> porta_status_t {
+    Device* found = runtime.device(device, "porta_comm_engine: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!out_name) return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_comm_engine: out_name is NULL");
+    CommPlugin* engine = runtime.comm_engine("porta_comm_engine", *found);
+    if (!engine) return PORTA_ERROR_UNAVAILABLE;
+    *out_name = engine->name == "mpi" ? "mpi" : engine->name == "nccl" ? "nccl" : "rccl";
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_comm_get_unique_id(porta_device_t device,
+                                                             porta_comm_unique_id_t* out_id) {
+  return with_runtime("porta_comm_get_unique_id", [&](Runtime& runtime) -> porta_status_t {
+    const char* function = "porta_comm_get_unique_id";
+    Device* found = runtime.device(device, "porta_comm_get_unique_id: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!out_id) return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: out_id is NULL", function);
+    CommPlugin* engine = runtime.comm_engine(function, *found);
+    if (!engine) return PORTA_ERROR_UNAVAILABLE;
+    take_plugin_message();
+    porta_status_t status = engine->interface.get_unique_id(engine->context, device, out_id);
+    if (status != PORTA_SUCCESS) {
+      std::string detail = take_plugin_message();
+      return fail(status, "{}: {} engine: {}", function, engine->name, detail);
+    }
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_comm_create(porta_device_t device, int32_t rank,
+                                                      int32_t size,
+                                                      const porta_comm_unique_id_t* id,
+                                                      porta_comm_t* out_comm) {
+  return with_runtime("porta_comm_create", [&](Runtime& runtime) -> porta_status_t {
+    const char* function = "porta_comm_create";
+    Device* found = runtime.device(device, "porta_comm_create: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!id || !out_comm) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is NULL", function, id ? "out_comm" : "id");
+    }
+    if (size < 1 || rank < 0 || rank >= size) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: rank {} of size {}: the size must be 1 or more and the rank in [0, size)",
+                  function, rank, size);
+    }
+    CommPlugin* engine = runtime.comm_engine(function, *found);
+    if (!engine) return PORTA_ERROR_UNAVAILABLE;
+    return create(runtime, function, *found, *engine, rank, size, *id, out_comm);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_comm_create_from_launcher(porta_device_t device,
+                                                                    porta_comm_t* out_comm) {
+  return with_runtime("porta_comm_create_from_launcher", [&](Runtime& runtime) -> porta_status_t {
+    const char* function = "porta_comm_create_from_launcher";
+    Device* found = runtime.device(device, "porta_comm_create_from_launcher: device");
+    if (!found) return PORTA_ERROR_NOT_FOUND;
+    if (!out_comm) return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: out_comm is NULL", function);
+    CommPlugin* launcher = runtime.launcher(function);
+    if (!launcher) return PORTA_ERROR_UNAVAILABLE;
+    CommPlugin* engine = runtime.comm_engine(function, *found);
+    if (!engine) return PORTA_ERROR_UNAVAILABLE;
+    int32_t rank = 0, size = 0;
+    take_plugin_message();
+    porta_status_t status = launcher->interface.launcher_rank(launcher->context, &rank, &size);
+    porta_comm_unique_id_t id{};
+    // Rank 0 makes the id; every rank takes part in the broadcast, even if that failed, so that
+    // no rank waits for a broadcast that never comes.
+    if (status == PORTA_SUCCESS && rank == 0) {
+      status = engine->interface.get_unique_id(engine->context, device, &id);
+    }
+    if (status == PORTA_SUCCESS) {
+      status = launcher->interface.launcher_broadcast(launcher->context, &id, sizeof(id), 0);
+    }
+    if (status != PORTA_SUCCESS) {
+      std::string detail = take_plugin_message();
+      return fail(status, "{}: {}", function, detail.empty() ? porta_status_name(status) : detail);
+    }
+    return create(runtime, function, *found, *engine, rank, size, id, out_comm);
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_comm_destroy(porta_comm_t handle) {
+  return with_runtime("porta_comm_destroy", [&](Runtime& runtime) -> porta_status_t {
+    auto comm = runtime.comms.remove(reinterpret_cast<uintptr_t>(handle));
+    if (!comm) {
+      return fail(PORTA_ERROR_INVALID_HANDLE,
+                  "porta_comm_destroy: comm {} is not a live "
+                  "communicator",
+                  static_cast<void*>(handle));
+    }
+    take_plugin_message();
+    porta_status_t status =
+        comm->engine->interface.comm_destroy(comm->engine->context, comm->native);
+    if (status != PORTA_SUCCESS) {
+      return fail(status, "porta_comm_destroy: {} engine: {}", comm->engine->name,
+                  take_plugin_message());
+    }
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_comm_rank(porta_comm_t handle, int32_t* out_rank,
+                                                    int32_t* out_size, porta_device_t* out_device) {
+  return with_runtime("porta_comm_rank", [&](Runtime& runtime) -> porta_status_t {
+    auto comm = runtime.comms.find(reinterpret_cast<uintptr_t>(handle));
+    if (!comm) {
+      return fail(PORTA_ERROR_INVALID_HANDLE,
+                  "porta_comm_rank: comm {} is not a live "
+                  "communicator",
+                  static_cast<void*>(handle));
+    }
+    if (out_rank) *out_rank = comm->rank;
+    if (out_size) *out_size = comm->size;
+    if (out_device) *out_device = comm->device->id;
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_comm_all_reduce(porta_comm_t comm, const void* send,
+                                                          void* recv, size_t count,
+                                                          porta_dtype_t dtype, porta_reduce_op_t op,
+                                                          porta_stream_t stream) {
+  const char* function = "porta_comm_all_reduce";
+  return collective(
+      function, comm, stream,
+      [&](Runtime& runtime, const Comm& c) -> porta_status_t {
+        porta_status_t status = check_dtype(function, dtype, true);
+        if (status == PORTA_SUCCESS) status = check_op(function, op);
+        if (status != PORTA_SUCCESS || count == 0) return status;
+        const size_t bytes = count * dtype_size(dtype);
+        status = check_buffer(runtime, function, "send", send, bytes, c);
+        if (status == PORTA_SUCCESS)
+          status = check_buffer(runtime, function, "recv", recv, bytes, c);
+        return status;
+      },
+      [&](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
+        if (count == 0) return PORTA_SUCCESS;
+        return engine.interface.all_reduce(engine.context, native, send, recv, count, dtype, op, s);
+      });
+}
+
+extern "C" PORTA_API porta_status_t porta_comm_broadcast(porta_comm_t comm, const void* send,
+                                                         void* recv, size_t count,
+                                                         porta_dtype_t dtype, int32_t root,
+                                                         porta_stream_t stream) {
+  const char* function = "porta_comm_broadcast";
+  return collective(
+      function, comm, stream,
+      [&](Runtime& runtime, const Comm& c) -> porta_status_t {
+        porta_status_t status = check_dtype(function, dtype, false);
+        if (status != PORTA_SUCCESS) return status;
+        if (root < 0 || root >= c.size) {
+          return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: root {} is not a rank (0 to {})", function,
+                      root, c.size - 1);
+        }
+        if (count == 0) return PORTA_SUCCESS;
+        const size_t bytes = count * dtype_size(dtype);
+        if (c.rank == root) status = check_buffer(runtime, function, "send", send, bytes, c);
+        if (status == PORTA_SUCCESS)
+          status = check_buffer(runtime, function, "recv", recv, bytes, c);
+        return status;
+      },
+      [&](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
+        if (count == 0) return PORTA_SUCCESS;
+        return engine.interface.broadcast(engine.context, native, send, recv, count, dtype, root,
+                                          s);
+      });
+}
+
+extern "C" PORTA_API porta_status_t porta_comm_all_gather(porta_comm_t comm, const void* send,
+                                                          void* recv, size_t count,
+                                                          porta_dtype_t dtype,
+                                                          porta_stream_t stream) {
+  const char* function = "porta_comm_all_gather";
+  return collective(
+      function, comm, stream,
+      [&](Runtime& runtime, const Comm& c) -> porta_status_t {
+        porta_status_t status = check_dtype(function, dtype, false);
+        if (status != PORTA_SUCCESS || count == 0) return status;
+        const size_t bytes = count * dtype_size(dtype);
+        status = check_buffer(runtime, function, "send", send, bytes, c);
+        if (status == PORTA_SUCCESS) {
+          status = check_buffer(runtime, function, "recv", recv, bytes * c.size, c);
+        }
+        return status;
+      },
+      [&](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
+        if (count == 0) return PORTA_SUCCESS;
+        return engine.interface.all_gather(engine.context, native, send, recv, count, dtype, s);
+      });
+}
+
+extern "C" PORTA_API porta_status_t porta_comm_reduce_scatter(porta_comm_t comm, const void* send,
+                                                              void* recv, size_t count,
+                                                              porta_dtype_t dtype,
+                                                              porta_reduce_op_t op,
+                                                              porta_stream_t stream) {
+  const char* function = "porta_comm_reduce_scatter";
+  return collective(
+      function, comm, stream,
+      [&](Runtime& runtime, const Comm& c) -> porta_status_t {
+        porta_status_t status = check_dtype(function, dtype, true);
+        if (status == PORTA_SUCCESS) status = check_op(function, op);
+        if (status != PORTA_SUCCESS || count == 0) return status;
+        const size_t bytes = count * dtype_size(dtype);
+        status = check_buffer(runtime, function, "send", send, bytes * c.size, c);
+        if (status == PORTA_SUCCESS)
+          status = check_buffer(runtime, function, "recv", recv, bytes, c);
+        return status;
+      },
+      [&](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
+        if (count == 0) return PORTA_SUCCESS;
+        return engine.interface.reduce_scatter(engine.context, native, send, recv, count, dtype, op,
+                                               s);
+      });
+}
+
+extern "C" PORTA_API porta_status_t porta_comm_barrier(porta_comm_t comm, porta_stream_t stream) {
+  return collective(
+      "porta_comm_barrier", comm, stream,
+      [](Runtime&, const Comm&) -> porta_status_t { return PORTA_SUCCESS; },
+      [](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
+        return engine.interface.barrier(engine.context, native, s);
+      });
+}

@@ -1,0 +1,268 @@
+// porta-comm-tests: the collectives of porta_comm.h on CPU devices through the MPI engine, run
+// by CTest under `mpirun -np 2` (every rank runs every test; a test fails if any check on any
+// rank fails, since mpirun then exits non-zero). PORTA_CPU_DEVICES=2 gives each rank a second
+// device for the wrong-device checks. The [single-rank] test runs without mpirun, on the backend
+// PORTA_BACKEND names (default cpu): tools/gpu-check runs it on a GPU to check NCCL or RCCL.
+#define CATCH_CONFIG_RUNNER
+#include <porta/porta_comm.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../conformance/common.h"
+
+using namespace porta_test;
+
+namespace {
+
+struct Launched {
+  porta_comm_t comm = nullptr;
+  int32_t rank = -1, size = 0;
+  Launched() {
+    PT_REQUIRE_OK(porta_comm_create_from_launcher(0, &comm));
+    PT_REQUIRE_OK(porta_comm_rank(comm, &rank, &size, nullptr));
+    REQUIRE(size >= 2);
+  }
+  ~Launched() { CHECK(Status{porta_comm_destroy(comm)} == Status{PORTA_SUCCESS}); }
+};
+
+std::vector<float> download_floats(const void* ptr, size_t count) {
+  std::vector<float> host(count);
+  PT_REQUIRE_OK(porta_memcpy(host.data(), ptr, count * sizeof(float)));
+  return host;
+}
+
+uint16_t bf16(float value) {  // exact for the small integers used here
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float from_bf16(uint16_t value) {
+  uint32_t bits = uint32_t{value} << 16;
+  float result;
+  std::memcpy(&result, &bits, 4);
+  return result;
+}
+
+}  // namespace
+
+TEST_CASE("comm: CPU devices use the MPI engine", "[comm]") {
+  const char* engine = nullptr;
+  PT_REQUIRE_OK(porta_comm_engine(0, &engine));
+  CHECK(std::string(engine) == "mpi");
+}
+
+TEST_CASE("comm: all_reduce sums and averages f32 and bf16, in place or not", "[comm]") {
+  Launched l;
+  Stream stream(0);
+  constexpr size_t n = 1000;
+  std::vector<float> mine(n);
+  for (size_t i = 0; i < n; ++i) mine[i] = float(i % 17) + float(l.rank * 100);
+  float expected_sum0 = 0;  // element i: sum over ranks of (i % 17 + rank * 100)
+  for (int r = 0; r < l.size; ++r) expected_sum0 += float(r * 100);
+  Buffer send(0, n * 4), recv(0, n * 4);
+  for (porta_reduce_op_t op : {PORTA_REDUCE_SUM, PORTA_REDUCE_AVG}) {
+    INFO("op " << op);
+    PT_REQUIRE_OK(porta_memcpy(send.get(), mine.data(), n * 4));
+    PT_REQUIRE_OK(porta_comm_all_reduce(l.comm, send.get(), recv.get(), n, PORTA_DTYPE_F32, op,
+                                        stream.get()));
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    const std::vector<float> got = download_floats(recv.get(), n);
+    for (size_t i = 0; i < n; ++i) {
+      float sum = float(i % 17) * l.size + expected_sum0;
+      REQUIRE(got[i] == (op == PORTA_REDUCE_SUM ? sum : sum / l.size));
+    }
+    // In place.
+    PT_REQUIRE_OK(porta_comm_all_reduce(l.comm, send.get(), send.get(), n, PORTA_DTYPE_F32, op,
+                                        stream.get()));
+    CHECK(download_floats(send.get(), n) == got);
+  }
+  std::vector<uint16_t> halves(n);
+  for (size_t i = 0; i < n; ++i) halves[i] = bf16(float(i % 8 + l.rank));
+  Buffer hsend(0, n * 2);
+  PT_REQUIRE_OK(porta_memcpy(hsend.get(), halves.data(), n * 2));
+  PT_REQUIRE_OK(porta_comm_all_reduce(l.comm, hsend.get(), hsend.get(), n, PORTA_DTYPE_BF16,
+                                      PORTA_REDUCE_SUM, stream.get()));
+  std::vector<uint16_t> got(n);
+  PT_REQUIRE_OK(porta_memcpy(got.data(), hsend.get(), n * 2));
+  for (size_t i = 0; i < n; ++i) {
+    float sum = 0;
+    for (int r = 0; r < l.size; ++r) sum += float(i % 8 + r);
+    REQUIRE(from_bf16(got[i]) == sum);
+  }
+}
+
+TEST_CASE("comm: broadcast, all_gather, reduce_scatter and barrier", "[comm]") {
+  Launched l;
+  Stream stream(0);
+  constexpr size_t n = 257;
+  Buffer data(0, n * 4), out(0, n * 4 * l.size), block(0, n * 4);
+  std::vector<float> mine(n);
+  for (size_t i = 0; i < n; ++i) mine[i] = float(l.rank * 1000 + int(i));
+  PT_REQUIRE_OK(porta_memcpy(data.get(), mine.data(), n * 4));
+  // Broadcast from the last rank, into another buffer.
+  const int32_t root = l.size - 1;
+  PT_REQUIRE_OK(porta_comm_broadcast(l.comm, data.get(), block.get(), n, PORTA_DTYPE_F32, root,
+                                     stream.get()));
+  std::vector<float> got = download_floats(block.get(), n);
+  for (size_t i = 0; i < n; ++i) REQUIRE(got[i] == float(root * 1000 + int(i)));
+  // Gather everyone's, in rank order.
+  PT_REQUIRE_OK(
+      porta_comm_all_gather(l.comm, data.get(), out.get(), n, PORTA_DTYPE_F32, stream.get()));
+  got = download_floats(out.get(), n * l.size);
+  for (int r = 0; r < l.size; ++r) {
+    for (size_t i = 0; i < n; ++i) REQUIRE(got[r * n + i] == float(r * 1000 + int(i)));
+  }
+  // Reduce-scatter the gathered blocks (each rank holds the same): block r summed over ranks.
+  PT_REQUIRE_OK(porta_comm_reduce_scatter(l.comm, out.get(), block.get(), n, PORTA_DTYPE_F32,
+                                          PORTA_REDUCE_AVG, stream.get()));
+  got = download_floats(block.get(), n);
+  for (size_t i = 0; i < n; ++i) REQUIRE(got[i] == float(l.rank * 1000 + int(i)));
+  PT_REQUIRE_OK(porta_comm_barrier(l.comm, stream.get()));
+  PT_REQUIRE_OK(porta_comm_barrier(l.comm, nullptr));
+}
+
+TEST_CASE("comm: bad arguments are refused before any rank waits", "[comm][errors]") {
+  Launched l;
+  Stream stream(0), other_device(1);
+  Buffer a(0, 64), b(0, 64), far(1, 64);
+  auto reduce = [&](const void* s, void* r, size_t count, porta_dtype_t dtype, porta_reduce_op_t op,
+                    porta_stream_t q) {
+    return porta_comm_all_reduce(l.comm, s, r, count, dtype, op, q);
+  };
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, reduce(a.get(), b.get(), 16, PORTA_DTYPE_F32,
+                                                      PORTA_REDUCE_SUM, other_device.get()));
+  const CallResult wrong = call_on_fresh_thread([&] {
+    return reduce(a.get(), b.get(), 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM, other_device.get());
+  });
+  CHECK(wrong.message.find("the stream belongs to device 1, the communicator to device 0") !=
+        std::string::npos);
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 reduce(a.get(), far.get(), 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM, stream.get()));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 reduce(a.get(), b.get(), 17, PORTA_DTYPE_F32, PORTA_REDUCE_SUM, stream.get()));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 reduce(a.get(), b.get(), 16, PORTA_DTYPE_F16, PORTA_REDUCE_SUM, stream.get()));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 reduce(a.get(), b.get(), 16, PORTA_DTYPE_F32, porta_reduce_op_t(7), stream.get()));
+  int on_stack[16];
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 reduce(on_stack, b.get(), 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM, stream.get()));
+  PT_CHECK_FAILS(
+      PORTA_ERROR_INVALID_ARGUMENT,
+      porta_comm_broadcast(l.comm, a.get(), b.get(), 16, PORTA_DTYPE_F32, l.size, stream.get()));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 porta_comm_all_gather(l.comm, a.get(), b.get(), 16, PORTA_DTYPE_F32,
+                                       stream.get()));  // recv too small for size * 16
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE, porta_comm_barrier(nullptr, stream.get()));
+  // The communicator still works: nothing above reached the other ranks.
+  PT_REQUIRE_OK(porta_comm_barrier(l.comm, stream.get()));
+}
+
+TEST_CASE("comm: wrong ranks, sizes and mismatched ids are named", "[comm][errors]") {
+  int32_t rank = -1, size = 0;
+  {
+    Launched l;
+    rank = l.rank;
+    size = l.size;
+  }
+  porta_comm_unique_id_t id{};
+  PT_REQUIRE_OK(porta_comm_get_unique_id(0, &id));
+  porta_comm_t comm = nullptr;
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_comm_create(0, size, size, &id, &comm));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_comm_create(0, 0, 0, &id, &comm));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_comm_create(0, rank, size, nullptr, &comm));
+  const CallResult too_big =
+      call_on_fresh_thread([&] { return porta_comm_create(0, rank, size + 1, &id, &comm); });
+  CHECK(Status{too_big.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  CHECK(too_big.message.find("but mpirun started " + std::to_string(size)) != std::string::npos);
+  const CallResult swapped = call_on_fresh_thread(
+      [&] { return porta_comm_create(0, (rank + 1) % size, size, &id, &comm); });
+  CHECK(Status{swapped.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  CHECK(swapped.message.find("this process is MPI rank " + std::to_string(rank)) !=
+        std::string::npos);
+  // Each rank made its own id: they differ, and rank 0's view names the others.
+  const CallResult mismatched =
+      call_on_fresh_thread([&] { return porta_comm_create(0, rank, size, &id, &comm); });
+  CHECK(Status{mismatched.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  CHECK(mismatched.message.find("the unique ids differ: rank(s) 1") != std::string::npos);
+  CHECK(comm == nullptr);
+}
+
+TEST_CASE("comm: one rank on the default device all-reduces, gathers and broadcasts",
+          "[single-rank]") {
+  porta_device_t device = 0;
+  PT_REQUIRE_OK(porta_device_default(&device));
+  const char* engine = nullptr;
+  PT_REQUIRE_OK(porta_comm_engine(device, &engine));
+  INFO("engine " << engine << " on " << properties(device).name);
+  porta_comm_unique_id_t id{};
+  PT_REQUIRE_OK(porta_comm_get_unique_id(device, &id));
+  porta_comm_t comm = nullptr;
+  PT_REQUIRE_OK(porta_comm_create(device, 0, 1, &id, &comm));
+  Stream stream(device);
+  constexpr size_t n = 4099;
+  std::vector<float> values(n);
+  for (size_t i = 0; i < n; ++i) values[i] = float(i % 251) - 100.0f;
+  Buffer a(device, n * 4), b(device, n * 4);
+  PT_REQUIRE_OK(porta_memcpy(a.get(), values.data(), n * 4));
+  for (porta_reduce_op_t op : {PORTA_REDUCE_SUM, PORTA_REDUCE_AVG}) {
+    PT_REQUIRE_OK(
+        porta_comm_all_reduce(comm, a.get(), b.get(), n, PORTA_DTYPE_F32, op, stream.get()));
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    CHECK(download_floats(b.get(), n) == values);  // one rank: the sum and the mean are itself
+  }
+  std::vector<uint16_t> halves(n);
+  for (size_t i = 0; i < n; ++i) halves[i] = bf16(float(i % 64));
+  PT_REQUIRE_OK(porta_memcpy(a.get(), halves.data(), n * 2));
+  PT_REQUIRE_OK(porta_comm_all_reduce(comm, a.get(), a.get(), n, PORTA_DTYPE_BF16, PORTA_REDUCE_SUM,
+                                      stream.get()));
+  PT_REQUIRE_OK(
+      porta_comm_all_gather(comm, a.get(), b.get(), n / 2, PORTA_DTYPE_F32, stream.get()));
+  PT_REQUIRE_OK(
+      porta_comm_broadcast(comm, b.get(), b.get(), n / 2, PORTA_DTYPE_F32, 0, stream.get()));
+  PT_REQUIRE_OK(porta_comm_barrier(comm, stream.get()));
+  std::vector<uint16_t> got(n);
+  PT_REQUIRE_OK(porta_memcpy(got.data(), b.get(), n * 2));
+  for (size_t i = 0; i < (n / 2) * 2; ++i) REQUIRE(got[i] == halves[i]);
+  PT_REQUIRE_OK(porta_comm_destroy(comm));
+}
+
+TEST_CASE("comm: a collective a rank never joins times out naming that rank", "[comm-timeout]") {
+  Launched l;
+  Stream stream(0);
+  Buffer a(0, 64);
+  if (l.rank == 0) {
+    const CallResult result = call_on_fresh_thread([&] {
+      return porta_comm_all_reduce(l.comm, a.get(), a.get(), 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
+                                   stream.get());
+    });
+    CHECK(Status{result.status} == Status{PORTA_ERROR_DEVICE_LOST});
+    CHECK(result.message.find("rank(s) 1") != std::string::npos);
+    CHECK(result.message.find("did not arrive") != std::string::npos);
+    // And the communicator says so from then on, at once.
+    PT_CHECK_FAILS(PORTA_ERROR_DEVICE_LOST, porta_comm_barrier(l.comm, stream.get()));
+  }
+}
+
+int main(int argc, char** argv) {
+  Catch::Session session;
+  if (int error = session.applyCommandLine(argc, argv); error != 0) return error;
+  // CPU devices unless PORTA_BACKEND says otherwise; two of them, for the wrong-device checks.
+  porta_init_options_t options{};
+  options.struct_size = sizeof(options);
+  const char* backend = std::getenv("PORTA_BACKEND");
+  options.backend = backend && *backend ? backend : "cpu";
+  options.cpu_devices = "2";
+  if (porta_init(&options) != PORTA_SUCCESS) {
+    std::printf("FAILED: %s\n", porta_last_error_message());
+    return 1;
+  }
+  const int failures = session.run();
+  porta_shutdown();
+  return failures;
+}

@@ -1,0 +1,171 @@
+// Copies between devices and event waits across devices.
+#include "multi_device.h"
+
+using namespace porta_test;
+
+namespace {
+
+constexpr size_t kSize = (size_t{1} << 20) + 77;
+
+void check_pattern(const std::vector<uint8_t>& got, size_t from, size_t to, uint32_t seed) {
+  for (size_t i = from; i < to; ++i) {
+    if (got[i] != pattern_byte(i, seed)) {
+      INFO("first wrong byte at " << i);
+      REQUIRE(int(got[i]) == int(pattern_byte(i, seed)));
+    }
+  }
+}
+
+void check_value(const std::vector<uint8_t>& got, size_t from, size_t to, uint8_t value) {
+  for (size_t i = from; i < to; ++i) {
+    if (got[i] != value) {
+      INFO("first wrong byte at " << i);
+      REQUIRE(int(got[i]) == int(value));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("peer: devices of the cpu backend reach each other directly", "[peer]") {
+  CpuDevices runtime("2");
+  int32_t direct = -1;
+  PT_REQUIRE_OK(porta_device_can_access_peer(0, 1, &direct));
+  CHECK(direct == 1);
+  direct = -1;
+  PT_REQUIRE_OK(porta_device_can_access_peer(1, 0, &direct));
+  CHECK(direct == 1);
+  direct = -1;
+  PT_REQUIRE_OK(porta_device_can_access_peer(1, 1, &direct));
+  CHECK(direct == 1);
+  PT_CHECK_FAILS(PORTA_ERROR_NOT_FOUND, porta_device_can_access_peer(0, 2, &direct));
+  PT_CHECK_FAILS(PORTA_ERROR_NOT_FOUND, porta_device_can_access_peer(-1, 0, &direct));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_device_can_access_peer(0, 1, nullptr));
+}
+
+TEST_CASE("peer: copies between devices run in order on a stream of either device", "[peer]") {
+  CpuDevices runtime("2");
+  Buffer a0(0, kSize), b1(1, kSize);
+  const std::vector<uint8_t> source = pattern(kSize, 7);
+  PT_REQUIRE_OK(porta_memcpy(a0.get(), source.data(), kSize));
+  for (porta_device_t device : {0, 1}) {
+    INFO("stream of device " << device);
+    Stream stream(device);
+    std::vector<uint8_t> got(kSize);
+    // Set, then half overwritten by the peer copy: only this order gives the expected bytes.
+    if (device == 1) {
+      PT_REQUIRE_OK(porta_memset_async(b1.get(), 0xA5, kSize, stream.get()));
+      PT_REQUIRE_OK(porta_memcpy_async(b1.get(), a0.get(), kSize / 2, stream.get()));
+      PT_REQUIRE_OK(porta_memcpy_async(got.data(), b1.get(), kSize, stream.get()));
+      PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    } else {
+      PT_REQUIRE_OK(porta_memset(b1.get(), 0xA5, kSize));
+      PT_REQUIRE_OK(porta_memcpy_async(b1.get(), a0.get(), kSize / 2, stream.get()));
+      PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+      PT_REQUIRE_OK(porta_memcpy(got.data(), b1.get(), kSize));
+    }
+    check_pattern(got, 0, kSize / 2, 7);
+    check_value(got, kSize / 2, kSize, 0xA5);
+  }
+  // The blocking form, both ways.
+  Buffer c0(0, kSize);
+  PT_REQUIRE_OK(porta_memcpy(b1.get(), a0.get(), kSize));
+  PT_REQUIRE_OK(porta_memcpy(c0.get(), b1.get(), kSize));
+  check_pattern(download(c0.get(), kSize), 0, kSize, 7);
+}
+
+TEST_CASE("peer: a copy between devices refuses a stream of a third device and overruns",
+          "[peer][errors]") {
+  CpuDevices runtime("3");
+  Buffer a0(0, 4096), b1(1, 4096);
+  Stream stream2(2);
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 porta_memcpy_async(b1.get(), a0.get(), 4096, stream2.get()));
+  const CallResult result = call_on_fresh_thread(
+      [&] { return porta_memcpy_async(b1.get(), a0.get(), 4096, stream2.get()); });
+  CHECK(result.message.find("belongs to device 2; use a stream of either") != std::string::npos);
+  Stream stream1(1);
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 porta_memcpy_async(b1.bytes() + 1, a0.get(), 4096, stream1.get()));
+}
+
+TEST_CASE("peer: a stream waits on an event of another device", "[peer][kernels]") {
+  CpuDevices runtime("2");
+  Module module0(0);
+  Buffer a0(0, kSize), b1(1, kSize), spin_out(0, 256);
+  Stream stream0(0), stream1(1);
+  Event done0(0);
+  PT_REQUIRE_OK(porta_memset(a0.get(), 0x11, kSize));
+  // Device 0 is busy for a while before it writes a0; device 1 copies a0 only after that.
+  PT_REQUIRE_OK(launch_spin(0, module0.kernel("spin"), spin_out.as<float>(), stream0.get(), 2.0));
+  PT_REQUIRE_OK(porta_memset_async(a0.get(), 0x5A, kSize, stream0.get()));
+  PT_REQUIRE_OK(porta_event_record(done0.get(), stream0.get()));
+  PT_REQUIRE_OK(porta_stream_wait_event(stream1.get(), done0.get()));
+  PT_REQUIRE_OK(porta_memcpy_async(b1.get(), a0.get(), kSize, stream1.get()));
+  PT_REQUIRE_OK(porta_stream_synchronize(stream1.get()));
+  check_value(download(b1.get(), kSize), 0, kSize, 0x5A);
+}
+
+TEST_CASE("peer: a copy into a block freed to the pool is refused", "[peer][pool][errors]") {
+  CpuDevices runtime("2");
+  Stream stream1(1);
+  Buffer a0(0, 4096);
+  void* block = nullptr;
+  PT_REQUIRE_OK(porta_memory_alloc_async(1, 4096, stream1.get(), &block));
+  PT_REQUIRE_OK(porta_memory_free_async(block, stream1.get()));
+  const CallResult result = call_on_fresh_thread(
+      [&] { return porta_memcpy_async(block, a0.get(), 4096, stream1.get()); });
+  CHECK(Status{result.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  CHECK(result.message.find("dst lies in memory of device 1 freed with porta_memory_free_async") !=
+        std::string::npos);
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memcpy(a0.get(), block, 16));
+}
+
+TEST_CASE("peer: copies between devices of two backends are staged through pinned memory",
+          "[peer]") {
+  // The CPU backend and a second copy of it registered as another backend (see CMakeLists.txt).
+  porta_init_options_t options{};
+  options.struct_size = sizeof(options);
+  options.backend = "cpu,level_zero";
+  options.plugin_path = PORTA_TEST_SECOND_BACKEND_DIR;
+  PT_REQUIRE_OK(porta_init(&options));
+  struct Shutdown {
+    ~Shutdown() { porta_shutdown(); }
+  } shutdown;
+  REQUIRE(device_count() == 2);
+  REQUIRE(std::string(properties(0).backend) == "cpu");
+  REQUIRE(std::string(properties(1).backend) == "level_zero");
+  int32_t direct = -1;
+  PT_REQUIRE_OK(porta_device_can_access_peer(0, 1, &direct));
+  CHECK(direct == 0);
+
+  // Larger than the 8 MiB staging buffer: the copy goes in several parts.
+  constexpr size_t kLarge = (size_t{20} << 20) + 3;
+  Buffer a0(0, kLarge), b1(1, kLarge), c0(0, kLarge);
+  const std::vector<uint8_t> source = pattern(kLarge, 11);
+  PT_REQUIRE_OK(porta_memcpy(a0.get(), source.data(), kLarge));
+  Stream stream1(1), stream0(0);
+  // Ordered after the stream's earlier work: the set comes first, the copy overwrites a part.
+  PT_REQUIRE_OK(porta_memset_async(b1.get(), 0x77, kLarge, stream1.get()));
+  PT_REQUIRE_OK(porta_memcpy_async(b1.get(), a0.get(), kLarge - 1000, stream1.get()));
+  std::vector<uint8_t> got(kLarge);
+  PT_REQUIRE_OK(porta_memcpy_async(got.data(), b1.get(), kLarge, stream1.get()));
+  PT_REQUIRE_OK(porta_stream_synchronize(stream1.get()));
+  check_pattern(got, 0, kLarge - 1000, 11);
+  check_value(got, kLarge - 1000, kLarge, 0x77);
+  // Back, on a stream of the source's device this time, and blocking.
+  PT_REQUIRE_OK(porta_memcpy_async(c0.get(), b1.get(), kLarge - 1000, stream1.get()));
+  PT_REQUIRE_OK(porta_memcpy_async(c0.get(), b1.get(), kLarge, stream0.get()));
+  PT_REQUIRE_OK(porta_memcpy(a0.get(), c0.get(), kLarge));
+  got = download(a0.get(), kLarge);
+  check_pattern(got, 0, kLarge - 1000, 11);
+  check_value(got, kLarge - 1000, kLarge, 0x77);
+  // Events do not cross backends.
+  Event event0(0);
+  PT_REQUIRE_OK(porta_event_record(event0.get(), stream0.get()));
+  const CallResult wait =
+      call_on_fresh_thread([&] { return porta_stream_wait_event(stream1.get(), event0.get()); });
+  CHECK(Status{wait.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  CHECK(wait.message.find("of the cpu backend") != std::string::npos);
+  CHECK(wait.message.find("of the level_zero backend") != std::string::npos);
+}
