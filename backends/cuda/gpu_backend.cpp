@@ -863,15 +863,15 @@ porta_status_t memory_alloc_async(porta_backend_context_t context, void* stream,
     const Driver& d = b.driver();
     require_pools(d);
     Stream& s = stream_of(stream);
-    b.make_current(s.device);
+    Backend::Scope scope(b, s.device);
 #if defined(PORTA_GPU_HIP)
     void* ptr = nullptr;
-    d.check(d.mem_alloc_async(&ptr, size, s.stream),
+    d.check(d.mem_alloc_async(&ptr, size, s.native(d)),
             "hipMallocAsync of " + std::to_string(size) + " bytes");
     *out_ptr = ptr;
 #else
     CUdeviceptr ptr = 0;
-    d.check(d.mem_alloc_async(&ptr, size, s.stream),
+    d.check(d.mem_alloc_async(&ptr, size, s.native(d)),
             "cuMemAllocAsync of " + std::to_string(size) + " bytes");
     *out_ptr = reinterpret_cast<void*>(ptr);
 #endif
@@ -885,8 +885,8 @@ porta_status_t memory_free_async(porta_backend_context_t context, void* stream, 
     const Driver& d = b.driver();
     require_pools(d);
     Stream& s = stream_of(stream);
-    b.make_current(s.device);
-    d.check(d.mem_free_async(device_pointer(ptr), s.stream), "stream-ordered free");
+    Backend::Scope scope(b, s.device);
+    d.check(d.mem_free_async(device_pointer(ptr), s.native(d)), "stream-ordered free");
     return PORTA_SUCCESS;
   });
 }

@@ -115,13 +115,6 @@ void log(porta_log_level_t level, const std::string& message) noexcept {
   }
 }
 
-const char* setting(const char* name) noexcept {
-  const porta_host_api_t* host = g_host.load(std::memory_order_acquire);
-  constexpr size_t kSettingEnd = offsetof(porta_host_api_t, setting) + sizeof(host->setting);
-  if (host && host->struct_size >= kSettingEnd && host->setting) return host->setting(name);
-  return std::getenv(name);
-}
-
 Error error_of_current_exception(const char* where) noexcept {
   // Building the message may itself run out of memory; then the bare status is returned.
   try {

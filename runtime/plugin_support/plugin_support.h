@@ -64,16 +64,12 @@ inline porta_status_t report(porta_status_t status, const std::string& message) 
   set_error_message(message);
   return status;
 }
-// A setting libporta checked (porta_host_api_t.setting), or NULL when it is unset or libporta
-// predates settings.
+// A setting libporta checked (porta_host_api_t.setting: "cpu_mode", "PORTA_CPU_DEVICES",
+// "PORTA_COMM_TIMEOUT"), or NULL when it is unset or libporta predates settings.
 const char* setting(const char* name) noexcept;
 // Writes "<name>: message" to Porta's log. Never throws, so workers and pool threads may log
 // anywhere.
 void log(porta_log_level_t level, const std::string& message) noexcept;
-
-// The value of a plugin setting ("PORTA_CPU_DEVICES") as libporta resolved and checked it, or
-// NULL when unset. A libporta older than ABI 1.2 cannot tell, so the environment is read then.
-const char* setting(const char* name) noexcept;
 
 // The status and message an exception stands for: a Failure's own, out of memory for bad_alloc,
 // BACKEND ("<where>: internal error ...") for anything else.
