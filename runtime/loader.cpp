@@ -36,8 +36,12 @@ std::map<std::string, std::string>& plugin_settings() {
 
 const char* host_setting(const char* name) {
   if (!name) return nullptr;
-  auto it = plugin_settings().find(name);
-  return it == plugin_settings().end() ? nullptr : it->second.c_str();
+  // A plain walk: looking a const char* up in the map would build a std::string, which may throw
+  // (out of memory) across this C callback.
+  for (const auto& [key, value] : plugin_settings()) {
+    if (key == name) return value.c_str();
+  }
+  return nullptr;
 }
 
 const porta_host_api_t kHostApi{sizeof(porta_host_api_t), host_set_error_message, host_log,
