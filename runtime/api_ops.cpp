@@ -395,6 +395,9 @@ porta_status_t channel_shape(const OpCall& call, const char* name, int64_t batch
   PORTA_CHECK(positive(call, "batch", batch));
   PORTA_CHECK(positive(call, "channels", channels));
   PORTA_CHECK(positive(call, "spatial", spatial));
+  // In bytes too: the overlap checks compute them before the buffers' own checks.
+  int64_t bytes;
+  PORTA_CHECK(product(call, name, {batch, channels, spatial, int64_t{sizeof(float)}}, bytes));
   return product(call, name, {batch, channels, spatial}, count);
 }
 
@@ -553,6 +556,9 @@ extern "C" PORTA_API porta_status_t porta_cross_entropy(porta_stream_t stream, i
         PORTA_CHECK(rows_cols(call, rows, cols, count));
         PORTA_CHECK(buffer(runtime, call, "labels", labels, rows, sizeof(int32_t)));
         PORTA_CHECK(tensors(runtime, call, 1, {}, {{"loss", loss}}, false));
+        // The sizes first: once logits (and dlogits) hold count floats, count * 4 cannot overflow.
+        PORTA_CHECK(buffer(runtime, call, "logits", logits, count, sizeof(float)));
+        if (dlogits) PORTA_CHECK(buffer(runtime, call, "dlogits", dlogits, count, sizeof(float)));
         PORTA_CHECK(apart(call, "loss", loss, 4, "logits", logits, count * 4, false));
         PORTA_CHECK(apart(call, "loss", loss, 4, "labels", labels, rows * 4, false));
         if (!dlogits) return tensors(runtime, call, count, {{"logits", logits}}, {}, false);

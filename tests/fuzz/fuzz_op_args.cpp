@@ -60,13 +60,6 @@ class Args {
     return input_.ConsumeIntegralInRange<int64_t>(-2, 70);
   }
 
-  // Convolution and pooling descriptor fields stay within +-2^30: beyond that the runtime's
-  // window arithmetic (dilation * (kernel - 1) + 1, input + 2 * padding) is not yet
-  // overflow-checked (docs/reliability.md), which is not what this target looks for.
-  int64_t shape_size() {
-    const int64_t value = size();
-    return value > (int64_t(1) << 30) || value < -(int64_t(1) << 30) ? 1 : value;
-  }
 
   // A live buffer at a float-aligned offset, or NULL.
   float* buffer() {
@@ -90,19 +83,19 @@ porta_conv2d_desc_t conv_desc(FuzzedDataProvider& input, Args& args) {
   porta_conv2d_desc_t d{};
   d.struct_size =
       input.ConsumeIntegralInRange(0, 7) == 0 ? input.ConsumeIntegral<uint8_t>() : sizeof(d);
-  d.batch = args.shape_size();
-  d.in_channels = args.shape_size();
-  d.in_height = args.shape_size();
-  d.in_width = args.shape_size();
-  d.out_channels = args.shape_size();
-  d.kernel_height = args.shape_size();
-  d.kernel_width = args.shape_size();
-  d.pad_h = args.shape_size();
-  d.pad_w = args.shape_size();
-  d.stride_h = args.shape_size();
-  d.stride_w = args.shape_size();
-  d.dilation_h = args.shape_size();
-  d.dilation_w = args.shape_size();
+  d.batch = args.size();
+  d.in_channels = args.size();
+  d.in_height = args.size();
+  d.in_width = args.size();
+  d.out_channels = args.size();
+  d.kernel_height = args.size();
+  d.kernel_width = args.size();
+  d.pad_h = args.size();
+  d.pad_w = args.size();
+  d.stride_h = args.size();
+  d.stride_w = args.size();
+  d.dilation_h = args.size();
+  d.dilation_w = args.size();
   d.dtype = args.dtype();
   return d;
 }
@@ -111,16 +104,16 @@ porta_pool2d_desc_t pool_desc(FuzzedDataProvider& input, Args& args) {
   porta_pool2d_desc_t d{};
   d.struct_size =
       input.ConsumeIntegralInRange(0, 7) == 0 ? input.ConsumeIntegral<uint8_t>() : sizeof(d);
-  d.batch = args.shape_size();
-  d.channels = args.shape_size();
-  d.in_height = args.shape_size();
-  d.in_width = args.shape_size();
-  d.window_h = args.shape_size();
-  d.window_w = args.shape_size();
-  d.stride_h = args.shape_size();
-  d.stride_w = args.shape_size();
-  d.pad_h = args.shape_size();
-  d.pad_w = args.shape_size();
+  d.batch = args.size();
+  d.channels = args.size();
+  d.in_height = args.size();
+  d.in_width = args.size();
+  d.window_h = args.size();
+  d.window_w = args.size();
+  d.stride_h = args.size();
+  d.stride_w = args.size();
+  d.pad_h = args.size();
+  d.pad_w = args.size();
   return d;
 }
 
