@@ -6,7 +6,7 @@
 #include <cstring>
 #include <initializer_list>
 
-#include "plugin_support/checked.h"
+#include "plugin_kit/checked.h"
 #include "runtime.h"
 
 using namespace porta;

@@ -15,7 +15,7 @@
 
 #include "error.h"
 #include "log.h"
-#include "plugin_support/dlopen_failure.h"
+#include "plugin_kit/dlopen_failure.h"
 
 namespace porta {
 namespace {

@@ -22,7 +22,7 @@
 #include "cpu_module.h"
 #include "cpu_stream.h"
 #include "hazards.h"
-#include "plugin_support.h"
+#include "plugin_kit.h"
 #include "thread_pool.h"
 
 // The backend name the plugin answers to. The tests build the same code a second time under

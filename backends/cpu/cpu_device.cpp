@@ -18,7 +18,7 @@
 #include <string_view>
 #include <utility>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::cpu {
 

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "dlopen_failure.h"
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::cpu {
 

@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::cpu {
 

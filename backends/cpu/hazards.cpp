@@ -11,7 +11,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::cpu {
 namespace {

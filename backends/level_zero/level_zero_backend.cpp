@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "level_zero_driver.h"
-#include "plugin_support.h"
+#include "plugin_kit.h"
 #include "spirv_reader.h"
 
 namespace porta::level_zero {

@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::level_zero {
 

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "opencl_driver.h"
-#include "plugin_support.h"
+#include "plugin_kit.h"
 #include "spirv_reader.h"
 
 namespace porta::opencl {

@@ -4,7 +4,7 @@
 #include <dlfcn.h>
 #include <porta/porta.h>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::opencl {
 

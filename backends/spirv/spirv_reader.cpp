@@ -7,7 +7,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::spirv {
 

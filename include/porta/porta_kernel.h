@@ -242,17 +242,17 @@ static __device__ __forceinline__ float fmaf(float x, float y, float z) {
 
 #if PORTA_TARGET_GPU
 /* A function callable from kernels. */
-#define PORTA_DEVICE __device__ __forceinline__
+#define PORTA_DEVICE_FUNCTION __device__ __forceinline__
 /* Memory shared by a work-group, declared in the kernel body's scope. */
 #define PORTA_SHARED __shared__
 #define PORTA_KERNEL(name, ...) extern "C" __global__ void name(__VA_ARGS__)
 #else
 #if PORTA_TARGET_SIMT
-#define PORTA_DEVICE inline
+#define PORTA_DEVICE_FUNCTION inline
 /* One instance per OS thread, and a thread runs one group at a time: per group, as on a GPU. */
 #define PORTA_SHARED static thread_local
 #else
-#define PORTA_DEVICE inline __attribute__((always_inline))
+#define PORTA_DEVICE_FUNCTION inline __attribute__((always_inline))
 #define PORTA_SHARED
 #endif
 #define PORTA_KERNEL(name, ...)                                                           \
@@ -300,13 +300,13 @@ inline constexpr target current_target = target::cpu;
 
 #if PORTA_TARGET_GPU
 
-PORTA_DEVICE uint32_t group_id(int d) { return d == 0 ? blockIdx.x : d == 1 ? blockIdx.y : blockIdx.z; }
-PORTA_DEVICE uint32_t group_count(int d) { return d == 0 ? gridDim.x : d == 1 ? gridDim.y : gridDim.z; }
-PORTA_DEVICE uint32_t group_size(int d) { return d == 0 ? blockDim.x : d == 1 ? blockDim.y : blockDim.z; }
+PORTA_DEVICE_FUNCTION uint32_t group_id(int d) { return d == 0 ? blockIdx.x : d == 1 ? blockIdx.y : blockIdx.z; }
+PORTA_DEVICE_FUNCTION uint32_t group_count(int d) { return d == 0 ? gridDim.x : d == 1 ? gridDim.y : gridDim.z; }
+PORTA_DEVICE_FUNCTION uint32_t group_size(int d) { return d == 0 ? blockDim.x : d == 1 ? blockDim.y : blockDim.z; }
 
 /* Runs f for this work-item, then waits for the whole group. f takes (x), (x, y) or (x, y, z). */
 template <class F>
-PORTA_DEVICE void inner(F&& f) {
+PORTA_DEVICE_FUNCTION void inner(F&& f) {
   if constexpr (std::is_invocable_v<F, uint32_t, uint32_t, uint32_t>) {
     f(threadIdx.x, threadIdx.y, threadIdx.z);
   } else if constexpr (std::is_invocable_v<F, uint32_t, uint32_t>) {
@@ -319,7 +319,7 @@ PORTA_DEVICE void inner(F&& f) {
 
 /* The group's dynamic shared memory (porta_launch_config_t.shared_memory_bytes). */
 template <class T>
-PORTA_DEVICE T* dynamic_shared_memory() {
+PORTA_DEVICE_FUNCTION T* dynamic_shared_memory() {
   /* 64-byte aligned, as on the CPU (HIP's default alignment is 1). */
   extern __shared__ __attribute__((aligned(64))) unsigned char porta_dynamic_shared[];
   return reinterpret_cast<T*>(porta_dynamic_shared);
@@ -329,13 +329,13 @@ PORTA_DEVICE T* dynamic_shared_memory() {
 template <class T, uint32_t MaxItems>
 class exclusive {
  public:
-  PORTA_DEVICE T& operator()(uint32_t) { return value_; }
+  PORTA_DEVICE_FUNCTION T& operator()(uint32_t) { return value_; }
 
  private:
   T value_;
 };
 
-PORTA_DEVICE float atomic_add(float* address, float value) { return atomicAdd(address, value); }
+PORTA_DEVICE_FUNCTION float atomic_add(float* address, float value) { return atomicAdd(address, value); }
 
 /* ------------------------------------------------------------------------------------------------
  * SIMT on the host (PORTA_TARGET_SIMT): the <lib>.cpu-simt.so and <lib>.cpu-racecheck.so builds
@@ -467,14 +467,14 @@ struct cpu_kernel<Body> {
 };
 }  // namespace detail
 
-PORTA_DEVICE uint32_t group_id(int d) { return detail::current_group->group_id[d]; }
-PORTA_DEVICE uint32_t group_count(int d) { return detail::current_group->grid[d]; }
-PORTA_DEVICE uint32_t group_size(int d) { return detail::current_group->group_size[d]; }
+PORTA_DEVICE_FUNCTION uint32_t group_id(int d) { return detail::current_group->group_id[d]; }
+PORTA_DEVICE_FUNCTION uint32_t group_count(int d) { return detail::current_group->grid[d]; }
+PORTA_DEVICE_FUNCTION uint32_t group_size(int d) { return detail::current_group->group_size[d]; }
 
 /* Runs f for every work-item of the group, x fastest. The loop bounds are copied to locals so
  * that stores in f cannot alias them and the loop vectorises. */
 template <class F>
-PORTA_DEVICE void inner(F&& f) {
+PORTA_DEVICE_FUNCTION void inner(F&& f) {
   const uint32_t nx = detail::current_group->group_size[0];
   const uint32_t ny = detail::current_group->group_size[1];
   const uint32_t nz = detail::current_group->group_size[2];
@@ -491,7 +491,7 @@ PORTA_DEVICE void inner(F&& f) {
 }
 
 template <class T>
-PORTA_DEVICE T* dynamic_shared_memory() {
+PORTA_DEVICE_FUNCTION T* dynamic_shared_memory() {
   return static_cast<T*>(detail::current_group->shared_memory);
 }
 
@@ -499,13 +499,13 @@ PORTA_DEVICE T* dynamic_shared_memory() {
 template <class T, uint32_t MaxItems>
 class exclusive {
  public:
-  PORTA_DEVICE T& operator()(uint32_t item) { return values_[item]; }
+  PORTA_DEVICE_FUNCTION T& operator()(uint32_t item) { return values_[item]; }
 
  private:
   T values_[MaxItems];
 };
 
-PORTA_DEVICE float atomic_add(float* address, float value) {
+PORTA_DEVICE_FUNCTION float atomic_add(float* address, float value) {
   float expected, desired;
   __atomic_load(address, &expected, __ATOMIC_RELAXED);
   do {

@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::comm_mpi {
 namespace {

@@ -11,7 +11,7 @@
 #include <mutex>
 #include <string>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::comm_nccl {
 namespace {

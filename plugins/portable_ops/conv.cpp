@@ -1,4 +1,4 @@
-// Host side of the convolutions: each is one launch of the GEMM engine (kernels/conv.cpp), an
+// Host side of the convolutions: each is one launch of the GEMM engine (kernels/conv_kernels.cpp), an
 // implicit GEMM, planned like a GEMM of its sizes.
 #include <optional>
 #include <string>

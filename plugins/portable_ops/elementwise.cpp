@@ -80,7 +80,7 @@ porta_status_t adam_update(void*, porta_stream_t stream, int64_t count, float* w
   });
 }
 
-// One kernel per pair of dtypes (kernels/convert.cpp); the same dtype both ways is a copy.
+// One kernel per pair of dtypes (kernels/convert_kernels.cpp); the same dtype both ways is a copy.
 porta_status_t convert(void*, porta_stream_t stream, int64_t count, porta_dtype_t src_dtype,
                        const void* src, porta_dtype_t dst_dtype, void* dst) {
   static const char* const kNames[] = {"f32", "f16", "bf16"};

@@ -29,7 +29,7 @@ template <class... Buffers>
 void launch_pool(porta_stream_t stream, const char* name, const porta_pool2d_desc_t& d,
                  int64_t rows, int64_t length, const Buffers&... buffers) {
   const PoolShape s = shape_of(d);
-  // At most 256 items: the kernels declare that limit (kPoolItems in kernels/pool.cpp).
+  // At most 256 items: the kernels declare that limit (kPoolItems in kernels/pool_kernels.cpp).
   const RowLaunch shape = row_launch(stream, name, rows, length, 1, 256);
   launch(stream, name, shape.grid, shape.group, 0, s.planes, d.in_height, d.in_width, s.out_h,
          s.out_w, d.window_h, d.window_w, d.stride_h, d.stride_w, d.pad_h, d.pad_w, buffers...);

@@ -62,7 +62,7 @@ inline dim3 wrapped_grid(int64_t groups) {
 uint32_t max_group_items(porta_stream_t stream, const char* name);
 
 // The launch of row kernel `name`: `rows` rows of `length` elements, group x = work-items per row
-// (a power of two), group y = rows per group, the grid wrapped (see kernels/softmax.cpp). On the
+// (a power of two), group y = rows per group, the grid wrapped (see kernels/softmax_kernels.cpp). On the
 // CPU one item per row, whose vector lanes walk it, and rows of about 8K elements per group (a
 // pool thread's unit of work) while every thread still gets several groups. On a GPU about
 // `per_item` elements per item, at most max_items (and max_group_items()) items per row, and

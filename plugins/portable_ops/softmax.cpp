@@ -1,5 +1,5 @@
 // Host side of softmax, log-softmax and cross-entropy: the launch shape of the row kernels
-// (kernels/softmax.cpp) and, for the loss, the per-row losses' deterministic reduction.
+// (kernels/softmax_kernels.cpp) and, for the loss, the per-row losses' deterministic reduction.
 #include "portable_ops.h"
 
 namespace porta::portable_ops {

@@ -19,7 +19,7 @@
 
 #include "gpu_image.h"
 #include "gpu_vendor.h"
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace {
 

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 #include "spirv_reader.h"
 
 namespace {

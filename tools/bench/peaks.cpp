@@ -1,5 +1,5 @@
 // The peak probes: the device's fp32 FMA rate and copy bandwidth, measured with porta-bench's
-// own kernels (kernels/peak.cpp), so that "% of peak" means the same thing on every backend.
+// own kernels (kernels/peak_kernels.cpp), so that "% of peak" means the same thing on every backend.
 #include <algorithm>
 #include <vector>
 
@@ -9,7 +9,7 @@ namespace bench {
 
 namespace {
 
-// Must match kernels/peak.cpp: FLOPs per work-item per round.
+// Must match kernels/peak_kernels.cpp: FLOPs per work-item per round.
 constexpr double kFlopsPerItemRound = 2.0 * 8 * 64;
 constexpr int kProbeReps = 5;
 

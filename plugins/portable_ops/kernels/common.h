@@ -8,13 +8,13 @@ namespace porta_ops {
 
 // The global index of work-item `item` in a 1-D launch whose grid may wrap into y (see
 // launch_elementwise in portable_ops.h).
-PORTA_DEVICE int64_t linear_index(uint32_t item) {
+PORTA_DEVICE_FUNCTION int64_t linear_index(uint32_t item) {
   const int64_t group = int64_t(porta::group_id(1)) * porta::group_count(0) + porta::group_id(0);
   return group * porta::group_size(0) + item;
 }
 
 // This group's index in a grid that may wrap into y.
-PORTA_DEVICE int64_t group_index() {
+PORTA_DEVICE_FUNCTION int64_t group_index() {
   return int64_t(porta::group_id(1)) * porta::group_count(0) + porta::group_id(0);
 }
 
@@ -23,7 +23,7 @@ PORTA_DEVICE int64_t group_index() {
 // move stores and divisions into the vector loop without AVX-512 masking, so a check on every
 // item would keep the CPU loop scalar elsewhere. The branch is the same for all items of a group.
 template <class F>
-PORTA_DEVICE void for_each_index(int64_t count, F&& f) {
+PORTA_DEVICE_FUNCTION void for_each_index(int64_t count, F&& f) {
   const int64_t first = group_index() * porta::group_size(0);
   if (first + porta::group_size(0) <= count) {
     porta::inner([&](uint32_t item) { f(first + item); });
@@ -52,7 +52,7 @@ inline constexpr uint32_t kLanes = 1;
 // end goes to the item whose turn it is. Calls f(index, lane) for every element it takes, the
 // elements of one lane in increasing order.
 template <class F>
-PORTA_DEVICE void walk(int64_t n, uint32_t item, uint32_t items, F&& f) {
+PORTA_DEVICE_FUNCTION void walk(int64_t n, uint32_t item, uint32_t items, F&& f) {
   const int64_t blocks = n / kLanes;
   for (int64_t b = item; b < blocks; b += items) {
     const int64_t first = b * kLanes;
@@ -70,13 +70,13 @@ PORTA_DEVICE void walk(int64_t n, uint32_t item, uint32_t items, F&& f) {
 // function to nvcc.)
 template <uint32_t N>
 struct fixed_count {
-  PORTA_DEVICE constexpr operator uint32_t() const { return N; }
+  PORTA_DEVICE_FUNCTION constexpr operator uint32_t() const { return N; }
 };
 
 // Like walk(), a block at a time: f(first, count) for the count consecutive elements from first,
 // where count is a fixed_count<kLanes> for full blocks and a uint32_t for the partial block.
 template <class F>
-PORTA_DEVICE void walk_blocks(int64_t n, uint32_t item, uint32_t items, F&& f) {
+PORTA_DEVICE_FUNCTION void walk_blocks(int64_t n, uint32_t item, uint32_t items, F&& f) {
   const int64_t blocks = n / kLanes;
   for (int64_t b = item; b < blocks; b += items) f(b * kLanes, fixed_count<kLanes>{});
   if (kLanes > 1 && int64_t(item) == blocks % items) {
@@ -89,7 +89,7 @@ PORTA_DEVICE void walk_blocks(int64_t n, uint32_t item, uint32_t items, F&& f) {
 // may be a or b: each block is loaded whole before it is stored, which also spares the compiler
 // the aliasing check that keeps a store-as-you-go loop from vectorising.
 template <class Op>
-PORTA_DEVICE void map(int64_t n, uint32_t item, uint32_t items, const float* a, float* out,
+PORTA_DEVICE_FUNCTION void map(int64_t n, uint32_t item, uint32_t items, const float* a, float* out,
                       Op&& op) {
   walk_blocks(n, item, items, [&](int64_t first, auto count) {
     float va[kLanes];
@@ -99,7 +99,7 @@ PORTA_DEVICE void map(int64_t n, uint32_t item, uint32_t items, const float* a, 
   });
 }
 template <class Op>
-PORTA_DEVICE void map(int64_t n, uint32_t item, uint32_t items, const float* a, const float* b,
+PORTA_DEVICE_FUNCTION void map(int64_t n, uint32_t item, uint32_t items, const float* a, const float* b,
                       float* out, Op&& op) {
   walk_blocks(n, item, items, [&](int64_t first, auto count) {
     float va[kLanes], vb[kLanes];
@@ -113,7 +113,7 @@ PORTA_DEVICE void map(int64_t n, uint32_t item, uint32_t items, const float* a, 
 // Folds the lanes v[0, kLanes) with op in a halving tree (log2(kLanes) steps, each a vector
 // operation on the CPU); destroys v.
 template <class Op>
-PORTA_DEVICE float fold_lanes(float (&v)[kLanes], Op&& op) {
+PORTA_DEVICE_FUNCTION float fold_lanes(float (&v)[kLanes], Op&& op) {
   for (uint32_t width = kLanes / 2; width > 0; width /= 2) {
     for (uint32_t lane = 0; lane < width; ++lane) v[lane] = op(v[lane], v[lane + width]);
   }
@@ -121,7 +121,7 @@ PORTA_DEVICE float fold_lanes(float (&v)[kLanes], Op&& op) {
 }
 
 // The work-item of `items` that takes element i in walk().
-PORTA_DEVICE uint32_t walker_of(int64_t i, uint32_t items) { return uint32_t(i / kLanes % items); }
+PORTA_DEVICE_FUNCTION uint32_t walker_of(int64_t i, uint32_t items) { return uint32_t(i / kLanes % items); }
 
 // The lowest finite float: the start of a running maximum. Unlike -infinity, x - lowest is never
 // NaN for x = -infinity, so masked (-inf) elements need no special case.
@@ -130,7 +130,7 @@ inline constexpr float kLowest = -3.40282347e+38f;
 // c ? a : b. On the CPU as bit masks: GCC turns a plain ?: between floats into a branch, and
 // unless AVX-512 masking is available, floating-point work it then moves into the branch keeps the
 // loop from vectorising (the work might trap).
-PORTA_DEVICE float pick(bool c, float a, float b) {
+PORTA_DEVICE_FUNCTION float pick(bool c, float a, float b) {
 #if PORTA_TARGET_GPU
   return c ? a : b;
 #else
@@ -146,17 +146,17 @@ PORTA_DEVICE float pick(bool c, float a, float b) {
 }
 
 // The sum and the maximum of the lanes, folded with fold_lanes().
-PORTA_DEVICE float sum_lanes(float (&v)[kLanes]) {
+PORTA_DEVICE_FUNCTION float sum_lanes(float (&v)[kLanes]) {
   return fold_lanes(v, [](float u, float w) { return u + w; });
 }
-PORTA_DEVICE float max_lanes(float (&v)[kLanes]) {
+PORTA_DEVICE_FUNCTION float max_lanes(float (&v)[kLanes]) {
   return fold_lanes(v, [](float u, float w) { return pick(w > u, w, u); });
 }
 
 namespace detail {
 // Cephes' expf without its range checks: 2^n * p(r) with r = x - n*ln2, |r| <= ln2/2, within
 // 2 ulp for x in [-87, 88.3]; garbage outside (no clamp: see pick()), NaN for NaN.
-PORTA_DEVICE float exp_in_range(float x) {
+PORTA_DEVICE_FUNCTION float exp_in_range(float x) {
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float t = x * 1.44269504088896341f + kRound;
   const float n = t - kRound;
@@ -180,7 +180,7 @@ PORTA_DEVICE float exp_in_range(float x) {
 
 // e^x. On a GPU the vendor's expf. On the CPU one that vectorises (libm's does not without
 // -ffast-math): within 2 ulp; 0 below -87 (where e^x is subnormal), +infinity above 88.3.
-PORTA_DEVICE float exp_f32(float x) {
+PORTA_DEVICE_FUNCTION float exp_f32(float x) {
 #if PORTA_TARGET_GPU
   return expf(x);
 #else
@@ -189,7 +189,7 @@ PORTA_DEVICE float exp_f32(float x) {
 }
 
 // e^x for x <= 0 (or NaN), as exp_f32 with one check fewer: what softmax needs, x - max.
-PORTA_DEVICE float exp_nonpositive(float x) {
+PORTA_DEVICE_FUNCTION float exp_nonpositive(float x) {
 #if PORTA_TARGET_GPU
   return expf(x);
 #else
@@ -202,7 +202,7 @@ PORTA_DEVICE float exp_nonpositive(float x) {
 // added, as in the textbook two-pass form.
 
 // Adds v, with one exponential: the smaller of v and m is scaled to the larger.
-PORTA_DEVICE void online_add(float& m, float& s, float v) {
+PORTA_DEVICE_FUNCTION void online_add(float& m, float& s, float v) {
   const bool up = v > m;
   const float hi = pick(up, v, m);
   const float lo = pick(up, m, v);
@@ -214,7 +214,7 @@ PORTA_DEVICE void online_add(float& m, float& s, float v) {
 // Adds the values v[0, K): their maximum first, then one rescale of s and K exponentials, which
 // is fewer operations per value than K online_add calls.
 template <uint32_t K>
-PORTA_DEVICE void online_add_many(float& m, float& s, const float (&v)[K]) {
+PORTA_DEVICE_FUNCTION void online_add_many(float& m, float& s, const float (&v)[K]) {
   float hi = m;
   for (uint32_t k = 0; k < K; ++k) hi = pick(v[k] > hi, v[k], hi);
   float sum = s * exp_nonpositive(m - hi);
@@ -224,7 +224,7 @@ PORTA_DEVICE void online_add_many(float& m, float& s, const float (&v)[K]) {
 }
 
 // Merges another running normaliser (m2, s2) into (m, s).
-PORTA_DEVICE void online_merge(float& m, float& s, float m2, float s2) {
+PORTA_DEVICE_FUNCTION void online_merge(float& m, float& s, float m2, float s2) {
   const float hi = pick(m2 > m, m2, m);
   s = s * exp_nonpositive(m - hi) + s2 * exp_nonpositive(m2 - hi);
   m = hi;

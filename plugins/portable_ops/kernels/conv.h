@@ -7,19 +7,19 @@
 namespace porta_ops::conv {
 
 // The output positions (n, p, q) as seen from x: p * stride - pad, plane n of x.
-PORTA_DEVICE WindowAxis output_positions(const ConvArgs& g) {
+PORTA_DEVICE_FUNCTION WindowAxis output_positions(const ConvArgs& g) {
   return WindowAxis{g.out_h,    g.out_w, g.channels * g.height * g.width, g.stride_h, -g.pad_h,
                     g.stride_w, -g.pad_w};
 }
 
 // The filter taps (c, r, s) as seen from x: r * dilation, channel c of x.
-PORTA_DEVICE WindowAxis filter_taps(const ConvArgs& g) {
+PORTA_DEVICE_FUNCTION WindowAxis filter_taps(const ConvArgs& g) {
   return WindowAxis{g.kernel_h, g.kernel_w, g.height * g.width, g.dilation_h, 0, g.dilation_w, 0};
 }
 
 // im2col(x)[(c,r,s), (n,p,q)]; transposed puts (c,r,s) on the wide side.
 template <class T>
-PORTA_DEVICE WindowOperand<T> im2col(const ConvArgs& g, const T* x, bool transposed) {
+PORTA_DEVICE_FUNCTION WindowOperand<T> im2col(const ConvArgs& g, const T* x, bool transposed) {
   const WindowAxis taps = filter_taps(g), positions = output_positions(g);
   return WindowOperand<T>{x,
                           transposed ? taps : positions,
@@ -42,7 +42,7 @@ struct ConvProblem {
 
 // y[K, (N,P,Q)] = w[K, (C,R,S)] x im2col(x).
 template <class T>
-PORTA_DEVICE ConvProblem<T> forward(const ConvArgs& g, const T* x, const T* w, float* y) {
+PORTA_DEVICE_FUNCTION ConvProblem<T> forward(const ConvArgs& g, const T* x, const T* w, float* y) {
   const int64_t pq = g.out_h * g.out_w, crs = g.channels * g.kernel_h * g.kernel_w;
   return ConvProblem<T>{StridedOperand<T>{w, crs, Split::stride(1), 0}, im2col(g, x, false),
                         OutputView{y, pq, Split{pq, g.out_channels * pq, 1}, 0, 1.0f, 0.0f},
@@ -51,7 +51,7 @@ PORTA_DEVICE ConvProblem<T> forward(const ConvArgs& g, const T* x, const T* w, f
 
 // dx[C, (N,H,W)] = w^T[C, (K,R,S)] x gather(dy).
 template <class T>
-PORTA_DEVICE ConvProblem<T> backward_data(const ConvArgs& g, const T* dy, const T* w, float* dx) {
+PORTA_DEVICE_FUNCTION ConvProblem<T> backward_data(const ConvArgs& g, const T* dy, const T* w, float* dx) {
   const int64_t rs = g.kernel_h * g.kernel_w, hw = g.height * g.width;
   const int64_t pq = g.out_h * g.out_w;
   // Input positions (n, h, w) reach dy at h + pad; filter taps (k, r, s) step back r * dilation.
@@ -66,7 +66,7 @@ PORTA_DEVICE ConvProblem<T> backward_data(const ConvArgs& g, const T* dy, const 
 
 // dw[K, (C,R,S)] = dy[K, (N,P,Q)] x im2col(x)^T.
 template <class T>
-PORTA_DEVICE ConvProblem<T> backward_weights(const ConvArgs& g, const T* x, const T* dy,
+PORTA_DEVICE_FUNCTION ConvProblem<T> backward_weights(const ConvArgs& g, const T* x, const T* dy,
                                              float* dw) {
   const int64_t pq = g.out_h * g.out_w, crs = g.channels * g.kernel_h * g.kernel_w;
   return ConvProblem<T>{
@@ -76,7 +76,7 @@ PORTA_DEVICE ConvProblem<T> backward_weights(const ConvArgs& g, const T* x, cons
 }
 
 template <class T>
-PORTA_DEVICE void run(const ConvProblem<T>& p, const ConvArgs& g) {
+PORTA_DEVICE_FUNCTION void run(const ConvProblem<T>& p, const ConvArgs& g) {
   porta_ops::run_gemm(p.a, p.b, p.c, p.shape, g.tiles);
 }
 

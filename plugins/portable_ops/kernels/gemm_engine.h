@@ -48,10 +48,10 @@ namespace porta_ops {
 struct Split {
   int64_t div, outer, inner;
 
-  PORTA_DEVICE int64_t operator()(int64_t x) const {
+  PORTA_DEVICE_FUNCTION int64_t operator()(int64_t x) const {
     return div > 0 ? (x / div) * outer + (x % div) * inner : x * inner;
   }
-  static PORTA_DEVICE Split stride(int64_t s) { return Split{0, 0, s}; }
+  static PORTA_DEVICE_FUNCTION Split stride(int64_t s) { return Split{0, 0, s}; }
 };
 
 // Walks Split offsets of consecutive indices without dividing.
@@ -59,7 +59,7 @@ struct SplitCursor {
   Split s;
   int64_t hi, lo;
 
-  PORTA_DEVICE SplitCursor(const Split& split, int64_t x) : s(split) {
+  PORTA_DEVICE_FUNCTION SplitCursor(const Split& split, int64_t x) : s(split) {
     if (s.div > 0) {
       hi = x / s.div;
       lo = x % s.div;
@@ -68,8 +68,8 @@ struct SplitCursor {
       lo = x;
     }
   }
-  PORTA_DEVICE int64_t offset() const { return hi * s.outer + lo * s.inner; }
-  PORTA_DEVICE void next() {
+  PORTA_DEVICE_FUNCTION int64_t offset() const { return hi * s.outer + lo * s.inner; }
+  PORTA_DEVICE_FUNCTION void next() {
     if (++lo == s.div) {
       lo = 0;
       ++hi;
@@ -87,16 +87,16 @@ struct StridedOperand {
   Split depth;
   int64_t batch_stride;
 
-  PORTA_DEVICE T load(int64_t w, int64_t d) const { return p[w * wide_stride + depth(d)]; }
-  PORTA_DEVICE float at(int64_t w, int64_t d) const { return to_float(load(w, d)); }
-  PORTA_DEVICE StridedOperand entry(int64_t b) const {
+  PORTA_DEVICE_FUNCTION T load(int64_t w, int64_t d) const { return p[w * wide_stride + depth(d)]; }
+  PORTA_DEVICE_FUNCTION float at(int64_t w, int64_t d) const { return to_float(load(w, d)); }
+  PORTA_DEVICE_FUNCTION StridedOperand entry(int64_t b) const {
     StridedOperand e = *this;
     e.p += b * batch_stride;
     return e;
   }
   // Whether neighbouring wide indices are neighbours in memory (the tiled path then lets
   // neighbouring work-items load along w, else along d).
-  PORTA_DEVICE bool wide_contiguous() const { return wide_stride == 1; }
+  PORTA_DEVICE_FUNCTION bool wide_contiguous() const { return wide_stride == 1; }
 
 #if PORTA_TARGET_CPU
   template <int Width>
@@ -131,15 +131,15 @@ struct WindowOperand {
   int64_t bound_h, bound_w, row;
   int64_t step_h, step_w;
 
-  static PORTA_DEVICE WindowCoord coord(const WindowAxis& x, int64_t o, int64_t a, int64_t b) {
+  static PORTA_DEVICE_FUNCTION WindowCoord coord(const WindowAxis& x, int64_t o, int64_t a, int64_t b) {
     return WindowCoord{o * x.so, a * x.mh + x.ah, b * x.mw + x.aw};
   }
-  static PORTA_DEVICE WindowCoord coord_of(const WindowAxis& x, int64_t i) {
+  static PORTA_DEVICE_FUNCTION WindowCoord coord_of(const WindowAxis& x, int64_t i) {
     const int64_t b = i % x.d2, t = i / x.d2;
     return coord(x, t / x.d1, t % x.d1, b);
   }
   // The stored element, T{} (zero) outside the input.
-  PORTA_DEVICE T element(const WindowCoord& u, const WindowCoord& v) const {
+  PORTA_DEVICE_FUNCTION T element(const WindowCoord& u, const WindowCoord& v) const {
     int64_t h = u.h + v.h, w = u.w + v.w;
     if (step_h != 1 || step_w != 1) {
       if (h < 0 || w < 0 || h % step_h != 0 || w % step_w != 0) return T{};
@@ -152,12 +152,12 @@ struct WindowOperand {
     }
     return p[u.off + v.off + h * row + w];
   }
-  PORTA_DEVICE T load(int64_t w, int64_t d) const {
+  PORTA_DEVICE_FUNCTION T load(int64_t w, int64_t d) const {
     return element(coord_of(wide, w), coord_of(depth, d));
   }
-  PORTA_DEVICE float at(int64_t w, int64_t d) const { return to_float(load(w, d)); }
-  PORTA_DEVICE WindowOperand entry(int64_t) const { return *this; }
-  PORTA_DEVICE bool wide_contiguous() const { return wide.d2 > 1 && wide.mw == 1; }
+  PORTA_DEVICE_FUNCTION float at(int64_t w, int64_t d) const { return to_float(load(w, d)); }
+  PORTA_DEVICE_FUNCTION WindowOperand entry(int64_t) const { return *this; }
+  PORTA_DEVICE_FUNCTION bool wide_contiguous() const { return wide.d2 > 1 && wide.mw == 1; }
 
 #if PORTA_TARGET_CPU
   template <int Width>
@@ -174,7 +174,7 @@ struct OutputView {
   int64_t batch_stride;
   float alpha, beta;
 
-  PORTA_DEVICE OutputView entry(int64_t b) const {
+  PORTA_DEVICE_FUNCTION OutputView entry(int64_t b) const {
     OutputView e = *this;
     e.p += b * batch_stride;
     return e;
@@ -187,7 +187,7 @@ struct GemmShape {
 };
 
 // This group's number in the flattened grid (gemm_params.h: flat_grid).
-PORTA_DEVICE int64_t group_number() {
+PORTA_DEVICE_FUNCTION int64_t group_number() {
   return (int64_t(porta::group_id(2)) * porta::group_count(1) + porta::group_id(1)) *
              porta::group_count(0) +
          porta::group_id(0);
@@ -195,7 +195,7 @@ PORTA_DEVICE int64_t group_number() {
 
 // *e = alpha * sum + beta * *e, reading *e only when beta != 0 and ignoring sum when alpha is 0
 // (as BLAS does: A and B do not matter then, NaN or not).
-PORTA_DEVICE void store_element(const OutputView& c, float* e, float sum) {
+PORTA_DEVICE_FUNCTION void store_element(const OutputView& c, float* e, float sum) {
   const float v = c.alpha != 0.0f ? c.alpha * sum : 0.0f;
   *e = c.beta != 0.0f ? v + c.beta * *e : v;
 }
@@ -210,7 +210,7 @@ struct TiledBlock {
 // outside the operand; item t of the group's kTiledItems^2 loads every kTiledItems^2-th element.
 // Neighbouring items take neighbouring elements along the operand's contiguous direction.
 template <class Operand, int32_t Wide>
-PORTA_DEVICE void load_tile(const Operand& x, float (*tile)[Wide + 1], int64_t w0, int64_t wn,
+PORTA_DEVICE_FUNCTION void load_tile(const Operand& x, float (*tile)[Wide + 1], int64_t w0, int64_t wn,
                             int64_t d0, int64_t dn, uint32_t t) {
   constexpr uint32_t kItems = kTiledItems * kTiledItems;
   const bool along_w = x.wide_contiguous();
@@ -222,7 +222,7 @@ PORTA_DEVICE void load_tile(const Operand& x, float (*tile)[Wide + 1], int64_t w
 }
 
 template <class A, class B>
-PORTA_DEVICE void tiled_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
+PORTA_DEVICE_FUNCTION void tiled_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                              int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
   // One column of padding: the loads along d write down a column, 16 banks apart otherwise.
   PORTA_SHARED float as[kTiledK][kTiledM + 1];
@@ -377,7 +377,7 @@ namespace porta_ops {
 // The engine's entry: this group's tile of C (or, with split-K, its partial product over one
 // depth split) for the launch planned by plan_gemm (gemm_params.h), on the path the plan chose.
 template <class A, class B>
-PORTA_DEVICE void run_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
+PORTA_DEVICE_FUNCTION void run_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                            const GemmTiles& t) {
   int64_t g = group_number();
   if (g >= t.tiles_m * t.tiles_n * t.splits * s.batch) return;  // the grid's surplus
@@ -413,7 +413,7 @@ PORTA_DEVICE void run_gemm(const A& a, const B& b, const OutputView& c, const Ge
 
 // The second kernel of a split-K launch: C = alpha * (sum of the splits' partials, in split
 // order) + beta * C, one work-item per element of C over a 1-D grid of kReduceItems-item groups.
-PORTA_DEVICE void reduce_partials(const OutputView& c, const GemmShape& s, const GemmTiles& t) {
+PORTA_DEVICE_FUNCTION void reduce_partials(const OutputView& c, const GemmShape& s, const GemmTiles& t) {
   const int64_t per_entry = s.m * s.n;
   const int64_t first = group_number() * porta::group_size(0);
   porta::inner([&](uint32_t item) {

@@ -25,30 +25,30 @@ struct f16 {
 static_assert(sizeof(bf16) == 2 && sizeof(f16) == 2, "16-bit storage types");
 
 namespace half_detail {
-PORTA_DEVICE uint32_t bits_of(float v) {
+PORTA_DEVICE_FUNCTION uint32_t bits_of(float v) {
   uint32_t u;
   __builtin_memcpy(&u, &v, sizeof u);
   return u;
 }
-PORTA_DEVICE float float_of(uint32_t u) {
+PORTA_DEVICE_FUNCTION float float_of(uint32_t u) {
   float v;
   __builtin_memcpy(&v, &u, sizeof v);
   return v;
 }
 // c ? a : b on bits, without a branch.
-PORTA_DEVICE uint32_t select(bool c, uint32_t a, uint32_t b) {
+PORTA_DEVICE_FUNCTION uint32_t select(bool c, uint32_t a, uint32_t b) {
   const uint32_t mask = 0u - uint32_t(c);
   return (a & mask) | (b & ~mask);
 }
 }  // namespace half_detail
 
-PORTA_DEVICE float to_float(float v) { return v; }
+PORTA_DEVICE_FUNCTION float to_float(float v) { return v; }
 
-PORTA_DEVICE float to_float(bf16 v) { return half_detail::float_of(uint32_t(v.bits) << 16); }
+PORTA_DEVICE_FUNCTION float to_float(bf16 v) { return half_detail::float_of(uint32_t(v.bits) << 16); }
 
 // The f16 exponent is rebased by 112 (127 - 15); the maximum exponent (infinity, NaN) maps to
 // fp32's; subnormals (exponent 0) are their significand times 2^-24, which fp32 holds exactly.
-PORTA_DEVICE float to_float(f16 v) {
+PORTA_DEVICE_FUNCTION float to_float(f16 v) {
   using namespace half_detail;
   const uint32_t sign = uint32_t(v.bits & 0x8000u) << 16;
   const uint32_t magnitude = v.bits & 0x7FFFu;
@@ -61,7 +61,7 @@ PORTA_DEVICE float to_float(f16 v) {
   return float_of(sign | out);
 }
 
-PORTA_DEVICE bf16 to_bf16(float v) {
+PORTA_DEVICE_FUNCTION bf16 to_bf16(float v) {
   using namespace half_detail;
   const uint32_t u = bits_of(v);
   // Adding 0x7FFF plus the lowest kept bit rounds to nearest even; a carry out of the
@@ -75,7 +75,7 @@ PORTA_DEVICE bf16 to_bf16(float v) {
 // below 2^-14 (f16 subnormals) are rounded by an fp32 addition: x + 0.5 has its ulp at 2^-24,
 // so the addition rounds x to a multiple of 2^-24, to nearest even, under the default rounding
 // mode, and the low bits of the sum are the subnormal's significand.
-PORTA_DEVICE f16 to_f16(float v) {
+PORTA_DEVICE_FUNCTION f16 to_f16(float v) {
   using namespace half_detail;
   const uint32_t u = bits_of(v);
   const uint32_t sign = (u >> 16) & 0x8000u;
@@ -93,17 +93,17 @@ PORTA_DEVICE f16 to_f16(float v) {
 
 // Converts to the storage type T (float, bf16 or f16).
 template <class T>
-PORTA_DEVICE T from_float(float v);
+PORTA_DEVICE_FUNCTION T from_float(float v);
 template <>
-PORTA_DEVICE float from_float<float>(float v) {
+PORTA_DEVICE_FUNCTION float from_float<float>(float v) {
   return v;
 }
 template <>
-PORTA_DEVICE bf16 from_float<bf16>(float v) {
+PORTA_DEVICE_FUNCTION bf16 from_float<bf16>(float v) {
   return to_bf16(v);
 }
 template <>
-PORTA_DEVICE f16 from_float<f16>(float v) {
+PORTA_DEVICE_FUNCTION f16 from_float<f16>(float v) {
   return to_f16(v);
 }
 

@@ -7,7 +7,7 @@
 #include <porta/porta.hpp>
 #include <string>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::plugin {
 

@@ -7,7 +7,7 @@
 namespace {
 
 template <class From, class To>
-PORTA_DEVICE void convert(int64_t count, const void* src, void* dst) {
+PORTA_DEVICE_FUNCTION void convert(int64_t count, const void* src, void* dst) {
   const From* in = static_cast<const From*>(src);
   To* out = static_cast<To*>(dst);
   porta_ops::for_each_index(

@@ -1,6 +1,6 @@
 // The vendor header: the one place that differs between the CUDA and the HIP build of this
-// backend. Everything else in backends/cuda/ speaks the names below, and backends/hip/ compiles
-// the same files with PORTA_GPU_HIP defined (as ggml-hip builds ../ggml-cuda).
+// backend. Everything else in backends/cuda_hip/ speaks the names below; the HIP build compiles
+// the same files with PORTA_GPU_HIP defined.
 //
 // The plugin is compiled by the host C++ compiler against the vendor's header only and links no
 // vendor library: the driver is dlopen'ed at initialize and every function below is resolved by

@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "gpu_vendor.h"
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::gpu {
 

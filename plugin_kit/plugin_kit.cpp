@@ -1,4 +1,4 @@
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 #include <atomic>
 #include <cstddef>

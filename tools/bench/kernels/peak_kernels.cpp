@@ -21,7 +21,7 @@ constexpr uint32_t kMaxItems = 1024;
 #define PEAK_UNROLL _Pragma("GCC unroll 64")
 #endif
 
-PORTA_DEVICE float fma_(float x, float a, float b) {
+PORTA_DEVICE_FUNCTION float fma_(float x, float a, float b) {
 #if PORTA_TARGET_GPU
   return fmaf(x, a, b);
 #else

@@ -17,13 +17,13 @@ struct Axis {
   int64_t in, out, window, stride, pad;
 
   // The input positions [*first, *last) of output position o's window that lie inside the input.
-  PORTA_DEVICE void clip(int64_t o, int64_t* first, int64_t* last) const {
+  PORTA_DEVICE_FUNCTION void clip(int64_t o, int64_t* first, int64_t* last) const {
     const int64_t start = o * stride - pad;
     *first = start > 0 ? start : 0;
     *last = start + window < in ? start + window : in;
   }
   // The output positions [*first, *last) whose windows hold input position i.
-  PORTA_DEVICE void covering(int64_t i, int64_t* first, int64_t* last) const {
+  PORTA_DEVICE_FUNCTION void covering(int64_t i, int64_t* first, int64_t* last) const {
     const int64_t lo = i + pad - window + 1;  // o * stride >= lo
     *first = lo > 0 ? (lo + stride - 1) / stride : 0;
     const int64_t hi = (i + pad) / stride + 1;  // o * stride <= i + pad
@@ -33,7 +33,7 @@ struct Axis {
 
 // v beats the running maximum m: larger, or a NaN over a number. Bitwise operators rather than ||
 // and &&, and porta_ops::pick, keep the scans free of branches: comparisons of data mispredict.
-PORTA_DEVICE bool beats(float v, float m) { return (v > m) | ((v != v) & (m == m)); }
+PORTA_DEVICE_FUNCTION bool beats(float v, float m) { return (v > m) | ((v != v) & (m == m)); }
 
 // A running window maximum and its index h * in_w + w in the plane, an Index (int32_t where
 // planes have fewer than 2^31 elements: the vector loops then use lanes of that width).
@@ -41,7 +41,7 @@ template <class Index>
 struct Max {
   float value = -INFINITY;
   Index at = 0;
-  PORTA_DEVICE void add(float v, int64_t i) {
+  PORTA_DEVICE_FUNCTION void add(float v, int64_t i) {
     const bool take = beats(v, value);
     value = porta_ops::pick(take, v, value);
     at = take ? Index(i) : at;
@@ -50,7 +50,7 @@ struct Max {
 
 // The maximum of output (p, q)'s window in plane x.
 template <class Index>
-PORTA_DEVICE Max<Index> window_max(const float* plane, const Axis& ah, const Axis& aw, int64_t p,
+PORTA_DEVICE_FUNCTION Max<Index> window_max(const float* plane, const Axis& ah, const Axis& aw, int64_t p,
                                    int64_t q) {
   int64_t h0, h1, w0, w1;
   ah.clip(p, &h0, &h1);
@@ -66,7 +66,7 @@ PORTA_DEVICE Max<Index> window_max(const float* plane, const Axis& ah, const Axi
 // across: the lanes scan their windows side by side, a loop that vectorises (and independent
 // chains of comparisons).
 template <class Index>
-PORTA_DEVICE void lane_maxima(const float* plane, const Axis& aw, int64_t h0, int64_t h1, int64_t q,
+PORTA_DEVICE_FUNCTION void lane_maxima(const float* plane, const Axis& aw, int64_t h0, int64_t h1, int64_t q,
                               Max<Index> (&m)[kLanes]) {
   const int64_t w_first = q * aw.stride - aw.pad;
   for (int64_t h = h0; h < h1; ++h) {
@@ -83,7 +83,7 @@ PORTA_DEVICE void lane_maxima(const float* plane, const Axis& aw, int64_t h0, in
 // items, ...). One item per row (the CPU) takes the outputs whose windows lie inside the input
 // across kLanes at a time (lane_maxima), the others one by one.
 template <class Index, class Out>
-PORTA_DEVICE void row_maxima(const float* plane, const Axis& ah, const Axis& aw, int64_t p,
+PORTA_DEVICE_FUNCTION void row_maxima(const float* plane, const Axis& ah, const Axis& aw, int64_t p,
                              uint32_t item, uint32_t items, Out&& out) {
   int64_t q = item;
   if (kLanes > 1 && items == 1) {
@@ -112,7 +112,7 @@ PORTA_DEVICE void row_maxima(const float* plane, const Axis& ah, const Axis& aw,
 // Runs over rows of y (planes x out_h of them, out_w long) and hands store(i, max) each window
 // maximum, i being the output's index in y.
 template <class Index, class Store>
-PORTA_DEVICE void window_maxima(int64_t planes, const Axis& ah, const Axis& aw, const float* x,
+PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const Axis& aw, const float* x,
                                 Store&& store) {
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
@@ -156,7 +156,7 @@ namespace {
 
 // Runs body(item, items, plane, h, dx_row) over the rows of dx (planes x in_h of them).
 template <class Body>
-PORTA_DEVICE void dx_rows(int64_t planes, const Axis& ah, const Axis& aw, float* dx, Body&& body) {
+PORTA_DEVICE_FUNCTION void dx_rows(int64_t planes, const Axis& ah, const Axis& aw, float* dx, Body&& body) {
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
   porta::inner([&](uint32_t item, uint32_t r) {
@@ -171,7 +171,7 @@ PORTA_DEVICE void dx_rows(int64_t planes, const Axis& ah, const Axis& aw, float*
 // whose windows cover (h, w) and chose it (chosen(p, q) == h * in_w + w), in increasing (p, q)
 // order.
 template <class Chosen>
-PORTA_DEVICE void gather_row(const Axis& ah, const Axis& aw, int64_t h, uint32_t item,
+PORTA_DEVICE_FUNCTION void gather_row(const Axis& ah, const Axis& aw, int64_t h, uint32_t item,
                              uint32_t items, const float* dyp, float* dxr, Chosen&& chosen) {
   int64_t p0, p1;
   ah.covering(h, &p0, &p1);

@@ -4,7 +4,7 @@
 
 #include <cstdlib>
 
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::gpu {
 

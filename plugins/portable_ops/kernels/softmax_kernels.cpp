@@ -16,7 +16,7 @@ namespace {
 // The running normaliser (max, sum of exponentials) of the elements of row x that item takes in
 // porta_ops::walk(): kChunk of its blocks at a time (one rescale per chunk, and on a GPU kChunk
 // loads in flight), then the blocks left over one by one, then the partial block.
-PORTA_DEVICE void row_normaliser(const float* x, int64_t cols, uint32_t item, uint32_t items,
+PORTA_DEVICE_FUNCTION void row_normaliser(const float* x, int64_t cols, uint32_t item, uint32_t items,
                                  float& m, float& s) {
   constexpr uint32_t kChunk = 4;
   float lane_m[kLanes], lane_s[kLanes];
@@ -57,7 +57,7 @@ PORTA_DEVICE void row_normaliser(const float* x, int64_t cols, uint32_t item, ui
 
 // Combines the normalisers part_m/part_s[row * items + item] of each row into its item 0, a
 // halving tree with the barrier of each inner loop between levels. items is a power of two.
-PORTA_DEVICE void reduce_normalisers(float* part_m, float* part_s, uint32_t items) {
+PORTA_DEVICE_FUNCTION void reduce_normalisers(float* part_m, float* part_s, uint32_t items) {
   for (uint32_t half = items / 2; half > 0; half /= 2) {
     porta::inner([&](uint32_t item, uint32_t row) {
       if (item < half) {
@@ -70,7 +70,7 @@ PORTA_DEVICE void reduce_normalisers(float* part_m, float* part_s, uint32_t item
 
 // Each row's maximum and the sum of exp(x - maximum), for the rows from first_row one per
 // group_size(1) slot: afterwards part_m[r * items] and part_s[r * items] hold row first_row + r's.
-PORTA_DEVICE void row_normalisers(const float* x, int64_t rows, int64_t cols, int64_t first_row,
+PORTA_DEVICE_FUNCTION void row_normalisers(const float* x, int64_t rows, int64_t cols, int64_t first_row,
                                   uint32_t items, float* part_m, float* part_s) {
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
@@ -84,7 +84,7 @@ PORTA_DEVICE void row_normalisers(const float* x, int64_t rows, int64_t cols, in
 
 // Sums part[row * items + item] of each row into its item 0, a halving tree as in
 // reduce_normalisers.
-PORTA_DEVICE void reduce_sums(float* part, uint32_t items) {
+PORTA_DEVICE_FUNCTION void reduce_sums(float* part, uint32_t items) {
   for (uint32_t half = items / 2; half > 0; half /= 2) {
     porta::inner([&](uint32_t item, uint32_t row) {
       if (item < half) part[row * items + item] += part[row * items + item + half];
@@ -93,7 +93,7 @@ PORTA_DEVICE void reduce_sums(float* part, uint32_t items) {
 }
 
 // The sum of a[c] * b[c] (b == nullptr: of a[c]) over the elements of a row that item takes.
-PORTA_DEVICE float row_dot(const float* a, const float* b, int64_t cols, uint32_t item,
+PORTA_DEVICE_FUNCTION float row_dot(const float* a, const float* b, int64_t cols, uint32_t item,
                            uint32_t items) {
   float lane_sum[kLanes];
   for (uint32_t lane = 0; lane < kLanes; ++lane) lane_sum[lane] = 0.0f;

@@ -20,7 +20,7 @@
 #include "gpu_driver.h"
 #include "gpu_image.h"
 #include "gpu_vendor.h"
-#include "plugin_support.h"
+#include "plugin_kit.h"
 
 namespace porta::gpu {
 

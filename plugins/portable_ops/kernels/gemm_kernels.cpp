@@ -20,7 +20,7 @@ struct GemmProblem {
 };
 
 template <class T>
-PORTA_DEVICE GemmProblem<T> problem_of(const GemmArgs& g) {
+PORTA_DEVICE_FUNCTION GemmProblem<T> problem_of(const GemmArgs& g) {
   using Operand = StridedOperand<T>;
   const T* a = static_cast<const T*>(g.a);
   const T* b = static_cast<const T*>(g.b);
@@ -33,7 +33,7 @@ PORTA_DEVICE GemmProblem<T> problem_of(const GemmArgs& g) {
 }
 
 template <class T>
-PORTA_DEVICE void gemm(const GemmArgs& args) {
+PORTA_DEVICE_FUNCTION void gemm(const GemmArgs& args) {
   const GemmProblem<T> p = problem_of<T>(args);
   porta_ops::run_gemm(p.a, p.b, p.c, p.shape, args.tiles);
 }
