@@ -5,7 +5,7 @@ function(porta_add_backend name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBRARIES;INCLUDES" ${ARGN})
   set(target porta_${name})
   add_library(${target} MODULE ${ARG_SOURCES})
-  target_link_libraries(${target} PRIVATE porta::headers porta_plugin_kit ${ARG_LIBRARIES})
+  target_link_libraries(${target} PRIVATE porta::headers porta::plugin_kit ${ARG_LIBRARIES})
   target_include_directories(${target} PRIVATE ${ARG_INCLUDES})
   set_target_properties(${target} PROPERTIES PREFIX "lib" OUTPUT_NAME porta_${name})
   porta_link_as_plugin(${target})
@@ -17,7 +17,7 @@ endfunction()
 # entry point as the only export (plugin_exports.map); the target joins PORTA_BUILT_PLUGINS, which
 # the tests check with nm.
 function(porta_link_as_plugin target)
-  set(map "${PROJECT_SOURCE_DIR}/cmake/plugin_exports.map")
+  set(map "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/plugin_exports.map")  # installed beside this file
   target_link_options(${target} PRIVATE -Wl,--no-undefined "-Wl,--version-script=${map}")
   set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS "${map}")
   set_property(GLOBAL APPEND PROPERTY PORTA_BUILT_PLUGINS ${target})

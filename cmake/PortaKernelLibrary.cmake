@@ -1,4 +1,4 @@
-# porta_add_kernel_library(<name> SOURCES ... [INCLUDES ...] [GPU_ONLY])
+# porta_add_kernel_library(<name> SOURCES ... [INCLUDES ...] [GPU_ONLY] [NO_INSTALL])
 # Compiles kernels written in the portable dialect (include/porta/porta_kernel.h) once for every
 # target the build has, into lib/:
 #   CPU:  <name>.cpu-<level>.so for each instruction-set level in PORTA_CPU_KERNEL_LEVELS, so that
@@ -10,12 +10,15 @@
 #         (SPIR 1.2 bitcode) for OpenCL drivers that take no SPIR-V; see PortaSpirv.cmake.
 # On a GPU the sources are compiled together, as one translation unit that includes them all (a
 # module is one code object, and this needs no device linking), so names with internal linkage
-# must not clash between them. GPU_ONLY leaves the CPU builds out.
+# must not clash between them. GPU_ONLY leaves the CPU builds out. NO_INSTALL keeps the library
+# out of `cmake --install` (tests' kernels).
 # SIMT: <name>.cpu-simt.so and <name>.cpu-racecheck.so run the GPU model on the host (a fiber per
 #       work-item, a barrier per inner loop); the racecheck one also checks every memory access
 #       for races between work-items. The CPU backend loads them for PORTA_CPU_MODE=simt|racecheck.
 # porta_module_load(device, "lib/<name>") picks the build that fits the device.
-# The target <name> builds them all.
+# The target <name> builds them all. The same function serves an installed Porta
+# (find_package(porta)): it builds the CPU flavours when that Porta has the CPU backend, and the
+# GPU ones whose backend it has and whose toolchain is found (porta-config.cmake says which).
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   set(PORTA_CPU_KERNEL_LEVELS "x86-64;x86-64-v3;x86-64-v4" CACHE STRING
       "CPU instruction-set levels kernel libraries are built for")
@@ -25,12 +28,18 @@ else()
 endif()
 
 function(porta_add_kernel_library name)
-  cmake_parse_arguments(ARG "GPU_ONLY" "" "SOURCES;INCLUDES" ${ARGN})
+  cmake_parse_arguments(ARG "GPU_ONLY;NO_INSTALL" "" "SOURCES;INCLUDES" ${ARGN})
   add_custom_target(${name})
+  # Read by the helpers below: whether what they build is installed.
+  set(install_kernels TRUE)
+  if(ARG_NO_INSTALL)
+    set(install_kernels FALSE)
+  endif()
   if(PORTA_BUILD_CUDA OR PORTA_BUILD_HIP OR PORTA_BUILD_SPIRV)
     _porta_add_gpu_kernels(${name} "${ARG_SOURCES}" "${ARG_INCLUDES}")
   endif()
-  if(TARGET porta_cpu AND NOT ARG_GPU_ONLY)
+  get_property(backends GLOBAL PROPERTY PORTA_BUILT_BACKENDS)
+  if("cpu" IN_LIST backends AND NOT ARG_GPU_ONLY)
     foreach(level IN LISTS PORTA_CPU_KERNEL_LEVELS)
       set(target ${name}.cpu-${level})
       add_library(${target} MODULE ${ARG_SOURCES})
@@ -45,29 +54,29 @@ function(porta_add_kernel_library name)
       endif()
       # Kernels are leaf code: no exceptions cross them, and errno is never read.
       target_compile_options(${target} PRIVATE -fno-exceptions -fno-math-errno)
-      install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+      if(install_kernels)
+        install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+      endif()
       add_dependencies(${name} ${target})
     endforeach()
     _porta_add_simt_kernels(${name} "${ARG_SOURCES}" "${ARG_INCLUDES}")
   endif()
 endfunction()
 
-include(PortaSpirv)
-
 
 # The SIMT builds: the dialect's GPU branch on the host (PORTA_SIMT), linked with the SIMT runtime
 # (backends/cpu/simt/). The racecheck build is unoptimised, so that values kept outside inner()
 # live in memory, and compiled with ThreadSanitizer's instrumentation, whose entry points the
 # checker in its runtime defines (no sanitizer runtime is linked). A sanitizer build (PORTA_SANITIZE)
-# has no racecheck builds: its instrumentation would be another's.
+# has no racecheck runtime, so no racecheck builds: its instrumentation would be another's.
 function(_porta_add_simt_kernels name sources includes)
   set(variants simt)
-  if(NOT PORTA_SANITIZE)
+  if(TARGET porta::racecheck_runtime)
     list(APPEND variants racecheck)
   endif()
   foreach(variant IN LISTS variants)
     set(target ${name}.cpu-${variant})
-    add_library(${target} MODULE ${sources} $<TARGET_OBJECTS:porta_${variant}_runtime>)
+    add_library(${target} MODULE ${sources} $<TARGET_OBJECTS:porta::${variant}_runtime>)
     target_link_libraries(${target} PRIVATE porta::headers ${CMAKE_DL_LIBS})
     target_include_directories(${target} PRIVATE ${includes})
     target_compile_definitions(${target} PRIVATE PORTA_SIMT)
@@ -80,7 +89,9 @@ function(_porta_add_simt_kernels name sources includes)
       target_compile_options(${target} PRIVATE -O0 -g -fsanitize=thread
         $<$<CXX_COMPILER_ID:GNU>:--param=tsan-instrument-func-entry-exit=0>)
     endif()
-    install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    if(install_kernels)
+      install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    endif()
     add_dependencies(${name} ${target})
   endforeach()
 endfunction()
@@ -97,12 +108,17 @@ function(_porta_add_gpu_kernels name sources includes)
     list(APPEND depends "${source}")
   endforeach()
   file(CONFIGURE OUTPUT "${unity}" CONTENT "${content}")
-  set(flags -std=c++20 -O3 "-I${PROJECT_SOURCE_DIR}/include")
+  # The public headers, in the tree or installed (one folder).
+  set(flags -std=c++20 -O3 "-I$<TARGET_PROPERTY:porta::headers,INTERFACE_INCLUDE_DIRECTORIES>")
   foreach(dir IN LISTS includes)
     get_filename_component(dir "${dir}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
     list(APPEND flags "-I${dir}")
   endforeach()
+  # Beside the CPU builds: where modules of this directory go.
   set(lib "${CMAKE_LIBRARY_OUTPUT_DIRECTORY}")
+  if(NOT lib)
+    set(lib "${CMAKE_CURRENT_BINARY_DIR}")
+  endif()
 
   if(PORTA_BUILD_CUDA)
     set(out "${lib}/${name}.cuda.fatbin")
@@ -131,7 +147,9 @@ function(_porta_add_gpu_kernels name sources includes)
     add_dependencies(${name} ${name}.cuda)
     # The toolkit version the fatbin needs a driver for (see PortaGpuToolchains.cmake).
     file(CONFIGURE OUTPUT "${out}.toolkit" CONTENT "${PORTA_CUDA_TOOLKIT_VERSION}\n")
-    install(FILES "${out}" "${out}.toolkit" DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    if(install_kernels)
+      install(FILES "${out}" "${out}.toolkit" DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    endif()
   endif()
 
   if(PORTA_BUILD_HIP)
@@ -153,7 +171,9 @@ function(_porta_add_gpu_kernels name sources includes)
     endforeach()
     add_custom_target(${name}.hip DEPENDS ${outputs})
     add_dependencies(${name} ${name}.hip)
-    install(FILES ${outputs} DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    if(install_kernels)
+      install(FILES ${outputs} DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    endif()
   endif()
 
   if(PORTA_BUILD_SPIRV)
@@ -170,19 +190,21 @@ function(_porta_add_gpu_kernels name sources includes)
               -nogpuinc ${flags} -Xclang -disable-llvm-passes -emit-llvm -c -MD -MF "${depfile}"
               -MT "${spv}" -o "${bitcode}" "${unity}"
       COMMAND "${PORTA_SPIRV_OPT}" -opaque-pointers=0
-              "-load-pass-plugin=$<TARGET_FILE:porta_spirv_passes>"
+              "-load-pass-plugin=$<TARGET_FILE:porta::spirv_passes>"
               "-passes=porta-spirv-internalize,default<O3>,porta-spirv-lower"
               --vectorize-loops=false --vectorize-slp=false -o "${prepared}" "${bitcode}"
       COMMAND "${PORTA_SPIRV_TRANSLATOR}" --spirv-max-version=1.2 -o "${spv}" "${prepared}"
       COMMAND "${PORTA_SPIRV_VAL}" --target-env opencl2.2 "${spv}"
       COMMAND "${PORTA_SPIRV_TRANSLATOR}" -r --spirv-target-env=CL1.2 -o "${spir}" "${spv}"
-      DEPENDS "${unity}" ${depends} porta_spirv_passes
+      DEPENDS "${unity}" ${depends} porta::spirv_passes
       DEPFILE "${depfile}"
       COMMENT "Building SPIR-V code objects ${name}.spv and ${name}.spir.bc"
       VERBATIM)
     add_custom_target(${name}.spirv DEPENDS "${spv}" "${spir}")
     add_dependencies(${name} ${name}.spirv)
-    install(FILES "${spv}" "${spir}" DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    if(install_kernels)
+      install(FILES "${spv}" "${spir}" DESTINATION ${CMAKE_INSTALL_LIBDIR})
+    endif()
     set_property(GLOBAL APPEND PROPERTY PORTA_SPIRV_LIBRARIES "${spv}")
   endif()
 endfunction()

@@ -6,7 +6,7 @@ function(porta_add_ops_plugin name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBRARIES" ${ARGN})
   set(target porta_ops_${name})
   add_library(${target} MODULE ${ARG_SOURCES})
-  target_link_libraries(${target} PRIVATE porta::porta porta_plugin_kit ${ARG_LIBRARIES})
+  target_link_libraries(${target} PRIVATE porta::porta porta::plugin_kit ${ARG_LIBRARIES})
   set_target_properties(${target} PROPERTIES PREFIX "lib" OUTPUT_NAME porta_ops_${name}
                                              INSTALL_RPATH "$ORIGIN")
   porta_link_as_plugin(${target})

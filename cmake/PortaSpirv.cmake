@@ -40,32 +40,17 @@ if(NOT PORTA_BACKEND_LEVEL_ZERO STREQUAL "OFF")
   endif()
 endif()
 
-# The kernel toolchain: clang 15 compiles the dialect's GPU branch as HIP for spirv64 (no HIP
-# install needed), a pass plugin built against LLVM 15 prepares the bitcode, llvm-spirv-15
-# translates it (and back to SPIR 1.2), spirv-val checks the result.
+# The kernel toolchain (PortaSpirvToolchain.cmake), and the LLVM 15 headers its pass plugin is
+# built against.
+include(PortaSpirvToolchain)
 set(PORTA_BUILD_SPIRV FALSE)
 if(PORTA_BUILD_OPENCL OR PORTA_BUILD_LEVEL_ZERO)
-  find_program(PORTA_SPIRV_CLANG NAMES clang++-15 PATHS /usr/lib/llvm-15/bin)
-  find_program(PORTA_SPIRV_OPT NAMES opt-15 PATHS /usr/lib/llvm-15/bin)
-  find_program(PORTA_SPIRV_TRANSLATOR NAMES llvm-spirv-15 PATHS /usr/lib/llvm-15/bin)
-  find_program(PORTA_SPIRV_VAL NAMES spirv-val)
-  find_program(PORTA_SPIRV_DIS NAMES spirv-dis)
+  porta_find_spirv_toolchain(missing)
   find_path(PORTA_LLVM15_INCLUDE_DIR llvm/Passes/PassPlugin.h PATHS /usr/lib/llvm-15/include
             NO_DEFAULT_PATH)
-  set(missing "")
-  foreach(entry IN ITEMS "PORTA_SPIRV_CLANG:clang++-15 (Debian: clang-15)"
-                         "PORTA_SPIRV_OPT:opt-15 (Debian: llvm-15)"
-                         "PORTA_SPIRV_TRANSLATOR:llvm-spirv-15 (Debian: llvm-spirv-15)"
-                         "PORTA_SPIRV_VAL:spirv-val (Debian: spirv-tools)"
-                         "PORTA_SPIRV_DIS:spirv-dis (Debian: spirv-tools)"
-                         "PORTA_LLVM15_INCLUDE_DIR:the LLVM 15 headers (Debian: llvm-15-dev)")
-    string(REPLACE ":" ";" parts "${entry}")
-    list(GET parts 0 variable)
-    list(GET parts 1 label)
-    if(NOT ${variable})
-      list(APPEND missing "${label}")
-    endif()
-  endforeach()
+  if(NOT PORTA_LLVM15_INCLUDE_DIR)
+    list(APPEND missing "the LLVM 15 headers (Debian: llvm-15-dev)")
+  endif()
   if(missing)
     list(JOIN missing ", " missing)
     message(STATUS "Porta: SPIR-V kernel libraries not built: missing ${missing}; the OpenCL "
@@ -86,6 +71,11 @@ if(PORTA_BUILD_OPENCL OR PORTA_BUILD_LEVEL_ZERO)
     set_target_properties(porta_spirv_passes PROPERTIES
       CXX_STANDARD 17 PREFIX "lib" CXX_VISIBILITY_PRESET default
       LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/spirv")
+    # Installed for kernel libraries built against an installed Porta (porta::spirv_passes).
+    add_library(porta::spirv_passes ALIAS porta_spirv_passes)
+    set_target_properties(porta_spirv_passes PROPERTIES EXPORT_NAME spirv_passes)
+    install(TARGETS porta_spirv_passes EXPORT porta-targets
+            LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/porta)
   endif()
 else()
   message(STATUS "Porta: SPIR-V kernel libraries not built: neither the OpenCL nor the Level Zero "
