@@ -7,7 +7,8 @@
 #         highest, which the driver compiles for newer GPUs.
 #   HIP:  <name>.hip-<arch>.hsaco (hipcc): one code object for each of PORTA_HIP_ARCHITECTURES.
 #   SPIR-V (OpenCL, Level Zero): <name>.spv, checked by spirv-val in the build, and <name>.spir.bc
-#         (SPIR 1.2 bitcode) for OpenCL drivers that take no SPIR-V; see PortaSpirv.cmake.
+#         (SPIR 1.2 bitcode) for OpenCL drivers that take no SPIR-V; see PortaSpirv.cmake and
+#         PortaSpirvToolchain.cmake.
 # On a GPU the sources are compiled together, as one translation unit that includes them all (a
 # module is one code object, and this needs no device linking), so names with internal linkage
 # must not clash between them. GPU_ONLY leaves the CPU builds out. NO_INSTALL keeps the library
@@ -62,7 +63,6 @@ function(porta_add_kernel_library name)
     _porta_add_simt_kernels(${name} "${ARG_SOURCES}" "${ARG_INCLUDES}")
   endif()
 endfunction()
-
 
 # The SIMT builds: the dialect's GPU branch on the host (PORTA_SIMT), linked with the SIMT runtime
 # (backends/cpu/simt/). The racecheck build is unoptimised, so that values kept outside inner()
