@@ -1,11 +1,12 @@
 #!/bin/bash
 # sdk.sh STEP ...: the SDK tests' steps (tests/CMakeLists.txt, label sdk).
-#   install BUILD PREFIX                    cmake --install BUILD into a fresh PREFIX, then check
-#                                           the SDK's files are there and porta-info runs there
+#   install BUILD PREFIX LIBDIR             cmake --install BUILD into a fresh PREFIX, then check
+#                                           the SDK's files are there (libraries in PREFIX/LIBDIR)
+#                                           and the installed porta-info runs
 #   project PREFIX BUILD_DIR SPIRV CMAKE_ARGS...  configure and build tests/sdk/project against
 #                                           PREFIX in a fresh BUILD_DIR; SPIRV (0 or 1): whether
 #                                           its SPIR-V kernel builds are expected
-#   pkg-config PREFIX DIR CC VERSION        build a C program with pkg-config's flags for porta
+#   pkg-config PREFIX LIBDIR DIR CC VERSION build a C program with pkg-config's flags for porta
 #                                           (it links libporta) and run it on the CPU backend
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,7 +29,7 @@ step="$1"
 shift
 case "$step" in
   install)
-    build="$1" prefix="$2"
+    build="$1" prefix="$2" lib="$3"
     rm -rf "$prefix"
     if ! cmake --install "$build" --prefix "$prefix" >"$prefix.log" 2>&1; then
       cat "$prefix.log"
@@ -36,17 +37,17 @@ case "$step" in
     fi
     expect_files "$prefix" include/porta/porta.h include/porta/porta_kernel.h \
       include/porta/porta_plugin.h include/porta/plugin_kit/plugin_kit.h \
-      include/porta/plugin_kit/op_guard.h lib/libporta.so lib/libporta.so.0 lib/libporta_cpu.so \
-      lib/libporta_plugin_kit.a lib/cmake/porta/porta-config.cmake \
-      lib/cmake/porta/porta-config-version.cmake lib/cmake/porta/porta-targets.cmake \
-      lib/cmake/porta/PortaKernelLibrary.cmake lib/cmake/porta/plugin_exports.map \
-      lib/pkgconfig/porta.pc
+      include/porta/plugin_kit/op_guard.h "$lib/libporta.so" "$lib/libporta.so.0" \
+      "$lib/libporta_cpu.so" "$lib/libporta_plugin_kit.a" "$lib/cmake/porta/porta-config.cmake" \
+      "$lib/cmake/porta/porta-config-version.cmake" "$lib/cmake/porta/porta-targets.cmake" \
+      "$lib/cmake/porta/PortaKernelLibrary.cmake" "$lib/cmake/porta/plugin_exports.map" \
+      "$lib/pkgconfig/porta.pc"
     # The installed tools find libporta and its plugins in the prefix.
     if [[ -x "$prefix/bin/porta-info" ]]; then
       info="$(PORTA_BACKEND=cpu "$prefix/bin/porta-info")" || fail "$prefix/bin/porta-info failed"
-      grep -qF "$prefix/lib/libporta_cpu.so" <<<"$info" ||
-        fail "porta-info did not load the CPU backend from $prefix/lib: $info"
-      echo "ok: $prefix/bin/porta-info loads $prefix/lib/libporta_cpu.so"
+      grep -qF "$prefix/$lib/libporta_cpu.so" <<<"$info" ||
+        fail "porta-info did not load the CPU backend from $prefix/$lib: $info"
+      echo "ok: $prefix/bin/porta-info loads $prefix/$lib/libporta_cpu.so"
     fi
     ;;
   project)
@@ -69,16 +70,16 @@ case "$step" in
     expect_files "$dir/lib" "${files[@]}"
     ;;
   pkg-config)
-    prefix="$1" dir="$2" cc="$3" version="$4"
+    prefix="$1" lib="$2" dir="$3" cc="$4" version="$5"
     mkdir -p "$dir"
-    export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+    export PKG_CONFIG_PATH="$prefix/$lib/pkgconfig"
     found="$(pkg-config --modversion porta)"
     [[ "$found" == "$version" ]] || fail "pkg-config --modversion porta: '$found', not $version"
     read -ra flags <<<"$(pkg-config --cflags --libs porta)"
     echo "pkg-config --cflags --libs porta: ${flags[*]}"
     "$cc" -std=c11 -Wall -Wextra -Werror -pedantic -o "$dir/pkg_config_host" \
       "$here/pkg_config_host.c" "${flags[@]}"
-    LD_LIBRARY_PATH="$prefix/lib" PORTA_BACKEND=cpu "$dir/pkg_config_host"
+    LD_LIBRARY_PATH="$prefix/$lib" PORTA_BACKEND=cpu "$dir/pkg_config_host"
     ;;
   *)
     fail "unknown step '$step'"
