@@ -6,6 +6,7 @@
 #   project PREFIX BUILD_DIR SPIRV CMAKE_ARGS...  configure and build tests/sdk/project against
 #                                           PREFIX in a fresh BUILD_DIR; SPIRV (0 or 1): whether
 #                                           its SPIR-V kernel builds are expected
+#   host BUILD_DIR LIBPORTA                 run the project's host on LIBPORTA (its exit status)
 #   pkg-config PREFIX LIBDIR DIR CC VERSION build a C program with pkg-config's flags for porta
 #                                           (it links libporta) and run it on the CPU backend
 set -euo pipefail
@@ -31,8 +32,9 @@ case "$step" in
   install)
     build="$1" prefix="$2" lib="$3"
     rm -rf "$prefix"
-    if ! cmake --install "$build" --prefix "$prefix" >"$prefix.log" 2>&1; then
-      cat "$prefix.log"
+    mkdir -p "$prefix"
+    if ! cmake --install "$build" --prefix "$prefix" >"$prefix/install.log" 2>&1; then
+      cat "$prefix/install.log"
       fail "cmake --install $build --prefix $prefix"
     fi
     expect_files "$prefix" include/porta/porta.h include/porta/porta_kernel.h \
@@ -68,6 +70,9 @@ case "$step" in
     fi
     if [[ "$spirv" == 1 ]]; then files+=(example_kernels.spv example_kernels.spir.bc); fi
     expect_files "$dir/lib" "${files[@]}"
+    ;;
+  host)
+    exec "$1/example_host" "$2" "$1/lib"
     ;;
   pkg-config)
     prefix="$1" lib="$2" dir="$3" cc="$4" version="$5"
