@@ -97,7 +97,7 @@ porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc,
     const GemmLibraries libraries = current_gemm_libraries();
     if (d.dtype != PORTA_DTYPE_F32 && !libraries.onednn) {
       throw Failure(PORTA_ERROR_UNSUPPORTED,
-                    std::string(dtype_name(d.dtype)) +
+                    "OpenBLAS's GEMM takes fp32 only, and " + std::string(dtype_name(d.dtype)) +
                         " GEMM runs on oneDNN, which PORTA_VENDOR_LIBRARY leaves out");
     }
     if (d.dtype == PORTA_DTYPE_F32 && libraries.openblas && !libraries.prefer_onednn) {
