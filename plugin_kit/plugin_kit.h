@@ -65,7 +65,8 @@ inline porta_status_t report(porta_status_t status, const std::string& message) 
   return status;
 }
 // A setting libporta checked (porta_host_api_t.setting: "cpu_mode", "PORTA_CPU_DEVICES",
-// "PORTA_COMM_TIMEOUT"), or NULL when it is unset or libporta predates settings.
+// "PORTA_COMM_TIMEOUT", "PORTA_VENDOR_LIBRARY"), or NULL when it is unset or libporta predates
+// settings.
 const char* setting(const char* name) noexcept;
 // Writes "<name>: message" to Porta's log. Never throws, so workers and pool threads may log
 // anywhere.

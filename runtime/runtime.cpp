@@ -16,6 +16,8 @@ namespace {
 
 constexpr int32_t kMaxCpuDevices = 256;
 
+constexpr std::string_view kVendorLibraries[] = {"onednn", "openblas", "cublas", "cudnn"};
+
 constexpr const char* kAcceptedBackends =
     "auto, cpu, cuda, hip, level_zero, opencl, or a comma-separated list of them in preference "
     "order (e.g. \"cuda,hip,cpu\")";
@@ -143,6 +145,22 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
                   text);
     }
     settings.plugin_settings["PORTA_COMM_TIMEOUT"] = std::to_string(seconds);
+  }
+
+  // The libraries vendor op plugins may use, preferred first; each plugin leaves the ops of the
+  // libraries not named to the portable plugin (porta-bench measures one library at a time).
+  if (const char* libraries = secure_getenv("PORTA_VENDOR_LIBRARY"); libraries && *libraries) {
+    for (const std::string& name : split(libraries, ',')) {
+      if (std::find(std::begin(kVendorLibraries), std::end(kVendorLibraries), name) ==
+          std::end(kVendorLibraries)) {
+        return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                    "PORTA_VENDOR_LIBRARY='{}': '{}' is not accepted; accepted: a comma-separated "
+                    "list of onednn, openblas (vendor_cpu), cublas, cudnn (vendor_cuda), "
+                    "preferred first",
+                    libraries, name);
+      }
+    }
+    settings.plugin_settings["PORTA_VENDOR_LIBRARY"] = libraries;
   }
 
   Source ops = pick(PORTA_OPTION(ops), "options.ops", "PORTA_OPS");

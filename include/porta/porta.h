@@ -32,6 +32,9 @@
  *                      porta_cpu_racecheck_report).
  *   PORTA_CPU_DEVICES  how many devices the CPU backend splits the host into (default 1), each
  *                      with its own share of the cores and its own thread pool.
+ *   PORTA_VENDOR_LIBRARY  with PORTA_OPS=vendor: a comma list of the libraries the vendor
+ *                      plugins may use (onednn, openblas, cublas, cudnn), preferred first;
+ *                      default: all of them. Ops of the libraries left out run portable.
  * In a set-user-ID or set-group-ID program they are ignored (read with secure_getenv).
  */
 #ifndef PORTA_PORTA_H_

@@ -6,6 +6,10 @@
     test_bench.py dtype PORTA_BENCH OUT_DIR  bf16 GEMM: measured or a clear "unsupported" row
     test_bench.py plot  PLOT_BENCH OUT_DIR   plot-bench on the run's JSON makes a PNG; bad input
                                              is refused with a message
+    test_bench.py baselines PORTA_BENCH OUT_DIR
+                                             gemm and conv: a row per vendor library the plugin
+                                             has (and onednn-blocked), timed in turn, vs vendor
+                                             against the fastest, the load average recorded
     test_bench.py numerics PORTA_BENCH BACKEND OUT_DIR
                                              small shapes of three ops on cpu and BACKEND: both
                                              measured, and their results agree (timings are not
@@ -94,7 +98,7 @@ def test_args(bench):
 NUMBER = (int, float)
 HEADER_FIELDS = {
     "schema": str, "porta_version": str, "date": str, "machine": dict, "settings": dict,
-    "libraries": list, "peaks": list, "skipped": list, "records": list,
+    "load": dict, "libraries": list, "peaks": list, "skipped": list, "records": list,
 }
 RECORD_FIELDS = {
     "op": str, "shape": str, "dtype": str, "backend": str, "device": str, "impl": str,
@@ -102,9 +106,10 @@ RECORD_FIELDS = {
     "max_ms": (NUMBER, None), "reps": int, "warmup": int, "sets": int, "flops": (NUMBER, None),
     "bytes": NUMBER, "gflops": (NUMBER, None), "gbps": (NUMBER, None),
     "pct_peak": (NUMBER, None), "ratio_to_vendor": (NUMBER, None),
-    "max_rel_err": (NUMBER, str, None), "error_metric": str,
+    "max_rel_err": (NUMBER, str, None), "error_metric": str, "kind": str,
+    "best_vendor": (str, None), "interleaved": list, "times_ms": list, "started_s": list,
 }
-CSV_HEADER = list(RECORD_FIELDS)
+CSV_HEADER = [f for f in RECORD_FIELDS if f not in ("interleaved", "times_ms", "started_s")]
 
 
 def has_type(value, kind):
@@ -125,7 +130,7 @@ def validate(doc, where):
         check(field in doc and has_type(doc[field], kind), f"{where}: header field {field}")
     if failures:
         return
-    check(doc["schema"] == "porta-bench/1", f"{where}: schema is porta-bench/1")
+    check(doc["schema"] == "porta-bench/2", f"{where}: schema is porta-bench/2")
     check(re.fullmatch(r"\d+\.\d+\.\d+", doc["porta_version"]) is not None, f"{where}: porta_version")
     check(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", doc["date"]) is not None, f"{where}: date")
     m = doc["machine"]
@@ -149,11 +154,31 @@ def validate(doc, where):
         check("clock_mhz" in p and has_type(p["clock_mhz"], (int, None)), f"{where}: peaks[].clock_mhz")
         for key in ("fma_gflops", "copy_gbps"):
             check(has_type(p.get(key), NUMBER) and p[key] > 0, f"{where}: peaks[].{key} > 0")
+        for key in ("bf16", "f16"):
+            check(has_type(p.get(f"{key}_gflops"), (NUMBER, None)), f"{where}: peaks[].{key}_gflops")
+            check(isinstance(p.get(f"{key}_source"), str) and p[f"{key}_source"],
+                  f"{where}: peaks[].{key}_source says where the 16-bit peak comes from")
+    load = doc["load"]
+    for key in ("start", "end"):
+        check(isinstance(load.get(key), list) and len(load[key]) == 3
+              and all(has_type(v, NUMBER) and v >= 0 for v in load[key]),
+              f"{where}: load.{key} holds /proc/loadavg's three averages, got {load.get(key)!r}")
+    check(has_type(load.get("busy_above"), NUMBER) and load["busy_above"] == 0.5 * m["cores"],
+          f"{where}: load.busy_above is half the cores")
+    if not failures:
+        busy = load["start"][0] > load["busy_above"] or load["end"][0] > load["busy_above"]
+        check(load.get("busy") is busy, f"{where}: load.busy ({load.get('busy')}) follows the loads")
     for i, r in enumerate(doc["records"]):
         for field, kind in RECORD_FIELDS.items():
             check(field in r and has_type(r[field], kind),
                   f"{where}: records[{i}].{field} is {kind}, got {r.get(field)!r}")
         check(r.get("status") in ("ok", "unsupported", "error"), f"{where}: records[{i}].status")
+        check(r.get("kind") in ("portable", "vendor"), f"{where}: records[{i}].kind")
+        check(r.get("impl") in r.get("interleaved", []),
+              f"{where}: records[{i}].interleaved lists the record's own implementation")
+        if r.get("status") == "ok":
+            check(len(r.get("times_ms", [])) == r["reps"] == len(r.get("started_s", [])),
+                  f"{where}: records[{i}] has a time and a start per repetition")
 
 
 def test_run(bench, out_dir):
@@ -196,9 +221,9 @@ def test_run(bench, out_dir):
         check(r["gbps"] is None, "gemm is rated in GFLOP/s only")
         check(r["pct_peak"] is not None and r["pct_peak"] > 0, "% of peak is given")
         check(r["error_metric"] == "normwise", "gemm's error is normwise")
-    vendor = [r for r in records if r["impl"] == "vendor" and r["status"] == "ok"]
+    vendor = [r for r in records if r["kind"] == "vendor" and r["status"] == "ok"]
     if vendor:
-        # Two implementations: each is compared with the other, and they must agree.
+        # Several implementations: each is compared with the others, and they must agree.
         for r in records:
             check(r["max_rel_err"] is not None and r["max_rel_err"] <= 1e-3,
                   f"{r['impl']} agrees with the other implementation ({r['max_rel_err']})")
@@ -240,10 +265,95 @@ def test_dtype(bench, out_dir):
     for r in doc["records"]:
         check(r["dtype"] == "bf16", "the record says bf16")
         check(r["status"] in ("ok", "unsupported"), f"status ok or unsupported, got {r['status']}")
+        if r["status"] == "ok":
+            peak = doc["peaks"][0]
+            check(peak["bf16_gflops"] is not None and math.isclose(
+                r["pct_peak"], 100 * r["gflops"] / peak["bf16_gflops"], rel_tol=1e-6),
+                "bf16 rows are rated against the bf16 peak")
+            flags = cpu_flags()
+            if "avx512_bf16" in flags and "amx_bf16" not in flags:
+                check(math.isclose(peak["bf16_gflops"], 2 * peak["fma_gflops"], rel_tol=1e-9)
+                      and "vdpbf16ps" in peak["bf16_source"],
+                      "with AVX512_BF16 the bf16 peak is twice the fp32 FMA peak, said so")
+            elif "amx_bf16" not in flags:
+                check(peak["bf16_gflops"] == peak["fma_gflops"] and "fp32" in peak["bf16_source"],
+                      "without AVX512_BF16 the bf16 peak is the fp32 one, said so")
         if r["status"] == "unsupported":
             check("UNSUPPORTED" in r["message"], "an unsupported dtype says so")
             check(r["median_ms"] is None and r["gflops"] is None, "nothing measured is null")
             check("unsupported" in p.stdout, "the table shows the row as unsupported")
+    finish()
+
+
+def cpu_flags():
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_baselines(bench, out_dir):
+    """Each vendor library its own row, vs vendor against the fastest, timed in turn."""
+    os.makedirs(out_dir, exist_ok=True)
+    for op, shape in (("gemm", "64,48,32"), ("conv_fwd", "8,8,4,2,8,3,3,1,1,1,1")):
+        out_json = os.path.join(out_dir, f"baselines-{op}.json")
+        if os.path.exists(out_json):
+            os.remove(out_json)
+        # A library named in the environment must not narrow porta-bench's rows.
+        p = run([bench, "--backend", "cpu", "--op", op, "--shape", shape, "--reps", "3",
+                 "--json", out_json], env={"PORTA_VENDOR_LIBRARY": "cublas"})
+        print(p.stderr)
+        print(p.stdout)
+        check(p.returncode == 0, f"{op}: exits 0 (got {p.returncode})")
+        check("load average" in p.stdout, f"{op}: the table states the load average")
+        if p.returncode != 0 or not os.path.exists(out_json):
+            continue
+        with open(out_json, encoding="utf-8") as f:
+            doc = json.load(f)
+        validate(doc, f"baselines-{op}.json")
+        if doc["load"]["busy"]:
+            check("busy" in p.stderr and "WARNING" in p.stdout, f"{op}: a busy machine is warned of")
+        records = doc["records"]
+        impls = [r["impl"] for r in records]
+        check(len(set(impls)) == len(impls), f"{op}: one row per implementation, got {impls}")
+        vendor_cpu = next((l for l in doc["libraries"] if l["name"] == "vendor_cpu"), None)
+        expected = ["portable"]
+        if vendor_cpu and vendor_cpu["outcome"] == "loaded":
+            if op == "gemm" and "OpenBLAS" in vendor_cpu["version"]:
+                expected.append("openblas")
+            if "oneDNN" in vendor_cpu["version"]:
+                expected.append("onednn")
+        else:
+            check(any("vendor ops on cpu" in s for s in doc["skipped"]),
+                  f"{op}: the vendor plugin not loaded is listed in skipped")
+        if op == "conv_fwd" and not any(s.startswith("onednn-blocked:") for s in doc["skipped"]):
+            expected.append("onednn-blocked")
+        check(impls == expected, f"{op}: the rows are {expected}, got {impls}")
+        for r in records:
+            check(r["status"] == "ok", f"{op} {r['impl']}: measured ({r['status']}: {r['message']})")
+            check(r["kind"] == ("portable" if r["impl"] == "portable" else "vendor"),
+                  f"{op} {r['impl']}: kind")
+            check(r["interleaved"] == impls, f"{op} {r['impl']}: interleaved with {impls}, "
+                  f"got {r['interleaved']}")
+        if failures:
+            continue
+        # Timed in turn: repetition i of each implementation, in order, before repetition i + 1.
+        starts = [s for i in range(3) for s in (r["started_s"][i] for r in records)]
+        check(starts == sorted(starts) and len(set(starts)) == len(starts),
+              f"{op}: repetitions start A B C A B C ... ({starts})")
+        vendor = [r for r in records if r["kind"] == "vendor"]
+        if vendor:
+            best = min(vendor, key=lambda r: r["median_ms"])
+            for r in records:
+                check(r["best_vendor"] == best["impl"], f"{op} {r['impl']}: best_vendor is {best['impl']}")
+                check(math.isclose(r["ratio_to_vendor"], best["median_ms"] / r["median_ms"], rel_tol=1e-6),
+                      f"{op} {r['impl']}: ratio_to_vendor against the fastest vendor library")
+        else:
+            check(all(r["ratio_to_vendor"] is None for r in records), f"{op}: no vendor, no ratio")
+        for r in records:
+            check(r["max_rel_err"] is None if len(records) == 1 else r["max_rel_err"] <= 1e-3,
+                  f"{op} {r['impl']}: agrees with the others ({r['max_rel_err']})")
     finish()
 
 
@@ -358,6 +468,8 @@ def main():
         test_dtype(tool, sys.argv[3])
     elif mode == "plot":
         test_plot(tool, sys.argv[3])
+    elif mode == "baselines":
+        test_baselines(tool, sys.argv[3])
     elif mode == "numerics":
         test_numerics(tool, sys.argv[3], sys.argv[4])
     elif mode == "vectorised":

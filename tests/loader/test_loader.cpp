@@ -23,8 +23,8 @@ using namespace porta_test;
 
 namespace {
 
-const char* const kVariables[] = {"PORTA_BACKEND", "PORTA_DEVICE", "PORTA_PLUGIN_PATH",
-                                  "PORTA_LOG"};
+const char* const kVariables[] = {"PORTA_BACKEND", "PORTA_DEVICE", "PORTA_PLUGIN_PATH", "PORTA_LOG",
+                                  "PORTA_VENDOR_LIBRARY"};
 
 // Shuts Porta down before and after a test, so each starts uninitialised.
 struct Fresh {
@@ -631,6 +631,48 @@ TEST_CASE("loader: op argument errors are libporta's, whichever op plugin runs",
   if (vendor.outcome == PORTA_PLUGIN_LOADED) {
     CHECK(op_error_messages("vendor") == portable);
   }
+}
+
+TEST_CASE("loader: PORTA_VENDOR_LIBRARY narrows the vendor plugin to the libraries named",
+          "[loader]") {
+  Fresh fresh;
+  porta_init_options_t o = options("cpu");
+  o.ops = "vendor";
+  {
+    ScopedEnv bad("PORTA_VENDOR_LIBRARY", "onednn,mkl");
+    CHECK(porta_init(&o) == PORTA_ERROR_INVALID_ARGUMENT);
+    const std::string message = porta_last_error_message();
+    CHECK(contains(message, "PORTA_VENDOR_LIBRARY"));
+    CHECK(contains(message, "'mkl'"));
+    porta_shutdown();
+  }
+  PT_REQUIRE_OK(porta_init(&o));
+  const porta_plugin_report_t all = row_of("vendor_cpu");
+  PT_REQUIRE_OK(porta_shutdown());
+  if (all.outcome != PORTA_PLUGIN_LOADED) {
+    WARN("vendor_cpu is not loaded here (" << all.reason << ")");
+    return;
+  }
+  CHECK(contains(all.ops, "gemm"));
+  CHECK(contains(all.ops, "conv2d_forward"));
+  const auto ops_with = [&](const char* libraries) {
+    ScopedEnv only("PORTA_VENDOR_LIBRARY", libraries);
+    PT_REQUIRE_OK(porta_init(&o));
+    const porta_plugin_report_t row = row_of("vendor_cpu");
+    PT_REQUIRE_OK(porta_shutdown());
+    CHECK(row.outcome == PORTA_PLUGIN_LOADED);
+    return std::string(row.ops);
+  };
+  // OpenBLAS has GEMM only; oneDNN everything the plugin implements; a library of another
+  // plugin leaves this one with nothing (every op portable).
+  CHECK(ops_with("openblas") == "gemm");
+  CHECK(ops_with("onednn") == std::string(all.ops));
+  CHECK(ops_with("openblas, onednn") == std::string(all.ops));
+  CHECK(ops_with("cublas") == "");
+  // Back to every library once the variable is gone.
+  PT_REQUIRE_OK(porta_init(&o));
+  CHECK(std::string(row_of("vendor_cpu").ops) == std::string(all.ops));
+  PT_REQUIRE_OK(porta_shutdown());
 }
 
 int main(int argc, char** argv) {

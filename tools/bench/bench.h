@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <porta/porta.hpp>
 #include <set>
@@ -84,7 +86,17 @@ struct Peak {
   // The device has matrix units (tensor or matrix cores) for 16-bit inputs, whose peak the fp32
   // FMA probe does not measure: f16 and bf16 rows then get no "% of peak".
   bool matrix_units = false;
+  // The peaks for bf16 and f16 inputs (fp32 accumulation), and where each comes from (0 with
+  // matrix units: not measured).
+  double bf16_gflops = 0.0, f16_gflops = 0.0;
+  std::string bf16_source, f16_source;
+  // The peak a GEMM or convolution with inputs of dtype is rated against (0: none).
+  double fma_peak(porta_dtype_t dtype) const;
 };
+// Fills the 16-bit peaks of `peak` from its fp32 FMA rate: on a CPU with AVX512_BF16, bf16 twice
+// the fp32 rate (vdpbf16ps does two bf16 products per fp32 lane per instruction: derived, not
+// measured); 16-bit inputs are widened to fp32 elsewhere, so the fp32 rate is theirs.
+void derive_16bit_peaks(Peak& peak, bool gpu);
 // Runs both probes on `device` (bench kernels from `kernel_library`, a porta_module_load base
 // name). Never throws: a failure leaves the rate 0 and says why in error.
 Peak measure_peak(porta_device_t device, const std::string& kernel_library);
@@ -93,6 +105,81 @@ struct Settings {
   int reps = 0;                    // 0: the default for the device (20 on the CPU, 100 on a GPU)
   size_t cache_bytes = 32u << 20;  // the CPU's last-level cache, for the rotation of inputs
 };
+// The repetitions of `shape` on a GPU or a CPU under `settings`.
+int repetitions(const Settings& settings, const Shape& shape, bool gpu);
+
+// An implementation porta-bench measures, each in its own process (worker.cpp) so that the
+// implementations of one shape can be timed in turn: the portable plugin, or one library of the
+// vendor plugins (PORTA_VENDOR_LIBRARY), or oneDNN's convolution called directly on its own
+// blocked layouts.
+struct Variant {
+  std::string impl;     // the row's name: portable, openblas, onednn, onednn-blocked, cublas, cudnn
+  std::string ops;      // porta_init_options_t.ops
+  std::string library;  // PORTA_VENDOR_LIBRARY, or "" for the portable plugin
+  bool blocked = false;  // onednn-blocked: porta-bench calls oneDNN itself
+  bool vendor() const { return impl != "portable"; }
+};
+// The variants --impl names: portable, vendor (every library), all, or one row name.
+std::vector<Variant> variants(const std::string& impl);
+// The row names --impl accepts besides vendor and all.
+std::vector<std::string> variant_names();
+
+// One op, shape and input dtype to measure.
+struct Problem {
+  Shape shape;
+  porta_dtype_t dtype;
+};
+
+// A worker process (worker.cpp): one variant's porta_init, driven by porta-bench over two pipes,
+// each message a frame (its length, then its bytes) holding JSON.
+class Worker {
+ public:
+  // Forks the worker; it initialises Porta (backends: porta_init_options_t.backend, "" for
+  // the default) and answers the first call with its hello (see worker.cpp). close_in_child: the
+  // pipes of the workers started before, which this one must not hold open.
+  Worker(const Variant& variant, const std::string& backends, const Settings& settings,
+         const std::vector<Problem>& todo, const std::string& kernel_library,
+         const std::vector<int>& close_in_child);
+  ~Worker();  // asks the worker to shut Porta down and waits for it
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Sends request (nothing for the hello) and returns the answer; throws std::runtime_error when
+  // the worker has died (its exit status in the message).
+  nlohmann::ordered_json call(const nlohmann::ordered_json& request);
+  // The worker's first message (worker.cpp).
+  nlohmann::ordered_json hello();
+  // The floats the worker sent after answering "finish".
+  std::vector<float> floats();
+  const Variant& variant() const { return variant_; }
+  std::vector<int> fds() const { return {to_, from_}; }
+
+ private:
+  nlohmann::ordered_json receive();
+  std::string died();
+  Variant variant_;
+  int pid_ = -1, to_ = -1, from_ = -1;
+};
+
+// One case set up in a worker: its inputs, a warm-up done, then one timed call per rep().
+class Measurement {
+ public:
+  // Throws porta::error (UNSUPPORTED: the implementation lacks the case) or std::exception.
+  Measurement(porta_device_t device, bool gpu, const Settings& settings, const Shape& shape,
+              porta_dtype_t dtype, int reps, bool blocked);
+  ~Measurement();
+  int sets() const;
+  int warmup() const { return warmup_; }
+  // One call on input set i % sets between two events: its time in ms.
+  double rep(int i);
+  // The output of set 0, whole or an evenly strided sample (cross-entropy: the loss appended).
+  std::vector<float> output();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+  int warmup_ = 0;
+};
 
 // One row of the results.
 struct Record {
@@ -100,21 +187,25 @@ struct Record {
   Shape shape;
   porta_dtype_t dtype = PORTA_DTYPE_F32;
   std::string backend, device, impl;
-  std::string status = "ok";  // ok | unsupported | error
+  std::string kind = "portable";  // portable | vendor
+  std::string status = "ok";      // ok | unsupported | error
   std::string message;        // why, when not ok
   double median_ms = 0, min_ms = 0, max_ms = 0;
   int reps = 0, warmup = 0, sets = 0;
   std::optional<double> gflops, gbps, pct_peak, ratio_to_vendor, max_rel_err;
+  std::string best_vendor;  // the fastest vendor row of the op, shape, dtype and backend
+  // The implementations timed in turn with this one, in their order (this one included), each
+  // repetition's time, and when it started (seconds since the run started).
+  std::vector<std::string> interleaved;
+  std::vector<double> times_ms, started_s;
   std::string error_metric;  // normwise | elementwise
   // The output (set 0) copied back, whole or an evenly strided sample of it, for the comparison
   // across implementations and backends.
   std::vector<float> output;
 };
 
-// Measures one op and shape on `device` with whatever implementation porta_init selected.
-// Fills the timing, the rate and the output of `record` (op, shape, dtype set by the caller).
-// Errors from Porta become status "unsupported" or "error" with the message; never throws them.
-void measure(porta_device_t device, bool gpu, const Settings& settings, Record& record);
+// Fills median, min, max and the rate of `record` from its times.
+void summarise(Record& record);
 
 // ---- comparison and reports -------------------------------------------------------------------
 
@@ -134,14 +225,23 @@ struct Header {
   std::string cpu, os;
   int cores = 0;
   std::string porta_version;
-  std::vector<porta_plugin_report_t> plugins;  // the loader report of the first initialisation
+  // The loader report of the first initialisation, as the JSON's "libraries".
+  nlohmann::ordered_json plugins = nlohmann::ordered_json::array();
   std::map<std::string, porta_device_properties_t> devices;  // by backend
   std::map<std::string, Peak> peaks;                         // by backend
   std::vector<std::string> skipped;  // implementations not measured, and why
   std::string suite, impl, dtype;
   int reps = 0;
+  // /proc/loadavg (1, 5, 15 minutes) when the run started and ended; busy: the 1-minute load
+  // was above half the cores at either end, so other work may have shared the cores.
+  std::vector<double> load_start, load_end;
+  bool busy = false;
 };
 Header machine_header();
+// The three load averages of /proc/loadavg (empty when it cannot be read).
+std::vector<double> load_average();
+// The loader report as JSON's "libraries" (written in the worker that initialised Porta).
+nlohmann::ordered_json libraries_json(const std::vector<porta_plugin_report_t>& report);
 
 void print_table(const std::vector<Record>& records, const Header& header);
 // Throw std::runtime_error naming the file when it cannot be written.

@@ -6,14 +6,18 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
-#include "bench.h"
+#include "case.h"
 
 namespace bench {
 namespace {
@@ -29,11 +33,6 @@ struct Options {
   std::string dtype = "f32";
   int reps = 0;
   std::string json_path, csv_path;
-};
-
-struct Problem {
-  Shape shape;
-  porta_dtype_t dtype;
 };
 
 // The largest cache of CPU 0 in sysfs (glibc's sysconf can report a whole package's L3 on a
@@ -72,6 +71,12 @@ std::string join(const std::vector<std::string>& items, const char* separator) {
 }
 
 void note(const std::string& text) { std::fprintf(stderr, "porta-bench: %s\n", text.c_str()); }
+
+std::string fixed1(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f", v);
+  return text;
+}
 
 porta_dtype_t parse_dtype(const std::string& name) {
   return name == "bf16" ? PORTA_DTYPE_BF16 : name == "f16" ? PORTA_DTYPE_F16 : PORTA_DTYPE_F32;
@@ -128,30 +133,106 @@ std::vector<Problem> problems(const Options& o) {
   return out;
 }
 
-// One device per loaded backend: the default device for the selected backend, the first of
-// each other backend's devices.
-std::vector<std::pair<std::string, porta_device_t>> backend_devices() {
-  std::vector<std::pair<std::string, porta_device_t>> out;
-  const porta_device_t default_device = porta::default_device();
-  const std::string selected = porta::device_properties(default_device).backend;
-  out.emplace_back(selected, default_device);
-  for (porta_device_t d : porta::devices()) {
-    const std::string backend = porta::device_properties(d).backend;
-    const bool seen =
-        std::any_of(out.begin(), out.end(), [&](const auto& e) { return e.first == backend; });
-    if (!seen) out.emplace_back(backend, d);
-  }
-  return out;
+// A porta_device_properties_t from the hex of its bytes (workers are forks of this program).
+porta_device_properties_t properties_from_hex(const std::string& hex) {
+  porta_device_properties_t props{};
+  auto* bytes = reinterpret_cast<unsigned char*>(&props);
+  for (size_t i = 0; i < sizeof props && 2 * i + 1 < hex.size(); ++i)
+    bytes[i] = static_cast<unsigned char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  return props;
 }
 
-const porta_plugin_report_t* report_row(const std::vector<porta_plugin_report_t>& report,
-                                        porta_plugin_kind_t kind, const std::string& name) {
-  for (const porta_plugin_report_t& row : report)
-    if (row.kind == kind && name == row.name) return &row;
-  return nullptr;
+// A worker's offer on one backend: the ops it measures there (none listed: every op).
+struct Offer {
+  Worker* worker;
+  std::optional<std::set<std::string>> ops;
+};
+
+void add_once(std::vector<std::string>& list, const std::string& item) {
+  if (std::find(list.begin(), list.end(), item) == list.end()) list.push_back(item);
+}
+
+// Sets up one problem on one backend in every worker that offers it, times them in turn, one
+// repetition each (A B C A B C ...), and collects their outputs.
+std::vector<Record> measure_in_turn(const std::vector<Worker*>& takers, size_t problem_index,
+                                    const Problem& problem, const std::string& backend,
+                                    const std::string& device, int reps,
+                                    std::chrono::steady_clock::time_point run_start) {
+  using json = nlohmann::ordered_json;
+  std::vector<Record> rows(takers.size());
+  std::vector<std::string> order;
+  for (Worker* w : takers) order.push_back(w->variant().impl);
+  const auto fail = [](Record& r, const json& answer) {
+    r.status = answer.value("status", "error");
+    r.message = answer.value("message", "");
+  };
+  const auto failed = [](Record& r, const std::exception& e) {
+    r.status = "error";
+    r.message = e.what();
+  };
+  for (size_t k = 0; k < takers.size(); ++k) {
+    Record& r = rows[k];
+    r.op = problem.shape.op;
+    r.shape = problem.shape;
+    r.dtype = problem.dtype;
+    r.backend = backend;
+    r.device = device;
+    r.impl = takers[k]->variant().impl;
+    r.kind = takers[k]->variant().vendor() ? "vendor" : "portable";
+    r.error_metric = error_metric(r.op);
+    r.interleaved = order;
+    try {
+      const json answer = takers[k]->call(
+          {{"cmd", "prepare"}, {"problem", problem_index}, {"backend", backend}, {"reps", reps}});
+      if (answer.value("status", "") != "ok") {
+        fail(r, answer);
+        continue;
+      }
+      r.warmup = answer.value("warmup", 0);
+      r.sets = answer.value("sets", 0);
+    } catch (const std::exception& e) {
+      failed(r, e);
+    }
+  }
+  for (int i = 0; i < reps; ++i) {
+    for (size_t k = 0; k < takers.size(); ++k) {
+      Record& r = rows[k];
+      if (r.status != "ok") continue;
+      const std::chrono::duration<double> since = std::chrono::steady_clock::now() - run_start;
+      try {
+        const json answer = takers[k]->call({{"cmd", "rep"}, {"i", i}});
+        if (answer.value("status", "") != "ok") {
+          fail(r, answer);
+          continue;
+        }
+        r.times_ms.push_back(answer.at("ms").get<double>());
+        r.started_s.push_back(since.count());
+      } catch (const std::exception& e) {
+        failed(r, e);
+      }
+    }
+  }
+  for (size_t k = 0; k < takers.size(); ++k) {
+    Record& r = rows[k];
+    if (r.status != "ok") continue;
+    try {
+      const json answer = takers[k]->call({{"cmd", "finish"}});
+      std::vector<float> output = takers[k]->floats();
+      if (answer.value("status", "") != "ok") {
+        fail(r, answer);
+        continue;
+      }
+      r.output = std::move(output);
+      summarise(r);
+    } catch (const std::exception& e) {
+      failed(r, e);
+    }
+  }
+  return rows;
 }
 
 int run(const Options& o, const std::vector<Problem>& todo) {
+  using json = nlohmann::ordered_json;
   Settings settings;
   settings.reps = o.reps;
   settings.cache_bytes = last_level_cache_bytes();
@@ -161,116 +242,139 @@ int run(const Options& o, const std::vector<Problem>& todo) {
   header.impl = o.impl;
   header.dtype = o.dtype;
   header.reps = o.reps;
+  header.load_start = load_average();
 
-  const std::vector<std::string> impls = o.impl == "all"
-                                             ? std::vector<std::string>{"portable", "vendor"}
-                                             : std::vector<std::string>{o.impl};
   const std::string backend_list = join(o.backends, ",");
   const std::string library = kernel_library();
-  std::vector<Record> records;
-  bool any_backend = false;
 
-  for (const std::string& impl : impls) {
-    porta_init_options_t init{};
-    init.struct_size = sizeof init;
-    init.backend = o.backends.empty() ? nullptr : backend_list.c_str();
-    init.ops = impl.c_str();
-    const porta_status_t status = porta_init(&init);
-    const std::vector<porta_plugin_report_t> report = porta::loader_report();
-    if (header.plugins.empty()) header.plugins = report;
-    if (status != PORTA_SUCCESS) {
-      const std::string why =
-          std::string(porta_status_name(status)) + ": " + porta_last_error_message();
-      porta_shutdown();
-      note("cannot initialise Porta (" + impl + " ops): " + why);
-      if (impl == impls.front()) return 1;
+  // One worker per implementation, all alive together.
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<int> worker_fds;
+  for (const Variant& v : variants(o.impl)) {
+    if (v.blocked && !have_blocked_conv()) {
+      add_once(header.skipped, v.impl + ": porta-bench was built without oneDNN");
       continue;
     }
-    any_backend = true;
-    for (const std::string& wanted : o.backends) {
-      const porta_plugin_report_t* row = report_row(report, PORTA_PLUGIN_KIND_BACKEND, wanted);
-      if (row && row->outcome != PORTA_PLUGIN_LOADED && impl == impls.front()) {
-        header.skipped.push_back(wanted + ": " + row->reason);
-        note("backend " + wanted + " skipped: " + row->reason);
-      }
-    }
+    workers.push_back(
+        std::make_unique<Worker>(v, backend_list, settings, todo, library, worker_fds));
+    for (int fd : workers.back()->fds()) worker_fds.push_back(fd);
+  }
+
+  std::vector<std::string> backend_order;
+  std::map<std::string, bool> gpu_of;
+  std::map<std::string, std::vector<Offer>> offers;
+  bool any_backend = false;
+  for (const auto& w : workers) {
+    const std::string& impl = w->variant().impl;
+    json hello;
     try {
-      for (const auto& [backend, device] : backend_devices()) {
-        const porta_device_properties_t props = porta::device_properties(device);
-        const bool gpu = (props.capabilities & PORTA_CAPABILITY_HOST_IS_DEVICE) == 0;
-        // Which ops this implementation has on this backend.
-        std::optional<std::set<std::string>> has;
-        if (impl == "vendor") {
-          const porta_plugin_report_t* row =
-              report_row(report, PORTA_PLUGIN_KIND_OPS, "vendor_" + backend);
-          if (!row || row->outcome != PORTA_PLUGIN_LOADED) {
-            const std::string why = row ? row->reason : "not in the loader report";
-            header.skipped.push_back("vendor ops on " + backend + ": " + why);
-            note("no vendor ops on " + backend + ": " + why);
-            continue;
+      hello = w->hello();
+    } catch (const std::exception& e) {
+      note(std::string("cannot initialise Porta (") + impl + "): " + e.what());
+      continue;
+    }
+    if (header.plugins.empty() && hello.contains("libraries")) header.plugins = hello["libraries"];
+    if (!hello.value("ok", false)) {
+      note("cannot initialise Porta (" + impl + "): " + hello.value("error", ""));
+      continue;
+    }
+    if (!any_backend) {
+      for (const std::string& wanted : o.backends) {
+        for (const json& row : header.plugins) {
+          if (row.value("kind", "") == "backend" && row.value("name", "") == wanted &&
+              row.value("outcome", "") != "loaded") {
+            header.skipped.push_back(wanted + ": " + row.value("reason", ""));
+            note("backend " + wanted + " skipped: " + row.value("reason", ""));
           }
-          has = listed_ops(*row);
-        }
-        header.devices[backend] = props;
-        if (!header.peaks.count(backend)) {
-          note("measuring the peaks of " + backend + " (" + props.name + ")");
-          header.peaks[backend] = measure_peak(device, library);
-          header.peaks[backend].matrix_units =
-              (props.capabilities & PORTA_CAPABILITY_MATRIX_CORES) != 0;
-          const Peak& p = header.peaks[backend];
-          if (!p.error.empty())
-            note("peak probe on " + backend + " failed: " + p.error);
-          else
-            note("peak " + backend + ": " + std::to_string(int(p.fma_gflops)) +
-                 " GFLOP/s fp32 FMA, " + std::to_string(int(p.copy_gbps)) + " GB/s copy");
-        }
-        size_t index = 0;
-        for (const Problem& problem : todo) {
-          ++index;
-          const Op op = problem.shape.op;
-          if (has && !has->count(op_api_name(op))) continue;  // the portable plugin would run it
-          if (problem.shape.gpu_only && !gpu) continue;
-          Record r;
-          r.op = op;
-          r.shape = problem.shape;
-          r.dtype = problem.dtype;
-          r.backend = backend;
-          r.device = props.name;
-          r.impl = impl;
-          measure(device, gpu, settings, r);
-          std::string result =
-              r.status == "ok" ? std::to_string(r.median_ms) + " ms" : r.status + ": " + r.message;
-          std::fprintf(stderr, "porta-bench: [%zu/%zu] %s %s %s %s %s: %s\n", index, todo.size(),
-                       op_name(op), r.shape.text().c_str(), dtype_name(r.dtype), backend.c_str(),
-                       impl.c_str(), result.c_str());
-          records.push_back(std::move(r));
         }
       }
-    } catch (const porta::error& e) {
-      note(std::string("Porta failed: ") + e.what());
-      porta_shutdown();
-      return 1;
     }
-    porta_shutdown();
+    any_backend = true;
+    for (const json& b : hello["backends"]) {
+      const std::string backend = b.at("backend");
+      if (!gpu_of.count(backend)) {
+        backend_order.push_back(backend);
+        gpu_of[backend] = b.at("gpu").get<bool>();
+        header.devices[backend] = properties_from_hex(b.at("properties"));
+      }
+      if (const std::string skip = b.value("skip", ""); !skip.empty()) {
+        if (std::find(header.skipped.begin(), header.skipped.end(), skip) == header.skipped.end())
+          note("not measured: " + skip);
+        add_once(header.skipped, skip);
+        continue;
+      }
+      Offer offer{w.get(), std::nullopt};
+      if (!b.at("ops").is_null()) offer.ops = b.at("ops").get<std::set<std::string>>();
+      offers[backend].push_back(offer);
+    }
   }
   if (!any_backend) return 1;
+
+  for (const std::string& backend : backend_order) {
+    if (offers[backend].empty()) continue;
+    const porta_device_properties_t& props = header.devices[backend];
+    note("measuring the peaks of " + backend + " (" + props.name + ")");
+    Peak p;
+    try {
+      const json answer =
+          offers[backend].front().worker->call({{"cmd", "peak"}, {"backend", backend}});
+      p.fma_gflops = answer.value("fma_gflops", 0.0);
+      p.copy_gbps = answer.value("copy_gbps", 0.0);
+      p.fma_ms = answer.value("fma_ms", 0.0);
+      p.copy_ms = answer.value("copy_ms", 0.0);
+      p.copy_bytes = answer.value("copy_bytes", uint64_t{0});
+      p.error = answer.value("error", "");
+    } catch (const std::exception& e) {
+      p.error = e.what();
+    }
+    p.matrix_units = (props.capabilities & PORTA_CAPABILITY_MATRIX_CORES) != 0;
+    derive_16bit_peaks(p, gpu_of[backend]);
+    if (!p.error.empty())
+      note("peak probe on " + backend + " failed: " + p.error);
+    else
+      note("peak " + backend + ": " + std::to_string(int(p.fma_gflops)) + " GFLOP/s fp32 FMA, " +
+           std::to_string(int(p.copy_gbps)) + " GB/s copy");
+    header.peaks[backend] = p;
+  }
+
+  std::vector<Record> records;
+  const auto run_start = std::chrono::steady_clock::now();
+  for (size_t index = 0; index < todo.size(); ++index) {
+    const Problem& problem = todo[index];
+    const Op op = problem.shape.op;
+    for (const std::string& backend : backend_order) {
+      if (problem.shape.gpu_only && !gpu_of[backend]) continue;
+      std::vector<Worker*> takers;
+      for (const Offer& offer : offers[backend])
+        if (!offer.ops || offer.ops->count(op_api_name(op))) takers.push_back(offer.worker);
+      if (takers.empty()) continue;
+      const int reps = repetitions(settings, problem.shape, gpu_of[backend]);
+      for (Record& r : measure_in_turn(takers, index, problem, backend,
+                                       header.devices[backend].name, reps, run_start)) {
+        const std::string result =
+            r.status == "ok" ? std::to_string(r.median_ms) + " ms" : r.status + ": " + r.message;
+        std::fprintf(stderr, "porta-bench: [%zu/%zu] %s %s %s %s %s: %s\n", index + 1, todo.size(),
+                     op_name(op), r.shape.text().c_str(), dtype_name(r.dtype), backend.c_str(),
+                     r.impl.c_str(), result.c_str());
+        records.push_back(std::move(r));
+      }
+    }
+  }
+  workers.clear();  // each shuts its Porta down
+
+  header.load_end = load_average();
+  const double busy_above = 0.5 * header.cores;
+  header.busy = (!header.load_start.empty() && header.load_start[0] > busy_above) ||
+                (!header.load_end.empty() && header.load_end[0] > busy_above);
+  if (header.busy)
+    note("warning: the machine was busy (1-minute load average above " + fixed1(busy_above) +
+         " at the start or the end of the run): other work shared the cores, timings are noisy");
+
   if (records.empty()) {
     note("nothing was measured" +
          (header.skipped.empty() ? std::string() : ": " + join(header.skipped, "; ")));
     return 1;
   }
-
-  // Group the rows of one op, shape and dtype (measured one implementation at a time) so that
-  // the table and the files read as comparisons: problems in suite order, and within one the
-  // order measured (implementation, then backend).
-  const auto problem_key = [](const Record& r) {
-    return std::string(op_name(r.op)) + "|" + r.shape.text() + "|" + dtype_name(r.dtype);
-  };
-  std::map<std::string, size_t> first_seen;
-  for (const Record& r : records) first_seen.emplace(problem_key(r), first_seen.size());
-  std::stable_sort(records.begin(), records.end(), [&](const Record& a, const Record& b) {
-    return first_seen.at(problem_key(a)) < first_seen.at(problem_key(b));
-  });
   compare(records, header.peaks);
   print_table(records, header);
   int rc = 0;
@@ -296,6 +400,28 @@ int run(const Options& o, const std::vector<Problem>& todo) {
 }  // namespace
 }  // namespace bench
 
+namespace bench {
+
+std::vector<Variant> variants(const std::string& impl) {
+  const std::vector<Variant> all = {
+      {"portable", "portable", "", false},   {"openblas", "vendor", "openblas", false},
+      {"onednn", "vendor", "onednn", false}, {"onednn-blocked", "portable", "", true},
+      {"cublas", "vendor", "cublas", false}, {"cudnn", "vendor", "cudnn", false}};
+  std::vector<Variant> out;
+  for (const Variant& v : all) {
+    if (impl == "all" || impl == v.impl || (impl == "vendor" && v.vendor())) out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<std::string> variant_names() {
+  std::vector<std::string> names;
+  for (const Variant& v : variants("all")) names.push_back(v.impl);
+  return names;
+}
+
+}  // namespace bench
+
 int main(int argc, char** argv) {
   using namespace bench;
   Options o;
@@ -308,8 +434,12 @@ int main(int argc, char** argv) {
                  "a backend to measure (repeatable); default: every "
                  "usable one (PORTA_BACKEND, else auto)")
       ->check(CLI::IsMember(kBackends));
-  app.add_option("--impl", o.impl, "op implementation: portable, vendor or all")
-      ->check(CLI::IsMember({"portable", "vendor", "all"}))
+  std::vector<std::string> impl_names = variant_names();
+  impl_names.insert(impl_names.end(), {"vendor", "all"});
+  app.add_option("--impl", o.impl,
+                 "op implementation: portable, one vendor library (openblas, onednn, "
+                 "onednn-blocked, cublas, cudnn), vendor (each of them) or all")
+      ->check(CLI::IsMember(impl_names))
       ->capture_default_str();
   app.add_option("--op", o.op, "the op to measure, or all")
       ->check(CLI::IsMember(op_names))

@@ -5,8 +5,9 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 
-#include "bench.h"
+#include "case.h"
 
 namespace bench {
 
@@ -80,12 +81,6 @@ uint16_t to_f16(float f) {
   return sign | static_cast<uint16_t>(rounded >> 13);
 }
 
-// A device buffer of n elements of `dtype` holding `values` converted.
-struct DeviceArray {
-  porta::device_buffer<uint8_t> buffer;
-  void* get() const { return buffer.data(); }
-};
-
 DeviceArray upload(porta_device_t device, const std::vector<float>& values, porta_dtype_t dtype) {
   DeviceArray out{porta::device_buffer<uint8_t>(device, values.size() * dtype_size(dtype))};
   if (dtype == PORTA_DTYPE_F32) {
@@ -113,16 +108,6 @@ std::vector<float> keep_output(porta_device_t, const float* device_ptr, size_t c
   for (size_t i = 0; i < count; i += stride) kept.push_back(all[i]);
   return kept;
 }
-
-// One op on one shape, set up: run(set) queues the op on input set `set`.
-struct Case {
-  std::vector<std::vector<DeviceArray>> inputs;  // [set][operand]
-  std::vector<porta::device_buffer<int32_t>> labels;
-  porta::device_buffer<float> output;
-  porta::device_buffer<float> loss;
-  std::function<void(int set, porta_stream_t)> run;
-  size_t output_count = 0;
-};
 
 // Input sets to rotate through so that one pass over them does not fit in the cache: at most 8,
 // and all of them within a quarter of the device's memory.
@@ -271,65 +256,82 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
 
 }  // namespace
 
-void measure(porta_device_t device, bool gpu, const Settings& settings, Record& record) {
-  const Shape& s = record.shape;
-  record.error_metric = error_metric(s.op);
-  try {
-    const porta_device_properties_t props = porta::device_properties(device);
-    // GPUs: the largest last-level caches today (256 MiB); the API does not report the size.
-    const size_t cache = gpu ? size_t{256} << 20 : settings.cache_bytes;
-    Case c;
-    make_case(c, device, s, record.dtype, cache, props.total_memory);
-    const int sets = static_cast<int>(c.inputs.size());
+int repetitions(const Settings& settings, const Shape& shape, bool gpu) {
+  int reps = settings.reps > 0 ? settings.reps : gpu ? 100 : 20;
+  if (settings.reps == 0 && shape.max_reps > 0) reps = std::min(reps, shape.max_reps);
+  return reps;
+}
 
-    int reps = settings.reps > 0 ? settings.reps : gpu ? 100 : 20;
-    if (settings.reps == 0 && s.max_reps > 0) reps = std::min(reps, s.max_reps);
-    // Every set once, and enough calls for clocks, caches and thread pools to settle.
-    const int warmup = std::min(std::max(sets, gpu ? 10 : 2), std::max(reps, sets));
+struct Measurement::State {
+  porta_device_t device = 0;
+  Op op = Op::gemm;
+  Case c;
+  std::optional<porta::stream> stream;
+  std::optional<porta::event> start, stop;
+};
 
-    porta::stream stream(device);
-    for (int i = 0; i < warmup; ++i) c.run(i % sets, stream.get());
-    stream.synchronize();
+Measurement::Measurement(porta_device_t device, bool gpu, const Settings& settings,
+                         const Shape& shape, porta_dtype_t dtype, int reps, bool blocked)
+    : state_(std::make_unique<State>()) {
+  State& st = *state_;
+  st.device = device;
+  st.op = shape.op;
+  const porta_device_properties_t props = porta::device_properties(device);
+  // GPUs: the largest last-level caches today (256 MiB); the API does not report the size.
+  const size_t cache = gpu ? size_t{256} << 20 : settings.cache_bytes;
+  make_case(st.c, device, shape, dtype, cache, props.total_memory);
+  if (blocked) make_blocked_conv(st.c, shape, dtype, std::max(props.compute_units, 1));
+  const int sets = static_cast<int>(st.c.inputs.size());
+  st.stream.emplace(device);
+  st.start.emplace(device);
+  st.stop.emplace(device);
+  // Every set once, and enough calls for clocks, caches and thread pools to settle.
+  warmup_ = std::min(std::max(sets, gpu ? 10 : 2), std::max(reps, sets));
+  for (int i = 0; i < warmup_; ++i) st.c.run(i % sets, st.stream->get());
+  st.stream->synchronize();
+  if (st.c.check) st.c.check();
+}
 
-    // One event between consecutive calls: nothing waits on the host between them, and on a GPU
-    // the calls queue back to back.
-    std::vector<porta::event> events;
-    events.reserve(reps + 1);
-    for (int i = 0; i <= reps; ++i) events.emplace_back(device);
-    events[0].record(stream);
-    for (int i = 0; i < reps; ++i) {
-      c.run(i % sets, stream.get());
-      events[i + 1].record(stream);
-    }
-    stream.synchronize();
-    std::vector<double> ms(reps);
-    for (int i = 0; i < reps; ++i) ms[i] = porta::event::elapsed_ms(events[i], events[i + 1]);
-    std::sort(ms.begin(), ms.end());
-    record.median_ms = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
-    record.min_ms = ms.front();
-    record.max_ms = ms.back();
-    record.reps = reps;
-    record.warmup = warmup;
-    record.sets = sets;
-    if (s.flops() > 0) record.gflops = s.flops() / (record.median_ms * 1e6);
-    if (is_row_op(s.op)) record.gbps = s.bytes() / (record.median_ms * 1e6);
+Measurement::~Measurement() = default;
 
-    // The result of set 0, for the comparison with the other implementations.
-    c.run(0, stream.get());
-    stream.synchronize();
-    record.output = keep_output(device, c.output.data(), c.output_count);
-    if (s.op == Op::cross_entropy) {
-      float loss = 0.0f;
-      c.loss.copy_to_host(&loss, 1);
-      record.output.push_back(loss);
-    }
-  } catch (const porta::error& e) {
-    record.status = e.status() == PORTA_ERROR_UNSUPPORTED ? "unsupported" : "error";
-    record.message = e.what();
-  } catch (const std::exception& e) {
-    record.status = "error";
-    record.message = e.what();
+int Measurement::sets() const { return static_cast<int>(state_->c.inputs.size()); }
+
+double Measurement::rep(int i) {
+  State& st = *state_;
+  st.start->record(*st.stream);
+  st.c.run(i % sets(), st.stream->get());
+  st.stop->record(*st.stream);
+  st.stream->synchronize();
+  if (st.c.check) st.c.check();
+  return porta::event::elapsed_ms(*st.start, *st.stop);
+}
+
+std::vector<float> Measurement::output() {
+  State& st = *state_;
+  st.c.run(0, st.stream->get());
+  if (st.c.to_plain) st.c.to_plain(st.stream->get());
+  st.stream->synchronize();
+  if (st.c.check) st.c.check();
+  std::vector<float> out = keep_output(st.device, st.c.output.data(), st.c.output_count);
+  if (st.op == Op::cross_entropy) {
+    float loss = 0.0f;
+    st.c.loss.copy_to_host(&loss, 1);
+    out.push_back(loss);
   }
+  return out;
+}
+
+void summarise(Record& r) {
+  std::vector<double> ms = r.times_ms;
+  if (ms.empty()) return;
+  std::sort(ms.begin(), ms.end());
+  const size_t n = ms.size();
+  r.median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  r.min_ms = ms.front();
+  r.max_ms = ms.back();
+  r.reps = static_cast<int>(n);
+  if (r.shape.flops() > 0) r.gflops = r.shape.flops() / (r.median_ms * 1e6);
+  if (is_row_op(r.op)) r.gbps = r.shape.bytes() / (r.median_ms * 1e6);
 }
 
 }  // namespace bench

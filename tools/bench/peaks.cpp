@@ -1,6 +1,8 @@
 // The peak probes: the device's fp32 FMA rate and copy bandwidth, measured with porta-bench's
 // own kernels (kernels/peak_kernels.cpp), so that "% of peak" means the same thing on every backend.
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <vector>
 
 #include "bench.h"
@@ -36,7 +38,54 @@ double best_ms(porta::stream& stream, porta_device_t device, Launch launch) {
   return best;
 }
 
+// Whether /proc/cpuinfo's flags of the first CPU list `flag`.
+bool cpu_flag(const std::string& flag) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::string word;
+    while (words >> word)
+      if (word == flag) return true;
+    return false;
+  }
+  return false;
+}
+
 }  // namespace
+
+double Peak::fma_peak(porta_dtype_t dtype) const {
+  switch (dtype) {
+    case PORTA_DTYPE_BF16:
+      return bf16_gflops;
+    case PORTA_DTYPE_F16:
+      return f16_gflops;
+    default:
+      return fma_gflops;
+  }
+}
+
+void derive_16bit_peaks(Peak& peak, bool gpu) {
+  if (!gpu && cpu_flag("amx_bf16")) peak.matrix_units = true;
+  if (peak.matrix_units) {
+    peak.bf16_gflops = peak.f16_gflops = 0.0;
+    peak.bf16_source = peak.f16_source = "matrix units: not measured";
+    return;
+  }
+  const std::string widened = "the fp32 FMA probe (16-bit inputs are widened to fp32)";
+  peak.f16_gflops = peak.fma_gflops;
+  peak.f16_source = widened;
+  if (!gpu && cpu_flag("avx512_bf16")) {
+    peak.bf16_gflops = 2.0 * peak.fma_gflops;
+    peak.bf16_source =
+        "derived: 2 x the fp32 FMA probe (AVX512_BF16 vdpbf16ps: two bf16 products per fp32 "
+        "lane per instruction)";
+  } else {
+    peak.bf16_gflops = peak.fma_gflops;
+    peak.bf16_source = widened;
+  }
+}
 
 Peak measure_peak(porta_device_t device, const std::string& kernel_library) {
   Peak peak;

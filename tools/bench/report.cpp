@@ -137,22 +137,56 @@ void compare(std::vector<Record>& records, const std::map<std::string, Peak>& pe
   for (Record& r : records) {
     if (r.status != "ok") continue;
     if (auto p = peaks.find(r.backend); p != peaks.end()) {
-      // 16-bit inputs are widened to fp32 where there are no matrix units, so the fp32 peak
-      // is theirs too; on matrix units it is not, and no percentage is better than a wrong one.
-      const bool fp32_math = r.dtype == PORTA_DTYPE_F32 || !p->second.matrix_units;
-      if (r.gflops && p->second.fma_gflops > 0 && fp32_math)
-        r.pct_peak = 100.0 * *r.gflops / p->second.fma_gflops;
+      // The peak of the inputs' type (Peak::fma_peak): none on matrix units, whose 16-bit rate
+      // is not measured, and no percentage is better than a wrong one.
+      const double peak = p->second.fma_peak(r.dtype);
+      if (r.gflops && peak > 0) r.pct_peak = 100.0 * *r.gflops / peak;
       if (r.gbps && p->second.copy_gbps > 0) r.pct_peak = 100.0 * *r.gbps / p->second.copy_gbps;
     }
-    if (r.impl == "vendor") r.ratio_to_vendor = 1.0;
+    // The vendor baseline is the fastest vendor library on this backend.
+    const Record* best = nullptr;
+    for (const Record& other : records) {
+      if (other.status != "ok" || key(other) != key(r) || other.backend != r.backend ||
+          other.kind != "vendor")
+        continue;
+      if (!best || other.median_ms < best->median_ms) best = &other;
+    }
+    if (best) {
+      r.ratio_to_vendor = best->median_ms / r.median_ms;
+      r.best_vendor = best->impl;
+    }
     for (const Record& other : records) {
       if (&other == &r || other.status != "ok" || key(other) != key(r)) continue;
-      if (other.impl == "vendor" && other.backend == r.backend)
-        r.ratio_to_vendor = other.median_ms / r.median_ms;
       const double e = relative_error(r.op, r.output, other.output);
       r.max_rel_err = std::max(r.max_rel_err.value_or(0.0), e);
     }
   }
+}
+
+std::vector<double> load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::vector<double> load(3);
+  if (!(in >> load[0] >> load[1] >> load[2])) return {};
+  return load;
+}
+
+nlohmann::ordered_json libraries_json(const std::vector<porta_plugin_report_t>& report) {
+  using json = nlohmann::ordered_json;
+  json libraries = json::array();
+  for (const porta_plugin_report_t& p : report) {
+    json lib = {
+        {"name", p.name},
+        {"kind", p.kind == PORTA_PLUGIN_KIND_OPS ? "ops" : "backend"},
+        {"outcome", outcome_name(p.outcome)},
+        {"abi", p.abi_major ? std::to_string(p.abi_major) + "." + std::to_string(p.abi_minor)
+                            : std::string()},
+        {"version", plugin_version(p)},
+        {"path", p.path},
+        {"reason", p.reason}};
+    if (auto ops = listed_ops(p); ops && p.kind == PORTA_PLUGIN_KIND_OPS) lib["ops"] = *ops;
+    libraries.push_back(lib);
+  }
+  return libraries;
 }
 
 Header machine_header() {
@@ -207,7 +241,24 @@ void print_table(const std::vector<Record>& records, const Header& header) {
                 device != header.devices.end() ? device->second.name : "?",
                 fixed(peak.fma_gflops, 1).c_str(), fixed(peak.copy_gbps, 1).c_str(),
                 peak.error.empty() ? "" : "; probe failed: ", peak.error.c_str());
+    if (header.dtype != "f32") {
+      const bool bf16 = header.dtype == "bf16";
+      const double rate = bf16 ? peak.bf16_gflops : peak.f16_gflops;
+      std::printf("peak %s %s: %s (%s)\n", backend.c_str(), header.dtype.c_str(),
+                  rate > 0 ? (fixed(rate, 1) + " GFLOP/s").c_str() : "none",
+                  (bf16 ? peak.bf16_source : peak.f16_source).c_str());
+    }
   }
+  const auto load_text = [](const std::vector<double>& l) {
+    return l.empty() ? std::string("unknown") : fixed(l[0], 2);
+  };
+  std::printf("load average (1 min): %s at the start, %s at the end, %d cores%s\n",
+              load_text(header.load_start).c_str(), load_text(header.load_end).c_str(),
+              header.cores,
+              header.busy ? "; WARNING: the machine was busy, timings are noisy" : "");
+  std::printf(
+      "implementations of one shape are timed in turn, one repetition each; "
+      "vs vendor: the fastest vendor library\n");
   for (const auto& row : rows) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
@@ -229,19 +280,7 @@ void print_table(const std::vector<Record>& records, const Header& header) {
 
 void write_json(const std::string& path, const Header& header, const std::vector<Record>& records) {
   using json = nlohmann::ordered_json;
-  json libraries = json::array();
-  for (const porta_plugin_report_t& p : header.plugins) {
-    json lib = {
-        {"name", p.name},
-        {"kind", p.kind == PORTA_PLUGIN_KIND_OPS ? "ops" : "backend"},
-        {"outcome", outcome_name(p.outcome)},
-        {"abi", p.abi_major ? std::to_string(p.abi_major) + "." + std::to_string(p.abi_minor)
-                            : std::string()},
-        {"version", plugin_version(p)},
-        {"path", p.path}};
-    if (auto ops = listed_ops(p); ops && p.kind == PORTA_PLUGIN_KIND_OPS) lib["ops"] = *ops;
-    libraries.push_back(lib);
-  }
+  const json& libraries = header.plugins;
   json peaks = json::array();
   for (const auto& [backend, peak] : header.peaks) {
     const auto device = header.devices.find(backend);
@@ -255,38 +294,51 @@ void write_json(const std::string& path, const Header& header, const std::vector
          known && device->second.clock_mhz > 0 ? json(device->second.clock_mhz) : json(nullptr)},
         {"fma_gflops", peak.fma_gflops > 0 ? json(peak.fma_gflops) : json(nullptr)},
         {"copy_gbps", peak.copy_gbps > 0 ? json(peak.copy_gbps) : json(nullptr)},
-        {"copy_bytes", peak.copy_bytes}};
+        {"copy_bytes", peak.copy_bytes},
+        {"bf16_gflops", peak.bf16_gflops > 0 ? json(peak.bf16_gflops) : json(nullptr)},
+        {"bf16_source", peak.bf16_source},
+        {"f16_gflops", peak.f16_gflops > 0 ? json(peak.f16_gflops) : json(nullptr)},
+        {"f16_source", peak.f16_source}};
     if (!peak.error.empty()) entry["error"] = peak.error;
     peaks.push_back(entry);
   }
   json out_records = json::array();
   for (const Record& r : records) {
-    out_records.push_back({{"op", op_name(r.op)},
-                           {"shape", r.shape.text()},
-                           {"dtype", dtype_name(r.dtype)},
-                           {"backend", r.backend},
-                           {"device", r.device},
-                           {"impl", r.impl},
-                           {"status", r.status},
-                           {"message", r.message},
-                           {"median_ms", r.status == "ok" ? json(r.median_ms) : json(nullptr)},
-                           {"min_ms", r.status == "ok" ? json(r.min_ms) : json(nullptr)},
-                           {"max_ms", r.status == "ok" ? json(r.max_ms) : json(nullptr)},
-                           {"reps", r.reps},
-                           {"warmup", r.warmup},
-                           {"sets", r.sets},
-                           {"flops", r.shape.flops() > 0 ? json(r.shape.flops()) : json(nullptr)},
-                           {"bytes", r.shape.bytes(r.dtype)},
-                           {"gflops", optional_number(r.gflops)},
-                           {"gbps", optional_number(r.gbps)},
-                           {"pct_peak", optional_number(r.pct_peak)},
-                           {"ratio_to_vendor", optional_number(r.ratio_to_vendor)},
-                           {"max_rel_err", r.max_rel_err && std::isinf(*r.max_rel_err)
-                                               ? json("inf")
-                                               : optional_number(r.max_rel_err)},
-                           {"error_metric", r.error_metric}});
+    out_records.push_back(
+        {{"op", op_name(r.op)},
+         {"shape", r.shape.text()},
+         {"dtype", dtype_name(r.dtype)},
+         {"backend", r.backend},
+         {"device", r.device},
+         {"impl", r.impl},
+         {"status", r.status},
+         {"message", r.message},
+         {"median_ms", r.status == "ok" ? json(r.median_ms) : json(nullptr)},
+         {"min_ms", r.status == "ok" ? json(r.min_ms) : json(nullptr)},
+         {"max_ms", r.status == "ok" ? json(r.max_ms) : json(nullptr)},
+         {"reps", r.reps},
+         {"warmup", r.warmup},
+         {"sets", r.sets},
+         {"flops", r.shape.flops() > 0 ? json(r.shape.flops()) : json(nullptr)},
+         {"bytes", r.shape.bytes(r.dtype)},
+         {"gflops", optional_number(r.gflops)},
+         {"gbps", optional_number(r.gbps)},
+         {"pct_peak", optional_number(r.pct_peak)},
+         {"ratio_to_vendor", optional_number(r.ratio_to_vendor)},
+         {"max_rel_err", r.max_rel_err && std::isinf(*r.max_rel_err)
+                             ? json("inf")
+                             : optional_number(r.max_rel_err)},
+         {"error_metric", r.error_metric},
+         {"kind", r.kind},
+         {"best_vendor", r.best_vendor.empty() ? json(nullptr) : json(r.best_vendor)},
+         {"interleaved", r.interleaved},
+         {"times_ms", r.times_ms},
+         {"started_s", r.started_s}});
   }
-  json doc = {{"schema", "porta-bench/1"},
+  const auto load = [](const std::vector<double>& l) {
+    return l.empty() ? json(nullptr) : json(l);
+  };
+  json doc = {{"schema", "porta-bench/2"},
               {"porta_version", header.porta_version},
               {"date", header.date},
               {"machine", {{"cpu", header.cpu}, {"cores", header.cores}, {"os", header.os}}},
@@ -295,6 +347,11 @@ void write_json(const std::string& path, const Header& header, const std::vector
                 {"impl", header.impl},
                 {"dtype", header.dtype},
                 {"reps", header.reps ? json(header.reps) : json(nullptr)}}},
+              {"load",
+               {{"start", load(header.load_start)},
+                {"end", load(header.load_end)},
+                {"busy_above", 0.5 * header.cores},
+                {"busy", header.busy}}},
               {"libraries", libraries},
               {"peaks", peaks},
               {"skipped", header.skipped},
@@ -309,7 +366,8 @@ void write_csv(const std::string& path, const std::vector<Record>& records) {
   std::ofstream file(path);
   if (!file) throw std::runtime_error("cannot write " + path);
   file << "op,shape,dtype,backend,device,impl,status,message,median_ms,min_ms,max_ms,reps,warmup,"
-          "sets,flops,bytes,gflops,gbps,pct_peak,ratio_to_vendor,max_rel_err,error_metric\n";
+          "sets,flops,bytes,gflops,gbps,pct_peak,ratio_to_vendor,max_rel_err,error_metric,kind,"
+          "best_vendor\n";
   for (const Record& r : records) {
     const bool ok = r.status == "ok";
     const auto when_ok = [&](double v) { return ok ? csv_number(v) : std::string(); };
@@ -322,7 +380,7 @@ void write_csv(const std::string& path, const std::vector<Record>& records) {
          << csv_number(r.gbps) << "," << csv_number(r.pct_peak) << ","
          << csv_number(r.ratio_to_vendor) << ","
          << (r.max_rel_err && std::isinf(*r.max_rel_err) ? "inf" : csv_number(r.max_rel_err)) << ","
-         << r.error_metric << "\n";
+         << r.error_metric << "," << r.kind << "," << r.best_vendor << "\n";
   }
   if (!file.flush()) throw std::runtime_error("cannot write " + path);
 }

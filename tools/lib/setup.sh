@@ -20,6 +20,8 @@ PORTA_DEB_PACKAGES=(
   # llvm-readelf reads the AMD code objects' metadata for the resource checks (tests/gpu/).
   llvm-15
   python3 python3-matplotlib
+  # tools/compare makes its PyTorch environment with python3 -m venv.
+  python3-venv
   # SPIR-V kernel libraries (clang 15, an LLVM 15 pass plugin, the SPIR-V translator and tools),
   # the OpenCL backend's CI device (PoCL on the CPU) and Intel's offline compiler for the Intel
   # GPU build check; clang 15's sanitizer runtimes and libFuzzer serve the sanitized build and the

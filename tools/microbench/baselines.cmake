@@ -6,6 +6,7 @@
 #   PORTA_MICROBENCH_LIBRARIES    what porta-microbench links besides libporta
 #   PORTA_MICROBENCH_DEFINITIONS  PORTA_MICROBENCH_HAVE_{OPENBLAS,DNNL,OPENMP}, and the reason a
 #                                 baseline is missing
+#   PORTA_BASELINE_DNNL           oneDNN's target, or "" (then PORTA_BASELINE_DNNL_MISSING says why)
 find_package(benchmark REQUIRED)
 set(PORTA_MICROBENCH_LIBRARIES benchmark::benchmark)
 set(PORTA_MICROBENCH_DEFINITIONS "")
@@ -100,3 +101,6 @@ else()
   message(WARNING "porta-microbench: building without the oneDNN baseline: ${_dnnl_missing}")
   list(APPEND PORTA_MICROBENCH_DEFINITIONS "PORTA_MICROBENCH_DNNL_MISSING=\"${_dnnl_missing}\"")
 endif()
+# porta-bench's onednn-blocked rows use the same oneDNN (with OpenMP), or say why they are absent.
+set(PORTA_BASELINE_DNNL "${_dnnl}")
+set(PORTA_BASELINE_DNNL_MISSING "${_dnnl_missing}")

@@ -1,7 +1,9 @@
-// GEMM: fp32 through OpenBLAS's cblas_sgemm (row-major, as Porta's), one call per batch; bf16 and
-// f16 inputs through oneDNN's matmul with fp32 output and accumulation, where oneDNN has it.
+// GEMM: fp32 through OpenBLAS's cblas_sgemm (row-major, as Porta's), one call per batch, or through
+// oneDNN's matmul when PORTA_VENDOR_LIBRARY prefers oneDNN or leaves OpenBLAS out; bf16 and f16
+// inputs through oneDNN's matmul with fp32 output and accumulation, where oneDNN has it.
 #include <cblas.h>
 
+#include <atomic>
 #include <bit>
 #include <climits>
 #include <cstdint>
@@ -53,6 +55,14 @@ struct Matmul {
 
 Cache<Matmul> matmuls;
 
+// GemmLibraries as bits (openblas 1, onednn 2, prefer_onednn 4), read by every GEMM.
+std::atomic<unsigned> gemm_libraries{3};
+
+GemmLibraries current_gemm_libraries() {
+  const unsigned bits = gemm_libraries.load(std::memory_order_acquire);
+  return {.openblas = (bits & 1) != 0, .onednn = (bits & 2) != 0, .prefer_onednn = (bits & 4) != 0};
+}
+
 Matmul make_matmul(const porta_gemm_desc_t& d) {
   using dims = dnnl::memory::dims;
   const auto type = dnnl_type(d.dtype);
@@ -84,7 +94,13 @@ porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc,
   return guarded("porta_gemm", stream, [&] {
     const porta_gemm_desc_t d = *desc;  // the queued call runs after this returns
     const int threads = threads_for(stream);
-    if (d.dtype == PORTA_DTYPE_F32) {
+    const GemmLibraries libraries = current_gemm_libraries();
+    if (d.dtype != PORTA_DTYPE_F32 && !libraries.onednn) {
+      throw Failure(PORTA_ERROR_UNSUPPORTED,
+                    "OpenBLAS's GEMM takes fp32 only, and " + std::string(dtype_name(d.dtype)) +
+                        " GEMM runs on oneDNN, which PORTA_VENDOR_LIBRARY leaves out");
+    }
+    if (d.dtype == PORTA_DTYPE_F32 && libraries.openblas && !libraries.prefer_onednn) {
       for (auto [name, value] : {std::pair{"m", d.m},
                                  {"n", d.n},
                                  {"k", d.k},
@@ -107,10 +123,11 @@ porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc,
       dnnl::memory scratchpad(matmul->scratchpad, engine());
       const auto* a_bytes = static_cast<const char*>(a);
       const auto* b_bytes = static_cast<const char*>(b);
+      const int64_t size = d.dtype == PORTA_DTYPE_F32 ? 4 : 2;  // bytes per input element
       for (int64_t i = 0; i < d.batch_count; ++i) {
         // oneDNN takes non-const handles; it only reads A and B.
-        dnnl::memory ma(matmul->a, engine(), const_cast<char*>(a_bytes + i * d.stride_a * 2));
-        dnnl::memory mb(matmul->b, engine(), const_cast<char*>(b_bytes + i * d.stride_b * 2));
+        dnnl::memory ma(matmul->a, engine(), const_cast<char*>(a_bytes + i * d.stride_a * size));
+        dnnl::memory mb(matmul->b, engine(), const_cast<char*>(b_bytes + i * d.stride_b * size));
         dnnl::memory mc(matmul->c, engine(), c + i * d.stride_c);
         matmul->primitive.execute(s, {{DNNL_ARG_SRC, ma},
                                       {DNNL_ARG_WEIGHTS, mb},
@@ -123,5 +140,11 @@ porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc,
 }
 
 void clear_gemm_cache() { matmuls.clear(); }
+
+void use_gemm_libraries(GemmLibraries libraries) {
+  gemm_libraries.store((libraries.openblas ? 1u : 0u) | (libraries.onednn ? 2u : 0u) |
+                           (libraries.prefer_onednn ? 4u : 0u),
+                       std::memory_order_release);
+}
 
 }  // namespace porta::vendor_cpu

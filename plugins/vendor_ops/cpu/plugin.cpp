@@ -1,9 +1,13 @@
 // The CPU vendor op plugin (libporta_ops_vendor_cpu.so): GEMM through OpenBLAS (16-bit inputs
-// through oneDNN's matmul), convolution, softmax, ReLU and bias through oneDNN. The ops it leaves
-// out (cross-entropy, pooling, the optimisers) run on the portable plugin under PORTA_OPS=vendor.
+// through oneDNN's matmul), convolution, softmax, ReLU and bias through oneDNN;
+// PORTA_VENDOR_LIBRARY narrows that to one library (porta-bench measures each on its own). The ops
+// it leaves out (cross-entropy, pooling, the optimisers) run on the portable plugin under
+// PORTA_OPS=vendor.
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -108,6 +112,49 @@ const porta_ops_interface_t kInterface = {
     .convert = nullptr,          // dtype conversion: portable
     .supports_device = nullptr,  // every device of its backend
 };
+
+// The interface for the libraries PORTA_VENDOR_LIBRARY names (all when unset): the slots of an op
+// whose library is left out are NULL, so libporta runs that op portable and the loader report
+// lists only what the named libraries implement.
+const porta_ops_interface_t* interface_for_settings() {
+  const char* setting = plugin::setting("PORTA_VENDOR_LIBRARY");
+  static porta_ops_interface_t selected;
+  selected = kInterface;
+  if (!setting) {
+    use_gemm_libraries(GemmLibraries{});
+    return &selected;
+  }
+  // libporta has checked the names; the other plugins' libraries are not this one's business.
+  constexpr size_t none = SIZE_MAX;
+  size_t onednn = none, openblas = none, position = 0;
+  std::string_view list = setting;
+  while (!list.empty()) {
+    const size_t comma = std::min(list.find(','), list.size());
+    std::string_view name = list.substr(0, comma);
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    if (name == "onednn") onednn = std::min(onednn, position);
+    if (name == "openblas") openblas = std::min(openblas, position);
+    ++position;
+    list.remove_prefix(std::min(comma + 1, list.size()));
+  }
+  use_gemm_libraries({.openblas = openblas != none,
+                      .onednn = onednn != none,
+                      .prefer_onednn = onednn != none && (openblas == none || onednn < openblas)});
+  if (onednn == none) {
+    selected.conv2d_forward = nullptr;
+    selected.conv2d_backward_data = nullptr;
+    selected.conv2d_backward_weights = nullptr;
+    selected.softmax_forward = nullptr;
+    selected.softmax_backward = nullptr;
+    selected.bias_add = nullptr;
+    selected.bias_backward = nullptr;
+    selected.relu_forward = nullptr;
+    selected.relu_backward = nullptr;
+    if (openblas == none) selected.gemm = nullptr;
+  }
+  return &selected;
+}
 
 std::string version_text() {
   // "vendor_cpu 0.1.0 (oneDNN 2.6.3, OpenBLAS 0.3.21 DYNAMIC_ARCH ... SkylakeX MAX_THREADS=64)"
@@ -233,12 +280,16 @@ void clear_caches() {
 
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  return porta::plugin::enter_ops(host, out_plugin,
-                                  {.kind = PORTA_PLUGIN_KIND_OPS,
-                                   .name = "vendor_cpu",
-                                   .version = nullptr,  // from version_text
-                                   .backend = nullptr,
-                                   .ops = &porta::vendor_cpu::kInterface,
-                                   .name_in_errors = false},
-                                  porta::vendor_cpu::version_text);
+  const porta::plugin::Description description{.kind = PORTA_PLUGIN_KIND_OPS,
+                                               .name = "vendor_cpu",
+                                               .version = nullptr,  // from version_text
+                                               .backend = nullptr,
+                                               .ops = &porta::vendor_cpu::kInterface,
+                                               .name_in_errors = false};
+  const porta_status_t status =
+      porta::plugin::enter_ops(host, out_plugin, description, porta::vendor_cpu::version_text);
+  if (status != PORTA_SUCCESS) return status;
+  // The host API is kept now, and with it the settings.
+  out_plugin->ops = porta::vendor_cpu::interface_for_settings();
+  return PORTA_SUCCESS;
 }

@@ -109,6 +109,15 @@ class Cache {
 // Drops every cached primitive (at shutdown).
 void clear_caches();
 
+// The libraries GEMM may use (PORTA_VENDOR_LIBRARY; default: both, OpenBLAS for fp32).
+struct GemmLibraries {
+  bool openblas = true;
+  bool onednn = true;
+  bool prefer_onednn = false;  // fp32 through oneDNN's matmul although OpenBLAS is allowed
+};
+// Set at the plugin's entry, before any op runs.
+void use_gemm_libraries(GemmLibraries libraries);
+
 // The slots, as in porta_plugin.h's porta_ops_interface_t.
 // gemm.cpp
 porta_status_t gemm(void*, porta_stream_t, const porta_gemm_desc_t*, const void* a, const void* b,

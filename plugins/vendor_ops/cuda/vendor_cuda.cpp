@@ -596,6 +596,35 @@ const porta_ops_interface_t kInterface = {
     .supports_device = nullptr,  // every device of its backend
 };
 
+// The interface for the libraries PORTA_VENDOR_LIBRARY names (all when unset): GEMM is cuBLAS's,
+// convolution and softmax cuDNN's; the slots of a library left out are NULL (run portable).
+const porta_ops_interface_t* interface_for_settings() {
+  static porta_ops_interface_t selected;
+  selected = kInterface;
+  const char* setting = plugin::setting("PORTA_VENDOR_LIBRARY");
+  if (!setting) return &selected;
+  bool cublas = false, cudnn = false;
+  std::string_view list = setting;  // names checked by libporta
+  while (!list.empty()) {
+    const size_t comma = std::min(list.find(','), list.size());
+    std::string_view name = list.substr(0, comma);
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    cublas = cublas || name == "cublas";
+    cudnn = cudnn || name == "cudnn";
+    list.remove_prefix(std::min(comma + 1, list.size()));
+  }
+  if (!cublas) selected.gemm = nullptr;
+  if (!cudnn) {
+    selected.conv2d_forward = nullptr;
+    selected.conv2d_backward_data = nullptr;
+    selected.conv2d_backward_weights = nullptr;
+    selected.softmax_forward = nullptr;
+    selected.softmax_backward = nullptr;
+  }
+  return &selected;
+}
+
 // "vendor_cuda 0.1.0 (cuBLAS 13.0.2, cuDNN 9.19.0)": the libraries loaded, not the headers.
 std::string version_text() {
   int major = 0, minor = 0, patch = 0;
@@ -615,12 +644,16 @@ std::string version_text() {
 
 extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_host_api_t* host,
                                                                  porta_plugin_t* out_plugin) {
-  return porta::plugin::enter_ops(host, out_plugin,
-                                  {.kind = PORTA_PLUGIN_KIND_OPS,
-                                   .name = "vendor_cuda",
-                                   .version = nullptr,  // from version_text
-                                   .backend = nullptr,
-                                   .ops = &porta::vendor_cuda::kInterface,
-                                   .name_in_errors = false},
-                                  porta::vendor_cuda::version_text);
+  const porta::plugin::Description description{.kind = PORTA_PLUGIN_KIND_OPS,
+                                               .name = "vendor_cuda",
+                                               .version = nullptr,  // from version_text
+                                               .backend = nullptr,
+                                               .ops = &porta::vendor_cuda::kInterface,
+                                               .name_in_errors = false};
+  const porta_status_t status =
+      porta::plugin::enter_ops(host, out_plugin, description, porta::vendor_cuda::version_text);
+  if (status != PORTA_SUCCESS) return status;
+  // The host API is kept now, and with it the settings.
+  out_plugin->ops = porta::vendor_cuda::interface_for_settings();
+  return PORTA_SUCCESS;
 }

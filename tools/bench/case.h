@@ -1,0 +1,46 @@
+// One op on one shape set up on a device (measure.cpp), and oneDNN's convolution on its own
+// layouts in place of Porta's op (onednn_blocked.cpp).
+#ifndef PORTA_TOOLS_BENCH_CASE_H_
+#define PORTA_TOOLS_BENCH_CASE_H_
+
+#include <functional>
+#include <memory>
+
+#include "bench.h"
+
+namespace bench {
+
+// A device buffer holding an operand in its dtype.
+struct DeviceArray {
+  porta::device_buffer<uint8_t> buffer;
+  void* get() const { return buffer.data(); }
+};
+
+// run(set) queues the op on input set `set`, writing output.
+struct Case {
+  std::vector<std::vector<DeviceArray>> inputs;  // [set][operand]
+  std::vector<porta::device_buffer<int32_t>> labels;
+  porta::device_buffer<float> output;
+  porta::device_buffer<float> loss;
+  std::function<void(int set, porta_stream_t)> run;
+  size_t output_count = 0;
+  // Set where run() leaves the output in another layout: queues its conversion into output.
+  std::function<void(porta_stream_t)> to_plain;
+  // Set where queued work reports failures on the host: throws the first one.
+  std::function<void()> check;
+  std::shared_ptr<void> library_state;  // what run() and to_plain() use
+};
+
+// Replaces c.run of a convolution (conv_fwd, conv_bwd_data, conv_bwd_weights) by oneDNN's
+// primitive on the layouts oneDNN prefers (format_tag::any): both inputs of every set reordered
+// once, here, and the output left in oneDNN's layout by run(); to_plain() reorders it into
+// c.output. Runs on the CPU backend only (oneDNN reads Porta's buffers directly), with `threads`
+// OpenMP threads. Throws porta::error UNSUPPORTED when porta-bench was built without oneDNN or
+// oneDNN lacks the combination.
+void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, int threads);
+// Whether porta-bench was built with oneDNN (the onednn-blocked rows).
+bool have_blocked_conv();
+
+}  // namespace bench
+
+#endif  // PORTA_TOOLS_BENCH_CASE_H_
