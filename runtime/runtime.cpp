@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "log.h"
+#include "versioned_struct.h"
 
 namespace porta {
 namespace {
@@ -62,12 +63,11 @@ bool is_incompatibility(porta_plugin_outcome_t outcome) {
 }  // namespace
 
 porta_status_t Runtime::read_settings(const porta_init_options_t* options, Settings& settings) {
-  // The first release's struct ended at log_level; later fields are read when present.
-  constexpr size_t kFirstSize = offsetof(porta_init_options_t, log_level) + sizeof(const char*);
-  if (options && options->struct_size < kFirstSize) {
-    return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "porta_init: options->struct_size is {}, expected at least {}",
-                options->struct_size, kFirstSize);
+  // Fields later than the first release's are read when present.
+  if (options) {
+    const porta_status_t status =
+        check_struct_size("porta_init", "options", options, PORTA_INIT_OPTIONS_MIN_SIZE);
+    if (status != PORTA_SUCCESS) return status;
   }
   auto option = [&](const char* porta_init_options_t::*field, size_t offset) -> const char* {
     const bool present = options && offset + sizeof(const char*) <= options->struct_size;
