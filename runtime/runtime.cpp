@@ -397,6 +397,9 @@ void Runtime::release_everything() {
   comm_missing_.clear();
   comm_loaded_ = false;
   // Op plugins first: they hold modules and memory of their own, which go below with the rest.
+  // What they keep per stream goes before them; the streams themselves with the other objects.
+  std::vector<std::shared_ptr<Stream>> remaining_streams = streams.remove_all();
+  for (auto& stream : remaining_streams) stream->release_op_storage(true);
   for (auto& plugin : ops_plugins_) unload_ops_plugin(*plugin);
   ops_plugins_.clear();
   // No call is in flight (shutdown runs alone), so the tables hold the last references: each
@@ -404,7 +407,7 @@ void Runtime::release_everything() {
   kernels.remove_all();
   modules.remove_all();
   events.remove_all();
-  streams.remove_all();
+  remaining_streams.clear();
   report_live_allocations("porta_shutdown", nullptr, nullptr);
   for (auto& device : devices_) device->pool->release_all();
   {
@@ -446,7 +449,29 @@ void release_native(const Device* device, const char* what, Slot slot, Args... a
 
 }  // namespace
 
+void Stream::release_op_storage(bool shutting_down) noexcept {
+  const OpsPlugin* plugins[2] = {device->ops, device->fallback_ops};
+  for (int i = 0; i < 2; ++i) {
+    void* storage = std::exchange(op_storage[i], nullptr);
+    if (!storage || !plugins[i] || !plugins[i]->interface.release_stream_storage) continue;
+    try {
+      plugins[i]->interface.release_stream_storage(plugins[i]->context, storage,
+                                                   shutting_down ? 1 : 0);
+    } catch (...) {
+      log().error("op plugin {}: release_stream_storage threw", plugins[i]->name);
+    }
+  }
+}
+
 Stream::~Stream() {
+  // Before the backend's stream goes: a plugin may have bound library handles to it. Work an op
+  // queued while the stream was being destroyed may still use what the plugin stored: it
+  // finishes first.
+  if (native && (op_storage[0] || op_storage[1])) {
+    release_native(device, "destroying a stream", device->backend->interface.stream_synchronize,
+                   native);
+  }
+  release_op_storage(false);
   if (!native) return;
   release_native(device, "destroying a stream", device->backend->interface.stream_destroy, native);
 }
