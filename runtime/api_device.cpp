@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "runtime.h"
+#include "versioned_struct.h"
 
 using namespace porta;
 
@@ -29,14 +30,10 @@ porta_device_properties(porta_device_t device, porta_device_properties_t* out_pr
   return with_runtime("porta_device_properties", [&](Runtime& runtime) -> porta_status_t {
     Device* found = runtime.device(device, "porta_device_properties: device");
     if (!found) return PORTA_ERROR_NOT_FOUND;
-    if (!out_properties || out_properties->struct_size < sizeof(porta_device_properties_t)) {
-      return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                  "porta_device_properties: out_properties is NULL or its struct_size is below {}",
-                  sizeof(porta_device_properties_t));
-    }
-    size_t size = out_properties->struct_size;
-    std::memcpy(out_properties, &found->properties, sizeof(porta_device_properties_t));
-    out_properties->struct_size = size;
+    porta_status_t status = check_struct_size("porta_device_properties", "out_properties",
+                                              out_properties, PORTA_DEVICE_PROPERTIES_MIN_SIZE);
+    if (status != PORTA_SUCCESS) return status;
+    copy_out(out_properties, found->properties);
     return PORTA_SUCCESS;
   });
 }

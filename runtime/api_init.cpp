@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "runtime.h"
+#include "versioned_struct.h"
 
 using namespace porta;
 
@@ -50,14 +51,10 @@ extern "C" PORTA_API porta_status_t porta_loader_report_count(size_t* out_count)
 extern "C" PORTA_API porta_status_t porta_loader_report_get(size_t index,
                                                             porta_plugin_report_t* out_report) {
   return with_runtime_even_if_failed("porta_loader_report_get", [&](Runtime& runtime) -> porta_status_t {
-    // The first release's row ended at kind; later fields are written when the caller has room.
-    constexpr size_t kFirstSize =
-        offsetof(porta_plugin_report_t, kind) + sizeof(porta_plugin_report_t::kind);
-    if (!out_report || out_report->struct_size < kFirstSize) {
-      return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                  "porta_loader_report_get: out_report is NULL or its struct_size is below {}",
-                  kFirstSize);
-    }
+    // Later fields than the first release's are written when the caller has room.
+    porta_status_t status = check_struct_size("porta_loader_report_get", "out_report", out_report,
+                                              PORTA_PLUGIN_REPORT_MIN_SIZE);
+    if (status != PORTA_SUCCESS) return status;
     if (index >= runtime.reports().size()) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
                   "porta_loader_report_get: index {} is past the report's {} rows", index,
@@ -65,7 +62,6 @@ extern "C" PORTA_API porta_status_t porta_loader_report_get(size_t index,
     }
     const PluginReport& row = runtime.reports()[index];
     porta_plugin_report_t report{};
-    report.struct_size = out_report->struct_size;
     std::snprintf(report.name, sizeof(report.name), "%s", row.name.c_str());
     std::snprintf(report.path, sizeof(report.path), "%s", row.path.c_str());
     std::snprintf(report.reason, sizeof(report.reason), "%s", row.reason.c_str());
@@ -77,7 +73,7 @@ extern "C" PORTA_API porta_status_t porta_loader_report_get(size_t index,
     report.kind = row.kind;
     std::snprintf(report.version, sizeof(report.version), "%s", row.version.c_str());
     std::snprintf(report.ops, sizeof(report.ops), "%s", row.ops.c_str());
-    std::memcpy(out_report, &report, std::min(out_report->struct_size, sizeof(report)));
+    copy_out(out_report, report);
     return PORTA_SUCCESS;
   });
 }

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "runtime.h"
+#include "versioned_struct.h"
 
 using namespace porta;
 
@@ -321,13 +322,10 @@ extern "C" PORTA_API porta_status_t porta_host_free(void* ptr) {
 extern "C" PORTA_API porta_status_t porta_pointer_info(const void* ptr,
                                                        porta_pointer_info_t* out_info) {
   return with_runtime("porta_pointer_info", [&](Runtime& runtime) -> porta_status_t {
-    if (!out_info || out_info->struct_size < sizeof(porta_pointer_info_t)) {
-      return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                  "porta_pointer_info: out_info is NULL or its struct_size is below {}",
-                  sizeof(porta_pointer_info_t));
-    }
+    porta_status_t status =
+        check_struct_size("porta_pointer_info", "out_info", out_info, PORTA_POINTER_INFO_MIN_SIZE);
+    if (status != PORTA_SUCCESS) return status;
     porta_pointer_info_t info{};
-    info.struct_size = out_info->struct_size;
     info.device = -1;
     Allocation allocation;
     if (ptr && runtime.find_allocation(ptr, allocation)) {
@@ -336,7 +334,7 @@ extern "C" PORTA_API porta_status_t porta_pointer_info(const void* ptr,
       info.base = reinterpret_cast<void*>(allocation.base);
       info.size = allocation.size;
     }
-    *out_info = info;
+    copy_out(out_info, info);
     return PORTA_SUCCESS;
   });
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "runtime.h"
+#include "versioned_struct.h"
 
 using namespace porta;
 
@@ -23,10 +24,9 @@ porta_status_t adopt(Runtime& runtime, Device& device, void* native, porta_modul
 
 porta_status_t check_config(const char* function, const porta_launch_config_t* config,
                             const porta_device_properties_t& limits) {
-  if (!config || config->struct_size < sizeof(porta_launch_config_t)) {
-    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: config is NULL or its struct_size is below {}",
-                function, sizeof(porta_launch_config_t));
-  }
+  porta_status_t status =
+      check_struct_size(function, "config", config, PORTA_LAUNCH_CONFIG_MIN_SIZE);
+  if (status != PORTA_SUCCESS) return status;
   uint64_t items = 1;
   for (int d = 0; d < 3; ++d) {
     const char axis = "xyz"[d];
@@ -232,7 +232,8 @@ extern "C" PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel_ha
                   kernel->max_group_size);
     }
     const Backend& backend = *kernel->device->backend;
-    return call(backend, function, backend.interface.kernel_launch, kernel->native, config, args,
+    const porta_launch_config_t whole = whole_copy(*config);  // a first release's may be shorter
+    return call(backend, function, backend.interface.kernel_launch, kernel->native, &whole, args,
                 stream->native);
   });
 }

@@ -1,5 +1,7 @@
 // The operator set's front door: every argument of every op is checked here, once for all
-// implementations, then the call goes to the op plugin that serves the stream's device.
+// implementations, then the call goes to the op plugin that serves the stream's device. The entry
+// points themselves are made from porta_op_table.h at the end; each op's check is check_<op>.
+#include <porta/porta_op_table.h>
 #include <porta/porta_ops.h>
 
 #include <cmath>
@@ -8,6 +10,7 @@
 
 #include "plugin_kit/checked.h"
 #include "runtime.h"
+#include "versioned_struct.h"
 
 using namespace porta;
 
@@ -15,11 +18,37 @@ namespace {
 
 // An op call being checked: where it runs and who implements it.
 struct OpCall {
+  explicit OpCall(const char* function_name) : function(function_name) {}
   const char* function;
   porta_stream_t stream = nullptr;  // never NULL once resolved
   Device* device = nullptr;
   OpsPlugin* ops = nullptr;
+  // Held until the plugin's slot returns, so that its storage (op_storage) outlives the call.
+  std::shared_ptr<Stream> stream_object;
+  void* native_device = nullptr;
+  void* native_stream = nullptr;
+  // A descriptor the caller passed, copied whole: a caller's smaller (older) struct is
+  // zero-extended, so that nothing past its struct_size is read, here or in a plugin.
+  mutable union {
+    porta_gemm_desc_t gemm;
+    porta_conv2d_desc_t conv2d;
+    porta_pool2d_desc_t pool2d;
+    porta_adam_params_t adam;
+  } whole{};
 };
+
+porta_gemm_desc_t& whole_of(const OpCall& call, const porta_gemm_desc_t*) {
+  return call.whole.gemm;
+}
+porta_conv2d_desc_t& whole_of(const OpCall& call, const porta_conv2d_desc_t*) {
+  return call.whole.conv2d;
+}
+porta_pool2d_desc_t& whole_of(const OpCall& call, const porta_pool2d_desc_t*) {
+  return call.whole.pool2d;
+}
+porta_adam_params_t& whole_of(const OpCall& call, const porta_adam_params_t*) {
+  return call.whole.adam;
+}
 
 #define PORTA_CHECK(expression)                                         \
   do {                                                                  \
@@ -40,6 +69,20 @@ porta_status_t resolve(Runtime& runtime, OpCall& call, porta_stream_t handle) {
     return fail(call.device->ops_missing_status, "{}: no op implementation for device {}: {}",
                 call.function, call.device->id, call.device->ops_missing);
   }
+  // The backend's own handles, for plugins that queue on them (optional slots: NULL without).
+  const Backend& backend = *call.device->backend;
+  if (backend.interface.device_native_handle &&
+      backend.interface.device_native_handle(backend.context, call.device->index,
+                                             &call.native_device) != PORTA_SUCCESS) {
+    call.native_device = nullptr;
+  }
+  if (backend.interface.stream_native_handle &&
+      backend.interface.stream_native_handle(backend.context, stream->native,
+                                             &call.native_stream) != PORTA_SUCCESS) {
+    call.native_stream = nullptr;
+  }
+  take_plugin_message();  // a refusal above is the plugin's to report when it needs the handle
+  call.stream_object = std::move(stream);
   return PORTA_SUCCESS;
 }
 
@@ -140,25 +183,27 @@ porta_status_t apart(const OpCall& call, const char* out_name, const void* out, 
   return PORTA_SUCCESS;
 }
 
-porta_status_t descriptor(const OpCall& call, const void* desc, size_t struct_size,
-                          size_t expected) {
-  if (!desc || struct_size < expected) {
-    return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "{}: the descriptor is NULL or its struct_size is below {}", call.function,
-                expected);
-  }
+// A descriptor of at least its first release's size (min_size), which desc then points to a
+// whole copy of (see OpCall::whole).
+template <typename Desc>
+porta_status_t descriptor(const OpCall& call, const char* name, const Desc*& desc,
+                          size_t min_size) {
+  PORTA_CHECK(check_struct_size(call.function, name, desc, min_size));
+  Desc& whole = whole_of(call, desc);
+  whole = whole_copy(*desc);
+  desc = &whole;
   return PORTA_SUCCESS;
 }
 
 // Checks under the runtime's lock, then runs the op plugin's slot outside it: the plugin calls
 // the public API itself.
-template <typename Check, typename Slot, typename... Args>
-porta_status_t op(const char* function, porta_stream_t stream, Check&& check, Slot slot,
-                  const Args&... args) {  // by reference: nothing is read before it is checked
+template <typename Args, typename Slot>
+porta_status_t dispatch(const char* function, porta_stream_t stream, Args& args,
+                        porta_status_t (*check)(Runtime&, const OpCall&, Args&), Slot slot) {
   OpCall call{function};
   porta_status_t status = with_runtime(function, [&](Runtime& runtime) -> porta_status_t {
     PORTA_CHECK(resolve(runtime, call, stream));
-    return check(runtime, call);
+    return check(runtime, call, args);
   });
   if (status != PORTA_SUCCESS) return status;
   // An op the vendor plugin leaves out runs on the portable plugin (see porta_ops.h).
@@ -174,10 +219,18 @@ porta_status_t op(const char* function, porta_stream_t stream, Check&& check, Sl
                 call.device->fallback_missing.empty() ? "" : ", and no fallback: ",
                 call.device->fallback_missing);
   }
+  const porta_op_context_t context{sizeof(porta_op_context_t),
+                                   plugin->context,
+                                   call.stream,
+                                   call.device->id,
+                                   &call.device->properties,
+                                   call.native_device,
+                                   call.native_stream,
+                                   call.stream_object->op_storage_of(plugin)};
   return guarded(function, [&]() -> porta_status_t {
     take_plugin_message();
     PluginCall scope;  // the plugin's scratch is its own, not the application's
-    status = implementation(plugin->context, call.stream, args...);
+    status = implementation(&context, &args);
     if (status < 0) {
       std::string detail = take_plugin_message();
       fail(status, "{}", detail.empty() ? fmt::format("{}: {} op plugin: {}", function,
@@ -207,9 +260,11 @@ porta_status_t matrix_span(const OpCall& call, const char* name, int64_t rows, i
   return PORTA_SUCCESS;
 }
 
-porta_status_t check_gemm(Runtime& runtime, const OpCall& call, const porta_gemm_desc_t* d,
-                          const void* a, const void* b, const float* c) {
-  PORTA_CHECK(descriptor(call, d, d ? d->struct_size : 0, sizeof(porta_gemm_desc_t)));
+porta_status_t check_gemm(Runtime& runtime, const OpCall& call, porta_gemm_args_t& args) {
+  PORTA_CHECK(descriptor(call, "the descriptor desc", args.desc, PORTA_GEMM_DESC_MIN_SIZE));
+  const porta_gemm_desc_t* d = args.desc;
+  const void *a = args.a, *b = args.b;
+  const float* c = args.c;
   for (auto [name, value] : {std::pair{"trans_a", raw(d->trans_a)}, {"trans_b", raw(d->trans_b)}}) {
     if (value != PORTA_NO_TRANSPOSE && value != PORTA_TRANSPOSE) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; accepted: 0 or 1", call.function,
@@ -284,9 +339,9 @@ porta_status_t slide(const OpCall& call, const Axis& a, int64_t& out) {
   return PORTA_SUCCESS;
 }
 
-porta_status_t conv_shape(const OpCall& call, const porta_conv2d_desc_t* d, int64_t& p,
+porta_status_t conv_shape(const OpCall& call, const porta_conv2d_desc_t*& d, int64_t& p,
                           int64_t& q) {
-  PORTA_CHECK(descriptor(call, d, d ? d->struct_size : 0, sizeof(porta_conv2d_desc_t)));
+  PORTA_CHECK(descriptor(call, "the descriptor desc", d, PORTA_CONV2D_DESC_MIN_SIZE));
   PORTA_CHECK(known_dtype(call, d->dtype));
   for (auto [name, value] :
        {std::pair{"batch", d->batch}, {"in_channels", d->in_channels}, {"in_height", d->in_height},
@@ -313,7 +368,7 @@ struct ConvSizes {
   int64_t x, w, y;
 };
 
-porta_status_t conv_sizes(const OpCall& call, const porta_conv2d_desc_t* d, ConvSizes& out) {
+porta_status_t conv_sizes(const OpCall& call, const porta_conv2d_desc_t*& d, ConvSizes& out) {
   int64_t p, q;
   PORTA_CHECK(conv_shape(call, d, p, q));
   PORTA_CHECK(product(call, "x", {d->batch, d->in_channels, d->in_height, d->in_width}, out.x));
@@ -323,12 +378,12 @@ porta_status_t conv_sizes(const OpCall& call, const porta_conv2d_desc_t* d, Conv
 }
 
 // A convolution's inputs and output: (first, second) -> out, with their element counts.
-porta_status_t check_conv(Runtime& runtime, const OpCall& call, const porta_conv2d_desc_t* d,
+porta_status_t check_conv(Runtime& runtime, const OpCall& call, const porta_conv2d_desc_t*& d,
                           const char* first_name, const void* first, int64_t ConvSizes::*first_size,
                           const char* second_name, const void* second,
                           int64_t ConvSizes::*second_size, const char* out_name, const float* out,
                           int64_t ConvSizes::*out_size) {
-  ConvSizes sizes;
+  ConvSizes sizes{};
   PORTA_CHECK(conv_sizes(call, d, sizes));
   const size_t in = dtype_size(d->dtype);
   PORTA_CHECK(buffer(runtime, call, first_name, first, sizes.*first_size, in));
@@ -341,9 +396,9 @@ porta_status_t check_conv(Runtime& runtime, const OpCall& call, const porta_conv
                sizes.*second_size * int64_t(in), false);
 }
 
-porta_status_t pool_shape(const OpCall& call, const porta_pool2d_desc_t* d, int64_t& p,
+porta_status_t pool_shape(const OpCall& call, const porta_pool2d_desc_t*& d, int64_t& p,
                           int64_t& q) {
-  PORTA_CHECK(descriptor(call, d, d ? d->struct_size : 0, sizeof(porta_pool2d_desc_t)));
+  PORTA_CHECK(descriptor(call, "the descriptor desc", d, PORTA_POOL2D_DESC_MIN_SIZE));
   for (auto [name, value] :
        {std::pair{"batch", d->batch}, {"channels", d->channels}, {"in_height", d->in_height},
         {"in_width", d->in_width}, {"window_h", d->window_h}, {"window_w", d->window_w},
@@ -367,7 +422,7 @@ porta_status_t pool_shape(const OpCall& call, const porta_pool2d_desc_t* d, int6
                q);
 }
 
-porta_status_t pool_sizes(const OpCall& call, const porta_pool2d_desc_t* d, int64_t& x,
+porta_status_t pool_sizes(const OpCall& call, const porta_pool2d_desc_t*& d, int64_t& x,
                           int64_t& y) {
   int64_t p, q;
   PORTA_CHECK(pool_shape(call, d, p, q));
@@ -419,7 +474,7 @@ porta_status_t tensors(Runtime& runtime, const OpCall& call, int64_t count,
 // The output height and width a sliding-window descriptor gives, without a stream or device.
 template <typename Desc>
 porta_status_t output_size(const char* function,
-                           porta_status_t (*shape)(const OpCall&, const Desc*, int64_t&, int64_t&),
+                           porta_status_t (*shape)(const OpCall&, const Desc*&, int64_t&, int64_t&),
                            const Desc* desc, int64_t* out_height, int64_t* out_width) {
   return guarded(function, [&]() -> porta_status_t {
     OpCall call{function};
@@ -435,194 +490,191 @@ porta_status_t output_size(const char* function,
   });
 }
 
-}  // namespace
-
 // ---- GEMM and convolution ---------------------------------------------------------------------
 
-extern "C" PORTA_API porta_status_t porta_gemm(porta_stream_t stream, const porta_gemm_desc_t* desc,
-                                               const void* a, const void* b, float* c) {
-  return op(
-      "porta_gemm", stream,
-      [&](Runtime& runtime, const OpCall& call) { return check_gemm(runtime, call, desc, a, b, c); },
-      &porta_ops_interface_t::gemm, desc, a, b, c);
+porta_status_t check_conv2d_forward(Runtime& runtime, const OpCall& call,
+                                    porta_conv2d_forward_args_t& a) {
+  return check_conv(runtime, call, a.desc, "x", a.x, &ConvSizes::x, "w", a.w, &ConvSizes::w, "y",
+                    a.y, &ConvSizes::y);
 }
+
+porta_status_t check_conv2d_backward_data(Runtime& runtime, const OpCall& call,
+                                          porta_conv2d_backward_data_args_t& a) {
+  return check_conv(runtime, call, a.desc, "dy", a.dy, &ConvSizes::y, "w", a.w, &ConvSizes::w, "dx",
+                    a.dx, &ConvSizes::x);
+}
+
+porta_status_t check_conv2d_backward_weights(Runtime& runtime, const OpCall& call,
+                                             porta_conv2d_backward_weights_args_t& a) {
+  return check_conv(runtime, call, a.desc, "x", a.x, &ConvSizes::x, "dy", a.dy, &ConvSizes::y, "dw",
+                    a.dw, &ConvSizes::w);
+}
+
+// ---- dtype conversion -------------------------------------------------------------------------
+
+porta_status_t check_convert(Runtime& runtime, const OpCall& call, porta_convert_args_t& a) {
+  PORTA_CHECK(positive(call, "count", a.count));
+  PORTA_CHECK(known_dtype(call, "src_dtype", a.src_dtype));
+  PORTA_CHECK(known_dtype(call, "dst_dtype", a.dst_dtype));
+  const size_t in = dtype_size(a.src_dtype), out = dtype_size(a.dst_dtype);
+  PORTA_CHECK(buffer(runtime, call, "src", a.src, a.count, in));
+  PORTA_CHECK(buffer(runtime, call, "dst", a.dst, a.count, out));
+  // In place only element for element: with different sizes, one item's write would land on
+  // another's input.
+  return apart(call, "dst", a.dst, a.count * int64_t(out), "src", a.src, a.count * int64_t(in),
+               in == out);
+}
+
+// ---- softmax and cross-entropy ----------------------------------------------------------------
+
+porta_status_t check_softmax_forward(Runtime& runtime, const OpCall& call,
+                                     porta_softmax_forward_args_t& a) {
+  int64_t count = 0;
+  PORTA_CHECK(softmax_mode(call, a.mode));
+  PORTA_CHECK(rows_cols(call, a.rows, a.cols, count));
+  return tensors(runtime, call, count, {{"x", a.x}}, {{"y", a.y}}, true);
+}
+
+porta_status_t check_softmax_backward(Runtime& runtime, const OpCall& call,
+                                      porta_softmax_backward_args_t& a) {
+  int64_t count = 0;
+  PORTA_CHECK(softmax_mode(call, a.mode));
+  PORTA_CHECK(rows_cols(call, a.rows, a.cols, count));
+  PORTA_CHECK(tensors(runtime, call, count, {{"y", a.y}}, {{"dx", a.dx}}, false));
+  return tensors(runtime, call, count, {{"dy", a.dy}}, {{"dx", a.dx}}, true);
+}
+
+porta_status_t check_cross_entropy(Runtime& runtime, const OpCall& call,
+                                   porta_cross_entropy_args_t& a) {
+  int64_t count = 0;
+  const int64_t rows = a.rows;
+  const float *logits = a.logits, *loss = a.loss, *dlogits = a.dlogits;
+  const int32_t* labels = a.labels;
+  PORTA_CHECK(rows_cols(call, rows, a.cols, count));
+  PORTA_CHECK(buffer(runtime, call, "labels", labels, rows, sizeof(int32_t)));
+  PORTA_CHECK(tensors(runtime, call, 1, {}, {{"loss", loss}}, false));
+  // The sizes first: once logits (and dlogits) hold count floats, count * 4 cannot overflow.
+  PORTA_CHECK(buffer(runtime, call, "logits", logits, count, sizeof(float)));
+  if (dlogits) PORTA_CHECK(buffer(runtime, call, "dlogits", dlogits, count, sizeof(float)));
+  PORTA_CHECK(apart(call, "loss", loss, 4, "logits", logits, count * 4, false));
+  PORTA_CHECK(apart(call, "loss", loss, 4, "labels", labels, rows * 4, false));
+  if (!dlogits) return tensors(runtime, call, count, {{"logits", logits}}, {}, false);
+  PORTA_CHECK(apart(call, "loss", loss, 4, "dlogits", dlogits, count * 4, false));
+  PORTA_CHECK(apart(call, "dlogits", dlogits, count * 4, "labels", labels, rows * 4, false));
+  return tensors(runtime, call, count, {{"logits", logits}}, {{"dlogits", dlogits}}, false);
+}
+
+// ---- bias, ReLU, pooling ----------------------------------------------------------------------
+
+porta_status_t check_bias_add(Runtime& runtime, const OpCall& call, porta_bias_add_args_t& a) {
+  int64_t count = 0;
+  PORTA_CHECK(channel_shape(call, "x", a.batch, a.channels, a.spatial, count));
+  PORTA_CHECK(buffer(runtime, call, "bias", a.bias, a.channels, 4));
+  PORTA_CHECK(apart(call, "y", a.y, count * 4, "bias", a.bias, a.channels * 4, false));
+  return tensors(runtime, call, count, {{"x", a.x}}, {{"y", a.y}}, true);
+}
+
+porta_status_t check_bias_backward(Runtime& runtime, const OpCall& call,
+                                   porta_bias_backward_args_t& a) {
+  int64_t count = 0;
+  PORTA_CHECK(channel_shape(call, "dy", a.batch, a.channels, a.spatial, count));
+  PORTA_CHECK(buffer(runtime, call, "dy", a.dy, count, 4));
+  PORTA_CHECK(buffer(runtime, call, "dbias", a.dbias, a.channels, 4));
+  return apart(call, "dbias", a.dbias, a.channels * 4, "dy", a.dy, count * 4, false);
+}
+
+porta_status_t check_relu_forward(Runtime& runtime, const OpCall& call,
+                                  porta_relu_forward_args_t& a) {
+  PORTA_CHECK(positive(call, "count", a.count));
+  return tensors(runtime, call, a.count, {{"x", a.x}}, {{"y", a.y}}, true);
+}
+
+porta_status_t check_relu_backward(Runtime& runtime, const OpCall& call,
+                                   porta_relu_backward_args_t& a) {
+  PORTA_CHECK(positive(call, "count", a.count));
+  PORTA_CHECK(tensors(runtime, call, a.count, {{"x", a.x}}, {{"dx", a.dx}}, false));
+  return tensors(runtime, call, a.count, {{"dy", a.dy}}, {{"dx", a.dx}}, true);
+}
+
+porta_status_t check_max_pool2d_forward(Runtime& runtime, const OpCall& call,
+                                        porta_max_pool2d_forward_args_t& a) {
+  int64_t x_count, y_count;
+  PORTA_CHECK(pool_sizes(call, a.desc, x_count, y_count));
+  PORTA_CHECK(buffer(runtime, call, "x", a.x, x_count, 4));
+  PORTA_CHECK(buffer(runtime, call, "y", a.y, y_count, 4));
+  return apart(call, "y", a.y, y_count * 4, "x", a.x, x_count * 4, false);
+}
+
+porta_status_t check_max_pool2d_backward(Runtime& runtime, const OpCall& call,
+                                         porta_max_pool2d_backward_args_t& a) {
+  int64_t x_count, y_count;
+  PORTA_CHECK(pool_sizes(call, a.desc, x_count, y_count));
+  PORTA_CHECK(buffer(runtime, call, "x", a.x, x_count, 4));
+  PORTA_CHECK(buffer(runtime, call, "dy", a.dy, y_count, 4));
+  PORTA_CHECK(buffer(runtime, call, "dx", a.dx, x_count, 4));
+  PORTA_CHECK(apart(call, "dx", a.dx, x_count * 4, "x", a.x, x_count * 4, false));
+  return apart(call, "dx", a.dx, x_count * 4, "dy", a.dy, y_count * 4, false);
+}
+
+// ---- optimisers ---------------------------------------------------------------------------
+
+porta_status_t check_sgd_update(Runtime& runtime, const OpCall& call, porta_sgd_update_args_t& a) {
+  PORTA_CHECK(positive(call, "count", a.count));
+  PORTA_CHECK(finite(call, "learning_rate", a.learning_rate));
+  PORTA_CHECK(finite(call, "momentum", a.momentum));
+  PORTA_CHECK(finite(call, "weight_decay", a.weight_decay));
+  PORTA_CHECK(tensors(runtime, call, a.count, {{"grads", a.grads}},
+                      {{"weights", a.weights}, {"velocity", a.velocity}}, false));
+  return apart(call, "weights", a.weights, a.count * 4, "velocity", a.velocity, a.count * 4, false);
+}
+
+porta_status_t check_adam_update(Runtime& runtime, const OpCall& call,
+                                 porta_adam_update_args_t& a) {
+  const int64_t count = a.count;
+  PORTA_CHECK(positive(call, "count", count));
+  PORTA_CHECK(descriptor(call, "the descriptor params", a.params, PORTA_ADAM_PARAMS_MIN_SIZE));
+  const porta_adam_params_t* params = a.params;
+  PORTA_CHECK(finite(call, "learning_rate", params->learning_rate));
+  PORTA_CHECK(finite(call, "weight_decay", params->weight_decay));
+  for (auto [name, beta] : {std::pair{"beta1", params->beta1}, {"beta2", params->beta2}}) {
+    if (!(beta >= 0.0f && beta < 1.0f)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; accepted: [0, 1)", call.function,
+                  name, beta);
+    }
+  }
+  if (!(params->epsilon > 0.0f) || !std::isfinite(params->epsilon)) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: epsilon is {}; it must be > 0", call.function,
+                params->epsilon);
+  }
+  PORTA_CHECK(positive(call, "step", params->step));
+  PORTA_CHECK(tensors(runtime, call, count, {{"grads", a.grads}},
+                      {{"weights", a.weights}, {"m", a.m}, {"v", a.v}}, false));
+  PORTA_CHECK(apart(call, "weights", a.weights, count * 4, "m", a.m, count * 4, false));
+  PORTA_CHECK(apart(call, "weights", a.weights, count * 4, "v", a.v, count * 4, false));
+  return apart(call, "m", a.m, count * 4, "v", a.v, count * 4, false);
+}
+
+// Copies a value as bytes: an enum parameter outside its enumerators (a C caller may pass one)
+// is never loaded as the enum type before check_<op> has read it as an integer.
+template <typename T>
+void copy_bytes(T& to, const T& from) {
+  std::memcpy(&to, &from, sizeof(T));
+}
+#define PORTA_OP_COPY_A_(type, name) \
+  copy_bytes(args.name, name);       \
+  PORTA_OP_COPY_B_
+#define PORTA_OP_COPY_B_(type, name) \
+  copy_bytes(args.name, name);       \
+  PORTA_OP_COPY_A_
+#define PORTA_OP_COPY_A_END_
+#define PORTA_OP_COPY_B_END_
+
+}  // namespace
 
 extern "C" PORTA_API porta_status_t porta_conv2d_output_size(const porta_conv2d_desc_t* desc,
                                                              int64_t* out_height,
                                                              int64_t* out_width) {
   return output_size("porta_conv2d_output_size", conv_shape, desc, out_height, out_width);
-}
-
-extern "C" PORTA_API porta_status_t porta_conv2d_forward(porta_stream_t stream,
-                                                         const porta_conv2d_desc_t* desc,
-                                                         const void* x, const void* w, float* y) {
-  return op(
-      "porta_conv2d_forward", stream,
-      [&](Runtime& runtime, const OpCall& call) {
-        return check_conv(runtime, call, desc, "x", x, &ConvSizes::x, "w", w, &ConvSizes::w, "y",
-                          y, &ConvSizes::y);
-      },
-      &porta_ops_interface_t::conv2d_forward, desc, x, w, y);
-}
-
-extern "C" PORTA_API porta_status_t porta_conv2d_backward_data(porta_stream_t stream,
-                                                               const porta_conv2d_desc_t* desc,
-                                                               const void* dy, const void* w,
-                                                               float* dx) {
-  return op(
-      "porta_conv2d_backward_data", stream,
-      [&](Runtime& runtime, const OpCall& call) {
-        return check_conv(runtime, call, desc, "dy", dy, &ConvSizes::y, "w", w, &ConvSizes::w,
-                          "dx", dx, &ConvSizes::x);
-      },
-      &porta_ops_interface_t::conv2d_backward_data, desc, dy, w, dx);
-}
-
-extern "C" PORTA_API porta_status_t porta_conv2d_backward_weights(porta_stream_t stream,
-                                                                  const porta_conv2d_desc_t* desc,
-                                                                  const void* x, const void* dy,
-                                                                  float* dw) {
-  return op(
-      "porta_conv2d_backward_weights", stream,
-      [&](Runtime& runtime, const OpCall& call) {
-        return check_conv(runtime, call, desc, "x", x, &ConvSizes::x, "dy", dy, &ConvSizes::y,
-                          "dw", dw, &ConvSizes::w);
-      },
-      &porta_ops_interface_t::conv2d_backward_weights, desc, x, dy, dw);
-}
-
-// ---- dtype conversion -------------------------------------------------------------------------
-
-extern "C" PORTA_API porta_status_t porta_convert(porta_stream_t stream, int64_t count,
-                                                  porta_dtype_t src_dtype, const void* src,
-                                                  porta_dtype_t dst_dtype, void* dst) {
-  return op(
-      "porta_convert", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        PORTA_CHECK(positive(call, "count", count));
-        PORTA_CHECK(known_dtype(call, "src_dtype", src_dtype));
-        PORTA_CHECK(known_dtype(call, "dst_dtype", dst_dtype));
-        const size_t in = dtype_size(src_dtype), out = dtype_size(dst_dtype);
-        PORTA_CHECK(buffer(runtime, call, "src", src, count, in));
-        PORTA_CHECK(buffer(runtime, call, "dst", dst, count, out));
-        // In place only element for element: with different sizes, one item's write would land
-        // on another's input.
-        return apart(call, "dst", dst, count * int64_t(out), "src", src, count * int64_t(in),
-                     in == out);
-      },
-      &porta_ops_interface_t::convert, count, src_dtype, src, dst_dtype, dst);
-}
-
-// ---- softmax and cross-entropy ----------------------------------------------------------------
-
-extern "C" PORTA_API porta_status_t porta_softmax_forward(porta_stream_t stream,
-                                                          porta_softmax_mode_t mode, int64_t rows,
-                                                          int64_t cols, const float* x, float* y) {
-  return op(
-      "porta_softmax_forward", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        int64_t count;
-        PORTA_CHECK(softmax_mode(call, mode));
-        PORTA_CHECK(rows_cols(call, rows, cols, count));
-        return tensors(runtime, call, count, {{"x", x}}, {{"y", y}}, true);
-      },
-      &porta_ops_interface_t::softmax_forward, mode, rows, cols, x, y);
-}
-
-extern "C" PORTA_API porta_status_t porta_softmax_backward(porta_stream_t stream,
-                                                           porta_softmax_mode_t mode, int64_t rows,
-                                                           int64_t cols, const float* y,
-                                                           const float* dy, float* dx) {
-  return op(
-      "porta_softmax_backward", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        int64_t count;
-        PORTA_CHECK(softmax_mode(call, mode));
-        PORTA_CHECK(rows_cols(call, rows, cols, count));
-        PORTA_CHECK(tensors(runtime, call, count, {{"y", y}}, {{"dx", dx}}, false));
-        return tensors(runtime, call, count, {{"dy", dy}}, {{"dx", dx}}, true);
-      },
-      &porta_ops_interface_t::softmax_backward, mode, rows, cols, y, dy, dx);
-}
-
-extern "C" PORTA_API porta_status_t porta_cross_entropy(porta_stream_t stream, int64_t rows,
-                                                        int64_t cols, const float* logits,
-                                                        const int32_t* labels, float* loss,
-                                                        float* dlogits) {
-  return op(
-      "porta_cross_entropy", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        int64_t count;
-        PORTA_CHECK(rows_cols(call, rows, cols, count));
-        PORTA_CHECK(buffer(runtime, call, "labels", labels, rows, sizeof(int32_t)));
-        PORTA_CHECK(tensors(runtime, call, 1, {}, {{"loss", loss}}, false));
-        // The sizes first: once logits (and dlogits) hold count floats, count * 4 cannot overflow.
-        PORTA_CHECK(buffer(runtime, call, "logits", logits, count, sizeof(float)));
-        if (dlogits) PORTA_CHECK(buffer(runtime, call, "dlogits", dlogits, count, sizeof(float)));
-        PORTA_CHECK(apart(call, "loss", loss, 4, "logits", logits, count * 4, false));
-        PORTA_CHECK(apart(call, "loss", loss, 4, "labels", labels, rows * 4, false));
-        if (!dlogits) return tensors(runtime, call, count, {{"logits", logits}}, {}, false);
-        PORTA_CHECK(apart(call, "loss", loss, 4, "dlogits", dlogits, count * 4, false));
-        PORTA_CHECK(apart(call, "dlogits", dlogits, count * 4, "labels", labels, rows * 4, false));
-        return tensors(runtime, call, count, {{"logits", logits}}, {{"dlogits", dlogits}}, false);
-      },
-      &porta_ops_interface_t::cross_entropy, rows, cols, logits, labels, loss, dlogits);
-}
-
-// ---- bias, ReLU, pooling ----------------------------------------------------------------------
-
-extern "C" PORTA_API porta_status_t porta_bias_add(porta_stream_t stream, int64_t batch,
-                                                   int64_t channels, int64_t spatial,
-                                                   const float* x, const float* bias, float* y) {
-  return op(
-      "porta_bias_add", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        int64_t count;
-        PORTA_CHECK(channel_shape(call, "x", batch, channels, spatial, count));
-        PORTA_CHECK(buffer(runtime, call, "bias", bias, channels, 4));
-        PORTA_CHECK(apart(call, "y", y, count * 4, "bias", bias, channels * 4, false));
-        return tensors(runtime, call, count, {{"x", x}}, {{"y", y}}, true);
-      },
-      &porta_ops_interface_t::bias_add, batch, channels, spatial, x, bias, y);
-}
-
-extern "C" PORTA_API porta_status_t porta_bias_backward(porta_stream_t stream, int64_t batch,
-                                                        int64_t channels, int64_t spatial,
-                                                        const float* dy, float* dbias) {
-  return op(
-      "porta_bias_backward", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        int64_t count;
-        PORTA_CHECK(channel_shape(call, "dy", batch, channels, spatial, count));
-        PORTA_CHECK(buffer(runtime, call, "dy", dy, count, 4));
-        PORTA_CHECK(buffer(runtime, call, "dbias", dbias, channels, 4));
-        return apart(call, "dbias", dbias, channels * 4, "dy", dy, count * 4, false);
-      },
-      &porta_ops_interface_t::bias_backward, batch, channels, spatial, dy, dbias);
-}
-
-extern "C" PORTA_API porta_status_t porta_relu_forward(porta_stream_t stream, int64_t count,
-                                                       const float* x, float* y) {
-  return op(
-      "porta_relu_forward", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        PORTA_CHECK(positive(call, "count", count));
-        return tensors(runtime, call, count, {{"x", x}}, {{"y", y}}, true);
-      },
-      &porta_ops_interface_t::relu_forward, count, x, y);
-}
-
-extern "C" PORTA_API porta_status_t porta_relu_backward(porta_stream_t stream, int64_t count,
-                                                        const float* x, const float* dy,
-                                                        float* dx) {
-  return op(
-      "porta_relu_backward", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        PORTA_CHECK(positive(call, "count", count));
-        PORTA_CHECK(tensors(runtime, call, count, {{"x", x}}, {{"dx", dx}}, false));
-        return tensors(runtime, call, count, {{"dy", dy}}, {{"dx", dx}}, true);
-      },
-      &porta_ops_interface_t::relu_backward, count, x, dy, dx);
 }
 
 extern "C" PORTA_API porta_status_t porta_pool2d_output_size(const porta_pool2d_desc_t* desc,
@@ -631,87 +683,15 @@ extern "C" PORTA_API porta_status_t porta_pool2d_output_size(const porta_pool2d_
   return output_size("porta_pool2d_output_size", pool_shape, desc, out_height, out_width);
 }
 
-extern "C" PORTA_API porta_status_t porta_max_pool2d_forward(porta_stream_t stream,
-                                                             const porta_pool2d_desc_t* desc,
-                                                             const float* x, float* y) {
-  return op(
-      "porta_max_pool2d_forward", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        int64_t x_count, y_count;
-        PORTA_CHECK(pool_sizes(call, desc, x_count, y_count));
-        PORTA_CHECK(buffer(runtime, call, "x", x, x_count, 4));
-        PORTA_CHECK(buffer(runtime, call, "y", y, y_count, 4));
-        return apart(call, "y", y, y_count * 4, "x", x, x_count * 4, false);
-      },
-      &porta_ops_interface_t::max_pool2d_forward, desc, x, y);
-}
-
-extern "C" PORTA_API porta_status_t porta_max_pool2d_backward(porta_stream_t stream,
-                                                              const porta_pool2d_desc_t* desc,
-                                                              const float* x, const float* dy,
-                                                              float* dx) {
-  return op(
-      "porta_max_pool2d_backward", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        int64_t x_count, y_count;
-        PORTA_CHECK(pool_sizes(call, desc, x_count, y_count));
-        PORTA_CHECK(buffer(runtime, call, "x", x, x_count, 4));
-        PORTA_CHECK(buffer(runtime, call, "dy", dy, y_count, 4));
-        PORTA_CHECK(buffer(runtime, call, "dx", dx, x_count, 4));
-        PORTA_CHECK(apart(call, "dx", dx, x_count * 4, "x", x, x_count * 4, false));
-        return apart(call, "dx", dx, x_count * 4, "dy", dy, y_count * 4, false);
-      },
-      &porta_ops_interface_t::max_pool2d_backward, desc, x, dy, dx);
-}
-
-// ---- optimisers ---------------------------------------------------------------------------
-
-extern "C" PORTA_API porta_status_t porta_sgd_update(porta_stream_t stream, int64_t count,
-                                                     float* weights, const float* grads,
-                                                     float* velocity, float learning_rate,
-                                                     float momentum, float weight_decay) {
-  return op(
-      "porta_sgd_update", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        PORTA_CHECK(positive(call, "count", count));
-        PORTA_CHECK(finite(call, "learning_rate", learning_rate));
-        PORTA_CHECK(finite(call, "momentum", momentum));
-        PORTA_CHECK(finite(call, "weight_decay", weight_decay));
-        PORTA_CHECK(tensors(runtime, call, count, {{"grads", grads}},
-                            {{"weights", weights}, {"velocity", velocity}}, false));
-        return apart(call, "weights", weights, count * 4, "velocity", velocity, count * 4, false);
-      },
-      &porta_ops_interface_t::sgd_update, count, weights, grads, velocity, learning_rate,
-      momentum, weight_decay);
-}
-
-extern "C" PORTA_API porta_status_t porta_adam_update(porta_stream_t stream, int64_t count,
-                                                      float* weights, const float* grads, float* m,
-                                                      float* v, const porta_adam_params_t* params) {
-  return op(
-      "porta_adam_update", stream,
-      [&](Runtime& runtime, const OpCall& call) -> porta_status_t {
-        PORTA_CHECK(positive(call, "count", count));
-        PORTA_CHECK(descriptor(call, params, params ? params->struct_size : 0,
-                               sizeof(porta_adam_params_t)));
-        PORTA_CHECK(finite(call, "learning_rate", params->learning_rate));
-        PORTA_CHECK(finite(call, "weight_decay", params->weight_decay));
-        for (auto [name, beta] : {std::pair{"beta1", params->beta1}, {"beta2", params->beta2}}) {
-          if (!(beta >= 0.0f && beta < 1.0f)) {
-            return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} is {}; accepted: [0, 1)",
-                        call.function, name, beta);
-          }
-        }
-        if (!(params->epsilon > 0.0f) || !std::isfinite(params->epsilon)) {
-          return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: epsilon is {}; it must be > 0",
-                      call.function, params->epsilon);
-        }
-        PORTA_CHECK(positive(call, "step", params->step));
-        PORTA_CHECK(tensors(runtime, call, count, {{"grads", grads}},
-                            {{"weights", weights}, {"m", m}, {"v", v}}, false));
-        PORTA_CHECK(apart(call, "weights", weights, count * 4, "m", m, count * 4, false));
-        PORTA_CHECK(apart(call, "weights", weights, count * 4, "v", v, count * 4, false));
-        return apart(call, "m", m, count * 4, "v", v, count * 4, false);
-      },
-      &porta_ops_interface_t::adam_update, count, weights, grads, m, v, params);
-}
+// Every op's entry point: its arguments into porta_<op>_args_t, checked by check_<op>, run by the
+// slot of the stream's op plugin.
+#define PORTA_OP_ENTRY_(name, fields)                                                          \
+  extern "C" PORTA_API porta_status_t porta_##name(                                            \
+      porta_stream_t stream PORTA_OP_FIELDS(PORTA_OP_PARAM, fields)) {                         \
+    porta_##name##_args_t args{};                                                              \
+    args.struct_size = sizeof(args);                                                           \
+    PORTA_OP_FIELDS(PORTA_OP_COPY, fields)                                                     \
+    return dispatch("porta_" #name, stream, args, check_##name, &porta_ops_interface_t::name); \
+  }
+PORTA_OP_TABLE(PORTA_OP_ENTRY_)
+#undef PORTA_OP_ENTRY_

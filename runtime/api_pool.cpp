@@ -1,6 +1,7 @@
 // Stream-ordered allocation: porta_memory_alloc_async and porta_memory_free_async over each
 // device's pool, its figures, threshold and trim, and the report of live allocations.
 #include "runtime.h"
+#include "versioned_struct.h"
 
 using namespace porta;
 
@@ -102,16 +103,13 @@ extern "C" PORTA_API porta_status_t porta_memory_pool_stats(porta_device_t devic
   return with_runtime("porta_memory_pool_stats", [&](Runtime& runtime) -> porta_status_t {
     Device* found = runtime.device(device, "porta_memory_pool_stats: device");
     if (!found) return PORTA_ERROR_NOT_FOUND;
-    if (!out_stats || out_stats->struct_size < sizeof(porta_memory_pool_stats_t)) {
-      return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                  "porta_memory_pool_stats: out_stats is NULL or its struct_size is below {}",
-                  sizeof(porta_memory_pool_stats_t));
-    }
-    porta_memory_pool_stats_t stats{};
-    porta_status_t status = found->pool->stats("porta_memory_pool_stats", stats);
+    porta_status_t status = check_struct_size("porta_memory_pool_stats", "out_stats", out_stats,
+                                              PORTA_MEMORY_POOL_STATS_MIN_SIZE);
     if (status != PORTA_SUCCESS) return status;
-    stats.struct_size = out_stats->struct_size;
-    *out_stats = stats;
+    porta_memory_pool_stats_t stats{};
+    status = found->pool->stats("porta_memory_pool_stats", stats);
+    if (status != PORTA_SUCCESS) return status;
+    copy_out(out_stats, stats);
     return PORTA_SUCCESS;
   });
 }

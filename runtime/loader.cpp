@@ -79,37 +79,19 @@ constexpr RequiredSlot kCommSlots[] = {
     PORTA_COMM_SLOT(all_gather),       PORTA_COMM_SLOT(reduce_scatter),
     PORTA_COMM_SLOT(barrier)};
 
-constexpr RequiredSlot kOpsSlots[] = {
+constexpr RequiredSlot kOpPluginRequiredSlots[] = {
     PORTA_SLOT(porta_ops_interface_t, initialize),
     PORTA_SLOT(porta_ops_interface_t, shutdown),
     PORTA_SLOT(porta_ops_interface_t, supports_backend),
 };
+
+// The op slots, one per row of porta_op_table.h, named as porta_ops.h names the op without
+// "porta_": the report lists those a plugin fills. All optional.
+#define PORTA_OP_TABLE_SLOT_(name, fields) PORTA_SLOT(porta_ops_interface_t, name),
+constexpr RequiredSlot kOpTableSlots[] = {PORTA_OP_TABLE(PORTA_OP_TABLE_SLOT_)};
+#undef PORTA_OP_TABLE_SLOT_
 #undef PORTA_BACKEND_SLOT
 #undef PORTA_SLOT
-
-// Every op slot with the name porta_ops.h gives the op, for the report's list. A slot appended to
-// porta_ops_interface_t is added here too.
-#define PORTA_OP_SLOT(slot) \
-  RequiredSlot { #slot, offsetof(porta_ops_interface_t, slot) }
-constexpr RequiredSlot kOpSlots[] = {
-    PORTA_OP_SLOT(gemm),
-    PORTA_OP_SLOT(conv2d_forward),
-    PORTA_OP_SLOT(conv2d_backward_data),
-    PORTA_OP_SLOT(conv2d_backward_weights),
-    PORTA_OP_SLOT(softmax_forward),
-    PORTA_OP_SLOT(softmax_backward),
-    PORTA_OP_SLOT(cross_entropy),
-    PORTA_OP_SLOT(bias_add),
-    PORTA_OP_SLOT(bias_backward),
-    PORTA_OP_SLOT(relu_forward),
-    PORTA_OP_SLOT(relu_backward),
-    PORTA_OP_SLOT(max_pool2d_forward),
-    PORTA_OP_SLOT(max_pool2d_backward),
-    PORTA_OP_SLOT(sgd_update),
-    PORTA_OP_SLOT(adam_update),
-    PORTA_OP_SLOT(convert),
-};
-#undef PORTA_OP_SLOT
 
 bool refuse(PluginReport& report, porta_plugin_outcome_t outcome, porta_status_t status,
             std::string reason) {
@@ -199,8 +181,14 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
   if (plugin.version) report.version = plugin.version;
   if (plugin.abi_major != PORTA_PLUGIN_ABI_MAJOR) {
     return close(PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
-                 fmt::format("plugin ABI {}.{}, this libporta speaks {}.{}", plugin.abi_major,
-                             plugin.abi_minor, PORTA_PLUGIN_ABI_MAJOR, PORTA_PLUGIN_ABI_MINOR));
+                 fmt::format("plugin {} was built for plugin ABI {}.{}; this libporta speaks "
+                             "{}.{}{}",
+                             plugin.name ? plugin.name : report.name.c_str(), plugin.abi_major,
+                             plugin.abi_minor, PORTA_PLUGIN_ABI_MAJOR, PORTA_PLUGIN_ABI_MINOR,
+                             kind == PORTA_PLUGIN_KIND_OPS && plugin.abi_major < 2
+                                 ? " (op plugins take porta_op_context_t and argument structs "
+                                   "since ABI 2: rebuild it against this porta_plugin.h)"
+                                 : ""));
   }
   const bool described = kind == PORTA_PLUGIN_KIND_BACKEND ? plugin.backend != nullptr
                          : kind == PORTA_PLUGIN_KIND_OPS   ? plugin.ops != nullptr
@@ -321,7 +309,7 @@ bool load_ops_plugin(const std::string& name, const std::vector<std::string>& di
   if (!library) return false;
   ops.name = name;
   ops.library = library;
-  if (!adopt_interface(plugin.ops, ops.interface, kOpsSlots, report) ||
+  if (!adopt_interface(plugin.ops, ops.interface, kOpPluginRequiredSlots, report) ||
       !initialize(ops.interface.initialize, report, &ops.context)) {
     dlclose(library);
     ops = OpsPlugin{};
@@ -365,7 +353,7 @@ void unload_comm_plugin(CommPlugin& comm) {
 
 std::string implemented_ops(const porta_ops_interface_t& interface) {
   std::string names;
-  for (const RequiredSlot& slot : kOpSlots) {
+  for (const RequiredSlot& slot : kOpTableSlots) {
     void* fn = nullptr;
     if (slot.offset + sizeof(fn) > interface.struct_size) continue;  // an older, shorter plugin
     std::memcpy(&fn, reinterpret_cast<const char*>(&interface) + slot.offset, sizeof(fn));

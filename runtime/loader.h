@@ -30,7 +30,7 @@ struct OpsPlugin {
   std::string name;
   void* library = nullptr;
   porta_ops_interface_t interface{};  // copied; slots beyond the plugin's size are NULL
-  porta_backend_context_t context = nullptr;
+  void* context = nullptr;            // the plugin's state, from its initialize
 };
 
 // A collective engine (porta_comm.h) that loaded and initialised.

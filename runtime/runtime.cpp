@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "log.h"
+#include "versioned_struct.h"
 
 namespace porta {
 namespace {
@@ -64,12 +65,11 @@ bool is_incompatibility(porta_plugin_outcome_t outcome) {
 }  // namespace
 
 porta_status_t Runtime::read_settings(const porta_init_options_t* options, Settings& settings) {
-  // The first release's struct ended at log_level; later fields are read when present.
-  constexpr size_t kFirstSize = offsetof(porta_init_options_t, log_level) + sizeof(const char*);
-  if (options && options->struct_size < kFirstSize) {
-    return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "porta_init: options->struct_size is {}, expected at least {}",
-                options->struct_size, kFirstSize);
+  // Fields later than the first release's are read when present.
+  if (options) {
+    const porta_status_t status =
+        check_struct_size("porta_init", "options", options, PORTA_INIT_OPTIONS_MIN_SIZE);
+    if (status != PORTA_SUCCESS) return status;
   }
   auto option = [&](const char* porta_init_options_t::*field, size_t offset) -> const char* {
     const bool present = options && offset + sizeof(const char*) <= options->struct_size;
@@ -415,6 +415,9 @@ void Runtime::release_everything() {
   comm_missing_.clear();
   comm_loaded_ = false;
   // Op plugins first: they hold modules and memory of their own, which go below with the rest.
+  // What they keep per stream goes before them; the streams themselves with the other objects.
+  std::vector<std::shared_ptr<Stream>> remaining_streams = streams.remove_all();
+  for (auto& stream : remaining_streams) stream->release_op_storage(true);
   for (auto& plugin : ops_plugins_) unload_ops_plugin(*plugin);
   ops_plugins_.clear();
   // No call is in flight (shutdown runs alone), so the tables hold the last references: each
@@ -422,7 +425,7 @@ void Runtime::release_everything() {
   kernels.remove_all();
   modules.remove_all();
   events.remove_all();
-  streams.remove_all();
+  remaining_streams.clear();
   report_live_allocations("porta_shutdown", nullptr, nullptr);
   for (auto& device : devices_) device->pool->release_all();
   {
@@ -464,7 +467,29 @@ void release_native(const Device* device, const char* what, Slot slot, Args... a
 
 }  // namespace
 
+void Stream::release_op_storage(bool shutting_down) noexcept {
+  const OpsPlugin* plugins[2] = {device->ops, device->fallback_ops};
+  for (int i = 0; i < 2; ++i) {
+    void* storage = std::exchange(op_storage[i], nullptr);
+    if (!storage || !plugins[i] || !plugins[i]->interface.release_stream_storage) continue;
+    try {
+      plugins[i]->interface.release_stream_storage(plugins[i]->context, storage,
+                                                   shutting_down ? 1 : 0);
+    } catch (...) {
+      log().error("op plugin {}: release_stream_storage threw", plugins[i]->name);
+    }
+  }
+}
+
 Stream::~Stream() {
+  // Before the backend's stream goes: a plugin may have bound library handles to it. Work an op
+  // queued while the stream was being destroyed may still use what the plugin stored: it
+  // finishes first.
+  if (native && (op_storage[0] || op_storage[1])) {
+    release_native(device, "destroying a stream", device->backend->interface.stream_synchronize,
+                   native);
+  }
+  release_op_storage(false);
   if (!native) return;
   release_native(device, "destroying a stream", device->backend->interface.stream_destroy, native);
 }

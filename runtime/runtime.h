@@ -53,6 +53,15 @@ struct Stream {
   ~Stream();
   const uint64_t serial = next_stream_serial();
   StreamOrder order;  // what the pool needs to know to reuse memory on this stream
+  // The op plugins' per-stream storage (porta_op_context_t.stream_storage): one slot for each
+  // plugin that may serve the device, its ops and its fallback_ops. Filled by the plugins,
+  // atomically; released by ~Stream, or by release_op_storage at shutdown.
+  void* op_storage[2] = {nullptr, nullptr};
+  void** op_storage_of(const OpsPlugin* plugin) {
+    return &op_storage[plugin == device->ops ? 0 : 1];
+  }
+  // Hands each filled slot to its plugin's release_stream_storage (see porta_plugin.h).
+  void release_op_storage(bool shutting_down) noexcept;
 };
 
 struct Event {

@@ -18,7 +18,11 @@
  *   still in a call that uses it lives until that call returns: such a call succeeds or answers
  *   INVALID_HANDLE, it never crashes or hangs.
  * - Outputs come last and are named out_*. Structs start with struct_size: set it to
- *   sizeof(the struct) before passing it in; structs only grow by appending fields.
+ *   sizeof(the struct) before passing it in; structs only grow by appending fields. Each has a
+ *   PORTA_<STRUCT>_MIN_SIZE, the size of its first release: any struct_size from there on is
+ *   accepted (a smaller one is INVALID_ARGUMENT), fields beyond the caller's struct_size are
+ *   neither read nor written, and a struct filled by Porta gets min(struct_size, Porta's sizeof)
+ *   bytes, its struct_size included.
  *
  * Environment:
  *   PORTA_BACKEND      auto (default) | cpu | cuda | hip | level_zero | a comma list in preference
@@ -42,6 +46,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* The end of a field: a struct's size up to and including it (the PORTA_*_MIN_SIZE constants). */
+#define PORTA_FIELD_END(type, field) (offsetof(type, field) + sizeof(((type*)0)->field))
 
 #ifdef __cplusplus
 extern "C" {
@@ -112,6 +119,7 @@ typedef struct porta_init_options_s {
   const char* cpu_mode;    /* as PORTA_CPU_MODE */
   const char* cpu_devices; /* as PORTA_CPU_DEVICES */
 } porta_init_options_t;
+#define PORTA_INIT_OPTIONS_MIN_SIZE PORTA_FIELD_END(porta_init_options_t, log_level)
 
 /* Loads the backends that PORTA_BACKEND names (all of them for "auto") and enumerates their
  * devices: first the devices of the first usable backend in preference order, then the others'.
@@ -172,6 +180,7 @@ typedef struct porta_plugin_report_s {
   char ops[512];       /* op plugins: the ops it implements, comma-separated, as named in
                           porta_ops.h without "porta_" ("gemm,conv2d_forward,..."); "" else */
 } porta_plugin_report_t;
+#define PORTA_PLUGIN_REPORT_MIN_SIZE PORTA_FIELD_END(porta_plugin_report_t, kind)
 
 /* The loader report: one row per known backend in the order tried, then the backends not
  * requested, then the op plugins (the portable one, and a vendor one per loaded backend).
@@ -220,6 +229,7 @@ typedef struct porta_device_properties_s {
   int32_t clock_mhz;               /* 0 when unknown */
   uint32_t capabilities;           /* PORTA_CAPABILITY_* bits */
 } porta_device_properties_t;
+#define PORTA_DEVICE_PROPERTIES_MIN_SIZE PORTA_FIELD_END(porta_device_properties_t, capabilities)
 
 /* Returns: SUCCESS; INVALID_ARGUMENT if out_count is NULL; the initialisation's error. */
 PORTA_API porta_status_t porta_device_count(int32_t* out_count);
@@ -290,6 +300,7 @@ typedef struct porta_pointer_info_s {
   void* base;            /* start of the allocation holding the pointer; NULL if unknown */
   size_t size;           /* its size in bytes; 0 if unknown */
 } porta_pointer_info_t;
+#define PORTA_POINTER_INFO_MIN_SIZE PORTA_FIELD_END(porta_pointer_info_t, size)
 
 /* What the runtime knows of an address (any address; an interior pointer names its allocation).
  * Returns: SUCCESS; INVALID_ARGUMENT for NULL out or a struct_size too small. */
@@ -361,6 +372,8 @@ typedef struct porta_memory_pool_stats_s {
   uint64_t reuse_count;       /* allocations served from cached blocks so far */
   uint64_t release_threshold; /* cached bytes kept at synchronisation points */
 } porta_memory_pool_stats_t;
+#define PORTA_MEMORY_POOL_STATS_MIN_SIZE \
+  PORTA_FIELD_END(porta_memory_pool_stats_t, release_threshold)
 
 /* The device pool's figures. Returns: SUCCESS; NOT_FOUND; INVALID_ARGUMENT for NULL out or a
  * struct_size too small. */
@@ -521,6 +534,7 @@ typedef struct porta_launch_config_s {
   uint32_t group[3];           /* work-items per group per dimension, each >= 1 */
   uint32_t shared_memory_bytes; /* dynamic shared (local) memory per group */
 } porta_launch_config_t;
+#define PORTA_LAUNCH_CONFIG_MIN_SIZE PORTA_FIELD_END(porta_launch_config_t, shared_memory_bytes)
 
 /* Queues the kernel on the stream, as cuLaunchKernel does: args[i] points to the value of the
  * kernel's i-th parameter, which is copied before the call returns.

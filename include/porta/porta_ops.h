@@ -60,6 +60,7 @@ typedef struct porta_gemm_desc_s {
   int64_t stride_a, stride_b, stride_c;
   porta_dtype_t dtype; /* of A and B; C is always fp32 */
 } porta_gemm_desc_t;
+#define PORTA_GEMM_DESC_MIN_SIZE PORTA_FIELD_END(porta_gemm_desc_t, dtype)
 
 PORTA_API porta_status_t porta_gemm(porta_stream_t stream, const porta_gemm_desc_t* desc,
                                     const void* a, const void* b, float* c);
@@ -95,6 +96,7 @@ typedef struct porta_conv2d_desc_s {
   int64_t dilation_h, dilation_w; /* >= 1 */
   porta_dtype_t dtype;            /* of x/dy and w; outputs are fp32 */
 } porta_conv2d_desc_t;
+#define PORTA_CONV2D_DESC_MIN_SIZE PORTA_FIELD_END(porta_conv2d_desc_t, dtype)
 
 /* The output height and width for desc. Returns: SUCCESS; INVALID_ARGUMENT for a bad desc. */
 PORTA_API porta_status_t porta_conv2d_output_size(const porta_conv2d_desc_t* desc,
@@ -168,6 +170,7 @@ typedef struct porta_pool2d_desc_s {
   int64_t stride_h, stride_w; /* >= 1 */
   int64_t pad_h, pad_w;       /* >= 0 and < window */
 } porta_pool2d_desc_t;
+#define PORTA_POOL2D_DESC_MIN_SIZE PORTA_FIELD_END(porta_pool2d_desc_t, pad_w)
 
 PORTA_API porta_status_t porta_pool2d_output_size(const porta_pool2d_desc_t* desc,
                                                   int64_t* out_height, int64_t* out_width);
@@ -195,6 +198,7 @@ typedef struct porta_adam_params_s {
   float weight_decay; /* L2, added to the gradient as in torch.optim.Adam */
   int64_t step;       /* 1 for the first update: used for bias correction */
 } porta_adam_params_t;
+#define PORTA_ADAM_PARAMS_MIN_SIZE PORTA_FIELD_END(porta_adam_params_t, step)
 
 /* Adam: m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
  * w -= lr * (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + epsilon). */

@@ -17,9 +17,12 @@
  *   PORTA_ERROR_UNSUPPORTED.
  * - Versioning: porta_plugin_t.abi_major must equal PORTA_PLUGIN_ABI_MAJOR or the plugin is
  *   refused. A minor below libporta's is accepted: later minors only append slots, and libporta
- *   reads a slot only when struct_size covers it.
+ *   reads a slot only when struct_size covers it. ABI 2 changed the op plugin interface (see
+ *   porta_ops_interface_t); the backend and collective engine interfaces are those of ABI 1.2
+ *   (the "ABI 1.x" notes below date their slots), so their plugins need only a rebuild.
  *
- * The interface is a struct of function pointers taking the plugin's own context first. Objects
+ * An interface is a struct of function pointers taking the plugin's own context first (an op
+ * plugin's op slots take a porta_op_context_t, which holds it). Objects
  * (devices, streams, events, modules, kernels) are opaque pointers of the plugin's choosing;
  * libporta wraps them in checked handles before users see them.
  */
@@ -28,14 +31,15 @@
 
 #include "porta.h"
 #include "porta_comm.h"
+#include "porta_op_table.h"
 #include "porta_ops.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define PORTA_PLUGIN_ABI_MAJOR 1
-#define PORTA_PLUGIN_ABI_MINOR 2
+#define PORTA_PLUGIN_ABI_MAJOR 2
+#define PORTA_PLUGIN_ABI_MINOR 0
 
 #define PORTA_PLUGIN_ENTRY_SYMBOL "porta_plugin_entry"
 
@@ -196,72 +200,61 @@ typedef struct porta_backend_interface_s {
                                      uint64_t keep_bytes);
 } porta_backend_interface_t;
 
+/* What libporta resolved for one op call, handed to every op slot (op plugin ABI 2). Valid for
+ * the duration of the call. */
+typedef struct porta_op_context_s {
+  size_t struct_size;
+  void* state;                                 /* what the plugin's initialize returned */
+  porta_stream_t stream;                       /* a live stream, never NULL (the default one
+                                                  resolved) */
+  porta_device_t device;                       /* the stream's device */
+  const porta_device_properties_t* properties; /* the device's, as porta_device_properties */
+  void* native_device; /* porta_device_native_handle's answer; NULL when the backend has none */
+  void* native_stream; /* porta_stream_native_handle's answer; NULL when the backend has none */
+  /* The plugin's storage for this stream: a void* that libporta keeps per (plugin, stream),
+   * NULL until the plugin fills it. Ops on one stream may run on several threads at once, so it
+   * is read and filled atomically (a compare-and-swap; plugin_kit's stream_storage does that).
+   * libporta hands it to release_stream_storage once the stream is destroyed and the last call
+   * using it has returned, or at shutdown: the plugin never polls for dead streams. */
+  void** stream_storage;
+} porta_op_context_t;
+
 /* The interface of an op plugin: implementations of porta_ops.h for one or more backends. An op
  * plugin is a client of the public API: it launches its kernels with porta_kernel_launch on the
- * stream it is handed, exactly as a user's kernel library would. libporta has checked every
- * argument as porta_ops.h describes (shapes, buffer sizes, devices; stream is a live handle,
- * never NULL), so a slot only computes. A slot may be NULL: the op is then UNSUPPORTED. */
+ * stream of its context, exactly as a user's kernel library would. libporta has checked every
+ * argument as porta_ops.h describes (shapes, buffer sizes, devices; the stream is live), so a
+ * slot only computes.
+ *
+ * Op plugin ABI 2 (PORTA_PLUGIN_ABI_MAJOR 2) replaced ABI 1's positional op slots, which took
+ * the plugin's context and the stream followed by the public function's parameters, with one
+ * slot per row of porta_op_table.h taking a porta_op_context_t and the op's versioned argument
+ * struct (porta_<op>_args_t), and added per-stream storage (stream_storage above,
+ * release_stream_storage below). A plugin built against ABI 1 is refused, naming both ABIs. */
 typedef struct porta_ops_interface_s {
   size_t struct_size;
 
-  porta_status_t (*initialize)(porta_backend_context_t* out_context);
-  void (*shutdown)(porta_backend_context_t context);
+  porta_status_t (*initialize)(void** out_state);
+  void (*shutdown)(void* state);
   /* SUCCESS when it serves devices of this backend ("cpu", "cuda", ...); otherwise
    * PORTA_ERROR_UNAVAILABLE with the reason as message. */
-  porta_status_t (*supports_backend)(porta_backend_context_t context, const char* backend);
-
-  porta_status_t (*gemm)(porta_backend_context_t context, porta_stream_t stream,
-                         const porta_gemm_desc_t* desc, const void* a, const void* b, float* c);
-  porta_status_t (*conv2d_forward)(porta_backend_context_t context, porta_stream_t stream,
-                                   const porta_conv2d_desc_t* desc, const void* x, const void* w,
-                                   float* y);
-  porta_status_t (*conv2d_backward_data)(porta_backend_context_t context, porta_stream_t stream,
-                                         const porta_conv2d_desc_t* desc, const void* dy,
-                                         const void* w, float* dx);
-  porta_status_t (*conv2d_backward_weights)(porta_backend_context_t context, porta_stream_t stream,
-                                            const porta_conv2d_desc_t* desc, const void* x,
-                                            const void* dy, float* dw);
-  porta_status_t (*softmax_forward)(porta_backend_context_t context, porta_stream_t stream,
-                                    porta_softmax_mode_t mode, int64_t rows, int64_t cols,
-                                    const float* x, float* y);
-  porta_status_t (*softmax_backward)(porta_backend_context_t context, porta_stream_t stream,
-                                     porta_softmax_mode_t mode, int64_t rows, int64_t cols,
-                                     const float* y, const float* dy, float* dx);
-  porta_status_t (*cross_entropy)(porta_backend_context_t context, porta_stream_t stream,
-                                  int64_t rows, int64_t cols, const float* logits,
-                                  const int32_t* labels, float* loss, float* dlogits);
-  porta_status_t (*bias_add)(porta_backend_context_t context, porta_stream_t stream, int64_t batch,
-                             int64_t channels, int64_t spatial, const float* x, const float* bias,
-                             float* y);
-  porta_status_t (*bias_backward)(porta_backend_context_t context, porta_stream_t stream,
-                                  int64_t batch, int64_t channels, int64_t spatial, const float* dy,
-                                  float* dbias);
-  porta_status_t (*relu_forward)(porta_backend_context_t context, porta_stream_t stream,
-                                 int64_t count, const float* x, float* y);
-  porta_status_t (*relu_backward)(porta_backend_context_t context, porta_stream_t stream,
-                                  int64_t count, const float* x, const float* dy, float* dx);
-  porta_status_t (*max_pool2d_forward)(porta_backend_context_t context, porta_stream_t stream,
-                                       const porta_pool2d_desc_t* desc, const float* x, float* y);
-  porta_status_t (*max_pool2d_backward)(porta_backend_context_t context, porta_stream_t stream,
-                                        const porta_pool2d_desc_t* desc, const float* x,
-                                        const float* dy, float* dx);
-  porta_status_t (*sgd_update)(porta_backend_context_t context, porta_stream_t stream,
-                               int64_t count, float* weights, const float* grads, float* velocity,
-                               float learning_rate, float momentum, float weight_decay);
-  porta_status_t (*adam_update)(porta_backend_context_t context, porta_stream_t stream,
-                                int64_t count, float* weights, const float* grads, float* m,
-                                float* v, const porta_adam_params_t* params);
-
-  /* Since ABI minor 1; libporta reads it only when struct_size covers it. */
-  porta_status_t (*convert)(porta_backend_context_t context, porta_stream_t stream,
-                            int64_t count, porta_dtype_t src_dtype, const void* src,
-                            porta_dtype_t dst_dtype, void* dst);
-
-  /* ABI 1.2. Optional: whether the plugin serves this device of a backend it supports, asked
-   * once per device after supports_backend (a GPU architecture its code was not built for is
+  porta_status_t (*supports_backend)(void* state, const char* backend);
+  /* Optional: whether the plugin serves this device of a backend it supports, asked once per
+   * device after supports_backend (a GPU architecture its code was not built for is
    * PORTA_ERROR_UNSUPPORTED, with the architectures it was built for as message). */
-  porta_status_t (*supports_device)(porta_backend_context_t context,
-                                    const porta_device_properties_t* device);
+  porta_status_t (*supports_device)(void* state, const porta_device_properties_t* device);
+  /* Optional (required once a plugin fills stream_storage): releases what the plugin stored for a
+   * stream. shutting_down is 0 when the stream was destroyed: its work has finished, and the
+   * plugin may call Porta (porta_memory_free). It is 1 at porta_shutdown, before the plugin's
+   * shutdown: no Porta call may be made then, and libporta frees all Porta memory itself. */
+  void (*release_stream_storage)(void* state, void* storage, int32_t shutting_down);
+
+  /* One slot per op, in the table's order; NULL for an op the plugin leaves out (UNSUPPORTED, or
+   * the portable plugin's under PORTA_OPS=vendor). The struct's fields are the public function's
+   * parameters after the stream; struct_size is libporta's sizeof. */
+#define PORTA_OP_SLOT_(name, fields) \
+  porta_status_t (*name)(const porta_op_context_t* context, const porta_##name##_args_t* args);
+  PORTA_OP_TABLE(PORTA_OP_SLOT_)
+#undef PORTA_OP_SLOT_
 } porta_ops_interface_t;
 
 /* The interface of a collective engine (kind PORTA_PLUGIN_KIND_COMM, libporta_comm_<name>.so):

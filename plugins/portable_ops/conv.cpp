@@ -10,7 +10,7 @@
 namespace porta::portable_ops {
 
 // gemm.cpp
-porta_ops::GemmPlan plan_engine_launch(porta_stream_t stream, const char* op, int64_t m, int64_t n,
+porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                        int64_t k, int64_t batch, std::optional<Scratch>& scratch);
 
 namespace {
@@ -18,7 +18,7 @@ namespace {
 enum class Pass { forward, backward_data, backward_weights };
 
 // Launches the pass's kernel with the convolution's geometry and the two inputs and the output.
-porta_status_t launch_conv(Pass pass, porta_stream_t stream, const porta_conv2d_desc_t* desc,
+porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* desc,
                            const void* in0, const void* in1, float* out) {
   static const char* const ops[] = {"porta_conv2d_forward", "porta_conv2d_backward_data",
                                     "porta_conv2d_backward_weights"};
@@ -61,13 +61,13 @@ porta_status_t launch_conv(Pass pass, porta_stream_t stream, const porta_conv2d_
     }
     std::optional<Scratch> scratch;
     const porta_ops::GemmPlan plan =
-        plan_engine_launch(stream, ops[index], m.value(), n.value(), k.value(), 1, scratch);
+        plan_engine_launch(op, ops[index], m.value(), n.value(), k.value(), 1, scratch);
     g.tiles = plan.tiles;
     // The kernels' inputs are pointers of their dtype: the same bytes.
-    launch(stream, kernels[index][d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
+    launch(op, kernels[index][d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
            dim3(plan.group[0], plan.group[1]), plan.shared_bytes, g, in0, in1, out);
     if (plan.tiles.splits > 1) {
-      launch(stream, reduce_kernels[index],
+      launch(op, reduce_kernels[index],
              dim3(plan.reduce_grid[0], plan.reduce_grid[1], plan.reduce_grid[2]),
              dim3(porta_ops::kReduceItems), 0, g, in0, in1, out);
     }
@@ -76,20 +76,18 @@ porta_status_t launch_conv(Pass pass, porta_stream_t stream, const porta_conv2d_
 
 }  // namespace
 
-porta_status_t conv2d_forward(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
-                              const void* x, const void* w, float* y) {
-  return launch_conv(Pass::forward, stream, desc, x, w, y);
+porta_status_t Ops::conv2d_forward(const Op* op, const porta_conv2d_forward_args_t* args) {
+  return launch_conv(Pass::forward, *op, args->desc, args->x, args->w, args->y);
 }
 
-porta_status_t conv2d_backward_data(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
-                                    const void* dy, const void* w, float* dx) {
-  return launch_conv(Pass::backward_data, stream, desc, dy, w, dx);
+porta_status_t Ops::conv2d_backward_data(const Op* op,
+                                         const porta_conv2d_backward_data_args_t* args) {
+  return launch_conv(Pass::backward_data, *op, args->desc, args->dy, args->w, args->dx);
 }
 
-porta_status_t conv2d_backward_weights(void*, porta_stream_t stream,
-                                       const porta_conv2d_desc_t* desc, const void* x,
-                                       const void* dy, float* dw) {
-  return launch_conv(Pass::backward_weights, stream, desc, x, dy, dw);
+porta_status_t Ops::conv2d_backward_weights(const Op* op,
+                                            const porta_conv2d_backward_weights_args_t* args) {
+  return launch_conv(Pass::backward_weights, *op, args->desc, args->x, args->dy, args->dw);
 }
 
 }  // namespace porta::portable_ops

@@ -5,28 +5,27 @@
 
 namespace porta::portable_ops {
 
-porta_status_t relu_forward(void*, porta_stream_t stream, int64_t count, const float* x, float* y) {
+porta_status_t Ops::relu_forward(const Op* op, const porta_relu_forward_args_t* a) {
   return guarded_op("porta_relu_forward",
-                    [&] { launch_elementwise(stream, "relu_forward", count, x, y); });
+                    [&] { launch_elementwise(*op, "relu_forward", a->count, a->x, a->y); });
 }
 
-porta_status_t relu_backward(void*, porta_stream_t stream, int64_t count, const float* x,
-                             const float* dy, float* dx) {
-  return guarded_op("porta_relu_backward",
-                    [&] { launch_elementwise(stream, "relu_backward", count, x, dy, dx); });
+porta_status_t Ops::relu_backward(const Op* op, const porta_relu_backward_args_t* a) {
+  return guarded_op("porta_relu_backward", [&] {
+    launch_elementwise(*op, "relu_backward", a->count, a->x, a->dy, a->dx);
+  });
 }
 
 // Rows that share one bias value (the planes of a batch x channels x spatial tensor), or, for a
 // fully connected layer (spatial 1), rows of channels whose columns take bias[column].
-porta_status_t bias_add(void*, porta_stream_t stream, int64_t batch, int64_t channels,
-                        int64_t spatial, const float* x, const float* bias, float* y) {
+porta_status_t Ops::bias_add(const Op* op, const porta_bias_add_args_t* a) {
   return guarded_op("porta_bias_add", [&] {
-    const int32_t per_column = spatial == 1;
-    const int64_t rows = per_column ? batch : batch * channels;
-    const int64_t length = per_column ? channels : spatial;
-    const RowLaunch shape = row_launch(stream, "bias_add", rows, length, 4, 256);
-    launch(stream, "bias_add", shape.grid, shape.group, 0, rows, length, channels, per_column, x,
-           bias, y);
+    const int32_t per_column = a->spatial == 1;
+    const int64_t rows = per_column ? a->batch : a->batch * a->channels;
+    const int64_t length = per_column ? a->channels : a->spatial;
+    const RowLaunch shape = row_launch(*op, "bias_add", rows, length, 4, 256);
+    launch(*op, "bias_add", shape.grid, shape.group, 0, rows, length, a->channels, per_column, a->x,
+           a->bias, a->y);
   });
 }
 
@@ -34,16 +33,16 @@ porta_status_t bias_add(void*, porta_stream_t stream, int64_t batch, int64_t cha
 // GPU, summed with a tree. A fully connected layer's (spatial 1) rows of channels are summed down
 // the batch instead, each item taking neighbouring channels, where there are enough channels to
 // keep a GPU busy (on the CPU always): a group per channel would read a column, strided.
-porta_status_t bias_backward(void*, porta_stream_t stream, int64_t batch, int64_t channels,
-                             int64_t spatial, const float* dy, float* dbias) {
+porta_status_t Ops::bias_backward(const Op* op, const porta_bias_backward_args_t* a) {
   return guarded_op("porta_bias_backward", [&] {
-    const bool host = runs_on_host(stream);
+    const int64_t batch = a->batch, channels = a->channels, spatial = a->spatial;
+    const bool host = runs_on_host(*op);
     if (spatial == 1 && (host || channels >= 4096)) {
       const int64_t per_item = host ? 64 : 1;
       const uint32_t items = host ? 1 : 256;
       const int64_t item_count = (channels + per_item - 1) / per_item;
-      launch(stream, "bias_backward_columns", wrapped_grid((item_count + items - 1) / items),
-             dim3(items), 0, batch, channels, per_item, dy, dbias);
+      launch(*op, "bias_backward_columns", wrapped_grid((item_count + items - 1) / items),
+             dim3(items), 0, batch, channels, per_item, a->dy, a->dbias);
       return;
     }
     uint32_t items_x = 1, items_y = 1;
@@ -51,47 +50,45 @@ porta_status_t bias_backward(void*, porta_stream_t stream, int64_t batch, int64_
       while (items_x < 256 && items_x * 4 < spatial) items_x *= 2;
       while (items_x * items_y < 256 && items_y < batch) items_y *= 2;
     }
-    launch(stream, "bias_backward", wrapped_grid(channels), dim3(items_x, items_y), 0, batch,
-           channels, spatial, dy, dbias);
+    launch(*op, "bias_backward", wrapped_grid(channels), dim3(items_x, items_y), 0, batch, channels,
+           spatial, a->dy, a->dbias);
   });
 }
 
-porta_status_t sgd_update(void*, porta_stream_t stream, int64_t count, float* weights,
-                          const float* grads, float* velocity, float learning_rate, float momentum,
-                          float weight_decay) {
+porta_status_t Ops::sgd_update(const Op* op, const porta_sgd_update_args_t* a) {
   return guarded_op("porta_sgd_update", [&] {
-    launch_elementwise(stream, "sgd_update", count, weights, grads, velocity, learning_rate,
-                       momentum, weight_decay);
+    launch_elementwise(*op, "sgd_update", a->count, a->weights, a->grads, a->velocity,
+                       a->learning_rate, a->momentum, a->weight_decay);
   });
 }
 
 // The bias corrections 1 - beta^step are computed here once, in double precision (beta^step
 // underflows to 0 for large steps, leaving 1).
-porta_status_t adam_update(void*, porta_stream_t stream, int64_t count, float* weights,
-                           const float* grads, float* m, float* v,
-                           const porta_adam_params_t* params) {
+porta_status_t Ops::adam_update(const Op* op, const porta_adam_update_args_t* a) {
   return guarded_op("porta_adam_update", [&] {
-    const double step = static_cast<double>(params->step);
-    const float correction1 = static_cast<float>(1.0 - std::pow(double{params->beta1}, step));
-    const float correction2 = static_cast<float>(1.0 - std::pow(double{params->beta2}, step));
-    launch_elementwise(stream, "adam_update", count, weights, grads, m, v, params->learning_rate,
-                       params->beta1, params->beta2, params->epsilon, params->weight_decay,
-                       correction1, correction2);
+    const porta_adam_params_t& params = *a->params;
+    const double step = static_cast<double>(params.step);
+    const float correction1 = static_cast<float>(1.0 - std::pow(double{params.beta1}, step));
+    const float correction2 = static_cast<float>(1.0 - std::pow(double{params.beta2}, step));
+    launch_elementwise(*op, "adam_update", a->count, a->weights, a->grads, a->m, a->v,
+                       params.learning_rate, params.beta1, params.beta2, params.epsilon,
+                       params.weight_decay, correction1, correction2);
   });
 }
 
 // One kernel per pair of dtypes (kernels/convert_kernels.cpp); the same dtype both ways is a copy.
-porta_status_t convert(void*, porta_stream_t stream, int64_t count, porta_dtype_t src_dtype,
-                       const void* src, porta_dtype_t dst_dtype, void* dst) {
+porta_status_t Ops::convert(const Op* op, const porta_convert_args_t* a) {
   static const char* const kNames[] = {"f32", "f16", "bf16"};
   return guarded_op("porta_convert", [&] {
-    if (src_dtype == dst_dtype) {
-      const size_t bytes = static_cast<size_t>(count) * (src_dtype == PORTA_DTYPE_F32 ? 4 : 2);
-      if (dst != src) porta::check(porta_memcpy_async(dst, src, bytes, stream));
+    if (a->src_dtype == a->dst_dtype) {
+      const size_t bytes =
+          static_cast<size_t>(a->count) * (a->src_dtype == PORTA_DTYPE_F32 ? 4 : 2);
+      if (a->dst != a->src) porta::check(porta_memcpy_async(a->dst, a->src, bytes, op->stream));
       return;
     }
-    const std::string name = std::string("convert_") + kNames[src_dtype] + "_" + kNames[dst_dtype];
-    launch_elementwise(stream, name.c_str(), count, src, dst);
+    const std::string name =
+        std::string("convert_") + kNames[a->src_dtype] + "_" + kNames[a->dst_dtype];
+    launch_elementwise(*op, name.c_str(), a->count, a->src, a->dst);
   });
 }
 

@@ -35,11 +35,11 @@ int32_t requested_gemm_path() {
 // The engine's launch for an m x n x k product over `batch` entries on the stream's device. With
 // split-K the partial products go to the stream's scratch buffer, which `scratch` then holds
 // until the caller has queued both kernels. Throws porta::error if the grid cannot hold it.
-porta_ops::GemmPlan plan_engine_launch(porta_stream_t stream, const char* op, int64_t m, int64_t n,
+porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                        int64_t k, int64_t batch, std::optional<Scratch>& scratch) {
-  const porta_device_properties_t& props = properties_of(stream);
+  const porta_device_properties_t& props = *context.properties;
   porta_ops::GemmTarget target;
-  target.host = runs_on_host(stream);
+  target.host = runs_on_host(context);
   target.threads = props.compute_units > 0 ? props.compute_units : 1;
   target.shared_bytes = props.shared_memory_per_group;
   // A GPU runs the tiled path: groups of kTiledItems x kTiledItems work-items, which the
@@ -59,23 +59,22 @@ porta_ops::GemmPlan plan_engine_launch(porta_stream_t stream, const char* op, in
                        std::string(op) + ": the problem needs more work-groups than a grid holds");
   }
   if (plan.partial_floats > 0) {
-    scratch.emplace(scratch_for(stream, static_cast<size_t>(plan.partial_floats) * sizeof(float)));
+    scratch.emplace(scratch_for(context, static_cast<size_t>(plan.partial_floats) * sizeof(float)));
     plan.tiles.partials = scratch->as<float>();
   }
   return plan;
 }
 
-porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc, const void* a,
-                    const void* b, float* c) {
+porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* gemm) {
   return guarded_op("porta_gemm", [&] {
-    const porta_gemm_desc_t& d = *desc;
+    const porta_gemm_desc_t& d = *gemm->desc;
     std::optional<Scratch> scratch;
     const porta_ops::GemmPlan plan =
-        plan_engine_launch(stream, "porta_gemm", d.m, d.n, d.k, d.batch_count, scratch);
+        plan_engine_launch(*op, "porta_gemm", d.m, d.n, d.k, d.batch_count, scratch);
     porta_ops::GemmArgs args{};
-    args.a = a;
-    args.b = b;
-    args.c = c;
+    args.a = gemm->a;
+    args.b = gemm->b;
+    args.c = gemm->c;
     args.m = d.m, args.n = d.n, args.k = d.k;
     args.lda = d.lda, args.ldb = d.ldb, args.ldc = d.ldc;
     args.stride_a = d.stride_a, args.stride_b = d.stride_b, args.stride_c = d.stride_c;
@@ -85,10 +84,10 @@ porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc,
     args.trans_b = d.trans_b == PORTA_TRANSPOSE;
     args.tiles = plan.tiles;
     static const char* const kernels[] = {"gemm_f32", "gemm_f16", "gemm_bf16"};
-    launch(stream, kernels[d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
+    launch(*op, kernels[d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
            dim3(plan.group[0], plan.group[1]), plan.shared_bytes, args);
     if (plan.tiles.splits > 1) {
-      launch(stream, "gemm_f32_reduce",
+      launch(*op, "gemm_f32_reduce",
              dim3(plan.reduce_grid[0], plan.reduce_grid[1], plan.reduce_grid[2]),
              dim3(porta_ops::kReduceItems), 0, args);
     }

@@ -26,44 +26,42 @@ PoolShape shape_of(const porta_pool2d_desc_t& d) {
 
 // Launches `name` over `rows` rows of `length`, with the geometry and then buffers as arguments.
 template <class... Buffers>
-void launch_pool(porta_stream_t stream, const char* name, const porta_pool2d_desc_t& d,
-                 int64_t rows, int64_t length, const Buffers&... buffers) {
+void launch_pool(const Op& op, const char* name, const porta_pool2d_desc_t& d, int64_t rows,
+                 int64_t length, const Buffers&... buffers) {
   const PoolShape s = shape_of(d);
   // At most 256 items: the kernels declare that limit (kPoolItems in kernels/pool_kernels.cpp).
-  const RowLaunch shape = row_launch(stream, name, rows, length, 1, 256);
-  launch(stream, name, shape.grid, shape.group, 0, s.planes, d.in_height, d.in_width, s.out_h,
-         s.out_w, d.window_h, d.window_w, d.stride_h, d.stride_w, d.pad_h, d.pad_w, buffers...);
+  const RowLaunch shape = row_launch(op, name, rows, length, 1, 256);
+  launch(op, name, shape.grid, shape.group, 0, s.planes, d.in_height, d.in_width, s.out_h, s.out_w,
+         d.window_h, d.window_w, d.stride_h, d.stride_w, d.pad_h, d.pad_w, buffers...);
 }
 
 }  // namespace
 
-porta_status_t max_pool2d_forward(void*, porta_stream_t stream, const porta_pool2d_desc_t* desc,
-                                  const float* x, float* y) {
+porta_status_t Ops::max_pool2d_forward(const Op* op, const porta_max_pool2d_forward_args_t* a) {
   return guarded_op("porta_max_pool2d_forward", [&] {
-    const PoolShape s = shape_of(*desc);
-    launch_pool(stream, "max_pool2d_forward", *desc, s.planes * s.out_h, s.out_w, x, y);
+    const PoolShape s = shape_of(*a->desc);
+    launch_pool(*op, "max_pool2d_forward", *a->desc, s.planes * s.out_h, s.out_w, a->x, a->y);
   });
 }
 
 // Two passes: each window's first maximum into the stream's scratch (int32, one per output),
 // then each dx element gathers the dy of the windows that chose it. Planes too large for int32
 // indices take one kernel that recomputes the maxima as it gathers (several times the work).
-porta_status_t max_pool2d_backward(void*, porta_stream_t stream, const porta_pool2d_desc_t* desc,
-                                   const float* x, const float* dy, float* dx) {
+porta_status_t Ops::max_pool2d_backward(const Op* op, const porta_max_pool2d_backward_args_t* a) {
   return guarded_op("porta_max_pool2d_backward", [&] {
-    const porta_pool2d_desc_t& d = *desc;
+    const porta_pool2d_desc_t& d = *a->desc;
     const PoolShape s = shape_of(d);
     const int64_t dx_rows = s.planes * d.in_height;
     if (d.in_height * d.in_width > std::numeric_limits<int32_t>::max()) {
-      launch_pool(stream, "max_pool2d_backward", d, dx_rows, d.in_width, x, dy, dx);
+      launch_pool(*op, "max_pool2d_backward", d, dx_rows, d.in_width, a->x, a->dy, a->dx);
       return;
     }
     const int64_t outputs = s.planes * s.out_h * s.out_w;
-    Scratch scratch = scratch_for(stream, static_cast<size_t>(outputs) * sizeof(int32_t));
+    Scratch scratch = scratch_for(*op, static_cast<size_t>(outputs) * sizeof(int32_t));
     int32_t* argmax = scratch.as<int32_t>();
     const int32_t* argmax_in = argmax;
-    launch_pool(stream, "max_pool2d_argmax", d, s.planes * s.out_h, s.out_w, x, argmax);
-    launch_pool(stream, "max_pool2d_backward_gather", d, dx_rows, d.in_width, argmax_in, dy, dx);
+    launch_pool(*op, "max_pool2d_argmax", d, s.planes * s.out_h, s.out_w, a->x, argmax);
+    launch_pool(*op, "max_pool2d_backward_gather", d, dx_rows, d.in_width, argmax_in, a->dy, a->dx);
   });
 }
 

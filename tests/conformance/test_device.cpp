@@ -78,7 +78,7 @@ TEST_CASE("device: properties honour struct_size", "[device]") {
   for (porta_device_t device : devices()) {
     INFO("device " << device);
     SECTION("a struct smaller than the first release's is refused and left untouched") {
-      for (size_t size : {size_t{0}, sizeof(size_t), sizeof(porta_device_properties_t) - 1}) {
+      for (size_t size : {size_t{0}, sizeof(size_t), PORTA_DEVICE_PROPERTIES_MIN_SIZE - 1}) {
         INFO("struct_size " << size);
         porta_device_properties_t p;
         std::memset(&p, 0xCD, sizeof(p));

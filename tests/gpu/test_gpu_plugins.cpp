@@ -87,7 +87,7 @@ TEST_CASE("gpu plugin: named alone, it loads or says why not") {
   CHECK(status == PORTA_ERROR_UNAVAILABLE);
   CHECK(row.outcome == PORTA_PLUGIN_UNAVAILABLE);
   CHECK(row.status == PORTA_ERROR_UNAVAILABLE);
-  CHECK(row.abi_major == 1);
+  CHECK(row.abi_major == PORTA_PLUGIN_ABI_MAJOR);
   const std::string reason = row.reason;
   CHECK(reason.rfind(kBackend + ": ", 0) == 0);
   // Either dlopen's own text naming the library, or the driver's error name and code.

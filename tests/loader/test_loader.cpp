@@ -6,6 +6,7 @@
 // stays until porta_shutdown. Every test starts and ends shut down, with PORTA_* cleared from the
 // environment by main(), so no setting leaks from one test (or from the caller) into another.
 #define CATCH_CONFIG_RUNNER
+#include <dlfcn.h>
 #include <porta/porta.h>
 #include <porta/porta_plugin.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 
 #include "../conformance/common.h"
@@ -361,6 +363,35 @@ TEST_CASE("loader: bad settings are refused with the accepted values", "[loader]
     porta_init_options_t o = options("cpu");
     o.struct_size = sizeof(size_t);
     PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_init(&o));
+    o.struct_size = PORTA_INIT_OPTIONS_MIN_SIZE - 1;
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_init(&o));
+  }
+  SECTION("options of a caller of the first release: nothing past its struct is read") {
+    Fresh fresh;
+    const porta_init_options_t full = options("cpu", nullptr, nullptr, "off");
+    // Exactly the first release's bytes, so that the sanitized build catches a read past them.
+    std::unique_ptr<unsigned char[]> old(new unsigned char[PORTA_INIT_OPTIONS_MIN_SIZE]);
+    std::memcpy(old.get(), &full, PORTA_INIT_OPTIONS_MIN_SIZE);
+    const size_t size = PORTA_INIT_OPTIONS_MIN_SIZE;
+    std::memcpy(old.get(), &size, sizeof(size));
+    PT_REQUIRE_OK(porta_init(reinterpret_cast<const porta_init_options_t*>(old.get())));
+    const char* backend = nullptr;
+    PT_REQUIRE_OK(porta_backend_selected(&backend));
+    CHECK(std::string(backend) == "cpu");
+  }
+  SECTION("options of a caller of a later release: the appended field is not read") {
+    Fresh fresh;
+    struct {
+      porta_init_options_t known;
+      const char* appended;
+    } newer;
+    newer.known = options("cpu");
+    newer.known.struct_size = sizeof(newer);
+    newer.appended = "a setting of a later release";
+    PT_REQUIRE_OK(porta_init(&newer.known));
+    const char* backend = nullptr;
+    PT_REQUIRE_OK(porta_backend_selected(&backend));
+    CHECK(std::string(backend) == "cpu");
   }
 }
 
@@ -526,16 +557,14 @@ TEST_CASE("loader: report rows carry versions and op lists, within the caller's 
     PT_REQUIRE_OK(porta_loader_report_get(i, &row));
     if (std::string(row.name) != "portable" || row.outcome != PORTA_PLUGIN_LOADED) continue;
     portable_seen = true;
-    // The portable plugin implements every op.
-    CHECK(std::string(row.ops) ==
-          "gemm,conv2d_forward,conv2d_backward_data,conv2d_backward_weights,softmax_forward,"
-          "softmax_backward,cross_entropy,bias_add,bias_backward,relu_forward,relu_backward,"
-          "max_pool2d_forward,max_pool2d_backward,sgd_update,adam_update,convert");
+    // The portable plugin implements every op, listed in the table's order.
+#define PORTA_TEST_OP_NAME_(name, fields) "," #name
+    CHECK("," + std::string(row.ops) == PORTA_OP_TABLE(PORTA_TEST_OP_NAME_));
+#undef PORTA_TEST_OP_NAME_
 
     // A caller built against the first release passes a shorter struct: nothing past it is
     // written.
-    constexpr size_t kFirstSize =
-        offsetof(porta_plugin_report_t, kind) + sizeof(porta_plugin_report_t::kind);
+    constexpr size_t kFirstSize = PORTA_PLUGIN_REPORT_MIN_SIZE;
     porta_plugin_report_t old;
     std::memset(&old, 0x5A, sizeof(old));
     old.struct_size = kFirstSize;
@@ -547,6 +576,19 @@ TEST_CASE("loader: report rows carry versions and op lists, within the caller's 
                       [](unsigned char byte) { return byte == 0x5A; }));
     old.struct_size = kFirstSize - 1;
     PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_loader_report_get(i, &old));
+
+    // A caller of a later release, with a field appended: filled up to this release's struct,
+    // the appended field left as it was.
+    struct {
+      porta_plugin_report_t known;
+      uint64_t appended;
+    } newer;
+    std::memset(&newer, 0x5A, sizeof(newer));
+    newer.known.struct_size = sizeof(newer);
+    PT_REQUIRE_OK(porta_loader_report_get(i, &newer.known));
+    CHECK(newer.known.struct_size == sizeof(newer));
+    CHECK(std::string(newer.known.ops) == row.ops);
+    CHECK(newer.appended == 0x5A5A5A5A5A5A5A5Aull);
   }
   CHECK(portable_seen);
 }
@@ -699,3 +741,83 @@ TEST_CASE("loader: the portable op plugin without its kernel library says which 
   PT_REQUIRE_OK(porta_shutdown());
 }
 #endif
+
+TEST_CASE("loader: an op plugin built for plugin ABI 1 is refused, naming both ABIs", "[loader]") {
+  Fresh fresh;
+  TempDir dir;
+  std::filesystem::copy_file(PORTA_TEST_PLUGIN_OPS_ABI_1, dir.path() + "/libporta_ops_portable.so");
+  const std::string path = dir.path();
+  const porta_init_options_t init = options("cpu", path.c_str());
+  // Op plugins are optional: the runtime comes up without one.
+  PT_REQUIRE_OK(porta_init(&init));
+  const porta_plugin_report_t row = row_of("portable");
+  INFO(row.reason);
+  CHECK(row.outcome == PORTA_PLUGIN_INCOMPATIBLE);
+  CHECK(Status{row.status} == Status{PORTA_ERROR_INCOMPATIBLE_VERSION});
+  CHECK(row.abi_major == 1u);
+  CHECK(row.abi_minor == 2u);
+  CHECK(contains(row.reason, "plugin portable"));
+  CHECK(contains(row.reason, "ABI 1.2"));
+  CHECK(contains(row.reason, std::to_string(PORTA_PLUGIN_ABI_MAJOR) + "." +
+                                 std::to_string(PORTA_PLUGIN_ABI_MINOR)));
+  CHECK(std::string(row.ops).empty());
+  // Every op says why it has no implementation, before looking at its arguments.
+  const CallResult relu =
+      call_on_fresh_thread([] { return porta_relu_forward(nullptr, 1, nullptr, nullptr); });
+  CHECK(Status{relu.status} == Status{PORTA_ERROR_UNAVAILABLE});
+  CHECK(contains(relu.message, "ABI 1.2"));
+}
+
+TEST_CASE("loader: an op plugin's stream storage comes back once per stream, never polled",
+          "[loader]") {
+  struct Record {
+    int calls, storage_reused, context_ok, released_destroyed, released_shutdown, released_counts;
+  };
+  Fresh fresh;
+  TempDir dir;
+  const std::string file = dir.path() + "/libporta_ops_portable.so";
+  std::filesystem::copy_file(PORTA_TEST_PLUGIN_OPS_STORAGE, file);
+  const std::string path = dir.path();
+  const porta_init_options_t init = options("cpu", path.c_str());
+  PT_REQUIRE_OK(porta_init(&init));
+  // Our own reference keeps the plugin (and its record) mapped after porta_shutdown closes it.
+  void* library = dlopen(file.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  REQUIRE(library != nullptr);
+  auto record_of = reinterpret_cast<const Record* (*)()>(dlsym(library, "ops_storage_record"));
+  REQUIRE(record_of != nullptr);
+  const Record& record = *record_of();
+
+  porta_device_t device = 0;
+  PT_REQUIRE_OK(porta_device_default(&device));
+  void* x = nullptr;
+  void* y = nullptr;
+  PT_REQUIRE_OK(porta_memory_alloc(device, 16, &x));
+  PT_REQUIRE_OK(porta_memory_alloc(device, 16, &y));
+  auto relu = [&](porta_stream_t stream) {
+    return porta_relu_forward(stream, 4, static_cast<const float*>(x), static_cast<float*>(y));
+  };
+  porta_stream_t first = nullptr, second = nullptr;
+  PT_REQUIRE_OK(porta_stream_create(device, &first));
+  PT_REQUIRE_OK(porta_stream_create(device, &second));
+  for (int i = 0; i < 3; ++i) PT_REQUIRE_OK(relu(first));
+  PT_REQUIRE_OK(relu(second));
+  PT_REQUIRE_OK(relu(nullptr));  // the default stream, which lives until shutdown
+  CHECK(record.calls == 5);
+  CHECK(record.context_ok == 5);
+  CHECK(record.storage_reused == 2);  // the first stream's second and third calls
+  CHECK(record.released_destroyed == 0);
+
+  PT_REQUIRE_OK(porta_stream_destroy(first));
+  CHECK(record.released_destroyed == 1);
+  CHECK(record.released_counts == 3);
+  PT_REQUIRE_OK(porta_stream_destroy(second));
+  CHECK(record.released_destroyed == 2);
+  CHECK(record.released_counts == 4);
+  CHECK(record.released_shutdown == 0);
+
+  porta_shutdown();  // the default stream's storage comes back before the plugin's shutdown
+  CHECK(record.released_destroyed == 2);
+  CHECK(record.released_shutdown == 1);
+  CHECK(record.released_counts == 5);
+  dlclose(library);
+}

@@ -92,9 +92,9 @@ TEST_CASE("errors: gemm", "[errors][gemm]") {
   SECTION("the descriptor") {
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm descriptor",
                      porta_gemm(env.stream(), nullptr, a->get(), b->get(), c->get()));
-    PT_CHECK_REJECTS(
-        untouched, kInvalid, "porta_gemm descriptor",
-        gemm(with([](auto& d) { d.struct_size = sizeof d - 1; }), a->get(), b->get(), c->get()));
+    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm descriptor",
+                     gemm(with([](auto& d) { d.struct_size = PORTA_GEMM_DESC_MIN_SIZE - 1; }),
+                          a->get(), b->get(), c->get()));
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm descriptor",
                      gemm(with([](auto& d) { d.struct_size = 0; }), a->get(), b->get(), c->get()));
   }

@@ -1,6 +1,8 @@
 // The loader report's op rows: each op plugin lists the ops it implements (porta_ops.h names
 // without "porta_"), so that tools can tell which ops run on a vendor library and which fall back
 // to the portable plugin under PORTA_OPS=vendor.
+#include <porta/porta_op_table.h>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdlib>
@@ -11,22 +13,10 @@
 
 namespace {
 
-const std::set<std::string> kAllOps = {"gemm",
-                                       "conv2d_forward",
-                                       "conv2d_backward_data",
-                                       "conv2d_backward_weights",
-                                       "softmax_forward",
-                                       "softmax_backward",
-                                       "cross_entropy",
-                                       "bias_add",
-                                       "bias_backward",
-                                       "relu_forward",
-                                       "relu_backward",
-                                       "max_pool2d_forward",
-                                       "max_pool2d_backward",
-                                       "sgd_update",
-                                       "adam_update",
-                                       "convert"};
+// Every op of the table, by the name its row gives it (porta_ops.h's without "porta_").
+#define PORTA_TEST_OP_NAME_(name, fields) #name,
+const std::set<std::string> kAllOps = {PORTA_OP_TABLE(PORTA_TEST_OP_NAME_)};
+#undef PORTA_TEST_OP_NAME_
 
 std::set<std::string> split(const std::string& list) {
   std::set<std::string> names;

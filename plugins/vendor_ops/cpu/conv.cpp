@@ -149,16 +149,16 @@ Conv make_conv(const porta_conv2d_desc_t& d, Pass pass) {
   return c;
 }
 
-porta_status_t run(const char* op, Pass pass, porta_stream_t stream,
-                   const porta_conv2d_desc_t* desc, const void* in0, const void* in1, float* out) {
-  return guarded(op, stream, [&] {
+porta_status_t run(const char* op, Pass pass, const Op& context, const porta_conv2d_desc_t* desc,
+                   const void* in0, const void* in1, float* out) {
+  return guarded(op, context, [&] {
     const porta_conv2d_desc_t& d = *desc;
-    const int threads = threads_for(stream);
+    const int threads = threads_for(context);
     auto conv = convs.get({static_cast<int64_t>(pass), d.dtype, d.batch, d.in_channels, d.in_height,
                            d.in_width, d.out_channels, d.kernel_height, d.kernel_width, d.pad_h,
                            d.pad_w, d.stride_h, d.stride_w, d.dilation_h, d.dilation_w},
                           [&] { return make_conv(d, pass); });
-    enqueue(stream, op, threads, [conv, in0, in1, out] {
+    enqueue(context, op, threads, [conv, in0, in1, out] {
       const dnnl::engine& e = engine();
       dnnl::stream s(e);
       // oneDNN takes non-const handles; inputs are only read.
@@ -188,20 +188,18 @@ porta_status_t run(const char* op, Pass pass, porta_stream_t stream,
 
 }  // namespace
 
-porta_status_t conv2d_forward(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
-                              const void* x, const void* w, float* y) {
-  return run("porta_conv2d_forward", Pass::kForward, stream, desc, x, w, y);
+porta_status_t Ops::conv2d_forward(const Op* op, const porta_conv2d_forward_args_t* a) {
+  return run("porta_conv2d_forward", Pass::kForward, *op, a->desc, a->x, a->w, a->y);
 }
 
-porta_status_t conv2d_backward_data(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
-                                    const void* dy, const void* w, float* dx) {
-  return run("porta_conv2d_backward_data", Pass::kBackwardData, stream, desc, dy, w, dx);
+porta_status_t Ops::conv2d_backward_data(const Op* op, const porta_conv2d_backward_data_args_t* a) {
+  return run("porta_conv2d_backward_data", Pass::kBackwardData, *op, a->desc, a->dy, a->w, a->dx);
 }
 
-porta_status_t conv2d_backward_weights(void*, porta_stream_t stream,
-                                       const porta_conv2d_desc_t* desc, const void* x,
-                                       const void* dy, float* dw) {
-  return run("porta_conv2d_backward_weights", Pass::kBackwardWeights, stream, desc, x, dy, dw);
+porta_status_t Ops::conv2d_backward_weights(const Op* op,
+                                            const porta_conv2d_backward_weights_args_t* a) {
+  return run("porta_conv2d_backward_weights", Pass::kBackwardWeights, *op, a->desc, a->x, a->dy,
+             a->dw);
 }
 
 void clear_conv_cache() { convs.clear(); }

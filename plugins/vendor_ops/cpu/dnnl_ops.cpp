@@ -13,13 +13,13 @@ using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
 // A primitive and its arguments' layouts, all plain fp32.
-struct Op {
+struct Cached {
   dnnl::primitive primitive;
   dnnl::memory::desc scratchpad;
   std::unordered_map<int, dnnl::memory::desc> args;
 };
 
-Cache<Op> ops;
+Cache<Cached> ops;
 
 enum Kind : int64_t {
   kSoftmaxForward,
@@ -40,11 +40,11 @@ dnnl::memory::desc channels(int64_t batch, int64_t channels, int64_t spatial) {
 
 // The primitive of a primitive descriptor, with the scratchpad it needs.
 template <class Primitive, class Pd>
-Op built(const Pd& pd) {
-  return Op{Primitive(pd), pd.scratchpad_desc(), {}};
+Cached built(const Pd& pd) {
+  return Cached{Primitive(pd), pd.scratchpad_desc(), {}};
 }
 
-Op make_primitive(Kind kind, int64_t d0, int64_t d1, int64_t d2) {
+Cached make_primitive(Kind kind, int64_t d0, int64_t d1, int64_t d2) {
   const dnnl::engine& e = engine();
   const dnnl::primitive_attr attr = user_scratchpad();
   const auto training = dnnl::prop_kind::forward_training;
@@ -98,8 +98,8 @@ Op make_primitive(Kind kind, int64_t d0, int64_t d1, int64_t d2) {
   }
 }
 
-Op make(Kind kind, int64_t d0, int64_t d1, int64_t d2) {
-  Op op = make_primitive(kind, d0, d1, d2);
+Cached make(Kind kind, int64_t d0, int64_t d1, int64_t d2) {
+  Cached op = make_primitive(kind, d0, d1, d2);
   switch (kind) {
     case kSoftmaxForward:
     case kLogSoftmaxForward:
@@ -133,12 +133,12 @@ Op make(Kind kind, int64_t d0, int64_t d1, int64_t d2) {
 
 // Runs the primitive for kind and shape on the stream with the given (argument, pointer) pairs;
 // each pointer is described by the layout the argument has in that primitive.
-porta_status_t run(const char* op, porta_stream_t stream, Kind kind, int64_t d0, int64_t d1,
-                   int64_t d2, std::vector<std::pair<int, const float*>> args) {
-  return guarded(op, stream, [&] {
-    const int threads = threads_for(stream);
+porta_status_t run(const char* op, const Op& context, Kind kind, int64_t d0, int64_t d1, int64_t d2,
+                   std::vector<std::pair<int, const float*>> args) {
+  return guarded(op, context, [&] {
+    const int threads = threads_for(context);
     auto prim = ops.get({kind, d0, d1, d2}, [&] { return make(kind, d0, d1, d2); });
-    enqueue(stream, op, threads, [prim, args = std::move(args)] {
+    enqueue(context, op, threads, [prim, args = std::move(args)] {
       const dnnl::engine& e = engine();
       dnnl::stream s(e);
       std::unordered_map<int, dnnl::memory> memories;
@@ -155,49 +155,44 @@ porta_status_t run(const char* op, porta_stream_t stream, Kind kind, int64_t d0,
 
 }  // namespace
 
-porta_status_t softmax_forward(void*, porta_stream_t stream, porta_softmax_mode_t mode,
-                               int64_t rows, int64_t cols, const float* x, float* y) {
-  return run("porta_softmax_forward", stream,
-             mode == PORTA_LOG_SOFTMAX ? kLogSoftmaxForward : kSoftmaxForward, rows, cols, 0,
-             {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}});
+porta_status_t Ops::softmax_forward(const Op* op, const porta_softmax_forward_args_t* a) {
+  return run("porta_softmax_forward", *op,
+             a->mode == PORTA_LOG_SOFTMAX ? kLogSoftmaxForward : kSoftmaxForward, a->rows, a->cols,
+             0, {{DNNL_ARG_SRC, a->x}, {DNNL_ARG_DST, a->y}});
 }
 
-porta_status_t softmax_backward(void*, porta_stream_t stream, porta_softmax_mode_t mode,
-                                int64_t rows, int64_t cols, const float* y, const float* dy,
-                                float* dx) {
-  return run("porta_softmax_backward", stream,
-             mode == PORTA_LOG_SOFTMAX ? kLogSoftmaxBackward : kSoftmaxBackward, rows, cols, 0,
-             {{DNNL_ARG_DST, y}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}});
+porta_status_t Ops::softmax_backward(const Op* op, const porta_softmax_backward_args_t* a) {
+  return run("porta_softmax_backward", *op,
+             a->mode == PORTA_LOG_SOFTMAX ? kLogSoftmaxBackward : kSoftmaxBackward, a->rows,
+             a->cols, 0,
+             {{DNNL_ARG_DST, a->y}, {DNNL_ARG_DIFF_DST, a->dy}, {DNNL_ARG_DIFF_SRC, a->dx}});
 }
 
-porta_status_t relu_forward(void*, porta_stream_t stream, int64_t count, const float* x, float* y) {
-  return run("porta_relu_forward", stream, kReluForward, count, 0, 0,
-             {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}});
+porta_status_t Ops::relu_forward(const Op* op, const porta_relu_forward_args_t* a) {
+  return run("porta_relu_forward", *op, kReluForward, a->count, 0, 0,
+             {{DNNL_ARG_SRC, a->x}, {DNNL_ARG_DST, a->y}});
 }
 
-porta_status_t relu_backward(void*, porta_stream_t stream, int64_t count, const float* x,
-                             const float* dy, float* dx) {
-  return run("porta_relu_backward", stream, kReluBackward, count, 0, 0,
-             {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}});
+porta_status_t Ops::relu_backward(const Op* op, const porta_relu_backward_args_t* a) {
+  return run("porta_relu_backward", *op, kReluBackward, a->count, 0, 0,
+             {{DNNL_ARG_SRC, a->x}, {DNNL_ARG_DIFF_DST, a->dy}, {DNNL_ARG_DIFF_SRC, a->dx}});
 }
 
-porta_status_t bias_add(void*, porta_stream_t stream, int64_t batch, int64_t channels,
-                        int64_t spatial, const float* x, const float* bias, float* y) {
-  return run("porta_bias_add", stream, kBiasAdd, batch, channels, spatial,
-             {{DNNL_ARG_SRC_0, x}, {DNNL_ARG_SRC_1, bias}, {DNNL_ARG_DST, y}});
+porta_status_t Ops::bias_add(const Op* op, const porta_bias_add_args_t* a) {
+  return run("porta_bias_add", *op, kBiasAdd, a->batch, a->channels, a->spatial,
+             {{DNNL_ARG_SRC_0, a->x}, {DNNL_ARG_SRC_1, a->bias}, {DNNL_ARG_DST, a->y}});
 }
 
-porta_status_t bias_backward(void*, porta_stream_t stream, int64_t batch, int64_t channels,
-                             int64_t spatial, const float* dy, float* dbias) {
+porta_status_t Ops::bias_backward(const Op* op, const porta_bias_backward_args_t* a) {
   // Nothing to reduce: oneDNN refuses a reduction whose output has the input's shape.
-  if (batch == 1 && spatial == 1) {
-    return guarded("porta_bias_backward", stream, [&] {
-      porta::check(
-          porta_memcpy_async(dbias, dy, static_cast<size_t>(channels) * sizeof(float), stream));
+  if (a->batch == 1 && a->spatial == 1) {
+    return guarded("porta_bias_backward", *op, [&] {
+      porta::check(porta_memcpy_async(
+          a->dbias, a->dy, static_cast<size_t>(a->channels) * sizeof(float), op->stream));
     });
   }
-  return run("porta_bias_backward", stream, kBiasBackward, batch, channels, spatial,
-             {{DNNL_ARG_SRC, dy}, {DNNL_ARG_DST, dbias}});
+  return run("porta_bias_backward", *op, kBiasBackward, a->batch, a->channels, a->spatial,
+             {{DNNL_ARG_SRC, a->dy}, {DNNL_ARG_DST, a->dbias}});
 }
 
 void clear_dnnl_ops_cache() { ops.clear(); }

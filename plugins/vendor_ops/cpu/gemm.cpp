@@ -89,11 +89,12 @@ Matmul make_matmul(const porta_gemm_desc_t& d) {
 
 }  // namespace
 
-porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc, const void* a,
-                    const void* b, float* c) {
-  return guarded("porta_gemm", stream, [&] {
-    const porta_gemm_desc_t d = *desc;  // the queued call runs after this returns
-    const int threads = threads_for(stream);
+porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* args) {
+  return guarded("porta_gemm", *op, [&] {
+    const porta_gemm_desc_t d = *args->desc;  // the queued call runs after this returns
+    const void *a = args->a, *b = args->b;
+    float* c = args->c;
+    const int threads = threads_for(*op);
     const GemmLibraries libraries = current_gemm_libraries();
     if (d.dtype != PORTA_DTYPE_F32 && !libraries.onednn) {
       throw Failure(PORTA_ERROR_UNSUPPORTED,
@@ -109,7 +110,7 @@ porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc,
                                  {"ldc", d.ldc}}) {
         check_blas_int(name, value);
       }
-      enqueue(stream, "porta_gemm", threads, [d, a, b, c, threads] {
+      enqueue(*op, "porta_gemm", threads, [d, a, b, c, threads] {
         sgemm(d, static_cast<const float*>(a), static_cast<const float*>(b), c, threads);
       });
       return;
@@ -118,7 +119,7 @@ porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc,
                                static_cast<int64_t>(std::bit_cast<uint32_t>(d.alpha)),
                                static_cast<int64_t>(std::bit_cast<uint32_t>(d.beta))},
                               [&] { return make_matmul(d); });
-    enqueue(stream, "porta_gemm", threads, [d, a, b, c, matmul] {
+    enqueue(*op, "porta_gemm", threads, [d, a, b, c, matmul] {
       dnnl::stream s(engine());
       dnnl::memory scratchpad(matmul->scratchpad, engine());
       const auto* a_bytes = static_cast<const char*>(a);

@@ -19,12 +19,18 @@
 namespace porta::vendor_cpu {
 namespace {
 
-// The failure of a queued call, per stream, until the stream's next op reports it.
-std::mutex failures_mutex;
-std::map<porta_stream_t, std::string> failures;
+// A stream's storage (porta_op_context_t.stream_storage): the failure of a queued call, until
+// the stream's next op reports it. Queued calls hold it by pointer: libporta releases it only
+// after the stream's work has finished.
+struct StreamFailure {
+  std::mutex mutex;
+  std::string message;  // the first failure; empty when none
+};
 
-std::mutex threads_mutex;
-std::map<porta_device_t, int> device_threads;
+StreamFailure& failure_of_stream(const Op& context) {
+  return plugin::stream_storage<StreamFailure>(context,
+                                               [] { return std::make_unique<StreamFailure>(); });
+}
 
 // A oneDNN error as a Failure: out of memory, or a backend error naming oneDNN's status.
 Failure failure_of(const dnnl::error& e) {
@@ -34,7 +40,7 @@ Failure failure_of(const dnnl::error& e) {
 }
 
 struct Job {
-  porta_stream_t stream;
+  StreamFailure* failure;
   std::string op;
   int threads;
   std::function<void()> work;
@@ -58,30 +64,28 @@ void run_job(void* data) {
   if (failure.empty()) return;
   try {
     plugin::log(PORTA_LOG_ERROR, failure);
-    std::lock_guard lock(failures_mutex);
-    failures.emplace(job->stream, std::move(failure));  // the first one is kept
+    std::lock_guard lock(job->failure->mutex);
+    if (job->failure->message.empty()) job->failure->message = std::move(failure);
   } catch (...) {
     // Out of memory for the record; nothing more can be done on this thread.
   }
 }
 
-porta_status_t initialize(porta_backend_context_t* out_context) {
-  *out_context = nullptr;
+}  // namespace
+
+porta_status_t Ops::initialize(void** out_state) {
+  *out_state = nullptr;
   return PORTA_SUCCESS;
 }
 
-void shutdown(porta_backend_context_t) {
-  clear_caches();
-  {
-    std::lock_guard lock(failures_mutex);
-    failures.clear();
-  }
-  std::lock_guard lock(threads_mutex);
-  device_threads.clear();
+void Ops::shutdown(void*) { clear_caches(); }
+
+void Ops::release_stream_storage(void*, void* storage, int32_t) {
+  delete static_cast<StreamFailure*>(storage);
 }
 
 // Device memory must be host memory: OpenBLAS and oneDNN read it directly.
-porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
+porta_status_t Ops::supports_backend(void*, const char* backend) {
   return plugin::guarded("supports_backend", [&]() -> porta_status_t {
     if (std::string_view(backend) == "cpu") return PORTA_SUCCESS;
     return plugin::report(PORTA_ERROR_UNAVAILABLE,
@@ -89,29 +93,9 @@ porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
   });
 }
 
-const porta_ops_interface_t kInterface = {
-    .struct_size = sizeof(porta_ops_interface_t),
-    .initialize = initialize,
-    .shutdown = shutdown,
-    .supports_backend = supports_backend,
-    .gemm = gemm,
-    .conv2d_forward = conv2d_forward,
-    .conv2d_backward_data = conv2d_backward_data,
-    .conv2d_backward_weights = conv2d_backward_weights,
-    .softmax_forward = softmax_forward,
-    .softmax_backward = softmax_backward,
-    .cross_entropy = nullptr,  // no library op with Porta's label semantics: portable
-    .bias_add = bias_add,
-    .bias_backward = bias_backward,
-    .relu_forward = relu_forward,
-    .relu_backward = relu_backward,
-    .max_pool2d_forward = nullptr,  // oneDNN's tie rule and workspace differ: portable
-    .max_pool2d_backward = nullptr,
-    .sgd_update = nullptr,  // no library op: portable
-    .adam_update = nullptr,
-    .convert = nullptr,          // dtype conversion: portable
-    .supports_device = nullptr,  // every device of its backend
-};
+namespace {
+
+const porta_ops_interface_t kInterface = plugin::ops_interface<Ops>();
 
 // The interface for the libraries PORTA_VENDOR_LIBRARY names (all when unset): the slots of an op
 // whose library is left out are NULL, so libporta runs that op portable and the loader report
@@ -195,16 +179,14 @@ const char* dnnl_status_name(dnnl_status_t status) {
   }
 }
 
-porta_status_t guarded(const char* op, porta_stream_t stream,
+porta_status_t guarded(const char* op, const Op& context,
                        const std::function<void()>& body) noexcept {
   return plugin::guarded_op(op, [&] {
     std::string earlier;
     {
-      std::lock_guard lock(failures_mutex);
-      if (auto it = failures.find(stream); it != failures.end()) {
-        earlier = std::move(it->second);
-        failures.erase(it);
-      }
+      StreamFailure& failure = failure_of_stream(context);
+      std::lock_guard lock(failure.mutex);
+      earlier = std::exchange(failure.message, {});
     }
     if (!earlier.empty()) {
       throw Failure(PORTA_ERROR_BACKEND, "an earlier vendor op on this stream failed: " + earlier);
@@ -217,23 +199,13 @@ porta_status_t guarded(const char* op, porta_stream_t stream,
   });
 }
 
-int threads_for(porta_stream_t stream) {
-  porta_device_t device = 0;
-  porta::check(porta_stream_device(stream, &device));
-  {
-    std::lock_guard lock(threads_mutex);
-    if (auto it = device_threads.find(device); it != device_threads.end()) return it->second;
-  }
-  const porta_device_properties_t properties = porta::device_properties(device);
-  const int threads = properties.compute_units > 0 ? properties.compute_units : 1;
-  std::lock_guard lock(threads_mutex);
-  device_threads[device] = threads;
-  return threads;
+int threads_for(const Op& context) {
+  return context.properties->compute_units > 0 ? context.properties->compute_units : 1;
 }
 
-void enqueue(porta_stream_t stream, const char* op, int threads, std::function<void()> work) {
-  auto job = std::make_unique<Job>(Job{stream, op, threads, std::move(work)});
-  porta::check(porta_stream_launch_host_func(stream, run_job, job.get()));
+void enqueue(const Op& context, const char* op, int threads, std::function<void()> work) {
+  auto job = std::make_unique<Job>(Job{&failure_of_stream(context), op, threads, std::move(work)});
+  porta::check(porta_stream_launch_host_func(context.stream, run_job, job.get()));
   job.release();  // run_job owns it now
 }
 

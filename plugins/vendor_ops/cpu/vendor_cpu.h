@@ -21,11 +21,15 @@
 #include <vector>
 
 #include "op_guard.h"
+#include "op_plugin.h"
 
 namespace porta::vendor_cpu {
 
 // An error with its Porta status, thrown inside the plugin and turned into a status at the slot.
 using plugin::Failure;
+
+// What libporta resolved for an op call (porta_plugin.h): its stream, device and properties.
+using Op = porta_op_context_t;
 
 // The version of the oneDNN library loaded ("2.6.3").
 std::string dnnl_version_text();
@@ -36,16 +40,17 @@ const char* dnnl_status_name(dnnl_status_t status);
 // Runs an op slot's body: returns first the failure of an earlier queued call on this stream
 // (as GPU runtimes report asynchronous errors at the next call), then turns what body throws into
 // a status and a message starting with op. Nothing throws across the plugin ABI.
-porta_status_t guarded(const char* op, porta_stream_t stream,
+porta_status_t guarded(const char* op, const Op& context,
                        const std::function<void()>& body) noexcept;
 
-// How many threads the libraries use for work on the stream's device: its compute units.
-int threads_for(porta_stream_t stream);
+// How many threads the libraries use for work on the op's device: its compute units.
+int threads_for(const Op& context);
 
-// Queues work on the stream as a host function. work runs on the stream's worker with OpenMP
-// (oneDNN's threading) set to threads; what it throws is logged and kept for the stream's next
-// op (see guarded). Throws porta::error when the stream refuses the host function.
-void enqueue(porta_stream_t stream, const char* op, int threads, std::function<void()> work);
+// Queues work on the op's stream as a host function. work runs on the stream's worker with
+// OpenMP (oneDNN's threading) set to threads; what it throws is logged and kept in the stream's
+// storage for its next op (see guarded). Throws porta::error when the stream refuses the host
+// function.
+void enqueue(const Op& context, const char* op, int threads, std::function<void()> work);
 
 // The CPU engine all primitives are made for.
 const dnnl::engine& engine();
@@ -118,30 +123,32 @@ struct GemmLibraries {
 // Set at the plugin's entry, before any op runs.
 void use_gemm_libraries(GemmLibraries libraries);
 
-// The slots, as in porta_plugin.h's porta_ops_interface_t.
-// gemm.cpp
-porta_status_t gemm(void*, porta_stream_t, const porta_gemm_desc_t*, const void* a, const void* b,
-                    float* c);
-// conv.cpp
-porta_status_t conv2d_forward(void*, porta_stream_t, const porta_conv2d_desc_t*, const void* x,
-                              const void* w, float* y);
-porta_status_t conv2d_backward_data(void*, porta_stream_t, const porta_conv2d_desc_t*,
-                                    const void* dy, const void* w, float* dx);
-porta_status_t conv2d_backward_weights(void*, porta_stream_t, const porta_conv2d_desc_t*,
-                                       const void* x, const void* dy, float* dw);
+// The plugin's slots (plugin_kit/op_plugin.h makes its interface of them). The ops it leaves out
+// (cross-entropy: no library op with Porta's label semantics; pooling: oneDNN's tie rule and
+// workspace differ; the optimisers and dtype conversion: no library op) run on the portable
+// plugin.
+struct Ops {
+  static porta_status_t initialize(void** out_state);
+  static void shutdown(void* state);
+  static porta_status_t supports_backend(void* state, const char* backend);
+  static void release_stream_storage(void* state, void* storage, int32_t shutting_down);
+  // gemm.cpp
+  static porta_status_t gemm(const Op* op, const porta_gemm_args_t* args);
+  // conv.cpp
+  static porta_status_t conv2d_forward(const Op* op, const porta_conv2d_forward_args_t* args);
+  static porta_status_t conv2d_backward_data(const Op* op,
+                                             const porta_conv2d_backward_data_args_t* args);
+  static porta_status_t conv2d_backward_weights(const Op* op,
+                                                const porta_conv2d_backward_weights_args_t* args);
+  // dnnl_ops.cpp
+  static porta_status_t softmax_forward(const Op* op, const porta_softmax_forward_args_t* args);
+  static porta_status_t softmax_backward(const Op* op, const porta_softmax_backward_args_t* args);
+  static porta_status_t bias_add(const Op* op, const porta_bias_add_args_t* args);
+  static porta_status_t bias_backward(const Op* op, const porta_bias_backward_args_t* args);
+  static porta_status_t relu_forward(const Op* op, const porta_relu_forward_args_t* args);
+  static porta_status_t relu_backward(const Op* op, const porta_relu_backward_args_t* args);
+};
 void clear_conv_cache();
-// dnnl_ops.cpp
-porta_status_t softmax_forward(void*, porta_stream_t, porta_softmax_mode_t, int64_t rows,
-                               int64_t cols, const float* x, float* y);
-porta_status_t softmax_backward(void*, porta_stream_t, porta_softmax_mode_t, int64_t rows,
-                                int64_t cols, const float* y, const float* dy, float* dx);
-porta_status_t bias_add(void*, porta_stream_t, int64_t batch, int64_t channels, int64_t spatial,
-                        const float* x, const float* bias, float* y);
-porta_status_t bias_backward(void*, porta_stream_t, int64_t batch, int64_t channels,
-                             int64_t spatial, const float* dy, float* dbias);
-porta_status_t relu_forward(void*, porta_stream_t, int64_t count, const float* x, float* y);
-porta_status_t relu_backward(void*, porta_stream_t, int64_t count, const float* x, const float* dy,
-                             float* dx);
 void clear_dnnl_ops_cache();
 void clear_gemm_cache();
 

@@ -5,10 +5,11 @@
 // cudaStream_t), so it runs in stream order with Porta's own kernels, copies and events.
 //
 // Each Porta stream gets its own cuBLAS and cuDNN handles, bound to its CUDA stream once, and its
-// own cuDNN workspace in Porta memory: work on different streams never shares a workspace, and no
-// handle's stream is switched while another thread uses it. The device's context (the primary
-// context, porta_device_native_handle) is made current around every library call and the
-// caller's restored afterwards. The ops it leaves out run on the portable plugin.
+// own cuDNN workspace in Porta memory, kept in the stream's storage (porta_op_context_t): work on
+// different streams never shares a workspace, no handle's stream is switched while another thread
+// uses it, and libporta hands the storage back when the stream is destroyed. The device's context
+// (the primary context, the op context's native_device) is made current around every library
+// call and the caller's restored afterwards. The ops it leaves out run on the portable plugin.
 #include <cublas_v2.h>
 #include <cuda.h>
 #include <cudnn.h>
@@ -31,6 +32,7 @@
 
 #include "conv_algorithms.h"
 #include "op_guard.h"
+#include "op_plugin.h"
 
 namespace porta::vendor_cuda {
 namespace {
@@ -97,8 +99,13 @@ class CurrentContext {
   bool restore_ = false;
 };
 
-// What one Porta stream needs: its CUDA stream, its device's context, its library handles bound
-// to that stream, and its cuDNN workspace.
+// Destroys a state's library handles. Each is first bound to the default stream: destroying a
+// handle synchronises with its stream, which may be on its way out.
+struct StreamState;
+void release(StreamState& state);
+
+// What one Porta stream needs (its storage): its CUDA stream, its device's context, its library
+// handles bound to that stream, and its cuDNN workspace.
 struct StreamState {
   std::mutex mutex;  // held while a call uses the handles or the workspace
   porta_device_t device = 0;
@@ -108,20 +115,21 @@ struct StreamState {
   cudnnHandle_t dnn = nullptr;
   void* workspace = nullptr;
   size_t workspace_size = 0;
+
+  StreamState() = default;
+  StreamState(const StreamState&) = delete;
+  StreamState& operator=(const StreamState&) = delete;
+  ~StreamState() {
+    try {
+      release(*this);
+    } catch (...) {
+      // A context that cannot be made current: its handles go with the process.
+    }
+  }
 };
 
-std::mutex states_mutex;
-std::map<porta_stream_t, std::unique_ptr<StreamState>> states;
-
-bool stream_is_live(porta_stream_t stream) {
-  porta_device_t device;
-  return porta_stream_device(stream, &device) == PORTA_SUCCESS;
-}
-
-// Destroys a state's library handles. Each is first bound to the default stream: the stream it
-// was bound to may already be destroyed (a dead stream's state is reaped later), and destroying
-// a handle synchronises with its stream.
 void release(StreamState& state) {
+  if (!state.blas && !state.dnn) return;
   CurrentContext current(state.context);
   if (state.blas) {
     cublasSetStream(state.blas, nullptr);
@@ -135,76 +143,29 @@ void release(StreamState& state) {
   state.dnn = nullptr;
 }
 
-// Releases the states of streams destroyed since, workspaces included. Called without
-// states_mutex: these are Porta calls (porta_memory_free waits for the device).
-void reap(std::vector<std::unique_ptr<StreamState>> dead) {
-  for (auto& state : dead) {
-    release(*state);
-    if (state->workspace) porta_memory_free(state->workspace);
+// A new state for the op's stream: the device's context and the CUDA stream libporta resolved,
+// and library handles bound to it.
+std::unique_ptr<StreamState> make_state(const porta_op_context_t& op) {
+  if (!op.native_device || !op.native_stream) {
+    throw Failure(PORTA_ERROR_BACKEND, "the CUDA backend gave no native context or stream");
   }
-}
-
-// A new state for stream: its device, context, native stream and library handles.
-std::unique_ptr<StreamState> make_state(porta_stream_t stream) {
   auto state = std::make_unique<StreamState>();
-  porta::check(porta_stream_device(stream, &state->device));
-  void* native = nullptr;
-  porta::check(porta_device_native_handle(state->device, &native));
-  state->context = static_cast<CUcontext>(native);
-  porta::check(porta_stream_native_handle(stream, &native));
-  state->native = static_cast<cudaStream_t>(native);  // a CUstream is a cudaStream_t
+  state->device = op.device;
+  state->context = static_cast<CUcontext>(op.native_device);
+  state->native = static_cast<cudaStream_t>(op.native_stream);  // a CUstream is a cudaStream_t
   CurrentContext current(state->context);
-  try {
-    check_blas(cublasCreate(&state->blas), "cublasCreate");
-    check_blas(cublasSetStream(state->blas, state->native), "cublasSetStream");
-    // Exact fp32 products: CUBLAS_COMPUTE_32F without the TF32 math mode never rounds inputs.
-    check_blas(cublasSetMathMode(state->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
-    check_dnn(cudnnCreate(&state->dnn), "cudnnCreate");
-    check_dnn(cudnnSetStream(state->dnn, state->native), "cudnnSetStream");
-  } catch (...) {
-    release(*state);
-    throw;
-  }
-  return state;
+  check_blas(cublasCreate(&state->blas), "cublasCreate");
+  check_blas(cublasSetStream(state->blas, state->native), "cublasSetStream");
+  // Exact fp32 products: CUBLAS_COMPUTE_32F without the TF32 math mode never rounds inputs.
+  check_blas(cublasSetMathMode(state->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  check_dnn(cudnnCreate(&state->dnn), "cudnnCreate");
+  check_dnn(cudnnSetStream(state->dnn, state->native), "cudnnSetStream");
+  return state;  // on a throw above, ~StreamState releases what was made
 }
 
-// The state of a stream, created on first use. states_mutex guards the map only and is never
-// held across a Porta call: the states of streams destroyed since are taken out under it and
-// released after, and a new state is made outside it (another thread's wins a race).
-StreamState& state_of(porta_stream_t stream) {
-  std::vector<std::unique_ptr<StreamState>> dead;
-  {
-    std::lock_guard lock(states_mutex);
-    if (auto it = states.find(stream); it != states.end()) return *it->second;
-  }
-  {
-    std::vector<porta_stream_t> known;
-    {
-      std::lock_guard lock(states_mutex);
-      for (const auto& [handle, state] : states) known.push_back(handle);
-    }
-    std::vector<porta_stream_t> gone;
-    for (porta_stream_t handle : known) {
-      if (!stream_is_live(handle)) gone.push_back(handle);
-    }
-    std::lock_guard lock(states_mutex);
-    for (porta_stream_t handle : gone) {
-      if (auto it = states.find(handle); it != states.end()) {
-        dead.push_back(std::move(it->second));
-        states.erase(it);
-      }
-    }
-  }
-  reap(std::move(dead));
-  std::unique_ptr<StreamState> made = make_state(stream);
-  std::unique_lock lock(states_mutex);
-  auto [it, inserted] = states.try_emplace(stream, std::move(made));  // moves only if inserted
-  if (!inserted) {
-    lock.unlock();
-    release(*made);  // another thread made this stream's state first
-    lock.lock();
-  }
-  return *it->second;
+// The state of the op's stream, made on its first use.
+StreamState& state_of(const porta_op_context_t& op) {
+  return plugin::stream_storage<StreamState>(op, [&] { return make_state(op); });
 }
 
 // At least bytes of the stream's workspace (state.mutex held). Growing frees the old buffer after
@@ -231,13 +192,15 @@ int to_int(const char* name, int64_t value) {
 
 // ---- GEMM ---------------------------------------------------------------------------------------
 
-porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* d, const void* a,
-                    const void* b, float* c) {
+porta_status_t gemm(const porta_op_context_t* op, const porta_gemm_args_t* args) {
   return guarded_op("porta_gemm", [&] {
+    const porta_gemm_desc_t* d = args->desc;
+    const void *a = args->a, *b = args->b;
+    float* c = args->c;
     cudaDataType_t type = CUDA_R_32F;
     if (d->dtype == PORTA_DTYPE_F16) type = CUDA_R_16F;
     if (d->dtype == PORTA_DTYPE_BF16) type = CUDA_R_16BF;
-    StreamState& state = state_of(stream);
+    StreamState& state = state_of(*op);
     std::lock_guard lock(state.mutex);
     CurrentContext current(state.context);
     // cuBLAS is column-major: row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T,
@@ -391,16 +354,16 @@ std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t
   return plans.emplace(key, std::move(plan)).first->second;  // another thread's if it won
 }
 
-porta_status_t conv(const char* op, Pass pass, porta_stream_t stream, const porta_conv2d_desc_t* d,
-                    const void* in0, const void* in1, float* out) {
-  return guarded_op(op, [&] {
+porta_status_t conv(const char* name, Pass pass, const porta_op_context_t& op,
+                    const porta_conv2d_desc_t* d, const void* in0, const void* in1, float* out) {
+  return guarded_op(name, [&] {
     // cuDNN's convolution wants x, w and y of one type; Porta's 16-bit convolutions write fp32.
     if (d->dtype != PORTA_DTYPE_F32) {
       throw Failure(PORTA_ERROR_UNSUPPORTED,
                     "cuDNN's convolution takes x, w and y of one data type; f16 and bf16 inputs "
                     "with an fp32 output are not among its configurations");
     }
-    StreamState& state = state_of(stream);
+    StreamState& state = state_of(op);
     std::lock_guard lock(state.mutex);
     CurrentContext current(state.context);
     std::shared_ptr<ConvPlan> plan = plan_for(state, *d, pass);
@@ -431,20 +394,19 @@ porta_status_t conv(const char* op, Pass pass, porta_stream_t stream, const port
   });
 }
 
-porta_status_t conv2d_forward(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
-                              const void* x, const void* w, float* y) {
-  return conv("porta_conv2d_forward", Pass::kForward, stream, desc, x, w, y);
+porta_status_t conv2d_forward(const porta_op_context_t* op, const porta_conv2d_forward_args_t* a) {
+  return conv("porta_conv2d_forward", Pass::kForward, *op, a->desc, a->x, a->w, a->y);
 }
 
-porta_status_t conv2d_backward_data(void*, porta_stream_t stream, const porta_conv2d_desc_t* desc,
-                                    const void* dy, const void* w, float* dx) {
-  return conv("porta_conv2d_backward_data", Pass::kBackwardData, stream, desc, dy, w, dx);
+porta_status_t conv2d_backward_data(const porta_op_context_t* op,
+                                    const porta_conv2d_backward_data_args_t* a) {
+  return conv("porta_conv2d_backward_data", Pass::kBackwardData, *op, a->desc, a->dy, a->w, a->dx);
 }
 
-porta_status_t conv2d_backward_weights(void*, porta_stream_t stream,
-                                       const porta_conv2d_desc_t* desc, const void* x,
-                                       const void* dy, float* dw) {
-  return conv("porta_conv2d_backward_weights", Pass::kBackwardWeights, stream, desc, x, dy, dw);
+porta_status_t conv2d_backward_weights(const porta_op_context_t* op,
+                                       const porta_conv2d_backward_weights_args_t* a) {
+  return conv("porta_conv2d_backward_weights", Pass::kBackwardWeights, *op, a->desc, a->x, a->dy,
+              a->dw);
 }
 
 // ---- softmax ------------------------------------------------------------------------------------
@@ -469,31 +431,30 @@ cudnnSoftmaxAlgorithm_t algorithm(porta_softmax_mode_t mode) {
   return mode == PORTA_LOG_SOFTMAX ? CUDNN_SOFTMAX_LOG : CUDNN_SOFTMAX_ACCURATE;
 }
 
-porta_status_t softmax_forward(void*, porta_stream_t stream, porta_softmax_mode_t mode,
-                               int64_t rows, int64_t cols, const float* x, float* y) {
+porta_status_t softmax_forward(const porta_op_context_t* op,
+                               const porta_softmax_forward_args_t* a) {
   return guarded_op("porta_softmax_forward", [&] {
-    StreamState& state = state_of(stream);
+    StreamState& state = state_of(*op);
     std::lock_guard lock(state.mutex);
     CurrentContext current(state.context);
-    RowsDescriptor desc(rows, cols);
+    RowsDescriptor desc(a->rows, a->cols);
     const float one = 1.0f, zero = 0.0f;
-    check_dnn(cudnnSoftmaxForward(state.dnn, algorithm(mode), CUDNN_SOFTMAX_MODE_INSTANCE, &one,
-                                  desc.desc, x, &zero, desc.desc, y),
+    check_dnn(cudnnSoftmaxForward(state.dnn, algorithm(a->mode), CUDNN_SOFTMAX_MODE_INSTANCE, &one,
+                                  desc.desc, a->x, &zero, desc.desc, a->y),
               "cudnnSoftmaxForward");
   });
 }
 
-porta_status_t softmax_backward(void*, porta_stream_t stream, porta_softmax_mode_t mode,
-                                int64_t rows, int64_t cols, const float* y, const float* dy,
-                                float* dx) {
+porta_status_t softmax_backward(const porta_op_context_t* op,
+                                const porta_softmax_backward_args_t* a) {
   return guarded_op("porta_softmax_backward", [&] {
-    StreamState& state = state_of(stream);
+    StreamState& state = state_of(*op);
     std::lock_guard lock(state.mutex);
     CurrentContext current(state.context);
-    RowsDescriptor desc(rows, cols);
+    RowsDescriptor desc(a->rows, a->cols);
     const float one = 1.0f, zero = 0.0f;
-    check_dnn(cudnnSoftmaxBackward(state.dnn, algorithm(mode), CUDNN_SOFTMAX_MODE_INSTANCE, &one,
-                                   desc.desc, y, desc.desc, dy, &zero, desc.desc, dx),
+    check_dnn(cudnnSoftmaxBackward(state.dnn, algorithm(a->mode), CUDNN_SOFTMAX_MODE_INSTANCE, &one,
+                                   desc.desc, a->y, desc.desc, a->dy, &zero, desc.desc, a->dx),
               "cudnnSoftmaxBackward");
   });
 }
@@ -508,8 +469,8 @@ std::string cuda_version_text(size_t version) {
 // Without the driver there are no CUDA devices, and nothing for this plugin to do. A driver older
 // than the CUDA major version cuBLAS and cuDNN were built for cannot run them (cublasCreate would
 // fail without saying why): that is said here, naming both versions.
-porta_status_t initialize(porta_backend_context_t* out_context) {
-  *out_context = nullptr;
+porta_status_t initialize(void** out_state) {
+  *out_state = nullptr;
   if (!driver.library) {
     dlerror();
     void* library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
@@ -543,28 +504,21 @@ porta_status_t initialize(porta_backend_context_t* out_context) {
   return PORTA_SUCCESS;
 }
 
-// libporta has synchronised every device and frees all Porta memory itself (the workspaces
-// included); the library handles and descriptors are released here.
-void shutdown(porta_backend_context_t) {
-  {
-    std::lock_guard lock(states_mutex);
-    for (auto& [stream, state] : states) {
-      try {
-        release(*state);
-      } catch (...) {
-        // A context that cannot be made current: its handles go with the process.
-      }
-    }
-    states.clear();
-  }
-  {
-    std::lock_guard lock(plans_mutex);
-    plans.clear();
-  }
+// A stream's state, handed back by libporta: its library handles are released (~StreamState),
+// and its workspace freed unless libporta is shutting down, which frees all Porta memory itself.
+void release_stream_storage(void*, void* storage, int32_t shutting_down) {
+  std::unique_ptr<StreamState> state(static_cast<StreamState*>(storage));
+  if (!shutting_down && state->workspace) porta_memory_free(state->workspace);
+}
+
+// libporta has handed back every stream's state before; the descriptors are released here.
+void shutdown(void*) {
+  std::lock_guard lock(plans_mutex);
+  plans.clear();
   // The driver stays open (see initialize); the next initialize finds it again.
 }
 
-porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
+porta_status_t supports_backend(void*, const char* backend) {
   return plugin::guarded("supports_backend", [&]() -> porta_status_t {
     if (std::string_view(backend) == "cuda") return PORTA_SUCCESS;
     return report(PORTA_ERROR_UNAVAILABLE,
@@ -572,29 +526,21 @@ porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
   });
 }
 
-const porta_ops_interface_t kInterface = {
-    .struct_size = sizeof(porta_ops_interface_t),
-    .initialize = initialize,
-    .shutdown = shutdown,
-    .supports_backend = supports_backend,
-    .gemm = gemm,
-    .conv2d_forward = conv2d_forward,
-    .conv2d_backward_data = conv2d_backward_data,
-    .conv2d_backward_weights = conv2d_backward_weights,
-    .softmax_forward = softmax_forward,
-    .softmax_backward = softmax_backward,
-    .cross_entropy = nullptr,  // the rest run on the portable plugin
-    .bias_add = nullptr,
-    .bias_backward = nullptr,
-    .relu_forward = nullptr,
-    .relu_backward = nullptr,
-    .max_pool2d_forward = nullptr,
-    .max_pool2d_backward = nullptr,
-    .sgd_update = nullptr,
-    .adam_update = nullptr,
-    .convert = nullptr,          // dtype conversion: portable
-    .supports_device = nullptr,  // every device of its backend
+// The slots, for plugin::ops_interface; the ops left out run on the portable plugin.
+struct Ops {
+  static constexpr auto initialize = vendor_cuda::initialize;
+  static constexpr auto shutdown = vendor_cuda::shutdown;
+  static constexpr auto supports_backend = vendor_cuda::supports_backend;
+  static constexpr auto release_stream_storage = vendor_cuda::release_stream_storage;
+  static constexpr auto gemm = vendor_cuda::gemm;
+  static constexpr auto conv2d_forward = vendor_cuda::conv2d_forward;
+  static constexpr auto conv2d_backward_data = vendor_cuda::conv2d_backward_data;
+  static constexpr auto conv2d_backward_weights = vendor_cuda::conv2d_backward_weights;
+  static constexpr auto softmax_forward = vendor_cuda::softmax_forward;
+  static constexpr auto softmax_backward = vendor_cuda::softmax_backward;
 };
+
+const porta_ops_interface_t kInterface = plugin::ops_interface<Ops>();
 
 // The interface for the libraries PORTA_VENDOR_LIBRARY names (all when unset): GEMM is cuBLAS's,
 // convolution and softmax cuDNN's; the slots of a library left out are NULL (run portable).

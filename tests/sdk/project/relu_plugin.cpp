@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "op_guard.h"
+#include "op_plugin.h"
 
 namespace {
 
@@ -35,45 +36,43 @@ porta::kernel relu_kernel(porta_device_t device) {
   return found->second.kernel("relu");
 }
 
-porta_status_t initialize(porta_backend_context_t* out_context) {
-  *out_context = nullptr;
-  return PORTA_SUCCESS;
-}
+// The slots, for plugin::ops_interface: the ops it has no function for stay NULL.
+struct Ops {
+  static porta_status_t initialize(void** out_state) {
+    *out_state = nullptr;
+    return PORTA_SUCCESS;
+  }
 
-// libporta unloads every module itself while it tears down: the handles are only let go.
-void shutdown(porta_backend_context_t) {
-  std::lock_guard lock(mutex);
-  for (auto& [device, module] : modules) module.release();
-  modules.clear();
-}
+  // libporta unloads every module itself while it tears down: the handles are only let go.
+  static void shutdown(void*) {
+    std::lock_guard lock(mutex);
+    for (auto& [device, module] : modules) module.release();
+    modules.clear();
+  }
 
-porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
-  if (std::string_view(backend) == "cpu") return PORTA_SUCCESS;
-  return porta::plugin::report(
-      PORTA_ERROR_UNAVAILABLE,
-      std::string("example ops serve the cpu backend only, not ") + backend);
-}
+  static porta_status_t supports_backend(void*, const char* backend) {
+    if (std::string_view(backend) == "cpu") return PORTA_SUCCESS;
+    return porta::plugin::report(
+        PORTA_ERROR_UNAVAILABLE,
+        std::string("example ops serve the cpu backend only, not ") + backend);
+  }
 
-porta_status_t relu_forward(porta_backend_context_t, porta_stream_t stream, int64_t count,
-                            const float* x, float* y) {
-  return porta::plugin::guarded_op("porta_relu_forward", [&] {
-    if (count > int64_t(UINT32_MAX) * kGroup) {
-      porta::plugin::fail(PORTA_ERROR_UNSUPPORTED,
-                          "count " + std::to_string(count) + " is more than one launch covers");
-    }
-    const porta::stream s = porta::stream::wrap(stream, false);
-    const uint32_t groups = uint32_t((count + kGroup - 1) / kGroup);
-    relu_kernel(s.device()).launch(s, groups, kGroup, count, x, y);
-  });
-}
-
-const porta_ops_interface_t kInterface = {
-    .struct_size = sizeof(porta_ops_interface_t),
-    .initialize = initialize,
-    .shutdown = shutdown,
-    .supports_backend = supports_backend,
-    .relu_forward = relu_forward,
+  static porta_status_t relu_forward(const porta_op_context_t* op,
+                                     const porta_relu_forward_args_t* args) {
+    return porta::plugin::guarded_op("porta_relu_forward", [&] {
+      const int64_t count = args->count;
+      if (count > int64_t(UINT32_MAX) * kGroup) {
+        porta::plugin::fail(PORTA_ERROR_UNSUPPORTED,
+                            "count " + std::to_string(count) + " is more than one launch covers");
+      }
+      const porta::stream s = porta::stream::wrap(op->stream, false);
+      const uint32_t groups = uint32_t((count + kGroup - 1) / kGroup);
+      relu_kernel(op->device).launch(s, groups, kGroup, count, args->x, args->y);
+    });
+  }
 };
+
+const porta_ops_interface_t kInterface = porta::plugin::ops_interface<Ops>();
 
 }  // namespace
 
