@@ -106,6 +106,8 @@ std::vector<Problem> problems(const Options& o) {
   if (!o.shapes.empty() && ops.size() != 1)
     throw CLI::ValidationError(
         "--shape", "needs --op naming one op (the syntax is per op: " + shape_syntax() + ")");
+  if (dtype != PORTA_DTYPE_F32 && ops.size() == 1 && is_multi_device(ops[0]))
+    throw CLI::ValidationError("--dtype", std::string(op_name(ops[0])) + " moves fp32 only");
   if (dtype != PORTA_DTYPE_F32 && ops.size() == 1 && is_row_op(ops[0]))
     throw CLI::ValidationError(
         "--dtype",
@@ -161,6 +163,11 @@ int run(const Options& o, const std::vector<Problem>& todo) {
   header.impl = o.impl;
   header.dtype = o.dtype;
   header.reps = o.reps;
+  if (!todo.empty() && is_multi_device(todo.front().shape.op)) {
+    MultiDeviceRun multi{{}, o.backends, o.reps, o.json_path, o.csv_path};
+    for (const Problem& p : todo) multi.shapes.push_back(p.shape);
+    return run_multi_device(multi, std::move(header));
+  }
 
   const std::vector<std::string> impls = o.impl == "all"
                                              ? std::vector<std::string>{"portable", "vendor"}
@@ -304,6 +311,7 @@ int main(int argc, char** argv) {
       "checked against each other and rated against the device's measured peaks."};
   std::vector<std::string> op_names{"all"};
   for (Op op : all_ops()) op_names.push_back(op_name(op));
+  for (Op op : {Op::all_reduce, Op::peer_copy}) op_names.push_back(op_name(op));
   app.add_option("--backend", o.backends,
                  "a backend to measure (repeatable); default: every "
                  "usable one (PORTA_BACKEND, else auto)")
@@ -311,7 +319,9 @@ int main(int argc, char** argv) {
   app.add_option("--impl", o.impl, "op implementation: portable, vendor or all")
       ->check(CLI::IsMember({"portable", "vendor", "all"}))
       ->capture_default_str();
-  app.add_option("--op", o.op, "the op to measure, or all")
+  app.add_option("--op", o.op,
+                 "the op to measure, or all (all_reduce, under mpirun, and peer_copy only when "
+                 "named)")
       ->check(CLI::IsMember(op_names))
       ->capture_default_str();
   app.add_option("--suite", o.suite, "shapes: quick (a few minutes on a 2-core CPU) or deepbench")

@@ -193,6 +193,7 @@ void print_table(const std::vector<Record>& records, const Header& header) {
     std::string rate = r.gflops ? fixed(*r.gflops, 1) + " GFLOP/s"
                        : r.gbps ? fixed(*r.gbps, 1) + " GB/s"
                                 : "";
+    if (r.busbw_gbps) rate += " (bus " + fixed(*r.busbw_gbps, 1) + ")";
     rows.push_back({op_name(r.op), r.shape.text(), dtype_name(r.dtype), r.backend, r.impl,
                     fixed(r.median_ms, 3), rate, r.pct_peak ? fixed(*r.pct_peak, 1) : "-",
                     r.ratio_to_vendor ? fixed(*r.ratio_to_vendor, 2) : "-",
@@ -285,6 +286,11 @@ void write_json(const std::string& path, const Header& header, const std::vector
                                                ? json("inf")
                                                : optional_number(r.max_rel_err)},
                            {"error_metric", r.error_metric}});
+    if (r.ranks) {
+      out_records.back()["ranks"] = *r.ranks;
+      out_records.back()["algbw_gbps"] = optional_number(r.algbw_gbps);
+      out_records.back()["busbw_gbps"] = optional_number(r.busbw_gbps);
+    }
   }
   json doc = {{"schema", "porta-bench/1"},
               {"porta_version", header.porta_version},
