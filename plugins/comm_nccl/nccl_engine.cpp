@@ -227,7 +227,8 @@ void stop_watchdog(Comm& c) {
   if (c.watchdog.joinable()) c.watchdog.join();
 }
 
-// Queues one collective, enqueue(native stream), between two events the watchdog follows.
+// Queues one collective, enqueue(native stream), between two events the watchdog follows. The
+// lock is held throughout: an abort meanwhile would free the communicator under the call.
 template <typename Enqueue>
 void queue_collective(Comm& c, porta_stream_t stream, const std::string& what, Enqueue&& enqueue) {
   std::lock_guard lock(c.mutex);

@@ -3,7 +3,8 @@
 // act as if every other rank contributed nothing (the result is this rank's data), and, with
 // PORTA_FAKE_NCCL=missing=1, collectives that never complete, as when a rank never joins: the
 // fake driver's stream stalls (porta_fake_cuda_stall) until ncclCommAbort ends it, as the real
-// abort ends the waiting kernels.
+// abort ends the waiting kernels. PORTA_FAKE_NCCL=async_error=C stalls the same way, and
+// ncclCommGetAsyncError then answers C, as NCCL does when a peer's connection fails.
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -26,11 +27,19 @@ struct UniqueId {
 struct Comm {
   int rank, size;
   std::vector<CUstream_st*> stalled;  // streams stalled by a collective no rank completes
+  result_t async_error;               // what ncclCommGetAsyncError answers
 };
 
-bool missing_rank() {
+std::string config() {
   const char* text = std::getenv("PORTA_FAKE_NCCL");
-  return text && std::string(text).find("missing=1") != std::string::npos;
+  return text ? text : "";
+}
+
+// The code after "async_error=", or 0.
+result_t async_error() {
+  const std::string text = config();
+  const size_t at = text.find("async_error=");
+  return at == std::string::npos ? 0 : std::atoi(text.c_str() + at + 12);
 }
 
 // The fake driver's switch for a stream that never completes (nullptr when not loaded).
@@ -51,7 +60,8 @@ size_t element_size(int type) {
 // recv = send on this rank; or, with a rank missing, a stream that never gets there.
 result_t collective(Comm* comm, const void* send, void* recv, size_t bytes, void* stream) {
   if (!comm) return kInvalidArgument;
-  if (missing_rank()) {
+  if (config().find("missing=1") != std::string::npos || async_error() != 0) {
+    comm->async_error = async_error();
     comm->stalled.push_back(static_cast<CUstream_st*>(stream));
     stall(static_cast<CUstream_st*>(stream), 1);
     return kSuccess;
@@ -77,7 +87,7 @@ result_t ncclGetUniqueId(UniqueId* id) {
 
 result_t ncclCommInitRank(Comm** comm, int size, UniqueId, int rank) {
   if (size < 1 || rank < 0 || rank >= size) return kInvalidArgument;
-  *comm = new Comm{rank, size, {}};
+  *comm = new Comm{rank, size, {}, 0};
   return kSuccess;
 }
 
@@ -92,15 +102,17 @@ result_t ncclCommAbort(Comm* comm) {
   return kSuccess;
 }
 
-// Nothing goes wrong on its own: a missing rank is only ever a collective that does not finish.
+// A missing rank alone is never an error: only a collective that does not finish.
 result_t ncclCommGetAsyncError(Comm* comm, result_t* error) {
   if (!comm) return kInvalidArgument;
-  *error = kSuccess;
+  *error = comm->async_error;
   return kSuccess;
 }
 
 const char* ncclGetErrorString(result_t result) {
-  return result == kInvalidArgument ? "invalid argument (fake)" : "fake NCCL error";
+  return result == kInvalidArgument ? "invalid argument (fake)"
+         : result == 6              ? "remote process exited or there was a network error (fake)"
+                                    : "fake NCCL error";
 }
 
 result_t ncclAllReduce(const void* send, void* recv, size_t count, int type, int, Comm* comm,

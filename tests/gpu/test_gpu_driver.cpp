@@ -335,6 +335,37 @@ TEST_CASE("cuda driver: a collective a rank never joins is aborted after PORTA_C
   CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
 }
 
+TEST_CASE("cuda driver: an error NCCL reports aborts the communicator at once") {
+  struct Settings {
+    Settings() { setenv("PORTA_FAKE_NCCL", "async_error=6", 1); }  // ncclRemoteError
+    ~Settings() { unsetenv("PORTA_FAKE_NCCL"); }
+  } settings;
+  Fresh fresh("devices=1");
+  REQUIRE(init() == PORTA_SUCCESS);  // PORTA_COMM_TIMEOUT: the default, 300 s
+  porta_comm_unique_id_t id;
+  REQUIRE(porta_comm_get_unique_id(0, &id) == PORTA_SUCCESS);
+  porta_comm_t comm = nullptr;
+  REQUIRE(porta_comm_create(0, 1, 2, &id, &comm) == PORTA_SUCCESS);
+  void* buffer = nullptr;
+  REQUIRE(porta_memory_alloc(0, 64, &buffer) == PORTA_SUCCESS);
+  porta_stream_t stream = nullptr;
+  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(porta_comm_broadcast(comm, buffer, buffer, 16, PORTA_DTYPE_F32, 0, stream) ==
+          PORTA_SUCCESS);
+  CHECK(porta_comm_barrier(comm, stream) == PORTA_ERROR_DEVICE_LOST);
+  const std::string why = message();
+  INFO(why);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(30));
+  CHECK(why.find("broadcast of 16 elements (collective 1) on rank 1 of 2 failed") !=
+        std::string::npos);
+  CHECK(why.find("ncclCommGetAsyncError: remote process exited") != std::string::npos);
+  CHECK(why.find("ncclCommAbort") != std::string::npos);
+  CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
+}
+
 TEST_CASE("cuda driver: collectives that complete are followed and released") {
   Fresh fresh("devices=1");
   REQUIRE(init() == PORTA_SUCCESS);
