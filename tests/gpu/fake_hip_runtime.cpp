@@ -13,24 +13,33 @@
 // porta_fake_hip_peer(NAME) tells the tests how often NAME happened: "enable I J"
 // (hipDeviceEnablePeerAccess from device I to J), "copy I J" (hipMemcpyPeerAsync from I's memory
 // to J's), "wait I J" (a stream of device I waited on an event recorded on device J).
+// porta_fake_hip_stall(stream, 1) makes work queued on the stream from then on never complete (as
+// a collective whose peers never come) until porta_fake_hip_stall(stream, 0) (the stand-in RCCL's
+// abort): events recorded after it stay not ready and synchronising the stream waits.
 // Built with PORTA_FAKE_HIP_R0000, it also exports hipGetDevicePropertiesR0000 (ROCm 6 and
 // later). It fills gcnArchName with arch; the plain hipGetDeviceProperties fills it with
 // "gfx000", so a test can tell which of the two the plugin called.
 #include <hip/hip_runtime_api.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 struct ihipStream_t {
   int device;
+  std::shared_ptr<std::atomic<bool>> stalled = std::make_shared<std::atomic<bool>>(false);
 };
 struct ihipEvent_t {
-  int device;  // of the stream it was last recorded on; -1 before
+  int device;                                 // of the stream it was last recorded on; -1 before
+  std::shared_ptr<std::atomic<bool>> behind;  // the stall it was recorded behind, if any
 };
 struct ihipModuleSymbol_t {
   int unused;
@@ -68,6 +77,15 @@ int device_of(const void* ptr, size_t size) {
   if (it == allocations.begin()) return -1;
   --it;
   return address + size <= it->first + it->second.first ? it->second.second : -1;
+}
+
+bool stalled(const std::shared_ptr<std::atomic<bool>>& stall) { return stall && stall->load(); }
+
+// Waits while the stall lasts; a test that never ends it fails here after a minute, not hangs.
+hipError_t wait_out(const std::shared_ptr<std::atomic<bool>>& stall) {
+  for (int i = 0; i < 60000 && stalled(stall); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return stalled(stall) ? hipErrorLaunchTimeOut : hipSuccess;
 }
 
 std::string pair_name(const char* what, int a, int b) {
@@ -126,6 +144,8 @@ hipError_t properties(hipDeviceProp_t* prop, const std::string& gfx) {
 }  // namespace
 
 extern "C" {
+
+void porta_fake_hip_stall(hipStream_t stream, int stall) { stream->stalled->store(stall != 0); }
 
 int porta_fake_hip_peer(const char* name) {
   std::lock_guard lock(mutex);
@@ -322,8 +342,14 @@ hipError_t hipStreamDestroy(hipStream_t stream) {
   return hipSuccess;
 }
 
-hipError_t hipStreamSynchronize(hipStream_t) { return entry("hipStreamSynchronize"); }
-hipError_t hipStreamQuery(hipStream_t) { return entry("hipStreamQuery"); }
+hipError_t hipStreamSynchronize(hipStream_t stream) {
+  ENTER("hipStreamSynchronize");
+  return wait_out(stream->stalled);
+}
+hipError_t hipStreamQuery(hipStream_t stream) {
+  ENTER("hipStreamQuery");
+  return stalled(stream->stalled) ? hipErrorNotReady : hipSuccess;
+}
 hipError_t hipStreamWaitEvent(hipStream_t stream, hipEvent_t event, unsigned int) {
   if (!stream || !event) return hipErrorInvalidHandle;
   std::lock_guard lock(mutex);
@@ -343,7 +369,7 @@ hipError_t hipMemsetD8Async(hipDeviceptr_t dst, unsigned char value, size_t size
 }
 
 hipError_t hipEventCreateWithFlags(hipEvent_t* event, unsigned) {
-  *event = new ihipEvent_t{-1};
+  *event = new ihipEvent_t{-1, nullptr};
   return hipSuccess;
 }
 
@@ -356,10 +382,21 @@ hipError_t hipEventRecord(hipEvent_t event, hipStream_t stream) {
   if (!event || !stream) return hipErrorInvalidHandle;
   std::lock_guard lock(mutex);
   event->device = stream->device;
+  event->behind = stalled(stream->stalled) ? stream->stalled : nullptr;
   return hipSuccess;
 }
-hipError_t hipEventQuery(hipEvent_t) { return hipSuccess; }
-hipError_t hipEventSynchronize(hipEvent_t) { return hipSuccess; }
+hipError_t hipEventQuery(hipEvent_t event) {
+  std::lock_guard lock(mutex);
+  return stalled(event->behind) ? hipErrorNotReady : hipSuccess;
+}
+hipError_t hipEventSynchronize(hipEvent_t event) {
+  std::shared_ptr<std::atomic<bool>> behind;
+  {
+    std::lock_guard lock(mutex);
+    behind = event->behind;
+  }
+  return wait_out(behind);
+}
 
 hipError_t hipEventElapsedTime(float* ms, hipEvent_t, hipEvent_t) {
   *ms = 1.0f;

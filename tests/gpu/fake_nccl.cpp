@@ -1,10 +1,12 @@
 // A stand-in for NCCL (built as libnccl.so.2 for tests only), beside the stand-in CUDA driver, so
-// that the NCCL engine's logic runs without a GPU: a communicator of any size whose collectives
-// act as if every other rank contributed nothing (the result is this rank's data), and, with
-// PORTA_FAKE_NCCL=missing=1, collectives that never complete, as when a rank never joins: the
-// fake driver's stream stalls (porta_fake_cuda_stall) until ncclCommAbort ends it, as the real
-// abort ends the waiting kernels. PORTA_FAKE_NCCL=async_error=C stalls the same way, and
-// ncclCommGetAsyncError then answers C, as NCCL does when a peer's connection fails.
+// that the NCCL engine's logic runs without a GPU (and, with PORTA_FAKE_RCCL, for RCCL as
+// librccl.so.1 beside the stand-in HIP runtime, whose names take the place of CUDA's below): a
+// communicator of any size whose collectives act as if every other rank contributed nothing (the
+// result is this rank's data), and, with PORTA_FAKE_NCCL=missing=1, collectives that never
+// complete, as when a rank never joins: the fake driver's stream stalls (porta_fake_cuda_stall)
+// until ncclCommAbort ends it, as the real abort ends the waiting kernels.
+// PORTA_FAKE_NCCL=async_error=C stalls the same way, and ncclCommGetAsyncError then answers C, as
+// NCCL does when a peer's connection fails.
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -15,6 +17,14 @@
 struct CUstream_st;
 
 namespace {
+
+#if defined(PORTA_FAKE_RCCL)
+constexpr const char* kDriver = "libamdhip64.so.7";
+constexpr const char* kStall = "porta_fake_hip_stall";
+#else
+constexpr const char* kDriver = "libcuda.so.1";
+constexpr const char* kStall = "porta_fake_cuda_stall";
+#endif
 
 using result_t = int;
 constexpr result_t kSuccess = 0, kInvalidArgument = 4;
@@ -44,10 +54,10 @@ result_t async_error() {
 
 // The fake driver's switch for a stream that never completes (nullptr when not loaded).
 void stall(CUstream_st* stream, int stalled) {
-  void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  void* driver = dlopen(kDriver, RTLD_NOW | RTLD_NOLOAD);
   if (!driver) return;
   using stall_t = void (*)(CUstream_st*, int);
-  if (auto fn = reinterpret_cast<stall_t>(dlsym(driver, "porta_fake_cuda_stall"))) {
+  if (auto fn = reinterpret_cast<stall_t>(dlsym(driver, kStall))) {
     fn(stream, stalled);
   }
   dlclose(driver);

@@ -282,111 +282,6 @@ TEST_CASE("cuda driver: a GPU the kernels were not built for is told so at initi
   }
 }
 
-TEST_CASE("cuda driver: a collective a rank never joins is aborted after PORTA_COMM_TIMEOUT") {
-  // The stand-in NCCL leaves the stream stalled, as a rank that never comes would.
-  struct Settings {
-    Settings() {
-      setenv("PORTA_COMM_TIMEOUT", "1", 1);
-      setenv("PORTA_FAKE_NCCL", "missing=1", 1);
-    }
-    ~Settings() {
-      unsetenv("PORTA_COMM_TIMEOUT");
-      unsetenv("PORTA_FAKE_NCCL");
-    }
-  } settings;
-  Fresh fresh("devices=1");
-  REQUIRE(init() == PORTA_SUCCESS);
-  const char* engine = nullptr;
-  const porta_status_t found = porta_comm_engine(0, &engine);
-  INFO(message());
-  REQUIRE(found == PORTA_SUCCESS);
-  CHECK(std::string(engine) == "nccl");
-  porta_comm_unique_id_t id;
-  REQUIRE(porta_comm_get_unique_id(0, &id) == PORTA_SUCCESS);
-  porta_comm_t comm = nullptr;
-  REQUIRE(porta_comm_create(0, 0, 2, &id, &comm) == PORTA_SUCCESS);
-  void* buffer = nullptr;
-  REQUIRE(porta_memory_alloc(0, 64, &buffer) == PORTA_SUCCESS);
-  porta_stream_t stream = nullptr;
-  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
-
-  const auto start = std::chrono::steady_clock::now();
-  // Queued: NCCL does not wait on the host.
-  REQUIRE(porta_comm_all_reduce(comm, buffer, buffer, 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
-                                stream) == PORTA_SUCCESS);
-  // Would wait forever; the abort ends it.
-  porta_stream_synchronize(stream);
-  const double waited =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  CHECK(waited >= 0.9);
-  CHECK(waited < 30);
-  // From then on the communicator says what happened, at once.
-  CHECK(porta_comm_all_reduce(comm, buffer, buffer, 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
-                              stream) == PORTA_ERROR_DEVICE_LOST);
-  const std::string why = message();
-  INFO(why);
-  CHECK(why.find("all_reduce of 16 elements (collective 1) on rank 0 of 2") != std::string::npos);
-  CHECK(why.find("did not complete within 1") != std::string::npos);
-  CHECK(why.find("NCCL does not say which") != std::string::npos);
-  CHECK(why.find("ncclCommAbort") != std::string::npos);
-  CHECK(porta_comm_barrier(comm, stream) == PORTA_ERROR_DEVICE_LOST);
-  CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
-  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
-  CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
-}
-
-TEST_CASE("cuda driver: an error NCCL reports aborts the communicator at once") {
-  struct Settings {
-    Settings() { setenv("PORTA_FAKE_NCCL", "async_error=6", 1); }  // ncclRemoteError
-    ~Settings() { unsetenv("PORTA_FAKE_NCCL"); }
-  } settings;
-  Fresh fresh("devices=1");
-  REQUIRE(init() == PORTA_SUCCESS);  // PORTA_COMM_TIMEOUT: the default, 300 s
-  porta_comm_unique_id_t id;
-  REQUIRE(porta_comm_get_unique_id(0, &id) == PORTA_SUCCESS);
-  porta_comm_t comm = nullptr;
-  REQUIRE(porta_comm_create(0, 1, 2, &id, &comm) == PORTA_SUCCESS);
-  void* buffer = nullptr;
-  REQUIRE(porta_memory_alloc(0, 64, &buffer) == PORTA_SUCCESS);
-  porta_stream_t stream = nullptr;
-  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
-  const auto start = std::chrono::steady_clock::now();
-  REQUIRE(porta_comm_broadcast(comm, buffer, buffer, 16, PORTA_DTYPE_F32, 0, stream) ==
-          PORTA_SUCCESS);
-  CHECK(porta_comm_barrier(comm, stream) == PORTA_ERROR_DEVICE_LOST);
-  const std::string why = message();
-  INFO(why);
-  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(30));
-  CHECK(why.find("broadcast of 16 elements (collective 1) on rank 1 of 2 failed") !=
-        std::string::npos);
-  CHECK(why.find("ncclCommGetAsyncError: remote process exited") != std::string::npos);
-  CHECK(why.find("ncclCommAbort") != std::string::npos);
-  CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
-  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
-  CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
-}
-
-TEST_CASE("cuda driver: collectives that complete are followed and released") {
-  Fresh fresh("devices=1");
-  REQUIRE(init() == PORTA_SUCCESS);
-  porta_comm_unique_id_t id;
-  REQUIRE(porta_comm_get_unique_id(0, &id) == PORTA_SUCCESS);
-  porta_comm_t comm = nullptr;
-  REQUIRE(porta_comm_create(0, 0, 1, &id, &comm) == PORTA_SUCCESS);
-  float* buffer = nullptr;
-  REQUIRE(porta_memory_alloc(0, 64, reinterpret_cast<void**>(&buffer)) == PORTA_SUCCESS);
-  porta_stream_t stream = nullptr;
-  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
-  for (int i = 0; i < 20; ++i) {
-    REQUIRE(porta_comm_all_reduce(comm, buffer, buffer, 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
-                                  stream) == PORTA_SUCCESS);
-  }
-  CHECK(porta_comm_barrier(comm, stream) == PORTA_SUCCESS);
-  CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
-  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
-  CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
-}
-
 #else  // HIP
 
 namespace {
@@ -490,7 +385,7 @@ TEST_CASE("hip driver: a launch failure is DEVICE_LOST, a kernel's limit is repo
 
 #endif
 
-// ---- two devices: peer access, copies and events between them ---------------------------------
+// ---- two devices: peer access, copies and events between them; collectives ---------------------
 
 namespace {
 
@@ -503,8 +398,8 @@ int peer_events(const std::string& name) {
 #endif
 }
 
-// The fake's configuration for two devices (and its installation, for HIP).
-const char* two_devices(const char* config) {
+// The fake's configuration (and, for HIP, its installation).
+const char* with_fake(const char* config) {
 #if defined(PORTA_GPU_HIP)
   use_rocm("rocm7");
 #endif
@@ -543,7 +438,7 @@ std::vector<float> counting(size_t n) {
 }  // namespace
 
 TEST_CASE("gpu driver: devices with peer access copy directly, access enabled once per pair") {
-  Fresh fresh(two_devices("devices=2,peer=1"));
+  Fresh fresh(with_fake("devices=2,peer=1"));
   REQUIRE(init() == PORTA_SUCCESS);
   int32_t direct = 0;
   REQUIRE(porta_device_can_access_peer(0, 1, &direct) == PORTA_SUCCESS);
@@ -566,7 +461,7 @@ TEST_CASE("gpu driver: devices with peer access copy directly, access enabled on
 }
 
 TEST_CASE("gpu driver: peer access an application enabled already is used as it is") {
-  Fresh fresh(two_devices("devices=2,peer=1,peer_enabled=1"));
+  Fresh fresh(with_fake("devices=2,peer=1,peer_enabled=1"));
   REQUIRE(init() == PORTA_SUCCESS);
   const std::vector<float> data = counting(100);
   CHECK(copy_between(0, 1, 0, data) == data);
@@ -576,7 +471,7 @@ TEST_CASE("gpu driver: peer access an application enabled already is used as it 
 }
 
 TEST_CASE("gpu driver: devices without peer access are staged through host memory") {
-  Fresh fresh(two_devices("devices=2,peer=0"));
+  Fresh fresh(with_fake("devices=2,peer=0"));
   REQUIRE(init() == PORTA_SUCCESS);
   int32_t direct = 1;
   REQUIRE(porta_device_can_access_peer(0, 1, &direct) == PORTA_SUCCESS);
@@ -589,7 +484,7 @@ TEST_CASE("gpu driver: devices without peer access are staged through host memor
 }
 
 TEST_CASE("gpu driver: a stream of one device waits on an event recorded on another") {
-  Fresh fresh(two_devices("devices=2"));
+  Fresh fresh(with_fake("devices=2"));
   REQUIRE(init() == PORTA_SUCCESS);
   porta_stream_t producer = nullptr, consumer = nullptr;
   porta_event_t event = nullptr;
@@ -605,4 +500,109 @@ TEST_CASE("gpu driver: a stream of one device waits on an event recorded on anot
   CHECK(porta_event_destroy(event) == PORTA_SUCCESS);
   CHECK(porta_stream_destroy(producer) == PORTA_SUCCESS);
   CHECK(porta_stream_destroy(consumer) == PORTA_SUCCESS);
+}
+
+TEST_CASE("gpu driver: a collective a rank never joins is aborted after PORTA_COMM_TIMEOUT") {
+  // The stand-in NCCL (RCCL) leaves the stream stalled, as a rank that never comes would.
+  struct Settings {
+    Settings() {
+      setenv("PORTA_COMM_TIMEOUT", "1", 1);
+      setenv("PORTA_FAKE_NCCL", "missing=1", 1);
+    }
+    ~Settings() {
+      unsetenv("PORTA_COMM_TIMEOUT");
+      unsetenv("PORTA_FAKE_NCCL");
+    }
+  } settings;
+  Fresh fresh(with_fake("devices=1"));
+  REQUIRE(init() == PORTA_SUCCESS);
+  const char* engine = nullptr;
+  const porta_status_t found = porta_comm_engine(0, &engine);
+  INFO(message());
+  REQUIRE(found == PORTA_SUCCESS);
+  CHECK(std::string(engine) == (kBackend == "cuda" ? "nccl" : "rccl"));
+  porta_comm_unique_id_t id;
+  REQUIRE(porta_comm_get_unique_id(0, &id) == PORTA_SUCCESS);
+  porta_comm_t comm = nullptr;
+  REQUIRE(porta_comm_create(0, 0, 2, &id, &comm) == PORTA_SUCCESS);
+  void* buffer = nullptr;
+  REQUIRE(porta_memory_alloc(0, 64, &buffer) == PORTA_SUCCESS);
+  porta_stream_t stream = nullptr;
+  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
+
+  const auto start = std::chrono::steady_clock::now();
+  // Queued: NCCL does not wait on the host.
+  REQUIRE(porta_comm_all_reduce(comm, buffer, buffer, 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
+                                stream) == PORTA_SUCCESS);
+  // Would wait forever; the abort ends it.
+  porta_stream_synchronize(stream);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(waited >= 0.9);
+  CHECK(waited < 30);
+  // From then on the communicator says what happened, at once.
+  CHECK(porta_comm_all_reduce(comm, buffer, buffer, 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
+                              stream) == PORTA_ERROR_DEVICE_LOST);
+  const std::string why = message();
+  INFO(why);
+  CHECK(why.find("all_reduce of 16 elements (collective 1) on rank 0 of 2") != std::string::npos);
+  CHECK(why.find("did not complete within 1") != std::string::npos);
+  CHECK(why.find("NCCL does not say which") != std::string::npos);
+  CHECK(why.find("ncclCommAbort") != std::string::npos);
+  CHECK(porta_comm_barrier(comm, stream) == PORTA_ERROR_DEVICE_LOST);
+  CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
+}
+
+TEST_CASE("gpu driver: an error NCCL reports aborts the communicator at once") {
+  struct Settings {
+    Settings() { setenv("PORTA_FAKE_NCCL", "async_error=6", 1); }  // ncclRemoteError
+    ~Settings() { unsetenv("PORTA_FAKE_NCCL"); }
+  } settings;
+  Fresh fresh(with_fake("devices=1"));
+  REQUIRE(init() == PORTA_SUCCESS);  // PORTA_COMM_TIMEOUT: the default, 300 s
+  porta_comm_unique_id_t id;
+  REQUIRE(porta_comm_get_unique_id(0, &id) == PORTA_SUCCESS);
+  porta_comm_t comm = nullptr;
+  REQUIRE(porta_comm_create(0, 1, 2, &id, &comm) == PORTA_SUCCESS);
+  void* buffer = nullptr;
+  REQUIRE(porta_memory_alloc(0, 64, &buffer) == PORTA_SUCCESS);
+  porta_stream_t stream = nullptr;
+  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(porta_comm_broadcast(comm, buffer, buffer, 16, PORTA_DTYPE_F32, 0, stream) ==
+          PORTA_SUCCESS);
+  CHECK(porta_comm_barrier(comm, stream) == PORTA_ERROR_DEVICE_LOST);
+  const std::string why = message();
+  INFO(why);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(30));
+  CHECK(why.find("broadcast of 16 elements (collective 1) on rank 1 of 2 failed") !=
+        std::string::npos);
+  CHECK(why.find("ncclCommGetAsyncError: remote process exited") != std::string::npos);
+  CHECK(why.find("ncclCommAbort") != std::string::npos);
+  CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
+}
+
+TEST_CASE("gpu driver: collectives that complete are followed and released") {
+  Fresh fresh(with_fake("devices=1"));
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_comm_unique_id_t id;
+  REQUIRE(porta_comm_get_unique_id(0, &id) == PORTA_SUCCESS);
+  porta_comm_t comm = nullptr;
+  REQUIRE(porta_comm_create(0, 0, 1, &id, &comm) == PORTA_SUCCESS);
+  float* buffer = nullptr;
+  REQUIRE(porta_memory_alloc(0, 64, reinterpret_cast<void**>(&buffer)) == PORTA_SUCCESS);
+  porta_stream_t stream = nullptr;
+  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
+  for (int i = 0; i < 20; ++i) {
+    REQUIRE(porta_comm_all_reduce(comm, buffer, buffer, 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
+                                  stream) == PORTA_SUCCESS);
+  }
+  CHECK(porta_comm_barrier(comm, stream) == PORTA_SUCCESS);
+  CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
 }
