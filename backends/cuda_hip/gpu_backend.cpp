@@ -13,6 +13,7 @@
 #include <iterator>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -354,6 +355,32 @@ class Backend {
 #if !defined(PORTA_GPU_HIP)
   std::mutex contexts_mutex_;  // first retains
 #endif
+
+ public:
+  // Lets the current device (`device`) reach peer's memory directly. Asked of the driver once
+  // per pair: it keeps the access for the contexts' lifetime, and an application may have
+  // enabled it already.
+  void enable_peer_access(int32_t device, int32_t peer) {
+    std::lock_guard lock(peers_mutex_);
+    if (peers_enabled_.count({device, peer})) return;
+    const Driver& d = *driver_;
+#if defined(PORTA_GPU_HIP)
+    result_t r = d.enable_peer_access(peer, 0);
+    if (r == hipErrorPeerAccessAlreadyEnabled) r = kSuccess;
+    const char* call = "hipDeviceEnablePeerAccess";
+#else
+    result_t r = d.ctx_enable_peer_access(context_of(peer), 0);
+    if (r == CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED) r = kSuccess;
+    const char* call = "cuCtxEnablePeerAccess";
+#endif
+    d.check(r, std::string(call) + " from device " + std::to_string(device) + " to device " +
+                   std::to_string(peer));
+    peers_enabled_.insert({device, peer});
+  }
+
+ private:
+  std::mutex peers_mutex_;
+  std::set<std::pair<int32_t, int32_t>> peers_enabled_;  // (device, peer) pairs enabled
 };
 
 Backend& backend_of(porta_backend_context_t context) { return *static_cast<Backend*>(context); }
@@ -553,10 +580,83 @@ porta_status_t stream_native_handle(porta_backend_context_t context, void* strea
   });
 }
 
+// ---- between devices: peer access and copies ----------------------------------------------------
+
+// Whether the driver has what direct copies between devices need; without it libporta stages
+// them through host memory.
+bool has_peer_functions(const Driver& d) {
+  return d.device_can_access_peer && d.memcpy_peer_async && d.pointer_get_attribute &&
+#if defined(PORTA_GPU_HIP)
+         d.enable_peer_access;
+#else
+         d.ctx_enable_peer_access;
+#endif
+}
+
+porta_status_t device_can_access_peer(porta_backend_context_t context, int32_t device, int32_t peer,
+                                      int32_t* out_direct) {
+  return guarded("device_can_access_peer", [&] {
+    Backend& b = backend_of(context);
+    const Driver& d = b.driver();
+    int can = 0;
+    if (has_peer_functions(d)) {
+#if defined(PORTA_GPU_HIP)
+      b.device(device), b.device(peer);
+      d.check(d.device_can_access_peer(&can, device, peer), "hipDeviceCanAccessPeer");
+#else
+      d.check(d.device_can_access_peer(&can, b.device(device).handle, b.device(peer).handle),
+              "cuDeviceCanAccessPeer");
+#endif
+    }
+    *out_direct = can ? 1 : 0;
+    return PORTA_SUCCESS;
+  });
+}
+
+// The device whose memory ptr is: the driver knows every allocation's device.
+int32_t device_of_pointer(const Driver& d, const void* ptr) {
+  int ordinal = -1;
+#if defined(PORTA_GPU_HIP)
+  d.check(d.pointer_get_attribute(&ordinal, HIP_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                                  const_cast<void*>(ptr)),
+          "hipPointerGetAttribute");
+#else
+  d.check(
+      d.pointer_get_attribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, device_pointer(ptr)),
+      "cuPointerGetAttribute");
+#endif
+  return ordinal;
+}
+
+// A copy between the memory of two devices on a stream of either (libporta sends it here only
+// when device_can_access_peer said direct both ways): the peer copy, after the stream's device
+// was given access to the other's memory.
+void copy_between_devices(Backend& b, const Driver& d, Stream& s, void* dst, int32_t to,
+                          const void* src, int32_t from, size_t size) {
+  for (int32_t other : {to, from}) {
+    if (other != s.device) b.enable_peer_access(s.device, other);
+  }
+#if defined(PORTA_GPU_HIP)
+  d.check(d.memcpy_peer_async(dst, to, src, from, size, s.native(d)),
+          "hipMemcpyPeerAsync of " + std::to_string(size) + " bytes");
+#else
+  d.check(d.memcpy_peer_async(device_pointer(dst), b.context_of(to), device_pointer(src),
+                              b.context_of(from), size, s.native(d)),
+          "cuMemcpyPeerAsync of " + std::to_string(size) + " bytes");
+#endif
+}
+
 porta_status_t memcpy_async(porta_backend_context_t context, void* stream, void* dst,
                             const void* src, size_t size, porta_copy_kind_t kind) {
   Stream& s = stream_of(stream);
   return on_device("memcpy_async", context, s.device, [&](const Driver& d) {
+    if (kind == PORTA_COPY_DEVICE_TO_DEVICE && has_peer_functions(d)) {
+      const int32_t to = device_of_pointer(d, dst), from = device_of_pointer(d, src);
+      if (to != from) {
+        copy_between_devices(backend_of(context), d, s, dst, to, src, from, size);
+        return PORTA_SUCCESS;
+      }
+    }
 #if defined(PORTA_GPU_HIP)
     hipMemcpyKind direction = hipMemcpyDefault;
     switch (kind) {
@@ -970,7 +1070,7 @@ const porta_backend_interface_t kInterface = {
     .code_object_suffixes = code_object_suffixes,
     .stream_launch_host_func = stream_launch_host_func,
     .kernel_max_group_size = kernel_max_group_size,
-    .device_can_access_peer = nullptr,  // copies between GPUs: staged by libporta for now
+    .device_can_access_peer = device_can_access_peer,
     .memory_alloc_async = memory_alloc_async,
     .memory_free_async = memory_free_async,
     .memory_pool_stats = memory_pool_stats,

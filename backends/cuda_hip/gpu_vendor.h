@@ -126,7 +126,11 @@ inline constexpr attribute_t kComputeMinor = hipDeviceAttributeComputeCapability
   X(device_get_default_mem_pool, hipDeviceGetDefaultMemPool) \
   X(mem_pool_trim_to, hipMemPoolTrimTo)                      \
   X(mem_pool_set_attribute, hipMemPoolSetAttribute)          \
-  X(mem_pool_get_attribute, hipMemPoolGetAttribute)
+  X(mem_pool_get_attribute, hipMemPoolGetAttribute)          \
+  X(device_can_access_peer, hipDeviceCanAccessPeer)          \
+  X(enable_peer_access, hipDeviceEnablePeerAccess)           \
+  X(memcpy_peer_async, hipMemcpyPeerAsync)                   \
+  X(pointer_get_attribute, hipPointerGetAttribute)
 // The same, for functions the C++ header overloads (see PORTA_GPU_TYPED_FUNCTIONS).
 #define PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(T) \
   T(mem_alloc_async, hipMallocAsync, hipError_t (*)(void**, size_t, hipStream_t))
@@ -229,16 +233,20 @@ inline constexpr attribute_t kComputeMode = CU_DEVICE_ATTRIBUTE_COMPUTE_MODE;
 // another context better); older drivers only export the first version, looked up as a fallback.
 #define PORTA_GPU_TYPED_FUNCTIONS(T)
 
-#define PORTA_GPU_OPTIONAL_FUNCTIONS(X)           \
-  X(event_elapsed_time_v2, cuEventElapsedTime_v2) \
-  X(event_elapsed_time_v1, cuEventElapsedTime)    \
+#define PORTA_GPU_OPTIONAL_FUNCTIONS(X)                     \
+  X(event_elapsed_time_v2, cuEventElapsedTime_v2)           \
+  X(event_elapsed_time_v1, cuEventElapsedTime)              \
   X(launch_host_func, cuLaunchHostFunc)                     \
   X(mem_alloc_async, cuMemAllocAsync)                       \
   X(mem_free_async, cuMemFreeAsync)                         \
   X(device_get_default_mem_pool, cuDeviceGetDefaultMemPool) \
   X(mem_pool_trim_to, cuMemPoolTrimTo)                      \
   X(mem_pool_set_attribute, cuMemPoolSetAttribute)          \
-  X(mem_pool_get_attribute, cuMemPoolGetAttribute)
+  X(mem_pool_get_attribute, cuMemPoolGetAttribute)          \
+  X(device_can_access_peer, cuDeviceCanAccessPeer)          \
+  X(ctx_enable_peer_access, cuCtxEnablePeerAccess)          \
+  X(memcpy_peer_async, cuMemcpyPeerAsync)                   \
+  X(pointer_get_attribute, cuPointerGetAttribute)
 #define PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(T)
 
 using mem_pool_t = CUmemoryPool;

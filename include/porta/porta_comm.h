@@ -12,8 +12,11 @@
  * calling thread once the stream's earlier work is done, and returns when it is complete.
  *
  * A collective that some ranks never join does not hang: after PORTA_COMM_TIMEOUT seconds
- * (default 300) it fails with PORTA_ERROR_DEVICE_LOST naming the ranks that did not arrive, and
- * the communicator is unusable from then on (destroy it).
+ * (default 300) it fails with PORTA_ERROR_DEVICE_LOST, and the communicator is unusable from then
+ * on (destroy it). The MPI engine names the ranks that did not arrive. NCCL and RCCL queue the
+ * collective and return: a watchdog aborts the communicator once the collective has run on the
+ * GPU that long (ending the wait of the stream's work), and the next call on the communicator
+ * fails, naming the collective and this rank; NCCL does not say which ranks were missing.
  *
  * Conventions as in porta.h. Buffers are device memory of the communicator's device; counts are
  * elements of dtype (PORTA_DTYPE_F32 or PORTA_DTYPE_BF16; broadcast and all_gather take any).

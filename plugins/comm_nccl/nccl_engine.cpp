@@ -3,13 +3,26 @@
 // keeps NCCL's API. The library is opened at run time, on first use, and only the few functions
 // below are resolved, so the plugin builds and loads anywhere and says why it cannot serve.
 // Collectives are queued on the stream's native handle: NCCL orders them like any GPU work.
+//
+// A rank that never joins a collective would leave the others' GPUs waiting forever, and every
+// host wait behind them. Each communicator therefore has a watchdog thread that follows its
+// queued collectives through events recorded around them: one that has started on the GPU but
+// not finished within PORTA_COMM_TIMEOUT seconds, or an error ncclCommGetAsyncError reports, makes
+// it abort the communicator (ncclCommAbort), which ends the waiting kernels; the next call on the
+// communicator then fails with DEVICE_LOST and what happened. NCCL does not tell which ranks did
+// not arrive, so the message names the collective, this rank and the wait instead.
 #include <dlfcn.h>
 #include <porta/porta_plugin.h>
 
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "plugin_kit.h"
 
@@ -31,6 +44,7 @@ constexpr const char* kBackend = "cuda";
 
 // NCCL's C ABI, as nccl.h (and RCCL's rccl.h) define it.
 using result_t = int;  // ncclResult_t; 0 is ncclSuccess
+constexpr result_t kInProgress = 7;  // ncclInProgress (NCCL 2.14): not an error
 struct NcclComm;
 using comm_t = NcclComm*;
 struct UniqueId {
@@ -50,6 +64,8 @@ struct Library {
   result_t (*broadcast)(const void*, void*, size_t, int, int, comm_t, void*);
   result_t (*all_gather)(const void*, void*, size_t, int, comm_t, void*);
   result_t (*reduce_scatter)(const void*, void*, size_t, int, int, comm_t, void*);
+  result_t (*comm_get_async_error)(comm_t, result_t*);
+  result_t (*comm_abort)(comm_t);
 };
 
 struct Engine {
@@ -87,6 +103,8 @@ const Library& open_library(Engine& engine) {
       resolve(l.broadcast, "ncclBroadcast");
       resolve(l.all_gather, "ncclAllGather");
       resolve(l.reduce_scatter, "ncclReduceScatter");
+      resolve(l.comm_get_async_error, "ncclCommGetAsyncError");
+      resolve(l.comm_abort, "ncclCommAbort");
     }
   }
   if (!engine.missing.empty()) fail(PORTA_ERROR_UNAVAILABLE, engine.missing);
@@ -113,11 +131,139 @@ void* native_stream(porta_stream_t stream) {
   return native;
 }
 
+double timeout_seconds() {
+  const char* text = plugin::setting("PORTA_COMM_TIMEOUT");
+  return text ? std::atof(text) : 300.0;
+}
+
+using Clock = std::chrono::steady_clock;
+
+// A collective queued on a stream, between two events: watched until `finished` completes.
+struct Pending {
+  std::string what;  // "all_reduce of 16 elements (collective 3)"
+  porta_event_t started = nullptr, finished = nullptr;
+  bool running = false;  // `started` has completed: the GPU waits for the other ranks
+  Clock::time_point since;
+};
+
 struct Comm {
   comm_t comm = nullptr;
   porta_device_t device = 0;
+  int rank = 0, size = 0;
+  const Library* library = nullptr;
   float* barrier_scratch = nullptr;  // one float all-reduced by barrier
+
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::deque<Pending> pending;  // in queue order
+  uint64_t sequence = 0;        // collectives queued so far
+  std::string broken;           // why the communicator was aborted; "" while it works
+  bool stopping = false;
+  std::thread watchdog;
 };
+
+void release(Pending& p) {
+  porta_event_destroy(p.started);
+  porta_event_destroy(p.finished);
+}
+
+// Under c.mutex: aborts the communicator, which ends its waiting kernels, and says why from now on.
+void abort_comm(Comm& c, const std::string& why) {
+  c.broken = why;
+  const result_t result = c.library->comm_abort(c.comm);
+  c.broken += result == 0
+                  ? "; the communicator was aborted (ncclCommAbort)"
+                  : "; ncclCommAbort failed: " + std::string(c.library->get_error_string(result));
+  for (Pending& p : c.pending) release(p);
+  c.pending.clear();
+  plugin::log(PORTA_LOG_ERROR, c.broken);
+}
+
+// The watchdog: follows the oldest pending collective until it finishes, and aborts the
+// communicator when NCCL reports an error or the collective runs past the deadline.
+void watch(Comm& c) {
+  const auto timeout = std::chrono::duration<double>(timeout_seconds());
+  std::unique_lock lock(c.mutex);
+  while (!c.stopping) {
+    c.wake.wait_for(lock, std::chrono::milliseconds(20));
+    if (c.pending.empty() || !c.broken.empty()) continue;
+    Pending& p = c.pending.front();
+    const porta_status_t finished = porta_event_query(p.finished);
+    if (finished == PORTA_SUCCESS) {
+      release(p);
+      c.pending.pop_front();
+      continue;
+    }
+    const std::string where =
+        p.what + " on rank " + std::to_string(c.rank) + " of " + std::to_string(c.size);
+    if (finished != PORTA_NOT_READY) {
+      abort_comm(c, where + ": " + porta_last_error_message());
+      continue;
+    }
+    result_t async = 0;
+    c.library->comm_get_async_error(c.comm, &async);
+    if (async != 0 && async != kInProgress) {
+      abort_comm(c, where + " failed: ncclCommGetAsyncError: " +
+                        c.library->get_error_string(async) + " (" + std::to_string(async) + ")");
+      continue;
+    }
+    if (!p.running && porta_event_query(p.started) == PORTA_SUCCESS) {
+      p.running = true;
+      p.since = Clock::now();
+    }
+    if (p.running && Clock::now() - p.since > timeout) {
+      abort_comm(c, where + " did not complete within " + std::to_string(timeout_seconds()) +
+                        " s of starting: some rank did not join it (NCCL does not say which)");
+    }
+  }
+}
+
+void stop_watchdog(Comm& c) {
+  {
+    std::lock_guard lock(c.mutex);
+    c.stopping = true;
+  }
+  c.wake.notify_all();
+  if (c.watchdog.joinable()) c.watchdog.join();
+}
+
+// Queues one collective, enqueue(native stream), between two events the watchdog follows. The
+// lock is held throughout: an abort meanwhile would free the communicator under the call.
+template <typename Enqueue>
+void queue_collective(Comm& c, porta_stream_t stream, const std::string& what, Enqueue&& enqueue) {
+  std::lock_guard lock(c.mutex);
+  if (!c.broken.empty()) {
+    fail(PORTA_ERROR_DEVICE_LOST, what + ": the communicator is unusable: " + c.broken);
+  }
+  Pending p;
+  p.what = what + " (collective " + std::to_string(++c.sequence) + ")";
+  porta_status_t status = porta_event_create(c.device, &p.started);
+  if (status == PORTA_SUCCESS) status = porta_event_create(c.device, &p.finished);
+  if (status == PORTA_SUCCESS) status = porta_event_record(p.started, stream);
+  if (status != PORTA_SUCCESS) {
+    const std::string why = porta_last_error_message();
+    release(p);
+    fail(status, what + ": " + why);
+  }
+  try {
+    enqueue(native_stream(stream));
+  } catch (...) {
+    release(p);
+    throw;
+  }
+  status = porta_event_record(p.finished, stream);
+  if (status != PORTA_SUCCESS) {
+    const std::string why = porta_last_error_message();
+    release(p);
+    fail(status, what + " was queued, but its completion cannot be followed: " + why);
+  }
+  c.pending.push_back(std::move(p));
+  c.wake.notify_all();
+}
+
+std::string elements(const char* name, size_t count) {
+  return std::string(name) + " of " + std::to_string(count) + " elements";
+}
 
 int nccl_type(porta_dtype_t dtype) {
   return dtype == PORTA_DTYPE_F32 ? kFloat32 : dtype == PORTA_DTYPE_BF16 ? kBfloat16 : kFloat16;
@@ -165,6 +311,9 @@ porta_status_t comm_create(porta_backend_context_t context, porta_device_t devic
     const Library& l = open_library(engine_of(context));
     auto c = std::make_unique<Comm>();
     c->device = device;
+    c->rank = rank;
+    c->size = size;
+    c->library = &l;
     void* scratch = nullptr;
     porta_status_t status = porta_memory_alloc(device, sizeof(float), &scratch);
     if (status != PORTA_SUCCESS) fail(status, porta_last_error_message());
@@ -178,6 +327,8 @@ porta_status_t comm_create(porta_backend_context_t context, porta_device_t devic
       check(l, result,
             "ncclCommInitRank (rank " + std::to_string(rank) + " of " + std::to_string(size) + ")");
     }
+    Comm& watched = *c;
+    c->watchdog = std::thread([&watched] { watch(watched); });
     *out_comm = c.release();
     return PORTA_SUCCESS;
   });
@@ -187,9 +338,12 @@ porta_status_t comm_destroy(porta_backend_context_t context, void* native) {
   return guarded("comm_destroy", [&] {
     std::unique_ptr<Comm> c(static_cast<Comm*>(native));
     const Library& l = open_library(engine_of(context));
+    stop_watchdog(*c);
     make_current(c->device);
     porta_memory_free(c->barrier_scratch);
-    check(l, l.comm_destroy(c->comm), "ncclCommDestroy");
+    for (Pending& p : c->pending) release(p);
+    // An aborted communicator is already released.
+    if (c->broken.empty()) check(l, l.comm_destroy(c->comm), "ncclCommDestroy");
     return PORTA_SUCCESS;
   });
 }
@@ -200,9 +354,10 @@ porta_status_t all_reduce(porta_backend_context_t context, void* native, const v
   return guarded("all_reduce", [&] {
     const Library& l = open_library(engine_of(context));
     Comm& c = *static_cast<Comm*>(native);
-    void* s = native_stream(stream);
-    check(l, l.all_reduce(send, recv, count, nccl_type(dtype), nccl_op(op), c.comm, s),
-          "ncclAllReduce");
+    queue_collective(c, stream, elements("all_reduce", count), [&](void* s) {
+      check(l, l.all_reduce(send, recv, count, nccl_type(dtype), nccl_op(op), c.comm, s),
+            "ncclAllReduce");
+    });
     return PORTA_SUCCESS;
   });
 }
@@ -213,8 +368,9 @@ porta_status_t broadcast(porta_backend_context_t context, void* native, const vo
   return guarded("broadcast", [&] {
     const Library& l = open_library(engine_of(context));
     Comm& c = *static_cast<Comm*>(native);
-    void* s = native_stream(stream);
-    check(l, l.broadcast(send, recv, count, nccl_type(dtype), root, c.comm, s), "ncclBroadcast");
+    queue_collective(c, stream, elements("broadcast", count), [&](void* s) {
+      check(l, l.broadcast(send, recv, count, nccl_type(dtype), root, c.comm, s), "ncclBroadcast");
+    });
     return PORTA_SUCCESS;
   });
 }
@@ -224,8 +380,9 @@ porta_status_t all_gather(porta_backend_context_t context, void* native, const v
   return guarded("all_gather", [&] {
     const Library& l = open_library(engine_of(context));
     Comm& c = *static_cast<Comm*>(native);
-    void* s = native_stream(stream);
-    check(l, l.all_gather(send, recv, count, nccl_type(dtype), c.comm, s), "ncclAllGather");
+    queue_collective(c, stream, elements("all_gather", count), [&](void* s) {
+      check(l, l.all_gather(send, recv, count, nccl_type(dtype), c.comm, s), "ncclAllGather");
+    });
     return PORTA_SUCCESS;
   });
 }
@@ -236,9 +393,10 @@ porta_status_t reduce_scatter(porta_backend_context_t context, void* native, con
   return guarded("reduce_scatter", [&] {
     const Library& l = open_library(engine_of(context));
     Comm& c = *static_cast<Comm*>(native);
-    void* s = native_stream(stream);
-    check(l, l.reduce_scatter(send, recv, count, nccl_type(dtype), nccl_op(op), c.comm, s),
-          "ncclReduceScatter");
+    queue_collective(c, stream, elements("reduce_scatter", count), [&](void* s) {
+      check(l, l.reduce_scatter(send, recv, count, nccl_type(dtype), nccl_op(op), c.comm, s),
+            "ncclReduceScatter");
+    });
     return PORTA_SUCCESS;
   });
 }
@@ -248,10 +406,14 @@ porta_status_t barrier(porta_backend_context_t context, void* native, porta_stre
     // NCCL has no barrier: an all-reduce of one float needs every rank, then the host waits.
     const Library& l = open_library(engine_of(context));
     Comm& c = *static_cast<Comm*>(native);
-    void* s = native_stream(stream);
-    check(l, l.all_reduce(c.barrier_scratch, c.barrier_scratch, 1, kFloat32, kSum, c.comm, s),
-          "ncclAllReduce (barrier)");
+    queue_collective(c, stream, "barrier", [&](void* s) {
+      check(l, l.all_reduce(c.barrier_scratch, c.barrier_scratch, 1, kFloat32, kSum, c.comm, s),
+            "ncclAllReduce (barrier)");
+    });
+    // The watchdog ends this wait if a rank never comes.
     porta_status_t status = porta_stream_synchronize(stream);
+    std::lock_guard lock(c.mutex);
+    if (!c.broken.empty()) fail(PORTA_ERROR_DEVICE_LOST, "barrier: " + c.broken);
     if (status != PORTA_SUCCESS) fail(status, porta_last_error_message());
     return PORTA_SUCCESS;
   });

@@ -11,25 +11,40 @@
 //                  then returned by every later call, as the real driver does
 //   cc=N           the compute capability of every device (default 90)
 //   max_threads=N  what cuFuncGetAttribute answers for CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK
-// porta_fake_cuda_retained(I) tells the tests how often device I's primary context is retained.
+//   peer=0|1       what cuDeviceCanAccessPeer answers between different devices (default 1)
+//   peer_enabled=1 peer access is already enabled between every pair (an application did it):
+//                  cuCtxEnablePeerAccess answers CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED
+// porta_fake_cuda_retained(I) tells the tests how often device I's primary context is retained;
+// porta_fake_cuda_peer(NAME) how often NAME happened: "enable I J" (cuCtxEnablePeerAccess from
+// device I to J), "copy I J" (cuMemcpyPeerAsync from I's memory to J's), "wait I J" (a stream of
+// device I waited on an event recorded on device J). porta_fake_cuda_stall(stream, 1) makes work
+// queued on the stream from then on never complete (as a collective whose peers never come):
+// events recorded after it stay not ready and synchronising the stream waits, until
+// porta_fake_cuda_stall(stream, 0) (the stand-in NCCL's abort).
 #include <cuda.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 struct CUctx_st {
   int device;
 };
 struct CUstream_st {
-  int unused;
+  int device;
+  std::shared_ptr<std::atomic<bool>> stalled = std::make_shared<std::atomic<bool>>(false);
 };
 struct CUevent_st {
-  int unused;
+  int device;                                 // of the stream it was last recorded on; -1 before
+  std::shared_ptr<std::atomic<bool>> behind;  // the stall it was recorded behind, if any
 };
 struct CUmod_st {
   int unused;
@@ -49,6 +64,8 @@ struct Config {
   CUresult fail_code = CUDA_SUCCESS;
   int max_threads = 1024;
   int cc = 90;
+  bool peer = true;
+  bool peer_enabled = false;
 };
 
 std::mutex mutex;
@@ -58,6 +75,23 @@ CUctx_st contexts[8];
 std::atomic<int> retained[8];
 thread_local CUcontext current = nullptr;
 CUfunc_st function;
+// Device memory by address, with its size and device, for cuPointerGetAttribute; under mutex.
+std::map<uintptr_t, std::pair<size_t, int>> allocations;
+std::map<std::string, int> peer_events;  // porta_fake_cuda_peer; under mutex
+std::vector<void*> retired;              // freed device memory, kept; under mutex
+bool peer_access[8][8];                  // enabled from [device] to [peer]; under mutex
+
+// The device of the allocation holding [ptr, ptr + size), or -1.
+int device_of(CUdeviceptr ptr, size_t size) {
+  auto it = allocations.upper_bound(ptr);
+  if (it == allocations.begin()) return -1;
+  --it;
+  return ptr + size <= it->first + it->second.first ? it->second.second : -1;
+}
+
+std::string pair_name(const char* what, int a, int b) {
+  return std::string(what) + " " + std::to_string(a) + " " + std::to_string(b);
+}
 
 bool is_sticky(CUresult code) {
   switch (code) {
@@ -94,6 +128,8 @@ void read_config() {
     if (key == "prohibited") c.prohibited = std::atoi(value.c_str());
     if (key == "max_threads") c.max_threads = std::atoi(value.c_str());
     if (key == "cc") c.cc = std::atoi(value.c_str());
+    if (key == "peer") c.peer = value != "0";
+    if (key == "peer_enabled") c.peer_enabled = value != "0";
     if (key == "fail") {
       const size_t colon = value.find(':');
       c.fail_call = value.substr(0, colon);
@@ -104,6 +140,9 @@ void read_config() {
   config = c;
   sticky = CUDA_SUCCESS;
   for (int i = 0; i < 8; ++i) contexts[i].device = i;
+  peer_events.clear();
+  for (auto& row : peer_access)
+    for (bool& enabled : row) enabled = c.peer_enabled;
 }
 
 // What a call returns before doing anything: a sticky error, or the failure configured for it.
@@ -122,11 +161,28 @@ CUresult entry(const char* call) {
 
 bool valid_device(CUdevice dev) { return dev >= 0 && dev < config.devices && dev < 8; }
 
+bool stalled(const std::shared_ptr<std::atomic<bool>>& stall) { return stall && stall->load(); }
+
+// Waits while the stall lasts; a test that never ends it fails here after a minute, not hangs.
+CUresult wait_out(const std::shared_ptr<std::atomic<bool>>& stall) {
+  for (int i = 0; i < 60000 && stalled(stall); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return stalled(stall) ? CUDA_ERROR_LAUNCH_TIMEOUT : CUDA_SUCCESS;
+}
+
 }  // namespace
 
 extern "C" {
 
 int porta_fake_cuda_retained(int device) { return retained[device].load(); }
+
+void porta_fake_cuda_stall(CUstream stream, int stall) { stream->stalled->store(stall != 0); }
+
+int porta_fake_cuda_peer(const char* name) {
+  std::lock_guard lock(mutex);
+  auto it = peer_events.find(name);
+  return it == peer_events.end() ? 0 : it->second;
+}
 
 CUresult cuInit(unsigned int) {
   read_config();
@@ -266,12 +322,64 @@ CUresult cuMemAlloc(CUdeviceptr* ptr, size_t size) {
   void* p = std::aligned_alloc(256, (size + 255) / 256 * 256);
   if (!p) return CUDA_ERROR_OUT_OF_MEMORY;
   *ptr = reinterpret_cast<CUdeviceptr>(p);
+  std::lock_guard lock(mutex);
+  allocations[*ptr] = {size, current->device};
   return CUDA_SUCCESS;
 }
 
 CUresult cuMemFree(CUdeviceptr ptr) {
   ENTER("cuMemFree");
-  std::free(reinterpret_cast<void*>(ptr));
+  // Never given back to malloc: the real driver's addresses are never host memory, and libporta
+  // takes a host buffer at a freed device address for a use after free.
+  std::lock_guard lock(mutex);
+  allocations.erase(ptr);
+  retired.push_back(reinterpret_cast<void*>(ptr));
+  return CUDA_SUCCESS;
+}
+
+CUresult cuPointerGetAttribute(void* data, CUpointer_attribute attribute, CUdeviceptr ptr) {
+  ENTER("cuPointerGetAttribute");
+  if (attribute != CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL) return CUDA_ERROR_NOT_SUPPORTED;
+  std::lock_guard lock(mutex);
+  const int device = device_of(ptr, 1);
+  if (device < 0) return CUDA_ERROR_INVALID_VALUE;
+  *static_cast<int*>(data) = device;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceCanAccessPeer(int* can, CUdevice dev, CUdevice peer) {
+  ENTER("cuDeviceCanAccessPeer");
+  if (!valid_device(dev) || !valid_device(peer)) return CUDA_ERROR_INVALID_DEVICE;
+  *can = dev != peer && config.peer;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuCtxEnablePeerAccess(CUcontext peer, unsigned int flags) {
+  ENTER("cuCtxEnablePeerAccess");
+  if (!current) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!peer || flags != 0) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard lock(mutex);
+  if (!config.peer || peer == current) return CUDA_ERROR_PEER_ACCESS_UNSUPPORTED;
+  bool& enabled = peer_access[current->device][peer->device];
+  if (enabled) return CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED;
+  enabled = true;
+  ++peer_events[pair_name("enable", current->device, peer->device)];
+  return CUDA_SUCCESS;
+}
+
+// Checks what the real driver cannot be seen to check: each pointer lies in memory of the
+// context named with it, and the stream belongs to the current context.
+CUresult cuMemcpyPeerAsync(CUdeviceptr dst, CUcontext dst_context, CUdeviceptr src,
+                           CUcontext src_context, size_t size, CUstream stream) {
+  ENTER("cuMemcpyPeerAsync");
+  if (!current || !stream || stream->device != current->device) return CUDA_ERROR_INVALID_CONTEXT;
+  std::lock_guard lock(mutex);
+  if (!dst_context || !src_context || device_of(dst, size) != dst_context->device ||
+      device_of(src, size) != src_context->device) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  std::memcpy(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), size);
+  ++peer_events[pair_name("copy", src_context->device, dst_context->device)];
   return CUDA_SUCCESS;
 }
 
@@ -290,7 +398,7 @@ CUresult cuMemFreeHost(void* ptr) {
 CUresult cuStreamCreate(CUstream* stream, unsigned int) {
   ENTER("cuStreamCreate");
   if (!current) return CUDA_ERROR_INVALID_CONTEXT;
-  *stream = new CUstream_st{};
+  *stream = new CUstream_st{current->device};
   return CUDA_SUCCESS;
 }
 
@@ -299,9 +407,23 @@ CUresult cuStreamDestroy(CUstream stream) {
   return entry("cuStreamDestroy");
 }
 
-CUresult cuStreamSynchronize(CUstream) { return entry("cuStreamSynchronize"); }
-CUresult cuStreamQuery(CUstream) { return entry("cuStreamQuery"); }
-CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned int) { return entry("cuStreamWaitEvent"); }
+CUresult cuStreamSynchronize(CUstream stream) {
+  ENTER("cuStreamSynchronize");
+  return wait_out(stream->stalled);
+}
+CUresult cuStreamQuery(CUstream stream) {
+  ENTER("cuStreamQuery");
+  return stalled(stream->stalled) ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
+}
+// Waits work across contexts, as the real driver's do; the stream's context need not be current.
+CUresult cuStreamWaitEvent(CUstream stream, CUevent event, unsigned int) {
+  ENTER("cuStreamWaitEvent");
+  if (!stream || !event) return CUDA_ERROR_INVALID_HANDLE;
+  std::lock_guard lock(mutex);
+  if (event->device >= 0 && event->device != stream->device)
+    ++peer_events[pair_name("wait", stream->device, event->device)];
+  return CUDA_SUCCESS;
+}
 
 CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t size, CUstream) {
   ENTER("cuMemcpyAsync");
@@ -317,7 +439,7 @@ CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t size, CUst
 
 CUresult cuEventCreate(CUevent* event, unsigned int) {
   ENTER("cuEventCreate");
-  *event = new CUevent_st{};
+  *event = new CUevent_st{-1, nullptr};
   return CUDA_SUCCESS;
 }
 
@@ -326,9 +448,28 @@ CUresult cuEventDestroy(CUevent event) {
   return entry("cuEventDestroy");
 }
 
-CUresult cuEventRecord(CUevent, CUstream) { return entry("cuEventRecord"); }
-CUresult cuEventQuery(CUevent) { return entry("cuEventQuery"); }
-CUresult cuEventSynchronize(CUevent) { return entry("cuEventSynchronize"); }
+CUresult cuEventRecord(CUevent event, CUstream stream) {
+  ENTER("cuEventRecord");
+  if (!event || !stream) return CUDA_ERROR_INVALID_HANDLE;
+  std::lock_guard lock(mutex);
+  event->device = stream->device;
+  event->behind = stalled(stream->stalled) ? stream->stalled : nullptr;
+  return CUDA_SUCCESS;
+}
+CUresult cuEventQuery(CUevent event) {
+  ENTER("cuEventQuery");
+  std::lock_guard lock(mutex);
+  return stalled(event->behind) ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
+}
+CUresult cuEventSynchronize(CUevent event) {
+  ENTER("cuEventSynchronize");
+  std::shared_ptr<std::atomic<bool>> behind;
+  {
+    std::lock_guard lock(mutex);
+    behind = event->behind;
+  }
+  return wait_out(behind);
+}
 
 CUresult cuEventElapsedTime(float* ms, CUevent, CUevent) {
   ENTER("cuEventElapsedTime");

@@ -6,22 +6,40 @@
 //   init_error=C   hipInit fails with code C
 //   fail=F:C       the call F fails with code C (e.g. hipModuleLaunchKernel:719)
 //   arch=gfxN      the architecture hipGetDevicePropertiesR0000 reports (default gfx90a)
+//   devices=N      how many devices (default 1)
+//   peer=0|1       what hipDeviceCanAccessPeer answers between different devices (default 1)
+//   peer_enabled=1 peer access is already enabled between every pair (an application did it):
+//                  hipDeviceEnablePeerAccess answers hipErrorPeerAccessAlreadyEnabled
+// porta_fake_hip_peer(NAME) tells the tests how often NAME happened: "enable I J"
+// (hipDeviceEnablePeerAccess from device I to J), "copy I J" (hipMemcpyPeerAsync from I's memory
+// to J's), "wait I J" (a stream of device I waited on an event recorded on device J).
+// porta_fake_hip_stall(stream, 1) makes work queued on the stream from then on never complete (as
+// a collective whose peers never come) until porta_fake_hip_stall(stream, 0) (the stand-in RCCL's
+// abort): events recorded after it stay not ready and synchronising the stream waits.
 // Built with PORTA_FAKE_HIP_R0000, it also exports hipGetDevicePropertiesR0000 (ROCm 6 and
 // later). It fills gcnArchName with arch; the plain hipGetDeviceProperties fills it with
 // "gfx000", so a test can tell which of the two the plugin called.
 #include <hip/hip_runtime_api.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 struct ihipStream_t {
-  int unused;
+  int device;
+  std::shared_ptr<std::atomic<bool>> stalled = std::make_shared<std::atomic<bool>>(false);
 };
 struct ihipEvent_t {
-  int unused;
+  int device;                                 // of the stream it was last recorded on; -1 before
+  std::shared_ptr<std::atomic<bool>> behind;  // the stall it was recorded behind, if any
 };
 struct ihipModuleSymbol_t {
   int unused;
@@ -42,6 +60,37 @@ std::string fail_call;
 hipError_t fail_code = hipSuccess;
 thread_local int current_device = 0;
 ihipModuleSymbol_t function;
+int device_count = 1;
+bool peer = true;
+bool peer_enabled = false;
+std::mutex mutex;
+// Device memory by address, with its size and device, for hipPointerGetAttribute; under mutex.
+std::map<uintptr_t, std::pair<size_t, int>> allocations;
+std::map<std::string, int> peer_events;           // porta_fake_hip_peer; under mutex
+std::vector<void*> retired;                       // freed device memory, kept; under mutex
+std::map<std::pair<int, int>, bool> peer_access;  // enabled from first to second; under mutex
+
+// The device of the allocation holding [ptr, ptr + size), or -1.
+int device_of(const void* ptr, size_t size) {
+  const auto address = reinterpret_cast<uintptr_t>(ptr);
+  auto it = allocations.upper_bound(address);
+  if (it == allocations.begin()) return -1;
+  --it;
+  return address + size <= it->first + it->second.first ? it->second.second : -1;
+}
+
+bool stalled(const std::shared_ptr<std::atomic<bool>>& stall) { return stall && stall->load(); }
+
+// Waits while the stall lasts; a test that never ends it fails here after a minute, not hangs.
+hipError_t wait_out(const std::shared_ptr<std::atomic<bool>>& stall) {
+  for (int i = 0; i < 60000 && stalled(stall); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return stalled(stall) ? hipErrorLaunchTimeOut : hipSuccess;
+}
+
+std::string pair_name(const char* what, int a, int b) {
+  return std::string(what) + " " + std::to_string(a) + " " + std::to_string(b);
+}
 
 void read_config() {
   runtime_version = 60342000;
@@ -49,6 +98,14 @@ void read_config() {
   init_error = hipSuccess;
   fail_call.clear();
   fail_code = hipSuccess;
+  device_count = 1;
+  peer = true;
+  peer_enabled = false;
+  {
+    std::lock_guard lock(mutex);
+    peer_events.clear();
+    peer_access.clear();
+  }
   const char* text = std::getenv("PORTA_FAKE_HIP");
   std::string rest = text ? text : "";
   while (!rest.empty()) {
@@ -60,6 +117,9 @@ void read_config() {
     const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
     if (key == "runtime") runtime_version = std::atoi(value.c_str());
     if (key == "arch") architecture = value;
+    if (key == "devices") device_count = std::atoi(value.c_str());
+    if (key == "peer") peer = value != "0";
+    if (key == "peer_enabled") peer_enabled = value != "0";
     if (key == "init_error") init_error = static_cast<hipError_t>(std::atoi(value.c_str()));
     if (key == "fail") {
       const size_t colon = value.find(':');
@@ -84,6 +144,14 @@ hipError_t properties(hipDeviceProp_t* prop, const std::string& gfx) {
 }  // namespace
 
 extern "C" {
+
+void porta_fake_hip_stall(hipStream_t stream, int stall) { stream->stalled->store(stall != 0); }
+
+int porta_fake_hip_peer(const char* name) {
+  std::lock_guard lock(mutex);
+  auto it = peer_events.find(name);
+  return it == peer_events.end() ? 0 : it->second;
+}
 
 hipError_t hipInit(unsigned int) {
   read_config();
@@ -116,7 +184,7 @@ const char* hipGetErrorName(hipError_t error) {
 const char* hipGetErrorString(hipError_t) { return "fake runtime error"; }
 
 hipError_t hipGetDeviceCount(int* count) {
-  *count = 1;
+  *count = device_count;
   return hipSuccess;
 }
 
@@ -194,11 +262,63 @@ hipError_t hipMemGetInfo(size_t* free, size_t* total) {
 hipError_t hipMalloc(void** ptr, size_t size) {
   ENTER("hipMalloc");
   *ptr = std::aligned_alloc(256, (size + 255) / 256 * 256);
-  return *ptr ? hipSuccess : hipErrorOutOfMemory;
+  if (!*ptr) return hipErrorOutOfMemory;
+  std::lock_guard lock(mutex);
+  allocations[reinterpret_cast<uintptr_t>(*ptr)] = {size, current_device};
+  return hipSuccess;
 }
 
 hipError_t hipFree(void* ptr) {
-  std::free(ptr);
+  // Never given back to malloc: the real runtime's addresses are never host memory, and libporta
+  // takes a host buffer at a freed device address for a use after free.
+  std::lock_guard lock(mutex);
+  allocations.erase(reinterpret_cast<uintptr_t>(ptr));
+  if (ptr) retired.push_back(ptr);
+  return hipSuccess;
+}
+
+hipError_t hipPointerGetAttribute(void* data, hipPointer_attribute attribute, hipDeviceptr_t ptr) {
+  ENTER("hipPointerGetAttribute");
+  if (attribute != HIP_POINTER_ATTRIBUTE_DEVICE_ORDINAL) return hipErrorNotSupported;
+  std::lock_guard lock(mutex);
+  const int device = device_of(ptr, 1);
+  if (device < 0) return hipErrorInvalidValue;
+  *static_cast<int*>(data) = device;
+  return hipSuccess;
+}
+
+hipError_t hipDeviceCanAccessPeer(int* can, int device, int peer_device) {
+  ENTER("hipDeviceCanAccessPeer");
+  if (device < 0 || device >= device_count || peer_device < 0 || peer_device >= device_count)
+    return hipErrorInvalidDevice;
+  *can = device != peer_device && peer;
+  return hipSuccess;
+}
+
+hipError_t hipDeviceEnablePeerAccess(int peer_device, unsigned int flags) {
+  ENTER("hipDeviceEnablePeerAccess");
+  if (flags != 0) return hipErrorInvalidValue;
+  if (peer_device < 0 || peer_device >= device_count) return hipErrorInvalidDevice;
+  std::lock_guard lock(mutex);
+  if (!peer || peer_device == current_device) return hipErrorInvalidDevice;
+  bool& enabled = peer_access[{current_device, peer_device}];
+  if (enabled || peer_enabled) return hipErrorPeerAccessAlreadyEnabled;
+  enabled = true;
+  ++peer_events[pair_name("enable", current_device, peer_device)];
+  return hipSuccess;
+}
+
+// Checks what the real runtime cannot be seen to check: each pointer lies in memory of the
+// device named with it, and the stream belongs to the current device.
+hipError_t hipMemcpyPeerAsync(void* dst, int dst_device, const void* src, int src_device,
+                              size_t size, hipStream_t stream) {
+  ENTER("hipMemcpyPeerAsync");
+  if (!stream || stream->device != current_device) return hipErrorInvalidHandle;
+  std::lock_guard lock(mutex);
+  if (device_of(dst, size) != dst_device || device_of(src, size) != src_device)
+    return hipErrorInvalidValue;
+  std::memcpy(dst, src, size);
+  ++peer_events[pair_name("copy", src_device, dst_device)];
   return hipSuccess;
 }
 
@@ -213,7 +333,7 @@ hipError_t hipHostFree(void* ptr) {
 }
 
 hipError_t hipStreamCreateWithFlags(hipStream_t* stream, unsigned int) {
-  *stream = new ihipStream_t{};
+  *stream = new ihipStream_t{current_device};
   return hipSuccess;
 }
 
@@ -222,9 +342,21 @@ hipError_t hipStreamDestroy(hipStream_t stream) {
   return hipSuccess;
 }
 
-hipError_t hipStreamSynchronize(hipStream_t) { return entry("hipStreamSynchronize"); }
-hipError_t hipStreamQuery(hipStream_t) { return entry("hipStreamQuery"); }
-hipError_t hipStreamWaitEvent(hipStream_t, hipEvent_t, unsigned int) { return hipSuccess; }
+hipError_t hipStreamSynchronize(hipStream_t stream) {
+  ENTER("hipStreamSynchronize");
+  return wait_out(stream->stalled);
+}
+hipError_t hipStreamQuery(hipStream_t stream) {
+  ENTER("hipStreamQuery");
+  return stalled(stream->stalled) ? hipErrorNotReady : hipSuccess;
+}
+hipError_t hipStreamWaitEvent(hipStream_t stream, hipEvent_t event, unsigned int) {
+  if (!stream || !event) return hipErrorInvalidHandle;
+  std::lock_guard lock(mutex);
+  if (event->device >= 0 && event->device != stream->device)
+    ++peer_events[pair_name("wait", stream->device, event->device)];
+  return hipSuccess;
+}
 
 hipError_t hipMemcpyAsync(void* dst, const void* src, size_t size, hipMemcpyKind, hipStream_t) {
   std::memcpy(dst, src, size);
@@ -237,7 +369,7 @@ hipError_t hipMemsetD8Async(hipDeviceptr_t dst, unsigned char value, size_t size
 }
 
 hipError_t hipEventCreateWithFlags(hipEvent_t* event, unsigned) {
-  *event = new ihipEvent_t{};
+  *event = new ihipEvent_t{-1, nullptr};
   return hipSuccess;
 }
 
@@ -246,9 +378,25 @@ hipError_t hipEventDestroy(hipEvent_t event) {
   return hipSuccess;
 }
 
-hipError_t hipEventRecord(hipEvent_t, hipStream_t) { return hipSuccess; }
-hipError_t hipEventQuery(hipEvent_t) { return hipSuccess; }
-hipError_t hipEventSynchronize(hipEvent_t) { return hipSuccess; }
+hipError_t hipEventRecord(hipEvent_t event, hipStream_t stream) {
+  if (!event || !stream) return hipErrorInvalidHandle;
+  std::lock_guard lock(mutex);
+  event->device = stream->device;
+  event->behind = stalled(stream->stalled) ? stream->stalled : nullptr;
+  return hipSuccess;
+}
+hipError_t hipEventQuery(hipEvent_t event) {
+  std::lock_guard lock(mutex);
+  return stalled(event->behind) ? hipErrorNotReady : hipSuccess;
+}
+hipError_t hipEventSynchronize(hipEvent_t event) {
+  std::shared_ptr<std::atomic<bool>> behind;
+  {
+    std::lock_guard lock(mutex);
+    behind = event->behind;
+  }
+  return wait_out(behind);
+}
 
 hipError_t hipEventElapsedTime(float* ms, hipEvent_t, hipEvent_t) {
   *ms = 1.0f;

@@ -6,17 +6,20 @@
 #define CATCH_CONFIG_MAIN
 #include <dlfcn.h>
 #include <porta/porta.h>
+#include <porta/porta_comm.h>
 #include <porta/porta_ops.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "gpu_vendor.h"
 
@@ -381,3 +384,225 @@ TEST_CASE("hip driver: a launch failure is DEVICE_LOST, a kernel's limit is repo
 }
 
 #endif
+
+// ---- two devices: peer access, copies and events between them; collectives ---------------------
+
+namespace {
+
+// How often the fake saw NAME: "enable I J", "copy I J", "wait I J" (the fakes' headers).
+int peer_events(const std::string& name) {
+#if defined(PORTA_GPU_HIP)
+  return fake_function<int (*)(const char*)>("porta_fake_hip_peer")(name.c_str());
+#else
+  return fake_function<int (*)(const char*)>("porta_fake_cuda_peer")(name.c_str());
+#endif
+}
+
+// The fake's configuration (and, for HIP, its installation).
+const char* with_fake(const char* config) {
+#if defined(PORTA_GPU_HIP)
+  use_rocm("rocm7");
+#endif
+  return config;
+}
+
+// Copies data from device `from` to device `to` with porta_memcpy_async on a new stream of
+// device `on`, and returns what arrived.
+std::vector<float> copy_between(porta_device_t from, porta_device_t to, porta_device_t on,
+                                const std::vector<float>& data) {
+  const size_t bytes = data.size() * sizeof(float);
+  void *src = nullptr, *dst = nullptr;
+  porta_stream_t stream = nullptr;
+  REQUIRE(porta_memory_alloc(from, bytes, &src) == PORTA_SUCCESS);
+  REQUIRE(porta_memory_alloc(to, bytes, &dst) == PORTA_SUCCESS);
+  REQUIRE(porta_memcpy(src, data.data(), bytes) == PORTA_SUCCESS);
+  REQUIRE(porta_stream_create(on, &stream) == PORTA_SUCCESS);
+  const porta_status_t status = porta_memcpy_async(dst, src, bytes, stream);
+  INFO(message());
+  REQUIRE(status == PORTA_SUCCESS);
+  REQUIRE(porta_stream_synchronize(stream) == PORTA_SUCCESS);
+  std::vector<float> out(data.size());
+  REQUIRE(porta_memcpy(out.data(), dst, bytes) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(src) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(dst) == PORTA_SUCCESS);
+  return out;
+}
+
+std::vector<float> counting(size_t n) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = float(i) + 0.5f;
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("gpu driver: devices with peer access copy directly, access enabled once per pair") {
+  Fresh fresh(with_fake("devices=2,peer=1"));
+  REQUIRE(init() == PORTA_SUCCESS);
+  int32_t direct = 0;
+  REQUIRE(porta_device_can_access_peer(0, 1, &direct) == PORTA_SUCCESS);
+  CHECK(direct == 1);
+  const std::vector<float> data = counting(3000);
+  CHECK(copy_between(0, 1, 0, data) == data);
+  CHECK(copy_between(0, 1, 0, data) == data);
+  CHECK(peer_events("copy 0 1") == 2);
+  CHECK(peer_events("enable 0 1") == 1);  // at the first copy, not at initialisation
+  CHECK(peer_events("enable 1 0") == 0);
+  // On a stream of the destination, its device is the one given access.
+  CHECK(copy_between(0, 1, 1, data) == data);
+  CHECK(copy_between(1, 0, 1, data) == data);
+  CHECK(peer_events("copy 0 1") == 3);
+  CHECK(peer_events("copy 1 0") == 1);
+  CHECK(peer_events("enable 1 0") == 1);
+  // Copies within one device stay ordinary copies.
+  CHECK(copy_between(1, 1, 1, data) == data);
+  CHECK(peer_events("copy 1 1") == 0);
+}
+
+TEST_CASE("gpu driver: peer access an application enabled already is used as it is") {
+  Fresh fresh(with_fake("devices=2,peer=1,peer_enabled=1"));
+  REQUIRE(init() == PORTA_SUCCESS);
+  const std::vector<float> data = counting(100);
+  CHECK(copy_between(0, 1, 0, data) == data);
+  CHECK(copy_between(0, 1, 0, data) == data);
+  CHECK(peer_events("copy 0 1") == 2);
+  CHECK(peer_events("enable 0 1") == 0);
+}
+
+TEST_CASE("gpu driver: devices without peer access are staged through host memory") {
+  Fresh fresh(with_fake("devices=2,peer=0"));
+  REQUIRE(init() == PORTA_SUCCESS);
+  int32_t direct = 1;
+  REQUIRE(porta_device_can_access_peer(0, 1, &direct) == PORTA_SUCCESS);
+  CHECK(direct == 0);
+  const std::vector<float> data = counting(3000);
+  CHECK(copy_between(0, 1, 0, data) == data);
+  CHECK(copy_between(1, 0, 0, data) == data);
+  CHECK(peer_events("copy 0 1") == 0);
+  CHECK(peer_events("enable 0 1") == 0);
+}
+
+TEST_CASE("gpu driver: a stream of one device waits on an event recorded on another") {
+  Fresh fresh(with_fake("devices=2"));
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_stream_t producer = nullptr, consumer = nullptr;
+  porta_event_t event = nullptr;
+  REQUIRE(porta_stream_create(0, &producer) == PORTA_SUCCESS);
+  REQUIRE(porta_stream_create(1, &consumer) == PORTA_SUCCESS);
+  REQUIRE(porta_event_create(0, &event) == PORTA_SUCCESS);
+  REQUIRE(porta_event_record(event, producer) == PORTA_SUCCESS);
+  const porta_status_t status = porta_stream_wait_event(consumer, event);
+  INFO(message());
+  CHECK(status == PORTA_SUCCESS);
+  CHECK(peer_events("wait 1 0") == 1);
+  CHECK(porta_stream_synchronize(consumer) == PORTA_SUCCESS);
+  CHECK(porta_event_destroy(event) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(producer) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(consumer) == PORTA_SUCCESS);
+}
+
+TEST_CASE("gpu driver: a collective a rank never joins is aborted after PORTA_COMM_TIMEOUT") {
+  // The stand-in NCCL (RCCL) leaves the stream stalled, as a rank that never comes would.
+  struct Settings {
+    Settings() {
+      setenv("PORTA_COMM_TIMEOUT", "1", 1);
+      setenv("PORTA_FAKE_NCCL", "missing=1", 1);
+    }
+    ~Settings() {
+      unsetenv("PORTA_COMM_TIMEOUT");
+      unsetenv("PORTA_FAKE_NCCL");
+    }
+  } settings;
+  Fresh fresh(with_fake("devices=1"));
+  REQUIRE(init() == PORTA_SUCCESS);
+  const char* engine = nullptr;
+  const porta_status_t found = porta_comm_engine(0, &engine);
+  INFO(message());
+  REQUIRE(found == PORTA_SUCCESS);
+  CHECK(std::string(engine) == (kBackend == "cuda" ? "nccl" : "rccl"));
+  porta_comm_unique_id_t id;
+  REQUIRE(porta_comm_get_unique_id(0, &id) == PORTA_SUCCESS);
+  porta_comm_t comm = nullptr;
+  REQUIRE(porta_comm_create(0, 0, 2, &id, &comm) == PORTA_SUCCESS);
+  void* buffer = nullptr;
+  REQUIRE(porta_memory_alloc(0, 64, &buffer) == PORTA_SUCCESS);
+  porta_stream_t stream = nullptr;
+  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
+
+  const auto start = std::chrono::steady_clock::now();
+  // Queued: NCCL does not wait on the host.
+  REQUIRE(porta_comm_all_reduce(comm, buffer, buffer, 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
+                                stream) == PORTA_SUCCESS);
+  // Would wait forever; the abort ends it.
+  porta_stream_synchronize(stream);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(waited >= 0.9);
+  CHECK(waited < 30);
+  // From then on the communicator says what happened, at once.
+  CHECK(porta_comm_all_reduce(comm, buffer, buffer, 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
+                              stream) == PORTA_ERROR_DEVICE_LOST);
+  const std::string why = message();
+  INFO(why);
+  CHECK(why.find("all_reduce of 16 elements (collective 1) on rank 0 of 2") != std::string::npos);
+  CHECK(why.find("did not complete within 1") != std::string::npos);
+  CHECK(why.find("NCCL does not say which") != std::string::npos);
+  CHECK(why.find("ncclCommAbort") != std::string::npos);
+  CHECK(porta_comm_barrier(comm, stream) == PORTA_ERROR_DEVICE_LOST);
+  CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
+}
+
+TEST_CASE("gpu driver: an error NCCL reports aborts the communicator at once") {
+  struct Settings {
+    Settings() { setenv("PORTA_FAKE_NCCL", "async_error=6", 1); }  // ncclRemoteError
+    ~Settings() { unsetenv("PORTA_FAKE_NCCL"); }
+  } settings;
+  Fresh fresh(with_fake("devices=1"));
+  REQUIRE(init() == PORTA_SUCCESS);  // PORTA_COMM_TIMEOUT: the default, 300 s
+  porta_comm_unique_id_t id;
+  REQUIRE(porta_comm_get_unique_id(0, &id) == PORTA_SUCCESS);
+  porta_comm_t comm = nullptr;
+  REQUIRE(porta_comm_create(0, 1, 2, &id, &comm) == PORTA_SUCCESS);
+  void* buffer = nullptr;
+  REQUIRE(porta_memory_alloc(0, 64, &buffer) == PORTA_SUCCESS);
+  porta_stream_t stream = nullptr;
+  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(porta_comm_broadcast(comm, buffer, buffer, 16, PORTA_DTYPE_F32, 0, stream) ==
+          PORTA_SUCCESS);
+  CHECK(porta_comm_barrier(comm, stream) == PORTA_ERROR_DEVICE_LOST);
+  const std::string why = message();
+  INFO(why);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(30));
+  CHECK(why.find("broadcast of 16 elements (collective 1) on rank 1 of 2 failed") !=
+        std::string::npos);
+  CHECK(why.find("ncclCommGetAsyncError: remote process exited") != std::string::npos);
+  CHECK(why.find("ncclCommAbort") != std::string::npos);
+  CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
+}
+
+TEST_CASE("gpu driver: collectives that complete are followed and released") {
+  Fresh fresh(with_fake("devices=1"));
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_comm_unique_id_t id;
+  REQUIRE(porta_comm_get_unique_id(0, &id) == PORTA_SUCCESS);
+  porta_comm_t comm = nullptr;
+  REQUIRE(porta_comm_create(0, 0, 1, &id, &comm) == PORTA_SUCCESS);
+  float* buffer = nullptr;
+  REQUIRE(porta_memory_alloc(0, 64, reinterpret_cast<void**>(&buffer)) == PORTA_SUCCESS);
+  porta_stream_t stream = nullptr;
+  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
+  for (int i = 0; i < 20; ++i) {
+    REQUIRE(porta_comm_all_reduce(comm, buffer, buffer, 16, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
+                                  stream) == PORTA_SUCCESS);
+  }
+  CHECK(porta_comm_barrier(comm, stream) == PORTA_SUCCESS);
+  CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
+}

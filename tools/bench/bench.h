@@ -25,7 +25,11 @@ enum class Op {
   conv_bwd_weights,
   softmax,
   softmax_bwd,
-  cross_entropy
+  cross_entropy,
+  // Between devices and processes (multi_device.cpp), not part of "all": all-reduce over the
+  // ranks of mpirun, and a copy from device 0 to device 1 of a backend.
+  all_reduce,
+  peer_copy
 };
 
 // Every op, in the order the table lists them.
@@ -38,6 +42,7 @@ std::optional<Op> op_from_name(const std::string& name);
 const char* op_api_name(Op op);
 bool is_conv(Op op);
 bool is_row_op(Op op);  // softmax, softmax_bwd, cross_entropy: fp32 only, rated in GB/s
+bool is_multi_device(Op op);  // all_reduce, peer_copy: a buffer size, rated in GB/s
 
 const char* dtype_name(porta_dtype_t dtype);
 size_t dtype_size(porta_dtype_t dtype);
@@ -54,6 +59,8 @@ struct Shape {
   int64_t w = 0, h = 0, c = 0, batch = 0, filters = 0, s = 0, r = 0, pw = 0, ph = 0, sw = 1, sh = 1;
   // row ops
   int64_t rows = 0, cols = 0;
+  // all_reduce, peer_copy: the buffer's size in bytes
+  int64_t size = 0;
   // Suites may lower the repetitions of their largest shapes (0: the default).
   int max_reps = 0;
   bool gpu_only = false;  // too slow for a CPU: the suite runs it on GPUs only
@@ -202,6 +209,10 @@ struct Record {
   // The output (set 0) copied back, whole or an evenly strided sample of it, for the comparison
   // across implementations and backends.
   std::vector<float> output;
+  // all_reduce: the ranks, and the bandwidths as nccl-tests defines them (algbw = bytes / time;
+  // busbw = algbw * 2 (ranks - 1) / ranks, what each rank's links carry in a ring).
+  std::optional<int> ranks;
+  std::optional<double> algbw_gbps, busbw_gbps;
 };
 
 // Fills median, min, max and the rate of `record` from its times.
@@ -247,6 +258,17 @@ void print_table(const std::vector<Record>& records, const Header& header);
 // Throw std::runtime_error naming the file when it cannot be written.
 void write_json(const std::string& path, const Header& header, const std::vector<Record>& records);
 void write_csv(const std::string& path, const std::vector<Record>& records);
+
+// The all_reduce and peer_copy rows (multi_device.cpp): their own initialisation, devices and
+// timing; the same header, table and files. Only rank 0 of an all-reduce reports. Returns the
+// exit status.
+struct MultiDeviceRun {
+  std::vector<Shape> shapes;          // of one multi-device op
+  std::vector<std::string> backends;  // as --backend
+  int reps = 0;                       // 0: the default
+  std::string json_path, csv_path;
+};
+int run_multi_device(const MultiDeviceRun& run, Header header);
 
 // The ops an op plugin says it implements (porta_ops.h names without "porta_"), or nothing when
 // its report row does not list them (every op is then assumed).

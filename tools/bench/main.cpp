@@ -111,6 +111,8 @@ std::vector<Problem> problems(const Options& o) {
   if (!o.shapes.empty() && ops.size() != 1)
     throw CLI::ValidationError(
         "--shape", "needs --op naming one op (the syntax is per op: " + shape_syntax() + ")");
+  if (dtype != PORTA_DTYPE_F32 && ops.size() == 1 && is_multi_device(ops[0]))
+    throw CLI::ValidationError("--dtype", std::string(op_name(ops[0])) + " moves fp32 only");
   if (dtype != PORTA_DTYPE_F32 && ops.size() == 1 && is_row_op(ops[0]))
     throw CLI::ValidationError(
         "--dtype",
@@ -243,6 +245,11 @@ int run(const Options& o, const std::vector<Problem>& todo) {
   header.dtype = o.dtype;
   header.reps = o.reps;
   header.load_start = load_average();
+  if (!todo.empty() && is_multi_device(todo.front().shape.op)) {
+    MultiDeviceRun multi{{}, o.backends, o.reps, o.json_path, o.csv_path};
+    for (const Problem& p : todo) multi.shapes.push_back(p.shape);
+    return run_multi_device(multi, std::move(header));
+  }
 
   const std::string backend_list = join(o.backends, ",");
   const std::string library = kernel_library();
@@ -430,6 +437,7 @@ int main(int argc, char** argv) {
       "checked against each other and rated against the device's measured peaks."};
   std::vector<std::string> op_names{"all"};
   for (Op op : all_ops()) op_names.push_back(op_name(op));
+  for (Op op : {Op::all_reduce, Op::peer_copy}) op_names.push_back(op_name(op));
   app.add_option("--backend", o.backends,
                  "a backend to measure (repeatable); default: every "
                  "usable one (PORTA_BACKEND, else auto)")
@@ -441,7 +449,9 @@ int main(int argc, char** argv) {
                  "onednn-blocked, cublas, cudnn), vendor (each of them) or all")
       ->check(CLI::IsMember(impl_names))
       ->capture_default_str();
-  app.add_option("--op", o.op, "the op to measure, or all")
+  app.add_option("--op", o.op,
+                 "the op to measure, or all (all_reduce, under mpirun, and peer_copy only when "
+                 "named)")
       ->check(CLI::IsMember(op_names))
       ->capture_default_str();
   app.add_option("--suite", o.suite, "shapes: quick (a few minutes on a 2-core CPU) or deepbench")

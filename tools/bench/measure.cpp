@@ -162,6 +162,9 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
       in_counts = {rc};
       out_count = rc;
       break;
+    case Op::all_reduce:
+    case Op::peer_copy:  // multi_device.cpp measures these
+      throw porta::error(PORTA_ERROR_UNSUPPORTED, std::string(op_name(s.op)) + " is not an op");
   }
   const porta_dtype_t in_dtype = is_row_op(s.op) ? PORTA_DTYPE_F32 : dtype;
   size_t set_bytes = 0;
@@ -250,6 +253,9 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
                                          static_cast<const float*>(c.inputs[set][0].get()),
                                          c.labels[set].data(), c.loss.data(), out));
       };
+      break;
+    case Op::all_reduce:
+    case Op::peer_copy:
       break;
   }
 }

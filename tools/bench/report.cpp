@@ -227,6 +227,7 @@ void print_table(const std::vector<Record>& records, const Header& header) {
     std::string rate = r.gflops ? fixed(*r.gflops, 1) + " GFLOP/s"
                        : r.gbps ? fixed(*r.gbps, 1) + " GB/s"
                                 : "";
+    if (r.busbw_gbps) rate += " (bus " + fixed(*r.busbw_gbps, 1) + ")";
     rows.push_back({op_name(r.op), r.shape.text(), dtype_name(r.dtype), r.backend, r.impl,
                     fixed(r.median_ms, 3), rate, r.pct_peak ? fixed(*r.pct_peak, 1) : "-",
                     r.ratio_to_vendor ? fixed(*r.ratio_to_vendor, 2) : "-",
@@ -334,6 +335,11 @@ void write_json(const std::string& path, const Header& header, const std::vector
          {"interleaved", r.interleaved},
          {"times_ms", r.times_ms},
          {"started_s", r.started_s}});
+    if (r.ranks) {
+      out_records.back()["ranks"] = *r.ranks;
+      out_records.back()["algbw_gbps"] = optional_number(r.algbw_gbps);
+      out_records.back()["busbw_gbps"] = optional_number(r.busbw_gbps);
+    }
   }
   const auto load = [](const std::vector<double>& l) {
     return l.empty() ? json(nullptr) : json(l);

@@ -23,6 +23,8 @@ constexpr OpInfo kOps[] = {
     {Op::softmax, "softmax", "softmax_forward"},
     {Op::softmax_bwd, "softmax_bwd", "softmax_backward"},
     {Op::cross_entropy, "cross_entropy", "cross_entropy"},
+    {Op::all_reduce, "all_reduce", "comm_all_reduce"},
+    {Op::peer_copy, "peer_copy", "memcpy_async"},
 };
 
 const OpInfo& info(Op op) {
@@ -86,7 +88,8 @@ Shape conv(Op op, std::initializer_list<int64_t> v) {
 const std::vector<Op>& all_ops() {
   static const std::vector<Op> ops = [] {
     std::vector<Op> out;
-    for (const OpInfo& i : kOps) out.push_back(i.op);
+    for (const OpInfo& i : kOps)
+      if (!is_multi_device(i.op)) out.push_back(i.op);
     return out;
   }();
   return ops;
@@ -107,6 +110,7 @@ bool is_conv(Op op) {
 bool is_row_op(Op op) {
   return op == Op::softmax || op == Op::softmax_bwd || op == Op::cross_entropy;
 }
+bool is_multi_device(Op op) { return op == Op::all_reduce || op == Op::peer_copy; }
 
 const char* dtype_name(porta_dtype_t dtype) {
   switch (dtype) {
@@ -126,7 +130,8 @@ std::string shape_syntax() {
   return "gemm: M,N,K[,NN|NT|TN|TT] (op(A) is MxK, op(B) KxN; N: as stored, T: transposed; "
          "default NN); conv_*: W,H,C,N,K,S,R,pw,ph,sw,sh (input width, height, channels, batch, "
          "filters, filter width, filter height, padding w/h, stride w/h, as in DeepBench); "
-         "softmax, softmax_bwd, cross_entropy: ROWSxCOLS";
+         "softmax, softmax_bwd, cross_entropy: ROWSxCOLS; all_reduce, peer_copy: "
+         "BYTES[KiB|MiB|GiB]";
 }
 
 Shape parse_shape(Op op, const std::string& text) {
@@ -167,6 +172,21 @@ Shape parse_shape(Op op, const std::string& text) {
       s.sh = integer(p[10], "sh", 1);
       if (s.w + 2 * s.pw < s.s || s.h + 2 * s.ph < s.r)
         throw std::invalid_argument("the filter is larger than the padded input");
+    } else if (is_multi_device(op)) {
+      // A byte count with an optional binary suffix; all_reduce sums fp32 elements.
+      int64_t unit = 1;
+      std::string digits = text;
+      for (const auto& [suffix, scale] : {std::pair{"KiB", 10}, {"MiB", 20}, {"GiB", 30}}) {
+        const std::string sfx = suffix;
+        if (digits.size() > sfx.size() &&
+            digits.compare(digits.size() - sfx.size(), sfx.size(), sfx) == 0) {
+          digits.resize(digits.size() - sfx.size());
+          unit = int64_t{1} << scale;
+        }
+      }
+      s.size = integer(digits, "BYTES", 1) * unit;
+      if (op == Op::all_reduce && s.size % 4 != 0)
+        throw std::invalid_argument("the size is not a whole number of fp32 elements (4 bytes)");
     } else {
       const auto p = split(text, 'x');
       if (p.size() != 2) throw std::invalid_argument("expected ROWSxCOLS");
@@ -194,6 +214,11 @@ std::string Shape::text() const {
       out += std::to_string(v);
     }
     return out;
+  }
+  if (is_multi_device(op)) {
+    for (const auto& [suffix, scale] : {std::pair{"GiB", 30}, {"MiB", 20}, {"KiB", 10}})
+      if (size % (int64_t{1} << scale) == 0) return std::to_string(size >> scale) + suffix;
+    return std::to_string(size);
   }
   return std::to_string(rows) + "x" + std::to_string(cols);
 }
@@ -250,6 +275,9 @@ double Shape::bytes(porta_dtype_t dtype) const {
       return 3.0 * f * rows * cols;  // y, dy in, dx out
     case Op::cross_entropy:          // logits, labels in; dlogits out
       return 2.0 * f * rows * cols + 4.0 * rows;
+    case Op::all_reduce:  // the buffer, as nccl-tests counts it
+    case Op::peer_copy:
+      return double(size);
   }
   return 0.0;
 }
@@ -259,7 +287,11 @@ std::vector<Shape> suite_shapes(const std::string& suite, Op op) {
   if (suite != "quick" && suite != "deepbench")
     throw std::invalid_argument("unknown suite '" + suite + "'");
   std::vector<Shape> out;
-  if (op == Op::gemm) {
+  if (is_multi_device(op)) {
+    for (const char* size : {"1MiB", "4MiB", "16MiB", "64MiB"})
+      out.push_back(parse_shape(op, size));
+    if (!quick) out.push_back(parse_shape(op, "256MiB"));
+  } else if (op == Op::gemm) {
     if (quick) {
       out = {gemm(1760, 128, 1760, "NN"), gemm(2560, 64, 2560, "NN"), gemm(3072, 128, 1024, "TN"),
              gemm(35, 8457, 2560, "NN"), gemm(1024, 1024, 1024, "NN")};
