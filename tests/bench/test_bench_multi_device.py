@@ -37,7 +37,7 @@ def load(path, where):
         doc = json.load(f)
     for field, kind in HEADER_FIELDS.items():
         check(field in doc and has_type(doc[field], kind), f"{where}: header field {field}")
-    check(doc.get("schema") == "porta-bench/1", f"{where}: schema is porta-bench/1")
+    check(doc.get("schema") == "porta-bench/2", f"{where}: schema is porta-bench/2")
     records = doc.get("records", [])
     check([r.get("shape") for r in records] == SIZES, f"{where}: one record per size, in order")
     for i, r in enumerate(records):

@@ -253,6 +253,10 @@ Header machine_header();
 std::vector<double> load_average();
 // The loader report as JSON's "libraries" (written in the worker that initialised Porta).
 nlohmann::ordered_json libraries_json(const std::vector<porta_plugin_report_t>& report);
+// A line on stderr, prefixed "porta-bench: ".
+void note(const std::string& text);
+// Records the load average at the end of the run and warns when the machine was busy.
+void end_load(Header& header);
 
 void print_table(const std::vector<Record>& records, const Header& header);
 // Throw std::runtime_error naming the file when it cannot be written.

@@ -70,13 +70,6 @@ std::string join(const std::vector<std::string>& items, const char* separator) {
   return out;
 }
 
-void note(const std::string& text) { std::fprintf(stderr, "porta-bench: %s\n", text.c_str()); }
-
-std::string fixed1(double v) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.1f", v);
-  return text;
-}
 
 porta_dtype_t parse_dtype(const std::string& name) {
   return name == "bf16" ? PORTA_DTYPE_BF16 : name == "f16" ? PORTA_DTYPE_F16 : PORTA_DTYPE_F32;
@@ -369,13 +362,7 @@ int run(const Options& o, const std::vector<Problem>& todo) {
   }
   workers.clear();  // each shuts its Porta down
 
-  header.load_end = load_average();
-  const double busy_above = 0.5 * header.cores;
-  header.busy = (!header.load_start.empty() && header.load_start[0] > busy_above) ||
-                (!header.load_end.empty() && header.load_end[0] > busy_above);
-  if (header.busy)
-    note("warning: the machine was busy (1-minute load average above " + fixed1(busy_above) +
-         " at the start or the end of the run): other work shared the cores, timings are noisy");
+  end_load(header);
 
   if (records.empty()) {
     note("nothing was measured" +

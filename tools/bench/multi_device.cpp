@@ -20,7 +20,6 @@
 namespace bench {
 namespace {
 
-void note(const std::string& text) { std::fprintf(stderr, "porta-bench: %s\n", text.c_str()); }
 
 std::string failure(porta_status_t status) {
   return std::string(porta_status_name(status)) + ": " + porta_last_error_message();
@@ -227,7 +226,7 @@ int run_multi_device(const MultiDeviceRun& run, Header header) {
   init.struct_size = sizeof init;
   init.backend = run.backends.empty() ? nullptr : backend_list.c_str();
   const porta_status_t status = porta_init(&init);
-  header.plugins = porta::loader_report();
+  header.plugins = libraries_json(porta::loader_report());
   if (status != PORTA_SUCCESS) {
     note("cannot initialise Porta: " + failure(status));
     porta_shutdown();
@@ -256,6 +255,7 @@ int run_multi_device(const MultiDeviceRun& run, Header header) {
     }
   }
   if (rank != 0) return rc;  // rank 0 reports for all
+  end_load(header);
   if (records.empty()) {
     std::string why;
     for (const std::string& s : header.skipped) why += (why.empty() ? "" : "; ") + s;

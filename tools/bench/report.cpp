@@ -163,6 +163,18 @@ void compare(std::vector<Record>& records, const std::map<std::string, Peak>& pe
   }
 }
 
+void note(const std::string& text) { std::fprintf(stderr, "porta-bench: %s\n", text.c_str()); }
+
+void end_load(Header& header) {
+  header.load_end = load_average();
+  const double busy_above = 0.5 * header.cores;
+  header.busy = (!header.load_start.empty() && header.load_start[0] > busy_above) ||
+                (!header.load_end.empty() && header.load_end[0] > busy_above);
+  if (header.busy)
+    note("warning: the machine was busy (1-minute load average above " + fixed(busy_above, 1) +
+         " at the start or the end of the run): other work shared the cores, timings are noisy");
+}
+
 std::vector<double> load_average() {
   std::ifstream in("/proc/loadavg");
   std::vector<double> load(3);
@@ -257,9 +269,12 @@ void print_table(const std::vector<Record>& records, const Header& header) {
               load_text(header.load_start).c_str(), load_text(header.load_end).c_str(),
               header.cores,
               header.busy ? "; WARNING: the machine was busy, timings are noisy" : "");
-  std::printf(
-      "implementations of one shape are timed in turn, one repetition each; "
-      "vs vendor: the fastest vendor library\n");
+  if (std::any_of(records.begin(), records.end(),
+                  [](const Record& r) { return !r.interleaved.empty(); })) {
+    std::printf(
+        "implementations of one shape are timed in turn, one repetition each; "
+        "vs vendor: the fastest vendor library\n");
+  }
   for (const auto& row : rows) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
