@@ -6,21 +6,21 @@
 namespace porta::portable_ops {
 
 porta_status_t relu_forward(void*, porta_stream_t stream, int64_t count, const float* x, float* y) {
-  return guarded_op("porta_relu_forward",
-                    [&] { launch_elementwise(stream, "relu_forward", count, x, y); });
+  return guarded("porta_relu_forward",
+                 [&] { launch_elementwise(stream, "relu_forward", count, x, y); });
 }
 
 porta_status_t relu_backward(void*, porta_stream_t stream, int64_t count, const float* x,
                              const float* dy, float* dx) {
-  return guarded_op("porta_relu_backward",
-                    [&] { launch_elementwise(stream, "relu_backward", count, x, dy, dx); });
+  return guarded("porta_relu_backward",
+                 [&] { launch_elementwise(stream, "relu_backward", count, x, dy, dx); });
 }
 
 // Rows that share one bias value (the planes of a batch x channels x spatial tensor), or, for a
 // fully connected layer (spatial 1), rows of channels whose columns take bias[column].
 porta_status_t bias_add(void*, porta_stream_t stream, int64_t batch, int64_t channels,
                         int64_t spatial, const float* x, const float* bias, float* y) {
-  return guarded_op("porta_bias_add", [&] {
+  return guarded("porta_bias_add", [&] {
     const int32_t per_column = spatial == 1;
     const int64_t rows = per_column ? batch : batch * channels;
     const int64_t length = per_column ? channels : spatial;
@@ -36,7 +36,7 @@ porta_status_t bias_add(void*, porta_stream_t stream, int64_t batch, int64_t cha
 // keep a GPU busy (on the CPU always): a group per channel would read a column, strided.
 porta_status_t bias_backward(void*, porta_stream_t stream, int64_t batch, int64_t channels,
                              int64_t spatial, const float* dy, float* dbias) {
-  return guarded_op("porta_bias_backward", [&] {
+  return guarded("porta_bias_backward", [&] {
     const bool host = runs_on_host(stream);
     if (spatial == 1 && (host || channels >= 4096)) {
       const int64_t per_item = host ? 64 : 1;
@@ -59,7 +59,7 @@ porta_status_t bias_backward(void*, porta_stream_t stream, int64_t batch, int64_
 porta_status_t sgd_update(void*, porta_stream_t stream, int64_t count, float* weights,
                           const float* grads, float* velocity, float learning_rate, float momentum,
                           float weight_decay) {
-  return guarded_op("porta_sgd_update", [&] {
+  return guarded("porta_sgd_update", [&] {
     launch_elementwise(stream, "sgd_update", count, weights, grads, velocity, learning_rate,
                        momentum, weight_decay);
   });
@@ -70,7 +70,7 @@ porta_status_t sgd_update(void*, porta_stream_t stream, int64_t count, float* we
 porta_status_t adam_update(void*, porta_stream_t stream, int64_t count, float* weights,
                            const float* grads, float* m, float* v,
                            const porta_adam_params_t* params) {
-  return guarded_op("porta_adam_update", [&] {
+  return guarded("porta_adam_update", [&] {
     const double step = static_cast<double>(params->step);
     const float correction1 = static_cast<float>(1.0 - std::pow(double{params->beta1}, step));
     const float correction2 = static_cast<float>(1.0 - std::pow(double{params->beta2}, step));
@@ -84,7 +84,7 @@ porta_status_t adam_update(void*, porta_stream_t stream, int64_t count, float* w
 porta_status_t convert(void*, porta_stream_t stream, int64_t count, porta_dtype_t src_dtype,
                        const void* src, porta_dtype_t dst_dtype, void* dst) {
   static const char* const kNames[] = {"f32", "f16", "bf16"};
-  return guarded_op("porta_convert", [&] {
+  return guarded("porta_convert", [&] {
     if (src_dtype == dst_dtype) {
       const size_t bytes = static_cast<size_t>(count) * (src_dtype == PORTA_DTYPE_F32 ? 4 : 2);
       if (dst != src) porta::check(porta_memcpy_async(dst, src, bytes, stream));

@@ -67,7 +67,7 @@ porta_ops::GemmPlan plan_engine_launch(porta_stream_t stream, const char* op, in
 
 porta_status_t gemm(void*, porta_stream_t stream, const porta_gemm_desc_t* desc, const void* a,
                     const void* b, float* c) {
-  return guarded_op("porta_gemm", [&] {
+  return guarded("porta_gemm", [&] {
     const porta_gemm_desc_t& d = *desc;
     std::optional<Scratch> scratch;
     const porta_ops::GemmPlan plan =

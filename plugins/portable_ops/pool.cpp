@@ -18,7 +18,7 @@ PoolShape shape_of(const porta_pool2d_desc_t& d) {
   // libporta checked the tensors' sizes; this keeps the plugin safe on its own.
   if (!planes.valid() || !(planes * shape.out_h * shape.out_w).valid() ||
       !(planes * d.in_height * d.in_width).valid()) {
-    plugin::fail(PORTA_ERROR_INVALID_ARGUMENT, "the pooling's tensor sizes overflow");
+    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT, "the pooling's tensor sizes overflow");
   }
   shape.planes = planes.value();
   return shape;
@@ -39,7 +39,7 @@ void launch_pool(porta_stream_t stream, const char* name, const porta_pool2d_des
 
 porta_status_t max_pool2d_forward(void*, porta_stream_t stream, const porta_pool2d_desc_t* desc,
                                   const float* x, float* y) {
-  return guarded_op("porta_max_pool2d_forward", [&] {
+  return guarded("porta_max_pool2d_forward", [&] {
     const PoolShape s = shape_of(*desc);
     launch_pool(stream, "max_pool2d_forward", *desc, s.planes * s.out_h, s.out_w, x, y);
   });
@@ -50,7 +50,7 @@ porta_status_t max_pool2d_forward(void*, porta_stream_t stream, const porta_pool
 // indices take one kernel that recomputes the maxima as it gathers (several times the work).
 porta_status_t max_pool2d_backward(void*, porta_stream_t stream, const porta_pool2d_desc_t* desc,
                                    const float* x, const float* dy, float* dx) {
-  return guarded_op("porta_max_pool2d_backward", [&] {
+  return guarded("porta_max_pool2d_backward", [&] {
     const porta_pool2d_desc_t& d = *desc;
     const PoolShape s = shape_of(d);
     const int64_t dx_rows = s.planes * d.in_height;

@@ -11,7 +11,7 @@
 #include <string>
 #include <utility>
 
-#include "op_guard.h"
+#include "plugin_kit.h"
 
 namespace porta::portable_ops {
 
@@ -97,10 +97,10 @@ class Scratch {
 };
 Scratch scratch_for(porta_stream_t stream, size_t bytes);
 
-// Slots run their bodies through guarded_op (op_guard.h): a porta::error keeps its status (its
+// Slots run their bodies through guarded (plugin_kit.h): a porta::error keeps its status (its
 // message is already the thread's last error, set by the failing call, and is passed on after the
 // op's name), anything else becomes a status and a message: nothing throws across the plugin ABI.
-using plugin::guarded_op;
+using plugin::guarded;
 
 // The slots, one file per family; arguments as in porta_plugin.h's porta_ops_interface_t.
 // gemm.cpp

@@ -6,7 +6,7 @@ namespace porta::portable_ops {
 
 porta_status_t softmax_forward(void*, porta_stream_t stream, porta_softmax_mode_t mode,
                                int64_t rows, int64_t cols, const float* x, float* y) {
-  return guarded_op("porta_softmax_forward", [&] {
+  return guarded("porta_softmax_forward", [&] {
     const RowLaunch shape = row_launch(stream, "softmax_forward", rows, cols);
     const int32_t log_softmax = mode == PORTA_LOG_SOFTMAX;
     launch(stream, "softmax_forward", shape.grid, shape.group, 0, rows, cols, log_softmax, x, y);
@@ -16,7 +16,7 @@ porta_status_t softmax_forward(void*, porta_stream_t stream, porta_softmax_mode_
 porta_status_t softmax_backward(void*, porta_stream_t stream, porta_softmax_mode_t mode,
                                 int64_t rows, int64_t cols, const float* y, const float* dy,
                                 float* dx) {
-  return guarded_op("porta_softmax_backward", [&] {
+  return guarded("porta_softmax_backward", [&] {
     const RowLaunch shape = row_launch(stream, "softmax_backward", rows, cols);
     const int32_t log_softmax = mode == PORTA_LOG_SOFTMAX;
     launch(stream, "softmax_backward", shape.grid, shape.group, 0, rows, cols, log_softmax, y, dy,
@@ -29,7 +29,7 @@ porta_status_t softmax_backward(void*, porta_stream_t stream, porta_softmax_mode
 porta_status_t cross_entropy(void*, porta_stream_t stream, int64_t rows, int64_t cols,
                              const float* logits, const int32_t* labels, float* loss,
                              float* dlogits) {
-  return guarded_op("porta_cross_entropy", [&] {
+  return guarded("porta_cross_entropy", [&] {
     const RowLaunch shape = row_launch(stream, "cross_entropy_rows", rows, cols);
     const uint32_t reduce_items = runs_on_host(stream) ? 1 : max_group_items(stream, "mean_reduce");
     const float inv_rows = static_cast<float>(1.0 / static_cast<double>(rows));

@@ -71,6 +71,8 @@ TEST_CASE("errors: status names", "[errors]") {
       {PORTA_ERROR_INCOMPATIBLE_VERSION, "PORTA_ERROR_INCOMPATIBLE_VERSION"},
       {PORTA_ERROR_DEVICE_LOST, "PORTA_ERROR_DEVICE_LOST"},
       {PORTA_ERROR_BACKEND, "PORTA_ERROR_BACKEND"},
+      {PORTA_ERROR_KERNEL_HAZARD, "PORTA_ERROR_KERNEL_HAZARD"},
+      {PORTA_ERROR_INTERNAL, "PORTA_ERROR_INTERNAL"},
   };
   for (const auto& [status, name] : names) {
     const char* got = porta_status_name(status);

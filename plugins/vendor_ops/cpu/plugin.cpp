@@ -49,7 +49,7 @@ void run_job(void* data) {
       throw failure_of(e);
     }
   } catch (...) {
-    failure = plugin::error_of_op_exception(job->op.c_str()).message;
+    failure = plugin::error_of_current_exception(job->op.c_str()).message;
   }
   if (failure.empty()) return;
   try {
@@ -80,8 +80,8 @@ void shutdown(porta_backend_context_t) {
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
   return plugin::guarded("supports_backend", [&]() -> porta_status_t {
     if (std::string_view(backend) == "cpu") return PORTA_SUCCESS;
-    return plugin::report(PORTA_ERROR_UNAVAILABLE,
-                          std::string("vendor_cpu serves the cpu backend only, not ") + backend);
+    return plugin::fail(PORTA_ERROR_UNAVAILABLE,
+                        std::string("vendor_cpu serves the cpu backend only, not ") + backend);
   });
 }
 
@@ -150,7 +150,7 @@ const char* dnnl_status_name(dnnl_status_t status) {
 
 porta_status_t guarded(const char* op, porta_stream_t stream,
                        const std::function<void()>& body) noexcept {
-  return plugin::guarded_op(op, [&] {
+  return plugin::guarded(op, [&] {
     std::string earlier;
     {
       std::lock_guard lock(failures_mutex);

@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "op_guard.h"
+#include "plugin_kit.h"
 
 namespace porta::vendor_cpu {
 
