@@ -18,7 +18,7 @@ namespace porta {
 void set_last_error(std::string message) noexcept;
 
 // The message when there is no memory to build it in: what fits of it in a fixed per-thread
-// buffer (the message as formatted so far, never an allocation).
+// buffer (the message as formatted so far, never an allocation). guarded() sets its messages so.
 void set_last_error_truncated(const char* begin, size_t length) noexcept;
 
 // Never throws and never allocates when memory has run out: the message is then formatted into
