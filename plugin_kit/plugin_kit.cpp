@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <new>
+#include <porta/porta.hpp>  // porta::error, which op plugins' runtime calls throw
 
 namespace porta::plugin {
 namespace {
@@ -12,6 +13,8 @@ namespace {
 std::atomic<const porta_host_api_t*> g_host{nullptr};
 std::atomic<const char*> g_name{""};
 std::atomic<bool> g_name_in_errors{false};
+// Every message of an op plugin starts with the op's name (the slot's).
+std::atomic<bool> g_slot_in_errors{false};
 
 // Whether a struct of the caller's struct_size holds the field ending at field_end.
 constexpr bool fits(size_t struct_size, size_t field_end) { return struct_size >= field_end; }
@@ -52,6 +55,7 @@ porta_status_t enter(const porta_host_api_t* host, porta_plugin_t* out_plugin,
   }
   g_name.store(description.name, std::memory_order_release);
   g_name_in_errors.store(description.name_in_errors, std::memory_order_release);
+  g_slot_in_errors.store(description.kind == PORTA_PLUGIN_KIND_OPS, std::memory_order_release);
   g_host.store(host, std::memory_order_release);
 
   const size_t size = out_plugin->struct_size;
@@ -116,33 +120,29 @@ void log(porta_log_level_t level, const std::string& message) noexcept {
 }
 
 Error error_of_current_exception(const char* where) noexcept {
+  porta_status_t status = PORTA_ERROR_INTERNAL;
   // Building the message may itself run out of memory; then the bare status is returned.
   try {
-    throw;
-  } catch (const Failure& failure) {
+    const std::string slot =
+        g_slot_in_errors.load(std::memory_order_acquire) ? std::string(where) + ": " : "";
     try {
-      return {failure.status(), failure.what()};
+      throw;
+    } catch (const Failure& failure) {
+      status = failure.status();
+      return {status, slot + failure.what()};
+    } catch (const porta::error& e) {
+      status = e.status();
+      return {status, slot + e.message()};
+    } catch (const std::bad_alloc&) {
+      status = PORTA_ERROR_OUT_OF_MEMORY;
+      return {status, error_prefix() + where + ": out of host memory"};
+    } catch (const std::exception& e) {
+      return {status, error_prefix() + where + ": internal error: " + e.what()};
     } catch (...) {
-      return {failure.status(), {}};
-    }
-  } catch (const std::bad_alloc&) {
-    try {
-      return {PORTA_ERROR_OUT_OF_MEMORY, error_prefix() + where + ": out of host memory"};
-    } catch (...) {
-      return {PORTA_ERROR_OUT_OF_MEMORY, {}};
-    }
-  } catch (const std::exception& e) {
-    try {
-      return {PORTA_ERROR_BACKEND, error_prefix() + where + ": internal error: " + e.what()};
-    } catch (...) {
-      return {PORTA_ERROR_BACKEND, {}};
+      return {status, error_prefix() + where + ": internal error: an exception of unknown type"};
     }
   } catch (...) {
-    try {
-      return {PORTA_ERROR_BACKEND, error_prefix() + where + ": internal error (unknown exception)"};
-    } catch (...) {
-      return {PORTA_ERROR_BACKEND, {}};
-    }
+    return {status, {}};
   }
 }
 

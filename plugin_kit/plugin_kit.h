@@ -8,12 +8,16 @@
 
 #include <exception>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace porta::plugin {
 
-// A failure carrying its status. Helpers throw it; the slot boundary (guarded) turns it into a
-// return value and a message, so no helper has to pass a status up by hand.
+// The plugin side's one error path, named as libporta's: fail() sets the last error message and
+// returns the status; throw_error() throws a Failure, which the one slot guard (guarded) turns
+// into that status and message, so no helper has to pass a status up by hand.
+
+// A failure carrying its status.
 class Failure : public std::exception {
  public:
   Failure(porta_status_t status, std::string message)
@@ -26,7 +30,7 @@ class Failure : public std::exception {
   std::string message_;
 };
 
-[[noreturn]] inline void fail(porta_status_t status, std::string message) {
+[[noreturn]] inline void throw_error(porta_status_t status, std::string message) {
   throw Failure(status, std::move(message));
 }
 
@@ -50,6 +54,7 @@ porta_status_t enter(const porta_host_api_t* host, porta_plugin_t* out_plugin,
                      const Description& description) noexcept;
 // The same for an op plugin, which is nothing without its interface, porta_plugin_t's last
 // field: a NULL argument or a porta_plugin_t that stops short of it is INCOMPATIBLE_VERSION.
+// Every error message of an op plugin starts with the op's name (the slot guarded was given).
 porta_status_t enter_ops(const porta_host_api_t* host, porta_plugin_t* out_plugin,
                          const Description& description) noexcept;
 // As above, with the version string made by version_text() once, after the checks pass, and kept
@@ -60,7 +65,7 @@ porta_status_t enter_ops(const porta_host_api_t* host, porta_plugin_t* out_plugi
 // Sets the calling thread's last error message in libporta (nothing before enter).
 void set_error_message(const std::string& message) noexcept;
 // Sets the last error message and returns status, for slots that answer without throwing.
-inline porta_status_t report(porta_status_t status, const std::string& message) noexcept {
+[[nodiscard]] inline porta_status_t fail(porta_status_t status, const std::string& message) noexcept {
   set_error_message(message);
   return status;
 }
@@ -72,19 +77,29 @@ const char* setting(const char* name) noexcept;
 // anywhere.
 void log(porta_log_level_t level, const std::string& message) noexcept;
 
-// The status and message an exception stands for: a Failure's own, out of memory for bad_alloc,
-// BACKEND ("<where>: internal error ...") for anything else.
+// The status and message the exception being handled stands for: a Failure's or a porta::error's
+// own (from an op plugin's runtime calls through porta.hpp), OUT_OF_MEMORY for std::bad_alloc
+// ("<where>: out of host memory"), INTERNAL ("<where>: internal error: <what()>") for anything
+// else. An op plugin's messages all start with "<where>: ", a backend's own exceptions with
+// "<name>: " where Description.name_in_errors asks. When memory runs out while the message is
+// built, the bare status comes back. Call only inside a catch block.
 struct Error {
   porta_status_t status;
   std::string message;
 };
 Error error_of_current_exception(const char* where) noexcept;
 
-// Runs body (returning porta_status_t) so that no exception leaves a slot.
+// The one slot guard of every plugin (backends, op plugins, collective engines): runs body, which
+// returns a porta_status_t or nothing (then SUCCESS), so that no exception leaves the slot.
 template <typename Body>
 porta_status_t guarded(const char* slot, Body&& body) noexcept {
   try {
-    return body();
+    if constexpr (std::is_void_v<std::invoke_result_t<Body&>>) {
+      body();
+      return PORTA_SUCCESS;
+    } else {
+      return body();
+    }
   } catch (...) {
     Error error = error_of_current_exception(slot);
     set_error_message(error.message);

@@ -44,29 +44,21 @@ porta_status_t check_buffer(Runtime& runtime, const char* function, const char* 
                 "{}: {} is memory of device {}, the communicator's device is {}", function,
                 argument, allocation.device->id, comm.device->id);
   }
-  const size_t offset = reinterpret_cast<uintptr_t>(ptr) - allocation.base;
-  if (bytes > allocation.size - offset) {
-    return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "{}: {} needs {} bytes but its allocation has {} left", function, argument, bytes,
-                allocation.size - offset);
-  }
-  return PORTA_SUCCESS;
+  return check_room(function, argument, ptr, bytes, 1, allocation);
 }
 
 // The live communicator and a stream of its device (NULL: the device's default stream).
 porta_status_t lookup(Runtime& runtime, const char* function, porta_comm_t handle,
                       porta_stream_t stream_handle, std::shared_ptr<Comm>& comm,
                       porta_stream_t& stream) {
-  comm = runtime.comms.find(reinterpret_cast<uintptr_t>(handle));
-  if (!comm) {
-    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: comm {} is not a live communicator", function,
-                static_cast<void*>(handle));
+  if (porta_status_t status = resolve(runtime, function, handle, comm); status != PORTA_SUCCESS) {
+    return status;
   }
   if (!stream_handle) stream_handle = comm->device->default_stream;
-  std::shared_ptr<Stream> found = runtime.stream(stream_handle);
-  if (!found) {
-    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream {} is not a live stream", function,
-                static_cast<void*>(stream_handle));
+  std::shared_ptr<Stream> found;
+  if (porta_status_t status = resolve(runtime, function, stream_handle, found);
+      status != PORTA_SUCCESS) {
+    return status;
   }
   if (found->device != comm->device) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT,
@@ -208,12 +200,10 @@ extern "C" PORTA_API porta_status_t porta_comm_create_from_launcher(porta_device
 
 extern "C" PORTA_API porta_status_t porta_comm_destroy(porta_comm_t handle) {
   return with_runtime("porta_comm_destroy", [&](Runtime& runtime) -> porta_status_t {
-    auto comm = runtime.comms.remove(reinterpret_cast<uintptr_t>(handle));
-    if (!comm) {
-      return fail(PORTA_ERROR_INVALID_HANDLE,
-                  "porta_comm_destroy: comm {} is not a live "
-                  "communicator",
-                  static_cast<void*>(handle));
+    std::shared_ptr<Comm> comm;
+    if (porta_status_t status = retire(runtime, "porta_comm_destroy", handle, comm);
+        status != PORTA_SUCCESS) {
+      return status;
     }
     take_plugin_message();
     porta_status_t status =
@@ -229,12 +219,10 @@ extern "C" PORTA_API porta_status_t porta_comm_destroy(porta_comm_t handle) {
 extern "C" PORTA_API porta_status_t porta_comm_rank(porta_comm_t handle, int32_t* out_rank,
                                                     int32_t* out_size, porta_device_t* out_device) {
   return with_runtime("porta_comm_rank", [&](Runtime& runtime) -> porta_status_t {
-    auto comm = runtime.comms.find(reinterpret_cast<uintptr_t>(handle));
-    if (!comm) {
-      return fail(PORTA_ERROR_INVALID_HANDLE,
-                  "porta_comm_rank: comm {} is not a live "
-                  "communicator",
-                  static_cast<void*>(handle));
+    std::shared_ptr<Comm> comm;
+    if (porta_status_t status = resolve(runtime, "porta_comm_rank", handle, comm);
+        status != PORTA_SUCCESS) {
+      return status;
     }
     if (out_rank) *out_rank = comm->rank;
     if (out_size) *out_size = comm->size;

@@ -5,15 +5,6 @@ using namespace porta;
 
 namespace {
 
-porta_status_t lookup(Runtime& runtime, const char* function, const char* argument,
-                      porta_event_t handle, std::shared_ptr<Event>& out) {
-  out = runtime.events.find(reinterpret_cast<uintptr_t>(handle));
-  if (!out) {
-    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: {} {} is not a live event", function, argument,
-                static_cast<void*>(handle));
-  }
-  return PORTA_SUCCESS;
-}
 
 }  // namespace
 
@@ -37,10 +28,10 @@ extern "C" PORTA_API porta_status_t porta_event_create(porta_device_t device,
 
 extern "C" PORTA_API porta_status_t porta_event_destroy(porta_event_t handle) {
   return with_runtime("porta_event_destroy", [&](Runtime& runtime) -> porta_status_t {
-    auto event = runtime.events.remove(reinterpret_cast<uintptr_t>(handle));
-    if (!event) {
-      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_event_destroy: event {} is not a live event",
-                  static_cast<void*>(handle));
+    std::shared_ptr<Event> event;
+    if (porta_status_t status = retire(runtime, "porta_event_destroy", handle, event);
+        status != PORTA_SUCCESS) {
+      return status;
     }
     // The backend's event goes with the last reference (~Event): a call on another thread may
     // still be using it.
@@ -52,13 +43,11 @@ extern "C" PORTA_API porta_status_t porta_event_record(porta_event_t handle,
                                                        porta_stream_t stream_handle) {
   return with_runtime("porta_event_record", [&](Runtime& runtime) -> porta_status_t {
     std::shared_ptr<Event> event;
-    porta_status_t status = lookup(runtime, "porta_event_record", "event", handle, event);
+    porta_status_t status = resolve(runtime, "porta_event_record", handle, event, "event");
     if (status != PORTA_SUCCESS) return status;
-    auto stream = runtime.stream(stream_handle);
-    if (!stream) {
-      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_event_record: stream {} is not a live stream",
-                  static_cast<void*>(stream_handle));
-    }
+    std::shared_ptr<Stream> stream;
+    status = resolve(runtime, "porta_event_record", stream_handle, stream);
+    if (status != PORTA_SUCCESS) return status;
     if (stream->device != event->device) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
                   "porta_event_record: the event belongs to device {}, the stream to {}",
@@ -86,7 +75,7 @@ extern "C" PORTA_API porta_status_t porta_event_record(porta_event_t handle,
 extern "C" PORTA_API porta_status_t porta_event_query(porta_event_t handle) {
   return with_runtime("porta_event_query", [&](Runtime& runtime) -> porta_status_t {
     std::shared_ptr<Event> event;
-    porta_status_t status = lookup(runtime, "porta_event_query", "event", handle, event);
+    porta_status_t status = resolve(runtime, "porta_event_query", handle, event, "event");
     if (status != PORTA_SUCCESS) return status;
     const Backend& backend = *event->device->backend;
     return call(backend, "porta_event_query", backend.interface.event_query, event->native);
@@ -96,7 +85,7 @@ extern "C" PORTA_API porta_status_t porta_event_query(porta_event_t handle) {
 extern "C" PORTA_API porta_status_t porta_event_synchronize(porta_event_t handle) {
   return with_runtime("porta_event_synchronize", [&](Runtime& runtime) -> porta_status_t {
     std::shared_ptr<Event> event;
-    porta_status_t status = lookup(runtime, "porta_event_synchronize", "event", handle, event);
+    porta_status_t status = resolve(runtime, "porta_event_synchronize", handle, event, "event");
     if (status != PORTA_SUCCESS) return status;
     const Backend& backend = *event->device->backend;
     return call(backend, "porta_event_synchronize", backend.interface.event_synchronize,
@@ -110,8 +99,8 @@ extern "C" PORTA_API porta_status_t porta_event_elapsed_ms(porta_event_t start_h
   return with_runtime("porta_event_elapsed_ms", [&](Runtime& runtime) -> porta_status_t {
     const char* function = "porta_event_elapsed_ms";
     std::shared_ptr<Event> start, end;
-    porta_status_t status = lookup(runtime, function, "start", start_handle, start);
-    if (status == PORTA_SUCCESS) status = lookup(runtime, function, "end", end_handle, end);
+    porta_status_t status = resolve(runtime, function, start_handle, start, "start");
+    if (status == PORTA_SUCCESS) status = resolve(runtime, function, end_handle, end, "end");
     if (status != PORTA_SUCCESS) return status;
     if (!out_ms) return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: out_ms is NULL", function);
     if (start->device != end->device) {

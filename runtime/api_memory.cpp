@@ -121,11 +121,9 @@ porta_status_t check_span(Runtime& runtime, const char* function, const char* ar
     out = Span{};
     return PORTA_SUCCESS;
   }
-  size_t offset = reinterpret_cast<uintptr_t>(ptr) - allocation.base;
-  if (size > allocation.size - offset) {
-    return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "{}: {}: {} bytes at offset {} overrun its allocation of {} bytes", function,
-                argument, size, offset, allocation.size);
+  if (porta_status_t status = check_room(function, argument, ptr, size, 1, allocation);
+      status != PORTA_SUCCESS) {
+    return status;
   }
   out.device_memory = allocation.kind == PORTA_MEMORY_DEVICE;
   out.device = allocation.device;
@@ -151,9 +149,7 @@ porta_status_t resolve_stream(Runtime& runtime, const char* function, bool block
     out = device ? runtime.stream(device->default_stream) : nullptr;
     return PORTA_SUCCESS;
   }
-  out = runtime.stream(handle);
-  if (!out) return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream is not a live stream", function);
-  return PORTA_SUCCESS;
+  return resolve(runtime, function, handle, out);
 }
 
 porta_status_t finish(const char* function, const Stream& stream, bool blocking,

@@ -14,10 +14,15 @@ using namespace porta;
 
 namespace {
 
-porta_status_t adopt(Runtime& runtime, Device& device, void* native, porta_module_t* out_module) {
+// The record is made before the backend loads the code, so that the code is unloaded
+// (~Module) if the handle cannot be made: the backend keeps no list of its modules.
+std::shared_ptr<Module> new_module(Device& device) {
   auto module = std::make_shared<Module>();
   module->device = &device;
-  module->native = native;
+  return module;
+}
+
+porta_status_t adopt(Runtime& runtime, std::shared_ptr<Module> module, porta_module_t* out_module) {
   *out_module = reinterpret_cast<porta_module_t>(runtime.modules.insert(std::move(module)));
   return PORTA_SUCCESS;
 }
@@ -102,19 +107,19 @@ extern "C" PORTA_API porta_status_t porta_module_load(porta_device_t device, con
     porta_status_t status = code_object_for(function, *found, path, file);
     if (status != PORTA_SUCCESS) return status;
     path = file.c_str();
-    void* native = nullptr;
+    std::shared_ptr<Module> module = new_module(*found);
     if (backend.interface.module_load_file) {
       status = call(backend, function, backend.interface.module_load_file, found->index, path,
-                    &native);
+                    &module->native);
     } else {
       std::ifstream input(path, std::ios::binary);
       std::vector<char> image{std::istreambuf_iterator<char>(input), {}};
       if (!input && !input.eof()) return fail(PORTA_ERROR_NOT_FOUND, "{}: cannot read '{}'", function, path);
       status = call(backend, function, backend.interface.module_load_data, found->index,
-                    static_cast<const void*>(image.data()), image.size(), &native);
+                    static_cast<const void*>(image.data()), image.size(), &module->native);
     }
     if (status != PORTA_SUCCESS) return status;
-    return adopt(runtime, *found, native, out_module);
+    return adopt(runtime, std::move(module), out_module);
   });
 }
 
@@ -130,20 +135,20 @@ extern "C" PORTA_API porta_status_t porta_module_load_data(porta_device_t device
                   "{}: image must be non-NULL with size > 0, and out_module non-NULL", function);
     }
     const Backend& backend = *found->backend;
-    void* native = nullptr;
+    std::shared_ptr<Module> module = new_module(*found);
     porta_status_t status = call(backend, function, backend.interface.module_load_data,
-                                 found->index, image, size, &native);
+                                 found->index, image, size, &module->native);
     if (status != PORTA_SUCCESS) return status;
-    return adopt(runtime, *found, native, out_module);
+    return adopt(runtime, std::move(module), out_module);
   });
 }
 
 extern "C" PORTA_API porta_status_t porta_module_unload(porta_module_t handle) {
   return with_runtime("porta_module_unload", [&](Runtime& runtime) -> porta_status_t {
-    auto module = runtime.modules.remove(reinterpret_cast<uintptr_t>(handle));
-    if (!module) {
-      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_module_unload: module {} is not a live module",
-                  static_cast<void*>(handle));
+    std::shared_ptr<Module> module;
+    if (porta_status_t status = retire(runtime, "porta_module_unload", handle, module);
+        status != PORTA_SUCCESS) {
+      return status;
     }
     {
       std::lock_guard lock(module->mutex);
@@ -162,10 +167,10 @@ extern "C" PORTA_API porta_status_t porta_module_unload(porta_module_t handle) {
 extern "C" PORTA_API porta_status_t porta_kernel_get(porta_module_t handle, const char* name,
                                                      porta_kernel_t* out_kernel) {
   return with_runtime("porta_kernel_get", [&](Runtime& runtime) -> porta_status_t {
-    auto module = runtime.modules.find(reinterpret_cast<uintptr_t>(handle));
-    if (!module) {
-      return fail(PORTA_ERROR_INVALID_HANDLE, "porta_kernel_get: module {} is not a live module",
-                  static_cast<void*>(handle));
+    std::shared_ptr<Module> module;
+    if (porta_status_t status = resolve(runtime, "porta_kernel_get", handle, module);
+        status != PORTA_SUCCESS) {
+      return status;
     }
     if (!name || !out_kernel) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_kernel_get: name and out_kernel must not be NULL");
@@ -206,22 +211,17 @@ extern "C" PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel_ha
                                                         void** args, porta_stream_t stream_handle) {
   return with_runtime("porta_kernel_launch", [&](Runtime& runtime) -> porta_status_t {
     const char* function = "porta_kernel_launch";
-    auto kernel = runtime.kernels.find(reinterpret_cast<uintptr_t>(kernel_handle));
-    if (!kernel) {
-      return fail(PORTA_ERROR_INVALID_HANDLE, "{}: kernel {} is not a live kernel", function,
-                  static_cast<void*>(kernel_handle));
-    }
-    auto stream = runtime.stream(stream_handle);
-    if (!stream) {
-      return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream {} is not a live stream", function,
-                  static_cast<void*>(stream_handle));
-    }
+    std::shared_ptr<Kernel> kernel;
+    std::shared_ptr<Stream> stream;
+    porta_status_t status = resolve(runtime, function, kernel_handle, kernel);
+    if (status == PORTA_SUCCESS) status = resolve(runtime, function, stream_handle, stream);
+    if (status != PORTA_SUCCESS) return status;
     if (stream->device != kernel->device) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
                   "{}: the kernel was loaded on device {} but the stream belongs to device {}",
                   function, kernel->device->id, stream->device->id);
     }
-    porta_status_t status = check_config(function, config, kernel->device->properties);
+    status = check_config(function, config, kernel->device->properties);
     if (status != PORTA_SUCCESS) return status;
     const uint64_t items = uint64_t(config->group[0]) * config->group[1] * config->group[2];
     if (items > uint64_t(kernel->max_group_size)) {
@@ -241,11 +241,11 @@ extern "C" PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel_ha
 extern "C" PORTA_API porta_status_t porta_kernel_max_group_size(porta_kernel_t kernel_handle,
                                                                 int32_t* out_max) {
   return with_runtime("porta_kernel_max_group_size", [&](Runtime& runtime) -> porta_status_t {
-    auto kernel = runtime.kernels.find(reinterpret_cast<uintptr_t>(kernel_handle));
-    if (!kernel) {
-      return fail(PORTA_ERROR_INVALID_HANDLE,
-                  "porta_kernel_max_group_size: kernel {} is not a live kernel",
-                  static_cast<void*>(kernel_handle));
+    std::shared_ptr<Kernel> kernel;
+    if (porta_status_t status =
+            resolve(runtime, "porta_kernel_max_group_size", kernel_handle, kernel);
+        status != PORTA_SUCCESS) {
+      return status;
     }
     if (!out_max) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_kernel_max_group_size: out_max is NULL");

@@ -57,11 +57,8 @@ porta_adam_params_t& whole_of(const OpCall& call, const porta_adam_params_t*) {
   } while (false)
 
 porta_status_t resolve(Runtime& runtime, OpCall& call, porta_stream_t handle) {
-  auto stream = runtime.stream(handle);
-  if (!stream) {
-    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream {} is not a live stream", call.function,
-                static_cast<void*>(handle));
-  }
+  std::shared_ptr<Stream> stream;
+  PORTA_CHECK(porta::resolve(runtime, call.function, handle, stream));
   call.device = stream->device;
   call.stream = handle ? handle : call.device->default_stream;
   call.ops = call.device->ops;
@@ -157,15 +154,8 @@ porta_status_t buffer(Runtime& runtime, const OpCall& call, const char* name, co
                 "{}: {} is memory of device {} but the stream belongs to device {}",
                 call.function, name, allocation.device->id, call.device->id);
   }
-  const uint64_t offset = reinterpret_cast<uintptr_t>(ptr) - allocation.base;
-  uint64_t bytes;
-  if (__builtin_mul_overflow(static_cast<uint64_t>(elements), element_size, &bytes) ||
-      bytes > allocation.size - offset) {
-    return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "{}: {} needs {} elements of {} bytes, but its allocation has {} bytes from {}",
-                call.function, name, elements, element_size, allocation.size - offset, ptr);
-  }
-  return PORTA_SUCCESS;
+  return check_room(call.function, name, ptr, static_cast<uint64_t>(elements), element_size,
+                    allocation);
 }
 
 // An output must not share memory with an input, unless it is the very same buffer and the op

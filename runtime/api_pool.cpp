@@ -10,10 +10,8 @@ namespace {
 porta_status_t stream_of_device(Runtime& runtime, const char* function, porta_stream_t handle,
                                 const Device& device, const char* what,
                                 std::shared_ptr<Stream>& out) {
-  out = runtime.stream(handle);
-  if (!out) {
-    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream {} is not a live stream", function,
-                static_cast<void*>(handle));
+  if (porta_status_t status = resolve(runtime, function, handle, out); status != PORTA_SUCCESS) {
+    return status;
   }
   if (out->device != &device) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT,
@@ -55,10 +53,10 @@ extern "C" PORTA_API porta_status_t porta_memory_free_async(void* ptr,
                                                             porta_stream_t stream_handle) {
   return with_runtime("porta_memory_free_async", [&](Runtime& runtime) -> porta_status_t {
     const char* function = "porta_memory_free_async";
-    std::shared_ptr<Stream> stream = runtime.stream(stream_handle);
-    if (!stream) {
-      return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream {} is not a live stream", function,
-                  static_cast<void*>(stream_handle));
+    std::shared_ptr<Stream> stream;
+    if (porta_status_t status = resolve(runtime, function, stream_handle, stream);
+        status != PORTA_SUCCESS) {
+      return status;
     }
     if (!ptr) return PORTA_SUCCESS;
     Allocation allocation;

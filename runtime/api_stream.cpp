@@ -7,16 +7,6 @@ using namespace porta;
 
 namespace {
 
-porta_status_t lookup(Runtime& runtime, const char* function, porta_stream_t handle,
-                      std::shared_ptr<Stream>& out) {
-  out = runtime.stream(handle);
-  if (!out) {
-    return fail(PORTA_ERROR_INVALID_HANDLE, "{}: stream {} is not a live stream", function,
-                static_cast<void*>(handle));
-  }
-  return PORTA_SUCCESS;
-}
-
 // How many frees the stream has queued: a synchronisation that starts now covers them.
 uint64_t queued_frees(Stream& stream) {
   std::lock_guard lock(stream.order.mutex);
@@ -47,7 +37,7 @@ extern "C" PORTA_API porta_status_t porta_stream_create(porta_device_t device,
 extern "C" PORTA_API porta_status_t porta_stream_destroy(porta_stream_t handle) {
   return with_runtime("porta_stream_destroy", [&](Runtime& runtime) -> porta_status_t {
     std::shared_ptr<Stream> stream;
-    porta_status_t status = lookup(runtime, "porta_stream_destroy", handle, stream);
+    porta_status_t status = resolve(runtime, "porta_stream_destroy", handle, stream);
     if (status != PORTA_SUCCESS) return status;
     if (stream->is_default) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
@@ -85,7 +75,7 @@ extern "C" PORTA_API porta_status_t porta_stream_device(porta_stream_t handle,
                                                         porta_device_t* out_device) {
   return with_runtime("porta_stream_device", [&](Runtime& runtime) -> porta_status_t {
     std::shared_ptr<Stream> stream;
-    porta_status_t status = lookup(runtime, "porta_stream_device", handle, stream);
+    porta_status_t status = resolve(runtime, "porta_stream_device", handle, stream);
     if (status != PORTA_SUCCESS) return status;
     if (!out_device) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_stream_device: out_device is NULL");
@@ -98,7 +88,7 @@ extern "C" PORTA_API porta_status_t porta_stream_device(porta_stream_t handle,
 extern "C" PORTA_API porta_status_t porta_stream_synchronize(porta_stream_t handle) {
   return with_runtime("porta_stream_synchronize", [&](Runtime& runtime) -> porta_status_t {
     std::shared_ptr<Stream> stream;
-    porta_status_t status = lookup(runtime, "porta_stream_synchronize", handle, stream);
+    porta_status_t status = resolve(runtime, "porta_stream_synchronize", handle, stream);
     if (status != PORTA_SUCCESS) return status;
     const Backend& backend = *stream->device->backend;
     const uint64_t frees = queued_frees(*stream);
@@ -112,7 +102,7 @@ extern "C" PORTA_API porta_status_t porta_stream_synchronize(porta_stream_t hand
 extern "C" PORTA_API porta_status_t porta_stream_query(porta_stream_t handle) {
   return with_runtime("porta_stream_query", [&](Runtime& runtime) -> porta_status_t {
     std::shared_ptr<Stream> stream;
-    porta_status_t status = lookup(runtime, "porta_stream_query", handle, stream);
+    porta_status_t status = resolve(runtime, "porta_stream_query", handle, stream);
     if (status != PORTA_SUCCESS) return status;
     const Backend& backend = *stream->device->backend;
     return call(backend, "porta_stream_query", backend.interface.stream_query, stream->native);
@@ -123,14 +113,11 @@ extern "C" PORTA_API porta_status_t porta_stream_wait_event(porta_stream_t handl
                                                             porta_event_t event_handle) {
   return with_runtime("porta_stream_wait_event", [&](Runtime& runtime) -> porta_status_t {
     std::shared_ptr<Stream> stream;
-    porta_status_t status = lookup(runtime, "porta_stream_wait_event", handle, stream);
+    porta_status_t status = resolve(runtime, "porta_stream_wait_event", handle, stream);
     if (status != PORTA_SUCCESS) return status;
-    auto event = runtime.events.find(reinterpret_cast<uintptr_t>(event_handle));
-    if (!event) {
-      return fail(PORTA_ERROR_INVALID_HANDLE,
-                  "porta_stream_wait_event: event {} is not a live event",
-                  static_cast<void*>(event_handle));
-    }
+    std::shared_ptr<Event> event;
+    status = resolve(runtime, "porta_stream_wait_event", event_handle, event);
+    if (status != PORTA_SUCCESS) return status;
     if (event->device->backend != stream->device->backend) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
                   "porta_stream_wait_event: the event belongs to device {} of the {} backend, the "
@@ -163,7 +150,7 @@ extern "C" PORTA_API porta_status_t porta_stream_native_handle(porta_stream_t ha
                                                                void** out_native) {
   return with_runtime("porta_stream_native_handle", [&](Runtime& runtime) -> porta_status_t {
     std::shared_ptr<Stream> stream;
-    porta_status_t status = lookup(runtime, "porta_stream_native_handle", handle, stream);
+    porta_status_t status = resolve(runtime, "porta_stream_native_handle", handle, stream);
     if (status != PORTA_SUCCESS) return status;
     if (!out_native) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_stream_native_handle: out_native is NULL");
@@ -185,7 +172,7 @@ extern "C" PORTA_API porta_status_t porta_stream_launch_host_func(porta_stream_t
                                                                   void* user_data) {
   return with_runtime("porta_stream_launch_host_func", [&](Runtime& runtime) -> porta_status_t {
     std::shared_ptr<Stream> stream;
-    porta_status_t status = lookup(runtime, "porta_stream_launch_host_func", handle, stream);
+    porta_status_t status = resolve(runtime, "porta_stream_launch_host_func", handle, stream);
     if (status != PORTA_SUCCESS) return status;
     if (!fn) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_stream_launch_host_func: fn is NULL");

@@ -1,6 +1,7 @@
 #include "error.h"
 
 #include <cstring>
+#include <exception>
 
 namespace porta {
 namespace {
@@ -33,6 +34,31 @@ void set_plugin_message(const char* message) noexcept {
 
 std::string take_plugin_message() noexcept { return std::exchange(plugin_message, std::string()); }
 
+CaughtException current_exception(const char* where) noexcept {
+  CaughtException caught{PORTA_ERROR_INTERNAL, {}};
+  auto write = [&](const char* what, const char* detail) noexcept {
+    const size_t capacity = sizeof(caught.message) - 1;
+    size_t length = 0;
+    for (const char* part : {where, what, detail}) {
+      const size_t n = std::min(std::strlen(part), capacity - length);
+      std::memcpy(caught.message + length, part, n);
+      length += n;
+    }
+    caught.message[length] = '\0';
+  };
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    caught.status = PORTA_ERROR_OUT_OF_MEMORY;
+    write(": out of host memory", "");
+  } catch (const std::exception& e) {
+    write(": internal error: ", e.what());
+  } catch (...) {
+    write(": internal error: ", "an exception of unknown type");
+  }
+  return caught;
+}
+
 }  // namespace porta
 
 extern "C" PORTA_API const char* porta_last_error_message(void) {
@@ -52,6 +78,8 @@ extern "C" PORTA_API const char* porta_status_name(porta_status_t status) {
     case PORTA_ERROR_DEVICE_LOST: return "PORTA_ERROR_DEVICE_LOST";
     case PORTA_ERROR_BACKEND: return "PORTA_ERROR_BACKEND";
     case PORTA_ERROR_KERNEL_HAZARD: return "PORTA_ERROR_KERNEL_HAZARD";
+    case PORTA_ERROR_INTERNAL:
+      return "PORTA_ERROR_INTERNAL";
     default: return "PORTA_ERROR_UNKNOWN";
   }
 }

@@ -1,4 +1,5 @@
-// The thread-local last error, and the guard that keeps exceptions from crossing the C ABI.
+// The runtime's one error path: fail() sets the thread-local last error and returns the status,
+// guarded() keeps exceptions from crossing the C ABI.
 #pragma once
 
 #include <fmt/format.h>
@@ -17,7 +18,7 @@ namespace porta {
 void set_last_error(std::string message) noexcept;
 
 // The message when there is no memory to build it in: what fits of it in a fixed per-thread
-// buffer (the message as formatted so far, never an allocation).
+// buffer (the message as formatted so far, never an allocation). guarded() sets its messages so.
 void set_last_error_truncated(const char* begin, size_t length) noexcept;
 
 // Never throws and never allocates when memory has run out: the message is then formatted into
@@ -47,17 +48,26 @@ porta_status_t fail(porta_status_t status, fmt::format_string<Args...> format,
 void set_plugin_message(const char* message) noexcept;
 std::string take_plugin_message() noexcept;
 
-// Runs body, turning any exception into a status with a message: nothing throws across the ABI.
+// The status and message an exception stands for, formatted into a fixed buffer so that nothing
+// is allocated: OUT_OF_MEMORY for std::bad_alloc ("<where>: out of host memory"), INTERNAL with
+// what() for anything else. libporta throws nothing of its own (it returns statuses), so these are
+// the only two kinds of exception that can reach it. Call only inside a catch block.
+struct CaughtException {
+  porta_status_t status;
+  char message[512];
+};
+CaughtException current_exception(const char* where) noexcept;
+
+// The one guard of the runtime: every entry point runs its body in it, so nothing throws across
+// the C ABI. An exception becomes a status and this thread's last error (current_exception).
 template <typename Body>
-porta_status_t guarded(const char* function, Body&& body) noexcept {
+porta_status_t guarded(const char* where, Body&& body) noexcept {
   try {
     return body();
-  } catch (const std::bad_alloc&) {
-    return fail(PORTA_ERROR_OUT_OF_MEMORY, "{}: out of host memory", function);
-  } catch (const std::exception& e) {
-    return fail(PORTA_ERROR_BACKEND, "{}: internal error: {}", function, e.what());
   } catch (...) {
-    return fail(PORTA_ERROR_BACKEND, "{}: internal error", function);
+    const CaughtException caught = current_exception(where);
+    set_last_error_truncated(caught.message, std::char_traits<char>::length(caught.message));
+    return caught.status;
   }
 }
 

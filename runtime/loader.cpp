@@ -160,15 +160,9 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
   try {
     take_plugin_message();
     status = entry(&kHostApi, &plugin);
-  } catch (const std::bad_alloc&) {
-    return close(PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_OUT_OF_MEMORY,
-                 fmt::format("{} ran out of memory", PORTA_PLUGIN_ENTRY_SYMBOL));
-  } catch (const std::exception& e) {
-    return close(PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND,
-                 fmt::format("{} threw: {}", PORTA_PLUGIN_ENTRY_SYMBOL, e.what()));
   } catch (...) {
-    return close(PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND,
-                 fmt::format("{} threw an exception", PORTA_PLUGIN_ENTRY_SYMBOL));
+    const CaughtException caught = current_exception(PORTA_PLUGIN_ENTRY_SYMBOL);
+    return close(PORTA_PLUGIN_INIT_FAILED, caught.status, caught.message);
   }
   if (status != PORTA_SUCCESS) {
     std::string detail = take_plugin_message();
@@ -237,11 +231,9 @@ bool initialize(Slot slot, PluginReport& report, Outputs*... outputs) {
   try {
     take_plugin_message();
     status = slot(outputs...);
-  } catch (const std::bad_alloc&) {
-    return refuse(report, PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_OUT_OF_MEMORY,
-                  "initialize ran out of memory");
   } catch (...) {
-    return refuse(report, PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND, "initialize threw");
+    const CaughtException caught = current_exception("initialize");
+    return refuse(report, PORTA_PLUGIN_INIT_FAILED, caught.status, caught.message);
   }
   std::string detail = take_plugin_message();
   if (status == PORTA_ERROR_UNAVAILABLE) {
@@ -345,7 +337,7 @@ void unload_comm_plugin(CommPlugin& comm) {
   try {
     comm.interface.shutdown(comm.context);
   } catch (...) {
-    log().error("collective engine {}: shutdown threw", comm.name);
+    log().error("collective engine {}: {}", comm.name, current_exception("shutdown").message);
   }
   dlclose(comm.library);
   comm = CommPlugin{};
@@ -369,7 +361,7 @@ void unload_ops_plugin(OpsPlugin& ops) {
   try {
     ops.interface.shutdown(ops.context);
   } catch (...) {
-    log().error("op plugin {}: shutdown threw", ops.name);
+    log().error("op plugin {}: {}", ops.name, current_exception("shutdown").message);
   }
   dlclose(ops.library);
   ops = OpsPlugin{};
@@ -380,7 +372,7 @@ void unload_backend(Backend& backend) {
   try {
     backend.interface.shutdown(backend.context);
   } catch (...) {
-    log().error("plugin {}: shutdown threw", backend.name);
+    log().error("plugin {}: {}", backend.name, current_exception("shutdown").message);
   }
   dlclose(backend.library);
   backend = Backend{};

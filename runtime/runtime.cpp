@@ -738,4 +738,65 @@ porta_status_t ensure_initialized() {
 }
 
 }  // namespace detail
+
+namespace {
+template <typename T, typename Handle>
+porta_status_t resolved(std::shared_ptr<T> found, const char* function, const char* argument,
+                        const char* kind, Handle handle, std::shared_ptr<T>& out) {
+  out = std::move(found);
+  if (out) return PORTA_SUCCESS;
+  return fail(PORTA_ERROR_INVALID_HANDLE, "{}: {} {} is not a live {}", function, argument,
+              static_cast<void*>(handle), kind);
+}
+uintptr_t key(const void* handle) { return reinterpret_cast<uintptr_t>(handle); }
+}  // namespace
+
+porta_status_t resolve(Runtime& runtime, const char* function, porta_stream_t handle,
+                       std::shared_ptr<Stream>& out, const char* argument) {
+  return resolved(runtime.stream(handle), function, argument, "stream", handle, out);
+}
+porta_status_t resolve(Runtime& runtime, const char* function, porta_event_t handle,
+                       std::shared_ptr<Event>& out, const char* argument) {
+  return resolved(runtime.events.find(key(handle)), function, argument, "event", handle, out);
+}
+porta_status_t resolve(Runtime& runtime, const char* function, porta_module_t handle,
+                       std::shared_ptr<Module>& out) {
+  return resolved(runtime.modules.find(key(handle)), function, "module", "module", handle, out);
+}
+porta_status_t resolve(Runtime& runtime, const char* function, porta_kernel_t handle,
+                       std::shared_ptr<Kernel>& out) {
+  return resolved(runtime.kernels.find(key(handle)), function, "kernel", "kernel", handle, out);
+}
+porta_status_t resolve(Runtime& runtime, const char* function, porta_comm_t handle,
+                       std::shared_ptr<Comm>& out) {
+  return resolved(runtime.comms.find(key(handle)), function, "comm", "communicator", handle, out);
+}
+porta_status_t check_room(const char* function, const char* argument, const void* ptr,
+                          uint64_t count, uint64_t element_size, const Allocation& allocation) {
+  const uint64_t left = allocation.size - (reinterpret_cast<uintptr_t>(ptr) - allocation.base);
+  uint64_t bytes;
+  if (!__builtin_mul_overflow(count, element_size, &bytes) && bytes <= left) return PORTA_SUCCESS;
+  if (element_size == 1) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: {} needs {} bytes, but its allocation has {} bytes from {} (an overrun)",
+                function, argument, count, left, ptr);
+  }
+  return fail(PORTA_ERROR_INVALID_ARGUMENT,
+              "{}: {} needs {} elements of {} bytes, but its allocation has {} bytes from {}",
+              function, argument, count, element_size, left, ptr);
+}
+
+porta_status_t retire(Runtime& runtime, const char* function, porta_event_t handle,
+                      std::shared_ptr<Event>& out) {
+  return resolved(runtime.events.remove(key(handle)), function, "event", "event", handle, out);
+}
+porta_status_t retire(Runtime& runtime, const char* function, porta_module_t handle,
+                      std::shared_ptr<Module>& out) {
+  return resolved(runtime.modules.remove(key(handle)), function, "module", "module", handle, out);
+}
+porta_status_t retire(Runtime& runtime, const char* function, porta_comm_t handle,
+                      std::shared_ptr<Comm>& out) {
+  return resolved(runtime.comms.remove(key(handle)), function, "comm", "communicator", handle, out);
+}
+
 }  // namespace porta

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <porta/porta.h>
+#include <porta/porta_comm.h>
 #include <porta/porta_plugin.h>
 
 #include <atomic>
@@ -245,6 +246,32 @@ porta_status_t call(const Backend& backend, const char* function, Slot slot, Arg
   }
   return status;
 }
+
+// A handle's live object, for every entry point alike: out is the object, or nullptr and
+// INVALID_HANDLE with "<function>: <argument> <handle> is not a live <kind>". A NULL stream is the
+// default device's default stream. retire() also retires the handle (the destroy calls).
+porta_status_t resolve(Runtime& runtime, const char* function, porta_stream_t handle,
+                       std::shared_ptr<Stream>& out, const char* argument = "stream");
+porta_status_t resolve(Runtime& runtime, const char* function, porta_event_t handle,
+                       std::shared_ptr<Event>& out, const char* argument = "event");
+porta_status_t resolve(Runtime& runtime, const char* function, porta_module_t handle,
+                       std::shared_ptr<Module>& out);
+porta_status_t resolve(Runtime& runtime, const char* function, porta_kernel_t handle,
+                       std::shared_ptr<Kernel>& out);
+porta_status_t resolve(Runtime& runtime, const char* function, porta_comm_t handle,
+                       std::shared_ptr<Comm>& out);
+// The one overrun check of every buffer argument (copies, ops, collectives): count elements of
+// element_size bytes from ptr must lie inside allocation, the one holding ptr; else
+// INVALID_ARGUMENT naming the argument, what it needs and what its allocation has from ptr on.
+porta_status_t check_room(const char* function, const char* argument, const void* ptr,
+                          uint64_t count, uint64_t element_size, const Allocation& allocation);
+
+porta_status_t retire(Runtime& runtime, const char* function, porta_event_t handle,
+                      std::shared_ptr<Event>& out);
+porta_status_t retire(Runtime& runtime, const char* function, porta_module_t handle,
+                      std::shared_ptr<Module>& out);
+porta_status_t retire(Runtime& runtime, const char* function, porta_comm_t handle,
+                      std::shared_ptr<Comm>& out);
 
 // Runs an API call: initialises from the environment on first use, holds the runtime shared
 // against shutdown, and keeps exceptions inside.

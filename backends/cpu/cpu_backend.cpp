@@ -23,6 +23,7 @@
 #include "cpu_stream.h"
 #include "hazards.h"
 #include "plugin_kit.h"
+#include "plugin_state.h"
 #include "thread_pool.h"
 
 // The backend name the plugin answers to. The tests build the same code a second time under
@@ -33,10 +34,10 @@
 
 namespace porta::cpu {
 
-using plugin::fail;
 using plugin::guarded;
 using plugin::log;
 using plugin::set_error_message;
+using plugin::throw_error;
 
 namespace {
 
@@ -47,8 +48,7 @@ namespace {
   "." PORTA_CPU_STR(PORTA_VERSION_MINOR) "." PORTA_CPU_STR(PORTA_VERSION_PATCH)
 constexpr const char* kVersion = "porta-cpu " PORTA_CPU_VERSION;
 
-// The live objects of one kind, owned here so device_synchronize can reach every stream and
-// shutdown can free whatever is left.
+// The live streams, owned here so device_synchronize can reach every stream of a device.
 template <typename T>
 class Registry {
  public:
@@ -139,24 +139,24 @@ class Backend {
     }
   }
 
-  // Streams first, so nothing still runs that uses a module, an allocation or a pool.
-  ~Backend() {
-    streams_.remove_all();
-    events_.remove_all();
-    modules_.remove_all();
-    std::lock_guard lock(allocations_mutex_);
-    for (const auto& [ptr, size] : allocations_) deallocate(reinterpret_cast<void*>(ptr), size);
-  }
+  // libporta tracks every stream, event, module and allocation and releases them all before
+  // shutdown, so the backend keeps only what its own job needs: its streams (device_synchronize
+  // waits for them) and each allocation's size (unmapping it with its guard page into a reserved
+  // freed range, and the race checker's reports). Events and modules are owned by their handles.
+  // Streams are joined here all the same, before the pools they run on go.
+  ~Backend() { streams_.remove_all(); }
 
   int32_t device_count() const { return static_cast<int32_t>(devices_.size()); }
   // libporta checks device indices; this only keeps a wrong one from reaching the host.
   Device& device(int32_t index) {
     if (index < 0 || index >= device_count()) {
-      fail(PORTA_ERROR_NOT_FOUND, "device " + std::to_string(index) + ": the cpu backend has " +
-                                      std::to_string(device_count()) + " device(s)");
+      throw_error(PORTA_ERROR_NOT_FOUND, "device " + std::to_string(index) +
+                                             ": the cpu backend has " +
+                                             std::to_string(device_count()) + " device(s)");
     }
     return *devices_[index];
   }
+  const porta_device_properties_t& properties(int32_t index) { return device(index).properties(); }
 
   // Host memory is one pool for every device: all of it is theirs to allocate.
   void* allocate(size_t size, const char* what) {
@@ -176,7 +176,7 @@ class Backend {
       std::lock_guard lock(allocations_mutex_);
       auto it = allocations_.find(reinterpret_cast<uintptr_t>(ptr));
       if (it == allocations_.end())
-        fail(PORTA_ERROR_INVALID_ARGUMENT, "not an allocation of the cpu backend");
+        throw_error(PORTA_ERROR_INVALID_ARGUMENT, "not an allocation of the cpu backend");
       size = it->second;
       allocations_.erase(it);
     }
@@ -197,8 +197,6 @@ class Backend {
   HazardLog& hazards() { return hazards_; }
 
   Registry<BoundStream>& streams() { return streams_; }
-  Registry<CpuEvent>& events() { return events_; }
-  Registry<CpuModule>& modules() { return modules_; }
 
  private:
   std::vector<std::unique_ptr<Device>> devices_;  // destroyed after the registries: streams use
@@ -208,12 +206,11 @@ class Backend {
   HazardLog hazards_{[this](uintptr_t address, uintptr_t& base, size_t& size) {
     return find_allocation(address, base, size);
   }};
-  Registry<CpuModule> modules_;
-  Registry<CpuEvent> events_;
   Registry<BoundStream> streams_;
 };
 
-Backend& backend_of(porta_backend_context_t context) { return *static_cast<Backend*>(context); }
+using BackendState = plugin::PluginState<Backend>;
+Backend& backend_of(porta_backend_context_t context) { return BackendState::of(context); }
 BoundStream& bound_of(void* stream) { return *static_cast<BoundStream*>(stream); }
 CpuStream& stream_of(void* stream) { return bound_of(stream).queue; }
 CpuEvent& event_of(void* event) { return *static_cast<CpuEvent*>(event); }
@@ -227,13 +224,13 @@ porta_status_t surface(porta_status_t status, const std::string& message) {
 // ---- the slots ----------------------------------------------------------------------------------
 
 porta_status_t initialize(porta_backend_context_t* out_context, int32_t* out_device_count) {
-  return guarded("initialize", [&] {
+  return BackendState::initialize(out_context, out_device_count, [] {
     // libporta has checked the value; an older libporta passes the environment unchecked.
     const char* devices = plugin::setting("PORTA_CPU_DEVICES");
     const int requested = devices ? std::atoi(devices) : 1;
     if (requested < 1) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT,
-           std::string("PORTA_CPU_DEVICES='") + devices + "' is not a device count of 1 or more");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT, std::string("PORTA_CPU_DEVICES='") + devices +
+                                                    "' is not a device count of 1 or more");
     }
     auto backend = std::make_unique<Backend>(static_cast<unsigned>(requested));
     for (int32_t index = 0; index < backend->device_count(); ++index) {
@@ -243,28 +240,7 @@ porta_status_t initialize(porta_backend_context_t* out_context, int32_t* out_dev
                               p.architecture + ", " + std::to_string(device.pool().thread_count()) +
                               " pool threads");
     }
-    *out_device_count = backend->device_count();
-    *out_context = backend.release();
-    return PORTA_SUCCESS;
-  });
-}
-
-void shutdown(porta_backend_context_t context) {
-  guarded("shutdown", [&] {
-    delete &backend_of(context);
-    return PORTA_SUCCESS;
-  });
-}
-
-porta_status_t device_properties(porta_backend_context_t context, int32_t device,
-                                 porta_device_properties_t* out_properties) {
-  return guarded("device_properties", [&] {
-    // Write only what the caller's struct holds, keeping its struct_size.
-    const size_t caller_size = out_properties->struct_size;
-    porta_device_properties_t full = backend_of(context).device(device).properties();
-    full.struct_size = caller_size;
-    std::memcpy(out_properties, &full, std::min(caller_size, sizeof(full)));
-    return PORTA_SUCCESS;
+    return backend;
   });
 }
 
@@ -337,8 +313,9 @@ porta_status_t stream_create(porta_backend_context_t context, int32_t device, vo
       stream = std::make_shared<BoundStream>(owner);
     } catch (const std::system_error& e) {
       // No thread for the worker: the process is out of threads or memory for their stacks.
-      fail(PORTA_ERROR_OUT_OF_MEMORY,
-           std::string("stream_create: cannot start the stream's worker thread: ") + e.what());
+      throw_error(
+          PORTA_ERROR_OUT_OF_MEMORY,
+          std::string("stream_create: cannot start the stream's worker thread: ") + e.what());
     }
     // The worker binds itself to the device's CPUs before any other task; waiting for that
     // leaves the new stream idle, as a new stream must be.
@@ -441,15 +418,15 @@ porta_status_t memset_async(porta_backend_context_t, void* stream, void* dst, ui
 porta_status_t event_create(porta_backend_context_t context, int32_t device, void** out_event) {
   return guarded("event_create", [&] {
     backend_of(context).device(device);
-    *out_event = backend_of(context).events().add(std::make_shared<CpuEvent>());
+    *out_event = new CpuEvent();
     return PORTA_SUCCESS;
   });
 }
 
-porta_status_t event_destroy(porta_backend_context_t context, void* event) {
+porta_status_t event_destroy(porta_backend_context_t, void* event) {
   return guarded("event_destroy", [&] {
     // Waits already queued hold the marker itself, not the event.
-    backend_of(context).events().remove(event);
+    delete &event_of(event);
     return PORTA_SUCCESS;
   });
 }
@@ -480,7 +457,7 @@ porta_status_t event_elapsed_ms(porta_backend_context_t, void* start, void* end,
     std::shared_ptr<Marker> first = event_of(start).latest();
     std::shared_ptr<Marker> last = event_of(end).latest();
     if (!first || !last) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, "event_elapsed_ms: event never recorded");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT, "event_elapsed_ms: event never recorded");
     }
     if (!first->is_complete() || !last->is_complete()) return PORTA_NOT_READY;
     std::chrono::duration<double, std::milli> elapsed = last->time() - first->time();
@@ -493,8 +470,7 @@ porta_status_t module_load_data(porta_backend_context_t context, int32_t device,
                                 size_t size, void** out_module) {
   return guarded("module_load_data", [&] {
     backend_of(context).device(device);
-    std::shared_ptr<CpuModule> module = CpuModule::load_data(image, size);
-    *out_module = backend_of(context).modules().add(std::move(module));
+    *out_module = CpuModule::load_data(image, size).release();
     return PORTA_SUCCESS;
   });
 }
@@ -503,15 +479,14 @@ porta_status_t module_load_file(porta_backend_context_t context, int32_t device,
                                 void** out_module) {
   return guarded("module_load_file", [&] {
     backend_of(context).device(device);
-    std::shared_ptr<CpuModule> module = CpuModule::load_file(path);
-    *out_module = backend_of(context).modules().add(std::move(module));
+    *out_module = CpuModule::load_file(path).release();
     return PORTA_SUCCESS;
   });
 }
 
-porta_status_t module_unload(porta_backend_context_t context, void* module) {
+porta_status_t module_unload(porta_backend_context_t, void* module) {
   return guarded("module_unload", [&] {
-    backend_of(context).modules().remove(module);
+    delete static_cast<CpuModule*>(module);
     return PORTA_SUCCESS;
   });
 }
@@ -592,8 +567,8 @@ porta_status_t checker_report(porta_backend_context_t context, char* out_text, s
 const porta_backend_interface_t kInterface = {
     .struct_size = sizeof(porta_backend_interface_t),
     .initialize = initialize,
-    .shutdown = shutdown,
-    .device_properties = device_properties,
+    .shutdown = BackendState::shutdown,
+    .device_properties = BackendState::device_properties,
     .device_memory_info = device_memory_info,
     .device_synchronize = device_synchronize,
     .device_native_handle = nullptr,  // the host has no native device handle: UNSUPPORTED

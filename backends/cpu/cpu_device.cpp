@@ -22,7 +22,7 @@
 
 namespace porta::cpu {
 
-using plugin::fail;
+using plugin::throw_error;
 
 namespace {
 
@@ -259,23 +259,24 @@ Quarantine& quarantine() {
 void* allocate(size_t size, uint64_t limit, const char* what) {
   const size_t bytes = mapped_size(size);
   if ((limit != 0 && size > limit) || bytes == 0) {
-    fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": " + std::to_string(size) +
-                                        " bytes requested, more than the host's " +
-                                        std::to_string(limit) + " bytes of memory");
+    throw_error(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": " + std::to_string(size) +
+                                               " bytes requested, more than the host's " +
+                                               std::to_string(limit) + " bytes of memory");
   }
   void* ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (ptr == MAP_FAILED) {
     const int error = errno;
-    fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": allocating " + std::to_string(size) +
-                                        " bytes failed (" + std::strerror(error) + ")");
+    throw_error(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": allocating " +
+                                               std::to_string(size) + " bytes failed (" +
+                                               std::strerror(error) + ")");
   }
   const size_t guard = bytes - page_size();
   if (mprotect(static_cast<char*>(ptr) + guard, page_size(), PROT_NONE) != 0) {
     const int error = errno;
     munmap(ptr, bytes);
-    fail(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": protecting the guard page of " +
-                                        std::to_string(size) + " bytes failed (" +
-                                        std::strerror(error) + ")");
+    throw_error(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": protecting the guard page of " +
+                                               std::to_string(size) + " bytes failed (" +
+                                               std::strerror(error) + ")");
   }
   return ptr;
 }

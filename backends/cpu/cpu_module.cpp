@@ -23,9 +23,9 @@
 
 namespace porta::cpu {
 
-using plugin::fail;
 using plugin::Failure;
 using plugin::log;
+using plugin::throw_error;
 
 namespace {
 
@@ -84,7 +84,7 @@ void check_dynamic_section(const char* data, const std::vector<Elf64_Phdr>& load
                            const Elf64_Phdr& dynamic, const std::string& origin) {
   const Segments segments(data, loads);
   auto malformed = [&](const std::string& what) {
-    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": malformed ELF dynamic section: " + what);
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT, origin + ": malformed ELF dynamic section: " + what);
   };
   const char* entries = segments.file_bytes(dynamic.p_vaddr, dynamic.p_filesz);
   if (!entries || static_cast<uint64_t>(entries - data) != dynamic.p_offset) {
@@ -183,32 +183,34 @@ void check_elf_header(const void* data, size_t size, const std::string& origin) 
   Elf64_Ehdr header;
   if (size < sizeof(header)) {
     if (size < SELFMAG || std::memcmp(data, ELFMAG, SELFMAG) != 0) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": not an ELF shared object (no ELF magic)");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                  origin + ": not an ELF shared object (no ELF magic)");
     }
-    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": truncated ELF file");
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT, origin + ": truncated ELF file");
   }
   std::memcpy(&header, data, sizeof(header));
   if (std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0) {
-    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": not an ELF shared object (no ELF magic)");
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT, origin + ": not an ELF shared object (no ELF magic)");
   }
   if (header.e_ident[EI_CLASS] != ELFCLASS64 ||
       (kHostMachine != EM_NONE && header.e_machine != kHostMachine)) {
-    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
-         origin + ": ELF object built for another machine (class " +
-             std::to_string(header.e_ident[EI_CLASS]) + ", machine " +
-             std::to_string(header.e_machine) + "; this host is 64-bit machine " +
-             std::to_string(kHostMachine) + ")");
+    throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION,
+                origin + ": ELF object built for another machine (class " +
+                    std::to_string(header.e_ident[EI_CLASS]) + ", machine " +
+                    std::to_string(header.e_machine) + "; this host is 64-bit machine " +
+                    std::to_string(kHostMachine) + ")");
   }
   if (header.e_type != ET_DYN) {
-    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": an ELF file but not a shared object (e_type " +
-                                           std::to_string(header.e_type) +
-                                           "); build the module with -shared");
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                origin + ": an ELF file but not a shared object (e_type " +
+                    std::to_string(header.e_type) + "); build the module with -shared");
   }
   // dlopen maps the loadable segments and touches them: one that runs past the end of a
   // truncated file raises SIGBUS instead of an error, so the segments are checked here.
   const uint64_t table_end = header.e_phoff + uint64_t{header.e_phnum} * sizeof(Elf64_Phdr);
   if (header.e_phentsize != sizeof(Elf64_Phdr) || header.e_phoff > size || table_end > size) {
-    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": truncated or malformed ELF program headers");
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                origin + ": truncated or malformed ELF program headers");
   }
   std::vector<Elf64_Phdr> loads;
   std::optional<Elf64_Phdr> dynamic;
@@ -218,18 +220,18 @@ void check_elf_header(const void* data, size_t size, const std::string& origin) 
                 sizeof(segment));
     if (segment.p_type == PT_LOAD &&
         (segment.p_offset > size || segment.p_filesz > size - segment.p_offset)) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": truncated ELF file (" + std::to_string(size) +
-                                             " bytes; a loadable segment "
-                                             "ends at byte " +
-                                             std::to_string(segment.p_offset + segment.p_filesz) +
-                                             ")");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                  origin + ": truncated ELF file (" + std::to_string(size) +
+                      " bytes; a loadable segment "
+                      "ends at byte " +
+                      std::to_string(segment.p_offset + segment.p_filesz) + ")");
     }
     if (segment.p_type == PT_LOAD) {
       if (segment.p_memsz < segment.p_filesz ||
           segment.p_vaddr + segment.p_memsz < segment.p_vaddr) {
-        fail(PORTA_ERROR_INVALID_ARGUMENT, origin +
-                                               ": malformed ELF file (a loadable segment's "
-                                               "sizes are inconsistent)");
+        throw_error(PORTA_ERROR_INVALID_ARGUMENT, origin +
+                                                      ": malformed ELF file (a loadable segment's "
+                                                      "sizes are inconsistent)");
       }
       loads.push_back(segment);
     }
@@ -244,7 +246,7 @@ void* open_shared_object(const std::string& path, const std::string& origin) {
   if (!handle) {
     const int error = errno;
     const std::string reason = dl_error_text();
-    fail(dlopen_status(error, reason), origin + ": dlopen failed: " + reason);
+    throw_error(dlopen_status(error, reason), origin + ": dlopen failed: " + reason);
   }
   return handle;
 }
@@ -308,10 +310,10 @@ void run_launch(Launch& launch, ThreadPool& pool, ScratchBuffer& worker_scratch)
           try {
             group.shared_memory = scratch.reserve(launch.shared_memory_bytes);
           } catch (const std::bad_alloc&) {
-            fail(PORTA_ERROR_OUT_OF_MEMORY, "kernel '" + launch.kernel->name() +
-                                                "': cannot allocate " +
-                                                std::to_string(launch.shared_memory_bytes) +
-                                                " bytes of shared memory for a work-group");
+            throw_error(PORTA_ERROR_OUT_OF_MEMORY, "kernel '" + launch.kernel->name() +
+                                                       "': cannot allocate " +
+                                                       std::to_string(launch.shared_memory_bytes) +
+                                                       " bytes of shared memory for a work-group");
           }
         }
         // Flattened x fastest, then y, then z; one division per chunk, not per group.
@@ -335,8 +337,8 @@ void run_launch(Launch& launch, ThreadPool& pool, ScratchBuffer& worker_scratch)
       },
       worker_scratch);
   if (!launch.hazards.empty()) {
-    fail(PORTA_ERROR_KERNEL_HAZARD,
-         launch.hazard_log->record(launch.kernel->name(), launch.hazards));
+    throw_error(PORTA_ERROR_KERNEL_HAZARD,
+                launch.hazard_log->record(launch.kernel->name(), launch.hazards));
   }
 }
 
@@ -360,8 +362,9 @@ CpuKernel::CpuKernel(std::string name, const porta_cpu_kernel_t& descriptor,
 Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, ThreadPool& pool,
                             HazardLog& hazards) const {
   if (!param_sizes_.empty() && !args) {
-    fail(PORTA_ERROR_INVALID_ARGUMENT, "args: NULL, but kernel '" + name_ + "' takes " +
-                                           std::to_string(param_sizes_.size()) + " parameters");
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT, "args: NULL, but kernel '" + name_ + "' takes " +
+                                                  std::to_string(param_sizes_.size()) +
+                                                  " parameters");
   }
   auto launch = std::make_shared<Launch>();
   launch->kernel = this;
@@ -374,12 +377,12 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, Th
     launch->grid[d] = config.grid[d];
     launch->group[d] = config.group[d];
     if (config.grid[d] == 0 || config.group[d] == 0) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, "config: grid and group sizes must be at least 1");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT, "config: grid and group sizes must be at least 1");
     }
     groups *= config.grid[d];
     // The pool's chunk counter may step past the end by a few chunks; keep far from wrapping.
     if (groups > (uint64_t{1} << 62)) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, "config: the grid has more than 2^62 work-groups");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT, "config: the grid has more than 2^62 work-groups");
     }
   }
   launch->group_count = groups;
@@ -393,8 +396,8 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, Th
   }
   for (size_t i = 0; i < param_sizes_.size(); ++i) {
     if (!args[i] && param_sizes_[i] > 0) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT,
-           "args[" + std::to_string(i) + "]: NULL (kernel '" + name_ + "')");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                  "args[" + std::to_string(i) + "]: NULL (kernel '" + name_ + "')");
     }
     void* slot = launch->block.get() + param_offsets_[i];
     if (param_sizes_[i] > 0) std::memcpy(slot, args[i], param_sizes_[i]);
@@ -409,7 +412,8 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, Th
       throw;
     } catch (const std::exception& e) {
       // A C++ kernel let an exception out of run_group: name the kernel, not the stream.
-      fail(PORTA_ERROR_BACKEND, "kernel '" + launch->kernel->name() + "' threw: " + e.what());
+      throw_error(PORTA_ERROR_BACKEND,
+                  "kernel '" + launch->kernel->name() + "' threw: " + e.what());
     }
   };
 }
@@ -450,9 +454,9 @@ std::unique_ptr<CpuModule> CpuModule::load_file(const char* path) {
   if (fd < 0) {
     int error = errno;
     if (error == ENOENT || error == ENOTDIR) {
-      fail(PORTA_ERROR_NOT_FOUND, origin + ": no such file");
+      throw_error(PORTA_ERROR_NOT_FOUND, origin + ": no such file");
     }
-    fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot open: " + errno_text(error));
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot open: " + errno_text(error));
   }
   // The whole file is checked, not only its header (see check_elf_header).
   std::vector<char> image;
@@ -463,7 +467,7 @@ std::unique_ptr<CpuModule> CpuModule::load_file(const char* path) {
     if (got < 0) {
       int error = errno;
       close(fd);
-      fail(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot read: " + errno_text(error));
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot read: " + errno_text(error));
     }
     if (got == 0) break;
     image.insert(image.end(), chunk, chunk + got);
@@ -490,9 +494,9 @@ std::unique_ptr<CpuModule> CpuModule::load_data(const void* image, size_t size) 
   int fd = memfd_create("porta-cpu-module", MFD_CLOEXEC);
   if (fd < 0) {
     int error = errno;
-    fail(error == ENOMEM || error == EMFILE || error == ENFILE ? PORTA_ERROR_OUT_OF_MEMORY
-                                                               : PORTA_ERROR_BACKEND,
-         "module image: memfd_create failed: " + errno_text(error));
+    throw_error(error == ENOMEM || error == EMFILE || error == ENFILE ? PORTA_ERROR_OUT_OF_MEMORY
+                                                                      : PORTA_ERROR_BACKEND,
+                "module image: memfd_create failed: " + errno_text(error));
   }
   const char* bytes = static_cast<const char*>(image);
   for (size_t written = 0; written < size;) {
@@ -501,9 +505,10 @@ std::unique_ptr<CpuModule> CpuModule::load_data(const void* image, size_t size) 
     if (n <= 0) {
       int error = n < 0 ? errno : EIO;
       close(fd);
-      fail(error == ENOSPC || error == ENOMEM ? PORTA_ERROR_OUT_OF_MEMORY : PORTA_ERROR_BACKEND,
-           "module image: writing " + std::to_string(size) +
-               " bytes to a memfd failed: " + errno_text(error));
+      throw_error(
+          error == ENOSPC || error == ENOMEM ? PORTA_ERROR_OUT_OF_MEMORY : PORTA_ERROR_BACKEND,
+          "module image: writing " + std::to_string(size) +
+              " bytes to a memfd failed: " + errno_text(error));
     }
     written += static_cast<size_t>(n);
   }
@@ -515,7 +520,7 @@ std::unique_ptr<CpuModule> CpuModule::load_data(const void* image, size_t size) 
     const int error = errno;
     std::string reason = dl_error_text();
     close(fd);
-    fail(dlopen_status(error, reason), "module image: dlopen failed: " + reason);
+    throw_error(dlopen_status(error, reason), "module image: dlopen failed: " + reason);
   }
   try {
     log(PORTA_LOG_DEBUG, "loaded a " + std::to_string(size) + "-byte module image as " + path);
@@ -535,27 +540,27 @@ CpuKernel* CpuModule::kernel(const char* name) {
   dlerror();  // clear a stale error so the one below is dlsym's
   auto* descriptor = static_cast<const porta_cpu_kernel_t*>(dlsym(handle_, symbol.c_str()));
   if (!descriptor) {
-    fail(PORTA_ERROR_NOT_FOUND,
-         "kernel '" + std::string(name) + "': " + origin_ + " exports no symbol " + symbol);
+    throw_error(PORTA_ERROR_NOT_FOUND,
+                "kernel '" + std::string(name) + "': " + origin_ + " exports no symbol " + symbol);
   }
   if (descriptor->struct_size < sizeof(porta_cpu_kernel_t)) {
-    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
-         symbol + ": descriptor struct_size " + std::to_string(descriptor->struct_size) +
-             ", this backend needs at least " + std::to_string(sizeof(porta_cpu_kernel_t)));
+    throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION,
+                symbol + ": descriptor struct_size " + std::to_string(descriptor->struct_size) +
+                    ", this backend needs at least " + std::to_string(sizeof(porta_cpu_kernel_t)));
   }
   if (descriptor->abi_version != PORTA_CPU_KERNEL_ABI_VERSION) {
-    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
-         symbol + ": built for CPU kernel ABI " + std::to_string(descriptor->abi_version) +
-             ", this backend runs ABI " + std::to_string(PORTA_CPU_KERNEL_ABI_VERSION));
+    throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION,
+                symbol + ": built for CPU kernel ABI " + std::to_string(descriptor->abi_version) +
+                    ", this backend runs ABI " + std::to_string(PORTA_CPU_KERNEL_ABI_VERSION));
   }
   if (descriptor->param_count > PORTA_CPU_KERNEL_MAX_PARAMS) {
-    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
-         symbol + ": " + std::to_string(descriptor->param_count) + " parameters, at most " +
-             std::to_string(PORTA_CPU_KERNEL_MAX_PARAMS) + " are supported");
+    throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION,
+                symbol + ": " + std::to_string(descriptor->param_count) + " parameters, at most " +
+                    std::to_string(PORTA_CPU_KERNEL_MAX_PARAMS) + " are supported");
   }
   if (!descriptor->run_group || (descriptor->param_count > 0 && !descriptor->param_sizes)) {
-    fail(PORTA_ERROR_INVALID_ARGUMENT,
-         symbol + ": malformed descriptor (NULL run_group or param_sizes)");
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                symbol + ": malformed descriptor (NULL run_group or param_sizes)");
   }
   auto kernel = std::make_unique<CpuKernel>(name, *descriptor, checker_);
   const std::string limit = std::string(PORTA_CPU_KERNEL_MAX_GROUP_PREFIX) + name;

@@ -22,13 +22,14 @@
 #include "gpu_image.h"
 #include "gpu_vendor.h"
 #include "plugin_kit.h"
+#include "plugin_state.h"
 
 namespace porta::gpu {
 
-using plugin::fail;
 using plugin::guarded;
 using plugin::log;
 using plugin::set_error_message;
+using plugin::throw_error;
 
 namespace {
 
@@ -137,16 +138,18 @@ class Backend {
     const Driver& d = *driver_;
     // Any failure to start the driver means the backend cannot be used on this machine.
     if (result_t r = d.init(0); r != kSuccess) {
-      fail(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": " + d.identity() +
-                                        " loaded, but " + kInitName + " failed: " + d.describe(r));
+      throw_error(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": " + d.identity() +
+                                               " loaded, but " + kInitName +
+                                               " failed: " + d.describe(r));
     }
     int count = 0;
     if (result_t r = d.device_get_count(&count); r != kSuccess) {
-      fail(PORTA_ERROR_UNAVAILABLE,
-           std::string(kBackendName) + ": cannot count devices: " + d.describe(r));
+      throw_error(PORTA_ERROR_UNAVAILABLE,
+                  std::string(kBackendName) + ": cannot count devices: " + d.describe(r));
     }
     if (count <= 0) {
-      fail(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": the driver sees no device");
+      throw_error(PORTA_ERROR_UNAVAILABLE,
+                  std::string(kBackendName) + ": the driver sees no device");
     }
     log(PORTA_LOG_INFO, d.identity() + ", " + std::to_string(count) + " device(s)");
     devices_ = std::vector<Device>(count);
@@ -161,11 +164,12 @@ class Backend {
   Device& device(int32_t index) {
     // libporta checks indices; this keeps a wrong one from reaching the driver.
     if (index < 0 || index >= device_count()) {
-      fail(PORTA_ERROR_NOT_FOUND,
-           std::string(kBackendName) + ": no device " + std::to_string(index));
+      throw_error(PORTA_ERROR_NOT_FOUND,
+                  std::string(kBackendName) + ": no device " + std::to_string(index));
     }
     return devices_[index];
   }
+  const porta_device_properties_t& properties(int32_t index) { return device(index).properties; }
 
 #if !defined(PORTA_GPU_HIP)
   // The device's primary context, retained at its first use. A device that refuses (exclusive
@@ -185,56 +189,32 @@ class Backend {
       }
       dev.unusable = "cuDevicePrimaryCtxRetain: " + driver_->describe(r);
     }
-    fail(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": device " + std::to_string(index) +
-                                      " (" + dev.properties.name +
-                                      ") cannot be used: " + dev.unusable);
+    throw_error(PORTA_ERROR_UNAVAILABLE, std::string(kBackendName) + ": device " +
+                                             std::to_string(index) + " (" + dev.properties.name +
+                                             ") cannot be used: " + dev.unusable);
   }
 #endif
 
+  // What CurrentContext makes current for device index: its primary context (CUDA, retained at
+  // first use) or the device itself (HIP).
+  context_t context_for(int32_t index) {
+#if defined(PORTA_GPU_HIP)
+    device(index);
+    return index;
+#else
+    return context_of(index);
+#endif
+  }
+
   // For its lifetime, the device is current on the calling thread, so that work lands on the
-  // right GPU whatever the thread did before; then the caller's own context (device) is current
-  // again, so a host application that uses CUDA or HIP itself is not disturbed. The driver keeps
-  // the current context per thread, and asking it is a thread-local read: this switches only
-  // when it differs.
+  // right GPU whatever the thread did before (gpu_driver.h: CurrentContext).
   class Scope {
    public:
-    Scope(Backend& backend, int32_t index) : driver_(*backend.driver_) {
-#if defined(PORTA_GPU_HIP)
-      backend.device(index);
-      if (driver_.get_device(&previous_) != kSuccess) previous_ = -1;
-      if (previous_ != index) {
-        driver_.check(driver_.set_device(index), "hipSetDevice(" + std::to_string(index) + ")");
-        restore_ = previous_ >= 0;
-      }
-#else
-      CUcontext context = backend.context_of(index);
-      if (driver_.ctx_get_current(&previous_) != kSuccess) previous_ = nullptr;
-      if (previous_ != context) {
-        driver_.check(driver_.ctx_set_current(context), "cuCtxSetCurrent");
-        restore_ = true;
-      }
-#endif
-    }
-    ~Scope() {
-      if (!restore_) return;
-        // Nothing to report from a destructor: a failure here leaves the driver's own state.
-#if defined(PORTA_GPU_HIP)
-      (void)driver_.set_device(previous_);
-#else
-      (void)driver_.ctx_set_current(previous_);
-#endif
-    }
-    Scope(const Scope&) = delete;
-    Scope& operator=(const Scope&) = delete;
+    Scope(Backend& backend, int32_t index)
+        : current_(*backend.driver_, backend.context_for(index)) {}
 
    private:
-    const Driver& driver_;
-#if defined(PORTA_GPU_HIP)
-    int previous_ = -1;
-#else
-    CUcontext previous_ = nullptr;
-#endif
-    bool restore_ = false;
+    CurrentContext current_;
   };
 
  private:
@@ -332,10 +312,11 @@ class Backend {
     if (known && runtime < 60000000 && d.get_device_properties_plain) {
       return d.get_device_properties_plain;
     }
-    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
-         std::string(kBackendName) + ": " + d.identity() +
-             " exports no hipGetDevicePropertiesR0000, and its hipGetDeviceProperties is not "
-             "known to fill ROCm 5's layout");
+    throw_error(
+        PORTA_ERROR_INCOMPATIBLE_VERSION,
+        std::string(kBackendName) + ": " + d.identity() +
+            " exports no hipGetDevicePropertiesR0000, and its hipGetDeviceProperties is not "
+            "known to fill ROCm 5's layout");
   }
 #endif
 
@@ -383,7 +364,8 @@ class Backend {
   std::set<std::pair<int32_t, int32_t>> peers_enabled_;  // (device, peer) pairs enabled
 };
 
-Backend& backend_of(porta_backend_context_t context) { return *static_cast<Backend*>(context); }
+using BackendState = plugin::PluginState<Backend>;
+Backend& backend_of(porta_backend_context_t context) { return BackendState::of(context); }
 Stream& stream_of(void* stream) { return *static_cast<Stream*>(stream); }
 Event& event_of(void* event) { return *static_cast<Event*>(event); }
 
@@ -408,31 +390,8 @@ porta_status_t on_device(const char* slot, porta_backend_context_t context, int3
 // ---- the slots ----------------------------------------------------------------------------------
 
 porta_status_t initialize(porta_backend_context_t* out_context, int32_t* out_device_count) {
-  return guarded("initialize", [&] {
-    auto backend = std::make_unique<Backend>(Driver::open());
-    *out_device_count = backend->device_count();
-    *out_context = backend.release();
-    return PORTA_SUCCESS;
-  });
-}
-
-void shutdown(porta_backend_context_t context) {
-  guarded("shutdown", [&] {
-    delete &backend_of(context);
-    return PORTA_SUCCESS;
-  });
-}
-
-porta_status_t device_properties(porta_backend_context_t context, int32_t device,
-                                 porta_device_properties_t* out_properties) {
-  return guarded("device_properties", [&] {
-    // Write only what the caller's struct holds, keeping its struct_size.
-    const size_t caller_size = out_properties->struct_size;
-    porta_device_properties_t full = backend_of(context).device(device).properties;
-    full.struct_size = caller_size;
-    std::memcpy(out_properties, &full, std::min(caller_size, sizeof(full)));
-    return PORTA_SUCCESS;
-  });
+  return BackendState::initialize(out_context, out_device_count,
+                                  [] { return std::make_unique<Backend>(Driver::open()); });
 }
 
 porta_status_t device_memory_info(porta_backend_context_t context, int32_t device,
@@ -753,8 +712,8 @@ porta_status_t event_elapsed_ms(porta_backend_context_t context, void* start, vo
 #else
     auto elapsed = d.event_elapsed_time_v2 ? d.event_elapsed_time_v2 : d.event_elapsed_time_v1;
     if (!elapsed) {
-      fail(PORTA_ERROR_UNSUPPORTED,
-           std::string(kBackendName) + ": the driver exports no cuEventElapsedTime");
+      throw_error(PORTA_ERROR_UNSUPPORTED,
+                  std::string(kBackendName) + ": the driver exports no cuEventElapsedTime");
     }
     const result_t r = elapsed(&ms, first.event, event_of(end).event);
 #endif
@@ -789,9 +748,10 @@ porta_status_t load_module(Backend& b, int32_t device, const void* image, size_t
                "; the driver supports CUDA " + cuda_version_text(driver_version) + " (" +
                std::to_string(driver_version) + ")";
     if (driver_version / 1000 < toolkit / 1000) {
-      fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
-           std::string(kBackendName) + ": " + versions + ": update the driver to one for CUDA " +
-               cuda_version_text(toolkit / 1000 * 1000) + " or later");
+      throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION, std::string(kBackendName) + ": " + versions +
+                                                        ": update the driver to one for CUDA " +
+                                                        cuda_version_text(toolkit / 1000 * 1000) +
+                                                        " or later");
     }
   }
 #endif
@@ -799,8 +759,8 @@ porta_status_t load_module(Backend& b, int32_t device, const void* image, size_t
   const result_t r = d.module_load_data(&module->module, module->image.data());
   if (r != kSuccess && !versions.empty() && driver_version < toolkit) {
     // Same major version, older minor: SASS loads, PTX newer than the driver does not.
-    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,
-         std::string(kBackendName) + ": module load: " + d.describe(r) + ": " + versions);
+    throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION,
+                std::string(kBackendName) + ": module load: " + d.describe(r) + ": " + versions);
   }
   d.check(r, "module load (" + what + ", " + std::to_string(size) + " bytes) on device " +
                  std::to_string(device) + " (" + b.device(device).properties.architecture + ")");
@@ -831,7 +791,8 @@ porta_status_t module_load_file(porta_backend_context_t context, int32_t device,
     std::ifstream file(path, std::ios::binary);
     std::vector<char> image{std::istreambuf_iterator<char>(file), {}};
     if (!file && !file.eof()) {
-      fail(PORTA_ERROR_NOT_FOUND, std::string(kBackendName) + ": cannot read '" + path + "'");
+      throw_error(PORTA_ERROR_NOT_FOUND,
+                  std::string(kBackendName) + ": cannot read '" + path + "'");
     }
     return load_module(backend_of(context), device, image.data(), image.size(),
                        recorded_toolkit(path), std::string("'") + path + "'", out_module);
@@ -907,8 +868,8 @@ porta_status_t stream_launch_host_func(porta_backend_context_t context, void* st
     const Driver& d = b.driver();
     Stream& s = stream_of(stream);
     if (!d.launch_host_func) {
-      fail(PORTA_ERROR_UNSUPPORTED, std::string(kBackendName) + ": " + d.library_name() +
-                                        " has no host-function launch (it predates it)");
+      throw_error(PORTA_ERROR_UNSUPPORTED, std::string(kBackendName) + ": " + d.library_name() +
+                                               " has no host-function launch (it predates it)");
     }
     Backend::Scope scope(b, s.device);
     // The driver runs fn on a thread of its own, in stream order; porta_host_fn_t and the
@@ -943,8 +904,8 @@ porta_status_t kernel_max_group_size(porta_backend_context_t context, void* kern
 void require_pools(const Driver& d) {
   if (!d.mem_alloc_async || !d.mem_free_async || !d.device_get_default_mem_pool ||
       !d.mem_pool_trim_to || !d.mem_pool_set_attribute || !d.mem_pool_get_attribute) {
-    fail(PORTA_ERROR_UNSUPPORTED,
-         std::string(kBackendName) + ": " + d.library_name() + " has no memory pools");
+    throw_error(PORTA_ERROR_UNSUPPORTED,
+                std::string(kBackendName) + ": " + d.library_name() + " has no memory pools");
   }
 }
 
@@ -1039,8 +1000,8 @@ porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t dev
 const porta_backend_interface_t kInterface = {
     .struct_size = sizeof(porta_backend_interface_t),
     .initialize = initialize,
-    .shutdown = shutdown,
-    .device_properties = device_properties,
+    .shutdown = BackendState::shutdown,
+    .device_properties = BackendState::device_properties,
     .device_memory_info = device_memory_info,
     .device_synchronize = device_synchronize,
     .device_native_handle = device_native_handle,

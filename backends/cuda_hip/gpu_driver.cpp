@@ -8,7 +8,7 @@
 
 namespace porta::gpu {
 
-using plugin::fail;
+using plugin::throw_error;
 
 std::vector<std::string> Driver::candidates() {
   std::vector<std::string> directories;
@@ -45,17 +45,17 @@ std::unique_ptr<Driver> Driver::open() {
     tried += why ? why : name + ": dlopen failed";
   }
   if (!library) {
-    fail(PORTA_ERROR_UNAVAILABLE,
-         std::string(kBackendName) + ": no " + kVendorName + " driver: " + tried);
+    throw_error(PORTA_ERROR_UNAVAILABLE,
+                std::string(kBackendName) + ": no " + kVendorName + " driver: " + tried);
   }
   // dlerror is cleared before each lookup: a NULL from dlsym is then told apart by it.
-#define PORTA_GPU_RESOLVE(field, symbol)                                              \
-  dlerror();                                                                          \
-  driver->field = reinterpret_cast<decltype(driver->field)>(dlsym(library, #symbol)); \
-  if (!driver->field) {                                                               \
-    fail(PORTA_ERROR_INCOMPATIBLE_VERSION,                                            \
-         std::string(kBackendName) + ": " + driver->library_name_ +                   \
-             " lacks " #symbol " (the driver is older than this plugin needs)");      \
+#define PORTA_GPU_RESOLVE(field, symbol)                                                \
+  dlerror();                                                                            \
+  driver->field = reinterpret_cast<decltype(driver->field)>(dlsym(library, #symbol));   \
+  if (!driver->field) {                                                                 \
+    throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION,                                       \
+                std::string(kBackendName) + ": " + driver->library_name_ +              \
+                    " lacks " #symbol " (the driver is older than this plugin needs)"); \
   }
   PORTA_GPU_FUNCTIONS(PORTA_GPU_RESOLVE)
 #define PORTA_GPU_RESOLVE_TYPED(field, symbol, type) PORTA_GPU_RESOLVE(field, symbol)
@@ -165,7 +165,7 @@ std::string Driver::describe(result_t result) const {
 
 void Driver::check(result_t result, const std::string& what) const {
   if (result == kSuccess) return;
-  fail(status_of(result), std::string(kBackendName) + ": " + what + ": " + describe(result));
+  throw_error(status_of(result), std::string(kBackendName) + ": " + what + ": " + describe(result));
 }
 
 porta_status_t Driver::status_of(result_t result) {
@@ -257,6 +257,32 @@ porta_status_t Driver::status_of(result_t result) {
     default:
       return PORTA_ERROR_BACKEND;
   }
+}
+
+CurrentContext::CurrentContext(const Driver& driver, context_t context) : driver_(driver) {
+#if defined(PORTA_GPU_HIP)
+  if (driver_.get_device(&previous_) != kSuccess) previous_ = -1;
+  if (previous_ != context) {
+    driver_.check(driver_.set_device(context), "hipSetDevice(" + std::to_string(context) + ")");
+    restore_ = previous_ >= 0;
+  }
+#else
+  if (driver_.ctx_get_current(&previous_) != kSuccess) previous_ = nullptr;
+  if (previous_ != context) {
+    driver_.check(driver_.ctx_set_current(context), "cuCtxSetCurrent");
+    restore_ = true;
+  }
+#endif
+}
+
+CurrentContext::~CurrentContext() {
+  if (!restore_) return;
+    // Nothing to report from a destructor: a failure here leaves the driver's own state.
+#if defined(PORTA_GPU_HIP)
+  (void)driver_.set_device(previous_);
+#else
+  (void)driver_.ctx_set_current(previous_);
+#endif
 }
 
 }  // namespace porta::gpu

@@ -1,5 +1,6 @@
-// The vendor driver, opened at run time: a table of its functions, and the mapping of its error
-// codes to Porta statuses.
+// The vendor driver, opened at run time: a table of its functions, the mapping of its error codes
+// to Porta statuses, and the one current-context rule. Compiled into every plugin that calls the
+// driver (the CUDA and HIP backends, the CUDA vendor op plugin), so each opens it the same way.
 #pragma once
 
 #include <porta/porta.h>
@@ -56,6 +57,38 @@ class Driver {
  private:
   Driver() = default;
   std::string library_name_;
+};
+
+// What CurrentContext makes current: CUDA's device context, HIP's device ordinal.
+#if defined(PORTA_GPU_HIP)
+using context_t = int;
+#else
+using context_t = CUcontext;
+#endif
+
+// The one current-context rule of every plugin that calls the driver. The backend retains each
+// device's primary context at the device's first use and releases it at shutdown; nothing else
+// retains or releases it (the vendor op plugin takes it from porta_device_native_handle). Around
+// each driver or vendor-library call, a CurrentContext makes that context (HIP: that device)
+// current on the calling thread for its lifetime, then the caller's own again, so that a host
+// application that uses CUDA or HIP itself is not disturbed. The driver keeps the current context
+// per thread and asking for it is a thread-local read: the switch happens only when it differs.
+// Throws Failure when it cannot switch.
+class CurrentContext {
+ public:
+  CurrentContext(const Driver& driver, context_t context);
+  ~CurrentContext();
+  CurrentContext(const CurrentContext&) = delete;
+  CurrentContext& operator=(const CurrentContext&) = delete;
+
+ private:
+  const Driver& driver_;
+#if defined(PORTA_GPU_HIP)
+  context_t previous_ = -1;
+#else
+  context_t previous_ = nullptr;
+#endif
+  bool restore_ = false;
 };
 
 }  // namespace porta::gpu

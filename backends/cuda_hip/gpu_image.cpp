@@ -11,7 +11,7 @@
 
 namespace porta::gpu {
 
-using plugin::fail;
+using plugin::throw_error;
 
 namespace {
 
@@ -25,7 +25,7 @@ constexpr const char* kAccepted = "a fatbin, a cubin (ELF) or PTX text";
 #endif
 
 [[noreturn]] void refuse(porta_status_t status, const std::string& why) {
-  fail(status, std::string(kBackendName) + ": module_load_data: " + why);
+  throw_error(status, std::string(kBackendName) + ": module_load_data: " + why);
 }
 
 template <typename T>

@@ -20,13 +20,14 @@
 
 #include "level_zero_driver.h"
 #include "plugin_kit.h"
+#include "plugin_state.h"
 #include "spirv_reader.h"
 
 namespace porta::level_zero {
 
-using plugin::fail;
 using plugin::guarded;
 using plugin::log;
+using plugin::throw_error;
 
 namespace {
 
@@ -154,13 +155,13 @@ class Backend {
     const Driver& d = *driver_;
     // Without an Intel GPU and its driver, Debian's loader answers ZE_RESULT_ERROR_UNINITIALIZED.
     if (const ze_result_t r = d.zeInit(ZE_INIT_FLAG_GPU_ONLY); r != ZE_RESULT_SUCCESS) {
-      fail(PORTA_ERROR_UNAVAILABLE,
-           "level_zero: libze_loader.so.1 loaded, but zeInit failed: " + Driver::describe(r) +
-               " (no Level Zero GPU driver, or no Intel GPU)");
+      throw_error(PORTA_ERROR_UNAVAILABLE,
+                  "level_zero: libze_loader.so.1 loaded, but zeInit failed: " +
+                      Driver::describe(r) + " (no Level Zero GPU driver, or no Intel GPU)");
     }
     uint32_t count = 0;
     Driver::check(d.zeDriverGet(&count, nullptr), "zeDriverGet");
-    if (count == 0) fail(PORTA_ERROR_UNAVAILABLE, "level_zero: no Level Zero driver");
+    if (count == 0) throw_error(PORTA_ERROR_UNAVAILABLE, "level_zero: no Level Zero driver");
     std::vector<ze_driver_handle_t> drivers(count);
     Driver::check(d.zeDriverGet(&count, drivers.data()), "zeDriverGet");
     try {
@@ -169,7 +170,8 @@ class Backend {
       release();
       throw;
     }
-    if (devices_.empty()) fail(PORTA_ERROR_UNAVAILABLE, "level_zero: the drivers see no GPU");
+    if (devices_.empty())
+      throw_error(PORTA_ERROR_UNAVAILABLE, "level_zero: the drivers see no GPU");
   }
   ~Backend() { release(); }
 
@@ -177,10 +179,11 @@ class Backend {
   int32_t device_count() const { return static_cast<int32_t>(devices_.size()); }
   Device& device(int32_t index) {
     if (index < 0 || index >= device_count()) {
-      fail(PORTA_ERROR_NOT_FOUND, "level_zero: no device " + std::to_string(index));
+      throw_error(PORTA_ERROR_NOT_FOUND, "level_zero: no device " + std::to_string(index));
     }
     return *devices_[index];
   }
+  const porta_device_properties_t& properties(int32_t index) { return device(index).properties; }
 
  private:
   void open_driver(ze_driver_handle_t driver) {
@@ -265,7 +268,8 @@ class Backend {
   std::vector<std::unique_ptr<Device>> devices_;
 };
 
-Backend& backend_of(porta_backend_context_t context) { return *static_cast<Backend*>(context); }
+using BackendState = plugin::PluginState<Backend>;
+Backend& backend_of(porta_backend_context_t context) { return BackendState::of(context); }
 Stream& stream_of(void* stream) { return *static_cast<Stream*>(stream); }
 Event& event_of(void* event) { return *static_cast<Event*>(event); }
 
@@ -321,30 +325,8 @@ void run_tasks(const Driver* d, Stream* s) {
 // ---- the slots ----------------------------------------------------------------------------------
 
 porta_status_t initialize(porta_backend_context_t* out_context, int32_t* out_device_count) {
-  return guarded("initialize", [&] {
-    auto backend = std::make_unique<Backend>(Driver::open());
-    *out_device_count = backend->device_count();
-    *out_context = backend.release();
-    return PORTA_SUCCESS;
-  });
-}
-
-void shutdown(porta_backend_context_t context) {
-  guarded("shutdown", [&] {
-    delete &backend_of(context);
-    return PORTA_SUCCESS;
-  });
-}
-
-porta_status_t device_properties(porta_backend_context_t context, int32_t device,
-                                 porta_device_properties_t* out_properties) {
-  return guarded("device_properties", [&] {
-    const size_t caller_size = out_properties->struct_size;
-    porta_device_properties_t full = backend_of(context).device(device).properties;
-    full.struct_size = caller_size;
-    std::memcpy(out_properties, &full, std::min(caller_size, sizeof(full)));
-    return PORTA_SUCCESS;
-  });
+  return BackendState::initialize(out_context, out_device_count,
+                                  [] { return std::make_unique<Backend>(Driver::open()); });
 }
 
 porta_status_t device_memory_info(porta_backend_context_t context, int32_t device,
@@ -656,8 +638,8 @@ porta_status_t module_load_data(porta_backend_context_t context, int32_t device,
     const Driver& d = b.driver();
     Device& dev = b.device(device);
     if (!spirv::is_spirv(image, size)) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT,
-           "level_zero: the image is not SPIR-V (a kernel library's .spv)");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                  "level_zero: the image is not SPIR-V (a kernel library's .spv)");
     }
     auto module = std::make_unique<Module>();
     module->device = device;
@@ -683,10 +665,10 @@ porta_status_t module_load_data(porta_backend_context_t context, int32_t device,
       d.zeModuleBuildLogDestroy(build_log);
     }
     if (r != ZE_RESULT_SUCCESS) {
-      fail(r == ZE_RESULT_ERROR_MODULE_BUILD_FAILURE ? PORTA_ERROR_INCOMPATIBLE_VERSION
-                                                     : PORTA_ERROR_INVALID_ARGUMENT,
-           "level_zero: module from " + std::to_string(size) + " bytes: " + Driver::describe(r) +
-               (text.empty() ? "" : ": " + text.substr(0, 2000)));
+      throw_error(r == ZE_RESULT_ERROR_MODULE_BUILD_FAILURE ? PORTA_ERROR_INCOMPATIBLE_VERSION
+                                                            : PORTA_ERROR_INVALID_ARGUMENT,
+                  "level_zero: module from " + std::to_string(size) + " bytes: " +
+                      Driver::describe(r) + (text.empty() ? "" : ": " + text.substr(0, 2000)));
     }
     *out_module = module.release();
     return PORTA_SUCCESS;
@@ -716,8 +698,8 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
     }
     auto signature = m->signatures.find(name);
     if (signature == m->signatures.end()) {
-      fail(PORTA_ERROR_NOT_FOUND,
-           std::string("level_zero: the module has no kernel '") + name + "'");
+      throw_error(PORTA_ERROR_NOT_FOUND,
+                  std::string("level_zero: the module has no kernel '") + name + "'");
     }
     auto kernel = std::make_unique<Kernel>();
     kernel->name = name;
@@ -743,9 +725,9 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
     Stream& s = stream_of(stream);
     const porta_launch_config_t& c = *config;
     if (k->signature.user_param_count() > 0 && !args) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, "level_zero: kernel '" + k->name + "' takes " +
-                                             std::to_string(k->signature.user_param_count()) +
-                                             " arguments; args is NULL");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                  "level_zero: kernel '" + k->name + "' takes " +
+                      std::to_string(k->signature.user_param_count()) + " arguments; args is NULL");
     }
     std::lock_guard lock(k->mutex);
     Driver::check(d.zeKernelSetGroupSize(k->kernel, c.group[0], c.group[1], c.group[2]),
@@ -814,8 +796,8 @@ porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t dev
 const porta_backend_interface_t kInterface = {
     .struct_size = sizeof(porta_backend_interface_t),
     .initialize = initialize,
-    .shutdown = shutdown,
-    .device_properties = device_properties,
+    .shutdown = BackendState::shutdown,
+    .device_properties = BackendState::device_properties,
     .device_memory_info = device_memory_info,
     .device_synchronize = device_synchronize,
     .device_native_handle = device_native_handle,

@@ -14,18 +14,18 @@ std::unique_ptr<Driver> Driver::open() {
   void* library = dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
   if (!library) {
     const char* why = dlerror();
-    plugin::fail(PORTA_ERROR_UNAVAILABLE,
-                 std::string("level_zero: no Level Zero loader: ") + (why ? why : kLibrary));
+    plugin::throw_error(PORTA_ERROR_UNAVAILABLE,
+                        std::string("level_zero: no Level Zero loader: ") + (why ? why : kLibrary));
   }
   std::unique_ptr<Driver> driver(new Driver());
-#define PORTA_ZE_RESOLVE(name)                                               \
-  driver->name = reinterpret_cast<decltype(&::name)>(dlsym(library, #name)); \
-  if (!driver->name) {                                                       \
-    plugin::fail(PORTA_ERROR_INCOMPATIBLE_VERSION,                           \
-                 std::string("level_zero: ") + kLibrary +                    \
-                     " has no " #name                                        \
-                     " (a loader of the "                                    \
-                     "Level Zero 1.4 specification or later is needed)");    \
+#define PORTA_ZE_RESOLVE(name)                                                   \
+  driver->name = reinterpret_cast<decltype(&::name)>(dlsym(library, #name));     \
+  if (!driver->name) {                                                           \
+    plugin::throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION,                        \
+                        std::string("level_zero: ") + kLibrary +                 \
+                            " has no " #name                                     \
+                            " (a loader of the "                                 \
+                            "Level Zero 1.4 specification or later is needed)"); \
   }
   PORTA_ZE_FUNCTIONS(PORTA_ZE_RESOLVE)
 #undef PORTA_ZE_RESOLVE
@@ -85,7 +85,7 @@ void Driver::check(ze_result_t result, const std::string& what) {
   } else if (result == ZE_RESULT_ERROR_DEVICE_LOST) {
     status = PORTA_ERROR_DEVICE_LOST;
   }
-  plugin::fail(status, "level_zero: " + what + ": " + describe(result));
+  plugin::throw_error(status, "level_zero: " + what + ": " + describe(result));
 }
 
 }  // namespace porta::level_zero

@@ -25,13 +25,14 @@
 
 #include "opencl_driver.h"
 #include "plugin_kit.h"
+#include "plugin_state.h"
 #include "spirv_reader.h"
 
 namespace porta::opencl {
 
-using plugin::fail;
 using plugin::guarded;
 using plugin::log;
+using plugin::throw_error;
 
 namespace {
 
@@ -139,9 +140,9 @@ class Backend {
     cl_uint platform_count = 0;
     const cl_int r = d.clGetPlatformIDs(0, nullptr, &platform_count);
     if (r != CL_SUCCESS || platform_count == 0) {
-      fail(PORTA_ERROR_UNAVAILABLE,
-           "opencl: no OpenCL platform (ICD) is installed" +
-               (r == CL_SUCCESS ? std::string() : ": " + Driver::describe(r)));
+      throw_error(PORTA_ERROR_UNAVAILABLE,
+                  "opencl: no OpenCL platform (ICD) is installed" +
+                      (r == CL_SUCCESS ? std::string() : ": " + Driver::describe(r)));
     }
     std::vector<cl_platform_id> platforms(platform_count);
     Driver::check(d.clGetPlatformIDs(platform_count, platforms.data(), nullptr), "platforms");
@@ -153,8 +154,8 @@ class Backend {
       throw;
     }
     if (devices_.empty()) {
-      fail(PORTA_ERROR_UNAVAILABLE,
-           "opencl: no usable OpenCL device" + (refused.empty() ? std::string(" found") : refused));
+      throw_error(PORTA_ERROR_UNAVAILABLE, "opencl: no usable OpenCL device" +
+                                               (refused.empty() ? std::string(" found") : refused));
     }
   }
 
@@ -165,10 +166,11 @@ class Backend {
 
   Device& device(int32_t index) {
     if (index < 0 || index >= device_count()) {
-      fail(PORTA_ERROR_NOT_FOUND, "opencl: no device " + std::to_string(index));
+      throw_error(PORTA_ERROR_NOT_FOUND, "opencl: no device " + std::to_string(index));
     }
     return *devices_[index];
   }
+  const porta_device_properties_t& properties(int32_t index) { return device(index).properties; }
 
  private:
   void open_platform(cl_platform_id platform, std::string& refused) {
@@ -285,7 +287,8 @@ class Backend {
   std::vector<std::unique_ptr<Device>> devices_;
 };
 
-Backend& backend_of(porta_backend_context_t context) { return *static_cast<Backend*>(context); }
+using BackendState = plugin::PluginState<Backend>;
+Backend& backend_of(porta_backend_context_t context) { return BackendState::of(context); }
 Stream& stream_of(void* stream) { return *static_cast<Stream*>(stream); }
 Event& event_of(void* event) { return *static_cast<Event*>(event); }
 
@@ -329,30 +332,8 @@ void stop_worker(Stream& s) {
 // ---- the slots ----------------------------------------------------------------------------------
 
 porta_status_t initialize(porta_backend_context_t* out_context, int32_t* out_device_count) {
-  return guarded("initialize", [&] {
-    auto backend = std::make_unique<Backend>(Driver::open());
-    *out_device_count = backend->device_count();
-    *out_context = backend.release();
-    return PORTA_SUCCESS;
-  });
-}
-
-void shutdown(porta_backend_context_t context) {
-  guarded("shutdown", [&] {
-    delete &backend_of(context);
-    return PORTA_SUCCESS;
-  });
-}
-
-porta_status_t device_properties(porta_backend_context_t context, int32_t device,
-                                 porta_device_properties_t* out_properties) {
-  return guarded("device_properties", [&] {
-    const size_t caller_size = out_properties->struct_size;
-    porta_device_properties_t full = backend_of(context).device(device).properties;
-    full.struct_size = caller_size;
-    std::memcpy(out_properties, &full, std::min(caller_size, sizeof(full)));
-    return PORTA_SUCCESS;
-  });
+  return BackendState::initialize(out_context, out_device_count,
+                                  [] { return std::make_unique<Backend>(Driver::open()); });
 }
 
 porta_status_t device_memory_info(porta_backend_context_t context, int32_t device,
@@ -400,7 +381,7 @@ size_t svm_free(const Driver& d, Device& dev, void* ptr,
     std::lock_guard lock(dev.mutex);
     auto it = list.find(ptr);
     if (it == list.end()) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, "opencl: not an allocation of this device");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT, "opencl: not an allocation of this device");
     }
     allocation = it->second;
     list.erase(it);
@@ -416,8 +397,8 @@ porta_status_t memory_alloc(porta_backend_context_t context, int32_t device, siz
     Device& dev = b.device(device);
     void* ptr = svm_alloc(b.driver(), dev, CL_MEM_READ_WRITE, size, dev.allocations);
     if (!ptr) {
-      fail(PORTA_ERROR_OUT_OF_MEMORY,
-           "opencl: clSVMAlloc of " + std::to_string(size) + " bytes failed");
+      throw_error(PORTA_ERROR_OUT_OF_MEMORY,
+                  "opencl: clSVMAlloc of " + std::to_string(size) + " bytes failed");
     }
     std::lock_guard lock(dev.mutex);
     dev.allocated += size;
@@ -451,8 +432,8 @@ porta_status_t host_alloc(porta_backend_context_t context, int32_t device, size_
                 : size > SIZE_MAX - 4095 ? nullptr
                                          : std::aligned_alloc(4096, (size + 4095) / 4096 * 4096);
     if (!ptr) {
-      fail(PORTA_ERROR_OUT_OF_MEMORY,
-           "opencl: host allocation of " + std::to_string(size) + " bytes failed");
+      throw_error(PORTA_ERROR_OUT_OF_MEMORY,
+                  "opencl: host allocation of " + std::to_string(size) + " bytes failed");
     }
     *out_ptr = ptr;
     return PORTA_SUCCESS;
@@ -720,10 +701,11 @@ std::unique_ptr<Module> build_module(Backend& b, int32_t device, const void* ima
   const char* options = "";
   if (spirv::is_spirv(image, size)) {
     if (!dev.takes_spirv) {
-      fail(PORTA_ERROR_UNSUPPORTED,
-           std::string("opencl: ") + dev.properties.name +
-               " takes no SPIR-V (no OpenCL IL support); load the kernel library by its base "
-               "name with porta_module_load, which picks its SPIR 1.2 build (.spir.bc)");
+      throw_error(
+          PORTA_ERROR_UNSUPPORTED,
+          std::string("opencl: ") + dev.properties.name +
+              " takes no SPIR-V (no OpenCL IL support); load the kernel library by its base "
+              "name with porta_module_load, which picks its SPIR 1.2 build (.spir.bc)");
     }
     module->program = d.clCreateProgramWithIL(dev.context, image, size, &r);
   } else if (is_bitcode(image, size)) {
@@ -733,15 +715,17 @@ std::unique_ptr<Module> build_module(Backend& b, int32_t device, const void* ima
     // Argument info: the kernels' parameters when no SPIR-V tells them (signature_from_arg_info).
     options = "-x spir -spir-std=1.2 -cl-kernel-arg-info";
   } else {
-    fail(PORTA_ERROR_INVALID_ARGUMENT,
-         "opencl: the image is neither SPIR-V nor SPIR bitcode (the kernel library's .spv or "
-         ".spir.bc)");
+    throw_error(
+        PORTA_ERROR_INVALID_ARGUMENT,
+        "opencl: the image is neither SPIR-V nor SPIR bitcode (the kernel library's .spv or "
+        ".spir.bc)");
   }
   if (r != CL_SUCCESS) {
-    fail(r == CL_OUT_OF_HOST_MEMORY || r == CL_OUT_OF_RESOURCES ? PORTA_ERROR_OUT_OF_MEMORY
-                                                                : PORTA_ERROR_INVALID_ARGUMENT,
-         "opencl: the driver refuses the " + std::to_string(size) +
-             "-byte image as a program: " + Driver::describe(r));
+    throw_error(r == CL_OUT_OF_HOST_MEMORY || r == CL_OUT_OF_RESOURCES
+                    ? PORTA_ERROR_OUT_OF_MEMORY
+                    : PORTA_ERROR_INVALID_ARGUMENT,
+                "opencl: the driver refuses the " + std::to_string(size) +
+                    "-byte image as a program: " + Driver::describe(r));
   }
   r = d.clBuildProgram(module->program, 1, &dev.id, options, nullptr, nullptr);
   if (r != CL_SUCCESS) {
@@ -749,16 +733,17 @@ std::unique_ptr<Module> build_module(Backend& b, int32_t device, const void* ima
     d.clReleaseProgram(module->program);
     // A damaged image is the caller's; one that is whole but does not build for this device is
     // code of another kind or version.
-    fail(r == CL_INVALID_BINARY ? PORTA_ERROR_INVALID_ARGUMENT : PORTA_ERROR_INCOMPATIBLE_VERSION,
-         "opencl: building the program for " + std::string(dev.properties.name) +
-             " failed: " + Driver::describe(r) + (text.empty() ? "" : ": " + text));
+    throw_error(
+        r == CL_INVALID_BINARY ? PORTA_ERROR_INVALID_ARGUMENT : PORTA_ERROR_INCOMPATIBLE_VERSION,
+        "opencl: building the program for " + std::string(dev.properties.name) +
+            " failed: " + Driver::describe(r) + (text.empty() ? "" : ": " + text));
   }
   return module;
 }
 
 std::vector<char> read_whole_file(const std::string& path) {
   std::ifstream input(path, std::ios::binary);
-  if (!input) fail(PORTA_ERROR_NOT_FOUND, "opencl: cannot read '" + path + "'");
+  if (!input) throw_error(PORTA_ERROR_NOT_FOUND, "opencl: cannot read '" + path + "'");
   return std::vector<char>(std::istreambuf_iterator<char>(input), {});
 }
 
@@ -826,10 +811,11 @@ uint32_t size_of_type_name(const std::string& type, const std::string& kernel, c
     const uint32_t lanes = digits == type.size() ? 1 : std::stoul(type.substr(digits));
     return scalar->second * (lanes == 3 ? 4 : lanes);
   }
-  fail(PORTA_ERROR_UNSUPPORTED,
-       "opencl: kernel '" + kernel + "' argument " + std::to_string(index) + " is a '" + type +
-           "', whose size only the SPIR-V module tells: load the kernel library with "
-           "porta_module_load (its .spv beside the .spir.bc)");
+  throw_error(PORTA_ERROR_UNSUPPORTED,
+              "opencl: kernel '" + kernel + "' argument " + std::to_string(index) + " is a '" +
+                  type +
+                  "', whose size only the SPIR-V module tells: load the kernel library with "
+                  "porta_module_load (its .spv beside the .spir.bc)");
 }
 
 spirv::KernelSignature signature_from_arg_info(const Driver& d, cl_kernel kernel,
@@ -870,12 +856,14 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
     kernel->device = m->device;
     kernel->name = name;
     if (!m->signatures.empty() && !m->signatures.count(name)) {
-      fail(PORTA_ERROR_NOT_FOUND, std::string("opencl: the module has no kernel '") + name + "'");
+      throw_error(PORTA_ERROR_NOT_FOUND,
+                  std::string("opencl: the module has no kernel '") + name + "'");
     }
     cl_int r = CL_SUCCESS;
     kernel->kernel = d.clCreateKernel(m->program, name, &r);
     if (r == CL_INVALID_KERNEL_NAME) {
-      fail(PORTA_ERROR_NOT_FOUND, std::string("opencl: the module has no kernel '") + name + "'");
+      throw_error(PORTA_ERROR_NOT_FOUND,
+                  std::string("opencl: the module has no kernel '") + name + "'");
     }
     Driver::check(r, std::string("kernel '") + name + "'");
     try {
@@ -902,9 +890,9 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
     const porta_launch_config_t& c = *config;
     const auto& params = k->signature.params;
     if (!params.empty() && k->signature.user_param_count() > 0 && !args) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, "opencl: kernel '" + k->name + "' takes " +
-                                             std::to_string(k->signature.user_param_count()) +
-                                             " arguments; args is NULL");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                  "opencl: kernel '" + k->name + "' takes " +
+                      std::to_string(k->signature.user_param_count()) + " arguments; args is NULL");
     }
     std::lock_guard lock(k->mutex);
     // The arguments are copied by clSetKernelArg, before this returns, as Porta promises.
@@ -1041,8 +1029,8 @@ porta_status_t code_object_suffixes(porta_backend_context_t context, int32_t dev
 const porta_backend_interface_t kInterface = {
     .struct_size = sizeof(porta_backend_interface_t),
     .initialize = initialize,
-    .shutdown = shutdown,
-    .device_properties = device_properties,
+    .shutdown = BackendState::shutdown,
+    .device_properties = BackendState::device_properties,
     .device_memory_info = device_memory_info,
     .device_synchronize = device_synchronize,
     .device_native_handle = device_native_handle,

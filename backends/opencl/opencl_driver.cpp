@@ -13,17 +13,17 @@ std::unique_ptr<Driver> Driver::open() {
   void* library = dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
   if (!library) {
     const char* why = dlerror();
-    plugin::fail(PORTA_ERROR_UNAVAILABLE,
-                 std::string("opencl: no OpenCL ICD loader: ") + (why ? why : kLibrary));
+    plugin::throw_error(PORTA_ERROR_UNAVAILABLE,
+                        std::string("opencl: no OpenCL ICD loader: ") + (why ? why : kLibrary));
   }
   std::unique_ptr<Driver> driver(new Driver());
-#define PORTA_CL_RESOLVE(name)                                                          \
-  driver->name = reinterpret_cast<decltype(&::name)>(dlsym(library, #name));            \
-  if (!driver->name) {                                                                  \
-    plugin::fail(PORTA_ERROR_INCOMPATIBLE_VERSION, std::string("opencl: ") + kLibrary + \
-                                                       " has no " #name                 \
-                                                       " (OpenCL 2.1 or later "         \
-                                                       "is needed)");                   \
+#define PORTA_CL_RESOLVE(name)                                                                 \
+  driver->name = reinterpret_cast<decltype(&::name)>(dlsym(library, #name));                   \
+  if (!driver->name) {                                                                         \
+    plugin::throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION, std::string("opencl: ") + kLibrary + \
+                                                              " has no " #name                 \
+                                                              " (OpenCL 2.1 or later "         \
+                                                              "is needed)");                   \
   }
   PORTA_CL_FUNCTIONS(PORTA_CL_RESOLVE)
 #undef PORTA_CL_RESOLVE
@@ -84,8 +84,8 @@ void Driver::check(cl_int error, const std::string& what) {
   if (error == CL_SUCCESS) return;
   const bool memory = error == CL_OUT_OF_RESOURCES || error == CL_OUT_OF_HOST_MEMORY ||
                       error == CL_MEM_OBJECT_ALLOCATION_FAILURE;
-  plugin::fail(memory ? PORTA_ERROR_OUT_OF_MEMORY : PORTA_ERROR_BACKEND,
-               "opencl: " + what + ": " + describe(error));
+  plugin::throw_error(memory ? PORTA_ERROR_OUT_OF_MEMORY : PORTA_ERROR_BACKEND,
+                      "opencl: " + what + ": " + describe(error));
 }
 
 }  // namespace porta::opencl

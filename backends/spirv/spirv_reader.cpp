@@ -40,7 +40,7 @@ constexpr uint32_t kDecorationFuncParamAttr = 38;
 constexpr uint32_t kFuncParamAttrByVal = 2;
 
 [[noreturn]] void malformed(const std::string& what) {
-  plugin::fail(PORTA_ERROR_INVALID_ARGUMENT, "malformed SPIR-V module: " + what);
+  plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT, "malformed SPIR-V module: " + what);
 }
 
 struct Type {

@@ -88,7 +88,9 @@ enum {
   /* PORTA_CPU_MODE=racecheck found a data race, a divergent barrier or a value outside inner()
    * that differs between work-items in a kernel: the launch's stream returns it, the message and
    * porta_cpu_racecheck_report() say where. */
-  PORTA_ERROR_KERNEL_HAZARD = -10
+  PORTA_ERROR_KERNEL_HAZARD = -10,
+  /* A bug: an unexpected exception inside Porta or a plugin; the message has its text. */
+  PORTA_ERROR_INTERNAL = -11
 };
 /* PORTA_ERROR_DEVICE_LOST (an illegal address, a kernel that failed or timed out, an uncorrectable
  * or contained memory error, ...) is sticky on CUDA and HIP: the driver marks the device's context

@@ -27,8 +27,8 @@
 namespace porta::comm_mpi {
 namespace {
 
-using plugin::fail;
 using plugin::guarded;
+using plugin::throw_error;
 
 constexpr int kArrivalTag = 7301;
 constexpr int kIdTag = 7302;
@@ -41,7 +41,7 @@ std::string mpi_error(int code) {
 }
 
 void check(int code, const std::string& what) {
-  if (code != MPI_SUCCESS) fail(PORTA_ERROR_BACKEND, what + ": " + mpi_error(code));
+  if (code != MPI_SUCCESS) throw_error(PORTA_ERROR_BACKEND, what + ": " + mpi_error(code));
 }
 
 // MPI is initialised once per process and finalised at exit: it cannot be initialised again, so
@@ -144,7 +144,7 @@ void arrive(Comm& c, const char* what, Clock::time_point deadline) {
     c.broken = std::string(what) + " timed out after " + std::to_string(timeout_seconds()) +
                " s: rank(s) " + rank_list(missing) + " of " + std::to_string(c.size) +
                " did not arrive";
-    fail(PORTA_ERROR_DEVICE_LOST, c.broken + "; the communicator is unusable now");
+    throw_error(PORTA_ERROR_DEVICE_LOST, c.broken + "; the communicator is unusable now");
   }
   MPI_Waitall(c.size, sends.data(), MPI_STATUSES_IGNORE);
   for (int peer = 0; peer < c.size; ++peer) {
@@ -152,7 +152,7 @@ void arrive(Comm& c, const char* what, Clock::time_point deadline) {
       c.broken = std::string(what) + ": rank " + std::to_string(peer) + " is at collective " +
                  std::to_string(theirs[peer]) + ", this rank at " + std::to_string(c.sequence) +
                  " (the ranks called different collectives)";
-      fail(PORTA_ERROR_INVALID_ARGUMENT, c.broken);
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT, c.broken);
     }
   }
 }
@@ -164,13 +164,13 @@ porta_status_t run(const char* what, void* native, porta_stream_t stream, Start&
   Comm& c = *static_cast<Comm*>(native);
   std::lock_guard lock(c.mutex);
   if (!c.broken.empty()) {
-    fail(PORTA_ERROR_DEVICE_LOST,
-         std::string(what) + ": the communicator is unusable: " + c.broken);
+    throw_error(PORTA_ERROR_DEVICE_LOST,
+                std::string(what) + ": the communicator is unusable: " + c.broken);
   }
   porta_status_t status = stream ? porta_stream_synchronize(stream) : PORTA_SUCCESS;
   if (status != PORTA_SUCCESS) {
-    fail(status,
-         std::string(what) + ": earlier work on the stream failed: " + porta_last_error_message());
+    throw_error(status, std::string(what) +
+                            ": earlier work on the stream failed: " + porta_last_error_message());
   }
   const Clock::time_point deadline =
       Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds() * 1000));
@@ -180,7 +180,7 @@ porta_status_t run(const char* what, void* native, porta_stream_t stream, Start&
   if (request != MPI_REQUEST_NULL && !wait_until(request, deadline)) {
     c.broken =
         std::string(what) + " did not complete in " + std::to_string(timeout_seconds()) + " s";
-    fail(PORTA_ERROR_DEVICE_LOST, c.broken);
+    throw_error(PORTA_ERROR_DEVICE_LOST, c.broken);
   }
   return PORTA_SUCCESS;
 }
@@ -232,9 +232,9 @@ void shutdown(porta_backend_context_t) {}
 
 porta_status_t supports_backend(porta_backend_context_t, const char* backend) {
   if (std::strcmp(backend, "cpu") != 0) {
-    return plugin::report(PORTA_ERROR_UNAVAILABLE,
-                          std::string("MPI moves host memory: it serves CPU devices, not ") +
-                              backend + " (that is NCCL's or RCCL's)");
+    return plugin::fail(PORTA_ERROR_UNAVAILABLE,
+                        std::string("MPI moves host memory: it serves CPU devices, not ") +
+                            backend + " (that is NCCL's or RCCL's)");
   }
   return PORTA_SUCCESS;
 }
@@ -258,19 +258,20 @@ porta_status_t comm_create(porta_backend_context_t, porta_device_t, int32_t rank
                            const porta_comm_unique_id_t* id, void** out_comm) {
   return guarded("comm_create", [&] {
     if (std::memcmp(id->internal, "porta-mpi", 9) != 0) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT,
-           "the unique id was not made by the MPI engine (porta_comm_get_unique_id on a CPU "
-           "device)");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                  "the unique id was not made by the MPI engine (porta_comm_get_unique_id on a CPU "
+                  "device)");
     }
     ensure_mpi();
     if (size != world_size()) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, "size " + std::to_string(size) + " but mpirun started " +
-                                             std::to_string(world_size()) + " process(es)");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT, "size " + std::to_string(size) +
+                                                    " but mpirun started " +
+                                                    std::to_string(world_size()) + " process(es)");
     }
     if (rank != world_rank()) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, "rank " + std::to_string(rank) +
-                                             " given, but this process is MPI rank " +
-                                             std::to_string(world_rank()));
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT, "rank " + std::to_string(rank) +
+                                                    " given, but this process is MPI rank " +
+                                                    std::to_string(world_rank()));
     }
     auto c = std::make_unique<Comm>();
     c->comm = MPI_COMM_WORLD;
@@ -291,8 +292,9 @@ porta_status_t comm_create(porta_backend_context_t, porta_device_t, int32_t rank
       }
     }
     if (!differing.empty()) {
-      fail(PORTA_ERROR_INVALID_ARGUMENT, "the unique ids differ: rank(s) " + rank_list(differing) +
-                                             " hold another id than rank 0");
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT, "the unique ids differ: rank(s) " +
+                                                    rank_list(differing) +
+                                                    " hold another id than rank 0");
     }
     // A communicator of its own, so that its messages never meet another's.
     MPI_Comm own = MPI_COMM_NULL;
@@ -437,10 +439,10 @@ porta_status_t launcher_broadcast(porta_backend_context_t, void* data, size_t by
       if (!wait_until(request, deadline)) {
         MPI_Cancel(&request);
         MPI_Request_free(&request);
-        fail(PORTA_ERROR_DEVICE_LOST,
-             "the launcher's broadcast of the unique id timed out "
-             "after " +
-                 std::to_string(timeout_seconds()) + " s");
+        throw_error(PORTA_ERROR_DEVICE_LOST,
+                    "the launcher's broadcast of the unique id timed out "
+                    "after " +
+                        std::to_string(timeout_seconds()) + " s");
       }
     }
     return PORTA_SUCCESS;

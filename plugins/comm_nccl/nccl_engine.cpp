@@ -25,12 +25,13 @@
 #include <thread>
 
 #include "plugin_kit.h"
+#include "plugin_state.h"
 
 namespace porta::comm_nccl {
 namespace {
 
-using plugin::fail;
 using plugin::guarded;
+using plugin::throw_error;
 
 #if defined(PORTA_COMM_RCCL)
 constexpr const char* kName = "rccl";
@@ -75,7 +76,8 @@ struct Engine {
   Library library{};
 };
 
-Engine& engine_of(porta_backend_context_t context) { return *static_cast<Engine*>(context); }
+using EngineState = plugin::PluginState<Engine>;
+Engine& engine_of(porta_backend_context_t context) { return EngineState::of(context); }
 
 // Opens the library once; afterwards answers from what that found.
 const Library& open_library(Engine& engine) {
@@ -107,27 +109,27 @@ const Library& open_library(Engine& engine) {
       resolve(l.comm_abort, "ncclCommAbort");
     }
   }
-  if (!engine.missing.empty()) fail(PORTA_ERROR_UNAVAILABLE, engine.missing);
+  if (!engine.missing.empty()) throw_error(PORTA_ERROR_UNAVAILABLE, engine.missing);
   return engine.library;
 }
 
 void check(const Library& l, result_t result, const std::string& what) {
   if (result != 0) {
-    fail(PORTA_ERROR_BACKEND,
-         what + ": " + l.get_error_string(result) + " (" + std::to_string(result) + ")");
+    throw_error(PORTA_ERROR_BACKEND,
+                what + ": " + l.get_error_string(result) + " (" + std::to_string(result) + ")");
   }
 }
 
 // NCCL runs on the calling thread's current device: any Porta call on the device makes it so.
 void make_current(porta_device_t device) {
   porta_status_t status = porta_device_synchronize(device);
-  if (status != PORTA_SUCCESS) fail(status, porta_last_error_message());
+  if (status != PORTA_SUCCESS) throw_error(status, porta_last_error_message());
 }
 
 void* native_stream(porta_stream_t stream) {
   void* native = nullptr;
   porta_status_t status = porta_stream_native_handle(stream, &native);
-  if (status != PORTA_SUCCESS) fail(status, porta_last_error_message());
+  if (status != PORTA_SUCCESS) throw_error(status, porta_last_error_message());
   return native;
 }
 
@@ -233,7 +235,7 @@ template <typename Enqueue>
 void queue_collective(Comm& c, porta_stream_t stream, const std::string& what, Enqueue&& enqueue) {
   std::lock_guard lock(c.mutex);
   if (!c.broken.empty()) {
-    fail(PORTA_ERROR_DEVICE_LOST, what + ": the communicator is unusable: " + c.broken);
+    throw_error(PORTA_ERROR_DEVICE_LOST, what + ": the communicator is unusable: " + c.broken);
   }
   Pending p;
   p.what = what + " (collective " + std::to_string(++c.sequence) + ")";
@@ -243,7 +245,7 @@ void queue_collective(Comm& c, porta_stream_t stream, const std::string& what, E
   if (status != PORTA_SUCCESS) {
     const std::string why = porta_last_error_message();
     release(p);
-    fail(status, what + ": " + why);
+    throw_error(status, what + ": " + why);
   }
   try {
     enqueue(native_stream(stream));
@@ -255,7 +257,7 @@ void queue_collective(Comm& c, porta_stream_t stream, const std::string& what, E
   if (status != PORTA_SUCCESS) {
     const std::string why = porta_last_error_message();
     release(p);
-    fail(status, what + " was queued, but its completion cannot be followed: " + why);
+    throw_error(status, what + " was queued, but its completion cannot be followed: " + why);
   }
   c.pending.push_back(std::move(p));
   c.wake.notify_all();
@@ -274,19 +276,15 @@ int nccl_op(porta_reduce_op_t op) { return op == PORTA_REDUCE_AVG ? kAvg : kSum;
 // ---- the slots ----------------------------------------------------------------------------------
 
 porta_status_t initialize(porta_backend_context_t* out_context) {
-  return guarded("initialize", [&] {
-    *out_context = new Engine();  // the library is opened on first use: it is large
-    return PORTA_SUCCESS;
-  });
+  // The library is opened on first use: it is large.
+  return EngineState::initialize(out_context, [] { return std::make_unique<Engine>(); });
 }
-
-void shutdown(porta_backend_context_t context) { delete &engine_of(context); }
 
 porta_status_t supports_backend(porta_backend_context_t context, const char* backend) {
   return guarded("supports_backend", [&] {
     if (std::strcmp(backend, kBackend) != 0) {
-      fail(PORTA_ERROR_UNAVAILABLE,
-           std::string(kName) + " serves " + kBackend + " devices, not " + backend);
+      throw_error(PORTA_ERROR_UNAVAILABLE,
+                  std::string(kName) + " serves " + kBackend + " devices, not " + backend);
     }
     open_library(engine_of(context));
     return PORTA_SUCCESS;
@@ -316,7 +314,7 @@ porta_status_t comm_create(porta_backend_context_t context, porta_device_t devic
     c->library = &l;
     void* scratch = nullptr;
     porta_status_t status = porta_memory_alloc(device, sizeof(float), &scratch);
-    if (status != PORTA_SUCCESS) fail(status, porta_last_error_message());
+    if (status != PORTA_SUCCESS) throw_error(status, porta_last_error_message());
     c->barrier_scratch = static_cast<float*>(scratch);
     make_current(device);
     UniqueId unique{};
@@ -413,8 +411,8 @@ porta_status_t barrier(porta_backend_context_t context, void* native, porta_stre
     // The watchdog ends this wait if a rank never comes.
     porta_status_t status = porta_stream_synchronize(stream);
     std::lock_guard lock(c.mutex);
-    if (!c.broken.empty()) fail(PORTA_ERROR_DEVICE_LOST, "barrier: " + c.broken);
-    if (status != PORTA_SUCCESS) fail(status, porta_last_error_message());
+    if (!c.broken.empty()) throw_error(PORTA_ERROR_DEVICE_LOST, "barrier: " + c.broken);
+    if (status != PORTA_SUCCESS) throw_error(status, porta_last_error_message());
     return PORTA_SUCCESS;
   });
 }
@@ -422,7 +420,7 @@ porta_status_t barrier(porta_backend_context_t context, void* native, porta_stre
 const porta_comm_interface_t kInterface = {
     .struct_size = sizeof(porta_comm_interface_t),
     .initialize = initialize,
-    .shutdown = shutdown,
+    .shutdown = EngineState::shutdown,
     .supports_backend = supports_backend,
     .get_unique_id = get_unique_id,
     .comm_create = comm_create,

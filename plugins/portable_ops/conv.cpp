@@ -31,7 +31,7 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
                                                "conv2d_backward_data_f32_reduce",
                                                "conv2d_backward_weights_f32_reduce"};
   const int index = static_cast<int>(pass);
-  return guarded_op(ops[index], [&] {
+  return guarded(ops[index], [&] {
     const porta_conv2d_desc_t& d = *desc;
     porta_ops::ConvArgs g{};
     g.batch = d.batch, g.channels = d.in_channels, g.height = d.in_height, g.width = d.in_width;
@@ -57,7 +57,7 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     }
     // libporta checked the tensors' sizes; this keeps the plugin safe on its own.
     if (!m.valid() || !n.valid() || !k.valid()) {
-      plugin::fail(PORTA_ERROR_INVALID_ARGUMENT, "the convolution's GEMM sizes overflow");
+      plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT, "the convolution's GEMM sizes overflow");
     }
     std::optional<Scratch> scratch;
     const porta_ops::GemmPlan plan =

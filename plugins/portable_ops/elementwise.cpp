@@ -6,12 +6,12 @@
 namespace porta::portable_ops {
 
 porta_status_t Ops::relu_forward(const Op* op, const porta_relu_forward_args_t* a) {
-  return guarded_op("porta_relu_forward",
+  return guarded("porta_relu_forward",
                     [&] { launch_elementwise(*op, "relu_forward", a->count, a->x, a->y); });
 }
 
 porta_status_t Ops::relu_backward(const Op* op, const porta_relu_backward_args_t* a) {
-  return guarded_op("porta_relu_backward", [&] {
+  return guarded("porta_relu_backward", [&] {
     launch_elementwise(*op, "relu_backward", a->count, a->x, a->dy, a->dx);
   });
 }
@@ -19,7 +19,7 @@ porta_status_t Ops::relu_backward(const Op* op, const porta_relu_backward_args_t
 // Rows that share one bias value (the planes of a batch x channels x spatial tensor), or, for a
 // fully connected layer (spatial 1), rows of channels whose columns take bias[column].
 porta_status_t Ops::bias_add(const Op* op, const porta_bias_add_args_t* a) {
-  return guarded_op("porta_bias_add", [&] {
+  return guarded("porta_bias_add", [&] {
     const int32_t per_column = a->spatial == 1;
     const int64_t rows = per_column ? a->batch : a->batch * a->channels;
     const int64_t length = per_column ? a->channels : a->spatial;
@@ -34,7 +34,7 @@ porta_status_t Ops::bias_add(const Op* op, const porta_bias_add_args_t* a) {
 // the batch instead, each item taking neighbouring channels, where there are enough channels to
 // keep a GPU busy (on the CPU always): a group per channel would read a column, strided.
 porta_status_t Ops::bias_backward(const Op* op, const porta_bias_backward_args_t* a) {
-  return guarded_op("porta_bias_backward", [&] {
+  return guarded("porta_bias_backward", [&] {
     const int64_t batch = a->batch, channels = a->channels, spatial = a->spatial;
     const bool host = runs_on_host(*op);
     if (spatial == 1 && (host || channels >= 4096)) {
@@ -56,7 +56,7 @@ porta_status_t Ops::bias_backward(const Op* op, const porta_bias_backward_args_t
 }
 
 porta_status_t Ops::sgd_update(const Op* op, const porta_sgd_update_args_t* a) {
-  return guarded_op("porta_sgd_update", [&] {
+  return guarded("porta_sgd_update", [&] {
     launch_elementwise(*op, "sgd_update", a->count, a->weights, a->grads, a->velocity,
                        a->learning_rate, a->momentum, a->weight_decay);
   });
@@ -65,7 +65,7 @@ porta_status_t Ops::sgd_update(const Op* op, const porta_sgd_update_args_t* a) {
 // The bias corrections 1 - beta^step are computed here once, in double precision (beta^step
 // underflows to 0 for large steps, leaving 1).
 porta_status_t Ops::adam_update(const Op* op, const porta_adam_update_args_t* a) {
-  return guarded_op("porta_adam_update", [&] {
+  return guarded("porta_adam_update", [&] {
     const porta_adam_params_t& params = *a->params;
     const double step = static_cast<double>(params.step);
     const float correction1 = static_cast<float>(1.0 - std::pow(double{params.beta1}, step));
@@ -79,7 +79,7 @@ porta_status_t Ops::adam_update(const Op* op, const porta_adam_update_args_t* a)
 // One kernel per pair of dtypes (kernels/convert_kernels.cpp); the same dtype both ways is a copy.
 porta_status_t Ops::convert(const Op* op, const porta_convert_args_t* a) {
   static const char* const kNames[] = {"f32", "f16", "bf16"};
-  return guarded_op("porta_convert", [&] {
+  return guarded("porta_convert", [&] {
     if (a->src_dtype == a->dst_dtype) {
       const size_t bytes =
           static_cast<size_t>(a->count) * (a->src_dtype == PORTA_DTYPE_F32 ? 4 : 2);

@@ -66,7 +66,7 @@ porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_
 }
 
 porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* gemm) {
-  return guarded_op("porta_gemm", [&] {
+  return guarded("porta_gemm", [&] {
     const porta_gemm_desc_t& d = *gemm->desc;
     std::optional<Scratch> scratch;
     const porta_ops::GemmPlan plan =

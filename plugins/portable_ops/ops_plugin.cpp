@@ -119,15 +119,15 @@ porta_status_t Ops::supports_backend(void*, const char* backend) {
     const std::string_view name(backend);
     if (name != "cpu" && name != "cuda" && name != "hip" && name != "opencl" &&
         name != "level_zero") {
-      return plugin::report(
+      return plugin::fail(
           PORTA_ERROR_UNAVAILABLE,
           std::string("portable ops are not written for the ") + backend + " backend");
     }
     if (!has_code_object(name)) {
-      return plugin::report(PORTA_ERROR_UNAVAILABLE,
-                            std::string("portable ops are not built for the ") + backend +
-                                " backend: no " + kernel_library_base() + "." +
-                                std::string(code_object_tag(name)) + "* code object");
+      return plugin::fail(PORTA_ERROR_UNAVAILABLE,
+                          std::string("portable ops are not built for the ") + backend +
+                              " backend: no " + kernel_library_base() + "." +
+                              std::string(code_object_tag(name)) + "* code object");
     }
     return PORTA_SUCCESS;
   });
@@ -170,9 +170,9 @@ porta_status_t Ops::supports_device(void*, const porta_device_properties_t* devi
   } else {
     return PORTA_SUCCESS;
   }
-  return plugin::report(PORTA_ERROR_UNSUPPORTED, "portable ops have no code object for " +
-                                                     architecture + "; they were built for " +
-                                                     (built.empty() ? "none" : built));
+  return plugin::fail(PORTA_ERROR_UNSUPPORTED, "portable ops have no code object for " +
+                                                   architecture + "; they were built for " +
+                                                   (built.empty() ? "none" : built));
 }
 
 namespace {

@@ -18,7 +18,7 @@ PoolShape shape_of(const porta_pool2d_desc_t& d) {
   // libporta checked the tensors' sizes; this keeps the plugin safe on its own.
   if (!planes.valid() || !(planes * shape.out_h * shape.out_w).valid() ||
       !(planes * d.in_height * d.in_width).valid()) {
-    plugin::fail(PORTA_ERROR_INVALID_ARGUMENT, "the pooling's tensor sizes overflow");
+    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT, "the pooling's tensor sizes overflow");
   }
   shape.planes = planes.value();
   return shape;
@@ -38,7 +38,7 @@ void launch_pool(const Op& op, const char* name, const porta_pool2d_desc_t& d, i
 }  // namespace
 
 porta_status_t Ops::max_pool2d_forward(const Op* op, const porta_max_pool2d_forward_args_t* a) {
-  return guarded_op("porta_max_pool2d_forward", [&] {
+  return guarded("porta_max_pool2d_forward", [&] {
     const PoolShape s = shape_of(*a->desc);
     launch_pool(*op, "max_pool2d_forward", *a->desc, s.planes * s.out_h, s.out_w, a->x, a->y);
   });
@@ -48,7 +48,7 @@ porta_status_t Ops::max_pool2d_forward(const Op* op, const porta_max_pool2d_forw
 // then each dx element gathers the dy of the windows that chose it. Planes too large for int32
 // indices take one kernel that recomputes the maxima as it gathers (several times the work).
 porta_status_t Ops::max_pool2d_backward(const Op* op, const porta_max_pool2d_backward_args_t* a) {
-  return guarded_op("porta_max_pool2d_backward", [&] {
+  return guarded("porta_max_pool2d_backward", [&] {
     const porta_pool2d_desc_t& d = *a->desc;
     const PoolShape s = shape_of(d);
     const int64_t dx_rows = s.planes * d.in_height;

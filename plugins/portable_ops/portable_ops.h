@@ -11,8 +11,8 @@
 #include <string>
 #include <utility>
 
-#include "op_guard.h"
 #include "op_plugin.h"
+#include "plugin_kit.h"
 
 namespace porta::portable_ops {
 
@@ -97,10 +97,10 @@ class Scratch {
 };
 Scratch scratch_for(const Op& op, size_t bytes);
 
-// Slots run their bodies through guarded_op (op_guard.h): a porta::error keeps its status (its
+// Slots run their bodies through guarded (plugin_kit.h): a porta::error keeps its status (its
 // message is already the thread's last error, set by the failing call, and is passed on after the
 // op's name), anything else becomes a status and a message: nothing throws across the plugin ABI.
-using plugin::guarded_op;
+using plugin::guarded;
 
 // The plugin's slots (plugin_kit/op_plugin.h makes its interface of them): the ops, one file per
 // family, each named after its row of porta_op_table.h, and the plugin's own (ops_plugin.cpp).

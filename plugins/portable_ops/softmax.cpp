@@ -5,7 +5,7 @@
 namespace porta::portable_ops {
 
 porta_status_t Ops::softmax_forward(const Op* op, const porta_softmax_forward_args_t* a) {
-  return guarded_op("porta_softmax_forward", [&] {
+  return guarded("porta_softmax_forward", [&] {
     const RowLaunch shape = row_launch(*op, "softmax_forward", a->rows, a->cols);
     const int32_t log_softmax = a->mode == PORTA_LOG_SOFTMAX;
     launch(*op, "softmax_forward", shape.grid, shape.group, 0, a->rows, a->cols, log_softmax, a->x,
@@ -14,7 +14,7 @@ porta_status_t Ops::softmax_forward(const Op* op, const porta_softmax_forward_ar
 }
 
 porta_status_t Ops::softmax_backward(const Op* op, const porta_softmax_backward_args_t* a) {
-  return guarded_op("porta_softmax_backward", [&] {
+  return guarded("porta_softmax_backward", [&] {
     const RowLaunch shape = row_launch(*op, "softmax_backward", a->rows, a->cols);
     const int32_t log_softmax = a->mode == PORTA_LOG_SOFTMAX;
     launch(*op, "softmax_backward", shape.grid, shape.group, 0, a->rows, a->cols, log_softmax, a->y,
@@ -25,7 +25,7 @@ porta_status_t Ops::softmax_backward(const Op* op, const porta_softmax_backward_
 // Two kernels, no float atomics: the rows' losses go to this stream's scratch buffer, then one
 // group sums them in a fixed order, so the loss is the same bit for bit on every run.
 porta_status_t Ops::cross_entropy(const Op* op, const porta_cross_entropy_args_t* a) {
-  return guarded_op("porta_cross_entropy", [&] {
+  return guarded("porta_cross_entropy", [&] {
     const int64_t rows = a->rows;
     const RowLaunch shape = row_launch(*op, "cross_entropy_rows", rows, a->cols);
     const uint32_t reduce_items = runs_on_host(*op) ? 1 : max_group_items(*op, "mean_reduce");

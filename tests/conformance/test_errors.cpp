@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <sstream>
 
 #include "common.h"
 
@@ -71,6 +72,8 @@ TEST_CASE("errors: status names", "[errors]") {
       {PORTA_ERROR_INCOMPATIBLE_VERSION, "PORTA_ERROR_INCOMPATIBLE_VERSION"},
       {PORTA_ERROR_DEVICE_LOST, "PORTA_ERROR_DEVICE_LOST"},
       {PORTA_ERROR_BACKEND, "PORTA_ERROR_BACKEND"},
+      {PORTA_ERROR_KERNEL_HAZARD, "PORTA_ERROR_KERNEL_HAZARD"},
+      {PORTA_ERROR_INTERNAL, "PORTA_ERROR_INTERNAL"},
   };
   for (const auto& [status, name] : names) {
     const char* got = porta_status_name(status);
@@ -506,6 +509,34 @@ TEST_CASE("errors: a destroyed stream is stale everywhere", "[errors][stream]") 
     float ms = 0;
     PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
                    porta_event_elapsed_ms(event.get(), event.get(), &ms));
+  }
+}
+
+TEST_CASE("errors: every call words a stale stream alike", "[errors][stream]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Buffer buffer(device, 64);
+    Event event(device);
+    std::vector<uint8_t> host(64);
+    porta_stream_t stream = nullptr;
+    PT_REQUIRE_OK(porta_stream_create(device, &stream));
+    PT_REQUIRE_OK(porta_stream_destroy(stream));
+    std::ostringstream handle;
+    handle << static_cast<void*>(stream);
+    const std::pair<const char*, std::function<porta_status_t()>> calls[] = {
+        {"porta_stream_synchronize", [&] { return porta_stream_synchronize(stream); }},
+        {"porta_stream_wait_event", [&] { return porta_stream_wait_event(stream, event.get()); }},
+        {"porta_memcpy_async",
+         [&] { return porta_memcpy_async(buffer.get(), host.data(), 64, stream); }},
+        {"porta_memset_async", [&] { return porta_memset_async(buffer.get(), 0, 64, stream); }},
+        {"porta_event_record", [&] { return porta_event_record(event.get(), stream); }},
+    };
+    for (const auto& [function, call] : calls) {
+      INFO(function);
+      CHECK(call() == PORTA_ERROR_INVALID_HANDLE);
+      CHECK(std::string(porta_last_error_message()) ==
+            std::string(function) + ": stream " + handle.str() + " is not a live stream");
+    }
   }
 }
 

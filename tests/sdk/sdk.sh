@@ -39,7 +39,7 @@ case "$step" in
     fi
     expect_files "$prefix" include/porta/porta.h include/porta/porta_kernel.h \
       include/porta/porta_plugin.h include/porta/plugin_kit/plugin_kit.h \
-      include/porta/plugin_kit/op_guard.h "$lib/libporta.so" "$lib/libporta.so.0" \
+      include/porta/plugin_kit/op_plugin.h "$lib/libporta.so" "$lib/libporta.so.0" \
       "$lib/libporta_cpu.so" "$lib/libporta_plugin_kit.a" "$lib/cmake/porta/porta-config.cmake" \
       "$lib/cmake/porta/porta-config-version.cmake" "$lib/cmake/porta/porta-targets.cmake" \
       "$lib/cmake/porta/PortaKernelLibrary.cmake" "$lib/cmake/porta/plugin_exports.map" \

@@ -37,6 +37,16 @@ PORTA_DEVICE_FUNCTION void for_each_index(int64_t count, F&& f) {
 // The most work-items a group has (and the size of the per-item arrays in shared memory).
 inline constexpr uint32_t kMaxItems = 1024;
 
+// Integer helpers for the host's launch plans (gemm_params.h) and the kernels alike.
+#if PORTA_TARGET_GPU
+#define PORTA_OPS_HOST_DEVICE __host__ __device__
+#else
+#define PORTA_OPS_HOST_DEVICE
+#endif
+PORTA_OPS_HOST_DEVICE constexpr int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+PORTA_OPS_HOST_DEVICE constexpr int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+PORTA_OPS_HOST_DEVICE constexpr int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
 // Consecutive elements a work-item takes at a time when it walks a row. On the CPU that is a
 // vector's worth or two, so that a loop over the lanes of a block vectorises and its lanes are
 // independent accumulators (a compiler may not reorder a plain float reduction); on a GPU it is

@@ -33,9 +33,6 @@ inline constexpr int kNV = 2;                            // vectors per row of t
 inline constexpr int kNR = kNV * kVL;
 static_assert(kCpuColumnMultiple % kNR == 0, "the host's column multiple must fit every NR");
 
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 inline vfloat load(const float* p) {
   vfloat v;
   __builtin_memcpy(&v, p, sizeof v);
@@ -251,7 +248,7 @@ inline void transpose8x8(const T* const rows[8], float* dst, int64_t dst_stride)
 template <class T>
 template <int Width>
 void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const {
-  const int64_t strips = cpu::div_up(wn, Width);
+  const int64_t strips = div_up(wn, Width);
   if (wide_stride == 1) {  // contiguous along w: per depth, one run across the strips
     // Rows a few depths ahead are prefetched: each row is one short run (a panel's width), too
     // short for the hardware prefetcher to get ahead of a large operand streamed from memory.
@@ -269,7 +266,7 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
       }
       for (int64_t t = 0; t < strips; ++t) {
         float* __restrict out = dst + t * Width * dn + d * Width;
-        const int64_t n = cpu::min64(Width, wn - t * Width);
+        const int64_t n = min64(Width, wn - t * Width);
         if (n == Width) {
           cpu::widen<Width>(src + t * Width, out);
         } else {
@@ -286,12 +283,12 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
     // strips inside, so that the source is read in address order where it is contiguous.
     SplitCursor cursor(depth, d0);
     for (int64_t d = 0; d < dn;) {
-      const int64_t run = depth.div > 0 ? cpu::min64(dn - d, depth.div - cursor.lo) : dn - d;
+      const int64_t run = depth.div > 0 ? min64(dn - d, depth.div - cursor.lo) : dn - d;
       const T* src = p + cursor.offset();
       for (int64_t t = 0; t < strips; ++t) {
         float* const strip = dst + t * Width * dn;
         const int64_t first = w0 + t * Width;
-        const int n = int(cpu::min64(Width, wn - t * Width));
+        const int n = int(min64(Width, wn - t * Width));
         int64_t i = 0;
         if (n == Width && Width % 8 == 0) {
           for (; i + 8 <= run; i += 8) {
@@ -321,7 +318,7 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
     const T* src = p + w0 * wide_stride + cursor.offset();
     for (int64_t t = 0; t < strips; ++t) {
       float* out = dst + t * Width * dn + d * Width;
-      const int n = int(cpu::min64(Width, wn - t * Width));
+      const int n = int(min64(Width, wn - t * Width));
       for (int w = 0; w < n; ++w) out[w] = to_float(src[(t * Width + w) * wide_stride]);
       for (int w = n; w < Width; ++w) out[w] = 0.0f;
     }
@@ -423,8 +420,8 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
   const uint64_t bh = static_cast<uint64_t>(bound_h), bw = static_cast<uint64_t>(bound_w);
   const bool linear = step_h == 1 && step_w == 1;
   for (int64_t c0 = 0; c0 < wn; c0 += cpu::kWindowChunk) {
-    const int64_t cn = cpu::min64(cpu::kWindowChunk, wn - c0);
-    const int strips = int(cpu::div_up(cn, Width));
+    const int64_t cn = min64(cpu::kWindowChunk, wn - c0);
+    const int strips = int(div_up(cn, Width));
     float* const chunk = dst + (c0 / Width) * Width * dn;
     // Per column: with a linear view, off = off + h * row + w (positions add up, so the depth's
     // part adds on); otherwise the plain coordinates for element().
@@ -493,7 +490,7 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     // stretch of output positions of one image: the im2col^T of backward-weights, whose
     // columns are scattered but whose depths run along rows).
     for (int64_t d = 0; d < dn; d += 8) {
-      const int bn = int(cpu::min64(8, dn - d));
+      const int bn = int(min64(8, dn - d));
       int64_t voff[8], vh[8], vw[8];
       for (int i = 0; i < bn; ++i, dd.next(depth)) {
         const WindowCoord v = coord(depth, dd.o, dd.a, dd.b);

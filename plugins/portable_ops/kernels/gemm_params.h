@@ -1,10 +1,13 @@
 // The parameters of the GEMM-engine kernels (gemm_f32 and the three conv2d_*_f32 kernels) and
-// how the host picks their tiles. Plain C++17 with no dialect in it: the host side (gemm.cpp,
-// conv.cpp) includes it as well as the kernels (gemm.cpp, conv.cpp under kernels/), so that both
-// agree on the layout of the argument structs, which the launch copies bytewise.
+// how the host picks their tiles. The host side (gemm.cpp, conv.cpp) includes it as well as the
+// kernels (gemm.cpp, conv.cpp under kernels/), so that both agree on the layout of the argument
+// structs, which the launch copies bytewise; the integer helpers come from common.h, whose dialect
+// header compiles as host C++ too.
 #pragma once
 
 #include <stdint.h>
+
+#include "common.h"
 
 namespace porta_ops {
 
@@ -100,10 +103,7 @@ struct GemmPlan {
 };
 
 namespace plan_detail {
-inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return div_up(a, b) * b; }
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // Spreads `groups` group numbers over x, then y, then z, each at most 65535 (the portable limit of
 // y and z, and what keeps x within every backend's range too). Returns false if they don't fit.

@@ -59,7 +59,7 @@ void run_job(void* data) {
       throw failure_of(e);
     }
   } catch (...) {
-    failure = plugin::error_of_op_exception(job->op.c_str()).message;
+    failure = plugin::error_of_current_exception(job->op.c_str()).message;
   }
   if (failure.empty()) return;
   try {
@@ -88,8 +88,8 @@ void Ops::release_stream_storage(void*, void* storage, int32_t) {
 porta_status_t Ops::supports_backend(void*, const char* backend) {
   return plugin::guarded("supports_backend", [&]() -> porta_status_t {
     if (std::string_view(backend) == "cpu") return PORTA_SUCCESS;
-    return plugin::report(PORTA_ERROR_UNAVAILABLE,
-                          std::string("vendor_cpu serves the cpu backend only, not ") + backend);
+    return plugin::fail(PORTA_ERROR_UNAVAILABLE,
+                        std::string("vendor_cpu serves the cpu backend only, not ") + backend);
   });
 }
 
@@ -181,7 +181,7 @@ const char* dnnl_status_name(dnnl_status_t status) {
 
 porta_status_t guarded(const char* op, const Op& context,
                        const std::function<void()>& body) noexcept {
-  return plugin::guarded_op(op, [&] {
+  return plugin::guarded(op, [&] {
     std::string earlier;
     {
       StreamFailure& failure = failure_of_stream(context);

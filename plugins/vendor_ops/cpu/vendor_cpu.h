@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "op_guard.h"
 #include "op_plugin.h"
+#include "plugin_kit.h"
 
 namespace porta::vendor_cpu {
 

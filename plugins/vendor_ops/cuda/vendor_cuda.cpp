@@ -13,7 +13,6 @@
 #include <cublas_v2.h>
 #include <cuda.h>
 #include <cudnn.h>
-#include <dlfcn.h>
 #include <porta/porta_ops.h>
 #include <porta/porta_plugin.h>
 
@@ -31,15 +30,17 @@
 #include <vector>
 
 #include "conv_algorithms.h"
-#include "op_guard.h"
+#include "gpu_driver.h"
 #include "op_plugin.h"
+#include "plugin_kit.h"
 
 namespace porta::vendor_cuda {
 namespace {
 
+using plugin::fail;
 using plugin::Failure;
-using plugin::guarded_op;
-using plugin::report;
+using plugin::guarded;
+using plugin::throw_error;
 
 void check_blas(cublasStatus_t status, const char* call) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
@@ -64,39 +65,15 @@ void check_dnn(cudnnStatus_t status, const char* call) {
                             std::to_string(code) + ")");
 }
 
-// The driver calls that keep the device's context current around library calls, from
-// libcuda.so.1 opened at initialisation (the plugin itself links only cuBLAS and cuDNN).
-struct Driver {
-  void* library = nullptr;
-  CUresult (*ctx_get_current)(CUcontext*) = nullptr;
-  CUresult (*ctx_set_current)(CUcontext) = nullptr;
-  CUresult (*get_version)(int*) = nullptr;
-};
-Driver driver;
+// libcuda.so.1, opened and resolved as the backend opens it (gpu_driver.h), at initialisation;
+// the plugin itself links only cuBLAS and cuDNN. Never closed, like the backend's: drivers keep
+// threads and exit handlers in it.
+std::unique_ptr<gpu::Driver> driver;
 
-// Makes context current on this thread for the scope, then puts the caller's back.
-class CurrentContext {
+// The device's context current around library calls, by the backend's one rule (gpu_driver.h).
+class CurrentContext : public gpu::CurrentContext {
  public:
-  explicit CurrentContext(CUcontext context) {
-    if (driver.ctx_get_current(&previous_) != CUDA_SUCCESS) previous_ = nullptr;
-    if (previous_ != context) {
-      const CUresult result = driver.ctx_set_current(context);
-      if (result != CUDA_SUCCESS) {
-        throw Failure(PORTA_ERROR_BACKEND,
-                      "cuCtxSetCurrent failed: CUresult " + std::to_string(result));
-      }
-      restore_ = true;
-    }
-  }
-  ~CurrentContext() {
-    if (restore_) driver.ctx_set_current(previous_);
-  }
-  CurrentContext(const CurrentContext&) = delete;
-  CurrentContext& operator=(const CurrentContext&) = delete;
-
- private:
-  CUcontext previous_ = nullptr;
-  bool restore_ = false;
+  explicit CurrentContext(CUcontext context) : gpu::CurrentContext(*driver, context) {}
 };
 
 // Destroys a state's library handles. Each is first bound to the default stream: destroying a
@@ -193,7 +170,7 @@ int to_int(const char* name, int64_t value) {
 // ---- GEMM ---------------------------------------------------------------------------------------
 
 porta_status_t gemm(const porta_op_context_t* op, const porta_gemm_args_t* args) {
-  return guarded_op("porta_gemm", [&] {
+  return guarded("porta_gemm", [&] {
     const porta_gemm_desc_t* d = args->desc;
     const void *a = args->a, *b = args->b;
     float* c = args->c;
@@ -356,7 +333,7 @@ std::shared_ptr<ConvPlan> plan_for(StreamState& state, const porta_conv2d_desc_t
 
 porta_status_t conv(const char* name, Pass pass, const porta_op_context_t& op,
                     const porta_conv2d_desc_t* d, const void* in0, const void* in1, float* out) {
-  return guarded_op(name, [&] {
+  return guarded(name, [&] {
     // cuDNN's convolution wants x, w and y of one type; Porta's 16-bit convolutions write fp32.
     if (d->dtype != PORTA_DTYPE_F32) {
       throw Failure(PORTA_ERROR_UNSUPPORTED,
@@ -433,7 +410,7 @@ cudnnSoftmaxAlgorithm_t algorithm(porta_softmax_mode_t mode) {
 
 porta_status_t softmax_forward(const porta_op_context_t* op,
                                const porta_softmax_forward_args_t* a) {
-  return guarded_op("porta_softmax_forward", [&] {
+  return guarded("porta_softmax_forward", [&] {
     StreamState& state = state_of(*op);
     std::lock_guard lock(state.mutex);
     CurrentContext current(state.context);
@@ -447,7 +424,7 @@ porta_status_t softmax_forward(const porta_op_context_t* op,
 
 porta_status_t softmax_backward(const porta_op_context_t* op,
                                 const porta_softmax_backward_args_t* a) {
-  return guarded_op("porta_softmax_backward", [&] {
+  return guarded("porta_softmax_backward", [&] {
     StreamState& state = state_of(*op);
     std::lock_guard lock(state.mutex);
     CurrentContext current(state.context);
@@ -471,37 +448,20 @@ std::string cuda_version_text(size_t version) {
 // fail without saying why): that is said here, naming both versions.
 porta_status_t initialize(void** out_state) {
   *out_state = nullptr;
-  if (!driver.library) {
-    dlerror();
-    void* library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!library) {
-      const char* why = dlerror();
-      return report(PORTA_ERROR_UNAVAILABLE,
-                    std::string("vendor_cuda: the CUDA driver cannot be opened: ") +
-                        (why ? why : "libcuda.so.1 not found"));
-    }
-    auto get = reinterpret_cast<CUresult (*)(CUcontext*)>(dlsym(library, "cuCtxGetCurrent"));
-    auto set = reinterpret_cast<CUresult (*)(CUcontext)>(dlsym(library, "cuCtxSetCurrent"));
-    auto version = reinterpret_cast<CUresult (*)(int*)>(dlsym(library, "cuDriverGetVersion"));
-    if (!get || !set || !version) {
-      return report(PORTA_ERROR_UNAVAILABLE,
-                    "vendor_cuda: libcuda.so.1 lacks cuCtxGetCurrent, "
-                    "cuCtxSetCurrent or cuDriverGetVersion");
-    }
-    // Never dlclosed, like the backend's: drivers keep threads and exit handlers in it.
-    driver = Driver{library, get, set, version};
-  }
-  int driver_version = 0;
-  if (driver.get_version(&driver_version) != CUDA_SUCCESS) driver_version = 0;
-  const size_t needed = std::max(cublasGetCudartVersion(), cudnnGetCudartVersion());
-  if (static_cast<size_t>(driver_version) / 1000 < needed / 1000) {
-    return report(PORTA_ERROR_INCOMPATIBLE_VERSION,
-                  "vendor_cuda: cuBLAS and cuDNN were built for CUDA " + cuda_version_text(needed) +
+  return guarded("vendor_cuda", [&]() -> porta_status_t {
+    if (!driver) driver = gpu::Driver::open();
+    int driver_version = 0;
+    if (driver->driver_get_version(&driver_version) != CUDA_SUCCESS) driver_version = 0;
+    const size_t needed = std::max(cublasGetCudartVersion(), cudnnGetCudartVersion());
+    if (static_cast<size_t>(driver_version) / 1000 < needed / 1000) {
+      throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION,
+                  "cuBLAS and cuDNN were built for CUDA " + cuda_version_text(needed) +
                       ", which needs a driver for CUDA " + cuda_version_text(needed / 1000 * 1000) +
                       " or later; the driver supports CUDA " + cuda_version_text(driver_version) +
                       " (" + std::to_string(driver_version) + ")");
-  }
-  return PORTA_SUCCESS;
+    }
+    return PORTA_SUCCESS;
+  });
 }
 
 // A stream's state, handed back by libporta: its library handles are released (~StreamState),
@@ -521,8 +481,8 @@ void shutdown(void*) {
 porta_status_t supports_backend(void*, const char* backend) {
   return plugin::guarded("supports_backend", [&]() -> porta_status_t {
     if (std::string_view(backend) == "cuda") return PORTA_SUCCESS;
-    return report(PORTA_ERROR_UNAVAILABLE,
-                  std::string("vendor_cuda serves the cuda backend only, not ") + backend);
+    return fail(PORTA_ERROR_UNAVAILABLE,
+                std::string("vendor_cuda serves the cuda backend only, not ") + backend);
   });
 }
 

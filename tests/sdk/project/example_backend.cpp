@@ -8,14 +8,14 @@ namespace {
 porta_status_t initialize(porta_backend_context_t* out_context, int32_t* out_device_count) {
   *out_context = nullptr;
   *out_device_count = 0;
-  return porta::plugin::report(PORTA_ERROR_UNAVAILABLE, "the example backend has no device");
+  return porta::plugin::fail(PORTA_ERROR_UNAVAILABLE, "the example backend has no device");
 }
 
 void shutdown(porta_backend_context_t) {}
 
 template <class... Args>
 porta_status_t unsupported(porta_backend_context_t, Args...) {
-  return porta::plugin::report(PORTA_ERROR_UNSUPPORTED, "the example backend runs nothing");
+  return porta::plugin::fail(PORTA_ERROR_UNSUPPORTED, "the example backend runs nothing");
 }
 
 porta_backend_interface_t make_interface() {

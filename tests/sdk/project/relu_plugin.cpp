@@ -9,8 +9,10 @@
 #include <string>
 #include <string_view>
 
-#include "op_guard.h"
+#include <porta/porta.hpp>
+
 #include "op_plugin.h"
+#include "plugin_kit.h"
 
 namespace {
 
@@ -52,18 +54,18 @@ struct Ops {
 
   static porta_status_t supports_backend(void*, const char* backend) {
     if (std::string_view(backend) == "cpu") return PORTA_SUCCESS;
-    return porta::plugin::report(
+    return porta::plugin::fail(
         PORTA_ERROR_UNAVAILABLE,
         std::string("example ops serve the cpu backend only, not ") + backend);
   }
 
   static porta_status_t relu_forward(const porta_op_context_t* op,
                                      const porta_relu_forward_args_t* args) {
-    return porta::plugin::guarded_op("porta_relu_forward", [&] {
+    return porta::plugin::guarded("porta_relu_forward", [&] {
       const int64_t count = args->count;
       if (count > int64_t(UINT32_MAX) * kGroup) {
-        porta::plugin::fail(PORTA_ERROR_UNSUPPORTED,
-                            "count " + std::to_string(count) + " is more than one launch covers");
+        porta::plugin::throw_error(PORTA_ERROR_UNSUPPORTED,
+                                   "count " + std::to_string(count) + " is more than one launch covers");
       }
       const porta::stream s = porta::stream::wrap(op->stream, false);
       const uint32_t groups = uint32_t((count + kGroup - 1) / kGroup);
