@@ -49,6 +49,7 @@ using stream_t = hipStream_t;
 using event_t = hipEvent_t;
 using module_t = hipModule_t;
 using function_t = hipFunction_t;
+using deviceptr_t = hipDeviceptr_t;
 using attribute_t = hipDeviceAttribute_t;
 inline constexpr result_t kSuccess = hipSuccess;
 inline constexpr result_t kNotReady = hipErrorNotReady;
@@ -126,7 +127,9 @@ inline constexpr attribute_t kComputeMinor = hipDeviceAttributeComputeCapability
   X(device_get_default_mem_pool, hipDeviceGetDefaultMemPool) \
   X(mem_pool_trim_to, hipMemPoolTrimTo)                      \
   X(mem_pool_set_attribute, hipMemPoolSetAttribute)          \
-  X(mem_pool_get_attribute, hipMemPoolGetAttribute)
+  X(mem_pool_get_attribute, hipMemPoolGetAttribute)          \
+  X(module_get_global, hipModuleGetGlobal)                   \
+  X(memcpy_dtoh, hipMemcpyDtoH)
 // The same, for functions the C++ header overloads (see PORTA_GPU_TYPED_FUNCTIONS).
 #define PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(T) \
   T(mem_alloc_async, hipMallocAsync, hipError_t (*)(void**, size_t, hipStream_t))
@@ -158,6 +161,7 @@ using stream_t = CUstream;
 using event_t = CUevent;
 using module_t = CUmodule;
 using function_t = CUfunction;
+using deviceptr_t = CUdeviceptr;
 using attribute_t = CUdevice_attribute;
 inline constexpr result_t kSuccess = CUDA_SUCCESS;
 inline constexpr result_t kNotReady = CUDA_ERROR_NOT_READY;
@@ -229,16 +233,18 @@ inline constexpr attribute_t kComputeMode = CU_DEVICE_ATTRIBUTE_COMPUTE_MODE;
 // another context better); older drivers only export the first version, looked up as a fallback.
 #define PORTA_GPU_TYPED_FUNCTIONS(T)
 
-#define PORTA_GPU_OPTIONAL_FUNCTIONS(X)           \
-  X(event_elapsed_time_v2, cuEventElapsedTime_v2) \
-  X(event_elapsed_time_v1, cuEventElapsedTime)    \
+#define PORTA_GPU_OPTIONAL_FUNCTIONS(X)                     \
+  X(event_elapsed_time_v2, cuEventElapsedTime_v2)           \
+  X(event_elapsed_time_v1, cuEventElapsedTime)              \
   X(launch_host_func, cuLaunchHostFunc)                     \
   X(mem_alloc_async, cuMemAllocAsync)                       \
   X(mem_free_async, cuMemFreeAsync)                         \
   X(device_get_default_mem_pool, cuDeviceGetDefaultMemPool) \
   X(mem_pool_trim_to, cuMemPoolTrimTo)                      \
   X(mem_pool_set_attribute, cuMemPoolSetAttribute)          \
-  X(mem_pool_get_attribute, cuMemPoolGetAttribute)
+  X(mem_pool_get_attribute, cuMemPoolGetAttribute)          \
+  X(module_get_global, cuModuleGetGlobal_v2)                \
+  X(memcpy_dtoh, cuMemcpyDtoH_v2)
 #define PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(T)
 
 using mem_pool_t = CUmemoryPool;

@@ -11,7 +11,9 @@
 //                  then returned by every later call, as the real driver does
 //   cc=N           the compute capability of every device (default 90)
 //   max_threads=N  what cuFuncGetAttribute answers for CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK
-// porta_fake_cuda_retained(I) tells the tests how often device I's primary context is retained.
+// porta_fake_cuda_retained(I) tells the tests how often device I's primary context is retained,
+// porta_fake_cuda_launches() how many kernel launches reached the driver. cuModuleGetGlobal finds
+// globals in the loaded image itself (fake_globals.h).
 #include <cuda.h>
 
 #include <atomic>
@@ -21,6 +23,8 @@
 #include <map>
 #include <mutex>
 #include <string>
+
+#include "fake_globals.h"
 
 struct CUctx_st {
   int device;
@@ -32,7 +36,7 @@ struct CUevent_st {
   int unused;
 };
 struct CUmod_st {
-  int unused;
+  const void* image;  // the plugin keeps it alive while the module is loaded
 };
 struct CUfunc_st {
   int unused;
@@ -58,6 +62,7 @@ CUctx_st contexts[8];
 std::atomic<int> retained[8];
 thread_local CUcontext current = nullptr;
 CUfunc_st function;
+std::atomic<int> launches{0};
 
 bool is_sticky(CUresult code) {
   switch (code) {
@@ -127,6 +132,7 @@ bool valid_device(CUdevice dev) { return dev >= 0 && dev < config.devices && dev
 extern "C" {
 
 int porta_fake_cuda_retained(int device) { return retained[device].load(); }
+int porta_fake_cuda_launches() { return launches.load(); }
 
 CUresult cuInit(unsigned int) {
   read_config();
@@ -336,10 +342,10 @@ CUresult cuEventElapsedTime(float* ms, CUevent, CUevent) {
   return CUDA_SUCCESS;
 }
 
-CUresult cuModuleLoadData(CUmodule* module, const void*) {
+CUresult cuModuleLoadData(CUmodule* module, const void* image) {
   ENTER("cuModuleLoadData");
   if (!current) return CUDA_ERROR_INVALID_CONTEXT;
-  *module = new CUmod_st{};
+  *module = new CUmod_st{image};
   return CUDA_SUCCESS;
 }
 
@@ -351,6 +357,24 @@ CUresult cuModuleUnload(CUmodule module) {
 CUresult cuModuleGetFunction(CUfunction* out, CUmodule, const char*) {
   ENTER("cuModuleGetFunction");
   *out = &function;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuModuleGetGlobal_v2(CUdeviceptr* address, size_t* bytes, CUmodule module,
+                              const char* name) {
+  ENTER("cuModuleGetGlobal");
+  if (!current) return CUDA_ERROR_INVALID_CONTEXT;
+  const unsigned char* data = nullptr;
+  size_t size = 0;
+  if (!porta_fake::find_global(module->image, name, &data, &size)) return CUDA_ERROR_NOT_FOUND;
+  *address = reinterpret_cast<CUdeviceptr>(data);
+  *bytes = size;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t size) {
+  ENTER("cuMemcpyDtoH");
+  std::memcpy(dst, reinterpret_cast<const void*>(src), size);
   return CUDA_SUCCESS;
 }
 
@@ -367,7 +391,9 @@ CUresult cuFuncSetAttribute(CUfunction, CUfunction_attribute, int) {
 CUresult cuLaunchKernel(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int,
                         unsigned int, unsigned int, unsigned int, CUstream, void**, void**) {
   ENTER("cuLaunchKernel");
-  return current ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+  if (!current) return CUDA_ERROR_INVALID_CONTEXT;
+  ++launches;
+  return CUDA_SUCCESS;
 }
 
 // Runs fn at once, as if the stream were idle; after a sticky error it is never run.
