@@ -1,5 +1,7 @@
 // Modules and kernels: loading code objects, looking kernels up, launching them.
 #include <algorithm>
+#include <cctype>
+#include <cstddef>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -24,6 +26,145 @@ std::shared_ptr<Module> new_module(Device& device) {
 
 porta_status_t adopt(Runtime& runtime, std::shared_ptr<Module> module, porta_module_t* out_module) {
   *out_module = reinterpret_cast<porta_module_t>(runtime.modules.insert(std::move(module)));
+  return PORTA_SUCCESS;
+}
+
+// Configs written before arg_count and arg_sizes existed end before them; their arguments go
+// unchecked.
+constexpr size_t kConfigSizeWithArgs =
+    offsetof(porta_launch_config_t, arg_sizes) + sizeof(porta_launch_config_t::arg_sizes);
+
+bool is_identifier_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) {
+    text.remove_prefix(1);
+  }
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) {
+    text.remove_suffix(1);
+  }
+  return text;
+}
+
+// Splits a parameter list as written ("uint32_t n, const pair<int, int>* p") into each
+// parameter's type and name; a name is empty where the parameter has none.
+void split_signature(std::string_view signature, std::vector<std::string>& types,
+                     std::vector<std::string>& names) {
+  std::vector<std::string_view> pieces;
+  int depth = 0;
+  size_t start = 0;
+  for (size_t i = 0; i <= signature.size(); ++i) {
+    const char c = i < signature.size() ? signature[i] : ',';
+    if (c == '(' || c == '<' || c == '[' || c == '{') ++depth;
+    if (c == ')' || c == '>' || c == ']' || c == '}') --depth;
+    if (c == ',' && depth == 0) {
+      pieces.push_back(trim(signature.substr(start, i - start)));
+      start = i + 1;
+    }
+  }
+  if (pieces.size() == 1 && (pieces[0].empty() || pieces[0] == "void")) pieces.clear();
+  static constexpr std::string_view kTypeWords[] = {"int",    "char",   "short", "long",
+                                                    "float",  "double", "bool",  "unsigned",
+                                                    "signed", "__half", "void",  "const"};
+  for (std::string_view piece : pieces) {
+    std::string_view declarator = piece.substr(0, piece.find('['));  // "float x[4]"
+    declarator = trim(declarator);
+    size_t name_start = declarator.size();
+    while (name_start > 0 && is_identifier_char(declarator[name_start - 1])) --name_start;
+    std::string_view name = declarator.substr(name_start);
+    const bool named =
+        name_start > 0 && !name.empty() && !(name[0] >= '0' && name[0] <= '9') &&
+        std::find(std::begin(kTypeWords), std::end(kTypeWords), name) == std::end(kTypeWords);
+    if (!named) name = {};
+    types.emplace_back(named ? trim(declarator.substr(0, name_start)) : piece);
+    names.emplace_back(name);
+  }
+}
+
+// Asks the backend once what the module records about the kernel's parameters.
+porta_status_t record_params(const Backend& backend, Kernel& kernel) {
+  if (!backend.interface.kernel_params) return PORTA_SUCCESS;
+  uint32_t count = 0;
+  const uint32_t* sizes = nullptr;
+  const char* signature = nullptr;
+  take_plugin_message();
+  const porta_status_t status =
+      backend.interface.kernel_params(backend.context, kernel.native, &count, &sizes, &signature);
+  const std::string detail = take_plugin_message();
+  // An image without the record is no error: its launches go unchecked.
+  if (status == PORTA_ERROR_NOT_FOUND) return PORTA_SUCCESS;
+  if (status != PORTA_SUCCESS) {
+    return fail(status, "porta_kernel_get: {} backend: {}", backend.name,
+                detail.empty() ? porta_status_name(status) : detail);
+  }
+  if (count > 0 && !sizes) {
+    return fail(PORTA_ERROR_BACKEND,
+                "porta_kernel_get: backend {}: kernel '{}' has {} parameters "
+                "but no sizes",
+                backend.name, kernel.name, count);
+  }
+  kernel.params_recorded = true;
+  kernel.param_sizes.assign(sizes, sizes + count);
+  if (signature) {
+    split_signature(signature, kernel.param_types, kernel.param_names);
+    if (kernel.param_names.size() != count) {  // a list the split misread: sizes only
+      kernel.param_types.clear();
+      kernel.param_names.clear();
+    }
+  }
+  kernel.param_types.resize(count);
+  kernel.param_names.resize(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    const std::string& type = kernel.param_types[i];
+    const std::string& name = kernel.param_names[i];
+    kernel.param_type_pointers.push_back(type.empty() ? nullptr : type.c_str());
+    kernel.param_name_pointers.push_back(name.empty() ? nullptr : name.c_str());
+  }
+  return PORTA_SUCCESS;
+}
+
+// "parameter 2 'x' (const float*)", as much as the module records.
+std::string describe_param(const Kernel& kernel, size_t i) {
+  std::string text = fmt::format("parameter {}", i);
+  if (!kernel.param_names[i].empty()) text += fmt::format(" '{}'", kernel.param_names[i]);
+  if (!kernel.param_types[i].empty()) text += fmt::format(" ({})", kernel.param_types[i]);
+  return text;
+}
+
+// The arguments the caller states against the parameters the module records; nothing is queued
+// on a mismatch.
+porta_status_t check_args(const char* function, const Kernel& kernel,
+                          const porta_launch_config_t& config) {
+  if (config.struct_size < kConfigSizeWithArgs || !config.arg_sizes ||
+      !kernel.params_recorded) {
+    return PORTA_SUCCESS;
+  }
+  const size_t count = kernel.param_sizes.size();
+  if (config.arg_count != count) {
+    std::string list;
+    for (size_t i = 0; i < count; ++i) {
+      const std::string& type = kernel.param_types[i];
+      const std::string& name = kernel.param_names[i];
+      list += fmt::format("{}{}", i ? ", " : "",
+                          type.empty()   ? fmt::format("{} bytes", kernel.param_sizes[i])
+                          : name.empty() ? type
+                                         : type + " " + name);
+    }
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: kernel '{}' takes {} parameters ({}) but {} arguments were given; nothing was "
+                "launched",
+                function, kernel.name, count, list, config.arg_count);
+  }
+  for (size_t i = 0; i < count; ++i) {
+    if (config.arg_sizes[i] != kernel.param_sizes[i]) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: kernel '{}' {} takes {} bytes but argument {} has {}; nothing was launched",
+                  function, kernel.name, describe_param(kernel, i), kernel.param_sizes[i], i,
+                  config.arg_sizes[i]);
+    }
+  }
   return PORTA_SUCCESS;
 }
 
@@ -191,6 +332,9 @@ extern "C" PORTA_API porta_status_t porta_kernel_get(porta_module_t handle, cons
     porta_status_t status = call(backend, "porta_kernel_get", backend.interface.kernel_get,
                                  module->native, name, &kernel->native);
     if (status != PORTA_SUCCESS) return status;
+    kernel->name = name;
+    status = record_params(backend, *kernel);
+    if (status != PORTA_SUCCESS) return status;
     kernel->max_group_size = kernel->device->properties.max_work_group_size;
     if (backend.interface.kernel_max_group_size) {
       int32_t max = 0;
@@ -231,6 +375,8 @@ extern "C" PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel_ha
                   function, config->group[0], config->group[1], config->group[2], items,
                   kernel->max_group_size);
     }
+    status = check_args(function, *kernel, *config);
+    if (status != PORTA_SUCCESS) return status;
     const Backend& backend = *kernel->device->backend;
     const porta_launch_config_t whole = whole_copy(*config);  // a first release's may be shorter
     return call(backend, function, backend.interface.kernel_launch, kernel->native, &whole, args,
@@ -251,6 +397,34 @@ extern "C" PORTA_API porta_status_t porta_kernel_max_group_size(porta_kernel_t k
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_kernel_max_group_size: out_max is NULL");
     }
     *out_max = kernel->max_group_size;
+    return PORTA_SUCCESS;
+  });
+}
+
+extern "C" PORTA_API porta_status_t porta_kernel_get_params(porta_kernel_t kernel_handle,
+                                                            porta_kernel_params_t* out_params) {
+  return with_runtime("porta_kernel_get_params", [&](Runtime& runtime) -> porta_status_t {
+    const char* function = "porta_kernel_get_params";
+    auto kernel = runtime.kernels.find(reinterpret_cast<uintptr_t>(kernel_handle));
+    if (!kernel) {
+      return fail(PORTA_ERROR_INVALID_HANDLE, "{}: kernel {} is not a live kernel", function,
+                  static_cast<void*>(kernel_handle));
+    }
+    if (!out_params || out_params->struct_size < sizeof(porta_kernel_params_t)) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: out_params is NULL or its struct_size is below {}", function,
+                  sizeof(porta_kernel_params_t));
+    }
+    if (!kernel->params_recorded) {
+      return fail(PORTA_ERROR_NOT_FOUND,
+                  "{}: the module of kernel '{}' records no parameter list (an image built "
+                  "without porta_kernel.h); its launches are unchecked",
+                  function, kernel->name);
+    }
+    out_params->count = static_cast<uint32_t>(kernel->param_sizes.size());
+    out_params->sizes = kernel->param_sizes.data();
+    out_params->names = kernel->param_name_pointers.data();
+    out_params->types = kernel->param_type_pointers.data();
     return PORTA_SUCCESS;
   });
 }

@@ -94,6 +94,13 @@ struct Kernel {
   Device* device = nullptr;
   void* native = nullptr;
   int32_t max_group_size = 0;  // porta_kernel_max_group_size, asked once at porta_kernel_get
+  std::string name;
+  // The parameters the module records (porta_kernel_get_params), asked once at porta_kernel_get;
+  // launches are checked against them. Names and types are empty where not recorded.
+  bool params_recorded = false;
+  std::vector<uint32_t> param_sizes;
+  std::vector<std::string> param_names, param_types;
+  std::vector<const char*> param_name_pointers, param_type_pointers;  // into the above, or NULL
 };
 
 struct Comm {

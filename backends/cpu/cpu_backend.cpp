@@ -500,6 +500,18 @@ porta_status_t kernel_max_group_size(porta_backend_context_t, void* kernel, int3
   });
 }
 
+// The sizes come from the kernel's descriptor, the parameter list from beside it.
+porta_status_t kernel_params(porta_backend_context_t, void* kernel, uint32_t* out_count,
+                             const uint32_t** out_sizes, const char** out_signature) {
+  return guarded("kernel_params", [&] {
+    const auto* k = static_cast<CpuKernel*>(kernel);
+    *out_count = static_cast<uint32_t>(k->param_sizes().size());
+    *out_sizes = k->param_sizes().data();
+    *out_signature = k->signature();
+    return PORTA_SUCCESS;
+  });
+}
+
 porta_status_t kernel_get(porta_backend_context_t, void* module, const char* name,
                           void** out_kernel) {
   return guarded("kernel_get", [&] {
@@ -600,6 +612,12 @@ const porta_backend_interface_t kInterface = {
     .checker_report = checker_report,
     .kernel_max_group_size = kernel_max_group_size,
     .device_can_access_peer = device_can_access_peer,
+    .memory_alloc_async = nullptr,  // stream-ordered allocation: libporta's pool
+    .memory_free_async = nullptr,
+    .memory_pool_stats = nullptr,
+    .memory_pool_set_release_threshold = nullptr,
+    .memory_pool_trim = nullptr,
+    .kernel_params = kernel_params,
 };
 
 }  // namespace

@@ -567,6 +567,8 @@ CpuKernel* CpuModule::kernel(const char* name) {
   if (auto* max = static_cast<const uint32_t*>(dlsym(handle_, limit.c_str()))) {
     kernel->set_max_group_size(*max);
   }
+  const std::string signature = std::string(PORTA_KERNEL_SIGNATURE_PREFIX) + name;
+  kernel->set_signature(static_cast<const char*>(dlsym(handle_, signature.c_str())));
   CpuKernel* result = kernel.get();
   kernels_.emplace(name, std::move(kernel));
   return result;

@@ -32,6 +32,10 @@ class CpuKernel {
   // The limit the kernel declared (PORTA_KERNEL_MAX_GROUP), or 0 for none.
   uint32_t max_group_size() const { return max_group_size_; }
   void set_max_group_size(uint32_t max) { max_group_size_ = max; }
+  const std::vector<uint32_t>& param_sizes() const { return param_sizes_; }
+  // The parameter list as written in PORTA_KERNEL, or NULL for a module that does not record it.
+  const char* signature() const { return signature_; }
+  void set_signature(const char* signature) { signature_ = signature; }
 
   // Copies the argument values now, so the caller's may go away, and returns the task that runs
   // every work-group on pool. The task uses this kernel: libporta unloads a module only after the
@@ -49,6 +53,7 @@ class CpuKernel {
   std::vector<size_t> param_offsets_;  // into the argument block, each suitably aligned
   size_t block_size_ = 0;
   uint32_t max_group_size_ = 0;
+  const char* signature_ = nullptr;  // in the module's image
 };
 
 class CpuModule {

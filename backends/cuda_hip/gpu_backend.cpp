@@ -1,6 +1,7 @@
 // The CUDA and HIP backend plugin, one source for both (gpu_vendor.h maps the names). Streams,
 // events, modules and kernels are the driver's own objects, wrapped only to remember their
 // device; the driver does the queueing, so there is no worker thread here.
+#include <porta/porta_kernel.h>
 #include <porta/porta_plugin.h>
 
 #include <algorithm>
@@ -92,6 +93,10 @@ struct Event {
 struct Kernel {
   int32_t device;
   function_t function;
+  // The parameters the image records beside the kernel (read_params), for kernel_params.
+  bool params_recorded = false;
+  std::vector<uint32_t> param_sizes;
+  std::string signature;
 };
 
 struct Module {
@@ -808,6 +813,41 @@ porta_status_t module_unload(porta_backend_context_t context, void* module) {
   });
 }
 
+// Copies the device global symbol out of the module; false when the module has none.
+bool read_global(const Driver& d, module_t module, const std::string& symbol,
+                 std::vector<char>& out) {
+  deviceptr_t address{};
+  size_t bytes = 0;
+  const result_t r = d.module_get_global(&address, &bytes, module, symbol.c_str());
+  if (r != kSuccess && Driver::status_of(r) == PORTA_ERROR_NOT_FOUND) return false;
+  d.check(r, "global " + symbol);
+  out.resize(bytes);
+  if (bytes > 0) d.check(d.memcpy_dtoh(out.data(), address, bytes), "copy of global " + symbol);
+  return true;
+}
+
+// The parameter record PORTA_KERNEL puts beside each kernel in the image (porta_kernel.h): the
+// count and sizes, and the parameter list as written. An image built otherwise has none, and its
+// launches go unchecked.
+void read_params(const Driver& d, module_t module, const std::string& name, Kernel& kernel) {
+  if (!d.module_get_global || !d.memcpy_dtoh) return;
+  std::vector<char> record;
+  if (!read_global(d, module, PORTA_KERNEL_PARAM_SIZES_PREFIX + name, record)) return;
+  std::vector<uint32_t> words(record.size() / sizeof(uint32_t));
+  std::memcpy(words.data(), record.data(), words.size() * sizeof(uint32_t));
+  if (words.empty() || words[0] > words.size() - 1) {
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT, std::string(kBackendName) + ": kernel '" + name +
+                                           "': malformed parameter record (" +
+                                           std::to_string(record.size()) + " bytes)");
+  }
+  kernel.param_sizes.assign(words.begin() + 1, words.begin() + 1 + words[0]);
+  std::vector<char> signature;
+  if (read_global(d, module, PORTA_KERNEL_SIGNATURE_PREFIX + name, signature)) {
+    kernel.signature.assign(signature.data(), strnlen(signature.data(), signature.size()));
+  }
+  kernel.params_recorded = true;
+}
+
 porta_status_t kernel_get(porta_backend_context_t context, void* module, const char* name,
                           void** out_kernel) {
   return guarded("kernel_get", [&] {
@@ -841,6 +881,7 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
     }
 #endif
     auto kernel = std::make_unique<Kernel>(Kernel{m->device, function});
+    read_params(d, m->module, name, *kernel);
     *out_kernel = kernel.get();
     m->kernels.emplace(name, std::move(kernel));
     return PORTA_SUCCESS;
@@ -875,6 +916,21 @@ porta_status_t stream_launch_host_func(porta_backend_context_t context, void* st
     // The driver runs fn on a thread of its own, in stream order; porta_host_fn_t and the
     // driver's host-function type are both void (*)(void*).
     d.check(d.launch_host_func(s.native(d), fn, user_data), "host function launch");
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t kernel_params(porta_backend_context_t, void* kernel, uint32_t* out_count,
+                             const uint32_t** out_sizes, const char** out_signature) {
+  return guarded("kernel_params", [&] {
+    const auto* k = static_cast<const Kernel*>(kernel);
+    if (!k->params_recorded) {
+      throw_error(PORTA_ERROR_NOT_FOUND,
+           std::string(kBackendName) + ": the image records no parameters for this kernel");
+    }
+    *out_count = static_cast<uint32_t>(k->param_sizes.size());
+    *out_sizes = k->param_sizes.data();
+    *out_signature = k->signature.empty() ? nullptr : k->signature.c_str();
     return PORTA_SUCCESS;
   });
 }
@@ -1037,6 +1093,7 @@ const porta_backend_interface_t kInterface = {
     .memory_pool_stats = memory_pool_stats,
     .memory_pool_set_release_threshold = memory_pool_set_release_threshold,
     .memory_pool_trim = memory_pool_trim,
+    .kernel_params = kernel_params,
 };
 
 }  // namespace

@@ -49,6 +49,7 @@ using stream_t = hipStream_t;
 using event_t = hipEvent_t;
 using module_t = hipModule_t;
 using function_t = hipFunction_t;
+using deviceptr_t = hipDeviceptr_t;
 using attribute_t = hipDeviceAttribute_t;
 inline constexpr result_t kSuccess = hipSuccess;
 inline constexpr result_t kNotReady = hipErrorNotReady;
@@ -130,7 +131,9 @@ inline constexpr attribute_t kComputeMinor = hipDeviceAttributeComputeCapability
   X(device_can_access_peer, hipDeviceCanAccessPeer)          \
   X(enable_peer_access, hipDeviceEnablePeerAccess)           \
   X(memcpy_peer_async, hipMemcpyPeerAsync)                   \
-  X(pointer_get_attribute, hipPointerGetAttribute)
+  X(pointer_get_attribute, hipPointerGetAttribute)          \
+  X(module_get_global, hipModuleGetGlobal)                   \
+  X(memcpy_dtoh, hipMemcpyDtoH)
 // The same, for functions the C++ header overloads (see PORTA_GPU_TYPED_FUNCTIONS).
 #define PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(T) \
   T(mem_alloc_async, hipMallocAsync, hipError_t (*)(void**, size_t, hipStream_t))
@@ -162,6 +165,7 @@ using stream_t = CUstream;
 using event_t = CUevent;
 using module_t = CUmodule;
 using function_t = CUfunction;
+using deviceptr_t = CUdeviceptr;
 using attribute_t = CUdevice_attribute;
 inline constexpr result_t kSuccess = CUDA_SUCCESS;
 inline constexpr result_t kNotReady = CUDA_ERROR_NOT_READY;
@@ -246,7 +250,9 @@ inline constexpr attribute_t kComputeMode = CU_DEVICE_ATTRIBUTE_COMPUTE_MODE;
   X(device_can_access_peer, cuDeviceCanAccessPeer)          \
   X(ctx_enable_peer_access, cuCtxEnablePeerAccess)          \
   X(memcpy_peer_async, cuMemcpyPeerAsync)                   \
-  X(pointer_get_attribute, cuPointerGetAttribute)
+  X(pointer_get_attribute, cuPointerGetAttribute)          \
+  X(module_get_global, cuModuleGetGlobal_v2)                \
+  X(memcpy_dtoh, cuMemcpyDtoH_v2)
 #define PORTA_GPU_OPTIONAL_TYPED_FUNCTIONS(T)
 
 using mem_pool_t = CUmemoryPool;

@@ -138,6 +138,7 @@ struct Kernel {
   std::string name;
   ze_kernel_handle_t kernel = nullptr;
   spirv::KernelSignature signature;
+  std::vector<uint32_t> param_sizes;  // signature.user_param_sizes(), for kernel_params
   std::mutex mutex;  // group size, arguments and the launch go together
 };
 
@@ -704,6 +705,7 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
     auto kernel = std::make_unique<Kernel>();
     kernel->name = name;
     kernel->signature = signature->second;
+    kernel->param_sizes = kernel->signature.user_param_sizes();
     ze_kernel_desc_t desc{ZE_STRUCTURE_TYPE_KERNEL_DESC, nullptr, 0, name};
     Driver::check(d.zeKernelCreate(m->module, &desc, &kernel->kernel),
                   std::string("kernel '") + name + "'");
@@ -713,6 +715,18 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
                                                     ZE_KERNEL_INDIRECT_ACCESS_FLAG_SHARED);
     *out_kernel = kernel.get();
     m->kernels.emplace(name, std::move(kernel));
+    return PORTA_SUCCESS;
+  });
+}
+
+// The sizes from the SPIR-V module, which carries no names.
+porta_status_t kernel_params(porta_backend_context_t, void* kernel, uint32_t* out_count,
+                             const uint32_t** out_sizes, const char** out_signature) {
+  return guarded("kernel_params", [&] {
+    const auto* k = static_cast<const Kernel*>(kernel);
+    *out_count = static_cast<uint32_t>(k->param_sizes.size());
+    *out_sizes = k->param_sizes.data();
+    *out_signature = nullptr;
     return PORTA_SUCCESS;
   });
 }
@@ -826,6 +840,15 @@ const porta_backend_interface_t kInterface = {
     .kernel_launch = kernel_launch,
     .code_object_suffixes = code_object_suffixes,
     .stream_launch_host_func = stream_launch_host_func,
+    .checker_report = nullptr,
+    .kernel_max_group_size = nullptr,
+    .device_can_access_peer = nullptr,
+    .memory_alloc_async = nullptr,  // stream-ordered allocation: libporta's pool
+    .memory_free_async = nullptr,
+    .memory_pool_stats = nullptr,
+    .memory_pool_set_release_threshold = nullptr,
+    .memory_pool_trim = nullptr,
+    .kernel_params = kernel_params,
 };
 
 }  // namespace

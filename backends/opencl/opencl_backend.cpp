@@ -105,6 +105,7 @@ struct Kernel {
   std::string name;
   cl_kernel kernel = nullptr;
   spirv::KernelSignature signature;
+  std::vector<uint32_t> param_sizes;  // signature.user_param_sizes(), for kernel_params
   std::mutex mutex;  // clSetKernelArg and the enqueue that uses the arguments go together
 };
 
@@ -869,12 +870,25 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
     try {
       kernel->signature = m->signatures.empty() ? signature_from_arg_info(d, kernel->kernel, name)
                                                 : m->signatures.at(name);
+      kernel->param_sizes = kernel->signature.user_param_sizes();
     } catch (...) {
       d.clReleaseKernel(kernel->kernel);
       throw;
     }
     *out_kernel = kernel.get();
     m->kernels.emplace(name, std::move(kernel));
+    return PORTA_SUCCESS;
+  });
+}
+
+// The sizes from the SPIR-V module (or the driver's argument info); SPIR-V carries no names.
+porta_status_t kernel_params(porta_backend_context_t, void* kernel, uint32_t* out_count,
+                             const uint32_t** out_sizes, const char** out_signature) {
+  return guarded("kernel_params", [&] {
+    const auto* k = static_cast<const Kernel*>(kernel);
+    *out_count = static_cast<uint32_t>(k->param_sizes.size());
+    *out_sizes = k->param_sizes.data();
+    *out_signature = nullptr;
     return PORTA_SUCCESS;
   });
 }
@@ -1059,6 +1073,15 @@ const porta_backend_interface_t kInterface = {
     .kernel_launch = kernel_launch,
     .code_object_suffixes = code_object_suffixes,
     .stream_launch_host_func = stream_launch_host_func,
+    .checker_report = nullptr,
+    .kernel_max_group_size = nullptr,
+    .device_can_access_peer = nullptr,
+    .memory_alloc_async = nullptr,  // stream-ordered allocation: libporta's pool
+    .memory_free_async = nullptr,
+    .memory_pool_stats = nullptr,
+    .memory_pool_set_release_threshold = nullptr,
+    .memory_pool_trim = nullptr,
+    .kernel_params = kernel_params,
 };
 
 }  // namespace

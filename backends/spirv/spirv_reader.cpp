@@ -214,6 +214,12 @@ size_t KernelSignature::user_param_count() const {
   return count;
 }
 
+std::vector<uint32_t> KernelSignature::user_param_sizes() const {
+  std::vector<uint32_t> sizes;
+  for (size_t i = 0; i < user_param_count(); ++i) sizes.push_back(params[i].size);
+  return sizes;
+}
+
 bool is_spirv(const void* image, size_t size) {
   if (!image || size < 20 || size % 4 != 0) return false;
   uint32_t magic = 0;

@@ -27,6 +27,8 @@ struct KernelSignature {
   // The parameters the caller provides: all but the trailing local pointers, which the build's
   // pass step added for dynamic shared memory.
   size_t user_param_count() const;
+  // The bytes of each of those: what porta_kernel_launch checks a launch's arguments against.
+  std::vector<uint32_t> user_param_sizes() const;
 };
 
 // True when the image starts with the SPIR-V magic number (either byte order).

@@ -535,15 +535,43 @@ typedef struct porta_launch_config_s {
   uint32_t grid[3];            /* work-groups per dimension, each >= 1 */
   uint32_t group[3];           /* work-items per group per dimension, each >= 1 */
   uint32_t shared_memory_bytes; /* dynamic shared (local) memory per group */
+  /* The arguments as the caller passes them, checked against the kernel's parameters
+   * (porta_kernel_get_params) before anything is queued: arg_count entries of args, arg_sizes[i]
+   * the bytes args[i] points to. arg_sizes NULL leaves them unchecked (a config whose struct_size
+   * ends before these fields too). porta.hpp's launches always fill them. */
+  uint32_t arg_count;
+  const size_t* arg_sizes;
 } porta_launch_config_t;
 #define PORTA_LAUNCH_CONFIG_MIN_SIZE PORTA_FIELD_END(porta_launch_config_t, shared_memory_bytes)
 
+/* A kernel's parameters as its module records them (porta_kernel.h's PORTA_KERNEL records them in
+ * every build). The arrays live as long as the kernel's module. */
+typedef struct porta_kernel_params_s {
+  size_t struct_size;    /* set by the caller to sizeof(porta_kernel_params_t) */
+  uint32_t count;        /* how many parameters the kernel takes */
+  const uint32_t* sizes; /* count entries: bytes of each parameter's value */
+  /* count entries: each parameter's name, or NULL where the module does not record it (SPIR-V
+   * modules and modules not written with PORTA_KERNEL record sizes only) */
+  const char* const* names;
+  const char* const* types; /* count entries: each parameter's type as written, or NULL */
+} porta_kernel_params_t;
+
+/* The kernel's parameter list, which porta_kernel_launch checks arguments against.
+ * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for NULL out or a struct_size below
+ * sizeof(porta_kernel_params_t); NOT_FOUND when the module records no parameter list for the
+ * kernel (a CUDA or HIP image built without porta_kernel.h): its launches are then unchecked. */
+PORTA_API porta_status_t porta_kernel_get_params(porta_kernel_t kernel,
+                                                 porta_kernel_params_t* out_params);
+
 /* Queues the kernel on the stream, as cuLaunchKernel does: args[i] points to the value of the
- * kernel's i-th parameter, which is copied before the call returns.
+ * kernel's i-th parameter, which is copied before the call returns. When config->arg_sizes is set,
+ * the arguments are checked against the kernel's recorded parameters first.
  * Returns: SUCCESS; INVALID_HANDLE for the kernel or stream; INVALID_ARGUMENT for NULL config or
  * args (when the kernel has parameters), a zero or oversize grid or group, too much shared memory,
  * or a stream of another device than the kernel's module, or a group larger than
- * porta_kernel_max_group_size. */
+ * porta_kernel_max_group_size; INVALID_ARGUMENT, with nothing queued, for an arg_count other than
+ * the kernel's parameter count or an argument whose size differs from its parameter's (the
+ * message names the kernel and the parameter's index, name and type where recorded). */
 PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel,
                                              const porta_launch_config_t* config, void** args,
                                              porta_stream_t stream);

@@ -18,7 +18,8 @@
  *   porta::device_buffer<float> x(0, n), y(0, n);
  *   x.copy_from_host(hx.data(), n);
  *   porta::module m(0, "saxpy.so");
- *   m.kernel("saxpy").launch(s, porta::div_up(n, 256), 256, uint32_t(n), 2.0f, x, y);
+ *   auto saxpy = m.kernel<uint32_t, float, const float*, float*>("saxpy");  // as PORTA_KERNEL
+ *   saxpy.launch(s, porta::div_up(n, 256), 256, uint32_t(n), 2.0f, x, y);
  *   s.synchronize();
  */
 #ifndef PORTA_PORTA_HPP_
@@ -30,6 +31,7 @@
 #include <iterator>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -359,6 +361,47 @@ template <class T>
 const void* arg_address(const device_buffer<T>& buffer) noexcept {
   return buffer.data_address();
 }
+
+// The value an argument passes: itself, or a device_buffer's device pointer.
+template <class T>
+struct passed {
+  using type = T;
+};
+template <class T>
+struct passed<device_buffer<T>> {
+  using type = T*;
+};
+template <class A>
+using passed_t = typename passed<std::remove_cv_t<std::remove_reference_t<A>>>::type;
+
+// Whether argument type A may fill parameter type P: the same type, or a pointer (a buffer's
+// too) that converts to P without a cast (float* to const float*). No arithmetic conversions, so
+// swapped arguments (2.0f, n) fail to compile rather than being converted.
+template <class A, class P>
+inline constexpr bool fits_param = std::is_same_v<passed_t<A>, std::remove_cv_t<P>> ||
+                                   (std::is_pointer_v<passed_t<A>> && std::is_pointer_v<P> &&
+                                    std::is_convertible_v<passed_t<A>, P>);
+
+template <class T>
+T passed_value(const T& value) noexcept {
+  return value;
+}
+template <class T>
+T* passed_value(const device_buffer<T>& buffer) noexcept {
+  return buffer.data();
+}
+
+// Launches with the argument sizes stated, so that libporta checks them against the kernel's
+// recorded parameters (porta_launch_config_t.arg_sizes).
+inline void launch_checked(porta_kernel_t kernel, const porta_launch_config_t& config,
+                           void** addresses, uint32_t count, const size_t* sizes,
+                           porta_stream_t stream) {
+  porta_launch_config_t stated = config;
+  stated.struct_size = sizeof stated;
+  stated.arg_count = count;
+  stated.arg_sizes = sizes;
+  check(porta_kernel_launch(kernel, &stated, addresses, stream));
+}
 }  // namespace detail
 
 // A kernel of a loaded module; a plain value, valid while its module is loaded.
@@ -371,11 +414,14 @@ class kernel {
 
   // Queues the kernel with args as its parameters, in order. Each argument's type must be the
   // parameter's exact type (pass uint32_t(n), not n, to a uint32_t parameter); a device_buffer
-  // passes its device pointer. Arguments are copied before launch returns.
+  // passes its device pointer. Arguments are copied before launch returns. libporta checks their
+  // count and sizes against the kernel's parameters (porta::error, INVALID_ARGUMENT, nothing
+  // queued); typed_kernel checks their types at compile time.
   template <class... Args>
   void launch(const stream& s, const porta_launch_config_t& config, const Args&... args) const {
     void* addresses[sizeof...(Args) + 1] = {const_cast<void*>(detail::arg_address(args))...};
-    check(porta_kernel_launch(h_, &config, addresses, s.get()));
+    const size_t sizes[sizeof...(Args) + 1] = {sizeof(detail::passed_t<Args>)...};
+    detail::launch_checked(h_, config, addresses, sizeof...(Args), sizes, s.get());
   }
   template <class... Args>
   void launch(const stream& s, dim3 grid, dim3 group, const Args&... args) const {
@@ -384,6 +430,84 @@ class kernel {
 
  private:
   porta_kernel_t h_ = nullptr;
+};
+
+// A kernel whose parameter types the host states, in the kernel's order:
+//   auto saxpy = m.kernel<uint32_t, float, const float*, float*>("saxpy");
+//   saxpy.launch(s, grid, group, uint32_t(n), 2.0f, x, y);
+// A launch with another number of arguments, or an argument that is not the parameter's type (a
+// pointer that converts to it without a cast, a device_buffer<T> for T*), fails to compile. The
+// stated types are checked against the parameters the module records when the kernel is looked
+// up (porta::error, INVALID_ARGUMENT, naming the parameter).
+template <class... Params>
+class typed_kernel {
+ public:
+  typed_kernel() noexcept = default;
+  explicit typed_kernel(porta_kernel_t handle) : k_(handle) { check_params(); }
+  porta_kernel_t get() const noexcept { return k_.get(); }
+  explicit operator bool() const noexcept { return bool(k_); }
+  // The same kernel without compile-time checks.
+  const porta::kernel& untyped() const noexcept { return k_; }
+
+  template <class... Args>
+  void launch(const stream& s, const porta_launch_config_t& config, const Args&... args) const {
+    static_assert(sizeof...(Args) == sizeof...(Params),
+                  "porta::typed_kernel::launch: the argument count differs from the kernel's "
+                  "parameter count");
+    if constexpr (sizeof...(Args) == sizeof...(Params)) {  // one error, not a cascade
+      static_assert((detail::fits_param<Args, Params> && ...),
+                    "porta::typed_kernel::launch: an argument's type differs from its parameter's "
+                    "(pass the exact type: uint32_t(n), 2.0f)");
+      if constexpr ((detail::fits_param<Args, Params> && ...)) {
+        // The values as the parameters' own types, so each has the parameter's size.
+        const std::tuple<std::remove_cv_t<Params>..., char> values{detail::passed_value(args)...,
+                                                                   0};
+        launch_values(s, config, values, std::index_sequence_for<Params...>{});
+      }
+    }
+  }
+  template <class... Args>
+  void launch(const stream& s, dim3 grid, dim3 group, const Args&... args) const {
+    launch(s, launch_config(grid, group), args...);
+  }
+
+ private:
+  template <class Tuple, size_t... I>
+  void launch_values(const stream& s, const porta_launch_config_t& config, const Tuple& values,
+                     std::index_sequence<I...>) const {
+    void* addresses[sizeof...(Params) + 1] = {
+        const_cast<void*>(static_cast<const void*>(&std::get<I>(values)))...};
+    const size_t sizes[sizeof...(Params) + 1] = {sizeof(Params)...};
+    detail::launch_checked(k_.get(), config, addresses, sizeof...(Params), sizes, s.get());
+  }
+
+  void check_params() const {
+    porta_kernel_params_t params{};
+    params.struct_size = sizeof params;
+    const porta_status_t status = porta_kernel_get_params(k_.get(), &params);
+    if (status == PORTA_ERROR_NOT_FOUND) return;  // not recorded: libporta cannot check either
+    check(status);
+    const size_t sizes[sizeof...(Params) + 1] = {sizeof(Params)...};
+    if (params.count != sizeof...(Params)) {
+      throw error(PORTA_ERROR_INVALID_ARGUMENT,
+                  "porta::typed_kernel: the kernel takes " + std::to_string(params.count) +
+                      " parameters, the typed_kernel states " + std::to_string(sizeof...(Params)));
+    }
+    for (uint32_t i = 0; i < params.count; ++i) {
+      if (params.sizes[i] != sizes[i]) {
+        const char* name = params.names[i];
+        const char* type = params.types[i];
+        throw error(PORTA_ERROR_INVALID_ARGUMENT,
+                    "porta::typed_kernel: parameter " + std::to_string(i) +
+                        (name ? " '" + std::string(name) + "'" : std::string()) +
+                        (type ? " (" + std::string(type) + ")" : std::string()) + " takes " +
+                        std::to_string(params.sizes[i]) + " bytes, the typed_kernel states " +
+                        std::to_string(sizes[i]));
+      }
+    }
+  }
+
+  porta::kernel k_;
 };
 
 // A code object loaded on one device; unloading waits for the device's pending work.
@@ -399,6 +523,12 @@ class module : public detail::unique_handle<porta_module_t, porta_module_unload>
 
   porta::kernel kernel(const std::string& name) const {
     return porta::kernel(detail::out<porta_kernel_t>(porta_kernel_get, get(), name.c_str()));
+  }
+  // The kernel with its parameter types stated (typed_kernel): m.kernel<uint32_t, float*>("k").
+  template <class P0, class... Params>
+  typed_kernel<P0, Params...> kernel(const std::string& name) const {
+    return typed_kernel<P0, Params...>(
+        detail::out<porta_kernel_t>(porta_kernel_get, get(), name.c_str()));
   }
 };
 

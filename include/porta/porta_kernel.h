@@ -63,6 +63,15 @@ extern "C" {
  * work-items per group the kernel takes (PORTA_KERNEL_MAX_GROUP). */
 #define PORTA_CPU_KERNEL_MAX_GROUP_PREFIX "porta_cpu_kernel_max_group_size_"
 #define PORTA_CPU_KERNEL_MAX_PARAMS 64
+/* Beside each kernel, in every build but SPIR-V (whose module carries the parameter types
+ * itself): const char porta_kernel_signature_<name>[], the parameter list as PORTA_KERNEL was
+ * given it ("uint32_t n, float a, const float* x, float* y"), which names the parameters in
+ * launch errors. A CUDA or HIP image adds porta_kernel_param_sizes_<name>, a uint32_t count
+ * followed by each parameter's size in bytes (a CPU kernel's descriptor has them). Backends read
+ * both through the driver (cuModuleGetGlobal) or the symbol table, and porta_kernel_launch checks
+ * launch arguments against them. */
+#define PORTA_KERNEL_SIGNATURE_PREFIX "porta_kernel_signature_"
+#define PORTA_KERNEL_PARAM_SIZES_PREFIX "porta_kernel_param_sizes_"
 
 /* The work-group being run. */
 typedef struct porta_cpu_work_group_s {
@@ -245,7 +254,22 @@ static __device__ __forceinline__ float fmaf(float x, float y, float z) {
 #define PORTA_DEVICE_FUNCTION __device__ __forceinline__
 /* Memory shared by a work-group, declared in the kernel body's scope. */
 #define PORTA_SHARED __shared__
-#define PORTA_KERNEL(name, ...) extern "C" __global__ void name(__VA_ARGS__)
+#if PORTA_TARGET_SPIRV
+#define PORTA_KERNEL_RECORD(name, ...)
+#else
+/* Device globals the backend copies out of a loaded image (see porta_kernel_signature_ above),
+ * kept although no kernel reads them. */
+#define PORTA_KERNEL_RECORD(name, ...)                                                          \
+  extern "C" __device__ __attribute__((used)) const char porta_kernel_signature_##name[] =      \
+      #__VA_ARGS__;                                                                             \
+  extern "C" __device__ __attribute__((used))                                                   \
+  const ::porta::detail::param_sizes_of<decltype(name)>::type porta_kernel_param_sizes_##name = \
+      ::porta::detail::param_sizes_of<decltype(name)>::value;
+#endif
+#define PORTA_KERNEL(name, ...)                 \
+  extern "C" __global__ void name(__VA_ARGS__); \
+  PORTA_KERNEL_RECORD(name, __VA_ARGS__)        \
+  extern "C" __global__ void name(__VA_ARGS__)
 #else
 #if PORTA_TARGET_SIMT
 #define PORTA_DEVICE_FUNCTION inline
@@ -255,10 +279,13 @@ static __device__ __forceinline__ float fmaf(float x, float y, float z) {
 #define PORTA_DEVICE_FUNCTION inline __attribute__((always_inline))
 #define PORTA_SHARED
 #endif
-#define PORTA_KERNEL(name, ...)                                                           \
-  static void porta_kernel_body_##name(__VA_ARGS__);                                      \
-  extern "C" __attribute__((visibility("default"))) const porta_cpu_kernel_t              \
-      porta_cpu_kernel_##name = ::porta::detail::cpu_kernel<&porta_kernel_body_##name>::value; \
+#define PORTA_KERNEL(name, ...)                                                                  \
+  static void porta_kernel_body_##name(__VA_ARGS__);                                             \
+  extern "C" __attribute__((visibility("default")))                                              \
+  const porta_cpu_kernel_t porta_cpu_kernel_##name =                                             \
+      ::porta::detail::cpu_kernel<&porta_kernel_body_##name>::value;                             \
+  extern "C" __attribute__((visibility("default"))) const char porta_kernel_signature_##name[] = \
+      #__VA_ARGS__;                                                                              \
   static void porta_kernel_body_##name(__VA_ARGS__)
 #endif
 
@@ -269,10 +296,15 @@ static __device__ __forceinline__ float fmaf(float x, float y, float z) {
 #if PORTA_TARGET_CUDA
 /* At least one group per multiprocessor: with the group size alone ptxas may aim at more groups
  * and spill registers to fit them. */
-#define PORTA_KERNEL_MAX_GROUP(name, max_items, ...) \
+#define PORTA_KERNEL_MAX_GROUP(name, max_items, ...)                            \
+  extern "C" __global__ void __launch_bounds__(max_items, 1) name(__VA_ARGS__); \
+  PORTA_KERNEL_RECORD(name, __VA_ARGS__)                                        \
   extern "C" __global__ void __launch_bounds__(max_items, 1) name(__VA_ARGS__)
 #elif PORTA_TARGET_HIP
 #define PORTA_KERNEL_MAX_GROUP(name, max_items, ...)                                          \
+  extern "C" __global__                                                                       \
+      __attribute__((amdgpu_flat_work_group_size(1, max_items))) void name(__VA_ARGS__);      \
+  PORTA_KERNEL_RECORD(name, __VA_ARGS__)                                                      \
   extern "C" __global__ __attribute__((amdgpu_flat_work_group_size(1, max_items))) void name( \
       __VA_ARGS__)
 #else
@@ -299,6 +331,20 @@ inline constexpr target current_target = target::cpu;
 #endif
 
 #if PORTA_TARGET_GPU
+
+namespace detail {
+/* The record PORTA_KERNEL_RECORD emits: the parameter count, then each parameter's size. */
+template <class F>
+struct param_sizes_of;
+template <class... P>
+struct param_sizes_of<void(P...)> {
+  struct type {
+    uint32_t count;
+    uint32_t sizes[sizeof...(P) + 1];
+  };
+  static constexpr type value = {sizeof...(P), {static_cast<uint32_t>(sizeof(P))..., 0}};
+};
+}  // namespace detail
 
 PORTA_DEVICE_FUNCTION uint32_t group_id(int d) { return d == 0 ? blockIdx.x : d == 1 ? blockIdx.y : blockIdx.z; }
 PORTA_DEVICE_FUNCTION uint32_t group_count(int d) { return d == 0 ? gridDim.x : d == 1 ? gridDim.y : gridDim.z; }

@@ -198,6 +198,15 @@ typedef struct porta_backend_interface_s {
                                                       int32_t device, uint64_t bytes);
   porta_status_t (*memory_pool_trim)(porta_backend_context_t context, int32_t device,
                                      uint64_t keep_bytes);
+
+  /* ABI 2.0. Optional (launch arguments unchecked when NULL or NOT_FOUND): the kernel's parameters
+   * as its module records them: their count, each one's size in bytes (count entries), and the
+   * parameter list as written in PORTA_KERNEL ("uint32_t n, float a, const float* x") or NULL.
+   * The arrays live as long as the kernel. libporta asks once, at porta_kernel_get, and checks
+   * every launch's arguments against the answer (porta_kernel_launch). */
+  porta_status_t (*kernel_params)(porta_backend_context_t context, void* kernel,
+                                  uint32_t* out_count, const uint32_t** out_sizes,
+                                  const char** out_signature);
 } porta_backend_interface_t;
 
 /* What libporta resolved for one op call, handed to every op slot (op plugin ABI 2). Valid for

@@ -41,6 +41,12 @@ porta_status_t c11_use_api(const char* path) {
   porta_launch_config_t config = {
       .struct_size = sizeof(porta_launch_config_t), .grid = {1, 1, 1}, .group = {64, 1, 1}};
   porta_kernel_launch(kernel, &config, NULL, stream);
+  porta_kernel_params_t params = {.struct_size = sizeof(porta_kernel_params_t)};
+  porta_kernel_get_params(kernel, &params);
+  const size_t sizes[1] = {0};
+  config.arg_count = 0;
+  config.arg_sizes = sizes;
+  porta_kernel_launch(kernel, &config, NULL, stream);
   porta_event_record(event, stream);
   porta_pointer_info_t info = {.struct_size = sizeof(porta_pointer_info_t)};
   porta_pointer_info(path, &info);

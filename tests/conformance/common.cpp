@@ -175,6 +175,9 @@ porta_status_t launch_saxpy(porta_kernel_t saxpy, int n, float a, const float* x
   const uint32_t groups = (static_cast<uint32_t>(n) + group_size - 1) / group_size;
   porta_launch_config_t config = launch_config({groups, 1, 1}, {group_size, 1, 1});
   void* args[] = {&n, &a, &x, &y};
+  const size_t sizes[] = {sizeof n, sizeof a, sizeof x, sizeof y};
+  config.arg_count = 4;
+  config.arg_sizes = sizes;
   return porta_kernel_launch(saxpy, &config, args, stream);
 }
 

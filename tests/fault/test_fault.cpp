@@ -201,7 +201,7 @@ TEST_CASE("fault: module load, kernel lookup and launch", "[fault]") {
          int n = 256;
          float a = 2.0f;
          void* args[] = {&n, &a, &y, &y};
-         porta_launch_config_t config{sizeof(config), {4, 1, 1}, {64, 1, 1}, 0};
+         porta_launch_config_t config{sizeof(config), {4, 1, 1}, {64, 1, 1}, 0, 0, nullptr};
          if (ok(status)) status = porta_kernel_launch(kernel, &config, args, nullptr);
          if (ok(status)) status = porta_stream_synchronize(nullptr);
          return status;

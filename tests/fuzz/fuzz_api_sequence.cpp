@@ -182,7 +182,8 @@ class Worker {
         void* args[] = {const_cast<int*>(&n), &a, &x, &y};
         const uint32_t group = 64;
         porta_launch_config_t config{
-            sizeof(config), {(uint32_t(n) + group - 1) / group, 1, 1}, {group, 1, 1}, 0};
+            sizeof(config), {(uint32_t(n) + group - 1) / group, 1, 1}, {group, 1, 1}, 0, 0,
+            nullptr};
         EXPECT_OK(porta_kernel_launch(saxpy_, &config, args, stream(op.c)));
         break;
       }
@@ -215,7 +216,7 @@ class Worker {
           EXPECT(porta_event_query(pick(stale_events_, op.b)), PORTA_ERROR_INVALID_HANDLE);
         }
         if (stale_kernel_) {
-          porta_launch_config_t config{sizeof(config), {1, 1, 1}, {1, 1, 1}, 0};
+          porta_launch_config_t config{sizeof(config), {1, 1, 1}, {1, 1, 1}, 0, 0, nullptr};
           int n = 0;
           float a = 0, *x = nullptr;
           void* args[] = {&n, &a, &x, &x};

@@ -21,6 +21,8 @@
 // queued on the stream from then on never complete (as a collective whose peers never come):
 // events recorded after it stay not ready and synchronising the stream waits, until
 // porta_fake_cuda_stall(stream, 0) (the stand-in NCCL's abort).
+// porta_fake_cuda_launches() tells how many kernel launches reached the driver. cuModuleGetGlobal
+// finds globals in the loaded image itself (fake_globals.h).
 #include <cuda.h>
 
 #include <atomic>
@@ -35,6 +37,8 @@
 #include <thread>
 #include <vector>
 
+#include "fake_globals.h"
+
 struct CUctx_st {
   int device;
 };
@@ -47,7 +51,7 @@ struct CUevent_st {
   std::shared_ptr<std::atomic<bool>> behind;  // the stall it was recorded behind, if any
 };
 struct CUmod_st {
-  int unused;
+  const void* image;  // the plugin keeps it alive while the module is loaded
 };
 struct CUfunc_st {
   int unused;
@@ -92,6 +96,7 @@ int device_of(CUdeviceptr ptr, size_t size) {
 std::string pair_name(const char* what, int a, int b) {
   return std::string(what) + " " + std::to_string(a) + " " + std::to_string(b);
 }
+std::atomic<int> launches{0};
 
 bool is_sticky(CUresult code) {
   switch (code) {
@@ -175,6 +180,7 @@ CUresult wait_out(const std::shared_ptr<std::atomic<bool>>& stall) {
 extern "C" {
 
 int porta_fake_cuda_retained(int device) { return retained[device].load(); }
+int porta_fake_cuda_launches() { return launches.load(); }
 
 void porta_fake_cuda_stall(CUstream stream, int stall) { stream->stalled->store(stall != 0); }
 
@@ -477,10 +483,10 @@ CUresult cuEventElapsedTime(float* ms, CUevent, CUevent) {
   return CUDA_SUCCESS;
 }
 
-CUresult cuModuleLoadData(CUmodule* module, const void*) {
+CUresult cuModuleLoadData(CUmodule* module, const void* image) {
   ENTER("cuModuleLoadData");
   if (!current) return CUDA_ERROR_INVALID_CONTEXT;
-  *module = new CUmod_st{};
+  *module = new CUmod_st{image};
   return CUDA_SUCCESS;
 }
 
@@ -492,6 +498,24 @@ CUresult cuModuleUnload(CUmodule module) {
 CUresult cuModuleGetFunction(CUfunction* out, CUmodule, const char*) {
   ENTER("cuModuleGetFunction");
   *out = &function;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuModuleGetGlobal_v2(CUdeviceptr* address, size_t* bytes, CUmodule module,
+                              const char* name) {
+  ENTER("cuModuleGetGlobal");
+  if (!current) return CUDA_ERROR_INVALID_CONTEXT;
+  const unsigned char* data = nullptr;
+  size_t size = 0;
+  if (!porta_fake::find_global(module->image, name, &data, &size)) return CUDA_ERROR_NOT_FOUND;
+  *address = reinterpret_cast<CUdeviceptr>(data);
+  *bytes = size;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t size) {
+  ENTER("cuMemcpyDtoH");
+  std::memcpy(dst, reinterpret_cast<const void*>(src), size);
   return CUDA_SUCCESS;
 }
 
@@ -508,7 +532,9 @@ CUresult cuFuncSetAttribute(CUfunction, CUfunction_attribute, int) {
 CUresult cuLaunchKernel(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int,
                         unsigned int, unsigned int, unsigned int, CUstream, void**, void**) {
   ENTER("cuLaunchKernel");
-  return current ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+  if (!current) return CUDA_ERROR_INVALID_CONTEXT;
+  ++launches;
+  return CUDA_SUCCESS;
 }
 
 // Runs fn at once, as if the stream were idle; after a sticky error it is never run.

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -605,4 +607,114 @@ TEST_CASE("gpu driver: collectives that complete are followed and released") {
   CHECK(porta_comm_destroy(comm) == PORTA_SUCCESS);
   CHECK(porta_stream_destroy(stream) == PORTA_SUCCESS);
   CHECK(porta_memory_free(buffer) == PORTA_SUCCESS);
+}
+
+// ---- both vendors
+// --------------------------------------------------------------------------------
+
+namespace {
+
+void use_default_fake() {
+#if defined(PORTA_GPU_HIP)
+  use_rocm("rocm7");
+#endif
+}
+
+int fake_launches() {
+  return fake_function<int (*)()>(kBackend == "cuda" ? "porta_fake_cuda_launches"
+                                                     : "porta_fake_hip_launches")();
+}
+
+std::vector<char> test_image() {
+  std::ifstream file(PORTA_TEST_GPU_CODE_OBJECT, std::ios::binary);
+  std::vector<char> image{std::istreambuf_iterator<char>(file), {}};
+  REQUIRE(!image.empty());
+  return image;
+}
+
+}  // namespace
+
+TEST_CASE("driver: the image's parameter record checks launches, and a mismatch launches nothing") {
+  use_default_fake();
+  Fresh fresh("");
+  REQUIRE(init() == PORTA_SUCCESS);
+  porta_module_t module = nullptr;
+  REQUIRE(porta_module_load(0, PORTA_TEST_GPU_CODE_OBJECT, &module) == PORTA_SUCCESS);
+  porta_kernel_t saxpy = nullptr;
+  REQUIRE(porta_kernel_get(module, "saxpy", &saxpy) == PORTA_SUCCESS);
+
+  // Read through the driver (module globals) from what nvcc or hipcc built.
+  porta_kernel_params_t params;
+  std::memset(&params, 0, sizeof(params));
+  params.struct_size = sizeof(params);
+  REQUIRE(porta_kernel_get_params(saxpy, &params) == PORTA_SUCCESS);
+  REQUIRE(params.count == 4);
+  const uint32_t sizes[] = {sizeof(int), sizeof(float), sizeof(void*), sizeof(void*)};
+  const char* names[] = {"n", "a", "x", "y"};
+  for (int i = 0; i < 4; ++i) {
+    INFO("parameter " << i);
+    CHECK(params.sizes[i] == sizes[i]);
+    REQUIRE(params.names[i]);
+    CHECK(std::string(params.names[i]) == names[i]);
+  }
+
+  int n = 1;
+  float a = 2.0f;
+  float* x = nullptr;
+  float* y = nullptr;
+  void* args[] = {&n, &a, &x, &y};
+  size_t arg_sizes[] = {sizeof n, sizeof a, sizeof x, sizeof y};
+  porta_launch_config_t c = config(32);
+  c.arg_sizes = arg_sizes;
+  const int before = fake_launches();
+  c.arg_count = 3;
+  CHECK(porta_kernel_launch(saxpy, &c, args, nullptr) == PORTA_ERROR_INVALID_ARGUMENT);
+  CHECK(message().find("kernel 'saxpy' takes 4 parameters (int n, float a, const float* x, "
+                       "float* y) but 3 arguments were given") != std::string::npos);
+  c.arg_count = 4;
+  arg_sizes[1] = sizeof(double);
+  CHECK(porta_kernel_launch(saxpy, &c, args, nullptr) == PORTA_ERROR_INVALID_ARGUMENT);
+  CHECK(
+      message().find("kernel 'saxpy' parameter 1 'a' (float) takes 4 bytes but argument 1 has 8") !=
+      std::string::npos);
+  CHECK(fake_launches() == before);
+  arg_sizes[1] = sizeof a;
+  CHECK(porta_kernel_launch(saxpy, &c, args, nullptr) == PORTA_SUCCESS);
+  CHECK(fake_launches() == before + 1);
+  CHECK(porta_module_unload(module) == PORTA_SUCCESS);
+}
+
+TEST_CASE("driver: an image without parameter records launches unchecked, as before") {
+  use_default_fake();
+  Fresh fresh("");
+  REQUIRE(init() == PORTA_SUCCESS);
+  // The same image with the records' names changed, as an image built without porta_kernel.h.
+  std::vector<char> image = test_image();
+  const std::string prefix = "porta_kernel_param_sizes_";
+  int renamed = 0;
+  for (auto at = std::search(image.begin(), image.end(), prefix.begin(), prefix.end());
+       at != image.end(); at = std::search(at + 1, image.end(), prefix.begin(), prefix.end())) {
+    *at = 'P';
+    ++renamed;
+  }
+  REQUIRE(renamed > 0);
+  porta_module_t module = nullptr;
+  REQUIRE(porta_module_load_data(0, image.data(), image.size(), &module) == PORTA_SUCCESS);
+  porta_kernel_t saxpy = nullptr;
+  REQUIRE(porta_kernel_get(module, "saxpy", &saxpy) == PORTA_SUCCESS);
+  porta_kernel_params_t params;
+  std::memset(&params, 0, sizeof(params));
+  params.struct_size = sizeof(params);
+  CHECK(porta_kernel_get_params(saxpy, &params) == PORTA_ERROR_NOT_FOUND);
+  CHECK(message().find("records no parameter list") != std::string::npos);
+  int n = 1;
+  void* args[] = {&n};
+  const size_t arg_sizes[] = {sizeof n};
+  porta_launch_config_t c = config(32);
+  c.arg_count = 1;
+  c.arg_sizes = arg_sizes;
+  const int before = fake_launches();
+  CHECK(porta_kernel_launch(saxpy, &c, args, nullptr) == PORTA_SUCCESS);
+  CHECK(fake_launches() == before + 1);
+  CHECK(porta_module_unload(module) == PORTA_SUCCESS);
 }

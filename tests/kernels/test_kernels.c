@@ -15,6 +15,7 @@
  *   noop()                                            no parameters, does nothing
  *   variant(uint32_t* out)                            *out = TEST_KERNELS_VARIANT, to tell
  *                                                     builds of this file apart
+ * saxpy alone records its parameter list (porta_kernel_signature_saxpy).
  */
 #include <porta/porta_kernel.h>
 #include <stdint.h>
@@ -53,6 +54,10 @@ static void saxpy_group(const porta_cpu_work_group_t* g, void* const* args) {
 }
 static const uint32_t saxpy_params[] = {sizeof(int), sizeof(float), sizeof(float*), sizeof(float*)};
 DEFINE_KERNEL(saxpy, saxpy_params);
+/* Names saxpy's parameters in launch errors, as PORTA_KERNEL records them; the other kernels
+ * record their sizes only. */
+TEST_KERNEL_EXPORT const char porta_kernel_signature_saxpy[] =
+    "int n, float a, const float* x, float* y";
 
 /* ---- fill_index ----------------------------------------------------------------------------- */
 

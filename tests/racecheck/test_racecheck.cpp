@@ -268,3 +268,51 @@ TEST_CASE("simt: a phase runs its items last to first, so a missing barrier show
   REQUIRE(racy.status == PORTA_SUCCESS);
   for (uint32_t i = 1; i < n; ++i) CHECK(racy.y[i] != float(i));
 }
+
+TEST_CASE("modes: every CPU build of a kernel library records its parameter list",
+          "[simt][params]") {
+  for (const char* mode : {"fast", "simt", "racecheck"}) {
+#ifndef PORTA_TEST_RACECHECK_BUILT
+    if (std::string(mode) == "racecheck") continue;  // a sanitizer build has none (see Session)
+#endif
+    INFO("mode " << mode);
+    Session session(mode);
+    REQUIRE(session.status() == PORTA_SUCCESS);
+    porta_module_t module;
+    REQUIRE(porta_module_load(0, PORTA_TEST_HAZARD_KERNELS, &module) == PORTA_SUCCESS);
+    porta_kernel_t kernel;
+    REQUIRE(porta_kernel_get(module, "missing_barrier", &kernel) == PORTA_SUCCESS);
+    porta_kernel_params_t params{};
+    params.struct_size = sizeof(params);
+    REQUIRE(porta_kernel_get_params(kernel, &params) == PORTA_SUCCESS);
+    REQUIRE(params.count == 3);
+    const char* names[] = {"n", "x", "y"};
+    const char* types[] = {"uint32_t", "const float*", "float*"};
+    const uint32_t sizes[] = {4, 8, 8};
+    for (int i = 0; i < 3; ++i) {
+      INFO("parameter " << i);
+      CHECK(params.sizes[i] == sizes[i]);
+      REQUIRE(params.names[i]);
+      CHECK(std::string(params.names[i]) == names[i]);
+      REQUIRE(params.types[i]);
+      CHECK(std::string(params.types[i]) == types[i]);
+    }
+    // A launch stating two arguments for three parameters is refused before it runs.
+    uint32_t n = 1;
+    void* y = nullptr;
+    void* args[] = {&n, &y};
+    const size_t arg_sizes[] = {sizeof n, sizeof y};
+    porta_launch_config_t config{};
+    config.struct_size = sizeof(config);
+    config.grid[0] = config.grid[1] = config.grid[2] = 1;
+    config.group[0] = config.group[1] = config.group[2] = 1;
+    config.arg_count = 2;
+    config.arg_sizes = arg_sizes;
+    CHECK(porta_kernel_launch(kernel, &config, args, nullptr) == PORTA_ERROR_INVALID_ARGUMENT);
+    CHECK(contains(porta_last_error_message(),
+                   "kernel 'missing_barrier' takes 3 parameters (uint32_t n, const float* x, "
+                   "float* y) but 2 arguments were given"));
+    REQUIRE(porta_stream_synchronize(nullptr) == PORTA_SUCCESS);
+    REQUIRE(porta_module_unload(module) == PORTA_SUCCESS);
+  }
+}

@@ -66,7 +66,7 @@ struct Runtime {
     std::vector<void*> args = leading_args;
     args.push_back(&din);
     args.push_back(&dout);
-    porta_launch_config_t config{sizeof(config), {groups, 1, 1}, {items, 1, 1}, 0};
+    porta_launch_config_t config{sizeof(config), {groups, 1, 1}, {items, 1, 1}, 0, 0, nullptr};
     REQUIRE_OK(porta_kernel_launch(kernel(name), &config, args.data(), nullptr));
     REQUIRE_OK(porta_device_synchronize(device));
     std::vector<float> out(count);

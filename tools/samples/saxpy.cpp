@@ -23,7 +23,8 @@ int main(int argc, char** argv) try {
   const auto module_path = std::filesystem::read_symlink("/proc/self/exe").parent_path() /
                            "../lib/porta_sample_kernels";
   porta::module module(device, module_path.string());
-  porta::kernel saxpy = module.kernel("saxpy");
+  // The parameter types as saxpy_kernels.cpp declares them: a launch that differs does not compile.
+  auto saxpy = module.kernel<uint32_t, float, const float*, float*>("saxpy");
 
   std::vector<float> x(n), y(n);
   for (uint32_t i = 0; i < n; ++i) {
