@@ -58,6 +58,17 @@ const char* static_backend_name(const std::string& name) {
   return "";
 }
 
+// Op plugins of the user's own are named by PORTA_OPS; the name becomes part of a file name.
+constexpr size_t kMaxPluginName = 64;
+bool is_plugin_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxPluginName || !(name[0] >= 'a' && name[0] <= 'z')) {
+    return false;
+  }
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
 bool is_incompatibility(porta_plugin_outcome_t outcome) {
   return outcome == PORTA_PLUGIN_INCOMPATIBLE || outcome == PORTA_PLUGIN_NO_ENTRY;
 }
@@ -165,11 +176,13 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
 
   Source ops = pick(PORTA_OPTION(ops), "options.ops", "PORTA_OPS");
   if (ops.text && *ops.text) {
-    if (std::string_view(ops.text) != "portable" && std::string_view(ops.text) != "vendor") {
+    if (!is_plugin_name(ops.text)) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
                   "{}='{}' is not accepted; accepted: portable (kernels written once, compiled "
-                  "per backend) or vendor (the vendor libraries)",
-                  ops.name, ops.text);
+                  "per backend), vendor (the vendor libraries), or the name of an op plugin on "
+                  "the plugin path (libporta_ops_<name>.so; lowercase letters, digits and '_', "
+                  "at most {} characters)",
+                  ops.name, ops.text, kMaxPluginName);
     }
     settings.ops = ops.text;
   }
@@ -334,8 +347,13 @@ void Runtime::shutdown() {
 // A plugin that failed for lack of memory fails porta_init instead (OUT_OF_MEMORY, which the next
 // call retries): a passing shortage must not leave every op unavailable until re-initialisation.
 porta_status_t Runtime::load_ops_plugins(const Settings& settings) {
+  // The portable plugin, each backend's vendor plugin, and one PORTA_OPS names otherwise.
   std::vector<std::string> names{"portable"};
   for (const auto& backend : backends_) names.push_back("vendor_" + backend->name);
+  const bool named = settings.ops != "vendor";  // "portable" or a plugin's own name
+  if (named && std::find(names.begin(), names.end(), settings.ops) == names.end()) {
+    names.push_back(settings.ops);
+  }
   for (const std::string& name : names) {
     auto plugin = std::make_unique<OpsPlugin>();
     PluginReport report;
@@ -388,12 +406,12 @@ porta_status_t Runtime::load_ops_plugins(const Settings& settings) {
   };
   for (auto& device : devices_) {
     const std::string& backend = device->backend->name;
-    const bool vendor = settings.ops == "vendor";
-    device->ops = serving(vendor ? "vendor_" + backend : "portable", *device, device->ops_missing,
-                          &device->ops_missing_status);
-    // A vendor plugin that is missing is not replaced (the ops say why); one that is there but
-    // leaves ops out gets them from the portable plugin.
-    if (vendor && device->ops) {
+    const std::string wanted = named ? settings.ops : "vendor_" + backend;
+    device->ops =
+        serving(wanted, *device, device->ops_missing, &device->ops_missing_status);
+    // A plugin other than the portable one that is missing is not replaced (the ops say why); one
+    // that is there but leaves ops out gets them from the portable plugin.
+    if (wanted != "portable" && device->ops) {
       device->fallback_ops = serving("portable", *device, device->fallback_missing);
     }
   }

@@ -679,6 +679,32 @@ TEST_CASE("loader: op argument errors are libporta's, whichever op plugin runs",
   }
 }
 
+TEST_CASE("loader: PORTA_OPS names an op plugin of one's own; a missing one leaves ops unavailable",
+          "[loader]") {
+  Fresh fresh;
+  porta_init_options_t o = options("cpu");
+  for (const char* bad : {"My_Ops", "../ops", "9ops", "ops.so"}) {
+    INFO(bad);
+    o.ops = bad;
+    CHECK(porta_init(&o) == PORTA_ERROR_INVALID_ARGUMENT);
+    CHECK(contains(porta_last_error_message(), "libporta_ops_<name>.so"));
+    porta_shutdown();
+  }
+  o.ops = "absent_ops";
+  PT_REQUIRE_OK(porta_init(&o));
+  const porta_plugin_report_t row = row_of("absent_ops");
+  CHECK(row.outcome == PORTA_PLUGIN_NOT_FOUND);
+  CHECK(contains(row.reason, "libporta_ops_absent_ops.so"));
+  void* memory = nullptr;
+  PT_REQUIRE_OK(porta_memory_alloc(0, 64, &memory));
+  auto* f = static_cast<float*>(memory);
+  // Not replaced by the portable plugin: the op says why it cannot run.
+  CHECK(porta_relu_forward(nullptr, 4, f, f + 4) == PORTA_ERROR_UNAVAILABLE);
+  CHECK(contains(porta_last_error_message(), "absent_ops"));
+  PT_CHECK_OK(porta_memory_free(memory));
+  PT_REQUIRE_OK(porta_shutdown());
+}
+
 TEST_CASE("loader: PORTA_VENDOR_LIBRARY narrows the vendor plugin to the libraries named",
           "[loader]") {
   Fresh fresh;

@@ -60,7 +60,7 @@ case "$step" in
       -DPORTA_BACKEND_CUDA=OFF -DPORTA_BACKEND_HIP=OFF "$@"
     cmake --build "$dir"
     # Every flavour the installed Porta and this machine can build.
-    files=(libporta_ops_vendor_cpu.so libporta_level_zero.so example_kernels.cpu-simt.so
+    files=(libporta_ops_example.so libporta_level_zero.so example_kernels.cpu-simt.so
       example_kernels.cpu-racecheck.so)
     if [[ "$(uname -m)" == x86_64 ]]; then
       files+=(example_kernels.cpu-x86-64.so example_kernels.cpu-x86-64-v3.so

@@ -4,7 +4,7 @@
  *   example_host <libporta.so.0> <folder of the project's kernel library and op plugin>
  *
  * It opens the installed libporta, resolves the calls it needs by name, initialises with the
- * project's folder first on the plugin path and the vendor op plugins selected (the backend and
+ * project's folder first on the plugin path and its op plugin selected (PORTA_OPS=example) (the backend and
  * CPU mode from PORTA_BACKEND and PORTA_CPU_MODE), checks the backend came from libporta's own
  * folder, runs the project's scale_add kernel and checks every result.
  * On the CPU backend it then checks the loader report names the project's op plugin as the one
@@ -128,11 +128,11 @@ static int run_kernel(porta_device_t device, porta_stream_t stream, const char* 
 /* porta_relu_forward through libporta, served by the project's op plugin. */
 static int run_op(porta_device_t device, porta_stream_t stream, const char* folder) {
   porta_plugin_report_t row;
-  if (find_row("vendor_cpu", PORTA_PLUGIN_KIND_OPS, &row)) return 1;
+  if (find_row("example", PORTA_PLUGIN_KIND_OPS, &row)) return 1;
   if (row.outcome != PORTA_PLUGIN_LOADED || !in_folder(row.path, folder) ||
       strcmp(row.ops, "relu_forward") != 0) {
     fprintf(stderr,
-            "example_host: the vendor_cpu op plugin is not the project's: outcome %d, path %s, "
+            "example_host: the example op plugin is not the project's: outcome %d, path %s, "
             "ops '%s', reason '%s'\n",
             (int)row.outcome, row.path, row.ops, row.reason);
     return 1;
@@ -161,12 +161,12 @@ static int run_op(porta_device_t device, porta_stream_t stream, const char* fold
 }
 
 static int run(const char* libporta_folder, const char* folder) {
-  /* The project's folder first: its libporta_ops_vendor_cpu.so serves the ops it implements. */
+  /* The project's folder first: its libporta_ops_example.so serves the ops it implements. */
   porta_init_options_t options;
   memset(&options, 0, sizeof(options));
   options.struct_size = sizeof(options);
   options.plugin_path = folder;
-  options.ops = "vendor";
+  options.ops = "example";
   const porta_status_t init = api.porta_init(&options);
   if (init == PORTA_ERROR_UNAVAILABLE) {
     fprintf(stderr, "example_host: skipped: %s\n", api.porta_last_error_message());

@@ -1,6 +1,6 @@
 // An op plugin of the project: porta_relu_forward on the CPU backend, run by the project's own
 // kernel library (example_kernels, found beside this plugin). Every other slot is NULL, so with
-// PORTA_OPS=vendor those ops run on Porta's portable plugin.
+// PORTA_OPS=example those ops run on Porta's portable plugin.
 #include <dlfcn.h>
 
 #include <filesystem>
@@ -82,7 +82,7 @@ extern "C" PORTA_PLUGIN_EXPORT porta_status_t porta_plugin_entry(const porta_hos
                                                                  porta_plugin_t* out_plugin) {
   return porta::plugin::enter_ops(host, out_plugin,
                                   {.kind = PORTA_PLUGIN_KIND_OPS,
-                                   .name = "vendor_cpu",
+                                   .name = "example",
                                    .version = "example 1.0",
                                    .backend = nullptr,
                                    .ops = &kInterface,
