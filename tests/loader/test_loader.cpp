@@ -679,7 +679,7 @@ TEST_CASE("loader: op argument errors are libporta's, whichever op plugin runs",
   }
 }
 
-TEST_CASE("loader: PORTA_OPS names an op plugin of one's own; a missing one leaves ops unavailable",
+TEST_CASE("loader: PORTA_OPS names an op plugin of one's own, and a missing one leaves ops unavailable",
           "[loader]") {
   Fresh fresh;
   porta_init_options_t o = options("cpu");
