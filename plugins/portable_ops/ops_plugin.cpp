@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/common.h"
 #include "portable_ops.h"
 
 namespace porta::portable_ops {
@@ -205,8 +206,9 @@ bool runs_on_host(const Op& op) {
 }
 
 uint32_t max_group_items(const Op& op, const char* name) {
-  constexpr int64_t kMaxItems = 1024;  // porta_ops::kMaxItems, the shared arrays' size
-  const int64_t limit = std::min<int64_t>(kMaxItems, known_kernel(op, name).max_group_size);
+  // At most the size of the kernels' per-item arrays in shared memory.
+  const int64_t limit =
+      std::min<int64_t>(porta_ops::kMaxItems, known_kernel(op, name).max_group_size);
   uint32_t items = 1;
   while (items * 2 <= limit) items *= 2;
   return items;
