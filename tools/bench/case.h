@@ -35,11 +35,17 @@ struct Case {
 // primitive on the layouts oneDNN prefers (format_tag::any): both inputs of every set reordered
 // once, here, and the output left in oneDNN's layout by run(); to_plain() reorders it into
 // c.output. Runs on the CPU backend only (oneDNN reads Porta's buffers directly), with `threads`
-// OpenMP threads. Throws porta::error UNSUPPORTED when porta-bench was built without oneDNN or
-// oneDNN lacks the combination.
+// OpenMP threads. Throws porta::error UNSUPPORTED when the oneDNN module is missing (the reason:
+// blocked_conv_missing()) or oneDNN lacks the combination.
 void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, int threads);
-// Whether porta-bench was built with oneDNN (the onednn-blocked rows).
-bool have_blocked_conv();
+// Why the onednn-blocked rows cannot be measured here ("" when they can): the module
+// lib/porta_bench_onednn.so is not built or does not load.
+std::string blocked_conv_missing();
+
+// The module's entry, porta_bench_make_blocked_conv (onednn_blocked.cpp): make_blocked_conv with
+// the convolution's descriptor made and the primitive's name for messages.
+using BlockedConvEntry = void (*)(Case& c, Op op, const porta_conv2d_desc_t& d,
+                                  const std::string& what, int threads);
 
 }  // namespace bench
 

@@ -251,8 +251,8 @@ int run(const Options& o, const std::vector<Problem>& todo) {
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<int> worker_fds;
   for (const Variant& v : variants(o.impl)) {
-    if (v.blocked && !have_blocked_conv()) {
-      add_once(header.skipped, v.impl + ": porta-bench was built without oneDNN");
+    if (v.blocked && !blocked_conv_missing().empty()) {
+      add_once(header.skipped, v.impl + ": " + blocked_conv_missing());
       continue;
     }
     workers.push_back(

@@ -1,19 +1,20 @@
 // onednn-blocked: oneDNN's convolution on the layouts it prefers, the baseline a framework that
 // keeps its tensors in oneDNN's blocked layouts gets. Porta's op takes plain NCHW and reorders
 // on every call (the vendor plugin's onednn row); here the inputs are reordered once, before
-// timing, and the output stays blocked while timed. Built where oneDNN is found
-// (PORTA_BENCH_HAVE_ONEDNN); the call is queued on the Porta stream as a host function, as the
-// vendor plugin queues its own, so that Porta's events time it the same way.
-#include "case.h"
-
-#ifdef PORTA_BENCH_HAVE_ONEDNN
-
+// timing, and the output stays blocked while timed. The call is queued on the Porta stream as a
+// host function, as the vendor plugin queues its own, so that Porta's events time it the same way.
+//
+// A module of its own (lib/porta_bench_onednn.so, built where oneDNN is found) that porta-bench
+// opens when it measures these rows (blocked_conv.cpp): porta-bench itself then runs where oneDNN
+// is not installed (a GPU machine), and says why the rows are missing.
 #include <omp.h>
 
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
 #include <string>
+
+#include "case.h"
 
 namespace bench {
 
@@ -84,19 +85,21 @@ auto make_pd(const std::string& what, Make&& make) -> decltype(make()) {
 
 }  // namespace
 
-bool have_blocked_conv() { return true; }
+}  // namespace bench
 
-void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, int threads) {
-  if (!is_conv(shape.op))
-    throw porta::error(PORTA_ERROR_UNSUPPORTED, "onednn-blocked measures convolutions only");
-  const porta_conv2d_desc_t d = shape.conv_desc(dtype);
+// The module's one entry (BlockedConvEntry in case.h): porta-bench has checked that op is a
+// convolution and made d and what.
+extern "C" __attribute__((visibility("default"))) void porta_bench_make_blocked_conv(
+    bench::Case& c, bench::Op op, const porta_conv2d_desc_t& d, const std::string& what,
+    int threads) {
+  using namespace bench;
   int64_t p = 0, q = 0;
   porta::check(porta_conv2d_output_size(&d, &p, &q));
   const dims x = {d.batch, d.in_channels, d.in_height, d.in_width};
   const dims w = {d.out_channels, d.in_channels, d.kernel_height, d.kernel_width};
   const dims y = {d.batch, d.out_channels, p, q};
   const dims strides = {d.stride_h, d.stride_w}, dilations = {0, 0}, pad = {d.pad_h, d.pad_w};
-  const dt type = dnnl_type(dtype);
+  const dt type = dnnl_type(d.dtype);
 
   auto b = std::make_shared<Blocked>();
   b->threads = threads;
@@ -104,8 +107,6 @@ void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, int thr
   omp_set_num_threads(threads);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  const std::string what =
-      std::string(dtype_name(dtype)) + " " + op_name(shape.op) + " with fp32 output on this CPU";
   auto forward = [&] {
     return dnnl::convolution_forward::primitive_desc({dnnl::prop_kind::forward_training,
                                                       dnnl::algorithm::convolution_direct,
@@ -120,7 +121,7 @@ void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, int thr
   };
   // The two inputs' and the output's plain descriptors and oneDNN's chosen ones.
   dnnl::memory::desc in0_plain, in1_plain, out_plain, in0, in1, out, scratchpad;
-  switch (shape.op) {
+  switch (op) {
     case Op::conv_fwd: {
       auto pd = make_pd(what, forward);
       b->primitive = dnnl::convolution_forward(pd);
@@ -207,19 +208,3 @@ void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, int thr
   };
   c.library_state = std::move(b);
 }
-
-}  // namespace bench
-
-#else
-
-namespace bench {
-
-bool have_blocked_conv() { return false; }
-
-void make_blocked_conv(Case&, const Shape&, porta_dtype_t, int) {
-  throw porta::error(PORTA_ERROR_UNSUPPORTED, "porta-bench was built without oneDNN");
-}
-
-}  // namespace bench
-
-#endif
