@@ -160,6 +160,8 @@ class Worker {
   std::vector<float> floats();
   const Variant& variant() const { return variant_; }
   std::vector<int> fds() const { return {to_, from_}; }
+  // The CPU time, in ns, all of the worker's threads have used so far (the kernel's schedstat).
+  uint64_t cpu_ns() const;
 
  private:
   nlohmann::ordered_json receive();

@@ -15,6 +15,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "case.h"
@@ -149,6 +150,26 @@ void add_once(std::vector<std::string>& list, const std::string& item) {
 
 // Sets up one problem on one backend in every worker that offers it, times them in turn, one
 // repetition each (A B C A B C ...), and collects their outputs.
+// Waits until the workers have gone idle. A library's threads keep spinning for a while after its
+// call returns (OpenMP's and OpenBLAS's wait policies), and would take the cores from the
+// implementation timed next: idle is less than 0.2 ms of CPU used, all workers together, in 2 ms;
+// at most 1 s.
+void settle(const std::vector<Worker*>& workers) {
+  const auto busy_ns = [&] {
+    uint64_t total = 0;
+    for (const Worker* w : workers) total += w->cpu_ns();
+    return total;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  uint64_t before = busy_ns();
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    const uint64_t after = busy_ns();
+    if (after - before < 200'000) return;
+    before = after;
+  }
+}
+
 std::vector<Record> measure_in_turn(const std::vector<Worker*>& takers, size_t problem_index,
                                     const Problem& problem, const std::string& backend,
                                     const std::string& device, int reps,
@@ -193,6 +214,7 @@ std::vector<Record> measure_in_turn(const std::vector<Worker*>& takers, size_t p
     for (size_t k = 0; k < takers.size(); ++k) {
       Record& r = rows[k];
       if (r.status != "ok") continue;
+      if (takers.size() > 1) settle(takers);
       const std::chrono::duration<double> since = std::chrono::steady_clock::now() - run_start;
       try {
         const json answer = takers[k]->call({{"cmd", "rep"}, {"i", i}});

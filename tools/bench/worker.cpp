@@ -23,6 +23,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 #include "bench.h"
@@ -281,6 +283,18 @@ Worker::Worker(const Variant& variant, const std::string& backends, const Settin
   pid_ = pid;
   to_ = down[1];
   from_ = up[0];
+}
+
+uint64_t Worker::cpu_ns() const {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/task", ec)) {
+    std::ifstream stat(task.path() / "schedstat");
+    uint64_t ns = 0;
+    if (stat >> ns) total += ns;
+  }
+  return total;
 }
 
 Worker::~Worker() {
