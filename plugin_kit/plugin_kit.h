@@ -6,8 +6,11 @@
 
 #include <porta/porta_plugin.h>
 
+#include <algorithm>
 #include <exception>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
@@ -73,6 +76,19 @@ void set_error_message(const std::string& message) noexcept;
 // "PORTA_COMM_TIMEOUT", "PORTA_VENDOR_LIBRARY"), or NULL when it is unset or libporta predates
 // settings.
 const char* setting(const char* name) noexcept;
+// Where item first stands in a comma-separated list (a setting such as PORTA_VENDOR_LIBRARY;
+// spaces around the names ignored), counting from 0; nullopt when it is not there.
+inline std::optional<size_t> position_in_list(std::string_view list, std::string_view item) {
+  for (size_t position = 0; !list.empty(); ++position) {
+    const size_t comma = std::min(list.find(','), list.size());
+    std::string_view name = list.substr(0, comma);
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    if (name == item) return position;
+    list.remove_prefix(std::min(comma + 1, list.size()));
+  }
+  return std::nullopt;
+}
 // Writes "<name>: message" to Porta's log. Never throws, so workers and pool threads may log
 // anywhere.
 void log(porta_log_level_t level, const std::string& message) noexcept;

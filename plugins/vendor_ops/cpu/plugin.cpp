@@ -109,23 +109,12 @@ const porta_ops_interface_t* interface_for_settings() {
     return &selected;
   }
   // libporta has checked the names; the other plugins' libraries are not this one's business.
-  constexpr size_t none = SIZE_MAX;
-  size_t onednn = none, openblas = none, position = 0;
-  std::string_view list = setting;
-  while (!list.empty()) {
-    const size_t comma = std::min(list.find(','), list.size());
-    std::string_view name = list.substr(0, comma);
-    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
-    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
-    if (name == "onednn") onednn = std::min(onednn, position);
-    if (name == "openblas") openblas = std::min(openblas, position);
-    ++position;
-    list.remove_prefix(std::min(comma + 1, list.size()));
-  }
-  use_gemm_libraries({.openblas = openblas != none,
-                      .onednn = onednn != none,
-                      .prefer_onednn = onednn != none && (openblas == none || onednn < openblas)});
-  if (onednn == none) {
+  const std::optional<size_t> onednn = plugin::position_in_list(setting, "onednn");
+  const std::optional<size_t> openblas = plugin::position_in_list(setting, "openblas");
+  use_gemm_libraries({.openblas = openblas.has_value(),
+                      .onednn = onednn.has_value(),
+                      .prefer_onednn = onednn && (!openblas || *onednn < *openblas)});
+  if (!onednn) {
     selected.conv2d_forward = nullptr;
     selected.conv2d_backward_data = nullptr;
     selected.conv2d_backward_weights = nullptr;
@@ -135,7 +124,7 @@ const porta_ops_interface_t* interface_for_settings() {
     selected.bias_backward = nullptr;
     selected.relu_forward = nullptr;
     selected.relu_backward = nullptr;
-    if (openblas == none) selected.gemm = nullptr;
+    if (!openblas) selected.gemm = nullptr;
   }
   return &selected;
 }

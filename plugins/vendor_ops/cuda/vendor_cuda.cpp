@@ -509,19 +509,9 @@ const porta_ops_interface_t* interface_for_settings() {
   selected = kInterface;
   const char* setting = plugin::setting("PORTA_VENDOR_LIBRARY");
   if (!setting) return &selected;
-  bool cublas = false, cudnn = false;
-  std::string_view list = setting;  // names checked by libporta
-  while (!list.empty()) {
-    const size_t comma = std::min(list.find(','), list.size());
-    std::string_view name = list.substr(0, comma);
-    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
-    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
-    cublas = cublas || name == "cublas";
-    cudnn = cudnn || name == "cudnn";
-    list.remove_prefix(std::min(comma + 1, list.size()));
-  }
-  if (!cublas) selected.gemm = nullptr;
-  if (!cudnn) {
+  // libporta has checked the names.
+  if (!plugin::position_in_list(setting, "cublas")) selected.gemm = nullptr;
+  if (!plugin::position_in_list(setting, "cudnn")) {
     selected.conv2d_forward = nullptr;
     selected.conv2d_backward_data = nullptr;
     selected.conv2d_backward_weights = nullptr;
