@@ -213,10 +213,6 @@ void narrow(const std::vector<float>& wide, void* data) {
   for (size_t i = 0; i < wide.size(); ++i) out[i] = to_bf16(wide[i]);
 }
 
-MPI_Datatype element_type(porta_dtype_t dtype) {
-  return dtype == PORTA_DTYPE_F32 ? MPI_FLOAT : MPI_UINT16_T;
-}
-
 void divide(float* data, size_t count, int size) {
   for (size_t i = 0; i < count; ++i) data[i] /= static_cast<float>(size);
 }
