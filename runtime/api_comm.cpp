@@ -90,9 +90,12 @@ porta_status_t collective(const char* function, porta_comm_t handle, porta_strea
   });
 }
 
+// Makes the engine's communicator. From the launcher (launcher not NULL), an engine that cannot
+// name the ranks that did not arrive itself gets the launcher's arrival record, opened first, by
+// every rank, before the engine's own setup waits for them.
 porta_status_t create(Runtime& runtime, const char* function, Device& device, CommPlugin& engine,
                       int32_t rank, int32_t size, const porta_comm_unique_id_t& id,
-                      porta_comm_t* out_comm) {
+                      CommPlugin* launcher, porta_comm_t* out_comm) {
   auto comm = std::make_shared<Comm>();
   comm->device = &device;
   comm->engine = &engine;
@@ -100,12 +103,37 @@ porta_status_t create(Runtime& runtime, const char* function, Device& device, Co
   comm->size = size;
   take_plugin_message();
   PluginCall scope;  // what the engine allocates for itself is its own
+  const bool keeps_record = launcher && engine.interface.comm_attach_arrivals &&
+                            launcher->interface.launcher_arrivals_open &&
+                            launcher->interface.launcher_arrivals_close;
+  porta_comm_arrivals_t arrivals{};
+  arrivals.struct_size = sizeof(arrivals);
+  if (keeps_record) {
+    porta_status_t status =
+        launcher->interface.launcher_arrivals_open(launcher->context, &arrivals);
+    if (status != PORTA_SUCCESS) {
+      std::string detail = take_plugin_message();
+      return fail(status, "{}: the launcher: {}", function,
+                  detail.empty() ? porta_status_name(status) : detail);
+    }
+  }
   porta_status_t status =
       engine.interface.comm_create(engine.context, device.id, rank, size, &id, &comm->native);
+  if (status == PORTA_SUCCESS && keeps_record) {
+    status = engine.interface.comm_attach_arrivals(engine.context, comm->native, &arrivals);
+    if (status != PORTA_SUCCESS) engine.interface.comm_destroy(engine.context, comm->native);
+  }
   if (status != PORTA_SUCCESS) {
     std::string detail = take_plugin_message();
+    if (keeps_record) {
+      launcher->interface.launcher_arrivals_close(launcher->context, arrivals.record);
+    }
     return fail(status, "{}: {} engine: {}", function, engine.name,
                 detail.empty() ? porta_status_name(status) : detail);
+  }
+  if (keeps_record) {
+    comm->launcher = launcher;
+    comm->arrivals = arrivals.record;
   }
   *out_comm = reinterpret_cast<porta_comm_t>(runtime.comms.insert(std::move(comm)));
   return PORTA_SUCCESS;
@@ -163,7 +191,7 @@ extern "C" PORTA_API porta_status_t porta_comm_create(porta_device_t device, int
     }
     CommPlugin* engine = runtime.comm_engine(function, *found);
     if (!engine) return PORTA_ERROR_UNAVAILABLE;
-    return create(runtime, function, *found, *engine, rank, size, *id, out_comm);
+    return create(runtime, function, *found, *engine, rank, size, *id, nullptr, out_comm);
   });
 }
 
@@ -194,7 +222,7 @@ extern "C" PORTA_API porta_status_t porta_comm_create_from_launcher(porta_device
       std::string detail = take_plugin_message();
       return fail(status, "{}: {}", function, detail.empty() ? porta_status_name(status) : detail);
     }
-    return create(runtime, function, *found, *engine, rank, size, id, out_comm);
+    return create(runtime, function, *found, *engine, rank, size, id, launcher, out_comm);
   });
 }
 
@@ -208,6 +236,10 @@ extern "C" PORTA_API porta_status_t porta_comm_destroy(porta_comm_t handle) {
     take_plugin_message();
     porta_status_t status =
         comm->engine->interface.comm_destroy(comm->engine->context, comm->native);
+    // After the engine, which uses it until then.
+    if (comm->arrivals) {
+      comm->launcher->interface.launcher_arrivals_close(comm->launcher->context, comm->arrivals);
+    }
     if (status != PORTA_SUCCESS) {
       return fail(status, "porta_comm_destroy: {} engine: {}", comm->engine->name,
                   take_plugin_message());

@@ -427,6 +427,9 @@ void Runtime::release_everything() {
   // Communicators and their engines first: they may hold streams and memory of their own.
   for (auto& comm : comms.remove_all()) {
     comm->engine->interface.comm_destroy(comm->engine->context, comm->native);
+    if (comm->arrivals) {
+      comm->launcher->interface.launcher_arrivals_close(comm->launcher->context, comm->arrivals);
+    }
   }
   for (auto& plugin : comm_plugins_) unload_comm_plugin(*plugin);
   comm_plugins_.clear();

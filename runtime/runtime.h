@@ -109,6 +109,9 @@ struct Comm {
   void* native = nullptr;
   int32_t rank = 0;
   int32_t size = 0;
+  // The launcher's arrival record, kept for an engine that cannot name missing ranks itself.
+  CommPlugin* launcher = nullptr;
+  void* arrivals = nullptr;
 };
 
 struct Allocation {

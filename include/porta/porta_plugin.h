@@ -19,7 +19,8 @@
  *   refused. A minor below libporta's is accepted: later minors only append slots, and libporta
  *   reads a slot only when struct_size covers it. ABI 2 changed the op plugin interface (see
  *   porta_ops_interface_t); the backend and collective engine interfaces are those of ABI 1.2
- *   (the "ABI 1.x" notes below date their slots), so their plugins need only a rebuild.
+ *   (the "ABI 1.x" notes below date their slots), so their plugins need only a rebuild. ABI 2.1
+ *   appended the arrival record slots to the collective engine interface.
  *
  * An interface is a struct of function pointers taking the plugin's own context first (an op
  * plugin's op slots take a porta_op_context_t, which holds it). Objects
@@ -39,7 +40,7 @@ extern "C" {
 #endif
 
 #define PORTA_PLUGIN_ABI_MAJOR 2
-#define PORTA_PLUGIN_ABI_MINOR 0
+#define PORTA_PLUGIN_ABI_MINOR 1
 
 #define PORTA_PLUGIN_ENTRY_SYMBOL "porta_plugin_entry"
 
@@ -266,6 +267,21 @@ typedef struct porta_ops_interface_s {
 #undef PORTA_OP_SLOT_
 } porta_ops_interface_t;
 
+/* ABI 2.1: the launcher's arrival record of one communicator, kept on the hosts: each rank
+ * publishes the number of the last collective it entered, and any rank reads every rank's, to
+ * name the ranks that did not arrive at a collective that never finished. Its functions are
+ * called on a thread calling Porta, never on an engine's own threads (MPI may require that). */
+#define PORTA_COMM_NO_ANSWER UINT64_MAX /* a rank whose entry could not be read in time */
+typedef struct porta_comm_arrivals_s {
+  size_t struct_size;
+  void* record;
+  /* This rank entered collective `sequence` (1 for the first). Never waits for other ranks. */
+  porta_status_t (*arrive)(void* record, uint64_t sequence);
+  /* Every rank's last sequence into out_sequences[size] (0: none yet; PORTA_COMM_NO_ANSWER when
+   * a rank's could not be read within PORTA_COMM_TIMEOUT). */
+  porta_status_t (*read)(void* record, uint64_t* out_sequences);
+} porta_comm_arrivals_t;
+
 /* The interface of a collective engine (kind PORTA_PLUGIN_KIND_COMM, libporta_comm_<name>.so):
  * NCCL, RCCL, MPI. Like an op plugin it is a client of the public API (streams, native handles).
  * libporta has checked every argument as porta_comm.h describes: the communicator is live, the
@@ -308,6 +324,19 @@ typedef struct porta_comm_interface_s {
   /* Optional: copies root's bytes to every process of the launcher (host memory). */
   porta_status_t (*launcher_broadcast)(porta_backend_context_t context, void* data, size_t bytes,
                                        int32_t root);
+
+  /* ABI 2.1, optional: the launcher's arrival record over all its processes, opened by all of
+   * them (as porta_comm_create_from_launcher is called), and closed. Closing waits at most
+   * PORTA_COMM_TIMEOUT for the others; a record that was read (a collective failed) is left to
+   * the launcher's exit instead, since the ranks it waited for may never come. */
+  porta_status_t (*launcher_arrivals_open)(porta_backend_context_t context,
+                                           porta_comm_arrivals_t* out_arrivals);
+  void (*launcher_arrivals_close)(porta_backend_context_t context, void* record);
+  /* ABI 2.1, optional: hands a communicator made from the launcher its arrival record (valid
+   * until comm_destroy returns), for an engine that cannot tell by itself which ranks did not
+   * arrive (NCCL, RCCL). */
+  porta_status_t (*comm_attach_arrivals)(porta_backend_context_t context, void* comm,
+                                         const porta_comm_arrivals_t* arrivals);
 } porta_comm_interface_t;
 
 /* What the entry point fills in. */

@@ -445,6 +445,108 @@ porta_status_t launcher_broadcast(porta_backend_context_t, void* data, size_t by
   });
 }
 
+// ---- the arrival record -------------------------------------------------------------------------
+// One MPI window over every process of the launcher, one uint64_t each, in a communicator of its
+// own. A rank writes only its own entry, with an atomic MPI_Accumulate (MPI_REPLACE) that waits for
+// nobody; a reader fetches every entry atomically (MPI_Rget_accumulate, MPI_NO_OP) and polls each
+// against the deadline, so that a rank that cannot answer is reported instead of waited for.
+
+struct Arrivals {
+  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Win window = MPI_WIN_NULL;
+  int rank = 0, size = 0;
+  std::vector<uint64_t> landed;       // where reads land: a late answer must find it alive
+  std::vector<MPI_Request> requests;  // reads still under way, per rank
+  bool read = false;                  // a collective failed: its missing ranks may never come
+};
+
+Clock::time_point deadline_from_now() {
+  return Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds() * 1000));
+}
+
+porta_status_t arrive(void* record, uint64_t sequence) {
+  return guarded("arrive", [&] {
+    Arrivals& a = *static_cast<Arrivals*>(record);
+    check(MPI_Accumulate(&sequence, 1, MPI_UINT64_T, a.rank, 0, 1, MPI_UINT64_T, MPI_REPLACE,
+                         a.window),
+          "MPI_Accumulate");
+    check(MPI_Win_flush(a.rank, a.window), "MPI_Win_flush");  // on this rank: never waits
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t read_arrivals(void* record, uint64_t* out_sequences) {
+  return guarded("read_arrivals", [&] {
+    Arrivals& a = *static_cast<Arrivals*>(record);
+    a.read = true;
+    const Clock::time_point deadline = deadline_from_now();
+    for (int peer = 0; peer < a.size; ++peer) {
+      if (a.requests[peer] != MPI_REQUEST_NULL) continue;  // an earlier read still waits for it
+      check(MPI_Rget_accumulate(nullptr, 0, MPI_UINT64_T, &a.landed[peer], 1, MPI_UINT64_T, peer, 0,
+                                1, MPI_UINT64_T, MPI_NO_OP, a.window, &a.requests[peer]),
+            "MPI_Rget_accumulate");
+    }
+    for (int peer = 0; peer < a.size; ++peer) {
+      out_sequences[peer] =
+          wait_until(a.requests[peer], deadline) ? a.landed[peer] : PORTA_COMM_NO_ANSWER;
+    }
+    return PORTA_SUCCESS;
+  });
+}
+
+porta_status_t launcher_arrivals_open(porta_backend_context_t, porta_comm_arrivals_t* out) {
+  return guarded("launcher_arrivals_open", [&] {
+    ensure_mpi();
+    // Making the window waits for every process: meet them first, under the deadline.
+    MPI_Request met = MPI_REQUEST_NULL;
+    check(MPI_Ibarrier(MPI_COMM_WORLD, &met), "MPI_Ibarrier");
+    if (!wait_until(met, deadline_from_now())) {
+      throw_error(PORTA_ERROR_DEVICE_LOST,
+                  "the arrival record was not made: not every process of the launcher came "
+                  "within " +
+                      std::to_string(timeout_seconds()) + " s");
+    }
+    auto a = std::make_unique<Arrivals>();
+    a->rank = world_rank();
+    a->size = world_size();
+    a->landed.assign(a->size, 0);
+    a->requests.assign(a->size, MPI_REQUEST_NULL);
+    check(MPI_Comm_dup(MPI_COMM_WORLD, &a->comm), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(a->comm, MPI_ERRORS_RETURN);
+    uint64_t* mine = nullptr;
+    check(MPI_Win_allocate(sizeof(uint64_t), sizeof(uint64_t), MPI_INFO_NULL, a->comm, &mine,
+                           &a->window),
+          "MPI_Win_allocate");
+    MPI_Win_set_errhandler(a->window, MPI_ERRORS_RETURN);
+    *mine = 0;
+    check(MPI_Win_lock_all(MPI_MODE_NOCHECK, a->window), "MPI_Win_lock_all");
+    MPI_Win_sync(a->window);  // the 0 above, before any access through the window
+    check(MPI_Barrier(a->comm), "MPI_Barrier");  // every entry is 0 before anyone writes
+    out->record = a.release();
+    out->arrive = arrive;
+    out->read = read_arrivals;
+    return PORTA_SUCCESS;
+  });
+}
+
+void launcher_arrivals_close(porta_backend_context_t, void* record) {
+  auto* a = static_cast<Arrivals*>(record);
+  // Freeing waits for every rank: after a failure some may never come, so it is left to exit.
+  if (a->read) return;
+  MPI_Win_unlock_all(a->window);
+  MPI_Request met = MPI_REQUEST_NULL;
+  if (MPI_Ibarrier(a->comm, &met) != MPI_SUCCESS || !wait_until(met, deadline_from_now())) {
+    plugin::log(PORTA_LOG_WARN,
+                "an arrival record is left to MPI_Finalize: not every rank "
+                "destroyed its communicator within " +
+                    std::to_string(timeout_seconds()) + " s");
+    return;
+  }
+  MPI_Win_free(&a->window);
+  MPI_Comm_free(&a->comm);
+  delete a;
+}
+
 const porta_comm_interface_t kInterface = {
     .struct_size = sizeof(porta_comm_interface_t),
     .initialize = initialize,
@@ -460,6 +562,9 @@ const porta_comm_interface_t kInterface = {
     .barrier = barrier,
     .launcher_rank = launcher_rank,
     .launcher_broadcast = launcher_broadcast,
+    .launcher_arrivals_open = launcher_arrivals_open,
+    .launcher_arrivals_close = launcher_arrivals_close,
+    .comm_attach_arrivals = nullptr,  // this engine names the ranks that did not arrive itself
 };
 
 }  // namespace
