@@ -10,7 +10,10 @@
 // not finished within PORTA_COMM_TIMEOUT seconds, or an error ncclCommGetAsyncError reports, makes
 // it abort the communicator (ncclCommAbort), which ends the waiting kernels; the next call on the
 // communicator then fails with DEVICE_LOST and what happened. NCCL does not tell which ranks did
-// not arrive, so the message names the collective, this rank and the wait instead.
+// not arrive: a communicator made from the launcher keeps the launcher's arrival record, where each
+// rank publishes every collective it enters, and the error names the ranks whose last entry is
+// below the collective that timed out. The record is written and read on the calling thread
+// only, never by the watchdog, so any MPI thread level that allows the calls themselves will do.
 #include <dlfcn.h>
 #include <porta/porta_plugin.h>
 
@@ -23,6 +26,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "plugin_kit.h"
 #include "plugin_state.h"
@@ -143,6 +147,7 @@ using Clock = std::chrono::steady_clock;
 // A collective queued on a stream, between two events: watched until `finished` completes.
 struct Pending {
   std::string what;  // "all_reduce of 16 elements (collective 3)"
+  uint64_t sequence = 0;
   porta_event_t started = nullptr, finished = nullptr;
   bool running = false;  // `started` has completed: the GPU waits for the other ranks
   Clock::time_point since;
@@ -160,6 +165,8 @@ struct Comm {
   std::deque<Pending> pending;  // in queue order
   uint64_t sequence = 0;        // collectives queued so far
   std::string broken;           // why the communicator was aborted; "" while it works
+  uint64_t timed_out = 0;       // the collective that timed out, its missing ranks not named yet
+  porta_comm_arrivals_t arrivals{};  // the launcher's record; its record is NULL without one
   bool stopping = false;
   std::thread watchdog;
 };
@@ -214,10 +221,68 @@ void watch(Comm& c) {
       p.since = Clock::now();
     }
     if (p.running && Clock::now() - p.since > timeout) {
+      c.timed_out = p.sequence;  // named by the thread that reports it (see broken_reason)
       abort_comm(c, where + " did not complete within " + std::to_string(timeout_seconds()) +
-                        " s of starting: some rank did not join it (NCCL does not say which)");
+                        " s of starting");
     }
   }
+}
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string text;
+  for (int rank : ranks) text += (text.empty() ? "" : ", ") + std::to_string(rank);
+  return text;
+}
+
+// The ranks whose last entry in the arrival record is below collective `sequence`.
+std::string missing_ranks(Comm& c, uint64_t sequence) {
+  const std::string collective = "collective " + std::to_string(sequence);
+  if (!c.arrivals.record) {
+    return "the ranks that did not arrive at " + collective +
+           " cannot be named: the communicator was made by porta_comm_create, without the "
+           "launcher's arrival record (porta_comm_create_from_launcher under mpirun keeps one)";
+  }
+  std::vector<uint64_t> last(c.size, 0);
+  const porta_status_t status = c.arrivals.read(c.arrivals.record, last.data());
+  if (status != PORTA_SUCCESS) {
+    return "the ranks that did not arrive at " + collective +
+           " cannot be named: the launcher's arrival record cannot be read (" +
+           porta_status_name(status) + ")";
+  }
+  std::vector<int> missing, silent;
+  for (int rank = 0; rank < c.size; ++rank) {
+    if (last[rank] == PORTA_COMM_NO_ANSWER) {
+      silent.push_back(rank);
+    } else if (last[rank] < sequence) {
+      missing.push_back(rank);
+    }
+  }
+  std::string text;
+  if (!missing.empty()) {
+    text = "rank(s) " + rank_list(missing) + " of " + std::to_string(c.size) +
+           " did not arrive at " + collective;
+  }
+  if (!silent.empty()) {
+    text += (text.empty() ? "" : "; ") + std::string("rank(s) ") + rank_list(silent) +
+            " did not answer the launcher's arrival record within " +
+            std::to_string(timeout_seconds()) + " s";
+  }
+  if (text.empty()) {
+    text = "every rank has arrived at " + collective +
+           " by now (the launcher's arrival record): one came late, or the collective waited "
+           "for something else";
+  }
+  return text;
+}
+
+// Under c.mutex, on a thread calling Porta: why the communicator is unusable, naming once the
+// ranks that did not arrive at the collective that timed out.
+const std::string& broken_reason(Comm& c) {
+  if (c.timed_out != 0) {
+    c.broken += "; " + missing_ranks(c, c.timed_out);
+    c.timed_out = 0;
+  }
+  return c.broken;
 }
 
 void stop_watchdog(Comm& c) {
@@ -235,10 +300,18 @@ template <typename Enqueue>
 void queue_collective(Comm& c, porta_stream_t stream, const std::string& what, Enqueue&& enqueue) {
   std::lock_guard lock(c.mutex);
   if (!c.broken.empty()) {
-    throw_error(PORTA_ERROR_DEVICE_LOST, what + ": the communicator is unusable: " + c.broken);
+    throw_error(PORTA_ERROR_DEVICE_LOST,
+                what + ": the communicator is unusable: " + broken_reason(c));
   }
   Pending p;
-  p.what = what + " (collective " + std::to_string(++c.sequence) + ")";
+  p.sequence = ++c.sequence;
+  p.what = what + " (collective " + std::to_string(p.sequence) + ")";
+  if (c.arrivals.record) {
+    const porta_status_t arrived = c.arrivals.arrive(c.arrivals.record, p.sequence);
+    if (arrived != PORTA_SUCCESS) {
+      throw_error(arrived, what + ": the launcher's arrival record cannot be written");
+    }
+  }
   porta_status_t status = porta_event_create(c.device, &p.started);
   if (status == PORTA_SUCCESS) status = porta_event_create(c.device, &p.finished);
   if (status == PORTA_SUCCESS) status = porta_event_record(p.started, stream);
@@ -411,10 +484,18 @@ porta_status_t barrier(porta_backend_context_t context, void* native, porta_stre
     // The watchdog ends this wait if a rank never comes.
     porta_status_t status = porta_stream_synchronize(stream);
     std::lock_guard lock(c.mutex);
-    if (!c.broken.empty()) throw_error(PORTA_ERROR_DEVICE_LOST, "barrier: " + c.broken);
+    if (!c.broken.empty()) throw_error(PORTA_ERROR_DEVICE_LOST, "barrier: " + broken_reason(c));
     if (status != PORTA_SUCCESS) throw_error(status, porta_last_error_message());
     return PORTA_SUCCESS;
   });
+}
+
+porta_status_t comm_attach_arrivals(porta_backend_context_t, void* native,
+                                    const porta_comm_arrivals_t* arrivals) {
+  Comm& c = *static_cast<Comm*>(native);
+  std::lock_guard lock(c.mutex);
+  c.arrivals = *arrivals;
+  return PORTA_SUCCESS;
 }
 
 const porta_comm_interface_t kInterface = {
@@ -432,6 +513,9 @@ const porta_comm_interface_t kInterface = {
     .barrier = barrier,
     .launcher_rank = nullptr,  // MPI launches; this engine only computes
     .launcher_broadcast = nullptr,
+    .launcher_arrivals_open = nullptr,
+    .launcher_arrivals_close = nullptr,
+    .comm_attach_arrivals = comm_attach_arrivals,
 };
 
 }  // namespace
