@@ -7,10 +7,10 @@
 // and a last inner loop writes the row.
 //
 // A row that one work-item takes whole (the CPU's launch, and short rows on a GPU) and that fits
-// in its cache goes another way (cached_row): its maximum, then e^(x - max) summed and stored,
-// then the stored terms scaled, three passes of which only the first reads memory. That is one
-// exponential per element instead of the online normaliser's two (one to sum, one to write),
-// and on a CPU the exponentials, not memory, were the bound.
+// in its cache goes another way (cached_rows), in the last inner loop: its maximum, then
+// e^(x - max) summed and stored, then the stored terms scaled, three passes of which only the
+// first reads memory. That is one exponential per element instead of the online normaliser's two
+// (one to sum, one to write), and on a CPU the exponentials, not memory, were the bound.
 #include "common.h"
 
 using porta_ops::kLanes;
@@ -61,7 +61,7 @@ PORTA_DEVICE_FUNCTION void row_normaliser(const float* x, int64_t cols, uint32_t
   s = porta_ops::sum_lanes(lane_s);
 }
 
-// The longest row a work-item takes in three passes (cached_row): its input and output, 512 KiB,
+// The longest row a work-item takes in three passes (cached_rows): its input and output, 512 KiB,
 // stay in a CPU core's level-2 cache between the passes. Longer rows read their input twice
 // from memory rather than their output three times.
 constexpr int64_t kCachedRow = 65536;
