@@ -130,7 +130,15 @@ struct Rows {
   double stddev = 1.0, mean = 0.0;
   double masked = 0.0;      // the fraction of entries set to -infinity (never a whole row)
   bool misaligned = false;  // every array 4 to 12 bytes past a 256-byte boundary
+  bool peaks = false;       // row r's maximum at column r % cols, 40 above the rest
 };
+
+// With shape.peaks: raises x[r][r % cols] by 40, so that each row's maximum sits at another
+// column (first, last, either side of a vector's or an unrolled step's end).
+void raise_peaks(const Rows& shape, std::vector<float>& x) {
+  if (!shape.peaks) return;
+  for (int64_t r = 0; r < shape.rows; ++r) x[r * shape.cols + r % shape.cols] += 40.0f;
+}
 
 // Sets about `fraction` of the entries of each row to -infinity, except column `keep[r]`.
 void mask(Rng& rng, std::vector<float>& x, int64_t cols, double fraction,
@@ -155,6 +163,7 @@ void run_softmax(const Env& env, porta_softmax_mode_t mode, const Rows& shape, b
   const size_t count = static_cast<size_t>(rows * cols);
   std::vector<float> x = normal(rng, count, shape.stddev, shape.mean);
   mask(rng, x, cols, shape.masked, std::vector<int64_t>(rows, 0));
+  raise_peaks(shape, x);
   const std::vector<float> dy = normal(rng, count);
   const std::vector<double> xd = widen(x), dyd = widen(dy);
 
@@ -283,6 +292,7 @@ void run_cross_entropy(const Env& env, const Rows& shape, uint64_t seed) {
   std::vector<int32_t> labels(static_cast<size_t>(rows));
   for (int32_t& label : labels) label = static_cast<int32_t>(rng.integer(0, cols - 1));
   mask(rng, logits, cols, shape.masked, std::vector<int64_t>(labels.begin(), labels.end()));
+  raise_peaks(shape, logits);
   const std::vector<double> xd = widen(logits);
   std::vector<double> dref(count);
   const double loss_ref = ops_ref::cross_entropy(rows, cols, xd.data(), labels.data(), dref.data());
@@ -385,6 +395,46 @@ TEST_CASE("softmax, log-softmax and cross-entropy: arrays at any 4-byte offset",
   uint64_t index = 0;
   for (Rows shape : {Rows{7, 33}, Rows{3, 1000}, Rows{33, 129}, Rows{2, 4097}}) {
     shape.misaligned = true;
+    run_softmax(env, PORTA_SOFTMAX, shape, false, seed_for(index++));
+    run_softmax(env, PORTA_LOG_SOFTMAX, shape, false, seed_for(index++));
+    run_cross_entropy(env, shape, seed_for(index++));
+  }
+}
+
+TEST_CASE(
+    "softmax, log-softmax and cross-entropy: rows about a vector's width, the maximum "
+    "anywhere, either side of the longest cached row",
+    "[softmax]") {
+  // On the CPU a row is one work-item's: 16 lanes to a vector, the maximum found 64 elements at
+  // a time, and rows up to 65536 elements in three passes over the cached row (longer ones with
+  // the online normaliser). Each length is taken with the maximum at every column of interest.
+  Env env;
+  uint64_t index = 0;
+  for (const Rows& shape :
+       {Rows{17, 15, 1.0, 0.0, 0.0, false, true}, Rows{17, 16, 1.0, 0.0, 0.0, false, true},
+        Rows{18, 17, 1.0, 0.0, 0.0, false, true}, Rows{64, 63, 1.0, 0.0, 0.0, false, true},
+        Rows{65, 64, 1.0, 0.0, 0.0, false, true}, Rows{66, 65, 1.0, 0.0, 0.0, false, true},
+        Rows{130, 129, 3.0, 0.0, 0.3, false, true}, Rows{2, 65536}, Rows{2, 65537},
+        Rows{2, 65536, 2.0, 0.0, 0.5}, Rows{2, 65537, 2.0, 0.0, 0.5}}) {
+    run_softmax(env, PORTA_SOFTMAX, shape, false, seed_for(index++));
+    run_softmax(env, PORTA_LOG_SOFTMAX, shape, false, seed_for(index++));
+    run_cross_entropy(env, shape, seed_for(index++));
+  }
+  for (porta_softmax_mode_t mode : {PORTA_SOFTMAX, PORTA_LOG_SOFTMAX}) {
+    run_softmax(env, mode, Rows{66, 65, 1.0, 0.0, 0.0, false, true}, true, seed_for(index++));
+    run_softmax(env, mode, Rows{2, 65536}, true, seed_for(index++));
+  }
+}
+
+TEST_CASE("softmax, log-softmax and cross-entropy: values near the float limits", "[softmax]") {
+  // Rows spread over +-3e38, so that x - max reaches -infinity: softmax only, whose outputs stay
+  // in range (log-softmax's would not). Rows offset by +-2e38, and rows with every element but
+  // one masked: all three.
+  Env env;
+  uint64_t index = 0;
+  run_softmax(env, PORTA_SOFTMAX, Rows{5, 1000, 6e37, 0.0}, false, seed_for(index++));
+  for (const Rows& shape :
+       {Rows{3, 70, 2e37, 2e38}, Rows{4, 33, 2e37, -2e38}, Rows{6, 40, 1.0, 0.0, 0.999}}) {
     run_softmax(env, PORTA_SOFTMAX, shape, false, seed_for(index++));
     run_softmax(env, PORTA_LOG_SOFTMAX, shape, false, seed_for(index++));
     run_cross_entropy(env, shape, seed_for(index++));

@@ -147,8 +147,9 @@ Results run_every_op() {
     run(r, "conv forward bf16", hy,
         [&] { return porta_conv2d_forward(nullptr, &h, hx.device, hw.device, hy.f()); });
   }
-  // Row ops: rows shorter than a group and rows longer than one item's share.
-  for (const auto& shape_of : {std::pair<int64_t, int64_t>{6, 11}, {3, 700}}) {
+  // Row ops: rows one work-item takes whole, rows shorter than a group and rows longer than one
+  // item's share.
+  for (const auto& shape_of : {std::pair<int64_t, int64_t>{5, 7}, {6, 11}, {3, 700}}) {
     // Plain variables: clang 15 cannot capture structured bindings in the lambdas below.
     const int64_t rows = shape_of.first, cols = shape_of.second;
     const std::string shape = std::to_string(rows) + "x" + std::to_string(cols);

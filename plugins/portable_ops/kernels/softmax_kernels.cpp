@@ -5,6 +5,12 @@
 // two; groups are numbered over a grid that may wrap into y. Each item walks its share of a row
 // (porta_ops::walk), the group combines the items' partial results with a tree in shared memory,
 // and a last inner loop writes the row.
+//
+// A row that one work-item takes whole (the CPU's launch, and short rows on a GPU) and that fits
+// in its cache goes another way (cached_rows), in the last inner loop: its maximum, then
+// e^(x - max) summed and stored, then the stored terms scaled, three passes of which only the
+// first reads memory. That is one exponential per element instead of the online normaliser's two
+// (one to sum, one to write), and on a CPU the exponentials, not memory, were the bound.
 #include "common.h"
 
 using porta_ops::kLanes;
@@ -55,6 +61,112 @@ PORTA_DEVICE_FUNCTION void row_normaliser(const float* x, int64_t cols, uint32_t
   s = porta_ops::sum_lanes(lane_s);
 }
 
+// The longest row a work-item takes in three passes (cached_rows): its input and output, 512 KiB,
+// stay in a CPU core's level-2 cache between the passes. Longer rows read their input twice
+// from memory rather than their output three times.
+constexpr int64_t kCachedRow = 65536;
+
+// Whether this group's rows take the cached path: one work-item per row, and rows short enough.
+PORTA_DEVICE_FUNCTION bool cached_rows(uint32_t items, int64_t cols) {
+  return items == 1 && cols <= kCachedRow;
+}
+
+// kLanes floats as one value, for sums carried from block to block. GCC splits a carried array of
+// kLanes floats into kLanes scalars (an extract and a scalar add per lane and block); a vector
+// type stays in one register. On a GPU kLanes is 1.
+#if PORTA_TARGET_CPU
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+#else
+typedef float Lanes;
+#endif
+
+PORTA_DEVICE_FUNCTION Lanes as_lanes(const float (&v)[kLanes]) {
+  Lanes out;
+  __builtin_memcpy(&out, v, sizeof out);
+  return out;
+}
+
+PORTA_DEVICE_FUNCTION float sum_of(Lanes v) {
+  float lanes[kLanes];
+  __builtin_memcpy(lanes, &v, sizeof lanes);
+  return porta_ops::sum_lanes(lanes);
+}
+
+PORTA_DEVICE_FUNCTION Lanes load_lanes(const float* p) {
+  Lanes out;
+  __builtin_memcpy(&out, p, sizeof out);
+  return out;
+}
+
+PORTA_DEVICE_FUNCTION Lanes larger(Lanes a, Lanes b) { return a > b ? a : b; }
+
+// Asks a CPU to bring p into its cache ahead of use (write: for writing). A row's passes after
+// the first run from the cache, so they call it for the same place in the next row: memory then
+// streams in while the exponentials are computed, instead of waiting for them. A GPU hides
+// memory latency with other warps instead.
+PORTA_DEVICE_FUNCTION void prefetch(const float* p) {
+#if PORTA_TARGET_CPU
+  __builtin_prefetch(p);
+#else
+  (void)p;
+#endif
+}
+
+// The maximum of row x, one work-item walking all of it (kLowest if every element is -infinity,
+// so that x - max stays -infinity, never NaN). Four running maxima, so that the compare of one
+// block does not wait for the previous block's.
+PORTA_DEVICE_FUNCTION float row_max(const float* x, int64_t cols) {
+  constexpr uint32_t kWays = 4;
+  const Lanes lowest = Lanes{} + kLowest;
+  Lanes way_m[kWays];
+  for (uint32_t k = 0; k < kWays; ++k) way_m[k] = lowest;
+  int64_t c = 0;
+  for (; c + kWays * kLanes <= cols; c += kWays * kLanes) {
+    for (uint32_t k = 0; k < kWays; ++k)
+      way_m[k] = larger(load_lanes(x + c + k * kLanes), way_m[k]);
+  }
+  float lane_m[kLanes];
+  const Lanes m = larger(larger(way_m[0], way_m[1]), larger(way_m[2], way_m[3]));
+  __builtin_memcpy(lane_m, &m, sizeof lane_m);
+  for (uint32_t lane = 0; c < cols; ++c, lane = (lane + 1) % kLanes) {
+    lane_m[lane] = porta_ops::pick(x[c] > lane_m[lane], x[c], lane_m[lane]);
+  }
+  return porta_ops::max_lanes(lane_m);
+}
+
+// The sum of e^(x[c] - m) over row x, one work-item walking all of it; each term is also stored
+// in terms[c] when terms is not null (terms may be x).
+PORTA_DEVICE_FUNCTION float row_sum_exp(const float* x, int64_t cols, float m, float* terms) {
+  Lanes sum = {};
+  porta_ops::walk_blocks(cols, 0, 1, [&](int64_t first, auto count) {
+    prefetch(x + first + cols);  // the next row's block
+    float e[kLanes] = {};
+    for (uint32_t lane = 0; lane < count; ++lane) e[lane] = x[first + lane];
+    for (uint32_t lane = 0; lane < count; ++lane) e[lane] = porta_ops::exp_nonpositive(e[lane] - m);
+    sum += as_lanes(e);
+    if (terms) {
+      for (uint32_t lane = 0; lane < count; ++lane) terms[first + lane] = e[lane];
+    }
+  });
+  return sum_of(sum);
+}
+
+// out[c] = op(a[c], b[c]) over a row one work-item takes whole (out may be a or b, as in
+// porta_ops::map), asking for the next row's a and b meanwhile (prefetch()).
+template <class Op>
+PORTA_DEVICE_FUNCTION void map_row(int64_t cols, const float* a, const float* b, float* out,
+                                   Op&& op) {
+  porta_ops::walk_blocks(cols, 0, 1, [&](int64_t first, auto count) {
+    prefetch(a + first + cols);
+    prefetch(b + first + cols);
+    float va[kLanes], vb[kLanes];
+    for (uint32_t lane = 0; lane < count; ++lane) va[lane] = a[first + lane];
+    for (uint32_t lane = 0; lane < count; ++lane) vb[lane] = b[first + lane];
+    for (uint32_t lane = 0; lane < count; ++lane) va[lane] = op(va[lane], vb[lane]);
+    for (uint32_t lane = 0; lane < count; ++lane) out[first + lane] = va[lane];
+  });
+}
+
 // Combines the normalisers part_m/part_s[row * items + item] of each row into its item 0, a
 // halving tree with the barrier of each inner loop between levels. items is a power of two.
 PORTA_DEVICE_FUNCTION void reduce_normalisers(float* part_m, float* part_s, uint32_t items) {
@@ -70,12 +182,14 @@ PORTA_DEVICE_FUNCTION void reduce_normalisers(float* part_m, float* part_s, uint
 
 // Each row's maximum and the sum of exp(x - maximum), for the rows from first_row one per
 // group_size(1) slot: afterwards part_m[r * items] and part_s[r * items] hold row first_row + r's.
+// Nothing for cached rows, which the kernel's last inner loop takes whole.
 PORTA_DEVICE_FUNCTION void row_normalisers(const float* x, int64_t rows, int64_t cols, int64_t first_row,
                                   uint32_t items, float* part_m, float* part_s) {
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     float m = kLowest, s = 0.0f;
-    if (row < rows) row_normaliser(x + row * cols, cols, item, items, m, s);
+    if (row < rows && !cached_rows(items, cols))
+      row_normaliser(x + row * cols, cols, item, items, m, s);
     part_m[r * items + item] = m;
     part_s[r * items + item] = s;
   });
@@ -94,16 +208,22 @@ PORTA_DEVICE_FUNCTION void reduce_sums(float* part, uint32_t items) {
 
 // The sum of a[c] * b[c] (b == nullptr: of a[c]) over the elements of a row that item takes.
 PORTA_DEVICE_FUNCTION float row_dot(const float* a, const float* b, int64_t cols, uint32_t item,
-                           uint32_t items) {
-  float lane_sum[kLanes];
-  for (uint32_t lane = 0; lane < kLanes; ++lane) lane_sum[lane] = 0.0f;
+                                    uint32_t items) {
+  Lanes sum = {};
   if (b) {
-    porta_ops::walk(cols, item, items,
-                    [&](int64_t c, uint32_t lane) { lane_sum[lane] += a[c] * b[c]; });
+    porta_ops::walk_blocks(cols, item, items, [&](int64_t first, auto count) {
+      float terms[kLanes] = {};
+      for (uint32_t lane = 0; lane < count; ++lane) terms[lane] = a[first + lane] * b[first + lane];
+      sum += as_lanes(terms);
+    });
   } else {
-    porta_ops::walk(cols, item, items, [&](int64_t c, uint32_t lane) { lane_sum[lane] += a[c]; });
+    porta_ops::walk_blocks(cols, item, items, [&](int64_t first, auto count) {
+      float terms[kLanes] = {};
+      for (uint32_t lane = 0; lane < count; ++lane) terms[lane] = a[first + lane];
+      sum += as_lanes(terms);
+    });
   }
-  return porta_ops::sum_lanes(lane_sum);
+  return sum_of(sum);
 }
 
 }  // namespace
@@ -121,10 +241,21 @@ PORTA_KERNEL(softmax_forward, int64_t rows, int64_t cols, int32_t log_softmax, c
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     if (row >= rows) return;
-    const float m = part_m[r * items];
-    const float s = part_s[r * items];
     const float* xr = x + row * cols;
     float* yr = y + row * cols;
+    if (cached_rows(items, cols)) {
+      const float m = row_max(xr, cols);
+      if (log_softmax) {
+        const float log_s = logf(row_sum_exp(xr, cols, m, nullptr));
+        porta_ops::map(cols, 0, 1, xr, yr, [&](int64_t, float v) { return (v - m) - log_s; });
+      } else {
+        const float scale = 1.0f / row_sum_exp(xr, cols, m, yr);
+        porta_ops::map(cols, 0, 1, yr, yr, [&](int64_t, float e) { return e * scale; });
+      }
+      return;
+    }
+    const float m = part_m[r * items];
+    const float s = part_s[r * items];
     if (log_softmax) {
       // (x - m) - log(s), in that order: m + log(s) would lose log(s) next to a large m.
       const float log_s = logf(s);
@@ -148,7 +279,7 @@ PORTA_KERNEL(softmax_backward, int64_t rows, int64_t cols, int32_t log_softmax, 
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     float sum = 0.0f;
-    if (row < rows) {
+    if (row < rows && !cached_rows(items, cols)) {
       sum = row_dot(dy + row * cols, log_softmax ? nullptr : y + row * cols, cols, item, items);
     }
     part[r * items + item] = sum;
@@ -157,10 +288,20 @@ PORTA_KERNEL(softmax_backward, int64_t rows, int64_t cols, int32_t log_softmax, 
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     if (row >= rows) return;
-    const float sum = part[r * items];
     const float* yr = y + row * cols;
     const float* dyr = dy + row * cols;
     float* dxr = dx + row * cols;
+    if (cached_rows(items, cols)) {
+      const float sum = row_dot(dyr, log_softmax ? nullptr : yr, cols, 0, 1);
+      if (log_softmax) {
+        map_row(cols, yr, dyr, dxr,
+                [&](float yv, float dyv) { return dyv - porta_ops::exp_f32(yv) * sum; });
+      } else {
+        map_row(cols, yr, dyr, dxr, [&](float yv, float dyv) { return yv * (dyv - sum); });
+      }
+      return;
+    }
+    const float sum = part[r * items];
     if (log_softmax) {
       porta_ops::map(cols, item, items, yr, dyr, dxr, [&](int64_t, float yv, float dyv) {
         return dyv - porta_ops::exp_f32(yv) * sum;
@@ -186,18 +327,30 @@ PORTA_KERNEL(cross_entropy_rows, int64_t rows, int64_t cols, const float* logits
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     if (row >= rows) return;
-    const float m = part_m[r * items];
-    const float s = part_s[r * items];
     const float* xr = logits + row * cols;
+    float* dr = dlogits ? dlogits + row * cols : nullptr;
     const int64_t label = labels[row];
     const bool valid = label >= 0 && label < cols;
-    if (item == 0) row_loss[row] = valid ? logf(s) - (xr[label] - m) : NAN;
-    if (!dlogits) return;
-    float* dr = dlogits + row * cols;
     if (!valid) {
-      porta_ops::walk(cols, item, items, [&](int64_t c, uint32_t) { dr[c] = NAN; });
+      if (item == 0) row_loss[row] = NAN;
+      if (dr) porta_ops::walk(cols, item, items, [&](int64_t c, uint32_t) { dr[c] = NAN; });
       return;
     }
+    if (cached_rows(items, cols)) {
+      const float m = row_max(xr, cols);
+      const float x_label = xr[label];
+      const float s = row_sum_exp(xr, cols, m, dr);
+      row_loss[row] = logf(s) - (x_label - m);
+      if (!dr) return;
+      const float scale = inv_rows / s;
+      porta_ops::map(cols, 0, 1, dr, dr, [&](int64_t, float e) { return e * scale; });
+      dr[label] = (porta_ops::exp_nonpositive(x_label - m) / s - 1.0f) * inv_rows;
+      return;
+    }
+    const float m = part_m[r * items];
+    const float s = part_s[r * items];
+    if (item == 0) row_loss[row] = logf(s) - (xr[label] - m);
+    if (!dr) return;
     const float scale = inv_rows / s;
     porta_ops::map(cols, item, items, xr, dr,
                    [&](int64_t, float v) { return porta_ops::exp_nonpositive(v - m) * scale; });
