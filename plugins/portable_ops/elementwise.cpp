@@ -63,16 +63,18 @@ porta_status_t Ops::sgd_update(const Op* op, const porta_sgd_update_args_t* a) {
 }
 
 // The bias corrections 1 - beta^step are computed here once, in double precision (beta^step
-// underflows to 0 for large steps, leaving 1).
+// underflows to 0 for large steps, leaving 1), and folded into the step size and the scale of
+// sqrt(v), as PyTorch does.
 porta_status_t Ops::adam_update(const Op* op, const porta_adam_update_args_t* a) {
   return guarded("porta_adam_update", [&] {
     const porta_adam_params_t& params = *a->params;
     const double step = static_cast<double>(params.step);
-    const float correction1 = static_cast<float>(1.0 - std::pow(double{params.beta1}, step));
-    const float correction2 = static_cast<float>(1.0 - std::pow(double{params.beta2}, step));
-    launch_elementwise(*op, "adam_update", a->count, a->weights, a->grads, a->m, a->v,
-                       params.learning_rate, params.beta1, params.beta2, params.epsilon,
-                       params.weight_decay, correction1, correction2);
+    const double correction1 = 1.0 - std::pow(double{params.beta1}, step);
+    const double correction2 = 1.0 - std::pow(double{params.beta2}, step);
+    const float step_size = static_cast<float>(params.learning_rate / correction1);
+    const float rsqrt_c2 = static_cast<float>(1.0 / std::sqrt(correction2));
+    launch_elementwise(*op, "adam_update", a->count, a->weights, a->grads, a->m, a->v, params.beta1,
+                       params.beta2, params.epsilon, params.weight_decay, step_size, rsqrt_c2);
   });
 }
 

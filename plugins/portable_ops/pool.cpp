@@ -44,9 +44,11 @@ porta_status_t Ops::max_pool2d_forward(const Op* op, const porta_max_pool2d_forw
   });
 }
 
-// Two passes: each window's first maximum into the stream's scratch (int32, one per output),
-// then each dx element gathers the dy of the windows that chose it. Planes too large for int32
-// indices take one kernel that recomputes the maxima as it gathers (several times the work).
+// Windows that do not overlap (the usual 2x2 stride 2): one pass, max_pool2d_backward_disjoint.
+// Overlapping windows take two: each window's first maximum into the stream's scratch (int32,
+// one per output), then each dx element gathers the dy of the windows that chose it. Planes too
+// large for int32 indices take one kernel that recomputes the maxima as it gathers (several
+// times the work).
 porta_status_t Ops::max_pool2d_backward(const Op* op, const porta_max_pool2d_backward_args_t* a) {
   return guarded("porta_max_pool2d_backward", [&] {
     const porta_pool2d_desc_t& d = *a->desc;
@@ -54,6 +56,11 @@ porta_status_t Ops::max_pool2d_backward(const Op* op, const porta_max_pool2d_bac
     const int64_t dx_rows = s.planes * d.in_height;
     if (d.in_height * d.in_width > std::numeric_limits<int32_t>::max()) {
       launch_pool(*op, "max_pool2d_backward", d, dx_rows, d.in_width, a->x, a->dy, a->dx);
+      return;
+    }
+    if (d.stride_h >= d.window_h && d.stride_w >= d.window_w) {
+      launch_pool(*op, "max_pool2d_backward_disjoint", d, s.planes * s.out_h, s.out_w, a->x, a->dy,
+                  a->dx);
       return;
     }
     const int64_t outputs = s.planes * s.out_h * s.out_w;

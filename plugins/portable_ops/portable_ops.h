@@ -5,6 +5,7 @@
 #include <porta/porta_ops.h>
 #include <porta/porta_plugin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -33,22 +34,25 @@ void launch(const Op& op, const char* name, dim3 grid, dim3 group, uint32_t shar
                               launch_config(grid, group, shared_bytes), args...);
 }
 
-// One-dimensional launch covering count items, 256 per group, wrapping the grid into y when it
-// exceeds the x limit. Kernels recover the index with porta_ops_kernels.h's linear_index().
-template <class... Args>
-void launch_elementwise(const Op& op, const char* name, int64_t count, const Args&... args) {
-  constexpr uint32_t kGroup = 256;
-  const int64_t groups = (count + kGroup - 1) / kGroup;
-  const uint32_t x = static_cast<uint32_t>(groups < 65535 ? groups : 65535);
-  const uint32_t y = static_cast<uint32_t>((groups + x - 1) / x);
-  launch(op, name, dim3(x, y), dim3(kGroup), 0, count, args...);
-}
-
 // True when the op's device is the host (the CPU backend, unless its PORTA_CPU_MODE runs the
 // SIMT builds, which are launched as on a GPU). Kernels built for it walk rows
 // with vector lanes (porta_ops::kLanes) in one work-item rather than with many work-items, so
 // row ops launch one item per row there.
 bool runs_on_host(const Op& op);
+
+// One-dimensional launch covering count items, 256 per group, wrapping the grid into y when it
+// exceeds the x limit; kernels walk it with porta_ops::for_each_index(). On a GPU an item takes
+// one element; on the host a group takes about 8K elements (32 passes of its items), so that
+// the cost of starting a group stays small against its work.
+template <class... Args>
+void launch_elementwise(const Op& op, const char* name, int64_t count, const Args&... args) {
+  constexpr uint32_t kGroup = 256;
+  const int64_t per_group = runs_on_host(op) ? 32 * kGroup : kGroup;
+  const int64_t groups = std::max<int64_t>(1, (count + per_group - 1) / per_group);
+  const uint32_t x = static_cast<uint32_t>(groups < 65535 ? groups : 65535);
+  const uint32_t y = static_cast<uint32_t>((groups + x - 1) / x);
+  launch(op, name, dim3(x, y), dim3(kGroup), 0, count, args...);
+}
 
 // A grid of `groups` work-groups, wrapped into y past 65535 (the portable limit of x); kernels
 // recover the group's number with porta_ops::group_index() and skip the surplus.

@@ -71,6 +71,11 @@ BAD_ARGUMENTS = [
     (["--op", "conv_bwd_data", "--shape", "4,4,3,1,8,9,9,0,0,1,1"], "larger than"),
     (["--op", "softmax", "--shape", "64x"], "COLS"),
     (["--op", "cross_entropy", "--shape", "64,64"], "ROWSxCOLS"),
+    (["--op", "max_pool", "--shape", "1,2,8,8"], "7 integers"),
+    (["--op", "max_pool_bwd", "--shape", "1,2,8,8,2,2,2"], "smaller than the window"),
+    (["--op", "bias_add", "--shape", "64x32"], "NxCxS"),
+    (["--op", "adam", "--shape", "0"], "COUNT is 0"),
+    (["--op", "relu", "--dtype", "bf16"], "fp32"),
     (["--shape", "64x64"], "--op"),
     (["--op", "softmax", "--dtype", "bf16"], "fp32"),
     (["--unknown-flag"], "unknown-flag"),
@@ -357,13 +362,16 @@ def test_baselines(bench, out_dir):
     finish()
 
 
-# Small shapes of three ops (the implicit-GEMM engine twice, a row op), so that a CPU-hosted
-# OpenCL run stays short: each run also measures both devices' peaks. The op suite checks every
-# op on every backend against float64 references.
+# Small shapes of five ops (the implicit-GEMM engine twice, a row op, the one-pass max-pool
+# backward, Adam updating in place), so that a CPU-hosted OpenCL run stays short: each run also
+# measures both devices' peaks. The op suite checks every op on every backend against float64
+# references.
 NUMERICS_SHAPES = [
     ("gemm", "96,80,72,NT"),
     ("conv_fwd", "12,12,8,2,16,3,3,1,1,1,1"),
     ("softmax", "64x300"),
+    ("max_pool_bwd", "2,3,12,10,2,2,1"),
+    ("adam", "5000"),
 ]
 
 

@@ -87,6 +87,16 @@ const PoolCase kCases[] = {
     {2, 16, 33, 33, 3, 3, 2, 2, 0, 0},  // AlexNet-like, odd size
     {1, 2, 15, 12, 7, 5, 2, 2, 3, 2},   // large window, large padding
     {1, 1, 1, 129, 1, 4, 1, 3, 0, 1},   // a single row
+    // Windows that do not overlap take one pass, and on the CPU rows of 16, 8 or 4 outputs at a
+    // time: 14 and 7 outputs a row (porta-train's), 17 (an overlapping last block), 3 (none).
+    {2, 3, 28, 28, 2, 2, 2, 2, 0, 0},
+    {1, 4, 14, 14, 2, 2, 2, 2, 0, 0},
+    {1, 2, 6, 34, 2, 2, 2, 2, 0, 0},
+    {1, 2, 7, 6, 2, 2, 2, 2, 0, 0},
+    {1, 2, 9, 9, 2, 2, 2, 2, 1, 1},    // padded: the first and last windows are cut
+    {1, 3, 10, 13, 2, 2, 3, 3, 1, 1},  // gaps between the windows, padded
+    {1, 2, 8, 40, 3, 3, 3, 3, 0, 0},   // 3x3 stride 3: the last rows and columns in none
+    {2, 2, 5, 37, 1, 2, 1, 2, 0, 0},   // 1x2 windows
 };
 
 }  // namespace

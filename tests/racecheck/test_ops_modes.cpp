@@ -192,20 +192,25 @@ Results run_every_op() {
     run(r, "relu backward", drelu,
         [&] { return porta_relu_backward(nullptr, count, x->f(), dy->f(), drelu.f()); });
 
-    porta_pool2d_desc_t p{};
-    p.struct_size = sizeof(p);
-    p.batch = 2, p.channels = 3, p.in_height = 8, p.in_width = 7;
-    p.window_h = 3, p.window_w = 3, p.stride_h = 2, p.stride_w = 2, p.pad_h = 1, p.pad_w = 1;
-    int64_t ph = 0, pw = 0;
-    REQUIRE(porta_pool2d_output_size(&p, &ph, &pw) == PORTA_SUCCESS);
-    const int64_t in = p.batch * p.channels * p.in_height * p.in_width;
-    const int64_t out = p.batch * p.channels * ph * pw;
-    auto px = upload(random_floats(in, 14)), pdy = upload(random_floats(out, 15));
-    Buffer py(out * 4), pdx(in * 4);
-    run(r, "max-pool forward", py,
-        [&] { return porta_max_pool2d_forward(nullptr, &p, px->f(), py.f()); });
-    run(r, "max-pool backward", pdx,
-        [&] { return porta_max_pool2d_backward(nullptr, &p, px->f(), pdy->f(), pdx.f()); });
+    // Overlapping windows (argmax, then a gather) and disjoint ones (one pass), padded.
+    for (const int64_t window : {3, 2}) {
+      porta_pool2d_desc_t p{};
+      p.struct_size = sizeof(p);
+      p.batch = 2, p.channels = 3, p.in_height = 8, p.in_width = 7;
+      p.window_h = window, p.window_w = window, p.stride_h = 2, p.stride_w = 2;
+      p.pad_h = 1, p.pad_w = 1;
+      int64_t ph = 0, pw = 0;
+      REQUIRE(porta_pool2d_output_size(&p, &ph, &pw) == PORTA_SUCCESS);
+      const int64_t in = p.batch * p.channels * p.in_height * p.in_width;
+      const int64_t out = p.batch * p.channels * ph * pw;
+      auto px = upload(random_floats(in, 14)), pdy = upload(random_floats(out, 15));
+      Buffer py(out * 4), pdx(in * 4);
+      const std::string name = window == 3 ? "max-pool" : "max-pool 2x2";
+      run(r, name + " forward", py,
+          [&] { return porta_max_pool2d_forward(nullptr, &p, px->f(), py.f()); });
+      run(r, name + " backward", pdx,
+          [&] { return porta_max_pool2d_backward(nullptr, &p, px->f(), pdy->f(), pdx.f()); });
+    }
 
     auto weights = upload(random_floats(count, 16)), velocity = upload(random_floats(count, 17));
     run(r, "sgd", *weights, [&] {

@@ -26,6 +26,14 @@ enum class Op {
   softmax,
   softmax_bwd,
   cross_entropy,
+  // The training step's other ops, rated in GB/s like the row ops.
+  max_pool,
+  max_pool_bwd,
+  relu,
+  relu_bwd,
+  bias_add,
+  bias_bwd,
+  adam,
   // Between devices and processes (multi_device.cpp), not part of "all": all-reduce over the
   // ranks of mpirun, and a copy from device 0 to device 1 of a backend.
   all_reduce,
@@ -43,6 +51,10 @@ const char* op_api_name(Op op);
 bool is_conv(Op op);
 bool is_row_op(Op op);  // softmax, softmax_bwd, cross_entropy: fp32 only, rated in GB/s
 bool is_multi_device(Op op);  // all_reduce, peer_copy: a buffer size, rated in GB/s
+bool is_pool(Op op);          // max_pool, max_pool_bwd
+// The row ops and the training step's others (pooling, ReLU, bias, Adam): fp32 only, rated in
+// GB/s against the measured copy bandwidth.
+bool is_bandwidth_op(Op op);
 
 const char* dtype_name(porta_dtype_t dtype);
 size_t dtype_size(porta_dtype_t dtype);
@@ -57,7 +69,8 @@ struct Shape {
   // conv, DeepBench's names: input W x H with C channels, batch N, K filters of S (wide) x
   // R (high), padding pw, ph, strides sw, sh
   int64_t w = 0, h = 0, c = 0, batch = 0, filters = 0, s = 0, r = 0, pw = 0, ph = 0, sw = 1, sh = 1;
-  // row ops
+  // row ops; relu, relu_bwd, adam: cols elements (rows 1); bias_add, bias_bwd: batch x c x
+  // cols (spatial); max_pool, max_pool_bwd: batch x c x h x w with window r x r, stride sh, pad ph
   int64_t rows = 0, cols = 0;
   // all_reduce, peer_copy: the buffer's size in bytes
   int64_t size = 0;

@@ -26,6 +26,9 @@ struct Case {
   size_t output_count = 0;
   // Set where run() leaves the output in another layout: queues its conversion into output.
   std::function<void(porta_stream_t)> to_plain;
+  // Set for ops that update their inputs in place (adam): queues the restoring of set 0's
+  // inputs as they were made, so that output() is one call's result on every implementation.
+  std::function<void(porta_stream_t)> restore;
   // Set where queued work reports failures on the host: throws the first one.
   std::function<void()> check;
   std::shared_ptr<void> library_state;  // what run() and to_plain() use

@@ -107,13 +107,13 @@ std::vector<Problem> problems(const Options& o) {
         "--shape", "needs --op naming one op (the syntax is per op: " + shape_syntax() + ")");
   if (dtype != PORTA_DTYPE_F32 && ops.size() == 1 && is_multi_device(ops[0]))
     throw CLI::ValidationError("--dtype", std::string(op_name(ops[0])) + " moves fp32 only");
-  if (dtype != PORTA_DTYPE_F32 && ops.size() == 1 && is_row_op(ops[0]))
+  if (dtype != PORTA_DTYPE_F32 && ops.size() == 1 && is_bandwidth_op(ops[0]))
     throw CLI::ValidationError(
         "--dtype",
         std::string(op_name(ops[0])) + " takes fp32 only; bf16 and f16 apply to gemm and conv");
   std::vector<Problem> out;
   for (Op op : ops) {
-    if (dtype != PORTA_DTYPE_F32 && is_row_op(op)) continue;  // said in main()
+    if (dtype != PORTA_DTYPE_F32 && is_bandwidth_op(op)) continue;  // said in main()
     if (!o.shapes.empty()) {
       for (const std::string& text : o.shapes) {
         try {
@@ -493,7 +493,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   if (o.dtype != "f32" && o.op == "all")
-    note("softmax, softmax_bwd and cross_entropy take fp32 only: left out for --dtype " + o.dtype);
+    note("the row ops, pooling, relu, bias and adam take fp32 only: left out for --dtype " +
+         o.dtype);
   try {
     return run(o, todo);
   } catch (const std::exception& e) {

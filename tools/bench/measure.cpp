@@ -133,6 +133,17 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
   const size_t w_count = size_t(s.filters) * s.c * s.r * s.s;
   const size_t y_count = size_t(s.batch) * s.filters * p * q;
   const size_t rc = size_t(s.rows) * s.cols;
+  int64_t pool_h = 0, pool_w = 0;
+  porta_pool2d_desc_t pool{};
+  if (is_pool(s.op)) {
+    pool.struct_size = sizeof pool;
+    pool.batch = s.batch, pool.channels = s.c, pool.in_height = s.h, pool.in_width = s.w;
+    pool.window_h = s.r, pool.window_w = s.s, pool.stride_h = s.sh, pool.stride_w = s.sw;
+    pool.pad_h = s.ph, pool.pad_w = s.pw;
+    porta::check(porta_pool2d_output_size(&pool, &pool_h, &pool_w));
+  }
+  const size_t pool_y = size_t(s.batch) * s.c * pool_h * pool_w;
+  const size_t biased = size_t(s.batch) * s.c * s.cols;  // bias_add, bias_bwd
   switch (s.op) {
     case Op::gemm:
       in_counts = {size_t(s.m) * s.k, size_t(s.k) * s.n};
@@ -162,11 +173,39 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
       in_counts = {rc};
       out_count = rc;
       break;
+    case Op::max_pool:
+      in_counts = {x_count};
+      out_count = pool_y;
+      break;
+    case Op::max_pool_bwd:
+      in_counts = {x_count, pool_y};
+      out_count = x_count;
+      break;
+    case Op::relu:
+      in_counts = {rc};
+      out_count = rc;
+      break;
+    case Op::relu_bwd:
+      in_counts = {rc, rc};
+      out_count = rc;
+      break;
+    case Op::bias_add:
+      in_counts = {biased, size_t(s.c)};
+      out_count = biased;
+      break;
+    case Op::bias_bwd:
+      in_counts = {biased};
+      out_count = size_t(s.c);
+      break;
+    case Op::adam:  // weights, grads, m, v; updated in place, the weights copied out
+      in_counts = {rc, rc, rc, rc};
+      out_count = rc;
+      break;
     case Op::all_reduce:
     case Op::peer_copy:  // multi_device.cpp measures these
       throw porta::error(PORTA_ERROR_UNSUPPORTED, std::string(op_name(s.op)) + " is not an op");
   }
-  const porta_dtype_t in_dtype = is_row_op(s.op) ? PORTA_DTYPE_F32 : dtype;
+  const porta_dtype_t in_dtype = is_bandwidth_op(s.op) ? PORTA_DTYPE_F32 : dtype;
   size_t set_bytes = 0;
   for (size_t n : in_counts) set_bytes += n * dtype_size(in_dtype);
   if (s.op == Op::cross_entropy) set_bytes += size_t(s.rows) * sizeof(int32_t);
@@ -184,6 +223,9 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
           for (int64_t j = 0; j < s.cols; ++j) sum += y[j] = std::exp(y[j]);
           for (int64_t j = 0; j < s.cols; ++j) y[j] = static_cast<float>(y[j] / sum);
         }
+      }
+      if (s.op == Op::adam && i == 3) {
+        for (float& v : values) v *= v;  // a second moment: never negative
       }
       operands.push_back(upload(device, values, in_dtype));
     }
@@ -254,6 +296,75 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
                                          c.labels[set].data(), c.loss.data(), out));
       };
       break;
+    case Op::max_pool:
+      c.run = [&c, pool, out](int set, porta_stream_t st) {
+        porta::check(porta_max_pool2d_forward(
+            st, &pool, static_cast<const float*>(c.inputs[set][0].get()), out));
+      };
+      break;
+    case Op::max_pool_bwd:
+      c.run = [&c, pool, out](int set, porta_stream_t st) {
+        porta::check(
+            porta_max_pool2d_backward(st, &pool, static_cast<const float*>(c.inputs[set][0].get()),
+                                      static_cast<const float*>(c.inputs[set][1].get()), out));
+      };
+      break;
+    case Op::relu:
+      c.run = [&c, s, out](int set, porta_stream_t st) {
+        porta::check(
+            porta_relu_forward(st, s.cols, static_cast<const float*>(c.inputs[set][0].get()), out));
+      };
+      break;
+    case Op::relu_bwd:
+      c.run = [&c, s, out](int set, porta_stream_t st) {
+        porta::check(porta_relu_backward(st, s.cols,
+                                         static_cast<const float*>(c.inputs[set][0].get()),
+                                         static_cast<const float*>(c.inputs[set][1].get()), out));
+      };
+      break;
+    case Op::bias_add:
+      c.run = [&c, s, out](int set, porta_stream_t st) {
+        porta::check(porta_bias_add(st, s.batch, s.c, s.cols,
+                                    static_cast<const float*>(c.inputs[set][0].get()),
+                                    static_cast<const float*>(c.inputs[set][1].get()), out));
+      };
+      break;
+    case Op::bias_bwd:
+      c.run = [&c, s, out](int set, porta_stream_t st) {
+        porta::check(porta_bias_backward(st, s.batch, s.c, s.cols,
+                                         static_cast<const float*>(c.inputs[set][0].get()), out));
+      };
+      break;
+    case Op::adam: {
+      porta_adam_params_t params{};
+      params.struct_size = sizeof params;
+      params.learning_rate = 1e-3f, params.beta1 = 0.9f, params.beta2 = 0.999f;
+      params.epsilon = 1e-8f, params.step = 10;
+      const size_t bytes = rc * sizeof(float);
+      c.run = [&c, s, params](int set, porta_stream_t st) {
+        std::vector<DeviceArray>& in = c.inputs[set];
+        porta::check(porta_adam_update(
+            st, s.cols, static_cast<float*>(in[0].get()), static_cast<const float*>(in[1].get()),
+            static_cast<float*>(in[2].get()), static_cast<float*>(in[3].get()), &params));
+      };
+      c.to_plain = [&c, out, bytes](porta_stream_t st) {
+        porta::check(porta_memcpy_async(out, c.inputs[0][0].get(), bytes, st));
+      };
+      // Set 0's weights and moments as made, kept to restore before output().
+      auto pristine = std::make_shared<std::vector<porta::device_buffer<uint8_t>>>();
+      for (int i : {0, 2, 3}) {
+        pristine->emplace_back(device, bytes);
+        porta::check(porta_memcpy(pristine->back().data(), c.inputs[0][i].get(), bytes));
+      }
+      c.restore = [&c, pristine, bytes](porta_stream_t st) {
+        const int slots[] = {0, 2, 3};
+        for (size_t k = 0; k < 3; ++k) {
+          porta::check(
+              porta_memcpy_async(c.inputs[0][slots[k]].get(), (*pristine)[k].data(), bytes, st));
+        }
+      };
+      break;
+    }
     case Op::all_reduce:
     case Op::peer_copy:
       break;
@@ -314,6 +425,7 @@ double Measurement::rep(int i) {
 
 std::vector<float> Measurement::output() {
   State& st = *state_;
+  if (st.c.restore) st.c.restore(st.stream->get());
   st.c.run(0, st.stream->get());
   if (st.c.to_plain) st.c.to_plain(st.stream->get());
   st.stream->synchronize();
@@ -337,7 +449,7 @@ void summarise(Record& r) {
   r.max_ms = ms.back();
   r.reps = static_cast<int>(n);
   if (r.shape.flops() > 0) r.gflops = r.shape.flops() / (r.median_ms * 1e6);
-  if (is_row_op(r.op)) r.gbps = r.shape.bytes() / (r.median_ms * 1e6);
+  if (is_bandwidth_op(r.op)) r.gbps = r.shape.bytes() / (r.median_ms * 1e6);
 }
 
 }  // namespace bench

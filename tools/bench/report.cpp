@@ -109,7 +109,7 @@ std::optional<std::set<std::string>> listed_ops(const porta_plugin_report_t& row
 
 std::string plugin_version(const porta_plugin_report_t& row) { return version_field(row); }
 
-const char* error_metric(Op op) { return is_row_op(op) ? "elementwise" : "normwise"; }
+const char* error_metric(Op op) { return is_bandwidth_op(op) ? "elementwise" : "normwise"; }
 
 double tolerance(porta_dtype_t dtype) { return dtype == PORTA_DTYPE_F32 ? 1e-3 : 2e-2; }
 
@@ -122,7 +122,7 @@ double relative_error(Op op, const std::vector<float>& x, const std::vector<floa
     if (std::isfinite(ref[i])) scale = std::max(scale, std::fabs(double(ref[i])));
   }
   double worst = 0.0;
-  const bool elementwise = is_row_op(op);
+  const bool elementwise = is_bandwidth_op(op);
   const double floor = elementwise ? 1e-3 * scale : scale;
   for (size_t i = 0; i < ref.size(); ++i) {
     if (!std::isfinite(ref[i])) continue;

@@ -23,6 +23,13 @@ constexpr OpInfo kOps[] = {
     {Op::softmax, "softmax", "softmax_forward"},
     {Op::softmax_bwd, "softmax_bwd", "softmax_backward"},
     {Op::cross_entropy, "cross_entropy", "cross_entropy"},
+    {Op::max_pool, "max_pool", "max_pool2d_forward"},
+    {Op::max_pool_bwd, "max_pool_bwd", "max_pool2d_backward"},
+    {Op::relu, "relu", "relu_forward"},
+    {Op::relu_bwd, "relu_bwd", "relu_backward"},
+    {Op::bias_add, "bias_add", "bias_add"},
+    {Op::bias_bwd, "bias_bwd", "bias_backward"},
+    {Op::adam, "adam", "adam_update"},
     {Op::all_reduce, "all_reduce", "comm_all_reduce"},
     {Op::peer_copy, "peer_copy", "memcpy_async"},
 };
@@ -111,6 +118,11 @@ bool is_row_op(Op op) {
   return op == Op::softmax || op == Op::softmax_bwd || op == Op::cross_entropy;
 }
 bool is_multi_device(Op op) { return op == Op::all_reduce || op == Op::peer_copy; }
+bool is_pool(Op op) { return op == Op::max_pool || op == Op::max_pool_bwd; }
+bool is_bandwidth_op(Op op) {
+  return is_row_op(op) || is_pool(op) || op == Op::relu || op == Op::relu_bwd ||
+         op == Op::bias_add || op == Op::bias_bwd || op == Op::adam;
+}
 
 const char* dtype_name(porta_dtype_t dtype) {
   switch (dtype) {
@@ -130,8 +142,10 @@ std::string shape_syntax() {
   return "gemm: M,N,K[,NN|NT|TN|TT] (op(A) is MxK, op(B) KxN; N: as stored, T: transposed; "
          "default NN); conv_*: W,H,C,N,K,S,R,pw,ph,sw,sh (input width, height, channels, batch, "
          "filters, filter width, filter height, padding w/h, stride w/h, as in DeepBench); "
-         "softmax, softmax_bwd, cross_entropy: ROWSxCOLS; all_reduce, peer_copy: "
-         "BYTES[KiB|MiB|GiB]";
+         "softmax, softmax_bwd, cross_entropy: ROWSxCOLS; max_pool, max_pool_bwd: N,C,H,W,K,S,P "
+         "(batch, channels, input height, width, a KxK window, stride, padding); relu, relu_bwd, "
+         "adam: COUNT; bias_add, bias_bwd: NxCxS (batch, channels, spatial size); all_reduce, "
+         "peer_copy: BYTES[KiB|MiB|GiB]";
 }
 
 Shape parse_shape(Op op, const std::string& text) {
@@ -187,6 +201,31 @@ Shape parse_shape(Op op, const std::string& text) {
       s.size = integer(digits, "BYTES", 1) * unit;
       if (op == Op::all_reduce && s.size % 4 != 0)
         throw std::invalid_argument("the size is not a whole number of fp32 elements (4 bytes)");
+    } else if (is_pool(op)) {
+      const auto p = split(text, ',');
+      if (p.size() != 7) {
+        throw std::invalid_argument("expected 7 integers N,C,H,W,K,S,P, got " +
+                                    std::to_string(p.size()));
+      }
+      s.batch = integer(p[0], "N", 1);
+      s.c = integer(p[1], "C", 1);
+      s.h = integer(p[2], "H", 1);
+      s.w = integer(p[3], "W", 1);
+      s.r = s.s = integer(p[4], "K", 1);
+      s.sh = s.sw = integer(p[5], "S", 1);
+      s.ph = s.pw = integer(p[6], "P", 0);
+      if (s.ph >= s.r) throw std::invalid_argument("the padding must be smaller than the window");
+      if (s.h + 2 * s.ph < s.r || s.w + 2 * s.pw < s.s)
+        throw std::invalid_argument("the window is larger than the padded input");
+    } else if (op == Op::relu || op == Op::relu_bwd || op == Op::adam) {
+      s.rows = 1;
+      s.cols = integer(text, "COUNT", 1);
+    } else if (op == Op::bias_add || op == Op::bias_bwd) {
+      const auto p = split(text, 'x');
+      if (p.size() != 3) throw std::invalid_argument("expected NxCxS");
+      s.batch = integer(p[0], "N", 1);
+      s.c = integer(p[1], "C", 1);
+      s.cols = integer(p[2], "S", 1);
     } else {
       const auto p = split(text, 'x');
       if (p.size() != 2) throw std::invalid_argument("expected ROWSxCOLS");
@@ -214,6 +253,18 @@ std::string Shape::text() const {
       out += std::to_string(v);
     }
     return out;
+  }
+  if (is_pool(op)) {
+    std::string out;
+    for (int64_t v : {batch, c, h, w, r, sh, ph}) {
+      if (!out.empty()) out += ',';
+      out += std::to_string(v);
+    }
+    return out;
+  }
+  if (op == Op::relu || op == Op::relu_bwd || op == Op::adam) return std::to_string(cols);
+  if (op == Op::bias_add || op == Op::bias_bwd) {
+    return std::to_string(batch) + "x" + std::to_string(c) + "x" + std::to_string(cols);
   }
   if (is_multi_device(op)) {
     for (const auto& [suffix, scale] : {std::pair{"GiB", 30}, {"MiB", 20}, {"KiB", 10}})
@@ -275,6 +326,23 @@ double Shape::bytes(porta_dtype_t dtype) const {
       return 3.0 * f * rows * cols;  // y, dy in, dx out
     case Op::cross_entropy:          // logits, labels in; dlogits out
       return 2.0 * f * rows * cols + 4.0 * rows;
+    case Op::max_pool:      // x in, y out
+    case Op::max_pool_bwd:  // x, dy in; dx out
+    {
+      const double x = double(batch) * c * h * w;
+      const double y = double(batch) * c * conv_out(h, ph, r, sh) * conv_out(w, pw, s, sw);
+      return op == Op::max_pool ? f * (x + y) : f * (2.0 * x + y);
+    }
+    case Op::relu:  // x in, y out
+      return 2.0 * f * cols;
+    case Op::relu_bwd:  // x, dy in; dx out
+      return 3.0 * f * cols;
+    case Op::adam:  // weights, grads, m, v in; weights, m, v out
+      return 7.0 * f * cols;
+    case Op::bias_add:  // x, bias in; y out
+      return f * (2.0 * batch * c * cols + c);
+    case Op::bias_bwd:  // dy in, dbias out
+      return f * (double(batch) * c * cols + c);
     case Op::all_reduce:  // the buffer, as nccl-tests counts it
     case Op::peer_copy:
       return double(size);
@@ -322,6 +390,19 @@ std::vector<Shape> suite_shapes(const std::string& suite, Op op) {
              conv(op, {7, 7, 512, 16, 2048, 1, 1, 0, 0, 1, 1}),
              conv(op, {700, 161, 1, 32, 32, 20, 5, 0, 0, 2, 2})};
     }
+  } else if (is_pool(op)) {
+    // porta-train's two poolings (batch 64) and a 3x3 stride-2 one whose windows overlap.
+    for (const char* size : {"64,32,28,28,2,2,0", "64,64,14,14,2,2,0", "32,64,56,56,3,2,1"})
+      out.push_back(parse_shape(op, size));
+  } else if (op == Op::relu || op == Op::relu_bwd) {
+    for (const char* size : {"1605632", "802816"})  // porta-train's 64x32x28x28, 64x64x14x14
+      out.push_back(parse_shape(op, size));
+  } else if (op == Op::bias_add || op == Op::bias_bwd) {
+    for (const char* size : {"64x32x784", "64x64x196", "64x128x1"})  // porta-train's layers
+      out.push_back(parse_shape(op, size));
+  } else if (op == Op::adam) {
+    for (const char* size : {"401408", "18432"})  // porta-train's fc1 and conv2 weights
+      out.push_back(parse_shape(op, size));
   } else {
     std::vector<std::string> sizes = {"32768x256", "16384x1024", "4096x4096"};
     if (!quick) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -48,7 +49,25 @@ struct Options {
   bool eval_only = false;
   int64_t train_limit = 0, test_limit = 0;
   bool progress = true;
+  bool profile = false;
 };
+
+// The time per op kind of the training steps (--profile), largest first, on stderr.
+void print_profile(const OpProfile& profile) {
+  std::vector<OpProfile::Entry> entries = profile.entries;
+  std::sort(entries.begin(), entries.end(),
+            [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+  double total = 0;
+  for (const auto& e : entries) total += e.seconds;
+  std::fprintf(stderr, "%-24s %8s %10s %10s %7s\n", "op (each timed alone)", "calls", "total ms",
+               "ms/call", "share");
+  for (const auto& e : entries) {
+    std::fprintf(stderr, "%-24s %8lld %10.1f %10.3f %6.1f%%\n", e.kind.c_str(),
+                 static_cast<long long>(e.calls), 1e3 * e.seconds, 1e3 * e.seconds / e.calls,
+                 total > 0 ? 100.0 * e.seconds / total : 0.0);
+  }
+  std::fprintf(stderr, "%-24s %8s %10.1f\n", "all", "", 1e3 * total);
+}
 
 // Porta is not usable for this run: the backend or the op implementation is missing here.
 struct unavailable : std::runtime_error {
@@ -182,6 +201,8 @@ int run(const Options& o) {
   if (!o.eval_only) train = load_split(o, "train", o.train_limit);
 
   Model model(device, std::max(o.batch, kEvalBatch), precision, o.grad_accum > 1);
+  OpProfile profile;
+  if (o.profile) model.set_profile(&profile);
   porta::stream s(device);
   std::vector<double> epoch_seconds;
   double train_loss = 0, trained_images = 0, allreduce_seconds = 0;
@@ -212,6 +233,8 @@ int run(const Options& o) {
       train_loss = r.mean_loss;
       trained_images += double(r.images);
     }
+    model.set_profile(nullptr);
+    if (o.profile && leader) print_profile(profile);
     // Every rank holds the same weights: one file, written by rank 0.
     if (!o.checkpoint.empty() && leader) write_checkpoint(o.checkpoint, model.parameters(s));
   }
@@ -289,6 +312,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_flag("!--no-progress", o.progress, "No progress bar on stderr");
+  app.add_flag("--profile", o.profile,
+               "Time each op of training alone (synchronising around it) and print the time per "
+               "op kind on stderr");
   app.footer(
       "Prints one JSON line on stdout: backend, device, epochs, test_accuracy, train_loss, "
       "epoch_seconds, images_per_second (and test_loss, precision, train_images, test_images).\n"

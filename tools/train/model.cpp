@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include <chrono>
 #include <cmath>
 #include <memory>
 
@@ -191,13 +192,40 @@ porta_dtype_t Model::dtype() const {
   return precision_ == Precision::bf16 ? PORTA_DTYPE_BF16 : PORTA_DTYPE_F32;
 }
 
+void OpProfile::add(const char* kind, double seconds) {
+  for (Entry& e : entries) {
+    if (e.kind == kind) {
+      ++e.calls;
+      e.seconds += seconds;
+      return;
+    }
+  }
+  entries.push_back({kind, 1, seconds});
+}
+
+template <class Queue>
+void Model::run(const porta::stream& s, const char* kind, Queue&& queue) {
+  if (!profile_) {
+    queue();
+    return;
+  }
+  s.synchronize();  // what was queued before is not this op's
+  const auto start = std::chrono::steady_clock::now();
+  queue();
+  s.synchronize();
+  profile_->add(kind,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
 // In f32, the tensor itself; in bf16, slot i refreshed from it (when `refresh`) on s.
 const void* Model::operand(const porta::stream& s, size_t i, const float* src, int64_t count,
                            bool refresh) {
   if (precision_ == Precision::f32) return src;
   uint16_t* bits = operands_[i]->bits.data();
   if (refresh) {
-    porta::check(porta_convert(s.get(), count, PORTA_DTYPE_F32, src, PORTA_DTYPE_BF16, bits));
+    run(s, "convert", [&] {
+      porta::check(porta_convert(s.get(), count, PORTA_DTYPE_F32, src, PORTA_DTYPE_BF16, bits));
+    });
   }
   return bits;
 }
@@ -288,30 +316,52 @@ void Model::forward(const porta::stream& s, int64_t rows, const float* x, const 
                                                            {&logits_, kClasses},
                                                            {&dlogits_, kClasses}};
   for (auto [buffer, per_row] : activations) buffer->reset(device_, rows * per_row, s);
-  porta::check(porta_conv2d_forward(q, &c1, in(kOpX, x, rows * kPixels),
-                                    in(kOpW1, param(kW1).w.data(), param(kW1).count), a1_.data()));
-  porta::check(porta_bias_add(q, rows, kC1, kPixels, a1_.data(), param(kB1).w.data(), a1_.data()));
-  porta::check(porta_relu_forward(q, rows * kC1 * kPixels, a1_.data(), h1_.data()));
-  porta::check(porta_max_pool2d_forward(q, &pool1, h1_.data(), p1_.data()));
+  const void* x_in = in(kOpX, x, rows * kPixels);
+  const void* w1 = in(kOpW1, param(kW1).w.data(), param(kW1).count);
+  run(s, "conv2d_forward",
+      [&] { porta::check(porta_conv2d_forward(q, &c1, x_in, w1, a1_.data())); });
+  run(s, "bias_add", [&] {
+    porta::check(
+        porta_bias_add(q, rows, kC1, kPixels, a1_.data(), param(kB1).w.data(), a1_.data()));
+  });
+  run(s, "relu_forward",
+      [&] { porta::check(porta_relu_forward(q, rows * kC1 * kPixels, a1_.data(), h1_.data())); });
+  run(s, "max_pool2d_forward",
+      [&] { porta::check(porta_max_pool2d_forward(q, &pool1, h1_.data(), p1_.data())); });
 
-  porta::check(porta_conv2d_forward(q, &c2, in(kOpP1, p1_.data(), rows * kC1 * kSide2 * kSide2),
-                                    in(kOpW2, param(kW2).w.data(), param(kW2).count), a2_.data()));
-  porta::check(
-      porta_bias_add(q, rows, kC2, kSide2 * kSide2, a2_.data(), param(kB2).w.data(), a2_.data()));
-  porta::check(porta_relu_forward(q, rows * kC2 * kSide2 * kSide2, a2_.data(), h2_.data()));
-  porta::check(porta_max_pool2d_forward(q, &pool2, h2_.data(), p2_.data()));
+  const void* p1 = in(kOpP1, p1_.data(), rows * kC1 * kSide2 * kSide2);
+  const void* w2 = in(kOpW2, param(kW2).w.data(), param(kW2).count);
+  run(s, "conv2d_forward", [&] { porta::check(porta_conv2d_forward(q, &c2, p1, w2, a2_.data())); });
+  run(s, "bias_add", [&] {
+    porta::check(
+        porta_bias_add(q, rows, kC2, kSide2 * kSide2, a2_.data(), param(kB2).w.data(), a2_.data()));
+  });
+  run(s, "relu_forward", [&] {
+    porta::check(porta_relu_forward(q, rows * kC2 * kSide2 * kSide2, a2_.data(), h2_.data()));
+  });
+  run(s, "max_pool2d_forward",
+      [&] { porta::check(porta_max_pool2d_forward(q, &pool2, h2_.data(), p2_.data())); });
 
-  gemm(s, dt, N, T, rows, kHidden, kFlat, in(kOpP2, p2_.data(), rows * kFlat),
-       in(kOpW3, param(kW3).w.data(), param(kW3).count), z3_.data());
-  porta::check(porta_bias_add(q, rows, kHidden, 1, z3_.data(), param(kB3).w.data(), z3_.data()));
-  porta::check(porta_relu_forward(q, rows * kHidden, z3_.data(), h3_.data()));
+  const void* p2 = in(kOpP2, p2_.data(), rows * kFlat);
+  const void* w3 = in(kOpW3, param(kW3).w.data(), param(kW3).count);
+  run(s, "gemm", [&] { gemm(s, dt, N, T, rows, kHidden, kFlat, p2, w3, z3_.data()); });
+  run(s, "bias_add", [&] {
+    porta::check(porta_bias_add(q, rows, kHidden, 1, z3_.data(), param(kB3).w.data(), z3_.data()));
+  });
+  run(s, "relu_forward",
+      [&] { porta::check(porta_relu_forward(q, rows * kHidden, z3_.data(), h3_.data())); });
 
-  gemm(s, dt, N, T, rows, kClasses, kHidden, in(kOpH3, h3_.data(), rows * kHidden),
-       in(kOpW4, param(kW4).w.data(), param(kW4).count), logits_.data());
-  porta::check(
-      porta_bias_add(q, rows, kClasses, 1, logits_.data(), param(kB4).w.data(), logits_.data()));
-  porta::check(porta_cross_entropy(q, rows, kClasses, logits_.data(), labels, loss,
-                                   gradient ? dlogits_.data() : nullptr));
+  const void* h3 = in(kOpH3, h3_.data(), rows * kHidden);
+  const void* w4 = in(kOpW4, param(kW4).w.data(), param(kW4).count);
+  run(s, "gemm", [&] { gemm(s, dt, N, T, rows, kClasses, kHidden, h3, w4, logits_.data()); });
+  run(s, "bias_add", [&] {
+    porta::check(
+        porta_bias_add(q, rows, kClasses, 1, logits_.data(), param(kB4).w.data(), logits_.data()));
+  });
+  run(s, "cross_entropy", [&] {
+    porta::check(porta_cross_entropy(q, rows, kClasses, logits_.data(), labels, loss,
+                                     gradient ? dlogits_.data() : nullptr));
+  });
 }
 
 void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool accumulate,
@@ -337,8 +387,11 @@ void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool 
                                                          {&dh1_, kC1 * kPixels}};
   for (auto [buffer, per_row] : gradients) buffer->reset(device_, rows * per_row, s);
   const void* dlogits = in(kOpDLogits, dlogits_.data(), rows * kClasses);
-  gemm(s, dt, T, N, kClasses, kHidden, rows, dlogits, kept(kOpH3, h3_.data()), g(kW4));
-  porta::check(porta_bias_backward(q, rows, kClasses, 1, dlogits_.data(), g(kB4)));
+  run(s, "gemm", [&] {
+    gemm(s, dt, T, N, kClasses, kHidden, rows, dlogits, kept(kOpH3, h3_.data()), g(kW4));
+  });
+  run(s, "bias_backward",
+      [&] { porta::check(porta_bias_backward(q, rows, kClasses, 1, dlogits_.data(), g(kB4))); });
   // A layer's parameter gradients are final here unless accumulation adds to them at the end.
   auto layer_done = [&](size_t weights, size_t bias) {
     if (queued && !accumulate) {
@@ -347,31 +400,56 @@ void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool 
     }
   };
   layer_done(kW4, kB4);
-  gemm(s, dt, N, N, rows, kHidden, kClasses, dlogits, kept(kOpW4, param(kW4).w.data()),
-       dh3_.data());
-  porta::check(porta_relu_backward(q, rows * kHidden, z3_.data(), dh3_.data(), dh3_.data()));
+  run(s, "gemm", [&] {
+    gemm(s, dt, N, N, rows, kHidden, kClasses, dlogits, kept(kOpW4, param(kW4).w.data()),
+         dh3_.data());
+  });
+  run(s, "relu_backward", [&] {
+    porta::check(porta_relu_backward(q, rows * kHidden, z3_.data(), dh3_.data(), dh3_.data()));
+  });
 
   const void* dh3 = in(kOpDH3, dh3_.data(), rows * kHidden);
-  gemm(s, dt, T, N, kHidden, kFlat, rows, dh3, kept(kOpP2, p2_.data()), g(kW3));
-  porta::check(porta_bias_backward(q, rows, kHidden, 1, dh3_.data(), g(kB3)));
+  run(s, "gemm",
+      [&] { gemm(s, dt, T, N, kHidden, kFlat, rows, dh3, kept(kOpP2, p2_.data()), g(kW3)); });
+  run(s, "bias_backward",
+      [&] { porta::check(porta_bias_backward(q, rows, kHidden, 1, dh3_.data(), g(kB3))); });
   layer_done(kW3, kB3);
-  gemm(s, dt, N, N, rows, kFlat, kHidden, dh3, kept(kOpW3, param(kW3).w.data()), dp2_.data());
-  porta::check(porta_max_pool2d_backward(q, &pool2, h2_.data(), dp2_.data(), dh2_.data()));
-  porta::check(
-      porta_relu_backward(q, rows * kC2 * kSide2 * kSide2, a2_.data(), dh2_.data(), dh2_.data()));
+  run(s, "gemm", [&] {
+    gemm(s, dt, N, N, rows, kFlat, kHidden, dh3, kept(kOpW3, param(kW3).w.data()), dp2_.data());
+  });
+  run(s, "max_pool2d_backward", [&] {
+    porta::check(porta_max_pool2d_backward(q, &pool2, h2_.data(), dp2_.data(), dh2_.data()));
+  });
+  run(s, "relu_backward", [&] {
+    porta::check(
+        porta_relu_backward(q, rows * kC2 * kSide2 * kSide2, a2_.data(), dh2_.data(), dh2_.data()));
+  });
 
-  porta::check(porta_bias_backward(q, rows, kC2, kSide2 * kSide2, dh2_.data(), g(kB2)));
+  run(s, "bias_backward", [&] {
+    porta::check(porta_bias_backward(q, rows, kC2, kSide2 * kSide2, dh2_.data(), g(kB2)));
+  });
   const void* dh2 = in(kOpDH2, dh2_.data(), rows * kC2 * kSide2 * kSide2);
-  porta::check(porta_conv2d_backward_weights(q, &c2, kept(kOpP1, p1_.data()), dh2, g(kW2)));
+  run(s, "conv2d_backward_weights", [&] {
+    porta::check(porta_conv2d_backward_weights(q, &c2, kept(kOpP1, p1_.data()), dh2, g(kW2)));
+  });
   layer_done(kW2, kB2);
-  porta::check(
-      porta_conv2d_backward_data(q, &c2, dh2, kept(kOpW2, param(kW2).w.data()), dp1_.data()));
-  porta::check(porta_max_pool2d_backward(q, &pool1, h1_.data(), dp1_.data(), dh1_.data()));
-  porta::check(porta_relu_backward(q, rows * kC1 * kPixels, a1_.data(), dh1_.data(), dh1_.data()));
+  run(s, "conv2d_backward_data", [&] {
+    porta::check(
+        porta_conv2d_backward_data(q, &c2, dh2, kept(kOpW2, param(kW2).w.data()), dp1_.data()));
+  });
+  run(s, "max_pool2d_backward", [&] {
+    porta::check(porta_max_pool2d_backward(q, &pool1, h1_.data(), dp1_.data(), dh1_.data()));
+  });
+  run(s, "relu_backward", [&] {
+    porta::check(
+        porta_relu_backward(q, rows * kC1 * kPixels, a1_.data(), dh1_.data(), dh1_.data()));
+  });
 
-  porta::check(porta_bias_backward(q, rows, kC1, kPixels, dh1_.data(), g(kB1)));
-  porta::check(porta_conv2d_backward_weights(
-      q, &c1, kept(kOpX, x), in(kOpDH1, dh1_.data(), rows * kC1 * kPixels), g(kW1)));
+  run(s, "bias_backward",
+      [&] { porta::check(porta_bias_backward(q, rows, kC1, kPixels, dh1_.data(), g(kB1))); });
+  const void* dh1 = in(kOpDH1, dh1_.data(), rows * kC1 * kPixels);
+  run(s, "conv2d_backward_weights",
+      [&] { porta::check(porta_conv2d_backward_weights(q, &c1, kept(kOpX, x), dh1, g(kW1))); });
   layer_done(kW1, kB1);
 
   for (StreamBuffer* buffer : {&dh3_, &dp2_, &dh2_, &dp1_, &dh1_}) buffer->release(s);
@@ -379,8 +457,10 @@ void Model::backward(const porta::stream& s, int64_t rows, const float* x, bool 
   if (accumulate) {
     // grad += grad2, elementwise: a bias add over one row whose channels are the elements.
     for (auto& p : params_) {
-      porta::check(
-          porta_bias_add(q, 1, p->count, 1, p->grad.data(), p->grad2.data(), p->grad.data()));
+      run(s, "bias_add", [&] {
+        porta::check(
+            porta_bias_add(q, 1, p->count, 1, p->grad.data(), p->grad2.data(), p->grad.data()));
+      });
     }
     if (queued) {
       GradientBuffers all;
@@ -398,8 +478,10 @@ void Model::update(const porta::stream& s, const UpdateSettings& u, int64_t step
   const float n = static_cast<float>(u.accumulated);
   for (auto& p : params_) {
     if (u.optimizer == Optimizer::sgd) {
-      porta::check(porta_sgd_update(s.get(), p->count, p->w.data(), p->grad.data(), p->m.data(),
-                                    u.learning_rate / n, u.momentum, u.weight_decay * n));
+      run(s, "sgd_update", [&] {
+        porta::check(porta_sgd_update(s.get(), p->count, p->w.data(), p->grad.data(), p->m.data(),
+                                      u.learning_rate / n, u.momentum, u.weight_decay * n));
+      });
     } else {
       porta_adam_params_t a{};
       a.struct_size = sizeof a;
@@ -408,8 +490,10 @@ void Model::update(const porta::stream& s, const UpdateSettings& u, int64_t step
       a.epsilon = u.epsilon * n;
       a.weight_decay = u.weight_decay * n;
       a.step = step;
-      porta::check(porta_adam_update(s.get(), p->count, p->w.data(), p->grad.data(), p->m.data(),
-                                     p->v.data(), &a));
+      run(s, "adam_update", [&] {
+        porta::check(porta_adam_update(s.get(), p->count, p->w.data(), p->grad.data(), p->m.data(),
+                                       p->v.data(), &a));
+      });
     }
   }
 }

@@ -66,6 +66,18 @@ class StreamBuffer {
   float* data_ = nullptr;
 };
 
+// Time per op kind, for --profile: each op is timed alone, between two synchronisations of its
+// stream (so a profiled run is slower than a plain one; the shares are what it is for).
+struct OpProfile {
+  struct Entry {
+    std::string kind;
+    int64_t calls = 0;
+    double seconds = 0.0;
+  };
+  std::vector<Entry> entries;  // in the order the kinds first ran
+  void add(const char* kind, double seconds);
+};
+
 class Model {
  public:
   // Buffers for batches of up to max_rows images. accumulate: keep a second set of gradient
@@ -108,6 +120,8 @@ class Model {
   // Device logits of the last forward (rows x 10).
   const float* logits() const { return logits_.data(); }
   porta_device_t device() const { return device_; }
+  // Times every op queued from now on into *profile (nullptr: none, the default).
+  void set_profile(OpProfile* profile) { profile_ = profile; }
   Precision precision() const { return precision_; }
 
  private:
@@ -117,6 +131,9 @@ class Model {
   const void* operand(const porta::stream& s, size_t slot, const float* src, int64_t count,
                       bool refresh);
   porta_dtype_t dtype() const;
+  // Queues one op (queue()), timed as `kind` when profiling.
+  template <class Queue>
+  void run(const porta::stream& s, const char* kind, Queue&& queue);
 
   porta_device_t device_;
   int64_t max_rows_;
@@ -128,6 +145,7 @@ class Model {
   StreamBuffer a1_, h1_, p1_, a2_, h2_, p2_, z3_, h3_, logits_, dlogits_;
   StreamBuffer dh3_, dp2_, dh2_, dp1_, dh1_;
   std::vector<std::unique_ptr<Operand>> operands_;  // bf16 copies (Precision::bf16 only)
+  OpProfile* profile_ = nullptr;
 };
 
 }  // namespace porta_train

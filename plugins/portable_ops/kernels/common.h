@@ -18,18 +18,24 @@ PORTA_DEVICE_FUNCTION int64_t group_index() {
   return int64_t(porta::group_id(1)) * porta::group_count(0) + porta::group_id(0);
 }
 
-// Calls f(i) for the indices i < count of a 1-D launch (launch_elementwise): a full group's items
-// without a bounds check, only the last group's with one. Under a condition the compiler may not
-// move stores and divisions into the vector loop without AVX-512 masking, so a check on every
-// item would keep the CPU loop scalar elsewhere. The branch is the same for all items of a group.
+// Calls f(i) for the indices i < count of a 1-D launch (launch_elementwise): the groups split
+// [0, count) into equal spans, whole passes of their items (one pass on a GPU, several on the
+// host), which each group walks a pass at a time: full passes without a bounds check, only the
+// last with one. Under a condition the compiler may not move stores and divisions into the
+// vector loop without AVX-512 masking, so a check on every item would keep the CPU loop scalar
+// elsewhere. The spans follow from the grid alone, so any grid covers count.
 template <class F>
 PORTA_DEVICE_FUNCTION void for_each_index(int64_t count, F&& f) {
-  const int64_t first = group_index() * porta::group_size(0);
-  if (first + porta::group_size(0) <= count) {
-    porta::inner([&](uint32_t item) { f(first + item); });
-  } else {
+  const int64_t items = porta::group_size(0);
+  const int64_t groups = int64_t(porta::group_count(0)) * porta::group_count(1);
+  const int64_t passes = ((count + groups - 1) / groups + items - 1) / items;
+  const int64_t first = group_index() * passes * items;
+  const int64_t end = first + passes * items < count ? first + passes * items : count;
+  int64_t pass = first;
+  for (; pass + items <= end; pass += items) porta::inner([&](uint32_t item) { f(pass + item); });
+  if (pass < end) {
     porta::inner([&](uint32_t item) {
-      if (first + item < count) f(first + item);
+      if (pass + item < end) f(pass + item);
     });
   }
 }

@@ -8,8 +8,13 @@ PORTA_KERNEL(relu_forward, int64_t count, const float* x, float* y) {
   porta_ops::for_each_index(count, [&](int64_t i) { y[i] = x[i] > 0.0f ? x[i] : 0.0f; });
 }
 
+// dy is read whatever x is: a load under the condition would keep the CPU loop from vectorising
+// where the target has no masked loads.
 PORTA_KERNEL(relu_backward, int64_t count, const float* x, const float* dy, float* dx) {
-  porta_ops::for_each_index(count, [&](int64_t i) { dx[i] = x[i] > 0.0f ? dy[i] : 0.0f; });
+  porta_ops::for_each_index(count, [&](int64_t i) {
+    const float g = dy[i];
+    dx[i] = porta_ops::pick(x[i] > 0.0f, g, 0.0f);
+  });
 }
 
 // y = x + bias over rows of length `length`: with per_column, bias[column] (a batch x channels
@@ -105,10 +110,12 @@ PORTA_KERNEL(sgd_update, int64_t count, float* weights, const float* grads, floa
   });
 }
 
-// Adam; correction1/2 = 1 - beta1/2^step, computed by the host in double precision.
+// Adam, in PyTorch's form: m and v as usual, then w -= step_size * m / (sqrt(v) * rsqrt_c2 +
+// epsilon), where the host computed step_size = learning_rate / (1 - beta1^step) and rsqrt_c2 =
+// 1 / sqrt(1 - beta2^step) in double precision: one square root and one division per element.
 PORTA_KERNEL(adam_update, int64_t count, float* weights, const float* grads, float* m, float* v,
-             float learning_rate, float beta1, float beta2, float epsilon, float weight_decay,
-             float correction1, float correction2) {
+             float beta1, float beta2, float epsilon, float weight_decay, float step_size,
+             float rsqrt_c2) {
   porta_ops::for_each_index(count, [&](int64_t i) {
     const float w = weights[i];
     const float g = grads[i] + weight_decay * w;
@@ -116,6 +123,6 @@ PORTA_KERNEL(adam_update, int64_t count, float* weights, const float* grads, flo
     const float vi = beta2 * v[i] + (1.0f - beta2) * (g * g);
     m[i] = mi;
     v[i] = vi;
-    weights[i] = w - learning_rate * (mi / correction1) / (sqrtf(vi / correction2) + epsilon);
+    weights[i] = w - step_size * mi / (sqrtf(vi) * rsqrt_c2 + epsilon);
   });
 }

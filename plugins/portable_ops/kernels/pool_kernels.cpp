@@ -22,6 +22,15 @@ struct Axis {
     *first = start > 0 ? start : 0;
     *last = start + window < in ? start + window : in;
   }
+  // The input positions [*first, *last) that output position o owns where windows do not
+  // overlap (stride >= window): from its window's start to the next window's, the first
+  // output's from 0 and the last output's to the end of the input. They hold o's window (pad <
+  // window <= stride, so every start but the first is positive) and tile the input.
+  PORTA_DEVICE_FUNCTION void band(int64_t o, int64_t* first, int64_t* last) const {
+    const int64_t start = o * stride - pad;
+    *first = o == 0 ? 0 : start < in ? start : in;
+    *last = o + 1 == out ? in : start + stride < in ? start + stride : in;
+  }
   // The output positions [*first, *last) whose windows hold input position i.
   PORTA_DEVICE_FUNCTION void covering(int64_t i, int64_t* first, int64_t* last) const {
     const int64_t lo = i + pad - window + 1;  // o * stride >= lo
@@ -41,10 +50,18 @@ template <class Index>
 struct Max {
   float value = -INFINITY;
   Index at = 0;
+  // Adds the candidate at index i; candidates come in index order, so ties keep the first.
   PORTA_DEVICE_FUNCTION void add(float v, int64_t i) {
     const bool take = beats(v, value);
     value = porta_ops::pick(take, v, value);
     at = take ? Index(i) : at;
+  }
+  // Adds the candidate at index i, in any order: the lower index wins ties (and among NaNs).
+  PORTA_DEVICE_FUNCTION void merge(float v, Index i) {
+    const bool tie = (v == value) | ((v != v) & (value != value));
+    const bool take = beats(v, value) | (tie & (i < at));
+    value = porta_ops::pick(take, v, value);
+    at = take ? i : at;
   }
 };
 
@@ -62,51 +79,84 @@ PORTA_DEVICE_FUNCTION Max<Index> window_max(const float* plane, const Axis& ah, 
   return m;
 }
 
-// The maxima of kLanes consecutive outputs from q of row p, whose windows lie inside the input
-// across: the lanes scan their windows side by side, a loop that vectorises (and independent
-// chains of comparisons).
-template <class Index>
-PORTA_DEVICE_FUNCTION void lane_maxima(const float* plane, const Axis& aw, int64_t h0, int64_t h1, int64_t q,
-                              Max<Index> (&m)[kLanes]) {
-  const int64_t w_first = q * aw.stride - aw.pad;
-  for (int64_t h = h0; h < h1; ++h) {
-    for (int64_t j = 0; j < aw.window; ++j) {
-      const int64_t w0 = h * aw.in + w_first + j;
-      for (uint32_t lane = 0; lane < kLanes; ++lane) {
-        m[lane].add(plane[w0 + lane * aw.stride], w0 + lane * aw.stride);
+// The maxima of row p's windows on the CPU, a chunk of outputs at a time, in two steps whose
+// loops vectorise: each column's maximum over the window rows (contiguous loads, the rows in
+// order, so each column keeps its first maximum), then each window's over its columns, a column
+// offset at a time across the outputs, the lower index winning ties; together that is the
+// window's first maximum in index order. A window cut by the padding reads its first or last
+// column again in place of the missing ones, which changes nothing. Then out(q, max) for every
+// q. Windows wider than a chunk are left to window_max. Index is int32_t: the indices of a
+// chunk's columns are formed in int32 lanes.
+constexpr int32_t kChunk = 256;
+
+template <class Out>
+PORTA_DEVICE_FUNCTION void row_maxima_by_columns(const float* plane, const Axis& ah, const Axis& aw,
+                                                 int64_t p, Out&& out) {
+  int64_t h0, h1, unused;
+  ah.clip(p, &h0, &h1);
+  // The outputs of a chunk span (count - 1) * stride + window <= kChunk columns.
+  const int64_t per_chunk = (kChunk - aw.window) / aw.stride + 1;
+  const int32_t stride = int32_t(aw.stride);
+  float value[kChunk], best[kChunk];
+  int32_t at[kChunk], best_at[kChunk];
+  for (int64_t q0 = 0; q0 < aw.out; q0 += per_chunk) {
+    const int32_t count = int32_t(q0 + per_chunk < aw.out ? per_chunk : aw.out - q0);
+    int64_t c0, c1;
+    aw.clip(q0, &c0, &unused);
+    aw.clip(q0 + count - 1, &unused, &c1);
+    const int32_t n = int32_t(c1 - c0);
+    const float* first_row = plane + h0 * aw.in + c0;
+    const int32_t first_at = int32_t(h0 * aw.in + c0);
+    for (int32_t k = 0; k < n; ++k) {
+      value[k] = first_row[k];
+      at[k] = first_at + k;
+    }
+    for (int64_t h = h0 + 1; h < h1; ++h) {
+      const float* row = plane + h * aw.in + c0;
+      const int32_t row_at = int32_t(h * aw.in + c0);
+      for (int32_t k = 0; k < n; ++k) {
+        const float v = row[k];
+        const bool take = beats(v, value[k]);
+        value[k] = porta_ops::pick(take, v, value[k]);
+        at[k] = take ? row_at + k : at[k];
       }
     }
+    // Output i's column j is at offset i * stride + first + j in the chunk, clamped to it.
+    const int32_t first = int32_t(q0 * aw.stride - aw.pad - c0);
+    for (int32_t i = 0; i < count; ++i) {
+      int32_t k = i * stride + first;
+      k = k < 0 ? 0 : k;
+      best[i] = value[k];
+      best_at[i] = at[k];
+    }
+    for (int32_t j = 1; j < int32_t(aw.window); ++j) {
+      for (int32_t i = 0; i < count; ++i) {
+        int32_t k = i * stride + first + j;
+        k = k < 0 ? 0 : k > n - 1 ? n - 1 : k;
+        const float v = value[k];
+        const int32_t a = at[k];
+        const bool tie = (v == best[i]) | ((v != v) & (best[i] != best[i]));
+        const bool take = beats(v, best[i]) | (tie & (a < best_at[i]));
+        best[i] = porta_ops::pick(take, v, best[i]);
+        best_at[i] = take ? a : best_at[i];
+      }
+    }
+    for (int32_t i = 0; i < count; ++i) out(q0 + i, Max<int32_t>{best[i], best_at[i]});
   }
 }
 
 // Calls out(q, max) for the outputs q of row p of a plane that item takes (q = item, item +
-// items, ...). One item per row (the CPU) takes the outputs whose windows lie inside the input
-// across kLanes at a time (lane_maxima), the others one by one.
+// items, ...): one item per row (the CPU) by columns, several one window each.
 template <class Index, class Out>
 PORTA_DEVICE_FUNCTION void row_maxima(const float* plane, const Axis& ah, const Axis& aw, int64_t p,
                              uint32_t item, uint32_t items, Out&& out) {
-  int64_t q = item;
-  if (kLanes > 1 && items == 1) {
-    int64_t h0, h1;
-    ah.clip(p, &h0, &h1);
-    // The outputs [first, last) inside across: q * stride >= pad, q * stride - pad + window <= in.
-    const int64_t first = (aw.pad + aw.stride - 1) / aw.stride;
-    int64_t last =
-        aw.in + aw.pad - aw.window >= 0 ? (aw.in + aw.pad - aw.window) / aw.stride + 1 : 0;
-    last = last < aw.out ? last : aw.out;
-    if (last - first >= int64_t(kLanes)) {
-      for (; q < first; ++q) out(q, window_max<Index>(plane, ah, aw, p, q));
-      // The last block starts early enough to end at `last`; outputs it repeats come out equal.
-      for (; q < last; q += kLanes) {
-        const int64_t start = q + int64_t(kLanes) <= last ? q : last - int64_t(kLanes);
-        Max<Index> m[kLanes];
-        lane_maxima(plane, aw, h0, h1, start, m);
-        for (uint32_t lane = 0; lane < kLanes; ++lane) out(start + lane, m[lane]);
-      }
-      q = last;
+  if constexpr (kLanes > 1) {
+    if (items == 1 && aw.window <= kChunk) {
+      row_maxima_by_columns(plane, ah, aw, p, out);
+      return;
     }
   }
-  for (; q < aw.out; q += items) out(q, window_max<Index>(plane, ah, aw, p, q));
+  for (int64_t q = item; q < aw.out; q += items) out(q, window_max<Index>(plane, ah, aw, p, q));
 }
 
 // Runs over rows of y (planes x out_h of them, out_w long) and hands store(i, max) each window
@@ -136,9 +186,10 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_forward, kPoolItems, int64_t planes, int64_t i
                        int64_t out_h, int64_t out_w, int64_t window_h, int64_t window_w,
                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                        const float* x, float* y) {
-  window_maxima<int64_t>(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
+  // Only the value is stored, which ties do not change: int32 indices do for any plane.
+  window_maxima<int32_t>(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
                          Axis{in_w, out_w, window_w, stride_w, pad_w}, x,
-                         [&](int64_t i, const Max<int64_t>& m) { y[i] = m.value; });
+                         [&](int64_t i, const Max<int32_t>& m) { y[i] = m.value; });
 }
 
 // argmax[plane][p][q] = the index h * in_w + w of output (p, q)'s window maximum in its plane
@@ -150,6 +201,50 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_argmax, kPoolItems, int64_t planes, int64_t in
   window_maxima<int32_t>(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
                          Axis{in_w, out_w, window_w, stride_w, pad_w}, x,
                          [&](int64_t i, const Max<int32_t>& m) { argmax[i] = m.at; });
+}
+
+// Where windows do not overlap (stride >= window, both ways), each dx element gets the dy of at
+// most one window: one pass over rows of y, in which each output row zeroes the rows of dx it
+// owns (Axis::band) and then stores each window's dy at its maximum (planes of fewer than 2^31
+// elements). dx is written once, x and dy read once; no scratch. Several items per row zero
+// their share of the band in a first pass, then store after the barrier.
+PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes, int64_t in_h,
+                       int64_t in_w, int64_t out_h, int64_t out_w, int64_t window_h,
+                       int64_t window_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                       int64_t pad_w, const float* x, const float* dy, float* dx) {
+  const Axis ah{in_h, out_h, window_h, stride_h, pad_h};
+  const Axis aw{in_w, out_w, window_w, stride_w, pad_w};
+  const uint32_t items = porta::group_size(0);
+  const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
+  const int64_t rows = planes * out_h;
+  // The band of output row `row` (plane, p) as a range of the plane: its rows are contiguous.
+  const auto band = [&](int64_t row, int64_t* begin, int64_t* end) {
+    int64_t h0, h1;
+    ah.band(row % out_h, &h0, &h1);
+    *begin = (row / out_h) * in_h * in_w + h0 * in_w;
+    *end = (row / out_h) * in_h * in_w + h1 * in_w;
+  };
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;
+    if (items == 1 || row >= rows) return;
+    int64_t begin, end;
+    band(row, &begin, &end);
+    for (int64_t i = begin + item; i < end; i += items) dx[i] = 0.0f;
+  });
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t row = first_row + r;
+    if (row >= rows) return;
+    if (items == 1) {
+      int64_t begin, end;
+      band(row, &begin, &end);
+      for (int64_t i = begin; i < end; ++i) dx[i] = 0.0f;
+    }
+    const int64_t plane = row / out_h;
+    const float* dyr = dy + row * out_w;
+    float* dxp = dx + plane * in_h * in_w;
+    row_maxima<int32_t>(x + plane * in_h * in_w, ah, aw, row - plane * out_h, item, items,
+                        [&](int64_t q, const Max<int32_t>& m) { dxp[m.at] = dyr[q]; });
+  });
 }
 
 namespace {
