@@ -297,6 +297,20 @@ uint64_t Worker::cpu_ns() const {
   return total;
 }
 
+bool Worker::running() const {
+  std::error_code ec;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/task", ec)) {
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // "tid (name) S ...": the state follows the name, which may itself hold ") ".
+    const size_t name_end = line.rfind(") ");
+    if (name_end != std::string::npos && line.compare(name_end + 2, 1, "R") == 0) return true;
+  }
+  return false;
+}
+
 Worker::~Worker() {
   if (pid_ <= 0) return;
   send_json(to_, {{"cmd", "quit"}});
