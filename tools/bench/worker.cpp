@@ -174,6 +174,10 @@ json failure(const std::exception& e) {
     unsetenv("PORTA_VENDOR_LIBRARY");
   else
     setenv("PORTA_VENDOR_LIBRARY", variant.library.c_str(), 1);
+  // oneDNN's OpenMP threads bound to a core each (unless the environment says otherwise), as
+  // Porta's CPU backend binds its own: left unbound, they often shared one core in turn with the
+  // other workers and read half their speed for whole runs of repetitions.
+  if (variant.library == "onednn" || variant.blocked) setenv("OMP_PROC_BIND", "true", 0);
   porta_init_options_t init{};
   init.struct_size = sizeof init;
   init.backend = backends.empty() ? nullptr : backends.c_str();
