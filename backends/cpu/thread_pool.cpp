@@ -85,7 +85,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::worker_main(unsigned index) {
-  bind_current_thread({cpus_[index + 1]});
+  bind_current_thread_to(cpus_[index + 1]);
   ScratchBuffer scratch;
   for (;;) {
     std::shared_ptr<Job> job;
