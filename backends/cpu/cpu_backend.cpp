@@ -112,7 +112,7 @@ class Device {
         // threads - 1 pool threads plus that worker fill the share without oversubscribing it
         // when one stream computes. Streams launching at the same time each add their worker,
         // which the OS time-slices; their jobs still progress independently.
-        pool_(static_cast<unsigned>(cpus_.size()) - 1, [this] { bind_current_thread(cpus_); }) {}
+        pool_(cpus_) {}
 
   const std::vector<int>& cpus() const { return cpus_; }
   const porta_device_properties_t& properties() const { return properties_; }

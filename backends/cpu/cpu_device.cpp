@@ -153,6 +153,26 @@ void bind_current_thread(const std::vector<int>& cpus) {
   sched_setaffinity(0, sizeof(set), &set);
 }
 
+void bind_current_thread_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof(set), &set);  // a placement hint, as above
+}
+
+ScopedCpuBinding::ScopedCpuBinding(int cpu) {
+  if (sched_getaffinity(0, sizeof(saved_), &saved_) != 0) return;
+  if (CPU_COUNT(&saved_) == 1 && CPU_ISSET(cpu, &saved_)) return;  // already there
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  bound_ = sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+ScopedCpuBinding::~ScopedCpuBinding() {
+  if (bound_) sched_setaffinity(0, sizeof(saved_), &saved_);
+}
+
 const char* code_object_suffixes(const char* architecture) {
   const std::string_view level = architecture;
   if (level == "simt") return ".cpu-simt.so";  // PORTA_CPU_MODE: the SIMT builds

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <porta/porta.h>
+#include <sched.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +19,23 @@ std::vector<std::vector<int>> split_cpus(unsigned devices);
 
 // Binds the calling thread to cpus (a no-op when that is every CPU the process may use).
 void bind_current_thread(const std::vector<int>& cpus);
+
+// Binds the calling thread to one CPU (allocates nothing: pool threads call it as they start).
+void bind_current_thread_to(int cpu);
+
+// Binds the calling thread to one CPU for the object's lifetime, then gives it back the CPUs it
+// had. A placement hint like bind_current_thread: nothing fails if it cannot be bound.
+class ScopedCpuBinding {
+ public:
+  explicit ScopedCpuBinding(int cpu);
+  ~ScopedCpuBinding();
+  ScopedCpuBinding(const ScopedCpuBinding&) = delete;
+  ScopedCpuBinding& operator=(const ScopedCpuBinding&) = delete;
+
+ private:
+  cpu_set_t saved_;
+  bool bound_ = false;
+};
 
 // Every field filled in, struct_size = sizeof. Reads /proc/cpuinfo and sysinfo, so it is probed
 // once at initialize and copied out afterwards.

@@ -6,6 +6,8 @@
 #include <exception>
 #include <new>
 
+#include "cpu_device.h"
+
 namespace porta::cpu {
 
 ScratchBuffer::~ScratchBuffer() { std::free(data_); }
@@ -57,12 +59,11 @@ struct ThreadPool::Job {
   }
 };
 
-ThreadPool::ThreadPool(unsigned threads, std::function<void()> on_start) {
+ThreadPool::ThreadPool(std::vector<int> cpus) : cpus_(std::move(cpus)) {
   try {
+    const unsigned threads = cpus_.empty() ? 0 : static_cast<unsigned>(cpus_.size()) - 1;
     workers_.reserve(threads);
-    for (unsigned i = 0; i < threads; ++i) {
-      workers_.emplace_back(&ThreadPool::worker_main, this, i, on_start);
-    }
+    for (unsigned i = 0; i < threads; ++i) workers_.emplace_back(&ThreadPool::worker_main, this, i);
   } catch (...) {
     {
       std::lock_guard lock(mutex_);
@@ -83,8 +84,8 @@ ThreadPool::~ThreadPool() {
   for (std::thread& worker : workers_) worker.join();
 }
 
-void ThreadPool::worker_main(unsigned index, const std::function<void()>& on_start) {
-  if (on_start) on_start();
+void ThreadPool::worker_main(unsigned index) {
+  bind_current_thread_to(cpus_[index + 1]);
   ScratchBuffer scratch;
   for (;;) {
     std::shared_ptr<Job> job;
@@ -116,6 +117,7 @@ void ThreadPool::parallel_for(uint64_t count, const RangeFn& fn, ScratchBuffer& 
     fn(0, count, caller_scratch);
     return;
   }
+  const ScopedCpuBinding placement(cpus_[0]);
   auto job = std::make_shared<Job>();
   job->fn = &fn;
   job->count = count;

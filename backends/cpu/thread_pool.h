@@ -34,9 +34,11 @@ class ThreadPool {
   // fn(begin, end, scratch) runs the indices [begin, end) with the calling thread's scratch.
   using RangeFn = std::function<void(uint64_t begin, uint64_t end, ScratchBuffer& scratch)>;
 
-  // Starts threads workers (0 is valid: callers then do all the work themselves). Each worker
-  // first runs on_start (if given), e.g. to bind itself to its device's cores.
-  explicit ThreadPool(unsigned threads, std::function<void()> on_start = nullptr);
+  // One thread per CPU of cpus (not empty): starts cpus.size() - 1 workers, worker i bound to
+  // cpus[i + 1], and binds a caller of parallel_for to cpus[0] while it works on a job the
+  // workers share. Left to the OS, a worker woken while every core looked busy often landed on
+  // the caller's core, and the whole job ran at half speed.
+  explicit ThreadPool(std::vector<int> cpus);
   // Joins the workers. No parallel_for may be running.
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -53,13 +55,14 @@ class ThreadPool {
  private:
   struct Job;
 
-  void worker_main(unsigned index, const std::function<void()>& on_start);
+  void worker_main(unsigned index);
   void retire(const std::shared_ptr<Job>& job);
 
   std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<std::shared_ptr<Job>> jobs_;  // jobs that may still have unclaimed chunks
   bool stopping_ = false;
+  std::vector<int> cpus_;
   std::vector<std::thread> workers_;
 };
 

@@ -57,6 +57,7 @@ def run(cmd, env=None):
 BAD_ARGUMENTS = [
     (["--op", "matmul"], "matmul"),
     (["--impl", "fastest"], "fastest"),
+    (["--impl", "portable,fastest"], "fastest"),
     (["--backend", "metal"], "metal"),
     (["--dtype", "f64"], "f64"),
     (["--suite", "huge"], "huge"),
@@ -359,6 +360,17 @@ def test_baselines(bench, out_dir):
         for r in records:
             check(r["max_rel_err"] is None if len(records) == 1 else r["max_rel_err"] <= 1e-3,
                   f"{op} {r['impl']}: agrees with the others ({r['max_rel_err']})")
+        if op == "gemm" and "onednn" in impls:
+            # A list of implementations: those rows only, timed in turn.
+            out_json = os.path.join(out_dir, "baselines-list.json")
+            p = run([bench, "--backend", "cpu", "--op", op, "--shape", shape, "--reps", "2",
+                     "--impl", "onednn,portable", "--json", out_json])
+            check(p.returncode == 0, f"--impl onednn,portable: exits 0 (got {p.returncode})")
+            if p.returncode == 0:
+                with open(out_json, encoding="utf-8") as f:
+                    listed = [r["impl"] for r in json.load(f)["records"]]
+                check(listed == ["portable", "onednn"],
+                      f"--impl onednn,portable: the rows are portable and onednn, got {listed}")
     finish()
 
 

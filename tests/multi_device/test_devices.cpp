@@ -1,9 +1,13 @@
 // PORTA_CPU_DEVICES and its init option: the CPU backend as several devices, each with its own
 // share of the cores, and PORTA_DEVICE choosing among them.
+#include <dirent.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "multi_device.h"
 
@@ -153,4 +157,86 @@ TEST_CASE("devices: kernels run on both devices at once and each gets its own re
   // Synchronising one device leaves the other's streams alone, and both answer.
   PT_CHECK_OK(porta_device_synchronize(0));
   PT_CHECK_OK(porta_device_synchronize(1));
+}
+
+namespace {
+
+// The CPUs a thread may run on, as its status file lists them ("0-3", "2").
+std::string cpu_list(const std::string& status_path) {
+  std::ifstream status(status_path);
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("Cpus_allowed_list:", 0) == 0) {
+      return line.substr(line.find_first_not_of(" \t", 18));
+    }
+  }
+  return "";
+}
+
+// The CPU lists of every thread of this process.
+std::vector<std::string> thread_cpu_lists() {
+  std::vector<std::string> lists;
+  DIR* tasks = opendir("/proc/self/task");
+  REQUIRE(tasks != nullptr);
+  while (const dirent* entry = readdir(tasks)) {
+    if (entry->d_name[0] == '.') continue;
+    lists.push_back(cpu_list(std::string("/proc/self/task/") + entry->d_name + "/status"));
+  }
+  closedir(tasks);
+  return lists;
+}
+
+struct HostAffinity {
+  int cpus = 0;
+};
+
+void record_affinity(void* user_data) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    static_cast<HostAffinity*>(user_data)->cpus = CPU_COUNT(&set);
+  }
+}
+
+}  // namespace
+
+// Left to the OS, a pool thread woken while every core looked busy often landed on the core of
+// the stream worker it was to help, and a kernel ran at half speed for as long as they stayed
+// there. Each pool thread now has a core of its own, and the stream worker takes the remaining
+// one only while it runs work-groups: host functions (and threads they start, such as a
+// library's OpenMP team) still get every core of the device.
+TEST_CASE("devices: each pool thread has a core of its own; stream workers keep the device's",
+          "[devices][kernels]") {
+  const unsigned cpus = usable_cpus();
+  if (cpus < 2) {
+    WARN("skipped: one usable CPU, so the pool has no threads to bind");
+    return;
+  }
+  PT_REQUIRE_OK(init_cpu(nullptr));
+  const std::string all = cpu_list("/proc/self/status");  // this thread's: every usable CPU
+  std::vector<std::string> bound;
+  for (const std::string& list : thread_cpu_lists()) {
+    if (list != all) bound.push_back(list);
+  }
+  INFO("every CPU: " << all);
+  CHECK(bound.size() == cpus - 1);
+  std::sort(bound.begin(), bound.end());
+  CHECK(std::unique(bound.begin(), bound.end()) == bound.end());
+  for (const std::string& list : bound) CHECK(list.find_first_of(",-") == std::string::npos);
+
+  // A launch of many groups (the stream worker joins the pool), then a host function.
+  {
+    constexpr int n = 1 << 20;
+    Module module(0);
+    Stream stream(0);
+    Buffer x(0, n * sizeof(float)), y(0, n * sizeof(float));
+    PT_REQUIRE_OK(porta_memset(x.get(), 0, n * sizeof(float)));
+    PT_REQUIRE_OK(porta_memset(y.get(), 0, n * sizeof(float)));
+    PT_REQUIRE_OK(launch_saxpy(module.kernel("saxpy"), n, 2.0f, x.as<float>(), y.as<float>(), 64,
+                               stream.get()));
+    HostAffinity seen;
+    PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), record_affinity, &seen));
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    CHECK(seen.cpus == static_cast<int>(cpus));
+  }
+  porta_shutdown();
 }

@@ -139,7 +139,10 @@ struct Variant {
   bool blocked = false;  // onednn-blocked: porta-bench calls oneDNN itself
   bool vendor() const { return impl != "portable"; }
 };
-// The variants --impl names: portable, vendor (every library), all, or one row name.
+// "a,b,c" as {"a", "b", "c"}.
+std::vector<std::string> comma_list(const std::string& text);
+// The variants --impl names, a comma-separated list of: portable, vendor (every library), all,
+// or a row name.
 std::vector<Variant> variants(const std::string& impl);
 // The row names --impl accepts besides vendor and all.
 std::vector<std::string> variant_names();
@@ -175,6 +178,8 @@ class Worker {
   std::vector<int> fds() const { return {to_, from_}; }
   // The CPU time, in ns, all of the worker's threads have used so far (the kernel's schedstat).
   uint64_t cpu_ns() const;
+  // Whether any of the worker's threads is running or waiting for a core now (state R).
+  bool running() const;
 
  private:
   nlohmann::ordered_json receive();

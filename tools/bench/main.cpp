@@ -152,20 +152,26 @@ void add_once(std::vector<std::string>& list, const std::string& item) {
 // repetition each (A B C A B C ...), and collects their outputs.
 // Waits until the workers have gone idle. A library's threads keep spinning for a while after its
 // call returns (OpenMP's and OpenBLAS's wait policies), and would take the cores from the
-// implementation timed next: idle is less than 0.2 ms of CPU used, all workers together, in 2 ms;
-// at most 1 s.
+// implementation timed next: idle is less than 0.2 ms of CPU used, all workers together, in 2 ms,
+// and no worker thread running at its end; at most 1 s. The state check is needed: the kernel
+// adds a running thread's time to its schedstat only at the scheduler tick (4 ms at HZ=250), so a
+// thread spinning since the last tick can read as idle for a whole window.
 void settle(const std::vector<Worker*>& workers) {
   const auto busy_ns = [&] {
     uint64_t total = 0;
     for (const Worker* w : workers) total += w->cpu_ns();
     return total;
   };
+  const auto any_running = [&] {
+    return std::any_of(workers.begin(), workers.end(),
+                       [](const Worker* w) { return w->running(); });
+  };
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   uint64_t before = busy_ns();
   while (std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
     const uint64_t after = busy_ns();
-    if (after - before < 200'000) return;
+    if (after - before < 200'000 && !any_running()) return;
     before = after;
   }
 }
@@ -418,6 +424,17 @@ int run(const Options& o, const std::vector<Problem>& todo) {
 
 namespace bench {
 
+// "a,b,c" as {"a", "b", "c"}.
+std::vector<std::string> comma_list(const std::string& text) {
+  std::vector<std::string> items;
+  size_t start = 0;
+  for (size_t comma; (comma = text.find(',', start)) != std::string::npos; start = comma + 1) {
+    items.push_back(text.substr(start, comma - start));
+  }
+  items.push_back(text.substr(start));
+  return items;
+}
+
 std::vector<Variant> variants(const std::string& impl) {
   const std::vector<Variant> all = {
       {"portable", "portable", "", false},   {"openblas", "vendor", "openblas", false},
@@ -425,7 +442,12 @@ std::vector<Variant> variants(const std::string& impl) {
       {"cublas", "vendor", "cublas", false}, {"cudnn", "vendor", "cudnn", false}};
   std::vector<Variant> out;
   for (const Variant& v : all) {
-    if (impl == "all" || impl == v.impl || (impl == "vendor" && v.vendor())) out.push_back(v);
+    for (const std::string& name : comma_list(impl)) {
+      if (name == "all" || name == v.impl || (name == "vendor" && v.vendor())) {
+        out.push_back(v);
+        break;
+      }
+    }
   }
   return out;
 }
@@ -454,9 +476,18 @@ int main(int argc, char** argv) {
   std::vector<std::string> impl_names = variant_names();
   impl_names.insert(impl_names.end(), {"vendor", "all"});
   app.add_option("--impl", o.impl,
-                 "op implementation: portable, one vendor library (openblas, onednn, "
-                 "onednn-blocked, cublas, cudnn), vendor (each of them) or all")
-      ->check(CLI::IsMember(impl_names))
+                 "op implementations, comma-separated, timed in turn: portable, a vendor "
+                 "library (openblas, onednn, onednn-blocked, cublas, cudnn), vendor (each of "
+                 "them) or all")
+      ->check([impl_names](const std::string& list) {
+        for (const std::string& name : comma_list(list)) {
+          if (std::find(impl_names.begin(), impl_names.end(), name) == impl_names.end()) {
+            return "'" + name + "' is not one of portable, " +
+                   "openblas, onednn, onednn-blocked, cublas, cudnn, vendor, all";
+          }
+        }
+        return std::string();
+      })
       ->capture_default_str();
   app.add_option("--op", o.op,
                  "the op to measure, or all (all_reduce, under mpirun, and peer_copy only when "

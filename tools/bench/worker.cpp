@@ -174,6 +174,10 @@ json failure(const std::exception& e) {
     unsetenv("PORTA_VENDOR_LIBRARY");
   else
     setenv("PORTA_VENDOR_LIBRARY", variant.library.c_str(), 1);
+  // oneDNN's OpenMP threads bound to a core each (unless the environment says otherwise), as
+  // Porta's CPU backend binds its own: left unbound, they often shared one core in turn with the
+  // other workers and read half their speed for whole runs of repetitions.
+  if (variant.library == "onednn" || variant.blocked) setenv("OMP_PROC_BIND", "true", 0);
   porta_init_options_t init{};
   init.struct_size = sizeof init;
   init.backend = backends.empty() ? nullptr : backends.c_str();
@@ -295,6 +299,20 @@ uint64_t Worker::cpu_ns() const {
     if (stat >> ns) total += ns;
   }
   return total;
+}
+
+bool Worker::running() const {
+  std::error_code ec;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/task", ec)) {
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // "tid (name) S ...": the state follows the name, which may itself hold ") ".
+    const size_t name_end = line.rfind(") ");
+    if (name_end != std::string::npos && line.compare(name_end + 2, 1, "R") == 0) return true;
+  }
+  return false;
 }
 
 Worker::~Worker() {

@@ -291,10 +291,18 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
         const int n = int(min64(Width, wn - t * Width));
         int64_t i = 0;
         if (n == Width && Width % 8 == 0) {
+          // Each of the strip's rows is a stream of its own; lines kAhead depths ahead are
+          // prefetched, once per line, or the transposes wait on memory (a third of the time of
+          // 2560x64x2560 went to packing A without).
+          constexpr int64_t kAhead = 256 / sizeof(T);
+          constexpr int64_t kLine = 64 / sizeof(T);
           for (; i + 8 <= run; i += 8) {
             for (int g = 0; g < Width; g += 8) {
               const T* rows[8];
               for (int w = 0; w < 8; ++w) rows[w] = src + (first + g + w) * wide_stride + i;
+              if (i % kLine == 0 && i + kAhead < run) {
+                for (int w = 0; w < 8; ++w) __builtin_prefetch(rows[w] + kAhead);
+              }
               cpu::transpose8x8(rows, strip + (d + i) * Width + g, Width);
             }
           }
