@@ -76,8 +76,21 @@ void pack_pairs(const Operand& x, float* dst, int64_t w0, int64_t wn, int64_t d0
   pack_pairs_via_fp32<Width>(x, dst, w0, wn, d0, dn);
 }
 
+typedef uint16_t vbits8 __attribute__((vector_size(16)));
 typedef uint16_t vbits16 __attribute__((vector_size(32)));
 typedef uint32_t vpair16 __attribute__((vector_size(64)));
+
+// out[w] = (odd[w] & odd_mask) << 16 | even[w] for w < Lanes.
+template <class Bits, class Pairs>
+__attribute__((always_inline)) inline void interleave(const uint16_t* even, const uint16_t* odd,
+                                                      uint32_t odd_mask, uint32_t* out) {
+  Bits e, o;
+  __builtin_memcpy(&e, even, sizeof e);
+  __builtin_memcpy(&o, odd, sizeof o);
+  const Pairs word = __builtin_convertvector(e, Pairs) |
+                     ((__builtin_convertvector(o, Pairs) & odd_mask) << 16);
+  __builtin_memcpy(out, &word, sizeof word);
+}
 
 // A matrix contiguous along its wide side (GEMM's B as stored, A transposed) is paired straight
 // from memory, two depth rows at a time: half the passes over the panel, none through fp32.
@@ -87,8 +100,18 @@ void pack_pairs(const StridedOperand<bf16>& x, float* dst, int64_t w0, int64_t w
   if (x.wide_stride != 1) return pack_pairs_via_fp32<Width>(x, dst, w0, wn, d0, dn);
   const int64_t strips = div_up(wn, Width), pairs = div_up(dn, 2);
   uint32_t* const out = reinterpret_cast<uint32_t*>(dst);
-  SplitCursor cursor(x.depth, d0);
+  // Rows a few depths ahead are prefetched, as StridedOperand::pack does (short runs from a large
+  // operand outpace the hardware prefetcher).
+  constexpr int64_t kAhead = 8;
+  SplitCursor cursor(x.depth, d0), ahead(x.depth, d0);
+  for (int64_t d = 0; d < kAhead && d < dn; ++d) ahead.next();
   for (int64_t p = 0; p < pairs; ++p) {
+    for (int64_t d = 2 * p + kAhead; d < 2 * p + kAhead + 2 && d < dn; ++d, ahead.next()) {
+      const char* next = reinterpret_cast<const char*>(x.p + w0 + ahead.offset());
+      for (int64_t byte = 0; byte < wn * int64_t(sizeof(bf16)); byte += 64) {
+        __builtin_prefetch(next + byte);
+      }
+    }
     const uint16_t* even = &x.p[w0 + cursor.offset()].bits;
     cursor.next();
     const bool has_odd = 2 * p + 1 < dn;
@@ -101,12 +124,10 @@ void pack_pairs(const StridedOperand<bf16>& x, float* dst, int64_t w0, int64_t w
       int w = 0;
       if (n == Width) {
         for (; w + 16 <= Width; w += 16) {
-          vbits16 e, o;
-          __builtin_memcpy(&e, even + first + w, sizeof e);
-          __builtin_memcpy(&o, odd + first + w, sizeof o);
-          const vpair16 word = __builtin_convertvector(e, vpair16) |
-                               ((__builtin_convertvector(o, vpair16) & odd_mask) << 16);
-          __builtin_memcpy(row + w, &word, sizeof word);
+          interleave<vbits16, vpair16>(even + first + w, odd + first + w, odd_mask, row + w);
+        }
+        for (; w + 8 <= Width; w += 8) {
+          interleave<vbits8, vpair8>(even + first + w, odd + first + w, odd_mask, row + w);
         }
       }
       for (; w < n; ++w) row[w] = even[first + w] | ((odd[first + w] & odd_mask) << 16);
