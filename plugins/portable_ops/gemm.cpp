@@ -13,19 +13,22 @@ namespace porta::portable_ops {
 namespace {
 
 // PORTA_OPS_GEMM_PATH=tiled makes the CPU run the engine's portable tiled path (the source GPUs
-// run) instead of its packed one: slow, but it lets that path be tested where no GPU is. Unset,
-// empty or "native" keeps the packed path; anything else is refused by every GEMM and conv call.
+// run) instead of its packed one: slow, but it lets that path be tested where no GPU is.
+// PORTA_OPS_GEMM_PATH=widened keeps the packed path but widens bf16 inputs to fp32 also where the
+// CPU has a bf16 dot product (what other CPUs run). Unset, empty or "native" keeps the packed
+// path as is; anything else is refused by every GEMM and conv call.
 int32_t requested_gemm_path() {
   static const int32_t path = []() -> int32_t {
     const char* value = std::getenv("PORTA_OPS_GEMM_PATH");
     if (!value || !*value || std::strcmp(value, "native") == 0) return porta_ops::kGemmPathNative;
     if (std::strcmp(value, "tiled") == 0) return porta_ops::kGemmPathTiled;
+    if (std::strcmp(value, "widened") == 0) return porta_ops::kGemmPathWidened;
     return int32_t{-1};
   }();
   if (path < 0) {
     throw porta::error(PORTA_ERROR_INVALID_ARGUMENT,
                        std::string("PORTA_OPS_GEMM_PATH='") + std::getenv("PORTA_OPS_GEMM_PATH") +
-                           "' is not accepted; accepted: native (default) or tiled");
+                           "' is not accepted; accepted: native (default), tiled or widened");
   }
   return path;
 }

@@ -245,7 +245,7 @@ TEST_CASE("conv2d: more work-groups than one grid dimension holds", "[conv][larg
 }
 
 TEST_CASE("conv2d: f16 and bf16 inputs are exact-product fp32 convolutions, or UNSUPPORTED",
-          "[conv]") {
+          "[conv][16bit]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
   const ConvCase cases[] = {

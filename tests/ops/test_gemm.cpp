@@ -308,7 +308,8 @@ TEST_CASE("gemm: more work-groups than one grid dimension holds", "[gemm][large]
   }
 }
 
-TEST_CASE("gemm: f16 and bf16 inputs are exact-product fp32 GEMMs, or UNSUPPORTED", "[gemm]") {
+TEST_CASE("gemm: f16 and bf16 inputs are exact-product fp32 GEMMs, or UNSUPPORTED",
+          "[gemm][16bit]") {
   // See the top of the file for the tolerance. Every transpose at sizes no tile divides, padded
   // leading dimensions, strided batches with gaps and a broadcast operand, 2-byte misalignment,
   // alpha = 0 and beta = 0 over NaN, and deep reductions (split-K on the CPU and on GPUs).
@@ -316,8 +317,9 @@ TEST_CASE("gemm: f16 and bf16 inputs are exact-product fp32 GEMMs, or UNSUPPORTE
   struct Shape {
     int64_t m, n, k;
   };
-  const Shape shapes[] = {{1, 1, 1}, {7, 33, 129},  {65, 17, 31},  {129, 129, 129},
-                          {2, 3, 5}, {31, 257, 65}, {97, 63, 200}, {64, 64, 64}};
+  // The last: depth blocks of 256 and 255 on the CPU (an odd one after an even one).
+  const Shape shapes[] = {{1, 1, 1},     {7, 33, 129},  {65, 17, 31}, {129, 129, 129}, {2, 3, 5},
+                          {31, 257, 65}, {97, 63, 200}, {64, 64, 64}, {203, 150, 511}};
   uint64_t index = 0;
   for (porta_dtype_t dtype : {PORTA_DTYPE_F16, PORTA_DTYPE_BF16}) {
     bool supported = true;

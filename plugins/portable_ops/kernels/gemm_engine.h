@@ -396,7 +396,7 @@ PORTA_DEVICE_FUNCTION void run_gemm(const A& a, const B& b, const OutputView& c,
         t.partials + (entry * t.splits + split) * s.m * s.n, s.n, Split::stride(1), 0, 1.0f, 0.0f};
   }
 #if PORTA_TARGET_CPU
-  if (t.path == kGemmPathNative) {
+  if (t.path != kGemmPathTiled) {
     cpu::packed_gemm(a.entry(entry), b.entry(entry), out, s, t, i0, j0, d_begin, d_end);
     return;
   }

@@ -137,9 +137,25 @@ __attribute__((noinline)) inline void multiply_packed(const float* pa, const flo
   }
 }
 
+}  // namespace cpu
+}  // namespace porta_ops
+
+// bf16 operands on vdpbf16ps where the CPU has it (packed_gemm hands them over).
+#include "gemm_engine_cpu_bf16.h"
+
+namespace porta_ops {
+namespace cpu {
+
 template <class A, class B>
 void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
+#if PORTA_GEMM_BF16_DOT
+  if constexpr (bf16_operands<A, B>()) {
+    if (t.path == kGemmPathNative && has_bf16_dot()) {
+      return packed_gemm_bf16(a, b, c, s, t, i0, j0, d_begin, d_end);
+    }
+  }
+#endif
   const int64_t rows = min64(t.tile_m, s.m - i0), cols = min64(t.tile_n, s.n - j0);
   const int64_t kc = t.tile_k;
   const int64_t block_m = t.block_m >= kMR ? t.block_m / kMR * kMR : kMR;
@@ -416,6 +432,32 @@ inline void gather_strip(float* __restrict out, const T* src, const int64_t* off
   }
 }
 
+// raw[w] = run[w] where (sh[w] + vh, sw[w] + vw) lies in [0, bh) x [0, bw), else 0, for
+// w < Width, 16-bit elements as stored: a strip of consecutive elements at the input's edge.
+// AVX-512 loads them 8 at a time under a mask (lanes outside are never read); GCC leaves the
+// plain loop scalar.
+template <int Width, class T>
+inline void masked_run16(T* __restrict raw, const T* run, const int64_t* sh, const int64_t* sw,
+                         int64_t vh, int64_t vw, uint64_t bh, uint64_t bw) {
+  static_assert(sizeof(T) == 2, "16-bit elements");
+  int w = 0;
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+  const __m512i vh8 = _mm512_set1_epi64(vh), vw8 = _mm512_set1_epi64(vw);
+  const __m512i bh8 = _mm512_set1_epi64(int64_t(bh)), bw8 = _mm512_set1_epi64(int64_t(bw));
+  for (; w + 8 <= Width; w += 8) {
+    const __m512i h = _mm512_add_epi64(_mm512_loadu_si512(sh + w), vh8);
+    const __m512i x = _mm512_add_epi64(_mm512_loadu_si512(sw + w), vw8);
+    const __mmask8 in = _mm512_cmplt_epu64_mask(h, bh8) & _mm512_cmplt_epu64_mask(x, bw8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(raw + w), _mm_maskz_loadu_epi16(in, run + w));
+  }
+#endif
+  for (; w < Width; ++w) {
+    const bool in =
+        (static_cast<uint64_t>(sh[w] + vh) < bh) & (static_cast<uint64_t>(sw[w] + vw) < bw);
+    raw[w] = in ? run[w] : T{};
+  }
+}
+
 // Columns of a window panel handled at once (their coordinates live on the stack).
 inline constexpr int kWindowChunk = 256;
 }  // namespace cpu
@@ -536,11 +578,7 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
                 }
               } else {  // masked loads as stored, then one conversion of the strip
                 T raw[Width];
-                for (int w = 0; w < Width; ++w) {
-                  const bool in = (static_cast<uint64_t>(sh[w] + vh[i]) < bh) &
-                                  (static_cast<uint64_t>(sw[w] + vw[i]) < bw);
-                  raw[w] = in ? run[w] : T{};
-                }
+                cpu::masked_run16<Width>(raw, run, sh, sw, vh[i], vw[i], bh, bw);
                 cpu::widen<Width>(raw, out);
               }
             }

@@ -19,6 +19,9 @@ enum : int32_t {
   // The portable tiled path on any target (groups of kTiledItems x kTiledItems work-items, no
   // dynamic shared memory). The CPU runs it too, which is how it is tested without a GPU.
   kGemmPathTiled = 1,
+  // The packed path with 16-bit inputs always widened to fp32, also where the CPU has a bf16
+  // dot product (kernels/gemm_engine_cpu_bf16.h): what CPUs without one run, kept testable.
+  kGemmPathWidened = 2,
 };
 
 // The tiled path: a group computes a kTiledM x kTiledN tile of C, kTiledK deep at a time, as

@@ -1,0 +1,210 @@
+// The packed path's bf16 micro-kernel, for CPUs with AVX512_BF16 (included by gemm_engine_cpu.h).
+//
+// vdpbf16ps multiplies 16 pairs of bf16 by 16 pairs and adds each pair's two products into an
+// fp32 lane: twice the products of an fp32 FMA per instruction. Its operands are pairs along
+// the depth: strip t of a panel of dn depths holds, as 32-bit words, strip[p * Width + w] =
+// (depth 2p + 1 << 16) | depth 2p of wide index w, for p < ceil(dn / 2), an odd last depth
+// paired with 0. A matrix contiguous along its wide side is paired straight from memory; every
+// other operand (im2col windows, dy gathers, depth-contiguous matrices) is packed as for fp32 by
+// its own pack<Width>, whose fp32 values are bf16 widened exactly, and then narrowed in place
+// into pairs. The kernel keeps the fp32 micro-tile (MR x NR accumulators, store_tile for alpha,
+// beta and the edges), fed per pair of depths by MR broadcasts of A's pairs and NV loads of B's.
+//
+// Only the x86-64-v4 build has it, compiled with a target attribute and taken at run time where
+// the CPU has the instruction; elsewhere bf16 stays widened to fp32. Products are exact in fp32
+// either way and the sums are fp32, as on every other path; the instruction itself treats bf16
+// subnormals (below 2^-126) as zero, whatever MXCSR says.
+#pragma once
+
+#if defined(__AVX512F__) && defined(__x86_64__)
+#define PORTA_GEMM_BF16_DOT 1
+
+#include <type_traits>
+
+namespace porta_ops {
+namespace cpu {
+
+static_assert(kVL == 16, "vdpbf16ps fills zmm registers: 16 fp32 lanes");
+
+// Whether this CPU has vdpbf16ps (asked once).
+inline bool has_bf16_dot() {
+  static const bool yes = __builtin_cpu_supports("avx512bf16");
+  return yes;
+}
+
+template <class A, class B>
+constexpr bool bf16_operands() {
+  return std::is_same_v<typename A::value_type, bf16> &&
+         std::is_same_v<typename B::value_type, bf16>;
+}
+
+typedef uint32_t vpair8 __attribute__((vector_size(32)));
+
+// Narrows `strips` packed fp32 strips of Width x dn into depth pairs, in place (see the top).
+// Each output word lies at or below the inputs it is made of and after every word already read,
+// so reading 8 wide indices of a pair before writing them keeps every unread input intact.
+template <int Width>
+void pair_depths(float* panel, int64_t strips, int64_t dn) {
+  static_assert(Width % 8 == 0, "whole 8-word chunks");
+  const int64_t pairs = div_up(dn, 2);
+  uint32_t* const out = reinterpret_cast<uint32_t*>(panel);
+  for (int64_t t = 0; t < strips; ++t) {
+    const float* strip = panel + t * Width * dn;
+    uint32_t* paired = out + t * Width * pairs;
+    for (int64_t p = 0; p < pairs; ++p) {
+      const bool odd_end = 2 * p + 1 == dn;
+      for (int w = 0; w < Width; w += 8) {
+        vpair8 even, odd = vpair8{};
+        __builtin_memcpy(&even, strip + 2 * p * Width + w, sizeof even);
+        if (!odd_end) __builtin_memcpy(&odd, strip + (2 * p + 1) * Width + w, sizeof odd);
+        const vpair8 word = (even >> 16) | (odd & 0xFFFF0000u);
+        __builtin_memcpy(paired + p * Width + w, &word, sizeof word);
+      }
+    }
+  }
+}
+
+// Packs x's panel as pair_depths leaves it: in general through x's own pack, then pair_depths.
+template <int Width, class Operand>
+void pack_pairs_via_fp32(const Operand& x, float* dst, int64_t w0, int64_t wn, int64_t d0,
+                         int64_t dn) {
+  x.template pack<Width>(dst, w0, wn, d0, dn);
+  pair_depths<Width>(dst, div_up(wn, Width), dn);
+}
+template <int Width, class Operand>
+void pack_pairs(const Operand& x, float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) {
+  pack_pairs_via_fp32<Width>(x, dst, w0, wn, d0, dn);
+}
+
+typedef uint16_t vbits8 __attribute__((vector_size(16)));
+typedef uint16_t vbits16 __attribute__((vector_size(32)));
+typedef uint32_t vpair16 __attribute__((vector_size(64)));
+
+// out[w] = (odd[w] & odd_mask) << 16 | even[w] for w < Lanes.
+template <class Bits, class Pairs>
+__attribute__((always_inline)) inline void interleave(const uint16_t* even, const uint16_t* odd,
+                                                      uint32_t odd_mask, uint32_t* out) {
+  Bits e, o;
+  __builtin_memcpy(&e, even, sizeof e);
+  __builtin_memcpy(&o, odd, sizeof o);
+  const Pairs word = __builtin_convertvector(e, Pairs) |
+                     ((__builtin_convertvector(o, Pairs) & odd_mask) << 16);
+  __builtin_memcpy(out, &word, sizeof word);
+}
+
+// A matrix contiguous along its wide side (GEMM's B as stored, A transposed) is paired straight
+// from memory, two depth rows at a time: half the passes over the panel, none through fp32.
+template <int Width>
+void pack_pairs(const StridedOperand<bf16>& x, float* dst, int64_t w0, int64_t wn, int64_t d0,
+                int64_t dn) {
+  if (x.wide_stride != 1) return pack_pairs_via_fp32<Width>(x, dst, w0, wn, d0, dn);
+  const int64_t strips = div_up(wn, Width), pairs = div_up(dn, 2);
+  uint32_t* const out = reinterpret_cast<uint32_t*>(dst);
+  // Rows a few depths ahead are prefetched, as StridedOperand::pack does (short runs from a large
+  // operand outpace the hardware prefetcher).
+  constexpr int64_t kAhead = 8;
+  SplitCursor cursor(x.depth, d0), ahead(x.depth, d0);
+  for (int64_t d = 0; d < kAhead && d < dn; ++d) ahead.next();
+  for (int64_t p = 0; p < pairs; ++p) {
+    for (int64_t d = 2 * p + kAhead; d < 2 * p + kAhead + 2 && d < dn; ++d, ahead.next()) {
+      const char* next = reinterpret_cast<const char*>(x.p + w0 + ahead.offset());
+      for (int64_t byte = 0; byte < wn * int64_t(sizeof(bf16)); byte += 64) {
+        __builtin_prefetch(next + byte);
+      }
+    }
+    const uint16_t* even = &x.p[w0 + cursor.offset()].bits;
+    cursor.next();
+    const bool has_odd = 2 * p + 1 < dn;
+    const uint16_t* odd = has_odd ? &x.p[w0 + cursor.offset()].bits : even;
+    if (has_odd) cursor.next();
+    const uint32_t odd_mask = has_odd ? 0xFFFFu : 0u;
+    for (int64_t t = 0; t < strips; ++t) {
+      uint32_t* __restrict row = out + t * Width * pairs + p * Width;
+      const int64_t first = t * Width, n = min64(Width, wn - first);
+      int w = 0;
+      if (n == Width) {
+        for (; w + 16 <= Width; w += 16) {
+          interleave<vbits16, vpair16>(even + first + w, odd + first + w, odd_mask, row + w);
+        }
+        for (; w + 8 <= Width; w += 8) {
+          interleave<vbits8, vpair8>(even + first + w, odd + first + w, odd_mask, row + w);
+        }
+      }
+      for (; w < n; ++w) row[w] = even[first + w] | ((odd[first + w] & odd_mask) << 16);
+      for (; w < Width; ++w) row[w] = 0;
+    }
+  }
+}
+
+// out = the product of an A strip of depth pairs (a[p * MR + i]) and a B strip (b[p * NR + j],
+// 64-byte aligned), over `pairs` pairs.
+__attribute__((target("avx512bf16"), always_inline)) inline void micro_kernel_bf16(
+    int64_t pairs, const uint32_t* __restrict a, const uint32_t* __restrict b, MicroTile& out) {
+  __m512 c[kMR][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512bh bv[kNV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) bv[v] = (__m512bh)_mm512_load_si512(b + v * kVL);
+#pragma GCC unroll 16
+    for (int i = 0; i < kMR; ++i) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(a[i]));
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_dpbf16_ps(c[i][v], ai, bv[v]);
+    }
+    a += kMR;
+    b += kNR;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) __builtin_memcpy(&out.v[i][v], &c[i][v], sizeof c[i][v]);
+}
+
+// multiply_packed over paired panels of `pairs` depth pairs.
+__attribute__((target("avx512bf16"), noinline)) inline void multiply_packed_bf16(
+    const uint32_t* pa, const uint32_t* pb, int64_t pairs, int64_t block_rows, int64_t cols,
+    const OutputView& c, int64_t i, int64_t j, bool first) {
+  const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
+  for (int64_t p = 0; p < a_panels; ++p) {
+    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
+    for (int64_t q = 0; q < b_panels; ++q) {
+      MicroTile acc;
+      micro_kernel_bf16(pairs, pa + p * kMR * pairs, pb + q * kNR * pairs, acc);
+      store_tile(acc, c, i + p * kMR, j + q * kNR, panel_rows, int(min64(kNR, cols - q * kNR)),
+                 first);
+    }
+  }
+}
+
+// packed_gemm for bf16 operands on vdpbf16ps: the same blocks and shared memory, each panel
+// paired after it is packed.
+template <class A, class B>
+void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmShape& s,
+                      const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
+  const int64_t rows = min64(t.tile_m, s.m - i0), cols = min64(t.tile_n, s.n - j0);
+  const int64_t kc = t.tile_k;
+  const int64_t block_m = t.block_m >= kMR ? t.block_m / kMR * kMR : kMR;
+  float* const pb = porta::dynamic_shared_memory<float>();
+  float* const pa = pb + div_up(t.tile_n, kNR) * kNR * kc;
+  for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
+    const int64_t kb = min64(kc, d_end - d0), pairs = div_up(kb, 2);
+    const bool first = d0 == d_begin;
+    pack_pairs<kNR>(b, pb, j0, cols, d0, kb);
+    for (int64_t ib = 0; ib < rows; ib += block_m) {
+      const int64_t block_rows = min64(block_m, rows - ib);
+      pack_pairs<kMR>(a, pa, i0 + ib, block_rows, d0, kb);
+      multiply_packed_bf16(reinterpret_cast<const uint32_t*>(pa),
+                           reinterpret_cast<const uint32_t*>(pb), pairs, block_rows, cols, c,
+                           i0 + ib, j0, first);
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace porta_ops
+
+#endif
