@@ -153,19 +153,24 @@ void bind_current_thread(const std::vector<int>& cpus) {
   sched_setaffinity(0, sizeof(set), &set);
 }
 
-void bind_current_thread_to(int cpu) {
+namespace {
+cpu_set_t only(int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
+  return set;
+}
+}  // namespace
+
+void bind_current_thread_to(int cpu) {
+  const cpu_set_t set = only(cpu);
   sched_setaffinity(0, sizeof(set), &set);  // a placement hint, as above
 }
 
 ScopedCpuBinding::ScopedCpuBinding(int cpu) {
   if (sched_getaffinity(0, sizeof(saved_), &saved_) != 0) return;
   if (CPU_COUNT(&saved_) == 1 && CPU_ISSET(cpu, &saved_)) return;  // already there
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
+  const cpu_set_t set = only(cpu);
   bound_ = sched_setaffinity(0, sizeof(set), &set) == 0;
 }
 
