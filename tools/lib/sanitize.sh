@@ -1,10 +1,10 @@
 # shellcheck shell=bash
-# The AddressSanitizer + UndefinedBehaviorSanitizer build with the fuzz targets, shared by
-# tools/test and tools/fuzz; source it after setup.sh. It defines:
+# The sanitized builds, shared by tools/test and tools/fuzz; source it after setup.sh. It defines:
+#   porta_host_kernel_level       the one CPU kernel-library ISA level a sanitized build compiles
 #   porta_configure_asan          configure build-asan/ (clang, ASan+UBSan, libFuzzer targets)
 #   porta_sanitizer_environment   export the sanitizers' options (suppressions, halting)
 
-# The one kernel-library ISA level this host runs best: the sanitized build compiles no other.
+# The one kernel-library ISA level this host runs best: the sanitized builds compile no other.
 porta_host_kernel_level() {
   if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
     echo x86-64-v4

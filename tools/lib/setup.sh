@@ -76,6 +76,20 @@ porta_configure() {
   cmake "${args[@]}" "$@"
 }
 
+# porta_build DIR [TARGET...]: everything, or only the targets named.
 porta_build() {
-  cmake --build "$PORTA_ROOT/$1" --parallel "$PORTA_JOBS"
+  local dir="$1"
+  shift
+  cmake --build "$PORTA_ROOT/$dir" --parallel "$PORTA_JOBS" ${1:+--target "$@"}
+}
+
+# porta_test_programs DIR [CTEST-ARGS...]: the programs that the tests ctest selects in the built
+# tree DIR run (Catch2 tests are listed only once their program is built).
+porta_test_programs() {
+  local dir="$1"
+  shift
+  ctest --test-dir "$PORTA_ROOT/$dir" --show-only=json-v1 "$@" | python3 -c '
+import json, os, sys
+tests = json.load(sys.stdin)["tests"]
+print(" ".join(sorted({os.path.basename(t["command"][0]) for t in tests})))'
 }
