@@ -119,22 +119,33 @@ inline void store_tile(const MicroTile& t, const OutputView& c, int64_t i, int64
 }
 
 // The micro-kernel over every (A strip, B strip) pair of a packed block of block_rows x cols,
-// added into C at (i, j). Not a template and not inlined: one copy serves every operand type,
-// which keeps the kernel library's compile time from growing with each dtype.
-__attribute__((noinline)) inline void multiply_packed(const float* pa, const float* pb, int64_t kb,
-                                                      int64_t block_rows, int64_t cols,
-                                                      const OutputView& c, int64_t i, int64_t j,
-                                                      bool first) {
+// added into C at (i, j); `steps` is the strips' depth in Kernel's elements (depths, or pairs of
+// them for bf16). Kernel is a template argument, so a micro-kernel compiled for another target
+// (gemm_engine_cpu_bf16.h) is called as such and the loop around it is shared.
+template <class Element, void (*Kernel)(int64_t, const Element*, const Element*, MicroTile&)>
+__attribute__((always_inline)) inline void multiply_strips(const Element* pa, const Element* pb,
+                                                           int64_t steps, int64_t block_rows,
+                                                           int64_t cols, const OutputView& c,
+                                                           int64_t i, int64_t j, bool first) {
   const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
   for (int64_t p = 0; p < a_panels; ++p) {
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
     for (int64_t q = 0; q < b_panels; ++q) {
       MicroTile acc;
-      micro_kernel(kb, pa + p * kMR * kb, pb + q * kNR * kb, acc);
+      Kernel(steps, pa + p * kMR * steps, pb + q * kNR * steps, acc);
       store_tile(acc, c, i + p * kMR, j + q * kNR, panel_rows, int(min64(kNR, cols - q * kNR)),
                  first);
     }
   }
+}
+
+// multiply_strips over fp32 panels. Not a template and not inlined: one copy serves every
+// operand type, which keeps the kernel library's compile time from growing with each dtype.
+__attribute__((noinline)) inline void multiply_packed(const float* pa, const float* pb, int64_t kb,
+                                                      int64_t block_rows, int64_t cols,
+                                                      const OutputView& c, int64_t i, int64_t j,
+                                                      bool first) {
+  multiply_strips<float, micro_kernel>(pa, pb, kb, block_rows, cols, c, i, j, first);
 }
 
 }  // namespace cpu

@@ -137,8 +137,9 @@ void pack_pairs(const StridedOperand<bf16>& x, float* dst, int64_t w0, int64_t w
 }
 
 // out = the product of an A strip of depth pairs (a[p * MR + i]) and a B strip (b[p * NR + j],
-// 64-byte aligned), over `pairs` pairs.
-__attribute__((target("avx512bf16"), always_inline)) inline void micro_kernel_bf16(
+// 64-byte aligned), over `pairs` pairs. Not inlined: only this function is compiled for
+// AVX512_BF16, and a call per micro-tile costs nothing next to its `pairs` steps.
+__attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16(
     int64_t pairs, const uint32_t* __restrict a, const uint32_t* __restrict b, MicroTile& out) {
   __m512 c[kMR][kNV];
 #pragma GCC unroll 16
@@ -164,20 +165,11 @@ __attribute__((target("avx512bf16"), always_inline)) inline void micro_kernel_bf
     for (int v = 0; v < kNV; ++v) __builtin_memcpy(&out.v[i][v], &c[i][v], sizeof c[i][v]);
 }
 
-// multiply_packed over paired panels of `pairs` depth pairs.
-__attribute__((target("avx512bf16"), noinline)) inline void multiply_packed_bf16(
-    const uint32_t* pa, const uint32_t* pb, int64_t pairs, int64_t block_rows, int64_t cols,
-    const OutputView& c, int64_t i, int64_t j, bool first) {
-  const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
-  for (int64_t p = 0; p < a_panels; ++p) {
-    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
-    for (int64_t q = 0; q < b_panels; ++q) {
-      MicroTile acc;
-      micro_kernel_bf16(pairs, pa + p * kMR * pairs, pb + q * kNR * pairs, acc);
-      store_tile(acc, c, i + p * kMR, j + q * kNR, panel_rows, int(min64(kNR, cols - q * kNR)),
-                 first);
-    }
-  }
+// multiply_strips over paired panels of `pairs` depth pairs.
+__attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, const uint32_t* pb, int64_t pairs,
+                                 int64_t block_rows, int64_t cols, const OutputView& c, int64_t i,
+                                 int64_t j, bool first) {
+  multiply_strips<uint32_t, micro_kernel_bf16>(pa, pb, pairs, block_rows, cols, c, i, j, first);
 }
 
 // packed_gemm for bf16 operands on vdpbf16ps: the same blocks and shared memory, each panel
