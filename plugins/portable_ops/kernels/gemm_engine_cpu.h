@@ -10,6 +10,8 @@
 // (6 x 8), each with the FMA the level has.
 #pragma once
 
+#include <type_traits>
+
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -65,6 +67,51 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kb, const float*
     }
     a += kMR;
     b += kNR;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+}
+
+// micro_kernel with A's MR rows read where they are (row r at a + r * lda, depths consecutive)
+// instead of from a packed strip: an fp32 A stored along the depth needs no transposing copy.
+// Lines of the next panel's rows (next, also lda apart) are prefetched as the depth goes by, one
+// line of each row per 16 depths, since MR short streams a row apart defeat the hardware
+// prefetcher.
+__attribute__((always_inline)) inline void micro_kernel_rows(int64_t kb, const float* a,
+                                                             int64_t lda, const float* next,
+                                                             const float* __restrict b,
+                                                             MicroTile& out) {
+  const float* row[kMR];
+  const float* next_row[kMR];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i) {
+    row[i] = a + i * lda;
+    next_row[i] = next + i * lda;
+  }
+  vfloat c[kMR][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  constexpr int64_t kLine = 64 / sizeof(float);
+  for (int64_t d0 = 0; d0 < kb; d0 += kLine) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kMR; ++i) __builtin_prefetch(next_row[i] + d0);
+    const int64_t d_end = min64(d0 + kLine, kb);
+    for (int64_t d = d0; d < d_end; ++d) {
+      vfloat bv[kNV];
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) bv[v] = load(b + v * kVL);
+#pragma GCC unroll 16
+      for (int i = 0; i < kMR; ++i) {
+        const float ai = row[i][d];
+#pragma GCC unroll 4
+        for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
+      }
+      b += kNR;
+    }
   }
 #pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i)
@@ -148,6 +195,36 @@ __attribute__((noinline)) inline void multiply_packed(const float* pa, const flo
   multiply_strips<float, micro_kernel>(pa, pb, kb, block_rows, cols, c, i, j, first);
 }
 
+// multiply_packed with A's block_rows x kb read in place (micro_kernel_rows) from a, rows lda
+// apart. A last panel of fewer than MR rows is copied to `scratch` (MR x kb floats) with its last
+// row repeated, so that every row the kernel reads is in range (store_tile drops the extra ones).
+__attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda, const float* pb,
+                                                    int64_t kb, int64_t block_rows, int64_t cols,
+                                                    float* scratch, const OutputView& c, int64_t i,
+                                                    int64_t j, bool first) {
+  const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
+  for (int64_t p = 0; p < a_panels; ++p) {
+    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
+    const float* panel = a + p * kMR * lda;
+    const float* next = p + 1 < a_panels ? panel + kMR * lda : panel;
+    if (panel_rows < kMR) {
+      for (int r = 0; r < kMR; ++r) {
+        __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda,
+                         kb * sizeof(float));
+      }
+      panel = next = scratch;
+      lda = kb;
+    }
+    for (int64_t q = 0; q < b_panels; ++q) {
+      MicroTile acc;
+      // The next panel's lines are fetched during the first strip; later strips reread this one.
+      micro_kernel_rows(kb, panel, lda, q == 0 ? next : panel, pb + q * kNR * kb, acc);
+      store_tile(acc, c, i + p * kMR, j + q * kNR, panel_rows, int(min64(kNR, cols - q * kNR)),
+                 first);
+    }
+  }
+}
+
 }  // namespace cpu
 }  // namespace porta_ops
 
@@ -177,6 +254,13 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
     const int64_t kb = min64(kc, d_end - d0);
     const bool first = d0 == d_begin;
     b.template pack<kNR>(pb, j0, cols, d0, kb);
+    if constexpr (std::is_same_v<A, StridedOperand<float>>) {
+      if (a.depth.div == 0 && a.depth.inner == 1) {  // rows of A along the depth: read in place
+        multiply_rows(a.p + i0 * a.wide_stride + d0, a.wide_stride, pb, kb, rows, cols, pa, c, i0,
+                      j0, first);
+        continue;
+      }
+    }
     for (int64_t ib = 0; ib < rows; ib += block_m) {
       const int64_t block_rows = min64(block_m, rows - ib);
       a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
