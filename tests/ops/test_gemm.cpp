@@ -269,11 +269,11 @@ TEST_CASE("gemm: beta = 0 never reads C even when it holds NaN, alpha = 0 scales
   }
 }
 
-TEST_CASE("gemm: A read in place along k: many row panels, depth blocks, a partial panel",
-          "[gemm]") {
-  // op(A) stored along k (NN, NT) is read where it is, MR rows at a time, rather than packed:
-  // rows that are no multiple of any panel height, depths of several blocks, rows of A apart by
-  // more than k, misaligned and batched operands.
+// op(A) stored along k (NN, NT) is read where it is, MR rows at a time, rather than packed (on
+// the CPU): rows that are no multiple of any panel height, depths of several blocks (for bf16,
+// which reads A's rows in pairs of depths, even blocks then an odd last one), rows of A apart
+// by more than k, misaligned and batched operands.
+void run_a_in_place(porta_dtype_t dtype) {
   Env env;
   const int64_t shapes[][3] = {{203, 97, 600}, {5, 70, 1031}, {301, 33, 259}};
   uint64_t index = 0;
@@ -284,11 +284,20 @@ TEST_CASE("gemm: A read in place along k: many row panels, depth blocks, a parti
       c.m = shape[0], c.n = shape[1], c.k = shape[2];
       c.pad_a = index % 2 ? 0 : 13;
       c.beta = 0.5f;
-      run_f32(env, c, seed_for(index++));
+      if (run_gemm(env, c, seed_for(index++), dtype) != PORTA_SUCCESS) return;  // UNSUPPORTED
       c.misaligned = true, c.batch = 2, c.gap_a = 3;
-      run_f32(env, c, seed_for(index++));
+      run_gemm(env, c, seed_for(index++), dtype);
     }
   }
+}
+
+TEST_CASE("gemm: A read in place along k: many row panels, depth blocks, a partial panel",
+          "[gemm]") {
+  run_a_in_place(PORTA_DTYPE_F32);
+}
+
+TEST_CASE("gemm: bf16 A read in place along k, in pairs of depths", "[gemm][16bit]") {
+  run_a_in_place(PORTA_DTYPE_BF16);
 }
 
 TEST_CASE("gemm: DeepBench training shapes, scaled down", "[gemm][deepbench]") {

@@ -195,22 +195,26 @@ __attribute__((noinline)) inline void multiply_packed(const float* pa, const flo
   multiply_strips<float, micro_kernel>(pa, pb, kb, block_rows, cols, c, i, j, first);
 }
 
-// multiply_packed with A's block_rows x kb read in place (micro_kernel_rows) from a, rows lda
-// apart. A last panel of fewer than MR rows is copied to `scratch` (MR x kb floats) with its last
-// row repeated, so that every row the kernel reads is in range (store_tile drops the extra ones).
-__attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda, const float* pb,
-                                                    int64_t kb, int64_t block_rows, int64_t cols,
-                                                    float* scratch, const OutputView& c, int64_t i,
-                                                    int64_t j, bool first) {
+// multiply_strips with A's block_rows x kb elements (T) read in place by Kernel from a, rows lda
+// apart, `steps` deep in Kernel's steps. A last panel of fewer than MR rows is copied to
+// `scratch` (MR x kb) with its last row repeated, so that every row the kernel reads is in range
+// (store_tile drops the extra ones).
+template <class T, class Element,
+          void (*Kernel)(int64_t, const T*, int64_t, const T*, const Element*, MicroTile&)>
+__attribute__((always_inline)) inline void multiply_rows_with(const T* a, int64_t lda,
+                                                              const Element* pb, int64_t kb,
+                                                              int64_t steps, int64_t block_rows,
+                                                              int64_t cols, T* scratch,
+                                                              const OutputView& c, int64_t i,
+                                                              int64_t j, bool first) {
   const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
   for (int64_t p = 0; p < a_panels; ++p) {
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
-    const float* panel = a + p * kMR * lda;
-    const float* next = p + 1 < a_panels ? panel + kMR * lda : panel;
+    const T* panel = a + p * kMR * lda;
+    const T* next = p + 1 < a_panels ? panel + kMR * lda : panel;
     if (panel_rows < kMR) {
       for (int r = 0; r < kMR; ++r) {
-        __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda,
-                         kb * sizeof(float));
+        __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda, kb * sizeof(T));
       }
       panel = next = scratch;
       lda = kb;
@@ -218,11 +222,20 @@ __attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda,
     for (int64_t q = 0; q < b_panels; ++q) {
       MicroTile acc;
       // The next panel's lines are fetched during the first strip; later strips reread this one.
-      micro_kernel_rows(kb, panel, lda, q == 0 ? next : panel, pb + q * kNR * kb, acc);
+      Kernel(steps, panel, lda, q == 0 ? next : panel, pb + q * kNR * steps, acc);
       store_tile(acc, c, i + p * kMR, j + q * kNR, panel_rows, int(min64(kNR, cols - q * kNR)),
                  first);
     }
   }
+}
+
+// multiply_rows_with for fp32 (not inlined, as multiply_packed).
+__attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda, const float* pb,
+                                                    int64_t kb, int64_t block_rows, int64_t cols,
+                                                    float* scratch, const OutputView& c, int64_t i,
+                                                    int64_t j, bool first) {
+  multiply_rows_with<float, float, micro_kernel_rows>(a, lda, pb, kb, kb, block_rows, cols,
+                                                      scratch, c, i, j, first);
 }
 
 }  // namespace cpu

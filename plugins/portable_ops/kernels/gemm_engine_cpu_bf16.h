@@ -165,6 +165,60 @@ __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16(
     for (int v = 0; v < kNV; ++v) __builtin_memcpy(&out.v[i][v], &c[i][v], sizeof c[i][v]);
 }
 
+// micro_kernel_bf16 with A's MR rows read in place (row r at a + r * lda): two consecutive bf16
+// of a row, read as one 32-bit word, are the depth pair the instruction wants. Lines of the next
+// panel's rows are prefetched as micro_kernel_rows does, one per row every 16 pairs.
+__attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16_rows(
+    int64_t pairs, const bf16* a, int64_t lda, const bf16* next, const uint32_t* __restrict b,
+    MicroTile& out) {
+  const char* row[kMR];
+  const char* next_row[kMR];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i) {
+    row[i] = reinterpret_cast<const char*>(a + i * lda);
+    next_row[i] = reinterpret_cast<const char*>(next + i * lda);
+  }
+  __m512 c[kMR][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_setzero_ps();
+  constexpr int64_t kLinePairs = 64 / sizeof(uint32_t);
+  for (int64_t p0 = 0; p0 < pairs; p0 += kLinePairs) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kMR; ++i) __builtin_prefetch(next_row[i] + p0 * sizeof(uint32_t));
+    const int64_t p_end = min64(p0 + kLinePairs, pairs);
+    for (int64_t p = p0; p < p_end; ++p) {
+      __m512bh bv[kNV];
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) bv[v] = (__m512bh)_mm512_load_si512(b + v * kVL);
+#pragma GCC unroll 16
+      for (int i = 0; i < kMR; ++i) {
+        uint32_t pair;
+        __builtin_memcpy(&pair, row[i] + p * sizeof(uint32_t), sizeof pair);
+        const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(pair));
+#pragma GCC unroll 4
+        for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_dpbf16_ps(c[i][v], ai, bv[v]);
+      }
+      b += kNR;
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) __builtin_memcpy(&out.v[i][v], &c[i][v], sizeof c[i][v]);
+}
+
+// multiply_rows_with over a paired B panel, A's rows read in place; kb is even.
+__attribute__((noinline)) inline void multiply_rows_bf16(const bf16* a, int64_t lda,
+                                                         const uint32_t* pb, int64_t kb,
+                                                         int64_t block_rows, int64_t cols,
+                                                         bf16* scratch, const OutputView& c,
+                                                         int64_t i, int64_t j, bool first) {
+  multiply_rows_with<bf16, uint32_t, micro_kernel_bf16_rows>(a, lda, pb, kb, kb / 2, block_rows,
+                                                             cols, scratch, c, i, j, first);
+}
+
 // multiply_strips over paired panels of `pairs` depth pairs.
 __attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, const uint32_t* pb, int64_t pairs,
                                  int64_t block_rows, int64_t cols, const OutputView& c, int64_t i,
@@ -186,6 +240,15 @@ void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmSha
     const int64_t kb = min64(kc, d_end - d0), pairs = div_up(kb, 2);
     const bool first = d0 == d_begin;
     pack_pairs<kNR>(b, pb, j0, cols, d0, kb);
+    if constexpr (std::is_same_v<A, StridedOperand<bf16>>) {
+      // Rows of A along the depth are read in place (pairs of an even block never straddle it).
+      if (a.depth.div == 0 && a.depth.inner == 1 && kb % 2 == 0) {
+        multiply_rows_bf16(a.p + i0 * a.wide_stride + d0, a.wide_stride,
+                           reinterpret_cast<const uint32_t*>(pb), kb, rows, cols,
+                           reinterpret_cast<bf16*>(pa), c, i0, j0, first);
+        continue;
+      }
+    }
     for (int64_t ib = 0; ib < rows; ib += block_m) {
       const int64_t block_rows = min64(block_m, rows - ib);
       pack_pairs<kMR>(a, pa, i0 + ib, block_rows, d0, kb);
