@@ -201,12 +201,9 @@ __attribute__((noinline)) inline void multiply_packed(const float* pa, const flo
 // (store_tile drops the extra ones).
 template <class T, class Element,
           void (*Kernel)(int64_t, const T*, int64_t, const T*, const Element*, MicroTile&)>
-__attribute__((always_inline)) inline void multiply_rows_with(const T* a, int64_t lda,
-                                                              const Element* pb, int64_t kb,
-                                                              int64_t steps, int64_t block_rows,
-                                                              int64_t cols, T* scratch,
-                                                              const OutputView& c, int64_t i,
-                                                              int64_t j, bool first) {
+__attribute__((always_inline)) inline void multiply_rows_with(
+    const T* a, int64_t lda, const Element* pb, int64_t kb, int64_t steps, int64_t block_rows,
+    int64_t cols, T* scratch, const OutputView& c, int64_t i, int64_t j, bool first) {
   const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
   for (int64_t p = 0; p < a_panels; ++p) {
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
@@ -234,8 +231,8 @@ __attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda,
                                                     int64_t kb, int64_t block_rows, int64_t cols,
                                                     float* scratch, const OutputView& c, int64_t i,
                                                     int64_t j, bool first) {
-  multiply_rows_with<float, float, micro_kernel_rows>(a, lda, pb, kb, kb, block_rows, cols,
-                                                      scratch, c, i, j, first);
+  multiply_rows_with<float, float, micro_kernel_rows>(a, lda, pb, kb, kb, block_rows, cols, scratch,
+                                                      c, i, j, first);
 }
 
 }  // namespace cpu

@@ -220,9 +220,10 @@ __attribute__((noinline)) inline void multiply_rows_bf16(const bf16* a, int64_t 
 }
 
 // multiply_strips over paired panels of `pairs` depth pairs.
-__attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, const uint32_t* pb, int64_t pairs,
-                                 int64_t block_rows, int64_t cols, const OutputView& c, int64_t i,
-                                 int64_t j, bool first) {
+__attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, const uint32_t* pb,
+                                                           int64_t pairs, int64_t block_rows,
+                                                           int64_t cols, const OutputView& c,
+                                                           int64_t i, int64_t j, bool first) {
   multiply_strips<uint32_t, micro_kernel_bf16>(pa, pb, pairs, block_rows, cols, c, i, j, first);
 }
 
