@@ -7,7 +7,9 @@
 // MR x NV vector registers over the block's depth, fed by MR broadcasts of A and NV aligned
 // vector loads of B per step. The vectors are GCC vector extensions, so the x86-64-v4 build
 // uses zmm registers (MR = 8, NR = 32: 16 accumulators), v3 ymm (6 x 16) and the baseline xmm
-// (6 x 8), each with the FMA the level has.
+// (6 x 8), each with the FMA the level has. An fp32 A stored along the depth (GEMM's A as
+// stored, conv's weights) is not packed: the micro-kernel broadcasts from its MR rows in place,
+// which saves a transposing copy of every element (a third of the time of 2560x64x2560).
 #pragma once
 
 #include <type_traits>

@@ -7,8 +7,10 @@
 // paired with 0. A matrix contiguous along its wide side is paired straight from memory; every
 // other operand (im2col windows, dy gathers, depth-contiguous matrices) is packed as for fp32 by
 // its own pack<Width>, whose fp32 values are bf16 widened exactly, and then narrowed in place
-// into pairs. The kernel keeps the fp32 micro-tile (MR x NR accumulators, store_tile for alpha,
-// beta and the edges), fed per pair of depths by MR broadcasts of A's pairs and NV loads of B's.
+// into pairs; a bf16 A stored along the depth is read in place, two consecutive elements of a
+// row being one pair (in blocks of even depth, which the plan keeps). The kernel keeps the fp32
+// micro-tile (MR x NR accumulators, store_tile for alpha, beta and the edges), fed per pair of
+// depths by MR broadcasts of A's pairs and NV loads of B's.
 //
 // Only the x86-64-v4 build has it, compiled with a target attribute and taken at run time where
 // the CPU has the instruction; elsewhere bf16 stays widened to fp32. Products are exact in fp32
