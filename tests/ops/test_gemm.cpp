@@ -269,6 +269,37 @@ TEST_CASE("gemm: beta = 0 never reads C even when it holds NaN, alpha = 0 scales
   }
 }
 
+// op(A) stored along k (NN, NT) is read where it is, MR rows at a time, rather than packed (on
+// the CPU): rows that are no multiple of any panel height, depths of several blocks (for bf16,
+// which reads A's rows in pairs of depths, even blocks then an odd last one), rows of A apart
+// by more than k, misaligned and batched operands.
+void run_a_in_place(porta_dtype_t dtype) {
+  Env env;
+  const int64_t shapes[][3] = {{203, 97, 600}, {5, 70, 1031}, {301, 33, 259}};
+  uint64_t index = 0;
+  for (const auto& shape : shapes) {
+    for (const porta_transpose_t tb : {N, T}) {
+      GemmCase c;
+      c.trans_b = tb;
+      c.m = shape[0], c.n = shape[1], c.k = shape[2];
+      c.pad_a = index % 2 ? 0 : 13;
+      c.beta = 0.5f;
+      if (run_gemm(env, c, seed_for(index++), dtype) != PORTA_SUCCESS) return;  // UNSUPPORTED
+      c.misaligned = true, c.batch = 2, c.gap_a = 3;
+      run_gemm(env, c, seed_for(index++), dtype);
+    }
+  }
+}
+
+TEST_CASE("gemm: A read in place along k: many row panels, depth blocks, a partial panel",
+          "[gemm]") {
+  run_a_in_place(PORTA_DTYPE_F32);
+}
+
+TEST_CASE("gemm: bf16 A read in place along k, in pairs of depths", "[gemm][16bit]") {
+  run_a_in_place(PORTA_DTYPE_BF16);
+}
+
 TEST_CASE("gemm: DeepBench training shapes, scaled down", "[gemm][deepbench]") {
   // gemm_problems.h training set (porta-bench's shapes), each dimension divided by about 8
   // and nudged off powers of two; the long-K case keeps a long reduction (K = 25000).

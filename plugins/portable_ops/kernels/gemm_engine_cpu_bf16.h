@@ -7,8 +7,10 @@
 // paired with 0. A matrix contiguous along its wide side is paired straight from memory; every
 // other operand (im2col windows, dy gathers, depth-contiguous matrices) is packed as for fp32 by
 // its own pack<Width>, whose fp32 values are bf16 widened exactly, and then narrowed in place
-// into pairs. The kernel keeps the fp32 micro-tile (MR x NR accumulators, store_tile for alpha,
-// beta and the edges), fed per pair of depths by MR broadcasts of A's pairs and NV loads of B's.
+// into pairs; a bf16 A stored along the depth is read in place, two consecutive elements of a
+// row being one pair (in blocks of even depth, which the plan keeps). The kernel keeps the fp32
+// micro-tile (MR x NR accumulators, store_tile for alpha, beta and the edges), fed per pair of
+// depths by MR broadcasts of A's pairs and NV loads of B's.
 //
 // Only the x86-64-v4 build has it, compiled with a target attribute and taken at run time where
 // the CPU has the instruction; elsewhere bf16 stays widened to fp32. Products are exact in fp32
@@ -137,8 +139,9 @@ void pack_pairs(const StridedOperand<bf16>& x, float* dst, int64_t w0, int64_t w
 }
 
 // out = the product of an A strip of depth pairs (a[p * MR + i]) and a B strip (b[p * NR + j],
-// 64-byte aligned), over `pairs` pairs.
-__attribute__((target("avx512bf16"), always_inline)) inline void micro_kernel_bf16(
+// 64-byte aligned), over `pairs` pairs. Not inlined: only this function is compiled for
+// AVX512_BF16, and a call per micro-tile costs nothing next to its `pairs` steps.
+__attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16(
     int64_t pairs, const uint32_t* __restrict a, const uint32_t* __restrict b, MicroTile& out) {
   __m512 c[kMR][kNV];
 #pragma GCC unroll 16
@@ -164,20 +167,66 @@ __attribute__((target("avx512bf16"), always_inline)) inline void micro_kernel_bf
     for (int v = 0; v < kNV; ++v) __builtin_memcpy(&out.v[i][v], &c[i][v], sizeof c[i][v]);
 }
 
-// multiply_packed over paired panels of `pairs` depth pairs.
-__attribute__((target("avx512bf16"), noinline)) inline void multiply_packed_bf16(
-    const uint32_t* pa, const uint32_t* pb, int64_t pairs, int64_t block_rows, int64_t cols,
-    const OutputView& c, int64_t i, int64_t j, bool first) {
-  const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
-  for (int64_t p = 0; p < a_panels; ++p) {
-    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
-    for (int64_t q = 0; q < b_panels; ++q) {
-      MicroTile acc;
-      micro_kernel_bf16(pairs, pa + p * kMR * pairs, pb + q * kNR * pairs, acc);
-      store_tile(acc, c, i + p * kMR, j + q * kNR, panel_rows, int(min64(kNR, cols - q * kNR)),
-                 first);
+// micro_kernel_bf16 with A's MR rows read in place (row r at a + r * lda): two consecutive bf16
+// of a row, read as one 32-bit word, are the depth pair the instruction wants. Lines of the next
+// panel's rows are prefetched as micro_kernel_rows does, one per row every 16 pairs.
+__attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16_rows(
+    int64_t pairs, const bf16* a, int64_t lda, const bf16* next, const uint32_t* __restrict b,
+    MicroTile& out) {
+  const char* row[kMR];
+  const char* next_row[kMR];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i) {
+    row[i] = reinterpret_cast<const char*>(a + i * lda);
+    next_row[i] = reinterpret_cast<const char*>(next + i * lda);
+  }
+  __m512 c[kMR][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_setzero_ps();
+  constexpr int64_t kLinePairs = 64 / sizeof(uint32_t);
+  for (int64_t p0 = 0; p0 < pairs; p0 += kLinePairs) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kMR; ++i) __builtin_prefetch(next_row[i] + p0 * sizeof(uint32_t));
+    const int64_t p_end = min64(p0 + kLinePairs, pairs);
+    for (int64_t p = p0; p < p_end; ++p) {
+      __m512bh bv[kNV];
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) bv[v] = (__m512bh)_mm512_load_si512(b + v * kVL);
+#pragma GCC unroll 16
+      for (int i = 0; i < kMR; ++i) {
+        uint32_t pair;
+        __builtin_memcpy(&pair, row[i] + p * sizeof(uint32_t), sizeof pair);
+        const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(pair));
+#pragma GCC unroll 4
+        for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_dpbf16_ps(c[i][v], ai, bv[v]);
+      }
+      b += kNR;
     }
   }
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) __builtin_memcpy(&out.v[i][v], &c[i][v], sizeof c[i][v]);
+}
+
+// multiply_rows_with over a paired B panel, A's rows read in place; kb is even.
+__attribute__((noinline)) inline void multiply_rows_bf16(const bf16* a, int64_t lda,
+                                                         const uint32_t* pb, int64_t kb,
+                                                         int64_t block_rows, int64_t cols,
+                                                         bf16* scratch, const OutputView& c,
+                                                         int64_t i, int64_t j, bool first) {
+  multiply_rows_with<bf16, uint32_t, micro_kernel_bf16_rows>(a, lda, pb, kb, kb / 2, block_rows,
+                                                             cols, scratch, c, i, j, first);
+}
+
+// multiply_strips over paired panels of `pairs` depth pairs.
+__attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, const uint32_t* pb,
+                                                           int64_t pairs, int64_t block_rows,
+                                                           int64_t cols, const OutputView& c,
+                                                           int64_t i, int64_t j, bool first) {
+  multiply_strips<uint32_t, micro_kernel_bf16>(pa, pb, pairs, block_rows, cols, c, i, j, first);
 }
 
 // packed_gemm for bf16 operands on vdpbf16ps: the same blocks and shared memory, each panel
@@ -194,6 +243,15 @@ void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmSha
     const int64_t kb = min64(kc, d_end - d0), pairs = div_up(kb, 2);
     const bool first = d0 == d_begin;
     pack_pairs<kNR>(b, pb, j0, cols, d0, kb);
+    if constexpr (std::is_same_v<A, StridedOperand<bf16>>) {
+      // Rows of A along the depth are read in place (pairs of an even block never straddle it).
+      if (a.depth.div == 0 && a.depth.inner == 1 && kb % 2 == 0) {
+        multiply_rows_bf16(a.p + i0 * a.wide_stride + d0, a.wide_stride,
+                           reinterpret_cast<const uint32_t*>(pb), kb, rows, cols,
+                           reinterpret_cast<bf16*>(pa), c, i0, j0, first);
+        continue;
+      }
+    }
     for (int64_t ib = 0; ib < rows; ib += block_m) {
       const int64_t block_rows = min64(block_m, rows - ib);
       pack_pairs<kMR>(a, pa, i0 + ib, block_rows, d0, kb);

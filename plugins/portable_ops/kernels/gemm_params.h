@@ -213,6 +213,15 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
       tile_k = max64(1, target.shared_bytes / per_depth);
     // An even split of the depth into blocks, so the last is not a sliver either.
     tile_k = div_up(depth, div_up(depth, tile_k));
+    // Even where the depth takes several blocks, so that no pair of depths straddles two: the
+    // bf16 kernel reads A's rows in place as pairs (kernels/gemm_engine_cpu_bf16.h).
+    if (tile_k % 2 == 1 && tile_k < depth) {
+      if ((tile_k + 1) * per_depth <= target.shared_bytes) {
+        ++tile_k;
+      } else if (tile_k > 1) {
+        --tile_k;
+      }
+    }
     t.tile_m = static_cast<int32_t>(tile_m);
     t.tile_n = static_cast<int32_t>(tile_n);
     t.tile_k = static_cast<int32_t>(tile_k);
