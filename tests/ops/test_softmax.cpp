@@ -414,8 +414,9 @@ TEST_CASE(
        {Rows{17, 15, 1.0, 0.0, 0.0, false, true}, Rows{17, 16, 1.0, 0.0, 0.0, false, true},
         Rows{18, 17, 1.0, 0.0, 0.0, false, true}, Rows{64, 63, 1.0, 0.0, 0.0, false, true},
         Rows{65, 64, 1.0, 0.0, 0.0, false, true}, Rows{66, 65, 1.0, 0.0, 0.0, false, true},
-        Rows{130, 129, 3.0, 0.0, 0.3, false, true}, Rows{2, 65536}, Rows{2, 65537},
-        Rows{2, 65536, 2.0, 0.0, 0.5}, Rows{2, 65537, 2.0, 0.0, 0.5}}) {
+        Rows{130, 129, 3.0, 0.0, 0.3, false, true}, Rows{100, 100, 1.0, 0.0, 0.0, false, true},
+        Rows{2, 65536}, Rows{2, 65537}, Rows{2, 65536, 2.0, 0.0, 0.5},
+        Rows{2, 65537, 2.0, 0.0, 0.5}}) {
     run_softmax(env, PORTA_SOFTMAX, shape, false, seed_for(index++));
     run_softmax(env, PORTA_LOG_SOFTMAX, shape, false, seed_for(index++));
     run_cross_entropy(env, shape, seed_for(index++));
