@@ -406,8 +406,9 @@ TEST_CASE(
     "anywhere, either side of the longest cached row",
     "[softmax]") {
   // On the CPU a row is one work-item's: 16 lanes to a vector, the maximum found 64 elements at
-  // a time, and rows up to 65536 elements in three passes over the cached row (longer ones with
-  // the online normaliser). Each length is taken with the maximum at every column of interest.
+  // a time, then 16 (100: one step of 64, two of 16, 4 left), and rows up to 65536 elements in
+  // three passes over the cached row (longer ones with the online normaliser). Each length is
+  // taken with the maximum at every column of interest.
   Env env;
   uint64_t index = 0;
   for (const Rows& shape :
