@@ -406,16 +406,18 @@ TEST_CASE(
     "anywhere, either side of the longest cached row",
     "[softmax]") {
   // On the CPU a row is one work-item's: 16 lanes to a vector, the maximum found 64 elements at
-  // a time, and rows up to 65536 elements in three passes over the cached row (longer ones with
-  // the online normaliser). Each length is taken with the maximum at every column of interest.
+  // a time, then 16 (100: one step of 64, two of 16, 4 left), and rows up to 65536 elements in
+  // three passes over the cached row (longer ones with the online normaliser). Each length is
+  // taken with the maximum at every column of interest.
   Env env;
   uint64_t index = 0;
   for (const Rows& shape :
        {Rows{17, 15, 1.0, 0.0, 0.0, false, true}, Rows{17, 16, 1.0, 0.0, 0.0, false, true},
         Rows{18, 17, 1.0, 0.0, 0.0, false, true}, Rows{64, 63, 1.0, 0.0, 0.0, false, true},
         Rows{65, 64, 1.0, 0.0, 0.0, false, true}, Rows{66, 65, 1.0, 0.0, 0.0, false, true},
-        Rows{130, 129, 3.0, 0.0, 0.3, false, true}, Rows{2, 65536}, Rows{2, 65537},
-        Rows{2, 65536, 2.0, 0.0, 0.5}, Rows{2, 65537, 2.0, 0.0, 0.5}}) {
+        Rows{130, 129, 3.0, 0.0, 0.3, false, true}, Rows{100, 100, 1.0, 0.0, 0.0, false, true},
+        Rows{2, 65536}, Rows{2, 65537}, Rows{2, 65536, 2.0, 0.0, 0.5},
+        Rows{2, 65537, 2.0, 0.0, 0.5}}) {
     run_softmax(env, PORTA_SOFTMAX, shape, false, seed_for(index++));
     run_softmax(env, PORTA_LOG_SOFTMAX, shape, false, seed_for(index++));
     run_cross_entropy(env, shape, seed_for(index++));

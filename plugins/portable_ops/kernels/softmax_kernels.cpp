@@ -86,11 +86,37 @@ PORTA_DEVICE_FUNCTION Lanes as_lanes(const float (&v)[kLanes]) {
   return out;
 }
 
-PORTA_DEVICE_FUNCTION float sum_of(Lanes v) {
-  float lanes[kLanes];
-  __builtin_memcpy(lanes, &v, sizeof lanes);
-  return porta_ops::sum_lanes(lanes);
+#if PORTA_TARGET_CPU
+// Folds the lanes of v with op in porta_ops::fold_lanes' halving tree (low half op high half, so
+// the same sums), kept in registers: the array form stores and reloads at every level, which
+// was a tenth of a short row's time.
+template <class V, class Op>
+PORTA_DEVICE_FUNCTION float fold(V v, Op op) {
+  if constexpr (sizeof(V) == sizeof(float)) {
+    float out;
+    __builtin_memcpy(&out, &v, sizeof out);
+    return out;
+  } else {
+    typedef float Half __attribute__((vector_size(sizeof(V) / 2)));
+    Half low, high;
+    __builtin_memcpy(&low, &v, sizeof low);
+    __builtin_memcpy(&high, reinterpret_cast<const char*>(&v) + sizeof low, sizeof high);
+    return fold(op(low, high), op);
+  }
 }
+
+PORTA_DEVICE_FUNCTION float sum_of(Lanes v) {
+  return fold(v, [](auto low, auto high) { return low + high; });
+}
+
+// As porta_ops::max_lanes: a NaN lane is passed over.
+PORTA_DEVICE_FUNCTION float max_of(Lanes v) {
+  return fold(v, [](auto low, auto high) { return high > low ? high : low; });
+}
+#else
+PORTA_DEVICE_FUNCTION float sum_of(Lanes v) { return v; }
+PORTA_DEVICE_FUNCTION float max_of(Lanes v) { return v; }
+#endif
 
 PORTA_DEVICE_FUNCTION Lanes load_lanes(const float* p) {
   Lanes out;
@@ -100,10 +126,11 @@ PORTA_DEVICE_FUNCTION Lanes load_lanes(const float* p) {
 
 PORTA_DEVICE_FUNCTION Lanes larger(Lanes a, Lanes b) { return a > b ? a : b; }
 
-// Asks a CPU to bring p into its cache ahead of use (write: for writing). A row's passes after
-// the first run from the cache, so they call it for the same place in the next row: memory then
-// streams in while the exponentials are computed, instead of waiting for them. A GPU hides
-// memory latency with other warps instead.
+// Asks a CPU to bring p into its cache ahead of use, to read (prefetch) or to write
+// (prefetch_for_write: the line is then owned, so the store that follows does not wait for it). A
+// row's passes after the first run from the cache, so they call these for memory ahead(cols)
+// elements further on: it streams in while the exponentials are computed, instead of waiting for
+// them. A GPU hides memory latency with other warps instead.
 PORTA_DEVICE_FUNCTION void prefetch(const float* p) {
 #if PORTA_TARGET_CPU
   __builtin_prefetch(p);
@@ -111,6 +138,18 @@ PORTA_DEVICE_FUNCTION void prefetch(const float* p) {
   (void)p;
 #endif
 }
+
+PORTA_DEVICE_FUNCTION void prefetch_for_write(float* p) {
+#if PORTA_TARGET_CPU
+  __builtin_prefetch(p, 1);
+#else
+  (void)p;
+#endif
+}
+
+// How far ahead the cached passes prefetch: the next row, or for short rows the row about 8 KiB
+// on, since one short row is computed in less time than memory takes to answer.
+PORTA_DEVICE_FUNCTION int64_t ahead(int64_t cols) { return cols > 2048 ? cols : 2048; }
 
 // The maximum of row x, one work-item walking all of it (kLowest if every element is -infinity,
 // so that x - max stays -infinity, never NaN). Four running maxima, so that the compare of one
@@ -125,21 +164,21 @@ PORTA_DEVICE_FUNCTION float row_max(const float* x, int64_t cols) {
     for (uint32_t k = 0; k < kWays; ++k)
       way_m[k] = larger(load_lanes(x + c + k * kLanes), way_m[k]);
   }
-  float lane_m[kLanes];
-  const Lanes m = larger(larger(way_m[0], way_m[1]), larger(way_m[2], way_m[3]));
-  __builtin_memcpy(lane_m, &m, sizeof lane_m);
-  for (uint32_t lane = 0; c < cols; ++c, lane = (lane + 1) % kLanes) {
-    lane_m[lane] = porta_ops::pick(x[c] > lane_m[lane], x[c], lane_m[lane]);
-  }
-  return porta_ops::max_lanes(lane_m);
+  Lanes m = larger(larger(way_m[0], way_m[1]), larger(way_m[2], way_m[3]));
+  for (; c + kLanes <= cols; c += kLanes) m = larger(load_lanes(x + c), m);
+  float row_m = max_of(m);
+  for (; c < cols; ++c) row_m = porta_ops::pick(x[c] > row_m, x[c], row_m);
+  return row_m;
 }
 
 // The sum of e^(x[c] - m) over row x, one work-item walking all of it; each term is also stored
 // in terms[c] when terms is not null (terms may be x).
 PORTA_DEVICE_FUNCTION float row_sum_exp(const float* x, int64_t cols, float m, float* terms) {
   Lanes sum = {};
+  const int64_t distance = ahead(cols);
   porta_ops::walk_blocks(cols, 0, 1, [&](int64_t first, auto count) {
-    prefetch(x + first + cols);  // the next row's block
+    prefetch(x + first + distance);
+    if (terms) prefetch_for_write(terms + first + distance);
     float e[kLanes] = {};
     for (uint32_t lane = 0; lane < count; ++lane) e[lane] = x[first + lane];
     for (uint32_t lane = 0; lane < count; ++lane) e[lane] = porta_ops::exp_nonpositive(e[lane] - m);
@@ -152,13 +191,15 @@ PORTA_DEVICE_FUNCTION float row_sum_exp(const float* x, int64_t cols, float m, f
 }
 
 // out[c] = op(a[c], b[c]) over a row one work-item takes whole (out may be a or b, as in
-// porta_ops::map), asking for the next row's a and b meanwhile (prefetch()).
+// porta_ops::map), asking for a, b and out further on meanwhile (prefetch()).
 template <class Op>
 PORTA_DEVICE_FUNCTION void map_row(int64_t cols, const float* a, const float* b, float* out,
                                    Op&& op) {
+  const int64_t distance = ahead(cols);
   porta_ops::walk_blocks(cols, 0, 1, [&](int64_t first, auto count) {
-    prefetch(a + first + cols);
-    prefetch(b + first + cols);
+    prefetch(a + first + distance);
+    prefetch(b + first + distance);
+    prefetch_for_write(out + first + distance);
     float va[kLanes], vb[kLanes];
     for (uint32_t lane = 0; lane < count; ++lane) va[lane] = a[first + lane];
     for (uint32_t lane = 0; lane < count; ++lane) vb[lane] = b[first + lane];
