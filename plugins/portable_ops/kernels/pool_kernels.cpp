@@ -257,36 +257,44 @@ inline Maxima column_maxima(const Extent& x, const float* plane, int64_t in_w, i
   return m;
 }
 
-// The maxima of windows q0 + [0, 16) of row p, where the stride across is 2: for each column
-// offset j of the window, the column maxima of 32 columns from 2 q0 - pad + j, whose even lanes
-// are the windows' j-th columns and odd lanes their (j+1)-th.
+// The maxima of windows q0 + [0, 16) of row p, where the stride across is 2 and windows are at
+// most 16 wide: the column maxima of the (up to) 48 columns from c = 2 q0 - pad, in three
+// vectors, once; the j-th columns of the 16 windows are columns c + 2k + j, lanes 2k + j of them,
+// picked by permutes.
 inline Maxima row_maxima(const Extent& x, const float* plane, const Axis& ah, const Axis& aw,
                          int64_t p, int64_t q0) {
   int64_t h0, h1;
   ah.clip(p, &h0, &h1);
-  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
   const Maxima none{_mm512_set1_ps(-INFINITY), _mm512_set1_epi32(INT32_MAX)};
+  const int64_t c = 2 * q0 - aw.pad;
+  const int64_t span = 31 + aw.window - 1;  // the columns the windows reach, from c
+  // Rows of 8 outputs or fewer (porta-train's 7 and 14 inputs) load only the first vector.
+  const auto columns = [&](int64_t i) {
+    const int64_t first = c + 16 * i;
+    return 16 * i < span && first < aw.in ? column_maxima(x, plane, aw.in, h0, h1, first) : none;
+  };
+  const Maxima v0 = columns(0), v1 = columns(1), v2 = columns(2);
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   Maxima best = none;
-  for (int64_t j = 0; j < aw.window; j += 2) {
-    const int64_t c = 2 * q0 - aw.pad + j;
-    const Maxima a = column_maxima(x, plane, aw.in, h0, h1, c);
-    // Rows of 8 outputs or fewer (porta-train's 7 and 14 inputs) load the second half only
-    // where it holds a column of the plane.
-    const Maxima b = c + 16 < aw.in ? column_maxima(x, plane, aw.in, h0, h1, c + 16) : none;
-    merge(best, {_mm512_permutex2var_ps(a.value, evens, b.value),
-                 _mm512_permutex2var_epi32(a.at, evens, b.at)});
-    if (j + 1 < aw.window) {
-      merge(best, {_mm512_permutex2var_ps(a.value, odds, b.value),
-                   _mm512_permutex2var_epi32(a.at, odds, b.at)});
+  for (int64_t j = 0; j < aw.window; ++j) {
+    const __m512i lane = _mm512_add_epi32(evens, splat(j));
+    Maxima m{_mm512_permutex2var_ps(v0.value, lane, v1.value),
+             _mm512_permutex2var_epi32(v0.at, lane, v1.at)};
+    // Lanes 32 and up come from the third vector.
+    const Mask third = lanes_in(0, (33 - j) / 2, 16);
+    if (third) {
+      m.value = _mm512_mask_permutexvar_ps(m.value, third, lane, v2.value);
+      m.at = _mm512_mask_permutexvar_epi32(m.at, third, lane, v2.at);
     }
+    merge(best, m);
   }
   return best;
 }
 
-// Whether these rows take the vector code: stride 2 across, int32 indices.
+// Whether these rows take the vector code: stride 2 across, windows up to 16 wide, int32
+// indices.
 inline bool takes(const Axis& ah, const Axis& aw) {
-  return aw.stride == 2 && ah.in * aw.in < INT32_MAX;
+  return aw.stride == 2 && aw.window <= 16 && ah.in * aw.in < INT32_MAX;
 }
 
 // Calls out(q0, lanes, maxima) for the windows of row p, 16 at a time.
