@@ -110,6 +110,7 @@ const PoolCase kCases[] = {
     {1, 2, 7, 33, 1, 1, 2, 2, 0, 0},   // 1x1 windows: every other column in none
     {1, 2, 8, 20, 3, 2, 1, 2, 1, 0},   // disjoint across, overlapping down
     {1, 1, 12, 40, 3, 9, 2, 2, 1, 4},  // wider than 8: the backward's general gather
+    {1, 1, 4, 50, 2, 17, 2, 2, 0, 8},  // wider than 16: the general code throughout
 };
 
 }  // namespace

@@ -8,9 +8,9 @@
 // NaN wins (the first NaN: NaN propagates, as in PyTorch), and padding never takes part.
 #include "common.h"
 
-// The CPU's AVX-512 build walks rows of stride 2 (the usual 2x2 and 3x3 pooling) with masked
-// vector loads and stores: 16 outputs a step, however short the row. Masked-off lanes are never
-// read, so no row needs a scalar tail.
+// The CPU's AVX-512 build walks rows of stride 2 (the usual 2x2 and 3x3 pooling) 16 outputs a
+// step, however short the row: lanes past its end are blended away or left unstored, so no row
+// needs a scalar tail (namespace avx512 below).
 #if PORTA_TARGET_CPU && defined(__AVX512F__)
 // GCC 12 warns of the undefined source its unmasked AVX-512 intrinsics pass on (its bug 105593).
 #pragma GCC diagnostic push
@@ -177,7 +177,9 @@ inline Mask lanes_in(int64_t first, int64_t lo, int64_t hi) {
   return a >= b ? Mask(0) : Mask(((1u << b) - 1) & ~((1u << a) - 1));
 }
 
-inline __m512i iota() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+inline __m512i iota() {
+  return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
 inline __m512i splat(int64_t v) { return _mm512_set1_epi32(int32_t(v)); }
 
 // As beats() and Max::merge, 16 lanes at a time: v beats m where larger, or a NaN over a number;
@@ -267,14 +269,15 @@ inline Maxima row_maxima(const Extent& x, const float* plane, const Axis& ah, co
   ah.clip(p, &h0, &h1);
   const Maxima none{_mm512_set1_ps(-INFINITY), _mm512_set1_epi32(INT32_MAX)};
   const int64_t c = 2 * q0 - aw.pad;
-  const int64_t span = 31 + aw.window - 1;  // the columns the windows reach, from c
+  const int64_t span = 30 + aw.window;  // the columns the 16 windows reach, from c
   // Rows of 8 outputs or fewer (porta-train's 7 and 14 inputs) load only the first vector.
   const auto columns = [&](int64_t i) {
     const int64_t first = c + 16 * i;
     return 16 * i < span && first < aw.in ? column_maxima(x, plane, aw.in, h0, h1, first) : none;
   };
   const Maxima v0 = columns(0), v1 = columns(1), v2 = columns(2);
-  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i evens =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   Maxima best = none;
   for (int64_t j = 0; j < aw.window; ++j) {
     const __m512i lane = _mm512_add_epi32(evens, splat(j));
@@ -574,8 +577,8 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_gather, kPoolItems, int64_t planes, i
 #if PORTA_POOL_AVX512
             if (items == 1 && avx512::gathers(ah, aw)) {
               const int64_t outputs = planes * out_h * out_w;
-              avx512::gather_row({argmax, argmax + outputs}, {dy, dy + outputs}, ah, aw, h, ap,
-                                 dyp, dxr);
+              avx512::gather_row({argmax, argmax + outputs}, {dy, dy + outputs}, ah, aw, h, ap, dyp,
+                                 dxr);
               return;
             }
 #endif
