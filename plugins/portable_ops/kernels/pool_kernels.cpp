@@ -14,7 +14,9 @@
 #if PORTA_TARGET_CPU && defined(__AVX512F__)
 // GCC 12 warns of the undefined source its unmasked AVX-512 intrinsics pass on (its bug 105593).
 #pragma GCC diagnostic push
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #define PORTA_POOL_AVX512 1
