@@ -97,6 +97,20 @@ const PoolCase kCases[] = {
     {1, 3, 10, 13, 2, 2, 3, 3, 1, 1},  // gaps between the windows, padded
     {1, 2, 8, 40, 3, 3, 3, 3, 0, 0},   // 3x3 stride 3: the last rows and columns in none
     {2, 2, 5, 37, 1, 2, 1, 2, 0, 0},   // 1x2 windows
+    // Stride 2 across takes 16 outputs at a time on the AVX-512 CPU build, masked where a row
+    // ends or the padding cuts a window: rows of 2, 16, 17 and 35 outputs and a column left over.
+    {1, 3, 4, 4, 2, 2, 2, 2, 0, 0},
+    {1, 2, 4, 32, 2, 2, 2, 2, 0, 0},
+    {1, 2, 6, 71, 2, 2, 2, 2, 0, 0},
+    {1, 2, 9, 33, 2, 2, 2, 2, 1, 1},
+    {2, 3, 9, 56, 3, 3, 2, 2, 1, 1},   // porta-bench's 3x3 stride 2 pad 1, narrower
+    {1, 2, 7, 40, 3, 3, 2, 2, 0, 0},   // overlapping, unpadded
+    {1, 2, 9, 37, 4, 4, 2, 2, 1, 1},   // a column in up to two windows, from either side
+    {1, 2, 8, 45, 5, 5, 2, 2, 2, 2},   // in up to three
+    {1, 2, 7, 33, 1, 1, 2, 2, 0, 0},   // 1x1 windows: every other column in none
+    {1, 2, 8, 20, 3, 2, 1, 2, 1, 0},   // disjoint across, overlapping down
+    {1, 1, 12, 40, 3, 9, 2, 2, 1, 4},  // wider than 8: the backward's general gather
+    {1, 1, 4, 50, 2, 17, 2, 2, 0, 8},  // wider than 16: the general code throughout
 };
 
 }  // namespace

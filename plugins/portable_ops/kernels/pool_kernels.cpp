@@ -8,6 +8,22 @@
 // NaN wins (the first NaN: NaN propagates, as in PyTorch), and padding never takes part.
 #include "common.h"
 
+// The CPU's AVX-512 build walks rows of stride 2 (the usual 2x2 and 3x3 pooling) 16 outputs a
+// step, however short the row: lanes past its end are blended away or left unstored, so no row
+// needs a scalar tail (namespace avx512 below).
+#if PORTA_TARGET_CPU && defined(__AVX512F__)
+// GCC 12 warns of the undefined source its unmasked AVX-512 intrinsics pass on (its bug 105593).
+#pragma GCC diagnostic push
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#define PORTA_POOL_AVX512 1
+#else
+#define PORTA_POOL_AVX512 0
+#endif
+
 using porta_ops::kLanes;
 
 namespace {
@@ -145,6 +161,221 @@ PORTA_DEVICE_FUNCTION void row_maxima_by_columns(const float* plane, const Axis&
   }
 }
 
+#if PORTA_POOL_AVX512
+namespace avx512 {
+
+using Mask = __mmask16;
+
+// 16 candidates or window maxima: their values and indices h * in_w + w in the plane.
+struct Maxima {
+  __m512 value;
+  __m512i at;
+};
+
+// The lanes k of a vector whose position first + k lies in [lo, hi).
+inline Mask lanes_in(int64_t first, int64_t lo, int64_t hi) {
+  const int64_t a = lo - first > 0 ? lo - first : 0;
+  const int64_t b = hi - first < 16 ? hi - first : 16;
+  return a >= b ? Mask(0) : Mask(((1u << b) - 1) & ~((1u << a) - 1));
+}
+
+inline __m512i iota() {
+  return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+inline __m512i splat(int64_t v) { return _mm512_set1_epi32(int32_t(v)); }
+
+// As beats() and Max::merge, 16 lanes at a time: v beats m where larger, or a NaN over a number;
+// m takes v where it beats it or ties (equal, or both NaN) at a lower index.
+inline Mask beats(__m512 v, __m512 m) {
+  return _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(m, m, _CMP_ORD_Q), v, m, _CMP_NLE_UQ);
+}
+inline void merge(Maxima& m, const Maxima& c) {
+  const Mask tie = _mm512_cmp_ps_mask(c.value, m.value, _CMP_EQ_OQ) |
+                   _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(m.value, m.value, _CMP_UNORD_Q),
+                                           c.value, c.value, _CMP_UNORD_Q);
+  const Mask take = beats(c.value, m.value) | _mm512_mask_cmplt_epi32_mask(tie, c.at, m.at);
+  m.value = _mm512_mask_mov_ps(m.value, take, c.value);
+  m.at = _mm512_mask_mov_epi32(m.at, take, c.at);
+}
+
+// The tensor a pointer lies in.
+struct Extent {
+  const void* begin;
+  const void* end;
+};
+
+// The 16 elements from at in the lanes inside, fill in the others. Masked loads made the 3x3
+// forward about seven times slower on the machine this was measured on (an AMD Zen 4), so lanes
+// outside a row but inside the tensor are loaded plainly and replaced: only at the tensor's ends
+// is the load masked, which never reads the lanes outside.
+// (The empty asm keeps GCC from folding load and blend back into a masked load.)
+inline __m512 load_lanes(const float* at, Mask inside, __m512 fill, const Extent& t) {
+  if (at >= t.begin && at + 16 <= t.end) {
+    __m512 v = _mm512_loadu_ps(at);
+    asm("" : "+v"(v));
+    return _mm512_mask_mov_ps(fill, inside, v);
+  }
+  return _mm512_mask_loadu_ps(fill, inside, at);
+}
+inline __m512i load_lanes(const int32_t* at, Mask inside, __m512i fill, const Extent& t) {
+  if (at >= t.begin && at + 16 <= t.end) {
+    __m512i v = _mm512_loadu_si512(at);
+    asm("" : "+v"(v));
+    return _mm512_mask_mov_epi32(fill, inside, v);
+  }
+  return _mm512_mask_loadu_epi32(fill, inside, at);
+}
+
+// Stores the lanes `lanes` of v at at: whole vectors with a plain store, which is also faster.
+inline void store_lanes(float* at, Mask lanes, __m512 v) {
+  if (lanes == Mask(0xffff)) {
+    _mm512_storeu_ps(at, v);
+  } else {
+    _mm512_mask_storeu_ps(at, lanes, v);
+  }
+}
+inline void store_lanes(int32_t* at, Mask lanes, __m512i v) {
+  if (lanes == Mask(0xffff)) {
+    _mm512_storeu_si512(at, v);
+  } else {
+    _mm512_mask_storeu_epi32(at, lanes, v);
+  }
+}
+
+// The column maxima over rows [h0, h1) of the 16 columns from c of a plane, each the first in
+// row order. Columns outside the plane hold -infinity at index INT32_MAX, which loses every tie.
+inline Maxima column_maxima(const Extent& x, const float* plane, int64_t in_w, int64_t h0,
+                            int64_t h1, int64_t c) {
+  const Mask inside = lanes_in(c, 0, in_w);
+  const __m512 lowest = _mm512_set1_ps(-INFINITY);
+  const __m512i col = _mm512_add_epi32(iota(), splat(c));
+  const __m512i none = _mm512_set1_epi32(INT32_MAX);
+  const auto load = [&](const float* at) { return load_lanes(at, inside, lowest, x); };
+  Maxima m{load(plane + h0 * in_w + c), _mm512_mask_add_epi32(none, inside, col, splat(h0 * in_w))};
+  for (int64_t h = h0 + 1; h < h1; ++h) {
+    const __m512 v = load(plane + h * in_w + c);
+    const Mask take = beats(v, m.value);
+    m.value = _mm512_mask_mov_ps(m.value, take, v);
+    m.at = _mm512_mask_add_epi32(m.at, take, col, splat(h * in_w));
+  }
+  return m;
+}
+
+// The maxima of windows q0 + [0, 16) of row p, where the stride across is 2 and windows are at
+// most 16 wide: the column maxima of the (up to) 48 columns from c = 2 q0 - pad, in three
+// vectors, once; the j-th columns of the 16 windows are columns c + 2k + j, lanes 2k + j of them,
+// picked by permutes.
+inline Maxima row_maxima(const Extent& x, const float* plane, const Axis& ah, const Axis& aw,
+                         int64_t p, int64_t q0) {
+  int64_t h0, h1;
+  ah.clip(p, &h0, &h1);
+  const Maxima none{_mm512_set1_ps(-INFINITY), _mm512_set1_epi32(INT32_MAX)};
+  const int64_t c = 2 * q0 - aw.pad;
+  const int64_t span = 30 + aw.window;  // the columns the 16 windows reach, from c
+  // Rows of 8 outputs or fewer (porta-train's 7 and 14 inputs) load only the first vector.
+  const auto columns = [&](int64_t i) {
+    const int64_t first = c + 16 * i;
+    return 16 * i < span && first < aw.in ? column_maxima(x, plane, aw.in, h0, h1, first) : none;
+  };
+  const Maxima v0 = columns(0), v1 = columns(1), v2 = columns(2);
+  const __m512i evens =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  Maxima best = none;
+  for (int64_t j = 0; j < aw.window; ++j) {
+    const __m512i lane = _mm512_add_epi32(evens, splat(j));
+    Maxima m{_mm512_permutex2var_ps(v0.value, lane, v1.value),
+             _mm512_permutex2var_epi32(v0.at, lane, v1.at)};
+    // Lanes 32 and up come from the third vector.
+    const Mask third = lanes_in(0, (33 - j) / 2, 16);
+    if (third) {
+      m.value = _mm512_mask_permutexvar_ps(m.value, third, lane, v2.value);
+      m.at = _mm512_mask_permutexvar_epi32(m.at, third, lane, v2.at);
+    }
+    merge(best, m);
+  }
+  return best;
+}
+
+// Whether these rows take the vector code: stride 2 across, windows up to 16 wide, int32
+// indices.
+inline bool takes(const Axis& ah, const Axis& aw) {
+  return aw.stride == 2 && aw.window <= 16 && ah.in * aw.in < INT32_MAX;
+}
+
+// Calls out(q0, lanes, maxima) for the windows of row p, 16 at a time.
+template <class Out>
+void for_row_maxima(const Extent& x, const float* plane, const Axis& ah, const Axis& aw, int64_t p,
+                    Out&& out) {
+  for (int64_t q0 = 0; q0 < aw.out; q0 += 16) {
+    out(q0, lanes_in(q0, 0, aw.out), row_maxima(x, plane, ah, aw, p, q0));
+  }
+}
+
+// Where windows do not overlap: writes the part of dx that row p's windows q0 + [0, 16) own
+// (Axis::band, both ways), each element the dy of its window if it is that window's maximum and
+// 0 otherwise. Lane k of a column vector reads its window's maximum and dy with a permute.
+inline void write_band(const Extent& whole_dy, float* dxp, const float* dyr, const Axis& ah,
+                       const Axis& aw, int64_t p, int64_t q0, Mask lanes, const Maxima& m) {
+  int64_t h0, h1, c0, c1, unused;
+  ah.band(p, &h0, &h1);
+  aw.band(q0, &c0, &unused);
+  aw.band(q0 + 15 < aw.out ? q0 + 15 : aw.out - 1, &unused, &c1);
+  const __m512 dy = load_lanes(dyr + q0, lanes, _mm512_setzero_ps(), whole_dy);
+  const __m512i last = splat(aw.out - 1 - q0);
+  for (int64_t c = c0; c < c1; c += 16) {
+    const __m512i col = _mm512_add_epi32(iota(), splat(c));
+    // The window that owns column c: (c + pad) / 2, the last one also the columns past it.
+    const __m512i window =
+        _mm512_min_epi32(_mm512_srli_epi32(_mm512_add_epi32(col, splat(aw.pad - 2 * q0)), 1), last);
+    const __m512i at = _mm512_permutexvar_epi32(window, m.at);
+    const __m512 g = _mm512_permutexvar_ps(window, dy);
+    const Mask store = lanes_in(c, c0, c1);
+    for (int64_t h = h0; h < h1; ++h) {
+      const Mask chosen = _mm512_cmpeq_epi32_mask(at, _mm512_add_epi32(col, splat(h * aw.in)));
+      store_lanes(dxp + h * aw.in + c, store, _mm512_maskz_mov_ps(chosen, g));
+    }
+  }
+}
+
+// Overlapping windows, stride 2 across: dx row h from argmax, each element the sum of the dy of
+// the windows that chose it, in increasing (p, q) order. Column w lies in windows
+// [(w + pad - window + 2) / 2, (w + pad) / 2] (rounding down), at most (window + 1) / 2 of them:
+// lane k gathers those of its column from 16 windows loaded from the first one of lane 0.
+inline bool gathers(const Axis& ah, const Axis& aw) { return takes(ah, aw) && aw.window <= 8; }
+
+inline void gather_row(const Extent& whole_argmax, const Extent& whole_dy, const Axis& ah,
+                       const Axis& aw, int64_t h, const int32_t* ap, const float* dyp, float* dxr) {
+  int64_t p0, p1;
+  ah.covering(h, &p0, &p1);
+  const int64_t reach = (aw.window + 1) / 2;
+  for (int64_t c = 0; c < aw.in; c += 16) {
+    const __m512i col = _mm512_add_epi32(iota(), splat(c));
+    const __m512i self = _mm512_add_epi32(col, splat(h * aw.in));
+    const int64_t first = (c + aw.pad - aw.window + 2) >> 1;  // may be negative: rounds down
+    const __m512i lo = _mm512_max_epi32(
+        _mm512_srai_epi32(_mm512_add_epi32(col, splat(aw.pad - aw.window + 2)), 1), splat(0));
+    const __m512i hi = _mm512_min_epi32(_mm512_srai_epi32(_mm512_add_epi32(col, splat(aw.pad)), 1),
+                                        splat(aw.out - 1));
+    const Mask loaded = lanes_in(first, 0, aw.out);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t p = p0; p < p1; ++p) {
+      const __m512i a = load_lanes(ap + p * aw.out + first, loaded, splat(-1), whole_argmax);
+      const __m512 d = load_lanes(dyp + p * aw.out + first, loaded, _mm512_setzero_ps(), whole_dy);
+      for (int64_t t = 0; t < reach; ++t) {
+        const __m512i q = _mm512_add_epi32(lo, splat(t));
+        const __m512i lane = _mm512_sub_epi32(q, splat(first));
+        const Mask chosen = _mm512_mask_cmpeq_epi32_mask(_mm512_cmple_epi32_mask(q, hi),
+                                                         _mm512_permutexvar_epi32(lane, a), self);
+        sum = _mm512_mask_add_ps(sum, chosen, sum, _mm512_permutexvar_ps(lane, d));
+      }
+    }
+    store_lanes(dxr + c, lanes_in(c, 0, aw.in), sum);
+  }
+}
+
+}  // namespace avx512
+#endif
+
 // Calls out(q, max) for the outputs q of row p of a plane that item takes (q = item, item +
 // items, ...): one item per row (the CPU) by columns, several one window each.
 template <class Index, class Out>
@@ -160,20 +391,54 @@ PORTA_DEVICE_FUNCTION void row_maxima(const float* plane, const Axis& ah, const 
 }
 
 // Runs over rows of y (planes x out_h of them, out_w long) and hands store(i, max) each window
-// maximum, i being the output's index in y.
-template <class Index, class Store>
-PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const Axis& aw, const float* x,
-                                Store&& store) {
+// maximum, i being the output's index in y; on the AVX-512 CPU build, rows of stride 2 hand
+// store(i, lanes, maxima) 16 at a time (the lanes that exist).
+template <class Store>
+PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const Axis& aw,
+                                         const float* x, Store&& store) {
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;  // (plane, p)
     if (row >= planes * ah.out) return;
     const int64_t plane = row / ah.out;
-    row_maxima<Index>(x + plane * ah.in * aw.in, ah, aw, row - plane * ah.out, item, items,
-                      [&](int64_t q, const Max<Index>& m) { store(row * aw.out + q, m); });
+    const float* xp = x + plane * ah.in * aw.in;
+#if PORTA_POOL_AVX512
+    if (items == 1 && avx512::takes(ah, aw)) {
+      const avx512::Extent whole{x, x + planes * ah.in * aw.in};
+      avx512::for_row_maxima(whole, xp, ah, aw, row - plane * ah.out,
+                             [&](int64_t q0, avx512::Mask lanes, const avx512::Maxima& m) {
+                               store(row * aw.out + q0, lanes, m);
+                             });
+      return;
+    }
+#endif
+    row_maxima<int32_t>(xp, ah, aw, row - plane * ah.out, item, items,
+                        [&](int64_t q, const Max<int32_t>& m) { store(row * aw.out + q, m); });
   });
 }
+
+// window_maxima's stores: y, the maxima's values; argmax, their indices.
+struct StoreValues {
+  float* y;
+  PORTA_DEVICE_FUNCTION void operator()(int64_t i, const Max<int32_t>& m) const { y[i] = m.value; }
+#if PORTA_POOL_AVX512
+  void operator()(int64_t i, avx512::Mask lanes, const avx512::Maxima& m) const {
+    avx512::store_lanes(y + i, lanes, m.value);
+  }
+#endif
+};
+struct StoreIndices {
+  int32_t* argmax;
+  PORTA_DEVICE_FUNCTION void operator()(int64_t i, const Max<int32_t>& m) const {
+    argmax[i] = m.at;
+  }
+#if PORTA_POOL_AVX512
+  void operator()(int64_t i, avx512::Mask lanes, const avx512::Maxima& m) const {
+    avx512::store_lanes(argmax + i, lanes, m.at);
+  }
+#endif
+};
 
 // The largest group pool.cpp launches these kernels with (row_launch's max_items), declared so
 // that GPU compilers budget their registers for no more: max_pool2d_backward needs 74 registers
@@ -187,9 +452,8 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_forward, kPoolItems, int64_t planes, int64_t i
                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                        const float* x, float* y) {
   // Only the value is stored, which ties do not change: int32 indices do for any plane.
-  window_maxima<int32_t>(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
-                         Axis{in_w, out_w, window_w, stride_w, pad_w}, x,
-                         [&](int64_t i, const Max<int32_t>& m) { y[i] = m.value; });
+  window_maxima(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
+                Axis{in_w, out_w, window_w, stride_w, pad_w}, x, StoreValues{y});
 }
 
 // argmax[plane][p][q] = the index h * in_w + w of output (p, q)'s window maximum in its plane
@@ -198,9 +462,8 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_argmax, kPoolItems, int64_t planes, int64_t in
                        int64_t out_h, int64_t out_w, int64_t window_h, int64_t window_w,
                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                        const float* x, int32_t* argmax) {
-  window_maxima<int32_t>(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
-                         Axis{in_w, out_w, window_w, stride_w, pad_w}, x,
-                         [&](int64_t i, const Max<int32_t>& m) { argmax[i] = m.at; });
+  window_maxima(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
+                Axis{in_w, out_w, window_w, stride_w, pad_w}, x, StoreIndices{argmax});
 }
 
 // Where windows do not overlap (stride >= window, both ways), each dx element gets the dy of at
@@ -234,14 +497,26 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     if (row >= rows) return;
+    const int64_t plane = row / out_h;
+    const float* dyr = dy + row * out_w;
+    float* dxp = dx + plane * in_h * in_w;
+#if PORTA_POOL_AVX512
+    // Writes dx once, its band a window's maxima at a time.
+    if (items == 1 && avx512::takes(ah, aw)) {
+      const avx512::Extent whole_x{x, x + planes * in_h * in_w}, whole_dy{dy, dy + rows * out_w};
+      avx512::for_row_maxima(whole_x, x + plane * in_h * in_w, ah, aw, row - plane * out_h,
+                             [&](int64_t q0, avx512::Mask lanes, const avx512::Maxima& m) {
+                               avx512::write_band(whole_dy, dxp, dyr, ah, aw, row - plane * out_h,
+                                                  q0, lanes, m);
+                             });
+      return;
+    }
+#endif
     if (items == 1) {
       int64_t begin, end;
       band(row, &begin, &end);
       for (int64_t i = begin; i < end; ++i) dx[i] = 0.0f;
     }
-    const int64_t plane = row / out_h;
-    const float* dyr = dy + row * out_w;
-    float* dxp = dx + plane * in_h * in_w;
     row_maxima<int32_t>(x + plane * in_h * in_w, ah, aw, row - plane * out_h, item, items,
                         [&](int64_t q, const Max<int32_t>& m) { dxp[m.at] = dyr[q]; });
   });
@@ -301,6 +576,14 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_gather, kPoolItems, int64_t planes, i
           [&](uint32_t item, uint32_t items, int64_t plane, int64_t h, float* dxr) {
             const int32_t* ap = argmax + plane * out_h * out_w;
             const float* dyp = dy + plane * out_h * out_w;
+#if PORTA_POOL_AVX512
+            if (items == 1 && avx512::gathers(ah, aw)) {
+              const int64_t outputs = planes * out_h * out_w;
+              avx512::gather_row({argmax, argmax + outputs}, {dy, dy + outputs}, ah, aw, h, ap, dyp,
+                                 dxr);
+              return;
+            }
+#endif
             if (items == 1) {
               int64_t p0, p1;
               ah.covering(h, &p0, &p1);
