@@ -53,8 +53,11 @@ function(porta_add_kernel_library name)
       else()
         target_compile_options(${target} PRIVATE -O3 -march=${level} -mtune=generic)
       endif()
-      # Kernels are leaf code: no exceptions cross them, and errno is never read.
-      target_compile_options(${target} PRIVATE -fno-exceptions -fno-math-errno)
+      # Kernels are leaf code: no exceptions cross them, and errno is never read. The dialect's
+      # 16-lane vectors pass between functions of one library only, so GCC's notes that their ABI
+      # differs between ISA levels (-Wpsabi) do not apply.
+      target_compile_options(${target} PRIVATE -fno-exceptions -fno-math-errno
+                                               $<$<CXX_COMPILER_ID:GNU>:-Wno-psabi>)
       if(install_kernels)
         install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
       endif()
