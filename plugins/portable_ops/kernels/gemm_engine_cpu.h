@@ -236,12 +236,11 @@ __attribute__((always_inline)) inline void widen(const T* __restrict src, float*
   for (; w < Width; ++w) out[w] = to_float(src[w]);
 }
 
-// dst[i * dst_stride + w] = rows[w][i] for an 8 x 8 block: an in-register transpose (the
+// dst[i * dst_stride + w] = r[w][i] for an 8 x 8 block: an in-register transpose (the
 // unpack / shuffle / lane-swap network), whatever the vector width of the build.
-template <class T>
-inline void transpose8x8(const T* const rows[8], float* dst, int64_t dst_stride) {
-  vfloat8 r[8], t[8];
-  for (int w = 0; w < 8; ++w) load8(rows[w], r[w]);
+__attribute__((always_inline)) inline void transpose8x8(vfloat8 r[8], float* dst,
+                                                        int64_t dst_stride) {
+  vfloat8 t[8];
   for (int w = 0; w < 8; w += 2) {
     t[w] = PORTA_GEMM_SHUFFLE(r[w], r[w + 1], 0, 8, 1, 9, 4, 12, 5, 13);
     t[w + 1] = PORTA_GEMM_SHUFFLE(r[w], r[w + 1], 2, 10, 3, 11, 6, 14, 7, 15);
@@ -257,6 +256,14 @@ inline void transpose8x8(const T* const rows[8], float* dst, int64_t dst_stride)
     t[w + 4] = PORTA_GEMM_SHUFFLE(r[w], r[w + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
   for (int i = 0; i < 8; ++i) __builtin_memcpy(dst + i * dst_stride, &t[i], sizeof(vfloat8));
+}
+
+// The same with rows[w] read from memory, eight elements each.
+template <class T>
+inline void transpose8x8(const T* const rows[8], float* dst, int64_t dst_stride) {
+  vfloat8 r[8];
+  for (int w = 0; w < 8; ++w) load8(rows[w], r[w]);
+  transpose8x8(r, dst, dst_stride);
 }
 
 }  // namespace cpu
@@ -370,91 +377,124 @@ struct WindowDigits {
   }
 };
 
-// out[w] = src[off[w]] where (h[w] + vh, w[w] + vw) lies in [0, bh) x [0, bw), else 0, for
-// w < Width. GCC does not vectorise this (a masked gather) itself, so the AVX-512 and AVX2 builds
-// spell out the gathers; masked-off lanes are never read.
-// The gathers are fp32 only (x86 has no 16-bit gather): 16-bit elements are loaded by a plain
-// loop as stored, then widened together.
+// The test every element of a window operand goes through: whether lane i's position
+// (h[i], w[i]), shifted by (dh, dw), lies inside the input, [0, bh) x [0, bw) (unsigned compares
+// catch the negative side too). The lanes are a strip's columns at one depth (shifted by the
+// depth's position), or one column's depths (shifted by the column's).
+struct Inside {
+  int64_t dh, dw;
+  uint64_t bh, bw;
+
+  bool operator()(int64_t h, int64_t w) const {
+    return (static_cast<uint64_t>(h + dh) < bh) & (static_cast<uint64_t>(w + dw) < bw);
+  }
+  // Whether every position of the box [h_lo, h_hi] x [w_lo, w_hi] is inside.
+  bool all(int64_t h_lo, int64_t h_hi, int64_t w_lo, int64_t w_hi) const {
+    return (*this)(h_lo, w_lo) && (*this)(h_hi, w_hi);
+  }
+#if defined(__AVX512F__)
+  // Lanes [0, 8) at once: bit i for lane i.
+  __mmask8 lanes8(const int64_t* h, const int64_t* w) const {
+    const __m512i y = _mm512_add_epi64(_mm512_loadu_si512(h), _mm512_set1_epi64(dh));
+    const __m512i x = _mm512_add_epi64(_mm512_loadu_si512(w), _mm512_set1_epi64(dw));
+    return _mm512_cmplt_epu64_mask(y, _mm512_set1_epi64(int64_t(bh))) &
+           _mm512_cmplt_epu64_mask(x, _mm512_set1_epi64(int64_t(bw)));
+  }
+#elif defined(__AVX2__)
+  // Lanes [0, 4) at once, all ones where inside. AVX2 has no unsigned 64-bit compare: the sign
+  // bits are flipped and the compare is signed.
+  __m256i lanes4(const int64_t* h, const int64_t* w) const {
+    const __m256i flip = _mm256_set1_epi64x(INT64_MIN);
+    const __m256i y =
+        _mm256_xor_si256(_mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)),
+                                          _mm256_set1_epi64x(dh)),
+                         flip);
+    const __m256i x =
+        _mm256_xor_si256(_mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)),
+                                          _mm256_set1_epi64x(dw)),
+                         flip);
+    return _mm256_and_si256(
+        _mm256_cmpgt_epi64(_mm256_xor_si256(_mm256_set1_epi64x(int64_t(bh)), flip), y),
+        _mm256_cmpgt_epi64(_mm256_xor_si256(_mm256_set1_epi64x(int64_t(bw)), flip), x));
+  }
+#endif
+};
+
+// v[i] = p[i] as fp32 for the lanes (h[i], w[i]) inside, 0 elsewhere, for i < 8: consecutive
+// elements at the input's edge. AVX-512 loads them under a mask (lanes outside are never read);
+// GCC leaves the plain loop scalar.
+template <class T>
+__attribute__((always_inline)) inline void load8_inside(const T* p, const int64_t* h,
+                                                        const int64_t* w, const Inside& in,
+                                                        vfloat8& v) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+  const __mmask8 lanes = in.lanes8(h, w);
+  if constexpr (sizeof(T) == sizeof(float)) {
+    const __m256 x = _mm256_maskz_loadu_ps(lanes, p);
+    __builtin_memcpy(&v, &x, sizeof v);
+    return;
+  } else {
+    T raw[8];
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(raw), _mm_maskz_loadu_epi16(lanes, p));
+    load8(raw, v);
+    return;
+  }
+#else
+  T raw[8];
+  for (int i = 0; i < 8; ++i) raw[i] = in(h[i], w[i]) ? p[i] : T{};
+  load8(raw, v);
+#endif
+}
+
+// out[w] = run[w] as fp32 for the lanes (h[w], w[w]) inside, else 0, for w < Width. GCC
+// vectorises the fp32 loop itself (16 lanes at a time on AVX-512, faster than load8_inside's 8);
+// 16-bit elements take load8_inside.
+template <int Width, class T>
+inline void masked_run(float* __restrict out, const T* run, const int64_t* hh, const int64_t* ww,
+                       const Inside& in) {
+  int w = 0;
+  if constexpr (sizeof(T) != sizeof(float)) {
+    for (; w + 8 <= Width; w += 8) {
+      vfloat8 v;
+      load8_inside(run + w, hh + w, ww + w, in, v);
+      __builtin_memcpy(out + w, &v, sizeof v);
+    }
+  }
+  for (; w < Width; ++w) out[w] = in(hh[w], ww[w]) ? to_float(run[w]) : 0.0f;
+}
+
+// out[w] = src[off[w]] as fp32 for the lanes (h[w], w[w]) inside, else 0, for w < Width. GCC
+// does not vectorise this (a masked gather) itself, so the AVX-512 and AVX2 builds spell out the
+// gathers; masked-off lanes are never read. The gathers are fp32 only (x86 has no 16-bit
+// gather): 16-bit elements are loaded by a plain loop as stored, then widened together.
 template <int Width, class T>
 inline void gather_strip(float* __restrict out, const T* src, const int64_t* off, const int64_t* hh,
-                         const int64_t* ww, int64_t vh, int64_t vw, uint64_t bh, uint64_t bw) {
-  int w = 0;
+                         const int64_t* ww, const Inside& in) {
   if constexpr (sizeof(T) == sizeof(float)) {
+    int w = 0;
 #if defined(__AVX512F__)
-    const __m512i vh8 = _mm512_set1_epi64(vh), vw8 = _mm512_set1_epi64(vw);
-    const __m512i bh8 = _mm512_set1_epi64(int64_t(bh)), bw8 = _mm512_set1_epi64(int64_t(bw));
     for (; w + 8 <= Width; w += 8) {
-      const __m512i h = _mm512_add_epi64(_mm512_loadu_si512(hh + w), vh8);
-      const __m512i x = _mm512_add_epi64(_mm512_loadu_si512(ww + w), vw8);
-      const __mmask8 in = _mm512_cmplt_epu64_mask(h, bh8) & _mm512_cmplt_epu64_mask(x, bw8);
-      const __m256 e =
-          _mm512_mask_i64gather_ps(_mm256_setzero_ps(), in, _mm512_loadu_si512(off + w), src, 4);
+      const __m256 e = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), in.lanes8(hh + w, ww + w),
+                                                _mm512_loadu_si512(off + w), src, 4);
       _mm256_storeu_ps(out + w, e);
     }
 #elif defined(__AVX2__)
-    // AVX2 has no unsigned 64-bit compare: flip the sign bits and compare signed.
-    const __m256i flip = _mm256_set1_epi64x(INT64_MIN);
-    const __m256i vh4 = _mm256_set1_epi64x(vh), vw4 = _mm256_set1_epi64x(vw);
-    const __m256i bh4 = _mm256_xor_si256(_mm256_set1_epi64x(int64_t(bh)), flip);
-    const __m256i bw4 = _mm256_xor_si256(_mm256_set1_epi64x(int64_t(bw)), flip);
     for (; w + 4 <= Width; w += 4) {
-      const __m256i h = _mm256_xor_si256(
-          _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hh + w)), vh4),
-          flip);
-      const __m256i x = _mm256_xor_si256(
-          _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ww + w)), vw4),
-          flip);
-      const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi64(bh4, h), _mm256_cmpgt_epi64(bw4, x));
       // The 64-bit lane masks, narrowed to the 32-bit lanes of the result.
-      const __m128 mask = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
-          _mm256_castsi256_ps(in), _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+      const __m128 mask = _mm256_castps256_ps128(
+          _mm256_permutevar8x32_ps(_mm256_castsi256_ps(in.lanes4(hh + w, ww + w)),
+                                   _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
       const __m128 e = _mm256_mask_i64gather_ps(
           _mm_setzero_ps(), src, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(off + w)),
           mask, 4);
       _mm_storeu_ps(out + w, e);
     }
 #endif
-  }
-  if constexpr (sizeof(T) == sizeof(float)) {
-    for (; w < Width; ++w) {
-      const bool in =
-          (static_cast<uint64_t>(hh[w] + vh) < bh) & (static_cast<uint64_t>(ww[w] + vw) < bw);
-      out[w] = in ? src[off[w]] : 0.0f;
-    }
+    for (; w < Width; ++w) out[w] = in(hh[w], ww[w]) ? src[off[w]] : 0.0f;
   } else {  // gathered as stored, then converted at once
     T raw[Width];
-    for (int i = 0; i < Width; ++i) {
-      const bool in =
-          (static_cast<uint64_t>(hh[i] + vh) < bh) & (static_cast<uint64_t>(ww[i] + vw) < bw);
-      raw[i] = in ? src[off[i]] : T{};
-    }
+    for (int i = 0; i < Width; ++i) raw[i] = in(hh[i], ww[i]) ? src[off[i]] : T{};
     widen<Width>(raw, out);
-  }
-}
-
-// raw[w] = run[w] where (sh[w] + vh, sw[w] + vw) lies in [0, bh) x [0, bw), else 0, for
-// w < Width, 16-bit elements as stored: a strip of consecutive elements at the input's edge.
-// AVX-512 loads them 8 at a time under a mask (lanes outside are never read); GCC leaves the
-// plain loop scalar.
-template <int Width, class T>
-inline void masked_run16(T* __restrict raw, const T* run, const int64_t* sh, const int64_t* sw,
-                         int64_t vh, int64_t vw, uint64_t bh, uint64_t bw) {
-  static_assert(sizeof(T) == 2, "16-bit elements");
-  int w = 0;
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-  const __m512i vh8 = _mm512_set1_epi64(vh), vw8 = _mm512_set1_epi64(vw);
-  const __m512i bh8 = _mm512_set1_epi64(int64_t(bh)), bw8 = _mm512_set1_epi64(int64_t(bw));
-  for (; w + 8 <= Width; w += 8) {
-    const __m512i h = _mm512_add_epi64(_mm512_loadu_si512(sh + w), vh8);
-    const __m512i x = _mm512_add_epi64(_mm512_loadu_si512(sw + w), vw8);
-    const __mmask8 in = _mm512_cmplt_epu64_mask(h, bh8) & _mm512_cmplt_epu64_mask(x, bw8);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(raw + w), _mm_maskz_loadu_epi16(in, run + w));
-  }
-#endif
-  for (; w < Width; ++w) {
-    const bool in =
-        (static_cast<uint64_t>(sh[w] + vh) < bh) & (static_cast<uint64_t>(sw[w] + vw) < bw);
-    raw[w] = in ? run[w] : T{};
   }
 }
 
@@ -566,21 +606,11 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
           for (int i = 0; i < bn; ++i) {
             float* __restrict out = strip + (d + i) * Width;
             const T* __restrict run = p + voff[i] + so[0];
-            if (h_lo[t] + vh[i] >= 0 && h_hi[t] + vh[i] < bound_h && w_lo[t] + vw[i] >= 0 &&
-                w_hi[t] + vw[i] < bound_w) {
+            const cpu::Inside in{vh[i], vw[i], bh, bw};
+            if (in.all(h_lo[t], h_hi[t], w_lo[t], w_hi[t])) {
               cpu::widen<Width>(run, out);
             } else {
-              if constexpr (sizeof(T) == sizeof(float)) {
-                for (int w = 0; w < Width; ++w) {
-                  const bool in = (static_cast<uint64_t>(sh[w] + vh[i]) < bh) &
-                                  (static_cast<uint64_t>(sw[w] + vw[i]) < bw);
-                  out[w] = in ? run[w] : 0.0f;
-                }
-              } else {  // masked loads as stored, then one conversion of the strip
-                T raw[Width];
-                cpu::masked_run16<Width>(raw, run, sh, sw, vh[i], vw[i], bh, bw);
-                cpu::widen<Width>(raw, out);
-              }
+              cpu::masked_run<Width>(out, run, sh, sw, in);
             }
           }
           continue;
@@ -589,32 +619,28 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
           for (int g = 0; g < Width / 8; ++g) {
             const int gi = t * Width / 8 + g;
             float* const out = strip + d * Width + g * 8;
-            const T* rows[8];
-            if (g_hlo[gi] + vh_lo >= 0 && g_hhi[gi] + vh_hi < bound_h && g_wlo[gi] + vw_lo >= 0 &&
-                g_whi[gi] + vw_hi < bound_w) {
+            const bool inside = cpu::Inside{vh_lo, vw_lo, bh, bw}(g_hlo[gi], g_wlo[gi]) &&
+                                cpu::Inside{vh_hi, vw_hi, bh, bw}(g_hhi[gi], g_whi[gi]);
+            if (inside) {
+              const T* rows[8];
               for (int w = 0; w < 8; ++w) rows[w] = p + so[g * 8 + w] + voff[0];
               cpu::transpose8x8(rows, out, Width);
               continue;
             }
-            float block[8][8];
-            const float* block_rows[8];
+            // Column w's eight depths, masked by their positions shifted by the column's.
+            cpu::vfloat8 r[8];
             for (int w = 0; w < 8; ++w) {
-              const T* run = p + so[g * 8 + w] + voff[0];
-              const int64_t h = sh[g * 8 + w], x = sw[g * 8 + w];
-              for (int i = 0; i < 8; ++i) {
-                const bool in = (static_cast<uint64_t>(h + vh[i]) < bh) &
-                                (static_cast<uint64_t>(x + vw[i]) < bw);
-                block[w][i] = in ? to_float(run[i]) : 0.0f;
-              }
-              block_rows[w] = block[w];
+              const int c = g * 8 + w;
+              cpu::load8_inside(p + so[c] + voff[0], vh, vw, cpu::Inside{sh[c], sw[c], bh, bw},
+                                r[w]);
             }
-            cpu::transpose8x8(block_rows, out, Width);
+            cpu::transpose8x8(r, out, Width);
           }
           continue;
         }
         for (int i = 0; i < bn; ++i) {
-          cpu::gather_strip<Width>(strip + (d + i) * Width, p + voff[i], so, sh, sw, vh[i], vw[i],
-                                   bh, bw);
+          cpu::gather_strip<Width>(strip + (d + i) * Width, p + voff[i], so, sh, sw,
+                                   cpu::Inside{vh[i], vw[i], bh, bw});
         }
       }
     }
