@@ -463,6 +463,28 @@ inline void masked_run(float* __restrict out, const T* run, const int64_t* hh, c
   for (; w < Width; ++w) out[w] = in(hh[w], ww[w]) ? to_float(run[w]) : 0.0f;
 }
 
+// out[w] = run[w] as fp32 where bit w of lanes is set, else 0, for w < Width: a strip of
+// consecutive elements under a mask worked out beforehand (lanes outside are never read).
+template <int Width, class T>
+inline void masked_copy(float* __restrict out, const T* run, uint32_t lanes) {
+  static_assert(Width <= 32, "a bit per lane");
+  if (lanes == (Width == 32 ? ~0u : (1u << Width) - 1)) return widen<Width>(run, out);
+  int w = 0;
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+  for (; w + 16 <= Width; w += 16) {
+    const __mmask16 m = static_cast<__mmask16>(lanes >> w);
+    if constexpr (sizeof(T) == sizeof(float)) {
+      _mm512_storeu_ps(out + w, _mm512_maskz_loadu_ps(m, run + w));
+    } else {
+      T raw[16];
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(raw), _mm256_maskz_loadu_epi16(m, run + w));
+      widen<16>(raw, out + w);
+    }
+  }
+#endif
+  for (; w < Width; ++w) out[w] = (lanes >> w) & 1 ? to_float(run[w]) : 0.0f;
+}
+
 // out[w] = src[off[w]] as fp32 for the lanes (h[w], w[w]) inside, else 0, for w < Width. GCC
 // does not vectorise this (a masked gather) itself, so the AVX-512 and AVX2 builds spell out the
 // gathers; masked-off lanes are never read. The gathers are fp32 only (x86 has no 16-bit
@@ -500,6 +522,8 @@ inline void gather_strip(float* __restrict out, const T* src, const int64_t* off
 
 // Columns of a window panel handled at once (their coordinates live on the stack).
 inline constexpr int kWindowChunk = 256;
+// Depth positions (r, s) whose lane masks a chunk's consecutive strips keep (3x3 and 5x5 filters).
+inline constexpr int kMaskedShifts = 32;
 }  // namespace cpu
 
 template <class T>
@@ -548,6 +572,28 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
       }
       consecutive[t] = run;
     }
+    // Which lanes of a consecutive strip lie inside the input depends on the depth only through
+    // its position (a, b), not its offset o: with few positions (a conv's filter taps (r, s)),
+    // each strip's lane masks are worked out once per chunk and every depth is one copy of a
+    // shifted run under its mask (the channels c repeat the taps' masks).
+    const bool masks_cached = depth.d1 * depth.d2 <= cpu::kMaskedShifts;
+    uint32_t lane_masks[kStrips][cpu::kMaskedShifts];
+    if (masks_cached && linear) {
+      for (int t = 0; t < strips; ++t) {
+        if (!consecutive[t]) continue;
+        for (int64_t a = 0; a < depth.d1; ++a) {
+          for (int64_t b = 0; b < depth.d2; ++b) {
+            const WindowCoord v = coord(depth, 0, a, b);
+            const cpu::Inside in{v.h, v.w, bh, bw};
+            uint32_t lanes = 0;
+            for (int w = 0; w < Width; ++w) {
+              lanes |= uint32_t(in(hh[t * Width + w], ww[t * Width + w])) << w;
+            }
+            lane_masks[t][a * depth.d2 + b] = lanes;
+          }
+        }
+      }
+    }
     cpu::WindowDigits dd(depth, d0);
     if (!linear) {  // the gather view of a strided convolution
       for (int64_t d = 0; d < dn; ++d, dd.next(depth)) {
@@ -581,9 +627,10 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     // columns are scattered but whose depths run along rows).
     for (int64_t d = 0; d < dn; d += 8) {
       const int bn = int(min64(8, dn - d));
-      int64_t voff[8], vh[8], vw[8];
+      int64_t voff[8], vh[8], vw[8], shift[8];
       for (int i = 0; i < bn; ++i, dd.next(depth)) {
         const WindowCoord v = coord(depth, dd.o, dd.a, dd.b);
+        shift[i] = dd.a * depth.d2 + dd.b;
         voff[i] = v.off + v.h * row + v.w;
         vh[i] = v.h;
         vw[i] = v.w;
@@ -607,7 +654,9 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
             float* __restrict out = strip + (d + i) * Width;
             const T* __restrict run = p + voff[i] + so[0];
             const cpu::Inside in{vh[i], vw[i], bh, bw};
-            if (in.all(h_lo[t], h_hi[t], w_lo[t], w_hi[t])) {
+            if (masks_cached) {
+              cpu::masked_copy<Width>(out, run, lane_masks[t][shift[i]]);
+            } else if (in.all(h_lo[t], h_hi[t], w_lo[t], w_hi[t])) {
               cpu::widen<Width>(run, out);
             } else {
               cpu::masked_run<Width>(out, run, sh, sw, in);
