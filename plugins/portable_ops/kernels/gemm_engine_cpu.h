@@ -463,26 +463,35 @@ inline void masked_run(float* __restrict out, const T* run, const int64_t* hh, c
   for (; w < Width; ++w) out[w] = in(hh[w], ww[w]) ? to_float(run[w]) : 0.0f;
 }
 
-// out[w] = run[w] as fp32 where bit w of lanes is set, else 0, for w < Width: a strip of
-// consecutive elements under a mask worked out beforehand (lanes outside are never read).
+// out[w] = (w < split ? first : second)[w] as fp32 where bit w of lanes is set, else 0, for
+// w < Width: a strip of one run of consecutive elements (split = Width), or of two (it crosses
+// from one image into the next), under a mask worked out beforehand. Lanes outside are never read.
 template <int Width, class T>
-inline void masked_copy(float* __restrict out, const T* run, uint32_t lanes) {
+inline void masked_copy(float* __restrict out, const T* first, const T* second, int split,
+                        uint32_t lanes) {
   static_assert(Width <= 32, "a bit per lane");
-  if (lanes == (Width == 32 ? ~0u : (1u << Width) - 1)) return widen<Width>(run, out);
+  constexpr uint32_t kAll = Width == 32 ? ~0u : (1u << Width) - 1;
+  if (split == Width && lanes == kAll) return widen<Width>(first, out);
+  const uint32_t from_first = split >= 32 ? ~0u : (1u << split) - 1;
   int w = 0;
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
   for (; w + 16 <= Width; w += 16) {
-    const __mmask16 m = static_cast<__mmask16>(lanes >> w);
+    const __mmask16 a = static_cast<__mmask16>((lanes & from_first) >> w);
+    const __mmask16 b = static_cast<__mmask16>((lanes & ~from_first) >> w);
     if constexpr (sizeof(T) == sizeof(float)) {
-      _mm512_storeu_ps(out + w, _mm512_maskz_loadu_ps(m, run + w));
+      const __m512 v = _mm512_maskz_loadu_ps(a, first + w);
+      _mm512_storeu_ps(out + w, _mm512_mask_loadu_ps(v, b, second + w));
     } else {
+      const __m256i v = _mm256_maskz_loadu_epi16(a, first + w);
       T raw[16];
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(raw), _mm256_maskz_loadu_epi16(m, run + w));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(raw), _mm256_mask_loadu_epi16(v, b, second + w));
       widen<16>(raw, out + w);
     }
   }
 #endif
-  for (; w < Width; ++w) out[w] = (lanes >> w) & 1 ? to_float(run[w]) : 0.0f;
+  for (; w < Width; ++w) {
+    out[w] = (lanes >> w) & 1 ? to_float(w < split ? first[w] : second[w]) : 0.0f;
+  }
 }
 
 // out[w] = src[off[w]] as fp32 for the lanes (h[w], w[w]) inside, else 0, for w < Width. GCC
@@ -555,16 +564,22 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     }
     // A strip whose elements are consecutive in memory (a stretch of a row, or of several rows
     // when the output is as wide as the input) takes (masked) vector loads instead of gathers,
-    // and plain copies at depths where the whole strip is inside the input.
+    // and plain copies at depths where the whole strip is inside the input. So does one of two
+    // such runs (it crosses from one image into the next) where the masks below are kept.
     bool consecutive[kStrips];
+    int second_run[kStrips];  // the lane where the second run starts; Width if none
     int64_t h_lo[kStrips], h_hi[kStrips], w_lo[kStrips], w_hi[kStrips];
     for (int t = 0; t < strips; ++t) {
       const int f = t * Width;
       bool run = f + Width <= cn;
+      second_run[t] = Width;
       h_lo[t] = h_hi[t] = hh[f];
       w_lo[t] = w_hi[t] = ww[f];
       for (int w = f + 1; w < f + Width && w < cn; ++w) {
-        run = run && off[w] == off[f] + (w - f);
+        if (off[w] != off[w - 1] + 1) {
+          run = run && second_run[t] == Width;
+          second_run[t] = w - f;
+        }
         h_lo[t] = hh[w] < h_lo[t] ? hh[w] : h_lo[t];
         h_hi[t] = hh[w] > h_hi[t] ? hh[w] : h_hi[t];
         w_lo[t] = ww[w] < w_lo[t] ? ww[w] : w_lo[t];
@@ -649,13 +664,16 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
         const int64_t* so = off + t * Width;
         const int64_t* sh = hh + t * Width;
         const int64_t* sw = ww + t * Width;
-        if (consecutive[t]) {
+        if (consecutive[t] && (masks_cached || second_run[t] == Width)) {
+          const int split = second_run[t];
+          // The second run's start, less the lanes before it.
+          const int64_t jump = split < Width ? so[split] - so[0] - split : 0;
           for (int i = 0; i < bn; ++i) {
             float* __restrict out = strip + (d + i) * Width;
             const T* __restrict run = p + voff[i] + so[0];
             const cpu::Inside in{vh[i], vw[i], bh, bw};
             if (masks_cached) {
-              cpu::masked_copy<Width>(out, run, lane_masks[t][shift[i]]);
+              cpu::masked_copy<Width>(out, run, run + jump, split, lane_masks[t][shift[i]]);
             } else if (in.all(h_lo[t], h_hi[t], w_lo[t], w_hi[t])) {
               cpu::widen<Width>(run, out);
             } else {
