@@ -232,7 +232,7 @@ TEST_CASE("conv2d: DeepBench training layers, scaled down", "[conv][deepbench]")
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
-TEST_CASE("conv2d: porta-train's layers, batch scaled down, f32 and bf16", "[conv]") {
+TEST_CASE("conv2d: porta-train layers, batch scaled down, f32 and bf16", "[conv]") {
   // 3x3 "same" on 28x28 and 14x14: the windows of backward-weights are gathered eight output
   // positions of a row at a time, masked where they cross the image's edges; C = 1 leaves the
   // im2col a single channel.
