@@ -221,12 +221,26 @@ __attribute__((always_inline)) inline void load8(const f16* p, vfloat8& v) {
 #endif
 }
 
-// out[w] = src[w] as fp32 for w < Width: a plain (vectorised) copy for fp32, eight at a time
-// through load8 for 16-bit elements, which GCC does not vectorise on its own.
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+// Sixteen 16-bit elements as fp32: bf16 by a shift, f16 by vcvtph2ps.
+inline __m512 widen16(__m256i v, bf16) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+inline __m512 widen16(__m256i v, f16) { return _mm512_cvtph_ps(v); }
+#endif
+
+// out[w] = src[w] as fp32 for w < Width: a plain (vectorised) copy for fp32, sixteen (AVX-512)
+// or eight at a time through load8 for 16-bit elements, which GCC does not vectorise on its own.
 template <int Width, class T>
 __attribute__((always_inline)) inline void widen(const T* __restrict src, float* __restrict out) {
   int w = 0;
   if constexpr (sizeof(T) != sizeof(float)) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    for (; w + 16 <= Width; w += 16) {
+      _mm512_storeu_ps(
+          out + w, widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + w)), T{}));
+    }
+#endif
     for (; w + 8 <= Width; w += 8) {
       vfloat8 v;
       load8(src + w, v);
@@ -481,11 +495,10 @@ inline void masked_copy(float* __restrict out, const T* first, const T* second, 
     if constexpr (sizeof(T) == sizeof(float)) {
       const __m512 v = _mm512_maskz_loadu_ps(a, first + w);
       _mm512_storeu_ps(out + w, _mm512_mask_loadu_ps(v, b, second + w));
-    } else {
-      const __m256i v = _mm256_maskz_loadu_epi16(a, first + w);
-      T raw[16];
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(raw), _mm256_mask_loadu_epi16(v, b, second + w));
-      widen<16>(raw, out + w);
+    } else {  // widened in registers (a round trip through memory stalls store forwarding)
+      const __m256i v =
+          _mm256_mask_loadu_epi16(_mm256_maskz_loadu_epi16(a, first + w), b, second + w);
+      _mm512_storeu_ps(out + w, widen16(v, T{}));
     }
   }
 #endif
