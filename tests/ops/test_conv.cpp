@@ -232,6 +232,23 @@ TEST_CASE("conv2d: DeepBench training layers, scaled down", "[conv][deepbench]")
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
+TEST_CASE("conv2d: porta-train layers, batch scaled down, f32 and bf16", "[conv]") {
+  // 3x3 "same" on 28x28 and 14x14: the windows of backward-weights are gathered eight output
+  // positions of a row at a time, masked where they cross the image's edges; C = 1 leaves the
+  // im2col a single channel.
+  Env env;
+  const ConvCase cases[] = {
+      {4, 1, 28, 28, 32, 3, 3, 1, 1},
+      {2, 32, 14, 14, 64, 3, 3, 1, 1},
+  };
+  uint64_t index = 0;
+  for (porta_dtype_t dtype : {PORTA_DTYPE_F32, PORTA_DTYPE_BF16}) {
+    for (const ConvCase& c : cases) {
+      if (run_conv(env, c, seed_for(index++), dtype) == PORTA_ERROR_UNSUPPORTED) break;
+    }
+  }
+}
+
 TEST_CASE("conv2d: more work-groups than one grid dimension holds", "[conv][large]") {
   // A batch of 70001 (> 65535) small images: the implicit GEMMs have 280004 columns (forward,
   // backward-data) or a reduction of 280004 terms (backward-weights).

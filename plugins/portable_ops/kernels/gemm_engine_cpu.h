@@ -328,12 +328,26 @@ __attribute__((always_inline)) inline void load8(const f16* p, vfloat8& v) {
 #endif
 }
 
-// out[w] = src[w] as fp32 for w < Width: a plain (vectorised) copy for fp32, eight at a time
-// through load8 for 16-bit elements, which GCC does not vectorise on its own.
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+// Sixteen 16-bit elements as fp32: bf16 by a shift, f16 by vcvtph2ps.
+inline __m512 widen16(__m256i v, bf16) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+inline __m512 widen16(__m256i v, f16) { return _mm512_cvtph_ps(v); }
+#endif
+
+// out[w] = src[w] as fp32 for w < Width: a plain (vectorised) copy for fp32, sixteen (AVX-512)
+// or eight at a time through load8 for 16-bit elements, which GCC does not vectorise on its own.
 template <int Width, class T>
 __attribute__((always_inline)) inline void widen(const T* __restrict src, float* __restrict out) {
   int w = 0;
   if constexpr (sizeof(T) != sizeof(float)) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    for (; w + 16 <= Width; w += 16) {
+      _mm512_storeu_ps(
+          out + w, widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + w)), T{}));
+    }
+#endif
     for (; w + 8 <= Width; w += 8) {
       vfloat8 v;
       load8(src + w, v);
@@ -343,12 +357,11 @@ __attribute__((always_inline)) inline void widen(const T* __restrict src, float*
   for (; w < Width; ++w) out[w] = to_float(src[w]);
 }
 
-// dst[i * dst_stride + w] = rows[w][i] for an 8 x 8 block: an in-register transpose (the
+// dst[i * dst_stride + w] = r[w][i] for an 8 x 8 block: an in-register transpose (the
 // unpack / shuffle / lane-swap network), whatever the vector width of the build.
-template <class T>
-inline void transpose8x8(const T* const rows[8], float* dst, int64_t dst_stride) {
-  vfloat8 r[8], t[8];
-  for (int w = 0; w < 8; ++w) load8(rows[w], r[w]);
+__attribute__((always_inline)) inline void transpose8x8(vfloat8 r[8], float* dst,
+                                                        int64_t dst_stride) {
+  vfloat8 t[8];
   for (int w = 0; w < 8; w += 2) {
     t[w] = PORTA_GEMM_SHUFFLE(r[w], r[w + 1], 0, 8, 1, 9, 4, 12, 5, 13);
     t[w + 1] = PORTA_GEMM_SHUFFLE(r[w], r[w + 1], 2, 10, 3, 11, 6, 14, 7, 15);
@@ -364,6 +377,14 @@ inline void transpose8x8(const T* const rows[8], float* dst, int64_t dst_stride)
     t[w + 4] = PORTA_GEMM_SHUFFLE(r[w], r[w + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
   for (int i = 0; i < 8; ++i) __builtin_memcpy(dst + i * dst_stride, &t[i], sizeof(vfloat8));
+}
+
+// The same with rows[w] read from memory, eight elements each.
+template <class T>
+inline void transpose8x8(const T* const rows[8], float* dst, int64_t dst_stride) {
+  vfloat8 r[8];
+  for (int w = 0; w < 8; ++w) load8(rows[w], r[w]);
+  transpose8x8(r, dst, dst_stride);
 }
 
 }  // namespace cpu
@@ -477,96 +498,161 @@ struct WindowDigits {
   }
 };
 
-// out[w] = src[off[w]] where (h[w] + vh, w[w] + vw) lies in [0, bh) x [0, bw), else 0, for
-// w < Width. GCC does not vectorise this (a masked gather) itself, so the AVX-512 and AVX2 builds
-// spell out the gathers; masked-off lanes are never read.
-// The gathers are fp32 only (x86 has no 16-bit gather): 16-bit elements are loaded by a plain
-// loop as stored, then widened together.
+// The test every element of a window operand goes through: whether lane i's position
+// (h[i], w[i]), shifted by (dh, dw), lies inside the input, [0, bh) x [0, bw) (unsigned compares
+// catch the negative side too). The lanes are a strip's columns at one depth (shifted by the
+// depth's position), or one column's depths (shifted by the column's).
+struct Inside {
+  int64_t dh, dw;
+  uint64_t bh, bw;
+
+  bool operator()(int64_t h, int64_t w) const {
+    return (static_cast<uint64_t>(h + dh) < bh) & (static_cast<uint64_t>(w + dw) < bw);
+  }
+  // Whether every position of the box [h_lo, h_hi] x [w_lo, w_hi] is inside.
+  bool all(int64_t h_lo, int64_t h_hi, int64_t w_lo, int64_t w_hi) const {
+    return (*this)(h_lo, w_lo) && (*this)(h_hi, w_hi);
+  }
+#if defined(__AVX512F__)
+  // Lanes [0, 8) at once: bit i for lane i.
+  __mmask8 lanes8(const int64_t* h, const int64_t* w) const {
+    const __m512i y = _mm512_add_epi64(_mm512_loadu_si512(h), _mm512_set1_epi64(dh));
+    const __m512i x = _mm512_add_epi64(_mm512_loadu_si512(w), _mm512_set1_epi64(dw));
+    return _mm512_cmplt_epu64_mask(y, _mm512_set1_epi64(int64_t(bh))) &
+           _mm512_cmplt_epu64_mask(x, _mm512_set1_epi64(int64_t(bw)));
+  }
+#elif defined(__AVX2__)
+  // Lanes [0, 4) at once, all ones where inside. AVX2 has no unsigned 64-bit compare: the sign
+  // bits are flipped and the compare is signed.
+  __m256i lanes4(const int64_t* h, const int64_t* w) const {
+    const __m256i flip = _mm256_set1_epi64x(INT64_MIN);
+    const __m256i y =
+        _mm256_xor_si256(_mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)),
+                                          _mm256_set1_epi64x(dh)),
+                         flip);
+    const __m256i x =
+        _mm256_xor_si256(_mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)),
+                                          _mm256_set1_epi64x(dw)),
+                         flip);
+    return _mm256_and_si256(
+        _mm256_cmpgt_epi64(_mm256_xor_si256(_mm256_set1_epi64x(int64_t(bh)), flip), y),
+        _mm256_cmpgt_epi64(_mm256_xor_si256(_mm256_set1_epi64x(int64_t(bw)), flip), x));
+  }
+#endif
+};
+
+// v[i] = p[i] as fp32 for the lanes (h[i], w[i]) inside, 0 elsewhere, for i < 8: consecutive
+// elements at the input's edge. AVX-512 loads them under a mask (lanes outside are never read);
+// GCC leaves the plain loop scalar.
+template <class T>
+__attribute__((always_inline)) inline void load8_inside(const T* p, const int64_t* h,
+                                                        const int64_t* w, const Inside& in,
+                                                        vfloat8& v) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+  const __mmask8 lanes = in.lanes8(h, w);
+  if constexpr (sizeof(T) == sizeof(float)) {
+    const __m256 x = _mm256_maskz_loadu_ps(lanes, p);
+    __builtin_memcpy(&v, &x, sizeof v);
+    return;
+  } else {
+    T raw[8];
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(raw), _mm_maskz_loadu_epi16(lanes, p));
+    load8(raw, v);
+    return;
+  }
+#else
+  T raw[8];
+  for (int i = 0; i < 8; ++i) raw[i] = in(h[i], w[i]) ? p[i] : T{};
+  load8(raw, v);
+#endif
+}
+
+// out[w] = run[w] as fp32 for the lanes (h[w], w[w]) inside, else 0, for w < Width. GCC
+// vectorises the fp32 loop itself (16 lanes at a time on AVX-512, faster than load8_inside's 8);
+// 16-bit elements take load8_inside.
+template <int Width, class T>
+inline void masked_run(float* __restrict out, const T* run, const int64_t* hh, const int64_t* ww,
+                       const Inside& in) {
+  int w = 0;
+  if constexpr (sizeof(T) != sizeof(float)) {
+    for (; w + 8 <= Width; w += 8) {
+      vfloat8 v;
+      load8_inside(run + w, hh + w, ww + w, in, v);
+      __builtin_memcpy(out + w, &v, sizeof v);
+    }
+  }
+  for (; w < Width; ++w) out[w] = in(hh[w], ww[w]) ? to_float(run[w]) : 0.0f;
+}
+
+// out[w] = (w < split ? first : second)[w] as fp32 where bit w of lanes is set, else 0, for
+// w < Width: a strip of one run of consecutive elements (split = Width), or of two (it crosses
+// from one image into the next), under a mask worked out beforehand. Lanes outside are never read.
+template <int Width, class T>
+inline void masked_copy(float* __restrict out, const T* first, const T* second, int split,
+                        uint32_t lanes) {
+  static_assert(Width <= 32, "a bit per lane");
+  constexpr uint32_t kAll = Width == 32 ? ~0u : (1u << Width) - 1;
+  if (split == Width && lanes == kAll) return widen<Width>(first, out);
+  const uint32_t from_first = split >= 32 ? ~0u : (1u << split) - 1;
+  int w = 0;
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+  for (; w + 16 <= Width; w += 16) {
+    const __mmask16 a = static_cast<__mmask16>((lanes & from_first) >> w);
+    const __mmask16 b = static_cast<__mmask16>((lanes & ~from_first) >> w);
+    if constexpr (sizeof(T) == sizeof(float)) {
+      const __m512 v = _mm512_maskz_loadu_ps(a, first + w);
+      _mm512_storeu_ps(out + w, _mm512_mask_loadu_ps(v, b, second + w));
+    } else {  // widened in registers (a round trip through memory stalls store forwarding)
+      const __m256i v =
+          _mm256_mask_loadu_epi16(_mm256_maskz_loadu_epi16(a, first + w), b, second + w);
+      _mm512_storeu_ps(out + w, widen16(v, T{}));
+    }
+  }
+#endif
+  for (; w < Width; ++w) {
+    out[w] = (lanes >> w) & 1 ? to_float(w < split ? first[w] : second[w]) : 0.0f;
+  }
+}
+
+// out[w] = src[off[w]] as fp32 for the lanes (h[w], w[w]) inside, else 0, for w < Width. GCC
+// does not vectorise this (a masked gather) itself, so the AVX-512 and AVX2 builds spell out the
+// gathers; masked-off lanes are never read. The gathers are fp32 only (x86 has no 16-bit
+// gather): 16-bit elements are loaded by a plain loop as stored, then widened together.
 template <int Width, class T>
 inline void gather_strip(float* __restrict out, const T* src, const int64_t* off, const int64_t* hh,
-                         const int64_t* ww, int64_t vh, int64_t vw, uint64_t bh, uint64_t bw) {
-  int w = 0;
+                         const int64_t* ww, const Inside& in) {
   if constexpr (sizeof(T) == sizeof(float)) {
+    int w = 0;
 #if defined(__AVX512F__)
-    const __m512i vh8 = _mm512_set1_epi64(vh), vw8 = _mm512_set1_epi64(vw);
-    const __m512i bh8 = _mm512_set1_epi64(int64_t(bh)), bw8 = _mm512_set1_epi64(int64_t(bw));
     for (; w + 8 <= Width; w += 8) {
-      const __m512i h = _mm512_add_epi64(_mm512_loadu_si512(hh + w), vh8);
-      const __m512i x = _mm512_add_epi64(_mm512_loadu_si512(ww + w), vw8);
-      const __mmask8 in = _mm512_cmplt_epu64_mask(h, bh8) & _mm512_cmplt_epu64_mask(x, bw8);
-      const __m256 e =
-          _mm512_mask_i64gather_ps(_mm256_setzero_ps(), in, _mm512_loadu_si512(off + w), src, 4);
+      const __m256 e = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), in.lanes8(hh + w, ww + w),
+                                                _mm512_loadu_si512(off + w), src, 4);
       _mm256_storeu_ps(out + w, e);
     }
 #elif defined(__AVX2__)
-    // AVX2 has no unsigned 64-bit compare: flip the sign bits and compare signed.
-    const __m256i flip = _mm256_set1_epi64x(INT64_MIN);
-    const __m256i vh4 = _mm256_set1_epi64x(vh), vw4 = _mm256_set1_epi64x(vw);
-    const __m256i bh4 = _mm256_xor_si256(_mm256_set1_epi64x(int64_t(bh)), flip);
-    const __m256i bw4 = _mm256_xor_si256(_mm256_set1_epi64x(int64_t(bw)), flip);
     for (; w + 4 <= Width; w += 4) {
-      const __m256i h = _mm256_xor_si256(
-          _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hh + w)), vh4),
-          flip);
-      const __m256i x = _mm256_xor_si256(
-          _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ww + w)), vw4),
-          flip);
-      const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi64(bh4, h), _mm256_cmpgt_epi64(bw4, x));
       // The 64-bit lane masks, narrowed to the 32-bit lanes of the result.
-      const __m128 mask = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
-          _mm256_castsi256_ps(in), _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+      const __m128 mask = _mm256_castps256_ps128(
+          _mm256_permutevar8x32_ps(_mm256_castsi256_ps(in.lanes4(hh + w, ww + w)),
+                                   _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
       const __m128 e = _mm256_mask_i64gather_ps(
           _mm_setzero_ps(), src, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(off + w)),
           mask, 4);
       _mm_storeu_ps(out + w, e);
     }
 #endif
-  }
-  if constexpr (sizeof(T) == sizeof(float)) {
-    for (; w < Width; ++w) {
-      const bool in =
-          (static_cast<uint64_t>(hh[w] + vh) < bh) & (static_cast<uint64_t>(ww[w] + vw) < bw);
-      out[w] = in ? src[off[w]] : 0.0f;
-    }
+    for (; w < Width; ++w) out[w] = in(hh[w], ww[w]) ? src[off[w]] : 0.0f;
   } else {  // gathered as stored, then converted at once
     T raw[Width];
-    for (int i = 0; i < Width; ++i) {
-      const bool in =
-          (static_cast<uint64_t>(hh[i] + vh) < bh) & (static_cast<uint64_t>(ww[i] + vw) < bw);
-      raw[i] = in ? src[off[i]] : T{};
-    }
+    for (int i = 0; i < Width; ++i) raw[i] = in(hh[i], ww[i]) ? src[off[i]] : T{};
     widen<Width>(raw, out);
-  }
-}
-
-// raw[w] = run[w] where (sh[w] + vh, sw[w] + vw) lies in [0, bh) x [0, bw), else 0, for
-// w < Width, 16-bit elements as stored: a strip of consecutive elements at the input's edge.
-// AVX-512 loads them 8 at a time under a mask (lanes outside are never read); GCC leaves the
-// plain loop scalar.
-template <int Width, class T>
-inline void masked_run16(T* __restrict raw, const T* run, const int64_t* sh, const int64_t* sw,
-                         int64_t vh, int64_t vw, uint64_t bh, uint64_t bw) {
-  static_assert(sizeof(T) == 2, "16-bit elements");
-  int w = 0;
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-  const __m512i vh8 = _mm512_set1_epi64(vh), vw8 = _mm512_set1_epi64(vw);
-  const __m512i bh8 = _mm512_set1_epi64(int64_t(bh)), bw8 = _mm512_set1_epi64(int64_t(bw));
-  for (; w + 8 <= Width; w += 8) {
-    const __m512i h = _mm512_add_epi64(_mm512_loadu_si512(sh + w), vh8);
-    const __m512i x = _mm512_add_epi64(_mm512_loadu_si512(sw + w), vw8);
-    const __mmask8 in = _mm512_cmplt_epu64_mask(h, bh8) & _mm512_cmplt_epu64_mask(x, bw8);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(raw + w), _mm_maskz_loadu_epi16(in, run + w));
-  }
-#endif
-  for (; w < Width; ++w) {
-    const bool in =
-        (static_cast<uint64_t>(sh[w] + vh) < bh) & (static_cast<uint64_t>(sw[w] + vw) < bw);
-    raw[w] = in ? run[w] : T{};
   }
 }
 
 // Columns of a window panel handled at once (their coordinates live on the stack).
 inline constexpr int kWindowChunk = 256;
+// Depth positions (r, s) whose lane masks a chunk's consecutive strips keep (3x3 and 5x5 filters).
+inline constexpr int kMaskedShifts = 32;
 }  // namespace cpu
 
 template <class T>
@@ -598,22 +684,50 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     }
     // A strip whose elements are consecutive in memory (a stretch of a row, or of several rows
     // when the output is as wide as the input) takes (masked) vector loads instead of gathers,
-    // and plain copies at depths where the whole strip is inside the input.
+    // and plain copies at depths where the whole strip is inside the input. So does one of two
+    // such runs (it crosses from one image into the next) where the masks below are kept.
     bool consecutive[kStrips];
+    int second_run[kStrips];  // the lane where the second run starts; Width if none
     int64_t h_lo[kStrips], h_hi[kStrips], w_lo[kStrips], w_hi[kStrips];
     for (int t = 0; t < strips; ++t) {
       const int f = t * Width;
       bool run = f + Width <= cn;
+      second_run[t] = Width;
       h_lo[t] = h_hi[t] = hh[f];
       w_lo[t] = w_hi[t] = ww[f];
       for (int w = f + 1; w < f + Width && w < cn; ++w) {
-        run = run && off[w] == off[f] + (w - f);
+        if (off[w] != off[w - 1] + 1) {
+          run = run && second_run[t] == Width;
+          second_run[t] = w - f;
+        }
         h_lo[t] = hh[w] < h_lo[t] ? hh[w] : h_lo[t];
         h_hi[t] = hh[w] > h_hi[t] ? hh[w] : h_hi[t];
         w_lo[t] = ww[w] < w_lo[t] ? ww[w] : w_lo[t];
         w_hi[t] = ww[w] > w_hi[t] ? ww[w] : w_hi[t];
       }
       consecutive[t] = run;
+    }
+    // Which lanes of a consecutive strip lie inside the input depends on the depth only through
+    // its position (a, b), not its offset o: with few positions (a conv's filter taps (r, s)),
+    // each strip's lane masks are worked out once per chunk and every depth is one copy of a
+    // shifted run under its mask (the channels c repeat the taps' masks).
+    const bool masks_cached = depth.d1 * depth.d2 <= cpu::kMaskedShifts;
+    uint32_t lane_masks[kStrips][cpu::kMaskedShifts];
+    if (masks_cached && linear) {
+      for (int t = 0; t < strips; ++t) {
+        if (!consecutive[t]) continue;
+        for (int64_t a = 0; a < depth.d1; ++a) {
+          for (int64_t b = 0; b < depth.d2; ++b) {
+            const WindowCoord v = coord(depth, 0, a, b);
+            const cpu::Inside in{v.h, v.w, bh, bw};
+            uint32_t lanes = 0;
+            for (int w = 0; w < Width; ++w) {
+              lanes |= uint32_t(in(hh[t * Width + w], ww[t * Width + w])) << w;
+            }
+            lane_masks[t][a * depth.d2 + b] = lanes;
+          }
+        }
+      }
     }
     cpu::WindowDigits dd(depth, d0);
     if (!linear) {  // the gather view of a strided convolution
@@ -648,9 +762,10 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     // columns are scattered but whose depths run along rows).
     for (int64_t d = 0; d < dn; d += 8) {
       const int bn = int(min64(8, dn - d));
-      int64_t voff[8], vh[8], vw[8];
+      int64_t voff[8], vh[8], vw[8], shift[8];
       for (int i = 0; i < bn; ++i, dd.next(depth)) {
         const WindowCoord v = coord(depth, dd.o, dd.a, dd.b);
+        shift[i] = dd.a * depth.d2 + dd.b;
         voff[i] = v.off + v.h * row + v.w;
         vh[i] = v.h;
         vw[i] = v.w;
@@ -669,25 +784,20 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
         const int64_t* so = off + t * Width;
         const int64_t* sh = hh + t * Width;
         const int64_t* sw = ww + t * Width;
-        if (consecutive[t]) {
+        if (consecutive[t] && (masks_cached || second_run[t] == Width)) {
+          const int split = second_run[t];
+          // The second run's start, less the lanes before it.
+          const int64_t jump = split < Width ? so[split] - so[0] - split : 0;
           for (int i = 0; i < bn; ++i) {
             float* __restrict out = strip + (d + i) * Width;
             const T* __restrict run = p + voff[i] + so[0];
-            if (h_lo[t] + vh[i] >= 0 && h_hi[t] + vh[i] < bound_h && w_lo[t] + vw[i] >= 0 &&
-                w_hi[t] + vw[i] < bound_w) {
+            const cpu::Inside in{vh[i], vw[i], bh, bw};
+            if (masks_cached) {
+              cpu::masked_copy<Width>(out, run, run + jump, split, lane_masks[t][shift[i]]);
+            } else if (in.all(h_lo[t], h_hi[t], w_lo[t], w_hi[t])) {
               cpu::widen<Width>(run, out);
             } else {
-              if constexpr (sizeof(T) == sizeof(float)) {
-                for (int w = 0; w < Width; ++w) {
-                  const bool in = (static_cast<uint64_t>(sh[w] + vh[i]) < bh) &
-                                  (static_cast<uint64_t>(sw[w] + vw[i]) < bw);
-                  out[w] = in ? run[w] : 0.0f;
-                }
-              } else {  // masked loads as stored, then one conversion of the strip
-                T raw[Width];
-                cpu::masked_run16<Width>(raw, run, sh, sw, vh[i], vw[i], bh, bw);
-                cpu::widen<Width>(raw, out);
-              }
+              cpu::masked_run<Width>(out, run, sh, sw, in);
             }
           }
           continue;
@@ -696,32 +806,28 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
           for (int g = 0; g < Width / 8; ++g) {
             const int gi = t * Width / 8 + g;
             float* const out = strip + d * Width + g * 8;
-            const T* rows[8];
-            if (g_hlo[gi] + vh_lo >= 0 && g_hhi[gi] + vh_hi < bound_h && g_wlo[gi] + vw_lo >= 0 &&
-                g_whi[gi] + vw_hi < bound_w) {
+            const bool inside = cpu::Inside{vh_lo, vw_lo, bh, bw}(g_hlo[gi], g_wlo[gi]) &&
+                                cpu::Inside{vh_hi, vw_hi, bh, bw}(g_hhi[gi], g_whi[gi]);
+            if (inside) {
+              const T* rows[8];
               for (int w = 0; w < 8; ++w) rows[w] = p + so[g * 8 + w] + voff[0];
               cpu::transpose8x8(rows, out, Width);
               continue;
             }
-            float block[8][8];
-            const float* block_rows[8];
+            // Column w's eight depths, masked by their positions shifted by the column's.
+            cpu::vfloat8 r[8];
             for (int w = 0; w < 8; ++w) {
-              const T* run = p + so[g * 8 + w] + voff[0];
-              const int64_t h = sh[g * 8 + w], x = sw[g * 8 + w];
-              for (int i = 0; i < 8; ++i) {
-                const bool in = (static_cast<uint64_t>(h + vh[i]) < bh) &
-                                (static_cast<uint64_t>(x + vw[i]) < bw);
-                block[w][i] = in ? to_float(run[i]) : 0.0f;
-              }
-              block_rows[w] = block[w];
+              const int c = g * 8 + w;
+              cpu::load8_inside(p + so[c] + voff[0], vh, vw, cpu::Inside{sh[c], sw[c], bh, bw},
+                                r[w]);
             }
-            cpu::transpose8x8(block_rows, out, Width);
+            cpu::transpose8x8(r, out, Width);
           }
           continue;
         }
         for (int i = 0; i < bn; ++i) {
-          cpu::gather_strip<Width>(strip + (d + i) * Width, p + voff[i], so, sh, sw, vh[i], vw[i],
-                                   bh, bw);
+          cpu::gather_strip<Width>(strip + (d + i) * Width, p + voff[i], so, sh, sw,
+                                   cpu::Inside{vh[i], vw[i], bh, bw});
         }
       }
     }
