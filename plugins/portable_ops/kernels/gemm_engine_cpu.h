@@ -15,7 +15,7 @@
 #include <type_traits>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
-#include <immintrin.h>
+#include "x86_intrinsics.h"
 #endif
 
 namespace porta_ops {
@@ -593,9 +593,9 @@ inline void masked_copy(float* __restrict out, const T* first, const T* second, 
   static_assert(Width <= 32, "a bit per lane");
   constexpr uint32_t kAll = Width == 32 ? ~0u : (1u << Width) - 1;
   if (split == Width && lanes == kAll) return widen<Width>(first, out);
-  const uint32_t from_first = split >= 32 ? ~0u : (1u << split) - 1;
   int w = 0;
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
+  const uint32_t from_first = split >= 32 ? ~0u : (1u << split) - 1;
   for (; w + 16 <= Width; w += 16) {
     const __mmask16 a = static_cast<__mmask16>((lanes & from_first) >> w);
     const __mmask16 b = static_cast<__mmask16>((lanes & ~from_first) >> w);
