@@ -373,6 +373,93 @@ inline void gather_row(const Extent& whole_argmax, const Extent& whole_dy, const
   }
 }
 
+// 2x2 windows of stride 2, unpadded, all inside the input (porta-train's pooling): no column
+// maxima, no bounds per window. Each output row's windows are taken 16 at a time from two
+// vectors of each of its two input rows, the windows' four elements split out by permutes.
+inline bool quads(const Axis& ah, const Axis& aw) {
+  return ah.window == 2 && aw.window == 2 && ah.stride == 2 && aw.stride == 2 && ah.pad == 0 &&
+         aw.pad == 0 && 2 * ah.out <= ah.in && 2 * aw.out <= aw.in && ah.in * aw.in < INT32_MAX;
+}
+
+// Windows q0 + [0, 16) of row p (the `lanes` that exist): their first maximum, as Max::add finds
+// it taking the four elements in index order, and in took[j] the lanes where element j + 1
+// beat the maximum of the ones before it.
+struct Quads {
+  __m512 value;
+  Mask took[3];
+};
+
+inline Quads quad_maxima(const Extent& x, const float* plane, int64_t in_w, int64_t p, int64_t q0,
+                         int64_t count) {
+  const __m512i evens =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odds = _mm512_add_epi32(evens, splat(1));
+  const Mask low = lanes_in(0, 0, 2 * count), high = lanes_in(16, 0, 2 * count);
+  const __m512 none = _mm512_setzero_ps();  // lanes past the row: computed, never stored
+  __m512 element[4];
+  for (int64_t r = 0; r < 2; ++r) {
+    const float* at = plane + (2 * p + r) * in_w + 2 * q0;
+    const __m512 a = load_lanes(at, low, none, x);
+    const __m512 b = high ? load_lanes(at + 16, high, none, x) : a;
+    element[2 * r] = _mm512_permutex2var_ps(a, evens, b);
+    element[2 * r + 1] = _mm512_permutex2var_ps(a, odds, b);
+  }
+  Quads m{element[0], {}};
+  for (int j = 0; j < 3; ++j) {
+    m.took[j] = beats(element[j + 1], m.value);
+    m.value = _mm512_mask_mov_ps(m.value, m.took[j], element[j + 1]);
+  }
+  return m;
+}
+
+// Calls out(q0, lanes, quads) for the windows of row p, 16 at a time.
+template <class Out>
+void for_quad_maxima(const Extent& x, const float* plane, const Axis& aw, int64_t p, Out&& out) {
+  for (int64_t q0 = 0; q0 < aw.out; q0 += 16) {
+    const int64_t count = aw.out - q0 < 16 ? aw.out - q0 : 16;
+    out(q0, lanes_in(q0, 0, aw.out), quad_maxima(x, plane, aw.in, p, q0, count));
+  }
+}
+
+// The maxima's indices h * in_w + w in the plane.
+inline Maxima indexed(const Quads& m, int64_t in_w, int64_t p, int64_t q0) {
+  __m512i offset = _mm512_setzero_si512();
+  offset = _mm512_mask_mov_epi32(offset, m.took[0], splat(1));
+  offset = _mm512_mask_mov_epi32(offset, m.took[1], splat(in_w));
+  offset = _mm512_mask_mov_epi32(offset, m.took[2], splat(in_w + 1));
+  const __m512i first =
+      _mm512_add_epi32(_mm512_add_epi32(iota(), iota()), splat(2 * p * in_w + 2 * q0));
+  return {m.value, _mm512_add_epi32(first, offset)};
+}
+
+// Backward: the two dx rows under windows q0 + [0, 16) of row p, each element the window's dy
+// where it is the maximum and 0 elsewhere, interleaved back by permutes; then whatever of row
+// p's band (Axis::band) lies past them, the column and row no window holds, zeroed.
+inline void write_quads(const Extent& whole_dy, float* dxp, const float* dyr, const Axis& ah,
+                        const Axis& aw, int64_t p, int64_t q0, Mask lanes, const Quads& m) {
+  const __m512 dy = load_lanes(dyr + q0, lanes, _mm512_setzero_ps(), whole_dy);
+  const Mask later = m.took[1] | m.took[2];
+  const __m512 g[4] = {_mm512_maskz_mov_ps(Mask(~(m.took[0] | later)), dy),
+                       _mm512_maskz_mov_ps(Mask(m.took[0] & ~later), dy),
+                       _mm512_maskz_mov_ps(Mask(m.took[1] & ~m.took[2]), dy),
+                       _mm512_maskz_mov_ps(m.took[2], dy)};
+  const __m512i front = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i back = _mm512_add_epi32(front, splat(8));
+  const int64_t count = aw.out - q0 < 16 ? aw.out - q0 : 16;
+  const Mask low = lanes_in(0, 0, 2 * count), high = lanes_in(16, 0, 2 * count);
+  for (int64_t r = 0; r < 2; ++r) {
+    float* at = dxp + (2 * p + r) * aw.in + 2 * q0;
+    store_lanes(at, low, _mm512_permutex2var_ps(g[2 * r], front, g[2 * r + 1]));
+    if (high) store_lanes(at + 16, high, _mm512_permutex2var_ps(g[2 * r], back, g[2 * r + 1]));
+  }
+  if (q0 + 16 < aw.out) return;
+  int64_t h0, h1;
+  ah.band(p, &h0, &h1);
+  for (int64_t h = h0; h < h1; ++h) {
+    for (int64_t w = h < 2 * p + 2 ? 2 * aw.out : 0; w < aw.in; ++w) dxp[h * aw.in + w] = 0.0f;
+  }
+}
+
 }  // namespace avx512
 #endif
 
@@ -404,6 +491,14 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
     const int64_t plane = row / ah.out;
     const float* xp = x + plane * ah.in * aw.in;
 #if PORTA_POOL_AVX512
+    if (items == 1 && avx512::quads(ah, aw)) {
+      const int64_t p = row - plane * ah.out;
+      avx512::for_quad_maxima({x, x + planes * ah.in * aw.in}, xp, aw, p,
+                              [&](int64_t q0, avx512::Mask lanes, const avx512::Quads& m) {
+                                store(row * aw.out + q0, lanes, avx512::indexed(m, aw.in, p, q0));
+                              });
+      return;
+    }
     if (items == 1 && avx512::takes(ah, aw)) {
       const avx512::Extent whole{x, x + planes * ah.in * aw.in};
       avx512::for_row_maxima(whole, xp, ah, aw, row - plane * ah.out,
@@ -502,6 +597,15 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
     float* dxp = dx + plane * in_h * in_w;
 #if PORTA_POOL_AVX512
     // Writes dx once, its band a window's maxima at a time.
+    if (items == 1 && avx512::quads(ah, aw)) {
+      const int64_t p = row - plane * out_h;
+      avx512::for_quad_maxima(
+          {x, x + planes * in_h * in_w}, x + plane * in_h * in_w, aw, p,
+          [&](int64_t q0, avx512::Mask lanes, const avx512::Quads& m) {
+            avx512::write_quads({dy, dy + rows * out_w}, dxp, dyr, ah, aw, p, q0, lanes, m);
+          });
+      return;
+    }
     if (items == 1 && avx512::takes(ah, aw)) {
       const avx512::Extent whole_x{x, x + planes * in_h * in_w}, whole_dy{dy, dy + rows * out_w};
       avx512::for_row_maxima(whole_x, x + plane * in_h * in_w, ah, aw, row - plane * out_h,
