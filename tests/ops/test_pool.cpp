@@ -120,6 +120,12 @@ const PoolCase kCases[] = {
     {1, 3, 15, 15, 2, 2, 2, 2, 0, 0},
     {1, 1, 6, 20, 2, 2, 2, 2, 0, 0},
     {2, 1, 5, 36, 2, 2, 2, 2, 0, 0},
+    // Rows of up to 8 outputs that tile the input exactly go 16 / out_w rows a step, across
+    // planes: 7 (the last step one row, at the tensor's end), 3, 5 and 8 outputs a row.
+    {1, 1, 6, 14, 2, 2, 2, 2, 0, 0},
+    {3, 1, 6, 6, 2, 2, 2, 2, 0, 0},
+    {2, 3, 10, 10, 2, 2, 2, 2, 0, 0},
+    {1, 3, 4, 16, 2, 2, 2, 2, 0, 0},
 };
 
 }  // namespace

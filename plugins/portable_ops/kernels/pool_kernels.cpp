@@ -389,6 +389,24 @@ struct Quads {
   Mask took[3];
 };
 
+inline Quads first_maximum(const __m512 element[4]) {
+  Quads m{element[0], {}};
+  for (int j = 0; j < 3; ++j) {
+    m.took[j] = beats(element[j + 1], m.value);
+    m.value = _mm512_mask_mov_ps(m.value, m.took[j], element[j + 1]);
+  }
+  return m;
+}
+
+// Each window's dy at the element that is its maximum, 0 at the others: four vectors.
+inline void routed(const Quads& m, __m512 dy, __m512 g[4]) {
+  const Mask later = m.took[1] | m.took[2];
+  g[0] = _mm512_maskz_mov_ps(Mask(~(m.took[0] | later)), dy);
+  g[1] = _mm512_maskz_mov_ps(Mask(m.took[0] & ~later), dy);
+  g[2] = _mm512_maskz_mov_ps(Mask(m.took[1] & ~m.took[2]), dy);
+  g[3] = _mm512_maskz_mov_ps(m.took[2], dy);
+}
+
 inline Quads quad_maxima(const Extent& x, const float* plane, int64_t in_w, int64_t p, int64_t q0,
                          int64_t count) {
   const __m512i evens =
@@ -404,12 +422,7 @@ inline Quads quad_maxima(const Extent& x, const float* plane, int64_t in_w, int6
     element[2 * r] = _mm512_permutex2var_ps(a, evens, b);
     element[2 * r + 1] = _mm512_permutex2var_ps(a, odds, b);
   }
-  Quads m{element[0], {}};
-  for (int j = 0; j < 3; ++j) {
-    m.took[j] = beats(element[j + 1], m.value);
-    m.value = _mm512_mask_mov_ps(m.value, m.took[j], element[j + 1]);
-  }
-  return m;
+  return first_maximum(element);
 }
 
 // Calls out(q0, lanes, quads) for the windows of row p, 16 at a time.
@@ -438,11 +451,8 @@ inline Maxima indexed(const Quads& m, int64_t in_w, int64_t p, int64_t q0) {
 inline void write_quads(const Extent& whole_dy, float* dxp, const float* dyr, const Axis& ah,
                         const Axis& aw, int64_t p, int64_t q0, Mask lanes, const Quads& m) {
   const __m512 dy = load_lanes(dyr + q0, lanes, _mm512_setzero_ps(), whole_dy);
-  const Mask later = m.took[1] | m.took[2];
-  const __m512 g[4] = {_mm512_maskz_mov_ps(Mask(~(m.took[0] | later)), dy),
-                       _mm512_maskz_mov_ps(Mask(m.took[0] & ~later), dy),
-                       _mm512_maskz_mov_ps(Mask(m.took[1] & ~m.took[2]), dy),
-                       _mm512_maskz_mov_ps(m.took[2], dy)};
+  __m512 g[4];
+  routed(m, dy, g);
   const __m512i front = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i back = _mm512_add_epi32(front, splat(8));
   const int64_t count = aw.out - q0 < 16 ? aw.out - q0 : 16;
@@ -457,6 +467,88 @@ inline void write_quads(const Extent& whole_dy, float* dxp, const float* dyr, co
   ah.band(p, &h0, &h1);
   for (int64_t h = h0; h < h1; ++h) {
     for (int64_t w = h < 2 * p + 2 ? 2 * aw.out : 0; w < aw.in; ++w) dxp[h * aw.in + w] = 0.0f;
+  }
+}
+
+// Rows of at most 8 outputs whose windows tile the input exactly (in = 2 out both ways): output
+// rows and their pairs of input rows then follow each other through the whole tensor, so a step
+// takes 16 / out_w rows at once, lane l window l % out_w of row l / out_w. The lanes' offsets
+// in the step's 4 input vectors, and back, are worked out once per group.
+inline bool stacks(const Axis& ah, const Axis& aw) {
+  return quads(ah, aw) && aw.out <= 8 && ah.in == 2 * ah.out && aw.in == 2 * aw.out;
+}
+
+struct Stack {
+  int64_t rows;        // output rows a step
+  __m512i element[4];  // lane l: the offset of its window's element j from the step's start
+  __m512i window[4];   // lane k of input vector i: its window's lane, + 16 for odd columns
+  Mask lower_row[4];   // ... and whether it is in the window's first row
+};
+
+inline Stack stack_of(int64_t out_w) {
+  const int64_t in_w = 2 * out_w;
+  Stack s;
+  s.rows = 16 / out_w;
+  alignas(64) int32_t element[4][16], window[4][16];
+  for (int32_t l = 0; l < 16; ++l) {
+    // Lanes past the step's windows get any offset in range: computed, never stored.
+    const int32_t first = int32_t(l / out_w * 2 * in_w + l % out_w * 2) % 64;
+    for (int32_t j = 0; j < 4; ++j) element[j][l] = (first + j / 2 * int32_t(in_w) + j % 2) % 64;
+  }
+  for (int32_t i = 0; i < 4; ++i) {
+    s.lower_row[i] = 0;
+    for (int32_t k = 0; k < 16; ++k) {
+      const int32_t o = 16 * i + k, t = o / int32_t(2 * in_w), rest = o % int32_t(2 * in_w);
+      const int32_t c = rest % int32_t(in_w);
+      window[i][k] = t * int32_t(out_w) + c / 2 + 16 * (c % 2);
+      if (rest < in_w) s.lower_row[i] |= Mask(1u << k);
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    s.element[j] = _mm512_load_si512(element[j]);
+    s.window[j] = _mm512_load_si512(window[j]);
+  }
+  return s;
+}
+
+// Calls out(lanes, quads, at) for output rows [begin, end) of y, s.rows a step: the windows of
+// the step's rows in its lanes, at their first output's index in y.
+template <class Out>
+void for_stacked_maxima(const Extent& x, const Stack& s, int64_t out_w, int64_t begin, int64_t end,
+                        Out&& out) {
+  const __m512 none = _mm512_setzero_ps();
+  Mask upper[4];
+  for (int j = 0; j < 4; ++j) upper[j] = _mm512_cmpge_epi32_mask(s.element[j], splat(32));
+  for (int64_t row = begin; row < end; row += s.rows) {
+    const int64_t rows = end - row < s.rows ? end - row : s.rows, span = rows * 4 * out_w;
+    const float* at = static_cast<const float*>(x.begin) + row * 4 * out_w;
+    __m512 v[4];
+    for (int i = 0; i < 4; ++i) {
+      v[i] = 16 * i < span ? load_lanes(at + 16 * i, lanes_in(16 * i, 0, span), none, x) : none;
+    }
+    __m512 element[4];
+    for (int j = 0; j < 4; ++j) {
+      element[j] = _mm512_mask_mov_ps(_mm512_permutex2var_ps(v[0], s.element[j], v[1]), upper[j],
+                                      _mm512_permutex2var_ps(v[2], s.element[j], v[3]));
+    }
+    out(row * out_w, lanes_in(0, 0, rows * out_w), first_maximum(element));
+  }
+}
+
+// Backward of the same: dx of the step's rows, all of it, from the four routed dy vectors.
+inline void write_stacked(const Extent& whole_dy, float* dx, const Stack& s, int64_t at, Mask lanes,
+                          const Quads& m) {
+  __m512 g[4];
+  routed(m,
+         load_lanes(static_cast<const float*>(whole_dy.begin) + at, lanes, _mm512_setzero_ps(),
+                    whole_dy),
+         g);
+  const int64_t span = int64_t(_mm_popcnt_u32(lanes)) * 4, first = at * 4;
+  for (int i = 0; i < 4 && 16 * i < span; ++i) {
+    const __m512 v =
+        _mm512_mask_mov_ps(_mm512_permutex2var_ps(g[2], s.window[i], g[3]), s.lower_row[i],
+                           _mm512_permutex2var_ps(g[0], s.window[i], g[1]));
+    store_lanes(dx + first + 16 * i, lanes_in(16 * i, 0, span), v);
   }
 }
 
@@ -546,6 +638,18 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_forward, kPoolItems, int64_t planes, int64_t i
                        int64_t out_h, int64_t out_w, int64_t window_h, int64_t window_w,
                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                        const float* x, float* y) {
+#if PORTA_POOL_AVX512
+  if (porta::group_size(0) == 1 && avx512::stacks(Axis{in_h, out_h, window_h, stride_h, pad_h},
+                                                  Axis{in_w, out_w, window_w, stride_w, pad_w})) {
+    const int64_t begin = porta_ops::group_index() * porta::group_size(1), rows = planes * out_h;
+    const int64_t end = begin + porta::group_size(1) < rows ? begin + porta::group_size(1) : rows;
+    avx512::for_stacked_maxima({x, x + planes * in_h * in_w}, avx512::stack_of(out_w), out_w, begin,
+                               end, [&](int64_t at, avx512::Mask lanes, const avx512::Quads& m) {
+                                 avx512::store_lanes(y + at, lanes, m.value);
+                               });
+    return;
+  }
+#endif
   // Only the value is stored, which ties do not change: int32 indices do for any plane.
   window_maxima(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
                 Axis{in_w, out_w, window_w, stride_w, pad_w}, x, StoreValues{y});
@@ -582,6 +686,19 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
     *begin = (row / out_h) * in_h * in_w + h0 * in_w;
     *end = (row / out_h) * in_h * in_w + h1 * in_w;
   };
+#if PORTA_POOL_AVX512
+  if (items == 1 && avx512::stacks(ah, aw)) {
+    const int64_t end =
+        first_row + porta::group_size(1) < rows ? first_row + porta::group_size(1) : rows;
+    const avx512::Stack s = avx512::stack_of(out_w);
+    avx512::for_stacked_maxima(
+        {x, x + planes * in_h * in_w}, s, out_w, first_row, end,
+        [&](int64_t at, avx512::Mask lanes, const avx512::Quads& m) {
+          avx512::write_stacked({dy, dy + rows * out_w}, dx, s, at, lanes, m);
+        });
+    return;
+  }
+#endif
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     if (items == 1 || row >= rows) return;
