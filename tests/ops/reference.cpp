@@ -234,7 +234,8 @@ int64_t max_pool2d_argmax(const porta_pool2d_desc_t& d, const double* x, int64_t
       const int64_t w = q * d.stride_w - d.pad_w + t;
       if (w < 0 || w >= d.in_width) continue;
       const int64_t i = h * d.in_width + w;
-      if (best < 0 || xp[i] > xp[best]) best = i;  // strictly greater: the first maximum stays
+      // Strictly greater, so the first maximum stays; a NaN beats a number (it propagates).
+      if (best < 0 || xp[i] > xp[best] || (std::isnan(xp[i]) && !std::isnan(xp[best]))) best = i;
     }
   }
   // pad < window and the window fits the padded input, so every window holds an input element.

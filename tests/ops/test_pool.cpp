@@ -1,6 +1,6 @@
 // porta_max_pool2d_forward / _backward against the float64 reference: windows that overlap,
 // skip, cover the whole input, are not square, padding (which never wins, even over negative
-// inputs), inputs no window size divides, and ties, which go to the lowest index.
+// inputs), inputs no window size divides, ties, which go to the lowest index, and NaN, which wins.
 //
 // Tolerances: the forward is a selection, so exact. The backward sums, into each input element,
 // the dy of every window whose first maximum it is: at most window_h * window_w windows (fewer
@@ -8,6 +8,7 @@
 // sum of the magnitudes (the reference backward on |dy|). A dy routed to the wrong element leaves
 // one element short by |dy| and another over by as much, far outside that.
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "ops_test.h"
@@ -111,6 +112,20 @@ const PoolCase kCases[] = {
     {1, 2, 8, 20, 3, 2, 1, 2, 1, 0},   // disjoint across, overlapping down
     {1, 1, 12, 40, 3, 9, 2, 2, 1, 4},  // wider than 8: the backward's general gather
     {1, 1, 4, 50, 2, 17, 2, 2, 0, 8},  // wider than 16: the general code throughout
+    // 2x2 stride 2 unpadded takes its own AVX-512 path: a 1x1 output, from 2x2 and from 3x3
+    // (odd: a row and a column in no window), odd planes of 7x7 outputs, rows of 10 and 18 whose
+    // last vectors leave the tensor.
+    {1, 1, 2, 2, 2, 2, 2, 2, 0, 0},
+    {3, 2, 3, 3, 2, 2, 2, 2, 0, 0},
+    {1, 3, 15, 15, 2, 2, 2, 2, 0, 0},
+    {1, 1, 6, 20, 2, 2, 2, 2, 0, 0},
+    {2, 1, 5, 36, 2, 2, 2, 2, 0, 0},
+    // Rows of up to 8 outputs that tile the input exactly go 16 / out_w rows a step, across
+    // planes: 7 (the last step one row, at the tensor's end), 3, 5 and 8 outputs a row.
+    {1, 1, 6, 14, 2, 2, 2, 2, 0, 0},
+    {3, 1, 6, 6, 2, 2, 2, 2, 0, 0},
+    {2, 3, 10, 10, 2, 2, 2, 2, 0, 0},
+    {1, 3, 4, 16, 2, 2, 2, 2, 0, 0},
 };
 
 }  // namespace
@@ -161,6 +176,19 @@ TEST_CASE("max-pool: ties go to the lowest index, in forward and backward", "[po
       INFO("seed " << seed << ", every input the same negative value");
       run_pool(env, c, std::vector<float>(count, -1.5f), rng);
     }
+  }
+}
+
+TEST_CASE("max-pool: a NaN wins its window, the first of several", "[pool]") {
+  Env env;
+  uint64_t index = 0;
+  for (const PoolCase& c : kCases) {
+    const uint64_t seed = seed_for(index++);
+    INFO("seed " << seed << ", one input in eight NaN");
+    Rng rng(seed);
+    std::vector<float> x = normal(rng, c.n * c.c * c.h * c.w);
+    for (float& v : x) v = rng.integer(0, 7) == 0 ? NAN : v;
+    run_pool(env, c, x, rng);
   }
 }
 

@@ -373,6 +373,185 @@ inline void gather_row(const Extent& whole_argmax, const Extent& whole_dy, const
   }
 }
 
+// 2x2 windows of stride 2, unpadded, all inside the input (porta-train's pooling): no column
+// maxima, no bounds per window. Each output row's windows are taken 16 at a time from two
+// vectors of each of its two input rows, the windows' four elements split out by permutes.
+inline bool quads(const Axis& ah, const Axis& aw) {
+  return ah.window == 2 && aw.window == 2 && ah.stride == 2 && aw.stride == 2 && ah.pad == 0 &&
+         aw.pad == 0 && 2 * ah.out <= ah.in && 2 * aw.out <= aw.in && ah.in * aw.in < INT32_MAX;
+}
+
+// Windows q0 + [0, 16) of row p (the `lanes` that exist): their first maximum, as Max::add finds
+// it taking the four elements in index order, and in took[j] the lanes where element j + 1
+// beat the maximum of the ones before it.
+struct Quads {
+  __m512 value;
+  Mask took[3];
+};
+
+inline Quads first_maximum(const __m512 element[4]) {
+  Quads m{element[0], {}};
+  for (int j = 0; j < 3; ++j) {
+    m.took[j] = beats(element[j + 1], m.value);
+    m.value = _mm512_mask_mov_ps(m.value, m.took[j], element[j + 1]);
+  }
+  return m;
+}
+
+// Each window's dy at the element that is its maximum, 0 at the others: four vectors.
+inline void routed(const Quads& m, __m512 dy, __m512 g[4]) {
+  const Mask later = m.took[1] | m.took[2];
+  g[0] = _mm512_maskz_mov_ps(Mask(~(m.took[0] | later)), dy);
+  g[1] = _mm512_maskz_mov_ps(Mask(m.took[0] & ~later), dy);
+  g[2] = _mm512_maskz_mov_ps(Mask(m.took[1] & ~m.took[2]), dy);
+  g[3] = _mm512_maskz_mov_ps(m.took[2], dy);
+}
+
+inline Quads quad_maxima(const Extent& x, const float* plane, int64_t in_w, int64_t p, int64_t q0,
+                         int64_t count) {
+  const __m512i evens =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odds = _mm512_add_epi32(evens, splat(1));
+  const Mask low = lanes_in(0, 0, 2 * count), high = lanes_in(16, 0, 2 * count);
+  const __m512 none = _mm512_setzero_ps();  // lanes past the row: computed, never stored
+  __m512 element[4];
+  for (int64_t r = 0; r < 2; ++r) {
+    const float* at = plane + (2 * p + r) * in_w + 2 * q0;
+    const __m512 a = load_lanes(at, low, none, x);
+    const __m512 b = high ? load_lanes(at + 16, high, none, x) : a;
+    element[2 * r] = _mm512_permutex2var_ps(a, evens, b);
+    element[2 * r + 1] = _mm512_permutex2var_ps(a, odds, b);
+  }
+  return first_maximum(element);
+}
+
+// Calls out(q0, lanes, quads) for the windows of row p, 16 at a time.
+template <class Out>
+void for_quad_maxima(const Extent& x, const float* plane, const Axis& aw, int64_t p, Out&& out) {
+  for (int64_t q0 = 0; q0 < aw.out; q0 += 16) {
+    const int64_t count = aw.out - q0 < 16 ? aw.out - q0 : 16;
+    out(q0, lanes_in(q0, 0, aw.out), quad_maxima(x, plane, aw.in, p, q0, count));
+  }
+}
+
+// The maxima's indices h * in_w + w in the plane.
+inline Maxima indexed(const Quads& m, int64_t in_w, int64_t p, int64_t q0) {
+  __m512i offset = _mm512_setzero_si512();
+  offset = _mm512_mask_mov_epi32(offset, m.took[0], splat(1));
+  offset = _mm512_mask_mov_epi32(offset, m.took[1], splat(in_w));
+  offset = _mm512_mask_mov_epi32(offset, m.took[2], splat(in_w + 1));
+  const __m512i first =
+      _mm512_add_epi32(_mm512_add_epi32(iota(), iota()), splat(2 * p * in_w + 2 * q0));
+  return {m.value, _mm512_add_epi32(first, offset)};
+}
+
+// Backward: the two dx rows under windows q0 + [0, 16) of row p, each element the window's dy
+// where it is the maximum and 0 elsewhere, interleaved back by permutes; then whatever of row
+// p's band (Axis::band) lies past them, the column and row no window holds, zeroed.
+inline void write_quads(const Extent& whole_dy, float* dxp, const float* dyr, const Axis& ah,
+                        const Axis& aw, int64_t p, int64_t q0, Mask lanes, const Quads& m) {
+  const __m512 dy = load_lanes(dyr + q0, lanes, _mm512_setzero_ps(), whole_dy);
+  __m512 g[4];
+  routed(m, dy, g);
+  const __m512i front = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i back = _mm512_add_epi32(front, splat(8));
+  const int64_t count = aw.out - q0 < 16 ? aw.out - q0 : 16;
+  const Mask low = lanes_in(0, 0, 2 * count), high = lanes_in(16, 0, 2 * count);
+  for (int64_t r = 0; r < 2; ++r) {
+    float* at = dxp + (2 * p + r) * aw.in + 2 * q0;
+    store_lanes(at, low, _mm512_permutex2var_ps(g[2 * r], front, g[2 * r + 1]));
+    if (high) store_lanes(at + 16, high, _mm512_permutex2var_ps(g[2 * r], back, g[2 * r + 1]));
+  }
+  if (q0 + 16 < aw.out) return;
+  int64_t h0, h1;
+  ah.band(p, &h0, &h1);
+  for (int64_t h = h0; h < h1; ++h) {
+    for (int64_t w = h < 2 * p + 2 ? 2 * aw.out : 0; w < aw.in; ++w) dxp[h * aw.in + w] = 0.0f;
+  }
+}
+
+// Rows of at most 8 outputs whose windows tile the input exactly (in = 2 out both ways): output
+// rows and their pairs of input rows then follow each other through the whole tensor, so a step
+// takes 16 / out_w rows at once, lane l window l % out_w of row l / out_w. The lanes' offsets
+// in the step's 4 input vectors, and back, are worked out once per group.
+inline bool stacks(const Axis& ah, const Axis& aw) {
+  return quads(ah, aw) && aw.out <= 8 && ah.in == 2 * ah.out && aw.in == 2 * aw.out;
+}
+
+struct Stack {
+  int64_t rows;        // output rows a step
+  __m512i element[4];  // lane l: the offset of its window's element j from the step's start
+  __m512i window[4];   // lane k of input vector i: its window's lane, + 16 for odd columns
+  Mask lower_row[4];   // ... and whether it is in the window's first row
+};
+
+inline Stack stack_of(int64_t out_w) {
+  const int64_t in_w = 2 * out_w;
+  Stack s;
+  s.rows = 16 / out_w;
+  alignas(64) int32_t element[4][16], window[4][16];
+  for (int32_t l = 0; l < 16; ++l) {
+    // Lanes past the step's windows get any offset in range: computed, never stored.
+    const int32_t first = int32_t(l / out_w * 2 * in_w + l % out_w * 2) % 64;
+    for (int32_t j = 0; j < 4; ++j) element[j][l] = (first + j / 2 * int32_t(in_w) + j % 2) % 64;
+  }
+  for (int32_t i = 0; i < 4; ++i) {
+    s.lower_row[i] = 0;
+    for (int32_t k = 0; k < 16; ++k) {
+      const int32_t o = 16 * i + k, t = o / int32_t(2 * in_w), rest = o % int32_t(2 * in_w);
+      const int32_t c = rest % int32_t(in_w);
+      window[i][k] = t * int32_t(out_w) + c / 2 + 16 * (c % 2);
+      if (rest < in_w) s.lower_row[i] |= Mask(1u << k);
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    s.element[j] = _mm512_load_si512(element[j]);
+    s.window[j] = _mm512_load_si512(window[j]);
+  }
+  return s;
+}
+
+// Calls out(lanes, quads, at) for output rows [begin, end) of y, s.rows a step: the windows of
+// the step's rows in its lanes, at their first output's index in y.
+template <class Out>
+void for_stacked_maxima(const Extent& x, const Stack& s, int64_t out_w, int64_t begin, int64_t end,
+                        Out&& out) {
+  const __m512 none = _mm512_setzero_ps();
+  Mask upper[4];
+  for (int j = 0; j < 4; ++j) upper[j] = _mm512_cmpge_epi32_mask(s.element[j], splat(32));
+  for (int64_t row = begin; row < end; row += s.rows) {
+    const int64_t rows = end - row < s.rows ? end - row : s.rows, span = rows * 4 * out_w;
+    const float* at = static_cast<const float*>(x.begin) + row * 4 * out_w;
+    __m512 v[4];
+    for (int i = 0; i < 4; ++i) {
+      v[i] = 16 * i < span ? load_lanes(at + 16 * i, lanes_in(16 * i, 0, span), none, x) : none;
+    }
+    __m512 element[4];
+    for (int j = 0; j < 4; ++j) {
+      element[j] = _mm512_mask_mov_ps(_mm512_permutex2var_ps(v[0], s.element[j], v[1]), upper[j],
+                                      _mm512_permutex2var_ps(v[2], s.element[j], v[3]));
+    }
+    out(row * out_w, lanes_in(0, 0, rows * out_w), first_maximum(element));
+  }
+}
+
+// Backward of the same: dx of the step's rows, all of it, from the four routed dy vectors.
+inline void write_stacked(const Extent& whole_dy, float* dx, const Stack& s, int64_t at, Mask lanes,
+                          const Quads& m) {
+  __m512 g[4];
+  routed(m,
+         load_lanes(static_cast<const float*>(whole_dy.begin) + at, lanes, _mm512_setzero_ps(),
+                    whole_dy),
+         g);
+  const int64_t span = int64_t(_mm_popcnt_u32(lanes)) * 4, first = at * 4;
+  for (int i = 0; i < 4 && 16 * i < span; ++i) {
+    const __m512 v =
+        _mm512_mask_mov_ps(_mm512_permutex2var_ps(g[2], s.window[i], g[3]), s.lower_row[i],
+                           _mm512_permutex2var_ps(g[0], s.window[i], g[1]));
+    store_lanes(dx + first + 16 * i, lanes_in(16 * i, 0, span), v);
+  }
+}
+
 }  // namespace avx512
 #endif
 
@@ -404,6 +583,14 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
     const int64_t plane = row / ah.out;
     const float* xp = x + plane * ah.in * aw.in;
 #if PORTA_POOL_AVX512
+    if (items == 1 && avx512::quads(ah, aw)) {
+      const int64_t p = row - plane * ah.out;
+      avx512::for_quad_maxima({x, x + planes * ah.in * aw.in}, xp, aw, p,
+                              [&](int64_t q0, avx512::Mask lanes, const avx512::Quads& m) {
+                                store(row * aw.out + q0, lanes, avx512::indexed(m, aw.in, p, q0));
+                              });
+      return;
+    }
     if (items == 1 && avx512::takes(ah, aw)) {
       const avx512::Extent whole{x, x + planes * ah.in * aw.in};
       avx512::for_row_maxima(whole, xp, ah, aw, row - plane * ah.out,
@@ -451,6 +638,18 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_forward, kPoolItems, int64_t planes, int64_t i
                        int64_t out_h, int64_t out_w, int64_t window_h, int64_t window_w,
                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                        const float* x, float* y) {
+#if PORTA_POOL_AVX512
+  if (porta::group_size(0) == 1 && avx512::stacks(Axis{in_h, out_h, window_h, stride_h, pad_h},
+                                                  Axis{in_w, out_w, window_w, stride_w, pad_w})) {
+    const int64_t begin = porta_ops::group_index() * porta::group_size(1), rows = planes * out_h;
+    const int64_t end = begin + porta::group_size(1) < rows ? begin + porta::group_size(1) : rows;
+    avx512::for_stacked_maxima({x, x + planes * in_h * in_w}, avx512::stack_of(out_w), out_w, begin,
+                               end, [&](int64_t at, avx512::Mask lanes, const avx512::Quads& m) {
+                                 avx512::store_lanes(y + at, lanes, m.value);
+                               });
+    return;
+  }
+#endif
   // Only the value is stored, which ties do not change: int32 indices do for any plane.
   window_maxima(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
                 Axis{in_w, out_w, window_w, stride_w, pad_w}, x, StoreValues{y});
@@ -487,6 +686,19 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
     *begin = (row / out_h) * in_h * in_w + h0 * in_w;
     *end = (row / out_h) * in_h * in_w + h1 * in_w;
   };
+#if PORTA_POOL_AVX512
+  if (items == 1 && avx512::stacks(ah, aw)) {
+    const int64_t end =
+        first_row + porta::group_size(1) < rows ? first_row + porta::group_size(1) : rows;
+    const avx512::Stack s = avx512::stack_of(out_w);
+    avx512::for_stacked_maxima(
+        {x, x + planes * in_h * in_w}, s, out_w, first_row, end,
+        [&](int64_t at, avx512::Mask lanes, const avx512::Quads& m) {
+          avx512::write_stacked({dy, dy + rows * out_w}, dx, s, at, lanes, m);
+        });
+    return;
+  }
+#endif
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     if (items == 1 || row >= rows) return;
@@ -502,6 +714,15 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
     float* dxp = dx + plane * in_h * in_w;
 #if PORTA_POOL_AVX512
     // Writes dx once, its band a window's maxima at a time.
+    if (items == 1 && avx512::quads(ah, aw)) {
+      const int64_t p = row - plane * out_h;
+      avx512::for_quad_maxima(
+          {x, x + planes * in_h * in_w}, x + plane * in_h * in_w, aw, p,
+          [&](int64_t q0, avx512::Mask lanes, const avx512::Quads& m) {
+            avx512::write_quads({dy, dy + rows * out_w}, dxp, dyr, ah, aw, p, q0, lanes, m);
+          });
+      return;
+    }
     if (items == 1 && avx512::takes(ah, aw)) {
       const avx512::Extent whole_x{x, x + planes * in_h * in_w}, whole_dy{dy, dy + rows * out_w};
       avx512::for_row_maxima(whole_x, x + plane * in_h * in_w, ah, aw, row - plane * out_h,
