@@ -12,13 +12,7 @@
 // step, however short the row: lanes past its end are blended away or left unstored, so no row
 // needs a scalar tail (namespace avx512 below).
 #if PORTA_TARGET_CPU && defined(__AVX512F__)
-// GCC 12 warns of the undefined source its unmasked AVX-512 intrinsics pass on (its bug 105593).
-#pragma GCC diagnostic push
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "x86_intrinsics.h"
 #define PORTA_POOL_AVX512 1
 #else
 #define PORTA_POOL_AVX512 0
