@@ -211,13 +211,10 @@ inline __m512 load_lanes(const float* at, Mask inside, __m512 fill, const Extent
   }
   return _mm512_mask_loadu_ps(fill, inside, at);
 }
+// Indices move as the same 32 bits.
 inline __m512i load_lanes(const int32_t* at, Mask inside, __m512i fill, const Extent& t) {
-  if (at >= t.begin && at + 16 <= t.end) {
-    __m512i v = _mm512_loadu_si512(at);
-    asm("" : "+v"(v));
-    return _mm512_mask_mov_epi32(fill, inside, v);
-  }
-  return _mm512_mask_loadu_epi32(fill, inside, at);
+  return _mm512_castps_si512(load_lanes(reinterpret_cast<const float*>(at), inside,
+                                        _mm512_castsi512_ps(fill), t));
 }
 
 // Stores the lanes `lanes` of v at at: whole vectors with a plain store, which is also faster.
