@@ -29,8 +29,11 @@ struct BiasShape {
   int64_t batch, channels, spatial;
 };
 
+// The host sums runs of up to 8 channels in a group: {3, 37, 17}, {1, 70, 5} and {2, 200, 3}
+// end on a partial run.
 const BiasShape kBiasShapes[] = {{1, 1, 1},      {7, 33, 1},  {2, 7, 129},  {3, 64, 49},
-                                 {1, 1, 100003}, {129, 5, 3}, {4, 1000, 1}, {1, 129, 7}};
+                                 {1, 1, 100003}, {129, 5, 3}, {4, 1000, 1}, {1, 129, 7},
+                                 {3, 37, 17},    {1, 70, 5},  {5, 1, 33},   {2, 200, 3}};
 
 }  // namespace
 
