@@ -111,8 +111,10 @@ TEST_CASE("bias backward: long reductions and many channels", "[bias][large]") {
 
 namespace {
 
-// 8192 elements, one group's span on the CPU, and one element or one pass of 256 past it.
-const int64_t kCounts[] = {1, 7, 33, 129, 1000, 8192, 8193, 8448, 65537, (1 << 20) + 3};
+// 8192 elements, one group's span on the CPU, and one element or one pass of 256 past it;
+// 131072, the most the CPU runs as one group, and one past it.
+const int64_t kCounts[] = {1,    7,    33,    129,    1000,   8192,
+                           8193, 8448, 65537, 131072, 131073, (1 << 20) + 3};
 
 // ReLU forward and backward over x, out of place or in place, checked exactly.
 void run_relu(const Env& env, const std::vector<float>& x, const std::vector<float>& dy,
