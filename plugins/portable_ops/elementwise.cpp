@@ -1,4 +1,5 @@
 // Host side of the elementwise ops, bias add and its gradient, and the optimiser updates.
+#include <algorithm>
 #include <cmath>
 
 #include "portable_ops.h"
@@ -30,9 +31,10 @@ porta_status_t Ops::bias_add(const Op* op, const porta_bias_add_args_t* a) {
 }
 
 // One group per channel, its items splitting the spatial positions (x) and the batch (y) on a
-// GPU, summed with a tree. A fully connected layer's (spatial 1) rows of channels are summed down
-// the batch instead, each item taking neighbouring channels, where there are enough channels to
-// keep a GPU busy (on the CPU always): a group per channel would read a column, strided.
+// GPU, summed with a tree; on the host a group per run of neighbouring channels, one item. A fully
+// connected layer's (spatial 1) rows of channels are summed down the batch instead, each item
+// taking neighbouring channels, where there are enough channels to keep a GPU busy (on the CPU
+// always): a group per channel would read a column, strided.
 porta_status_t Ops::bias_backward(const Op* op, const porta_bias_backward_args_t* a) {
   return guarded("porta_bias_backward", [&] {
     const int64_t batch = a->batch, channels = a->channels, spatial = a->spatial;
@@ -45,11 +47,17 @@ porta_status_t Ops::bias_backward(const Op* op, const porta_bias_backward_args_t
              dim3(items), 0, batch, channels, per_item, a->dy, a->dbias);
       return;
     }
-    uint32_t items_x = 1, items_y = 1;
-    if (!host) {
-      while (items_x < 256 && items_x * 4 < spatial) items_x *= 2;
-      while (items_x * items_y < 256 && items_y < batch) items_y *= 2;
+    if (host) {
+      // Runs of up to 8 channels (the kernel's limit), while each thread keeps several groups.
+      const int64_t threads = std::max<int64_t>(1, op->properties->compute_units);
+      const int64_t per_group = std::clamp<int64_t>(channels / (4 * threads), 1, 8);
+      launch(*op, "bias_backward_runs", wrapped_grid((channels + per_group - 1) / per_group),
+             dim3(1), 0, batch, channels, spatial, per_group, a->dy, a->dbias);
+      return;
     }
+    uint32_t items_x = 1, items_y = 1;
+    while (items_x < 256 && items_x * 4 < spatial) items_x *= 2;
+    while (items_x * items_y < 256 && items_y < batch) items_y *= 2;
     launch(*op, "bias_backward", wrapped_grid(channels), dim3(items_x, items_y), 0, batch, channels,
            spatial, a->dy, a->dbias);
   });

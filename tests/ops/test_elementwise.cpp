@@ -29,8 +29,11 @@ struct BiasShape {
   int64_t batch, channels, spatial;
 };
 
+// The host sums runs of up to 8 channels in a group: {3, 37, 17}, {1, 70, 5} and {2, 200, 3}
+// end on a partial run.
 const BiasShape kBiasShapes[] = {{1, 1, 1},      {7, 33, 1},  {2, 7, 129},  {3, 64, 49},
-                                 {1, 1, 100003}, {129, 5, 3}, {4, 1000, 1}, {1, 129, 7}};
+                                 {1, 1, 100003}, {129, 5, 3}, {4, 1000, 1}, {1, 129, 7},
+                                 {3, 37, 17},    {1, 70, 5},  {5, 1, 33},   {2, 200, 3}};
 
 }  // namespace
 
@@ -108,8 +111,10 @@ TEST_CASE("bias backward: long reductions and many channels", "[bias][large]") {
 
 namespace {
 
-// 8192 elements, one group's span on the CPU, and one element or one pass of 256 past it.
-const int64_t kCounts[] = {1, 7, 33, 129, 1000, 8192, 8193, 8448, 65537, (1 << 20) + 3};
+// 8192 elements, one group's span on the CPU, and one element or one pass of 256 past it;
+// 131072, the most the CPU runs as one group, and one past it.
+const int64_t kCounts[] = {1,    7,    33,    129,    1000,   8192,
+                           8193, 8448, 65537, 131072, 131073, (1 << 20) + 3};
 
 // ReLU forward and backward over x, out of place or in place, checked exactly.
 void run_relu(const Env& env, const std::vector<float>& x, const std::vector<float>& dy,

@@ -72,6 +72,32 @@ PORTA_KERNEL(bias_backward, int64_t batch, int64_t channels, int64_t spatial, co
   });
 }
 
+// bias_backward on the host: each group's one item takes `per_group` (at most kMaxRun)
+// neighbouring channels, batch entry by batch entry, so that it reads one contiguous run of
+// per_group planes at a time; a group per channel read short planes a whole batch stride apart,
+// which the prefetchers lose. Each channel is summed in bias_backward's order.
+PORTA_KERNEL(bias_backward_runs, int64_t batch, int64_t channels, int64_t spatial,
+             int64_t per_group, const float* dy, float* dbias) {
+  constexpr int64_t kMaxRun = 8;
+  const int64_t first = porta_ops::group_index() * per_group;
+  const int64_t run = porta_ops::min64(porta_ops::min64(per_group, kMaxRun), channels - first);
+  porta::inner([&](uint32_t) {
+    if (run <= 0) return;
+    float lane_sum[kMaxRun][kLanes];
+    for (int64_t c = 0; c < run; ++c) {
+      for (uint32_t lane = 0; lane < kLanes; ++lane) lane_sum[c][lane] = 0.0f;
+    }
+    for (int64_t n = 0; n < batch; ++n) {
+      for (int64_t c = 0; c < run; ++c) {
+        const float* plane = dy + (n * channels + first + c) * spatial;
+        float* sum = lane_sum[c];
+        porta_ops::walk(spatial, 0, 1, [&](int64_t s, uint32_t lane) { sum[lane] += plane[s]; });
+      }
+    }
+    for (int64_t c = 0; c < run; ++c) dbias[first + c] = porta_ops::sum_lanes(lane_sum[c]);
+  });
+}
+
 // bias_backward for spatial 1 (a fully connected layer): dbias[c] = sum over n of dy[n][c].
 // Each item sums `per_item` neighbouring channels down the batch, in order, kLanes at a time: on
 // a GPU (per_item 1) neighbouring items read neighbouring words, on the CPU the loop over the
