@@ -237,6 +237,21 @@ __attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda,
                                                       c, i, j, first);
 }
 
+// A group's tile of C as packed_gemm walks it, fp32 and bf16 alike: its rows and columns, the
+// rows of A packed at a time (whole strips), and the panels in the group's shared memory, B's
+// first so that its strips stay 64-byte aligned (the shared memory is).
+struct TileWalk {
+  int64_t rows, cols, block_m;
+  float* pb;
+  float* pa;
+  TileWalk(const GemmShape& s, const GemmTiles& t, int64_t i0, int64_t j0)
+      : rows(min64(t.tile_m, s.m - i0)),
+        cols(min64(t.tile_n, s.n - j0)),
+        block_m(t.block_m >= kMR ? t.block_m / kMR * kMR : kMR),
+        pb(porta::dynamic_shared_memory<float>()),
+        pa(pb + div_up(t.tile_n, kNR) * kNR * t.tile_k) {}
+};
+
 }  // namespace cpu
 }  // namespace porta_ops
 
@@ -256,12 +271,8 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
     }
   }
 #endif
-  const int64_t rows = min64(t.tile_m, s.m - i0), cols = min64(t.tile_n, s.n - j0);
   const int64_t kc = t.tile_k;
-  const int64_t block_m = t.block_m >= kMR ? t.block_m / kMR * kMR : kMR;
-  // B's panel first: its strips stay 64-byte aligned (the shared memory is).
-  float* const pb = porta::dynamic_shared_memory<float>();
-  float* const pa = pb + div_up(t.tile_n, kNR) * kNR * kc;
+  const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
     const int64_t kb = min64(kc, d_end - d0);
     const bool first = d0 == d_begin;

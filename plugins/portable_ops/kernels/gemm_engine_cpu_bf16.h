@@ -234,11 +234,8 @@ __attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, c
 template <class A, class B>
 void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                       const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
-  const int64_t rows = min64(t.tile_m, s.m - i0), cols = min64(t.tile_n, s.n - j0);
   const int64_t kc = t.tile_k;
-  const int64_t block_m = t.block_m >= kMR ? t.block_m / kMR * kMR : kMR;
-  float* const pb = porta::dynamic_shared_memory<float>();
-  float* const pa = pb + div_up(t.tile_n, kNR) * kNR * kc;
+  const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
     const int64_t kb = min64(kc, d_end - d0), pairs = div_up(kb, 2);
     const bool first = d0 == d_begin;
