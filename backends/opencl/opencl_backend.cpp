@@ -9,6 +9,7 @@
 #include <porta/porta_plugin.h>
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -20,6 +21,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -54,6 +56,7 @@ struct Device {
   porta_device_properties_t properties{};
   bool takes_spirv = false;  // clCreateProgramWithIL; otherwise SPIR 1.2 (cl_khr_spir)
   bool fine_grain = false;   // fine-grained buffer SVM: host memory the device reads directly
+  bool pocl = false;         // PoCL, whose kernel cache needs KernelCacheGuard
   std::string suffixes;
   size_t svm_alignment = 0;
   size_t max_allocation = 0;  // CL_DEVICE_MAX_MEM_ALLOC_SIZE  // the largest clSVMAlloc takes (the
@@ -134,6 +137,95 @@ std::string device_string(const Driver& d, cl_device_id id, cl_device_info what)
   return text;
 }
 
+// PoCL keeps one compiled copy of a kernel per group size and, for grids narrower than 65535
+// work-items, per grid width: a launch wider than every copy in its cache compiles another. It
+// counts the launches using each copy, but a finished launch gives its count back to the first
+// copy of that kernel and group size in the cache, not necessarily the one it took. With launches
+// of two widths in flight at once (several streams) a count reaches zero early and PoCL aborts
+// the process ("pocl_release_dlhandle_cache: Assertion `found->ref_count > 0'", PoCL 3.1). So on
+// PoCL no two copies are ever in use at once: a launch wider than every earlier one of its kernel
+// and group size waits in the device's queues (not on the host) for each of them still in flight,
+// and later launches of them wait for it. The waits only point at commands queued before, so they
+// cannot form a cycle; a kernel widens a few times at most, so nearly every launch waits on
+// nothing or one finished event.
+class KernelCacheGuard {
+ public:
+  // Queues a launch of kernel with these sizes from stream: enqueue(count, waits) queues it after
+  // the events waits[0, count) and returns its event, retained for the guard.
+  template <typename Enqueue>
+  void launch(const Driver& d, const void* stream, const std::string& kernel, const size_t local[3],
+              const size_t global[3], Enqueue&& enqueue) {
+    std::lock_guard lock(mutex_);
+    Record& r = records_[Key{kernel, {local[0], local[1], local[2]}}];
+    // PoCL's measure of a grid's width, its third term as PoCL writes it.
+    const size_t width = std::max({global[0], global[1], local[2] * local[2]});
+    const bool widens = width > r.widest;
+    std::vector<cl_event> waits;
+    if (widens) {
+      for (auto& [other, event] : r.last) keep_if_pending(d, event, waits);
+    }
+    keep_if_pending(d, r.widening, waits);
+    const cl_event event = enqueue(static_cast<cl_uint>(waits.size()), waits.data());
+    if (widens) {
+      r.widest = width;
+      d.clRetainEvent(event);
+      if (r.widening) d.clReleaseEvent(r.widening);
+      r.widening = event;
+    }
+    cl_event& last = r.last[stream];
+    if (last) d.clReleaseEvent(last);
+    last = event;
+    // Streams come and go: forget those whose last launch finished once there are many.
+    if (r.last.size() > 64) {
+      for (auto it = r.last.begin(); it != r.last.end();) {
+        keep_if_pending(d, it->second, waits);
+        it = it->second ? std::next(it) : r.last.erase(it);
+      }
+    }
+  }
+
+  void release(const Driver& d) noexcept {
+    for (auto& [key, r] : records_) {
+      for (auto& [stream, event] : r.last) {
+        if (event) d.clReleaseEvent(event);
+      }
+      if (r.widening) d.clReleaseEvent(r.widening);
+    }
+    records_.clear();
+  }
+
+ private:
+  struct Key {
+    std::string kernel;
+    std::array<size_t, 3> local;
+    bool operator<(const Key& o) const {
+      return std::tie(kernel, local) < std::tie(o.kernel, o.local);
+    }
+  };
+  struct Record {
+    size_t widest = 0;
+    cl_event widening = nullptr;           // the last launch that widened, until it finishes
+    std::map<const void*, cl_event> last;  // each stream's last launch, until it finishes
+  };
+
+  // Adds a retained event to waits while it is pending; a finished (or failed) one is released
+  // and cleared.
+  static void keep_if_pending(const Driver& d, cl_event& event, std::vector<cl_event>& waits) {
+    if (!event) return;
+    cl_int status = CL_COMPLETE;
+    d.clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, nullptr);
+    if (status == CL_COMPLETE || status < 0) {
+      d.clReleaseEvent(event);
+      event = nullptr;
+    } else {
+      waits.push_back(event);
+    }
+  }
+
+  std::mutex mutex_;
+  std::map<Key, Record> records_;
+};
+
 class Backend {
  public:
   explicit Backend(std::unique_ptr<Driver> driver) : driver_(std::move(driver)) {
@@ -172,6 +264,7 @@ class Backend {
     return *devices_[index];
   }
   const porta_device_properties_t& properties(int32_t index) { return device(index).properties; }
+  KernelCacheGuard& kernel_cache_guard() { return kernel_cache_guard_; }
 
  private:
   void open_platform(cl_platform_id platform, std::string& refused) {
@@ -231,6 +324,7 @@ class Backend {
     const auto svm = device_info<cl_device_svm_capabilities>(d, id, CL_DEVICE_SVM_CAPABILITIES,
                                                              "SVM capabilities");
     dev->fine_grain = (svm & CL_DEVICE_SVM_FINE_GRAIN_BUFFER) != 0;
+    dev->pocl = device_string(d, id, CL_DEVICE_VERSION).find("PoCL") != std::string::npos;
     const auto align_bits = device_info<cl_uint>(d, id, CL_DEVICE_MEM_BASE_ADDR_ALIGN, "alignment");
     dev->svm_alignment = std::max<size_t>(16, align_bits / 8);
     dev->max_allocation =
@@ -279,6 +373,7 @@ class Backend {
   }
 
   void release() noexcept {
+    kernel_cache_guard_.release(*driver_);
     for (cl_context context : contexts_) driver_->clReleaseContext(context);
     contexts_.clear();
   }
@@ -286,6 +381,7 @@ class Backend {
   std::unique_ptr<Driver> driver_;
   std::vector<cl_context> contexts_;
   std::vector<std::unique_ptr<Device>> devices_;
+  KernelCacheGuard kernel_cache_guard_;
 };
 
 using BackendState = plugin::PluginState<Backend>;
@@ -940,11 +1036,23 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
     const size_t local[3] = {c.group[0], c.group[1], c.group[2]};
     const size_t global[3] = {size_t{c.grid[0]} * c.group[0], size_t{c.grid[1]} * c.group[1],
                               size_t{c.grid[2]} * c.group[2]};
-    enqueue_on(d, s, [&](cl_event* out) {
-      Driver::check(
-          d.clEnqueueNDRangeKernel(s.queue, k->kernel, 3, nullptr, global, local, 0, nullptr, out),
-          "launch of kernel '" + k->name + "'");
-    });
+    // Queues the launch after waits; returns its event, retained.
+    auto queue = [&](cl_uint wait_count, const cl_event* waits) {
+      cl_event event = nullptr;
+      enqueue_on(d, s, [&](cl_event* out) {
+        Driver::check(d.clEnqueueNDRangeKernel(s.queue, k->kernel, 3, nullptr, global, local,
+                                               wait_count, wait_count ? waits : nullptr, out),
+                      "launch of kernel '" + k->name + "'");
+        d.clRetainEvent(*out);
+        event = *out;
+      });
+      return event;
+    };
+    if (dev.pocl) {
+      b.kernel_cache_guard().launch(d, &s, k->name, local, global, queue);
+    } else {
+      d.clReleaseEvent(queue(0, nullptr));
+    }
     d.clFlush(s.queue);
     return PORTA_SUCCESS;
   });

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "plugin_kit.h"
@@ -231,4 +232,63 @@ TEST_CASE("semantics: shared memory in a helper is the group's own", "[semantics
     }
   }
   CHECK(wrong == 0);
+}
+
+// ---- streams ------------------------------------------------------------------------------------
+
+// PoCL compiles a kernel again for a wider grid and, with launches of both widths in flight on
+// several queues, used to give a finished launch's reference back to the wrong copy and abort the
+// process (the OpenCL backend's KernelCacheGuard). Each thread queues launches of one kernel at
+// widths growing in turn with the others', without waiting between them.
+TEST_CASE("streams: one kernel at growing widths from several threads at once", "[streams]") {
+  Runtime rt;
+  constexpr uint32_t kThreads = 8, kLaunches = 32, kStep = 8;
+  constexpr uint32_t kMostGroups = kLaunches * kThreads * kStep;
+  const porta_kernel_t kernel = rt.kernel("reverse_in_helper");
+  // Each group size is a kernel of its own to PoCL, whose widths grow afresh: many tries.
+  for (uint32_t items = 2; items <= 64; items += 2) {
+    std::vector<float> x(size_t{kMostGroups} * items);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = float(i);
+    void* din = nullptr;
+    REQUIRE_OK(porta_memory_alloc(rt.device, x.size() * sizeof(float), &din));
+    REQUIRE_OK(porta_memcpy(din, x.data(), x.size() * sizeof(float)));
+    std::vector<porta_status_t> failed(kThreads, PORTA_SUCCESS);
+    std::vector<std::vector<float>> outs(kThreads);
+    std::vector<std::thread> threads;
+    for (uint32_t t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        porta_stream_t stream = nullptr;
+        void* dout = nullptr;
+        porta_status_t s = porta_stream_create(rt.device, &stream);
+        if (s == PORTA_SUCCESS) s = porta_memory_alloc(rt.device, x.size() * sizeof(float), &dout);
+        uint32_t groups = 0;
+        for (uint32_t i = 0; i < kLaunches && s == PORTA_SUCCESS; ++i) {
+          groups = (i * kThreads + t + 1) * kStep;
+          void* args[] = {&din, &dout};
+          porta_launch_config_t config{sizeof(config), {groups, 1, 1}, {items, 1, 1}, 0, 0,
+                                       nullptr};
+          s = porta_kernel_launch(kernel, &config, args, stream);
+        }
+        if (s == PORTA_SUCCESS) s = porta_stream_synchronize(stream);
+        outs[t].resize(size_t{groups} * items);
+        if (s == PORTA_SUCCESS) {
+          s = porta_memcpy(outs[t].data(), dout, outs[t].size() * sizeof(float));
+        }
+        porta_memory_free(dout);
+        if (stream) porta_stream_destroy(stream);
+        failed[t] = s;
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    porta_memory_free(din);
+    for (uint32_t t = 0; t < kThreads; ++t) {
+      INFO("group size " << items << ", thread " << t);
+      REQUIRE(failed[t] == PORTA_SUCCESS);
+      size_t wrong = 0;
+      for (size_t i = 0; i < outs[t].size(); ++i) {
+        wrong += outs[t][i] != x[i / items * items + items - 1 - i % items] ? 1 : 0;
+      }
+      CHECK(wrong == 0);
+    }
+  }
 }
