@@ -14,7 +14,6 @@
 // e.g. taskset -c 1.
 #include <benchmark/benchmark.h>
 
-#include <cstdio>
 #include <cstdlib>
 
 #include "gemm_engine.h"
@@ -113,27 +112,21 @@ void multiply_tile(benchmark::State& state) {
   report(state, 2.0 * rows * cols * kb * blocks);
 }
 
-BENCHMARK(fma_peak);
-BENCHMARK(micro_kernel_l1)->Name("micro_kernel")->Arg(128)->Arg(256);
-BENCHMARK(micro_kernel_rows_l1)->Name("micro_kernel_rows")->Arg(128)->Arg(256);
-// Tiles as plan_gemm cuts 512x784x4608 and 64x12544x576 on two threads (tile_k within 256 KiB).
-BENCHMARK(multiply_tile<true>)->Name("multiply_rows")->Args({256, 224, 208})->Args({64, 256, 192});
-BENCHMARK(multiply_tile<false>)
-    ->Name("multiply_packed")
-    ->Args({256, 224, 208})
-    ->Args({64, 256, 192});
-
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (!__builtin_cpu_supports("avx512f")) {
-    std::printf(
-        "porta-gemm-kernel-bench: skipped: this CPU has no AVX-512 (the x86-64-v4 build)\n");
-    return 0;
+// Registered at run time from main (gemm_kernel_main.cpp), which first checks that the CPU has
+// AVX-512: this file is compiled for x86-64-v4 and runs nothing before that.
+void register_gemm_kernel_benchmarks() {
+  benchmark::RegisterBenchmark("fma_peak", fma_peak);
+  for (int64_t kb : {128, 256}) {
+    benchmark::RegisterBenchmark("micro_kernel", micro_kernel_l1)->Arg(kb);
+    benchmark::RegisterBenchmark("micro_kernel_rows", micro_kernel_rows_l1)->Arg(kb);
   }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  // Tiles as plan_gemm cuts 512x784x4608 and 64x12544x576 on two threads (tile_k within 256 KiB).
+  benchmark::RegisterBenchmark("multiply_rows", multiply_tile<true>)
+      ->Args({256, 224, 208})
+      ->Args({64, 256, 192});
+  benchmark::RegisterBenchmark("multiply_packed", multiply_tile<false>)
+      ->Args({256, 224, 208})
+      ->Args({64, 256, 192});
 }
