@@ -278,9 +278,8 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
     const bool first = d0 == d_begin;
     b.template pack<kNR>(pb, j0, cols, d0, kb);
     if constexpr (std::is_same_v<A, StridedOperand<float>>) {
-      if (a.depth.div == 0 && a.depth.inner == 1) {  // rows of A along the depth: read in place
-        multiply_rows(a.p + i0 * a.wide_stride + d0, a.wide_stride, pb, kb, rows, cols, pa, c, i0,
-                      j0, first);
+      if (const float* rows_at = a.rows_in_place(i0, d0, kb)) {  // rows along the depth
+        multiply_rows(rows_at, a.wide_stride, pb, kb, rows, cols, pa, c, i0, j0, first);
         continue;
       }
     }
