@@ -5,7 +5,6 @@
 // every group, the blocks fit the planned shared memory, even blocks for bf16), and where the
 // image's positions have an even divisor between half the planned block and the block, every
 // block must lie within one image.
-#define CATCH_CONFIG_MAIN
 #include <algorithm>
 #include <catch2/catch.hpp>
 
