@@ -267,14 +267,16 @@ TEST_CASE("conv2d: dy read in place within an image", "[conv]") {
   for (const ConvCase& c : kOperandCases) run_f32(env, c, seed_for(index++));
 }
 
-TEST_CASE("conv2d: dy read in place within an image, f16 and bf16", "[conv][16bit]") {
+// bf16 rows in place are read as pairs of depths (vdpbf16ps), also from odd offsets; f16 takes
+// no path of its own (its A is always packed).
+TEST_CASE("conv2d: dy read in place within an image, bf16", "[conv][16bit]") {
   Env env;
   uint64_t index = 0;
-  for (porta_dtype_t dtype : {PORTA_DTYPE_F16, PORTA_DTYPE_BF16}) {
-    for (const ConvCase& c : kOperandCases) {
-      const bool misaligned = index % 2 == 1;
-      const porta_status_t status = run_conv(env, c, seed_for(index++), dtype, misaligned);
-      if (status == PORTA_ERROR_UNSUPPORTED) break;
+  for (const ConvCase& c : kOperandCases) {
+    const bool misaligned = index % 2 == 1;
+    if (run_conv(env, c, seed_for(index++), PORTA_DTYPE_BF16, misaligned) ==
+        PORTA_ERROR_UNSUPPORTED) {
+      break;
     }
   }
 }
