@@ -11,7 +11,8 @@ namespace porta::portable_ops {
 
 // gemm.cpp
 porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
-                                       int64_t k, int64_t batch, std::optional<Scratch>& scratch);
+                                       int64_t k, int64_t batch, int64_t depth_period,
+                                       std::optional<Scratch>& scratch);
 
 namespace {
 
@@ -59,9 +60,12 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     if (!m.valid() || !n.valid() || !k.valid()) {
       plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT, "the convolution's GEMM sizes overflow");
     }
+    // Backward-weights' A, dy, runs along the depth within each image's output positions: depth
+    // blocks planned within one image let the CPU read it in place.
+    const int64_t depth_period = pass == Pass::backward_weights ? g.out_h * g.out_w : 0;
     std::optional<Scratch> scratch;
-    const porta_ops::GemmPlan plan =
-        plan_engine_launch(op, ops[index], m.value(), n.value(), k.value(), 1, scratch);
+    const porta_ops::GemmPlan plan = plan_engine_launch(op, ops[index], m.value(), n.value(),
+                                                        k.value(), 1, depth_period, scratch);
     g.tiles = plan.tiles;
     // The kernels' inputs are pointers of their dtype: the same bytes.
     launch(op, kernels[index][d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),

@@ -37,9 +37,12 @@ int32_t requested_gemm_path() {
 
 // The engine's launch for an m x n x k product over `batch` entries on the stream's device. With
 // split-K the partial products go to the stream's scratch buffer, which `scratch` then holds
-// until the caller has queued both kernels. Throws porta::error if the grid cannot hold it.
+// until the caller has queued both kernels. A depth_period > 0 says that A's rows run along the
+// depth in stretches of that many (porta_ops::align_depth_blocks). Throws porta::error if the
+// grid cannot hold it.
 porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
-                                       int64_t k, int64_t batch, std::optional<Scratch>& scratch) {
+                                       int64_t k, int64_t batch, int64_t depth_period,
+                                       std::optional<Scratch>& scratch) {
   const porta_device_properties_t& props = *context.properties;
   porta_ops::GemmTarget target;
   target.host = runs_on_host(context);
@@ -61,6 +64,7 @@ porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_
     throw porta::error(PORTA_ERROR_UNSUPPORTED,
                        std::string(op) + ": the problem needs more work-groups than a grid holds");
   }
+  if (depth_period > 0) porta_ops::align_depth_blocks(depth_period, m, n, k, batch, &plan);
   if (plan.partial_floats > 0) {
     scratch.emplace(scratch_for(context, static_cast<size_t>(plan.partial_floats) * sizeof(float)));
     plan.tiles.partials = scratch->as<float>();
@@ -73,7 +77,7 @@ porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* gemm) {
     const porta_gemm_desc_t& d = *gemm->desc;
     std::optional<Scratch> scratch;
     const porta_ops::GemmPlan plan =
-        plan_engine_launch(*op, "porta_gemm", d.m, d.n, d.k, d.batch_count, scratch);
+        plan_engine_launch(*op, "porta_gemm", d.m, d.n, d.k, d.batch_count, 0, scratch);
     porta_ops::GemmArgs args{};
     args.a = gemm->a;
     args.b = gemm->b;

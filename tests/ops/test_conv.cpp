@@ -249,6 +249,38 @@ TEST_CASE("conv2d: porta-train layers, batch scaled down, f32 and bf16", "[conv]
   }
 }
 
+// The operands' own paths: backward-weights' dy read in place where a depth block stays within
+// one image (blocks planned to divide the image's positions, blocks at odd offsets, blocks
+// crossing images packed, split-K); backward-data split deep and with fewer rows than a
+// micro-tile.
+const ConvCase kOperandCases[] = {
+    {1, 8, 4, 4, 512, 3, 3, 1, 1},   // backward-data: m = 8, k = 4608, split
+    {1, 5, 6, 6, 7, 3, 3, 1, 1},     // C = 5: fewer rows than a micro-tile
+    {3, 4, 18, 18, 16, 3, 3, 1, 1},  // 324 positions an image: blocks of 162
+    {2, 3, 23, 23, 8, 3, 3, 1, 1},   // 529: blocks at odd offsets, one crossing
+    {8, 2, 16, 18, 4, 3, 3, 1, 1},   // 288 an image, 2304 deep: split
+};
+
+TEST_CASE("conv2d: dy read in place within an image", "[conv]") {
+  Env env;
+  uint64_t index = 0;
+  for (const ConvCase& c : kOperandCases) run_f32(env, c, seed_for(index++));
+}
+
+// bf16 rows in place are read as pairs of depths (vdpbf16ps), also from odd offsets; f16 takes
+// no path of its own (its A is always packed).
+TEST_CASE("conv2d: dy read in place within an image, bf16", "[conv][16bit]") {
+  Env env;
+  uint64_t index = 0;
+  for (const ConvCase& c : kOperandCases) {
+    const bool misaligned = index % 2 == 1;
+    if (run_conv(env, c, seed_for(index++), PORTA_DTYPE_BF16, misaligned) ==
+        PORTA_ERROR_UNSUPPORTED) {
+      break;
+    }
+  }
+}
+
 TEST_CASE("conv2d: more work-groups than one grid dimension holds", "[conv][large]") {
   // A batch of 70001 (> 65535) small images: the implicit GEMMs have 280004 columns (forward,
   // backward-data) or a reduction of 280004 terms (backward-weights).

@@ -101,6 +101,15 @@ struct StridedOperand {
 #if PORTA_TARGET_CPU
   template <int Width>
   void pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const;
+  // Where the rows from w0 lie along depths [d0, d0 + dn), wide_stride apart (a matrix stored
+  // along the depth, or dy within one image): the first one's start, which the packed path reads
+  // in place; nullptr where the depths are not consecutive in memory.
+  const T* rows_in_place(int64_t w0, int64_t d0, int64_t dn) const {
+    if (depth.inner != 1 || (depth.div > 0 && d0 / depth.div != (d0 + dn - 1) / depth.div)) {
+      return nullptr;
+    }
+    return p + w0 * wide_stride + depth(d0);
+  }
 #endif
 };
 

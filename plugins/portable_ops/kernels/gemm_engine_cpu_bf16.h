@@ -242,10 +242,10 @@ void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmSha
     pack_pairs<kNR>(b, pb, j0, cols, d0, kb);
     if constexpr (std::is_same_v<A, StridedOperand<bf16>>) {
       // Rows of A along the depth are read in place (pairs of an even block never straddle it).
-      if (a.depth.div == 0 && a.depth.inner == 1 && kb % 2 == 0) {
-        multiply_rows_bf16(a.p + i0 * a.wide_stride + d0, a.wide_stride,
-                           reinterpret_cast<const uint32_t*>(pb), kb, rows, cols,
-                           reinterpret_cast<bf16*>(pa), c, i0, j0, first);
+      const bf16* rows_at = kb % 2 == 0 ? a.rows_in_place(i0, d0, kb) : nullptr;
+      if (rows_at) {
+        multiply_rows_bf16(rows_at, a.wide_stride, reinterpret_cast<const uint32_t*>(pb), kb, rows,
+                           cols, reinterpret_cast<bf16*>(pa), c, i0, j0, first);
         continue;
       }
     }

@@ -247,4 +247,29 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
   return true;
 }
 
+// For a depth made of runs of `period` consecutive elements of A's rows (conv backward-weights:
+// dy's output positions of one image), a CPU plan whose tile_k divides the period keeps every
+// depth block within one run, so that the packed path reads A in place (StridedOperand::
+// rows_in_place) instead of packing it. Takes the largest even divisor of the period between half
+// the planned tile_k and tile_k (shared memory then has room), with the splits rounded to it;
+// keeps the plan where there is none or the tiled path runs.
+inline void align_depth_blocks(int64_t period, int64_t m, int64_t n, int64_t k, int64_t batch,
+                               GemmPlan* plan) {
+  using namespace plan_detail;
+  GemmTiles& t = plan->tiles;
+  if (t.path == kGemmPathTiled || period <= 0 || k <= t.tile_k) return;
+  int64_t tile_k = t.tile_k;
+  while (tile_k >= 2 && 2 * tile_k >= t.tile_k && (period % tile_k != 0 || tile_k % 2 != 0)) {
+    --tile_k;
+  }
+  if (tile_k < 2 || 2 * tile_k < t.tile_k) return;
+  t.tile_k = static_cast<int32_t>(tile_k);
+  if (t.splits > 1) {
+    t.split_depth = round_up(t.split_depth, tile_k);
+    t.splits = static_cast<int32_t>(div_up(k, t.split_depth));
+    plan->partial_floats = t.splits > 1 ? m * n * batch * t.splits : 0;
+    flat_grid(t.tiles_m * t.tiles_n * batch * t.splits, plan->grid);  // fewer groups: it fits
+  }
+}
+
 }  // namespace porta_ops
