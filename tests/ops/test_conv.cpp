@@ -261,10 +261,11 @@ TEST_CASE("conv2d: more work-groups than one grid dimension holds", "[conv][larg
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
-// On CPUs with AVX512_BF16, bf16 depth blocks go about twice as deep as fp32's, and panels that
-// are packed through fp32 (windows, dy, w^T) are packed a group of strips at a time so that the
-// fp32 copy fits beside the pairs: groups of one strip up to the whole panel, a last strip
-// partly outside the operand, an odd last block, and split-K ranges of several blocks.
+// On CPUs with AVX512_BF16, bf16 depth blocks go about twice as deep as fp32's where outputs'
+// images end inside 32-column strips (forward, backward data), and panels packed through fp32
+// (windows, w^T) are packed a group of strips at a time so that the fp32 copy fits beside the
+// pairs: groups of one strip up to the whole panel, a last strip partly outside the operand, an
+// odd last block; backward weights (plan's depth) splits a deep product.
 TEST_CASE("conv2d: bf16 deep blocks, panels packed a group of strips at a time", "[conv][16bit]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
@@ -274,7 +275,7 @@ TEST_CASE("conv2d: bf16 deep blocks, panels packed a group of strips at a time",
       {3, 24, 9, 9, 16, 3, 3, 1, 1},     // backward weights 243 deep, 216 columns
       {16, 24, 14, 14, 16, 3, 3, 1, 1},  // backward weights 3136 deep: split-K
       {4, 40, 16, 16, 48, 1, 1},         // 1x1, backward data rows of 256
-      {8, 32, 14, 14, 64, 3, 3, 1, 1},   // backward weights: dy's 64 rows in groups too
+      {2, 96, 15, 15, 128, 3, 3, 1, 1},  // backward data: w^T's 96 rows in groups too
   };
   uint64_t index = 0;
   for (const ConvCase& c : cases) {

@@ -240,11 +240,12 @@ __attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, c
 }
 
 // packed_gemm for bf16 operands on vdpbf16ps: the same tiles and shared memory, each panel
-// paired as it is packed. Pairs take half the room of fp32 depths, so the blocks go about twice
-// as deep as the plan's tile_k: a micro-tile then runs as many steps per store of C as fp32's
-// does, instead of half (storing C, a strided scatter at conv outputs' image edges, weighed as
-// much as a third of the kernel's time). The room left after the panels' pairs holds the fp32
-// strips of the last group packed (at least one strip of B, then of A: see pack_pairs_via_fp32).
+// paired as it is packed. Pairs take half the room of fp32 depths, so where storing C is costly
+// the blocks go about twice as deep as the plan's tile_k: a micro-tile then runs as many steps
+// per store of C as fp32's does, instead of half (storing C, scattered where a strip crosses the
+// end of a conv output's image, weighed up to a third of the kernel's time). The room left after
+// the panels' pairs holds the fp32 strips of the last group packed (at least one strip of B,
+// then of A: see pack_pairs_via_fp32).
 template <class A, class B>
 void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                       const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
@@ -252,9 +253,12 @@ void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmSha
   const int64_t panel_cols = div_up(t.tile_n, kNR) * kNR;
   const float* const end = pa_fp32 + int64_t{t.block_m} * t.tile_k;
   const int64_t max_pairs = (end - pb) / max64(panel_cols + block_m + kMR, panel_cols + kNR);
-  // tile_k depths fit as for fp32 in any case. Blocks of even depth (A's rows read in place pair
-  // within a block), evened out.
-  const int64_t max_depth = max64(t.tile_k, 2 * max_pairs);
+  // Only where C's strips are scattered (a conv output whose images end inside strips) does a
+  // store weigh that much; elsewhere the plan's depth keeps a B strip at half fp32's room in L1,
+  // and was as fast or faster (1x1 backward weights). tile_k depths fit as for fp32 in any case.
+  // Blocks of even depth (A's rows read in place pair within a block), evened out.
+  const bool scattered_c = c.col.div > 0 && c.col.div % kNR != 0;
+  const int64_t max_depth = scattered_c ? max64(t.tile_k, 2 * max_pairs) : t.tile_k;
   const int64_t depth = d_end - d_begin, blocks = div_up(depth, max_depth);
   const int64_t kc = min64(max_depth, div_up(div_up(depth, blocks), 2) * 2);
   float* const pa = pb + panel_cols * div_up(kc, 2);
