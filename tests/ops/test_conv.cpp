@@ -274,6 +274,7 @@ TEST_CASE("conv2d: bf16 deep blocks, panels packed a group of strips at a time",
       {2, 21, 9, 9, 63, 3, 3, 1, 1},     // 567 deep, an odd last block
       {3, 24, 9, 9, 16, 3, 3, 1, 1},     // strips crossing two images' ends
       {2, 96, 15, 15, 128, 3, 3, 1, 1},  // backward data: w^T's 96 rows in groups too
+      {2, 40, 7, 7, 600, 1, 1},          // 1x1 backward data: w^T paired from memory, no room kept
   };
   uint64_t index = 0;
   for (const ConvCase& c : cases) {

@@ -239,6 +239,16 @@ __attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, c
   multiply_strips<uint32_t, micro_kernel_bf16>(pa, pb, pairs, block_rows, cols, c, i, j, first);
 }
 
+// Whether A's panels over `depth` are paired without an fp32 copy: read in place (blocks of even
+// depth), or paired straight from memory; packed_gemm_bf16 then leaves no room for one.
+template <class A>
+bool pairs_in_place(const A& a, int64_t depth) {
+  if constexpr (std::is_same_v<A, StridedOperand<bf16>>) {
+    return a.wide_stride == 1 || (a.depth.div == 0 && a.depth.inner == 1 && depth % 2 == 0);
+  }
+  return false;
+}
+
 // packed_gemm for bf16 operands on vdpbf16ps: the same tiles and shared memory, each panel
 // paired as it is packed. Pairs take half the room of fp32 depths, so where storing C is costly
 // the blocks go about twice as deep as the plan's tile_k: a micro-tile then runs as many steps
@@ -252,14 +262,16 @@ void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmSha
   const auto [rows, cols, block_m, pb, pa_fp32] = TileWalk(s, t, i0, j0);
   const int64_t panel_cols = div_up(t.tile_n, kNR) * kNR;
   const float* const end = pa_fp32 + int64_t{t.block_m} * t.tile_k;
-  const int64_t max_pairs = (end - pb) / max64(panel_cols + block_m + kMR, panel_cols + kNR);
+  const int64_t depth = d_end - d_begin;
+  const int64_t a_room = block_m + (pairs_in_place(a, depth) ? 0 : kMR);
+  const int64_t max_pairs = (end - pb) / max64(panel_cols + a_room, panel_cols + kNR);
   // Only where C's strips are scattered (a conv output whose images end inside strips) does a
   // store weigh that much; elsewhere the plan's depth keeps a B strip at half fp32's room in L1,
   // and was as fast or faster (1x1 backward weights). tile_k depths fit as for fp32 in any case.
   // Blocks of even depth (A's rows read in place pair within a block), evened out.
   const bool scattered_c = c.col.div > 0 && c.col.div % kNR != 0;
   const int64_t max_depth = scattered_c ? max64(t.tile_k, 2 * max_pairs) : t.tile_k;
-  const int64_t depth = d_end - d_begin, blocks = div_up(depth, max_depth);
+  const int64_t blocks = div_up(depth, max_depth);
   const int64_t kc = min64(max_depth, div_up(div_up(depth, blocks), 2) * 2);
   float* const pa = pb + panel_cols * div_up(kc, 2);
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
