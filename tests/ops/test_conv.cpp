@@ -293,6 +293,32 @@ TEST_CASE("conv2d: more work-groups than one grid dimension holds", "[conv][larg
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
+// On CPUs with AVX512_BF16, bf16 depth blocks go about twice as deep as fp32's where outputs'
+// images end inside 32-column strips (forward, backward data), and panels packed through fp32
+// (windows, w^T) are packed a group of strips at a time so that the fp32 copy fits beside the
+// pairs: groups of one strip up to the whole panel, a last strip partly outside the operand, an
+// odd last block.
+TEST_CASE("conv2d: bf16 deep blocks, panels packed a group of strips at a time", "[conv][16bit]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {2, 20, 9, 9, 64, 3, 3, 1, 1},     // backward data 576 deep, forward 180 (one block)
+      {2, 21, 9, 9, 63, 3, 3, 1, 1},     // 567 deep, an odd last block
+      {3, 24, 9, 9, 16, 3, 3, 1, 1},     // strips crossing two images' ends
+      {2, 96, 15, 15, 128, 3, 3, 1, 1},  // backward data: w^T's 96 rows in groups too
+      {2, 40, 7, 7, 600, 1, 1},          // 1x1 backward data: w^T paired from memory, no room kept
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) {
+    const bool misaligned = index % 2 == 1;
+    const porta_status_t status = run_conv(env, c, seed_for(index++), PORTA_DTYPE_BF16, misaligned);
+    if (status == PORTA_ERROR_UNSUPPORTED) {
+      WARN("porta_conv2d_*: bf16 is UNSUPPORTED by this implementation");
+      break;
+    }
+  }
+}
+
 TEST_CASE("conv2d: f16 and bf16 inputs are exact-product fp32 convolutions, or UNSUPPORTED",
           "[conv][16bit]") {
   Env env;

@@ -67,15 +67,25 @@ void pair_depths(float* panel, int64_t strips, int64_t dn) {
 }
 
 // Packs x's panel as pair_depths leaves it: in general through x's own pack, then pair_depths.
+// The fp32 strips take twice the room of the pairs they become, so they are packed a group at a
+// time, each group at the place its pairs start (after the strips already paired) and as many
+// strips as fit below `end`; packed_gemm_bf16 leaves room for at least one.
 template <int Width, class Operand>
-void pack_pairs_via_fp32(const Operand& x, float* dst, int64_t w0, int64_t wn, int64_t d0,
-                         int64_t dn) {
-  x.template pack<Width>(dst, w0, wn, d0, dn);
-  pair_depths<Width>(dst, div_up(wn, Width), dn);
+void pack_pairs_via_fp32(const Operand& x, float* dst, const float* end, int64_t w0, int64_t wn,
+                         int64_t d0, int64_t dn) {
+  const int64_t strips = div_up(wn, Width), pairs = div_up(dn, 2);
+  for (int64_t t = 0; t < strips;) {
+    float* const group = dst + t * Width * pairs;
+    const int64_t n = min64(strips - t, max64(1, (end - group) / (Width * dn)));
+    x.template pack<Width>(group, w0 + t * Width, min64(n * Width, wn - t * Width), d0, dn);
+    pair_depths<Width>(group, n, dn);
+    t += n;
+  }
 }
 template <int Width, class Operand>
-void pack_pairs(const Operand& x, float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) {
-  pack_pairs_via_fp32<Width>(x, dst, w0, wn, d0, dn);
+void pack_pairs(const Operand& x, float* dst, const float* end, int64_t w0, int64_t wn, int64_t d0,
+                int64_t dn) {
+  pack_pairs_via_fp32<Width>(x, dst, end, w0, wn, d0, dn);
 }
 
 typedef uint16_t vbits8 __attribute__((vector_size(16)));
@@ -97,9 +107,9 @@ __attribute__((always_inline)) inline void interleave(const uint16_t* even, cons
 // A matrix contiguous along its wide side (GEMM's B as stored, A transposed) is paired straight
 // from memory, two depth rows at a time: half the passes over the panel, none through fp32.
 template <int Width>
-void pack_pairs(const StridedOperand<bf16>& x, float* dst, int64_t w0, int64_t wn, int64_t d0,
-                int64_t dn) {
-  if (x.wide_stride != 1) return pack_pairs_via_fp32<Width>(x, dst, w0, wn, d0, dn);
+void pack_pairs(const StridedOperand<bf16>& x, float* dst, const float* end, int64_t w0, int64_t wn,
+                int64_t d0, int64_t dn) {
+  if (x.wide_stride != 1) return pack_pairs_via_fp32<Width>(x, dst, end, w0, wn, d0, dn);
   const int64_t strips = div_up(wn, Width), pairs = div_up(dn, 2);
   uint32_t* const out = reinterpret_cast<uint32_t*>(dst);
   // Rows a few depths ahead are prefetched, as StridedOperand::pack does (short runs from a large
@@ -229,17 +239,45 @@ __attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, c
   multiply_strips<uint32_t, micro_kernel_bf16>(pa, pb, pairs, block_rows, cols, c, i, j, first);
 }
 
-// packed_gemm for bf16 operands on vdpbf16ps: the same blocks and shared memory, each panel
-// paired after it is packed.
+// Whether A's panels over `depth` are paired without an fp32 copy: read in place (blocks of even
+// depth), or paired straight from memory; packed_gemm_bf16 then leaves no room for one.
+template <class A>
+bool pairs_in_place(const A& a, int64_t depth) {
+  if constexpr (std::is_same_v<A, StridedOperand<bf16>>) {
+    return a.wide_stride == 1 || (a.depth.div == 0 && a.depth.inner == 1 && depth % 2 == 0);
+  }
+  return false;
+}
+
+// packed_gemm for bf16 operands on vdpbf16ps: the same tiles and shared memory, each panel
+// paired as it is packed. Pairs take half the room of fp32 depths, so where storing C is costly
+// the blocks go about twice as deep as the plan's tile_k: a micro-tile then runs as many steps
+// per store of C as fp32's does, instead of half (storing C, scattered where a strip crosses the
+// end of a conv output's image, weighed up to a third of the kernel's time). The room left after
+// the panels' pairs holds the fp32 strips of the last group packed (at least one strip of B,
+// then of A: see pack_pairs_via_fp32).
 template <class A, class B>
 void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                       const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
-  const int64_t kc = t.tile_k;
-  const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
+  const auto [rows, cols, block_m, pb, pa_fp32] = TileWalk(s, t, i0, j0);
+  const int64_t panel_cols = div_up(t.tile_n, kNR) * kNR;
+  const float* const end = pa_fp32 + int64_t{t.block_m} * t.tile_k;
+  const int64_t depth = d_end - d_begin;
+  const int64_t a_room = block_m + (pairs_in_place(a, depth) ? 0 : kMR);
+  const int64_t max_pairs = (end - pb) / max64(panel_cols + a_room, panel_cols + kNR);
+  // Only where C's strips are scattered (a conv output whose images end inside strips) does a
+  // store weigh that much; elsewhere the plan's depth keeps a B strip at half fp32's room in L1,
+  // and was as fast or faster (1x1 backward weights). tile_k depths fit as for fp32 in any case.
+  // Blocks of even depth (A's rows read in place pair within a block), evened out.
+  const bool scattered_c = c.col.div > 0 && c.col.div % kNR != 0;
+  const int64_t max_depth = scattered_c ? max64(t.tile_k, 2 * max_pairs) : t.tile_k;
+  const int64_t blocks = div_up(depth, max_depth);
+  const int64_t kc = min64(max_depth, div_up(div_up(depth, blocks), 2) * 2);
+  float* const pa = pb + panel_cols * div_up(kc, 2);
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
     const int64_t kb = min64(kc, d_end - d0), pairs = div_up(kb, 2);
     const bool first = d0 == d_begin;
-    pack_pairs<kNR>(b, pb, j0, cols, d0, kb);
+    pack_pairs<kNR>(b, pb, end, j0, cols, d0, kb);
     if constexpr (std::is_same_v<A, StridedOperand<bf16>>) {
       // Rows of A along the depth are read in place (pairs of an even block never straddle it).
       const bf16* rows_at = kb % 2 == 0 ? a.rows_in_place(i0, d0, kb) : nullptr;
@@ -251,7 +289,7 @@ void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmSha
     }
     for (int64_t ib = 0; ib < rows; ib += block_m) {
       const int64_t block_rows = min64(block_m, rows - ib);
-      pack_pairs<kMR>(a, pa, i0 + ib, block_rows, d0, kb);
+      pack_pairs<kMR>(a, pa, end, i0 + ib, block_rows, d0, kb);
       multiply_packed_bf16(reinterpret_cast<const uint32_t*>(pa),
                            reinterpret_cast<const uint32_t*>(pb), pairs, block_rows, cols, c,
                            i0 + ib, j0, first);
