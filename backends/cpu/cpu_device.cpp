@@ -167,15 +167,29 @@ void bind_current_thread_to(int cpu) {
   sched_setaffinity(0, sizeof(set), &set);  // a placement hint, as above
 }
 
-ScopedCpuBinding::ScopedCpuBinding(int cpu) {
-  if (sched_getaffinity(0, sizeof(saved_), &saved_) != 0) return;
-  if (CPU_COUNT(&saved_) == 1 && CPU_ISSET(cpu, &saved_)) return;  // already there
+namespace {
+// The calling thread's hold_cpu: the CPU it holds (-1: none) and the CPUs it had before.
+struct Hold {
+  int cpu = -1;
+  cpu_set_t saved;
+};
+thread_local Hold held;
+}  // namespace
+
+void hold_cpu(int cpu) {
+  if (held.cpu == cpu) return;
+  if (held.cpu < 0) {
+    if (sched_getaffinity(0, sizeof(held.saved), &held.saved) != 0) return;
+    if (CPU_COUNT(&held.saved) == 1 && CPU_ISSET(cpu, &held.saved)) return;  // already there
+  }
   const cpu_set_t set = only(cpu);
-  bound_ = sched_setaffinity(0, sizeof(set), &set) == 0;
+  if (sched_setaffinity(0, sizeof(set), &set) == 0) held.cpu = cpu;
 }
 
-ScopedCpuBinding::~ScopedCpuBinding() {
-  if (bound_) sched_setaffinity(0, sizeof(saved_), &saved_);
+void release_held_cpu() {
+  if (held.cpu < 0) return;
+  sched_setaffinity(0, sizeof(held.saved), &held.saved);
+  held.cpu = -1;
 }
 
 const char* code_object_suffixes(const char* architecture) {

@@ -23,19 +23,13 @@ void bind_current_thread(const std::vector<int>& cpus);
 // Binds the calling thread to one CPU (allocates nothing: pool threads call it as they start).
 void bind_current_thread_to(int cpu);
 
-// Binds the calling thread to one CPU for the object's lifetime, then gives it back the CPUs it
-// had. A placement hint like bind_current_thread: nothing fails if it cannot be bound.
-class ScopedCpuBinding {
- public:
-  explicit ScopedCpuBinding(int cpu);
-  ~ScopedCpuBinding();
-  ScopedCpuBinding(const ScopedCpuBinding&) = delete;
-  ScopedCpuBinding& operator=(const ScopedCpuBinding&) = delete;
-
- private:
-  cpu_set_t saved_;
-  bool bound_ = false;
-};
+// Binds the calling thread to one CPU until release_held_cpu() gives it back the CPUs it had. A
+// stream worker keeps the core it launches grids on from one launch to the next, and gives it
+// back before a host function runs or the worker sleeps: each change of affinity is a system
+// call of a few microseconds. A placement hint like bind_current_thread: nothing fails if it
+// cannot be bound.
+void hold_cpu(int cpu);
+void release_held_cpu();
 
 // Every field filled in, struct_size = sizeof. Reads /proc/cpuinfo and sysinfo, so it is probed
 // once at initialize and copied out afterwards.
