@@ -72,9 +72,9 @@ void register_launch() {
       auto* b = benchmark::RegisterBenchmark(
           name.c_str(), [=](benchmark::State& state) { time_launch(state, groups, after_idle); });
       b->UseManualTime()->Unit(benchmark::kMicrosecond);
-      // The pauses are not timed but take the wall clock: a fixed count keeps each repetition
-      // short.
-      if (after_idle) b->Iterations(50);
+      // The pauses are not timed but take the wall clock, and the run lasts until this much time
+      // was timed (0 would mean the default): short minimums keep the repetitions short.
+      if (after_idle) b->MinTime(5e-4)->MinWarmUpTime(1e-6);
     }
   }
 }
