@@ -18,7 +18,7 @@ namespace porta::cpu {
 // far apart, or cores that other work keeps busy, see no spinning.
 class SpinHistory {
  public:
-  static constexpr uint32_t kSkipAfterWaste = 16;  // waits that sleep at once after a waste
+  static constexpr uint32_t kSkipAfterWaste = 64;  // waits that sleep at once after a waste
 
  private:
   friend class SpinWait;
@@ -27,11 +27,12 @@ class SpinHistory {
 
 class SpinWait {
  public:
-  // A waiter spins about this long at most: enough to bridge launches queued back to back,
-  // short enough that a spin beside real work costs it little.
-  static constexpr std::chrono::microseconds kBudget{50};
+  // A waiter spins about this long at most: about what a wake costs on the machines measured
+  // (5-10 us), so a spin that fails costs no more than the wake it tried to save. Longer spins
+  // (20 and 50 us) made back-to-back launches slower on a 2-core host busy with other work.
+  static constexpr std::chrono::microseconds kBudget{8};
   // A gap this long between two looks at the clock means the spinning thread lost its core.
-  static constexpr std::chrono::microseconds kPreempted{10};
+  static constexpr std::chrono::microseconds kPreempted{5};
 
   // Up to max_spinners threads spin at once (0: none ever).
   explicit SpinWait(unsigned max_spinners) : max_spinners_(max_spinners), free_(max_spinners) {}
