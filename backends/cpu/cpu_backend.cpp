@@ -130,7 +130,7 @@ class Device {
 
 // A stream and the device whose pool runs its kernels.
 struct BoundStream {
-  explicit BoundStream(Device& owner) : device(&owner), queue(owner.spin()) {}
+  explicit BoundStream(Device& owner) : device(&owner), queue(owner.spin(), owner.cpus()) {}
   Device* device;
   CpuStream queue;
 };
@@ -547,8 +547,9 @@ porta_status_t stream_launch_host_func(porta_backend_context_t, void* stream, po
   return guarded("stream_launch_host_func", [&] {
     // Runs on the stream's worker, in order with the stream's other tasks.
     // With every CPU of the device: the core launches hold is no place for the host's work.
-    stream_of(stream).enqueue([fn, user_data](ScratchBuffer&) {
-      release_held_cpu();
+    const std::vector<int>& cpus = bound_of(stream).device->cpus();
+    stream_of(stream).enqueue([fn, user_data, &cpus](ScratchBuffer&) {
+      release_held_cpu(cpus);
       fn(user_data);
     });
     return PORTA_SUCCESS;

@@ -168,28 +168,29 @@ void bind_current_thread_to(int cpu) {
 }
 
 namespace {
-// The calling thread's hold_cpu: the CPU it holds (-1: none) and the CPUs it had before.
-struct Hold {
-  int cpu = -1;
-  cpu_set_t saved;
-};
-thread_local Hold held;
+// The one CPU the calling thread is bound to, or -1.
+int single_cpu() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0 || CPU_COUNT(&set) != 1) return -1;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &set)) return cpu;
+  }
+  return -1;
+}
 }  // namespace
 
 void hold_cpu(int cpu) {
-  if (held.cpu == cpu) return;
-  if (held.cpu < 0) {
-    if (sched_getaffinity(0, sizeof(held.saved), &held.saved) != 0) return;
-    if (CPU_COUNT(&held.saved) == 1 && CPU_ISSET(cpu, &held.saved)) return;  // already there
-  }
+  if (single_cpu() == cpu) return;
   const cpu_set_t set = only(cpu);
-  if (sched_setaffinity(0, sizeof(set), &set) == 0) held.cpu = cpu;
+  sched_setaffinity(0, sizeof(set), &set);
 }
 
-void release_held_cpu() {
-  if (held.cpu < 0) return;
-  sched_setaffinity(0, sizeof(held.saved), &held.saved);
-  held.cpu = -1;
+void release_held_cpu(const std::vector<int>& cpus) {
+  if (cpus.size() < 2 || single_cpu() < 0) return;  // one CPU, or not held
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int cpu : cpus) CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof(set), &set);
 }
 
 const char* code_object_suffixes(const char* architecture) {

@@ -23,13 +23,15 @@ void bind_current_thread(const std::vector<int>& cpus);
 // Binds the calling thread to one CPU (allocates nothing: pool threads call it as they start).
 void bind_current_thread_to(int cpu);
 
-// Binds the calling thread to one CPU until release_held_cpu() gives it back the CPUs it had. A
-// stream worker keeps the core it launches grids on from one launch to the next, and gives it
-// back before a host function runs or the worker sleeps: each change of affinity is a system
-// call of a few microseconds. A placement hint like bind_current_thread: nothing fails if it
-// cannot be bound.
+// Binds the calling thread to one CPU unless it is bound to it already; release_held_cpu(cpus)
+// binds a thread so held to cpus again. A stream worker keeps the core it launches grids on
+// from one launch to the next, and gets its device's CPUs back before a host function runs or
+// it sleeps: each change of affinity is a system call of a few microseconds, a look at it a
+// fraction of one. No state is kept (thread-local storage in a plugin is allocated on first use,
+// and glibc aborts when that fails). Placement hints like bind_current_thread: nothing fails if
+// a thread cannot be bound.
 void hold_cpu(int cpu);
-void release_held_cpu();
+void release_held_cpu(const std::vector<int>& cpus);
 
 // Every field filled in, struct_size = sizeof. Reads /proc/cpuinfo and sysinfo, so it is probed
 // once at initialize and copied out afterwards.

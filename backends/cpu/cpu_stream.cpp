@@ -43,7 +43,8 @@ void CpuEvent::set_latest(std::shared_ptr<Marker> marker) {
   latest_ = std::move(marker);
 }
 
-CpuStream::CpuStream(SpinWait& spin) : spin_(spin), worker_(&CpuStream::worker_main, this) {}
+CpuStream::CpuStream(SpinWait& spin, const std::vector<int>& cpus)
+    : spin_(spin), cpus_(cpus), worker_(&CpuStream::worker_main, this) {}
 
 CpuStream::~CpuStream() {
   {
@@ -71,7 +72,7 @@ void CpuStream::worker_main() {
           return submitted_.load(std::memory_order_acquire) != taken ||
                  stopping_.load(std::memory_order_relaxed);
         })) {
-      release_held_cpu();
+      release_held_cpu(cpus_);
     }
     Task task;
     std::shared_ptr<Marker> marker;

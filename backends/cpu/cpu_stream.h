@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "spin_wait.h"
 #include "thread_pool.h"
@@ -60,7 +61,8 @@ class CpuStream {
  public:
   // Starts the worker; throws std::system_error if it cannot. The worker waiting for tasks and
   // synchronize waiting for the worker spin on spin (which must outlive the stream) first.
-  explicit CpuStream(SpinWait& spin);
+  // cpus: the device's, which the worker gets back before it sleeps (release_held_cpu).
+  CpuStream(SpinWait& spin, const std::vector<int>& cpus);
   // Runs what is still queued, then joins the worker.
   ~CpuStream();
   CpuStream(const CpuStream&) = delete;
@@ -101,6 +103,7 @@ class CpuStream {
   std::string error_message_;
   std::atomic<bool> stopping_{false};  // written with mutex_ held
   SpinWait& spin_;
+  const std::vector<int>& cpus_;  // the device's, which outlives the stream
   SpinHistory worker_history_;
   SpinHistory synchronize_history_;
   ScratchBuffer scratch_;  // the worker's; it joins the pool's work-group loops with it
