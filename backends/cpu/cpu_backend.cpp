@@ -105,32 +105,28 @@ porta_device_properties_t properties_for_mode(unsigned threads) {
 // pool threads are bound to those CPUs, so devices compute side by side without contending.
 class Device {
  public:
-  // spinners: how many of its threads may spin at once before they sleep (see SpinWait).
-  Device(std::vector<int> cpus, unsigned spinners)
+  explicit Device(std::vector<int> cpus)
       : cpus_(std::move(cpus)),
         properties_(properties_for_mode(static_cast<unsigned>(cpus_.size()))),
-        spin_(spinners),
         // The stream worker that launches a grid runs work-groups itself (parallel_for), so
         // threads - 1 pool threads plus that worker fill the share without oversubscribing it
         // when one stream computes. Streams launching at the same time each add their worker,
         // which the OS time-slices; their jobs still progress independently.
-        pool_(cpus_, spin_) {}
+        pool_(cpus_) {}
 
   const std::vector<int>& cpus() const { return cpus_; }
   const porta_device_properties_t& properties() const { return properties_; }
   ThreadPool& pool() { return pool_; }
-  SpinWait& spin() { return spin_; }
 
  private:
   std::vector<int> cpus_;
   porta_device_properties_t properties_;
-  SpinWait spin_;
   ThreadPool pool_;
 };
 
 // A stream and the device whose pool runs its kernels.
 struct BoundStream {
-  explicit BoundStream(Device& owner) : device(&owner), queue(owner.spin(), owner.cpus()) {}
+  explicit BoundStream(Device& owner) : device(&owner) {}
   Device* device;
   CpuStream queue;
 };
@@ -138,13 +134,8 @@ struct BoundStream {
 class Backend {
  public:
   explicit Backend(unsigned device_count) {
-    // Waiting threads spin only on cores their device has to itself, and never more of them
-    // than it has cores; one core alone would only take it from the thread they wait for.
-    const bool own_cores = device_count <= usable_threads();
     for (std::vector<int>& cpus : split_cpus(device_count)) {
-      const unsigned cores = static_cast<unsigned>(cpus.size());
-      const unsigned spinners = own_cores && cores >= 2 ? cores : 0;
-      devices_.push_back(std::make_unique<Device>(std::move(cpus), spinners));
+      devices_.push_back(std::make_unique<Device>(std::move(cpus)));
     }
   }
 
@@ -532,12 +523,9 @@ porta_status_t kernel_get(porta_backend_context_t, void* module, const char* nam
 porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
                              const porta_launch_config_t* config, void** args, void* stream) {
   return guarded("kernel_launch", [&] {
-    ThreadPool& pool = bound_of(stream).device->pool();
-    Task task = static_cast<const CpuKernel*>(kernel)->make_launch(*config, args, pool,
-                                                                   backend_of(context).hazards());
+    Task task = static_cast<const CpuKernel*>(kernel)->make_launch(
+        *config, args, bound_of(stream).device->pool(), backend_of(context).hazards());
     stream_of(stream).enqueue(std::move(task));
-    // A grid the pool shares: its threads wake while the stream worker does, not after it.
-    if (uint64_t{config->grid[0]} * config->grid[1] * config->grid[2] > 1) pool.expect_job();
     return PORTA_SUCCESS;
   });
 }
@@ -546,12 +534,7 @@ porta_status_t stream_launch_host_func(porta_backend_context_t, void* stream, po
                                       void* user_data) {
   return guarded("stream_launch_host_func", [&] {
     // Runs on the stream's worker, in order with the stream's other tasks.
-    // With every CPU of the device: the core launches hold is no place for the host's work.
-    const std::vector<int>& cpus = bound_of(stream).device->cpus();
-    stream_of(stream).enqueue([fn, user_data, &cpus](ScratchBuffer&) {
-      release_held_cpu(cpus);
-      fn(user_data);
-    });
+    stream_of(stream).enqueue([fn, user_data](ScratchBuffer&) { fn(user_data); });
     return PORTA_SUCCESS;
   });
 }

@@ -167,30 +167,15 @@ void bind_current_thread_to(int cpu) {
   sched_setaffinity(0, sizeof(set), &set);  // a placement hint, as above
 }
 
-namespace {
-// The one CPU the calling thread is bound to, or -1.
-int single_cpu() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) != 0 || CPU_COUNT(&set) != 1) return -1;
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-    if (CPU_ISSET(cpu, &set)) return cpu;
-  }
-  return -1;
-}
-}  // namespace
-
-void hold_cpu(int cpu) {
-  if (single_cpu() == cpu) return;
+ScopedCpuBinding::ScopedCpuBinding(int cpu) {
+  if (sched_getaffinity(0, sizeof(saved_), &saved_) != 0) return;
+  if (CPU_COUNT(&saved_) == 1 && CPU_ISSET(cpu, &saved_)) return;  // already there
   const cpu_set_t set = only(cpu);
-  sched_setaffinity(0, sizeof(set), &set);
+  bound_ = sched_setaffinity(0, sizeof(set), &set) == 0;
 }
 
-void release_held_cpu(const std::vector<int>& cpus) {
-  if (cpus.size() < 2 || single_cpu() < 0) return;  // one CPU, or not held
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  for (int cpu : cpus) CPU_SET(cpu, &set);
-  sched_setaffinity(0, sizeof(set), &set);
+ScopedCpuBinding::~ScopedCpuBinding() {
+  if (bound_) sched_setaffinity(0, sizeof(saved_), &saved_);
 }
 
 const char* code_object_suffixes(const char* architecture) {

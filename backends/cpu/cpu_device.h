@@ -23,15 +23,19 @@ void bind_current_thread(const std::vector<int>& cpus);
 // Binds the calling thread to one CPU (allocates nothing: pool threads call it as they start).
 void bind_current_thread_to(int cpu);
 
-// Binds the calling thread to one CPU unless it is bound to it already; release_held_cpu(cpus)
-// binds a thread so held to cpus again. A stream worker keeps the core it launches grids on
-// from one launch to the next, and gets its device's CPUs back before a host function runs or
-// it sleeps: each change of affinity is a system call of a few microseconds, a look at it a
-// fraction of one. No state is kept (thread-local storage in a plugin is allocated on first use,
-// and glibc aborts when that fails). Placement hints like bind_current_thread: nothing fails if
-// a thread cannot be bound.
-void hold_cpu(int cpu);
-void release_held_cpu(const std::vector<int>& cpus);
+// Binds the calling thread to one CPU for the object's lifetime, then gives it back the CPUs it
+// had. A placement hint like bind_current_thread: nothing fails if it cannot be bound.
+class ScopedCpuBinding {
+ public:
+  explicit ScopedCpuBinding(int cpu);
+  ~ScopedCpuBinding();
+  ScopedCpuBinding(const ScopedCpuBinding&) = delete;
+  ScopedCpuBinding& operator=(const ScopedCpuBinding&) = delete;
+
+ private:
+  cpu_set_t saved_;
+  bool bound_ = false;
+};
 
 // Every field filled in, struct_size = sizeof. Reads /proc/cpuinfo and sysinfo, so it is probed
 // once at initialize and copied out afterwards.

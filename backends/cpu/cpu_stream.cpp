@@ -2,7 +2,6 @@
 
 #include <utility>
 
-#include "cpu_device.h"
 #include "plugin_kit.h"
 
 namespace porta::cpu {
@@ -43,8 +42,7 @@ void CpuEvent::set_latest(std::shared_ptr<Marker> marker) {
   latest_ = std::move(marker);
 }
 
-CpuStream::CpuStream(SpinWait& spin, const std::vector<int>& cpus)
-    : spin_(spin), cpus_(cpus), worker_(&CpuStream::worker_main, this) {}
+CpuStream::CpuStream() : worker_(&CpuStream::worker_main, this) {}
 
 CpuStream::~CpuStream() {
   {
@@ -59,21 +57,13 @@ void CpuStream::enqueue(Task task, std::shared_ptr<Marker> marker) {
   {
     std::lock_guard lock(mutex_);
     queue_.push_back(Entry{std::move(task), std::move(marker)});
-    submitted_.fetch_add(1, std::memory_order_release);
+    ++submitted_;
   }
   work_.notify_one();
 }
 
 void CpuStream::worker_main() {
-  for (uint64_t taken = 0;; ++taken) {
-    // The next task of a host that launches again at once comes while the worker still spins;
-    // one that sleeps holds no core.
-    if (!spin_.until(worker_history_, [&] {
-          return submitted_.load(std::memory_order_acquire) != taken ||
-                 stopping_.load(std::memory_order_relaxed);
-        })) {
-      release_held_cpu(cpus_);
-    }
+  for (;;) {
     Task task;
     std::shared_ptr<Marker> marker;
     {
@@ -107,7 +97,7 @@ void CpuStream::worker_main() {
         error_ = error.status;
         error_message_ = std::move(error.message);
       }
-      completed_.fetch_add(1, std::memory_order_release);
+      ++completed_;
       // Completed only once counted: whoever an event wakes must find the stream past it.
       if (marker) marker->complete();
     }
@@ -123,11 +113,8 @@ porta_status_t CpuStream::take_error(std::string* message) {
 }
 
 porta_status_t CpuStream::synchronize(std::string* message) {
-  const uint64_t target = submitted_.load(std::memory_order_acquire);
-  // A short launch is done before the host would have fallen asleep.
-  spin_.until(synchronize_history_,
-              [&] { return completed_.load(std::memory_order_acquire) >= target; });
   std::unique_lock lock(mutex_);
+  const uint64_t target = submitted_;
   idle_.wait(lock, [&] { return completed_ >= target; });
   return take_error(message);
 }

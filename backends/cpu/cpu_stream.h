@@ -5,7 +5,6 @@
 
 #include <porta/porta.h>
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -15,9 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <vector>
 
-#include "spin_wait.h"
 #include "thread_pool.h"
 
 namespace porta::cpu {
@@ -59,10 +56,8 @@ using Task = std::function<void(ScratchBuffer& scratch)>;
 
 class CpuStream {
  public:
-  // Starts the worker; throws std::system_error if it cannot. The worker waiting for tasks and
-  // synchronize waiting for the worker spin on spin (which must outlive the stream) first.
-  // cpus: the device's, which the worker gets back before it sleeps (release_held_cpu).
-  CpuStream(SpinWait& spin, const std::vector<int>& cpus);
+  // Starts the worker; throws std::system_error if it cannot.
+  CpuStream();
   // Runs what is still queued, then joins the worker.
   ~CpuStream();
   CpuStream(const CpuStream&) = delete;
@@ -96,16 +91,12 @@ class CpuStream {
   };
   std::deque<Entry> queue_;
   // Tickets: synchronize waits for completed_ to reach the submitted_ it saw, so a thread that
-  // keeps enqueueing cannot starve it. Written with mutex_ held; atomic for the spins.
-  std::atomic<uint64_t> submitted_{0};
-  std::atomic<uint64_t> completed_{0};
+  // keeps enqueueing cannot starve it.
+  uint64_t submitted_ = 0;
+  uint64_t completed_ = 0;
   porta_status_t error_ = PORTA_SUCCESS;
   std::string error_message_;
-  std::atomic<bool> stopping_{false};  // written with mutex_ held
-  SpinWait& spin_;
-  const std::vector<int>& cpus_;  // the device's, which outlives the stream
-  SpinHistory worker_history_;
-  SpinHistory synchronize_history_;
+  bool stopping_ = false;
   ScratchBuffer scratch_;  // the worker's; it joins the pool's work-group loops with it
   std::thread worker_;     // last: starts once everything above is constructed
 };

@@ -59,8 +59,7 @@ struct ThreadPool::Job {
   }
 };
 
-ThreadPool::ThreadPool(std::vector<int> cpus, SpinWait& spin)
-    : spin_(spin), cpus_(std::move(cpus)) {
+ThreadPool::ThreadPool(std::vector<int> cpus) : cpus_(std::move(cpus)) {
   try {
     const unsigned threads = cpus_.empty() ? 0 : static_cast<unsigned>(cpus_.size()) - 1;
     workers_.reserve(threads);
@@ -88,26 +87,12 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_main(unsigned index) {
   bind_current_thread_to(cpus_[index + 1]);
   ScratchBuffer scratch;
-  uint64_t expected = 0;  // the expect_job calls this worker has answered
-  SpinHistory history;
   for (;;) {
-    // A launch that follows soon finds the worker awake: no wake to pay on either side.
-    spin_.until(history, [&] {
-      return job_count_.load(std::memory_order_acquire) != 0 ||
-             stopping_.load(std::memory_order_relaxed);
-    });
     std::shared_ptr<Job> job;
     {
       std::unique_lock lock(mutex_);
-      auto ready = [&] { return stopping_ || !jobs_.empty() || expected != expected_; };
-      if (!ready()) {
-        sleeping_.fetch_add(1, std::memory_order_relaxed);
-        wake_.wait(lock, ready);
-        sleeping_.fetch_sub(1, std::memory_order_relaxed);
-      }
-      expected = expected_;
-      if (stopping_ && jobs_.empty()) return;
-      if (jobs_.empty()) continue;  // woken for a job on its way: spin for it
+      wake_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;
       // Spread the workers over the jobs running at once instead of piling onto the first.
       job = jobs_[index % jobs_.size()];
     }
@@ -120,16 +105,6 @@ void ThreadPool::retire(const std::shared_ptr<Job>& job) {
   std::lock_guard lock(mutex_);
   auto it = std::find(jobs_.begin(), jobs_.end(), job);
   if (it != jobs_.end()) jobs_.erase(it);
-  job_count_.store(jobs_.size(), std::memory_order_release);
-}
-
-void ThreadPool::expect_job() {
-  if (!spin_.enabled() || sleeping_.load(std::memory_order_relaxed) == 0) return;
-  {
-    std::lock_guard lock(mutex_);
-    ++expected_;
-  }
-  wake_.notify_all();
 }
 
 void ThreadPool::parallel_for(uint64_t count, const RangeFn& fn, ScratchBuffer& caller_scratch) {
@@ -142,7 +117,7 @@ void ThreadPool::parallel_for(uint64_t count, const RangeFn& fn, ScratchBuffer& 
     fn(0, count, caller_scratch);
     return;
   }
-  hold_cpu(cpus_[0]);
+  const ScopedCpuBinding placement(cpus_[0]);
   auto job = std::make_shared<Job>();
   job->fn = &fn;
   job->count = count;
@@ -150,13 +125,10 @@ void ThreadPool::parallel_for(uint64_t count, const RangeFn& fn, ScratchBuffer& 
   {
     std::lock_guard lock(mutex_);
     jobs_.push_back(job);
-    job_count_.store(jobs_.size(), std::memory_order_release);
   }
   wake_.notify_all();
   job->work(caller_scratch);
   retire(job);
-  // The last chunks, taken by workers, are usually moments from done.
-  spin_.until(job_history_, [&] { return job->done.load(std::memory_order_acquire) == count; });
   std::unique_lock lock(job->mutex);
   job->finished.wait(lock, [&] { return job->done.load(std::memory_order_acquire) == count; });
   if (job->error) std::rethrow_exception(job->error);
