@@ -506,3 +506,90 @@ TEST_CASE("concurrency: a module unloaded while another thread launches its kern
     failures.report();
   }
 }
+
+namespace {
+
+// Queues y = 2x + y on n floats (x = 1, y = seed) in groups of 64, waits, and checks y.
+void saxpy_round(porta_kernel_t saxpy, porta_stream_t stream, float* x, float* y, int n, float seed,
+                 Failures& failures, const std::string& where) {
+  // Each host vector is read or written by the stream until the synchronize.
+  const std::vector<float> ones(n, 1.0f), seeds(n, seed);
+  std::vector<float> host(n);
+  WORKER_OK(failures, porta_memcpy_async(x, ones.data(), n * sizeof(float), stream));
+  WORKER_OK(failures, porta_memcpy_async(y, seeds.data(), n * sizeof(float), stream));
+  WORKER_OK(failures, launch_saxpy(saxpy, n, 2.0f, x, y, 64, stream));
+  WORKER_OK(failures, porta_memcpy_async(host.data(), y, n * sizeof(float), stream));
+  if (!WORKER_OK(failures, porta_stream_synchronize(stream))) return;
+  for (int i = 0; i < n; ++i) {
+    if (host[i] != 2.0f + seed) {
+      failures.add(where + " element " + std::to_string(i) + ": " + std::to_string(host[i]) +
+                   " != " + std::to_string(2.0f + seed));
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+// More streams than cores, each launching and waiting back to back: they must neither starve
+// one another nor go wrong.
+TEST_CASE("concurrency: more streams than cores launch and wait back to back",
+          "[concurrency]" PT_KERNELS_TAG) {
+  const int streams = static_cast<int>(std::max(8u, 4 * std::thread::hardware_concurrency()));
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Module module(device);
+    porta_kernel_t saxpy = module.kernel("saxpy");
+    Failures failures;
+    run_threads(streams, [&](int thread) {
+      constexpr int kN = 1000;  // 16 groups: the pool takes part
+      // The C API, not the suite's owners: Catch's assertions are not thread-safe.
+      porta_stream_t stream = nullptr;
+      void *x = nullptr, *y = nullptr;
+      if (WORKER_OK(failures, porta_stream_create(device, &stream)) &&
+          WORKER_OK(failures, porta_memory_alloc(device, kN * sizeof(float), &x)) &&
+          WORKER_OK(failures, porta_memory_alloc(device, kN * sizeof(float), &y))) {
+        for (int it = 0; it < 20; ++it) {
+          saxpy_round(saxpy, stream, static_cast<float*>(x), static_cast<float*>(y), kN,
+                      static_cast<float>(thread + it), failures,
+                      "thread " + std::to_string(thread) + " iteration " + std::to_string(it));
+        }
+      }
+      if (x) WORKER_OK(failures, porta_memory_free(x));
+      if (y) WORKER_OK(failures, porta_memory_free(y));
+      if (stream) WORKER_OK(failures, porta_stream_destroy(stream));
+    });
+    failures.report();
+  }
+}
+
+// A stream destroyed, and the backend shut down, right after work, while the stream worker and
+// the pool threads are still on their way back to waiting: they must stop at once, not hang.
+TEST_CASE("concurrency: streams and the backend stop while their threads wait for work",
+          "[concurrency]" PT_KERNELS_TAG) {
+  for (int round = 0; round < 3; ++round) {
+    for (porta_device_t device : devices()) {
+      INFO("round " << round << ", device " << device);
+      Module module(device);
+      porta_kernel_t saxpy = module.kernel("saxpy");
+      Failures failures;
+      constexpr int kN = 4099;
+      Buffer x(device, kN * sizeof(float)), y(device, kN * sizeof(float));
+      for (int it = 0; it < 20; ++it) {
+        porta_stream_t stream = nullptr;
+        PT_REQUIRE_OK(porta_stream_create(device, &stream));
+        saxpy_round(saxpy, stream, x.as<float>(), y.as<float>(), kN, static_cast<float>(it),
+                    failures, "iteration " + std::to_string(it));
+        PT_CHECK_OK(porta_stream_destroy(stream));
+      }
+      // The default stream's worker and the pool have just run work too.
+      porta_stream_t default_stream = nullptr;
+      PT_REQUIRE_OK(porta_stream_default(device, &default_stream));
+      saxpy_round(saxpy, default_stream, x.as<float>(), y.as<float>(), kN, 7.0f, failures,
+                  "default stream");
+      failures.report();
+    }
+    porta_shutdown();
+    PT_REQUIRE_OK(porta_init(nullptr));
+  }
+}

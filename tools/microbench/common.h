@@ -134,6 +134,7 @@ std::shared_ptr<P> shared_problem(const std::string& key, Make make) {
 void register_gemm();
 void register_conv();
 void register_softmax();
+void register_launch();
 
 }  // namespace microbench
 

@@ -8,11 +8,12 @@
 // Benchmarks are named op/implementation/shape[/variant]: gemm/porta/1024x1024x1024/NN,
 // gemm/openblas/..., gemm/onednn/..., conv_fwd/onednn/56x56x64_n4_k64_3x3,
 // conv_bwd_data/..., conv_bwd_weights/..., softmax_fwd/porta/16384x1024 (see gemm.cpp, conv.cpp,
-// softmax.cpp). Each reports its rate as the counter GFLOP/s (GB/s for softmax), from real time.
+// softmax.cpp), and launch/porta/... the fixed cost of a launch (launch.cpp). Each reports its rate
+// as the counter GFLOP/s (GB/s for softmax), from real time.
 //
-// Method (tools/bench/README.md, "How it measures"): random normal inputs, never zeros; input sets rotated so
-// that they do not all fit in the last-level cache; every call synchronized (Porta's stream,
-// oneDNN's stream); a warm-up, then 20 repetitions by default, and a closing table of the
+// Method (tools/bench/README.md, "How it measures"): random normal inputs, never zeros; input sets
+// rotated so that they do not all fit in the last-level cache; every call synchronized (Porta's
+// stream, oneDNN's stream); a warm-up, then 20 repetitions by default, and a closing table of the
 // medians with the ratios of Porta to each library. Before a benchmark is timed its result is
 // checked against 256 outputs computed in double and against the baseline library's full
 // output (max |x - ref| / max |ref| <= 1e-3; element by element for softmax): a wrong result
@@ -319,6 +320,7 @@ int main(int argc, char** argv) {
   register_gemm();
   register_conv();
   register_softmax();
+  register_launch();
 
   Reporter reporter(isatty(STDOUT_FILENO) ? benchmark::ConsoleReporter::OO_ColorTabular
                                           : benchmark::ConsoleReporter::OO_Tabular);
