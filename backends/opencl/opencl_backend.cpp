@@ -161,10 +161,13 @@ class KernelCacheGuard {
     const size_t width = std::max({global[0], global[1], local[2] * local[2]});
     const bool widens = width > r.widest;
     std::vector<cl_event> waits;
+    auto wait_for = [&](cl_event& event) {
+      if (pending(d, event)) waits.push_back(event);
+    };
     if (widens) {
-      for (auto& [other, event] : r.last) keep_if_pending(d, event, waits);
+      for (auto& [other, event] : r.last) wait_for(event);
     }
-    keep_if_pending(d, r.widening, waits);
+    wait_for(r.widening);
     const cl_event event = enqueue(static_cast<cl_uint>(waits.size()), waits.data());
     if (widens) {
       r.widest = width;
@@ -178,8 +181,7 @@ class KernelCacheGuard {
     // Streams come and go: forget those whose last launch finished once there are many.
     if (r.last.size() > 64) {
       for (auto it = r.last.begin(); it != r.last.end();) {
-        keep_if_pending(d, it->second, waits);
-        it = it->second ? std::next(it) : r.last.erase(it);
+        it = pending(d, it->second) ? std::next(it) : r.last.erase(it);
       }
     }
   }
@@ -208,18 +210,18 @@ class KernelCacheGuard {
     std::map<const void*, cl_event> last;  // each stream's last launch, until it finishes
   };
 
-  // Adds a retained event to waits while it is pending; a finished (or failed) one is released
-  // and cleared.
-  static void keep_if_pending(const Driver& d, cl_event& event, std::vector<cl_event>& waits) {
-    if (!event) return;
+  // Whether a retained event is still pending; a finished (or failed) one is released and
+  // cleared.
+  static bool pending(const Driver& d, cl_event& event) {
+    if (!event) return false;
     cl_int status = CL_COMPLETE;
     d.clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, nullptr);
     if (status == CL_COMPLETE || status < 0) {
       d.clReleaseEvent(event);
       event = nullptr;
-    } else {
-      waits.push_back(event);
+      return false;
     }
+    return true;
   }
 
   std::mutex mutex_;
@@ -1036,22 +1038,25 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
     const size_t local[3] = {c.group[0], c.group[1], c.group[2]};
     const size_t global[3] = {size_t{c.grid[0]} * c.group[0], size_t{c.grid[1]} * c.group[1],
                               size_t{c.grid[2]} * c.group[2]};
-    // Queues the launch after waits; returns its event, retained.
+    // Queues the launch after waits; on PoCL returns its event, retained for the guard (before
+    // another launch on the stream may release the stream's reference).
     auto queue = [&](cl_uint wait_count, const cl_event* waits) {
       cl_event event = nullptr;
       enqueue_on(d, s, [&](cl_event* out) {
         Driver::check(d.clEnqueueNDRangeKernel(s.queue, k->kernel, 3, nullptr, global, local,
                                                wait_count, wait_count ? waits : nullptr, out),
                       "launch of kernel '" + k->name + "'");
-        d.clRetainEvent(*out);
-        event = *out;
+        if (dev.pocl) {
+          d.clRetainEvent(*out);
+          event = *out;
+        }
       });
       return event;
     };
     if (dev.pocl) {
       b.kernel_cache_guard().launch(d, &s, k->name, local, global, queue);
     } else {
-      d.clReleaseEvent(queue(0, nullptr));
+      queue(0, nullptr);
     }
     d.clFlush(s.queue);
     return PORTA_SUCCESS;
