@@ -239,12 +239,13 @@ __attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, c
   multiply_strips<uint32_t, micro_kernel_bf16>(pa, pb, pairs, block_rows, cols, c, i, j, first);
 }
 
-// Whether A's panels over `depth` are paired without an fp32 copy: read in place (blocks of even
-// depth), or paired straight from memory; packed_gemm_bf16 then leaves no room for one.
+// Whether A's panels over depths [d_begin, d_begin + depth) are paired without an fp32 copy:
+// read in place (all of it one run, in blocks of even depth), or paired straight from memory;
+// packed_gemm_bf16 then leaves no room for one.
 template <class A>
-bool pairs_in_place(const A& a, int64_t depth) {
+bool pairs_in_place(const A& a, int64_t d_begin, int64_t depth) {
   if constexpr (std::is_same_v<A, StridedOperand<bf16>>) {
-    return a.wide_stride == 1 || (a.depth.div == 0 && a.depth.inner == 1 && depth % 2 == 0);
+    return a.wide_stride == 1 || (depth % 2 == 0 && a.rows_in_place(0, d_begin, depth));
   }
   return false;
 }
@@ -263,7 +264,7 @@ void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmSha
   const int64_t panel_cols = div_up(t.tile_n, kNR) * kNR;
   const float* const end = pa_fp32 + int64_t{t.block_m} * t.tile_k;
   const int64_t depth = d_end - d_begin;
-  const int64_t a_room = block_m + (pairs_in_place(a, depth) ? 0 : kMR);
+  const int64_t a_room = block_m + (pairs_in_place(a, d_begin, depth) ? 0 : kMR);
   const int64_t max_pairs = (end - pb) / max64(panel_cols + a_room, panel_cols + kNR);
   // Only where C's strips are scattered (a conv output whose images end inside strips) does a
   // store weigh that much; elsewhere the plan's depth keeps a B strip at half fp32's room in L1,
