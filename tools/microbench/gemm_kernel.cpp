@@ -56,23 +56,18 @@ void fma_peak(benchmark::State& state) {
   report(state, 2.0 * kChains * kSteps * kVL);
 }
 
+// One micro-tile, A packed or (kInPlace) its MR rows read from a kDepth-wide matrix.
+template <bool kInPlace>
 void micro_kernel_l1(benchmark::State& state) {
   const int64_t kb = state.range(0);
-  Buffer a(kMR * kb), b(kNR * kb);
+  Buffer a(kMR * (kInPlace ? kDepth : kb)), b(kNR * kb);
   MicroTile t;
   for (auto _ : state) {
-    micro_kernel(kb, a.p, b.p, t);
-    benchmark::DoNotOptimize(t);
-  }
-  report(state, 2.0 * kMR * kNR * kb);
-}
-
-void micro_kernel_rows_l1(benchmark::State& state) {
-  const int64_t kb = state.range(0);
-  Buffer a(kMR * kDepth), b(kNR * kb);
-  MicroTile t;
-  for (auto _ : state) {
-    micro_kernel_rows(kb, a.p, kDepth, a.p, b.p, t);
+    if (kInPlace) {
+      micro_kernel_rows(kb, a.p, kDepth, a.p, b.p, t);
+    } else {
+      micro_kernel(kb, a.p, b.p, t);
+    }
     benchmark::DoNotOptimize(t);
   }
   report(state, 2.0 * kMR * kNR * kb);
@@ -119,8 +114,8 @@ void multiply_tile(benchmark::State& state) {
 void register_gemm_kernel_benchmarks() {
   benchmark::RegisterBenchmark("fma_peak", fma_peak);
   for (int64_t kb : {128, 256}) {
-    benchmark::RegisterBenchmark("micro_kernel", micro_kernel_l1)->Arg(kb);
-    benchmark::RegisterBenchmark("micro_kernel_rows", micro_kernel_rows_l1)->Arg(kb);
+    benchmark::RegisterBenchmark("micro_kernel", micro_kernel_l1<false>)->Arg(kb);
+    benchmark::RegisterBenchmark("micro_kernel_rows", micro_kernel_l1<true>)->Arg(kb);
   }
   // Tiles as plan_gemm cuts 512x784x4608 and 64x12544x576 on two threads (tile_k within 256 KiB).
   benchmark::RegisterBenchmark("multiply_rows", multiply_tile<true>)
