@@ -88,10 +88,15 @@ PORTA_KERNEL(bias_backward_runs, int64_t batch, int64_t channels, int64_t spatia
       for (uint32_t lane = 0; lane < kLanes; ++lane) lane_sum[c][lane] = 0.0f;
     }
     for (int64_t n = 0; n < batch; ++n) {
+      // The next batch entry's run is a batch stride away, where the prefetchers do not look.
+      const int64_t ahead = n + 1 < batch ? channels * spatial : 0;
       for (int64_t c = 0; c < run; ++c) {
         const float* plane = dy + (n * channels + first + c) * spatial;
         float* sum = lane_sum[c];
-        porta_ops::walk(spatial, 0, 1, [&](int64_t s, uint32_t lane) { sum[lane] += plane[s]; });
+        porta_ops::walk_blocks(spatial, 0, 1, [&](int64_t s, auto count) {
+          porta_ops::prefetch(plane + ahead + s);
+          for (uint32_t lane = 0; lane < count; ++lane) sum[lane] += plane[s + lane];
+        });
       }
     }
     for (int64_t c = 0; c < run; ++c) dbias[first + c] = porta_ops::sum_lanes(lane_sum[c]);

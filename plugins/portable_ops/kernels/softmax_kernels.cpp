@@ -126,26 +126,11 @@ PORTA_DEVICE_FUNCTION Lanes load_lanes(const float* p) {
 
 PORTA_DEVICE_FUNCTION Lanes larger(Lanes a, Lanes b) { return a > b ? a : b; }
 
-// Asks a CPU to bring p into its cache ahead of use, to read (prefetch) or to write
-// (prefetch_for_write: the line is then owned, so the store that follows does not wait for it). A
-// row's passes after the first run from the cache, so they call these for memory ahead(cols)
-// elements further on: it streams in while the exponentials are computed, instead of waiting for
-// them. A GPU hides memory latency with other warps instead.
-PORTA_DEVICE_FUNCTION void prefetch(const float* p) {
-#if PORTA_TARGET_CPU
-  __builtin_prefetch(p);
-#else
-  (void)p;
-#endif
-}
-
-PORTA_DEVICE_FUNCTION void prefetch_for_write(float* p) {
-#if PORTA_TARGET_CPU
-  __builtin_prefetch(p, 1);
-#else
-  (void)p;
-#endif
-}
+// A row's passes after the first run from the cache, so they prefetch memory ahead(cols)
+// elements further on (porta_ops::prefetch): it streams in while the exponentials are computed,
+// instead of waiting for them.
+using porta_ops::prefetch;
+using porta_ops::prefetch_for_write;
 
 // How far ahead the cached passes prefetch: the next row, or for short rows the row about 8 KiB
 // on, since one short row is computed in less time than memory takes to answer.
