@@ -109,6 +109,10 @@ const PoolCase kCases[] = {
     {1, 2, 9, 37, 4, 4, 2, 2, 1, 1},   // a column in up to two windows, from either side
     {1, 2, 8, 45, 5, 5, 2, 2, 2, 2},   // in up to three
     {1, 2, 7, 33, 1, 1, 2, 2, 0, 0},   // 1x1 windows: every other column in none
+    // An input row's maxima across serve the next output row too, for rows of up to 128
+    // outputs: 132 outputs (a chunk past those kept), and planes of 3 rows, several to a group.
+    {1, 2, 7, 263, 3, 3, 2, 2, 1, 1},
+    {3, 5, 5, 40, 3, 3, 2, 2, 1, 1},
     {1, 2, 8, 20, 3, 2, 1, 2, 1, 0},   // disjoint across, overlapping down
     {1, 1, 12, 40, 3, 9, 2, 2, 1, 4},  // wider than 8: the backward's general gather
     {1, 1, 4, 50, 2, 17, 2, 2, 0, 8},  // wider than 16: the general code throughout

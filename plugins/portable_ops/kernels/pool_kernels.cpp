@@ -178,18 +178,9 @@ inline __m512i iota() {
 }
 inline __m512i splat(int64_t v) { return _mm512_set1_epi32(int32_t(v)); }
 
-// As beats() and Max::merge, 16 lanes at a time: v beats m where larger, or a NaN over a number;
-// m takes v where it beats it or ties (equal, or both NaN) at a lower index.
+// As beats(), 16 lanes at a time: v beats m where larger, or a NaN over a number.
 inline Mask beats(__m512 v, __m512 m) {
   return _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(m, m, _CMP_ORD_Q), v, m, _CMP_NLE_UQ);
-}
-inline void merge(Maxima& m, const Maxima& c) {
-  const Mask tie = _mm512_cmp_ps_mask(c.value, m.value, _CMP_EQ_OQ) |
-                   _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(m.value, m.value, _CMP_UNORD_Q),
-                                           c.value, c.value, _CMP_UNORD_Q);
-  const Mask take = beats(c.value, m.value) | _mm512_mask_cmplt_epi32_mask(tie, c.at, m.at);
-  m.value = _mm512_mask_mov_ps(m.value, take, c.value);
-  m.at = _mm512_mask_mov_epi32(m.at, take, c.at);
 }
 
 // The tensor a pointer lies in.
@@ -233,56 +224,95 @@ inline void store_lanes(int32_t* at, Mask lanes, __m512i v) {
   }
 }
 
-// The column maxima over rows [h0, h1) of the 16 columns from c of a plane, each the first in
-// row order. Columns outside the plane hold -infinity at index INT32_MAX, which loses every tie.
-inline Maxima column_maxima(const Extent& x, const float* plane, int64_t in_w, int64_t h0,
-                            int64_t h1, int64_t c) {
-  const Mask inside = lanes_in(c, 0, in_w);
+// Windows of stride 2 across take their maxima across each input row first, then down the
+// rows. Column j of 16 windows from q0, columns c + 2k + j (c = 2 q0 - pad), is the even lanes of
+// the 32 columns from c + j, picked by a permute. Both steps take a candidate only where it
+// beats the maximum so far, columns in order and then rows in order, which leaves each window's
+// first maximum in index order (row by row) with no comparison of indices. And an input row's
+// maxima across serve every output row whose windows hold it (SharedRow).
+
+// Which of the 16 windows from q0 each of their columns j lies inside the row for (inside[j]: k
+// in [ceil(-first / 2), ceil((in - first) / 2)) for first = c + j), and for which windows it is
+// the first that does (fresh[j]).
+struct Columns {
+  int64_t c;
+  Mask inside[16], fresh[16];
+};
+
+inline Columns columns_of(const Axis& aw, int64_t q0) {
+  Columns cols;
+  cols.c = 2 * q0 - aw.pad;
+  Mask unset = Mask(0xffff);
+  for (int64_t j = 0; j < aw.window; ++j) {
+    const int64_t first = cols.c + j;
+    cols.inside[j] = lanes_in(0, first < 0 ? (1 - first) / 2 : 0, (aw.in - first + 1) / 2);
+    cols.fresh[j] = cols.inside[j] & unset;
+    unset &= Mask(~cols.inside[j]);
+  }
+  return cols;
+}
+
+// The 16 windows' maxima across input row `row`, at: their columns. Lanes outside the row are
+// loaded as they are where they lie in the tensor, and never taken.
+inline Maxima across_row(const Extent& x, const float* row, const Axis& aw, const Columns& cols) {
   const __m512 lowest = _mm512_set1_ps(-INFINITY);
-  const __m512i col = _mm512_add_epi32(iota(), splat(c));
-  const __m512i none = _mm512_set1_epi32(INT32_MAX);
-  const auto load = [&](const float* at) { return load_lanes(at, inside, lowest, x); };
-  Maxima m{load(plane + h0 * in_w + c), _mm512_mask_add_epi32(none, inside, col, splat(h0 * in_w))};
-  for (int64_t h = h0 + 1; h < h1; ++h) {
-    const __m512 v = load(plane + h * in_w + c);
-    const Mask take = beats(v, m.value);
+  const __m512i evens =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i twice = _mm512_add_epi32(iota(), iota());
+  const int64_t c = cols.c;
+  const bool plain = row + c >= x.begin && row + c + aw.window + 31 <= x.end;
+  Maxima m{lowest, _mm512_setzero_si512()};
+  for (int64_t j = 0; j < aw.window; ++j) {
+    __m512 a, b;
+    if (plain) {
+      a = _mm512_loadu_ps(row + c + j);
+      b = _mm512_loadu_ps(row + c + j + 16);
+    } else {
+      a = load_lanes(row + c + j, lanes_in(c + j, 0, aw.in), lowest, x);
+      b = load_lanes(row + c + j + 16, lanes_in(c + j + 16, 0, aw.in), lowest, x);
+    }
+    const __m512 v = _mm512_permutex2var_ps(a, evens, b);
+    // beats() where inside, or fresh. (Mask operations spelled out: GCC otherwise moves masks
+    // through integer registers.)
+    const Mask ordered = _mm512_cmp_ps_mask(m.value, m.value, _CMP_ORD_Q);
+    const Mask take = _kor_mask16(
+        cols.fresh[j],
+        _mm512_mask_cmp_ps_mask(_kand_mask16(cols.inside[j], ordered), v, m.value, _CMP_NLE_UQ));
     m.value = _mm512_mask_mov_ps(m.value, take, v);
-    m.at = _mm512_mask_add_epi32(m.at, take, col, splat(h * in_w));
+    m.at = _mm512_mask_add_epi32(m.at, take, twice, splat(c + j));
   }
   return m;
 }
 
-// The maxima of windows q0 + [0, 16) of row p, where the stride across is 2 and windows are at
-// most 16 wide: the column maxima of the (up to) 48 columns from c = 2 q0 - pad, in three
-// vectors, once; the j-th columns of the 16 windows are columns c + 2k + j, lanes 2k + j of them,
-// picked by permutes.
+// The last input row's maxima across of each 16 windows of an output row, kept for the next
+// output row: with a window of 3 and a stride of 2 down, output row p's last input row is p + 1's
+// first. Rows of up to 16 * kSharedChunks outputs. Starts empty, for one plane geometry.
+constexpr int64_t kSharedChunks = 8;
+struct SharedRow {
+  const float* row[kSharedChunks] = {};
+  Maxima across[kSharedChunks];
+};
+
+// The maxima of windows q0 + [0, 16) of row p, sharing input rows through `shared` if not null.
 inline Maxima row_maxima(const Extent& x, const float* plane, const Axis& ah, const Axis& aw,
-                         int64_t p, int64_t q0) {
+                         int64_t p, int64_t q0, SharedRow* shared) {
   int64_t h0, h1;
   ah.clip(p, &h0, &h1);
-  const Maxima none{_mm512_set1_ps(-INFINITY), _mm512_set1_epi32(INT32_MAX)};
-  const int64_t c = 2 * q0 - aw.pad;
-  const int64_t span = 30 + aw.window;  // the columns the 16 windows reach, from c
-  // Rows of 8 outputs or fewer (porta-train's 7 and 14 inputs) load only the first vector.
-  const auto columns = [&](int64_t i) {
-    const int64_t first = c + 16 * i;
-    return 16 * i < span && first < aw.in ? column_maxima(x, plane, aw.in, h0, h1, first) : none;
-  };
-  const Maxima v0 = columns(0), v1 = columns(1), v2 = columns(2);
-  const __m512i evens =
-      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  Maxima best = none;
-  for (int64_t j = 0; j < aw.window; ++j) {
-    const __m512i lane = _mm512_add_epi32(evens, splat(j));
-    Maxima m{_mm512_permutex2var_ps(v0.value, lane, v1.value),
-             _mm512_permutex2var_epi32(v0.at, lane, v1.at)};
-    // Lanes 32 and up come from the third vector.
-    const Mask third = lanes_in(0, (33 - j) / 2, 16);
-    if (third) {
-      m.value = _mm512_mask_permutexvar_ps(m.value, third, lane, v2.value);
-      m.at = _mm512_mask_permutexvar_epi32(m.at, third, lane, v2.at);
+  const Columns cols = columns_of(aw, q0);
+  const int64_t chunk = q0 / 16;
+  if (chunk >= kSharedChunks) shared = nullptr;
+  Maxima best{};
+  for (int64_t h = h0; h < h1; ++h) {
+    const float* row = plane + h * aw.in;
+    const bool kept = shared && shared->row[chunk] == row;
+    const Maxima across = kept ? shared->across[chunk] : across_row(x, row, aw, cols);
+    if (shared && h + 1 == h1) {
+      shared->row[chunk] = row;
+      shared->across[chunk] = across;
     }
-    merge(best, m);
+    const Mask take = h == h0 ? Mask(0xffff) : beats(across.value, best.value);
+    best.value = _mm512_mask_mov_ps(best.value, take, across.value);
+    best.at = _mm512_mask_add_epi32(best.at, take, across.at, splat(h * aw.in));
   }
   return best;
 }
@@ -296,9 +326,9 @@ inline bool takes(const Axis& ah, const Axis& aw) {
 // Calls out(q0, lanes, maxima) for the windows of row p, 16 at a time.
 template <class Out>
 void for_row_maxima(const Extent& x, const float* plane, const Axis& ah, const Axis& aw, int64_t p,
-                    Out&& out) {
+                    SharedRow* shared, Out&& out) {
   for (int64_t q0 = 0; q0 < aw.out; q0 += 16) {
-    out(q0, lanes_in(q0, 0, aw.out), row_maxima(x, plane, ah, aw, p, q0));
+    out(q0, lanes_in(q0, 0, aw.out), row_maxima(x, plane, ah, aw, p, q0, shared));
   }
 }
 
@@ -568,6 +598,9 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
                                          const float* x, Store&& store) {
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
+#if PORTA_POOL_AVX512
+  avx512::SharedRow shared;  // the group's rows one after the other, on the CPU
+#endif
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;  // (plane, p)
     if (row >= planes * ah.out) return;
@@ -584,7 +617,7 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
     }
     if (items == 1 && avx512::takes(ah, aw)) {
       const avx512::Extent whole{x, x + planes * ah.in * aw.in};
-      avx512::for_row_maxima(whole, xp, ah, aw, row - plane * ah.out,
+      avx512::for_row_maxima(whole, xp, ah, aw, row - plane * ah.out, &shared,
                              [&](int64_t q0, avx512::Mask lanes, const avx512::Maxima& m) {
                                store(row * aw.out + q0, lanes, m);
                              });
@@ -716,7 +749,7 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
     }
     if (items == 1 && avx512::takes(ah, aw)) {
       const avx512::Extent whole_x{x, x + planes * in_h * in_w}, whole_dy{dy, dy + rows * out_w};
-      avx512::for_row_maxima(whole_x, x + plane * in_h * in_w, ah, aw, row - plane * out_h,
+      avx512::for_row_maxima(whole_x, x + plane * in_h * in_w, ah, aw, row - plane * out_h, nullptr,
                              [&](int64_t q0, avx512::Mask lanes, const avx512::Maxima& m) {
                                avx512::write_band(whole_dy, dxp, dyr, ah, aw, row - plane * out_h,
                                                   q0, lanes, m);
