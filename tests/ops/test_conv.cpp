@@ -282,6 +282,25 @@ TEST_CASE("conv2d: dy read in place within an image, bf16", "[conv][16bit]") {
   }
 }
 
+// The CPU engine adds each 32-column micro-tile into an output row as one run of consecutive
+// elements, or as two where the strip crosses from one image into the next (masked vector
+// stores), and element by element where images are narrower than a strip; in a second depth
+// block the runs are read and added to.
+TEST_CASE("conv2d: output strips crossing images, within and past the first depth block",
+          "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {3, 40, 14, 14, 300, 1, 1},      // 196 positions: two runs; backward data 300 deep
+      {2, 8, 5, 7, 33, 3, 3, 1, 1},    // 35 positions: runs split at every lane, a last strip of 6
+      {1, 16, 9, 9, 24, 3, 3, 1, 1},   // batch 1, 81 positions: a last strip of 17
+      {5, 3, 4, 4, 40, 3, 3, 1, 1},    // 16 positions: three runs a strip, element by element
+      {4, 24, 6, 6, 520, 3, 3, 1, 1},  // 36 positions, backward data 4680 deep: split
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
 TEST_CASE("conv2d: more work-groups than one grid dimension holds", "[conv][large]") {
   // A batch of 70001 (> 65535) small images: the implicit GEMMs have 280004 columns (forward,
   // backward-data) or a reduction of 280004 terms (backward-weights).

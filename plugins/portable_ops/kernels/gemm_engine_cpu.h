@@ -121,12 +121,87 @@ __attribute__((always_inline)) inline void micro_kernel_rows(int64_t kb, const f
     for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
 }
 
-// Adds the micro-tile into C at (i, j): rows x cols of it are in range. The first block of the
-// depth applies beta (and reads C only if beta != 0); later blocks accumulate.
-inline void store_tile(const MicroTile& t, const OutputView& c, int64_t i, int64_t j, int rows,
-                       int cols, bool first) {
+// Where a micro-tile's columns j + [0, cols) lie in a row of C: lane l at first + l for
+// l < split, at second + l from there on. One run (split = cols) in a plain matrix; two where
+// the strip crosses from one image of a conv output into the next; neither (runs false) where
+// the columns are not consecutive (a column stride) or the images are narrower than a strip.
+struct TileColumns {
+  int64_t first, second;
+  int split;
+  bool runs;
+
+  TileColumns(const Split& col, int64_t j, int cols) {
+    const SplitCursor cursor(col, j);
+    first = second = cursor.offset();
+    split = cols;
+    runs = col.inner == 1;
+    if (col.div > 0 && col.div - cursor.lo < cols) {
+      split = int(col.div - cursor.lo);
+      second = col(j + split) - split;
+      runs = runs && cols - split <= col.div;
+    }
+  }
+};
+
+// Fetches the lines of C that a micro-tile at row i will be added into, so that they arrive
+// while it is computed (C's rows are far apart, and a tile of C does not stay in L2 between
+// depth blocks); for writing, since every line is written.
+inline void prefetch_tile(const OutputView& c, int64_t i, const TileColumns& at, int rows,
+                          int cols) {
+  if (!at.runs) return;
+  const float* base = c.p + i * c.row_stride;
+  // A run of at most NR lanes [lo, hi) touches the lines of lanes lo, lo + 16 and hi - 1.
+  auto fetch = [&](const float* run, int lo, int hi) {
+    if (lo >= hi) return;
+    for (int r = 0; r < rows; ++r) {
+      const float* row = run + r * c.row_stride;
+      __builtin_prefetch(row + lo, 1);
+      if (lo + 16 < hi) __builtin_prefetch(row + lo + 16, 1);
+      __builtin_prefetch(row + hi - 1, 1);
+    }
+  };
+  fetch(base + at.first, 0, at.split);
+  fetch(base + at.second, at.split, cols);
+}
+
+// out[l] = alpha * x[l] (+ beta * out[l] where read) for lanes l in [lo, hi) of a micro-tile
+// row: whole vectors where all their lanes are in range, masked ones on AVX-512, else one by one.
+__attribute__((always_inline)) inline void store_lanes(const vfloat (&x)[kNV], float* out, int lo,
+                                                       int hi, float alpha, float beta, bool read) {
+#pragma GCC unroll 4
+  for (int v = 0; v < kNV; ++v) {
+    const int l0 = v * kVL;
+    if (hi <= l0 || lo >= l0 + kVL) continue;
+    const vfloat y = alpha * x[v];
+    if (lo <= l0 && l0 + kVL <= hi) {
+      store(out + l0, read ? y + beta * load(out + l0) : y);
+      continue;
+    }
+#if defined(__AVX512F__)
+    const int from = lo > l0 ? lo - l0 : 0, to = hi < l0 + kVL ? hi - l0 : kVL;
+    const __mmask16 lanes = static_cast<__mmask16>(((1u << to) - 1) & ~((1u << from) - 1));
+    __m512 z;
+    __builtin_memcpy(&z, &y, sizeof z);
+    if (read) {
+      z = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes, out + l0), z);
+    }
+    _mm512_mask_storeu_ps(out + l0, lanes, z);
+#else
+    float lane[kVL];
+    __builtin_memcpy(lane, &y, sizeof lane);
+    for (int l = lo > l0 ? lo : l0; l < hi && l < l0 + kVL; ++l) {
+      out[l] = read ? lane[l - l0] + beta * out[l] : lane[l - l0];
+    }
+#endif
+  }
+}
+
+// Adds the micro-tile into C at (i, j) (its columns at `at`): rows x cols of it are in range.
+// The first block of the depth applies beta (and reads C only if beta != 0); later blocks
+// accumulate.
+inline void store_tile(const MicroTile& t, const OutputView& c, int64_t i, int64_t j,
+                       const TileColumns& at, int rows, int cols, bool first) {
   float* base = c.p + i * c.row_stride;
-  const int64_t off0 = c.col(j);
   const bool read = !first || c.beta != 0.0f;
   const float beta = first ? c.beta : 1.0f;
   if (c.alpha == 0.0f) {  // as BLAS: A and B do not matter (NaN or not); only beta applies
@@ -141,13 +216,12 @@ inline void store_tile(const MicroTile& t, const OutputView& c, int64_t i, int64
     }
     return;
   }
-  if (cols == kNR && c.col(j + kNR - 1) - off0 == kNR - 1) {  // col() is strictly increasing
+  if (at.runs) {
     for (int r = 0; r < rows; ++r) {
-      float* out = base + r * c.row_stride + off0;
-#pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) {
-        const vfloat x = c.alpha * t.v[r][v];
-        store(out + v * kVL, read ? x + beta * load(out + v * kVL) : x);
+      float* out = base + r * c.row_stride;
+      store_lanes(t.v[r], out + at.first, 0, at.split, c.alpha, beta, read);
+      if (at.split < cols) {
+        store_lanes(t.v[r], out + at.second, at.split, cols, c.alpha, beta, read);
       }
     }
     return;
@@ -180,10 +254,12 @@ __attribute__((always_inline)) inline void multiply_strips(const Element* pa, co
   for (int64_t p = 0; p < a_panels; ++p) {
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
     for (int64_t q = 0; q < b_panels; ++q) {
+      const int strip_cols = int(min64(kNR, cols - q * kNR));
+      const TileColumns at(c.col, j + q * kNR, strip_cols);
+      prefetch_tile(c, i + p * kMR, at, panel_rows, strip_cols);
       MicroTile acc;
       Kernel(steps, pa + p * kMR * steps, pb + q * kNR * steps, acc);
-      store_tile(acc, c, i + p * kMR, j + q * kNR, panel_rows, int(min64(kNR, cols - q * kNR)),
-                 first);
+      store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
     }
   }
 }
@@ -219,11 +295,13 @@ __attribute__((always_inline)) inline void multiply_rows_with(
       lda = kb;
     }
     for (int64_t q = 0; q < b_panels; ++q) {
+      const int strip_cols = int(min64(kNR, cols - q * kNR));
+      const TileColumns at(c.col, j + q * kNR, strip_cols);
+      prefetch_tile(c, i + p * kMR, at, panel_rows, strip_cols);
       MicroTile acc;
       // The next panel's lines are fetched during the first strip; later strips reread this one.
       Kernel(steps, panel, lda, q == 0 ? next : panel, pb + q * kNR * steps, acc);
-      store_tile(acc, c, i + p * kMR, j + q * kNR, panel_rows, int(min64(kNR, cols - q * kNR)),
-                 first);
+      store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
     }
   }
 }
