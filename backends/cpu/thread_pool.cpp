@@ -94,7 +94,8 @@ void ThreadPool::worker_main(unsigned index) {
     {
       std::unique_lock lock(mutex_);
       spin_then_wait(
-          lock, wake_, [&] { return job_count_.load(std::memory_order_relaxed) != 0; },
+          lock, wake_, Spin::kShareCore,
+          [&] { return job_count_.load(std::memory_order_relaxed) != 0; },
           [&] { return stopping_ || !jobs_.empty() || announcements_ != announced; });
       announced = announcements_;
       if (jobs_.empty()) {
@@ -150,7 +151,7 @@ void ThreadPool::parallel_for(uint64_t count, const RangeFn& fn, ScratchBuffer& 
   retire(job);
   std::unique_lock lock(job->mutex);
   const auto finished = [&] { return job->done.load(std::memory_order_acquire) == count; };
-  spin_then_wait(lock, job->finished, finished, finished);
+  spin_then_wait(lock, job->finished, Spin::kHoldCore, finished, finished);
   if (job->error) std::rethrow_exception(job->error);
 }
 
