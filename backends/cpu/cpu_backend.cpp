@@ -523,9 +523,12 @@ porta_status_t kernel_get(porta_backend_context_t, void* module, const char* nam
 porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
                              const porta_launch_config_t* config, void** args, void* stream) {
   return guarded("kernel_launch", [&] {
-    Task task = static_cast<const CpuKernel*>(kernel)->make_launch(
-        *config, args, bound_of(stream).device->pool(), backend_of(context).hazards());
+    ThreadPool& pool = bound_of(stream).device->pool();
+    Task task = static_cast<const CpuKernel*>(kernel)->make_launch(*config, args, pool,
+                                                                   backend_of(context).hazards());
     stream_of(stream).enqueue(std::move(task));
+    const uint32_t* grid = config->grid;
+    if (uint64_t{grid[0]} * grid[1] * grid[2] > 1) pool.expect_work();
     return PORTA_SUCCESS;
   });
 }

@@ -7,6 +7,7 @@
 #include <new>
 
 #include "cpu_device.h"
+#include "spin_wait.h"
 
 namespace porta::cpu {
 
@@ -87,12 +88,20 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_main(unsigned index) {
   bind_current_thread_to(cpus_[index + 1]);
   ScratchBuffer scratch;
+  uint64_t announced = 0;
   for (;;) {
     std::shared_ptr<Job> job;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;
+      spin_then_wait(
+          lock, wake_, Spin::kShareCore,
+          [&] { return job_count_.load(std::memory_order_relaxed) != 0; },
+          [&] { return stopping_ || !jobs_.empty() || announcements_ != announced; });
+      announced = announcements_;
+      if (jobs_.empty()) {
+        if (stopping_) return;
+        continue;  // woken by expect_work: poll for the job it announced
+      }
       // Spread the workers over the jobs running at once instead of piling onto the first.
       job = jobs_[index % jobs_.size()];
     }
@@ -101,10 +110,20 @@ void ThreadPool::worker_main(unsigned index) {
   }
 }
 
+void ThreadPool::expect_work() {
+  if (workers_.empty()) return;
+  {
+    std::lock_guard lock(mutex_);
+    ++announcements_;
+  }
+  wake_.notify_all();
+}
+
 void ThreadPool::retire(const std::shared_ptr<Job>& job) {
   std::lock_guard lock(mutex_);
   auto it = std::find(jobs_.begin(), jobs_.end(), job);
   if (it != jobs_.end()) jobs_.erase(it);
+  job_count_.store(jobs_.size(), std::memory_order_relaxed);
 }
 
 void ThreadPool::parallel_for(uint64_t count, const RangeFn& fn, ScratchBuffer& caller_scratch) {
@@ -125,12 +144,14 @@ void ThreadPool::parallel_for(uint64_t count, const RangeFn& fn, ScratchBuffer& 
   {
     std::lock_guard lock(mutex_);
     jobs_.push_back(job);
+    job_count_.store(jobs_.size(), std::memory_order_relaxed);
   }
   wake_.notify_all();
   job->work(caller_scratch);
   retire(job);
   std::unique_lock lock(job->mutex);
-  job->finished.wait(lock, [&] { return job->done.load(std::memory_order_acquire) == count; });
+  const auto finished = [&] { return job->done.load(std::memory_order_acquire) == count; };
+  spin_then_wait(lock, job->finished, Spin::kHoldCore, finished, finished);
   if (job->error) std::rethrow_exception(job->error);
 }
 

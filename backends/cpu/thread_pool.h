@@ -1,6 +1,7 @@
 // The thread pool that runs work-groups, shared by every stream of the backend.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -52,6 +53,11 @@ class ThreadPool {
   // waits for another. The first exception fn throws is rethrown here once all chunks are done.
   void parallel_for(uint64_t count, const RangeFn& fn, ScratchBuffer& caller_scratch);
 
+  // Wakes the sleeping workers to poll for a job about to come: a launch calls it as it is
+  // queued, so that the workers' wake-up, slow on an idle core, overlaps the launch's way to its
+  // stream's worker instead of following it.
+  void expect_work();
+
  private:
   struct Job;
 
@@ -61,6 +67,8 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<std::shared_ptr<Job>> jobs_;  // jobs that may still have unclaimed chunks
+  std::atomic<size_t> job_count_{0};         // jobs_.size(), polled by spinning workers
+  uint64_t announcements_ = 0;               // expect_work calls
   bool stopping_ = false;
   std::vector<int> cpus_;
   std::vector<std::thread> workers_;

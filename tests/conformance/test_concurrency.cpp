@@ -3,7 +3,9 @@
 // other threads use theirs. Labelled `concurrency` in CTest, and run again under ThreadSanitizer
 // by tools/test.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <ctime>
 #include <functional>
 #include <mutex>
 
@@ -591,5 +593,44 @@ TEST_CASE("concurrency: streams and the backend stop while their threads wait fo
     }
     porta_shutdown();
     PT_REQUIRE_OK(porta_init(nullptr));
+  }
+}
+
+// The CPU backend's threads poll for a short while before they sleep (backends/cpu/spin_wait.h):
+// once the work is done they must give the cores back, never keep spinning.
+TEST_CASE("concurrency: the backend's threads stop using the cores soon after work",
+          "[concurrency]" PT_KERNELS_TAG) {
+  if (!is_cpu_backend()) {
+    WARN("skipped on " << backend_name() << ": the threads that wait there are the driver's");
+    return;
+  }
+  const auto cpu_seconds = [](clockid_t clock) {
+    timespec t{};
+    clock_gettime(clock, &t);
+    return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+  };
+  // CPU time of every thread but this one.
+  const auto others = [&] {
+    return cpu_seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
+  };
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Module module(device);
+    porta_kernel_t saxpy = module.kernel("saxpy");
+    Failures failures;
+    constexpr int kN = 4099;  // several groups: the pool takes part
+    Buffer x(device, kN * sizeof(float)), y(device, kN * sizeof(float));
+    porta_stream_t stream = nullptr;
+    PT_REQUIRE_OK(porta_stream_default(device, &stream));
+    for (int it = 0; it < 10; ++it) {
+      saxpy_round(saxpy, stream, x.as<float>(), y.as<float>(), kN, static_cast<float>(it),
+                  failures, "iteration " + std::to_string(it));
+    }
+    failures.report();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const double before = others();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // A thread left spinning would take most of a core: 300 ms, or a share of it under load.
+    CHECK(others() - before < 0.03);
   }
 }
