@@ -18,7 +18,7 @@
 // subnormals (below 2^-126) as zero, whatever MXCSR says.
 #pragma once
 
-#if defined(__AVX512F__) && defined(__x86_64__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__x86_64__)
 #define PORTA_GEMM_BF16_DOT 1
 
 #include <type_traits>
@@ -87,6 +87,11 @@ void pack_pairs(const Operand& x, float* dst, const float* end, int64_t w0, int6
                 int64_t dn) {
   pack_pairs_via_fp32<Width>(x, dst, end, w0, wn, d0, dn);
 }
+
+// Window operands are paired as they are read (gemm_engine_cpu_bf16_windows.h).
+template <int Width>
+void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int64_t w0, int64_t wn,
+                int64_t d0, int64_t dn);
 
 typedef uint16_t vbits8 __attribute__((vector_size(16)));
 typedef uint16_t vbits16 __attribute__((vector_size(32)));
