@@ -190,28 +190,42 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
             }
             continue;
           }
-          // Each column's 16 depths as 8 pairs, 8 columns transposed at once.
+          // Each column's 16 depths as 8 pairs, 8 columns transposed at once. A column whose
+          // depths all lie inside (the block's box of positions, shifted by the column's, is
+          // inside) is one plain load; others take two masked ones.
           const uint32_t first_run = (1u << b.split) - 1;
+          const uint32_t whole =
+              b.n == 16 && b.split == 16
+                  ? strip_lanes<Width>(hh + f, ww + f, {b.h_lo, b.w_lo, bh, bw}) &
+                        strip_lanes<Width>(hh + f, ww + f, {b.h_hi, b.w_hi, bh, bw})
+                  : 0;
+          if (k % 2 == 0) {  // a line per two blocks, of this block's run and the next's
+            for (int c = f; c < f + Width; ++c) {
+              __builtin_prefetch(x.p + off[c] + o[0] + 128, 0, 3);
+              __builtin_prefetch(x.p + off[c] + next_off[16 * k], 0, 2);
+            }
+          }
           for (int g = 0; g < Width; g += 8) {
             vfloat8 r[8];
-            for (int w = 0; w < 8; ++w) {
-              const int c = f + g + w;
-              const Inside in{hh[c], ww[c], bh, bw};
-              const bf16* run = x.p + off[c] + o[0];
-              if (k % 2 == 0) {  // a line per two blocks, of this block's run and the next's
-                __builtin_prefetch(run + 128, 0, 3);
-                __builtin_prefetch(x.p + off[c] + next_off[16 * k], 0, 2);
+            if (((whole >> g) & 0xFF) == 0xFF) {
+              for (int w = 0; w < 8; ++w)
+                __builtin_memcpy(&r[w], x.p + off[f + g + w] + o[0], sizeof r[w]);
+            } else {
+              for (int w = 0; w < 8; ++w) {
+                const int c = f + g + w;
+                const bf16* run = x.p + off[c] + o[0];
+                if ((whole >> (g + w)) & 1) {
+                  __builtin_memcpy(&r[w], run, sizeof r[w]);
+                  continue;
+                }
+                const Inside in{hh[c], ww[c], bh, bw};
+                const uint32_t low = in.lanes8(h, v), high = in.lanes8(h + 8, v + 8);
+                const uint32_t lanes = low | high << 8;
+                const __m256i e = _mm256_mask_loadu_epi16(
+                    _mm256_maskz_loadu_epi16(static_cast<__mmask16>(lanes & first_run), run),
+                    static_cast<__mmask16>(lanes & ~first_run), run + b.jump);
+                __builtin_memcpy(&r[w], &e, sizeof e);
               }
-              if (b.n == 16 && b.split == 16 && in(b.h_lo, b.w_lo) && in(b.h_hi, b.w_hi)) {
-                __builtin_memcpy(&r[w], run, sizeof r[w]);
-                continue;
-              }
-              const uint32_t low = in.lanes8(h, v), high = in.lanes8(h + 8, v + 8);
-              const uint32_t lanes = low | high << 8;
-              const __m256i e = _mm256_mask_loadu_epi16(
-                  _mm256_maskz_loadu_epi16(static_cast<__mmask16>(lanes & first_run), run),
-                  static_cast<__mmask16>(lanes & ~first_run), run + b.jump);
-              __builtin_memcpy(&r[w], &e, sizeof e);
             }
             if (block_pairs == 8) {
               transpose8x8(r, reinterpret_cast<float*>(out + g), Width);
