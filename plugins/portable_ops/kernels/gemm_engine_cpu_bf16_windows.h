@@ -69,23 +69,27 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
   const uint64_t bh = static_cast<uint64_t>(x.bound_h), bw = static_cast<uint64_t>(x.bound_w);
   const int64_t pairs = div_up(dn, 2);
   const bool masks_cached = x.depth.d1 * x.depth.d2 <= kMaskedShifts;
+  const bool column_taps_cached = x.wide.d1 * x.wide.d2 <= kMaskedShifts;
   for (int64_t c0 = 0; c0 < wn; c0 += kWindowChunk) {
     const int64_t cn = min64(kWindowChunk, wn - c0);
     const int strips = int(div_up(cn, Width));
     uint32_t* const chunk = reinterpret_cast<uint32_t*>(dst) + (c0 / Width) * Width * pairs;
-    // Per column: its offset in x and position, as WindowOperand::pack has them.
+    // Per column: its offset in x and position, as WindowOperand::pack has them, and its tap
+    // (-1 past the panel).
     int64_t off[kWindowChunk], hh[kWindowChunk], ww[kWindowChunk];
+    int column_tap[kWindowChunk];
     WindowDigits wd(x.wide, w0 + c0);
     for (int w = 0; w < strips * Width; ++w, wd.next(x.wide)) {
       const WindowCoord u = x.coord(x.wide, wd.o, wd.a, wd.b);
       off[w] = u.off + u.h * x.row + u.w;
       hh[w] = w < cn ? u.h : kOutside;
       ww[w] = u.w;
+      column_tap[w] = w < cn ? int(wd.a * x.wide.d2 + wd.b) : -1;
     }
     // A strip of columns consecutive in memory (one run, or two across images) is paired per
     // depth pair; its lane masks depend on the depth only through its tap, cached per tap where
     // there are few.
-    bool runs[kStrips];
+    bool runs[kStrips], scattered = false;
     int split[kStrips];
     uint32_t tap_lanes[kStrips][kMaskedShifts];
     for (int t = 0; t < strips; ++t) {
@@ -96,6 +100,7 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
         if (off[w] != off[w - 1] + 1) split[t] = breaks++ == 0 ? w - f : split[t];
       }
       runs[t] = breaks <= 1;
+      scattered = scattered || !runs[t];
       if (!runs[t] || !masks_cached) continue;
       for (int64_t a = 0; a < x.depth.d1; ++a) {
         for (int64_t b = 0; b < x.depth.d2; ++b) {
@@ -132,6 +137,7 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
       // Per block: whether its depths are up to two runs of x (consecutive output positions of
       // one image, then of the next), where the second starts, and the box of their positions.
       DepthBlock block[kDepthChunk / 16];
+      uint32_t tap_block_lanes[kDepthChunk / 16][kMaskedShifts];
       for (int k = 0; k < blocks; ++k) {
         DepthBlock& b = block[k];
         const int64_t* o = voff + 16 * k;
@@ -149,6 +155,18 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
         }
         b.runs = breaks <= 1;
         b.jump = b.split < 16 ? o[b.split] - o[0] - b.split : 0;
+        // Scattered columns (backward weights' filter taps (c, r, s)) with few taps share their
+        // lanes over the block's depths per tap: worked out once per block, not per column.
+        if (!scattered || !column_taps_cached) continue;
+        for (int64_t a = 0; a < x.wide.d1; ++a) {
+          for (int64_t tb = 0; tb < x.wide.d2; ++tb) {
+            const WindowCoord u = x.coord(x.wide, 0, a, tb);
+            const Inside in{u.h, u.w, bh, bw};
+            const uint32_t low = in.lanes8(vh + 16 * k, vw + 16 * k);
+            const uint32_t high = in.lanes8(vh + 16 * k + 8, vw + 16 * k + 8);
+            tap_block_lanes[k][a * x.wide.d2 + tb] = low | high << 8;
+          }
+        }
       }
       for (int t = 0; t < strips; ++t) {
         const int f = t * Width;
@@ -218,9 +236,13 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
                   __builtin_memcpy(&r[w], run, sizeof r[w]);
                   continue;
                 }
-                const Inside in{hh[c], ww[c], bh, bw};
-                const uint32_t low = in.lanes8(h, v), high = in.lanes8(h + 8, v + 8);
-                const uint32_t lanes = low | high << 8;
+                uint32_t lanes = 0;
+                if (column_taps_cached) {
+                  lanes = column_tap[c] < 0 ? 0 : tap_block_lanes[k][column_tap[c]];
+                } else {
+                  const Inside in{hh[c], ww[c], bh, bw};
+                  lanes = uint32_t(in.lanes8(h, v)) | uint32_t(in.lanes8(h + 8, v + 8)) << 8;
+                }
                 const __m256i e = _mm256_mask_loadu_epi16(
                     _mm256_maskz_loadu_epi16(static_cast<__mmask16>(lanes & first_run), run),
                     static_cast<__mmask16>(lanes & ~first_run), run + b.jump);
