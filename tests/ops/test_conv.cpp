@@ -339,6 +339,33 @@ TEST_CASE("conv2d: bf16 deep blocks, panels packed a group of strips at a time",
   }
 }
 
+// On CPUs with AVX512_BF16, bf16 windows are paired as they are read: strips of consecutive
+// columns interleave two masked runs per depth pair (forward, backward data), and backward
+// weights' im2col^T loads 16 depths of a column as 8 pairs, under lane masks where they leave the
+// input or span two images, element by element where they span more.
+TEST_CASE("conv2d: bf16 windows paired as they are read", "[conv][16bit]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {2, 3, 12, 12, 5, 7, 7, 3, 3},  // 49 taps: strip masks worked out per depth, not cached
+      {6, 8, 3, 3, 16, 3, 3, 1, 1},   // 9 positions an image: depth blocks of many runs
+      {3, 5, 7, 7, 9, 3, 3, 1, 1},    // blocks across images' ends, odd depths (147, 45)
+      {2, 4, 5, 40, 8, 3, 3, 1, 1},   // rows wider than a strip, blocks across rows
+      {2, 6, 10, 21, 7, 3, 3},        // no padding: rows of dy shorter than x's, runs per row
+      {4, 3, 20, 20, 8, 3, 3, 1, 1},  // 1600 positions: several blocks and chunks of depths
+      {2, 7, 6, 6, 11, 5, 5, 2, 2, 1, 1, 2, 2},  // dilation 2: taps' runs not adjacent
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) {
+    const bool misaligned = index % 2 == 1;
+    const porta_status_t status = run_conv(env, c, seed_for(index++), PORTA_DTYPE_BF16, misaligned);
+    if (status == PORTA_ERROR_UNSUPPORTED) {
+      WARN("porta_conv2d_*: bf16 is UNSUPPORTED by this implementation");
+      break;
+    }
+  }
+}
+
 TEST_CASE("conv2d: f16 and bf16 inputs are exact-product fp32 convolutions, or UNSUPPORTED",
           "[conv][16bit]") {
   Env env;

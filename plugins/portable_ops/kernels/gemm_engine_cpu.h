@@ -929,3 +929,6 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
 }
 
 }  // namespace porta_ops
+
+// bf16 window operands paired as they are read (after the window packing they borrow from).
+#include "gemm_engine_cpu_bf16_windows.h"

@@ -4,10 +4,11 @@
 // fp32 lane: twice the products of an fp32 FMA per instruction. Its operands are pairs along
 // the depth: strip t of a panel of dn depths holds, as 32-bit words, strip[p * Width + w] =
 // (depth 2p + 1 << 16) | depth 2p of wide index w, for p < ceil(dn / 2), an odd last depth
-// paired with 0. A matrix contiguous along its wide side is paired straight from memory; every
-// other operand (im2col windows, dy gathers, depth-contiguous matrices) is packed as for fp32 by
-// its own pack<Width>, whose fp32 values are bf16 widened exactly, and then narrowed in place
-// into pairs; a bf16 A stored along the depth is read in place, two consecutive elements of a
+// paired with 0. A matrix contiguous along its wide side is paired straight from memory, and so
+// are stride-1 windows (im2col of x, dy's gather view: gemm_engine_cpu_bf16_windows.h); every
+// other operand (strided windows, depth-contiguous matrices) is packed as for fp32 by its own
+// pack<Width>, whose fp32 values are bf16 widened exactly, and then narrowed in place into
+// pairs; a bf16 A stored along the depth is read in place, two consecutive elements of a
 // row being one pair (in blocks of even depth, which the plan keeps). The kernel keeps the fp32
 // micro-tile (MR x NR accumulators, store_tile for alpha, beta and the edges), fed per pair of
 // depths by MR broadcasts of A's pairs and NV loads of B's.
@@ -18,7 +19,7 @@
 // subnormals (below 2^-126) as zero, whatever MXCSR says.
 #pragma once
 
-#if defined(__AVX512F__) && defined(__x86_64__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__x86_64__)
 #define PORTA_GEMM_BF16_DOT 1
 
 #include <type_traits>
@@ -87,6 +88,11 @@ void pack_pairs(const Operand& x, float* dst, const float* end, int64_t w0, int6
                 int64_t dn) {
   pack_pairs_via_fp32<Width>(x, dst, end, w0, wn, d0, dn);
 }
+
+// Window operands are paired as they are read (gemm_engine_cpu_bf16_windows.h).
+template <int Width>
+void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int64_t w0, int64_t wn,
+                int64_t d0, int64_t dn);
 
 typedef uint16_t vbits8 __attribute__((vector_size(16)));
 typedef uint16_t vbits16 __attribute__((vector_size(32)));

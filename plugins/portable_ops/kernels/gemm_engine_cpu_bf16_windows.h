@@ -1,0 +1,271 @@
+// bf16 window operands (im2col of x, the gather view of dy) packed straight into depth pairs for
+// vdpbf16ps (included at the end of gemm_engine_cpu.h, after the window packing it borrows from).
+//
+// Going through fp32 (WindowOperand::pack, then pair_depths) cost bf16 as much as fp32 per
+// element: each element widened, stored, reloaded and narrowed. Here the 16-bit elements stay
+// 16-bit: a strip of consecutive columns (forward, backward data) interleaves two masked 16-bit
+// runs, a depth pair, into one row of 32-bit words; a strip of scattered columns whose depths run
+// along memory (backward weights' im2col^T) loads each column's 16 consecutive depths, which are
+// already 8 pairs, and transposes 8 columns by 8 pairs. Strided windows go through fp32 as before.
+// What the packing waits on is x's lines (short runs the hardware prefetcher does not follow), so
+// the reads of the next depth block, which this thread packs next, are prefetched into L2.
+#pragma once
+
+#if PORTA_GEMM_BF16_DOT
+
+namespace porta_ops {
+namespace cpu {
+
+// Bit w set where lane w of a strip (positions hh[w], ww[w]) lies inside the input, w < Width.
+template <int Width>
+uint32_t strip_lanes(const int64_t* hh, const int64_t* ww, const Inside& in) {
+  static_assert(Width % 8 == 0 && Width <= 32, "whole lane groups, a bit per lane");
+  uint32_t lanes = 0;
+  for (int w = 0; w < Width; w += 8) lanes |= uint32_t(in.lanes8(hh + w, ww + w)) << w;
+  return lanes;
+}
+
+// row[w] = (odd[w] << 16) | even[w] for w < Width, each of even and odd a strip of up to two runs
+// of x (lanes from `split` on read from the second run, `jump` elements further) under its lane
+// mask; lanes outside are zero and never read.
+template <int Width>
+__attribute__((always_inline)) inline void interleave_runs(uint32_t* row, const bf16* even,
+                                                           uint32_t even_lanes, const bf16* odd,
+                                                           uint32_t odd_lanes, int64_t jump,
+                                                           uint32_t from_first) {
+  for (int w = 0; w < Width; w += 16) {
+    const auto run16 = [&](const bf16* run, uint32_t lanes) {
+      const __mmask16 a = static_cast<__mmask16>((lanes & from_first) >> w);
+      const __mmask16 b = static_cast<__mmask16>((lanes & ~from_first) >> w);
+      return _mm512_cvtepu16_epi32(
+          _mm256_mask_loadu_epi16(_mm256_maskz_loadu_epi16(a, run + w), b, run + jump + w));
+    };
+    const __m512i word =
+        _mm512_or_si512(run16(even, even_lanes), _mm512_slli_epi32(run16(odd, odd_lanes), 16));
+    _mm512_storeu_si512(row + w, word);
+  }
+}
+
+// Depths of a window panel handled at once (their coordinates live on the stack).
+inline constexpr int kDepthChunk = 512;
+
+// 16 consecutive depths of a window operand: n of them in the panel; whether they are up to two
+// runs of x (then lanes from `split` on lie `jump` elements further on); the box of their
+// positions.
+struct DepthBlock {
+  int n, split;
+  bool runs;
+  int64_t jump, h_lo, h_hi, w_lo, w_hi;
+};
+
+template <int Width>
+void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int64_t w0, int64_t wn,
+                int64_t d0, int64_t dn) {
+  static_assert(Width % 16 == 0 && kWindowChunk % Width == 0, "whole vectors and strips");
+  if (x.step_h != 1 || x.step_w != 1)
+    return pack_pairs_via_fp32<Width>(x, dst, end, w0, wn, d0, dn);
+  constexpr int kStrips = kWindowChunk / Width;
+  constexpr int64_t kOutside = INT64_MIN / 4;  // a position never inside
+  const uint64_t bh = static_cast<uint64_t>(x.bound_h), bw = static_cast<uint64_t>(x.bound_w);
+  const int64_t pairs = div_up(dn, 2);
+  const bool masks_cached = x.depth.d1 * x.depth.d2 <= kMaskedShifts;
+  const bool column_taps_cached = x.wide.d1 * x.wide.d2 <= kMaskedShifts;
+  for (int64_t c0 = 0; c0 < wn; c0 += kWindowChunk) {
+    const int64_t cn = min64(kWindowChunk, wn - c0);
+    const int strips = int(div_up(cn, Width));
+    uint32_t* const chunk = reinterpret_cast<uint32_t*>(dst) + (c0 / Width) * Width * pairs;
+    // Per column: its offset in x and position, as WindowOperand::pack has them, and its tap
+    // (-1 past the panel).
+    int64_t off[kWindowChunk], hh[kWindowChunk], ww[kWindowChunk];
+    int column_tap[kWindowChunk];
+    WindowDigits wd(x.wide, w0 + c0);
+    for (int w = 0; w < strips * Width; ++w, wd.next(x.wide)) {
+      const WindowCoord u = x.coord(x.wide, wd.o, wd.a, wd.b);
+      off[w] = u.off + u.h * x.row + u.w;
+      hh[w] = w < cn ? u.h : kOutside;
+      ww[w] = u.w;
+      column_tap[w] = w < cn ? int(wd.a * x.wide.d2 + wd.b) : -1;
+    }
+    // A strip of columns consecutive in memory (one run, or two across images) is paired per
+    // depth pair; its lane masks depend on the depth only through its tap, cached per tap where
+    // there are few.
+    bool runs[kStrips], scattered = false;
+    int split[kStrips];
+    uint32_t tap_lanes[kStrips][kMaskedShifts];
+    for (int t = 0; t < strips; ++t) {
+      const int f = t * Width;
+      int breaks = 0;
+      split[t] = Width;
+      for (int w = f + 1; w < f + Width && w < cn; ++w) {
+        if (off[w] != off[w - 1] + 1) split[t] = breaks++ == 0 ? w - f : split[t];
+      }
+      runs[t] = breaks <= 1;
+      scattered = scattered || !runs[t];
+      if (!runs[t] || !masks_cached) continue;
+      for (int64_t a = 0; a < x.depth.d1; ++a) {
+        for (int64_t b = 0; b < x.depth.d2; ++b) {
+          const WindowCoord v = x.coord(x.depth, 0, a, b);
+          tap_lanes[t][a * x.depth.d2 + b] = strip_lanes<Width>(hh + f, ww + f, {v.h, v.w, bh, bw});
+        }
+      }
+    }
+    // Depths a chunk at a time (a whole panel's, mostly), and within it strips outside and
+    // blocks of 16 depths (8 pairs) inside, so that a strip's reads advance along x (the reads of
+    // all strips at one depth block, from as many streams, measured 1.4x slower on backward
+    // weights). next_off: the same depth of the next block.
+    WindowDigits dd(x.depth, d0), next_dd(x.depth, d0 + dn);
+    for (int64_t e0 = 0; e0 < dn; e0 += kDepthChunk) {
+      const int en = int(min64(kDepthChunk, dn - e0));
+      const int blocks = (en + 15) / 16;
+      // Per depth: its offset, position (outside past the chunk), tap and the next block's offset.
+      int64_t voff[kDepthChunk], vh[kDepthChunk], vw[kDepthChunk], next_off[kDepthChunk];
+      int tap[kDepthChunk];
+      for (int i = 0; i < blocks * 16; ++i) {
+        const WindowCoord v = x.coord(x.depth, dd.o, dd.a, dd.b);
+        const bool in_chunk = i < en;
+        tap[i] = int(dd.a * x.depth.d2 + dd.b);
+        voff[i] = in_chunk ? v.off + v.h * x.row + v.w : 0;
+        vh[i] = in_chunk ? v.h : kOutside;
+        vw[i] = v.w;
+        const WindowCoord nv = x.coord(x.depth, next_dd.o, next_dd.a, next_dd.b);
+        next_off[i] = nv.off + nv.h * x.row + nv.w;
+        if (in_chunk) {
+          dd.next(x.depth);
+          next_dd.next(x.depth);
+        }
+      }
+      // Per block: whether its depths are up to two runs of x (consecutive output positions of
+      // one image, then of the next), where the second starts, and the box of their positions.
+      DepthBlock block[kDepthChunk / 16];
+      uint32_t tap_block_lanes[kDepthChunk / 16][kMaskedShifts];
+      for (int k = 0; k < blocks; ++k) {
+        DepthBlock& b = block[k];
+        const int64_t* o = voff + 16 * k;
+        b.n = min64(16, en - 16 * k);
+        b.split = 16;
+        int breaks = 0;
+        b.h_lo = b.h_hi = vh[16 * k];
+        b.w_lo = b.w_hi = vw[16 * k];
+        for (int i = 1; i < b.n; ++i) {
+          if (o[i] != o[i - 1] + 1) b.split = breaks++ == 0 ? i : b.split;
+          b.h_lo = min64(b.h_lo, vh[16 * k + i]);
+          b.h_hi = max64(b.h_hi, vh[16 * k + i]);
+          b.w_lo = min64(b.w_lo, vw[16 * k + i]);
+          b.w_hi = max64(b.w_hi, vw[16 * k + i]);
+        }
+        b.runs = breaks <= 1;
+        b.jump = b.split < 16 ? o[b.split] - o[0] - b.split : 0;
+        // Scattered columns (backward weights' filter taps (c, r, s)) with few taps share their
+        // lanes over the block's depths per tap: worked out once per block, not per column.
+        if (!scattered || !column_taps_cached) continue;
+        for (int64_t a = 0; a < x.wide.d1; ++a) {
+          for (int64_t tb = 0; tb < x.wide.d2; ++tb) {
+            const WindowCoord u = x.coord(x.wide, 0, a, tb);
+            const Inside in{u.h, u.w, bh, bw};
+            const uint32_t low = in.lanes8(vh + 16 * k, vw + 16 * k);
+            const uint32_t high = in.lanes8(vh + 16 * k + 8, vw + 16 * k + 8);
+            tap_block_lanes[k][a * x.wide.d2 + tb] = low | high << 8;
+          }
+        }
+      }
+      for (int t = 0; t < strips; ++t) {
+        const int f = t * Width;
+        uint32_t* const strip_pairs = chunk + t * Width * pairs + (e0 / 2) * Width;
+        if (runs[t]) {
+          // Per depth pair, two masked runs of the strip interleaved.
+          const int64_t jump = split[t] < Width ? off[f + split[t]] - off[f] - split[t] : 0;
+          const uint32_t from_first = split[t] >= 32 ? ~0u : (1u << split[t]) - 1;
+          const auto lanes = [&](int i) {
+            if (i >= en) return 0u;
+            if (masks_cached) return tap_lanes[t][tap[i]];
+            return strip_lanes<Width>(hh + f, ww + f, {vh[i], vw[i], bh, bw});
+          };
+          for (int i = 0; i < en; i += 2) {
+            __builtin_prefetch(x.p + off[f] + next_off[i], 0, 2);
+            __builtin_prefetch(x.p + off[f] + next_off[i + 1], 0, 2);
+            interleave_runs<Width>(strip_pairs + (i / 2) * Width, x.p + off[f] + voff[i], lanes(i),
+                                   x.p + off[f] + voff[i + 1], lanes(i + 1), jump, from_first);
+          }
+          continue;
+        }
+        for (int k = 0; k < blocks; ++k) {
+          const DepthBlock& b = block[k];
+          const int64_t* o = voff + 16 * k;
+          const int64_t* h = vh + 16 * k;
+          const int64_t* v = vw + 16 * k;
+          uint32_t* const out = strip_pairs + 8 * k * Width;
+          const int block_pairs = (b.n + 1) / 2;
+          if (!b.runs) {  // depths of more than two runs (images of fewer positions than 16)
+            for (int q = 0; q < block_pairs; ++q) {
+              for (int w = 0; w < Width; ++w) {
+                const Inside in{hh[f + w], ww[f + w], bh, bw};
+                const int64_t* at = o + 2 * q;
+                const uint32_t even = in(h[2 * q], v[2 * q]) ? x.p[off[f + w] + at[0]].bits : 0;
+                const uint32_t odd =
+                    in(h[2 * q + 1], v[2 * q + 1]) ? x.p[off[f + w] + at[1]].bits : 0;
+                out[q * Width + w] = odd << 16 | even;
+              }
+            }
+            continue;
+          }
+          // Each column's 16 depths as 8 pairs, 8 columns transposed at once. A column whose
+          // depths all lie inside (the block's box of positions, shifted by the column's, is
+          // inside) is one plain load; others take two masked ones.
+          const uint32_t first_run = (1u << b.split) - 1;
+          const uint32_t whole =
+              b.n == 16 && b.split == 16
+                  ? strip_lanes<Width>(hh + f, ww + f, {b.h_lo, b.w_lo, bh, bw}) &
+                        strip_lanes<Width>(hh + f, ww + f, {b.h_hi, b.w_hi, bh, bw})
+                  : 0;
+          if (k % 2 == 0) {  // a line per two blocks, of this block's run and the next's
+            for (int c = f; c < f + Width; ++c) {
+              __builtin_prefetch(x.p + off[c] + o[0] + 128, 0, 3);
+              __builtin_prefetch(x.p + off[c] + next_off[16 * k], 0, 2);
+            }
+          }
+          for (int g = 0; g < Width; g += 8) {
+            vfloat8 r[8];
+            if (((whole >> g) & 0xFF) == 0xFF) {
+              for (int w = 0; w < 8; ++w)
+                __builtin_memcpy(&r[w], x.p + off[f + g + w] + o[0], sizeof r[w]);
+            } else {
+              for (int w = 0; w < 8; ++w) {
+                const int c = f + g + w;
+                const bf16* run = x.p + off[c] + o[0];
+                if ((whole >> (g + w)) & 1) {
+                  __builtin_memcpy(&r[w], run, sizeof r[w]);
+                  continue;
+                }
+                uint32_t lanes = 0;
+                if (column_taps_cached) {
+                  lanes = column_tap[c] < 0 ? 0 : tap_block_lanes[k][column_tap[c]];
+                } else {
+                  const Inside in{hh[c], ww[c], bh, bw};
+                  lanes = uint32_t(in.lanes8(h, v)) | uint32_t(in.lanes8(h + 8, v + 8)) << 8;
+                }
+                const __m256i e = _mm256_mask_loadu_epi16(
+                    _mm256_maskz_loadu_epi16(static_cast<__mmask16>(lanes & first_run), run),
+                    static_cast<__mmask16>(lanes & ~first_run), run + b.jump);
+                __builtin_memcpy(&r[w], &e, sizeof e);
+              }
+            }
+            if (block_pairs == 8) {
+              transpose8x8(r, reinterpret_cast<float*>(out + g), Width);
+            } else {  // a last, shorter block: only its pairs
+              float rows[8][8];
+              transpose8x8(r, &rows[0][0], 8);
+              for (int q = 0; q < block_pairs; ++q) {
+                __builtin_memcpy(out + q * Width + g, rows[q], sizeof rows[q]);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace porta_ops
+
+#endif
