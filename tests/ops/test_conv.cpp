@@ -159,6 +159,21 @@ porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
 
 void run_f32(const Env& env, const ConvCase& c, uint64_t seed) { run_conv(env, c, seed); }
 
+// Each case in bf16, every other one from a misaligned offset; stops with a warning where this
+// implementation has no bf16.
+template <size_t N>
+void run_bf16_cases(const Env& env, const ConvCase (&cases)[N]) {
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) {
+    const bool misaligned = index % 2 == 1;
+    if (run_conv(env, c, seed_for(index++), PORTA_DTYPE_BF16, misaligned) ==
+        PORTA_ERROR_UNSUPPORTED) {
+      WARN("porta_conv2d_*: bf16 is UNSUPPORTED by this implementation");
+      return;
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("conv2d: forward and both backward passes, odd and non-square shapes", "[conv]") {
@@ -271,15 +286,7 @@ TEST_CASE("conv2d: dy read in place within an image", "[conv]") {
 // no path of its own (its A is always packed).
 TEST_CASE("conv2d: dy read in place within an image, bf16", "[conv][16bit]") {
   Env env;
-  uint64_t index = 0;
-  for (const ConvCase& c : kOperandCases) {
-    const bool misaligned = index % 2 == 1;
-    if (run_conv(env, c, seed_for(index++), PORTA_DTYPE_BF16, misaligned) ==
-        PORTA_ERROR_UNSUPPORTED) {
-      WARN("porta_conv2d_*: bf16 is UNSUPPORTED by this implementation");
-      break;
-    }
-  }
+  run_bf16_cases(env, kOperandCases);
 }
 
 // The CPU engine adds each 32-column micro-tile into an output row as one run of consecutive
@@ -328,15 +335,7 @@ TEST_CASE("conv2d: bf16 deep blocks, panels packed a group of strips at a time",
       {2, 96, 15, 15, 128, 3, 3, 1, 1},  // backward data: w^T's 96 rows in groups too
       {2, 40, 7, 7, 600, 1, 1},          // 1x1 backward data: w^T paired from memory, no room kept
   };
-  uint64_t index = 0;
-  for (const ConvCase& c : cases) {
-    const bool misaligned = index % 2 == 1;
-    const porta_status_t status = run_conv(env, c, seed_for(index++), PORTA_DTYPE_BF16, misaligned);
-    if (status == PORTA_ERROR_UNSUPPORTED) {
-      WARN("porta_conv2d_*: bf16 is UNSUPPORTED by this implementation");
-      break;
-    }
-  }
+  run_bf16_cases(env, cases);
 }
 
 // On CPUs with AVX512_BF16, bf16 windows are paired as they are read: strips of consecutive
@@ -355,15 +354,7 @@ TEST_CASE("conv2d: bf16 windows paired as they are read", "[conv][16bit]") {
       {4, 3, 20, 20, 8, 3, 3, 1, 1},  // 1600 positions: several blocks and chunks of depths
       {2, 7, 6, 6, 11, 5, 5, 2, 2, 1, 1, 2, 2},  // dilation 2: taps' runs not adjacent
   };
-  uint64_t index = 0;
-  for (const ConvCase& c : cases) {
-    const bool misaligned = index % 2 == 1;
-    const porta_status_t status = run_conv(env, c, seed_for(index++), PORTA_DTYPE_BF16, misaligned);
-    if (status == PORTA_ERROR_UNSUPPORTED) {
-      WARN("porta_conv2d_*: bf16 is UNSUPPORTED by this implementation");
-      break;
-    }
-  }
+  run_bf16_cases(env, cases);
 }
 
 TEST_CASE("conv2d: f16 and bf16 inputs are exact-product fp32 convolutions, or UNSUPPORTED",
