@@ -23,6 +23,10 @@ void bind_current_thread(const std::vector<int>& cpus);
 // Binds the calling thread to one CPU (allocates nothing: pool threads call it as they start).
 void bind_current_thread_to(int cpu);
 
+// Names the calling thread (at most 15 characters) as debuggers, top -H and /proc show it: the
+// backend's threads are "porta-pool" and "porta-stream".
+void name_current_thread(const char* name);
+
 // Binds the calling thread to one CPU for the object's lifetime, then gives it back the CPUs it
 // had. A placement hint like bind_current_thread: nothing fails if it cannot be bound.
 class ScopedCpuBinding {

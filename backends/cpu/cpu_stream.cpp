@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "cpu_device.h"
 #include "plugin_kit.h"
 
 namespace porta::cpu {
@@ -63,6 +64,7 @@ void CpuStream::enqueue(Task task, std::shared_ptr<Marker> marker) {
 }
 
 void CpuStream::worker_main() {
+  name_current_thread("porta-stream");
   for (;;) {
     Task task;
     std::shared_ptr<Marker> marker;

@@ -87,6 +87,7 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::worker_main(unsigned index) {
   bind_current_thread_to(cpus_[index + 1]);
+  name_current_thread("porta-pool");
   ScratchBuffer scratch;
   uint64_t announced = 0;
   for (;;) {
