@@ -708,6 +708,19 @@ inline void masked_copy(float* __restrict out, const T* first, const T* second, 
   }
 }
 
+// Whether offsets o[0, n) are at most two runs of consecutive elements (a strip or a block of
+// depths crossing from one image into the next); *split is the index the second run starts at
+// (n if there is one run).
+inline bool at_most_two_runs(const int64_t* o, int n, int* split) {
+  *split = n;
+  for (int i = 1; i < n; ++i) {
+    if (o[i] == o[i - 1] + 1) continue;
+    if (*split != n) return false;
+    *split = i;
+  }
+  return true;
+}
+
 // out[w] = src[off[w]] as fp32 for the lanes (h[w], w[w]) inside, else 0, for w < Width. GCC
 // does not vectorise this (a masked gather) itself, so the AVX-512 and AVX2 builds spell out the
 // gathers; masked-off lanes are never read. The gathers are fp32 only (x86 has no 16-bit
@@ -785,21 +798,16 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     int64_t h_lo[kStrips], h_hi[kStrips], w_lo[kStrips], w_hi[kStrips];
     for (int t = 0; t < strips; ++t) {
       const int f = t * Width;
-      bool run = f + Width <= cn;
-      second_run[t] = Width;
+      const int n = int(min64(Width, cn - f));
+      consecutive[t] = cpu::at_most_two_runs(off + f, n, &second_run[t]) && n == Width;
       h_lo[t] = h_hi[t] = hh[f];
       w_lo[t] = w_hi[t] = ww[f];
-      for (int w = f + 1; w < f + Width && w < cn; ++w) {
-        if (off[w] != off[w - 1] + 1) {
-          run = run && second_run[t] == Width;
-          second_run[t] = w - f;
-        }
+      for (int w = f + 1; w < f + n; ++w) {
         h_lo[t] = hh[w] < h_lo[t] ? hh[w] : h_lo[t];
         h_hi[t] = hh[w] > h_hi[t] ? hh[w] : h_hi[t];
         w_lo[t] = ww[w] < w_lo[t] ? ww[w] : w_lo[t];
         w_hi[t] = ww[w] > w_hi[t] ? ww[w] : w_hi[t];
       }
-      consecutive[t] = run;
     }
     // Which lanes of a consecutive strip lie inside the input depends on the depth only through
     // its position (a, b), not its offset o: with few positions (a conv's filter taps (r, s)),

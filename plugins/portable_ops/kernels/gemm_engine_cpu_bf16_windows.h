@@ -94,12 +94,7 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
     uint32_t tap_lanes[kStrips][kMaskedShifts];
     for (int t = 0; t < strips; ++t) {
       const int f = t * Width;
-      int breaks = 0;
-      split[t] = Width;
-      for (int w = f + 1; w < f + Width && w < cn; ++w) {
-        if (off[w] != off[w - 1] + 1) split[t] = breaks++ == 0 ? w - f : split[t];
-      }
-      runs[t] = breaks <= 1;
+      runs[t] = at_most_two_runs(off + f, int(min64(Width, cn - f)), &split[t]);
       scattered = scattered || !runs[t];
       if (!runs[t] || !masks_cached) continue;
       for (int64_t a = 0; a < x.depth.d1; ++a) {
@@ -142,18 +137,15 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
         DepthBlock& b = block[k];
         const int64_t* o = voff + 16 * k;
         b.n = min64(16, en - 16 * k);
-        b.split = 16;
-        int breaks = 0;
+        b.runs = at_most_two_runs(o, b.n, &b.split);
         b.h_lo = b.h_hi = vh[16 * k];
         b.w_lo = b.w_hi = vw[16 * k];
         for (int i = 1; i < b.n; ++i) {
-          if (o[i] != o[i - 1] + 1) b.split = breaks++ == 0 ? i : b.split;
           b.h_lo = min64(b.h_lo, vh[16 * k + i]);
           b.h_hi = max64(b.h_hi, vh[16 * k + i]);
           b.w_lo = min64(b.w_lo, vw[16 * k + i]);
           b.w_hi = max64(b.w_hi, vw[16 * k + i]);
         }
-        b.runs = breaks <= 1;
         b.jump = b.split < 16 ? o[b.split] - o[0] - b.split : 0;
         // Scattered columns (backward weights' filter taps (c, r, s)) with few taps share their
         // lanes over the block's depths per tap: worked out once per block, not per column.
