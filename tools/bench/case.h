@@ -16,11 +16,13 @@ struct DeviceArray {
   void* get() const { return buffer.data(); }
 };
 
-// run(set) queues the op on input set `set`, writing output.
+// run(set) queues the op on input set `set`, writing outputs[set].
 struct Case {
   std::vector<std::vector<DeviceArray>> inputs;  // [set][operand]
   std::vector<porta::device_buffer<int32_t>> labels;
-  porta::device_buffer<float> output;
+  // An output per set, as the inputs: no call writes into lines that an earlier call left in
+  // the cache, which would save the reads a write of an uncached line costs (a copy pays them).
+  std::vector<porta::device_buffer<float>> outputs;  // [set]
   porta::device_buffer<float> loss;
   std::function<void(int set, porta_stream_t)> run;
   size_t output_count = 0;
@@ -37,7 +39,7 @@ struct Case {
 // Replaces c.run of a convolution (conv_fwd, conv_bwd_data, conv_bwd_weights) by oneDNN's
 // primitive on the layouts oneDNN prefers (format_tag::any): both inputs of every set reordered
 // once, here, and the output left in oneDNN's layout by run(); to_plain() reorders it into
-// c.output. Runs on the CPU backend only (oneDNN reads Porta's buffers directly), with `threads`
+// c.outputs[0]. Runs on the CPU backend only (oneDNN reads Porta's buffers directly), with `threads`
 // OpenMP threads. Throws porta::error UNSUPPORTED when the oneDNN module is missing (the reason:
 // blocked_conv_missing()) or oneDNN lacks the combination.
 void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, int threads);

@@ -33,7 +33,8 @@ struct Blocked {
   dnnl::primitive primitive;
   int in0_arg = 0, in1_arg = 0, out_arg = 0;
   std::vector<std::pair<dnnl::memory, dnnl::memory>> inputs;  // per set, in oneDNN's layouts
-  dnnl::memory out, out_plain, scratchpad;
+  std::vector<dnnl::memory> outs;  // per set, in oneDNN's layout
+  dnnl::memory out_plain, scratchpad;
   std::optional<dnnl::reorder> out_reorder;
   int threads = 1;
   std::mutex mutex;
@@ -52,11 +53,11 @@ struct Blocked {
       if (omp_get_max_threads() != b.threads) omp_set_num_threads(b.threads);
       dnnl::stream s(b.engine);
       if (call.set < 0) {
-        if (b.out_reorder) b.out_reorder->execute(s, b.out, b.out_plain);
+        if (b.out_reorder) b.out_reorder->execute(s, b.outs[0], b.out_plain);
       } else {
         b.primitive.execute(s, {{b.in0_arg, b.inputs[call.set].first},
                                 {b.in1_arg, b.inputs[call.set].second},
-                                {b.out_arg, b.out},
+                                {b.out_arg, b.outs[call.set]},
                                 {DNNL_ARG_SCRATCHPAD, b.scratchpad}});
       }
       s.wait();
@@ -191,9 +192,12 @@ extern "C" __attribute__((visibility("default"))) void porta_bench_make_blocked_
     b->inputs.emplace_back(prepared(in0_plain, in0, set[0].get()),
                            prepared(in1_plain, in1, set[1].get()));
   s.wait();
-  b->out_plain = dnnl::memory(out_plain, b->engine, c.output.data());
-  b->out = out == out_plain ? b->out_plain : dnnl::memory(out, b->engine);
-  if (out != out_plain) b->out_reorder = dnnl::reorder(b->out, b->out_plain);
+  b->out_plain = dnnl::memory(out_plain, b->engine, c.outputs[0].data());
+  for (size_t set = 0; set < c.inputs.size(); ++set) {
+    b->outs.push_back(out == out_plain ? dnnl::memory(out, b->engine, c.outputs[set].data())
+                                       : dnnl::memory(out, b->engine));
+  }
+  if (out != out_plain) b->out_reorder = dnnl::reorder(b->outs[0], b->out_plain);
   b->scratchpad = dnnl::memory(scratchpad, b->engine);
   for (int set = 0; set < static_cast<int>(c.inputs.size()); ++set)
     b->calls.push_back({b.get(), set});
