@@ -33,16 +33,11 @@ int32_t requested_gemm_path() {
   return path;
 }
 
-}  // namespace
-
-// The engine's launch for an m x n x k product over `batch` entries on the stream's device. With
-// split-K the partial products go to the stream's scratch buffer, which `scratch` then holds
-// until the caller has queued both kernels. A depth_period > 0 says that A's rows run along the
-// depth in stretches of that many (porta_ops::align_depth_blocks). Throws porta::error if the
-// grid cannot hold it.
-porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
-                                       int64_t k, int64_t batch, int64_t depth_period,
-                                       std::optional<Scratch>& scratch) {
+// plan_engine_launch, and whether A is an fp32 matrix stored along the depth (plan_gemm's
+// a_in_place).
+porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, int64_t n,
+                                int64_t k, int64_t batch, int64_t depth_period, bool a_in_place,
+                                std::optional<Scratch>& scratch) {
   const porta_device_properties_t& props = *context.properties;
   porta_ops::GemmTarget target;
   target.host = runs_on_host(context);
@@ -60,7 +55,7 @@ porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_
                            " the GEMM engine needs");
   }
   porta_ops::GemmPlan plan;
-  if (!porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan)) {
+  if (!porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place)) {
     throw porta::error(PORTA_ERROR_UNSUPPORTED,
                        std::string(op) + ": the problem needs more work-groups than a grid holds");
   }
@@ -72,12 +67,26 @@ porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_
   return plan;
 }
 
+}  // namespace
+
+// The engine's launch for an m x n x k product over `batch` entries on the stream's device. With
+// split-K the partial products go to the stream's scratch buffer, which `scratch` then holds
+// until the caller has queued both kernels. A depth_period > 0 says that A's rows run along the
+// depth in stretches of that many (porta_ops::align_depth_blocks). Throws porta::error if the
+// grid cannot hold it.
+porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
+                                       int64_t k, int64_t batch, int64_t depth_period,
+                                       std::optional<Scratch>& scratch) {
+  return plan_launch(context, op, m, n, k, batch, depth_period, false, scratch);
+}
+
 porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* gemm) {
   return guarded("porta_gemm", [&] {
     const porta_gemm_desc_t& d = *gemm->desc;
     std::optional<Scratch> scratch;
-    const porta_ops::GemmPlan plan =
-        plan_engine_launch(*op, "porta_gemm", d.m, d.n, d.k, d.batch_count, 0, scratch);
+    const bool a_in_place = d.dtype == PORTA_DTYPE_F32 && d.trans_a == PORTA_NO_TRANSPOSE;
+    const porta_ops::GemmPlan plan = plan_launch(*op, "porta_gemm", d.m, d.n, d.k, d.batch_count,
+                                                 0, a_in_place, scratch);
     porta_ops::GemmArgs args{};
     args.a = gemm->a;
     args.b = gemm->b;

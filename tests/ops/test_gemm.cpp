@@ -27,6 +27,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "gemm_params.h"
 #include "ops_test.h"
 
 using namespace ops_test;
@@ -412,4 +413,33 @@ TEST_CASE("gemm: the NULL stream is the default device's default stream", "[gemm
   ops_ref::gemm(desc, widen(a).data(), widen(b).data(), ref.data());
   ops_ref::gemm(desc, abs_of(widen(a)).data(), abs_of(widen(b)).data(), scale.data());
   PT_CHECK_CLOSE(compare("C", dc.download(), ref, scale, double(k + 2) * kUlp));
+}
+
+TEST_CASE("gemm plan: an A read in place goes deeper within the same shared memory",
+          "[gemm][plan]") {
+  // The tiles stay those of the packed plan; the blocks may only deepen, and the group's shared
+  // memory must still hold B's panel and one panel of rows of A (a partial last one's copy).
+  const int64_t shapes[][3] = {{2560, 64, 2560}, {1760, 128, 1760}, {1024, 1024, 1024},
+                               {35, 8457, 2560}, {203, 97, 600},    {5, 70, 1031},
+                               {33, 16, 25000},  {4096, 4096, 4096}, {1, 1, 1}};
+  for (const int64_t threads : {1, 2, 16}) {
+    const porta_ops::GemmTarget target{true, threads, 256 * 1024};
+    for (const auto& s : shapes) {
+      porta_ops::GemmPlan packed{}, in_place{};
+      REQUIRE(porta_ops::plan_gemm(s[0], s[1], s[2], 1, target, porta_ops::kGemmPathNative,
+                                   &packed));
+      REQUIRE(porta_ops::plan_gemm(s[0], s[1], s[2], 1, target, porta_ops::kGemmPathNative,
+                                   &in_place, true));
+      const porta_ops::GemmTiles &p = packed.tiles, &t = in_place.tiles;
+      INFO(s[0] << "x" << s[1] << "x" << s[2] << " on " << threads << " threads");
+      CHECK(t.tile_m == p.tile_m);
+      CHECK(t.tile_n == p.tile_n);
+      CHECK(t.tile_k >= p.tile_k);
+      CHECK(t.tile_k <= t.split_depth);
+      CHECK(int64_t{t.splits} * t.split_depth >= s[2]);
+      CHECK(in_place.shared_bytes <= target.shared_bytes);
+      CHECK(int64_t{in_place.shared_bytes} >=
+            (int64_t{t.tile_n} + porta_ops::kCpuRowMultiple) * t.tile_k * 4);
+    }
+  }
 }

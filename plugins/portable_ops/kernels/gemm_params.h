@@ -160,9 +160,14 @@ inline int64_t choose_splits(int64_t groups, int64_t want, int64_t k, int64_t mi
 // GPU (and the tiled path anywhere): kTiledM x kTiledN tiles, kTiledItems^2 work-items, and
 // split-K up to about 2 groups per compute unit when the tiles alone are fewer than the units
 // (conv backward-weights: a small dw, a deep N*P*Q).
+// a_in_place: fp32 A stored along the depth, which the CPU path reads where it is
+// (kernels/gemm_engine_cpu.h: multiply_rows) rather than packing block_m rows of it: shared memory
+// then holds B's panel and one MR-row panel of A (a partial last one), and the blocks go up to
+// kMaxTileKInPlace deep. Deeper blocks add into C fewer times and read each row of A, which
+// streams from memory, in longer runs.
 // Returns false when the grid would not fit (more than 2^48 groups).
 inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const GemmTarget& target,
-                      int32_t path, GemmPlan* out) {
+                      int32_t path, GemmPlan* out, bool a_in_place = false) {
   using namespace plan_detail;
   GemmPlan plan{};
   GemmTiles& t = plan.tiles;
@@ -188,7 +193,8 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
   } else {
     constexpr int64_t kMaxTileN = 256, kMinTileN = 64, kMaxBlockM = 96, kMaxTileM = 384;
     constexpr int64_t kMinTileMBeforeSplit = 64;
-    constexpr int64_t kMaxTileK = 256, kMinSplitDepth = 512, kMaxSplits = 16;
+    constexpr int64_t kMaxTileK = 256, kMaxTileKInPlace = 1024;
+    constexpr int64_t kMinSplitDepth = 512, kMaxSplits = 16;
     constexpr int64_t kMaxPartialFloats = int64_t{16} << 20;  // 64 MiB
     const int64_t rows = round_up(m, kCpuRowMultiple), cols = round_up(n, kCpuColumnMultiple);
     int64_t tile_n = min64(cols, kMaxTileN);
@@ -207,8 +213,9 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
     // A blocks of at most kMaxBlockM rows, evened out over the tile's rows.
     const int64_t block_m = round_up(div_up(tile_m, div_up(tile_m, kMaxBlockM)), kCpuRowMultiple);
     const int64_t depth = div_up(k, splits);
-    int64_t tile_k = min64(depth, kMaxTileK);
-    const int64_t per_depth = (block_m + tile_n) * static_cast<int64_t>(sizeof(float));
+    int64_t tile_k = min64(depth, a_in_place ? kMaxTileKInPlace : kMaxTileK);
+    const int64_t a_rows = a_in_place ? kCpuRowMultiple : block_m;
+    const int64_t per_depth = (a_rows + tile_n) * static_cast<int64_t>(sizeof(float));
     if (tile_k * per_depth > target.shared_bytes)
       tile_k = max64(1, target.shared_bytes / per_depth);
     // An even split of the depth into blocks, so the last is not a sliver either.
