@@ -337,14 +337,6 @@ inline bool takes(const Axis& ah, const Axis& aw) {
 template <class Out>
 void for_row_maxima(const Extent& x, const float* plane, const Axis& ah, const Axis& aw, int64_t p,
                     SharedRow* shared, Out&& out) {
-  // A group's rows read x in order, a few hundred bytes a row, and waited on those loads: ask
-  // for the input rows the row kAhead elements further on will read.
-  constexpr int64_t kAhead = 1024;
-  int64_t h0, h1;
-  ah.clip(p, &h0, &h1);
-  for (int64_t i = h1 * aw.in; i < (h1 + ah.stride) * aw.in; i += 16) {
-    porta_ops::prefetch(plane + i + kAhead);
-  }
   for (int64_t q0 = 0; q0 < aw.out; q0 += 16) {
     out(q0, lanes_in(q0, 0, aw.out), row_maxima(x, plane, ah, aw, p, q0, shared));
   }
