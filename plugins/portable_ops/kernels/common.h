@@ -83,6 +83,21 @@ inline constexpr uint32_t kLanes = 16;
 inline constexpr uint32_t kLanes = 1;
 #endif
 
+// kLanes floats as one value, for sums carried from block to block. GCC splits a carried array of
+// kLanes floats into kLanes scalars (an extract and a scalar add per lane and block); a vector
+// type stays in one register. On a GPU kLanes is 1.
+#if PORTA_TARGET_CPU
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+#else
+typedef float Lanes;
+#endif
+
+PORTA_DEVICE_FUNCTION Lanes as_lanes(const float (&v)[kLanes]) {
+  Lanes out;
+  __builtin_memcpy(&out, v, sizeof out);
+  return out;
+}
+
 // Walks work-item `item` of `items` along n elements: blocks of kLanes consecutive elements are
 // dealt out round-robin (item i takes blocks i, i + items, ...), and the partial block at the
 // end goes to the item whose turn it is. Calls f(index, lane) for every element it takes, the

@@ -92,11 +92,19 @@ PORTA_KERNEL(bias_backward_runs, int64_t batch, int64_t channels, int64_t spatia
       const int64_t ahead = n + 1 < batch ? channels * spatial : 0;
       for (int64_t c = 0; c < run; ++c) {
         const float* plane = dy + (n * channels + first + c) * spatial;
-        float* sum = lane_sum[c];
+        // The channel's sums stay in a register over the plane (porta_ops::Lanes): added in
+        // place in memory, each block waited for the store of the one before. The lanes past a
+        // partial block add -0, which leaves every sum as it is.
+        porta_ops::Lanes sum = porta_ops::as_lanes(lane_sum[c]);
         porta_ops::walk_blocks(spatial, 0, 1, [&](int64_t s, auto count) {
           porta_ops::prefetch(plane + ahead + s);
-          for (uint32_t lane = 0; lane < count; ++lane) sum[lane] += plane[s + lane];
+          float v[kLanes];
+          for (uint32_t lane = 0; lane < kLanes; ++lane) {
+            v[lane] = lane < count ? plane[s + lane] : -0.0f;
+          }
+          sum += porta_ops::as_lanes(v);
         });
+        __builtin_memcpy(lane_sum[c], &sum, sizeof sum);
       }
     }
     for (int64_t c = 0; c < run; ++c) dbias[first + c] = porta_ops::sum_lanes(lane_sum[c]);

@@ -13,9 +13,11 @@
 // (one to sum, one to write), and on a CPU the exponentials, not memory, were the bound.
 #include "common.h"
 
+using porta_ops::as_lanes;
 using porta_ops::kLanes;
 using porta_ops::kLowest;
 using porta_ops::kMaxItems;
+using porta_ops::Lanes;
 
 namespace {
 
@@ -69,21 +71,6 @@ constexpr int64_t kCachedRow = 65536;
 // Whether this group's rows take the cached path: one work-item per row, and rows short enough.
 PORTA_DEVICE_FUNCTION bool cached_rows(uint32_t items, int64_t cols) {
   return items == 1 && cols <= kCachedRow;
-}
-
-// kLanes floats as one value, for sums carried from block to block. GCC splits a carried array of
-// kLanes floats into kLanes scalars (an extract and a scalar add per lane and block); a vector
-// type stays in one register. On a GPU kLanes is 1.
-#if PORTA_TARGET_CPU
-typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
-#else
-typedef float Lanes;
-#endif
-
-PORTA_DEVICE_FUNCTION Lanes as_lanes(const float (&v)[kLanes]) {
-  Lanes out;
-  __builtin_memcpy(&out, v, sizeof out);
-  return out;
 }
 
 #if PORTA_TARGET_CPU
