@@ -64,8 +64,10 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     // blocks planned within one image let the CPU read it in place.
     const int64_t depth_period = pass == Pass::backward_weights ? g.out_h * g.out_w : 0;
     std::optional<Scratch> scratch;
-    const porta_ops::GemmPlan plan = plan_engine_launch(op, ops[index], m.value(), n.value(),
-                                                        k.value(), 1, depth_period, scratch);
+    porta_ops::GemmPlan plan = plan_engine_launch(op, ops[index], m.value(), n.value(),
+                                                  k.value(), 1, depth_period, scratch);
+    porta_ops::balance_column_tiles(m.value(), n.value(), 1, op.properties->compute_units,
+                                    op.properties->shared_memory_per_group, &plan);
     g.tiles = plan.tiles;
     // The kernels' inputs are pointers of their dtype: the same bytes.
     launch(op, kernels[index][d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),

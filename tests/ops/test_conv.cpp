@@ -308,6 +308,20 @@ TEST_CASE("conv2d: output strips crossing images, within and past the first dept
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
+// Where a CPU plan has few groups per thread, the columns are cut into other tiles so that the
+// threads' shares even out (gemm_params.h: balance_column_tiles): wider tiles or narrower ones,
+// a last tile partly past the end. These shapes are rebalanced on 2 threads (and some on 4).
+TEST_CASE("conv2d: column tiles evened out over the threads", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {3, 8, 14, 14, 16, 3, 3, 1, 1},  // forward and backward data: narrower tiles
+      {2, 16, 9, 9, 64, 3, 3, 1, 1},   // backward weights: wider tiles
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
 TEST_CASE("conv2d: more work-groups than one grid dimension holds", "[conv][large]") {
   // A batch of 70001 (> 65535) small images: the implicit GEMMs have 280004 columns (forward,
   // backward-data) or a reduction of 280004 terms (backward-weights).

@@ -6,6 +6,7 @@
 // image's positions have an even divisor between half the planned block and the block, every
 // block must lie within one image.
 #include <algorithm>
+#include <vector>
 #include <catch2/catch.hpp>
 
 #include "gemm_params.h"
@@ -85,4 +86,66 @@ TEST_CASE("conv plan: backward-weights depth blocks stay within one image", "[co
     }
   }
   CHECK(aligned_layers >= 8);  // the sweep reaches the aligning branch
+}
+
+// balance_column_tiles: over the quick suite's layers and a few odd ones, each pass, the plan it
+// returns is still a plan (columns covered by tiles of whole strips, the groups in the grid, the
+// panels within shared memory, the rows, depth and splits as they were), its busiest thread
+// computes no more than before, and the quick suite's uneven plans on 2 threads come out even.
+TEST_CASE("conv plan: column tiles evened out over the threads", "[conv][plan]") {
+  struct Gemm {
+    int64_t m, n, k, period;
+  };
+  std::vector<Gemm> gemms;
+  const int64_t layers[][7] = {  // N, C, H, W, K, R, S ("same" padding, stride 1)
+      {4, 64, 56, 56, 64, 3, 3}, {4, 128, 28, 28, 128, 3, 3}, {16, 512, 7, 7, 512, 3, 3},
+      {16, 1024, 14, 14, 256, 1, 1}, {3, 8, 14, 14, 16, 3, 3}, {2, 16, 9, 9, 64, 3, 3},
+      {1, 3, 5, 7, 2, 3, 3}, {7, 33, 11, 13, 40, 1, 1}};
+  for (const auto& l : layers) {
+    const int64_t npq = l[0] * l[2] * l[3], crs = l[1] * l[5] * l[6];
+    gemms.push_back({l[4], npq, crs, 0});                       // forward
+    gemms.push_back({l[1], npq, l[4] * l[5] * l[6], 0});        // backward data
+    gemms.push_back({l[4], crs, npq, l[2] * l[3]});             // backward weights
+  }
+  constexpr int64_t kShared = 256 * 1024;
+  for (const Gemm& g : gemms) {
+    for (int64_t threads : {1, 2, 3, 8}) {
+      INFO("m " << g.m << ", n " << g.n << ", k " << g.k << ", threads " << threads);
+      porta_ops::GemmTarget target{true, threads, kShared};
+      GemmPlan before{};
+      REQUIRE(porta_ops::plan_gemm(g.m, g.n, g.k, 1, target, porta_ops::kGemmPathNative,
+                                   &before));
+      if (g.period > 0) porta_ops::align_depth_blocks(g.period, g.m, g.n, g.k, 1, &before);
+      GemmPlan plan = before;
+      porta_ops::balance_column_tiles(g.m, g.n, 1, threads, kShared, &plan);
+      const porta_ops::GemmTiles& t = plan.tiles;
+      CHECK(t.tile_n % porta_ops::kCpuColumnMultiple == 0);
+      CHECK(t.tiles_n * t.tile_n >= g.n);
+      CHECK((t.tiles_n - 1) * t.tile_n < g.n);
+      CHECK(t.tile_m == before.tiles.tile_m);
+      CHECK(t.tile_k == before.tiles.tile_k);
+      CHECK(t.block_m == before.tiles.block_m);
+      CHECK(t.splits == before.tiles.splits);
+      CHECK(plan.partial_floats == before.partial_floats);
+      CHECK(plan.shared_bytes <= kShared);
+      CHECK(int64_t(plan.shared_bytes) >= (t.block_m + t.tile_n) * t.tile_k * 4);
+      const int64_t groups = t.tiles_m * t.tiles_n * t.splits;
+      CHECK(int64_t(plan.grid[0]) * plan.grid[1] * plan.grid[2] >= groups);
+      CHECK(int64_t(plan.grid[0]) * plan.grid[1] * (plan.grid[2] - 1) < groups);
+      const int64_t load = porta_ops::busiest_thread(g.m, g.n, 1, t, threads);
+      CHECK(load <= porta_ops::busiest_thread(g.m, g.n, 1, before.tiles, threads));
+      if (threads == 1) CHECK(t.tile_n == before.tiles.tile_n);
+    }
+  }
+  // 28x28x128 forward (13 tiles) and backward weights (8, the last a sliver); 56x56x64
+  // backward weights (9): each thread now computes half.
+  for (const Gemm& g : {Gemm{128, 3136, 1152, 0}, Gemm{128, 1152, 3136, 784},
+                        Gemm{64, 576, 12544, 3136}}) {
+    porta_ops::GemmTarget target{true, 2, kShared};
+    GemmPlan plan{};
+    REQUIRE(porta_ops::plan_gemm(g.m, g.n, g.k, 1, target, porta_ops::kGemmPathNative, &plan));
+    if (g.period > 0) porta_ops::align_depth_blocks(g.period, g.m, g.n, g.k, 1, &plan);
+    porta_ops::balance_column_tiles(g.m, g.n, 1, 2, kShared, &plan);
+    CHECK(porta_ops::busiest_thread(g.m, g.n, 1, plan.tiles, 2) * 2 == g.m * g.n);
+  }
 }

@@ -689,6 +689,14 @@ inline void masked_copy(float* __restrict out, const T* first, const T* second, 
   if (split == Width && lanes == kAll) return widen<Width>(first, out);
   int w = 0;
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
+  if constexpr (sizeof(T) == sizeof(float)) {
+    if (split == Width) {  // one run: one masked load a vector, not two merged
+      for (; w + 16 <= Width; w += 16) {
+        const __mmask16 a = static_cast<__mmask16>(lanes >> w);
+        _mm512_storeu_ps(out + w, _mm512_maskz_loadu_ps(a, first + w));
+      }
+    }
+  }
   const uint32_t from_first = split >= 32 ? ~0u : (1u << split) - 1;
   for (; w + 16 <= Width; w += 16) {
     const __mmask16 a = static_cast<__mmask16>((lanes & from_first) >> w);
@@ -861,16 +869,21 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     }
     // Depths 8 at a time: their coordinates, and whether their offsets are consecutive (a
     // stretch of output positions of one image: the im2col^T of backward-weights, whose
-    // columns are scattered but whose depths run along rows).
+    // columns are scattered but whose depths run along rows). next_off: the same depth of the
+    // next block, which this thread packs next: its reads of x are fetched into L2 meanwhile,
+    // since a strip's short runs, a channel apart, are nothing the hardware prefetcher follows.
+    cpu::WindowDigits nd(depth, d0 + dn);
     for (int64_t d = 0; d < dn; d += 8) {
       const int bn = int(min64(8, dn - d));
-      int64_t voff[8], vh[8], vw[8], shift[8];
-      for (int i = 0; i < bn; ++i, dd.next(depth)) {
+      int64_t voff[8], vh[8], vw[8], shift[8], next_off[8];
+      for (int i = 0; i < bn; ++i, dd.next(depth), nd.next(depth)) {
         const WindowCoord v = coord(depth, dd.o, dd.a, dd.b);
         shift[i] = dd.a * depth.d2 + dd.b;
         voff[i] = v.off + v.h * row + v.w;
         vh[i] = v.h;
         vw[i] = v.w;
+        const WindowCoord nv = coord(depth, nd.o, nd.a, nd.b);
+        next_off[i] = nv.off + nv.h * row + nv.w;
       }
       bool depth_run = bn == 8;
       int64_t vh_lo = vh[0], vh_hi = vh[0], vw_lo = vw[0], vw_hi = vw[0];
@@ -894,6 +907,10 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
             float* __restrict out = strip + (d + i) * Width;
             const T* __restrict run = p + voff[i] + so[0];
             const cpu::Inside in{vh[i], vw[i], bh, bw};
+            for (int l = 0; l < Width; l += 64 / int(sizeof(T))) {
+              __builtin_prefetch(p + next_off[i] + so[0] + l, 0, 2);
+            }
+            __builtin_prefetch(p + next_off[i] + so[0] + Width - 1, 0, 2);
             if (masks_cached) {
               cpu::masked_copy<Width>(out, run, run + jump, split, lane_masks[t][shift[i]]);
             } else if (in.all(h_lo[t], h_hi[t], w_lo[t], w_hi[t])) {
@@ -910,6 +927,9 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
             float* const out = strip + d * Width + g * 8;
             const bool inside = cpu::Inside{vh_lo, vw_lo, bh, bw}(g_hlo[gi], g_wlo[gi]) &&
                                 cpu::Inside{vh_hi, vw_hi, bh, bw}(g_hhi[gi], g_whi[gi]);
+            for (int w = 0; w < 8; ++w) {
+              __builtin_prefetch(p + so[g * 8 + w] + next_off[0], 0, 2);
+            }
             if (inside) {
               const T* rows[8];
               for (int w = 0; w < 8; ++w) rows[w] = p + so[g * 8 + w] + voff[0];

@@ -279,4 +279,66 @@ inline void align_depth_blocks(int64_t period, int64_t m, int64_t n, int64_t k, 
   }
 }
 
+// The products (rows x columns of C) that the busiest of `threads` threads computes when they
+// claim a plan's groups one at a time in grid order, as the CPU backend's pool does.
+inline int64_t busiest_thread(int64_t m, int64_t n, int64_t batch, const GemmTiles& t,
+                              int64_t threads) {
+  constexpr int64_t kMaxThreads = 256;
+  int64_t load[kMaxThreads] = {};
+  threads = min64(max64(1, threads), kMaxThreads);
+  const int64_t groups = t.tiles_m * t.tiles_n * t.splits * batch;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t i = g % t.tiles_m, j = g / t.tiles_m % t.tiles_n;
+    int64_t* idle = load;
+    for (int64_t* l = load + 1; l < load + threads; ++l) idle = *l < *idle ? l : idle;
+    *idle += min64(t.tile_m, m - i * t.tile_m) * min64(t.tile_n, n - j * t.tile_n);
+  }
+  int64_t most = 0;
+  for (int64_t l = 0; l < threads; ++l) most = max64(most, load[l]);
+  return most;
+}
+
+// A CPU plan with few groups per thread loses the difference between its busiest thread and
+// the average at the end of every call: 13 tiles on 2 threads, or 8 whose last is a sliver, or 9
+// (an eighth of a conv backward-weights). Where the groups are that few (the pool then hands them
+// out one at a time), this cuts the columns into between half and twice as many tiles, of 64 to
+// 256 columns within `shared_bytes`, where that lowers the busiest thread's share; the most
+// tiles among equals, which absorb a thread that starts late.
+inline void balance_column_tiles(int64_t m, int64_t n, int64_t batch, int64_t threads,
+                                 int64_t shared_bytes, GemmPlan* plan) {
+  using namespace plan_detail;
+  constexpr int64_t kMinTileN = 64, kMaxTileN = 256, kMaxGroupsPerThread = 16;
+  GemmTiles& t = plan->tiles;
+  const int64_t others = t.tiles_m * t.splits * batch;
+  if (t.path == kGemmPathTiled || threads < 2 ||
+      others * t.tiles_n > kMaxGroupsPerThread * threads) {
+    return;
+  }
+  const int64_t per_column = int64_t{t.tile_k} * static_cast<int64_t>(sizeof(float));
+  GemmTiles best = t;
+  int64_t best_load = busiest_thread(m, n, batch, t, threads);
+  for (int64_t tiles_n = div_up(t.tiles_n, 2); tiles_n <= 2 * t.tiles_n; ++tiles_n) {
+    GemmTiles c = t;
+    c.tile_n = static_cast<int32_t>(round_up(div_up(n, tiles_n), kCpuColumnMultiple));
+    c.tiles_n = div_up(n, c.tile_n);
+    if (c.tile_n > kMaxTileN || c.tile_n < min64(kMinTileN, t.tile_n) ||
+        others * c.tiles_n > kMaxGroupsPerThread * threads ||
+        (t.block_m + c.tile_n) * per_column > shared_bytes) {
+      continue;
+    }
+    // Strictly less than the plan's own; then the most tiles.
+    const int64_t load = busiest_thread(m, n, batch, c, threads);
+    if (load < best_load || (load == best_load && best.tile_n != t.tile_n &&
+                             c.tiles_n > best.tiles_n)) {
+      best = c;
+      best_load = load;
+    }
+  }
+  if (best.tile_n == t.tile_n) return;
+  t = best;
+  plan->shared_bytes = static_cast<uint32_t>(
+      max64(plan->shared_bytes, (t.block_m + t.tile_n) * per_column));
+  flat_grid(others * t.tiles_n, plan->grid);  // a few groups: it fits
+}
+
 }  // namespace porta_ops
