@@ -109,9 +109,9 @@ std::vector<float> keep_output(porta_device_t, const float* device_ptr, size_t c
   return kept;
 }
 
-// Input sets to rotate through so that one pass over them does not fit in the cache: at least 2,
-// so that the untimed call before a timed one reads other data (rep()), at most 1024, and all of
-// them within a quarter of the device's memory.
+// Input sets to rotate through so that one pass over them does not fit in the cache: at most
+// 1024, all of them within a quarter of the device's memory, and at least 2 where that allows,
+// so that the untimed call before a timed one reads other data (rep()).
 int rotation_sets(size_t bytes_per_set, size_t cache_bytes, uint64_t device_memory) {
   size_t sets = (2 * cache_bytes + bytes_per_set - 1) / std::max<size_t>(bytes_per_set, 1);
   sets = std::clamp<size_t>(sets, 2, 1024);
