@@ -7,9 +7,11 @@
     test_bench.py plot  PLOT_BENCH OUT_DIR   plot-bench on the run's JSON makes a PNG; bad input
                                              is refused with a message
     test_bench.py baselines PORTA_BENCH OUT_DIR
-                                             gemm and conv: a row per vendor library the plugin
-                                             has (and onednn-blocked), timed in turn, vs vendor
-                                             against the fastest, the load average recorded
+                                             gemm, conv and bias_bwd: a row per vendor library
+                                             the plugin has (and onednn-blocked), timed in turn,
+                                             vs vendor against the fastest, the load average
+                                             recorded; GB/s rated against a copy of each row's
+                                             own buffers
     test_bench.py numerics PORTA_BENCH BACKEND OUT_DIR
                                              small shapes of three ops on cpu and BACKEND: both
                                              measured, and their results agree (timings are not
@@ -111,7 +113,7 @@ RECORD_FIELDS = {
     "status": str, "message": str, "median_ms": (NUMBER, None), "min_ms": (NUMBER, None),
     "max_ms": (NUMBER, None), "reps": int, "warmup": int, "sets": int, "flops": (NUMBER, None),
     "bytes": NUMBER, "gflops": (NUMBER, None), "gbps": (NUMBER, None),
-    "pct_peak": (NUMBER, None), "ratio_to_vendor": (NUMBER, None),
+    "pct_peak": (NUMBER, None), "copy_gbps": (NUMBER, None), "ratio_to_vendor": (NUMBER, None),
     "max_rel_err": (NUMBER, str, None), "error_metric": str, "kind": str,
     "best_vendor": (str, None), "interleaved": list, "times_ms": list, "started_s": list,
 }
@@ -303,7 +305,8 @@ def cpu_flags():
 def test_baselines(bench, out_dir):
     """Each vendor library its own row, vs vendor against the fastest, timed in turn."""
     os.makedirs(out_dir, exist_ok=True)
-    for op, shape in (("gemm", "64,48,32"), ("conv_fwd", "8,8,4,2,8,3,3,1,1,1,1")):
+    for op, shape in (("gemm", "64,48,32"), ("conv_fwd", "8,8,4,2,8,3,3,1,1,1,1"),
+                      ("bias_bwd", "4x8x50")):
         out_json = os.path.join(out_dir, f"baselines-{op}.json")
         if os.path.exists(out_json):
             os.remove(out_json)
@@ -343,6 +346,17 @@ def test_baselines(bench, out_dir):
                   f"{op} {r['impl']}: kind")
             check(r["interleaved"] == impls, f"{op} {r['impl']}: interleaved with {impls}, "
                   f"got {r['interleaved']}")
+            if r["status"] != "ok":
+                continue
+            if r["gbps"] is None:
+                check(r["copy_gbps"] is None, f"{op} {r['impl']}: no copy timed for a GFLOP/s row")
+            else:
+                # bias_bwd's output is too small to hold the copy: it gets a buffer of its own.
+                check(r["copy_gbps"] is not None and r["copy_gbps"] > 0,
+                      f"{op} {r['impl']}: a copy of its own buffers timed ({r['copy_gbps']})")
+                check(r["pct_peak"] is not None and r["copy_gbps"] is not None and math.isclose(
+                          r["pct_peak"], 100 * r["gbps"] / r["copy_gbps"], rel_tol=1e-6),
+                      f"{op} {r['impl']}: % of peak is against that copy ({r['pct_peak']})")
         if failures:
             continue
         # Timed in turn: repetition i of each implementation, in order, before repetition i + 1.

@@ -120,6 +120,10 @@ void derive_16bit_peaks(Peak& peak, bool gpu);
 // Runs both probes on `device` (bench kernels from `kernel_library`, a porta_module_load base
 // name). Never throws: a failure leaves the rate 0 and says why in error.
 Peak measure_peak(porta_device_t device, const std::string& kernel_library);
+// Queues porta-bench's copy kernel (`peak_copy`) over n floats from src to dst, cut into groups
+// as the copy probe cuts it.
+void queue_copy(const porta::kernel& copy, const porta::stream& stream,
+                const porta_device_properties_t& props, uint64_t n, const float* src, float* dst);
 
 struct Settings {
   int reps = 0;                    // 0: the default for the device (20 on the CPU, 100 on a GPU)
@@ -192,17 +196,26 @@ class Worker {
 class Measurement {
  public:
   // Throws porta::error (UNSUPPORTED: the implementation lacks the case) or std::exception.
+  // kernel_library: porta-bench's kernels, for the copy the bandwidth ops are rated against.
   Measurement(porta_device_t device, bool gpu, const Settings& settings, const Shape& shape,
-              porta_dtype_t dtype, int reps, bool blocked);
+              porta_dtype_t dtype, int reps, bool blocked, const std::string& kernel_library);
   ~Measurement();
   int sets() const;
   int warmup() const { return warmup_; }
-  // One call on input set i % sets between two events: its time in ms.
-  double rep(int i);
+  // Bytes one copy moves (read plus written), 0 where the op is not rated in GB/s.
+  double copy_bytes() const;
+  struct Times {
+    double ms = 0.0;
+    // Bandwidth ops: a copy of one of the op's inputs into its own memory, timed right after.
+    std::optional<double> copy_ms;
+  };
+  // One call on input set i % sets between two events, and the copy: their times in ms.
+  Times rep(int i);
   // The output of set 0, whole or an evenly strided sample (cross-entropy: the loss appended).
   std::vector<float> output();
 
  private:
+  void copy_set(int set);  // queues the copy of set's input 0
   struct State;
   std::unique_ptr<State> state_;
   int warmup_ = 0;
@@ -220,6 +233,11 @@ struct Record {
   double median_ms = 0, min_ms = 0, max_ms = 0;
   int reps = 0, warmup = 0, sets = 0;
   std::optional<double> gflops, gbps, pct_peak, ratio_to_vendor, max_rel_err;
+  // Bandwidth ops: the copy timed with each repetition (Measurement::rep), its bytes, and its
+  // rate from the median, which pct_peak is quoted against.
+  double copy_bytes = 0.0;
+  std::vector<double> copy_times_ms;
+  std::optional<double> copy_gbps;
   std::string best_vendor;  // the fastest vendor row of the op, shape, dtype and backend
   // The implementations timed in turn with this one, in their order (this one included), each
   // repetition's time, and when it started (seconds since the run started).

@@ -23,6 +23,12 @@ struct Case {
   // An output per set, as the inputs: no call writes into lines that an earlier call left in
   // the cache, which would save the reads a write of an uncached line costs (a copy pays them).
   std::vector<porta::device_buffer<float>> outputs;  // [set]
+  // Bandwidth ops: where each set's copy of its input 0 (copy_floats floats) goes, timed with
+  // the op to rate it against the memory it runs on: the set's output where that holds input 0,
+  // else a buffer of its own, made with the set.
+  std::vector<float*> copy_targets;                       // [set]
+  std::vector<porta::device_buffer<float>> copy_buffers;  // the buffers of its own
+  size_t copy_floats = 0;
   porta::device_buffer<float> loss;
   std::function<void(int set, porta_stream_t)> run;
   size_t output_count = 0;

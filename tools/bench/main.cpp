@@ -212,6 +212,7 @@ std::vector<Record> measure_in_turn(const std::vector<Worker*>& takers, size_t p
       }
       r.warmup = answer.value("warmup", 0);
       r.sets = answer.value("sets", 0);
+      r.copy_bytes = answer.value("copy_bytes", 0.0);
     } catch (const std::exception& e) {
       failed(r, e);
     }
@@ -229,6 +230,7 @@ std::vector<Record> measure_in_turn(const std::vector<Worker*>& takers, size_t p
           continue;
         }
         r.times_ms.push_back(answer.at("ms").get<double>());
+        if (answer.contains("copy_ms")) r.copy_times_ms.push_back(answer["copy_ms"].get<double>());
         r.started_s.push_back(since.count());
       } catch (const std::exception& e) {
         failed(r, e);

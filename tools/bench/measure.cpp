@@ -207,7 +207,9 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
       throw porta::error(PORTA_ERROR_UNSUPPORTED, std::string(op_name(s.op)) + " is not an op");
   }
   const porta_dtype_t in_dtype = is_bandwidth_op(s.op) ? PORTA_DTYPE_F32 : dtype;
-  size_t set_bytes = out_count * sizeof(float);
+  if (is_bandwidth_op(s.op)) c.copy_floats = in_counts[0];
+  const bool copy_apart = c.copy_floats > out_count;  // the output cannot hold the copy
+  size_t set_bytes = (out_count + (copy_apart ? c.copy_floats : 0)) * sizeof(float);
   for (size_t n : in_counts) set_bytes += n * dtype_size(in_dtype);
   if (s.op == Op::cross_entropy) set_bytes += size_t(s.rows) * sizeof(int32_t);
   const int sets = rotation_sets(set_bytes, cache_bytes, device_memory);
@@ -240,7 +242,12 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
       c.labels.push_back(std::move(buffer));
     }
   }
-  for (int set = 0; set < sets; ++set) c.outputs.emplace_back(device, out_count);
+  for (int set = 0; set < sets; ++set) {
+    c.outputs.emplace_back(device, out_count);
+    if (copy_apart) c.copy_buffers.emplace_back(device, c.copy_floats);
+    if (c.copy_floats > 0)
+      c.copy_targets.push_back(copy_apart ? c.copy_buffers.back().data() : c.outputs.back().data());
+  }
   c.output_count = out_count;
   if (s.op == Op::cross_entropy) c.loss = porta::device_buffer<float>(device, 1);
 
@@ -392,19 +399,24 @@ int repetitions(const Settings& settings, const Shape& shape, bool gpu) {
 
 struct Measurement::State {
   porta_device_t device = 0;
+  porta_device_properties_t props{};
   Op op = Op::gemm;
   Case c;
   std::optional<porta::stream> stream;
   std::optional<porta::event> start, stop;
+  std::optional<porta::module> kernels;  // bandwidth ops: the copy's
+  std::optional<porta::kernel> copy;
 };
 
 Measurement::Measurement(porta_device_t device, bool gpu, const Settings& settings,
-                         const Shape& shape, porta_dtype_t dtype, int reps, bool blocked)
+                         const Shape& shape, porta_dtype_t dtype, int reps, bool blocked,
+                         const std::string& kernel_library)
     : state_(std::make_unique<State>()) {
   State& st = *state_;
   st.device = device;
   st.op = shape.op;
   const porta_device_properties_t props = porta::device_properties(device);
+  st.props = props;
   // GPUs: the largest last-level caches today (256 MiB); the API does not report the size.
   const size_t cache = gpu ? size_t{256} << 20 : settings.cache_bytes;
   make_case(st.c, device, shape, dtype, cache, props.total_memory);
@@ -416,15 +428,30 @@ Measurement::Measurement(porta_device_t device, bool gpu, const Settings& settin
   // Every set once, and enough calls for clocks, caches and thread pools to settle.
   warmup_ = std::min(std::max(sets, gpu ? 10 : 2), std::max(reps, sets));
   for (int i = 0; i < warmup_; ++i) st.c.run(i % sets, st.stream->get());
+  if (st.c.copy_floats > 0) {
+    st.kernels.emplace(device, kernel_library);
+    st.copy.emplace(st.kernels->kernel("peak_copy"));
+    for (int i = 0; i < sets; ++i) copy_set(i);
+  }
   st.stream->synchronize();
   if (st.c.check) st.c.check();
+}
+
+void Measurement::copy_set(int set) {
+  State& st = *state_;
+  queue_copy(*st.copy, *st.stream, st.props, st.c.copy_floats,
+             static_cast<const float*>(st.c.inputs[set][0].get()), st.c.copy_targets[set]);
+}
+
+double Measurement::copy_bytes() const {
+  return 2.0 * double(state_->c.copy_floats) * sizeof(float);  // read once, written once
 }
 
 Measurement::~Measurement() = default;
 
 int Measurement::sets() const { return static_cast<int>(state_->c.inputs.size()); }
 
-double Measurement::rep(int i) {
+Measurement::Times Measurement::rep(int i) {
   State& st = *state_;
   // An untimed call on the previous set, queued with the timed one: porta-bench waits for idle
   // threads before every repetition, so without it each call would be timed waking the threads
@@ -436,7 +463,19 @@ double Measurement::rep(int i) {
   st.stop->record(*st.stream);
   st.stream->synchronize();
   if (st.c.check) st.c.check();
-  return porta::event::elapsed_ms(*st.start, *st.stop);
+  Times times{porta::event::elapsed_ms(*st.start, *st.stop), std::nullopt};
+  if (st.copy) {
+    // The copy rate of this op's own memory, at the same moment: the host backs memory
+    // unevenly, so a probe of other buffers at another time can read far faster or slower
+    // (docs/decisions.md). Its set is half a rotation away from the op's, the one read longest
+    // ago; the op has just woken the threads.
+    st.start->record(*st.stream);
+    copy_set((i + sets() / 2) % sets());
+    st.stop->record(*st.stream);
+    st.stream->synchronize();
+    times.copy_ms = porta::event::elapsed_ms(*st.start, *st.stop);
+  }
+  return times;
 }
 
 std::vector<float> Measurement::output() {
@@ -456,16 +495,22 @@ std::vector<float> Measurement::output() {
 }
 
 void summarise(Record& r) {
-  std::vector<double> ms = r.times_ms;
-  if (ms.empty()) return;
-  std::sort(ms.begin(), ms.end());
-  const size_t n = ms.size();
-  r.median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
-  r.min_ms = ms.front();
-  r.max_ms = ms.back();
-  r.reps = static_cast<int>(n);
+  if (r.times_ms.empty()) return;
+  const auto median = [](std::vector<double> ms) {
+    std::sort(ms.begin(), ms.end());
+    const size_t n = ms.size();
+    return n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  };
+  r.median_ms = median(r.times_ms);
+  r.min_ms = *std::min_element(r.times_ms.begin(), r.times_ms.end());
+  r.max_ms = *std::max_element(r.times_ms.begin(), r.times_ms.end());
+  r.reps = static_cast<int>(r.times_ms.size());
   if (r.shape.flops() > 0) r.gflops = r.shape.flops() / (r.median_ms * 1e6);
   if (is_bandwidth_op(r.op)) r.gbps = r.shape.bytes() / (r.median_ms * 1e6);
+  if (!r.copy_times_ms.empty() && r.copy_bytes > 0) {
+    const double copy_ms = median(r.copy_times_ms);
+    if (copy_ms > 0) r.copy_gbps = r.copy_bytes / (copy_ms * 1e6);
+  }
 }
 
 }  // namespace bench

@@ -131,10 +131,7 @@ Peak measure_peak(porta_device_t device, const std::string& kernel_library) {
       porta::device_buffer<float> src(device, n), dst(device, n);
       src.memset(0x3f);  // touches every page before timing
       dst.memset(0);
-      const uint32_t copy_group = gpu ? group : std::min<uint32_t>(1024, props.max_work_group_size);
-      const uint32_t groups = static_cast<uint32_t>(units * (gpu ? 64 : 16));
-      const uint64_t chunk = (n + groups - 1) / groups;
-      auto launch = [&] { copy.launch(stream, groups, copy_group, n, chunk, src, dst); };
+      auto launch = [&] { queue_copy(copy, stream, props, n, src.data(), dst.data()); };
       peak.copy_ms = best_ms(stream, device, launch);
       peak.copy_bytes = bytes;
       // Read once and written once, as STREAM counts a copy.
@@ -144,6 +141,20 @@ Peak measure_peak(porta_device_t device, const std::string& kernel_library) {
     peak.error = e.what();
   }
   return peak;
+}
+
+void queue_copy(const porta::kernel& copy, const porta::stream& stream,
+                const porta_device_properties_t& props, uint64_t n, const float* src, float* dst) {
+  const bool gpu = is_gpu(props);
+  const uint32_t limit = static_cast<uint32_t>(std::max(props.max_work_group_size, 1));
+  const uint32_t group = std::min<uint32_t>(gpu ? 256 : 1024, limit);
+  // Several chunks per unit, so that units finishing early take more; but no more groups than
+  // there are whole groups of floats (the ops' small cases).
+  const uint64_t most = std::max<uint64_t>(1, n / group);
+  const uint32_t groups = static_cast<uint32_t>(
+      std::min<uint64_t>(most, uint64_t(std::max(props.compute_units, 1)) * (gpu ? 64 : 16)));
+  const uint64_t chunk = (n + groups - 1) / groups;
+  copy.launch(stream, groups, group, n, chunk, src, dst);
 }
 
 }  // namespace bench

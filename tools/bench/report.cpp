@@ -141,7 +141,9 @@ void compare(std::vector<Record>& records, const std::map<std::string, Peak>& pe
       // is not measured, and no percentage is better than a wrong one.
       const double peak = p->second.fma_peak(r.dtype);
       if (r.gflops && peak > 0) r.pct_peak = 100.0 * *r.gflops / peak;
-      if (r.gbps && p->second.copy_gbps > 0) r.pct_peak = 100.0 * *r.gbps / p->second.copy_gbps;
+      // GB/s against the copy timed with the op on its own memory; the probe's where none was.
+      const double copy = r.copy_gbps.value_or(p->second.copy_gbps);
+      if (r.gbps && copy > 0) r.pct_peak = 100.0 * *r.gbps / copy;
     }
     // The vendor baseline is the fastest vendor library on this backend.
     const Record* best = nullptr;
@@ -340,6 +342,7 @@ void write_json(const std::string& path, const Header& header, const std::vector
          {"gflops", optional_number(r.gflops)},
          {"gbps", optional_number(r.gbps)},
          {"pct_peak", optional_number(r.pct_peak)},
+         {"copy_gbps", optional_number(r.copy_gbps)},
          {"ratio_to_vendor", optional_number(r.ratio_to_vendor)},
          {"max_rel_err", r.max_rel_err && std::isinf(*r.max_rel_err)
                              ? json("inf")
@@ -387,8 +390,8 @@ void write_csv(const std::string& path, const std::vector<Record>& records) {
   std::ofstream file(path);
   if (!file) throw std::runtime_error("cannot write " + path);
   file << "op,shape,dtype,backend,device,impl,status,message,median_ms,min_ms,max_ms,reps,warmup,"
-          "sets,flops,bytes,gflops,gbps,pct_peak,ratio_to_vendor,max_rel_err,error_metric,kind,"
-          "best_vendor\n";
+          "sets,flops,bytes,gflops,gbps,pct_peak,copy_gbps,ratio_to_vendor,max_rel_err,"
+          "error_metric,kind,best_vendor\n";
   for (const Record& r : records) {
     const bool ok = r.status == "ok";
     const auto when_ok = [&](double v) { return ok ? csv_number(v) : std::string(); };
@@ -399,7 +402,7 @@ void write_csv(const std::string& path, const std::vector<Record>& records) {
          << (r.shape.flops() > 0 ? csv_number(r.shape.flops()) : "") << ","
          << csv_number(r.shape.bytes(r.dtype)) << "," << csv_number(r.gflops) << ","
          << csv_number(r.gbps) << "," << csv_number(r.pct_peak) << ","
-         << csv_number(r.ratio_to_vendor) << ","
+         << csv_number(r.copy_gbps) << "," << csv_number(r.ratio_to_vendor) << ","
          << (r.max_rel_err && std::isinf(*r.max_rel_err) ? "inf" : csv_number(r.max_rel_err)) << ","
          << r.error_metric << "," << r.kind << "," << r.best_vendor << "\n";
   }

@@ -10,8 +10,10 @@
 //                                               op), "skip" (why this variant has nothing here)}]}
 //   {"cmd": "peak", "backend"}               -> the peak's fields
 //   {"cmd": "prepare", "problem", "backend", "reps"}
-//                                            -> {"status", "message", "warmup", "sets"}
-//   {"cmd": "rep", "i"}                      -> {"status", "message", "ms"}
+//                                            -> {"status", "message", "warmup", "sets",
+//                                               "copy_bytes" (0: no copy is timed)}
+//   {"cmd": "rep", "i"}                      -> {"status", "message", "ms",
+//                                               "copy_ms" (bandwidth ops)}
 //   {"cmd": "finish"}                        -> {"status", "message"}, then the floats
 //   {"cmd": "quit"} or the pipe closed       -> porta_shutdown, exit
 #include <sys/wait.h>
@@ -221,14 +223,18 @@ json failure(const std::exception& e) {
         const bool gpu = is_gpu(porta::device_properties(device));
         measurement =
             std::make_unique<Measurement>(device, gpu, settings, problem.shape, problem.dtype,
-                                          request.at("reps").get<int>(), variant.blocked);
+                                          request.at("reps").get<int>(), variant.blocked,
+                                          kernel_library);
         answer = {{"status", "ok"},
                   {"message", ""},
                   {"warmup", measurement->warmup()},
-                  {"sets", measurement->sets()}};
+                  {"sets", measurement->sets()},
+                  {"copy_bytes", measurement->copy_bytes()}};
       } else if (cmd == "rep") {
         if (!measurement) throw std::runtime_error("rep before prepare");
-        answer = {{"status", "ok"}, {"message", ""}, {"ms", measurement->rep(request.at("i"))}};
+        const Measurement::Times times = measurement->rep(request.at("i"));
+        answer = {{"status", "ok"}, {"message", ""}, {"ms", times.ms}};
+        if (times.copy_ms) answer["copy_ms"] = *times.copy_ms;
       } else if (cmd == "finish") {
         if (!measurement) throw std::runtime_error("finish before prepare");
         std::vector<float> output = measurement->output();
