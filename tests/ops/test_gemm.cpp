@@ -271,12 +271,14 @@ TEST_CASE("gemm: beta = 0 never reads C even when it holds NaN, alpha = 0 scales
 }
 
 // op(A) stored along k (NN, NT) is read where it is, MR rows at a time, rather than packed (on
-// the CPU): rows that are no multiple of any panel height, depths of several blocks (for bf16,
-// which reads A's rows in pairs of depths, even blocks then an odd last one), rows of A apart
-// by more than k, misaligned and batched operands.
+// the CPU): rows that are no multiple of any panel height (a last panel of more than half a
+// panel's rows, of half exactly, of fewer: 36 and 27 for panels of 8 and 6), depths of several
+// blocks (for bf16, which reads A's rows in pairs of depths, even blocks then an odd last one),
+// rows of A apart by more than k, misaligned and batched operands.
 void run_a_in_place(porta_dtype_t dtype) {
   Env env;
-  const int64_t shapes[][3] = {{203, 97, 600}, {5, 70, 1031}, {301, 33, 259}};
+  const int64_t shapes[][3] = {
+      {203, 97, 600}, {5, 70, 1031}, {301, 33, 259}, {36, 45, 300}, {27, 100, 517}};
   uint64_t index = 0;
   for (const auto& shape : shapes) {
     for (const porta_transpose_t tb : {N, T}) {
