@@ -446,20 +446,21 @@ TEST_CASE("gemm plan: an A read in place goes deeper within the same shared memo
   }
 }
 
-TEST_CASE("gemm plan: a small product takes fewer groups, at least one per thread", "[gemm][plan]") {
+TEST_CASE("gemm plan: a small product takes fewer groups, at least one per thread",
+          "[gemm][plan]") {
   // Each group packs its own panel of B, so that a product too small to keep four groups per
   // thread busy is cut into fewer, larger tiles; larger ones keep about four per thread.
   struct Case {
     int64_t m, n, k, threads, groups;
   };
-  const Case cases[] = {{64, 64, 64, 2, 2},        {64, 64, 64, 16, 8},  {128, 128, 128, 2, 8},
-                        {128, 128, 128, 16, 16},   {256, 256, 256, 2, 8}, {1, 1, 1, 2, 1},
+  const Case cases[] = {{64, 64, 64, 2, 2},       {64, 64, 64, 16, 8},   {128, 128, 128, 2, 8},
+                        {128, 128, 128, 16, 16},  {256, 256, 256, 2, 8}, {1, 1, 1, 2, 1},
                         {1024, 1024, 1024, 2, 12}};
   for (const Case& c : cases) {
     const porta_ops::GemmTarget target{true, c.threads, 256 * 1024};
     porta_ops::GemmPlan plan{};
-    REQUIRE(porta_ops::plan_gemm(c.m, c.n, c.k, 1, target, porta_ops::kGemmPathNative, &plan,
-                                 true));
+    REQUIRE(
+        porta_ops::plan_gemm(c.m, c.n, c.k, 1, target, porta_ops::kGemmPathNative, &plan, true));
     const porta_ops::GemmTiles& t = plan.tiles;
     INFO(c.m << "x" << c.n << "x" << c.k << " on " << c.threads << " threads");
     CHECK(t.tiles_m * t.tiles_n * t.splits == c.groups);

@@ -80,8 +80,8 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kb, const float*
 // instead of from a packed strip: an fp32 A stored along the depth needs no transposing copy.
 // Lines of the next panel's rows (next, also lda apart) are prefetched as the depth goes by, one
 // line of each row per 16 depths, since MR short streams a row apart defeat the hardware
-// prefetcher. With Rows < MR, the micro-tile's first Rows rows only: a last panel of a few rows (the 3
-// of m = 35) then costs about its own rows' products rather than MR's.
+// prefetcher. With Rows < MR, the micro-tile's first Rows rows only: a last panel of a few rows
+// (the 3 of m = 35) then costs about its own rows' products rather than MR's.
 template <int Rows = kMR>
 __attribute__((always_inline)) inline void micro_kernel_rows(int64_t kb, const float* a,
                                                              int64_t lda, const float* next,
