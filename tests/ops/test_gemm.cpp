@@ -271,12 +271,14 @@ TEST_CASE("gemm: beta = 0 never reads C even when it holds NaN, alpha = 0 scales
 }
 
 // op(A) stored along k (NN, NT) is read where it is, MR rows at a time, rather than packed (on
-// the CPU): rows that are no multiple of any panel height, depths of several blocks (for bf16,
-// which reads A's rows in pairs of depths, even blocks then an odd last one), rows of A apart
-// by more than k, misaligned and batched operands.
+// the CPU): rows that are no multiple of any panel height (a last panel of more than half a
+// panel's rows, of half exactly, of fewer: 36 and 27 for panels of 8 and 6), depths of several
+// blocks (for bf16, which reads A's rows in pairs of depths, even blocks then an odd last one),
+// rows of A apart by more than k, misaligned and batched operands.
 void run_a_in_place(porta_dtype_t dtype) {
   Env env;
-  const int64_t shapes[][3] = {{203, 97, 600}, {5, 70, 1031}, {301, 33, 259}};
+  const int64_t shapes[][3] = {
+      {203, 97, 600}, {5, 70, 1031}, {301, 33, 259}, {36, 45, 300}, {27, 100, 517}};
   uint64_t index = 0;
   for (const auto& shape : shapes) {
     for (const porta_transpose_t tb : {N, T}) {
@@ -441,5 +443,28 @@ TEST_CASE("gemm plan: an A read in place goes deeper within the same shared memo
       CHECK(int64_t{in_place.shared_bytes} >=
             (int64_t{t.tile_n} + porta_ops::kCpuRowMultiple) * t.tile_k * 4);
     }
+  }
+}
+
+TEST_CASE("gemm plan: a small product takes fewer groups, at least one per thread",
+          "[gemm][plan]") {
+  // Each group packs its own panel of B, so that a product too small to keep four groups per
+  // thread busy is cut into fewer, larger tiles; larger ones keep about four per thread.
+  struct Case {
+    int64_t m, n, k, threads, groups;
+  };
+  const Case cases[] = {{64, 64, 64, 2, 2},       {64, 64, 64, 16, 8},   {128, 128, 128, 2, 8},
+                        {128, 128, 128, 16, 16},  {256, 256, 256, 2, 8}, {1, 1, 1, 2, 1},
+                        {1024, 1024, 1024, 2, 12}};
+  for (const Case& c : cases) {
+    const porta_ops::GemmTarget target{true, c.threads, 256 * 1024};
+    porta_ops::GemmPlan plan{};
+    REQUIRE(
+        porta_ops::plan_gemm(c.m, c.n, c.k, 1, target, porta_ops::kGemmPathNative, &plan, true));
+    const porta_ops::GemmTiles& t = plan.tiles;
+    INFO(c.m << "x" << c.n << "x" << c.k << " on " << c.threads << " threads");
+    CHECK(t.tiles_m * t.tiles_n * t.splits == c.groups);
+    CHECK(t.tiles_m * t.tile_m >= c.m);
+    CHECK(t.tiles_n * t.tile_n >= c.n);
   }
 }

@@ -80,34 +80,36 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kb, const float*
 // instead of from a packed strip: an fp32 A stored along the depth needs no transposing copy.
 // Lines of the next panel's rows (next, also lda apart) are prefetched as the depth goes by, one
 // line of each row per 16 depths, since MR short streams a row apart defeat the hardware
-// prefetcher.
+// prefetcher. With Rows < MR, the micro-tile's first Rows rows only: a last panel of a few rows
+// (the 3 of m = 35) then costs about its own rows' products rather than MR's.
+template <int Rows = kMR>
 __attribute__((always_inline)) inline void micro_kernel_rows(int64_t kb, const float* a,
                                                              int64_t lda, const float* next,
                                                              const float* __restrict b,
                                                              MicroTile& out) {
-  const float* row[kMR];
-  const float* next_row[kMR];
+  const float* row[Rows];
+  const float* next_row[Rows];
 #pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i) {
+  for (int i = 0; i < Rows; ++i) {
     row[i] = a + i * lda;
     next_row[i] = next + i * lda;
   }
-  vfloat c[kMR][kNV];
+  vfloat c[Rows][kNV];
 #pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i)
+  for (int i = 0; i < Rows; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
   constexpr int64_t kLine = 64 / sizeof(float);
   for (int64_t d0 = 0; d0 < kb; d0 += kLine) {
 #pragma GCC unroll 16
-    for (int i = 0; i < kMR; ++i) __builtin_prefetch(next_row[i] + d0);
+    for (int i = 0; i < Rows; ++i) __builtin_prefetch(next_row[i] + d0);
     const int64_t d_end = min64(d0 + kLine, kb);
     for (int64_t d = d0; d < d_end; ++d) {
       vfloat bv[kNV];
 #pragma GCC unroll 4
       for (int v = 0; v < kNV; ++v) bv[v] = load(b + v * kVL);
 #pragma GCC unroll 16
-      for (int i = 0; i < kMR; ++i) {
+      for (int i = 0; i < Rows; ++i) {
         const float ai = row[i][d];
 #pragma GCC unroll 4
         for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
@@ -116,7 +118,7 @@ __attribute__((always_inline)) inline void micro_kernel_rows(int64_t kb, const f
     }
   }
 #pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i)
+  for (int i = 0; i < Rows; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
 }
@@ -276,9 +278,11 @@ __attribute__((noinline)) inline void multiply_packed(const float* pa, const flo
 // multiply_strips with A's block_rows x kb elements (T) read in place by Kernel from a, rows lda
 // apart, `steps` deep in Kernel's steps. A last panel of fewer than MR rows is copied to
 // `scratch` (MR x kb) with its last row repeated, so that every row the kernel reads is in range
-// (store_tile drops the extra ones).
+// (store_tile drops the extra ones); one of at most MR / 2 rows goes to Short, Kernel for MR / 2
+// rows, which computes only those.
 template <class T, class Element,
-          void (*Kernel)(int64_t, const T*, int64_t, const T*, const Element*, MicroTile&)>
+          void (*Kernel)(int64_t, const T*, int64_t, const T*, const Element*, MicroTile&),
+          void (*Short)(int64_t, const T*, int64_t, const T*, const Element*, MicroTile&)>
 __attribute__((always_inline)) inline void multiply_rows_with(
     const T* a, int64_t lda, const Element* pb, int64_t kb, int64_t steps, int64_t block_rows,
     int64_t cols, T* scratch, const OutputView& c, int64_t i, int64_t j, bool first) {
@@ -287,8 +291,10 @@ __attribute__((always_inline)) inline void multiply_rows_with(
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
     const T* panel = a + p * kMR * lda;
     const T* next = p + 1 < a_panels ? panel + kMR * lda : panel;
-    if (panel_rows < kMR) {
-      for (int r = 0; r < kMR; ++r) {
+    const bool short_panel = panel_rows <= kMR / 2;
+    const int kernel_rows = short_panel ? kMR / 2 : kMR;
+    if (panel_rows < kernel_rows) {
+      for (int r = 0; r < kernel_rows; ++r) {
         __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda, kb * sizeof(T));
       }
       panel = next = scratch;
@@ -300,7 +306,12 @@ __attribute__((always_inline)) inline void multiply_rows_with(
       prefetch_tile(c, i + p * kMR, at, panel_rows, strip_cols);
       MicroTile acc;
       // The next panel's lines are fetched during the first strip; later strips reread this one.
-      Kernel(steps, panel, lda, q == 0 ? next : panel, pb + q * kNR * steps, acc);
+      const T* fetch = q == 0 ? next : panel;
+      if (short_panel) {
+        Short(steps, panel, lda, fetch, pb + q * kNR * steps, acc);
+      } else {
+        Kernel(steps, panel, lda, fetch, pb + q * kNR * steps, acc);
+      }
       store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
     }
   }
@@ -311,8 +322,8 @@ __attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda,
                                                     int64_t kb, int64_t block_rows, int64_t cols,
                                                     float* scratch, const OutputView& c, int64_t i,
                                                     int64_t j, bool first) {
-  multiply_rows_with<float, float, micro_kernel_rows>(a, lda, pb, kb, kb, block_rows, cols, scratch,
-                                                      c, i, j, first);
+  multiply_rows_with<float, float, micro_kernel_rows<>, micro_kernel_rows<kMR / 2>>(
+      a, lda, pb, kb, kb, block_rows, cols, scratch, c, i, j, first);
 }
 
 // A group's tile of C as packed_gemm walks it, fp32 and bf16 alike: its rows and columns, the

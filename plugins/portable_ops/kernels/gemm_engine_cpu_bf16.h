@@ -185,33 +185,34 @@ __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16(
 
 // micro_kernel_bf16 with A's MR rows read in place (row r at a + r * lda): two consecutive bf16
 // of a row, read as one 32-bit word, are the depth pair the instruction wants. Lines of the next
-// panel's rows are prefetched as micro_kernel_rows does, one per row every 16 pairs.
+// panel's rows are prefetched as micro_kernel_rows does, one per row every 16 pairs; Rows as there.
+template <int Rows = kMR>
 __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16_rows(
     int64_t pairs, const bf16* a, int64_t lda, const bf16* next, const uint32_t* __restrict b,
     MicroTile& out) {
-  const char* row[kMR];
-  const char* next_row[kMR];
+  const char* row[Rows];
+  const char* next_row[Rows];
 #pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i) {
+  for (int i = 0; i < Rows; ++i) {
     row[i] = reinterpret_cast<const char*>(a + i * lda);
     next_row[i] = reinterpret_cast<const char*>(next + i * lda);
   }
-  __m512 c[kMR][kNV];
+  __m512 c[Rows][kNV];
 #pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i)
+  for (int i = 0; i < Rows; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_setzero_ps();
   constexpr int64_t kLinePairs = 64 / sizeof(uint32_t);
   for (int64_t p0 = 0; p0 < pairs; p0 += kLinePairs) {
 #pragma GCC unroll 16
-    for (int i = 0; i < kMR; ++i) __builtin_prefetch(next_row[i] + p0 * sizeof(uint32_t));
+    for (int i = 0; i < Rows; ++i) __builtin_prefetch(next_row[i] + p0 * sizeof(uint32_t));
     const int64_t p_end = min64(p0 + kLinePairs, pairs);
     for (int64_t p = p0; p < p_end; ++p) {
       __m512bh bv[kNV];
 #pragma GCC unroll 4
       for (int v = 0; v < kNV; ++v) bv[v] = (__m512bh)_mm512_load_si512(b + v * kVL);
 #pragma GCC unroll 16
-      for (int i = 0; i < kMR; ++i) {
+      for (int i = 0; i < Rows; ++i) {
         uint32_t pair;
         __builtin_memcpy(&pair, row[i] + p * sizeof(uint32_t), sizeof pair);
         const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(pair));
@@ -222,7 +223,7 @@ __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16_ro
     }
   }
 #pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i)
+  for (int i = 0; i < Rows; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) __builtin_memcpy(&out.v[i][v], &c[i][v], sizeof c[i][v]);
 }
@@ -233,8 +234,8 @@ __attribute__((noinline)) inline void multiply_rows_bf16(const bf16* a, int64_t 
                                                          int64_t block_rows, int64_t cols,
                                                          bf16* scratch, const OutputView& c,
                                                          int64_t i, int64_t j, bool first) {
-  multiply_rows_with<bf16, uint32_t, micro_kernel_bf16_rows>(a, lda, pb, kb, kb / 2, block_rows,
-                                                             cols, scratch, c, i, j, first);
+  multiply_rows_with<bf16, uint32_t, micro_kernel_bf16_rows<>, micro_kernel_bf16_rows<kMR / 2>>(
+      a, lda, pb, kb, kb / 2, block_rows, cols, scratch, c, i, j, first);
 }
 
 // multiply_strips over paired panels of `pairs` depth pairs.

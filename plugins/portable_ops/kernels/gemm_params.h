@@ -173,7 +173,6 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
   GemmTiles& t = plan.tiles;
   t.path = target.host ? path : kGemmPathTiled;
   const int64_t threads = max64(1, target.threads);
-  const int64_t want = 4 * threads;
   const int64_t per_split = m * n * batch;  // partial products per split
   int64_t splits = 1;
   if (t.path == kGemmPathTiled) {
@@ -185,7 +184,7 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
     t.block_m = kTiledM;
     const int64_t tiles = div_up(m, kTiledM) * div_up(n, kTiledN) * batch;
     // A GPU splits only when the tiles cannot even give each compute unit one group.
-    const int64_t tiled_want = target.host ? want : tiles < threads ? 2 * threads : 0;
+    const int64_t tiled_want = target.host ? 4 * threads : tiles < threads ? 2 * threads : 0;
     splits = choose_splits(tiles, tiled_want, k, kMinSplitDepth, kMaxSplits, per_split,
                            kMaxPartialFloats, target.host ? threads : 1);
     plan.group[0] = plan.group[1] = kTiledItems;
@@ -196,6 +195,14 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
     constexpr int64_t kMaxTileK = 256, kMaxTileKInPlace = 1024;
     constexpr int64_t kMinSplitDepth = 512, kMaxSplits = 16;
     constexpr int64_t kMaxPartialFloats = int64_t{16} << 20;  // 64 MiB
+    // A small product takes fewer groups, down to one per thread: each group packs its own panel
+    // of B (64^3 in 8 groups packed B 8 times, half the kernels' time), which costs more than
+    // a thread left idle for a fraction of a microsecond.
+    constexpr double kMinGroupProducts = 1 << 17;
+    const double products = static_cast<double>(m) * n * k * batch;
+    const int64_t want = products >= 4.0 * threads * kMinGroupProducts
+                             ? 4 * threads
+                             : max64(threads, static_cast<int64_t>(products / kMinGroupProducts));
     const int64_t rows = round_up(m, kCpuRowMultiple), cols = round_up(n, kCpuColumnMultiple);
     int64_t tile_n = min64(cols, kMaxTileN);
     int64_t tile_m = min64(rows, kMaxTileM);
