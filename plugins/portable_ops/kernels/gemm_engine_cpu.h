@@ -9,7 +9,9 @@
 // uses zmm registers (MR = 8, NR = 32: 16 accumulators), v3 ymm (6 x 16) and the baseline xmm
 // (6 x 8), each with the FMA the level has. An fp32 A stored along the depth (GEMM's A as
 // stored, conv's weights) is not packed: the micro-kernel broadcasts from its MR rows in place,
-// which saves a transposing copy of every element (a third of the time of 2560x64x2560).
+// which saves a transposing copy of every element (a third of the time of 2560x64x2560). On
+// AVX-512, a conv forward whose window strips are runs of x is not packed either: the
+// micro-kernel loads them from x under lane masks (window_gemm, at the end).
 #pragma once
 
 #include <type_traits>
@@ -339,6 +341,14 @@ struct TileWalk {
 namespace porta_ops {
 namespace cpu {
 
+#if defined(__AVX512F__)
+// A conv forward whose window's strips are runs of x, multiplied without packing the window
+// (defined below); false where the window is packed instead.
+template <class A>
+bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c, const GemmShape& s,
+                 const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end);
+#endif
+
 template <class A, class B>
 void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
@@ -347,6 +357,11 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
     if (t.path == kGemmPathNative && has_bf16_dot()) {
       return packed_gemm_bf16(a, b, c, s, t, i0, j0, d_begin, d_end);
     }
+  }
+#endif
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<B, WindowOperand<float>>) {
+    if (window_gemm(a, b, c, s, t, i0, j0, d_begin, d_end)) return;
   }
 #endif
   const int64_t kc = t.tile_k;
@@ -955,6 +970,217 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     }
   }
 }
+
+/* ---- Windows read in place ------------------------------------------------------------------ */
+//
+// Where a window's strips are runs of x (stride 1 and rows as wide as the input's, so that
+// consecutive output positions are consecutive elements of an image: 3x3 "same" layers) and A is
+// read in place (forward), the micro-kernel reads its B vectors straight from x: strip j at
+// depth (c, r, s) is the run at the strip's first column plus the depth's offset, under lane
+// masks that depend on the tap (r, s) only. Each step of the depth is two masked loads from x
+// instead of two loads from a packed panel; the panel's stores are gone, and the taps of a
+// channel read the same few lines. A strip that crosses from one image into the next is two runs,
+// merged by a second pair of masked loads. AVX-512 only (the masked loads); the narrower builds,
+// 1x1 filters (no lines shared between depths: packing B pays, as in any GEMM) and a packed A
+// (backward data) pack the window: measured slower read in place (docs/decisions.md).
+
+#if defined(__AVX512F__)
+namespace cpu {
+
+// A strip of NR columns of a window read in place: lane l at x + first + l for the lanes of the
+// first run, at x + first + jump + l for those of the second, plus the depth's offset; per tap,
+// the lanes of each run that lie inside the input (none past the tile's columns).
+struct WindowStrip {
+  int64_t first, jump;
+  bool two_runs;
+  uint32_t lanes[kMaskedShifts][2];
+};
+
+// One depth of a strip: the depth's offset in x and the strip's lanes of each run at its tap,
+// side by side so that the micro-kernel's masked loads wait on one load of them.
+struct WindowStep {
+  int64_t off;
+  uint32_t lanes[2];
+};
+
+// Whether every strip of NR consecutive columns is at most two runs of x (the window's rows are
+// as wide as its input's, images of at least NR positions) with its lanes' masks fixed per tap
+// (2 to kMaskedShifts taps).
+inline bool strips_are_runs(const WindowOperand<float>& b) {
+  const int64_t taps = b.depth.d1 * b.depth.d2;
+  return b.step_h == 1 && b.step_w == 1 && b.wide.mw == 1 && b.wide.mh * b.row == b.wide.d2 &&
+         b.wide.d1 * b.wide.d2 >= kNR && taps > 1 && taps <= kMaskedShifts;
+}
+
+// The strips of columns j0 + [0, cols): their runs and lane masks per tap. False if one is not
+// at most two runs (then the window is packed).
+inline bool window_strips(const WindowOperand<float>& b, int64_t j0, int64_t cols,
+                          WindowStrip* strips) {
+  WindowDigits wd(b.wide, j0);
+  for (int64_t f = 0; f < cols; f += kNR) {
+    const int n = int(min64(kNR, cols - f));
+    int64_t off[kNR], hh[kNR], ww[kNR];
+    for (int l = 0; l < n; ++l, wd.next(b.wide)) {
+      const WindowCoord u = WindowOperand<float>::coord(b.wide, wd.o, wd.a, wd.b);
+      off[l] = u.off + u.h * b.row + u.w;
+      hh[l] = u.h;
+      ww[l] = u.w;
+    }
+    int split;
+    if (!at_most_two_runs(off, n, &split)) return false;
+    WindowStrip& s = strips[f / kNR];
+    s.first = off[0];
+    s.jump = split < n ? off[split] - off[0] - split : 0;
+    s.two_runs = split < n;
+    const uint32_t from_first = split >= 32 ? ~0u : (1u << split) - 1;
+    for (int64_t a = 0; a < b.depth.d1; ++a) {
+      for (int64_t e = 0; e < b.depth.d2; ++e) {
+        const WindowCoord v = WindowOperand<float>::coord(b.depth, 0, a, e);
+        const Inside in{v.h, v.w, uint64_t(b.bound_h), uint64_t(b.bound_w)};
+        uint32_t lanes = 0;
+        for (int l = 0; l < n; ++l) lanes |= uint32_t(in(hh[l], ww[l])) << l;
+        s.lanes[a * b.depth.d2 + e][0] = lanes & from_first;
+        s.lanes[a * b.depth.d2 + e][1] = lanes & ~from_first;
+      }
+    }
+  }
+  return true;
+}
+
+// micro_kernel_rows (A's MR rows lda apart, the next panel's rows prefetched) with B's two
+// vectors per depth loaded from x + first under the strip's masks (TwoRuns merges the second
+// run's lanes). The lines of the strip this thread reads next (x_next) are fetched meanwhile:
+// its reads jump from channel to channel, which the hardware prefetcher does not follow.
+template <bool TwoRuns>
+__attribute__((always_inline)) inline void window_kernel(int64_t kb, const float* a, int64_t lda,
+                                                         const float* next, const float* x,
+                                                         const float* x_next, const WindowStrip& s,
+                                                         const WindowStep* steps, MicroTile& out) {
+  static_assert(kNV == 2 && kVL == 16, "an AVX-512 micro-tile");
+  const float* row[kMR];
+  const float* next_row[kMR];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i) {
+    row[i] = a + i * lda;
+    next_row[i] = next + i * lda;
+  }
+  const float* const first = x + s.first;
+  const float* const second = first + s.jump;
+  vfloat c[kMR][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  constexpr int64_t kLine = 64 / sizeof(float);
+  for (int64_t d0 = 0; d0 < kb; d0 += kLine) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kMR; ++i) __builtin_prefetch(next_row[i] + d0);
+    const int64_t d_end = min64(d0 + kLine, kb);
+    for (int64_t d = d0; d < d_end; ++d) {
+      const uint32_t* lanes = steps[d].lanes;
+      const int64_t o = steps[d].off;
+      __builtin_prefetch(x_next + o);
+      __builtin_prefetch(x_next + o + kNR - 1);
+      __m512 b0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes[0]), first + o);
+      __m512 b1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes[0] >> 16), first + o + 16);
+      if constexpr (TwoRuns) {
+        b0 = _mm512_mask_loadu_ps(b0, static_cast<__mmask16>(lanes[1]), second + o);
+        b1 = _mm512_mask_loadu_ps(b1, static_cast<__mmask16>(lanes[1] >> 16), second + o + 16);
+      }
+      vfloat bv[kNV];
+      __builtin_memcpy(&bv[0], &b0, sizeof b0);
+      __builtin_memcpy(&bv[1], &b1, sizeof b1);
+#pragma GCC unroll 16
+      for (int i = 0; i < kMR; ++i) {
+        const float ai = row[i][d];
+#pragma GCC unroll 4
+        for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+}
+
+// multiply_rows with B's strips read from x (steps: kb per strip): A's block_rows x kb block in
+// place, rows lda apart, a partial last panel copied to scratch.
+__attribute__((noinline)) inline void multiply_window(const float* a, int64_t lda, const float* x,
+                                                      const WindowStrip* strips,
+                                                      const WindowStep* steps, int64_t kb,
+                                                      int64_t block_rows, int64_t cols,
+                                                      float* scratch, const OutputView& c,
+                                                      int64_t i, int64_t j, bool first) {
+  const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
+  for (int64_t p = 0; p < a_panels; ++p) {
+    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
+    const float* panel = a + p * kMR * lda;
+    const float* next = p + 1 < a_panels ? panel + kMR * lda : panel;
+    int64_t ld = lda;
+    if (panel_rows < kMR) {
+      for (int r = 0; r < kMR; ++r) {
+        __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda,
+                         kb * sizeof(float));
+      }
+      panel = next = scratch;
+      ld = kb;
+    }
+    for (int64_t q = 0; q < b_panels; ++q) {
+      const int strip_cols = int(min64(kNR, cols - q * kNR));
+      const TileColumns at(c.col, j + q * kNR, strip_cols);
+      prefetch_tile(c, i + p * kMR, at, panel_rows, strip_cols);
+      MicroTile acc;
+      // The next panel's lines are fetched during the first strip; later strips reread this one.
+      const float* ahead = q == 0 ? next : panel;
+      const float* x_next = x + strips[q + 1 < b_panels ? q + 1 : 0].first;
+      if (strips[q].two_runs) {
+        window_kernel<true>(kb, panel, ld, ahead, x, x_next, strips[q], steps + q * kb, acc);
+      } else {
+        window_kernel<false>(kb, panel, ld, ahead, x, x_next, strips[q], steps + q * kb, acc);
+      }
+      store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
+    }
+  }
+}
+
+template <class A>
+bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c, const GemmShape& s,
+                 const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
+  constexpr int64_t kMaxStrips = 8;
+  if constexpr (!std::is_same_v<A, StridedOperand<float>>) {
+    return false;
+  } else {
+    if (!strips_are_runs(b) || t.tile_n > kMaxStrips * kNR ||
+        !a.rows_in_place(i0, d_begin, d_end - d_begin)) {
+      return false;
+    }
+    const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
+    WindowStrip strips[kMaxStrips];
+    if (!window_strips(b, j0, cols, strips)) return false;
+    // B's panel is not packed: its room (NR floats a depth per strip) holds each strip's steps.
+    WindowStep* const steps = reinterpret_cast<WindowStep*>(pb);
+    const int64_t strip_count = div_up(cols, kNR);
+    for (int64_t d0 = d_begin; d0 < d_end; d0 += t.tile_k) {
+      const int64_t kb = min64(t.tile_k, d_end - d0);
+      WindowDigits dd(b.depth, d0);
+      for (int64_t d = 0; d < kb; ++d, dd.next(b.depth)) {
+        const WindowCoord v = WindowOperand<float>::coord(b.depth, dd.o, dd.a, dd.b);
+        const int64_t tap = dd.a * b.depth.d2 + dd.b;
+        for (int64_t q = 0; q < strip_count; ++q) {
+          steps[q * kb + d] = WindowStep{v.off + v.h * b.row + v.w,
+                                         {strips[q].lanes[tap][0], strips[q].lanes[tap][1]}};
+        }
+      }
+      multiply_window(a.rows_in_place(i0, d0, kb), a.wide_stride, b.p, strips, steps, kb, rows,
+                      cols, pa, c, i0, j0, d0 == d_begin);
+    }
+    return true;
+  }
+}
+
+}  // namespace cpu
+#endif
 
 }  // namespace porta_ops
 
