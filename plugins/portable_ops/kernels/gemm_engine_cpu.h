@@ -996,11 +996,11 @@ struct WindowStrip {
   uint32_t lanes[kMaskedShifts][2];
 };
 
-// One depth of a strip: the depth's offset in x and the strip's lanes of each run at its tap,
-// side by side so that the micro-kernel's masked loads wait on one load of them.
-struct WindowStep {
+// The depths of a block at one filter tap: the first at index first of the block, count of
+// them a channel apart (channel x elements), the first one's offset in x.
+struct WindowTap {
   int64_t off;
-  uint32_t lanes[2];
+  int32_t first, count;
 };
 
 // Whether every strip of NR consecutive columns is at most two runs of x (the window's rows are
@@ -1047,22 +1047,26 @@ inline bool window_strips(const WindowOperand<float>& b, int64_t j0, int64_t col
   return true;
 }
 
-// micro_kernel_rows (A's MR rows lda apart, the next panel's rows prefetched) with B's two
-// vectors per depth loaded from x + first under the strip's masks (TwoRuns merges the second
-// run's lanes). The lines of the strip this thread reads next (x_next) are fetched meanwhile:
-// its reads jump from channel to channel, which the hardware prefetcher does not follow.
+// micro_kernel_rows (A's MR rows lda apart) with B's two vectors per depth loaded from x + first
+// under the strip's masks (TwoRuns merges the second run's lanes), taps outside and channels
+// inside, so that each tap's masks stay in mask registers. The next panel's rows (next) and the
+// lines of the strip this thread reads next (x_next) are fetched meanwhile: its reads jump from
+// channel to channel, which the hardware prefetcher does not follow.
 template <bool TwoRuns>
 __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float* a, int64_t lda,
                                                          const float* next, const float* x,
                                                          const float* x_next, const WindowStrip& s,
-                                                         const WindowStep* steps, MicroTile& out) {
+                                                         const WindowTap* taps, int ntaps,
+                                                         int64_t channel, MicroTile& out) {
   static_assert(kNV == 2 && kVL == 16, "an AVX-512 micro-tile");
   const float* row[kMR];
-  const float* next_row[kMR];
 #pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i) {
-    row[i] = a + i * lda;
-    next_row[i] = next + i * lda;
+  for (int i = 0; i < kMR; ++i) row[i] = a + i * lda;
+  if (next != a) {
+    for (int64_t d = 0; d < kb; d += 64 / sizeof(float)) {
+#pragma GCC unroll 16
+      for (int i = 0; i < kMR; ++i) __builtin_prefetch(next + i * lda + d);
+    }
   }
   const float* const first = x + s.first;
   const float* const second = first + s.jump;
@@ -1071,21 +1075,21 @@ __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float
   for (int i = 0; i < kMR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
-  constexpr int64_t kLine = 64 / sizeof(float);
-  for (int64_t d0 = 0; d0 < kb; d0 += kLine) {
-#pragma GCC unroll 16
-    for (int i = 0; i < kMR; ++i) __builtin_prefetch(next_row[i] + d0);
-    const int64_t d_end = min64(d0 + kLine, kb);
-    for (int64_t d = d0; d < d_end; ++d) {
-      const uint32_t* lanes = steps[d].lanes;
-      const int64_t o = steps[d].off;
+  for (int t = 0; t < ntaps; ++t) {
+    const __mmask16 lo = static_cast<__mmask16>(s.lanes[t][0]);
+    const __mmask16 hi = static_cast<__mmask16>(s.lanes[t][0] >> 16);
+    const __mmask16 lo2 = static_cast<__mmask16>(s.lanes[t][1]);
+    const __mmask16 hi2 = static_cast<__mmask16>(s.lanes[t][1] >> 16);
+    int64_t o = taps[t].off;
+    int64_t d = taps[t].first;
+    for (int32_t n = 0; n < taps[t].count; ++n, o += channel, d += ntaps) {
       __builtin_prefetch(x_next + o);
       __builtin_prefetch(x_next + o + kNR - 1);
-      __m512 b0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes[0]), first + o);
-      __m512 b1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes[0] >> 16), first + o + 16);
+      __m512 b0 = _mm512_maskz_loadu_ps(lo, first + o);
+      __m512 b1 = _mm512_maskz_loadu_ps(hi, first + o + 16);
       if constexpr (TwoRuns) {
-        b0 = _mm512_mask_loadu_ps(b0, static_cast<__mmask16>(lanes[1]), second + o);
-        b1 = _mm512_mask_loadu_ps(b1, static_cast<__mmask16>(lanes[1] >> 16), second + o + 16);
+        b0 = _mm512_mask_loadu_ps(b0, lo2, second + o);
+        b1 = _mm512_mask_loadu_ps(b1, hi2, second + o + 16);
       }
       vfloat bv[kNV];
       __builtin_memcpy(&bv[0], &b0, sizeof b0);
@@ -1104,11 +1108,12 @@ __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float
     for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
 }
 
-// multiply_rows with B's strips read from x (steps: kb per strip): A's block_rows x kb block in
-// place, rows lda apart, a partial last panel copied to scratch.
+// multiply_rows with B's strips read from x: A's block_rows x kb block in place, rows lda apart,
+// a partial last panel copied to scratch.
 __attribute__((noinline)) inline void multiply_window(const float* a, int64_t lda, const float* x,
                                                       const WindowStrip* strips,
-                                                      const WindowStep* steps, int64_t kb,
+                                                      const WindowTap* taps, int ntaps,
+                                                      int64_t channel, int64_t kb,
                                                       int64_t block_rows, int64_t cols,
                                                       float* scratch, const OutputView& c,
                                                       int64_t i, int64_t j, bool first) {
@@ -1135,9 +1140,11 @@ __attribute__((noinline)) inline void multiply_window(const float* a, int64_t ld
       const float* ahead = q == 0 ? next : panel;
       const float* x_next = x + strips[q + 1 < b_panels ? q + 1 : 0].first;
       if (strips[q].two_runs) {
-        window_kernel<true>(kb, panel, ld, ahead, x, x_next, strips[q], steps + q * kb, acc);
+        window_kernel<true>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps, channel,
+                            acc);
       } else {
-        window_kernel<false>(kb, panel, ld, ahead, x, x_next, strips[q], steps + q * kb, acc);
+        window_kernel<false>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps, channel,
+                             acc);
       }
       store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
     }
@@ -1158,22 +1165,19 @@ bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c,
     const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
     WindowStrip strips[kMaxStrips];
     if (!window_strips(b, j0, cols, strips)) return false;
-    // B's panel is not packed: its room (NR floats a depth per strip) holds each strip's steps.
-    WindowStep* const steps = reinterpret_cast<WindowStep*>(pb);
-    const int64_t strip_count = div_up(cols, kNR);
+    const int ntaps = int(b.depth.d1 * b.depth.d2);
+    WindowTap taps[kMaskedShifts];
     for (int64_t d0 = d_begin; d0 < d_end; d0 += t.tile_k) {
       const int64_t kb = min64(t.tile_k, d_end - d0);
       WindowDigits dd(b.depth, d0);
-      for (int64_t d = 0; d < kb; ++d, dd.next(b.depth)) {
+      for (int64_t d = 0; d < ntaps; ++d, dd.next(b.depth)) {
         const WindowCoord v = WindowOperand<float>::coord(b.depth, dd.o, dd.a, dd.b);
         const int64_t tap = dd.a * b.depth.d2 + dd.b;
-        for (int64_t q = 0; q < strip_count; ++q) {
-          steps[q * kb + d] = WindowStep{v.off + v.h * b.row + v.w,
-                                         {strips[q].lanes[tap][0], strips[q].lanes[tap][1]}};
-        }
+        taps[tap] = WindowTap{v.off + v.h * b.row + v.w, int32_t(d),
+                              int32_t(d < kb ? (kb - 1 - d) / ntaps + 1 : 0)};
       }
-      multiply_window(a.rows_in_place(i0, d0, kb), a.wide_stride, b.p, strips, steps, kb, rows,
-                      cols, pa, c, i0, j0, d0 == d_begin);
+      multiply_window(a.rows_in_place(i0, d0, kb), a.wide_stride, b.p, strips, taps, ntaps,
+                      b.depth.so, kb, rows, cols, pa, c, i0, j0, d0 == d_begin);
     }
     return true;
   }
