@@ -1052,7 +1052,7 @@ inline bool window_strips(const WindowOperand<float>& b, int64_t j0, int64_t col
 // inside, so that each tap's masks stay in mask registers. The next panel's rows (next) and the
 // lines of the strip this thread reads next (x_next) are fetched meanwhile: its reads jump from
 // channel to channel, which the hardware prefetcher does not follow.
-template <bool TwoRuns>
+template <bool TwoRuns, int DepthStep>
 __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float* a, int64_t lda,
                                                          const float* next, const float* x,
                                                          const float* x_next, const WindowStrip& s,
@@ -1096,7 +1096,7 @@ __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float
       __builtin_memcpy(&bv[1], &b1, sizeof b1);
 #pragma GCC unroll 16
       for (int i = 0; i < kMR; ++i) {
-        const float ai = row[i][d];
+        const float ai = row[i][d * DepthStep];
 #pragma GCC unroll 4
         for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
       }
@@ -1108,22 +1108,24 @@ __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float
     for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
 }
 
-// multiply_rows with B's strips read from x: A's block_rows x kb block in place, rows lda apart,
-// a partial last panel copied to scratch.
-__attribute__((noinline)) inline void multiply_window(const float* a, int64_t lda, const float* x,
+// multiply_rows (InPlace) or multiply_packed with B's strips read from x: A's block_rows x kb
+// block in place (rows lda apart, a partial last panel copied to scratch) or packed.
+template <bool InPlace>
+__attribute__((noinline)) void multiply_window(const float* a, int64_t lda, const float* x,
                                                       const WindowStrip* strips,
                                                       const WindowTap* taps, int ntaps,
                                                       int64_t channel, int64_t kb,
                                                       int64_t block_rows, int64_t cols,
                                                       float* scratch, const OutputView& c,
                                                       int64_t i, int64_t j, bool first) {
+  constexpr int kStep = InPlace ? 1 : kMR;  // between depths of a row of A
   const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
   for (int64_t p = 0; p < a_panels; ++p) {
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
-    const float* panel = a + p * kMR * lda;
-    const float* next = p + 1 < a_panels ? panel + kMR * lda : panel;
-    int64_t ld = lda;
-    if (panel_rows < kMR) {
+    const float* panel = InPlace ? a + p * kMR * lda : a + p * kMR * kb;
+    const float* next = InPlace && p + 1 < a_panels ? panel + kMR * lda : panel;
+    int64_t ld = InPlace ? lda : 1;
+    if (InPlace && panel_rows < kMR) {
       for (int r = 0; r < kMR; ++r) {
         __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda,
                          kb * sizeof(float));
@@ -1140,11 +1142,11 @@ __attribute__((noinline)) inline void multiply_window(const float* a, int64_t ld
       const float* ahead = q == 0 ? next : panel;
       const float* x_next = x + strips[q + 1 < b_panels ? q + 1 : 0].first;
       if (strips[q].two_runs) {
-        window_kernel<true>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps, channel,
-                            acc);
+        window_kernel<true, kStep>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps,
+                                   channel, acc);
       } else {
-        window_kernel<false>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps, channel,
-                             acc);
+        window_kernel<false, kStep>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps,
+                                    channel, acc);
       }
       store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
     }
@@ -1155,32 +1157,37 @@ template <class A>
 bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c, const GemmShape& s,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
   constexpr int64_t kMaxStrips = 8;
-  if constexpr (!std::is_same_v<A, StridedOperand<float>>) {
-    return false;
-  } else {
-    if (!strips_are_runs(b) || t.tile_n > kMaxStrips * kNR ||
-        !a.rows_in_place(i0, d_begin, d_end - d_begin)) {
-      return false;
+  if (!strips_are_runs(b) || t.tile_n > kMaxStrips * kNR) return false;
+  const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
+  WindowStrip strips[kMaxStrips];
+  if (!window_strips(b, j0, cols, strips)) return false;
+  const int ntaps = int(b.depth.d1 * b.depth.d2);
+  WindowTap taps[kMaskedShifts];
+  for (int64_t d0 = d_begin; d0 < d_end; d0 += t.tile_k) {
+    const int64_t kb = min64(t.tile_k, d_end - d0);
+    const bool first = d0 == d_begin;
+    WindowDigits dd(b.depth, d0);
+    for (int64_t d = 0; d < ntaps; ++d, dd.next(b.depth)) {
+      const WindowCoord v = WindowOperand<float>::coord(b.depth, dd.o, dd.a, dd.b);
+      const int64_t tap = dd.a * b.depth.d2 + dd.b;
+      taps[tap] = WindowTap{v.off + v.h * b.row + v.w, int32_t(d),
+                            int32_t(d < kb ? (kb - 1 - d) / ntaps + 1 : 0)};
     }
-    const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
-    WindowStrip strips[kMaxStrips];
-    if (!window_strips(b, j0, cols, strips)) return false;
-    const int ntaps = int(b.depth.d1 * b.depth.d2);
-    WindowTap taps[kMaskedShifts];
-    for (int64_t d0 = d_begin; d0 < d_end; d0 += t.tile_k) {
-      const int64_t kb = min64(t.tile_k, d_end - d0);
-      WindowDigits dd(b.depth, d0);
-      for (int64_t d = 0; d < ntaps; ++d, dd.next(b.depth)) {
-        const WindowCoord v = WindowOperand<float>::coord(b.depth, dd.o, dd.a, dd.b);
-        const int64_t tap = dd.a * b.depth.d2 + dd.b;
-        taps[tap] = WindowTap{v.off + v.h * b.row + v.w, int32_t(d),
-                              int32_t(d < kb ? (kb - 1 - d) / ntaps + 1 : 0)};
+    if constexpr (std::is_same_v<A, StridedOperand<float>>) {
+      if (const float* rows_at = a.rows_in_place(i0, d0, kb)) {  // rows along the depth
+        multiply_window<true>(rows_at, a.wide_stride, b.p, strips, taps, ntaps, b.depth.so, kb,
+                              rows, cols, pa, c, i0, j0, first);
+        continue;
       }
-      multiply_window(a.rows_in_place(i0, d0, kb), a.wide_stride, b.p, strips, taps, ntaps,
-                      b.depth.so, kb, rows, cols, pa, c, i0, j0, d0 == d_begin);
     }
-    return true;
+    for (int64_t ib = 0; ib < rows; ib += block_m) {
+      const int64_t block_rows = min64(block_m, rows - ib);
+      a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
+      multiply_window<false>(pa, 0, b.p, strips, taps, ntaps, b.depth.so, kb, block_rows, cols,
+                             pa, c, i0 + ib, j0, first);
+    }
   }
+  return true;
 }
 
 }  // namespace cpu
