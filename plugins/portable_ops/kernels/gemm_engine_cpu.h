@@ -10,8 +10,8 @@
 // (6 x 8), each with the FMA the level has. An fp32 A stored along the depth (GEMM's A as
 // stored, conv's weights) is not packed: the micro-kernel broadcasts from its MR rows in place,
 // which saves a transposing copy of every element (a third of the time of 2560x64x2560). On
-// AVX-512, a conv forward whose window strips are runs of x is not packed either: the
-// micro-kernel loads them from x under lane masks (window_gemm, at the end).
+// AVX-512, a conv window whose strips are runs of x is not packed either: the micro-kernel loads
+// them from x under lane masks (window_gemm, at the end).
 #pragma once
 
 #include <type_traits>
@@ -342,8 +342,8 @@ namespace porta_ops {
 namespace cpu {
 
 #if defined(__AVX512F__)
-// A conv forward whose window's strips are runs of x, multiplied without packing the window
-// (defined below); false where the window is packed instead.
+// A conv whose window's strips are runs of x, multiplied without packing the window (defined
+// below); false where the window is packed instead.
 template <class A>
 bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c, const GemmShape& s,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end);
@@ -974,15 +974,17 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
 /* ---- Windows read in place ------------------------------------------------------------------ */
 //
 // Where a window's strips are runs of x (stride 1 and rows as wide as the input's, so that
-// consecutive output positions are consecutive elements of an image: 3x3 "same" layers) and A is
-// read in place (forward), the micro-kernel reads its B vectors straight from x: strip j at
-// depth (c, r, s) is the run at the strip's first column plus the depth's offset, under lane
-// masks that depend on the tap (r, s) only. Each step of the depth is two masked loads from x
-// instead of two loads from a packed panel; the panel's stores are gone, and the taps of a
-// channel read the same few lines. A strip that crosses from one image into the next is two runs,
-// merged by a second pair of masked loads. AVX-512 only (the masked loads); the narrower builds,
-// 1x1 filters (no lines shared between depths: packing B pays, as in any GEMM) and a packed A
-// (backward data) pack the window: measured slower read in place (docs/decisions.md).
+// consecutive output positions are consecutive elements of an image: 3x3 "same" layers, forward
+// on x and backward data on dy), the micro-kernel reads its B vectors straight from x: strip j
+// at depth (c, r, s) is the run at the strip's first column plus the depth's offset, under lane
+// masks that depend on the tap (r, s) only. The kernel takes a depth block's taps outside and
+// its channels inside, so that each tap's masks sit in mask registers and each step is two
+// masked loads from x, a channel on from the last, instead of two loads from a packed panel; the
+// panel's stores are gone, and the taps of a channel read the same few lines. (The sums come in
+// that order: tap by tap, not depth by depth.) A strip that crosses from one image into the next
+// is two runs, merged by a second pair of masked loads. AVX-512 only (the masked loads); the
+// narrower builds and 1x1 filters (no lines shared between depths: packing B pays, as in any
+// GEMM; measured in docs/decisions.md) pack the window.
 
 #if defined(__AVX512F__)
 namespace cpu {
@@ -1112,12 +1114,11 @@ __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float
 // block in place (rows lda apart, a partial last panel copied to scratch) or packed.
 template <bool InPlace>
 __attribute__((noinline)) void multiply_window(const float* a, int64_t lda, const float* x,
-                                                      const WindowStrip* strips,
-                                                      const WindowTap* taps, int ntaps,
-                                                      int64_t channel, int64_t kb,
-                                                      int64_t block_rows, int64_t cols,
-                                                      float* scratch, const OutputView& c,
-                                                      int64_t i, int64_t j, bool first) {
+                                               const WindowStrip* strips, const WindowTap* taps,
+                                               int ntaps, int64_t channel, int64_t kb,
+                                               int64_t block_rows, int64_t cols, float* scratch,
+                                               const OutputView& c, int64_t i, int64_t j,
+                                               bool first) {
   constexpr int kStep = InPlace ? 1 : kMR;  // between depths of a row of A
   const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
   for (int64_t p = 0; p < a_panels; ++p) {
@@ -1142,8 +1143,8 @@ __attribute__((noinline)) void multiply_window(const float* a, int64_t lda, cons
       const float* ahead = q == 0 ? next : panel;
       const float* x_next = x + strips[q + 1 < b_panels ? q + 1 : 0].first;
       if (strips[q].two_runs) {
-        window_kernel<true, kStep>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps,
-                                   channel, acc);
+        window_kernel<true, kStep>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps, channel,
+                                   acc);
       } else {
         window_kernel<false, kStep>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps,
                                     channel, acc);
@@ -1183,8 +1184,8 @@ bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c,
     for (int64_t ib = 0; ib < rows; ib += block_m) {
       const int64_t block_rows = min64(block_m, rows - ib);
       a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
-      multiply_window<false>(pa, 0, b.p, strips, taps, ntaps, b.depth.so, kb, block_rows, cols,
-                             pa, c, i0 + ib, j0, first);
+      multiply_window<false>(pa, 0, b.p, strips, taps, ntaps, b.depth.so, kb, block_rows, cols, pa,
+                             c, i0 + ib, j0, first);
     }
   }
   return true;
