@@ -983,8 +983,9 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
 // panel's stores are gone, and the taps of a channel read the same few lines. (The sums come in
 // that order: tap by tap, not depth by depth.) A strip that crosses from one image into the next
 // is two runs, merged by a second pair of masked loads. AVX-512 only (the masked loads); the
-// narrower builds and 1x1 filters (no lines shared between depths: packing B pays, as in any
-// GEMM; measured in docs/decisions.md) pack the window.
+// narrower builds, 1x1 filters (no lines shared between depths: packing B pays, as in any GEMM)
+// and tiles of many rows (each packed element feeds them all) pack the window (measured in
+// docs/decisions.md).
 
 #if defined(__AVX512F__)
 namespace cpu {
@@ -1157,8 +1158,10 @@ __attribute__((noinline)) void multiply_window(const float* a, int64_t lda, cons
 template <class A>
 bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c, const GemmShape& s,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
-  constexpr int64_t kMaxStrips = 8;
-  if (!strips_are_runs(b) || t.tile_n > kMaxStrips * kNR) return false;
+  // Tiles of more rows pack: each packed element then feeds more micro-tiles than reading x
+  // in place saves (measured: 64 and 128 rows gain, 256 even, 512 lose; docs/decisions.md).
+  constexpr int64_t kMaxStrips = 8, kMaxRows = 128;
+  if (!strips_are_runs(b) || t.tile_n > kMaxStrips * kNR || t.tile_m > kMaxRows) return false;
   const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
   WindowStrip strips[kMaxStrips];
   if (!window_strips(b, j0, cols, strips)) return false;
