@@ -308,6 +308,30 @@ TEST_CASE("conv2d: output strips crossing images, within and past the first dept
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
+// On AVX-512 the CPU engine reads the window of a stride-1 layer whose output rows are as wide as
+// its input's straight from x (forward, A's rows in place) or dy (backward data, A packed), a
+// strip of 32 positions as one or two runs under lane masks per filter tap, taps outside and
+// channels inside: the edges of the padding, strips crossing images or ending with the tile,
+// partial panels of A, several depth blocks, blocks starting within a channel's taps; and the
+// layers just outside it (one tap, rows narrower than the input's), which pack.
+TEST_CASE("conv2d: windows read in place, runs per strip under masks per tap", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {3, 5, 11, 13, 7, 3, 3, 1, 1},              // 143 positions: two runs, a last strip of 13
+      {3, 3, 4, 8, 9, 3, 3, 1, 1},                // 32 positions: strips end with the images
+      {2, 4, 5, 40, 6, 3, 3, 1, 1},               // rows wider than a strip
+      {2, 41, 8, 8, 29, 3, 3, 1, 1},              // 369 deep: a block from within a channel
+      {2, 3, 10, 9, 4, 3, 3, 0, 1},               // padding across only: 8 rows of 9
+      {2, 3, 9, 9, 4, 5, 5, 2, 2},                // 25 taps
+      {2, 3, 12, 11, 5, 3, 3, 2, 2, 1, 1, 2, 2},  // dilation 2
+      {2, 9, 6, 7, 10, 1, 1},                     // 1x1: packed
+      {2, 3, 10, 9, 4, 3, 3},                     // no padding: rows of 7, packed
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
 // Where a CPU plan has few groups per thread, the columns are cut into other tiles so that the
 // threads' shares even out (gemm_params.h: balance_column_tiles): wider tiles or narrower ones,
 // a last tile partly past the end. These shapes are rebalanced on 2 threads (and some on 4).

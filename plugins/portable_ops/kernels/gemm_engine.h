@@ -21,7 +21,8 @@
 //   4 x 4 register block (porta::exclusive) whose rows and columns are 16 apart, so that reads of
 //   the B tile are conflict-free and the stores of a row of items are coalesced.
 // - Packed (PORTA_TARGET_CPU): a group is one work-item computing a large tile of C. Per block of
-//   tile_k depth it packs B's panel (tile_k x tile_n) and, block_m rows at a time, A's (unless A
+//   tile_k depth it packs B's panel (tile_k x tile_n; on AVX-512 a conv window whose strips are
+//   runs of x is read in place instead) and, block_m rows at a time, A's (unless A
 //   is a plain matrix along the depth: read in place), into the group's shared memory, laid out for the micro-kernel: MR x NR of C in vector registers (GCC
 //   vector extensions, so each ISA build uses its widest vectors), MR broadcasts of A and NV
 //   vector loads of B per step of k.

@@ -9,7 +9,9 @@
 // uses zmm registers (MR = 8, NR = 32: 16 accumulators), v3 ymm (6 x 16) and the baseline xmm
 // (6 x 8), each with the FMA the level has. An fp32 A stored along the depth (GEMM's A as
 // stored, conv's weights) is not packed: the micro-kernel broadcasts from its MR rows in place,
-// which saves a transposing copy of every element (a third of the time of 2560x64x2560).
+// which saves a transposing copy of every element (a third of the time of 2560x64x2560). On
+// AVX-512, a conv window whose strips are runs of x is not packed either: the micro-kernel loads
+// them from x under lane masks (window_gemm, at the end).
 #pragma once
 
 #include <type_traits>
@@ -350,6 +352,14 @@ struct TileWalk {
 namespace porta_ops {
 namespace cpu {
 
+#if defined(__AVX512F__)
+// A conv whose window's strips are runs of x, multiplied without packing the window (defined
+// below); false where the window is packed instead.
+template <class A>
+bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c, const GemmShape& s,
+                 const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end);
+#endif
+
 template <class A, class B>
 void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
@@ -358,6 +368,11 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
     if (t.path == kGemmPathNative && has_bf16_dot()) {
       return packed_gemm_bf16(a, b, c, s, t, i0, j0, d_begin, d_end);
     }
+  }
+#endif
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<B, WindowOperand<float>>) {
+    if (window_gemm(a, b, c, s, t, i0, j0, d_begin, d_end)) return;
   }
 #endif
   const int64_t kc = t.tile_k;
@@ -966,6 +981,232 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     }
   }
 }
+
+/* ---- Windows read in place ------------------------------------------------------------------ */
+//
+// Where a window's strips are runs of x (stride 1 and rows as wide as the input's, so that
+// consecutive output positions are consecutive elements of an image: 3x3 "same" layers, forward
+// on x and backward data on dy), the micro-kernel reads its B vectors straight from x: strip j
+// at depth (c, r, s) is the run at the strip's first column plus the depth's offset, under lane
+// masks that depend on the tap (r, s) only. The kernel takes a depth block's taps outside and
+// its channels inside, so that each tap's masks sit in mask registers and each step is two
+// masked loads from x, a channel on from the last, instead of two loads from a packed panel; the
+// panel's stores are gone, and the taps of a channel read the same few lines. (The sums come in
+// that order: tap by tap, not depth by depth.) A strip that crosses from one image into the next
+// is two runs, merged by a second pair of masked loads. AVX-512 only (the masked loads); the
+// narrower builds, 1x1 filters (no lines shared between depths: packing B pays, as in any GEMM)
+// and tiles of many rows (each packed element feeds them all) pack the window (measured in
+// docs/decisions.md).
+
+#if defined(__AVX512F__)
+namespace cpu {
+
+// A strip of NR columns of a window read in place: lane l at x + first + l for the lanes of the
+// first run, at x + first + jump + l for those of the second, plus the depth's offset; per tap,
+// the lanes of each run that lie inside the input (none past the tile's columns).
+struct WindowStrip {
+  int64_t first, jump;
+  bool two_runs;
+  uint32_t lanes[kMaskedShifts][2];
+};
+
+// The depths of a block at one filter tap: the first at index first of the block, count of
+// them a channel apart (channel x elements), the first one's offset in x.
+struct WindowTap {
+  int64_t off;
+  int32_t first, count;
+};
+
+// Whether every strip of NR consecutive columns is at most two runs of x (the window's rows are
+// as wide as its input's, images of at least NR positions) with its lanes' masks fixed per tap
+// (2 to kMaskedShifts taps).
+inline bool strips_are_runs(const WindowOperand<float>& b) {
+  const int64_t taps = b.depth.d1 * b.depth.d2;
+  return b.step_h == 1 && b.step_w == 1 && b.wide.mw == 1 && b.wide.mh * b.row == b.wide.d2 &&
+         b.wide.d1 * b.wide.d2 >= kNR && taps > 1 && taps <= kMaskedShifts;
+}
+
+// The strips of columns j0 + [0, cols): their runs and lane masks per tap. False if one is not
+// at most two runs (then the window is packed).
+inline bool window_strips(const WindowOperand<float>& b, int64_t j0, int64_t cols,
+                          WindowStrip* strips) {
+  WindowDigits wd(b.wide, j0);
+  for (int64_t f = 0; f < cols; f += kNR) {
+    const int n = int(min64(kNR, cols - f));
+    int64_t off[kNR], hh[kNR], ww[kNR];
+    for (int l = 0; l < n; ++l, wd.next(b.wide)) {
+      const WindowCoord u = WindowOperand<float>::coord(b.wide, wd.o, wd.a, wd.b);
+      off[l] = u.off + u.h * b.row + u.w;
+      hh[l] = u.h;
+      ww[l] = u.w;
+    }
+    int split;
+    if (!at_most_two_runs(off, n, &split)) return false;
+    WindowStrip& s = strips[f / kNR];
+    s.first = off[0];
+    s.jump = split < n ? off[split] - off[0] - split : 0;
+    s.two_runs = split < n;
+    const uint32_t from_first = split >= 32 ? ~0u : (1u << split) - 1;
+    for (int64_t a = 0; a < b.depth.d1; ++a) {
+      for (int64_t e = 0; e < b.depth.d2; ++e) {
+        const WindowCoord v = WindowOperand<float>::coord(b.depth, 0, a, e);
+        const Inside in{v.h, v.w, uint64_t(b.bound_h), uint64_t(b.bound_w)};
+        uint32_t lanes = 0;
+        for (int l = 0; l < n; ++l) lanes |= uint32_t(in(hh[l], ww[l])) << l;
+        s.lanes[a * b.depth.d2 + e][0] = lanes & from_first;
+        s.lanes[a * b.depth.d2 + e][1] = lanes & ~from_first;
+      }
+    }
+  }
+  return true;
+}
+
+// micro_kernel_rows (A's MR rows lda apart) with B's two vectors per depth loaded from x + first
+// under the strip's masks (TwoRuns merges the second run's lanes), taps outside and channels
+// inside, so that each tap's masks stay in mask registers. The next panel's rows (next) and the
+// lines of the strip this thread reads next (x_next) are fetched meanwhile: its reads jump from
+// channel to channel, which the hardware prefetcher does not follow.
+template <bool TwoRuns, int DepthStep>
+__attribute__((always_inline)) inline void window_kernel(int64_t kb, const float* a, int64_t lda,
+                                                         const float* next, const float* x,
+                                                         const float* x_next, const WindowStrip& s,
+                                                         const WindowTap* taps, int ntaps,
+                                                         int64_t channel, MicroTile& out) {
+  static_assert(kNV == 2 && kVL == 16, "an AVX-512 micro-tile");
+  const float* row[kMR];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i) row[i] = a + i * lda;
+  if (next != a) {
+    for (int64_t d = 0; d < kb; d += 64 / sizeof(float)) {
+#pragma GCC unroll 16
+      for (int i = 0; i < kMR; ++i) __builtin_prefetch(next + i * lda + d);
+    }
+  }
+  const float* const first = x + s.first;
+  const float* const second = first + s.jump;
+  vfloat c[kMR][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  for (int t = 0; t < ntaps; ++t) {
+    const __mmask16 lo = static_cast<__mmask16>(s.lanes[t][0]);
+    const __mmask16 hi = static_cast<__mmask16>(s.lanes[t][0] >> 16);
+    const __mmask16 lo2 = static_cast<__mmask16>(s.lanes[t][1]);
+    const __mmask16 hi2 = static_cast<__mmask16>(s.lanes[t][1] >> 16);
+    int64_t o = taps[t].off;
+    int64_t d = taps[t].first;
+    for (int32_t n = 0; n < taps[t].count; ++n, o += channel, d += ntaps) {
+      __builtin_prefetch(x_next + o);
+      __builtin_prefetch(x_next + o + kNR - 1);
+      __m512 b0 = _mm512_maskz_loadu_ps(lo, first + o);
+      __m512 b1 = _mm512_maskz_loadu_ps(hi, first + o + 16);
+      if constexpr (TwoRuns) {
+        b0 = _mm512_mask_loadu_ps(b0, lo2, second + o);
+        b1 = _mm512_mask_loadu_ps(b1, hi2, second + o + 16);
+      }
+      vfloat bv[kNV];
+      __builtin_memcpy(&bv[0], &b0, sizeof b0);
+      __builtin_memcpy(&bv[1], &b1, sizeof b1);
+#pragma GCC unroll 16
+      for (int i = 0; i < kMR; ++i) {
+        const float ai = row[i][d * DepthStep];
+#pragma GCC unroll 4
+        for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+}
+
+// multiply_rows (InPlace) or multiply_packed with B's strips read from x: A's block_rows x kb
+// block in place (rows lda apart, a partial last panel copied to scratch) or packed.
+template <bool InPlace>
+__attribute__((noinline)) void multiply_window(const float* a, int64_t lda, const float* x,
+                                               const WindowStrip* strips, const WindowTap* taps,
+                                               int ntaps, int64_t channel, int64_t kb,
+                                               int64_t block_rows, int64_t cols, float* scratch,
+                                               const OutputView& c, int64_t i, int64_t j,
+                                               bool first) {
+  constexpr int kStep = InPlace ? 1 : kMR;  // between depths of a row of A
+  const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
+  for (int64_t p = 0; p < a_panels; ++p) {
+    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
+    const float* panel = InPlace ? a + p * kMR * lda : a + p * kMR * kb;
+    const float* next = InPlace && p + 1 < a_panels ? panel + kMR * lda : panel;
+    int64_t ld = InPlace ? lda : 1;
+    if (InPlace && panel_rows < kMR) {
+      for (int r = 0; r < kMR; ++r) {
+        __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda,
+                         kb * sizeof(float));
+      }
+      panel = next = scratch;
+      ld = kb;
+    }
+    for (int64_t q = 0; q < b_panels; ++q) {
+      const int strip_cols = int(min64(kNR, cols - q * kNR));
+      const TileColumns at(c.col, j + q * kNR, strip_cols);
+      prefetch_tile(c, i + p * kMR, at, panel_rows, strip_cols);
+      MicroTile acc;
+      // The next panel's lines are fetched during the first strip; later strips reread this one.
+      const float* ahead = q == 0 ? next : panel;
+      const float* x_next = x + strips[q + 1 < b_panels ? q + 1 : 0].first;
+      if (strips[q].two_runs) {
+        window_kernel<true, kStep>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps, channel,
+                                   acc);
+      } else {
+        window_kernel<false, kStep>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps,
+                                    channel, acc);
+      }
+      store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
+    }
+  }
+}
+
+template <class A>
+bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c, const GemmShape& s,
+                 const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
+  // Tiles of more rows pack: each packed element then feeds more micro-tiles than reading x
+  // in place saves (measured: 64 and 128 rows gain, 256 even, 512 lose; docs/decisions.md).
+  constexpr int64_t kMaxStrips = 8, kMaxRows = 128;
+  if (!strips_are_runs(b) || t.tile_n > kMaxStrips * kNR || t.tile_m > kMaxRows) return false;
+  const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
+  WindowStrip strips[kMaxStrips];
+  if (!window_strips(b, j0, cols, strips)) return false;
+  const int ntaps = int(b.depth.d1 * b.depth.d2);
+  WindowTap taps[kMaskedShifts];
+  for (int64_t d0 = d_begin; d0 < d_end; d0 += t.tile_k) {
+    const int64_t kb = min64(t.tile_k, d_end - d0);
+    const bool first = d0 == d_begin;
+    WindowDigits dd(b.depth, d0);
+    for (int64_t d = 0; d < ntaps; ++d, dd.next(b.depth)) {
+      const WindowCoord v = WindowOperand<float>::coord(b.depth, dd.o, dd.a, dd.b);
+      const int64_t tap = dd.a * b.depth.d2 + dd.b;
+      taps[tap] = WindowTap{v.off + v.h * b.row + v.w, int32_t(d),
+                            int32_t(d < kb ? (kb - 1 - d) / ntaps + 1 : 0)};
+    }
+    if constexpr (std::is_same_v<A, StridedOperand<float>>) {
+      if (const float* rows_at = a.rows_in_place(i0, d0, kb)) {  // rows along the depth
+        multiply_window<true>(rows_at, a.wide_stride, b.p, strips, taps, ntaps, b.depth.so, kb,
+                              rows, cols, pa, c, i0, j0, first);
+        continue;
+      }
+    }
+    for (int64_t ib = 0; ib < rows; ib += block_m) {
+      const int64_t block_rows = min64(block_m, rows - ib);
+      a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
+      multiply_window<false>(pa, 0, b.p, strips, taps, ntaps, b.depth.so, kb, block_rows, cols, pa,
+                             c, i0 + ib, j0, first);
+    }
+  }
+  return true;
+}
+
+}  // namespace cpu
+#endif
 
 }  // namespace porta_ops
 
