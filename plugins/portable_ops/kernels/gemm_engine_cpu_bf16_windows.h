@@ -410,15 +410,19 @@ __attribute__((noinline)) void multiply_window_bf16(const void* a, int64_t lda, 
   }
 }
 
-// window_gemm for bf16 on vdpbf16ps, in packed_gemm_bf16's depth blocks of kc (A packed at pa,
-// below end); false where the window is paired into panels instead.
+// window_gemm for bf16 on vdpbf16ps; false where the window is paired into panels instead. With
+// no panel of B, A's panel (and the fp32 strips it may be paired from) takes the shared memory up
+// to end, so that blocks go deeper than packed_gemm_bf16's of kc: fewer passes over C.
 template <class A>
 bool window_gemm_bf16(const A& a, const WindowOperand<bf16>& b, const OutputView& c,
                       const GemmShape& s, const GemmTiles& t, int64_t i0, int64_t j0,
-                      int64_t d_begin, int64_t d_end, int64_t kc, float* pa, const float* end) {
+                      int64_t d_begin, int64_t d_end, int64_t kc, const float* end) {
   constexpr int64_t kMaxStrips = 8, kMaxRows = 128;  // as window_gemm's
   if (!strips_are_runs(b) || t.tile_n > kMaxStrips * kNR || t.tile_m > kMaxRows) return false;
-  const auto [rows, cols, block_m, pb, unused] = TileWalk(s, t, i0, j0);
+  const auto [rows, cols, block_m, pa, unused] = TileWalk(s, t, i0, j0);
+  const int64_t max_depth = max64(kc, 2 * ((end - pa) / (block_m + kMR)));
+  const int64_t blocks = div_up(d_end - d_begin, max_depth);
+  kc = min64(max_depth, div_up(div_up(d_end - d_begin, blocks), 2) * 2);
   WindowStrip strips[kMaxStrips];
   if (!window_strips(b, j0, cols, strips)) return false;
   // Pairs per period of lcm(2, taps) depths, and the period's elements of x.
