@@ -337,7 +337,7 @@ __attribute__((target("avx512bf16"), noinline)) void window_kernel_bf16(
         odd += period;
         even_next += period;
         odd_next += period;
-        at += int64_t{nclasses} * PairBytes;
+        at += int64_t{nclasses} * PairBytes;  // a class has more than one pair only with all P
       }
     }
   }
@@ -356,13 +356,10 @@ __attribute__((target("avx512bf16"), noinline)) void window_kernel_bf16(
 // multiply_window for depth pairs: A's block_rows x kb block in place (InPlace: rows lda apart,
 // a partial last panel copied to scratch) or paired into panels (pa).
 template <bool InPlace>
-__attribute__((noinline)) void multiply_window_bf16(const void* a, int64_t lda, const bf16* x,
-                                                    const WindowStrip* strips,
-                                                    const WindowPairs* classes, int nclasses,
-                                                    int64_t period, int64_t kb, int64_t block_rows,
-                                                    int64_t cols, bf16* scratch,
-                                                    const OutputView& c, int64_t i, int64_t j,
-                                                    bool first) {
+__attribute__((noinline)) void multiply_window_bf16(
+    const void* a, int64_t lda, const bf16* x, const WindowStrip* strips,
+    const WindowPairs* classes, int nclasses, int64_t period, int64_t kb, int64_t block_rows,
+    int64_t cols, bf16* scratch, const OutputView& c, int64_t i, int64_t j, bool first) {
   constexpr int kPairBytes = InPlace ? sizeof(uint32_t) : kMR * sizeof(uint32_t);
   const int64_t pairs = div_up(kb, 2);
   const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
@@ -419,7 +416,7 @@ bool window_gemm_bf16(const A& a, const WindowOperand<bf16>& b, const OutputView
                       int64_t d_begin, int64_t d_end, int64_t kc, const float* end) {
   constexpr int64_t kMaxStrips = 8, kMaxRows = 128;  // as window_gemm's
   if (!strips_are_runs(b) || t.tile_n > kMaxStrips * kNR || t.tile_m > kMaxRows) return false;
-  const auto [rows, cols, block_m, pa, unused] = TileWalk(s, t, i0, j0);
+  const auto [rows, cols, block_m, pa, after_b] = TileWalk(s, t, i0, j0);  // A's panel first
   const int64_t max_depth = max64(kc, 2 * ((end - pa) / (block_m + kMR)));
   const int64_t blocks = div_up(d_end - d_begin, max_depth);
   kc = min64(max_depth, div_up(div_up(d_end - d_begin, blocks), 2) * 2);
