@@ -395,6 +395,27 @@ TEST_CASE("conv2d: bf16 windows paired as they are read", "[conv][16bit]") {
   run_bf16_cases(env, cases);
 }
 
+// On CPUs with AVX512_BF16, the windows that fp32 reads in place are read in place as depth
+// pairs too: two taps' runs of a strip (a channel's last tap and the next channel's first where
+// the tap count is odd) interleaved in registers, pairs sharing their taps taken together. The
+// cases of fp32's, and: an even tap count, an odd last depth, partial panels of A read in place.
+TEST_CASE("conv2d: bf16 windows read in place as pairs of taps", "[conv][16bit]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {3, 5, 11, 13, 7, 3, 3, 1, 1},              // two runs, a last strip of 13; 45 and 63 deep
+      {3, 3, 4, 8, 9, 3, 3, 1, 1},                // 32 positions: strips end with the images
+      {2, 4, 5, 40, 6, 3, 3, 1, 1},               // rows wider than a strip
+      {2, 41, 8, 8, 29, 3, 3, 1, 1},              // 369 and 261 deep: blocks within a channel
+      {2, 96, 8, 8, 72, 3, 3, 1, 1},              // 864 and 648 deep: several blocks
+      {2, 3, 10, 9, 4, 3, 3, 0, 1},               // padding across only: 8 rows of 9
+      {2, 3, 9, 9, 4, 5, 5, 2, 2},                // 25 taps
+      {2, 5, 9, 10, 7, 2, 3, 0, 1},               // 6 taps: pairs within a channel
+      {2, 3, 12, 11, 5, 3, 3, 2, 2, 1, 1, 2, 2},  // dilation 2
+  };
+  run_bf16_cases(env, cases);
+}
+
 TEST_CASE("conv2d: f16 and bf16 inputs are exact-product fp32 convolutions, or UNSUPPORTED",
           "[conv][16bit]") {
   Env env;

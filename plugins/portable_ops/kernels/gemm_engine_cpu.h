@@ -1020,7 +1020,8 @@ struct WindowTap {
 // Whether every strip of NR consecutive columns is at most two runs of x (the window's rows are
 // as wide as its input's, images of at least NR positions) with its lanes' masks fixed per tap
 // (2 to kMaskedShifts taps).
-inline bool strips_are_runs(const WindowOperand<float>& b) {
+template <class T>
+bool strips_are_runs(const WindowOperand<T>& b) {
   const int64_t taps = b.depth.d1 * b.depth.d2;
   return b.step_h == 1 && b.step_w == 1 && b.wide.mw == 1 && b.wide.mh * b.row == b.wide.d2 &&
          b.wide.d1 * b.wide.d2 >= kNR && taps > 1 && taps <= kMaskedShifts;
@@ -1028,14 +1029,14 @@ inline bool strips_are_runs(const WindowOperand<float>& b) {
 
 // The strips of columns j0 + [0, cols): their runs and lane masks per tap. False if one is not
 // at most two runs (then the window is packed).
-inline bool window_strips(const WindowOperand<float>& b, int64_t j0, int64_t cols,
-                          WindowStrip* strips) {
+template <class T>
+bool window_strips(const WindowOperand<T>& b, int64_t j0, int64_t cols, WindowStrip* strips) {
   WindowDigits wd(b.wide, j0);
   for (int64_t f = 0; f < cols; f += kNR) {
     const int n = int(min64(kNR, cols - f));
     int64_t off[kNR], hh[kNR], ww[kNR];
     for (int l = 0; l < n; ++l, wd.next(b.wide)) {
-      const WindowCoord u = WindowOperand<float>::coord(b.wide, wd.o, wd.a, wd.b);
+      const WindowCoord u = WindowOperand<T>::coord(b.wide, wd.o, wd.a, wd.b);
       off[l] = u.off + u.h * b.row + u.w;
       hh[l] = u.h;
       ww[l] = u.w;
@@ -1049,7 +1050,7 @@ inline bool window_strips(const WindowOperand<float>& b, int64_t j0, int64_t col
     const uint32_t from_first = split >= 32 ? ~0u : (1u << split) - 1;
     for (int64_t a = 0; a < b.depth.d1; ++a) {
       for (int64_t e = 0; e < b.depth.d2; ++e) {
-        const WindowCoord v = WindowOperand<float>::coord(b.depth, 0, a, e);
+        const WindowCoord v = WindowOperand<T>::coord(b.depth, 0, a, e);
         const Inside in{v.h, v.w, uint64_t(b.bound_h), uint64_t(b.bound_w)};
         uint32_t lanes = 0;
         for (int l = 0; l < n; ++l) lanes |= uint32_t(in(hh[l], ww[l])) << l;

@@ -257,6 +257,13 @@ bool pairs_in_place(const A& a, int64_t d_begin, int64_t depth) {
   return false;
 }
 
+// A conv window whose strips are runs of x, multiplied without pairing it into a panel (defined
+// in gemm_engine_cpu_bf16_windows.h); false where it is paired instead.
+template <class A>
+bool window_gemm_bf16(const A& a, const WindowOperand<bf16>& b, const OutputView& c,
+                      const GemmShape& s, const GemmTiles& t, int64_t i0, int64_t j0,
+                      int64_t d_begin, int64_t d_end, int64_t kc, const float* end);
+
 // packed_gemm for bf16 operands on vdpbf16ps: the same tiles and shared memory, each panel
 // paired as it is packed. Pairs take half the room of fp32 depths, so where storing C is costly
 // the blocks go about twice as deep as the plan's tile_k: a micro-tile then runs as many steps
@@ -282,6 +289,9 @@ void packed_gemm_bf16(const A& a, const B& b, const OutputView& c, const GemmSha
   const int64_t blocks = div_up(depth, max_depth);
   const int64_t kc = min64(max_depth, div_up(div_up(depth, blocks), 2) * 2);
   float* const pa = pb + panel_cols * div_up(kc, 2);
+  if constexpr (std::is_same_v<B, WindowOperand<bf16>>) {
+    if (window_gemm_bf16(a, b, c, s, t, i0, j0, d_begin, d_end, kc, end)) return;
+  }
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
     const int64_t kb = min64(kc, d_end - d0), pairs = div_up(kb, 2);
     const bool first = d0 == d_begin;

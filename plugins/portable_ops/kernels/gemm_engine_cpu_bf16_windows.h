@@ -9,6 +9,8 @@
 // already 8 pairs, and transposes 8 columns by 8 pairs. Strided windows go through fp32 as before.
 // What the packing waits on is x's lines (short runs the hardware prefetcher does not follow), so
 // the reads of the next depth block, which this thread packs next, are prefetched into L2.
+// Windows whose strips are runs of x with few taps are not paired into a panel at all where fp32
+// reads them in place: window_gemm_bf16 (at the end) pairs them in registers as it reads them.
 #pragma once
 
 #if PORTA_GEMM_BF16_DOT
@@ -255,6 +257,211 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
       }
     }
   }
+}
+
+// A conv window whose strips are runs of x, multiplied without pairing it into a panel: the
+// fp32 window_gemm's idea (gemm_engine_cpu.h) with depth pairs. A step of vdpbf16ps takes two
+// consecutive depths, which are two filter taps of a channel, or a channel's last tap and the
+// next one's first where the tap count is odd. So a block's pairs fall into classes that share
+// both taps (and so both taps' lane masks): pair q, q + P, q + 2P, ... for P pairs per period of
+// lcm(2, taps) depths, each a whole number of channels further on in x. The kernel goes class by
+// class with the masks in mask registers; per step it loads the strip at both depths as 32
+// 16-bit lanes each and interleaves them with vpunpck{l,h}wd, which pairs lanes within 128-bit
+// quarters: the accumulators hold the columns in that order and are put back in order at the end.
+struct WindowPairs {
+  int64_t even, odd;  // the offsets in x of the class's first pair's depths
+  int32_t first, count;
+  int even_tap, odd_tap;
+  bool odd_last;  // the last pair is the block's odd last depth alone
+};
+
+// micro_kernel_bf16 over a strip read from x: A's pair p of row i at a + i * row_bytes +
+// p * PairBytes (rows in place: 4; packed: kMR words a pair); the next panel's rows and the
+// lines of the strip read next are fetched meanwhile, as window_kernel does.
+template <bool TwoRuns, int PairBytes>
+__attribute__((target("avx512bf16"), noinline)) void window_kernel_bf16(
+    const char* a, int64_t row_bytes, const char* next, int64_t pairs, const bf16* x,
+    const bf16* x_next, const WindowStrip& s, const WindowPairs* classes, int nclasses,
+    int64_t period, MicroTile& out) {
+  static_assert(kNV == 2 && kVL == 16, "an AVX-512 micro-tile");
+  const char* row[kMR];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i) row[i] = a + i * row_bytes;
+  if (next != a) {
+    for (int64_t byte = 0; byte < pairs * PairBytes; byte += 64) {
+#pragma GCC unroll 16
+      for (int i = 0; i < kMR; ++i) __builtin_prefetch(next + i * row_bytes + byte);
+    }
+  }
+  const bf16* const first = x + s.first;
+  const int64_t jump = s.jump;
+  __m512 c[kMR][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_setzero_ps();
+  for (int k = 0; k < nclasses; ++k) {
+    const WindowPairs& q = classes[k];
+    const __mmask32 e1 = s.lanes[q.even_tap][0], e2 = s.lanes[q.even_tap][1];
+    const __mmask32 o1 = s.lanes[q.odd_tap][0], o2 = s.lanes[q.odd_tap][1];
+    const bf16* even = first + q.even;
+    const bf16* odd = first + q.odd;
+    const bf16* even_next = x_next + q.even;
+    const bf16* odd_next = x_next + q.odd + kNR - 1;
+    int64_t at = int64_t{q.first} * PairBytes;
+    // The pairs with both depths, then the block's odd last depth alone (odd masks of none).
+    const int32_t whole = q.count - int32_t(q.odd_last);
+    for (int part = 0; part < 2; ++part) {
+      const __mmask32 m1 = part == 0 ? o1 : 0, m2 = part == 0 ? o2 : 0;
+      const int32_t steps = part == 0 ? whole : q.count - whole;
+      for (int32_t n = 0; n < steps; ++n) {
+        __builtin_prefetch(even_next);
+        __builtin_prefetch(odd_next);
+        __m512i ve = _mm512_maskz_loadu_epi16(e1, even);
+        __m512i vo = _mm512_maskz_loadu_epi16(m1, odd);
+        if constexpr (TwoRuns) {
+          ve = _mm512_mask_loadu_epi16(ve, e2, even + jump);
+          vo = _mm512_mask_loadu_epi16(vo, m2, odd + jump);
+        }
+        const __m512bh b0 = (__m512bh)_mm512_unpacklo_epi16(ve, vo);
+        const __m512bh b1 = (__m512bh)_mm512_unpackhi_epi16(ve, vo);
+#pragma GCC unroll 16
+        for (int i = 0; i < kMR; ++i) {
+          uint32_t word;
+          __builtin_memcpy(&word, row[i] + at, sizeof word);
+          const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(word));
+          c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, b0);
+          c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, b1);
+        }
+        even += period;
+        odd += period;
+        even_next += period;
+        odd_next += period;
+        at += int64_t{nclasses} * PairBytes;  // a class has more than one pair only with all P
+      }
+    }
+  }
+  // Lanes l of c[i][0] hold columns 8 * (l / 4) + l % 4, those of c[i][1] the same plus 4.
+  const __m512i low = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i high = _mm512_add_epi32(low, _mm512_set1_epi32(8));
+#pragma GCC unroll 16
+  for (int i = 0; i < kMR; ++i) {
+    const __m512 lo = _mm512_permutex2var_ps(c[i][0], low, c[i][1]);
+    const __m512 hi = _mm512_permutex2var_ps(c[i][0], high, c[i][1]);
+    __builtin_memcpy(&out.v[i][0], &lo, sizeof lo);
+    __builtin_memcpy(&out.v[i][1], &hi, sizeof hi);
+  }
+}
+
+// multiply_window for depth pairs: A's block_rows x kb block in place (InPlace: rows lda apart,
+// a partial last panel copied to scratch) or paired into panels (pa).
+template <bool InPlace>
+__attribute__((noinline)) void multiply_window_bf16(
+    const void* a, int64_t lda, const bf16* x, const WindowStrip* strips,
+    const WindowPairs* classes, int nclasses, int64_t period, int64_t kb, int64_t block_rows,
+    int64_t cols, bf16* scratch, const OutputView& c, int64_t i, int64_t j, bool first) {
+  constexpr int kPairBytes = InPlace ? sizeof(uint32_t) : kMR * sizeof(uint32_t);
+  const int64_t pairs = div_up(kb, 2);
+  const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
+  for (int64_t p = 0; p < a_panels; ++p) {
+    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
+    const char* panel;
+    const char* next;
+    int64_t row_bytes;
+    if constexpr (InPlace) {
+      const bf16* rows = static_cast<const bf16*>(a) + p * kMR * lda;
+      const bf16* following = p + 1 < a_panels ? rows + kMR * lda : rows;
+      row_bytes = lda * int64_t(sizeof(bf16));
+      if (panel_rows < kMR) {
+        for (int r = 0; r < kMR; ++r) {
+          __builtin_memcpy(scratch + r * kb, rows + min64(r, panel_rows - 1) * lda,
+                           kb * sizeof(bf16));
+        }
+        rows = following = scratch;
+        row_bytes = kb * int64_t(sizeof(bf16));
+      }
+      panel = reinterpret_cast<const char*>(rows);
+      next = reinterpret_cast<const char*>(following);
+    } else {
+      panel = reinterpret_cast<const char*>(static_cast<const uint32_t*>(a) + p * kMR * pairs);
+      next = panel;
+      row_bytes = sizeof(uint32_t);
+    }
+    for (int64_t q = 0; q < b_panels; ++q) {
+      const int strip_cols = int(min64(kNR, cols - q * kNR));
+      const TileColumns at(c.col, j + q * kNR, strip_cols);
+      prefetch_tile(c, i + p * kMR, at, panel_rows, strip_cols);
+      MicroTile acc;
+      // The next panel's lines are fetched during the first strip; later strips reread this one.
+      const char* ahead = q == 0 ? next : panel;
+      const bf16* x_next = x + strips[q + 1 < b_panels ? q + 1 : 0].first;
+      if (strips[q].two_runs) {
+        window_kernel_bf16<true, kPairBytes>(panel, row_bytes, ahead, pairs, x, x_next, strips[q],
+                                             classes, nclasses, period, acc);
+      } else {
+        window_kernel_bf16<false, kPairBytes>(panel, row_bytes, ahead, pairs, x, x_next, strips[q],
+                                              classes, nclasses, period, acc);
+      }
+      store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
+    }
+  }
+}
+
+// window_gemm for bf16 on vdpbf16ps; false where the window is paired into panels instead. With
+// no panel of B, A's panel (and the fp32 strips it may be paired from) takes the shared memory up
+// to end, so that blocks go deeper than packed_gemm_bf16's of kc: fewer passes over C.
+template <class A>
+bool window_gemm_bf16(const A& a, const WindowOperand<bf16>& b, const OutputView& c,
+                      const GemmShape& s, const GemmTiles& t, int64_t i0, int64_t j0,
+                      int64_t d_begin, int64_t d_end, int64_t kc, const float* end) {
+  constexpr int64_t kMaxStrips = 8, kMaxRows = 128;  // as window_gemm's
+  if (!strips_are_runs(b) || t.tile_n > kMaxStrips * kNR || t.tile_m > kMaxRows) return false;
+  const auto [rows, cols, block_m, pa, after_b] = TileWalk(s, t, i0, j0);  // A's panel first
+  const int64_t max_depth = max64(kc, 2 * ((end - pa) / (block_m + kMR)));
+  const int64_t blocks = div_up(d_end - d_begin, max_depth);
+  kc = min64(max_depth, div_up(div_up(d_end - d_begin, blocks), 2) * 2);
+  WindowStrip strips[kMaxStrips];
+  if (!window_strips(b, j0, cols, strips)) return false;
+  // Pairs per period of lcm(2, taps) depths, and the period's elements of x.
+  const int64_t taps = b.depth.d1 * b.depth.d2;
+  const int period_pairs = int(taps % 2 == 1 ? taps : taps / 2);
+  const int64_t period = 2 * period_pairs / taps * b.depth.so;
+  WindowPairs classes[kMaskedShifts];
+  for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
+    const int64_t kb = min64(kc, d_end - d0), pairs = div_up(kb, 2);
+    const bool first = d0 == d_begin;
+    const int nclasses = int(min64(period_pairs, pairs));
+    WindowDigits dd(b.depth, d0);
+    for (int q = 0; q < nclasses; ++q) {
+      WindowPairs& w = classes[q];
+      const WindowCoord even = WindowOperand<bf16>::coord(b.depth, dd.o, dd.a, dd.b);
+      w.even = even.off + even.h * b.row + even.w;
+      w.even_tap = int(dd.a * b.depth.d2 + dd.b);
+      dd.next(b.depth);
+      const WindowCoord odd = WindowOperand<bf16>::coord(b.depth, dd.o, dd.a, dd.b);
+      w.odd = odd.off + odd.h * b.row + odd.w;
+      w.odd_tap = int(dd.a * b.depth.d2 + dd.b);
+      dd.next(b.depth);
+      w.first = q;
+      w.count = int32_t((pairs - 1 - q) / period_pairs + 1);
+      w.odd_last = kb % 2 == 1 && (pairs - 1) % period_pairs == q;
+    }
+    if constexpr (std::is_same_v<A, StridedOperand<bf16>>) {
+      // Rows of A along the depth are read in place (pairs of an even block never straddle it).
+      if (const bf16* rows_at = kb % 2 == 0 ? a.rows_in_place(i0, d0, kb) : nullptr) {
+        multiply_window_bf16<true>(rows_at, a.wide_stride, b.p, strips, classes, nclasses, period,
+                                   kb, rows, cols, reinterpret_cast<bf16*>(pa), c, i0, j0, first);
+        continue;
+      }
+    }
+    for (int64_t ib = 0; ib < rows; ib += block_m) {
+      const int64_t block_rows = min64(block_m, rows - ib);
+      pack_pairs<kMR>(a, pa, end, i0 + ib, block_rows, d0, kb);
+      multiply_window_bf16<false>(pa, 0, b.p, strips, classes, nclasses, period, kb, block_rows,
+                                  cols, nullptr, c, i0 + ib, j0, first);
+    }
+  }
+  return true;
 }
 
 }  // namespace cpu
