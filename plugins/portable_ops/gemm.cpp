@@ -55,8 +55,17 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
                            " the GEMM engine needs");
   }
   porta_ops::GemmPlan plan;
-  if (!porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place,
-                            packed_a != nullptr)) {
+  bool fits = porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place);
+  // Packing A ahead costs a launch (about 10 us on the CPU): it pays where the column tiles would
+  // pack A many times over, not on small layers.
+  constexpr int64_t kMinRepacked = int64_t{1} << 18;  // elements
+  const bool ahead = packed_a && plan.tiles.path != porta_ops::kGemmPathTiled &&
+                     (plan.tiles.tiles_n - 1) * m * k >= kMinRepacked;
+  if (fits && ahead) {
+    fits = porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place,
+                                true);
+  }
+  if (!fits) {
     throw porta::error(PORTA_ERROR_UNSUPPORTED,
                        std::string(op) + ": the problem needs more work-groups than a grid holds");
   }
@@ -64,9 +73,7 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
   // The packed A takes a row tile's rows (rounded up to any ISA build's MR) by the whole depth
   // per row tile, after the partials (a whole number of cache lines).
   const int64_t packed_floats =
-      packed_a && plan.tiles.path != porta_ops::kGemmPathTiled
-          ? plan.tiles.tiles_m * (plan.tiles.tile_m + porta_ops::kCpuRowMultiple) * k
-          : 0;
+      ahead ? plan.tiles.tiles_m * (plan.tiles.tile_m + porta_ops::kCpuRowMultiple) * k : 0;
   const int64_t partial_floats = (plan.partial_floats + 15) / 16 * 16;
   if (partial_floats + packed_floats > 0) {
     scratch.emplace(
@@ -83,8 +90,8 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
 // split-K the partial products go to the stream's scratch buffer, which `scratch` then holds
 // until the caller has queued both kernels. A depth_period > 0 says that A's rows run along the
 // depth in stretches of that many (porta_ops::align_depth_blocks). Given packed_a, the CPU's
-// packed path gets room there for A packed once for all tiles (ConvArgs::packed_a; nullptr on
-// the tiled path). Throws porta::error if the grid cannot hold it.
+// packed path gets room there for A packed once for all tiles where that pays (ConvArgs::
+// packed_a; nullptr elsewhere). Throws porta::error if the grid cannot hold it.
 porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                        int64_t k, int64_t batch, int64_t depth_period,
                                        std::optional<Scratch>& scratch, float** packed_a) {

@@ -347,18 +347,19 @@ TEST_CASE("conv2d: column tiles evened out over the threads", "[conv]") {
 }
 
 // On the CPU, backward data's weights (w^T, fp32) are packed once per call by a kernel of their
-// own, for every row tile and depth block, and each group reads its tile's strips from there:
-// several row tiles, the last partial and not a whole number of any build's micro-tile rows,
-// several depth blocks, the last partial, split-K, and windows packed or read in place.
+// own, for every row tile and depth block, where the column tiles would pack them over 2^18
+// elements again (gemm.cpp); each group reads its tile's strips from there. These shapes do so
+// on 2 threads: row tiles of 208 rows (not a whole number of the narrower builds' 6-row strips),
+// a partial last strip, several depth blocks with a partial last one, split-K, and windows read
+// in place or packed.
 TEST_CASE("conv2d: backward data's weights packed once for all tiles", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
   const ConvCase cases[] = {
-      {1, 401, 4, 4, 24, 3, 3, 1, 1},    // 401 rows: two row tiles, 16 columns
-      {2, 50, 9, 9, 70, 3, 3, 1, 1},     // row tiles of a few strips, a last partial one
-      {1, 24, 20, 20, 130, 3, 3, 1, 1},  // 1170 deep: two blocks, the last partial
-      {2, 37, 6, 6, 1100, 1, 1},         // 1x1, 1100 deep: split
-      {3, 19, 7, 7, 45, 3, 3, 1, 1},     // 7x7 images: strips of two runs, packed
+      {1, 401, 16, 16, 26, 3, 3, 1, 1},  // two row tiles of 208 rows, four column tiles
+      {2, 50, 16, 16, 90, 3, 3, 1, 1},   // 50 rows, 810 deep in one block, read in place
+      {4, 37, 16, 16, 1100, 1, 1},       // 1x1, 1100 deep: blocks of 368, the last partial
+      {8, 19, 7, 7, 300, 3, 3, 1, 1},    // 7x7 images, 2700 deep: split, packed windows
   };
   uint64_t index = 0;
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
