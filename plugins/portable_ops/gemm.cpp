@@ -55,12 +55,13 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
                            " the GEMM engine needs");
   }
   porta_ops::GemmPlan plan;
-  bool fits = porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place);
+  bool fits =
+      porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place);
   // Packing A ahead costs a launch (about 10 us on the CPU): it pays where the column tiles would
   // pack A many times over, not on small layers.
-  constexpr int64_t kMinRepacked = int64_t{1} << 18;  // elements
+  constexpr double kMinRepacked = 1 << 18;  // elements
   const bool ahead = packed_a && plan.tiles.path != porta_ops::kGemmPathTiled &&
-                     (plan.tiles.tiles_n - 1) * m * k >= kMinRepacked;
+                     static_cast<double>(plan.tiles.tiles_n - 1) * m * k >= kMinRepacked;
   if (fits && ahead) {
     fits = porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place,
                                 true);

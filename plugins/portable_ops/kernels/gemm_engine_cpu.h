@@ -1234,8 +1234,8 @@ bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c,
       }
     }
     if constexpr (std::is_same_v<A, PackedRows>) {
-      multiply_window<false>(a.block(i0, d0, kb), 0, b.p, strips, taps, ntaps, b.depth.so, kb,
-                             rows, cols, pa, c, i0, j0, first);
+      multiply_window<false>(a.block(i0, d0, kb), 0, b.p, strips, taps, ntaps, b.depth.so, kb, rows,
+                             cols, pa, c, i0, j0, first);
     } else {
       for (int64_t ib = 0; ib < rows; ib += block_m) {
         const int64_t block_rows = min64(block_m, rows - ib);
