@@ -12,7 +12,7 @@ namespace porta::portable_ops {
 // gemm.cpp
 porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                        int64_t k, int64_t batch, int64_t depth_period,
-                                       std::optional<Scratch>& scratch);
+                                       std::optional<Scratch>& scratch, float** packed_a);
 
 namespace {
 
@@ -63,12 +63,23 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     // Backward-weights' A, dy, runs along the depth within each image's output positions: depth
     // blocks planned within one image let the CPU read it in place.
     const int64_t depth_period = pass == Pass::backward_weights ? g.out_h * g.out_w : 0;
+    // Backward data's w^T (fp32) is packed once by a kernel of its own on the CPU, rather than
+    // by each column tile's groups (4 to 13 times on the deep layers). Forward reads w in place.
+    const bool pack_a = pass == Pass::backward_data && d.dtype == PORTA_DTYPE_F32;
     std::optional<Scratch> scratch;
-    porta_ops::GemmPlan plan = plan_engine_launch(op, ops[index], m.value(), n.value(),
-                                                  k.value(), 1, depth_period, scratch);
+    porta_ops::GemmPlan plan =
+        plan_engine_launch(op, ops[index], m.value(), n.value(), k.value(), 1, depth_period,
+                           scratch, pack_a ? &g.packed_a : nullptr);
     porta_ops::balance_column_tiles(m.value(), n.value(), 1, op.properties->compute_units,
                                     op.properties->shared_memory_per_group, &plan);
     g.tiles = plan.tiles;
+    if (g.packed_a) {
+      uint32_t grid[3];
+      porta_ops::plan_detail::flat_grid(
+          plan.tiles.tiles_m * porta_ops::div_up(k.value(), plan.tiles.tile_k), grid);
+      launch(op, "conv2d_backward_data_f32_pack", dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g,
+             in0, in1, out);
+    }
     // The kernels' inputs are pointers of their dtype: the same bytes.
     launch(op, kernels[index][d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
            dim3(plan.group[0], plan.group[1]), plan.shared_bytes, g, in0, in1, out);

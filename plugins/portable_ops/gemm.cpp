@@ -37,7 +37,7 @@ int32_t requested_gemm_path() {
 // a_in_place).
 porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                 int64_t k, int64_t batch, int64_t depth_period, bool a_in_place,
-                                std::optional<Scratch>& scratch) {
+                                std::optional<Scratch>& scratch, float** packed_a = nullptr) {
   const porta_device_properties_t& props = *context.properties;
   porta_ops::GemmTarget target;
   target.host = runs_on_host(context);
@@ -55,15 +55,33 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
                            " the GEMM engine needs");
   }
   porta_ops::GemmPlan plan;
-  if (!porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place)) {
+  bool fits =
+      porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place);
+  // Packing A ahead costs a launch (about 10 us on the CPU): it pays where the column tiles would
+  // pack A many times over, not on small layers.
+  constexpr double kMinRepacked = 1 << 18;  // elements
+  const bool ahead = packed_a && plan.tiles.path != porta_ops::kGemmPathTiled &&
+                     static_cast<double>(plan.tiles.tiles_n - 1) * m * k >= kMinRepacked;
+  if (fits && ahead) {
+    fits = porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place,
+                                true);
+  }
+  if (!fits) {
     throw porta::error(PORTA_ERROR_UNSUPPORTED,
                        std::string(op) + ": the problem needs more work-groups than a grid holds");
   }
   if (depth_period > 0) porta_ops::align_depth_blocks(depth_period, m, n, k, batch, &plan);
-  if (plan.partial_floats > 0) {
-    scratch.emplace(scratch_for(context, static_cast<size_t>(plan.partial_floats) * sizeof(float)));
-    plan.tiles.partials = scratch->as<float>();
+  // The packed A takes a row tile's rows (rounded up to any ISA build's MR) by the whole depth
+  // per row tile, after the partials (a whole number of cache lines).
+  const int64_t packed_floats =
+      ahead ? plan.tiles.tiles_m * (plan.tiles.tile_m + porta_ops::kCpuRowMultiple) * k : 0;
+  const int64_t partial_floats = (plan.partial_floats + 15) / 16 * 16;
+  if (partial_floats + packed_floats > 0) {
+    scratch.emplace(
+        scratch_for(context, static_cast<size_t>(partial_floats + packed_floats) * sizeof(float)));
+    if (plan.partial_floats > 0) plan.tiles.partials = scratch->as<float>();
   }
+  if (packed_a) *packed_a = packed_floats > 0 ? scratch->as<float>() + partial_floats : nullptr;
   return plan;
 }
 
@@ -72,12 +90,13 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
 // The engine's launch for an m x n x k product over `batch` entries on the stream's device. With
 // split-K the partial products go to the stream's scratch buffer, which `scratch` then holds
 // until the caller has queued both kernels. A depth_period > 0 says that A's rows run along the
-// depth in stretches of that many (porta_ops::align_depth_blocks). Throws porta::error if the
-// grid cannot hold it.
+// depth in stretches of that many (porta_ops::align_depth_blocks). Given packed_a, the CPU's
+// packed path gets room there for A packed once for all tiles where that pays (ConvArgs::
+// packed_a; nullptr elsewhere). Throws porta::error if the grid cannot hold it.
 porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                        int64_t k, int64_t batch, int64_t depth_period,
-                                       std::optional<Scratch>& scratch) {
-  return plan_launch(context, op, m, n, k, batch, depth_period, false, scratch);
+                                       std::optional<Scratch>& scratch, float** packed_a) {
+  return plan_launch(context, op, m, n, k, batch, depth_period, false, scratch, packed_a);
 }
 
 porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* gemm) {

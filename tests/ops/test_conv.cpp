@@ -346,6 +346,25 @@ TEST_CASE("conv2d: column tiles evened out over the threads", "[conv]") {
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
+// On the CPU, backward data's weights (w^T, fp32) are packed once per call by a kernel of their
+// own, for every row tile and depth block, where the column tiles would pack them over 2^18
+// elements again (gemm.cpp); each group reads its tile's strips from there. These shapes do so
+// on 2 threads: row tiles of 208 rows (not a whole number of the narrower builds' 6-row strips),
+// a partial last strip, several depth blocks with a partial last one, split-K, and windows read
+// in place or packed.
+TEST_CASE("conv2d: backward data's weights packed once for all tiles", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {1, 401, 16, 16, 26, 3, 3, 1, 1},  // two row tiles of 208 rows, four column tiles
+      {2, 50, 16, 16, 90, 3, 3, 1, 1},   // 50 rows, 810 deep in one block, read in place
+      {4, 37, 16, 16, 1100, 1, 1},       // 1x1, 1100 deep: blocks of 368, the last partial
+      {8, 19, 7, 7, 300, 3, 3, 1, 1},    // 7x7 images, 2700 deep: split, packed windows
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
 TEST_CASE("conv2d: more work-groups than one grid dimension holds", "[conv][large]") {
   // A batch of 70001 (> 65535) small images: the implicit GEMMs have 280004 columns (forward,
   // backward-data) or a reduction of 280004 terms (backward-weights).

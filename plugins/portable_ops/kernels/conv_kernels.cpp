@@ -22,6 +22,28 @@ using porta_ops::conv::run;
 // its _f32_reduce kernel (same arguments) when the plan splits the depth. The reduction reads
 // only the partials and the output, so the f32 one serves every dtype.
 
+// Backward data on the CPU reads w^T packed for all tiles at once where the host asked for it
+// (packed_a), rather than packing it again for every column tile.
+PORTA_DEVICE_FUNCTION void run_f32(const ConvProblem<float>& p, const ConvArgs& g) {
+#if PORTA_TARGET_CPU
+  if (g.packed_a) {
+    const porta_ops::cpu::PackedRows a(p.a, g.packed_a, p.shape, g.tiles);
+    return porta_ops::run_gemm(a, p.b, p.c, p.shape, g.tiles);
+  }
+#endif
+  run(p, g);
+}
+
+// Packs w^T into packed_a before the pass's kernel (a group per row tile and depth block).
+PORTA_DEVICE_FUNCTION void pack_weights(const ConvProblem<float>& p, const ConvArgs& g) {
+#if PORTA_TARGET_CPU
+  porta_ops::cpu::pack_rows_ahead(porta_ops::cpu::PackedRows(p.a, g.packed_a, p.shape, g.tiles),
+                                  p.shape, g.tiles);
+#else
+  (void)p, (void)g;
+#endif
+}
+
 PORTA_KERNEL_MAX_GROUP(conv2d_forward_f32, porta_ops::kEngineItems, ConvArgs g, const float* x,
                        const float* w, float* y) {
   run(forward(g, x, w, y), g);
@@ -34,7 +56,12 @@ PORTA_KERNEL(conv2d_forward_f32_reduce, ConvArgs g, const float* x, const float*
 
 PORTA_KERNEL_MAX_GROUP(conv2d_backward_data_f32, porta_ops::kEngineItems, ConvArgs g,
                        const float* dy, const float* w, float* dx) {
-  run(backward_data(g, dy, w, dx), g);
+  run_f32(backward_data(g, dy, w, dx), g);
+}
+
+PORTA_KERNEL(conv2d_backward_data_f32_pack, ConvArgs g, const float* dy, const float* w,
+             float* dx) {
+  pack_weights(backward_data(g, dy, w, dx), g);
 }
 
 PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const float* w,

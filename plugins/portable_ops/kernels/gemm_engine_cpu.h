@@ -328,6 +328,40 @@ __attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda,
       a, lda, pb, kb, kb, block_rows, cols, scratch, c, i, j, first);
 }
 
+// A conv's weights as A, packed for the whole launch by a kernel before it (pack_rows_ahead)
+// rather than by every column tile's group again: row tile i's depth block at d0 holds the
+// tile's rows in MR-row strips as StridedOperand::pack lays them out, at
+// p + i * padded * k + d0 * padded (padded: tile_m rounded up to MR). Blocks start at multiples
+// of tile_k (split-K rounds its splits to them), so every block before d0 is tile_k deep. The
+// tiled path reads `a` itself.
+struct PackedRows {
+  using value_type = float;
+  StridedOperand<float> a;
+  float* p;
+  int64_t tile_m, padded, k;
+
+  PackedRows(const StridedOperand<float>& a, float* p, const GemmShape& s, const GemmTiles& t)
+      : a(a), p(p), tile_m(t.tile_m), padded(div_up(t.tile_m, kMR) * kMR), k(s.k) {}
+  float load(int64_t w, int64_t d) const { return a.load(w, d); }
+  float at(int64_t w, int64_t d) const { return a.at(w, d); }
+  PackedRows entry(int64_t) const { return *this; }
+  bool wide_contiguous() const { return a.wide_contiguous(); }
+  // Rows from w0 (a multiple of MR within its row tile) at depths [d0, d0 + dn).
+  float* block(int64_t w0, int64_t d0, int64_t dn) const {
+    return p + w0 / tile_m * padded * k + d0 * padded + w0 % tile_m * dn;
+  }
+};
+
+// The launch before one on PackedRows: group g packs row tile g % tiles_m at depth block
+// g / tiles_m, tile_k deep (one group per pair).
+inline void pack_rows_ahead(const PackedRows& a, const GemmShape& s, const GemmTiles& t) {
+  const int64_t g = group_number();
+  const int64_t i0 = g % t.tiles_m * t.tile_m, d0 = g / t.tiles_m * t.tile_k;
+  if (d0 >= s.k) return;
+  const int64_t kb = min64(t.tile_k, s.k - d0);
+  a.a.pack<kMR>(a.block(i0, d0, kb), i0, min64(t.tile_m, s.m - i0), d0, kb);
+}
+
 // A group's tile of C as packed_gemm walks it, fp32 and bf16 alike: its rows and columns, the
 // rows of A packed at a time (whole strips), and the panels in the group's shared memory, B's
 // first so that its strips stay 64-byte aligned (the shared memory is).
@@ -387,10 +421,14 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
         continue;
       }
     }
-    for (int64_t ib = 0; ib < rows; ib += block_m) {
-      const int64_t block_rows = min64(block_m, rows - ib);
-      a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
-      multiply_packed(pa, pb, kb, block_rows, cols, c, i0 + ib, j0, first);
+    if constexpr (std::is_same_v<A, PackedRows>) {  // packed already, the tile's rows in a row
+      multiply_packed(a.block(i0, d0, kb), pb, kb, rows, cols, c, i0, j0, first);
+    } else {
+      for (int64_t ib = 0; ib < rows; ib += block_m) {
+        const int64_t block_rows = min64(block_m, rows - ib);
+        a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
+        multiply_packed(pa, pb, kb, block_rows, cols, c, i0 + ib, j0, first);
+      }
     }
   }
 }
@@ -1196,11 +1234,16 @@ bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c,
         continue;
       }
     }
-    for (int64_t ib = 0; ib < rows; ib += block_m) {
-      const int64_t block_rows = min64(block_m, rows - ib);
-      a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
-      multiply_window<false>(pa, 0, b.p, strips, taps, ntaps, b.depth.so, kb, block_rows, cols, pa,
-                             c, i0 + ib, j0, first);
+    if constexpr (std::is_same_v<A, PackedRows>) {
+      multiply_window<false>(a.block(i0, d0, kb), 0, b.p, strips, taps, ntaps, b.depth.so, kb, rows,
+                             cols, pa, c, i0, j0, first);
+    } else {
+      for (int64_t ib = 0; ib < rows; ib += block_m) {
+        const int64_t block_rows = min64(block_m, rows - ib);
+        a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
+        multiply_window<false>(pa, 0, b.p, strips, taps, ntaps, b.depth.so, kb, block_rows, cols,
+                               pa, c, i0 + ib, j0, first);
+      }
     }
   }
   return true;

@@ -85,6 +85,9 @@ struct ConvArgs {
   int64_t out_h, out_w;                      // P, Q of y
   int64_t pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w;
   GemmTiles tiles;
+  // CPU, fp32 backward data: where the _pack kernel put w^T, packed for every tile
+  // (kernels/gemm_engine_cpu.h: PackedRows); nullptr where each group packs its own.
+  float* packed_a;
 };
 
 // What the host knows of the device when it plans a launch.
@@ -165,9 +168,11 @@ inline int64_t choose_splits(int64_t groups, int64_t want, int64_t k, int64_t mi
 // then holds B's panel and one MR-row panel of A (a partial last one), and the blocks go up to
 // kMaxTileKInPlace deep. Deeper blocks add into C fewer times and read each row of A, which
 // streams from memory, in longer runs.
+// a_ahead: A packed for the whole launch before it (conv backward data's weights: ConvArgs::
+// packed_a), which takes no shared memory at all; deeper blocks as for a_in_place.
 // Returns false when the grid would not fit (more than 2^48 groups).
 inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const GemmTarget& target,
-                      int32_t path, GemmPlan* out, bool a_in_place = false) {
+                      int32_t path, GemmPlan* out, bool a_in_place = false, bool a_ahead = false) {
   using namespace plan_detail;
   GemmPlan plan{};
   GemmTiles& t = plan.tiles;
@@ -220,8 +225,8 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
     // A blocks of at most kMaxBlockM rows, evened out over the tile's rows.
     const int64_t block_m = round_up(div_up(tile_m, div_up(tile_m, kMaxBlockM)), kCpuRowMultiple);
     const int64_t depth = div_up(k, splits);
-    int64_t tile_k = min64(depth, a_in_place ? kMaxTileKInPlace : kMaxTileK);
-    const int64_t a_rows = a_in_place ? kCpuRowMultiple : block_m;
+    int64_t tile_k = min64(depth, a_in_place || a_ahead ? kMaxTileKInPlace : kMaxTileK);
+    const int64_t a_rows = a_ahead ? 0 : a_in_place ? kCpuRowMultiple : block_m;
     const int64_t per_depth = (a_rows + tile_n) * static_cast<int64_t>(sizeof(float));
     if (tile_k * per_depth > target.shared_bytes)
       tile_k = max64(1, target.shared_bytes / per_depth);
