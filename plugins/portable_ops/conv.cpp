@@ -74,9 +74,12 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
                                     op.properties->shared_memory_per_group, &plan);
     g.tiles = plan.tiles;
     if (g.packed_a) {
-      uint32_t grid[3];
-      porta_ops::plan_detail::flat_grid(
-          plan.tiles.tiles_m * porta_ops::div_up(k.value(), plan.tiles.tile_k), grid);
+      uint32_t grid[3] = {1, 1, 1};
+      if (!porta_ops::plan_detail::flat_grid(
+              plan.tiles.tiles_m * porta_ops::div_up(k.value(), plan.tiles.tile_k), grid)) {
+        plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                            "the convolution's weights are too large to pack in one launch");
+      }
       launch(op, "conv2d_backward_data_f32_pack", dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g,
              in0, in1, out);
     }
