@@ -277,11 +277,21 @@ __attribute__((noinline)) inline void multiply_packed(const float* pa, const flo
   multiply_strips<float, micro_kernel>(pa, pb, kb, block_rows, cols, c, i, j, first);
 }
 
+// A last panel of A read in place with fewer rows than the kernel reads (rows): its panel_rows
+// rows of kb elements, lda apart, copied to scratch (rows x kb) with the last one repeated, so
+// that every row the kernel reads is in range (store_tile drops the extra ones).
+template <class T>
+inline const T* padded_panel(const T* panel, int panel_rows, int rows, int64_t lda, int64_t kb,
+                             T* scratch) {
+  for (int r = 0; r < rows; ++r)
+    __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda, kb * sizeof(T));
+  return scratch;
+}
+
 // multiply_strips with A's block_rows x kb elements (T) read in place by Kernel from a, rows lda
-// apart, `steps` deep in Kernel's steps. A last panel of fewer than MR rows is copied to
-// `scratch` (MR x kb) with its last row repeated, so that every row the kernel reads is in range
-// (store_tile drops the extra ones); one of at most MR / 2 rows goes to Short, Kernel for MR / 2
-// rows, which computes only those.
+// apart, `steps` deep in Kernel's steps. A last panel of fewer than MR rows is padded in
+// `scratch` (padded_panel); one of at most MR / 2 rows goes to Short, Kernel for MR / 2 rows,
+// which computes only those.
 template <class T, class Element,
           void (*Kernel)(int64_t, const T*, int64_t, const T*, const Element*, MicroTile&),
           void (*Short)(int64_t, const T*, int64_t, const T*, const Element*, MicroTile&)>
@@ -296,10 +306,7 @@ __attribute__((always_inline)) inline void multiply_rows_with(
     const bool short_panel = panel_rows <= kMR / 2;
     const int kernel_rows = short_panel ? kMR / 2 : kMR;
     if (panel_rows < kernel_rows) {
-      for (int r = 0; r < kernel_rows; ++r) {
-        __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda, kb * sizeof(T));
-      }
-      panel = next = scratch;
+      panel = next = padded_panel(panel, panel_rows, kernel_rows, lda, kb, scratch);
       lda = kb;
     }
     for (int64_t q = 0; q < b_panels; ++q) {
@@ -1178,11 +1185,7 @@ __attribute__((noinline)) void multiply_window(const float* a, int64_t lda, cons
     const float* next = InPlace && p + 1 < a_panels ? panel + kMR * lda : panel;
     int64_t ld = InPlace ? lda : 1;
     if (InPlace && panel_rows < kMR) {
-      for (int r = 0; r < kMR; ++r) {
-        __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda,
-                         kb * sizeof(float));
-      }
-      panel = next = scratch;
+      panel = next = padded_panel(panel, panel_rows, kMR, lda, kb, scratch);
       ld = kb;
     }
     for (int64_t q = 0; q < b_panels; ++q) {

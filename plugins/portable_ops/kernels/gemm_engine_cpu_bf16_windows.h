@@ -373,11 +373,7 @@ __attribute__((noinline)) void multiply_window_bf16(
       const bf16* following = p + 1 < a_panels ? rows + kMR * lda : rows;
       row_bytes = lda * int64_t(sizeof(bf16));
       if (panel_rows < kMR) {
-        for (int r = 0; r < kMR; ++r) {
-          __builtin_memcpy(scratch + r * kb, rows + min64(r, panel_rows - 1) * lda,
-                           kb * sizeof(bf16));
-        }
-        rows = following = scratch;
+        rows = following = padded_panel(rows, panel_rows, kMR, lda, kb, scratch);
         row_bytes = kb * int64_t(sizeof(bf16));
       }
       panel = reinterpret_cast<const char*>(rows);
