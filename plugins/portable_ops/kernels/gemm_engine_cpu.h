@@ -245,6 +245,24 @@ inline void store_tile(const MicroTile& t, const OutputView& c, int64_t i, int64
   }
 }
 
+// The micro-tiles of one panel of A's rows (C's rows i to i + panel_rows) across `cols` columns
+// from j, NR at a time: C's lines of each fetched, compute(q, acc) run for strip q, the tile
+// stored (added into C unless first).
+template <class Compute>
+__attribute__((always_inline)) inline void for_each_strip(const OutputView& c, int64_t i,
+                                                          int64_t j, int panel_rows, int64_t cols,
+                                                          bool first, Compute compute) {
+  const int64_t strips = div_up(cols, kNR);
+  for (int64_t q = 0; q < strips; ++q) {
+    const int strip_cols = int(min64(kNR, cols - q * kNR));
+    const TileColumns at(c.col, j + q * kNR, strip_cols);
+    prefetch_tile(c, i, at, panel_rows, strip_cols);
+    MicroTile acc;
+    compute(q, acc);
+    store_tile(acc, c, i, j + q * kNR, at, panel_rows, strip_cols, first);
+  }
+}
+
 // The micro-kernel over every (A strip, B strip) pair of a packed block of block_rows x cols,
 // added into C at (i, j); `steps` is the strips' depth in Kernel's elements (depths, or pairs of
 // them for bf16). Kernel is a template argument, so a micro-kernel compiled for another target
@@ -254,17 +272,12 @@ __attribute__((always_inline)) inline void multiply_strips(const Element* pa, co
                                                            int64_t steps, int64_t block_rows,
                                                            int64_t cols, const OutputView& c,
                                                            int64_t i, int64_t j, bool first) {
-  const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
+  const int64_t a_panels = div_up(block_rows, kMR);
   for (int64_t p = 0; p < a_panels; ++p) {
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
-    for (int64_t q = 0; q < b_panels; ++q) {
-      const int strip_cols = int(min64(kNR, cols - q * kNR));
-      const TileColumns at(c.col, j + q * kNR, strip_cols);
-      prefetch_tile(c, i + p * kMR, at, panel_rows, strip_cols);
-      MicroTile acc;
+    for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {
       Kernel(steps, pa + p * kMR * steps, pb + q * kNR * steps, acc);
-      store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
-    }
+    });
   }
 }
 
@@ -298,7 +311,7 @@ template <class T, class Element,
 __attribute__((always_inline)) inline void multiply_rows_with(
     const T* a, int64_t lda, const Element* pb, int64_t kb, int64_t steps, int64_t block_rows,
     int64_t cols, T* scratch, const OutputView& c, int64_t i, int64_t j, bool first) {
-  const int64_t a_panels = div_up(block_rows, kMR), b_panels = div_up(cols, kNR);
+  const int64_t a_panels = div_up(block_rows, kMR);
   for (int64_t p = 0; p < a_panels; ++p) {
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
     const T* panel = a + p * kMR * lda;
@@ -309,11 +322,7 @@ __attribute__((always_inline)) inline void multiply_rows_with(
       panel = next = padded_panel(panel, panel_rows, kernel_rows, lda, kb, scratch);
       lda = kb;
     }
-    for (int64_t q = 0; q < b_panels; ++q) {
-      const int strip_cols = int(min64(kNR, cols - q * kNR));
-      const TileColumns at(c.col, j + q * kNR, strip_cols);
-      prefetch_tile(c, i + p * kMR, at, panel_rows, strip_cols);
-      MicroTile acc;
+    for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {
       // The next panel's lines are fetched during the first strip; later strips reread this one.
       const T* fetch = q == 0 ? next : panel;
       if (short_panel) {
@@ -321,8 +330,7 @@ __attribute__((always_inline)) inline void multiply_rows_with(
       } else {
         Kernel(steps, panel, lda, fetch, pb + q * kNR * steps, acc);
       }
-      store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
-    }
+    });
   }
 }
 
@@ -1188,11 +1196,7 @@ __attribute__((noinline)) void multiply_window(const float* a, int64_t lda, cons
       panel = next = padded_panel(panel, panel_rows, kMR, lda, kb, scratch);
       ld = kb;
     }
-    for (int64_t q = 0; q < b_panels; ++q) {
-      const int strip_cols = int(min64(kNR, cols - q * kNR));
-      const TileColumns at(c.col, j + q * kNR, strip_cols);
-      prefetch_tile(c, i + p * kMR, at, panel_rows, strip_cols);
-      MicroTile acc;
+    for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {
       // The next panel's lines are fetched during the first strip; later strips reread this one.
       const float* ahead = q == 0 ? next : panel;
       const float* x_next = x + strips[q + 1 < b_panels ? q + 1 : 0].first;
@@ -1203,8 +1207,7 @@ __attribute__((noinline)) void multiply_window(const float* a, int64_t lda, cons
         window_kernel<false, kStep>(kb, panel, ld, ahead, x, x_next, strips[q], taps, ntaps,
                                     channel, acc);
       }
-      store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
-    }
+    });
   }
 }
 

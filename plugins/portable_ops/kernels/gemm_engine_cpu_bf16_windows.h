@@ -383,11 +383,7 @@ __attribute__((noinline)) void multiply_window_bf16(
       next = panel;
       row_bytes = sizeof(uint32_t);
     }
-    for (int64_t q = 0; q < b_panels; ++q) {
-      const int strip_cols = int(min64(kNR, cols - q * kNR));
-      const TileColumns at(c.col, j + q * kNR, strip_cols);
-      prefetch_tile(c, i + p * kMR, at, panel_rows, strip_cols);
-      MicroTile acc;
+    for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {
       // The next panel's lines are fetched during the first strip; later strips reread this one.
       const char* ahead = q == 0 ? next : panel;
       const bf16* x_next = x + strips[q + 1 < b_panels ? q + 1 : 0].first;
@@ -398,8 +394,7 @@ __attribute__((noinline)) void multiply_window_bf16(
         window_kernel_bf16<false, kPairBytes>(panel, row_bytes, ahead, pairs, x, x_next, strips[q],
                                               classes, nclasses, period, acc);
       }
-      store_tile(acc, c, i + p * kMR, j + q * kNR, at, panel_rows, strip_cols, first);
-    }
+    });
   }
 }
 
