@@ -23,12 +23,14 @@ struct Case {
   // An output per set, as the inputs: no call writes into lines that an earlier call left in
   // the cache, which would save the reads a write of an uncached line costs (a copy pays them).
   std::vector<porta::device_buffer<float>> outputs;  // [set]
-  // Bandwidth ops: where each set's copy of its input 0 (copy_floats floats) goes, timed with
-  // the op to rate it against the memory it runs on: the set's output where that holds input 0,
-  // else a buffer of its own, made with the set.
-  std::vector<float*> copy_targets;                       // [set]
-  std::vector<porta::device_buffer<float>> copy_buffers;  // the buffers of its own
+  // Bandwidth ops: each set's copy of its input 0 (copy_floats floats), timed with the op to
+  // rate it against the memory it runs on, goes into the set's output where that holds input 0,
+  // else into a buffer of its own, made with the set.
+  std::vector<porta::device_buffer<float>> copy_buffers;  // [set], or none
   size_t copy_floats = 0;
+  float* copy_target(int set) const {
+    return copy_buffers.empty() ? outputs[set].data() : copy_buffers[set].data();
+  }
   porta::device_buffer<float> loss;
   std::function<void(int set, porta_stream_t)> run;
   size_t output_count = 0;

@@ -245,8 +245,6 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
   for (int set = 0; set < sets; ++set) {
     c.outputs.emplace_back(device, out_count);
     if (copy_apart) c.copy_buffers.emplace_back(device, c.copy_floats);
-    if (c.copy_floats > 0)
-      c.copy_targets.push_back(copy_apart ? c.copy_buffers.back().data() : c.outputs.back().data());
   }
   c.output_count = out_count;
   if (s.op == Op::cross_entropy) c.loss = porta::device_buffer<float>(device, 1);
@@ -440,7 +438,7 @@ Measurement::Measurement(porta_device_t device, bool gpu, const Settings& settin
 void Measurement::copy_set(int set) {
   State& st = *state_;
   queue_copy(*st.copy, *st.stream, st.props, st.c.copy_floats,
-             static_cast<const float*>(st.c.inputs[set][0].get()), st.c.copy_targets[set]);
+             static_cast<const float*>(st.c.inputs[set][0].get()), st.c.copy_target(set));
 }
 
 double Measurement::copy_bytes() const {
