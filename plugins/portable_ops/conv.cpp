@@ -13,6 +13,9 @@ namespace porta::portable_ops {
 porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                        int64_t k, int64_t batch, int64_t depth_period,
                                        std::optional<Scratch>& scratch, float** packed_a);
+bool plan_staged_launch(const Op& context, int64_t m, int64_t n, int64_t k,
+                        const porta_ops::StagedWindow& window, std::optional<Scratch>& scratch,
+                        porta_ops::GemmPlan* plan);
 
 namespace {
 
@@ -60,18 +63,38 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     if (!m.valid() || !n.valid() || !k.valid()) {
       plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT, "the convolution's GEMM sizes overflow");
     }
-    // Backward-weights' A, dy, runs along the depth within each image's output positions: depth
-    // blocks planned within one image let the CPU read it in place.
-    const int64_t depth_period = pass == Pass::backward_weights ? g.out_h * g.out_w : 0;
-    // Backward data's w^T (fp32) is packed once by a kernel of its own on the CPU, rather than
-    // by each column tile's groups (4 to 13 times on the deep layers). Forward reads w in place.
-    const bool pack_a = pass == Pass::backward_data && d.dtype == PORTA_DTYPE_F32;
     std::optional<Scratch> scratch;
-    porta_ops::GemmPlan plan =
-        plan_engine_launch(op, ops[index], m.value(), n.value(), k.value(), 1, depth_period,
-                           scratch, pack_a ? &g.packed_a : nullptr);
-    porta_ops::balance_column_tiles(m.value(), n.value(), 1, op.properties->compute_units,
-                                    op.properties->shared_memory_per_group, &plan);
+    porta_ops::GemmPlan plan;
+    // fp32 backward weights on the CPU, a filter of several taps, stride 1 across and output
+    // rows of at least kMinStagedRow: dw^T = im2col(x) x dy^T, the window's rows staged from
+    // x's (conv.h: backward_weights_transposed), rather than im2col^T packed as B. Narrower rows
+    // leave the micro-kernel too short a run per output row; a 1x1 filter's rows share no
+    // elements of x, and its dy^T packs as much as x^T (measured slower: docs/decisions.md).
+    constexpr int64_t kMinStagedRow = 14;
+    if (pass == Pass::backward_weights && d.dtype == PORTA_DTYPE_F32 && g.stride_w == 1 &&
+        g.out_w >= kMinStagedRow && g.kernel_h * g.kernel_w > 1) {
+      const porta_ops::StagedWindow window{g.kernel_h * g.kernel_w,
+                                           g.out_h * g.out_w,
+                                           g.out_w,
+                                           g.stride_h,
+                                           (g.kernel_h - 1) * g.dilation_h + 1,
+                                           (g.kernel_w - 1) * g.dilation_w + g.out_w};
+      g.transposed =
+          plan_staged_launch(op, n.value(), m.value(), k.value(), window, scratch, &plan);
+    }
+    if (!g.transposed) {
+      // Backward-weights' A, dy, runs along the depth within each image's output positions:
+      // depth blocks planned within one image let the CPU read it in place.
+      const int64_t depth_period = pass == Pass::backward_weights ? g.out_h * g.out_w : 0;
+      // Backward data's w^T (fp32) is packed once by a kernel of its own on the CPU, rather than
+      // by each column tile's groups (4 to 13 times on the deep layers). Forward reads w in
+      // place.
+      const bool pack_a = pass == Pass::backward_data && d.dtype == PORTA_DTYPE_F32;
+      plan = plan_engine_launch(op, ops[index], m.value(), n.value(), k.value(), 1, depth_period,
+                                scratch, pack_a ? &g.packed_a : nullptr);
+      porta_ops::balance_column_tiles(m.value(), n.value(), 1, op.properties->compute_units,
+                                      op.properties->shared_memory_per_group, &plan);
+    }
     g.tiles = plan.tiles;
     if (g.packed_a) {
       uint32_t grid[3] = {1, 1, 1};

@@ -33,6 +33,18 @@ int32_t requested_gemm_path() {
   return path;
 }
 
+// The stream's scratch for a plan's split-K partials (plan.tiles.partials) and, after them (a
+// whole number of cache lines on), extra_floats more, whose start it returns (nullptr if none).
+float* provide_scratch(const Op& context, porta_ops::GemmPlan& plan, int64_t extra_floats,
+                       std::optional<Scratch>& scratch) {
+  const int64_t partial_floats = (plan.partial_floats + 15) / 16 * 16;
+  if (partial_floats + extra_floats == 0) return nullptr;
+  scratch.emplace(
+      scratch_for(context, static_cast<size_t>(partial_floats + extra_floats) * sizeof(float)));
+  if (plan.partial_floats > 0) plan.tiles.partials = scratch->as<float>();
+  return extra_floats > 0 ? scratch->as<float>() + partial_floats : nullptr;
+}
+
 // plan_engine_launch, and whether A is an fp32 matrix stored along the depth (plan_gemm's
 // a_in_place).
 porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, int64_t n,
@@ -72,16 +84,11 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
   }
   if (depth_period > 0) porta_ops::align_depth_blocks(depth_period, m, n, k, batch, &plan);
   // The packed A takes a row tile's rows (rounded up to any ISA build's MR) by the whole depth
-  // per row tile, after the partials (a whole number of cache lines).
+  // per row tile, after the partials.
   const int64_t packed_floats =
       ahead ? plan.tiles.tiles_m * (plan.tiles.tile_m + porta_ops::kCpuRowMultiple) * k : 0;
-  const int64_t partial_floats = (plan.partial_floats + 15) / 16 * 16;
-  if (partial_floats + packed_floats > 0) {
-    scratch.emplace(
-        scratch_for(context, static_cast<size_t>(partial_floats + packed_floats) * sizeof(float)));
-    if (plan.partial_floats > 0) plan.tiles.partials = scratch->as<float>();
-  }
-  if (packed_a) *packed_a = packed_floats > 0 ? scratch->as<float>() + partial_floats : nullptr;
+  float* packed = provide_scratch(context, plan, packed_floats, scratch);
+  if (packed_a) *packed_a = packed;
   return plan;
 }
 
@@ -97,6 +104,22 @@ porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_
                                        int64_t k, int64_t batch, int64_t depth_period,
                                        std::optional<Scratch>& scratch, float** packed_a) {
   return plan_launch(context, op, m, n, k, batch, depth_period, false, scratch, packed_a);
+}
+
+// Conv backward weights with its window staged as A on the CPU (porta_ops::plan_staged_window):
+// the plan and the scratch of its partials; false where the stream's device does not run the
+// packed path or where the tiles do not fit (the caller then plans the plain GEMM).
+bool plan_staged_launch(const Op& context, int64_t m, int64_t n, int64_t k,
+                        const porta_ops::StagedWindow& window, std::optional<Scratch>& scratch,
+                        porta_ops::GemmPlan* plan) {
+  const int32_t path = requested_gemm_path();
+  if (!runs_on_host(context) || path == porta_ops::kGemmPathTiled) return false;
+  const porta_device_properties_t& props = *context.properties;
+  const porta_ops::GemmTarget target{true, props.compute_units > 0 ? props.compute_units : 1,
+                                     props.shared_memory_per_group};
+  if (!porta_ops::plan_staged_window(m, n, k, window, target, path, plan)) return false;
+  provide_scratch(context, *plan, 0, scratch);
+  return true;
 }
 
 porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* gemm) {

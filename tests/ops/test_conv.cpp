@@ -365,6 +365,31 @@ TEST_CASE("conv2d: backward data's weights packed once for all tiles", "[conv]")
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
+// On the CPU, fp32 backward weights of filters with several taps, stride 1 across and output
+// rows of 14 or more run as dw^T = im2col(x) x dy^T, A's rows read from x's rows staged per depth
+// block with the window's zeros around them (gemm_params.h: plan_staged_window): the padding's
+// edges, no padding, stride and dilation down, partial panels and strips, row tiles starting
+// within a channel's taps, split-K, blocks starting within an output row; and the layers left to
+// the plain plan (1x1, too wide to stage).
+TEST_CASE("conv2d: backward weights from staged rows of x", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {2, 5, 16, 14, 7, 3, 3, 1, 1},              // 45 rows, 7 columns: partial panel and strip
+      {2, 3, 16, 18, 4, 3, 3},                    // no padding: rows of 16 from x's 18
+      {1, 2, 14, 14, 3, 3, 5, 2, 3},              // padding beyond half the kernel, 3x5
+      {2, 4, 21, 16, 6, 3, 3, 1, 1, 2, 1},        // stride 2 down: staged rows 2 apart
+      {2, 3, 20, 18, 5, 3, 3, 2, 2, 1, 1, 2, 2},  // dilation 2
+      {2, 9, 14, 14, 10, 1, 1},                   // 1x1: im2col^T packed
+      {4, 16, 30, 30, 40, 3, 3, 1, 1},            // 3600 deep: split, several blocks a split
+      {1, 130, 16, 16, 8, 3, 3, 1, 1},            // 1170 rows: tiles from within a channel
+      {1, 1, 3, 2000, 4, 3, 3, 1, 1},             // rows of 2000: blocks within a row
+      {1, 40, 3, 1500, 4, 3, 3, 1, 1},            // too wide to stage: im2col^T packed
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
 TEST_CASE("conv2d: more work-groups than one grid dimension holds", "[conv][large]") {
   // A batch of 70001 (> 65535) small images: the implicit GEMMs have 280004 columns (forward,
   // backward-data) or a reduction of 280004 terms (backward-weights).

@@ -6,6 +6,7 @@
 // image's positions have an even divisor between half the planned block and the block, every
 // block must lie within one image.
 #include <algorithm>
+#include <initializer_list>
 #include <vector>
 #include <catch2/catch.hpp>
 
@@ -147,5 +148,73 @@ TEST_CASE("conv plan: column tiles evened out over the threads", "[conv][plan]")
     if (g.period > 0) porta_ops::align_depth_blocks(g.period, g.m, g.n, g.k, 1, &plan);
     porta_ops::balance_column_tiles(g.m, g.n, 1, 2, kShared, &plan);
     CHECK(porta_ops::busiest_thread(g.m, g.n, 1, plan.tiles, 2) * 2 == g.m * g.n);
+  }
+}
+
+// plan_staged_window (backward weights as dw^T = im2col(x) x dy^T, x's rows staged): over the
+// quick suite's layers and odd ones, on 1 to 64 threads, the plan covers the depth with whole
+// blocks per split, holds B's panel and the staged rows of any block in its shared memory within
+// the device's, keeps the tiles within kMaxStagedTileM rows and 256 columns, starts every block
+// at an output row's start where a row fits a block, and gives the threads about two groups each.
+TEST_CASE("conv plan: backward weights from staged rows", "[conv][plan]") {
+  struct Layer {
+    int64_t n, c, p, q, k, r, s, stride_h, dilation_h, dilation_w;
+  };
+  const Layer layers[] = {
+      {4, 64, 56, 56, 64, 3, 3, 1, 1, 1},   {4, 128, 28, 28, 128, 3, 3, 1, 1, 1},
+      {16, 1024, 14, 14, 256, 1, 1, 1, 1, 1}, {4, 16, 30, 30, 40, 3, 3, 1, 1, 1},
+      {1, 130, 16, 16, 8, 3, 3, 1, 1, 1},   {1, 1, 3, 2000, 4, 3, 3, 1, 1, 1},
+      {2, 4, 11, 16, 6, 3, 3, 2, 1, 1},     {2, 3, 16, 14, 5, 3, 3, 1, 2, 2},
+      {32, 3, 112, 112, 64, 7, 7, 1, 1, 1}, {1, 1, 1, 14, 1, 1, 1, 1, 1, 1},
+  };
+  constexpr int64_t kShared = 256 * 1024;
+  for (const Layer& l : layers) {
+    const porta_ops::StagedWindow w{l.r * l.s,
+                                    l.p * l.q,
+                                    l.q,
+                                    l.stride_h,
+                                    (l.r - 1) * l.dilation_h + 1,
+                                    (l.s - 1) * l.dilation_w + l.q};
+    const int64_t m = l.c * l.r * l.s, n = l.k, k = l.n * l.p * l.q;
+    for (int64_t threads : {1, 2, 8, 64}) {
+      INFO("m " << m << ", n " << n << ", k " << k << ", Q " << l.q << ", threads " << threads);
+      GemmPlan plan{};
+      const porta_ops::GemmTarget target{true, threads, kShared};
+      REQUIRE(porta_ops::plan_staged_window(m, n, k, w, target, porta_ops::kGemmPathNative, &plan));
+      const porta_ops::GemmTiles& t = plan.tiles;
+      CHECK(t.tile_m % porta_ops::kCpuRowMultiple == 0);
+      CHECK(t.tile_m <= porta_ops::kMaxStagedTileM);
+      CHECK(t.tile_n % porta_ops::kCpuColumnMultiple == 0);
+      CHECK(t.tile_n <= 256);
+      CHECK(t.tiles_m * t.tile_m >= m);
+      CHECK((t.tiles_m - 1) * t.tile_m < m);
+      CHECK(t.tiles_n * t.tile_n >= n);
+      CHECK((t.tiles_n - 1) * t.tile_n < n);
+      CHECK(t.tile_k >= 1);
+      if (t.tile_k >= l.q) CHECK(t.tile_k % l.q == 0);
+      if (t.splits > 1) CHECK(t.split_depth % t.tile_k == 0);
+      CHECK(int64_t(t.splits) * t.split_depth >= k);
+      CHECK(int64_t(t.splits - 1) * t.split_depth < k);
+      CHECK(plan.partial_floats == (t.splits > 1 ? m * n * int64_t(t.splits) : 0));
+      CHECK(int64_t(plan.shared_bytes) <= kShared);
+      CHECK(int64_t(plan.shared_bytes) >= (t.tile_n * t.tile_k + w.floats(t.tile_m, t.tile_k)) * 4);
+      // What the kernel stages for each row tile and blocks from anywhere in an image fits.
+      for (int64_t i0 = 0; i0 < m; i0 += t.tile_m) {
+        const int64_t last = std::min<int64_t>(i0 + t.tile_m, m) - 1;
+        const int64_t channels = last / w.taps - i0 / w.taps + 1;
+        for (int64_t kb : {int64_t{1}, int64_t{t.tile_k} / 2 + 1, int64_t{t.tile_k}}) {
+          for (int64_t pos = 0; pos + kb <= w.positions; pos += std::max<int64_t>(1, l.q / 3)) {
+            const int64_t out_rows = (pos + kb - 1) / l.q - pos / l.q + 1;
+            const int64_t height = (out_rows - 1) * l.stride_h + w.reach_h;
+            CHECK((t.tile_n * t.tile_k + channels * height * w.width) * 4 <=
+                  int64_t(plan.shared_bytes));
+          }
+        }
+      }
+      const int64_t groups = t.tiles_m * t.tiles_n * t.splits;
+      CHECK(int64_t(plan.grid[0]) * plan.grid[1] * plan.grid[2] >= groups);
+      CHECK(int64_t(plan.grid[0]) * plan.grid[1] * (plan.grid[2] - 1) < groups);
+      if (threads == 2 && k >= 4 * 512) CHECK(groups >= 3);
+    }
   }
 }

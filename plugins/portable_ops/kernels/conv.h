@@ -32,13 +32,15 @@ PORTA_DEVICE_FUNCTION WindowOperand<T> im2col(const ConvArgs& g, const T* x, boo
 }
 
 // The three passes as GEMM problems: the operands, the output and the sizes.
-template <class T>
-struct ConvProblem {
-  StridedOperand<T> a;
-  WindowOperand<T> b;
+template <class A, class B>
+struct Problem {
+  A a;
+  B b;
   OutputView c;
   porta_ops::GemmShape shape;
 };
+template <class T>
+using ConvProblem = Problem<StridedOperand<T>, WindowOperand<T>>;
 
 // y[K, (N,P,Q)] = w[K, (C,R,S)] x im2col(x).
 template <class T>
@@ -75,8 +77,23 @@ PORTA_DEVICE_FUNCTION ConvProblem<T> backward_weights(const ConvArgs& g, const T
       porta_ops::GemmShape{g.out_channels, crs, g.batch * pq, 1}};
 }
 
+#if PORTA_TARGET_CPU
+// dw^T[(C,R,S), K] = im2col(x)[(C,R,S), (N,P,Q)] x dy^T[(N,P,Q), K]: backward weights with the
+// window as A, whose rows the CPU engine reads from x's rows staged per depth block
+// (gemm_engine_cpu.h: packed_gemm of a window) instead of packing im2col^T (ConvArgs::transposed).
 template <class T>
-PORTA_DEVICE_FUNCTION void run(const ConvProblem<T>& p, const ConvArgs& g) {
+PORTA_DEVICE_FUNCTION Problem<WindowOperand<T>, StridedOperand<T>> backward_weights_transposed(
+    const ConvArgs& g, const T* x, const T* dy, float* dw) {
+  const int64_t pq = g.out_h * g.out_w, crs = g.channels * g.kernel_h * g.kernel_w;
+  return Problem<WindowOperand<T>, StridedOperand<T>>{
+      im2col(g, x, true), StridedOperand<T>{dy, pq, Split{pq, g.out_channels * pq, 1}, 0},
+      OutputView{dw, 1, Split::stride(crs), 0, 1.0f, 0.0f},
+      porta_ops::GemmShape{crs, g.out_channels, g.batch * pq, 1}};
+}
+#endif
+
+template <class A, class B>
+PORTA_DEVICE_FUNCTION void run(const Problem<A, B>& p, const ConvArgs& g) {
   porta_ops::run_gemm(p.a, p.b, p.c, p.shape, g.tiles);
 }
 

@@ -72,11 +72,20 @@ PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const
 
 PORTA_KERNEL_MAX_GROUP(conv2d_backward_weights_f32, porta_ops::kEngineItems, ConvArgs g,
                        const float* x, const float* dy, float* dw) {
+#if PORTA_TARGET_CPU
+  if (g.transposed) return run(porta_ops::conv::backward_weights_transposed(g, x, dy, dw), g);
+#endif
   run(backward_weights(g, x, dy, dw), g);
 }
 
 PORTA_KERNEL(conv2d_backward_weights_f32_reduce, ConvArgs g, const float* x, const float* dy,
              float* dw) {
+#if PORTA_TARGET_CPU
+  if (g.transposed) {
+    const auto p = porta_ops::conv::backward_weights_transposed(g, x, dy, dw);
+    return porta_ops::reduce_partials(p.c, p.shape, g.tiles);
+  }
+#endif
   const ConvProblem<float> p = backward_weights(g, x, dy, dw);
   porta_ops::reduce_partials(p.c, p.shape, g.tiles);
 }

@@ -448,6 +448,14 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
   }
 }
 
+// A window as A: backward weights as dw^T = im2col(x) x dy^T, its rows staged from x per depth
+// block (defined below). Only the host's staged plans put a window on this side (conv.cpp), all
+// of stride 1 across; a window is never packed as A.
+template <class B>
+void packed_gemm(const WindowOperand<float>& a, const B& b, const OutputView& c,
+                 const GemmShape& s, const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin,
+                 int64_t d_end);
+
 }  // namespace cpu
 
 /* ---- Packing --------------------------------------------------------------------------------- */
@@ -1032,6 +1040,127 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
         }
       }
     }
+  }
+}
+
+/* ---- Windows as A, staged from x's rows ----------------------------------------------------- */
+//
+// Backward weights as dw^T[(c,r,s), k] = im2col(x)[(c,r,s), (n,p,q)] x dy^T: A's row (c, r, s) at
+// the depths of one output row (n, p) is a run of x's row h = p * stride_h - pad_h + r * dil_h,
+// from w = s * dil_w - pad_w on (stride 1 across). Per depth block, the group copies the rows of
+// x that its tile's channels reach from the block's output rows into shared memory, padded with
+// the zeros the window reads outside x (staged[channel][h][w]); the micro-kernel then reads A's
+// rows there in place, an output row at a time. A channel's R * S rows are shifts of the same
+// few staged rows, so each element of x is copied about once per tile rather than R * S times
+// and transposed, as packing im2col(x)^T as B did; B is dy^T, K columns, packed by transposing
+// dy (one element per R * S * C products, against one per K for im2col^T). The host plans the
+// tiles (gemm_params.h: plan_staged_window) so that the staged rows fit beside B's panel.
+
+namespace cpu {
+
+// micro_kernel_rows with A's rows at rows[i], the depths in segments: the first first_len long,
+// the others len, each the next output row's run, skip elements on from the end of the last.
+template <int Rows = kMR>
+__attribute__((always_inline)) inline void micro_kernel_segments(const float* const* rows,
+                                                                 int64_t kb, int64_t first_len,
+                                                                 int64_t len, int64_t skip,
+                                                                 const float* __restrict b,
+                                                                 MicroTile& out) {
+  const float* row[Rows];
+#pragma GCC unroll 16
+  for (int i = 0; i < Rows; ++i) row[i] = rows[i];
+  vfloat c[Rows][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < Rows; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  for (int64_t d = 0, n = first_len; d < kb; d += n, n = len) {
+    n = min64(n, kb - d);
+    for (int64_t e = 0; e < n; ++e) {
+      vfloat bv[kNV];
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) bv[v] = load(b + v * kVL);
+#pragma GCC unroll 16
+      for (int i = 0; i < Rows; ++i) {
+        const float ai = row[i][e];
+#pragma GCC unroll 4
+        for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
+      }
+      b += kNR;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < Rows; ++i) row[i] += n + skip;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < Rows; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+}
+
+// The micro-kernel over a staged block: A's panels of MR rows (row i of the tile at rows[i]),
+// each against every strip of B's packed panel. Not inlined, as multiply_packed.
+__attribute__((noinline)) inline void multiply_staged(const float* const* rows, const float* pb,
+                                                      int64_t kb, int64_t first_len, int64_t len,
+                                                      int64_t skip, int64_t block_rows,
+                                                      int64_t cols, const OutputView& c,
+                                                      int64_t i, int64_t j, bool first) {
+  const int64_t a_panels = div_up(block_rows, kMR);
+  for (int64_t p = 0; p < a_panels; ++p) {
+    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
+    // A partial last panel repeats its last row (its products are not stored).
+    const float* panel[kMR];
+    for (int r = 0; r < kMR; ++r) panel[r] = rows[p * kMR + min64(r, panel_rows - 1)];
+    for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {
+      micro_kernel_segments(panel, kb, first_len, len, skip, pb + q * kNR * kb, acc);
+    });
+  }
+}
+
+}  // namespace cpu
+
+template <class B>
+void cpu::packed_gemm(const WindowOperand<float>& a, const B& b, const OutputView& c,
+                      const GemmShape& s, const GemmTiles& t, int64_t i0, int64_t j0,
+                      int64_t d_begin, int64_t d_end) {
+  const WindowAxis &taps = a.wide, &at = a.depth;  // (c, r, s) and (n, p, q); at.mw is 1
+  const auto [rows, cols, block_m, pb, staged] = TileWalk(s, t, i0, j0);
+  (void)block_m;
+  const int64_t per_channel = taps.d1 * taps.d2, positions = at.d1 * at.d2, q_len = at.d2;
+  const int64_t c_lo = i0 / per_channel, c_hi = (i0 + rows - 1) / per_channel;
+  // A staged row: the window's reach across, from w0.
+  const int64_t width = (taps.d2 - 1) * taps.mw + q_len, w0 = taps.aw + at.aw;
+  const int64_t reach_h = (taps.d1 - 1) * taps.mh + 1;
+  const int64_t bound_w = a.bound_w;
+  const float* row_of[kMaxStagedTileM];
+  for (int64_t d0 = d_begin, kb; d0 < d_end; d0 += kb) {
+    const int64_t image = d0 / positions, pos = d0 % positions;
+    kb = min64(min64(t.tile_k, d_end - d0), positions - pos);  // within one image
+    const bool first = d0 == d_begin;
+    b.template pack<kNR>(pb, j0, cols, d0, kb);
+    const int64_t p0 = pos / q_len, q0 = pos % q_len, p1 = (pos + kb - 1) / q_len;
+    const int64_t height = (p1 - p0) * at.mh + reach_h, h0 = p0 * at.mh + at.ah + taps.ah;
+    const int64_t channel = height * width;
+    for (int64_t ch = c_lo; ch <= c_hi; ++ch) {
+      const float* src = a.p + ch * taps.so + image * at.so;
+      float* dst = staged + (ch - c_lo) * channel;
+      for (int64_t y = 0; y < height; ++y, dst += width) {
+        const int64_t h = h0 + y;
+        // [lo, hi) of the staged row lies inside x.
+        const int64_t lo = h >= 0 && h < a.bound_h ? min64(max64(-w0, 0), width) : width;
+        const int64_t hi = lo < width ? max64(min64(bound_w - w0, width), lo) : width;
+        for (int64_t w = 0; w < lo; ++w) dst[w] = 0.0f;
+        if (hi > lo) {
+          __builtin_memcpy(dst + lo, src + h * a.row + w0 + lo, (hi - lo) * sizeof(float));
+        }
+        for (int64_t w = hi; w < width; ++w) dst[w] = 0.0f;
+      }
+    }
+    WindowDigits rd(taps, i0);
+    for (int64_t r = 0; r < rows; ++r, rd.next(taps)) {
+      row_of[r] = staged + (rd.o - c_lo) * channel + rd.a * taps.mh * width + rd.b * taps.mw + q0;
+    }
+    multiply_staged(row_of, pb, kb, q_len - q0, q_len, at.mh * width - q_len, rows, cols, c, i0,
+                    j0, first);
   }
 }
 

@@ -88,6 +88,9 @@ struct ConvArgs {
   // CPU, fp32 backward data: where the _pack kernel put w^T, packed for every tile
   // (kernels/gemm_engine_cpu.h: PackedRows); nullptr where each group packs its own.
   float* packed_a;
+  // CPU, fp32 backward weights: the GEMM is dw^T = im2col(x) x dy^T, planned by
+  // plan_staged_window, its window as A staged from x's rows (conv.h: backward_weights_transposed).
+  int64_t transposed;
 };
 
 // What the host knows of the device when it plans a launch.
@@ -260,6 +263,85 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
   if (__builtin_mul_overflow(t.tiles_m, t.tiles_n, &groups) ||
       __builtin_mul_overflow(groups, batch * t.splits, &groups) || !flat_grid(groups, plan.grid) ||
       !flat_grid(div_up(per_split, kReduceItems), plan.reduce_grid)) {
+    return false;
+  }
+  *out = plan;
+  return true;
+}
+
+// Conv backward weights on the CPU as dw^T = im2col(x) x dy^T (conv.h:
+// backward_weights_transposed): A is the window, whose rows (c, r, s) the packed path reads from
+// x's rows staged per depth block (kernels/gemm_engine_cpu.h, packed_gemm of a window), B is dy^T,
+// packed. The geometry the staged rows take:
+struct StagedWindow {
+  int64_t taps;       // R * S: A's rows per channel
+  int64_t positions;  // P * Q: depths per image
+  int64_t row;        // Q: depths per output row
+  int64_t row_step;   // stride_h: staged rows from one output row to the next
+  int64_t reach_h;    // (R - 1) * dilation_h + 1: staged rows one output row reads
+  int64_t width;      // (S - 1) * dilation_w + Q: a staged row (stride 1 across)
+
+  // The floats staged for a depth block of kb (within one image, from any position) of a tile
+  // of `rows` rows of A starting anywhere: its channels' rows that the block's output rows reach.
+  PORTA_OPS_HOST_DEVICE int64_t floats(int64_t rows, int64_t kb) const {
+    const int64_t channels = div_up(rows - 1, taps) + 1;
+    const int64_t out_rows = min64(div_up(kb - 1, row) + 1, positions / row);
+    return channels * ((out_rows - 1) * row_step + reach_h) * width;
+  }
+};
+
+// The most rows of A a staged tile takes (the kernel keeps a pointer per row on its stack).
+inline constexpr int64_t kMaxStagedTileM = 1152;
+
+// The CPU plan of a staged window (m = C*R*S rows, n = K columns, k = N*P*Q deep). Each tile
+// packs B (dy^T) for its depth again, so the tiles take all rows they can (up to
+// kMaxStagedTileM) and all columns (up to 256), and the depth splits instead (split-K: a partial
+// dw^T per split, added up by the _reduce kernel) into about kGroupsPerThread groups per thread.
+// Depth blocks are whole output rows where a row fits (then no block starts within a row), as
+// deep as shared memory holds B's panel beside the staged rows, up to 1024. Returns false where
+// not even one depth of a tile fits, or the grid would not hold the groups.
+inline bool plan_staged_window(int64_t m, int64_t n, int64_t k, const StagedWindow& w,
+                               const GemmTarget& target, int32_t path, GemmPlan* out) {
+  using namespace plan_detail;
+  constexpr int64_t kMaxTileN = 256, kMaxTileK = 1024, kGroupsPerThread = 2;
+  constexpr int64_t kMinSplitDepth = 512, kMaxSplits = 16;
+  constexpr int64_t kMaxPartialFloats = int64_t{16} << 20;  // 64 MiB
+  GemmPlan plan{};
+  GemmTiles& t = plan.tiles;
+  t.path = path;
+  const int64_t threads = max64(1, target.threads);
+  const int64_t tile_n = round_up(div_up(n, div_up(n, kMaxTileN)), kCpuColumnMultiple);
+  const int64_t tile_m = round_up(div_up(m, div_up(m, kMaxStagedTileM)), kCpuRowMultiple);
+  t.tiles_m = div_up(m, tile_m);
+  t.tiles_n = div_up(n, tile_n);
+  const int64_t splits =
+      choose_splits(t.tiles_m * t.tiles_n, kGroupsPerThread * threads, k, kMinSplitDepth,
+                    kMaxSplits, m * n, kMaxPartialFloats, threads);
+  const int64_t depth = div_up(k, splits);
+  const int64_t room = target.shared_bytes / int64_t(sizeof(float));
+  auto fits = [&](int64_t kb) { return tile_n * kb + w.floats(tile_m, kb) <= room; };
+  int64_t tile_k = min64(min64(depth, kMaxTileK), w.positions);
+  while (tile_k > 1 && !fits(tile_k)) --tile_k;
+  if (!fits(tile_k)) return false;
+  if (tile_k >= w.row) {  // whole output rows, a divisor of the image's where one is near
+    const int64_t rows = tile_k / w.row, image_rows = w.positions / w.row;
+    int64_t even = rows;
+    while (2 * even >= rows && image_rows % even != 0) --even;
+    tile_k = (2 * even >= rows ? even : rows) * w.row;
+  }
+  t.tile_m = static_cast<int32_t>(tile_m);
+  t.tile_n = static_cast<int32_t>(tile_n);
+  t.tile_k = static_cast<int32_t>(tile_k);
+  t.block_m = static_cast<int32_t>(tile_m);
+  t.split_depth = splits > 1 ? round_up(depth, tile_k) : k;
+  t.splits = static_cast<int32_t>(div_up(k, t.split_depth));
+  t.partials = nullptr;
+  plan.group[0] = plan.group[1] = 1;
+  plan.shared_bytes =
+      static_cast<uint32_t>((tile_n * tile_k + w.floats(tile_m, tile_k)) * sizeof(float));
+  plan.partial_floats = t.splits > 1 ? m * n * t.splits : 0;
+  if (!flat_grid(t.tiles_m * t.tiles_n * t.splits, plan.grid) ||
+      !flat_grid(div_up(m * n, kReduceItems), plan.reduce_grid)) {
     return false;
   }
   *out = plan;
