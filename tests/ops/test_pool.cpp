@@ -109,6 +109,10 @@ const PoolCase kCases[] = {
     {1, 2, 9, 37, 4, 4, 2, 2, 1, 1},   // a column in up to two windows, from either side
     {1, 2, 8, 45, 5, 5, 2, 2, 2, 2},   // in up to three
     {1, 2, 7, 33, 1, 1, 2, 2, 0, 0},   // 1x1 windows: every other column in none
+    // Elsewhere on the CPU, stride 2 across takes 8 windows inside the row a step, the last step
+    // overlapping the one before, the windows cut by the padding one by one: 8 and 9 inside.
+    {1, 2, 5, 19, 3, 3, 2, 2, 1, 1},
+    {2, 2, 5, 21, 3, 3, 2, 2, 1, 1},
     // An input row's maxima across serve the next output row too, for rows of up to 128
     // outputs: 132 outputs (a chunk past those kept), and planes of 3 rows, several to a group.
     {1, 2, 7, 263, 3, 3, 2, 2, 1, 1},

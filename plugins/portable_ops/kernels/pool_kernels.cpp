@@ -155,6 +155,71 @@ PORTA_DEVICE_FUNCTION void row_maxima_by_columns(const float* plane, const Axis&
   }
 }
 
+#if PORTA_TARGET_CPU
+// Row p's window maxima on the CPU for windows of stride 2 across (the usual pooling), kStep
+// windows a step in vectors of GCC's vector extension (an AVX2 register): each input row's maxima
+// across first, the columns in order, then down the rows in order, which is the first maximum in
+// index order with no comparison of indices. Column j of the step's windows is the even lanes of
+// two loads. The values go to values[q] unless it is null; if kIndexed, the indices h * in_w + w
+// in the plane to at[q]. Only the windows inside the row take steps, the last step overlapping
+// the one before it; those cut by the padding, at the row's ends, take window_max. Returns false,
+// doing nothing, for rows of fewer than kStep windows inside (row_maxima takes them).
+// (Loops over arrays of 16 lanes or of whole rows were left scalar or vectorised with remainder
+// loops by GCC; steps of 16 lanes in the extension were split into scalar code on AVX2.)
+constexpr int64_t kStep = 8;
+
+template <bool kIndexed>
+PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const Axis& ah, const Axis& aw,
+                                              int64_t p, float* values, int32_t* at) {
+  // The windows [a, b) lie inside the row: 2 q - pad >= 0 and 2 q - pad + window <= in.
+  const int64_t a = (aw.pad + 1) / 2, last = aw.in - aw.window + aw.pad;
+  const int64_t b = porta_ops::min64(last >= 0 ? last / 2 + 1 : 0, aw.out);
+  if (b - a < kStep) return false;
+  int64_t h0, h1;
+  ah.clip(p, &h0, &h1);
+  const auto cut = [&](int64_t q) {
+    const Max<int32_t> m = window_max<int32_t>(plane, ah, aw, p, q);
+    if (values) values[q] = m.value;
+    if constexpr (kIndexed) at[q] = m.at;
+  };
+  for (int64_t q = 0; q < a; ++q) cut(q);
+  typedef float Floats __attribute__((vector_size(kStep * sizeof(float))));
+  typedef int32_t Ints __attribute__((vector_size(kStep * sizeof(int32_t))));
+  const auto load = [](const float* at) {
+    Floats v;
+    __builtin_memcpy(&v, at, sizeof v);
+    return v;
+  };
+  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
+  for (int64_t step = a; step < b; step += kStep) {
+    const int64_t q0 = porta_ops::min64(step, b - kStep);
+    Floats best{};
+    Ints best_at{};
+    for (int64_t h = h0; h < h1; ++h) {
+      const float* first = plane + h * aw.in + 2 * q0 - aw.pad;  // window l's column j: [2 l + j]
+      Floats across{};
+      Ints column{};
+      for (int32_t j = 0; j < int32_t(aw.window); ++j) {
+        // The even columns from j: the second vector starts one early, so that no read passes
+        // the last window's last column.
+        const Floats v = __builtin_shufflevector(load(first + j), load(first + j + 7), 0, 2, 4, 6,
+                                                 9, 11, 13, 15);
+        const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
+        across = take ? v : across;
+        column = take ? Ints{} + j : column;
+      }
+      const Ints take = h == h0 ? ~Ints{} : (across > best) | ((across != across) & (best == best));
+      best = take ? across : best;
+      best_at = take ? twice + column + int32_t(h * aw.in + 2 * q0 - aw.pad) : best_at;
+    }
+    if (values) __builtin_memcpy(values + q0, &best, sizeof best);
+    if constexpr (kIndexed) __builtin_memcpy(at + q0, &best_at, sizeof best_at);
+  }
+  for (int64_t q = b; q < aw.out; ++q) cut(q);
+  return true;
+}
+#endif
+
 #if PORTA_POOL_AVX512
 namespace avx512 {
 
@@ -634,15 +699,28 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
       return;
     }
 #endif
+#if PORTA_TARGET_CPU
+    if (items == 1 && aw.stride == 2 && ah.in * aw.in < INT32_MAX &&
+        row_maxima_stride2<Store::kIndexed>(xp, ah, aw, row - plane * ah.out,
+                                            store.values(row * aw.out),
+                                            store.indices(row * aw.out))) {
+      return;
+    }
+#endif
     row_maxima<int32_t>(xp, ah, aw, row - plane * ah.out, item, items,
                         [&](int64_t q, const Max<int32_t>& m) { store(row * aw.out + q, m); });
   });
 }
 
-// window_maxima's stores: y, the maxima's values; argmax, their indices.
+// window_maxima's stores: y, the maxima's values; argmax, their indices. kIndexed: whether the
+// indices are wanted; values(i) and indices(i): where the row from output i goes, or null.
 struct StoreValues {
+  static constexpr bool kIndexed = false;
   float* y;
   PORTA_DEVICE_FUNCTION void operator()(int64_t i, const Max<int32_t>& m) const { y[i] = m.value; }
+  // Where the outputs from index i go, for whole rows.
+  PORTA_DEVICE_FUNCTION float* values(int64_t i) const { return y + i; }
+  PORTA_DEVICE_FUNCTION int32_t* indices(int64_t) const { return nullptr; }
 #if PORTA_POOL_AVX512
   void operator()(int64_t i, avx512::Mask lanes, const avx512::Maxima& m) const {
     avx512::store_lanes(y + i, lanes, m.value);
@@ -650,7 +728,10 @@ struct StoreValues {
 #endif
 };
 struct StoreIndices {
+  static constexpr bool kIndexed = true;
   int32_t* argmax;
+  PORTA_DEVICE_FUNCTION float* values(int64_t) const { return nullptr; }
+  PORTA_DEVICE_FUNCTION int32_t* indices(int64_t i) const { return argmax + i; }
   PORTA_DEVICE_FUNCTION void operator()(int64_t i, const Max<int32_t>& m) const {
     argmax[i] = m.at;
   }
