@@ -45,11 +45,12 @@ float* provide_scratch(const Op& context, porta_ops::GemmPlan& plan, int64_t ext
   return extra_floats > 0 ? scratch->as<float>() + partial_floats : nullptr;
 }
 
-// plan_engine_launch, and whether A is an fp32 matrix stored along the depth (plan_gemm's
-// a_in_place).
+// plan_engine_launch, whether A is an fp32 matrix stored along the depth (plan_gemm's
+// a_in_place) and which operands are stored as panels at a stride (plan_gemm's panels).
 porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                 int64_t k, int64_t batch, int64_t depth_period, bool a_in_place,
-                                std::optional<Scratch>& scratch, float** packed_a = nullptr) {
+                                std::optional<Scratch>& scratch, float** packed_a = nullptr,
+                                int32_t panels = 0) {
   const porta_device_properties_t& props = *context.properties;
   porta_ops::GemmTarget target;
   target.host = runs_on_host(context);
@@ -67,8 +68,8 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
                            " the GEMM engine needs");
   }
   porta_ops::GemmPlan plan;
-  bool fits =
-      porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place);
+  bool fits = porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place,
+                                   false, panels);
   // Packing A ahead costs a launch (about 10 us on the CPU): it pays where the column tiles would
   // pack A many times over, not on small layers.
   constexpr double kMinRepacked = 1 << 18;  // elements
@@ -126,9 +127,11 @@ porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* gemm) {
   return guarded("porta_gemm", [&] {
     const porta_gemm_desc_t& d = *gemm->desc;
     std::optional<Scratch> scratch;
-    const bool a_in_place = d.dtype == PORTA_DTYPE_F32 && d.trans_a == PORTA_NO_TRANSPOSE;
-    const porta_ops::GemmPlan plan = plan_launch(*op, "porta_gemm", d.m, d.n, d.k, d.batch_count,
-                                                 0, a_in_place, scratch);
+    const bool f32 = d.dtype == PORTA_DTYPE_F32;
+    const bool a_in_place = f32 && d.trans_a == PORTA_NO_TRANSPOSE;
+    const int32_t panels = f32 && d.trans_b == PORTA_NO_TRANSPOSE ? porta_ops::kGemmPanelsB : 0;
+    const porta_ops::GemmPlan plan = plan_launch(*op, "porta_gemm", d.m, d.n, d.k, d.batch_count, 0,
+                                                 a_in_place, scratch, nullptr, panels);
     porta_ops::GemmArgs args{};
     args.a = gemm->a;
     args.b = gemm->b;

@@ -303,6 +303,30 @@ TEST_CASE("gemm: bf16 A read in place along k, in pairs of depths", "[gemm][16bi
   run_a_in_place(PORTA_DTYPE_BF16);
 }
 
+// An fp32 op(B) stored along its rows (NN, TN) is NR-column strips at a stride, which the CPU's
+// micro-kernel reads in place where a tile has few rows: a last strip that is partial (packed
+// instead), leading dimensions that are no multiple of a strip's width, several depth blocks and
+// column tiles, misaligned and batched operands, every transpose.
+TEST_CASE("gemm: B's strips read in place at the operand's stride", "[gemm]") {
+  Env env;
+  const int64_t shapes[][3] = {{35, 1000, 700}, {13, 70, 300},    {64, 97, 1031},
+                               {203, 97, 600},  {1000, 128, 513}, {41, 64, 259}};
+  uint64_t index = 0;
+  for (const auto& shape : shapes) {
+    for (const auto& [ta, tb] : kAllTransposes) {
+      GemmCase c;
+      c.trans_a = ta, c.trans_b = tb;
+      c.m = shape[0], c.n = shape[1], c.k = shape[2];
+      c.pad_a = index % 2 ? 0 : 13;
+      c.pad_b = index % 3 ? 5 : 0;
+      c.beta = 0.5f;
+      run_f32(env, c, seed_for(index++));
+      c.misaligned = true, c.batch = 2, c.gap_a = 3, c.gap_b = 7;
+      run_f32(env, c, seed_for(index++));
+    }
+  }
+}
+
 TEST_CASE("gemm: DeepBench training shapes, scaled down", "[gemm][deepbench]") {
   // gemm_problems.h training set (porta-bench's shapes), each dimension divided by about 8
   // and nudged off powers of two; the long-K case keeps a long reduction (K = 25000).
@@ -442,6 +466,38 @@ TEST_CASE("gemm plan: an A read in place goes deeper within the same shared memo
       CHECK(in_place.shared_bytes <= target.shared_bytes);
       CHECK(int64_t{in_place.shared_bytes} >=
             (int64_t{t.tile_n} + porta_ops::kCpuRowMultiple) * t.tile_k * 4);
+    }
+  }
+}
+
+TEST_CASE("gemm plan: B's strips read in place take no room and keep the tiles", "[gemm][plan]") {
+  // B in place where a tile has few rows; the tiles stay the packed plan's, and shared memory
+  // holds only a partial last strip of B.
+  const int64_t shapes[][3] = {{35, 8457, 2560}, {3072, 128, 1024}, {1024, 1024, 1024},
+                               {2560, 64, 2560}, {5, 70, 1031},     {1, 1, 1}};
+  const int32_t b = porta_ops::kGemmPanelsB;
+  for (const int64_t threads : {1, 2, 16}) {
+    const porta_ops::GemmTarget target{true, threads, 256 * 1024};
+    for (const auto& s : shapes) {
+      porta_ops::GemmPlan packed{}, panels{};
+      REQUIRE(
+          porta_ops::plan_gemm(s[0], s[1], s[2], 1, target, porta_ops::kGemmPathNative, &packed));
+      REQUIRE(porta_ops::plan_gemm(s[0], s[1], s[2], 1, target, porta_ops::kGemmPathNative, &panels,
+                                   false, false, b));
+      const porta_ops::GemmTiles &p = packed.tiles, &t = panels.tiles;
+      INFO(s[0] << "x" << s[1] << "x" << s[2] << " on " << threads << " threads");
+      CHECK(p.panels_in_place == 0);
+      CHECK(t.tile_m == p.tile_m);
+      CHECK(t.tile_n == p.tile_n);
+      CHECK(t.tile_k >= p.tile_k);
+      CHECK(t.tile_k <= t.split_depth);
+      CHECK(int64_t{t.splits} * t.split_depth >= s[2]);
+      CHECK(panels.shared_bytes <= target.shared_bytes);
+      const int64_t a_rows = t.block_m;
+      const int64_t b_cols =
+          t.panels_in_place & porta_ops::kGemmPanelsB ? porta_ops::kCpuColumnMultiple : t.tile_n;
+      CHECK(int64_t{panels.shared_bytes} >= (a_rows + b_cols) * t.tile_k * 4);
+      CHECK(bool(t.panels_in_place & porta_ops::kGemmPanelsB) == (t.tile_m <= 64));
     }
   }
 }

@@ -64,9 +64,9 @@ void micro_kernel_l1(benchmark::State& state) {
   MicroTile t;
   for (auto _ : state) {
     if (kInPlace) {
-      micro_kernel_rows(kb, a.p, kDepth, a.p, b.p, t);
+      micro_kernel_rows(kb, a.p, kDepth, a.p, Strip<float>{b.p, kNR}, nullptr, t);
     } else {
-      micro_kernel(kb, a.p, b.p, t);
+      micro_kernel(kb, Strip<float>{a.p, kMR}, Strip<float>{b.p, kNR}, nullptr, t);
     }
     benchmark::DoNotOptimize(t);
   }
@@ -96,10 +96,12 @@ void multiply_tile(benchmark::State& state) {
   for (auto _ : state) {
     for (int64_t blk = 0; blk < blocks; ++blk) {
       if (kInPlace) {
-        multiply_rows(a.p + blk * kb, kDepth, b.p, kb, rows, cols, scratch.p, out, 0, 0, blk == 0);
+        multiply_rows(a.p + blk * kb, kDepth, Panels<float, kNR>::packed(b.p, kb), kb, rows, cols,
+                      scratch.p, out, 0, 0, blk == 0);
       } else {
-        multiply_packed(packed_a.p + blk * div_up(rows, kMR) * kMR * kb, b.p, kb, rows, cols, out,
-                        0, 0, blk == 0);
+        multiply_packed(
+            Panels<float, kMR>::packed(packed_a.p + blk * div_up(rows, kMR) * kMR * kb, kb),
+            Panels<float, kNR>::packed(b.p, kb), kb, rows, cols, out, 0, 0, blk == 0);
       }
     }
     benchmark::ClobberMemory();

@@ -111,6 +111,12 @@ struct StridedOperand {
     }
     return p + w0 * wide_stride + depth(d0);
   }
+  // Where the panels from w0 lie at depths from d0, depth.inner apart, each of its wide indices
+  // side by side (a matrix stored along the wide side): the first one's start, which the packed
+  // path reads in place; nullptr where they are not.
+  const T* panels_in_place(int64_t w0, int64_t d0) const {
+    return wide_stride == 1 && depth.div == 0 ? p + w0 + depth(d0) : nullptr;
+  }
 #endif
 };
 

@@ -50,27 +50,75 @@ struct MicroTile {
   vfloat v[kMR][kNV];
 };
 
-// out = the kb-deep product of an A strip (kb x MR, a[d * MR + i]) and a B strip (kb x NR,
-// b[d * NR + j], 64-byte aligned).
-__attribute__((always_inline)) inline void micro_kernel(int64_t kb, const float* __restrict a,
-                                                        const float* __restrict b, MicroTile& out) {
+// A strip of a panel as the micro-kernel walks it: depth d's elements at p + d * step. Packed,
+// step is the strip's width (MR for A, NR for B); read in place, the operand's distance between
+// depths: an fp32 B stored along its rows (GEMM's B as stored, NN and TN) already has each
+// NR-column strip's depths ldb apart, and an A stored along its columns (TN) its MR-row panels'.
+template <class E>
+struct Strip {
+  const E* p;
+  int64_t step;
+};
+
+// A block's panels of one operand (A's of MR rows, B's of NR columns; Width): panel t at
+// p + t * across, depths step apart, all packed (across = Width * depth, step = Width) or read in
+// place (across = Width, step = the operand's depth stride). An in-place operand's last panel, if
+// partial, is packed at `tail` (index `last`), so that nothing outside the operand is read.
+template <class E, int Width>
+struct Panels {
+  const E* p;
+  int64_t across, step;
+  const E* tail = nullptr;
+  int64_t last = -1;
+
+  static Panels packed(const E* p, int64_t depth) { return Panels{p, Width * depth, Width}; }
+  Strip<E> operator[](int64_t t) const {
+    return t == last ? Strip<E>{tail, Width} : Strip<E>{p + t * across, step};
+  }
+  bool in_place() const { return across == Width; }
+  // What the first pass over panel t fetches for the next one: an in-place operand's next panel
+  // streams from memory in rows `step` apart, which the hardware prefetcher does not follow.
+  const E* ahead(int64_t t, int64_t count) const {
+    return in_place() && t + 1 < count && t + 1 != last ? p + (t + 1) * across : nullptr;
+  }
+};
+
+// Fetches the lines of an NR-wide strip's row at p (up to three: it need not be aligned).
+__attribute__((always_inline)) inline void prefetch_strip_row(const float* p) {
+#pragma GCC unroll 4
+  for (int o = 0; o < kNR; o += 64 / int(sizeof(float))) __builtin_prefetch(p + o);
+  __builtin_prefetch(p + kNR - 1);
+}
+
+// out = the kb-deep product of an A strip (kb x MR, a.p[d * a.step + i]) and a B strip (kb x NR,
+// b.p[d * b.step + j]); with Fetch, the rows of the B strip at b_next (b.step apart) are
+// fetched as the depth goes by. Packed: both strips packed, their steps constants (a step the
+// compiler knows keeps the packed loop as fast as it was).
+template <bool Fetch, bool Packed>
+__attribute__((always_inline)) inline void micro_kernel_strided(int64_t kb, Strip<float> a,
+                                                                Strip<float> b, const float* b_next,
+                                                                MicroTile& out) {
   vfloat c[kMR][kNV];
 #pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  const float* __restrict pa = a.p;
+  const float* __restrict pb = b.p;
+  const int64_t a_step = Packed ? kMR : a.step, b_step = Packed ? kNR : b.step;
   for (int64_t d = 0; d < kb; ++d) {
+    if constexpr (Fetch) prefetch_strip_row(b_next + d * b.step);
     vfloat bv[kNV];
 #pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) bv[v] = load(b + v * kVL);
+    for (int v = 0; v < kNV; ++v) bv[v] = load(pb + v * kVL);
 #pragma GCC unroll 16
     for (int i = 0; i < kMR; ++i) {
-      const float ai = a[i];
+      const float ai = pa[i];
 #pragma GCC unroll 4
       for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
     }
-    a += kMR;
-    b += kNR;
+    pa += a_step;
+    pb += b_step;
   }
 #pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i)
@@ -78,17 +126,30 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kb, const float*
     for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
 }
 
+__attribute__((always_inline)) inline void micro_kernel(int64_t kb, Strip<float> a, Strip<float> b,
+                                                        const float* b_next, MicroTile& out) {
+  if (b_next) {
+    micro_kernel_strided<true, false>(kb, a, b, b_next, out);
+  } else if (a.step == kMR && b.step == kNR) {
+    micro_kernel_strided<false, true>(kb, a, b, b_next, out);
+  } else {
+    micro_kernel_strided<false, false>(kb, a, b, b_next, out);
+  }
+}
+
 // micro_kernel with A's MR rows read where they are (row r at a + r * lda, depths consecutive)
 // instead of from a packed strip: an fp32 A stored along the depth needs no transposing copy.
 // Lines of the next panel's rows (next, also lda apart) are prefetched as the depth goes by, one
 // line of each row per 16 depths, since MR short streams a row apart defeat the hardware
 // prefetcher. With Rows < MR, the micro-tile's first Rows rows only: a last panel of a few rows
-// (the 3 of m = 35) then costs about its own rows' products rather than MR's.
-template <int Rows = kMR>
-__attribute__((always_inline)) inline void micro_kernel_rows(int64_t kb, const float* a,
-                                                             int64_t lda, const float* next,
-                                                             const float* __restrict b,
-                                                             MicroTile& out) {
+// (the 3 of m = 35) then costs about its own rows' products rather than MR's. B and b_next as
+// micro_kernel's.
+template <int Rows, bool Fetch, bool Packed>
+__attribute__((always_inline)) inline void micro_kernel_rows_strided(int64_t kb, const float* a,
+                                                                     int64_t lda, const float* next,
+                                                                     Strip<float> b,
+                                                                     const float* b_next,
+                                                                     MicroTile& out) {
   const float* row[Rows];
   const float* next_row[Rows];
 #pragma GCC unroll 16
@@ -102,27 +163,44 @@ __attribute__((always_inline)) inline void micro_kernel_rows(int64_t kb, const f
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
   constexpr int64_t kLine = 64 / sizeof(float);
+  const float* __restrict pb = b.p;
+  const int64_t b_step = Packed ? kNR : b.step;
   for (int64_t d0 = 0; d0 < kb; d0 += kLine) {
 #pragma GCC unroll 16
     for (int i = 0; i < Rows; ++i) __builtin_prefetch(next_row[i] + d0);
     const int64_t d_end = min64(d0 + kLine, kb);
     for (int64_t d = d0; d < d_end; ++d) {
+      if constexpr (Fetch) prefetch_strip_row(b_next + d * b.step);
       vfloat bv[kNV];
 #pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) bv[v] = load(b + v * kVL);
+      for (int v = 0; v < kNV; ++v) bv[v] = load(pb + v * kVL);
 #pragma GCC unroll 16
       for (int i = 0; i < Rows; ++i) {
         const float ai = row[i][d];
 #pragma GCC unroll 4
         for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
       }
-      b += kNR;
+      pb += b_step;
     }
   }
 #pragma GCC unroll 16
   for (int i = 0; i < Rows; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+}
+
+template <int Rows = kMR>
+__attribute__((always_inline)) inline void micro_kernel_rows(int64_t kb, const float* a,
+                                                             int64_t lda, const float* next,
+                                                             Strip<float> b, const float* b_next,
+                                                             MicroTile& out) {
+  if (b_next) {
+    micro_kernel_rows_strided<Rows, true, false>(kb, a, lda, next, b, b_next, out);
+  } else if (b.step == kNR) {
+    micro_kernel_rows_strided<Rows, false, true>(kb, a, lda, next, b, b_next, out);
+  } else {
+    micro_kernel_rows_strided<Rows, false, false>(kb, a, lda, next, b, b_next, out);
+  }
 }
 
 // Where a micro-tile's columns j + [0, cols) lie in a row of C: lane l at first + l for
@@ -249,9 +327,9 @@ inline void store_tile(const MicroTile& t, const OutputView& c, int64_t i, int64
 // from j, NR at a time: C's lines of each fetched, compute(q, acc) run for strip q, the tile
 // stored (added into C unless first).
 template <class Compute>
-__attribute__((always_inline)) inline void for_each_strip(const OutputView& c, int64_t i,
-                                                          int64_t j, int panel_rows, int64_t cols,
-                                                          bool first, Compute compute) {
+__attribute__((always_inline)) inline void for_each_strip(const OutputView& c, int64_t i, int64_t j,
+                                                          int panel_rows, int64_t cols, bool first,
+                                                          Compute compute) {
   const int64_t strips = div_up(cols, kNR);
   for (int64_t q = 0; q < strips; ++q) {
     const int strip_cols = int(min64(kNR, cols - q * kNR));
@@ -263,27 +341,31 @@ __attribute__((always_inline)) inline void for_each_strip(const OutputView& c, i
   }
 }
 
-// The micro-kernel over every (A strip, B strip) pair of a packed block of block_rows x cols,
-// added into C at (i, j); `steps` is the strips' depth in Kernel's elements (depths, or pairs of
-// them for bf16). Kernel is a template argument, so a micro-kernel compiled for another target
-// (gemm_engine_cpu_bf16.h) is called as such and the loop around it is shared.
-template <class Element, void (*Kernel)(int64_t, const Element*, const Element*, MicroTile&)>
-__attribute__((always_inline)) inline void multiply_strips(const Element* pa, const Element* pb,
+// The micro-kernel over every (A panel, B strip) pair of a block of block_rows x cols, added
+// into C at (i, j); `steps` is the panels' depth in Kernel's elements (depths, or pairs of them
+// for bf16). Kernel is a template argument, so a micro-kernel compiled for another target
+// (gemm_engine_cpu_bf16.h) is called as such and the loop around it is shared. The first panel's
+// pass over each in-place B strip fetches the next strip (the rest find them in L2).
+template <class Element,
+          void (*Kernel)(int64_t, Strip<Element>, Strip<Element>, const Element*, MicroTile&)>
+__attribute__((always_inline)) inline void multiply_strips(const Panels<Element, kMR>& pa,
+                                                           const Panels<Element, kNR>& pb,
                                                            int64_t steps, int64_t block_rows,
                                                            int64_t cols, const OutputView& c,
                                                            int64_t i, int64_t j, bool first) {
-  const int64_t a_panels = div_up(block_rows, kMR);
+  const int64_t a_panels = div_up(block_rows, kMR), b_strips = div_up(cols, kNR);
   for (int64_t p = 0; p < a_panels; ++p) {
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
     for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {
-      Kernel(steps, pa + p * kMR * steps, pb + q * kNR * steps, acc);
+      Kernel(steps, pa[p], pb[q], p == 0 ? pb.ahead(q, b_strips) : nullptr, acc);
     });
   }
 }
 
 // multiply_strips over fp32 panels. Not a template and not inlined: one copy serves every
 // operand type, which keeps the kernel library's compile time from growing with each dtype.
-__attribute__((noinline)) inline void multiply_packed(const float* pa, const float* pb, int64_t kb,
+__attribute__((noinline)) inline void multiply_packed(const Panels<float, kMR>& pa,
+                                                      const Panels<float, kNR>& pb, int64_t kb,
                                                       int64_t block_rows, int64_t cols,
                                                       const OutputView& c, int64_t i, int64_t j,
                                                       bool first) {
@@ -306,12 +388,17 @@ inline const T* padded_panel(const T* panel, int panel_rows, int rows, int64_t l
 // `scratch` (padded_panel); one of at most MR / 2 rows goes to Short, Kernel for MR / 2 rows,
 // which computes only those.
 template <class T, class Element,
-          void (*Kernel)(int64_t, const T*, int64_t, const T*, const Element*, MicroTile&),
-          void (*Short)(int64_t, const T*, int64_t, const T*, const Element*, MicroTile&)>
-__attribute__((always_inline)) inline void multiply_rows_with(
-    const T* a, int64_t lda, const Element* pb, int64_t kb, int64_t steps, int64_t block_rows,
-    int64_t cols, T* scratch, const OutputView& c, int64_t i, int64_t j, bool first) {
-  const int64_t a_panels = div_up(block_rows, kMR);
+          void (*Kernel)(int64_t, const T*, int64_t, const T*, Strip<Element>, const Element*,
+                         MicroTile&),
+          void (*Short)(int64_t, const T*, int64_t, const T*, Strip<Element>, const Element*,
+                        MicroTile&)>
+__attribute__((always_inline)) inline void multiply_rows_with(const T* a, int64_t lda,
+                                                              const Panels<Element, kNR>& pb,
+                                                              int64_t kb, int64_t steps,
+                                                              int64_t block_rows, int64_t cols,
+                                                              T* scratch, const OutputView& c,
+                                                              int64_t i, int64_t j, bool first) {
+  const int64_t a_panels = div_up(block_rows, kMR), b_strips = div_up(cols, kNR);
   for (int64_t p = 0; p < a_panels; ++p) {
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
     const T* panel = a + p * kMR * lda;
@@ -324,19 +411,22 @@ __attribute__((always_inline)) inline void multiply_rows_with(
     }
     for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {
       // The next panel's lines are fetched during the first strip; later strips reread this one.
+      // The first panel's pass over an in-place B fetches its next strip.
       const T* fetch = q == 0 ? next : panel;
+      const Element* b_next = p == 0 ? pb.ahead(q, b_strips) : nullptr;
       if (short_panel) {
-        Short(steps, panel, lda, fetch, pb + q * kNR * steps, acc);
+        Short(steps, panel, lda, fetch, pb[q], b_next, acc);
       } else {
-        Kernel(steps, panel, lda, fetch, pb + q * kNR * steps, acc);
+        Kernel(steps, panel, lda, fetch, pb[q], b_next, acc);
       }
     });
   }
 }
 
 // multiply_rows_with for fp32 (not inlined, as multiply_packed).
-__attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda, const float* pb,
-                                                    int64_t kb, int64_t block_rows, int64_t cols,
+__attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda,
+                                                    const Panels<float, kNR>& pb, int64_t kb,
+                                                    int64_t block_rows, int64_t cols,
                                                     float* scratch, const OutputView& c, int64_t i,
                                                     int64_t j, bool first) {
   multiply_rows_with<float, float, micro_kernel_rows<>, micro_kernel_rows<kMR / 2>>(
@@ -389,8 +479,31 @@ struct TileWalk {
         cols(min64(t.tile_n, s.n - j0)),
         block_m(t.block_m >= kMR ? t.block_m / kMR * kMR : kMR),
         pb(porta::dynamic_shared_memory<float>()),
-        pa(pb + div_up(t.tile_n, kNR) * kNR * t.tile_k) {}
+        pa(pb + (t.panels_in_place & kGemmPanelsB ? kNR : div_up(t.tile_n, kNR) * kNR) * t.tile_k) {
+  }
 };
+
+// The panels of an operand's block (wide indices w0 + [0, wn), depths d0 + [0, kb)) as the
+// micro-kernel reads them: in place where the plan says so and the operand is stored that way
+// (StridedOperand::panels_in_place), with a partial last panel packed at dst; else all packed at
+// dst.
+template <int Width, class Operand>
+Panels<float, Width> block_panels(const Operand& x, bool in_place, float* dst, int64_t w0,
+                                  int64_t wn, int64_t d0, int64_t kb) {
+  if constexpr (std::is_same_v<Operand, StridedOperand<float>>) {
+    if (const float* at = in_place ? x.panels_in_place(w0, d0) : nullptr) {
+      Panels<float, Width> panels{at, Width, x.depth.inner};
+      if (const int64_t whole = wn / Width; whole * Width < wn) {
+        x.template pack<Width>(dst, w0 + whole * Width, wn - whole * Width, d0, kb);
+        panels.tail = dst;
+        panels.last = whole;
+      }
+      return panels;
+    }
+  }
+  x.template pack<Width>(dst, w0, wn, d0, kb);
+  return Panels<float, Width>::packed(dst, kb);
+}
 
 }  // namespace cpu
 }  // namespace porta_ops
@@ -426,23 +539,26 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
 #endif
   const int64_t kc = t.tile_k;
   const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
+  const bool b_panels = t.panels_in_place & kGemmPanelsB;
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
     const int64_t kb = min64(kc, d_end - d0);
     const bool first = d0 == d_begin;
-    b.template pack<kNR>(pb, j0, cols, d0, kb);
+    const Panels<float, kNR> bp = block_panels<kNR>(b, b_panels, pb, j0, cols, d0, kb);
     if constexpr (std::is_same_v<A, StridedOperand<float>>) {
       if (const float* rows_at = a.rows_in_place(i0, d0, kb)) {  // rows along the depth
-        multiply_rows(rows_at, a.wide_stride, pb, kb, rows, cols, pa, c, i0, j0, first);
+        multiply_rows(rows_at, a.wide_stride, bp, kb, rows, cols, pa, c, i0, j0, first);
         continue;
       }
     }
     if constexpr (std::is_same_v<A, PackedRows>) {  // packed already, the tile's rows in a row
-      multiply_packed(a.block(i0, d0, kb), pb, kb, rows, cols, c, i0, j0, first);
+      multiply_packed(Panels<float, kMR>::packed(a.block(i0, d0, kb), kb), bp, kb, rows, cols, c,
+                      i0, j0, first);
     } else {
       for (int64_t ib = 0; ib < rows; ib += block_m) {
         const int64_t block_rows = min64(block_m, rows - ib);
         a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
-        multiply_packed(pa, pb, kb, block_rows, cols, c, i0 + ib, j0, first);
+        multiply_packed(Panels<float, kMR>::packed(pa, kb), bp, kb, block_rows, cols, c, i0 + ib,
+                        j0, first);
       }
     }
   }

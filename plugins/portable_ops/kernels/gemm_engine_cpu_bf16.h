@@ -154,11 +154,14 @@ void pack_pairs(const StridedOperand<bf16>& x, float* dst, const float* end, int
   }
 }
 
-// out = the product of an A strip of depth pairs (a[p * MR + i]) and a B strip (b[p * NR + j],
-// 64-byte aligned), over `pairs` pairs. Not inlined: only this function is compiled for
-// AVX512_BF16, and a call per micro-tile costs nothing next to its `pairs` steps.
+// out = the product of an A strip of depth pairs (a.p[p * a.step + i]) and a B strip
+// (b.p[p * b.step + j], 64-byte aligned: paired B is always packed, so b_next is unused), over
+// `pairs` pairs. Not inlined: only this function is compiled for AVX512_BF16, and a call per
+// micro-tile costs nothing next to its `pairs` steps.
 __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16(
-    int64_t pairs, const uint32_t* __restrict a, const uint32_t* __restrict b, MicroTile& out) {
+    int64_t pairs, Strip<uint32_t> sa, Strip<uint32_t> sb, const uint32_t*, MicroTile& out) {
+  const uint32_t* __restrict a = sa.p;
+  const uint32_t* __restrict b = sb.p;
   __m512 c[kMR][kNV];
 #pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i)
@@ -174,8 +177,8 @@ __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16(
 #pragma GCC unroll 4
       for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_dpbf16_ps(c[i][v], ai, bv[v]);
     }
-    a += kMR;
-    b += kNR;
+    a += sa.step;
+    b += sb.step;
   }
 #pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i)
@@ -186,10 +189,12 @@ __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16(
 // micro_kernel_bf16 with A's MR rows read in place (row r at a + r * lda): two consecutive bf16
 // of a row, read as one 32-bit word, are the depth pair the instruction wants. Lines of the next
 // panel's rows are prefetched as micro_kernel_rows does, one per row every 16 pairs; Rows as there.
+// B as micro_kernel_bf16's.
 template <int Rows = kMR>
 __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16_rows(
-    int64_t pairs, const bf16* a, int64_t lda, const bf16* next, const uint32_t* __restrict b,
-    MicroTile& out) {
+    int64_t pairs, const bf16* a, int64_t lda, const bf16* next, Strip<uint32_t> sb,
+    const uint32_t*, MicroTile& out) {
+  const uint32_t* __restrict b = sb.p;
   const char* row[Rows];
   const char* next_row[Rows];
 #pragma GCC unroll 16
@@ -219,7 +224,7 @@ __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16_ro
 #pragma GCC unroll 4
         for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_dpbf16_ps(c[i][v], ai, bv[v]);
       }
-      b += kNR;
+      b += sb.step;
     }
   }
 #pragma GCC unroll 16
@@ -235,7 +240,8 @@ __attribute__((noinline)) inline void multiply_rows_bf16(const bf16* a, int64_t 
                                                          bf16* scratch, const OutputView& c,
                                                          int64_t i, int64_t j, bool first) {
   multiply_rows_with<bf16, uint32_t, micro_kernel_bf16_rows<>, micro_kernel_bf16_rows<kMR / 2>>(
-      a, lda, pb, kb, kb / 2, block_rows, cols, scratch, c, i, j, first);
+      a, lda, Panels<uint32_t, kNR>::packed(pb, kb / 2), kb, kb / 2, block_rows, cols, scratch, c,
+      i, j, first);
 }
 
 // multiply_strips over paired panels of `pairs` depth pairs.
@@ -243,7 +249,9 @@ __attribute__((noinline)) inline void multiply_packed_bf16(const uint32_t* pa, c
                                                            int64_t pairs, int64_t block_rows,
                                                            int64_t cols, const OutputView& c,
                                                            int64_t i, int64_t j, bool first) {
-  multiply_strips<uint32_t, micro_kernel_bf16>(pa, pb, pairs, block_rows, cols, c, i, j, first);
+  multiply_strips<uint32_t, micro_kernel_bf16>(Panels<uint32_t, kMR>::packed(pa, pairs),
+                                               Panels<uint32_t, kNR>::packed(pb, pairs), pairs,
+                                               block_rows, cols, c, i, j, first);
 }
 
 // Whether A's panels over depths [d_begin, d_begin + depth) are paired without an fp32 copy:

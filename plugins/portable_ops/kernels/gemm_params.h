@@ -56,9 +56,19 @@ struct GemmTiles {
   int32_t splits;
   int64_t split_depth;
   float* partials;
+  // CPU: the kGemmPanels* operands whose panels the packed path reads where they are stored.
+  int32_t panels_in_place;
 };
 
-static_assert(sizeof(GemmTiles) == 56, "GemmTiles is copied bytewise between host and kernels");
+// Operands stored as packed panels are, at a stride: an fp32 B along its rows (NN, TN) has each
+// NR-column strip's depths ldb apart. The CPU's micro-kernel reads such a strip where it is,
+// given that distance. (An fp32 A along its columns, TN, is MR-row panels lda apart in the same
+// way; read in place it measured slower than packed: docs/decisions.md.)
+enum : int32_t {
+  kGemmPanelsB = 2,
+};
+
+static_assert(sizeof(GemmTiles) == 64, "GemmTiles is copied bytewise between host and kernels");
 
 // Work-items per group of the _reduce kernels, one output element each.
 inline constexpr int32_t kReduceItems = 256;
@@ -173,9 +183,15 @@ inline int64_t choose_splits(int64_t groups, int64_t want, int64_t k, int64_t mi
 // streams from memory, in longer runs.
 // a_ahead: A packed for the whole launch before it (conv backward data's weights: ConvArgs::
 // packed_a), which takes no shared memory at all; deeper blocks as for a_in_place.
+// panels: the kGemmPanels* operands that could be read in place as panels (gemm.cpp). Packing a
+// panel costs about a read and a write of it, which pays where each packed element feeds many
+// products: B is read in place where a tile has at most kMaxRowsPanelsB rows (35x8457x2560: B
+// streamed once from memory by the micro-kernel rather than packed first). Its blocks then need
+// no room in shared memory but a partial last strip's.
 // Returns false when the grid would not fit (more than 2^48 groups).
 inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const GemmTarget& target,
-                      int32_t path, GemmPlan* out, bool a_in_place = false, bool a_ahead = false) {
+                      int32_t path, GemmPlan* out, bool a_in_place = false, bool a_ahead = false,
+                      int32_t panels = 0) {
   using namespace plan_detail;
   GemmPlan plan{};
   GemmTiles& t = plan.tiles;
@@ -227,10 +243,16 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
     tile_m = round_up(div_up(m, div_up(m, tile_m)), kCpuRowMultiple);
     // A blocks of at most kMaxBlockM rows, evened out over the tile's rows.
     const int64_t block_m = round_up(div_up(tile_m, div_up(tile_m, kMaxBlockM)), kCpuRowMultiple);
+    constexpr int64_t kMaxRowsPanelsB = 64;
+    if (tile_m <= kMaxRowsPanelsB) t.panels_in_place |= panels & kGemmPanelsB;
+    const bool b_panels = t.panels_in_place & kGemmPanelsB;
     const int64_t depth = div_up(k, splits);
-    int64_t tile_k = min64(depth, a_in_place || a_ahead ? kMaxTileKInPlace : kMaxTileK);
+    // B's block read in place is read again from L2 by every panel of A: as deep as a packed one.
+    int64_t tile_k =
+        min64(depth, (a_in_place || a_ahead) && !b_panels ? kMaxTileKInPlace : kMaxTileK);
     const int64_t a_rows = a_ahead ? 0 : a_in_place ? kCpuRowMultiple : block_m;
-    const int64_t per_depth = (a_rows + tile_n) * static_cast<int64_t>(sizeof(float));
+    const int64_t b_cols = b_panels ? kCpuColumnMultiple : tile_n;
+    const int64_t per_depth = (a_rows + b_cols) * static_cast<int64_t>(sizeof(float));
     if (tile_k * per_depth > target.shared_bytes)
       tile_k = max64(1, target.shared_bytes / per_depth);
     // An even split of the depth into blocks, so the last is not a sliver either.
