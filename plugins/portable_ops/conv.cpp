@@ -73,12 +73,8 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     constexpr int64_t kMinStagedRow = 14;
     if (pass == Pass::backward_weights && d.dtype == PORTA_DTYPE_F32 && g.stride_w == 1 &&
         g.out_w >= kMinStagedRow && g.kernel_h * g.kernel_w > 1) {
-      const porta_ops::StagedWindow window{g.kernel_h * g.kernel_w,
-                                           g.out_h * g.out_w,
-                                           g.out_w,
-                                           g.stride_h,
-                                           (g.kernel_h - 1) * g.dilation_h + 1,
-                                           (g.kernel_w - 1) * g.dilation_w + g.out_w};
+      const auto window = porta_ops::StagedWindow::of_layer(
+          g.kernel_h, g.kernel_w, g.out_h, g.out_w, g.stride_h, g.dilation_h, g.dilation_w);
       g.transposed =
           plan_staged_launch(op, n.value(), m.value(), k.value(), window, scratch, &plan);
     }

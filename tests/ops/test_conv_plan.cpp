@@ -169,12 +169,8 @@ TEST_CASE("conv plan: backward weights from staged rows", "[conv][plan]") {
   };
   constexpr int64_t kShared = 256 * 1024;
   for (const Layer& l : layers) {
-    const porta_ops::StagedWindow w{l.r * l.s,
-                                    l.p * l.q,
-                                    l.q,
-                                    l.stride_h,
-                                    (l.r - 1) * l.dilation_h + 1,
-                                    (l.s - 1) * l.dilation_w + l.q};
+    const auto w = porta_ops::StagedWindow::of_layer(l.r, l.s, l.p, l.q, l.stride_h, l.dilation_h,
+                                                     l.dilation_w);
     const int64_t m = l.c * l.r * l.s, n = l.k, k = l.n * l.p * l.q;
     for (int64_t threads : {1, 2, 8, 64}) {
       INFO("m " << m << ", n " << n << ", k " << k << ", Q " << l.q << ", threads " << threads);

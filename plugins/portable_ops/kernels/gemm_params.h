@@ -303,6 +303,13 @@ struct StagedWindow {
   int64_t reach_h;    // (R - 1) * dilation_h + 1: staged rows one output row reads
   int64_t width;      // (S - 1) * dilation_w + Q: a staged row (stride 1 across)
 
+  // The window of a layer of R x S filters and P x Q outputs, stride 1 across.
+  static PORTA_OPS_HOST_DEVICE StagedWindow of_layer(int64_t r, int64_t s, int64_t p, int64_t q,
+                                                     int64_t stride_h, int64_t dilation_h,
+                                                     int64_t dilation_w) {
+    return {r * s, p * q, q, stride_h, (r - 1) * dilation_h + 1, (s - 1) * dilation_w + q};
+  }
+
   // The floats staged for a depth block of kb (within one image, from any position) of a tile
   // of `rows` rows of A starting anywhere: its channels' rows that the block's output rows reach.
   PORTA_OPS_HOST_DEVICE int64_t floats(int64_t rows, int64_t kb) const {
