@@ -50,6 +50,43 @@ struct MicroTile {
   vfloat v[kMR][kNV];
 };
 
+// A micro-tile's sums over the first Rows rows, held in registers through a micro-kernel's depth
+// loop. Each depth adds the outer product of A's column there (a(i) for row i) and B's row (NR
+// floats, as kNV vectors or from memory); the kernels differ only in where they read the two.
+template <int Rows>
+struct Accumulators {
+  vfloat c[Rows][kNV];
+
+  __attribute__((always_inline)) Accumulators() {
+#pragma GCC unroll 16
+    for (int i = 0; i < Rows; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  }
+  template <class ColumnOfA>
+  __attribute__((always_inline)) void add(ColumnOfA a, const vfloat (&b)[kNV]) {
+#pragma GCC unroll 16
+    for (int i = 0; i < Rows; ++i) {
+      const float ai = a(i);
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) c[i][v] += ai * b[v];
+    }
+  }
+  template <class ColumnOfA>
+  __attribute__((always_inline)) void add(ColumnOfA a, const float* __restrict b) {
+    vfloat bv[kNV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) bv[v] = load(b + v * kVL);
+    add(a, bv);
+  }
+  __attribute__((always_inline)) void store(MicroTile& out) const {
+#pragma GCC unroll 16
+    for (int i = 0; i < Rows; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+  }
+};
+
 // A strip of a panel as the micro-kernel walks it: depth d's elements at p + d * step. Packed,
 // step is the strip's width (MR for A, NR for B); read in place, the operand's distance between
 // depths: an fp32 B stored along its rows (GEMM's B as stored, NN and TN) already has each
@@ -98,32 +135,17 @@ template <bool Fetch, bool Packed>
 __attribute__((always_inline)) inline void micro_kernel_strided(int64_t kb, Strip<float> a,
                                                                 Strip<float> b, const float* b_next,
                                                                 MicroTile& out) {
-  vfloat c[kMR][kNV];
-#pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  Accumulators<kMR> c;
   const float* __restrict pa = a.p;
   const float* __restrict pb = b.p;
   const int64_t a_step = Packed ? kMR : a.step, b_step = Packed ? kNR : b.step;
   for (int64_t d = 0; d < kb; ++d) {
     if constexpr (Fetch) prefetch_strip_row(b_next + d * b.step);
-    vfloat bv[kNV];
-#pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) bv[v] = load(pb + v * kVL);
-#pragma GCC unroll 16
-    for (int i = 0; i < kMR; ++i) {
-      const float ai = pa[i];
-#pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
-    }
+    c.add([&](int i) { return pa[i]; }, pb);
     pa += a_step;
     pb += b_step;
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+  c.store(out);
 }
 
 __attribute__((always_inline)) inline void micro_kernel(int64_t kb, Strip<float> a, Strip<float> b,
@@ -157,11 +179,7 @@ __attribute__((always_inline)) inline void micro_kernel_rows_strided(int64_t kb,
     row[i] = a + i * lda;
     next_row[i] = next + i * lda;
   }
-  vfloat c[Rows][kNV];
-#pragma GCC unroll 16
-  for (int i = 0; i < Rows; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  Accumulators<Rows> c;
   constexpr int64_t kLine = 64 / sizeof(float);
   const float* __restrict pb = b.p;
   const int64_t b_step = Packed ? kNR : b.step;
@@ -171,22 +189,11 @@ __attribute__((always_inline)) inline void micro_kernel_rows_strided(int64_t kb,
     const int64_t d_end = min64(d0 + kLine, kb);
     for (int64_t d = d0; d < d_end; ++d) {
       if constexpr (Fetch) prefetch_strip_row(b_next + d * b.step);
-      vfloat bv[kNV];
-#pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) bv[v] = load(pb + v * kVL);
-#pragma GCC unroll 16
-      for (int i = 0; i < Rows; ++i) {
-        const float ai = row[i][d];
-#pragma GCC unroll 4
-        for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
-      }
+      c.add([&](int i) { return row[i][d]; }, pb);
       pb += b_step;
     }
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < Rows; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+  c.store(out);
 }
 
 template <int Rows = kMR>
@@ -1185,32 +1192,17 @@ __attribute__((always_inline)) inline void micro_kernel_segments(const float* co
   const float* row[Rows];
 #pragma GCC unroll 16
   for (int i = 0; i < Rows; ++i) row[i] = rows[i];
-  vfloat c[Rows][kNV];
-#pragma GCC unroll 16
-  for (int i = 0; i < Rows; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  Accumulators<Rows> c;
   for (int64_t d = 0, n = first_len; d < kb; d += n, n = len) {
     n = min64(n, kb - d);
     for (int64_t e = 0; e < n; ++e) {
-      vfloat bv[kNV];
-#pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) bv[v] = load(b + v * kVL);
-#pragma GCC unroll 16
-      for (int i = 0; i < Rows; ++i) {
-        const float ai = row[i][e];
-#pragma GCC unroll 4
-        for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
-      }
+      c.add([&](int i) { return row[i][e]; }, b);
       b += kNR;
     }
 #pragma GCC unroll 16
     for (int i = 0; i < Rows; ++i) row[i] += n + skip;
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < Rows; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+  c.store(out);
 }
 
 // The micro-kernel over a staged block: A's panels of MR rows (row i of the tile at rows[i]),
@@ -1383,11 +1375,7 @@ __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float
   }
   const float* const first = x + s.first;
   const float* const second = first + s.jump;
-  vfloat c[kMR][kNV];
-#pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
+  Accumulators<kMR> c;
   for (int t = 0; t < ntaps; ++t) {
     const __mmask16 lo = static_cast<__mmask16>(s.lanes[t][0]);
     const __mmask16 hi = static_cast<__mmask16>(s.lanes[t][0] >> 16);
@@ -1407,18 +1395,10 @@ __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float
       vfloat bv[kNV];
       __builtin_memcpy(&bv[0], &b0, sizeof b0);
       __builtin_memcpy(&bv[1], &b1, sizeof b1);
-#pragma GCC unroll 16
-      for (int i = 0; i < kMR; ++i) {
-        const float ai = row[i][d * DepthStep];
-#pragma GCC unroll 4
-        for (int v = 0; v < kNV; ++v) c[i][v] += ai * bv[v];
-      }
+      c.add([&](int i) { return row[i][d * DepthStep]; }, bv);
     }
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) out.v[i][v] = c[i][v];
+  c.store(out);
 }
 
 // multiply_rows (InPlace) or multiply_packed with B's strips read from x: A's block_rows x kb
