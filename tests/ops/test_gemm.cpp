@@ -175,6 +175,14 @@ constexpr porta_transpose_t N = PORTA_NO_TRANSPOSE, T = PORTA_TRANSPOSE;
 const std::pair<porta_transpose_t, porta_transpose_t> kAllTransposes[] = {
     {N, N}, {N, T}, {T, N}, {T, T}};
 
+// A case of shape {m, n, k} and the given transposes, the rest as GemmCase's defaults.
+GemmCase shaped(const int64_t (&shape)[3], porta_transpose_t trans_a, porta_transpose_t trans_b) {
+  GemmCase c;
+  c.trans_a = trans_a, c.trans_b = trans_b;
+  c.m = shape[0], c.n = shape[1], c.k = shape[2];
+  return c;
+}
+
 }  // namespace
 
 TEST_CASE("gemm: all four transpose combinations at sizes no tile divides", "[gemm]") {
@@ -187,9 +195,7 @@ TEST_CASE("gemm: all four transpose combinations at sizes no tile divides", "[ge
   uint64_t index = 0;
   for (const auto& shape : shapes) {
     for (const auto& [ta, tb] : kAllTransposes) {
-      GemmCase c;
-      c.trans_a = ta, c.trans_b = tb;
-      c.m = shape[0], c.n = shape[1], c.k = shape[2];
+      GemmCase c = shaped(shape, ta, tb);
       std::tie(c.alpha, c.beta) = scalars[index % std::size(scalars)];
       run_f32(env, c, seed_for(index++));
     }
@@ -204,9 +210,7 @@ TEST_CASE("gemm: leading dimensions beyond the minimum, gaps neither read nor wr
   for (const auto& shape : shapes) {
     for (const auto& pad : pads) {
       for (const auto& [ta, tb] : kAllTransposes) {
-        GemmCase c;
-        c.trans_a = ta, c.trans_b = tb;
-        c.m = shape[0], c.n = shape[1], c.k = shape[2];
+        GemmCase c = shaped(shape, ta, tb);
         c.pad_a = pad[0], c.pad_b = pad[1], c.pad_c = pad[2];
         c.alpha = 1.25f;
         c.beta = index % 2 ? 0.0f : -0.5f;
@@ -242,9 +246,7 @@ TEST_CASE("gemm: operands at any 4-byte offset", "[gemm]") {
   uint64_t index = 0;
   for (const auto& shape : shapes) {
     for (const auto& [ta, tb] : kAllTransposes) {
-      GemmCase c;
-      c.trans_a = ta, c.trans_b = tb;
-      c.m = shape[0], c.n = shape[1], c.k = shape[2];
+      GemmCase c = shaped(shape, ta, tb);
       c.misaligned = true, c.beta = index % 2 ? 0.0f : 1.0f;
       run_f32(env, c, seed_for(index++));
       c.batch = 2, c.gap_a = 1, c.gap_c = 3;  // odd strides misalign the second batch again
@@ -282,9 +284,7 @@ void run_a_in_place(porta_dtype_t dtype) {
   uint64_t index = 0;
   for (const auto& shape : shapes) {
     for (const porta_transpose_t tb : {N, T}) {
-      GemmCase c;
-      c.trans_b = tb;
-      c.m = shape[0], c.n = shape[1], c.k = shape[2];
+      GemmCase c = shaped(shape, N, tb);
       c.pad_a = index % 2 ? 0 : 13;
       c.beta = 0.5f;
       if (run_gemm(env, c, seed_for(index++), dtype) != PORTA_SUCCESS) return;  // UNSUPPORTED
@@ -314,9 +314,7 @@ TEST_CASE("gemm: B's strips read in place at the operand's stride", "[gemm]") {
   uint64_t index = 0;
   for (const auto& shape : shapes) {
     for (const auto& [ta, tb] : kAllTransposes) {
-      GemmCase c;
-      c.trans_a = ta, c.trans_b = tb;
-      c.m = shape[0], c.n = shape[1], c.k = shape[2];
+      GemmCase c = shaped(shape, ta, tb);
       c.pad_a = index % 2 ? 0 : 13;
       c.pad_b = index % 3 ? 5 : 0;
       c.beta = 0.5f;
