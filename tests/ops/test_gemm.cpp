@@ -439,6 +439,20 @@ TEST_CASE("gemm: the NULL stream is the default device's default stream", "[gemm
   PT_CHECK_CLOSE(compare("C", dc.download(), ref, scale, double(k + 2) * kUlp));
 }
 
+namespace {
+
+// A plan that reads an operand in place keeps the packed plan's tiles (p), with depth blocks no
+// shallower, within a split, and splits covering the depth k.
+void check_keeps_tiles(const porta_ops::GemmTiles& p, const porta_ops::GemmTiles& t, int64_t k) {
+  CHECK(t.tile_m == p.tile_m);
+  CHECK(t.tile_n == p.tile_n);
+  CHECK(t.tile_k >= p.tile_k);
+  CHECK(t.tile_k <= t.split_depth);
+  CHECK(int64_t{t.splits} * t.split_depth >= k);
+}
+
+}  // namespace
+
 TEST_CASE("gemm plan: an A read in place goes deeper within the same shared memory",
           "[gemm][plan]") {
   // The tiles stay those of the packed plan; the blocks may only deepen, and the group's shared
@@ -456,11 +470,7 @@ TEST_CASE("gemm plan: an A read in place goes deeper within the same shared memo
                                    &in_place, true));
       const porta_ops::GemmTiles &p = packed.tiles, &t = in_place.tiles;
       INFO(s[0] << "x" << s[1] << "x" << s[2] << " on " << threads << " threads");
-      CHECK(t.tile_m == p.tile_m);
-      CHECK(t.tile_n == p.tile_n);
-      CHECK(t.tile_k >= p.tile_k);
-      CHECK(t.tile_k <= t.split_depth);
-      CHECK(int64_t{t.splits} * t.split_depth >= s[2]);
+      check_keeps_tiles(p, t, s[2]);
       CHECK(in_place.shared_bytes <= target.shared_bytes);
       CHECK(int64_t{in_place.shared_bytes} >=
             (int64_t{t.tile_n} + porta_ops::kCpuRowMultiple) * t.tile_k * 4);
@@ -485,11 +495,7 @@ TEST_CASE("gemm plan: B's strips read in place take no room and keep the tiles",
       const porta_ops::GemmTiles &p = packed.tiles, &t = panels.tiles;
       INFO(s[0] << "x" << s[1] << "x" << s[2] << " on " << threads << " threads");
       CHECK(p.panels_in_place == 0);
-      CHECK(t.tile_m == p.tile_m);
-      CHECK(t.tile_n == p.tile_n);
-      CHECK(t.tile_k >= p.tile_k);
-      CHECK(t.tile_k <= t.split_depth);
-      CHECK(int64_t{t.splits} * t.split_depth >= s[2]);
+      check_keeps_tiles(p, t, s[2]);
       CHECK(panels.shared_bytes <= target.shared_bytes);
       const int64_t a_rows = t.block_m;
       const int64_t b_cols =
