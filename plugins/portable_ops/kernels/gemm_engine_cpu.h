@@ -10,8 +10,8 @@
 // (6 x 8), each with the FMA the level has. An fp32 A stored along the depth (GEMM's A as
 // stored, conv's weights) is not packed: the micro-kernel broadcasts from its MR rows in place,
 // which saves a transposing copy of every element (a third of the time of 2560x64x2560). On
-// AVX-512, a conv window whose strips are runs of x is not packed either: the micro-kernel loads
-// them from x under lane masks (window_gemm, at the end).
+// AVX-512 and AVX2, a conv window whose strips are runs of x is not packed either: the
+// micro-kernel loads them from x under lane masks (window_gemm, at the end).
 #pragma once
 
 #include <type_traits>
@@ -521,7 +521,7 @@ Panels<float, Width> block_panels(const Operand& x, bool in_place, float* dst, i
 namespace porta_ops {
 namespace cpu {
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 // A conv whose window's strips are runs of x, multiplied without packing the window (defined
 // below); false where the window is packed instead.
 template <class A>
@@ -539,7 +539,7 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
     }
   }
 #endif
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
   if constexpr (std::is_same_v<B, WindowOperand<float>>) {
     if (window_gemm(a, b, c, s, t, i0, j0, d_begin, d_end)) return;
   }
@@ -1283,13 +1283,64 @@ void cpu::packed_gemm(const WindowOperand<float>& a, const B& b, const OutputVie
 // masked loads from x, a channel on from the last, instead of two loads from a packed panel; the
 // panel's stores are gone, and the taps of a channel read the same few lines. (The sums come in
 // that order: tap by tap, not depth by depth.) A strip that crosses from one image into the next
-// is two runs, merged by a second pair of masked loads. AVX-512 only (the masked loads); the
-// narrower builds, 1x1 filters (no lines shared between depths: packing B pays, as in any GEMM)
-// and tiles of many rows (each packed element feeds them all) pack the window (measured in
-// docs/decisions.md).
+// is two runs, merged by a second pair of masked loads. AVX-512 and AVX2 (vmaskmovps, its masks
+// vectors rather than mask registers); the baseline build, 1x1 filters (no lines shared between
+// depths: packing B pays, as in any GEMM) and tiles of many rows (each packed element feeds them
+// all) pack the window (measured in docs/decisions.md).
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 namespace cpu {
+
+// A tap's lane masks (bit l for lane l of a strip) as the build's masked loads take them: the
+// lanes of each run, per vector of the strip. Lanes outside a mask are neither read nor faulted
+// on, and load as 0.
+struct TapMasks {
+#if defined(__AVX512F__)
+  __mmask16 run[2][kNV];
+  __attribute__((always_inline)) explicit TapMasks(const uint32_t (&lanes)[2]) {
+    for (int r = 0; r < 2; ++r)
+      for (int v = 0; v < kNV; ++v) run[r][v] = static_cast<__mmask16>(lanes[r] >> (16 * v));
+  }
+#else
+  __m256i run[2][kNV];
+  __attribute__((always_inline)) explicit TapMasks(const uint32_t (&lanes)[2]) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for (int r = 0; r < 2; ++r) {
+      for (int v = 0; v < kNV; ++v) {
+        const __m256i bits = _mm256_set1_epi32(int(lanes[r] >> (8 * v)));
+        run[r][v] = _mm256_cmpeq_epi32(_mm256_and_si256(bits, bit), bit);
+      }
+    }
+  }
+#endif
+};
+
+// A strip's NR floats at a depth: the first run's lanes from first, with TwoRuns the second's
+// from second merged in (the runs' lanes are disjoint).
+template <bool TwoRuns>
+__attribute__((always_inline)) inline void load_runs(const float* first, const float* second,
+                                                     const TapMasks& m, vfloat (&out)[kNV]) {
+#if defined(__AVX512F__)
+  __m512 x[kNV];
+#pragma GCC unroll 4
+  for (int v = 0; v < kNV; ++v) x[v] = _mm512_maskz_loadu_ps(m.run[0][v], first + v * kVL);
+  if constexpr (TwoRuns) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) x[v] = _mm512_mask_loadu_ps(x[v], m.run[1][v], second + v * kVL);
+  }
+#else
+  __m256 x[kNV];
+#pragma GCC unroll 4
+  for (int v = 0; v < kNV; ++v) x[v] = _mm256_maskload_ps(first + v * kVL, m.run[0][v]);
+  if constexpr (TwoRuns) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) {
+      x[v] = _mm256_or_ps(x[v], _mm256_maskload_ps(second + v * kVL, m.run[1][v]));
+    }
+  }
+#endif
+  __builtin_memcpy(out, x, sizeof x);
+}
 
 // A strip of NR columns of a window read in place: lane l at x + first + l for the lanes of the
 // first run, at x + first + jump + l for those of the second, plus the depth's offset; per tap,
@@ -1363,7 +1414,6 @@ __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float
                                                          const float* x_next, const WindowStrip& s,
                                                          const WindowTap* taps, int ntaps,
                                                          int64_t channel, MicroTile& out) {
-  static_assert(kNV == 2 && kVL == 16, "an AVX-512 micro-tile");
   const float* row[kMR];
 #pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i) row[i] = a + i * lda;
@@ -1377,24 +1427,14 @@ __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float
   const float* const second = first + s.jump;
   Accumulators<kMR> c;
   for (int t = 0; t < ntaps; ++t) {
-    const __mmask16 lo = static_cast<__mmask16>(s.lanes[t][0]);
-    const __mmask16 hi = static_cast<__mmask16>(s.lanes[t][0] >> 16);
-    const __mmask16 lo2 = static_cast<__mmask16>(s.lanes[t][1]);
-    const __mmask16 hi2 = static_cast<__mmask16>(s.lanes[t][1] >> 16);
+    const TapMasks masks(s.lanes[t]);
     int64_t o = taps[t].off;
     int64_t d = taps[t].first;
     for (int32_t n = 0; n < taps[t].count; ++n, o += channel, d += ntaps) {
       __builtin_prefetch(x_next + o);
       __builtin_prefetch(x_next + o + kNR - 1);
-      __m512 b0 = _mm512_maskz_loadu_ps(lo, first + o);
-      __m512 b1 = _mm512_maskz_loadu_ps(hi, first + o + 16);
-      if constexpr (TwoRuns) {
-        b0 = _mm512_mask_loadu_ps(b0, lo2, second + o);
-        b1 = _mm512_mask_loadu_ps(b1, hi2, second + o + 16);
-      }
       vfloat bv[kNV];
-      __builtin_memcpy(&bv[0], &b0, sizeof b0);
-      __builtin_memcpy(&bv[1], &b1, sizeof b1);
+      load_runs<TwoRuns>(first + o, second + o, masks, bv);
       c.add([&](int i) { return row[i][d * DepthStep]; }, bv);
     }
   }
@@ -1441,7 +1481,8 @@ bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
   // Tiles of more rows pack: each packed element then feeds more micro-tiles than reading x
   // in place saves (measured: 64 and 128 rows gain, 256 even, 512 lose; docs/decisions.md).
-  constexpr int64_t kMaxStrips = 8, kMaxRows = 128;
+  // Up to the plan's widest tile (256 columns).
+  constexpr int64_t kMaxStrips = 256 / kNR, kMaxRows = 128;
   if (!strips_are_runs(b) || t.tile_n > kMaxStrips * kNR || t.tile_m > kMaxRows) return false;
   const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
   WindowStrip strips[kMaxStrips];
