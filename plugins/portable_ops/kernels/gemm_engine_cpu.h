@@ -1279,7 +1279,7 @@ void cpu::packed_gemm(const WindowOperand<float>& a, const B& b, const OutputVie
 // on x and backward data on dy), the micro-kernel reads its B vectors straight from x: strip j
 // at depth (c, r, s) is the run at the strip's first column plus the depth's offset, under lane
 // masks that depend on the tap (r, s) only. The kernel takes a depth block's taps outside and
-// its channels inside, so that each tap's masks sit in mask registers and each step is two
+// its channels inside, so that each tap's masks are set up once and each step is two
 // masked loads from x, a channel on from the last, instead of two loads from a packed panel; the
 // panel's stores are gone, and the taps of a channel read the same few lines. (The sums come in
 // that order: tap by tap, not depth by depth.) A strip that crosses from one image into the next
@@ -1405,7 +1405,7 @@ bool window_strips(const WindowOperand<T>& b, int64_t j0, int64_t cols, WindowSt
 
 // micro_kernel_rows (A's MR rows lda apart) with B's two vectors per depth loaded from x + first
 // under the strip's masks (TwoRuns merges the second run's lanes), taps outside and channels
-// inside, so that each tap's masks stay in mask registers. The next panel's rows (next) and the
+// inside, so that each tap's masks are set up once. The next panel's rows (next) and the
 // lines of the strip this thread reads next (x_next) are fetched meanwhile: its reads jump from
 // channel to channel, which the hardware prefetcher does not follow.
 template <bool TwoRuns, int DepthStep>
