@@ -102,7 +102,7 @@ PORTA_KERNEL(bias_backward_runs, int64_t batch, int64_t channels, int64_t spatia
           for (uint32_t lane = 0; lane < kLanes; ++lane) {
             v[lane] = lane < count ? plane[s + lane] : -0.0f;
           }
-          sum += porta_ops::as_lanes(v);
+          sum = porta_ops::add(sum, porta_ops::as_lanes(v));
         });
         __builtin_memcpy(lane_sum[c], &sum, sizeof sum);
       }

@@ -18,6 +18,8 @@ using porta_ops::kLanes;
 using porta_ops::kLowest;
 using porta_ops::kMaxItems;
 using porta_ops::Lanes;
+using porta_ops::VectorParts;
+using porta_ops::kParts;
 
 namespace {
 
@@ -76,7 +78,7 @@ PORTA_DEVICE_FUNCTION bool cached_rows(uint32_t items, int64_t cols) {
 #if PORTA_TARGET_CPU
 // Folds the lanes of v with op in porta_ops::fold_lanes' halving tree (low half op high half, so
 // the same sums), kept in registers: the array form stores and reloads at every level, which
-// was a tenth of a short row's time.
+// was a tenth of a short row's time. The levels above one vector fold whole parts of v.
 template <class V, class Op>
 PORTA_DEVICE_FUNCTION float fold(V v, Op op) {
   if constexpr (sizeof(V) == sizeof(float)) {
@@ -90,6 +92,13 @@ PORTA_DEVICE_FUNCTION float fold(V v, Op op) {
     __builtin_memcpy(&high, reinterpret_cast<const char*>(&v) + sizeof low, sizeof high);
     return fold(op(low, high), op);
   }
+}
+template <class Op>
+PORTA_DEVICE_FUNCTION float fold(VectorParts v, Op op) {
+  for (uint32_t width = kParts / 2; width > 0; width /= 2) {
+    for (uint32_t p = 0; p < width; ++p) v.part[p] = op(v.part[p], v.part[p + width]);
+  }
+  return fold(v.part[0], op);
 }
 
 PORTA_DEVICE_FUNCTION float sum_of(Lanes v) {
@@ -105,13 +114,8 @@ PORTA_DEVICE_FUNCTION float sum_of(Lanes v) { return v; }
 PORTA_DEVICE_FUNCTION float max_of(Lanes v) { return v; }
 #endif
 
-PORTA_DEVICE_FUNCTION Lanes load_lanes(const float* p) {
-  Lanes out;
-  __builtin_memcpy(&out, p, sizeof out);
-  return out;
-}
-
-PORTA_DEVICE_FUNCTION Lanes larger(Lanes a, Lanes b) { return a > b ? a : b; }
+using porta_ops::larger;
+using porta_ops::load_lanes;
 
 // A row's passes after the first run from the cache, so they prefetch memory ahead(cols)
 // elements further on (porta_ops::prefetch): it streams in while the exponentials are computed,
@@ -128,7 +132,7 @@ PORTA_DEVICE_FUNCTION int64_t ahead(int64_t cols) { return cols > 2048 ? cols : 
 // block does not wait for the previous block's.
 PORTA_DEVICE_FUNCTION float row_max(const float* x, int64_t cols) {
   constexpr uint32_t kWays = 4;
-  const Lanes lowest = Lanes{} + kLowest;
+  const Lanes lowest = porta_ops::splat_lanes(kLowest);
   Lanes way_m[kWays];
   for (uint32_t k = 0; k < kWays; ++k) way_m[k] = lowest;
   int64_t c = 0;
@@ -154,7 +158,7 @@ PORTA_DEVICE_FUNCTION float row_sum_exp(const float* x, int64_t cols, float m, f
     float e[kLanes] = {};
     for (uint32_t lane = 0; lane < count; ++lane) e[lane] = x[first + lane];
     for (uint32_t lane = 0; lane < count; ++lane) e[lane] = porta_ops::exp_nonpositive(e[lane] - m);
-    sum += as_lanes(e);
+    sum = porta_ops::add(sum, as_lanes(e));
     if (terms) {
       for (uint32_t lane = 0; lane < count; ++lane) terms[first + lane] = e[lane];
     }
@@ -227,13 +231,13 @@ PORTA_DEVICE_FUNCTION float row_dot(const float* a, const float* b, int64_t cols
     porta_ops::walk_blocks(cols, item, items, [&](int64_t first, auto count) {
       float terms[kLanes] = {};
       for (uint32_t lane = 0; lane < count; ++lane) terms[lane] = a[first + lane] * b[first + lane];
-      sum += as_lanes(terms);
+      sum = porta_ops::add(sum, as_lanes(terms));
     });
   } else {
     porta_ops::walk_blocks(cols, item, items, [&](int64_t first, auto count) {
       float terms[kLanes] = {};
       for (uint32_t lane = 0; lane < count; ++lane) terms[lane] = a[first + lane];
-      sum += as_lanes(terms);
+      sum = porta_ops::add(sum, as_lanes(terms));
     });
   }
   return sum_of(sum);
