@@ -184,14 +184,29 @@ PORTA_DEVICE_FUNCTION auto pairs_of(const T* at) {
 }
 
 // Stores the first count lanes of v at to (a plain store of the whole vector where count is
-// kStep): a row of fewer windows than a step must not write past its end.
+// kStep): a row of fewer windows than a step must not write past its end. Fewer lanes go as
+// stores of 4, 2 and 1 of them, not lane by lane through memory.
 template <class T, class V>
 PORTA_DEVICE_FUNCTION void store_first(T* to, const V& v, int64_t count) {
   if (count >= kStep) {
     __builtin_memcpy(to, &v, sizeof v);
     return;
   }
-  for (int64_t k = 0; k < count; ++k) to[k] = v[k];
+  typedef T Four __attribute__((vector_size(4 * sizeof(T))));
+  typedef T Two __attribute__((vector_size(2 * sizeof(T))));
+  Four four = __builtin_shufflevector(v, v, 0, 1, 2, 3);
+  if (count & 4) {
+    __builtin_memcpy(to, &four, sizeof four);
+    four = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    to += 4;
+  }
+  Two two = __builtin_shufflevector(four, four, 0, 1);
+  if (count & 2) {
+    __builtin_memcpy(to, &two, sizeof two);
+    two = __builtin_shufflevector(four, four, 2, 3);
+    to += 2;
+  }
+  if (count & 1) *to = two[0];
 }
 
 // The windows [a, b) of a row that lie inside it: 2 q - pad >= 0 and 2 q - pad + window <= in.
@@ -218,28 +233,54 @@ PORTA_DEVICE_FUNCTION bool steps_fit(const float* plane, const float* end, int64
          (h1 - 1) * aw.in + 2 * s.a - aw.pad + aw.window + 2 * kStep - 2 <= end - plane;
 }
 
+// The maxima across of the last input row of each of the first kSharedSteps steps of a row,
+// and of which column they are, kept for the group's next output row: with a window of 3 and a
+// stride of 2 down, output row p's last input row is p + 1's first. Known by the step's first
+// column in that row (its address). Starts empty.
+constexpr int64_t kSharedSteps = 16;
+struct SharedAcross {
+  const float* first[kSharedSteps] = {};
+  Floats value[kSharedSteps];
+  Ints column[kSharedSteps];
+};
+
 // The maxima of the kStep windows from q0 over input rows [h0, h1), their indices h * in_w + w
-// in the plane in `at` (left to the compiler to drop where unused).
+// in the plane in `at` if kIndexed. The `index`th step of its row: its input rows' maxima across
+// are shared through `shared` unless it is null.
 struct StepMaxima {
   Floats value;
   Ints at;
 };
+template <bool kIndexed>
 PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int64_t h1,
-                                                    const Axis& aw, int64_t q0) {
+                                             const Axis& aw, int64_t q0, SharedAcross* shared,
+                                             int64_t index) {
   const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
+  if (index >= kSharedSteps) shared = nullptr;
   StepMaxima best{};
   for (int64_t h = h0; h < h1; ++h) {
     const float* first = plane + h * aw.in + 2 * q0 - aw.pad;  // window l's column j: [2 l + j]
     Floats across{};
     Ints column{};
-    for (int32_t j = 0; j < int32_t(aw.window); ++j) {
-      // The even columns from j: the second vector starts one early, so that no read passes the
-      // last window's last column.
-      const Floats v = __builtin_shufflevector(load_floats(first + j), load_floats(first + j + 7),
-                                               0, 2, 4, 6, 9, 11, 13, 15);
-      const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
-      across = take ? v : across;
-      column = take ? Ints{} + j : column;
+    if (shared && shared->first[index] == first) {
+      across = shared->value[index];
+      if constexpr (kIndexed) column = shared->column[index];
+    } else {
+      for (int32_t j = 0; j < int32_t(aw.window); ++j) {
+        // The even columns from j: the second vector starts one early, so that no read passes
+        // the last window's last column.
+        const Floats v = __builtin_shufflevector(load_floats(first + j),
+                                                 load_floats(first + j + 7), 0, 2, 4, 6, 9, 11, 13,
+                                                 15);
+        const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
+        across = take ? v : across;
+        column = take ? Ints{} + j : column;
+      }
+    }
+    if (shared && h + 1 == h1) {
+      shared->first[index] = first;
+      shared->value[index] = across;
+      if constexpr (kIndexed) shared->column[index] = column;
     }
     const Ints take =
         h == h0 ? ~Ints{} : (across > best.value) | ((across != across) & (best.value == best.value));
@@ -252,28 +293,29 @@ PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int
 // Calls out(q0, count, maxima) for the steps over the windows inside a row (steps_fit), whose
 // windows take input rows [h0, h1): count is kStep, or for a row of fewer windows the b - a
 // lanes that exist of its one step from a.
-template <class Out>
+template <bool kIndexed, class Out>
 PORTA_DEVICE_FUNCTION void for_steps(const float* plane, int64_t h0, int64_t h1, const Axis& aw,
-                                     const Inside& s, Out&& out) {
-  for (int64_t step = s.a; step < s.b; step += kStep) {
+                                     const Inside& s, SharedAcross* shared, Out&& out) {
+  for (int64_t step = s.a, index = 0; step < s.b; step += kStep, ++index) {
     const int64_t q0 = porta_ops::min64(step, s.b - kStep);
     if constexpr (kShortRows) {
       if (q0 < s.a) {
-        out(s.a, s.b - s.a, step_maxima(plane, h0, h1, aw, s.a));
+        out(s.a, s.b - s.a, step_maxima<kIndexed>(plane, h0, h1, aw, s.a, shared, index));
         continue;
       }
     }
-    out(q0, kStep, step_maxima(plane, h0, h1, aw, q0));
+    out(q0, kStep, step_maxima<kIndexed>(plane, h0, h1, aw, q0, shared, index));
   }
 }
 
 // Row p's window maxima for windows of stride 2 across, in steps: the values to values[q] unless
-// it is null; if kIndexed, the indices h * in_w + w in the plane to at[q]. Returns false, doing
+// it is null; if kIndexed, the indices h * in_w + w in the plane to at[q]. Input rows are shared
+// with the group's other output rows through `shared` unless it is null. Returns false, doing
 // nothing, for rows whose windows do not fit steps (row_maxima takes them).
 template <bool kIndexed>
 PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* end, const Axis& ah,
-                                              const Axis& aw, int64_t p, float* values,
-                                              int32_t* at) {
+                                              const Axis& aw, int64_t p, SharedAcross* shared,
+                                              float* values, int32_t* at) {
   const Inside s = inside_stride2(aw);
   if (!kShortRows && s.b - s.a < kStep) return false;
   int64_t h0, h1;
@@ -285,7 +327,7 @@ PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* e
     if constexpr (kIndexed) at[q] = m.at;
   };
   for (int64_t q = 0; q < s.a; ++q) cut(q);
-  for_steps(plane, h0, h1, aw, s, [&](int64_t q0, int64_t count, const StepMaxima& m) {
+  for_steps<kIndexed>(plane, h0, h1, aw, s, shared, [&](int64_t q0, int64_t count, const StepMaxima& m) {
     if (values) store_first(values + q0, m.value, count);
     if constexpr (kIndexed) store_first(at + q0, m.at, count);
   });
@@ -317,7 +359,7 @@ PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, 
     for (int64_t w = c1; w < aw.in; ++w) dxp[h * aw.in + w] = 0.0f;
   }
   const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
-  for_steps(plane, h0, h1, aw, s, [&](int64_t q0, int64_t count, const StepMaxima& m) {
+  for_steps<true>(plane, h0, h1, aw, s, nullptr, [&](int64_t q0, int64_t count, const StepMaxima& m) {
     const Floats dy = load_floats(dyr + q0);
     const Ints at_low = __builtin_shufflevector(m.at, m.at, 0, 0, 1, 1, 2, 2, 3, 3);
     const Ints at_high = __builtin_shufflevector(m.at, m.at, 4, 4, 5, 5, 6, 6, 7, 7);
@@ -794,6 +836,11 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
 #if PORTA_POOL_AVX512
   avx512::SharedRow shared;  // the group's rows one after the other, on the CPU
+  SharedAcross* const across = nullptr;
+#elif PORTA_TARGET_CPU
+  // The group's rows one after the other, where their windows overlap down.
+  SharedAcross shared_across;
+  SharedAcross* const across = ah.window > ah.stride ? &shared_across : nullptr;
 #endif
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;  // (plane, p)
@@ -821,7 +868,8 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
 #if PORTA_TARGET_CPU
     if (items == 1 && aw.stride == 2 && ah.in * aw.in < INT32_MAX &&
         row_maxima_stride2<Store::kIndexed>(xp, x + planes * ah.in * aw.in, ah, aw,
-                                            row - plane * ah.out, store.values(row * aw.out),
+                                            row - plane * ah.out, across,
+                                            store.values(row * aw.out),
                                             store.indices(row * aw.out))) {
       return;
     }
