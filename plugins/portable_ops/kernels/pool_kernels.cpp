@@ -18,6 +18,16 @@
 #define PORTA_POOL_AVX512 0
 #endif
 
+// AVX2 CPUs without AVX-512 also take steps of 8 windows for rows of fewer windows, the disjoint
+// backward and the overlapping backward's gather (below). Without AVX2 (the baseline build) GCC
+// splits those 8-lane vectors into SSE halves and emulates their blends, slower than the scalar
+// code those paths replace (4-8x the samples): there only rows of 8 windows or more take steps.
+#if PORTA_TARGET_CPU && defined(__AVX2__) && !PORTA_POOL_AVX512
+#define PORTA_POOL_AVX2 1
+#else
+#define PORTA_POOL_AVX2 0
+#endif
+
 using porta_ops::kLanes;
 
 namespace {
@@ -218,69 +228,46 @@ PORTA_DEVICE_FUNCTION Inside inside_stride2(const Axis& aw) {
   return {(aw.pad + 1) / 2, porta_ops::min64(last >= 0 ? last / 2 + 1 : 0, aw.out)};
 }
 
-// Rows of fewer windows inside than a step take one step, reading past the row's end, where
-// that stays inside the tensor. Not on the AVX-512 build, whose own code takes the rows of stride
-// 2 but for windows wider than 16: its code here stays as it was measured.
-constexpr bool kShortRows = !PORTA_POOL_AVX512;
+// Rows of fewer windows inside than a step (kShort: a row of 7 outputs) take one step, reading
+// past the row's end, where that stays inside the tensor. They take instances of their own, out
+// of line: inlined beside the loop over the steps of longer rows, their code made that loop
+// 5-10% slower. Only on AVX2 (PORTA_POOL_AVX2): the AVX-512 build's own code takes the rows of
+// stride 2 but for windows wider than 16, and its code here stays as it was measured.
+constexpr bool kShortRows = PORTA_POOL_AVX2;
 
-// Whether the windows inside a row take steps: at least kStep of them, or fewer (a row of 7
-// outputs) whose one step, which reads kStep windows' columns, stays inside the tensor, [plane,
+// Whether the windows inside a row take steps: at least kStep of them (kShort false), or fewer
+// (kShort) whose one step, which reads kStep windows' columns, stays inside the tensor, [plane,
 // end), over the window's input rows up to h1.
+template <bool kShort>
 PORTA_DEVICE_FUNCTION bool steps_fit(const float* plane, const float* end, int64_t h1,
                                      const Axis& aw, const Inside& s) {
-  if (s.b - s.a >= kStep) return true;
-  return kShortRows && s.b > s.a &&
+  if constexpr (!kShort) return s.b - s.a >= kStep;
+  return s.b - s.a < kStep && s.b > s.a &&
          (h1 - 1) * aw.in + 2 * s.a - aw.pad + aw.window + 2 * kStep - 2 <= end - plane;
 }
 
-// The maxima across of the last input row of each of the first kSharedSteps steps of a row,
-// and of which column they are, kept for the group's next output row: with a window of 3 and a
-// stride of 2 down, output row p's last input row is p + 1's first. Known by the step's first
-// column in that row (its address). Starts empty.
-constexpr int64_t kSharedSteps = 16;
-struct SharedAcross {
-  const float* first[kSharedSteps] = {};
-  Floats value[kSharedSteps];
-  Ints column[kSharedSteps];
-};
-
 // The maxima of the kStep windows from q0 over input rows [h0, h1), their indices h * in_w + w
-// in the plane in `at` if kIndexed. The `index`th step of its row: its input rows' maxima across
-// are shared through `shared` unless it is null.
+// in the plane in `at` (left to the compiler to drop where unused).
 struct StepMaxima {
   Floats value;
   Ints at;
 };
-template <bool kIndexed>
 PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int64_t h1,
-                                             const Axis& aw, int64_t q0, SharedAcross* shared,
-                                             int64_t index) {
+                                                    const Axis& aw, int64_t q0) {
   const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
-  if (index >= kSharedSteps) shared = nullptr;
   StepMaxima best{};
   for (int64_t h = h0; h < h1; ++h) {
     const float* first = plane + h * aw.in + 2 * q0 - aw.pad;  // window l's column j: [2 l + j]
     Floats across{};
     Ints column{};
-    if (shared && shared->first[index] == first) {
-      across = shared->value[index];
-      if constexpr (kIndexed) column = shared->column[index];
-    } else {
-      for (int32_t j = 0; j < int32_t(aw.window); ++j) {
-        // The even columns from j: the second vector starts one early, so that no read passes
-        // the last window's last column.
-        const Floats v = __builtin_shufflevector(load_floats(first + j),
-                                                 load_floats(first + j + 7), 0, 2, 4, 6, 9, 11, 13,
-                                                 15);
-        const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
-        across = take ? v : across;
-        column = take ? Ints{} + j : column;
-      }
-    }
-    if (shared && h + 1 == h1) {
-      shared->first[index] = first;
-      shared->value[index] = across;
-      if constexpr (kIndexed) shared->column[index] = column;
+    for (int32_t j = 0; j < int32_t(aw.window); ++j) {
+      // The even columns from j: the second vector starts one early, so that no read passes the
+      // last window's last column.
+      const Floats v = __builtin_shufflevector(load_floats(first + j), load_floats(first + j + 7),
+                                               0, 2, 4, 6, 9, 11, 13, 15);
+      const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
+      across = take ? v : across;
+      column = take ? Ints{} + j : column;
     }
     const Ints take =
         h == h0 ? ~Ints{} : (across > best.value) | ((across != across) & (best.value == best.value));
@@ -290,51 +277,66 @@ PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int
   return best;
 }
 
-// Calls out(q0, count, maxima) for the steps over the windows inside a row (steps_fit), whose
-// windows take input rows [h0, h1): count is kStep, or for a row of fewer windows the b - a
-// lanes that exist of its one step from a.
-template <bool kIndexed, class Out>
+// Calls out(q0, count, maxima) for the steps over the windows inside a row (steps_fit<kShort>),
+// whose windows take input rows [h0, h1): count is kStep, or with kShort the b - a lanes that
+// exist of the row's one step from a.
+template <bool kShort, class Out>
 PORTA_DEVICE_FUNCTION void for_steps(const float* plane, int64_t h0, int64_t h1, const Axis& aw,
-                                     const Inside& s, SharedAcross* shared, Out&& out) {
-  for (int64_t step = s.a, index = 0; step < s.b; step += kStep, ++index) {
-    const int64_t q0 = porta_ops::min64(step, s.b - kStep);
-    if constexpr (kShortRows) {
-      if (q0 < s.a) {
-        out(s.a, s.b - s.a, step_maxima<kIndexed>(plane, h0, h1, aw, s.a, shared, index));
-        continue;
-      }
+                                     const Inside& s, Out&& out) {
+  if constexpr (kShort) {
+    out(s.a, s.b - s.a, step_maxima(plane, h0, h1, aw, s.a));
+  } else {
+    for (int64_t step = s.a; step < s.b; step += kStep) {
+      const int64_t q0 = porta_ops::min64(step, s.b - kStep);
+      out(q0, kStep, step_maxima(plane, h0, h1, aw, q0));
     }
-    out(q0, kStep, step_maxima<kIndexed>(plane, h0, h1, aw, q0, shared, index));
   }
 }
 
 // Row p's window maxima for windows of stride 2 across, in steps: the values to values[q] unless
-// it is null; if kIndexed, the indices h * in_w + w in the plane to at[q]. Input rows are shared
-// with the group's other output rows through `shared` unless it is null. Returns false, doing
+// it is null; if kIndexed, the indices h * in_w + w in the plane to at[q]. Returns false, doing
 // nothing, for rows whose windows do not fit steps (row_maxima takes them).
-template <bool kIndexed>
+template <bool kIndexed, bool kShort = false>
 PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* end, const Axis& ah,
-                                              const Axis& aw, int64_t p, SharedAcross* shared,
-                                              float* values, int32_t* at) {
+                                              const Axis& aw, int64_t p, float* values,
+                                              int32_t* at);
+
+template <bool kIndexed>
+__attribute__((noinline)) bool short_row_maxima_stride2(const float* plane, const float* end,
+                                                        const Axis& ah, const Axis& aw, int64_t p,
+                                                        float* values, int32_t* at) {
+  return row_maxima_stride2<kIndexed, true>(plane, end, ah, aw, p, values, at);
+}
+
+template <bool kIndexed, bool kShort>
+PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* end, const Axis& ah,
+                                              const Axis& aw, int64_t p, float* values,
+                                              int32_t* at) {
   const Inside s = inside_stride2(aw);
-  if (!kShortRows && s.b - s.a < kStep) return false;
+  if constexpr (!kShort) {
+    if (s.b - s.a < kStep) {
+      return kShortRows && short_row_maxima_stride2<kIndexed>(plane, end, ah, aw, p, values, at);
+    }
+  }
   int64_t h0, h1;
   ah.clip(p, &h0, &h1);
-  if (!steps_fit(plane, end, h1, aw, s)) return false;
+  if (!steps_fit<kShort>(plane, end, h1, aw, s)) return false;
   const auto cut = [&](int64_t q) {
     const Max<int32_t> m = window_max<int32_t>(plane, ah, aw, p, q);
     if (values) values[q] = m.value;
     if constexpr (kIndexed) at[q] = m.at;
   };
   for (int64_t q = 0; q < s.a; ++q) cut(q);
-  for_steps<kIndexed>(plane, h0, h1, aw, s, shared, [&](int64_t q0, int64_t count, const StepMaxima& m) {
+  for_steps<kShort>(plane, h0, h1, aw, s, [&](int64_t q0, int64_t count, const StepMaxima& m) {
     if (values) store_first(values + q0, m.value, count);
     if constexpr (kIndexed) store_first(at + q0, m.at, count);
   });
   for (int64_t q = s.b; q < aw.out; ++q) cut(q);
   return true;
 }
+#endif
 
+#if PORTA_POOL_AVX2
 // Where windows do not overlap, stride 2 across (windows up to 2 wide): writes the band of dx
 // that row p owns (Axis::band, both ways), each element its window's dy where it is that
 // window's maximum and 0 elsewhere. Each window inside the row owns its own two columns: a
@@ -342,6 +344,19 @@ PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* e
 // of the band (the columns of the windows cut by the padding, and any past the last window) is
 // zeroed, then takes those windows' dy one by one. Returns false, doing nothing, where the
 // row's windows do not fit steps or a step's dy, read from dyr, would leave dy ([.., dy_end)).
+template <bool kShort = false>
+PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, const float* dyr,
+                                        const float* dy_end, float* dxp, const Axis& ah,
+                                        const Axis& aw, int64_t p);
+
+__attribute__((noinline)) bool short_band_stride2(const float* plane, const float* x_end,
+                                                  const float* dyr, const float* dy_end,
+                                                  float* dxp, const Axis& ah, const Axis& aw,
+                                                  int64_t p) {
+  return band_stride2<true>(plane, x_end, dyr, dy_end, dxp, ah, aw, p);
+}
+
+template <bool kShort>
 PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, const float* dyr,
                                         const float* dy_end, float* dxp, const Axis& ah,
                                         const Axis& aw, int64_t p) {
@@ -349,17 +364,20 @@ PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, 
   // way of the cut ones.
   Inside s = inside_stride2(aw);
   s.b = porta_ops::min64(s.b, (aw.in + aw.pad) / 2);
+  if constexpr (!kShort) {
+    if (s.b - s.a < kStep) return short_band_stride2(plane, x_end, dyr, dy_end, dxp, ah, aw, p);
+  }
   int64_t h0, h1, b0, b1;
   ah.clip(p, &h0, &h1);
   ah.band(p, &b0, &b1);
-  if (!steps_fit(plane, x_end, h1, aw, s) || dy_end - dyr < s.a + kStep) return false;
+  if (!steps_fit<kShort>(plane, x_end, h1, aw, s) || dy_end - dyr < s.a + kStep) return false;
   const int64_t c0 = 2 * s.a - aw.pad, c1 = 2 * s.b - aw.pad;  // the steps' columns
   for (int64_t h = b0; h < b1; ++h) {
     for (int64_t w = 0; w < c0; ++w) dxp[h * aw.in + w] = 0.0f;
     for (int64_t w = c1; w < aw.in; ++w) dxp[h * aw.in + w] = 0.0f;
   }
   const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
-  for_steps<true>(plane, h0, h1, aw, s, nullptr, [&](int64_t q0, int64_t count, const StepMaxima& m) {
+  for_steps<kShort>(plane, h0, h1, aw, s, [&](int64_t q0, int64_t count, const StepMaxima& m) {
     const Floats dy = load_floats(dyr + q0);
     const Ints at_low = __builtin_shufflevector(m.at, m.at, 0, 0, 1, 1, 2, 2, 3, 3);
     const Ints at_high = __builtin_shufflevector(m.at, m.at, 4, 4, 5, 5, 6, 6, 7, 7);
@@ -836,11 +854,6 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
 #if PORTA_POOL_AVX512
   avx512::SharedRow shared;  // the group's rows one after the other, on the CPU
-  SharedAcross* const across = nullptr;
-#elif PORTA_TARGET_CPU
-  // The group's rows one after the other, where their windows overlap down.
-  SharedAcross shared_across;
-  SharedAcross* const across = ah.window > ah.stride ? &shared_across : nullptr;
 #endif
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;  // (plane, p)
@@ -868,8 +881,7 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
 #if PORTA_TARGET_CPU
     if (items == 1 && aw.stride == 2 && ah.in * aw.in < INT32_MAX &&
         row_maxima_stride2<Store::kIndexed>(xp, x + planes * ah.in * aw.in, ah, aw,
-                                            row - plane * ah.out, across,
-                                            store.values(row * aw.out),
+                                            row - plane * ah.out, store.values(row * aw.out),
                                             store.indices(row * aw.out))) {
       return;
     }
@@ -1015,7 +1027,7 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
       return;
     }
 #endif
-#if PORTA_TARGET_CPU && !PORTA_POOL_AVX512
+#if PORTA_POOL_AVX2
     if (items == 1 && aw.stride == 2 && in_h * in_w < INT32_MAX &&
         band_stride2(x + plane * in_h * in_w, x + planes * in_h * in_w, dyr, dy + rows * out_w, dxp,
                      ah, aw, row - plane * out_h)) {
@@ -1078,7 +1090,7 @@ PORTA_DEVICE_FUNCTION void gather_row(const Axis& ah, const Axis& aw, int64_t h,
   }
 }
 
-#if PORTA_TARGET_CPU
+#if PORTA_POOL_AVX2
 // Overlapping windows of stride 2 across, one item per row: dx row h from argmax, kStep columns
 // a step. Column c + k of a step from c (c + pad even) lies in windows (c + pad) / 2 + k / 2 - t
 // for t in [0, (window + 1) / 2) (those it does not lie in never chose it): for each t, 4
@@ -1145,7 +1157,7 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_gather, kPoolItems, int64_t planes, i
               return;
             }
 #endif
-#if PORTA_TARGET_CPU && !PORTA_POOL_AVX512
+#if PORTA_POOL_AVX2
             if (items == 1 && aw.stride == 2 && gather_stride2(ah, aw, h, ap, dyp, dxr)) return;
 #endif
             if (items == 1) {
