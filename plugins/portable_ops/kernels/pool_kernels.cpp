@@ -21,7 +21,7 @@
 // AVX2 CPUs without AVX-512 also take steps of 8 windows for rows of fewer windows, the disjoint
 // backward and the overlapping backward's gather (below). Without AVX2 (the baseline build) GCC
 // splits those 8-lane vectors into SSE halves and emulates their blends, slower than the scalar
-// code those paths replace (4-8x the samples): there only rows of 8 windows or more take steps.
+// code they replace (4-9x the samples): there no row takes steps (row_maxima_stride2).
 #if PORTA_TARGET_CPU && defined(__AVX2__) && !PORTA_POOL_AVX512
 #define PORTA_POOL_AVX2 1
 #else
@@ -253,7 +253,7 @@ struct StepMaxima {
   Ints at;
 };
 PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int64_t h1,
-                                                    const Axis& aw, int64_t q0) {
+                                             const Axis& aw, int64_t q0) {
   const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
   StepMaxima best{};
   for (int64_t h = h0; h < h1; ++h) {
@@ -270,7 +270,8 @@ PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int
       column = take ? Ints{} + j : column;
     }
     const Ints take =
-        h == h0 ? ~Ints{} : (across > best.value) | ((across != across) & (best.value == best.value));
+        h == h0 ? ~Ints{}
+                : (across > best.value) | ((across != across) & (best.value == best.value));
     best.value = take ? across : best.value;
     best.at = take ? twice + column + int32_t(h * aw.in + 2 * q0 - aw.pad) : best.at;
   }
@@ -350,9 +351,8 @@ PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, 
                                         const Axis& aw, int64_t p);
 
 __attribute__((noinline)) bool short_band_stride2(const float* plane, const float* x_end,
-                                                  const float* dyr, const float* dy_end,
-                                                  float* dxp, const Axis& ah, const Axis& aw,
-                                                  int64_t p) {
+                                                  const float* dyr, const float* dy_end, float* dxp,
+                                                  const Axis& ah, const Axis& aw, int64_t p) {
   return band_stride2<true>(plane, x_end, dyr, dy_end, dxp, ah, aw, p);
 }
 
@@ -878,7 +878,7 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
       return;
     }
 #endif
-#if PORTA_TARGET_CPU
+#if PORTA_TARGET_CPU && defined(__AVX2__)  // see PORTA_POOL_AVX2
     if (items == 1 && aw.stride == 2 && ah.in * aw.in < INT32_MAX &&
         row_maxima_stride2<Store::kIndexed>(xp, x + planes * ah.in * aw.in, ah, aw,
                                             row - plane * ah.out, store.values(row * aw.out),
@@ -1062,9 +1062,8 @@ PORTA_DEVICE_FUNCTION void dx_rows(int64_t planes, const Axis& ah, const Axis& a
 // The sum of dyp[p][q] over the outputs (p, q), p in [p0, p1), whose windows cover (h, w) and
 // chose it (chosen(p, q) == h * in_w + w), in increasing (p, q) order.
 template <class Chosen>
-PORTA_DEVICE_FUNCTION float gather_column(const Axis& aw, int64_t h, int64_t w,
-                                          int64_t p0, int64_t p1, const float* dyp,
-                                          Chosen&& chosen) {
+PORTA_DEVICE_FUNCTION float gather_column(const Axis& aw, int64_t h, int64_t w, int64_t p0,
+                                          int64_t p1, const float* dyp, Chosen&& chosen) {
   int64_t q0, q1;
   aw.covering(w, &q0, &q1);
   const int64_t self = h * aw.in + w;
