@@ -109,7 +109,7 @@ const PoolCase kCases[] = {
     {1, 2, 9, 37, 4, 4, 2, 2, 1, 1},   // a column in up to two windows, from either side
     {1, 2, 8, 45, 5, 5, 2, 2, 2, 2},   // in up to three
     {1, 2, 7, 33, 1, 1, 2, 2, 0, 0},   // 1x1 windows: every other column in none
-    // Elsewhere on the CPU, stride 2 across takes 8 windows inside the row a step, the last step
+    // On AVX2 CPUs, stride 2 across takes 8 windows inside the row a step, the last step
     // overlapping the one before, the windows cut by the padding one by one: 8 and 9 inside.
     {1, 2, 5, 19, 3, 3, 2, 2, 1, 1},
     {2, 2, 5, 21, 3, 3, 2, 2, 1, 1},
@@ -134,6 +134,23 @@ const PoolCase kCases[] = {
     {3, 1, 6, 6, 2, 2, 2, 2, 0, 0},
     {2, 3, 10, 10, 2, 2, 2, 2, 0, 0},
     {1, 3, 4, 16, 2, 2, 2, 2, 0, 0},
+    // On AVX2 without AVX-512, rows of stride 2 across with fewer windows inside than a step (8)
+    // take one step reading past the row where that stays inside the tensor, and the disjoint
+    // backward writes each step's columns of dx whole: rows of 4 (odd width), 8 and 9 windows,
+    // padded rows of 2 and 6 inside, 1x1 windows, and 3x3 stride 2 with 6 inside.
+    {2, 3, 6, 9, 2, 2, 2, 2, 0, 0},
+    {3, 2, 4, 17, 2, 2, 2, 2, 0, 0},
+    {2, 2, 6, 19, 2, 2, 2, 2, 0, 0},
+    {2, 2, 5, 5, 2, 2, 2, 2, 1, 1},
+    {2, 2, 6, 13, 2, 2, 2, 2, 1, 1},
+    {2, 3, 6, 11, 1, 1, 2, 2, 0, 0},
+    {2, 2, 7, 15, 3, 3, 2, 2, 1, 1},
+    // The overlapping backward's steps of 8 columns: one step, two (the second overlapping),
+    // none (the whole row column by column), and an odd unpadded row.
+    {1, 2, 7, 9, 3, 3, 2, 2, 1, 1},
+    {1, 2, 9, 17, 3, 3, 2, 2, 1, 1},
+    {1, 2, 5, 7, 3, 3, 2, 2, 1, 1},
+    {2, 2, 9, 23, 3, 3, 2, 2, 0, 0},
 };
 
 }  // namespace

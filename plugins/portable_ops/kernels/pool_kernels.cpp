@@ -18,6 +18,16 @@
 #define PORTA_POOL_AVX512 0
 #endif
 
+// AVX2 CPUs without AVX-512 also take steps of 8 windows for rows of fewer windows, the disjoint
+// backward and the overlapping backward's gather (below). Without AVX2 (the baseline build) GCC
+// splits those 8-lane vectors into SSE halves and emulates their blends, slower than the scalar
+// code they replace (4-9x the samples): there no row takes steps (row_maxima_stride2).
+#if PORTA_TARGET_CPU && defined(__AVX2__) && !PORTA_POOL_AVX512
+#define PORTA_POOL_AVX2 1
+#else
+#define PORTA_POOL_AVX2 0
+#endif
+
 using porta_ops::kLanes;
 
 namespace {
@@ -156,66 +166,235 @@ PORTA_DEVICE_FUNCTION void row_maxima_by_columns(const float* plane, const Axis&
 }
 
 #if PORTA_TARGET_CPU
-// Row p's window maxima on the CPU for windows of stride 2 across (the usual pooling), kStep
-// windows a step in vectors of GCC's vector extension (an AVX2 register): each input row's maxima
-// across first, the columns in order, then down the rows in order, which is the first maximum in
-// index order with no comparison of indices. Column j of the step's windows is the even lanes of
-// two loads. The values go to values[q] unless it is null; if kIndexed, the indices h * in_w + w
-// in the plane to at[q]. Only the windows inside the row take steps, the last step overlapping
-// the one before it; those cut by the padding, at the row's ends, take window_max. Returns false,
-// doing nothing, for rows of fewer than kStep windows inside (row_maxima takes them).
+// Windows of stride 2 across on the CPU, kStep windows a step in vectors of GCC's vector
+// extension (an AVX2 register): each input row's maxima across first, the columns in order, then
+// down the rows in order, which is the first maximum in index order with no comparison of
+// indices. Column j of the step's windows is the even lanes of two loads. Only the windows inside
+// the row take steps, the last step overlapping the one before it; those cut by the padding, at
+// the row's ends, take window_max.
 // (Loops over arrays of 16 lanes or of whole rows were left scalar or vectorised with remainder
 // loops by GCC; steps of 16 lanes in the extension were split into scalar code on AVX2.)
 constexpr int64_t kStep = 8;
+typedef float Floats __attribute__((vector_size(kStep * sizeof(float))));
+typedef int32_t Ints __attribute__((vector_size(kStep * sizeof(int32_t))));
+
+PORTA_DEVICE_FUNCTION Floats load_floats(const float* at) {
+  Floats v;
+  __builtin_memcpy(&v, at, sizeof v);
+  return v;
+}
+
+// The 4 elements from at, each in two neighbouring lanes.
+template <class T>
+PORTA_DEVICE_FUNCTION auto pairs_of(const T* at) {
+  typedef T Four __attribute__((vector_size(4 * sizeof(T))));
+  Four v;
+  __builtin_memcpy(&v, at, sizeof v);
+  return __builtin_shufflevector(v, v, 0, 0, 1, 1, 2, 2, 3, 3);
+}
+
+// Stores the first count lanes of v at to (a plain store of the whole vector where count is
+// kStep): a row of fewer windows than a step must not write past its end. Fewer lanes go as
+// stores of 4, 2 and 1 of them, not lane by lane through memory.
+template <class T, class V>
+PORTA_DEVICE_FUNCTION void store_first(T* to, const V& v, int64_t count) {
+  if (count >= kStep) {
+    __builtin_memcpy(to, &v, sizeof v);
+    return;
+  }
+  typedef T Four __attribute__((vector_size(4 * sizeof(T))));
+  typedef T Two __attribute__((vector_size(2 * sizeof(T))));
+  Four four = __builtin_shufflevector(v, v, 0, 1, 2, 3);
+  if (count & 4) {
+    __builtin_memcpy(to, &four, sizeof four);
+    four = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    to += 4;
+  }
+  Two two = __builtin_shufflevector(four, four, 0, 1);
+  if (count & 2) {
+    __builtin_memcpy(to, &two, sizeof two);
+    two = __builtin_shufflevector(four, four, 2, 3);
+    to += 2;
+  }
+  if (count & 1) *to = two[0];
+}
+
+// The windows [a, b) of a row that lie inside it: 2 q - pad >= 0 and 2 q - pad + window <= in.
+struct Inside {
+  int64_t a, b;
+};
+PORTA_DEVICE_FUNCTION Inside inside_stride2(const Axis& aw) {
+  const int64_t last = aw.in - aw.window + aw.pad;
+  return {(aw.pad + 1) / 2, porta_ops::min64(last >= 0 ? last / 2 + 1 : 0, aw.out)};
+}
+
+// Rows of fewer windows inside than a step (kShort: a row of 7 outputs) take one step, reading
+// past the row's end, where that stays inside the tensor. They take instances of their own, out
+// of line: inlined beside the loop over the steps of longer rows, their code made that loop
+// 5-10% slower. Only on AVX2 (PORTA_POOL_AVX2): the AVX-512 build's own code takes the rows of
+// stride 2 but for windows wider than 16, and its code here stays as it was measured.
+constexpr bool kShortRows = PORTA_POOL_AVX2;
+
+// Whether the windows inside a row take steps: at least kStep of them (kShort false), or fewer
+// (kShort) whose one step, which reads kStep windows' columns, stays inside the tensor, [plane,
+// end), over the window's input rows up to h1.
+template <bool kShort>
+PORTA_DEVICE_FUNCTION bool steps_fit(const float* plane, const float* end, int64_t h1,
+                                     const Axis& aw, const Inside& s) {
+  if constexpr (!kShort) return s.b - s.a >= kStep;
+  return s.b - s.a < kStep && s.b > s.a &&
+         (h1 - 1) * aw.in + 2 * s.a - aw.pad + aw.window + 2 * kStep - 2 <= end - plane;
+}
+
+// The maxima of the kStep windows from q0 over input rows [h0, h1), their indices h * in_w + w
+// in the plane in `at` (left to the compiler to drop where unused).
+struct StepMaxima {
+  Floats value;
+  Ints at;
+};
+PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int64_t h1,
+                                             const Axis& aw, int64_t q0) {
+  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
+  StepMaxima best{};
+  for (int64_t h = h0; h < h1; ++h) {
+    const float* first = plane + h * aw.in + 2 * q0 - aw.pad;  // window l's column j: [2 l + j]
+    Floats across{};
+    Ints column{};
+    for (int32_t j = 0; j < int32_t(aw.window); ++j) {
+      // The even columns from j: the second vector starts one early, so that no read passes the
+      // last window's last column.
+      const Floats v = __builtin_shufflevector(load_floats(first + j), load_floats(first + j + 7),
+                                               0, 2, 4, 6, 9, 11, 13, 15);
+      const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
+      across = take ? v : across;
+      column = take ? Ints{} + j : column;
+    }
+    const Ints take =
+        h == h0 ? ~Ints{}
+                : (across > best.value) | ((across != across) & (best.value == best.value));
+    best.value = take ? across : best.value;
+    best.at = take ? twice + column + int32_t(h * aw.in + 2 * q0 - aw.pad) : best.at;
+  }
+  return best;
+}
+
+// Calls out(q0, count, maxima) for the steps over the windows inside a row (steps_fit<kShort>),
+// whose windows take input rows [h0, h1): count is kStep, or with kShort the b - a lanes that
+// exist of the row's one step from a.
+template <bool kShort, class Out>
+PORTA_DEVICE_FUNCTION void for_steps(const float* plane, int64_t h0, int64_t h1, const Axis& aw,
+                                     const Inside& s, Out&& out) {
+  if constexpr (kShort) {
+    out(s.a, s.b - s.a, step_maxima(plane, h0, h1, aw, s.a));
+  } else {
+    for (int64_t step = s.a; step < s.b; step += kStep) {
+      const int64_t q0 = porta_ops::min64(step, s.b - kStep);
+      out(q0, kStep, step_maxima(plane, h0, h1, aw, q0));
+    }
+  }
+}
+
+// Row p's window maxima for windows of stride 2 across, in steps: the values to values[q] unless
+// it is null; if kIndexed, the indices h * in_w + w in the plane to at[q]. Returns false, doing
+// nothing, for rows whose windows do not fit steps (row_maxima takes them).
+template <bool kIndexed, bool kShort = false>
+PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* end, const Axis& ah,
+                                              const Axis& aw, int64_t p, float* values,
+                                              int32_t* at);
 
 template <bool kIndexed>
-PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const Axis& ah, const Axis& aw,
-                                              int64_t p, float* values, int32_t* at) {
-  // The windows [a, b) lie inside the row: 2 q - pad >= 0 and 2 q - pad + window <= in.
-  const int64_t a = (aw.pad + 1) / 2, last = aw.in - aw.window + aw.pad;
-  const int64_t b = porta_ops::min64(last >= 0 ? last / 2 + 1 : 0, aw.out);
-  if (b - a < kStep) return false;
+__attribute__((noinline)) bool short_row_maxima_stride2(const float* plane, const float* end,
+                                                        const Axis& ah, const Axis& aw, int64_t p,
+                                                        float* values, int32_t* at) {
+  return row_maxima_stride2<kIndexed, true>(plane, end, ah, aw, p, values, at);
+}
+
+template <bool kIndexed, bool kShort>
+PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* end, const Axis& ah,
+                                              const Axis& aw, int64_t p, float* values,
+                                              int32_t* at) {
+  const Inside s = inside_stride2(aw);
+  if constexpr (!kShort) {
+    if (s.b - s.a < kStep) {
+      return kShortRows && short_row_maxima_stride2<kIndexed>(plane, end, ah, aw, p, values, at);
+    }
+  }
   int64_t h0, h1;
   ah.clip(p, &h0, &h1);
+  if (!steps_fit<kShort>(plane, end, h1, aw, s)) return false;
   const auto cut = [&](int64_t q) {
     const Max<int32_t> m = window_max<int32_t>(plane, ah, aw, p, q);
     if (values) values[q] = m.value;
     if constexpr (kIndexed) at[q] = m.at;
   };
-  for (int64_t q = 0; q < a; ++q) cut(q);
-  typedef float Floats __attribute__((vector_size(kStep * sizeof(float))));
-  typedef int32_t Ints __attribute__((vector_size(kStep * sizeof(int32_t))));
-  const auto load = [](const float* at) {
-    Floats v;
-    __builtin_memcpy(&v, at, sizeof v);
-    return v;
-  };
-  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
-  for (int64_t step = a; step < b; step += kStep) {
-    const int64_t q0 = porta_ops::min64(step, b - kStep);
-    Floats best{};
-    Ints best_at{};
-    for (int64_t h = h0; h < h1; ++h) {
-      const float* first = plane + h * aw.in + 2 * q0 - aw.pad;  // window l's column j: [2 l + j]
-      Floats across{};
-      Ints column{};
-      for (int32_t j = 0; j < int32_t(aw.window); ++j) {
-        // The even columns from j: the second vector starts one early, so that no read passes
-        // the last window's last column.
-        const Floats v = __builtin_shufflevector(load(first + j), load(first + j + 7), 0, 2, 4, 6,
-                                                 9, 11, 13, 15);
-        const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
-        across = take ? v : across;
-        column = take ? Ints{} + j : column;
-      }
-      const Ints take = h == h0 ? ~Ints{} : (across > best) | ((across != across) & (best == best));
-      best = take ? across : best;
-      best_at = take ? twice + column + int32_t(h * aw.in + 2 * q0 - aw.pad) : best_at;
-    }
-    if (values) __builtin_memcpy(values + q0, &best, sizeof best);
-    if constexpr (kIndexed) __builtin_memcpy(at + q0, &best_at, sizeof best_at);
+  for (int64_t q = 0; q < s.a; ++q) cut(q);
+  for_steps<kShort>(plane, h0, h1, aw, s, [&](int64_t q0, int64_t count, const StepMaxima& m) {
+    if (values) store_first(values + q0, m.value, count);
+    if constexpr (kIndexed) store_first(at + q0, m.at, count);
+  });
+  for (int64_t q = s.b; q < aw.out; ++q) cut(q);
+  return true;
+}
+#endif
+
+#if PORTA_POOL_AVX2
+// Where windows do not overlap, stride 2 across (windows up to 2 wide): writes the band of dx
+// that row p owns (Axis::band, both ways), each element its window's dy where it is that
+// window's maximum and 0 elsewhere. Each window inside the row owns its own two columns: a
+// step's 16 columns compare its maxima's indices, each in two lanes, with their own. The rest
+// of the band (the columns of the windows cut by the padding, and any past the last window) is
+// zeroed, then takes those windows' dy one by one. Returns false, doing nothing, where the
+// row's windows do not fit steps or a step's dy, read from dyr, would leave dy ([.., dy_end)).
+template <bool kShort = false>
+PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, const float* dyr,
+                                        const float* dy_end, float* dxp, const Axis& ah,
+                                        const Axis& aw, int64_t p);
+
+__attribute__((noinline)) bool short_band_stride2(const float* plane, const float* x_end,
+                                                  const float* dyr, const float* dy_end, float* dxp,
+                                                  const Axis& ah, const Axis& aw, int64_t p) {
+  return band_stride2<true>(plane, x_end, dyr, dy_end, dxp, ah, aw, p);
+}
+
+template <bool kShort>
+PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, const float* dyr,
+                                        const float* dy_end, float* dxp, const Axis& ah,
+                                        const Axis& aw, int64_t p) {
+  // A window 1 wide owns a second column only where the row has one: the last such takes the
+  // way of the cut ones.
+  Inside s = inside_stride2(aw);
+  s.b = porta_ops::min64(s.b, (aw.in + aw.pad) / 2);
+  if constexpr (!kShort) {
+    if (s.b - s.a < kStep) return short_band_stride2(plane, x_end, dyr, dy_end, dxp, ah, aw, p);
   }
-  for (int64_t q = b; q < aw.out; ++q) cut(q);
+  int64_t h0, h1, b0, b1;
+  ah.clip(p, &h0, &h1);
+  ah.band(p, &b0, &b1);
+  if (!steps_fit<kShort>(plane, x_end, h1, aw, s) || dy_end - dyr < s.a + kStep) return false;
+  const int64_t c0 = 2 * s.a - aw.pad, c1 = 2 * s.b - aw.pad;  // the steps' columns
+  for (int64_t h = b0; h < b1; ++h) {
+    for (int64_t w = 0; w < c0; ++w) dxp[h * aw.in + w] = 0.0f;
+    for (int64_t w = c1; w < aw.in; ++w) dxp[h * aw.in + w] = 0.0f;
+  }
+  const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
+  for_steps<kShort>(plane, h0, h1, aw, s, [&](int64_t q0, int64_t count, const StepMaxima& m) {
+    const Floats dy = load_floats(dyr + q0);
+    const Ints at_low = __builtin_shufflevector(m.at, m.at, 0, 0, 1, 1, 2, 2, 3, 3);
+    const Ints at_high = __builtin_shufflevector(m.at, m.at, 4, 4, 5, 5, 6, 6, 7, 7);
+    const Floats dy_low = __builtin_shufflevector(dy, dy, 0, 0, 1, 1, 2, 2, 3, 3);
+    const Floats dy_high = __builtin_shufflevector(dy, dy, 4, 4, 5, 5, 6, 6, 7, 7);
+    const int64_t c = 2 * q0 - aw.pad;
+    for (int64_t h = b0; h < b1; ++h) {
+      const Ints self = iota + int32_t(h * aw.in + c);
+      float* to = dxp + h * aw.in + c;
+      store_first(to, at_low == self ? dy_low : Floats{}, 2 * count);
+      if (count > kStep / 2) {
+        store_first(to + kStep, at_high == self + kStep ? dy_high : Floats{}, 2 * count - kStep);
+      }
+    }
+  });
+  for (int64_t q = 0; q < s.a; ++q) dxp[window_max<int32_t>(plane, ah, aw, p, q).at] = dyr[q];
+  for (int64_t q = s.b; q < aw.out; ++q) dxp[window_max<int32_t>(plane, ah, aw, p, q).at] = dyr[q];
   return true;
 }
 #endif
@@ -699,10 +878,10 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
       return;
     }
 #endif
-#if PORTA_TARGET_CPU
+#if PORTA_TARGET_CPU && defined(__AVX2__)  // see PORTA_POOL_AVX2
     if (items == 1 && aw.stride == 2 && ah.in * aw.in < INT32_MAX &&
-        row_maxima_stride2<Store::kIndexed>(xp, ah, aw, row - plane * ah.out,
-                                            store.values(row * aw.out),
+        row_maxima_stride2<Store::kIndexed>(xp, x + planes * ah.in * aw.in, ah, aw,
+                                            row - plane * ah.out, store.values(row * aw.out),
                                             store.indices(row * aw.out))) {
       return;
     }
@@ -848,6 +1027,13 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
       return;
     }
 #endif
+#if PORTA_POOL_AVX2
+    if (items == 1 && aw.stride == 2 && in_h * in_w < INT32_MAX &&
+        band_stride2(x + plane * in_h * in_w, x + planes * in_h * in_w, dyr, dy + rows * out_w, dxp,
+                     ah, aw, row - plane * out_h)) {
+      return;
+    }
+#endif
     if (items == 1) {
       int64_t begin, end;
       band(row, &begin, &end);
@@ -873,6 +1059,23 @@ PORTA_DEVICE_FUNCTION void dx_rows(int64_t planes, const Axis& ah, const Axis& a
   });
 }
 
+// The sum of dyp[p][q] over the outputs (p, q), p in [p0, p1), whose windows cover (h, w) and
+// chose it (chosen(p, q) == h * in_w + w), in increasing (p, q) order.
+template <class Chosen>
+PORTA_DEVICE_FUNCTION float gather_column(const Axis& aw, int64_t h, int64_t w, int64_t p0,
+                                          int64_t p1, const float* dyp, Chosen&& chosen) {
+  int64_t q0, q1;
+  aw.covering(w, &q0, &q1);
+  const int64_t self = h * aw.in + w;
+  float sum = 0.0f;
+  for (int64_t p = p0; p < p1; ++p) {
+    for (int64_t q = q0; q < q1; ++q) {
+      if (chosen(p, q) == self) sum += dyp[p * aw.out + q];
+    }
+  }
+  return sum;
+}
+
 // dxr[w] for w = item, item + items, ... of row h: the sum of dyp[p][q] over the outputs (p, q)
 // whose windows cover (h, w) and chose it (chosen(p, q) == h * in_w + w), in increasing (p, q)
 // order.
@@ -882,18 +1085,51 @@ PORTA_DEVICE_FUNCTION void gather_row(const Axis& ah, const Axis& aw, int64_t h,
   int64_t p0, p1;
   ah.covering(h, &p0, &p1);
   for (int64_t w = item; w < aw.in; w += items) {
-    int64_t q0, q1;
-    aw.covering(w, &q0, &q1);
-    const int64_t self = h * aw.in + w;
-    float sum = 0.0f;
-    for (int64_t p = p0; p < p1; ++p) {
-      for (int64_t q = q0; q < q1; ++q) {
-        if (chosen(p, q) == self) sum += dyp[p * aw.out + q];
-      }
-    }
-    dxr[w] = sum;
+    dxr[w] = gather_column(aw, h, w, p0, p1, dyp, chosen);
   }
 }
+
+#if PORTA_POOL_AVX2
+// Overlapping windows of stride 2 across, one item per row: dx row h from argmax, kStep columns
+// a step. Column c + k of a step from c (c + pad even) lies in windows (c + pad) / 2 + k / 2 - t
+// for t in [0, (window + 1) / 2) (those it does not lie in never chose it): for each t, 4
+// neighbouring windows' indices and dy, each in two lanes. Each element adds the dy of the
+// windows that chose it, output rows and then windows in increasing order, as gather_column
+// does. The columns whose windows would leave the row, at its ends, take gather_column. Returns
+// false, doing nothing, for rows too short for a step.
+PORTA_DEVICE_FUNCTION bool gather_stride2(const Axis& ah, const Axis& aw, int64_t h,
+                                          const int32_t* ap, const float* dyp, float* dxr) {
+  const int64_t reach = (aw.window + 1) / 2;
+  // Steps from c, c + pad even, with (c + pad) / 2 - (reach - 1) >= 0, (c + pad) / 2 + 3 < out
+  // and c + kStep <= in.
+  int64_t first = 2 * (reach - 1) - aw.pad;
+  first = first < 0 ? aw.pad % 2 : first;
+  int64_t last = porta_ops::min64(2 * (aw.out - 4) - aw.pad, aw.in - kStep);
+  last -= (last + aw.pad) & 1;
+  if (last < first) return false;
+  int64_t p0, p1;
+  ah.covering(h, &p0, &p1);
+  const auto chosen = [&](int64_t p, int64_t q) { return int64_t(ap[p * aw.out + q]); };
+  for (int64_t w = 0; w < first; ++w) dxr[w] = gather_column(aw, h, w, p0, p1, dyp, chosen);
+  const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
+  for (int64_t step = first; step < last + kStep; step += kStep) {
+    const int64_t c = porta_ops::min64(step, last);
+    const Ints self = iota + int32_t(h * aw.in + c);
+    Floats sum{};
+    for (int64_t p = p0; p < p1; ++p) {
+      for (int64_t t = reach - 1; t >= 0; --t) {
+        const int64_t at = p * aw.out + (c + aw.pad) / 2 - t;
+        sum = pairs_of(ap + at) == self ? sum + pairs_of(dyp + at) : sum;
+      }
+    }
+    __builtin_memcpy(dxr + c, &sum, sizeof sum);
+  }
+  for (int64_t w = last + kStep; w < aw.in; ++w) {
+    dxr[w] = gather_column(aw, h, w, p0, p1, dyp, chosen);
+  }
+  return true;
+}
+#endif
 
 }  // namespace
 
@@ -919,6 +1155,9 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_gather, kPoolItems, int64_t planes, i
                                  dxr);
               return;
             }
+#endif
+#if PORTA_POOL_AVX2
+            if (items == 1 && aw.stride == 2 && gather_stride2(ah, aw, h, ap, dyp, dxr)) return;
 #endif
             if (items == 1) {
               int64_t p0, p1;
