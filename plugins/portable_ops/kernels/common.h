@@ -109,15 +109,7 @@ struct VectorParts {
   Vector part[kParts];
 };
 
-template <bool Whole, class T, class F>
-struct choose_type {
-  typedef T type;
-};
-template <class T, class F>
-struct choose_type<false, T, F> {
-  typedef F type;
-};
-typedef choose_type<kParts == 1, Vector, VectorParts>::type Lanes;
+typedef std::conditional_t<kParts == 1, Vector, VectorParts> Lanes;
 static_assert(sizeof(Lanes) == kLanes * sizeof(float), "Lanes holds kLanes floats");
 
 // Part p of v: v itself when it is one Vector.
