@@ -45,6 +45,13 @@ float* provide_scratch(const Op& context, porta_ops::GemmPlan& plan, int64_t ext
   return extra_floats > 0 ? scratch->as<float>() + partial_floats : nullptr;
 }
 
+// What the plans size their tiles for: the stream's device, its threads and group memory.
+porta_ops::GemmTarget gemm_target(const Op& context) {
+  const porta_device_properties_t& props = *context.properties;
+  return {runs_on_host(context), props.compute_units > 0 ? props.compute_units : 1,
+          props.shared_memory_per_group};
+}
+
 // plan_engine_launch, whether A is an fp32 matrix stored along the depth (plan_gemm's
 // a_in_place) and which operands are stored as panels at a stride (plan_gemm's panels).
 porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, int64_t n,
@@ -52,10 +59,7 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
                                 std::optional<Scratch>& scratch, float** packed_a = nullptr,
                                 int32_t panels = 0) {
   const porta_device_properties_t& props = *context.properties;
-  porta_ops::GemmTarget target;
-  target.host = runs_on_host(context);
-  target.threads = props.compute_units > 0 ? props.compute_units : 1;
-  target.shared_bytes = props.shared_memory_per_group;
+  const porta_ops::GemmTarget target = gemm_target(context);
   // A GPU runs the tiled path: groups of kTiledItems x kTiledItems work-items, which the
   // tensor-core variant also counts on (8 warps of 32).
   constexpr int32_t kItems = porta_ops::kTiledItems;
@@ -115,10 +119,9 @@ bool plan_staged_launch(const Op& context, int64_t m, int64_t n, int64_t k,
                         porta_ops::GemmPlan* plan) {
   const int32_t path = requested_gemm_path();
   if (!runs_on_host(context) || path == porta_ops::kGemmPathTiled) return false;
-  const porta_device_properties_t& props = *context.properties;
-  const porta_ops::GemmTarget target{true, props.compute_units > 0 ? props.compute_units : 1,
-                                     props.shared_memory_per_group};
-  if (!porta_ops::plan_staged_window(m, n, k, window, target, path, plan)) return false;
+  if (!porta_ops::plan_staged_window(m, n, k, window, gemm_target(context), path, plan)) {
+    return false;
+  }
   provide_scratch(context, *plan, 0, scratch);
   return true;
 }
