@@ -330,21 +330,55 @@ inline void store_tile(const MicroTile& t, const OutputView& c, int64_t i, int64
   }
 }
 
+// One micro-tile of C, rows i to i + rows and columns j to j + cols: its lines of C fetched,
+// compute(acc) run, the tile stored (added into C unless first).
+template <class Compute>
+__attribute__((always_inline)) inline void micro_tile(const OutputView& c, int64_t i, int64_t j,
+                                                      int rows, int cols, bool first,
+                                                      Compute compute) {
+  const TileColumns at(c.col, j, cols);
+  prefetch_tile(c, i, at, rows, cols);
+  MicroTile acc;
+  compute(acc);
+  store_tile(acc, c, i, j, at, rows, cols, first);
+}
+
 // The micro-tiles of one panel of A's rows (C's rows i to i + panel_rows) across `cols` columns
-// from j, NR at a time: C's lines of each fetched, compute(q, acc) run for strip q, the tile
-// stored (added into C unless first).
+// from j, NR at a time, compute(q, acc) run for strip q.
 template <class Compute>
 __attribute__((always_inline)) inline void for_each_strip(const OutputView& c, int64_t i, int64_t j,
                                                           int panel_rows, int64_t cols, bool first,
                                                           Compute compute) {
   const int64_t strips = div_up(cols, kNR);
   for (int64_t q = 0; q < strips; ++q) {
-    const int strip_cols = int(min64(kNR, cols - q * kNR));
-    const TileColumns at(c.col, j + q * kNR, strip_cols);
-    prefetch_tile(c, i, at, panel_rows, strip_cols);
-    MicroTile acc;
-    compute(q, acc);
-    store_tile(acc, c, i, j + q * kNR, at, panel_rows, strip_cols, first);
+    micro_tile(c, i, j + q * kNR, panel_rows, int(min64(kNR, cols - q * kNR)), first,
+               [&](MicroTile& acc) { compute(q, acc); });
+  }
+}
+
+// The micro-tiles of a block of block_rows x cols at (i, j), compute(p, q, acc) run for A's
+// panel p and B's strip q. Panels outer, where B's strips are packed: the block's B panel stays
+// in L2 for every panel of A. Strips outer, where B is read in place (panels.in_place(): tiles of
+// at most 64 rows): each strip then spans two or three lines per depth, and the whole block of
+// them (256 x 256 on AVX2, 512 KiB of lines) does not stay in L2 from one panel of A to the
+// next, while the tile's few rows of A (35 x 256 on 35x8457x2560) do, from strip to strip.
+template <class Compute>
+__attribute__((always_inline)) inline void for_each_pair(const OutputView& c, int64_t i, int64_t j,
+                                                         int64_t block_rows, int64_t cols,
+                                                         bool first, bool strips_outer,
+                                                         Compute compute) {
+  const int64_t panels = div_up(block_rows, kMR), strips = div_up(cols, kNR);
+  const auto pair = [&](int64_t p, int64_t q) {
+    micro_tile(c, i + p * kMR, j + q * kNR, int(min64(kMR, block_rows - p * kMR)),
+               int(min64(kNR, cols - q * kNR)), first,
+               [&](MicroTile& acc) { compute(p, q, acc); });
+  };
+  if (strips_outer) {
+    for (int64_t q = 0; q < strips; ++q)
+      for (int64_t p = 0; p < panels; ++p) pair(p, q);
+  } else {
+    for (int64_t p = 0; p < panels; ++p)
+      for (int64_t q = 0; q < strips; ++q) pair(p, q);
   }
 }
 
@@ -360,13 +394,11 @@ __attribute__((always_inline)) inline void multiply_strips(const Panels<Element,
                                                            int64_t steps, int64_t block_rows,
                                                            int64_t cols, const OutputView& c,
                                                            int64_t i, int64_t j, bool first) {
-  const int64_t a_panels = div_up(block_rows, kMR), b_strips = div_up(cols, kNR);
-  for (int64_t p = 0; p < a_panels; ++p) {
-    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
-    for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {
-      Kernel(steps, pa[p], pb[q], p == 0 ? pb.ahead(q, b_strips) : nullptr, acc);
-    });
-  }
+  const int64_t b_strips = div_up(cols, kNR);
+  for_each_pair(c, i, j, block_rows, cols, first, pb.in_place(),
+                [&](int64_t p, int64_t q, MicroTile& acc) {
+                  Kernel(steps, pa[p], pb[q], p == 0 ? pb.ahead(q, b_strips) : nullptr, acc);
+                });
 }
 
 // multiply_strips over fp32 panels. Not a template and not inlined: one copy serves every
@@ -406,28 +438,31 @@ __attribute__((always_inline)) inline void multiply_rows_with(const T* a, int64_
                                                               T* scratch, const OutputView& c,
                                                               int64_t i, int64_t j, bool first) {
   const int64_t a_panels = div_up(block_rows, kMR), b_strips = div_up(cols, kNR);
-  for (int64_t p = 0; p < a_panels; ++p) {
-    const int panel_rows = int(min64(kMR, block_rows - p * kMR));
-    const T* panel = a + p * kMR * lda;
-    const T* next = p + 1 < a_panels ? panel + kMR * lda : panel;
-    const bool short_panel = panel_rows <= kMR / 2;
-    const int kernel_rows = short_panel ? kMR / 2 : kMR;
-    if (panel_rows < kernel_rows) {
-      panel = next = padded_panel(panel, panel_rows, kernel_rows, lda, kb, scratch);
-      lda = kb;
-    }
-    for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {
-      // The next panel's lines are fetched during the first strip; later strips reread this one.
-      // The first panel's pass over an in-place B fetches its next strip.
-      const T* fetch = q == 0 ? next : panel;
-      const Element* b_next = p == 0 ? pb.ahead(q, b_strips) : nullptr;
-      if (short_panel) {
-        Short(steps, panel, lda, fetch, pb[q], b_next, acc);
-      } else {
-        Kernel(steps, panel, lda, fetch, pb[q], b_next, acc);
-      }
-    });
+  // The last panel, padded once before the walk if partial.
+  const int last_rows = int(block_rows - (a_panels - 1) * kMR);
+  const bool last_short = last_rows <= kMR / 2;
+  const T* last = a + (a_panels - 1) * kMR * lda;
+  int64_t last_lda = lda;
+  if (const int kernel_rows = last_short ? kMR / 2 : kMR; last_rows < kernel_rows) {
+    last = padded_panel(last, last_rows, kernel_rows, lda, kb, scratch);
+    last_lda = kb;
   }
+  for_each_pair(c, i, j, block_rows, cols, first, pb.in_place(),
+                [&](int64_t p, int64_t q, MicroTile& acc) {
+                  const bool is_last = p + 1 == a_panels;
+                  const T* panel = is_last ? last : a + p * kMR * lda;
+                  const int64_t panel_lda = is_last ? last_lda : lda;
+                  // The next panel's lines are fetched during the first strip; later strips
+                  // reread this one. The first panel's pass over an in-place B fetches its next
+                  // strip.
+                  const T* fetch = q == 0 && !is_last ? panel + kMR * lda : panel;
+                  const Element* b_next = p == 0 ? pb.ahead(q, b_strips) : nullptr;
+                  if (is_last && last_short) {
+                    Short(steps, panel, panel_lda, fetch, pb[q], b_next, acc);
+                  } else {
+                    Kernel(steps, panel, panel_lda, fetch, pb[q], b_next, acc);
+                  }
+                });
 }
 
 // multiply_rows_with for fp32 (not inlined, as multiply_packed).
