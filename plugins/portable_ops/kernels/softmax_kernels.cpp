@@ -359,9 +359,10 @@ PORTA_KERNEL(cross_entropy_rows, int64_t rows, int64_t cols, const float* logits
       const float s = row_sum_exp(xr, cols, m, dr);
       row_loss[row] = logf(s) - (x_label - m);
       if (!dr) return;
+      const float e_label = dr[label];  // exp_nonpositive(x_label - m), stored by row_sum_exp
       const float scale = inv_rows / s;
       porta_ops::map(cols, 0, 1, dr, dr, [&](int64_t, float e) { return e * scale; });
-      dr[label] = (porta_ops::exp_nonpositive(x_label - m) / s - 1.0f) * inv_rows;
+      dr[label] = (e_label / s - 1.0f) * inv_rows;
       return;
     }
     const float m = part_m[r * items];
