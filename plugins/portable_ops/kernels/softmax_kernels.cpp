@@ -199,14 +199,15 @@ PORTA_DEVICE_FUNCTION void reduce_normalisers(float* part_m, float* part_s, uint
 
 // Each row's maximum and the sum of exp(x - maximum), for the rows from first_row one per
 // group_size(1) slot: afterwards part_m[r * items] and part_s[r * items] hold row first_row + r's.
-// Nothing for cached rows, which the kernel's last inner loop takes whole.
+// Nothing for cached rows, which the kernel's last inner loop takes whole (the same for the
+// whole group, so no barrier is skipped by some of its items only).
 PORTA_DEVICE_FUNCTION void row_normalisers(const float* x, int64_t rows, int64_t cols, int64_t first_row,
                                   uint32_t items, float* part_m, float* part_s) {
+  if (cached_rows(items, cols)) return;
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     float m = kLowest, s = 0.0f;
-    if (row < rows && !cached_rows(items, cols))
-      row_normaliser(x + row * cols, cols, item, items, m, s);
+    if (row < rows) row_normaliser(x + row * cols, cols, item, items, m, s);
     part_m[r * items + item] = m;
     part_s[r * items + item] = s;
   });
