@@ -294,15 +294,17 @@ PORTA_KERNEL(softmax_backward, int64_t rows, int64_t cols, int32_t log_softmax, 
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
 
-  porta::inner([&](uint32_t item, uint32_t r) {
-    const int64_t row = first_row + r;
-    float sum = 0.0f;
-    if (row < rows && !cached_rows(items, cols)) {
-      sum = row_dot(dy + row * cols, log_softmax ? nullptr : y + row * cols, cols, item, items);
-    }
-    part[r * items + item] = sum;
-  });
-  reduce_sums(part, items);
+  if (!cached_rows(items, cols)) {  // as in row_normalisers
+    porta::inner([&](uint32_t item, uint32_t r) {
+      const int64_t row = first_row + r;
+      float sum = 0.0f;
+      if (row < rows) {
+        sum = row_dot(dy + row * cols, log_softmax ? nullptr : y + row * cols, cols, item, items);
+      }
+      part[r * items + item] = sum;
+    });
+    reduce_sums(part, items);
+  }
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     if (row >= rows) return;
