@@ -220,8 +220,11 @@ PORTA_DEVICE_FUNCTION void store_first(T* to, const V& v, int64_t count) {
 }
 
 // The windows [a, b) of a row that lie inside it: 2 q - pad >= 0 and 2 q - pad + window <= in.
+// With `left`, a is 0 and the row's first step also holds the window cut on the left
+// (joined_left).
 struct Inside {
   int64_t a, b;
+  bool left = false;
 };
 PORTA_DEVICE_FUNCTION Inside inside_stride2(const Axis& aw) {
   const int64_t last = aw.in - aw.window + aw.pad;
@@ -234,6 +237,22 @@ PORTA_DEVICE_FUNCTION Inside inside_stride2(const Axis& aw) {
 // 5-10% slower. Only on AVX2 (PORTA_POOL_AVX2): the AVX-512 build's own code takes the rows of
 // stride 2 but for windows wider than 16, and its code here stays as it was measured.
 constexpr bool kShortRows = PORTA_POOL_AVX2;
+
+// The one window cut by the padding at a row's left end (pad 1 or 2: the 3x3 stride 2 pad 1
+// pooling) joins the row's first step, from window 0, where that step's columns all lie in the
+// row's first 2 kStep floats (window - pad <= 2) and those are inside the tensor ([plane, end)
+// for every row of the plane): the columns left of the row are read as its first column, the
+// window's first again, which changes neither its maximum nor that maximum's first index. Else it
+// takes window_max, scalar (a quarter of the 3x3 forward's samples). AVX2 only, as kShortRows.
+PORTA_DEVICE_FUNCTION Inside joined_left(const float* plane, const float* end, const Axis& ah,
+                                         const Axis& aw, Inside s) {
+  if (PORTA_POOL_AVX2 && s.a == 1 && s.b > s.a && aw.window - aw.pad <= 2 &&
+      (ah.in - 1) * aw.in + 2 * kStep <= end - plane) {
+    s.a = 0;
+    s.left = true;
+  }
+  return s;
+}
 
 // Whether the windows inside a row take steps: at least kStep of them (kShort false), or fewer
 // (kShort) whose one step, which reads kStep windows' columns, stays inside the tensor, [plane,
@@ -277,17 +296,47 @@ PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int
   }
   return best;
 }
+// As step_maxima, for the step from window 0 that joined_left lets hold the window cut on the
+// left: window l's column j is the row's 2 l + j - pad, or its first (0) where that lies left of
+// the row, one of the row's first 2 kStep floats. (A function of its own: as one template with
+// step_maxima, GCC laid the AVX-512 build's argmax kernel out differently.)
+PORTA_DEVICE_FUNCTION StepMaxima left_step_maxima(const float* plane, int64_t h0, int64_t h1,
+                                                  const Axis& aw) {
+  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
+  StepMaxima best{};
+  for (int64_t h = h0; h < h1; ++h) {
+    const float* row = plane + h * aw.in;
+    Floats across{};
+    Ints column{};  // the columns in the row
+    for (int32_t j = 0; j < int32_t(aw.window); ++j) {
+      Ints at = twice + (j - int32_t(aw.pad));
+      at = at < 0 ? Ints{} : at;
+      const Floats v = __builtin_shuffle(load_floats(row), load_floats(row + kStep), at);
+      const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
+      across = take ? v : across;
+      column = take ? at : column;
+    }
+    const Ints take =
+        h == h0 ? ~Ints{}
+                : (across > best.value) | ((across != across) & (best.value == best.value));
+    best.value = take ? across : best.value;
+    best.at = take ? column + int32_t(h * aw.in) : best.at;
+  }
+  return best;
+}
 
-// Calls out(q0, count, maxima) for the steps over the windows inside a row (steps_fit<kShort>),
+// Calls out(q0, count, maxima) for the steps over the windows [a, b) of a row (steps_fit<kShort>),
 // whose windows take input rows [h0, h1): count is kStep, or with kShort the b - a lanes that
-// exist of the row's one step from a.
+// exist of the row's one step from a. With s.left the first step is left_step_maxima.
 template <bool kShort, class Out>
 PORTA_DEVICE_FUNCTION void for_steps(const float* plane, int64_t h0, int64_t h1, const Axis& aw,
                                      const Inside& s, Out&& out) {
+  const bool left = PORTA_POOL_AVX2 && s.left;
+  if (left) out(0, kShort ? s.b : kStep, left_step_maxima(plane, h0, h1, aw));
   if constexpr (kShort) {
-    out(s.a, s.b - s.a, step_maxima(plane, h0, h1, aw, s.a));
+    if (!left) out(s.a, s.b - s.a, step_maxima(plane, h0, h1, aw, s.a));
   } else {
-    for (int64_t step = s.a; step < s.b; step += kStep) {
+    for (int64_t step = left ? kStep : s.a; step < s.b; step += kStep) {
       const int64_t q0 = porta_ops::min64(step, s.b - kStep);
       out(q0, kStep, step_maxima(plane, h0, h1, aw, q0));
     }
@@ -313,7 +362,7 @@ template <bool kIndexed, bool kShort>
 PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* end, const Axis& ah,
                                               const Axis& aw, int64_t p, float* values,
                                               int32_t* at) {
-  const Inside s = inside_stride2(aw);
+  const Inside s = joined_left(plane, end, ah, aw, inside_stride2(aw));
   if constexpr (!kShort) {
     if (s.b - s.a < kStep) {
       return kShortRows && short_row_maxima_stride2<kIndexed>(plane, end, ah, aw, p, values, at);
@@ -393,8 +442,9 @@ PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, 
       }
     }
   });
-  for (int64_t q = 0; q < s.a; ++q) dxp[window_max<int32_t>(plane, ah, aw, p, q).at] = dyr[q];
-  for (int64_t q = s.b; q < aw.out; ++q) dxp[window_max<int32_t>(plane, ah, aw, p, q).at] = dyr[q];
+  const auto cut = [&](int64_t q) { dxp[window_max<int32_t>(plane, ah, aw, p, q).at] = dyr[q]; };
+  for (int64_t q = 0; q < s.a; ++q) cut(q);
+  for (int64_t q = s.b; q < aw.out; ++q) cut(q);
   return true;
 }
 #endif
