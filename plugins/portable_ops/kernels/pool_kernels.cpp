@@ -449,6 +449,66 @@ PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, 
 }
 #endif
 
+#if PORTA_POOL_AVX2
+// 2x2 windows of stride 2, unpadded, that tile the input exactly (in = 2 out both ways), in rows
+// of at least kStep - 1 outputs (porta-train's 14 and 7): output rows, and their input row
+// pairs, follow each other through the whole tensor, so the forward takes a group's outputs as
+// one run, kStep a step, whichever rows they lie in. Output k = r out_w + q has its window's top
+// left at x[2 in_w r + 2 q]; a step's lanes lie in at most two rows, the lanes from out_w - q on
+// in the next, whose top row is in_w floats on from the first row's bottom row. So the 16
+// floats from each of the step's first window's three rows from the top (the third only for
+// the next row's bottom) give the windows' four elements, evens and odds, taken in index order
+// with the strict beats: the first maximum, as Max::add finds it.
+PORTA_DEVICE_FUNCTION bool quad_runs(const Axis& ah, const Axis& aw) {
+  return ah.window == 2 && aw.window == 2 && ah.stride == 2 && aw.stride == 2 && ah.pad == 0 &&
+         aw.pad == 0 && ah.in == 2 * ah.out && aw.in == 2 * aw.out && aw.out >= kStep - 1;
+}
+
+// y[k] for the outputs k in [begin, end) of y, from x ([x, x_end)), rows out_w long. The steps
+// whose reads would leave x, at its end, take the windows one by one.
+PORTA_DEVICE_FUNCTION void quad_run_maxima(const float* x, const float* x_end, float* y,
+                                           int64_t out_w, int64_t begin, int64_t end) {
+  const int64_t in_w = 2 * out_w;
+  const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
+  const auto evens = [](const float* at) {
+    return __builtin_shufflevector(load_floats(at), load_floats(at + kStep), 0, 2, 4, 6, 8, 10,
+                                   12, 14);
+  };
+  const auto odds = [](const float* at) {
+    return __builtin_shufflevector(load_floats(at), load_floats(at + kStep), 1, 3, 5, 7, 9, 11,
+                                   13, 15);
+  };
+  int64_t k = begin, r = begin / out_w, q = begin - r * out_w;
+  for (; k < end; k += kStep) {
+    const float* at = x + 2 * in_w * r + 2 * q;
+    if (x_end - at < 2 * in_w + 2 * kStep) break;
+    const Ints next = iota >= int32_t(out_w - q);  // the lanes in the next row
+    Floats element[4] = {evens(at), odds(at), evens(at + in_w), odds(at + in_w)};
+    const Floats below[2] = {evens(at + 2 * in_w), odds(at + 2 * in_w)};
+    for (int j = 0; j < 2; ++j) {
+      element[j] = next ? element[j + 2] : element[j];
+      element[j + 2] = next ? below[j] : element[j + 2];
+    }
+    Floats m = element[0];
+    for (int j = 1; j < 4; ++j) {
+      const Ints take = (element[j] > m) | ((element[j] != element[j]) & (m == m));
+      m = take ? element[j] : m;
+    }
+    store_first(y + k, m, end - k);
+    for (q += kStep; q >= out_w; q -= out_w) ++r;
+  }
+  for (; k < end; ++k) {
+    const float* at = x + 2 * in_w * (k / out_w) + 2 * (k % out_w);
+    Max<int32_t> m;
+    m.add(at[0], 0);
+    m.add(at[1], 1);
+    m.add(at[in_w], 2);
+    m.add(at[in_w + 1], 3);
+    y[k] = m.value;
+  }
+}
+#endif
+
 #if PORTA_POOL_AVX512
 namespace avx512 {
 
@@ -991,6 +1051,15 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_forward, kPoolItems, int64_t planes, int64_t i
                                end, [&](int64_t at, avx512::Mask lanes, const avx512::Quads& m) {
                                  avx512::store_lanes(y + at, lanes, m.value);
                                });
+    return;
+  }
+#endif
+#if PORTA_POOL_AVX2
+  if (porta::group_size(0) == 1 && quad_runs(Axis{in_h, out_h, window_h, stride_h, pad_h},
+                                             Axis{in_w, out_w, window_w, stride_w, pad_w})) {
+    const int64_t begin = porta_ops::group_index() * porta::group_size(1), rows = planes * out_h;
+    const int64_t end = begin + porta::group_size(1) < rows ? begin + porta::group_size(1) : rows;
+    quad_run_maxima(x, x + planes * in_h * in_w, y, out_w, begin * out_w, end * out_w);
     return;
   }
 #endif
