@@ -464,10 +464,20 @@ PORTA_DEVICE_FUNCTION bool quad_runs(const Axis& ah, const Axis& aw) {
          aw.pad == 0 && ah.in == 2 * ah.out && aw.in == 2 * aw.out && aw.out >= kStep - 1;
 }
 
-// y[k] for the outputs k in [begin, end) of y, from x ([x, x_end)), rows out_w long. The steps
-// whose reads would leave x, at its end, take the windows one by one.
-PORTA_DEVICE_FUNCTION void quad_run_maxima(const float* x, const float* x_end, float* y,
-                                           int64_t out_w, int64_t begin, int64_t end) {
+// A step's window maxima, and in took[j] the lanes where element j + 1 beat the maximum of the
+// ones before it.
+struct QuadMaxima {
+  Floats value;
+  Ints took[3];
+};
+
+// Calls step(k, at, split, maxima) for the steps over outputs [begin, end) (rows out_w long) of
+// x ([x, x_end)): at, the first window's top left in x; the lanes from split on lie in the next
+// row (split >= kStep: none). Returns
+// the first output not taken: the steps whose reads would leave x, at its end, are left.
+template <class Step>
+PORTA_DEVICE_FUNCTION int64_t for_quad_runs(const float* x, const float* x_end, int64_t out_w,
+                                            int64_t begin, int64_t end, Step&& step) {
   const int64_t in_w = 2 * out_w;
   const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
   const auto evens = [](const float* at) {
@@ -482,29 +492,84 @@ PORTA_DEVICE_FUNCTION void quad_run_maxima(const float* x, const float* x_end, f
   for (; k < end; k += kStep) {
     const float* at = x + 2 * in_w * r + 2 * q;
     if (x_end - at < 2 * in_w + 2 * kStep) break;
-    const Ints next = iota >= int32_t(out_w - q);  // the lanes in the next row
+    const int64_t split = out_w - q;
+    const Ints next = iota >= int32_t(split);
     Floats element[4] = {evens(at), odds(at), evens(at + in_w), odds(at + in_w)};
     const Floats below[2] = {evens(at + 2 * in_w), odds(at + 2 * in_w)};
     for (int j = 0; j < 2; ++j) {
       element[j] = next ? element[j + 2] : element[j];
       element[j + 2] = next ? below[j] : element[j + 2];
     }
-    Floats m = element[0];
-    for (int j = 1; j < 4; ++j) {
-      const Ints take = (element[j] > m) | ((element[j] != element[j]) & (m == m));
-      m = take ? element[j] : m;
+    QuadMaxima m{element[0], {}};
+    for (int j = 0; j < 3; ++j) {
+      const Floats v = element[j + 1];
+      m.took[j] = (v > m.value) | ((v != v) & (m.value == m.value));
+      m.value = m.took[j] ? v : m.value;
     }
-    store_first(y + k, m, end - k);
+    step(k, at, split, m);
     for (q += kStep; q >= out_w; q -= out_w) ++r;
   }
+  return k;
+}
+
+// Output k's window maximum, one window (its element j, 0 to 3 in index order, as the index).
+PORTA_DEVICE_FUNCTION Max<int32_t> quad_max(const float* x, int64_t out_w, int64_t k) {
+  const int64_t in_w = 2 * out_w;
+  const float* at = x + 2 * in_w * (k / out_w) + 2 * (k % out_w);
+  Max<int32_t> m;
+  for (int32_t j = 0; j < 4; ++j) m.add(at[j / 2 * in_w + j % 2], j);
+  return m;
+}
+
+// y[k] for the outputs k in [begin, end) of y, from x ([x, x_end)), rows out_w long.
+PORTA_DEVICE_FUNCTION void quad_run_maxima(const float* x, const float* x_end, float* y,
+                                           int64_t out_w, int64_t begin, int64_t end) {
+  int64_t k = for_quad_runs(x, x_end, out_w, begin, end,
+                            [&](int64_t k, const float*, int64_t, const QuadMaxima& m) {
+                              store_first(y + k, m.value, end - k);
+                            });
+  for (; k < end; ++k) y[k] = quad_max(x, out_w, k).value;
+}
+
+// Stores the first count of the 16 lanes that interleave a and b (a[0], b[0], a[1], ...) at to.
+PORTA_DEVICE_FUNCTION void store_interleaved(float* to, const Floats& a, const Floats& b,
+                                             int64_t count) {
+  store_first(to, __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11), count);
+  if (count > kStep) {
+    store_first(to + kStep, __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15),
+                count - kStep);
+  }
+}
+
+// Backward of the same, windows disjoint: the dx that outputs [begin, end) own (their rows'
+// input row pairs, whole), each element its window's dy where it is the maximum and 0 elsewhere.
+// A step from at writes its row's part of the top row from at, the 16 floats from at + in_w
+// (that row's bottom, then the next row's top) and the next row's bottom: whole vectors, the
+// third before the second, which rewrites the part of it that lies in the next row's top row;
+// the rest of that the later steps of the run write (the run is whole rows, so they are its).
+PORTA_DEVICE_FUNCTION void quad_run_backward(const float* x, const float* x_end, const float* dy,
+                                             float* dx, int64_t out_w, int64_t begin,
+                                             int64_t end) {
+  const int64_t in_w = 2 * out_w;
+  // dy + k + kStep <= dy's end wherever the step's reads stay in x (four elements an output).
+  int64_t k = for_quad_runs(
+      x, x_end, out_w, begin, end,
+      [&](int64_t k, const float* at, int64_t split, const QuadMaxima& m) {
+        const Ints next = Ints{0, 1, 2, 3, 4, 5, 6, 7} >= int32_t(split);
+        const Floats d = load_floats(dy + k);
+        const Ints later = m.took[1] | m.took[2];
+        const Floats g[4] = {(m.took[0] | later) ? Floats{} : d, (m.took[0] & ~later) ? d : Floats{},
+                             (m.took[1] & ~m.took[2]) ? d : Floats{}, m.took[2] ? d : Floats{}};
+        const int64_t count = porta_ops::min64(end - k, kStep);
+        float* to = dx + (at - x);
+        store_interleaved(to, g[0], g[1], 2 * porta_ops::min64(split, count));
+        if (count > split) store_interleaved(to + 2 * in_w, g[2], g[3], 2 * count);
+        store_interleaved(to + in_w, next ? g[0] : g[2], next ? g[1] : g[3], 2 * count);
+      });
   for (; k < end; ++k) {
     const float* at = x + 2 * in_w * (k / out_w) + 2 * (k % out_w);
-    Max<int32_t> m;
-    m.add(at[0], 0);
-    m.add(at[1], 1);
-    m.add(at[in_w], 2);
-    m.add(at[in_w + 1], 3);
-    y[k] = m.value;
+    const int32_t chosen = quad_max(x, out_w, k).at;
+    for (int32_t j = 0; j < 4; ++j) dx[at - x + j / 2 * in_w + j % 2] = j == chosen ? dy[k] : 0.0f;
   }
 }
 #endif
@@ -1109,6 +1174,14 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
         [&](int64_t at, avx512::Mask lanes, const avx512::Quads& m) {
           avx512::write_stacked({dy, dy + rows * out_w}, dx, s, at, lanes, m);
         });
+    return;
+  }
+#endif
+#if PORTA_POOL_AVX2
+  if (items == 1 && quad_runs(ah, aw)) {
+    const int64_t end =
+        first_row + porta::group_size(1) < rows ? first_row + porta::group_size(1) : rows;
+    quad_run_backward(x, x + planes * in_h * in_w, dy, dx, out_w, first_row * out_w, end * out_w);
     return;
   }
 #endif
