@@ -303,14 +303,18 @@ PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int
 PORTA_DEVICE_FUNCTION StepMaxima left_step_maxima(const float* plane, int64_t h0, int64_t h1,
                                                   const Axis& aw) {
   const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
+  Ints columns[4];  // window <= pad + 2 <= 4 (joined_left)
+  for (int32_t j = 0; j < int32_t(aw.window); ++j) {
+    columns[j] = twice + (j - int32_t(aw.pad));
+    columns[j] = columns[j] < 0 ? Ints{} : columns[j];
+  }
   StepMaxima best{};
   for (int64_t h = h0; h < h1; ++h) {
     const float* row = plane + h * aw.in;
     Floats across{};
     Ints column{};  // the columns in the row
     for (int32_t j = 0; j < int32_t(aw.window); ++j) {
-      Ints at = twice + (j - int32_t(aw.pad));
-      at = at < 0 ? Ints{} : at;
+      const Ints at = columns[j];
       const Floats v = __builtin_shuffle(load_floats(row), load_floats(row + kStep), at);
       const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
       across = take ? v : across;
