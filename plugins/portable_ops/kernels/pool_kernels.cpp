@@ -499,10 +499,12 @@ PORTA_DEVICE_FUNCTION int64_t for_quad_runs(const float* x, const float* x_end, 
     const int64_t split = out_w - q;
     const Ints next = iota >= int32_t(split);
     Floats element[4] = {evens(at), odds(at), evens(at + in_w), odds(at + in_w)};
-    const Floats below[2] = {evens(at + 2 * in_w), odds(at + 2 * in_w)};
-    for (int j = 0; j < 2; ++j) {
-      element[j] = next ? element[j + 2] : element[j];
-      element[j + 2] = next ? below[j] : element[j + 2];
+    if (split < kStep) {  // the third row only where the step reaches the next row
+      const Floats below[2] = {evens(at + 2 * in_w), odds(at + 2 * in_w)};
+      for (int j = 0; j < 2; ++j) {
+        element[j] = next ? element[j + 2] : element[j];
+        element[j + 2] = next ? below[j] : element[j + 2];
+      }
     }
     QuadMaxima m{element[0], {}};
     for (int j = 0; j < 3; ++j) {
