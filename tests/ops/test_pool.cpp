@@ -151,6 +151,18 @@ const PoolCase kCases[] = {
     {1, 2, 9, 17, 3, 3, 2, 2, 1, 1},
     {1, 2, 5, 7, 3, 3, 2, 2, 1, 1},
     {2, 2, 9, 23, 3, 3, 2, 2, 0, 0},
+    // On AVX2 the window cut on the left (pad 1 or 2, window - pad <= 2) joins the row's first
+    // step: 8 windows, all in that step; pad 2 with 4-wide windows. (Planes narrower than 16,
+    // whose last plane's last row is too short to read, keep the cut window apart: 13x11 above.)
+    {2, 2, 5, 16, 3, 3, 2, 2, 1, 1},
+    {1, 2, 7, 21, 4, 4, 2, 2, 2, 2},
+    // On AVX2, 2x2 stride 2 windows that tile the input exactly, in rows of 7 or more, take a
+    // group's outputs as one run, forward and backward, steps lying across two rows: planes of
+    // one row of 7, rows of 8 and 9, and a run whose last steps, at the tensor's end, go one by
+    // one.
+    {3, 2, 2, 14, 2, 2, 2, 2, 0, 0},
+    {2, 3, 6, 16, 2, 2, 2, 2, 0, 0},
+    {1, 5, 8, 18, 2, 2, 2, 2, 0, 0},
 };
 
 }  // namespace

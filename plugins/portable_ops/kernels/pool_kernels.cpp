@@ -220,8 +220,11 @@ PORTA_DEVICE_FUNCTION void store_first(T* to, const V& v, int64_t count) {
 }
 
 // The windows [a, b) of a row that lie inside it: 2 q - pad >= 0 and 2 q - pad + window <= in.
+// With `left`, a is 0 and the row's first step also holds the window cut on the left
+// (joined_left).
 struct Inside {
   int64_t a, b;
+  bool left = false;
 };
 PORTA_DEVICE_FUNCTION Inside inside_stride2(const Axis& aw) {
   const int64_t last = aw.in - aw.window + aw.pad;
@@ -234,6 +237,22 @@ PORTA_DEVICE_FUNCTION Inside inside_stride2(const Axis& aw) {
 // 5-10% slower. Only on AVX2 (PORTA_POOL_AVX2): the AVX-512 build's own code takes the rows of
 // stride 2 but for windows wider than 16, and its code here stays as it was measured.
 constexpr bool kShortRows = PORTA_POOL_AVX2;
+
+// The one window cut by the padding at a row's left end (pad 1 or 2: the 3x3 stride 2 pad 1
+// pooling) joins the row's first step, from window 0, where that step's columns all lie in the
+// row's first 2 kStep floats (window - pad <= 2) and those are inside the tensor ([plane, end)
+// for every row of the plane): the columns left of the row are read as its first column, the
+// window's first again, which changes neither its maximum nor that maximum's first index. Else it
+// takes window_max, scalar (a quarter of the 3x3 forward's samples). AVX2 only, as kShortRows.
+PORTA_DEVICE_FUNCTION Inside joined_left(const float* plane, const float* end, const Axis& ah,
+                                         const Axis& aw, Inside s) {
+  if (PORTA_POOL_AVX2 && s.a == 1 && s.b > s.a && aw.window - aw.pad <= 2 &&
+      (ah.in - 1) * aw.in + 2 * kStep <= end - plane) {
+    s.a = 0;
+    s.left = true;
+  }
+  return s;
+}
 
 // Whether the windows inside a row take steps: at least kStep of them (kShort false), or fewer
 // (kShort) whose one step, which reads kStep windows' columns, stays inside the tensor, [plane,
@@ -277,17 +296,51 @@ PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int
   }
   return best;
 }
+// As step_maxima, for the step from window 0 that joined_left lets hold the window cut on the
+// left: window l's column j is the row's 2 l + j - pad, or its first (0) where that lies left of
+// the row, one of the row's first 2 kStep floats. (A function of its own: as one template with
+// step_maxima, GCC laid the AVX-512 build's argmax kernel out differently.)
+PORTA_DEVICE_FUNCTION StepMaxima left_step_maxima(const float* plane, int64_t h0, int64_t h1,
+                                                  const Axis& aw) {
+  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
+  Ints columns[4];  // window <= pad + 2 <= 4 (joined_left)
+  for (int32_t j = 0; j < int32_t(aw.window); ++j) {
+    columns[j] = twice + (j - int32_t(aw.pad));
+    columns[j] = columns[j] < 0 ? Ints{} : columns[j];
+  }
+  StepMaxima best{};
+  for (int64_t h = h0; h < h1; ++h) {
+    const float* row = plane + h * aw.in;
+    Floats across{};
+    Ints column{};  // the columns in the row
+    for (int32_t j = 0; j < int32_t(aw.window); ++j) {
+      const Ints at = columns[j];
+      const Floats v = __builtin_shuffle(load_floats(row), load_floats(row + kStep), at);
+      const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
+      across = take ? v : across;
+      column = take ? at : column;
+    }
+    const Ints take =
+        h == h0 ? ~Ints{}
+                : (across > best.value) | ((across != across) & (best.value == best.value));
+    best.value = take ? across : best.value;
+    best.at = take ? column + int32_t(h * aw.in) : best.at;
+  }
+  return best;
+}
 
-// Calls out(q0, count, maxima) for the steps over the windows inside a row (steps_fit<kShort>),
+// Calls out(q0, count, maxima) for the steps over the windows [a, b) of a row (steps_fit<kShort>),
 // whose windows take input rows [h0, h1): count is kStep, or with kShort the b - a lanes that
-// exist of the row's one step from a.
+// exist of the row's one step from a. With s.left the first step is left_step_maxima.
 template <bool kShort, class Out>
 PORTA_DEVICE_FUNCTION void for_steps(const float* plane, int64_t h0, int64_t h1, const Axis& aw,
                                      const Inside& s, Out&& out) {
+  const bool left = PORTA_POOL_AVX2 && s.left;
+  if (left) out(0, kShort ? s.b : kStep, left_step_maxima(plane, h0, h1, aw));
   if constexpr (kShort) {
-    out(s.a, s.b - s.a, step_maxima(plane, h0, h1, aw, s.a));
+    if (!left) out(s.a, s.b - s.a, step_maxima(plane, h0, h1, aw, s.a));
   } else {
-    for (int64_t step = s.a; step < s.b; step += kStep) {
+    for (int64_t step = left ? kStep : s.a; step < s.b; step += kStep) {
       const int64_t q0 = porta_ops::min64(step, s.b - kStep);
       out(q0, kStep, step_maxima(plane, h0, h1, aw, q0));
     }
@@ -313,7 +366,7 @@ template <bool kIndexed, bool kShort>
 PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* end, const Axis& ah,
                                               const Axis& aw, int64_t p, float* values,
                                               int32_t* at) {
-  const Inside s = inside_stride2(aw);
+  const Inside s = joined_left(plane, end, ah, aw, inside_stride2(aw));
   if constexpr (!kShort) {
     if (s.b - s.a < kStep) {
       return kShortRows && short_row_maxima_stride2<kIndexed>(plane, end, ah, aw, p, values, at);
@@ -393,9 +446,137 @@ PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, 
       }
     }
   });
-  for (int64_t q = 0; q < s.a; ++q) dxp[window_max<int32_t>(plane, ah, aw, p, q).at] = dyr[q];
-  for (int64_t q = s.b; q < aw.out; ++q) dxp[window_max<int32_t>(plane, ah, aw, p, q).at] = dyr[q];
+  const auto cut = [&](int64_t q) { dxp[window_max<int32_t>(plane, ah, aw, p, q).at] = dyr[q]; };
+  for (int64_t q = 0; q < s.a; ++q) cut(q);
+  for (int64_t q = s.b; q < aw.out; ++q) cut(q);
   return true;
+}
+#endif
+
+#if PORTA_POOL_AVX2
+// 2x2 windows of stride 2, unpadded, that tile the input exactly (in = 2 out both ways), in rows
+// of at least kStep - 1 outputs (porta-train's 14 and 7): output rows, and their input row
+// pairs, follow each other through the whole tensor, so the forward takes a group's outputs as
+// one run, kStep a step, whichever rows they lie in. Output k = r out_w + q has its window's top
+// left at x[2 in_w r + 2 q]; a step's lanes lie in at most two rows, the lanes from out_w - q on
+// in the next, whose top row is in_w floats on from the first row's bottom row. So the 16
+// floats from each of the step's first window's three rows from the top (the third only for
+// the next row's bottom) give the windows' four elements, evens and odds, taken in index order
+// with the strict beats: the first maximum, as Max::add finds it.
+PORTA_DEVICE_FUNCTION bool quad_runs(const Axis& ah, const Axis& aw) {
+  return ah.window == 2 && aw.window == 2 && ah.stride == 2 && aw.stride == 2 && ah.pad == 0 &&
+         aw.pad == 0 && ah.in == 2 * ah.out && aw.in == 2 * aw.out && aw.out >= kStep - 1;
+}
+
+// A step's window maxima, and in took[j] the lanes where element j + 1 beat the maximum of the
+// ones before it.
+struct QuadMaxima {
+  Floats value;
+  Ints took[3];
+};
+
+// Calls step(k, at, split, maxima) for the steps over outputs [begin, end) (rows out_w long) of
+// x ([x, x_end)): at, the first window's top left in x; the lanes from split on lie in the next
+// row (split >= kStep: none). Returns
+// the first output not taken: the steps whose reads would leave x, at its end, are left.
+template <class Step>
+PORTA_DEVICE_FUNCTION int64_t for_quad_runs(const float* x, const float* x_end, int64_t out_w,
+                                            int64_t begin, int64_t end, Step&& step) {
+  const int64_t in_w = 2 * out_w;
+  const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
+  const auto evens = [](const float* at) {
+    return __builtin_shufflevector(load_floats(at), load_floats(at + kStep), 0, 2, 4, 6, 8, 10, 12,
+                                   14);
+  };
+  const auto odds = [](const float* at) {
+    return __builtin_shufflevector(load_floats(at), load_floats(at + kStep), 1, 3, 5, 7, 9, 11, 13,
+                                   15);
+  };
+  int64_t k = begin, r = begin / out_w, q = begin - r * out_w;
+  for (; k < end; k += kStep) {
+    const float* at = x + 2 * in_w * r + 2 * q;
+    if (x_end - at < 2 * in_w + 2 * kStep) break;
+    const int64_t split = out_w - q;
+    const Ints next = iota >= int32_t(split);
+    Floats element[4] = {evens(at), odds(at), evens(at + in_w), odds(at + in_w)};
+    if (split < kStep) {  // the third row only where the step reaches the next row
+      const Floats below[2] = {evens(at + 2 * in_w), odds(at + 2 * in_w)};
+      for (int j = 0; j < 2; ++j) {
+        element[j] = next ? element[j + 2] : element[j];
+        element[j + 2] = next ? below[j] : element[j + 2];
+      }
+    }
+    QuadMaxima m{element[0], {}};
+    for (int j = 0; j < 3; ++j) {
+      const Floats v = element[j + 1];
+      m.took[j] = (v > m.value) | ((v != v) & (m.value == m.value));
+      m.value = m.took[j] ? v : m.value;
+    }
+    step(k, at, split, m);
+    for (q += kStep; q >= out_w; q -= out_w) ++r;
+  }
+  return k;
+}
+
+// Output k's window maximum, one window (its element j, 0 to 3 in index order, as the index).
+PORTA_DEVICE_FUNCTION Max<int32_t> quad_max(const float* x, int64_t out_w, int64_t k) {
+  const int64_t in_w = 2 * out_w;
+  const float* at = x + 2 * in_w * (k / out_w) + 2 * (k % out_w);
+  Max<int32_t> m;
+  for (int32_t j = 0; j < 4; ++j) m.add(at[j / 2 * in_w + j % 2], j);
+  return m;
+}
+
+// y[k] for the outputs k in [begin, end) of y, from x ([x, x_end)), rows out_w long.
+PORTA_DEVICE_FUNCTION void quad_run_maxima(const float* x, const float* x_end, float* y,
+                                           int64_t out_w, int64_t begin, int64_t end) {
+  int64_t k = for_quad_runs(x, x_end, out_w, begin, end,
+                            [&](int64_t k, const float*, int64_t, const QuadMaxima& m) {
+                              store_first(y + k, m.value, end - k);
+                            });
+  for (; k < end; ++k) y[k] = quad_max(x, out_w, k).value;
+}
+
+// Stores the first count of the 16 lanes that interleave a and b (a[0], b[0], a[1], ...) at to.
+PORTA_DEVICE_FUNCTION void store_interleaved(float* to, const Floats& a, const Floats& b,
+                                             int64_t count) {
+  store_first(to, __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11), count);
+  if (count > kStep) {
+    store_first(to + kStep, __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15),
+                count - kStep);
+  }
+}
+
+// Backward of the same, windows disjoint: the dx that outputs [begin, end) own (their rows'
+// input row pairs, whole), each element its window's dy where it is the maximum and 0 elsewhere.
+// A step from at writes its row's part of the top row from at, the 16 floats from at + in_w
+// (that row's bottom, then the next row's top) and the next row's bottom: whole vectors, the
+// third before the second, which rewrites the part of it that lies in the next row's top row;
+// the rest of that the later steps of the run write (the run is whole rows, so they are its).
+PORTA_DEVICE_FUNCTION void quad_run_backward(const float* x, const float* x_end, const float* dy,
+                                             float* dx, int64_t out_w, int64_t begin, int64_t end) {
+  const int64_t in_w = 2 * out_w;
+  // dy + k + kStep <= dy's end wherever the step's reads stay in x (four elements an output).
+  int64_t k = for_quad_runs(
+      x, x_end, out_w, begin, end,
+      [&](int64_t k, const float* at, int64_t split, const QuadMaxima& m) {
+        const Ints next = Ints{0, 1, 2, 3, 4, 5, 6, 7} >= int32_t(split);
+        const Floats d = load_floats(dy + k);
+        const Ints later = m.took[1] | m.took[2];
+        const Floats g[4] = {(m.took[0] | later) ? Floats{} : d,
+                             (m.took[0] & ~later) ? d : Floats{},
+                             (m.took[1] & ~m.took[2]) ? d : Floats{}, m.took[2] ? d : Floats{}};
+        const int64_t count = porta_ops::min64(end - k, kStep);
+        float* to = dx + (at - x);
+        store_interleaved(to, g[0], g[1], 2 * porta_ops::min64(split, count));
+        if (count > split) store_interleaved(to + 2 * in_w, g[2], g[3], 2 * count);
+        store_interleaved(to + in_w, next ? g[0] : g[2], next ? g[1] : g[3], 2 * count);
+      });
+  for (; k < end; ++k) {
+    const float* at = x + 2 * in_w * (k / out_w) + 2 * (k % out_w);
+    const int32_t chosen = quad_max(x, out_w, k).at;
+    for (int32_t j = 0; j < 4; ++j) dx[at - x + j / 2 * in_w + j % 2] = j == chosen ? dy[k] : 0.0f;
+  }
 }
 #endif
 
@@ -944,6 +1125,15 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_forward, kPoolItems, int64_t planes, int64_t i
     return;
   }
 #endif
+#if PORTA_POOL_AVX2
+  if (porta::group_size(0) == 1 && quad_runs(Axis{in_h, out_h, window_h, stride_h, pad_h},
+                                             Axis{in_w, out_w, window_w, stride_w, pad_w})) {
+    const int64_t begin = porta_ops::group_index() * porta::group_size(1), rows = planes * out_h;
+    const int64_t end = begin + porta::group_size(1) < rows ? begin + porta::group_size(1) : rows;
+    quad_run_maxima(x, x + planes * in_h * in_w, y, out_w, begin * out_w, end * out_w);
+    return;
+  }
+#endif
   // Only the value is stored, which ties do not change: int32 indices do for any plane.
   window_maxima(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
                 Axis{in_w, out_w, window_w, stride_w, pad_w}, x, StoreValues{y});
@@ -990,6 +1180,14 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
         [&](int64_t at, avx512::Mask lanes, const avx512::Quads& m) {
           avx512::write_stacked({dy, dy + rows * out_w}, dx, s, at, lanes, m);
         });
+    return;
+  }
+#endif
+#if PORTA_POOL_AVX2
+  if (items == 1 && quad_runs(ah, aw)) {
+    const int64_t end =
+        first_row + porta::group_size(1) < rows ? first_row + porta::group_size(1) : rows;
+    quad_run_backward(x, x + planes * in_h * in_w, dy, dx, out_w, first_row * out_w, end * out_w);
     return;
   }
 #endif
@@ -1110,22 +1308,35 @@ PORTA_DEVICE_FUNCTION bool gather_stride2(const Axis& ah, const Axis& aw, int64_
   int64_t p0, p1;
   ah.covering(h, &p0, &p1);
   const auto chosen = [&](int64_t p, int64_t q) { return int64_t(ap[p * aw.out + q]); };
-  for (int64_t w = 0; w < first; ++w) dxr[w] = gather_column(aw, h, w, p0, p1, dyp, chosen);
+  // The columns at the ends: with the stride a constant, Axis::covering divides by shifts (its
+  // divisions took about 4% of the 3x3 gather's samples).
+  const Axis across{aw.in, aw.out, aw.window, 2, aw.pad};
+  for (int64_t w = 0; w < first; ++w) dxr[w] = gather_column(across, h, w, p0, p1, dyp, chosen);
   const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
-  for (int64_t step = first; step < last + kStep; step += kStep) {
-    const int64_t c = porta_ops::min64(step, last);
-    const Ints self = iota + int32_t(h * aw.in + c);
-    Floats sum{};
-    for (int64_t p = p0; p < p1; ++p) {
-      for (int64_t t = reach - 1; t >= 0; --t) {
-        const int64_t at = p * aw.out + (c + aw.pad) / 2 - t;
-        sum = pairs_of(ap + at) == self ? sum + pairs_of(dyp + at) : sum;
+  // The steps, with kReach for reach where it is a constant (the windows of 3 and 4: 2), so
+  // that the windows' loop unrolls (as a loop of two turns, the 3x3 gather took about 10% more).
+  const auto steps = [&](auto kReach) {
+    const int64_t r = kReach ? int64_t(kReach) : reach;
+    for (int64_t step = first; step < last + kStep; step += kStep) {
+      const int64_t c = porta_ops::min64(step, last);
+      const Ints self = iota + int32_t(h * aw.in + c);
+      Floats sum{};
+      for (int64_t p = p0; p < p1; ++p) {
+        for (int64_t t = r - 1; t >= 0; --t) {
+          const int64_t at = p * aw.out + (c + aw.pad) / 2 - t;
+          sum = pairs_of(ap + at) == self ? sum + pairs_of(dyp + at) : sum;
+        }
       }
+      __builtin_memcpy(dxr + c, &sum, sizeof sum);
     }
-    __builtin_memcpy(dxr + c, &sum, sizeof sum);
+  };
+  if (reach == 2) {
+    steps(std::integral_constant<int, 2>{});
+  } else {
+    steps(std::integral_constant<int, 0>{});
   }
   for (int64_t w = last + kStep; w < aw.in; ++w) {
-    dxr[w] = gather_column(aw, h, w, p0, p1, dyp, chosen);
+    dxr[w] = gather_column(across, h, w, p0, p1, dyp, chosen);
   }
   return true;
 }
