@@ -12,7 +12,8 @@ namespace porta::portable_ops {
 // gemm.cpp
 porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                        int64_t k, int64_t batch, int64_t depth_period,
-                                       std::optional<Scratch>& scratch, float** packed_a);
+                                       std::optional<Scratch>& scratch, float** packed_a,
+                                       bool deepen_ahead);
 bool plan_staged_launch(const Op& context, int64_t m, int64_t n, int64_t k,
                         const porta_ops::StagedWindow& window, std::optional<Scratch>& scratch,
                         porta_ops::GemmPlan* plan);
@@ -84,12 +85,19 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
       const int64_t depth_period = pass == Pass::backward_weights ? g.out_h * g.out_w : 0;
       // Backward data's w^T (fp32) is packed once by a kernel of its own on the CPU, rather than
       // by each column tile's groups (4 to 13 times on the deep layers). Forward reads w in
-      // place.
-      const bool pack_a = pass == Pass::backward_data && d.dtype == PORTA_DTYPE_F32;
+      // place, except 1x1 layers on AVX2 (8 fp32 lanes), where 6-row panels of w read in place
+      // ran slower than packed ones (3x3 layers did not gain); there w keeps the depth blocks
+      // planned for it in place, so that the sums are those of before (docs/decisions.md).
+      const bool forward_ahead = pass == Pass::forward && g.kernel_h * g.kernel_w == 1 &&
+                                 runs_on_host(op) && op.properties->subgroup_size == 8;
+      const bool pack_a =
+          d.dtype == PORTA_DTYPE_F32 && (pass == Pass::backward_data || forward_ahead);
       plan = plan_engine_launch(op, ops[index], m.value(), n.value(), k.value(), 1, depth_period,
-                                scratch, pack_a ? &g.packed_a : nullptr);
+                                scratch, pack_a ? &g.packed_a : nullptr, !forward_ahead);
+      // A packed ahead takes no room in the groups' shared memory.
       porta_ops::balance_column_tiles(m.value(), n.value(), 1, op.properties->compute_units,
-                                      op.properties->shared_memory_per_group, &plan);
+                                      op.properties->shared_memory_per_group,
+                                      g.packed_a ? 0 : plan.tiles.block_m, &plan);
     }
     g.tiles = plan.tiles;
     if (g.packed_a) {
@@ -99,8 +107,10 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
         plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
                             "the convolution's weights are too large to pack in one launch");
       }
-      launch(op, "conv2d_backward_data_f32_pack", dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g,
-             in0, in1, out);
+      static const char* const pack_kernels[] = {"conv2d_forward_f32_pack",
+                                                 "conv2d_backward_data_f32_pack"};
+      launch(op, pack_kernels[index], dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, in0, in1,
+             out);
     }
     // The kernels' inputs are pointers of their dtype: the same bytes.
     launch(op, kernels[index][d.dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),

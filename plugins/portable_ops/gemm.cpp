@@ -54,10 +54,10 @@ porta_ops::GemmTarget gemm_target(const Op& context) {
 
 // plan_engine_launch, whether A is an fp32 matrix stored along the depth (plan_gemm's
 // a_in_place) and which operands are stored as panels at a stride (plan_gemm's panels).
-porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, int64_t n,
-                                int64_t k, int64_t batch, int64_t depth_period, bool a_in_place,
+porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, int64_t n, int64_t k,
+                                int64_t batch, int64_t depth_period, bool a_in_place,
                                 std::optional<Scratch>& scratch, float** packed_a = nullptr,
-                                int32_t panels = 0) {
+                                bool deepen_ahead = true, int32_t panels = 0) {
   const porta_device_properties_t& props = *context.properties;
   const porta_ops::GemmTarget target = gemm_target(context);
   // A GPU runs the tiled path: groups of kTiledItems x kTiledItems work-items, which the
@@ -79,7 +79,7 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
   constexpr double kMinRepacked = 1 << 18;  // elements
   const bool ahead = packed_a && plan.tiles.path != porta_ops::kGemmPathTiled &&
                      static_cast<double>(plan.tiles.tiles_n - 1) * m * k >= kMinRepacked;
-  if (fits && ahead) {
+  if (fits && ahead && deepen_ahead) {
     fits = porta_ops::plan_gemm(m, n, k, batch, target, requested_gemm_path(), &plan, a_in_place,
                                 true);
   }
@@ -104,11 +104,15 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
 // until the caller has queued both kernels. A depth_period > 0 says that A's rows run along the
 // depth in stretches of that many (porta_ops::align_depth_blocks). Given packed_a, the CPU's
 // packed path gets room there for A packed once for all tiles where that pays (ConvArgs::
-// packed_a; nullptr elsewhere). Throws porta::error if the grid cannot hold it.
+// packed_a; nullptr elsewhere), and with deepen_ahead the deeper depth blocks of an A that takes
+// no shared memory (else the blocks, and so the order of the sums, of A packed per group). Throws
+// porta::error if the grid cannot hold it.
 porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                        int64_t k, int64_t batch, int64_t depth_period,
-                                       std::optional<Scratch>& scratch, float** packed_a) {
-  return plan_launch(context, op, m, n, k, batch, depth_period, false, scratch, packed_a);
+                                       std::optional<Scratch>& scratch, float** packed_a,
+                                       bool deepen_ahead) {
+  return plan_launch(context, op, m, n, k, batch, depth_period, false, scratch, packed_a,
+                     deepen_ahead);
 }
 
 // Conv backward weights with its window staged as A on the CPU (porta_ops::plan_staged_window):
@@ -134,7 +138,7 @@ porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* gemm) {
     const bool a_in_place = f32 && d.trans_a == PORTA_NO_TRANSPOSE;
     const int32_t panels = f32 && d.trans_b == PORTA_NO_TRANSPOSE ? porta_ops::kGemmPanelsB : 0;
     const porta_ops::GemmPlan plan = plan_launch(*op, "porta_gemm", d.m, d.n, d.k, d.batch_count, 0,
-                                                 a_in_place, scratch, nullptr, panels);
+                                                 a_in_place, scratch, nullptr, true, panels);
     porta_ops::GemmArgs args{};
     args.a = gemm->a;
     args.b = gemm->b;

@@ -365,6 +365,23 @@ TEST_CASE("conv2d: backward data's weights packed once for all tiles", "[conv]")
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
+// On AVX2 CPUs (8 fp32 lanes), a 1x1 forward's weights are packed once per call the same way,
+// where the column tiles would otherwise read them in place over 2^18 elements again, in the
+// depth blocks planned for them in place. These shapes do so on 2 threads: row tiles of 208 rows
+// (not a whole number of 6-row strips), 1100 deep with 91 rows (several blocks, a partial last
+// strip), split-K on 7x7 images. Elsewhere they run the in-place path.
+TEST_CASE("conv2d: 1x1 forward weights packed once for all tiles", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {1, 234, 16, 16, 401, 1, 1},  // two row tiles of 208 rows, four column tiles
+      {4, 1100, 16, 16, 91, 1, 1},  // 1100 deep: blocks of 220, 91 rows
+      {8, 2700, 7, 7, 24, 1, 1},    // 7x7 images, 2700 deep: split
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
 // On the CPU, fp32 backward weights of filters with several taps, stride 1 across and output
 // rows of 14 or more run as dw^T = im2col(x) x dy^T, A's rows read from x's rows staged per depth
 // block with the window's zeros around them (gemm_params.h: plan_staged_window): the padding's

@@ -6,9 +6,9 @@
 // image's positions have an even divisor between half the planned block and the block, every
 // block must lie within one image.
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <initializer_list>
 #include <vector>
-#include <catch2/catch.hpp>
 
 #include "gemm_params.h"
 
@@ -98,55 +98,76 @@ TEST_CASE("conv plan: column tiles evened out over the threads", "[conv][plan]")
     int64_t m, n, k, period;
   };
   std::vector<Gemm> gemms;
-  const int64_t layers[][7] = {  // N, C, H, W, K, R, S ("same" padding, stride 1)
-      {4, 64, 56, 56, 64, 3, 3}, {4, 128, 28, 28, 128, 3, 3}, {16, 512, 7, 7, 512, 3, 3},
-      {16, 1024, 14, 14, 256, 1, 1}, {3, 8, 14, 14, 16, 3, 3}, {2, 16, 9, 9, 64, 3, 3},
-      {1, 3, 5, 7, 2, 3, 3}, {7, 33, 11, 13, 40, 1, 1}};
+  const int64_t layers[][7] = {// N, C, H, W, K, R, S ("same" padding, stride 1)
+                               {4, 64, 56, 56, 64, 3, 3},  {4, 128, 28, 28, 128, 3, 3},
+                               {16, 512, 7, 7, 512, 3, 3}, {16, 1024, 14, 14, 256, 1, 1},
+                               {3, 8, 14, 14, 16, 3, 3},   {2, 16, 9, 9, 64, 3, 3},
+                               {1, 3, 5, 7, 2, 3, 3},      {7, 33, 11, 13, 40, 1, 1}};
   for (const auto& l : layers) {
     const int64_t npq = l[0] * l[2] * l[3], crs = l[1] * l[5] * l[6];
-    gemms.push_back({l[4], npq, crs, 0});                       // forward
-    gemms.push_back({l[1], npq, l[4] * l[5] * l[6], 0});        // backward data
-    gemms.push_back({l[4], crs, npq, l[2] * l[3]});             // backward weights
+    gemms.push_back({l[4], npq, crs, 0});                 // forward
+    gemms.push_back({l[1], npq, l[4] * l[5] * l[6], 0});  // backward data
+    gemms.push_back({l[4], crs, npq, l[2] * l[3]});       // backward weights
   }
   constexpr int64_t kShared = 256 * 1024;
+  // Each plan as the group packs its rows of A (block_m of them beside B's panel), and with a
+  // conv's weights packed ahead (conv.cpp: packed_a), where A takes no shared memory: in the
+  // blocks planned for A packed per group (forward on AVX2) or in the deeper ones (ahead).
   for (const Gemm& g : gemms) {
-    for (int64_t threads : {1, 2, 3, 8}) {
-      INFO("m " << g.m << ", n " << g.n << ", k " << g.k << ", threads " << threads);
-      porta_ops::GemmTarget target{true, threads, kShared};
-      GemmPlan before{};
-      REQUIRE(porta_ops::plan_gemm(g.m, g.n, g.k, 1, target, porta_ops::kGemmPathNative,
-                                   &before));
-      if (g.period > 0) porta_ops::align_depth_blocks(g.period, g.m, g.n, g.k, 1, &before);
-      GemmPlan plan = before;
-      porta_ops::balance_column_tiles(g.m, g.n, 1, threads, kShared, &plan);
-      const porta_ops::GemmTiles& t = plan.tiles;
-      CHECK(t.tile_n % porta_ops::kCpuColumnMultiple == 0);
-      CHECK(t.tiles_n * t.tile_n >= g.n);
-      CHECK((t.tiles_n - 1) * t.tile_n < g.n);
-      CHECK(t.tile_m == before.tiles.tile_m);
-      CHECK(t.tile_k == before.tiles.tile_k);
-      CHECK(t.block_m == before.tiles.block_m);
-      CHECK(t.splits == before.tiles.splits);
-      CHECK(plan.partial_floats == before.partial_floats);
-      CHECK(plan.shared_bytes <= kShared);
-      CHECK(int64_t(plan.shared_bytes) >= (t.block_m + t.tile_n) * t.tile_k * 4);
-      const int64_t groups = t.tiles_m * t.tiles_n * t.splits;
-      CHECK(int64_t(plan.grid[0]) * plan.grid[1] * plan.grid[2] >= groups);
-      CHECK(int64_t(plan.grid[0]) * plan.grid[1] * (plan.grid[2] - 1) < groups);
-      const int64_t load = porta_ops::busiest_thread(g.m, g.n, 1, t, threads);
-      CHECK(load <= porta_ops::busiest_thread(g.m, g.n, 1, before.tiles, threads));
-      if (threads == 1) CHECK(t.tile_n == before.tiles.tile_n);
+    for (const int variant : {0, 1, 2}) {
+      const bool ahead = variant == 2;
+      for (int64_t threads : {1, 2, 3, 8}) {
+        INFO("m " << g.m << ", n " << g.n << ", k " << g.k << ", threads " << threads
+                  << ", variant " << variant);
+        porta_ops::GemmTarget target{true, threads, kShared};
+        GemmPlan before{};
+        REQUIRE(porta_ops::plan_gemm(g.m, g.n, g.k, 1, target, porta_ops::kGemmPathNative, &before,
+                                     false, ahead));
+        if (g.period > 0) porta_ops::align_depth_blocks(g.period, g.m, g.n, g.k, 1, &before);
+        GemmPlan plan = before;
+        const int64_t a_rows = variant == 0 ? before.tiles.block_m : 0;
+        porta_ops::balance_column_tiles(g.m, g.n, 1, threads, kShared, a_rows, &plan);
+        const porta_ops::GemmTiles& t = plan.tiles;
+        CHECK(t.tile_n % porta_ops::kCpuColumnMultiple == 0);
+        CHECK(t.tiles_n * t.tile_n >= g.n);
+        CHECK((t.tiles_n - 1) * t.tile_n < g.n);
+        CHECK(t.tile_m == before.tiles.tile_m);
+        CHECK(t.tile_k == before.tiles.tile_k);
+        CHECK(t.block_m == before.tiles.block_m);
+        CHECK(t.splits == before.tiles.splits);
+        CHECK(plan.partial_floats == before.partial_floats);
+        CHECK(plan.shared_bytes <= kShared);
+        CHECK(int64_t(plan.shared_bytes) >= (a_rows + t.tile_n) * t.tile_k * 4);
+        const int64_t groups = t.tiles_m * t.tiles_n * t.splits;
+        CHECK(int64_t(plan.grid[0]) * plan.grid[1] * plan.grid[2] >= groups);
+        CHECK(int64_t(plan.grid[0]) * plan.grid[1] * (plan.grid[2] - 1) < groups);
+        const int64_t load = porta_ops::busiest_thread(g.m, g.n, 1, t, threads);
+        CHECK(load <= porta_ops::busiest_thread(g.m, g.n, 1, before.tiles, threads));
+        if (threads == 1) CHECK(t.tile_n == before.tiles.tile_n);
+      }
     }
   }
   // 28x28x128 forward (13 tiles) and backward weights (8, the last a sliver); 56x56x64
   // backward weights (9): each thread now computes half.
-  for (const Gemm& g : {Gemm{128, 3136, 1152, 0}, Gemm{128, 1152, 3136, 784},
-                        Gemm{64, 576, 12544, 3136}}) {
+  for (const Gemm& g :
+       {Gemm{128, 3136, 1152, 0}, Gemm{128, 1152, 3136, 784}, Gemm{64, 576, 12544, 3136}}) {
     porta_ops::GemmTarget target{true, 2, kShared};
     GemmPlan plan{};
     REQUIRE(porta_ops::plan_gemm(g.m, g.n, g.k, 1, target, porta_ops::kGemmPathNative, &plan));
     if (g.period > 0) porta_ops::align_depth_blocks(g.period, g.m, g.n, g.k, 1, &plan);
-    porta_ops::balance_column_tiles(g.m, g.n, 1, 2, kShared, &plan);
+    porta_ops::balance_column_tiles(g.m, g.n, 1, 2, kShared, plan.tiles.block_m, &plan);
+    CHECK(porta_ops::busiest_thread(g.m, g.n, 1, plan.tiles, 2) * 2 == g.m * g.n);
+  }
+  // With the weights packed ahead in its deeper blocks, 28x28x128 backward data (13 tiles of 256,
+  // where 64 rows of A beside 224 columns would not fit) comes out even too.
+  {
+    const Gemm g{128, 3136, 1152, 0};
+    porta_ops::GemmTarget target{true, 2, kShared};
+    GemmPlan plan{};
+    REQUIRE(porta_ops::plan_gemm(g.m, g.n, g.k, 1, target, porta_ops::kGemmPathNative, &plan, false,
+                                 true));
+    CHECK(plan.tiles.tiles_n == 13);
+    porta_ops::balance_column_tiles(g.m, g.n, 1, 2, kShared, 0, &plan);
     CHECK(porta_ops::busiest_thread(g.m, g.n, 1, plan.tiles, 2) * 2 == g.m * g.n);
   }
 }
@@ -161,11 +182,11 @@ TEST_CASE("conv plan: backward weights from staged rows", "[conv][plan]") {
     int64_t n, c, p, q, k, r, s, stride_h, dilation_h, dilation_w;
   };
   const Layer layers[] = {
-      {4, 64, 56, 56, 64, 3, 3, 1, 1, 1},   {4, 128, 28, 28, 128, 3, 3, 1, 1, 1},
+      {4, 64, 56, 56, 64, 3, 3, 1, 1, 1},     {4, 128, 28, 28, 128, 3, 3, 1, 1, 1},
       {16, 1024, 14, 14, 256, 1, 1, 1, 1, 1}, {4, 16, 30, 30, 40, 3, 3, 1, 1, 1},
-      {1, 130, 16, 16, 8, 3, 3, 1, 1, 1},   {1, 1, 3, 2000, 4, 3, 3, 1, 1, 1},
-      {2, 4, 11, 16, 6, 3, 3, 2, 1, 1},     {2, 3, 16, 14, 5, 3, 3, 1, 2, 2},
-      {32, 3, 112, 112, 64, 7, 7, 1, 1, 1}, {1, 1, 1, 14, 1, 1, 1, 1, 1, 1},
+      {1, 130, 16, 16, 8, 3, 3, 1, 1, 1},     {1, 1, 3, 2000, 4, 3, 3, 1, 1, 1},
+      {2, 4, 11, 16, 6, 3, 3, 2, 1, 1},       {2, 3, 16, 14, 5, 3, 3, 1, 2, 2},
+      {32, 3, 112, 112, 64, 7, 7, 1, 1, 1},   {1, 1, 1, 14, 1, 1, 1, 1, 1, 1},
   };
   constexpr int64_t kShared = 256 * 1024;
   for (const Layer& l : layers) {

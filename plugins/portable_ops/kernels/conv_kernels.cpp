@@ -22,8 +22,9 @@ using porta_ops::conv::run;
 // its _f32_reduce kernel (same arguments) when the plan splits the depth. The reduction reads
 // only the partials and the output, so the f32 one serves every dtype.
 
-// Backward data on the CPU reads w^T packed for all tiles at once where the host asked for it
-// (packed_a), rather than packing it again for every column tile.
+// Backward data on the CPU (and 1x1 forward on AVX2) reads the weights packed for all tiles at
+// once where the host asked for it (packed_a), rather than packing them again for every column
+// tile (backward data) or reading them in place (forward).
 PORTA_DEVICE_FUNCTION void run_f32(const ConvProblem<float>& p, const ConvArgs& g) {
 #if PORTA_TARGET_CPU
   if (g.packed_a) {
@@ -34,7 +35,8 @@ PORTA_DEVICE_FUNCTION void run_f32(const ConvProblem<float>& p, const ConvArgs& 
   run(p, g);
 }
 
-// Packs w^T into packed_a before the pass's kernel (a group per row tile and depth block).
+// Packs the pass's A (w^T, or w for forward) into packed_a before the pass's kernel (a group per
+// row tile and depth block).
 PORTA_DEVICE_FUNCTION void pack_weights(const ConvProblem<float>& p, const ConvArgs& g) {
 #if PORTA_TARGET_CPU
   porta_ops::cpu::pack_rows_ahead(porta_ops::cpu::PackedRows(p.a, g.packed_a, p.shape, g.tiles),
@@ -44,9 +46,19 @@ PORTA_DEVICE_FUNCTION void pack_weights(const ConvProblem<float>& p, const ConvA
 #endif
 }
 
+// The host packs forward's weights ahead only for 1x1 layers on the AVX2 build (8 fp32 lanes:
+// conv.cpp); the other builds keep forward's kernel as it was, reading w in place.
 PORTA_KERNEL_MAX_GROUP(conv2d_forward_f32, porta_ops::kEngineItems, ConvArgs g, const float* x,
                        const float* w, float* y) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  run_f32(forward(g, x, w, y), g);
+#else
   run(forward(g, x, w, y), g);
+#endif
+}
+
+PORTA_KERNEL(conv2d_forward_f32_pack, ConvArgs g, const float* x, const float* w, float* y) {
+  pack_weights(forward(g, x, w, y), g);
 }
 
 PORTA_KERNEL(conv2d_forward_f32_reduce, ConvArgs g, const float* x, const float* w, float* y) {

@@ -95,8 +95,9 @@ struct ConvArgs {
   int64_t out_h, out_w;                      // P, Q of y
   int64_t pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w;
   GemmTiles tiles;
-  // CPU, fp32 backward data: where the _pack kernel put w^T, packed for every tile
-  // (kernels/gemm_engine_cpu.h: PackedRows); nullptr where each group packs its own.
+  // CPU, fp32 backward data (and 1x1 forward on AVX2): where the _pack kernel put w^T (w), packed
+  // for every tile (kernels/gemm_engine_cpu.h: PackedRows); nullptr where each group packs its own
+  // (reads w in place).
   float* packed_a;
   // CPU, fp32 backward weights: the GEMM is dw^T = im2col(x) x dy^T, planned by
   // plan_staged_window, its window as A staged from x's rows (conv.h: backward_weights_transposed).
@@ -426,9 +427,10 @@ inline int64_t busiest_thread(int64_t m, int64_t n, int64_t batch, const GemmTil
 // (an eighth of a conv backward-weights). Where the groups are that few (the pool then hands them
 // out one at a time), this cuts the columns into between half and twice as many tiles, of 64 to
 // 256 columns within `shared_bytes`, where that lowers the busiest thread's share; the most
-// tiles among equals, which absorb a thread that starts late.
+// tiles among equals, which absorb a thread that starts late. a_rows: the rows of A a group
+// keeps in shared memory beside B's panel (the plan's block_m, or 0 where A is packed ahead).
 inline void balance_column_tiles(int64_t m, int64_t n, int64_t batch, int64_t threads,
-                                 int64_t shared_bytes, GemmPlan* plan) {
+                                 int64_t shared_bytes, int64_t a_rows, GemmPlan* plan) {
   using namespace plan_detail;
   constexpr int64_t kMinTileN = 64, kMaxTileN = 256, kMaxGroupsPerThread = 16;
   GemmTiles& t = plan->tiles;
@@ -446,7 +448,7 @@ inline void balance_column_tiles(int64_t m, int64_t n, int64_t batch, int64_t th
     c.tiles_n = div_up(n, c.tile_n);
     if (c.tile_n > kMaxTileN || c.tile_n < min64(kMinTileN, t.tile_n) ||
         others * c.tiles_n > kMaxGroupsPerThread * threads ||
-        (t.block_m + c.tile_n) * per_column > shared_bytes) {
+        (a_rows + c.tile_n) * per_column > shared_bytes) {
       continue;
     }
     // Strictly less than the plan's own; then the most tiles.
@@ -460,7 +462,7 @@ inline void balance_column_tiles(int64_t m, int64_t n, int64_t batch, int64_t th
   if (best.tile_n == t.tile_n) return;
   t = best;
   plan->shared_bytes = static_cast<uint32_t>(
-      max64(plan->shared_bytes, (t.block_m + t.tile_n) * per_column));
+      max64(plan->shared_bytes, (a_rows + t.tile_n) * per_column));
   flat_grid(others * t.tiles_n, plan->grid);  // a few groups: it fits
 }
 
