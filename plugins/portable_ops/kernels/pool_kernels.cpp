@@ -184,6 +184,19 @@ PORTA_DEVICE_FUNCTION Floats load_floats(const float* at) {
   return v;
 }
 
+// The floats at row[at[l]] for the lanes l, each at[l] in [0, 2 kStep): a permutation of the
+// row's first two steps. GCC spells it as one shuffle; clang's shuffles take constant indices
+// only, so its (sanitizer) builds read the lanes one by one.
+PORTA_DEVICE_FUNCTION Floats two_step_permute(const float* row, const Ints& at) {
+#if defined(__clang__)
+  Floats v;
+  for (int64_t l = 0; l < kStep; ++l) v[l] = row[at[l]];
+  return v;
+#else
+  return __builtin_shuffle(load_floats(row), load_floats(row + kStep), at);
+#endif
+}
+
 // The 4 elements from at, each in two neighbouring lanes.
 template <class T>
 PORTA_DEVICE_FUNCTION auto pairs_of(const T* at) {
@@ -315,7 +328,7 @@ PORTA_DEVICE_FUNCTION StepMaxima left_step_maxima(const float* plane, int64_t h0
     Ints column{};  // the columns in the row
     for (int32_t j = 0; j < int32_t(aw.window); ++j) {
       const Ints at = columns[j];
-      const Floats v = __builtin_shuffle(load_floats(row), load_floats(row + kStep), at);
+      const Floats v = two_step_permute(row, at);
       const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
       across = take ? v : across;
       column = take ? at : column;
