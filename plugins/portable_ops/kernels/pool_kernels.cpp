@@ -284,105 +284,157 @@ struct StepMaxima {
   Floats value;
   Ints at;
 };
-PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int64_t h1,
-                                             const Axis& aw, int64_t q0) {
-  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
-  StepMaxima best{};
-  for (int64_t h = h0; h < h1; ++h) {
-    const float* first = plane + h * aw.in + 2 * q0 - aw.pad;  // window l's column j: [2 l + j]
-    Floats across{};
-    Ints column{};
-    for (int32_t j = 0; j < int32_t(aw.window); ++j) {
-      // The even columns from j: the second vector starts one early, so that no read passes the
-      // last window's last column.
-      const Floats v = __builtin_shufflevector(load_floats(first + j), load_floats(first + j + 7),
-                                               0, 2, 4, 6, 9, 11, 13, 15);
-      const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
-      across = take ? v : across;
-      column = take ? Ints{} + j : column;
-    }
-    const Ints take =
-        h == h0 ? ~Ints{}
-                : (across > best.value) | ((across != across) & (best.value == best.value));
-    best.value = take ? across : best.value;
-    best.at = take ? twice + column + int32_t(h * aw.in + 2 * q0 - aw.pad) : best.at;
-  }
-  return best;
-}
-// As step_maxima, for the step from window 0 that joined_left lets hold the window cut on the
-// left: window l's column j is the row's 2 l + j - pad, or its first (0) where that lies left of
-// the row, one of the row's first 2 kStep floats. (A function of its own: as one template with
-// step_maxima, GCC laid the AVX-512 build's argmax kernel out differently.)
-PORTA_DEVICE_FUNCTION StepMaxima left_step_maxima(const float* plane, int64_t h0, int64_t h1,
-                                                  const Axis& aw) {
-  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
-  Ints columns[4];  // window <= pad + 2 <= 4 (joined_left)
-  for (int32_t j = 0; j < int32_t(aw.window); ++j) {
-    columns[j] = twice + (j - int32_t(aw.pad));
-    columns[j] = columns[j] < 0 ? Ints{} : columns[j];
-  }
+
+// One input row's maxima across a step's windows, and their columns in the row.
+struct Across {
+  Floats value;
+  Ints column;
+};
+
+// The last input row's Across of a step of an output row, kept for the same step of the next
+// output row: with a window of 3 and a stride of 2 down, output row p's last input row is p + 1's
+// first (as the AVX-512 build's SharedRow). Keyed by the row: the rows of a plane take the same
+// steps (those of the tensor's last plane may lie otherwise than the others').
+struct KeptAcross {
+  const float* row = nullptr;
+  Across across;
+};
+// One KeptAcross for each step of rows of up to kKeptSteps steps, for one plane geometry.
+constexpr int64_t kKeptSteps = 16;
+struct KeptSteps {
+  KeptAcross step[kKeptSteps];
+};
+
+// The step's maxima down the rows [h0, h1) from their maxima across, across_of(row), each row's
+// taken from `kept` where it holds it (if not null), the last row's left there.
+template <class AcrossOf>
+PORTA_DEVICE_FUNCTION StepMaxima down_rows(const float* plane, int64_t h0, int64_t h1,
+                                           const Axis& aw, KeptAcross* kept, AcrossOf&& across_of) {
   StepMaxima best{};
   for (int64_t h = h0; h < h1; ++h) {
     const float* row = plane + h * aw.in;
-    Floats across{};
-    Ints column{};  // the columns in the row
-    for (int32_t j = 0; j < int32_t(aw.window); ++j) {
-      const Ints at = columns[j];
-      const Floats v = two_step_permute(row, at);
-      const Ints take = j == 0 ? ~Ints{} : (v > across) | ((v != v) & (across == across));
-      across = take ? v : across;
-      column = take ? at : column;
-    }
-    const Ints take =
-        h == h0 ? ~Ints{}
-                : (across > best.value) | ((across != across) & (best.value == best.value));
-    best.value = take ? across : best.value;
-    best.at = take ? column + int32_t(h * aw.in) : best.at;
+    const Across across = kept && kept->row == row ? kept->across : across_of(row);
+    if (kept && h + 1 == h1) *kept = {row, across};
+    const Ints take = h == h0 ? ~Ints{}
+                              : (across.value > best.value) |
+                                    ((across.value != across.value) & (best.value == best.value));
+    best.value = take ? across.value : best.value;
+    best.at = take ? across.column + int32_t(h * aw.in) : best.at;
   }
   return best;
 }
 
+// Windows kWindow wide, or aw.window where kWindow is 0. The 3x3 pooling's windows take code of
+// their own, their columns unrolled (15% fewer samples than the loop over aw.window).
+template <int32_t kWindow>
+PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int64_t h1,
+                                             const Axis& aw, int64_t q0, KeptAcross* kept) {
+  const int32_t window = kWindow ? kWindow : int32_t(aw.window);
+  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
+  return down_rows(plane, h0, h1, aw, kept, [&](const float* row) {
+    const float* first = row + 2 * q0 - aw.pad;  // window l's column j: [2 l + j]
+    Across across{};
+    Ints j_taken{};
+    for (int32_t j = 0; j < window; ++j) {
+      // The even columns from j: the second vector starts one early, so that no read passes the
+      // last window's last column.
+      const Floats v = __builtin_shufflevector(load_floats(first + j), load_floats(first + j + 7),
+                                               0, 2, 4, 6, 9, 11, 13, 15);
+      const Ints take =
+          j == 0 ? ~Ints{} : (v > across.value) | ((v != v) & (across.value == across.value));
+      across.value = take ? v : across.value;
+      j_taken = take ? Ints{} + j : j_taken;
+    }
+    across.column = twice + j_taken + int32_t(2 * q0 - aw.pad);
+    return across;
+  });
+}
+PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int64_t h1,
+                                             const Axis& aw, int64_t q0, KeptAcross* kept) {
+  return aw.window == 3 ? step_maxima<3>(plane, h0, h1, aw, q0, kept)
+                        : step_maxima<0>(plane, h0, h1, aw, q0, kept);
+}
+
+// As step_maxima, for the step from window 0 that joined_left lets hold the window cut on the
+// left: window l's column j is the row's 2 l + j - pad, or its first (0) where that lies left of
+// the row, one of the row's first 2 kStep floats. (A function of its own: as one template with
+// step_maxima, GCC laid the AVX-512 build's argmax kernel out differently.)
+template <int32_t kWindow>
+PORTA_DEVICE_FUNCTION StepMaxima left_step_maxima(const float* plane, int64_t h0, int64_t h1,
+                                                  const Axis& aw, KeptAcross* kept) {
+  const int32_t window = kWindow ? kWindow : int32_t(aw.window);
+  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
+  Ints columns[4];  // window <= pad + 2 <= 4 (joined_left)
+  for (int32_t j = 0; j < window; ++j) {
+    columns[j] = twice + (j - int32_t(aw.pad));
+    columns[j] = columns[j] < 0 ? Ints{} : columns[j];
+  }
+  return down_rows(plane, h0, h1, aw, kept, [&](const float* row) {
+    Across across{};
+    for (int32_t j = 0; j < window; ++j) {
+      const Ints at = columns[j];
+      const Floats v = two_step_permute(row, at);
+      const Ints take =
+          j == 0 ? ~Ints{} : (v > across.value) | ((v != v) & (across.value == across.value));
+      across.value = take ? v : across.value;
+      across.column = take ? at : across.column;
+    }
+    return across;
+  });
+}
+PORTA_DEVICE_FUNCTION StepMaxima left_step_maxima(const float* plane, int64_t h0, int64_t h1,
+                                                  const Axis& aw, KeptAcross* kept) {
+  return aw.window == 3 ? left_step_maxima<3>(plane, h0, h1, aw, kept)
+                        : left_step_maxima<0>(plane, h0, h1, aw, kept);
+}
+
 // Calls out(q0, count, maxima) for the steps over the windows [a, b) of a row (steps_fit<kShort>),
 // whose windows take input rows [h0, h1): count is kStep, or with kShort the b - a lanes that
-// exist of the row's one step from a. With s.left the first step is left_step_maxima.
+// exist of the row's one step from a. With s.left the first step is left_step_maxima. Steps
+// share input rows with the row before through `kept` where it is not null.
 template <bool kShort, class Out>
 PORTA_DEVICE_FUNCTION void for_steps(const float* plane, int64_t h0, int64_t h1, const Axis& aw,
-                                     const Inside& s, Out&& out) {
+                                     const Inside& s, KeptSteps* kept, Out&& out) {
+  int64_t n = 0;  // the steps taken
+  const auto next = [&]() { return kept && n < kKeptSteps ? &kept->step[n++] : nullptr; };
   const bool left = PORTA_POOL_AVX2 && s.left;
-  if (left) out(0, kShort ? s.b : kStep, left_step_maxima(plane, h0, h1, aw));
+  if (left) out(0, kShort ? s.b : kStep, left_step_maxima(plane, h0, h1, aw, next()));
   if constexpr (kShort) {
-    if (!left) out(s.a, s.b - s.a, step_maxima(plane, h0, h1, aw, s.a));
+    if (!left) out(s.a, s.b - s.a, step_maxima(plane, h0, h1, aw, s.a, next()));
   } else {
     for (int64_t step = left ? kStep : s.a; step < s.b; step += kStep) {
       const int64_t q0 = porta_ops::min64(step, s.b - kStep);
-      out(q0, kStep, step_maxima(plane, h0, h1, aw, q0));
+      out(q0, kStep, step_maxima(plane, h0, h1, aw, q0, next()));
     }
   }
 }
 
 // Row p's window maxima for windows of stride 2 across, in steps: the values to values[q] unless
 // it is null; if kIndexed, the indices h * in_w + w in the plane to at[q]. Returns false, doing
-// nothing, for rows whose windows do not fit steps (row_maxima takes them).
+// nothing, for rows whose windows do not fit steps (row_maxima takes them). Rows taken one after
+// the other share input rows through `kept` (for_steps) where it is not null.
 template <bool kIndexed, bool kShort = false>
 PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* end, const Axis& ah,
-                                              const Axis& aw, int64_t p, float* values,
-                                              int32_t* at);
+                                              const Axis& aw, int64_t p, KeptSteps* kept,
+                                              float* values, int32_t* at);
 
 template <bool kIndexed>
 __attribute__((noinline)) bool short_row_maxima_stride2(const float* plane, const float* end,
                                                         const Axis& ah, const Axis& aw, int64_t p,
-                                                        float* values, int32_t* at) {
-  return row_maxima_stride2<kIndexed, true>(plane, end, ah, aw, p, values, at);
+                                                        KeptSteps* kept, float* values,
+                                                        int32_t* at) {
+  return row_maxima_stride2<kIndexed, true>(plane, end, ah, aw, p, kept, values, at);
 }
 
 template <bool kIndexed, bool kShort>
 PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* end, const Axis& ah,
-                                              const Axis& aw, int64_t p, float* values,
-                                              int32_t* at) {
+                                              const Axis& aw, int64_t p, KeptSteps* kept,
+                                              float* values, int32_t* at) {
   const Inside s = joined_left(plane, end, ah, aw, inside_stride2(aw));
   if constexpr (!kShort) {
     if (s.b - s.a < kStep) {
-      return kShortRows && short_row_maxima_stride2<kIndexed>(plane, end, ah, aw, p, values, at);
+      return kShortRows &&
+             short_row_maxima_stride2<kIndexed>(plane, end, ah, aw, p, kept, values, at);
     }
   }
   int64_t h0, h1;
@@ -394,7 +446,7 @@ PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* e
     if constexpr (kIndexed) at[q] = m.at;
   };
   for (int64_t q = 0; q < s.a; ++q) cut(q);
-  for_steps<kShort>(plane, h0, h1, aw, s, [&](int64_t q0, int64_t count, const StepMaxima& m) {
+  for_steps<kShort>(plane, h0, h1, aw, s, kept, [&](int64_t q0, int64_t count, const StepMaxima& m) {
     if (values) store_first(values + q0, m.value, count);
     if constexpr (kIndexed) store_first(at + q0, m.at, count);
   });
@@ -443,7 +495,8 @@ PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, 
     for (int64_t w = c1; w < aw.in; ++w) dxp[h * aw.in + w] = 0.0f;
   }
   const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
-  for_steps<kShort>(plane, h0, h1, aw, s, [&](int64_t q0, int64_t count, const StepMaxima& m) {
+  // Windows no taller than their stride down (the disjoint ones): no input row to share.
+  for_steps<kShort>(plane, h0, h1, aw, s, nullptr, [&](int64_t q0, int64_t count, const StepMaxima& m) {
     const Floats dy = load_floats(dyr + q0);
     const Ints at_low = __builtin_shufflevector(m.at, m.at, 0, 0, 1, 1, 2, 2, 3, 3);
     const Ints at_high = __builtin_shufflevector(m.at, m.at, 4, 4, 5, 5, 6, 6, 7, 7);
@@ -1049,6 +1102,9 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
 #if PORTA_POOL_AVX512
   avx512::SharedRow shared;  // the group's rows one after the other, on the CPU
 #endif
+#if PORTA_TARGET_CPU && defined(__AVX2__)
+  KeptSteps kept;  // the same, for the steps of 8 windows
+#endif
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;  // (plane, p)
     if (row >= planes * ah.out) return;
@@ -1075,7 +1131,8 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
 #if PORTA_TARGET_CPU && defined(__AVX2__)  // see PORTA_POOL_AVX2
     if (items == 1 && aw.stride == 2 && ah.in * aw.in < INT32_MAX &&
         row_maxima_stride2<Store::kIndexed>(xp, x + planes * ah.in * aw.in, ah, aw,
-                                            row - plane * ah.out, store.values(row * aw.out),
+                                            row - plane * ah.out, &kept,
+                                            store.values(row * aw.out),
                                             store.indices(row * aw.out))) {
       return;
     }
