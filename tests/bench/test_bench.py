@@ -3,6 +3,8 @@
     test_bench.py args  PORTA_BENCH          bad arguments: a message, a non-zero exit, nothing run
     test_bench.py run   PORTA_BENCH OUT_DIR  a tiny run: JSON against the schema of
                                              tools/bench/README.md, CSV with its header
+    test_bench.py busy  PORTA_BENCH OUT_DIR  a run beside a spinning process per core: other
+                                             processes' share of the CPU time seen, busy warned
     test_bench.py dtype PORTA_BENCH OUT_DIR  bf16 GEMM: measured or a clear "unsupported" row
     test_bench.py plot  PLOT_BENCH OUT_DIR   plot-bench on the run's JSON makes a PNG; bad input
                                              is refused with a message
@@ -173,9 +175,20 @@ def validate(doc, where):
               f"{where}: load.{key} holds /proc/loadavg's three averages, got {load.get(key)!r}")
     check(has_type(load.get("busy_above"), NUMBER) and load["busy_above"] == 0.5 * m["cores"],
           f"{where}: load.busy_above is half the cores")
+    others = load.get("others_share")
+    check(others is None or (has_type(others, NUMBER) and 0 <= others <= 1),
+          f"{where}: load.others_share is a share of the CPU time or null, got {others!r}")
+    check(has_type(load.get("others_busy_above"), NUMBER) and 0 < load["others_busy_above"] < 1,
+          f"{where}: load.others_busy_above is a share")
     if not failures:
-        busy = load["start"][0] > load["busy_above"] or load["end"][0] > load["busy_above"]
-        check(load.get("busy") is busy, f"{where}: load.busy ({load.get('busy')}) follows the loads")
+        # The other processes' share decides; where it is unknown, the start's load average (the
+        # end's counts the run's own threads).
+        if others is None:
+            busy = load["start"][0] > load["busy_above"]
+        else:
+            busy = others > load["others_busy_above"]
+        check(load.get("busy") is busy, f"{where}: load.busy ({load.get('busy')}) follows the "
+              "other processes' share, else the start's load")
     for i, r in enumerate(doc["records"]):
         for field, kind in RECORD_FIELDS.items():
             check(field in r and has_type(r[field], kind),
@@ -254,6 +267,36 @@ def test_run(bench, out_dir):
         if r["status"] == "ok":
             check(math.isclose(float(fields["median_ms"]), r["median_ms"], rel_tol=1e-6),
                   "the CSV median matches the JSON")
+    finish()
+
+
+def test_busy(bench, out_dir):
+    """A run that shares the cores with other work, a spinning process per core, says so."""
+    os.makedirs(out_dir, exist_ok=True)
+    out_json = os.path.join(out_dir, "busy.json")
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(os.cpu_count() or 1)]
+    try:
+        p = run([bench, "--backend", "cpu", "--impl", "portable", "--op", "gemm", "--shape",
+                 "256,256,256", "--reps", "200", "--json", out_json])
+    finally:
+        for s in spinners:
+            s.kill()
+            s.wait()
+    print(p.stderr)
+    print(p.stdout)
+    check(p.returncode == 0, f"the run exits 0 (got {p.returncode})")
+    if failures:
+        finish()
+    with open(out_json, encoding="utf-8") as f:
+        doc = json.load(f)
+    validate(doc, "busy.json")
+    others = doc["load"]["others_share"]
+    check(others is not None and others > doc["load"]["others_busy_above"],
+          f"the spinning processes' share of the CPU time is seen (got {others!r})")
+    check(doc["load"]["busy"], "the run is marked busy")
+    check("other processes took" in p.stderr and "WARNING" in p.stdout,
+          "the busy run is warned of on stderr and in the table")
     finish()
 
 
@@ -499,6 +542,8 @@ def main():
         test_args(tool)
     elif mode == "run":
         test_run(tool, sys.argv[3])
+    elif mode == "busy":
+        test_busy(tool, sys.argv[3])
     elif mode == "dtype":
         test_dtype(tool, sys.argv[3])
     elif mode == "plot":

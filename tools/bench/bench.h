@@ -269,6 +269,15 @@ double tolerance(porta_dtype_t dtype);
 // Fills ratio_to_vendor, max_rel_err and pct_peak of every record.
 void compare(std::vector<Record>& records, const std::map<std::string, Peak>& peaks);
 
+// The machine's busy CPU time (all cores, /proc/stat) and this process's and its reaped
+// children's, with the wall clock, in seconds; known is false where /proc/stat cannot be read.
+struct CpuTimes {
+  double wall_s = 0, machine_busy_s = 0, own_s = 0;
+  bool known = false;
+};
+// Other processes above this share of the machine's CPU time during a run make it busy.
+constexpr double kOthersBusyAbove = 0.1;
+
 struct Header {
   std::string date;  // ISO 8601, UTC
   std::string cpu, os;
@@ -281,20 +290,29 @@ struct Header {
   std::vector<std::string> skipped;  // implementations not measured, and why
   std::string suite, impl, dtype;
   int reps = 0;
-  // /proc/loadavg (1, 5, 15 minutes) when the run started and ended; busy: the 1-minute load
-  // was above half the cores at either end, so other work may have shared the cores.
+  // /proc/loadavg (1, 5, 15 minutes) when the run started and ended; the end's counts the run's
+  // own threads of the last minute. others_share: the share of the machine's CPU time that other
+  // processes took during the run (/proc/stat's busy time less this process's and its workers'),
+  // unknown where other ranks of mpirun ran beside it. busy: others_share above
+  // kOthersBusyAbove, or where it is unknown the 1-minute load above half the cores at the start.
   std::vector<double> load_start, load_end;
+  CpuTimes cpu_start;
+  std::optional<double> others_share;
   bool busy = false;
 };
 Header machine_header();
 // The three load averages of /proc/loadavg (empty when it cannot be read).
 std::vector<double> load_average();
+// Records the load average and the CPU times when the run starts.
+void start_load(Header& header);
 // The loader report as JSON's "libraries" (written in the worker that initialised Porta).
 nlohmann::ordered_json libraries_json(const std::vector<porta_plugin_report_t>& report);
 // A line on stderr, prefixed "porta-bench: ".
 void note(const std::string& text);
-// Records the load average at the end of the run and warns when the machine was busy.
-void end_load(Header& header);
+// Records the load average and other processes' share of the CPU time at the end of the run
+// (the workers reaped), and warns when the machine was busy. alone: no other rank of mpirun ran
+// beside this process, so all CPU time but its own and its workers' was other work.
+void end_load(Header& header, bool alone = true);
 
 void print_table(const std::vector<Record>& records, const Header& header);
 // Throw std::runtime_error naming the file when it cannot be written.

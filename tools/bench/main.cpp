@@ -267,7 +267,7 @@ int run(const Options& o, const std::vector<Problem>& todo) {
   header.impl = o.impl;
   header.dtype = o.dtype;
   header.reps = o.reps;
-  header.load_start = load_average();
+  start_load(header);
   if (!todo.empty() && is_multi_device(todo.front().shape.op)) {
     MultiDeviceRun multi{{}, o.backends, o.reps, o.json_path, o.csv_path};
     for (const Problem& p : todo) multi.shapes.push_back(p.shape);

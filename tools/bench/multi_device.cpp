@@ -255,7 +255,9 @@ int run_multi_device(const MultiDeviceRun& run, Header header) {
     }
   }
   if (rank != 0) return rc;  // rank 0 reports for all
-  end_load(header);
+  // The other ranks' CPU time is not this process's: other work cannot be told from it.
+  end_load(header, std::none_of(records.begin(), records.end(),
+                                [](const Record& r) { return r.ranks && *r.ranks > 1; }));
   if (records.empty()) {
     std::string why;
     for (const std::string& s : header.skipped) why += (why.empty() ? "" : "; ") + s;

@@ -1,9 +1,11 @@
 // The comparison across implementations and backends, and the reports: the table on stdout,
 // JSON and CSV (schema in README.md beside this file).
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <ctime>
 #include <fstream>
@@ -167,14 +169,59 @@ void compare(std::vector<Record>& records, const std::map<std::string, Peak>& pe
 
 void note(const std::string& text) { std::fprintf(stderr, "porta-bench: %s\n", text.c_str()); }
 
-void end_load(Header& header) {
+namespace {
+CpuTimes cpu_times() {
+  CpuTimes t;
+  t.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+                 .count();
+  // "cpu  user nice system idle iowait irq softirq steal ...", in clock ticks (guest time is
+  // inside user's).
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  double user, nice, system, idle, iowait, irq, softirq, steal;
+  if (!(in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) ||
+      cpu != "cpu")
+    return t;
+  const double tick = double(sysconf(_SC_CLK_TCK));
+  t.machine_busy_s = (user + nice + system + irq + softirq + steal) / tick;
+  const auto seconds = [](const timeval& v) { return double(v.tv_sec) + 1e-6 * double(v.tv_usec); };
+  for (const int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+    rusage u{};
+    if (getrusage(who, &u) == 0) t.own_s += seconds(u.ru_utime) + seconds(u.ru_stime);
+  }
+  t.known = tick > 0;
+  return t;
+}
+}  // namespace
+
+void start_load(Header& header) {
+  header.load_start = load_average();
+  header.cpu_start = cpu_times();
+}
+
+void end_load(Header& header, bool alone) {
   header.load_end = load_average();
+  const CpuTimes end = cpu_times();
+  const double capacity = (end.wall_s - header.cpu_start.wall_s) * header.cores;
+  if (alone && header.cpu_start.known && end.known && capacity > 0) {
+    const double others = (end.machine_busy_s - header.cpu_start.machine_busy_s) -
+                          (end.own_s - header.cpu_start.own_s);
+    header.others_share = std::clamp(others / capacity, 0.0, 1.0);
+  }
+  // The share says what ran beside the run; the start's load average, where it is unknown, also
+  // counts whatever ran in the minute before (this program's last run among it).
   const double busy_above = 0.5 * header.cores;
-  header.busy = (!header.load_start.empty() && header.load_start[0] > busy_above) ||
-                (!header.load_end.empty() && header.load_end[0] > busy_above);
-  if (header.busy)
+  const bool shared = header.others_share && *header.others_share > kOthersBusyAbove;
+  const bool loaded = !header.others_share && !header.load_start.empty() &&
+                      header.load_start[0] > busy_above;
+  header.busy = loaded || shared;
+  if (loaded)
     note("warning: the machine was busy (1-minute load average above " + fixed(busy_above, 1) +
-         " at the start or the end of the run): other work shared the cores, timings are noisy");
+         " at the start): other work shared the cores, timings are noisy");
+  if (shared)
+    note("warning: the machine was busy (other processes took " +
+         fixed(100 * *header.others_share, 0) + "% of its CPU time during the run)" +
+         ": timings are noisy");
 }
 
 std::vector<double> load_average() {
@@ -267,10 +314,13 @@ void print_table(const std::vector<Record>& records, const Header& header) {
   const auto load_text = [](const std::vector<double>& l) {
     return l.empty() ? std::string("unknown") : fixed(l[0], 2);
   };
-  std::printf("load average (1 min): %s at the start, %s at the end, %d cores%s\n",
-              load_text(header.load_start).c_str(), load_text(header.load_end).c_str(),
-              header.cores,
-              header.busy ? "; WARNING: the machine was busy, timings are noisy" : "");
+  const std::string others =
+      header.others_share ? fixed(100 * *header.others_share, 0) + "%" : std::string("unknown");
+  std::printf(
+      "load average (1 min): %s at the start, %s at the end, %d cores; other processes' share of "
+      "the CPU time during the run: %s%s\n",
+      load_text(header.load_start).c_str(), load_text(header.load_end).c_str(), header.cores,
+      others.c_str(), header.busy ? "; WARNING: the machine was busy, timings are noisy" : "");
   if (std::any_of(records.begin(), records.end(),
                   [](const Record& r) { return !r.interleaved.empty(); })) {
     std::printf(
@@ -375,6 +425,8 @@ void write_json(const std::string& path, const Header& header, const std::vector
                {{"start", load(header.load_start)},
                 {"end", load(header.load_end)},
                 {"busy_above", 0.5 * header.cores},
+                {"others_share", optional_number(header.others_share)},
+                {"others_busy_above", kOthersBusyAbove},
                 {"busy", header.busy}}},
               {"libraries", libraries},
               {"peaks", peaks},
