@@ -183,6 +183,11 @@ PORTA_DEVICE_FUNCTION Floats load_floats(const float* at) {
   __builtin_memcpy(&v, at, sizeof v);
   return v;
 }
+PORTA_DEVICE_FUNCTION Ints load_ints(const int32_t* at) {
+  Ints v;
+  __builtin_memcpy(&v, at, sizeof v);
+  return v;
+}
 
 // The floats at row[at[l]] for the lanes l, each at[l] in [0, 2 kStep): a permutation of the
 // row's first two steps. GCC spells it as one shuffle; clang's shuffles take constant indices
@@ -1358,6 +1363,48 @@ PORTA_DEVICE_FUNCTION void gather_row(const Axis& ah, const Axis& aw, int64_t h,
 }
 
 #if PORTA_POOL_AVX2
+// As gather_stride2 (below), for windows 3 wide: steps of kStep windows from q0, the 2 kStep
+// columns from c = 2 q0 - pad. Column c + 2k lies in windows q0 + k - 1 and q0 + k, column
+// c + 2k + 1 in q0 + k alone, so the step's windows' indices and dy, and those of the windows one
+// before, serve its columns as evens and odds, interleaved at the store: half the compares of
+// gather_stride2's steps, and no lanes paired. Returns false, doing nothing, for rows too short
+// for a step.
+PORTA_DEVICE_FUNCTION bool gather_window3(const Axis& ah, const Axis& aw, int64_t h,
+                                          const int32_t* ap, const float* dyp, float* dxr) {
+  // Steps from q0 in [qa, qz]: windows q0 - 1 to q0 + kStep - 1 exist, columns c to c + 2 kStep
+  // lie in the row.
+  const int64_t qa = porta_ops::max64(1, (aw.pad + 1) / 2);
+  const int64_t qz = porta_ops::min64(aw.out - kStep, (aw.in + aw.pad - 2 * kStep) / 2);
+  if (qz < qa || aw.in + aw.pad < 2 * kStep) return false;
+  int64_t p0, p1;
+  ah.covering(h, &p0, &p1);
+  const auto chosen = [&](int64_t p, int64_t q) { return int64_t(ap[p * aw.out + q]); };
+  const Axis across{aw.in, aw.out, aw.window, 2, aw.pad};  // divisions by shifts
+  for (int64_t w = 0; w < 2 * qa - aw.pad; ++w) {
+    dxr[w] = gather_column(across, h, w, p0, p1, dyp, chosen);
+  }
+  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
+  for (int64_t q = qa; q < qz + kStep; q += kStep) {
+    const int64_t q0 = porta_ops::min64(q, qz);
+    const int64_t c = 2 * q0 - aw.pad;
+    const Ints even_self = twice + int32_t(h * aw.in + c), odd_self = even_self + 1;
+    Floats even{}, odd{};
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t at = p * aw.out + q0;
+      const Ints before = load_ints(ap + at - 1), own = load_ints(ap + at);
+      const Floats dy_before = load_floats(dyp + at - 1), dy_own = load_floats(dyp + at);
+      even = before == even_self ? even + dy_before : even;
+      even = own == even_self ? even + dy_own : even;
+      odd = own == odd_self ? odd + dy_own : odd;
+    }
+    store_interleaved(dxr + c, even, odd, 2 * kStep);
+  }
+  for (int64_t w = 2 * qz - aw.pad + 2 * kStep; w < aw.in; ++w) {
+    dxr[w] = gather_column(across, h, w, p0, p1, dyp, chosen);
+  }
+  return true;
+}
+
 // Overlapping windows of stride 2 across, one item per row: dx row h from argmax, kStep columns
 // a step. Column c + k of a step from c (c + pad even) lies in windows (c + pad) / 2 + k / 2 - t
 // for t in [0, (window + 1) / 2) (those it does not lie in never chose it): for each t, 4
@@ -1438,7 +1485,11 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_gather, kPoolItems, int64_t planes, i
             }
 #endif
 #if PORTA_POOL_AVX2
-            if (items == 1 && aw.stride == 2 && gather_stride2(ah, aw, h, ap, dyp, dxr)) return;
+            if (items == 1 && aw.stride == 2 &&
+                ((aw.window == 3 && gather_window3(ah, aw, h, ap, dyp, dxr)) ||
+                 gather_stride2(ah, aw, h, ap, dyp, dxr))) {
+              return;
+            }
 #endif
             if (items == 1) {
               int64_t p0, p1;
