@@ -183,11 +183,6 @@ PORTA_DEVICE_FUNCTION Floats load_floats(const float* at) {
   __builtin_memcpy(&v, at, sizeof v);
   return v;
 }
-PORTA_DEVICE_FUNCTION Ints load_ints(const int32_t* at) {
-  Ints v;
-  __builtin_memcpy(&v, at, sizeof v);
-  return v;
-}
 
 // The floats at row[at[l]] for the lanes l, each at[l] in [0, 2 kStep): a permutation of the
 // row's first two steps. GCC spells it as one shuffle; clang's shuffles take constant indices
@@ -1363,6 +1358,12 @@ PORTA_DEVICE_FUNCTION void gather_row(const Axis& ah, const Axis& aw, int64_t h,
 }
 
 #if PORTA_POOL_AVX2
+PORTA_DEVICE_FUNCTION Ints load_ints(const int32_t* at) {
+  Ints v;
+  __builtin_memcpy(&v, at, sizeof v);
+  return v;
+}
+
 // As gather_stride2 (below), for windows 3 wide: steps of kStep windows from q0, the 2 kStep
 // columns from c = 2 q0 - pad. Column c + 2k lies in windows q0 + k - 1 and q0 + k, column
 // c + 2k + 1 in q0 + k alone, so the step's windows' indices and dy, and those of the windows one
