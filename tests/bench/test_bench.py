@@ -270,6 +270,19 @@ def test_run(bench, out_dir):
     finish()
 
 
+def checked_document(p, out_json, what):
+    """Prints a run's output, checks that it exited 0, and returns its JSON, validated."""
+    print(p.stderr)
+    print(p.stdout)
+    check(p.returncode == 0, f"{what} exits 0 (got {p.returncode})")
+    if failures:
+        finish()
+    with open(out_json, encoding="utf-8") as f:
+        doc = json.load(f)
+    validate(doc, os.path.basename(out_json))
+    return doc
+
+
 def test_busy(bench, out_dir):
     """A run that shares the cores with other work, a spinning process per core, says so."""
     os.makedirs(out_dir, exist_ok=True)
@@ -283,14 +296,7 @@ def test_busy(bench, out_dir):
         for s in spinners:
             s.kill()
             s.wait()
-    print(p.stderr)
-    print(p.stdout)
-    check(p.returncode == 0, f"the run exits 0 (got {p.returncode})")
-    if failures:
-        finish()
-    with open(out_json, encoding="utf-8") as f:
-        doc = json.load(f)
-    validate(doc, "busy.json")
+    doc = checked_document(p, out_json, "the run")
     others = doc["load"]["others_share"]
     check(others is not None and others > doc["load"]["others_busy_above"],
           f"the spinning processes' share of the CPU time is seen (got {others!r})")
@@ -305,14 +311,7 @@ def test_dtype(bench, out_dir):
     out_json = os.path.join(out_dir, "bf16.json")
     p = run([bench, "--backend", "cpu", "--op", "gemm", "--shape", "40,24,72", "--dtype", "bf16",
              "--impl", "portable", "--reps", "2", "--json", out_json])
-    print(p.stderr)
-    print(p.stdout)
-    check(p.returncode == 0, f"a bf16 run exits 0 whether or not bf16 is supported (got {p.returncode})")
-    if failures:
-        finish()
-    with open(out_json, encoding="utf-8") as f:
-        doc = json.load(f)
-    validate(doc, "bf16.json")
+    doc = checked_document(p, out_json, "a bf16 run, whether or not bf16 is supported,")
     check(len(doc["records"]) == 1, "one record")
     for r in doc["records"]:
         check(r["dtype"] == "bf16", "the record says bf16")
