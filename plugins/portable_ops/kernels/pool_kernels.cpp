@@ -324,18 +324,15 @@ PORTA_DEVICE_FUNCTION StepMaxima down_rows(const float* plane, int64_t h0, int64
   return best;
 }
 
-// Windows kWindow wide, or aw.window where kWindow is 0. The 3x3 pooling's windows take code of
-// their own, their columns unrolled (15% fewer samples than the loop over aw.window).
-template <int32_t kWindow>
-PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int64_t h1,
-                                             const Axis& aw, int64_t q0, KeptAcross* kept) {
-  const int32_t window = kWindow ? kWindow : int32_t(aw.window);
+// Windows of any width, aw.window.
+PORTA_DEVICE_FUNCTION StepMaxima any_step_maxima(const float* plane, int64_t h0, int64_t h1,
+                                                 const Axis& aw, int64_t q0, KeptAcross* kept) {
   const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
   return down_rows(plane, h0, h1, aw, kept, [&](const float* row) {
     const float* first = row + 2 * q0 - aw.pad;  // window l's column j: [2 l + j]
     Across across{};
     Ints j_taken{};
-    for (int32_t j = 0; j < window; ++j) {
+    for (int32_t j = 0; j < int32_t(aw.window); ++j) {
       // The even columns from j: the second vector starts one early, so that no read passes the
       // last window's last column.
       const Floats v = __builtin_shufflevector(load_floats(first + j), load_floats(first + j + 7),
@@ -349,16 +346,47 @@ PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int
     return across;
   });
 }
+
+// Windows 3 wide (the 3x3 pooling), in code of their own: columns 0 and 1 are the evens and odds
+// of the 16 floats from the step's first column, column 2 the odds of the 16 from the next, one
+// shuffle each within the register's halves (against two permutes and a blend for each column
+// above). That leaves window l in lane (0, 1, 4, 5, 2, 3, 6, 7)[l]: the rows are taken in that
+// order (their kept maxima too) and put back once per step.
+PORTA_DEVICE_FUNCTION StepMaxima step_maxima3(const float* plane, int64_t h0, int64_t h1,
+                                              const Axis& aw, int64_t q0, KeptAcross* kept) {
+  const Ints twice = {0, 2, 8, 10, 4, 6, 12, 14};
+  const StepMaxima m = down_rows(plane, h0, h1, aw, kept, [&](const float* row) {
+    const float* first = row + 2 * q0 - aw.pad;
+    const Floats a = load_floats(first), b = load_floats(first + kStep);
+    const Floats c = load_floats(first + 1), d = load_floats(first + 1 + kStep);
+    const Floats v[3] = {__builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14),
+                         __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15),
+                         __builtin_shufflevector(c, d, 1, 3, 9, 11, 5, 7, 13, 15)};
+    Across across{v[0], {}};
+    Ints j_taken{};
+    for (int32_t j = 1; j < 3; ++j) {
+      const Ints take = (v[j] > across.value) | ((v[j] != v[j]) & (across.value == across.value));
+      across.value = take ? v[j] : across.value;
+      j_taken = take ? Ints{} + j : j_taken;
+    }
+    across.column = twice + j_taken + int32_t(2 * q0 - aw.pad);
+    return across;
+  });
+  return {__builtin_shufflevector(m.value, m.value, 0, 1, 4, 5, 2, 3, 6, 7),
+          __builtin_shufflevector(m.at, m.at, 0, 1, 4, 5, 2, 3, 6, 7)};
+}
+
 PORTA_DEVICE_FUNCTION StepMaxima step_maxima(const float* plane, int64_t h0, int64_t h1,
                                              const Axis& aw, int64_t q0, KeptAcross* kept) {
-  return aw.window == 3 ? step_maxima<3>(plane, h0, h1, aw, q0, kept)
-                        : step_maxima<0>(plane, h0, h1, aw, q0, kept);
+  return aw.window == 3 ? step_maxima3(plane, h0, h1, aw, q0, kept)
+                        : any_step_maxima(plane, h0, h1, aw, q0, kept);
 }
 
 // As step_maxima, for the step from window 0 that joined_left lets hold the window cut on the
 // left: window l's column j is the row's 2 l + j - pad, or its first (0) where that lies left of
 // the row, one of the row's first 2 kStep floats. (A function of its own: as one template with
-// step_maxima, GCC laid the AVX-512 build's argmax kernel out differently.)
+// step_maxima, GCC laid the AVX-512 build's argmax kernel out differently.) Windows kWindow wide,
+// or aw.window where kWindow is 0: the 3x3 pooling's take an instance whose columns unroll.
 template <int32_t kWindow>
 PORTA_DEVICE_FUNCTION StepMaxima left_step_maxima(const float* plane, int64_t h0, int64_t h1,
                                                   const Axis& aw, KeptAcross* kept) {
