@@ -184,6 +184,11 @@ PORTA_DEVICE_FUNCTION Floats load_floats(const float* at) {
   return v;
 }
 
+// beats() lane by lane: v larger than m, or a NaN over a number.
+PORTA_DEVICE_FUNCTION Ints beats(const Floats& v, const Floats& m) {
+  return (v > m) | ((v != v) & (m == m));
+}
+
 // The floats at row[at[l]] for the lanes l, each at[l] in [0, 2 kStep): a permutation of the
 // row's first two steps. GCC spells it as one shuffle; clang's shuffles take constant indices
 // only, so its (sanitizer) builds read the lanes one by one.
@@ -315,9 +320,7 @@ PORTA_DEVICE_FUNCTION StepMaxima down_rows(const float* plane, int64_t h0, int64
     const float* row = plane + h * aw.in;
     const Across across = kept && kept->row == row ? kept->across : across_of(row);
     if (kept && h + 1 == h1) *kept = {row, across};
-    const Ints take = h == h0 ? ~Ints{}
-                              : (across.value > best.value) |
-                                    ((across.value != across.value) & (best.value == best.value));
+    const Ints take = h == h0 ? ~Ints{} : beats(across.value, best.value);
     best.value = take ? across.value : best.value;
     best.at = take ? across.column + int32_t(h * aw.in) : best.at;
   }
@@ -337,8 +340,7 @@ PORTA_DEVICE_FUNCTION StepMaxima any_step_maxima(const float* plane, int64_t h0,
       // last window's last column.
       const Floats v = __builtin_shufflevector(load_floats(first + j), load_floats(first + j + 7),
                                                0, 2, 4, 6, 9, 11, 13, 15);
-      const Ints take =
-          j == 0 ? ~Ints{} : (v > across.value) | ((v != v) & (across.value == across.value));
+      const Ints take = j == 0 ? ~Ints{} : beats(v, across.value);
       across.value = take ? v : across.value;
       j_taken = take ? Ints{} + j : j_taken;
     }
@@ -365,7 +367,7 @@ PORTA_DEVICE_FUNCTION StepMaxima step_maxima3(const float* plane, int64_t h0, in
     Across across{v[0], {}};
     Ints j_taken{};
     for (int32_t j = 1; j < 3; ++j) {
-      const Ints take = (v[j] > across.value) | ((v[j] != v[j]) & (across.value == across.value));
+      const Ints take = beats(v[j], across.value);
       across.value = take ? v[j] : across.value;
       j_taken = take ? Ints{} + j : j_taken;
     }
@@ -402,8 +404,7 @@ PORTA_DEVICE_FUNCTION StepMaxima left_step_maxima(const float* plane, int64_t h0
     for (int32_t j = 0; j < window; ++j) {
       const Ints at = columns[j];
       const Floats v = two_step_permute(row, at);
-      const Ints take =
-          j == 0 ? ~Ints{} : (v > across.value) | ((v != v) & (across.value == across.value));
+      const Ints take = j == 0 ? ~Ints{} : beats(v, across.value);
       across.value = take ? v : across.value;
       across.column = take ? at : across.column;
     }
@@ -474,10 +475,11 @@ PORTA_DEVICE_FUNCTION bool row_maxima_stride2(const float* plane, const float* e
     if constexpr (kIndexed) at[q] = m.at;
   };
   for (int64_t q = 0; q < s.a; ++q) cut(q);
-  for_steps<kShort>(plane, h0, h1, aw, s, kept, [&](int64_t q0, int64_t count, const StepMaxima& m) {
-    if (values) store_first(values + q0, m.value, count);
-    if constexpr (kIndexed) store_first(at + q0, m.at, count);
-  });
+  for_steps<kShort>(plane, h0, h1, aw, s, kept,
+                    [&](int64_t q0, int64_t count, const StepMaxima& m) {
+                      if (values) store_first(values + q0, m.value, count);
+                      if constexpr (kIndexed) store_first(at + q0, m.at, count);
+                    });
   for (int64_t q = s.b; q < aw.out; ++q) cut(q);
   return true;
 }
@@ -524,22 +526,24 @@ PORTA_DEVICE_FUNCTION bool band_stride2(const float* plane, const float* x_end, 
   }
   const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
   // Windows no taller than their stride down (the disjoint ones): no input row to share.
-  for_steps<kShort>(plane, h0, h1, aw, s, nullptr, [&](int64_t q0, int64_t count, const StepMaxima& m) {
-    const Floats dy = load_floats(dyr + q0);
-    const Ints at_low = __builtin_shufflevector(m.at, m.at, 0, 0, 1, 1, 2, 2, 3, 3);
-    const Ints at_high = __builtin_shufflevector(m.at, m.at, 4, 4, 5, 5, 6, 6, 7, 7);
-    const Floats dy_low = __builtin_shufflevector(dy, dy, 0, 0, 1, 1, 2, 2, 3, 3);
-    const Floats dy_high = __builtin_shufflevector(dy, dy, 4, 4, 5, 5, 6, 6, 7, 7);
-    const int64_t c = 2 * q0 - aw.pad;
-    for (int64_t h = b0; h < b1; ++h) {
-      const Ints self = iota + int32_t(h * aw.in + c);
-      float* to = dxp + h * aw.in + c;
-      store_first(to, at_low == self ? dy_low : Floats{}, 2 * count);
-      if (count > kStep / 2) {
-        store_first(to + kStep, at_high == self + kStep ? dy_high : Floats{}, 2 * count - kStep);
-      }
-    }
-  });
+  for_steps<kShort>(
+      plane, h0, h1, aw, s, nullptr, [&](int64_t q0, int64_t count, const StepMaxima& m) {
+        const Floats dy = load_floats(dyr + q0);
+        const Ints at_low = __builtin_shufflevector(m.at, m.at, 0, 0, 1, 1, 2, 2, 3, 3);
+        const Ints at_high = __builtin_shufflevector(m.at, m.at, 4, 4, 5, 5, 6, 6, 7, 7);
+        const Floats dy_low = __builtin_shufflevector(dy, dy, 0, 0, 1, 1, 2, 2, 3, 3);
+        const Floats dy_high = __builtin_shufflevector(dy, dy, 4, 4, 5, 5, 6, 6, 7, 7);
+        const int64_t c = 2 * q0 - aw.pad;
+        for (int64_t h = b0; h < b1; ++h) {
+          const Ints self = iota + int32_t(h * aw.in + c);
+          float* to = dxp + h * aw.in + c;
+          store_first(to, at_low == self ? dy_low : Floats{}, 2 * count);
+          if (count > kStep / 2) {
+            store_first(to + kStep, at_high == self + kStep ? dy_high : Floats{},
+                        2 * count - kStep);
+          }
+        }
+      });
   const auto cut = [&](int64_t q) { dxp[window_max<int32_t>(plane, ah, aw, p, q).at] = dyr[q]; };
   for (int64_t q = 0; q < s.a; ++q) cut(q);
   for (int64_t q = s.b; q < aw.out; ++q) cut(q);
@@ -603,7 +607,7 @@ PORTA_DEVICE_FUNCTION int64_t for_quad_runs(const float* x, const float* x_end, 
     QuadMaxima m{element[0], {}};
     for (int j = 0; j < 3; ++j) {
       const Floats v = element[j + 1];
-      m.took[j] = (v > m.value) | ((v != v) & (m.value == m.value));
+      m.took[j] = beats(v, m.value);
       m.value = m.took[j] ? v : m.value;
     }
     step(k, at, split, m);
@@ -1386,6 +1390,18 @@ PORTA_DEVICE_FUNCTION void gather_row(const Axis& ah, const Axis& aw, int64_t h,
 }
 
 #if PORTA_POOL_AVX2
+// dxr[w] for the columns [lo, hi) of row h, one by one (gather_column), the outputs (p, q) for
+// p in [p0, p1) from argmax ap: the ends of a row whose middle the stride-2 gathers below take in
+// steps. With the stride a constant, Axis::covering divides by shifts (its divisions took about
+// 4% of the 3x3 gather's samples).
+PORTA_DEVICE_FUNCTION void gather_columns(const Axis& aw, int64_t h, int64_t p0, int64_t p1,
+                                          const int32_t* ap, const float* dyp, float* dxr,
+                                          int64_t lo, int64_t hi) {
+  const auto chosen = [&](int64_t p, int64_t q) { return int64_t(ap[p * aw.out + q]); };
+  const Axis across{aw.in, aw.out, aw.window, 2, aw.pad};
+  for (int64_t w = lo; w < hi; ++w) dxr[w] = gather_column(across, h, w, p0, p1, dyp, chosen);
+}
+
 PORTA_DEVICE_FUNCTION Ints load_ints(const int32_t* at) {
   Ints v;
   __builtin_memcpy(&v, at, sizeof v);
@@ -1407,11 +1423,7 @@ PORTA_DEVICE_FUNCTION bool gather_window3(const Axis& ah, const Axis& aw, int64_
   if (qz < qa || aw.in + aw.pad < 2 * kStep) return false;
   int64_t p0, p1;
   ah.covering(h, &p0, &p1);
-  const auto chosen = [&](int64_t p, int64_t q) { return int64_t(ap[p * aw.out + q]); };
-  const Axis across{aw.in, aw.out, aw.window, 2, aw.pad};  // divisions by shifts
-  for (int64_t w = 0; w < 2 * qa - aw.pad; ++w) {
-    dxr[w] = gather_column(across, h, w, p0, p1, dyp, chosen);
-  }
+  gather_columns(aw, h, p0, p1, ap, dyp, dxr, 0, 2 * qa - aw.pad);
   const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
   for (int64_t q = qa; q < qz + kStep; q += kStep) {
     const int64_t q0 = porta_ops::min64(q, qz);
@@ -1428,9 +1440,7 @@ PORTA_DEVICE_FUNCTION bool gather_window3(const Axis& ah, const Axis& aw, int64_
     }
     store_interleaved(dxr + c, even, odd, 2 * kStep);
   }
-  for (int64_t w = 2 * qz - aw.pad + 2 * kStep; w < aw.in; ++w) {
-    dxr[w] = gather_column(across, h, w, p0, p1, dyp, chosen);
-  }
+  gather_columns(aw, h, p0, p1, ap, dyp, dxr, 2 * qz - aw.pad + 2 * kStep, aw.in);
   return true;
 }
 
@@ -1453,11 +1463,7 @@ PORTA_DEVICE_FUNCTION bool gather_stride2(const Axis& ah, const Axis& aw, int64_
   if (last < first) return false;
   int64_t p0, p1;
   ah.covering(h, &p0, &p1);
-  const auto chosen = [&](int64_t p, int64_t q) { return int64_t(ap[p * aw.out + q]); };
-  // The columns at the ends: with the stride a constant, Axis::covering divides by shifts (its
-  // divisions took about 4% of the 3x3 gather's samples).
-  const Axis across{aw.in, aw.out, aw.window, 2, aw.pad};
-  for (int64_t w = 0; w < first; ++w) dxr[w] = gather_column(across, h, w, p0, p1, dyp, chosen);
+  gather_columns(aw, h, p0, p1, ap, dyp, dxr, 0, first);
   const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
   // The steps, with kReach for reach where it is a constant (the windows of 3 and 4: 2), so
   // that the windows' loop unrolls (as a loop of two turns, the 3x3 gather took about 10% more).
@@ -1481,9 +1487,7 @@ PORTA_DEVICE_FUNCTION bool gather_stride2(const Axis& ah, const Axis& aw, int64_
   } else {
     steps(std::integral_constant<int, 0>{});
   }
-  for (int64_t w = last + kStep; w < aw.in; ++w) {
-    dxr[w] = gather_column(across, h, w, p0, p1, dyp, chosen);
-  }
+  gather_columns(aw, h, p0, p1, ap, dyp, dxr, last + kStep, aw.in);
   return true;
 }
 #endif
