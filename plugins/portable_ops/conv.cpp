@@ -66,18 +66,22 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     }
     std::optional<Scratch> scratch;
     porta_ops::GemmPlan plan;
-    // fp32 backward weights on the CPU, a filter of several taps, stride 1 across and output
-    // rows of at least kMinStagedRow: dw^T = im2col(x) x dy^T, the window's rows staged from
-    // x's (conv.h: backward_weights_transposed), rather than im2col^T packed as B. Narrower rows
-    // leave the micro-kernel too short a run per output row; a 1x1 filter's rows share no
-    // elements of x, and its dy^T packs as much as x^T (measured slower: docs/decisions.md).
+    // fp32 backward weights on the CPU as dw^T = im2col(x) x dy^T, rather than with im2col^T
+    // packed as B: for a filter of several taps, stride 1 across and output rows of at least
+    // kMinStagedRow, the window's rows staged from x's (conv.h: backward_weights_transposed;
+    // narrower rows leave the micro-kernel too short a run per output row); for a pointwise
+    // layer, x's rows read in place (backward_weights_pointwise), where the plan splits the depth.
     constexpr int64_t kMinStagedRow = 14;
-    if (pass == Pass::backward_weights && d.dtype == PORTA_DTYPE_F32 && g.stride_w == 1 &&
-        g.out_w >= kMinStagedRow && g.kernel_h * g.kernel_w > 1) {
-      const auto window = porta_ops::StagedWindow::of_layer(
-          g.kernel_h, g.kernel_w, g.out_h, g.out_w, g.stride_h, g.dilation_h, g.dilation_w);
-      g.transposed =
-          plan_staged_launch(op, n.value(), m.value(), k.value(), window, scratch, &plan);
+    if (pass == Pass::backward_weights && d.dtype == PORTA_DTYPE_F32) {
+      std::optional<porta_ops::StagedWindow> window;
+      if (g.pointwise()) {
+        window = porta_ops::StagedWindow::in_place(g.out_h, g.out_w);
+      } else if (g.stride_w == 1 && g.out_w >= kMinStagedRow && g.kernel_h * g.kernel_w > 1) {
+        window = porta_ops::StagedWindow::of_layer(g.kernel_h, g.kernel_w, g.out_h, g.out_w,
+                                                   g.stride_h, g.dilation_h, g.dilation_w);
+      }
+      g.transposed = window && plan_staged_launch(op, n.value(), m.value(), k.value(), *window,
+                                                  scratch, &plan);
     }
     if (!g.transposed) {
       // Backward-weights' A, dy, runs along the depth within each image's output positions:

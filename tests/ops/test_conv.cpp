@@ -397,11 +397,31 @@ TEST_CASE("conv2d: backward weights from staged rows of x", "[conv]") {
       {1, 2, 14, 14, 3, 3, 5, 2, 3},              // padding beyond half the kernel, 3x5
       {2, 4, 21, 16, 6, 3, 3, 1, 1, 2, 1},        // stride 2 down: staged rows 2 apart
       {2, 3, 20, 18, 5, 3, 3, 2, 2, 1, 1, 2, 2},  // dilation 2
-      {2, 9, 14, 14, 10, 1, 1},                   // 1x1: im2col^T packed
+      {2, 9, 14, 14, 10, 1, 1},                   // 1x1, 392 deep: not split, im2col^T packed
       {4, 16, 30, 30, 40, 3, 3, 1, 1},            // 3600 deep: split, several blocks a split
       {1, 130, 16, 16, 8, 3, 3, 1, 1},            // 1170 rows: tiles from within a channel
       {1, 1, 3, 2000, 4, 3, 3, 1, 1},             // rows of 2000: blocks within a row
       {1, 40, 3, 1500, 4, 3, 3, 1, 1},            // too wide to stage: im2col^T packed
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
+// On the CPU, fp32 backward weights of pointwise layers (1x1, stride 1, no padding) whose depth
+// splits run as dw^T = x x dy^T, x's rows read in place as A within an image and dy^T packed
+// (gemm_params.h: StagedWindow::in_place): partial panels and strips, images of 49 positions,
+// blocks of whole output rows within larger images, two row tiles; and the layers left to the
+// plain plan (no block size divides the image, or the depth does not split).
+TEST_CASE("conv2d: pointwise backward weights from x's rows in place", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {8, 45, 14, 14, 7, 1, 1},   // 45 rows, 7 columns, 1568 deep: split in blocks of 196
+      {32, 20, 7, 7, 24, 1, 1},   // blocks of 49
+      {1, 8, 40, 40, 16, 1, 1},   // 1600 positions: blocks of whole output rows
+      {16, 1200, 8, 8, 9, 1, 1},  // 1200 rows: two row tiles
+      {1, 4, 37, 37, 8, 1, 1},    // 37 rows of 37: no block divides the image, plain plan
+      {1, 30, 14, 14, 12, 1, 1},  // 196 deep: not split, plain plan
   };
   uint64_t index = 0;
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));

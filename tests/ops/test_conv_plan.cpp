@@ -235,3 +235,45 @@ TEST_CASE("conv plan: backward weights from staged rows", "[conv][plan]") {
     }
   }
 }
+
+// The same plan for pointwise layers (StagedWindow::in_place: x's rows read in place as A, nothing
+// staged): where it is taken, every depth block lies within one image, the depth splits (the
+// partials, not dw^T, take the micro-tiles' stores), and shared memory holds B's panel beside a
+// padded partial panel of A, which is all that an A packed in blocks of kCpuRowMultiple rows
+// would need; where no block size divides the image, or the depth does not split, it is refused.
+TEST_CASE("conv plan: pointwise backward weights read x in place", "[conv][plan]") {
+  struct Layer {
+    int64_t n, c, p, q, k;
+    bool taken_on_2_threads;
+  };
+  const Layer layers[] = {
+      {16, 1024, 14, 14, 256, true}, {4, 256, 56, 56, 64, true},  {32, 20, 7, 7, 24, true},
+      {1, 8, 40, 40, 16, true},      {16, 1200, 8, 8, 9, true},   {1, 4, 37, 37, 8, false},
+      {1, 30, 14, 14, 12, false},    {8, 2048, 14, 14, 1024, false},
+  };
+  constexpr int64_t kShared = 256 * 1024;
+  for (const Layer& l : layers) {
+    const auto w = porta_ops::StagedWindow::in_place(l.p, l.q);
+    CHECK_FALSE(w.staged());
+    const int64_t m = l.c, n = l.k, k = l.n * l.p * l.q;
+    for (int64_t threads : {1, 2, 8, 64}) {
+      INFO("m " << m << ", n " << n << ", k " << k << ", Q " << l.q << ", threads " << threads);
+      GemmPlan plan{};
+      const porta_ops::GemmTarget target{true, threads, kShared};
+      const bool taken =
+          porta_ops::plan_staged_window(m, n, k, w, target, porta_ops::kGemmPathNative, &plan);
+      if (threads == 2) CHECK(taken == l.taken_on_2_threads);
+      if (!taken) continue;
+      const porta_ops::GemmTiles& t = plan.tiles;
+      CHECK(t.splits > 1);
+      CHECK(t.split_depth % t.tile_k == 0);
+      CHECK(l.p * l.q % t.tile_k == 0);
+      CHECK(t.block_m == porta_ops::kCpuRowMultiple);
+      CHECK(t.tiles_m * t.tile_m >= m);
+      CHECK(t.tiles_n * t.tile_n >= n);
+      CHECK(int64_t(plan.shared_bytes) <= kShared);
+      CHECK(int64_t(plan.shared_bytes) >=
+            (t.tile_n + porta_ops::kCpuRowMultiple) * int64_t(t.tile_k) * 4);
+    }
+  }
+}

@@ -90,6 +90,21 @@ PORTA_DEVICE_FUNCTION Problem<WindowOperand<T>, StridedOperand<T>> backward_weig
       OutputView{dw, 1, Split::stride(crs), 0, 1.0f, 0.0f},
       porta_ops::GemmShape{crs, g.out_channels, g.batch * pq, 1}};
 }
+
+// dw^T[C, K] = x[C, (N,P,Q)] x dy^T[(N,P,Q), K] for pointwise layers (ConvArgs::pointwise), where
+// x is im2col(x), stored as dy is: x's rows read in place as A within an image, and dy^T packed
+// as B, a packed element per C products rather than one of x^T per K (gemm_params.h:
+// StagedWindow::in_place).
+template <class T>
+PORTA_DEVICE_FUNCTION Problem<StridedOperand<T>, StridedOperand<T>> backward_weights_pointwise(
+    const ConvArgs& g, const T* x, const T* dy, float* dw) {
+  const int64_t pq = g.out_h * g.out_w;
+  return Problem<StridedOperand<T>, StridedOperand<T>>{
+      StridedOperand<T>{x, pq, Split{pq, g.channels * pq, 1}, 0},
+      StridedOperand<T>{dy, pq, Split{pq, g.out_channels * pq, 1}, 0},
+      OutputView{dw, 1, Split::stride(g.channels), 0, 1.0f, 0.0f},
+      porta_ops::GemmShape{g.channels, g.out_channels, g.batch * pq, 1}};
+}
 #endif
 
 template <class A, class B>

@@ -85,6 +85,9 @@ PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const
 PORTA_KERNEL_MAX_GROUP(conv2d_backward_weights_f32, porta_ops::kEngineItems, ConvArgs g,
                        const float* x, const float* dy, float* dw) {
 #if PORTA_TARGET_CPU
+  if (g.transposed && g.pointwise()) {
+    return run(porta_ops::conv::backward_weights_pointwise(g, x, dy, dw), g);
+  }
   if (g.transposed) return run(porta_ops::conv::backward_weights_transposed(g, x, dy, dw), g);
 #endif
   run(backward_weights(g, x, dy, dw), g);
@@ -93,6 +96,10 @@ PORTA_KERNEL_MAX_GROUP(conv2d_backward_weights_f32, porta_ops::kEngineItems, Con
 PORTA_KERNEL(conv2d_backward_weights_f32_reduce, ConvArgs g, const float* x, const float* dy,
              float* dw) {
 #if PORTA_TARGET_CPU
+  if (g.transposed && g.pointwise()) {
+    const auto p = porta_ops::conv::backward_weights_pointwise(g, x, dy, dw);
+    return porta_ops::reduce_partials(p.c, p.shape, g.tiles);
+  }
   if (g.transposed) {
     const auto p = porta_ops::conv::backward_weights_transposed(g, x, dy, dw);
     return porta_ops::reduce_partials(p.c, p.shape, g.tiles);

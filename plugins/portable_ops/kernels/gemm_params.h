@@ -100,8 +100,16 @@ struct ConvArgs {
   // (reads w in place).
   float* packed_a;
   // CPU, fp32 backward weights: the GEMM is dw^T = im2col(x) x dy^T, planned by
-  // plan_staged_window, its window as A staged from x's rows (conv.h: backward_weights_transposed).
+  // plan_staged_window, its window as A staged from x's rows (conv.h: backward_weights_transposed)
+  // or, for a pointwise layer, x's rows read in place (backward_weights_pointwise).
   int64_t transposed;
+
+  // A 1x1 filter of stride 1 and no padding: x[n, c, h, w] is im2col(x), its positions the
+  // outputs'.
+  PORTA_DEVICE_FUNCTION bool pointwise() const {
+    return kernel_h == 1 && kernel_w == 1 && stride_h == 1 && stride_w == 1 && pad_h == 0 &&
+           pad_w == 0;
+  }
 };
 
 // What the host knows of the device when it plans a launch.
@@ -295,7 +303,7 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
 // Conv backward weights on the CPU as dw^T = im2col(x) x dy^T (conv.h:
 // backward_weights_transposed): A is the window, whose rows (c, r, s) the packed path reads from
 // x's rows staged per depth block (kernels/gemm_engine_cpu.h, packed_gemm of a window), B is dy^T,
-// packed. The geometry the staged rows take:
+// packed. The geometry the staged rows take (for a pointwise layer, none: in_place):
 struct StagedWindow {
   int64_t taps;       // R * S: A's rows per channel
   int64_t positions;  // P * Q: depths per image
@@ -311,9 +319,18 @@ struct StagedWindow {
     return {r * s, p * q, q, stride_h, (r - 1) * dilation_h + 1, (s - 1) * dilation_w + q};
   }
 
+  // A pointwise layer's (ConvArgs::pointwise): nothing staged, A's rows are x's, read in place
+  // within an image (conv.h: backward_weights_pointwise).
+  static PORTA_OPS_HOST_DEVICE StagedWindow in_place(int64_t p, int64_t q) {
+    return {1, p * q, q, 1, 1, 0};
+  }
+  PORTA_OPS_HOST_DEVICE bool staged() const { return width > 0; }
+
   // The floats staged for a depth block of kb (within one image, from any position) of a tile
   // of `rows` rows of A starting anywhere: its channels' rows that the block's output rows reach.
+  // In place, a partial last panel of A, padded (kCpuRowMultiple rows).
   PORTA_OPS_HOST_DEVICE int64_t floats(int64_t rows, int64_t kb) const {
+    if (!staged()) return kCpuRowMultiple * kb;
     const int64_t channels = div_up(rows - 1, taps) + 1;
     const int64_t out_rows = min64(div_up(kb - 1, row) + 1, positions / row);
     return channels * ((out_rows - 1) * row_step + reach_h) * width;
@@ -323,13 +340,15 @@ struct StagedWindow {
 // The most rows of A a staged tile takes (the kernel keeps a pointer per row on its stack).
 inline constexpr int64_t kMaxStagedTileM = 1152;
 
-// The CPU plan of a staged window (m = C*R*S rows, n = K columns, k = N*P*Q deep). Each tile
-// packs B (dy^T) for its depth again, so the tiles take all rows they can (up to
-// kMaxStagedTileM) and all columns (up to 256), and the depth splits instead (split-K: a partial
-// dw^T per split, added up by the _reduce kernel) into about kGroupsPerThread groups per thread.
-// Depth blocks are whole output rows where a row fits (then no block starts within a row), as
-// deep as shared memory holds B's panel beside the staged rows, up to 1024. Returns false where
-// not even one depth of a tile fits, or the grid would not hold the groups.
+// The CPU plan of a staged window (m = C*R*S rows, n = K columns, k = N*P*Q deep), or of a
+// pointwise layer's x read in place (StagedWindow::in_place). Each tile packs B (dy^T) for its
+// depth again, so the tiles take all rows they can (up to kMaxStagedTileM) and all columns (up to
+// 256), and the depth splits instead (split-K: a partial dw^T per split, added up by the _reduce
+// kernel) into about kGroupsPerThread groups per thread. Depth blocks are whole output rows where
+// a row fits (then no block starts within a row), as deep as shared memory holds B's panel beside
+// the staged rows, up to 1024. Returns false where not even one depth of a tile fits, or the grid
+// would not hold the groups; in place, also where a block would cross images or the depth does
+// not split.
 inline bool plan_staged_window(int64_t m, int64_t n, int64_t k, const StagedWindow& w,
                                const GemmTarget& target, int32_t path, GemmPlan* out) {
   using namespace plan_detail;
@@ -359,10 +378,14 @@ inline bool plan_staged_window(int64_t m, int64_t n, int64_t k, const StagedWind
     while (2 * even >= rows && image_rows % even != 0) --even;
     tile_k = (2 * even >= rows ? even : rows) * w.row;
   }
+  // A read in place needs every block within one image (else it packs blocks of
+  // kCpuRowMultiple rows, all the room it has), and a split depth: the partials are stored as
+  // the micro-tiles lie, where dw^T itself takes a scattered store of each micro-tile per block.
+  if (!w.staged() && (w.positions % tile_k != 0 || splits == 1)) return false;
   t.tile_m = static_cast<int32_t>(tile_m);
   t.tile_n = static_cast<int32_t>(tile_n);
   t.tile_k = static_cast<int32_t>(tile_k);
-  t.block_m = static_cast<int32_t>(tile_m);
+  t.block_m = static_cast<int32_t>(w.staged() ? tile_m : kCpuRowMultiple);
   t.split_depth = splits > 1 ? round_up(depth, tile_k) : k;
   t.splits = static_cast<int32_t>(div_up(k, t.split_depth));
   t.partials = nullptr;
