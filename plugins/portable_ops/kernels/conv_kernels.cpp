@@ -82,29 +82,28 @@ PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const
   porta_ops::reduce_partials(p.c, p.shape, g.tiles);
 }
 
-PORTA_KERNEL_MAX_GROUP(conv2d_backward_weights_f32, porta_ops::kEngineItems, ConvArgs g,
-                       const float* x, const float* dy, float* dw) {
+// Calls pass(problem) with backward weights as the host planned it: on the CPU, transposed
+// (dw^T = im2col(x) x dy^T) with x's rows read in place for a pointwise layer or staged for
+// others; the plain GEMM elsewhere.
+template <class Pass>
+PORTA_DEVICE_FUNCTION void with_backward_weights(const ConvArgs& g, const float* x, const float* dy,
+                                                 float* dw, Pass&& pass) {
 #if PORTA_TARGET_CPU
   if (g.transposed && g.pointwise()) {
-    return run(porta_ops::conv::backward_weights_pointwise(g, x, dy, dw), g);
+    return pass(porta_ops::conv::backward_weights_pointwise(g, x, dy, dw));
   }
-  if (g.transposed) return run(porta_ops::conv::backward_weights_transposed(g, x, dy, dw), g);
+  if (g.transposed) return pass(porta_ops::conv::backward_weights_transposed(g, x, dy, dw));
 #endif
-  run(backward_weights(g, x, dy, dw), g);
+  pass(backward_weights(g, x, dy, dw));
+}
+
+PORTA_KERNEL_MAX_GROUP(conv2d_backward_weights_f32, porta_ops::kEngineItems, ConvArgs g,
+                       const float* x, const float* dy, float* dw) {
+  with_backward_weights(g, x, dy, dw, [&](const auto& p) { run(p, g); });
 }
 
 PORTA_KERNEL(conv2d_backward_weights_f32_reduce, ConvArgs g, const float* x, const float* dy,
              float* dw) {
-#if PORTA_TARGET_CPU
-  if (g.transposed && g.pointwise()) {
-    const auto p = porta_ops::conv::backward_weights_pointwise(g, x, dy, dw);
-    return porta_ops::reduce_partials(p.c, p.shape, g.tiles);
-  }
-  if (g.transposed) {
-    const auto p = porta_ops::conv::backward_weights_transposed(g, x, dy, dw);
-    return porta_ops::reduce_partials(p.c, p.shape, g.tiles);
-  }
-#endif
-  const ConvProblem<float> p = backward_weights(g, x, dy, dw);
-  porta_ops::reduce_partials(p.c, p.shape, g.tiles);
+  with_backward_weights(g, x, dy, dw,
+                        [&](const auto& p) { porta_ops::reduce_partials(p.c, p.shape, g.tiles); });
 }

@@ -378,16 +378,16 @@ inline bool plan_staged_window(int64_t m, int64_t n, int64_t k, const StagedWind
     while (2 * even >= rows && image_rows % even != 0) --even;
     tile_k = (2 * even >= rows ? even : rows) * w.row;
   }
-  // A read in place needs every block within one image (else it packs blocks of
-  // kCpuRowMultiple rows, all the room it has), and a split depth: the partials are stored as
-  // the micro-tiles lie, where dw^T itself takes a scattered store of each micro-tile per block.
-  if (!w.staged() && (w.positions % tile_k != 0 || splits == 1)) return false;
   t.tile_m = static_cast<int32_t>(tile_m);
   t.tile_n = static_cast<int32_t>(tile_n);
   t.tile_k = static_cast<int32_t>(tile_k);
   t.block_m = static_cast<int32_t>(w.staged() ? tile_m : kCpuRowMultiple);
   t.split_depth = splits > 1 ? round_up(depth, tile_k) : k;
   t.splits = static_cast<int32_t>(div_up(k, t.split_depth));
+  // A read in place needs every block within one image (else it packs blocks of
+  // kCpuRowMultiple rows, all the room it has), and a split depth: the partials are stored as
+  // the micro-tiles lie, where dw^T itself takes a scattered store of each micro-tile per block.
+  if (!w.staged() && (w.positions % tile_k != 0 || t.splits == 1)) return false;
   t.partials = nullptr;
   plan.group[0] = plan.group[1] = 1;
   plan.shared_bytes =
