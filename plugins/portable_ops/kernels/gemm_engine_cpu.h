@@ -1315,7 +1315,8 @@ void cpu::packed_gemm(const WindowOperand<float>& a, const B& b, const OutputVie
 // at depth (c, r, s) is the run at the strip's first column plus the depth's offset, under lane
 // masks that depend on the tap (r, s) only. The kernel takes a depth block's taps outside and
 // its channels inside, so that each tap's masks are set up once and each step is two
-// masked loads from x, a channel on from the last, instead of two loads from a packed panel; the
+// loads from x, a channel on from the last, instead of two loads from a packed panel (masked
+// only where the tap leaves a vector partly outside the input, at the image's edges); the
 // panel's stores are gone, and the taps of a channel read the same few lines. (The sums come in
 // that order: tap by tap, not depth by depth.) A strip that crosses from one image into the next
 // is two runs, merged by a second pair of masked loads. AVX-512 and AVX2 (vmaskmovps, its masks
@@ -1351,14 +1352,19 @@ struct TapMasks {
 };
 
 // A strip's NR floats at a depth: the first run's lanes from first, with TwoRuns the second's
-// from second merged in (the runs' lanes are disjoint).
-template <bool TwoRuns>
+// from second merged in (the runs' lanes are disjoint). Vectors without their bit in Masked have
+// every lane in the first run and are loaded whole: a masked load's mask takes a register, and
+// a tile of accumulators leaves AVX2 too few for two.
+template <bool TwoRuns, unsigned Masked = (1u << kNV) - 1>
 __attribute__((always_inline)) inline void load_runs(const float* first, const float* second,
                                                      const TapMasks& m, vfloat (&out)[kNV]) {
 #if defined(__AVX512F__)
   __m512 x[kNV];
 #pragma GCC unroll 4
-  for (int v = 0; v < kNV; ++v) x[v] = _mm512_maskz_loadu_ps(m.run[0][v], first + v * kVL);
+  for (int v = 0; v < kNV; ++v) {
+    x[v] = Masked >> v & 1 ? _mm512_maskz_loadu_ps(m.run[0][v], first + v * kVL)
+                           : _mm512_loadu_ps(first + v * kVL);
+  }
   if constexpr (TwoRuns) {
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) x[v] = _mm512_mask_loadu_ps(x[v], m.run[1][v], second + v * kVL);
@@ -1366,7 +1372,10 @@ __attribute__((always_inline)) inline void load_runs(const float* first, const f
 #else
   __m256 x[kNV];
 #pragma GCC unroll 4
-  for (int v = 0; v < kNV; ++v) x[v] = _mm256_maskload_ps(first + v * kVL, m.run[0][v]);
+  for (int v = 0; v < kNV; ++v) {
+    x[v] = Masked >> v & 1 ? _mm256_maskload_ps(first + v * kVL, m.run[0][v])
+                           : _mm256_loadu_ps(first + v * kVL);
+  }
   if constexpr (TwoRuns) {
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) {
@@ -1375,6 +1384,14 @@ __attribute__((always_inline)) inline void load_runs(const float* first, const f
   }
 #endif
   __builtin_memcpy(out, x, sizeof x);
+}
+
+// Which vectors of a strip a run of lanes leaves partial (bit v: vector v).
+inline unsigned partial_vectors(uint32_t lanes) {
+  constexpr uint32_t kVector = kVL >= 32 ? ~0u : (1u << kVL) - 1;
+  unsigned partial = 0;
+  for (int v = 0; v < kNV; ++v) partial |= unsigned((lanes >> (v * kVL) & kVector) != kVector) << v;
+  return partial;
 }
 
 // A strip of NR columns of a window read in place: lane l at x + first + l for the lanes of the
@@ -1461,16 +1478,43 @@ __attribute__((always_inline)) inline void window_kernel(int64_t kb, const float
   const float* const first = x + s.first;
   const float* const second = first + s.jump;
   Accumulators<kMR> c;
-  for (int t = 0; t < ntaps; ++t) {
-    const TapMasks masks(s.lanes[t]);
+  // Tap t's channels; B's vectors in the set `masked` (bit v: vector v) under the tap's masks.
+  const auto channels = [&](int t, const TapMasks& masks, auto masked)
+      __attribute__((always_inline)) {
     int64_t o = taps[t].off;
     int64_t d = taps[t].first;
     for (int32_t n = 0; n < taps[t].count; ++n, o += channel, d += ntaps) {
       __builtin_prefetch(x_next + o);
       __builtin_prefetch(x_next + o + kNR - 1);
       vfloat bv[kNV];
-      load_runs<TwoRuns>(first + o, second + o, masks, bv);
+      load_runs<TwoRuns, decltype(masked)::value>(first + o, second + o, masks, bv);
       c.add([&](int i) { return row[i][d * DepthStep]; }, bv);
+    }
+  };
+  using None = std::integral_constant<unsigned, 0>;
+  using First = std::integral_constant<unsigned, 1>;
+  using Second = std::integral_constant<unsigned, 2>;
+  using Both = std::integral_constant<unsigned, 3>;
+  static_assert(kNV == 2, "the sets of vectors above");
+  for (int t = 0; t < ntaps; ++t) {
+    const TapMasks masks(s.lanes[t]);
+    if constexpr (TwoRuns) {
+      channels(t, masks, Both{});
+    } else {
+      // Most taps leave a strip whole, or one of its vectors partial (an edge of the image).
+      switch (partial_vectors(s.lanes[t][0])) {
+        case 0:
+          channels(t, masks, None{});
+          break;
+        case 1:
+          channels(t, masks, First{});
+          break;
+        case 2:
+          channels(t, masks, Second{});
+          break;
+        default:
+          channels(t, masks, Both{});
+      }
     }
   }
   c.store(out);
