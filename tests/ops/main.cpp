@@ -132,6 +132,23 @@ int main(int argc, char** argv) {
     return absent ? kSkipped : 1;
   }
 
+  // A suite pinned to one ISA level's kernel library (tests/CMakeLists.txt) runs the very library
+  // the plain CPU suite loads where that level is the host's own: reported, not run twice.
+  if (const std::string level = from_env("PORTA_TEST_ISA_LEVEL", ""); !level.empty()) {
+    porta_device_t device = 0;
+    porta_device_properties_t properties{};
+    properties.struct_size = sizeof properties;
+    if (porta_device_default(&device) == PORTA_SUCCESS &&
+        porta_device_properties(device, &properties) == PORTA_SUCCESS &&
+        level == properties.architecture) {
+      std::printf("SKIPPED: %s is this host's own level, whose kernel library the cpu.ops suite "
+                  "runs already\n",
+                  level.c_str());
+      porta_shutdown();
+      return kSkipped;
+    }
+  }
+
   const int failures = session.run();
   porta_shutdown();
   return failures;
