@@ -53,17 +53,27 @@ function(porta_add_kernel_library name)
       else()
         target_compile_options(${target} PRIVATE -O3 -march=${level} -mtune=generic)
       endif()
-      # Kernels are leaf code: no exceptions cross them, and errno is never read. The dialect's
-      # 16-lane vectors pass between functions of one library only, so GCC's notes that their ABI
-      # differs between ISA levels (-Wpsabi) do not apply.
-      target_compile_options(${target} PRIVATE -fno-exceptions -fno-math-errno
-                                               $<$<CXX_COMPILER_ID:GNU>:-Wno-psabi>)
+      # The dialect's 16-lane vectors pass between functions of one library only, so GCC's notes
+      # that their ABI differs between ISA levels (-Wpsabi) do not apply.
+      target_compile_options(${target} PRIVATE $<$<CXX_COMPILER_ID:GNU>:-Wno-psabi>)
+      _porta_cpu_kernel_options(${target})
       if(install_kernels)
         install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
       endif()
       add_dependencies(${name} ${target})
     endforeach()
     _porta_add_simt_kernels(${name} "${ARG_SOURCES}" "${ARG_INCLUDES}")
+  endif()
+endfunction()
+
+# What every CPU build of a kernel library shares. Kernels are leaf code: no exceptions cross them,
+# and errno is never read. The fuzzers' coverage counters stay out (PORTA_BUILD_FUZZERS): kernels'
+# branches follow sizes, not the structure of a fuzzed input, and counting them slows every test of
+# the sanitized build.
+function(_porta_cpu_kernel_options target)
+  target_compile_options(${target} PRIVATE -fno-exceptions -fno-math-errno)
+  if(PORTA_BUILD_FUZZERS)
+    target_compile_options(${target} PRIVATE -fno-sanitize=fuzzer-no-link)
   endif()
 endfunction()
 
@@ -83,7 +93,7 @@ function(_porta_add_simt_kernels name sources includes)
     target_link_libraries(${target} PRIVATE porta::headers ${CMAKE_DL_LIBS})
     target_include_directories(${target} PRIVATE ${includes})
     target_compile_definitions(${target} PRIVATE PORTA_SIMT)
-    target_compile_options(${target} PRIVATE -fno-exceptions -fno-math-errno)
+    _porta_cpu_kernel_options(${target})
     set_target_properties(${target} PROPERTIES PREFIX "" OUTPUT_NAME ${name}.cpu-${variant}
                                                LINKER_LANGUAGE CXX)
     if(variant STREQUAL "simt")
