@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -284,6 +285,29 @@ Quarantine& quarantine() {
   return *instance;
 }
 
+// Maps bytes of fresh memory; from kHugePage up, at a kHugePage boundary and marked for the
+// kernel's transparent huge pages, which it gives only to ranges asking for them by default
+// ("madvise"). One TLB entry then covers 2 MiB instead of 4 KiB: a GEMM reading B's strips in
+// place steps a row of B, often more than a page, at each depth. MAP_FAILED (errno set) on
+// failure. A kernel without huge pages refuses the advice, which changes nothing else.
+void* map_aligned(size_t bytes) {
+  constexpr size_t kHugePage = size_t{2} << 20;
+  const int prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS;
+  if (bytes < kHugePage || bytes > SIZE_MAX - kHugePage) {
+    return mmap(nullptr, bytes, prot, flags, -1, 0);
+  }
+  // Over-map by one huge page, then give back what lies either side of the aligned range.
+  char* const mapped = static_cast<char*>(mmap(nullptr, bytes + kHugePage, prot, flags, -1, 0));
+  if (mapped == MAP_FAILED) return MAP_FAILED;
+  const uintptr_t address = reinterpret_cast<uintptr_t>(mapped);
+  char* const ptr = mapped + ((kHugePage - address % kHugePage) % kHugePage);
+  if (ptr > mapped) munmap(mapped, static_cast<size_t>(ptr - mapped));
+  const size_t tail = static_cast<size_t>(mapped + bytes + kHugePage - (ptr + bytes));
+  if (tail > 0) munmap(ptr + bytes, tail);
+  madvise(ptr, bytes, MADV_HUGEPAGE);
+  return ptr;
+}
+
 }  // namespace
 
 void* allocate(size_t size, uint64_t limit, const char* what) {
@@ -293,7 +317,7 @@ void* allocate(size_t size, uint64_t limit, const char* what) {
                                                " bytes requested, more than the host's " +
                                                std::to_string(limit) + " bytes of memory");
   }
-  void* ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* ptr = map_aligned(bytes);
   if (ptr == MAP_FAILED) {
     const int error = errno;
     throw_error(PORTA_ERROR_OUT_OF_MEMORY, std::string(what) + ": allocating " +

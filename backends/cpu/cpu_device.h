@@ -54,13 +54,14 @@ uint64_t total_memory();
 uint64_t available_memory();
 
 // Page-aligned host memory of the backend's own mappings, as both device and pinned allocations
-// are on the CPU. Throws Failure(PORTA_ERROR_OUT_OF_MEMORY) when size exceeds limit (the host's
-// memory: refused without trying, since overcommit could grant it and fail later) or the mapping
-// fails. Each allocation is followed by an inaccessible guard page, and a freed one stays
-// reserved, inaccessible, among the last kQuarantinedRanges freed in the process (this plugin is
-// never unmapped, so that outlives porta_shutdown): the host's own allocations never land in a
-// range that libporta remembers as recently freed, and a stray access to one faults instead of
-// corrupting whatever took its place.
+// are on the CPU; from 2 MiB up, aligned to 2 MiB and asking for transparent huge pages. Throws
+// Failure(PORTA_ERROR_OUT_OF_MEMORY) when size exceeds limit (the host's memory: refused without
+// trying, since overcommit could grant it and fail later) or the mapping fails. Each allocation
+// is followed by an inaccessible guard page, and a freed one stays reserved, inaccessible, among
+// the last kQuarantinedRanges freed in the process (this plugin is never unmapped, so that
+// outlives porta_shutdown): the host's own allocations never land in a range that libporta
+// remembers as recently freed, and a stray access to one faults instead of corrupting whatever
+// took its place.
 void* allocate(size_t size, uint64_t limit, const char* what);
 void deallocate(void* ptr, size_t size) noexcept;
 inline constexpr size_t kQuarantinedRanges = 1024;

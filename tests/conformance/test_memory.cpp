@@ -1,6 +1,8 @@
 // Memory: device and pinned host allocations, copies in every direction (blocking and
 // asynchronous), memset, and pointer_info. Bad memory arguments are in test_errors.cpp.
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 #include "common.h"
 
@@ -28,6 +30,25 @@ void check_bytes(const std::vector<uint8_t>& got, const std::vector<uint8_t>& ex
   }
 }
 
+// The VmFlags of the mapping that holds ptr, from /proc/self/smaps ("" if none is found).
+std::string mapping_flags(const void* ptr) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(ptr);
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t start = 0, end = 0;
+    char dash = 0;
+    std::istringstream header(line);
+    if (header >> std::hex >> start >> dash >> end && dash == '-') {
+      inside = start <= address && address < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line.substr(8) + " ";
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 TEST_CASE("memory: device allocations are aligned, recorded and freed", "[memory]") {
@@ -52,6 +73,31 @@ TEST_CASE("memory: device allocations are aligned, recorded and freed", "[memory
       CHECK(after.base == nullptr);
       CHECK(after.size == 0);
     }
+  }
+}
+
+TEST_CASE("memory: CPU allocations of 2 MiB and more start on a huge page and ask for huge pages",
+          "[memory]") {
+  if (!is_cpu_backend()) {
+    WARN("skipped on " << backend_name() << ": its driver places device memory");
+    return;
+  }
+  // THP's "madvise" mode, the usual default, gives huge pages only to ranges that ask.
+  const bool huge_pages = std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled").good();
+  if (!huge_pages) WARN("this kernel has no transparent huge pages: the advice is not checked");
+  constexpr size_t kHugePage = size_t{2} << 20;
+  for (size_t size : {kHugePage, kHugePage + 1, 5 * kHugePage + 123}) {
+    INFO("size " << size);
+    void* ptr = nullptr;
+    PT_REQUIRE_OK(porta_memory_alloc(devices().front(), size, &ptr));
+    CHECK(reinterpret_cast<uintptr_t>(ptr) % kHugePage == 0);
+    std::memset(ptr, 0x5A, size);
+    if (huge_pages) {
+      const std::string flags = mapping_flags(static_cast<char*>(ptr) + size - 1);
+      INFO("VmFlags:" << flags);
+      CHECK(flags.find(" hg ") != std::string::npos);
+    }
+    PT_REQUIRE_OK(porta_memory_free(ptr));
   }
 }
 
