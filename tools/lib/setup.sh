@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Set-up shared by tools/run and tools/test; source it, do not run it. It defines PORTA_ROOT (the
 # repository root, found from this file's own path), cds there, and offers:
-#   porta_section TITLE           print a short section header
+#   porta_section TITLE           print a short section header, with the minutes since the start
 #   porta_install_packages        apt-get install the Debian packages below that are missing
 #   porta_configure DIR [ARGS]    configure DIR (relative to the root) with Ninja, Release
 #   porta_build DIR               build DIR with one job per core
@@ -37,7 +37,7 @@ PORTA_JOBS="$(nproc)"
 cd "$PORTA_ROOT" || exit 1
 
 porta_section() {
-  printf '\n==== %s ====\n' "$*"
+  printf '\n==== %d:%02d %s ====\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"
 }
 
 porta_install_packages() {
