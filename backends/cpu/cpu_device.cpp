@@ -299,11 +299,10 @@ void* map_aligned(size_t bytes) {
   // Over-map by one huge page, then give back what lies either side of the aligned range.
   char* const mapped = static_cast<char*>(mmap(nullptr, bytes + kHugePage, prot, flags, -1, 0));
   if (mapped == MAP_FAILED) return MAP_FAILED;
-  const uintptr_t address = reinterpret_cast<uintptr_t>(mapped);
-  char* const ptr = mapped + ((kHugePage - address % kHugePage) % kHugePage);
-  if (ptr > mapped) munmap(mapped, static_cast<size_t>(ptr - mapped));
-  const size_t tail = static_cast<size_t>(mapped + bytes + kHugePage - (ptr + bytes));
-  if (tail > 0) munmap(ptr + bytes, tail);
+  const size_t head = (kHugePage - reinterpret_cast<uintptr_t>(mapped) % kHugePage) % kHugePage;
+  char* const ptr = mapped + head;
+  if (head > 0) munmap(mapped, head);
+  if (head < kHugePage) munmap(ptr + bytes, kHugePage - head);
   madvise(ptr, bytes, MADV_HUGEPAGE);
   return ptr;
 }
