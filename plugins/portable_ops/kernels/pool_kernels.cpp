@@ -927,6 +927,43 @@ inline void gather_row(const Extent& whole_argmax, const Extent& whole_dy, const
   }
 }
 
+// gather_row for windows 3 wide (the usual 3x3 stride 2 pad 1 pooling), in steps of 16 windows
+// from q0 (0, 16, ...) that write the 32 columns from c = 2 q0 - pad: column c + 2k lies in
+// windows q0 + k - 1 and q0 + k, column c + 2k + 1 in q0 + k alone. So per output row a step
+// loads its windows' indices and dy and those of the windows one before, adds each into the
+// evens and odds where it chose them, in gather_column's order (window q0 + k - 1, then q0 + k),
+// and interleaves the two at the store. Windows outside the row are loaded as index -1, which no
+// column is; columns outside the row are not stored. No column is left to scalar code, no lane
+// paired with its windows by permutes.
+inline void gather_window3(const Extent& whole_argmax, const Extent& whole_dy, const Axis& ah,
+                           const Axis& aw, int64_t h, const int32_t* ap, const float* dyp,
+                           float* dxr) {
+  int64_t p0, p1;
+  ah.covering(h, &p0, &p1);
+  const __m512i twice = _mm512_add_epi32(iota(), iota());
+  const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i high = _mm512_add_epi32(low, splat(8));
+  for (int64_t q0 = 0, c = -aw.pad; c < aw.in; q0 += 16, c += 32) {
+    const __m512i even_self = _mm512_add_epi32(twice, splat(h * aw.in + c));
+    const __m512i odd_self = _mm512_add_epi32(even_self, splat(1));
+    const Mask before_lanes = lanes_in(q0 - 1, 0, aw.out), own_lanes = lanes_in(q0, 0, aw.out);
+    __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t at = p * aw.out + q0;
+      const __m512i before = load_lanes(ap + at - 1, before_lanes, splat(-1), whole_argmax);
+      const __m512i own = load_lanes(ap + at, own_lanes, splat(-1), whole_argmax);
+      const __m512 dy_before =
+          load_lanes(dyp + at - 1, before_lanes, _mm512_setzero_ps(), whole_dy);
+      const __m512 dy_own = load_lanes(dyp + at, own_lanes, _mm512_setzero_ps(), whole_dy);
+      even = _mm512_mask_add_ps(even, _mm512_cmpeq_epi32_mask(before, even_self), even, dy_before);
+      even = _mm512_mask_add_ps(even, _mm512_cmpeq_epi32_mask(own, even_self), even, dy_own);
+      odd = _mm512_mask_add_ps(odd, _mm512_cmpeq_epi32_mask(own, odd_self), odd, dy_own);
+    }
+    store_lanes(dxr + c, lanes_in(c, 0, aw.in), _mm512_permutex2var_ps(even, low, odd));
+    store_lanes(dxr + c + 16, lanes_in(c + 16, 0, aw.in), _mm512_permutex2var_ps(even, high, odd));
+  }
+}
+
 // 2x2 windows of stride 2, unpadded, all inside the input (porta-train's pooling): no column
 // maxima, no bounds per window. Each output row's windows are taken 16 at a time from two
 // vectors of each of its two input rows, the windows' four elements split out by permutes.
@@ -1512,8 +1549,13 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_gather, kPoolItems, int64_t planes, i
 #if PORTA_POOL_AVX512
             if (items == 1 && avx512::gathers(ah, aw)) {
               const int64_t outputs = planes * out_h * out_w;
-              avx512::gather_row({argmax, argmax + outputs}, {dy, dy + outputs}, ah, aw, h, ap, dyp,
-                                 dxr);
+              const avx512::Extent whole_argmax{argmax, argmax + outputs};
+              const avx512::Extent whole_dy{dy, dy + outputs};
+              if (aw.window == 3) {
+                avx512::gather_window3(whole_argmax, whole_dy, ah, aw, h, ap, dyp, dxr);
+              } else {
+                avx512::gather_row(whole_argmax, whole_dy, ah, aw, h, ap, dyp, dxr);
+              }
               return;
             }
 #endif
