@@ -302,7 +302,7 @@ void* map_aligned(size_t bytes) {
   const size_t head = (kHugePage - reinterpret_cast<uintptr_t>(mapped) % kHugePage) % kHugePage;
   char* const ptr = mapped + head;
   if (head > 0) munmap(mapped, head);
-  if (head < kHugePage) munmap(ptr + bytes, kHugePage - head);
+  munmap(ptr + bytes, kHugePage - head);  // head < kHugePage: the tail is never empty
   madvise(ptr, bytes, MADV_HUGEPAGE);
   return ptr;
 }
