@@ -8,6 +8,7 @@
 // sum of the magnitudes (the reference backward on |dy|). A dy routed to the wrong element leaves
 // one element short by |dy| and another over by as much, far outside that.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <sstream>
 
@@ -213,6 +214,42 @@ TEST_CASE("max-pool: ties go to the lowest index, in forward and backward", "[po
       INFO("seed " << seed << ", every input the same negative value");
       run_pool(env, c, std::vector<float>(count, -1.5f), rng);
     }
+  }
+}
+
+// Zeros of either sign compare equal, so the first in index order stands, sign and all, as
+// the element the backward routes dy to. The portable kernels promise it; a library's may not.
+TEST_CASE("max-pool: -0 and +0 tie, and the first keeps its sign", "[pool]") {
+  if (!portable_ops()) {
+    WARN("the signs of tied zeros are checked on the portable ops only");
+    return;
+  }
+  Env env;
+  uint64_t index = 0;
+  for (const PoolCase& c : kCases) {
+    const uint64_t seed = seed_for(index++);
+    INFO("seed " << seed << ", inputs from {-1, -0, +0}");
+    Rng rng(seed);
+    const porta_pool2d_desc_t d = desc_of(c);
+    INFO("max-pool " << describe(d));
+    const ops_ref::PoolShape shape = ops_ref::pool_shape(d);
+    std::vector<float> x(shape.x_count);
+    for (float& v : x) v = std::array<float, 3>{-1.0f, -0.0f, 0.0f}[rng.integer(0, 2)];
+    std::vector<double> y_ref(shape.y_count);
+    ops_ref::max_pool2d_forward(d, widen(x).data(), y_ref.data());
+    Floats dx_in(env, x.size()), y(env, shape.y_count);
+    dx_in.upload(x);
+    PT_CHECK_OK(porta_max_pool2d_forward(env.stream(), &d, dx_in.get(), y.get()));
+    env.sync();
+    const std::vector<float> got = y.download();
+    int64_t wrong = 0, first_wrong = -1;
+    for (int64_t o = 0; o < shape.y_count; ++o) {
+      if (got[o] != y_ref[o] || std::signbit(got[o]) != std::signbit(y_ref[o])) {
+        if (wrong++ == 0) first_wrong = o;
+      }
+    }
+    INFO(wrong << " outputs differ from the reference in value or sign, the first at " << first_wrong);
+    CHECK(wrong == 0);
   }
 }
 

@@ -775,26 +775,39 @@ inline Columns columns_of(const Axis& aw, int64_t q0) {
   return cols;
 }
 
-// The 16 windows' maxima across input row `row`, at: their columns. Lanes outside the row are
-// loaded as they are where they lie in the tensor, and never taken.
-inline Maxima across_row(const Extent& x, const float* row, const Axis& aw, const Columns& cols) {
+// Column j of the 16 windows of Columns at c in input row `row`: the even lanes of the 32 floats
+// from c + j. Lanes outside the row are loaded as they are where they lie in the tensor (plain:
+// the whole 32 lie inside it), for the caller to leave out.
+__attribute__((always_inline)) inline __m512 column(const Extent& x, const float* row,
+                                                    const Axis& aw, int64_t c, int64_t j,
+                                                    bool plain) {
   const __m512 lowest = _mm512_set1_ps(-INFINITY);
   const __m512i evens =
       _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  __m512 a, b;
+  if (plain) {
+    a = _mm512_loadu_ps(row + c + j);
+    b = _mm512_loadu_ps(row + c + j + 16);
+  } else {
+    a = load_lanes(row + c + j, lanes_in(c + j, 0, aw.in), lowest, x);
+    b = load_lanes(row + c + j + 16, lanes_in(c + j + 16, 0, aw.in), lowest, x);
+  }
+  return _mm512_permutex2var_ps(a, evens, b);
+}
+
+inline bool plain_row(const Extent& x, const float* row, const Axis& aw, int64_t c) {
+  return row + c >= x.begin && row + c + aw.window + 31 <= x.end;
+}
+
+// The 16 windows' maxima across input row `row`, at: their columns. Lanes outside the row are
+// never taken.
+inline Maxima across_row(const Extent& x, const float* row, const Axis& aw, const Columns& cols) {
   const __m512i twice = _mm512_add_epi32(iota(), iota());
   const int64_t c = cols.c;
-  const bool plain = row + c >= x.begin && row + c + aw.window + 31 <= x.end;
-  Maxima m{lowest, _mm512_setzero_si512()};
+  const bool plain = plain_row(x, row, aw, c);
+  Maxima m{_mm512_set1_ps(-INFINITY), _mm512_setzero_si512()};
   for (int64_t j = 0; j < aw.window; ++j) {
-    __m512 a, b;
-    if (plain) {
-      a = _mm512_loadu_ps(row + c + j);
-      b = _mm512_loadu_ps(row + c + j + 16);
-    } else {
-      a = load_lanes(row + c + j, lanes_in(c + j, 0, aw.in), lowest, x);
-      b = load_lanes(row + c + j + 16, lanes_in(c + j + 16, 0, aw.in), lowest, x);
-    }
-    const __m512 v = _mm512_permutex2var_ps(a, evens, b);
+    const __m512 v = column(x, row, aw, c, j, plain);
     // beats() where inside, or fresh. (Mask operations spelled out: GCC otherwise moves masks
     // through integer registers.)
     const Mask ordered = _mm512_cmp_ps_mask(m.value, m.value, _CMP_ORD_Q);
@@ -807,24 +820,48 @@ inline Maxima across_row(const Extent& x, const float* row, const Axis& aw, cons
   return m;
 }
 
-// The last input row's maxima across of each 16 windows of an output row, kept for the next
-// output row: with a window of 3 and a stride of 2 down, output row p's last input row is p + 1's
-// first. Rows of up to 16 * kSharedChunks outputs. Starts empty, for one plane geometry. It also
-// keeps each 16 windows' Columns, the same on every row: working them out for each row took
-// about a sixth of the 3x3 forward's time.
+// The maxima's values alone (the forward pass), in fewer instructions: vmaxps(v, m) keeps m
+// where v ties it, so the first maximum in index order stands as with beats(), but for a NaN v,
+// which loses to a number. So the candidates are also summed (a NaN in, a NaN out), and the
+// windows whose sum is NaN are worked out again with their indices (row_maxima).
+struct Values {
+  __m512 value, sum;
+};
+
+inline Values across_row_values(const Extent& x, const float* row, const Axis& aw,
+                                const Columns& cols) {
+  const int64_t c = cols.c;
+  const bool plain = plain_row(x, row, aw, c);
+  Values m{_mm512_set1_ps(-INFINITY), _mm512_setzero_ps()};
+  for (int64_t j = 0; j < aw.window; ++j) {
+    const __m512 v = column(x, row, aw, c, j, plain);
+    m.value = _mm512_mask_max_ps(m.value, cols.inside[j], v, m.value);
+    m.sum = _mm512_mask_add_ps(m.sum, cols.inside[j], m.sum, v);
+  }
+  return m;
+}
+
+// The last input row's maxima across (Maxima, or Values) of each 16 windows of an output row,
+// kept for the next output row: with a window of 3 and a stride of 2 down, output row p's last
+// input row is p + 1's first. Rows of up to 16 * kSharedChunks outputs. Starts empty, for one
+// plane geometry. It also keeps each 16 windows' Columns, the same on every row: working them out
+// for each row took about a sixth of the 3x3 forward's time.
 constexpr int64_t kSharedChunks = 8;
+template <class Across>
 struct SharedRow {
   const float* row[kSharedChunks] = {};
-  Maxima across[kSharedChunks];
+  Across across[kSharedChunks];
   bool known[kSharedChunks] = {};
   Columns columns[kSharedChunks];
 };
 
-// The maxima of windows q0 + [0, 16) of row p, sharing input rows through `shared` if not null.
-// Inlined: a call returns the maxima through memory.
-__attribute__((always_inline)) inline Maxima row_maxima(const Extent& x, const float* plane,
+// The maxima (Maxima, or Values) of windows q0 + [0, 16) of row p, sharing input rows through
+// `shared` if not null. Inlined: a call returns the maxima through memory.
+template <class Across>
+__attribute__((always_inline)) inline Across row_maxima(const Extent& x, const float* plane,
                                                         const Axis& ah, const Axis& aw, int64_t p,
-                                                        int64_t q0, SharedRow* shared) {
+                                                        int64_t q0, SharedRow<Across>* shared) {
+  constexpr bool kIndexed = std::is_same_v<Across, Maxima>;
   int64_t h0, h1;
   ah.clip(p, &h0, &h1);
   const int64_t chunk = q0 / 16;
@@ -834,18 +871,37 @@ __attribute__((always_inline)) inline Maxima row_maxima(const Extent& x, const f
     shared->known[chunk] = true;
   }
   const Columns cols = shared ? shared->columns[chunk] : columns_of(aw, q0);
-  Maxima best{};
+  Across best{};
   for (int64_t h = h0; h < h1; ++h) {
     const float* row = plane + h * aw.in;
     const bool kept = shared && shared->row[chunk] == row;
-    const Maxima across = kept ? shared->across[chunk] : across_row(x, row, aw, cols);
+    Across across;
+    if (kept) {
+      across = shared->across[chunk];
+    } else if constexpr (kIndexed) {
+      across = across_row(x, row, aw, cols);
+    } else {
+      across = across_row_values(x, row, aw, cols);
+    }
     if (shared && h + 1 == h1) {
       shared->row[chunk] = row;
       shared->across[chunk] = across;
     }
-    const Mask take = h == h0 ? Mask(0xffff) : beats(across.value, best.value);
-    best.value = _mm512_mask_mov_ps(best.value, take, across.value);
-    best.at = _mm512_mask_add_epi32(best.at, take, across.at, splat(h * aw.in));
+    if constexpr (kIndexed) {
+      const Mask take = h == h0 ? Mask(0xffff) : beats(across.value, best.value);
+      best.value = _mm512_mask_mov_ps(best.value, take, across.value);
+      best.at = _mm512_mask_add_epi32(best.at, take, across.at, splat(h * aw.in));
+    } else if (h == h0) {
+      best = across;
+    } else {
+      best.value = _mm512_max_ps(across.value, best.value);
+      best.sum = _mm512_add_ps(best.sum, across.sum);
+    }
+  }
+  if constexpr (!kIndexed) {
+    if (_mm512_cmp_ps_mask(best.sum, best.sum, _CMP_UNORD_Q) != 0) {
+      best.value = row_maxima<Maxima>(x, plane, ah, aw, p, q0, nullptr).value;
+    }
   }
   return best;
 }
@@ -856,12 +912,12 @@ inline bool takes(const Axis& ah, const Axis& aw) {
   return aw.stride == 2 && aw.window <= 16 && ah.in * aw.in < INT32_MAX;
 }
 
-// Calls out(q0, lanes, maxima) for the windows of row p, 16 at a time.
-template <class Out>
+// Calls out(q0, lanes, maxima) for the windows of row p, 16 at a time (Maxima, or Values).
+template <class Across, class Out>
 void for_row_maxima(const Extent& x, const float* plane, const Axis& ah, const Axis& aw, int64_t p,
-                    SharedRow* shared, Out&& out) {
+                    SharedRow<Across>* shared, Out&& out) {
   for (int64_t q0 = 0; q0 < aw.out; q0 += 16) {
-    out(q0, lanes_in(q0, 0, aw.out), row_maxima(x, plane, ah, aw, p, q0, shared));
+    out(q0, lanes_in(q0, 0, aw.out), row_maxima<Across>(x, plane, ah, aw, p, q0, shared));
   }
 }
 
@@ -1169,7 +1225,9 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
 #if PORTA_POOL_AVX512
-  avx512::SharedRow shared;  // the group's rows one after the other, on the CPU
+  // The group's rows one after the other, on the CPU; values alone where no index is wanted.
+  using Across = std::conditional_t<Store::kIndexed, avx512::Maxima, avx512::Values>;
+  avx512::SharedRow<Across> shared;
 #endif
 #if PORTA_TARGET_CPU && defined(__AVX2__)
   KeptSteps kept;  // the same, for the steps of 8 windows
@@ -1191,7 +1249,7 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
     if (items == 1 && avx512::takes(ah, aw)) {
       const avx512::Extent whole{x, x + planes * ah.in * aw.in};
       avx512::for_row_maxima(whole, xp, ah, aw, row - plane * ah.out, &shared,
-                             [&](int64_t q0, avx512::Mask lanes, const avx512::Maxima& m) {
+                             [&](int64_t q0, avx512::Mask lanes, const Across& m) {
                                store(row * aw.out + q0, lanes, m);
                              });
       return;
@@ -1221,7 +1279,8 @@ struct StoreValues {
   PORTA_DEVICE_FUNCTION float* values(int64_t i) const { return y + i; }
   PORTA_DEVICE_FUNCTION int32_t* indices(int64_t) const { return nullptr; }
 #if PORTA_POOL_AVX512
-  void operator()(int64_t i, avx512::Mask lanes, const avx512::Maxima& m) const {
+  template <class Maxima>  // avx512::Maxima or Values
+  void operator()(int64_t i, avx512::Mask lanes, const Maxima& m) const {
     avx512::store_lanes(y + i, lanes, m.value);
   }
 #endif
@@ -1356,7 +1415,8 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_disjoint, kPoolItems, int64_t planes,
     }
     if (items == 1 && avx512::takes(ah, aw)) {
       const avx512::Extent whole_x{x, x + planes * in_h * in_w}, whole_dy{dy, dy + rows * out_w};
-      avx512::for_row_maxima(whole_x, x + plane * in_h * in_w, ah, aw, row - plane * out_h, nullptr,
+      avx512::for_row_maxima<avx512::Maxima>(whole_x, x + plane * in_h * in_w, ah, aw,
+                                             row - plane * out_h, nullptr,
                              [&](int64_t q0, avx512::Mask lanes, const avx512::Maxima& m) {
                                avx512::write_band(whole_dy, dxp, dyr, ah, aw, row - plane * out_h,
                                                   q0, lanes, m);
