@@ -214,6 +214,10 @@ TEST_CASE("max-pool: ties go to the lowest index, in forward and backward", "[po
       INFO("seed " << seed << ", every input the same negative value");
       run_pool(env, c, std::vector<float>(count, -1.5f), rng);
     }
+    {
+      INFO("seed " << seed << ", every input -infinity: no candidate is larger than another");
+      run_pool(env, c, std::vector<float>(count, -INFINITY), rng);
+    }
   }
 }
 

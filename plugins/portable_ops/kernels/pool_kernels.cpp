@@ -93,6 +93,7 @@ PORTA_DEVICE_FUNCTION Max<Index> window_max(const float* plane, const Axis& ah, 
   ah.clip(p, &h0, &h1);
   aw.clip(q, &w0, &w1);
   Max<Index> m;
+  m.at = Index(h0 * aw.in + w0);  // stands where no element beats -inf: all are -inf
   for (int64_t h = h0; h < h1; ++h) {
     for (int64_t w = w0; w < w1; ++w) m.add(plane[h * aw.in + w], h * aw.in + w);
   }
