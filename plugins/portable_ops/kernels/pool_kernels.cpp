@@ -757,20 +757,25 @@ inline void store_lanes(int32_t* at, Mask lanes, __m512i v) {
 
 // Which of the 16 windows from q0 each of their columns j lies inside the row for (inside[j]: k
 // in [ceil(-first / 2), ceil((in - first) / 2)) for first = c + j), and for which windows it is
-// the first that does (fresh[j]).
+// the first that does (fresh[j]); and the index in the row of each window's first column inside
+// it (first: c + 2k + j for window k's first j).
 struct Columns {
   int64_t c;
   Mask inside[16], fresh[16];
+  __m512i first;
 };
 
 inline Columns columns_of(const Axis& aw, int64_t q0) {
+  const __m512i twice = _mm512_add_epi32(iota(), iota());
   Columns cols;
   cols.c = 2 * q0 - aw.pad;
+  cols.first = _mm512_setzero_si512();
   Mask unset = Mask(0xffff);
   for (int64_t j = 0; j < aw.window; ++j) {
     const int64_t first = cols.c + j;
     cols.inside[j] = lanes_in(0, first < 0 ? (1 - first) / 2 : 0, (aw.in - first + 1) / 2);
     cols.fresh[j] = cols.inside[j] & unset;
+    cols.first = _mm512_mask_add_epi32(cols.first, cols.fresh[j], twice, splat(first));
     unset &= Mask(~cols.inside[j]);
   }
   return cols;
@@ -821,32 +826,51 @@ inline Maxima across_row(const Extent& x, const float* row, const Axis& aw, cons
   return m;
 }
 
-// The maxima's values alone (the forward pass), in fewer instructions: vmaxps(v, m) keeps m
-// where v ties it, so the first maximum in index order stands as with beats(), but for a NaN v,
-// which loses to a number. So the candidates are also summed (a NaN in, a NaN out), and the
-// windows whose sum is NaN are worked out again with their indices (row_maxima).
+// The maxima in fewer instructions, where no input is NaN: the forward pass's values alone
+// (Values), the argmax pass's with their indices (Indexed). A candidate is taken where it is
+// larger (vmaxps(v, m) for values alone), the lanes inside the row only: where it ties, the
+// maximum so far stands, so the first in index order does as with beats() (a tied zero's sign
+// too), but a NaN loses to a number. So the candidates are also summed (a NaN in, a NaN out),
+// and the windows whose sum is NaN are worked out again by beats() (row_maxima<Maxima>). With
+// indices, each window starts at its first column inside the row, which stands where no
+// candidate is larger (all -inf).
 struct Values {
   __m512 value, sum;
 };
+struct Indexed {
+  __m512 value, sum;
+  __m512i at;
+};
 
-inline Values across_row_values(const Extent& x, const float* row, const Axis& aw,
+template <class Across>
+inline Across across_row_values(const Extent& x, const float* row, const Axis& aw,
                                 const Columns& cols) {
+  const __m512i twice = _mm512_add_epi32(iota(), iota());
   const int64_t c = cols.c;
   const bool plain = plain_row(x, row, aw, c);
-  Values m{_mm512_set1_ps(-INFINITY), _mm512_setzero_ps()};
+  Across m;
+  m.value = _mm512_set1_ps(-INFINITY);
+  m.sum = _mm512_setzero_ps();
+  if constexpr (std::is_same_v<Across, Indexed>) m.at = cols.first;
   for (int64_t j = 0; j < aw.window; ++j) {
     const __m512 v = column(x, row, aw, c, j, plain);
-    m.value = _mm512_mask_max_ps(m.value, cols.inside[j], v, m.value);
+    if constexpr (std::is_same_v<Across, Indexed>) {
+      const Mask take = _mm512_mask_cmp_ps_mask(cols.inside[j], v, m.value, _CMP_GT_OQ);
+      m.value = _mm512_mask_mov_ps(m.value, take, v);
+      m.at = _mm512_mask_add_epi32(m.at, take, twice, splat(c + j));
+    } else {
+      m.value = _mm512_mask_max_ps(m.value, cols.inside[j], v, m.value);
+    }
     m.sum = _mm512_mask_add_ps(m.sum, cols.inside[j], m.sum, v);
   }
   return m;
 }
 
-// The last input row's maxima across (Maxima, or Values) of each 16 windows of an output row,
-// kept for the next output row: with a window of 3 and a stride of 2 down, output row p's last
-// input row is p + 1's first. Rows of up to 16 * kSharedChunks outputs. Starts empty, for one
-// plane geometry. It also keeps each 16 windows' Columns, the same on every row: working them out
-// for each row took about a sixth of the 3x3 forward's time.
+// The last input row's maxima across (Maxima, Values or Indexed) of each 16 windows of an output
+// row, kept for the next output row: with a window of 3 and a stride of 2 down, output row p's
+// last input row is p + 1's first. Rows of up to 16 * kSharedChunks outputs. Starts empty, for
+// one plane geometry. It also keeps each 16 windows' Columns, the same on every row: working them
+// out for each row took about a sixth of the 3x3 forward's time.
 constexpr int64_t kSharedChunks = 8;
 template <class Across>
 struct SharedRow {
@@ -856,13 +880,14 @@ struct SharedRow {
   Columns columns[kSharedChunks];
 };
 
-// The maxima (Maxima, or Values) of windows q0 + [0, 16) of row p, sharing input rows through
-// `shared` if not null. Inlined: a call returns the maxima through memory.
+// The maxima (Maxima, Values or Indexed) of windows q0 + [0, 16) of row p, sharing input rows
+// through `shared` if not null. Inlined: a call returns the maxima through memory.
 template <class Across>
 __attribute__((always_inline)) inline Across row_maxima(const Extent& x, const float* plane,
                                                         const Axis& ah, const Axis& aw, int64_t p,
                                                         int64_t q0, SharedRow<Across>* shared) {
-  constexpr bool kIndexed = std::is_same_v<Across, Maxima>;
+  constexpr bool kExact = std::is_same_v<Across, Maxima>;
+  constexpr bool kIndexed = !std::is_same_v<Across, Values>;
   int64_t h0, h1;
   ah.clip(p, &h0, &h1);
   const int64_t chunk = q0 / 16;
@@ -879,29 +904,38 @@ __attribute__((always_inline)) inline Across row_maxima(const Extent& x, const f
     Across across;
     if (kept) {
       across = shared->across[chunk];
-    } else if constexpr (kIndexed) {
+    } else if constexpr (kExact) {
       across = across_row(x, row, aw, cols);
     } else {
-      across = across_row_values(x, row, aw, cols);
+      across = across_row_values<Across>(x, row, aw, cols);
     }
     if (shared && h + 1 == h1) {
       shared->row[chunk] = row;
       shared->across[chunk] = across;
     }
-    if constexpr (kIndexed) {
+    if constexpr (kExact) {
       const Mask take = h == h0 ? Mask(0xffff) : beats(across.value, best.value);
       best.value = _mm512_mask_mov_ps(best.value, take, across.value);
       best.at = _mm512_mask_add_epi32(best.at, take, across.at, splat(h * aw.in));
     } else if (h == h0) {
       best = across;
+      if constexpr (kIndexed) best.at = _mm512_add_epi32(across.at, splat(h * aw.in));
     } else {
-      best.value = _mm512_max_ps(across.value, best.value);
+      if constexpr (kIndexed) {
+        const Mask take = _mm512_cmp_ps_mask(across.value, best.value, _CMP_GT_OQ);
+        best.value = _mm512_mask_mov_ps(best.value, take, across.value);
+        best.at = _mm512_mask_add_epi32(best.at, take, across.at, splat(h * aw.in));
+      } else {
+        best.value = _mm512_max_ps(across.value, best.value);
+      }
       best.sum = _mm512_add_ps(best.sum, across.sum);
     }
   }
-  if constexpr (!kIndexed) {
+  if constexpr (!kExact) {
     if (_mm512_cmp_ps_mask(best.sum, best.sum, _CMP_UNORD_Q) != 0) {
-      best.value = row_maxima<Maxima>(x, plane, ah, aw, p, q0, nullptr).value;
+      const Maxima exact = row_maxima<Maxima>(x, plane, ah, aw, p, q0, nullptr);
+      best.value = exact.value;
+      if constexpr (kIndexed) best.at = exact.at;
     }
   }
   return best;
@@ -913,7 +947,8 @@ inline bool takes(const Axis& ah, const Axis& aw) {
   return aw.stride == 2 && aw.window <= 16 && ah.in * aw.in < INT32_MAX;
 }
 
-// Calls out(q0, lanes, maxima) for the windows of row p, 16 at a time (Maxima, or Values).
+// Calls out(q0, lanes, maxima) for the windows of row p, 16 at a time (Maxima, Values or
+// Indexed).
 template <class Across, class Out>
 void for_row_maxima(const Extent& x, const float* plane, const Axis& ah, const Axis& aw, int64_t p,
                     SharedRow<Across>* shared, Out&& out) {
@@ -1227,7 +1262,7 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
 #if PORTA_POOL_AVX512
   // The group's rows one after the other, on the CPU; values alone where no index is wanted.
-  using Across = std::conditional_t<Store::kIndexed, avx512::Maxima, avx512::Values>;
+  using Across = std::conditional_t<Store::kIndexed, avx512::Indexed, avx512::Values>;
   avx512::SharedRow<Across> shared;
 #endif
 #if PORTA_TARGET_CPU && defined(__AVX2__)
@@ -1295,7 +1330,8 @@ struct StoreIndices {
     argmax[i] = m.at;
   }
 #if PORTA_POOL_AVX512
-  void operator()(int64_t i, avx512::Mask lanes, const avx512::Maxima& m) const {
+  template <class Maxima>  // avx512::Maxima or Indexed
+  void operator()(int64_t i, avx512::Mask lanes, const Maxima& m) const {
     avx512::store_lanes(argmax + i, lanes, m.at);
   }
 #endif
