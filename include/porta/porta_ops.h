@@ -154,7 +154,8 @@ PORTA_API porta_status_t porta_bias_backward(porta_stream_t stream, int64_t batc
                                              int64_t channels, int64_t spatial, const float* dy,
                                              float* dbias);
 
-/* y = max(x, 0). y may equal x. */
+/* y = max(x, 0). y may equal x. A NaN x gives y = 0 and dx = 0 on the portable ops (fmax's
+ * rule); a vendor library may differ. */
 PORTA_API porta_status_t porta_relu_forward(porta_stream_t stream, int64_t count, const float* x,
                                             float* y);
 /* dx = x > 0 ? dy : 0. dx may equal dy. */

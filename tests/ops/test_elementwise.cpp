@@ -17,6 +17,8 @@
 //     as m is, is carried as well. See adam_scale() for the formula.
 // Multi-step runs compare each step with the reference applied to the device's own fp32 state
 // from the step before, so errors do not compound across steps.
+#include <array>
+#include <limits>
 #include <cmath>
 
 #include "ops_test.h"
@@ -181,6 +183,31 @@ TEST_CASE("relu: at and around the kink (0 passes no gradient)", "[relu]") {
   const std::vector<float> x{0.0f, -0.0f, tiny, -tiny, 1e-30f, -1e-30f, 1.0f, -1.0f, 3e38f};
   const std::vector<float> dy{1.5f, -2.0f, 3.0f, 4.0f, -5.0f, 6.0f, 7.0f, 8.0f, -9.0f};
   run_relu(env, x, dy, false);
+}
+
+// Infinities are inputs like any other. A NaN gives 0 forward, as fmax(x, 0) does, and passes
+// no gradient back (it is not > 0): the portable ops' rule; libraries differ (oneDNN's backward
+// passes dy), so only the portable ops are held to it.
+TEST_CASE("relu: infinities, and a NaN, which gives 0 and passes no gradient", "[relu]") {
+  Env env;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const bool with_nan : {false, true}) {
+    if (with_nan && !portable_ops()) {
+      WARN("relu of NaN is checked on the portable ops only");
+      continue;
+    }
+    for (int64_t count : {int64_t{9}, int64_t{1000}}) {
+      INFO("relu count " << count << (with_nan ? ", NaN, inf and -inf" : ", inf and -inf"));
+      std::vector<float> x(count), dy(count);
+      for (int64_t i = 0; i < count; ++i) {
+        const float v = std::array<float, 3>{with_nan ? NAN : 2.0f, inf, -inf}[i % 3];
+        x[i] = i % 2 ? v : -v;
+        dy[i] = 1.0f + float(i % 7);
+      }
+      run_relu(env, x, dy, false);
+      run_relu(env, x, dy, true);
+    }
+  }
 }
 
 namespace {
