@@ -781,9 +781,9 @@ inline Columns columns_of(const Axis& aw, int64_t q0) {
   return cols;
 }
 
-// Column j of the 16 windows of Columns at c in input row `row`: the even lanes of the 32 floats
-// from c + j. Lanes outside the row are loaded as they are where they lie in the tensor (plain:
-// the whole 32 lie inside it), for the caller to leave out.
+// Column j of the 16 windows whose columns start at c in input row `row`: the even lanes of the
+// 32 floats from c + j. Lanes outside the row are loaded as they lie in the tensor, for the
+// caller to leave out; `plain` (plain_row): every column's 32 floats lie inside the tensor.
 __attribute__((always_inline)) inline __m512 column(const Extent& x, const float* row,
                                                     const Axis& aw, int64_t c, int64_t j,
                                                     bool plain) {
