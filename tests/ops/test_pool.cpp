@@ -252,7 +252,8 @@ TEST_CASE("max-pool: -0 and +0 tie, and the first keeps its sign", "[pool]") {
         if (wrong++ == 0) first_wrong = o;
       }
     }
-    INFO(wrong << " outputs differ from the reference in value or sign, the first at " << first_wrong);
+    INFO(wrong << " outputs differ from the reference in value or sign, the first at "
+               << first_wrong);
     CHECK(wrong == 0);
   }
 }
