@@ -39,7 +39,17 @@ std::string describe(const porta_pool2d_desc_t& d) {
   return out.str();
 }
 
-// Forward and backward of one pooling on the given input and fresh dy.
+// The first output whose sign differs from the reference's (the value is compare_exact's
+// concern), or -1. A NaN's sign counts too: y is an element of x.
+int64_t first_sign_difference(const std::vector<float>& got, const std::vector<double>& ref) {
+  for (size_t o = 0; o < got.size(); ++o) {
+    if (std::signbit(got[o]) != std::signbit(ref[o])) return static_cast<int64_t>(o);
+  }
+  return -1;
+}
+
+// Forward and backward of one pooling on the given input and fresh dy. On the portable ops, y
+// also keeps the sign of the element it is (a tied zero's, the first's): a library's may not.
 void run_pool(const Env& env, const PoolCase& c, const std::vector<float>& x, Rng& rng) {
   const porta_pool2d_desc_t d = desc_of(c);
   INFO("max-pool " << describe(d));
@@ -63,8 +73,10 @@ void run_pool(const Env& env, const PoolCase& c, const std::vector<float>& x, Rn
   ops_ref::max_pool2d_forward(d, xd.data(), y_ref.data());
   ops_ref::max_pool2d_backward(d, xd.data(), dyd.data(), dx_ref.data());
   ops_ref::max_pool2d_backward(d, xd.data(), abs_of(dyd).data(), dx_scale.data());
-  Comparison forward = compare_exact("y", y.download(), y_ref);
+  const std::vector<float> y_got = y.download();
+  Comparison forward = compare_exact("y", y_got, y_ref);
   PT_CHECK_CLOSE(forward.dims({d.batch, d.channels, p, q}));
+  if (portable_ops()) CHECK(first_sign_difference(y_got, y_ref) == -1);
   Comparison backward =
       compare("dx", dx.download(), dx_ref, dx_scale, double(d.window_h * d.window_w + 2) * kUlp);
   PT_CHECK_CLOSE(backward.dims({d.batch, d.channels, d.in_height, d.in_width}));
@@ -166,18 +178,24 @@ const PoolCase kCases[] = {
     {1, 5, 8, 18, 2, 2, 2, 2, 0, 0},
 };
 
-}  // namespace
-
-TEST_CASE("max-pool: forward and backward over overlapping, skipping and padded windows",
-          "[pool]") {
+// run_pool over every case, on inputs make_x(count, rng) described by `inputs`.
+template <class MakeX>
+void run_cases(const char* inputs, MakeX&& make_x) {
   Env env;
   uint64_t index = 0;
   for (const PoolCase& c : kCases) {
     const uint64_t seed = seed_for(index++);
-    INFO("seed " << seed);
+    INFO("seed " << seed << ", " << inputs);
     Rng rng(seed);
-    run_pool(env, c, normal(rng, c.n * c.c * c.h * c.w), rng);
+    run_pool(env, c, make_x(c.n * c.c * c.h * c.w, rng), rng);
   }
+}
+
+}  // namespace
+
+TEST_CASE("max-pool: forward and backward over overlapping, skipping and padded windows",
+          "[pool]") {
+  run_cases("inputs N(0, 1)", [](int64_t count, Rng& rng) { return normal(rng, count); });
 }
 
 TEST_CASE("max-pool: padding never wins, even over negative inputs", "[pool]") {
@@ -222,53 +240,21 @@ TEST_CASE("max-pool: ties go to the lowest index, in forward and backward", "[po
 }
 
 // Zeros of either sign compare equal, so the first in index order stands, sign and all, as
-// the element the backward routes dy to. The portable kernels promise it; a library's may not.
+// the element the backward routes dy to (run_pool checks the signs on the portable ops).
 TEST_CASE("max-pool: -0 and +0 tie, and the first keeps its sign", "[pool]") {
-  if (!portable_ops()) {
-    WARN("the signs of tied zeros are checked on the portable ops only");
-    return;
-  }
-  Env env;
-  uint64_t index = 0;
-  for (const PoolCase& c : kCases) {
-    const uint64_t seed = seed_for(index++);
-    INFO("seed " << seed << ", inputs from {-1, -0, +0}");
-    Rng rng(seed);
-    const porta_pool2d_desc_t d = desc_of(c);
-    INFO("max-pool " << describe(d));
-    const ops_ref::PoolShape shape = ops_ref::pool_shape(d);
-    std::vector<float> x(shape.x_count);
+  run_cases("inputs from {-1, -0, +0}", [](int64_t count, Rng& rng) {
+    std::vector<float> x(count);
     for (float& v : x) v = std::array<float, 3>{-1.0f, -0.0f, 0.0f}[rng.integer(0, 2)];
-    std::vector<double> y_ref(shape.y_count);
-    ops_ref::max_pool2d_forward(d, widen(x).data(), y_ref.data());
-    Floats dx_in(env, x.size()), y(env, shape.y_count);
-    dx_in.upload(x);
-    PT_CHECK_OK(porta_max_pool2d_forward(env.stream(), &d, dx_in.get(), y.get()));
-    env.sync();
-    const std::vector<float> got = y.download();
-    int64_t wrong = 0, first_wrong = -1;
-    for (int64_t o = 0; o < shape.y_count; ++o) {
-      if (got[o] != y_ref[o] || std::signbit(got[o]) != std::signbit(y_ref[o])) {
-        if (wrong++ == 0) first_wrong = o;
-      }
-    }
-    INFO(wrong << " outputs differ from the reference in value or sign, the first at "
-               << first_wrong);
-    CHECK(wrong == 0);
-  }
+    return x;
+  });
 }
 
 TEST_CASE("max-pool: a NaN wins its window, the first of several", "[pool]") {
-  Env env;
-  uint64_t index = 0;
-  for (const PoolCase& c : kCases) {
-    const uint64_t seed = seed_for(index++);
-    INFO("seed " << seed << ", one input in eight NaN");
-    Rng rng(seed);
-    std::vector<float> x = normal(rng, c.n * c.c * c.h * c.w);
+  run_cases("one input in eight NaN", [](int64_t count, Rng& rng) {
+    std::vector<float> x = normal(rng, count);
     for (float& v : x) v = rng.integer(0, 7) == 0 ? NAN : v;
-    run_pool(env, c, x, rng);
-  }
+    return x;
+  });
 }
 
 TEST_CASE("max-pool: more planes and rows than one grid dimension holds", "[pool][large]") {
