@@ -130,6 +130,12 @@ bool plan_staged_launch(const Op& context, int64_t m, int64_t n, int64_t k,
   return true;
 }
 
+// Whether the stream's device runs the CPU's own kernels (the packed path, and the direct
+// convolution beside it) rather than the GPU builds' tiled path.
+bool runs_packed_path(const Op& context) {
+  return runs_on_host(context) && requested_gemm_path() != porta_ops::kGemmPathTiled;
+}
+
 porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* gemm) {
   return guarded("porta_gemm", [&] {
     const porta_gemm_desc_t& d = *gemm->desc;

@@ -159,6 +159,18 @@ porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
 
 void run_f32(const Env& env, const ConvCase& c, uint64_t seed) { run_conv(env, c, seed); }
 
+// On the CPU, fp32 forward and backward data of a 3x3 layer of stride 1 and padding 1 run as a
+// direct convolution (kernels/conv_direct_cpu.h). The cases for the implicit GEMM's paths take
+// such a layer dilated 2 down its rows and padded 2 there instead: the same GEMM (its sizes, its
+// output positions, its runs of x per tap), which the direct convolution does not take.
+void run_implicit_gemm_f32(const Env& env, ConvCase c, uint64_t seed) {
+  if (c.r == 3 && c.s == 3 && c.pad_h == 1 && c.pad_w == 1 && c.stride_h == 1 &&
+      c.stride_w == 1 && c.dilation_h == 1 && c.dilation_w == 1) {
+    c.pad_h = 2, c.dilation_h = 2;
+  }
+  run_conv(env, c, seed);
+}
+
 // Each case in bf16, every other one from a misaligned offset; stops with a warning where this
 // implementation has no bf16.
 template <size_t N>
@@ -279,7 +291,7 @@ const ConvCase kOperandCases[] = {
 TEST_CASE("conv2d: dy read in place within an image", "[conv]") {
   Env env;
   uint64_t index = 0;
-  for (const ConvCase& c : kOperandCases) run_f32(env, c, seed_for(index++));
+  for (const ConvCase& c : kOperandCases) run_implicit_gemm_f32(env, c, seed_for(index++));
 }
 
 // bf16 rows in place are read as pairs of depths (vdpbf16ps), also from odd offsets; f16 takes
@@ -305,6 +317,32 @@ TEST_CASE("conv2d: output strips crossing images, within and past the first dept
       {4, 24, 6, 6, 520, 3, 3, 1, 1},  // 36 positions, backward data 4680 deep: split
   };
   uint64_t index = 0;
+  for (const ConvCase& c : cases) run_implicit_gemm_f32(env, c, seed_for(index++));
+}
+
+// On the CPU, fp32 forward and backward data of 3x3 layers of stride 1 and padding 1 are direct
+// convolutions: micro-tiles of up to 14 positions of a row (6 on AVX2 and the baseline), or of
+// two rows where the image is at most half that wide, each tap leaving out the positions it
+// would read from the padding (left and right edges, top and bottom rows); input channels in
+// blocks of 32, the last partial; output channels in groups of 32, micro-tiles of 32 (AVX2's 16,
+// the baseline's 8), the last partial; an image's rows split among groups where there are few
+// images; backward data's filter turned round and its channels swapped.
+TEST_CASE("conv2d: 3x3 layers of stride 1 as direct convolutions", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w}
+  const ConvCase cases[] = {
+      {1, 1, 1, 1, 1, 3, 3, 1, 1},     // one position: only the centre tap
+      {2, 3, 1, 9, 5, 3, 3, 1, 1},     // one row: no tap above or below
+      {2, 3, 9, 1, 5, 3, 3, 1, 1},     // one column: two-row tiles one position wide
+      {3, 5, 7, 7, 33, 3, 3, 1, 1},    // 7 wide: two-row tiles and a last row on its own
+      {2, 40, 6, 14, 7, 3, 3, 1, 1},   // a 14-position tile; 40 channels: a partial block
+      {1, 33, 5, 29, 65, 3, 3, 1, 1},  // 14 + 14 + 1 positions; three output groups
+      {2, 4, 3, 15, 3, 3, 3, 1, 1},    // a tile of one position at the right edge
+      {1, 2, 8, 3, 4, 3, 3, 1, 1},     // 3 wide: two-row tiles on every build
+      {1, 70, 4, 4, 96, 3, 3, 1, 1},   // three channel blocks, three full output groups
+      {1, 3, 11, 6, 8, 3, 3, 1, 1},    // one image: its rows split among groups, odd shares
+  };
+  uint64_t index = 0;
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
@@ -313,7 +351,8 @@ TEST_CASE("conv2d: output strips crossing images, within and past the first dept
 // strip of 32 positions as one or two runs under lane masks per filter tap, taps outside and
 // channels inside: the edges of the padding, strips crossing images or ending with the tile,
 // partial panels of A, several depth blocks, blocks starting within a channel's taps; and the
-// layers just outside it (one tap, rows narrower than the input's), which pack.
+// layers just outside it (one tap, rows narrower than the input's), which pack. (Its fp32 3x3
+// layers of padding 1 are direct convolutions: their cases run dilated down the rows.)
 TEST_CASE("conv2d: windows read in place, runs per strip under masks per tap", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
@@ -329,7 +368,7 @@ TEST_CASE("conv2d: windows read in place, runs per strip under masks per tap", "
       {2, 3, 10, 9, 4, 3, 3},                     // no padding: rows of 7, packed
   };
   uint64_t index = 0;
-  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+  for (const ConvCase& c : cases) run_implicit_gemm_f32(env, c, seed_for(index++));
 }
 
 // Where a CPU plan has few groups per thread, the columns are cut into other tiles so that the
@@ -343,7 +382,7 @@ TEST_CASE("conv2d: column tiles evened out over the threads", "[conv]") {
       {2, 16, 9, 9, 64, 3, 3, 1, 1},   // backward weights: wider tiles
   };
   uint64_t index = 0;
-  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+  for (const ConvCase& c : cases) run_implicit_gemm_f32(env, c, seed_for(index++));
 }
 
 // On the CPU, backward data's weights (w^T, fp32) are packed once per call by a kernel of their
@@ -362,7 +401,7 @@ TEST_CASE("conv2d: backward data's weights packed once for all tiles", "[conv]")
       {8, 19, 7, 7, 300, 3, 3, 1, 1},    // 7x7 images, 2700 deep: split, packed windows
   };
   uint64_t index = 0;
-  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+  for (const ConvCase& c : cases) run_implicit_gemm_f32(env, c, seed_for(index++));
 }
 
 // On AVX2 CPUs (8 fp32 lanes), a 1x1 forward's weights are packed once per call the same way,

@@ -10,6 +10,9 @@
 // (likewise w, q); 0 where no such p, q exists in range. No atomics: each output element is
 // summed by one work-group in a fixed order.
 #include "conv.h"
+#if PORTA_TARGET_CPU
+#include "conv_direct_cpu.h"
+#endif
 
 using porta_ops::ConvArgs;
 using porta_ops::conv::backward_data;
@@ -81,6 +84,67 @@ PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const
   const ConvProblem<float> p = backward_data(g, dy, w, dx);
   porta_ops::reduce_partials(p.c, p.shape, g.tiles);
 }
+
+#if PORTA_TARGET_CPU
+// The direct convolution of 3x3 layers of stride 1 and padding 1 (ConvArgs::direct_rows): a
+// _pack_direct kernel packs the weights into packed_a, a group per (kDirectOutputs output
+// channels, block of input channels); then a group per
+// (kDirectOutputs output channels, image, direct_rows output rows) convolves. Forward convolves
+// x (C channels) into y (K); backward data dy (K) into dx (C) with the filter turned round.
+namespace direct = porta_ops::cpu::direct;
+
+PORTA_DEVICE_FUNCTION direct::Packing direct_packing(const ConvArgs& g, bool backward_data) {
+  return backward_data ? direct::Packing{g.out_channels, g.channels}
+                       : direct::Packing{g.channels, g.out_channels};
+}
+
+PORTA_DEVICE_FUNCTION void pack_direct(const ConvArgs& g, const float* w, bool backward_data) {
+  const direct::Packing packing = direct_packing(g, backward_data);
+  const int64_t index = porta_ops::group_number();
+  const int64_t groups = porta_ops::div_up(packing.out_channels, porta_ops::kDirectOutputs);
+  if (index < groups * packing.channel_blocks()) {
+    // On the thread's stack, not in shared memory: a launch that needs none cannot fail after
+    // the op has returned (the CPU backend reserves shared memory as the groups run).
+    alignas(64) float staging[porta_ops::cpu::kNR * direct::kChannelBlock * direct::kTaps];
+    direct::pack_direct_weights(packing, w, g.packed_a, backward_data, index, staging);
+  }
+}
+
+PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const float* in, float* out,
+                                      bool backward_data) {
+  const direct::Problem p{in, g.packed_a, out, direct_packing(g, backward_data), g.height,
+                          g.width};
+  const int64_t chunks = porta_ops::div_up(g.height, g.direct_rows);
+  const int64_t groups = porta_ops::div_up(p.packing.out_channels, porta_ops::kDirectOutputs);
+  const int64_t index = porta_ops::group_number();
+  if (index >= groups * g.batch * chunks) return;  // the flat grid's spare groups
+  const int64_t chunk = index % chunks, n = index / chunks % g.batch;
+  direct::run_rows(p, n, index / chunks / g.batch, chunk * g.direct_rows, g.direct_rows);
+}
+
+PORTA_KERNEL(conv2d_forward_f32_pack_direct, ConvArgs g, const float* x, const float* w,
+             float* y) {
+  (void)x, (void)y;
+  pack_direct(g, w, false);
+}
+
+PORTA_KERNEL(conv2d_forward_f32_direct, ConvArgs g, const float* x, const float* w, float* y) {
+  (void)w;
+  run_direct(g, x, y, false);
+}
+
+PORTA_KERNEL(conv2d_backward_data_f32_pack_direct, ConvArgs g, const float* dy, const float* w,
+             float* dx) {
+  (void)dy, (void)dx;
+  pack_direct(g, w, true);
+}
+
+PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const float* w,
+             float* dx) {
+  (void)w;
+  run_direct(g, dy, dx, true);
+}
+#endif
 
 // Calls pass(problem) with backward weights as the host planned it: on the CPU, transposed
 // (dw^T = im2col(x) x dy^T) with x's rows read in place for a pointwise layer or staged for

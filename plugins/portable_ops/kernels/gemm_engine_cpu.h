@@ -1310,8 +1310,9 @@ void cpu::packed_gemm(const WindowOperand<float>& a, const B& b, const OutputVie
 /* ---- Windows read in place ------------------------------------------------------------------ */
 //
 // Where a window's strips are runs of x (stride 1 and rows as wide as the input's, so that
-// consecutive output positions are consecutive elements of an image: 3x3 "same" layers, forward
-// on x and backward data on dy), the micro-kernel reads its B vectors straight from x: strip j
+// consecutive output positions are consecutive elements of an image: "same" layers, forward on x
+// and backward data on dy; in fp32 other than 3x3 ones, which are direct convolutions:
+// conv_direct_cpu.h), the micro-kernel reads its B vectors straight from x: strip j
 // at depth (c, r, s) is the run at the strip's first column plus the depth's offset, under lane
 // masks that depend on the tap (r, s) only. The kernel takes a depth block's taps outside and
 // its channels inside, so that each tap's masks are set up once and each step is two

@@ -88,6 +88,13 @@ struct GemmArgs {
   GemmTiles tiles;
 };
 
+// Output channels per group of the CPU's direct convolution (ConvArgs::direct_rows): a whole
+// number of every build's micro-tile width.
+inline constexpr int64_t kDirectOutputs = 32;
+// Input channels per depth block of the direct convolution (a block's rows of the input stay in
+// L1 over its nine taps).
+inline constexpr int64_t kDirectChannels = 32;
+
 // The geometry of a 2-D convolution (NCHW), the first parameter of the conv2d_*_f32 kernels.
 struct ConvArgs {
   int64_t batch, channels, height, width;    // N, C, H, W of x
@@ -103,6 +110,15 @@ struct ConvArgs {
   // plan_staged_window, its window as A staged from x's rows (conv.h: backward_weights_transposed)
   // or, for a pointwise layer, x's rows read in place (backward_weights_pointwise).
   int64_t transposed;
+  // CPU, fp32 forward and backward data of a 3x3 layer of stride 1 and padding 1 (same_3x3): the
+  // direct convolution (kernels/conv_direct_cpu.h) from the weights packed into packed_a, each
+  // group direct_rows output rows of one image and kDirectOutputs output channels; 0 otherwise.
+  int64_t direct_rows;
+
+  PORTA_DEVICE_FUNCTION bool same_3x3() const {
+    return kernel_h == 3 && kernel_w == 3 && stride_h == 1 && stride_w == 1 && pad_h == 1 &&
+           pad_w == 1 && dilation_h == 1 && dilation_w == 1;
+  }
 
   // A 1x1 filter of stride 1 and no padding: x[n, c, h, w] is im2col(x), its positions the
   // outputs'.

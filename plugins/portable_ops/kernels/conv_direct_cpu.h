@@ -1,0 +1,273 @@
+// 3x3 convolutions of stride 1 and padding 1 ("same") on the CPU, fp32, as a direct
+// convolution: forward (x and w) and backward data (dy and w flipped), both
+//   out[n, o, h, w] = sum over i, ty, tx of wp[o, i, ty, tx] * in[n, i, h + ty - 1, w + tx - 1].
+// A micro-tile is up to kPositions outputs of one output row by kNR output channels: the
+// positions' inputs broadcast, the weights' kNR channels loaded as vectors, the sums held in
+// registers over the whole depth. Each filter tap adds to the positions it reaches only, so the
+// taps that fall on the padding are not multiplied (the implicit GEMM's window holds them as
+// zeros): 18% of the products of a 7x7 image, 9% of a 14x14. The weights are packed once per
+// call (pack_direct_weights), so that a tap's kNR output channels are one run per input channel.
+#pragma once
+
+#include "gemm_engine.h"
+
+namespace porta_ops::cpu::direct {
+
+// Positions per micro-tile: kPositions x kNV accumulators, kNV weight vectors and a broadcast fill
+// the 32 vector registers of AVX-512 (14 x 2 + 3), or the 16 of AVX2 and SSE (6 x 2 + 3).
+#if defined(__AVX512F__)
+inline constexpr int kPositions = 14;
+#else
+inline constexpr int kPositions = 6;
+#endif
+inline constexpr int kTaps = 9;
+inline constexpr int64_t kChannelBlock = kDirectChannels;
+
+// The packed weights: per block of kNR output channels (o) and block of kChannelBlock input
+// channels (i0, `count` of them), the nine taps' runs, each `count` vectors of kNR channels.
+//   wp[((o / kNR) * in_channels + i0) * 9 * kNR + (tap * count + i - i0) * kNR + o % kNR]
+// Output channels past the last are zeros, so a micro-tile never reads past the block.
+struct Packing {
+  int64_t in_channels, out_channels;
+
+  PORTA_DEVICE_FUNCTION int64_t channel_blocks() const {
+    return (in_channels + kChannelBlock - 1) / kChannelBlock;
+  }
+  PORTA_DEVICE_FUNCTION int64_t output_blocks() const { return (out_channels + kNR - 1) / kNR; }
+  PORTA_DEVICE_FUNCTION const float* block(const float* wp, int64_t output_block, int64_t i0) const {
+    return wp + (output_block * in_channels + i0) * kTaps * kNR;
+  }
+};
+
+// A group's output channels (kDirectOutputs) are this many blocks of kNR.
+inline constexpr int64_t kBlocksPerGroup = kDirectOutputs / kNR;
+static_assert(kDirectOutputs % kNR == 0, "a group's output channels are whole micro-tiles");
+
+// Writes a block's packed runs from its staged copy: staging[lane * LaneStep + i * ChannelStep +
+// tap of w] for tap `tap` of the packed filter (turned round for backward data).
+template <int64_t LaneStep, int64_t ChannelStep, bool TurnedRound>
+inline void write_packed(const float* staging, float* out, int64_t count) {
+  for (int tap = 0; tap < kTaps; ++tap) {
+    const float* from = staging + (TurnedRound ? kTaps - 1 - tap : tap);
+    for (int64_t i = 0; i < count; ++i, out += kNR, from += ChannelStep) {
+#pragma GCC unroll 32
+      for (int lane = 0; lane < kNR; ++lane) out[lane] = from[lane * LaneStep];
+    }
+  }
+}
+
+// Packs the part `index` of (group of output channels, channel block) pairs. forward: wp[o, i,
+// tap] is w[o, i, tap] (w is K x C x 3 x 3); backward data: w[i, o, 8 - tap], the filter turned
+// round and its channels swapped, since dx is dy convolved with that. Each output block's part
+// of w is first copied into `staging` (kNR x kChannelBlock x 9 floats) in the runs w holds it
+// in, all of them fetched ahead at once, then written out across it: read across w's rows in
+// place, the pack took three times as long.
+inline void pack_direct_weights(const Packing& p, const float* w, float* wp, bool backward_data,
+                                int64_t index, float* staging) {
+  const int64_t first_block = index / p.channel_blocks() * kBlocksPerGroup;
+  const int64_t i0 = (index % p.channel_blocks()) * kChannelBlock;
+  const int64_t count = min64(kChannelBlock, p.in_channels - i0);
+  const int64_t end_block = min64(first_block + kBlocksPerGroup, p.output_blocks());
+  constexpr int64_t kLaneFloats = kChannelBlock * kTaps;  // forward: a lane's run, at most
+  constexpr int64_t kChannelFloats = kNR * kTaps;         // backward data: a channel's run
+  for (int64_t output_block = first_block; output_block < end_block; ++output_block) {
+    const int64_t first = output_block * kNR, lanes = min64(kNR, p.out_channels - first);
+    // The runs: forward's lane o holds (i, tap) for the block's channels, backward data's
+    // channel i the lanes' taps. Lanes past the last output channel stage zeros.
+    const int64_t runs = backward_data ? count : lanes;
+    const int64_t length = backward_data ? lanes * kTaps : count * kTaps;
+    const int64_t stride = backward_data ? kChannelFloats : kLaneFloats;
+    const float* run = backward_data ? w + (i0 * p.out_channels + first) * kTaps
+                                     : w + (first * p.in_channels + i0) * kTaps;
+    const int64_t run_step = (backward_data ? p.out_channels : p.in_channels) * kTaps;
+    for (int64_t r = 0; r < runs; ++r) {
+      for (int64_t e = 0; e < length; e += 16) prefetch(run + r * run_step + e);
+    }
+    for (int64_t r = 0; r < runs; ++r) {
+      for (int64_t e = 0; e < length; ++e) staging[r * stride + e] = run[r * run_step + e];
+    }
+    if (lanes < kNR) {
+      for (int64_t lane = lanes; lane < kNR; ++lane) {
+        for (int64_t i = 0; i < count; ++i) {
+          for (int tap = 0; tap < kTaps; ++tap) {
+            staging[backward_data ? i * kChannelFloats + lane * kTaps + tap
+                                  : lane * kLaneFloats + i * kTaps + tap] = 0.0f;
+          }
+        }
+      }
+    }
+    float* out = wp + (output_block * p.in_channels + i0) * kTaps * kNR;
+    if (backward_data) {
+      write_packed<kTaps, kChannelFloats, true>(staging, out, count);
+    } else {
+      write_packed<kLaneFloats, kTaps, false>(staging, out, count);
+    }
+  }
+}
+
+// One tap over a channel block: in each row r of the micro-tile that RowMask names, positions
+// [First, End) add in[i][offset + r * width + position] times the tap's weights of input
+// channel i. `in` is the block's first channel at the micro-tile's first output.
+template <int Rows, int Positions, int First, int End, unsigned RowMask>
+__attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions][kNV],
+                                                   const float* in, int64_t offset, int64_t width,
+                                                   int64_t plane, const float* w, int64_t count) {
+  // A pointer per row, so that each broadcast's address is the row's plus a constant.
+  const float* row_in[Rows];
+#pragma GCC unroll 2
+  for (int r = 0; r < Rows; ++r) row_in[r] = RowMask >> r & 1 ? in + offset + r * width : in;
+  for (int64_t i = 0; i < count; ++i, w += kNR) {
+    vfloat weights[kNV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) weights[v] = load(w + v * kVL);
+#pragma GCC unroll 2
+    for (int r = 0; r < Rows; ++r) {
+      if (!(RowMask >> r & 1)) continue;
+#pragma GCC unroll 16
+      for (int position = First; position < End; ++position) {
+        const float value = row_in[r][position];
+#pragma GCC unroll 4
+        for (int v = 0; v < kNV; ++v) sum[r][position][v] += value * weights[v];
+      }
+      row_in[r] += plane;
+    }
+  }
+}
+
+// The three taps of a filter row (tx = 0, 1, 2) over a channel block, for the rows in RowMask.
+// tx = 0 reads one column to the left: the first position's is the padding at the left edge;
+// tx = 2 one to the right: the last position's is the padding at the right edge.
+template <int Rows, int Positions, unsigned RowMask>
+__attribute__((always_inline)) inline void add_filter_row(vfloat (&sum)[Rows][Positions][kNV],
+                                                          const float* in, int64_t offset,
+                                                          int64_t width, int64_t plane,
+                                                          const float* w, int64_t count, bool left,
+                                                          bool right) {
+  if (left) {
+    add_tap<Rows, Positions, 1, Positions, RowMask>(sum, in, offset - 1, width, plane, w, count);
+  } else {
+    add_tap<Rows, Positions, 0, Positions, RowMask>(sum, in, offset - 1, width, plane, w, count);
+  }
+  w += count * kNR;
+  add_tap<Rows, Positions, 0, Positions, RowMask>(sum, in, offset, width, plane, w, count);
+  w += count * kNR;
+  if (right) {
+    add_tap<Rows, Positions, 0, Positions - 1, RowMask>(sum, in, offset + 1, width, plane, w,
+                                                        count);
+  } else {
+    add_tap<Rows, Positions, 0, Positions, RowMask>(sum, in, offset + 1, width, plane, w, count);
+  }
+}
+
+// The geometry of one call: in[n, i, h, w] of in_channels, out[n, o, h, w] of out_channels, both
+// height x width.
+struct Problem {
+  const float* in;
+  const float* packed;
+  float* out;
+  Packing packing;
+  int64_t height, width;
+};
+
+// The micro-tile of Rows x Positions outputs from (row, column) of image n's output block: the
+// whole depth, then its sums stored to the block's output channels (positions along the rows).
+// Two rows where the image is narrow (7x7: 14 positions, not 7), so that each load of weights
+// feeds as many products.
+template <int Rows, int Positions>
+__attribute__((noinline)) void micro_tile(const Problem& p, int64_t n, int64_t output_block,
+                                          int64_t row, int64_t column) {
+  const int64_t plane = p.height * p.width, in_channels = p.packing.in_channels;
+  const bool left = column == 0, right = column + Positions == p.width;
+  const float* image = p.in + n * in_channels * plane + row * p.width + column;
+  // Each channel block's sums start from zero in registers and are then added to the tile's
+  // (`lanes`), so that no sum runs longer than a block's 288 products: rounding errors as the
+  // implicit GEMM's depth blocks keep them, not as one chain over the whole depth.
+  alignas(64) float lanes[Rows][Positions][kNR];
+  for (int64_t i0 = 0; i0 < in_channels; i0 += kChannelBlock) {
+    vfloat sum[Rows][Positions][kNV];
+#pragma GCC unroll 2
+    for (int r = 0; r < Rows; ++r)
+#pragma GCC unroll 16
+      for (int position = 0; position < Positions; ++position)
+#pragma GCC unroll 4
+        for (int v = 0; v < kNV; ++v) sum[r][position][v] = vfloat{};
+    const int64_t count = min64(kChannelBlock, in_channels - i0);
+    const float* w = p.packing.block(p.packed, output_block, i0);
+    const float* in = image + i0 * plane;
+    for (int ty = 0; ty < 3; ++ty, w += 3 * count * kNR) {
+      // The rows whose input row (row + r + ty - 1) is in the image, not the padding.
+      unsigned rows = 0;
+      for (int r = 0; r < Rows; ++r) {
+        const int64_t in_row = row + r + ty - 1;
+        if (in_row >= 0 && in_row < p.height) rows |= 1u << r;
+      }
+      const int64_t offset = (ty - 1) * p.width;
+      if (rows == 1) {
+        add_filter_row<Rows, Positions, 1>(sum, in, offset, p.width, plane, w, count, left, right);
+      } else if constexpr (Rows == 2) {
+        if (rows == 2) {
+          add_filter_row<2, Positions, 2>(sum, in, offset, p.width, plane, w, count, left, right);
+        } else if (rows == 3) {
+          add_filter_row<2, Positions, 3>(sum, in, offset, p.width, plane, w, count, left, right);
+        }
+      }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < Rows; ++r) {
+#pragma GCC unroll 16
+      for (int position = 0; position < Positions; ++position) {
+#pragma GCC unroll 4
+        for (int v = 0; v < kNV; ++v) {
+          float* to = &lanes[r][position][v * kVL];
+          store(to, i0 == 0 ? sum[r][position][v] : load(to) + sum[r][position][v]);
+        }
+      }
+    }
+  }
+  // The sums hold kNR output channels per position; the output has positions along its rows.
+  const int64_t first = output_block * kNR;
+  const int64_t channels = min64(kNR, p.packing.out_channels - first);
+  float* out = p.out + (n * p.packing.out_channels + first) * plane + row * p.width + column;
+  for (int64_t o = 0; o < channels; ++o, out += plane) {
+    for (int r = 0; r < Rows; ++r) {
+      for (int position = 0; position < Positions; ++position) {
+        out[r * p.width + position] = lanes[r][position][o];
+      }
+    }
+  }
+}
+
+// Calls micro_tile<Rows, positions> for a runtime count up to kPositions / Rows.
+template <int Rows, int Positions = kPositions / Rows>
+inline void micro_tile_of(int positions, const Problem& p, int64_t n, int64_t output_block,
+                          int64_t row, int64_t column) {
+  if constexpr (Positions > 0) {
+    if (positions == Positions) return micro_tile<Rows, Positions>(p, n, output_block, row, column);
+    micro_tile_of<Rows, Positions - 1>(positions, p, n, output_block, row, column);
+  }
+}
+
+// A group's share: rows [first_row, first_row + rows) of image n in the output channels of
+// `group`, in micro-tiles of up to kPositions positions: of one row, or of two where the image
+// is at most kPositions / 2 wide.
+inline void run_rows(const Problem& p, int64_t n, int64_t group, int64_t first_row, int64_t rows) {
+  const int64_t end_row = min64(first_row + rows, p.height);
+  const int64_t end_block = min64((group + 1) * kBlocksPerGroup, p.packing.output_blocks());
+  const bool narrow = 2 * p.width <= kPositions;
+  for (int64_t output_block = group * kBlocksPerGroup; output_block < end_block; ++output_block) {
+    for (int64_t row = first_row; row < end_row;) {
+      if (narrow && row + 1 < end_row) {
+        micro_tile_of<2>(static_cast<int>(p.width), p, n, output_block, row, 0);
+        row += 2;
+        continue;
+      }
+      for (int64_t column = 0; column < p.width; column += kPositions) {
+        micro_tile_of<1>(static_cast<int>(min64(kPositions, p.width - column)), p, n,
+                         output_block, row, column);
+      }
+      ++row;
+    }
+  }
+}
+
+}  // namespace porta_ops::cpu::direct
