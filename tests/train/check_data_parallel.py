@@ -33,8 +33,12 @@ def run(command):
     return json.loads(lines[0])
 
 
+# The 2 ranks sum the gradients as two halves, 1 process as one sum: the curves differ by
+# rounding, until a near-tie in a max-pool window or a ReLU goes the other way with it, after
+# which they part by a few 1e-5 (3.2e-5 after 40 steps at seed 1). Training on half batches
+# without the average ends at 0.59, not 0.71.
 def close(a, b, what):
-    assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), f"{what}: {a} (1 process) vs {b} (2 ranks)"
+    assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), f"{what}: {a} (1 process) vs {b} (2 ranks)"
 
 
 one_ckpt, two_ckpt = os.path.join(work, "one.ckpt"), os.path.join(work, "two.ckpt")
