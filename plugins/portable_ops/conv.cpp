@@ -19,48 +19,56 @@ bool plan_staged_launch(const Op& context, int64_t m, int64_t n, int64_t k,
                         const porta_ops::StagedWindow& window, std::optional<Scratch>& scratch,
                         porta_ops::GemmPlan* plan);
 bool runs_packed_path(const Op& context);
+int32_t requested_gemm_path();
 
 namespace {
 
 enum class Pass { forward, backward_data, backward_weights };
 
 // Forward or backward data of a 3x3 layer of stride 1 and padding 1 on the CPU as a direct
-// convolution (kernels/conv_direct_cpu.h): the weights packed into the stream's scratch, then the
-// outputs a group per kDirectOutputs channels of one image's rows. Whole images per group, unless
-// that leaves fewer than four groups per thread to even out.
-void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, const void* in0,
-                   const void* in1, float* out) {
+// convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words of channel pairs): the weights packed into the stream's scratch (and bf16's input paired after them),
+// then the outputs a group per kDirectOutputs channels of one image's rows. Whole images per
+// group, unless that leaves fewer than four groups per thread to even out.
+void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t dtype,
+                   const void* in0, const void* in1, float* out) {
   using porta_ops::div_up;
-  const bool backward_data = pass == Pass::backward_data;
-  const int64_t in_channels = backward_data ? g.out_channels : g.channels;
+  const bool backward_data = pass == Pass::backward_data, bf16 = dtype == PORTA_DTYPE_BF16;
+  const int64_t in_words = div_up(backward_data ? g.out_channels : g.channels, bf16 ? 2 : 1);
   const int64_t out_channels = backward_data ? g.channels : g.out_channels;
   const int64_t groups = div_up(out_channels, porta_ops::kDirectOutputs);
   const int64_t threads = std::max<int64_t>(op.properties->compute_units, 1);
+  g.tiles.path = requested_gemm_path();  // bf16: widened where it says so
   g.direct_rows = g.height;
   while (g.direct_rows > 1 && groups * g.batch * div_up(g.height, g.direct_rows) < 4 * threads) {
     g.direct_rows = div_up(g.direct_rows, 2);
   }
-  const Checked<int64_t> bytes =
-      Checked(groups) * porta_ops::kDirectOutputs * in_channels * 9 * int64_t{sizeof(float)};
+  const Checked<int64_t> packed_words = Checked(groups) * porta_ops::kDirectOutputs * in_words * 9;
+  const Checked<int64_t> input_words = Checked(g.batch) * in_words * g.height * g.width;
+  const Checked<int64_t> bytes = (packed_words + (bf16 ? input_words : 0)) * int64_t{4};
+  const Checked<int64_t> pack_groups =
+      Checked(groups) * div_up(in_words, porta_ops::kDirectChannels) +
+      (bf16 ? Checked(g.batch) * in_words : 0);
   const Checked<int64_t> outputs = Checked(groups) * g.batch * div_up(g.height, g.direct_rows);
   uint32_t pack_grid[3], grid[3];
-  if (!bytes.valid() || !outputs.valid() ||
-      !porta_ops::plan_detail::flat_grid(groups * div_up(in_channels, porta_ops::kDirectChannels),
-                                         pack_grid) ||
+  if (!bytes.valid() || !pack_groups.valid() || !outputs.valid() ||
+      !porta_ops::plan_detail::flat_grid(pack_groups.value(), pack_grid) ||
       !porta_ops::plan_detail::flat_grid(outputs.value(), grid)) {
     plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
                         "the convolution is too large for one launch of its kernels");
   }
   const Scratch scratch = scratch_for(op, static_cast<size_t>(bytes.value()));
   g.packed_a = scratch.as<float>();
-  static const char* const pack_kernels[] = {"conv2d_forward_f32_pack_direct",
-                                             "conv2d_backward_data_f32_pack_direct"};
-  static const char* const kernels[] = {"conv2d_forward_f32_direct",
-                                        "conv2d_backward_data_f32_direct"};
+  static const char* const pack_kernels[][2] = {
+      {"conv2d_forward_f32_pack_direct", "conv2d_forward_bf16_pack_direct"},
+      {"conv2d_backward_data_f32_pack_direct", "conv2d_backward_data_bf16_pack_direct"}};
+  static const char* const kernels[][2] = {
+      {"conv2d_forward_f32_direct", "conv2d_forward_bf16_direct"},
+      {"conv2d_backward_data_f32_direct", "conv2d_backward_data_bf16_direct"}};
   const int index = static_cast<int>(pass);
-  launch(op, pack_kernels[index], dim3(pack_grid[0], pack_grid[1], pack_grid[2]), dim3(1), 0, g,
-         in0, in1, out);
-  launch(op, kernels[index], dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, in0, in1, out);
+  launch(op, pack_kernels[index][bf16], dim3(pack_grid[0], pack_grid[1], pack_grid[2]), dim3(1),
+         0, g, in0, in1, out);
+  launch(op, kernels[index][bf16], dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, in0, in1,
+         out);
 }
 
 // Launches the pass's kernel with the convolution's geometry and the two inputs and the output.
@@ -107,9 +115,9 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     }
     // Their direct convolution leaves out the products of the taps on the padding, which the
     // implicit GEMM multiplies as zeros (18% of a 7x7 image's).
-    if (pass != Pass::backward_weights && d.dtype == PORTA_DTYPE_F32 && g.same_3x3() &&
-        runs_packed_path(op)) {
-      return launch_direct(pass, op, g, in0, in1, out);
+    if (pass != Pass::backward_weights && g.same_3x3() && runs_packed_path(op) &&
+        (d.dtype == PORTA_DTYPE_F32 || d.dtype == PORTA_DTYPE_BF16)) {
+      return launch_direct(pass, op, g, d.dtype, in0, in1, out);
     }
     std::optional<Scratch> scratch;
     porta_ops::GemmPlan plan;

@@ -10,7 +10,6 @@
 #include "portable_ops.h"
 
 namespace porta::portable_ops {
-namespace {
 
 // PORTA_OPS_GEMM_PATH=tiled makes the CPU run the engine's portable tiled path (the source GPUs
 // run) instead of its packed one: slow, but it lets that path be tested where no GPU is.
@@ -32,6 +31,8 @@ int32_t requested_gemm_path() {
   }
   return path;
 }
+
+namespace {
 
 // The stream's scratch for a plan's split-K partials (plan.tiles.partials) and, after them (a
 // whole number of cache lines on), extra_floats more, whose start it returns (nullptr if none).

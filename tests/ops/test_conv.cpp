@@ -159,26 +159,32 @@ porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
 
 void run_f32(const Env& env, const ConvCase& c, uint64_t seed) { run_conv(env, c, seed); }
 
-// On the CPU, fp32 forward and backward data of a 3x3 layer of stride 1 and padding 1 run as a
-// direct convolution (kernels/conv_direct_cpu.h). The cases for the implicit GEMM's paths take
-// such a layer dilated 2 down its rows and padded 2 there instead: the same GEMM (its sizes, its
-// output positions, its runs of x per tap), which the direct convolution does not take.
-void run_implicit_gemm_f32(const Env& env, ConvCase c, uint64_t seed) {
+// On the CPU, forward and backward data of a 3x3 layer of stride 1 and padding 1 run as a direct
+// convolution (kernels/conv_direct_cpu.h; bf16 where the CPU has AVX512_BF16). The cases for the
+// implicit GEMM's paths take such a layer dilated 2 down its rows and padded 2 there instead: the
+// same GEMM (its sizes, its output positions, its runs of x per tap), which the direct
+// convolution does not take.
+ConvCase implicit_gemm_twin(ConvCase c) {
   if (c.r == 3 && c.s == 3 && c.pad_h == 1 && c.pad_w == 1 && c.stride_h == 1 &&
       c.stride_w == 1 && c.dilation_h == 1 && c.dilation_w == 1) {
     c.pad_h = 2, c.dilation_h = 2;
   }
-  run_conv(env, c, seed);
+  return c;
 }
 
-// Each case in bf16, every other one from a misaligned offset; stops with a warning where this
-// implementation has no bf16.
+void run_implicit_gemm_f32(const Env& env, const ConvCase& c, uint64_t seed) {
+  run_conv(env, implicit_gemm_twin(c), seed);
+}
+
+// Each case in bf16 (or its implicit_gemm_twin), every other one from a misaligned offset; stops
+// with a warning where this implementation has no bf16.
 template <size_t N>
-void run_bf16_cases(const Env& env, const ConvCase (&cases)[N]) {
+void run_bf16_cases(const Env& env, const ConvCase (&cases)[N], bool implicit_gemm = false) {
   uint64_t index = 0;
   for (const ConvCase& c : cases) {
     const bool misaligned = index % 2 == 1;
-    if (run_conv(env, c, seed_for(index++), PORTA_DTYPE_BF16, misaligned) ==
+    if (run_conv(env, implicit_gemm ? implicit_gemm_twin(c) : c, seed_for(index++),
+                 PORTA_DTYPE_BF16, misaligned) ==
         PORTA_ERROR_UNSUPPORTED) {
       WARN("porta_conv2d_*: bf16 is UNSUPPORTED by this implementation");
       return;
@@ -298,7 +304,7 @@ TEST_CASE("conv2d: dy read in place within an image", "[conv]") {
 // no path of its own (its A is always packed).
 TEST_CASE("conv2d: dy read in place within an image, bf16", "[conv][16bit]") {
   Env env;
-  run_bf16_cases(env, kOperandCases);
+  run_bf16_cases(env, kOperandCases, true);
 }
 
 // The CPU engine adds each 32-column micro-tile into an output row as one run of consecutive
@@ -327,23 +333,31 @@ TEST_CASE("conv2d: output strips crossing images, within and past the first dept
 // blocks of 32, the last partial; output channels in groups of 32, micro-tiles of 32 (AVX2's 16,
 // the baseline's 8), the last partial; an image's rows split among groups where there are few
 // images; backward data's filter turned round and its channels swapped.
+// {n, c, h, w, k, r, s, pad_h, pad_w}
+const ConvCase kDirectCases[] = {
+    {1, 1, 1, 1, 1, 3, 3, 1, 1},     // one position: only the centre tap
+    {2, 3, 1, 9, 5, 3, 3, 1, 1},     // one row: no tap above or below
+    {2, 3, 9, 1, 5, 3, 3, 1, 1},     // one column: two-row tiles one position wide
+    {3, 5, 7, 7, 33, 3, 3, 1, 1},    // 7 wide: two-row tiles and a last row on its own
+    {2, 40, 6, 14, 7, 3, 3, 1, 1},   // a 14-position tile; 40 channels: a partial block
+    {1, 33, 5, 29, 65, 3, 3, 1, 1},  // 14 + 14 + 1 positions; three output groups
+    {2, 4, 3, 15, 3, 3, 3, 1, 1},    // a tile of one position at the right edge
+    {1, 2, 8, 3, 4, 3, 3, 1, 1},     // 3 wide: two-row tiles on every build
+    {1, 70, 4, 4, 96, 3, 3, 1, 1},   // 3 channel blocks (bf16: 2), 3 full output groups
+    {1, 3, 11, 6, 8, 3, 3, 1, 1},    // one image: its rows split among groups, odd shares
+};
+
 TEST_CASE("conv2d: 3x3 layers of stride 1 as direct convolutions", "[conv]") {
   Env env;
-  // {n, c, h, w, k, r, s, pad_h, pad_w}
-  const ConvCase cases[] = {
-      {1, 1, 1, 1, 1, 3, 3, 1, 1},     // one position: only the centre tap
-      {2, 3, 1, 9, 5, 3, 3, 1, 1},     // one row: no tap above or below
-      {2, 3, 9, 1, 5, 3, 3, 1, 1},     // one column: two-row tiles one position wide
-      {3, 5, 7, 7, 33, 3, 3, 1, 1},    // 7 wide: two-row tiles and a last row on its own
-      {2, 40, 6, 14, 7, 3, 3, 1, 1},   // a 14-position tile; 40 channels: a partial block
-      {1, 33, 5, 29, 65, 3, 3, 1, 1},  // 14 + 14 + 1 positions; three output groups
-      {2, 4, 3, 15, 3, 3, 3, 1, 1},    // a tile of one position at the right edge
-      {1, 2, 8, 3, 4, 3, 3, 1, 1},     // 3 wide: two-row tiles on every build
-      {1, 70, 4, 4, 96, 3, 3, 1, 1},   // three channel blocks, three full output groups
-      {1, 3, 11, 6, 8, 3, 3, 1, 1},    // one image: its rows split among groups, odd shares
-  };
   uint64_t index = 0;
-  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+  for (const ConvCase& c : kDirectCases) run_f32(env, c, seed_for(index++));
+}
+
+// bf16 on AVX512_BF16 in words of two input channels: an odd channel count's last word paired
+// with a zero, in the input and in the weights.
+TEST_CASE("conv2d: 3x3 layers of stride 1 as direct convolutions, bf16", "[conv][16bit]") {
+  Env env;
+  run_bf16_cases(env, kDirectCases);
 }
 
 // On AVX-512 the CPU engine reads the window of a stride-1 layer whose output rows are as wide as
@@ -351,8 +365,8 @@ TEST_CASE("conv2d: 3x3 layers of stride 1 as direct convolutions", "[conv]") {
 // strip of 32 positions as one or two runs under lane masks per filter tap, taps outside and
 // channels inside: the edges of the padding, strips crossing images or ending with the tile,
 // partial panels of A, several depth blocks, blocks starting within a channel's taps; and the
-// layers just outside it (one tap, rows narrower than the input's), which pack. (Its fp32 3x3
-// layers of padding 1 are direct convolutions: their cases run dilated down the rows.)
+// layers just outside it (one tap, rows narrower than the input's), which pack. (Its 3x3 layers
+// of padding 1 are direct convolutions: their cases run dilated down the rows.)
 TEST_CASE("conv2d: windows read in place, runs per strip under masks per tap", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
@@ -493,7 +507,7 @@ TEST_CASE("conv2d: bf16 deep blocks, panels packed a group of strips at a time",
       {2, 96, 15, 15, 128, 3, 3, 1, 1},  // backward data: w^T's 96 rows in groups too
       {2, 40, 7, 7, 600, 1, 1},          // 1x1 backward data: w^T paired from memory, no room kept
   };
-  run_bf16_cases(env, cases);
+  run_bf16_cases(env, cases, true);
 }
 
 // On CPUs with AVX512_BF16, bf16 windows are paired as they are read: strips of consecutive
@@ -512,7 +526,7 @@ TEST_CASE("conv2d: bf16 windows paired as they are read", "[conv][16bit]") {
       {4, 3, 20, 20, 8, 3, 3, 1, 1},  // 1600 positions: several blocks and chunks of depths
       {2, 7, 6, 6, 11, 5, 5, 2, 2, 1, 1, 2, 2},  // dilation 2: taps' runs not adjacent
   };
-  run_bf16_cases(env, cases);
+  run_bf16_cases(env, cases, true);
 }
 
 // On CPUs with AVX512_BF16, the windows that fp32 reads in place are read in place as depth
@@ -533,7 +547,7 @@ TEST_CASE("conv2d: bf16 windows read in place as pairs of taps", "[conv][16bit]"
       {2, 5, 9, 10, 7, 2, 3, 0, 1},               // 6 taps: pairs within a channel
       {2, 3, 12, 11, 5, 3, 3, 2, 2, 1, 1, 2, 2},  // dilation 2
   };
-  run_bf16_cases(env, cases);
+  run_bf16_cases(env, cases, true);
 }
 
 TEST_CASE("conv2d: f16 and bf16 inputs are exact-product fp32 convolutions, or UNSUPPORTED",

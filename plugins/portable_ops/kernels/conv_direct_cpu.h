@@ -9,6 +9,8 @@
 // call (pack_direct_weights), so that a tap's kNR output channels are one run per input channel.
 #pragma once
 
+#include <type_traits>
+
 #include "gemm_engine.h"
 
 namespace porta_ops::cpu::direct {
@@ -23,6 +25,50 @@ inline constexpr int kPositions = 6;
 inline constexpr int kTaps = 9;
 inline constexpr int64_t kChannelBlock = kDirectChannels;
 
+// The step of a micro-tile: sum += an input (broadcast) times a tap's weights for kVL output
+// channels. F32Dot: one channel's input by its weights (an FMA). For bf16 the inputs and the
+// packed weights are words of two channels (bits 0-15 channel 2p, 16-31 channel 2p + 1), and
+// "channel" below means a word: PairDot widens both halves to fp32 (exactly) and adds the two
+// products in turn, on any CPU; Bf16Dot adds both in one vdpbf16ps, where the CPU has
+// AVX512_BF16 (spelt in assembly so that no function needs a target of its own; the kernels
+// take it only where has_bf16_dot() says so).
+struct F32Dot {
+  using Word = float;
+  __attribute__((always_inline)) static void add(vfloat& sum, const float* input, vfloat weights) {
+    sum += *input * weights;
+  }
+};
+struct PairDot {
+  using Word = uint32_t;
+  typedef uint32_t vword __attribute__((vector_size(sizeof(vfloat))));
+  __attribute__((always_inline)) static vfloat as_floats(vword bits) {
+    vfloat v;
+    __builtin_memcpy(&v, &bits, sizeof v);
+    return v;
+  }
+  __attribute__((always_inline)) static float as_float(uint32_t bits) {
+    float v;
+    __builtin_memcpy(&v, &bits, sizeof v);
+    return v;
+  }
+  __attribute__((always_inline)) static void add(vfloat& sum, const uint32_t* input,
+                                                 vfloat weights) {
+    vword w;
+    __builtin_memcpy(&w, &weights, sizeof w);
+    sum += as_float(*input << 16) * as_floats(w << 16);
+    sum += as_float(*input & 0xFFFF0000u) * as_floats(w & 0xFFFF0000u);
+  }
+};
+#if defined(PORTA_GEMM_BF16_DOT)
+struct Bf16Dot {
+  using Word = uint32_t;
+  __attribute__((always_inline)) static void add(vfloat& sum, const uint32_t* input,
+                                                 vfloat weights) {
+    asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(sum) : "v"(weights), "m"(*input));
+  }
+};
+#endif
+
 // The packed weights: per block of kNR output channels (o) and block of kChannelBlock input
 // channels (i0, `count` of them), the nine taps' runs, each `count` vectors of kNR channels.
 //   wp[((o / kNR) * in_channels + i0) * 9 * kNR + (tap * count + i - i0) * kNR + o % kNR]
@@ -34,7 +80,8 @@ struct Packing {
     return (in_channels + kChannelBlock - 1) / kChannelBlock;
   }
   PORTA_DEVICE_FUNCTION int64_t output_blocks() const { return (out_channels + kNR - 1) / kNR; }
-  PORTA_DEVICE_FUNCTION const float* block(const float* wp, int64_t output_block, int64_t i0) const {
+  template <class Word>
+  PORTA_DEVICE_FUNCTION const Word* block(const Word* wp, int64_t output_block, int64_t i0) const {
     return wp + (output_block * in_channels + i0) * kTaps * kNR;
   }
 };
@@ -44,59 +91,79 @@ inline constexpr int64_t kBlocksPerGroup = kDirectOutputs / kNR;
 static_assert(kDirectOutputs % kNR == 0, "a group's output channels are whole micro-tiles");
 
 // Writes a block's packed runs from its staged copy: staging[lane * LaneStep + i * ChannelStep +
-// tap of w] for tap `tap` of the packed filter (turned round for backward data).
-template <int64_t LaneStep, int64_t ChannelStep, bool TurnedRound>
-inline void write_packed(const float* staging, float* out, int64_t count) {
+// tap of w] for tap `tap` of the packed filter (turned round for backward data), channel i.
+// fp32 words are the staged floats; bf16 words pair channels 2p and 2p + 1 (`count` pairs).
+template <int64_t LaneStep, int64_t ChannelStep, bool TurnedRound, class T>
+inline void write_packed(const T* staging, void* packed, int64_t count) {
+  constexpr bool kPairs = sizeof(T) == 2;
+  using Word = std::conditional_t<kPairs, uint32_t, float>;
+  Word* out = static_cast<Word*>(packed);
   for (int tap = 0; tap < kTaps; ++tap) {
-    const float* from = staging + (TurnedRound ? kTaps - 1 - tap : tap);
-    for (int64_t i = 0; i < count; ++i, out += kNR, from += ChannelStep) {
+    const T* from = staging + (TurnedRound ? kTaps - 1 - tap : tap);
+    for (int64_t i = 0; i < count; ++i, out += kNR, from += (kPairs ? 2 : 1) * ChannelStep) {
 #pragma GCC unroll 32
-      for (int lane = 0; lane < kNR; ++lane) out[lane] = from[lane * LaneStep];
+      for (int lane = 0; lane < kNR; ++lane) {
+        if constexpr (kPairs) {
+          out[lane] = uint32_t{from[lane * LaneStep]} |
+                      uint32_t{from[lane * LaneStep + ChannelStep]} << 16;
+        } else {
+          out[lane] = from[lane * LaneStep];
+        }
+      }
     }
   }
 }
 
 // Packs the part `index` of (group of output channels, channel block) pairs. forward: wp[o, i,
 // tap] is w[o, i, tap] (w is K x C x 3 x 3); backward data: w[i, o, 8 - tap], the filter turned
-// round and its channels swapped, since dx is dy convolved with that. Each output block's part
-// of w is first copied into `staging` (kNR x kChannelBlock x 9 floats) in the runs w holds it
-// in, all of them fetched ahead at once, then written out across it: read across w's rows in
-// place, the pack took three times as long.
-inline void pack_direct_weights(const Packing& p, const float* w, float* wp, bool backward_data,
-                                int64_t index, float* staging) {
+// round and its channels swapped, since dx is dy convolved with that. T is w's element: float,
+// or bf16 (uint16_t) packed into words of channel pairs, `channels` being w's input channels
+// (p.in_channels the pairs). Each output block's part of w is first copied into `staging` (kNR x
+// kChannelBlock x 9 words) in the runs w holds it in, all of them fetched ahead at once, then
+// written out across it: read across w's rows in place, the pack took three times as long.
+template <class T>
+inline void pack_direct_weights(const Packing& p, const T* w, void* wp, bool backward_data,
+                                int64_t index, T* staging, int64_t channels) {
+  constexpr int64_t kPerWord = sizeof(T) == 2 ? 2 : 1;
   const int64_t first_block = index / p.channel_blocks() * kBlocksPerGroup;
   const int64_t i0 = (index % p.channel_blocks()) * kChannelBlock;
-  const int64_t count = min64(kChannelBlock, p.in_channels - i0);
+  const int64_t count = min64(kChannelBlock, p.in_channels - i0);  // words
+  const int64_t staged = kPerWord * count;                          // channels staged, zeros too
+  const int64_t real = min64(staged, channels - kPerWord * i0);     // of them, w's
   const int64_t end_block = min64(first_block + kBlocksPerGroup, p.output_blocks());
-  constexpr int64_t kLaneFloats = kChannelBlock * kTaps;  // forward: a lane's run, at most
-  constexpr int64_t kChannelFloats = kNR * kTaps;         // backward data: a channel's run
+  constexpr int64_t kLaneFloats = kPerWord * kChannelBlock * kTaps;  // forward: a lane's run
+  constexpr int64_t kChannelFloats = kNR * kTaps;  // backward data: a channel's run
   for (int64_t output_block = first_block; output_block < end_block; ++output_block) {
     const int64_t first = output_block * kNR, lanes = min64(kNR, p.out_channels - first);
     // The runs: forward's lane o holds (i, tap) for the block's channels, backward data's
-    // channel i the lanes' taps. Lanes past the last output channel stage zeros.
-    const int64_t runs = backward_data ? count : lanes;
-    const int64_t length = backward_data ? lanes * kTaps : count * kTaps;
+    // channel i the lanes' taps. Lanes past the last output channel, and a pair's missing
+    // channel, stage zeros.
+    const int64_t runs = backward_data ? real : lanes;
+    const int64_t length = backward_data ? lanes * kTaps : real * kTaps;
     const int64_t stride = backward_data ? kChannelFloats : kLaneFloats;
-    const float* run = backward_data ? w + (i0 * p.out_channels + first) * kTaps
-                                     : w + (first * p.in_channels + i0) * kTaps;
-    const int64_t run_step = (backward_data ? p.out_channels : p.in_channels) * kTaps;
+    const T* run = backward_data ? w + (kPerWord * i0 * p.out_channels + first) * kTaps
+                                 : w + (first * channels + kPerWord * i0) * kTaps;
+    const int64_t run_step = (backward_data ? p.out_channels : channels) * kTaps;
     for (int64_t r = 0; r < runs; ++r) {
-      for (int64_t e = 0; e < length; e += 16) prefetch(run + r * run_step + e);
+      for (int64_t e = 0; e < length; e += 64 / int64_t{sizeof(T)}) {
+        __builtin_prefetch(run + r * run_step + e);
+      }
     }
     for (int64_t r = 0; r < runs; ++r) {
       for (int64_t e = 0; e < length; ++e) staging[r * stride + e] = run[r * run_step + e];
     }
-    if (lanes < kNR) {
-      for (int64_t lane = lanes; lane < kNR; ++lane) {
-        for (int64_t i = 0; i < count; ++i) {
+    if (lanes < kNR || real < staged) {
+      for (int64_t lane = 0; lane < kNR; ++lane) {
+        for (int64_t i = lane < lanes ? real : 0; i < staged; ++i) {
           for (int tap = 0; tap < kTaps; ++tap) {
             staging[backward_data ? i * kChannelFloats + lane * kTaps + tap
-                                  : lane * kLaneFloats + i * kTaps + tap] = 0.0f;
+                                  : lane * kLaneFloats + i * kTaps + tap] = T{};
           }
         }
       }
     }
-    float* out = wp + (output_block * p.in_channels + i0) * kTaps * kNR;
+    void* out = static_cast<char*>(wp) +
+                ((output_block * p.in_channels + i0) * kTaps * kNR) * int64_t{sizeof(float)};
     if (backward_data) {
       write_packed<kTaps, kChannelFloats, true>(staging, out, count);
     } else {
@@ -105,29 +172,44 @@ inline void pack_direct_weights(const Packing& p, const float* w, float* wp, boo
   }
 }
 
+// bf16 inputs as words of channel pairs (Bf16Dot): plane `index` (image n, pair p) of out is
+// in[n, 2p + 1] << 16 | in[n, 2p], the second 0 past the last of `channels`.
+inline void pair_channels(const uint16_t* in, uint32_t* out, int64_t channels, int64_t plane,
+                          int64_t index) {
+  const int64_t pairs = (channels + 1) / 2, n = index / pairs, pair = index % pairs;
+  const uint16_t* even = in + (n * channels + 2 * pair) * plane;
+  uint32_t* to = out + index * plane;
+  if (2 * pair + 1 < channels) {
+    const uint16_t* odd = even + plane;
+    for (int64_t j = 0; j < plane; ++j) to[j] = uint32_t{even[j]} | uint32_t{odd[j]} << 16;
+  } else {
+    for (int64_t j = 0; j < plane; ++j) to[j] = even[j];
+  }
+}
+
 // One tap over a channel block: in each row r of the micro-tile that RowMask names, positions
 // [First, End) add in[i][offset + r * width + position] times the tap's weights of input
 // channel i. `in` is the block's first channel at the micro-tile's first output.
-template <int Rows, int Positions, int First, int End, unsigned RowMask>
+template <class Dot, int Rows, int Positions, int First, int End, unsigned RowMask,
+          class Word = typename Dot::Word>
 __attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions][kNV],
-                                                   const float* in, int64_t offset, int64_t width,
-                                                   int64_t plane, const float* w, int64_t count) {
+                                                   const Word* in, int64_t offset, int64_t width,
+                                                   int64_t plane, const Word* w, int64_t count) {
   // A pointer per row, so that each broadcast's address is the row's plus a constant.
-  const float* row_in[Rows];
+  const Word* row_in[Rows];
 #pragma GCC unroll 2
   for (int r = 0; r < Rows; ++r) row_in[r] = RowMask >> r & 1 ? in + offset + r * width : in;
   for (int64_t i = 0; i < count; ++i, w += kNR) {
     vfloat weights[kNV];
 #pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) weights[v] = load(w + v * kVL);
+    for (int v = 0; v < kNV; ++v) __builtin_memcpy(&weights[v], w + v * kVL, sizeof weights[v]);
 #pragma GCC unroll 2
     for (int r = 0; r < Rows; ++r) {
       if (!(RowMask >> r & 1)) continue;
 #pragma GCC unroll 16
       for (int position = First; position < End; ++position) {
-        const float value = row_in[r][position];
 #pragma GCC unroll 4
-        for (int v = 0; v < kNV; ++v) sum[r][position][v] += value * weights[v];
+        for (int v = 0; v < kNV; ++v) Dot::add(sum[r][position][v], &row_in[r][position], weights[v]);
       }
       row_in[r] += plane;
     }
@@ -137,33 +219,37 @@ __attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions
 // The three taps of a filter row (tx = 0, 1, 2) over a channel block, for the rows in RowMask.
 // tx = 0 reads one column to the left: the first position's is the padding at the left edge;
 // tx = 2 one to the right: the last position's is the padding at the right edge.
-template <int Rows, int Positions, unsigned RowMask>
+template <class Dot, int Rows, int Positions, unsigned RowMask, class Word = typename Dot::Word>
 __attribute__((always_inline)) inline void add_filter_row(vfloat (&sum)[Rows][Positions][kNV],
-                                                          const float* in, int64_t offset,
+                                                          const Word* in, int64_t offset,
                                                           int64_t width, int64_t plane,
-                                                          const float* w, int64_t count, bool left,
+                                                          const Word* w, int64_t count, bool left,
                                                           bool right) {
   if (left) {
-    add_tap<Rows, Positions, 1, Positions, RowMask>(sum, in, offset - 1, width, plane, w, count);
+    add_tap<Dot, Rows, Positions, 1, Positions, RowMask>(sum, in, offset - 1, width, plane, w,
+                                                         count);
   } else {
-    add_tap<Rows, Positions, 0, Positions, RowMask>(sum, in, offset - 1, width, plane, w, count);
+    add_tap<Dot, Rows, Positions, 0, Positions, RowMask>(sum, in, offset - 1, width, plane, w,
+                                                         count);
   }
   w += count * kNR;
-  add_tap<Rows, Positions, 0, Positions, RowMask>(sum, in, offset, width, plane, w, count);
+  add_tap<Dot, Rows, Positions, 0, Positions, RowMask>(sum, in, offset, width, plane, w, count);
   w += count * kNR;
   if (right) {
-    add_tap<Rows, Positions, 0, Positions - 1, RowMask>(sum, in, offset + 1, width, plane, w,
-                                                        count);
+    add_tap<Dot, Rows, Positions, 0, Positions - 1, RowMask>(sum, in, offset + 1, width, plane,
+                                                             w, count);
   } else {
-    add_tap<Rows, Positions, 0, Positions, RowMask>(sum, in, offset + 1, width, plane, w, count);
+    add_tap<Dot, Rows, Positions, 0, Positions, RowMask>(sum, in, offset + 1, width, plane, w,
+                                                         count);
   }
 }
 
-// The geometry of one call: in[n, i, h, w] of in_channels, out[n, o, h, w] of out_channels, both
-// height x width.
+// The geometry of one call: in[n, i, h, w] of in_channels (words), out[n, o, h, w] of
+// out_channels, both height x width.
+template <class Word>
 struct Problem {
-  const float* in;
-  const float* packed;
+  const Word* in;
+  const Word* packed;
   float* out;
   Packing packing;
   int64_t height, width;
@@ -173,12 +259,12 @@ struct Problem {
 // whole depth, then its sums stored to the block's output channels (positions along the rows).
 // Two rows where the image is narrow (7x7: 14 positions, not 7), so that each load of weights
 // feeds as many products.
-template <int Rows, int Positions>
-__attribute__((noinline)) void micro_tile(const Problem& p, int64_t n, int64_t output_block,
+template <class Dot, int Rows, int Positions, class Word = typename Dot::Word>
+__attribute__((noinline)) void micro_tile(const Problem<Word>& p, int64_t n, int64_t output_block,
                                           int64_t row, int64_t column) {
   const int64_t plane = p.height * p.width, in_channels = p.packing.in_channels;
   const bool left = column == 0, right = column + Positions == p.width;
-  const float* image = p.in + n * in_channels * plane + row * p.width + column;
+  const Word* image = p.in + n * in_channels * plane + row * p.width + column;
   // Each channel block's sums start from zero in registers and are then added to the tile's
   // (`lanes`), so that no sum runs longer than a block's 288 products: rounding errors as the
   // implicit GEMM's depth blocks keep them, not as one chain over the whole depth.
@@ -192,8 +278,8 @@ __attribute__((noinline)) void micro_tile(const Problem& p, int64_t n, int64_t o
 #pragma GCC unroll 4
         for (int v = 0; v < kNV; ++v) sum[r][position][v] = vfloat{};
     const int64_t count = min64(kChannelBlock, in_channels - i0);
-    const float* w = p.packing.block(p.packed, output_block, i0);
-    const float* in = image + i0 * plane;
+    const Word* w = p.packing.block(p.packed, output_block, i0);
+    const Word* in = image + i0 * plane;
     for (int ty = 0; ty < 3; ++ty, w += 3 * count * kNR) {
       // The rows whose input row (row + r + ty - 1) is in the image, not the padding.
       unsigned rows = 0;
@@ -203,12 +289,15 @@ __attribute__((noinline)) void micro_tile(const Problem& p, int64_t n, int64_t o
       }
       const int64_t offset = (ty - 1) * p.width;
       if (rows == 1) {
-        add_filter_row<Rows, Positions, 1>(sum, in, offset, p.width, plane, w, count, left, right);
+        add_filter_row<Dot, Rows, Positions, 1>(sum, in, offset, p.width, plane, w, count, left,
+                                                right);
       } else if constexpr (Rows == 2) {
         if (rows == 2) {
-          add_filter_row<2, Positions, 2>(sum, in, offset, p.width, plane, w, count, left, right);
+          add_filter_row<Dot, 2, Positions, 2>(sum, in, offset, p.width, plane, w, count, left,
+                                               right);
         } else if (rows == 3) {
-          add_filter_row<2, Positions, 3>(sum, in, offset, p.width, plane, w, count, left, right);
+          add_filter_row<Dot, 2, Positions, 3>(sum, in, offset, p.width, plane, w, count, left,
+                                               right);
         }
       }
     }
@@ -237,33 +326,37 @@ __attribute__((noinline)) void micro_tile(const Problem& p, int64_t n, int64_t o
   }
 }
 
-// Calls micro_tile<Rows, positions> for a runtime count up to kPositions / Rows.
-template <int Rows, int Positions = kPositions / Rows>
-inline void micro_tile_of(int positions, const Problem& p, int64_t n, int64_t output_block,
+// Calls micro_tile<Dot, Rows, positions> for a runtime count up to kPositions / Rows.
+template <class Dot, int Rows, int Positions = kPositions / Rows, class Word = typename Dot::Word>
+inline void micro_tile_of(int positions, const Problem<Word>& p, int64_t n, int64_t output_block,
                           int64_t row, int64_t column) {
   if constexpr (Positions > 0) {
-    if (positions == Positions) return micro_tile<Rows, Positions>(p, n, output_block, row, column);
-    micro_tile_of<Rows, Positions - 1>(positions, p, n, output_block, row, column);
+    if (positions == Positions) {
+      return micro_tile<Dot, Rows, Positions>(p, n, output_block, row, column);
+    }
+    micro_tile_of<Dot, Rows, Positions - 1>(positions, p, n, output_block, row, column);
   }
 }
 
 // A group's share: rows [first_row, first_row + rows) of image n in the output channels of
 // `group`, in micro-tiles of up to kPositions positions: of one row, or of two where the image
 // is at most kPositions / 2 wide.
-inline void run_rows(const Problem& p, int64_t n, int64_t group, int64_t first_row, int64_t rows) {
+template <class Dot, class Word = typename Dot::Word>
+inline void run_rows(const Problem<Word>& p, int64_t n, int64_t group, int64_t first_row,
+                     int64_t rows) {
   const int64_t end_row = min64(first_row + rows, p.height);
   const int64_t end_block = min64((group + 1) * kBlocksPerGroup, p.packing.output_blocks());
   const bool narrow = 2 * p.width <= kPositions;
   for (int64_t output_block = group * kBlocksPerGroup; output_block < end_block; ++output_block) {
     for (int64_t row = first_row; row < end_row;) {
       if (narrow && row + 1 < end_row) {
-        micro_tile_of<2>(static_cast<int>(p.width), p, n, output_block, row, 0);
+        micro_tile_of<Dot, 2>(static_cast<int>(p.width), p, n, output_block, row, 0);
         row += 2;
         continue;
       }
       for (int64_t column = 0; column < p.width; column += kPositions) {
-        micro_tile_of<1>(static_cast<int>(min64(kPositions, p.width - column)), p, n,
-                         output_block, row, column);
+        micro_tile_of<Dot, 1>(static_cast<int>(min64(kPositions, p.width - column)), p, n,
+                              output_block, row, column);
       }
       ++row;
     }

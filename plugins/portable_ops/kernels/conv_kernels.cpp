@@ -88,61 +88,129 @@ PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const
 #if PORTA_TARGET_CPU
 // The direct convolution of 3x3 layers of stride 1 and padding 1 (ConvArgs::direct_rows): a
 // _pack_direct kernel packs the weights into packed_a, a group per (kDirectOutputs output
-// channels, block of input channels); then a group per
-// (kDirectOutputs output channels, image, direct_rows output rows) convolves. Forward convolves
-// x (C channels) into y (K); backward data dy (K) into dx (C) with the filter turned round.
+// channels, block of input channels), and for bf16 also pairs the input's channels after them,
+// a group per image and pair; then a group per (kDirectOutputs output channels, image,
+// direct_rows output rows) convolves. Forward convolves x (C channels) into y (K); backward data
+// dy (K) into dx (C) with the filter turned round.
 namespace direct = porta_ops::cpu::direct;
 
-PORTA_DEVICE_FUNCTION direct::Packing direct_packing(const ConvArgs& g, bool backward_data) {
-  return backward_data ? direct::Packing{g.out_channels, g.channels}
-                       : direct::Packing{g.channels, g.out_channels};
+// in_words: the input's channels, or for bf16 its channel pairs.
+PORTA_DEVICE_FUNCTION direct::Packing direct_packing(const ConvArgs& g, bool backward_data,
+                                                     int64_t per_word = 1) {
+  const int64_t in_channels = backward_data ? g.out_channels : g.channels;
+  return direct::Packing{porta_ops::div_up(in_channels, per_word),
+                         backward_data ? g.channels : g.out_channels};
 }
 
-PORTA_DEVICE_FUNCTION void pack_direct(const ConvArgs& g, const float* w, bool backward_data) {
-  const direct::Packing packing = direct_packing(g, backward_data);
-  const int64_t index = porta_ops::group_number();
-  const int64_t groups = porta_ops::div_up(packing.out_channels, porta_ops::kDirectOutputs);
-  if (index < groups * packing.channel_blocks()) {
-    // On the thread's stack, not in shared memory: a launch that needs none cannot fail after
-    // the op has returned (the CPU backend reserves shared memory as the groups run).
-    alignas(64) float staging[porta_ops::cpu::kNR * direct::kChannelBlock * direct::kTaps];
-    direct::pack_direct_weights(packing, w, g.packed_a, backward_data, index, staging);
-  }
+PORTA_DEVICE_FUNCTION int64_t weight_groups(const direct::Packing& packing) {
+  return porta_ops::div_up(packing.out_channels, porta_ops::kDirectOutputs) *
+         packing.channel_blocks();
 }
 
-PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const float* in, float* out,
-                                      bool backward_data) {
-  const direct::Problem p{in, g.packed_a, out, direct_packing(g, backward_data), g.height,
-                          g.width};
+template <class Dot, class Word>
+PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const Word* in, const Word* packed,
+                                      float* out, const direct::Packing& packing) {
+  const direct::Problem<Word> p{in, packed, out, packing, g.height, g.width};
   const int64_t chunks = porta_ops::div_up(g.height, g.direct_rows);
-  const int64_t groups = porta_ops::div_up(p.packing.out_channels, porta_ops::kDirectOutputs);
+  const int64_t groups = porta_ops::div_up(packing.out_channels, porta_ops::kDirectOutputs);
   const int64_t index = porta_ops::group_number();
   if (index >= groups * g.batch * chunks) return;  // the flat grid's spare groups
   const int64_t chunk = index % chunks, n = index / chunks % g.batch;
-  direct::run_rows(p, n, index / chunks / g.batch, chunk * g.direct_rows, g.direct_rows);
+  direct::run_rows<Dot>(p, n, index / chunks / g.batch, chunk * g.direct_rows, g.direct_rows);
+}
+
+PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* w, bool backward_data) {
+  const direct::Packing packing = direct_packing(g, backward_data);
+  const int64_t index = porta_ops::group_number();
+  if (index < weight_groups(packing)) {
+    // On the thread's stack, not in shared memory: a launch that needs none cannot fail after
+    // the op has returned (the CPU backend reserves shared memory as the groups run).
+    alignas(64) float staging[porta_ops::cpu::kNR * direct::kChannelBlock * direct::kTaps];
+    direct::pack_direct_weights(packing, w, g.packed_a, backward_data, index, staging,
+                                packing.in_channels);
+  }
 }
 
 PORTA_KERNEL(conv2d_forward_f32_pack_direct, ConvArgs g, const float* x, const float* w,
              float* y) {
   (void)x, (void)y;
-  pack_direct(g, w, false);
+  pack_direct_f32(g, w, false);
 }
 
 PORTA_KERNEL(conv2d_forward_f32_direct, ConvArgs g, const float* x, const float* w, float* y) {
   (void)w;
-  run_direct(g, x, y, false);
+  run_direct<direct::F32Dot>(g, x, g.packed_a, y, direct_packing(g, false));
 }
 
 PORTA_KERNEL(conv2d_backward_data_f32_pack_direct, ConvArgs g, const float* dy, const float* w,
              float* dx) {
   (void)dy, (void)dx;
-  pack_direct(g, w, true);
+  pack_direct_f32(g, w, true);
 }
 
 PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const float* w,
              float* dx) {
   (void)w;
-  run_direct(g, dy, dx, true);
+  run_direct<direct::F32Dot>(g, dy, g.packed_a, dx, direct_packing(g, true));
+}
+
+// bf16: the packed weights, then the input's channel pairs, in packed_a as words.
+PORTA_DEVICE_FUNCTION void pack_direct_bf16(const ConvArgs& g, const porta_ops::bf16* in,
+                                            const porta_ops::bf16* w, bool backward_data) {
+  const direct::Packing packing = direct_packing(g, backward_data, 2);
+  uint32_t* const words = reinterpret_cast<uint32_t*>(g.packed_a);
+  const int64_t channels = backward_data ? g.out_channels : g.channels;
+  int64_t index = porta_ops::group_number();
+  if (index < weight_groups(packing)) {
+    alignas(64) uint16_t staging[porta_ops::cpu::kNR * 2 * direct::kChannelBlock * direct::kTaps];
+    direct::pack_direct_weights(packing, reinterpret_cast<const uint16_t*>(w), words,
+                                backward_data, index, staging, channels);
+    return;
+  }
+  index -= weight_groups(packing);
+  if (index < g.batch * packing.in_channels) {
+    direct::pair_channels(reinterpret_cast<const uint16_t*>(in),
+                          words + porta_ops::direct_packed_words(packing.out_channels,
+                                                                 packing.in_channels),
+                          channels, g.height * g.width, index);
+  }
+}
+
+PORTA_DEVICE_FUNCTION void run_direct_bf16(const ConvArgs& g, float* out, bool backward_data) {
+  const direct::Packing packing = direct_packing(g, backward_data, 2);
+  const uint32_t* const words = reinterpret_cast<const uint32_t*>(g.packed_a);
+  const uint32_t* const in =
+      words + porta_ops::direct_packed_words(packing.out_channels, packing.in_channels);
+#if defined(PORTA_GEMM_BF16_DOT)
+  if (g.tiles.path == porta_ops::kGemmPathNative && porta_ops::cpu::has_bf16_dot()) {
+    return run_direct<direct::Bf16Dot>(g, in, words, out, packing);
+  }
+#endif
+  run_direct<direct::PairDot>(g, in, words, out, packing);
+}
+
+PORTA_KERNEL(conv2d_forward_bf16_pack_direct, ConvArgs g, const porta_ops::bf16* x,
+             const porta_ops::bf16* w, float* y) {
+  (void)y;
+  pack_direct_bf16(g, x, w, false);
+}
+
+PORTA_KERNEL(conv2d_forward_bf16_direct, ConvArgs g, const porta_ops::bf16* x,
+             const porta_ops::bf16* w, float* y) {
+  (void)x, (void)w;
+  run_direct_bf16(g, y, false);
+}
+
+PORTA_KERNEL(conv2d_backward_data_bf16_pack_direct, ConvArgs g, const porta_ops::bf16* dy,
+             const porta_ops::bf16* w, float* dx) {
+  (void)dx;
+  pack_direct_bf16(g, dy, w, true);
+}
+
+PORTA_KERNEL(conv2d_backward_data_bf16_direct, ConvArgs g, const porta_ops::bf16* dy,
+             const porta_ops::bf16* w, float* dx) {
+  (void)dy, (void)w;
+  run_direct_bf16(g, dx, true);
 }
 #endif
 

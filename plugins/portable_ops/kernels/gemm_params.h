@@ -94,6 +94,12 @@ inline constexpr int64_t kDirectOutputs = 32;
 // Input channels per depth block of the direct convolution (a block's rows of the input stay in
 // L1 over its nine taps).
 inline constexpr int64_t kDirectChannels = 32;
+// The words the direct convolution's packed weights take (kernels/conv_direct_cpu.h): 3x3 taps
+// of in_words input channels (or bf16 channel pairs) for whole groups of output channels. bf16's
+// paired input follows them in the same buffer.
+PORTA_OPS_HOST_DEVICE inline int64_t direct_packed_words(int64_t out_channels, int64_t in_words) {
+  return (out_channels + kDirectOutputs - 1) / kDirectOutputs * kDirectOutputs * in_words * 9;
+}
 
 // The geometry of a 2-D convolution (NCHW), the first parameter of the conv2d_*_f32 kernels.
 struct ConvArgs {
