@@ -1,5 +1,6 @@
-// Host side of the convolutions: each is one launch of the GEMM engine (kernels/conv_kernels.cpp), an
-// implicit GEMM, planned like a GEMM of its sizes.
+// Host side of the convolutions: each is a launch of the GEMM engine (kernels/conv_kernels.cpp),
+// an implicit GEMM planned like a GEMM of its sizes, except 3x3 layers of stride 1 on the CPU,
+// which are direct convolutions (launch_direct).
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -26,9 +27,10 @@ namespace {
 enum class Pass { forward, backward_data, backward_weights };
 
 // Forward or backward data of a 3x3 layer of stride 1 and padding 1 on the CPU as a direct
-// convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words of channel pairs): the weights packed into the stream's scratch (and bf16's input paired after them),
-// then the outputs a group per kDirectOutputs channels of one image's rows. Whole images per
-// group, unless that leaves fewer than four groups per thread to even out.
+// convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words of channel pairs): the weights
+// packed into the stream's scratch (and bf16's input paired after them), then the outputs a group
+// per kDirectOutputs channels of one image's rows. Whole images per group, unless that leaves fewer
+// than four groups per thread to even out.
 void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t dtype,
                    const void* in0, const void* in1, float* out) {
   using porta_ops::div_up;
@@ -65,10 +67,9 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
       {"conv2d_forward_f32_direct", "conv2d_forward_bf16_direct"},
       {"conv2d_backward_data_f32_direct", "conv2d_backward_data_bf16_direct"}};
   const int index = static_cast<int>(pass);
-  launch(op, pack_kernels[index][bf16], dim3(pack_grid[0], pack_grid[1], pack_grid[2]), dim3(1),
-         0, g, in0, in1, out);
-  launch(op, kernels[index][bf16], dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, in0, in1,
-         out);
+  launch(op, pack_kernels[index][bf16], dim3(pack_grid[0], pack_grid[1], pack_grid[2]), dim3(1), 0,
+         g, in0, in1, out);
+  launch(op, kernels[index][bf16], dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, in0, in1, out);
 }
 
 // Launches the pass's kernel with the convolution's geometry and the two inputs and the output.

@@ -165,8 +165,8 @@ void run_f32(const Env& env, const ConvCase& c, uint64_t seed) { run_conv(env, c
 // same GEMM (its sizes, its output positions, its runs of x per tap), which the direct
 // convolution does not take.
 ConvCase implicit_gemm_twin(ConvCase c) {
-  if (c.r == 3 && c.s == 3 && c.pad_h == 1 && c.pad_w == 1 && c.stride_h == 1 &&
-      c.stride_w == 1 && c.dilation_h == 1 && c.dilation_w == 1) {
+  if (c.r == 3 && c.s == 3 && c.pad_h == 1 && c.pad_w == 1 && c.stride_h == 1 && c.stride_w == 1 &&
+      c.dilation_h == 1 && c.dilation_w == 1) {
     c.pad_h = 2, c.dilation_h = 2;
   }
   return c;
@@ -184,8 +184,7 @@ void run_bf16_cases(const Env& env, const ConvCase (&cases)[N], bool implicit_ge
   for (const ConvCase& c : cases) {
     const bool misaligned = index % 2 == 1;
     if (run_conv(env, implicit_gemm ? implicit_gemm_twin(c) : c, seed_for(index++),
-                 PORTA_DTYPE_BF16, misaligned) ==
-        PORTA_ERROR_UNSUPPORTED) {
+                 PORTA_DTYPE_BF16, misaligned) == PORTA_ERROR_UNSUPPORTED) {
       WARN("porta_conv2d_*: bf16 is UNSUPPORTED by this implementation");
       return;
     }

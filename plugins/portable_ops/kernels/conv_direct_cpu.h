@@ -1,12 +1,13 @@
-// 3x3 convolutions of stride 1 and padding 1 ("same") on the CPU, fp32, as a direct
+// 3x3 convolutions of stride 1 and padding 1 ("same") on the CPU, fp32 and bf16, as a direct
 // convolution: forward (x and w) and backward data (dy and w flipped), both
 //   out[n, o, h, w] = sum over i, ty, tx of wp[o, i, ty, tx] * in[n, i, h + ty - 1, w + tx - 1].
-// A micro-tile is up to kPositions outputs of one output row by kNR output channels: the
-// positions' inputs broadcast, the weights' kNR channels loaded as vectors, the sums held in
-// registers over the whole depth. Each filter tap adds to the positions it reaches only, so the
-// taps that fall on the padding are not multiplied (the implicit GEMM's window holds them as
-// zeros): 18% of the products of a 7x7 image, 9% of a 14x14. The weights are packed once per
-// call (pack_direct_weights), so that a tap's kNR output channels are one run per input channel.
+// A micro-tile is up to kPositions outputs of one output row (or of two) by kNR output
+// channels: the positions' inputs broadcast, the weights' kNR channels loaded as vectors, the
+// sums held in registers over a block of input channels. Each filter tap adds to the positions
+// it reaches only, so the taps that fall on the padding are not multiplied (the implicit GEMM's
+// window holds them as zeros): 18% of the products of a 7x7 image, 9% of a 14x14. The weights
+// are packed once per call (pack_direct_weights), so that a tap's kNR output channels are one
+// run per input channel.
 #pragma once
 
 #include <type_traits>
@@ -104,8 +105,8 @@ inline void write_packed(const T* staging, void* packed, int64_t count) {
 #pragma GCC unroll 32
       for (int lane = 0; lane < kNR; ++lane) {
         if constexpr (kPairs) {
-          out[lane] = uint32_t{from[lane * LaneStep]} |
-                      uint32_t{from[lane * LaneStep + ChannelStep]} << 16;
+          out[lane] =
+              uint32_t{from[lane * LaneStep]} | uint32_t{from[lane * LaneStep + ChannelStep]} << 16;
         } else {
           out[lane] = from[lane * LaneStep];
         }
@@ -128,8 +129,8 @@ inline void pack_direct_weights(const Packing& p, const T* w, void* wp, bool bac
   const int64_t first_block = index / p.channel_blocks() * kBlocksPerGroup;
   const int64_t i0 = (index % p.channel_blocks()) * kChannelBlock;
   const int64_t count = min64(kChannelBlock, p.in_channels - i0);  // words
-  const int64_t staged = kPerWord * count;                          // channels staged, zeros too
-  const int64_t real = min64(staged, channels - kPerWord * i0);     // of them, w's
+  const int64_t staged = kPerWord * count;                         // channels staged, zeros too
+  const int64_t real = min64(staged, channels - kPerWord * i0);    // of them, w's
   const int64_t end_block = min64(first_block + kBlocksPerGroup, p.output_blocks());
   constexpr int64_t kLaneFloats = kPerWord * kChannelBlock * kTaps;  // forward: a lane's run
   constexpr int64_t kChannelFloats = kNR * kTaps;  // backward data: a channel's run
@@ -209,7 +210,9 @@ __attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions
 #pragma GCC unroll 16
       for (int position = First; position < End; ++position) {
 #pragma GCC unroll 4
-        for (int v = 0; v < kNV; ++v) Dot::add(sum[r][position][v], &row_in[r][position], weights[v]);
+        for (int v = 0; v < kNV; ++v) {
+          Dot::add(sum[r][position][v], &row_in[r][position], weights[v]);
+        }
       }
       row_in[r] += plane;
     }
@@ -236,8 +239,8 @@ __attribute__((always_inline)) inline void add_filter_row(vfloat (&sum)[Rows][Po
   add_tap<Dot, Rows, Positions, 0, Positions, RowMask>(sum, in, offset, width, plane, w, count);
   w += count * kNR;
   if (right) {
-    add_tap<Dot, Rows, Positions, 0, Positions - 1, RowMask>(sum, in, offset + 1, width, plane,
-                                                             w, count);
+    add_tap<Dot, Rows, Positions, 0, Positions - 1, RowMask>(sum, in, offset + 1, width, plane, w,
+                                                             count);
   } else {
     add_tap<Dot, Rows, Positions, 0, Positions, RowMask>(sum, in, offset + 1, width, plane, w,
                                                          count);

@@ -131,8 +131,7 @@ PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* w, bo
   }
 }
 
-PORTA_KERNEL(conv2d_forward_f32_pack_direct, ConvArgs g, const float* x, const float* w,
-             float* y) {
+PORTA_KERNEL(conv2d_forward_f32_pack_direct, ConvArgs g, const float* x, const float* w, float* y) {
   (void)x, (void)y;
   pack_direct_f32(g, w, false);
 }
@@ -163,16 +162,16 @@ PORTA_DEVICE_FUNCTION void pack_direct_bf16(const ConvArgs& g, const porta_ops::
   int64_t index = porta_ops::group_number();
   if (index < weight_groups(packing)) {
     alignas(64) uint16_t staging[porta_ops::cpu::kNR * 2 * direct::kChannelBlock * direct::kTaps];
-    direct::pack_direct_weights(packing, reinterpret_cast<const uint16_t*>(w), words,
-                                backward_data, index, staging, channels);
+    direct::pack_direct_weights(packing, reinterpret_cast<const uint16_t*>(w), words, backward_data,
+                                index, staging, channels);
     return;
   }
   index -= weight_groups(packing);
   if (index < g.batch * packing.in_channels) {
-    direct::pair_channels(reinterpret_cast<const uint16_t*>(in),
-                          words + porta_ops::direct_packed_words(packing.out_channels,
-                                                                 packing.in_channels),
-                          channels, g.height * g.width, index);
+    direct::pair_channels(
+        reinterpret_cast<const uint16_t*>(in),
+        words + porta_ops::direct_packed_words(packing.out_channels, packing.in_channels), channels,
+        g.height * g.width, index);
   }
 }
 
