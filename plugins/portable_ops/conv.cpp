@@ -26,11 +26,11 @@ namespace {
 
 enum class Pass { forward, backward_data, backward_weights };
 
-// Forward or backward data of a 3x3 layer of stride 1 and padding 1 on the CPU as a direct
-// convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words of channel pairs): the weights
-// packed into the stream's scratch (and bf16's input paired after them), then the outputs a group
-// per kDirectOutputs channels of one image's rows. Whole images per group, unless that leaves fewer
-// than four groups per thread to even out.
+// Forward or backward data of a 3x3 layer of stride 1 and padding 1, or a pointwise layer's
+// forward, on the CPU as a direct convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words
+// of channel pairs): the weights packed into the stream's scratch (and bf16's input paired after
+// them), then the outputs a group per kDirectOutputs channels of one image's rows. Whole images per
+// group, unless that leaves fewer than four groups per thread to even out.
 void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t dtype,
                    const void* in0, const void* in1, float* out) {
   using porta_ops::div_up;
@@ -39,16 +39,18 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   const int64_t out_channels = backward_data ? g.channels : g.out_channels;
   const int64_t groups = div_up(out_channels, porta_ops::kDirectOutputs);
   const int64_t threads = std::max<int64_t>(op.properties->compute_units, 1);
+  const int64_t taps = g.kernel_h * g.kernel_w;
   g.tiles.path = requested_gemm_path();  // bf16: widened where it says so
   g.direct_rows = g.height;
   while (g.direct_rows > 1 && groups * g.batch * div_up(g.height, g.direct_rows) < 4 * threads) {
     g.direct_rows = div_up(g.direct_rows, 2);
   }
-  const Checked<int64_t> packed_words = Checked(groups) * porta_ops::kDirectOutputs * in_words * 9;
+  const Checked<int64_t> packed_words =
+      Checked(groups) * porta_ops::kDirectOutputs * in_words * taps;
   const Checked<int64_t> input_words = Checked(g.batch) * in_words * g.height * g.width;
   const Checked<int64_t> bytes = (packed_words + (bf16 ? input_words : 0)) * int64_t{4};
   const Checked<int64_t> pack_groups =
-      Checked(groups) * div_up(in_words, porta_ops::kDirectChannels) +
+      Checked(groups) * div_up(in_words, porta_ops::kDirectBlockSteps / taps) +
       (bf16 ? Checked(g.batch) * in_words : 0);
   const Checked<int64_t> outputs = Checked(groups) * g.batch * div_up(g.height, g.direct_rows);
   uint32_t pack_grid[3], grid[3];
@@ -115,8 +117,11 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
       plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT, "the convolution's GEMM sizes overflow");
     }
     // Their direct convolution leaves out the products of the taps on the padding, which the
-    // implicit GEMM multiplies as zeros (18% of a 7x7 image's).
-    if (pass != Pass::backward_weights && g.same_3x3() && runs_packed_path(op) &&
+    // implicit GEMM multiplies as zeros (18% of a 7x7 image's); a pointwise layer's forward reads
+    // x in place, its tiles within an image's rows (its backward data measured no faster: its
+    // sums are shallower, so the store of each tile weighs more; docs/decisions.md).
+    const bool direct = g.direct_shape() && (pass == Pass::forward || !g.pointwise());
+    if (pass != Pass::backward_weights && direct && runs_packed_path(op) &&
         (d.dtype == PORTA_DTYPE_F32 || d.dtype == PORTA_DTYPE_BF16)) {
       return launch_direct(pass, op, g, d.dtype, in0, in1, out);
     }

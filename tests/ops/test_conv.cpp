@@ -159,15 +159,19 @@ porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
 
 void run_f32(const Env& env, const ConvCase& c, uint64_t seed) { run_conv(env, c, seed); }
 
-// On the CPU, forward and backward data of a 3x3 layer of stride 1 and padding 1 run as a direct
-// convolution (kernels/conv_direct_cpu.h; bf16 where the CPU has AVX512_BF16). The cases for the
-// implicit GEMM's paths take such a layer dilated 2 down its rows and padded 2 there instead: the
-// same GEMM (its sizes, its output positions, its runs of x per tap), which the direct
-// convolution does not take.
+// On the CPU, forward and backward data of a 3x3 layer of stride 1 and padding 1, or of a
+// pointwise one, run as a direct convolution (kernels/conv_direct_cpu.h). The cases for the
+// implicit GEMM's paths take such a layer dilated 2 down its rows instead (a 3x3 one padded 2
+// there): the same GEMM (its sizes, its output positions, its runs of x per tap), which the
+// direct convolution does not take.
 ConvCase implicit_gemm_twin(ConvCase c) {
-  if (c.r == 3 && c.s == 3 && c.pad_h == 1 && c.pad_w == 1 && c.stride_h == 1 && c.stride_w == 1 &&
-      c.dilation_h == 1 && c.dilation_w == 1) {
+  const bool undilated = c.dilation_h == 1 && c.dilation_w == 1;
+  const bool unit_stride = c.stride_h == 1 && c.stride_w == 1;
+  if (undilated && unit_stride && c.r == 3 && c.s == 3 && c.pad_h == 1 && c.pad_w == 1) {
     c.pad_h = 2, c.dilation_h = 2;
+  }
+  if (undilated && unit_stride && c.r == 1 && c.s == 1 && c.pad_h == 0 && c.pad_w == 0) {
+    c.dilation_h = 2;
   }
   return c;
 }
@@ -325,13 +329,14 @@ TEST_CASE("conv2d: output strips crossing images, within and past the first dept
   for (const ConvCase& c : cases) run_implicit_gemm_f32(env, c, seed_for(index++));
 }
 
-// On the CPU, fp32 forward and backward data of 3x3 layers of stride 1 and padding 1 are direct
-// convolutions: micro-tiles of up to 14 positions of a row (6 on AVX2 and the baseline), or of
-// two rows where the image is at most half that wide, each tap leaving out the positions it
-// would read from the padding (left and right edges, top and bottom rows); input channels in
-// blocks of 32, the last partial; output channels in groups of 32, micro-tiles of 32 (AVX2's 16,
-// the baseline's 8), the last partial; an image's rows split among groups where there are few
-// images; backward data's filter turned round and its channels swapped.
+// On the CPU, forward and backward data of 3x3 layers of stride 1 and padding 1, and pointwise
+// layers' forward, are direct convolutions: micro-tiles of up to 14 positions of a row (6 on
+// AVX2 and the baseline), or of two rows where the image is at most half that wide, each tap
+// leaving out the positions it would read from the padding (left and right edges, top and
+// bottom rows); input channels in blocks of 32 (pointwise: 288), the last partial; output
+// channels in groups of 32, micro-tiles of 32 (AVX2's 16, the baseline's 8), the last partial;
+// an image's rows split among groups where there are few images; backward data's filter turned
+// round and its channels swapped.
 // {n, c, h, w, k, r, s, pad_h, pad_w}
 const ConvCase kDirectCases[] = {
     {1, 1, 1, 1, 1, 3, 3, 1, 1},     // one position: only the centre tap
@@ -344,9 +349,13 @@ const ConvCase kDirectCases[] = {
     {1, 2, 8, 3, 4, 3, 3, 1, 1},     // 3 wide: two-row tiles on every build
     {1, 70, 4, 4, 96, 3, 3, 1, 1},   // 3 channel blocks (bf16: 2), 3 full output groups
     {1, 3, 11, 6, 8, 3, 3, 1, 1},    // one image: its rows split among groups, odd shares
+    {2, 3, 1, 1, 5, 1, 1},           // pointwise: one position
+    {2, 40, 5, 7, 33, 1, 1},         // 7 wide: two-row tiles; two output groups
+    {1, 300, 3, 20, 40, 1, 1},       // 288 channels a block, then 12; 14 + 6 positions
+    {1, 577, 2, 2, 3, 1, 1},         // three blocks (bf16: two), one partial output group
 };
 
-TEST_CASE("conv2d: 3x3 layers of stride 1 as direct convolutions", "[conv]") {
+TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions", "[conv]") {
   Env env;
   uint64_t index = 0;
   for (const ConvCase& c : kDirectCases) run_f32(env, c, seed_for(index++));
@@ -354,7 +363,7 @@ TEST_CASE("conv2d: 3x3 layers of stride 1 as direct convolutions", "[conv]") {
 
 // bf16 on AVX512_BF16 in words of two input channels: an odd channel count's last word paired
 // with a zero, in the input and in the weights.
-TEST_CASE("conv2d: 3x3 layers of stride 1 as direct convolutions, bf16", "[conv][16bit]") {
+TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[conv][16bit]") {
   Env env;
   run_bf16_cases(env, kDirectCases);
 }
@@ -431,7 +440,7 @@ TEST_CASE("conv2d: 1x1 forward weights packed once for all tiles", "[conv]") {
       {8, 2700, 7, 7, 24, 1, 1},    // 7x7 images, 2700 deep: split
   };
   uint64_t index = 0;
-  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+  for (const ConvCase& c : cases) run_implicit_gemm_f32(env, c, seed_for(index++));
 }
 
 // On the CPU, fp32 backward weights of filters with several taps, stride 1 across and output

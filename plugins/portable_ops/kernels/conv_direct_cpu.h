@@ -1,5 +1,6 @@
-// 3x3 convolutions of stride 1 and padding 1 ("same") on the CPU, fp32 and bf16, as a direct
-// convolution: forward (x and w) and backward data (dy and w flipped), both
+// 3x3 convolutions of stride 1 and padding 1 ("same") and pointwise ones (1x1: the 3x3 code's
+// centre tap alone) on the CPU, fp32 and bf16, as a direct convolution: forward (x and w) and
+// backward data (dy and w flipped), both
 //   out[n, o, h, w] = sum over i, ty, tx of wp[o, i, ty, tx] * in[n, i, h + ty - 1, w + tx - 1].
 // A micro-tile is up to kPositions outputs of one output row (or of two) by kNR output
 // channels: the positions' inputs broadcast, the weights' kNR channels loaded as vectors, the
@@ -23,8 +24,9 @@ inline constexpr int kPositions = 14;
 #else
 inline constexpr int kPositions = 6;
 #endif
-inline constexpr int kTaps = 9;
-inline constexpr int64_t kChannelBlock = kDirectChannels;
+// The filters: 3x3 taps of padding 1, or a pointwise layer's one (1x1, no padding), which is the
+// 3x3 code's centre tap alone.
+inline constexpr int64_t kBlockSteps = kDirectBlockSteps;
 
 // The step of a micro-tile: sum += an input (broadcast) times a tap's weights for kVL output
 // channels. F32Dot: one channel's input by its weights (an FMA). For bf16 the inputs and the
@@ -70,20 +72,23 @@ struct Bf16Dot {
 };
 #endif
 
-// The packed weights: per block of kNR output channels (o) and block of kChannelBlock input
-// channels (i0, `count` of them), the nine taps' runs, each `count` vectors of kNR channels.
-//   wp[((o / kNR) * in_channels + i0) * 9 * kNR + (tap * count + i - i0) * kNR + o % kNR]
+// The packed weights of a filter of Taps taps: per block of kNR output channels (o) and block of
+// kBlock input channels (i0, `count` of them), the taps' runs, each `count` vectors of kNR
+// channels.
+//   wp[((o / kNR) * in_channels + i0) * Taps * kNR + (tap * count + i - i0) * kNR + o % kNR]
 // Output channels past the last are zeros, so a micro-tile never reads past the block.
+template <int Taps>
 struct Packing {
+  static constexpr int64_t kBlock = kBlockSteps / Taps;  // 32 channels of 3x3, 288 of 1x1
   int64_t in_channels, out_channels;
 
   PORTA_DEVICE_FUNCTION int64_t channel_blocks() const {
-    return (in_channels + kChannelBlock - 1) / kChannelBlock;
+    return (in_channels + kBlock - 1) / kBlock;
   }
   PORTA_DEVICE_FUNCTION int64_t output_blocks() const { return (out_channels + kNR - 1) / kNR; }
   template <class Word>
   PORTA_DEVICE_FUNCTION const Word* block(const Word* wp, int64_t output_block, int64_t i0) const {
-    return wp + (output_block * in_channels + i0) * kTaps * kNR;
+    return wp + (output_block * in_channels + i0) * Taps * kNR;
   }
 };
 
@@ -94,13 +99,13 @@ static_assert(kDirectOutputs % kNR == 0, "a group's output channels are whole mi
 // Writes a block's packed runs from its staged copy: staging[lane * LaneStep + i * ChannelStep +
 // tap of w] for tap `tap` of the packed filter (turned round for backward data), channel i.
 // fp32 words are the staged floats; bf16 words pair channels 2p and 2p + 1 (`count` pairs).
-template <int64_t LaneStep, int64_t ChannelStep, bool TurnedRound, class T>
+template <int Taps, int64_t LaneStep, int64_t ChannelStep, bool TurnedRound, class T>
 inline void write_packed(const T* staging, void* packed, int64_t count) {
   constexpr bool kPairs = sizeof(T) == 2;
   using Word = std::conditional_t<kPairs, uint32_t, float>;
   Word* out = static_cast<Word*>(packed);
-  for (int tap = 0; tap < kTaps; ++tap) {
-    const T* from = staging + (TurnedRound ? kTaps - 1 - tap : tap);
+  for (int tap = 0; tap < Taps; ++tap) {
+    const T* from = staging + (TurnedRound ? Taps - 1 - tap : tap);
     for (int64_t i = 0; i < count; ++i, out += kNR, from += (kPairs ? 2 : 1) * ChannelStep) {
 #pragma GCC unroll 32
       for (int lane = 0; lane < kNR; ++lane) {
@@ -120,11 +125,12 @@ inline void write_packed(const T* staging, void* packed, int64_t count) {
 // round and its channels swapped, since dx is dy convolved with that. T is w's element: float,
 // or bf16 (uint16_t) packed into words of channel pairs, `channels` being w's input channels
 // (p.in_channels the pairs). Each output block's part of w is first copied into `staging` (kNR x
-// kChannelBlock x 9 words) in the runs w holds it in, all of them fetched ahead at once, then
-// written out across it: read across w's rows in place, the pack took three times as long.
-template <class T>
-inline void pack_direct_weights(const Packing& p, const T* w, void* wp, bool backward_data,
+// kBlockSteps words) in the runs w holds it in, all of them fetched ahead at once, then written
+// out across it: read across w's rows in place, the pack took three times as long.
+template <int Taps, class T>
+inline void pack_direct_weights(const Packing<Taps>& p, const T* w, void* wp, bool backward_data,
                                 int64_t index, T* staging, int64_t channels) {
+  constexpr int64_t kChannelBlock = Packing<Taps>::kBlock;
   constexpr int64_t kPerWord = sizeof(T) == 2 ? 2 : 1;
   const int64_t first_block = index / p.channel_blocks() * kBlocksPerGroup;
   const int64_t i0 = (index % p.channel_blocks()) * kChannelBlock;
@@ -132,19 +138,19 @@ inline void pack_direct_weights(const Packing& p, const T* w, void* wp, bool bac
   const int64_t staged = kPerWord * count;                         // channels staged, zeros too
   const int64_t real = min64(staged, channels - kPerWord * i0);    // of them, w's
   const int64_t end_block = min64(first_block + kBlocksPerGroup, p.output_blocks());
-  constexpr int64_t kLaneFloats = kPerWord * kChannelBlock * kTaps;  // forward: a lane's run
-  constexpr int64_t kChannelFloats = kNR * kTaps;  // backward data: a channel's run
+  constexpr int64_t kLaneFloats = kPerWord * kChannelBlock * Taps;  // forward: a lane's run
+  constexpr int64_t kChannelFloats = kNR * Taps;  // backward data: a channel's run
   for (int64_t output_block = first_block; output_block < end_block; ++output_block) {
     const int64_t first = output_block * kNR, lanes = min64(kNR, p.out_channels - first);
     // The runs: forward's lane o holds (i, tap) for the block's channels, backward data's
     // channel i the lanes' taps. Lanes past the last output channel, and a pair's missing
     // channel, stage zeros.
     const int64_t runs = backward_data ? real : lanes;
-    const int64_t length = backward_data ? lanes * kTaps : real * kTaps;
+    const int64_t length = backward_data ? lanes * Taps : real * Taps;
     const int64_t stride = backward_data ? kChannelFloats : kLaneFloats;
-    const T* run = backward_data ? w + (kPerWord * i0 * p.out_channels + first) * kTaps
-                                 : w + (first * channels + kPerWord * i0) * kTaps;
-    const int64_t run_step = (backward_data ? p.out_channels : channels) * kTaps;
+    const T* run = backward_data ? w + (kPerWord * i0 * p.out_channels + first) * Taps
+                                 : w + (first * channels + kPerWord * i0) * Taps;
+    const int64_t run_step = (backward_data ? p.out_channels : channels) * Taps;
     for (int64_t r = 0; r < runs; ++r) {
       for (int64_t e = 0; e < length; e += 64 / int64_t{sizeof(T)}) {
         __builtin_prefetch(run + r * run_step + e);
@@ -156,19 +162,19 @@ inline void pack_direct_weights(const Packing& p, const T* w, void* wp, bool bac
     if (lanes < kNR || real < staged) {
       for (int64_t lane = 0; lane < kNR; ++lane) {
         for (int64_t i = lane < lanes ? real : 0; i < staged; ++i) {
-          for (int tap = 0; tap < kTaps; ++tap) {
-            staging[backward_data ? i * kChannelFloats + lane * kTaps + tap
-                                  : lane * kLaneFloats + i * kTaps + tap] = T{};
+          for (int tap = 0; tap < Taps; ++tap) {
+            staging[backward_data ? i * kChannelFloats + lane * Taps + tap
+                                  : lane * kLaneFloats + i * Taps + tap] = T{};
           }
         }
       }
     }
     void* out = static_cast<char*>(wp) +
-                ((output_block * p.in_channels + i0) * kTaps * kNR) * int64_t{sizeof(float)};
+                ((output_block * p.in_channels + i0) * Taps * kNR) * int64_t{sizeof(float)};
     if (backward_data) {
-      write_packed<kTaps, kChannelFloats, true>(staging, out, count);
+      write_packed<Taps, Taps, kChannelFloats, true>(staging, out, count);
     } else {
-      write_packed<kLaneFloats, kTaps, false>(staging, out, count);
+      write_packed<Taps, kLaneFloats, Taps, false>(staging, out, count);
     }
   }
 }
@@ -249,12 +255,12 @@ __attribute__((always_inline)) inline void add_filter_row(vfloat (&sum)[Rows][Po
 
 // The geometry of one call: in[n, i, h, w] of in_channels (words), out[n, o, h, w] of
 // out_channels, both height x width.
-template <class Word>
+template <class Word, int Taps>
 struct Problem {
   const Word* in;
   const Word* packed;
   float* out;
-  Packing packing;
+  Packing<Taps> packing;
   int64_t height, width;
 };
 
@@ -262,11 +268,11 @@ struct Problem {
 // whole depth, then its sums stored to the block's output channels (positions along the rows).
 // Two rows where the image is narrow (7x7: 14 positions, not 7), so that each load of weights
 // feeds as many products.
-template <class Dot, int Rows, int Positions, class Word = typename Dot::Word>
-__attribute__((noinline)) void micro_tile(const Problem<Word>& p, int64_t n, int64_t output_block,
-                                          int64_t row, int64_t column) {
+template <class Dot, int Rows, int Positions, class Word, int Taps>
+__attribute__((noinline)) void micro_tile(const Problem<Word, Taps>& p, int64_t n,
+                                          int64_t output_block, int64_t row, int64_t column) {
+  constexpr int64_t kChannelBlock = Packing<Taps>::kBlock;
   const int64_t plane = p.height * p.width, in_channels = p.packing.in_channels;
-  const bool left = column == 0, right = column + Positions == p.width;
   const Word* image = p.in + n * in_channels * plane + row * p.width + column;
   // Each channel block's sums start from zero in registers and are then added to the tile's
   // (`lanes`), so that no sum runs longer than a block's 288 products: rounding errors as the
@@ -283,24 +289,30 @@ __attribute__((noinline)) void micro_tile(const Problem<Word>& p, int64_t n, int
     const int64_t count = min64(kChannelBlock, in_channels - i0);
     const Word* w = p.packing.block(p.packed, output_block, i0);
     const Word* in = image + i0 * plane;
-    for (int ty = 0; ty < 3; ++ty, w += 3 * count * kNR) {
-      // The rows whose input row (row + r + ty - 1) is in the image, not the padding.
-      unsigned rows = 0;
-      for (int r = 0; r < Rows; ++r) {
-        const int64_t in_row = row + r + ty - 1;
-        if (in_row >= 0 && in_row < p.height) rows |= 1u << r;
-      }
-      const int64_t offset = (ty - 1) * p.width;
-      if (rows == 1) {
-        add_filter_row<Dot, Rows, Positions, 1>(sum, in, offset, p.width, plane, w, count, left,
-                                                right);
-      } else if constexpr (Rows == 2) {
-        if (rows == 2) {
-          add_filter_row<Dot, 2, Positions, 2>(sum, in, offset, p.width, plane, w, count, left,
-                                               right);
-        } else if (rows == 3) {
-          add_filter_row<Dot, 2, Positions, 3>(sum, in, offset, p.width, plane, w, count, left,
-                                               right);
+    if constexpr (Taps == 1) {  // every row, every position
+      add_tap<Dot, Rows, Positions, 0, Positions, (1u << Rows) - 1>(sum, in, 0, p.width, plane, w,
+                                                                    count);
+    } else {
+      const bool left = column == 0, right = column + Positions == p.width;
+      for (int ty = 0; ty < 3; ++ty, w += 3 * count * kNR) {
+        // The rows whose input row (row + r + ty - 1) is in the image, not the padding.
+        unsigned rows = 0;
+        for (int r = 0; r < Rows; ++r) {
+          const int64_t in_row = row + r + ty - 1;
+          if (in_row >= 0 && in_row < p.height) rows |= 1u << r;
+        }
+        const int64_t offset = (ty - 1) * p.width;
+        if (rows == 1) {
+          add_filter_row<Dot, Rows, Positions, 1>(sum, in, offset, p.width, plane, w, count, left,
+                                                  right);
+        } else if constexpr (Rows == 2) {
+          if (rows == 2) {
+            add_filter_row<Dot, 2, Positions, 2>(sum, in, offset, p.width, plane, w, count, left,
+                                                 right);
+          } else if (rows == 3) {
+            add_filter_row<Dot, 2, Positions, 3>(sum, in, offset, p.width, plane, w, count, left,
+                                                 right);
+          }
         }
       }
     }
@@ -330,9 +342,9 @@ __attribute__((noinline)) void micro_tile(const Problem<Word>& p, int64_t n, int
 }
 
 // Calls micro_tile<Dot, Rows, positions> for a runtime count up to kPositions / Rows.
-template <class Dot, int Rows, int Positions = kPositions / Rows, class Word = typename Dot::Word>
-inline void micro_tile_of(int positions, const Problem<Word>& p, int64_t n, int64_t output_block,
-                          int64_t row, int64_t column) {
+template <class Dot, int Rows, int Positions = kPositions / Rows, class Word, int Taps>
+inline void micro_tile_of(int positions, const Problem<Word, Taps>& p, int64_t n,
+                          int64_t output_block, int64_t row, int64_t column) {
   if constexpr (Positions > 0) {
     if (positions == Positions) {
       return micro_tile<Dot, Rows, Positions>(p, n, output_block, row, column);
@@ -344,8 +356,8 @@ inline void micro_tile_of(int positions, const Problem<Word>& p, int64_t n, int6
 // A group's share: rows [first_row, first_row + rows) of image n in the output channels of
 // `group`, in micro-tiles of up to kPositions positions: of one row, or of two where the image
 // is at most kPositions / 2 wide.
-template <class Dot, class Word = typename Dot::Word>
-inline void run_rows(const Problem<Word>& p, int64_t n, int64_t group, int64_t first_row,
+template <class Dot, class Word, int Taps>
+inline void run_rows(const Problem<Word, Taps>& p, int64_t n, int64_t group, int64_t first_row,
                      int64_t rows) {
   const int64_t end_row = min64(first_row + rows, p.height);
   const int64_t end_block = min64((group + 1) * kBlocksPerGroup, p.packing.output_blocks());

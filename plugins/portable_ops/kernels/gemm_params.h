@@ -91,14 +91,15 @@ struct GemmArgs {
 // Output channels per group of the CPU's direct convolution (ConvArgs::direct_rows): a whole
 // number of every build's micro-tile width.
 inline constexpr int64_t kDirectOutputs = 32;
-// Input channels per depth block of the direct convolution (a block's rows of the input stay in
-// L1 over its nine taps).
-inline constexpr int64_t kDirectChannels = 32;
-// The words the direct convolution's packed weights take (kernels/conv_direct_cpu.h): 3x3 taps
-// of in_words input channels (or bf16 channel pairs) for whole groups of output channels. bf16's
-// paired input follows them in the same buffer.
-PORTA_OPS_HOST_DEVICE inline int64_t direct_packed_words(int64_t out_channels, int64_t in_words) {
-  return (out_channels + kDirectOutputs - 1) / kDirectOutputs * kDirectOutputs * in_words * 9;
+// Products per output of one depth block of the direct convolution: 32 input channels of a 3x3
+// filter (a block's rows of the input stay in L1 over its nine taps), 288 of a 1x1 one.
+inline constexpr int64_t kDirectBlockSteps = 288;
+// The words the direct convolution's packed weights take (kernels/conv_direct_cpu.h): `taps`
+// taps of in_words input channels (or bf16 channel pairs) for whole groups of output channels.
+// bf16's paired input follows them in the same buffer.
+PORTA_OPS_HOST_DEVICE inline int64_t direct_packed_words(int64_t out_channels, int64_t in_words,
+                                                         int64_t taps) {
+  return (out_channels + kDirectOutputs - 1) / kDirectOutputs * kDirectOutputs * in_words * taps;
 }
 
 // The geometry of a 2-D convolution (NCHW), the first parameter of the conv2d_*_f32 kernels.
@@ -116,14 +117,19 @@ struct ConvArgs {
   // plan_staged_window, its window as A staged from x's rows (conv.h: backward_weights_transposed)
   // or, for a pointwise layer, x's rows read in place (backward_weights_pointwise).
   int64_t transposed;
-  // CPU, fp32 forward and backward data of a 3x3 layer of stride 1 and padding 1 (same_3x3): the
-  // direct convolution (kernels/conv_direct_cpu.h) from the weights packed into packed_a, each
-  // group direct_rows output rows of one image and kDirectOutputs output channels; 0 otherwise.
+  // CPU, fp32 and bf16 forward and backward data of a 3x3 layer of stride 1 and padding 1 or a
+  // pointwise one (direct_shape): the direct convolution (kernels/conv_direct_cpu.h) from the
+  // weights packed into packed_a, each group direct_rows output rows of one image and
+  // kDirectOutputs output channels; 0 otherwise.
   int64_t direct_rows;
 
-  PORTA_DEVICE_FUNCTION bool same_3x3() const {
-    return kernel_h == 3 && kernel_w == 3 && stride_h == 1 && stride_w == 1 && pad_h == 1 &&
-           pad_w == 1 && dilation_h == 1 && dilation_w == 1;
+  // The layers the CPU's direct convolution takes: 3x3 of stride 1 and padding 1, or pointwise;
+  // undilated (a pointwise layer's dilation changes nothing, but leaves its twin to the engine).
+  PORTA_DEVICE_FUNCTION bool direct_shape() const {
+    const bool undilated = dilation_h == 1 && dilation_w == 1;
+    const bool same_3x3 = kernel_h == 3 && kernel_w == 3 && stride_h == 1 && stride_w == 1 &&
+                          pad_h == 1 && pad_w == 1;
+    return undilated && (same_3x3 || pointwise());
   }
 
   // A 1x1 filter of stride 1 and no padding: x[n, c, h, w] is im2col(x), its positions the
