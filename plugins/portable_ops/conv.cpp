@@ -1,6 +1,6 @@
 // Host side of the convolutions: each is a launch of the GEMM engine (kernels/conv_kernels.cpp),
-// an implicit GEMM planned like a GEMM of its sizes, except 3x3 layers of stride 1 on the CPU,
-// which are direct convolutions (launch_direct).
+// an implicit GEMM planned like a GEMM of its sizes, except on the CPU 3x3 layers of stride 1
+// and pointwise layers' forward, which are direct convolutions (launch_direct).
 #include <algorithm>
 #include <optional>
 #include <string>

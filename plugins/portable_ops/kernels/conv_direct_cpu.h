@@ -49,17 +49,12 @@ struct PairDot {
     __builtin_memcpy(&v, &bits, sizeof v);
     return v;
   }
-  __attribute__((always_inline)) static float as_float(uint32_t bits) {
-    float v;
-    __builtin_memcpy(&v, &bits, sizeof v);
-    return v;
-  }
   __attribute__((always_inline)) static void add(vfloat& sum, const uint32_t* input,
                                                  vfloat weights) {
     vword w;
     __builtin_memcpy(&w, &weights, sizeof w);
-    sum += as_float(*input << 16) * as_floats(w << 16);
-    sum += as_float(*input & 0xFFFF0000u) * as_floats(w & 0xFFFF0000u);
+    sum += half_detail::float_of(*input << 16) * as_floats(w << 16);
+    sum += half_detail::float_of(*input & 0xFFFF0000u) * as_floats(w & 0xFFFF0000u);
   }
 };
 #if defined(PORTA_GEMM_BF16_DOT)

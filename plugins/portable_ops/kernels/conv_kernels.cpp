@@ -95,7 +95,13 @@ PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const
 // dy (K) into dx (C) with the filter turned round.
 namespace direct = porta_ops::cpu::direct;
 
-// The filter's taps: 1 for a pointwise layer, 9 for a 3x3 one.
+// Calls body(taps) with the filter's taps as a constant: 1 for a pointwise layer, 9 for a 3x3 one.
+template <class Body>
+PORTA_DEVICE_FUNCTION void with_taps(const ConvArgs& g, Body&& body) {
+  if (g.pointwise()) return body(std::integral_constant<int, 1>{});
+  body(std::integral_constant<int, 9>{});
+}
+
 template <int Taps>
 PORTA_DEVICE_FUNCTION direct::Packing<Taps> direct_packing(const ConvArgs& g, bool backward_data,
                                                            int64_t per_word = 1) {
@@ -122,30 +128,25 @@ PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const Word* in, const W
   direct::run_rows<Dot>(p, n, index / chunks / g.batch, chunk * g.direct_rows, g.direct_rows);
 }
 
-template <int Taps>
 PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* w, bool backward_data) {
-  const direct::Packing<Taps> packing = direct_packing<Taps>(g, backward_data);
-  const int64_t index = porta_ops::group_number();
-  if (index < weight_groups(packing)) {
+  with_taps(g, [&](auto taps) {
+    const auto packing = direct_packing<taps.value>(g, backward_data);
+    const int64_t index = porta_ops::group_number();
+    if (index >= weight_groups(packing)) return;
     // On the thread's stack, not in shared memory: a launch that needs none cannot fail after
     // the op has returned (the CPU backend reserves shared memory as the groups run).
     alignas(64) float staging[porta_ops::cpu::kNR * direct::kBlockSteps];
     direct::pack_direct_weights(packing, w, g.packed_a, backward_data, index, staging,
                                 packing.in_channels);
-  }
-}
-
-PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* w, bool backward_data) {
-  if (g.pointwise()) return pack_direct_f32<1>(g, w, backward_data);
-  pack_direct_f32<9>(g, w, backward_data);
+  });
 }
 
 PORTA_DEVICE_FUNCTION void run_direct_f32(const ConvArgs& g, const float* in, float* out,
                                           bool backward_data) {
-  if (g.pointwise()) {
-    return run_direct<direct::F32Dot>(g, in, g.packed_a, out, direct_packing<1>(g, backward_data));
-  }
-  run_direct<direct::F32Dot>(g, in, g.packed_a, out, direct_packing<9>(g, backward_data));
+  with_taps(g, [&](auto taps) {
+    run_direct<direct::F32Dot>(g, in, g.packed_a, out,
+                               direct_packing<taps.value>(g, backward_data));
+  });
 }
 
 PORTA_KERNEL(conv2d_forward_f32_pack_direct, ConvArgs g, const float* x, const float* w, float* y) {
@@ -171,51 +172,42 @@ PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const
 }
 
 // bf16: the packed weights, then the input's channel pairs, in packed_a as words.
-template <int Taps>
 PORTA_DEVICE_FUNCTION void pack_direct_bf16(const ConvArgs& g, const porta_ops::bf16* in,
                                             const porta_ops::bf16* w, bool backward_data) {
-  const direct::Packing<Taps> packing = direct_packing<Taps>(g, backward_data, 2);
-  uint32_t* const words = reinterpret_cast<uint32_t*>(g.packed_a);
-  const int64_t channels = backward_data ? g.out_channels : g.channels;
-  int64_t index = porta_ops::group_number();
-  if (index < weight_groups(packing)) {
-    alignas(64) uint16_t staging[porta_ops::cpu::kNR * 2 * direct::kBlockSteps];
-    direct::pack_direct_weights(packing, reinterpret_cast<const uint16_t*>(w), words, backward_data,
-                                index, staging, channels);
-    return;
-  }
-  index -= weight_groups(packing);
-  if (index < g.batch * packing.in_channels) {
-    direct::pair_channels(
-        reinterpret_cast<const uint16_t*>(in),
-        words + porta_ops::direct_packed_words(packing.out_channels, packing.in_channels, Taps),
-        channels, g.height * g.width, index);
-  }
+  with_taps(g, [&](auto taps) {
+    const auto packing = direct_packing<taps.value>(g, backward_data, 2);
+    uint32_t* const words = reinterpret_cast<uint32_t*>(g.packed_a);
+    const int64_t channels = backward_data ? g.out_channels : g.channels;
+    int64_t index = porta_ops::group_number();
+    if (index < weight_groups(packing)) {
+      alignas(64) uint16_t staging[porta_ops::cpu::kNR * 2 * direct::kBlockSteps];
+      direct::pack_direct_weights(packing, reinterpret_cast<const uint16_t*>(w), words,
+                                  backward_data, index, staging, channels);
+      return;
+    }
+    index -= weight_groups(packing);
+    if (index < g.batch * packing.in_channels) {
+      direct::pair_channels(
+          reinterpret_cast<const uint16_t*>(in),
+          words + porta_ops::direct_packed_words(packing.out_channels, packing.in_channels, taps),
+          channels, g.height * g.width, index);
+    }
+  });
 }
 
-PORTA_DEVICE_FUNCTION void pack_direct_bf16(const ConvArgs& g, const porta_ops::bf16* in,
-                                            const porta_ops::bf16* w, bool backward_data) {
-  if (g.pointwise()) return pack_direct_bf16<1>(g, in, w, backward_data);
-  pack_direct_bf16<9>(g, in, w, backward_data);
-}
-
-template <int Taps>
 PORTA_DEVICE_FUNCTION void run_direct_bf16(const ConvArgs& g, float* out, bool backward_data) {
-  const direct::Packing<Taps> packing = direct_packing<Taps>(g, backward_data, 2);
-  const uint32_t* const words = reinterpret_cast<const uint32_t*>(g.packed_a);
-  const uint32_t* const in =
-      words + porta_ops::direct_packed_words(packing.out_channels, packing.in_channels, Taps);
+  with_taps(g, [&](auto taps) {
+    const auto packing = direct_packing<taps.value>(g, backward_data, 2);
+    const uint32_t* const words = reinterpret_cast<const uint32_t*>(g.packed_a);
+    const uint32_t* const in =
+        words + porta_ops::direct_packed_words(packing.out_channels, packing.in_channels, taps);
 #if defined(PORTA_GEMM_BF16_DOT)
-  if (g.tiles.path == porta_ops::kGemmPathNative && porta_ops::cpu::has_bf16_dot()) {
-    return run_direct<direct::Bf16Dot>(g, in, words, out, packing);
-  }
+    if (g.tiles.path == porta_ops::kGemmPathNative && porta_ops::cpu::has_bf16_dot()) {
+      return run_direct<direct::Bf16Dot>(g, in, words, out, packing);
+    }
 #endif
-  run_direct<direct::PairDot>(g, in, words, out, packing);
-}
-
-PORTA_DEVICE_FUNCTION void run_direct_bf16(const ConvArgs& g, float* out, bool backward_data) {
-  if (g.pointwise()) return run_direct_bf16<1>(g, out, backward_data);
-  run_direct_bf16<9>(g, out, backward_data);
+    run_direct<direct::PairDot>(g, in, words, out, packing);
+  });
 }
 
 PORTA_KERNEL(conv2d_forward_bf16_pack_direct, ConvArgs g, const porta_ops::bf16* x,
