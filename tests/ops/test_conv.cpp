@@ -159,9 +159,9 @@ porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
 
 void run_f32(const Env& env, const ConvCase& c, uint64_t seed) { run_conv(env, c, seed); }
 
-// On the CPU, forward and backward data of a 3x3 layer of stride 1 and padding 1, or of a
-// pointwise one, run as a direct convolution (kernels/conv_direct_cpu.h). The cases for the
-// implicit GEMM's paths take such a layer dilated 2 down its rows instead (a 3x3 one padded 2
+// On the CPU, forward and backward data of a 3x3 layer of stride 1 and padding 1, and a
+// pointwise layer's forward, run as a direct convolution (kernels/conv_direct_cpu.h). The cases for
+// the implicit GEMM's paths take such a layer dilated 2 down its rows instead (a 3x3 one padded 2
 // there): the same GEMM (its sizes, its output positions, its runs of x per tap), which the
 // direct convolution does not take.
 ConvCase implicit_gemm_twin(ConvCase c) {
