@@ -31,7 +31,8 @@ porta_status_t Ops::bias_add(const Op* op, const porta_bias_add_args_t* a) {
 }
 
 // One group per channel, its items splitting the spatial positions (x) and the batch (y) on a
-// GPU, summed with a tree; on the host a group per run of neighbouring channels, one item. A fully
+// GPU, summed with a tree; on the host each group sums a block of consecutive batch entries and
+// channels into scratch, and a second launch adds the blocks' sums of each channel. A fully
 // connected layer's (spatial 1) rows of channels are summed down the batch instead, each item
 // taking neighbouring channels, where there are enough channels to keep a GPU busy (on the CPU
 // always): a group per channel would read a column, strided.
@@ -48,11 +49,21 @@ porta_status_t Ops::bias_backward(const Op* op, const porta_bias_backward_args_t
       return;
     }
     if (host) {
-      // Runs of up to 8 channels (the kernel's limit), while each thread keeps several groups.
-      const int64_t threads = std::max<int64_t>(1, op->properties->compute_units);
-      const int64_t per_group = std::clamp<int64_t>(channels / (4 * threads), 1, 8);
-      launch(*op, "bias_backward_runs", wrapped_grid((channels + per_group - 1) / per_group),
-             dim3(1), 0, batch, channels, spatial, per_group, a->dy, a->dbias);
+      // Up to kParts parts of the batch, the channels split into blocks where there are fewer
+      // entries than that, so that there are about kParts groups; the same for every thread
+      // count, so that the sums are too.
+      constexpr int64_t kParts = 16;
+      const int64_t per_part = (batch + kParts - 1) / kParts;
+      const int64_t parts = (batch + per_part - 1) / per_part;
+      const int64_t blocks = std::min(channels, (kParts + parts - 1) / parts);
+      const int64_t per_block = (channels + blocks - 1) / blocks;
+      const int64_t groups = parts * ((channels + per_block - 1) / per_block);
+      const Scratch scratch = scratch_for(*op, static_cast<size_t>(parts * channels) * sizeof(float));
+      float* partial = scratch.as<float>();
+      const float* partial_in = partial;
+      launch(*op, "bias_backward_parts", wrapped_grid(groups), dim3(1), 0, batch, channels, spatial,
+             per_part, per_block, a->dy, partial);
+      launch_elementwise(*op, "bias_backward_combine", channels, parts, partial_in, a->dbias);
       return;
     }
     uint32_t items_x = 1, items_y = 1;

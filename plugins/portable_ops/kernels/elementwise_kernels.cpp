@@ -72,42 +72,54 @@ PORTA_KERNEL(bias_backward, int64_t batch, int64_t channels, int64_t spatial, co
   });
 }
 
-// bias_backward on the host: each group's one item takes `per_group` (at most kMaxRun)
-// neighbouring channels, batch entry by batch entry, so that it reads one contiguous run of
-// per_group planes at a time; a group per channel read short planes a whole batch stride apart,
-// which the prefetchers lose. Each channel is summed in bias_backward's order.
-PORTA_KERNEL(bias_backward_runs, int64_t batch, int64_t channels, int64_t spatial,
-             int64_t per_group, const float* dy, float* dbias) {
-  constexpr int64_t kMaxRun = 8;
-  const int64_t first = porta_ops::group_index() * per_group;
-  const int64_t run = porta_ops::min64(porta_ops::min64(per_group, kMaxRun), channels - first);
+// bias_backward on the host, first of two launches: each group sums the planes of one block of
+// dy, `per_part` consecutive batch entries by `per_block` consecutive channels, into
+// partial[part][channel]. Where a block holds every channel it is one contiguous run of memory;
+// groups of a few channels each (a channel's planes a whole batch stride apart) read at half the
+// rate on the same memory, since a core streams one run far faster than it starts many.
+PORTA_KERNEL(bias_backward_parts, int64_t batch, int64_t channels, int64_t spatial,
+             int64_t per_part, int64_t per_block, const float* dy, float* partial) {
+  const int64_t blocks = (channels + per_block - 1) / per_block;
+  const int64_t part = porta_ops::group_index() / blocks;
+  const int64_t first_n = part * per_part;
+  const int64_t end_n = porta_ops::min64(first_n + per_part, batch);
+  const int64_t first_c = porta_ops::group_index() % blocks * per_block;
+  const int64_t end_c = porta_ops::min64(first_c + per_block, channels);
   porta::inner([&](uint32_t) {
-    if (run <= 0) return;
-    float lane_sum[kMaxRun][kLanes];
-    for (int64_t c = 0; c < run; ++c) {
-      for (uint32_t lane = 0; lane < kLanes; ++lane) lane_sum[c][lane] = 0.0f;
-    }
-    for (int64_t n = 0; n < batch; ++n) {
-      // The next batch entry's run is a batch stride away, where the prefetchers do not look.
-      const int64_t ahead = n + 1 < batch ? channels * spatial : 0;
-      for (int64_t c = 0; c < run; ++c) {
-        const float* plane = dy + (n * channels + first + c) * spatial;
-        // The channel's sums stay in a register over the plane (porta_ops::Lanes): added in
-        // place in memory, each block waited for the store of the one before. The lanes past a
-        // partial block add -0, which leaves every sum as it is.
-        porta_ops::Lanes sum = porta_ops::as_lanes(lane_sum[c]);
+    if (first_n >= batch) return;
+    float* sums = partial + part * channels;
+    for (int64_t c = first_c; c < end_c; ++c) sums[c] = 0.0f;
+    for (int64_t n = first_n; n < end_n; ++n) {
+      // The next entry's run is a batch stride away where the block is not every channel, and
+      // the prefetchers do not look there.
+      const int64_t ahead = n + 1 < end_n && per_block < channels ? channels * spatial : 0;
+      for (int64_t c = first_c; c < end_c; ++c) {
+        const float* plane = dy + (n * channels + c) * spatial;
+        // The lanes past a partial block add -0, which leaves every sum as it is.
+        porta_ops::Lanes sum = porta_ops::splat_lanes(0.0f);
         porta_ops::walk_blocks(spatial, 0, 1, [&](int64_t s, auto count) {
-          porta_ops::prefetch(plane + ahead + s);
+          if (ahead) porta_ops::prefetch(plane + ahead + s);
           float v[kLanes];
           for (uint32_t lane = 0; lane < kLanes; ++lane) {
             v[lane] = lane < count ? plane[s + lane] : -0.0f;
           }
           sum = porta_ops::add(sum, porta_ops::as_lanes(v));
         });
-        __builtin_memcpy(lane_sum[c], &sum, sizeof sum);
+        float lanes[kLanes];
+        __builtin_memcpy(lanes, &sum, sizeof sum);
+        sums[c] += porta_ops::sum_lanes(lanes);
       }
     }
-    for (int64_t c = 0; c < run; ++c) dbias[first + c] = porta_ops::sum_lanes(lane_sum[c]);
+  });
+}
+
+// bias_backward on the host, second launch: dbias[c] = the parts' sums of channel c, in order.
+PORTA_KERNEL(bias_backward_combine, int64_t channels, int64_t parts, const float* partial,
+             float* dbias) {
+  porta_ops::for_each_index(channels, [&](int64_t c) {
+    float sum = partial[c];
+    for (int64_t part = 1; part < parts; ++part) sum += partial[part * channels + c];
+    dbias[c] = sum;
   });
 }
 
