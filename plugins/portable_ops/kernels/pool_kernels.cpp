@@ -1,8 +1,9 @@
-// Kernels: 2-D max pooling, NCHW, and its gradient as a gather (no atomics, deterministic).
+// Kernels: 2-D max pooling, NCHW, and its gradient (no atomics, deterministic).
 //
-// All walk rows: the forward pass and the argmax pass rows of y (planes x out_h of them, out_w
-// long), the backward passes rows of dx (planes x in_h, in_w long). A group has group_size(0)
-// items per row and group_size(1) rows; groups are numbered over a grid that may wrap into y.
+// All but one walk rows: the forward pass and the argmax pass rows of y (planes x out_h of them,
+// out_w long), the backward passes rows of dx (planes x in_h, in_w long); the host's scatter
+// walks whole planes. A group has group_size(0) items per row and group_size(1) rows; groups are
+// numbered over a grid that may wrap into y.
 //
 // A window's maximum is its first in index order (row by row): ties go to the lowest index, a
 // NaN wins (the first NaN: NaN propagates, as in PyTorch), and padding never takes part.
@@ -18,8 +19,8 @@
 #define PORTA_POOL_AVX512 0
 #endif
 
-// AVX2 CPUs without AVX-512 also take steps of 8 windows for rows of fewer windows, the disjoint
-// backward and the overlapping backward's gather (below). Without AVX2 (the baseline build) GCC
+// AVX2 CPUs without AVX-512 also take steps of 8 windows for rows of fewer windows and the
+// disjoint backward (below). Without AVX2 (the baseline build) GCC
 // splits those 8-lane vectors into SSE halves and emulates their blends, slower than the scalar
 // code they replace (4-9x the samples): there no row takes steps (row_maxima_stride2).
 #if PORTA_TARGET_CPU && defined(__AVX2__) && !PORTA_POOL_AVX512
@@ -726,11 +727,6 @@ inline __m512 load_lanes(const float* at, Mask inside, __m512 fill, const Extent
   }
   return _mm512_mask_loadu_ps(fill, inside, at);
 }
-// Indices move as the same 32 bits.
-inline __m512i load_lanes(const int32_t* at, Mask inside, __m512i fill, const Extent& t) {
-  return _mm512_castps_si512(load_lanes(reinterpret_cast<const float*>(at), inside,
-                                        _mm512_castsi512_ps(fill), t));
-}
 
 // Stores the lanes `lanes` of v at at: whole vectors with a plain store, which is also faster.
 inline void store_lanes(float* at, Mask lanes, __m512 v) {
@@ -980,79 +976,6 @@ inline void write_band(const Extent& whole_dy, float* dxp, const float* dyr, con
       const Mask chosen = _mm512_cmpeq_epi32_mask(at, _mm512_add_epi32(col, splat(h * aw.in)));
       store_lanes(dxp + h * aw.in + c, store, _mm512_maskz_mov_ps(chosen, g));
     }
-  }
-}
-
-// Overlapping windows, stride 2 across: dx row h from argmax, each element the sum of the dy of
-// the windows that chose it, in increasing (p, q) order. Column w lies in windows
-// [(w + pad - window + 2) / 2, (w + pad) / 2] (rounding down), at most (window + 1) / 2 of them:
-// lane k gathers those of its column from 16 windows loaded from the first one of lane 0.
-inline bool gathers(const Axis& ah, const Axis& aw) { return takes(ah, aw) && aw.window <= 8; }
-
-inline void gather_row(const Extent& whole_argmax, const Extent& whole_dy, const Axis& ah,
-                       const Axis& aw, int64_t h, const int32_t* ap, const float* dyp, float* dxr) {
-  int64_t p0, p1;
-  ah.covering(h, &p0, &p1);
-  const int64_t reach = (aw.window + 1) / 2;
-  for (int64_t c = 0; c < aw.in; c += 16) {
-    const __m512i col = _mm512_add_epi32(iota(), splat(c));
-    const __m512i self = _mm512_add_epi32(col, splat(h * aw.in));
-    const int64_t first = (c + aw.pad - aw.window + 2) >> 1;  // may be negative: rounds down
-    const __m512i lo = _mm512_max_epi32(
-        _mm512_srai_epi32(_mm512_add_epi32(col, splat(aw.pad - aw.window + 2)), 1), splat(0));
-    const __m512i hi = _mm512_min_epi32(_mm512_srai_epi32(_mm512_add_epi32(col, splat(aw.pad)), 1),
-                                        splat(aw.out - 1));
-    const Mask loaded = lanes_in(first, 0, aw.out);
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t p = p0; p < p1; ++p) {
-      const __m512i a = load_lanes(ap + p * aw.out + first, loaded, splat(-1), whole_argmax);
-      const __m512 d = load_lanes(dyp + p * aw.out + first, loaded, _mm512_setzero_ps(), whole_dy);
-      for (int64_t t = 0; t < reach; ++t) {
-        const __m512i q = _mm512_add_epi32(lo, splat(t));
-        const __m512i lane = _mm512_sub_epi32(q, splat(first));
-        const Mask chosen = _mm512_mask_cmpeq_epi32_mask(_mm512_cmple_epi32_mask(q, hi),
-                                                         _mm512_permutexvar_epi32(lane, a), self);
-        sum = _mm512_mask_add_ps(sum, chosen, sum, _mm512_permutexvar_ps(lane, d));
-      }
-    }
-    store_lanes(dxr + c, lanes_in(c, 0, aw.in), sum);
-  }
-}
-
-// gather_row for windows 3 wide (the usual 3x3 stride 2 pad 1 pooling), in steps of 16 windows
-// from q0 (0, 16, ...) that write the 32 columns from c = 2 q0 - pad: column c + 2k lies in
-// windows q0 + k - 1 and q0 + k, column c + 2k + 1 in q0 + k alone. So per output row a step
-// loads its windows' indices and dy and those of the windows one before, adds each into the
-// evens and odds where it chose them, in gather_column's order (window q0 + k - 1, then q0 + k),
-// and interleaves the two at the store. Windows outside the row are loaded as index -1, which no
-// column is; columns outside the row are not stored. No column is left to scalar code, no lane
-// paired with its windows by permutes.
-inline void gather_window3(const Extent& whole_argmax, const Extent& whole_dy, const Axis& ah,
-                           const Axis& aw, int64_t h, const int32_t* ap, const float* dyp,
-                           float* dxr) {
-  int64_t p0, p1;
-  ah.covering(h, &p0, &p1);
-  const __m512i twice = _mm512_add_epi32(iota(), iota());
-  const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i high = _mm512_add_epi32(low, splat(8));
-  for (int64_t q0 = 0, c = -aw.pad; c < aw.in; q0 += 16, c += 32) {
-    const __m512i even_self = _mm512_add_epi32(twice, splat(h * aw.in + c));
-    const __m512i odd_self = _mm512_add_epi32(even_self, splat(1));
-    const Mask before_lanes = lanes_in(q0 - 1, 0, aw.out), own_lanes = lanes_in(q0, 0, aw.out);
-    __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t at = p * aw.out + q0;
-      const __m512i before = load_lanes(ap + at - 1, before_lanes, splat(-1), whole_argmax);
-      const __m512i own = load_lanes(ap + at, own_lanes, splat(-1), whole_argmax);
-      const __m512 dy_before =
-          load_lanes(dyp + at - 1, before_lanes, _mm512_setzero_ps(), whole_dy);
-      const __m512 dy_own = load_lanes(dyp + at, own_lanes, _mm512_setzero_ps(), whole_dy);
-      even = _mm512_mask_add_ps(even, _mm512_cmpeq_epi32_mask(before, even_self), even, dy_before);
-      even = _mm512_mask_add_ps(even, _mm512_cmpeq_epi32_mask(own, even_self), even, dy_own);
-      odd = _mm512_mask_add_ps(odd, _mm512_cmpeq_epi32_mask(own, odd_self), odd, dy_own);
-    }
-    store_lanes(dxr + c, lanes_in(c, 0, aw.in), _mm512_permutex2var_ps(even, low, odd));
-    store_lanes(dxr + c + 16, lanes_in(c + 16, 0, aw.in), _mm512_permutex2var_ps(even, high, odd));
   }
 }
 
@@ -1523,116 +1446,12 @@ PORTA_DEVICE_FUNCTION void gather_row(const Axis& ah, const Axis& aw, int64_t h,
   }
 }
 
-#if PORTA_POOL_AVX2
-// dxr[w] for the columns [lo, hi) of row h, one by one (gather_column), the outputs (p, q) for
-// p in [p0, p1) from argmax ap: the ends of a row whose middle the stride-2 gathers below take in
-// steps. With the stride a constant, Axis::covering divides by shifts (its divisions took about
-// 4% of the 3x3 gather's samples).
-PORTA_DEVICE_FUNCTION void gather_columns(const Axis& aw, int64_t h, int64_t p0, int64_t p1,
-                                          const int32_t* ap, const float* dyp, float* dxr,
-                                          int64_t lo, int64_t hi) {
-  const auto chosen = [&](int64_t p, int64_t q) { return int64_t(ap[p * aw.out + q]); };
-  const Axis across{aw.in, aw.out, aw.window, 2, aw.pad};
-  for (int64_t w = lo; w < hi; ++w) dxr[w] = gather_column(across, h, w, p0, p1, dyp, chosen);
-}
-
-PORTA_DEVICE_FUNCTION Ints load_ints(const int32_t* at) {
-  Ints v;
-  __builtin_memcpy(&v, at, sizeof v);
-  return v;
-}
-
-// As gather_stride2 (below), for windows 3 wide: steps of kStep windows from q0, the 2 kStep
-// columns from c = 2 q0 - pad. Column c + 2k lies in windows q0 + k - 1 and q0 + k, column
-// c + 2k + 1 in q0 + k alone, so the step's windows' indices and dy, and those of the windows one
-// before, serve its columns as evens and odds, interleaved at the store: half the compares of
-// gather_stride2's steps, and no lanes paired. Returns false, doing nothing, for rows too short
-// for a step.
-PORTA_DEVICE_FUNCTION bool gather_window3(const Axis& ah, const Axis& aw, int64_t h,
-                                          const int32_t* ap, const float* dyp, float* dxr) {
-  // Steps from q0 in [qa, qz]: windows q0 - 1 to q0 + kStep - 1 exist, columns c to c + 2 kStep
-  // lie in the row.
-  const int64_t qa = porta_ops::max64(1, (aw.pad + 1) / 2);
-  const int64_t qz = porta_ops::min64(aw.out - kStep, (aw.in + aw.pad - 2 * kStep) / 2);
-  if (qz < qa || aw.in + aw.pad < 2 * kStep) return false;
-  int64_t p0, p1;
-  ah.covering(h, &p0, &p1);
-  gather_columns(aw, h, p0, p1, ap, dyp, dxr, 0, 2 * qa - aw.pad);
-  const Ints twice = {0, 2, 4, 6, 8, 10, 12, 14};
-  for (int64_t q = qa; q < qz + kStep; q += kStep) {
-    const int64_t q0 = porta_ops::min64(q, qz);
-    const int64_t c = 2 * q0 - aw.pad;
-    const Ints even_self = twice + int32_t(h * aw.in + c), odd_self = even_self + 1;
-    Floats even{}, odd{};
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t at = p * aw.out + q0;
-      const Ints before = load_ints(ap + at - 1), own = load_ints(ap + at);
-      const Floats dy_before = load_floats(dyp + at - 1), dy_own = load_floats(dyp + at);
-      even = before == even_self ? even + dy_before : even;
-      even = own == even_self ? even + dy_own : even;
-      odd = own == odd_self ? odd + dy_own : odd;
-    }
-    store_interleaved(dxr + c, even, odd, 2 * kStep);
-  }
-  gather_columns(aw, h, p0, p1, ap, dyp, dxr, 2 * qz - aw.pad + 2 * kStep, aw.in);
-  return true;
-}
-
-// Overlapping windows of stride 2 across, one item per row: dx row h from argmax, kStep columns
-// a step. Column c + k of a step from c (c + pad even) lies in windows (c + pad) / 2 + k / 2 - t
-// for t in [0, (window + 1) / 2) (those it does not lie in never chose it): for each t, 4
-// neighbouring windows' indices and dy, each in two lanes. Each element adds the dy of the
-// windows that chose it, output rows and then windows in increasing order, as gather_column
-// does. The columns whose windows would leave the row, at its ends, take gather_column. Returns
-// false, doing nothing, for rows too short for a step.
-PORTA_DEVICE_FUNCTION bool gather_stride2(const Axis& ah, const Axis& aw, int64_t h,
-                                          const int32_t* ap, const float* dyp, float* dxr) {
-  const int64_t reach = (aw.window + 1) / 2;
-  // Steps from c, c + pad even, with (c + pad) / 2 - (reach - 1) >= 0, (c + pad) / 2 + 3 < out
-  // and c + kStep <= in.
-  int64_t first = 2 * (reach - 1) - aw.pad;
-  first = first < 0 ? aw.pad % 2 : first;
-  int64_t last = porta_ops::min64(2 * (aw.out - 4) - aw.pad, aw.in - kStep);
-  last -= (last + aw.pad) & 1;
-  if (last < first) return false;
-  int64_t p0, p1;
-  ah.covering(h, &p0, &p1);
-  gather_columns(aw, h, p0, p1, ap, dyp, dxr, 0, first);
-  const Ints iota = {0, 1, 2, 3, 4, 5, 6, 7};
-  // The steps, with kReach for reach where it is a constant (the windows of 3 and 4: 2), so
-  // that the windows' loop unrolls (as a loop of two turns, the 3x3 gather took about 10% more).
-  const auto steps = [&](auto kReach) {
-    const int64_t r = kReach ? int64_t(kReach) : reach;
-    for (int64_t step = first; step < last + kStep; step += kStep) {
-      const int64_t c = porta_ops::min64(step, last);
-      const Ints self = iota + int32_t(h * aw.in + c);
-      Floats sum{};
-      for (int64_t p = p0; p < p1; ++p) {
-        for (int64_t t = r - 1; t >= 0; --t) {
-          const int64_t at = p * aw.out + (c + aw.pad) / 2 - t;
-          sum = pairs_of(ap + at) == self ? sum + pairs_of(dyp + at) : sum;
-        }
-      }
-      __builtin_memcpy(dxr + c, &sum, sizeof sum);
-    }
-  };
-  if (reach == 2) {
-    steps(std::integral_constant<int, 2>{});
-  } else {
-    steps(std::integral_constant<int, 0>{});
-  }
-  gather_columns(aw, h, p0, p1, ap, dyp, dxr, last + kStep, aw.in);
-  return true;
-}
-#endif
-
 }  // namespace
 
 // dx[h][w] = sum of dy[p][q] over the outputs (p, q) whose window maximum, from
-// max_pool2d_argmax, is (h, w), added in increasing (p, q) order. Rows over dx. With one item
-// per row (the CPU) the item runs through the outputs whose windows cover its row and adds each
-// dy to the element its window chose, in the same order, with no division; with several, each
-// item finds the outputs that cover each of its elements.
+// max_pool2d_argmax, is (h, w), added in increasing (p, q) order. Rows over dx, each item finding
+// the outputs that cover each of its elements: no atomics, as a GPU needs (the host scatters:
+// max_pool2d_backward_scatter).
 PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_gather, kPoolItems, int64_t planes, int64_t in_h,
                        int64_t in_w, int64_t out_h, int64_t out_w, int64_t window_h,
                        int64_t window_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
@@ -1643,41 +1462,34 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_gather, kPoolItems, int64_t planes, i
           [&](uint32_t item, uint32_t items, int64_t plane, int64_t h, float* dxr) {
             const int32_t* ap = argmax + plane * out_h * out_w;
             const float* dyp = dy + plane * out_h * out_w;
-#if PORTA_POOL_AVX512
-            if (items == 1 && avx512::gathers(ah, aw)) {
-              const int64_t outputs = planes * out_h * out_w;
-              const avx512::Extent whole_argmax{argmax, argmax + outputs};
-              const avx512::Extent whole_dy{dy, dy + outputs};
-              if (aw.window == 3) {
-                avx512::gather_window3(whole_argmax, whole_dy, ah, aw, h, ap, dyp, dxr);
-              } else {
-                avx512::gather_row(whole_argmax, whole_dy, ah, aw, h, ap, dyp, dxr);
-              }
-              return;
-            }
-#endif
-#if PORTA_POOL_AVX2
-            if (items == 1 && aw.stride == 2 &&
-                ((aw.window == 3 && gather_window3(ah, aw, h, ap, dyp, dxr)) ||
-                 gather_stride2(ah, aw, h, ap, dyp, dxr))) {
-              return;
-            }
-#endif
-            if (items == 1) {
-              int64_t p0, p1;
-              ah.covering(h, &p0, &p1);
-              for (int64_t w = 0; w < in_w; ++w) dxr[w] = 0.0f;
-              for (int64_t p = p0; p < p1; ++p) {
-                for (int64_t q = 0; q < out_w; ++q) {
-                  const int64_t w = int64_t(ap[p * out_w + q]) - h * in_w;
-                  if (w >= 0 && w < in_w) dxr[w] += dyp[p * out_w + q];
-                }
-              }
-              return;
-            }
             gather_row(ah, aw, h, item, items, dyp, dxr,
                        [&](int64_t p, int64_t q) { return int64_t(ap[p * out_w + q]); });
           });
+}
+
+// max_pool2d_backward_gather on the host, a work-item per plane of dx: the plane zeroed, then
+// each output's dy added to the element its window chose, the outputs in increasing (p, q)
+// order, so that every element gets the gather's sum, in its order. Each output is visited once,
+// where the gather visits it for every row its window covers and compares it with each column.
+PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_scatter, kPoolItems, int64_t planes, int64_t in_h,
+                       int64_t in_w, int64_t out_h, int64_t out_w, int64_t window_h,
+                       int64_t window_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                       int64_t pad_w, const int32_t* argmax, const float* dy, float* dx) {
+  (void)window_h, (void)window_w, (void)stride_h, (void)stride_w, (void)pad_h, (void)pad_w;
+  const int64_t first_plane = porta_ops::group_index() * porta::group_size(1);
+  porta::inner([&](uint32_t item, uint32_t r) {
+    const int64_t plane = first_plane + r;
+    if (item != 0 || plane >= planes) return;
+    const int64_t inputs = in_h * in_w, outputs = out_h * out_w;
+    float* dxp = dx + plane * inputs;
+    const int32_t* ap = argmax + plane * outputs;
+    const float* dyp = dy + plane * outputs;
+    for (int64_t i = 0; i < inputs; ++i) dxp[i] = 0.0f;
+    for (int64_t o = 0; o < outputs; ++o) {
+      const int64_t at = ap[o];
+      if (at >= 0 && at < inputs) dxp[at] += dyp[o];
+    }
+  });
 }
 
 // As max_pool2d_backward_gather, finding each window's maximum again instead of reading it: no
