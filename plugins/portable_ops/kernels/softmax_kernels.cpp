@@ -117,8 +117,8 @@ PORTA_DEVICE_FUNCTION float max_of(Lanes v) { return v; }
 using porta_ops::larger;
 using porta_ops::load_lanes;
 
-// A row's passes after the first run from the cache, so they prefetch memory ahead(cols)
-// elements further on (porta_ops::prefetch): it streams in while the exponentials are computed,
+// A row's passes after the first run from the cache, so the exponentials' pass prefetches memory
+// ahead(cols) elements further on (porta_ops::prefetch): it streams in while they are computed,
 // instead of waiting for them.
 using porta_ops::prefetch;
 using porta_ops::prefetch_for_write;
@@ -164,24 +164,6 @@ PORTA_DEVICE_FUNCTION float row_sum_exp(const float* x, int64_t cols, float m, f
     }
   });
   return sum_of(sum);
-}
-
-// out[c] = op(a[c], b[c]) over a row one work-item takes whole (out may be a or b, as in
-// porta_ops::map), asking for a, b and out further on meanwhile (prefetch()).
-template <class Op>
-PORTA_DEVICE_FUNCTION void map_row(int64_t cols, const float* a, const float* b, float* out,
-                                   Op&& op) {
-  const int64_t distance = ahead(cols);
-  porta_ops::walk_blocks(cols, 0, 1, [&](int64_t first, auto count) {
-    prefetch(a + first + distance);
-    prefetch(b + first + distance);
-    prefetch_for_write(out + first + distance);
-    float va[kLanes], vb[kLanes];
-    for (uint32_t lane = 0; lane < count; ++lane) va[lane] = a[first + lane];
-    for (uint32_t lane = 0; lane < count; ++lane) vb[lane] = b[first + lane];
-    for (uint32_t lane = 0; lane < count; ++lane) va[lane] = op(va[lane], vb[lane]);
-    for (uint32_t lane = 0; lane < count; ++lane) out[first + lane] = va[lane];
-  });
 }
 
 // Combines the normalisers part_m/part_s[row * items + item] of each row into its item 0, a
@@ -311,17 +293,12 @@ PORTA_KERNEL(softmax_backward, int64_t rows, int64_t cols, int32_t log_softmax, 
     const float* yr = y + row * cols;
     const float* dyr = dy + row * cols;
     float* dxr = dx + row * cols;
-    if (cached_rows(items, cols)) {
-      const float sum = row_dot(dyr, log_softmax ? nullptr : yr, cols, 0, 1);
-      if (log_softmax) {
-        map_row(cols, yr, dyr, dxr,
-                [&](float yv, float dyv) { return dyv - porta_ops::exp_f32(yv) * sum; });
-      } else {
-        map_row(cols, yr, dyr, dxr, [&](float yv, float dyv) { return yv * (dyv - sum); });
-      }
-      return;
-    }
-    const float sum = part[r * items];
+    // A cached row's sum reads it from memory, and the pass below from the cache. Asking for
+    // the next row's lines there, as the forward's exponentials do, was slower: this pass has
+    // no arithmetic for memory to overlap.
+    const float sum = cached_rows(items, cols)
+                          ? row_dot(dyr, log_softmax ? nullptr : yr, cols, 0, 1)
+                          : part[r * items];
     if (log_softmax) {
       porta_ops::map(cols, item, items, yr, dyr, dxr, [&](int64_t, float yv, float dyv) {
         return dyv - porta_ops::exp_f32(yv) * sum;
