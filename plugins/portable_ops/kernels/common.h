@@ -40,21 +40,13 @@ PORTA_DEVICE_FUNCTION void for_each_index(int64_t count, F&& f) {
   }
 }
 
-// Asks a CPU to bring p into its cache ahead of use, to read (prefetch) or to write
-// (prefetch_for_write: the line is then owned, so the store that follows does not wait for it),
-// where the hardware prefetchers would not guess it. A GPU hides memory latency with other warps
-// instead.
+// Asks a CPU to bring p into its cache ahead of use, where the hardware prefetchers would not
+// guess it. A GPU hides memory latency with other warps instead. Lines about to be written are
+// not asked for: owning them ahead of the stores made the softmax rows slower on a Zen 4 host
+// (docs/decisions.md, "Softmax rows: no prefetch for writing").
 PORTA_DEVICE_FUNCTION void prefetch(const float* p) {
 #if PORTA_TARGET_CPU
   __builtin_prefetch(p);
-#else
-  (void)p;
-#endif
-}
-
-PORTA_DEVICE_FUNCTION void prefetch_for_write(float* p) {
-#if PORTA_TARGET_CPU
-  __builtin_prefetch(p, 1);
 #else
   (void)p;
 #endif

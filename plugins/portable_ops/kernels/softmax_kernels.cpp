@@ -121,7 +121,6 @@ using porta_ops::load_lanes;
 // ahead(cols) elements further on (porta_ops::prefetch): it streams in while they are computed,
 // instead of waiting for them.
 using porta_ops::prefetch;
-using porta_ops::prefetch_for_write;
 
 // How far ahead the cached passes prefetch: the next row, or for short rows the row about 8 KiB
 // on, since one short row is computed in less time than memory takes to answer.
@@ -154,7 +153,6 @@ PORTA_DEVICE_FUNCTION float row_sum_exp(const float* x, int64_t cols, float m, f
   const int64_t distance = ahead(cols);
   porta_ops::walk_blocks(cols, 0, 1, [&](int64_t first, auto count) {
     prefetch(x + first + distance);
-    if (terms) prefetch_for_write(terms + first + distance);
     float e[kLanes] = {};
     for (uint32_t lane = 0; lane < count; ++lane) e[lane] = x[first + lane];
     for (uint32_t lane = 0; lane < count; ++lane) e[lane] = porta_ops::exp_nonpositive(e[lane] - m);
