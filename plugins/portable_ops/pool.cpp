@@ -49,9 +49,8 @@ porta_status_t Ops::max_pool2d_forward(const Op* op, const porta_max_pool2d_forw
 // Overlapping windows take two: each window's first maximum into the stream's scratch (int32,
 // one per output), then each dx element gathers the dy of the windows that chose it (on the
 // host, each plane's dy is scattered to the elements its windows chose, in the same order; a
-// GPU would need atomics for that). Planes too
-// large for int32 indices take one kernel that recomputes the maxima as it gathers (several
-// times the work).
+// GPU would need atomics for that). Planes too large for int32 indices take one kernel that
+// recomputes the maxima as it gathers (several times the work).
 porta_status_t Ops::max_pool2d_backward(const Op* op, const porta_max_pool2d_backward_args_t* a) {
   return guarded("porta_max_pool2d_backward", [&] {
     const porta_pool2d_desc_t& d = *a->desc;

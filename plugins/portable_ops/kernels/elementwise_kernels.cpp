@@ -79,7 +79,7 @@ PORTA_KERNEL(bias_backward, int64_t batch, int64_t channels, int64_t spatial, co
 // rate on the same memory, since a core streams one run far faster than it starts many.
 PORTA_KERNEL(bias_backward_parts, int64_t batch, int64_t channels, int64_t spatial,
              int64_t per_part, int64_t per_block, const float* dy, float* partial) {
-  const int64_t blocks = (channels + per_block - 1) / per_block;
+  const int64_t blocks = porta_ops::div_up(channels, per_block);
   const int64_t part = porta_ops::group_index() / blocks;
   const int64_t first_n = part * per_part;
   const int64_t end_n = porta_ops::min64(first_n + per_part, batch);
