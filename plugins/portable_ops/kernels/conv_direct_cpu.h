@@ -27,6 +27,14 @@ inline constexpr int kPositions = 6;
 // The filters: 3x3 taps of padding 1, or a pointwise layer's one (1x1, no padding), which is the
 // 3x3 code's centre tap alone.
 inline constexpr int64_t kBlockSteps = kDirectBlockSteps;
+// How far ahead a micro-tile fetches its operands, in steps (input channels): a tap's weights
+// stream from the L2, and a pointwise layer's inputs, each channel's row read once per tile, from
+// memory; a 3x3 layer's rows are read by three taps and the neighbouring tiles, so mostly from the
+// cache. Without these, a core with two 512-bit FMA units waited on them: 14x14x1024 pointwise
+// forward ran at 0.38 of oneDNN's blocked layouts, 56x56x64 at 0.58 (docs/decisions.md).
+inline constexpr int64_t kWeightsAhead = 16;
+template <int Taps>
+inline constexpr int64_t kInputsAhead = Taps == 1 ? 48 : 16;
 
 // The step of a micro-tile: sum += an input (broadcast) times a tap's weights for kVL output
 // channels. F32Dot: one channel's input by its weights (an FMA). For bf16 the inputs and the
@@ -192,7 +200,7 @@ inline void pair_channels(const uint16_t* in, uint32_t* out, int64_t channels, i
 // One tap over a channel block: in each row r of the micro-tile that RowMask names, positions
 // [First, End) add in[i][offset + r * width + position] times the tap's weights of input
 // channel i. `in` is the block's first channel at the micro-tile's first output.
-template <class Dot, int Rows, int Positions, int First, int End, unsigned RowMask,
+template <class Dot, int Rows, int Positions, int First, int End, unsigned RowMask, int Taps,
           class Word = typename Dot::Word>
 __attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions][kNV],
                                                    const Word* in, int64_t offset, int64_t width,
@@ -202,6 +210,16 @@ __attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions
 #pragma GCC unroll 2
   for (int r = 0; r < Rows; ++r) row_in[r] = RowMask >> r & 1 ? in + offset + r * width : in;
   for (int64_t i = 0; i < count; ++i, w += kNR) {
+#pragma GCC unroll 2
+    for (int64_t line = 0; line < kNR; line += 64 / int64_t{sizeof(Word)}) {
+      __builtin_prefetch(w + kWeightsAhead * kNR + line);
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < Rows; ++r) {
+      if (!(RowMask >> r & 1)) continue;
+      __builtin_prefetch(row_in[r] + kInputsAhead<Taps> * plane + First);
+      __builtin_prefetch(row_in[r] + kInputsAhead<Taps> * plane + End - 1);
+    }
     vfloat weights[kNV];
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) __builtin_memcpy(&weights[v], w + v * kVL, sizeof weights[v]);
@@ -230,21 +248,21 @@ __attribute__((always_inline)) inline void add_filter_row(vfloat (&sum)[Rows][Po
                                                           const Word* w, int64_t count, bool left,
                                                           bool right) {
   if (left) {
-    add_tap<Dot, Rows, Positions, 1, Positions, RowMask>(sum, in, offset - 1, width, plane, w,
-                                                         count);
+    add_tap<Dot, Rows, Positions, 1, Positions, RowMask, 9>(sum, in, offset - 1, width, plane,
+                                                            w, count);
   } else {
-    add_tap<Dot, Rows, Positions, 0, Positions, RowMask>(sum, in, offset - 1, width, plane, w,
-                                                         count);
+    add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset - 1, width, plane,
+                                                            w, count);
   }
   w += count * kNR;
-  add_tap<Dot, Rows, Positions, 0, Positions, RowMask>(sum, in, offset, width, plane, w, count);
+  add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset, width, plane, w, count);
   w += count * kNR;
   if (right) {
-    add_tap<Dot, Rows, Positions, 0, Positions - 1, RowMask>(sum, in, offset + 1, width, plane, w,
-                                                             count);
+    add_tap<Dot, Rows, Positions, 0, Positions - 1, RowMask, 9>(sum, in, offset + 1, width,
+                                                                plane, w, count);
   } else {
-    add_tap<Dot, Rows, Positions, 0, Positions, RowMask>(sum, in, offset + 1, width, plane, w,
-                                                         count);
+    add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset + 1, width, plane,
+                                                            w, count);
   }
 }
 
@@ -269,11 +287,24 @@ __attribute__((noinline)) void micro_tile(const Problem<Word, Taps>& p, int64_t 
   constexpr int64_t kChannelBlock = Packing<Taps>::kBlock;
   const int64_t plane = p.height * p.width, in_channels = p.packing.in_channels;
   const Word* image = p.in + n * in_channels * plane + row * p.width + column;
+  const int64_t first = output_block * kNR;
+  const int64_t channels = min64(kNR, p.packing.out_channels - first);
+  float* const out = p.out + (n * p.packing.out_channels + first) * plane + row * p.width + column;
+  // The tile's output lines, fetched for writing now so that its stores below do not wait on them.
+  for (int64_t o = 0; o < channels; ++o) {
+#pragma GCC unroll 2
+    for (int r = 0; r < Rows; ++r) {
+      __builtin_prefetch(out + o * plane + r * p.width, 1);
+      __builtin_prefetch(out + o * plane + r * p.width + Positions - 1, 1);
+    }
+  }
   // Each channel block's sums start from zero in registers and are then added to the tile's
   // (`lanes`), so that no sum runs longer than a block's 288 products: rounding errors as the
-  // implicit GEMM's depth blocks keep them, not as one chain over the whole depth.
+  // implicit GEMM's depth blocks keep them, not as one chain over the whole depth. A layer has
+  // at least one input channel, so at least one block.
   alignas(64) float lanes[Rows][Positions][kNR];
-  for (int64_t i0 = 0; i0 < in_channels; i0 += kChannelBlock) {
+  int64_t i0 = 0;
+  do {
     vfloat sum[Rows][Positions][kNV];
 #pragma GCC unroll 2
     for (int r = 0; r < Rows; ++r)
@@ -285,8 +316,8 @@ __attribute__((noinline)) void micro_tile(const Problem<Word, Taps>& p, int64_t 
     const Word* w = p.packing.block(p.packed, output_block, i0);
     const Word* in = image + i0 * plane;
     if constexpr (Taps == 1) {  // every row, every position
-      add_tap<Dot, Rows, Positions, 0, Positions, (1u << Rows) - 1>(sum, in, 0, p.width, plane, w,
-                                                                    count);
+      add_tap<Dot, Rows, Positions, 0, Positions, (1u << Rows) - 1, 1>(sum, in, 0, p.width, plane,
+                                                                       w, count);
     } else {
       const bool left = column == 0, right = column + Positions == p.width;
       for (int ty = 0; ty < 3; ++ty, w += 3 * count * kNR) {
@@ -322,15 +353,12 @@ __attribute__((noinline)) void micro_tile(const Problem<Word, Taps>& p, int64_t 
         }
       }
     }
-  }
+  } while ((i0 += kChannelBlock) < in_channels);
   // The sums hold kNR output channels per position; the output has positions along its rows.
-  const int64_t first = output_block * kNR;
-  const int64_t channels = min64(kNR, p.packing.out_channels - first);
-  float* out = p.out + (n * p.packing.out_channels + first) * plane + row * p.width + column;
-  for (int64_t o = 0; o < channels; ++o, out += plane) {
+  for (int64_t o = 0; o < channels; ++o) {
     for (int r = 0; r < Rows; ++r) {
       for (int position = 0; position < Positions; ++position) {
-        out[r * p.width + position] = lanes[r][position][o];
+        out[o * plane + r * p.width + position] = lanes[r][position][o];
       }
     }
   }

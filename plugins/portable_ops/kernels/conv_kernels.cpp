@@ -124,8 +124,10 @@ PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const Word* in, const W
   const int64_t groups = porta_ops::div_up(packing.out_channels, porta_ops::kDirectOutputs);
   const int64_t index = porta_ops::group_number();
   if (index >= groups * g.batch * chunks) return;  // the flat grid's spare groups
-  const int64_t chunk = index % chunks, n = index / chunks % g.batch;
-  direct::run_rows<Dot>(p, n, index / chunks / g.batch, chunk * g.direct_rows, g.direct_rows);
+  const int64_t chunk = index % chunks, rest = index / chunks;
+  const int64_t n = g.direct_by_image ? rest / groups : rest % g.batch;
+  const int64_t group = g.direct_by_image ? rest % groups : rest / g.batch;
+  direct::run_rows<Dot>(p, n, group, chunk * g.direct_rows, g.direct_rows);
 }
 
 PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* w, bool backward_data) {

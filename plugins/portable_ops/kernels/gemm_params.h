@@ -120,8 +120,12 @@ struct ConvArgs {
   // CPU, fp32 and bf16 forward and backward data of a 3x3 layer of stride 1 and padding 1 or a
   // pointwise one (direct_shape): the direct convolution (kernels/conv_direct_cpu.h) from the
   // weights packed into packed_a, each group direct_rows output rows of one image and
-  // kDirectOutputs output channels; 0 otherwise.
+  // kDirectOutputs output channels; 0 otherwise. direct_by_image: the groups are numbered output
+  // channels fastest, so that a thread's run of groups shares an image's input (read once, the
+  // weights once per image), else images fastest (the weights read once, the input once per
+  // group of output channels); the host takes the order that reads fewer bytes.
   int64_t direct_rows;
+  int64_t direct_by_image;
 
   // The layers the CPU's direct convolution takes: 3x3 of stride 1 and padding 1, or pointwise;
   // undilated (a pointwise layer's dilation changes nothing, but leaves its twin to the engine).
