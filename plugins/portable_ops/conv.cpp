@@ -61,8 +61,8 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
                         "the convolution is too large for one launch of its kernels");
   }
   // Words read: by image, the input once and the weights once per image; by output channels,
-  // the weights once and the input once per group (14x14x1024 pointwise: 12.8 + 16 MiB against
-  // 1 + 103; 7x7x512: 1.6 + 151 against 9.4 + 26).
+  // the weights once and the input once per group (in MB, 14x14x1024 pointwise: 12.8 + 16.8
+  // against 1 + 103; 7x7x512: 1.6 + 151 against 9.4 + 26).
   const Checked<int64_t> by_image = input_words + Checked(g.batch) * packed_words;
   const Checked<int64_t> by_outputs = packed_words + Checked(groups) * input_words;
   g.direct_by_image = by_image.valid() &&
