@@ -65,8 +65,8 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   // against 1 + 103; 7x7x512: 1.6 + 151 against 9.4 + 26).
   const Checked<int64_t> by_image = input_words + Checked(g.batch) * packed_words;
   const Checked<int64_t> by_outputs = packed_words + Checked(groups) * input_words;
-  g.direct_by_image = by_image.valid() &&
-                      (!by_outputs.valid() || by_image.value() < by_outputs.value());
+  g.direct_by_image =
+      by_image.valid() && (!by_outputs.valid() || by_image.value() < by_outputs.value());
   const Scratch scratch = scratch_for(op, static_cast<size_t>(bytes.value()));
   g.packed_a = scratch.as<float>();
   static const char* const pack_kernels[][2] = {

@@ -30,8 +30,8 @@ inline constexpr int64_t kBlockSteps = kDirectBlockSteps;
 // How far ahead a micro-tile fetches its operands, in steps (input channels): a tap's weights
 // stream from the L2, and a pointwise layer's inputs, each channel's row read once per tile, from
 // memory; a 3x3 layer's rows are read by three taps and the neighbouring tiles, so mostly from the
-// cache. Without these, a core with two 512-bit FMA units waited on them: 14x14x1024 pointwise
-// forward ran at 0.38 of oneDNN's blocked layouts, 56x56x64 at 0.58 (docs/decisions.md).
+// cache. Without these a core with two 512-bit FMA units waited on them (docs/decisions.md,
+// "Direct convolution on a core with two 512-bit FMA units").
 inline constexpr int64_t kWeightsAhead = 16;
 template <int Taps>
 inline constexpr int64_t kInputsAhead = Taps == 1 ? 48 : 16;
@@ -248,21 +248,21 @@ __attribute__((always_inline)) inline void add_filter_row(vfloat (&sum)[Rows][Po
                                                           const Word* w, int64_t count, bool left,
                                                           bool right) {
   if (left) {
-    add_tap<Dot, Rows, Positions, 1, Positions, RowMask, 9>(sum, in, offset - 1, width, plane,
-                                                            w, count);
+    add_tap<Dot, Rows, Positions, 1, Positions, RowMask, 9>(sum, in, offset - 1, width, plane, w,
+                                                            count);
   } else {
-    add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset - 1, width, plane,
-                                                            w, count);
+    add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset - 1, width, plane, w,
+                                                            count);
   }
   w += count * kNR;
   add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset, width, plane, w, count);
   w += count * kNR;
   if (right) {
-    add_tap<Dot, Rows, Positions, 0, Positions - 1, RowMask, 9>(sum, in, offset + 1, width,
-                                                                plane, w, count);
+    add_tap<Dot, Rows, Positions, 0, Positions - 1, RowMask, 9>(sum, in, offset + 1, width, plane,
+                                                                w, count);
   } else {
-    add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset + 1, width, plane,
-                                                            w, count);
+    add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset + 1, width, plane, w,
+                                                            count);
   }
 }
 

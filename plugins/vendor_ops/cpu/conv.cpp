@@ -143,7 +143,10 @@ Conv make_conv(const porta_conv2d_desc_t& d, Pass pass) {
         // dilated layers (most of dw off, by as much as its scale; found by the op suite on a
         // Xeon with AMX): those take the next implementation oneDNN offers.
         const bool dilated = d.dilation_h > 1 || d.dilation_w > 1;
-        while (dilated && std::string_view(pd.impl_info_str()).find("amx") != std::string_view::npos) {
+        auto amx = [&] {
+          return std::string_view(pd.impl_info_str()).find("amx") != std::string_view::npos;
+        };
+        while (dilated && amx()) {
           if (!pd.next_impl()) {
             throw dnnl::error(dnnl_unimplemented, "no implementation but AMX for a dilated layer");
           }
