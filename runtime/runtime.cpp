@@ -9,6 +9,9 @@
 #include <iterator>
 #include <string_view>
 
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include "log.h"
 #include "versioned_struct.h"
 
@@ -574,10 +577,11 @@ bool Runtime::forget(const void* ptr, porta_memory_kind_t kind, Allocation& out)
 }
 
 void Runtime::remember_freed(const Allocation& allocation, const char* freed_by) {
-  // Only ranges the host cannot get back are worth remembering: device memory of a backend that
-  // keeps freed addresses reserved (a GPU driver's own range; the CPU backend's reserved ranges),
-  // and the CPU backend's pinned memory, which is its device memory. A GPU driver's freed pinned
-  // memory, and OpenCL's or Level Zero's shared memory, go back to the host.
+  // Only ranges the host does not get back at once are worth remembering: device memory of a
+  // backend that keeps freed addresses from the host's heap (a GPU driver's mappings, which it
+  // may hand to a later mmap, see touched(); the CPU backend's reserved ranges), and the CPU
+  // backend's pinned memory, which is its device memory. A GPU driver's freed pinned memory,
+  // and OpenCL's or Level Zero's shared memory, go back to the host.
   const uint32_t caps = allocation.device->properties.capabilities;
   if (!(caps & PORTA_CAPABILITY_RESERVED_ADDRESSES)) return;
   if (allocation.kind != PORTA_MEMORY_DEVICE && !(caps & PORTA_CAPABILITY_HOST_IS_DEVICE)) return;
@@ -595,11 +599,51 @@ bool touches(uintptr_t begin, uintptr_t end, const Allocation& allocation) {
   return begin <= allocation.base + allocation.size && allocation.base < end;
 }
 
+// Whether the process can read a byte of every page of [begin, end): memory the host has mapped.
+// The kernel reads it (process_vm_readv on this process), so a page that is not mapped, or not
+// readable, fails the read instead of faulting.
+bool host_can_read(uintptr_t begin, uintptr_t end) {
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  constexpr size_t kBatch = 256;
+  char bytes[kBatch];
+  iovec local{bytes, 0};
+  iovec remote[kBatch];
+  for (uintptr_t at = begin; at < end;) {
+    size_t count = 0;
+    for (; count < kBatch && at < end; ++count, at = (at / page + 1) * page) {
+      remote[count] = iovec{reinterpret_cast<void*>(at), 1};
+    }
+    local.iov_len = count;
+    if (process_vm_readv(getpid(), &local, 1, remote, count, 0) != static_cast<ssize_t>(count)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
-Runtime::Touched Runtime::touched(const void* ptr, size_t size) const {
+Runtime::Touched Runtime::touched(const void* ptr, size_t size) {
   const auto begin = reinterpret_cast<uintptr_t>(ptr);
   const uintptr_t end = size > UINTPTR_MAX - begin ? UINTPTR_MAX : begin + size;
+  for (;;) {
+    Touched found = touched_record(begin, end);
+    if (found.kind != Touched::kFreed) return found;
+    // A GPU driver may hand freed addresses to the host's next mmap (CUDA does on Linux): where
+    // the host can read the part of the range the record covers, it is host memory now, and the
+    // record is dropped. The CPU backend keeps its freed ranges unreadable.
+    const Allocation& freed = found.allocation;
+    const uintptr_t from = std::max(begin, freed.base);
+    const uintptr_t to = std::max(from + 1, std::min(end, freed.base + freed.size));
+    if (!host_can_read(from, to)) return found;
+    std::unique_lock lock(allocations_mutex_);
+    std::erase_if(freed_, [&](const Freed& record) {
+      return record.allocation.base == freed.base && record.allocation.size == freed.size;
+    });
+  }
+}
+
+Runtime::Touched Runtime::touched_record(uintptr_t begin, uintptr_t end) const {
   std::shared_lock lock(allocations_mutex_);
   // The allocation before begin (it may end at begin), then the first at or after it.
   auto it = allocations_.upper_bound(begin);

@@ -190,13 +190,14 @@ class Runtime {
   void report_live_allocations(const char* occasion, uint64_t* out_count, uint64_t* out_bytes);
 
   // What [ptr, ptr + size) that lies in no live allocation touches: a live allocation (overlaps
-  // it, or starts right at its end), a recently freed one, or nothing (plain host memory).
+  // it, or starts right at its end), a recently freed one the host has not mapped again, or
+  // nothing (plain host memory).
   struct Touched {
     enum Kind { kNothing, kLive, kFreed } kind = kNothing;
     Allocation allocation;
     const char* freed_by = "";  // the call that freed it
   };
-  Touched touched(const void* ptr, size_t size) const;
+  Touched touched(const void* ptr, size_t size);
 
  private:
   porta_status_t read_settings(const porta_init_options_t* options, Settings& settings);
@@ -217,6 +218,8 @@ class Runtime {
 
   // Records the freed allocation (allocations_mutex_ held): the oldest goes beyond the bound.
   void remember_freed(const Allocation& allocation, const char* freed_by);
+  // What [begin, end) touches among the records, as they stand.
+  Touched touched_record(uintptr_t begin, uintptr_t end) const;
 
   void load_comm_plugins();  // comm_mutex_ held
 

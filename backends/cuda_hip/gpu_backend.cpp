@@ -113,7 +113,8 @@ std::string to_string_mb(uint64_t bytes) { return std::to_string(bytes >> 20) + 
 
 // Which data types and units a device has, from its architecture.
 uint32_t capabilities_of(const std::string& architecture, bool unified, bool async_copy) {
-  // Device memory lies in the driver's own virtual address range, never handed to the host.
+  // Freed device memory leaves the process's address space rather than joining the host's heap
+  // (the driver may hand it to a later mmap, which libporta then sees as host memory).
   uint32_t caps = PORTA_CAPABILITY_FP64 | PORTA_CAPABILITY_RESERVED_ADDRESSES;
   if (unified) caps |= PORTA_CAPABILITY_UNIFIED_ADDRESSING;
   if (async_copy) caps |= PORTA_CAPABILITY_ASYNC_COPY;

@@ -210,9 +210,10 @@ enum {
   PORTA_CAPABILITY_UNIFIED_ADDRESSING = 1u << 4, /* host and device share one address space */
   PORTA_CAPABILITY_ASYNC_COPY = 1u << 5,     /* copies overlap with kernels on another stream */
   PORTA_CAPABILITY_HOST_IS_DEVICE = 1u << 6, /* device memory is host memory (the CPU backend) */
-  /* Freed device memory keeps its addresses away from the host's allocations (the driver's own
-   * address range, or ranges the CPU backend keeps reserved), so a copy into it is named a use
-   * after free. Without it (OpenCL SVM, Level Zero USM), freed addresses may become host memory. */
+  /* Freed device memory does not go back to the host's heap, so a copy into it is named a use
+   * after free until the host maps those addresses again (the CPU backend keeps them reserved; a
+   * GPU driver may hand them to a later mmap). Without it (OpenCL SVM, Level Zero USM), freed
+   * addresses may become host memory at once. */
   PORTA_CAPABILITY_RESERVED_ADDRESSES = 1u << 7
 };
 
@@ -315,8 +316,9 @@ typedef struct porta_event_s* porta_event_t;
  * host) follows from where dst and src were allocated. Every pointer that lies in a Porta
  * allocation must have size bytes left in it. A range outside every allocation is host memory
  * only if it touches none: one that runs into a live allocation or starts at its end, or touches
- * a recently freed one (also those freed by porta_shutdown), is INVALID_ARGUMENT, the latter
- * named a use after free (on devices with PORTA_CAPABILITY_RESERVED_ADDRESSES).
+ * a recently freed one (also those freed by porta_shutdown) that the host has not mapped again,
+ * is INVALID_ARGUMENT, the latter named a use after free (on devices with
+ * PORTA_CAPABILITY_RESERVED_ADDRESSES).
  * The async form queues the copy on the stream and returns; host memory must stay valid until it
  * completes, and only pinned memory is guaranteed to overlap with other work. The blocking form
  * runs on the default stream of the device involved (dst's, for a copy between devices) and

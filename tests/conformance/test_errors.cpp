@@ -3,6 +3,8 @@
 // alive and usable).
 #include <elf.h>
 #include <porta/porta_plugin.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cstddef>
@@ -382,6 +384,43 @@ TEST_CASE("errors: copies into freed memory are refused as use after free", "[er
     PT_REQUIRE_OK(porta_memory_alloc(device, 1024, &again));
     if (again == freed) PT_CHECK_OK(porta_memcpy(again, host.data(), 64));
     PT_CHECK_OK(porta_memory_free(again));
+  }
+}
+
+TEST_CASE("errors: freed addresses the host maps again are host memory", "[errors][memory]") {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  for (porta_device_t device : devices_with_reserved_addresses("host memory at freed addresses")) {
+    INFO("device " << device);
+    Stream stream(device);
+    Buffer d(device, 64);
+    void* freed = nullptr;
+    PT_REQUIRE_OK(porta_memory_alloc(device, page, &freed));
+    PT_REQUIRE_OK(porta_memory_free(freed));
+    std::vector<uint8_t> host(64, 0x44);
+    check_refused(d.get(), freed, 64, "use after free", stream.get());
+    // The host takes the addresses: as a GPU driver's next mmap may, or here, over the CPU
+    // backend's reserved range, as if it had given the range back.
+    const bool host_is_device = properties(device).capabilities & PORTA_CAPABILITY_HOST_IS_DEVICE;
+    const int fixed = host_is_device ? MAP_FIXED : MAP_FIXED_NOREPLACE;
+    void* mapped = mmap(freed, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | fixed,
+                        -1, 0);
+    if (mapped != freed) {
+      if (mapped != MAP_FAILED) munmap(mapped, page);
+      WARN("device " << device << ": the driver keeps freed addresses mapped: nothing to check");
+      continue;
+    }
+    std::memset(mapped, 0x5a, page);
+    PT_CHECK_OK(porta_memcpy(d.get(), mapped, 64));
+    CHECK(download(d.get(), 64) == std::vector<uint8_t>(64, 0x5a));
+    PT_CHECK_OK(porta_memcpy(static_cast<char*>(mapped) + 64, host.data(), 64));
+    CHECK(static_cast<uint8_t*>(mapped)[64] == 0x44);
+    // Given back: reserved again on the CPU backend, unmapped elsewhere.
+    if (host_is_device) {
+      CHECK(mmap(freed, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                 -1, 0) == freed);
+    } else {
+      CHECK(munmap(freed, page) == 0);
+    }
   }
 }
 
