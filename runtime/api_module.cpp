@@ -316,6 +316,10 @@ extern "C" PORTA_API porta_status_t porta_kernel_get(porta_module_t handle, cons
     if (!name || !out_kernel) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "porta_kernel_get: name and out_kernel must not be NULL");
     }
+    // Drivers differ on the empty name (CUDA calls it an invalid value); it names no kernel.
+    if (*name == '\0') {
+      return fail(PORTA_ERROR_NOT_FOUND, "porta_kernel_get: no kernel has the empty name");
+    }
     std::lock_guard lock(module->mutex);
     if (module->unloaded) {
       return fail(PORTA_ERROR_INVALID_HANDLE, "porta_kernel_get: module {} was unloaded meanwhile",
