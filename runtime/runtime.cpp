@@ -1,5 +1,8 @@
 #include "runtime.h"
 
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cstddef>
@@ -8,9 +11,6 @@
 #include <filesystem>
 #include <iterator>
 #include <string_view>
-
-#include <sys/uio.h>
-#include <unistd.h>
 
 #include "log.h"
 #include "versioned_struct.h"

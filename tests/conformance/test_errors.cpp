@@ -402,8 +402,8 @@ TEST_CASE("errors: freed addresses the host maps again are host memory", "[error
     // backend's reserved range, as if it had given the range back.
     const bool host_is_device = properties(device).capabilities & PORTA_CAPABILITY_HOST_IS_DEVICE;
     const int fixed = host_is_device ? MAP_FIXED : MAP_FIXED_NOREPLACE;
-    void* mapped = mmap(freed, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | fixed,
-                        -1, 0);
+    void* mapped =
+        mmap(freed, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | fixed, -1, 0);
     if (mapped != freed) {
       if (mapped != MAP_FAILED) munmap(mapped, page);
       WARN("device " << device << ": the driver keeps freed addresses mapped: nothing to check");
