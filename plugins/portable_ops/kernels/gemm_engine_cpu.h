@@ -550,8 +550,9 @@ Panels<float, Width> block_panels(const Operand& x, bool in_place, float* dst, i
 }  // namespace cpu
 }  // namespace porta_ops
 
-// bf16 operands on vdpbf16ps where the CPU has it (packed_gemm hands them over).
+// bf16 operands on vdpbf16ps where the CPU has it, or on AMX tiles (packed_gemm hands them over).
 #include "gemm_engine_cpu_bf16.h"
+#include "gemm_engine_cpu_amx.h"
 
 namespace porta_ops {
 namespace cpu {
@@ -567,6 +568,14 @@ bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c,
 template <class A, class B>
 void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
+#if PORTA_GEMM_AMX
+  if constexpr (bf16_operands<A, B>() && std::is_same_v<A, StridedOperand<bf16>>) {
+    if (t.path == kGemmPathNative && has_amx_bf16() &&
+        packed_gemm_amx(a, b, c, s, t, i0, j0, d_begin, d_end)) {
+      return;
+    }
+  }
+#endif
 #if PORTA_GEMM_BF16_DOT
   if constexpr (bf16_operands<A, B>()) {
     if (t.path == kGemmPathNative && has_bf16_dot()) {
