@@ -1,5 +1,8 @@
 #include "cpu_device.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -212,6 +215,22 @@ uint64_t available_memory() {
   return (uint64_t{info.freeram} + info.bufferram) * info.mem_unit;
 }
 
+// The 16-bit arithmetic the portable kernels take on this CPU (x86-64-v4 builds): bf16 dot
+// products (AVX512_BF16) and matrix units (AMX-TILE with AMX-BF16, CPUID leaf 7 EDX bits 24 and
+// 22). The kernels still ask Linux for the tiles' state before using them.
+uint32_t bf16_capabilities() {
+  uint32_t caps = 0;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512bf16")) caps |= PORTA_CAPABILITY_BF16;
+  unsigned eax, ebx, ecx, edx;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx >> 22 & 1) && (edx >> 24 & 1)) {
+    caps |= PORTA_CAPABILITY_BF16 | PORTA_CAPABILITY_MATRIX_CORES;
+  }
+#endif
+  return caps;
+}
+
 porta_device_properties_t probe_properties(unsigned threads) {
   porta_device_properties_t p;
   std::memset(&p, 0, sizeof(p));
@@ -236,6 +255,7 @@ porta_device_properties_t probe_properties(unsigned threads) {
   p.capabilities = PORTA_CAPABILITY_FP64 | PORTA_CAPABILITY_UNIFIED_ADDRESSING |
                    PORTA_CAPABILITY_ASYNC_COPY | PORTA_CAPABILITY_HOST_IS_DEVICE |
                    PORTA_CAPABILITY_RESERVED_ADDRESSES;
+  if (std::string_view(isa.architecture) == "x86-64-v4") p.capabilities |= bf16_capabilities();
   return p;
 }
 

@@ -20,6 +20,7 @@ bool plan_staged_launch(const Op& context, int64_t m, int64_t n, int64_t k,
                         const porta_ops::StagedWindow& window, std::optional<Scratch>& scratch,
                         porta_ops::GemmPlan* plan);
 bool runs_packed_path(const Op& context);
+bool bf16_on_matrix_units(const Op& context);
 int32_t requested_gemm_path();
 
 namespace {
@@ -127,7 +128,10 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     // implicit GEMM multiplies as zeros (18% of a 7x7 image's); a pointwise layer's forward reads
     // x in place, its tiles within an image's rows (its backward data measured no faster: its
     // sums are shallower, so the store of each tile weighs more; docs/decisions.md).
-    const bool direct = g.direct_shape() && (pass == Pass::forward || !g.pointwise());
+    // bf16 on matrix units goes to the implicit GEMM, whose tiles multiply several times faster
+    // than the direct convolution's fp32 lanes.
+    const bool direct = g.direct_shape() && (pass == Pass::forward || !g.pointwise()) &&
+                        !(d.dtype == PORTA_DTYPE_BF16 && bf16_on_matrix_units(op));
     if (pass != Pass::backward_weights && direct && runs_packed_path(op) &&
         (d.dtype == PORTA_DTYPE_F32 || d.dtype == PORTA_DTYPE_BF16)) {
       return launch_direct(pass, op, g, d.dtype, in0, in1, out);

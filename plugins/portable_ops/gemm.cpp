@@ -137,6 +137,13 @@ bool runs_packed_path(const Op& context) {
   return runs_on_host(context) && requested_gemm_path() != porta_ops::kGemmPathTiled;
 }
 
+// Whether bf16 products on the stream's device run on the CPU's matrix units (AMX tiles, in the
+// packed path's GEMM only).
+bool bf16_on_matrix_units(const Op& context) {
+  return runs_packed_path(context) && requested_gemm_path() == porta_ops::kGemmPathNative &&
+         (context.properties->capabilities & PORTA_CAPABILITY_MATRIX_CORES) != 0;
+}
+
 porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* gemm) {
   return guarded("porta_gemm", [&] {
     const porta_gemm_desc_t& d = *gemm->desc;
