@@ -57,14 +57,16 @@ inline void pack_rows_amx(const StridedOperand<bf16>& a, uint32_t* dst, int64_t 
   const auto row_at = [&](int64_t r) { return reinterpret_cast<uint16_t*>(dst + r * pairs); };
   constexpr int64_t kMinRun = 8;  // depths; shorter runs (a pointwise filter's) go as strides
   if (a.depth.inner == 1 && (a.depth.div == 0 || a.depth.div >= kMinRun)) {
-    const int64_t run = a.depth.div > 0 ? a.depth.div : kb;
+    // A plain stride is one run, from d0 (hi 0, lo d0 below).
+    const int64_t run = a.depth.div > 0 ? a.depth.div : d0 + kb;
+    const int64_t outer = a.depth.div > 0 ? a.depth.outer : 0;
     for (int64_t r = 0; r < rows; ++r) {
-      const bf16* base = a.p + (w0 + r) * a.wide_stride;
-      for (int64_t d = 0; d < kb;) {
-        const int64_t x = d0 + d, n = min64(run - x % run, kb - d);
-        const bf16* from = base + a.depth(x);
-        uint16_t* to = row_at(r) + d;
-        for (int64_t e = 0; e < n; ++e) to[e] = from[e].bits;  // runs of a few taps: no call
+      const bf16* row = a.p + (w0 + r) * a.wide_stride;
+      uint16_t* to = row_at(r);
+      for (int64_t d = 0, hi = d0 / run, lo = d0 % run; d < kb; ++hi, lo = 0) {
+        const int64_t n = min64(run - lo, kb - d);
+        const bf16* from = row + hi * outer + lo;
+        for (int64_t e = 0; e < n; ++e) to[d + e] = from[e].bits;  // runs of a few taps: no call
         d += n;
       }
     }
