@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 #include "common.h"
 
@@ -71,6 +74,40 @@ TEST_CASE("device: properties are sane", "[device]") {
     if (is_cpu_backend()) CHECK((p.capabilities & PORTA_CAPABILITY_RESERVED_ADDRESSES) != 0);
     // Every bit set is a documented capability.
     CHECK((p.capabilities & ~0xFFu) == 0);
+  }
+}
+
+namespace {
+
+// The CPU's feature flags, as Linux lists them (empty where it does not).
+std::string cpu_flags() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("flags", 0) == 0) return " " + line.substr(line.find(':') + 1) + " ";
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("device: the CPU's bf16 and matrix units are those its kernels use", "[device]") {
+  if (!is_cpu_backend()) return;
+  const std::string flags = cpu_flags();
+  if (flags.empty()) {
+    WARN("no /proc/cpuinfo flags: the CPU's bf16 capabilities not checked");
+    return;
+  }
+  const auto has = [&](const char* flag) {
+    return flags.find(" " + std::string(flag) + " ") != std::string::npos;
+  };
+  for (porta_device_t device : devices()) {
+    const porta_device_properties_t p = properties(device);
+    INFO("device " << device << ", " << p.architecture);
+    // Only the x86-64-v4 kernels have the bf16 instructions and tiles.
+    const bool v4 = std::string(p.architecture) == "x86-64-v4";
+    const bool amx = v4 && has("amx_bf16") && has("amx_tile");
+    CHECK(((p.capabilities & PORTA_CAPABILITY_MATRIX_CORES) != 0) == amx);
+    CHECK(((p.capabilities & PORTA_CAPABILITY_BF16) != 0) == (amx || (v4 && has("avx512_bf16"))));
   }
 }
 
