@@ -216,16 +216,24 @@ uint64_t available_memory() {
 }
 
 // The 16-bit arithmetic the portable kernels take on this CPU (x86-64-v4 builds): bf16 dot
-// products (AVX512_BF16) and matrix units (AMX-TILE with AMX-BF16, CPUID leaf 7 EDX bits 24 and
-// 22). The kernels still ask Linux for the tiles' state before using them.
+// products (AVX512_BF16) and matrix units: AMX-TILE with AMX-BF16 (CPUID leaf 7 EDX bits 24 and
+// 22) whose tile state the kernel has enabled (XCR0 bits 17 and 18, as Linux 5.16 and later
+// do). The kernels still ask Linux for that state before using the tiles.
 uint32_t bf16_capabilities() {
   uint32_t caps = 0;
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512bf16")) caps |= PORTA_CAPABILITY_BF16;
   unsigned eax, ebx, ecx, edx;
-  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx >> 22 & 1) && (edx >> 24 & 1)) {
-    caps |= PORTA_CAPABILITY_BF16 | PORTA_CAPABILITY_MATRIX_CORES;
+  const bool amx = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx >> 22 & 1) &&
+                   (edx >> 24 & 1) && __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx >> 27 & 1);
+  if (amx) {
+    uint32_t xcr0_low, xcr0_high;  // xgetbv(0), read only where OSXSAVE says the OS set it up
+    __asm__("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+    constexpr uint32_t kTileState = 3u << 17;  // XTILECFG and XTILEDATA
+    if ((xcr0_low & kTileState) == kTileState) {
+      caps |= PORTA_CAPABILITY_BF16 | PORTA_CAPABILITY_MATRIX_CORES;
+    }
   }
 #endif
   return caps;

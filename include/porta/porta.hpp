@@ -101,8 +101,14 @@ inline const char* to_string(porta_plugin_outcome_t outcome) noexcept {
 
 // The names of the PORTA_CAPABILITY_* bits set ("fp64", "bf16", ...); unknown bits as hex.
 inline std::vector<std::string> capability_names(uint32_t capabilities) {
-  static const char* const names[] = {
-      "fp64", "fp16", "bf16", "matrix_cores", "unified_addressing", "async_copy", "host_is_device"};
+  static const char* const names[] = {"fp64",
+                                      "fp16",
+                                      "bf16",
+                                      "matrix_cores",
+                                      "unified_addressing",
+                                      "async_copy",
+                                      "host_is_device",
+                                      "reserved_addresses"};
   std::vector<std::string> out;
   for (uint32_t bit = 0; bit < 32; ++bit) {
     if (!(capabilities & (1u << bit))) continue;
