@@ -8,7 +8,8 @@
 // (pack_pairs: strips of kNR = 32 columns, one pair row of 128 bytes after another), its strips
 // padded with zero pairs to whole tiles. A's rows are packed along the depth, as the instruction
 // reads them, zero past the rows and depths. A step multiplies 32 rows by a strip into four
-// accumulator tiles (tiles 0-3; A's in 4-5, B's in 6-7), stored as four fp32 micro-tiles
+// accumulator tiles (tiles 0-3; A's in 4-5, B's in 6-7; a last group of at most 16 rows, one A
+// tile into two), stored as fp32 micro-tiles
 // through store_tile, so alpha, beta, the edges and the later depth blocks go as on every path.
 // Products are exact and the sums fp32 in depth order, as elsewhere; the instruction takes
 // subnormal inputs as zero and flushes subnormal sums.
@@ -38,6 +39,7 @@ inline bool has_amx_bf16() {
 }
 
 inline constexpr int64_t kTilePairs = 16;  // depth pairs a tile holds
+inline constexpr int64_t kTileRows = 16;   // rows of A a tile holds
 inline constexpr int64_t kAmxRows = 32;    // rows of A a step multiplies: two tiles
 
 // Palette 1, eight tiles of 16 rows of 64 bytes.
@@ -97,7 +99,7 @@ inline void pad_strips(uint32_t* panel, int64_t strips, int64_t pairs, int64_t p
 }
 
 // C's block_rows x cols at (i, j) from A's packed rows (pack_rows_amx, `pairs` a row, padded
-// to a multiple of kAmxRows) and B's padded strips (`pairs` pair rows each), `pairs` a multiple
+// to a multiple of kTileRows) and B's padded strips (`pairs` pair rows each), `pairs` a multiple
 // of kTilePairs. Strips outer: a strip (pairs x 128 bytes) stays in L1 for every 32 rows.
 __attribute__((target("amx-tile,amx-bf16"), noinline)) inline void multiply_amx(
     const uint32_t* pa, const uint32_t* pb, int64_t pairs, int64_t block_rows, int64_t cols,
@@ -113,25 +115,29 @@ __attribute__((target("amx-tile,amx-bf16"), noinline)) inline void multiply_amx(
     const TileColumns at(c.col, j + q * kNR, strip_cols);
     for (int64_t r0 = 0; r0 < block_rows; r0 += kAmxRows) {
       const uint32_t* rows = pa + r0 * pairs;
+      // A last group of at most 16 rows takes one A tile and two accumulators.
+      const bool two_tiles = block_rows - r0 > kTileRows;
       _tile_zero(0);
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
       for (int64_t p = 0; p < pairs; p += kTilePairs) {
         _tile_loadd(4, rows + p, a_stride);
-        _tile_loadd(5, rows + kTilePairs * pairs + p, a_stride);
         _tile_loadd(6, strip + p * kNR, b_stride);
         _tile_loadd(7, strip + p * kNR + kTilePairs, b_stride);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        if (two_tiles) {
+          _tile_loadd(5, rows + kTileRows * pairs + p, a_stride);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
       }
       constexpr int64_t kRowBytes = kNR * sizeof(float);
       _tile_stored(0, &sums[0][0], kRowBytes);
       _tile_stored(1, &sums[0][kTilePairs], kRowBytes);
-      _tile_stored(2, &sums[kTilePairs][0], kRowBytes);
-      _tile_stored(3, &sums[kTilePairs][kTilePairs], kRowBytes);
+      _tile_stored(2, &sums[kTileRows][0], kRowBytes);
+      _tile_stored(3, &sums[kTileRows][kTilePairs], kRowBytes);
       for (int64_t m = 0; m < kAmxRows && r0 + m < block_rows; m += kMR) {
         MicroTile tile;
         __builtin_memcpy(&tile, sums[m], sizeof tile);
@@ -173,7 +179,7 @@ bool packed_gemm_amx(const StridedOperand<bf16>& a, const B& b, const OutputView
     if (padded != pairs) pad_strips(pbw, div_up(cols, kNR), pairs, padded);
     for (int64_t ib = 0; ib < rows; ib += block) {
       const int64_t block_rows = min64(block, rows - ib);
-      pack_rows_amx(a, paw, i0 + ib, block_rows, div_up(block_rows, kAmxRows) * kAmxRows, d0,
+      pack_rows_amx(a, paw, i0 + ib, block_rows, div_up(block_rows, kTileRows) * kTileRows, d0,
                     kb, padded);
       multiply_amx(paw, pbw, padded, block_rows, cols, c, i0 + ib, j0, first);
     }
