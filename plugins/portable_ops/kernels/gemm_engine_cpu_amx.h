@@ -179,8 +179,8 @@ bool packed_gemm_amx(const StridedOperand<bf16>& a, const B& b, const OutputView
     if (padded != pairs) pad_strips(pbw, div_up(cols, kNR), pairs, padded);
     for (int64_t ib = 0; ib < rows; ib += block) {
       const int64_t block_rows = min64(block, rows - ib);
-      pack_rows_amx(a, paw, i0 + ib, block_rows, div_up(block_rows, kTileRows) * kTileRows, d0,
-                    kb, padded);
+      pack_rows_amx(a, paw, i0 + ib, block_rows, div_up(block_rows, kTileRows) * kTileRows, d0, kb,
+                    padded);
       multiply_amx(paw, pbw, padded, block_rows, cols, c, i0 + ib, j0, first);
     }
   }
