@@ -24,16 +24,13 @@
 namespace porta_ops {
 namespace cpu {
 
-// Whether to take AMX (asked once): the CPU has AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits
-// 24 and 22), and Linux lets the process use the tiles' state (arch_prctl ARCH_REQ_XCOMP_PERM
-// for XTILEDATA, Linux 5.16 and later; the permission is the whole process's).
+// Whether to take AMX (asked once): the CPU has the tiles (cpu_has_amx_bf16), and Linux lets the
+// process use their state (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, Linux 5.16 and later;
+// the permission is the whole process's).
 inline bool has_amx_bf16() {
   static const bool yes = [] {
-    unsigned eax, ebx, ecx, edx;
-    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-    if (!(edx >> 22 & 1) || !(edx >> 24 & 1)) return false;
     constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
-    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+    return cpu_has_amx_bf16() && syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
   }();
   return yes;
 }

@@ -31,16 +31,20 @@ namespace cpu {
 
 static_assert(kVL == 16, "vdpbf16ps fills zmm registers: 16 fp32 lanes");
 
+// Whether the CPU has AMX tiles for bf16: AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24 and
+// 22). Whether Linux lets the process use them is has_amx_bf16's question
+// (gemm_engine_cpu_amx.h).
+inline bool cpu_has_amx_bf16() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx >> 22 & 1) && (edx >> 24 & 1);
+}
+
 // Whether to take vdpbf16ps (asked once): where the CPU has it, unless it also has AMX. On the
 // AMX Xeons the instruction gives half the flops of the core's two FMA units (115-120 against
 // 230-239 GFLOP/s a core, measured), so fp32 FMAs on bf16 widened exactly do more products a
 // second; on the Zen 4, twice theirs.
 inline bool has_bf16_dot() {
-  static const bool yes = [] {
-    unsigned eax, ebx, ecx, edx;  // CPUID leaf 7: EDX bit 22 is AMX-BF16
-    const bool amx = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx >> 22 & 1);
-    return __builtin_cpu_supports("avx512bf16") && !amx;
-  }();
+  static const bool yes = __builtin_cpu_supports("avx512bf16") && !cpu_has_amx_bf16();
   return yes;
 }
 
