@@ -46,11 +46,12 @@ porta_status_t Ops::max_pool2d_forward(const Op* op, const porta_max_pool2d_forw
 }
 
 // Windows that do not overlap (the usual 2x2 stride 2): one pass, max_pool2d_backward_disjoint.
-// Overlapping windows take two: each window's first maximum into the stream's scratch (int32,
-// one per output), then each dx element gathers the dy of the windows that chose it (on the
-// host, each plane's dy is scattered to the elements its windows chose, in the same order; a
-// GPU would need atomics for that). Planes too large for int32 indices take one kernel that
-// recomputes the maxima as it gathers (several times the work).
+// Overlapping windows on the host: one pass over planes, each finding its windows' maxima and
+// adding their dy to the elements they chose (max_pool2d_backward_scatter). Elsewhere two: each
+// window's first maximum into the stream's scratch (int32, one per output), then each dx element
+// gathers the dy of the windows that chose it (a scatter would need atomics). Planes too large
+// for int32 indices take one kernel that recomputes the maxima as it gathers (several times the
+// work).
 porta_status_t Ops::max_pool2d_backward(const Op* op, const porta_max_pool2d_backward_args_t* a) {
   return guarded("porta_max_pool2d_backward", [&] {
     const porta_pool2d_desc_t& d = *a->desc;
@@ -65,16 +66,16 @@ porta_status_t Ops::max_pool2d_backward(const Op* op, const porta_max_pool2d_bac
                   a->dx);
       return;
     }
+    if (runs_on_host(*op)) {
+      launch_pool(*op, "max_pool2d_backward_scatter", d, s.planes, d.in_height * d.in_width, a->x,
+                  a->dy, a->dx);
+      return;
+    }
     const int64_t outputs = s.planes * s.out_h * s.out_w;
     Scratch scratch = scratch_for(*op, static_cast<size_t>(outputs) * sizeof(int32_t));
     int32_t* argmax = scratch.as<int32_t>();
     const int32_t* argmax_in = argmax;
     launch_pool(*op, "max_pool2d_argmax", d, s.planes * s.out_h, s.out_w, a->x, argmax);
-    if (runs_on_host(*op)) {
-      launch_pool(*op, "max_pool2d_backward_scatter", d, s.planes, d.in_height * d.in_width,
-                  argmax_in, a->dy, a->dx);
-      return;
-    }
     launch_pool(*op, "max_pool2d_backward_gather", d, dx_rows, d.in_width, argmax_in, a->dy, a->dx);
   });
 }

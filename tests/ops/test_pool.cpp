@@ -176,6 +176,10 @@ const PoolCase kCases[] = {
     {3, 2, 2, 14, 2, 2, 2, 2, 0, 0},
     {2, 3, 6, 16, 2, 2, 2, 2, 0, 0},
     {1, 5, 8, 18, 2, 2, 2, 2, 0, 0},
+    // The host's overlapping backward finds a row's maxima into a buffer of 1024 outputs; wider
+    // rows take their windows one by one: 1026 outputs of stride 2, 1028 of stride 1.
+    {2, 1, 5, 2051, 3, 3, 2, 2, 1, 1},
+    {1, 2, 4, 1030, 3, 3, 1, 1, 0, 0},
 };
 
 // run_pool over every case, on inputs make_x(count, rng) described by `inputs`.

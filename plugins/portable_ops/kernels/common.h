@@ -41,12 +41,22 @@ PORTA_DEVICE_FUNCTION void for_each_index(int64_t count, F&& f) {
 }
 
 // Asks a CPU to bring p into its cache ahead of use, where the hardware prefetchers would not
-// guess it. A GPU hides memory latency with other warps instead. Lines about to be written are
-// not asked for: owning them ahead of the stores made the softmax rows slower on a Zen 4 host
-// (docs/decisions.md, "Softmax rows: no prefetch for writing").
-PORTA_DEVICE_FUNCTION void prefetch(const float* p) {
+// guess it. A GPU hides memory latency with other warps instead.
+PORTA_DEVICE_FUNCTION void prefetch(const void* p) {
 #if PORTA_TARGET_CPU
   __builtin_prefetch(p);
+#else
+  (void)p;
+#endif
+}
+
+// The same for a line about to be written, asked for owned. Only where measured to pay: owning
+// the lines ahead of the stores made the softmax rows slower on a Zen 4 host (docs/decisions.md,
+// "Softmax rows: no prefetch for writing") and max-pooling faster on a Xeon ("Max-pool rows ask
+// for their memory ahead").
+PORTA_DEVICE_FUNCTION void prefetch_for_writing(void* p) {
+#if PORTA_TARGET_CPU
+  __builtin_prefetch(p, 1);
 #else
   (void)p;
 #endif
