@@ -32,6 +32,13 @@
 using porta_ops::kLanes;
 constexpr int64_t kLineFloats = 16;  // the 4-byte elements of a 64-byte cache line
 
+// The CPU's passes over rows of y ask for the input about kBytesAhead after theirs, and for the
+// lines they will write there: the hardware prefetchers alone left the 3x3 stride 2 pooling's
+// maxima waiting on memory (forward 74% of the copy's bandwidth, 97% with both; backward 61%,
+// 92%), and the 2x2 pooling of rows of 28 at 76% (88%): docs/decisions.md, "Max-pool rows ask
+// for their memory ahead".
+constexpr int64_t kBytesAhead = 2048;
+
 namespace {
 
 // The window geometry of one spatial dimension.
@@ -1191,11 +1198,11 @@ struct KeptRows {
 #endif
 };
 
-// Rows of y taken one after the other on the CPU ask for the input rows of the row kRowsAhead
-// after theirs, and for the lines they will write there: the hardware prefetchers alone left the
-// 3x3 stride 2 pooling's maxima waiting on memory (forward 74% of the copy's bandwidth, 93% with
-// both; backward 61%, 92%).
-constexpr int64_t kRowsAhead = 2;
+// How many rows of y kBytesAhead of input is: at least one.
+PORTA_DEVICE_FUNCTION int64_t rows_ahead(const Axis& ah, const Axis& aw) {
+  const int64_t bytes = ah.stride * aw.in * int64_t{sizeof(float)};
+  return bytes >= kBytesAhead ? 1 : (kBytesAhead + bytes - 1) / bytes;
+}
 
 // Asks for the input rows of row `row` of y, where it exists.
 PORTA_DEVICE_FUNCTION void prefetch_inputs(int64_t planes, const Axis& ah, const Axis& aw,
@@ -1220,7 +1227,7 @@ PORTA_DEVICE_FUNCTION void row_window_maxima(int64_t planes, const Axis& ah, con
   const int64_t plane = row / ah.out;
   const int64_t p = row - plane * ah.out;
   const float* xp = x + plane * ah.in * aw.in;
-  if (items == 1) prefetch_inputs(planes, ah, aw, x, row + kRowsAhead);
+  if (items == 1) prefetch_inputs(planes, ah, aw, x, row + rows_ahead(ah, aw));
 #if PORTA_POOL_AVX512
   if (items == 1 && avx512::quads(ah, aw)) {
     avx512::for_quad_maxima({x, x + planes * ah.in * aw.in}, xp, aw, p,
@@ -1255,11 +1262,12 @@ PORTA_DEVICE_FUNCTION void window_maxima(int64_t planes, const Axis& ah, const A
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
   KeptRows<Store::kIndexed> kept;
+  const int64_t ahead = rows_ahead(ah, aw);
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;  // (plane, p)
     if (row >= planes * ah.out) return;
-    if (items == 1 && row + kRowsAhead < planes * ah.out) {
-      store.prefetch((row + kRowsAhead) * aw.out, aw.out);
+    if (items == 1 && row + ahead < planes * ah.out) {
+      store.prefetch((row + ahead) * aw.out, aw.out);
     }
     row_window_maxima(planes, ah, aw, x, row, item, items, kept, row * aw.out, store);
   });
@@ -1323,6 +1331,11 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_forward, kPoolItems, int64_t planes, int64_t i
     const int64_t end = begin + porta::group_size(1) < rows ? begin + porta::group_size(1) : rows;
     avx512::for_stacked_maxima({x, x + planes * in_h * in_w}, avx512::stack_of(out_w), out_w, begin,
                                end, [&](int64_t at, avx512::Mask lanes, const avx512::Quads& m) {
+                                 // Each output's 4 inputs are consecutive: x from 4 at on.
+                                 for (int64_t i = 0; i < 4 * 16; i += kLineFloats) {
+                                   porta_ops::prefetch(x + 4 * at + kBytesAhead / 4 + i);
+                                 }
+                                 porta_ops::prefetch_for_writing(y + at + kBytesAhead / 16);
                                  avx512::store_lanes(y + at, lanes, m.value);
                                });
     return;
