@@ -8,7 +8,8 @@
 // it reaches only, so the taps that fall on the padding are not multiplied (the implicit GEMM's
 // window holds them as zeros): 18% of the products of a 7x7 image, 9% of a 14x14. The weights
 // are packed once per call (pack_direct_weights), so that a tap's kNR output channels are one
-// run per input channel.
+// run per input channel, and whole one-row tiles take each channel block four at a time
+// (tiles_together), so that its weights are read from L1 by three of them.
 #pragma once
 
 #include <type_traits>
@@ -277,20 +278,15 @@ struct Problem {
   int64_t height, width;
 };
 
-// The micro-tile of Rows x Positions outputs from (row, column) of image n's output block: the
-// whole depth, then its sums stored to the block's output channels (positions along the rows).
-// Two rows where the image is narrow (7x7: 14 positions, not 7), so that each load of weights
-// feeds as many products.
-template <class Dot, int Rows, int Positions, class Word, int Taps>
-__attribute__((noinline)) void micro_tile(const Problem<Word, Taps>& p, int64_t n,
-                                          int64_t output_block, int64_t row, int64_t column) {
-  constexpr int64_t kChannelBlock = Packing<Taps>::kBlock;
-  const int64_t plane = p.height * p.width, in_channels = p.packing.in_channels;
-  const Word* image = p.in + n * in_channels * plane + row * p.width + column;
-  const int64_t first = output_block * kNR;
+// Fetches, for writing, the lines of the Rows x Positions outputs from (row, column) of image n's
+// output block, so that the stores at the end of its tile do not wait on them.
+template <int Rows, int Positions, class Word, int Taps>
+__attribute__((always_inline)) inline float* tile_output(const Problem<Word, Taps>& p, int64_t n,
+                                                         int64_t output_block, int64_t row,
+                                                         int64_t column) {
+  const int64_t plane = p.height * p.width, first = output_block * kNR;
   const int64_t channels = min64(kNR, p.packing.out_channels - first);
   float* const out = p.out + (n * p.packing.out_channels + first) * plane + row * p.width + column;
-  // The tile's output lines, fetched for writing now so that its stores below do not wait on them.
   for (int64_t o = 0; o < channels; ++o) {
 #pragma GCC unroll 2
     for (int r = 0; r < Rows; ++r) {
@@ -298,63 +294,79 @@ __attribute__((noinline)) void micro_tile(const Problem<Word, Taps>& p, int64_t 
       __builtin_prefetch(out + o * plane + r * p.width + Positions - 1, 1);
     }
   }
-  // Each channel block's sums start from zero in registers and are then added to the tile's
-  // (`lanes`), so that no sum runs longer than a block's 288 products: rounding errors as the
-  // implicit GEMM's depth blocks keep them, not as one chain over the whole depth. A layer has
-  // at least one input channel, so at least one block.
-  alignas(64) float lanes[Rows][Positions][kNR];
-  int64_t i0 = 0;
-  do {
-    vfloat sum[Rows][Positions][kNV];
+  return out;
+}
+
+// One channel block (from input channel i0) of the micro-tile of Rows x Positions outputs from
+// (row, column) of image n's output block: its sums start from zero in registers and are then
+// added to the tile's (`lanes`, set by the first block), so that no sum runs longer than a
+// block's 288 products: rounding errors as the implicit GEMM's depth blocks keep them, not as
+// one chain over the whole depth.
+template <class Dot, int Rows, int Positions, class Word, int Taps>
+__attribute__((always_inline)) inline void add_block(const Problem<Word, Taps>& p, int64_t n,
+                                                     int64_t output_block, int64_t row,
+                                                     int64_t column, int64_t i0,
+                                                     float (&lanes)[Rows][Positions][kNR]) {
+  constexpr int64_t kChannelBlock = Packing<Taps>::kBlock;
+  const int64_t plane = p.height * p.width, in_channels = p.packing.in_channels;
+  vfloat sum[Rows][Positions][kNV];
 #pragma GCC unroll 2
-    for (int r = 0; r < Rows; ++r)
+  for (int r = 0; r < Rows; ++r)
 #pragma GCC unroll 16
-      for (int position = 0; position < Positions; ++position)
+    for (int position = 0; position < Positions; ++position)
 #pragma GCC unroll 4
-        for (int v = 0; v < kNV; ++v) sum[r][position][v] = vfloat{};
-    const int64_t count = min64(kChannelBlock, in_channels - i0);
-    const Word* w = p.packing.block(p.packed, output_block, i0);
-    const Word* in = image + i0 * plane;
-    if constexpr (Taps == 1) {  // every row, every position
-      add_tap<Dot, Rows, Positions, 0, Positions, (1u << Rows) - 1, 1>(sum, in, 0, p.width, plane,
-                                                                       w, count);
-    } else {
-      const bool left = column == 0, right = column + Positions == p.width;
-      for (int ty = 0; ty < 3; ++ty, w += 3 * count * kNR) {
-        // The rows whose input row (row + r + ty - 1) is in the image, not the padding.
-        unsigned rows = 0;
-        for (int r = 0; r < Rows; ++r) {
-          const int64_t in_row = row + r + ty - 1;
-          if (in_row >= 0 && in_row < p.height) rows |= 1u << r;
-        }
-        const int64_t offset = (ty - 1) * p.width;
-        if (rows == 1) {
-          add_filter_row<Dot, Rows, Positions, 1>(sum, in, offset, p.width, plane, w, count, left,
-                                                  right);
-        } else if constexpr (Rows == 2) {
-          if (rows == 2) {
-            add_filter_row<Dot, 2, Positions, 2>(sum, in, offset, p.width, plane, w, count, left,
-                                                 right);
-          } else if (rows == 3) {
-            add_filter_row<Dot, 2, Positions, 3>(sum, in, offset, p.width, plane, w, count, left,
-                                                 right);
-          }
+      for (int v = 0; v < kNV; ++v) sum[r][position][v] = vfloat{};
+  const int64_t count = min64(kChannelBlock, in_channels - i0);
+  const Word* w = p.packing.block(p.packed, output_block, i0);
+  const Word* in = p.in + (n * in_channels + i0) * plane + row * p.width + column;
+  if constexpr (Taps == 1) {  // every row, every position
+    add_tap<Dot, Rows, Positions, 0, Positions, (1u << Rows) - 1, 1>(sum, in, 0, p.width, plane, w,
+                                                                     count);
+  } else {
+    const bool left = column == 0, right = column + Positions == p.width;
+    for (int ty = 0; ty < 3; ++ty, w += 3 * count * kNR) {
+      // The rows whose input row (row + r + ty - 1) is in the image, not the padding.
+      unsigned rows = 0;
+      for (int r = 0; r < Rows; ++r) {
+        const int64_t in_row = row + r + ty - 1;
+        if (in_row >= 0 && in_row < p.height) rows |= 1u << r;
+      }
+      const int64_t offset = (ty - 1) * p.width;
+      if (rows == 1) {
+        add_filter_row<Dot, Rows, Positions, 1>(sum, in, offset, p.width, plane, w, count, left,
+                                                right);
+      } else if constexpr (Rows == 2) {
+        if (rows == 2) {
+          add_filter_row<Dot, 2, Positions, 2>(sum, in, offset, p.width, plane, w, count, left,
+                                               right);
+        } else if (rows == 3) {
+          add_filter_row<Dot, 2, Positions, 3>(sum, in, offset, p.width, plane, w, count, left,
+                                               right);
         }
       }
     }
+  }
 #pragma GCC unroll 2
-    for (int r = 0; r < Rows; ++r) {
+  for (int r = 0; r < Rows; ++r) {
 #pragma GCC unroll 16
-      for (int position = 0; position < Positions; ++position) {
+    for (int position = 0; position < Positions; ++position) {
 #pragma GCC unroll 4
-        for (int v = 0; v < kNV; ++v) {
-          float* to = &lanes[r][position][v * kVL];
-          store(to, i0 == 0 ? sum[r][position][v] : load(to) + sum[r][position][v]);
-        }
+      for (int v = 0; v < kNV; ++v) {
+        float* to = &lanes[r][position][v * kVL];
+        store(to, i0 == 0 ? sum[r][position][v] : load(to) + sum[r][position][v]);
       }
     }
-  } while ((i0 += kChannelBlock) < in_channels);
-  // The sums hold kNR output channels per position; the output has positions along its rows.
+  }
+}
+
+// Stores a tile's sums, kNR output channels per position, to the output, which has positions
+// along its rows.
+template <int Rows, int Positions, class Word, int Taps>
+__attribute__((always_inline)) inline void store_tile(const Problem<Word, Taps>& p,
+                                                      int64_t output_block, float* out,
+                                                      const float (&lanes)[Rows][Positions][kNR]) {
+  const int64_t plane = p.height * p.width;
+  const int64_t channels = min64(kNR, p.packing.out_channels - output_block * kNR);
   for (int64_t o = 0; o < channels; ++o) {
     for (int r = 0; r < Rows; ++r) {
       for (int position = 0; position < Positions; ++position) {
@@ -362,6 +374,47 @@ __attribute__((noinline)) void micro_tile(const Problem<Word, Taps>& p, int64_t 
       }
     }
   }
+}
+
+// The micro-tile of Rows x Positions outputs from (row, column) of image n's output block: the
+// whole depth, a channel block at a time, then its sums stored to the block's output channels.
+// Two rows where the image is narrow (7x7: 14 positions, not 7), so that each load of weights
+// feeds as many products. A layer has at least one input channel, so at least one block.
+template <class Dot, int Rows, int Positions, class Word, int Taps>
+__attribute__((noinline)) void micro_tile(const Problem<Word, Taps>& p, int64_t n,
+                                          int64_t output_block, int64_t row, int64_t column) {
+  float* const out = tile_output<Rows, Positions>(p, n, output_block, row, column);
+  alignas(64) float lanes[Rows][Positions][kNR];
+  int64_t i0 = 0;
+  do {
+    add_block<Dot, Rows, Positions>(p, n, output_block, row, column, i0, lanes);
+  } while ((i0 += Packing<Taps>::kBlock) < p.packing.in_channels);
+  store_tile<Rows, Positions>(p, output_block, out, lanes);
+}
+
+// Up to kTogether whole one-row micro-tiles (kPositions wide) of an output block, from (row[t],
+// column[t]), each channel block for all of them before the next, so that the block's weights
+// (36 KiB) are read from L1 by all but the first tile rather than from L2 by each: 56x56x64
+// forward 1.2-1.3x (docs/decisions.md, "Direct convolution: a channel block's weights for four
+// tiles").
+inline constexpr int kTogether = 4;
+
+template <class Dot, class Word, int Taps>
+__attribute__((noinline)) void tiles_together(const Problem<Word, Taps>& p, int64_t n,
+                                              int64_t output_block, const int64_t (&row)[kTogether],
+                                              const int64_t (&column)[kTogether], int tiles) {
+  float* out[kTogether];
+  for (int t = 0; t < tiles; ++t) {
+    out[t] = tile_output<1, kPositions>(p, n, output_block, row[t], column[t]);
+  }
+  alignas(64) float lanes[kTogether][1][kPositions][kNR];
+  int64_t i0 = 0;
+  do {
+    for (int t = 0; t < tiles; ++t) {
+      add_block<Dot, 1, kPositions>(p, n, output_block, row[t], column[t], i0, lanes[t]);
+    }
+  } while ((i0 += Packing<Taps>::kBlock) < p.packing.in_channels);
+  for (int t = 0; t < tiles; ++t) store_tile<1, kPositions>(p, output_block, out[t], lanes[t]);
 }
 
 // Calls micro_tile<Dot, Rows, positions> for a runtime count up to kPositions / Rows.
@@ -378,7 +431,8 @@ inline void micro_tile_of(int positions, const Problem<Word, Taps>& p, int64_t n
 
 // A group's share: rows [first_row, first_row + rows) of image n in the output channels of
 // `group`, in micro-tiles of up to kPositions positions: of one row, or of two where the image
-// is at most kPositions / 2 wide.
+// is at most kPositions / 2 wide. Whole one-row tiles go kTogether at a time, in the walk's
+// order (across a row, then down).
 template <class Dot, class Word, int Taps>
 inline void run_rows(const Problem<Word, Taps>& p, int64_t n, int64_t group, int64_t first_row,
                      int64_t rows) {
@@ -386,6 +440,16 @@ inline void run_rows(const Problem<Word, Taps>& p, int64_t n, int64_t group, int
   const int64_t end_block = min64((group + 1) * kBlocksPerGroup, p.packing.output_blocks());
   const bool narrow = 2 * p.width <= kPositions;
   for (int64_t output_block = group * kBlocksPerGroup; output_block < end_block; ++output_block) {
+    int64_t together_row[kTogether], together_column[kTogether];
+    int together = 0;
+    const auto flush = [&] {
+      if (together > 1) {
+        tiles_together<Dot>(p, n, output_block, together_row, together_column, together);
+      } else if (together == 1) {
+        micro_tile<Dot, 1, kPositions>(p, n, output_block, together_row[0], together_column[0]);
+      }
+      together = 0;
+    };
     for (int64_t row = first_row; row < end_row;) {
       if (narrow && row + 1 < end_row) {
         micro_tile_of<Dot, 2>(static_cast<int>(p.width), p, n, output_block, row, 0);
@@ -393,11 +457,17 @@ inline void run_rows(const Problem<Word, Taps>& p, int64_t n, int64_t group, int
         continue;
       }
       for (int64_t column = 0; column < p.width; column += kPositions) {
-        micro_tile_of<Dot, 1>(static_cast<int>(min64(kPositions, p.width - column)), p, n,
-                              output_block, row, column);
+        if (column + kPositions <= p.width) {
+          together_row[together] = row;
+          together_column[together] = column;
+          if (++together == kTogether) flush();
+          continue;
+        }
+        micro_tile_of<Dot, 1>(static_cast<int>(p.width - column), p, n, output_block, row, column);
       }
       ++row;
     }
+    flush();
   }
 }
 
