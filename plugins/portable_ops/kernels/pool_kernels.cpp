@@ -1532,8 +1532,11 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_gather, kPoolItems, int64_t planes, i
 // is visited once, where the gather visits it for every row its window covers and compares it
 // with each column; and the indices never travel to memory and back, as argmax's pass and a
 // separate scatter's had them (the 3x3 stride 2 backward 1.2x the bytes). Rows of y wider than
-// the buffer find each window's maximum one by one.
+// the buffer find each window's maximum one by one, and so do the builds for other targets,
+// which never launch this kernel (pool.cpp), so that no GPU kernel carries the buffer.
+#if PORTA_TARGET_CPU
 constexpr int64_t kScatterRow = 1024;
+#endif
 
 PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_scatter, kPoolItems, int64_t planes, int64_t in_h,
                        int64_t in_w, int64_t out_h, int64_t out_w, int64_t window_h,
@@ -1542,30 +1545,34 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_scatter, kPoolItems, int64_t planes, 
   const Axis ah{in_h, out_h, window_h, stride_h, pad_h};
   const Axis aw{in_w, out_w, window_w, stride_w, pad_w};
   const int64_t first_plane = porta_ops::group_index() * porta::group_size(1);
+#if PORTA_TARGET_CPU
   KeptRows<true> kept;
+#endif
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t plane = first_plane + r;
     if (item != 0 || plane >= planes) return;
     const int64_t inputs = in_h * in_w;
     float* dxp = dx + plane * inputs;
     for (int64_t i = 0; i < inputs; ++i) dxp[i] = 0.0f;
-    int32_t at[kScatterRow];
     for (int64_t p = 0; p < out_h; ++p) {
       const float* dyr = dy + (plane * out_h + p) * out_w;
-      if (out_w > kScatterRow) {
-        for (int64_t q = 0; q < out_w; ++q) {
-          dxp[window_max<int32_t>(x + plane * inputs, ah, aw, p, q).at] += dyr[q];
+#if PORTA_TARGET_CPU
+      if (out_w <= kScatterRow) {
+        if (plane + 1 < planes) {  // the next plane's dx, for writing, each row of y a share
+          const int64_t share = (inputs + out_h - 1) / out_h;
+          const int64_t from = p * share, to = porta_ops::min64(from + share, inputs);
+          for (int64_t i = from; i < to; i += kLineFloats)
+            porta_ops::prefetch_for_writing(dxp + inputs + i);
         }
+        int32_t at[kScatterRow];
+        row_window_maxima(planes, ah, aw, x, plane * out_h + p, 0, 1, kept, 0, StoreIndices{at});
+        for (int64_t q = 0; q < out_w; ++q) dxp[at[q]] += dyr[q];
         continue;
       }
-      if (plane + 1 < planes) {  // the next plane's dx, for writing, each row of y a share
-        const int64_t share = (inputs + out_h - 1) / out_h;
-        const int64_t from = p * share, to = porta_ops::min64(from + share, inputs);
-        for (int64_t i = from; i < to; i += kLineFloats)
-          porta_ops::prefetch_for_writing(dxp + inputs + i);
+#endif
+      for (int64_t q = 0; q < out_w; ++q) {
+        dxp[window_max<int32_t>(x + plane * inputs, ah, aw, p, q).at] += dyr[q];
       }
-      row_window_maxima(planes, ah, aw, x, plane * out_h + p, 0, 1, kept, 0, StoreIndices{at});
-      for (int64_t q = 0; q < out_w; ++q) dxp[at[q]] += dyr[q];
     }
   });
 }
