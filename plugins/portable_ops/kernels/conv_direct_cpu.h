@@ -8,7 +8,7 @@
 // it reaches only, so the taps that fall on the padding are not multiplied (the implicit GEMM's
 // window holds them as zeros): 18% of the products of a 7x7 image, 9% of a 14x14. The weights
 // are packed once per call (pack_direct_weights), so that a tap's kNR output channels are one
-// run per input channel, and whole one-row tiles take each channel block four at a time
+// run per input channel, and tiles of one shape take each channel block four at a time
 // (tiles_together), so that its weights are read from L1 by three of them.
 #pragma once
 
@@ -376,63 +376,57 @@ __attribute__((always_inline)) inline void store_tile(const Problem<Word, Taps>&
   }
 }
 
-// The micro-tile of Rows x Positions outputs from (row, column) of image n's output block: the
-// whole depth, a channel block at a time, then its sums stored to the block's output channels.
-// Two rows where the image is narrow (7x7: 14 positions, not 7), so that each load of weights
-// feeds as many products. A layer has at least one input channel, so at least one block.
-template <class Dot, int Rows, int Positions, class Word, int Taps>
-__attribute__((noinline)) void micro_tile(const Problem<Word, Taps>& p, int64_t n,
-                                          int64_t output_block, int64_t row, int64_t column) {
-  float* const out = tile_output<Rows, Positions>(p, n, output_block, row, column);
-  alignas(64) float lanes[Rows][Positions][kNR];
-  int64_t i0 = 0;
-  do {
-    add_block<Dot, Rows, Positions>(p, n, output_block, row, column, i0, lanes);
-  } while ((i0 += Packing<Taps>::kBlock) < p.packing.in_channels);
-  store_tile<Rows, Positions>(p, output_block, out, lanes);
-}
-
-// Up to kTogether whole one-row micro-tiles (kPositions wide) of an output block, from (row[t],
-// column[t]), each channel block for all of them before the next, so that the block's weights
-// (36 KiB) are read from L1 by all but the first tile rather than from L2 by each: 56x56x64
-// forward 1.2-1.3x (docs/decisions.md, "Direct convolution: a channel block's weights for four
-// tiles").
+// Up to kTogether micro-tiles of one shape (Rows x Positions) of an output block, from (row[t],
+// column[t]): the whole depth, each channel block for all of them before the next, so that the
+// block's weights (36 KiB) are read from L1 by all but the first tile rather than from L2 by
+// each (56x56x64 forward 1.2-1.3x: docs/decisions.md, "Direct convolution: a channel block's
+// weights for four tiles"); then their sums stored to the block's output channels. Two rows a
+// tile where the image is narrow (7x7: 14 positions, not 7), so that each load of weights feeds
+// as many products. A layer has at least one input channel, so at least one block.
 inline constexpr int kTogether = 4;
 
-template <class Dot, class Word, int Taps>
+struct Tiles {
+  int rows = 0, positions = 0, count = 0;  // the shape, and how many
+  int64_t row[kTogether], column[kTogether];
+};
+
+template <class Dot, int Rows, int Positions, class Word, int Taps>
 __attribute__((noinline)) void tiles_together(const Problem<Word, Taps>& p, int64_t n,
-                                              int64_t output_block, const int64_t (&row)[kTogether],
-                                              const int64_t (&column)[kTogether], int tiles) {
+                                              int64_t output_block, const Tiles& tiles) {
   float* out[kTogether];
-  for (int t = 0; t < tiles; ++t) {
-    out[t] = tile_output<1, kPositions>(p, n, output_block, row[t], column[t]);
+  for (int t = 0; t < tiles.count; ++t) {
+    out[t] = tile_output<Rows, Positions>(p, n, output_block, tiles.row[t], tiles.column[t]);
   }
-  alignas(64) float lanes[kTogether][1][kPositions][kNR];
+  alignas(64) float lanes[kTogether][Rows][Positions][kNR];
   int64_t i0 = 0;
   do {
-    for (int t = 0; t < tiles; ++t) {
-      add_block<Dot, 1, kPositions>(p, n, output_block, row[t], column[t], i0, lanes[t]);
+    for (int t = 0; t < tiles.count; ++t) {
+      add_block<Dot, Rows, Positions>(p, n, output_block, tiles.row[t], tiles.column[t], i0,
+                                      lanes[t]);
     }
   } while ((i0 += Packing<Taps>::kBlock) < p.packing.in_channels);
-  for (int t = 0; t < tiles; ++t) store_tile<1, kPositions>(p, output_block, out[t], lanes[t]);
+  for (int t = 0; t < tiles.count; ++t) {
+    store_tile<Rows, Positions>(p, output_block, out[t], lanes[t]);
+  }
 }
 
-// Calls micro_tile<Dot, Rows, positions> for a runtime count up to kPositions / Rows.
+// Calls tiles_together<Dot, Rows, positions> for the tiles' runtime width, up to kPositions /
+// Rows.
 template <class Dot, int Rows, int Positions = kPositions / Rows, class Word, int Taps>
-inline void micro_tile_of(int positions, const Problem<Word, Taps>& p, int64_t n,
-                          int64_t output_block, int64_t row, int64_t column) {
+inline void tiles_of(const Tiles& tiles, const Problem<Word, Taps>& p, int64_t n,
+                     int64_t output_block) {
   if constexpr (Positions > 0) {
-    if (positions == Positions) {
-      return micro_tile<Dot, Rows, Positions>(p, n, output_block, row, column);
+    if (tiles.positions == Positions) {
+      return tiles_together<Dot, Rows, Positions>(p, n, output_block, tiles);
     }
-    micro_tile_of<Dot, Rows, Positions - 1>(positions, p, n, output_block, row, column);
+    tiles_of<Dot, Rows, Positions - 1>(tiles, p, n, output_block);
   }
 }
 
 // A group's share: rows [first_row, first_row + rows) of image n in the output channels of
 // `group`, in micro-tiles of up to kPositions positions: of one row, or of two where the image
-// is at most kPositions / 2 wide. Whole one-row tiles go kTogether at a time, in the walk's
-// order (across a row, then down).
+// is at most kPositions / 2 wide. Tiles of one shape go kTogether at a time, in the walk's order
+// (across a row, then down).
 template <class Dot, class Word, int Taps>
 inline void run_rows(const Problem<Word, Taps>& p, int64_t n, int64_t group, int64_t first_row,
                      int64_t rows) {
@@ -440,34 +434,37 @@ inline void run_rows(const Problem<Word, Taps>& p, int64_t n, int64_t group, int
   const int64_t end_block = min64((group + 1) * kBlocksPerGroup, p.packing.output_blocks());
   const bool narrow = 2 * p.width <= kPositions;
   for (int64_t output_block = group * kBlocksPerGroup; output_block < end_block; ++output_block) {
-    int64_t together_row[kTogether], together_column[kTogether];
-    int together = 0;
+    Tiles together;
     const auto flush = [&] {
-      if (together > 1) {
-        tiles_together<Dot>(p, n, output_block, together_row, together_column, together);
-      } else if (together == 1) {
-        micro_tile<Dot, 1, kPositions>(p, n, output_block, together_row[0], together_column[0]);
+      if (together.rows == 2) {
+        tiles_of<Dot, 2>(together, p, n, output_block);
+      } else if (together.rows == 1) {
+        tiles_of<Dot, 1>(together, p, n, output_block);
       }
-      together = 0;
+      together.count = 0;
+    };
+    const auto add = [&](int tile_rows, int64_t positions, int64_t row, int64_t column) {
+      if (together.count > 0 && (tile_rows != together.rows || positions != together.positions)) {
+        flush();
+      }
+      together.rows = tile_rows;
+      together.positions = static_cast<int>(positions);
+      together.row[together.count] = row;
+      together.column[together.count] = column;
+      if (++together.count == kTogether) flush();
     };
     for (int64_t row = first_row; row < end_row;) {
       if (narrow && row + 1 < end_row) {
-        micro_tile_of<Dot, 2>(static_cast<int>(p.width), p, n, output_block, row, 0);
+        add(2, p.width, row, 0);
         row += 2;
         continue;
       }
       for (int64_t column = 0; column < p.width; column += kPositions) {
-        if (column + kPositions <= p.width) {
-          together_row[together] = row;
-          together_column[together] = column;
-          if (++together == kTogether) flush();
-          continue;
-        }
-        micro_tile_of<Dot, 1>(static_cast<int>(p.width - column), p, n, output_block, row, column);
+        add(1, min64(kPositions, p.width - column), row, column);
       }
       ++row;
     }
-    flush();
+    if (together.count > 0) flush();
   }
 }
 
