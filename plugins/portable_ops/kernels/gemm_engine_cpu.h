@@ -159,6 +159,11 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kb, Strip<float>
   }
 }
 
+// A packed B strip's rows are fetched this many depths ahead of the rows kernel: read from L2
+// again for every panel of A, they kept it waiting (1760x128x1760 +3%, 2560x64x2560 +5% on the
+// Xeon; the packed kernel, A packed too, measured the same with or without).
+inline constexpr int64_t kStripAhead = 16;
+
 // micro_kernel with A's MR rows read where they are (row r at a + r * lda, depths consecutive)
 // instead of from a packed strip: an fp32 A stored along the depth needs no transposing copy.
 // Lines of the next panel's rows (next, also lda apart) are prefetched as the depth goes by, one
@@ -166,11 +171,6 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kb, Strip<float>
 // prefetcher. With Rows < MR, the micro-tile's first Rows rows only: a last panel of a few rows
 // (the 3 of m = 35) then costs about its own rows' products rather than MR's. B and b_next as
 // micro_kernel's.
-// A packed B strip's rows are fetched this many depths ahead of the rows kernel: read from L2
-// again for every panel of A, they kept it waiting (1760x128x1760 +3%, 2560x64x2560 +5% on the
-// Xeon; the packed kernel, A packed too, measured the same with or without).
-inline constexpr int64_t kStripAhead = 16;
-
 template <int Rows, bool Fetch, bool Packed>
 __attribute__((always_inline)) inline void micro_kernel_rows_strided(int64_t kb, const float* a,
                                                                      int64_t lda, const float* next,
