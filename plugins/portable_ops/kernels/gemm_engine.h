@@ -432,6 +432,27 @@ PORTA_DEVICE_FUNCTION void run_gemm(const A& a, const B& b, const OutputView& c,
 PORTA_DEVICE_FUNCTION void reduce_partials(const OutputView& c, const GemmShape& s, const GemmTiles& t) {
   const int64_t per_entry = s.m * s.n;
   const int64_t first = group_number() * porta::group_size(0);
+#if PORTA_TARGET_CPU
+  // One pool thread runs the group: its run of C row by row, the splits added in vector lanes
+  // into a row's stretch, without the GPU's division per element.
+  float sum[kReduceItems];
+  const int64_t last = min64(first + porta::group_size(0), per_entry * s.batch);
+  for (int64_t e = first; e < last;) {
+    const int64_t entry = e / per_entry, ij = e % per_entry, i = ij / s.n, j0 = ij % s.n;
+    const int64_t count = min64(min64(s.n - j0, last - e), kReduceItems);
+    const float* part = t.partials + entry * t.splits * per_entry + ij;
+    for (int64_t j = 0; j < count; ++j) sum[j] = 0.0f + part[j];  // as the GPU's, -0 too
+    for (int32_t split = 1; split < t.splits; ++split) {
+      const float* p = part + split * per_entry;
+      for (int64_t j = 0; j < count; ++j) sum[j] += p[j];
+    }
+    const OutputView out = c.entry(entry);
+    float* row = out.p + i * out.row_stride;
+    SplitCursor col(out.col, j0);
+    for (int64_t j = 0; j < count; ++j, col.next()) store_element(out, row + col.offset(), sum[j]);
+    e += count;
+  }
+#else
   porta::inner([&](uint32_t item) {
     const int64_t e = first + item;
     if (e >= per_entry * s.batch) return;
@@ -442,6 +463,7 @@ PORTA_DEVICE_FUNCTION void reduce_partials(const OutputView& c, const GemmShape&
     const OutputView out = c.entry(entry);
     store_element(out, out.p + (ij / s.n) * out.row_stride + out.col(ij % s.n), sum);
   });
+#endif
 }
 
 }  // namespace porta_ops
