@@ -1255,23 +1255,21 @@ __attribute__((always_inline)) inline void micro_kernel_segments(const float* co
   c.store(out);
 }
 
-// The micro-kernel over a staged block: A's panels of MR rows (row i of the tile at rows[i]),
-// each against every strip of B's packed panel. Not inlined, as multiply_packed.
+// The micro-kernel over a staged block: every pair of A's panels of MR rows (row i of the tile
+// at rows[i]) and strips of B's packed panel, strips outer (panels outer measured 6% slower on
+// 28x28x128's four strips, the same on 56x56x64's two). Not inlined, as multiply_packed.
 __attribute__((noinline)) inline void multiply_staged(const float* const* rows, const float* pb,
                                                       int64_t kb, int64_t first_len, int64_t len,
                                                       int64_t skip, int64_t block_rows,
                                                       int64_t cols, const OutputView& c,
                                                       int64_t i, int64_t j, bool first) {
-  const int64_t a_panels = div_up(block_rows, kMR);
-  for (int64_t p = 0; p < a_panels; ++p) {
+  for_each_pair(c, i, j, block_rows, cols, first, true, [&](int64_t p, int64_t q, MicroTile& acc) {
     const int panel_rows = int(min64(kMR, block_rows - p * kMR));
     // A partial last panel repeats its last row (its products are not stored).
     const float* panel[kMR];
     for (int r = 0; r < kMR; ++r) panel[r] = rows[p * kMR + min64(r, panel_rows - 1)];
-    for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {
-      micro_kernel_segments(panel, kb, first_len, len, skip, pb + q * kNR * kb, acc);
-    });
-  }
+    micro_kernel_segments(panel, kb, first_len, len, skip, pb + q * kNR * kb, acc);
+  });
 }
 
 }  // namespace cpu
