@@ -428,31 +428,51 @@ PORTA_DEVICE_FUNCTION void run_gemm(const A& a, const B& b, const OutputView& c,
 }
 
 // The second kernel of a split-K launch: C = alpha * (sum of the splits' partials, in split
-// order) + beta * C, one work-item per element of C over a 1-D grid of kReduceItems-item groups.
+// order) + beta * C. On a GPU one work-item per element of C over a 1-D grid of kReduceItems-item
+// groups; on the CPU a group per block of C (reduce_groups).
 PORTA_DEVICE_FUNCTION void reduce_partials(const OutputView& c, const GemmShape& s, const GemmTiles& t) {
   const int64_t per_entry = s.m * s.n;
-  const int64_t first = group_number() * porta::group_size(0);
 #if PORTA_TARGET_CPU
-  // One pool thread runs the group: its run of C row by row, the splits added in vector lanes
-  // into a row's stretch, without the GPU's division per element.
-  float sum[kReduceItems];
-  const int64_t last = min64(first + porta::group_size(0), per_entry * s.batch);
-  for (int64_t e = first; e < last;) {
-    const int64_t entry = e / per_entry, ij = e % per_entry, i = ij / s.n, j0 = ij % s.n;
-    const int64_t count = min64(min64(s.n - j0, last - e), kReduceItems);
-    const float* part = t.partials + entry * t.splits * per_entry + ij;
-    for (int64_t j = 0; j < count; ++j) sum[j] = 0.0f + part[j];  // as the GPU's, -0 too
-    for (int32_t split = 1; split < t.splits; ++split) {
-      const float* p = part + split * per_entry;
-      for (int64_t j = 0; j < count; ++j) sum[j] += p[j];
+  // One pool thread runs the group's kReduceBlock x kReduceBlock block: the splits added along
+  // its rows in vector lanes, then stored along C's contiguous direction, whole lines either way
+  // (conv backward weights' dw^T lies column by column, its columns C * R * S floats apart).
+  constexpr int64_t kB = kReduceBlock;
+  const int64_t blocks_m = div_up(s.m, kB), blocks_n = div_up(s.n, kB);
+  int64_t g = group_number();
+  const int64_t bj = g % blocks_n;
+  g /= blocks_n;
+  const int64_t bi = g % blocks_m, entry = g / blocks_m;
+  if (entry >= s.batch) return;
+  const int64_t i0 = bi * kB, j0 = bj * kB;
+  const int64_t rows = min64(kB, s.m - i0), cols = min64(kB, s.n - j0);
+  const float* part = t.partials + entry * t.splits * per_entry + i0 * s.n + j0;
+  float sum[kB][kB];
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t x = 0; x < cols; ++x) sum[r][x] = 0.0f + part[r * s.n + x];  // as the GPU's: -0
+  }
+  for (int32_t split = 1; split < t.splits; ++split) {
+    const float* p = part + split * per_entry;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t x = 0; x < cols; ++x) sum[r][x] += p[r * s.n + x];
     }
-    const OutputView out = c.entry(entry);
-    float* row = out.p + i * out.row_stride;
-    SplitCursor col(out.col, j0);
-    for (int64_t j = 0; j < count; ++j, col.next()) store_element(out, row + col.offset(), sum[j]);
-    e += count;
+  }
+  const OutputView out = c.entry(entry);
+  int64_t col[kB];
+  SplitCursor at(out.col, j0);
+  for (int64_t x = 0; x < cols; ++x, at.next()) col[x] = at.offset();
+  float* const base = out.p + i0 * out.row_stride;
+  if (out.row_stride == 1) {
+    for (int64_t x = 0; x < cols; ++x) {
+      for (int64_t r = 0; r < rows; ++r) store_element(out, base + col[x] + r, sum[r][x]);
+    }
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* const row = base + r * out.row_stride;
+      for (int64_t x = 0; x < cols; ++x) store_element(out, row + col[x], sum[r][x]);
+    }
   }
 #else
+  const int64_t first = group_number() * porta::group_size(0);
   porta::inner([&](uint32_t item) {
     const int64_t e = first + item;
     if (e >= per_entry * s.batch) return;

@@ -70,8 +70,16 @@ enum : int32_t {
 
 static_assert(sizeof(GemmTiles) == 64, "GemmTiles is copied bytewise between host and kernels");
 
-// Work-items per group of the _reduce kernels, one output element each.
+// Work-items per group of the _reduce kernels, one output element each on a GPU; on the CPU,
+// whose groups run on one thread, a group adds up a kReduceBlock x kReduceBlock block of C.
 inline constexpr int32_t kReduceItems = 256;
+inline constexpr int64_t kReduceBlock = 16;
+
+// The _reduce kernel's groups for `batch` entries of m x n.
+inline int64_t reduce_groups(int64_t m, int64_t n, int64_t batch, bool host) {
+  return host ? div_up(m, kReduceBlock) * div_up(n, kReduceBlock) * batch
+              : div_up(m * n * batch, kReduceItems);
+}
 
 // The one parameter of gemm_f32, gemm_f16 and gemm_bf16: C = alpha * op(A) op(B) + beta * C per
 // batch entry, as porta_gemm; A and B hold elements of the kernel's dtype.
@@ -325,7 +333,7 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
   int64_t groups;
   if (__builtin_mul_overflow(t.tiles_m, t.tiles_n, &groups) ||
       __builtin_mul_overflow(groups, batch * t.splits, &groups) || !flat_grid(groups, plan.grid) ||
-      !flat_grid(div_up(per_split, kReduceItems), plan.reduce_grid)) {
+      !flat_grid(reduce_groups(m, n, batch, target.host), plan.reduce_grid)) {
     return false;
   }
   *out = plan;
@@ -426,7 +434,7 @@ inline bool plan_staged_window(int64_t m, int64_t n, int64_t k, const StagedWind
       static_cast<uint32_t>((tile_n * tile_k + w.floats(tile_m, tile_k)) * sizeof(float));
   plan.partial_floats = t.splits > 1 ? m * n * t.splits : 0;
   if (!flat_grid(t.tiles_m * t.tiles_n * t.splits, plan.grid) ||
-      !flat_grid(div_up(m * n, kReduceItems), plan.reduce_grid)) {
+      !flat_grid(reduce_groups(m, n, 1, true), plan.reduce_grid)) {
     return false;
   }
   *out = plan;
