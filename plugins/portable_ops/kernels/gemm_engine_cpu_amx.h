@@ -21,6 +21,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <utility>
+
 namespace porta_ops {
 namespace cpu {
 
@@ -46,6 +48,47 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
 };
 
+typedef uint16_t vhalf16 __attribute__((vector_size(32)));
+typedef uint32_t vword16 __attribute__((vector_size(64)));
+
+// One step of a 16 x 16 transpose: x and y, rows i and i + B, swap the lanes of the off-diagonal
+// B x B blocks between them (x's lanes with bit B set for y's without).
+template <int B, int... L>
+__attribute__((always_inline)) inline void swap_blocks(vword16& x, vword16& y,
+                                                       std::integer_sequence<int, L...>) {
+  const vword16 upper = __builtin_shufflevector(x, y, ((L & B) ? 16 + L - B : L)...);
+  const vword16 lower = __builtin_shufflevector(x, y, ((L & B) ? 16 + L : L + B)...);
+  x = upper;
+  y = lower;
+}
+
+template <int B>
+__attribute__((always_inline)) inline void swap_blocks(vword16 (&v)[16]) {
+  for (int i = 0; i < 16; ++i) {
+    if ((i & B) == 0) swap_blocks<B>(v[i], v[i + B], std::make_integer_sequence<int, 16>());
+  }
+}
+
+// 16 rows x 32 depths of an A whose rows lie side by side at each depth (wide_stride 1: a
+// transposed A, conv backward data's w^T), as pack_rows_amx lays them out: each depth's 16 rows
+// one load, the depths of a pair merged into words, and the 16 x 16 words transposed in
+// registers, so that each row's 16 pairs are one store. depth[e] points at depth e's first row.
+__attribute__((always_inline)) inline void pack_pairs16(const bf16* const (&depth)[32],
+                                                        uint32_t* dst, int64_t pairs) {
+  vword16 v[16];
+  for (int p = 0; p < 16; ++p) {
+    vhalf16 even, odd;
+    __builtin_memcpy(&even, depth[2 * p], sizeof even);
+    __builtin_memcpy(&odd, depth[2 * p + 1], sizeof odd);
+    v[p] = __builtin_convertvector(even, vword16) | __builtin_convertvector(odd, vword16) << 16;
+  }
+  swap_blocks<8>(v);
+  swap_blocks<4>(v);
+  swap_blocks<2>(v);
+  swap_blocks<1>(v);
+  for (int r = 0; r < 16; ++r) __builtin_memcpy(dst + r * pairs, &v[r], sizeof v[r]);
+}
+
 // Packs rows [w0, w0 + rows) of A over depths [d0, d0 + kb) as tiles read them: row r at
 // dst + r * pairs words, its depths side by side, zero from kb to 2 * pairs and in the rows
 // from `rows` to `padded_rows`. Runs of consecutive depths (a matrix stored along the depth, the
@@ -70,8 +113,24 @@ inline void pack_rows_amx(const StridedOperand<bf16>& a, uint32_t* dst, int64_t 
       }
     }
   } else {
+    int64_t first_row = 0;
+    if (a.wide_stride == 1) {  // 16 rows by 32 depths at a time, transposed in registers
+      const int64_t whole = kb / 32 * 32;
+      for (; first_row + 16 <= rows; first_row += 16) {
+        const bf16* const rows16 = a.p + w0 + first_row;
+        for (int64_t d = 0; d < whole; d += 32) {
+          const bf16* depth[32];
+          for (int e = 0; e < 32; ++e) depth[e] = rows16 + a.depth(d0 + d + e);
+          pack_pairs16(depth, dst + first_row * pairs + d / 2, pairs);
+        }
+        for (int64_t d = whole; d < kb; ++d) {
+          const bf16* const at = rows16 + a.depth(d0 + d);
+          for (int64_t r = 0; r < 16; ++r) row_at(first_row + r)[d] = at[r].bits;
+        }
+      }
+    }
     // 32 rows at a time: their lines being written stay in L1 while the depths go by.
-    for (int64_t r0 = 0; r0 < rows; r0 += kAmxRows) {
+    for (int64_t r0 = first_row; r0 < rows; r0 += kAmxRows) {
       const int64_t r_end = min64(r0 + kAmxRows, rows);
       for (int64_t d = 0; d < kb; ++d) {
         const bf16* depth = a.p + w0 * a.wide_stride + a.depth(d0 + d);
@@ -157,13 +216,25 @@ bool packed_gemm_amx(const StridedOperand<bf16>& a, const B& b, const OutputView
   const auto [rows, cols, block_m, pb, pa_fp32] = TileWalk(s, t, i0, j0);
   const float* const end = pa_fp32 + int64_t{t.block_m} * t.tile_k;
   const int64_t panel_cols = div_up(t.tile_n, kNR) * kNR;
-  const int64_t block = min64(div_up(block_m, kAmxRows), div_up(rows, kAmxRows)) * kAmxRows;
-  // Room for B's pairs and A's rows, and for the fp32 strip pack_pairs may stage (2 * kNR words a
-  // pair) after B's.
-  const int64_t room_pairs = (end - pb) / (panel_cols + max64(block, 2 * kNR));
-  const int64_t max_pairs = min64(room_pairs, t.tile_k) / kTilePairs * kTilePairs;
-  if (max_pairs == 0) return false;
   const int64_t depth = d_end - d_begin;
+  // The deepest block beside a block of A's rows: room for B's pairs and A's rows, and for the
+  // fp32 strip pack_pairs may stage (2 * kNR words a pair) after B's.
+  const int64_t room = end - pb;
+  const auto max_pairs_beside = [&](int64_t block) {
+    const int64_t room_pairs = room / (panel_cols + max64(block, 2 * kNR));
+    return min64(room_pairs, t.tile_k) / kTilePairs * kTilePairs;
+  };
+  int64_t block = min64(div_up(block_m, kAmxRows), div_up(rows, kAmxRows)) * kAmxRows;
+  int64_t max_pairs = max_pairs_beside(block);
+  // Rounding the block up to whole tiles may cost a depth block (C stored and read once more,
+  // 344 x 256 x 256 in two blocks of 128); one tile of rows fewer then.
+  if (const int64_t fewer = max_pairs_beside(block - kAmxRows);
+      block > kAmxRows && max_pairs > 0 &&
+      div_up(depth, 2 * fewer) < div_up(depth, 2 * max_pairs)) {
+    block -= kAmxRows;
+    max_pairs = fewer;
+  }
+  if (max_pairs == 0) return false;
   const int64_t blocks = div_up(depth, 2 * max_pairs);
   const int64_t kc = div_up(div_up(depth, blocks), 2 * kTilePairs) * 2 * kTilePairs;
   uint32_t* const pbw = reinterpret_cast<uint32_t*>(pb);
