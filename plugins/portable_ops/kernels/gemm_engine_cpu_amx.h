@@ -114,20 +114,35 @@ inline void pack_rows_amx(const StridedOperand<bf16>& a, uint32_t* dst, int64_t 
     }
   } else {
     int64_t first_row = 0;
-    if (a.wide_stride == 1) {  // 16 rows by 32 depths at a time, transposed in registers
-      const int64_t whole = kb / 32 * 32;
-      for (; first_row + 16 <= rows; first_row += 16) {
-        const bf16* const rows16 = a.p + w0 + first_row;
-        for (int64_t d = 0; d < whole; d += 32) {
-          const bf16* depth[32];
-          for (int e = 0; e < 32; ++e) depth[e] = rows16 + a.depth(d0 + d + e);
-          pack_pairs16(depth, dst + first_row * pairs + d / 2, pairs);
+    if (a.wide_stride == 1) {
+      // 16 rows by 32 depths at a time, transposed in registers; across the rows first, so that
+      // each depth's run of A is read along its lines.
+      const int64_t whole_rows = rows / 16 * 16, whole_depths = kb / 32 * 32;
+      // The next 32 depths' runs are asked for before this 32's are packed: each is a few lines
+      // of its own, too short for the hardware prefetcher, and a wait on each in turn.
+      SplitCursor ahead(a.depth, d0);
+      const bf16 *depth[32], *next[32];
+      const auto step = [&] {
+        for (int e = 0; e < 32; ++e, ahead.next()) {
+          next[e] = a.p + w0 + ahead.offset();
+          const char* const run = reinterpret_cast<const char*>(next[e]);
+          for (int64_t b = 0; b < whole_rows * 2; b += 64) __builtin_prefetch(run + b);
         }
-        for (int64_t d = whole; d < kb; ++d) {
-          const bf16* const at = rows16 + a.depth(d0 + d);
-          for (int64_t r = 0; r < 16; ++r) row_at(first_row + r)[d] = at[r].bits;
+      };
+      if (whole_depths > 0) step();
+      for (int64_t d = 0; d < whole_depths; d += 32) {
+        for (int e = 0; e < 32; ++e) depth[e] = next[e];
+        if (d + 32 < whole_depths) step();
+        for (int64_t r = 0; r < whole_rows; r += 16) {
+          pack_pairs16(depth, dst + r * pairs + d / 2, pairs);
+          for (int e = 0; e < 32; ++e) depth[e] += 16;
         }
       }
+      for (int64_t d = whole_depths; d < kb; ++d) {
+        const bf16* const at = a.p + w0 + a.depth(d0 + d);
+        for (int64_t r = 0; r < whole_rows; ++r) row_at(r)[d] = at[r].bits;
+      }
+      first_row = whole_rows;
     }
     // 32 rows at a time: their lines being written stay in L1 while the depths go by.
     for (int64_t r0 = first_row; r0 < rows; r0 += kAmxRows) {
