@@ -108,7 +108,13 @@ inline void pack_rows_amx(const StridedOperand<bf16>& a, uint32_t* dst, int64_t 
       for (int64_t d = 0, hi = d0 / run, lo = d0 % run; d < kb; ++hi, lo = 0) {
         const int64_t n = min64(run - lo, kb - d);
         const bf16* from = row + hi * outer + lo;
-        for (int64_t e = 0; e < n; ++e) to[d + e] = from[e].bits;  // runs of a few taps: no call
+        // A filter's few taps: one masked copy (lanes past n neither read nor written).
+        if (n <= 32) {
+          const __mmask32 lanes = static_cast<__mmask32>((uint64_t{1} << n) - 1);
+          _mm512_mask_storeu_epi16(to + d, lanes, _mm512_maskz_loadu_epi16(lanes, from));
+        } else {
+          for (int64_t e = 0; e < n; ++e) to[d + e] = from[e].bits;
+        }
         d += n;
       }
     }
