@@ -6,8 +6,9 @@
 // 8192 products an instruction, 2.6-2.7 TFLOP/s a core measured on a loop from L1, against
 // 230-239 GFLOP/s for fp32 FMAs on the same core. B's panel is the one the vdpbf16ps path packs
 // (pack_pairs: strips of kNR = 32 columns, one pair row of 128 bytes after another), its strips
-// padded with zero pairs to whole tiles. A's rows are packed along the depth, as the instruction
-// reads them, zero past the rows and depths. A step multiplies 32 rows by a strip into four
+// padded with zero pairs to whole tiles. A's rows are read along the depth, as the instruction
+// reads them: where they lie for a plain matrix stored that way, in whole tiles; else packed,
+// zero past the rows and depths. A step multiplies 32 rows by a strip into four
 // accumulator tiles (tiles 0-3; A's in 4-5, B's in 6-7; a last group of at most 16 rows, one A
 // tile into two), stored as fp32 micro-tiles
 // through store_tile, so alpha, beta, the edges and the later depth blocks go as on every path.
@@ -175,23 +176,24 @@ inline void pad_strips(uint32_t* panel, int64_t strips, int64_t pairs, int64_t p
   }
 }
 
-// C's block_rows x cols at (i, j) from A's packed rows (pack_rows_amx, `pairs` a row, padded
-// to a multiple of kTileRows) and B's padded strips (`pairs` pair rows each), `pairs` a multiple
-// of kTilePairs. Strips outer: a strip (pairs x 128 bytes) stays in L1 for every 32 rows.
+// C's block_rows x cols at (i, j) from A's rows, a_stride bytes apart (packed by pack_rows_amx,
+// padded to a multiple of kTileRows, or in place) and B's padded strips (`pairs` pair rows
+// each), `pairs` a multiple of kTilePairs. Strips outer: a strip (pairs x 128 bytes) stays in L1
+// for every 32 rows.
 __attribute__((target("amx-tile,amx-bf16"), noinline)) inline void multiply_amx(
-    const uint32_t* pa, const uint32_t* pb, int64_t pairs, int64_t block_rows, int64_t cols,
-    const OutputView& c, int64_t i, int64_t j, bool first) {
+    const char* pa, int64_t a_stride, const uint32_t* pb, int64_t pairs, int64_t block_rows,
+    int64_t cols, const OutputView& c, int64_t i, int64_t j, bool first) {
   static const TileConfig config;
   _tile_loadconfig(&config);
   alignas(64) float sums[kAmxRows][kNR];
-  const int64_t a_stride = pairs * sizeof(uint32_t), b_stride = kNR * sizeof(uint32_t);
+  const int64_t b_stride = kNR * sizeof(uint32_t);
   const int64_t strips = div_up(cols, kNR);
   for (int64_t q = 0; q < strips; ++q) {
     const uint32_t* strip = pb + q * kNR * pairs;
     const int strip_cols = int(min64(kNR, cols - q * kNR));
     const TileColumns at(c.col, j + q * kNR, strip_cols);
     for (int64_t r0 = 0; r0 < block_rows; r0 += kAmxRows) {
-      const uint32_t* rows = pa + r0 * pairs;
+      const char* rows = pa + r0 * a_stride;
       // A last group of at most 16 rows takes one A tile and two accumulators.
       const bool two_tiles = block_rows - r0 > kTileRows;
       _tile_zero(0);
@@ -199,13 +201,13 @@ __attribute__((target("amx-tile,amx-bf16"), noinline)) inline void multiply_amx(
       _tile_zero(2);
       _tile_zero(3);
       for (int64_t p = 0; p < pairs; p += kTilePairs) {
-        _tile_loadd(4, rows + p, a_stride);
+        _tile_loadd(4, rows + p * sizeof(uint32_t), a_stride);
         _tile_loadd(6, strip + p * kNR, b_stride);
         _tile_loadd(7, strip + p * kNR + kTilePairs, b_stride);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         if (two_tiles) {
-          _tile_loadd(5, rows + kTileRows * pairs + p, a_stride);
+          _tile_loadd(5, rows + kTileRows * a_stride + p * sizeof(uint32_t), a_stride);
           _tile_dpbf16ps(2, 5, 6);
           _tile_dpbf16ps(3, 5, 7);
         }
@@ -260,6 +262,7 @@ bool packed_gemm_amx(const StridedOperand<bf16>& a, const B& b, const OutputView
   const int64_t kc = div_up(div_up(depth, blocks), 2 * kTilePairs) * 2 * kTilePairs;
   uint32_t* const pbw = reinterpret_cast<uint32_t*>(pb);
   uint32_t* const paw = pbw + panel_cols * (kc / 2);
+  const bool in_place = a.depth.div == 0 && a.depth.inner == 1;
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
     const int64_t kb = min64(kc, d_end - d0), pairs = div_up(kb, 2);
     const int64_t padded = div_up(pairs, kTilePairs) * kTilePairs;
@@ -268,9 +271,17 @@ bool packed_gemm_amx(const StridedOperand<bf16>& a, const B& b, const OutputView
     if (padded != pairs) pad_strips(pbw, div_up(cols, kNR), pairs, padded);
     for (int64_t ib = 0; ib < rows; ib += block) {
       const int64_t block_rows = min64(block, rows - ib);
+      // A plain matrix along the depth, in whole tiles, is read where it lies.
+      if (in_place && kb % (2 * kTilePairs) == 0 && block_rows % kTileRows == 0) {
+        const bf16* const at = a.p + (i0 + ib) * a.wide_stride + d0;
+        multiply_amx(reinterpret_cast<const char*>(at), a.wide_stride * int64_t(sizeof(bf16)), pbw,
+                     padded, block_rows, cols, c, i0 + ib, j0, first);
+        continue;
+      }
       pack_rows_amx(a, paw, i0 + ib, block_rows, div_up(block_rows, kTileRows) * kTileRows, d0, kb,
                     padded);
-      multiply_amx(paw, pbw, padded, block_rows, cols, c, i0 + ib, j0, first);
+      multiply_amx(reinterpret_cast<const char*>(paw), padded * int64_t(sizeof(uint32_t)), pbw,
+                   padded, block_rows, cols, c, i0 + ib, j0, first);
     }
   }
   return true;
