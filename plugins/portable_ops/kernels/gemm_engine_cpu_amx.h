@@ -7,8 +7,8 @@
 // 230-239 GFLOP/s for fp32 FMAs on the same core. B's panel is the one the vdpbf16ps path packs
 // (pack_pairs: strips of kNR = 32 columns, one pair row of 128 bytes after another), its strips
 // padded with zero pairs to whole tiles. A's rows are read along the depth, as the instruction
-// reads them: where they lie for a plain matrix stored that way, in whole tiles; else packed,
-// zero past the rows and depths. A step multiplies 32 rows by a strip into four
+// reads them: where they lie when a block's depths are one run of memory, in whole tiles; else
+// packed, zero past the rows and depths. A step multiplies 32 rows by a strip into four
 // accumulator tiles (tiles 0-3; A's in 4-5, B's in 6-7; a last group of at most 16 rows, one A
 // tile into two), stored as fp32 micro-tiles
 // through store_tile, so alpha, beta, the edges and the later depth blocks go as on every path.
@@ -262,18 +262,20 @@ bool packed_gemm_amx(const StridedOperand<bf16>& a, const B& b, const OutputView
   const int64_t kc = div_up(div_up(depth, blocks), 2 * kTilePairs) * 2 * kTilePairs;
   uint32_t* const pbw = reinterpret_cast<uint32_t*>(pb);
   uint32_t* const paw = pbw + panel_cols * (kc / 2);
-  const bool in_place = a.depth.div == 0 && a.depth.inner == 1;
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
     const int64_t kb = min64(kc, d_end - d0), pairs = div_up(kb, 2);
     const int64_t padded = div_up(pairs, kTilePairs) * kTilePairs;
     const bool first = d0 == d_begin;
+    const bool one_run =
+        a.depth.inner == 1 && (a.depth.div == 0 || d0 / a.depth.div == (d0 + kb - 1) / a.depth.div);
     pack_pairs<kNR>(b, pb, end, j0, cols, d0, kb);
     if (padded != pairs) pad_strips(pbw, div_up(cols, kNR), pairs, padded);
     for (int64_t ib = 0; ib < rows; ib += block) {
       const int64_t block_rows = min64(block, rows - ib);
-      // A plain matrix along the depth, in whole tiles, is read where it lies.
-      if (in_place && kb % (2 * kTilePairs) == 0 && block_rows % kTileRows == 0) {
-        const bf16* const at = a.p + (i0 + ib) * a.wide_stride + d0;
+      // Rows whose block of depths is one run of memory (a matrix stored along the depth; dy's
+      // rows within an image), in whole tiles, are read where they lie.
+      if (one_run && kb % (2 * kTilePairs) == 0 && block_rows % kTileRows == 0) {
+        const bf16* const at = a.p + (i0 + ib) * a.wide_stride + a.depth(d0);
         multiply_amx(reinterpret_cast<const char*>(at), a.wide_stride * int64_t(sizeof(bf16)), pbw,
                      padded, block_rows, cols, c, i0 + ib, j0, first);
         continue;
