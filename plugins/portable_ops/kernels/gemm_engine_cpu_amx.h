@@ -229,9 +229,11 @@ __attribute__((target("amx-tile,amx-bf16"), noinline)) inline void multiply_amx(
 }
 
 // packed_gemm for bf16 operands on AMX: the plan's tiles and shared memory, B's panel paired and
-// padded, A packed a block of rows at a time. Blocks go as deep as the room allows, up to twice
-// the plan's tile_k (pairs take half fp32's room), in multiples of 32 depths, evened out. False,
-// and nothing done, where the room holds no block of 32 depths.
+// padded, A packed a block of rows at a time or read in place. Blocks go as deep as the room
+// allows, in multiples of 32 depths, evened out: up to twice the plan's tile_k (pairs take half
+// fp32's room), or without that cap for a plain A stored along the depth, which is read in place
+// and so costs nothing deeper, while each block stores C once more (1024^3: one block instead of
+// two, 11% faster). False, and nothing done, where the room holds no block of 32 depths.
 template <class B>
 bool packed_gemm_amx(const StridedOperand<bf16>& a, const B& b, const OutputView& c,
                      const GemmShape& s, const GemmTiles& t, int64_t i0, int64_t j0,
@@ -243,9 +245,10 @@ bool packed_gemm_amx(const StridedOperand<bf16>& a, const B& b, const OutputView
   // The deepest block beside a block of A's rows: room for B's pairs and A's rows, and for the
   // fp32 strip pack_pairs may stage (2 * kNR words a pair) after B's.
   const int64_t room = end - pb;
+  const bool plain = a.depth.div == 0 && a.depth.inner == 1;
   const auto max_pairs_beside = [&](int64_t block) {
     const int64_t room_pairs = room / (panel_cols + max64(block, 2 * kNR));
-    return min64(room_pairs, t.tile_k) / kTilePairs * kTilePairs;
+    return (plain ? room_pairs : min64(room_pairs, t.tile_k)) / kTilePairs * kTilePairs;
   };
   int64_t block = min64(div_up(block_m, kAmxRows), div_up(rows, kAmxRows)) * kAmxRows;
   int64_t max_pairs = max_pairs_beside(block);
