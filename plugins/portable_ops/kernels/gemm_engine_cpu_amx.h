@@ -49,22 +49,19 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
 };
 
-typedef uint16_t vhalf16 __attribute__((vector_size(32)));
-typedef uint32_t vword16 __attribute__((vector_size(64)));
-
 // One step of a 16 x 16 transpose: x and y, rows i and i + B, swap the lanes of the off-diagonal
 // B x B blocks between them (x's lanes with bit B set for y's without).
 template <int B, int... L>
-__attribute__((always_inline)) inline void swap_blocks(vword16& x, vword16& y,
+__attribute__((always_inline)) inline void swap_blocks(vpair16& x, vpair16& y,
                                                        std::integer_sequence<int, L...>) {
-  const vword16 upper = __builtin_shufflevector(x, y, ((L & B) ? 16 + L - B : L)...);
-  const vword16 lower = __builtin_shufflevector(x, y, ((L & B) ? 16 + L : L + B)...);
+  const vpair16 upper = __builtin_shufflevector(x, y, ((L & B) ? 16 + L - B : L)...);
+  const vpair16 lower = __builtin_shufflevector(x, y, ((L & B) ? 16 + L : L + B)...);
   x = upper;
   y = lower;
 }
 
 template <int B>
-__attribute__((always_inline)) inline void swap_blocks(vword16 (&v)[16]) {
+__attribute__((always_inline)) inline void swap_blocks(vpair16 (&v)[16]) {
   for (int i = 0; i < 16; ++i) {
     if ((i & B) == 0) swap_blocks<B>(v[i], v[i + B], std::make_integer_sequence<int, 16>());
   }
@@ -76,12 +73,10 @@ __attribute__((always_inline)) inline void swap_blocks(vword16 (&v)[16]) {
 // registers, so that each row's 16 pairs are one store. depth[e] points at depth e's first row.
 __attribute__((always_inline)) inline void pack_pairs16(const bf16* const (&depth)[32],
                                                         uint32_t* dst, int64_t pairs) {
-  vword16 v[16];
+  vpair16 v[16];
   for (int p = 0; p < 16; ++p) {
-    vhalf16 even, odd;
-    __builtin_memcpy(&even, depth[2 * p], sizeof even);
-    __builtin_memcpy(&odd, depth[2 * p + 1], sizeof odd);
-    v[p] = __builtin_convertvector(even, vword16) | __builtin_convertvector(odd, vword16) << 16;
+    interleave<vbits16, vpair16>(&depth[2 * p]->bits, &depth[2 * p + 1]->bits, 0xFFFFFFFFu,
+                                 reinterpret_cast<uint32_t*>(&v[p]));
   }
   swap_blocks<8>(v);
   swap_blocks<4>(v);
