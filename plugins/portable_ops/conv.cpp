@@ -31,9 +31,10 @@ enum class Pass { forward, backward_data, backward_weights };
 // forward, on the CPU as a direct convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words
 // of channel pairs): the weights packed into the stream's scratch (and bf16's input paired after
 // them), then the outputs a group per kDirectOutputs channels of one image's rows. Whole images per
-// group, unless that leaves fewer than four groups per thread to even out.
+// group, unless that leaves fewer than four groups per thread to even out. on_tiles: bf16 3x3 on
+// AMX tiles, whose weights and padded input take their own layout (kernels/conv_direct_tiles.h).
 void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t dtype,
-                   const void* in0, const void* in1, float* out) {
+                   bool on_tiles, const void* in0, const void* in1, float* out) {
   using porta_ops::div_up;
   const bool backward_data = pass == Pass::backward_data, bf16 = dtype == PORTA_DTYPE_BF16;
   const int64_t in_words = div_up(backward_data ? g.out_channels : g.channels, bf16 ? 2 : 1);
@@ -46,13 +47,23 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   while (g.direct_rows > 1 && groups * g.batch * div_up(g.height, g.direct_rows) < 4 * threads) {
     g.direct_rows = div_up(g.direct_rows, 2);
   }
+  // bf16 3x3 on matrix units: the tiles' layout (kernels/conv_direct_tiles.h), its weights'
+  // tiles and the input's padded planes, a pack group per (output block, pair block) and per
+  // (image, pair).
+  const porta_ops::DirectTileLayout tiles{g.height, g.width, in_words, out_channels};
+  g.direct_tiles = on_tiles;
+  const int64_t pair_planes = tiles.pair_blocks() * tiles.kPairs;
   const Checked<int64_t> packed_words =
-      Checked(groups) * porta_ops::kDirectOutputs * in_words * taps;
-  const Checked<int64_t> input_words = Checked(g.batch) * in_words * g.height * g.width;
+      on_tiles ? Checked(tiles.output_blocks()) * porta_ops::kDirectOutputs * pair_planes * taps
+               : Checked(groups) * porta_ops::kDirectOutputs * in_words * taps;
+  const Checked<int64_t> input_words = on_tiles ? Checked(g.batch) * pair_planes * tiles.plane()
+                                                : Checked(g.batch) * in_words * g.height * g.width;
   const Checked<int64_t> bytes = (packed_words + (bf16 ? input_words : 0)) * int64_t{4};
   const Checked<int64_t> pack_groups =
-      Checked(groups) * div_up(in_words, porta_ops::kDirectBlockSteps / taps) +
-      (bf16 ? Checked(g.batch) * in_words : 0);
+      on_tiles
+          ? Checked(tiles.output_blocks()) * tiles.pair_blocks() + Checked(g.batch) * pair_planes
+          : Checked(groups) * div_up(in_words, porta_ops::kDirectBlockSteps / taps) +
+                (bf16 ? Checked(g.batch) * in_words : 0);
   const Checked<int64_t> outputs = Checked(groups) * g.batch * div_up(g.height, g.direct_rows);
   uint32_t pack_grid[3], grid[3];
   if (!bytes.valid() || !pack_groups.valid() || !outputs.valid() ||
@@ -128,13 +139,18 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     // implicit GEMM multiplies as zeros (18% of a 7x7 image's); a pointwise layer's forward reads
     // x in place, its tiles within an image's rows (its backward data measured no faster: its
     // sums are shallower, so the store of each tile weighs more; docs/decisions.md).
-    // bf16 on matrix units goes to the implicit GEMM, whose tiles multiply several times faster
-    // than the direct convolution's fp32 lanes.
+    // bf16 on matrix units: a 3x3 layer's direct convolution on the tiles, which multiply several
+    // times faster than the direct convolution's fp32 lanes, where its images are at least
+    // kMinTilesWidth wide (it computes the two border columns of each padded row and drops
+    // them); others go to the implicit GEMM on the tiles.
+    constexpr int64_t kMinTilesWidth = 14;
+    const bool matrix_units = d.dtype == PORTA_DTYPE_BF16 && bf16_on_matrix_units(op);
+    const bool on_tiles = matrix_units && !g.pointwise() && g.width >= kMinTilesWidth;
     const bool direct = g.direct_shape() && (pass == Pass::forward || !g.pointwise()) &&
-                        !(d.dtype == PORTA_DTYPE_BF16 && bf16_on_matrix_units(op));
+                        (!matrix_units || on_tiles);
     if (pass != Pass::backward_weights && direct && runs_packed_path(op) &&
         (d.dtype == PORTA_DTYPE_F32 || d.dtype == PORTA_DTYPE_BF16)) {
-      return launch_direct(pass, op, g, d.dtype, in0, in1, out);
+      return launch_direct(pass, op, g, d.dtype, on_tiles, in0, in1, out);
     }
     std::optional<Scratch> scratch;
     porta_ops::GemmPlan plan;

@@ -368,6 +368,25 @@ TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[con
   run_bf16_cases(env, kDirectCases);
 }
 
+// bf16 3x3 layers at least 14 wide on a CPU's matrix tiles (AMX): a direct convolution over
+// padded planes of channel pairs, 32 positions and 32 output channels a step (conv.cpp,
+// kernels/conv_direct_tiles.h). Pairs past a tile's 16 and an odd channel, outputs past a
+// block's 32, steps crossing rows and ending past the image, rows shared out among groups. On
+// other CPUs (and in the builds for older ISA levels, which sum the same layout one product at a
+// time) the same shapes check whichever path takes them.
+TEST_CASE("conv2d: bf16 3x3 layers on matrix tiles", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {2, 3, 4, 14, 5, 3, 3, 1, 1},     // two pairs, one of them half zero; 14 wide
+      {1, 64, 16, 16, 48, 3, 3, 1, 1},  // two whole pair blocks; a block and a half of outputs
+      {2, 35, 9, 30, 33, 3, 3, 1, 1},   // 18 pairs, the last half zero; one output past 32
+      {1, 8, 1, 50, 4, 3, 3, 1, 1},     // one row: the taps above and below on the border only
+      {3, 16, 20, 14, 16, 3, 3, 1, 1},  // three images' rows shared out among groups
+  };
+  run_bf16_cases(env, cases);
+}
+
 // On AVX-512 the CPU engine reads the window of a stride-1 layer whose output rows are as wide as
 // its input's straight from x (forward, A's rows in place) or dy (backward data, A packed), a
 // strip of 32 positions as one or two runs under lane masks per filter tap, taps outside and

@@ -12,6 +12,7 @@
 #include "conv.h"
 #if PORTA_TARGET_CPU
 #include "conv_direct_cpu.h"
+#include "conv_direct_tiles.h"
 #endif
 
 using porta_ops::ConvArgs;
@@ -92,7 +93,8 @@ PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const
 // channels, block of input channels), and for bf16 also pairs the input's channels after them,
 // a group per image and pair; then a group per (kDirectOutputs output channels, image,
 // direct_rows output rows) convolves. Forward convolves x (C channels) into y (K); backward data
-// dy (K) into dx (C) with the filter turned round.
+// dy (K) into dx (C) with the filter turned round. bf16 3x3 layers on AMX tiles (direct_tiles)
+// pack and convolve as conv_direct_tiles.h lays them out, in the same groups.
 namespace direct = porta_ops::cpu::direct;
 
 // Calls body(taps) with the filter's taps as a constant: 1 for a pointwise layer, 9 for a 3x3 one.
@@ -116,18 +118,31 @@ PORTA_DEVICE_FUNCTION int64_t weight_groups(const direct::Packing<Taps>& packing
          packing.channel_blocks();
 }
 
+// This group's share of a direct convolution with out_channels outputs: image n, the group of
+// kDirectOutputs output channels, direct_rows rows from `row`; false for the flat grid's spares.
+struct DirectShare {
+  int64_t n, group, row;
+};
+PORTA_DEVICE_FUNCTION bool direct_share(const ConvArgs& g, int64_t out_channels, DirectShare* s) {
+  const int64_t chunks = porta_ops::div_up(g.height, g.direct_rows);
+  const int64_t groups = porta_ops::div_up(out_channels, porta_ops::kDirectOutputs);
+  const int64_t index = porta_ops::group_number();
+  if (index >= groups * g.batch * chunks) return false;
+  const int64_t chunk = index % chunks, rest = index / chunks;
+  s->n = g.direct_by_image ? rest / groups : rest % g.batch;
+  s->group = g.direct_by_image ? rest % groups : rest / g.batch;
+  s->row = chunk * g.direct_rows;
+  return true;
+}
+
 template <class Dot, class Word, int Taps>
 PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const Word* in, const Word* packed,
                                       float* out, const direct::Packing<Taps>& packing) {
   const direct::Problem<Word, Taps> p{in, packed, out, packing, g.height, g.width};
-  const int64_t chunks = porta_ops::div_up(g.height, g.direct_rows);
-  const int64_t groups = porta_ops::div_up(packing.out_channels, porta_ops::kDirectOutputs);
-  const int64_t index = porta_ops::group_number();
-  if (index >= groups * g.batch * chunks) return;  // the flat grid's spare groups
-  const int64_t chunk = index % chunks, rest = index / chunks;
-  const int64_t n = g.direct_by_image ? rest / groups : rest % g.batch;
-  const int64_t group = g.direct_by_image ? rest % groups : rest / g.batch;
-  direct::run_rows<Dot>(p, n, group, chunk * g.direct_rows, g.direct_rows);
+  DirectShare s;
+  if (direct_share(g, packing.out_channels, &s)) {
+    direct::run_rows<Dot>(p, s.n, s.group, s.row, g.direct_rows);
+  }
 }
 
 PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* w, bool backward_data) {
@@ -173,9 +188,51 @@ PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const
   run_direct_f32(g, dy, dx, true);
 }
 
+namespace direct_tiles = porta_ops::cpu::direct_tiles;
+
+// bf16 3x3 on AMX tiles (g.direct_tiles): packed_a's layout, forward (x into y) or backward data
+// (dy into dx).
+PORTA_DEVICE_FUNCTION direct_tiles::Layout tile_layout(const ConvArgs& g, bool backward_data) {
+  const int64_t in_channels = backward_data ? g.out_channels : g.channels;
+  return direct_tiles::Layout{g.height, g.width, porta_ops::div_up(in_channels, 2),
+                              backward_data ? g.channels : g.out_channels};
+}
+
+// A group per (output block, pair block) packs the weights' tiles, then a group per (image,
+// pair) the input's padded plane.
+PORTA_DEVICE_FUNCTION void pack_direct_tiles(const ConvArgs& g, const porta_ops::bf16* in,
+                                             const porta_ops::bf16* w, bool backward_data) {
+  const direct_tiles::Layout l = tile_layout(g, backward_data);
+  const int64_t channels = backward_data ? g.out_channels : g.channels;
+  uint32_t* const words = reinterpret_cast<uint32_t*>(g.packed_a);
+  int64_t index = porta_ops::group_number();
+  if (index < l.output_blocks() * l.pair_blocks()) {
+    return direct_tiles::pack_weights(l, reinterpret_cast<const uint16_t*>(w), backward_data,
+                                      index / l.pair_blocks(), index % l.pair_blocks(), channels,
+                                      words);
+  }
+  index -= l.output_blocks() * l.pair_blocks();
+  const int64_t planes = l.pair_blocks() * l.kPairs;
+  if (index < g.batch * planes) {
+    direct_tiles::pack_plane(l, reinterpret_cast<const uint16_t*>(in), channels, index / planes,
+                             index % planes, words);
+  }
+}
+
+PORTA_DEVICE_FUNCTION void run_direct_tiles(const ConvArgs& g, float* out, bool backward_data) {
+  const direct_tiles::Layout l = tile_layout(g, backward_data);
+  DirectShare s;
+  if (direct_share(g, l.out_channels, &s)) {
+    direct_tiles::run(l, reinterpret_cast<const uint32_t*>(g.packed_a), out, s.n, s.group, s.row,
+                      porta_ops::min64(s.row + g.direct_rows, g.height),
+                      g.tiles.path == porta_ops::kGemmPathNative);
+  }
+}
+
 // bf16: the packed weights, then the input's channel pairs, in packed_a as words.
 PORTA_DEVICE_FUNCTION void pack_direct_bf16(const ConvArgs& g, const porta_ops::bf16* in,
                                             const porta_ops::bf16* w, bool backward_data) {
+  if (g.direct_tiles) return pack_direct_tiles(g, in, w, backward_data);
   with_taps(g, [&](auto taps) {
     const auto packing = direct_packing<taps.value>(g, backward_data, 2);
     uint32_t* const words = reinterpret_cast<uint32_t*>(g.packed_a);
@@ -198,6 +255,7 @@ PORTA_DEVICE_FUNCTION void pack_direct_bf16(const ConvArgs& g, const porta_ops::
 }
 
 PORTA_DEVICE_FUNCTION void run_direct_bf16(const ConvArgs& g, float* out, bool backward_data) {
+  if (g.direct_tiles) return run_direct_tiles(g, out, backward_data);
   with_taps(g, [&](auto taps) {
     const auto packing = direct_packing<taps.value>(g, backward_data, 2);
     const uint32_t* const words = reinterpret_cast<const uint32_t*>(g.packed_a);

@@ -110,6 +110,41 @@ PORTA_OPS_HOST_DEVICE inline int64_t direct_packed_words(int64_t out_channels, i
   return (out_channels + kDirectOutputs - 1) / kDirectOutputs * kDirectOutputs * in_words * taps;
 }
 
+// The layout of packed_a for the bf16 3x3 direct convolution on AMX tiles
+// (kernels/conv_direct_tiles.h, ConvArgs::direct_tiles): the weights' tiles, then the input's
+// channel pairs, each pair's plane padded with a zero border (rows of W + 2 words).
+struct DirectTileLayout {
+  static constexpr int64_t kPairs = 16;  // channel pairs a tile holds (A's columns, B's rows)
+  static constexpr int64_t kLanes = 16;  // output channels (A's rows) or positions (B's columns)
+  static constexpr int64_t kGuard = 16;  // zero words before a padded plane
+  static constexpr int kTaps = 9;
+  int64_t height, width;  // the images'
+  int64_t in_pairs, out_channels;
+
+  PORTA_OPS_HOST_DEVICE int64_t pair_blocks() const { return (in_pairs + kPairs - 1) / kPairs; }
+  PORTA_OPS_HOST_DEVICE int64_t output_blocks() const {
+    return (out_channels + kDirectOutputs - 1) / kDirectOutputs;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t row() const { return width + 2; }
+  // A padded plane's words: the guard, the padded image, and the reach of the last 32
+  // positions' taps past it, to a whole line.
+  PORTA_OPS_HOST_DEVICE int64_t plane() const {
+    return (kGuard + (height + 2) * row() + 2 * kLanes + kGuard + 15) / 16 * 16;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t weight_words() const {
+    return output_blocks() * kDirectOutputs * pair_blocks() * kPairs * kTaps;
+  }
+  // The weights' tile (o_tile, pair block, tap): 16 output channels' rows of 16 pair words.
+  PORTA_OPS_HOST_DEVICE int64_t tile(int64_t o_tile, int64_t pair_block, int tap) const {
+    return ((o_tile * pair_blocks() + pair_block) * kTaps + tap) * kLanes * kPairs;
+  }
+  // Image n's plane of pair p (its guard first).
+  PORTA_OPS_HOST_DEVICE int64_t input(int64_t n, int64_t p) const {
+    return weight_words() + (n * pair_blocks() * kPairs + p) * plane();
+  }
+  PORTA_OPS_HOST_DEVICE int64_t words(int64_t batch) const { return input(batch, 0); }
+};
+
 // The geometry of a 2-D convolution (NCHW), the first parameter of the conv2d_*_f32 kernels.
 struct ConvArgs {
   int64_t batch, channels, height, width;    // N, C, H, W of x
@@ -134,6 +169,8 @@ struct ConvArgs {
   // group of output channels); the host takes the order that reads fewer bytes.
   int64_t direct_rows;
   int64_t direct_by_image;
+  // bf16 3x3 on AMX tiles: packed_a laid out as DirectTileLayout (kernels/conv_direct_tiles.h).
+  int64_t direct_tiles;
 
   // The layers the CPU's direct convolution takes: 3x3 of stride 1 and padding 1, or pointwise;
   // undilated (a pointwise layer's dilation changes nothing, but leaves its twin to the engine).
