@@ -93,6 +93,33 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   launch(op, kernels[index][bf16], dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, in0, in1, out);
 }
 
+// bf16 backward weights of a 3x3 layer of stride 1 and padding 1 on AMX tiles
+// (kernels/conv_direct_tiles.h): x's padded planes and dy^T's pairs packed into the stream's
+// scratch, then a group per 16 channels by 16 output channels.
+void launch_weights_on_tiles(const Op& op, porta_ops::ConvArgs g, const void* x, const void* dy,
+                             float* dw) {
+  const porta_ops::DirectTileWeightsLayout l{g.batch, g.channels, g.height, g.width,
+                                             g.out_channels};
+  g.tiles.path = requested_gemm_path();
+  const Checked<int64_t> planes = Checked(g.batch) * l.channel_blocks() * 16;
+  const Checked<int64_t> steps = Checked(g.batch) * (l.depth() / l.kPositions);
+  const Checked<int64_t> bytes =
+      (planes * l.plane() + Checked(g.batch) * l.depth() * 32 * l.output_pairs()) * int64_t{2};
+  uint32_t pack_grid[3], grid[3];
+  if (!bytes.valid() || !(planes + steps).valid() ||
+      !porta_ops::plan_detail::flat_grid((planes + steps).value(), pack_grid) ||
+      !porta_ops::plan_detail::flat_grid(l.groups(), grid)) {
+    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                        "the convolution is too large for one launch of its kernels");
+  }
+  const Scratch scratch = scratch_for(op, static_cast<size_t>(bytes.value()));
+  g.packed_a = scratch.as<float>();
+  launch(op, "conv2d_backward_weights_bf16_pack_tiles",
+         dim3(pack_grid[0], pack_grid[1], pack_grid[2]), dim3(1), 0, g, x, dy, dw);
+  launch(op, "conv2d_backward_weights_bf16_tiles", dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g,
+         x, dy, dw);
+}
+
 // Launches the pass's kernel with the convolution's geometry and the two inputs and the output.
 porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* desc,
                            const void* in0, const void* in1, float* out) {
@@ -151,6 +178,9 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     if (pass != Pass::backward_weights && direct && runs_packed_path(op) &&
         (d.dtype == PORTA_DTYPE_F32 || d.dtype == PORTA_DTYPE_BF16)) {
       return launch_direct(pass, op, g, d.dtype, on_tiles, in0, in1, out);
+    }
+    if (pass == Pass::backward_weights && on_tiles && g.direct_shape()) {
+      return launch_weights_on_tiles(op, g, in0, in1, out);
     }
     std::optional<Scratch> scratch;
     porta_ops::GemmPlan plan;

@@ -222,4 +222,223 @@ inline void run(const Layout& l, const uint32_t* words, float* out, int64_t n, i
   run_scalar(l, words, out, n, block, h0, h1);
 }
 
+/* ---- Backward weights: dw^T = im2col(x) x dy^T over the padded positions ------------------ */
+//
+// A tap t's rows of im2col(x) are x's padded planes shifted by t's offset, so a tile of A (16
+// channels by 32 positions, 16 pairs of consecutive positions each) loads where it lies, as the
+// forward's B does; dy^T is packed into words of two positions by output channel (B's tiles, 16
+// pairs by 16 outputs), zero on the border columns, so that the positions computed there add
+// nothing. A group takes 16 channels by 16 output channels, all nine taps, over every image's
+// positions: a chunk of them at a time, four taps at a time sharing B's tile.
+
+using WeightsLayout = DirectTileWeightsLayout;
+
+// x's padded plane of image n, channel c, in bf16 elements: zero but the image's.
+inline void pack_x_plane(const WeightsLayout& l, const uint16_t* x, int64_t n, int64_t c,
+                         uint16_t* elements) {
+  uint16_t* const plane = elements + l.x(n, c);
+  if (c >= l.channels) {
+    __builtin_memset(plane, 0, l.plane() * sizeof(uint16_t));
+    return;
+  }
+  const uint16_t* from = x + (n * l.channels + c) * l.height * l.width;
+  uint16_t* to = plane + l.kGuard + l.row() + 1;
+  __builtin_memset(plane, 0, (to - plane) * sizeof(uint16_t));
+  for (int64_t h = 0; h < l.height; ++h, to += l.row(), from += l.width) {
+    __builtin_memcpy(to, from, l.width * sizeof(uint16_t));
+    to[l.width] = to[l.width + 1] = 0;
+  }
+  __builtin_memset(to, 0, (plane + l.plane() - to) * sizeof(uint16_t));
+}
+
+// dy^T's 16 position pairs of one step (image n, positions row() + 32 * step on): word (p, k)
+// holds dy[n, k] at the pair's two positions, zero on the border columns, past the image and
+// past the output channels.
+inline void pack_dy_step(const WeightsLayout& l, const uint16_t* dy, int64_t n, int64_t step,
+                         uint32_t* words) {
+  const int64_t outputs = 32 * l.output_pairs(), hw = l.height * l.width;
+  const uint16_t* const image = dy + n * l.out_channels * hw;
+  uint32_t* const to = words + l.dy(n, step * (l.kPositions / 2));
+  // The output position at padded position q, or -1 on a border column or past the image.
+  const auto output = [&](int64_t q) -> int64_t {
+    const int64_t h = q / l.row() - 1, x = q % l.row() - 1;
+    return h < l.height && x >= 0 && x < l.width ? h * l.width + x : -1;
+  };
+  for (int64_t p = 0; p < l.kPositions / 2; ++p) {
+    const int64_t q = l.row() + step * l.kPositions + 2 * p;
+    const int64_t even = output(q), odd = output(q + 1);
+    uint32_t* const row = to + p * outputs;
+    for (int64_t k = 0; k < outputs; ++k) {
+      const uint16_t* at = image + k * hw;
+      const bool real = k < l.out_channels;
+      row[k] = (real && even >= 0 ? uint32_t{at[even]} : 0u) |
+               (real && odd >= 0 ? uint32_t{at[odd]} << 16 : 0u);
+    }
+  }
+}
+
+#if PORTA_GEMM_AMX
+// pack_dy_step by vectors, on the AMX CPUs (which all have AVX512_VBMI2): an output channel's 32
+// positions of the step are one expanding load of dy's run under the mask of those inside the
+// image (the run skips the border columns as the mask does), and 16 channels' words are
+// transposed in registers into 16 pair rows. One element a word took a third of the pass.
+__attribute__((target("avx512vbmi2"))) inline void pack_dy_step_vectors(const WeightsLayout& l,
+                                                                        const uint16_t* dy,
+                                                                        int64_t n, int64_t step,
+                                                                        uint32_t* words) {
+  const int64_t outputs = 32 * l.output_pairs(), hw = l.height * l.width;
+  const uint16_t* const image = dy + n * l.out_channels * hw;
+  uint32_t* const to = words + l.dy(n, step * (l.kPositions / 2));
+  const int64_t q0 = l.row() + step * l.kPositions;
+  uint32_t inside = 0;
+  int64_t first = 0;
+  for (int64_t i = l.kPositions - 1; i >= 0; --i) {
+    const int64_t h = (q0 + i) / l.row() - 1, x = (q0 + i) % l.row() - 1;
+    if (h < l.height && x >= 0 && x < l.width) {
+      inside |= 1u << i;
+      first = h * l.width + x;
+    }
+  }
+  for (int64_t k0 = 0; k0 < outputs; k0 += 16) {
+    vpair16 v[16];
+    for (int64_t j = 0; j < 16; ++j) {
+      const __m512i run =
+          k0 + j < l.out_channels && inside != 0
+              ? _mm512_maskz_expandloadu_epi16(inside, image + (k0 + j) * hw + first)
+              : _mm512_setzero_si512();
+      __builtin_memcpy(&v[j], &run, sizeof run);
+    }
+    transpose16(v);
+    for (int64_t p = 0; p < 16; ++p) __builtin_memcpy(to + p * outputs + k0, &v[p], sizeof v[p]);
+  }
+}
+#endif
+
+// Group `group`'s share: channels c0 + [0, 16) by outputs k0 + [0, 16), all nine taps.
+struct WeightsShare {
+  int64_t c0, k0;
+  WeightsShare(const WeightsLayout& l, int64_t group)
+      : c0(group % l.channel_blocks() * 16), k0(group / l.channel_blocks() * 16) {}
+};
+
+// dw[k, c, tap] from sums[tap][c - c0][k - k0], inside the layer.
+inline void store_weights(const WeightsLayout& l, const WeightsShare& s,
+                          const float (&sums)[kTaps][16][16], float* dw) {
+  for (int64_t k = 0; k < 16 && s.k0 + k < l.out_channels; ++k) {
+    for (int64_t c = 0; c < 16 && s.c0 + c < l.channels; ++c) {
+      for (int tap = 0; tap < kTaps; ++tap) {
+        dw[((s.k0 + k) * l.channels + s.c0 + c) * kTaps + tap] = sums[tap][c][k];
+      }
+    }
+  }
+}
+
+// A tap's shift in the padded plane.
+inline int64_t tap_shift(const WeightsLayout& l, int tap) {
+  return (tap / 3 - 1) * l.row() + tap % 3 - 1;
+}
+
+// The share one product at a time, from the same layout.
+inline void run_weights_scalar(const WeightsLayout& l, const void* packed, float* dw,
+                               int64_t group) {
+  const WeightsShare s(l, group);
+  const uint16_t* const x = static_cast<const uint16_t*>(packed);
+  const uint32_t* const words = static_cast<const uint32_t*>(packed);
+  float sums[kTaps][16][16];
+  for (int tap = 0; tap < kTaps; ++tap) {
+    for (int64_t c = 0; c < 16; ++c) {
+      for (int64_t k = 0; k < 16; ++k) {
+        float sum = 0.0f;
+        for (int64_t n = 0; n < l.batch; ++n) {
+          const uint16_t* plane = x + l.x(n, s.c0 + c) + l.kGuard + l.row() + tap_shift(l, tap);
+          for (int64_t p = 0; p < l.depth() / 2; ++p) {
+            const uint32_t pair = uint32_t{plane[2 * p]} | uint32_t{plane[2 * p + 1]} << 16;
+            const uint32_t d = words[l.dy(n, p) + s.k0 + k];
+            sum += half_product(pair, d, 0);
+            sum += half_product(pair, d, 1);
+          }
+        }
+        sums[tap][c][k] = sum;
+      }
+    }
+  }
+  store_weights(l, s, sums, dw);
+}
+
+#if PORTA_GEMM_AMX
+// Steps of positions a chunk: its lines of x (16 planes) and of dy^T stay in L1 while the nine
+// taps take them, four at a time into the accumulators, which are kept in memory between.
+inline constexpr int64_t kChunkSteps = 8;
+
+// Taps [t, t + Count) over steps [first, end) of image n: accumulators 0 to Count - 1 loaded from
+// and stored back to sums[t...], B's tile in 4, A's rotating through 5-7.
+template <int Count>
+__attribute__((target("amx-tile,amx-bf16"), always_inline)) inline void add_taps(
+    const WeightsLayout& l, const uint16_t* rows, const uint32_t* b, int64_t first, int64_t end,
+    int t, float (&sums)[kTaps][16][16]) {
+  const int64_t a_stride = l.plane() * int64_t{sizeof(uint16_t)};
+  const int64_t b_stride = 32 * l.output_pairs() * int64_t{sizeof(uint32_t)};
+  const int64_t pair_words = 32 * l.output_pairs() * (l.kPositions / 2);  // a step's B rows
+  constexpr int64_t kRowBytes = 16 * sizeof(float);
+  _tile_loadd(0, &sums[t][0][0], kRowBytes);
+  if constexpr (Count > 1) _tile_loadd(1, &sums[t + 1][0][0], kRowBytes);
+  if constexpr (Count > 2) _tile_loadd(2, &sums[t + 2][0][0], kRowBytes);
+  if constexpr (Count > 3) _tile_loadd(3, &sums[t + 3][0][0], kRowBytes);
+  for (int64_t step = first; step < end; ++step) {
+    const uint16_t* const a = rows + step * l.kPositions;
+    _tile_loadd(4, b + step * pair_words, b_stride);
+    _tile_loadd(5, a + tap_shift(l, t), a_stride);
+    _tile_dpbf16ps(0, 5, 4);
+    if constexpr (Count > 1) {
+      _tile_loadd(6, a + tap_shift(l, t + 1), a_stride);
+      _tile_dpbf16ps(1, 6, 4);
+    }
+    if constexpr (Count > 2) {
+      _tile_loadd(7, a + tap_shift(l, t + 2), a_stride);
+      _tile_dpbf16ps(2, 7, 4);
+    }
+    if constexpr (Count > 3) {
+      _tile_loadd(5, a + tap_shift(l, t + 3), a_stride);
+      _tile_dpbf16ps(3, 5, 4);
+    }
+  }
+  _tile_stored(0, &sums[t][0][0], kRowBytes);
+  if constexpr (Count > 1) _tile_stored(1, &sums[t + 1][0][0], kRowBytes);
+  if constexpr (Count > 2) _tile_stored(2, &sums[t + 2][0][0], kRowBytes);
+  if constexpr (Count > 3) _tile_stored(3, &sums[t + 3][0][0], kRowBytes);
+}
+
+__attribute__((target("amx-tile,amx-bf16"), noinline)) inline void run_weights_amx(
+    const WeightsLayout& l, const void* packed, float* dw, int64_t group) {
+  static const TileConfig config;
+  _tile_loadconfig(&config);
+  const WeightsShare s(l, group);
+  const uint16_t* const x = static_cast<const uint16_t*>(packed);
+  const uint32_t* const words = static_cast<const uint32_t*>(packed);
+  alignas(64) float sums[kTaps][16][16] = {};
+  const int64_t steps = l.depth() / l.kPositions;
+  for (int64_t n = 0; n < l.batch; ++n) {
+    const uint16_t* const rows = x + l.x(n, s.c0) + l.kGuard + l.row();
+    const uint32_t* const b = words + l.dy(n, 0) + s.k0;
+    for (int64_t first = 0; first < steps; first += kChunkSteps) {
+      const int64_t end = min64(first + kChunkSteps, steps);
+      add_taps<3>(l, rows, b, first, end, 0, sums);
+      add_taps<3>(l, rows, b, first, end, 3, sums);
+      add_taps<3>(l, rows, b, first, end, 6, sums);
+    }
+  }
+  _tile_release();
+  store_weights(l, s, sums, dw);
+}
+#endif
+
+inline void run_weights(const WeightsLayout& l, const void* packed, float* dw, int64_t group,
+                        bool native) {
+#if PORTA_GEMM_AMX
+  if (native && has_amx_bf16()) return run_weights_amx(l, packed, dw, group);
+#endif
+  (void)native;
+  run_weights_scalar(l, packed, dw, group);
+}
+
 }  // namespace porta_ops::cpu::direct_tiles

@@ -293,6 +293,46 @@ PORTA_KERNEL(conv2d_backward_data_bf16_direct, ConvArgs g, const porta_ops::bf16
   (void)dy, (void)w;
   run_direct_bf16(g, dx, true);
 }
+
+// bf16 3x3 backward weights on AMX tiles: a group per (image, channel) packs x's padded plane,
+// then a group per (image, step of positions) dy^T's pairs; then a group per (16 channels, 16
+// output channels) sums over every image.
+PORTA_DEVICE_FUNCTION direct_tiles::WeightsLayout weights_layout(const ConvArgs& g) {
+  return direct_tiles::WeightsLayout{g.batch, g.channels, g.height, g.width, g.out_channels};
+}
+
+PORTA_KERNEL(conv2d_backward_weights_bf16_pack_tiles, ConvArgs g, const porta_ops::bf16* x,
+             const porta_ops::bf16* dy, float* dw) {
+  (void)dw;
+  const direct_tiles::WeightsLayout l = weights_layout(g);
+  const int64_t planes = l.channel_blocks() * 16, steps = l.depth() / l.kPositions;
+  int64_t index = porta_ops::group_number();
+  if (index < g.batch * planes) {
+    return direct_tiles::pack_x_plane(l, reinterpret_cast<const uint16_t*>(x), index / planes,
+                                      index % planes, reinterpret_cast<uint16_t*>(g.packed_a));
+  }
+  index -= g.batch * planes;
+  if (index < g.batch * steps) {
+    const auto* const from = reinterpret_cast<const uint16_t*>(dy);
+    auto* const to = reinterpret_cast<uint32_t*>(g.packed_a);
+#if PORTA_GEMM_AMX
+    if (porta_ops::cpu::has_amx_bf16()) {
+      return direct_tiles::pack_dy_step_vectors(l, from, index / steps, index % steps, to);
+    }
+#endif
+    direct_tiles::pack_dy_step(l, from, index / steps, index % steps, to);
+  }
+}
+
+PORTA_KERNEL(conv2d_backward_weights_bf16_tiles, ConvArgs g, const porta_ops::bf16* x,
+             const porta_ops::bf16* dy, float* dw) {
+  (void)x, (void)dy;
+  const direct_tiles::WeightsLayout l = weights_layout(g);
+  const int64_t group = porta_ops::group_number();
+  if (group < l.groups()) {
+    direct_tiles::run_weights(l, g.packed_a, dw, group, g.tiles.path == porta_ops::kGemmPathNative);
+  }
+}
 #endif
 
 // Calls pass(problem) with backward weights as the host planned it: on the CPU, transposed

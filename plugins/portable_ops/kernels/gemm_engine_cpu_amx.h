@@ -67,6 +67,14 @@ __attribute__((always_inline)) inline void swap_blocks(vpair16 (&v)[16]) {
   }
 }
 
+// A 16 x 16 transpose of words in registers: rows v[i] become its columns.
+__attribute__((always_inline)) inline void transpose16(vpair16 (&v)[16]) {
+  swap_blocks<8>(v);
+  swap_blocks<4>(v);
+  swap_blocks<2>(v);
+  swap_blocks<1>(v);
+}
+
 // 16 rows x 32 depths of an A whose rows lie side by side at each depth (wide_stride 1: a
 // transposed A, conv backward data's w^T), as pack_rows_amx lays them out: each depth's 16 rows
 // one load, the depths of a pair merged into words, and the 16 x 16 words transposed in
@@ -78,10 +86,7 @@ __attribute__((always_inline)) inline void pack_pairs16(const bf16* const (&dept
     interleave<vbits16, vpair16>(&depth[2 * p]->bits, &depth[2 * p + 1]->bits, 0xFFFFFFFFu,
                                  reinterpret_cast<uint32_t*>(&v[p]));
   }
-  swap_blocks<8>(v);
-  swap_blocks<4>(v);
-  swap_blocks<2>(v);
-  swap_blocks<1>(v);
+  transpose16(v);
   for (int r = 0; r < 16; ++r) __builtin_memcpy(dst + r * pairs, &v[r], sizeof v[r]);
 }
 

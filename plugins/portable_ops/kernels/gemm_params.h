@@ -145,6 +145,42 @@ struct DirectTileLayout {
   PORTA_OPS_HOST_DEVICE int64_t words(int64_t batch) const { return input(batch, 0); }
 };
 
+// The layout of packed_a for bf16 3x3 backward weights on AMX tiles (ConvArgs::direct_tiles,
+// kernels/conv_direct_tiles.h), dw^T = im2col(x) x dy^T over the padded positions: x's planes
+// padded as DirectTileLayout's but in bf16 elements and one channel a plane (A's tiles: 16
+// channels by 32 positions at a tap's shift), then dy transposed into words of two positions by
+// output channel (B's tiles: 16 position pairs by 16 output channels), zero on the border columns.
+struct DirectTileWeightsLayout {
+  static constexpr int64_t kGuard = 32;      // zero elements before a plane (64 bytes)
+  static constexpr int64_t kPositions = 32;  // positions a step: a tile row's 16 pairs
+  int64_t batch, channels, height, width, out_channels;
+
+  PORTA_OPS_HOST_DEVICE int64_t row() const { return width + 2; }
+  // The padded positions an image contributes, from its first output row's (row() on).
+  PORTA_OPS_HOST_DEVICE int64_t depth() const {
+    return (height * row() + kPositions - 1) / kPositions * kPositions;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t plane() const {
+    return (kGuard + (height + 2) * row() + kPositions + kGuard + 31) / 32 * 32;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t channel_blocks() const { return (channels + 15) / 16; }
+  PORTA_OPS_HOST_DEVICE int64_t output_pairs() const { return (out_channels + 31) / 32; }
+  // x's plane of image n, channel c, in elements; zero planes up to whole blocks of 16.
+  PORTA_OPS_HOST_DEVICE int64_t x(int64_t n, int64_t c) const {
+    return (n * channel_blocks() * 16 + c) * plane();
+  }
+  // dy^T's words of image n from position pair p: 32 * output_pairs() words a pair, after x's
+  // planes (a whole number of 64-byte lines).
+  PORTA_OPS_HOST_DEVICE int64_t dy(int64_t n, int64_t p) const {
+    return x(batch, 0) / 2 + (n * depth() / 2 + p) * 32 * output_pairs();
+  }
+  PORTA_OPS_HOST_DEVICE int64_t words() const { return dy(batch, 0); }
+  // A group per (block of 16 channels, block of 16 output channels).
+  PORTA_OPS_HOST_DEVICE int64_t groups() const {
+    return channel_blocks() * ((out_channels + 15) / 16);
+  }
+};
+
 // The geometry of a 2-D convolution (NCHW), the first parameter of the conv2d_*_f32 kernels.
 struct ConvArgs {
   int64_t batch, channels, height, width;    // N, C, H, W of x
