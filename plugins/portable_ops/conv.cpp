@@ -166,10 +166,11 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     // implicit GEMM multiplies as zeros (18% of a 7x7 image's); a pointwise layer's forward reads
     // x in place, its tiles within an image's rows (its backward data measured no faster: its
     // sums are shallower, so the store of each tile weighs more; docs/decisions.md).
-    // bf16 on matrix units: a 3x3 layer's direct convolution on the tiles, which multiply several
-    // times faster than the direct convolution's fp32 lanes, where its images are at least
-    // kMinTilesWidth wide (it computes the two border columns of each padded row and drops
-    // them); others go to the implicit GEMM on the tiles.
+    // bf16 on matrix units: a 3x3 layer's three passes on the tiles over padded planes of its
+    // input (kernels/conv_direct_tiles.h), which multiply several times faster than the direct
+    // convolution's fp32 lanes, where its images are at least kMinTilesWidth wide (the two border
+    // columns of each padded row are computed and dropped); others go to the implicit GEMM on
+    // the tiles.
     constexpr int64_t kMinTilesWidth = 14;
     const bool matrix_units = d.dtype == PORTA_DTYPE_BF16 && bf16_on_matrix_units(op);
     const bool on_tiles = matrix_units && !g.pointwise() && g.width >= kMinTilesWidth;

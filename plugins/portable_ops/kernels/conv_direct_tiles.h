@@ -1,5 +1,6 @@
-// bf16 3x3 convolutions of stride 1 and padding 1 on AMX tiles, forward and backward data, as a
-// direct convolution (ConvArgs::direct_tiles): no window is built. The input's channels are
+// bf16 3x3 convolutions of stride 1 and padding 1 on AMX tiles, forward and backward data as a
+// direct convolution (ConvArgs::direct_tiles), backward weights from the same padded planes
+// (below): no window is built. The input's channels are
 // paired into words and each pair's plane padded with a zero border, rows (W + 2) words long, so
 // that a tap's view of the input is the plane shifted by (ty - 1) * (W + 2) + tx - 1 words.
 // A tile of B is then 16 channel pairs by 16 consecutive positions of the padded plane, loaded
@@ -11,8 +12,9 @@
 // run of an output row, stored under a lane mask. A group's 32 output channels and 32 positions
 // at a time take the four accumulator tiles over the whole depth (pairs times nine taps); the
 // products are exact and summed in fp32, the instruction taking subnormal inputs as zero, as on
-// the AMX GEMM (gemm_engine_cpu_amx.h). Without AMX at run time (a kernel library for an older level on such a CPU, or Linux's
-// permission refused) the same layout is summed one product at a time.
+// the AMX GEMM (gemm_engine_cpu_amx.h). Without AMX at run time (a kernel library for an older
+// level on such a CPU, or Linux's permission refused) the same layout is summed one product at a
+// time.
 #pragma once
 
 #include "conv_direct_cpu.h"
