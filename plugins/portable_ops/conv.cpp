@@ -95,7 +95,7 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
 
 // bf16 backward weights of a 3x3 layer of stride 1 and padding 1 on AMX tiles
 // (kernels/conv_direct_tiles.h): x's padded planes and dy^T's pairs packed into the stream's
-// scratch, then a group per 16 channels by 16 output channels.
+// scratch, then a group per 16 channels by 32 output channels.
 void launch_weights_on_tiles(const Op& op, porta_ops::ConvArgs g, const void* x, const void* dy,
                              float* dw) {
   const porta_ops::DirectTileWeightsLayout l{g.batch, g.channels, g.height, g.width,

@@ -372,7 +372,7 @@ TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[con
 // direct convolution over padded planes of channel pairs, 32 positions and 32 output channels a
 // step, backward weights over x's padded planes and dy transposed into pairs of positions
 // (conv.cpp, kernels/conv_direct_tiles.h). Pairs past a tile's 16 and an odd channel, outputs
-// past a block's 32 (16 for backward weights), steps crossing rows and ending past the image,
+// past a block's 32, steps crossing rows and ending past the image,
 // rows shared out among groups. On
 // other CPUs (and in the builds for older ISA levels, which sum the same layout one product at a
 // time) the same shapes check whichever path takes them.

@@ -230,8 +230,8 @@ inline void run(const Layout& l, const uint32_t* words, float* out, int64_t n, i
 // channels by 32 positions, 16 pairs of consecutive positions each) loads where it lies, as the
 // forward's B does; dy^T is packed into words of two positions by output channel (B's tiles, 16
 // pairs by 16 outputs), zero on the border columns, so that the positions computed there add
-// nothing. A group takes 16 channels by 16 output channels, all nine taps, over every image's
-// positions: a chunk of them at a time, four taps at a time sharing B's tile.
+// nothing. A group takes 16 channels by 32 output channels, all nine taps, over every image's
+// positions: a chunk of them at a time, two taps at a time by B's two tiles.
 
 using WeightsLayout = DirectTileWeightsLayout;
 
@@ -316,17 +316,17 @@ __attribute__((target("avx512vbmi2"))) inline void pack_dy_step_vectors(const We
 }
 #endif
 
-// Group `group`'s share: channels c0 + [0, 16) by outputs k0 + [0, 16), all nine taps.
+// Group `group`'s share: channels c0 + [0, 16) by outputs k0 + [0, 32), all nine taps.
 struct WeightsShare {
   int64_t c0, k0;
   WeightsShare(const WeightsLayout& l, int64_t group)
-      : c0(group % l.channel_blocks() * 16), k0(group / l.channel_blocks() * 16) {}
+      : c0(group % l.channel_blocks() * 16), k0(group / l.channel_blocks() * 32) {}
 };
 
 // dw[k, c, tap] from sums[tap][c - c0][k - k0], inside the layer.
 inline void store_weights(const WeightsLayout& l, const WeightsShare& s,
-                          const float (&sums)[kTaps][16][16], float* dw) {
-  for (int64_t k = 0; k < 16 && s.k0 + k < l.out_channels; ++k) {
+                          const float (&sums)[kTaps][16][32], float* dw) {
+  for (int64_t k = 0; k < 32 && s.k0 + k < l.out_channels; ++k) {
     for (int64_t c = 0; c < 16 && s.c0 + c < l.channels; ++c) {
       for (int tap = 0; tap < kTaps; ++tap) {
         dw[((s.k0 + k) * l.channels + s.c0 + c) * kTaps + tap] = sums[tap][c][k];
@@ -346,10 +346,10 @@ inline void run_weights_scalar(const WeightsLayout& l, const void* packed, float
   const WeightsShare s(l, group);
   const uint16_t* const x = static_cast<const uint16_t*>(packed);
   const uint32_t* const words = static_cast<const uint32_t*>(packed);
-  float sums[kTaps][16][16];
+  float sums[kTaps][16][32];
   for (int tap = 0; tap < kTaps; ++tap) {
     for (int64_t c = 0; c < 16; ++c) {
-      for (int64_t k = 0; k < 16; ++k) {
+      for (int64_t k = 0; k < 32; ++k) {
         float sum = 0.0f;
         for (int64_t n = 0; n < l.batch; ++n) {
           const uint16_t* plane = x + l.x(n, s.c0 + c) + l.kGuard + l.row() + tap_shift(l, tap);
@@ -369,45 +369,45 @@ inline void run_weights_scalar(const WeightsLayout& l, const void* packed, float
 
 #if PORTA_GEMM_AMX
 // Steps of positions a chunk: its lines of x (16 planes) and of dy^T stay in L1 while the nine
-// taps take them, four at a time into the accumulators, which are kept in memory between.
+// taps take them, two at a time into the four accumulators (two taps by two blocks of 16 output
+// channels), which are kept in memory between.
 inline constexpr int64_t kChunkSteps = 8;
 
-// Taps [t, t + Count) over steps [first, end) of image n: accumulators 0 to Count - 1 loaded from
-// and stored back to sums[t...], B's tile in 4, A's rotating through 5-7.
+// Taps [t, t + Count) over steps [first, end) of image n: accumulators loaded from and stored
+// back to sums[t...] (tap t in 0-1, t + 1 in 2-3), B's tiles in 4 and 7, A's in 5 and 6.
 template <int Count>
 __attribute__((target("amx-tile,amx-bf16"), always_inline)) inline void add_taps(
     const WeightsLayout& l, const uint16_t* rows, const uint32_t* b, int64_t first, int64_t end,
-    int t, float (&sums)[kTaps][16][16]) {
+    int t, float (&sums)[kTaps][16][32]) {
   const int64_t a_stride = l.plane() * int64_t{sizeof(uint16_t)};
   const int64_t b_stride = 32 * l.output_pairs() * int64_t{sizeof(uint32_t)};
-  const int64_t pair_words = 32 * l.output_pairs() * (l.kPositions / 2);  // a step's B rows
-  constexpr int64_t kRowBytes = 16 * sizeof(float);
+  const int64_t pair_words = 32 * l.output_pairs() * (l.kPositions / 2);
+  constexpr int64_t kRowBytes = 32 * sizeof(float);
   _tile_loadd(0, &sums[t][0][0], kRowBytes);
-  if constexpr (Count > 1) _tile_loadd(1, &sums[t + 1][0][0], kRowBytes);
-  if constexpr (Count > 2) _tile_loadd(2, &sums[t + 2][0][0], kRowBytes);
-  if constexpr (Count > 3) _tile_loadd(3, &sums[t + 3][0][0], kRowBytes);
+  _tile_loadd(1, &sums[t][0][16], kRowBytes);
+  if constexpr (Count > 1) {
+    _tile_loadd(2, &sums[t + 1][0][0], kRowBytes);
+    _tile_loadd(3, &sums[t + 1][0][16], kRowBytes);
+  }
   for (int64_t step = first; step < end; ++step) {
     const uint16_t* const a = rows + step * l.kPositions;
     _tile_loadd(4, b + step * pair_words, b_stride);
+    _tile_loadd(7, b + step * pair_words + 16, b_stride);
     _tile_loadd(5, a + tap_shift(l, t), a_stride);
     _tile_dpbf16ps(0, 5, 4);
+    _tile_dpbf16ps(1, 5, 7);
     if constexpr (Count > 1) {
       _tile_loadd(6, a + tap_shift(l, t + 1), a_stride);
-      _tile_dpbf16ps(1, 6, 4);
-    }
-    if constexpr (Count > 2) {
-      _tile_loadd(7, a + tap_shift(l, t + 2), a_stride);
-      _tile_dpbf16ps(2, 7, 4);
-    }
-    if constexpr (Count > 3) {
-      _tile_loadd(5, a + tap_shift(l, t + 3), a_stride);
-      _tile_dpbf16ps(3, 5, 4);
+      _tile_dpbf16ps(2, 6, 4);
+      _tile_dpbf16ps(3, 6, 7);
     }
   }
   _tile_stored(0, &sums[t][0][0], kRowBytes);
-  if constexpr (Count > 1) _tile_stored(1, &sums[t + 1][0][0], kRowBytes);
-  if constexpr (Count > 2) _tile_stored(2, &sums[t + 2][0][0], kRowBytes);
-  if constexpr (Count > 3) _tile_stored(3, &sums[t + 3][0][0], kRowBytes);
+  _tile_stored(1, &sums[t][0][16], kRowBytes);
+  if constexpr (Count > 1) {
+    _tile_stored(2, &sums[t + 1][0][0], kRowBytes);
+    _tile_stored(3, &sums[t + 1][0][16], kRowBytes);
+  }
 }
 
 __attribute__((target("amx-tile,amx-bf16"), noinline)) inline void run_weights_amx(
@@ -417,16 +417,18 @@ __attribute__((target("amx-tile,amx-bf16"), noinline)) inline void run_weights_a
   const WeightsShare s(l, group);
   const uint16_t* const x = static_cast<const uint16_t*>(packed);
   const uint32_t* const words = static_cast<const uint32_t*>(packed);
-  alignas(64) float sums[kTaps][16][16] = {};
+  alignas(64) float sums[kTaps][16][32] = {};
   const int64_t steps = l.depth() / l.kPositions;
   for (int64_t n = 0; n < l.batch; ++n) {
     const uint16_t* const rows = x + l.x(n, s.c0) + l.kGuard + l.row();
     const uint32_t* const b = words + l.dy(n, 0) + s.k0;
     for (int64_t first = 0; first < steps; first += kChunkSteps) {
       const int64_t end = min64(first + kChunkSteps, steps);
-      add_taps<3>(l, rows, b, first, end, 0, sums);
-      add_taps<3>(l, rows, b, first, end, 3, sums);
-      add_taps<3>(l, rows, b, first, end, 6, sums);
+      add_taps<2>(l, rows, b, first, end, 0, sums);
+      add_taps<2>(l, rows, b, first, end, 2, sums);
+      add_taps<2>(l, rows, b, first, end, 4, sums);
+      add_taps<2>(l, rows, b, first, end, 6, sums);
+      add_taps<1>(l, rows, b, first, end, 8, sums);
     }
   }
   _tile_release();

@@ -295,7 +295,7 @@ PORTA_KERNEL(conv2d_backward_data_bf16_direct, ConvArgs g, const porta_ops::bf16
 }
 
 // bf16 3x3 backward weights on AMX tiles: a group per (image, channel) packs x's padded plane,
-// then a group per (image, step of positions) dy^T's pairs; then a group per (16 channels, 16
+// then a group per (image, step of positions) dy^T's pairs; then a group per (16 channels, 32
 // output channels) sums over every image.
 PORTA_DEVICE_FUNCTION direct_tiles::WeightsLayout weights_layout(const ConvArgs& g) {
   return direct_tiles::WeightsLayout{g.batch, g.channels, g.height, g.width, g.out_channels};

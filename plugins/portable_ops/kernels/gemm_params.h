@@ -175,10 +175,8 @@ struct DirectTileWeightsLayout {
     return x(batch, 0) / 2 + (n * depth() / 2 + p) * 32 * output_pairs();
   }
   PORTA_OPS_HOST_DEVICE int64_t words() const { return dy(batch, 0); }
-  // A group per (block of 16 channels, block of 16 output channels).
-  PORTA_OPS_HOST_DEVICE int64_t groups() const {
-    return channel_blocks() * ((out_channels + 15) / 16);
-  }
+  // A group per (block of 16 channels, block of 32 output channels).
+  PORTA_OPS_HOST_DEVICE int64_t groups() const { return channel_blocks() * output_pairs(); }
 };
 
 // The geometry of a 2-D convolution (NCHW), the first parameter of the conv2d_*_f32 kernels.
