@@ -127,9 +127,10 @@ struct DirectTileLayout {
   }
   PORTA_OPS_HOST_DEVICE int64_t row() const { return width + 2; }
   // A padded plane's words: the guard, the padded image, and the reach of the last 32
-  // positions' taps past it, to a whole line.
+  // positions' taps past it, to an odd number of lines, so that a tile's 16 rows, a plane
+  // apart, fall in 16 sets of the caches (an even number put 28x28's 16 rows in two).
   PORTA_OPS_HOST_DEVICE int64_t plane() const {
-    return (kGuard + (height + 2) * row() + 2 * kLanes + kGuard + 15) / 16 * 16;
+    return ((kGuard + (height + 2) * row() + 2 * kLanes + kGuard + 15) / 16 | 1) * 16;
   }
   PORTA_OPS_HOST_DEVICE int64_t weight_words() const {
     return output_blocks() * kDirectOutputs * pair_blocks() * kPairs * kTaps;
@@ -160,8 +161,9 @@ struct DirectTileWeightsLayout {
   PORTA_OPS_HOST_DEVICE int64_t depth() const {
     return (height * row() + kPositions - 1) / kPositions * kPositions;
   }
+  // Elements a plane takes, an odd number of lines as DirectTileLayout's.
   PORTA_OPS_HOST_DEVICE int64_t plane() const {
-    return (kGuard + (height + 2) * row() + kPositions + kGuard + 31) / 32 * 32;
+    return ((kGuard + (height + 2) * row() + kPositions + kGuard + 31) / 32 | 1) * 32;
   }
   PORTA_OPS_HOST_DEVICE int64_t channel_blocks() const { return (channels + 15) / 16; }
   PORTA_OPS_HOST_DEVICE int64_t output_pairs() const { return (out_channels + 31) / 32; }
