@@ -50,9 +50,9 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   // bf16 3x3 on matrix units: the tiles' layout (kernels/conv_direct_tiles.h), its weights'
   // tiles and the input's padded planes, a pack group per (output block, pair block) and per
   // (image, pair).
-  const porta_ops::DirectTileLayout tiles{g.height, g.width, in_words, out_channels};
+  const porta_ops::DirectTileLayout tiles = g.tile_layout(backward_data);
   g.direct_tiles = on_tiles;
-  const int64_t pair_planes = tiles.pair_blocks() * tiles.kPairs;
+  const int64_t pair_planes = tiles.planes();
   const Checked<int64_t> packed_words =
       on_tiles ? Checked(tiles.output_blocks()) * porta_ops::kDirectOutputs * pair_planes * taps
                : Checked(groups) * porta_ops::kDirectOutputs * in_words * taps;
@@ -98,11 +98,10 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
 // scratch, then a group per 16 channels by 32 output channels.
 void launch_weights_on_tiles(const Op& op, porta_ops::ConvArgs g, const void* x, const void* dy,
                              float* dw) {
-  const porta_ops::DirectTileWeightsLayout l{g.batch, g.channels, g.height, g.width,
-                                             g.out_channels};
+  const porta_ops::DirectTileWeightsLayout l = g.tile_weights_layout();
   g.tiles.path = requested_gemm_path();
-  const Checked<int64_t> planes = Checked(g.batch) * l.channel_blocks() * 16;
-  const Checked<int64_t> steps = Checked(g.batch) * (l.depth() / l.kPositions);
+  const Checked<int64_t> planes = Checked(g.batch) * l.planes();
+  const Checked<int64_t> steps = Checked(g.batch) * l.steps();
   const Checked<int64_t> bytes =
       (planes * l.plane() + Checked(g.batch) * l.depth() * 32 * l.output_pairs()) * int64_t{2};
   uint32_t pack_grid[3], grid[3];

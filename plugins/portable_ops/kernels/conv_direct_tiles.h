@@ -54,8 +54,30 @@ inline void pack_weights(const Layout& l, const uint16_t* w, bool backward_data,
   }
 }
 
+// A tap's shift in a padded plane of rows `row` elements long: tap (ty, tx) reads the plane
+// (ty - 1) rows and (tx - 1) elements from the output's position.
+inline int64_t tap_shift(int64_t row, int tap) { return (tap / 3 - 1) * row + tap % 3 - 1; }
+
+// Writes a padded plane of `size` elements (guard, border, height x width image, border, reach
+// past it), each element once: fill_row(h, to) writes the image's row h at `to`, the rest is
+// zero.
+template <class T, class FillRow>
+inline void pad_plane(T* plane, int64_t size, int64_t guard, int64_t height, int64_t width,
+                      FillRow fill_row) {
+  const int64_t row = width + 2;
+  // The guard, the top border row and row 0's left border; then each row, its right border and
+  // the next row's left one; then the bottom border row's rest and the reach past it.
+  T* to = plane + guard + row + 1;
+  __builtin_memset(plane, 0, (to - plane) * sizeof(T));
+  for (int64_t h = 0; h < height; ++h, to += row) {
+    fill_row(h, to);
+    to[width] = to[width + 1] = 0;
+  }
+  __builtin_memset(to, 0, (plane + size - to) * sizeof(T));
+}
+
 // Image n's padded plane of pair p from `in` (N x channels x H x W): the image's words paired,
-// every other word zero, each word written once.
+// zero past the channels.
 inline void pack_plane(const Layout& l, const uint16_t* in, int64_t channels, int64_t n, int64_t p,
                        uint32_t* words) {
   uint32_t* plane = words + l.input(n, p);
@@ -66,11 +88,7 @@ inline void pack_plane(const Layout& l, const uint16_t* in, int64_t channels, in
   }
   const uint16_t* even = in + (n * channels + c) * hw;
   const uint16_t* odd = c + 1 < channels ? even + hw : nullptr;
-  // The guard, the top border row and row 0's left border; then each row, its right border and
-  // the next row's left one; then the bottom border row's rest and the reach past it.
-  uint32_t* to = plane + kGuard + l.row() + 1;
-  __builtin_memset(plane, 0, (to - plane) * sizeof(uint32_t));
-  for (int64_t h = 0; h < l.height; ++h, to += l.row()) {
+  pad_plane(plane, l.plane(), kGuard, l.height, l.width, [&](int64_t h, uint32_t* to) {
     const uint16_t* e = even + h * l.width;
     if (odd) {
       const uint16_t* o = odd + h * l.width;
@@ -78,9 +96,7 @@ inline void pack_plane(const Layout& l, const uint16_t* in, int64_t channels, in
     } else {
       for (int64_t x = 0; x < l.width; ++x) to[x] = e[x];
     }
-    to[l.width] = to[l.width + 1] = 0;
-  }
-  __builtin_memset(to, 0, (plane + l.plane() - to) * sizeof(uint32_t));
+  });
 }
 
 // The output rows of positions [q, q + count) of the padded plane: output (h, x) is position
@@ -116,7 +132,7 @@ inline void run_scalar(const Layout& l, const uint32_t* words, float* out, int64
         for (int64_t pb = 0; pb < l.pair_blocks(); ++pb) {
           for (int tap = 0; tap < kTaps; ++tap) {
             const uint32_t* a = words + l.tile(o_tile, pb, tap) + r * kPairs;
-            const int64_t at = kGuard + q + (tap / 3 - 1) * l.row() + tap % 3 - 1;
+            const int64_t at = kGuard + q + tap_shift(l.row(), tap);
             for (int64_t p = 0; p < kPairs; ++p) {
               const uint32_t b = words[l.input(n, pb * kPairs + p) + at];
               sum += half_product(a[p], b, 0);
@@ -187,7 +203,7 @@ __attribute__((target("amx-tile,amx-bf16"), noinline)) inline void run_amx(const
     for (int64_t pb = 0; pb < l.pair_blocks(); ++pb) {
       const uint32_t* const rows = in + pb * kPairs * l.plane() + q;
       for (int tap = 0; tap < kTaps; ++tap) {
-        const uint32_t* b = rows + (tap / 3 - 1) * l.row() + tap % 3 - 1;
+        const uint32_t* b = rows + tap_shift(l.row(), tap);
         const int64_t tile = (pb * kTaps + tap) * kLanes * kPairs;
         _tile_loadd(6, b, plane_bytes);
         _tile_loadd(7, b + kLanes, plane_bytes);
@@ -235,7 +251,7 @@ inline void run(const Layout& l, const uint32_t* words, float* out, int64_t n, i
 
 using WeightsLayout = DirectTileWeightsLayout;
 
-// x's padded plane of image n, channel c, in bf16 elements: zero but the image's.
+// x's padded plane of image n, channel c, in bf16 elements: zero past the channels.
 inline void pack_x_plane(const WeightsLayout& l, const uint16_t* x, int64_t n, int64_t c,
                          uint16_t* elements) {
   uint16_t* const plane = elements + l.x(n, c);
@@ -243,14 +259,10 @@ inline void pack_x_plane(const WeightsLayout& l, const uint16_t* x, int64_t n, i
     __builtin_memset(plane, 0, l.plane() * sizeof(uint16_t));
     return;
   }
-  const uint16_t* from = x + (n * l.channels + c) * l.height * l.width;
-  uint16_t* to = plane + l.kGuard + l.row() + 1;
-  __builtin_memset(plane, 0, (to - plane) * sizeof(uint16_t));
-  for (int64_t h = 0; h < l.height; ++h, to += l.row(), from += l.width) {
-    __builtin_memcpy(to, from, l.width * sizeof(uint16_t));
-    to[l.width] = to[l.width + 1] = 0;
-  }
-  __builtin_memset(to, 0, (plane + l.plane() - to) * sizeof(uint16_t));
+  const uint16_t* image = x + (n * l.channels + c) * l.height * l.width;
+  pad_plane(plane, l.plane(), l.kGuard, l.height, l.width, [&](int64_t h, uint16_t* to) {
+    __builtin_memcpy(to, image + h * l.width, l.width * sizeof(uint16_t));
+  });
 }
 
 // dy^T's 16 position pairs of one step (image n, positions row() + 32 * step on): word (p, k)
@@ -335,11 +347,6 @@ inline void store_weights(const WeightsLayout& l, const WeightsShare& s,
   }
 }
 
-// A tap's shift in the padded plane.
-inline int64_t tap_shift(const WeightsLayout& l, int tap) {
-  return (tap / 3 - 1) * l.row() + tap % 3 - 1;
-}
-
 // The share one product at a time, from the same layout.
 inline void run_weights_scalar(const WeightsLayout& l, const void* packed, float* dw,
                                int64_t group) {
@@ -352,7 +359,8 @@ inline void run_weights_scalar(const WeightsLayout& l, const void* packed, float
       for (int64_t k = 0; k < 32; ++k) {
         float sum = 0.0f;
         for (int64_t n = 0; n < l.batch; ++n) {
-          const uint16_t* plane = x + l.x(n, s.c0 + c) + l.kGuard + l.row() + tap_shift(l, tap);
+          const uint16_t* plane =
+              x + l.x(n, s.c0 + c) + l.kGuard + l.row() + tap_shift(l.row(), tap);
           for (int64_t p = 0; p < l.depth() / 2; ++p) {
             const uint32_t pair = uint32_t{plane[2 * p]} | uint32_t{plane[2 * p + 1]} << 16;
             const uint32_t d = words[l.dy(n, p) + s.k0 + k];
@@ -393,11 +401,11 @@ __attribute__((target("amx-tile,amx-bf16"), always_inline)) inline void add_taps
     const uint16_t* const a = rows + step * l.kPositions;
     _tile_loadd(4, b + step * pair_words, b_stride);
     _tile_loadd(7, b + step * pair_words + 16, b_stride);
-    _tile_loadd(5, a + tap_shift(l, t), a_stride);
+    _tile_loadd(5, a + tap_shift(l.row(), t), a_stride);
     _tile_dpbf16ps(0, 5, 4);
     _tile_dpbf16ps(1, 5, 7);
     if constexpr (Count > 1) {
-      _tile_loadd(6, a + tap_shift(l, t + 1), a_stride);
+      _tile_loadd(6, a + tap_shift(l.row(), t + 1), a_stride);
       _tile_dpbf16ps(2, 6, 4);
       _tile_dpbf16ps(3, 6, 7);
     }
@@ -418,7 +426,7 @@ __attribute__((target("amx-tile,amx-bf16"), noinline)) inline void run_weights_a
   const uint16_t* const x = static_cast<const uint16_t*>(packed);
   const uint32_t* const words = static_cast<const uint32_t*>(packed);
   alignas(64) float sums[kTaps][16][32] = {};
-  const int64_t steps = l.depth() / l.kPositions;
+  const int64_t steps = l.steps();
   for (int64_t n = 0; n < l.batch; ++n) {
     const uint16_t* const rows = x + l.x(n, s.c0) + l.kGuard + l.row();
     const uint32_t* const b = words + l.dy(n, 0) + s.k0;

@@ -190,19 +190,11 @@ PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const
 
 namespace direct_tiles = porta_ops::cpu::direct_tiles;
 
-// bf16 3x3 on AMX tiles (g.direct_tiles): packed_a's layout, forward (x into y) or backward data
-// (dy into dx).
-PORTA_DEVICE_FUNCTION direct_tiles::Layout tile_layout(const ConvArgs& g, bool backward_data) {
-  const int64_t in_channels = backward_data ? g.out_channels : g.channels;
-  return direct_tiles::Layout{g.height, g.width, porta_ops::div_up(in_channels, 2),
-                              backward_data ? g.channels : g.out_channels};
-}
-
 // A group per (output block, pair block) packs the weights' tiles, then a group per (image,
 // pair) the input's padded plane.
 PORTA_DEVICE_FUNCTION void pack_direct_tiles(const ConvArgs& g, const porta_ops::bf16* in,
                                              const porta_ops::bf16* w, bool backward_data) {
-  const direct_tiles::Layout l = tile_layout(g, backward_data);
+  const direct_tiles::Layout l = g.tile_layout(backward_data);
   const int64_t channels = backward_data ? g.out_channels : g.channels;
   uint32_t* const words = reinterpret_cast<uint32_t*>(g.packed_a);
   int64_t index = porta_ops::group_number();
@@ -212,15 +204,14 @@ PORTA_DEVICE_FUNCTION void pack_direct_tiles(const ConvArgs& g, const porta_ops:
                                       words);
   }
   index -= l.output_blocks() * l.pair_blocks();
-  const int64_t planes = l.pair_blocks() * l.kPairs;
-  if (index < g.batch * planes) {
-    direct_tiles::pack_plane(l, reinterpret_cast<const uint16_t*>(in), channels, index / planes,
-                             index % planes, words);
+  if (index < g.batch * l.planes()) {
+    direct_tiles::pack_plane(l, reinterpret_cast<const uint16_t*>(in), channels, index / l.planes(),
+                             index % l.planes(), words);
   }
 }
 
 PORTA_DEVICE_FUNCTION void run_direct_tiles(const ConvArgs& g, float* out, bool backward_data) {
-  const direct_tiles::Layout l = tile_layout(g, backward_data);
+  const direct_tiles::Layout l = g.tile_layout(backward_data);
   DirectShare s;
   if (direct_share(g, l.out_channels, &s)) {
     direct_tiles::run(l, reinterpret_cast<const uint32_t*>(g.packed_a), out, s.n, s.group, s.row,
@@ -297,15 +288,11 @@ PORTA_KERNEL(conv2d_backward_data_bf16_direct, ConvArgs g, const porta_ops::bf16
 // bf16 3x3 backward weights on AMX tiles: a group per (image, channel) packs x's padded plane,
 // then a group per (image, step of positions) dy^T's pairs; then a group per (16 channels, 32
 // output channels) sums over every image.
-PORTA_DEVICE_FUNCTION direct_tiles::WeightsLayout weights_layout(const ConvArgs& g) {
-  return direct_tiles::WeightsLayout{g.batch, g.channels, g.height, g.width, g.out_channels};
-}
-
 PORTA_KERNEL(conv2d_backward_weights_bf16_pack_tiles, ConvArgs g, const porta_ops::bf16* x,
              const porta_ops::bf16* dy, float* dw) {
   (void)dw;
-  const direct_tiles::WeightsLayout l = weights_layout(g);
-  const int64_t planes = l.channel_blocks() * 16, steps = l.depth() / l.kPositions;
+  const direct_tiles::WeightsLayout l = g.tile_weights_layout();
+  const int64_t planes = l.planes(), steps = l.steps();
   int64_t index = porta_ops::group_number();
   if (index < g.batch * planes) {
     return direct_tiles::pack_x_plane(l, reinterpret_cast<const uint16_t*>(x), index / planes,
@@ -327,7 +314,7 @@ PORTA_KERNEL(conv2d_backward_weights_bf16_pack_tiles, ConvArgs g, const porta_op
 PORTA_KERNEL(conv2d_backward_weights_bf16_tiles, ConvArgs g, const porta_ops::bf16* x,
              const porta_ops::bf16* dy, float* dw) {
   (void)x, (void)dy;
-  const direct_tiles::WeightsLayout l = weights_layout(g);
+  const direct_tiles::WeightsLayout l = g.tile_weights_layout();
   const int64_t group = porta_ops::group_number();
   if (group < l.groups()) {
     direct_tiles::run_weights(l, g.packed_a, dw, group, g.tiles.path == porta_ops::kGemmPathNative);

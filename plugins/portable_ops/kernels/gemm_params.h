@@ -126,6 +126,8 @@ struct DirectTileLayout {
     return (out_channels + kDirectOutputs - 1) / kDirectOutputs;
   }
   PORTA_OPS_HOST_DEVICE int64_t row() const { return width + 2; }
+  // Pair planes an image takes: whole blocks of kPairs, zero past the channels.
+  PORTA_OPS_HOST_DEVICE int64_t planes() const { return pair_blocks() * kPairs; }
   // A padded plane's words: the guard, the padded image, and the reach of the last 32
   // positions' taps past it, to an odd number of lines, so that a tile's 16 rows, a plane
   // apart, fall in 16 sets of the caches (an even number put 28x28's 16 rows in two).
@@ -141,7 +143,7 @@ struct DirectTileLayout {
   }
   // Image n's plane of pair p (its guard first).
   PORTA_OPS_HOST_DEVICE int64_t input(int64_t n, int64_t p) const {
-    return weight_words() + (n * pair_blocks() * kPairs + p) * plane();
+    return weight_words() + (n * planes() + p) * plane();
   }
   PORTA_OPS_HOST_DEVICE int64_t words(int64_t batch) const { return input(batch, 0); }
 };
@@ -165,11 +167,15 @@ struct DirectTileWeightsLayout {
   PORTA_OPS_HOST_DEVICE int64_t plane() const {
     return ((kGuard + (height + 2) * row() + kPositions + kGuard + 31) / 32 | 1) * 32;
   }
+  // Steps of kPositions positions an image takes.
+  PORTA_OPS_HOST_DEVICE int64_t steps() const { return depth() / kPositions; }
   PORTA_OPS_HOST_DEVICE int64_t channel_blocks() const { return (channels + 15) / 16; }
   PORTA_OPS_HOST_DEVICE int64_t output_pairs() const { return (out_channels + 31) / 32; }
-  // x's plane of image n, channel c, in elements; zero planes up to whole blocks of 16.
+  // x's planes an image takes: whole blocks of 16 channels, zero past the channels.
+  PORTA_OPS_HOST_DEVICE int64_t planes() const { return channel_blocks() * 16; }
+  // x's plane of image n, channel c, in elements.
   PORTA_OPS_HOST_DEVICE int64_t x(int64_t n, int64_t c) const {
-    return (n * channel_blocks() * 16 + c) * plane();
+    return (n * planes() + c) * plane();
   }
   // dy^T's words of image n from position pair p: 32 * output_pairs() words a pair, after x's
   // planes (a whole number of 64-byte lines).
@@ -205,8 +211,19 @@ struct ConvArgs {
   // group of output channels); the host takes the order that reads fewer bytes.
   int64_t direct_rows;
   int64_t direct_by_image;
-  // bf16 3x3 on AMX tiles: packed_a laid out as DirectTileLayout (kernels/conv_direct_tiles.h).
+  // bf16 3x3 on AMX tiles: packed_a laid out as tile_layout() (forward and backward data) or
+  // tile_weights_layout() (backward weights) says (kernels/conv_direct_tiles.h).
   int64_t direct_tiles;
+
+  // The tiles' layout of forward (x into y) or backward data (dy into dx): the input's channels
+  // in pairs.
+  PORTA_OPS_HOST_DEVICE DirectTileLayout tile_layout(bool backward_data) const {
+    const int64_t in = backward_data ? out_channels : channels;
+    return {height, width, (in + 1) / 2, backward_data ? channels : out_channels};
+  }
+  PORTA_OPS_HOST_DEVICE DirectTileWeightsLayout tile_weights_layout() const {
+    return {batch, channels, height, width, out_channels};
+  }
 
   // The layers the CPU's direct convolution takes: 3x3 of stride 1 and padding 1, or pointwise;
   // undilated (a pointwise layer's dilation changes nothing, but leaves its twin to the engine).
