@@ -111,6 +111,16 @@ IsaLevel isa_level() {
 #endif
 }
 
+// A group's shared memory is the thread's scratch, where the kernels keep the blocks they reuse
+// (the packed GEMM's block of B, a conv's staged rows) so that they stay in the core's L2: half
+// of it, from 256 KiB to 1 MiB. Deeper blocks add into the output fewer times (docs/decisions.md,
+// "Shared memory from the core's L2").
+int32_t shared_memory_bytes() {
+  constexpr long kLeast = 256 << 10, kMost = 1 << 20;
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);  // 0 or -1 where the C library cannot tell
+  return static_cast<int32_t>(std::clamp(l2 > 0 ? l2 / 2 : kLeast, kLeast, kMost));
+}
+
 }  // namespace
 
 unsigned usable_threads() {
@@ -257,7 +267,7 @@ porta_device_properties_t probe_properties(unsigned threads) {
   // The launch config holds uint32 grid sizes; 2^31-1 also keeps kernels that index with int
   // safe, and is CUDA's x limit.
   for (int64_t& dim : p.max_grid_dims) dim = INT32_MAX;
-  p.shared_memory_per_group = 256 * 1024;
+  p.shared_memory_per_group = shared_memory_bytes();
   p.subgroup_size = isa.fp32_lanes;
   p.clock_mhz = cpu_clock_mhz();
   p.capabilities = PORTA_CAPABILITY_FP64 | PORTA_CAPABILITY_UNIFIED_ADDRESSING |

@@ -1,5 +1,7 @@
 // Devices: count, default, properties, memory info, synchronize, native handles, and the
 // selected backend.
+#include <unistd.h>
+
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -72,6 +74,13 @@ TEST_CASE("device: properties are sane", "[device]") {
     CHECK(host_is_device == is_cpu_backend());
     // The CPU backend keeps freed ranges reserved, which lets it name uses after free.
     if (is_cpu_backend()) CHECK((p.capabilities & PORTA_CAPABILITY_RESERVED_ADDRESSES) != 0);
+    // The CPU's groups may take half the core's L2, within 256 KiB and 1 MiB.
+    if (is_cpu_backend()) {
+      const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+      INFO("L2: " << l2 << " bytes");
+      const long least = 256 << 10, most = 1 << 20;
+      CHECK(p.shared_memory_per_group == std::clamp(l2 > 0 ? l2 / 2 : least, least, most));
+    }
     // Every bit set is a documented capability.
     CHECK((p.capabilities & ~0xFFu) == 0);
   }

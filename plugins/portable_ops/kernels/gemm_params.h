@@ -305,12 +305,12 @@ inline int64_t choose_splits(int64_t groups, int64_t want, int64_t k, int64_t mi
 // CPU: a group is one work-item that computes a tile_m x tile_n tile of C, k in blocks of tile_k:
 // per block it packs tile_k x tile_n of B once, then for each block_m rows of its tile packs
 // block_m x tile_k of A and runs the micro-kernel over the pair. Both packed blocks are the
-// group's shared memory, so (block_m + tile_n) * tile_k floats fit the device's limit (256 KiB),
-// and with the C tile they stay in a core's L2. Large tiles pack each element of A and B fewer
-// times (A once per column tile, B once per row tile). The grid still needs several groups per
-// thread, about 4: tiles shrink first (columns to 64, then rows to 64), then a deep product
-// splits k (split-K, a fixed-order reduction after), then rows shrink further; tiles are evened
-// out so that the last row or column tile is not a sliver.
+// group's shared memory, so (block_m + tile_n) * tile_k floats fit the device's limit (half the
+// core's L2, 256 KiB to 1 MiB), and with the C tile they stay in the L2. Large tiles pack each
+// element of A and B fewer times (A once per column tile, B once per row tile). The grid still
+// needs several groups per thread, about 4: tiles shrink first (columns to 64, then rows to 64),
+// then a deep product splits k (split-K, a fixed-order reduction after), then rows shrink
+// further; tiles are evened out so that the last row or column tile is not a sliver.
 //
 // GPU (and the tiled path anywhere): kTiledM x kTiledN tiles, kTiledItems^2 work-items, and
 // split-K up to about 2 groups per compute unit when the tiles alone are fewer than the units
