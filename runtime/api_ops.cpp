@@ -588,7 +588,7 @@ porta_status_t check_relu_backward(Runtime& runtime, const OpCall& call,
 
 porta_status_t check_max_pool2d_forward(Runtime& runtime, const OpCall& call,
                                         porta_max_pool2d_forward_args_t& a) {
-  int64_t x_count, y_count;
+  int64_t x_count = 0, y_count = 0;
   PORTA_CHECK(pool_sizes(call, a.desc, x_count, y_count));
   PORTA_CHECK(buffer(runtime, call, "x", a.x, x_count, 4));
   PORTA_CHECK(buffer(runtime, call, "y", a.y, y_count, 4));
@@ -597,7 +597,7 @@ porta_status_t check_max_pool2d_forward(Runtime& runtime, const OpCall& call,
 
 porta_status_t check_max_pool2d_backward(Runtime& runtime, const OpCall& call,
                                          porta_max_pool2d_backward_args_t& a) {
-  int64_t x_count, y_count;
+  int64_t x_count = 0, y_count = 0;
   PORTA_CHECK(pool_sizes(call, a.desc, x_count, y_count));
   PORTA_CHECK(buffer(runtime, call, "x", a.x, x_count, 4));
   PORTA_CHECK(buffer(runtime, call, "dy", a.dy, y_count, 4));

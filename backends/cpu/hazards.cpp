@@ -24,7 +24,9 @@ std::string hex(uint64_t value) {
 
 // A work-item or group as (x,y,z).
 std::string coords(uint32_t x, uint32_t y, uint32_t z) {
-  return "(" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) + ")";
+  char text[40];
+  std::snprintf(text, sizeof(text), "(%" PRIu32 ",%" PRIu32 ",%" PRIu32 ")", x, y, z);
+  return text;
 }
 std::string item_coords(uint32_t item, const uint32_t size[3]) {
   return coords(item % size[0], item / size[0] % size[1], item / (size[0] * size[1]));
