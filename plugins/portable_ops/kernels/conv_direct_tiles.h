@@ -265,6 +265,13 @@ inline void pack_x_plane(const WeightsLayout& l, const uint16_t* x, int64_t n, i
   });
 }
 
+// The output position (h * W + x) at padded position q, or -1 on a border column or past the
+// image.
+inline int64_t output_at(const WeightsLayout& l, int64_t q) {
+  const int64_t h = q / l.row() - 1, x = q % l.row() - 1;
+  return h < l.height && x >= 0 && x < l.width ? h * l.width + x : -1;
+}
+
 // dy^T's 16 position pairs of one step (image n, positions row() + 32 * step on): word (p, k)
 // holds dy[n, k] at the pair's two positions, zero on the border columns, past the image and
 // past the output channels.
@@ -273,14 +280,9 @@ inline void pack_dy_step(const WeightsLayout& l, const uint16_t* dy, int64_t n, 
   const int64_t outputs = 32 * l.output_pairs(), hw = l.height * l.width;
   const uint16_t* const image = dy + n * l.out_channels * hw;
   uint32_t* const to = words + l.dy(n, step * (l.kPositions / 2));
-  // The output position at padded position q, or -1 on a border column or past the image.
-  const auto output = [&](int64_t q) -> int64_t {
-    const int64_t h = q / l.row() - 1, x = q % l.row() - 1;
-    return h < l.height && x >= 0 && x < l.width ? h * l.width + x : -1;
-  };
   for (int64_t p = 0; p < l.kPositions / 2; ++p) {
     const int64_t q = l.row() + step * l.kPositions + 2 * p;
-    const int64_t even = output(q), odd = output(q + 1);
+    const int64_t even = output_at(l, q), odd = output_at(l, q + 1);
     uint32_t* const row = to + p * outputs;
     for (int64_t k = 0; k < outputs; ++k) {
       const uint16_t* at = image + k * hw;
@@ -307,10 +309,9 @@ __attribute__((target("avx512vbmi2"))) inline void pack_dy_step_vectors(const We
   uint32_t inside = 0;
   int64_t first = 0;
   for (int64_t i = l.kPositions - 1; i >= 0; --i) {
-    const int64_t h = (q0 + i) / l.row() - 1, x = (q0 + i) % l.row() - 1;
-    if (h < l.height && x >= 0 && x < l.width) {
+    if (const int64_t at = output_at(l, q0 + i); at >= 0) {
       inside |= 1u << i;
-      first = h * l.width + x;
+      first = at;
     }
   }
   for (int64_t k0 = 0; k0 < outputs; k0 += 16) {

@@ -145,7 +145,6 @@ struct DirectTileLayout {
   PORTA_OPS_HOST_DEVICE int64_t input(int64_t n, int64_t p) const {
     return weight_words() + (n * planes() + p) * plane();
   }
-  PORTA_OPS_HOST_DEVICE int64_t words(int64_t batch) const { return input(batch, 0); }
 };
 
 // The layout of packed_a for bf16 3x3 backward weights on AMX tiles (ConvArgs::direct_tiles,
@@ -182,7 +181,6 @@ struct DirectTileWeightsLayout {
   PORTA_OPS_HOST_DEVICE int64_t dy(int64_t n, int64_t p) const {
     return x(batch, 0) / 2 + (n * depth() / 2 + p) * 32 * output_pairs();
   }
-  PORTA_OPS_HOST_DEVICE int64_t words() const { return dy(batch, 0); }
   // A group per (block of 16 channels, block of 32 output channels).
   PORTA_OPS_HOST_DEVICE int64_t groups() const { return channel_blocks() * output_pairs(); }
 };
