@@ -201,7 +201,8 @@ __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16(
 
 // micro_kernel_bf16 with A's MR rows read in place (row r at a + r * lda): two consecutive bf16
 // of a row, read as one 32-bit word, are the depth pair the instruction wants. Lines of the next
-// panel's rows are prefetched as micro_kernel_rows does, one per row every 16 pairs; Rows as there.
+// panel's rows (its own where next is null) are prefetched one per row every 16 pairs; Rows as
+// micro_kernel_rows'.
 // B as micro_kernel_bf16's.
 template <int Rows = kMR>
 __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16_rows(
@@ -213,7 +214,7 @@ __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16_ro
 #pragma GCC unroll 16
   for (int i = 0; i < Rows; ++i) {
     row[i] = reinterpret_cast<const char*>(a + i * lda);
-    next_row[i] = reinterpret_cast<const char*>(next + i * lda);
+    next_row[i] = reinterpret_cast<const char*>((next ? next : a) + i * lda);
   }
   __m512 c[Rows][kNV];
 #pragma GCC unroll 16
