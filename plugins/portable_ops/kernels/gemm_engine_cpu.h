@@ -206,7 +206,7 @@ __attribute__((always_inline)) inline void micro_kernel_rows(int64_t kb, const f
                                                              int64_t lda, const float* next,
                                                              Strip<float> b, const float* b_next,
                                                              MicroTile& out) {
-  const auto run = [&](auto fetch_a) {
+  const auto run = [&](auto fetch_a) __attribute__((always_inline)) {
     constexpr bool kFetchA = decltype(fetch_a)::value;
     if (b_next) {
       micro_kernel_rows_strided<Rows, kFetchA, true, false>(kb, a, lda, next, b, b_next, out);
