@@ -170,9 +170,11 @@ inline constexpr int64_t kStripAhead = 16;
 // goes by, since MR short streams a row apart defeat the hardware prefetcher: one line a depth,
 // the rows in turn (each row's line twice over its 16 depths). Fetched MR at a time, once per 16
 // depths, they held the fill buffers that B's lines from L2 wait on (a row tile whose A streams
-// from memory, alone: 0.57 of the FMA peak against 0.65 spread out, on the Xeon). With Rows < MR,
-// the micro-tile's first Rows rows only: a last panel of a few rows (the 3 of m = 35) then costs
-// about its own rows' products rather than MR's. B and b_next as micro_kernel's.
+// from memory, alone: 0.57 of the FMA peak against 0.65 spread out, on the Xeon). They go to L2
+// only: in L1 they would evict the current panel's lines, which share its sets where lda is a
+// multiple of 4 KiB (1024^3). With Rows < MR, the micro-tile's first Rows rows only: a last panel
+// of a few rows (the 3 of m = 35) then costs about its own rows' products rather than MR's. B and
+// b_next as micro_kernel's.
 template <int Rows, bool FetchA, bool Fetch, bool Packed>
 __attribute__((always_inline)) inline void micro_kernel_rows_strided(int64_t kb, const float* a,
                                                                      int64_t lda, const float* next,
@@ -187,7 +189,7 @@ __attribute__((always_inline)) inline void micro_kernel_rows_strided(int64_t kb,
   const int64_t b_step = Packed ? kNR : b.step;
   for (int64_t d = 0; d < kb; ++d) {
     if constexpr (FetchA) {
-      if (const int64_t r = d & 7; r < Rows) __builtin_prefetch(next + r * lda + d);
+      if (const int64_t r = d & 7; r < Rows) __builtin_prefetch(next + r * lda + d, 0, 2);
     }
     if constexpr (Fetch) prefetch_strip_row(b_next + d * b.step);
     if constexpr (Packed) {  // a packed strip is aligned: its rows are whole lines
