@@ -201,7 +201,7 @@ __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16(
 
 // micro_kernel_bf16 with A's MR rows read in place (row r at a + r * lda): two consecutive bf16
 // of a row, read as one 32-bit word, are the depth pair the instruction wants. Lines of the next
-// panel's rows (its own where next is null) are prefetched one per row every 16 pairs; Rows as
+// panel's rows (none where next is null) are prefetched one per row every 16 pairs; Rows as
 // micro_kernel_rows'.
 // B as micro_kernel_bf16's.
 template <int Rows = kMR>
@@ -223,8 +223,10 @@ __attribute__((target("avx512bf16"), noinline)) inline void micro_kernel_bf16_ro
     for (int v = 0; v < kNV; ++v) c[i][v] = _mm512_setzero_ps();
   constexpr int64_t kLinePairs = 64 / sizeof(uint32_t);
   for (int64_t p0 = 0; p0 < pairs; p0 += kLinePairs) {
+    if (next) {
 #pragma GCC unroll 16
-    for (int i = 0; i < Rows; ++i) __builtin_prefetch(next_row[i] + p0 * sizeof(uint32_t));
+      for (int i = 0; i < Rows; ++i) __builtin_prefetch(next_row[i] + p0 * sizeof(uint32_t));
+    }
     const int64_t p_end = min64(p0 + kLinePairs, pairs);
     for (int64_t p = p0; p < p_end; ++p) {
       __m512bh bv[kNV];
