@@ -120,11 +120,13 @@ struct Panels {
   }
 };
 
-// Fetches the lines of an NR-wide strip's row at p (up to three: it need not be aligned).
+// Fetches the lines of an NR-wide strip's row at p: up to three where it need not be aligned,
+// its two whole lines where it is (a packed strip).
+template <bool Aligned = false>
 __attribute__((always_inline)) inline void prefetch_strip_row(const float* p) {
 #pragma GCC unroll 4
   for (int o = 0; o < kNR; o += 64 / int(sizeof(float))) __builtin_prefetch(p + o);
-  __builtin_prefetch(p + kNR - 1);
+  if constexpr (!Aligned) __builtin_prefetch(p + kNR - 1);
 }
 
 // out = the kb-deep product of an A strip (kb x MR, a.p[d * a.step + i]) and a B strip (kb x NR,
@@ -192,11 +194,7 @@ __attribute__((always_inline)) inline void micro_kernel_rows_strided(int64_t kb,
       if (const int64_t r = d & 7; r < Rows) __builtin_prefetch(next + r * lda + d, 0, 2);
     }
     if constexpr (Fetch) prefetch_strip_row(b_next + d * b.step);
-    if constexpr (Packed) {  // a packed strip is aligned: its rows are whole lines
-#pragma GCC unroll 4
-      for (int o = 0; o < kNR; o += 64 / int(sizeof(float)))
-        __builtin_prefetch(pb + kStripAhead * kNR + o);
-    }
+    if constexpr (Packed) prefetch_strip_row<true>(pb + kStripAhead * kNR);
     c.add([&](int i) { return row[i][d]; }, pb);
     pb += b_step;
   }
