@@ -35,13 +35,15 @@ porta_status_t Ops::bias_add(const Op* op, const porta_bias_add_args_t* a) {
 // channels into scratch, and a second launch adds the blocks' sums of each channel. A fully
 // connected layer's (spatial 1) rows of channels are summed down the batch instead, each item
 // taking neighbouring channels, where there are enough channels to keep a GPU busy (on the CPU
-// always): a group per channel would read a column, strided.
+// always, 64 an item, or all of them where the whole is one group's): a group per channel would
+// read a column, strided.
 porta_status_t Ops::bias_backward(const Op* op, const porta_bias_backward_args_t* a) {
   return guarded("porta_bias_backward", [&] {
     const int64_t batch = a->batch, channels = a->channels, spatial = a->spatial;
     const bool host = runs_on_host(*op);
     if (spatial == 1 && (host || channels >= 4096)) {
-      const int64_t per_item = host ? 64 : 1;
+      const int64_t per_item =
+          !host ? 1 : batch * channels <= kHostOneGroupElements ? channels : 64;
       const uint32_t items = host ? 1 : 256;
       const int64_t item_count = (channels + per_item - 1) / per_item;
       launch(*op, "bias_backward_columns", wrapped_grid((item_count + items - 1) / items),

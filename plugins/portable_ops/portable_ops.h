@@ -40,18 +40,22 @@ void launch(const Op& op, const char* name, dim3 grid, dim3 group, uint32_t shar
 // row ops launch one item per row there.
 bool runs_on_host(const Op& op);
 
+// On the host, an elementwise pass over up to this many elements is one group: waking a second
+// thread costs more than it saves there (Adam on 18432 elements, ReLU on 100352, the bias
+// gradient of 64 x 128: 7 us for two groups, 1 us for one).
+inline constexpr int64_t kHostOneGroupElements = int64_t{1} << 17;
+
 // One-dimensional launch covering count items, 256 per group, wrapping the grid into y when it
 // exceeds the x limit; kernels walk it with porta_ops::for_each_index(). On a GPU an item takes
 // one element; on the host a group takes about 8K elements (32 passes of its items), so that
-// the cost of starting a group stays small against its work, and up to 128K elements are one
-// group: waking a second thread cost more than it saved there (Adam on 18432 elements, ReLU on
-// 100352).
+// the cost of starting a group stays small against its work, and up to kHostOneGroupElements
+// are one group.
 template <class... Args>
 void launch_elementwise(const Op& op, const char* name, int64_t count, const Args&... args) {
   constexpr uint32_t kGroup = 256;
   const bool host = runs_on_host(op);
   const int64_t per_group = host ? 32 * kGroup : kGroup;
-  const int64_t groups = host && count <= 16 * per_group
+  const int64_t groups = host && count <= kHostOneGroupElements
                              ? 1
                              : std::max<int64_t>(1, (count + per_group - 1) / per_group);
   const uint32_t x = static_cast<uint32_t>(groups < 65535 ? groups : 65535);

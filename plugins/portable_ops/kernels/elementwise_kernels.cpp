@@ -130,9 +130,10 @@ PORTA_KERNEL(bias_backward_combine, int64_t channels, int64_t parts, const float
 }
 
 // bias_backward for spatial 1 (a fully connected layer): dbias[c] = sum over n of dy[n][c].
-// Each item sums `per_item` neighbouring channels down the batch, in order, kLanes at a time: on
-// a GPU (per_item 1) neighbouring items read neighbouring words, on the CPU the loop over the
-// lanes vectorises.
+// Each item sums `per_item` neighbouring channels down the batch, in order: on a GPU (per_item 1)
+// neighbouring items read neighbouring words; on the CPU the loop over the lanes vectorises, four
+// vectors at a time so that each row is read as one run of 256 bytes (a vector's 64 once per
+// pass down the batch were a fourth of the rate on 256 x 1024).
 PORTA_KERNEL(bias_backward_columns, int64_t batch, int64_t channels, int64_t per_item,
              const float* dy, float* dbias) {
   const int64_t first_item = porta_ops::group_index() * porta::group_size(0);
@@ -140,7 +141,7 @@ PORTA_KERNEL(bias_backward_columns, int64_t batch, int64_t channels, int64_t per
     const int64_t first = (first_item + item) * per_item;
     const int64_t end = first + per_item < channels ? first + per_item : channels;
     const auto sum_down = [&](int64_t c, auto count) {
-      float sum[kLanes];
+      float sum[4 * kLanes];
       for (uint32_t lane = 0; lane < count; ++lane) sum[lane] = 0.0f;
       for (int64_t n = 0; n < batch; ++n) {
         const float* row = dy + n * channels + c;
@@ -149,6 +150,9 @@ PORTA_KERNEL(bias_backward_columns, int64_t batch, int64_t channels, int64_t per
       for (uint32_t lane = 0; lane < count; ++lane) dbias[c + lane] = sum[lane];
     };
     int64_t c = first;
+    for (; c + 4 * kLanes <= end; c += 4 * kLanes) {
+      sum_down(c, porta_ops::fixed_count<4 * kLanes>{});
+    }
     for (; c + kLanes <= end; c += kLanes) sum_down(c, porta_ops::fixed_count<kLanes>{});
     if (c < end) sum_down(c, uint32_t(end - c));
   });
