@@ -17,13 +17,49 @@ PORTA_KERNEL(relu_backward, int64_t count, const float* x, const float* dy, floa
   });
 }
 
+// y = x + bias[row % channels] over rows [row, end) of `length` (at least kLanes) elements,
+// which lie one after another: one run of blocks, each block's lanes past its row's end taking
+// the next row's bias.
+PORTA_DEVICE_FUNCTION void add_bias_rows(int64_t row, int64_t end, int64_t length, int64_t channels,
+                                         const float* x, const float* bias, float* y) {
+  x += row * length;
+  y += row * length;
+  int64_t left = length;  // of the row the next block starts in
+  float now = bias[row % channels], next = bias[(row + 1) % channels];
+  porta_ops::walk_blocks((end - row) * length, 0, 1, [&](int64_t first, auto count) {
+    float v[kLanes];
+    for (uint32_t lane = 0; lane < count; ++lane) v[lane] = x[first + lane];
+    for (uint32_t lane = 0; lane < count; ++lane) {
+      v[lane] += porta_ops::pick(int64_t(lane) < left, now, next);
+    }
+    for (uint32_t lane = 0; lane < count; ++lane) y[first + lane] = v[lane];
+    left -= kLanes;
+    if (left <= 0) {
+      left += length;
+      ++row;
+      now = next;
+      next = bias[(row + 1) % channels];
+    }
+  });
+}
+
 // y = x + bias over rows of length `length`: with per_column, bias[column] (a batch x channels
 // tensor, spatial 1); otherwise bias[row % channels] (rows are the batch x channels planes).
-// A group has group_size(0) items per row and group_size(1) rows; y may be x.
+// A group has group_size(0) items per row and group_size(1) rows; y may be x. On the host (one
+// item per row, kLanes of them at a time) the group's rows are one run of x and y, taken as such:
+// row by row, rows of 196 floats ran at 87% of the copy rate, a tenth lost at their ends.
 PORTA_KERNEL(bias_add, int64_t rows, int64_t length, int64_t channels, int32_t per_column,
              const float* x, const float* bias, float* y) {
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
+  if (kLanes > 1 && items == 1 && !per_column && length >= kLanes) {
+    const int64_t end =
+        first_row + porta::group_size(1) < rows ? first_row + porta::group_size(1) : rows;
+    porta::inner([&](uint32_t, uint32_t r) {
+      if (r == 0 && first_row < end) add_bias_rows(first_row, end, length, channels, x, bias, y);
+    });
+    return;
+  }
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t row = first_row + r;
     if (row >= rows) return;
