@@ -100,8 +100,9 @@ struct StridedOperand {
   PORTA_DEVICE_FUNCTION bool wide_contiguous() const { return wide_stride == 1; }
 
 #if PORTA_TARGET_CPU
+  // As pack<Width> below, strip t at dst + t * across where across is not 0.
   template <int Width>
-  void pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const;
+  void pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn, int64_t across = 0) const;
   // Where the rows from w0 lie along depths [d0, d0 + dn), wide_stride apart (a matrix stored
   // along the depth, or dy within one image): the first one's start, which the packed path reads
   // in place; nullptr where the depths are not consecutive in memory.

@@ -618,11 +618,21 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
       multiply_packed(Panels<float, kMR>::packed(a.block(i0, d0, kb), kb), bp, kb, rows, cols, c,
                       i0, j0, first);
     } else {
+      // A strided A's strips a line further apart than their MR x kb floats (kCpuStripGap): at
+      // kb = 128 or 256 those are a multiple of 4 KiB, and the pack would write each depth's
+      // row of every strip into one set of L1 (TN 3072x128x1024: 4-5% of the time).
+      Panels<float, kMR> ap = Panels<float, kMR>::packed(pa, kb);
+      if constexpr (std::is_same_v<A, StridedOperand<typename A::value_type>>) {
+        ap.across += kCpuStripGap;
+      }
       for (int64_t ib = 0; ib < rows; ib += block_m) {
         const int64_t block_rows = min64(block_m, rows - ib);
-        a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
-        multiply_packed(Panels<float, kMR>::packed(pa, kb), bp, kb, block_rows, cols, c, i0 + ib,
-                        j0, first);
+        if constexpr (std::is_same_v<A, StridedOperand<typename A::value_type>>) {
+          a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb, ap.across);
+        } else {
+          a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
+        }
+        multiply_packed(ap, bp, kb, block_rows, cols, c, i0 + ib, j0, first);
       }
     }
   }
@@ -641,6 +651,7 @@ void packed_gemm(const WindowOperand<float>& a, const B& b, const OutputView& c,
 /* ---- Packing --------------------------------------------------------------------------------- */
 //
 // pack<Width>(dst, w0, wn, d0, dn) fills ceil(wn / Width) strips, strip t at dst + t * Width * dn
+// (a strided operand's at dst + t * across where given: packed_gemm leaves a line between A's)
 // holding wide indices w0 + t * Width + [0, Width) (zero past wn) by depth d0 + [0, dn), as
 // dst[d * Width + w]. A whole panel at a time, so that for each depth the source is read along
 // the wide side across all strips (long runs where the operand is contiguous that way).
@@ -752,8 +763,10 @@ inline void transpose8x8(const T* const rows[8], float* dst, int64_t dst_stride)
 
 template <class T>
 template <int Width>
-void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn) const {
+void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int64_t dn,
+                             int64_t across) const {
   const int64_t strips = div_up(wn, Width);
+  if (across == 0) across = Width * dn;
   if (wide_stride == 1) {  // contiguous along w: per depth, one run across the strips
     // Rows a few depths ahead are prefetched: each row is one short run (a panel's width), too
     // short for the hardware prefetcher to get ahead of a large operand streamed from memory.
@@ -770,7 +783,7 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
         ahead.next();
       }
       for (int64_t t = 0; t < strips; ++t) {
-        float* __restrict out = dst + t * Width * dn + d * Width;
+        float* __restrict out = dst + t * across + d * Width;
         const int64_t n = min64(Width, wn - t * Width);
         if (n == Width) {
           cpu::widen<Width>(src + t * Width, out);
@@ -791,7 +804,7 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
       const int64_t run = depth.div > 0 ? min64(dn - d, depth.div - cursor.lo) : dn - d;
       const T* src = p + cursor.offset();
       for (int64_t t = 0; t < strips; ++t) {
-        float* const strip = dst + t * Width * dn;
+        float* const strip = dst + t * across;
         const int64_t first = w0 + t * Width;
         const int n = int(min64(Width, wn - t * Width));
         int64_t i = 0;
@@ -830,7 +843,7 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
   for (int64_t d = 0; d < dn; ++d, cursor.next()) {
     const T* src = p + w0 * wide_stride + cursor.offset();
     for (int64_t t = 0; t < strips; ++t) {
-      float* out = dst + t * Width * dn + d * Width;
+      float* out = dst + t * across + d * Width;
       const int n = int(min64(Width, wn - t * Width));
       for (int w = 0; w < n; ++w) out[w] = to_float(src[(t * Width + w) * wide_stride]);
       for (int w = n; w < Width; ++w) out[w] = 0.0f;

@@ -39,6 +39,14 @@ inline constexpr int32_t kTiledPerItem = kTiledM / kTiledItems;
 // (kernels/gemm_engine.h: MR rows by NR columns, NR in {8, 16, 32}) divides the group's columns.
 inline constexpr int32_t kCpuColumnMultiple = 32;
 inline constexpr int32_t kCpuRowMultiple = 8;
+// Floats between the CPU path's packed strips of A (a cache line), and the fewest rows a strip
+// has in any ISA build (its MR), by which the plans count the gaps they make room for.
+inline constexpr int32_t kCpuStripGap = 16;
+inline constexpr int32_t kCpuFewestStripRows = 6;
+inline constexpr int64_t strip_gap_bytes(int64_t block_rows) {
+  return (block_rows + kCpuFewestStripRows - 1) / kCpuFewestStripRows * kCpuStripGap *
+         static_cast<int64_t>(sizeof(float));
+}
 
 // How one launch cuts C: groups are numbered (see run_gemm in gemm_engine.h) with the row tile
 // fastest, then the column tile, then the depth split, then the batch entry.
@@ -390,14 +398,16 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
     const int64_t a_rows = a_ahead ? 0 : a_in_place ? kCpuRowMultiple : block_m;
     const int64_t b_cols = b_panels ? kCpuColumnMultiple : tile_n;
     const int64_t per_depth = (a_rows + b_cols) * static_cast<int64_t>(sizeof(float));
-    if (tile_k * per_depth > target.shared_bytes)
-      tile_k = max64(1, target.shared_bytes / per_depth);
+    // A packed per block takes a gap after each strip besides.
+    const int64_t gaps = a_ahead || a_in_place ? 0 : strip_gap_bytes(block_m);
+    const int64_t room = max64(per_depth, target.shared_bytes - gaps);
+    if (tile_k * per_depth > room) tile_k = max64(1, room / per_depth);
     // An even split of the depth into blocks, so the last is not a sliver either.
     tile_k = div_up(depth, div_up(depth, tile_k));
     // Even where the depth takes several blocks, so that no pair of depths straddles two: the
     // bf16 kernel reads A's rows in place as pairs (kernels/gemm_engine_cpu_bf16.h).
     if (tile_k % 2 == 1 && tile_k < depth) {
-      if ((tile_k + 1) * per_depth <= target.shared_bytes) {
+      if ((tile_k + 1) * per_depth <= room) {
         ++tile_k;
       } else if (tile_k > 1) {
         --tile_k;
@@ -408,7 +418,7 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
     t.tile_k = static_cast<int32_t>(tile_k);
     t.block_m = static_cast<int32_t>(block_m);
     plan.group[0] = plan.group[1] = 1;
-    plan.shared_bytes = static_cast<uint32_t>(tile_k * per_depth);
+    plan.shared_bytes = static_cast<uint32_t>(tile_k * per_depth + gaps);
   }
   t.tiles_m = div_up(m, t.tile_m);
   t.tiles_n = div_up(n, t.tile_n);
@@ -599,7 +609,7 @@ inline void balance_column_tiles(int64_t m, int64_t n, int64_t batch, int64_t th
     c.tiles_n = div_up(n, c.tile_n);
     if (c.tile_n > kMaxTileN || c.tile_n < min64(kMinTileN, t.tile_n) ||
         others * c.tiles_n > kMaxGroupsPerThread * threads ||
-        (a_rows + c.tile_n) * per_column > shared_bytes) {
+        (a_rows + c.tile_n) * per_column + strip_gap_bytes(a_rows) > shared_bytes) {
       continue;
     }
     // Strictly less than the plan's own; then the most tiles.
@@ -613,7 +623,7 @@ inline void balance_column_tiles(int64_t m, int64_t n, int64_t batch, int64_t th
   if (best.tile_n == t.tile_n) return;
   t = best;
   plan->shared_bytes = static_cast<uint32_t>(
-      max64(plan->shared_bytes, (a_rows + t.tile_n) * per_column));
+      max64(plan->shared_bytes, (a_rows + t.tile_n) * per_column + strip_gap_bytes(a_rows)));
   flat_grid(others * t.tiles_n, plan->grid);  // a few groups: it fits
 }
 
