@@ -53,8 +53,7 @@ PORTA_KERNEL(bias_add, int64_t rows, int64_t length, int64_t channels, int32_t p
   const uint32_t items = porta::group_size(0);
   const int64_t first_row = porta_ops::group_index() * porta::group_size(1);
   if (kLanes > 1 && items == 1 && !per_column && length >= kLanes) {
-    const int64_t end =
-        first_row + porta::group_size(1) < rows ? first_row + porta::group_size(1) : rows;
+    const int64_t end = porta_ops::min64(first_row + porta::group_size(1), rows);
     porta::inner([&](uint32_t, uint32_t r) {
       if (r == 0 && first_row < end) add_bias_rows(first_row, end, length, channels, x, bias, y);
     });

@@ -618,19 +618,15 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
       multiply_packed(Panels<float, kMR>::packed(a.block(i0, d0, kb), kb), bp, kb, rows, cols, c,
                       i0, j0, first);
     } else {
-      // A strided A's strips a line further apart than their MR x kb floats (kCpuStripGap): at
-      // kb = 128 or 256 those are a multiple of 4 KiB, and the pack would write each depth's
-      // row of every strip into one set of L1 (TN 3072x128x1024: 4-5% of the time).
-      constexpr bool kStrided = std::is_same_v<A, StridedOperand<typename A::value_type>>;
+      // A strided A (the only other kind packed here), its strips a line further apart than
+      // their MR x kb floats (kCpuStripGap): at kb = 128 or 256 those are a multiple of 4 KiB,
+      // and the pack would write each depth's row of every strip into one set of L1 (TN
+      // 3072x128x1024: 4-5% of the time).
       Panels<float, kMR> ap = Panels<float, kMR>::packed(pa, kb);
-      if constexpr (kStrided) ap.across += kCpuStripGap;
+      ap.across += kCpuStripGap;
       for (int64_t ib = 0; ib < rows; ib += block_m) {
         const int64_t block_rows = min64(block_m, rows - ib);
-        if constexpr (kStrided) {
-          a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb, ap.across);
-        } else {
-          a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb);
-        }
+        a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb, ap.across);
         multiply_packed(ap, bp, kb, block_rows, cols, c, i0 + ib, j0, first);
       }
     }

@@ -44,7 +44,7 @@ inline constexpr int32_t kCpuRowMultiple = 8;
 inline constexpr int32_t kCpuStripGap = 16;
 inline constexpr int32_t kCpuFewestStripRows = 6;
 inline constexpr int64_t strip_gap_bytes(int64_t block_rows) {
-  return (block_rows + kCpuFewestStripRows - 1) / kCpuFewestStripRows * kCpuStripGap *
+  return div_up(block_rows, kCpuFewestStripRows) * kCpuStripGap *
          static_cast<int64_t>(sizeof(float));
 }
 
