@@ -490,16 +490,18 @@ TEST_CASE("conv2d: backward weights from staged rows of x", "[conv]") {
 }
 
 // On the CPU, fp32 backward weights of pointwise layers (1x1, stride 1, no padding) whose depth
-// splits run as dw^T = x x dy^T, x's rows read in place as A within an image and dy^T packed
-// (gemm_params.h: StagedWindow::in_place): partial panels and strips, images of 49 positions,
-// blocks of whole output rows within larger images, two row tiles; and the layers left to the
-// plain plan (no block size divides the image, or the depth does not split).
+// splits run as dw^T = x x dy^T, x's rows read in place as A and dy^T packed (gemm_params.h:
+// StagedWindow::in_place): blocks of whole images, each image a run of the rows kernel, with
+// partial panels (padded, and short) and strips, images of 49 positions; blocks of whole output
+// rows within larger images; two row tiles; and the layers left to the plain plan (no block size
+// divides the image, or the depth does not split).
 TEST_CASE("conv2d: pointwise backward weights from x's rows in place", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
   const ConvCase cases[] = {
-      {8, 45, 14, 14, 7, 1, 1},   // 45 rows, 7 columns, 1568 deep: split in blocks of 196
-      {32, 20, 7, 7, 24, 1, 1},   // blocks of 49
+      {8, 45, 14, 14, 7, 1, 1},   // 45 rows, 7 columns, 1568 deep: blocks of whole images
+      {32, 20, 7, 7, 24, 1, 1},   // images of 49, a short last panel
+      {32, 19, 7, 7, 40, 1, 1},   // a last panel of 3 rows padded run by run, a partial strip
       {1, 8, 40, 40, 16, 1, 1},   // 1600 positions: blocks of whole output rows
       {16, 1200, 8, 8, 9, 1, 1},  // 1200 rows: two row tiles
       {1, 4, 37, 37, 8, 1, 1},    // 37 rows of 37: no block divides the image, plain plan

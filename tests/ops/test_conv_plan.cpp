@@ -237,7 +237,8 @@ TEST_CASE("conv plan: backward weights from staged rows", "[conv][plan]") {
 }
 
 // The same plan for pointwise layers (StagedWindow::in_place: x's rows read in place as A, nothing
-// staged): where it is taken, every depth block lies within one image, the depth splits (the
+// staged): where it is taken, every depth block lies within one image or is whole images (as
+// deep as the room allows: whole images wherever one fits), the depth splits (the
 // partials, not dw^T, take the micro-tiles' stores), and shared memory holds B's panel beside a
 // padded partial panel of A, which is all that an A packed in blocks of kCpuRowMultiple rows
 // would need; where no block size divides the image, or the depth does not split, it is refused.
@@ -267,7 +268,9 @@ TEST_CASE("conv plan: pointwise backward weights read x in place", "[conv][plan]
       const porta_ops::GemmTiles& t = plan.tiles;
       CHECK(t.splits > 1);
       CHECK(t.split_depth % t.tile_k == 0);
-      CHECK(l.p * l.q % t.tile_k == 0);
+      // Within one image, or whole images where one fits (the rows kernel takes them as runs).
+      const int64_t pq = l.p * l.q;
+      CHECK((pq % t.tile_k == 0 || t.tile_k % pq == 0));
       CHECK(t.block_m == porta_ops::kCpuRowMultiple);
       CHECK(t.tiles_m * t.tile_m >= m);
       CHECK(t.tiles_n * t.tile_n >= n);

@@ -96,8 +96,9 @@ void multiply_tile(benchmark::State& state) {
   for (auto _ : state) {
     for (int64_t blk = 0; blk < blocks; ++blk) {
       if (kInPlace) {
-        multiply_rows(a.p + blk * kb, kDepth, Panels<float, kNR>::packed(b.p, kb), kb, rows, cols,
-                      scratch.p, out, 0, 0, blk == 0);
+        multiply_rows(RowRuns<float>{a.p + blk * kb, kb, 1, 0}, kDepth,
+                      Panels<float, kNR>::packed(b.p, kb), kb, rows, cols, scratch.p, out, 0, 0,
+                      blk == 0);
       } else {
         multiply_packed(
             Panels<float, kMR>::packed(packed_a.p + blk * div_up(rows, kMR) * kMR * kb, kb),

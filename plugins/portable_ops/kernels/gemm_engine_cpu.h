@@ -63,6 +63,13 @@ struct Accumulators {
 #pragma GCC unroll 4
       for (int v = 0; v < kNV; ++v) c[i][v] = vfloat{};
   }
+  // The sums so far of a tile whose depth comes in several runs.
+  __attribute__((always_inline)) explicit Accumulators(const MicroTile& from) {
+#pragma GCC unroll 16
+    for (int i = 0; i < Rows; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) c[i][v] = from.v[i][v];
+  }
   template <class ColumnOfA>
   __attribute__((always_inline)) void add(ColumnOfA a, const vfloat (&b)[kNV]) {
 #pragma GCC unroll 16
@@ -176,17 +183,17 @@ inline constexpr int64_t kStripAhead = 16;
 // only: in L1 they would evict the current panel's lines, which share its sets where lda is a
 // multiple of 4 KiB (1024^3). With Rows < MR, the micro-tile's first Rows rows only: a last panel
 // of a few rows (the 3 of m = 35) then costs about its own rows' products rather than MR's. B and
-// b_next as micro_kernel's.
+// b_next as micro_kernel's. With `add`, the sums continue from out's (a depth in several runs).
 template <int Rows, bool FetchA, bool Fetch, bool Packed>
 __attribute__((always_inline)) inline void micro_kernel_rows_strided(int64_t kb, const float* a,
                                                                      int64_t lda, const float* next,
                                                                      Strip<float> b,
                                                                      const float* b_next,
-                                                                     MicroTile& out) {
+                                                                     MicroTile& out, bool add) {
   const float* row[Rows];
 #pragma GCC unroll 16
   for (int i = 0; i < Rows; ++i) row[i] = a + i * lda;
-  Accumulators<Rows> c;
+  Accumulators<Rows> c = add ? Accumulators<Rows>(out) : Accumulators<Rows>();
   const float* __restrict pb = b.p;
   const int64_t b_step = Packed ? kNR : b.step;
   for (int64_t d = 0; d < kb; ++d) {
@@ -205,15 +212,15 @@ template <int Rows = kMR>
 __attribute__((always_inline)) inline void micro_kernel_rows(int64_t kb, const float* a,
                                                              int64_t lda, const float* next,
                                                              Strip<float> b, const float* b_next,
-                                                             MicroTile& out) {
+                                                             MicroTile& out, bool add = false) {
   const auto run = [&](auto fetch_a) __attribute__((always_inline)) {
     constexpr bool kFetchA = decltype(fetch_a)::value;
     if (b_next) {
-      micro_kernel_rows_strided<Rows, kFetchA, true, false>(kb, a, lda, next, b, b_next, out);
+      micro_kernel_rows_strided<Rows, kFetchA, true, false>(kb, a, lda, next, b, b_next, out, add);
     } else if (b.step == kNR) {
-      micro_kernel_rows_strided<Rows, kFetchA, false, true>(kb, a, lda, next, b, b_next, out);
+      micro_kernel_rows_strided<Rows, kFetchA, false, true>(kb, a, lda, next, b, b_next, out, add);
     } else {
-      micro_kernel_rows_strided<Rows, kFetchA, false, false>(kb, a, lda, next, b, b_next, out);
+      micro_kernel_rows_strided<Rows, kFetchA, false, false>(kb, a, lda, next, b, b_next, out, add);
     }
   };
   if (next) {
@@ -425,67 +432,87 @@ __attribute__((noinline)) inline void multiply_packed(const Panels<float, kMR>& 
 }
 
 // A last panel of A read in place with fewer rows than the kernel reads (rows): its panel_rows
-// rows of kb elements, lda apart, copied to scratch (rows x kb) with the last one repeated, so
-// that every row the kernel reads is in range (store_tile drops the extra ones).
+// rows of kb elements, lda apart, in `runs` runs `run_stride` apart, copied to scratch (rows x kb,
+// each row's runs one after the other) with the last row repeated, so that every row the kernel
+// reads is in range (store_tile drops the extra ones).
 template <class T>
 inline const T* padded_panel(const T* panel, int panel_rows, int rows, int64_t lda, int64_t kb,
-                             T* scratch) {
-  for (int r = 0; r < rows; ++r)
-    __builtin_memcpy(scratch + r * kb, panel + min64(r, panel_rows - 1) * lda, kb * sizeof(T));
+                             int64_t runs, int64_t run_stride, T* scratch) {
+  const int64_t run = kb / runs;
+  for (int r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < runs; ++k) {
+      __builtin_memcpy(scratch + r * kb + k * run,
+                       panel + min64(r, panel_rows - 1) * lda + k * run_stride, run * sizeof(T));
+    }
+  }
   return scratch;
 }
 
 // multiply_strips with A's block_rows x kb elements (T) read in place by Kernel from a, rows lda
 // apart, `steps` deep in Kernel's steps. A last panel of fewer than MR rows is padded in
 // `scratch` (padded_panel); one of at most MR / 2 rows goes to Short, Kernel for MR / 2 rows,
-// which computes only those.
-template <class T, class Element,
-          void (*Kernel)(int64_t, const T*, int64_t, const T*, Strip<Element>, const Element*,
-                         MicroTile&),
-          void (*Short)(int64_t, const T*, int64_t, const T*, Strip<Element>, const Element*,
-                        MicroTile&)>
-__attribute__((always_inline)) inline void multiply_rows_with(const T* a, int64_t lda,
-                                                              const Panels<Element, kNR>& pb,
-                                                              int64_t kb, int64_t steps,
-                                                              int64_t block_rows, int64_t cols,
-                                                              T* scratch, const OutputView& c,
-                                                              int64_t i, int64_t j, bool first) {
+// which computes only those. fp32 rows may come in `runs` runs of the depth, `run_stride` apart
+// (StridedOperand::row_runs): each micro-tile then takes them in turn, its sums kept in registers
+// from one run to the next, so that C is added into once per block however many runs it has.
+template <class T, class Element, auto Kernel, auto Short>
+__attribute__((always_inline)) inline void multiply_rows_with(
+    const T* a, int64_t lda, const Panels<Element, kNR>& pb, int64_t kb, int64_t steps,
+    int64_t block_rows, int64_t cols, T* scratch, const OutputView& c, int64_t i, int64_t j,
+    bool first, int64_t runs = 1, int64_t run_stride = 0) {
   const int64_t a_panels = div_up(block_rows, kMR), b_strips = div_up(cols, kNR);
-  // The last panel, padded once before the walk if partial.
+  const int64_t run_steps = steps / runs;
+  // The last panel, padded once before the walk if partial (its runs then one after the other).
   const int last_rows = int(block_rows - (a_panels - 1) * kMR);
   const bool last_short = last_rows <= kMR / 2;
   const T* last = a + (a_panels - 1) * kMR * lda;
-  int64_t last_lda = lda;
+  int64_t last_lda = lda, last_run_stride = run_stride;
   if (const int kernel_rows = last_short ? kMR / 2 : kMR; last_rows < kernel_rows) {
-    last = padded_panel(last, last_rows, kernel_rows, lda, kb, scratch);
+    last = padded_panel(last, last_rows, kernel_rows, lda, kb, runs, run_stride, scratch);
     last_lda = kb;
+    last_run_stride = kb / runs;
   }
   for_each_pair(c, i, j, block_rows, cols, first, pb.in_place(),
                 [&](int64_t p, int64_t q, MicroTile& acc) {
                   const bool is_last = p + 1 == a_panels;
                   const T* panel = is_last ? last : a + p * kMR * lda;
                   const int64_t panel_lda = is_last ? last_lda : lda;
+                  const int64_t panel_run_stride = is_last ? last_run_stride : run_stride;
                   // The next panel's lines are fetched during the first strip (none after:
                   // later strips reread this one from L1). The first panel's pass over an
                   // in-place B fetches its next strip.
                   const T* fetch = q == 0 && !is_last ? panel + kMR * lda : nullptr;
                   const Element* b_next = p == 0 ? pb.ahead(q, b_strips) : nullptr;
+                  const Strip<Element> b = pb[q];
+                  // The kernel as a constant, so that its call is inlined as before.
+                  const auto run = [&](auto kernel) __attribute__((always_inline)) {
+                    if constexpr (std::is_same_v<T, float>) {
+                      for (int64_t r = 0; r < runs; ++r) {
+                        const int64_t b_offset = r * run_steps * b.step;
+                        decltype(kernel)::value(run_steps, panel + r * panel_run_stride, panel_lda,
+                                                fetch ? fetch + r * run_stride : nullptr,
+                                                Strip<Element>{b.p + b_offset, b.step},
+                                                b_next ? b_next + b_offset : nullptr, acc, r > 0);
+                      }
+                    } else {
+                      decltype(kernel)::value(steps, panel, panel_lda, fetch, b, b_next, acc);
+                    }
+                  };
                   if (is_last && last_short) {
-                    Short(steps, panel, panel_lda, fetch, pb[q], b_next, acc);
+                    run(std::integral_constant<decltype(Short), Short>{});
                   } else {
-                    Kernel(steps, panel, panel_lda, fetch, pb[q], b_next, acc);
+                    run(std::integral_constant<decltype(Kernel), Kernel>{});
                   }
                 });
 }
 
-// multiply_rows_with for fp32 (not inlined, as multiply_packed).
-__attribute__((noinline)) inline void multiply_rows(const float* a, int64_t lda,
+// multiply_rows_with for fp32 (not inlined, as multiply_packed), A's rows in a's runs.
+__attribute__((noinline)) inline void multiply_rows(const RowRuns<float>& a, int64_t lda,
                                                     const Panels<float, kNR>& pb, int64_t kb,
                                                     int64_t block_rows, int64_t cols,
                                                     float* scratch, const OutputView& c, int64_t i,
                                                     int64_t j, bool first) {
   multiply_rows_with<float, float, micro_kernel_rows<>, micro_kernel_rows<kMR / 2>>(
-      a, lda, pb, kb, kb, block_rows, cols, scratch, c, i, j, first);
+      a.p, lda, pb, kb, kb, block_rows, cols, scratch, c, i, j, first, a.count, a.stride);
 }
 
 // A conv's weights as A, packed for the whole launch by a kernel before it (pack_rows_ahead)
@@ -609,8 +636,8 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
     const bool first = d0 == d_begin;
     const Panels<float, kNR> bp = block_panels<kNR>(b, b_panels, pb, j0, cols, d0, kb);
     if constexpr (std::is_same_v<A, StridedOperand<float>>) {
-      if (const float* rows_at = a.rows_in_place(i0, d0, kb)) {  // rows along the depth
-        multiply_rows(rows_at, a.wide_stride, bp, kb, rows, cols, pa, c, i0, j0, first);
+      if (const RowRuns<float> runs = a.row_runs(i0, d0, kb)) {  // rows along the depth
+        multiply_rows(runs, a.wide_stride, bp, kb, rows, cols, pa, c, i0, j0, first);
         continue;
       }
     }
@@ -1566,7 +1593,7 @@ __attribute__((noinline)) void multiply_window(const float* a, int64_t lda, cons
     const float* next = InPlace && p + 1 < a_panels ? panel + kMR * lda : panel;
     int64_t ld = InPlace ? lda : 1;
     if (InPlace && panel_rows < kMR) {
-      panel = next = padded_panel(panel, panel_rows, kMR, lda, kb, scratch);
+      panel = next = padded_panel(panel, panel_rows, kMR, lda, kb, 1, 0, scratch);
       ld = kb;
     }
     for_each_strip(c, i + p * kMR, j, panel_rows, cols, first, [&](int64_t q, MicroTile& acc) {

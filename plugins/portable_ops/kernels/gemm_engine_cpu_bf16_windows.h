@@ -373,7 +373,7 @@ __attribute__((noinline)) void multiply_window_bf16(
       const bf16* following = p + 1 < a_panels ? rows + kMR * lda : rows;
       row_bytes = lda * int64_t(sizeof(bf16));
       if (panel_rows < kMR) {
-        rows = following = padded_panel(rows, panel_rows, kMR, lda, kb, scratch);
+        rows = following = padded_panel(rows, panel_rows, kMR, lda, kb, 1, 0, scratch);
         row_bytes = kb * int64_t(sizeof(bf16));
       }
       panel = reinterpret_cast<const char*>(rows);

@@ -486,9 +486,10 @@ inline constexpr int64_t kMaxStagedTileM = 1152;
 // 256), and the depth splits instead (split-K: a partial dw^T per split, added up by the _reduce
 // kernel) into about kGroupsPerThread groups per thread. Depth blocks are whole output rows where
 // a row fits (then no block starts within a row), as deep as shared memory holds B's panel beside
-// the staged rows, up to 1024. Returns false where not even one depth of a tile fits, or the grid
-// would not hold the groups; in place, also where a block would cross images or the depth does
-// not split.
+// the staged rows, up to 1024; x read in place takes whole images where one fits (each image a
+// run of the rows kernel: StridedOperand::row_runs), else a block within one image. Returns false
+// where not even one depth of a tile fits, or the grid would not hold the groups; in place, also
+// where a block would cross images within a run or the depth does not split.
 inline bool plan_staged_window(int64_t m, int64_t n, int64_t k, const StagedWindow& w,
                                const GemmTarget& target, int32_t path, GemmPlan* out) {
   using namespace plan_detail;
@@ -509,10 +510,13 @@ inline bool plan_staged_window(int64_t m, int64_t n, int64_t k, const StagedWind
   const int64_t depth = div_up(k, splits);
   const int64_t room = target.shared_bytes / int64_t(sizeof(float));
   auto fits = [&](int64_t kb) { return tile_n * kb + w.floats(tile_m, kb) <= room; };
-  int64_t tile_k = min64(min64(depth, kMaxTileK), w.positions);
+  int64_t tile_k = min64(depth, kMaxTileK);
+  if (w.staged()) tile_k = min64(tile_k, w.positions);
   while (tile_k > 1 && !fits(tile_k)) --tile_k;
   if (!fits(tile_k)) return false;
-  if (tile_k >= w.row) {  // whole output rows, a divisor of the image's where one is near
+  if (!w.staged() && tile_k >= w.positions) {  // whole images
+    tile_k = tile_k / w.positions * w.positions;
+  } else if (tile_k >= w.row) {  // whole output rows, a divisor of the image's where one is near
     const int64_t rows = tile_k / w.row, image_rows = w.positions / w.row;
     int64_t even = rows;
     while (2 * even >= rows && image_rows % even != 0) --even;
@@ -524,10 +528,12 @@ inline bool plan_staged_window(int64_t m, int64_t n, int64_t k, const StagedWind
   t.block_m = static_cast<int32_t>(w.staged() ? tile_m : kCpuRowMultiple);
   t.split_depth = splits > 1 ? round_up(depth, tile_k) : k;
   t.splits = static_cast<int32_t>(div_up(k, t.split_depth));
-  // A read in place needs every block within one image (else it packs blocks of
-  // kCpuRowMultiple rows, all the room it has), and a split depth: the partials are stored as
+  // A read in place needs every block within one image or of whole images (else it packs blocks
+  // of kCpuRowMultiple rows, all the room it has), and a split depth: the partials are stored as
   // the micro-tiles lie, where dw^T itself takes a scattered store of each micro-tile per block.
-  if (!w.staged() && (w.positions % tile_k != 0 || t.splits == 1)) return false;
+  if (!w.staged() && ((w.positions % tile_k != 0 && tile_k % w.positions != 0) || t.splits == 1)) {
+    return false;
+  }
   t.partials = nullptr;
   plan.group[0] = plan.group[1] = 1;
   plan.shared_bytes =
