@@ -79,7 +79,8 @@ uint32_t max_group_items(const Op& op, const char* name);
 // The launch of row kernel `name`: `rows` rows of `length` elements, group x = work-items per row
 // (a power of two), group y = rows per group, the grid wrapped (see kernels/softmax_kernels.cpp). On the
 // CPU one item per row, whose vector lanes walk it, and rows of about 8K elements per group (a
-// pool thread's unit of work) while every thread still gets several groups. On a GPU about
+// pool thread's unit of work) while every thread still gets several groups; up to
+// kHostOneGroupElements in all, one group. On a GPU about
 // `per_item` elements per item, at most max_items (and max_group_items()) items per row, and
 // short rows stacked up to 256 items per group. Never more than max_group_items() in all.
 struct RowLaunch {

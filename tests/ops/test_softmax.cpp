@@ -222,6 +222,7 @@ const Rows kShapes[] = {
     {256, 256},
     {64, 1024},
     {16, 4096},             // DeepBench-like
+    {300, 500},             // past one group on the host: groups of 16 rows, the last of 12
     {9, 257, 30.0, 100.0},  // spread and offset: exp(x) alone would overflow
     {4, 63, 1.0, -50.0},    // all very negative: exp(x) alone would underflow
 };
