@@ -96,7 +96,7 @@ void multiply_tile(benchmark::State& state) {
   for (auto _ : state) {
     for (int64_t blk = 0; blk < blocks; ++blk) {
       if (kInPlace) {
-        multiply_rows(RowRuns<float>{a.p + blk * kb, kb, 1, 0}, kDepth,
+        multiply_rows(RowRuns<float>{a.p + blk * kb, 1, 0}, kDepth,
                       Panels<float, kNR>::packed(b.p, kb), kb, rows, cols, scratch.p, out, 0, 0,
                       blk == 0);
       } else {

@@ -81,12 +81,12 @@ struct SplitCursor {
 // A matrix in memory: element (w, d) at p[w * wide_stride + depth(d)], batch entry b at
 // p + b * batch_stride. GEMM's A and B (either transpose) and the conv weights and dy as A.
 #if PORTA_TARGET_CPU
-// Rows of an operand along the depth in `count` runs of `length` depths: run r of a row at
+// Rows of an operand along a block's depth in `count` runs of equal length: run r of a row at
 // p + r * stride from its start (StridedOperand::row_runs). False where there are none.
 template <class T>
 struct RowRuns {
   const T* p = nullptr;
-  int64_t length = 0, count = 0, stride = 0;
+  int64_t count = 0, stride = 0;
   explicit operator bool() const { return p != nullptr; }
 };
 #endif
@@ -128,11 +128,11 @@ struct StridedOperand {
   // wraps (x's or dy's positions, image by image), run r of a row `stride` after run 0. The
   // packed path's fp32 kernel reads them where they lie; no runs where they are neither.
   RowRuns<T> row_runs(int64_t w0, int64_t d0, int64_t dn) const {
-    if (const T* at = rows_in_place(w0, d0, dn)) return RowRuns<T>{at, dn, 1, 0};
+    if (const T* at = rows_in_place(w0, d0, dn)) return RowRuns<T>{at, 1, 0};
     if (depth.inner != 1 || depth.div <= 0 || d0 % depth.div != 0 || dn % depth.div != 0) {
       return RowRuns<T>{};
     }
-    return RowRuns<T>{p + w0 * wide_stride + depth(d0), depth.div, dn / depth.div, depth.outer};
+    return RowRuns<T>{p + w0 * wide_stride + depth(d0), dn / depth.div, depth.outer};
   }
   // Where the panels from w0 lie at depths from d0, depth.inner apart, each of its wide indices
   // side by side (a matrix stored along the wide side): the first one's start, which the packed
