@@ -320,7 +320,8 @@ porta_status_t stream_create(porta_backend_context_t context, int32_t device, vo
     // The worker binds itself to the device's CPUs before any other task; waiting for that
     // leaves the new stream idle, as a new stream must be.
     const std::vector<int>& cpus = owner.cpus();
-    stream->queue.enqueue([&cpus](ScratchBuffer&) { bind_current_thread(cpus); });
+    stream->queue.enqueue([&cpus](ScratchBuffer&) { bind_current_thread(cpus); }, nullptr,
+                          Runs::on_worker);
     std::string ignored;
     stream->queue.synchronize(&ignored);
     *out_stream = backend_of(context).streams().add(std::move(stream));
@@ -537,7 +538,8 @@ porta_status_t stream_launch_host_func(porta_backend_context_t, void* stream, po
                                       void* user_data) {
   return guarded("stream_launch_host_func", [&] {
     // Runs on the stream's worker, in order with the stream's other tasks.
-    stream_of(stream).enqueue([fn, user_data](ScratchBuffer&) { fn(user_data); });
+    stream_of(stream).enqueue([fn, user_data](ScratchBuffer&) { fn(user_data); }, nullptr,
+                              Runs::on_worker);
     return PORTA_SUCCESS;
   });
 }

@@ -54,10 +54,10 @@ CpuStream::~CpuStream() {
   worker_.join();
 }
 
-void CpuStream::enqueue(Task task, std::shared_ptr<Marker> marker) {
+void CpuStream::enqueue(Task task, std::shared_ptr<Marker> marker, Runs runs) {
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back(Entry{std::move(task), std::move(marker)});
+    queue_.push_back(Entry{std::move(task), std::move(marker), runs});
     ++submitted_;
   }
   work_.notify_one();
@@ -65,46 +65,49 @@ void CpuStream::enqueue(Task task, std::shared_ptr<Marker> marker) {
 
 void CpuStream::worker_main() {
   name_current_thread("porta-stream");
+  std::unique_lock lock(mutex_);
   for (;;) {
-    Task task;
-    std::shared_ptr<Marker> marker;
-    {
-      std::unique_lock lock(mutex_);
-      work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      // Stopping drains the queue first: queued markers must complete or their waiters hang.
-      if (queue_.empty()) return;
-      task = std::move(queue_.front().task);
-      marker = std::move(queue_.front().marker);
-      queue_.pop_front();
-    }
-    // Later tasks still run after a failure, as on a GPU stream: a failed launch must not leave
-    // the events recorded after it forever incomplete.
-    Error error{PORTA_SUCCESS, {}};
-    try {
-      if (task) task(scratch_);
-    } catch (...) {
-      error = error_of_current_exception("stream task");
-    }
-    task = nullptr;  // release what the task holds (argument blocks, markers) before reporting
-    if (error.status != PORTA_SUCCESS) {
-      try {
-        log(PORTA_LOG_DEBUG, "a queued operation failed: " + error.message);
-      } catch (...) {
-        // Out of memory for the log line; the error itself is still kept below.
-      }
-    }
-    {
-      std::lock_guard lock(mutex_);
-      if (error.status != PORTA_SUCCESS && error_ == PORTA_SUCCESS) {
-        error_ = error.status;
-        error_message_ = std::move(error.message);
-      }
-      ++completed_;
-      // Completed only once counted: whoever an event wakes must find the stream past it.
-      if (marker) marker->complete();
-    }
-    idle_.notify_all();
+    work_.wait(lock, [&] { return !running_ && (stopping_ || !queue_.empty()); });
+    // Stopping drains the queue first: queued markers must complete or their waiters hang.
+    if (queue_.empty()) return;
+    run_front(lock);
   }
+}
+
+void CpuStream::run_front(std::unique_lock<std::mutex>& lock) {
+  Entry entry = std::move(queue_.front());
+  queue_.pop_front();
+  running_ = true;
+  lock.unlock();
+  // Later tasks still run after a failure, as on a GPU stream: a failed launch must not leave
+  // the events recorded after it forever incomplete.
+  Error error{PORTA_SUCCESS, {}};
+  try {
+    if (entry.task) entry.task(scratch_);
+  } catch (...) {
+    error = error_of_current_exception("stream task");
+  }
+  entry.task = nullptr;  // release what the task holds (argument blocks, markers) before reporting
+  if (error.status != PORTA_SUCCESS) {
+    try {
+      log(PORTA_LOG_DEBUG, "a queued operation failed: " + error.message);
+    } catch (...) {
+      // Out of memory for the log line; the error itself is still kept below.
+    }
+  }
+  lock.lock();
+  if (error.status != PORTA_SUCCESS && error_ == PORTA_SUCCESS) {
+    error_ = error.status;
+    error_message_ = std::move(error.message);
+  }
+  ++completed_;
+  running_ = false;
+  // Completed only once counted: whoever an event wakes must find the stream past it.
+  if (entry.marker) entry.marker->complete();
+  idle_.notify_all();
+  // The worker may be waiting for running_ to clear: a task left that only it may run, or more
+  // queued meanwhile.
+  if (!queue_.empty() || stopping_) work_.notify_one();
 }
 
 porta_status_t CpuStream::take_error(std::string* message) {
@@ -117,7 +120,15 @@ porta_status_t CpuStream::take_error(std::string* message) {
 porta_status_t CpuStream::synchronize(std::string* message) {
   std::unique_lock lock(mutex_);
   const uint64_t target = submitted_;
-  idle_.wait(lock, [&] { return completed_ >= target; });
+  // The front entry is the earliest not yet taken, so everything run here was queued before the
+  // call.
+  while (completed_ < target) {
+    if (!running_ && !queue_.empty() && queue_.front().runs == Runs::anywhere) {
+      run_front(lock);
+    } else {
+      idle_.wait(lock);
+    }
+  }
   return take_error(message);
 }
 

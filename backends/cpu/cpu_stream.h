@@ -1,6 +1,7 @@
-// Streams and events. A stream is a FIFO of tasks run in order by the stream's own worker
-// thread, so enqueueing never waits for the work; an event is the latest marker recorded into a
-// stream.
+// Streams and events. A stream is a FIFO of tasks run in order, one at a time, by the stream's
+// own worker thread, so enqueueing never waits for the work; a thread that synchronizes runs the
+// tasks still waiting at the front itself, as long as they may run anywhere (below). An event is
+// the latest marker recorded into a stream.
 #pragma once
 
 #include <porta/porta.h>
@@ -50,9 +51,17 @@ class CpuEvent {
   std::shared_ptr<Marker> latest_;
 };
 
-// A unit of stream work. It runs on the stream's worker with the worker's scratch buffer and
-// reports failure by throwing (Failure, std::bad_alloc, ...).
+// A unit of stream work. It runs with the stream's scratch buffer and reports failure by throwing
+// (Failure, std::bad_alloc, ...).
 using Task = std::function<void(ScratchBuffer& scratch)>;
+
+// Where a task may run. Kernels, copies, sets and waits run `anywhere`: on the worker, or on a
+// thread that synchronizes the stream and finds them next in line while the worker is not
+// running one, which spares the hand-over to the worker and back (two wake-ups: tens of
+// microseconds each on a virtual machine whose idle vCPUs halt). Host functions (the vendor
+// libraries' calls among them, whose thread pools belong to the thread that calls them) and the
+// worker's own set-up run `on_worker` only, as a host function runs on a runtime thread on a GPU.
+enum class Runs { anywhere, on_worker };
 
 class CpuStream {
  public:
@@ -65,10 +74,11 @@ class CpuStream {
 
   // Queues task and returns at once. marker, if given, completes once the task has run and the
   // stream has counted it done.
-  void enqueue(Task task, std::shared_ptr<Marker> marker = nullptr);
+  void enqueue(Task task, std::shared_ptr<Marker> marker = nullptr, Runs runs = Runs::anywhere);
 
-  // Waits for every task queued before the call, then returns and clears the first error a task
-  // reported since the last time one was returned (*message gets its text).
+  // Waits for every task queued before the call, running those it may itself (Runs), then
+  // returns and clears the first error a task reported since the last time one was returned
+  // (*message gets its text).
   porta_status_t synchronize(std::string* message);
   // PORTA_NOT_READY while tasks queued before the call are pending; then as synchronize.
   porta_status_t query(std::string* message);
@@ -79,17 +89,23 @@ class CpuStream {
   void wait(const CpuEvent& event);
 
  private:
-  void worker_main();
-  porta_status_t take_error(std::string* message);  // mutex_ held
-
-  std::mutex mutex_;
-  std::condition_variable work_;  // a task was queued, or stopping_
-  std::condition_variable idle_;  // completed_ advanced
   struct Entry {
     Task task;  // may be empty: a bare marker
     std::shared_ptr<Marker> marker;
+    Runs runs = Runs::anywhere;
   };
+
+  void worker_main();
+  // Takes the front entry and runs it on this thread, the lock released meanwhile; running_ is
+  // set throughout, so the stream's tasks still run one at a time and in order.
+  void run_front(std::unique_lock<std::mutex>& lock);
+  porta_status_t take_error(std::string* message);  // mutex_ held
+
+  std::mutex mutex_;
+  std::condition_variable work_;  // a task was queued, running_ cleared, or stopping_
+  std::condition_variable idle_;  // completed_ advanced
   std::deque<Entry> queue_;
+  bool running_ = false;  // a thread (the worker or a synchronizing one) runs a task
   // Tickets: synchronize waits for completed_ to reach the submitted_ it saw, so a thread that
   // keeps enqueueing cannot starve it.
   uint64_t submitted_ = 0;
@@ -97,7 +113,7 @@ class CpuStream {
   porta_status_t error_ = PORTA_SUCCESS;
   std::string error_message_;
   bool stopping_ = false;
-  ScratchBuffer scratch_;  // the worker's; it joins the pool's work-group loops with it
+  ScratchBuffer scratch_;  // lent to the task that runs; it joins the pool's loops with it
   std::thread worker_;     // last: starts once everything above is constructed
 };
 

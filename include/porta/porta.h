@@ -442,9 +442,9 @@ PORTA_API porta_status_t porta_stream_native_handle(porta_stream_t stream, void*
 typedef void (*porta_host_fn_t)(void* user_data);
 
 /* Queues a call of fn(user_data) on the stream, as cudaLaunchHostFunc does: fn runs on a thread
- * of the runtime's choosing once all work queued on the stream before it has completed, and work
- * queued after it (and events recorded after it) waits until fn has returned. The call itself
- * returns at once. fn runs even when earlier work on the stream failed with an ordinary error
+ * of the runtime's choosing, never one that queued it or waits for the stream, once all work
+ * queued on the stream before it has completed, and work queued after it (and events recorded
+ * after it) waits until fn has returned. The call itself returns at once. fn runs even when earlier work on the stream failed with an ordinary error
  * (returned by the stream's next synchronize or query), and runs exactly once if this call
  * succeeds. After PORTA_ERROR_DEVICE_LOST on CUDA or HIP (see above) it never runs: this call
  * then returns DEVICE_LOST, or, if the device was lost after it returned, the stream's next

@@ -569,6 +569,70 @@ TEST_CASE("concurrency: more streams than cores launch and wait back to back",
   }
 }
 
+// Kernels, copies and host functions on one stream while other threads synchronize it again and
+// again (a backend may run work on a thread that waits for it, the CPU's does): the stream must
+// keep its order, and a host function never runs on a thread that queued it or waits.
+TEST_CASE("concurrency: a stream keeps its order while several threads synchronize it",
+          "[concurrency]" PT_KERNELS_TAG) {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Module module(device);
+    porta_kernel_t saxpy = module.kernel("saxpy");
+    constexpr int kRounds = 300, kN = 1000;  // 16 groups, or 1 where a round takes kOneGroup
+    constexpr int kOneGroup = 64;
+    Buffer x(device, kN * sizeof(float)), y(device, kN * sizeof(float));
+    Buffer staging(device, kRounds * sizeof(float), Buffer::kPinned);
+    PT_REQUIRE_OK(porta_memset(y.get(), 0, kN * sizeof(float)));
+    const std::vector<float> ones(kN, 1.0f);
+    PT_REQUIRE_OK(porta_memcpy(x.get(), ones.data(), kN * sizeof(float)));
+    Stream stream(device);
+    // Round r: y[0] += 1, y[0] copied to staging[r], and a host function that reads it.
+    struct Seen {
+      const float* from;
+      float value = -1.0f;
+      std::thread::id thread;
+      static void run(void* data) {
+        auto* seen = static_cast<Seen*>(data);
+        seen->value = *seen->from;
+        seen->thread = std::this_thread::get_id();
+      }
+    };
+    std::vector<Seen> seen(kRounds);
+    Failures failures;
+    std::atomic<bool> queued{false};
+    std::mutex waiters_mutex;
+    std::vector<std::thread::id> waiters;  // every thread that queues or synchronizes
+    run_threads(3, [&](int thread) {
+      {
+        std::lock_guard lock(waiters_mutex);
+        waiters.push_back(std::this_thread::get_id());
+      }
+      if (thread > 0) {  // waiters only
+        while (!queued) WORKER_OK(failures, porta_stream_synchronize(stream.get()));
+        return;
+      }
+      for (int r = 0; r < kRounds; ++r) {
+        float* copy = staging.as<float>() + r;
+        seen[r].from = copy;
+        const int n = r % 3 == 0 ? kOneGroup : kN;
+        WORKER_OK(failures, launch_saxpy(saxpy, n, 1.0f, x.as<float>(), y.as<float>(), kOneGroup,
+                                         stream.get()));
+        WORKER_OK(failures, porta_memcpy_async(copy, y.get(), sizeof(float), stream.get()));
+        WORKER_OK(failures, porta_stream_launch_host_func(stream.get(), Seen::run, &seen[r]));
+        if (r % 7 == 0) WORKER_OK(failures, porta_stream_synchronize(stream.get()));
+      }
+      WORKER_OK(failures, porta_stream_synchronize(stream.get()));
+      queued = true;
+    });
+    failures.report();
+    for (int r = 0; r < kRounds; ++r) {
+      INFO("round " << r);
+      CHECK(seen[r].value == static_cast<float>(r + 1));
+      CHECK(std::find(waiters.begin(), waiters.end(), seen[r].thread) == waiters.end());
+    }
+  }
+}
+
 // A stream destroyed, and the backend shut down, right after work, while the stream worker and
 // the pool threads are still on their way back to waiting: they must stop at once, not hang.
 TEST_CASE("concurrency: streams and the backend stop while their threads wait for work",
