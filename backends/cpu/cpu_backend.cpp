@@ -125,7 +125,7 @@ class Device {
 };
 
 // A stream and the device whose pool runs its kernels.
-struct BoundStream {
+struct BoundStream : std::enable_shared_from_this<BoundStream> {
   explicit BoundStream(Device& owner) : device(&owner) {}
   Device* device;
   CpuStream queue;
@@ -434,7 +434,9 @@ porta_status_t event_destroy(porta_backend_context_t, void* event) {
 
 porta_status_t event_record(porta_backend_context_t, void* event, void* stream) {
   return guarded("event_record", [&] {
-    stream_of(stream).record(event_of(event));
+    // The marker knows its stream through the registry's ownership, never keeping it alive.
+    const std::shared_ptr<BoundStream> bound = bound_of(stream).shared_from_this();
+    bound->queue.record(event_of(event), std::shared_ptr<CpuStream>(bound, &bound->queue));
     return PORTA_SUCCESS;
   });
 }
@@ -448,7 +450,14 @@ porta_status_t event_query(porta_backend_context_t, void* event) {
 
 porta_status_t event_synchronize(porta_backend_context_t, void* event) {
   return guarded("event_synchronize", [&] {
-    if (std::shared_ptr<Marker> marker = event_of(event).latest()) marker->wait();
+    std::shared_ptr<Marker> marker = event_of(event).latest();
+    if (!marker) return PORTA_SUCCESS;
+    // The host waits: it runs the stream's work up to the marker itself, as a synchronize does.
+    if (std::shared_ptr<CpuStream> stream = marker->stream()) {
+      stream->run_until(*marker);
+    } else {
+      marker->wait();  // its stream is gone, so drained: complete
+    }
     return PORTA_SUCCESS;
   });
 }

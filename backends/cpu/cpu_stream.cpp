@@ -138,8 +138,20 @@ porta_status_t CpuStream::query(std::string* message) {
   return take_error(message);
 }
 
-void CpuStream::record(CpuEvent& event) {
-  auto marker = std::make_shared<Marker>();
+void CpuStream::run_until(const Marker& marker) {
+  std::unique_lock lock(mutex_);
+  // Markers complete under the stream's lock (run_front), so this sees each completion.
+  while (!marker.is_complete()) {
+    if (!running_ && !queue_.empty() && queue_.front().runs == Runs::anywhere) {
+      run_front(lock);
+    } else {
+      idle_.wait(lock);
+    }
+  }
+}
+
+void CpuStream::record(CpuEvent& event, std::weak_ptr<CpuStream> self) {
+  auto marker = std::make_shared<Marker>(std::move(self));
   enqueue(nullptr, marker);
   event.set_latest(std::move(marker));
 }

@@ -22,18 +22,25 @@ namespace porta::cpu {
 
 using Clock = std::chrono::steady_clock;
 
-// A point in a stream, complete once the stream's worker reaches it. Shared by the event that
-// recorded it and by the waits that captured it, so re-recording or destroying the event leaves
-// earlier waits intact.
+class CpuStream;
+
+// A point in a stream, complete once the stream reaches it. Shared by the event that recorded it
+// and by the waits that captured it, so re-recording or destroying the event leaves earlier waits
+// intact.
 class Marker {
  public:
+  explicit Marker(std::weak_ptr<CpuStream> stream = {}) : stream_(std::move(stream)) {}
   void complete();
   bool is_complete() const;
   void wait() const;
-  // When the worker reached the marker; meaningful once complete.
+  // When the stream reached the marker; meaningful once complete.
   Clock::time_point time() const;
+  // The stream it was recorded into, while that lives: a host thread waiting for the marker can
+  // run the stream's work itself (CpuStream::run_until).
+  std::shared_ptr<CpuStream> stream() const { return stream_.lock(); }
 
  private:
+  const std::weak_ptr<CpuStream> stream_;
   mutable std::mutex mutex_;
   mutable std::condition_variable completed_;
   bool complete_ = false;
@@ -83,8 +90,11 @@ class CpuStream {
   // PORTA_NOT_READY while tasks queued before the call are pending; then as synchronize.
   porta_status_t query(std::string* message);
 
-  // Captures the work queued so far into event.
-  void record(CpuEvent& event);
+  // Captures the work queued so far into event. self: this stream, shared with its owner, so that
+  // a wait for the event can run the stream's work as long as the stream lives.
+  void record(CpuEvent& event, std::weak_ptr<CpuStream> self);
+  // Runs or waits for the stream's tasks, as synchronize does, until marker is complete.
+  void run_until(const Marker& marker);
   // Makes later tasks wait, on the worker, for the marker event holds now.
   void wait(const CpuEvent& event);
 

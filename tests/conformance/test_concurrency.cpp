@@ -569,9 +569,10 @@ TEST_CASE("concurrency: more streams than cores launch and wait back to back",
   }
 }
 
-// Kernels, copies and host functions on one stream while other threads synchronize it again and
-// again (a backend may run work on a thread that waits for it, the CPU's does): the stream must
-// keep its order, and a host function never runs on a thread that queued it or waits.
+// Kernels, copies and host functions on one stream while other threads synchronize it, or an
+// event recorded into it, again and again (a backend may run work on a thread that waits for it,
+// the CPU's does): the stream must keep its order, and a host function never runs on a thread
+// that queued it or waits.
 TEST_CASE("concurrency: a stream keeps its order while several threads synchronize it",
           "[concurrency]" PT_KERNELS_TAG) {
   for (porta_device_t device : devices()) {
@@ -586,6 +587,7 @@ TEST_CASE("concurrency: a stream keeps its order while several threads synchroni
     const std::vector<float> ones(kN, 1.0f);
     PT_REQUIRE_OK(porta_memcpy(x.get(), ones.data(), kN * sizeof(float)));
     Stream stream(device);
+    Event progress(device);  // recorded after each round
     // Round r: y[0] += 1, y[0] copied to staging[r], and a host function that reads it.
     struct Seen {
       const float* from;
@@ -602,13 +604,17 @@ TEST_CASE("concurrency: a stream keeps its order while several threads synchroni
     std::atomic<bool> queued{false};
     std::mutex waiters_mutex;
     std::vector<std::thread::id> waiters;  // every thread that queues or synchronizes
-    run_threads(3, [&](int thread) {
+    run_threads(4, [&](int thread) {
       {
         std::lock_guard lock(waiters_mutex);
         waiters.push_back(std::this_thread::get_id());
       }
-      if (thread > 0) {  // waiters only
+      if (thread == 1 || thread == 2) {  // waiters on the stream
         while (!queued) WORKER_OK(failures, porta_stream_synchronize(stream.get()));
+        return;
+      }
+      if (thread == 3) {  // a waiter on the event
+        while (!queued) WORKER_OK(failures, porta_event_synchronize(progress.get()));
         return;
       }
       for (int r = 0; r < kRounds; ++r) {
@@ -619,6 +625,7 @@ TEST_CASE("concurrency: a stream keeps its order while several threads synchroni
                                          stream.get()));
         WORKER_OK(failures, porta_memcpy_async(copy, y.get(), sizeof(float), stream.get()));
         WORKER_OK(failures, porta_stream_launch_host_func(stream.get(), Seen::run, &seen[r]));
+        WORKER_OK(failures, porta_event_record(progress.get(), stream.get()));
         if (r % 7 == 0) WORKER_OK(failures, porta_stream_synchronize(stream.get()));
       }
       WORKER_OK(failures, porta_stream_synchronize(stream.get()));

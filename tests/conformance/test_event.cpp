@@ -1,4 +1,7 @@
 // Events: create, record, query, synchronize, elapsed time, destroy.
+#include <cmath>
+#include <cstring>
+
 #include "common.h"
 
 using namespace porta_test;
@@ -69,6 +72,32 @@ TEST_CASE("event: record, query and synchronize around real work", "[event]" PT_
     PT_CHECK_STATUS(PORTA_SUCCESS, porta_stream_query(stream.get()));
     PT_REQUIRE_OK(porta_event_elapsed_ms(start.get(), end.get(), &ms));
     CHECK(ms > 0.0f);
+  }
+}
+
+TEST_CASE("event: outlives the stream it was recorded into", "[event]" PT_KERNELS_TAG) {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Module module(device);
+    porta_kernel_t spin = module.kernel("spin");
+    Buffer out(device, 256);
+    PT_REQUIRE_OK(porta_memset(out.get(), 0xFF, 256));  // NaN until the spin writes it
+    Event start(device), end(device);
+    porta_stream_t stream = nullptr;
+    PT_REQUIRE_OK(porta_stream_create(device, &stream));
+    PT_REQUIRE_OK(porta_event_record(start.get(), stream));
+    PT_REQUIRE_OK(launch_spin(device, spin, out.as<float>(), stream));
+    PT_REQUIRE_OK(porta_event_record(end.get(), stream));
+    // Destroyed with its work queued: the work still completes, and so do the events.
+    PT_REQUIRE_OK(porta_stream_destroy(stream));
+    PT_REQUIRE_OK(porta_event_synchronize(end.get()));
+    PT_CHECK_STATUS(PORTA_SUCCESS, porta_event_query(end.get()));
+    float ms = -1.0f;
+    PT_REQUIRE_OK(porta_event_elapsed_ms(start.get(), end.get(), &ms));
+    CHECK(ms > 0.0f);
+    float result = 0.0f;
+    std::memcpy(&result, download(out.get(), sizeof(float)).data(), sizeof(float));
+    CHECK(std::isfinite(result));
   }
 }
 
