@@ -148,6 +148,10 @@ __attribute__((always_inline)) inline void micro_kernel_strided(int64_t kb, Stri
   const float* __restrict pa = a.p;
   const float* __restrict pb = b.p;
   const int64_t a_step = Packed ? kMR : a.step, b_step = Packed ? kNR : b.step;
+  // Four depths a pass, here and in the rows and staged kernels: the loop's own counting and
+  // pointer steps come a quarter as often (docs/decisions.md, "The micro-kernels' depth loops
+  // unrolled four times").
+#pragma GCC unroll 4
   for (int64_t d = 0; d < kb; ++d) {
     if constexpr (Fetch) prefetch_strip_row(b_next + d * b.step);
     c.add([&](int i) { return pa[i]; }, pb);
@@ -196,6 +200,7 @@ __attribute__((always_inline)) inline void micro_kernel_rows_strided(int64_t kb,
   Accumulators<Rows> c = add ? Accumulators<Rows>(out) : Accumulators<Rows>();
   const float* __restrict pb = b.p;
   const int64_t b_step = Packed ? kNR : b.step;
+#pragma GCC unroll 4
   for (int64_t d = 0; d < kb; ++d) {
     if constexpr (FetchA) {
       if (const int64_t r = d & 7; r < Rows) __builtin_prefetch(next + r * lda + d, 0, 2);
@@ -1287,6 +1292,7 @@ __attribute__((always_inline)) inline void micro_kernel_segments(const float* co
   Accumulators<Rows> c;
   for (int64_t d = 0, n = first_len; d < kb; d += n, n = len) {
     n = min64(n, kb - d);
+#pragma GCC unroll 4
     for (int64_t e = 0; e < n; ++e) {
       c.add([&](int i) { return row[i][e]; }, b);
       b += kNR;
