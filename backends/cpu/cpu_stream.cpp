@@ -1,5 +1,7 @@
 #include "cpu_stream.h"
 
+#include <pthread.h>
+
 #include <utility>
 
 #include "cpu_device.h"
@@ -10,6 +12,28 @@ namespace porta::cpu {
 using plugin::Error;
 using plugin::error_of_current_exception;
 using plugin::log;
+
+namespace {
+
+// Whether the calling thread's stack has room to run a task: a kernel's groups take tens of KiB
+// of it (a 256^3 GEMM failed in a thread of 64 KiB). A thread with less (one its creator made
+// small, or a C library's small default) leaves the tasks to the worker, as before.
+bool stack_has_room() {
+  constexpr size_t kTaskStackBytes = size_t{256} << 10;
+  thread_local const char* const lowest = []() -> const char* {
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) return nullptr;
+    void* base = nullptr;
+    size_t size = 0;
+    const bool known = pthread_attr_getstack(&attr, &base, &size) == 0;
+    pthread_attr_destroy(&attr);
+    return known ? static_cast<const char*>(base) : nullptr;
+  }();
+  const auto* here = static_cast<const char*>(__builtin_frame_address(0));
+  return lowest && here > lowest && static_cast<size_t>(here - lowest) >= kTaskStackBytes;
+}
+
+}  // namespace
 
 void Marker::complete() {
   std::lock_guard lock(mutex_);
@@ -120,10 +144,11 @@ porta_status_t CpuStream::take_error(std::string* message) {
 porta_status_t CpuStream::synchronize(std::string* message) {
   std::unique_lock lock(mutex_);
   const uint64_t target = submitted_;
+  const bool may_run = stack_has_room();
   // The front entry is the earliest not yet taken, so everything run here was queued before the
   // call.
   while (completed_ < target) {
-    if (!running_ && !queue_.empty() && queue_.front().runs == Runs::anywhere) {
+    if (may_run && !running_ && !queue_.empty() && queue_.front().runs == Runs::anywhere) {
       run_front(lock);
     } else {
       idle_.wait(lock);
@@ -140,9 +165,10 @@ porta_status_t CpuStream::query(std::string* message) {
 
 void CpuStream::run_until(const Marker& marker) {
   std::unique_lock lock(mutex_);
+  const bool may_run = stack_has_room();
   // Markers complete under the stream's lock (run_front), so this sees each completion.
   while (!marker.is_complete()) {
-    if (!running_ && !queue_.empty() && queue_.front().runs == Runs::anywhere) {
+    if (may_run && !running_ && !queue_.empty() && queue_.front().runs == Runs::anywhere) {
       run_front(lock);
     } else {
       idle_.wait(lock);

@@ -83,8 +83,9 @@ class CpuStream {
   // stream has counted it done.
   void enqueue(Task task, std::shared_ptr<Marker> marker = nullptr, Runs runs = Runs::anywhere);
 
-  // Waits for every task queued before the call, running those it may itself (Runs), then
-  // returns and clears the first error a task reported since the last time one was returned
+  // Waits for every task queued before the call, running those it may itself (Runs; where the
+  // calling thread's stack has room for them), then returns and clears the first error a task
+  // reported since the last time one was returned
   // (*message gets its text).
   porta_status_t synchronize(std::string* message);
   // PORTA_NOT_READY while tasks queued before the call are pending; then as synchronize.

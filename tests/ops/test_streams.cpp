@@ -5,6 +5,9 @@
 // simple bounds: max-pool exact and GEMM at its own tolerance (test_gemm.cpp), cross-entropy at
 // (cols + rows + 64) * 2^-23 of |value| plus a floor of |loss| + 1, or 1/rows for the gradient
 // (looser than test_softmax.cpp's derivation, but 1000 times tighter than any mix-up).
+#include <pthread.h>
+
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <thread>
@@ -162,4 +165,51 @@ TEST_CASE("streams: a small op right after a large one on the same stream", "[st
   before.check();
   big.check();
   after.check();
+}
+
+// A host thread with a small stack that queues ops and synchronizes: a backend that runs the
+// work on the waiting thread (the CPU's does) must not do so where the stack has no room for it.
+// Sanitizer builds skip it: their own frames alone outgrow such a stack.
+TEST_CASE("streams: a thread with a small stack queues ops and synchronizes", "[streams]") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  WARN("skipped in a sanitizer build: its instrumented frames need more than 64 KiB of stack");
+#else
+  Env env;
+  constexpr int64_t n = 256;  // a 256^3 GEMM's groups took more than 64 KiB of stack
+  DeviceArray<float> a(env, n * n), b(env, n * n), c(env, n * n);
+  a.upload(std::vector<float>(n * n, 1.0f));
+  b.upload(std::vector<float>(n * n, 0.5f));
+  porta_gemm_desc_t d{};
+  d.struct_size = sizeof d;
+  d.m = d.n = d.k = n, d.lda = d.ldb = d.ldc = n;
+  d.alpha = 1.0f, d.batch_count = 1, d.dtype = PORTA_DTYPE_F32;
+  struct Call {
+    const Env* env;
+    const porta_gemm_desc_t* desc;
+    const float *a, *b;
+    float* c;
+    porta_status_t status = PORTA_SUCCESS;
+    static void* run(void* data) {
+      auto* call = static_cast<Call*>(data);
+      // Again and again: the stream's worker may take a single call before the thread waits.
+      for (int i = 0; i < 50 && call->status == PORTA_SUCCESS; ++i) {
+        call->status = porta_gemm(call->env->stream(), call->desc, call->a, call->b, call->c);
+        if (call->status == PORTA_SUCCESS) {
+          call->status = porta_stream_synchronize(call->env->stream());
+        }
+      }
+      return nullptr;
+    }
+  } call{&env, &d, a.get(), b.get(), c.get()};
+  pthread_attr_t attr;
+  REQUIRE(pthread_attr_init(&attr) == 0);
+  REQUIRE(pthread_attr_setstacksize(&attr, size_t{64} << 10) == 0);
+  pthread_t thread;
+  REQUIRE(pthread_create(&thread, &attr, Call::run, &call) == 0);
+  REQUIRE(pthread_join(thread, nullptr) == 0);
+  pthread_attr_destroy(&attr);
+  PT_REQUIRE_OK(call.status);
+  const std::vector<float> result = c.download();
+  CHECK(std::count(result.begin(), result.end(), 0.5f * n) == n * n);  // exact in fp32
+#endif
 }
