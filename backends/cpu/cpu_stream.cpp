@@ -141,19 +141,24 @@ porta_status_t CpuStream::take_error(std::string* message) {
   return status;
 }
 
-porta_status_t CpuStream::synchronize(std::string* message) {
-  std::unique_lock lock(mutex_);
-  const uint64_t target = submitted_;
+template <class Done>
+void CpuStream::run_or_wait(std::unique_lock<std::mutex>& lock, Done done) {
   const bool may_run = stack_has_room();
-  // The front entry is the earliest not yet taken, so everything run here was queued before the
-  // call.
-  while (completed_ < target) {
+  while (!done()) {
     if (may_run && !running_ && !queue_.empty() && queue_.front().runs == Runs::anywhere) {
       run_front(lock);
     } else {
       idle_.wait(lock);
     }
   }
+}
+
+porta_status_t CpuStream::synchronize(std::string* message) {
+  std::unique_lock lock(mutex_);
+  const uint64_t target = submitted_;
+  // The front entry is the earliest not yet taken, so everything run here was queued before the
+  // call.
+  run_or_wait(lock, [&] { return completed_ >= target; });
   return take_error(message);
 }
 
@@ -165,15 +170,8 @@ porta_status_t CpuStream::query(std::string* message) {
 
 void CpuStream::run_until(const Marker& marker) {
   std::unique_lock lock(mutex_);
-  const bool may_run = stack_has_room();
   // Markers complete under the stream's lock (run_front), so this sees each completion.
-  while (!marker.is_complete()) {
-    if (may_run && !running_ && !queue_.empty() && queue_.front().runs == Runs::anywhere) {
-      run_front(lock);
-    } else {
-      idle_.wait(lock);
-    }
-  }
+  run_or_wait(lock, [&] { return marker.is_complete(); });
 }
 
 void CpuStream::record(CpuEvent& event, std::weak_ptr<CpuStream> self) {

@@ -85,8 +85,7 @@ class CpuStream {
 
   // Waits for every task queued before the call, running those it may itself (Runs; where the
   // calling thread's stack has room for them), then returns and clears the first error a task
-  // reported since the last time one was returned
-  // (*message gets its text).
+  // reported since the last time one was returned (*message gets its text).
   porta_status_t synchronize(std::string* message);
   // PORTA_NOT_READY while tasks queued before the call are pending; then as synchronize.
   porta_status_t query(std::string* message);
@@ -110,6 +109,10 @@ class CpuStream {
   // Takes the front entry and runs it on this thread, the lock released meanwhile; running_ is
   // set throughout, so the stream's tasks still run one at a time and in order.
   void run_front(std::unique_lock<std::mutex>& lock);
+  // Until done() (checked under the lock): runs the front task where this thread may (Runs, and
+  // room on its stack) and no other thread runs one, else waits for the next completion.
+  template <class Done>
+  void run_or_wait(std::unique_lock<std::mutex>& lock, Done done);
   porta_status_t take_error(std::string* message);  // mutex_ held
 
   std::mutex mutex_;
