@@ -22,7 +22,10 @@ class ScratchBuffer {
   ScratchBuffer(const ScratchBuffer&) = delete;
   ScratchBuffer& operator=(const ScratchBuffer&) = delete;
 
-  // At least bytes (> 0) of storage; the contents are not kept. Throws std::bad_alloc.
+  // At least bytes (> 0) of storage: the same block, contents kept, while it is large enough
+  // (a thread's groups of one launch share it in turn, and the GEMM engine's next group reuses
+  // what the one before packed there); a new one, contents lost, when it must grow. Throws
+  // std::bad_alloc.
   void* reserve(size_t bytes);
 
  private:

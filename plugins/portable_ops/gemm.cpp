@@ -1,6 +1,7 @@
 // Host side of GEMM: the launch plan (kernels/gemm_params.h) for the stream's device, and the
 // launch of gemm_<dtype>. The plan is shared with the convolutions (conv.cpp), which run on the
 // same engine.
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -44,6 +45,13 @@ float* provide_scratch(const Op& context, porta_ops::GemmPlan& plan, int64_t ext
       scratch_for(context, static_cast<size_t>(partial_floats + extra_floats) * sizeof(float)));
   if (plan.partial_floats > 0) plan.tiles.partials = scratch->as<float>();
   return extra_floats > 0 ? scratch->as<float>() + partial_floats : nullptr;
+}
+
+// Gives a plan about to be launched its number (GemmTiles::launch): the CPU's groups reuse a
+// block of B that the thread's previous group of the same launch packed, and only of that one.
+void number_launch(porta_ops::GemmPlan& plan) {
+  static std::atomic<uint64_t> launches{0};
+  plan.tiles.launch = launches.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
 // What the plans size their tiles for: the stream's device, its threads and group memory.
@@ -95,6 +103,7 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
       ahead ? plan.tiles.tiles_m * (plan.tiles.tile_m + porta_ops::kCpuRowMultiple) * k : 0;
   float* packed = provide_scratch(context, plan, packed_floats, scratch);
   if (packed_a) *packed_a = packed;
+  number_launch(plan);
   return plan;
 }
 
@@ -128,6 +137,7 @@ bool plan_staged_launch(const Op& context, int64_t m, int64_t n, int64_t k,
     return false;
   }
   provide_scratch(context, *plan, 0, scratch);
+  number_launch(*plan);
   return true;
 }
 

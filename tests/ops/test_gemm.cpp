@@ -419,6 +419,38 @@ TEST_CASE("gemm: f16 and bf16 inputs are exact-product fp32 GEMMs, or UNSUPPORTE
   }
 }
 
+// On the CPU a thread's next row tile multiplies the block of B it packed for the one before,
+// within one launch only: B rewritten in place between calls, and batch entries whose Bs differ
+// at one address's distance, must each be read afresh. Tall and narrow, so that many row tiles
+// share one column tile and one depth block.
+TEST_CASE("gemm: a block of B packed by one call is not taken by the next", "[gemm]") {
+  Env env;
+  Rng rng(seed_for(1));
+  const int64_t m = 1000, n = 96, k = 300;
+  const std::vector<float> a = normal(rng, m * k);
+  Floats da(env, a.size());
+  da.upload(a);
+  for (const int64_t batch : {1, 2}) {
+    porta_gemm_desc_t desc{};
+    desc.struct_size = sizeof desc;
+    desc.m = m, desc.n = n, desc.k = k, desc.lda = k, desc.ldb = n, desc.ldc = n;
+    desc.stride_a = 0, desc.stride_b = k * n, desc.stride_c = m * n;
+    desc.alpha = 1.0f, desc.beta = 0.0f, desc.batch_count = batch, desc.dtype = PORTA_DTYPE_F32;
+    Floats db(env, batch * k * n), dc(env, batch * m * n);
+    for (int call = 0; call < 3; ++call) {
+      INFO("batch " << batch << ", call " << call);
+      const std::vector<float> b = normal(rng, batch * k * n);
+      db.upload(b);
+      PT_REQUIRE_OK(porta_gemm(nullptr, &desc, da.get(), db.get(), dc.get()));
+      PT_REQUIRE_OK(porta_stream_synchronize(nullptr));
+      std::vector<double> ref(batch * m * n), scale(batch * m * n);
+      ops_ref::gemm(desc, widen(a).data(), widen(b).data(), ref.data());
+      ops_ref::gemm(desc, abs_of(widen(a)).data(), abs_of(widen(b)).data(), scale.data());
+      PT_CHECK_CLOSE(compare("C", dc.download(), ref, scale, double(k + 2) * kUlp));
+    }
+  }
+}
+
 TEST_CASE("gemm: the NULL stream is the default device's default stream", "[gemm]") {
   Env env;
   Rng rng(seed_for(0));
@@ -453,10 +485,11 @@ void check_keeps_tiles(const porta_ops::GemmTiles& p, const porta_ops::GemmTiles
 
 }  // namespace
 
-TEST_CASE("gemm plan: an A read in place goes deeper within the same shared memory",
-          "[gemm][plan]") {
-  // The tiles stay those of the packed plan; the blocks may only deepen, and the group's shared
-  // memory must still hold B's panel and one panel of rows of A (a partial last one's copy).
+TEST_CASE("gemm plan: an A read in place takes taller tiles and deeper blocks", "[gemm][plan]") {
+  // Rows shrink before columns (down to 128), since each column tile streams A again while a
+  // thread's next row tile multiplies the block of B it packed last; blocks go deeper than the
+  // packed plan's for the same tiles, and the group's shared memory must still hold B's panel and
+  // one panel of rows of A (a partial last one's copy).
   const int64_t shapes[][3] = {{2560, 64, 2560}, {1760, 128, 1760}, {1024, 1024, 1024},
                                {35, 8457, 2560}, {203, 97, 600},    {5, 70, 1031},
                                {33, 16, 25000},  {4096, 4096, 4096}, {1, 1, 1}};
@@ -470,12 +503,26 @@ TEST_CASE("gemm plan: an A read in place goes deeper within the same shared memo
                                    &in_place, true));
       const porta_ops::GemmTiles &p = packed.tiles, &t = in_place.tiles;
       INFO(s[0] << "x" << s[1] << "x" << s[2] << " on " << threads << " threads");
-      check_keeps_tiles(p, t, s[2]);
+      CHECK(t.tile_n >= p.tile_n);
+      CHECK(t.tiles_m * t.tile_m >= s[0]);
+      CHECK(t.tiles_n * t.tile_n >= s[1]);
+      CHECK(t.tiles_m * t.tiles_n * t.splits >=
+            std::min<int64_t>(p.tiles_m * p.tiles_n * p.splits, 4 * threads));
+      if (t.tile_m == p.tile_m && t.tile_n == p.tile_n) CHECK(t.tile_k >= p.tile_k);
+      CHECK(t.tile_k <= t.split_depth);
+      CHECK(int64_t{t.splits} * t.split_depth >= s[2]);
       CHECK(in_place.shared_bytes <= target.shared_bytes);
       CHECK(int64_t{in_place.shared_bytes} >=
             (int64_t{t.tile_n} + porta_ops::kCpuRowMultiple) * t.tile_k * 4);
     }
   }
+  // 1760x128x1760 on two threads: eight row tiles of all 128 columns (A streamed once), where
+  // the packed plan takes two column tiles.
+  const porta_ops::GemmTarget two{true, 2, 256 * 1024};
+  porta_ops::GemmPlan plan{};
+  REQUIRE(porta_ops::plan_gemm(1760, 128, 1760, 1, two, porta_ops::kGemmPathNative, &plan, true));
+  CHECK(plan.tiles.tiles_n == 1);
+  CHECK(plan.tiles.tiles_m == 8);
 }
 
 TEST_CASE("gemm plan: B's strips read in place take no room and keep the tiles", "[gemm][plan]") {

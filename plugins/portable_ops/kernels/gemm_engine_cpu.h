@@ -15,6 +15,7 @@
 #pragma once
 
 #include <type_traits>
+#include <utility>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include "x86_intrinsics.h"
@@ -610,9 +611,28 @@ bool window_gemm(const A& a, const WindowOperand<float>& b, const OutputView& c,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end);
 #endif
 
+// The block of B a thread packed last into its shared memory (packed_gemm): the launch
+// (GemmTiles::launch), the operand (a batch entry's), where the block went, its columns and
+// depths. The CPU backend runs a thread's groups of one launch one after another on the same
+// shared memory and leaves it as the last group left it, so a group whose block matches
+// multiplies it as it lies: a row tile after another of the same columns packs nothing (a
+// plain GEMM's B is the same block for every row tile where the depth takes one block). In
+// static TLS, as porta::detail::current_group.
+struct PackedB {
+  uint64_t launch = 0;
+  const void* operand = nullptr;
+  const float* at = nullptr;
+  int64_t j0 = 0, d0 = 0, kb = 0;
+  bool operator==(const PackedB&) const = default;
+};
+inline thread_local PackedB last_packed_b __attribute__((tls_model("initial-exec")));
+
 template <class A, class B>
 void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s,
                  const GemmTiles& t, int64_t i0, int64_t j0, int64_t d_begin, int64_t d_end) {
+  // What the shared memory holds; whatever runs below may write it, so the record is cleared
+  // until the block it describes is known to be there.
+  PackedB held = std::exchange(last_packed_b, PackedB{});
 #if PORTA_GEMM_AMX
   if constexpr (bf16_operands<A, B>() && std::is_same_v<A, StridedOperand<bf16>>) {
     if (t.path == kGemmPathNative && has_amx_bf16() &&
@@ -639,7 +659,13 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
     const int64_t kb = min64(kc, d_end - d0);
     const bool first = d0 == d_begin;
-    const Panels<float, kNR> bp = block_panels<kNR>(b, b_panels, pb, j0, cols, d0, kb);
+    const PackedB block{t.launch, b.p, pb, j0, d0, kb};
+    const bool packed_before = !b_panels && t.launch != 0 && block == held;
+    const Panels<float, kNR> bp = packed_before
+                                      ? Panels<float, kNR>::packed(pb, kb)
+                                      : block_panels<kNR>(b, b_panels, pb, j0, cols, d0, kb);
+    held = b_panels ? PackedB{} : block;  // in place, a partial last strip may be packed there
+    last_packed_b = held;
     if constexpr (std::is_same_v<A, StridedOperand<float>>) {
       if (const RowRuns<float> runs = a.row_runs(i0, d0, kb)) {  // rows along the depth
         multiply_rows(runs, a.wide_stride, bp, kb, rows, cols, pa, c, i0, j0, first);

@@ -66,6 +66,9 @@ struct GemmTiles {
   float* partials;
   // CPU: the kGemmPanels* operands whose panels the packed path reads where they are stored.
   int32_t panels_in_place;
+  // CPU: the host's number for this launch (0: none), unique in the process, so that a thread's
+  // group can tell a block of B packed by its previous group of the same launch (packed_gemm).
+  uint64_t launch;
 };
 
 // Operands stored as packed panels are, at a stride: an fp32 B along its rows (NN, TN) has each
@@ -76,7 +79,7 @@ enum : int32_t {
   kGemmPanelsB = 2,
 };
 
-static_assert(sizeof(GemmTiles) == 64, "GemmTiles is copied bytewise between host and kernels");
+static_assert(sizeof(GemmTiles) == 72, "GemmTiles is copied bytewise between host and kernels");
 
 // Work-items per group of the _reduce kernels, one output element each on a GPU; on the CPU,
 // whose groups run on one thread, a group adds up a kReduceBlock x kReduceBlock block of C.
@@ -313,10 +316,12 @@ inline int64_t choose_splits(int64_t groups, int64_t want, int64_t k, int64_t mi
 // block_m x tile_k of A and runs the micro-kernel over the pair. Both packed blocks are the
 // group's shared memory, so (block_m + tile_n) * tile_k floats fit the device's limit (half the
 // core's L2, 256 KiB to 1 MiB), and with the C tile they stay in the L2. Large tiles pack each
-// element of A and B fewer times (A once per column tile, B once per row tile). The grid still
-// needs several groups per thread, about 4: tiles shrink first (columns to 64, then rows to 64),
-// then a deep product splits k (split-K, a fixed-order reduction after), then rows shrink
-// further; tiles are evened out so that the last row or column tile is not a sliver.
+// element of A and B fewer times (A once per column tile, B once per row tile, unless the
+// thread's previous row tile packed the same block). The grid still needs several groups per
+// thread, about 4: tiles shrink first (columns to 64, then rows to 64; an A read in place, rows
+// to 128 before that), then a deep product splits k (split-K, a fixed-order reduction after),
+// then rows shrink further; tiles are evened out so that the last row or column tile is not a
+// sliver.
 //
 // GPU (and the tiled path anywhere): kTiledM x kTiledN tiles, kTiledItems^2 work-items, and
 // split-K up to about 2 groups per compute unit when the tiles alone are fewer than the units
@@ -363,6 +368,8 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
   } else {
     constexpr int64_t kMaxTileN = 256, kMinTileN = 64, kMaxBlockM = 96, kMaxTileM = 384;
     constexpr int64_t kMinTileMBeforeSplit = 64;
+    // Not below the tiles that read B in place (kMaxRowsPanelsB, below).
+    constexpr int64_t kMinRowsFirst = 128;
     constexpr int64_t kMaxTileK = 256;
     constexpr int64_t kMinSplitDepth = 512, kMaxSplits = 16;
     constexpr int64_t kMaxPartialFloats = int64_t{16} << 20;  // 64 MiB
@@ -380,6 +387,12 @@ inline bool plan_gemm(int64_t m, int64_t n, int64_t k, int64_t batch, const Gemm
     auto tiles = [&] { return div_up(m, tile_m) * div_up(n, tile_n) * batch; };
     // Smaller tiles before split-K, whose reduction is a second pass over C (a fifth of the time
     // of 2560x64x2560 when it split); the depth splits only when tiles of 64 rows are too few.
+    // An A read in place shrinks its rows first, down to kMinRowsFirst: a row tile streams its
+    // rows of A once whatever its width, and a thread's next row tile multiplies the block of B
+    // it packed last again (packed_gemm), so narrower columns would only stream A once more.
+    if (a_in_place) {
+      while (tiles() < want && tile_m > kMinRowsFirst) tile_m -= kCpuRowMultiple;
+    }
     while (tiles() < want && tile_n > kMinTileN) tile_n -= kCpuColumnMultiple;
     while (tiles() < want && tile_m > kMinTileMBeforeSplit) tile_m -= kCpuRowMultiple;
     splits = choose_splits(tiles(), want, k, kMinSplitDepth, kMaxSplits, per_split,
