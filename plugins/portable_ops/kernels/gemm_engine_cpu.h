@@ -656,15 +656,18 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
   const int64_t kc = t.tile_k;
   const auto [rows, cols, block_m, pb, pa] = TileWalk(s, t, i0, j0);
   const bool b_panels = t.panels_in_place & kGemmPanelsB;
+  // Blocks worth remembering: packed whole into pb (in place, a partial last strip may be packed
+  // there instead), in a launch the host numbered.
+  const bool remember = !b_panels && t.launch != 0;
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kc) {
     const int64_t kb = min64(kc, d_end - d0);
     const bool first = d0 == d_begin;
     const PackedB block{t.launch, b.p, pb, j0, d0, kb};
-    const bool packed_before = !b_panels && t.launch != 0 && block == held;
+    const bool packed_before = remember && block == held;
     const Panels<float, kNR> bp = packed_before
                                       ? Panels<float, kNR>::packed(pb, kb)
                                       : block_panels<kNR>(b, b_panels, pb, j0, cols, d0, kb);
-    held = b_panels ? PackedB{} : block;  // in place, a partial last strip may be packed there
+    held = remember ? block : PackedB{};
     last_packed_b = held;
     if constexpr (std::is_same_v<A, StridedOperand<float>>) {
       if (const RowRuns<float> runs = a.row_runs(i0, d0, kb)) {  // rows along the depth
