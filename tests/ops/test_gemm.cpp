@@ -475,12 +475,17 @@ namespace {
 
 // A plan that reads an operand in place keeps the packed plan's tiles (p), with depth blocks no
 // shallower, within a split, and splits covering the depth k.
+// The depth blocks fit within a split, and the splits cover the depth k.
+void check_covers_depth(const porta_ops::GemmTiles& t, int64_t k) {
+  CHECK(t.tile_k <= t.split_depth);
+  CHECK(int64_t{t.splits} * t.split_depth >= k);
+}
+
 void check_keeps_tiles(const porta_ops::GemmTiles& p, const porta_ops::GemmTiles& t, int64_t k) {
   CHECK(t.tile_m == p.tile_m);
   CHECK(t.tile_n == p.tile_n);
   CHECK(t.tile_k >= p.tile_k);
-  CHECK(t.tile_k <= t.split_depth);
-  CHECK(int64_t{t.splits} * t.split_depth >= k);
+  check_covers_depth(t, k);
 }
 
 }  // namespace
@@ -509,8 +514,7 @@ TEST_CASE("gemm plan: an A read in place takes taller tiles and deeper blocks", 
       CHECK(t.tiles_m * t.tiles_n * t.splits >=
             std::min<int64_t>(p.tiles_m * p.tiles_n * p.splits, 4 * threads));
       if (t.tile_m == p.tile_m && t.tile_n == p.tile_n) CHECK(t.tile_k >= p.tile_k);
-      CHECK(t.tile_k <= t.split_depth);
-      CHECK(int64_t{t.splits} * t.split_depth >= s[2]);
+      check_covers_depth(t, s[2]);
       CHECK(in_place.shared_bytes <= target.shared_bytes);
       CHECK(int64_t{in_place.shared_bytes} >=
             (int64_t{t.tile_n} + porta_ops::kCpuRowMultiple) * t.tile_k * 4);
