@@ -345,6 +345,7 @@ const ConvCase kDirectCases[] = {
     {3, 5, 7, 7, 33, 3, 3, 1, 1},    // 7 wide: two-row tiles and a last row on its own
     {2, 40, 6, 14, 7, 3, 3, 1, 1},   // a 14-position tile; 40 channels: a partial block
     {1, 33, 5, 29, 65, 3, 3, 1, 1},  // 14 + 14 + 1 positions; three output groups
+    {2, 6, 4, 14, 50, 3, 3, 1, 1},   // a last micro-tile of 18 output channels: 16, then 2
     {2, 4, 3, 15, 3, 3, 3, 1, 1},    // a tile of one position at the right edge
     {1, 2, 8, 3, 4, 3, 3, 1, 1},     // 3 wide: two-row tiles on every build
     {1, 70, 4, 4, 96, 3, 3, 1, 1},   // 3 channel blocks (bf16: 2), 3 full output groups

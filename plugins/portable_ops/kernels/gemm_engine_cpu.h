@@ -47,6 +47,34 @@ inline vfloat load(const float* p) {
 }
 inline void store(float* p, vfloat v) { __builtin_memcpy(p, &v, sizeof v); }
 
+// One step of a 16 x 16 transpose: x and y, rows i and i + B, swap the lanes of the off-diagonal
+// B x B blocks between them (x's lanes with bit B set for y's without).
+template <int B, class V, int... L>
+__attribute__((always_inline)) inline void swap_blocks(V& x, V& y,
+                                                       std::integer_sequence<int, L...>) {
+  const V upper = __builtin_shufflevector(x, y, ((L & B) ? 16 + L - B : L)...);
+  const V lower = __builtin_shufflevector(x, y, ((L & B) ? 16 + L : L + B)...);
+  x = upper;
+  y = lower;
+}
+
+template <int B, class V>
+__attribute__((always_inline)) inline void swap_blocks(V (&v)[16]) {
+  for (int i = 0; i < 16; ++i) {
+    if ((i & B) == 0) swap_blocks<B>(v[i], v[i + B], std::make_integer_sequence<int, 16>());
+  }
+}
+
+// A 16 x 16 transpose of 32-bit lanes in registers (V: 16 of them, floats or words): rows v[i]
+// become its columns.
+template <class V>
+__attribute__((always_inline)) inline void transpose16(V (&v)[16]) {
+  swap_blocks<8>(v);
+  swap_blocks<4>(v);
+  swap_blocks<2>(v);
+  swap_blocks<1>(v);
+}
+
 struct MicroTile {
   vfloat v[kMR][kNV];
 };

@@ -49,32 +49,6 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
 };
 
-// One step of a 16 x 16 transpose: x and y, rows i and i + B, swap the lanes of the off-diagonal
-// B x B blocks between them (x's lanes with bit B set for y's without).
-template <int B, int... L>
-__attribute__((always_inline)) inline void swap_blocks(vpair16& x, vpair16& y,
-                                                       std::integer_sequence<int, L...>) {
-  const vpair16 upper = __builtin_shufflevector(x, y, ((L & B) ? 16 + L - B : L)...);
-  const vpair16 lower = __builtin_shufflevector(x, y, ((L & B) ? 16 + L : L + B)...);
-  x = upper;
-  y = lower;
-}
-
-template <int B>
-__attribute__((always_inline)) inline void swap_blocks(vpair16 (&v)[16]) {
-  for (int i = 0; i < 16; ++i) {
-    if ((i & B) == 0) swap_blocks<B>(v[i], v[i + B], std::make_integer_sequence<int, 16>());
-  }
-}
-
-// A 16 x 16 transpose of words in registers: rows v[i] become its columns.
-__attribute__((always_inline)) inline void transpose16(vpair16 (&v)[16]) {
-  swap_blocks<8>(v);
-  swap_blocks<4>(v);
-  swap_blocks<2>(v);
-  swap_blocks<1>(v);
-}
-
 // 16 rows x 32 depths of an A whose rows lie side by side at each depth (wide_stride 1: a
 // transposed A, conv backward data's w^T), as pack_rows_amx lays them out: each depth's 16 rows
 // one load, the depths of a pair merged into words, and the 16 x 16 words transposed in
