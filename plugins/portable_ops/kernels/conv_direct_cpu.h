@@ -361,8 +361,8 @@ __attribute__((always_inline)) inline void add_block(const Problem<Word, Taps>& 
 
 // Stores a tile's sums, kNR output channels per position, to the output, which has positions
 // along its rows. On AVX-512 each 16 channels of a row's positions are transposed in registers
-// and stored a channel at a time, masked to the tile's positions (pointwise forward 4% faster,
-// 3x3 layers 1-3%, than an element at a time, which the narrower builds keep).
+// and stored a channel at a time, masked to the tile's positions (1-4% faster than an element
+// at a time, which the narrower builds keep).
 template <int Rows, int Positions, class Word, int Taps>
 __attribute__((always_inline)) inline void store_tile(const Problem<Word, Taps>& p,
                                                       int64_t output_block, float* out,
