@@ -857,8 +857,7 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
     constexpr int64_t kAhead = 8;
     SplitCursor cursor(depth, d0), ahead(depth, d0);
     for (int64_t d = 0; d < kAhead && d < dn; ++d) ahead.next();
-    for (int64_t d = 0; d < dn; ++d, cursor.next()) {
-      const T* __restrict src = p + w0 + cursor.offset();
+    const auto fetch_ahead = [&](int64_t d) {
       if (d + kAhead < dn) {
         const char* next = reinterpret_cast<const char*>(p + w0 + ahead.offset());
         for (int64_t byte = 0; byte < wn * int64_t(sizeof(T)); byte += 64) {
@@ -866,6 +865,40 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
         }
         ahead.next();
       }
+    };
+    int64_t d = 0;
+#if defined(__AVX512DQ__)
+    if constexpr (2 * Width == cpu::kVL) {
+      // Two consecutive depths of an 8-wide strip are 64 bytes: taken in pairs, each strip gets
+      // one whole-vector store, not two half ones into the same line.
+      for (; d + 2 <= dn; d += 2) {
+        const T* __restrict first = p + w0 + cursor.offset();
+        cursor.next();
+        const T* __restrict second = p + w0 + cursor.offset();
+        cursor.next();
+        fetch_ahead(d);
+        fetch_ahead(d + 1);
+        for (int64_t t = 0; t < strips; ++t) {
+          float* __restrict out = dst + t * across + d * Width;
+          const int64_t n = min64(Width, wn - t * Width);
+          if (n == Width) {
+            cpu::vfloat8 lo, hi;
+            cpu::load8(first + t * Width, lo);
+            cpu::load8(second + t * Width, hi);
+            _mm512_storeu_ps(out, _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1));
+          } else {
+            for (int w = 0; w < Width; ++w) {
+              out[w] = w < n ? to_float(first[t * Width + w]) : 0.0f;
+              out[Width + w] = w < n ? to_float(second[t * Width + w]) : 0.0f;
+            }
+          }
+        }
+      }
+    }
+#endif
+    for (; d < dn; ++d, cursor.next()) {
+      const T* __restrict src = p + w0 + cursor.offset();
+      fetch_ahead(d);
       for (int64_t t = 0; t < strips; ++t) {
         float* __restrict out = dst + t * across + d * Width;
         const int64_t n = min64(Width, wn - t * Width);
