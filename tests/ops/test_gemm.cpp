@@ -473,14 +473,14 @@ TEST_CASE("gemm: the NULL stream is the default device's default stream", "[gemm
 
 namespace {
 
-// A plan that reads an operand in place keeps the packed plan's tiles (p), with depth blocks no
-// shallower, within a split, and splits covering the depth k.
 // The depth blocks fit within a split, and the splits cover the depth k.
 void check_covers_depth(const porta_ops::GemmTiles& t, int64_t k) {
   CHECK(t.tile_k <= t.split_depth);
   CHECK(int64_t{t.splits} * t.split_depth >= k);
 }
 
+// A plan that reads an operand in place keeps the packed plan's tiles (p), with depth blocks no
+// shallower, within a split, and splits covering the depth k.
 void check_keeps_tiles(const porta_ops::GemmTiles& p, const porta_ops::GemmTiles& t, int64_t k) {
   CHECK(t.tile_m == p.tile_m);
   CHECK(t.tile_n == p.tile_n);

@@ -866,6 +866,16 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
         ahead.next();
       }
     };
+    // Strip t's row of one depth, from that depth's source row.
+    const auto copy_row = [&](const T* __restrict src, float* __restrict out, int64_t t) {
+      const int64_t n = min64(Width, wn - t * Width);
+      if (n == Width) {
+        cpu::widen<Width>(src + t * Width, out);
+      } else {
+        for (int w = 0; w < n; ++w) out[w] = to_float(src[t * Width + w]);
+        for (int w = int(n); w < Width; ++w) out[w] = 0.0f;
+      }
+    };
     int64_t d = 0;
 #if defined(__AVX512DQ__)
     if constexpr (2 * Width == cpu::kVL) {
@@ -880,17 +890,14 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
         fetch_ahead(d + 1);
         for (int64_t t = 0; t < strips; ++t) {
           float* __restrict out = dst + t * across + d * Width;
-          const int64_t n = min64(Width, wn - t * Width);
-          if (n == Width) {
+          if (wn - t * Width >= Width) {
             cpu::vfloat8 lo, hi;
             cpu::load8(first + t * Width, lo);
             cpu::load8(second + t * Width, hi);
             _mm512_storeu_ps(out, _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1));
           } else {
-            for (int w = 0; w < Width; ++w) {
-              out[w] = w < n ? to_float(first[t * Width + w]) : 0.0f;
-              out[Width + w] = w < n ? to_float(second[t * Width + w]) : 0.0f;
-            }
+            copy_row(first, out, t);
+            copy_row(second, out + Width, t);
           }
         }
       }
@@ -899,16 +906,7 @@ void StridedOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int
     for (; d < dn; ++d, cursor.next()) {
       const T* __restrict src = p + w0 + cursor.offset();
       fetch_ahead(d);
-      for (int64_t t = 0; t < strips; ++t) {
-        float* __restrict out = dst + t * across + d * Width;
-        const int64_t n = min64(Width, wn - t * Width);
-        if (n == Width) {
-          cpu::widen<Width>(src + t * Width, out);
-        } else {
-          for (int w = 0; w < n; ++w) out[w] = to_float(src[t * Width + w]);
-          for (int w = int(n); w < Width; ++w) out[w] = 0.0f;
-        }
-      }
+      for (int64_t t = 0; t < strips; ++t) copy_row(src, dst + t * across + d * Width, t);
     }
     return;
   }
