@@ -49,7 +49,7 @@ std::optional<Op> op_from_name(const std::string& name);
 // ("conv2d_forward").
 const char* op_api_name(Op op);
 bool is_conv(Op op);
-bool is_row_op(Op op);  // softmax, softmax_bwd, cross_entropy: fp32 only, rated in GB/s
+bool is_row_op(Op op);        // softmax, softmax_bwd, cross_entropy: fp32 only, rated in GB/s
 bool is_multi_device(Op op);  // all_reduce, peer_copy: a buffer size, rated in GB/s
 bool is_pool(Op op);          // max_pool, max_pool_bwd
 // The row ops and the training step's others (pooling, ReLU, bias, Adam): fp32 only, rated in
@@ -132,15 +132,22 @@ struct Settings {
 // The repetitions of `shape` on a GPU or a CPU under `settings`.
 int repetitions(const Settings& settings, const Shape& shape, bool gpu);
 
+// The algorithm of a convolution porta-bench calls oneDNN for itself (onednn_blocked.cpp):
+// oneDNN's direct kernels, or Winograd's F(4x4, 3x3) (3x3 filters of stride 1 only).
+enum class BlockedAlgorithm { none, direct, winograd };
+
 // An implementation porta-bench measures, each in its own process (worker.cpp) so that the
 // implementations of one shape can be timed in turn: the portable plugin, or one library of the
 // vendor plugins (PORTA_VENDOR_LIBRARY), or oneDNN's convolution called directly on its own
-// blocked layouts.
+// blocked layouts, by direct kernels or by Winograd's algorithm.
 struct Variant {
-  std::string impl;     // the row's name: portable, openblas, onednn, onednn-blocked, cublas, cudnn
+  std::string impl;     // the row's name: portable, openblas, onednn, onednn-blocked, ...
   std::string ops;      // porta_init_options_t.ops
   std::string library;  // PORTA_VENDOR_LIBRARY, or "" for the portable plugin
-  bool blocked = false;  // onednn-blocked: porta-bench calls oneDNN itself
+  // onednn-blocked, onednn-winograd: porta-bench calls oneDNN's convolution itself, with this
+  // algorithm; none for the plugins' rows.
+  BlockedAlgorithm algorithm = BlockedAlgorithm::none;
+  bool blocked() const { return algorithm != BlockedAlgorithm::none; }
   bool vendor() const { return impl != "portable"; }
 };
 // "a,b,c" as {"a", "b", "c"}.
@@ -198,7 +205,8 @@ class Measurement {
   // Throws porta::error (UNSUPPORTED: the implementation lacks the case) or std::exception.
   // kernel_library: porta-bench's kernels, for the copy the bandwidth ops are rated against.
   Measurement(porta_device_t device, bool gpu, const Settings& settings, const Shape& shape,
-              porta_dtype_t dtype, int reps, bool blocked, const std::string& kernel_library);
+              porta_dtype_t dtype, int reps, BlockedAlgorithm blocked,
+              const std::string& kernel_library);
   ~Measurement();
   int sets() const;
   int warmup() const { return warmup_; }
@@ -229,7 +237,7 @@ struct Record {
   std::string backend, device, impl;
   std::string kind = "portable";  // portable | vendor
   std::string status = "ok";      // ok | unsupported | error
-  std::string message;        // why, when not ok
+  std::string message;            // why, when not ok
   double median_ms = 0, min_ms = 0, max_ms = 0;
   int reps = 0, warmup = 0, sets = 0;
   std::optional<double> gflops, gbps, pct_peak, ratio_to_vendor, max_rel_err;

@@ -1,5 +1,5 @@
-// The onednn-blocked rows, from the module that holds them (onednn_blocked.cpp), opened on first
-// use from porta-bench's own lib/ folder.
+// The onednn-blocked and onednn-winograd rows, from the module that holds them
+// (onednn_blocked.cpp), opened on first use from porta-bench's own lib/ folder.
 #include <dlfcn.h>
 
 #include <filesystem>
@@ -26,8 +26,7 @@ const Module& module() {
     void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!handle) {
       const char* why = dlerror();
-      m.missing = "porta-bench's oneDNN module does not load (" +
-                  std::string(why ? why : path) +
+      m.missing = "porta-bench's oneDNN module does not load (" + std::string(why ? why : path) +
                   "); it is built where oneDNN and OpenMP are found";
       return m;
     }
@@ -42,13 +41,16 @@ const Module& module() {
 
 std::string blocked_conv_missing() { return module().missing; }
 
-void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, int threads) {
+void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, BlockedAlgorithm algorithm,
+                       int threads) {
   if (!is_conv(shape.op))
-    throw porta::error(PORTA_ERROR_UNSUPPORTED, "onednn-blocked measures convolutions only");
+    throw porta::error(PORTA_ERROR_UNSUPPORTED, "oneDNN's blocked rows measure convolutions only");
   if (!module().make) throw porta::error(PORTA_ERROR_UNSUPPORTED, module().missing);
   const std::string what =
-      std::string(dtype_name(dtype)) + " " + op_name(shape.op) + " with fp32 output on this CPU";
-  module().make(c, shape.op, shape.conv_desc(dtype), what, threads);
+      std::string(dtype_name(dtype)) + " " + op_name(shape.op) +
+      (algorithm == BlockedAlgorithm::winograd ? " by Winograd's algorithm" : "") +
+      " with fp32 output on this CPU";
+  module().make(c, shape.op, shape.conv_desc(dtype), algorithm, what, threads);
 }
 
 }  // namespace bench

@@ -45,20 +45,21 @@ struct Case {
 };
 
 // Replaces c.run of a convolution (conv_fwd, conv_bwd_data, conv_bwd_weights) by oneDNN's
-// primitive on the layouts oneDNN prefers (format_tag::any): both inputs of every set reordered
-// once, here, and the output left in oneDNN's layout by run(); to_plain() reorders it into
-// c.outputs[0]. Runs on the CPU backend only (oneDNN reads Porta's buffers directly), with `threads`
-// OpenMP threads. Throws porta::error UNSUPPORTED when the oneDNN module is missing (the reason:
-// blocked_conv_missing()) or oneDNN lacks the combination.
-void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, int threads);
-// Why the onednn-blocked rows cannot be measured here ("" when they can): the module
-// lib/porta_bench_onednn.so is not built or does not load.
+// primitive of `algorithm` on the layouts oneDNN prefers (format_tag::any): both inputs of every
+// set reordered once, here, and the output left in oneDNN's layout by run(); to_plain() reorders it
+// into c.outputs[0]. Runs on the CPU backend only (oneDNN reads Porta's buffers directly), with
+// `threads` OpenMP threads. Throws porta::error UNSUPPORTED when the oneDNN module is missing (the
+// reason: blocked_conv_missing()) or oneDNN lacks the combination.
+void make_blocked_conv(Case& c, const Shape& shape, porta_dtype_t dtype, BlockedAlgorithm algorithm,
+                       int threads);
+// Why the onednn-blocked and onednn-winograd rows cannot be measured here ("" when they can): the
+// module lib/porta_bench_onednn.so is not built or does not load.
 std::string blocked_conv_missing();
 
 // The module's entry, porta_bench_make_blocked_conv (onednn_blocked.cpp): make_blocked_conv with
 // the convolution's descriptor made and the primitive's name for messages.
 using BlockedConvEntry = void (*)(Case& c, Op op, const porta_conv2d_desc_t& d,
-                                  const std::string& what, int threads);
+                                  BlockedAlgorithm algorithm, const std::string& what, int threads);
 
 }  // namespace bench
 

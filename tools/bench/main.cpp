@@ -71,7 +71,6 @@ std::string join(const std::vector<std::string>& items, const char* separator) {
   return out;
 }
 
-
 porta_dtype_t parse_dtype(const std::string& name) {
   return name == "bf16" ? PORTA_DTYPE_BF16 : name == "f16" ? PORTA_DTYPE_F16 : PORTA_DTYPE_F32;
 }
@@ -281,7 +280,7 @@ int run(const Options& o, const std::vector<Problem>& todo) {
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<int> worker_fds;
   for (const Variant& v : variants(o.impl)) {
-    if (v.blocked && !blocked_conv_missing().empty()) {
+    if (v.blocked() && !blocked_conv_missing().empty()) {
       add_once(header.skipped, v.impl + ": " + blocked_conv_missing());
       continue;
     }
@@ -438,10 +437,13 @@ std::vector<std::string> comma_list(const std::string& text) {
 }
 
 std::vector<Variant> variants(const std::string& impl) {
-  const std::vector<Variant> all = {
-      {"portable", "portable", "", false},   {"openblas", "vendor", "openblas", false},
-      {"onednn", "vendor", "onednn", false}, {"onednn-blocked", "portable", "", true},
-      {"cublas", "vendor", "cublas", false}, {"cudnn", "vendor", "cudnn", false}};
+  const std::vector<Variant> all = {{"portable", "portable", ""},
+                                    {"openblas", "vendor", "openblas"},
+                                    {"onednn", "vendor", "onednn"},
+                                    {"onednn-blocked", "portable", "", BlockedAlgorithm::direct},
+                                    {"onednn-winograd", "portable", "", BlockedAlgorithm::winograd},
+                                    {"cublas", "vendor", "cublas"},
+                                    {"cudnn", "vendor", "cudnn"}};
   std::vector<Variant> out;
   for (const Variant& v : all) {
     for (const std::string& name : comma_list(impl)) {
@@ -479,13 +481,13 @@ int main(int argc, char** argv) {
   impl_names.insert(impl_names.end(), {"vendor", "all"});
   app.add_option("--impl", o.impl,
                  "op implementations, comma-separated, timed in turn: portable, a vendor "
-                 "library (openblas, onednn, onednn-blocked, cublas, cudnn), vendor (each of "
-                 "them) or all")
+                 "library (" +
+                     join({impl_names.begin() + 1, impl_names.end() - 2}, ", ") +
+                     "), vendor (each of them) or all")
       ->check([impl_names](const std::string& list) {
         for (const std::string& name : comma_list(list)) {
           if (std::find(impl_names.begin(), impl_names.end(), name) == impl_names.end()) {
-            return "'" + name + "' is not one of portable, " +
-                   "openblas, onednn, onednn-blocked, cublas, cudnn, vendor, all";
+            return "'" + name + "' is not one of " + join(impl_names, ", ");
           }
         }
         return std::string();

@@ -416,8 +416,8 @@ struct Measurement::State {
 };
 
 Measurement::Measurement(porta_device_t device, bool gpu, const Settings& settings,
-                         const Shape& shape, porta_dtype_t dtype, int reps, bool blocked,
-                         const std::string& kernel_library)
+                         const Shape& shape, porta_dtype_t dtype, int reps,
+                         BlockedAlgorithm blocked, const std::string& kernel_library)
     : state_(std::make_unique<State>()) {
   State& st = *state_;
   st.device = device;
@@ -427,7 +427,9 @@ Measurement::Measurement(porta_device_t device, bool gpu, const Settings& settin
   // GPUs: the largest last-level caches today (256 MiB); the API does not report the size.
   const size_t cache = gpu ? size_t{256} << 20 : settings.cache_bytes;
   make_case(st.c, device, shape, dtype, cache, props.total_memory);
-  if (blocked) make_blocked_conv(st.c, shape, dtype, std::max(props.compute_units, 1));
+  if (blocked != BlockedAlgorithm::none) {
+    make_blocked_conv(st.c, shape, dtype, blocked, std::max(props.compute_units, 1));
+  }
   const int sets = static_cast<int>(st.c.inputs.size());
   st.stream.emplace(device);
   st.start.emplace(device);

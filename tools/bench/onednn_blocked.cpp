@@ -1,8 +1,10 @@
 // onednn-blocked: oneDNN's convolution on the layouts it prefers, the baseline a framework that
-// keeps its tensors in oneDNN's blocked layouts gets. Porta's op takes plain NCHW and reorders
-// on every call (the vendor plugin's onednn row); here the inputs are reordered once, before
-// timing, and the output stays blocked while timed. The call is queued on the Porta stream as a
-// host function, as the vendor plugin queues its own, so that Porta's events time it the same way.
+// keeps its tensors in oneDNN's blocked layouts gets; onednn-winograd: the same by oneDNN's
+// Winograd kernels (F(4x4, 3x3): 3x3 filters of stride 1), which a framework may ask for. Porta's
+// op takes plain NCHW and reorders on every call (the vendor plugin's onednn row); here the inputs
+// are reordered once, before timing, and the output stays blocked while timed. The call is queued
+// on the Porta stream as a host function, as the vendor plugin queues its own, so that Porta's
+// events time it the same way.
 //
 // A module of its own (lib/porta_bench_onednn.so, built where oneDNN is found) that porta-bench
 // opens when it measures these rows (blocked_conv.cpp): porta-bench itself then runs where oneDNN
@@ -33,7 +35,7 @@ struct Blocked {
   dnnl::primitive primitive;
   int in0_arg = 0, in1_arg = 0, out_arg = 0;
   std::vector<std::pair<dnnl::memory, dnnl::memory>> inputs;  // per set, in oneDNN's layouts
-  std::vector<dnnl::memory> outs;  // per set, in oneDNN's layout
+  std::vector<dnnl::memory> outs;                             // per set, in oneDNN's layout
   dnnl::memory out_plain, scratchpad;
   std::optional<dnnl::reorder> out_reorder;
   int threads = 1;
@@ -91,8 +93,8 @@ auto make_pd(const std::string& what, Make&& make) -> decltype(make()) {
 // The module's one entry (BlockedConvEntry in case.h): porta-bench has checked that op is a
 // convolution and made d and what.
 extern "C" __attribute__((visibility("default"))) void porta_bench_make_blocked_conv(
-    bench::Case& c, bench::Op op, const porta_conv2d_desc_t& d, const std::string& what,
-    int threads) {
+    bench::Case& c, bench::Op op, const porta_conv2d_desc_t& d, bench::BlockedAlgorithm algorithm,
+    const std::string& what, int threads) {
   using namespace bench;
   int64_t p = 0, q = 0;
   porta::check(porta_conv2d_output_size(&d, &p, &q));
@@ -101,6 +103,9 @@ extern "C" __attribute__((visibility("default"))) void porta_bench_make_blocked_
   const dims y = {d.batch, d.out_channels, p, q};
   const dims strides = {d.stride_h, d.stride_w}, dilations = {0, 0}, pad = {d.pad_h, d.pad_w};
   const dt type = dnnl_type(d.dtype);
+  const dnnl::algorithm kind = algorithm == BlockedAlgorithm::winograd
+                                   ? dnnl::algorithm::convolution_winograd
+                                   : dnnl::algorithm::convolution_direct;
 
   auto b = std::make_shared<Blocked>();
   b->threads = threads;
@@ -110,7 +115,7 @@ extern "C" __attribute__((visibility("default"))) void porta_bench_make_blocked_
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto forward = [&] {
     return dnnl::convolution_forward::primitive_desc({dnnl::prop_kind::forward_training,
-                                                      dnnl::algorithm::convolution_direct,
+                                                      kind,
                                                       {x, type, tag::any},
                                                       {w, type, tag::any},
                                                       {y, dt::f32, tag::any},
@@ -135,7 +140,7 @@ extern "C" __attribute__((visibility("default"))) void porta_bench_make_blocked_
     }
     case Op::conv_bwd_data: {
       auto pd = make_pd(what, [&] {
-        return dnnl::convolution_backward_data::primitive_desc({dnnl::algorithm::convolution_direct,
+        return dnnl::convolution_backward_data::primitive_desc({kind,
                                                                 {x, dt::f32, tag::any},
                                                                 {w, type, tag::any},
                                                                 {y, type, tag::any},
@@ -156,16 +161,15 @@ extern "C" __attribute__((visibility("default"))) void porta_bench_make_blocked_
     }
     default: {
       auto pd = make_pd(what, [&] {
-        return dnnl::convolution_backward_weights::primitive_desc(
-            {dnnl::algorithm::convolution_direct,
-             {x, type, tag::any},
-             {w, dt::f32, tag::any},
-             {y, type, tag::any},
-             strides,
-             dilations,
-             pad,
-             pad},
-            attr, b->engine, forward());
+        return dnnl::convolution_backward_weights::primitive_desc({kind,
+                                                                   {x, type, tag::any},
+                                                                   {w, dt::f32, tag::any},
+                                                                   {y, type, tag::any},
+                                                                   strides,
+                                                                   dilations,
+                                                                   pad,
+                                                                   pad},
+                                                                  attr, b->engine, forward());
       });
       b->primitive = dnnl::convolution_backward_weights(pd);
       b->in0_arg = DNNL_ARG_SRC, b->in1_arg = DNNL_ARG_DIFF_DST;

@@ -135,7 +135,7 @@ json hello(const Variant& variant, std::map<std::string, porta_device_t>& device
                   {"properties", to_hex(&props, sizeof props)},
                   {"ops", nullptr},
                   {"skip", ""}};
-    if (variant.blocked) {
+    if (variant.blocked()) {
       // oneDNN reads and writes Porta's buffers directly: host memory only.
       if (is_gpu(props))
         entry["skip"] = "oneDNN's blocked layouts are measured on the cpu backend only";
@@ -179,7 +179,7 @@ json failure(const std::exception& e) {
   // oneDNN's OpenMP threads bound to a core each (unless the environment says otherwise), as
   // Porta's CPU backend binds its own: left unbound, they often shared one core in turn with the
   // other workers and read half their speed for whole runs of repetitions.
-  if (variant.library == "onednn" || variant.blocked) setenv("OMP_PROC_BIND", "true", 0);
+  if (variant.library == "onednn" || variant.blocked()) setenv("OMP_PROC_BIND", "true", 0);
   porta_init_options_t init{};
   init.struct_size = sizeof init;
   init.backend = backends.empty() ? nullptr : backends.c_str();
@@ -221,10 +221,9 @@ json failure(const std::exception& e) {
         const Problem& problem = todo.at(request.at("problem").get<size_t>());
         const porta_device_t device = devices.at(request.at("backend"));
         const bool gpu = is_gpu(porta::device_properties(device));
-        measurement =
-            std::make_unique<Measurement>(device, gpu, settings, problem.shape, problem.dtype,
-                                          request.at("reps").get<int>(), variant.blocked,
-                                          kernel_library);
+        measurement = std::make_unique<Measurement>(device, gpu, settings, problem.shape,
+                                                    problem.dtype, request.at("reps").get<int>(),
+                                                    variant.algorithm, kernel_library);
         answer = {{"status", "ok"},
                   {"message", ""},
                   {"warmup", measurement->warmup()},
