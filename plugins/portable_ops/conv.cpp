@@ -2,6 +2,8 @@
 // an implicit GEMM planned like a GEMM of its sizes, except on the CPU 3x3 layers of stride 1
 // and pointwise layers' forward, which are direct convolutions (launch_direct).
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
 
@@ -93,6 +95,86 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   launch(op, kernels[index][bf16], dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, in0, in1, out);
 }
 
+// Forward or backward data of an fp32 3x3 layer of stride 1 and padding 1 on AVX-512 by
+// Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h): the weights transformed into the stream's
+// scratch, then a group per band of four output rows of one image (or per several bands of a
+// narrow image's, across images), its transformed windows and their sums in the group's shared
+// memory.
+constexpr int64_t kWinogradTiles = 14;  // a micro-tile's (kernels/conv_winograd_cpu.h: kMaxTiles)
+// Forward's and backward data's, built for AVX-512 only.
+constexpr const char* kWinogradKernels[] = {"conv2d_forward_f32_winograd",
+                                            "conv2d_backward_data_f32_winograd"};
+
+void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void* in0,
+                     const void* in1, float* out) {
+  const bool backward_data = pass == Pass::backward_data;
+  const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
+  // Narrow images' bands together, up to the micro-tile's 14 tiles.
+  g.winograd = std::max<int64_t>(1, kWinogradTiles / l.tiles());
+  const Checked<int64_t> packed_bytes = Checked(l.packed_floats()) * int64_t{4};
+  const Checked<int64_t> pack_groups =
+      Checked(l.output_blocks()) * porta_ops::div_up(l.in_channels, l.kOutputs);
+  const Checked<int64_t> bands = Checked(g.batch) * l.bands();
+  uint32_t pack_grid[3], grid[3];
+  if (!packed_bytes.valid() || !pack_groups.valid() || !bands.valid() ||
+      !porta_ops::plan_detail::flat_grid(pack_groups.value(), pack_grid) ||
+      !porta_ops::plan_detail::flat_grid(porta_ops::div_up(bands.value(), g.winograd), grid)) {
+    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                        "the convolution is too large for one launch of its kernels");
+  }
+  const Scratch scratch = scratch_for(op, static_cast<size_t>(packed_bytes.value()));
+  g.packed_a = scratch.as<float>();
+  static const char* const pack_kernels[] = {"conv2d_forward_f32_pack_winograd",
+                                             "conv2d_backward_data_f32_pack_winograd"};
+  const int index = static_cast<int>(pass);
+  launch(op, pack_kernels[index], dim3(pack_grid[0], pack_grid[1], pack_grid[2]), dim3(1), 0, g,
+         in0, in1, out);
+  launch(op, kWinogradKernels[index], dim3(grid[0], grid[1], grid[2]), dim3(1),
+         static_cast<uint32_t>(l.shared_floats() * 4), g, in0, in1, out);
+}
+
+// PORTA_OPS_CONV_WINOGRAD: auto (default) lets Winograd's F(4x4, 3x3) take the layers where it
+// is faster; off keeps every layer on the direct convolution or the implicit GEMM, whose sums
+// round as a plain dot product's (Winograd's transforms add about 3x that error).
+bool winograd_allowed() {
+  static const int allowed = [] {
+    const char* value = std::getenv("PORTA_OPS_CONV_WINOGRAD");
+    if (!value || !*value || std::strcmp(value, "auto") == 0) return 1;
+    if (std::strcmp(value, "off") == 0) return 0;
+    return -1;
+  }();
+  if (allowed < 0) {
+    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                        std::string("PORTA_OPS_CONV_WINOGRAD='") +
+                            std::getenv("PORTA_OPS_CONV_WINOGRAD") +
+                            "' is not accepted; accepted: auto (default) or off");
+  }
+  return allowed == 1;
+}
+
+// Whether Winograd's F(4x4, 3x3) takes an fp32 3x3 layer's forward or backward data: the host's
+// kernel library built for AVX-512 (the only one with its kernels); images at least
+// kWinogradMinWidth wide and two bands high, since a band's tiles multiply together and each reads
+// all the transformed weights (narrower images measured even with the direct convolution at 14
+// wide, slower at 7); at least kWinogradMinChannels input channels, where its rounding stays within
+// the bound of a plain sum of that depth (the tests' tolerance: fewer channels, fewer terms to
+// spread the transforms' error); and the band's transformed windows in a group's shared memory.
+constexpr int64_t kWinogradMinWidth = 25, kWinogradMinChannels = 16;
+
+bool takes_winograd(Pass pass, const Op& op, const porta_ops::ConvArgs& g) {
+  if (pass == Pass::backward_weights || !g.direct_shape() || g.pointwise() ||
+      !runs_packed_path(op) || !winograd_allowed()) {
+    return false;
+  }
+  const porta_ops::WinogradLayout l = g.winograd_layout(pass == Pass::backward_data);
+  if (l.width < kWinogradMinWidth || l.bands() < 2 || l.in_channels < kWinogradMinChannels) {
+    return false;
+  }
+  const Checked<int64_t> shared = Checked(l.shared_floats()) * int64_t{4};
+  return shared.valid() && shared.value() <= int64_t{op.properties->shared_memory_per_group} &&
+         has_kernel(op, kWinogradKernels[static_cast<int>(pass)]);
+}
+
 // bf16 backward weights of a 3x3 layer of stride 1 and padding 1 on AMX tiles
 // (kernels/conv_direct_tiles.h): x's padded planes and dy^T's pairs packed into the stream's
 // scratch, then a group per 16 channels by 32 output channels.
@@ -175,6 +257,9 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     const bool on_tiles = matrix_units && !g.pointwise() && g.width >= kMinTilesWidth;
     const bool direct = g.direct_shape() && (pass == Pass::forward || !g.pointwise()) &&
                         (!matrix_units || on_tiles);
+    if (d.dtype == PORTA_DTYPE_F32 && takes_winograd(pass, op, g)) {
+      return launch_winograd(pass, op, g, in0, in1, out);
+    }
     if (pass != Pass::backward_weights && direct && runs_packed_path(op) &&
         (d.dtype == PORTA_DTYPE_F32 || d.dtype == PORTA_DTYPE_BF16)) {
       return launch_direct(pass, op, g, d.dtype, on_tiles, in0, in1, out);

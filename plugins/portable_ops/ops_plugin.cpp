@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -28,10 +29,11 @@ struct KnownKernel {
   int32_t max_group_size = 0;
 };
 
-// A device's kernel library and the kernels looked up in it so far.
+// A device's kernel library, the kernels looked up in it so far and those it lacks.
 struct DeviceKernels {
   porta::module module;
   std::map<std::string, KnownKernel, std::less<>> kernels;
+  std::set<std::string, std::less<>> missing;
 };
 
 std::mutex mutex;
@@ -196,6 +198,23 @@ KnownKernel known_kernel(const Op& op, const char* name) {
 }  // namespace
 
 porta::kernel kernel_for(const Op& op, const char* name) { return known_kernel(op, name).kernel; }
+
+bool has_kernel(const Op& op, const char* name) {
+  DeviceKernels& device = kernels_of(op.device);
+  {
+    std::lock_guard lock(mutex);
+    if (device.missing.count(name)) return false;
+  }
+  try {
+    known_kernel(op, name);
+    return true;
+  } catch (const porta::error& e) {
+    if (e.status() != PORTA_ERROR_NOT_FOUND) throw;
+  }
+  std::lock_guard lock(mutex);
+  device.missing.emplace(name);
+  return false;
+}
 
 bool runs_on_host(const Op& op) {
   // PORTA_CPU_MODE=simt|racecheck runs the GPU builds' source on the host, launched as on a GPU.

@@ -24,6 +24,8 @@ using Op = porta_op_context_t;
 // The kernel of that name in the kernel library built for the op's device, loaded on first use
 // and kept until the plugin shuts down. Throws porta::error.
 porta::kernel kernel_for(const Op& op, const char* name);
+// Whether the op's kernel library has kernel `name` (some are built for one ISA level only).
+bool has_kernel(const Op& op, const char* name);
 
 // Queues kernel `name` on the op's stream. Argument types must be exactly the kernel's parameter
 // types.

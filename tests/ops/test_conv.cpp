@@ -369,6 +369,27 @@ TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[con
   run_bf16_cases(env, kDirectCases);
 }
 
+// fp32 3x3 layers at least 25 wide with at least 16 input channels by Winograd's F(4x4, 3x3) on
+// AVX-512 (conv.cpp, kernels/conv_winograd_cpu.h), forward and backward data (backward data's
+// input channels are the layer's outputs: with fewer than 16 that pass stays direct); the direct
+// convolution takes them again under PORTA_OPS_CONV_WINOGRAD=off (cpu.ops.no_winograd.*) and on
+// other ISA levels. Tiles cut by the right edge, bands by the bottom edge, bands of narrow images
+// taken together across images (an odd number of them), wide rows in passes of 14 tiles, partial
+// blocks of 32 input channels (the weights' transform) and of 32 and 16 outputs.
+TEST_CASE("conv2d: 3x3 layers by Winograd's minimal filtering", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w}
+  const ConvCase cases[] = {
+      {1, 16, 5, 25, 3, 3, 3, 1, 1},     // 7 tiles, the last one column; a band of one row
+      {2, 20, 8, 28, 33, 3, 3, 1, 1},    // two bands a group, across images; 33 outputs
+      {1, 17, 6, 61, 40, 3, 3, 1, 1},    // 16 tiles: 14, then 2; 17 channels
+      {3, 48, 9, 26, 16, 3, 3, 1, 1},    // nine bands, two a group: the last group has one
+      {1, 33, 12, 100, 70, 3, 3, 1, 1},  // 25 tiles: 14 and 11; outputs 32 + 32 + 6
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
 // bf16 3x3 layers at least 14 wide on a CPU's matrix tiles (AMX): forward and backward data a
 // direct convolution over padded planes of channel pairs, 32 positions and 32 output channels a
 // step, backward weights over x's padded planes and dy transposed into pairs of positions

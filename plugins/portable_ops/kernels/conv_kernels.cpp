@@ -13,6 +13,7 @@
 #if PORTA_TARGET_CPU
 #include "conv_direct_cpu.h"
 #include "conv_direct_tiles.h"
+#include "conv_winograd_cpu.h"
 #endif
 
 using porta_ops::ConvArgs;
@@ -187,6 +188,58 @@ PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const
   (void)w;
   run_direct_f32(g, dy, dx, true);
 }
+
+// Winograd's F(4x4, 3x3) for fp32 3x3 layers of stride 1 and padding 1 on AVX-512
+// (ConvArgs::winograd, kernels/conv_winograd_cpu.h): a _pack_winograd kernel transforms the
+// weights into packed_a, a group per (block of 32 output channels, block of 32 input channels),
+// then a group per ConvArgs::winograd bands of four output rows convolves. The host launches them
+// only for the AVX-512 build (16 fp32 lanes); the others have no such kernels to find.
+#if defined(__AVX512F__)
+namespace winograd = porta_ops::cpu::winograd;
+
+PORTA_DEVICE_FUNCTION void pack_winograd(const ConvArgs& g, const float* w, bool backward_data) {
+  const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
+  const int64_t index = porta_ops::group_number();
+  if (index < l.output_blocks() * porta_ops::div_up(l.in_channels, l.kOutputs)) {
+    // On the thread's stack, as the direct convolution's (pack_direct_f32).
+    alignas(64) float staging[l.kOutputs * l.kOutputs * 9];
+    winograd::pack_weights(l, w, backward_data, index, g.packed_a, staging);
+  }
+}
+
+PORTA_DEVICE_FUNCTION void run_winograd(const ConvArgs& g, const float* in, float* out,
+                                        bool backward_data) {
+  const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
+  const int64_t first = porta_ops::group_number() * g.winograd, bands = g.batch * l.bands();
+  if (first < bands) {
+    winograd::run_bands(l, in, g.packed_a, out, first, porta_ops::min64(g.winograd, bands - first),
+                        porta::dynamic_shared_memory<float>());
+  }
+}
+
+PORTA_KERNEL(conv2d_forward_f32_pack_winograd, ConvArgs g, const float* x, const float* w,
+             float* y) {
+  (void)x, (void)y;
+  pack_winograd(g, w, false);
+}
+
+PORTA_KERNEL(conv2d_forward_f32_winograd, ConvArgs g, const float* x, const float* w, float* y) {
+  (void)w;
+  run_winograd(g, x, y, false);
+}
+
+PORTA_KERNEL(conv2d_backward_data_f32_pack_winograd, ConvArgs g, const float* dy, const float* w,
+             float* dx) {
+  (void)dy, (void)dx;
+  pack_winograd(g, w, true);
+}
+
+PORTA_KERNEL(conv2d_backward_data_f32_winograd, ConvArgs g, const float* dy, const float* w,
+             float* dx) {
+  (void)w;
+  run_winograd(g, dy, dx, true);
+}
+#endif
 
 namespace direct_tiles = porta_ops::cpu::direct_tiles;
 

@@ -121,6 +121,32 @@ PORTA_OPS_HOST_DEVICE inline int64_t direct_packed_words(int64_t out_channels, i
   return (out_channels + kDirectOutputs - 1) / kDirectOutputs * kDirectOutputs * in_words * taps;
 }
 
+// The geometry of Winograd's F(4x4, 3x3) on the CPU (kernels/conv_winograd_cpu.h), forward (x
+// into y) or backward data (dy into dx): images of height x width, 4 x 4 tiles of outputs in bands
+// of four rows; packed_a holds the transformed weights, packed_floats() of them, and each group's
+// shared memory its band's transformed windows and their sums, shared_floats().
+struct WinogradLayout {
+  static constexpr int64_t kPoints = 36;   // a tile's 6 x 6 transformed points
+  static constexpr int64_t kLanes = 16;    // tiles transformed together (one AVX-512 vector)
+  static constexpr int64_t kOutputs = 32;  // output channels multiplied together
+  int64_t height, width, in_channels, out_channels;
+
+  PORTA_OPS_HOST_DEVICE int64_t bands() const { return (height + 3) / 4; }
+  PORTA_OPS_HOST_DEVICE int64_t tiles() const { return (width + 3) / 4; }
+  PORTA_OPS_HOST_DEVICE int64_t output_blocks() const {
+    return (out_channels + kOutputs - 1) / kOutputs;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t packed_floats() const {
+    return output_blocks() * kPoints * in_channels * kOutputs;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t transformed_floats() const {
+    return kPoints * in_channels * kLanes;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t shared_floats() const {
+    return transformed_floats() + kPoints * kLanes * kOutputs;
+  }
+};
+
 // The layout of packed_a for the bf16 3x3 direct convolution on AMX tiles
 // (kernels/conv_direct_tiles.h, ConvArgs::direct_tiles): the weights' tiles, then the input's
 // channel pairs, each pair's plane padded with a zero border (rows of W + 2 words).
@@ -223,12 +249,21 @@ struct ConvArgs {
   // bf16 3x3 on AMX tiles: packed_a laid out as tile_layout() (forward and backward data) or
   // tile_weights_layout() (backward weights) says (kernels/conv_direct_tiles.h).
   int64_t direct_tiles;
+  // CPU with AVX-512, fp32 forward and backward data of a 3x3 layer of stride 1 and padding 1:
+  // Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h) from the weights transformed into
+  // packed_a as winograd_layout() says, each group this many bands of four output rows (images'
+  // bands numbered one after another), their tiles multiplied together; 0 otherwise.
+  int64_t winograd;
 
   // The tiles' layout of forward (x into y) or backward data (dy into dx): the input's channels
   // in pairs.
   PORTA_OPS_HOST_DEVICE DirectTileLayout tile_layout(bool backward_data) const {
     const int64_t in = backward_data ? out_channels : channels;
     return {height, width, (in + 1) / 2, backward_data ? channels : out_channels};
+  }
+  PORTA_OPS_HOST_DEVICE WinogradLayout winograd_layout(bool backward_data) const {
+    return {height, width, backward_data ? out_channels : channels,
+            backward_data ? channels : out_channels};
   }
   PORTA_OPS_HOST_DEVICE DirectTileWeightsLayout tile_weights_layout() const {
     return {batch, channels, height, width, out_channels};
@@ -635,8 +670,8 @@ inline void balance_column_tiles(int64_t m, int64_t n, int64_t batch, int64_t th
     }
     // Strictly less than the plan's own; then the most tiles.
     const int64_t load = busiest_thread(m, n, batch, c, threads);
-    if (load < best_load || (load == best_load && best.tile_n != t.tile_n &&
-                             c.tiles_n > best.tiles_n)) {
+    if (load < best_load ||
+        (load == best_load && best.tile_n != t.tile_n && c.tiles_n > best.tiles_n)) {
       best = c;
       best_load = load;
     }

@@ -1,0 +1,329 @@
+// 3x3 convolutions of stride 1 and padding 1 on AVX-512, fp32, by Winograd's minimal filtering
+// F(4x4, 3x3): forward (x and w) and backward data (dy and w turned round, as the direct
+// convolution takes them). Each 4 x 4 tile of outputs is
+//   Y = A^T [ sum over input channels i of (G g_i G^T) .* (B^T d_i B) ] A
+// where d_i is the tile's 6 x 6 window of input channel i (zeros past the edges) and g_i the 3x3
+// filter from channel i to the output channel: 36 products per input channel for 16 outputs
+// instead of 144. The sums over the channels are 36 small GEMMs, one per transformed point.
+//
+// A group computes bands of four output rows, one, or several of a narrow image's (up to 14 tiles
+// in all): it transforms their windows into its shared memory (V[point][channel][tile], 16 tiles
+// a vector, the windows' columns picked out of the rows by permutes), then for each block of 32
+// output channels multiplies them by the transformed weights (U, packed once per call by a kernel
+// before it: U[block][point][channel][32]) in micro-tiles of up to 14 tiles by 32 channels, the
+// shape of the direct convolution's, and transforms each tile's 36 sums back into its 16 outputs,
+// stored a row of 16 positions at a time through 16 x 16 transposes. The products are a quarter of
+// the direct convolution's; the transforms' additions round a little differently (about 3x the
+// direct convolution's difference from a float64 reference, as oneDNN's Winograd kernels).
+#pragma once
+
+#include "gemm_engine.h"
+
+namespace porta_ops::cpu::winograd {
+
+using Layout = WinogradLayout;
+
+inline constexpr int kPoints = Layout::kPoints;
+inline constexpr int kLanes = Layout::kLanes;
+
+#if defined(__AVX512F__)
+// Tiles a micro-tile takes: 14 x 2 accumulators, two weight vectors and a broadcast fill the 32
+// vector registers.
+inline constexpr int kMaxTiles = 14;
+static_assert(Layout::kOutputs == kNR && kLanes == kVL, "a block of outputs is a micro-tile's");
+
+// B^T along one dimension of six vectors: o = B^T d.
+__attribute__((always_inline)) inline void input_rows(const __m512 (&d)[6], __m512 (&o)[6]) {
+  const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+  o[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+  o[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));
+  o[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));
+  const __m512 d42 = _mm512_sub_ps(d[4], d[2]), d31 = _mm512_sub_ps(d[3], d[1]);
+  o[3] = _mm512_fmadd_ps(two, d31, d42);
+  o[4] = _mm512_fnmadd_ps(two, d31, d42);
+  o[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+// G along one dimension: six vectors from three, o = G g.
+__attribute__((always_inline)) inline void filter_rows(const __m512 (&g)[3], __m512 (&o)[6]) {
+  const __m512 sixth = _mm512_set1_ps(1.0f / 6), quarter = _mm512_set1_ps(1.0f / 4);
+  const __m512 outer = _mm512_add_ps(g[0], g[2]);  // g0 + g2
+  o[0] = _mm512_mul_ps(quarter, g[0]);
+  o[1] = _mm512_mul_ps(_mm512_set1_ps(-1.0f / 6), _mm512_add_ps(outer, g[1]));
+  o[2] = _mm512_mul_ps(sixth, _mm512_sub_ps(g[1], outer));
+  // g0 / 24 + g2 / 6 and g1 / 12
+  const __m512 even = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24), g[0], _mm512_mul_ps(sixth, g[2]));
+  const __m512 odd = _mm512_mul_ps(_mm512_set1_ps(1.0f / 12), g[1]);
+  o[3] = _mm512_add_ps(even, odd);
+  o[4] = _mm512_sub_ps(even, odd);
+  o[5] = g[2];
+}
+
+// Packs part `index` of U: output block index / in_blocks, input channels 32 from
+// (index % in_blocks) * 32, u = G g G^T of each 3x3 filter g, 16 output channels a vector.
+// Forward: g[r][s] = w[o, i, r, s] (w is K x C x 3 x 3), each output channel's filters of the
+// block one run of w; backward data: w[i, o, 2 - r, 2 - s], the filter turned round and its
+// channels swapped, each input channel's filters of the block one run. The runs are copied to
+// `staging` (32 x 32 x 9 floats, all fetched first), whose taps the vectors gather. Channels
+// past the last output channel are zeros.
+inline void pack_weights(const Layout& l, const float* w, bool backward_data, int64_t index,
+                         float* packed, float* staging) {
+  constexpr int64_t kBlock = Layout::kOutputs, kTaps = 9;
+  const int64_t in_blocks = div_up(l.in_channels, kBlock);
+  const int64_t block = index / in_blocks, i0 = index % in_blocks * kBlock;
+  const int64_t o0 = block * kBlock;
+  const int64_t inputs = min64(kBlock, l.in_channels - i0),
+                outputs = min64(kBlock, l.out_channels - o0);
+  // staging[(o * kBlock + i) * 9 + tap]: forward's runs are o's, backward data's i's.
+  const int64_t runs = backward_data ? inputs : outputs;
+  const int64_t length = (backward_data ? outputs : inputs) * kTaps;
+  const float* const first = backward_data ? w + (i0 * l.out_channels + o0) * kTaps
+                                           : w + (o0 * l.in_channels + i0) * kTaps;
+  const int64_t run_step = (backward_data ? l.out_channels : l.in_channels) * kTaps;
+  for (int64_t r = 0; r < runs; ++r) {
+    for (int64_t e = 0; e < length; e += 16) __builtin_prefetch(first + r * run_step + e);
+  }
+  for (int64_t r = 0; r < runs; ++r) {
+    float* const to = staging + r * kBlock * kTaps;
+    const float* const from = first + r * run_step;
+    for (int64_t e = 0; e < length; ++e) to[e] = from[e];
+  }
+  // Lane o of input channel i at staging + (o * kBlock + i) * 9 (forward) or (i * kBlock + o) * 9.
+  const int64_t lane_step = (backward_data ? 1 : kBlock) * kTaps;
+  const int64_t input_step = (backward_data ? kBlock : 1) * kTaps;
+  const __m512i lane =
+      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                         _mm512_set1_epi32(static_cast<int>(lane_step)));
+  float* const u_block = packed + block * kPoints * l.in_channels * kBlock;
+  for (int64_t i = 0; i < inputs; ++i) {
+    for (int64_t half = 0; half < kBlock / 16; ++half) {
+      const int64_t lanes = min64(16, outputs - 16 * half);
+      const __mmask16 real = static_cast<__mmask16>(lanes > 0 ? (1u << lanes) - 1 : 0);
+      const float* const base = staging + 16 * half * lane_step + i * input_step;
+      __m512 g[3][3];
+      for (int r = 0; r < 3; ++r) {
+        for (int c = 0; c < 3; ++c) {
+          const int tap = backward_data ? (2 - r) * 3 + 2 - c : r * 3 + c;
+          g[r][c] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), real, lane, base + tap, 4);
+        }
+      }
+      __m512 gg[6][3];  // G g: rows a, columns c
+      for (int c = 0; c < 3; ++c) {
+        const __m512 column[3] = {g[0][c], g[1][c], g[2][c]};
+        __m512 rows[6];
+        filter_rows(column, rows);
+        for (int a = 0; a < 6; ++a) gg[a][c] = rows[a];
+      }
+      for (int a = 0; a < 6; ++a) {
+        __m512 u[6];
+        filter_rows(gg[a], u);
+        for (int b = 0; b < 6; ++b) {
+          _mm512_storeu_ps(u_block + ((a * 6 + b) * l.in_channels + i0 + i) * kBlock + 16 * half,
+                           u[b]);
+        }
+      }
+    }
+  }
+}
+
+// A^T along one dimension: four vectors from six, o = A^T m.
+__attribute__((always_inline)) inline void output_rows(const __m512 (&m)[6], __m512 (&o)[4]) {
+  const __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+  const __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
+  o[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
+  o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d34, d12);
+  o[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s34, s12);
+  o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12), m[5]);
+}
+
+// The 6 x 6 windows of `tiles` tiles from t0 of band `band` (output rows 4 band + [0, 4)) of the
+// image `in` (in_channels planes), transformed into V[(point * in_channels + i) * 16 + lane + t]
+// (lane + tiles <= 16). Tile t's window has columns 4 t - 1 + [0, 6): each input row's five
+// vectors from column 4 t0 - 1 (masked to the image) give column j of every tile's window by
+// permutes (lane t: element 4 t + j).
+inline void transform_inputs(const Layout& l, const float* in, int64_t band, int64_t t0, int tiles,
+                             int lane, float* V) {
+  const __mmask16 written = static_cast<__mmask16>((1u << tiles) - 1);
+  const int64_t plane = l.height * l.width, first_column = 4 * t0 - 1;
+  __mmask16 inside[5];
+  for (int q = 0; q < 5; ++q) {
+    unsigned lanes = 0;
+    for (int k = 0; k < 16; ++k) {
+      const int64_t column = first_column + 16 * q + k;
+      if (column >= 0 && column < l.width) lanes |= 1u << k;
+    }
+    inside[q] = static_cast<__mmask16>(lanes);
+  }
+  const __m512i every_fourth =
+      _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
+  alignas(64) float across[6][6][16];  // [window row][B^T column][tile]
+  // Each channel's rows are a plane apart, too far for the cache's own prefetch: the window rows
+  // of the channel kAhead on are fetched while this one is transformed.
+  constexpr int64_t kAhead = 2;
+  const int64_t first_row = max64(0, 4 * band - 1), end_row = min64(4 * band + 5, l.height);
+  for (int64_t i = 0; i < l.in_channels; ++i) {
+    if (i + kAhead < l.in_channels) {
+      const float* ahead = in + (i + kAhead) * plane + first_column;
+      for (int64_t row = first_row; row < end_row; ++row) {
+        for (int q = 0; q < 5; ++q) {
+          if (inside[q]) __builtin_prefetch(ahead + row * l.width + 16 * q);
+        }
+      }
+    }
+    for (int r = 0; r < 6; ++r) {
+      const int64_t row = 4 * band - 1 + r;
+      __m512 columns[6], t[6];
+      if (row < 0 || row >= l.height) {
+        for (int k = 0; k < 6; ++k) _mm512_store_ps(across[r][k], _mm512_setzero_ps());
+        continue;
+      }
+      const float* from = in + i * plane + row * l.width + first_column;
+      __m512 v[5];
+      for (int q = 0; q < 5; ++q) v[q] = _mm512_maskz_loadu_ps(inside[q], from + 16 * q);
+      for (int j = 0; j < 4; ++j) {
+        const __m512i at = _mm512_add_epi32(every_fourth, _mm512_set1_epi32(j));
+        const __m512 low = _mm512_permutex2var_ps(v[0], at, v[1]);
+        const __m512 high = _mm512_permutex2var_ps(v[2], at, v[3]);
+        columns[j] = _mm512_insertf32x8(low, _mm512_castps512_ps256(high), 1);
+      }
+      // Columns 4 and 5 are columns 0 and 1 one tile on: the last tile's from v[4].
+      const __m512i next = _mm512_castps_si512(v[4]);
+      columns[4] =
+          _mm512_castsi512_ps(_mm512_alignr_epi32(next, _mm512_castps_si512(columns[0]), 1));
+      columns[5] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_alignr_epi32(next, next, 1),
+                                                           _mm512_castps_si512(columns[1]), 1));
+      input_rows(columns, t);
+      for (int k = 0; k < 6; ++k) _mm512_store_ps(across[r][k], t[k]);
+    }
+    for (int k = 0; k < 6; ++k) {
+      __m512 d[6], t[6];
+      for (int r = 0; r < 6; ++r) d[r] = _mm512_load_ps(across[r][k]);
+      input_rows(d, t);
+      for (int a = 0; a < 6; ++a) {
+        _mm512_mask_storeu_ps(V + ((a * 6 + k) * l.in_channels + i) * kLanes + lane, written, t[a]);
+      }
+    }
+  }
+}
+
+// M[(t * 36 + point) * 32 + o] = sum over i of V[point][i][t] * U[point][i][o] for Tiles tiles
+// and one block of 32 output channels (U the block's).
+template <int Tiles>
+__attribute__((noinline)) void multiply_points(const float* V, const float* U, int64_t in_channels,
+                                               float* M) {
+  constexpr int64_t kAhead = 16;  // input channels ahead that U's lines are fetched (from L2)
+  for (int p = 0; p < kPoints; ++p) {
+    __m512 sum[Tiles][2];
+#pragma GCC unroll 16
+    for (int t = 0; t < Tiles; ++t) sum[t][0] = sum[t][1] = _mm512_setzero_ps();
+    const float* v = V + p * in_channels * kLanes;
+    const float* u = U + p * in_channels * kNR;
+    for (int64_t i = 0; i < in_channels; ++i, v += kLanes, u += kNR) {
+      __builtin_prefetch(u + kAhead * kNR);
+      __builtin_prefetch(u + kAhead * kNR + 16);
+      const __m512 w0 = _mm512_loadu_ps(u), w1 = _mm512_loadu_ps(u + 16);
+#pragma GCC unroll 16
+      for (int t = 0; t < Tiles; ++t) {
+        const __m512 x = _mm512_set1_ps(v[t]);
+        sum[t][0] = _mm512_fmadd_ps(x, w0, sum[t][0]);
+        sum[t][1] = _mm512_fmadd_ps(x, w1, sum[t][1]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < Tiles; ++t) {
+      float* const to = M + (t * kPoints + p) * kNR;
+      _mm512_store_ps(to, sum[t][0]);
+      _mm512_store_ps(to + 16, sum[t][1]);
+    }
+  }
+}
+
+// multiply_points for the tiles' runtime count, 1 to kMaxTiles.
+template <int Tiles = kMaxTiles>
+inline void multiply_points_of(int tiles, const float* V, const float* U, int64_t in_channels,
+                               float* M) {
+  if constexpr (Tiles > 0) {
+    if (tiles == Tiles) return multiply_points<Tiles>(V, U, in_channels, M);
+    multiply_points_of<Tiles - 1>(tiles, V, U, in_channels, M);
+  }
+}
+
+// The outputs of tiles t0 + [0, tiles) of the band in output block `block` from their sums M:
+// each tile's 16 channels at a time through A^T m A, four tiles' rows (16 positions) gathered,
+// transposed and stored a channel at a time, masked to the image.
+inline void transform_outputs(const Layout& l, const float* M, int lane, int tiles, float* out,
+                              int64_t band, int64_t t0, int64_t block) {
+  const int64_t plane = l.height * l.width;
+  alignas(64) float rows[4][16][16];  // [output row][position of four tiles][channel]
+  for (int half = 0; half < 2; ++half) {
+    const int64_t o0 = block * kNR + 16 * half;
+    const int64_t channels = min64(16, l.out_channels - o0);
+    if (channels <= 0) break;
+    for (int first = 0; first < tiles; first += 4) {
+      const int count = first + 4 <= tiles ? 4 : tiles - first;
+      for (int t = 0; t < count; ++t) {
+        __m512 across[6][4];  // A^T along each row of the tile's 6 x 6 sums
+        for (int a = 0; a < 6; ++a) {
+          __m512 m[6];
+          for (int b = 0; b < 6; ++b) {
+            const int64_t tile = lane + first + t, p = a * 6 + b;
+            m[b] = _mm512_load_ps(M + (tile * kPoints + p) * kNR + 16 * half);
+          }
+          output_rows(m, across[a]);
+        }
+        for (int c = 0; c < 4; ++c) {
+          const __m512 m[6] = {across[0][c], across[1][c], across[2][c],
+                               across[3][c], across[4][c], across[5][c]};
+          __m512 y[4];
+          output_rows(m, y);
+          for (int r = 0; r < 4; ++r) _mm512_store_ps(rows[r][4 * t + c], y[r]);
+        }
+      }
+      const int64_t column = 4 * (t0 + first);
+      const int64_t positions = min64(4 * count, l.width - column);
+      const __mmask16 lanes = static_cast<__mmask16>((1u << positions) - 1);
+      for (int r = 0; r < 4; ++r) {
+        const int64_t row = 4 * band + r;
+        if (row >= l.height) break;
+        __m512 v[16];
+        for (int j = 0; j < 16; ++j) v[j] = j < 4 * count ? _mm512_load_ps(rows[r][j]) : __m512{};
+        transpose16(v);
+        float* to = out + o0 * plane + row * l.width + column;
+        for (int64_t o = 0; o < channels; ++o) _mm512_mask_storeu_ps(to + o * plane, lanes, v[o]);
+      }
+    }
+  }
+}
+
+// `count` bands from band `first` of the launch (image first / bands, band first % bands, and on,
+// across images), whose tiles together are at most kMaxTiles: their windows transformed into V
+// side by side, then each output block's products and outputs. A band of more tiles (count 1)
+// goes kMaxTiles tiles at a time. V and M in the group's shared memory (Layout::shared_floats).
+inline void run_bands(const Layout& l, const float* in, const float* packed, float* out,
+                      int64_t first, int64_t count, float* shared) {
+  float* const V = shared;
+  float* const M = shared + l.transformed_floats();
+  const int64_t in_image = l.in_channels * l.height * l.width;
+  const int64_t out_image = l.out_channels * l.height * l.width;
+  const int64_t tiles = l.tiles(), bands = l.bands();
+  for (int64_t t0 = 0; t0 < tiles; t0 += kMaxTiles) {
+    const int pass = static_cast<int>(min64(kMaxTiles, tiles - t0));
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t band = first + j;
+      transform_inputs(l, in + band / bands * in_image, band % bands, t0, pass,
+                       static_cast<int>(j) * pass, V);
+    }
+    for (int64_t block = 0; block < l.output_blocks(); ++block) {
+      multiply_points_of(static_cast<int>(count) * pass, V,
+                         packed + block * kPoints * l.in_channels * kNR, l.in_channels, M);
+      for (int64_t j = 0; j < count; ++j) {
+        const int64_t band = first + j;
+        transform_outputs(l, M, static_cast<int>(j) * pass, pass, out + band / bands * out_image,
+                          band % bands, t0, block);
+      }
+    }
+  }
+}
+#endif
+
+}  // namespace porta_ops::cpu::winograd
