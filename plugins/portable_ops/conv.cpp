@@ -100,7 +100,6 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
 // scratch, then a group per band of four output rows of one image (or per several bands of a
 // narrow image's, across images), its transformed windows and their sums in the group's shared
 // memory.
-constexpr int64_t kWinogradTiles = 14;  // a micro-tile's (kernels/conv_winograd_cpu.h: kMaxTiles)
 // Forward's and backward data's, built for AVX-512 only.
 constexpr const char* kWinogradKernels[] = {"conv2d_forward_f32_winograd",
                                             "conv2d_backward_data_f32_winograd"};
@@ -109,8 +108,8 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void*
                      const void* in1, float* out) {
   const bool backward_data = pass == Pass::backward_data;
   const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
-  // Narrow images' bands together, up to the micro-tile's 14 tiles.
-  g.winograd = std::max<int64_t>(1, kWinogradTiles / l.tiles());
+  // Narrow images' bands together, up to the tiles a micro-tile takes.
+  g.winograd = std::max<int64_t>(1, l.kMaxTiles / l.tiles());
   const Checked<int64_t> packed_bytes = Checked(l.packed_floats()) * int64_t{4};
   const Checked<int64_t> pack_groups =
       Checked(l.output_blocks()) * porta_ops::div_up(l.in_channels, l.kOutputs);

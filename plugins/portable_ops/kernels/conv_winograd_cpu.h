@@ -27,9 +27,7 @@ inline constexpr int kPoints = Layout::kPoints;
 inline constexpr int kLanes = Layout::kLanes;
 
 #if defined(__AVX512F__)
-// Tiles a micro-tile takes: 14 x 2 accumulators, two weight vectors and a broadcast fill the 32
-// vector registers.
-inline constexpr int kMaxTiles = 14;
+inline constexpr int kMaxTiles = Layout::kMaxTiles;
 static_assert(Layout::kOutputs == kNR && kLanes == kVL, "a block of outputs is a micro-tile's");
 
 // B^T along one dimension of six vectors: o = B^T d.

@@ -129,6 +129,9 @@ struct WinogradLayout {
   static constexpr int64_t kPoints = 36;   // a tile's 6 x 6 transformed points
   static constexpr int64_t kLanes = 16;    // tiles transformed together (one AVX-512 vector)
   static constexpr int64_t kOutputs = 32;  // output channels multiplied together
+  // Tiles multiplied together: 14 x 2 accumulators, two weight vectors and a broadcast fill
+  // AVX-512's 32 vector registers. A narrow image's bands go together up to this many tiles.
+  static constexpr int64_t kMaxTiles = 14;
   int64_t height, width, in_channels, out_channels;
 
   PORTA_OPS_HOST_DEVICE int64_t bands() const { return (height + 3) / 4; }
