@@ -1,6 +1,7 @@
 // Host side of the convolutions: each is a launch of the GEMM engine (kernels/conv_kernels.cpp),
 // an implicit GEMM planned like a GEMM of its sizes, except on the CPU 3x3 layers of stride 1
-// and pointwise layers' forward, which are direct convolutions (launch_direct).
+// and pointwise layers' forward, which are direct convolutions (launch_direct), and on AVX-512
+// the fp32 3x3 layers that Winograd's F(4x4, 3x3) takes (launch_winograd).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -95,14 +96,15 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   launch(op, kernels[index][bf16], dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, in0, in1, out);
 }
 
+// Winograd's kernels of forward and backward data, built for AVX-512 only.
+constexpr const char* kWinogradKernels[] = {"conv2d_forward_f32_winograd",
+                                            "conv2d_backward_data_f32_winograd"};
+
 // Forward or backward data of an fp32 3x3 layer of stride 1 and padding 1 on AVX-512 by
 // Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h): the weights transformed into the stream's
 // scratch, then a group per band of four output rows of one image (or per several bands of a
 // narrow image's, across images), its transformed windows and their sums in the group's shared
 // memory.
-// Forward's and backward data's, built for AVX-512 only.
-constexpr const char* kWinogradKernels[] = {"conv2d_forward_f32_winograd",
-                                            "conv2d_backward_data_f32_winograd"};
 
 void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void* in0,
                      const void* in1, float* out) {

@@ -192,8 +192,8 @@ PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const
 // Winograd's F(4x4, 3x3) for fp32 3x3 layers of stride 1 and padding 1 on AVX-512
 // (ConvArgs::winograd, kernels/conv_winograd_cpu.h): a _pack_winograd kernel transforms the
 // weights into packed_a, a group per (block of 32 output channels, block of 32 input channels),
-// then a group per ConvArgs::winograd bands of four output rows convolves. The host launches them
-// only for the AVX-512 build (16 fp32 lanes); the others have no such kernels to find.
+// then a group per ConvArgs::winograd bands of four output rows convolves. Only the AVX-512
+// library has them: the host asks the library it loaded (conv.cpp: takes_winograd).
 #if defined(__AVX512F__)
 namespace winograd = porta_ops::cpu::winograd;
 
