@@ -3,8 +3,6 @@
 // and pointwise layers' forward, which are direct convolutions (launch_direct), and on AVX-512
 // the fp32 3x3 layers that Winograd's F(4x4, 3x3) takes (launch_winograd).
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <string>
 
@@ -138,19 +136,8 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void*
 // is faster; off keeps every layer on the direct convolution or the implicit GEMM, whose sums
 // round as a plain dot product's (Winograd's transforms add about 3x that error).
 bool winograd_allowed() {
-  static const int allowed = [] {
-    const char* value = std::getenv("PORTA_OPS_CONV_WINOGRAD");
-    if (!value || !*value || std::strcmp(value, "auto") == 0) return 1;
-    if (std::strcmp(value, "off") == 0) return 0;
-    return -1;
-  }();
-  if (allowed < 0) {
-    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
-                        std::string("PORTA_OPS_CONV_WINOGRAD='") +
-                            std::getenv("PORTA_OPS_CONV_WINOGRAD") +
-                            "' is not accepted; accepted: auto (default) or off");
-  }
-  return allowed == 1;
+  static const bool allowed = setting_choice("PORTA_OPS_CONV_WINOGRAD", {"auto", "off"}) == 0;
+  return allowed;
 }
 
 // Whether Winograd's F(4x4, 3x3) takes an fp32 3x3 layer's forward or backward data: the host's

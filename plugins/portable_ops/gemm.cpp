@@ -2,8 +2,6 @@
 // launch of gemm_<dtype>. The plan is shared with the convolutions (conv.cpp), which run on the
 // same engine.
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <string>
 
@@ -18,18 +16,11 @@ namespace porta::portable_ops {
 // CPU has a bf16 dot product (what other CPUs run). Unset, empty or "native" keeps the packed
 // path as is; anything else is refused by every GEMM and conv call.
 int32_t requested_gemm_path() {
-  static const int32_t path = []() -> int32_t {
-    const char* value = std::getenv("PORTA_OPS_GEMM_PATH");
-    if (!value || !*value || std::strcmp(value, "native") == 0) return porta_ops::kGemmPathNative;
-    if (std::strcmp(value, "tiled") == 0) return porta_ops::kGemmPathTiled;
-    if (std::strcmp(value, "widened") == 0) return porta_ops::kGemmPathWidened;
-    return int32_t{-1};
-  }();
-  if (path < 0) {
-    throw porta::error(PORTA_ERROR_INVALID_ARGUMENT,
-                       std::string("PORTA_OPS_GEMM_PATH='") + std::getenv("PORTA_OPS_GEMM_PATH") +
-                           "' is not accepted; accepted: native (default), tiled or widened");
-  }
+  static constexpr int32_t kPaths[] = {porta_ops::kGemmPathNative, porta_ops::kGemmPathTiled,
+                                       porta_ops::kGemmPathWidened};
+  // A bad value throws from the initialiser, so every call refuses it again.
+  static const int32_t path =
+      kPaths[setting_choice("PORTA_OPS_GEMM_PATH", {"native", "tiled", "widened"})];
   return path;
 }
 

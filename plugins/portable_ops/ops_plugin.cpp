@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -198,6 +199,22 @@ KnownKernel known_kernel(const Op& op, const char* name) {
 }  // namespace
 
 porta::kernel kernel_for(const Op& op, const char* name) { return known_kernel(op, name).kernel; }
+
+int setting_choice(const char* variable, std::initializer_list<const char*> accepted) {
+  const char* value = std::getenv(variable);
+  if (!value || !*value) return 0;
+  const int count = static_cast<int>(accepted.size());
+  int index = 0;
+  std::string names;  // "a (default), b or c"
+  for (const char* name : accepted) {
+    if (std::strcmp(value, name) == 0) return index;
+    const char* separator = index == 0 ? "" : index + 1 < count ? ", " : " or ";
+    names += separator + std::string(name) + (index == 0 ? " (default)" : "");
+    ++index;
+  }
+  plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT, std::string(variable) + "='" + value +
+                                                        "' is not accepted; accepted: " + names);
+}
 
 bool has_kernel(const Op& op, const char* name) {
   DeviceKernels& device = kernels_of(op.device);

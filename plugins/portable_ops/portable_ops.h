@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,6 +27,11 @@ using Op = porta_op_context_t;
 porta::kernel kernel_for(const Op& op, const char* name);
 // Whether the op's kernel library has kernel `name` (some are built for one ISA level only).
 bool has_kernel(const Op& op, const char* name);
+
+// The plugin's own environment settings: the index in `accepted` of environment variable
+// `variable`'s value, 0 (the default) where it is unset or empty. Any other value throws
+// (a plugin failure, INVALID_ARGUMENT from the op) naming the accepted ones.
+int setting_choice(const char* variable, std::initializer_list<const char*> accepted);
 
 // Queues kernel `name` on the op's stream. Argument types must be exactly the kernel's parameter
 // types.
