@@ -100,6 +100,22 @@ struct Packing {
 inline constexpr int64_t kBlocksPerGroup = kDirectOutputs / kNR;
 static_assert(kDirectOutputs % kNR == 0, "a group's output channels are whole micro-tiles");
 
+// Copies `runs` runs of `length` elements, run_step apart from `first`, to staging (`stride`
+// apart), all their lines fetched first: a block of weights as w holds it, before it is written
+// across into a packed layout (pack_direct_weights; the Winograd pack's too).
+template <class T>
+inline void stage_runs(const T* first, int64_t runs, int64_t run_step, int64_t length, T* staging,
+                       int64_t stride) {
+  for (int64_t r = 0; r < runs; ++r) {
+    for (int64_t e = 0; e < length; e += 64 / int64_t{sizeof(T)}) {
+      __builtin_prefetch(first + r * run_step + e);
+    }
+  }
+  for (int64_t r = 0; r < runs; ++r) {
+    for (int64_t e = 0; e < length; ++e) staging[r * stride + e] = first[r * run_step + e];
+  }
+}
+
 // Writes a block's packed runs from its staged copy: staging[lane * LaneStep + i * ChannelStep +
 // tap of w] for tap `tap` of the packed filter (turned round for backward data), channel i.
 // fp32 words are the staged floats; bf16 words pair channels 2p and 2p + 1 (`count` pairs).
@@ -155,14 +171,7 @@ inline void pack_direct_weights(const Packing<Taps>& p, const T* w, void* wp, bo
     const T* run = backward_data ? w + (kPerWord * i0 * p.out_channels + first) * Taps
                                  : w + (first * channels + kPerWord * i0) * Taps;
     const int64_t run_step = (backward_data ? p.out_channels : channels) * Taps;
-    for (int64_t r = 0; r < runs; ++r) {
-      for (int64_t e = 0; e < length; e += 64 / int64_t{sizeof(T)}) {
-        __builtin_prefetch(run + r * run_step + e);
-      }
-    }
-    for (int64_t r = 0; r < runs; ++r) {
-      for (int64_t e = 0; e < length; ++e) staging[r * stride + e] = run[r * run_step + e];
-    }
+    stage_runs(run, runs, run_step, length, staging, stride);
     if (lanes < kNR || real < staged) {
       for (int64_t lane = 0; lane < kNR; ++lane) {
         for (int64_t i = lane < lanes ? real : 0; i < staged; ++i) {

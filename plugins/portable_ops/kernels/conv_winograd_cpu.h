@@ -17,6 +17,7 @@
 // direct convolution's difference from a float64 reference, as oneDNN's Winograd kernels).
 #pragma once
 
+#include "conv_direct_cpu.h"
 #include "gemm_engine.h"
 
 namespace porta_ops::cpu::winograd {
@@ -61,8 +62,8 @@ __attribute__((always_inline)) inline void filter_rows(const __m512 (&g)[3], __m
 // (index % in_blocks) * 32, u = G g G^T of each 3x3 filter g, 16 output channels a vector.
 // Forward: g[r][s] = w[o, i, r, s] (w is K x C x 3 x 3), each output channel's filters of the
 // block one run of w; backward data: w[i, o, 2 - r, 2 - s], the filter turned round and its
-// channels swapped, each input channel's filters of the block one run. The runs are copied to
-// `staging` (32 x 32 x 9 floats, all fetched first), whose taps the vectors gather. Channels
+// channels swapped, each input channel's filters of the block one run. The runs are staged in
+// `staging` (32 x 32 x 9 floats, direct::stage_runs), whose taps the vectors gather. Channels
 // past the last output channel are zeros.
 inline void pack_weights(const Layout& l, const float* w, bool backward_data, int64_t index,
                          float* packed, float* staging) {
@@ -78,14 +79,7 @@ inline void pack_weights(const Layout& l, const float* w, bool backward_data, in
   const float* const first = backward_data ? w + (i0 * l.out_channels + o0) * kTaps
                                            : w + (o0 * l.in_channels + i0) * kTaps;
   const int64_t run_step = (backward_data ? l.out_channels : l.in_channels) * kTaps;
-  for (int64_t r = 0; r < runs; ++r) {
-    for (int64_t e = 0; e < length; e += 16) __builtin_prefetch(first + r * run_step + e);
-  }
-  for (int64_t r = 0; r < runs; ++r) {
-    float* const to = staging + r * kBlock * kTaps;
-    const float* const from = first + r * run_step;
-    for (int64_t e = 0; e < length; ++e) to[e] = from[e];
-  }
+  direct::stage_runs(first, runs, run_step, length, staging, kBlock * kTaps);
   // Lane o of input channel i at staging + (o * kBlock + i) * 9 (forward) or (i * kBlock + o) * 9.
   const int64_t lane_step = (backward_data ? 1 : kBlock) * kTaps;
   const int64_t input_step = (backward_data ? kBlock : 1) * kTaps;
