@@ -94,9 +94,10 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   launch(op, kernels[index][bf16], dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, in0, in1, out);
 }
 
-// Winograd's kernels of forward and backward data, built for AVX-512 only.
+// Winograd's kernels of the three passes, built for AVX-512 only.
 constexpr const char* kWinogradKernels[] = {"conv2d_forward_f32_winograd",
-                                            "conv2d_backward_data_f32_winograd"};
+                                            "conv2d_backward_data_f32_winograd",
+                                            "conv2d_backward_weights_f32_winograd"};
 
 // Forward or backward data of an fp32 3x3 layer of stride 1 and padding 1 on AVX-512 by
 // Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h): the weights transformed into the stream's
@@ -132,6 +133,49 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void*
          static_cast<uint32_t>(l.shared_floats() * 4), g, in0, in1, out);
 }
 
+// Backward weights of such a layer by Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h): a
+// group per (run of slots, part of x's channels) transforms its slots a chunk at a time, sums
+// their products into sums of its own and transforms those into taps, then a group per output
+// channel adds up the runs' taps into dw. A run per thread, each its own sums; x's channels are
+// cut into parts where one group's sums would pass kWinogradSumsBytes (each part transforms all
+// of dy again); a chunk's transformed slots take about as much room as the sums they are added
+// to, which balances the sums' passes against the buffer's size (measured: 2 slots at 56x56x64,
+// with sums and buffer in L2, and 4-7 at 28x28x128, whose sums are past it either way).
+constexpr int64_t kWinogradSumsBytes = int64_t{4} << 20, kWinogradMaxChunk = 8;
+
+void launch_winograd_weights(const Op& op, porta_ops::ConvArgs g, const void* x, const void* dy,
+                             float* dw) {
+  g.winograd_runs = g.winograd_parts = g.winograd_chunk = 1;
+  const auto layout = [&] { return g.winograd_weights_layout(); };
+  const int64_t blocks = porta_ops::div_up(g.channels, layout().kColumns);
+  // dw's K x C x 9 floats are allocated: 36 x K x C fit an int64_t.
+  while (g.winograd_parts < blocks && layout().sums_floats() * 4 > kWinogradSumsBytes) {
+    ++g.winograd_parts;
+  }
+  // Parts of whole blocks, none empty.
+  g.winograd_parts = porta_ops::div_up(blocks, layout().part_channels() / layout().kColumns);
+  g.winograd_chunk = std::clamp<int64_t>(
+      porta_ops::div_up(layout().sums_floats(), layout().dy_floats() + layout().x_floats()), 1,
+      kWinogradMaxChunk);
+  const int64_t threads = std::max<int64_t>(op.properties->compute_units, 1);
+  g.winograd_runs =
+      std::clamp<int64_t>(porta_ops::div_up(threads, g.winograd_parts), 1, layout().slots());
+  const porta_ops::WinogradWeightsLayout l = layout();
+  const Checked<int64_t> bytes = Checked(l.groups()) * l.group_floats() * int64_t{4};
+  uint32_t grid[3], add_grid[3];
+  if (!bytes.valid() || !porta_ops::plan_detail::flat_grid(l.groups(), grid) ||
+      !porta_ops::plan_detail::flat_grid(l.out_channels, add_grid)) {
+    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                        "the convolution is too large for one launch of its kernels");
+  }
+  const Scratch scratch = scratch_for(op, static_cast<size_t>(bytes.value()));
+  g.packed_a = scratch.as<float>();
+  launch(op, "conv2d_backward_weights_f32_winograd", dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g,
+         x, dy, dw);
+  launch(op, "conv2d_backward_weights_f32_add_winograd",
+         dim3(add_grid[0], add_grid[1], add_grid[2]), dim3(1), 0, g, x, dy, dw);
+}
+
 // PORTA_OPS_CONV_WINOGRAD: auto (default) lets Winograd's F(4x4, 3x3) take the layers where it
 // is faster; off keeps every layer on the direct convolution or the implicit GEMM, whose sums
 // round as a plain dot product's (Winograd's transforms add about 3x that error).
@@ -140,19 +184,27 @@ bool winograd_allowed() {
   return allowed;
 }
 
-// Whether Winograd's F(4x4, 3x3) takes an fp32 3x3 layer's forward or backward data: the host's
-// kernel library built for AVX-512 (the only one with its kernels); images at least
-// kWinogradMinWidth wide and two bands high, since a band's tiles multiply together and each reads
-// all the transformed weights (narrower images measured even with the direct convolution at 14
-// wide, slower at 7); at least kWinogradMinChannels input channels, where its rounding stays within
-// the bound of a plain sum of that depth (the tests' tolerance: fewer channels, fewer terms to
-// spread the transforms' error); and the band's transformed windows in a group's shared memory.
+// Whether Winograd's F(4x4, 3x3) takes an fp32 3x3 layer's pass: the host's kernel library built
+// for AVX-512 (the only one with its kernels) and images at least kWinogradMinWidth wide.
+// Forward and backward data: two bands high, since a band's tiles multiply together and each
+// reads all the transformed weights (narrower images measured even with the direct convolution
+// at 14 wide, slower at 7); at least kWinogradMinChannels input channels, where its rounding
+// stays within the bound of a plain sum of that depth (the tests' tolerance: fewer channels,
+// fewer terms to spread the transforms' error); and the band's transformed windows in a group's
+// shared memory. Backward weights: at least kWinogradMinWeightsChannels channels and output
+// channels, its micro-tiles being 32 channels wide (16 channels measured 1.3x slower than the
+// direct convolution at 28x28; the narrower images too: 14x14x256 even, 14x14x32 and 7x7x512
+// slower, the transforms and sums weighing more where each image has few tiles).
 constexpr int64_t kWinogradMinWidth = 25, kWinogradMinChannels = 16;
+constexpr int64_t kWinogradMinWeightsChannels = 32;
 
 bool takes_winograd(Pass pass, const Op& op, const porta_ops::ConvArgs& g) {
-  if (pass == Pass::backward_weights || !g.direct_shape() || g.pointwise() ||
-      !runs_packed_path(op) || !winograd_allowed()) {
+  if (!g.direct_shape() || g.pointwise() || !runs_packed_path(op) || !winograd_allowed()) {
     return false;
+  }
+  if (pass == Pass::backward_weights) {
+    return g.width >= kWinogradMinWidth && g.channels >= kWinogradMinWeightsChannels &&
+           g.out_channels >= kWinogradMinWeightsChannels && has_kernel(op, kWinogradKernels[2]);
   }
   const porta_ops::WinogradLayout l = g.winograd_layout(pass == Pass::backward_data);
   if (l.width < kWinogradMinWidth || l.bands() < 2 || l.in_channels < kWinogradMinChannels) {
@@ -246,7 +298,8 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     const bool direct = g.direct_shape() && (pass == Pass::forward || !g.pointwise()) &&
                         (!matrix_units || on_tiles);
     if (d.dtype == PORTA_DTYPE_F32 && takes_winograd(pass, op, g)) {
-      return launch_winograd(pass, op, g, in0, in1, out);
+      return pass == Pass::backward_weights ? launch_winograd_weights(op, g, in0, in1, out)
+                                            : launch_winograd(pass, op, g, in0, in1, out);
     }
     if (pass != Pass::backward_weights && direct && runs_packed_path(op) &&
         (d.dtype == PORTA_DTYPE_F32 || d.dtype == PORTA_DTYPE_BF16)) {

@@ -239,6 +239,24 @@ PORTA_KERNEL(conv2d_backward_data_f32_winograd, ConvArgs g, const float* dy, con
   (void)w;
   run_winograd(g, dy, dx, true);
 }
+
+// Backward weights: a group per (run of slots, part of x's channels) sums its products and
+// transforms them into taps, then a group per output channel adds up the runs' taps into dw.
+PORTA_KERNEL(conv2d_backward_weights_f32_winograd, ConvArgs g, const float* x, const float* dy,
+             float* dw) {
+  (void)dw;
+  const porta_ops::WinogradWeightsLayout l = g.winograd_weights_layout();
+  const int64_t group = porta_ops::group_number();
+  if (group < l.groups()) winograd::run_weights_group(l, x, dy, group, g.packed_a);
+}
+
+PORTA_KERNEL(conv2d_backward_weights_f32_add_winograd, ConvArgs g, const float* x, const float* dy,
+             float* dw) {
+  (void)x, (void)dy;
+  const porta_ops::WinogradWeightsLayout l = g.winograd_weights_layout();
+  const int64_t k = porta_ops::group_number();
+  if (k < l.out_channels) winograd::add_runs(l, g.packed_a, k, dw);
+}
 #endif
 
 namespace direct_tiles = porta_ops::cpu::direct_tiles;

@@ -128,14 +128,26 @@ __attribute__((always_inline)) inline void output_rows(const __m512 (&m)[6], __m
   o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12), m[5]);
 }
 
+// Where transformed rows of 16 lanes (tiles) go: (point, channel) at base + point * point_step +
+// channel * 16.
+struct Rows {
+  float* base;
+  int64_t point_step;
+
+  float* at(int64_t point, int64_t channel) const {
+    return base + point * point_step + channel * kLanes;
+  }
+};
+
 // The 6 x 6 windows of `tiles` tiles from t0 of band `band` (output rows 4 band + [0, 4)) of the
-// image `in` (in_channels planes), transformed into V[(point * in_channels + i) * 16 + lane + t]
-// (lane + tiles <= 16). Tile t's window has columns 4 t - 1 + [0, 6): each input row's five
-// vectors from column 4 t0 - 1 (masked to the image) give column j of every tile's window by
-// permutes (lane t: element 4 t + j).
+// image `in` (in_channels planes), transformed into V.at(point, i)[lane + t], and zeros after
+// them up to lane + stored (stored >= tiles, lane + stored <= 16). Tile t's window has columns
+// 4 t - 1 + [0, 6): each input row's five vectors from column 4 t0 - 1 (masked to the image)
+// give column j of every tile's window by permutes (lane t: element 4 t + j).
 inline void transform_inputs(const Layout& l, const float* in, int64_t band, int64_t t0, int tiles,
-                             int lane, float* V) {
+                             int lane, int stored, Rows V) {
   const __mmask16 written = static_cast<__mmask16>((1u << tiles) - 1);
+  const __mmask16 store = static_cast<__mmask16>((1u << stored) - 1);
   const int64_t plane = l.height * l.width, first_column = 4 * t0 - 1;
   __mmask16 inside[5];
   for (int q = 0; q < 5; ++q) {
@@ -189,11 +201,10 @@ inline void transform_inputs(const Layout& l, const float* in, int64_t band, int
     }
     for (int k = 0; k < 6; ++k) {
       __m512 d[6], t[6];
-      for (int r = 0; r < 6; ++r) d[r] = _mm512_load_ps(across[r][k]);
+      // The lanes past the tiles read as zeros.
+      for (int r = 0; r < 6; ++r) d[r] = _mm512_maskz_load_ps(written, across[r][k]);
       input_rows(d, t);
-      for (int a = 0; a < 6; ++a) {
-        _mm512_mask_storeu_ps(V + ((a * 6 + k) * l.in_channels + i) * kLanes + lane, written, t[a]);
-      }
+      for (int a = 0; a < 6; ++a) _mm512_mask_storeu_ps(V.at(a * 6 + k, i) + lane, store, t[a]);
     }
   }
 }
@@ -303,7 +314,7 @@ inline void run_bands(const Layout& l, const float* in, const float* packed, flo
     for (int64_t j = 0; j < count; ++j) {
       const int64_t band = first + j;
       transform_inputs(l, in + band / bands * in_image, band % bands, t0, pass,
-                       static_cast<int>(j) * pass, V);
+                       static_cast<int>(j) * pass, pass, Rows{V, l.in_channels * kLanes});
     }
     for (int64_t block = 0; block < l.output_blocks(); ++block) {
       multiply_points_of(static_cast<int>(count) * pass, V,
@@ -316,6 +327,278 @@ inline void run_bands(const Layout& l, const float* in, const float* packed, flo
     }
   }
 }
+
+// Backward weights: dw = G^T [ sum over the images' tiles of (A dy A^T) .* (B^T d B) ] G for each
+// (output channel, input channel), the forward's products turned round (the derivative of
+// Y = A^T [U .* V] A in U = G g G^T): for each of the 36 points, a GEMM of K x C over the tiles.
+// A group per (run of slots, part of x's channels) transforms a chunk of its slots at a time
+// into a buffer of its own (transform_slot: dy's tiles as rows of 16 tiles, x's windows
+// transposed to rows of channels), adds their products to sums of its own in micro-tiles of up
+// to 14 output channels by 32 channels, the forward's shape (multiply_lanes), and transforms
+// the sums into taps (unpack_sums); a last launch adds up the runs' taps into dw (add_runs).
+// The sums run over every tile of every image, so narrow images fill the lanes too: several
+// bands to a slot.
+using WeightsLayout = WinogradWeightsLayout;
+
+// A along one dimension: six vectors from four, o = A d.
+__attribute__((always_inline)) inline void gradient_rows(const __m512 (&d)[4], __m512 (&o)[6]) {
+  const __m512 four = _mm512_set1_ps(4.0f);
+  const __m512 s02 = _mm512_add_ps(d[0], d[2]), s13 = _mm512_add_ps(d[1], d[3]);
+  const __m512 even = _mm512_fmadd_ps(four, d[2], d[0]);  // d0 + 4 d2
+  const __m512 d13 = _mm512_fmadd_ps(four, d[3], d[1]);
+  const __m512 odd = _mm512_add_ps(d13, d13);  // 2 d1 + 8 d3
+  o[0] = d[0];
+  o[1] = _mm512_add_ps(s02, s13);
+  o[2] = _mm512_sub_ps(s02, s13);
+  o[3] = _mm512_add_ps(even, odd);
+  o[4] = _mm512_sub_ps(even, odd);
+  o[5] = d[3];
+}
+
+// A dy A^T of the 4 x 4 tiles of one image's dy (l.out_channels planes), `tiles` tiles from t0
+// of band `band`, into D.at(point, k)[lane + t], zeros after them up to lane + stored: each
+// row's four vectors from column 4 t0 (masked to the image) give column j of every tile by
+// permutes, as transform_inputs's windows.
+inline void transform_gradients(const Layout& l, const float* dy, int64_t band, int64_t t0,
+                                int tiles, int lane, int stored, Rows D) {
+  const __mmask16 written = static_cast<__mmask16>((1u << tiles) - 1);
+  const __mmask16 store = static_cast<__mmask16>((1u << stored) - 1);
+  const int64_t plane = l.height * l.width, first_column = 4 * t0;
+  __mmask16 inside[4];
+  for (int q = 0; q < 4; ++q) {
+    const int64_t columns = min64(16, max64(0, l.width - first_column - 16 * q));
+    inside[q] = static_cast<__mmask16>((1u << columns) - 1);
+  }
+  const __m512i every_fourth =
+      _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
+  alignas(64) float across[4][6][16];  // [tile row][A column][tile]
+  constexpr int64_t kAhead = 2;        // channels ahead whose rows are fetched (transform_inputs)
+  const int64_t end_row = min64(4 * band + 4, l.height);
+  for (int64_t k = 0; k < l.out_channels; ++k) {
+    if (k + kAhead < l.out_channels) {
+      const float* ahead = dy + (k + kAhead) * plane + first_column;
+      for (int64_t row = 4 * band; row < end_row; ++row) {
+        for (int q = 0; q < 4; ++q) {
+          if (inside[q]) __builtin_prefetch(ahead + row * l.width + 16 * q);
+        }
+      }
+    }
+    for (int r = 0; r < 4; ++r) {
+      const int64_t row = 4 * band + r;
+      if (row >= l.height) {
+        for (int b = 0; b < 6; ++b) _mm512_store_ps(across[r][b], _mm512_setzero_ps());
+        continue;
+      }
+      const float* from = dy + k * plane + row * l.width + first_column;
+      __m512 v[4], columns[4], t[6];
+      for (int q = 0; q < 4; ++q) v[q] = _mm512_maskz_loadu_ps(inside[q], from + 16 * q);
+      for (int j = 0; j < 4; ++j) {
+        const __m512i at = _mm512_add_epi32(every_fourth, _mm512_set1_epi32(j));
+        const __m512 low = _mm512_permutex2var_ps(v[0], at, v[1]);
+        const __m512 high = _mm512_permutex2var_ps(v[2], at, v[3]);
+        columns[j] = _mm512_insertf32x8(low, _mm512_castps512_ps256(high), 1);
+      }
+      gradient_rows(columns, t);
+      for (int b = 0; b < 6; ++b) _mm512_store_ps(across[r][b], t[b]);
+    }
+    for (int b = 0; b < 6; ++b) {
+      __m512 d[4], t[6];
+      for (int r = 0; r < 4; ++r) d[r] = _mm512_maskz_load_ps(written, across[r][b]);
+      gradient_rows(d, t);
+      for (int a = 0; a < 6; ++a) _mm512_mask_storeu_ps(D.at(a * 6 + b, k) + lane, store, t[a]);
+    }
+  }
+}
+
+// Calls band(image, band, t0, tiles, lane, stored) for each band of slot `slot` (its image,
+// its band there, its pass's first tile and tile count, its first lane and the lanes it stores:
+// the last band's stores fill the slot with zeros after its tiles).
+template <typename Band>
+inline void for_each_band(const WeightsLayout& w, int64_t slot, const Band& band) {
+  const int64_t bands = w.bands(), t0 = slot % w.passes() * kLanes;
+  const int tiles = static_cast<int>(min64(kLanes, w.tiles() - t0));
+  const int64_t first = slot / w.passes() * w.bands_per_slot();
+  const int64_t count = min64(w.bands_per_slot(), w.batch * bands - first);
+  for (int64_t j = 0; j < count; ++j) {
+    const int lane = static_cast<int>(j) * tiles;
+    const int stored = j + 1 < count ? tiles : static_cast<int>(kLanes) - lane;
+    band((first + j) / bands, (first + j) % bands, t0, tiles, lane, stored);
+  }
+}
+
+// Slot `slot`'s tiles of dy into rows dy_rows (D.at(point, k), K rows of the slot's 16 tiles a
+// point) and its windows of x's channels [c0, c0 + channels) into x_rows, transposed: the row of
+// tile t at x_rows + (point * x_point_step + t) * row_step holds its 16-channel blocks.
+inline void transform_slot(const WeightsLayout& w, const float* x, const float* dy, int64_t slot,
+                           int64_t c0, int64_t channels, Rows dy_rows, float* x_rows,
+                           int64_t x_point_step, int64_t row_step) {
+  const Layout l = w.image();
+  const int64_t plane = l.height * l.width;
+  for_each_band(w, slot,
+                [&](int64_t image, int64_t band, int64_t t0, int tiles, int lane, int stored) {
+                  transform_gradients(l, dy + image * l.out_channels * plane, band, t0, tiles, lane,
+                                      stored, dy_rows);
+                });
+  // 16 channels at a time into `block` (rows of tiles), then each point's 16 x 16 transposed.
+  // Channels past the part's to its last block of 32 are zeros.
+  alignas(64) float block[kPoints][16][kLanes];
+  for (int64_t b = 0; b < div_up(channels, kNR) * kNR; b += 16) {
+    const int64_t count = max64(0, min64(16, channels - b));
+    const Layout part{l.height, l.width, count, l.out_channels};
+    for_each_band(w, slot,
+                  [&](int64_t image, int64_t band, int64_t t0, int tiles, int lane, int stored) {
+                    transform_inputs(part, x + (image * l.in_channels + c0 + b) * plane, band, t0,
+                                     tiles, lane, stored, Rows{&block[0][0][0], 16 * kLanes});
+                  });
+    for (int p = 0; p < kPoints; ++p) {
+      __m512 v[16];
+      for (int i = 0; i < 16; ++i) v[i] = i < count ? _mm512_load_ps(block[p][i]) : __m512{};
+      transpose16(v);
+      float* const to = x_rows + p * x_point_step + b;
+      for (int t = 0; t < 16; ++t) _mm512_store_ps(to + t * row_step, v[t]);
+    }
+  }
+}
+
+// m[r][0, 32) (= or +=) sum over `slots` slots' 16 tiles t of d[slot][r][t] times x's row of t,
+// v[t][0, 32), for Rows_ output channels r (up to kMaxTiles: 2 Rows_ accumulators, two vectors
+// of x and a broadcast of dy fill the 32 vector registers).
+template <int Rows_>
+__attribute__((noinline)) void multiply_lanes(const float* d, int64_t d_slot_step, const float* v,
+                                              int64_t v_step, int64_t slots, float* m,
+                                              int64_t m_step, bool adds) {
+  __m512 sum[Rows_][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows_; ++r) sum[r][0] = sum[r][1] = _mm512_setzero_ps();
+  for (int64_t s = 0; s < slots; ++s, d += d_slot_step) {
+    for (int t = 0; t < kLanes; ++t, v += v_step) {
+      const __m512 w0 = _mm512_load_ps(v), w1 = _mm512_load_ps(v + 16);
+#pragma GCC unroll 16
+      for (int r = 0; r < Rows_; ++r) {
+        const __m512 g = _mm512_set1_ps(d[r * kLanes + t]);
+        sum[r][0] = _mm512_fmadd_ps(g, w0, sum[r][0]);
+        sum[r][1] = _mm512_fmadd_ps(g, w1, sum[r][1]);
+      }
+    }
+  }
+  // The chunk's sums added to the run's: each rounds over a chunk's products, not the run's.
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows_; ++r) {
+    for (int h = 0; h < 2; ++h) {
+      float* const to = m + r * m_step + 16 * h;
+      _mm512_storeu_ps(to, adds ? _mm512_add_ps(sum[r][h], _mm512_loadu_ps(to)) : sum[r][h]);
+    }
+  }
+}
+
+// multiply_lanes for the rows' runtime count, 1 to kMaxTiles.
+template <int Rows_ = kMaxTiles>
+inline void multiply_lanes_of(int rows, const float* d, int64_t d_slot_step, const float* v,
+                              int64_t v_step, int64_t slots, float* m, int64_t m_step, bool adds) {
+  if constexpr (Rows_ > 0) {
+    if (rows == Rows_)
+      return multiply_lanes<Rows_>(d, d_slot_step, v, v_step, slots, m, m_step, adds);
+    multiply_lanes_of<Rows_ - 1>(rows, d, d_slot_step, v, v_step, slots, m, m_step, adds);
+  }
+}
+
+// G^T along one dimension: three vectors from six, o = G^T m.
+__attribute__((always_inline)) inline void sum_rows(const __m512 (&m)[6], __m512 (&o)[3]) {
+  const __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+  const __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
+  const __m512 sixth = _mm512_set1_ps(1.0f / 6);
+  // m0 / 4 - (m1 + m2) / 6 + (m3 + m4) / 24
+  o[0] =
+      _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 4), m[0],
+                      _mm512_fmsub_ps(_mm512_set1_ps(1.0f / 24), s34, _mm512_mul_ps(sixth, s12)));
+  // (m3 - m4) / 12 - (m1 - m2) / 6
+  o[1] = _mm512_fmsub_ps(_mm512_set1_ps(1.0f / 12), d34, _mm512_mul_ps(sixth, d12));
+  // ((m3 + m4) - (m1 + m2)) / 6 + m5
+  o[2] = _mm512_fmadd_ps(sixth, _mm512_sub_ps(s34, s12), m[5]);
+}
+
+// A group's taps from its sums, G^T M G for each (output channel, channel of its part), 16
+// channels a vector, each of the nine taps scattered to its place in the channel's filter (the
+// taps are K x part_channels() x 3 x 3, as dw's).
+inline void unpack_sums(const WeightsLayout& w, const float* sums, float* taps) {
+  const int64_t width = w.part_channels(), point_step = w.out_channels * width;
+  const __m512i filters = _mm512_mullo_epi32(
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(9));
+  for (int64_t k = 0; k < w.out_channels; ++k) {
+    for (int64_t c0 = 0; c0 < width; c0 += 16) {
+      const float* const m = sums + k * width + c0;
+      __m512 across[6][3];  // G^T along each row of the 6 x 6 sums
+      for (int a = 0; a < 6; ++a) {
+        __m512 row[6];
+        for (int b = 0; b < 6; ++b) row[b] = _mm512_loadu_ps(m + (a * 6 + b) * point_step);
+        sum_rows(row, across[a]);
+      }
+      float* const to = taps + (k * width + c0) * 9;
+      for (int s = 0; s < 3; ++s) {
+        const __m512 column[6] = {across[0][s], across[1][s], across[2][s],
+                                  across[3][s], across[4][s], across[5][s]};
+        __m512 out[3];
+        sum_rows(column, out);
+        for (int r = 0; r < 3; ++r) _mm512_i32scatter_ps(to + r * 3 + s, filters, out[r], 4);
+      }
+    }
+  }
+}
+
+// Group `group`'s run of slots and part of x's channels, `chunk` slots at a time: transformed
+// into its buffer, their products added to its sums (36 points of K x part_channels()), stored
+// by the first chunk. Output channels in blocks of up to 14, as even as they divide.
+inline void run_weights_group(const WeightsLayout& w, const float* x, const float* dy,
+                              int64_t group, float* packed) {
+  const int64_t run = group / w.parts, part = group % w.parts;
+  const int64_t width = w.part_channels(), out = w.out_channels;
+  const int64_t c0 = part * width, channels = min64(width, w.in_channels - c0);
+  float* const taps = packed + group * w.group_floats();
+  float* const sums = taps + w.taps_floats();
+  float* const dy_rows = sums + w.sums_floats();
+  float* const x_rows = dy_rows + w.dy_floats();
+  const int64_t dy_point_step = w.chunk * out * kLanes, x_point_step = w.chunk * kLanes * width;
+  const int64_t blocks = div_up(out, kMaxTiles), block_rows = div_up(out, blocks);
+  const int64_t first = w.first_slot(run), end = w.first_slot(run + 1);
+  for (int64_t s0 = first; s0 < end; s0 += w.chunk) {
+    const int64_t count = min64(w.chunk, end - s0);
+    for (int64_t j = 0; j < count; ++j) {
+      transform_slot(w, x, dy, s0 + j, c0, channels,
+                     Rows{dy_rows + j * out * kLanes, dy_point_step}, x_rows + j * kLanes * width,
+                     x_point_step, width);
+    }
+    for (int p = 0; p < kPoints; ++p) {
+      for (int64_t k0 = 0; k0 < out; k0 += block_rows) {
+        const int rows = static_cast<int>(min64(block_rows, out - k0));
+        for (int64_t c = 0; c < channels; c += kNR) {
+          multiply_lanes_of(rows, dy_rows + p * dy_point_step + k0 * kLanes, out * kLanes,
+                            x_rows + p * x_point_step + c, width, count,
+                            sums + (p * out + k0) * width + c, width, s0 > first);
+        }
+      }
+    }
+  }
+  unpack_sums(w, sums, taps);
+}
+
+// dw from the groups' taps: output channel k's filters, each part's the sum of its runs'.
+inline void add_runs(const WeightsLayout& w, const float* packed, int64_t k, float* dw) {
+  const int64_t width = w.part_channels(), run_step = w.parts * w.group_floats();
+  for (int64_t part = 0; part < w.parts; ++part) {
+    const int64_t c0 = part * width, floats = min64(width, w.in_channels - c0) * 9;
+    const float* const taps = packed + part * w.group_floats() + k * width * 9;
+    float* const to = dw + (k * w.in_channels + c0) * 9;
+    for (int64_t f = 0; f < floats; f += 16) {
+      const __mmask16 lanes = static_cast<__mmask16>((1u << min64(16, floats - f)) - 1);
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t run = 0; run < w.runs; ++run) {
+        sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(lanes, taps + run * run_step + f));
+      }
+      _mm512_mask_storeu_ps(to + f, lanes, sum);
+    }
+  }
+}
+
 #endif
 
 }  // namespace porta_ops::cpu::winograd

@@ -150,6 +150,57 @@ struct WinogradLayout {
   }
 };
 
+// Backward weights by Winograd's F(4x4, 3x3) on the CPU (kernels/conv_winograd_cpu.h). The tiles
+// of all images go in slots of 16 (a narrow image's bands several to a slot, a wide one's in
+// passes of 16 tiles), the slots in `runs` runs, and x's channels in `parts` parts of
+// part_channels() (whole blocks of 32). A group per (run, part) transforms its run's tiles of dy
+// and windows of its part of x, `chunk` slots at a time, into its buffer, sums their products
+// into sums of its own (36 points of K x part_channels()) and transforms those into its taps
+// (K x part_channels() x 9), which the runs' add up into dw. packed_a holds each group's taps,
+// sums, then buffer: dy's rows ([point][slot][k][16 tiles]), then x's transposed ([point][slot,
+// tile][channel]).
+struct WinogradWeightsLayout {
+  static constexpr int64_t kPoints = 36;   // a tile's 6 x 6 transformed points
+  static constexpr int64_t kLanes = 16;    // tiles a slot holds (one AVX-512 vector)
+  static constexpr int64_t kColumns = 32;  // x's channels multiplied together
+  int64_t batch, height, width, in_channels, out_channels;
+  int64_t runs, parts, chunk;
+
+  PORTA_OPS_HOST_DEVICE WinogradLayout image() const {
+    return {height, width, in_channels, out_channels};
+  }
+  PORTA_OPS_HOST_DEVICE int64_t bands() const { return (height + 3) / 4; }
+  PORTA_OPS_HOST_DEVICE int64_t tiles() const { return (width + 3) / 4; }
+  PORTA_OPS_HOST_DEVICE int64_t passes() const { return (tiles() + kLanes - 1) / kLanes; }
+  PORTA_OPS_HOST_DEVICE int64_t bands_per_slot() const {
+    return tiles() <= kLanes ? kLanes / tiles() : 1;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t slots() const {
+    return (batch * bands() + bands_per_slot() - 1) / bands_per_slot() * passes();
+  }
+  PORTA_OPS_HOST_DEVICE int64_t part_channels() const {
+    const int64_t blocks = (in_channels + kColumns - 1) / kColumns;
+    return (blocks + parts - 1) / parts * kColumns;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t groups() const { return runs * parts; }
+  PORTA_OPS_HOST_DEVICE int64_t taps_floats() const { return 9 * out_channels * part_channels(); }
+  PORTA_OPS_HOST_DEVICE int64_t sums_floats() const {
+    return kPoints * out_channels * part_channels();
+  }
+  PORTA_OPS_HOST_DEVICE int64_t dy_floats() const {
+    return kPoints * chunk * out_channels * kLanes;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t x_floats() const {
+    return kPoints * chunk * kLanes * part_channels();
+  }
+  PORTA_OPS_HOST_DEVICE int64_t group_floats() const {
+    return taps_floats() + sums_floats() + dy_floats() + x_floats();
+  }
+  PORTA_OPS_HOST_DEVICE int64_t packed_floats() const { return groups() * group_floats(); }
+  // The slots of run r: [first_slot(r), first_slot(r + 1)), none empty (runs <= slots()).
+  PORTA_OPS_HOST_DEVICE int64_t first_slot(int64_t run) const { return run * slots() / runs; }
+};
+
 // The layout of packed_a for the bf16 3x3 direct convolution on AMX tiles
 // (kernels/conv_direct_tiles.h, ConvArgs::direct_tiles): the weights' tiles, then the input's
 // channel pairs, each pair's plane padded with a zero border (rows of W + 2 words).
@@ -257,6 +308,10 @@ struct ConvArgs {
   // packed_a as winograd_layout() says, each group this many bands of four output rows (images'
   // bands numbered one after another), their tiles multiplied together; 0 otherwise.
   int64_t winograd;
+  // CPU with AVX-512, fp32 backward weights of such a layer by Winograd's F(4x4, 3x3)
+  // (winograd_weights_layout()): the slots' runs, x's channels' parts and the slots a group
+  // transforms at a time.
+  int64_t winograd_runs, winograd_parts, winograd_chunk;
 
   // The tiles' layout of forward (x into y) or backward data (dy into dx): the input's channels
   // in pairs.
@@ -267,6 +322,10 @@ struct ConvArgs {
   PORTA_OPS_HOST_DEVICE WinogradLayout winograd_layout(bool backward_data) const {
     return {height, width, backward_data ? out_channels : channels,
             backward_data ? channels : out_channels};
+  }
+  PORTA_OPS_HOST_DEVICE WinogradWeightsLayout winograd_weights_layout() const {
+    return {batch,        height,        width,          channels,
+            out_channels, winograd_runs, winograd_parts, winograd_chunk};
   }
   PORTA_OPS_HOST_DEVICE DirectTileWeightsLayout tile_weights_layout() const {
     return {batch, channels, height, width, out_channels};
