@@ -139,6 +139,22 @@ struct Rows {
   }
 };
 
+// Columns j = 0 to 3 of 16 tiles from the 64 elements of a row's first four vectors v, lane t of
+// columns[j] element 4 t + j, by permutes.
+template <int Vectors, int Columns>
+__attribute__((always_inline)) inline void pick_columns(const __m512 (&v)[Vectors],
+                                                        __m512 (&columns)[Columns]) {
+  static_assert(Vectors >= 4 && Columns >= 4, "four vectors in, four columns out");
+  const __m512i every_fourth =
+      _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
+  for (int j = 0; j < 4; ++j) {
+    const __m512i at = _mm512_add_epi32(every_fourth, _mm512_set1_epi32(j));
+    const __m512 low = _mm512_permutex2var_ps(v[0], at, v[1]);
+    const __m512 high = _mm512_permutex2var_ps(v[2], at, v[3]);
+    columns[j] = _mm512_insertf32x8(low, _mm512_castps512_ps256(high), 1);
+  }
+}
+
 // The 6 x 6 windows of `tiles` tiles from t0 of band `band` (output rows 4 band + [0, 4)) of the
 // image `in` (in_channels planes), transformed into V.at(point, i)[lane + t], and zeros after
 // them up to lane + stored (stored >= tiles, lane + stored <= 16). Tile t's window has columns
@@ -158,8 +174,6 @@ inline void transform_inputs(const Layout& l, const float* in, int64_t band, int
     }
     inside[q] = static_cast<__mmask16>(lanes);
   }
-  const __m512i every_fourth =
-      _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
   alignas(64) float across[6][6][16];  // [window row][B^T column][tile]
   // Each channel's rows are a plane apart, too far for the cache's own prefetch: the window rows
   // of the channel kAhead on are fetched while this one is transformed.
@@ -184,12 +198,7 @@ inline void transform_inputs(const Layout& l, const float* in, int64_t band, int
       const float* from = in + i * plane + row * l.width + first_column;
       __m512 v[5];
       for (int q = 0; q < 5; ++q) v[q] = _mm512_maskz_loadu_ps(inside[q], from + 16 * q);
-      for (int j = 0; j < 4; ++j) {
-        const __m512i at = _mm512_add_epi32(every_fourth, _mm512_set1_epi32(j));
-        const __m512 low = _mm512_permutex2var_ps(v[0], at, v[1]);
-        const __m512 high = _mm512_permutex2var_ps(v[2], at, v[3]);
-        columns[j] = _mm512_insertf32x8(low, _mm512_castps512_ps256(high), 1);
-      }
+      pick_columns(v, columns);
       // Columns 4 and 5 are columns 0 and 1 one tile on: the last tile's from v[4].
       const __m512i next = _mm512_castps_si512(v[4]);
       columns[4] =
@@ -369,8 +378,6 @@ inline void transform_gradients(const Layout& l, const float* dy, int64_t band, 
     const int64_t columns = min64(16, max64(0, l.width - first_column - 16 * q));
     inside[q] = static_cast<__mmask16>((1u << columns) - 1);
   }
-  const __m512i every_fourth =
-      _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
   alignas(64) float across[4][6][16];  // [tile row][A column][tile]
   constexpr int64_t kAhead = 2;        // channels ahead whose rows are fetched (transform_inputs)
   const int64_t end_row = min64(4 * band + 4, l.height);
@@ -392,12 +399,7 @@ inline void transform_gradients(const Layout& l, const float* dy, int64_t band, 
       const float* from = dy + k * plane + row * l.width + first_column;
       __m512 v[4], columns[4], t[6];
       for (int q = 0; q < 4; ++q) v[q] = _mm512_maskz_loadu_ps(inside[q], from + 16 * q);
-      for (int j = 0; j < 4; ++j) {
-        const __m512i at = _mm512_add_epi32(every_fourth, _mm512_set1_epi32(j));
-        const __m512 low = _mm512_permutex2var_ps(v[0], at, v[1]);
-        const __m512 high = _mm512_permutex2var_ps(v[2], at, v[3]);
-        columns[j] = _mm512_insertf32x8(low, _mm512_castps512_ps256(high), 1);
-      }
+      pick_columns(v, columns);
       gradient_rows(columns, t);
       for (int b = 0; b < 6; ++b) _mm512_store_ps(across[r][b], t[b]);
     }
