@@ -375,8 +375,9 @@ TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[con
 // backward weights where both channel counts are at least 32 (the next case); the direct
 // convolution takes them again under PORTA_OPS_CONV_WINOGRAD=off (cpu.ops.no_winograd.*) and on
 // other ISA levels. Tiles cut by the right edge, bands by the bottom edge, bands of narrow images
-// taken together across images (an odd number of them), wide rows in passes of 14 tiles, partial
-// blocks of 32 input channels (the weights' transform) and of 32 and 16 outputs.
+// taken together across images, two a transform (an odd number of them: the last alone), wide
+// rows in passes of 14 tiles, partial blocks of 32 input channels (the weights' transform) and of
+// 32 and 16 outputs.
 TEST_CASE("conv2d: 3x3 layers by Winograd's minimal filtering", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w}

@@ -139,32 +139,51 @@ struct Rows {
   }
 };
 
-// Columns j = 0 to 3 of 16 tiles from the 64 elements of a row's first four vectors v, lane t of
-// columns[j] element 4 t + j, by permutes.
-template <int Vectors, int Columns>
-__attribute__((always_inline)) inline void pick_columns(const __m512 (&v)[Vectors],
-                                                        __m512 (&columns)[Columns]) {
-  static_assert(Vectors >= 4 && Columns >= 4, "four vectors in, four columns out");
-  const __m512i every_fourth =
-      _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
-  for (int j = 0; j < 4; ++j) {
-    const __m512i at = _mm512_add_epi32(every_fourth, _mm512_set1_epi32(j));
-    const __m512 low = _mm512_permutex2var_ps(v[0], at, v[1]);
-    const __m512 high = _mm512_permutex2var_ps(v[2], at, v[3]);
-    columns[j] = _mm512_insertf32x8(low, _mm512_castps512_ps256(high), 1);
+// The bands a transform takes together: one, or two of at most kPairedTiles tiles (images at
+// most 28 wide) side by side in the lanes, the second's tiles after the first's.
+inline constexpr int kPairedTiles = 7;
+struct Bands {
+  const float* image[2];  // each band's image (its planes of x or dy)
+  int64_t band[2];        // the band there
+  int count;
+};
+
+// Where pick_column's lanes come from: lane t takes element 4 t + j of the 32 in (a0, a1) below
+// lane `split`, element 4 (t - split) + j of the 32 in (b0, b1) from it on (from_b).
+struct Picks {
+  __m512i base;
+  __mmask16 from_b;
+
+  explicit Picks(int split) : from_b(static_cast<__mmask16>(0xFFFF << split)) {
+    const __m512i fourfold = _mm512_slli_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 2);
+    base = _mm512_mask_sub_epi32(fourfold, from_b, fourfold, _mm512_set1_epi32(4 * split));
   }
+};
+
+// Column j of every tile's window (or tile) by two permutes, as Picks says.
+__attribute__((always_inline)) inline __m512 pick_column(const Picks& picks, __m512 a0, __m512 a1,
+                                                         __m512 b0, __m512 b1, int j) {
+  const __m512i at = _mm512_add_epi32(picks.base, _mm512_set1_epi32(j));
+  return _mm512_mask_blend_ps(picks.from_b, _mm512_permutex2var_ps(a0, at, a1),
+                              _mm512_permutex2var_ps(b0, at, b1));
 }
 
-// The 6 x 6 windows of `tiles` tiles from t0 of band `band` (output rows 4 band + [0, 4)) of the
-// image `in` (in_channels planes), transformed into V.at(point, i)[lane + t], and zeros after
-// them up to lane + stored (stored >= tiles, lane + stored <= 16). Tile t's window has columns
-// 4 t - 1 + [0, 6): each input row's five vectors from column 4 t0 - 1 (masked to the image)
-// give column j of every tile's window by permutes (lane t: element 4 t + j).
-inline void transform_inputs(const Layout& l, const float* in, int64_t band, int64_t t0, int tiles,
-                             int lane, int stored, Rows V) {
-  const __mmask16 written = static_cast<__mmask16>((1u << tiles) - 1);
+// The 6 x 6 windows of `tiles` tiles from t0 of each band of `bands` (output rows 4 band + [0, 4)
+// of its image, in_channels planes), transformed into V.at(point, i)[lane + t] (the second
+// band's from lane + tiles), and zeros after them up to lane + stored (lane + stored <= 16).
+// Tile t's window has columns 4 t - 1 + [0, 6), picked out of its input rows by permutes: one
+// band's rows five vectors from column 4 t0 - 1 (masked to the image), columns 4 and 5 being
+// columns 0 and 1 one tile on; two bands' rows two vectors each, their 32 columns holding every
+// window of the band's.
+template <int Count>
+void transform_inputs_of(const Layout& l, const Bands& bands, int64_t t0, int tiles, int lane,
+                         int stored, Rows V) {
+  constexpr int count = Count;  // bands.count, unrolled
+  const __mmask16 written = static_cast<__mmask16>((1u << (count * tiles)) - 1);
   const __mmask16 store = static_cast<__mmask16>((1u << stored) - 1);
   const int64_t plane = l.height * l.width, first_column = 4 * t0 - 1;
+  constexpr int vectors = count == 1 ? 5 : 2;  // a band's row
   __mmask16 inside[5];
   for (int q = 0; q < 5; ++q) {
     unsigned lanes = 0;
@@ -174,37 +193,54 @@ inline void transform_inputs(const Layout& l, const float* in, int64_t band, int
     }
     inside[q] = static_cast<__mmask16>(lanes);
   }
+  const Picks picks(count == 1 ? 8 : tiles);
   alignas(64) float across[6][6][16];  // [window row][B^T column][tile]
   // Each channel's rows are a plane apart, too far for the cache's own prefetch: the window rows
   // of the channel kAhead on are fetched while this one is transformed.
   constexpr int64_t kAhead = 2;
-  const int64_t first_row = max64(0, 4 * band - 1), end_row = min64(4 * band + 5, l.height);
   for (int64_t i = 0; i < l.in_channels; ++i) {
-    if (i + kAhead < l.in_channels) {
-      const float* ahead = in + (i + kAhead) * plane + first_column;
-      for (int64_t row = first_row; row < end_row; ++row) {
-        for (int q = 0; q < 5; ++q) {
+    for (int b = 0; b < count; ++b) {
+      if (i + kAhead >= l.in_channels) break;
+      const float* ahead = bands.image[b] + (i + kAhead) * plane + first_column;
+      const int64_t band = bands.band[b];
+      for (int64_t row = max64(0, 4 * band - 1); row < min64(4 * band + 5, l.height); ++row) {
+        for (int q = 0; q < vectors; ++q) {
           if (inside[q]) __builtin_prefetch(ahead + row * l.width + 16 * q);
         }
       }
     }
     for (int r = 0; r < 6; ++r) {
-      const int64_t row = 4 * band - 1 + r;
-      __m512 columns[6], t[6];
-      if (row < 0 || row >= l.height) {
+      __m512 v[count][vectors];  // [band][vector]
+      bool any = false;
+      for (int b = 0; b < count; ++b) {
+        const int64_t row = 4 * bands.band[b] - 1 + r;
+        const bool in_image = row >= 0 && row < l.height;
+        const float* from = bands.image[b] + i * plane + row * l.width + first_column;
+        for (int q = 0; q < vectors; ++q) {
+          v[b][q] = in_image ? _mm512_maskz_loadu_ps(inside[q], from + 16 * q) : __m512{};
+        }
+        any |= in_image;
+      }
+      if (!any) {
         for (int k = 0; k < 6; ++k) _mm512_store_ps(across[r][k], _mm512_setzero_ps());
         continue;
       }
-      const float* from = in + i * plane + row * l.width + first_column;
-      __m512 v[5];
-      for (int q = 0; q < 5; ++q) v[q] = _mm512_maskz_loadu_ps(inside[q], from + 16 * q);
-      pick_columns(v, columns);
-      // Columns 4 and 5 are columns 0 and 1 one tile on: the last tile's from v[4].
-      const __m512i next = _mm512_castps_si512(v[4]);
-      columns[4] =
-          _mm512_castsi512_ps(_mm512_alignr_epi32(next, _mm512_castps_si512(columns[0]), 1));
-      columns[5] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_alignr_epi32(next, next, 1),
-                                                           _mm512_castps_si512(columns[1]), 1));
+      __m512 columns[6], t[6];
+      if constexpr (count == 1) {
+        for (int j = 0; j < 4; ++j) {
+          columns[j] = pick_column(picks, v[0][0], v[0][1], v[0][2], v[0][3], j);
+        }
+        // Columns 4 and 5 are columns 0 and 1 one tile on: the last tile's from v[4].
+        const __m512i next = _mm512_castps_si512(v[0][4]);
+        columns[4] =
+            _mm512_castsi512_ps(_mm512_alignr_epi32(next, _mm512_castps_si512(columns[0]), 1));
+        columns[5] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_alignr_epi32(next, next, 1),
+                                                             _mm512_castps_si512(columns[1]), 1));
+      } else {
+        for (int j = 0; j < 6; ++j) {
+          columns[j] = pick_column(picks, v[0][0], v[0][1], v[1][0], v[1][1], j);
+        }
+      }
       input_rows(columns, t);
       for (int k = 0; k < 6; ++k) _mm512_store_ps(across[r][k], t[k]);
     }
@@ -216,6 +252,13 @@ inline void transform_inputs(const Layout& l, const float* in, int64_t band, int
       for (int a = 0; a < 6; ++a) _mm512_mask_storeu_ps(V.at(a * 6 + k, i) + lane, store, t[a]);
     }
   }
+}
+
+// transform_inputs_of for the bands' count.
+inline void transform_inputs(const Layout& l, const Bands& bands, int64_t t0, int tiles, int lane,
+                             int stored, Rows V) {
+  if (bands.count == 2) return transform_inputs_of<2>(l, bands, t0, tiles, lane, stored, V);
+  transform_inputs_of<1>(l, bands, t0, tiles, lane, stored, V);
 }
 
 // M[(t * 36 + point) * 32 + o] = sum over i of V[point][i][t] * U[point][i][o] for Tiles tiles
@@ -309,7 +352,8 @@ inline void transform_outputs(const Layout& l, const float* M, int lane, int til
 
 // `count` bands from band `first` of the launch (image first / bands, band first % bands, and on,
 // across images), whose tiles together are at most kMaxTiles: their windows transformed into V
-// side by side, then each output block's products and outputs. A band of more tiles (count 1)
+// side by side (two bands a transform where they are narrow enough), then each output block's
+// products and outputs. A band of more tiles (count 1)
 // goes kMaxTiles tiles at a time. V and M in the group's shared memory (Layout::shared_floats).
 inline void run_bands(const Layout& l, const float* in, const float* packed, float* out,
                       int64_t first, int64_t count, float* shared) {
@@ -320,10 +364,17 @@ inline void run_bands(const Layout& l, const float* in, const float* packed, flo
   const int64_t tiles = l.tiles(), bands = l.bands();
   for (int64_t t0 = 0; t0 < tiles; t0 += kMaxTiles) {
     const int pass = static_cast<int>(min64(kMaxTiles, tiles - t0));
-    for (int64_t j = 0; j < count; ++j) {
-      const int64_t band = first + j;
-      transform_inputs(l, in + band / bands * in_image, band % bands, t0, pass,
-                       static_cast<int>(j) * pass, pass, Rows{V, l.in_channels * kLanes});
+    // Bands two at a time where they are narrow enough (for_each_band's pairs).
+    const int64_t together = pass <= kPairedTiles ? 2 : 1;
+    for (int64_t j = 0; j < count; j += together) {
+      Bands pair{};
+      pair.count = static_cast<int>(min64(together, count - j));
+      for (int b = 0; b < pair.count; ++b) {
+        pair.image[b] = in + (first + j + b) / bands * in_image;
+        pair.band[b] = (first + j + b) % bands;
+      }
+      transform_inputs(l, pair, t0, pass, static_cast<int>(j) * pass, pair.count * pass,
+                       Rows{V, l.in_channels * kLanes});
     }
     for (int64_t block = 0; block < l.output_blocks(); ++block) {
       multiply_points_of(static_cast<int>(count) * pass, V,
@@ -364,44 +415,63 @@ __attribute__((always_inline)) inline void gradient_rows(const __m512 (&d)[4], _
   o[5] = d[3];
 }
 
-// A dy A^T of the 4 x 4 tiles of one image's dy (l.out_channels planes), `tiles` tiles from t0
-// of band `band`, into D.at(point, k)[lane + t], zeros after them up to lane + stored: each
-// row's four vectors from column 4 t0 (masked to the image) give column j of every tile by
-// permutes, as transform_inputs's windows.
-inline void transform_gradients(const Layout& l, const float* dy, int64_t band, int64_t t0,
-                                int tiles, int lane, int stored, Rows D) {
-  const __mmask16 written = static_cast<__mmask16>((1u << tiles) - 1);
+// A dy A^T of the 4 x 4 tiles of dy, `tiles` tiles from t0 of each band of `bands` (its image's
+// out_channels planes), into D.at(point, k)[lane + t] (the second band's from lane + tiles), zeros
+// after them up to lane + stored: each row's vectors from column 4 t0 (masked to the image) give
+// column j of every tile by permutes, as transform_inputs's windows.
+template <int Count>
+void transform_gradients_of(const Layout& l, const Bands& bands, int64_t t0, int tiles, int lane,
+                            int stored, Rows D) {
+  constexpr int count = Count;  // bands.count, unrolled
+  const __mmask16 written = static_cast<__mmask16>((1u << (count * tiles)) - 1);
   const __mmask16 store = static_cast<__mmask16>((1u << stored) - 1);
   const int64_t plane = l.height * l.width, first_column = 4 * t0;
+  constexpr int vectors = count == 1 ? 4 : 2;  // a band's row
   __mmask16 inside[4];
   for (int q = 0; q < 4; ++q) {
     const int64_t columns = min64(16, max64(0, l.width - first_column - 16 * q));
     inside[q] = static_cast<__mmask16>((1u << columns) - 1);
   }
+  const Picks picks(count == 1 ? 8 : tiles);
   alignas(64) float across[4][6][16];  // [tile row][A column][tile]
   // Channels ahead whose rows are fetched, as transform_inputs's: four rows a channel, twice its
   // distance (56x56x64 backward weights 1.70-1.74 ms against 1.73-1.82 at two, eight no better).
   constexpr int64_t kAhead = 4;
-  const int64_t end_row = min64(4 * band + 4, l.height);
   for (int64_t k = 0; k < l.out_channels; ++k) {
-    if (k + kAhead < l.out_channels) {
-      const float* ahead = dy + (k + kAhead) * plane + first_column;
-      for (int64_t row = 4 * band; row < end_row; ++row) {
-        for (int q = 0; q < 4; ++q) {
+    for (int b = 0; b < count; ++b) {
+      if (k + kAhead >= l.out_channels) break;
+      const float* ahead = bands.image[b] + (k + kAhead) * plane + first_column;
+      const int64_t band = bands.band[b];
+      for (int64_t row = 4 * band; row < min64(4 * band + 4, l.height); ++row) {
+        for (int q = 0; q < vectors; ++q) {
           if (inside[q]) __builtin_prefetch(ahead + row * l.width + 16 * q);
         }
       }
     }
     for (int r = 0; r < 4; ++r) {
-      const int64_t row = 4 * band + r;
-      if (row >= l.height) {
+      __m512 v[count][vectors];  // [band][vector]
+      bool any = false;
+      for (int b = 0; b < count; ++b) {
+        const int64_t row = 4 * bands.band[b] + r;
+        const bool in_image = row < l.height;
+        const float* from = bands.image[b] + k * plane + row * l.width + first_column;
+        for (int q = 0; q < vectors; ++q) {
+          v[b][q] = in_image ? _mm512_maskz_loadu_ps(inside[q], from + 16 * q) : __m512{};
+        }
+        any |= in_image;
+      }
+      if (!any) {
         for (int b = 0; b < 6; ++b) _mm512_store_ps(across[r][b], _mm512_setzero_ps());
         continue;
       }
-      const float* from = dy + k * plane + row * l.width + first_column;
-      __m512 v[4], columns[4], t[6];
-      for (int q = 0; q < 4; ++q) v[q] = _mm512_maskz_loadu_ps(inside[q], from + 16 * q);
-      pick_columns(v, columns);
+      __m512 columns[4], t[6];
+      for (int j = 0; j < 4; ++j) {
+        if constexpr (count == 1) {
+          columns[j] = pick_column(picks, v[0][0], v[0][1], v[0][2], v[0][3], j);
+        } else {
+          columns[j] = pick_column(picks, v[0][0], v[0][1], v[1][0], v[1][1], j);
+        }
+      }
       gradient_rows(columns, t);
       for (int b = 0; b < 6; ++b) _mm512_store_ps(across[r][b], t[b]);
     }
@@ -414,19 +484,36 @@ inline void transform_gradients(const Layout& l, const float* dy, int64_t band, 
   }
 }
 
-// Calls band(image, band, t0, tiles, lane, stored) for each band of slot `slot` (its image,
-// its band there, its pass's first tile and tile count, its first lane and the lanes it stores:
-// the last band's stores fill the slot with zeros after its tiles).
-template <typename Band>
-inline void for_each_band(const WeightsLayout& w, int64_t slot, const Band& band) {
+// transform_gradients_of for the bands' count.
+inline void transform_gradients(const Layout& l, const Bands& bands, int64_t t0, int tiles,
+                                int lane, int stored, Rows D) {
+  if (bands.count == 2) return transform_gradients_of<2>(l, bands, t0, tiles, lane, stored, D);
+  transform_gradients_of<1>(l, bands, t0, tiles, lane, stored, D);
+}
+
+// Calls transform(bands, t0, tiles, lane, stored) for the bands of slot `slot`, two at a time
+// where they are narrow enough (the pair's images, its pass's first tile and tile count, its
+// first lane and the lanes it stores: the last call's fill the slot with zeros after its tiles).
+// `images` are x's or dy's planes, `image_floats` apart.
+template <typename Transform>
+inline void for_each_band(const WeightsLayout& w, int64_t slot, const float* images,
+                          int64_t image_floats, const Transform& transform) {
   const int64_t bands = w.bands(), t0 = slot % w.passes() * kLanes;
   const int tiles = static_cast<int>(min64(kLanes, w.tiles() - t0));
   const int64_t first = slot / w.passes() * w.bands_per_slot();
   const int64_t count = min64(w.bands_per_slot(), w.batch * bands - first);
-  for (int64_t j = 0; j < count; ++j) {
+  const int64_t together = tiles <= kPairedTiles ? 2 : 1;
+  for (int64_t j = 0; j < count; j += together) {
+    Bands pair{};
+    pair.count = static_cast<int>(min64(together, count - j));
+    for (int b = 0; b < pair.count; ++b) {
+      pair.image[b] = images + (first + j + b) / bands * image_floats;
+      pair.band[b] = (first + j + b) % bands;
+    }
     const int lane = static_cast<int>(j) * tiles;
-    const int stored = j + 1 < count ? tiles : static_cast<int>(kLanes) - lane;
-    band((first + j) / bands, (first + j) % bands, t0, tiles, lane, stored);
+    const int stored =
+        j + pair.count < count ? pair.count * tiles : static_cast<int>(kLanes) - lane;
+    transform(pair, t0, tiles, lane, stored);
   }
 }
 
@@ -438,10 +525,9 @@ inline void transform_slot(const WeightsLayout& w, const float* x, const float* 
                            int64_t x_point_step, int64_t row_step) {
   const Layout l = w.image();
   const int64_t plane = l.height * l.width;
-  for_each_band(w, slot,
-                [&](int64_t image, int64_t band, int64_t t0, int tiles, int lane, int stored) {
-                  transform_gradients(l, dy + image * l.out_channels * plane, band, t0, tiles, lane,
-                                      stored, dy_rows);
+  for_each_band(w, slot, dy, l.out_channels * plane,
+                [&](const Bands& bands, int64_t t0, int tiles, int lane, int stored) {
+                  transform_gradients(l, bands, t0, tiles, lane, stored, dy_rows);
                 });
   // 16 channels at a time into `block` (rows of tiles), then each point's 16 x 16 transposed.
   // Channels past the part's to its last block of 32 are zeros.
@@ -449,10 +535,10 @@ inline void transform_slot(const WeightsLayout& w, const float* x, const float* 
   for (int64_t b = 0; b < div_up(channels, kNR) * kNR; b += 16) {
     const int64_t count = max64(0, min64(16, channels - b));
     const Layout part{l.height, l.width, count, l.out_channels};
-    for_each_band(w, slot,
-                  [&](int64_t image, int64_t band, int64_t t0, int tiles, int lane, int stored) {
-                    transform_inputs(part, x + (image * l.in_channels + c0 + b) * plane, band, t0,
-                                     tiles, lane, stored, Rows{&block[0][0][0], 16 * kLanes});
+    for_each_band(w, slot, x + (c0 + b) * plane, l.in_channels * plane,
+                  [&](const Bands& bands, int64_t t0, int tiles, int lane, int stored) {
+                    transform_inputs(part, bands, t0, tiles, lane, stored,
+                                     Rows{&block[0][0][0], 16 * kLanes});
                   });
     for (int p = 0; p < kPoints; ++p) {
       __m512 v[16];
