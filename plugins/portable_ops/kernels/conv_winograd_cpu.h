@@ -169,6 +169,62 @@ __attribute__((always_inline)) inline __m512 pick_column(const Picks& picks, __m
                               _mm512_permutex2var_ps(b0, at, b1));
 }
 
+// A transform's input rows: row 4 band + first_row + r (r < rows) of each band's image, Vectors
+// vectors of it from column first_column, masked to the image (zeros past its edges).
+template <int Count, int Vectors>
+struct BandRows {
+  const Bands& bands;
+  int64_t plane, width, height, first_row, rows, first_column;
+  __mmask16 inside[Vectors];
+
+  BandRows(const Layout& l, const Bands& b, int64_t first_row_, int64_t rows_, int64_t column)
+      : bands(b),
+        plane(l.height * l.width),
+        width(l.width),
+        height(l.height),
+        first_row(first_row_),
+        rows(rows_),
+        first_column(column) {
+    for (int q = 0; q < Vectors; ++q) {
+      unsigned lanes = 0;
+      for (int k = 0; k < 16; ++k) {
+        const int64_t at = first_column + 16 * q + k;
+        if (at >= 0 && at < width) lanes |= 1u << k;
+      }
+      inside[q] = static_cast<__mmask16>(lanes);
+    }
+  }
+
+  // Fetches channel c's rows: each channel's are a plane apart, too far for the cache's own
+  // prefetch, so a transform fetches those of a channel ahead while it transforms one.
+  __attribute__((always_inline)) void prefetch(int64_t c) const {
+    for (int b = 0; b < Count; ++b) {
+      const float* const ahead = bands.image[b] + c * plane + first_column;
+      const int64_t top = 4 * bands.band[b] + first_row;
+      for (int64_t row = max64(0, top); row < min64(top + rows, height); ++row) {
+        for (int q = 0; q < Vectors; ++q) {
+          if (inside[q]) __builtin_prefetch(ahead + row * width + 16 * q);
+        }
+      }
+    }
+  }
+
+  // Row r of channel c of each band into v; false where every band's is past the image.
+  __attribute__((always_inline)) bool load(int64_t c, int r, __m512 (&v)[Count][Vectors]) const {
+    bool any = false;
+    for (int b = 0; b < Count; ++b) {
+      const int64_t row = 4 * bands.band[b] + first_row + r;
+      const bool in_image = row >= 0 && row < height;
+      const float* const from = bands.image[b] + c * plane + row * width + first_column;
+      for (int q = 0; q < Vectors; ++q) {
+        v[b][q] = in_image ? _mm512_maskz_loadu_ps(inside[q], from + 16 * q) : __m512{};
+      }
+      any |= in_image;
+    }
+    return any;
+  }
+};
+
 // The 6 x 6 windows of `tiles` tiles from t0 of each band of `bands` (output rows 4 band + [0, 4)
 // of its image, in_channels planes), transformed into V.at(point, i)[lane + t] (the second
 // band's from lane + tiles), and zeros after them up to lane + stored (lane + stored <= 16).
@@ -182,46 +238,16 @@ void transform_inputs_of(const Layout& l, const Bands& bands, int64_t t0, int ti
   constexpr int count = Count;  // bands.count, unrolled
   const __mmask16 written = static_cast<__mmask16>((1u << (count * tiles)) - 1);
   const __mmask16 store = static_cast<__mmask16>((1u << stored) - 1);
-  const int64_t plane = l.height * l.width, first_column = 4 * t0 - 1;
   constexpr int vectors = count == 1 ? 5 : 2;  // a band's row
-  __mmask16 inside[5];
-  for (int q = 0; q < 5; ++q) {
-    unsigned lanes = 0;
-    for (int k = 0; k < 16; ++k) {
-      const int64_t column = first_column + 16 * q + k;
-      if (column >= 0 && column < l.width) lanes |= 1u << k;
-    }
-    inside[q] = static_cast<__mmask16>(lanes);
-  }
+  const BandRows<count, vectors> rows(l, bands, -1, 6, 4 * t0 - 1);
   const Picks picks(count == 1 ? 8 : tiles);
   alignas(64) float across[6][6][16];  // [window row][B^T column][tile]
-  // Each channel's rows are a plane apart, too far for the cache's own prefetch: the window rows
-  // of the channel kAhead on are fetched while this one is transformed.
-  constexpr int64_t kAhead = 2;
+  constexpr int64_t kAhead = 2;        // channels ahead whose rows are fetched
   for (int64_t i = 0; i < l.in_channels; ++i) {
-    for (int b = 0; b < count; ++b) {
-      if (i + kAhead >= l.in_channels) break;
-      const float* ahead = bands.image[b] + (i + kAhead) * plane + first_column;
-      const int64_t band = bands.band[b];
-      for (int64_t row = max64(0, 4 * band - 1); row < min64(4 * band + 5, l.height); ++row) {
-        for (int q = 0; q < vectors; ++q) {
-          if (inside[q]) __builtin_prefetch(ahead + row * l.width + 16 * q);
-        }
-      }
-    }
+    if (i + kAhead < l.in_channels) rows.prefetch(i + kAhead);
     for (int r = 0; r < 6; ++r) {
       __m512 v[count][vectors];  // [band][vector]
-      bool any = false;
-      for (int b = 0; b < count; ++b) {
-        const int64_t row = 4 * bands.band[b] - 1 + r;
-        const bool in_image = row >= 0 && row < l.height;
-        const float* from = bands.image[b] + i * plane + row * l.width + first_column;
-        for (int q = 0; q < vectors; ++q) {
-          v[b][q] = in_image ? _mm512_maskz_loadu_ps(inside[q], from + 16 * q) : __m512{};
-        }
-        any |= in_image;
-      }
-      if (!any) {
+      if (!rows.load(i, r, v)) {
         for (int k = 0; k < 6; ++k) _mm512_store_ps(across[r][k], _mm512_setzero_ps());
         continue;
       }
@@ -425,42 +451,18 @@ void transform_gradients_of(const Layout& l, const Bands& bands, int64_t t0, int
   constexpr int count = Count;  // bands.count, unrolled
   const __mmask16 written = static_cast<__mmask16>((1u << (count * tiles)) - 1);
   const __mmask16 store = static_cast<__mmask16>((1u << stored) - 1);
-  const int64_t plane = l.height * l.width, first_column = 4 * t0;
   constexpr int vectors = count == 1 ? 4 : 2;  // a band's row
-  __mmask16 inside[4];
-  for (int q = 0; q < 4; ++q) {
-    const int64_t columns = min64(16, max64(0, l.width - first_column - 16 * q));
-    inside[q] = static_cast<__mmask16>((1u << columns) - 1);
-  }
+  const BandRows<count, vectors> rows(l, bands, 0, 4, 4 * t0);
   const Picks picks(count == 1 ? 8 : tiles);
   alignas(64) float across[4][6][16];  // [tile row][A column][tile]
   // Channels ahead whose rows are fetched, as transform_inputs's: four rows a channel, twice its
   // distance (56x56x64 backward weights 1.70-1.74 ms against 1.73-1.82 at two, eight no better).
   constexpr int64_t kAhead = 4;
   for (int64_t k = 0; k < l.out_channels; ++k) {
-    for (int b = 0; b < count; ++b) {
-      if (k + kAhead >= l.out_channels) break;
-      const float* ahead = bands.image[b] + (k + kAhead) * plane + first_column;
-      const int64_t band = bands.band[b];
-      for (int64_t row = 4 * band; row < min64(4 * band + 4, l.height); ++row) {
-        for (int q = 0; q < vectors; ++q) {
-          if (inside[q]) __builtin_prefetch(ahead + row * l.width + 16 * q);
-        }
-      }
-    }
+    if (k + kAhead < l.out_channels) rows.prefetch(k + kAhead);
     for (int r = 0; r < 4; ++r) {
       __m512 v[count][vectors];  // [band][vector]
-      bool any = false;
-      for (int b = 0; b < count; ++b) {
-        const int64_t row = 4 * bands.band[b] + r;
-        const bool in_image = row < l.height;
-        const float* from = bands.image[b] + k * plane + row * l.width + first_column;
-        for (int q = 0; q < vectors; ++q) {
-          v[b][q] = in_image ? _mm512_maskz_loadu_ps(inside[q], from + 16 * q) : __m512{};
-        }
-        any |= in_image;
-      }
-      if (!any) {
+      if (!rows.load(k, r, v)) {
         for (int b = 0; b < 6; ++b) _mm512_store_ps(across[r][b], _mm512_setzero_ps());
         continue;
       }
