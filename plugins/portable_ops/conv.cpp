@@ -104,7 +104,6 @@ constexpr const char* kWinogradKernels[] = {"conv2d_forward_f32_winograd",
 // scratch, then a group per band of four output rows of one image (or per several bands of a
 // narrow image's, across images), its transformed windows and their sums in the group's shared
 // memory.
-
 void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void* in0,
                      const void* in1, float* out) {
   const bool backward_data = pass == Pass::backward_data;

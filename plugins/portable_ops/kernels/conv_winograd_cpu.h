@@ -148,6 +148,24 @@ struct Bands {
   int count;
 };
 
+// Calls transform(bands, j) for `count` bands from band `first` of a launch's (band n of image
+// n / per_image, `images` image_floats apart), two at a time where they have at most
+// kPairedTiles tiles; j is the index of the first of them among the `count`.
+template <typename Transform>
+inline void for_each_pair(const float* images, int64_t image_floats, int64_t per_image,
+                          int64_t first, int64_t count, int tiles, const Transform& transform) {
+  const int64_t together = tiles <= kPairedTiles ? 2 : 1;
+  for (int64_t j = 0; j < count; j += together) {
+    Bands pair{};
+    pair.count = static_cast<int>(min64(together, count - j));
+    for (int b = 0; b < pair.count; ++b) {
+      pair.image[b] = images + (first + j + b) / per_image * image_floats;
+      pair.band[b] = (first + j + b) % per_image;
+    }
+    transform(pair, j);
+  }
+}
+
 // Where pick_column's lanes come from: lane t takes element 4 t + j of the 32 in (a0, a1) below
 // lane `split`, element 4 (t - split) + j of the 32 in (b0, b1) from it on (from_b).
 struct Picks {
@@ -390,18 +408,10 @@ inline void run_bands(const Layout& l, const float* in, const float* packed, flo
   const int64_t tiles = l.tiles(), bands = l.bands();
   for (int64_t t0 = 0; t0 < tiles; t0 += kMaxTiles) {
     const int pass = static_cast<int>(min64(kMaxTiles, tiles - t0));
-    // Bands two at a time where they are narrow enough (for_each_band's pairs).
-    const int64_t together = pass <= kPairedTiles ? 2 : 1;
-    for (int64_t j = 0; j < count; j += together) {
-      Bands pair{};
-      pair.count = static_cast<int>(min64(together, count - j));
-      for (int b = 0; b < pair.count; ++b) {
-        pair.image[b] = in + (first + j + b) / bands * in_image;
-        pair.band[b] = (first + j + b) % bands;
-      }
+    for_each_pair(in, in_image, bands, first, count, pass, [&](const Bands& pair, int64_t j) {
       transform_inputs(l, pair, t0, pass, static_cast<int>(j) * pass, pair.count * pass,
                        Rows{V, l.in_channels * kLanes});
-    }
+    });
     for (int64_t block = 0; block < l.output_blocks(); ++block) {
       multiply_points_of(static_cast<int>(count) * pass, V,
                          packed + block * kPoints * l.in_channels * kNR, l.in_channels, M);
@@ -500,23 +510,17 @@ inline void transform_gradients(const Layout& l, const Bands& bands, int64_t t0,
 template <typename Transform>
 inline void for_each_band(const WeightsLayout& w, int64_t slot, const float* images,
                           int64_t image_floats, const Transform& transform) {
-  const int64_t bands = w.bands(), t0 = slot % w.passes() * kLanes;
+  const int64_t t0 = slot % w.passes() * kLanes;
   const int tiles = static_cast<int>(min64(kLanes, w.tiles() - t0));
   const int64_t first = slot / w.passes() * w.bands_per_slot();
-  const int64_t count = min64(w.bands_per_slot(), w.batch * bands - first);
-  const int64_t together = tiles <= kPairedTiles ? 2 : 1;
-  for (int64_t j = 0; j < count; j += together) {
-    Bands pair{};
-    pair.count = static_cast<int>(min64(together, count - j));
-    for (int b = 0; b < pair.count; ++b) {
-      pair.image[b] = images + (first + j + b) / bands * image_floats;
-      pair.band[b] = (first + j + b) % bands;
-    }
-    const int lane = static_cast<int>(j) * tiles;
-    const int stored =
-        j + pair.count < count ? pair.count * tiles : static_cast<int>(kLanes) - lane;
-    transform(pair, t0, tiles, lane, stored);
-  }
+  const int64_t count = min64(w.bands_per_slot(), w.batch * w.bands() - first);
+  for_each_pair(images, image_floats, w.bands(), first, count, tiles,
+                [&](const Bands& pair, int64_t j) {
+                  const int lane = static_cast<int>(j) * tiles;
+                  const int stored =
+                      j + pair.count < count ? pair.count * tiles : static_cast<int>(kLanes) - lane;
+                  transform(pair, t0, tiles, lane, stored);
+                });
 }
 
 // Slot `slot`'s tiles of dy into rows dy_rows (D.at(point, k), K rows of the slot's 16 tiles a
@@ -537,11 +541,13 @@ inline void transform_slot(const WeightsLayout& w, const float* x, const float* 
   for (int64_t b = 0; b < div_up(channels, kNR) * kNR; b += 16) {
     const int64_t count = max64(0, min64(16, channels - b));
     const Layout part{l.height, l.width, count, l.out_channels};
-    for_each_band(w, slot, x + (c0 + b) * plane, l.in_channels * plane,
-                  [&](const Bands& bands, int64_t t0, int tiles, int lane, int stored) {
-                    transform_inputs(part, bands, t0, tiles, lane, stored,
-                                     Rows{&block[0][0][0], 16 * kLanes});
-                  });
+    if (count > 0) {
+      for_each_band(w, slot, x + (c0 + b) * plane, l.in_channels * plane,
+                    [&](const Bands& bands, int64_t t0, int tiles, int lane, int stored) {
+                      transform_inputs(part, bands, t0, tiles, lane, stored,
+                                       Rows{&block[0][0][0], 16 * kLanes});
+                    });
+    }
     for (int p = 0; p < kPoints; ++p) {
       __m512 v[16];
       for (int i = 0; i < 16; ++i) v[i] = i < count ? _mm512_load_ps(block[p][i]) : __m512{};

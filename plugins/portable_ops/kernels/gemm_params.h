@@ -169,8 +169,8 @@ struct WinogradWeightsLayout {
   PORTA_OPS_HOST_DEVICE WinogradLayout image() const {
     return {height, width, in_channels, out_channels};
   }
-  PORTA_OPS_HOST_DEVICE int64_t bands() const { return (height + 3) / 4; }
-  PORTA_OPS_HOST_DEVICE int64_t tiles() const { return (width + 3) / 4; }
+  PORTA_OPS_HOST_DEVICE int64_t bands() const { return image().bands(); }
+  PORTA_OPS_HOST_DEVICE int64_t tiles() const { return image().tiles(); }
   PORTA_OPS_HOST_DEVICE int64_t passes() const { return (tiles() + kLanes - 1) / kLanes; }
   PORTA_OPS_HOST_DEVICE int64_t bands_per_slot() const {
     return tiles() <= kLanes ? kLanes / tiles() : 1;
