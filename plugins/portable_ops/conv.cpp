@@ -28,6 +28,11 @@ namespace {
 
 enum class Pass { forward, backward_data, backward_weights };
 
+[[noreturn]] void too_large() {
+  plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                      "the convolution is too large for one launch of its kernels");
+}
+
 // Forward or backward data of a 3x3 layer of stride 1 and padding 1, or a pointwise layer's
 // forward, on the CPU as a direct convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words
 // of channel pairs): the weights packed into the stream's scratch (and bf16's input paired after
@@ -70,8 +75,7 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   if (!bytes.valid() || !pack_groups.valid() || !outputs.valid() ||
       !porta_ops::plan_detail::flat_grid(pack_groups.value(), pack_grid) ||
       !porta_ops::plan_detail::flat_grid(outputs.value(), grid)) {
-    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
-                        "the convolution is too large for one launch of its kernels");
+    too_large();
   }
   // Words read: by image, the input once and the weights once per image; by output channels,
   // the weights once and the input once per group (in MB, 14x14x1024 pointwise: 12.8 + 16.8
@@ -99,73 +103,133 @@ constexpr const char* kWinogradKernels[] = {"conv2d_forward_f32_winograd",
                                             "conv2d_backward_data_f32_winograd",
                                             "conv2d_backward_weights_f32_winograd"};
 
+// The layers it takes: takes_winograd, below.
+constexpr int64_t kWinogradMinWidth = 25, kWinogradMinChannels = 16;
+constexpr int64_t kWinogradMinNarrowChannels = 32, kWinogradMinWeightsChannels = 32;
+constexpr int64_t kWinogradMinWeightsPositions = 256;
+
+// Forward and backward data by points (launch_winograd, below) where a group's bands are whole
+// (kMaxTiles tiles at most) and the transformed weights pass kWinogradPointsBytes, or would not
+// fit a group's shared memory: each group by bands reads all of them (by points measured even at
+// 9.4 MB, 14x14x256 and 28x28x256, and 1.4x faster at 37.7 MB, 7x7x512).
+constexpr int64_t kWinogradPointsBytes = int64_t{16} << 20;
+
+bool winograd_by_points(const Op& op, const porta_ops::WinogradLayout& l) {
+  const Checked<int64_t> packed = Checked(l.packed_floats()) * int64_t{4};
+  const Checked<int64_t> shared = Checked(l.shared_floats()) * int64_t{4};
+  return l.tiles() <= l.kMaxTiles &&
+         (!packed.valid() || packed.value() > kWinogradPointsBytes || !shared.valid() ||
+          shared.value() > int64_t{op.properties->shared_memory_per_group});
+}
+
 // Forward or backward data of an fp32 3x3 layer of stride 1 and padding 1 on AVX-512 by
 // Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h): the weights transformed into the stream's
 // scratch, then a group per band of four output rows of one image (or per several bands of a
 // narrow image's, across images), its transformed windows and their sums in the group's shared
-// memory.
+// memory; or by points (winograd_by_points), where each such group would read all the
+// transformed weights for its few tiles, in three steps through the scratch: the windows of every
+// group of bands (a slot) transformed, then a group per (point, output block) multiplies every
+// slot's, so that each transformed weight is read once, then the outputs.
 void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void* in0,
                      const void* in1, float* out) {
   const bool backward_data = pass == Pass::backward_data;
-  const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
   // Narrow images' bands together, up to the tiles a micro-tile takes.
-  g.winograd = std::max<int64_t>(1, l.kMaxTiles / l.tiles());
-  const Checked<int64_t> packed_bytes = Checked(l.packed_floats()) * int64_t{4};
+  const int64_t tiles = g.winograd_layout(backward_data).tiles();
+  g.winograd = std::max<int64_t>(1, porta_ops::WinogradLayout::kMaxTiles / tiles);
+  const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
+  const bool by_points = winograd_by_points(op, l);
+  const Checked<int64_t> bands = Checked(g.batch) * l.bands();
+  if (!bands.valid()) too_large();
+  const int64_t slots = bands.value() / g.winograd + (bands.value() % g.winograd != 0);
+  const Checked<int64_t> slot_floats =
+      Checked(l.transformed_floats()) + Checked(l.output_blocks()) * l.sums_floats();
+  const Checked<int64_t> scratch_bytes =
+      (Checked(l.packed_floats()) + (by_points ? Checked(slots) * slot_floats : 0)) * int64_t{4};
   const Checked<int64_t> pack_groups =
       Checked(l.output_blocks()) * porta_ops::div_up(l.in_channels, l.kOutputs);
-  const Checked<int64_t> bands = Checked(g.batch) * l.bands();
-  uint32_t pack_grid[3], grid[3];
-  if (!packed_bytes.valid() || !pack_groups.valid() || !bands.valid() ||
-      !porta_ops::plan_detail::flat_grid(pack_groups.value(), pack_grid) ||
-      !porta_ops::plan_detail::flat_grid(porta_ops::div_up(bands.value(), g.winograd), grid)) {
-    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
-                        "the convolution is too large for one launch of its kernels");
+  const Checked<int64_t> output_groups = Checked(slots) * l.output_blocks();
+  uint32_t pack_grid[3];
+  if (!scratch_bytes.valid() || !pack_groups.valid() || !output_groups.valid() ||
+      !porta_ops::plan_detail::flat_grid(pack_groups.value(), pack_grid)) {
+    too_large();
   }
-  const Scratch scratch = scratch_for(op, static_cast<size_t>(packed_bytes.value()));
+  const Scratch scratch = scratch_for(op, static_cast<size_t>(scratch_bytes.value()));
   g.packed_a = scratch.as<float>();
   static const char* const pack_kernels[] = {"conv2d_forward_f32_pack_winograd",
                                              "conv2d_backward_data_f32_pack_winograd"};
   const int index = static_cast<int>(pass);
   launch(op, pack_kernels[index], dim3(pack_grid[0], pack_grid[1], pack_grid[2]), dim3(1), 0, g,
          in0, in1, out);
-  launch(op, kWinogradKernels[index], dim3(grid[0], grid[1], grid[2]), dim3(1),
-         static_cast<uint32_t>(l.shared_floats() * 4), g, in0, in1, out);
+  const auto run = [&](porta_ops::WinogradStep step, int64_t groups, int64_t shared_floats) {
+    uint32_t grid[3];
+    if (!porta_ops::plan_detail::flat_grid(groups, grid)) too_large();
+    g.winograd_step = step;
+    launch(op, kWinogradKernels[index], dim3(grid[0], grid[1], grid[2]), dim3(1),
+           static_cast<uint32_t>(shared_floats * 4), g, in0, in1, out);
+  };
+  if (!by_points) return run(porta_ops::kWinogradGroups, slots, l.shared_floats());
+  run(porta_ops::kWinogradInputs, slots, 0);
+  run(porta_ops::kWinogradProducts, l.kPoints * l.output_blocks(), 0);
+  run(porta_ops::kWinogradOutputs, output_groups.value(), 0);
 }
 
 // Backward weights of such a layer by Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h): a
-// group per (run of slots, part of x's channels) transforms its slots a chunk at a time, sums
-// their products into sums of its own and transforms those into taps, then a group per output
-// channel adds up the runs' taps into dw. A run per thread, each its own sums; x's channels are
-// cut into parts where one group's sums would pass kWinogradSumsBytes (each part transforms all
-// of dy again); a chunk's transformed slots take about as much room as the sums they are added
-// to, which balances the sums' passes against the buffer's size (measured: 2 slots at 56x56x64,
-// with sums and buffer in L2, and 4-7 at 28x28x128, whose sums are past it either way).
+// group per run of slots transforms its slots a chunk at a time, sums their products into sums of
+// its own and transforms those into taps, then a group per output channel adds up the runs' taps
+// into dw. A run per thread, each its own sums; a chunk's transformed slots take about as much
+// room as the sums they are added to, which balances the sums' passes against the buffer's size
+// (measured: 2 slots at 56x56x64, with sums and buffer in L2, and 4-7 at 28x28x128, whose sums
+// are past it either way). By points where the sums would pass kWinogradSumsBytes (each run's
+// sums for all filters, and dy transformed again for every part of x's channels where they were
+// cut to fit, measured 1.3x slower than the direct convolution at 7x7x512): every slot
+// transformed once, a group per slot, then a group per block of filters sums every slot's
+// products in its shared memory and transforms them into its part of dw.
 constexpr int64_t kWinogradSumsBytes = int64_t{4} << 20, kWinogradMaxChunk = 8;
+
+bool winograd_weights_by_points(porta_ops::ConvArgs g) {
+  g.winograd_runs = g.winograd_chunk = 1;
+  // dw's K x C x 9 floats are allocated: 36 x K x C fit an int64_t.
+  return g.winograd_weights_layout().sums_floats() * 4 > kWinogradSumsBytes;
+}
 
 void launch_winograd_weights(const Op& op, porta_ops::ConvArgs g, const void* x, const void* dy,
                              float* dw) {
-  g.winograd_runs = g.winograd_parts = g.winograd_chunk = 1;
+  g.winograd_runs = g.winograd_chunk = 1;
   const auto layout = [&] { return g.winograd_weights_layout(); };
-  const int64_t blocks = porta_ops::div_up(g.channels, layout().kColumns);
-  // dw's K x C x 9 floats are allocated: 36 x K x C fit an int64_t.
-  while (g.winograd_parts < blocks && layout().sums_floats() * 4 > kWinogradSumsBytes) {
-    ++g.winograd_parts;
+  if (winograd_weights_by_points(g)) {
+    g.winograd_chunk = layout().slots();  // one run of every slot
+    const porta_ops::WinogradWeightsLayout l = layout();
+    const Checked<int64_t> bytes =
+        (Checked(l.slots()) * l.kLanes * (Checked(l.out_channels) + l.x_row_floats()) +
+         2 * l.kLanes) *
+        l.kPoints * int64_t{4};
+    uint32_t slot_grid[3], block_grid[3];
+    if (!bytes.valid() || !porta_ops::plan_detail::flat_grid(l.slots(), slot_grid) ||
+        !porta_ops::plan_detail::flat_grid(l.filter_blocks(), block_grid)) {
+      too_large();
+    }
+    const Scratch scratch = scratch_for(op, static_cast<size_t>(bytes.value()));
+    g.packed_a = scratch.as<float>();
+    const char* const kernel = kWinogradKernels[static_cast<int>(Pass::backward_weights)];
+    g.winograd_step = porta_ops::kWinogradInputs;
+    launch(op, kernel, dim3(slot_grid[0], slot_grid[1], slot_grid[2]), dim3(1), 0, g, x, dy, dw);
+    g.winograd_step = porta_ops::kWinogradProducts;
+    const int64_t shared_floats = l.kPoints * l.block_rows() * l.kColumns;
+    launch(op, kernel, dim3(block_grid[0], block_grid[1], block_grid[2]), dim3(1),
+           static_cast<uint32_t>(shared_floats * 4), g, x, dy, dw);
+    return;
   }
-  // Parts of whole blocks, none empty.
-  g.winograd_parts = porta_ops::div_up(blocks, layout().part_channels() / layout().kColumns);
   g.winograd_chunk = std::clamp<int64_t>(
       porta_ops::div_up(layout().sums_floats(), layout().dy_floats() + layout().x_floats()), 1,
       kWinogradMaxChunk);
   const int64_t threads = std::max<int64_t>(op.properties->compute_units, 1);
-  g.winograd_runs =
-      std::clamp<int64_t>(porta_ops::div_up(threads, g.winograd_parts), 1, layout().slots());
+  g.winograd_runs = std::clamp<int64_t>(threads, 1, layout().slots());
   const porta_ops::WinogradWeightsLayout l = layout();
-  const Checked<int64_t> bytes = Checked(l.groups()) * l.group_floats() * int64_t{4};
+  const Checked<int64_t> bytes = Checked(l.runs) * l.group_floats() * int64_t{4};
   uint32_t grid[3], add_grid[3];
-  if (!bytes.valid() || !porta_ops::plan_detail::flat_grid(l.groups(), grid) ||
+  if (!bytes.valid() || !porta_ops::plan_detail::flat_grid(l.runs, grid) ||
       !porta_ops::plan_detail::flat_grid(l.out_channels, add_grid)) {
-    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
-                        "the convolution is too large for one launch of its kernels");
+    too_large();
   }
   const Scratch scratch = scratch_for(op, static_cast<size_t>(bytes.value()));
   g.packed_a = scratch.as<float>();
@@ -184,34 +248,42 @@ bool winograd_allowed() {
 }
 
 // Whether Winograd's F(4x4, 3x3) takes an fp32 3x3 layer's pass: the host's kernel library built
-// for AVX-512 (the only one with its kernels) and images at least kWinogradMinWidth wide.
-// Forward and backward data: two bands high, since a band's tiles multiply together and each
-// reads all the transformed weights (narrower images measured even with the direct convolution
-// at 14 wide, slower at 7); at least kWinogradMinChannels input channels, where its rounding
+// for AVX-512 (the only one with its kernels), at least two bands and two tiles of a band.
+// Forward and backward data: at least kWinogradMinChannels input channels, where its rounding
 // stays within the bound of a plain sum of that depth (the tests' tolerance: fewer channels,
-// fewer terms to spread the transforms' error); and the band's transformed windows in a group's
-// shared memory. Backward weights: at least kWinogradMinWeightsChannels channels and output
-// channels, its micro-tiles being 32 channels wide (16 channels measured 1.3x slower than the
-// direct convolution at 28x28; the narrower images too: 14x14x256 even, 14x14x32 and 7x7x512
-// slower, the transforms and sums weighing more where each image has few tiles).
-constexpr int64_t kWinogradMinWidth = 25, kWinogradMinChannels = 16;
-constexpr int64_t kWinogradMinWeightsChannels = 32;
+// fewer terms to spread the transforms' error); images narrower than kWinogradMinWidth at least
+// kWinogradMinNarrowChannels input and output channels (14x14 from 16 channels to 32 measured
+// 1.3x slower than the direct convolution, from 32 to 64 1.15x faster); and the bands' transformed
+// windows in a group's shared memory, or the layer by points (winograd_by_points). Backward
+// weights: kWinogradMinWeightsChannels channels and output channels, its micro-tiles being 32
+// channels wide (16 channels measured 1.3x slower than the direct convolution at 28x28); at
+// least kWinogradMinWeightsPositions positions summed (batch x height x width), where its
+// rounding stays within a plain sum's bound; and images at least kWinogradMinWidth wide, or by
+// points (winograd_weights_by_points: narrower images' runs, few tiles each, measured slower
+// than the direct convolution, 14x14x64 by points too, whose transformed slots outgrow the caches
+// where the filters are few).
 
 bool takes_winograd(Pass pass, const Op& op, const porta_ops::ConvArgs& g) {
-  if (!g.direct_shape() || g.pointwise() || !runs_packed_path(op) || !winograd_allowed()) {
+  if (!g.direct_shape() || g.pointwise() || !runs_packed_path(op) || !winograd_allowed() ||
+      !has_kernel(op, kWinogradKernels[static_cast<int>(pass)])) {
     return false;
   }
   if (pass == Pass::backward_weights) {
-    return g.width >= kWinogradMinWidth && g.channels >= kWinogradMinWeightsChannels &&
-           g.out_channels >= kWinogradMinWeightsChannels && has_kernel(op, kWinogradKernels[2]);
+    const Checked<int64_t> positions = Checked(g.batch) * g.height * g.width;
+    return g.channels >= kWinogradMinWeightsChannels &&
+           g.out_channels >= kWinogradMinWeightsChannels &&
+           (!positions.valid() || positions.value() >= kWinogradMinWeightsPositions) &&
+           (g.width >= kWinogradMinWidth || winograd_weights_by_points(g));
   }
   const porta_ops::WinogradLayout l = g.winograd_layout(pass == Pass::backward_data);
-  if (l.width < kWinogradMinWidth || l.bands() < 2 || l.in_channels < kWinogradMinChannels) {
+  const int64_t min_channels = l.width < kWinogradMinWidth ? kWinogradMinNarrowChannels : 0;
+  if (l.bands() < 2 || l.tiles() < 2 || l.in_channels < kWinogradMinChannels ||
+      l.in_channels < min_channels || l.out_channels < min_channels) {
     return false;
   }
+  if (winograd_by_points(op, l)) return true;
   const Checked<int64_t> shared = Checked(l.shared_floats()) * int64_t{4};
-  return shared.valid() && shared.value() <= int64_t{op.properties->shared_memory_per_group} &&
-         has_kernel(op, kWinogradKernels[static_cast<int>(pass)]);
+  return shared.valid() && shared.value() <= int64_t{op.properties->shared_memory_per_group};
 }
 
 // bf16 backward weights of a 3x3 layer of stride 1 and padding 1 on AMX tiles
@@ -229,8 +301,7 @@ void launch_weights_on_tiles(const Op& op, porta_ops::ConvArgs g, const void* x,
   if (!bytes.valid() || !(planes + steps).valid() ||
       !porta_ops::plan_detail::flat_grid((planes + steps).value(), pack_grid) ||
       !porta_ops::plan_detail::flat_grid(l.groups(), grid)) {
-    plugin::throw_error(PORTA_ERROR_INVALID_ARGUMENT,
-                        "the convolution is too large for one launch of its kernels");
+    too_large();
   }
   const Scratch scratch = scratch_for(op, static_cast<size_t>(bytes.value()));
   g.packed_a = scratch.as<float>();

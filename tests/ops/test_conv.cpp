@@ -369,15 +369,16 @@ TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[con
   run_bf16_cases(env, kDirectCases);
 }
 
-// fp32 3x3 layers at least 25 wide with at least 16 input channels by Winograd's F(4x4, 3x3) on
-// AVX-512 (conv.cpp, kernels/conv_winograd_cpu.h), forward and backward data (backward data's
-// input channels are the layer's outputs: with fewer than 16 that pass stays direct), and
-// backward weights where both channel counts are at least 32 (the next case); the direct
-// convolution takes them again under PORTA_OPS_CONV_WINOGRAD=off (cpu.ops.no_winograd.*) and on
-// other ISA levels. Tiles cut by the right edge, bands by the bottom edge, bands of narrow images
-// taken together across images, two a transform (an odd number of them: the last alone), wide
-// rows in passes of 14 tiles, partial blocks of 32 input channels (the weights' transform) and of
-// 32 and 16 outputs.
+// fp32 3x3 layers with at least 16 input channels (narrower than 25, 32 input and output
+// channels) by Winograd's F(4x4, 3x3) on AVX-512 (conv.cpp, kernels/conv_winograd_cpu.h), forward
+// and backward data (backward data's input channels are the layer's outputs: with fewer than 16
+// that pass stays direct), and backward weights of images at least 25 wide where both channel
+// counts are at least 32 (the next case); the direct convolution takes them again under
+// PORTA_OPS_CONV_WINOGRAD=off (cpu.ops.no_winograd.*) and on other ISA levels. Tiles cut by the
+// right edge, bands by the bottom edge, bands of narrow images taken together across images, two
+// a transform (an odd number of them: the last alone), wide rows in passes of 14 tiles, partial
+// blocks of 32 input channels (the weights' transform) and of 32 and 16 outputs; and by points
+// (transformed weights past 16 MiB): slots of four bands across images, the last of one band.
 TEST_CASE("conv2d: 3x3 layers by Winograd's minimal filtering", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w}
@@ -387,6 +388,8 @@ TEST_CASE("conv2d: 3x3 layers by Winograd's minimal filtering", "[conv]") {
       {1, 17, 6, 61, 40, 3, 3, 1, 1},    // 16 tiles: 14, then 2; 17 channels
       {3, 48, 9, 26, 16, 3, 3, 1, 1},    // nine bands, two a group: the last group has one
       {1, 33, 12, 100, 70, 3, 3, 1, 1},  // 25 tiles: 14 and 11; outputs 32 + 32 + 6
+      {4, 32, 14, 14, 40, 3, 3, 1, 1},   // 14 wide: three bands a group, across images
+      {3, 400, 9, 10, 390, 3, 3, 1, 1},  // by points: 24 MB of weights; slots of 4, 4 and 1 band
   };
   uint64_t index = 0;
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
@@ -397,7 +400,8 @@ TEST_CASE("conv2d: 3x3 layers by Winograd's minimal filtering", "[conv]") {
 // their own, then the runs' added. Slots of two bands of narrow images, across images, a last slot
 // of one band and its lanes after it empty, a wide image's tiles in passes of 16 and 2, runs of
 // several chunks, output channels in uneven blocks, channels in blocks of 16 with a last partial
-// one and a block of 32 past them, and x's channels cut into two parts (sums past 4 MiB).
+// one and a block of 32 past them. By points where the sums pass 4 MiB: blocks of filters, the
+// last of fewer output channels or channels, summed over more slots than a chunk.
 TEST_CASE("conv2d: backward weights by Winograd's minimal filtering", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w}
@@ -406,7 +410,8 @@ TEST_CASE("conv2d: backward weights by Winograd's minimal filtering", "[conv]") 
       {3, 33, 9, 25, 32, 3, 3, 1, 1},    // nine bands: a slot across images, the last one alone
       {1, 32, 6, 70, 33, 3, 3, 1, 1},    // 18 tiles: passes of 16 and 2, the last tile 2 wide
       {4, 32, 16, 28, 32, 3, 3, 1, 1},   // eight slots: runs of four chunks of one slot
-      {1, 192, 5, 28, 160, 3, 3, 1, 1},  // sums of 4.4 MiB: two parts of 96 channels
+      {1, 192, 5, 28, 160, 3, 3, 1, 1},  // sums of 4.4 MiB: by points, blocks of 14 and 6 rows
+      {36, 200, 5, 5, 150, 3, 3, 1, 1},  // by points: nine slots (chunks of 8 and 1), 5 wide
   };
   uint64_t index = 0;
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));

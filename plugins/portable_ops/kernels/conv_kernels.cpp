@@ -192,7 +192,8 @@ PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const
 // Winograd's F(4x4, 3x3) for fp32 3x3 layers of stride 1 and padding 1 on AVX-512
 // (ConvArgs::winograd, kernels/conv_winograd_cpu.h): a _pack_winograd kernel transforms the
 // weights into packed_a, a group per (block of 32 output channels, block of 32 input channels),
-// then a group per ConvArgs::winograd bands of four output rows convolves. Only the AVX-512
+// then a group per ConvArgs::winograd bands of four output rows convolves, or, by points, the
+// _winograd kernel's three steps do (ConvArgs::winograd_step). Only the AVX-512
 // library has them: the host asks the library it loaded (conv.cpp: takes_winograd).
 #if defined(__AVX512F__)
 namespace winograd = porta_ops::cpu::winograd;
@@ -210,10 +211,30 @@ PORTA_DEVICE_FUNCTION void pack_winograd(const ConvArgs& g, const float* w, bool
 PORTA_DEVICE_FUNCTION void run_winograd(const ConvArgs& g, const float* in, float* out,
                                         bool backward_data) {
   const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
-  const int64_t first = porta_ops::group_number() * g.winograd, bands = g.batch * l.bands();
-  if (first < bands) {
-    winograd::run_bands(l, in, g.packed_a, out, first, porta_ops::min64(g.winograd, bands - first),
-                        porta::dynamic_shared_memory<float>());
+  const int64_t group = porta_ops::group_number(), blocks = l.output_blocks();
+  switch (g.winograd_step) {
+    case porta_ops::kWinogradGroups: {
+      const int64_t first = group * l.slot_bands, bands = l.batch * l.bands();
+      if (first < bands) {
+        winograd::run_bands(l, in, g.packed_a, out, first,
+                            porta_ops::min64(l.slot_bands, bands - first),
+                            porta::dynamic_shared_memory<float>());
+      }
+      break;
+    }
+    case porta_ops::kWinogradInputs:
+      if (group < l.slots()) winograd::transform_slot_inputs(l, in, group, g.packed_a);
+      break;
+    case porta_ops::kWinogradProducts:  // output blocks fastest: a thread's run shares V's point
+      if (group < l.kPoints * blocks) {
+        winograd::multiply_slots(l, group / blocks, group % blocks, g.packed_a);
+      }
+      break;
+    case porta_ops::kWinogradOutputs:
+      if (group < l.slots() * blocks) {
+        winograd::transform_slot_outputs(l, group / blocks, group % blocks, g.packed_a, out);
+      }
+      break;
   }
 }
 
@@ -240,14 +261,28 @@ PORTA_KERNEL(conv2d_backward_data_f32_winograd, ConvArgs g, const float* dy, con
   run_winograd(g, dy, dx, true);
 }
 
-// Backward weights: a group per (run of slots, part of x's channels) sums its products and
-// transforms them into taps, then a group per output channel adds up the runs' taps into dw.
+// Backward weights: a group per run of slots sums its products and
+// transforms them into taps, then a group per output channel adds up the runs' taps into dw; or,
+// by points, the _winograd kernel's two steps (ConvArgs::winograd_step).
 PORTA_KERNEL(conv2d_backward_weights_f32_winograd, ConvArgs g, const float* x, const float* dy,
              float* dw) {
-  (void)dw;
   const porta_ops::WinogradWeightsLayout l = g.winograd_weights_layout();
   const int64_t group = porta_ops::group_number();
-  if (group < l.groups()) winograd::run_weights_group(l, x, dy, group, g.packed_a);
+  switch (g.winograd_step) {
+    case porta_ops::kWinogradGroups:
+      if (group < l.runs) winograd::run_weights_group(l, x, dy, group, g.packed_a);
+      break;
+    case porta_ops::kWinogradInputs:
+      if (group < l.slots()) winograd::transform_weights_slot(l, x, dy, group, g.packed_a);
+      break;
+    case porta_ops::kWinogradProducts:
+      if (group < l.filter_blocks()) {
+        winograd::sum_filter_block(l, group, g.packed_a, porta::dynamic_shared_memory<float>(), dw);
+      }
+      break;
+    default:
+      break;
+  }
 }
 
 PORTA_KERNEL(conv2d_backward_weights_f32_add_winograd, ConvArgs g, const float* x, const float* dy,

@@ -305,45 +305,52 @@ inline void transform_inputs(const Layout& l, const Bands& bands, int64_t t0, in
   transform_inputs_of<1>(l, bands, t0, tiles, lane, stored, V);
 }
 
-// M[(t * 36 + point) * 32 + o] = sum over i of V[point][i][t] * U[point][i][o] for Tiles tiles
-// and one block of 32 output channels (U the block's).
+// One point's sums of Tiles tiles and one block of 32 output channels: m[t * 36 * 32 + o] = sum
+// over i of v[i * 16 + t] * u[i * 32 + o] (v the point's transformed windows, V[point], u its
+// transformed weights of the block, m the point's sums in M[tile][point][32]).
 template <int Tiles>
-__attribute__((noinline)) void multiply_points(const float* V, const float* U, int64_t in_channels,
-                                               float* M) {
+__attribute__((noinline)) void multiply_point(const float* v, const float* u, int64_t in_channels,
+                                              float* m) {
   constexpr int64_t kAhead = 16;  // input channels ahead that U's lines are fetched (from L2)
-  for (int p = 0; p < kPoints; ++p) {
-    __m512 sum[Tiles][2];
+  __m512 sum[Tiles][2];
 #pragma GCC unroll 16
-    for (int t = 0; t < Tiles; ++t) sum[t][0] = sum[t][1] = _mm512_setzero_ps();
-    const float* v = V + p * in_channels * kLanes;
-    const float* u = U + p * in_channels * kNR;
-    for (int64_t i = 0; i < in_channels; ++i, v += kLanes, u += kNR) {
-      __builtin_prefetch(u + kAhead * kNR);
-      __builtin_prefetch(u + kAhead * kNR + 16);
-      const __m512 w0 = _mm512_loadu_ps(u), w1 = _mm512_loadu_ps(u + 16);
-#pragma GCC unroll 16
-      for (int t = 0; t < Tiles; ++t) {
-        const __m512 x = _mm512_set1_ps(v[t]);
-        sum[t][0] = _mm512_fmadd_ps(x, w0, sum[t][0]);
-        sum[t][1] = _mm512_fmadd_ps(x, w1, sum[t][1]);
-      }
-    }
+  for (int t = 0; t < Tiles; ++t) sum[t][0] = sum[t][1] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < in_channels; ++i, v += kLanes, u += kNR) {
+    __builtin_prefetch(u + kAhead * kNR);
+    __builtin_prefetch(u + kAhead * kNR + 16);
+    const __m512 w0 = _mm512_loadu_ps(u), w1 = _mm512_loadu_ps(u + 16);
 #pragma GCC unroll 16
     for (int t = 0; t < Tiles; ++t) {
-      float* const to = M + (t * kPoints + p) * kNR;
-      _mm512_store_ps(to, sum[t][0]);
-      _mm512_store_ps(to + 16, sum[t][1]);
+      const __m512 x = _mm512_set1_ps(v[t]);
+      sum[t][0] = _mm512_fmadd_ps(x, w0, sum[t][0]);
+      sum[t][1] = _mm512_fmadd_ps(x, w1, sum[t][1]);
     }
+  }
+#pragma GCC unroll 16
+  for (int t = 0; t < Tiles; ++t) {
+    float* const to = m + t * kPoints * kNR;
+    _mm512_store_ps(to, sum[t][0]);
+    _mm512_store_ps(to + 16, sum[t][1]);
   }
 }
 
-// multiply_points for the tiles' runtime count, 1 to kMaxTiles.
+// multiply_point for the tiles' runtime count, 1 to kMaxTiles.
 template <int Tiles = kMaxTiles>
-inline void multiply_points_of(int tiles, const float* V, const float* U, int64_t in_channels,
-                               float* M) {
+inline void multiply_point_of(int tiles, const float* v, const float* u, int64_t in_channels,
+                              float* m) {
   if constexpr (Tiles > 0) {
-    if (tiles == Tiles) return multiply_points<Tiles>(V, U, in_channels, M);
-    multiply_points_of<Tiles - 1>(tiles, V, U, in_channels, M);
+    if (tiles == Tiles) return multiply_point<Tiles>(v, u, in_channels, m);
+    multiply_point_of<Tiles - 1>(tiles, v, u, in_channels, m);
+  }
+}
+
+// M[(t * 36 + point) * 32 + o] = sum over i of V[point][i][t] * U[point][i][o] for `tiles` tiles
+// and one block of 32 output channels (U the block's).
+inline void multiply_points(int tiles, const float* V, const float* U, int64_t in_channels,
+                            float* M) {
+  for (int p = 0; p < kPoints; ++p) {
+    multiply_point_of(tiles, V + p * in_channels * kLanes, U + p * in_channels * kNR, in_channels,
+                      M + p * kNR);
   }
 }
 
@@ -394,46 +401,90 @@ inline void transform_outputs(const Layout& l, const float* M, int lane, int til
   }
 }
 
-// `count` bands from band `first` of the launch (image first / bands, band first % bands, and on,
-// across images), whose tiles together are at most kMaxTiles: their windows transformed into V
-// side by side (two bands a transform where they are narrow enough), then each output block's
-// products and outputs. A band of more tiles (count 1)
-// goes kMaxTiles tiles at a time. V and M in the group's shared memory (Layout::shared_floats).
+// The windows of tiles t0 + [0, tiles) of `count` bands from band `first` of the launch (image
+// first / bands, band first % bands, and on, across images; count * tiles at most kMaxTiles)
+// transformed into V (V[point][channel][16 tiles]) side by side, two bands a transform where they
+// are narrow enough.
+inline void transform_band_inputs(const Layout& l, const float* in, int64_t first, int64_t count,
+                                  int64_t t0, int tiles, float* V) {
+  for_each_pair(in, l.in_channels * l.height * l.width, l.bands(), first, count, tiles,
+                [&](const Bands& pair, int64_t j) {
+                  transform_inputs(l, pair, t0, tiles, static_cast<int>(j) * tiles,
+                                   pair.count * tiles, Rows{V, l.in_channels * kLanes});
+                });
+}
+
+// The outputs of those tiles in output block `block` from their sums M (M[tile][point][32]).
+inline void transform_band_outputs(const Layout& l, const float* M, float* out, int64_t first,
+                                   int64_t count, int64_t t0, int tiles, int64_t block) {
+  const int64_t out_image = l.out_channels * l.height * l.width, bands = l.bands();
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t band = first + j;
+    transform_outputs(l, M, static_cast<int>(j) * tiles, tiles, out + band / bands * out_image,
+                      band % bands, t0, block);
+  }
+}
+
+// A group's `count` bands from band `first`, whose tiles together are at most kMaxTiles: their
+// windows transformed, then each output block's products and outputs. A band of more tiles
+// (count 1) goes kMaxTiles tiles at a time. V and M in the group's shared memory
+// (Layout::shared_floats).
 inline void run_bands(const Layout& l, const float* in, const float* packed, float* out,
                       int64_t first, int64_t count, float* shared) {
   float* const V = shared;
   float* const M = shared + l.transformed_floats();
-  const int64_t in_image = l.in_channels * l.height * l.width;
-  const int64_t out_image = l.out_channels * l.height * l.width;
-  const int64_t tiles = l.tiles(), bands = l.bands();
+  const int64_t tiles = l.tiles();
   for (int64_t t0 = 0; t0 < tiles; t0 += kMaxTiles) {
     const int pass = static_cast<int>(min64(kMaxTiles, tiles - t0));
-    for_each_pair(in, in_image, bands, first, count, pass, [&](const Bands& pair, int64_t j) {
-      transform_inputs(l, pair, t0, pass, static_cast<int>(j) * pass, pair.count * pass,
-                       Rows{V, l.in_channels * kLanes});
-    });
+    transform_band_inputs(l, in, first, count, t0, pass, V);
     for (int64_t block = 0; block < l.output_blocks(); ++block) {
-      multiply_points_of(static_cast<int>(count) * pass, V,
-                         packed + block * kPoints * l.in_channels * kNR, l.in_channels, M);
-      for (int64_t j = 0; j < count; ++j) {
-        const int64_t band = first + j;
-        transform_outputs(l, M, static_cast<int>(j) * pass, pass, out + band / bands * out_image,
-                          band % bands, t0, block);
-      }
+      multiply_points(static_cast<int>(count) * pass, V,
+                      packed + block * kPoints * l.in_channels * kNR, l.in_channels, M);
+      transform_band_outputs(l, M, out, first, count, t0, pass, block);
     }
   }
+}
+
+// By points, where U is large and each group's few tiles would read all of it for themselves
+// (Layout::slots): the layer goes in three launches through packed_a (Layout::by_points_floats),
+// so that U is read once: a group per slot transforms its bands' windows into the slot's V, a
+// group per (point, output block) multiplies every slot's V at that point by U's, into the
+// slots' M, and a group per (slot, output block) transforms M into outputs.
+inline void transform_slot_inputs(const Layout& l, const float* in, int64_t slot, float* packed) {
+  const int64_t first = slot * l.slot_bands;
+  transform_band_inputs(l, in, first, min64(l.slot_bands, l.batch * l.bands() - first), 0,
+                        static_cast<int>(l.tiles()), l.slot_inputs(packed, slot));
+}
+
+inline void multiply_slots(const Layout& l, int64_t point, int64_t block, float* packed) {
+  const int64_t bands = l.batch * l.bands(), channels = l.in_channels;
+  const float* const u = packed + (block * kPoints + point) * channels * kNR;
+  for (int64_t slot = 0; slot < l.slots(); ++slot) {
+    const int64_t count = min64(l.slot_bands, bands - slot * l.slot_bands);
+    multiply_point_of(static_cast<int>(count * l.tiles()),
+                      l.slot_inputs(packed, slot) + point * channels * kLanes, u, channels,
+                      l.slot_sums(packed, slot, block) + point * kNR);
+  }
+}
+
+inline void transform_slot_outputs(const Layout& l, int64_t slot, int64_t block, float* packed,
+                                   float* out) {
+  const int64_t first = slot * l.slot_bands;
+  transform_band_outputs(l, l.slot_sums(packed, slot, block), out, first,
+                         min64(l.slot_bands, l.batch * l.bands() - first), 0,
+                         static_cast<int>(l.tiles()), block);
 }
 
 // Backward weights: dw = G^T [ sum over the images' tiles of (A dy A^T) .* (B^T d B) ] G for each
 // (output channel, input channel), the forward's products turned round (the derivative of
 // Y = A^T [U .* V] A in U = G g G^T): for each of the 36 points, a GEMM of K x C over the tiles.
-// A group per (run of slots, part of x's channels) transforms a chunk of its slots at a time
-// into a buffer of its own (transform_slot: dy's tiles as rows of 16 tiles, x's windows
-// transposed to rows of channels), adds their products to sums of its own in micro-tiles of up
-// to 14 output channels by 32 channels, the forward's shape (multiply_lanes), and transforms
-// the sums into taps (unpack_sums); a last launch adds up the runs' taps into dw (add_runs).
-// The sums run over every tile of every image, so narrow images fill the lanes too: several
-// bands to a slot.
+// A group per run of slots transforms a chunk of its slots at a time into a buffer of its own
+// (transform_slot: dy's tiles as rows of 16 tiles, x's windows transposed to rows of channels),
+// adds their products to sums of its own in micro-tiles of up to 14 output channels by 32
+// channels, the forward's shape (multiply_lanes), and transforms the sums into taps
+// (unpack_sums); a last launch adds up the runs' taps into dw (add_runs). Or by points, where
+// the sums would be large (below). The sums run over every tile of every image, so narrow images
+// fill the lanes too: several bands to a slot.
 using WeightsLayout = WinogradWeightsLayout;
 
 // A along one dimension: six vectors from four, o = A d.
@@ -523,12 +574,22 @@ inline void for_each_band(const WeightsLayout& w, int64_t slot, const float* ima
                 });
 }
 
+// Where x's transformed windows go, transposed to rows of channels: channel c of the row of
+// tile t at point p at base + p * point_step + t * row_step + c / 32 * block_step + c % 32.
+struct ChannelRows {
+  float* base;
+  int64_t point_step, row_step, block_step;
+
+  float* at(int p, int64_t t, int64_t c) const {
+    return base + p * point_step + t * row_step + c / kNR * block_step + c % kNR;
+  }
+};
+
 // Slot `slot`'s tiles of dy into rows dy_rows (D.at(point, k), K rows of the slot's 16 tiles a
-// point) and its windows of x's channels [c0, c0 + channels) into x_rows, transposed: the row of
-// tile t at x_rows + (point * x_point_step + t) * row_step holds its 16-channel blocks.
+// point) and its windows of x's first `channels` channels into x_rows, transposed (the slot's
+// tile t is row t).
 inline void transform_slot(const WeightsLayout& w, const float* x, const float* dy, int64_t slot,
-                           int64_t c0, int64_t channels, Rows dy_rows, float* x_rows,
-                           int64_t x_point_step, int64_t row_step) {
+                           int64_t channels, Rows dy_rows, ChannelRows x_rows) {
   const Layout l = w.image();
   const int64_t plane = l.height * l.width;
   for_each_band(w, slot, dy, l.out_channels * plane,
@@ -536,15 +597,15 @@ inline void transform_slot(const WeightsLayout& w, const float* x, const float* 
                   transform_gradients(l, bands, t0, tiles, lane, stored, dy_rows);
                 });
   // 16 channels at a time into `block` (rows of tiles), then each point's 16 x 16 transposed.
-  // Channels past the part's to its last block of 32 are zeros.
+  // Channels past x's to its last block of 32 are zeros.
   alignas(64) float block[kPoints][16][kLanes];
   for (int64_t b = 0; b < div_up(channels, kNR) * kNR; b += 16) {
     const int64_t count = max64(0, min64(16, channels - b));
-    const Layout part{l.height, l.width, count, l.out_channels};
+    const Layout of_block{l.height, l.width, count, l.out_channels, l.batch, l.slot_bands};
     if (count > 0) {
-      for_each_band(w, slot, x + (c0 + b) * plane, l.in_channels * plane,
+      for_each_band(w, slot, x + b * plane, l.in_channels * plane,
                     [&](const Bands& bands, int64_t t0, int tiles, int lane, int stored) {
-                      transform_inputs(part, bands, t0, tiles, lane, stored,
+                      transform_inputs(of_block, bands, t0, tiles, lane, stored,
                                        Rows{&block[0][0][0], 16 * kLanes});
                     });
     }
@@ -552,8 +613,7 @@ inline void transform_slot(const WeightsLayout& w, const float* x, const float* 
       __m512 v[16];
       for (int i = 0; i < 16; ++i) v[i] = i < count ? _mm512_load_ps(block[p][i]) : __m512{};
       transpose16(v);
-      float* const to = x_rows + p * x_point_step + b;
-      for (int t = 0; t < 16; ++t) _mm512_store_ps(to + t * row_step, v[t]);
+      for (int t = 0; t < 16; ++t) _mm512_store_ps(x_rows.at(p, t, b), v[t]);
     }
   }
 }
@@ -615,86 +675,142 @@ __attribute__((always_inline)) inline void sum_rows(const __m512 (&m)[6], __m512
   o[2] = _mm512_fmadd_ps(sixth, _mm512_sub_ps(s34, s12), m[5]);
 }
 
-// A group's taps from its sums, G^T M G for each (output channel, channel of its part), 16
-// channels a vector, each of the nine taps scattered to its place in the channel's filter (the
-// taps are K x part_channels() x 3 x 3, as dw's).
-inline void unpack_sums(const WeightsLayout& w, const float* sums, float* taps) {
-  const int64_t width = w.part_channels(), point_step = w.out_channels * width;
-  const __m512i filters = _mm512_mullo_epi32(
-      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(9));
-  for (int64_t k = 0; k < w.out_channels; ++k) {
-    for (int64_t c0 = 0; c0 < width; c0 += 16) {
-      const float* const m = sums + k * width + c0;
+// Taps from sums, G^T M G for each of `rows` output channels by `channels` channels, 16 channels
+// at a time: the sums of (point, row r, channel c) at sums[point * point_step + r * row_step + c],
+// the taps of (r, c) at taps[r * taps_row_step + c * 9], as dw's. The nine taps of 16 channels
+// (a vector each) are 144 floats in a row there, which nine gathers from a staging of them in
+// taps' order fill (scattering each tap: 7x7x512's backward weights by points 12% slower).
+inline void unpack_sums(const float* sums, int64_t point_step, int64_t row_step, int64_t rows,
+                        int64_t channels, float* taps, int64_t taps_row_step) {
+  // Float e of taps' vector j is tap (16 j + e) % 9 of channel (16 j + e) / 9.
+  __m512i order[9];
+  for (int j = 0; j < 9; ++j) {
+    alignas(64) int32_t at[16];
+    for (int e = 0; e < 16; ++e) at[e] = (16 * j + e) % 9 * 16 + (16 * j + e) / 9;
+    order[j] = _mm512_load_si512(at);
+  }
+  alignas(64) float staged[9][16];  // [tap][channel]
+  for (int64_t k = 0; k < rows; ++k) {
+    for (int64_t c0 = 0; c0 < channels; c0 += 16) {
+      const float* const m = sums + k * row_step + c0;
       __m512 across[6][3];  // G^T along each row of the 6 x 6 sums
       for (int a = 0; a < 6; ++a) {
         __m512 row[6];
         for (int b = 0; b < 6; ++b) row[b] = _mm512_loadu_ps(m + (a * 6 + b) * point_step);
         sum_rows(row, across[a]);
       }
-      float* const to = taps + (k * width + c0) * 9;
       for (int s = 0; s < 3; ++s) {
         const __m512 column[6] = {across[0][s], across[1][s], across[2][s],
                                   across[3][s], across[4][s], across[5][s]};
         __m512 out[3];
         sum_rows(column, out);
-        for (int r = 0; r < 3; ++r) _mm512_i32scatter_ps(to + r * 3 + s, filters, out[r], 4);
+        for (int r = 0; r < 3; ++r) _mm512_store_ps(staged[r * 3 + s], out[r]);
+      }
+      const int64_t floats = min64(16, channels - c0) * 9;
+      float* const to = taps + k * taps_row_step + c0 * 9;
+      for (int j = 0; j < 9 && 16 * j < floats; ++j) {
+        const __mmask16 lanes = static_cast<__mmask16>((1u << min64(16, floats - 16 * j)) - 1);
+        _mm512_mask_storeu_ps(to + 16 * j, lanes, _mm512_i32gather_ps(order[j], &staged[0][0], 4));
       }
     }
   }
 }
 
-// Group `group`'s run of slots and part of x's channels, `chunk` slots at a time: transformed
-// into its buffer, their products added to its sums (36 points of K x part_channels()), stored
-// by the first chunk. Output channels in blocks of up to 14, as even as they divide.
-inline void run_weights_group(const WeightsLayout& w, const float* x, const float* dy,
-                              int64_t group, float* packed) {
-  const int64_t run = group / w.parts, part = group % w.parts;
-  const int64_t width = w.part_channels(), out = w.out_channels;
-  const int64_t c0 = part * width, channels = min64(width, w.in_channels - c0);
-  float* const taps = packed + group * w.group_floats();
+// Run `run`'s slots, `chunk` slots at a time: transformed into its buffer, their products added
+// to its sums (36 points of K x columns()), stored by the first chunk. Output channels in blocks
+// of up to 14, as even as they divide.
+inline void run_weights_group(const WeightsLayout& w, const float* x, const float* dy, int64_t run,
+                              float* packed) {
+  const int64_t width = w.columns(), out = w.out_channels;
+  float* const taps = packed + run * w.group_floats();
   float* const sums = taps + w.taps_floats();
   float* const dy_rows = sums + w.sums_floats();
   float* const x_rows = dy_rows + w.dy_floats();
-  const int64_t dy_point_step = w.chunk * out * kLanes, x_point_step = w.chunk * kLanes * width;
-  const int64_t blocks = div_up(out, kMaxTiles), block_rows = div_up(out, blocks);
+  const int64_t dy_point_step = w.dy_point_floats(), x_point_step = w.x_point_floats();
+  const int64_t row_step = w.x_row_floats();
+  const int64_t block_rows = w.block_rows();
   const int64_t first = w.first_slot(run), end = w.first_slot(run + 1);
   for (int64_t s0 = first; s0 < end; s0 += w.chunk) {
     const int64_t count = min64(w.chunk, end - s0);
     for (int64_t j = 0; j < count; ++j) {
-      transform_slot(w, x, dy, s0 + j, c0, channels,
-                     Rows{dy_rows + j * out * kLanes, dy_point_step}, x_rows + j * kLanes * width,
-                     x_point_step, width);
+      transform_slot(w, x, dy, s0 + j, w.in_channels,
+                     Rows{dy_rows + j * out * kLanes, dy_point_step},
+                     ChannelRows{x_rows + j * kLanes * row_step, x_point_step, row_step, kNR});
     }
     for (int p = 0; p < kPoints; ++p) {
       for (int64_t k0 = 0; k0 < out; k0 += block_rows) {
         const int rows = static_cast<int>(min64(block_rows, out - k0));
-        for (int64_t c = 0; c < channels; c += kNR) {
+        for (int64_t c = 0; c < w.in_channels; c += kNR) {
           multiply_lanes_of(rows, dy_rows + p * dy_point_step + k0 * kLanes, out * kLanes,
-                            x_rows + p * x_point_step + c, width, count,
+                            x_rows + p * x_point_step + c, row_step, count,
                             sums + (p * out + k0) * width + c, width, s0 > first);
         }
       }
     }
   }
-  unpack_sums(w, sums, taps);
+  unpack_sums(sums, out * width, width, out, width, taps, width * 9);
 }
 
-// dw from the groups' taps: output channel k's filters, each part's the sum of its runs'.
+// dw from the groups' taps: output channel k's filters, the sum of the runs'.
 inline void add_runs(const WeightsLayout& w, const float* packed, int64_t k, float* dw) {
-  const int64_t width = w.part_channels(), run_step = w.parts * w.group_floats();
-  for (int64_t part = 0; part < w.parts; ++part) {
-    const int64_t c0 = part * width, floats = min64(width, w.in_channels - c0) * 9;
-    const float* const taps = packed + part * w.group_floats() + k * width * 9;
-    float* const to = dw + (k * w.in_channels + c0) * 9;
-    for (int64_t f = 0; f < floats; f += 16) {
-      const __mmask16 lanes = static_cast<__mmask16>((1u << min64(16, floats - f)) - 1);
-      __m512 sum = _mm512_setzero_ps();
-      for (int64_t run = 0; run < w.runs; ++run) {
-        sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(lanes, taps + run * run_step + f));
+  const int64_t floats = w.in_channels * 9, run_step = w.group_floats();
+  const float* const taps = packed + k * w.columns() * 9;
+  float* const to = dw + k * floats;
+  for (int64_t f = 0; f < floats; f += 16) {
+    const __mmask16 lanes = static_cast<__mmask16>((1u << min64(16, floats - f)) - 1);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t run = 0; run < w.runs; ++run) {
+      sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(lanes, taps + run * run_step + f));
+    }
+    _mm512_mask_storeu_ps(to + f, lanes, sum);
+  }
+}
+
+// By points, where one run's sums of every filter would be large (layers of many channels): a
+// group per slot transforms its tiles of dy
+// and windows of all of x's channels into packed_a (laid out as one run of all slots in one
+// chunk), then a group per block of filters (WeightsLayout::block_rows() output channels by 32
+// channels) sums every slot's products at each point into its shared memory (kSumChunk slots
+// at a time, each chunk's from zero, for the rounding) and transforms them into its taps of dw.
+inline constexpr int64_t kSumChunk = 8;
+
+// x's rows by points, from row `first`: each block of 32 channels on its own, a point's rows of
+// the block one after another (a block's rows of all points read together, 32 floats apart).
+inline ChannelRows by_points_x_rows(const WeightsLayout& w, float* packed, int64_t first) {
+  const int64_t point_step = w.chunk * kLanes * kNR;
+  return {packed + w.dy_floats() + first * kNR, point_step, kNR, kPoints * point_step};
+}
+
+inline void transform_weights_slot(const WeightsLayout& w, const float* x, const float* dy,
+                                   int64_t slot, float* packed) {
+  transform_slot(w, x, dy, slot, w.in_channels,
+                 Rows{packed + slot * w.out_channels * kLanes, w.dy_point_floats()},
+                 by_points_x_rows(w, packed, slot * kLanes));
+}
+
+inline void sum_filter_block(const WeightsLayout& w, int64_t block, const float* packed,
+                             float* sums, float* dw) {
+  const int64_t out = w.out_channels, slots = w.chunk;
+  const int64_t k0 = block % w.row_blocks() * w.block_rows(), c = block / w.row_blocks() * kNR;
+  const int rows = static_cast<int>(min64(w.block_rows(), out - k0));
+  const float* const dy_rows = packed + k0 * kLanes;
+  const ChannelRows x_rows = by_points_x_rows(w, const_cast<float*>(packed), 0);
+  for (int p = 0; p < kPoints; ++p) {
+    // The next point's rows of dy, from L3 (its rows of x stay in L2 from block to block).
+    if (p + 1 < kPoints) {
+      for (int64_t s = 0; s < slots; ++s) {
+        const float* const next = dy_rows + (p + 1) * w.dy_point_floats() + s * out * kLanes;
+        for (int r = 0; r < rows; ++r) __builtin_prefetch(next + r * kLanes);
       }
-      _mm512_mask_storeu_ps(to + f, lanes, sum);
+    }
+    for (int64_t s0 = 0; s0 < slots; s0 += kSumChunk) {
+      multiply_lanes_of(rows, dy_rows + p * w.dy_point_floats() + s0 * out * kLanes, out * kLanes,
+                        x_rows.at(p, s0 * kLanes, c), x_rows.row_step, min64(kSumChunk, slots - s0),
+                        sums + p * rows * kNR, kNR, s0 > 0);
     }
   }
+  unpack_sums(sums, rows * kNR, kNR, rows, min64(kNR, w.in_channels - c),
+              dw + (k0 * w.in_channels + c) * 9, w.in_channels * 9);
 }
 
 #endif

@@ -122,9 +122,12 @@ PORTA_OPS_HOST_DEVICE inline int64_t direct_packed_words(int64_t out_channels, i
 }
 
 // The geometry of Winograd's F(4x4, 3x3) on the CPU (kernels/conv_winograd_cpu.h), forward (x
-// into y) or backward data (dy into dx): images of height x width, 4 x 4 tiles of outputs in bands
-// of four rows; packed_a holds the transformed weights, packed_floats() of them, and each group's
-// shared memory its band's transformed windows and their sums, shared_floats().
+// into y) or backward data (dy into dx): `batch` images of height x width, 4 x 4 tiles of outputs
+// in bands of four rows, slot_bands bands a group (a narrow image's several, up to kMaxTiles
+// tiles). packed_a holds the transformed weights, packed_floats() of them; each group's shared
+// memory its bands' transformed windows and their sums, shared_floats(). By points (where the
+// transformed weights are large), packed_a holds after them each slot's (group of bands')
+// transformed windows, then its sums for each output block (by_points_floats() in all).
 struct WinogradLayout {
   static constexpr int64_t kPoints = 36;   // a tile's 6 x 6 transformed points
   static constexpr int64_t kLanes = 16;    // tiles transformed together (one AVX-512 vector)
@@ -133,6 +136,7 @@ struct WinogradLayout {
   // AVX-512's 32 vector registers. A narrow image's bands go together up to this many tiles.
   static constexpr int64_t kMaxTiles = 14;
   int64_t height, width, in_channels, out_channels;
+  int64_t batch, slot_bands;
 
   PORTA_OPS_HOST_DEVICE int64_t bands() const { return (height + 3) / 4; }
   PORTA_OPS_HOST_DEVICE int64_t tiles() const { return (width + 3) / 4; }
@@ -145,29 +149,51 @@ struct WinogradLayout {
   PORTA_OPS_HOST_DEVICE int64_t transformed_floats() const {
     return kPoints * in_channels * kLanes;
   }
+  PORTA_OPS_HOST_DEVICE int64_t sums_floats() const { return kPoints * kLanes * kOutputs; }
   PORTA_OPS_HOST_DEVICE int64_t shared_floats() const {
-    return transformed_floats() + kPoints * kLanes * kOutputs;
+    return transformed_floats() + sums_floats();
   }
+  PORTA_OPS_HOST_DEVICE int64_t slots() const {
+    return (batch * bands() + slot_bands - 1) / slot_bands;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t by_points_floats() const {
+    return packed_floats() + slots() * (transformed_floats() + output_blocks() * sums_floats());
+  }
+  PORTA_OPS_HOST_DEVICE float* slot_inputs(float* packed, int64_t slot) const {
+    return packed + packed_floats() + slot * transformed_floats();
+  }
+  PORTA_OPS_HOST_DEVICE float* slot_sums(float* packed, int64_t slot, int64_t block) const {
+    return packed + packed_floats() + slots() * transformed_floats() +
+           (slot * output_blocks() + block) * sums_floats();
+  }
+};
+
+// What a launch of a Winograd kernel does (ConvArgs::winograd_step): its groups' whole work, or one
+// of the steps by points (backward weights: inputs and products).
+enum WinogradStep : int64_t {
+  kWinogradGroups,
+  kWinogradInputs,
+  kWinogradProducts,
+  kWinogradOutputs,
 };
 
 // Backward weights by Winograd's F(4x4, 3x3) on the CPU (kernels/conv_winograd_cpu.h). The tiles
 // of all images go in slots of 16 (a narrow image's bands several to a slot, a wide one's in
-// passes of 16 tiles), the slots in `runs` runs, and x's channels in `parts` parts of
-// part_channels() (whole blocks of 32). A group per (run, part) transforms its run's tiles of dy
-// and windows of its part of x, `chunk` slots at a time, into its buffer, sums their products
-// into sums of its own (36 points of K x part_channels()) and transforms those into its taps
-// (K x part_channels() x 9), which the runs' add up into dw. packed_a holds each group's taps,
-// sums, then buffer: dy's rows ([point][slot][k][16 tiles]), then x's transposed ([point][slot,
-// tile][channel]).
+// passes of 16 tiles), the slots in `runs` runs. A group per run transforms its run's tiles of dy
+// and windows of x, `chunk` slots at a time, into its buffer, sums their products into sums of its
+// own (36 points of K x columns()) and transforms those into its taps (K x columns() x 9), which
+// the runs' add up into dw. packed_a holds each group's taps, sums, then buffer: dy's rows
+// ([point][slot][k][16 tiles]), then x's transposed ([point][slot, tile][channel]). By points,
+// one run of every slot in one chunk: its buffer only, x's rows a block of 32 channels at a time.
 struct WinogradWeightsLayout {
   static constexpr int64_t kPoints = 36;   // a tile's 6 x 6 transformed points
   static constexpr int64_t kLanes = 16;    // tiles a slot holds (one AVX-512 vector)
   static constexpr int64_t kColumns = 32;  // x's channels multiplied together
   int64_t batch, height, width, in_channels, out_channels;
-  int64_t runs, parts, chunk;
+  int64_t runs, chunk;
 
   PORTA_OPS_HOST_DEVICE WinogradLayout image() const {
-    return {height, width, in_channels, out_channels};
+    return {height, width, in_channels, out_channels, batch, 1};
   }
   PORTA_OPS_HOST_DEVICE int64_t bands() const { return image().bands(); }
   PORTA_OPS_HOST_DEVICE int64_t tiles() const { return image().tiles(); }
@@ -178,27 +204,42 @@ struct WinogradWeightsLayout {
   PORTA_OPS_HOST_DEVICE int64_t slots() const {
     return (batch * bands() + bands_per_slot() - 1) / bands_per_slot() * passes();
   }
-  PORTA_OPS_HOST_DEVICE int64_t part_channels() const {
-    const int64_t blocks = (in_channels + kColumns - 1) / kColumns;
-    return (blocks + parts - 1) / parts * kColumns;
+  // x's channels to whole blocks of kColumns.
+  PORTA_OPS_HOST_DEVICE int64_t columns() const {
+    return (in_channels + kColumns - 1) / kColumns * kColumns;
   }
-  PORTA_OPS_HOST_DEVICE int64_t groups() const { return runs * parts; }
-  PORTA_OPS_HOST_DEVICE int64_t taps_floats() const { return 9 * out_channels * part_channels(); }
-  PORTA_OPS_HOST_DEVICE int64_t sums_floats() const {
-    return kPoints * out_channels * part_channels();
+  PORTA_OPS_HOST_DEVICE int64_t taps_floats() const { return 9 * out_channels * columns(); }
+  PORTA_OPS_HOST_DEVICE int64_t sums_floats() const { return kPoints * out_channels * columns(); }
+  // The buffer's strides, each a line past a power of two: rows and points a power of two apart
+  // would share the caches' sets (36 points' lines in a 16-way L2's).
+  PORTA_OPS_HOST_DEVICE int64_t x_row_floats() const { return columns() + kLanes; }
+  PORTA_OPS_HOST_DEVICE int64_t x_point_floats() const {
+    return chunk * kLanes * x_row_floats() + kLanes;
   }
-  PORTA_OPS_HOST_DEVICE int64_t dy_floats() const {
-    return kPoints * chunk * out_channels * kLanes;
+  PORTA_OPS_HOST_DEVICE int64_t dy_point_floats() const {
+    return chunk * out_channels * kLanes + kLanes;
   }
-  PORTA_OPS_HOST_DEVICE int64_t x_floats() const {
-    return kPoints * chunk * kLanes * part_channels();
-  }
+  PORTA_OPS_HOST_DEVICE int64_t dy_floats() const { return kPoints * dy_point_floats(); }
+  PORTA_OPS_HOST_DEVICE int64_t x_floats() const { return kPoints * x_point_floats(); }
   PORTA_OPS_HOST_DEVICE int64_t group_floats() const {
     return taps_floats() + sums_floats() + dy_floats() + x_floats();
   }
-  PORTA_OPS_HOST_DEVICE int64_t packed_floats() const { return groups() * group_floats(); }
+  PORTA_OPS_HOST_DEVICE int64_t packed_floats() const { return runs * group_floats(); }
   // The slots of run r: [first_slot(r), first_slot(r + 1)), none empty (runs <= slots()).
   PORTA_OPS_HOST_DEVICE int64_t first_slot(int64_t run) const { return run * slots() / runs; }
+  // Output channels summed together: up to WinogradLayout::kMaxTiles, as even as they divide.
+  PORTA_OPS_HOST_DEVICE int64_t block_rows() const {
+    const int64_t blocks =
+        (out_channels + WinogradLayout::kMaxTiles - 1) / WinogradLayout::kMaxTiles;
+    return (out_channels + blocks - 1) / blocks;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t row_blocks() const {
+    return (out_channels + block_rows() - 1) / block_rows();
+  }
+  // By points: blocks of block_rows() output channels by kColumns channels.
+  PORTA_OPS_HOST_DEVICE int64_t filter_blocks() const {
+    return row_blocks() * ((in_channels + kColumns - 1) / kColumns);
+  }
 };
 
 // The layout of packed_a for the bf16 3x3 direct convolution on AMX tiles
@@ -306,12 +347,12 @@ struct ConvArgs {
   // CPU with AVX-512, fp32 forward and backward data of a 3x3 layer of stride 1 and padding 1:
   // Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h) from the weights transformed into
   // packed_a as winograd_layout() says, each group this many bands of four output rows (images'
-  // bands numbered one after another), their tiles multiplied together; 0 otherwise.
-  int64_t winograd;
+  // bands numbered one after another), their tiles multiplied together; 0 otherwise. By points,
+  // a slot's bands; winograd_step says what the launch does.
+  int64_t winograd, winograd_step;
   // CPU with AVX-512, fp32 backward weights of such a layer by Winograd's F(4x4, 3x3)
-  // (winograd_weights_layout()): the slots' runs, x's channels' parts and the slots a group
-  // transforms at a time.
-  int64_t winograd_runs, winograd_parts, winograd_chunk;
+  // (winograd_weights_layout()): the slots' runs and the slots a group transforms at a time.
+  int64_t winograd_runs, winograd_chunk;
 
   // The tiles' layout of forward (x into y) or backward data (dy into dx): the input's channels
   // in pairs.
@@ -320,12 +361,15 @@ struct ConvArgs {
     return {height, width, (in + 1) / 2, backward_data ? channels : out_channels};
   }
   PORTA_OPS_HOST_DEVICE WinogradLayout winograd_layout(bool backward_data) const {
-    return {height, width, backward_data ? out_channels : channels,
-            backward_data ? channels : out_channels};
+    return {height,
+            width,
+            backward_data ? out_channels : channels,
+            backward_data ? channels : out_channels,
+            batch,
+            winograd};
   }
   PORTA_OPS_HOST_DEVICE WinogradWeightsLayout winograd_weights_layout() const {
-    return {batch,        height,        width,          channels,
-            out_channels, winograd_runs, winograd_parts, winograd_chunk};
+    return {batch, height, width, channels, out_channels, winograd_runs, winograd_chunk};
   }
   PORTA_OPS_HOST_DEVICE DirectTileWeightsLayout tile_weights_layout() const {
     return {batch, channels, height, width, out_channels};
