@@ -144,33 +144,35 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void*
   const Checked<int64_t> slot_floats =
       Checked(l.transformed_floats()) + Checked(l.output_blocks()) * l.sums_floats();
   const Checked<int64_t> scratch_bytes =
-      (Checked(l.packed_floats()) + (by_points ? Checked(slots) * slot_floats : 0)) * int64_t{4};
+      (by_points
+           ? Checked(slots) * slot_floats + Checked(l.product_groups()) * l.group_weights_floats()
+           : Checked(l.packed_floats())) *
+      int64_t{4};
   const Checked<int64_t> pack_groups =
       Checked(l.output_blocks()) * porta_ops::div_up(l.in_channels, l.kOutputs);
   const Checked<int64_t> output_groups = Checked(slots) * l.output_blocks();
-  uint32_t pack_grid[3];
-  if (!scratch_bytes.valid() || !pack_groups.valid() || !output_groups.valid() ||
-      !porta_ops::plan_detail::flat_grid(pack_groups.value(), pack_grid)) {
-    too_large();
-  }
+  if (!scratch_bytes.valid() || !pack_groups.valid() || !output_groups.valid()) too_large();
   const Scratch scratch = scratch_for(op, static_cast<size_t>(scratch_bytes.value()));
   g.packed_a = scratch.as<float>();
-  static const char* const pack_kernels[] = {"conv2d_forward_f32_pack_winograd",
-                                             "conv2d_backward_data_f32_pack_winograd"};
   const int index = static_cast<int>(pass);
-  launch(op, pack_kernels[index], dim3(pack_grid[0], pack_grid[1], pack_grid[2]), dim3(1), 0, g,
-         in0, in1, out);
-  const auto run = [&](porta_ops::WinogradStep step, int64_t groups, int64_t shared_floats) {
+  const auto run = [&](const char* kernel, porta_ops::WinogradStep step, int64_t groups,
+                       int64_t shared_floats) {
     uint32_t grid[3];
     if (!porta_ops::plan_detail::flat_grid(groups, grid)) too_large();
     g.winograd_step = step;
-    launch(op, kWinogradKernels[index], dim3(grid[0], grid[1], grid[2]), dim3(1),
+    launch(op, kernel, dim3(grid[0], grid[1], grid[2]), dim3(1),
            static_cast<uint32_t>(shared_floats * 4), g, in0, in1, out);
   };
-  if (!by_points) return run(porta_ops::kWinogradGroups, slots, l.shared_floats());
-  run(porta_ops::kWinogradInputs, slots, 0);
-  run(porta_ops::kWinogradProducts, l.kPoints * l.output_blocks(), 0);
-  run(porta_ops::kWinogradOutputs, output_groups.value(), 0);
+  if (by_points) {
+    run(kWinogradKernels[index], porta_ops::kWinogradInputs, slots, 0);
+    run(kWinogradKernels[index], porta_ops::kWinogradProducts, l.product_groups(), 0);
+    run(kWinogradKernels[index], porta_ops::kWinogradOutputs, output_groups.value(), 0);
+    return;
+  }
+  static const char* const pack_kernels[] = {"conv2d_forward_f32_pack_winograd",
+                                             "conv2d_backward_data_f32_pack_winograd"};
+  run(pack_kernels[index], porta_ops::kWinogradGroups, pack_groups.value(), 0);
+  run(kWinogradKernels[index], porta_ops::kWinogradGroups, slots, l.shared_floats());
 }
 
 // Backward weights of such a layer by Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h): a

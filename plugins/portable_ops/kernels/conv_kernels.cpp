@@ -204,12 +204,16 @@ PORTA_DEVICE_FUNCTION void pack_winograd(const ConvArgs& g, const float* w, bool
   if (index < l.output_blocks() * porta_ops::div_up(l.in_channels, l.kOutputs)) {
     // On the thread's stack, as the direct convolution's (pack_direct_f32).
     alignas(64) float staging[l.kOutputs * l.kOutputs * 9];
-    winograd::pack_weights(l, w, backward_data, index, g.packed_a, staging);
+    const int64_t in_blocks = porta_ops::div_up(l.in_channels, l.kOutputs);
+    const int64_t block = index / in_blocks, i0 = index % in_blocks * l.kOutputs;
+    winograd::pack_weights(l, w, backward_data, block, i0,
+                           g.packed_a + (block * l.kPoints * l.in_channels + i0) * l.kOutputs,
+                           l.in_channels, staging);
   }
 }
 
-PORTA_DEVICE_FUNCTION void run_winograd(const ConvArgs& g, const float* in, float* out,
-                                        bool backward_data) {
+PORTA_DEVICE_FUNCTION void run_winograd(const ConvArgs& g, const float* in, const float* w,
+                                        float* out, bool backward_data) {
   const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
   const int64_t group = porta_ops::group_number(), blocks = l.output_blocks();
   switch (g.winograd_step) {
@@ -225,9 +229,10 @@ PORTA_DEVICE_FUNCTION void run_winograd(const ConvArgs& g, const float* in, floa
     case porta_ops::kWinogradInputs:
       if (group < l.slots()) winograd::transform_slot_inputs(l, in, group, g.packed_a);
       break;
-    case porta_ops::kWinogradProducts:  // output blocks fastest: a thread's run shares V's point
-      if (group < l.kPoints * blocks) {
-        winograd::multiply_slots(l, group / blocks, group % blocks, g.packed_a);
+    case porta_ops::kWinogradProducts:
+      if (group < l.product_groups()) {
+        alignas(64) float staging[l.kOutputs * l.kOutputs * 9];
+        winograd::multiply_slots(l, w, backward_data, group, g.packed_a, staging);
       }
       break;
     case porta_ops::kWinogradOutputs:
@@ -245,8 +250,7 @@ PORTA_KERNEL(conv2d_forward_f32_pack_winograd, ConvArgs g, const float* x, const
 }
 
 PORTA_KERNEL(conv2d_forward_f32_winograd, ConvArgs g, const float* x, const float* w, float* y) {
-  (void)w;
-  run_winograd(g, x, y, false);
+  run_winograd(g, x, w, y, false);
 }
 
 PORTA_KERNEL(conv2d_backward_data_f32_pack_winograd, ConvArgs g, const float* dy, const float* w,
@@ -257,8 +261,7 @@ PORTA_KERNEL(conv2d_backward_data_f32_pack_winograd, ConvArgs g, const float* dy
 
 PORTA_KERNEL(conv2d_backward_data_f32_winograd, ConvArgs g, const float* dy, const float* w,
              float* dx) {
-  (void)w;
-  run_winograd(g, dy, dx, true);
+  run_winograd(g, dy, w, dx, true);
 }
 
 // Backward weights: a group per run of slots sums its products and

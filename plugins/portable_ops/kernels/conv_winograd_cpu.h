@@ -58,18 +58,16 @@ __attribute__((always_inline)) inline void filter_rows(const __m512 (&g)[3], __m
   o[5] = g[2];
 }
 
-// Packs part `index` of U: output block index / in_blocks, input channels 32 from
-// (index % in_blocks) * 32, u = G g G^T of each 3x3 filter g, 16 output channels a vector.
-// Forward: g[r][s] = w[o, i, r, s] (w is K x C x 3 x 3), each output channel's filters of the
-// block one run of w; backward data: w[i, o, 2 - r, 2 - s], the filter turned round and its
-// channels swapped, each input channel's filters of the block one run. The runs are staged in
-// `staging` (32 x 32 x 9 floats, direct::stage_runs), whose taps the vectors gather. Channels
-// past the last output channel are zeros.
-inline void pack_weights(const Layout& l, const float* w, bool backward_data, int64_t index,
-                         float* packed, float* staging) {
+// Packs the part of U of output block `block` and input channels 32 from i0: u = G g G^T of each
+// 3x3 filter g, 16 output channels a vector, point p's of input channel i0 + i at
+// u[(p * u_channels + i) * 32]. Forward: g[r][s] = w[o, i, r, s] (w is K x C x 3 x 3), each
+// output channel's filters of the block one run of w; backward data: w[i, o, 2 - r, 2 - s], the
+// filter turned round and its channels swapped, each input channel's filters of the block one
+// run. The runs are staged in `staging` (32 x 32 x 9 floats, direct::stage_runs), whose taps the
+// vectors gather. Channels past the last output channel are zeros.
+inline void pack_weights(const Layout& l, const float* w, bool backward_data, int64_t block,
+                         int64_t i0, float* u, int64_t u_channels, float* staging) {
   constexpr int64_t kBlock = Layout::kOutputs, kTaps = 9;
-  const int64_t in_blocks = div_up(l.in_channels, kBlock);
-  const int64_t block = index / in_blocks, i0 = index % in_blocks * kBlock;
   const int64_t o0 = block * kBlock;
   const int64_t inputs = min64(kBlock, l.in_channels - i0),
                 outputs = min64(kBlock, l.out_channels - o0);
@@ -86,7 +84,6 @@ inline void pack_weights(const Layout& l, const float* w, bool backward_data, in
   const __m512i lane =
       _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                          _mm512_set1_epi32(static_cast<int>(lane_step)));
-  float* const u_block = packed + block * kPoints * l.in_channels * kBlock;
   for (int64_t i = 0; i < inputs; ++i) {
     for (int64_t half = 0; half < kBlock / 16; ++half) {
       const int64_t lanes = min64(16, outputs - 16 * half);
@@ -107,11 +104,10 @@ inline void pack_weights(const Layout& l, const float* w, bool backward_data, in
         for (int a = 0; a < 6; ++a) gg[a][c] = rows[a];
       }
       for (int a = 0; a < 6; ++a) {
-        __m512 u[6];
-        filter_rows(gg[a], u);
+        __m512 point[6];
+        filter_rows(gg[a], point);
         for (int b = 0; b < 6; ++b) {
-          _mm512_storeu_ps(u_block + ((a * 6 + b) * l.in_channels + i0 + i) * kBlock + 16 * half,
-                           u[b]);
+          _mm512_storeu_ps(u + ((a * 6 + b) * u_channels + i) * kBlock + 16 * half, point[b]);
         }
       }
     }
@@ -305,12 +301,12 @@ inline void transform_inputs(const Layout& l, const Bands& bands, int64_t t0, in
   transform_inputs_of<1>(l, bands, t0, tiles, lane, stored, V);
 }
 
-// One point's sums of Tiles tiles and one block of 32 output channels: m[t * 36 * 32 + o] = sum
-// over i of v[i * 16 + t] * u[i * 32 + o] (v the point's transformed windows, V[point], u its
-// transformed weights of the block, m the point's sums in M[tile][point][32]).
+// One point's sums of Tiles tiles and one block of 32 output channels: m[t * 36 * 32 + o] (= or
+// +=) sum over i of v[i * 16 + t] * u[i * 32 + o] (v the point's transformed windows, V[point],
+// u its transformed weights of the block, m the point's sums in M[tile][point][32]).
 template <int Tiles>
 __attribute__((noinline)) void multiply_point(const float* v, const float* u, int64_t in_channels,
-                                              float* m) {
+                                              float* m, bool adds) {
   constexpr int64_t kAhead = 16;  // input channels ahead that U's lines are fetched (from L2)
   __m512 sum[Tiles][2];
 #pragma GCC unroll 16
@@ -328,19 +324,20 @@ __attribute__((noinline)) void multiply_point(const float* v, const float* u, in
   }
 #pragma GCC unroll 16
   for (int t = 0; t < Tiles; ++t) {
-    float* const to = m + t * kPoints * kNR;
-    _mm512_store_ps(to, sum[t][0]);
-    _mm512_store_ps(to + 16, sum[t][1]);
+    for (int h = 0; h < 2; ++h) {
+      float* const to = m + t * kPoints * kNR + 16 * h;
+      _mm512_store_ps(to, adds ? _mm512_add_ps(sum[t][h], _mm512_load_ps(to)) : sum[t][h]);
+    }
   }
 }
 
 // multiply_point for the tiles' runtime count, 1 to kMaxTiles.
 template <int Tiles = kMaxTiles>
 inline void multiply_point_of(int tiles, const float* v, const float* u, int64_t in_channels,
-                              float* m) {
+                              float* m, bool adds) {
   if constexpr (Tiles > 0) {
-    if (tiles == Tiles) return multiply_point<Tiles>(v, u, in_channels, m);
-    multiply_point_of<Tiles - 1>(tiles, v, u, in_channels, m);
+    if (tiles == Tiles) return multiply_point<Tiles>(v, u, in_channels, m, adds);
+    multiply_point_of<Tiles - 1>(tiles, v, u, in_channels, m, adds);
   }
 }
 
@@ -350,7 +347,7 @@ inline void multiply_points(int tiles, const float* V, const float* U, int64_t i
                             float* M) {
   for (int p = 0; p < kPoints; ++p) {
     multiply_point_of(tiles, V + p * in_channels * kLanes, U + p * in_channels * kNR, in_channels,
-                      M + p * kNR);
+                      M + p * kNR, false);
   }
 }
 
@@ -447,23 +444,44 @@ inline void run_bands(const Layout& l, const float* in, const float* packed, flo
 
 // By points, where U is large and each group's few tiles would read all of it for themselves
 // (Layout::slots): the layer goes in three launches through packed_a (Layout::by_points_floats),
-// so that U is read once: a group per slot transforms its bands' windows into the slot's V, a
-// group per (point, output block) multiplies every slot's V at that point by U's, into the
-// slots' M, and a group per (slot, output block) transforms M into outputs.
+// so that each part of U is transformed and used where it stays in the cache: a group per slot
+// transforms its bands' windows into the slot's V; a group per kGroupBlocks output blocks
+// transforms their weights kGroupChannels input channels at a time into a buffer of its own and
+// adds every slot's products over those channels, point by point, to the slots' M (each
+// chunk's sums from zero, for the rounding); a group per (slot, output block) transforms M into
+// outputs.
 inline void transform_slot_inputs(const Layout& l, const float* in, int64_t slot, float* packed) {
   const int64_t first = slot * l.slot_bands;
   transform_band_inputs(l, in, first, min64(l.slot_bands, l.batch * l.bands() - first), 0,
                         static_cast<int>(l.tiles()), l.slot_inputs(packed, slot));
 }
 
-inline void multiply_slots(const Layout& l, int64_t point, int64_t block, float* packed) {
+inline void multiply_slots(const Layout& l, const float* w, bool backward_data, int64_t group,
+                           float* packed, float* staging) {
+  constexpr int64_t kChannels = Layout::kGroupChannels;
+  const int64_t b0 = group * Layout::kGroupBlocks;
+  const int64_t blocks = min64(Layout::kGroupBlocks, l.output_blocks() - b0);
   const int64_t bands = l.batch * l.bands(), channels = l.in_channels;
-  const float* const u = packed + (block * kPoints + point) * channels * kNR;
-  for (int64_t slot = 0; slot < l.slots(); ++slot) {
-    const int64_t count = min64(l.slot_bands, bands - slot * l.slot_bands);
-    multiply_point_of(static_cast<int>(count * l.tiles()),
-                      l.slot_inputs(packed, slot) + point * channels * kLanes, u, channels,
-                      l.slot_sums(packed, slot, block) + point * kNR);
+  float* const u = l.group_weights(packed, group);  // [block][point][channel][32]
+  for (int64_t i0 = 0; i0 < channels; i0 += kChannels) {
+    const int64_t chunk = min64(kChannels, channels - i0);
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (int64_t i = 0; i < chunk; i += kNR) {
+        pack_weights(l, w, backward_data, b0 + b, i0 + i, u + (b * kPoints * kChannels + i) * kNR,
+                     kChannels, staging);
+      }
+    }
+    for (int p = 0; p < kPoints; ++p) {
+      for (int64_t slot = 0; slot < l.slots(); ++slot) {
+        const int tiles =
+            static_cast<int>(min64(l.slot_bands, bands - slot * l.slot_bands) * l.tiles());
+        const float* const v = l.slot_inputs(packed, slot) + (p * channels + i0) * kLanes;
+        for (int64_t b = 0; b < blocks; ++b) {
+          multiply_point_of(tiles, v, u + (b * kPoints + p) * kChannels * kNR, chunk,
+                            l.slot_sums(packed, slot, b0 + b) + p * kNR, i0 > 0);
+        }
+      }
+    }
   }
 }
 

@@ -126,8 +126,9 @@ PORTA_OPS_HOST_DEVICE inline int64_t direct_packed_words(int64_t out_channels, i
 // in bands of four rows, slot_bands bands a group (a narrow image's several, up to kMaxTiles
 // tiles). packed_a holds the transformed weights, packed_floats() of them; each group's shared
 // memory its bands' transformed windows and their sums, shared_floats(). By points (where the
-// transformed weights are large), packed_a holds after them each slot's (group of bands')
-// transformed windows, then its sums for each output block (by_points_floats() in all).
+// transformed weights are large), packed_a holds each slot's (group of bands') transformed
+// windows, then its sums for each output block, then each products group's transformed weights
+// (by_points_floats() in all).
 struct WinogradLayout {
   static constexpr int64_t kPoints = 36;   // a tile's 6 x 6 transformed points
   static constexpr int64_t kLanes = 16;    // tiles transformed together (one AVX-512 vector)
@@ -156,15 +157,30 @@ struct WinogradLayout {
   PORTA_OPS_HOST_DEVICE int64_t slots() const {
     return (batch * bands() + slot_bands - 1) / slot_bands;
   }
+  // By points, a products group takes kGroupBlocks output blocks, transforming their weights
+  // kGroupChannels input channels at a time into a buffer of its own.
+  static constexpr int64_t kGroupBlocks = 2, kGroupChannels = 64;
+  PORTA_OPS_HOST_DEVICE int64_t product_groups() const {
+    return (output_blocks() + kGroupBlocks - 1) / kGroupBlocks;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t group_weights_floats() const {
+    return kGroupBlocks * kPoints * kGroupChannels * kOutputs;
+  }
+  PORTA_OPS_HOST_DEVICE int64_t slot_floats() const {
+    return transformed_floats() + output_blocks() * sums_floats();
+  }
   PORTA_OPS_HOST_DEVICE int64_t by_points_floats() const {
-    return packed_floats() + slots() * (transformed_floats() + output_blocks() * sums_floats());
+    return slots() * slot_floats() + product_groups() * group_weights_floats();
   }
   PORTA_OPS_HOST_DEVICE float* slot_inputs(float* packed, int64_t slot) const {
-    return packed + packed_floats() + slot * transformed_floats();
+    return packed + slot * transformed_floats();
   }
   PORTA_OPS_HOST_DEVICE float* slot_sums(float* packed, int64_t slot, int64_t block) const {
-    return packed + packed_floats() + slots() * transformed_floats() +
+    return packed + slots() * transformed_floats() +
            (slot * output_blocks() + block) * sums_floats();
+  }
+  PORTA_OPS_HOST_DEVICE float* group_weights(float* packed, int64_t group) const {
+    return packed + slots() * slot_floats() + group * group_weights_floats();
   }
 };
 
