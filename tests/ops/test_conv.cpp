@@ -372,13 +372,14 @@ TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[con
 // fp32 3x3 layers with at least 16 input channels (narrower than 25, 32 input and output
 // channels) by Winograd's F(4x4, 3x3) on AVX-512 (conv.cpp, kernels/conv_winograd_cpu.h), forward
 // and backward data (backward data's input channels are the layer's outputs: with fewer than 16
-// that pass stays direct), and backward weights of images at least 25 wide where both channel
-// counts are at least 32 (the next case); the direct convolution takes them again under
+// that pass stays direct), and backward weights where both channel counts are at least 32 (the
+// next case; narrower than 25 only by points); the direct convolution takes them again under
 // PORTA_OPS_CONV_WINOGRAD=off (cpu.ops.no_winograd.*) and on other ISA levels. Tiles cut by the
 // right edge, bands by the bottom edge, bands of narrow images taken together across images, two
 // a transform (an odd number of them: the last alone), wide rows in passes of 14 tiles, partial
 // blocks of 32 input channels (the weights' transform) and of 32 and 16 outputs; and by points
-// (transformed weights past 16 MiB): slots of four bands across images, the last of one band.
+// (transformed weights past 16 MiB): slots of four bands across images, the last of one band,
+// products groups of two output blocks and of one (partial), channels in chunks of 64 and fewer.
 TEST_CASE("conv2d: 3x3 layers by Winograd's minimal filtering", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w}
