@@ -109,9 +109,10 @@ constexpr int64_t kWinogradMinNarrowChannels = 32, kWinogradMinWeightsChannels =
 constexpr int64_t kWinogradMinWeightsPositions = 256;
 
 // Forward and backward data by points (launch_winograd, below) where a group's bands are whole
-// (kMaxTiles tiles at most) and the transformed weights pass kWinogradPointsBytes, or would not
-// fit a group's shared memory: each group by bands reads all of them (by points measured even at
-// 9.4 MB, 14x14x256 and 28x28x256, and 1.4x faster at 37.7 MB, 7x7x512).
+// (kMaxTiles tiles at most) and the transformed weights pass kWinogradPointsBytes, or the windows
+// would not fit a group's shared memory: each group by bands reads all the weights, and by
+// points each products group all the windows (measured: by points 1.4x faster at 7x7x512's 37.7
+// MB, even at 14x14x256's 9.4 MB, 1.35x slower at 28x28x256's 9.4 MB, whose windows are more).
 constexpr int64_t kWinogradPointsBytes = int64_t{16} << 20;
 
 bool winograd_by_points(const Op& op, const porta_ops::WinogradLayout& l) {
@@ -128,8 +129,9 @@ bool winograd_by_points(const Op& op, const porta_ops::WinogradLayout& l) {
 // narrow image's, across images), its transformed windows and their sums in the group's shared
 // memory; or by points (winograd_by_points), where each such group would read all the
 // transformed weights for its few tiles, in three steps through the scratch: the windows of every
-// group of bands (a slot) transformed, then a group per (point, output block) multiplies every
-// slot's, so that each transformed weight is read once, then the outputs.
+// group of bands (a slot) transformed; then a group per two output blocks transforms their
+// weights a chunk of input channels at a time into a buffer of its own and multiplies every
+// slot's windows by them, point by point; then the outputs.
 void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void* in0,
                      const void* in1, float* out) {
   const bool backward_data = pass == Pass::backward_data;

@@ -697,7 +697,7 @@ __attribute__((always_inline)) inline void sum_rows(const __m512 (&m)[6], __m512
 // at a time: the sums of (point, row r, channel c) at sums[point * point_step + r * row_step + c],
 // the taps of (r, c) at taps[r * taps_row_step + c * 9], as dw's. The nine taps of 16 channels
 // (a vector each) are 144 floats in a row there, which nine gathers from a staging of them in
-// taps' order fill (scattering each tap: 7x7x512's backward weights by points 12% slower).
+// taps' order fill (scattering each tap: 7x7x512's backward weights by points 13% slower).
 inline void unpack_sums(const float* sums, int64_t point_step, int64_t row_step, int64_t rows,
                         int64_t channels, float* taps, int64_t taps_row_step) {
   // Float e of taps' vector j is tap (16 j + e) % 9 of channel (16 j + e) / 9.
@@ -785,11 +785,11 @@ inline void add_runs(const WeightsLayout& w, const float* packed, int64_t k, flo
 }
 
 // By points, where one run's sums of every filter would be large (layers of many channels): a
-// group per slot transforms its tiles of dy
-// and windows of all of x's channels into packed_a (laid out as one run of all slots in one
-// chunk), then a group per block of filters (WeightsLayout::block_rows() output channels by 32
-// channels) sums every slot's products at each point into its shared memory (kSumChunk slots
-// at a time, each chunk's from zero, for the rounding) and transforms them into its taps of dw.
+// group per slot transforms its tiles of dy and windows of all of x's channels into packed_a
+// (laid out as one run of all slots in one chunk), then a group per block of filters
+// (WeightsLayout::block_rows() output channels by 32 channels) sums every slot's products at
+// each point into its shared memory (kSumChunk slots at a time, each chunk's from zero, for the
+// rounding) and transforms them into its taps of dw.
 inline constexpr int64_t kSumChunk = 8;
 
 // x's rows by points, from row `first`: each block of 32 channels on its own, a point's rows of
