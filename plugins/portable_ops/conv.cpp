@@ -189,19 +189,27 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void*
 // transformed once, a group per slot, then a group per block of filters sums every slot's
 // products in its shared memory and transforms them into its part of dw.
 constexpr int64_t kWinogradSumsBytes = int64_t{4} << 20, kWinogradMaxChunk = 8;
+constexpr int64_t kWinogradSumsColumns = 4;
 
 bool winograd_weights_by_points(porta_ops::ConvArgs g) {
-  g.winograd_runs = g.winograd_chunk = 1;
+  g.winograd_runs = g.winograd_chunk = g.winograd_columns = 1;
   // dw's K x C x 9 floats are allocated: 36 x K x C fit an int64_t.
   return g.winograd_weights_layout().sums_floats() * 4 > kWinogradSumsBytes;
 }
 
 void launch_winograd_weights(const Op& op, porta_ops::ConvArgs g, const void* x, const void* dy,
                              float* dw) {
-  g.winograd_runs = g.winograd_chunk = 1;
+  g.winograd_runs = g.winograd_chunk = g.winograd_columns = 1;
   const auto layout = [&] { return g.winograd_weights_layout(); };
   if (winograd_weights_by_points(g)) {
     g.winograd_chunk = layout().slots();  // one run of every slot
+    // A products group's sums, up to kWinogradSumsColumns blocks of channels, in its shared
+    // memory, so that each of dy's rows (from L3) serves that many blocks; its rows of x stay in
+    // L2 from group to group where they are few (7x7x512: 4 blocks 6.3-6.7 ms, 1 6.7-7.4, 8
+    // 6.7-6.9, 15 7.2-7.7).
+    const int64_t block_bytes = layout().kPoints * layout().block_rows() * layout().kColumns * 4;
+    g.winograd_columns = std::clamp<int64_t>(
+        int64_t{op.properties->shared_memory_per_group} / block_bytes, 1, kWinogradSumsColumns);
     const porta_ops::WinogradWeightsLayout l = layout();
     const Checked<int64_t> bytes =
         (Checked(l.slots()) * l.kLanes * (Checked(l.out_channels) + l.x_row_floats()) +
@@ -218,7 +226,7 @@ void launch_winograd_weights(const Op& op, porta_ops::ConvArgs g, const void* x,
     g.winograd_step = porta_ops::kWinogradInputs;
     launch(op, kernel, dim3(slot_grid[0], slot_grid[1], slot_grid[2]), dim3(1), 0, g, x, dy, dw);
     g.winograd_step = porta_ops::kWinogradProducts;
-    const int64_t shared_floats = l.kPoints * l.block_rows() * l.kColumns;
+    const int64_t shared_floats = l.kPoints * l.block_rows() * l.kColumns * l.group_columns;
     launch(op, kernel, dim3(block_grid[0], block_grid[1], block_grid[2]), dim3(1),
            static_cast<uint32_t>(shared_floats * 4), g, x, dy, dw);
     return;

@@ -787,9 +787,9 @@ inline void add_runs(const WeightsLayout& w, const float* packed, int64_t k, flo
 // By points, where one run's sums of every filter would be large (layers of many channels): a
 // group per slot transforms its tiles of dy and windows of all of x's channels into packed_a
 // (laid out as one run of all slots in one chunk), then a group per block of filters
-// (WeightsLayout::block_rows() output channels by 32 channels) sums every slot's products at
-// each point into its shared memory (kSumChunk slots at a time, each chunk's from zero, for the
-// rounding) and transforms them into its taps of dw.
+// (WeightsLayout::block_rows() output channels by group_columns blocks of 32 channels) sums
+// every slot's products at each point into its shared memory (kSumChunk slots at a time, each
+// chunk's from zero, for the rounding) and transforms them into its taps of dw.
 inline constexpr int64_t kSumChunk = 8;
 
 // x's rows by points, from row `first`: each block of 32 channels on its own, a point's rows of
@@ -809,8 +809,11 @@ inline void transform_weights_slot(const WeightsLayout& w, const float* x, const
 inline void sum_filter_block(const WeightsLayout& w, int64_t block, const float* packed,
                              float* sums, float* dw) {
   const int64_t out = w.out_channels, slots = w.chunk;
-  const int64_t k0 = block % w.row_blocks() * w.block_rows(), c = block / w.row_blocks() * kNR;
+  const int64_t k0 = block % w.row_blocks() * w.block_rows();
+  const int64_t c0 = block / w.row_blocks() * w.group_columns * kNR;
+  const int64_t columns = min64(w.group_columns, div_up(w.in_channels - c0, kNR));
   const int rows = static_cast<int>(min64(w.block_rows(), out - k0));
+  const int64_t block_sums = kPoints * rows * kNR;  // sums of one block of 32 channels
   const float* const dy_rows = packed + k0 * kLanes;
   const ChannelRows x_rows = by_points_x_rows(w, const_cast<float*>(packed), 0);
   for (int p = 0; p < kPoints; ++p) {
@@ -821,14 +824,21 @@ inline void sum_filter_block(const WeightsLayout& w, int64_t block, const float*
         for (int r = 0; r < rows; ++r) __builtin_prefetch(next + r * kLanes);
       }
     }
-    for (int64_t s0 = 0; s0 < slots; s0 += kSumChunk) {
-      multiply_lanes_of(rows, dy_rows + p * w.dy_point_floats() + s0 * out * kLanes, out * kLanes,
-                        x_rows.at(p, s0 * kLanes, c), x_rows.row_step, min64(kSumChunk, slots - s0),
-                        sums + p * rows * kNR, kNR, s0 > 0);
+    // Each block of channels in turn, dy's rows of the point from L1 after the first.
+    for (int64_t j = 0; j < columns; ++j) {
+      for (int64_t s0 = 0; s0 < slots; s0 += kSumChunk) {
+        multiply_lanes_of(rows, dy_rows + p * w.dy_point_floats() + s0 * out * kLanes, out * kLanes,
+                          x_rows.at(p, s0 * kLanes, c0 + j * kNR), x_rows.row_step,
+                          min64(kSumChunk, slots - s0), sums + j * block_sums + p * rows * kNR, kNR,
+                          s0 > 0);
+      }
     }
   }
-  unpack_sums(sums, rows * kNR, kNR, rows, min64(kNR, w.in_channels - c),
-              dw + (k0 * w.in_channels + c) * 9, w.in_channels * 9);
+  for (int64_t j = 0; j < columns; ++j) {
+    const int64_t c = c0 + j * kNR;
+    unpack_sums(sums + j * block_sums, rows * kNR, kNR, rows, min64(kNR, w.in_channels - c),
+                dw + (k0 * w.in_channels + c) * 9, w.in_channels * 9);
+  }
 }
 
 #endif

@@ -207,6 +207,7 @@ struct WinogradWeightsLayout {
   static constexpr int64_t kColumns = 32;  // x's channels multiplied together
   int64_t batch, height, width, in_channels, out_channels;
   int64_t runs, chunk;
+  int64_t group_columns;  // by points: the blocks of kColumns channels a products group sums
 
   PORTA_OPS_HOST_DEVICE WinogradLayout image() const {
     return {height, width, in_channels, out_channels, batch, 1};
@@ -252,9 +253,11 @@ struct WinogradWeightsLayout {
   PORTA_OPS_HOST_DEVICE int64_t row_blocks() const {
     return (out_channels + block_rows() - 1) / block_rows();
   }
-  // By points: blocks of block_rows() output channels by kColumns channels.
+  // By points: blocks of block_rows() output channels by group_columns blocks of kColumns
+  // channels.
   PORTA_OPS_HOST_DEVICE int64_t filter_blocks() const {
-    return row_blocks() * ((in_channels + kColumns - 1) / kColumns);
+    const int64_t columns = (in_channels + kColumns - 1) / kColumns;
+    return row_blocks() * ((columns + group_columns - 1) / group_columns);
   }
 };
 
@@ -367,8 +370,9 @@ struct ConvArgs {
   // a slot's bands; winograd_step says what the launch does.
   int64_t winograd, winograd_step;
   // CPU with AVX-512, fp32 backward weights of such a layer by Winograd's F(4x4, 3x3)
-  // (winograd_weights_layout()): the slots' runs and the slots a group transforms at a time.
-  int64_t winograd_runs, winograd_chunk;
+  // (winograd_weights_layout()): the slots' runs and the slots a group transforms at a time; by
+  // points, the blocks of channels a products group sums.
+  int64_t winograd_runs, winograd_chunk, winograd_columns;
 
   // The tiles' layout of forward (x into y) or backward data (dy into dx): the input's channels
   // in pairs.
@@ -385,7 +389,8 @@ struct ConvArgs {
             winograd};
   }
   PORTA_OPS_HOST_DEVICE WinogradWeightsLayout winograd_weights_layout() const {
-    return {batch, height, width, channels, out_channels, winograd_runs, winograd_chunk};
+    return {batch,        height,        width,          channels,
+            out_channels, winograd_runs, winograd_chunk, winograd_columns};
   }
   PORTA_OPS_HOST_DEVICE DirectTileWeightsLayout tile_weights_layout() const {
     return {batch, channels, height, width, out_channels};
