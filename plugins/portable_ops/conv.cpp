@@ -140,15 +140,13 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void*
   g.winograd = std::max<int64_t>(1, porta_ops::WinogradLayout::kMaxTiles / tiles);
   const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
   const bool by_points = winograd_by_points(op, l);
-  const Checked<int64_t> bands = Checked(g.batch) * l.bands();
-  if (!bands.valid()) too_large();
-  const int64_t slots = bands.value() / g.winograd + (bands.value() % g.winograd != 0);
-  const Checked<int64_t> slot_floats =
-      Checked(l.transformed_floats()) + Checked(l.output_blocks()) * l.sums_floats();
+  if (!(Checked(g.batch) * l.bands()).valid()) too_large();
+  const int64_t slots = l.slots();
+  // By points: by_points_floats(), its products checked.
   const Checked<int64_t> scratch_bytes =
-      (by_points
-           ? Checked(slots) * slot_floats + Checked(l.product_groups()) * l.group_weights_floats()
-           : Checked(l.packed_floats())) *
+      (by_points ? Checked(slots) * l.slot_floats() +
+                       Checked(l.product_groups()) * l.group_weights_floats()
+                 : Checked(l.packed_floats())) *
       int64_t{4};
   const Checked<int64_t> pack_groups =
       Checked(l.output_blocks()) * porta_ops::div_up(l.in_channels, l.kOutputs);
@@ -191,8 +189,7 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void*
 constexpr int64_t kWinogradSumsBytes = int64_t{4} << 20, kWinogradMaxChunk = 8;
 constexpr int64_t kWinogradSumsColumns = 4;
 
-bool winograd_weights_by_points(porta_ops::ConvArgs g) {
-  g.winograd_runs = g.winograd_chunk = g.winograd_columns = 1;
+bool winograd_weights_by_points(const porta_ops::ConvArgs& g) {
   // dw's K x C x 9 floats are allocated: 36 x K x C fit an int64_t.
   return g.winograd_weights_layout().sums_floats() * 4 > kWinogradSumsBytes;
 }
@@ -211,6 +208,7 @@ void launch_winograd_weights(const Op& op, porta_ops::ConvArgs g, const void* x,
     g.winograd_columns = std::clamp<int64_t>(
         int64_t{op.properties->shared_memory_per_group} / block_bytes, 1, kWinogradSumsColumns);
     const porta_ops::WinogradWeightsLayout l = layout();
+    // dy_floats() + x_floats(), their products checked.
     const Checked<int64_t> bytes =
         (Checked(l.slots()) * l.kLanes * (Checked(l.out_channels) + l.x_row_floats()) +
          2 * l.kLanes) *

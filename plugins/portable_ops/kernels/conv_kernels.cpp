@@ -217,15 +217,12 @@ PORTA_DEVICE_FUNCTION void run_winograd(const ConvArgs& g, const float* in, cons
   const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
   const int64_t group = porta_ops::group_number(), blocks = l.output_blocks();
   switch (g.winograd_step) {
-    case porta_ops::kWinogradGroups: {
-      const int64_t first = group * l.slot_bands, bands = l.batch * l.bands();
-      if (first < bands) {
-        winograd::run_bands(l, in, g.packed_a, out, first,
-                            porta_ops::min64(l.slot_bands, bands - first),
+    case porta_ops::kWinogradGroups:
+      if (group < l.slots()) {
+        winograd::run_bands(l, in, g.packed_a, out, group * l.slot_bands, l.bands_of(group),
                             porta::dynamic_shared_memory<float>());
       }
       break;
-    }
     case porta_ops::kWinogradInputs:
       if (group < l.slots()) winograd::transform_slot_inputs(l, in, group, g.packed_a);
       break;

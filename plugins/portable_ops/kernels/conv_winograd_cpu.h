@@ -451,8 +451,7 @@ inline void run_bands(const Layout& l, const float* in, const float* packed, flo
 // chunk's sums from zero, for the rounding); a group per (slot, output block) transforms M into
 // outputs.
 inline void transform_slot_inputs(const Layout& l, const float* in, int64_t slot, float* packed) {
-  const int64_t first = slot * l.slot_bands;
-  transform_band_inputs(l, in, first, min64(l.slot_bands, l.batch * l.bands() - first), 0,
+  transform_band_inputs(l, in, slot * l.slot_bands, l.bands_of(slot), 0,
                         static_cast<int>(l.tiles()), l.slot_inputs(packed, slot));
 }
 
@@ -461,7 +460,7 @@ inline void multiply_slots(const Layout& l, const float* w, bool backward_data, 
   constexpr int64_t kChannels = Layout::kGroupChannels;
   const int64_t b0 = group * Layout::kGroupBlocks;
   const int64_t blocks = min64(Layout::kGroupBlocks, l.output_blocks() - b0);
-  const int64_t bands = l.batch * l.bands(), channels = l.in_channels;
+  const int64_t channels = l.in_channels;
   float* const u = l.group_weights(packed, group);  // [block][point][channel][32]
   for (int64_t i0 = 0; i0 < channels; i0 += kChannels) {
     const int64_t chunk = min64(kChannels, channels - i0);
@@ -473,8 +472,7 @@ inline void multiply_slots(const Layout& l, const float* w, bool backward_data, 
     }
     for (int p = 0; p < kPoints; ++p) {
       for (int64_t slot = 0; slot < l.slots(); ++slot) {
-        const int tiles =
-            static_cast<int>(min64(l.slot_bands, bands - slot * l.slot_bands) * l.tiles());
+        const int tiles = static_cast<int>(l.bands_of(slot) * l.tiles());
         const float* const v = l.slot_inputs(packed, slot) + (p * channels + i0) * kLanes;
         for (int64_t b = 0; b < blocks; ++b) {
           multiply_point_of(tiles, v, u + (b * kPoints + p) * kChannels * kNR, chunk,
@@ -487,10 +485,8 @@ inline void multiply_slots(const Layout& l, const float* w, bool backward_data, 
 
 inline void transform_slot_outputs(const Layout& l, int64_t slot, int64_t block, float* packed,
                                    float* out) {
-  const int64_t first = slot * l.slot_bands;
-  transform_band_outputs(l, l.slot_sums(packed, slot, block), out, first,
-                         min64(l.slot_bands, l.batch * l.bands() - first), 0,
-                         static_cast<int>(l.tiles()), block);
+  transform_band_outputs(l, l.slot_sums(packed, slot, block), out, slot * l.slot_bands,
+                         l.bands_of(slot), 0, static_cast<int>(l.tiles()), block);
 }
 
 // Backward weights: dw = G^T [ sum over the images' tiles of (A dy A^T) .* (B^T d B) ] G for each
@@ -604,12 +600,11 @@ struct ChannelRows {
 };
 
 // Slot `slot`'s tiles of dy into rows dy_rows (D.at(point, k), K rows of the slot's 16 tiles a
-// point) and its windows of x's first `channels` channels into x_rows, transposed (the slot's
-// tile t is row t).
+// point) and its windows of x into x_rows, transposed (the slot's tile t is row t).
 inline void transform_slot(const WeightsLayout& w, const float* x, const float* dy, int64_t slot,
-                           int64_t channels, Rows dy_rows, ChannelRows x_rows) {
+                           Rows dy_rows, ChannelRows x_rows) {
   const Layout l = w.image();
-  const int64_t plane = l.height * l.width;
+  const int64_t plane = l.height * l.width, channels = l.in_channels;
   for_each_band(w, slot, dy, l.out_channels * plane,
                 [&](const Bands& bands, int64_t t0, int tiles, int lane, int stored) {
                   transform_gradients(l, bands, t0, tiles, lane, stored, dy_rows);
@@ -751,8 +746,7 @@ inline void run_weights_group(const WeightsLayout& w, const float* x, const floa
   for (int64_t s0 = first; s0 < end; s0 += w.chunk) {
     const int64_t count = min64(w.chunk, end - s0);
     for (int64_t j = 0; j < count; ++j) {
-      transform_slot(w, x, dy, s0 + j, w.in_channels,
-                     Rows{dy_rows + j * out * kLanes, dy_point_step},
+      transform_slot(w, x, dy, s0 + j, Rows{dy_rows + j * out * kLanes, dy_point_step},
                      ChannelRows{x_rows + j * kLanes * row_step, x_point_step, row_step, kNR});
     }
     for (int p = 0; p < kPoints; ++p) {
@@ -801,8 +795,7 @@ inline ChannelRows by_points_x_rows(const WeightsLayout& w, float* packed, int64
 
 inline void transform_weights_slot(const WeightsLayout& w, const float* x, const float* dy,
                                    int64_t slot, float* packed) {
-  transform_slot(w, x, dy, slot, w.in_channels,
-                 Rows{packed + slot * w.out_channels * kLanes, w.dy_point_floats()},
+  transform_slot(w, x, dy, slot, Rows{packed + slot * w.out_channels * kLanes, w.dy_point_floats()},
                  by_points_x_rows(w, packed, slot * kLanes));
 }
 

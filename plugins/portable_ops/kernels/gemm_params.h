@@ -157,6 +157,11 @@ struct WinogradLayout {
   PORTA_OPS_HOST_DEVICE int64_t slots() const {
     return (batch * bands() + slot_bands - 1) / slot_bands;
   }
+  // The bands of slot `slot` (a group's, by bands), from band slot * slot_bands: the last's fewer.
+  PORTA_OPS_HOST_DEVICE int64_t bands_of(int64_t slot) const {
+    const int64_t rest = batch * bands() - slot * slot_bands;
+    return rest < slot_bands ? rest : slot_bands;
+  }
   // By points, a products group takes kGroupBlocks output blocks, transforming their weights
   // kGroupChannels input channels at a time into a buffer of its own.
   static constexpr int64_t kGroupBlocks = 2, kGroupChannels = 64;
@@ -256,8 +261,8 @@ struct WinogradWeightsLayout {
   // By points: blocks of block_rows() output channels by group_columns blocks of kColumns
   // channels.
   PORTA_OPS_HOST_DEVICE int64_t filter_blocks() const {
-    const int64_t columns = (in_channels + kColumns - 1) / kColumns;
-    return row_blocks() * ((columns + group_columns - 1) / group_columns);
+    const int64_t blocks = columns() / kColumns;
+    return row_blocks() * ((blocks + group_columns - 1) / group_columns);
   }
 };
 
