@@ -364,6 +364,19 @@ inline void transform_outputs(const Layout& l, const float* M, int lane, int til
     if (channels <= 0) break;
     for (int first = 0; first < tiles; first += 4) {
       const int count = first + 4 <= tiles ? 4 : tiles - first;
+      // The lines these tiles' outputs go to, fetched for writing while the tiles are
+      // transformed: their stores, a line each per channel and row, waited on them from memory
+      // (56x56x64 forward 1.40 -> 1.33 ms, backward data 1.38 -> 1.30, 28x28x128 forward 1.27 ->
+      // 1.18; fetched a group of tiles ahead, no faster).
+      for (int r = 0; r < 4; ++r) {
+        const int64_t row = 4 * band + r;
+        if (row >= l.height) break;
+        const float* to = out + o0 * plane + row * l.width + 4 * (t0 + first);
+        for (int64_t o = 0; o < channels; ++o) {
+          __builtin_prefetch(to + o * plane, 1);
+          __builtin_prefetch(to + o * plane + 15, 1);
+        }
+      }
       for (int t = 0; t < count; ++t) {
         __m512 across[6][4];  // A^T along each row of the tile's 6 x 6 sums
         for (int a = 0; a < 6; ++a) {
