@@ -765,21 +765,22 @@ void packed_gemm(const A& a, const B& b, const OutputView& c, const GemmShape& s
       // the operand apart, which the pack waited on from memory (a fifth of 3072x128x1024's
       // time): the next block's are fetched while this one is multiplied (against oneDNN
       // 0.89-0.92 -> 0.93-0.98).
-      const auto rows_of = [&](int64_t ib, int64_t at) {
-        if (ib >= rows || at >= d_end) return RowFetch{};
-        const auto* const first_row = a.panels_in_place(i0 + ib, at);
-        const int64_t element = sizeof(*first_row);
-        if (!first_row) return RowFetch{};
-        return RowFetch{reinterpret_cast<const char*>(first_row), a.depth.inner * element,
-                        min64(block_m, rows - ib) * element, min64(kc, d_end - at)};
-      };
       Panels<float, kMR> ap = Panels<float, kMR>::packed(pa, kb);
       ap.across += kCpuStripGap;
       for (int64_t ib = 0; ib < rows; ib += block_m) {
         const int64_t block_rows = min64(block_m, rows - ib);
         a.template pack<kMR>(pa, i0 + ib, block_rows, d0, kb, ap.across);
-        const RowFetch ahead =
-            ib + block_m < rows ? rows_of(ib + block_m, d0) : rows_of(0, d0 + kc);
+        // The next block: the next rows at this depth, or the first at the next.
+        const bool last_rows = ib + block_m >= rows;
+        const int64_t next_ib = last_rows ? 0 : ib + block_m, next_d0 = last_rows ? d0 + kc : d0;
+        RowFetch ahead;
+        if (next_d0 < d_end) {
+          if (const auto* const at = a.panels_in_place(i0 + next_ib, next_d0)) {
+            const int64_t element = sizeof(*at);
+            ahead = RowFetch{reinterpret_cast<const char*>(at), a.depth.inner * element,
+                             min64(block_m, rows - next_ib) * element, min64(kc, d_end - next_d0)};
+          }
+        }
         multiply_packed(ap, bp, kb, block_rows, cols, c, i0 + ib, j0, first, ahead);
       }
     }
