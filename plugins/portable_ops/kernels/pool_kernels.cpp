@@ -809,6 +809,27 @@ inline bool plain_row(const Extent& x, const float* row, const Axis& aw, int64_t
   return row + c >= x.begin && row + c + aw.window + 31 <= x.end;
 }
 
+// The three columns of 16 windows 3 wide (the 3x3 pooling's), as column() gives them: 0 and 1
+// the evens and odds of the 32 floats from c, 2 the evens of the 32 from c + 2, which is four
+// loads and three permutes rather than six and three.
+__attribute__((always_inline)) inline void columns3(const Extent& x, const float* row,
+                                                    const Axis& aw, int64_t c, bool plain,
+                                                    __m512 (&v)[3]) {
+  const __m512 lowest = _mm512_set1_ps(-INFINITY);
+  const __m512i evens =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odds = _mm512_add_epi32(evens, splat(1));
+  __m512 at[4];
+  for (int i = 0; i < 4; ++i) {
+    const int64_t from = c + (i / 2) * 2 + (i % 2) * 16;
+    at[i] = plain ? _mm512_loadu_ps(row + from)
+                  : load_lanes(row + from, lanes_in(from, 0, aw.in), lowest, x);
+  }
+  v[0] = _mm512_permutex2var_ps(at[0], evens, at[1]);
+  v[1] = _mm512_permutex2var_ps(at[0], odds, at[1]);
+  v[2] = _mm512_permutex2var_ps(at[2], evens, at[3]);
+}
+
 // The 16 windows' maxima across input row `row`, at: their columns. Lanes outside the row are
 // never taken.
 inline Maxima across_row(const Extent& x, const float* row, const Axis& aw, const Columns& cols) {
@@ -856,8 +877,7 @@ inline Across across_row_values(const Extent& x, const float* row, const Axis& a
   m.value = _mm512_set1_ps(-INFINITY);
   m.sum = _mm512_setzero_ps();
   if constexpr (std::is_same_v<Across, Indexed>) m.at = cols.first;
-  for (int64_t j = 0; j < aw.window; ++j) {
-    const __m512 v = column(x, row, aw, c, j, plain);
+  const auto take = [&](int64_t j, __m512 v) __attribute__((always_inline)) {
     if constexpr (std::is_same_v<Across, Indexed>) {
       const Mask take = _mm512_mask_cmp_ps_mask(cols.inside[j], v, m.value, _CMP_GT_OQ);
       m.value = _mm512_mask_mov_ps(m.value, take, v);
@@ -866,7 +886,14 @@ inline Across across_row_values(const Extent& x, const float* row, const Axis& a
       m.value = _mm512_mask_max_ps(m.value, cols.inside[j], v, m.value);
     }
     m.sum = _mm512_mask_add_ps(m.sum, cols.inside[j], m.sum, v);
+  };
+  if (aw.window == 3) {
+    __m512 v[3];
+    columns3(x, row, aw, c, plain, v);
+    for (int j = 0; j < 3; ++j) take(j, v[j]);
+    return m;
   }
+  for (int64_t j = 0; j < aw.window; ++j) take(j, column(x, row, aw, c, j, plain));
   return m;
 }
 
