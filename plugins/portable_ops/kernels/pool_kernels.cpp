@@ -877,7 +877,7 @@ inline Across across_row_values(const Extent& x, const float* row, const Axis& a
   m.value = _mm512_set1_ps(-INFINITY);
   m.sum = _mm512_setzero_ps();
   if constexpr (std::is_same_v<Across, Indexed>) m.at = cols.first;
-  const auto take = [&](int64_t j, __m512 v) __attribute__((always_inline)) {
+  const auto add_column = [&](int64_t j, __m512 v) __attribute__((always_inline)) {
     if constexpr (std::is_same_v<Across, Indexed>) {
       const Mask take = _mm512_mask_cmp_ps_mask(cols.inside[j], v, m.value, _CMP_GT_OQ);
       m.value = _mm512_mask_mov_ps(m.value, take, v);
@@ -890,10 +890,10 @@ inline Across across_row_values(const Extent& x, const float* row, const Axis& a
   if (aw.window == 3) {
     __m512 v[3];
     columns3(x, row, aw, c, plain, v);
-    for (int j = 0; j < 3; ++j) take(j, v[j]);
+    for (int j = 0; j < 3; ++j) add_column(j, v[j]);
     return m;
   }
-  for (int64_t j = 0; j < aw.window; ++j) take(j, column(x, row, aw, c, j, plain));
+  for (int64_t j = 0; j < aw.window; ++j) add_column(j, column(x, row, aw, c, j, plain));
   return m;
 }
 
