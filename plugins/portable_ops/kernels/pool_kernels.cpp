@@ -13,6 +13,8 @@
 // step, however short the row: lanes past its end are blended away or left unstored, so no row
 // needs a scalar tail (namespace avx512 below).
 #if PORTA_TARGET_CPU && defined(__AVX512F__)
+#include <optional>
+
 #include "x86_intrinsics.h"
 #define PORTA_POOL_AVX512 1
 #else
@@ -990,6 +992,105 @@ void for_row_maxima(const Extent& x, const float* plane, const Axis& ah, const A
   }
 }
 
+// 3x3 windows of stride 2 (the 3x3 pooling) row after row of y, in a loop of the caller's: each
+// 16 windows' columns worked out once, each input row's maxima across (Values or Indexed) taken
+// once and kept for the next output row, whose first row it is; the steps with a NaN again by
+// the exact code. The same maxima as row_maxima finds, without its work around them for each row
+// (the kept rows found by a lookup, the columns by a copy): on a core with 256-bit units that
+// work took more time than the maxima themselves.
+inline bool windows3(const Axis& ah, const Axis& aw) {
+  return ah.window == 3 && aw.window == 3 && ah.stride == 2 && aw.stride == 2 &&
+         aw.out <= 16 * kSharedChunks && ah.in * aw.in < INT32_MAX;
+}
+
+template <class Across>
+class Rows3 {
+ public:
+  explicit Rows3(const Axis& aw) : chunks_((aw.out + 15) / 16) {
+    for (int64_t k = 0; k < chunks_; ++k) {
+      cols_[k] = columns_of(aw, 16 * k);
+      lanes_[k] = lanes_in(16 * k, 0, aw.out);
+    }
+  }
+
+  // Calls out(q0, lanes, maxima) for the windows of row p of plane xp, 16 at a time.
+  template <class Out>
+  __attribute__((always_inline)) void row(const Extent& x, const float* xp, const Axis& ah,
+                                          const Axis& aw, int64_t p, Out&& out) {
+    constexpr bool kIndexed = std::is_same_v<Across, Indexed>;
+    int64_t h0, h1;
+    ah.clip(p, &h0, &h1);
+    for (int64_t k = 0; k < chunks_; ++k) {
+      Across best;
+      for (int64_t h = h0; h < h1; ++h) {
+        const float* in = xp + h * aw.in;
+        const Across across =
+            in == kept_row_ ? kept_[k] : across_row_values<Across>(x, in, aw, cols_[k]);
+        if (h == h0) {
+          best = across;
+          if constexpr (kIndexed) best.at = _mm512_add_epi32(across.at, splat(h * aw.in));
+        } else {
+          if constexpr (kIndexed) {
+            const Mask take = _mm512_cmp_ps_mask(across.value, best.value, _CMP_GT_OQ);
+            best.value = _mm512_mask_mov_ps(best.value, take, across.value);
+            best.at = _mm512_mask_add_epi32(best.at, take, across.at, splat(h * aw.in));
+          } else {
+            best.value = _mm512_max_ps(across.value, best.value);
+          }
+          best.sum = _mm512_add_ps(best.sum, across.sum);
+        }
+        if (h + 1 == h1) kept_[k] = across;
+      }
+      if (_mm512_cmp_ps_mask(best.sum, best.sum, _CMP_UNORD_Q) != 0) {
+        const Maxima exact = row_maxima<Maxima>(x, xp, ah, aw, p, 16 * k, nullptr);
+        best.value = exact.value;
+        if constexpr (kIndexed) best.at = exact.at;
+      }
+      out(16 * k, lanes_[k], best);
+    }
+    kept_row_ = xp + (h1 - 1) * aw.in;
+  }
+
+ private:
+  int64_t chunks_;
+  Columns cols_[kSharedChunks];
+  Mask lanes_[kSharedChunks];
+  Across kept_[kSharedChunks];
+  const float* kept_row_ = nullptr;  // the input row whose maxima across kept_ holds
+};
+
+// The forward's values over rows [begin, end) of y (planes x out_h of them), asking for the
+// input rows and the lines of y `ahead` rows on (as prefetch_inputs and window_maxima do),
+// planes and rows counted rather than divided out.
+inline void forward3(const Extent& x, int64_t planes, const Axis& ah, const Axis& aw, float* y,
+                     int64_t begin, int64_t end, int64_t ahead) {
+  const float* const xs = static_cast<const float*>(x.begin);
+  const int64_t plane_floats = ah.in * aw.in;
+  Rows3<Values> rows(aw);
+  int64_t plane = begin / ah.out, p = begin % ah.out;
+  int64_t ahead_plane = (begin + ahead) / ah.out, ahead_p = (begin + ahead) % ah.out;
+  for (int64_t row = begin; row < end; ++row) {
+    if (ahead_plane < planes) {  // the input rows that row + ahead adds, y's lines for writing
+      int64_t h0, h1, before0, before1;
+      ah.clip(ahead_p, &h0, &h1);
+      ah.clip(ahead_p - 1, &before0, &before1);
+      const float* from =
+          xs + ahead_plane * plane_floats + aw.in * (ahead_p > 0 && before1 > h0 ? before1 : h0);
+      const float* to = xs + ahead_plane * plane_floats + aw.in * h1;
+      for (; from < to; from += kLineFloats) porta_ops::prefetch(from);
+      for (int64_t q = 0; q < aw.out; q += kLineFloats) {
+        porta_ops::prefetch_for_writing(y + (row + ahead) * aw.out + q);
+      }
+    }
+    float* yr = y + row * aw.out;
+    rows.row(x, xs + plane * plane_floats, ah, aw, p, [&](int64_t q0, Mask lanes, const Values& m) {
+      store_lanes(yr + q0, lanes, m.value);
+    });
+    if (++p == ah.out) p = 0, ++plane;
+    if (++ahead_p == ah.out) ahead_p = 0, ++ahead_plane;
+  }
+}
+
 // Where windows do not overlap: writes the part of dx that row p's windows q0 + [0, 16) own
 // (Axis::band, both ways), each element the dy of its window if it is that window's maximum and
 // 0 otherwise. Lane k of a column vector reads its window's maximum and dy with a permute.
@@ -1351,11 +1452,14 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_forward, kPoolItems, int64_t planes, int64_t i
                        int64_t out_h, int64_t out_w, int64_t window_h, int64_t window_w,
                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                        const float* x, float* y) {
+  const Axis ah{in_h, out_h, window_h, stride_h, pad_h}, aw{in_w, out_w, window_w, stride_w, pad_w};
+#if PORTA_POOL_AVX512 || PORTA_POOL_AVX2
+  // The group's rows of y, where one item takes each (the host's plan on the CPU).
+  const int64_t begin = porta_ops::group_index() * porta::group_size(1), rows = planes * out_h;
+  const int64_t end = begin + porta::group_size(1) < rows ? begin + porta::group_size(1) : rows;
+#endif
 #if PORTA_POOL_AVX512
-  if (porta::group_size(0) == 1 && avx512::stacks(Axis{in_h, out_h, window_h, stride_h, pad_h},
-                                                  Axis{in_w, out_w, window_w, stride_w, pad_w})) {
-    const int64_t begin = porta_ops::group_index() * porta::group_size(1), rows = planes * out_h;
-    const int64_t end = begin + porta::group_size(1) < rows ? begin + porta::group_size(1) : rows;
+  if (porta::group_size(0) == 1 && avx512::stacks(ah, aw)) {
     avx512::for_stacked_maxima({x, x + planes * in_h * in_w}, avx512::stack_of(out_w), out_w, begin,
                                end, [&](int64_t at, avx512::Mask lanes, const avx512::Quads& m) {
                                  // Each output's 4 inputs are consecutive: x from 4 at on.
@@ -1367,19 +1471,20 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_forward, kPoolItems, int64_t planes, int64_t i
                                });
     return;
   }
+  if (porta::group_size(0) == 1 && avx512::windows3(ah, aw)) {
+    avx512::forward3({x, x + planes * in_h * in_w}, planes, ah, aw, y, begin, end,
+                     rows_ahead(ah, aw));
+    return;
+  }
 #endif
 #if PORTA_POOL_AVX2
-  if (porta::group_size(0) == 1 && quad_runs(Axis{in_h, out_h, window_h, stride_h, pad_h},
-                                             Axis{in_w, out_w, window_w, stride_w, pad_w})) {
-    const int64_t begin = porta_ops::group_index() * porta::group_size(1), rows = planes * out_h;
-    const int64_t end = begin + porta::group_size(1) < rows ? begin + porta::group_size(1) : rows;
+  if (porta::group_size(0) == 1 && quad_runs(ah, aw)) {
     quad_run_maxima(x, x + planes * in_h * in_w, y, out_w, begin * out_w, end * out_w);
     return;
   }
 #endif
   // Only the value is stored, which ties do not change: int32 indices do for any plane.
-  window_maxima(planes, Axis{in_h, out_h, window_h, stride_h, pad_h},
-                Axis{in_w, out_w, window_w, stride_w, pad_w}, x, StoreValues{y});
+  window_maxima(planes, ah, aw, x, StoreValues{y});
 }
 
 // argmax[plane][p][q] = the index h * in_w + w of output (p, q)'s window maximum in its plane
@@ -1575,6 +1680,10 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_scatter, kPoolItems, int64_t planes, 
 #if PORTA_TARGET_CPU
   KeptRows<true> kept;
 #endif
+#if PORTA_POOL_AVX512
+  std::optional<avx512::Rows3<avx512::Indexed>> rows3;
+  if (avx512::windows3(ah, aw)) rows3.emplace(aw);
+#endif
   porta::inner([&](uint32_t item, uint32_t r) {
     const int64_t plane = first_plane + r;
     if (item != 0 || plane >= planes) return;
@@ -1592,7 +1701,20 @@ PORTA_KERNEL_MAX_GROUP(max_pool2d_backward_scatter, kPoolItems, int64_t planes, 
             porta_ops::prefetch_for_writing(dxp + inputs + i);
         }
         int32_t at[kScatterRow];
-        row_window_maxima(planes, ah, aw, x, plane * out_h + p, 0, 1, kept, 0, StoreIndices{at});
+        const auto find_indices = [&] {
+#if PORTA_POOL_AVX512
+          if (rows3) {
+            prefetch_inputs(planes, ah, aw, x, plane * out_h + p + rows_ahead(ah, aw));
+            rows3->row({x, x + planes * inputs}, x + plane * inputs, ah, aw, p,
+                       [&](int64_t q0, avx512::Mask lanes, const avx512::Indexed& m) {
+                         avx512::store_lanes(at + q0, lanes, m.at);
+                       });
+            return;
+          }
+#endif
+          row_window_maxima(planes, ah, aw, x, plane * out_h + p, 0, 1, kept, 0, StoreIndices{at});
+        };
+        find_indices();
         for (int64_t q = 0; q < out_w; ++q) dxp[at[q]] += dyr[q];
         continue;
       }
