@@ -913,6 +913,27 @@ struct SharedRow {
   Columns columns[kSharedChunks];
 };
 
+// Takes input row h's maxima across (Values or Indexed) into the windows' maxima so far, best:
+// the first row's as they are, a later row's where strictly larger, so that ties keep the first.
+template <class Across>
+__attribute__((always_inline)) inline void take_down(Across& best, const Across& across, int64_t h,
+                                                     int64_t in_w, bool first) {
+  constexpr bool kIndexed = std::is_same_v<Across, Indexed>;
+  if (first) {
+    best = across;
+    if constexpr (kIndexed) best.at = _mm512_add_epi32(across.at, splat(h * in_w));
+    return;
+  }
+  if constexpr (kIndexed) {
+    const Mask take = _mm512_cmp_ps_mask(across.value, best.value, _CMP_GT_OQ);
+    best.value = _mm512_mask_mov_ps(best.value, take, across.value);
+    best.at = _mm512_mask_add_epi32(best.at, take, across.at, splat(h * in_w));
+  } else {
+    best.value = _mm512_max_ps(across.value, best.value);
+  }
+  best.sum = _mm512_add_ps(best.sum, across.sum);
+}
+
 // The maxima (Maxima, Values or Indexed) of windows q0 + [0, 16) of row p, sharing input rows
 // through `shared` if not null. Inlined: a call returns the maxima through memory.
 template <class Across>
@@ -952,18 +973,8 @@ __attribute__((always_inline)) inline Across row_maxima(const Extent& x, const f
       const Mask take = h == h0 ? Mask(0xffff) : beats(across.value, best.value);
       best.value = _mm512_mask_mov_ps(best.value, take, across.value);
       best.at = _mm512_mask_add_epi32(best.at, take, across.at, splat(h * aw.in));
-    } else if (h == h0) {
-      best = across;
-      if constexpr (kIndexed) best.at = _mm512_add_epi32(across.at, splat(h * aw.in));
     } else {
-      if constexpr (kIndexed) {
-        const Mask take = _mm512_cmp_ps_mask(across.value, best.value, _CMP_GT_OQ);
-        best.value = _mm512_mask_mov_ps(best.value, take, across.value);
-        best.at = _mm512_mask_add_epi32(best.at, take, across.at, splat(h * aw.in));
-      } else {
-        best.value = _mm512_max_ps(across.value, best.value);
-      }
-      best.sum = _mm512_add_ps(best.sum, across.sum);
+      take_down(best, across, h, aw.in, h == h0);
     }
   }
   if constexpr (!kExact) {
@@ -1026,19 +1037,7 @@ class Rows3 {
         const float* in = xp + h * aw.in;
         const Across across =
             in == kept_row_ ? kept_[k] : across_row_values<Across>(x, in, aw, cols_[k]);
-        if (h == h0) {
-          best = across;
-          if constexpr (kIndexed) best.at = _mm512_add_epi32(across.at, splat(h * aw.in));
-        } else {
-          if constexpr (kIndexed) {
-            const Mask take = _mm512_cmp_ps_mask(across.value, best.value, _CMP_GT_OQ);
-            best.value = _mm512_mask_mov_ps(best.value, take, across.value);
-            best.at = _mm512_mask_add_epi32(best.at, take, across.at, splat(h * aw.in));
-          } else {
-            best.value = _mm512_max_ps(across.value, best.value);
-          }
-          best.sum = _mm512_add_ps(best.sum, across.sum);
-        }
+        take_down(best, across, h, aw.in, h == h0);
         if (h + 1 == h1) kept_[k] = across;
       }
       if (_mm512_cmp_ps_mask(best.sum, best.sum, _CMP_UNORD_Q) != 0) {
