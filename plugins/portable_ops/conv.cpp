@@ -1,7 +1,8 @@
 // Host side of the convolutions: each is a launch of the GEMM engine (kernels/conv_kernels.cpp),
 // an implicit GEMM planned like a GEMM of its sizes, except on the CPU 3x3 layers of stride 1
-// and pointwise layers' forward, which are direct convolutions (launch_direct), and on AVX-512
-// the fp32 3x3 layers that Winograd's F(4x4, 3x3) takes (launch_winograd).
+// and pointwise layers' forward, which are direct convolutions (launch_direct), strided layers'
+// backward data, a GEMM of columns and a gather (launch_data_by_columns), and on AVX-512 the
+// fp32 3x3 layers that Winograd's F(4x4, 3x3) takes (launch_winograd).
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -16,7 +17,7 @@ namespace porta::portable_ops {
 porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                        int64_t k, int64_t batch, int64_t depth_period,
                                        std::optional<Scratch>& scratch, float** packed_a,
-                                       bool deepen_ahead);
+                                       bool deepen_ahead, int64_t extra_floats, float** extra);
 bool plan_staged_launch(const Op& context, int64_t m, int64_t n, int64_t k,
                         const porta_ops::StagedWindow& window, std::optional<Scratch>& scratch,
                         porta_ops::GemmPlan* plan);
@@ -96,6 +97,56 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   launch(op, pack_kernels[index][bf16], dim3(pack_grid[0], pack_grid[1], pack_grid[2]), dim3(1), 0,
          g, in0, in1, out);
   launch(op, kernels[index][bf16], dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, in0, in1, out);
+}
+
+// Backward data of a layer of stride above 1 on the CPU, a chunk of images at a time: the GEMM
+// of their columns dcol[(C,R,S), (n,P,Q)] = w^T x dy into the stream's scratch, then dx
+// gathered from them (kernels/conv.h: backward_data_columns, col2im_row). The implicit GEMM's
+// gather(dy) is zero at all but one in stride_h x stride_w of its entries and multiplies them
+// all the same: a 3x3 layer of stride 2 took 14 times oneDNN's time, the 7x7 stem 48 times.
+// Chunks of up to kColumnsFloats of columns (or one image's), which the gather then reads from
+// the cache.
+constexpr int64_t kColumnsFloats = int64_t{1} << 20;
+
+void launch_data_by_columns(const Op& op, porta_ops::ConvArgs g, porta_dtype_t dtype,
+                            const void* dy, const void* w, float* dx) {
+  const Checked<int64_t> crs = Checked(g.channels) * g.kernel_h * g.kernel_w;
+  const Checked<int64_t> per_image = crs * g.out_h * g.out_w;
+  const Checked<int64_t> rows_per_image = Checked(g.channels) * g.height;
+  if (!per_image.valid() || !rows_per_image.valid()) too_large();
+  const int64_t chunk =
+      std::clamp<int64_t>(kColumnsFloats / std::max<int64_t>(per_image.value(), 1), 1, g.batch);
+  // A group per a few rows of dx: about 16 groups a thread.
+  const int64_t threads = std::max<int64_t>(op.properties->compute_units, 1);
+  static const char* const kernels[] = {"conv2d_backward_data_f32_columns",
+                                        "conv2d_backward_data_f16_columns",
+                                        "conv2d_backward_data_bf16_columns"};
+  for (int64_t first = 0; first < g.batch; first += chunk) {
+    g.first_image = first;
+    g.images = std::min(chunk, g.batch - first);
+    const Checked<int64_t> columns = per_image * g.images, rows = rows_per_image * g.images;
+    if (!columns.valid() || !rows.valid()) too_large();
+    std::optional<Scratch> scratch;
+    const porta_ops::GemmPlan plan = plan_engine_launch(
+        op, "porta_conv2d_backward_data", crs.value(), g.images * g.out_h * g.out_w, g.out_channels,
+        1, 0, scratch, nullptr, true, columns.value(), &g.columns);
+    g.tiles = plan.tiles;
+    launch(op, kernels[dtype], dim3(plan.grid[0], plan.grid[1], plan.grid[2]),
+           dim3(plan.group[0], plan.group[1]), plan.shared_bytes, g, dy, w, dx);
+    if (plan.tiles.splits > 1) {
+      launch(op, "conv2d_backward_data_f32_columns_reduce",
+             dim3(plan.reduce_grid[0], plan.reduce_grid[1], plan.reduce_grid[2]),
+             dim3(porta_ops::kReduceItems), 0, g, dy, w, dx);
+    }
+    const int64_t rows_per_group =
+        std::max<int64_t>(1, std::min<int64_t>(256, rows.value() / (16 * threads)));
+    uint32_t grid[3];
+    if (!porta_ops::plan_detail::flat_grid(porta_ops::div_up(rows.value(), rows_per_group), grid)) {
+      too_large();
+    }
+    launch(op, "conv2d_backward_data_col2im", dim3(grid[0], grid[1], grid[2]),
+           dim3(1, static_cast<uint32_t>(rows_per_group)), 0, g, dy, w, dx);
+  }
 }
 
 // Winograd's kernels of the three passes, built for AVX-512 only.
@@ -377,6 +428,9 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     const bool on_tiles = matrix_units && !g.pointwise() && g.width >= kMinTilesWidth;
     const bool direct = g.direct_shape() && (pass == Pass::forward || !g.pointwise()) &&
                         (!matrix_units || on_tiles);
+    if (pass == Pass::backward_data && (g.stride_h > 1 || g.stride_w > 1) && runs_packed_path(op)) {
+      return launch_data_by_columns(op, g, d.dtype, in0, in1, out);
+    }
     if (d.dtype == PORTA_DTYPE_F32 && takes_winograd(pass, op, g)) {
       return pass == Pass::backward_weights ? launch_winograd_weights(op, g, in0, in1, out)
                                             : launch_winograd(pass, op, g, in0, in1, out);
@@ -420,8 +474,9 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
                                  runs_on_host(op) && op.properties->subgroup_size == 8;
       const bool pack_a =
           d.dtype == PORTA_DTYPE_F32 && (pass == Pass::backward_data || forward_ahead);
-      plan = plan_engine_launch(op, ops[index], m.value(), n.value(), k.value(), 1, depth_period,
-                                scratch, pack_a ? &g.packed_a : nullptr, !forward_ahead);
+      plan =
+          plan_engine_launch(op, ops[index], m.value(), n.value(), k.value(), 1, depth_period,
+                             scratch, pack_a ? &g.packed_a : nullptr, !forward_ahead, 0, nullptr);
       // A packed ahead takes no room in the groups' shared memory.
       porta_ops::balance_column_tiles(m.value(), n.value(), 1, op.properties->compute_units,
                                       op.properties->shared_memory_per_group,

@@ -57,7 +57,8 @@ porta_ops::GemmTarget gemm_target(const Op& context) {
 porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, int64_t n, int64_t k,
                                 int64_t batch, int64_t depth_period, bool a_in_place,
                                 std::optional<Scratch>& scratch, float** packed_a = nullptr,
-                                bool deepen_ahead = true, int32_t panels = 0) {
+                                bool deepen_ahead = true, int32_t panels = 0,
+                                int64_t extra_floats = 0, float** extra = nullptr) {
   const porta_device_properties_t& props = *context.properties;
   const porta_ops::GemmTarget target = gemm_target(context);
   // A GPU runs the tiled path: groups of kTiledItems x kTiledItems work-items, which the
@@ -90,10 +91,14 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
   if (depth_period > 0) porta_ops::align_depth_blocks(depth_period, m, n, k, batch, &plan);
   // The packed A takes a row tile's rows (rounded up to any ISA build's MR) by the whole depth
   // per row tile, after the partials.
+  // extra_floats more after it (a whole number of cache lines on).
   const int64_t packed_floats =
-      ahead ? plan.tiles.tiles_m * (plan.tiles.tile_m + porta_ops::kCpuRowMultiple) * k : 0;
-  float* packed = provide_scratch(context, plan, packed_floats, scratch);
-  if (packed_a) *packed_a = packed;
+      ahead ? (plan.tiles.tiles_m * (plan.tiles.tile_m + porta_ops::kCpuRowMultiple) * k + 15) /
+                  16 * 16
+            : 0;
+  float* const after = provide_scratch(context, plan, packed_floats + extra_floats, scratch);
+  if (packed_a) *packed_a = packed_floats > 0 ? after : nullptr;
+  if (extra) *extra = extra_floats > 0 ? after + packed_floats : nullptr;
   number_launch(plan);
   return plan;
 }
@@ -106,14 +111,15 @@ porta_ops::GemmPlan plan_launch(const Op& context, const char* op, int64_t m, in
 // depth in stretches of that many (porta_ops::align_depth_blocks). Given packed_a, the CPU's
 // packed path gets room there for A packed once for all tiles where that pays (ConvArgs::
 // packed_a; nullptr elsewhere), and with deepen_ahead the deeper depth blocks of an A that takes
-// no shared memory (else the blocks, and so the order of the sums, of A packed per group). Throws
+// no shared memory (else the blocks, and so the order of the sums, of A packed per group). Given
+// extra, extra_floats more of the scratch for the caller, whose start it gets. Throws
 // porta::error if the grid cannot hold it.
 porta_ops::GemmPlan plan_engine_launch(const Op& context, const char* op, int64_t m, int64_t n,
                                        int64_t k, int64_t batch, int64_t depth_period,
                                        std::optional<Scratch>& scratch, float** packed_a,
-                                       bool deepen_ahead) {
+                                       bool deepen_ahead, int64_t extra_floats, float** extra) {
   return plan_launch(context, op, m, n, k, batch, depth_period, false, scratch, packed_a,
-                     deepen_ahead);
+                     deepen_ahead, 0, extra_floats, extra);
 }
 
 // Conv backward weights with its window staged as A on the CPU (porta_ops::plan_staged_window):

@@ -228,6 +228,32 @@ TEST_CASE("conv2d: stride 2, dilation 2, and mixed strides and dilations", "[con
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
+// On the CPU, backward data of a layer of stride above 1 is a GEMM of each image's columns
+// (w^T x dy) and then dx gathered from them, a chunk of images at a time: 1 Mi floats of columns
+// a chunk (conv.cpp: launch_data_by_columns). The cases above cover the strides, paddings and
+// dilations; these the chunks, a GEMM deep enough for its depth to be split, and rows and
+// columns of dx that no tap reaches; in fp32, f16 and bf16.
+TEST_CASE("conv2d: strided backward data through columns, a chunk of images at a time", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
+  const ConvCase cases[] = {
+      {3, 16, 108, 108, 8, 3, 3, 1, 1, 2, 2},  // 419,904 columns an image: chunks of 2, then 1
+      {1, 1, 8, 8, 2048, 2, 2, 0, 0, 2, 2},    // 4 x 16 columns 2048 deep
+      {2, 3, 11, 10, 4, 2, 2, 0, 0, 3, 3},     // 2x2 taps 3 apart: every third row, column missed
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+  for (porta_dtype_t dtype : {PORTA_DTYPE_F16, PORTA_DTYPE_BF16}) {
+    for (const ConvCase& c : cases) {
+      const bool misaligned = index % 2 == 1;
+      if (run_conv(env, c, seed_for(index++), dtype, misaligned) == PORTA_ERROR_UNSUPPORTED) {
+        WARN("porta_conv2d_*: dtype " << dtype << " is UNSUPPORTED by this implementation");
+        break;
+      }
+    }
+  }
+}
+
 TEST_CASE("conv2d: 1x1 and 7x7 kernels", "[conv]") {
   Env env;
   const ConvCase cases[] = {

@@ -29,6 +29,21 @@ PORTA_KERNEL_MAX_GROUP(conv2d_backward_data_bf16, porta_ops::kEngineItems, ConvA
   run(backward_data(g, dy, w, dx), g);
 }
 
+#if PORTA_TARGET_CPU
+// Backward data of a strided layer on the CPU: the columns' GEMM (conv_kernels.cpp has the rest).
+PORTA_KERNEL_MAX_GROUP(conv2d_backward_data_f16_columns, porta_ops::kEngineItems, ConvArgs g,
+                       const porta_ops::f16* dy, const porta_ops::f16* w, float* dx) {
+  (void)dx;
+  run(porta_ops::conv::backward_data_columns(g, dy, w), g);
+}
+
+PORTA_KERNEL_MAX_GROUP(conv2d_backward_data_bf16_columns, porta_ops::kEngineItems, ConvArgs g,
+                       const porta_ops::bf16* dy, const porta_ops::bf16* w, float* dx) {
+  (void)dx;
+  run(porta_ops::conv::backward_data_columns(g, dy, w), g);
+}
+#endif
+
 PORTA_KERNEL_MAX_GROUP(conv2d_backward_weights_f16, porta_ops::kEngineItems, ConvArgs g,
                        const porta_ops::f16* x, const porta_ops::f16* dy, float* dw) {
   run(backward_weights(g, x, dy, dw), g);

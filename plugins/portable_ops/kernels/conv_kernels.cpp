@@ -88,6 +88,33 @@ PORTA_KERNEL(conv2d_backward_data_f32_reduce, ConvArgs g, const float* dy, const
 }
 
 #if PORTA_TARGET_CPU
+// Backward data of a strided layer on the CPU (ConvArgs::columns): the columns' GEMM (its
+// _reduce where the plan splits the depth), then a group per group_size(1) rows of dx gathering
+// them. The f16 and bf16 columns kernels are in conv_half_kernels.cpp; these two serve all.
+using porta_ops::conv::backward_data_columns;
+
+PORTA_KERNEL_MAX_GROUP(conv2d_backward_data_f32_columns, porta_ops::kEngineItems, ConvArgs g,
+                       const float* dy, const float* w, float* dx) {
+  (void)dx;
+  run(backward_data_columns(g, dy, w), g);
+}
+
+PORTA_KERNEL(conv2d_backward_data_f32_columns_reduce, ConvArgs g, const float* dy, const float* w,
+             float* dx) {
+  (void)dx;
+  const auto p = backward_data_columns(g, dy, w);
+  porta_ops::reduce_partials(p.c, p.shape, g.tiles);
+}
+
+PORTA_KERNEL(conv2d_backward_data_col2im, ConvArgs g, const float* dy, const float* w, float* dx) {
+  (void)dy, (void)w;
+  const int64_t first = porta_ops::group_number() * porta::group_size(1);
+  const int64_t rows = g.images * g.channels * g.height;
+  porta::inner([&](uint32_t, uint32_t r) {
+    if (first + r < rows) porta_ops::conv::col2im_row(g, first + r, dx);
+  });
+}
+
 // The direct convolution of 3x3 layers of stride 1 and padding 1, and of pointwise layers'
 // forward (ConvArgs::direct_rows; the filter's taps chosen by g.pointwise()): a _pack_direct
 // kernel packs the weights into packed_a, a group per (kDirectOutputs output

@@ -378,6 +378,11 @@ struct ConvArgs {
   // (winograd_weights_layout()): the slots' runs and the slots a group transforms at a time; by
   // points, the blocks of channels a products group sums.
   int64_t winograd_runs, winograd_chunk, winograd_columns;
+  // CPU, backward data of a strided layer, a chunk of `images` images from first_image at a
+  // time: each image's dcol[(C,R,S), (P,Q)] = w^T x dy into `columns`, then dx gathered from
+  // them (conv.h: backward_data_columns, col2im_row).
+  float* columns;
+  int64_t first_image, images;
 
   // The tiles' layout of forward (x into y) or backward data (dy into dx): the input's channels
   // in pairs.
