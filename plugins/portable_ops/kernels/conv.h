@@ -102,7 +102,7 @@ PORTA_DEVICE_FUNCTION ConvProblem<T> backward_data_columns(const ConvArgs& g, co
 // of dcol[(c, r, s), (n, p, q)] where h + pad_h - r * dilation_h = p * stride_h and w + pad_w -
 // s * dilation_w = q * stride_w, 0 where no tap reaches it. Each element's sum is its own, in a
 // fixed order: no atomics. (Summing a row in its stride_w phases, each tap's outputs then
-// consecutive, and interleaving them into dx was 10-30% slower on an AVX-512 CPU.)
+// consecutive, and interleaving them into dx measured slower: docs/decisions.md.)
 PORTA_DEVICE_FUNCTION void col2im_row(const ConvArgs& g, int64_t row, float* dx) {
   const int64_t pq = g.out_h * g.out_w, taps = g.kernel_h * g.kernel_w;
   const int64_t h = row % g.height, plane = row / g.height;  // plane: n * C + c
