@@ -416,8 +416,11 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     }
     // Their direct convolution leaves out the products of the taps on the padding, which the
     // implicit GEMM multiplies as zeros (18% of a 7x7 image's); a pointwise layer's forward reads
-    // x in place, its tiles within an image's rows (its backward data measured no faster: its
-    // sums are shallower, so the store of each tile weighs more; docs/decisions.md).
+    // x in place, its tiles within an image's rows, and so does its fp32 backward data where dy
+    // has at least as many channels as dx: the implicit GEMM's rows are then dx's few channels,
+    // over which its pack of dy's window pays off poorly (56x56x64 to 64 at 0.33 of oneDNN,
+    // direct 0.77). Where dx has more, the direct tiles' sums are shallow for their stores, and
+    // bf16 ranged from 20% faster to 20% slower (docs/decisions.md, "Pointwise backward data").
     // bf16 on matrix units: a 3x3 layer's three passes on the tiles over padded planes of its
     // input (kernels/conv_direct_tiles.h), which multiply several times faster than the direct
     // convolution's fp32 lanes, where its images are at least kMinTilesWidth wide (the two border
@@ -426,7 +429,9 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     constexpr int64_t kMinTilesWidth = 14;
     const bool matrix_units = d.dtype == PORTA_DTYPE_BF16 && bf16_on_matrix_units(op);
     const bool on_tiles = matrix_units && !g.pointwise() && g.width >= kMinTilesWidth;
-    const bool direct = g.direct_shape() && (pass == Pass::forward || !g.pointwise()) &&
+    const bool expanding = d.dtype == PORTA_DTYPE_F32 && g.out_channels >= g.channels;
+    const bool direct = g.direct_shape() &&
+                        (pass == Pass::forward || !g.pointwise() || expanding) &&
                         (!matrix_units || on_tiles);
     if (pass == Pass::backward_data && (g.stride_h > 1 || g.stride_w > 1) && runs_packed_path(op)) {
       return launch_data_by_columns(op, g, d.dtype, in0, in1, out);

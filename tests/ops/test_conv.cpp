@@ -355,14 +355,14 @@ TEST_CASE("conv2d: output strips crossing images, within and past the first dept
   for (const ConvCase& c : cases) run_implicit_gemm_f32(env, c, seed_for(index++));
 }
 
-// On the CPU, forward and backward data of 3x3 layers of stride 1 and padding 1, and pointwise
-// layers' forward, are direct convolutions: micro-tiles of up to 14 positions of a row (6 on
-// AVX2 and the baseline), or of two rows where the image is at most half that wide, each tap
-// leaving out the positions it would read from the padding (left and right edges, top and
-// bottom rows); input channels in blocks of 32 (pointwise: 288), the last partial; output
-// channels in groups of 32, micro-tiles of 32 (AVX2's 16, the baseline's 8), the last partial;
-// an image's rows split among groups where there are few images; backward data's filter turned
-// round and its channels swapped.
+// On the CPU, forward and backward data of 3x3 layers of stride 1 and padding 1, pointwise
+// layers' forward, and their fp32 backward data where dy has as many channels as dx or more, are
+// direct convolutions: micro-tiles of up to 14 positions of a row (6 on AVX2 and the baseline),
+// or of two rows where the image is at most half that wide, each tap leaving out the positions it
+// would read from the padding (left and right edges, top and bottom rows); input channels in
+// blocks of 32 (pointwise: 288), the last partial; output channels in groups of 32, micro-tiles
+// of 32 (AVX2's 16, the baseline's 8), the last partial; an image's rows split among groups where
+// there are few images; backward data's filter turned round and its channels swapped.
 // {n, c, h, w, k, r, s, pad_h, pad_w}
 const ConvCase kDirectCases[] = {
     {1, 1, 1, 1, 1, 3, 3, 1, 1},     // one position: only the centre tap
@@ -380,6 +380,8 @@ const ConvCase kDirectCases[] = {
     {2, 40, 5, 7, 33, 1, 1},         // 7 wide: two-row tiles; two output groups
     {1, 300, 3, 20, 40, 1, 1},       // 288 channels a block, then 12; 14 + 6 positions
     {1, 577, 2, 2, 3, 1, 1},         // three blocks (bf16: two), one partial output group
+    {1, 33, 3, 20, 300, 1, 1},       // fp32 backward data: 288 + 12 channels of dy, 32 + 1 of dx
+    {2, 40, 5, 7, 40, 1, 1},         // fp32 backward data: as many channels of dy as of dx
 };
 
 TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions", "[conv]") {
