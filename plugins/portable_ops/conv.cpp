@@ -1,8 +1,9 @@
 // Host side of the convolutions: each is a launch of the GEMM engine (kernels/conv_kernels.cpp),
 // an implicit GEMM planned like a GEMM of its sizes, except on the CPU 3x3 layers of stride 1
-// and pointwise layers' forward, which are direct convolutions (launch_direct), strided layers'
-// backward data, a GEMM of columns and a gather (launch_data_by_columns), and on AVX-512 the
-// fp32 3x3 layers that Winograd's F(4x4, 3x3) takes (launch_winograd).
+// and pointwise layers' forward (and fp32 backward data where dy has as many channels as dx or
+// more), which are direct convolutions (launch_direct), strided layers' backward data, a GEMM
+// of columns and a gather (launch_data_by_columns), and on AVX-512 the fp32 3x3 layers that
+// Winograd's F(4x4, 3x3) takes (launch_winograd).
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -34,12 +35,13 @@ enum class Pass { forward, backward_data, backward_weights };
                       "the convolution is too large for one launch of its kernels");
 }
 
-// Forward or backward data of a 3x3 layer of stride 1 and padding 1, or a pointwise layer's
-// forward, on the CPU as a direct convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words
-// of channel pairs): the weights packed into the stream's scratch (and bf16's input paired after
-// them), then the outputs a group per kDirectOutputs channels of one image's rows. Whole images per
-// group, unless that leaves fewer than four groups per thread to even out. on_tiles: bf16 3x3 on
-// AMX tiles, whose weights and padded input take their own layout (kernels/conv_direct_tiles.h).
+// Forward or backward data of a 3x3 layer of stride 1 and padding 1 or of a pointwise layer
+// (its backward data in fp32 where dy has as many channels as dx or more), on the CPU as a
+// direct convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words of channel pairs): the
+// weights packed into the stream's scratch (and bf16's input paired after them), then the
+// outputs a group per kDirectOutputs channels of one image's rows. Whole images per group,
+// unless that leaves fewer than four groups per thread to even out. on_tiles: bf16 3x3 on AMX
+// tiles, whose weights and padded input take their own layout (kernels/conv_direct_tiles.h).
 void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t dtype,
                    bool on_tiles, const void* in0, const void* in1, float* out) {
   using porta_ops::div_up;
