@@ -1176,6 +1176,66 @@ inline void masked_copy(float* __restrict out, const T* first, const T* second, 
   }
 }
 
+// A strip whose elements lie two apart in runs (the output positions of a convolution of stride
+// 2 across, row after row of them): run k covers the lanes of bit mask lanes[k], lane w of it at
+// element 2 w + from[k] (from the strip's base). At most kStridedRuns runs (rows of at least 4
+// outputs for a strip of 32).
+inline constexpr int kStridedRuns = 8;
+struct StridedRuns {
+  int count;
+  int64_t from[kStridedRuns];
+  uint32_t lanes[kStridedRuns];
+};
+
+// Whether offsets o[0, n) are such runs, two apart, relative to o[0].
+inline bool runs_two_apart(const int64_t* o, int n, StridedRuns* r) {
+  r->count = 0;
+  for (int i = 0; i < n; ++i) {
+    if (i == 0 || o[i] != o[i - 1] + 2) {
+      if (r->count == kStridedRuns) return false;
+      r->from[r->count] = o[i] - o[0] - 2 * i;
+      r->lanes[r->count++] = 0;
+    }
+    r->lanes[r->count - 1] |= 1u << i;
+  }
+  return true;
+}
+
+// out[w] = base[2 w + from[k]] as fp32 for the lanes w of run k whose bit is set in lanes, else
+// 0, for w < Width. On AVX-512 each 16 lanes are, per run, two masked loads of the 32 elements
+// they span (the mask spread to the even ones), and then a permute of the evens. Lanes outside
+// are never read.
+template <int Width, class T>
+inline void masked_copy_two_apart(float* __restrict out, const T* base, const StridedRuns& runs,
+                                  uint32_t lanes) {
+  static_assert(Width <= 32, "a bit per lane");
+  int w = 0;
+#if defined(__AVX512F__) && defined(__BMI2__)
+  if constexpr (sizeof(T) == sizeof(float)) {
+    const __m512i evens =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (; w + 16 <= Width; w += 16) {
+      __m512 low = _mm512_setzero_ps(), high = _mm512_setzero_ps();
+      for (int k = 0; k < runs.count; ++k) {
+        const uint32_t spread = _pdep_u32((lanes & runs.lanes[k]) >> w & 0xFFFFu, 0x55555555u);
+        if (spread == 0) continue;
+        const T* const at = base + runs.from[k] + 2 * w;
+        low = _mm512_mask_loadu_ps(low, static_cast<__mmask16>(spread), at);
+        high = _mm512_mask_loadu_ps(high, static_cast<__mmask16>(spread >> 16), at + 16);
+      }
+      _mm512_storeu_ps(out + w, _mm512_permutex2var_ps(low, evens, high));
+    }
+  }
+#endif
+  for (int k = 0; k < runs.count; ++k) {
+    for (int v = w; v < Width; ++v) {
+      if ((runs.lanes[k] >> v) & 1) {
+        out[v] = (lanes >> v) & 1 ? to_float(base[runs.from[k] + 2 * v]) : 0.0f;
+      }
+    }
+  }
+}
+
 // Whether offsets o[0, n) are at most two runs of consecutive elements (a strip or a block of
 // depths crossing from one image into the next); *split is the index the second run starts at
 // (n if there is one run).
@@ -1261,13 +1321,19 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     // when the output is as wide as the input) takes (masked) vector loads instead of gathers,
     // and plain copies at depths where the whole strip is inside the input. So does one of two
     // such runs (it crosses from one image into the next) where the masks below are kept.
-    bool consecutive[kStrips];
+    // A strip whose elements lie two apart in runs (a layer of stride 2 across) takes masked
+    // loads of the elements they span and a permute, where the masks are kept (few taps).
+    bool consecutive[kStrips], two_apart[kStrips];
+    cpu::StridedRuns runs[kStrips];
     int second_run[kStrips];  // the lane where the second run starts; Width if none
     int64_t h_lo[kStrips], h_hi[kStrips], w_lo[kStrips], w_hi[kStrips];
+    const bool masks_cached = depth.d1 * depth.d2 <= cpu::kMaskedShifts;
     for (int t = 0; t < strips; ++t) {
       const int f = t * Width;
       const int n = int(min64(Width, cn - f));
       consecutive[t] = cpu::at_most_two_runs(off + f, n, &second_run[t]) && n == Width;
+      two_apart[t] = !consecutive[t] && masks_cached && linear && n == Width &&
+                     cpu::runs_two_apart(off + f, n, &runs[t]);
       h_lo[t] = h_hi[t] = hh[f];
       w_lo[t] = w_hi[t] = ww[f];
       for (int w = f + 1; w < f + n; ++w) {
@@ -1281,11 +1347,10 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
     // its position (a, b), not its offset o: with few positions (a conv's filter taps (r, s)),
     // each strip's lane masks are worked out once per chunk and every depth is one copy of a
     // shifted run under its mask (the channels c repeat the taps' masks).
-    const bool masks_cached = depth.d1 * depth.d2 <= cpu::kMaskedShifts;
     uint32_t lane_masks[kStrips][cpu::kMaskedShifts];
     if (masks_cached && linear) {
       for (int t = 0; t < strips; ++t) {
-        if (!consecutive[t]) continue;
+        if (!consecutive[t] && !two_apart[t]) continue;
         for (int64_t a = 0; a < depth.d1; ++a) {
           for (int64_t b = 0; b < depth.d2; ++b) {
             const WindowCoord v = coord(depth, 0, a, b);
@@ -1378,6 +1443,16 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
             } else {
               cpu::masked_run<Width>(out, run, sh, sw, in);
             }
+          }
+          continue;
+        }
+        if (two_apart[t]) {
+          for (int i = 0; i < bn; ++i) {
+            for (int k = 0; k < runs[t].count; ++k) {
+              __builtin_prefetch(p + next_off[i] + so[0] + runs[t].from[k], 0, 2);
+            }
+            cpu::masked_copy_two_apart<Width>(strip + (d + i) * Width, p + voff[i] + so[0], runs[t],
+                                              lane_masks[t][shift[i]]);
           }
           continue;
         }
