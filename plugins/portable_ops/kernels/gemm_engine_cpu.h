@@ -1410,10 +1410,13 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
         const WindowCoord nv = coord(depth, nd.o, nd.a, nd.b);
         next_off[i] = nv.off + nv.h * row + nv.w;
       }
-      bool depth_run = bn == 8;
+      // Or two apart (a layer of stride 2 across): the AVX-512 build then takes the evens of
+      // 16 floats per column where the block is inside, before the transpose.
+      bool depth_run = bn == 8, depths_two_apart = bn == 8;
       int64_t vh_lo = vh[0], vh_hi = vh[0], vw_lo = vw[0], vw_hi = vw[0];
       for (int i = 1; i < bn; ++i) {
         depth_run = depth_run && voff[i] == voff[0] + i;
+        depths_two_apart = depths_two_apart && voff[i] == voff[0] + 2 * i;
         vh_lo = vh[i] < vh_lo ? vh[i] : vh_lo;
         vh_hi = vh[i] > vh_hi ? vh[i] : vh_hi;
         vw_lo = vw[i] < vw_lo ? vw[i] : vw_lo;
@@ -1482,6 +1485,36 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
           }
           continue;
         }
+#if defined(__AVX512F__)
+        if constexpr (sizeof(T) == sizeof(float) && Width % 8 == 0) {
+          if (depths_two_apart) {
+            const __m512i evens =
+                _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+            for (int g = 0; g < Width / 8; ++g) {
+              const int gi = t * Width / 8 + g;
+              float* const out = strip + d * Width + g * 8;
+              const bool inside = cpu::Inside{vh_lo, vw_lo, bh, bw}(g_hlo[gi], g_wlo[gi]) &&
+                                  cpu::Inside{vh_hi, vw_hi, bh, bw}(g_hhi[gi], g_whi[gi]);
+              if (!inside) {
+                for (int i = 0; i < bn; ++i) {
+                  cpu::gather_strip<8>(strip + (d + i) * Width + g * 8, p + voff[i], so + g * 8,
+                                       sh + g * 8, sw + g * 8, cpu::Inside{vh[i], vw[i], bh, bw});
+                }
+                continue;
+              }
+              cpu::vfloat8 r[8];
+              for (int w = 0; w < 8; ++w) {
+                // The 15 floats that hold the 8 depths, the 16th never read.
+                const __m512 run = _mm512_maskz_loadu_ps(0x7FFF, p + so[g * 8 + w] + voff[0]);
+                const __m256 v = _mm512_castps512_ps256(_mm512_permutexvar_ps(evens, run));
+                __builtin_memcpy(&r[w], &v, sizeof v);
+              }
+              cpu::transpose8x8(r, out, Width);
+            }
+            continue;
+          }
+        }
+#endif
         for (int i = 0; i < bn; ++i) {
           cpu::gather_strip<Width>(strip + (d + i) * Width, p + voff[i], so, sh, sw,
                                    cpu::Inside{vh[i], vw[i], bh, bw});
