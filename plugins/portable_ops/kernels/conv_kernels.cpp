@@ -115,9 +115,9 @@ PORTA_KERNEL(conv2d_backward_data_col2im, ConvArgs g, const float* dy, const flo
   });
 }
 
-// The direct convolution of 3x3 layers of stride 1 and padding 1, and of pointwise layers'
-// forward (ConvArgs::direct_rows; the filter's taps chosen by g.pointwise()): a _pack_direct
-// kernel packs the weights into packed_a, a group per (kDirectOutputs output
+// The direct convolution of 3x3 layers of stride 1 and padding 1, and of pointwise layers
+// (ConvArgs::direct_rows; the filter's taps chosen by g.pointwise()): a _pack_direct kernel packs
+// the weights into packed_a, a group per (kDirectOutputs output
 // channels, block of input channels), and for bf16 also pairs the input's channels after them,
 // a group per image and pair; then a group per (kDirectOutputs output channels, image,
 // direct_rows output rows) convolves. Forward convolves x (C channels) into y (K); backward data
