@@ -4,9 +4,10 @@
 // Going through fp32 (WindowOperand::pack, then pair_depths) cost bf16 as much as fp32 per
 // element: each element widened, stored, reloaded and narrowed. Here the 16-bit elements stay
 // 16-bit: a strip of consecutive columns (forward, backward data) interleaves two masked 16-bit
-// runs, a depth pair, into one row of 32-bit words; a strip of scattered columns whose depths run
-// along memory (backward weights' im2col^T) loads each column's 16 consecutive depths, which are
-// already 8 pairs, and transposes 8 columns by 8 pairs. Strided windows go through fp32 as before.
+// runs, a depth pair, into one row of 32-bit words (for a layer of stride 2, runs of elements
+// two apart); a strip of scattered columns whose depths run along memory (backward
+// weights' im2col^T) loads each column's 16 consecutive depths, which are already 8 pairs, and
+// transposes 8 columns by 8 pairs. The gather views of strided layers go through fp32 as before.
 // What the packing waits on is x's lines (short runs the hardware prefetcher does not follow), so
 // the reads of the next depth block, which this thread packs next, are prefetched into L2.
 // Windows whose strips are runs of x with few taps are not paired into a panel at all where fp32
@@ -44,6 +45,31 @@ __attribute__((always_inline)) inline void interleave_runs(uint32_t* row, const 
     };
     const __m512i word =
         _mm512_or_si512(run16(even, even_lanes), _mm512_slli_epi32(run16(odd, odd_lanes), 16));
+    _mm512_storeu_si512(row + w, word);
+  }
+}
+
+// interleave_runs for a strip whose elements lie two apart in runs (a layer of stride 2 across,
+// StridedRuns): per 16 lanes and per depth, one masked load per run of the 32 elements they span,
+// the mask spread to the even ones, which leaves each lane's element the low half of a 32-bit
+// word whose high half is 0.
+template <int Width>
+__attribute__((always_inline)) inline void interleave_two_apart(uint32_t* row, const bf16* even,
+                                                                uint32_t even_lanes,
+                                                                const bf16* odd, uint32_t odd_lanes,
+                                                                const StridedRuns& runs) {
+  for (int w = 0; w < Width; w += 16) {
+    const auto evens16 = [&](const bf16* base, uint32_t lanes) {
+      __m512i words = _mm512_setzero_si512();
+      for (int k = 0; k < runs.count; ++k) {
+        const uint32_t spread = _pdep_u32((lanes & runs.lanes[k]) >> w & 0xFFFFu, 0x55555555u);
+        if (spread != 0)
+          words = _mm512_mask_loadu_epi16(words, spread, base + runs.from[k] + 2 * w);
+      }
+      return words;
+    };
+    const __m512i word =
+        _mm512_or_si512(evens16(even, even_lanes), _mm512_slli_epi32(evens16(odd, odd_lanes), 16));
     _mm512_storeu_si512(row + w, word);
   }
 }
@@ -90,15 +116,19 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
     }
     // A strip of columns consecutive in memory (one run, or two across images) is paired per
     // depth pair; its lane masks depend on the depth only through its tap, cached per tap where
-    // there are few.
-    bool runs[kStrips], scattered = false;
+    // there are few. Where they are, so is a strip whose elements lie two apart in runs (a layer
+    // of stride 2 across).
+    bool runs[kStrips], two_apart[kStrips], scattered = false;
     int split[kStrips];
+    StridedRuns strided[kStrips];
     uint32_t tap_lanes[kStrips][kMaskedShifts];
     for (int t = 0; t < strips; ++t) {
       const int f = t * Width;
-      runs[t] = at_most_two_runs(off + f, int(min64(Width, cn - f)), &split[t]);
-      scattered = scattered || !runs[t];
-      if (!runs[t] || !masks_cached) continue;
+      const int n = int(min64(Width, cn - f));
+      runs[t] = at_most_two_runs(off + f, n, &split[t]);
+      two_apart[t] = !runs[t] && masks_cached && runs_two_apart(off + f, n, &strided[t]);
+      scattered = scattered || (!runs[t] && !two_apart[t]);
+      if (!(runs[t] || two_apart[t]) || !masks_cached) continue;
       for (int64_t a = 0; a < x.depth.d1; ++a) {
         for (int64_t b = 0; b < x.depth.d2; ++b) {
           const WindowCoord v = x.coord(x.depth, 0, a, b);
@@ -165,6 +195,15 @@ void pack_pairs(const WindowOperand<bf16>& x, float* dst, const float* end, int6
       for (int t = 0; t < strips; ++t) {
         const int f = t * Width;
         uint32_t* const strip_pairs = chunk + t * Width * pairs + (e0 / 2) * Width;
+        if (two_apart[t]) {
+          for (int i = 0; i < en; i += 2) {
+            const uint32_t odd_lanes = i + 1 < en ? tap_lanes[t][tap[i + 1]] : 0u;
+            interleave_two_apart<Width>(strip_pairs + (i / 2) * Width, x.p + off[f] + voff[i],
+                                        tap_lanes[t][tap[i]], x.p + off[f] + voff[i + 1], odd_lanes,
+                                        strided[t]);
+          }
+          continue;
+        }
         if (runs[t]) {
           // Per depth pair, two masked runs of the strip interleaved.
           const int64_t jump = split[t] < Width ? off[f + split[t]] - off[f] - split[t] : 0;
