@@ -934,6 +934,13 @@ __attribute__((always_inline)) inline void take_down(Across& best, const Across&
   best.sum = _mm512_add_ps(best.sum, across.sum);
 }
 
+// Where a step of windows q0 + [0, 16) of row p summed to a NaN (Values or Indexed, whose
+// compares let a NaN lose), its maxima worked out again by the exact code (below).
+template <class Across>
+__attribute__((always_inline)) inline void exact_where_nan(Across& best, const Extent& x,
+                                                           const float* plane, const Axis& ah,
+                                                           const Axis& aw, int64_t p, int64_t q0);
+
 // The maxima (Maxima, Values or Indexed) of windows q0 + [0, 16) of row p, sharing input rows
 // through `shared` if not null. Inlined: a call returns the maxima through memory.
 template <class Across>
@@ -941,7 +948,6 @@ __attribute__((always_inline)) inline Across row_maxima(const Extent& x, const f
                                                         const Axis& ah, const Axis& aw, int64_t p,
                                                         int64_t q0, SharedRow<Across>* shared) {
   constexpr bool kExact = std::is_same_v<Across, Maxima>;
-  constexpr bool kIndexed = !std::is_same_v<Across, Values>;
   int64_t h0, h1;
   ah.clip(p, &h0, &h1);
   const int64_t chunk = q0 / 16;
@@ -977,14 +983,18 @@ __attribute__((always_inline)) inline Across row_maxima(const Extent& x, const f
       take_down(best, across, h, aw.in, h == h0);
     }
   }
-  if constexpr (!kExact) {
-    if (_mm512_cmp_ps_mask(best.sum, best.sum, _CMP_UNORD_Q) != 0) {
-      const Maxima exact = row_maxima<Maxima>(x, plane, ah, aw, p, q0, nullptr);
-      best.value = exact.value;
-      if constexpr (kIndexed) best.at = exact.at;
-    }
-  }
+  if constexpr (!kExact) exact_where_nan(best, x, plane, ah, aw, p, q0);
   return best;
+}
+
+template <class Across>
+__attribute__((always_inline)) inline void exact_where_nan(Across& best, const Extent& x,
+                                                           const float* plane, const Axis& ah,
+                                                           const Axis& aw, int64_t p, int64_t q0) {
+  if (_mm512_cmp_ps_mask(best.sum, best.sum, _CMP_UNORD_Q) == 0) return;
+  const Maxima exact = row_maxima<Maxima>(x, plane, ah, aw, p, q0, nullptr);
+  best.value = exact.value;
+  if constexpr (std::is_same_v<Across, Indexed>) best.at = exact.at;
 }
 
 // Whether these rows take the vector code: stride 2 across, windows up to 16 wide, int32
@@ -1028,7 +1038,6 @@ class Rows3 {
   template <class Out>
   __attribute__((always_inline)) void row(const Extent& x, const float* xp, const Axis& ah,
                                           const Axis& aw, int64_t p, Out&& out) {
-    constexpr bool kIndexed = std::is_same_v<Across, Indexed>;
     int64_t h0, h1;
     ah.clip(p, &h0, &h1);
     for (int64_t k = 0; k < chunks_; ++k) {
@@ -1040,11 +1049,7 @@ class Rows3 {
         take_down(best, across, h, aw.in, h == h0);
         if (h + 1 == h1) kept_[k] = across;
       }
-      if (_mm512_cmp_ps_mask(best.sum, best.sum, _CMP_UNORD_Q) != 0) {
-        const Maxima exact = row_maxima<Maxima>(x, xp, ah, aw, p, 16 * k, nullptr);
-        best.value = exact.value;
-        if constexpr (kIndexed) best.at = exact.at;
-      }
+      exact_where_nan(best, x, xp, ah, aw, p, 16 * k);
       out(16 * k, lanes_[k], best);
     }
     kept_row_ = xp + (h1 - 1) * aw.in;
