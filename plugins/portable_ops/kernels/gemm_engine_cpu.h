@@ -1201,6 +1201,14 @@ inline bool runs_two_apart(const int64_t* o, int n, StridedRuns* r) {
   return true;
 }
 
+#if defined(__BMI2__)
+// Lanes w + [0, 16) of a lane mask spread over the 32 elements they span two apart: bit 2i set
+// where lane w + i is.
+inline uint32_t spread_to_evens(uint32_t lanes, int w) {
+  return _pdep_u32(lanes >> w & 0xFFFFu, 0x55555555u);
+}
+#endif
+
 // out[w] = base[2 w + from[k]] as fp32 for the lanes w of run k whose bit is set in lanes, else
 // 0, for w < Width. On AVX-512 each 16 lanes are, per run, two masked loads of the 32 elements
 // they span (the mask spread to the even ones), and then a permute of the evens. Lanes outside
@@ -1217,7 +1225,7 @@ inline void masked_copy_two_apart(float* __restrict out, const T* base, const St
     for (; w + 16 <= Width; w += 16) {
       __m512 low = _mm512_setzero_ps(), high = _mm512_setzero_ps();
       for (int k = 0; k < runs.count; ++k) {
-        const uint32_t spread = _pdep_u32((lanes & runs.lanes[k]) >> w & 0xFFFFu, 0x55555555u);
+        const uint32_t spread = spread_to_evens(lanes & runs.lanes[k], w);
         if (spread == 0) continue;
         const T* const at = base + runs.from[k] + 2 * w;
         low = _mm512_mask_loadu_ps(low, static_cast<__mmask16>(spread), at);

@@ -62,7 +62,7 @@ __attribute__((always_inline)) inline void interleave_two_apart(uint32_t* row, c
     const auto evens16 = [&](const bf16* base, uint32_t lanes) {
       __m512i words = _mm512_setzero_si512();
       for (int k = 0; k < runs.count; ++k) {
-        const uint32_t spread = _pdep_u32((lanes & runs.lanes[k]) >> w & 0xFFFFu, 0x55555555u);
+        const uint32_t spread = spread_to_evens(lanes & runs.lanes[k], w);
         if (spread != 0)
           words = _mm512_mask_loadu_epi16(words, spread, base + runs.from[k] + 2 * w);
       }
