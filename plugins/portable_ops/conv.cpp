@@ -2,8 +2,8 @@
 // an implicit GEMM planned like a GEMM of its sizes, except on the CPU 3x3 layers of stride 1
 // and pointwise layers' forward (and fp32 backward data where dy has as many channels as dx or
 // more), which are direct convolutions (launch_direct), strided layers' backward data, a GEMM
-// of columns and a gather (launch_data_by_columns), and on AVX-512 the fp32 3x3 layers that
-// Winograd's F(4x4, 3x3) takes (launch_winograd).
+// of columns and a gather (launch_data_by_columns), and on AVX-512 the fp32 and bf16 3x3 layers
+// that Winograd's F(4x4, 3x3) takes (launch_winograd).
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -151,10 +151,17 @@ void launch_data_by_columns(const Op& op, porta_ops::ConvArgs g, porta_dtype_t d
   }
 }
 
-// Winograd's kernels of the three passes, built for AVX-512 only.
-constexpr const char* kWinogradKernels[] = {"conv2d_forward_f32_winograd",
-                                            "conv2d_backward_data_f32_winograd",
-                                            "conv2d_backward_weights_f32_winograd"};
+// Winograd's kernels of the three passes, for fp32 and bf16 inputs, built for AVX-512 only.
+constexpr const char* kWinogradKernels[2][3] = {
+    {"conv2d_forward_f32_winograd", "conv2d_backward_data_f32_winograd",
+     "conv2d_backward_weights_f32_winograd"},
+    {"conv2d_forward_bf16_winograd", "conv2d_backward_data_bf16_winograd",
+     "conv2d_backward_weights_bf16_winograd"}};
+constexpr const char* kWinogradPackKernels[2][2] = {
+    {"conv2d_forward_f32_pack_winograd", "conv2d_backward_data_f32_pack_winograd"},
+    {"conv2d_forward_bf16_pack_winograd", "conv2d_backward_data_bf16_pack_winograd"}};
+
+int winograd_dtype(porta_dtype_t dtype) { return dtype == PORTA_DTYPE_BF16 ? 1 : 0; }
 
 // The layers it takes: takes_winograd, below.
 constexpr int64_t kWinogradMinWidth = 25, kWinogradMinChannels = 16;
@@ -176,7 +183,7 @@ bool winograd_by_points(const Op& op, const porta_ops::WinogradLayout& l) {
           shared.value() > int64_t{op.properties->shared_memory_per_group});
 }
 
-// Forward or backward data of an fp32 3x3 layer of stride 1 and padding 1 on AVX-512 by
+// Forward or backward data of an fp32 or bf16 3x3 layer of stride 1 and padding 1 on AVX-512 by
 // Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h): the weights transformed into the stream's
 // scratch, then a group per band of four output rows of one image (or per several bands of a
 // narrow image's, across images), its transformed windows and their sums in the group's shared
@@ -185,8 +192,8 @@ bool winograd_by_points(const Op& op, const porta_ops::WinogradLayout& l) {
 // group of bands (a slot) transformed; then a group per two output blocks transforms their
 // weights a chunk of input channels at a time into a buffer of its own and multiplies every
 // slot's windows by them, point by point; then the outputs.
-void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void* in0,
-                     const void* in1, float* out) {
+void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t dtype,
+                     const void* in0, const void* in1, float* out) {
   const bool backward_data = pass == Pass::backward_data;
   // Narrow images' bands together, up to the tiles a micro-tile takes.
   const int64_t tiles = g.winograd_layout(backward_data).tiles();
@@ -208,6 +215,7 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void*
   const Scratch scratch = scratch_for(op, static_cast<size_t>(scratch_bytes.value()));
   g.packed_a = scratch.as<float>();
   const int index = static_cast<int>(pass);
+  const char* const kernel = kWinogradKernels[winograd_dtype(dtype)][index];
   const auto run = [&](const char* kernel, porta_ops::WinogradStep step, int64_t groups,
                        int64_t shared_floats) {
     uint32_t grid[3];
@@ -217,15 +225,14 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, const void*
            static_cast<uint32_t>(shared_floats * 4), g, in0, in1, out);
   };
   if (by_points) {
-    run(kWinogradKernels[index], porta_ops::kWinogradInputs, slots, 0);
-    run(kWinogradKernels[index], porta_ops::kWinogradProducts, l.product_groups(), 0);
-    run(kWinogradKernels[index], porta_ops::kWinogradOutputs, output_groups.value(), 0);
+    run(kernel, porta_ops::kWinogradInputs, slots, 0);
+    run(kernel, porta_ops::kWinogradProducts, l.product_groups(), 0);
+    run(kernel, porta_ops::kWinogradOutputs, output_groups.value(), 0);
     return;
   }
-  static const char* const pack_kernels[] = {"conv2d_forward_f32_pack_winograd",
-                                             "conv2d_backward_data_f32_pack_winograd"};
-  run(pack_kernels[index], porta_ops::kWinogradGroups, pack_groups.value(), 0);
-  run(kWinogradKernels[index], porta_ops::kWinogradGroups, slots, l.shared_floats());
+  run(kWinogradPackKernels[winograd_dtype(dtype)][index], porta_ops::kWinogradGroups,
+      pack_groups.value(), 0);
+  run(kernel, porta_ops::kWinogradGroups, slots, l.shared_floats());
 }
 
 // Backward weights of such a layer by Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h): a
@@ -247,8 +254,10 @@ bool winograd_weights_by_points(const porta_ops::ConvArgs& g) {
   return g.winograd_weights_layout().sums_floats() * 4 > kWinogradSumsBytes;
 }
 
-void launch_winograd_weights(const Op& op, porta_ops::ConvArgs g, const void* x, const void* dy,
-                             float* dw) {
+void launch_winograd_weights(const Op& op, porta_ops::ConvArgs g, porta_dtype_t dtype,
+                             const void* x, const void* dy, float* dw) {
+  const char* const kernel =
+      kWinogradKernels[winograd_dtype(dtype)][static_cast<int>(Pass::backward_weights)];
   g.winograd_runs = g.winograd_chunk = g.winograd_columns = 1;
   const auto layout = [&] { return g.winograd_weights_layout(); };
   if (winograd_weights_by_points(g)) {
@@ -273,7 +282,6 @@ void launch_winograd_weights(const Op& op, porta_ops::ConvArgs g, const void* x,
     }
     const Scratch scratch = scratch_for(op, static_cast<size_t>(bytes.value()));
     g.packed_a = scratch.as<float>();
-    const char* const kernel = kWinogradKernels[static_cast<int>(Pass::backward_weights)];
     g.winograd_step = porta_ops::kWinogradInputs;
     launch(op, kernel, dim3(slot_grid[0], slot_grid[1], slot_grid[2]), dim3(1), 0, g, x, dy, dw);
     g.winograd_step = porta_ops::kWinogradProducts;
@@ -296,8 +304,7 @@ void launch_winograd_weights(const Op& op, porta_ops::ConvArgs g, const void* x,
   }
   const Scratch scratch = scratch_for(op, static_cast<size_t>(bytes.value()));
   g.packed_a = scratch.as<float>();
-  launch(op, "conv2d_backward_weights_f32_winograd", dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g,
-         x, dy, dw);
+  launch(op, kernel, dim3(grid[0], grid[1], grid[2]), dim3(1), 0, g, x, dy, dw);
   launch(op, "conv2d_backward_weights_f32_add_winograd",
          dim3(add_grid[0], add_grid[1], add_grid[2]), dim3(1), 0, g, x, dy, dw);
 }
@@ -310,8 +317,8 @@ bool winograd_allowed() {
   return allowed;
 }
 
-// Whether Winograd's F(4x4, 3x3) takes an fp32 3x3 layer's pass: the host's kernel library built
-// for AVX-512 (the only one with its kernels), at least two bands and two tiles of a band.
+// Whether Winograd's F(4x4, 3x3) takes an fp32 or bf16 3x3 layer's pass: the host's kernel library
+// built for AVX-512 (the only one with its kernels), at least two bands and two tiles of a band.
 // Forward and backward data: at least kWinogradMinChannels input channels, where its rounding
 // stays within the bound of a plain sum of that depth (the tests' tolerance: fewer channels,
 // fewer terms to spread the transforms' error); images narrower than kWinogradMinWidth at least
@@ -324,11 +331,14 @@ bool winograd_allowed() {
 // rounding stays within a plain sum's bound; and images at least kWinogradMinWidth wide, or by
 // points (winograd_weights_by_points: narrower images' runs, few tiles each, measured slower
 // than the direct convolution, 14x14x64 by points too, whose transformed slots outgrow the caches
-// where the filters are few).
+// where the filters are few). bf16 forward and backward data only where images are at least
+// kWinogradMinWidth wide: the direct convolution multiplies bf16 pairs at twice fp32's rate, and
+// on the Zen 4 it was level with Winograd at 14x14x256 and 1.2-1.4x faster at 7x7x512, where
+// Winograd was 1.3-1.6x faster at 28x28x128 and 56x56x64 (one core).
 
-bool takes_winograd(Pass pass, const Op& op, const porta_ops::ConvArgs& g) {
+bool takes_winograd(Pass pass, const Op& op, const porta_ops::ConvArgs& g, porta_dtype_t dtype) {
   if (!g.direct_shape() || g.pointwise() || !runs_packed_path(op) || !winograd_allowed() ||
-      !has_kernel(op, kWinogradKernels[static_cast<int>(pass)])) {
+      !has_kernel(op, kWinogradKernels[winograd_dtype(dtype)][static_cast<int>(pass)])) {
     return false;
   }
   if (pass == Pass::backward_weights) {
@@ -340,6 +350,7 @@ bool takes_winograd(Pass pass, const Op& op, const porta_ops::ConvArgs& g) {
   }
   const porta_ops::WinogradLayout l = g.winograd_layout(pass == Pass::backward_data);
   const int64_t min_channels = l.width < kWinogradMinWidth ? kWinogradMinNarrowChannels : 0;
+  if (dtype == PORTA_DTYPE_BF16 && l.width < kWinogradMinWidth) return false;
   if (l.bands() < 2 || l.tiles() < 2 || l.in_channels < kWinogradMinChannels ||
       l.in_channels < min_channels || l.out_channels < min_channels) {
     return false;
@@ -438,9 +449,11 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     if (pass == Pass::backward_data && (g.stride_h > 1 || g.stride_w > 1) && runs_packed_path(op)) {
       return launch_data_by_columns(op, g, d.dtype, in0, in1, out);
     }
-    if (d.dtype == PORTA_DTYPE_F32 && takes_winograd(pass, op, g)) {
-      return pass == Pass::backward_weights ? launch_winograd_weights(op, g, in0, in1, out)
-                                            : launch_winograd(pass, op, g, in0, in1, out);
+    const bool winograd_input =
+        d.dtype == PORTA_DTYPE_F32 || (d.dtype == PORTA_DTYPE_BF16 && !matrix_units);
+    if (winograd_input && takes_winograd(pass, op, g, d.dtype)) {
+      return pass == Pass::backward_weights ? launch_winograd_weights(op, g, d.dtype, in0, in1, out)
+                                            : launch_winograd(pass, op, g, d.dtype, in0, in1, out);
     }
     if (pass != Pass::backward_weights && direct && runs_packed_path(op) &&
         (d.dtype == PORTA_DTYPE_F32 || d.dtype == PORTA_DTYPE_BF16)) {

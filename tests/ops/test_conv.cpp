@@ -446,6 +446,26 @@ TEST_CASE("conv2d: backward weights by Winograd's minimal filtering", "[conv]") 
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
+// bf16 inputs through the same kernels, widened exactly as they are read: forward and backward
+// data where images are at least 25 wide (narrower ones stay on the direct convolution), by
+// points too (a wide layer whose transformed weights pass 16 MiB), and backward weights as
+// fp32's, every other case from a misaligned offset. On a CPU with matrix tiles (AMX) the tiles
+// take these layers; the cpu.ops.widened variant, which keeps bf16 off them, runs Winograd there.
+TEST_CASE("conv2d: bf16 3x3 layers by Winograd's minimal filtering", "[conv][16bit]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w}
+  const ConvCase cases[] = {
+      {1, 16, 5, 25, 3, 3, 3, 1, 1},     // 7 tiles, the last one column; a band of one row
+      {2, 20, 8, 28, 33, 3, 3, 1, 1},    // two bands a group, across images; 33 outputs
+      {1, 17, 6, 61, 40, 3, 3, 1, 1},    // 16 tiles: 14, then 2; 17 channels
+      {3, 48, 9, 26, 16, 3, 3, 1, 1},    // nine bands, two a group: the last group has one
+      {2, 40, 9, 26, 37, 3, 3, 1, 1},    // backward weights: bands of one row at the bottom
+      {4, 32, 16, 28, 32, 3, 3, 1, 1},   // backward weights: eight slots, runs of four chunks
+      {2, 400, 5, 28, 390, 3, 3, 1, 1},  // by points: 22 MB of weights; backward weights too
+  };
+  run_bf16_cases(env, cases);
+}
+
 // bf16 3x3 layers at least 14 wide on a CPU's matrix tiles (AMX): forward and backward data a
 // direct convolution over padded planes of channel pairs, 32 positions and 32 output channels a
 // step, backward weights over x's padded planes and dy transposed into pairs of positions

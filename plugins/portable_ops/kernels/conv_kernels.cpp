@@ -216,7 +216,7 @@ PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const
   run_direct_f32(g, dy, dx, true);
 }
 
-// Winograd's F(4x4, 3x3) for fp32 3x3 layers of stride 1 and padding 1 on AVX-512
+// Winograd's F(4x4, 3x3) for fp32 and bf16 3x3 layers of stride 1 and padding 1 on AVX-512
 // (ConvArgs::winograd, kernels/conv_winograd_cpu.h): a _pack_winograd kernel transforms the
 // weights into packed_a, a group per (block of 32 output channels, block of 32 input channels),
 // then a group per ConvArgs::winograd bands of four output rows convolves, or, by points, the
@@ -225,7 +225,8 @@ PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const
 #if defined(__AVX512F__)
 namespace winograd = porta_ops::cpu::winograd;
 
-PORTA_DEVICE_FUNCTION void pack_winograd(const ConvArgs& g, const float* w, bool backward_data) {
+template <class T>
+PORTA_DEVICE_FUNCTION void pack_winograd(const ConvArgs& g, const T* w, bool backward_data) {
   const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
   const int64_t index = porta_ops::group_number();
   if (index < l.output_blocks() * porta_ops::div_up(l.in_channels, l.kOutputs)) {
@@ -239,8 +240,9 @@ PORTA_DEVICE_FUNCTION void pack_winograd(const ConvArgs& g, const float* w, bool
   }
 }
 
-PORTA_DEVICE_FUNCTION void run_winograd(const ConvArgs& g, const float* in, const float* w,
-                                        float* out, bool backward_data) {
+template <class T>
+PORTA_DEVICE_FUNCTION void run_winograd(const ConvArgs& g, const T* in, const T* w, float* out,
+                                        bool backward_data) {
   const porta_ops::WinogradLayout l = g.winograd_layout(backward_data);
   const int64_t group = porta_ops::group_number(), blocks = l.output_blocks();
   switch (g.winograd_step) {
@@ -288,11 +290,35 @@ PORTA_KERNEL(conv2d_backward_data_f32_winograd, ConvArgs g, const float* dy, con
   run_winograd(g, dy, w, dx, true);
 }
 
+PORTA_KERNEL(conv2d_forward_bf16_pack_winograd, ConvArgs g, const porta_ops::bf16* x,
+             const porta_ops::bf16* w, float* y) {
+  (void)x, (void)y;
+  pack_winograd(g, w, false);
+}
+
+PORTA_KERNEL(conv2d_forward_bf16_winograd, ConvArgs g, const porta_ops::bf16* x,
+             const porta_ops::bf16* w, float* y) {
+  run_winograd(g, x, w, y, false);
+}
+
+PORTA_KERNEL(conv2d_backward_data_bf16_pack_winograd, ConvArgs g, const porta_ops::bf16* dy,
+             const porta_ops::bf16* w, float* dx) {
+  (void)dy, (void)dx;
+  pack_winograd(g, w, true);
+}
+
+PORTA_KERNEL(conv2d_backward_data_bf16_winograd, ConvArgs g, const porta_ops::bf16* dy,
+             const porta_ops::bf16* w, float* dx) {
+  run_winograd(g, dy, w, dx, true);
+}
+
 // Backward weights: a group per run of slots sums its products and
 // transforms them into taps, then a group per output channel adds up the runs' taps into dw; or,
-// by points, the _winograd kernel's two steps (ConvArgs::winograd_step).
-PORTA_KERNEL(conv2d_backward_weights_f32_winograd, ConvArgs g, const float* x, const float* dy,
-             float* dw) {
+// by points, the _winograd kernel's two steps (ConvArgs::winograd_step). The adding kernel reads
+// neither x nor dy, so the fp32 one serves bf16 too.
+template <class T>
+PORTA_DEVICE_FUNCTION void run_winograd_weights(const ConvArgs& g, const T* x, const T* dy,
+                                                float* dw) {
   const porta_ops::WinogradWeightsLayout l = g.winograd_weights_layout();
   const int64_t group = porta_ops::group_number();
   switch (g.winograd_step) {
@@ -310,6 +336,16 @@ PORTA_KERNEL(conv2d_backward_weights_f32_winograd, ConvArgs g, const float* x, c
     default:
       break;
   }
+}
+
+PORTA_KERNEL(conv2d_backward_weights_f32_winograd, ConvArgs g, const float* x, const float* dy,
+             float* dw) {
+  run_winograd_weights(g, x, dy, dw);
+}
+
+PORTA_KERNEL(conv2d_backward_weights_bf16_winograd, ConvArgs g, const porta_ops::bf16* x,
+             const porta_ops::bf16* dy, float* dw) {
+  run_winograd_weights(g, x, dy, dw);
 }
 
 PORTA_KERNEL(conv2d_backward_weights_f32_add_winograd, ConvArgs g, const float* x, const float* dy,

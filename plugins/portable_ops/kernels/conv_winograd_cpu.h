@@ -1,6 +1,7 @@
-// 3x3 convolutions of stride 1 and padding 1 on AVX-512, fp32, by Winograd's minimal filtering
-// F(4x4, 3x3): forward (x and w) and backward data (dy and w turned round, as the direct
-// convolution takes them). Each 4 x 4 tile of outputs is
+// 3x3 convolutions of stride 1 and padding 1 on AVX-512, fp32 or bf16 inputs (widened exactly
+// as they are read, the arithmetic fp32), by Winograd's minimal filtering F(4x4, 3x3): forward
+// (x and w) and backward data (dy and w turned round, as the direct convolution takes them).
+// Each 4 x 4 tile of outputs is
 //   Y = A^T [ sum over input channels i of (G g_i G^T) .* (B^T d_i B) ] A
 // where d_i is the tile's 6 x 6 window of input channel i (zeros past the edges) and g_i the 3x3
 // filter from channel i to the output channel: 36 products per input channel for 16 outputs
@@ -30,6 +31,27 @@ inline constexpr int kLanes = Layout::kLanes;
 #if defined(__AVX512F__)
 inline constexpr int kMaxTiles = Layout::kMaxTiles;
 static_assert(Layout::kOutputs == kNR && kLanes == kVL, "a block of outputs is a micro-tile's");
+
+// Up to 16 lanes of x, dy or w as stored (masked; zeros elsewhere): fp32, or bf16 widened.
+__attribute__((always_inline)) inline __m512 load_lanes(__mmask16 lanes, const float* p) {
+  return _mm512_maskz_loadu_ps(lanes, p);
+}
+__attribute__((always_inline)) inline __m512 load_lanes(__mmask16 lanes, const bf16* p) {
+  const __m512i bits = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+}
+
+// 16 lanes gathered from base + index[lane] (masked; zeros elsewhere), fp32 or bf16 widened: a
+// bf16 lane reads the 32-bit word from its element, whose upper half is shifted away.
+__attribute__((always_inline)) inline __m512 gather_lanes(__mmask16 lanes, __m512i index,
+                                                          const float* base) {
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, index, base, 4);
+}
+__attribute__((always_inline)) inline __m512 gather_lanes(__mmask16 lanes, __m512i index,
+                                                          const bf16* base) {
+  const __m512i words = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lanes, index, base, 2);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));
+}
 
 // B^T along one dimension of six vectors: o = B^T d.
 __attribute__((always_inline)) inline void input_rows(const __m512 (&d)[6], __m512 (&o)[6]) {
@@ -63,10 +85,13 @@ __attribute__((always_inline)) inline void filter_rows(const __m512 (&g)[3], __m
 // u[(p * u_channels + i) * 32]. Forward: g[r][s] = w[o, i, r, s] (w is K x C x 3 x 3), each
 // output channel's filters of the block one run of w; backward data: w[i, o, 2 - r, 2 - s], the
 // filter turned round and its channels swapped, each input channel's filters of the block one
-// run. The runs are staged in `staging` (32 x 32 x 9 floats, direct::stage_runs), whose taps the
-// vectors gather. Channels past the last output channel are zeros.
-inline void pack_weights(const Layout& l, const float* w, bool backward_data, int64_t block,
-                         int64_t i0, float* u, int64_t u_channels, float* staging) {
+// run. The runs are staged in `staging` (room for 32 x 32 x 9 floats, direct::stage_runs; bf16
+// staged as bf16 and widened as gathered), whose taps the vectors gather. Channels past the last
+// output channel are zeros.
+template <class T>
+void pack_weights(const Layout& l, const T* w, bool backward_data, int64_t block, int64_t i0,
+                  float* u, int64_t u_channels, float* room) {
+  T* const staging = reinterpret_cast<T*>(room);
   constexpr int64_t kBlock = Layout::kOutputs, kTaps = 9;
   const int64_t o0 = block * kBlock;
   const int64_t inputs = min64(kBlock, l.in_channels - i0),
@@ -74,8 +99,8 @@ inline void pack_weights(const Layout& l, const float* w, bool backward_data, in
   // staging[(o * kBlock + i) * 9 + tap]: forward's runs are o's, backward data's i's.
   const int64_t runs = backward_data ? inputs : outputs;
   const int64_t length = (backward_data ? outputs : inputs) * kTaps;
-  const float* const first = backward_data ? w + (i0 * l.out_channels + o0) * kTaps
-                                           : w + (o0 * l.in_channels + i0) * kTaps;
+  const T* const first = backward_data ? w + (i0 * l.out_channels + o0) * kTaps
+                                       : w + (o0 * l.in_channels + i0) * kTaps;
   const int64_t run_step = (backward_data ? l.out_channels : l.in_channels) * kTaps;
   direct::stage_runs(first, runs, run_step, length, staging, kBlock * kTaps);
   // Lane o of input channel i at staging + (o * kBlock + i) * 9 (forward) or (i * kBlock + o) * 9.
@@ -88,12 +113,12 @@ inline void pack_weights(const Layout& l, const float* w, bool backward_data, in
     for (int64_t half = 0; half < kBlock / 16; ++half) {
       const int64_t lanes = min64(16, outputs - 16 * half);
       const __mmask16 real = static_cast<__mmask16>(lanes > 0 ? (1u << lanes) - 1 : 0);
-      const float* const base = staging + 16 * half * lane_step + i * input_step;
+      const T* const base = staging + 16 * half * lane_step + i * input_step;
       __m512 g[3][3];
       for (int r = 0; r < 3; ++r) {
         for (int c = 0; c < 3; ++c) {
           const int tap = backward_data ? (2 - r) * 3 + 2 - c : r * 3 + c;
-          g[r][c] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), real, lane, base + tap, 4);
+          g[r][c] = gather_lanes(real, lane, base + tap);
         }
       }
       __m512 gg[6][3];  // G g: rows a, columns c
@@ -138,8 +163,9 @@ struct Rows {
 // The bands a transform takes together: one, or two of at most kPairedTiles tiles (images at
 // most 28 wide) side by side in the lanes, the second's tiles after the first's.
 inline constexpr int kPairedTiles = 7;
+template <class T>
 struct Bands {
-  const float* image[2];  // each band's image (its planes of x or dy)
+  const T* image[2];      // each band's image (its planes of x or dy)
   int64_t band[2];        // the band there
   int count;
 };
@@ -147,12 +173,12 @@ struct Bands {
 // Calls transform(bands, j) for `count` bands from band `first` of a launch's (band n of image
 // n / per_image, `images` image_floats apart), two at a time where they have at most
 // kPairedTiles tiles; j is the index of the first of them among the `count`.
-template <typename Transform>
-inline void for_each_pair(const float* images, int64_t image_floats, int64_t per_image,
-                          int64_t first, int64_t count, int tiles, const Transform& transform) {
+template <class T, typename Transform>
+inline void for_each_pair(const T* images, int64_t image_floats, int64_t per_image, int64_t first,
+                          int64_t count, int tiles, const Transform& transform) {
   const int64_t together = tiles <= kPairedTiles ? 2 : 1;
   for (int64_t j = 0; j < count; j += together) {
-    Bands pair{};
+    Bands<T> pair{};
     pair.count = static_cast<int>(min64(together, count - j));
     for (int b = 0; b < pair.count; ++b) {
       pair.image[b] = images + (first + j + b) / per_image * image_floats;
@@ -185,13 +211,13 @@ __attribute__((always_inline)) inline __m512 pick_column(const Picks& picks, __m
 
 // A transform's input rows: row 4 band + first_row + r (r < rows) of each band's image, Vectors
 // vectors of it from column first_column, masked to the image (zeros past its edges).
-template <int Count, int Vectors>
+template <int Count, int Vectors, class T>
 struct BandRows {
-  const Bands& bands;
+  const Bands<T>& bands;
   int64_t plane, width, height, first_row, rows, first_column;
   __mmask16 inside[Vectors];
 
-  BandRows(const Layout& l, const Bands& b, int64_t first_row_, int64_t rows_, int64_t column)
+  BandRows(const Layout& l, const Bands<T>& b, int64_t first_row_, int64_t rows_, int64_t column)
       : bands(b),
         plane(l.height * l.width),
         width(l.width),
@@ -213,7 +239,7 @@ struct BandRows {
   // prefetch, so a transform fetches those of a channel ahead while it transforms one.
   __attribute__((always_inline)) void prefetch(int64_t c) const {
     for (int b = 0; b < Count; ++b) {
-      const float* const ahead = bands.image[b] + c * plane + first_column;
+      const T* const ahead = bands.image[b] + c * plane + first_column;
       const int64_t top = 4 * bands.band[b] + first_row;
       for (int64_t row = max64(0, top); row < min64(top + rows, height); ++row) {
         for (int q = 0; q < Vectors; ++q) {
@@ -229,9 +255,9 @@ struct BandRows {
     for (int b = 0; b < Count; ++b) {
       const int64_t row = 4 * bands.band[b] + first_row + r;
       const bool in_image = row >= 0 && row < height;
-      const float* const from = bands.image[b] + c * plane + row * width + first_column;
+      const T* const from = bands.image[b] + c * plane + row * width + first_column;
       for (int q = 0; q < Vectors; ++q) {
-        v[b][q] = in_image ? _mm512_maskz_loadu_ps(inside[q], from + 16 * q) : __m512{};
+        v[b][q] = in_image ? load_lanes(inside[q], from + 16 * q) : __m512{};
       }
       any |= in_image;
     }
@@ -246,14 +272,14 @@ struct BandRows {
 // band's rows five vectors from column 4 t0 - 1 (masked to the image), columns 4 and 5 being
 // columns 0 and 1 one tile on; two bands' rows two vectors each, their 32 columns holding every
 // window of the band's.
-template <int Count>
-void transform_inputs_of(const Layout& l, const Bands& bands, int64_t t0, int tiles, int lane,
+template <int Count, class T>
+void transform_inputs_of(const Layout& l, const Bands<T>& bands, int64_t t0, int tiles, int lane,
                          int stored, Rows V) {
   constexpr int count = Count;  // bands.count, unrolled
   const __mmask16 written = static_cast<__mmask16>((1u << (count * tiles)) - 1);
   const __mmask16 store = static_cast<__mmask16>((1u << stored) - 1);
   constexpr int vectors = count == 1 ? 5 : 2;  // a band's row
-  const BandRows<count, vectors> rows(l, bands, -1, 6, 4 * t0 - 1);
+  const BandRows<count, vectors, T> rows(l, bands, -1, 6, 4 * t0 - 1);
   const Picks picks(count == 1 ? 8 : tiles);
   alignas(64) float across[6][6][16];  // [window row][B^T column][tile]
   constexpr int64_t kAhead = 2;        // channels ahead whose rows are fetched
@@ -295,8 +321,9 @@ void transform_inputs_of(const Layout& l, const Bands& bands, int64_t t0, int ti
 }
 
 // transform_inputs_of for the bands' count.
-inline void transform_inputs(const Layout& l, const Bands& bands, int64_t t0, int tiles, int lane,
-                             int stored, Rows V) {
+template <class T>
+void transform_inputs(const Layout& l, const Bands<T>& bands, int64_t t0, int tiles, int lane,
+                      int stored, Rows V) {
   if (bands.count == 2) return transform_inputs_of<2>(l, bands, t0, tiles, lane, stored, V);
   transform_inputs_of<1>(l, bands, t0, tiles, lane, stored, V);
 }
@@ -417,10 +444,11 @@ inline void transform_outputs(const Layout& l, const float* M, int lane, int til
 // first / bands, band first % bands, and on, across images; count * tiles at most kMaxTiles)
 // transformed into V (V[point][channel][16 tiles]) side by side, two bands a transform where they
 // are narrow enough.
-inline void transform_band_inputs(const Layout& l, const float* in, int64_t first, int64_t count,
-                                  int64_t t0, int tiles, float* V) {
+template <class T>
+void transform_band_inputs(const Layout& l, const T* in, int64_t first, int64_t count, int64_t t0,
+                           int tiles, float* V) {
   for_each_pair(in, l.in_channels * l.height * l.width, l.bands(), first, count, tiles,
-                [&](const Bands& pair, int64_t j) {
+                [&](const Bands<T>& pair, int64_t j) {
                   transform_inputs(l, pair, t0, tiles, static_cast<int>(j) * tiles,
                                    pair.count * tiles, Rows{V, l.in_channels * kLanes});
                 });
@@ -441,8 +469,9 @@ inline void transform_band_outputs(const Layout& l, const float* M, float* out, 
 // windows transformed, then each output block's products and outputs. A band of more tiles
 // (count 1) goes kMaxTiles tiles at a time. V and M in the group's shared memory
 // (Layout::shared_floats).
-inline void run_bands(const Layout& l, const float* in, const float* packed, float* out,
-                      int64_t first, int64_t count, float* shared) {
+template <class T>
+void run_bands(const Layout& l, const T* in, const float* packed, float* out, int64_t first,
+               int64_t count, float* shared) {
   float* const V = shared;
   float* const M = shared + l.transformed_floats();
   const int64_t tiles = l.tiles();
@@ -465,13 +494,15 @@ inline void run_bands(const Layout& l, const float* in, const float* packed, flo
 // adds every slot's products over those channels, point by point, to the slots' M (each
 // chunk's sums from zero, for the rounding); a group per (slot, output block) transforms M into
 // outputs.
-inline void transform_slot_inputs(const Layout& l, const float* in, int64_t slot, float* packed) {
+template <class T>
+void transform_slot_inputs(const Layout& l, const T* in, int64_t slot, float* packed) {
   transform_band_inputs(l, in, slot * l.slot_bands, l.bands_of(slot), 0,
                         static_cast<int>(l.tiles()), l.slot_inputs(packed, slot));
 }
 
-inline void multiply_slots(const Layout& l, const float* w, bool backward_data, int64_t group,
-                           float* packed, float* staging) {
+template <class T>
+void multiply_slots(const Layout& l, const T* w, bool backward_data, int64_t group, float* packed,
+                    float* staging) {
   constexpr int64_t kChannels = Layout::kGroupChannels;
   const int64_t b0 = group * Layout::kGroupBlocks;
   const int64_t blocks = min64(Layout::kGroupBlocks, l.output_blocks() - b0);
@@ -535,14 +566,14 @@ __attribute__((always_inline)) inline void gradient_rows(const __m512 (&d)[4], _
 // out_channels planes), into D.at(point, k)[lane + t] (the second band's from lane + tiles), zeros
 // after them up to lane + stored: each row's vectors from column 4 t0 (masked to the image) give
 // column j of every tile by permutes, as transform_inputs's windows.
-template <int Count>
-void transform_gradients_of(const Layout& l, const Bands& bands, int64_t t0, int tiles, int lane,
+template <int Count, class T>
+void transform_gradients_of(const Layout& l, const Bands<T>& bands, int64_t t0, int tiles, int lane,
                             int stored, Rows D) {
   constexpr int count = Count;  // bands.count, unrolled
   const __mmask16 written = static_cast<__mmask16>((1u << (count * tiles)) - 1);
   const __mmask16 store = static_cast<__mmask16>((1u << stored) - 1);
   constexpr int vectors = count == 1 ? 4 : 2;  // a band's row
-  const BandRows<count, vectors> rows(l, bands, 0, 4, 4 * t0);
+  const BandRows<count, vectors, T> rows(l, bands, 0, 4, 4 * t0);
   const Picks picks(count == 1 ? 8 : tiles);
   alignas(64) float across[4][6][16];  // [tile row][A column][tile]
   // Channels ahead whose rows are fetched, as transform_inputs's: four rows a channel, twice its
@@ -577,8 +608,9 @@ void transform_gradients_of(const Layout& l, const Bands& bands, int64_t t0, int
 }
 
 // transform_gradients_of for the bands' count.
-inline void transform_gradients(const Layout& l, const Bands& bands, int64_t t0, int tiles,
-                                int lane, int stored, Rows D) {
+template <class T>
+void transform_gradients(const Layout& l, const Bands<T>& bands, int64_t t0, int tiles, int lane,
+                         int stored, Rows D) {
   if (bands.count == 2) return transform_gradients_of<2>(l, bands, t0, tiles, lane, stored, D);
   transform_gradients_of<1>(l, bands, t0, tiles, lane, stored, D);
 }
@@ -587,15 +619,15 @@ inline void transform_gradients(const Layout& l, const Bands& bands, int64_t t0,
 // where they are narrow enough (the pair's images, its pass's first tile and tile count, its
 // first lane and the lanes it stores: the last call's fill the slot with zeros after its tiles).
 // `images` are x's or dy's planes, `image_floats` apart.
-template <typename Transform>
-inline void for_each_band(const WeightsLayout& w, int64_t slot, const float* images,
+template <class T, typename Transform>
+inline void for_each_band(const WeightsLayout& w, int64_t slot, const T* images,
                           int64_t image_floats, const Transform& transform) {
   const int64_t t0 = slot % w.passes() * kLanes;
   const int tiles = static_cast<int>(min64(kLanes, w.tiles() - t0));
   const int64_t first = slot / w.passes() * w.bands_per_slot();
   const int64_t count = min64(w.bands_per_slot(), w.batch * w.bands() - first);
   for_each_pair(images, image_floats, w.bands(), first, count, tiles,
-                [&](const Bands& pair, int64_t j) {
+                [&](const Bands<T>& pair, int64_t j) {
                   const int lane = static_cast<int>(j) * tiles;
                   const int stored =
                       j + pair.count < count ? pair.count * tiles : static_cast<int>(kLanes) - lane;
@@ -616,12 +648,13 @@ struct ChannelRows {
 
 // Slot `slot`'s tiles of dy into rows dy_rows (D.at(point, k), K rows of the slot's 16 tiles a
 // point) and its windows of x into x_rows, transposed (the slot's tile t is row t).
-inline void transform_slot(const WeightsLayout& w, const float* x, const float* dy, int64_t slot,
-                           Rows dy_rows, ChannelRows x_rows) {
+template <class T>
+void transform_slot(const WeightsLayout& w, const T* x, const T* dy, int64_t slot, Rows dy_rows,
+                    ChannelRows x_rows) {
   const Layout l = w.image();
   const int64_t plane = l.height * l.width, channels = l.in_channels;
   for_each_band(w, slot, dy, l.out_channels * plane,
-                [&](const Bands& bands, int64_t t0, int tiles, int lane, int stored) {
+                [&](const Bands<T>& bands, int64_t t0, int tiles, int lane, int stored) {
                   transform_gradients(l, bands, t0, tiles, lane, stored, dy_rows);
                 });
   // 16 channels at a time into `block` (rows of tiles), then each point's 16 x 16 transposed.
@@ -632,7 +665,7 @@ inline void transform_slot(const WeightsLayout& w, const float* x, const float* 
     const Layout of_block{l.height, l.width, count, l.out_channels, l.batch, l.slot_bands};
     if (count > 0) {
       for_each_band(w, slot, x + b * plane, l.in_channels * plane,
-                    [&](const Bands& bands, int64_t t0, int tiles, int lane, int stored) {
+                    [&](const Bands<T>& bands, int64_t t0, int tiles, int lane, int stored) {
                       transform_inputs(of_block, bands, t0, tiles, lane, stored,
                                        Rows{&block[0][0][0], 16 * kLanes});
                     });
@@ -757,8 +790,9 @@ inline void unpack_sums(const float* sums, int64_t point_step, int64_t row_step,
 // Run `run`'s slots, `chunk` slots at a time: transformed into its buffer, their products added
 // to its sums (36 points of K x columns()), stored by the first chunk. Output channels in blocks
 // of up to 14, as even as they divide.
-inline void run_weights_group(const WeightsLayout& w, const float* x, const float* dy, int64_t run,
-                              float* packed) {
+template <class T>
+void run_weights_group(const WeightsLayout& w, const T* x, const T* dy, int64_t run,
+                       float* packed) {
   const int64_t width = w.columns(), out = w.out_channels;
   float* const taps = packed + run * w.group_floats();
   float* const sums = taps + w.taps_floats();
@@ -818,8 +852,9 @@ inline ChannelRows by_points_x_rows(const WeightsLayout& w, float* packed, int64
   return {packed + w.dy_floats() + first * kNR, point_step, kNR, kPoints * point_step};
 }
 
-inline void transform_weights_slot(const WeightsLayout& w, const float* x, const float* dy,
-                                   int64_t slot, float* packed) {
+template <class T>
+void transform_weights_slot(const WeightsLayout& w, const T* x, const T* dy, int64_t slot,
+                            float* packed) {
   transform_slot(w, x, dy, slot, Rows{packed + slot * w.out_channels * kLanes, w.dy_point_floats()},
                  by_points_x_rows(w, packed, slot * kLanes));
 }
