@@ -408,19 +408,25 @@ TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[con
 // blocks of 32 input channels (the weights' transform) and of 32 and 16 outputs; and by points
 // (transformed weights past 16 MiB): slots of four bands across images, the last of one band,
 // products groups of two output blocks and of one (partial), channels in chunks of 64 and fewer.
+// Layers at least 25 wide, which bf16 takes by Winograd too (below).
+// {n, c, h, w, k, r, s, pad_h, pad_w}
+const ConvCase kWinogradWideCases[] = {
+    {1, 16, 5, 25, 3, 3, 3, 1, 1},   // 7 tiles, the last one column; a band of one row
+    {2, 20, 8, 28, 33, 3, 3, 1, 1},  // two bands a group, across images; 33 outputs
+    {1, 17, 6, 61, 40, 3, 3, 1, 1},  // 16 tiles: 14, then 2; 17 channels
+    {3, 48, 9, 26, 16, 3, 3, 1, 1},  // nine bands, two a group: the last group has one
+};
+
 TEST_CASE("conv2d: 3x3 layers by Winograd's minimal filtering", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w}
   const ConvCase cases[] = {
-      {1, 16, 5, 25, 3, 3, 3, 1, 1},     // 7 tiles, the last one column; a band of one row
-      {2, 20, 8, 28, 33, 3, 3, 1, 1},    // two bands a group, across images; 33 outputs
-      {1, 17, 6, 61, 40, 3, 3, 1, 1},    // 16 tiles: 14, then 2; 17 channels
-      {3, 48, 9, 26, 16, 3, 3, 1, 1},    // nine bands, two a group: the last group has one
       {1, 33, 12, 100, 70, 3, 3, 1, 1},  // 25 tiles: 14 and 11; outputs 32 + 32 + 6
       {4, 32, 14, 14, 40, 3, 3, 1, 1},   // 14 wide: three bands a group, across images
       {3, 400, 9, 10, 390, 3, 3, 1, 1},  // by points: 24 MB of weights; slots of 4, 4 and 1 band
   };
   uint64_t index = 0;
+  for (const ConvCase& c : kWinogradWideCases) run_f32(env, c, seed_for(index++));
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
 }
 
@@ -455,14 +461,11 @@ TEST_CASE("conv2d: bf16 3x3 layers by Winograd's minimal filtering", "[conv][16b
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w}
   const ConvCase cases[] = {
-      {1, 16, 5, 25, 3, 3, 3, 1, 1},     // 7 tiles, the last one column; a band of one row
-      {2, 20, 8, 28, 33, 3, 3, 1, 1},    // two bands a group, across images; 33 outputs
-      {1, 17, 6, 61, 40, 3, 3, 1, 1},    // 16 tiles: 14, then 2; 17 channels
-      {3, 48, 9, 26, 16, 3, 3, 1, 1},    // nine bands, two a group: the last group has one
       {2, 40, 9, 26, 37, 3, 3, 1, 1},    // backward weights: bands of one row at the bottom
       {4, 32, 16, 28, 32, 3, 3, 1, 1},   // backward weights: eight slots, runs of four chunks
       {2, 400, 5, 28, 390, 3, 3, 1, 1},  // by points: 22 MB of weights; backward weights too
   };
+  run_bf16_cases(env, kWinogradWideCases);
   run_bf16_cases(env, cases);
 }
 
