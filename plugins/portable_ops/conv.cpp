@@ -331,10 +331,11 @@ bool winograd_allowed() {
 // rounding stays within a plain sum's bound; and images at least kWinogradMinWidth wide, or by
 // points (winograd_weights_by_points: narrower images' runs, few tiles each, measured slower
 // than the direct convolution, 14x14x64 by points too, whose transformed slots outgrow the caches
-// where the filters are few). bf16 forward and backward data only where images are at least
-// kWinogradMinWidth wide: the direct convolution multiplies bf16 pairs at twice fp32's rate, and
-// on the Zen 4 it was level with Winograd at 14x14x256 and 1.2-1.4x faster at 7x7x512, where
-// Winograd was 1.3-1.6x faster at 28x28x128 and 56x56x64 (one core).
+// where the filters are few). bf16 forward and backward data as fp32's, except that where the
+// direct convolution multiplies bf16 pairs in one instruction (vdpbf16ps: twice fp32's rate)
+// only images at least kWinogradMinWidth wide: on the Zen 4 that was level with Winograd at
+// 14x14x256 and faster at 7x7x512, where Winograd was 1.3-1.6x faster at 28x28x128 and 56x56x64
+// (one core).
 
 bool takes_winograd(Pass pass, const Op& op, const porta_ops::ConvArgs& g, porta_dtype_t dtype) {
   if (!g.direct_shape() || g.pointwise() || !runs_packed_path(op) || !winograd_allowed() ||
@@ -350,7 +351,9 @@ bool takes_winograd(Pass pass, const Op& op, const porta_ops::ConvArgs& g, porta
   }
   const porta_ops::WinogradLayout l = g.winograd_layout(pass == Pass::backward_data);
   const int64_t min_channels = l.width < kWinogradMinWidth ? kWinogradMinNarrowChannels : 0;
-  if (dtype == PORTA_DTYPE_BF16 && l.width < kWinogradMinWidth) return false;
+  const bool bf16_pairs_native = requested_gemm_path() == porta_ops::kGemmPathNative &&
+                                 (op.properties->capabilities & PORTA_CAPABILITY_BF16);
+  if (dtype == PORTA_DTYPE_BF16 && bf16_pairs_native && l.width < kWinogradMinWidth) return false;
   if (l.bands() < 2 || l.tiles() < 2 || l.in_channels < kWinogradMinChannels ||
       l.in_channels < min_channels || l.out_channels < min_channels) {
     return false;

@@ -453,10 +453,11 @@ TEST_CASE("conv2d: backward weights by Winograd's minimal filtering", "[conv]") 
 }
 
 // bf16 inputs through the same kernels, widened exactly as they are read: forward and backward
-// data where images are at least 25 wide (narrower ones stay on the direct convolution), by
-// points too (a wide layer whose transformed weights pass 16 MiB), and backward weights as
-// fp32's, every other case from a misaligned offset. On a CPU with matrix tiles (AMX) the tiles
-// take these layers; the cpu.ops.widened variant, which keeps bf16 off them, runs Winograd there.
+// data where images are at least 25 wide, by points too (a wide layer whose transformed weights
+// pass 16 MiB), and backward weights as fp32's, every other case from a misaligned offset.
+// Narrower images as fp32's where the direct convolution would widen bf16 pairs, not multiply
+// them on vdpbf16ps (the cpu.ops.widened variant, and CPUs without AVX512_BF16). On a CPU with
+// matrix tiles (AMX) the tiles take these layers; cpu.ops.widened runs Winograd there too.
 TEST_CASE("conv2d: bf16 3x3 layers by Winograd's minimal filtering", "[conv][16bit]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w}
@@ -464,6 +465,7 @@ TEST_CASE("conv2d: bf16 3x3 layers by Winograd's minimal filtering", "[conv][16b
       {2, 40, 9, 26, 37, 3, 3, 1, 1},    // backward weights: bands of one row at the bottom
       {4, 32, 16, 28, 32, 3, 3, 1, 1},   // backward weights: eight slots, runs of four chunks
       {2, 400, 5, 28, 390, 3, 3, 1, 1},  // by points: 22 MB of weights; backward weights too
+      {4, 32, 14, 14, 40, 3, 3, 1, 1},   // 14 wide: Winograd where bf16 pairs are widened
   };
   run_bf16_cases(env, kWinogradWideCases);
   run_bf16_cases(env, cases);
