@@ -215,7 +215,7 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype
   const Scratch scratch = scratch_for(op, static_cast<size_t>(scratch_bytes.value()));
   g.packed_a = scratch.as<float>();
   const int index = static_cast<int>(pass);
-  const char* const kernel = kWinogradKernels[winograd_dtype(dtype)][index];
+  const char* const compute = kWinogradKernels[winograd_dtype(dtype)][index];
   const auto run = [&](const char* kernel, porta_ops::WinogradStep step, int64_t groups,
                        int64_t shared_floats) {
     uint32_t grid[3];
@@ -225,14 +225,14 @@ void launch_winograd(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype
            static_cast<uint32_t>(shared_floats * 4), g, in0, in1, out);
   };
   if (by_points) {
-    run(kernel, porta_ops::kWinogradInputs, slots, 0);
-    run(kernel, porta_ops::kWinogradProducts, l.product_groups(), 0);
-    run(kernel, porta_ops::kWinogradOutputs, output_groups.value(), 0);
+    run(compute, porta_ops::kWinogradInputs, slots, 0);
+    run(compute, porta_ops::kWinogradProducts, l.product_groups(), 0);
+    run(compute, porta_ops::kWinogradOutputs, output_groups.value(), 0);
     return;
   }
   run(kWinogradPackKernels[winograd_dtype(dtype)][index], porta_ops::kWinogradGroups,
       pack_groups.value(), 0);
-  run(kernel, porta_ops::kWinogradGroups, slots, l.shared_floats());
+  run(compute, porta_ops::kWinogradGroups, slots, l.shared_floats());
 }
 
 // Backward weights of such a layer by Winograd's F(4x4, 3x3) (kernels/conv_winograd_cpu.h): a

@@ -171,17 +171,17 @@ struct Bands {
 };
 
 // Calls transform(bands, j) for `count` bands from band `first` of a launch's (band n of image
-// n / per_image, `images` image_floats apart), two at a time where they have at most
+// n / per_image, `images` image_size elements apart), two at a time where they have at most
 // kPairedTiles tiles; j is the index of the first of them among the `count`.
 template <class T, typename Transform>
-inline void for_each_pair(const T* images, int64_t image_floats, int64_t per_image, int64_t first,
+inline void for_each_pair(const T* images, int64_t image_size, int64_t per_image, int64_t first,
                           int64_t count, int tiles, const Transform& transform) {
   const int64_t together = tiles <= kPairedTiles ? 2 : 1;
   for (int64_t j = 0; j < count; j += together) {
     Bands<T> pair{};
     pair.count = static_cast<int>(min64(together, count - j));
     for (int b = 0; b < pair.count; ++b) {
-      pair.image[b] = images + (first + j + b) / per_image * image_floats;
+      pair.image[b] = images + (first + j + b) / per_image * image_size;
       pair.band[b] = (first + j + b) % per_image;
     }
     transform(pair, j);
@@ -618,15 +618,15 @@ void transform_gradients(const Layout& l, const Bands<T>& bands, int64_t t0, int
 // Calls transform(bands, t0, tiles, lane, stored) for the bands of slot `slot`, two at a time
 // where they are narrow enough (the pair's images, its pass's first tile and tile count, its
 // first lane and the lanes it stores: the last call's fill the slot with zeros after its tiles).
-// `images` are x's or dy's planes, `image_floats` apart.
+// `images` are x's or dy's planes, `image_size` elements apart.
 template <class T, typename Transform>
-inline void for_each_band(const WeightsLayout& w, int64_t slot, const T* images,
-                          int64_t image_floats, const Transform& transform) {
+inline void for_each_band(const WeightsLayout& w, int64_t slot, const T* images, int64_t image_size,
+                          const Transform& transform) {
   const int64_t t0 = slot % w.passes() * kLanes;
   const int tiles = static_cast<int>(min64(kLanes, w.tiles() - t0));
   const int64_t first = slot / w.passes() * w.bands_per_slot();
   const int64_t count = min64(w.bands_per_slot(), w.batch * w.bands() - first);
-  for_each_pair(images, image_floats, w.bands(), first, count, tiles,
+  for_each_pair(images, image_size, w.bands(), first, count, tiles,
                 [&](const Bands<T>& pair, int64_t j) {
                   const int lane = static_cast<int>(j) * tiles;
                   const int stored =
