@@ -338,7 +338,11 @@ bool winograd_allowed() {
 // (one core).
 
 bool takes_winograd(Pass pass, const Op& op, const porta_ops::ConvArgs& g, porta_dtype_t dtype) {
-  if (!g.direct_shape() || g.pointwise() || !runs_packed_path(op) || !winograd_allowed() ||
+  // fp32 and bf16 only, bf16 where no matrix tiles take it.
+  const bool input_taken =
+      dtype == PORTA_DTYPE_F32 || (dtype == PORTA_DTYPE_BF16 && !bf16_on_matrix_units(op));
+  if (!input_taken || !g.direct_shape() || g.pointwise() || !runs_packed_path(op) ||
+      !winograd_allowed() ||
       !has_kernel(op, kWinogradKernels[winograd_dtype(dtype)][static_cast<int>(pass)])) {
     return false;
   }
@@ -452,9 +456,7 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     if (pass == Pass::backward_data && (g.stride_h > 1 || g.stride_w > 1) && runs_packed_path(op)) {
       return launch_data_by_columns(op, g, d.dtype, in0, in1, out);
     }
-    const bool winograd_input =
-        d.dtype == PORTA_DTYPE_F32 || (d.dtype == PORTA_DTYPE_BF16 && !matrix_units);
-    if (winograd_input && takes_winograd(pass, op, g, d.dtype)) {
+    if (takes_winograd(pass, op, g, d.dtype)) {
       return pass == Pass::backward_weights ? launch_winograd_weights(op, g, d.dtype, in0, in1, out)
                                             : launch_winograd(pass, op, g, d.dtype, in0, in1, out);
     }

@@ -397,6 +397,15 @@ TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[con
   run_bf16_cases(env, kDirectCases);
 }
 
+// Layers at least 25 wide, which bf16 takes by Winograd too (below).
+// {n, c, h, w, k, r, s, pad_h, pad_w}
+const ConvCase kWinogradWideCases[] = {
+    {1, 16, 5, 25, 3, 3, 3, 1, 1},   // 7 tiles, the last one column; a band of one row
+    {2, 20, 8, 28, 33, 3, 3, 1, 1},  // two bands a group, across images; 33 outputs
+    {1, 17, 6, 61, 40, 3, 3, 1, 1},  // 16 tiles: 14, then 2; 17 channels
+    {3, 48, 9, 26, 16, 3, 3, 1, 1},  // nine bands, two a group: the last group has one
+};
+
 // fp32 3x3 layers with at least 16 input channels (narrower than 25, 32 input and output
 // channels) by Winograd's F(4x4, 3x3) on AVX-512 (conv.cpp, kernels/conv_winograd_cpu.h), forward
 // and backward data (backward data's input channels are the layer's outputs: with fewer than 16
@@ -408,15 +417,6 @@ TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[con
 // blocks of 32 input channels (the weights' transform) and of 32 and 16 outputs; and by points
 // (transformed weights past 16 MiB): slots of four bands across images, the last of one band,
 // products groups of two output blocks and of one (partial), channels in chunks of 64 and fewer.
-// Layers at least 25 wide, which bf16 takes by Winograd too (below).
-// {n, c, h, w, k, r, s, pad_h, pad_w}
-const ConvCase kWinogradWideCases[] = {
-    {1, 16, 5, 25, 3, 3, 3, 1, 1},   // 7 tiles, the last one column; a band of one row
-    {2, 20, 8, 28, 33, 3, 3, 1, 1},  // two bands a group, across images; 33 outputs
-    {1, 17, 6, 61, 40, 3, 3, 1, 1},  // 16 tiles: 14, then 2; 17 channels
-    {3, 48, 9, 26, 16, 3, 3, 1, 1},  // nine bands, two a group: the last group has one
-};
-
 TEST_CASE("conv2d: 3x3 layers by Winograd's minimal filtering", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w}

@@ -1,8 +1,8 @@
 // Kernels: 2-D convolution, NCHW, inputs in fp32, f16 or bf16 summed in fp32 into fp32 outputs:
 // forward, backward-data and backward-weights, each an implicit GEMM on the engine
 // (gemm_engine.h). Nothing is unfolded in memory: the operands (conv.h) compute where each
-// element of the virtual im2col matrix (or dy gather) lives. The f16 and bf16 kernels are in
-// conv_half_kernels.cpp.
+// element of the virtual im2col matrix (or dy gather) lives. The f16 and bf16 implicit GEMMs are
+// in conv_half_kernels.cpp; the CPU's direct and Winograd kernels below take bf16 too.
 //   forward:          y[K, (N,P,Q)]  = w[K, (C,R,S)]            x im2col(x)[(C,R,S), (N,P,Q)]
 //   backward data:    dx[C, (N,H,W)] = w^T[C, (K,R,S)]          x gather(dy)[(K,R,S), (N,H,W)]
 //   backward weights: dw[K, (C,R,S)] = dy[K, (N,P,Q)]           x im2col(x)^T[(N,P,Q), (C,R,S)]
