@@ -567,12 +567,14 @@ TEST_CASE("conv2d: 1x1 forward weights packed once for all tiles", "[conv]") {
   for (const ConvCase& c : cases) run_implicit_gemm_f32(env, c, seed_for(index++));
 }
 
-// On the CPU, fp32 backward weights of filters with several taps, stride 1 across and output
-// rows of 14 or more run as dw^T = im2col(x) x dy^T, A's rows read from x's rows staged per depth
-// block with the window's zeros around them (gemm_params.h: plan_staged_window): the padding's
-// edges, no padding, stride and dilation down, partial panels and strips, row tiles starting
-// within a channel's taps, split-K, blocks starting within an output row; and the layers left to
-// the plain plan (1x1, too wide to stage).
+// On the CPU, fp32 backward weights of filters with several taps and output rows of 14 or more,
+// or strided across with rows of 28 or more, run as dw^T = im2col(x) x dy^T, A's rows read from
+// x's rows staged per depth block with the window's zeros around them (gemm_params.h:
+// plan_staged_window): the padding's edges, no padding, stride and dilation down, strides across
+// (a run per tap across; 1x1, 2x2 and 7x7 filters, dilation; rows that no tap reaches not
+// staged), partial panels and strips, row tiles starting within a channel's taps, split-K,
+// blocks starting within an output row; and the layers left to the plain plan (1x1 of stride
+// 1, strided rows of 14, too wide to stage).
 TEST_CASE("conv2d: backward weights from staged rows of x", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
@@ -582,6 +584,12 @@ TEST_CASE("conv2d: backward weights from staged rows of x", "[conv]") {
       {1, 2, 14, 14, 3, 3, 5, 2, 3},              // padding beyond half the kernel, 3x5
       {2, 4, 21, 16, 6, 3, 3, 1, 1, 2, 1},        // stride 2 down: staged rows 2 apart
       {2, 3, 20, 18, 5, 3, 3, 2, 2, 1, 1, 2, 2},  // dilation 2
+      {2, 4, 12, 56, 6, 3, 3, 1, 1, 2, 2},        // stride 2 across: rows of 28, a run per tap
+      {2, 6, 10, 58, 5, 1, 1, 0, 0, 2, 2},        // 1x1 of stride 2: every other row and column
+      {1, 3, 20, 86, 4, 2, 2, 0, 0, 3, 3},        // 2x2 of stride 3: a row of x between
+      {1, 3, 12, 60, 8, 7, 7, 3, 3, 2, 2},        // 7x7 of stride 2: taps past both edges
+      {1, 3, 12, 85, 5, 3, 3, 1, 2, 1, 3, 1, 2},  // stride 3 across, dilation 2 across
+      {2, 4, 28, 28, 6, 3, 3, 1, 1, 2, 2},        // strided rows of 14: plain plan
       {2, 9, 14, 14, 10, 1, 1},                   // 1x1, 392 deep: not split, im2col^T packed
       {4, 16, 30, 30, 40, 3, 3, 1, 1},            // 3600 deep: split, several blocks a split
       {1, 130, 16, 16, 8, 3, 3, 1, 1},            // 1170 rows: tiles from within a channel

@@ -179,19 +179,26 @@ TEST_CASE("conv plan: column tiles evened out over the threads", "[conv][plan]")
 // at an output row's start where a row fits a block, and gives the threads about two groups each.
 TEST_CASE("conv plan: backward weights from staged rows", "[conv][plan]") {
   struct Layer {
-    int64_t n, c, p, q, k, r, s, stride_h, dilation_h, dilation_w;
+    int64_t n, c, p, q, k, r, s, stride_h, stride_w, dilation_h, dilation_w;
   };
   const Layer layers[] = {
-      {4, 64, 56, 56, 64, 3, 3, 1, 1, 1},     {4, 128, 28, 28, 128, 3, 3, 1, 1, 1},
-      {16, 1024, 14, 14, 256, 1, 1, 1, 1, 1}, {4, 16, 30, 30, 40, 3, 3, 1, 1, 1},
-      {1, 130, 16, 16, 8, 3, 3, 1, 1, 1},     {1, 1, 3, 2000, 4, 3, 3, 1, 1, 1},
-      {2, 4, 11, 16, 6, 3, 3, 2, 1, 1},       {2, 3, 16, 14, 5, 3, 3, 1, 2, 2},
-      {32, 3, 112, 112, 64, 7, 7, 1, 1, 1},   {1, 1, 1, 14, 1, 1, 1, 1, 1, 1},
+      {4, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1},     {4, 128, 28, 28, 128, 3, 3, 1, 1, 1, 1},
+      {16, 1024, 14, 14, 256, 1, 1, 1, 1, 1, 1}, {4, 16, 30, 30, 40, 3, 3, 1, 1, 1, 1},
+      {1, 130, 16, 16, 8, 3, 3, 1, 1, 1, 1},     {1, 1, 3, 2000, 4, 3, 3, 1, 1, 1, 1},
+      {2, 4, 11, 16, 6, 3, 3, 2, 1, 1, 1},       {2, 3, 16, 14, 5, 3, 3, 1, 1, 2, 2},
+      {32, 3, 112, 112, 64, 7, 7, 1, 1, 1, 1},   {1, 1, 1, 14, 1, 1, 1, 1, 1, 1, 1},
+      {16, 3, 112, 112, 64, 7, 7, 2, 2, 1, 1},   {16, 256, 28, 28, 128, 1, 1, 2, 2, 1, 1},
+      {16, 128, 14, 14, 256, 3, 3, 2, 2, 1, 1},  {2, 5, 9, 15, 7, 3, 2, 1, 3, 1, 2},
+      {1, 3, 7, 15, 4, 2, 2, 3, 3, 1, 1},
   };
   constexpr int64_t kShared = 256 * 1024;
   for (const Layer& l : layers) {
-    const auto w = porta_ops::StagedWindow::of_layer(l.r, l.s, l.p, l.q, l.stride_h, l.dilation_h,
-                                                     l.dilation_w);
+    const auto w = porta_ops::StagedWindow::of_layer(l.r, l.s, l.p, l.q, l.stride_h, l.stride_w,
+                                                     l.dilation_h, l.dilation_w);
+    // Strided across, a run of Q per tap across; else the taps' reach along the row.
+    CHECK(w.width == (l.stride_w > 1 ? l.s * l.q : (l.s - 1) * l.dilation_w + l.q));
+    // Strided down past the rows an output row reaches, the rows between are not staged.
+    CHECK(w.row_step == std::min(l.stride_h, (l.r - 1) * l.dilation_h + 1));
     const int64_t m = l.c * l.r * l.s, n = l.k, k = l.n * l.p * l.q;
     for (int64_t threads : {1, 2, 8, 64}) {
       INFO("m " << m << ", n " << n << ", k " << k << ", Q " << l.q << ", threads " << threads);
@@ -222,7 +229,7 @@ TEST_CASE("conv plan: backward weights from staged rows", "[conv][plan]") {
         for (int64_t kb : {int64_t{1}, int64_t{t.tile_k} / 2 + 1, int64_t{t.tile_k}}) {
           for (int64_t pos = 0; pos + kb <= w.positions; pos += std::max<int64_t>(1, l.q / 3)) {
             const int64_t out_rows = (pos + kb - 1) / l.q - pos / l.q + 1;
-            const int64_t height = (out_rows - 1) * l.stride_h + w.reach_h;
+            const int64_t height = (out_rows - 1) * std::min(l.stride_h, w.reach_h) + w.reach_h;
             CHECK((t.tile_n * t.tile_k + channels * height * w.width) * 4 <=
                   int64_t(plan.shared_bytes));
           }

@@ -1537,15 +1537,17 @@ void WindowOperand<T>::pack(float* dst, int64_t w0, int64_t wn, int64_t d0, int6
 /* ---- Windows as A, staged from x's rows ----------------------------------------------------- */
 //
 // Backward weights as dw^T[(c,r,s), k] = im2col(x)[(c,r,s), (n,p,q)] x dy^T: A's row (c, r, s) at
-// the depths of one output row (n, p) is a run of x's row h = p * stride_h - pad_h + r * dil_h,
-// from w = s * dil_w - pad_w on (stride 1 across). Per depth block, the group copies the rows of
-// x that its tile's channels reach from the block's output rows into shared memory, padded with
-// the zeros the window reads outside x (staged[channel][h][w]); the micro-kernel then reads A's
-// rows there in place, an output row at a time. A channel's R * S rows are shifts of the same
-// few staged rows, so each element of x is copied about once per tile rather than R * S times
-// and transposed, as packing im2col(x)^T as B did; B is dy^T, K columns, packed by transposing
-// dy (one element per R * S * C products, against one per K for im2col^T). The host plans the
-// tiles (gemm_params.h: plan_staged_window) so that the staged rows fit beside B's panel.
+// the depths of one output row (n, p) reads x's row h = p * stride_h - pad_h + r * dil_h, from
+// w = s * dil_w - pad_w on, stride_w apart. Per depth block, the group copies the rows of x that
+// its tile's channels reach from the block's output rows into shared memory, padded with the
+// zeros the window reads outside x (staged[channel][h][w]); the micro-kernel then reads A's rows
+// there in place, an output row at a time. Of stride 1 across, a channel's R * S rows are shifts
+// of the same few staged rows, so each element of x is copied about once per tile rather than
+// R * S times and transposed, as packing im2col(x)^T as B did; of a larger stride, each tap
+// across stages its own run of the row (staged[channel][h][s][q]), still a plain copy rather than
+// a transposing one. B is dy^T, K columns, packed by transposing dy (one element per R * S * C
+// products, against one per K for im2col^T). The host plans the tiles (gemm_params.h:
+// plan_staged_window) so that the staged rows fit beside B's panel.
 
 namespace cpu {
 
@@ -1574,6 +1576,44 @@ __attribute__((always_inline)) inline void micro_kernel_segments(const float* co
   c.store(out);
 }
 
+// A staged row of a layer strided across: for each of the taps across, its q_len elements of
+// x's row `row` (inside: the row lies within x), from w0 + tap * dilation on, stride apart; zero
+// where they fall outside [0, bound_w). Stride 2 on AVX-512 takes 16 a step, the 31 elements
+// they span loaded under masks and their evens permuted together.
+inline void stage_strided(const float* row, bool inside, int64_t bound_w, int64_t w0,
+                          int64_t dilation, int64_t stride, int64_t taps, int64_t q_len,
+                          float* dst) {
+  for (int64_t s = 0; s < taps; ++s, dst += q_len) {
+    const int64_t first = w0 + s * dilation;
+    // [lo, hi): the q whose element lies inside the row.
+    int64_t lo = q_len, hi = q_len;
+    if (inside && first + (q_len - 1) * stride >= 0 && first < bound_w) {
+      lo = first >= 0 ? 0 : (stride - 1 - first) / stride;
+      hi = min64(q_len, (bound_w - 1 - first) / stride + 1);
+    }
+    for (int64_t q = 0; q < lo; ++q) dst[q] = 0.0f;
+    int64_t q = lo;
+#if defined(__AVX512F__)
+    if (stride == 2) {
+      const __m512i evens =
+          _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+      for (; q < hi; q += 16) {
+        const int n = int(min64(16, hi - q));
+        const uint32_t span = (uint32_t{1} << (2 * n - 1)) - 1;  // elements 2i, i < n, and between
+        const float* at = row + first + 2 * q;
+        const __m512 low = _mm512_maskz_loadu_ps(static_cast<__mmask16>(span), at);
+        const __m512 high = _mm512_maskz_loadu_ps(static_cast<__mmask16>(span >> 16), at + 16);
+        _mm512_mask_storeu_ps(dst + q, static_cast<__mmask16>((1u << n) - 1),
+                              _mm512_permutex2var_ps(low, evens, high));
+      }
+      q = hi;
+    }
+#endif
+    for (; q < hi; ++q) dst[q] = row[first + q * stride];
+    for (q = hi; q < q_len; ++q) dst[q] = 0.0f;
+  }
+}
+
 // The micro-kernel over a staged block: every pair of A's panels of MR rows (row i of the tile
 // at rows[i]) and strips of B's packed panel, strips outer (panels outer measured 6% slower on
 // 28x28x128's four strips, the same on 56x56x64's two). Not inlined, as multiply_packed.
@@ -1593,18 +1633,29 @@ __attribute__((noinline)) inline void multiply_staged(const float* const* rows, 
 
 }  // namespace cpu
 
+// Channels of x whose rows a staged block fetches ahead of the one it copies.
+inline constexpr int64_t kStageAhead = 2;
+
 template <class B>
 void cpu::packed_gemm(const WindowOperand<float>& a, const B& b, const OutputView& c,
                       const GemmShape& s, const GemmTiles& t, int64_t i0, int64_t j0,
                       int64_t d_begin, int64_t d_end) {
-  const WindowAxis &taps = a.wide, &at = a.depth;  // (c, r, s) and (n, p, q); at.mw is 1
+  const WindowAxis &taps = a.wide, &at = a.depth;  // (c, r, s) and (n, p, q); at.mw: stride_w
   const auto [rows, cols, block_m, pb, staged] = TileWalk(s, t, i0, j0);
   (void)block_m;
   const int64_t per_channel = taps.d1 * taps.d2, positions = at.d1 * at.d2, q_len = at.d2;
   const int64_t c_lo = i0 / per_channel, c_hi = (i0 + rows - 1) / per_channel;
-  // A staged row: the window's reach across, from w0.
-  const int64_t width = (taps.d2 - 1) * taps.mw + q_len, w0 = taps.aw + at.aw;
+  // A staged row: the window's reach across, from w0; strided, a run of q_len per tap across,
+  // tap_step apart (StagedWindow::of_layer).
+  const bool strided = at.mw != 1;
+  const int64_t width = strided ? taps.d2 * q_len : (taps.d2 - 1) * taps.mw + q_len;
+  const int64_t tap_step = strided ? q_len : taps.mw, w0 = taps.aw + at.aw;
+  // The elements of x's row the window reads, from w0.
+  const int64_t reach_w = (taps.d2 - 1) * taps.mw + (q_len - 1) * at.mw + 1;
   const int64_t reach_h = (taps.d1 - 1) * taps.mh + 1;
+  // Staged rows from one output row to the next: stride_h, or where that passes the rows an
+  // output row reaches (a 1x1 filter strided down), only those, gap rows of x skipped.
+  const int64_t row_step = min64(at.mh, reach_h), gap = at.mh - row_step;
   const int64_t bound_w = a.bound_w;
   const float* row_of[kMaxStagedTileM];
   for (int64_t d0 = d_begin, kb; d0 < d_end; d0 += kb) {
@@ -1613,13 +1664,39 @@ void cpu::packed_gemm(const WindowOperand<float>& a, const B& b, const OutputVie
     const bool first = d0 == d_begin;
     b.template pack<kNR>(pb, j0, cols, d0, kb);
     const int64_t p0 = pos / q_len, q0 = pos % q_len, p1 = (pos + kb - 1) / q_len;
-    const int64_t height = (p1 - p0) * at.mh + reach_h, h0 = p0 * at.mh + at.ah + taps.ah;
+    const int64_t height = (p1 - p0) * row_step + reach_h, h0 = p0 * at.mh + at.ah + taps.ah;
     const int64_t channel = height * width;
+    const auto row_at = [&](int64_t y) { return h0 + y + y / reach_h * gap; };  // x's row
+    // The rows a channel stages, kStageAhead channels before it: a few short runs per channel,
+    // a plane apart, which the hardware prefetcher does not follow.
+    const int64_t run_lo = max64(w0, 0), run_hi = min64(w0 + reach_w, bound_w);
+    const RowFetch fetch{reinterpret_cast<const char*>(a.p + image * at.so + run_lo),
+                         a.row * int64_t(sizeof(float)),
+                         max64(run_hi - run_lo, 1) * int64_t(sizeof(float)), 0};
+    // (Inlined: GCC takes a function of prefetches alone for one without effects, and drops
+    // its calls.)
+    const auto fetch_channel = [&](int64_t ch) __attribute__((always_inline)) {
+      if (ch > c_hi) return;
+      RowFetch at_channel = fetch;
+      at_channel.p += ch * taps.so * int64_t(sizeof(float));
+      for (int64_t y = 0; y < height; ++y) {
+        const int64_t h = row_at(y);
+        if (h >= 0 && h < a.bound_h) at_channel.fetch(h);
+      }
+    };
+    for (int64_t ch = c_lo; ch < c_lo + kStageAhead; ++ch) fetch_channel(ch);
     for (int64_t ch = c_lo; ch <= c_hi; ++ch) {
+      fetch_channel(ch + kStageAhead);
       const float* src = a.p + ch * taps.so + image * at.so;
       float* dst = staged + (ch - c_lo) * channel;
       for (int64_t y = 0; y < height; ++y, dst += width) {
-        const int64_t h = h0 + y;
+        const int64_t h = row_at(y);
+        if (strided) {
+          const bool inside = h >= 0 && h < a.bound_h;
+          stage_strided(inside ? src + h * a.row : src, inside, bound_w, w0, taps.mw, at.mw,
+                        taps.d2, q_len, dst);
+          continue;
+        }
         // [lo, hi) of the staged row lies inside x.
         const int64_t lo = h >= 0 && h < a.bound_h ? min64(max64(-w0, 0), width) : width;
         const int64_t hi = lo < width ? max64(min64(bound_w - w0, width), lo) : width;
@@ -1632,9 +1709,9 @@ void cpu::packed_gemm(const WindowOperand<float>& a, const B& b, const OutputVie
     }
     WindowDigits rd(taps, i0);
     for (int64_t r = 0; r < rows; ++r, rd.next(taps)) {
-      row_of[r] = staged + (rd.o - c_lo) * channel + rd.a * taps.mh * width + rd.b * taps.mw + q0;
+      row_of[r] = staged + (rd.o - c_lo) * channel + rd.a * taps.mh * width + rd.b * tap_step + q0;
     }
-    multiply_staged(row_of, pb, kb, q_len - q0, q_len, at.mh * width - q_len, rows, cols, c, i0,
+    multiply_staged(row_of, pb, kb, q_len - q0, q_len, row_step * width - q_len, rows, cols, c, i0,
                     j0, first);
   }
 }

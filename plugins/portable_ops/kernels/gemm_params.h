@@ -633,15 +633,19 @@ struct StagedWindow {
   int64_t taps;       // R * S: A's rows per channel
   int64_t positions;  // P * Q: depths per image
   int64_t row;        // Q: depths per output row
-  int64_t row_step;   // stride_h: staged rows from one output row to the next
+  int64_t row_step;   // min(stride_h, reach_h): staged rows from one output row to the next
   int64_t reach_h;    // (R - 1) * dilation_h + 1: staged rows one output row reads
-  int64_t width;      // (S - 1) * dilation_w + Q: a staged row (stride 1 across)
+  int64_t width;      // a staged row: (S - 1) * dilation_w + Q, or S * Q strided across
 
-  // The window of a layer of R x S filters and P x Q outputs, stride 1 across.
+  // The window of a layer of R x S filters and P x Q outputs. Of stride 1 across, a staged row
+  // is the taps' reach along x's row; strided, a run of Q per tap across.
   static PORTA_OPS_HOST_DEVICE StagedWindow of_layer(int64_t r, int64_t s, int64_t p, int64_t q,
-                                                     int64_t stride_h, int64_t dilation_h,
-                                                     int64_t dilation_w) {
-    return {r * s, p * q, q, stride_h, (r - 1) * dilation_h + 1, (s - 1) * dilation_w + q};
+                                                     int64_t stride_h, int64_t stride_w,
+                                                     int64_t dilation_h, int64_t dilation_w) {
+    const int64_t reach_h = (r - 1) * dilation_h + 1;
+    return {r * s,   p * q,
+            q,       stride_h < reach_h ? stride_h : reach_h,
+            reach_h, stride_w == 1 ? (s - 1) * dilation_w + q : s * q};
   }
 
   // A pointwise layer's (ConvArgs::pointwise): nothing staged, A's rows are x's, read in place
