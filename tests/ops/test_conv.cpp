@@ -260,7 +260,10 @@ TEST_CASE("conv2d: 1x1 and 7x7 kernels", "[conv]") {
       {3, 33, 7, 5, 17, 1, 1},              // 1x1: a GEMM over channels
       {1, 129, 3, 3, 7, 1, 1},              // 1x1, many channels
       {2, 3, 37, 37, 8, 7, 7, 3, 3, 2, 2},  // the ResNet stem, scaled
+      {1, 3, 70, 66, 8, 7, 7, 3, 3, 2, 2},  // rows of 33: strips two apart over two rows
       {1, 2, 9, 13, 3, 7, 7, 3, 3},         // 7x7 "same" on a small input
+      {1, 4, 20, 36, 6, 7, 7, 3, 3},        // 7x7 "same": strips read in place, 49 taps
+      {1, 2, 40, 40, 3, 9, 9, 4, 4, 2, 2},  // 81 taps: more than the masks kept, gathered
       {1, 1, 7, 7, 1, 7, 7},                // 7x7 over a 7x7 input
   };
   uint64_t index = 0;
@@ -660,12 +663,14 @@ TEST_CASE("conv2d: bf16 windows paired as they are read", "[conv][16bit]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
   const ConvCase cases[] = {
-      {2, 3, 12, 12, 5, 7, 7, 3, 3},  // 49 taps: strip masks worked out per depth, not cached
-      {6, 8, 3, 3, 16, 3, 3, 1, 1},   // 9 positions an image: depth blocks of many runs
-      {3, 5, 7, 7, 9, 3, 3, 1, 1},    // blocks across images' ends, odd depths (147, 45)
-      {2, 4, 5, 40, 8, 3, 3, 1, 1},   // rows wider than a strip, blocks across rows
-      {2, 6, 10, 21, 7, 3, 3},        // no padding: rows of dy shorter than x's, runs per row
-      {4, 3, 20, 20, 8, 3, 3, 1, 1},  // 1600 positions: several blocks and chunks of depths
+      {2, 3, 12, 12, 5, 7, 7, 3, 3},  // 49 taps: strip masks cached per tap, as many as they go
+      {2, 3, 14, 14, 5, 9, 9, 4, 4},  // 81 taps: strip masks worked out per depth, not cached
+      {1, 3, 70, 66, 8, 7, 7, 3, 3, 2, 2},  // the stem, scaled: runs two apart, 49 taps
+      {6, 8, 3, 3, 16, 3, 3, 1, 1},         // 9 positions an image: depth blocks of many runs
+      {3, 5, 7, 7, 9, 3, 3, 1, 1},          // blocks across images' ends, odd depths (147, 45)
+      {2, 4, 5, 40, 8, 3, 3, 1, 1},         // rows wider than a strip, blocks across rows
+      {2, 6, 10, 21, 7, 3, 3},              // no padding: rows of dy shorter than x's, runs per row
+      {4, 3, 20, 20, 8, 3, 3, 1, 1},        // 1600 positions: several blocks and chunks of depths
       {2, 7, 6, 6, 11, 5, 5, 2, 2, 1, 1, 2, 2},  // dilation 2: taps' runs not adjacent
   };
   run_bf16_cases(env, cases, true);

@@ -1296,8 +1296,9 @@ inline void gather_strip(float* __restrict out, const T* src, const int64_t* off
 
 // Columns of a window panel handled at once (their coordinates live on the stack).
 inline constexpr int kWindowChunk = 256;
-// Depth positions (r, s) whose lane masks a chunk's consecutive strips keep (3x3 and 5x5 filters).
-inline constexpr int kMaskedShifts = 32;
+// Depth positions (r, s) whose lane masks a chunk's consecutive strips keep: filters up to 7x7
+// (the stem's 49 taps took a gather per strip and depth with 32).
+inline constexpr int kMaskedShifts = 49;
 }  // namespace cpu
 
 template <class T>
