@@ -243,6 +243,25 @@ TEST_CASE("conv plan: backward weights from staged rows", "[conv][plan]") {
   }
 }
 
+// Staged blocks copy their rows whole, so a plan whose blocks would take less than an output row
+// (and fewer than 64 depths) is refused, and the plain plan takes the layer: DeepSpeech's 20x5
+// filter of stride 2 over rows of 341 fitted blocks of one depth beside its staged rows.
+TEST_CASE("conv plan: no staged rows for blocks of a few depths", "[conv][plan]") {
+  const auto w = porta_ops::StagedWindow::of_layer(5, 20, 79, 341, 2, 2, 1, 1);
+  const int64_t m = 100, n = 32, k = int64_t{32} * 79 * 341;
+  GemmPlan plan{};
+  for (int64_t shared : {int64_t{256} << 10, int64_t{512} << 10}) {
+    const porta_ops::GemmTarget target{true, 2, shared};
+    INFO("shared " << shared);
+    CHECK_FALSE(
+        porta_ops::plan_staged_window(m, n, k, w, target, porta_ops::kGemmPathNative, &plan));
+  }
+  // With room for blocks of a whole output row it plans.
+  const porta_ops::GemmTarget roomy{true, 2, int64_t{4} << 20};
+  REQUIRE(porta_ops::plan_staged_window(m, n, k, w, roomy, porta_ops::kGemmPathNative, &plan));
+  CHECK(plan.tiles.tile_k >= 64);
+}
+
 // The same plan for pointwise layers (StagedWindow::in_place: x's rows read in place as A, nothing
 // staged): where it is taken, every depth block lies within one image or is whole images (as
 // deep as the room allows: whole images wherever one fits), the depth splits (the
