@@ -1674,8 +1674,7 @@ void cpu::packed_gemm(const WindowOperand<float>& a, const B& b, const OutputVie
     const RowFetch fetch{reinterpret_cast<const char*>(a.p + image * at.so + run_lo),
                          a.row * int64_t(sizeof(float)),
                          max64(run_hi - run_lo, 1) * int64_t(sizeof(float)), 0};
-    // (Inlined: GCC takes a function of prefetches alone for one without effects, and drops
-    // its calls.)
+    // (Inlined, as prefetch_tile is.)
     const auto fetch_channel = [&](int64_t ch) __attribute__((always_inline)) {
       if (ch > c_hi) return;
       RowFetch at_channel = fetch;
@@ -1692,14 +1691,14 @@ void cpu::packed_gemm(const WindowOperand<float>& a, const B& b, const OutputVie
       float* dst = staged + (ch - c_lo) * channel;
       for (int64_t y = 0; y < height; ++y, dst += width) {
         const int64_t h = row_at(y);
+        const bool inside = h >= 0 && h < a.bound_h;
         if (strided) {
-          const bool inside = h >= 0 && h < a.bound_h;
           stage_strided(inside ? src + h * a.row : src, inside, bound_w, w0, taps.mw, at.mw,
                         taps.d2, q_len, dst);
           continue;
         }
         // [lo, hi) of the staged row lies inside x.
-        const int64_t lo = h >= 0 && h < a.bound_h ? min64(max64(-w0, 0), width) : width;
+        const int64_t lo = inside ? min64(max64(-w0, 0), width) : width;
         const int64_t hi = lo < width ? max64(min64(bound_w - w0, width), lo) : width;
         for (int64_t w = 0; w < lo; ++w) dst[w] = 0.0f;
         if (hi > lo) {
