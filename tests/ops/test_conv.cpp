@@ -663,8 +663,8 @@ TEST_CASE("conv2d: bf16 windows paired as they are read", "[conv][16bit]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}
   const ConvCase cases[] = {
-      {2, 3, 12, 12, 5, 7, 7, 3, 3},  // 49 taps: strip masks cached per tap, as many as they go
-      {2, 3, 14, 14, 5, 9, 9, 4, 4},  // 81 taps: strip masks worked out per depth, not cached
+      {2, 3, 12, 12, 5, 7, 7, 3, 3},        // 49 taps: strip masks cached per tap (up to 49 kept)
+      {2, 3, 14, 14, 5, 9, 9, 4, 4},        // 81 taps: strip masks worked out per depth, not cached
       {1, 3, 70, 66, 8, 7, 7, 3, 3, 2, 2},  // the stem, scaled: runs two apart, 49 taps
       {6, 8, 3, 3, 16, 3, 3, 1, 1},         // 9 positions an image: depth blocks of many runs
       {3, 5, 7, 7, 9, 3, 3, 1, 1},          // blocks across images' ends, odd depths (147, 45)
