@@ -159,20 +159,18 @@ porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
 
 void run_f32(const Env& env, const ConvCase& c, uint64_t seed) { run_conv(env, c, seed); }
 
-// On the CPU, forward and backward data of a 3x3 layer of stride 1 and padding 1, and a
-// pointwise layer's forward, run as a direct convolution (kernels/conv_direct_cpu.h). The cases for
-// the implicit GEMM's paths take such a layer dilated 2 down its rows instead (a 3x3 one padded 2
-// there): the same GEMM (its sizes, its output positions, its runs of x per tap), which the
-// direct convolution does not take.
+// On the CPU, forward and backward data of a 3x3 layer of stride 1 and padding 1, and a 1x1
+// layer's forward (strided too), run as a direct convolution (kernels/conv_direct_cpu.h). The
+// cases for the implicit GEMM's paths take such a layer dilated 2 down its rows instead (a 3x3
+// one padded 2 there): the same GEMM (its sizes, its output positions, its runs of x per tap),
+// which the direct convolution does not take.
 ConvCase implicit_gemm_twin(ConvCase c) {
   const bool undilated = c.dilation_h == 1 && c.dilation_w == 1;
   const bool unit_stride = c.stride_h == 1 && c.stride_w == 1;
   if (undilated && unit_stride && c.r == 3 && c.s == 3 && c.pad_h == 1 && c.pad_w == 1) {
     c.pad_h = 2, c.dilation_h = 2;
   }
-  if (undilated && unit_stride && c.r == 1 && c.s == 1 && c.pad_h == 0 && c.pad_w == 0) {
-    c.dilation_h = 2;
-  }
+  if (undilated && c.r == 1 && c.s == 1 && c.pad_h == 0 && c.pad_w == 0) c.dilation_h = 2;
   return c;
 }
 
@@ -365,8 +363,10 @@ TEST_CASE("conv2d: output strips crossing images, within and past the first dept
 // would read from the padding (left and right edges, top and bottom rows); input channels in
 // blocks of 32 (pointwise: 288), the last partial; output channels in groups of 32, micro-tiles
 // of 32 (AVX2's 16, the baseline's 8), the last partial; an image's rows split among groups where
-// there are few images; backward data's filter turned round and its channels swapped.
-// {n, c, h, w, k, r, s, pad_h, pad_w}
+// there are few images; backward data's filter turned round and its channels swapped. Strided
+// 1x1 layers' forward too, up to 2 across (a constant of the micro-tiles; 3 across is left to
+// the implicit GEMM) and any stride down.
+// {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w}
 const ConvCase kDirectCases[] = {
     {1, 1, 1, 1, 1, 3, 3, 1, 1},     // one position: only the centre tap
     {2, 3, 1, 9, 5, 3, 3, 1, 1},     // one row: no tap above or below
@@ -385,6 +385,11 @@ const ConvCase kDirectCases[] = {
     {1, 577, 2, 2, 3, 1, 1},         // three blocks (bf16: two), one partial output group
     {1, 33, 3, 20, 300, 1, 1},       // fp32 backward data: 288 + 12 channels of dy, 32 + 1 of dx
     {2, 40, 5, 7, 40, 1, 1},         // fp32 backward data: as many channels of dy as of dx
+    {2, 40, 14, 14, 33, 1, 1, 0, 0, 2, 2},  // stride 2: 7x7 outputs, two-row tiles 28 apart in x
+    {1, 300, 9, 57, 40, 1, 1, 0, 0, 2, 2},  // 14 + 14 + 1 positions, the last at x's last column
+    {1, 5, 7, 30, 8, 1, 1, 0, 0, 3, 2},     // 3 down, 2 across: rows of 15, x's last row unread
+    {2, 6, 5, 9, 4, 1, 1, 0, 0, 1, 2},      // 1 down, 2 across: two-row tiles of 5 positions
+    {1, 4, 6, 12, 5, 1, 1, 0, 0, 1, 3},     // 3 across: the implicit GEMM
 };
 
 TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions", "[conv]") {

@@ -1,7 +1,9 @@
-// 3x3 convolutions of stride 1 and padding 1 ("same") and pointwise ones (1x1: the 3x3 code's
-// centre tap alone) on the CPU, fp32 and bf16, as a direct convolution: forward (x and w) and
-// backward data (dy and w flipped), both
-//   out[n, o, h, w] = sum over i, ty, tx of wp[o, i, ty, tx] * in[n, i, h + ty - 1, w + tx - 1].
+// 3x3 convolutions of stride 1 and padding 1 ("same") and 1x1 ones (the 3x3 code's centre tap
+// alone) on the CPU, fp32 and bf16, as a direct convolution: forward (x and w) and backward data
+// (dy and w flipped), both
+//   out[n, o, h, w] = sum over i, ty, tx of wp[o, i, ty, tx] * in[n, i, h + ty - 1, w + tx - 1],
+// and the forward of 1x1 layers of a stride (s_h, s_w), s_w at most kDirectMaxStrideW:
+//   out[n, o, h, w] = sum over i of wp[o, i] * in[n, i, h * s_h, w * s_w].
 // A micro-tile is up to kPositions outputs of one output row (or of two) by kNR output
 // channels: the positions' inputs broadcast, the weights' kNR channels loaded as vectors, the
 // sums held in registers over a block of input channels. Each filter tap adds to the positions
@@ -192,33 +194,74 @@ inline void pack_direct_weights(const Packing<Taps>& p, const T* w, void* wp, bo
   }
 }
 
-// bf16 inputs as words of channel pairs (Bf16Dot): plane `index` (image n, pair p) of out is
-// in[n, 2p + 1] << 16 | in[n, 2p], the second 0 past the last of `channels`.
-inline void pair_channels(const uint16_t* in, uint32_t* out, int64_t channels, int64_t plane,
-                          int64_t index) {
+// The input as the micro-tiles read it: output (h, w) reads row h * step_down, column w * Step
+// of the planes, whose rows are `width` long.
+struct DirectInput {
+  int64_t width, plane, step_down, step_across;
+};
+
+// Words of `count` positions `step` apart from e (low halves) and o (high halves, masked by
+// odd_mask): step 1 and 2 in vectors, the latter reading the positions as the low halves of the
+// run's 32-bit words up to `readable` elements from e and o (an odd run's last one alone).
+inline void pair_run(const uint16_t* e, const uint16_t* o, uint32_t odd_mask, int64_t step,
+                     int64_t count, int64_t readable, uint32_t* words) {
+  int64_t q = 0;
+  if (step == 1 && odd_mask == 0) {
+    for (; q < count; ++q) words[q] = e[q];
+    return;
+  }
+  if (step == 1) {
+    for (; q < count; ++q) words[q] = uint32_t{e[q]} | uint32_t{o[q]} << 16;
+    return;
+  }
+  if (step == 2) {
+    for (const int64_t whole = min64(count, readable / 2); q < whole; ++q) {
+      uint32_t low, high;
+      __builtin_memcpy(&low, e + 2 * q, sizeof low);
+      __builtin_memcpy(&high, o + 2 * q, sizeof high);
+      words[q] = (low & 0xFFFFu) | (high & odd_mask) << 16;
+    }
+  }
+  for (; q < count; ++q) {
+    words[q] = uint32_t{e[q * step]} | (uint32_t{o[q * step]} & odd_mask) << 16;
+  }
+}
+
+// bf16 inputs as words of channel pairs (Bf16Dot): plane `index` (image n, pair p) of out, rows x
+// columns, is in[n, 2p + 1] << 16 | in[n, 2p] at the positions of `in` that the outputs read (a
+// strided 1x1 layer's every other one: the pairs then are the outputs' size, read with a step of
+// 1), the second 0 past the last of `channels`.
+inline void pair_channels(const uint16_t* in, const DirectInput& from, uint32_t* out,
+                          int64_t channels, int64_t rows, int64_t columns, int64_t index) {
   const int64_t pairs = (channels + 1) / 2, n = index / pairs, pair = index % pairs;
-  const uint16_t* even = in + (n * channels + 2 * pair) * plane;
-  uint32_t* to = out + index * plane;
-  if (2 * pair + 1 < channels) {
-    const uint16_t* odd = even + plane;
-    for (int64_t j = 0; j < plane; ++j) to[j] = uint32_t{even[j]} | uint32_t{odd[j]} << 16;
-  } else {
-    for (int64_t j = 0; j < plane; ++j) to[j] = even[j];
+  const uint16_t* const even = in + (n * channels + 2 * pair) * from.plane;
+  // A missing odd channel reads the even one's, masked to 0.
+  const bool has_odd = 2 * pair + 1 < channels;
+  const uint16_t* const odd = has_odd ? even + from.plane : even;
+  const uint32_t odd_mask = has_odd ? 0xFFFFu : 0u;
+  uint32_t* const to = out + index * rows * columns;
+  if (from.step_across == 1 && from.step_down == 1 && columns == from.width) {  // one run
+    return pair_run(even, odd, odd_mask, 1, rows * columns, rows * columns, to);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t row = r * from.step_down * from.width;
+    pair_run(even + row, odd + row, odd_mask, from.step_across, columns, from.width,
+             to + r * columns);
   }
 }
 
 // One tap over a channel block: in each row r of the micro-tile that RowMask names, positions
-// [First, End) add in[i][offset + r * width + position] times the tap's weights of input
-// channel i. `in` is the block's first channel at the micro-tile's first output.
+// [First, End) add in[i][offset + r * row_step + position * Step] times the tap's weights of
+// input channel i. `in` is the block's first channel at the micro-tile's first output.
 template <class Dot, int Rows, int Positions, int First, int End, unsigned RowMask, int Taps,
-          class Word = typename Dot::Word>
+          int Step = 1, class Word = typename Dot::Word>
 __attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions][kNV],
-                                                   const Word* in, int64_t offset, int64_t width,
+                                                   const Word* in, int64_t offset, int64_t row_step,
                                                    int64_t plane, const Word* w, int64_t count) {
   // A pointer per row, so that each broadcast's address is the row's plus a constant.
   const Word* row_in[Rows];
 #pragma GCC unroll 2
-  for (int r = 0; r < Rows; ++r) row_in[r] = RowMask >> r & 1 ? in + offset + r * width : in;
+  for (int r = 0; r < Rows; ++r) row_in[r] = RowMask >> r & 1 ? in + offset + r * row_step : in;
   for (int64_t i = 0; i < count; ++i, w += kNR) {
 #pragma GCC unroll 2
     for (int64_t line = 0; line < kNR; line += 64 / int64_t{sizeof(Word)}) {
@@ -227,8 +270,13 @@ __attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions
 #pragma GCC unroll 2
     for (int r = 0; r < Rows; ++r) {
       if (!(RowMask >> r & 1)) continue;
-      __builtin_prefetch(row_in[r] + kInputsAhead<Taps> * plane + First);
-      __builtin_prefetch(row_in[r] + kInputsAhead<Taps> * plane + End - 1);
+      // Every line the positions span (strided, up to three).
+      const Word* ahead = row_in[r] + kInputsAhead<Taps> * plane;
+#pragma GCC unroll 4
+      for (int o = First * Step; o < (End - 1) * Step; o += 64 / int(sizeof(Word))) {
+        __builtin_prefetch(ahead + o);
+      }
+      __builtin_prefetch(ahead + (End - 1) * Step);
     }
     vfloat weights[kNV];
 #pragma GCC unroll 4
@@ -240,7 +288,7 @@ __attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions
       for (int position = First; position < End; ++position) {
 #pragma GCC unroll 4
         for (int v = 0; v < kNV; ++v) {
-          Dot::add(sum[r][position][v], &row_in[r][position], weights[v]);
+          Dot::add(sum[r][position][v], &row_in[r][position * Step], weights[v]);
         }
       }
       row_in[r] += plane;
@@ -254,45 +302,48 @@ __attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions
 template <class Dot, int Rows, int Positions, unsigned RowMask, class Word = typename Dot::Word>
 __attribute__((always_inline)) inline void add_filter_row(vfloat (&sum)[Rows][Positions][kNV],
                                                           const Word* in, int64_t offset,
-                                                          int64_t width, int64_t plane,
+                                                          int64_t row_step, int64_t plane,
                                                           const Word* w, int64_t count, bool left,
                                                           bool right) {
   if (left) {
-    add_tap<Dot, Rows, Positions, 1, Positions, RowMask, 9>(sum, in, offset - 1, width, plane, w,
+    add_tap<Dot, Rows, Positions, 1, Positions, RowMask, 9>(sum, in, offset - 1, row_step, plane, w,
                                                             count);
   } else {
-    add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset - 1, width, plane, w,
+    add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset - 1, row_step, plane, w,
                                                             count);
   }
   w += count * kNR;
-  add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset, width, plane, w, count);
+  add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset, row_step, plane, w,
+                                                          count);
   w += count * kNR;
   if (right) {
-    add_tap<Dot, Rows, Positions, 0, Positions - 1, RowMask, 9>(sum, in, offset + 1, width, plane,
-                                                                w, count);
+    add_tap<Dot, Rows, Positions, 0, Positions - 1, RowMask, 9>(sum, in, offset + 1, row_step,
+                                                                plane, w, count);
   } else {
-    add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset + 1, width, plane, w,
+    add_tap<Dot, Rows, Positions, 0, Positions, RowMask, 9>(sum, in, offset + 1, row_step, plane, w,
                                                             count);
   }
 }
 
-// The geometry of one call: in[n, i, h, w] of in_channels (words), out[n, o, h, w] of
-// out_channels, both height x width.
-template <class Word, int Taps>
+// The geometry of one call: out[n, o, h, w] of out_channels, height x width, from in[n, i, h', w']
+// of in_channels (words) as `input` lays it out (a 3x3 layer's of the output's size, step 1),
+// Step its step across.
+template <class Word, int Taps, int Step = 1>
 struct Problem {
   const Word* in;
   const Word* packed;
   float* out;
   Packing<Taps> packing;
   int64_t height, width;
+  DirectInput input;
 };
 
 // Fetches, for writing, the lines of the Rows x Positions outputs from (row, column) of image n's
 // output block, so that the stores at the end of its tile do not wait on them.
-template <int Rows, int Positions, class Word, int Taps>
-__attribute__((always_inline)) inline float* tile_output(const Problem<Word, Taps>& p, int64_t n,
-                                                         int64_t output_block, int64_t row,
-                                                         int64_t column) {
+template <int Rows, int Positions, class Word, int Taps, int Step>
+__attribute__((always_inline)) inline float* tile_output(const Problem<Word, Taps, Step>& p,
+                                                         int64_t n, int64_t output_block,
+                                                         int64_t row, int64_t column) {
   const int64_t plane = p.height * p.width, first = output_block * kNR;
   const int64_t channels = min64(kNR, p.packing.out_channels - first);
   float* const out = p.out + (n * p.packing.out_channels + first) * plane + row * p.width + column;
@@ -311,13 +362,14 @@ __attribute__((always_inline)) inline float* tile_output(const Problem<Word, Tap
 // added to the tile's (`lanes`, set by the first block), so that no sum runs longer than a
 // block's 288 products: rounding errors as the implicit GEMM's depth blocks keep them, not as
 // one chain over the whole depth.
-template <class Dot, int Rows, int Positions, class Word, int Taps>
-__attribute__((always_inline)) inline void add_block(const Problem<Word, Taps>& p, int64_t n,
+template <class Dot, int Rows, int Positions, class Word, int Taps, int Step>
+__attribute__((always_inline)) inline void add_block(const Problem<Word, Taps, Step>& p, int64_t n,
                                                      int64_t output_block, int64_t row,
                                                      int64_t column, int64_t i0,
                                                      float (&lanes)[Rows][Positions][kNR]) {
   constexpr int64_t kChannelBlock = Packing<Taps>::kBlock;
-  const int64_t plane = p.height * p.width, in_channels = p.packing.in_channels;
+  const int64_t plane = p.input.plane, in_channels = p.packing.in_channels;
+  const int64_t row_step = p.input.step_down * p.input.width;
   vfloat sum[Rows][Positions][kNV];
 #pragma GCC unroll 2
   for (int r = 0; r < Rows; ++r)
@@ -327,11 +379,12 @@ __attribute__((always_inline)) inline void add_block(const Problem<Word, Taps>& 
       for (int v = 0; v < kNV; ++v) sum[r][position][v] = vfloat{};
   const int64_t count = min64(kChannelBlock, in_channels - i0);
   const Word* w = p.packing.block(p.packed, output_block, i0);
-  const Word* in = p.in + (n * in_channels + i0) * plane + row * p.width + column;
+  const Word* in = p.in + (n * in_channels + i0) * plane + row * row_step + column * Step;
   if constexpr (Taps == 1) {  // every row, every position
-    add_tap<Dot, Rows, Positions, 0, Positions, (1u << Rows) - 1, 1>(sum, in, 0, p.width, plane, w,
-                                                                     count);
+    add_tap<Dot, Rows, Positions, 0, Positions, (1u << Rows) - 1, 1, Step>(sum, in, 0, row_step,
+                                                                           plane, w, count);
   } else {
+    static_assert(Step == 1, "3x3 layers of stride 1 only");
     const bool left = column == 0, right = column + Positions == p.width;
     for (int ty = 0; ty < 3; ++ty, w += 3 * count * kNR) {
       // The rows whose input row (row + r + ty - 1) is in the image, not the padding.
@@ -340,16 +393,16 @@ __attribute__((always_inline)) inline void add_block(const Problem<Word, Taps>& 
         const int64_t in_row = row + r + ty - 1;
         if (in_row >= 0 && in_row < p.height) rows |= 1u << r;
       }
-      const int64_t offset = (ty - 1) * p.width;
+      const int64_t offset = (ty - 1) * p.input.width;
       if (rows == 1) {
-        add_filter_row<Dot, Rows, Positions, 1>(sum, in, offset, p.width, plane, w, count, left,
+        add_filter_row<Dot, Rows, Positions, 1>(sum, in, offset, row_step, plane, w, count, left,
                                                 right);
       } else if constexpr (Rows == 2) {
         if (rows == 2) {
-          add_filter_row<Dot, 2, Positions, 2>(sum, in, offset, p.width, plane, w, count, left,
+          add_filter_row<Dot, 2, Positions, 2>(sum, in, offset, row_step, plane, w, count, left,
                                                right);
         } else if (rows == 3) {
-          add_filter_row<Dot, 2, Positions, 3>(sum, in, offset, p.width, plane, w, count, left,
+          add_filter_row<Dot, 2, Positions, 3>(sum, in, offset, row_step, plane, w, count, left,
                                                right);
         }
       }
@@ -372,8 +425,8 @@ __attribute__((always_inline)) inline void add_block(const Problem<Word, Taps>& 
 // along its rows. On AVX-512 each 16 channels of a row's positions are transposed in registers
 // and stored a channel at a time, masked to the tile's positions (1-4% faster than an element
 // at a time, which the narrower builds keep).
-template <int Rows, int Positions, class Word, int Taps>
-__attribute__((always_inline)) inline void store_tile(const Problem<Word, Taps>& p,
+template <int Rows, int Positions, class Word, int Taps, int Step>
+__attribute__((always_inline)) inline void store_tile(const Problem<Word, Taps, Step>& p,
                                                       int64_t output_block, float* out,
                                                       const float (&lanes)[Rows][Positions][kNR]) {
   const int64_t plane = p.height * p.width;
@@ -419,8 +472,8 @@ struct Tiles {
   int64_t row[kTogether], column[kTogether];
 };
 
-template <class Dot, int Rows, int Positions, class Word, int Taps>
-__attribute__((noinline)) void tiles_together(const Problem<Word, Taps>& p, int64_t n,
+template <class Dot, int Rows, int Positions, class Word, int Taps, int Step>
+__attribute__((noinline)) void tiles_together(const Problem<Word, Taps, Step>& p, int64_t n,
                                               int64_t output_block, const Tiles& tiles) {
   float* out[kTogether];
   for (int t = 0; t < tiles.count; ++t) {
@@ -441,8 +494,8 @@ __attribute__((noinline)) void tiles_together(const Problem<Word, Taps>& p, int6
 
 // Calls tiles_together<Dot, Rows, positions> for the tiles' runtime width, up to kPositions /
 // Rows.
-template <class Dot, int Rows, int Positions = kPositions / Rows, class Word, int Taps>
-inline void tiles_of(const Tiles& tiles, const Problem<Word, Taps>& p, int64_t n,
+template <class Dot, int Rows, int Positions = kPositions / Rows, class Word, int Taps, int Step>
+inline void tiles_of(const Tiles& tiles, const Problem<Word, Taps, Step>& p, int64_t n,
                      int64_t output_block) {
   if constexpr (Positions > 0) {
     if (tiles.positions == Positions) {
@@ -456,9 +509,9 @@ inline void tiles_of(const Tiles& tiles, const Problem<Word, Taps>& p, int64_t n
 // `group`, in micro-tiles of up to kPositions positions: of one row, or of two where the image
 // is at most kPositions / 2 wide. Tiles of one shape go kTogether at a time, in the walk's order
 // (across a row, then down).
-template <class Dot, class Word, int Taps>
-inline void run_rows(const Problem<Word, Taps>& p, int64_t n, int64_t group, int64_t first_row,
-                     int64_t rows) {
+template <class Dot, class Word, int Taps, int Step>
+inline void run_rows(const Problem<Word, Taps, Step>& p, int64_t n, int64_t group,
+                     int64_t first_row, int64_t rows) {
   const int64_t end_row = min64(first_row + rows, p.height);
   const int64_t end_block = min64((group + 1) * kBlocksPerGroup, p.packing.output_blocks());
   const bool narrow = 2 * p.width <= kPositions;

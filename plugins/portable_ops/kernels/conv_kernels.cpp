@@ -115,9 +115,9 @@ PORTA_KERNEL(conv2d_backward_data_col2im, ConvArgs g, const float* dy, const flo
   });
 }
 
-// The direct convolution of 3x3 layers of stride 1 and padding 1, and of pointwise layers
-// (ConvArgs::direct_rows; the filter's taps chosen by g.pointwise()): a _pack_direct kernel packs
-// the weights into packed_a, a group per (kDirectOutputs output
+// The direct convolution of 3x3 layers of stride 1 and padding 1, and of 1x1 layers, strided ones
+// forward only (ConvArgs::direct_rows; the filter's taps chosen by g.one_by_one()): a
+// _pack_direct kernel packs the weights into packed_a, a group per (kDirectOutputs output
 // channels, block of input channels), and for bf16 also pairs the input's channels after them,
 // a group per image and pair; then a group per (kDirectOutputs output channels, image,
 // direct_rows output rows) convolves. Forward convolves x (C channels) into y (K); backward data
@@ -125,10 +125,10 @@ PORTA_KERNEL(conv2d_backward_data_col2im, ConvArgs g, const float* dy, const flo
 // pack and convolve as conv_direct_tiles.h lays them out, in the same groups.
 namespace direct = porta_ops::cpu::direct;
 
-// Calls body(taps) with the filter's taps as a constant: 1 for a pointwise layer, 9 for a 3x3 one.
+// Calls body(taps) with the filter's taps as a constant: 1 for a 1x1 layer, 9 for a 3x3 one.
 template <class Body>
 PORTA_DEVICE_FUNCTION void with_taps(const ConvArgs& g, Body&& body) {
-  if (g.pointwise()) return body(std::integral_constant<int, 1>{});
+  if (g.one_by_one()) return body(std::integral_constant<int, 1>{});
   body(std::integral_constant<int, 9>{});
 }
 
@@ -146,13 +146,15 @@ PORTA_DEVICE_FUNCTION int64_t weight_groups(const direct::Packing<Taps>& packing
          packing.channel_blocks();
 }
 
-// This group's share of a direct convolution with out_channels outputs: image n, the group of
-// kDirectOutputs output channels, direct_rows rows from `row`; false for the flat grid's spares.
+// This group's share of a direct convolution with out_channels outputs of `height` rows: image
+// n, the group of kDirectOutputs output channels, direct_rows rows from `row`; false for the flat
+// grid's spares.
 struct DirectShare {
   int64_t n, group, row;
 };
-PORTA_DEVICE_FUNCTION bool direct_share(const ConvArgs& g, int64_t out_channels, DirectShare* s) {
-  const int64_t chunks = porta_ops::div_up(g.height, g.direct_rows);
+PORTA_DEVICE_FUNCTION bool direct_share(const ConvArgs& g, int64_t out_channels, int64_t height,
+                                        DirectShare* s) {
+  const int64_t chunks = porta_ops::div_up(height, g.direct_rows);
   const int64_t groups = porta_ops::div_up(out_channels, porta_ops::kDirectOutputs);
   const int64_t index = porta_ops::group_number();
   if (index >= groups * g.batch * chunks) return false;
@@ -163,14 +165,41 @@ PORTA_DEVICE_FUNCTION bool direct_share(const ConvArgs& g, int64_t out_channels,
   return true;
 }
 
+// The direct convolution's output planes: forward's y, backward data's dx (stride 1: dy's size).
+struct DirectPlanes {
+  int64_t height, width;
+};
+PORTA_DEVICE_FUNCTION DirectPlanes direct_output(const ConvArgs& g, bool backward_data) {
+  return backward_data ? DirectPlanes{g.height, g.width} : DirectPlanes{g.out_h, g.out_w};
+}
+
+// fp32's input as it lies: forward's x, a 1x1 layer's outputs stride_h rows and stride_w columns
+// apart in it; backward data's dy.
+PORTA_DEVICE_FUNCTION direct::DirectInput direct_input(const ConvArgs& g, bool backward_data) {
+  if (backward_data) return {g.out_w, g.out_h * g.out_w, 1, 1};
+  return {g.width, g.height * g.width, g.stride_h, g.stride_w};
+}
+
+// The outputs of this group's share, from `in` laid out as `input` (its step across a constant
+// of the micro-tiles: 1, or a strided 1x1 layer's 2).
 template <class Dot, class Word, int Taps>
-PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const Word* in, const Word* packed,
-                                      float* out, const direct::Packing<Taps>& packing) {
-  const direct::Problem<Word, Taps> p{in, packed, out, packing, g.height, g.width};
+PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const Word* in,
+                                      const direct::DirectInput& input, const Word* packed,
+                                      float* out, const direct::Packing<Taps>& packing,
+                                      bool backward_data) {
+  const DirectPlanes planes = direct_output(g, backward_data);
   DirectShare s;
-  if (direct_share(g, packing.out_channels, &s)) {
+  if (!direct_share(g, packing.out_channels, planes.height, &s)) return;
+  const auto run = [&](auto step) {
+    const direct::Problem<Word, Taps, step.value> p{
+        in, packed, out, packing, planes.height, planes.width, input};
     direct::run_rows<Dot>(p, s.n, s.group, s.row, g.direct_rows);
+  };
+  if constexpr (Taps == 1) {
+    static_assert(porta_ops::kDirectMaxStrideW == 2, "a step across for each stride");
+    if (input.step_across == 2) return run(std::integral_constant<int, 2>{});
   }
+  run(std::integral_constant<int, 1>{});
 }
 
 PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* w, bool backward_data) {
@@ -189,8 +218,8 @@ PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* w, bo
 PORTA_DEVICE_FUNCTION void run_direct_f32(const ConvArgs& g, const float* in, float* out,
                                           bool backward_data) {
   with_taps(g, [&](auto taps) {
-    run_direct<direct::F32Dot>(g, in, g.packed_a, out,
-                               direct_packing<taps.value>(g, backward_data));
+    run_direct<direct::F32Dot>(g, in, direct_input(g, backward_data), g.packed_a, out,
+                               direct_packing<taps.value>(g, backward_data), backward_data);
   });
 }
 
@@ -382,11 +411,17 @@ PORTA_DEVICE_FUNCTION void pack_direct_tiles(const ConvArgs& g, const porta_ops:
 PORTA_DEVICE_FUNCTION void run_direct_tiles(const ConvArgs& g, float* out, bool backward_data) {
   const direct_tiles::Layout l = g.tile_layout(backward_data);
   DirectShare s;
-  if (direct_share(g, l.out_channels, &s)) {
+  if (direct_share(g, l.out_channels, g.height, &s)) {
     direct_tiles::run(l, reinterpret_cast<const uint32_t*>(g.packed_a), out, s.n, s.group, s.row,
                       porta_ops::min64(s.row + g.direct_rows, g.height),
                       g.tiles.path == porta_ops::kGemmPathNative);
   }
+}
+
+// bf16's input as paired (pack_direct_bf16): the positions the outputs read, as many as theirs.
+PORTA_DEVICE_FUNCTION direct::DirectInput paired_input(const ConvArgs& g, bool backward_data) {
+  const DirectPlanes planes = direct_output(g, backward_data);
+  return {planes.width, planes.height * planes.width, 1, 1};
 }
 
 // bf16: the packed weights, then the input's channel pairs, in packed_a as words.
@@ -406,10 +441,11 @@ PORTA_DEVICE_FUNCTION void pack_direct_bf16(const ConvArgs& g, const porta_ops::
     }
     index -= weight_groups(packing);
     if (index < g.batch * packing.in_channels) {
+      const DirectPlanes planes = direct_output(g, backward_data);
       direct::pair_channels(
-          reinterpret_cast<const uint16_t*>(in),
+          reinterpret_cast<const uint16_t*>(in), direct_input(g, backward_data),
           words + porta_ops::direct_packed_words(packing.out_channels, packing.in_channels, taps),
-          channels, g.height * g.width, index);
+          channels, planes.height, planes.width, index);
     }
   });
 }
@@ -423,10 +459,12 @@ PORTA_DEVICE_FUNCTION void run_direct_bf16(const ConvArgs& g, float* out, bool b
         words + porta_ops::direct_packed_words(packing.out_channels, packing.in_channels, taps);
 #if defined(PORTA_GEMM_BF16_DOT)
     if (g.tiles.path == porta_ops::kGemmPathNative && porta_ops::cpu::has_bf16_dot()) {
-      return run_direct<direct::Bf16Dot>(g, in, words, out, packing);
+      return run_direct<direct::Bf16Dot>(g, in, paired_input(g, backward_data), words, out, packing,
+                                         backward_data);
     }
 #endif
-    run_direct<direct::PairDot>(g, in, words, out, packing);
+    run_direct<direct::PairDot>(g, in, paired_input(g, backward_data), words, out, packing,
+                                backward_data);
   });
 }
 

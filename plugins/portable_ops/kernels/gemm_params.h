@@ -113,6 +113,10 @@ inline constexpr int64_t kDirectOutputs = 32;
 // Products per output of one depth block of the direct convolution: 32 input channels of a 3x3
 // filter (a block's rows of the input stay in L1 over its nine taps), 288 of a 1x1 one.
 inline constexpr int64_t kDirectBlockSteps = 288;
+// A strided 1x1 layer's outputs read x at most this many columns apart in the direct
+// convolution: the step is a constant of its micro-tiles, so that each input it broadcasts is at
+// its row's address plus a constant.
+inline constexpr int64_t kDirectMaxStrideW = 2;
 // The words the direct convolution's packed weights take (kernels/conv_direct_cpu.h): `taps`
 // taps of in_words input channels (or bf16 channel pairs) for whole groups of output channels.
 // bf16's paired input follows them in the same buffer.
@@ -406,20 +410,31 @@ struct ConvArgs {
     return {batch, channels, height, width, out_channels};
   }
 
-  // The layers the CPU's direct convolution takes: 3x3 of stride 1 and padding 1, or pointwise;
-  // undilated (a pointwise layer's dilation changes nothing, but leaves its twin to the engine).
-  PORTA_DEVICE_FUNCTION bool direct_shape() const {
+  // The layers the CPU's direct convolution takes (kernels/conv_direct_cpu.h): 3x3 of stride 1
+  // and padding 1, or 1x1 without padding, the forward of whose also strided ones, at most
+  // kDirectMaxStrideW across; undilated (a 1x1 layer's dilation changes nothing, but leaves its
+  // twin to the engine).
+  PORTA_DEVICE_FUNCTION bool direct_shape(bool forward) const {
     const bool undilated = dilation_h == 1 && dilation_w == 1;
-    const bool same_3x3 = kernel_h == 3 && kernel_w == 3 && stride_h == 1 && stride_w == 1 &&
-                          pad_h == 1 && pad_w == 1;
-    return undilated && (same_3x3 || pointwise());
+    const bool strided_1x1 = forward && one_by_one() && stride_w <= kDirectMaxStrideW;
+    return undilated && (same_3x3() || pointwise() || strided_1x1);
+  }
+
+  // A 3x3 filter of stride 1 and padding 1, undilated: the output as large as the input.
+  PORTA_DEVICE_FUNCTION bool same_3x3() const {
+    return kernel_h == 3 && kernel_w == 3 && stride_h == 1 && stride_w == 1 && pad_h == 1 &&
+           pad_w == 1 && dilation_h == 1 && dilation_w == 1;
+  }
+
+  // A 1x1 filter without padding: output (p, q) reads x at (p * stride_h, q * stride_w) alone.
+  PORTA_DEVICE_FUNCTION bool one_by_one() const {
+    return kernel_h == 1 && kernel_w == 1 && pad_h == 0 && pad_w == 0;
   }
 
   // A 1x1 filter of stride 1 and no padding: x[n, c, h, w] is im2col(x), its positions the
   // outputs'.
   PORTA_DEVICE_FUNCTION bool pointwise() const {
-    return kernel_h == 1 && kernel_w == 1 && stride_h == 1 && stride_w == 1 && pad_h == 0 &&
-           pad_w == 0;
+    return one_by_one() && stride_h == 1 && stride_w == 1;
   }
 };
 
