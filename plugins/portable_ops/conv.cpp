@@ -1,7 +1,8 @@
 // Host side of the convolutions: each is a launch of the GEMM engine (kernels/conv_kernels.cpp),
-// an implicit GEMM planned like a GEMM of its sizes, except on the CPU 3x3 layers of stride 1
-// and 1x1 layers' forward, strided up to 2 across too (and pointwise layers' fp32 backward data
-// where dy has as many channels as dx or more), which are direct convolutions (launch_direct),
+// an implicit GEMM planned like a GEMM of its sizes, except on the CPU 3x3 layers of stride 1,
+// 1x1 layers' forward, strided up to 2 across too (and pointwise layers' fp32 backward data where
+// dy has as many channels as dx or more), and the fp32 forward of filters of any size over a few
+// input channels, which are direct convolutions (launch_direct),
 // strided layers' backward data, a GEMM of columns and a gather (launch_data_by_columns), and on
 // AVX-512 the fp32 and bf16 3x3 layers that Winograd's F(4x4, 3x3) takes (launch_winograd).
 #include <algorithm>
@@ -37,10 +38,11 @@ enum class Pass { forward, backward_data, backward_weights };
 
 // Forward or backward data of a 3x3 layer of stride 1 and padding 1 or of a pointwise layer
 // (its backward data in fp32 where dy has as many channels as dx or more), or the forward of a
-// 1x1 layer of stride up to 2 across (ConvArgs::direct_shape), on the CPU as a
-// direct convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words of channel pairs): the
-// weights packed into the stream's scratch (and bf16's input paired after them), then the
-// outputs a group per kDirectOutputs channels of one image's rows. Whole images per group,
+// 1x1 layer of stride up to 2 across or of an fp32 any_filter() layer (ConvArgs::direct_shape),
+// on the CPU as a direct convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words of
+// channel pairs): the weights packed into the stream's scratch (and after them bf16's paired
+// input, or a padded any_filter() layer's planes), then the outputs a group per kDirectOutputs
+// channels of one image's rows. Whole images per group,
 // unless that leaves fewer than four groups per thread to even out. on_tiles: bf16 3x3 on AMX
 // tiles, whose weights and padded input take their own layout (kernels/conv_direct_tiles.h).
 void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t dtype,
@@ -49,10 +51,11 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   const bool backward_data = pass == Pass::backward_data, bf16 = dtype == PORTA_DTYPE_BF16;
   const int64_t in_words = div_up(backward_data ? g.out_channels : g.channels, bf16 ? 2 : 1);
   const int64_t out_channels = backward_data ? g.channels : g.out_channels;
-  // The output's planes: a strided 1x1 layer's smaller than x's. bf16's paired input holds the
-  // positions they read, as many.
+  // The output's rows: a strided layer's fewer than x's.
   const int64_t out_rows = backward_data ? g.height : g.out_h;
-  const int64_t out_columns = backward_data ? g.width : g.out_w;
+  // The input copy after the weights (ConvArgs::direct_copy_rows): bf16's channel pairs, or a
+  // padded any_filter() layer's planes with their padding.
+  const bool copies_input = bf16 || (g.any_filter() && (g.pad_h > 0 || g.pad_w > 0));
   const int64_t groups = div_up(out_channels, porta_ops::kDirectOutputs);
   const int64_t threads = std::max<int64_t>(op.properties->compute_units, 1);
   const int64_t taps = g.kernel_h * g.kernel_w;
@@ -70,15 +73,16 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   const Checked<int64_t> packed_words =
       on_tiles ? Checked(tiles.output_blocks()) * porta_ops::kDirectOutputs * pair_planes * taps
                : Checked(groups) * porta_ops::kDirectOutputs * in_words * taps;
-  const Checked<int64_t> input_words = on_tiles
-                                           ? Checked(g.batch) * pair_planes * tiles.plane()
-                                           : Checked(g.batch) * in_words * out_rows * out_columns;
-  const Checked<int64_t> bytes = (packed_words + (bf16 ? input_words : 0)) * int64_t{4};
+  const Checked<int64_t> input_words = on_tiles ? Checked(g.batch) * pair_planes * tiles.plane()
+                                                : Checked(g.batch) * in_words *
+                                                      g.direct_copy_rows(backward_data) *
+                                                      g.direct_copy_columns(backward_data);
+  const Checked<int64_t> bytes = (packed_words + (copies_input ? input_words : 0)) * int64_t{4};
   const Checked<int64_t> pack_groups =
       on_tiles
           ? Checked(tiles.output_blocks()) * tiles.pair_blocks() + Checked(g.batch) * pair_planes
           : Checked(groups) * div_up(in_words, porta_ops::kDirectBlockSteps / taps) +
-                (bf16 ? Checked(g.batch) * in_words : 0);
+                (copies_input ? Checked(g.batch) * in_words : 0);
   const Checked<int64_t> outputs = Checked(groups) * g.batch * div_up(out_rows, g.direct_rows);
   uint32_t pack_grid[3], grid[3];
   if (!bytes.valid() || !pack_groups.valid() || !outputs.valid() ||
@@ -441,9 +445,10 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     }
     // Their direct convolution leaves out the products of the taps on the padding, which the
     // implicit GEMM multiplies as zeros (18% of a 7x7 image's); a 1x1 layer's forward reads x in
-    // place (strided: the inputs two apart, which the implicit GEMM packed into its window), its
-    // tiles within an image's rows, and so does a pointwise layer's fp32 backward data where dy
-    // has at least as many channels as dx: the implicit GEMM's rows are then dx's few channels,
+    // place (strided: the inputs two apart, which the implicit GEMM packed into its window), as
+    // does an fp32 any_filter() layer's (a padded one a copy with its padding), its tiles within
+    // an image's rows, and so does a pointwise layer's fp32 backward data where dy has at least
+    // as many channels as dx: the implicit GEMM's rows are then dx's few channels,
     // over which its pack of dy's window pays off poorly (56x56x64 to 64 at 0.33 of oneDNN,
     // direct 0.77). Where dx has more, the direct tiles' sums are shallow for their stores, and
     // bf16 ranged from 20% faster to 20% slower (docs/decisions.md, "Pointwise backward data").
@@ -458,7 +463,8 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     const bool expanding = d.dtype == PORTA_DTYPE_F32 && g.out_channels >= g.channels;
     const bool direct = g.direct_shape(pass == Pass::forward) &&
                         (pass == Pass::forward || !g.pointwise() || expanding) &&
-                        (!matrix_units || on_tiles);
+                        (!matrix_units || on_tiles) &&
+                        (!g.any_filter() || d.dtype == PORTA_DTYPE_F32);
     if (pass == Pass::backward_data && (g.stride_h > 1 || g.stride_w > 1) && runs_packed_path(op)) {
       return launch_data_by_columns(op, g, d.dtype, in0, in1, out);
     }

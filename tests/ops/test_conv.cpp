@@ -159,18 +159,21 @@ porta_status_t run_conv(const Env& env, const ConvCase& c, uint64_t seed,
 
 void run_f32(const Env& env, const ConvCase& c, uint64_t seed) { run_conv(env, c, seed); }
 
-// On the CPU, forward and backward data of a 3x3 layer of stride 1 and padding 1, and a 1x1
-// layer's forward (strided too), run as a direct convolution (kernels/conv_direct_cpu.h). The
-// cases for the implicit GEMM's paths take such a layer dilated 2 down its rows instead (a 3x3
-// one padded 2 there): the same GEMM (its sizes, its output positions, its runs of x per tap),
-// which the direct convolution does not take.
+// On the CPU, forward and backward data of a 3x3 layer of stride 1 and padding 1, and the forward
+// of a 1x1 layer (strided too) or of a filter of any size over at most 4 input channels, run as
+// a direct convolution (kernels/conv_direct_cpu.h). The cases for the implicit GEMM's paths take
+// such a layer dilated 2 down its rows instead, padded there for as many output rows (exactly so
+// for filters of odd height): the same GEMM (its sizes, its output positions, its runs of x per
+// tap), which the direct convolution does not take.
 ConvCase implicit_gemm_twin(ConvCase c) {
   const bool undilated = c.dilation_h == 1 && c.dilation_w == 1;
   const bool unit_stride = c.stride_h == 1 && c.stride_w == 1;
-  if (undilated && unit_stride && c.r == 3 && c.s == 3 && c.pad_h == 1 && c.pad_w == 1) {
-    c.pad_h = 2, c.dilation_h = 2;
+  const bool same_3x3 = c.r == 3 && c.s == 3 && c.pad_h == 1 && c.pad_w == 1 && unit_stride;
+  const bool one_by_one = c.r == 1 && c.s == 1 && c.pad_h == 0 && c.pad_w == 0;
+  const bool any_filter = c.c <= 4 && c.r * c.s <= 288 && c.stride_w <= 2;
+  if (undilated && (same_3x3 || one_by_one || any_filter)) {
+    c.pad_h += (c.r - 1) / 2, c.dilation_h = 2;
   }
-  if (undilated && c.r == 1 && c.s == 1 && c.pad_h == 0 && c.pad_w == 0) c.dilation_h = 2;
   return c;
 }
 
@@ -264,8 +267,11 @@ TEST_CASE("conv2d: 1x1 and 7x7 kernels", "[conv]") {
       {1, 2, 40, 40, 3, 9, 9, 4, 4, 2, 2},  // 81 taps: more than the masks kept, gathered
       {1, 1, 7, 7, 1, 7, 7},                // 7x7 over a 7x7 input
   };
+  // Those over a few channels are direct convolutions forward; their twins take the implicit
+  // GEMM's windows.
   uint64_t index = 0;
   for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+  for (const ConvCase& c : cases) run_implicit_gemm_f32(env, c, seed_for(index++));
 }
 
 TEST_CASE("conv2d: tensors at any 4-byte offset", "[conv]") {
@@ -398,6 +404,31 @@ TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions", "[conv]") {
   for (const ConvCase& c : kDirectCases) run_f32(env, c, seed_for(index++));
 }
 
+// On the CPU, the fp32 forward of a filter of any size over at most 4 input channels (an image's
+// colours, a spectrogram), up to 288 taps and stride 2 across, is a direct convolution too: each
+// tap a step over the block's channels, a padded layer's input first copied into planes with
+// the padding around them. Two-row tiles of narrow outputs, partial output groups, several
+// channel blocks (100 taps: 2 channels a block), strides down and across, padding per axis; and
+// the layers just outside it (5 channels, 289 taps, 3 across), which the implicit GEMM takes.
+TEST_CASE("conv2d: filters of any size over few channels as direct convolutions", "[conv]") {
+  Env env;
+  // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w}
+  const ConvCase cases[] = {
+      {2, 1, 11, 45, 33, 5, 20, 0, 0, 2, 2},  // DeepSpeech's 20x5, scaled: rows of 13; 33 outputs
+      {2, 1, 12, 30, 6, 5, 5, 2, 2},          // 5x5 "same": rows of 14 + 14 + 2
+      {1, 3, 9, 29, 40, 3, 3, 1, 1, 2, 2},    // 3x3 of stride 2: rows of 14 + 1
+      {3, 4, 10, 12, 5, 3, 2, 0, 1, 1, 2},    // 3x2, padding across only: two-row tiles of 7
+      {1, 2, 16, 20, 3, 4, 3, 2, 1, 3, 1},    // 4x3, 3 down, padding 2 and 1
+      {1, 4, 12, 30, 5, 10, 10, 0, 0, 1, 2},  // 100 taps: two channel blocks of 2
+      {1, 1, 18, 20, 3, 16, 18},              // 288 taps: blocks of one channel
+      {1, 5, 9, 9, 4, 5, 5, 2, 2, 2, 2},      // 5 channels: the implicit GEMM
+      {1, 1, 20, 20, 2, 17, 17},              // 289 taps: the implicit GEMM
+      {1, 2, 12, 15, 3, 3, 3, 0, 0, 1, 3},    // 3 across: the implicit GEMM
+  };
+  uint64_t index = 0;
+  for (const ConvCase& c : cases) run_f32(env, c, seed_for(index++));
+}
+
 // bf16 on AVX512_BF16 in words of two input channels: an odd channel count's last word paired
 // with a zero, in the input and in the weights.
 TEST_CASE("conv2d: 3x3 and pointwise layers as direct convolutions, bf16", "[conv][16bit]") {
@@ -506,7 +537,8 @@ TEST_CASE("conv2d: bf16 3x3 layers on matrix tiles", "[conv]") {
 // channels inside: the edges of the padding, strips crossing images or ending with the tile,
 // partial panels of A, several depth blocks, blocks starting within a channel's taps; and the
 // layers just outside it (one tap, rows narrower than the input's), which pack. (Its 3x3 layers
-// of padding 1 are direct convolutions: their cases run dilated down the rows.)
+// of padding 1 and its layers of few channels are direct convolutions: their cases run dilated
+// down the rows.)
 TEST_CASE("conv2d: windows read in place, runs per strip under masks per tap", "[conv]") {
   Env env;
   // {n, c, h, w, k, r, s, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w}

@@ -27,8 +27,10 @@ inline constexpr int kPositions = 14;
 #else
 inline constexpr int kPositions = 6;
 #endif
-// The filters: 3x3 taps of padding 1, or a pointwise layer's one (1x1, no padding), which is the
-// 3x3 code's centre tap alone.
+// The filters (Taps): 3x3 taps of padding 1, a 1x1 layer's one (no padding), which is the 3x3
+// code's centre tap alone, or kAnyTaps: a filter of any size known at run time, without padding
+// (a padded layer's input is copied into planes with the padding around them first).
+inline constexpr int kAnyTaps = 0;
 inline constexpr int64_t kBlockSteps = kDirectBlockSteps;
 // How far ahead a micro-tile fetches its operands, in steps (input channels): a tap's weights
 // stream from the L2, and a pointwise layer's inputs, each channel's row read once per tile, from
@@ -38,6 +40,9 @@ inline constexpr int64_t kBlockSteps = kDirectBlockSteps;
 inline constexpr int64_t kWeightsAhead = 16;
 template <int Taps>
 inline constexpr int64_t kInputsAhead = Taps == 1 ? 48 : 16;
+// A filter of any size reads the same few rows (its few input channels) with every tap, from L1.
+template <>
+inline constexpr int64_t kInputsAhead<kAnyTaps> = 0;
 
 // The step of a micro-tile: sum += an input (broadcast) times a tap's weights for kVL output
 // channels. F32Dot: one channel's input by its weights (an FMA). For bf16 the inputs and the
@@ -78,23 +83,28 @@ struct Bf16Dot {
 };
 #endif
 
-// The packed weights of a filter of Taps taps: per block of kNR output channels (o) and block of
-// kBlock input channels (i0, `count` of them), the taps' runs, each `count` vectors of kNR
-// channels.
-//   wp[((o / kNR) * in_channels + i0) * Taps * kNR + (tap * count + i - i0) * kNR + o % kNR]
+// The packed weights of a filter of taps() taps: per block of kNR output channels (o) and block
+// of block_channels() input channels (i0, `count` of them), the taps' runs, each `count` vectors
+// of kNR channels,
+//   wp[((o / kNR) * in_channels + i0) * taps * kNR + (tap * count + i - i0) * kNR + o % kNR]
 // Output channels past the last are zeros, so a micro-tile never reads past the block.
 template <int Taps>
 struct Packing {
-  static constexpr int64_t kBlock = kBlockSteps / Taps;  // 32 channels of 3x3, 288 of 1x1
   int64_t in_channels, out_channels;
+  int64_t filter_h = 1, filter_w = 1;  // kAnyTaps's
 
+  PORTA_DEVICE_FUNCTION int64_t taps() const {
+    return Taps == kAnyTaps ? filter_h * filter_w : Taps;
+  }
+  // kBlockSteps products: 32 channels of 3x3, 288 of 1x1.
+  PORTA_DEVICE_FUNCTION int64_t block_channels() const { return kBlockSteps / taps(); }
   PORTA_DEVICE_FUNCTION int64_t channel_blocks() const {
-    return (in_channels + kBlock - 1) / kBlock;
+    return (in_channels + block_channels() - 1) / block_channels();
   }
   PORTA_DEVICE_FUNCTION int64_t output_blocks() const { return (out_channels + kNR - 1) / kNR; }
   template <class Word>
   PORTA_DEVICE_FUNCTION const Word* block(const Word* wp, int64_t output_block, int64_t i0) const {
-    return wp + (output_block * in_channels + i0) * Taps * kNR;
+    return wp + (output_block * in_channels + i0) * taps() * kNR;
   }
 };
 
@@ -118,24 +128,27 @@ inline void stage_runs(const T* first, int64_t runs, int64_t run_step, int64_t l
   }
 }
 
-// Writes a block's packed runs from its staged copy: staging[lane * LaneStep + i * ChannelStep +
-// tap of w] for tap `tap` of the packed filter (turned round for backward data), channel i.
-// fp32 words are the staged floats; bf16 words pair channels 2p and 2p + 1 (`count` pairs).
-template <int Taps, int64_t LaneStep, int64_t ChannelStep, bool TurnedRound, class T>
-inline void write_packed(const T* staging, void* packed, int64_t count) {
+// Writes a block's packed runs from its staged copy: staging[lane * lane_step + i * channel_step
+// + tap of w] for each of `taps` taps of the packed filter (turned round for backward data),
+// channel i. fp32 words are the staged floats; bf16 words pair channels 2p and 2p + 1 (`count`
+// pairs). The steps are constants where the filter's size is.
+template <bool TurnedRound, class T>
+__attribute__((always_inline)) inline void write_packed(const T* staging, void* packed,
+                                                        int64_t count, int64_t taps,
+                                                        int64_t lane_step, int64_t channel_step) {
   constexpr bool kPairs = sizeof(T) == 2;
   using Word = std::conditional_t<kPairs, uint32_t, float>;
   Word* out = static_cast<Word*>(packed);
-  for (int tap = 0; tap < Taps; ++tap) {
-    const T* from = staging + (TurnedRound ? Taps - 1 - tap : tap);
-    for (int64_t i = 0; i < count; ++i, out += kNR, from += (kPairs ? 2 : 1) * ChannelStep) {
+  for (int64_t tap = 0; tap < taps; ++tap) {
+    const T* from = staging + (TurnedRound ? taps - 1 - tap : tap);
+    for (int64_t i = 0; i < count; ++i, out += kNR, from += (kPairs ? 2 : 1) * channel_step) {
 #pragma GCC unroll 32
       for (int lane = 0; lane < kNR; ++lane) {
         if constexpr (kPairs) {
-          out[lane] =
-              uint32_t{from[lane * LaneStep]} | uint32_t{from[lane * LaneStep + ChannelStep]} << 16;
+          out[lane] = uint32_t{from[lane * lane_step]} |
+                      uint32_t{from[lane * lane_step + channel_step]} << 16;
         } else {
-          out[lane] = from[lane * LaneStep];
+          out[lane] = from[lane * lane_step];
         }
       }
     }
@@ -152,44 +165,44 @@ inline void write_packed(const T* staging, void* packed, int64_t count) {
 template <int Taps, class T>
 inline void pack_direct_weights(const Packing<Taps>& p, const T* w, void* wp, bool backward_data,
                                 int64_t index, T* staging, int64_t channels) {
-  constexpr int64_t kChannelBlock = Packing<Taps>::kBlock;
+  const int64_t block = p.block_channels(), taps = p.taps();
   constexpr int64_t kPerWord = sizeof(T) == 2 ? 2 : 1;
   const int64_t first_block = index / p.channel_blocks() * kBlocksPerGroup;
-  const int64_t i0 = (index % p.channel_blocks()) * kChannelBlock;
-  const int64_t count = min64(kChannelBlock, p.in_channels - i0);  // words
+  const int64_t i0 = (index % p.channel_blocks()) * block;
+  const int64_t count = min64(block, p.in_channels - i0);          // words
   const int64_t staged = kPerWord * count;                         // channels staged, zeros too
   const int64_t real = min64(staged, channels - kPerWord * i0);    // of them, w's
   const int64_t end_block = min64(first_block + kBlocksPerGroup, p.output_blocks());
-  constexpr int64_t kLaneFloats = kPerWord * kChannelBlock * Taps;  // forward: a lane's run
-  constexpr int64_t kChannelFloats = kNR * Taps;  // backward data: a channel's run
+  const int64_t lane_floats = kPerWord * block * taps;  // forward: a lane's run
+  const int64_t channel_floats = kNR * taps;            // backward data: a channel's run
   for (int64_t output_block = first_block; output_block < end_block; ++output_block) {
     const int64_t first = output_block * kNR, lanes = min64(kNR, p.out_channels - first);
     // The runs: forward's lane o holds (i, tap) for the block's channels, backward data's
     // channel i the lanes' taps. Lanes past the last output channel, and a pair's missing
     // channel, stage zeros.
     const int64_t runs = backward_data ? real : lanes;
-    const int64_t length = backward_data ? lanes * Taps : real * Taps;
-    const int64_t stride = backward_data ? kChannelFloats : kLaneFloats;
-    const T* run = backward_data ? w + (kPerWord * i0 * p.out_channels + first) * Taps
-                                 : w + (first * channels + kPerWord * i0) * Taps;
-    const int64_t run_step = (backward_data ? p.out_channels : channels) * Taps;
+    const int64_t length = backward_data ? lanes * taps : real * taps;
+    const int64_t stride = backward_data ? channel_floats : lane_floats;
+    const T* run = backward_data ? w + (kPerWord * i0 * p.out_channels + first) * taps
+                                 : w + (first * channels + kPerWord * i0) * taps;
+    const int64_t run_step = (backward_data ? p.out_channels : channels) * taps;
     stage_runs(run, runs, run_step, length, staging, stride);
     if (lanes < kNR || real < staged) {
       for (int64_t lane = 0; lane < kNR; ++lane) {
         for (int64_t i = lane < lanes ? real : 0; i < staged; ++i) {
-          for (int tap = 0; tap < Taps; ++tap) {
-            staging[backward_data ? i * kChannelFloats + lane * Taps + tap
-                                  : lane * kLaneFloats + i * Taps + tap] = T{};
+          for (int64_t tap = 0; tap < taps; ++tap) {
+            staging[backward_data ? i * channel_floats + lane * taps + tap
+                                  : lane * lane_floats + i * taps + tap] = T{};
           }
         }
       }
     }
     void* out = static_cast<char*>(wp) +
-                ((output_block * p.in_channels + i0) * Taps * kNR) * int64_t{sizeof(float)};
+                ((output_block * p.in_channels + i0) * taps * kNR) * int64_t{sizeof(float)};
     if (backward_data) {
-      write_packed<Taps, Taps, kChannelFloats, true>(staging, out, count);
+      write_packed<true>(staging, out, count, taps, taps, channel_floats);
     } else {
-      write_packed<Taps, kLaneFloats, Taps, false>(staging, out, count);
+      write_packed<false>(staging, out, count, taps, lane_floats, taps);
     }
   }
 }
@@ -199,6 +212,25 @@ inline void pack_direct_weights(const Packing<Taps>& p, const T* w, void* wp, bo
 struct DirectInput {
   int64_t width, plane, step_down, step_across;
 };
+
+// Plane `index` (image n, channel c) of `in`, height x width, into out's planes of (height + 2 *
+// pad_h) x (width + 2 * pad_w), zeros around it: the input a padded layer's filter of any size
+// (kAnyTaps) reads, every tap then within it.
+inline void pad_plane(const float* in, float* out, int64_t height, int64_t width, int64_t pad_h,
+                      int64_t pad_w, int64_t index) {
+  const int64_t rows = height + 2 * pad_h, columns = width + 2 * pad_w;
+  const float* from = in + index * height * width;
+  float* to = out + index * rows * columns;
+  for (int64_t r = 0; r < rows; ++r, to += columns) {
+    const int64_t h = r - pad_h;
+    if (h < 0 || h >= height) {
+      for (int64_t q = 0; q < columns; ++q) to[q] = 0.0f;
+      continue;
+    }
+    for (int64_t q = 0; q < pad_w; ++q) to[q] = to[columns - 1 - q] = 0.0f;
+    __builtin_memcpy(to + pad_w, from + h * width, width * sizeof(float));
+  }
+}
 
 // Words of `count` positions `step` apart from e (low halves) and o (high halves, masked by
 // odd_mask): step 1 and 2 in vectors, the latter reading the positions as the low halves of the
@@ -269,7 +301,7 @@ __attribute__((always_inline)) inline void add_tap(vfloat (&sum)[Rows][Positions
     }
 #pragma GCC unroll 2
     for (int r = 0; r < Rows; ++r) {
-      if (!(RowMask >> r & 1)) continue;
+      if (!(RowMask >> r & 1) || kInputsAhead<Taps> == 0) continue;
       // Every line the positions span (strided, up to three).
       const Word* ahead = row_in[r] + kInputsAhead<Taps> * plane;
 #pragma GCC unroll 4
@@ -367,7 +399,6 @@ __attribute__((always_inline)) inline void add_block(const Problem<Word, Taps, S
                                                      int64_t output_block, int64_t row,
                                                      int64_t column, int64_t i0,
                                                      float (&lanes)[Rows][Positions][kNR]) {
-  constexpr int64_t kChannelBlock = Packing<Taps>::kBlock;
   const int64_t plane = p.input.plane, in_channels = p.packing.in_channels;
   const int64_t row_step = p.input.step_down * p.input.width;
   vfloat sum[Rows][Positions][kNV];
@@ -377,12 +408,19 @@ __attribute__((always_inline)) inline void add_block(const Problem<Word, Taps, S
     for (int position = 0; position < Positions; ++position)
 #pragma GCC unroll 4
       for (int v = 0; v < kNV; ++v) sum[r][position][v] = vfloat{};
-  const int64_t count = min64(kChannelBlock, in_channels - i0);
+  const int64_t count = min64(p.packing.block_channels(), in_channels - i0);
   const Word* w = p.packing.block(p.packed, output_block, i0);
   const Word* in = p.in + (n * in_channels + i0) * plane + row * row_step + column * Step;
   if constexpr (Taps == 1) {  // every row, every position
     add_tap<Dot, Rows, Positions, 0, Positions, (1u << Rows) - 1, 1, Step>(sum, in, 0, row_step,
                                                                            plane, w, count);
+  } else if constexpr (Taps == kAnyTaps) {  // every tap, row and position: no padding
+    for (int64_t r = 0; r < p.packing.filter_h; ++r) {
+      for (int64_t s = 0; s < p.packing.filter_w; ++s, w += count * kNR) {
+        add_tap<Dot, Rows, Positions, 0, Positions, (1u << Rows) - 1, kAnyTaps, Step>(
+            sum, in, r * p.input.width + s, row_step, plane, w, count);
+      }
+    }
   } else {
     static_assert(Step == 1, "3x3 layers of stride 1 only");
     const bool left = column == 0, right = column + Positions == p.width;
@@ -486,7 +524,7 @@ __attribute__((noinline)) void tiles_together(const Problem<Word, Taps, Step>& p
       add_block<Dot, Rows, Positions>(p, n, output_block, tiles.row[t], tiles.column[t], i0,
                                       lanes[t]);
     }
-  } while ((i0 += Packing<Taps>::kBlock) < p.packing.in_channels);
+  } while ((i0 += p.packing.block_channels()) < p.packing.in_channels);
   for (int t = 0; t < tiles.count; ++t) {
     store_tile<Rows, Positions>(p, output_block, out[t], lanes[t]);
   }

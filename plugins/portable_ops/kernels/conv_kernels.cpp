@@ -125,10 +125,14 @@ PORTA_KERNEL(conv2d_backward_data_col2im, ConvArgs g, const float* dy, const flo
 // pack and convolve as conv_direct_tiles.h lays them out, in the same groups.
 namespace direct = porta_ops::cpu::direct;
 
-// Calls body(taps) with the filter's taps as a constant: 1 for a 1x1 layer, 9 for a 3x3 one.
-template <class Body>
+// Calls body(taps) with the filter's taps as a constant: 1 for a 1x1 layer, 9 for a 3x3 one, and
+// with AnyFilter kAnyTaps for any_filter() layers (fp32's only).
+template <bool AnyFilter = false, class Body>
 PORTA_DEVICE_FUNCTION void with_taps(const ConvArgs& g, Body&& body) {
   if (g.one_by_one()) return body(std::integral_constant<int, 1>{});
+  if constexpr (AnyFilter) {
+    if (g.any_filter()) return body(std::integral_constant<int, direct::kAnyTaps>{});
+  }
   body(std::integral_constant<int, 9>{});
 }
 
@@ -137,7 +141,7 @@ PORTA_DEVICE_FUNCTION direct::Packing<Taps> direct_packing(const ConvArgs& g, bo
                                                            int64_t per_word = 1) {
   const int64_t in_channels = backward_data ? g.out_channels : g.channels;
   return direct::Packing<Taps>{porta_ops::div_up(in_channels, per_word),
-                               backward_data ? g.channels : g.out_channels};
+                               backward_data ? g.channels : g.out_channels, g.kernel_h, g.kernel_w};
 }
 
 template <int Taps>
@@ -195,37 +199,67 @@ PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const Word* in,
         in, packed, out, packing, planes.height, planes.width, input};
     direct::run_rows<Dot>(p, s.n, s.group, s.row, g.direct_rows);
   };
-  if constexpr (Taps == 1) {
+  if constexpr (Taps == 1 || Taps == direct::kAnyTaps) {
     static_assert(porta_ops::kDirectMaxStrideW == 2, "a step across for each stride");
     if (input.step_across == 2) return run(std::integral_constant<int, 2>{});
   }
   run(std::integral_constant<int, 1>{});
 }
 
-PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* w, bool backward_data) {
-  with_taps(g, [&](auto taps) {
+// The input copy after the packed weights in packed_a, laid out as copied_input: bf16's channel
+// pairs, or a padded any_filter() layer's planes (fp32).
+template <int Taps>
+PORTA_DEVICE_FUNCTION float* input_copy(const ConvArgs& g, const direct::Packing<Taps>& packing) {
+  return g.packed_a +
+         porta_ops::direct_packed_words(packing.out_channels, packing.in_channels, packing.taps());
+}
+PORTA_DEVICE_FUNCTION bool copies_padded_input(const ConvArgs& g) {
+  return g.any_filter() && (g.pad_h > 0 || g.pad_w > 0);
+}
+PORTA_DEVICE_FUNCTION direct::DirectInput copied_input(const ConvArgs& g, bool backward_data) {
+  const int64_t rows = g.direct_copy_rows(backward_data);
+  const int64_t columns = g.direct_copy_columns(backward_data);
+  if (g.any_filter()) return {columns, rows * columns, g.stride_h, g.stride_w};
+  return {columns, rows * columns, 1, 1};
+}
+
+// fp32: the packed weights, then a padded any_filter() layer's input planes.
+PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* in, const float* w,
+                                           bool backward_data) {
+  with_taps<true>(g, [&](auto taps) {
     const auto packing = direct_packing<taps.value>(g, backward_data);
-    const int64_t index = porta_ops::group_number();
-    if (index >= weight_groups(packing)) return;
-    // On the thread's stack, not in shared memory: a launch that needs none cannot fail after
-    // the op has returned (the CPU backend reserves shared memory as the groups run).
-    alignas(64) float staging[porta_ops::cpu::kNR * direct::kBlockSteps];
-    direct::pack_direct_weights(packing, w, g.packed_a, backward_data, index, staging,
-                                packing.in_channels);
+    int64_t index = porta_ops::group_number();
+    if (index < weight_groups(packing)) {
+      // On the thread's stack, not in shared memory: a launch that needs none cannot fail after
+      // the op has returned (the CPU backend reserves shared memory as the groups run).
+      alignas(64) float staging[porta_ops::cpu::kNR * direct::kBlockSteps];
+      direct::pack_direct_weights(packing, w, g.packed_a, backward_data, index, staging,
+                                  packing.in_channels);
+      return;
+    }
+    index -= weight_groups(packing);
+    if (copies_padded_input(g) && index < g.batch * g.channels) {
+      direct::pad_plane(in, input_copy(g, packing), g.height, g.width, g.pad_h, g.pad_w, index);
+    }
   });
 }
 
 PORTA_DEVICE_FUNCTION void run_direct_f32(const ConvArgs& g, const float* in, float* out,
                                           bool backward_data) {
-  with_taps(g, [&](auto taps) {
-    run_direct<direct::F32Dot>(g, in, direct_input(g, backward_data), g.packed_a, out,
-                               direct_packing<taps.value>(g, backward_data), backward_data);
+  with_taps<true>(g, [&](auto taps) {
+    const auto packing = direct_packing<taps.value>(g, backward_data);
+    if (copies_padded_input(g)) {
+      return run_direct<direct::F32Dot>(g, input_copy(g, packing), copied_input(g, false),
+                                        g.packed_a, out, packing, false);
+    }
+    run_direct<direct::F32Dot>(g, in, direct_input(g, backward_data), g.packed_a, out, packing,
+                               backward_data);
   });
 }
 
 PORTA_KERNEL(conv2d_forward_f32_pack_direct, ConvArgs g, const float* x, const float* w, float* y) {
-  (void)x, (void)y;
-  pack_direct_f32(g, w, false);
+  (void)y;
+  pack_direct_f32(g, x, w, false);
 }
 
 PORTA_KERNEL(conv2d_forward_f32_direct, ConvArgs g, const float* x, const float* w, float* y) {
@@ -235,8 +269,8 @@ PORTA_KERNEL(conv2d_forward_f32_direct, ConvArgs g, const float* x, const float*
 
 PORTA_KERNEL(conv2d_backward_data_f32_pack_direct, ConvArgs g, const float* dy, const float* w,
              float* dx) {
-  (void)dy, (void)dx;
-  pack_direct_f32(g, w, true);
+  (void)dx;
+  pack_direct_f32(g, dy, w, true);
 }
 
 PORTA_KERNEL(conv2d_backward_data_f32_direct, ConvArgs g, const float* dy, const float* w,
@@ -418,12 +452,6 @@ PORTA_DEVICE_FUNCTION void run_direct_tiles(const ConvArgs& g, float* out, bool 
   }
 }
 
-// bf16's input as paired (pack_direct_bf16): the positions the outputs read, as many as theirs.
-PORTA_DEVICE_FUNCTION direct::DirectInput paired_input(const ConvArgs& g, bool backward_data) {
-  const DirectPlanes planes = direct_output(g, backward_data);
-  return {planes.width, planes.height * planes.width, 1, 1};
-}
-
 // bf16: the packed weights, then the input's channel pairs, in packed_a as words.
 PORTA_DEVICE_FUNCTION void pack_direct_bf16(const ConvArgs& g, const porta_ops::bf16* in,
                                             const porta_ops::bf16* w, bool backward_data) {
@@ -441,11 +469,10 @@ PORTA_DEVICE_FUNCTION void pack_direct_bf16(const ConvArgs& g, const porta_ops::
     }
     index -= weight_groups(packing);
     if (index < g.batch * packing.in_channels) {
-      const DirectPlanes planes = direct_output(g, backward_data);
-      direct::pair_channels(
-          reinterpret_cast<const uint16_t*>(in), direct_input(g, backward_data),
-          words + porta_ops::direct_packed_words(packing.out_channels, packing.in_channels, taps),
-          channels, planes.height, planes.width, index);
+      direct::pair_channels(reinterpret_cast<const uint16_t*>(in), direct_input(g, backward_data),
+                            reinterpret_cast<uint32_t*>(input_copy(g, packing)), channels,
+                            g.direct_copy_rows(backward_data), g.direct_copy_columns(backward_data),
+                            index);
     }
   });
 }
@@ -455,15 +482,14 @@ PORTA_DEVICE_FUNCTION void run_direct_bf16(const ConvArgs& g, float* out, bool b
   with_taps(g, [&](auto taps) {
     const auto packing = direct_packing<taps.value>(g, backward_data, 2);
     const uint32_t* const words = reinterpret_cast<const uint32_t*>(g.packed_a);
-    const uint32_t* const in =
-        words + porta_ops::direct_packed_words(packing.out_channels, packing.in_channels, taps);
+    const uint32_t* const in = reinterpret_cast<const uint32_t*>(input_copy(g, packing));
 #if defined(PORTA_GEMM_BF16_DOT)
     if (g.tiles.path == porta_ops::kGemmPathNative && porta_ops::cpu::has_bf16_dot()) {
-      return run_direct<direct::Bf16Dot>(g, in, paired_input(g, backward_data), words, out, packing,
+      return run_direct<direct::Bf16Dot>(g, in, copied_input(g, backward_data), words, out, packing,
                                          backward_data);
     }
 #endif
-    run_direct<direct::PairDot>(g, in, paired_input(g, backward_data), words, out, packing,
+    run_direct<direct::PairDot>(g, in, copied_input(g, backward_data), words, out, packing,
                                 backward_data);
   });
 }

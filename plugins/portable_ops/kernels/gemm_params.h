@@ -113,10 +113,14 @@ inline constexpr int64_t kDirectOutputs = 32;
 // Products per output of one depth block of the direct convolution: 32 input channels of a 3x3
 // filter (a block's rows of the input stay in L1 over its nine taps), 288 of a 1x1 one.
 inline constexpr int64_t kDirectBlockSteps = 288;
-// A strided 1x1 layer's outputs read x at most this many columns apart in the direct
-// convolution: the step is a constant of its micro-tiles, so that each input it broadcasts is at
-// its row's address plus a constant.
+// A strided layer's outputs read x at most this many columns apart in the direct convolution: the
+// step is a constant of its micro-tiles, so that each input it broadcasts is at its row's
+// address plus a constant.
 inline constexpr int64_t kDirectMaxStrideW = 2;
+// Filters of any size go to the direct convolution where the layer has at most this many input
+// channels (an image's colours, a spectrogram): the implicit GEMM's window then packs an element
+// for every few products.
+inline constexpr int64_t kDirectMaxAnyFilterChannels = 4;
 // The words the direct convolution's packed weights take (kernels/conv_direct_cpu.h): `taps`
 // taps of in_words input channels (or bf16 channel pairs) for whole groups of output channels.
 // bf16's paired input follows them in the same buffer.
@@ -412,12 +416,32 @@ struct ConvArgs {
 
   // The layers the CPU's direct convolution takes (kernels/conv_direct_cpu.h): 3x3 of stride 1
   // and padding 1, or 1x1 without padding, the forward of whose also strided ones, at most
-  // kDirectMaxStrideW across; undilated (a 1x1 layer's dilation changes nothing, but leaves its
-  // twin to the engine).
+  // kDirectMaxStrideW across; and the fp32 forward of any_filter() layers; undilated (a 1x1
+  // layer's dilation changes nothing, but leaves its twin to the engine).
   PORTA_DEVICE_FUNCTION bool direct_shape(bool forward) const {
     const bool undilated = dilation_h == 1 && dilation_w == 1;
     const bool strided_1x1 = forward && one_by_one() && stride_w <= kDirectMaxStrideW;
-    return undilated && (same_3x3() || pointwise() || strided_1x1);
+    return undilated && (same_3x3() || pointwise() || strided_1x1 || (forward && any_filter()));
+  }
+
+  // A filter the direct convolution takes at its size (conv_direct_cpu.h: kAnyTaps), forward:
+  // neither 3x3 of padding 1 nor 1x1, over at most kDirectMaxAnyFilterChannels input channels, of
+  // up to kDirectBlockSteps taps, at most kDirectMaxStrideW across, undilated; a padded one reads a
+  // copy of x with the padding around its planes (direct_copy_rows).
+  PORTA_DEVICE_FUNCTION bool any_filter() const {
+    return !same_3x3() && !one_by_one() && channels <= kDirectMaxAnyFilterChannels &&
+           kernel_h * kernel_w <= kDirectBlockSteps && stride_w <= kDirectMaxStrideW &&
+           dilation_h == 1 && dilation_w == 1;
+  }
+
+  // The planes of the input copy that the direct convolution reads, rows x columns (words): an
+  // any_filter() layer's padded x; bf16's channel pairs of the positions the outputs read
+  // otherwise, as many as the outputs.
+  PORTA_DEVICE_FUNCTION int64_t direct_copy_rows(bool backward_data) const {
+    return any_filter() ? height + 2 * pad_h : backward_data ? height : out_h;
+  }
+  PORTA_DEVICE_FUNCTION int64_t direct_copy_columns(bool backward_data) const {
+    return any_filter() ? width + 2 * pad_w : backward_data ? width : out_w;
   }
 
   // A 3x3 filter of stride 1 and padding 1, undilated: the output as large as the input.
