@@ -185,7 +185,7 @@ PORTA_DEVICE_FUNCTION direct::DirectInput direct_input(const ConvArgs& g, bool b
 }
 
 // The outputs of this group's share, from `in` laid out as `input` (its step across a constant
-// of the micro-tiles: 1, or a strided 1x1 layer's 2).
+// of the micro-tiles: 1, or a strided layer's 2).
 template <class Dot, class Word, int Taps>
 PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const Word* in,
                                       const direct::DirectInput& input, const Word* packed,
@@ -199,7 +199,8 @@ PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const Word* in,
         in, packed, out, packing, planes.height, planes.width, input};
     direct::run_rows<Dot>(p, s.n, s.group, s.row, g.direct_rows);
   };
-  if constexpr (Taps == 1 || Taps == direct::kAnyTaps) {
+  // bf16 reads its copy of the positions read, a step of 1 (copied_input).
+  if constexpr (std::is_same_v<Word, float> && (Taps == 1 || Taps == direct::kAnyTaps)) {
     static_assert(porta_ops::kDirectMaxStrideW == 2, "a step across for each stride");
     if (input.step_across == 2) return run(std::integral_constant<int, 2>{});
   }
