@@ -461,10 +461,18 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     const bool matrix_units = d.dtype == PORTA_DTYPE_BF16 && bf16_on_matrix_units(op);
     const bool on_tiles = matrix_units && g.same_3x3() && g.width >= kMinTilesWidth;
     const bool expanding = d.dtype == PORTA_DTYPE_F32 && g.out_channels >= g.channels;
+    // An any_filter() layer (fp32) whose padding needs a copy of x, a whole batch's, up to
+    // kMaxInputCopyBytes: past it the implicit GEMM, which copies nothing (a batch of 256 of the
+    // stem's images would copy 162 MB).
+    constexpr int64_t kMaxInputCopyBytes = int64_t{64} << 20;
+    const Checked<int64_t> copy_bytes = Checked(g.batch) * g.channels * (g.height + 2 * g.pad_h) *
+                                        (g.width + 2 * g.pad_w) * int64_t{4};
+    const bool copy_fits = (g.pad_h == 0 && g.pad_w == 0) ||
+                           (copy_bytes.valid() && copy_bytes.value() <= kMaxInputCopyBytes);
     const bool direct = g.direct_shape(pass == Pass::forward) &&
                         (pass == Pass::forward || !g.pointwise() || expanding) &&
                         (!matrix_units || on_tiles) &&
-                        (!g.any_filter() || d.dtype == PORTA_DTYPE_F32);
+                        (!g.any_filter() || (d.dtype == PORTA_DTYPE_F32 && copy_fits));
     if (pass == Pass::backward_data && (g.stride_h > 1 || g.stride_w > 1) && runs_packed_path(op)) {
       return launch_data_by_columns(op, g, d.dtype, in0, in1, out);
     }
