@@ -2,9 +2,9 @@
 // an implicit GEMM planned like a GEMM of its sizes, except on the CPU 3x3 layers of stride 1,
 // 1x1 layers' forward, strided up to 2 across too (and pointwise layers' fp32 backward data where
 // dy has as many channels as dx or more), and the fp32 forward of filters of any size over a few
-// input channels, which are direct convolutions (launch_direct),
-// strided layers' backward data, a GEMM of columns and a gather (launch_data_by_columns), and on
-// AVX-512 the fp32 and bf16 3x3 layers that Winograd's F(4x4, 3x3) takes (launch_winograd).
+// input channels, which are direct convolutions (launch_direct), strided layers' backward data,
+// a GEMM of columns and a gather (launch_data_by_columns), and on AVX-512 the fp32 and bf16 3x3
+// layers that Winograd's F(4x4, 3x3) takes (launch_winograd).
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -42,9 +42,9 @@ enum class Pass { forward, backward_data, backward_weights };
 // on the CPU as a direct convolution (kernels/conv_direct_cpu.h), fp32 or bf16 (in words of
 // channel pairs): the weights packed into the stream's scratch (and after them bf16's paired
 // input, or a padded any_filter() layer's planes), then the outputs a group per kDirectOutputs
-// channels of one image's rows. Whole images per group,
-// unless that leaves fewer than four groups per thread to even out. on_tiles: bf16 3x3 on AMX
-// tiles, whose weights and padded input take their own layout (kernels/conv_direct_tiles.h).
+// channels of one image's rows. Whole images per group, unless that leaves fewer than four
+// groups per thread to even out. on_tiles: bf16 3x3 on AMX tiles, whose weights and padded input
+// take their own layout (kernels/conv_direct_tiles.h).
 void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t dtype,
                    bool on_tiles, const void* in0, const void* in1, float* out) {
   using porta_ops::div_up;
@@ -55,7 +55,7 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   const int64_t out_rows = backward_data ? g.height : g.out_h;
   // The input copy after the weights (ConvArgs::direct_copy_rows): bf16's channel pairs, or a
   // padded any_filter() layer's planes with their padding.
-  const bool copies_input = bf16 || (g.any_filter() && (g.pad_h > 0 || g.pad_w > 0));
+  const bool copies_input = bf16 || g.direct_copies_padding();
   const int64_t groups = div_up(out_channels, porta_ops::kDirectOutputs);
   const int64_t threads = std::max<int64_t>(op.properties->compute_units, 1);
   const int64_t taps = g.kernel_h * g.kernel_w;
@@ -465,9 +465,9 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     // kMaxInputCopyBytes: past it the implicit GEMM, which copies nothing (a batch of 256 of the
     // stem's images would copy 162 MB).
     constexpr int64_t kMaxInputCopyBytes = int64_t{64} << 20;
-    const Checked<int64_t> copy_bytes = Checked(g.batch) * g.channels * (g.height + 2 * g.pad_h) *
-                                        (g.width + 2 * g.pad_w) * int64_t{4};
-    const bool copy_fits = (g.pad_h == 0 && g.pad_w == 0) ||
+    const Checked<int64_t> copy_bytes = Checked(g.batch) * g.channels * g.direct_copy_rows(false) *
+                                        g.direct_copy_columns(false) * int64_t{4};
+    const bool copy_fits = !g.direct_copies_padding() ||
                            (copy_bytes.valid() && copy_bytes.value() <= kMaxInputCopyBytes);
     const bool direct = g.direct_shape(pass == Pass::forward) &&
                         (pass == Pass::forward || !g.pointwise() || expanding) &&

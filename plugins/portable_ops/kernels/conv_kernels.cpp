@@ -214,9 +214,6 @@ PORTA_DEVICE_FUNCTION float* input_copy(const ConvArgs& g, const direct::Packing
   return g.packed_a +
          porta_ops::direct_packed_words(packing.out_channels, packing.in_channels, packing.taps());
 }
-PORTA_DEVICE_FUNCTION bool copies_padded_input(const ConvArgs& g) {
-  return g.any_filter() && (g.pad_h > 0 || g.pad_w > 0);
-}
 PORTA_DEVICE_FUNCTION direct::DirectInput copied_input(const ConvArgs& g, bool backward_data) {
   const int64_t rows = g.direct_copy_rows(backward_data);
   const int64_t columns = g.direct_copy_columns(backward_data);
@@ -239,7 +236,7 @@ PORTA_DEVICE_FUNCTION void pack_direct_f32(const ConvArgs& g, const float* in, c
       return;
     }
     index -= weight_groups(packing);
-    if (copies_padded_input(g) && index < g.batch * g.channels) {
+    if (g.direct_copies_padding() && index < g.batch * g.channels) {
       direct::pad_plane(in, input_copy(g, packing), g.height, g.width, g.pad_h, g.pad_w, index);
     }
   });
@@ -249,7 +246,7 @@ PORTA_DEVICE_FUNCTION void run_direct_f32(const ConvArgs& g, const float* in, fl
                                           bool backward_data) {
   with_taps<true>(g, [&](auto taps) {
     const auto packing = direct_packing<taps.value>(g, backward_data);
-    if (copies_padded_input(g)) {
+    if (g.direct_copies_padding()) {
       return run_direct<direct::F32Dot>(g, input_copy(g, packing), copied_input(g, false),
                                         g.packed_a, out, packing, false);
     }

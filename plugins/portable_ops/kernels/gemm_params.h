@@ -434,6 +434,12 @@ struct ConvArgs {
            dilation_h == 1 && dilation_w == 1;
   }
 
+  // Whether the direct convolution reads a copy of x with its padding around its planes: a padded
+  // any_filter() layer's.
+  PORTA_DEVICE_FUNCTION bool direct_copies_padding() const {
+    return any_filter() && (pad_h > 0 || pad_w > 0);
+  }
+
   // The planes of the input copy that the direct convolution reads, rows x columns (words): an
   // any_filter() layer's padded x; bf16's channel pairs of the positions the outputs read
   // otherwise, as many as the outputs.
