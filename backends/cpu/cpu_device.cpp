@@ -187,8 +187,10 @@ void name_current_thread(const char* name) {
 }
 
 ScopedCpuBinding::ScopedCpuBinding(int cpu) {
+  // A thread already running there is left as it is: the scheduler keeps a running thread on its
+  // core, and binding it and giving its CPUs back took more than a small launch's whole work.
+  if (sched_getcpu() == cpu) return;
   if (sched_getaffinity(0, sizeof(saved_), &saved_) != 0) return;
-  if (CPU_COUNT(&saved_) == 1 && CPU_ISSET(cpu, &saved_)) return;  // already there
   const cpu_set_t set = only(cpu);
   bound_ = sched_setaffinity(0, sizeof(set), &set) == 0;
 }

@@ -28,7 +28,8 @@ void bind_current_thread_to(int cpu);
 void name_current_thread(const char* name);
 
 // Binds the calling thread to one CPU for the object's lifetime, then gives it back the CPUs it
-// had. A placement hint like bind_current_thread: nothing fails if it cannot be bound.
+// had; a thread already on that CPU is left alone. A placement hint like bind_current_thread:
+// nothing fails if it cannot be bound.
 class ScopedCpuBinding {
  public:
   explicit ScopedCpuBinding(int cpu);

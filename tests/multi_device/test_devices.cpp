@@ -212,7 +212,7 @@ TEST_CASE("devices: each pool thread has a core of its own; stream workers keep 
     return;
   }
   PT_REQUIRE_OK(init_cpu(nullptr));
-  const std::string all = cpu_list("/proc/self/status");  // this thread's: every usable CPU
+  const std::string all = cpu_list("/proc/thread-self/status");  // every usable CPU
   std::vector<std::string> bound;
   for (const std::string& list : thread_cpu_lists()) {
     if (list != all) bound.push_back(list);
@@ -223,7 +223,8 @@ TEST_CASE("devices: each pool thread has a core of its own; stream workers keep 
   CHECK(std::unique(bound.begin(), bound.end()) == bound.end());
   for (const std::string& list : bound) CHECK(list.find_first_of(",-") == std::string::npos);
 
-  // A launch of many groups (the stream worker joins the pool), then a host function.
+  // A launch of many groups (the stream worker, or this thread as it synchronizes, joins the
+  // pool), then a host function; the thread that ran the groups gets its CPUs back.
   {
     constexpr int n = 1 << 20;
     Module module(0);
@@ -237,6 +238,12 @@ TEST_CASE("devices: each pool thread has a core of its own; stream workers keep 
     PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), record_affinity, &seen));
     PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
     CHECK(seen.cpus == static_cast<int>(cpus));
+    for (int round = 0; round < 20; ++round) {
+      PT_REQUIRE_OK(launch_saxpy(module.kernel("saxpy"), n, 2.0f, x.as<float>(), y.as<float>(), 64,
+                                 stream.get()));
+      PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+      CHECK(cpu_list("/proc/thread-self/status") == all);
+    }
   }
   porta_shutdown();
 }
