@@ -36,6 +36,14 @@ enum class Pass { forward, backward_data, backward_weights };
                       "the convolution is too large for one launch of its kernels");
 }
 
+// The words of the input copy that the direct convolution reads after its packed weights
+// (ConvArgs::direct_copy_rows), in_words channels (or bf16 channel pairs) of the whole batch.
+Checked<int64_t> direct_copy_words(const porta_ops::ConvArgs& g, int64_t in_words,
+                                   bool backward_data) {
+  return Checked(g.batch) * in_words * g.direct_copy_rows(backward_data) *
+         g.direct_copy_columns(backward_data);
+}
+
 // Forward or backward data of a 3x3 layer of stride 1 and padding 1 or of a pointwise layer
 // (its backward data in fp32 where dy has as many channels as dx or more), or the forward of a
 // 1x1 layer of stride up to 2 across or of an fp32 any_filter() layer (ConvArgs::direct_shape),
@@ -52,7 +60,7 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
   const int64_t in_words = div_up(backward_data ? g.out_channels : g.channels, bf16 ? 2 : 1);
   const int64_t out_channels = backward_data ? g.channels : g.out_channels;
   // The output's rows: a strided layer's fewer than x's.
-  const int64_t out_rows = backward_data ? g.height : g.out_h;
+  const int64_t out_rows = g.direct_out_rows(backward_data);
   // The input copy after the weights (ConvArgs::direct_copy_rows): bf16's channel pairs, or a
   // padded any_filter() layer's planes with their padding.
   const bool copies_input = bf16 || g.direct_copies_padding();
@@ -74,9 +82,7 @@ void launch_direct(Pass pass, const Op& op, porta_ops::ConvArgs g, porta_dtype_t
       on_tiles ? Checked(tiles.output_blocks()) * porta_ops::kDirectOutputs * pair_planes * taps
                : Checked(groups) * porta_ops::kDirectOutputs * in_words * taps;
   const Checked<int64_t> input_words = on_tiles ? Checked(g.batch) * pair_planes * tiles.plane()
-                                                : Checked(g.batch) * in_words *
-                                                      g.direct_copy_rows(backward_data) *
-                                                      g.direct_copy_columns(backward_data);
+                                                : direct_copy_words(g, in_words, backward_data);
   const Checked<int64_t> bytes = (packed_words + (copies_input ? input_words : 0)) * int64_t{4};
   const Checked<int64_t> pack_groups =
       on_tiles
@@ -465,8 +471,7 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
     // kMaxInputCopyBytes: past it the implicit GEMM, which copies nothing (a batch of 256 of the
     // stem's images would copy 162 MB).
     constexpr int64_t kMaxInputCopyBytes = int64_t{64} << 20;
-    const Checked<int64_t> copy_bytes = Checked(g.batch) * g.channels * g.direct_copy_rows(false) *
-                                        g.direct_copy_columns(false) * int64_t{4};
+    const Checked<int64_t> copy_bytes = direct_copy_words(g, g.channels, false) * int64_t{4};
     const bool copy_fits = !g.direct_copies_padding() ||
                            (copy_bytes.valid() && copy_bytes.value() <= kMaxInputCopyBytes);
     const bool direct = g.direct_shape(pass == Pass::forward) &&

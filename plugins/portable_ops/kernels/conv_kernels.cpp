@@ -169,14 +169,6 @@ PORTA_DEVICE_FUNCTION bool direct_share(const ConvArgs& g, int64_t out_channels,
   return true;
 }
 
-// The direct convolution's output planes: forward's y, backward data's dx (stride 1: dy's size).
-struct DirectPlanes {
-  int64_t height, width;
-};
-PORTA_DEVICE_FUNCTION DirectPlanes direct_output(const ConvArgs& g, bool backward_data) {
-  return backward_data ? DirectPlanes{g.height, g.width} : DirectPlanes{g.out_h, g.out_w};
-}
-
 // fp32's input as it lies: forward's x, a 1x1 layer's outputs stride_h rows and stride_w columns
 // apart in it; backward data's dy.
 PORTA_DEVICE_FUNCTION direct::DirectInput direct_input(const ConvArgs& g, bool backward_data) {
@@ -191,12 +183,12 @@ PORTA_DEVICE_FUNCTION void run_direct(const ConvArgs& g, const Word* in,
                                       const direct::DirectInput& input, const Word* packed,
                                       float* out, const direct::Packing<Taps>& packing,
                                       bool backward_data) {
-  const DirectPlanes planes = direct_output(g, backward_data);
+  const int64_t height = g.direct_out_rows(backward_data);
   DirectShare s;
-  if (!direct_share(g, packing.out_channels, planes.height, &s)) return;
+  if (!direct_share(g, packing.out_channels, height, &s)) return;
   const auto run = [&](auto step) {
     const direct::Problem<Word, Taps, step.value> p{
-        in, packed, out, packing, planes.height, planes.width, input};
+        in, packed, out, packing, height, g.direct_out_columns(backward_data), input};
     direct::run_rows<Dot>(p, s.n, s.group, s.row, g.direct_rows);
   };
   // bf16 reads its copy of the positions read, a step of 1 (copied_input).

@@ -440,14 +440,23 @@ struct ConvArgs {
     return any_filter() && (pad_h > 0 || pad_w > 0);
   }
 
+  // The direct convolution's output planes, rows x columns: forward's y, backward data's dx
+  // (stride 1: dy's size).
+  PORTA_DEVICE_FUNCTION int64_t direct_out_rows(bool backward_data) const {
+    return backward_data ? height : out_h;
+  }
+  PORTA_DEVICE_FUNCTION int64_t direct_out_columns(bool backward_data) const {
+    return backward_data ? width : out_w;
+  }
+
   // The planes of the input copy that the direct convolution reads, rows x columns (words): an
   // any_filter() layer's padded x; bf16's channel pairs of the positions the outputs read
   // otherwise, as many as the outputs.
   PORTA_DEVICE_FUNCTION int64_t direct_copy_rows(bool backward_data) const {
-    return any_filter() ? height + 2 * pad_h : backward_data ? height : out_h;
+    return any_filter() ? height + 2 * pad_h : direct_out_rows(backward_data);
   }
   PORTA_DEVICE_FUNCTION int64_t direct_copy_columns(bool backward_data) const {
-    return any_filter() ? width + 2 * pad_w : backward_data ? width : out_w;
+    return any_filter() ? width + 2 * pad_w : direct_out_columns(backward_data);
   }
 
   // A 3x3 filter of stride 1 and padding 1, undilated: the output as large as the input.
