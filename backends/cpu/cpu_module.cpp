@@ -379,11 +379,12 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, Th
     if (config.grid[d] == 0 || config.group[d] == 0) {
       throw_error(PORTA_ERROR_INVALID_ARGUMENT, "config: grid and group sizes must be at least 1");
     }
-    groups *= config.grid[d];
     // The pool's chunk counter may step past the end by a few chunks; keep far from wrapping.
-    if (groups > (uint64_t{1} << 62)) {
+    // (Checked before the product, which three dimensions of 2^30 and more would wrap.)
+    if (config.grid[d] > (uint64_t{1} << 62) / groups) {
       throw_error(PORTA_ERROR_INVALID_ARGUMENT, "config: the grid has more than 2^62 work-groups");
     }
+    groups *= config.grid[d];
   }
   launch->group_count = groups;
   launch->shared_memory_bytes = config.shared_memory_bytes;

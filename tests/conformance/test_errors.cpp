@@ -974,6 +974,14 @@ TEST_CASE("errors: bad launches queue nothing", "[errors][launch]" PT_KERNELS_TA
                        porta_kernel_launch(saxpy, &config, args, stream.get()));
       }
     }
+    // Each grid dimension within its limit, the work-groups 2^64 in all (wrapping to 0 in 64-bit
+    // arithmetic): refused, not run as none.
+    if (p.max_grid_dims[0] >= (1 << 30) && p.max_grid_dims[1] >= (1 << 30) &&
+        p.max_grid_dims[2] >= 16) {
+      const porta_launch_config_t config = launch_config({1u << 30, 1u << 30, 16}, {1, 1, 1});
+      PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                     porta_kernel_launch(saxpy, &config, args, stream.get()));
+    }
     // Each dimension within its limit, the product over the total.
     {
       porta_launch_config_t config = launch_config({1, 1, 1}, {1, 1, 1});
