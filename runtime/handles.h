@@ -92,12 +92,19 @@ class HandleTable {
     return slot.object && slot.generation == generation ? &slot : nullptr;
   }
 
+  // A slot that has issued its last generation is never reused: a new generation 1 would bring
+  // its first handle, perhaps still held somewhere, back to life. It costs one Slot per 2^24 - 1
+  // objects created in it.
   std::shared_ptr<T> retire(uint32_t index) {
     Slot& slot = slots_[index];
-    slot.generation = (slot.generation % 0xFFFFFFu) + 1;  // wraps within 24 bits, skipping 0
-    free_.push_back(index);
+    if (slot.generation < kLastGeneration) {
+      ++slot.generation;
+      free_.push_back(index);
+    }
     return std::move(slot.object);
   }
+
+  static constexpr uint32_t kLastGeneration = 0xFFFFFFu;
 
   mutable std::mutex mutex_;
   std::vector<Slot> slots_;
