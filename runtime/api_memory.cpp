@@ -34,7 +34,7 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
                        void* ptr) {
   if (!ptr) return PORTA_SUCCESS;
   Allocation allocation;
-  if (!runtime.forget(ptr, kind, allocation)) {
+  if (!runtime.forget(ptr, kind, function, allocation)) {
     Allocation other;
     if (!runtime.find_allocation(ptr, other)) {
       const Runtime::Touched freed = runtime.touched(ptr, 1);

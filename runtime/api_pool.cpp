@@ -88,7 +88,7 @@ extern "C" PORTA_API porta_status_t porta_memory_free_async(void* ptr,
                   "{}: {} is memory of device {} but the stream belongs to device {}", function,
                   ptr, allocation.device->id, stream->device->id);
     }
-    if (!runtime.forget(ptr, PORTA_MEMORY_DEVICE, allocation)) {
+    if (!runtime.forget(ptr, PORTA_MEMORY_DEVICE, function, allocation)) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} was freed by another thread meanwhile",
                   function, ptr);
     }

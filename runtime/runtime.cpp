@@ -566,12 +566,13 @@ bool Runtime::find_allocation(const void* ptr, Allocation& out) const {
   return true;
 }
 
-bool Runtime::forget(const void* ptr, porta_memory_kind_t kind, Allocation& out) {
+bool Runtime::forget(const void* ptr, porta_memory_kind_t kind, const char* freed_by,
+                     Allocation& out) {
   std::unique_lock lock(allocations_mutex_);
   auto it = allocations_.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == allocations_.end() || it->second.kind != kind) return false;
   out = it->second;
-  remember_freed(out, kind == PORTA_MEMORY_DEVICE ? "porta_memory_free" : "porta_host_free");
+  remember_freed(out, freed_by);
   allocations_.erase(it);
   return true;
 }

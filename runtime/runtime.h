@@ -182,8 +182,9 @@ class Runtime {
   void remember(const Allocation& allocation);
   // The allocation containing ptr, if any.
   bool find_allocation(const void* ptr, Allocation& out) const;
-  // Removes the allocation starting exactly at ptr with the given kind; it joins the freed ones.
-  bool forget(const void* ptr, porta_memory_kind_t kind, Allocation& out);
+  // Removes the allocation starting exactly at ptr with the given kind; it joins the freed ones,
+  // freed by the call `freed_by` (the name later messages give).
+  bool forget(const void* ptr, porta_memory_kind_t kind, const char* freed_by, Allocation& out);
   // Whether ptr lies in a block freed to a device's pool (freed memory, not host memory).
   bool in_freed_pool_block(const void* ptr, Device** out_device, uintptr_t* out_base);
   // Logs every live allocation (see porta_memory_report_live); the totals go to the outputs.

@@ -212,6 +212,15 @@ TEST_CASE("pool: bad input is refused and changes nothing", "[pool][errors]") {
   CHECK(Status{twice.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
   CHECK(twice.message.find("already freed") != std::string::npos);
   PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memory_free(block));
+  // Once a block has gone back to the backend (whole pages of it, which the host cannot read),
+  // the messages name the call that freed it.
+  void* pages = alloc_async(1, 1 << 16, stream1.get());
+  PT_REQUIRE_OK(porta_memory_free_async(pages, stream1.get()));
+  PT_REQUIRE_OK(porta_stream_synchronize(stream1.get()));
+  const CallResult after = call_on_fresh_thread([&] { return porta_memory_free(pages); });
+  CHECK(Status{after.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  INFO(after.message);
+  CHECK(after.message.find("freed by porta_memory_free_async") != std::string::npos);
   int on_stack = 0;
   PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memory_free_async(&on_stack, stream0.get()));
   void* pinned = nullptr;
