@@ -1,6 +1,7 @@
 // Devices: count, default, properties, memory, synchronisation, native handles.
 #include <cstring>
 
+#include "log.h"
 #include "runtime.h"
 #include "versioned_struct.h"
 
@@ -77,6 +78,13 @@ bool direct_peer_access(const Device& device, const Device& peer) {
   return status == PORTA_SUCCESS && direct != 0;
 }
 
+void wait_for_device(const Device& device, const char* function) {
+  const Backend& backend = *device.backend;
+  if (call(backend, function, device_wait_slot(backend.interface), device.index) != PORTA_SUCCESS) {
+    log().warn("{}", porta_last_error_message());
+  }
+}
+
 }  // namespace porta
 
 extern "C" PORTA_API porta_status_t porta_device_can_access_peer(porta_device_t device,
@@ -100,9 +108,12 @@ extern "C" PORTA_API porta_status_t porta_device_synchronize(porta_device_t devi
     Device* found = runtime.device(device, "porta_device_synchronize: device");
     if (!found) return PORTA_ERROR_NOT_FOUND;
     const Backend& backend = *found->backend;
+    // Only blocks freed before the wait began are settled by it: work another thread queues
+    // meanwhile, and the frees behind it, may still be running when it returns.
+    const uint64_t freed = found->pool->frees_so_far();
     porta_status_t status = call(backend, "porta_device_synchronize",
                                  backend.interface.device_synchronize, found->index);
-    found->pool->settle_all();  // the device's queued work has ended, failed or not
+    found->pool->settle_all(freed);  // the device's queued work has ended, failed or not
     return status;
   });
 }

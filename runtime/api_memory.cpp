@@ -59,17 +59,16 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
   Device* device = allocation.device;
   const Backend& backend = *device->backend;
   // Like cudaFree: queued work may still use the memory, so let it finish first. An error of
-  // that earlier work is reported once the memory is freed.
-  porta_status_t pending = PORTA_SUCCESS;
+  // that work stays with its stream, for its own synchronize or query to report.
   if (kind == PORTA_MEMORY_DEVICE) {
-    pending = call(backend, function, backend.interface.device_synchronize, device->index);
+    const uint64_t freed = device->pool->frees_so_far();
+    wait_for_device(*device, function);
     device->pool->take_in_use(ptr);  // memory from porta_memory_alloc_async may be freed here too
-    device->pool->settle_all();
+    device->pool->settle_all(freed);
   }
   auto slot = kind == PORTA_MEMORY_DEVICE ? backend.interface.memory_free
                                           : backend.interface.host_free;
-  porta_status_t status = call(backend, function, slot, device->index, ptr);
-  return status != PORTA_SUCCESS ? status : pending;
+  return call(backend, function, slot, device->index, ptr);
 }
 
 // Where one side of a copy lies: a Porta allocation with enough room, or plain host memory.

@@ -296,12 +296,11 @@ extern "C" PORTA_API porta_status_t porta_module_unload(porta_module_t handle) {
       module->unloaded = true;
       for (const auto& [name, kernel] : module->kernels) runtime.kernels.remove(kernel);
     }
-    // Queued launches may still run the module's code; their errors are reported here. The code
-    // itself is unloaded when the last reference goes (~Module), which may be a launch that
-    // looked its kernel up before this call and is still queueing.
-    Device& device = *module->device;
-    const Backend& backend = *device.backend;
-    return call(backend, "porta_module_unload", backend.interface.device_synchronize, device.index);
+    // Queued launches may still run the module's code: wait for them (their errors stay with
+    // their streams). The code itself is unloaded when the last reference goes (~Module), which
+    // may be a launch that looked its kernel up before this call and is still queueing.
+    wait_for_device(*module->device, "porta_module_unload");
+    return PORTA_SUCCESS;
   });
 }
 

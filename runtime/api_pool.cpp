@@ -128,10 +128,12 @@ extern "C" PORTA_API porta_status_t porta_memory_pool_trim(porta_device_t device
     Device* found = runtime.device(device, "porta_memory_pool_trim: device");
     if (!found) return PORTA_ERROR_NOT_FOUND;
     const Backend& backend = *found->backend;
+    const uint64_t freed = found->pool->frees_so_far();
     porta_status_t status =
         call(backend, "porta_memory_pool_trim", backend.interface.device_synchronize, found->index);
-    // Even after a failed synchronisation the queued work has ended: the blocks are free to go.
-    porta_status_t trimmed = found->pool->trim("porta_memory_pool_trim", keep_bytes);
+    // Even after a failed synchronisation the queued work has ended: the blocks freed before it
+    // began are free to go.
+    porta_status_t trimmed = found->pool->trim("porta_memory_pool_trim", keep_bytes, freed);
     return status != PORTA_SUCCESS ? status : trimmed;
   });
 }

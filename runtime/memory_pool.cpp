@@ -107,7 +107,7 @@ porta_status_t MemoryPool::free(const char* function, void* ptr, size_t size, St
     std::lock_guard order(stream.order.mutex);
     epoch = ++stream.order.frees;
   }
-  cached_.emplace(capacity, Block{ptr, stream.serial, epoch, false});
+  cached_.emplace(capacity, Block{ptr, stream.serial, epoch, ++frees_, false});
   cached_by_address_[reinterpret_cast<uintptr_t>(ptr)] = capacity;
   bytes_cached_ += capacity;
   return PORTA_SUCCESS;
@@ -142,9 +142,16 @@ void MemoryPool::settle_stream(uint64_t stream_serial, uint64_t epoch) {
   release_locked(release_threshold_);
 }
 
-void MemoryPool::settle_all() {
+uint64_t MemoryPool::frees_so_far() {
   std::lock_guard lock(mutex_);
-  for (auto& [capacity, block] : cached_) block.settled = true;
+  return frees_;
+}
+
+void MemoryPool::settle_all(uint64_t freed) {
+  std::lock_guard lock(mutex_);
+  for (auto& [capacity, block] : cached_) {
+    if (block.order <= freed) block.settled = true;
+  }
   release_locked(release_threshold_);
 }
 
@@ -207,7 +214,7 @@ porta_status_t MemoryPool::stats(const char* function, porta_memory_pool_stats_t
   return PORTA_SUCCESS;
 }
 
-porta_status_t MemoryPool::trim(const char* function, uint64_t keep_bytes) {
+porta_status_t MemoryPool::trim(const char* function, uint64_t keep_bytes, uint64_t freed) {
   {
     std::lock_guard lock(mutex_);
     const Backend& backend = *device_.backend;
@@ -215,7 +222,7 @@ porta_status_t MemoryPool::trim(const char* function, uint64_t keep_bytes) {
       return call(backend, function, backend.interface.memory_pool_trim, device_.index, keep_bytes);
     }
   }
-  settle_all();
+  settle_all(freed);
   release(keep_bytes);
   return PORTA_SUCCESS;
 }

@@ -46,8 +46,12 @@ class MemoryPool {
   // Blocks freed on the stream up to its free number epoch are safe for every stream now (it was
   // synchronised); then cached bytes above the release threshold go back to the backend.
   void settle_stream(uint64_t stream_serial, uint64_t epoch);
-  // The same for every stream (the device was synchronised).
-  void settle_all();
+  // How many blocks have been freed into the cache so far, on any stream: taken before a wait for
+  // the whole device, whose end settles only those (settle_all).
+  uint64_t frees_so_far();
+  // The same as settle_stream for every stream, the blocks freed up to the count `freed` (the
+  // device was synchronised after they were).
+  void settle_all(uint64_t freed);
   // Releases settled blocks until at most keep_bytes stay cached.
   void release(uint64_t keep_bytes);
   // Releases every cached block; the device must be idle (shutdown).
@@ -55,14 +59,15 @@ class MemoryPool {
 
   porta_status_t set_release_threshold(const char* function, uint64_t bytes);
   porta_status_t stats(const char* function, porta_memory_pool_stats_t& out);
-  // Device synchronised first by the caller.
-  porta_status_t trim(const char* function, uint64_t keep_bytes);
+  // Device synchronised first by the caller, after `freed` blocks had been freed (settle_all).
+  porta_status_t trim(const char* function, uint64_t keep_bytes, uint64_t freed);
 
  private:
   struct Block {
     void* ptr;
     uint64_t stream_serial;
-    uint64_t epoch;
+    uint64_t epoch;  // the stream's free number
+    uint64_t order;  // the device's: frees_ when it was cached
     bool settled;
   };
   bool reusable(const Block& block, Stream& stream);
@@ -79,6 +84,7 @@ class MemoryPool {
   uint64_t peak_bytes_in_use_ = 0;
   uint64_t reuse_count_ = 0;
   uint64_t release_threshold_ = 0;
+  uint64_t frees_ = 0;               // blocks cached so far
   bool driver_lacks_pools_ = false;  // its memory_alloc_async answered UNSUPPORTED
 };
 

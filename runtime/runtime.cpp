@@ -526,7 +526,8 @@ Event::~Event() {
 Module::~Module() {
   if (!native) return;
   const porta_backend_interface_t& slots = device->backend->interface;
-  release_native(device, "unloading a module", slots.device_synchronize, device->index);
+  // Launches may still run its code; their errors stay with their streams.
+  release_native(device, "unloading a module", device_wait_slot(slots), device->index);
   release_native(device, "unloading a module", slots.module_unload, native);
 }
 

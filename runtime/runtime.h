@@ -261,6 +261,17 @@ porta_status_t call(const Backend& backend, const char* function, Slot slot, Arg
   return status;
 }
 
+// Waits for the work queued on every stream of device before the call, as porta_memory_free and
+// porta_module_unload do before they take what it may use: through the backend's device_wait,
+// which leaves a failed operation's error to its stream, else device_synchronize (the GPU
+// drivers' errors are the context's, reported again by its next call). A wait that fails is
+// logged: the queued work has ended either way.
+void wait_for_device(const Device& device, const char* function);
+// The slot wait_for_device calls.
+inline auto device_wait_slot(const porta_backend_interface_t& slots) {
+  return slots.device_wait ? slots.device_wait : slots.device_synchronize;
+}
+
 // A handle's live object, for every entry point alike: out is the object, or nullptr and
 // INVALID_HANDLE with "<function>: <argument> <handle> is not a live <kind>". A NULL stream is the
 // default device's default stream. retire() also retires the handle (the destroy calls).

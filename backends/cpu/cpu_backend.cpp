@@ -272,6 +272,16 @@ porta_status_t device_synchronize(porta_backend_context_t context, int32_t devic
   });
 }
 
+porta_status_t device_wait(porta_backend_context_t context, int32_t device) {
+  return guarded("device_wait", [&] {
+    const Device* owner = &backend_of(context).device(device);
+    for (const auto& stream : backend_of(context).streams().snapshot()) {
+      if (stream->device == owner) stream->queue.wait_idle();
+    }
+    return PORTA_SUCCESS;
+  });
+}
+
 porta_status_t memory_alloc(porta_backend_context_t context, int32_t device, size_t size,
                             void** out_ptr) {
   return guarded("memory_alloc", [&] {
@@ -632,6 +642,7 @@ const porta_backend_interface_t kInterface = {
     .memory_pool_set_release_threshold = nullptr,
     .memory_pool_trim = nullptr,
     .kernel_params = kernel_params,
+    .device_wait = device_wait,
 };
 
 }  // namespace

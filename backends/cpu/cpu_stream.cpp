@@ -162,6 +162,12 @@ porta_status_t CpuStream::synchronize(std::string* message) {
   return take_error(message);
 }
 
+void CpuStream::wait_idle() {
+  std::unique_lock lock(mutex_);
+  const uint64_t target = submitted_;
+  run_or_wait(lock, [&] { return completed_ >= target; });
+}
+
 porta_status_t CpuStream::query(std::string* message) {
   std::lock_guard lock(mutex_);
   if (completed_ < submitted_) return PORTA_NOT_READY;

@@ -87,6 +87,8 @@ class CpuStream {
   // calling thread's stack has room for them), then returns and clears the first error a task
   // reported since the last time one was returned (*message gets its text).
   porta_status_t synchronize(std::string* message);
+  // Waits as synchronize does, leaving the error for synchronize or query to report.
+  void wait_idle();
   // PORTA_NOT_READY while tasks queued before the call are pending; then as synchronize.
   porta_status_t query(std::string* message);
 

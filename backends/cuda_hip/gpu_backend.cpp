@@ -1095,6 +1095,7 @@ const porta_backend_interface_t kInterface = {
     .memory_pool_set_release_threshold = memory_pool_set_release_threshold,
     .memory_pool_trim = memory_pool_trim,
     .kernel_params = kernel_params,
+    .device_wait = nullptr,  // the driver's errors are the context's
 };
 
 }  // namespace

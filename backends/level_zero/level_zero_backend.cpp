@@ -849,6 +849,7 @@ const porta_backend_interface_t kInterface = {
     .memory_pool_set_release_threshold = nullptr,
     .memory_pool_trim = nullptr,
     .kernel_params = kernel_params,
+    .device_wait = nullptr,  // a failed command's status stays on its event
 };
 
 }  // namespace

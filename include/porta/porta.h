@@ -279,8 +279,9 @@ PORTA_API porta_status_t porta_device_native_handle(porta_device_t device, void*
 PORTA_API porta_status_t porta_memory_alloc(porta_device_t device, size_t size, void** out_ptr);
 
 /* Frees device memory from porta_memory_alloc, after waiting for the device's pending work (as
- * cudaFree does). NULL is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for a pointer that is not
- * the start of a live device allocation (double free, interior or foreign pointer). */
+ * cudaFree does); an error of that work stays with its stream, for porta_stream_synchronize or
+ * porta_stream_query to report. NULL is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for a pointer
+ * that is not the start of a live device allocation (double free, interior or foreign pointer). */
 PORTA_API porta_status_t porta_memory_free(void* ptr);
 
 /* Allocates page-locked host memory that the device can copy from asynchronously. Rules as for
@@ -515,7 +516,8 @@ PORTA_API porta_status_t porta_module_load(porta_device_t device, const char* pa
 PORTA_API porta_status_t porta_module_load_data(porta_device_t device, const void* image,
                                                 size_t size, porta_module_t* out_module);
 
-/* Unloads the module after waiting for the device's pending work; its kernels become stale. A
+/* Unloads the module after waiting for the device's pending work (whose errors stay with their
+ * streams, as for porta_memory_free); its kernels become stale. A
  * launch of its kernel that another thread has under way still runs: the code is unmapped once
  * that launch has finished.
  * Returns: SUCCESS; INVALID_HANDLE. */

@@ -20,7 +20,8 @@
  *   reads a slot only when struct_size covers it. ABI 2 changed the op plugin interface (see
  *   porta_ops_interface_t); the backend and collective engine interfaces are those of ABI 1.2
  *   (the "ABI 1.x" notes below date their slots), so their plugins need only a rebuild. ABI 2.1
- *   appended the arrival record slots to the collective engine interface.
+ *   appended the arrival record slots to the collective engine interface, ABI 2.2 device_wait to
+ *   the backend interface.
  *
  * An interface is a struct of function pointers taking the plugin's own context first (an op
  * plugin's op slots take a porta_op_context_t, which holds it). Objects
@@ -40,7 +41,7 @@ extern "C" {
 #endif
 
 #define PORTA_PLUGIN_ABI_MAJOR 2
-#define PORTA_PLUGIN_ABI_MINOR 1
+#define PORTA_PLUGIN_ABI_MINOR 2
 
 #define PORTA_PLUGIN_ENTRY_SYMBOL "porta_plugin_entry"
 
@@ -208,6 +209,14 @@ typedef struct porta_backend_interface_s {
   porta_status_t (*kernel_params)(porta_backend_context_t context, void* kernel,
                                   uint32_t* out_count, const uint32_t** out_sizes,
                                   const char** out_signature);
+
+  /* ABI 2.2. Optional: waits for the work queued on every stream of the device before the call,
+   * as device_synchronize does, but leaves a failed operation's error to its stream's
+   * stream_synchronize or stream_query to report (porta_memory_free and porta_module_unload wait
+   * this way, and report only their own errors). SUCCESS unless the wait itself fails. When NULL,
+   * libporta waits with device_synchronize: a backend without errors of its own per stream (the
+   * GPU drivers' are the context's) needs no other. */
+  porta_status_t (*device_wait)(porta_backend_context_t context, int32_t device);
 } porta_backend_interface_t;
 
 /* What libporta resolved for one op call, handed to every op slot (op plugin ABI 2). Valid for

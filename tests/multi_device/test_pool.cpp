@@ -1,7 +1,9 @@
 // The stream-ordered pool: porta_memory_alloc_async / porta_memory_free_async, reuse rules,
 // figures, release threshold, trim, and bad input.
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <thread>
 
 #include "multi_device.h"
 
@@ -22,6 +24,25 @@ void* alloc_async(porta_device_t device, size_t size, porta_stream_t stream) {
   REQUIRE(ptr != nullptr);
   return ptr;
 }
+
+// Holds a stream at a host function until released (at the latest when it goes out of scope,
+// so that a failed check cannot leave the stream's destructor waiting for it).
+class Hold {
+ public:
+  explicit Hold(porta_stream_t stream) {
+    PT_REQUIRE_OK(porta_stream_launch_host_func(stream, &Hold::wait, &released_));
+  }
+  ~Hold() { release(); }
+  void release() { released_ = true; }
+
+ private:
+  static void wait(void* released) {
+    while (!*static_cast<std::atomic<bool>*>(released)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  std::atomic<bool> released_{false};
+};
 
 }  // namespace
 
@@ -111,6 +132,42 @@ TEST_CASE("pool: a synchronised stream's blocks serve every stream; the threshol
   PT_REQUIRE_OK(porta_memory_pool_set_release_threshold(device, 1 << 16));
   PT_REQUIRE_OK(porta_stream_synchronize(second.get()));
   CHECK(stats(device).bytes_cached <= 1 << 16);
+}
+
+// A wait for the whole device that began before a block was freed does not cover the work queued
+// before the free on a stream it did not wait for: the block stays cached (threshold 0 would give
+// it back at once) until that stream is synchronised. Each of the three waits in turn.
+TEST_CASE("pool: a device-wide wait settles only the blocks freed before it began", "[pool]") {
+  CpuDevices runtime("2");
+  const porta_device_t device = 0;
+  for (const char* wait :
+       {"porta_device_synchronize", "porta_memory_free", "porta_memory_pool_trim"}) {
+    INFO(wait);
+    void* other = nullptr;
+    PT_REQUIRE_OK(porta_memory_alloc(device, 256, &other));
+    Stream busy(device);
+    porta_status_t waited = PORTA_ERROR_INTERNAL;
+    std::jthread waiter;  // joined after busy_hold lets it go, even when a check throws
+    Hold busy_hold(busy.get());
+    waiter = std::jthread([&] {
+      const std::string name = wait;
+      waited = name == "porta_device_synchronize" ? porta_device_synchronize(device)
+               : name == "porta_memory_free"      ? porta_memory_free(other)
+                                                  : porta_memory_pool_trim(device, 0);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the wait is under way
+    Stream late(device);
+    Hold late_hold(late.get());
+    void* block = alloc_async(device, 1 << 16, late.get());
+    PT_REQUIRE_OK(porta_memory_free_async(block, late.get()));
+    busy_hold.release();
+    waiter.join();
+    CHECK(Status{waited} == Status{PORTA_SUCCESS});
+    CHECK(stats(device).bytes_cached == 1 << 16);
+    late_hold.release();
+    PT_REQUIRE_OK(porta_stream_synchronize(late.get()));
+    CHECK(stats(device).bytes_cached == 0);
+  }
 }
 
 TEST_CASE("pool: figures count blocks in use, cached, the peak and reuse; trim empties the cache",

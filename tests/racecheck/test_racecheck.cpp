@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -54,9 +55,10 @@ struct Run {
   std::vector<float> y;
 };
 
-// Launches kernel(n, [x,] y) as one group of n items and returns the stream's status and y.
+// Launches kernel(n, [x,] y) as one group of n items and returns the stream's status and y;
+// between() runs after the launch is queued, before the stream is synchronised.
 Run run(const char* kernel, uint32_t n, const std::vector<float>& x, std::vector<float> y,
-        bool with_x = true) {
+        bool with_x = true, const std::function<void()>& between = {}) {
   porta_module_t module;
   REQUIRE(porta_module_load(0, PORTA_TEST_HAZARD_KERNELS, &module) == PORTA_SUCCESS);
   porta_kernel_t k;
@@ -74,6 +76,7 @@ Run run(const char* kernel, uint32_t n, const std::vector<float>& x, std::vector
   void* with[] = {&n, &dx, &dy};
   void* without[] = {&n, &dy};
   REQUIRE(porta_kernel_launch(k, &config, with_x ? with : without, nullptr) == PORTA_SUCCESS);
+  if (between) between();
   Run result;
   result.status = porta_stream_synchronize(nullptr);
   result.message = result.status == PORTA_SUCCESS ? "" : porta_last_error_message();
@@ -315,4 +318,26 @@ TEST_CASE("modes: every CPU build of a kernel library records its parameter list
     REQUIRE(porta_stream_synchronize(nullptr) == PORTA_SUCCESS);
     REQUIRE(porta_module_unload(module) == PORTA_SUCCESS);
   }
+}
+
+TEST_CASE("racecheck: a free or an unload after a failed launch leaves its error to the stream",
+          "[racecheck]") {
+  Session session("racecheck");
+  REQUIRE(session.status() == PORTA_SUCCESS);
+  constexpr uint32_t n = 8;
+  // porta_memory_free of memory the launch does not use waits for it, frees and succeeds.
+  Run freed = run("global_race", n, ramp(n), std::vector<float>(1), true, [] {
+    void* other = nullptr;
+    REQUIRE(porta_memory_alloc(0, 64, &other) == PORTA_SUCCESS);
+    CHECK(porta_memory_free(other) == PORTA_SUCCESS);
+    CHECK(porta_memory_free(other) == PORTA_ERROR_INVALID_ARGUMENT);  // a double free now
+  });
+  CHECK(freed.status == PORTA_ERROR_KERNEL_HAZARD);
+  // So does porta_module_unload of another module.
+  Run unloaded = run("global_race", n, ramp(n), std::vector<float>(1), true, [] {
+    porta_module_t other;
+    REQUIRE(porta_module_load(0, PORTA_TEST_HAZARD_KERNELS, &other) == PORTA_SUCCESS);
+    CHECK(porta_module_unload(other) == PORTA_SUCCESS);
+  });
+  CHECK(unloaded.status == PORTA_ERROR_KERNEL_HAZARD);
 }
