@@ -422,6 +422,10 @@ porta_status_t launch_conv(Pass pass, const Op& op, const porta_conv2d_desc_t* d
                                                "conv2d_backward_weights_f32_reduce"};
   const int index = static_cast<int>(pass);
   return guarded(ops[index], [&] {
+    // Both settings are read by every call, so that a bad value fails each one, not only the
+    // layers whose path asks.
+    requested_gemm_path();
+    winograd_allowed();
     const porta_conv2d_desc_t& d = *desc;
     porta_ops::ConvArgs g{};
     g.batch = d.batch, g.channels = d.in_channels, g.height = d.in_height, g.width = d.in_width;
