@@ -407,6 +407,11 @@ TEST_CASE("gemm: f16 and bf16 inputs are exact-product fp32 GEMMs, or UNSUPPORTE
       run(c);
       c.alpha = 0.0f, c.beta = 0.0f;  // C becomes 0 whatever A and B hold
       run(c);
+      c = GemmCase{};  // also where the leading dimensions pass the minimum
+      c.trans_a = ta, c.trans_b = tb;
+      c.m = c.n = c.k = 2, c.pad_a = 1, c.pad_b = 2;
+      c.alpha = 0.0f, c.beta = 0.0f;
+      run(c);
     }
     for (const auto& [ta, tb] : {std::pair{N, N}, std::pair{T, T}}) {
       if (!supported) break;

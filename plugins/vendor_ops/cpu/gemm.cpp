@@ -87,6 +87,18 @@ Matmul make_matmul(const porta_gemm_desc_t& d) {
   return m;
 }
 
+// alpha 0, as in BLAS and the portable plugin: A and B are not read, and C = beta * C (0 where
+// beta is 0, C not read). oneDNN's bf16 matmul with an output scale of 0 read C where A or B had
+// leading dimensions past the minimum (a NaN in C stayed), so no library is called for it.
+void scale_c(const porta_gemm_desc_t& d, float* c) {
+  for (int64_t i = 0; i < d.batch_count; ++i) {
+    for (int64_t r = 0; r < d.m; ++r) {
+      float* row = c + i * d.stride_c + r * d.ldc;
+      for (int64_t j = 0; j < d.n; ++j) row[j] = d.beta == 0.0f ? 0.0f : d.beta * row[j];
+    }
+  }
+}
+
 }  // namespace
 
 porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* args) {
@@ -111,6 +123,7 @@ porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* args) {
         check_blas_int(name, value);
       }
       enqueue(*op, "porta_gemm", threads, [d, a, b, c, threads] {
+        if (d.alpha == 0.0f) return scale_c(d, c);
         sgemm(d, static_cast<const float*>(a), static_cast<const float*>(b), c, threads);
       });
       return;
@@ -119,7 +132,9 @@ porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* args) {
                                static_cast<int64_t>(std::bit_cast<uint32_t>(d.alpha)),
                                static_cast<int64_t>(std::bit_cast<uint32_t>(d.beta))},
                               [&] { return make_matmul(d); });
+    // The primitive is made even for alpha 0, so that what oneDNN cannot run is refused alike.
     enqueue(*op, "porta_gemm", threads, [d, a, b, c, matmul] {
+      if (d.alpha == 0.0f) return scale_c(d, c);
       dnnl::stream s(engine());
       dnnl::memory scratchpad(matmul->scratchpad, engine());
       const auto* a_bytes = static_cast<const char*>(a);
