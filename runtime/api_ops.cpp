@@ -276,7 +276,8 @@ porta_status_t check_gemm(Runtime& runtime, const OpCall& call, porta_gemm_args_
   const int64_t c_matrix = (d->m - 1) * d->ldc + d->n;  // a part of span_c: no overflow
   if (d->batch_count > 1 && d->stride_c < c_matrix) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                "{}: stride_c {} makes the batch's C matrices overlap (each spans {} elements)",
+                "{}: stride_c {} is less than the {} elements one C matrix spans ((m - 1) * ldc "
+                "+ n): the batch's C matrices may not share rows",
                 call.function, d->stride_c, c_matrix);
   }
   const size_t in = dtype_size(d->dtype);

@@ -46,8 +46,9 @@ typedef enum porta_transpose {
  * GEMM: C = alpha * op(A) * op(B) + beta * C, for each of batch_count matrices.
  * op(A) is m x k, op(B) is k x n, C is m x n. A is stored m x k (lda >= k) when not transposed,
  * k x m (lda >= m) when transposed; likewise B (ldb >= n, or >= k); C has ldc >= n.
- * Batch i uses A + i*stride_a, B + i*stride_b, C + i*stride_c (elements). When beta is 0, C is
- * not read (NaN or garbage in C does not propagate).
+ * Batch i uses A + i*stride_a, B + i*stride_b, C + i*stride_c (elements); with batch_count > 1,
+ * stride_c is at least (m - 1) * ldc + n, so that no two C matrices share a row (A and B may be
+ * shared, stride 0). When beta is 0, C is not read (NaN or garbage in C does not propagate).
  * ------------------------------------------------------------------------------------------- */
 typedef struct porta_gemm_desc_s {
   size_t struct_size;

@@ -147,10 +147,17 @@ TEST_CASE("errors: gemm", "[errors][gemm]") {
         gemm(with([&](auto& d) { d.trans_b = PORTA_TRANSPOSE; }), a->get(), b->get(), c->get()));
     PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm stride_a",
                      gemm(with([](auto& d) { d.stride_a = -1; }), a->get(), b->get(), c->get()));
-    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm stride_c",
+    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm stride_c spans",
                      gemm(with([&](auto& d) {
                             d.batch_count = 2;
                             d.stride_c = m * n - 1;  // the two C matrices would share an element
+                          }),
+                          a->get(), b->get(), c->get()));
+    // Nor may they share rows without sharing elements: n columns each, side by side.
+    PT_CHECK_REJECTS(untouched, kInvalid, "porta_gemm stride_c rows",
+                     gemm(with([&](auto& d) {
+                            d.n = n / 2, d.batch_count = 2;
+                            d.stride_c = n / 2;
                           }),
                           a->get(), b->get(), c->get()));
   }
