@@ -24,6 +24,13 @@ extern "C" PORTA_API porta_status_t porta_init(const porta_init_options_t* optio
 
 extern "C" PORTA_API porta_status_t porta_shutdown(void) {
   return guarded("porta_shutdown", [&]() -> porta_status_t {
+    // The queued work ends first with the runtime held shared, as under any call: a host function
+    // it runs may call Porta (calls that do not wait are allowed on the CPU backend), and would
+    // wait forever for the exclusive hold below.
+    {
+      std::shared_lock shared(detail::lifecycle_mutex());
+      detail::instance().wait_for_devices();
+    }
     std::unique_lock lock(detail::lifecycle_mutex());
     detail::instance().shutdown();
     return PORTA_SUCCESS;

@@ -336,6 +336,11 @@ porta_status_t Runtime::initialize(const porta_init_options_t* options) {
   return status_;
 }
 
+void Runtime::wait_for_devices() {
+  if (!initialized_) return;
+  for (auto& device : devices_) wait_for_device(*device, "porta_shutdown");
+}
+
 void Runtime::shutdown() {
   release_everything();
   set_plugin_settings({});

@@ -148,6 +148,9 @@ class Runtime {
   };
 
   porta_status_t initialize(const porta_init_options_t* options);
+  // Waits for every device's queued work, leaving the streams' errors (porta_shutdown, before it
+  // holds the runtime alone).
+  void wait_for_devices();
   void shutdown();
 
   bool initialized() const { return initialized_; }

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <thread>
 
 #include "common.h"
 
@@ -211,4 +212,39 @@ TEST_CASE("host function: argument errors queue nothing", "[host_func][errors]")
     PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
     CHECK(null_calls == 1);
   }
+}
+
+// On the CPU backend a host function may make Porta calls that do not wait (the GPU drivers
+// forbid their own API there): one still queued when porta_shutdown is called must not keep it
+// waiting, which it did while shutdown held the runtime alone as it waited for the devices.
+TEST_CASE("host function: one that calls Porta does not keep porta_shutdown waiting",
+          "[host_func]") {
+  if (!is_cpu_backend()) {
+    WARN("skipped on " << backend_name() << ": a portable host function makes no Porta call");
+    return;
+  }
+  struct Call {
+    porta_stream_t stream = nullptr;
+    std::atomic<int> status{1};  // not yet run
+    static void run(void* data) {
+      auto* call = static_cast<Call*>(data);
+      call->status = porta_stream_query(call->stream);  // NOT_READY: this function is pending
+    }
+  };
+  Gate gate;
+  Call call;
+  // Raw handles: porta_shutdown releases them.
+  PT_REQUIRE_OK(porta_stream_create(devices().front(), &call.stream));
+  PT_REQUIRE_OK(porta_stream_launch_host_func(call.stream, &Gate::wait, &gate));
+  PT_REQUIRE_OK(porta_stream_launch_host_func(call.stream, &Call::run, &call));
+  std::thread opener([&] {
+    while (!gate.entered) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // porta_shutdown is waiting
+    gate.open();
+  });
+  const porta_status_t shutdown = porta_shutdown();
+  opener.join();
+  CHECK(Status{shutdown} == Status{PORTA_SUCCESS});
+  CHECK(Status{call.status.load()} == Status{PORTA_NOT_READY});
+  PT_REQUIRE_OK(porta_init(nullptr));
 }
