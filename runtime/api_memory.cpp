@@ -37,6 +37,15 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
   if (!runtime.forget(ptr, kind, function, allocation)) {
     Allocation other;
     if (!runtime.find_allocation(ptr, other)) {
+      Device* owner = nullptr;
+      uintptr_t base = 0;
+      if (runtime.in_freed_pool_block(ptr, &owner, &base) &&
+          base == reinterpret_cast<uintptr_t>(ptr)) {
+        return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                    "{}: double free: {} was freed by porta_memory_free_async (it is a cached "
+                    "block of device {}'s pool)",
+                    function, ptr, owner->id);
+      }
       const Runtime::Touched freed = runtime.touched(ptr, 1);
       if (freed.kind == Runtime::Touched::kFreed &&
           freed.allocation.base == reinterpret_cast<uintptr_t>(ptr)) {
