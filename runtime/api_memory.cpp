@@ -67,11 +67,15 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
   }
   Device* device = allocation.device;
   const Backend& backend = *device->backend;
-  // Like cudaFree: queued work may still use the memory, so let it finish first. An error of
-  // that work stays with its stream, for its own synchronize or query to report.
+  // Like cudaFree and cudaFreeHost: queued work may still use the memory, so let it finish
+  // first; on every device, since another's streams may too (a copy between devices is queued
+  // on either one's, pinned memory on any). An error of that work stays with its stream, for its
+  // own synchronize or query to report.
+  const uint64_t freed = device->pool->frees_so_far();
+  for (porta_device_t id = 0; id < runtime.device_count(); ++id) {
+    wait_for_device(*runtime.device(id, function), function);
+  }
   if (kind == PORTA_MEMORY_DEVICE) {
-    const uint64_t freed = device->pool->frees_so_far();
-    wait_for_device(*device, function);
     device->pool->take_in_use(ptr);  // memory from porta_memory_alloc_async may be freed here too
     device->pool->settle_all(freed);
   }

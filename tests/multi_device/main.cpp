@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "multi_device.h"
 
@@ -23,6 +25,16 @@ CpuDevices::CpuDevices(const char* devices, const char* log_level) {
 }
 
 CpuDevices::~CpuDevices() { porta_shutdown(); }
+
+Hold::Hold(porta_stream_t stream) {
+  PT_REQUIRE_OK(porta_stream_launch_host_func(stream, &Hold::wait, &released_));
+}
+
+void Hold::wait(void* released) {
+  while (!*static_cast<std::atomic<bool>*>(released)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
 
 StderrCapture::StderrCapture() {
   const char* tmp = std::getenv("TMPDIR");

@@ -4,6 +4,7 @@
 
 #include <porta/porta.h>
 
+#include <atomic>
 #include <string>
 
 #include "../conformance/common.h"
@@ -34,6 +35,21 @@ class StderrCapture {
   int saved_ = -1;
   std::string path_;
   std::string text_;
+};
+
+// Holds a stream at a host function until released (at the latest when it goes out of scope,
+// so that a failed check cannot leave the stream's destructor waiting for it).
+class Hold {
+ public:
+  explicit Hold(porta_stream_t stream);
+  ~Hold() { release(); }
+  Hold(const Hold&) = delete;
+  Hold& operator=(const Hold&) = delete;
+  void release() { released_ = true; }
+
+ private:
+  static void wait(void* released);
+  std::atomic<bool> released_{false};
 };
 
 }  // namespace porta_test

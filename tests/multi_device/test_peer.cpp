@@ -1,4 +1,10 @@
 // Copies between devices and event waits across devices.
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
 #include "multi_device.h"
 
 using namespace porta_test;
@@ -168,4 +174,40 @@ TEST_CASE("peer: copies between devices of two backends are staged through pinne
   CHECK(Status{wait.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
   CHECK(wait.message.find("of the cpu backend") != std::string::npos);
   CHECK(wait.message.find("of the level_zero backend") != std::string::npos);
+}
+
+// porta_memory_free and porta_host_free wait for the work of every device, not only the memory's
+// own: a copy queued on another device's stream reads device memory (and any device's stream
+// pinned memory). Freed before the copy ran, the CPU backend's unmapped pages made it fault.
+TEST_CASE("peer: freeing memory waits for the copies queued on other devices' streams", "[peer]") {
+  CpuDevices runtime("2");
+  constexpr size_t kBytes = 1 << 20;
+  for (const bool pinned : {false, true}) {
+    INFO((pinned ? "porta_host_free" : "porta_memory_free"));
+    void* source = nullptr;
+    if (pinned) {
+      PT_REQUIRE_OK(porta_host_alloc(0, kBytes, &source));
+      std::memset(source, 0x5a, kBytes);
+    } else {
+      PT_REQUIRE_OK(porta_memory_alloc(0, kBytes, &source));
+      PT_REQUIRE_OK(porta_memset(source, 0x5a, kBytes));
+    }
+    Buffer target(1, kBytes);
+    Stream other(1);
+    std::atomic<bool> copied{false};
+    {
+      Hold hold(other.get());
+      PT_REQUIRE_OK(porta_memcpy_async(target.get(), source, kBytes, other.get()));
+      PT_REQUIRE_OK(porta_stream_launch_host_func(
+          other.get(), [](void* done) { *static_cast<std::atomic<bool>*>(done) = true; }, &copied));
+      std::jthread releaser([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        hold.release();
+      });
+      PT_CHECK_OK(pinned ? porta_host_free(source) : porta_memory_free(source));
+      CHECK(copied);  // the free returned only after the copy
+    }
+    PT_REQUIRE_OK(porta_stream_synchronize(other.get()));
+    CHECK(download(target.get(), 16) == std::vector<uint8_t>(16, 0x5a));
+  }
 }

@@ -25,25 +25,6 @@ void* alloc_async(porta_device_t device, size_t size, porta_stream_t stream) {
   return ptr;
 }
 
-// Holds a stream at a host function until released (at the latest when it goes out of scope,
-// so that a failed check cannot leave the stream's destructor waiting for it).
-class Hold {
- public:
-  explicit Hold(porta_stream_t stream) {
-    PT_REQUIRE_OK(porta_stream_launch_host_func(stream, &Hold::wait, &released_));
-  }
-  ~Hold() { release(); }
-  void release() { released_ = true; }
-
- private:
-  static void wait(void* released) {
-    while (!*static_cast<std::atomic<bool>*>(released)) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  }
-  std::atomic<bool> released_{false};
-};
-
 }  // namespace
 
 TEST_CASE("pool: a block freed on a stream is reused by that stream without waiting",
