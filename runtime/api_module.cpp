@@ -168,6 +168,27 @@ porta_status_t check_args(const char* function, const Kernel& kernel,
   return PORTA_SUCCESS;
 }
 
+// Each argument the module records a parameter of (a size above 0) is there to be read, on every
+// backend alike: a NULL in args was read through by OpenCL's plugin.
+porta_status_t check_arg_pointers(const char* function, const Kernel& kernel, void** args) {
+  if (!kernel.params_recorded) return PORTA_SUCCESS;
+  const size_t count = kernel.param_sizes.size();
+  for (size_t i = 0; i < count; ++i) {
+    if (kernel.param_sizes[i] == 0) continue;
+    if (!args) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: args is NULL, but kernel '{}' takes {} parameters; nothing was launched",
+                  function, kernel.name, count);
+    }
+    if (!args[i]) {
+      return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                  "{}: args[{}] is NULL (kernel '{}' {}); nothing was launched", function, i,
+                  kernel.name, describe_param(kernel, i));
+    }
+  }
+  return PORTA_SUCCESS;
+}
+
 porta_status_t check_config(const char* function, const porta_launch_config_t* config,
                             const porta_device_properties_t& limits) {
   porta_status_t status =
@@ -379,6 +400,8 @@ extern "C" PORTA_API porta_status_t porta_kernel_launch(porta_kernel_t kernel_ha
                   kernel->max_group_size);
     }
     status = check_args(function, *kernel, *config);
+    if (status != PORTA_SUCCESS) return status;
+    status = check_arg_pointers(function, *kernel, args);
     if (status != PORTA_SUCCESS) return status;
     const Backend& backend = *kernel->device->backend;
     const porta_launch_config_t whole = whole_copy(*config);  // a first release's may be shorter

@@ -951,6 +951,14 @@ TEST_CASE("errors: bad launches queue nothing", "[errors][launch]" PT_KERNELS_TA
                    porta_kernel_launch(saxpy, nullptr, args, stream.get()));
     PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
                    porta_kernel_launch(saxpy, &good, nullptr, stream.get()));
+    // A NULL among the arguments, a pointer's and a value's: refused by every backend alike.
+    for (int hole : {2, 0}) {
+      void* holed[] = {&n, &a, &xp, &yp};
+      holed[hole] = nullptr;
+      INFO("args[" << hole << "] NULL");
+      PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                     porta_kernel_launch(saxpy, &good, holed, stream.get()));
+    }
     for (int d = 0; d < 3; ++d) {
       INFO("dimension " << d);
       porta_launch_config_t config = good;
