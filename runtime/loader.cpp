@@ -9,13 +9,16 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <new>
+#include <vector>
 
 #include "error.h"
 #include "log.h"
 #include "plugin_kit/dlopen_failure.h"
+#include "plugin_kit/elf_check.h"
 
 namespace porta {
 namespace {
@@ -132,6 +135,32 @@ bool find_file(const std::string& file, const std::vector<std::string>& director
 // Opens the file and calls its entry point; checks the ABI version, the kind and the name.
 // Plugins are foreign code: whatever they throw is caught here.
 void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t& plugin) {
+  // dlopen trusts the file: a truncated one raises SIGBUS in the application. Its image is read
+  // and checked first.
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(report.path, error)) {
+    refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_UNAVAILABLE, "not a regular file");
+    return nullptr;
+  }
+  std::vector<char> image;
+  std::ifstream file(report.path, std::ios::binary | std::ios::ate);
+  const std::streamoff size = file ? static_cast<std::streamoff>(file.tellg()) : -1;
+  if (size >= 0) {
+    image.resize(static_cast<size_t>(size));
+    file.seekg(0);
+    file.read(image.data(), size);
+  }
+  if (size < 0 || !file) {
+    refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_UNAVAILABLE, "cannot read the file");
+    return nullptr;
+  }
+  if (auto problem = elf::check_shared_object(image.data(), image.size())) {
+    refuse(report, PORTA_PLUGIN_LOAD_FAILED,
+           problem->status == PORTA_ERROR_INCOMPATIBLE_VERSION ? problem->status
+                                                               : PORTA_ERROR_UNAVAILABLE,
+           problem->message);
+    return nullptr;
+  }
   dlerror();
   errno = 0;
   void* library = dlopen(report.path.c_str(), RTLD_NOW | RTLD_LOCAL);

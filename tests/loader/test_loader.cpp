@@ -15,7 +15,9 @@
 #include <catch2/catch.hpp>
 #include <cstddef>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 
@@ -130,10 +132,25 @@ const Broken kBroken[] = {
      PORTA_PLUGIN_INCOMPATIBLE,
      {"cuda", "level_zero"}},
     {"not an ELF file", nullptr, PORTA_ERROR_UNAVAILABLE, PORTA_PLUGIN_LOAD_FAILED, {}},
+    // Half of a real plugin: dlopen would map segments past the file's end (SIGBUS).
+    {"a truncated ELF file",
+     nullptr,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_LOAD_FAILED,
+     {"truncated ELF file"}},
 };
 
 std::unique_ptr<Installed> install(const Broken& broken, const std::string& backend) {
   if (broken.source) return std::make_unique<Installed>(broken.source, backend);
+  if (std::string(broken.name) == "a truncated ELF file") {
+    std::ifstream plugin(PORTA_TEST_PLUGIN_NO_ENTRY, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(plugin)),
+                            std::istreambuf_iterator<char>());
+    REQUIRE(bytes.size() > 4096);
+    TempDir scratch;
+    const std::string half = scratch.write("plugin.so", bytes.data(), bytes.size() / 2);
+    return std::make_unique<Installed>(half.c_str(), backend);
+  }
   // Longer than an ELF header, so dlopen reads it and rejects its contents.
   static const char kText[] =
       "This is a text file named like a Porta plugin. It is not an ELF shared object, and "
