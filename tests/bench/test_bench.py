@@ -100,6 +100,12 @@ def test_args(bench):
         check(needle in text, f"'{label}' says what is wrong (looked for '{needle}' in: {text.strip()!r})")
         check("measuring" not in text and "[1/" not in text, f"'{label}' measures nothing")
         check(not os.path.exists(out_json), f"'{label}' writes no JSON")
+    # One file for both outputs: the CSV would overwrite the JSON.
+    same = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"porta-bench-same-{os.getpid()}.out")
+    p = run([bench, "--op", "relu", "--shape", "1024", "--json", same, "--csv", same])
+    check(p.returncode != 0 and "same file" in p.stdout + p.stderr,
+          "--json and --csv naming one file are refused")
+    check(not os.path.exists(same), "nothing is written to it")
     finish()
 
 

@@ -107,6 +107,7 @@ def test_arguments(bench):
     for args, needle in [(["--op", "all_reduce", "--shape", "6"], "4 bytes"),
                          (["--op", "peer_copy", "--shape", "1TB"], "BYTES"),
                          (["--op", "peer_copy", "--shape", "0KiB"], "BYTES is 0"),
+                         (["--op", "peer_copy", "--shape", "1MiBKiB"], "BYTES"),
                          (["--op", "all_reduce", "--dtype", "bf16"], "fp32")]:
         p = run([bench] + args, {})
         check(p.returncode != 0 and needle in p.stdout + p.stderr,

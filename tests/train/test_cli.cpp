@@ -102,6 +102,10 @@ TEST_CASE("cli: bad flags are usage errors", "[cli]") {
                                                      {"--epochs", "0"},
                                                      {"--batch", "-3"},
                                                      {"--lr", "-1"},
+                                                     {"--lr", "nan"},
+                                                     {"--lr", "1e-300"},  // 0 as a float
+                                                     {"--checkpoint", "no/such/dir/x.ckpt"},
+                                                     {"--predictions", "/"},
                                                      {"--grad-accum", "0"},
                                                      {"--eval-only"},
                                                      {"--no-such-flag"},

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "case.h"
+#include "output_path.h"
 
 namespace bench {
 namespace {
@@ -73,22 +74,6 @@ std::string join(const std::vector<std::string>& items, const char* separator) {
 
 porta_dtype_t parse_dtype(const std::string& name) {
   return name == "bf16" ? PORTA_DTYPE_BF16 : name == "f16" ? PORTA_DTYPE_F16 : PORTA_DTYPE_F32;
-}
-
-// An output file must be writable before hours of measuring are spent on it: its directory
-// must exist and be writable, and the file, if it exists, too.
-void check_writable(const std::string& option, const std::string& path) {
-  if (path.empty()) return;
-  const std::filesystem::path file(path);
-  const std::filesystem::path dir = file.has_parent_path() ? file.parent_path() : ".";
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec))
-    throw CLI::ValidationError(option, "the directory of " + path + " does not exist");
-  if (access(dir.c_str(), W_OK) != 0 ||
-      (std::filesystem::exists(file, ec) && access(file.c_str(), W_OK) != 0))
-    throw CLI::ValidationError(option, path + " is not writable");
-  if (std::filesystem::is_directory(file, ec))
-    throw CLI::ValidationError(option, path + " is a directory");
 }
 
 // The problems the options ask for, in table order. Throws CLI::ValidationError for a shape or
@@ -522,8 +507,10 @@ int main(int argc, char** argv) {
       if (std::find(unique.begin(), unique.end(), b) == unique.end()) unique.push_back(b);
     o.backends = unique;
     todo = problems(o);
-    check_writable("--json", o.json_path);
-    check_writable("--csv", o.csv_path);
+    porta_tools::check_writable("--json", o.json_path);
+    porta_tools::check_writable("--csv", o.csv_path);
+    if (!o.json_path.empty() && o.json_path == o.csv_path)
+      throw CLI::ValidationError("--csv", "names the same file as --json");
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -196,6 +196,7 @@ Shape parse_shape(Op op, const std::string& text) {
             digits.compare(digits.size() - sfx.size(), sfx.size(), sfx) == 0) {
           digits.resize(digits.size() - sfx.size());
           unit = int64_t{1} << scale;
+          break;  // one suffix: "1MiBKiB" is no number
         }
       }
       s.size = integer(digits, "BYTES", 1) * unit;

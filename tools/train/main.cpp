@@ -25,6 +25,7 @@
 #include "checkpoint.h"
 #include "idx.h"
 #include "model.h"
+#include "output_path.h"
 #include "trainer.h"
 
 namespace {
@@ -325,6 +326,13 @@ int main(int argc, char** argv) {
     if (o.eval_only && o.checkpoint.empty()) {
       throw CLI::ValidationError("--eval-only", "needs --checkpoint FILE to evaluate");
     }
+    // NaN passes the range check, and a rate below float's smallest would train nothing.
+    if (o.lr && !(std::isfinite(*o.lr) && float(*o.lr) > 0.0f)) {
+      throw CLI::ValidationError("--lr", "must be a number in (0, 10] that a float can hold");
+    }
+    // The outputs are checked before the training that leads to them.
+    if (!o.eval_only) porta_tools::check_writable("--checkpoint", o.checkpoint);
+    porta_tools::check_writable("--predictions", o.predictions);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : kExitUsage;
   }
