@@ -101,6 +101,15 @@ TEST_CASE("checkpoint: truncation at any length and trailing bytes are rejected"
   write_file(dir.file("cut.ckpt"), part);
   CHECK_THROWS_WITH(read_checkpoint(dir.file("cut.ckpt")), Contains("cut.ckpt: truncated"));
   CHECK_THROWS_WITH(read_checkpoint(dir.file("absent.ckpt")), Contains("no such file"));
+  // A payload size near 2^64 is reported as it stands, not as a wrapped total.
+  std::vector<uint8_t> huge = good;
+  for (int i = 0; i < 8; ++i) huge[16 + i] = 0xff;
+  CHECK_THROWS_WITH(decode_checkpoint(huge, "huge"),
+                    Contains("truncated: the header announces a payload of 18446744073709551615"));
+  // A file is refused from its header, before the rest is read: one far larger than it says.
+  write_file(dir.file("large.ckpt"), good);
+  std::filesystem::resize_file(dir.file("large.ckpt"), uint64_t{1} << 40);  // sparse
+  CHECK_THROWS_WITH(read_checkpoint(dir.file("large.ckpt")), Contains("trailing bytes"));
 }
 
 TEST_CASE("checkpoint: wrong magic and wrong version are rejected", "[checkpoint]") {

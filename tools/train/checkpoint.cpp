@@ -136,16 +136,22 @@ std::vector<uint8_t> encode_checkpoint(const std::vector<Tensor>& tensors) {
   return std::move(w.out);
 }
 
-std::vector<Tensor> decode_checkpoint(const std::vector<uint8_t>& bytes, const std::string& what) {
-  if (bytes.size() < sizeof kCheckpointMagic ||
-      std::memcmp(bytes.data(), kCheckpointMagic, sizeof kCheckpointMagic) != 0) {
+namespace {
+
+// The header's checks against the file's size, from its first bytes (head, at most the header):
+// the magic, the version, and a payload that makes up the file exactly. Returns the tensor count
+// and the payload's size.
+std::pair<uint32_t, uint64_t> check_header(const std::vector<uint8_t>& head, uint64_t file_size,
+                                           const std::string& what) {
+  if (head.size() < sizeof kCheckpointMagic ||
+      std::memcmp(head.data(), kCheckpointMagic, sizeof kCheckpointMagic) != 0) {
     throw checkpoint_error(what + ": not a Porta checkpoint (wrong magic)");
   }
-  if (bytes.size() < kHeaderBytes + 4) {
-    throw checkpoint_error(what + ": truncated: " + std::to_string(bytes.size()) +
+  if (file_size < kHeaderBytes + 4 || head.size() < kHeaderBytes) {
+    throw checkpoint_error(what + ": truncated: " + std::to_string(file_size) +
                            " bytes, shorter than the header");
   }
-  Reader header(bytes, kHeaderBytes, what);
+  Reader header(head, kHeaderBytes, what);
   header.take(sizeof kCheckpointMagic, "magic");
   const uint32_t version = header.u32("version");
   if (version != kCheckpointVersion) {
@@ -155,14 +161,21 @@ std::vector<Tensor> decode_checkpoint(const std::vector<uint8_t>& bytes, const s
   }
   const uint32_t count = header.u32("tensor count");
   const uint64_t payload = header.u64("payload size");
-  const uint64_t expected = kHeaderBytes + payload + 4;
-  if (payload > bytes.size() || expected != bytes.size()) {
-    throw checkpoint_error(
-        what + ": " +
-        (expected > bytes.size() || payload > bytes.size() ? "truncated" : "trailing bytes") +
-        ": the header announces " + std::to_string(expected) + " bytes, the file has " +
-        std::to_string(bytes.size()));
+  const uint64_t room = file_size - kHeaderBytes - 4;  // what the file has for the payload
+  if (payload != room) {
+    throw checkpoint_error(what + ": " + (payload > room ? "truncated" : "trailing bytes") +
+                           ": the header announces a payload of " + std::to_string(payload) +
+                           " bytes, the file has room for " + std::to_string(room));
   }
+  return {count, payload};
+}
+
+}  // namespace
+
+std::vector<Tensor> decode_checkpoint(const std::vector<uint8_t>& bytes, const std::string& what) {
+  const std::vector<uint8_t> head(bytes.begin(),
+                                  bytes.begin() + std::min(bytes.size(), kHeaderBytes));
+  const auto [count, payload] = check_header(head, bytes.size(), what);
   const size_t end = kHeaderBytes + static_cast<size_t>(payload);
   uint32_t stored = 0;
   for (int i = 0; i < 4; ++i) stored |= uint32_t(bytes[end + i]) << (8 * i);
@@ -251,11 +264,19 @@ void write_checkpoint(const std::string& path, const std::vector<Tensor>& tensor
 std::vector<Tensor> read_checkpoint(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) throw checkpoint_error(path + ": no such file");
+  const uint64_t size = std::filesystem::file_size(path, ec);
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw checkpoint_error(path + ": cannot open");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  if (in.bad()) throw checkpoint_error(path + ": read failed");
+  if (!in || ec) throw checkpoint_error(path + ": cannot open");
+  // The header first: a file that is no checkpoint, or not the size it announces, is refused
+  // before the rest is read (a large one took its size in memory to be called the wrong magic).
+  std::vector<uint8_t> bytes(std::min<uint64_t>(size, kHeaderBytes));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  if (!in) throw checkpoint_error(path + ": read failed");
+  check_header(bytes, size, path);
+  bytes.resize(size);
+  in.read(reinterpret_cast<char*>(bytes.data()) + kHeaderBytes,
+          static_cast<std::streamsize>(size - kHeaderBytes));
+  if (!in) throw checkpoint_error(path + ": read failed");
   return decode_checkpoint(bytes, path);
 }
 
