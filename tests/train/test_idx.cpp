@@ -61,9 +61,23 @@ TEST_CASE("idx: truncated files are rejected", "[idx]") {
   // A gzip stream cut short: zlib's own error, or the short count, but never success.
   write_gzip(dir.file("whole.gz"), bytes);
   std::vector<uint8_t> packed = read_file(dir.file("whole.gz"));
+  const std::vector<uint8_t> whole = packed;
   packed.resize(packed.size() / 2);
   write_file(dir.file("cut.gz"), packed);
   CHECK_THROWS_AS(read_idx(dir.file("cut.gz"), 3), data_error);
+  // Cut by the last few bytes, its trailer (checksum and size) or some of it: the data may
+  // inflate whole, and only the stream's end tells. And data after the last member is refused.
+  write_file(dir.file("junk.gz"), [&] {
+    std::vector<uint8_t> junk = whole;
+    junk.insert(junk.end(), {'j', 'u', 'n', 'k'});
+    return junk;
+  }());
+  CHECK_THROWS_WITH(read_idx(dir.file("junk.gz"), 3), Contains("corrupt or truncated gzip"));
+  for (size_t cut = 1; cut <= 10; ++cut) {
+    INFO("the last " << cut << " bytes cut");
+    write_file(dir.file("cut.gz"), {whole.begin(), whole.end() - std::ptrdiff_t(cut)});
+    CHECK_THROWS_WITH(read_idx(dir.file("cut.gz"), 3), Contains("truncated"));
+  }
 }
 
 TEST_CASE("idx: wrong magic, type or rank, and extra data are rejected", "[idx]") {
@@ -117,4 +131,12 @@ TEST_CASE("idx: image sets with mismatched counts or bad labels are rejected", "
                     Contains("holds 3 images but") && Contains("holds 2 labels"));
   CHECK_THROWS_WITH(read_image_set(dir.file("images"), dir.file("labels_bad"), 10),
                     Contains("label 10 of item 1"));
+  // The sizes are checked from the images' header, before their data is read: headers with no
+  // data behind them are refused for their sizes, not as truncated.
+  write_file(dir.file("huge"), idx_bytes({3, 4096, 4096}, {}));
+  CHECK_THROWS_WITH(read_image_set(dir.file("huge"), dir.file("labels2"), 10, 28),
+                    Contains("images are 4096x4096, the network takes 28x28"));
+  write_file(dir.file("many"), idx_bytes({1000000, 28, 28}, {}));
+  CHECK_THROWS_WITH(read_image_set(dir.file("many"), dir.file("labels2"), 10, 28),
+                    Contains("holds 1000000 images but"));
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -24,10 +25,15 @@ struct IdxArray {
 };
 
 // Reads an IDX file of unsigned bytes with `expected_rank` dimensions (gzip is detected from the
-// content, not the name). Throws data_error for a missing or unreadable file, a corrupt gzip
-// stream, a wrong magic, type or rank, a size that overflows, and fewer or more bytes than the
-// header announces.
-IdxArray read_idx(const std::string& path, uint32_t expected_rank);
+// content, not the name). Throws data_error for a missing or unreadable file, a corrupt or
+// truncated gzip stream, a wrong magic, type or rank, a size that overflows, and fewer or more
+// bytes than the header announces. check_dims, if given, sees the dimensions before any data is
+// read, and may throw.
+IdxArray read_idx(const std::string& path, uint32_t expected_rank,
+                  const std::function<void(const std::vector<uint32_t>&)>& check_dims = {});
+
+// Reads only the header of such a file: its dimensions.
+std::vector<uint32_t> read_idx_dims(const std::string& path, uint32_t expected_rank);
 
 // A labelled image set: count images of rows x cols bytes, and one label per image.
 struct ImageSet {
@@ -37,9 +43,10 @@ struct ImageSet {
 };
 
 // Reads an images file (rank 3) and its labels file (rank 1). Throws data_error when either is
-// bad, their counts differ, the set is empty, or a label is not below `classes`.
-ImageSet read_image_set(const std::string& images_path, const std::string& labels_path,
-                        int classes);
+// bad, their counts differ, the set is empty, the images are not side x side (side 0: any), or a
+// label is not below `classes`; all but the last before the images' data is read.
+ImageSet read_image_set(const std::string& images_path, const std::string& labels_path, int classes,
+                        uint32_t side = 0);
 
 // The paths of a Fashion-MNIST split ("train" or "t10k") in dir: <split>-images-idx3-ubyte.gz
 // (or without .gz where only the uncompressed file exists) and the labels likewise.

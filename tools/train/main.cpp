@@ -140,13 +140,9 @@ void probe_ops(porta_device_t device) {
 }
 
 ImageSet load_split(const Options& o, const std::string& split, int64_t limit) {
-  ImageSet set = read_image_set(idx_path(o.data, split, "images-idx3"),
-                                idx_path(o.data, split, "labels-idx1"), int(kClasses));
-  if (set.rows != kImageSide || set.cols != kImageSide) {  // before any training time is spent
-    throw data_error(idx_path(o.data, split, "images-idx3") + ": images are " +
-                     std::to_string(set.rows) + "x" + std::to_string(set.cols) +
-                     ", the network takes 28x28");
-  }
+  ImageSet set =
+      read_image_set(idx_path(o.data, split, "images-idx3"), idx_path(o.data, split, "labels-idx1"),
+                     int(kClasses), uint32_t(kImageSide));
   if (limit > 0 && limit < set.count) {
     set.count = limit;
     set.pixels.resize(size_t(limit * set.rows * set.cols));
