@@ -185,6 +185,11 @@ TEST_CASE("checkpoint: the model loads its own parameters and rejects wrong shap
   wrong = params;
   wrong.pop_back();
   CHECK_THROWS_WITH(c.load(wrong, s), Contains("holds 7 tensors"));
+  for (float bad : {std::nanf(""), INFINITY}) {  // a weight that is not finite, in the last tensor
+    wrong = params;
+    wrong.back().values[1] = bad;
+    CHECK_THROWS_WITH(c.load(wrong, s), Contains("at index 1: weights must be finite"));
+  }
   const std::vector<Tensor> after = c.parameters(s);
   for (size_t i = 0; i < before.size(); ++i) CHECK(after[i].values == before[i].values);
 }

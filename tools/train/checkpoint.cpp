@@ -1,7 +1,11 @@
 #include "checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <array>
 #include <bit>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -243,12 +247,19 @@ void write_checkpoint(const std::string& path, const std::vector<Tensor>& tensor
   const std::vector<uint8_t> bytes = encode_checkpoint(tensors);
   const std::string temporary = path + ".partial";
   {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) throw checkpoint_error(path + ": cannot create " + temporary);
-    out.write(reinterpret_cast<const char*>(bytes.data()),
-              static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) {
+    // On disk before the rename (fsync): after a crash the name holds the old checkpoint or the
+    // new one, never an empty file; and close's error counts too.
+    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) throw checkpoint_error(path + ": cannot create " + temporary);
+    size_t written = 0;
+    while (written < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      written += static_cast<size_t>(n);
+    }
+    const bool synced = written == bytes.size() && ::fsync(fd) == 0;
+    if (::close(fd) != 0 || !synced) {
       std::remove(temporary.c_str());
       throw checkpoint_error(path + ": write failed");
     }

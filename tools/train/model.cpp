@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -279,6 +280,13 @@ void Model::load(const std::vector<Tensor>& tensors, const porta::stream& s) {
     if (t->shape != shape) {
       throw checkpoint_error("tensor " + name + " has shape " + shape_string(t->shape) +
                              ", the model expects " + shape_string(shape));
+    }
+    // Training never saves such weights (it stops at a loss that is not finite).
+    const auto bad =
+        std::find_if(t->values.begin(), t->values.end(), [](float v) { return !std::isfinite(v); });
+    if (bad != t->values.end()) {
+      throw checkpoint_error("tensor " + name + " holds " + std::to_string(*bad) + " at index " +
+                             std::to_string(bad - t->values.begin()) + ": weights must be finite");
     }
     found.push_back(t);
   }
