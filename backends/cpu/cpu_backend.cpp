@@ -486,11 +486,23 @@ porta_status_t event_elapsed_ms(porta_backend_context_t, void* start, void* end,
   });
 }
 
+// A module for the device's mode: in racecheck mode one without the checker (a fast or simt
+// build, loaded by its full name) would run unchecked and report a clean run.
+CpuModule* for_mode(const Device& device, std::unique_ptr<CpuModule> module) {
+  if (std::strcmp(device.properties().architecture, "racecheck") == 0 && !module->checked()) {
+    throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION,
+                module->origin() +
+                    ": not a racecheck build, which PORTA_CPU_MODE=racecheck needs to check its "
+                    "kernels (a kernel library loaded by its base name picks its "
+                    ".cpu-racecheck.so)");
+  }
+  return module.release();
+}
+
 porta_status_t module_load_data(porta_backend_context_t context, int32_t device, const void* image,
                                 size_t size, void** out_module) {
   return guarded("module_load_data", [&] {
-    backend_of(context).device(device);
-    *out_module = CpuModule::load_data(image, size).release();
+    *out_module = for_mode(backend_of(context).device(device), CpuModule::load_data(image, size));
     return PORTA_SUCCESS;
   });
 }
@@ -498,8 +510,7 @@ porta_status_t module_load_data(porta_backend_context_t context, int32_t device,
 porta_status_t module_load_file(porta_backend_context_t context, int32_t device, const char* path,
                                 void** out_module) {
   return guarded("module_load_file", [&] {
-    backend_of(context).device(device);
-    *out_module = CpuModule::load_file(path).release();
+    *out_module = for_mode(backend_of(context).device(device), CpuModule::load_file(path));
     return PORTA_SUCCESS;
   });
 }

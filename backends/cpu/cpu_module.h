@@ -73,6 +73,10 @@ class CpuModule {
   // INCOMPATIBLE_VERSION for a descriptor of another ABI or too many parameters.
   CpuKernel* kernel(const char* name);
 
+  // Whether it is a racecheck build: its accesses are checked.
+  bool checked() const { return checker_ != nullptr; }
+  const std::string& origin() const { return origin_; }
+
  private:
   CpuModule(void* handle, std::string origin, int memfd);
 

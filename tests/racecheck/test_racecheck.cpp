@@ -341,3 +341,17 @@ TEST_CASE("racecheck: a free or an unload after a failed launch leaves its error
   });
   CHECK(unloaded.status == PORTA_ERROR_KERNEL_HAZARD);
 }
+
+TEST_CASE("racecheck: a build without the checker is refused, not run unchecked", "[racecheck]") {
+  Session session("racecheck");
+  REQUIRE(session.status() == PORTA_SUCCESS);
+  // The fast build, named in full: its kernels would run unchecked and report a clean run.
+  const std::string fast = std::string(PORTA_TEST_HAZARD_KERNELS) + ".cpu-x86-64.so";
+  porta_module_t module = nullptr;
+  CHECK(porta_module_load(0, fast.c_str(), &module) == PORTA_ERROR_INCOMPATIBLE_VERSION);
+  CHECK(contains(porta_last_error_message(), "not a racecheck build"));
+  CHECK(module == nullptr);
+  // By its base name the library's racecheck build is picked.
+  REQUIRE(porta_module_load(0, PORTA_TEST_HAZARD_KERNELS, &module) == PORTA_SUCCESS);
+  CHECK(porta_module_unload(module) == PORTA_SUCCESS);
+}
