@@ -1,18 +1,20 @@
 #include "loader.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <new>
+#include <optional>
 #include <vector>
 
 #include "error.h"
@@ -137,24 +139,46 @@ bool find_file(const std::string& file, const std::vector<std::string>& director
 void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t& plugin) {
   // dlopen trusts the file: a truncated one raises SIGBUS in the application. Its image is read
   // and checked first.
-  std::error_code error;
-  if (!std::filesystem::is_regular_file(report.path, error)) {
-    refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_UNAVAILABLE, "not a regular file");
+  // Read with no allocation but the image's own, so that running out of memory is told apart
+  // (OUT_OF_MEMORY, which the next porta_init retries) from a bad file.
+  const auto out_of_memory = [&] {
+    refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_OUT_OF_MEMORY,
+           "out of memory reading the file");
     return nullptr;
-  }
+  };
   std::vector<char> image;
-  std::ifstream file(report.path, std::ios::binary | std::ios::ate);
-  const std::streamoff size = file ? static_cast<std::streamoff>(file.tellg()) : -1;
-  if (size >= 0) {
-    image.resize(static_cast<size_t>(size));
-    file.seekg(0);
-    file.read(image.data(), size);
+  {
+    const int fd = ::open(report.path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat info {};
+    if (fd < 0 || ::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+      if (fd >= 0) ::close(fd);
+      refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_UNAVAILABLE,
+             fd < 0 ? "cannot open the file" : "not a regular file");
+      return nullptr;
+    }
+    try {
+      image.resize(static_cast<size_t>(info.st_size));
+    } catch (const std::bad_alloc&) {
+      ::close(fd);
+      return out_of_memory();
+    }
+    size_t done = 0;
+    while (done < image.size()) {
+      const ssize_t got = ::read(fd, image.data() + done, image.size() - done);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;
+      done += static_cast<size_t>(got);
+    }
+    ::close(fd);
+    image.resize(done);  // a file that shrank meanwhile is checked as it was read
   }
-  if (size < 0 || !file) {
-    refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_UNAVAILABLE, "cannot read the file");
-    return nullptr;
+  std::optional<elf::Problem> problem;
+  try {
+    problem = elf::check_shared_object(image.data(), image.size());
+  } catch (const std::bad_alloc&) {
+    return out_of_memory();
   }
-  if (auto problem = elf::check_shared_object(image.data(), image.size())) {
+  if (problem) {
     refuse(report, PORTA_PLUGIN_LOAD_FAILED,
            problem->status == PORTA_ERROR_INCOMPATIBLE_VERSION ? problem->status
                                                                : PORTA_ERROR_UNAVAILABLE,
