@@ -1,6 +1,9 @@
 // Collectives (porta_comm.h): communicators over the engine of each device's backend, with every
 // argument checked here so that the engines only move data.
+#include <fmt/format.h>
 #include <porta/porta_comm.h>
+
+#include <cstdint>
 
 #include "runtime.h"
 
@@ -45,6 +48,32 @@ porta_status_t check_buffer(Runtime& runtime, const char* function, const char* 
                 argument, allocation.device->id, comm.device->id);
   }
   return check_room(function, argument, ptr, bytes, 1, allocation);
+}
+
+// The bytes of `blocks` runs of count elements (a buffer that holds one per rank has size
+// blocks): INVALID_ARGUMENT where that passes what an address space holds, rather than a
+// product that wraps to a small size.
+porta_status_t byte_count(const char* function, size_t count, porta_dtype_t dtype, size_t blocks,
+                          size_t* out) {
+  if (count > SIZE_MAX / dtype_size(dtype) / blocks) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: count {} of {}-byte elements{} is more than memory can hold", function, count,
+                dtype_size(dtype), blocks > 1 ? fmt::format(", times {} ranks", blocks) : "");
+  }
+  *out = count * dtype_size(dtype) * blocks;
+  return PORTA_SUCCESS;
+}
+
+// send (send_bytes) and recv (recv_bytes) apart, or send exactly at in_place (in place): the
+// engines read send while they write recv, so a partial overlap would read what they wrote.
+porta_status_t apart_or_in_place(const char* function, const void* send, size_t send_bytes,
+                                 const void* recv, size_t recv_bytes, const void* in_place) {
+  const auto s = reinterpret_cast<uintptr_t>(send), r = reinterpret_cast<uintptr_t>(recv);
+  if (send == in_place || s + send_bytes <= r || r + recv_bytes <= s) return PORTA_SUCCESS;
+  return fail(PORTA_ERROR_INVALID_ARGUMENT,
+              "{}: send and recv overlap without being in place (send at {}, as this collective "
+              "takes it in place)",
+              function, in_place);
 }
 
 // The live communicator and a stream of its device (NULL: the device's default stream).
@@ -124,6 +153,7 @@ porta_status_t create(Runtime& runtime, const char* function, Device& device, Co
     if (status != PORTA_SUCCESS) engine.interface.comm_destroy(engine.context, comm->native);
   }
   if (status != PORTA_SUCCESS) {
+    comm->native = nullptr;  // destroyed above, or never made
     std::string detail = take_plugin_message();
     if (keeps_record) {
       launcher->interface.launcher_arrivals_close(launcher->context, arrivals.record);
@@ -228,23 +258,10 @@ extern "C" PORTA_API porta_status_t porta_comm_create_from_launcher(porta_device
 
 extern "C" PORTA_API porta_status_t porta_comm_destroy(porta_comm_t handle) {
   return with_runtime("porta_comm_destroy", [&](Runtime& runtime) -> porta_status_t {
+    // The handle goes now; the communicator once no call uses it (~Comm): a collective under way
+    // on another thread finishes on it first.
     std::shared_ptr<Comm> comm;
-    if (porta_status_t status = retire(runtime, "porta_comm_destroy", handle, comm);
-        status != PORTA_SUCCESS) {
-      return status;
-    }
-    take_plugin_message();
-    porta_status_t status =
-        comm->engine->interface.comm_destroy(comm->engine->context, comm->native);
-    // After the engine, which uses it until then.
-    if (comm->arrivals) {
-      comm->launcher->interface.launcher_arrivals_close(comm->launcher->context, comm->arrivals);
-    }
-    if (status != PORTA_SUCCESS) {
-      return fail(status, "porta_comm_destroy: {} engine: {}", comm->engine->name,
-                  take_plugin_message());
-    }
-    return PORTA_SUCCESS;
+    return retire(runtime, "porta_comm_destroy", handle, comm);
   });
 }
 
@@ -274,10 +291,14 @@ extern "C" PORTA_API porta_status_t porta_comm_all_reduce(porta_comm_t comm, con
         porta_status_t status = check_dtype(function, dtype, true);
         if (status == PORTA_SUCCESS) status = check_op(function, op);
         if (status != PORTA_SUCCESS || count == 0) return status;
-        const size_t bytes = count * dtype_size(dtype);
-        status = check_buffer(runtime, function, "send", send, bytes, c);
+        size_t bytes = 0;
+        status = byte_count(function, count, dtype, 1, &bytes);
+        if (status == PORTA_SUCCESS)
+          status = check_buffer(runtime, function, "send", send, bytes, c);
         if (status == PORTA_SUCCESS)
           status = check_buffer(runtime, function, "recv", recv, bytes, c);
+        if (status == PORTA_SUCCESS)
+          status = apart_or_in_place(function, send, bytes, recv, bytes, recv);
         return status;
       },
       [&](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
@@ -301,10 +322,14 @@ extern "C" PORTA_API porta_status_t porta_comm_broadcast(porta_comm_t comm, cons
                       root, c.size - 1);
         }
         if (count == 0) return PORTA_SUCCESS;
-        const size_t bytes = count * dtype_size(dtype);
-        if (c.rank == root) status = check_buffer(runtime, function, "send", send, bytes, c);
+        size_t bytes = 0;
+        status = byte_count(function, count, dtype, 1, &bytes);
+        if (status == PORTA_SUCCESS && c.rank == root)
+          status = check_buffer(runtime, function, "send", send, bytes, c);
         if (status == PORTA_SUCCESS)
           status = check_buffer(runtime, function, "recv", recv, bytes, c);
+        if (status == PORTA_SUCCESS && c.rank == root)
+          status = apart_or_in_place(function, send, bytes, recv, bytes, recv);
         return status;
       },
       [&](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
@@ -324,10 +349,15 @@ extern "C" PORTA_API porta_status_t porta_comm_all_gather(porta_comm_t comm, con
       [&](Runtime& runtime, const Comm& c) -> porta_status_t {
         porta_status_t status = check_dtype(function, dtype, false);
         if (status != PORTA_SUCCESS || count == 0) return status;
-        const size_t bytes = count * dtype_size(dtype);
-        status = check_buffer(runtime, function, "send", send, bytes, c);
+        size_t bytes = 0, all = 0;
+        status = byte_count(function, count, dtype, 1, &bytes);
+        if (status == PORTA_SUCCESS) status = byte_count(function, count, dtype, c.size, &all);
+        if (status == PORTA_SUCCESS)
+          status = check_buffer(runtime, function, "send", send, bytes, c);
+        if (status == PORTA_SUCCESS) status = check_buffer(runtime, function, "recv", recv, all, c);
         if (status == PORTA_SUCCESS) {
-          status = check_buffer(runtime, function, "recv", recv, bytes * c.size, c);
+          status = apart_or_in_place(function, send, bytes, recv, all,
+                                     static_cast<const char*>(recv) + size_t(c.rank) * bytes);
         }
         return status;
       },
@@ -349,8 +379,10 @@ extern "C" PORTA_API porta_status_t porta_comm_reduce_scatter(porta_comm_t comm,
         porta_status_t status = check_dtype(function, dtype, true);
         if (status == PORTA_SUCCESS) status = check_op(function, op);
         if (status != PORTA_SUCCESS || count == 0) return status;
-        const size_t bytes = count * dtype_size(dtype);
-        status = check_buffer(runtime, function, "send", send, bytes * c.size, c);
+        size_t bytes = 0, all = 0;  // send may overlap recv: the engines copy it first
+        status = byte_count(function, count, dtype, 1, &bytes);
+        if (status == PORTA_SUCCESS) status = byte_count(function, count, dtype, c.size, &all);
+        if (status == PORTA_SUCCESS) status = check_buffer(runtime, function, "send", send, all, c);
         if (status == PORTA_SUCCESS)
           status = check_buffer(runtime, function, "recv", recv, bytes, c);
         return status;

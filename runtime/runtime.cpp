@@ -433,12 +433,7 @@ void Runtime::release_everything() {
     device->backend->interface.device_synchronize(device->backend->context, device->index);
   }
   // Communicators and their engines first: they may hold streams and memory of their own.
-  for (auto& comm : comms.remove_all()) {
-    comm->engine->interface.comm_destroy(comm->engine->context, comm->native);
-    if (comm->arrivals) {
-      comm->launcher->interface.launcher_arrivals_close(comm->launcher->context, comm->arrivals);
-    }
-  }
+  comms.remove_all();  // ~Comm destroys each
   for (auto& plugin : comm_plugins_) unload_comm_plugin(*plugin);
   comm_plugins_.clear();
   comm_missing_.clear();
@@ -526,6 +521,20 @@ Stream::~Stream() {
 Event::~Event() {
   if (!native) return;
   release_native(device, "destroying an event", device->backend->interface.event_destroy, native);
+}
+
+Comm::~Comm() {
+  if (native) {
+    take_plugin_message();
+    if (engine->interface.comm_destroy(engine->context, native) != PORTA_SUCCESS) {
+      try {
+        log().warn("destroying a communicator: {} engine: {}", engine->name, take_plugin_message());
+      } catch (...) {
+        // No memory for the log line; the communicator is gone either way.
+      }
+    }
+  }
+  if (arrivals) launcher->interface.launcher_arrivals_close(launcher->context, arrivals);
 }
 
 Module::~Module() {

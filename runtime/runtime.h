@@ -112,6 +112,13 @@ struct Comm {
   // The launcher's arrival record, kept for an engine that cannot name missing ranks itself.
   CommPlugin* launcher = nullptr;
   void* arrivals = nullptr;
+
+  Comm() = default;
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+  // The engine's communicator, then the arrival record it uses until then: once no call uses
+  // them (a collective under way on another thread keeps its reference).
+  ~Comm();
 };
 
 struct Allocation {

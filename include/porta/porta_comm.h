@@ -67,7 +67,8 @@ PORTA_API porta_status_t porta_comm_create(porta_device_t device, int32_t rank, 
 PORTA_API porta_status_t porta_comm_create_from_launcher(porta_device_t device,
                                                          porta_comm_t* out_comm);
 
-/* Returns: SUCCESS; INVALID_HANDLE. */
+/* The handle becomes stale at once; the communicator is destroyed once no call uses it (a
+ * collective under way on another thread finishes first). Returns: SUCCESS; INVALID_HANDLE. */
 PORTA_API porta_status_t porta_comm_destroy(porta_comm_t comm);
 
 /* Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for NULL outputs (either may be NULL). */

@@ -11,6 +11,7 @@
 #include <porta/porta_plugin.h>
 
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -99,11 +100,12 @@ struct Comm {
   std::mutex mutex;       // one collective at a time: their messages must not interleave
 };
 
-// Polls request until done or the deadline; false on a timeout.
+// Polls request until done or the deadline; false on a timeout. An error MPI reports (a count
+// that differs between the ranks, say) is thrown.
 bool wait_until(MPI_Request& request, Clock::time_point deadline) {
   for (int spins = 0;; ++spins) {
     int done = 0;
-    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
     if (done) return true;
     if (Clock::now() > deadline) return false;
     if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(200));
@@ -116,16 +118,38 @@ std::string rank_list(const std::vector<int>& ranks) {
   return text;
 }
 
-// Every rank tells every other that it reached collective number `sequence` and waits for theirs.
-void arrive(Comm& c, const char* what, Clock::time_point deadline) {
-  ++c.sequence;
-  std::vector<uint64_t> theirs(c.size, 0);
+// What a rank calls: the collective's number on the communicator, its kind and arguments. Every
+// rank must call the same; MPI would otherwise return garbage (another dtype or root), fail on one
+// rank only (another count), or wait for the deadline (another collective).
+struct Call {
+  uint64_t sequence = 0, kind = 0, count = 0, dtype = 0, op = 0, root = 0;
+
+  bool same_as(const Call& other) const {
+    return kind == other.kind && count == other.count && dtype == other.dtype && op == other.op &&
+           root == other.root;
+  }
+  std::string text() const {
+    static const char* const kKinds[] = {"create",     "all_reduce",     "broadcast",
+                                         "all_gather", "reduce_scatter", "barrier"};
+    return std::string(kind < 6 ? kKinds[kind] : "?") + " of " + std::to_string(count) +
+           " elements (dtype " + std::to_string(dtype) + ", op " + std::to_string(op) + ", root " +
+           std::to_string(root) + ")";
+  }
+};
+constexpr int kCallWords = sizeof(Call) / sizeof(uint64_t);
+
+// Every rank tells every other what it calls (the collective's number and arguments) and waits
+// for theirs.
+void arrive(Comm& c, const char* what, Call call, Clock::time_point deadline) {
+  call.sequence = ++c.sequence;
+  std::vector<Call> theirs(c.size);
   std::vector<MPI_Request> sends(c.size, MPI_REQUEST_NULL), receives(c.size, MPI_REQUEST_NULL);
   for (int peer = 0; peer < c.size; ++peer) {
     if (peer == c.rank) continue;
-    check(MPI_Irecv(&theirs[peer], 1, MPI_UINT64_T, peer, kArrivalTag, c.comm, &receives[peer]),
+    check(MPI_Irecv(&theirs[peer], kCallWords, MPI_UINT64_T, peer, kArrivalTag, c.comm,
+                    &receives[peer]),
           "MPI_Irecv");
-    check(MPI_Isend(&c.sequence, 1, MPI_UINT64_T, peer, kArrivalTag, c.comm, &sends[peer]),
+    check(MPI_Isend(&call, kCallWords, MPI_UINT64_T, peer, kArrivalTag, c.comm, &sends[peer]),
           "MPI_Isend");
   }
   std::vector<int> missing;
@@ -148,11 +172,21 @@ void arrive(Comm& c, const char* what, Clock::time_point deadline) {
   }
   MPI_Waitall(c.size, sends.data(), MPI_STATUSES_IGNORE);
   for (int peer = 0; peer < c.size; ++peer) {
-    if (peer != c.rank && theirs[peer] != c.sequence) {
+    if (peer != c.rank && theirs[peer].sequence != c.sequence) {
       c.broken = std::string(what) + ": rank " + std::to_string(peer) + " is at collective " +
-                 std::to_string(theirs[peer]) + ", this rank at " + std::to_string(c.sequence) +
-                 " (the ranks called different collectives)";
+                 std::to_string(theirs[peer].sequence) + ", this rank at " +
+                 std::to_string(c.sequence) + " (the ranks called different collectives)";
       throw_error(PORTA_ERROR_INVALID_ARGUMENT, c.broken);
+    }
+  }
+  // Every rank compares every other's call with its own, so all of them refuse a mismatch and
+  // none starts the collective: the communicator stays usable.
+  for (int peer = 0; peer < c.size; ++peer) {
+    if (peer != c.rank && !theirs[peer].same_as(call)) {
+      throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                  std::string(what) + ": rank " + std::to_string(peer) + " called " +
+                      theirs[peer].text() + ", this rank " + call.text() +
+                      "; every rank must call the same, and none ran it");
     }
   }
 }
@@ -160,7 +194,8 @@ void arrive(Comm& c, const char* what, Clock::time_point deadline) {
 // Runs one collective: the stream's earlier work first, then the arrival, then start(request),
 // polled to the deadline.
 template <typename Start>
-porta_status_t run(const char* what, void* native, porta_stream_t stream, Start&& start) {
+porta_status_t run(const char* what, void* native, porta_stream_t stream, const Call& call,
+                   Start&& start) {
   Comm& c = *static_cast<Comm*>(native);
   std::lock_guard lock(c.mutex);
   if (!c.broken.empty()) {
@@ -174,7 +209,7 @@ porta_status_t run(const char* what, void* native, porta_stream_t stream, Start&
   }
   const Clock::time_point deadline =
       Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds() * 1000));
-  arrive(c, what, deadline);
+  arrive(c, what, call, deadline);
   MPI_Request request = MPI_REQUEST_NULL;
   start(c, request);
   if (request != MPI_REQUEST_NULL && !wait_until(request, deadline)) {
@@ -275,7 +310,7 @@ porta_status_t comm_create(porta_backend_context_t, porta_device_t, int32_t rank
     c->size = size;
     // Every rank must hold the same id: compare each with rank 0's, under the deadline.
     std::vector<char> ids(size_t(size) * sizeof(id->internal));
-    run("porta_comm_create", c.get(), nullptr, [&](Comm& comm, MPI_Request& request) {
+    run("porta_comm_create", c.get(), nullptr, Call{}, [&](Comm& comm, MPI_Request& request) {
       check(MPI_Iallgather(id->internal, sizeof(id->internal), MPI_CHAR, ids.data(),
                            sizeof(id->internal), MPI_CHAR, comm.comm, &request),
             "MPI_Iallgather");
@@ -315,22 +350,40 @@ porta_status_t comm_destroy(porta_backend_context_t, void* native) {
   });
 }
 
+// MPI counts are int: a count past INT_MAX elements (or bytes, where they go as bytes) is refused
+// rather than cut short.
+int mpi_count(const char* what, size_t count) {
+  if (count > size_t(INT_MAX)) {
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                std::string(what) + ": " + std::to_string(count) +
+                    " elements or bytes is more than MPI's int counts reach (" +
+                    std::to_string(INT_MAX) + ")");
+  }
+  return static_cast<int>(count);
+}
+
+enum Kind : uint64_t { kAllReduce = 1, kBroadcast, kAllGather, kReduceScatter, kBarrier };
+
+// Every read of send below is inside start, which run calls after the stream's earlier work (that
+// may still be writing send) has finished.
 porta_status_t all_reduce(porta_backend_context_t, void* native, const void* send, void* recv,
                           size_t count, porta_dtype_t dtype, porta_reduce_op_t op,
                           porta_stream_t stream) {
   return guarded("all_reduce", [&] {
+    const char* what = "porta_comm_all_reduce";
+    const int n = mpi_count(what, count);
     std::vector<float> wide;
     float* target = static_cast<float*>(recv);
-    if (dtype == PORTA_DTYPE_BF16) {
-      wide = widen(send, count);  // summed in fp32, rounded once
-      target = wide.data();
-    }
-    run("porta_comm_all_reduce", native, stream, [&](Comm& c, MPI_Request& request) {
-      const void* source = dtype == PORTA_DTYPE_BF16 || send == recv ? MPI_IN_PLACE : send;
-      check(MPI_Iallreduce(source, target, static_cast<int>(count), MPI_FLOAT, MPI_SUM, c.comm,
-                           &request),
-            "MPI_Iallreduce");
-    });
+    run(what, native, stream, Call{0, kAllReduce, count, uint64_t(dtype), uint64_t(op), 0},
+        [&](Comm& c, MPI_Request& request) {
+          if (dtype == PORTA_DTYPE_BF16) {
+            wide = widen(send, count);  // summed in fp32, rounded once
+            target = wide.data();
+          }
+          const void* source = dtype == PORTA_DTYPE_BF16 || send == recv ? MPI_IN_PLACE : send;
+          check(MPI_Iallreduce(source, target, n, MPI_FLOAT, MPI_SUM, c.comm, &request),
+                "MPI_Iallreduce");
+        });
     const int size = static_cast<Comm*>(native)->size;
     if (op == PORTA_REDUCE_AVG) divide(target, count, size);
     if (dtype == PORTA_DTYPE_BF16) narrow(wide, recv);
@@ -341,12 +394,14 @@ porta_status_t all_reduce(porta_backend_context_t, void* native, const void* sen
 porta_status_t broadcast(porta_backend_context_t, void* native, const void* send, void* recv,
                          size_t count, porta_dtype_t dtype, int32_t root, porta_stream_t stream) {
   return guarded("broadcast", [&] {
+    const char* what = "porta_comm_broadcast";
     const size_t bytes = count * (dtype == PORTA_DTYPE_F32 ? 4 : 2);
-    run("porta_comm_broadcast", native, stream, [&](Comm& c, MPI_Request& request) {
-      if (c.rank == root && send != recv) std::memmove(recv, send, bytes);
-      check(MPI_Ibcast(recv, static_cast<int>(bytes), MPI_BYTE, root, c.comm, &request),
-            "MPI_Ibcast");
-    });
+    const int n = mpi_count(what, bytes);
+    run(what, native, stream, Call{0, kBroadcast, count, uint64_t(dtype), 0, uint64_t(root)},
+        [&](Comm& c, MPI_Request& request) {
+          if (c.rank == root && send != recv) std::memmove(recv, send, bytes);
+          check(MPI_Ibcast(recv, n, MPI_BYTE, root, c.comm, &request), "MPI_Ibcast");
+        });
     return PORTA_SUCCESS;
   });
 }
@@ -354,14 +409,17 @@ porta_status_t broadcast(porta_backend_context_t, void* native, const void* send
 porta_status_t all_gather(porta_backend_context_t, void* native, const void* send, void* recv,
                           size_t count, porta_dtype_t dtype, porta_stream_t stream) {
   return guarded("all_gather", [&] {
-    const int bytes = static_cast<int>(count * (dtype == PORTA_DTYPE_F32 ? 4 : 2));
-    run("porta_comm_all_gather", native, stream, [&](Comm& c, MPI_Request& request) {
-      // In place when send is this rank's block of recv, as NCCL allows.
-      const bool in_place = send == static_cast<char*>(recv) + size_t(c.rank) * bytes;
-      check(MPI_Iallgather(in_place ? MPI_IN_PLACE : send, bytes, MPI_BYTE, recv, bytes, MPI_BYTE,
-                           c.comm, &request),
-            "MPI_Iallgather");
-    });
+    const char* what = "porta_comm_all_gather";
+    const size_t bytes = count * (dtype == PORTA_DTYPE_F32 ? 4 : 2);
+    const int n = mpi_count(what, bytes);
+    run(what, native, stream, Call{0, kAllGather, count, uint64_t(dtype), 0, 0},
+        [&](Comm& c, MPI_Request& request) {
+          // In place when send is this rank's block of recv, as NCCL allows.
+          const bool in_place = send == static_cast<char*>(recv) + size_t(c.rank) * bytes;
+          check(MPI_Iallgather(in_place ? MPI_IN_PLACE : send, n, MPI_BYTE, recv, n, MPI_BYTE,
+                               c.comm, &request),
+                "MPI_Iallgather");
+        });
     return PORTA_SUCCESS;
   });
 }
@@ -370,19 +428,21 @@ porta_status_t reduce_scatter(porta_backend_context_t, void* native, const void*
                               size_t count, porta_dtype_t dtype, porta_reduce_op_t op,
                               porta_stream_t stream) {
   return guarded("reduce_scatter", [&] {
+    const char* what = "porta_comm_reduce_scatter";
+    const int n = mpi_count(what, count);
     const int size = static_cast<Comm*>(native)->size;
-    // Through fp32 scratch: bf16 is summed in fp32, and send may overlap recv.
-    std::vector<float> input =
-        dtype == PORTA_DTYPE_BF16
-            ? widen(send, count * size)
-            : std::vector<float>(static_cast<const float*>(send),
-                                 static_cast<const float*>(send) + count * size);
-    std::vector<float> output(count);
-    run("porta_comm_reduce_scatter", native, stream, [&](Comm& c, MPI_Request& request) {
-      check(MPI_Ireduce_scatter_block(input.data(), output.data(), static_cast<int>(count),
-                                      MPI_FLOAT, MPI_SUM, c.comm, &request),
-            "MPI_Ireduce_scatter_block");
-    });
+    std::vector<float> input, output(count);
+    run(what, native, stream, Call{0, kReduceScatter, count, uint64_t(dtype), uint64_t(op), 0},
+        [&](Comm& c, MPI_Request& request) {
+          // Through fp32 scratch: bf16 is summed in fp32, and send may overlap recv.
+          input = dtype == PORTA_DTYPE_BF16
+                      ? widen(send, count * size)
+                      : std::vector<float>(static_cast<const float*>(send),
+                                           static_cast<const float*>(send) + count * size);
+          check(MPI_Ireduce_scatter_block(input.data(), output.data(), n, MPI_FLOAT, MPI_SUM,
+                                          c.comm, &request),
+                "MPI_Ireduce_scatter_block");
+        });
     if (op == PORTA_REDUCE_AVG) divide(output.data(), count, size);
     if (dtype == PORTA_DTYPE_BF16) {
       narrow(output, recv);
@@ -396,7 +456,8 @@ porta_status_t reduce_scatter(porta_backend_context_t, void* native, const void*
 porta_status_t barrier(porta_backend_context_t, void* native, porta_stream_t stream) {
   return guarded("barrier", [&] {
     // The arrival of every rank is the barrier.
-    return run("porta_comm_barrier", native, stream, [](Comm&, MPI_Request&) {});
+    return run("porta_comm_barrier", native, stream, Call{0, kBarrier, 0, 0, 0, 0},
+               [](Comm&, MPI_Request&) {});
   });
 }
 

@@ -163,8 +163,127 @@ TEST_CASE("comm: bad arguments are refused before any rank waits", "[comm][error
                  porta_comm_all_gather(l.comm, a.get(), b.get(), 16, PORTA_DTYPE_F32,
                                        stream.get()));  // recv too small for size * 16
   PT_CHECK_FAILS(PORTA_ERROR_INVALID_HANDLE, porta_comm_barrier(nullptr, stream.get()));
+  // Counts whose bytes pass 2^64 (2^62 + 2 floats: 8 bytes once wrapped) are no small sizes.
+  const size_t huge = (size_t{1} << 62) + 2;
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 reduce(a.get(), b.get(), huge, PORTA_DTYPE_F32, PORTA_REDUCE_AVG, stream.get()));
+  PT_CHECK_FAILS(
+      PORTA_ERROR_INVALID_ARGUMENT,
+      porta_comm_broadcast(l.comm, a.get(), b.get(), huge, PORTA_DTYPE_F32, 0, stream.get()));
+  PT_CHECK_FAILS(
+      PORTA_ERROR_INVALID_ARGUMENT,
+      porta_comm_all_gather(l.comm, a.get(), b.get(), huge, PORTA_DTYPE_F32, stream.get()));
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 porta_comm_reduce_scatter(l.comm, a.get(), b.get(), size_t{1} << 61,
+                                           PORTA_DTYPE_F32, PORTA_REDUCE_SUM, stream.get()));
+  // send and recv overlapping, but not in place.
+  float* a4 = a.as<float>();
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT,
+                 reduce(a4, a4 + 1, 4, PORTA_DTYPE_F32, PORTA_REDUCE_SUM, stream.get()));
+  PT_CHECK_FAILS(
+      PORTA_ERROR_INVALID_ARGUMENT,
+      porta_comm_broadcast(l.comm, a4, a4 + 1, 4, PORTA_DTYPE_F32, l.rank, stream.get()));
   // The communicator still works: nothing above reached the other ranks.
   PT_REQUIRE_OK(porta_comm_barrier(l.comm, stream.get()));
+}
+
+// The ranks must call the same collective with the same count, dtype, op and root: each rank
+// compares every other's call with its own at the arrival, so all of them refuse a mismatch and
+// none runs it, and the communicator stays usable.
+TEST_CASE("comm: a collective the ranks call differently is refused on every rank", "[comm]") {
+  Launched l;
+  Stream stream(0);
+  Buffer a(0, 64), b(0, 64);
+  const auto refused = [&](porta_status_t status) {
+    CHECK(Status{status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    CHECK(std::string(porta_last_error_message()).find("every rank must call the same") !=
+          std::string::npos);
+  };
+  refused(porta_comm_all_reduce(l.comm, a.get(), b.get(), l.rank == 0 ? 4 : 8, PORTA_DTYPE_F32,
+                                PORTA_REDUCE_SUM, stream.get()));
+  refused(porta_comm_all_reduce(l.comm, a.get(), b.get(), 4,
+                                l.rank == 0 ? PORTA_DTYPE_F32 : PORTA_DTYPE_BF16, PORTA_REDUCE_SUM,
+                                stream.get()));
+  refused(porta_comm_broadcast(l.comm, a.get(), b.get(), 4, PORTA_DTYPE_F32, l.rank, stream.get()));
+  refused(l.rank == 0 ? porta_comm_barrier(l.comm, stream.get())
+                      : porta_comm_all_reduce(l.comm, a.get(), b.get(), 4, PORTA_DTYPE_F32,
+                                              PORTA_REDUCE_SUM, stream.get()));
+  PT_REQUIRE_OK(porta_comm_barrier(l.comm, stream.get()));
+}
+
+// porta_comm_destroy while another thread is in a collective on the communicator: the handle is
+// stale at once, the collective finishes on the communicator, which goes once it has returned.
+TEST_CASE("comm: a communicator destroyed during a collective outlives it", "[comm]") {
+  porta_comm_t comm = nullptr;
+  PT_REQUIRE_OK(porta_comm_create_from_launcher(0, &comm));
+  int32_t rank = -1;
+  PT_REQUIRE_OK(porta_comm_rank(comm, &rank, nullptr, nullptr));
+  porta_status_t barrier = PORTA_ERROR_INTERNAL;
+  {
+    // Rank 0 enters the barrier at once and waits there for the others, which come later.
+    std::jthread waiter([&] {
+      if (rank != 0) std::this_thread::sleep_for(std::chrono::milliseconds(400));
+      barrier = porta_comm_barrier(comm, nullptr);
+    });
+    if (rank == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      CHECK(Status{porta_comm_destroy(comm)} == Status{PORTA_SUCCESS});
+      CHECK(Status{porta_comm_barrier(comm, nullptr)} == Status{PORTA_ERROR_INVALID_HANDLE});
+    }
+  }
+  CHECK(Status{barrier} == Status{PORTA_SUCCESS});
+  if (rank != 0) CHECK(Status{porta_comm_destroy(comm)} == Status{PORTA_SUCCESS});
+}
+
+// A collective reads send after the work queued before it on the stream: here a host function
+// that writes it late. bf16 all-reduce and reduce-scatter go through fp32 copies of send, made
+// once that work has finished.
+TEST_CASE("comm: collectives read send after the stream's earlier work", "[comm]") {
+  Launched l;
+  Stream stream(0);
+  constexpr size_t n = 4;
+  Buffer send(0, n * 4 * l.size), recv(0, n * 4);
+  struct Late {
+    void* send;
+    std::vector<uint8_t> ones;  // 1.0 in every element
+    static void write(void* data) {
+      auto* late = static_cast<Late*>(data);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::memcpy(late->send, late->ones.data(), late->ones.size());  // host memory on a CPU
+    }
+  };
+  for (porta_dtype_t dtype : {PORTA_DTYPE_F32, PORTA_DTYPE_BF16}) {
+    INFO("dtype " << dtype);
+    PT_REQUIRE_OK(porta_memset(send.get(), 0, n * 4 * l.size));
+    Late late{send.get(), std::vector<uint8_t>(n * 4 * size_t(l.size))};
+    for (size_t i = 0; i < late.ones.size(); i += 4) {
+      const float one = 1.0f;
+      const uint16_t half = bf16(1.0f);
+      if (dtype == PORTA_DTYPE_F32) {
+        std::memcpy(&late.ones[i], &one, 4);
+      } else {
+        std::memcpy(&late.ones[i], &half, 2);
+        std::memcpy(&late.ones[i + 2], &half, 2);
+      }
+    }
+    PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), &Late::write, &late));
+    PT_REQUIRE_OK(porta_comm_reduce_scatter(l.comm, send.get(), recv.get(), n, dtype,
+                                            PORTA_REDUCE_SUM, stream.get()));
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    std::vector<uint16_t> got(2 * n);
+    PT_REQUIRE_OK(porta_memcpy(got.data(), recv.get(), n * 4));
+    const float first =
+        dtype == PORTA_DTYPE_F32 ? download_floats(recv.get(), 1)[0] : from_bf16(got[0]);
+    CHECK(first == float(l.size));
+    PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), &Late::write, &late));
+    PT_REQUIRE_OK(porta_comm_all_reduce(l.comm, send.get(), recv.get(), n, dtype, PORTA_REDUCE_SUM,
+                                        stream.get()));
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    PT_REQUIRE_OK(porta_memcpy(got.data(), recv.get(), n * 4));
+    const float reduced =
+        dtype == PORTA_DTYPE_F32 ? download_floats(recv.get(), 1)[0] : from_bf16(got[0]);
+    CHECK(reduced == float(l.size));
+  }
 }
 
 TEST_CASE("comm: wrong ranks, sizes and mismatched ids are named", "[comm][errors]") {
