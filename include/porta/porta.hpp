@@ -153,18 +153,20 @@ inline void device_synchronize(porta_device_t device) { check(porta_device_synch
 /* ---- Handles ------------------------------------------------------------------------------- */
 
 namespace detail {
-// A move-only owner of a C handle; `owned == false` borrows it (never destroyed).
+// A move-only owner of a C handle; `owned == false` borrows it (never destroyed). A moved-from
+// (or released) object holds a handle no object has, which every call refuses as stale: NULL
+// would mean the default stream to the calls that take one.
 template <class Handle, porta_status_t (*Destroy)(Handle)>
 class unique_handle {
  public:
   unique_handle() noexcept = default;
   explicit unique_handle(Handle handle, bool owned = true) noexcept : h_(handle), owned_(owned) {}
   unique_handle(unique_handle&& other) noexcept
-      : h_(std::exchange(other.h_, nullptr)), owned_(other.owned_) {}
+      : h_(std::exchange(other.h_, moved())), owned_(other.owned_) {}
   unique_handle& operator=(unique_handle&& other) noexcept {
     if (this != &other) {
       reset();
-      h_ = std::exchange(other.h_, nullptr);
+      h_ = std::exchange(other.h_, moved());
       owned_ = other.owned_;
     }
     return *this;
@@ -172,14 +174,15 @@ class unique_handle {
   ~unique_handle() { reset(); }
 
   Handle get() const noexcept { return h_; }
-  explicit operator bool() const noexcept { return h_ != nullptr; }
+  explicit operator bool() const noexcept { return h_ != nullptr && h_ != moved(); }
   void reset() noexcept {
-    if (h_ && owned_) Destroy(h_);
+    if (*this && owned_) Destroy(h_);
     h_ = nullptr;
   }
-  Handle release() noexcept { return std::exchange(h_, nullptr); }
+  Handle release() noexcept { return std::exchange(h_, moved()); }
 
  private:
+  static Handle moved() noexcept { return reinterpret_cast<Handle>(~uintptr_t{0}); }
   Handle h_ = nullptr;
   bool owned_ = true;
 };
@@ -260,9 +263,13 @@ class buffer {
     if (count > SIZE_MAX / sizeof(T)) throw error(PORTA_ERROR_OUT_OF_MEMORY, "count too large");
     data_ = static_cast<T*>(detail::out<void*>(Alloc, device, count * sizeof(T)));
   }
-  buffer(buffer&& other) noexcept { swap(other); }
+  buffer(buffer&& other) noexcept {
+    swap(other);
+    other.moved_ = true;
+  }
   buffer& operator=(buffer&& other) noexcept {
     buffer(std::move(other)).swap(*this);
+    moved_ = false;
     return *this;
   }
   ~buffer() {
@@ -276,6 +283,8 @@ class buffer {
   porta_device_t device() const noexcept { return device_; }
   // Where data() is stored: lets kernel::launch pass a buffer as its device pointer.
   T* const* data_address() const noexcept { return &data_; }
+  // Whether its memory was moved to another buffer (data() is then NULL).
+  bool moved_from() const noexcept { return moved_; }
 
  private:
   void swap(buffer& other) noexcept {
@@ -286,6 +295,7 @@ class buffer {
   T* data_ = nullptr;
   size_t size_ = 0;
   porta_device_t device_ = 0;
+  bool moved_ = false;
 };
 }  // namespace detail
 
@@ -320,7 +330,10 @@ class device_buffer : public detail::buffer<T, porta_memory_alloc, porta_memory_
   }
 
  private:
-  static size_t n(size_t count) noexcept { return count * sizeof(T); }
+  static size_t n(size_t count) {
+    if (count > SIZE_MAX / sizeof(T)) throw error(PORTA_ERROR_INVALID_ARGUMENT, "count too large");
+    return count * sizeof(T);
+  }
 };
 
 // count elements of page-locked host memory, for asynchronous copies.
@@ -363,8 +376,17 @@ const void* arg_address(const T& value) noexcept {
   static_assert(std::is_trivially_copyable_v<T>, "kernel arguments are copied bytewise");
   return &value;
 }
+// A moved-from buffer would pass NULL, which a kernel would write through.
 template <class T>
-const void* arg_address(const device_buffer<T>& buffer) noexcept {
+void check_not_moved(const device_buffer<T>& buffer) {
+  if (buffer.moved_from()) {
+    throw error(PORTA_ERROR_INVALID_ARGUMENT,
+                "a kernel argument is a moved-from device_buffer; nothing was launched");
+  }
+}
+template <class T>
+const void* arg_address(const device_buffer<T>& buffer) {
+  check_not_moved(buffer);
   return buffer.data_address();
 }
 
@@ -393,7 +415,8 @@ T passed_value(const T& value) noexcept {
   return value;
 }
 template <class T>
-T* passed_value(const device_buffer<T>& buffer) noexcept {
+T* passed_value(const device_buffer<T>& buffer) {
+  check_not_moved(buffer);
   return buffer.data();
 }
 
@@ -443,8 +466,9 @@ class kernel {
 //   saxpy.launch(s, grid, group, uint32_t(n), 2.0f, x, y);
 // A launch with another number of arguments, or an argument that is not the parameter's type (a
 // pointer that converts to it without a cast, a device_buffer<T> for T*), fails to compile. The
-// stated types are checked against the parameters the module records when the kernel is looked
-// up (porta::error, INVALID_ARGUMENT, naming the parameter).
+// stated parameters' count and sizes are checked against those the module records when the
+// kernel is looked up (porta::error, INVALID_ARGUMENT, naming the parameter); their spelled
+// types are not compared (int and float have one size).
 template <class... Params>
 class typed_kernel {
  public:

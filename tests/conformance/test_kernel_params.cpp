@@ -217,5 +217,18 @@ TEST_CASE("porta.hpp: launches state their arguments, typed kernels are checked 
     typed.launch(stream, 1, kN, kN, 2.0f, x, y);
     stream.synchronize();
     CHECK(y.to_vector() == std::vector<float>(kN, 3.0f));
+
+    // Moved-from objects are refused, not taken for the default stream or a NULL pointer.
+    porta::stream moved_to = std::move(stream);
+    CHECK_THROWS_AS(stream.synchronize(), porta::error);
+    CHECK_THROWS_AS(typed.launch(stream, 1, kN, kN, 2.0f, x, y), porta::error);
+    porta::device_buffer<float> x2 = std::move(x);
+    CHECK_THROWS_AS(typed.launch(moved_to, 1, kN, kN, 2.0f, x, y), porta::error);
+    CHECK_THROWS_AS(saxpy.launch(moved_to, 1, kN, kN, 2.0f, x, y), porta::error);
+    // A count whose bytes pass 2^64 is no short copy.
+    std::vector<float> host(kN);
+    CHECK_THROWS_AS(y.copy_to_host(host.data(), (size_t{1} << 62) + 1), porta::error);
+    moved_to.synchronize();
+    CHECK(y.to_vector() == std::vector<float>(kN, 3.0f));  // nothing above ran
   }
 }
