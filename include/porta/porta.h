@@ -280,8 +280,9 @@ PORTA_API porta_status_t porta_memory_alloc(porta_device_t device, size_t size, 
 
 /* Frees device memory from porta_memory_alloc, after waiting for the pending work of every device
  * (as cudaFree does for its device; another device's stream may copy from or to it); an error of
- * that work stays with its stream, for porta_stream_synchronize or porta_stream_query to report. NULL is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for a pointer
- * that is not the start of a live device allocation (double free, interior or foreign pointer). */
+ * that work stays with its stream, for porta_stream_synchronize or porta_stream_query to report.
+ * NULL is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for a pointer that is not the start of a
+ * live device allocation (double free, interior or foreign pointer). */
 PORTA_API porta_status_t porta_memory_free(void* ptr);
 
 /* Allocates page-locked host memory that the device can copy from asynchronously. Rules as for
