@@ -7,6 +7,7 @@
 // environment by main(), so no setting leaks from one test (or from the caller) into another.
 #define CATCH_CONFIG_RUNNER
 #include <dlfcn.h>
+#include <elf.h>
 #include <porta/porta.h>
 #include <porta/porta_plugin.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstddef>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -143,13 +145,26 @@ const Broken kBroken[] = {
 std::unique_ptr<Installed> install(const Broken& broken, const std::string& backend) {
   if (broken.source) return std::make_unique<Installed>(broken.source, backend);
   if (std::string(broken.name) == "a truncated ELF file") {
+    // Cut in the middle of the loadable segment that ends last (what follows it, symbol tables
+    // and debug information, dlopen never maps).
     std::ifstream plugin(PORTA_TEST_PLUGIN_NO_ENTRY, std::ios::binary);
     const std::string bytes((std::istreambuf_iterator<char>(plugin)),
                             std::istreambuf_iterator<char>());
-    REQUIRE(bytes.size() > 4096);
+    REQUIRE(bytes.size() > sizeof(Elf64_Ehdr));
+    Elf64_Ehdr header;
+    std::memcpy(&header, bytes.data(), sizeof header);
+    size_t cut = 0;
+    for (int i = 0; i < header.e_phnum; ++i) {
+      Elf64_Phdr segment;
+      std::memcpy(&segment, bytes.data() + header.e_phoff + i * sizeof segment, sizeof segment);
+      if (segment.p_type == PT_LOAD && segment.p_filesz > 0) {
+        cut = std::max<size_t>(cut, segment.p_offset + segment.p_filesz / 2);
+      }
+    }
+    REQUIRE(cut > 0);
     TempDir scratch;
-    const std::string half = scratch.write("plugin.so", bytes.data(), bytes.size() / 2);
-    return std::make_unique<Installed>(half.c_str(), backend);
+    const std::string truncated = scratch.write("plugin.so", bytes.data(), cut);
+    return std::make_unique<Installed>(truncated.c_str(), backend);
   }
   // Longer than an ELF header, so dlopen reads it and rejects its contents.
   static const char kText[] =
