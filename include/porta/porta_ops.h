@@ -87,6 +87,10 @@ PORTA_API porta_status_t porta_convert(porta_stream_t stream, int64_t count,
  * kernel_width; y: batch x out_channels x out_height x out_width, where
  * out = (in + 2*pad - dilation*(kernel-1) - 1) / stride + 1 (must be >= 1).
  * No bias: see porta_bias_add.
+ * fp32 and bf16 3x3 layers of stride 1 may run Winograd's F(4x4, 3x3) (PORTA_OPS_CONV_WINOGRAD),
+ * whose transforms mix a tile's 6x6 inputs: a NaN or infinity among them makes the tile's whole
+ * 4x4 outputs (for backward weights, every filter it reaches) NaN, not only the outputs that read
+ * it, and values within about 1000x of FLT_MAX may overflow where a direct sum would not.
  * ------------------------------------------------------------------------------------------- */
 typedef struct porta_conv2d_desc_s {
   size_t struct_size;
@@ -124,7 +128,8 @@ typedef enum porta_softmax_mode {
   PORTA_LOG_SOFTMAX = 1 /* y = x - max - log(sum(exp(x - max))) */
 } porta_softmax_mode_t;
 
-/* y may equal x (in place). */
+/* y may equal x (in place). A row holding a NaN or +infinity is NaN throughout on the portable
+ * ops (a vendor library may give 0 for its finite elements). */
 PORTA_API porta_status_t porta_softmax_forward(porta_stream_t stream, porta_softmax_mode_t mode,
                                                int64_t rows, int64_t cols, const float* x,
                                                float* y);
@@ -159,7 +164,8 @@ PORTA_API porta_status_t porta_bias_backward(porta_stream_t stream, int64_t batc
  * rule); a vendor library may differ. */
 PORTA_API porta_status_t porta_relu_forward(porta_stream_t stream, int64_t count, const float* x,
                                             float* y);
-/* dx = x > 0 ? dy : 0. dx may equal dy. */
+/* dx = x > 0 ? dy : 0, a select (an infinite or NaN dy where x <= 0 gives 0 on the portable
+ * ops; oneDNN multiplies dy by 0, giving NaN). dx may equal dy. */
 PORTA_API porta_status_t porta_relu_backward(porta_stream_t stream, int64_t count, const float* x,
                                              const float* dy, float* dx);
 

@@ -213,6 +213,28 @@ TEST_CASE("relu: infinities, and a NaN, which gives 0 and passes no gradient", "
   }
 }
 
+// The mask is a select, not a product: an infinite or NaN gradient where x <= 0 passes nothing
+// (dy * 0 would be NaN), and passes through unchanged where x > 0. The portable ops' rule;
+// oneDNN multiplies, so only the portable ops are held to it.
+TEST_CASE("relu: infinite and NaN gradients are masked, not multiplied by 0", "[relu]") {
+  if (!portable_ops()) {
+    WARN("relu's mask of non-finite gradients is checked on the portable ops only");
+    return;
+  }
+  Env env;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int64_t count : {int64_t{10}, int64_t{1000}}) {
+    INFO("relu count " << count);
+    std::vector<float> x(count), dy(count);
+    for (int64_t i = 0; i < count; ++i) {
+      x[i] = std::array<float, 5>{-1.0f, 0.0f, -0.0f, 2.0f, -inf}[i % 5];
+      dy[i] = std::array<float, 3>{inf, -inf, NAN}[i % 3];
+    }
+    run_relu(env, x, dy, false);
+    run_relu(env, x, dy, true);
+  }
+}
+
 namespace {
 
 struct Sgd {

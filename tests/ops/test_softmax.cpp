@@ -443,3 +443,38 @@ TEST_CASE("softmax, log-softmax and cross-entropy: values near the float limits"
     run_cross_entropy(env, shape, seed_for(index++));
   }
 }
+
+// A row holding a NaN or +infinity has no finite maximum to subtract: every element of its
+// softmax and log-softmax is NaN, and the other rows are unaffected. The portable ops' rule;
+// oneDNN keeps the finite elements' exp(x - max) = 0, so only the portable ops are held to it.
+TEST_CASE("softmax and log-softmax: a NaN or +infinity makes its whole row NaN", "[softmax]") {
+  if (!portable_ops()) {
+    WARN("softmax of rows with a NaN or +infinity is checked on the portable ops only");
+    return;
+  }
+  Env env;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const int64_t cols : {int64_t{3}, int64_t{100}}) {
+    for (const porta_softmax_mode_t mode : {PORTA_SOFTMAX, PORTA_LOG_SOFTMAX}) {
+      // Rows: NaN first, +inf last, NaN in the middle, finite.
+      const int64_t rows = 4;
+      std::vector<float> x(static_cast<size_t>(rows * cols));
+      for (int64_t i = 0; i < rows * cols; ++i) x[i] = float(i % cols) * 0.25f;
+      x[0 * cols] = NAN;
+      x[1 * cols + cols - 1] = inf;
+      x[2 * cols + cols / 2] = NAN;
+      Floats in(env, x.size(), kGuard), out(env, x.size(), kGuard);
+      in.upload(x);
+      PT_CHECK_OK(porta_softmax_forward(env.stream(), mode, rows, cols, in.get(), out.get()));
+      env.sync();
+      const std::vector<float> y = out.download();
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) {
+          INFO(name_of(mode) << " " << rows << "x" << cols << " at row " << r << " column " << c);
+          CHECK(std::isnan(y[r * cols + c]) == (r < 3));
+        }
+      }
+      out.check_guard("y");
+    }
+  }
+}
