@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
+#include <link.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -151,6 +152,19 @@ void run_launch(Launch& launch, ThreadPool& pool, ScratchBuffer& worker_scratch)
     throw_error(PORTA_ERROR_KERNEL_HAZARD,
                 launch.hazard_log->record(launch.kernel->name(), launch.hazards));
   }
+}
+
+// The size of the exported object at `address` (from dlsym), or nullopt where the symbol is no
+// object. Names alone cannot tell a descriptor from a group limit:
+// porta_cpu_kernel_max_group_size_x is both kernel max_group_size_x's descriptor and kernel x's
+// limit. Their sizes can.
+std::optional<size_t> object_size(const void* address) {
+  Dl_info info;
+  void* symbol_entry = nullptr;
+  if (!dladdr1(address, &info, &symbol_entry, RTLD_DL_SYMENT) || !symbol_entry) return std::nullopt;
+  const auto* entry = static_cast<const ElfW(Sym)*>(symbol_entry);
+  if (ELF64_ST_TYPE(entry->st_info) != STT_OBJECT) return std::nullopt;
+  return entry->st_size;
 }
 
 }  // namespace
@@ -355,6 +369,18 @@ CpuKernel* CpuModule::kernel(const char* name) {
     throw_error(PORTA_ERROR_NOT_FOUND,
                 "kernel '" + std::string(name) + "': " + origin_ + " exports no symbol " + symbol);
   }
+  const std::optional<size_t> size = object_size(descriptor);
+  if (!size || *size < sizeof(descriptor->struct_size)) {
+    throw_error(PORTA_ERROR_NOT_FOUND, "kernel '" + std::string(name) + "': " + origin_ +
+                                           " exports " + symbol + ", but as " +
+                                           (size ? std::to_string(*size) + " bytes" : "no object") +
+                                           ", not a kernel descriptor");
+  }
+  if (*size < descriptor->struct_size) {
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                symbol + ": descriptor struct_size " + std::to_string(descriptor->struct_size) +
+                    " but the symbol holds " + std::to_string(*size) + " bytes");
+  }
   if (descriptor->struct_size < sizeof(porta_cpu_kernel_t)) {
     throw_error(PORTA_ERROR_INCOMPATIBLE_VERSION,
                 symbol + ": descriptor struct_size " + std::to_string(descriptor->struct_size) +
@@ -376,7 +402,8 @@ CpuKernel* CpuModule::kernel(const char* name) {
   }
   auto kernel = std::make_unique<CpuKernel>(name, *descriptor, checker_);
   const std::string limit = std::string(PORTA_CPU_KERNEL_MAX_GROUP_PREFIX) + name;
-  if (auto* max = static_cast<const uint32_t*>(dlsym(handle_, limit.c_str()))) {
+  if (auto* max = static_cast<const uint32_t*>(dlsym(handle_, limit.c_str()));
+      max && object_size(max) == sizeof(uint32_t)) {
     kernel->set_max_group_size(*max);
   }
   const std::string signature = std::string(PORTA_KERNEL_SIGNATURE_PREFIX) + name;

@@ -926,6 +926,33 @@ TEST_CASE("errors: kernels that do not exist", "[errors][module]" PT_KERNELS_TAG
   CHECK(saxpy != nullptr);
 }
 
+TEST_CASE("errors: a CPU kernel named like another's group limit is a kernel, not a limit",
+          "[errors][module]" PT_KERNELS_TAG) {
+  if (!is_cpu_backend()) return;  // names of the CPU code object's symbols
+  const porta_device_t device = devices().front();
+  const int32_t device_max = properties(device).max_work_group_size;
+  Module module(device);
+  int32_t max = 0;
+  // noop declares no limit, though a symbol named like its limit (kernel max_group_size_noop's
+  // descriptor) exists; limited declares 64.
+  PT_REQUIRE_OK(porta_kernel_max_group_size(module.kernel("noop"), &max));
+  CHECK(max == device_max);
+  PT_REQUIRE_OK(porta_kernel_max_group_size(module.kernel("limited"), &max));
+  CHECK(max == 64);
+  porta_kernel_t named_like_a_limit = module.kernel("max_group_size_noop");
+  PT_REQUIRE_OK(porta_kernel_max_group_size(named_like_a_limit, &max));
+  CHECK(max == device_max);
+  Stream stream(device);
+  const porta_launch_config_t config = launch_config({2, 1, 1}, {128, 1, 1});
+  PT_CHECK_OK(porta_kernel_launch(named_like_a_limit, &config, nullptr, stream.get()));
+  PT_CHECK_OK(porta_stream_synchronize(stream.get()));
+  // limited's limit is no kernel.
+  porta_kernel_t kernel = nullptr;
+  PT_CHECK_FAILS(PORTA_ERROR_NOT_FOUND,
+                 porta_kernel_get(module.get(), "max_group_size_limited", &kernel));
+  CHECK(kernel == nullptr);
+}
+
 TEST_CASE("errors: bad launches queue nothing", "[errors][launch]" PT_KERNELS_TAG) {
   for (porta_device_t device : devices()) {
     INFO("device " << device);

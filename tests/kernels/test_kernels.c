@@ -15,6 +15,9 @@
  *   noop()                                            no parameters, does nothing
  *   variant(uint32_t* out)                            *out = TEST_KERNELS_VARIANT, to tell
  *                                                     builds of this file apart
+ *   limited()                                         noop's body, at most 64 items per group
+ *   max_group_size_noop()                             noop's body, under a name whose
+ *                                                     descriptor's symbol reads as noop's limit
  * saxpy alone records its parameter list (porta_kernel_signature_saxpy).
  */
 #include <porta/porta_kernel.h>
@@ -146,3 +149,13 @@ static void variant_group(const porta_cpu_work_group_t* g, void* const* args) {
 }
 static const uint32_t variant_params[] = {sizeof(uint32_t*)};
 DEFINE_KERNEL(variant, variant_params);
+
+/* ---- names that read as group limits -------------------------------------------------------- */
+
+/* porta_cpu_kernel_max_group_size_<name> is kernel <name>'s group limit, and also the descriptor
+ * of a kernel named max_group_size_<name>: the backend tells them apart by their sizes. */
+TEST_KERNEL_EXPORT const porta_cpu_kernel_t porta_cpu_kernel_limited = {
+    sizeof(porta_cpu_kernel_t), PORTA_CPU_KERNEL_ABI_VERSION, 0, NULL, noop_group};
+TEST_KERNEL_EXPORT const uint32_t porta_cpu_kernel_max_group_size_limited = 64;
+TEST_KERNEL_EXPORT const porta_cpu_kernel_t porta_cpu_kernel_max_group_size_noop = {
+    sizeof(porta_cpu_kernel_t), PORTA_CPU_KERNEL_ABI_VERSION, 0, NULL, noop_group};
