@@ -146,4 +146,23 @@ Error error_of_current_exception(const char* where) noexcept {
   }
 }
 
+void HostFunctionErrors::run(porta_host_fn_t fn, void* user_data) noexcept {
+  try {
+    fn(user_data);
+  } catch (...) {
+    Error error = error_of_current_exception("host function");
+    std::lock_guard lock(mutex_);
+    if (!kept_) kept_ = std::move(error);
+  }
+}
+
+void HostFunctionErrors::throw_kept() {
+  std::optional<Error> error;
+  {
+    std::lock_guard lock(mutex_);
+    error = std::exchange(kept_, std::nullopt);
+  }
+  if (error) throw_error(error->status, std::move(error->message));
+}
+
 }  // namespace porta::plugin

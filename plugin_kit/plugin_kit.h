@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -122,5 +123,19 @@ porta_status_t guarded(const char* slot, Body&& body) noexcept {
     return error.status;
   }
 }
+
+// For a backend whose own worker thread calls a stream's host functions (OpenCL, Level Zero): fn
+// must not throw, but one that does does not end the process; its error is kept for the
+// stream's next synchronize, as the CPU backend keeps a failed task's.
+class HostFunctionErrors {
+ public:
+  void run(porta_host_fn_t fn, void* user_data) noexcept;
+  // Throws the error kept since the last call, if any.
+  void throw_kept();
+
+ private:
+  std::mutex mutex_;
+  std::optional<Error> kept_;
+};
 
 }  // namespace porta::plugin

@@ -27,10 +27,19 @@ extern "C" PORTA_API porta_status_t porta_shutdown(void) {
     // The queued work ends first with the runtime held shared, as under any call: a host function
     // it runs may call Porta (calls that do not wait are allowed on the CPU backend), and would
     // wait forever for the exclusive hold below.
-    {
+    const auto wait_for_devices = [] {
       std::shared_lock shared(detail::lifecycle_mutex());
       detail::instance().wait_for_devices();
-    }
+    };
+    wait_for_devices();
+    // Then new calls are refused, and what the calls begun before queued meanwhile ends too: a
+    // host function among it that calls Porta now fails at once rather than waiting for the
+    // exclusive hold, under which the devices are waited for again.
+    struct UnderWay {
+      UnderWay() { ++detail::shutdowns_under_way(); }
+      ~UnderWay() { --detail::shutdowns_under_way(); }
+    } under_way;
+    wait_for_devices();
     std::unique_lock lock(detail::lifecycle_mutex());
     detail::instance().shutdown();
     return PORTA_SUCCESS;

@@ -808,6 +808,16 @@ std::shared_mutex& lifecycle_mutex() {
   return *mutex;
 }
 
+std::atomic<int>& shutdowns_under_way() {
+  static std::atomic<int> count{0};
+  return count;
+}
+
+porta_status_t refuse_during_shutdown(const char* function) {
+  if (shutdowns_under_way().load() == 0) return PORTA_SUCCESS;
+  return fail(PORTA_ERROR_UNAVAILABLE, "{}: porta_shutdown is under way", function);
+}
+
 porta_status_t ensure_initialized() {
   {
     std::shared_lock lock(lifecycle_mutex());

@@ -321,11 +321,19 @@ namespace detail {
 Runtime& instance();
 std::shared_mutex& lifecycle_mutex();
 porta_status_t ensure_initialized();
+// How many porta_shutdown calls are past their first wait for the devices. While any is, calls
+// fail at once instead of queueing for the lock shutdown is about to hold alone: a host function
+// still queued then cannot wait for it while shutdown waits for the host function, and a busy
+// caller cannot keep shutdown waiting.
+std::atomic<int>& shutdowns_under_way();
+// UNAVAILABLE, named for function, while a shutdown is under way; else SUCCESS.
+porta_status_t refuse_during_shutdown(const char* function);
 }  // namespace detail
 
 template <typename Body>
 porta_status_t with_runtime_even_if_failed(const char* function, Body&& body) noexcept {
   return guarded(function, [&]() -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_during_shutdown(function)) return refused;
     detail::ensure_initialized();
     std::shared_lock lock(detail::lifecycle_mutex());
     return body(detail::instance());
@@ -335,6 +343,7 @@ porta_status_t with_runtime_even_if_failed(const char* function, Body&& body) no
 template <typename Body>
 porta_status_t with_runtime(const char* function, Body&& body) noexcept {
   return guarded(function, [&]() -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_during_shutdown(function)) return refused;
     detail::ensure_initialized();
     std::shared_lock lock(detail::lifecycle_mutex());
     Runtime& runtime = detail::instance();

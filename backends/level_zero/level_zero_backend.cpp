@@ -123,6 +123,7 @@ struct Stream {
   std::deque<HostTask> tasks;
   bool stopping = false;
   std::thread worker;
+  plugin::HostFunctionErrors host_errors;
 };
 
 struct Event {
@@ -295,6 +296,7 @@ porta_status_t synchronize(const Driver& d, Stream& s) {
     last = s.last;
   }
   if (last) Driver::check(d.zeEventHostSynchronize(last, UINT64_MAX), "stream synchronize");
+  s.host_errors.throw_kept();
   return PORTA_SUCCESS;
 }
 
@@ -318,7 +320,7 @@ void run_tasks(const Driver* d, Stream* s) {
       s->tasks.pop_front();
     }
     d->zeEventHostSynchronize(task.after, UINT64_MAX);
-    task.fn(task.user_data);
+    s->host_errors.run(task.fn, task.user_data);
     d->zeEventHostSignal(task.gate);
   }
 }

@@ -95,6 +95,7 @@ struct Stream {
   std::deque<HostTask> tasks;
   bool stopping = false;
   std::thread worker;
+  plugin::HostFunctionErrors host_errors;
 };
 
 struct Event {
@@ -590,13 +591,13 @@ porta_status_t stream_destroy(porta_backend_context_t context, void* stream) {
   });
 }
 
-// Waits for the stream's work: SUCCESS or the failed command's error (thrown).
+// Waits for the stream's work queued before the call: SUCCESS or the failed command's error
+// (thrown). The queue is in order, so its last command's event stands for all of it; clFinish
+// would also wait for what other threads queue meanwhile, forever while they keep queueing.
 porta_status_t synchronize(const Driver& d, Stream& s) {
-  Driver::check(d.clFinish(s.queue), "clFinish");
   cl_event last = last_event(d, s);
+  Driver::check(d.clFlush(s.queue), "clFlush");
   if (!last) return PORTA_SUCCESS;
-  // clFinish returns once the queue drained; a host function's gate may complete a moment
-  // later on its worker, so wait for the last event itself too.
   const cl_int r = d.clWaitForEvents(1, &last);
   porta_status_t status = PORTA_SUCCESS;
   try {
@@ -607,6 +608,7 @@ porta_status_t synchronize(const Driver& d, Stream& s) {
     throw;
   }
   d.clReleaseEvent(last);
+  s.host_errors.throw_kept();
   return status;
 }
 
@@ -1075,7 +1077,7 @@ void run_tasks(const Driver* d, Stream* s) {
       task = s->tasks.front();
       s->tasks.pop_front();
     }
-    task.fn(task.user_data);
+    s->host_errors.run(task.fn, task.user_data);
     d->clSetUserEventStatus(task.gate, CL_COMPLETE);
     d->clReleaseEvent(task.gate);
   }

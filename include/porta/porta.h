@@ -140,7 +140,9 @@ PORTA_API porta_status_t porta_init(const porta_init_options_t* options);
 /* Destroys every stream, event, module and allocation still alive (reporting the allocations
  * through the log first, see porta_memory_report_live), unloads the plugins and forgets an
  * initialisation failure. Handles from before become stale (INVALID_HANDLE).
- * Must not race with other Porta calls. Always returns SUCCESS. */
+ * The work queued before it ends first (its host functions may still call Porta); from then on
+ * other calls return UNAVAILABLE until it has finished. Must not be called from a host function.
+ * Always returns SUCCESS. */
 PORTA_API porta_status_t porta_shutdown(void);
 
 /* The name of the selected backend ("cpu", "cuda", ...), a static string.
@@ -446,15 +448,18 @@ typedef void (*porta_host_fn_t)(void* user_data);
 /* Queues a call of fn(user_data) on the stream, as cudaLaunchHostFunc does: fn runs on a thread
  * of the runtime's choosing, never one that queued it or waits for the stream, once all work
  * queued on the stream before it has completed, and work queued after it (and events recorded
- * after it) waits until fn has returned. The call itself returns at once. fn runs even when earlier work on the stream failed with an ordinary error
- * (returned by the stream's next synchronize or query), and runs exactly once if this call
- * succeeds. After PORTA_ERROR_DEVICE_LOST on CUDA or HIP (see above) it never runs: this call
- * then returns DEVICE_LOST, or, if the device was lost after it returned, the stream's next
- * synchronize does, and fn is not called.
+ * after it) waits until fn has returned. The call itself returns at once. fn runs even when
+ * earlier work on the stream failed with an ordinary error (returned by the stream's next
+ * synchronize or query), and runs exactly once if this call succeeds. After
+ * PORTA_ERROR_DEVICE_LOST on CUDA or HIP (see above) it never runs: this call then returns
+ * DEVICE_LOST, or, if the device was lost after it returned, the stream's next synchronize does,
+ * and fn is not called.
  * fn must not call Porta functions that wait for streams or devices (synchronize, blocking copies
- * and sets, frees, unloads, stream destroy): the stream it runs in cannot advance until it
- * returns, so such a call may deadlock. GPU drivers also forbid their own API there, so a
- * portable fn makes no Porta call at all. fn must not throw or longjmp out.
+ * and sets, frees, unloads, stream destroy, porta_shutdown): the stream it runs in cannot advance
+ * until it returns, so such a call may deadlock. GPU drivers also forbid their own API there, so
+ * a portable fn makes no Porta call at all. fn must not throw or longjmp out (where Porta's own
+ * thread runs it, on the CPU, OpenCL and Level Zero backends, an exception is caught and the
+ * stream's next synchronize returns it as INTERNAL).
  * Returns: SUCCESS; INVALID_HANDLE for the stream; INVALID_ARGUMENT for a NULL fn; UNSUPPORTED
  * when the stream's backend plugin predates host functions; DEVICE_LOST. */
 PORTA_API porta_status_t porta_stream_launch_host_func(porta_stream_t stream, porta_host_fn_t fn,

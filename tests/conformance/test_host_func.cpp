@@ -7,6 +7,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "common.h"
@@ -247,4 +249,92 @@ TEST_CASE("host function: one that calls Porta does not keep porta_shutdown wait
   CHECK(Status{shutdown} == Status{PORTA_SUCCESS});
   CHECK(Status{call.status.load()} == Status{PORTA_NOT_READY});
   PT_REQUIRE_OK(porta_init(nullptr));
+}
+
+// A chain of host functions, each queueing the next (a non-waiting call, allowed on the CPU
+// backend), outlives porta_shutdown's first wait for the devices; once shutdown is under way the
+// next link is refused, so the chain ends and shutdown does not wait for it forever.
+TEST_CASE("host function: a chain that queues itself again ends at porta_shutdown", "[host_func]") {
+  if (!is_cpu_backend()) {
+    WARN("skipped on " << backend_name() << ": a portable host function makes no Porta call");
+    return;
+  }
+  struct Chain {
+    porta_stream_t stream = nullptr;
+    std::atomic<int> runs{0};
+    std::atomic<int> refused{0};
+    static void run(void* data) {
+      auto* chain = static_cast<Chain*>(data);
+      ++chain->runs;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      const porta_status_t status = porta_stream_launch_host_func(chain->stream, &run, chain);
+      if (status == PORTA_ERROR_UNAVAILABLE) ++chain->refused;
+    }
+  };
+  Chain chain;
+  PT_REQUIRE_OK(porta_stream_create(devices().front(), &chain.stream));  // shutdown releases it
+  PT_REQUIRE_OK(porta_stream_launch_host_func(chain.stream, &Chain::run, &chain));
+  while (chain.runs < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK(Status{porta_shutdown()} == Status{PORTA_SUCCESS});
+  CHECK(chain.refused == 1);
+  const int runs = chain.runs;
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(chain.runs == runs);
+  PT_REQUIRE_OK(porta_init(nullptr));
+}
+
+// A synchronize waits for the work queued before it: another thread that keeps queueing must not
+// keep it waiting (OpenCL's clFinish waits until the queue has drained).
+TEST_CASE("host function: synchronize is not kept waiting by another thread's new work",
+          "[host_func]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Stream stream(device);
+    std::atomic<bool> stop{false};
+    std::atomic<int> calls{0};
+    std::atomic<porta_status_t> queued{PORTA_SUCCESS};
+    // Up to 1000 calls ahead of the stream: never drained while it runs, nor growing unbounded.
+    std::thread producer([&] {
+      for (int count = 0; !stop && queued == PORTA_SUCCESS;) {
+        if (count - calls > 1000) {
+          std::this_thread::yield();
+          continue;
+        }
+        queued = porta_stream_launch_host_func(stream.get(), count_call, &calls);
+        ++count;
+      }
+    });
+    while (calls < 10) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (int i = 0; i < 20; ++i) PT_CHECK_OK(porta_stream_synchronize(stream.get()));
+    stop = true;
+    producer.join();
+    CHECK(Status{queued.load()} == Status{PORTA_SUCCESS});
+    PT_CHECK_OK(porta_stream_synchronize(stream.get()));
+  }
+}
+
+// fn must not throw; where the backend's own thread runs it (CPU, OpenCL, Level Zero) one that
+// does is reported by the stream's next synchronize and the stream goes on. A GPU driver's
+// thread cannot be protected so.
+TEST_CASE("host function: one that throws is reported by the next synchronize", "[host_func]") {
+  const std::string backend = backend_name();
+  if (backend == "cuda" || backend == "hip") {
+    WARN("skipped on " << backend << ": the driver's thread runs host functions");
+    return;
+  }
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Stream stream(device);
+    std::atomic<int> calls{0};
+    PT_REQUIRE_OK(porta_stream_launch_host_func(
+        stream.get(), [](void*) { throw std::runtime_error("thrown by a host function"); },
+        nullptr));
+    PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), count_call, &calls));
+    const porta_status_t status = porta_stream_synchronize(stream.get());
+    CHECK(Status{status} == Status{PORTA_ERROR_INTERNAL});
+    CHECK(std::string(porta_last_error_message()).find("thrown by a host function") !=
+          std::string::npos);
+    CHECK(calls == 1);
+    PT_CHECK_OK(porta_stream_synchronize(stream.get()));
+  }
 }
