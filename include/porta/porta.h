@@ -412,7 +412,8 @@ PORTA_API porta_status_t porta_memory_report_live(uint64_t* out_count, uint64_t*
 PORTA_API porta_status_t porta_stream_create(porta_device_t device, porta_stream_t* out_stream);
 
 /* Waits for the stream's queued work, then destroys it. The default streams cannot be destroyed.
- * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for a default stream. */
+ * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT for a default stream; else the error of the
+ * stream's queued work (as porta_stream_synchronize's), the stream destroyed all the same. */
 PORTA_API porta_status_t porta_stream_destroy(porta_stream_t stream);
 
 /* The device's default stream: created with the device, alive until porta_shutdown. It is an

@@ -24,7 +24,8 @@
  * - A variable declared in the body outside inner() is per group on the CPU but per work-item on
  *   a GPU: use it only for values every work-item agrees on. A value a work-item keeps from one
  *   inner loop to the next lives in porta::exclusive<T, MaxItems> (OCCA's exclusive), indexed by
- *   the item.
+ *   the item. On the CPU it holds MaxItems slots: declare such a kernel with
+ *   PORTA_KERNEL_MAX_GROUP(name, MaxItems, ...), so that a launch of larger groups is refused.
  * - Every work-item of a group must reach every inner() call (barriers), so branch inside inner.
  * - Specialise a hot path per target with PORTA_TARGET_CPU / PORTA_TARGET_CUDA / PORTA_TARGET_HIP
  *   / PORTA_TARGET_SPIRV (or PORTA_TARGET_GPU, which includes SPIR-V), keeping the same kernel

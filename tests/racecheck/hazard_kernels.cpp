@@ -46,7 +46,7 @@ PORTA_KERNEL(shared_conflict_fixed, uint32_t n, const float* x, float* y) {
 // Doubles y in the first half of the group only. The condition reads item 0's slot of an
 // exclusive outside inner(): the same value for all on the CPU, each item's own on a GPU, so only
 // some items reach the second barrier.
-PORTA_KERNEL(divergent_barrier, uint32_t n, float* y) {
+PORTA_KERNEL_MAX_GROUP(divergent_barrier, kMaxItems, uint32_t n, float* y) {
   porta::exclusive<uint32_t, kMaxItems> mine;
   porta::inner([&](uint32_t item) { mine(item) = item; });
   if (mine(0) < n / 2) {

@@ -342,6 +342,34 @@ TEST_CASE("racecheck: a free or an unload after a failed launch leaves its error
   CHECK(unloaded.status == PORTA_ERROR_KERNEL_HAZARD);
 }
 
+TEST_CASE("racecheck: destroying a stream reports its failed launch and destroys it all the same",
+          "[racecheck]") {
+  Session session("racecheck");
+  REQUIRE(session.status() == PORTA_SUCCESS);
+  porta_module_t module;
+  REQUIRE(porta_module_load(0, PORTA_TEST_HAZARD_KERNELS, &module) == PORTA_SUCCESS);
+  porta_kernel_t kernel;
+  REQUIRE(porta_kernel_get(module, "global_race", &kernel) == PORTA_SUCCESS);
+  uint32_t n = 8;
+  void *x = nullptr, *y = nullptr;
+  REQUIRE(porta_memory_alloc(0, n * sizeof(float), &x) == PORTA_SUCCESS);
+  REQUIRE(porta_memory_alloc(0, sizeof(float), &y) == PORTA_SUCCESS);
+  porta_launch_config_t config{};
+  config.struct_size = sizeof(config);
+  config.grid[0] = config.grid[1] = config.grid[2] = 1;
+  config.group[0] = n;
+  config.group[1] = config.group[2] = 1;
+  void* args[] = {&n, &x, &y};
+  porta_stream_t stream;
+  REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
+  REQUIRE(porta_kernel_launch(kernel, &config, args, stream) == PORTA_SUCCESS);
+  CHECK(porta_stream_destroy(stream) == PORTA_ERROR_KERNEL_HAZARD);
+  CHECK(porta_stream_destroy(stream) == PORTA_ERROR_INVALID_HANDLE);
+  CHECK(porta_memory_free(x) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(y) == PORTA_SUCCESS);
+  CHECK(porta_module_unload(module) == PORTA_SUCCESS);
+}
+
 TEST_CASE("racecheck: a build without the checker is refused, not run unchecked", "[racecheck]") {
   Session session("racecheck");
   REQUIRE(session.status() == PORTA_SUCCESS);
