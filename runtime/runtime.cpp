@@ -148,7 +148,7 @@ porta_status_t Runtime::read_settings(const porta_init_options_t* options, Setti
     settings.plugin_settings["PORTA_CPU_DEVICES"] = std::to_string(count);
   }
 
-  if (const char* timeout = std::getenv("PORTA_COMM_TIMEOUT"); timeout && *timeout) {
+  if (const char* timeout = secure_getenv("PORTA_COMM_TIMEOUT"); timeout && *timeout) {
     std::string_view text = timeout;
     int32_t seconds = 0;
     auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), seconds);

@@ -14,7 +14,7 @@ std::vector<std::string> Driver::candidates() {
   std::vector<std::string> directories;
   // A directory the user named for the driver's installation comes first: it says which one.
   if (*kDriverDirectoryVariable) {
-    if (const char* root = std::getenv(kDriverDirectoryVariable); root && *root) {
+    if (const char* root = secure_getenv(kDriverDirectoryVariable); root && *root) {
       directories.push_back(std::string(root) + "/lib/");
     }
   }

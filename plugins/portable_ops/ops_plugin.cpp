@@ -201,7 +201,7 @@ KnownKernel known_kernel(const Op& op, const char* name) {
 porta::kernel kernel_for(const Op& op, const char* name) { return known_kernel(op, name).kernel; }
 
 int setting_choice(const char* variable, std::initializer_list<const char*> accepted) {
-  const char* value = std::getenv(variable);
+  const char* value = secure_getenv(variable);
   if (!value || !*value) return 0;
   const int count = static_cast<int>(accepted.size());
   int index = 0;
