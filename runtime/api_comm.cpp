@@ -110,6 +110,9 @@ porta_status_t collective(const char* function, porta_comm_t handle, porta_strea
     if (status != PORTA_SUCCESS) return status;
     take_plugin_message();
     status = run(*comm->engine, comm->native, stream);
+    if (!is_defined_status(status)) {
+      return undefined_status(function, fmt::format("the {} engine", comm->engine->name), status);
+    }
     if (status < 0) {
       std::string detail = take_plugin_message();
       return fail(status, "{}: {} engine: {}", function, comm->engine->name,

@@ -221,6 +221,9 @@ porta_status_t dispatch(const char* function, porta_stream_t stream, Args& args,
     take_plugin_message();
     PluginCall scope;  // the plugin's scratch is its own, not the application's
     status = implementation(&context, &args);
+    if (!is_defined_status(status)) {
+      return undefined_status(function, fmt::format("the {} op plugin", plugin->name), status);
+    }
     if (status < 0) {
       std::string detail = take_plugin_message();
       fail(status, "{}", detail.empty() ? fmt::format("{}: {} op plugin: {}", function,

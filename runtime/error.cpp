@@ -59,6 +59,13 @@ CaughtException current_exception(const char* where) noexcept {
   return caught;
 }
 
+porta_status_t undefined_status(const char* function, std::string_view plugin,
+                                porta_status_t status) {
+  take_plugin_message();
+  return fail(PORTA_ERROR_INTERNAL, "{}: {} returned {}, which is no porta_status_t value",
+              function, plugin, status);
+}
+
 }  // namespace porta
 
 extern "C" PORTA_API const char* porta_last_error_message(void) {

@@ -9,6 +9,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace porta {
@@ -42,6 +43,15 @@ porta_status_t fail(porta_status_t status, fmt::format_string<Args...> format,
   }
   return status;
 }
+
+// Whether status is one porta.h defines. A plugin slot that answers anything else has a bug:
+// undefined_status reports it as INTERNAL, "<function>: <plugin> returned <status>, ...".
+constexpr bool is_defined_status(porta_status_t status) {
+  return status == PORTA_SUCCESS || status == PORTA_NOT_READY ||
+         (status < 0 && status >= PORTA_ERROR_INTERNAL);
+}
+porta_status_t undefined_status(const char* function, std::string_view plugin,
+                                porta_status_t status);
 
 // The message a plugin left through the host API during its last slot call on this thread.
 // Setting it never throws: a message that cannot be kept is dropped (the status still says it).

@@ -333,10 +333,15 @@ bool load_backend(const std::string& name, const std::vector<std::string>& direc
     return false;
   }
   if (backend.device_count <= 0) {
-    backend.interface.shutdown(backend.context);
-    dlclose(library);
-    backend = Backend{};
+    unload_backend(backend);
     return refuse(report, PORTA_PLUGIN_UNAVAILABLE, PORTA_ERROR_UNAVAILABLE, "no device");
+  }
+  if (backend.device_count > kMaxDevicesPerBackend) {
+    const int32_t count = backend.device_count;
+    unload_backend(backend);
+    return refuse(
+        report, PORTA_PLUGIN_INIT_FAILED, PORTA_ERROR_BACKEND,
+        fmt::format("reports {} devices; at most {} are taken", count, kMaxDevicesPerBackend));
   }
   report.device_count = backend.device_count;
   return loaded(report);

@@ -58,6 +58,10 @@ struct PluginReport {
 // The names (porta_ops.h without "porta_") of the ops whose slots interface fills, joined by ','.
 std::string implemented_ops(const porta_ops_interface_t& interface);
 
+// The most devices one backend may report: a larger count is a broken plugin, whose devices
+// would each be opened in turn.
+inline constexpr int32_t kMaxDevicesPerBackend = 1024;
+
 // Searches directories in order for libporta_<name>.so and brings the first one found up.
 // On success fills backend; either way fills report.
 bool load_backend(const std::string& name, const std::vector<std::string>& directories,

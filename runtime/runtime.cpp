@@ -237,12 +237,32 @@ porta_status_t Runtime::load_backends(const Settings& settings) {
     auto backend = std::make_unique<Backend>();
     PluginReport report;
     if (load_backend(name, settings.plugin_directories, *backend, report)) {
-      backends_.push_back(std::move(backend));
-    } else if (report.status == PORTA_ERROR_OUT_OF_MEMORY) {
-      // As for op plugins below: a passing shortage fails porta_init, which the next call retries.
-      return fail(PORTA_ERROR_OUT_OF_MEMORY, "porta_init: the {} backend ({}): {}", name,
-                  report.path, report.reason);
-    } else {
+      // A backend that cannot describe its devices or make their default streams is one row of
+      // the report, as one that fails to initialise is: the others still serve.
+      porta_status_t status = PORTA_SUCCESS;
+      try {
+        status = open_devices(*backend);
+      } catch (...) {
+        const CaughtException caught = current_exception("porta_init");
+        status = fail(caught.status, "{}", caught.message);
+      }
+      if (status == PORTA_SUCCESS) {
+        backends_.push_back(std::move(backend));
+      } else {
+        unload_backend(*backend);
+        report.outcome = PORTA_PLUGIN_INIT_FAILED;
+        report.status = status;
+        report.reason = porta_last_error_message();
+        report.device_count = 0;
+      }
+    }
+    if (report.outcome != PORTA_PLUGIN_LOADED) {
+      if (report.status == PORTA_ERROR_OUT_OF_MEMORY) {
+        // As for op plugins below: a passing shortage fails porta_init, which the next call
+        // retries.
+        return fail(PORTA_ERROR_OUT_OF_MEMORY, "porta_init: the {} backend ({}): {}", name,
+                    report.path, report.reason);
+      }
       all_incompatible = all_incompatible && is_incompatibility(report.outcome);
       failures += fmt::format("\n  {}: {}: {}", name, report.path, report.reason);
     }
@@ -265,23 +285,57 @@ porta_status_t Runtime::load_backends(const Settings& settings) {
   return PORTA_SUCCESS;
 }
 
-porta_status_t Runtime::enumerate_devices(const Settings& settings) {
-  for (auto& backend : backends_) {
-    for (int32_t index = 0; index < backend->device_count; ++index) {
-      auto device = std::make_unique<Device>();
-      device->backend = backend.get();
-      device->index = index;
-      device->id = static_cast<porta_device_t>(devices_.size());
-      device->properties.struct_size = sizeof(porta_device_properties_t);
-      device->pool = std::make_unique<MemoryPool>(*device);
-      porta_status_t status = call(*backend, "porta_init", backend->interface.device_properties,
-                                   index, &device->properties);
-      if (status != PORTA_SUCCESS) return status;
-      std::snprintf(device->properties.backend, sizeof(device->properties.backend), "%s",
-                    backend->name.c_str());
-      devices_.push_back(std::move(device));
+// Describes the backend's devices and makes their default streams; the devices join devices_
+// only once all of them are open, so that a failure (or running out of memory) leaves nothing of
+// the backend behind. Each stream is destroyed before its device (the vectors' order).
+porta_status_t Runtime::open_devices(Backend& backend) {
+  std::vector<std::unique_ptr<Device>> opened;
+  std::vector<std::shared_ptr<Stream>> default_streams;
+  for (int32_t index = 0; index < backend.device_count; ++index) {
+    opened.push_back(std::make_unique<Device>());
+    Device& device = *opened.back();
+    device.backend = &backend;
+    device.index = index;
+    device.id = static_cast<porta_device_t>(devices_.size() + opened.size() - 1);
+    device.properties.struct_size = sizeof(porta_device_properties_t);
+    device.pool = std::make_unique<MemoryPool>(device);
+    porta_status_t status =
+        call(backend, "porta_init", backend.interface.device_properties, index, &device.properties);
+    if (status != PORTA_SUCCESS) return status;
+    // The plugin's strings are ended here, whatever it left in them.
+    porta_device_properties_t& p = device.properties;
+    p.struct_size = sizeof(porta_device_properties_t);
+    p.name[sizeof(p.name) - 1] = '\0';
+    p.architecture[sizeof(p.architecture) - 1] = '\0';
+    std::snprintf(p.backend, sizeof(p.backend), "%s", backend.name.c_str());
+    auto stream = std::make_shared<Stream>();
+    stream->device = &device;
+    stream->is_default = true;
+    status = call(backend, "porta_init", backend.interface.stream_create, index, &stream->native);
+    if (status != PORTA_SUCCESS) {
+      stream->native = nullptr;
+      return status;
     }
+    default_streams.push_back(std::move(stream));
   }
+  // Every allocation first, then changes that cannot fail.
+  devices_.reserve(devices_.size() + opened.size());
+  std::vector<uintptr_t> handles;
+  handles.reserve(opened.size());
+  try {
+    for (const auto& stream : default_streams) handles.push_back(streams.insert(stream));
+  } catch (...) {
+    for (uintptr_t handle : handles) streams.remove(handle);
+    throw;
+  }
+  for (size_t i = 0; i < opened.size(); ++i) {
+    opened[i]->default_stream = reinterpret_cast<porta_stream_t>(handles[i]);
+    devices_.push_back(std::move(opened[i]));
+  }
+  return PORTA_SUCCESS;
+}
+
+porta_status_t Runtime::enumerate_devices(const Settings& settings) {
   if (settings.device >= device_count()) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT,
                 "{}={} is out of range; accepted: 0 to {} ({} device(s))", settings.device_source,
@@ -289,17 +343,6 @@ porta_status_t Runtime::enumerate_devices(const Settings& settings) {
   }
   default_device_ = settings.device;
   selected_ = static_backend_name(devices_[default_device_]->backend->name);
-
-  for (auto& device : devices_) {
-    auto stream = std::make_shared<Stream>();
-    stream->device = device.get();
-    stream->is_default = true;
-    const Backend& backend = *device->backend;
-    porta_status_t status = call(backend, "porta_init", backend.interface.stream_create,
-                                 device->index, &stream->native);
-    if (status != PORTA_SUCCESS) return status;
-    device->default_stream = reinterpret_cast<porta_stream_t>(streams.insert(std::move(stream)));
-  }
   return PORTA_SUCCESS;
 }
 
@@ -388,9 +431,21 @@ porta_status_t Runtime::load_ops_plugins(const Settings& settings) {
       return nullptr;
     }
     OpsPlugin& plugin = **found;
-    take_plugin_message();
-    const porta_status_t status =
-        plugin.interface.supports_backend(plugin.context, backend.c_str());
+    // An answer that throws is a refusal, with the exception's text as the reason.
+    const auto ask = [&](const char* slot, auto&& question) -> porta_status_t {
+      take_plugin_message();
+      try {
+        return question();
+      } catch (...) {
+        const CaughtException caught = current_exception(slot);
+        if (caught.status == PORTA_ERROR_OUT_OF_MEMORY) throw std::bad_alloc();
+        set_plugin_message(caught.message);
+        return caught.status;
+      }
+    };
+    const porta_status_t status = ask("supports_backend", [&] {
+      return plugin.interface.supports_backend(plugin.context, backend.c_str());
+    });
     if (status == PORTA_ERROR_OUT_OF_MEMORY) throw std::bad_alloc();
     if (status != PORTA_SUCCESS) {
       std::string why = take_plugin_message();
@@ -399,8 +454,9 @@ porta_status_t Runtime::load_ops_plugins(const Settings& settings) {
       return nullptr;
     }
     if (plugin.interface.supports_device) {
-      const porta_status_t answer =
-          plugin.interface.supports_device(plugin.context, &device.properties);
+      const porta_status_t answer = ask("supports_device", [&] {
+        return plugin.interface.supports_device(plugin.context, &device.properties);
+      });
       if (answer != PORTA_SUCCESS) {
         std::string why = take_plugin_message();
         why_not =

@@ -213,6 +213,7 @@ class Runtime {
  private:
   porta_status_t read_settings(const porta_init_options_t* options, Settings& settings);
   porta_status_t load_backends(const Settings& settings);
+  porta_status_t open_devices(Backend& backend);
   porta_status_t enumerate_devices(const Settings& settings);
   porta_status_t load_ops_plugins(const Settings& settings);
   void release_everything();
@@ -263,6 +264,9 @@ template <typename Slot, typename... Args>
 porta_status_t call(const Backend& backend, const char* function, Slot slot, Args... args) {
   take_plugin_message();
   porta_status_t status = slot(backend.context, args...);
+  if (!is_defined_status(status)) {
+    return undefined_status(function, fmt::format("the {} backend", backend.name), status);
+  }
   if (status < 0) {
     std::string detail = take_plugin_message();
     fail(status, "{}: {} backend: {}", function, backend.name,

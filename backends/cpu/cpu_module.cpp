@@ -155,9 +155,10 @@ void run_launch(Launch& launch, ThreadPool& pool, ScratchBuffer& worker_scratch)
 }
 
 // The size of the exported object at `address` (from dlsym), or nullopt where the symbol is no
-// object. Names alone cannot tell a descriptor from a group limit:
-// porta_cpu_kernel_max_group_size_x is both kernel max_group_size_x's descriptor and kernel x's
-// limit. Their sizes can.
+// object. A descriptor must hold what it declares; an old module's group limit
+// (PORTA_CPU_KERNEL_OLD_MAX_GROUP_PREFIX) is told from the descriptor of a kernel named
+// max_group_size_<name> by being smaller. AddressSanitizer pads globals, so a sanitized old
+// module's limits read as descriptors and are left out.
 std::optional<size_t> object_size(const void* address) {
   Dl_info info;
   void* symbol_entry = nullptr;
@@ -402,9 +403,14 @@ CpuKernel* CpuModule::kernel(const char* name) {
   }
   auto kernel = std::make_unique<CpuKernel>(name, *descriptor, checker_);
   const std::string limit = std::string(PORTA_CPU_KERNEL_MAX_GROUP_PREFIX) + name;
-  if (auto* max = static_cast<const uint32_t*>(dlsym(handle_, limit.c_str()));
-      max && object_size(max) == sizeof(uint32_t)) {
+  const std::string old_limit = std::string(PORTA_CPU_KERNEL_OLD_MAX_GROUP_PREFIX) + name;
+  if (auto* max = static_cast<const uint32_t*>(dlsym(handle_, limit.c_str()))) {
     kernel->set_max_group_size(*max);
+  } else if (auto* old = static_cast<const uint32_t*>(dlsym(handle_, old_limit.c_str()))) {
+    const std::optional<size_t> size = object_size(old);
+    if (size && *size >= sizeof(uint32_t) && *size < sizeof(porta_cpu_kernel_t)) {
+      kernel->set_max_group_size(*old);
+    }
   }
   const std::string signature = std::string(PORTA_KERNEL_SIGNATURE_PREFIX) + name;
   kernel->set_signature(static_cast<const char*>(dlsym(handle_, signature.c_str())));

@@ -60,9 +60,13 @@ extern "C" {
 
 #define PORTA_CPU_KERNEL_ABI_VERSION 1
 #define PORTA_CPU_KERNEL_SYMBOL_PREFIX "porta_cpu_kernel_"
-/* Optional beside a descriptor: const uint32_t porta_cpu_kernel_max_group_size_<name>, the most
- * work-items per group the kernel takes (PORTA_KERNEL_MAX_GROUP). */
-#define PORTA_CPU_KERNEL_MAX_GROUP_PREFIX "porta_cpu_kernel_max_group_size_"
+/* Optional beside a descriptor: const uint32_t porta_cpu_max_group_size_<name>, the most
+ * work-items per group the kernel takes (PORTA_KERNEL_MAX_GROUP). Its prefix is not the
+ * descriptors': modules built before named it porta_cpu_kernel_max_group_size_<name>, which is
+ * also the descriptor of a kernel named max_group_size_<name>; the backend still reads that
+ * name, where the symbol is smaller than a descriptor. */
+#define PORTA_CPU_KERNEL_MAX_GROUP_PREFIX "porta_cpu_max_group_size_"
+#define PORTA_CPU_KERNEL_OLD_MAX_GROUP_PREFIX "porta_cpu_kernel_max_group_size_"
 #define PORTA_CPU_KERNEL_MAX_PARAMS 64
 /* Beside each kernel, in every build but SPIR-V (whose module carries the parameter types
  * itself): const char porta_kernel_signature_<name>[], the parameter list as PORTA_KERNEL was
@@ -310,9 +314,9 @@ static __device__ __forceinline__ float fmaf(float x, float y, float z) {
       __VA_ARGS__)
 #else
 /* The CPU backend finds the limit beside the kernel's descriptor. */
-#define PORTA_KERNEL_MAX_GROUP(name, max_items, ...)                   \
-  extern "C" __attribute__((visibility("default")))                    \
-  const uint32_t porta_cpu_kernel_max_group_size_##name = (max_items); \
+#define PORTA_KERNEL_MAX_GROUP(name, max_items, ...)            \
+  extern "C" __attribute__((visibility("default")))             \
+  const uint32_t porta_cpu_max_group_size_##name = (max_items); \
   PORTA_KERNEL(name, __VA_ARGS__)
 #endif
 

@@ -10,7 +10,7 @@
  *   - libporta's definition of porta_<name>, which checks the arguments (check_<name> in
  *     runtime/api_ops.cpp) and calls the slot of the stream's op plugin;
  *   - the loader's list of slots and its report (porta_plugin_report_t.ops, porta-info);
- *   - the registration of every in-tree op plugin (plugin_kit/op_registry.h).
+ *   - the registration of every in-tree op plugin (plugin_kit/op_plugin.h).
  * Adding an op is its declaration in porta_ops.h, its check in runtime/api_ops.cpp, a row
  * appended here and its implementations; docs/ops.md walks through it.
  *

@@ -152,10 +152,11 @@ DEFINE_KERNEL(variant, variant_params);
 
 /* ---- names that read as group limits -------------------------------------------------------- */
 
-/* porta_cpu_kernel_max_group_size_<name> is kernel <name>'s group limit, and also the descriptor
- * of a kernel named max_group_size_<name>: the backend tells them apart by their sizes. */
+/* porta_cpu_kernel_max_group_size_<name> was a kernel's group limit in modules built before
+ * PORTA_CPU_KERNEL_MAX_GROUP_PREFIX, and is also the descriptor of a kernel named
+ * max_group_size_<name>: here the latter, which noop must not take for its limit. */
 TEST_KERNEL_EXPORT const porta_cpu_kernel_t porta_cpu_kernel_limited = {
     sizeof(porta_cpu_kernel_t), PORTA_CPU_KERNEL_ABI_VERSION, 0, NULL, noop_group};
-TEST_KERNEL_EXPORT const uint32_t porta_cpu_kernel_max_group_size_limited = 64;
+TEST_KERNEL_EXPORT const uint32_t porta_cpu_max_group_size_limited = 64;
 TEST_KERNEL_EXPORT const porta_cpu_kernel_t porta_cpu_kernel_max_group_size_noop = {
     sizeof(porta_cpu_kernel_t), PORTA_CPU_KERNEL_ABI_VERSION, 0, NULL, noop_group};

@@ -133,6 +133,22 @@ const Broken kBroken[] = {
      PORTA_ERROR_INCOMPATIBLE_VERSION,
      PORTA_PLUGIN_INCOMPATIBLE,
      {"cuda", "level_zero"}},
+    // Loaded and initialised, but its devices cannot be opened: the backend is left out whole.
+    {"device properties fail",
+     PORTA_TEST_PLUGIN_DEVICE_PROPERTIES,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_INIT_FAILED,
+     {"properties refused in the test plugin"}},
+    {"a default stream is refused",
+     PORTA_TEST_PLUGIN_DEFAULT_STREAM,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_INIT_FAILED,
+     {"stream refused in the test plugin"}},
+    {"an implausible device count",
+     PORTA_TEST_PLUGIN_DEVICE_COUNT,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_INIT_FAILED,
+     {"2147483647 devices"}},
     {"not an ELF file", nullptr, PORTA_ERROR_UNAVAILABLE, PORTA_PLUGIN_LOAD_FAILED, {}},
     // Half of a real plugin: dlopen would map segments past the file's end (SIGBUS).
     {"a truncated ELF file",
@@ -251,6 +267,26 @@ TEST_CASE("loader: a broken plugin in a list is skipped for the next backend", "
     CHECK(rows[1].device_count == count);
     CHECK(std::string(rows[1].reason).empty());
   }
+}
+
+TEST_CASE("loader: a plugin's unended strings and undefined statuses stop at libporta",
+          "[loader]") {
+  Fresh fresh;
+  Installed installed(PORTA_TEST_PLUGIN_ODD_ANSWERS, "level_zero");
+  const porta_init_options_t o = options("level_zero", installed.dir.path().c_str());
+  PT_REQUIRE_OK(porta_init(&o));
+  porta_device_properties_t p{};
+  p.struct_size = sizeof(p);
+  PT_REQUIRE_OK(porta_device_properties(0, &p));
+  CHECK(std::strlen(p.name) == sizeof(p.name) - 1);
+  CHECK(std::strlen(p.architecture) == sizeof(p.architecture) - 1);
+  CHECK(std::string(p.backend) == "level_zero");
+  // memory_alloc answers 7, which porta.h does not define.
+  void* memory = nullptr;
+  const CallResult alloc = call_on_fresh_thread([&] { return porta_memory_alloc(0, 64, &memory); });
+  CHECK(Status{alloc.status} == Status{PORTA_ERROR_INTERNAL});
+  CHECK(contains(alloc.message, "the level_zero backend returned 7"));
+  CHECK(memory == nullptr);
 }
 
 TEST_CASE("loader: PORTA_PLUGIN_PATH is a colon-separated list searched in order", "[loader]") {
