@@ -72,6 +72,7 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
   // on either one's, pinned memory on any). An error of that work stays with its stream, for its
   // own synchronize or query to report.
   const uint64_t freed = device->pool->frees_so_far();
+  runtime.staged_copies.wait_for_earlier();
   for (porta_device_t id = 0; id < runtime.device_count(); ++id) {
     wait_for_device(*runtime.device(id, function), function);
   }
@@ -171,24 +172,42 @@ porta_status_t finish(const char* function, const Stream& stream, bool blocking,
   return call(backend, function, backend.interface.stream_synchronize, stream.native);
 }
 
+// A stream of the device's own for one call, destroyed with it.
+struct CallStream {
+  const Device& device;
+  void* native = nullptr;
+  ~CallStream() {
+    if (native) device.backend->interface.stream_destroy(device.backend->context, native);
+  }
+};
+
 // Copies through a pinned buffer of the source device, chunk by chunk: out to the host on a
 // stream of the source device, in from the host on a stream of the destination device. The host
 // waits for each step, so the copy is complete (and ordered after the stream's earlier work)
-// when this returns.
+// when this returns; a free meanwhile waits for it (StagedCopies).
 porta_status_t copy_staged(Runtime& runtime, const char* function, void* dst, Device& to,
                            const void* src, Device& from, size_t size, const Stream& stream) {
   constexpr size_t kChunk = size_t{8} << 20;
   const Backend& out_backend = *from.backend;
   const Backend& in_backend = *to.backend;
   const Backend& backend = *stream.device->backend;
+  struct InFlight {
+    StagedCopies& copies;
+    const uint64_t ticket = copies.begin();
+    ~InFlight() { copies.end(ticket); }
+  } in_flight{runtime.staged_copies};
   porta_status_t status =
       call(backend, function, backend.interface.stream_synchronize, stream.native);
   if (status != PORTA_SUCCESS) return status;
-  // The given stream carries its own device's half; the other device's default stream the rest.
-  void* out_native =
-      stream.device == &from ? stream.native : runtime.stream(from.default_stream)->native;
-  void* in_native =
-      stream.device == &to ? stream.native : runtime.stream(to.default_stream)->native;
+  // The given stream carries its own device's half; the other device's half a stream made for
+  // the copy (that device's default stream would order it after unrelated work there).
+  Device& other = stream.device == &from ? to : from;
+  CallStream own{other};
+  status = call(*other.backend, function, other.backend->interface.stream_create, other.index,
+                &own.native);
+  if (status != PORTA_SUCCESS) return status;
+  void* out_native = stream.device == &from ? stream.native : own.native;
+  void* in_native = stream.device == &to ? stream.native : own.native;
   void* staging = nullptr;
   const size_t staging_size = std::min(size, kChunk);
   status = call(out_backend, function, out_backend.interface.host_alloc, from.index, staging_size,
@@ -245,6 +264,13 @@ porta_status_t copy(Runtime& runtime, const char* function, bool blocking, void*
   porta_status_t status = check_span(runtime, function, "dst", dst, size, to);
   if (status == PORTA_SUCCESS) status = check_span(runtime, function, "src", src, size, from);
   if (status != PORTA_SUCCESS) return status;
+  // As memcpy's: the GPU drivers leave overlapping copies undefined and OpenCL refuses them.
+  const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+  if (d < s + size && s < d + size) {
+    return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                "{}: dst {} and src {} overlap ({} bytes each); copy through another buffer",
+                function, dst, src, size);
+  }
   const bool between_devices = to.device_memory && from.device_memory && to.device != from.device;
   if (blocking) {
     Device* device = to.device_memory ? to.device : from.device_memory ? from.device : nullptr;

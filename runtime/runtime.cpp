@@ -561,6 +561,27 @@ void Stream::release_op_storage(bool shutting_down) noexcept {
   }
 }
 
+uint64_t StagedCopies::begin() {
+  std::lock_guard lock(mutex_);
+  const uint64_t ticket = next_++;
+  running_.insert(ticket);
+  return ticket;
+}
+
+void StagedCopies::end(uint64_t ticket) {
+  {
+    std::lock_guard lock(mutex_);
+    running_.erase(ticket);
+  }
+  ended_.notify_all();
+}
+
+void StagedCopies::wait_for_earlier() {
+  std::unique_lock lock(mutex_);
+  const uint64_t now = next_;
+  ended_.wait(lock, [&] { return running_.empty() || *running_.begin() >= now; });
+}
+
 Stream::~Stream() {
   // Before the backend's stream goes: a plugin may have bound library handles to it. Work an op
   // queued while the stream was being destroyed may still use what the plugin stored: it

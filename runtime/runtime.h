@@ -7,10 +7,12 @@
 #include <porta/porta_plugin.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -141,6 +143,22 @@ class PluginCall {
   static bool active();
 };
 
+// Copies between devices without peer access are staged through the host chunk by chunk from
+// the calling thread, so waiting for the devices' queued work does not cover them: a free waits
+// here for those begun before it.
+class StagedCopies {
+ public:
+  uint64_t begin();
+  void end(uint64_t ticket);
+  void wait_for_earlier();
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ended_;
+  uint64_t next_ = 0;
+  std::set<uint64_t> running_;
+};
+
 class Runtime {
  public:
   // Configuration read from the options and the environment.
@@ -178,6 +196,7 @@ class Runtime {
   HandleTable<Module, HandleTag::kModule> modules;
   HandleTable<Kernel, HandleTag::kKernel> kernels;
   HandleTable<Comm, HandleTag::kComm> comms;
+  StagedCopies staged_copies;
 
   // The collective engine serving the device, opening the engines on first use; nullptr after
   // setting an UNAVAILABLE message with the reason.

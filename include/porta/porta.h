@@ -329,11 +329,13 @@ typedef struct porta_event_s* porta_event_t;
  * waits for it.
  * Between two devices the stream must belong to one of them; the copy is ordered after the
  * stream's earlier work. With direct peer access (porta_device_can_access_peer) it is queued like
- * any copy; otherwise it is staged through pinned host memory and the call returns once it has
- * completed.
- * size 0 is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for NULL pointers, an overrun, a range
- * touching an allocation it does not lie in, a freed pointer, or a device pointer of a device
- * neither the stream's nor (between devices) the other side's; INVALID_HANDLE for the stream. */
+ * any copy; otherwise it is staged through pinned host memory (the other device's part on a
+ * stream of its own, not ordered after its other streams' work) and the call returns once it has
+ * completed; a free of either side waits for it.
+ * size 0 is a no-op. Returns: SUCCESS; INVALID_ARGUMENT for NULL pointers, overlapping ranges
+ * (as for memcpy), an overrun, a range touching an allocation it does not lie in, a freed
+ * pointer, or a device pointer of a device neither the stream's nor (between devices) the other
+ * side's; INVALID_HANDLE for the stream. */
 PORTA_API porta_status_t porta_memcpy(void* dst, const void* src, size_t size);
 PORTA_API porta_status_t porta_memcpy_async(void* dst, const void* src, size_t size,
                                             porta_stream_t stream);

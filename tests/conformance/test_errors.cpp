@@ -284,6 +284,12 @@ TEST_CASE("errors: copies that overrun an allocation change nothing", "[errors][
         {dp + 512, host.data(), SIZE_MAX - 256, "offset + size wraps around"},
         {nullptr, host.data(), 16, "NULL destination"},
         {dp, nullptr, 16, "NULL source"},
+        // Overlapping ranges, as memcpy's: undefined on the GPU drivers, refused by OpenCL.
+        {dp + 1, dp, 512, "device ranges overlapping, dst after src"},
+        {dp, dp + 100, 200, "device ranges overlapping, src after dst"},
+        {dp, dp, 16, "dst is src"},
+        {pinned.bytes() + 10, pinned.bytes(), 20, "pinned ranges overlapping"},
+        {host.data() + 1, host.data(), 100, "host ranges overlapping"},
     };
     for (const Copy& copy : bad) {
       INFO(copy.what);

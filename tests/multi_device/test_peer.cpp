@@ -176,6 +176,71 @@ TEST_CASE("peer: copies between devices of two backends are staged through pinne
   CHECK(wait.message.find("of the level_zero backend") != std::string::npos);
 }
 
+namespace {
+
+// The CPU backend and a second copy of it registered as another backend: no peer access, so
+// copies between their devices are staged.
+struct TwoBackends {
+  TwoBackends() {
+    porta_init_options_t options{};
+    options.struct_size = sizeof(options);
+    options.backend = "cpu,level_zero";
+    options.plugin_path = PORTA_TEST_SECOND_BACKEND_DIR;
+    status = porta_init(&options);
+  }
+  ~TwoBackends() { porta_shutdown(); }
+  porta_status_t status;
+};
+
+}  // namespace
+
+// The device the given stream does not belong to runs its half on a stream of its own: its
+// default stream may hold unrelated work, here a host function that waits for this very copy.
+TEST_CASE("peer: a staged copy does not wait for the other device's default stream", "[peer]") {
+  TwoBackends runtime;
+  PT_REQUIRE_OK(runtime.status);
+  constexpr size_t kBytes = (size_t{9} << 20) + 5;  // two parts
+  Buffer a0(0, kBytes), b1(1, kBytes);
+  const std::vector<uint8_t> source = pattern(kBytes, 3);
+  PT_REQUIRE_OK(porta_memcpy(a0.get(), source.data(), kBytes));
+  porta_stream_t default0 = nullptr;
+  PT_REQUIRE_OK(porta_stream_default(0, &default0));
+  Stream stream1(1);
+  {
+    Hold hold(default0);
+    PT_REQUIRE_OK(porta_memcpy_async(b1.get(), a0.get(), kBytes, stream1.get()));
+  }
+  check_pattern(download(b1.get(), kBytes), 0, kBytes, 3);
+}
+
+// A staged copy runs from the calling thread, part by part: a free of its source on another
+// thread waits for it as for queued work, rather than unmapping the source under it.
+TEST_CASE("peer: a free waits for a staged copy under way", "[peer]") {
+  TwoBackends runtime;
+  PT_REQUIRE_OK(runtime.status);
+  constexpr size_t kBytes = size_t{128} << 20;  // 16 parts
+  void* a0 = nullptr;
+  PT_REQUIRE_OK(porta_memory_alloc(0, kBytes, &a0));
+  const std::vector<uint8_t> source = pattern(kBytes, 5);
+  PT_REQUIRE_OK(porta_memcpy(a0, source.data(), kBytes));
+  Buffer b1(1, kBytes);
+  Stream stream1(1);
+  porta_status_t copied = PORTA_NOT_READY, freed = PORTA_NOT_READY;
+  {
+    Hold hold(stream1.get());  // the copy starts, then waits for this stream's earlier work
+    std::thread copy([&] { copied = porta_memcpy_async(b1.get(), a0, kBytes, stream1.get()); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::thread free([&] { freed = porta_memory_free(a0); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    hold.release();
+    copy.join();
+    free.join();
+  }
+  CHECK(Status{copied} == Status{PORTA_SUCCESS});
+  CHECK(Status{freed} == Status{PORTA_SUCCESS});
+  check_pattern(download(b1.get(), kBytes), 0, kBytes, 5);
+}
+
 // porta_memory_free and porta_host_free wait for the work of every device, not only the memory's
 // own: a copy queued on another device's stream reads device memory (and any device's stream
 // pinned memory). Freed before the copy ran, the CPU backend's unmapped pages made it fault.
