@@ -55,6 +55,16 @@ struct Run {
   std::vector<float> y;
 };
 
+// One group of n items.
+porta_launch_config_t one_group(uint32_t n) {
+  porta_launch_config_t config{};
+  config.struct_size = sizeof(config);
+  config.grid[0] = config.grid[1] = config.grid[2] = 1;
+  config.group[0] = n;
+  config.group[1] = config.group[2] = 1;
+  return config;
+}
+
 // Launches kernel(n, [x,] y) as one group of n items and returns the stream's status and y;
 // between() runs after the launch is queued, before the stream is synchronised.
 Run run(const char* kernel, uint32_t n, const std::vector<float>& x, std::vector<float> y,
@@ -68,11 +78,7 @@ Run run(const char* kernel, uint32_t n, const std::vector<float>& x, std::vector
   REQUIRE(porta_memory_alloc(0, y.size() * sizeof(float), &dy) == PORTA_SUCCESS);
   REQUIRE(porta_memcpy(dx, x.data(), x.size() * sizeof(float)) == PORTA_SUCCESS);
   REQUIRE(porta_memcpy(dy, y.data(), y.size() * sizeof(float)) == PORTA_SUCCESS);
-  porta_launch_config_t config{};
-  config.struct_size = sizeof(config);
-  config.grid[0] = config.grid[1] = config.grid[2] = 1;
-  config.group[0] = n;
-  config.group[1] = config.group[2] = 1;
+  const porta_launch_config_t config = one_group(n);
   void* with[] = {&n, &dx, &dy};
   void* without[] = {&n, &dy};
   REQUIRE(porta_kernel_launch(k, &config, with_x ? with : without, nullptr) == PORTA_SUCCESS);
@@ -305,10 +311,7 @@ TEST_CASE("modes: every CPU build of a kernel library records its parameter list
     void* y = nullptr;
     void* args[] = {&n, &y};
     const size_t arg_sizes[] = {sizeof n, sizeof y};
-    porta_launch_config_t config{};
-    config.struct_size = sizeof(config);
-    config.grid[0] = config.grid[1] = config.grid[2] = 1;
-    config.group[0] = config.group[1] = config.group[2] = 1;
+    porta_launch_config_t config = one_group(1);
     config.arg_count = 2;
     config.arg_sizes = arg_sizes;
     CHECK(porta_kernel_launch(kernel, &config, args, nullptr) == PORTA_ERROR_INVALID_ARGUMENT);
@@ -354,11 +357,7 @@ TEST_CASE("racecheck: destroying a stream reports its failed launch and destroys
   void *x = nullptr, *y = nullptr;
   REQUIRE(porta_memory_alloc(0, n * sizeof(float), &x) == PORTA_SUCCESS);
   REQUIRE(porta_memory_alloc(0, sizeof(float), &y) == PORTA_SUCCESS);
-  porta_launch_config_t config{};
-  config.struct_size = sizeof(config);
-  config.grid[0] = config.grid[1] = config.grid[2] = 1;
-  config.group[0] = n;
-  config.group[1] = config.group[2] = 1;
+  const porta_launch_config_t config = one_group(n);
   void* args[] = {&n, &x, &y};
   porta_stream_t stream;
   REQUIRE(porta_stream_create(0, &stream) == PORTA_SUCCESS);
