@@ -237,26 +237,8 @@ porta_status_t Runtime::load_backends(const Settings& settings) {
     auto backend = std::make_unique<Backend>();
     PluginReport report;
     if (load_backend(name, settings.plugin_directories, *backend, report)) {
-      // A backend that cannot describe its devices or make their default streams is one row of
-      // the report, as one that fails to initialise is: the others still serve.
-      porta_status_t status = PORTA_SUCCESS;
-      try {
-        status = open_devices(*backend);
-      } catch (...) {
-        const CaughtException caught = current_exception("porta_init");
-        status = fail(caught.status, "{}", caught.message);
-      }
-      if (status == PORTA_SUCCESS) {
-        backends_.push_back(std::move(backend));
-      } else {
-        unload_backend(*backend);
-        report.outcome = PORTA_PLUGIN_INIT_FAILED;
-        report.status = status;
-        report.reason = porta_last_error_message();
-        report.device_count = 0;
-      }
-    }
-    if (report.outcome != PORTA_PLUGIN_LOADED) {
+      backends_.push_back(std::move(backend));
+    } else {
       if (report.status == PORTA_ERROR_OUT_OF_MEMORY) {
         // As for op plugins below: a passing shortage fails porta_init, which the next call
         // retries.
@@ -267,6 +249,33 @@ porta_status_t Runtime::load_backends(const Settings& settings) {
       failures += fmt::format("\n  {}: {}: {}", name, report.path, report.reason);
     }
     reports_.push_back(std::move(report));
+  }
+  // A backend that cannot describe its devices or make their default streams is one row of the
+  // report, as one that fails to initialise is: the others still serve.
+  for (auto it = backends_.begin(); it != backends_.end();) {
+    porta_status_t status = PORTA_SUCCESS;
+    try {
+      status = open_devices(**it);
+    } catch (...) {
+      const CaughtException caught = current_exception("porta_init");
+      status = fail(caught.status, "{}", caught.message);
+    }
+    if (status == PORTA_SUCCESS) {
+      ++it;
+      continue;
+    }
+    if (status == PORTA_ERROR_OUT_OF_MEMORY) return status;
+    auto row = std::find_if(reports_.begin(), reports_.end(), [&](const PluginReport& r) {
+      return r.kind == PORTA_PLUGIN_KIND_BACKEND && r.name == (*it)->name;
+    });
+    row->outcome = PORTA_PLUGIN_INIT_FAILED;
+    row->status = status;
+    row->reason = porta_last_error_message();
+    row->device_count = 0;
+    all_incompatible = false;
+    failures += fmt::format("\n  {}: {}: {}", row->name, row->path, row->reason);
+    unload_backend(**it);
+    it = backends_.erase(it);
   }
   for (const char* name : kBackendNames) {
     if (std::find(settings.backends.begin(), settings.backends.end(), name) ==

@@ -209,6 +209,8 @@ TEST_CASE("peer: a staged copy does not wait for the other device's default stre
   {
     Hold hold(default0);
     PT_REQUIRE_OK(porta_memcpy_async(b1.get(), a0.get(), kBytes, stream1.get()));
+    hold.release();
+    PT_REQUIRE_OK(porta_stream_synchronize(default0));  // the hold's function has returned
   }
   check_pattern(download(b1.get(), kBytes), 0, kBytes, 3);
 }
