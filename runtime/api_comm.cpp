@@ -68,8 +68,7 @@ porta_status_t byte_count(const char* function, size_t count, porta_dtype_t dtyp
 // engines read send while they write recv, so a partial overlap would read what they wrote.
 porta_status_t apart_or_in_place(const char* function, const void* send, size_t send_bytes,
                                  const void* recv, size_t recv_bytes, const void* in_place) {
-  const auto s = reinterpret_cast<uintptr_t>(send), r = reinterpret_cast<uintptr_t>(recv);
-  if (send == in_place || s + send_bytes <= r || r + recv_bytes <= s) return PORTA_SUCCESS;
+  if (send == in_place || !ranges_overlap(send, send_bytes, recv, recv_bytes)) return PORTA_SUCCESS;
   return fail(PORTA_ERROR_INVALID_ARGUMENT,
               "{}: send and recv overlap without being in place (send at {}, as this collective "
               "takes it in place)",

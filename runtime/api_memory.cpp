@@ -265,8 +265,7 @@ porta_status_t copy(Runtime& runtime, const char* function, bool blocking, void*
   if (status == PORTA_SUCCESS) status = check_span(runtime, function, "src", src, size, from);
   if (status != PORTA_SUCCESS) return status;
   // As memcpy's: the GPU drivers leave overlapping copies undefined and OpenCL refuses them.
-  const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
-  if (d < s + size && s < d + size) {
+  if (ranges_overlap(dst, size, src, size)) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT,
                 "{}: dst {} and src {} overlap ({} bytes each); copy through another buffer",
                 function, dst, src, size);

@@ -164,9 +164,7 @@ porta_status_t apart(const OpCall& call, const char* out_name, const void* out, 
                      const char* in_name, const void* in, int64_t in_bytes, bool in_place_ok) {
   if (!out || !in) return PORTA_SUCCESS;
   if (out == in && in_place_ok) return PORTA_SUCCESS;
-  const auto o = reinterpret_cast<uintptr_t>(out);
-  const auto i = reinterpret_cast<uintptr_t>(in);
-  if (o < i + static_cast<uint64_t>(in_bytes) && i < o + static_cast<uint64_t>(out_bytes)) {
+  if (ranges_overlap(out, static_cast<uint64_t>(out_bytes), in, static_cast<uint64_t>(in_bytes))) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} overlaps {}{}", call.function, out_name,
                 in_name, in_place_ok ? " (only exactly the same buffer is allowed)" : "");
   }

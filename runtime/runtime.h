@@ -318,6 +318,14 @@ porta_status_t resolve(Runtime& runtime, const char* function, porta_kernel_t ha
                        std::shared_ptr<Kernel>& out);
 porta_status_t resolve(Runtime& runtime, const char* function, porta_comm_t handle,
                        std::shared_ptr<Comm>& out);
+// Whether [a, a + a_bytes) and [b, b + b_bytes) share a byte: the one overlap test of the
+// buffer arguments that must lie apart (a copy's ends, an op's output and inputs, a collective's
+// send and recv).
+inline bool ranges_overlap(const void* a, uint64_t a_bytes, const void* b, uint64_t b_bytes) {
+  const auto x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return x < y + b_bytes && y < x + a_bytes;
+}
+
 // The one overrun check of every buffer argument (copies, ops, collectives): count elements of
 // element_size bytes from ptr must lie inside allocation, the one holding ptr; else
 // INVALID_ARGUMENT naming the argument, what it needs and what its allocation has from ptr on.
