@@ -238,13 +238,11 @@ porta_status_t Runtime::load_backends(const Settings& settings) {
     PluginReport report;
     if (load_backend(name, settings.plugin_directories, *backend, report)) {
       backends_.push_back(std::move(backend));
+    } else if (report.status == PORTA_ERROR_OUT_OF_MEMORY) {
+      // As for op plugins below: a passing shortage fails porta_init, which the next call retries.
+      return fail(PORTA_ERROR_OUT_OF_MEMORY, "porta_init: the {} backend ({}): {}", name,
+                  report.path, report.reason);
     } else {
-      if (report.status == PORTA_ERROR_OUT_OF_MEMORY) {
-        // As for op plugins below: a passing shortage fails porta_init, which the next call
-        // retries.
-        return fail(PORTA_ERROR_OUT_OF_MEMORY, "porta_init: the {} backend ({}): {}", name,
-                    report.path, report.reason);
-      }
       all_incompatible = all_incompatible && is_incompatibility(report.outcome);
       failures += fmt::format("\n  {}: {}: {}", name, report.path, report.reason);
     }
@@ -311,7 +309,7 @@ porta_status_t Runtime::open_devices(Backend& backend) {
     porta_status_t status =
         call(backend, "porta_init", backend.interface.device_properties, index, &device.properties);
     if (status != PORTA_SUCCESS) return status;
-    // The plugin's strings are ended here, whatever it left in them.
+    // What the plugin wrote is made safe to hand on: the size it was given, strings ended.
     porta_device_properties_t& p = device.properties;
     p.struct_size = sizeof(porta_device_properties_t);
     p.name[sizeof(p.name) - 1] = '\0';

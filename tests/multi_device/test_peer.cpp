@@ -127,17 +127,28 @@ TEST_CASE("peer: a copy into a block freed to the pool is refused", "[peer][pool
   PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memcpy(a0.get(), block, 16));
 }
 
+namespace {
+
+// The CPU backend and a second copy of it registered as another backend (see CMakeLists.txt):
+// no peer access, so copies between their devices are staged.
+struct TwoBackends {
+  TwoBackends() {
+    porta_init_options_t options{};
+    options.struct_size = sizeof(options);
+    options.backend = "cpu,level_zero";
+    options.plugin_path = PORTA_TEST_SECOND_BACKEND_DIR;
+    status = porta_init(&options);
+  }
+  ~TwoBackends() { porta_shutdown(); }
+  porta_status_t status;
+};
+
+}  // namespace
+
 TEST_CASE("peer: copies between devices of two backends are staged through pinned memory",
           "[peer]") {
-  // The CPU backend and a second copy of it registered as another backend (see CMakeLists.txt).
-  porta_init_options_t options{};
-  options.struct_size = sizeof(options);
-  options.backend = "cpu,level_zero";
-  options.plugin_path = PORTA_TEST_SECOND_BACKEND_DIR;
-  PT_REQUIRE_OK(porta_init(&options));
-  struct Shutdown {
-    ~Shutdown() { porta_shutdown(); }
-  } shutdown;
+  TwoBackends runtime;
+  PT_REQUIRE_OK(runtime.status);
   REQUIRE(device_count() == 2);
   REQUIRE(std::string(properties(0).backend) == "cpu");
   REQUIRE(std::string(properties(1).backend) == "level_zero");
@@ -175,24 +186,6 @@ TEST_CASE("peer: copies between devices of two backends are staged through pinne
   CHECK(wait.message.find("of the cpu backend") != std::string::npos);
   CHECK(wait.message.find("of the level_zero backend") != std::string::npos);
 }
-
-namespace {
-
-// The CPU backend and a second copy of it registered as another backend: no peer access, so
-// copies between their devices are staged.
-struct TwoBackends {
-  TwoBackends() {
-    porta_init_options_t options{};
-    options.struct_size = sizeof(options);
-    options.backend = "cpu,level_zero";
-    options.plugin_path = PORTA_TEST_SECOND_BACKEND_DIR;
-    status = porta_init(&options);
-  }
-  ~TwoBackends() { porta_shutdown(); }
-  porta_status_t status;
-};
-
-}  // namespace
 
 // The device the given stream does not belong to runs its half on a stream of its own: its
 // default stream may hold unrelated work, here a host function that waits for this very copy.
