@@ -85,6 +85,7 @@ BAD_ARGUMENTS = [
     (["--op", "softmax", "--dtype", "bf16"], "fp32"),
     (["--unknown-flag"], "unknown-flag"),
     (["--csv", "/nonexistent-dir/out.csv"], "does not exist"),
+    (["--reps", "0x10"], "decimal"),  # CLI11 alone would read 16
 ]
 
 
@@ -106,6 +107,16 @@ def test_args(bench):
     check(p.returncode != 0 and "same file" in p.stdout + p.stderr,
           "--json and --csv naming one file are refused")
     check(not os.path.exists(same), "nothing is written to it")
+    spelled = os.path.join(os.path.dirname(same), ".", os.path.basename(same))
+    p = run([bench, "--op", "relu", "--shape", "1024", "--json", same, "--csv", spelled])
+    check(p.returncode != 0 and "same file" in p.stdout + p.stderr,
+          "--json and --csv naming one file in two spellings are refused")
+    check(not os.path.exists(same), "nothing is written to it")
+    # Operands that would take most of the memory are refused at once, with their size.
+    p = run([bench, "--backend", "cpu", "--impl", "portable", "--op", "adam", "--shape",
+             "2147483647", "--reps", "1"])
+    check(p.returncode != 0 and "MiB, more than half the device's" in p.stdout + p.stderr,
+          f"a shape too large for the memory is refused ({(p.stdout + p.stderr).strip()[-300:]!r})")
     finish()
 
 

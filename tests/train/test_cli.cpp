@@ -1,6 +1,9 @@
 // The porta-train program, run as a child process on generated data: its JSON line, its answers
 // to bad flags and bad data, and checkpoints that move between op implementations.
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "checkpoint.h"
@@ -110,6 +113,9 @@ TEST_CASE("cli: bad flags are usage errors", "[cli]") {
                                                      {"--eval-only"},
                                                      {"--no-such-flag"},
                                                      {"--epochs", "two"},
+                                                     {"--epochs", "0x2"},
+                                                     {"--seed", "-1"},
+                                                     {"--seed", "18446744073709551616"},
                                                      {"--backend", "foo"}};
   for (std::vector<std::string> args : bad) {
     args.insert(args.begin(), {"--data", data.path()});
@@ -118,6 +124,46 @@ TEST_CASE("cli: bad flags are usage errors", "[cli]") {
     CHECK(r.out.empty());
     CHECK_FALSE(r.err.empty());
   }
+}
+
+TEST_CASE("cli: integers are decimal, and outputs cannot replace what they must not", "[cli]") {
+  Data data;
+  // Leading zeros: decimal, where CLI11 alone reads octal (064 would be 52 images).
+  Run r = run_porta_train({"--data", data.path(), "--epochs", "02", "--train-limit", "064"}, kCpu);
+  REQUIRE(r.status == 0);
+  CHECK(last_line(r.out).at("epochs") == 2);
+  CHECK(last_line(r.out).at("train_images") == 64);
+
+  ScratchDir out;
+  // A checkpoint is renamed over the file it names: a pipe (or a device) is refused before
+  // training, and so are predictions written over the checkpoint.
+  const std::string fifo = out.file("pipe");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  r = run_porta_train({"--data", data.path(), "--checkpoint", fifo}, kCpu);
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Contains("not a regular file"));
+  const std::string spelled = (out.path() / "." / "a.ckpt").string();
+  r = run_porta_train(
+      {"--data", data.path(), "--checkpoint", out.file("a.ckpt"), "--predictions", spelled}, kCpu);
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Contains("same file as --checkpoint"));
+
+  // Through a link, the checkpoint replaces the file linked to and the link stays.
+  const std::string target = out.file("target.ckpt"), link = out.file("link.ckpt");
+  write_file(target, {1, 2, 3});
+  std::filesystem::create_symlink(target, link);
+  r = run_porta_train(
+      {"--data", data.path(), "--epochs", "1", "--train-limit", "64", "--checkpoint", link}, kCpu);
+  REQUIRE(r.status == 0);
+  CHECK(std::filesystem::is_symlink(link));
+  CHECK(porta_train::read_checkpoint(target).size() == 8);
+
+  // A file larger than this model's checkpoint is refused before it is read.
+  write_file(out.file("large.ckpt"), std::vector<uint8_t>(4 << 20, 0));
+  r = run_porta_train(
+      {"--data", data.path(), "--eval-only", "--checkpoint", out.file("large.ckpt")}, kCpu);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("more than the") && Contains("of a checkpoint of this model"));
 }
 
 TEST_CASE("cli: bad data, a bad checkpoint and an impossible batch fail with a message", "[cli]") {

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "case.h"
-#include "output_path.h"
+#include "cli_checks.h"
 
 namespace bench {
 namespace {
@@ -492,6 +492,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"f32", "bf16", "f16"}))
       ->capture_default_str();
   app.add_option("--reps", o.reps, "timed repetitions (default 20 on a CPU, 100 on a GPU)")
+      ->transform(porta_tools::kDecimal)
       ->check(CLI::Range(1, 1000000));
   app.add_option("--json", o.json_path, "write the results as JSON to this file");
   app.add_option("--csv", o.csv_path, "write the records as CSV to this file");
@@ -509,8 +510,7 @@ int main(int argc, char** argv) {
     todo = problems(o);
     porta_tools::check_writable("--json", o.json_path);
     porta_tools::check_writable("--csv", o.csv_path);
-    if (!o.json_path.empty() && o.json_path == o.csv_path)
-      throw CLI::ValidationError("--csv", "names the same file as --json");
+    porta_tools::check_apart("--csv", o.csv_path, "--json", o.json_path);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

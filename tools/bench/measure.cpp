@@ -214,6 +214,15 @@ void make_case(Case& c, porta_device_t device, const Shape& s, porta_dtype_t dty
   size_t set_bytes = (out_count + (copy_apart ? c.copy_floats : 0)) * sizeof(float);
   for (size_t n : in_counts) set_bytes += n * dtype_size(in_dtype);
   if (s.op == Op::cross_entropy) set_bytes += size_t(s.rows) * sizeof(int32_t);
+  // One set must fit with room to spare (the host draws the inputs too, and on a CPU device that
+  // is the same memory): a shape too large is refused here, naming its size, instead of filling
+  // the memory until the system stops the process.
+  if (set_bytes > device_memory / 2) {
+    throw porta::error(PORTA_ERROR_OUT_OF_MEMORY, "the operands take " +
+                                                      std::to_string(set_bytes >> 20) +
+                                                      " MiB, more than half the device's " +
+                                                      std::to_string(device_memory >> 20) + " MiB");
+  }
   const int sets = rotation_sets(set_bytes, cache_bytes, device_memory);
 
   for (int set = 0; set < sets; ++set) {

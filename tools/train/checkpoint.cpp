@@ -1,12 +1,14 @@
 #include "checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
 #include <bit>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -243,14 +245,22 @@ std::vector<Tensor> decode_checkpoint(const std::vector<uint8_t>& bytes, const s
   return tensors;
 }
 
-void write_checkpoint(const std::string& path, const std::vector<Tensor>& tensors) {
+void write_checkpoint(const std::string& name, const std::vector<Tensor>& tensors) {
   const std::vector<uint8_t> bytes = encode_checkpoint(tensors);
-  const std::string temporary = path + ".partial";
+  // Through a link, the file it names: renamed over, the link itself would become the file.
+  std::error_code resolved;
+  std::string path = std::filesystem::weakly_canonical(name, resolved).string();
+  if (resolved) path = name;
+  // A new name (mkostemp), so that no file already there is overwritten but path itself.
+  std::string temporary = path + ".partial.XXXXXX";
   {
     // On disk before the rename (fsync): after a crash the name holds the old checkpoint or the
     // new one, never an empty file; and close's error counts too.
-    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) throw checkpoint_error(path + ": cannot create " + temporary);
+    const int fd = ::mkostemp(temporary.data(), O_CLOEXEC);
+    if (fd < 0) {
+      throw checkpoint_error(name + ": cannot create a file beside it: " + std::strerror(errno));
+    }
+    ::fchmod(fd, 0644);  // mkostemp's 0600 would hide it from the other users
     size_t written = 0;
     while (written < bytes.size()) {
       const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
@@ -261,21 +271,26 @@ void write_checkpoint(const std::string& path, const std::vector<Tensor>& tensor
     const bool synced = written == bytes.size() && ::fsync(fd) == 0;
     if (::close(fd) != 0 || !synced) {
       std::remove(temporary.c_str());
-      throw checkpoint_error(path + ": write failed");
+      throw checkpoint_error(name + ": write failed");
     }
   }
   std::error_code ec;
   std::filesystem::rename(temporary, path, ec);
   if (ec) {
     std::remove(temporary.c_str());
-    throw checkpoint_error(path + ": cannot rename " + temporary + " into place: " + ec.message());
+    throw checkpoint_error(name + ": cannot rename " + temporary + " into place: " + ec.message());
   }
 }
 
-std::vector<Tensor> read_checkpoint(const std::string& path) {
+std::vector<Tensor> read_checkpoint(const std::string& path, uint64_t max_bytes) {
   std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw checkpoint_error(path + ": a directory");
   if (!std::filesystem::is_regular_file(path, ec)) throw checkpoint_error(path + ": no such file");
   const uint64_t size = std::filesystem::file_size(path, ec);
+  if (!ec && size > max_bytes) {
+    throw checkpoint_error(path + ": " + std::to_string(size) + " bytes, more than the " +
+                           std::to_string(max_bytes) + " of a checkpoint of this model");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in || ec) throw checkpoint_error(path + ": cannot open");
   // The header first: a file that is no checkpoint, or not the size it announces, is refused

@@ -23,9 +23,9 @@
 #include <string>
 
 #include "checkpoint.h"
+#include "cli_checks.h"
 #include "idx.h"
 #include "model.h"
-#include "output_path.h"
 #include "trainer.h"
 
 namespace {
@@ -204,7 +204,9 @@ int run(const Options& o) {
   std::vector<double> epoch_seconds;
   double train_loss = 0, trained_images = 0, allreduce_seconds = 0;
   if (o.eval_only) {
-    model.load(read_checkpoint(o.checkpoint), s);
+    // A file of another size is not this model's: refused before it is read into memory.
+    const uint64_t model_bytes = encode_checkpoint(model.parameters(s)).size();
+    model.load(read_checkpoint(o.checkpoint, model_bytes), s);
   } else {
     model.initialize(o.seed);
     TrainSettings settings;
@@ -275,9 +277,11 @@ int main(int argc, char** argv) {
                  "comma list); overrides the environment");
   app.add_option("--epochs", o.epochs, "Passes over the training set")
       ->capture_default_str()
+      ->transform(porta_tools::kDecimal)
       ->check(CLI::Range(1, 1000));
   app.add_option("--batch", o.batch, "Images per (micro-)batch")
       ->capture_default_str()
+      ->transform(porta_tools::kDecimal)
       ->check(CLI::Range(int64_t(1), int64_t(4096)));
   app.add_option("--lr", o.lr, "Learning rate (default 0.001 for adam, 0.05 for sgd)")
       ->check(CLI::PositiveNumber & CLI::Range(0.0, 10.0));
@@ -285,11 +289,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"sgd", "adam"}));
   app.add_option("--seed", o.seed, "Seed of the initial weights and of the batch order")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->transform(porta_tools::kDecimal);
   app.add_option("--grad-accum", o.grad_accum,
                  "Micro-batches whose gradients are summed per optimiser step (the step is that "
                  "of their mean)")
       ->capture_default_str()
+      ->transform(porta_tools::kDecimal)
       ->check(CLI::Range(int64_t(1), int64_t(1024)));
   app.add_option("--precision", o.precision,
                  "f32, or bf16 (bf16 operands for conv and GEMM, fp32 master weights, fp32 "
@@ -304,9 +310,11 @@ int main(int argc, char** argv) {
                  "Write the predicted class of each test image to this file, one per line");
   app.add_option("--train-limit", o.train_limit, "Use only the first N training images (0: all)")
       ->capture_default_str()
+      ->transform(porta_tools::kDecimal)
       ->check(CLI::NonNegativeNumber);
   app.add_option("--test-limit", o.test_limit, "Use only the first N test images (0: all)")
       ->capture_default_str()
+      ->transform(porta_tools::kDecimal)
       ->check(CLI::NonNegativeNumber);
   app.add_flag("!--no-progress", o.progress, "No progress bar on stderr");
   app.add_flag("--profile", o.profile,
@@ -327,8 +335,9 @@ int main(int argc, char** argv) {
       throw CLI::ValidationError("--lr", "must be a number in (0, 10] that a float can hold");
     }
     // The outputs are checked before the training that leads to them.
-    if (!o.eval_only) porta_tools::check_writable("--checkpoint", o.checkpoint);
+    if (!o.eval_only) porta_tools::check_replaceable("--checkpoint", o.checkpoint);
     porta_tools::check_writable("--predictions", o.predictions);
+    porta_tools::check_apart("--predictions", o.predictions, "--checkpoint", o.checkpoint);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : kExitUsage;
   }
