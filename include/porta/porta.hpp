@@ -153,8 +153,8 @@ inline void device_synchronize(porta_device_t device) { check(porta_device_synch
 /* ---- Handles ------------------------------------------------------------------------------- */
 
 namespace detail {
-// A move-only owner of a C handle; `owned == false` borrows it (never destroyed). A moved-from
-// (or released) object holds a handle no object has, which every call refuses as stale: NULL
+// A move-only owner of a C handle; `owned == false` borrows it (never destroyed). A moved-from,
+// released or reset object holds a handle no object has, which every call refuses as stale: NULL
 // would mean the default stream to the calls that take one.
 template <class Handle, porta_status_t (*Destroy)(Handle)>
 class unique_handle {
@@ -177,7 +177,7 @@ class unique_handle {
   explicit operator bool() const noexcept { return h_ != nullptr && h_ != moved(); }
   void reset() noexcept {
     if (*this && owned_) Destroy(h_);
-    h_ = nullptr;
+    h_ = moved();
   }
   Handle release() noexcept { return std::exchange(h_, moved()); }
 
@@ -365,9 +365,17 @@ inline porta_launch_config_t launch_config(dim3 grid, dim3 group,
   return c;
 }
 
-// Groups of `group` items that cover n items.
+// Groups of `group` items that cover n items; throws INVALID_ARGUMENT for a group of 0 items or
+// more groups than a grid dimension holds, rather than a grid that covers only part of n.
 inline uint32_t div_up(size_t n, uint32_t group) {
-  return static_cast<uint32_t>((n + group - 1) / group);
+  if (group == 0) throw error(PORTA_ERROR_INVALID_ARGUMENT, "div_up: a group of 0 items");
+  const size_t groups = n / group + (n % group != 0);
+  if (groups > UINT32_MAX) {
+    throw error(PORTA_ERROR_INVALID_ARGUMENT, "div_up: " + std::to_string(n) +
+                                                  " items need more than 2^32 - 1 groups of " +
+                                                  std::to_string(group));
+  }
+  return static_cast<uint32_t>(groups);
 }
 
 namespace detail {

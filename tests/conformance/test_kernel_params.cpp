@@ -228,6 +228,17 @@ TEST_CASE("porta.hpp: launches state their arguments, typed kernels are checked 
     // A count whose bytes pass 2^64 is no short copy.
     std::vector<float> host(kN);
     CHECK_THROWS_AS(y.copy_to_host(host.data(), (size_t{1} << 62) + 1), porta::error);
+    // A grid of groups covers every item, or div_up says it cannot.
+    CHECK(porta::div_up(0, 256) == 0);
+    CHECK(porta::div_up(1000, 256) == 4);
+    CHECK(porta::div_up(size_t{UINT32_MAX} * 256, 256) == UINT32_MAX);
+    CHECK_THROWS_AS(porta::div_up(size_t{UINT32_MAX} * 256 + 1, 256), porta::error);
+    CHECK_THROWS_AS(porta::div_up(SIZE_MAX, 256), porta::error);
+    CHECK_THROWS_AS(porta::div_up(10, 0), porta::error);
+    porta::stream reset(device);
+    reset.reset();  // destroyed, and no handle for the default stream after it
+    CHECK_THROWS_AS(reset.synchronize(), porta::error);
+    CHECK_THROWS_AS(typed.launch(reset, 1, kN, kN, 2.0f, x2, y), porta::error);
     moved_to.synchronize();
     CHECK(y.to_vector() == std::vector<float>(kN, 3.0f));  // nothing above ran
   }
