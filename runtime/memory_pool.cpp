@@ -80,7 +80,7 @@ bool MemoryPool::reusable(const Block& block, Stream& stream) {
 }
 
 porta_status_t MemoryPool::free(const char* function, void* ptr, size_t size, Stream& stream) {
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   const Backend& backend = *device_.backend;
   auto live = in_use_.find(ptr);
   const bool pooled = live != in_use_.end();
@@ -89,7 +89,9 @@ porta_status_t MemoryPool::free(const char* function, void* ptr, size_t size, St
       in_use_.erase(live);
       return call(backend, function, backend.interface.memory_free_async, stream.native, ptr);
     }
-    // Memory from porta_memory_alloc is not the driver pool's: free it once the stream is done.
+    // Memory from porta_memory_alloc is not the driver pool's: free it once the stream is done,
+    // without holding up the device's other stream-ordered calls meanwhile.
+    lock.unlock();
     porta_status_t status =
         call(backend, function, backend.interface.stream_synchronize, stream.native);
     porta_status_t freed =

@@ -881,7 +881,9 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
       }
     }
 #endif
-    auto kernel = std::make_unique<Kernel>(Kernel{m->device, function});
+    auto kernel = std::make_unique<Kernel>();
+    kernel->device = m->device;
+    kernel->function = function;
     read_params(d, m->module, name, *kernel);
     *out_kernel = kernel.get();
     m->kernels.emplace(name, std::move(kernel));
@@ -1087,6 +1089,7 @@ const porta_backend_interface_t kInterface = {
     .kernel_launch = kernel_launch,
     .code_object_suffixes = code_object_suffixes,
     .stream_launch_host_func = stream_launch_host_func,
+    .checker_report = nullptr,  // the race checker is the CPU backend's
     .kernel_max_group_size = kernel_max_group_size,
     .device_can_access_peer = device_can_access_peer,
     .memory_alloc_async = memory_alloc_async,

@@ -22,6 +22,7 @@ const porta_host_api_t kHost = {
     .struct_size = sizeof(porta_host_api_t),
     .set_error_message = [](const char* message) { g_message = message; },
     .log = [](porta_log_level_t, const char*) {},
+    .setting = nullptr,
 };
 
 const porta_backend_interface_t kNoSlots = {};
