@@ -102,6 +102,8 @@ template <typename Check, typename Run>
 porta_status_t collective(const char* function, porta_comm_t handle, porta_stream_t stream_handle,
                           Check&& check, Run&& run) {
   return with_runtime(function, [&](Runtime& runtime) -> porta_status_t {
+    // Held from before the buffers are checked: a free then waits for the engine to finish.
+    CallerWork::Scope in_flight(runtime.caller_work);
     std::shared_ptr<Comm> comm;
     porta_stream_t stream = nullptr;
     porta_status_t status = lookup(runtime, function, handle, stream_handle, comm, stream);

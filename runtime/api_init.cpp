@@ -11,19 +11,28 @@ using namespace porta;
 
 extern "C" PORTA_API porta_status_t porta_init(const porta_init_options_t* options) {
   return guarded("porta_init", [&]() -> porta_status_t {
-    std::unique_lock lock(detail::lifecycle_mutex());
+    if (porta_status_t refused = detail::refuse_reentry("porta_init")) return refused;
     Runtime& runtime = detail::instance();
-    if (!runtime.initialized()) return runtime.initialize(options);
-    if (runtime.status() != PORTA_SUCCESS) {
+    const auto earlier = [&]() -> porta_status_t {
+      if (runtime.status() == PORTA_SUCCESS) return PORTA_SUCCESS;
       return fail(runtime.status(), "porta_init: an earlier initialisation failed: {}",
                   runtime.init_message());
+    };
+    {
+      // Held shared first, as every call holds it: waiting for it alone while other threads
+      // keep calling could take as long as they do.
+      std::shared_lock shared(detail::lifecycle_mutex());
+      if (runtime.initialized()) return earlier();
     }
-    return PORTA_SUCCESS;
+    detail::HeldAlone alone;
+    if (!runtime.initialized()) return runtime.initialize(options);
+    return earlier();
   });
 }
 
 extern "C" PORTA_API porta_status_t porta_shutdown(void) {
   return guarded("porta_shutdown", [&]() -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_reentry("porta_shutdown")) return refused;
     // The queued work ends first with the runtime held shared, as under any call: a host function
     // it runs may call Porta (calls that do not wait are allowed on the CPU backend), and would
     // wait forever for the exclusive hold below.
@@ -40,7 +49,7 @@ extern "C" PORTA_API porta_status_t porta_shutdown(void) {
       ~UnderWay() { --detail::shutdowns_under_way(); }
     } under_way;
     wait_for_devices();
-    std::unique_lock lock(detail::lifecycle_mutex());
+    detail::HeldAlone alone;
     detail::instance().shutdown();
     return PORTA_SUCCESS;
   });

@@ -72,7 +72,7 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
   // on either one's, pinned memory on any). An error of that work stays with its stream, for its
   // own synchronize or query to report.
   const uint64_t freed = device->pool->frees_so_far();
-  runtime.staged_copies.wait_for_earlier();
+  runtime.caller_work.wait_for_earlier();
   for (porta_device_t id = 0; id < runtime.device_count(); ++id) {
     wait_for_device(*runtime.device(id, function), function);
   }
@@ -184,18 +184,14 @@ struct CallStream {
 // Copies through a pinned buffer of the source device, chunk by chunk: out to the host on a
 // stream of the source device, in from the host on a stream of the destination device. The host
 // waits for each step, so the copy is complete (and ordered after the stream's earlier work)
-// when this returns; a free meanwhile waits for it (StagedCopies).
+// when this returns; a free meanwhile waits for it (CallerWork).
 porta_status_t copy_staged(Runtime& runtime, const char* function, void* dst, Device& to,
                            const void* src, Device& from, size_t size, const Stream& stream) {
   constexpr size_t kChunk = size_t{8} << 20;
   const Backend& out_backend = *from.backend;
   const Backend& in_backend = *to.backend;
   const Backend& backend = *stream.device->backend;
-  struct InFlight {
-    StagedCopies& copies;
-    const uint64_t ticket = copies.begin();
-    ~InFlight() { copies.end(ticket); }
-  } in_flight{runtime.staged_copies};
+  CallerWork::Scope in_flight(runtime.caller_work);
   porta_status_t status =
       call(backend, function, backend.interface.stream_synchronize, stream.native);
   if (status != PORTA_SUCCESS) return status;

@@ -129,6 +129,7 @@ extern "C" PORTA_API porta_status_t porta_memory_pool_trim(porta_device_t device
     if (!found) return PORTA_ERROR_NOT_FOUND;
     const Backend& backend = *found->backend;
     const uint64_t freed = found->pool->frees_so_far();
+    runtime.caller_work.wait_for_earlier();  // as porta_memory_free does
     porta_status_t status =
         call(backend, "porta_memory_pool_trim", backend.interface.device_synchronize, found->index);
     // Even after a failed synchronisation the queued work has ended: the blocks freed before it

@@ -134,6 +134,12 @@ bool find_file(const std::string& file, const std::vector<std::string>& director
       fmt::format("{} not found in {}", file, searched.empty() ? "(no directory)" : searched));
 }
 
+// A plugin's name or version, read no further than max bytes: one left unterminated is cut
+// there rather than read on into whatever memory follows it.
+std::string plugin_string(const char* text, size_t max = 256) {
+  return text ? std::string(text, strnlen(text, max)) : std::string();
+}
+
 // Opens the file and calls its entry point; checks the ABI version, the kind and the name.
 // Plugins are foreign code: whatever they throw is caught here.
 void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t& plugin) {
@@ -225,13 +231,14 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
   }
   report.abi_major = plugin.abi_major;
   report.abi_minor = plugin.abi_minor;
-  if (plugin.version) report.version = plugin.version;
+  report.version = plugin_string(plugin.version);
+  const std::string name = plugin_string(plugin.name);
   if (plugin.abi_major != PORTA_PLUGIN_ABI_MAJOR) {
     return close(PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
                  fmt::format("plugin {} was built for plugin ABI {}.{}; this libporta speaks "
                              "{}.{}{}",
-                             plugin.name ? plugin.name : report.name.c_str(), plugin.abi_major,
-                             plugin.abi_minor, PORTA_PLUGIN_ABI_MAJOR, PORTA_PLUGIN_ABI_MINOR,
+                             plugin.name ? name : report.name, plugin.abi_major, plugin.abi_minor,
+                             PORTA_PLUGIN_ABI_MAJOR, PORTA_PLUGIN_ABI_MINOR,
                              kind == PORTA_PLUGIN_KIND_OPS && plugin.abi_major < 2
                                  ? " (op plugins take porta_op_context_t and argument structs "
                                    "since ABI 2: rebuild it against this porta_plugin.h)"
@@ -247,10 +254,9 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
                              : kind == PORTA_PLUGIN_KIND_OPS   ? "an op"
                                                                : "a collective engine"));
   }
-  if (report.name != plugin.name) {
-    return close(
-        PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
-        fmt::format("the file is named for '{}' but implements '{}'", report.name, plugin.name));
+  if (report.name != name) {
+    return close(PORTA_PLUGIN_INCOMPATIBLE, PORTA_ERROR_INCOMPATIBLE_VERSION,
+                 fmt::format("the file is named for '{}' but implements '{}'", report.name, name));
   }
   return library;
 }

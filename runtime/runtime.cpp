@@ -568,14 +568,14 @@ void Stream::release_op_storage(bool shutting_down) noexcept {
   }
 }
 
-uint64_t StagedCopies::begin() {
+uint64_t CallerWork::begin() {
   std::lock_guard lock(mutex_);
   const uint64_t ticket = next_++;
   running_.insert(ticket);
   return ticket;
 }
 
-void StagedCopies::end(uint64_t ticket) {
+void CallerWork::end(uint64_t ticket) {
   {
     std::lock_guard lock(mutex_);
     running_.erase(ticket);
@@ -583,7 +583,7 @@ void StagedCopies::end(uint64_t ticket) {
   ended_.notify_all();
 }
 
-void StagedCopies::wait_for_earlier() {
+void CallerWork::wait_for_earlier() {
   std::unique_lock lock(mutex_);
   const uint64_t now = next_;
   ended_.wait(lock, [&] { return running_.empty() || *running_.begin() >= now; });
@@ -772,6 +772,7 @@ const char* engine_of(const std::string& backend) {
 void Runtime::load_comm_plugins() {
   if (comm_loaded_) return;
   comm_loaded_ = true;
+  PluginSetup setup;
   for (const char* name : {"mpi", "nccl", "rccl"}) {
     auto plugin = std::make_unique<CommPlugin>();
     PluginReport report;
@@ -869,11 +870,16 @@ void Runtime::report_live_allocations(const char* occasion, uint64_t* out_count,
 
 namespace {
 thread_local int t_plugin_calls = 0;
+thread_local int t_plugin_setups = 0;
 }  // namespace
 
 PluginCall::PluginCall() { ++t_plugin_calls; }
 PluginCall::~PluginCall() { --t_plugin_calls; }
 bool PluginCall::active() { return t_plugin_calls > 0; }
+
+PluginSetup::PluginSetup() { ++t_plugin_setups; }
+PluginSetup::~PluginSetup() { --t_plugin_setups; }
+bool PluginSetup::active() { return t_plugin_setups > 0; }
 
 uint64_t next_stream_serial() {
   static std::atomic<uint64_t> serial{0};
@@ -902,12 +908,20 @@ porta_status_t refuse_during_shutdown(const char* function) {
   return fail(PORTA_ERROR_UNAVAILABLE, "{}: porta_shutdown is under way", function);
 }
 
+porta_status_t refuse_reentry(const char* function) {
+  if (!PluginSetup::active()) return PORTA_SUCCESS;
+  return fail(PORTA_ERROR_UNAVAILABLE,
+              "{}: called while this thread loads or unloads Porta's plugins (a plugin's entry, "
+              "initialize or shutdown cannot call Porta)",
+              function);
+}
+
 porta_status_t ensure_initialized() {
   {
     std::shared_lock lock(lifecycle_mutex());
     if (instance().initialized()) return instance().status();
   }
-  std::unique_lock lock(lifecycle_mutex());
+  HeldAlone alone;
   if (!instance().initialized()) instance().initialize(nullptr);
   return instance().status();
 }

@@ -143,16 +143,41 @@ class PluginCall {
   static bool active();
 };
 
-// Copies between devices without peer access are staged through the host chunk by chunk from
-// the calling thread, so waiting for the devices' queued work does not cover them: a free waits
-// here for those begun before it.
-class StagedCopies {
+// Marks the calling thread as loading or unloading plugins (porta_init, porta_shutdown, a
+// collective engine's first use): a Porta call that a plugin's entry, initialize or shutdown
+// makes is refused there (detail::refuse_reentry) instead of waiting on a lock its own thread
+// holds.
+class PluginSetup {
  public:
-  uint64_t begin();
-  void end(uint64_t ticket);
+  PluginSetup();
+  ~PluginSetup();
+  PluginSetup(const PluginSetup&) = delete;
+  PluginSetup& operator=(const PluginSetup&) = delete;
+  static bool active();
+};
+
+// Work that runs in the calling thread's own loop rather than queued on a stream: copies between
+// devices staged through the host, collectives that an engine runs on the caller's thread (MPI's).
+// Waiting for the devices' queued work does not cover it, so a free waits here for what began
+// before it. Such work holds a Scope while it runs.
+class CallerWork {
+ public:
+  class Scope {
+   public:
+    explicit Scope(CallerWork& work) : work_(work), ticket_(work.begin()) {}
+    ~Scope() { work_.end(ticket_); }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    CallerWork& work_;
+    const uint64_t ticket_;
+  };
   void wait_for_earlier();
 
  private:
+  uint64_t begin();
+  void end(uint64_t ticket);
   std::mutex mutex_;
   std::condition_variable ended_;
   uint64_t next_ = 0;
@@ -196,7 +221,7 @@ class Runtime {
   HandleTable<Module, HandleTag::kModule> modules;
   HandleTable<Kernel, HandleTag::kKernel> kernels;
   HandleTable<Comm, HandleTag::kComm> comms;
-  StagedCopies staged_copies;
+  CallerWork caller_work;
 
   // The collective engine serving the device, opening the engines on first use; nullptr after
   // setting an UNAVAILABLE message with the reason.
@@ -359,11 +384,21 @@ porta_status_t ensure_initialized();
 std::atomic<int>& shutdowns_under_way();
 // UNAVAILABLE, named for function, while a shutdown is under way; else SUCCESS.
 porta_status_t refuse_during_shutdown(const char* function);
+
+// The runtime held alone (porta_init, the first call's initialisation, the end of
+// porta_shutdown), which loads or unloads plugins.
+struct HeldAlone {
+  std::unique_lock<std::shared_mutex> lock{lifecycle_mutex()};
+  PluginSetup setup;
+};
+// UNAVAILABLE, named for function, on a thread that loads or unloads plugins; else SUCCESS.
+porta_status_t refuse_reentry(const char* function);
 }  // namespace detail
 
 template <typename Body>
 porta_status_t with_runtime_even_if_failed(const char* function, Body&& body) noexcept {
   return guarded(function, [&]() -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_reentry(function)) return refused;
     if (porta_status_t refused = detail::refuse_during_shutdown(function)) return refused;
     detail::ensure_initialized();
     std::shared_lock lock(detail::lifecycle_mutex());
@@ -374,6 +409,7 @@ porta_status_t with_runtime_even_if_failed(const char* function, Body&& body) no
 template <typename Body>
 porta_status_t with_runtime(const char* function, Body&& body) noexcept {
   return guarded(function, [&]() -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_reentry(function)) return refused;
     if (porta_status_t refused = detail::refuse_during_shutdown(function)) return refused;
     detail::ensure_initialized();
     std::shared_lock lock(detail::lifecycle_mutex());

@@ -364,7 +364,9 @@ typedef struct porta_plugin_s {
 } porta_plugin_t;
 
 /* The one symbol a plugin exports. It must be cheap and must not touch the driver: that happens
- * in initialize. out_plugin->struct_size is set by libporta to the size it can read. */
+ * in initialize. out_plugin->struct_size is set by libporta to the size it can read. The entry,
+ * initialize and shutdown run inside porta_init or porta_shutdown: a porta.h call made there is
+ * refused with PORTA_ERROR_UNAVAILABLE. */
 typedef porta_status_t (*porta_plugin_entry_fn)(const porta_host_api_t* host,
                                                 porta_plugin_t* out_plugin);
 

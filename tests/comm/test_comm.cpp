@@ -8,6 +8,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <porta/porta_comm.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -352,6 +353,40 @@ TEST_CASE("comm: one rank on the default device all-reduces, gathers and broadca
   std::vector<uint16_t> got(n);
   PT_REQUIRE_OK(porta_memcpy(got.data(), b.get(), n * 2));
   for (size_t i = 0; i < (n / 2) * 2; ++i) REQUIRE(got[i] == halves[i]);
+  PT_REQUIRE_OK(porta_comm_destroy(comm));
+}
+
+// An engine that runs collectives on the caller's thread (MPI's) works on the buffers outside any
+// stream: a free on another thread must wait for it, as it waits for the devices' queued work,
+// rather than unmap the memory under it (SIGSEGV).
+TEST_CASE("comm: a free waits for a collective another thread runs on its memory",
+          "[single-rank]") {
+  porta_device_t device = 0;
+  PT_REQUIRE_OK(porta_device_default(&device));
+  porta_comm_unique_id_t id{};
+  PT_REQUIRE_OK(porta_comm_get_unique_id(device, &id));
+  porta_comm_t comm = nullptr;
+  PT_REQUIRE_OK(porta_comm_create(device, 0, 1, &id, &comm));
+  constexpr size_t n = size_t{1} << 22;
+  void* buffer = nullptr;
+  PT_REQUIRE_OK(porta_memory_alloc(device, n * sizeof(float), &buffer));
+  PT_REQUIRE_OK(porta_memset(buffer, 0, n * sizeof(float)));
+  std::atomic<int> runs{0};
+  std::atomic<porta_status_t> last{PORTA_SUCCESS};
+  std::thread worker([&] {
+    porta_status_t status;
+    while ((status = porta_comm_all_reduce(comm, buffer, buffer, n, PORTA_DTYPE_F32,
+                                           PORTA_REDUCE_AVG, nullptr)) == PORTA_SUCCESS) {
+      ++runs;
+    }
+    last = status;
+  });
+  while (runs < 2 && last == PORTA_SUCCESS) std::this_thread::yield();
+  PT_CHECK_OK(porta_memory_free(buffer));
+  worker.join();
+  CHECK(runs >= 2);
+  // The collective after the free finds no memory there.
+  CHECK(Status{last.load()} == Status{PORTA_ERROR_INVALID_ARGUMENT});
   PT_REQUIRE_OK(porta_comm_destroy(comm));
 }
 

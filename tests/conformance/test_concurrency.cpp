@@ -2,16 +2,17 @@
 // waiting at once; events handed across threads and streams; objects created and destroyed while
 // other threads use theirs. Labelled `concurrency` in CTest, and run again under ThreadSanitizer
 // by tools/test.
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <sstream>
-
-#include <unistd.h>
 
 #include "common.h"
 
@@ -398,6 +399,44 @@ TEST_CASE("concurrency: errors on one thread do not leak into another", "[concur
       }
     }
   });
+  failures.report();
+}
+
+// porta_init while initialised returns the first call's status. Asking to hold the runtime alone
+// first, it waited until no other call held it: threads calling back to back kept it waiting for
+// as long as they ran (the workers below stop only once it has returned; the deadline turns a
+// wait that never ends into a failure).
+TEST_CASE("concurrency: porta_init returns at once while other threads keep calling",
+          "[concurrency]") {
+  Failures failures;
+  const porta_device_t device = devices().front();  // Catch's checks on this thread only
+  std::atomic<bool> stop{false};
+  std::atomic<int> started{0};
+  std::vector<std::thread> workers;
+  for (int i = 0; i < 3; ++i) {
+    workers.emplace_back([&, i] {
+      porta_stream_t stream = nullptr;
+      WORKER_OK(failures, porta_stream_create(device, &stream));
+      std::this_thread::sleep_for(std::chrono::microseconds(1700 * i));  // out of step
+      ++started;
+      const auto nap = [](void*) { std::this_thread::sleep_for(std::chrono::milliseconds(5)); };
+      while (!stop && WORKER_OK(failures, porta_stream_launch_host_func(stream, nap, nullptr)) &&
+             WORKER_OK(failures, porta_stream_synchronize(stream))) {
+      }
+      WORKER_OK(failures, porta_stream_destroy(stream));
+    });
+  }
+  while (started < 3) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::promise<porta_status_t> init;
+  std::future<porta_status_t> status = init.get_future();
+  std::thread caller([&] { init.set_value(porta_init(nullptr)); });
+  const bool returned = status.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  stop = true;
+  caller.join();
+  for (std::thread& worker : workers) worker.join();
+  CHECK(returned);
+  CHECK(Status{status.get()} == Status{PORTA_SUCCESS});
   failures.report();
 }
 

@@ -275,6 +275,8 @@ TEST_CASE("loader: a plugin's unended strings and undefined statuses stop at lib
   Installed installed(PORTA_TEST_PLUGIN_ODD_ANSWERS, "level_zero");
   const porta_init_options_t o = options("level_zero", installed.dir.path().c_str());
   PT_REQUIRE_OK(porta_init(&o));
+  // Its version string has no end: what was read of it fills the row's field.
+  CHECK(std::strlen(row_of("level_zero").version) == sizeof(porta_plugin_report_t::version) - 1);
   porta_device_properties_t p{};
   p.struct_size = sizeof(p);
   PT_REQUIRE_OK(porta_device_properties(0, &p));
@@ -287,6 +289,25 @@ TEST_CASE("loader: a plugin's unended strings and undefined statuses stop at lib
   CHECK(Status{alloc.status} == Status{PORTA_ERROR_INTERNAL});
   CHECK(contains(alloc.message, "the level_zero backend returned 7"));
   CHECK(memory == nullptr);
+}
+
+TEST_CASE("loader: a plugin calling Porta from its initialize or shutdown is refused", "[loader]") {
+  Fresh fresh;
+  unsetenv("PORTA_TEST_CALLED_AT_SHUTDOWN");
+  Installed installed(PORTA_TEST_PLUGIN_CALLS_PORTA, "level_zero");
+  const porta_init_options_t o = options("level_zero", installed.dir.path().c_str());
+  // Its initialize fails, naming the call, unless each was refused as UNAVAILABLE.
+  const CallResult init = call_on_fresh_thread([&] { return porta_init(&o); });
+  INFO(init.message);
+  REQUIRE(Status{init.status} == Status{PORTA_SUCCESS});
+  int32_t count = 0;
+  PT_REQUIRE_OK(porta_device_count(&count));
+  CHECK(count == 1);
+  PT_REQUIRE_OK(porta_shutdown());
+  const char* at_shutdown = std::getenv("PORTA_TEST_CALLED_AT_SHUTDOWN");
+  REQUIRE(at_shutdown != nullptr);
+  CHECK(std::string(at_shutdown) == std::to_string(PORTA_ERROR_UNAVAILABLE));
+  unsetenv("PORTA_TEST_CALLED_AT_SHUTDOWN");
 }
 
 TEST_CASE("loader: PORTA_PLUGIN_PATH is a colon-separated list searched in order", "[loader]") {
