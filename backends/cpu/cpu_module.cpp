@@ -78,6 +78,7 @@ struct Launch {
   const CpuKernel* kernel;
   porta_cpu_group_fn run_group;
   const porta_cpu_checker_t* checker;
+  porta_simt_take_failure_fn take_failure;
   HazardLog* hazard_log;
   std::vector<uint32_t> param_sizes;
   std::mutex hazards_mutex;
@@ -137,6 +138,12 @@ void run_launch(Launch& launch, ThreadPool& pool, ScratchBuffer& worker_scratch)
           group.group_id[1] = y;
           group.group_id[2] = z;
           launch.run_group(&group, launch.args.data());
+          if (launch.take_failure) {
+            if (const char* failure = launch.take_failure()) {
+              throw_error(PORTA_ERROR_OUT_OF_MEMORY,
+                          "kernel '" + launch.kernel->name() + "': " + failure);
+            }
+          }
           if (launch.checker) take_hazards(launch, group);
           if (++x == gx) {
             x = 0;
@@ -171,10 +178,11 @@ std::optional<size_t> object_size(const void* address) {
 }  // namespace
 
 CpuKernel::CpuKernel(std::string name, const porta_cpu_kernel_t& descriptor,
-                     const porta_cpu_checker_t* checker)
+                     const porta_cpu_checker_t* checker, porta_simt_take_failure_fn take_failure)
     : name_(std::move(name)),
       run_group_(descriptor.run_group),
       checker_(checker),
+      take_failure_(take_failure),
       param_sizes_(descriptor.param_sizes, descriptor.param_sizes + descriptor.param_count) {
   param_offsets_.reserve(param_sizes_.size());
   for (uint32_t size : param_sizes_) {
@@ -196,6 +204,7 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, Th
   launch->kernel = this;
   launch->run_group = run_group_;
   launch->checker = checker_;
+  launch->take_failure = take_failure_;
   launch->hazard_log = &hazards;
   launch->param_sizes = param_sizes_;
   uint64_t groups = 1;
@@ -246,12 +255,19 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, Th
 }
 
 CpuModule::CpuModule(void* handle, std::string origin, int memfd)
-    : handle_(handle), checker_(nullptr), origin_(std::move(origin)), memfd_(memfd) {
-  // A racecheck build (porta_add_kernel_library's .cpu-racecheck.so) exports its checker.
+    : handle_(handle),
+      checker_(nullptr),
+      take_failure_(nullptr),
+      origin_(std::move(origin)),
+      memfd_(memfd) {
+  // A racecheck build (porta_add_kernel_library's .cpu-racecheck.so) exports its checker, and
+  // it and a SIMT build (.cpu-simt.so) what stopped a group.
   auto* checker = static_cast<const porta_cpu_checker_t*>(dlsym(handle, PORTA_CPU_CHECKER_SYMBOL));
   if (checker && checker->struct_size >= sizeof(porta_cpu_checker_t) && checker->take) {
     checker_ = checker;
   }
+  take_failure_ =
+      reinterpret_cast<porta_simt_take_failure_fn>(dlsym(handle, PORTA_SIMT_FAILURE_SYMBOL));
 }
 
 CpuModule::~CpuModule() {
@@ -401,7 +417,7 @@ CpuKernel* CpuModule::kernel(const char* name) {
     throw_error(PORTA_ERROR_INVALID_ARGUMENT,
                 symbol + ": malformed descriptor (NULL run_group or param_sizes)");
   }
-  auto kernel = std::make_unique<CpuKernel>(name, *descriptor, checker_);
+  auto kernel = std::make_unique<CpuKernel>(name, *descriptor, checker_, take_failure_);
   const std::string limit = std::string(PORTA_CPU_KERNEL_MAX_GROUP_PREFIX) + name;
   const std::string old_limit = std::string(PORTA_CPU_KERNEL_OLD_MAX_GROUP_PREFIX) + name;
   if (auto* max = static_cast<const uint32_t*>(dlsym(handle_, limit.c_str()))) {

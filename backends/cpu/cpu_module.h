@@ -24,9 +24,10 @@ namespace porta::cpu {
 class CpuKernel {
  public:
   // descriptor has been validated (see CpuModule::kernel) and lives as long as its module, as
-  // does checker (NULL unless the module is a racecheck build).
+  // do checker (NULL unless the module is a racecheck build) and take_failure (NULL unless it is
+  // a SIMT or racecheck build).
   CpuKernel(std::string name, const porta_cpu_kernel_t& descriptor,
-            const porta_cpu_checker_t* checker);
+            const porta_cpu_checker_t* checker, porta_simt_take_failure_fn take_failure);
 
   const std::string& name() const { return name_; }
   // The limit the kernel declared (PORTA_KERNEL_MAX_GROUP), or 0 for none.
@@ -41,7 +42,7 @@ class CpuKernel {
   // every work-group on pool. The task uses this kernel: libporta unloads a module only after the
   // device is idle. Throws Failure(INVALID_ARGUMENT) for NULL args when there are parameters.
   // The task fails with KERNEL_HAZARD, after recording them in hazards, when the module's
-  // checker found any.
+  // checker found any, and with OUT_OF_MEMORY where a SIMT build could not run or check a group.
   Task make_launch(const porta_launch_config_t& config, void** args, ThreadPool& pool,
                    HazardLog& hazards) const;
 
@@ -49,6 +50,7 @@ class CpuKernel {
   std::string name_;
   porta_cpu_group_fn run_group_;
   const porta_cpu_checker_t* checker_;
+  porta_simt_take_failure_fn take_failure_;
   std::vector<uint32_t> param_sizes_;
   std::vector<size_t> param_offsets_;  // into the argument block, each suitably aligned
   size_t block_size_ = 0;
@@ -81,7 +83,8 @@ class CpuModule {
   CpuModule(void* handle, std::string origin, int memfd);
 
   void* handle_;
-  const porta_cpu_checker_t* checker_;  // a racecheck build's, or NULL
+  const porta_cpu_checker_t* checker_;       // a racecheck build's, or NULL
+  porta_simt_take_failure_fn take_failure_;  // a SIMT or racecheck build's, or NULL
   std::string origin_;  // the path, or "/proc/self/fd/N" of an in-memory image, for messages
   int memfd_;           // -1 unless loaded from memory; see load_data for why it stays open
   std::mutex mutex_;

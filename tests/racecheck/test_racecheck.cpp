@@ -3,12 +3,18 @@
 // phase and buffer, and fails the launch's stream with PORTA_ERROR_KERNEL_HAZARD; the correct
 // version of each runs clean and right. Each test initialises Porta itself, in the mode it needs.
 #define CATCH_CONFIG_MAIN
+#include <malloc.h>
 #include <porta/porta.h>
+#include <porta/porta_ops.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -381,4 +387,143 @@ TEST_CASE("racecheck: a build without the checker is refused, not run unchecked"
   // By its base name the library's racecheck build is picked.
   REQUIRE(porta_module_load(0, PORTA_TEST_HAZARD_KERNELS, &module) == PORTA_SUCCESS);
   CHECK(porta_module_unload(module) == PORTA_SUCCESS);
+}
+
+// ---- running out of memory ------------------------------------------------------------------
+// A simt or racecheck launch needs memory of its own: a stack per work-item, and the checker's
+// record of the group's accesses. Where it runs out, the launch fails with OUT_OF_MEMORY and the
+// process goes on. Each case runs in a child process whose address space is limited to a little
+// more than it already holds (a sanitizer reserves far more address space than it uses: not there).
+namespace {
+
+// Limits the address space to what the process has mapped plus `more` bytes (soft limit only,
+// so that it can be raised again).
+bool limit_address_space(size_t more) {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0;
+  if (!(statm >> pages)) return false;
+  rlimit limit{};
+  if (getrlimit(RLIMIT_AS, &limit) != 0) return false;
+  limit.rlim_cur = pages * size_t(sysconf(_SC_PAGESIZE)) + more;
+  return setrlimit(RLIMIT_AS, &limit) == 0;
+}
+
+bool lift_address_space_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_AS, &limit) != 0) return false;
+  limit.rlim_cur = limit.rlim_max;
+  return setrlimit(RLIMIT_AS, &limit) == 0;
+}
+
+// The stream's status after `launch`, with its message in `message`.
+porta_status_t outcome(porta_status_t queued, std::string& message) {
+  const porta_status_t status =
+      queued == PORTA_SUCCESS ? porta_stream_synchronize(nullptr) : queued;
+  message = status == PORTA_SUCCESS ? "" : porta_last_error_message();
+  return status;
+}
+
+// Runs body in a child process (no Catch checks there: it says what went wrong on stderr and
+// returns false); true where it returned true and the process ended normally. The child's
+// threads share one malloc arena: a thread's own would reserve 64 MiB of address space when it
+// first allocates, whenever that is, and take what the limit leaves.
+template <typename Body>
+bool in_child(Body&& body) {
+  std::fflush(nullptr);
+  const pid_t child = fork();
+  if (child == 0) {
+    mallopt(M_ARENA_MAX, 1);
+    _exit(body() ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  INFO("the child's wait status: " << status);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+bool expect(bool condition, const std::string& what) {
+  if (!condition) std::fprintf(stderr, "%s\n", what.c_str());
+  return condition;
+}
+
+}  // namespace
+
+TEST_CASE("simt and racecheck: running out of memory fails the launch and not the process",
+          "[racecheck]") {
+#ifndef PORTA_TEST_RACECHECK_BUILT
+  std::printf("skipped: a sanitizer build reserves more address space than a limit leaves\n");
+  std::exit(77);
+#endif
+  // The work-items' stacks (256 KiB each) of a group larger than any before on its thread.
+  CHECK(in_child([] {
+    porta_init_options_t options{};
+    options.struct_size = sizeof(options);
+    options.backend = "cpu";
+    options.cpu_mode = "simt";
+    porta_module_t module = nullptr;
+    porta_kernel_t kernel = nullptr;
+    void *x = nullptr, *y = nullptr;
+    if (!expect(porta_init(&options) == PORTA_SUCCESS &&
+                    porta_module_load(0, PORTA_TEST_HAZARD_KERNELS, &module) == PORTA_SUCCESS &&
+                    porta_kernel_get(module, "missing_barrier_fixed", &kernel) == PORTA_SUCCESS &&
+                    porta_memory_alloc(0, 1024, &x) == PORTA_SUCCESS &&
+                    porta_memory_alloc(0, 1024, &y) == PORTA_SUCCESS,
+                "set-up failed"))
+      return false;
+    uint32_t n = 8;
+    void* args[] = {&n, &x, &y};
+    std::string message;
+    porta_launch_config_t config = one_group(8);
+    if (!expect(
+            outcome(porta_kernel_launch(kernel, &config, args, nullptr), message) == PORTA_SUCCESS,
+            "8 items: " + message))
+      return false;
+    if (!expect(limit_address_space(size_t{32} << 20), "cannot limit the address space"))
+      return false;
+    n = 256;
+    config = one_group(256);
+    const porta_status_t status =
+        outcome(porta_kernel_launch(kernel, &config, args, nullptr), message);
+    lift_address_space_limit();
+    if (!expect(status == PORTA_ERROR_OUT_OF_MEMORY && contains(message, "stacks"),
+                "256 items under the limit: " + std::string(porta_status_name(status)) + ": " +
+                    message))
+      return false;
+    // With the memory back, the same launch runs.
+    return expect(outcome(porta_kernel_launch(kernel, &config, args, nullptr), message) ==
+                      PORTA_SUCCESS,
+                  "256 items after: " + message) &&
+           porta_memory_free(x) == PORTA_SUCCESS && porta_memory_free(y) == PORTA_SUCCESS &&
+           porta_shutdown() == PORTA_SUCCESS;
+  }));
+  // The checker's record of a group that touches 32 MB (a softmax row of 2^22), about 48 bytes
+  // a byte.
+  CHECK(in_child([] {
+    porta_init_options_t options{};
+    options.struct_size = sizeof(options);
+    options.backend = "cpu";
+    options.cpu_mode = "racecheck";
+    constexpr int64_t kCols = int64_t{1} << 22;
+    float *x = nullptr, *y = nullptr;
+    std::string message;
+    if (!expect(
+            porta_init(&options) == PORTA_SUCCESS &&
+                porta_memory_alloc(0, kCols * 4, reinterpret_cast<void**>(&x)) == PORTA_SUCCESS &&
+                porta_memory_alloc(0, kCols * 4, reinterpret_cast<void**>(&y)) == PORTA_SUCCESS &&
+                porta_memset(x, 0, kCols * 4) == PORTA_SUCCESS &&
+                outcome(porta_softmax_forward(nullptr, PORTA_SOFTMAX, 1, 256, x, y), message) ==
+                    PORTA_SUCCESS,
+            "set-up failed: " + message))
+      return false;
+    if (!expect(limit_address_space(size_t{512} << 20), "cannot limit the address space"))
+      return false;
+    const porta_status_t status =
+        outcome(porta_softmax_forward(nullptr, PORTA_SOFTMAX, 1, kCols, x, y), message);
+    lift_address_space_limit();
+    return expect(status == PORTA_ERROR_OUT_OF_MEMORY && contains(message, "race checker"),
+                  "a row of 2^22 under the limit: " + std::string(porta_status_name(status)) +
+                      ": " + message) &&
+           porta_memory_free(x) == PORTA_SUCCESS && porta_memory_free(y) == PORTA_SUCCESS &&
+           porta_shutdown() == PORTA_SUCCESS;
+  }));
 }

@@ -48,6 +48,13 @@ typedef struct porta_cpu_checker_s {
   uint32_t (*take)(porta_cpu_hazard_t* out, uint32_t capacity);
 } porta_cpu_checker_t;
 
+/* What every SIMT and racecheck build exports: after each work-group the backend calls it on the
+ * calling thread, and a message (a static string) means the group could not be run, or checked,
+ * for want of memory (the fibers' stacks, the checker's shadow); NULL means it was. */
+#define PORTA_SIMT_FAILURE_SYMBOL "porta_simt_take_failure"
+typedef const char* (*porta_simt_take_failure_fn)(void);
+const char* porta_simt_take_failure(void);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -16,6 +16,7 @@
 #include <link.h>
 
 #include <cstring>
+#include <new>
 #include <unordered_map>
 #include <vector>
 
@@ -52,6 +53,10 @@ class Shadow {
       }
       if (cell.address == address) return cell;
     }
+  }
+  // Gives the table back where it grew past max_bytes (a group that touched much memory).
+  void shrink(size_t max_bytes) {
+    if (cells_.size() * sizeof(Cell) > max_bytes) *this = Shadow{};
   }
   void clear() {
     used_ = 0;
@@ -97,6 +102,9 @@ struct Checker {
   std::vector<porta_cpu_hazard_t> found;  // since the backend's last take
   uintptr_t tls_low = 0, tls_high = 0;    // this module's thread-local block: PORTA_SHARED
   bool tls_known = false;
+  // Memory ran out for the checker's records in this group: it stops checking, and the group
+  // fails (group_failure) rather than the exception ending the process on a fiber's stack.
+  bool exhausted = false;
 };
 
 thread_local Checker checker;
@@ -221,15 +229,23 @@ void stack_access(const Group& group, const Fiber& fiber, uintptr_t address, uin
 inline void on_access(const void* pointer, size_t size, bool write, void* site) {
   const Group* group = thread_group;
   if (!group || !group->current) return;  // not in a work-item: the runtime's own code
+  if (checker.exhausted) return;
   const Fiber& fiber = *group->current;
   const auto address = reinterpret_cast<uintptr_t>(pointer);
   const auto code = reinterpret_cast<uintptr_t>(site);
-  if (address - group->arena < group->arena_bytes) {
-    stack_access(*group, fiber, address, static_cast<uint32_t>(size), write, code);
-  } else {
-    shadow_access(*group, fiber, address, static_cast<uint32_t>(size), write, code);
+  try {
+    if (address - group->arena < group->arena_bytes) {
+      stack_access(*group, fiber, address, static_cast<uint32_t>(size), write, code);
+    } else {
+      shadow_access(*group, fiber, address, static_cast<uint32_t>(size), write, code);
+    }
+  } catch (const std::bad_alloc&) {
+    checker.exhausted = true;
   }
 }
+
+// The shadow's largest size kept from one group to the next.
+constexpr size_t kKeptShadowBytes = size_t{64} << 20;
 
 // The calling thread's block of this module's thread-local storage, where PORTA_SHARED lives.
 int find_tls(dl_phdr_info* info, size_t, void* base) {
@@ -260,9 +276,11 @@ void begin_group(Group&) {
   checker.shadow.clear();
   checker.outer.clear();
   checker.differing.clear();
+  checker.exhausted = false;
 }
 
-bool end_phase(Group& group) {
+namespace {
+bool compare_phase(Group& group) {
   // Every item must wait at the same barrier: one that left the kernel, or waits elsewhere,
   // would leave the others hanging on a GPU.
   const Fiber* first = nullptr;
@@ -318,15 +336,36 @@ bool end_phase(Group& group) {
   checker.shadow.clear();
   return together;
 }
+}  // namespace
+
+bool end_phase(Group& group) {
+  try {
+    return compare_phase(group);
+  } catch (const std::bad_alloc&) {
+    checker.exhausted = true;
+    checker.outer.clear();
+    checker.shadow.clear();
+    return true;
+  }
+}
 
 void end_group(Group&) {
   checker.outer.clear();
   checker.differing.clear();
+  checker.shadow.shrink(kKeptShadowBytes);
+  if (checker.exhausted) {
+    checker.shadow = Shadow{};
+    group_failure = "the race checker ran out of memory for its record of the group's accesses";
+  }
 }
 
 void own(Fiber& fiber, uintptr_t address, size_t size, bool keep) {
   if (keep) {
-    fiber.own.emplace_back(address, size);
+    try {
+      fiber.own.emplace_back(address, size);
+    } catch (const std::bad_alloc&) {
+      checker.exhausted = true;
+    }
     return;
   }
   for (size_t i = fiber.own.size(); i-- > 0;) {

@@ -11,7 +11,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
+#include <utility>
 
+#include "checker.h"
 #include "simt_runtime.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -24,6 +27,7 @@
 namespace porta::simt {
 
 thread_local Group* thread_group = nullptr;
+thread_local const char* group_failure = nullptr;
 
 namespace {
 
@@ -70,26 +74,49 @@ void set_current_fiber(Group& group, Fiber* fiber) {
   std::abort();
 }
 
-// The fibers' stacks: one mapping per thread, grown when a group has more items than before.
-void reserve(Group& group, uint32_t items) {
-  if (group.fibers.size() >= items) return;
+// Gives back the fibers and their stacks.
+void release(Group& group) {
   if (group.arena) munmap(reinterpret_cast<void*>(group.arena), group.arena_bytes);
 #if PORTA_SIMT_TSAN
   for (Fiber& fiber : group.fibers) __tsan_destroy_fiber(fiber.tsan_fiber);
 #endif
   group.fibers.clear();
+  group.arena = 0;
+  group.arena_bytes = 0;
+}
+
+// The fibers' stacks: one mapping per thread, grown when a group has more items than before.
+// Returns false, with group_failure set and nothing held, where memory or mappings run out.
+bool reserve(Group& group, uint32_t items) {
+  if (group.fibers.size() >= items) return true;
+  release(group);
   const size_t per_fiber = kStackBytes + kGuardBytes;
   const size_t bytes = per_fiber * items;
   void* arena = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  if (arena == MAP_FAILED) die("cannot map the work-items' stacks");
+  if (arena == MAP_FAILED) {
+    group_failure = "cannot map the work-items' stacks";
+    return false;
+  }
   group.arena = reinterpret_cast<uintptr_t>(arena);
   group.arena_bytes = bytes;
-  group.fibers = std::vector<Fiber>(items);
+  try {
+    group.fibers = std::vector<Fiber>(items);
+  } catch (const std::bad_alloc&) {
+    release(group);
+    group_failure = "cannot allocate the work-items' fibers";
+    return false;
+  }
   for (uint32_t i = 0; i < items; ++i) {
     Fiber& fiber = group.fibers[i];
     const uintptr_t base = group.arena + i * per_fiber;
-    mprotect(reinterpret_cast<void*>(base), kGuardBytes, PROT_NONE);
+    // Each guard splits the mapping: at the system's limit of mappings this fails, and a stack
+    // without its guard would overflow into the next one unseen.
+    if (mprotect(reinterpret_cast<void*>(base), kGuardBytes, PROT_NONE) != 0) {
+      release(group);
+      group_failure = "cannot protect the work-items' stack guards (too many memory mappings)";
+      return false;
+    }
     fiber.stack_low = base + kGuardBytes;
     fiber.stack_top = base + per_fiber;
     fiber.item = i;
@@ -99,17 +126,13 @@ void reserve(Group& group, uint32_t items) {
     fiber.tsan_fiber = __tsan_create_fiber(0);
 #endif
   }
+  return true;
 }
 
 // The thread's group state; freed with the thread.
 struct ThreadGroup {
   Group group;
-  ~ThreadGroup() {
-    if (group.arena) munmap(reinterpret_cast<void*>(group.arena), group.arena_bytes);
-#if PORTA_SIMT_TSAN
-    for (Fiber& fiber : group.fibers) __tsan_destroy_fiber(fiber.tsan_fiber);
-#endif
-  }
+  ~ThreadGroup() { release(group); }
 };
 
 // Where every fiber starts (makecontext passes its Fiber* as two ints): the kernel body for its
@@ -161,7 +184,10 @@ void porta_simt_run_group(const porta_cpu_work_group_t* work_group, void* const*
   group.group = work_group;
   group.items = work_group->group_size[0] * work_group->group_size[1] * work_group->group_size[2];
   group.phase = 0;
-  reserve(group, group.items);
+  if (!reserve(group, group.items)) {
+    group.group = nullptr;
+    return;
+  }
 #if PORTA_SIMT_TSAN
   // The thread's own context, once: fibers read it after their last release.
   if (!group.tsan_scheduler) group.tsan_scheduler = __tsan_get_current_fiber();
@@ -200,6 +226,10 @@ void porta_simt_run_group(const porta_cpu_work_group_t* work_group, void* const*
   check::end_group(group);
 #endif
   group.group = nullptr;
+}
+
+__attribute__((visibility("default"))) const char* porta_simt_take_failure(void) {
+  return std::exchange(group_failure, nullptr);
 }
 
 void porta_simt_inner(void (*call)(void*), void* closure) {

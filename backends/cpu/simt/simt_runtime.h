@@ -50,6 +50,10 @@ struct Group {
 // The group the calling thread runs; its `current` is the running fiber, NULL in the scheduler.
 extern thread_local Group* thread_group;
 
+// Why the last group run on this thread could not be run (or checked) whole, or NULL: the
+// backend takes it after each group (porta_simt_take_failure) and fails the launch with it.
+extern thread_local const char* group_failure;
+
 #if PORTA_SIMT_CHECK
 // The checker's side (racecheck.cpp): called by the scheduler between phases, when every fiber
 // of the group is at a barrier or done.
