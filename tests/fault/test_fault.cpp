@@ -14,7 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "../child_process.h"
 #include "fault_injector.h"
+
+using namespace porta_test;
 
 namespace {
 
@@ -262,6 +265,55 @@ TEST_CASE("fault: GEMM, from the op plugin's first use", "[fault]") {
        },
        [] {});
   porta_shutdown();
+}
+
+// The vendor plugin runs oneDNN on the stream's worker, where it allocates the reorders' buffers:
+// a failure there is the stream's error, which its synchronize returns, and the next op runs (the
+// failure was logged, kept back and returned by the next vendor op instead, which did not run).
+// In a child process under an address-space limit: oneDNN itself does not survive every
+// allocation failing in turn.
+TEST_CASE("fault: a vendor op that fails on the stream is the stream's error", "[fault]") {
+#ifndef PORTA_TEST_VENDOR_CPU
+  WARN("skipped: the vendor op plugin for the CPU (oneDNN) is not built here");
+  return;
+#endif
+  porta_shutdown();
+  CHECK(in_child([] {
+    porta_init_options_t options{};
+    options.struct_size = sizeof(options);
+    options.ops = "vendor";
+    // 64 channels of 256 x 256: oneDNN reorders x and y (16 MiB each) to its blocked layout.
+    porta_conv2d_desc_t desc = small_conv();
+    desc.in_channels = desc.out_channels = 64;
+    desc.in_height = desc.in_width = 256;
+    const size_t x_bytes = size_t{64} * 256 * 256 * 4, w_bytes = 64 * 64 * 9 * 4;
+    float *x = nullptr, *w = nullptr, *y = nullptr;
+    std::string message;
+    const auto run = [&] {
+      porta_status_t status = porta_conv2d_forward(nullptr, &desc, x, w, y);
+      if (ok(status)) status = porta_stream_synchronize(nullptr);
+      message = ok(status) ? "" : porta_last_error_message();
+      return status;
+    };
+    if (!expect(ok(porta_init(&options)) &&
+                    ok(porta_memory_alloc(0, x_bytes, reinterpret_cast<void**>(&x))) &&
+                    ok(porta_memory_alloc(0, w_bytes, reinterpret_cast<void**>(&w))) &&
+                    ok(porta_memory_alloc(0, x_bytes, reinterpret_cast<void**>(&y))) &&
+                    ok(porta_memset(x, 0, x_bytes)) && ok(porta_memset(w, 0, w_bytes)) &&
+                    ok(run()),  // the plugin's first use, its primitive made
+                "set-up failed: " + message))
+      return false;
+    if (!expect(limit_address_space(size_t{8} << 20), "cannot limit the address space"))
+      return false;
+    const porta_status_t status = run();
+    lift_address_space_limit();
+    return expect(
+               status == PORTA_ERROR_OUT_OF_MEMORY && message.find("oneDNN") != std::string::npos,
+               "under the limit: " + std::string(porta_status_name(status)) + ": " + message) &&
+           expect(ok(run()), "after: " + message) && ok(porta_memory_free(x)) &&
+           ok(porta_memory_free(w)) && ok(porta_memory_free(y)) && ok(porta_shutdown());
+  }));
+  require_init();
 }
 
 TEST_CASE("fault: conv2d forward, from the op plugin's first use", "[fault]") {

@@ -734,6 +734,40 @@ TEST_CASE("conv2d: bf16 windows read in place as pairs of taps", "[conv][16bit]"
   run_bf16_cases(env, cases, true);
 }
 
+// Padding and strides are 64-bit: one of 2^32 or more is the convolution it says (here a window
+// of padding alone, so zeros), or UNSUPPORTED where a library takes 32 bits. oneDNN's had become
+// a pad of 0 and a stride of 1, and the unpadded products.
+TEST_CASE("conv2d: padding and strides past 32 bits are as given or UNSUPPORTED", "[conv]") {
+  Env env;
+  porta_conv2d_desc_t d{};
+  d.struct_size = sizeof d;
+  d.batch = d.in_channels = d.in_height = d.in_width = d.out_channels = 1;
+  d.kernel_height = d.kernel_width = 1;
+  d.pad_h = int64_t{1} << 32;
+  d.stride_h = (int64_t{1} << 34) + 1;
+  d.stride_w = d.dilation_h = d.dilation_w = 1;
+  d.dtype = PORTA_DTYPE_F32;
+  int64_t p = 0, q = 0;
+  REQUIRE(porta_conv2d_output_size(&d, &p, &q) == PORTA_SUCCESS);
+  REQUIRE(p * q == 1);
+  DeviceArray<float> x(env, 1), w(env, 1), dy(env, 1), y(env, 1), dx(env, 1), dw(env, 1);
+  x.upload({3.0f});
+  w.upload({2.0f});
+  dy.upload({5.0f});
+  const porta_status_t statuses[] = {
+      porta_conv2d_forward(env.stream(), &d, x.get(), w.get(), y.get()),
+      porta_conv2d_backward_data(env.stream(), &d, dy.get(), w.get(), dx.get()),
+      porta_conv2d_backward_weights(env.stream(), &d, x.get(), dy.get(), dw.get())};
+  REQUIRE(porta_stream_synchronize(env.stream()) == PORTA_SUCCESS);
+  const DeviceArray<float>* outputs[] = {&y, &dx, &dw};
+  for (int pass = 0; pass < 3; ++pass) {
+    INFO("pass " << pass << ": " << porta_status_name(statuses[pass]));
+    if (statuses[pass] == PORTA_ERROR_UNSUPPORTED && !portable_ops()) continue;
+    REQUIRE(statuses[pass] == PORTA_SUCCESS);
+    CHECK(outputs[pass]->download() == std::vector<float>{0.0f});
+  }
+}
+
 TEST_CASE("conv2d: f16 and bf16 inputs are exact-product fp32 convolutions, or UNSUPPORTED",
           "[conv][16bit]") {
   Env env;

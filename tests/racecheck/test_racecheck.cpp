@@ -3,21 +3,20 @@
 // phase and buffer, and fails the launch's stream with PORTA_ERROR_KERNEL_HAZARD; the correct
 // version of each runs clean and right. Each test initialises Porta itself, in the mode it needs.
 #define CATCH_CONFIG_MAIN
-#include <malloc.h>
 #include <porta/porta.h>
 #include <porta/porta_ops.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "../child_process.h"
+
+using namespace porta_test;
 
 namespace {
 
@@ -393,27 +392,9 @@ TEST_CASE("racecheck: a build without the checker is refused, not run unchecked"
 // A simt or racecheck launch needs memory of its own: a stack per work-item, and the checker's
 // record of the group's accesses. Where it runs out, the launch fails with OUT_OF_MEMORY and the
 // process goes on. Each case runs in a child process whose address space is limited to a little
-// more than it already holds (a sanitizer reserves far more address space than it uses: not there).
+// more than it already holds (child_process.h; a sanitizer reserves far more address space than it
+// uses: not there).
 namespace {
-
-// Limits the address space to what the process has mapped plus `more` bytes (soft limit only,
-// so that it can be raised again).
-bool limit_address_space(size_t more) {
-  std::ifstream statm("/proc/self/statm");
-  size_t pages = 0;
-  if (!(statm >> pages)) return false;
-  rlimit limit{};
-  if (getrlimit(RLIMIT_AS, &limit) != 0) return false;
-  limit.rlim_cur = pages * size_t(sysconf(_SC_PAGESIZE)) + more;
-  return setrlimit(RLIMIT_AS, &limit) == 0;
-}
-
-bool lift_address_space_limit() {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_AS, &limit) != 0) return false;
-  limit.rlim_cur = limit.rlim_max;
-  return setrlimit(RLIMIT_AS, &limit) == 0;
-}
 
 // The stream's status after `launch`, with its message in `message`.
 porta_status_t outcome(porta_status_t queued, std::string& message) {
@@ -421,29 +402,6 @@ porta_status_t outcome(porta_status_t queued, std::string& message) {
       queued == PORTA_SUCCESS ? porta_stream_synchronize(nullptr) : queued;
   message = status == PORTA_SUCCESS ? "" : porta_last_error_message();
   return status;
-}
-
-// Runs body in a child process (no Catch checks there: it says what went wrong on stderr and
-// returns false); true where it returned true and the process ended normally. The child's
-// threads share one malloc arena: a thread's own would reserve 64 MiB of address space when it
-// first allocates, whenever that is, and take what the limit leaves.
-template <typename Body>
-bool in_child(Body&& body) {
-  std::fflush(nullptr);
-  const pid_t child = fork();
-  if (child == 0) {
-    mallopt(M_ARENA_MAX, 1);
-    _exit(body() ? 0 : 1);
-  }
-  int status = 0;
-  REQUIRE(waitpid(child, &status, 0) == child);
-  INFO("the child's wait status: " << status);
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
-bool expect(bool condition, const std::string& what) {
-  if (!condition) std::fprintf(stderr, "%s\n", what.c_str());
-  return condition;
 }
 
 }  // namespace

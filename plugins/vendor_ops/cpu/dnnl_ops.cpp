@@ -135,7 +135,7 @@ Cached make(Kind kind, int64_t d0, int64_t d1, int64_t d2) {
 // each pointer is described by the layout the argument has in that primitive.
 porta_status_t run(const char* op, const Op& context, Kind kind, int64_t d0, int64_t d1, int64_t d2,
                    std::vector<std::pair<int, const float*>> args) {
-  return guarded(op, context, [&] {
+  return guarded(op, [&] {
     const int threads = threads_for(context);
     auto prim = ops.get({kind, d0, d1, d2}, [&] { return make(kind, d0, d1, d2); });
     enqueue(context, op, threads, [prim, args = std::move(args)] {
@@ -186,7 +186,7 @@ porta_status_t Ops::bias_add(const Op* op, const porta_bias_add_args_t* a) {
 porta_status_t Ops::bias_backward(const Op* op, const porta_bias_backward_args_t* a) {
   // Nothing to reduce: oneDNN refuses a reduction whose output has the input's shape.
   if (a->batch == 1 && a->spatial == 1) {
-    return guarded("porta_bias_backward", *op, [&] {
+    return guarded("porta_bias_backward", [&] {
       porta::check(porta_memcpy_async(
           a->dbias, a->dy, static_cast<size_t>(a->channels) * sizeof(float), op->stream));
     });

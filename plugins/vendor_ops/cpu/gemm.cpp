@@ -102,7 +102,7 @@ void scale_c(const porta_gemm_desc_t& d, float* c) {
 }  // namespace
 
 porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* args) {
-  return guarded("porta_gemm", *op, [&] {
+  return guarded("porta_gemm", [&] {
     const porta_gemm_desc_t d = *args->desc;  // the queued call runs after this returns
     const void *a = args->a, *b = args->b;
     float* c = args->c;

@@ -19,19 +19,6 @@
 namespace porta::vendor_cpu {
 namespace {
 
-// A stream's storage (porta_op_context_t.stream_storage): the failure of a queued call, until
-// the stream's next op reports it. Queued calls hold it by pointer: libporta releases it only
-// after the stream's work has finished.
-struct StreamFailure {
-  std::mutex mutex;
-  std::string message;  // the first failure; empty when none
-};
-
-StreamFailure& failure_of_stream(const Op& context) {
-  return plugin::stream_storage<StreamFailure>(context,
-                                               [] { return std::make_unique<StreamFailure>(); });
-}
-
 // A oneDNN error as a Failure: out of memory, or a backend error naming oneDNN's status.
 Failure failure_of(const dnnl::error& e) {
   const porta_status_t status =
@@ -40,16 +27,17 @@ Failure failure_of(const dnnl::error& e) {
 }
 
 struct Job {
-  StreamFailure* failure;
   std::string op;
   int threads;
   std::function<void()> work;
 };
 
-// The host function: runs one job on the stream's worker thread.
+// The host function: runs one job on the stream's worker thread. A failure is thrown on as a
+// Failure with its status: the CPU backend, whose stream runs the job (this plugin serves no
+// other), keeps it as the stream's error, which the next synchronize or query returns, as it
+// does a failed kernel's.
 void run_job(void* data) {
   std::unique_ptr<Job> job(static_cast<Job*>(data));
-  std::string failure;
   try {
     try {
       // OpenMP's thread count is per calling thread: set it on this worker, for oneDNN.
@@ -59,15 +47,8 @@ void run_job(void* data) {
       throw failure_of(e);
     }
   } catch (...) {
-    failure = plugin::error_of_current_exception(job->op.c_str()).message;
-  }
-  if (failure.empty()) return;
-  try {
-    plugin::log(PORTA_LOG_ERROR, failure);
-    std::lock_guard lock(job->failure->mutex);
-    if (job->failure->message.empty()) job->failure->message = std::move(failure);
-  } catch (...) {
-    // Out of memory for the record; nothing more can be done on this thread.
+    const plugin::Error error = plugin::error_of_current_exception(job->op.c_str());
+    throw Failure(error.status, error.message);
   }
 }
 
@@ -79,10 +60,6 @@ porta_status_t Ops::initialize(void** out_state) {
 }
 
 void Ops::shutdown(void*) { clear_caches(); }
-
-void Ops::release_stream_storage(void*, void* storage, int32_t) {
-  delete static_cast<StreamFailure*>(storage);
-}
 
 // Device memory must be host memory: OpenBLAS and oneDNN read it directly.
 porta_status_t Ops::supports_backend(void*, const char* backend) {
@@ -168,18 +145,8 @@ const char* dnnl_status_name(dnnl_status_t status) {
   }
 }
 
-porta_status_t guarded(const char* op, const Op& context,
-                       const std::function<void()>& body) noexcept {
+porta_status_t guarded(const char* op, const std::function<void()>& body) noexcept {
   return plugin::guarded(op, [&] {
-    std::string earlier;
-    {
-      StreamFailure& failure = failure_of_stream(context);
-      std::lock_guard lock(failure.mutex);
-      earlier = std::exchange(failure.message, {});
-    }
-    if (!earlier.empty()) {
-      throw Failure(PORTA_ERROR_BACKEND, "an earlier vendor op on this stream failed: " + earlier);
-    }
     try {
       body();
     } catch (const dnnl::error& e) {
@@ -193,7 +160,7 @@ int threads_for(const Op& context) {
 }
 
 void enqueue(const Op& context, const char* op, int threads, std::function<void()> work) {
-  auto job = std::make_unique<Job>(Job{&failure_of_stream(context), op, threads, std::move(work)});
+  auto job = std::make_unique<Job>(Job{op, threads, std::move(work)});
   porta::check(porta_stream_launch_host_func(context.stream, run_job, job.get()));
   job.release();  // run_job owns it now
 }

@@ -37,18 +37,16 @@ std::string dnnl_version_text();
 // oneDNN's status as its C name ("dnnl_unimplemented").
 const char* dnnl_status_name(dnnl_status_t status);
 
-// Runs an op slot's body: returns first the failure of an earlier queued call on this stream
-// (as GPU runtimes report asynchronous errors at the next call), then turns what body throws into
-// a status and a message starting with op. Nothing throws across the plugin ABI.
-porta_status_t guarded(const char* op, const Op& context,
-                       const std::function<void()>& body) noexcept;
+// Runs an op slot's body, turning what it throws into a status and a message starting with op.
+// Nothing throws across the plugin ABI.
+porta_status_t guarded(const char* op, const std::function<void()>& body) noexcept;
 
 // How many threads the libraries use for work on the op's device: its compute units.
 int threads_for(const Op& context);
 
 // Queues work on the op's stream as a host function. work runs on the stream's worker with
-// OpenMP (oneDNN's threading) set to threads; what it throws is logged and kept in the stream's
-// storage for its next op (see guarded). Throws porta::error when the stream refuses the host
+// OpenMP (oneDNN's threading) set to threads; what it throws becomes the stream's error, which
+// its next synchronize or query returns. Throws porta::error when the stream refuses the host
 // function.
 void enqueue(const Op& context, const char* op, int threads, std::function<void()> work);
 
@@ -131,7 +129,6 @@ struct Ops {
   static porta_status_t initialize(void** out_state);
   static void shutdown(void* state);
   static porta_status_t supports_backend(void* state, const char* backend);
-  static void release_stream_storage(void* state, void* storage, int32_t shutting_down);
   // gemm.cpp
   static porta_status_t gemm(const Op* op, const porta_gemm_args_t* args);
   // conv.cpp
