@@ -5,7 +5,8 @@ usage: check_data_parallel.py PORTA_TRAIN MPIEXEC WORKDIR
 
 With the same global batch, the 2-rank run must give the 1-process loss curve to float tolerance,
 print one JSON line (rank 0 only) with ranks and the all-reduce time, and the checkpoints must
-evaluate the same either way round (2 ranks' on 1 process, 1 process's on 2 ranks).
+evaluate the same either way round (2 ranks' on 1 process, 1 process's on 2 ranks). Ranks
+started with different settings must refuse to train.
 Exit 77 (skipped) when Fashion-MNIST is not installed.
 """
 import json
@@ -58,5 +59,14 @@ two_on_one = run([train_exe, *eval_only, two_ckpt])
 one_on_two = run([*mpirun, train_exe, *eval_only, one_ckpt])
 close(two["test_loss"], two_on_one["test_loss"], "2-rank checkpoint on 1 process")
 close(one["test_loss"], one_on_two["test_loss"], "1-process checkpoint on 2 ranks")
+# Ranks started with other settings would train apart and report success: both refuse at once.
+mpmd = [mpiexec, "--bind-to", "core:overload-allowed", "--map-by", "core",
+        "-np", "1", train_exe, *common, "--seed", "1", ":",
+        "-np", "1", train_exe, *common, "--seed", "2"]
+apart = subprocess.run(mpmd, capture_output=True, text=True, timeout=120)
+assert apart.returncode != 0, f"ranks with different seeds trained:\n{apart.stdout}"
+assert "--seed is 1 on rank 0, 2 on rank 1" in apart.stderr, apart.stderr
+assert not any(line.startswith("{") for line in apart.stdout.splitlines()), apart.stdout
+
 print(f"1 process: train_loss {one['train_loss']:.7f}; 2 ranks: {two['train_loss']:.7f}, "
       f"all-reduce {two['allreduce_seconds']:.3f} s; checkpoints load both ways")

@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -163,6 +164,49 @@ bool launched_by_mpirun() {
   return std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_RANK");
 }
 
+// A setting every rank must share for the replicas to stay one model.
+struct Shared {
+  const char* name;
+  uint64_t value;
+  std::vector<std::string> choices;  // what value indexes, if it is a choice
+  bool real = false;                 // value holds a double's bits
+};
+
+std::string shown(const Shared& setting, uint64_t value) {
+  if (setting.real) return std::to_string(std::bit_cast<double>(value));
+  if (value < setting.choices.size()) return setting.choices[value];
+  return std::to_string(value);
+}
+
+// Compares the settings across the ranks before training: ranks started with other flags or data
+// would otherwise train apart, each applying the same averaged gradients to its own weights, and
+// report success. Every rank throws, naming what differs.
+void check_ranks_agree(porta_comm_t comm, int32_t ranks, porta_device_t device,
+                       const std::vector<Shared>& settings) {
+  const size_t n = settings.size();
+  std::vector<uint64_t> mine(n);
+  for (size_t i = 0; i < n; ++i) mine[i] = settings[i].value;
+  porta::device_buffer<uint64_t> send(device, n), all(device, n * size_t(ranks));
+  send.copy_from_host(mine);
+  // Gathered as the floats that hold the same bytes.
+  porta::check(porta_comm_all_gather(comm, send.data(), all.data(), 2 * n, PORTA_DTYPE_F32,
+                                     nullptr));
+  const std::vector<uint64_t> every = all.to_vector();
+  std::string differ;
+  for (size_t i = 0; i < n; ++i) {
+    for (int32_t r = 1; r < ranks; ++r) {
+      const uint64_t first = every[i], theirs = every[size_t(r) * n + i];
+      if (theirs == first) continue;
+      differ += std::string(differ.empty() ? "" : "; ") + settings[i].name + " is " +
+                shown(settings[i], first) + " on rank 0, " + shown(settings[i], theirs) +
+                " on rank " + std::to_string(r);
+    }
+  }
+  if (!differ.empty()) {
+    throw std::runtime_error("the ranks were started with different settings or data: " + differ);
+  }
+}
+
 int run(const Options& o) {
   porta_init_options_t init{};
   init.struct_size = sizeof init;
@@ -193,9 +237,25 @@ int run(const Options& o) {
 
   const Precision precision = o.precision == "bf16" ? Precision::bf16 : Precision::f32;
   const bool sgd = o.optimizer == "sgd";
+  const double learning_rate = o.lr.value_or(sgd ? 0.05 : 1e-3);
   const ImageSet test = load_split(o, "t10k", o.test_limit);
   std::optional<ImageSet> train;
   if (!o.eval_only) train = load_split(o, "train", o.train_limit);
+  if (comm && train) {
+    const uint32_t data = crc32(train->labels.data(), train->labels.size(),
+                                crc32(train->pixels.data(), train->pixels.size()));
+    check_ranks_agree(
+        comm, ranks, device,
+        {{"--epochs", uint64_t(o.epochs), {}},
+         {"--batch", uint64_t(o.batch), {}},
+         {"--grad-accum", uint64_t(o.grad_accum), {}},
+         {"--seed", o.seed, {}},
+         {"--lr", std::bit_cast<uint64_t>(learning_rate), {}, true},
+         {"--optimizer", uint64_t(sgd), {"adam", "sgd"}},
+         {"--precision", uint64_t(precision == Precision::bf16), {"f32", "bf16"}},
+         {"the training images' count", uint64_t(train->count), {}},
+         {"the training data's CRC-32", data, {}}});
+  }
 
   Model model(device, std::max(o.batch, kEvalBatch), precision, o.grad_accum > 1);
   OpProfile profile;
@@ -214,7 +274,7 @@ int run(const Options& o) {
     settings.grad_accum = o.grad_accum;
     settings.seed = o.seed;
     settings.update.optimizer = sgd ? Optimizer::sgd : Optimizer::adam;
-    settings.update.learning_rate = float(o.lr.value_or(sgd ? 0.05 : 1e-3));
+    settings.update.learning_rate = float(learning_rate);
     settings.update.accumulated = o.grad_accum;
     settings.comm = comm;
     Trainer trainer(model, *train, settings);

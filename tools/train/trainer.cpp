@@ -175,6 +175,13 @@ class GradientSync {
         bucket = std::move(pending_.front());
         pending_.pop_front();
         busy_ = true;
+        // After a failure the rest are dropped: a peer that failed too will not call them, and
+        // each would wait the whole timeout before finish() could report the first.
+        if (error_) {
+          busy_ = false;
+          idle_.notify_all();
+          continue;
+        }
       }
       double spent = 0;
       try {
