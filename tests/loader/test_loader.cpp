@@ -686,7 +686,7 @@ TEST_CASE("loader: report rows carry versions and op lists, within the caller's 
   CHECK(portable_seen);
 }
 
-TEST_CASE("loader: a backend of an older ABI minor loads; its missing slots are UNSUPPORTED",
+TEST_CASE("loader: a backend of an older ABI minor loads and its missing slots are UNSUPPORTED",
           "[loader]") {
   Fresh fresh;
   Installed plugin(PORTA_TEST_PLUGIN_ABI_1_0);

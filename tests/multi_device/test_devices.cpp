@@ -204,7 +204,7 @@ void record_affinity(void* user_data) {
 // there. Each pool thread now has a core of its own, and the stream worker takes the remaining
 // one only while it runs work-groups: host functions (and threads they start, such as a
 // library's OpenMP team) still get every core of the device.
-TEST_CASE("devices: each pool thread has a core of its own; stream workers keep the device's",
+TEST_CASE("devices: each pool thread has a core of its own and stream workers keep the device's",
           "[devices][kernels]") {
   const unsigned cpus = usable_cpus();
   if (cpus < 2) {

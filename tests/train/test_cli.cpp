@@ -76,7 +76,7 @@ TEST_CASE("cli: one JSON line with the documented fields", "[cli]") {
   CHECK_THAT(r.err, Contains("epoch 1/2") && Contains("epoch 2/2") && Contains("img/s"));
 }
 
-TEST_CASE("cli: the same seed gives the same run; gradient accumulation trains too",
+TEST_CASE("cli: the same seed gives the same run, and gradient accumulation trains too",
           "[cli][determinism]") {
   Data data;
   const std::vector<std::string> args = {"--data",  data.path(), "--epochs",    "1",
