@@ -87,8 +87,9 @@ TEST_CASE("pool: another stream reuses a block only once an event orders it afte
   PT_REQUIRE_OK(porta_device_synchronize(device));
 }
 
-TEST_CASE("pool: a synchronised stream's blocks serve every stream and the threshold bounds the cache",
-          "[pool]") {
+TEST_CASE(
+    "pool: a synchronised stream's blocks serve every stream and the threshold bounds the cache",
+    "[pool]") {
   CpuDevices runtime("2");
   const porta_device_t device = 0;
   Stream first(device), second(device);
@@ -151,8 +152,9 @@ TEST_CASE("pool: a device-wide wait settles only the blocks freed before it bega
   }
 }
 
-TEST_CASE("pool: figures count blocks in use, cached, the peak and reuse, and trim empties the cache",
-          "[pool]") {
+TEST_CASE(
+    "pool: figures count blocks in use, cached, the peak and reuse, and trim empties the cache",
+    "[pool]") {
   CpuDevices runtime("2");
   const porta_device_t device = 1;
   Stream stream(device);

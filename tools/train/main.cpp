@@ -189,8 +189,8 @@ void check_ranks_agree(porta_comm_t comm, int32_t ranks, porta_device_t device,
   porta::device_buffer<uint64_t> send(device, n), all(device, n * size_t(ranks));
   send.copy_from_host(mine);
   // Gathered as the floats that hold the same bytes.
-  porta::check(porta_comm_all_gather(comm, send.data(), all.data(), 2 * n, PORTA_DTYPE_F32,
-                                     nullptr));
+  porta::check(
+      porta_comm_all_gather(comm, send.data(), all.data(), 2 * n, PORTA_DTYPE_F32, nullptr));
   const std::vector<uint64_t> every = all.to_vector();
   std::string differ;
   for (size_t i = 0; i < n; ++i) {
@@ -244,17 +244,16 @@ int run(const Options& o) {
   if (comm && train) {
     const uint32_t data = crc32(train->labels.data(), train->labels.size(),
                                 crc32(train->pixels.data(), train->pixels.size()));
-    check_ranks_agree(
-        comm, ranks, device,
-        {{"--epochs", uint64_t(o.epochs), {}},
-         {"--batch", uint64_t(o.batch), {}},
-         {"--grad-accum", uint64_t(o.grad_accum), {}},
-         {"--seed", o.seed, {}},
-         {"--lr", std::bit_cast<uint64_t>(learning_rate), {}, true},
-         {"--optimizer", uint64_t(sgd), {"adam", "sgd"}},
-         {"--precision", uint64_t(precision == Precision::bf16), {"f32", "bf16"}},
-         {"the training images' count", uint64_t(train->count), {}},
-         {"the training data's CRC-32", data, {}}});
+    check_ranks_agree(comm, ranks, device,
+                      {{"--epochs", uint64_t(o.epochs), {}},
+                       {"--batch", uint64_t(o.batch), {}},
+                       {"--grad-accum", uint64_t(o.grad_accum), {}},
+                       {"--seed", o.seed, {}},
+                       {"--lr", std::bit_cast<uint64_t>(learning_rate), {}, true},
+                       {"--optimizer", uint64_t(sgd), {"adam", "sgd"}},
+                       {"--precision", uint64_t(precision == Precision::bf16), {"f32", "bf16"}},
+                       {"the training images' count", uint64_t(train->count), {}},
+                       {"the training data's CRC-32", data, {}}});
   }
 
   Model model(device, std::max(o.batch, kEvalBatch), precision, o.grad_accum > 1);
