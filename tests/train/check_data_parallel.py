@@ -68,5 +68,11 @@ assert apart.returncode != 0, f"ranks with different seeds trained:\n{apart.stdo
 assert "--seed is 1 on rank 0, 2 on rank 1" in apart.stderr, apart.stderr
 assert not any(line.startswith("{") for line in apart.stdout.splitlines()), apart.stdout
 
+# A rank that cannot read its data exits before it joins the others, so the job ends at once
+# rather than after the collectives' timeout (300 s by default).
+missing = mpmd[:mpmd.index("--seed")] + [":", "-np", "1", train_exe, *common, "--data", work]
+lost = subprocess.run(missing, capture_output=True, text=True, timeout=60)
+assert lost.returncode != 0 and "no such file" in lost.stderr, lost.stderr
+
 print(f"1 process: train_loss {one['train_loss']:.7f}; 2 ranks: {two['train_loss']:.7f}, "
       f"all-reduce {two['allreduce_seconds']:.3f} s; checkpoints load both ways")

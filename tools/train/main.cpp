@@ -221,6 +221,16 @@ int run(const Options& o) {
   const porta_device_properties_t properties = porta::device_properties(device);
   probe_ops(device);
 
+  // The data first: a rank that cannot read it then exits before it joins the others, and mpirun
+  // ends the job at once, where a rank that had joined would keep them waiting until the
+  // collectives' timeout.
+  const Precision precision = o.precision == "bf16" ? Precision::bf16 : Precision::f32;
+  const bool sgd = o.optimizer == "sgd";
+  const double learning_rate = o.lr.value_or(sgd ? 0.05 : 1e-3);
+  const ImageSet test = load_split(o, "t10k", o.test_limit);
+  std::optional<ImageSet> train;
+  if (!o.eval_only) train = load_split(o, "train", o.train_limit);
+
   // Under mpirun every process is a rank training a replica on its share of each batch.
   porta_comm_t comm = nullptr;
   int32_t rank = 0, ranks = 1;
@@ -234,13 +244,6 @@ int run(const Options& o) {
     porta::check(porta_comm_rank(comm, &rank, &ranks, nullptr));
   }
   const bool leader = rank == 0;  // prints, writes files
-
-  const Precision precision = o.precision == "bf16" ? Precision::bf16 : Precision::f32;
-  const bool sgd = o.optimizer == "sgd";
-  const double learning_rate = o.lr.value_or(sgd ? 0.05 : 1e-3);
-  const ImageSet test = load_split(o, "t10k", o.test_limit);
-  std::optional<ImageSet> train;
-  if (!o.eval_only) train = load_split(o, "train", o.train_limit);
   if (comm && train) {
     const uint32_t data = crc32(train->labels.data(), train->labels.size(),
                                 crc32(train->pixels.data(), train->pixels.size()));
