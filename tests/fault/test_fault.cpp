@@ -216,44 +216,6 @@ TEST_CASE("fault: module load, kernel lookup and launch", "[fault]") {
   REQUIRE(ok(porta_memory_free(y)));
 }
 
-// A launch in the SIMT and racecheck modes, whose builds run a group's items as fibers and (the
-// racecheck build) record its accesses: every allocation of the launch failing, as in the fast
-// mode. (Running out of memory for the stacks and the record themselves is tested in
-// porta-racecheck-tests, under a limit on the address space.)
-TEST_CASE("fault: a launch in the simt and racecheck modes", "[fault]") {
-  for (const char* mode : {"simt", "racecheck"}) {
-    INFO("mode " << mode);
-    porta_init_options_t options{};
-    options.struct_size = sizeof(options);
-    options.cpu_mode = mode;
-    porta_module_t module = nullptr;
-    float* y = nullptr;
-    walk(
-        [&] {
-          porta_shutdown();
-          REQUIRE(ok(porta_init(&options)));
-          REQUIRE(ok(porta_memory_alloc(0, 256 * sizeof(float), reinterpret_cast<void**>(&y))));
-          REQUIRE(ok(porta_memset(y, 0, 256 * sizeof(float))));
-          REQUIRE(ok(porta_module_load(0, PORTA_TEST_HAZARD_KERNELS, &module)));
-        },
-        [&]() -> porta_status_t {
-          porta_kernel_t kernel = nullptr;
-          porta_status_t status = porta_kernel_get(module, "missing_barrier_fixed", &kernel);
-          uint32_t n = 64;
-          void* args[] = {&n, &y, &y};  // y[i] = y[i - 1] of before, through shared memory
-          porta_launch_config_t config{sizeof(config), {1, 1, 1}, {64, 1, 1}, 0, 0, nullptr};
-          if (ok(status)) status = porta_kernel_launch(kernel, &config, args, nullptr);
-          if (ok(status)) status = porta_stream_synchronize(nullptr);
-          return status;
-        },
-        [&] {
-          REQUIRE(ok(porta_module_unload(module)));
-          REQUIRE(ok(porta_memory_free(y)));
-        });
-  }
-  porta_shutdown();
-}
-
 TEST_CASE("fault: GEMM, from the op plugin's first use", "[fault]") {
   OpBuffers buffers;
   const porta_gemm_desc_t desc = small_gemm();
