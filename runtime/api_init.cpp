@@ -12,21 +12,12 @@ using namespace porta;
 extern "C" PORTA_API porta_status_t porta_init(const porta_init_options_t* options) {
   return guarded("porta_init", [&]() -> porta_status_t {
     if (porta_status_t refused = detail::refuse_reentry("porta_init")) return refused;
-    Runtime& runtime = detail::instance();
-    const auto earlier = [&]() -> porta_status_t {
-      if (runtime.status() == PORTA_SUCCESS) return PORTA_SUCCESS;
-      return fail(runtime.status(), "porta_init: an earlier initialisation failed: {}",
-                  runtime.init_message());
-    };
-    {
-      // Held shared first, as every call holds it: waiting for it alone while other threads
-      // keep calling could take as long as they do.
-      std::shared_lock shared(detail::lifecycle_mutex());
-      if (runtime.initialized()) return earlier();
-    }
-    detail::HeldAlone alone;
-    if (!runtime.initialized()) return runtime.initialize(options);
-    return earlier();
+    bool ran = false;
+    const porta_status_t status = detail::ensure_initialized(options, &ran);
+    if (ran || status == PORTA_SUCCESS) return status;
+    std::shared_lock lock(detail::lifecycle_mutex());
+    return fail(status, "porta_init: an earlier initialisation failed: {}",
+                detail::instance().init_message());
   });
 }
 

@@ -868,19 +868,6 @@ void Runtime::report_live_allocations(const char* occasion, uint64_t* out_count,
   if (out_bytes) *out_bytes = all.bytes;
 }
 
-namespace {
-thread_local int t_plugin_calls = 0;
-thread_local int t_plugin_setups = 0;
-}  // namespace
-
-PluginCall::PluginCall() { ++t_plugin_calls; }
-PluginCall::~PluginCall() { --t_plugin_calls; }
-bool PluginCall::active() { return t_plugin_calls > 0; }
-
-PluginSetup::PluginSetup() { ++t_plugin_setups; }
-PluginSetup::~PluginSetup() { --t_plugin_setups; }
-bool PluginSetup::active() { return t_plugin_setups > 0; }
-
 uint64_t next_stream_serial() {
   static std::atomic<uint64_t> serial{0};
   return ++serial;
@@ -916,14 +903,17 @@ porta_status_t refuse_reentry(const char* function) {
               function);
 }
 
-porta_status_t ensure_initialized() {
+porta_status_t ensure_initialized(const porta_init_options_t* options, bool* ran) {
   {
+    // Held shared first, as every call holds it: waiting for it alone while other threads keep
+    // calling could take as long as they do.
     std::shared_lock lock(lifecycle_mutex());
     if (instance().initialized()) return instance().status();
   }
   HeldAlone alone;
-  if (!instance().initialized()) instance().initialize(nullptr);
-  return instance().status();
+  if (instance().initialized()) return instance().status();
+  if (ran) *ran = true;
+  return instance().initialize(options);
 }
 
 }  // namespace detail

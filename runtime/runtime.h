@@ -131,30 +131,33 @@ struct Allocation {
   bool plugin_owned = false;  // made while a plugin's slot ran (see PluginCall)
 };
 
-// Marks the calling thread as running a plugin's slot (an op, a collective engine's create):
-// the memory the plugin allocates meanwhile is its own (scratch), freed at shutdown like any,
-// but not reported as the application's leak.
-class PluginCall {
+// Marks the calling thread while an object lives (marks nest); active() says whether one does.
+// Tag tells the kinds of mark apart.
+template <class Tag>
+class ThreadMark {
  public:
-  PluginCall();
-  ~PluginCall();
-  PluginCall(const PluginCall&) = delete;
-  PluginCall& operator=(const PluginCall&) = delete;
-  static bool active();
+  ThreadMark() { ++depth(); }
+  ~ThreadMark() { --depth(); }
+  ThreadMark(const ThreadMark&) = delete;
+  ThreadMark& operator=(const ThreadMark&) = delete;
+  static bool active() { return depth() > 0; }
+
+ private:
+  static int& depth() {
+    thread_local int marks = 0;
+    return marks;
+  }
 };
 
-// Marks the calling thread as loading or unloading plugins (porta_init, porta_shutdown, a
-// collective engine's first use): a Porta call that a plugin's entry, initialize or shutdown
-// makes is refused there (detail::refuse_reentry) instead of waiting on a lock its own thread
-// holds.
-class PluginSetup {
- public:
-  PluginSetup();
-  ~PluginSetup();
-  PluginSetup(const PluginSetup&) = delete;
-  PluginSetup& operator=(const PluginSetup&) = delete;
-  static bool active();
-};
+// The calling thread runs a plugin's slot (an op, a collective engine's create): the memory the
+// plugin allocates meanwhile is its own (scratch), freed at shutdown like any, but not reported
+// as the application's leak.
+using PluginCall = ThreadMark<struct PluginCallTag>;
+
+// The calling thread loads or unloads plugins (porta_init, porta_shutdown, a collective engine's
+// first use): a Porta call that a plugin's entry, initialize or shutdown makes is refused there
+// (detail::refuse_reentry) instead of waiting on a lock its own thread holds.
+using PluginSetup = ThreadMark<struct PluginSetupTag>;
 
 // Work that runs in the calling thread's own loop rather than queued on a stream: copies between
 // devices staged through the host, collectives that an engine runs on the caller's thread (MPI's).
@@ -376,7 +379,10 @@ porta_status_t with_runtime_even_if_failed(const char* function, Body&& body) no
 namespace detail {
 Runtime& instance();
 std::shared_mutex& lifecycle_mutex();
-porta_status_t ensure_initialized();
+// Initialises the runtime with options (NULL: from the environment) unless it is: the status of
+// the initialisation this call ran (*ran set), else that of the one before.
+porta_status_t ensure_initialized(const porta_init_options_t* options = nullptr,
+                                  bool* ran = nullptr);
 // How many porta_shutdown calls are past their first wait for the devices. While any is, calls
 // fail at once instead of queueing for the lock shutdown is about to hold alone: a host function
 // still queued then cannot wait for it while shutdown waits for the host function, and a busy
@@ -408,12 +414,7 @@ porta_status_t with_runtime_even_if_failed(const char* function, Body&& body) no
 
 template <typename Body>
 porta_status_t with_runtime(const char* function, Body&& body) noexcept {
-  return guarded(function, [&]() -> porta_status_t {
-    if (porta_status_t refused = detail::refuse_reentry(function)) return refused;
-    if (porta_status_t refused = detail::refuse_during_shutdown(function)) return refused;
-    detail::ensure_initialized();
-    std::shared_lock lock(detail::lifecycle_mutex());
-    Runtime& runtime = detail::instance();
+  return with_runtime_even_if_failed(function, [&](Runtime& runtime) -> porta_status_t {
     if (!runtime.initialized()) {
       if (runtime.status() == PORTA_ERROR_OUT_OF_MEMORY) {  // the next call tries again
         return fail(runtime.status(), "{}: Porta could not be initialised: {}", function,
