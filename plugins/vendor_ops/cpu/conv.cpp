@@ -49,28 +49,21 @@ Shapes shapes(const porta_conv2d_desc_t& d) {
   porta::check(porta_conv2d_output_size(&d, &p, &q));
   // oneDNN 2.x keeps strides, dilations and padding in 32-bit ints inside: a pad of 2^32 would
   // become 0 and compute another convolution, silently.
-  const std::pair<const char*, int64_t> fields[] = {{"batch", d.batch},
-                                                    {"in_channels", d.in_channels},
-                                                    {"in_height", d.in_height},
-                                                    {"in_width", d.in_width},
-                                                    {"out_channels", d.out_channels},
-                                                    {"kernel_height", d.kernel_height},
-                                                    {"kernel_width", d.kernel_width},
-                                                    {"pad_h", d.pad_h},
-                                                    {"pad_w", d.pad_w},
-                                                    {"stride_h", d.stride_h},
-                                                    {"stride_w", d.stride_w},
-                                                    {"dilation_h", d.dilation_h},
-                                                    {"dilation_w", d.dilation_w},
-                                                    {"output height", p},
-                                                    {"output width", q}};
-  for (const auto& [name, value] : fields) {
-    if (value > INT32_MAX) {
-      throw Failure(PORTA_ERROR_UNSUPPORTED,
-                    std::string(name) + " is " + std::to_string(value) +
-                        "; oneDNN's convolution takes 32-bit sizes, strides and padding");
-    }
-  }
+  check_32_bit("oneDNN's convolution", {{"batch", d.batch},
+                                        {"in_channels", d.in_channels},
+                                        {"in_height", d.in_height},
+                                        {"in_width", d.in_width},
+                                        {"out_channels", d.out_channels},
+                                        {"kernel_height", d.kernel_height},
+                                        {"kernel_width", d.kernel_width},
+                                        {"pad_h", d.pad_h},
+                                        {"pad_w", d.pad_w},
+                                        {"stride_h", d.stride_h},
+                                        {"stride_w", d.stride_w},
+                                        {"dilation_h", d.dilation_h},
+                                        {"dilation_w", d.dilation_w},
+                                        {"output height", p},
+                                        {"output width", q}});
   // oneDNN counts dilation from 0 (no gap); Porta from 1. The right padding equal to the left one
   // gives the same output size: oneDNN divides (in + pad_l + pad_r - extent) by the stride, as
   // Porta does, and the window never reaches past the last input it needs.

@@ -5,7 +5,6 @@
 
 #include <atomic>
 #include <bit>
-#include <climits>
 #include <cstdint>
 #include <utility>
 
@@ -18,15 +17,6 @@ namespace {
 // never race on either (they would share the same cores anyway).
 std::mutex blas_mutex;
 int blas_threads = 0;
-
-void check_blas_int(const char* name, int64_t value) {
-  if (value > INT_MAX) {
-    throw Failure(PORTA_ERROR_UNSUPPORTED,
-                  std::string(name) + " is " + std::to_string(value) +
-                      "; OpenBLAS's cblas_sgemm takes 32-bit sizes (at most " +
-                      std::to_string(INT_MAX) + ")");
-  }
-}
 
 void sgemm(const porta_gemm_desc_t& d, const float* a, const float* b, float* c, int threads) {
   std::lock_guard lock(blas_mutex);
@@ -114,14 +104,9 @@ porta_status_t Ops::gemm(const Op* op, const porta_gemm_args_t* args) {
                         " GEMM runs on oneDNN, which PORTA_VENDOR_LIBRARY leaves out");
     }
     if (d.dtype == PORTA_DTYPE_F32 && libraries.openblas && !libraries.prefer_onednn) {
-      for (auto [name, value] : {std::pair{"m", d.m},
-                                 {"n", d.n},
-                                 {"k", d.k},
-                                 {"lda", d.lda},
-                                 {"ldb", d.ldb},
-                                 {"ldc", d.ldc}}) {
-        check_blas_int(name, value);
-      }
+      check_32_bit(
+          "OpenBLAS's cblas_sgemm",
+          {{"m", d.m}, {"n", d.n}, {"k", d.k}, {"lda", d.lda}, {"ldb", d.ldb}, {"ldc", d.ldc}});
       enqueue(*op, "porta_gemm", threads, [d, a, b, c, threads] {
         if (d.alpha == 0.0f) return scale_c(d, c);
         sgemm(d, static_cast<const float*>(a), static_cast<const float*>(b), c, threads);

@@ -155,6 +155,17 @@ porta_status_t guarded(const char* op, const std::function<void()>& body) noexce
   });
 }
 
+void check_32_bit(const char* library,
+                  std::initializer_list<std::pair<const char*, int64_t>> values) {
+  for (const auto& [name, value] : values) {
+    if (value > INT32_MAX) {
+      throw Failure(PORTA_ERROR_UNSUPPORTED, std::string(name) + " is " + std::to_string(value) +
+                                                 "; " + library + " takes 32-bit values (at most " +
+                                                 std::to_string(INT32_MAX) + ")");
+    }
+  }
+}
+
 int threads_for(const Op& context) {
   return context.properties->compute_units > 0 ? context.properties->compute_units : 1;
 }

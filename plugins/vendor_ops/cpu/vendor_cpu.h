@@ -11,13 +11,16 @@
 #include <porta/porta_ops.h>
 #include <porta/porta_plugin.h>
 
+#include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <porta/porta.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "op_plugin.h"
@@ -43,6 +46,11 @@ porta_status_t guarded(const char* op, const std::function<void()>& body) noexce
 
 // How many threads the libraries use for work on the op's device: its compute units.
 int threads_for(const Op& context);
+
+// Throws UNSUPPORTED naming the first of values past INT32_MAX: `library` (OpenBLAS's
+// cblas_sgemm, oneDNN's convolution) keeps them in 32-bit ints, where a larger one would wrap.
+void check_32_bit(const char* library,
+                  std::initializer_list<std::pair<const char*, int64_t>> values);
 
 // Queues work on the op's stream as a host function. work runs on the stream's worker with
 // OpenMP (oneDNN's threading) set to threads; what it throws becomes the stream's error, which
