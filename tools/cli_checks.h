@@ -2,6 +2,7 @@
 // that can be written before minutes or hours of work are spent on them.
 #pragma once
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -47,14 +48,29 @@ inline void check_writable(const std::string& option, const std::string& path) {
     throw CLI::ValidationError(option, path + " is a directory");
 }
 
-// check_writable for a file that is written beside itself and renamed over the old one: that
-// must be a regular file (through links), not a device or a pipe that the rename would replace.
+// check_writable for a file that is written beside itself and renamed over the old one, through
+// links: the file the path resolves to must be a regular file (not a device or a pipe that the
+// rename would replace), in a directory this user may write, and not another user's in a
+// sticky directory (/tmp), where the rename would be refused at the end.
 inline void check_replaceable(const std::string& option, const std::string& path) {
   check_writable(option, path);
+  if (path.empty()) return;
   std::error_code ec;
-  if (!path.empty() && std::filesystem::exists(path, ec) &&
-      !std::filesystem::is_regular_file(path, ec))
+  const std::filesystem::path file = std::filesystem::weakly_canonical(path, ec);
+  if (ec) throw CLI::ValidationError(option, path + ": " + ec.message());
+  const std::filesystem::path dir = file.parent_path();
+  if (access(dir.c_str(), W_OK | X_OK) != 0)
+    throw CLI::ValidationError(option, "the directory of " + file.string() + " is not writable");
+  struct stat file_stat = {}, dir_stat = {};
+  if (::stat(file.c_str(), &file_stat) != 0) return;  // a new file
+  if (!S_ISREG(file_stat.st_mode))
     throw CLI::ValidationError(option, path + " is not a regular file");
+  const uid_t user = geteuid();
+  if (::stat(dir.c_str(), &dir_stat) == 0 && (dir_stat.st_mode & S_ISVTX) && user != 0 &&
+      user != file_stat.st_uid && user != dir_stat.st_uid)
+    throw CLI::ValidationError(option, file.string() +
+                                           " belongs to another user in a sticky directory, "
+                                           "which keeps it from being replaced");
 }
 
 // Throws CLI::ValidationError for option unless path and other (neither empty) name different

@@ -68,6 +68,27 @@ TEST_CASE("checkpoint: round trip through a file, bit for bit", "[checkpoint]") 
   CHECK(std::memcmp(&bytes[26], "layer.weight", 12) == 0);
 }
 
+TEST_CASE("checkpoint: one that cannot replace its file is kept and named", "[checkpoint]") {
+  ScratchDir dir;
+  // A directory that is not empty cannot be renamed over.
+  const std::string occupied = dir.file("occupied");
+  std::filesystem::create_directories(std::filesystem::path(occupied) / "inside");
+  std::string message;
+  try {
+    write_checkpoint(occupied, sample_tensors());
+  } catch (const checkpoint_error& e) {
+    message = e.what();
+  }
+  INFO(message);
+  const std::string kept = "the checkpoint is kept in ";
+  const size_t at = message.find(kept);
+  REQUIRE(at != std::string::npos);
+  const std::string file = message.substr(at + kept.size());
+  CHECK(std::filesystem::equivalent(std::filesystem::path(file).parent_path(), dir.path()));
+  CHECK(read_checkpoint(file).size() == sample_tensors().size());
+  CHECK(std::filesystem::is_directory(occupied));
+}
+
 TEST_CASE("checkpoint: every flipped byte is detected", "[checkpoint]") {
   const std::vector<uint8_t> good = encode_checkpoint(sample_tensors());
   for (size_t i = 0; i < good.size(); ++i) {

@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "../child_process.h"
 #include "checkpoint.h"
+#include "cli_checks.h"
 #include "train_test.h"
 
 using namespace train_test;
@@ -164,6 +166,54 @@ TEST_CASE("cli: integers are decimal, and outputs cannot replace what they must 
       {"--data", data.path(), "--eval-only", "--checkpoint", out.file("large.ckpt")}, kCpu);
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Contains("more than the") && Contains("of a checkpoint of this model"));
+}
+
+TEST_CASE("cli: a checkpoint in a sticky directory that another user owns is refused", "[cli]") {
+  // Root may replace any file, so the check runs as another user, in a child process.
+  if (geteuid() != 0) {
+    skip("needs root, to own a file that another user then cannot replace");
+    return;
+  }
+  ScratchDir out;
+  REQUIRE(::chmod(out.path().c_str(), 01777) == 0);
+  const std::string owned = out.file("root.ckpt");
+  write_file(owned, {1, 2, 3});
+  // Writable by everyone, so that only the sticky directory stands in the way of a rename.
+  REQUIRE(::chmod(owned.c_str(), 0666) == 0);
+  constexpr uid_t kNobody = 65534;
+  const auto refused_as_nobody = [&](const std::string& path, const std::string& reason) {
+    return porta_test::in_child([&] {
+      if (::setresgid(kNobody, kNobody, kNobody) != 0 || ::setresuid(kNobody, kNobody, kNobody))
+        return porta_test::expect(false, "cannot become user 65534");
+      try {
+        porta_tools::check_replaceable("--checkpoint", path);
+      } catch (const CLI::ValidationError& e) {
+        return porta_test::expect(std::string(e.what()).find(reason) != std::string::npos,
+                                  std::string("refused for another reason: ") + e.what());
+      }
+      return porta_test::expect(false, path + " was not refused");
+    });
+  };
+  CHECK(refused_as_nobody(owned, "belongs to another user in a sticky directory"));
+  // Through a link that the user may write beside, the file linked to decides.
+  ScratchDir other;
+  REQUIRE(::chmod(other.path().c_str(), 0777) == 0);
+  const std::string link = other.file("link.ckpt");
+  std::filesystem::create_symlink(owned, link);
+  CHECK(refused_as_nobody(link, "belongs to another user in a sticky directory"));
+  // A file of one's own there, and a new one, are fine.
+  REQUIRE(porta_test::in_child([&] {
+    if (::setresgid(kNobody, kNobody, kNobody) != 0 || ::setresuid(kNobody, kNobody, kNobody))
+      return porta_test::expect(false, "cannot become user 65534");
+    write_file(out.file("mine.ckpt"), {1});
+    try {
+      porta_tools::check_replaceable("--checkpoint", out.file("mine.ckpt"));
+      porta_tools::check_replaceable("--checkpoint", out.file("new.ckpt"));
+    } catch (const CLI::ValidationError& e) {
+      return porta_test::expect(false, e.what());
+    }
+    return true;
+  }));
 }
 
 TEST_CASE("cli: bad data, a bad checkpoint and an impossible batch fail with a message", "[cli]") {

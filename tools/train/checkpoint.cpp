@@ -277,8 +277,9 @@ void write_checkpoint(const std::string& name, const std::vector<Tensor>& tensor
   std::error_code ec;
   std::filesystem::rename(temporary, path, ec);
   if (ec) {
-    std::remove(temporary.c_str());
-    throw checkpoint_error(name + ": cannot rename " + temporary + " into place: " + ec.message());
+    // Kept: it holds the whole of the work that led to it.
+    throw checkpoint_error(name + ": cannot replace it (" + ec.message() +
+                           "); the checkpoint is kept in " + temporary);
   }
 }
 

@@ -39,7 +39,8 @@ std::vector<uint8_t> encode_checkpoint(const std::vector<Tensor>& tensors);
 std::vector<Tensor> decode_checkpoint(const std::vector<uint8_t>& bytes, const std::string& what);
 
 // Writes through a temporary file of its own beside path, renamed into place, so a failed write
-// leaves no partial file; where path is a link, the file it names is replaced.
+// leaves no partial file; where path is a link, the file it names is replaced. Where the rename
+// fails, the finished temporary file stays, and the error names it.
 void write_checkpoint(const std::string& path, const std::vector<Tensor>& tensors);
 // Reads and decodes path; a file larger than max_bytes is refused before it is read.
 std::vector<Tensor> read_checkpoint(const std::string& path, uint64_t max_bytes = UINT64_MAX);
