@@ -590,10 +590,11 @@ void CallerWork::wait_for_earlier() {
 }
 
 Stream::~Stream() {
-  // Before the backend's stream goes: a plugin may have bound library handles to it. Work an op
-  // queued while the stream was being destroyed may still use what the plugin stored: it
-  // finishes first.
-  if (native && (op_storage[0] || op_storage[1])) {
+  // A call on another thread that took the stream before porta_stream_destroy retired it may
+  // have queued work after the destroy's synchronisation. It finishes first, while the backend
+  // still has the stream (its device waits, behind porta_memory_free and porta_module_unload,
+  // count it), and before the op plugins' storage for the stream goes, which it may use.
+  if (native) {
     release_native(device, "destroying a stream", device->backend->interface.stream_synchronize,
                    native);
   }
@@ -647,11 +648,7 @@ void Runtime::remember(const Allocation& allocation) {
   std::unique_lock lock(allocations_mutex_);
   allocations_[allocation.base] = allocation;
   // Addresses handed out again are live, no longer freed.
-  const uintptr_t end = allocation.base + allocation.size;
-  std::erase_if(freed_, [&](const Freed& freed) {
-    return freed.allocation.base < end &&
-           allocation.base < freed.allocation.base + freed.allocation.size;
-  });
+  freed_.drop(allocation.base, allocation.base + allocation.size);
 }
 
 bool Runtime::find_allocation(const void* ptr, Allocation& out) const {
@@ -685,10 +682,9 @@ void Runtime::remember_freed(const Allocation& allocation, const char* freed_by)
   const uint32_t caps = allocation.device->properties.capabilities;
   if (!(caps & PORTA_CAPABILITY_RESERVED_ADDRESSES)) return;
   if (allocation.kind != PORTA_MEMORY_DEVICE && !(caps & PORTA_CAPABILITY_HOST_IS_DEVICE)) return;
-  if (freed_.size() == kFreedRecords) freed_.pop_front();
   Allocation record = allocation;
   record.device = nullptr;  // devices do not outlive porta_shutdown
-  freed_.push_back(Freed{record, freed_by});
+  freed_.add(record, freed_by);
 }
 
 namespace {
@@ -698,6 +694,51 @@ namespace {
 bool touches(uintptr_t begin, uintptr_t end, const Allocation& allocation) {
   return begin <= allocation.base + allocation.size && allocation.base < end;
 }
+
+}  // namespace
+
+void FreedRecords::add(const Allocation& allocation, const char* freed_by) {
+  drop(allocation.base, allocation.base + allocation.size);
+  by_base_[allocation.base] = Record{Freed{allocation, freed_by}, ++serial_};
+  order_.emplace_back(allocation.base, serial_);
+  while (by_base_.size() > kCapacity) {
+    const auto [base, serial] = order_.front();
+    order_.pop_front();
+    if (auto it = by_base_.find(base); it != by_base_.end() && it->second.serial == serial) {
+      by_base_.erase(it);
+    }
+  }
+  if (order_.size() > 2 * kCapacity) {  // mostly dropped records: keep the live ones, in order
+    order_.clear();
+    for (const auto& [base, record] : by_base_) order_.emplace_back(base, record.serial);
+    std::sort(order_.begin(), order_.end(),
+              [](const auto& a, const auto& b) { return a.second < b.second; });
+  }
+}
+
+void FreedRecords::drop(uintptr_t begin, uintptr_t end) {
+  auto it = by_base_.upper_bound(begin);
+  if (it != by_base_.begin()) {
+    const auto before = std::prev(it);
+    const Allocation& a = before->second.freed.allocation;
+    if (begin < a.base + a.size && a.base < end) by_base_.erase(before);
+  }
+  while (it != by_base_.end() && it->first < end) it = by_base_.erase(it);
+}
+
+const FreedRecords::Freed* FreedRecords::touched_by(uintptr_t begin, uintptr_t end) const {
+  // The records do not overlap: the one before begin (it may reach it), or the first after it.
+  auto it = by_base_.upper_bound(begin);
+  if (it != by_base_.begin() && touches(begin, end, std::prev(it)->second.freed.allocation)) {
+    return &std::prev(it)->second.freed;
+  }
+  if (it != by_base_.end() && touches(begin, end, it->second.freed.allocation)) {
+    return &it->second.freed;
+  }
+  return nullptr;
+}
+
+namespace {
 
 // Whether the process can read a byte of every page of [begin, end): memory the host has mapped.
 // The kernel reads it (process_vm_readv on this process), so a page that is not mapped, or not
@@ -737,9 +778,10 @@ Runtime::Touched Runtime::touched(const void* ptr, size_t size) {
     const uintptr_t to = std::max(from + 1, std::min(end, freed.base + freed.size));
     if (!host_can_read(from, to)) return found;
     std::unique_lock lock(allocations_mutex_);
-    std::erase_if(freed_, [&](const Freed& record) {
-      return record.allocation.base == freed.base && record.allocation.size == freed.size;
-    });
+    if (const FreedRecords::Freed* record = freed_.touched_by(freed.base, freed.base + 1);
+        record && record->allocation.base == freed.base && record->allocation.size == freed.size) {
+      freed_.drop(freed.base, freed.base + freed.size);
+    }
   }
 }
 
@@ -753,10 +795,8 @@ Runtime::Touched Runtime::touched_record(uintptr_t begin, uintptr_t end) const {
   if (it != allocations_.end() && touches(begin, end, it->second)) {
     return Touched{Touched::kLive, it->second, ""};
   }
-  for (auto freed = freed_.rbegin(); freed != freed_.rend(); ++freed) {
-    if (touches(begin, end, freed->allocation)) {
-      return Touched{Touched::kFreed, freed->allocation, freed->freed_by};
-    }
+  if (const FreedRecords::Freed* freed = freed_.touched_by(begin, end)) {
+    return Touched{Touched::kFreed, freed->allocation, freed->freed_by};
   }
   return Touched{};
 }

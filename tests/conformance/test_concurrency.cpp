@@ -2,6 +2,12 @@
 // waiting at once; events handed across threads and streams; objects created and destroyed while
 // other threads use theirs. Labelled `concurrency` in CTest, and run again under ThreadSanitizer
 // by tools/test.
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -493,6 +499,121 @@ TEST_CASE("concurrency: a stream destroyed while another thread synchronizes it"
           "using a destroyed stream");
     }
     failures.report();
+  }
+}
+
+namespace {
+
+// A page of memory whose first read waits until fill() gives it its bytes (userfaultfd): a call
+// that reads its arguments from there stops at that read, after what it did before, so that
+// another thread can act in between, every time. Unusable where the kernel refuses userfaultfd.
+class PausingPage {
+ public:
+  PausingPage() {
+    fd_ = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC));
+    if (fd_ < 0) return;
+    uffdio_api api{};
+    api.api = UFFD_API;
+    void* page = mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (ioctl(fd_, UFFDIO_API, &api) != 0 || page == MAP_FAILED) return;
+    page_ = static_cast<char*>(page);
+    uffdio_register region{};
+    region.range = {reinterpret_cast<uint64_t>(page_), kPage};
+    region.mode = UFFDIO_REGISTER_MODE_MISSING;
+    usable_ = ioctl(fd_, UFFDIO_REGISTER, &region) == 0;
+  }
+  ~PausingPage() {
+    if (page_) munmap(page_, kPage);
+    if (fd_ >= 0) close(fd_);
+  }
+  PausingPage(const PausingPage&) = delete;
+  PausingPage& operator=(const PausingPage&) = delete;
+
+  bool usable() const { return usable_; }
+  template <typename T>
+  T* at() const {
+    return reinterpret_cast<T*>(page_);
+  }
+  // Waits up to timeout_ms for a thread to stop at a read of the page.
+  bool wait_for_reader(int timeout_ms) {
+    pollfd ready{fd_, POLLIN, 0};
+    uffd_msg message{};
+    return poll(&ready, 1, timeout_ms) == 1 &&
+           read(fd_, &message, sizeof message) == ssize_t(sizeof message) &&
+           message.event == UFFD_EVENT_PAGEFAULT;
+  }
+  // Gives the page its bytes (the rest zero), and lets the reader go on.
+  bool fill(const void* bytes, size_t size) {
+    alignas(4096) static char source[kPage];
+    std::memset(source, 0, kPage);
+    std::memcpy(source, bytes, size);
+    uffdio_copy copy{};
+    copy.dst = reinterpret_cast<uint64_t>(page_);
+    copy.src = reinterpret_cast<uint64_t>(source);
+    copy.len = kPage;
+    return ioctl(fd_, UFFDIO_COPY, &copy) == 0;
+  }
+
+ private:
+  static constexpr size_t kPage = 4096;
+  int fd_ = -1;
+  char* page_ = nullptr;
+  bool usable_ = false;
+};
+
+}  // namespace
+
+// A launch that took its stream before another thread destroyed it is queued after the destroy
+// began to wait for the stream, and the destroy, the stream's last user, returns after it: the
+// device's waits (porta_device_synchronize, and those behind porta_memory_free and
+// porta_module_unload) must still count that launch.
+TEST_CASE("concurrency: work queued while its stream is destroyed is waited for by the device",
+          "[concurrency]" PT_KERNELS_TAG) {
+  PausingPage page;
+  if (!page.usable()) {
+    WARN("skipped: no userfaultfd here (" << std::strerror(errno)
+                                          << "), which holds the launch at its arguments");
+    return;
+  }
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Module module(device);
+    porta_kernel_t spin = module.kernel("spin");
+    Buffer busy(device, 256), out(device, 256);
+    PT_REQUIRE_OK(porta_memset(out.get(), 0, out.size()));
+    porta_stream_t stream = nullptr;
+    PT_REQUIRE_OK(porta_stream_create(device, &stream));
+    // A first spin keeps the destroy waiting while the second launch goes on.
+    PT_REQUIRE_OK(launch_spin(device, spin, busy.as<float>(), stream, 2.0));
+    Event first_done(device);
+    PT_REQUIRE_OK(porta_event_record(first_done.get(), stream));
+    // The second launch reads its spin count from the page, which stops it there.
+    const int64_t iterations = 3 * spin_iterations(device);
+    float* out_ptr = out.as<float>();
+    void* args[] = {page.at<int64_t>(), &out_ptr};
+    const porta_launch_config_t config = launch_config({1, 1, 1}, {1, 1, 1});
+    std::atomic<porta_status_t> launched{PORTA_ERROR_INTERNAL};
+    std::thread launcher([&] { launched = porta_kernel_launch(spin, &config, args, stream); });
+    const bool stopped = page.wait_for_reader(10000);
+    auto destroyed = std::async(std::launch::async, [&] { return porta_stream_destroy(stream); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the destroy waits meanwhile
+    REQUIRE(page.fill(&iterations, sizeof iterations));
+    launcher.join();
+    REQUIRE(stopped);
+    REQUIRE(Status{launched.load()} == Status{PORTA_SUCCESS});
+    // Once the destroy has what it waited for, it lets the stream go while the second spin runs.
+    // (Polled: a wait on the event would hold the stream, and be its last user itself.)
+    porta_status_t first;
+    while ((first = porta_event_query(first_done.get())) == PORTA_NOT_READY) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    PT_REQUIRE_OK(first);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    PT_REQUIRE_OK(porta_device_synchronize(device));
+    float last = 0.0f;
+    PT_REQUIRE_OK(porta_memcpy(&last, out.get(), sizeof last));
+    CHECK(last != 0.0f);  // the second spin ran to its end before the device's wait returned
+    PT_CHECK_OK(destroyed.get());
   }
 }
 
