@@ -131,6 +131,39 @@ struct Allocation {
   bool plugin_owned = false;  // made while a plugin's slot ran (see PluginCall)
 };
 
+// The most recently freed allocations, found by address: as many as the CPU backend keeps
+// reserved (kQuarantinedRanges), since a range still reserved but forgotten here would be taken
+// for host memory, which the host cannot read there. The records do not overlap: one that
+// addresses handed out again (a newer record, a live allocation) overlap is dropped. The oldest
+// goes first once they are more than that.
+class FreedRecords {
+ public:
+  static constexpr size_t kCapacity = 1024;
+  struct Freed {
+    Allocation allocation;
+    const char* freed_by;  // the call that freed it
+  };
+
+  void add(const Allocation& allocation, const char* freed_by);
+  // Drops the records that [begin, end) overlaps.
+  void drop(uintptr_t begin, uintptr_t end);
+  // A record that [begin, end) overlaps or starts right at the end of (touches() in
+  // runtime.cpp), or null.
+  const Freed* touched_by(uintptr_t begin, uintptr_t end) const;
+  size_t size() const { return by_base_.size(); }
+
+ private:
+  struct Record {
+    Freed freed;
+    uint64_t serial;  // the order of add()
+  };
+  std::map<uintptr_t, Record> by_base_;
+  // (base, serial) of each add(), oldest first; entries of dropped records stay until they reach
+  // the front, or until a compaction once there are twice the capacity.
+  std::deque<std::pair<uintptr_t, uint64_t>> order_;
+  uint64_t serial_ = 0;
+};
+
 // Marks the calling thread while an object lives (marks nest); active() says whether one does.
 // Tag tells the kinds of mark apart.
 template <class Tag>
@@ -290,15 +323,8 @@ class Runtime {
 
   mutable std::shared_mutex allocations_mutex_;
   std::map<uintptr_t, Allocation> allocations_;
-  // The most recently freed allocations, oldest first, kept across porta_shutdown so that a
-  // pointer from before it is recognised too. Bounded, like the CPU backend's reserved ranges
-  // (which is at least as long, so none of these can be host memory on the CPU).
-  static constexpr size_t kFreedRecords = 256;
-  struct Freed {
-    Allocation allocation;
-    const char* freed_by;
-  };
-  std::deque<Freed> freed_;
+  // Kept across porta_shutdown, so that a pointer from before it is recognised too.
+  FreedRecords freed_;
 };
 
 // Whether device reaches peer's memory directly (and may wait on its events): the same device,

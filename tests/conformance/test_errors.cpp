@@ -393,6 +393,29 @@ TEST_CASE("errors: copies into freed memory are refused as use after free", "[er
   }
 }
 
+// As many freed allocations are remembered as the CPU backend keeps reserved (1024,
+// docs/reliability.md): one that was still reserved but no longer remembered would be taken for
+// host memory, which the host cannot read there.
+TEST_CASE("errors: the last 1024 freed allocations are refused as use after free",
+          "[errors][memory]") {
+  for (porta_device_t device : devices_with_reserved_addresses("use after free, 1024 frees on")) {
+    INFO("device " << device);
+    Stream stream(device);
+    std::vector<uint8_t> host(64, 0x44);
+    void* oldest = nullptr;
+    PT_REQUIRE_OK(porta_memory_alloc(device, 64, &oldest));
+    PT_REQUIRE_OK(porta_memory_free(oldest));
+    for (int i = 1; i < 1024; ++i) {
+      void* later = nullptr;
+      PT_REQUIRE_OK(porta_memory_alloc(device, 64, &later));
+      PT_REQUIRE_OK(porta_memory_free(later));
+    }
+    check_refused(host.data(), oldest, 64, "use after free", stream.get());
+    check_refused(oldest, host.data(), 64, "use after free", stream.get());
+    CHECK(host == std::vector<uint8_t>(64, 0x44));
+  }
+}
+
 TEST_CASE("errors: freed addresses the host maps again are host memory", "[errors][memory]") {
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   for (porta_device_t device : devices_with_reserved_addresses("host memory at freed addresses")) {
