@@ -105,6 +105,9 @@ extern "C" PORTA_API porta_status_t porta_device_can_access_peer(porta_device_t 
 
 extern "C" PORTA_API porta_status_t porta_device_synchronize(porta_device_t device) {
   return with_runtime("porta_device_synchronize", [&](Runtime& runtime) -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_device_synchronize")) {
+      return refused;
+    }
     Device* found = runtime.device(device, "porta_device_synchronize: device");
     if (!found) return PORTA_ERROR_NOT_FOUND;
     const Backend& backend = *found->backend;

@@ -84,6 +84,9 @@ extern "C" PORTA_API porta_status_t porta_event_query(porta_event_t handle) {
 
 extern "C" PORTA_API porta_status_t porta_event_synchronize(porta_event_t handle) {
   return with_runtime("porta_event_synchronize", [&](Runtime& runtime) -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_event_synchronize")) {
+      return refused;
+    }
     std::shared_ptr<Event> event;
     porta_status_t status = resolve(runtime, "porta_event_synchronize", handle, event, "event");
     if (status != PORTA_SUCCESS) return status;

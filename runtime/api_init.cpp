@@ -24,6 +24,9 @@ extern "C" PORTA_API porta_status_t porta_init(const porta_init_options_t* optio
 extern "C" PORTA_API porta_status_t porta_shutdown(void) {
   return guarded("porta_shutdown", [&]() -> porta_status_t {
     if (porta_status_t refused = detail::refuse_reentry("porta_shutdown")) return refused;
+    if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_shutdown")) {
+      return refused;
+    }
     // The queued work ends first with the runtime held shared, as under any call: a host function
     // it runs may call Porta (calls that do not wait are allowed on the CPU backend), and would
     // wait forever for the exclusive hold below.

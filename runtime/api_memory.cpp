@@ -33,6 +33,8 @@ porta_status_t allocate(Runtime& runtime, const char* function, porta_memory_kin
 porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind_t kind,
                        void* ptr) {
   if (!ptr) return PORTA_SUCCESS;
+  // A free waits for the devices' work (below).
+  if (porta_status_t refused = detail::refuse_wait_in_host_function(function)) return refused;
   Allocation allocation;
   if (!runtime.forget(ptr, kind, function, allocation)) {
     Allocation other;
@@ -188,6 +190,7 @@ struct CallStream {
 porta_status_t copy_staged(Runtime& runtime, const char* function, void* dst, Device& to,
                            const void* src, Device& from, size_t size, const Stream& stream) {
   constexpr size_t kChunk = size_t{8} << 20;
+  if (porta_status_t refused = detail::refuse_wait_in_host_function(function)) return refused;
   const Backend& out_backend = *from.backend;
   const Backend& in_backend = *to.backend;
   const Backend& backend = *stream.device->backend;
@@ -274,6 +277,8 @@ porta_status_t copy(Runtime& runtime, const char* function, bool blocking, void*
       std::memmove(dst, src, size);
       return PORTA_SUCCESS;
     }
+    // It waits for the device's default stream.
+    if (porta_status_t refused = detail::refuse_wait_in_host_function(function)) return refused;
   }
   if (between_devices)
     return copy_between_devices(runtime, function, blocking, dst, *to.device, src, *from.device,
@@ -311,7 +316,11 @@ porta_status_t set(Runtime& runtime, const char* function, bool blocking, void* 
   if (!to.device_memory) {
     return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: dst {} is not device memory", function, dst);
   }
-  if (blocking) resolve_stream(runtime, function, true, nullptr, to.device, stream);
+  if (blocking) {
+    resolve_stream(runtime, function, true, nullptr, to.device, stream);
+    // It waits for the device's default stream.
+    if (porta_status_t refused = detail::refuse_wait_in_host_function(function)) return refused;
+  }
   status = check_stream_device(function, "dst", to, *stream);
   if (status != PORTA_SUCCESS) return status;
   const Backend& backend = *stream->device->backend;

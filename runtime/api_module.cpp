@@ -307,6 +307,9 @@ extern "C" PORTA_API porta_status_t porta_module_load_data(porta_device_t device
 
 extern "C" PORTA_API porta_status_t porta_module_unload(porta_module_t handle) {
   return with_runtime("porta_module_unload", [&](Runtime& runtime) -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_module_unload")) {
+      return refused;
+    }
     std::shared_ptr<Module> module;
     if (porta_status_t status = retire(runtime, "porta_module_unload", handle, module);
         status != PORTA_SUCCESS) {

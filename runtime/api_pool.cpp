@@ -125,6 +125,9 @@ extern "C" PORTA_API porta_status_t porta_memory_pool_set_release_threshold(port
 extern "C" PORTA_API porta_status_t porta_memory_pool_trim(porta_device_t device,
                                                            uint64_t keep_bytes) {
   return with_runtime("porta_memory_pool_trim", [&](Runtime& runtime) -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_memory_pool_trim")) {
+      return refused;
+    }
     Device* found = runtime.device(device, "porta_memory_pool_trim: device");
     if (!found) return PORTA_ERROR_NOT_FOUND;
     const Backend& backend = *found->backend;

@@ -7,6 +7,19 @@ using namespace porta;
 
 namespace {
 
+// A host function as queued: its thread is marked while it runs (HostFunctionCall). The record
+// goes with the call; a device lost before the call never makes it, and leaves it behind.
+struct QueuedHostFunction {
+  porta_host_fn_t fn;
+  void* user_data;
+
+  static void run(void* queued) {
+    const std::unique_ptr<QueuedHostFunction> self(static_cast<QueuedHostFunction*>(queued));
+    HostFunctionCall mark;
+    self->fn(self->user_data);
+  }
+};
+
 // How many frees the stream has queued: a synchronisation that starts now covers them.
 uint64_t queued_frees(Stream& stream) {
   std::lock_guard lock(stream.order.mutex);
@@ -36,6 +49,9 @@ extern "C" PORTA_API porta_status_t porta_stream_create(porta_device_t device,
 
 extern "C" PORTA_API porta_status_t porta_stream_destroy(porta_stream_t handle) {
   return with_runtime("porta_stream_destroy", [&](Runtime& runtime) -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_stream_destroy")) {
+      return refused;
+    }
     std::shared_ptr<Stream> stream;
     porta_status_t status = resolve(runtime, "porta_stream_destroy", handle, stream);
     if (status != PORTA_SUCCESS) return status;
@@ -87,6 +103,9 @@ extern "C" PORTA_API porta_status_t porta_stream_device(porta_stream_t handle,
 
 extern "C" PORTA_API porta_status_t porta_stream_synchronize(porta_stream_t handle) {
   return with_runtime("porta_stream_synchronize", [&](Runtime& runtime) -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_stream_synchronize")) {
+      return refused;
+    }
     std::shared_ptr<Stream> stream;
     porta_status_t status = resolve(runtime, "porta_stream_synchronize", handle, stream);
     if (status != PORTA_SUCCESS) return status;
@@ -186,7 +205,11 @@ extern "C" PORTA_API porta_status_t porta_stream_launch_host_func(porta_stream_t
                   "functions (its interface predates plugin ABI 1.1 or leaves the slot out)",
                   backend.name);
     }
-    return call(backend, "porta_stream_launch_host_func", backend.interface.stream_launch_host_func,
-                stream->native, fn, user_data);
+    auto queued = std::make_unique<QueuedHostFunction>(QueuedHostFunction{fn, user_data});
+    status =
+        call(backend, "porta_stream_launch_host_func", backend.interface.stream_launch_host_func,
+             stream->native, &QueuedHostFunction::run, static_cast<void*>(queued.get()));
+    if (status == PORTA_SUCCESS) queued.release();  // QueuedHostFunction::run deletes it
+    return status;
   });
 }

@@ -943,6 +943,14 @@ porta_status_t refuse_reentry(const char* function) {
               function);
 }
 
+porta_status_t refuse_wait_in_host_function(const char* function) {
+  if (!HostFunctionCall::active()) return PORTA_SUCCESS;
+  return fail(PORTA_ERROR_UNAVAILABLE,
+              "{}: called from a host function, which waits for streams or devices: the host "
+              "function's own stream waits for it, so the wait might never end",
+              function);
+}
+
 porta_status_t ensure_initialized(const porta_init_options_t* options, bool* ran) {
   {
     // Held shared first, as every call holds it: waiting for it alone while other threads keep

@@ -192,6 +192,11 @@ using PluginCall = ThreadMark<struct PluginCallTag>;
 // (detail::refuse_reentry) instead of waiting on a lock its own thread holds.
 using PluginSetup = ThreadMark<struct PluginSetupTag>;
 
+// The calling thread runs a host function (porta_stream_launch_host_func), which its stream
+// waits for: a Porta call there that waits for streams or devices is refused
+// (detail::refuse_wait_in_host_function) instead of waiting for ever.
+using HostFunctionCall = ThreadMark<struct HostFunctionTag>;
+
 // Work that runs in the calling thread's own loop rather than queued on a stream: copies between
 // devices staged through the host, collectives that an engine runs on the caller's thread (MPI's).
 // Waiting for the devices' queued work does not cover it, so a free waits here for what began
@@ -425,6 +430,9 @@ struct HeldAlone {
 };
 // UNAVAILABLE, named for function, on a thread that loads or unloads plugins; else SUCCESS.
 porta_status_t refuse_reentry(const char* function);
+// UNAVAILABLE, named for function, in a host function (HostFunctionCall); else SUCCESS. For the
+// calls that wait for streams or devices.
+porta_status_t refuse_wait_in_host_function(const char* function);
 }  // namespace detail
 
 template <typename Body>

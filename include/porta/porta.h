@@ -457,12 +457,13 @@ typedef void (*porta_host_fn_t)(void* user_data);
  * PORTA_ERROR_DEVICE_LOST on CUDA or HIP (see above) it never runs: this call then returns
  * DEVICE_LOST, or, if the device was lost after it returned, the stream's next synchronize does,
  * and fn is not called.
- * fn must not call Porta functions that wait for streams or devices (synchronize, blocking copies
- * and sets, frees, unloads, stream destroy, porta_shutdown): the stream it runs in cannot advance
- * until it returns, so such a call may deadlock. GPU drivers also forbid their own API there, so
- * a portable fn makes no Porta call at all. fn must not throw or longjmp out (where Porta's own
- * thread runs it, on the CPU, OpenCL and Level Zero backends, an exception is caught and the
- * stream's next synchronize returns it as INTERNAL).
+ * The stream fn runs in cannot advance until it returns, so the Porta functions that wait for
+ * streams or devices (the synchronizes, blocking copies and sets of device memory, copies staged
+ * between backends, frees, porta_module_unload, porta_stream_destroy, porta_memory_pool_trim,
+ * porta_shutdown) return PORTA_ERROR_UNAVAILABLE at once when fn calls them, and change nothing.
+ * GPU drivers also forbid their own API there, so a portable fn makes no Porta call at all. fn must
+ * not throw or longjmp out (where Porta's own thread runs it, on the CPU, OpenCL and Level Zero
+ * backends, an exception is caught and the stream's next synchronize returns it as INTERNAL).
  * Returns: SUCCESS; INVALID_HANDLE for the stream; INVALID_ARGUMENT for a NULL fn; UNSUPPORTED
  * when the stream's backend plugin predates host functions; DEVICE_LOST. */
 PORTA_API porta_status_t porta_stream_launch_host_func(porta_stream_t stream, porta_host_fn_t fn,

@@ -251,6 +251,67 @@ TEST_CASE("host function: one that calls Porta does not keep porta_shutdown wait
   PT_REQUIRE_OK(porta_init(nullptr));
 }
 
+// A host function's own stream waits for it, so a call that waits for streams or devices could
+// wait there for ever: each is refused with UNAVAILABLE, and changes nothing.
+TEST_CASE("host function: calls that wait are refused there, and change nothing",
+          "[host_func]" PT_KERNELS_TAG) {
+  if (!is_cpu_backend()) {
+    WARN("skipped on " << backend_name() << ": a portable host function makes no Porta call");
+    return;
+  }
+  const porta_device_t device = devices().front();
+  struct Waits {
+    porta_device_t device;
+    porta_stream_t stream;
+    porta_event_t event;
+    porta_module_t module;
+    void* memory;
+    void* pinned;
+    std::vector<std::pair<std::string, porta_status_t>> statuses;
+    std::string message;
+    static void run(void* data) {
+      auto* w = static_cast<Waits*>(data);
+      char byte = 1;
+      const auto record = [&](const char* call, porta_status_t status) {
+        w->statuses.emplace_back(call, status);
+      };
+      record("porta_stream_synchronize", porta_stream_synchronize(w->stream));
+      w->message = porta_last_error_message();
+      record("porta_stream_destroy", porta_stream_destroy(w->stream));
+      record("porta_event_synchronize", porta_event_synchronize(w->event));
+      record("porta_device_synchronize", porta_device_synchronize(w->device));
+      record("porta_memory_free", porta_memory_free(w->memory));
+      record("porta_host_free", porta_host_free(w->pinned));
+      record("porta_module_unload", porta_module_unload(w->module));
+      record("porta_memory_pool_trim", porta_memory_pool_trim(w->device, 0));
+      record("porta_memcpy", porta_memcpy(w->memory, &byte, 1));
+      record("porta_memset", porta_memset(w->memory, 0, 1));
+      record("porta_shutdown", porta_shutdown());
+    }
+  };
+  Stream stream(device);
+  Event event(device);
+  Module module(device);
+  Buffer memory(device, 64), pinned(device, 64, Buffer::kPinned);
+  PT_REQUIRE_OK(porta_memset(memory.get(), 7, 64));
+  Waits waits{device, stream.get(), event.get(), module.get(), memory.get(), pinned.get(), {}, {}};
+  PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), &Waits::run, &waits));
+  PT_REQUIRE_OK(porta_event_record(event.get(), stream.get()));
+  PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+  REQUIRE(waits.statuses.size() == 11);
+  for (const auto& [call, status] : waits.statuses) {
+    INFO(call);
+    CHECK(Status{status} == Status{PORTA_ERROR_UNAVAILABLE});
+  }
+  CHECK_THAT(waits.message, Catch::Matchers::Contains("called from a host function"));
+  // Nothing changed: every object is still there, the memory as it was.
+  PT_CHECK_OK(porta_event_synchronize(event.get()));
+  PT_CHECK_OK(porta_device_synchronize(device));
+  CHECK(download(memory.get(), 64) == std::vector<uint8_t>(64, 7));
+  CHECK(module.kernel("saxpy") != nullptr);
+  PT_CHECK_OK(porta_stream_query(stream.get()));
+}
+
 // A chain of host functions, each queueing the next (a non-waiting call, allowed on the CPU
 // backend), outlives porta_shutdown's first wait for the devices; once shutdown is under way the
 // next link is refused, so the chain ends and shutdown does not wait for it forever.
