@@ -390,6 +390,44 @@ TEST_CASE("comm: a free waits for a collective another thread runs on its memory
   PT_REQUIRE_OK(porta_comm_destroy(comm));
 }
 
+TEST_CASE("comm: a pool trim waits for a collective another thread runs on its memory",
+          "[single-rank]") {
+  porta_device_t device = 0;
+  PT_REQUIRE_OK(porta_device_default(&device));
+  porta_comm_unique_id_t id{};
+  PT_REQUIRE_OK(porta_comm_get_unique_id(device, &id));
+  porta_comm_t comm = nullptr;
+  PT_REQUIRE_OK(porta_comm_create(device, 0, 1, &id, &comm));
+  Stream stream(device);
+  PT_REQUIRE_OK(porta_memory_pool_set_release_threshold(device, UINT64_MAX));
+  constexpr size_t n = size_t{1} << 22;
+  void* buffer = nullptr;
+  PT_REQUIRE_OK(porta_memory_alloc_async(device, n * sizeof(float), stream.get(), &buffer));
+  PT_REQUIRE_OK(porta_memset_async(buffer, 0, n * sizeof(float), stream.get()));
+  PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+  std::atomic<int> runs{0};
+  std::atomic<porta_status_t> last{PORTA_SUCCESS};
+  std::thread worker([&] {
+    porta_status_t status;
+    while ((status = porta_comm_all_reduce(comm, buffer, buffer, n, PORTA_DTYPE_F32,
+                                           PORTA_REDUCE_AVG, nullptr)) == PORTA_SUCCESS) {
+      ++runs;
+    }
+    last = status;
+  });
+  while (runs < 2 && last == PORTA_SUCCESS) std::this_thread::yield();
+  // The block goes back to the pool, and the trim gives it back to the backend: only once the
+  // collective under way has finished with it.
+  PT_CHECK_OK(porta_memory_free_async(buffer, stream.get()));
+  PT_CHECK_OK(porta_memory_pool_trim(device, 0));
+  worker.join();
+  CHECK(runs >= 2);
+  // The collective after the free finds no memory there.
+  CHECK(Status{last.load()} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  PT_REQUIRE_OK(porta_memory_pool_set_release_threshold(device, 0));
+  PT_REQUIRE_OK(porta_comm_destroy(comm));
+}
+
 TEST_CASE("comm: a collective a rank never joins times out naming that rank", "[comm-timeout]") {
   Launched l;
   Stream stream(0);
