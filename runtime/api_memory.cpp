@@ -41,7 +41,7 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
     if (!runtime.find_allocation(ptr, other)) {
       Device* owner = nullptr;
       uintptr_t base = 0;
-      if (runtime.in_freed_pool_block(ptr, &owner, &base) &&
+      if (runtime.in_freed_pool_block(ptr, 1, &owner, &base) &&
           base == reinterpret_cast<uintptr_t>(ptr)) {
         return fail(PORTA_ERROR_INVALID_ARGUMENT,
                     "{}: double free: {} was freed by porta_memory_free_async (it is a cached "
@@ -100,10 +100,11 @@ porta_status_t check_span(Runtime& runtime, const char* function, const char* ar
   if (!runtime.find_allocation(ptr, allocation)) {
     Device* owner = nullptr;
     uintptr_t base = 0;
-    if (runtime.in_freed_pool_block(ptr, &owner, &base)) {
+    if (runtime.in_freed_pool_block(ptr, size, &owner, &base)) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                  "{}: {} lies in memory of device {} freed with porta_memory_free_async", function,
-                  argument, owner->id);
+                  "{}: {}: use after free: {} bytes at {} touch a block of device {} that "
+                  "porta_memory_free_async released",
+                  function, argument, size, ptr, owner->id);
     }
     if (reinterpret_cast<uintptr_t>(ptr) + size < reinterpret_cast<uintptr_t>(ptr)) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} + {} bytes wraps around the address space",

@@ -65,7 +65,7 @@ extern "C" PORTA_API porta_status_t porta_memory_free_async(void* ptr,
         allocation.kind != PORTA_MEMORY_DEVICE) {
       Device* owner = nullptr;
       uintptr_t base = 0;
-      if (!live && runtime.in_freed_pool_block(ptr, &owner, &base)) {
+      if (!live && runtime.in_freed_pool_block(ptr, 1, &owner, &base)) {
         return fail(PORTA_ERROR_INVALID_ARGUMENT,
                     "{}: {} was already freed (it is a cached block of device {}'s pool)", function,
                     ptr, owner->id);
@@ -88,7 +88,7 @@ extern "C" PORTA_API porta_status_t porta_memory_free_async(void* ptr,
                   "{}: {} is memory of device {} but the stream belongs to device {}", function,
                   ptr, allocation.device->id, stream->device->id);
     }
-    if (!runtime.forget(ptr, PORTA_MEMORY_DEVICE, function, allocation)) {
+    if (!runtime.forget_into_pool(ptr, allocation)) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} was freed by another thread meanwhile",
                   function, ptr);
     }

@@ -87,10 +87,12 @@ porta_status_t MemoryPool::free(const char* function, void* ptr, size_t size, St
   if (driver_pool()) {
     if (pooled) {
       in_use_.erase(live);
+      released_(ptr, size);
       return call(backend, function, backend.interface.memory_free_async, stream.native, ptr);
     }
     // Memory from porta_memory_alloc is not the driver pool's: free it once the stream is done,
     // without holding up the device's other stream-ordered calls meanwhile.
+    released_(ptr, size);
     lock.unlock();
     porta_status_t status =
         call(backend, function, backend.interface.stream_synchronize, stream.native);
@@ -125,15 +127,19 @@ size_t MemoryPool::take_in_use(void* ptr) {
   return capacity;
 }
 
-bool MemoryPool::holds_freed(const void* ptr, uintptr_t* out_base) {
-  const auto address = reinterpret_cast<uintptr_t>(ptr);
+bool MemoryPool::holds_freed(uintptr_t begin, uintptr_t end, uintptr_t* out_base) {
   std::lock_guard lock(mutex_);
-  auto it = cached_by_address_.upper_bound(address);
-  if (it == cached_by_address_.begin()) return false;
-  --it;
-  if (address - it->first >= it->second) return false;
-  *out_base = it->first;
-  return true;
+  // The blocks do not overlap: the one before begin (it may reach it), or the first after it.
+  auto it = cached_by_address_.upper_bound(begin);
+  if (it != cached_by_address_.begin() && begin - std::prev(it)->first < std::prev(it)->second) {
+    *out_base = std::prev(it)->first;
+    return true;
+  }
+  if (it != cached_by_address_.end() && it->first < end) {
+    *out_base = it->first;
+    return true;
+  }
+  return false;
 }
 
 void MemoryPool::settle_stream(uint64_t stream_serial, uint64_t epoch) {
@@ -168,6 +174,7 @@ void MemoryPool::release_locked(uint64_t keep_bytes) {
   for (auto it = cached_.end(); it != cached_.begin() && bytes_cached_ > keep_bytes;) {
     --it;
     if (!it->second.settled) continue;
+    released_(it->second.ptr, it->first);
     backend.interface.memory_free(backend.context, device_.index, it->second.ptr);
     cached_by_address_.erase(reinterpret_cast<uintptr_t>(it->second.ptr));
     bytes_cached_ -= it->first;

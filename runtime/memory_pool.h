@@ -5,6 +5,7 @@
 #include <porta/porta.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -27,7 +28,12 @@ struct StreamOrder {
 // the device, and the reuse rules are the driver's; otherwise the cache below does.
 class MemoryPool {
  public:
-  explicit MemoryPool(Device& device) : device_(device) {}
+  // released(ptr, bytes) is told of each block that goes back to the backend, to the driver's
+  // pool, or (memory that never joined the cache) straight to the backend, while the pool's lock
+  // is held: from then on it is freed memory for the runtime's records. A cached block is the
+  // pool's own until then (holds_freed).
+  using Released = std::function<void(void* ptr, size_t bytes)>;
+  MemoryPool(Device& device, Released released) : device_(device), released_(std::move(released)) {}
 
   // A block of at least size bytes (> 0) for work on stream, reused from the cache when one is
   // safe for the stream, else new from the backend.
@@ -40,8 +46,8 @@ class MemoryPool {
   // did not come from the pool.
   size_t take_in_use(void* ptr);
 
-  // Whether ptr lies in a cached (freed) block; *out_base gets the block's start.
-  bool holds_freed(const void* ptr, uintptr_t* out_base);
+  // Whether [begin, end) overlaps a cached (freed) block; *out_base gets the block's start.
+  bool holds_freed(uintptr_t begin, uintptr_t end, uintptr_t* out_base);
 
   // Blocks freed on the stream up to its free number epoch are safe for every stream now (it was
   // synchronised); then cached bytes above the release threshold go back to the backend.
@@ -75,6 +81,7 @@ class MemoryPool {
   void release_locked(uint64_t keep_bytes);  // mutex_ held
 
   Device& device_;
+  Released released_;
   std::mutex mutex_;
   std::multimap<size_t, Block> cached_;            // by capacity
   std::map<uintptr_t, size_t> cached_by_address_;  // the same blocks: base to capacity

@@ -305,7 +305,12 @@ porta_status_t Runtime::open_devices(Backend& backend) {
     device.index = index;
     device.id = static_cast<porta_device_t>(devices_.size() + opened.size() - 1);
     device.properties.struct_size = sizeof(porta_device_properties_t);
-    device.pool = std::make_unique<MemoryPool>(device);
+    device.pool = std::make_unique<MemoryPool>(device, [this, &device](void* ptr, size_t bytes) {
+      std::unique_lock lock(allocations_mutex_);
+      remember_freed(
+          Allocation{reinterpret_cast<uintptr_t>(ptr), bytes, PORTA_MEMORY_DEVICE, &device},
+          "porta_memory_free_async");
+    });
     porta_status_t status =
         call(backend, "porta_init", backend.interface.device_properties, index, &device.properties);
     if (status != PORTA_SUCCESS) return status;
@@ -673,6 +678,15 @@ bool Runtime::forget(const void* ptr, porta_memory_kind_t kind, const char* free
   return true;
 }
 
+bool Runtime::forget_into_pool(const void* ptr, Allocation& out) {
+  std::unique_lock lock(allocations_mutex_);
+  auto it = allocations_.find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == allocations_.end() || it->second.kind != PORTA_MEMORY_DEVICE) return false;
+  out = it->second;
+  allocations_.erase(it);
+  return true;
+}
+
 void Runtime::remember_freed(const Allocation& allocation, const char* freed_by) {
   // Only ranges the host does not get back at once are worth remembering: device memory of a
   // backend that keeps freed addresses from the host's heap (a GPU driver's mappings, which it
@@ -864,9 +878,13 @@ CommPlugin* Runtime::launcher(const char* function) {
   return nullptr;
 }
 
-bool Runtime::in_freed_pool_block(const void* ptr, Device** out_device, uintptr_t* out_base) {
+bool Runtime::in_freed_pool_block(const void* ptr, size_t size, Device** out_device,
+                                  uintptr_t* out_base) {
+  const auto begin = reinterpret_cast<uintptr_t>(ptr);
+  const uintptr_t end =
+      size > UINTPTR_MAX - begin ? UINTPTR_MAX : begin + std::max<size_t>(size, 1);
   for (auto& device : devices_) {
-    if (device->pool->holds_freed(ptr, out_base)) {
+    if (device->pool->holds_freed(begin, end, out_base)) {
       *out_device = device.get();
       return true;
     }

@@ -280,8 +280,12 @@ class Runtime {
   // Removes the allocation starting exactly at ptr with the given kind; it joins the freed ones,
   // freed by the call `freed_by` (the name later messages give).
   bool forget(const void* ptr, porta_memory_kind_t kind, const char* freed_by, Allocation& out);
+  // forget, for memory that goes to a device's pool: recorded as freed once the pool lets it go
+  // (MemoryPool::Released), since a cached block stays mapped and the pool answers for it.
+  bool forget_into_pool(const void* ptr, Allocation& out);
   // Whether ptr lies in a block freed to a device's pool (freed memory, not host memory).
-  bool in_freed_pool_block(const void* ptr, Device** out_device, uintptr_t* out_base);
+  // Whether [ptr, ptr + size) overlaps a block cached in a device's pool.
+  bool in_freed_pool_block(const void* ptr, size_t size, Device** out_device, uintptr_t* out_base);
   // Logs every live allocation (see porta_memory_report_live); the totals go to the outputs.
   void report_live_allocations(const char* occasion, uint64_t* out_count, uint64_t* out_bytes);
 

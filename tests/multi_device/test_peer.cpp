@@ -122,7 +122,8 @@ TEST_CASE("peer: a copy into a block freed to the pool is refused", "[peer][pool
   const CallResult result = call_on_fresh_thread(
       [&] { return porta_memcpy_async(block, a0.get(), 4096, stream1.get()); });
   CHECK(Status{result.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
-  CHECK(result.message.find("dst lies in memory of device 1 freed with porta_memory_free_async") !=
+  CHECK(result.message.find("dst: use after free") != std::string::npos);
+  CHECK(result.message.find("a block of device 1 that porta_memory_free_async released") !=
         std::string::npos);
   PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memcpy(a0.get(), block, 16));
 }

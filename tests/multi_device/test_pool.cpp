@@ -280,6 +280,49 @@ TEST_CASE("pool: bad input is refused and changes nothing", "[pool][errors]") {
   PT_CHECK_FAILS(PORTA_ERROR_NOT_FOUND, porta_memory_pool_set_release_threshold(2, 0));
 }
 
+// A block in the cache is the pool's to answer for, and is recorded as freed memory only once it
+// goes back to the backend: cached blocks neither push the records of memory freed earlier out
+// (which the CPU backend still keeps reserved and unreadable), nor lose their own record to a
+// range that runs into them while they are still mapped.
+TEST_CASE("pool: freed memory is named as such whether cached or given back", "[pool][errors]") {
+  CpuDevices runtime("2");
+  Stream stream(0);
+  std::vector<uint8_t> host(64, 0x44);
+  void* freed = nullptr;
+  PT_REQUIRE_OK(porta_memory_alloc(0, 4096, &freed));
+  PT_REQUIRE_OK(porta_memory_free(freed));
+  PT_REQUIRE_OK(porta_memory_pool_set_release_threshold(0, UINT64_MAX));
+  std::vector<void*> blocks;
+  for (int i = 0; i < 1100; ++i) blocks.push_back(alloc_async(0, 256, stream.get()));
+  for (void* block : blocks) PT_REQUIRE_OK(porta_memory_free_async(block, stream.get()));
+  PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+  CHECK(stats(0).bytes_cached >= 1100 * 256);
+  CallResult copy =
+      call_on_fresh_thread([&] { return porta_memcpy(host.data(), freed, host.size()); });
+  CHECK(Status{copy.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  CHECK(copy.message.find("use after free") != std::string::npos);
+
+  PT_REQUIRE_OK(porta_memory_pool_trim(0, 0));
+
+  // A range that starts before a cached block and runs into it.
+  char* const block = static_cast<char*>(alloc_async(0, 256, stream.get()));
+  PT_REQUIRE_OK(porta_memory_free_async(block, stream.get()));
+  copy = call_on_fresh_thread([&] { return porta_memcpy(host.data(), block - 16, 64); });
+  CHECK(Status{copy.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  CHECK(copy.message.find("porta_memory_free_async released") != std::string::npos);
+  PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_memset(block - 16, 0, 64));
+  // Given back to the backend, it is still named.
+  PT_REQUIRE_OK(porta_memory_pool_trim(0, 0));
+  CHECK(stats(0).bytes_cached == 0);
+  copy = call_on_fresh_thread([&] { return porta_memcpy(host.data(), block, 16); });
+  CHECK(Status{copy.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+  INFO(copy.message);
+  CHECK(copy.message.find("use after free") != std::string::npos);
+  CHECK(copy.message.find("porta_memory_free_async") != std::string::npos);
+  CHECK(host == std::vector<uint8_t>(64, 0x44));
+  PT_REQUIRE_OK(porta_memory_pool_set_release_threshold(0, 0));
+}
+
 TEST_CASE("pool: streams allocating and freeing at once on both devices stay consistent",
           "[pool][concurrency]") {
   CpuDevices runtime("2");
