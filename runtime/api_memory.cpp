@@ -184,30 +184,44 @@ struct CallStream {
   }
 };
 
+// Waits for the work queued on stream so far, leaving its error to the stream (an event recorded
+// after it, waited for): the error of earlier work is not the caller's.
+porta_status_t wait_leaving_error(const char* function, const Stream& stream) {
+  const Device& device = *stream.device;
+  const Backend& backend = *device.backend;
+  void* event = nullptr;
+  porta_status_t status =
+      call(backend, function, backend.interface.event_create, device.index, &event);
+  if (status != PORTA_SUCCESS) return status;
+  status = call(backend, function, backend.interface.event_record, event, stream.native);
+  if (status == PORTA_SUCCESS) {
+    status = call(backend, function, backend.interface.event_synchronize, event);
+  }
+  backend.interface.event_destroy(backend.context, event);
+  return status;
+}
+
 // Copies through a pinned buffer of the source device, chunk by chunk: out to the host on a
-// stream of the source device, in from the host on a stream of the destination device. The host
-// waits for each step, so the copy is complete (and ordered after the stream's earlier work)
-// when this returns; a free meanwhile waits for it (CallerWork).
+// stream of the source device, in from the host on a stream of the destination device, both made
+// for the copy, so that their errors are the copy's own. The host waits for the given stream's
+// earlier work first (leaving its error there), and for each step, so the copy is complete (and
+// ordered after the stream's earlier work) when this returns; a free meanwhile waits for it
+// (CallerWork).
 porta_status_t copy_staged(Runtime& runtime, const char* function, void* dst, Device& to,
                            const void* src, Device& from, size_t size, const Stream& stream) {
-  constexpr size_t kChunk = size_t{8} << 20;
   if (porta_status_t refused = detail::refuse_wait_in_host_function(function)) return refused;
+  constexpr size_t kChunk = size_t{8} << 20;
   const Backend& out_backend = *from.backend;
   const Backend& in_backend = *to.backend;
-  const Backend& backend = *stream.device->backend;
   CallerWork::Scope in_flight(runtime.caller_work);
-  porta_status_t status =
-      call(backend, function, backend.interface.stream_synchronize, stream.native);
+  porta_status_t status = wait_leaving_error(function, stream);
   if (status != PORTA_SUCCESS) return status;
-  // The given stream carries its own device's half; the other device's half a stream made for
-  // the copy (that device's default stream would order it after unrelated work there).
-  Device& other = stream.device == &from ? to : from;
-  CallStream own{other};
-  status = call(*other.backend, function, other.backend->interface.stream_create, other.index,
-                &own.native);
+  CallStream out{from}, in{to};
+  status =
+      call(out_backend, function, out_backend.interface.stream_create, from.index, &out.native);
   if (status != PORTA_SUCCESS) return status;
-  void* out_native = stream.device == &from ? stream.native : own.native;
-  void* in_native = stream.device == &to ? stream.native : own.native;
+  status = call(in_backend, function, in_backend.interface.stream_create, to.index, &in.native);
+  if (status != PORTA_SUCCESS) return status;
   void* staging = nullptr;
   const size_t staging_size = std::min(size, kChunk);
   status = call(out_backend, function, out_backend.interface.host_alloc, from.index, staging_size,
@@ -215,25 +229,24 @@ porta_status_t copy_staged(Runtime& runtime, const char* function, void* dst, De
   if (status != PORTA_SUCCESS) return status;
   for (size_t done = 0; done < size && status == PORTA_SUCCESS; done += staging_size) {
     const size_t part = std::min(staging_size, size - done);
-    status = call(out_backend, function, out_backend.interface.memcpy_async, out_native, staging,
+    status = call(out_backend, function, out_backend.interface.memcpy_async, out.native, staging,
                   static_cast<const char*>(src) + done, part, PORTA_COPY_DEVICE_TO_HOST);
     if (status == PORTA_SUCCESS) {
-      status = call(out_backend, function, out_backend.interface.stream_synchronize, out_native);
+      status = call(out_backend, function, out_backend.interface.stream_synchronize, out.native);
     }
     if (status == PORTA_SUCCESS) {
-      status = call(in_backend, function, in_backend.interface.memcpy_async, in_native,
+      status = call(in_backend, function, in_backend.interface.memcpy_async, in.native,
                     static_cast<char*>(dst) + done, static_cast<const void*>(staging), part,
                     PORTA_COPY_HOST_TO_DEVICE);
     }
     if (status == PORTA_SUCCESS) {
-      status = call(in_backend, function, in_backend.interface.stream_synchronize, in_native);
+      status = call(in_backend, function, in_backend.interface.stream_synchronize, in.native);
     }
   }
   out_backend.interface.host_free(out_backend.context, from.index, staging);
   return status;
 }
 
-// A copy between the memory of two devices, on a stream of either.
 porta_status_t copy_between_devices(Runtime& runtime, const char* function, bool blocking,
                                     void* dst, Device& to, const void* src, Device& from,
                                     size_t size, const Stream& stream) {

@@ -2,6 +2,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -207,6 +208,29 @@ TEST_CASE("peer: a staged copy does not wait for the other device's default stre
     PT_REQUIRE_OK(porta_stream_synchronize(default0));  // the hold's function has returned
   }
   check_pattern(download(b1.get(), kBytes), 0, kBytes, 3);
+}
+
+// The error of work queued before a staged copy is the stream's, for its synchronize to report:
+// the copy runs after that work and returns only its own errors.
+TEST_CASE("peer: a staged copy leaves an earlier error to its stream", "[peer][errors]") {
+  TwoBackends runtime;
+  PT_REQUIRE_OK(runtime.status);
+  constexpr size_t kBytes = 4096;
+  Buffer a0(0, kBytes), b1(1, kBytes);
+  PT_REQUIRE_OK(porta_memset(a0.get(), 0x5A, kBytes));
+  PT_REQUIRE_OK(porta_memset(b1.get(), 0, kBytes));
+  Stream stream1(1);
+  // On the CPU backend a host function's exception fails its stream
+  // (porta_stream_launch_host_func).
+  PT_REQUIRE_OK(porta_stream_launch_host_func(
+      stream1.get(), [](void*) { throw std::runtime_error("failed on purpose"); }, nullptr));
+  PT_CHECK_OK(porta_memcpy_async(b1.get(), a0.get(), kBytes, stream1.get()));
+  check_value(download(b1.get(), kBytes), 0, kBytes, 0x5A);
+  const CallResult later =
+      call_on_fresh_thread([&] { return porta_stream_synchronize(stream1.get()); });
+  CHECK(Status{later.status} == Status{PORTA_ERROR_INTERNAL});
+  CHECK(later.message.find("failed on purpose") != std::string::npos);
+  PT_CHECK_OK(porta_stream_synchronize(stream1.get()));
 }
 
 // A staged copy runs from the calling thread, part by part: a free of its source on another
