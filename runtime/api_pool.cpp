@@ -39,10 +39,12 @@ extern "C" PORTA_API porta_status_t porta_memory_alloc_async(porta_device_t devi
       *out_ptr = nullptr;
       return PORTA_SUCCESS;
     }
+    Runtime::Record record = Runtime::make_record();  // before the memory, which then has room
     void* ptr = nullptr;
     status = found->pool->allocate(function, size, *stream, &ptr);
     if (status != PORTA_SUCCESS) return status;
-    runtime.remember(Allocation{reinterpret_cast<uintptr_t>(ptr), size, PORTA_MEMORY_DEVICE, found,
+    runtime.remember(std::move(record),
+                     Allocation{reinterpret_cast<uintptr_t>(ptr), size, PORTA_MEMORY_DEVICE, found,
                                 PluginCall::active()});
     *out_ptr = ptr;
     return PORTA_SUCCESS;
@@ -88,11 +90,21 @@ extern "C" PORTA_API porta_status_t porta_memory_free_async(void* ptr,
                   "{}: {} is memory of device {} but the stream belongs to device {}", function,
                   ptr, allocation.device->id, stream->device->id);
     }
-    if (!runtime.forget_into_pool(ptr, allocation)) {
+    Runtime::Record record = runtime.forget_into_pool(ptr);
+    if (!record) {
       return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} was freed by another thread meanwhile",
                   function, ptr);
     }
-    return allocation.device->pool->free(function, ptr, allocation.size, *stream);
+    // Where the pool cannot take it (out of memory), the memory stays live, its record back.
+    porta_status_t status = PORTA_SUCCESS;
+    try {
+      status = allocation.device->pool->free(function, ptr, allocation.size, *stream);
+    } catch (...) {
+      runtime.remember(std::move(record), allocation);
+      throw;
+    }
+    if (status != PORTA_SUCCESS) runtime.remember(std::move(record), allocation);
+    return status;
   });
 }
 

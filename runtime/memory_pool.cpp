@@ -25,7 +25,12 @@ porta_status_t MemoryPool::allocate(const char* function, size_t size, Stream& s
     porta_status_t status =
         call(backend, function, backend.interface.memory_alloc_async, stream.native, size, &ptr);
     if (status == PORTA_SUCCESS) {
-      in_use_[ptr] = size;
+      try {
+        in_use_[ptr] = size;
+      } catch (...) {  // no room for the record: the block goes back, nothing changed
+        backend.interface.memory_free_async(backend.context, stream.native, ptr);
+        throw;
+      }
       *out_ptr = ptr;
       return PORTA_SUCCESS;
     }
@@ -39,11 +44,12 @@ porta_status_t MemoryPool::allocate(const char* function, size_t size, Stream& s
        ++it) {
     if (!reusable(it->second, stream)) continue;
     const size_t capacity = it->first;
-    *out_ptr = it->second.ptr;
+    void* const ptr = it->second.ptr;
+    in_use_[ptr] = capacity;  // first: the one step that may fail (for memory), changing nothing
+    *out_ptr = ptr;
     cached_.erase(it);
-    cached_by_address_.erase(reinterpret_cast<uintptr_t>(*out_ptr));
+    cached_by_address_.erase(reinterpret_cast<uintptr_t>(ptr));
     bytes_cached_ -= capacity;
-    in_use_[*out_ptr] = capacity;
     bytes_in_use_ += capacity;
     peak_bytes_in_use_ = std::max(peak_bytes_in_use_, bytes_in_use_);
     ++reuse_count_;
@@ -58,7 +64,12 @@ porta_status_t MemoryPool::allocate(const char* function, size_t size, Stream& s
     status = call(backend, function, backend.interface.memory_alloc, device_.index, rounded, &ptr);
   }
   if (status != PORTA_SUCCESS) return status;
-  in_use_[ptr] = rounded;
+  try {
+    in_use_[ptr] = rounded;
+  } catch (...) {  // no room for the record: the memory goes back, nothing changed
+    backend.interface.memory_free(backend.context, device_.index, ptr);
+    throw;
+  }
   bytes_in_use_ += rounded;
   peak_bytes_in_use_ = std::max(peak_bytes_in_use_, bytes_in_use_);
   *out_ptr = ptr;
@@ -100,19 +111,25 @@ porta_status_t MemoryPool::free(const char* function, void* ptr, size_t size, St
         call(backend, function, backend.interface.memory_free, device_.index, ptr);
     return freed != PORTA_SUCCESS ? freed : status;
   }
-  size_t capacity = size;  // porta_memory_alloc's memory joins the cache as it is
+  const size_t capacity = pooled ? live->second : size;  // porta_memory_alloc's joins as it is
+  // The cache's two entries first: the steps that may fail (for memory), changing nothing.
+  const auto address = reinterpret_cast<uintptr_t>(ptr);
+  cached_by_address_[address] = capacity;
+  uint64_t epoch = 0;
+  try {
+    std::lock_guard order(stream.order.mutex);
+    epoch = stream.order.frees + 1;
+    cached_.emplace(capacity, Block{ptr, stream.serial, epoch, frees_ + 1, false});
+    stream.order.frees = epoch;
+  } catch (...) {
+    cached_by_address_.erase(address);
+    throw;
+  }
+  ++frees_;
   if (pooled) {
-    capacity = live->second;
     in_use_.erase(live);
     bytes_in_use_ -= capacity;
   }
-  uint64_t epoch = 0;
-  {
-    std::lock_guard order(stream.order.mutex);
-    epoch = ++stream.order.frees;
-  }
-  cached_.emplace(capacity, Block{ptr, stream.serial, epoch, ++frees_, false});
-  cached_by_address_[reinterpret_cast<uintptr_t>(ptr)] = capacity;
   bytes_cached_ += capacity;
   return PORTA_SUCCESS;
 }

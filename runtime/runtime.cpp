@@ -305,11 +305,15 @@ porta_status_t Runtime::open_devices(Backend& backend) {
     device.index = index;
     device.id = static_cast<porta_device_t>(devices_.size() + opened.size() - 1);
     device.properties.struct_size = sizeof(porta_device_properties_t);
+    // Best effort: without memory for the record, the block is memory Porta does not know.
     device.pool = std::make_unique<MemoryPool>(device, [this, &device](void* ptr, size_t bytes) {
       std::unique_lock lock(allocations_mutex_);
-      remember_freed(
-          Allocation{reinterpret_cast<uintptr_t>(ptr), bytes, PORTA_MEMORY_DEVICE, &device},
-          "porta_memory_free_async");
+      try {
+        remember_freed(
+            Allocation{reinterpret_cast<uintptr_t>(ptr), bytes, PORTA_MEMORY_DEVICE, &device},
+            "porta_memory_free_async");
+      } catch (const std::bad_alloc&) {
+      }
     });
     porta_status_t status =
         call(backend, "porta_init", backend.interface.device_properties, index, &device.properties);
@@ -678,13 +682,29 @@ bool Runtime::forget(const void* ptr, porta_memory_kind_t kind, const char* free
   return true;
 }
 
-bool Runtime::forget_into_pool(const void* ptr, Allocation& out) {
+Runtime::Record Runtime::forget_into_pool(const void* ptr) {
   std::unique_lock lock(allocations_mutex_);
   auto it = allocations_.find(reinterpret_cast<uintptr_t>(ptr));
-  if (it == allocations_.end() || it->second.kind != PORTA_MEMORY_DEVICE) return false;
-  out = it->second;
-  allocations_.erase(it);
-  return true;
+  if (it == allocations_.end() || it->second.kind != PORTA_MEMORY_DEVICE) return {};
+  return allocations_.extract(it);
+}
+
+Runtime::Record Runtime::make_record() {
+  std::map<uintptr_t, Allocation> one;
+  one.emplace(0, Allocation{});
+  return one.extract(one.begin());
+}
+
+void Runtime::remember(Record record, const Allocation& allocation) {
+  record.key() = allocation.base;
+  record.mapped() = allocation;
+  std::unique_lock lock(allocations_mutex_);
+  if (auto it = allocations_.find(allocation.base); it != allocations_.end()) {
+    it->second = allocation;
+  } else {
+    allocations_.insert(std::move(record));
+  }
+  freed_.drop(allocation.base, allocation.base + allocation.size);
 }
 
 void Runtime::remember_freed(const Allocation& allocation, const char* freed_by) {

@@ -275,14 +275,21 @@ class Runtime {
 
   // Allocation records.
   void remember(const Allocation& allocation);
+  // The room of one record, made before the memory it will describe, so that remembering that
+  // memory cannot fail for lack of host memory once it is allocated.
+  using Record = std::map<uintptr_t, Allocation>::node_type;
+  static Record make_record();
+  void remember(Record record, const Allocation& allocation);
   // The allocation containing ptr, if any.
   bool find_allocation(const void* ptr, Allocation& out) const;
   // Removes the allocation starting exactly at ptr with the given kind; it joins the freed ones,
   // freed by the call `freed_by` (the name later messages give).
   bool forget(const void* ptr, porta_memory_kind_t kind, const char* freed_by, Allocation& out);
   // forget, for memory that goes to a device's pool: recorded as freed once the pool lets it go
-  // (MemoryPool::Released), since a cached block stays mapped and the pool answers for it.
-  bool forget_into_pool(const void* ptr, Allocation& out);
+  // (MemoryPool::Released), since a cached block stays mapped and the pool answers for it. The
+  // record is handed out (empty where ptr is not the start of live device memory), for
+  // remember() to put back where the pool cannot take the memory.
+  Record forget_into_pool(const void* ptr);
   // Whether ptr lies in a block freed to a device's pool (freed memory, not host memory).
   // Whether [ptr, ptr + size) overlaps a block cached in a device's pool.
   bool in_freed_pool_block(const void* ptr, size_t size, Device** out_device, uintptr_t* out_base);

@@ -169,6 +169,49 @@ TEST_CASE("fault: device and pinned memory", "[fault]") {
        });
 }
 
+// The stream-ordered pool, its blocks cached and reused: a call that fails for memory changes
+// nothing, so no allocation is left half made (counted in use, or lost from the cache) and no
+// pointer half freed (neither live nor cached).
+TEST_CASE("fault: the stream-ordered pool", "[fault]") {
+  require_init();
+  porta_stream_t stream = nullptr;
+  REQUIRE(ok(porta_stream_create(0, &stream)));
+  REQUIRE(ok(porta_memory_pool_set_release_threshold(0, UINT64_MAX)));
+  const auto figures = [] {
+    porta_memory_pool_stats_t s{};
+    s.struct_size = sizeof(s);
+    REQUIRE(ok(porta_memory_pool_stats(0, &s)));
+    return s;
+  };
+  void* ptr = nullptr;
+  REQUIRE(ok(porta_memory_alloc_async(0, 1000, stream, &ptr)));
+  REQUIRE(ok(porta_memory_free_async(ptr, stream)));
+  ptr = nullptr;
+  const uint64_t cached = figures().bytes_cached;
+  REQUIRE(cached > 0);
+  walk([] {},
+       [&]() -> porta_status_t {
+         if (!ptr) {
+           if (porta_status_t status = porta_memory_alloc_async(0, 1000, stream, &ptr); !ok(status))
+             return status;
+         }
+         porta_status_t status = porta_memory_free_async(ptr, stream);
+         if (ok(status)) ptr = nullptr;
+         return status;
+       },
+       [&] {
+         if (ptr) REQUIRE(ok(porta_memory_free_async(ptr, stream)));  // still live
+         ptr = nullptr;
+         REQUIRE(ok(porta_stream_synchronize(stream)));
+         const porta_memory_pool_stats_t s = figures();
+         CHECK(s.bytes_in_use == 0);
+         CHECK(s.allocation_count == 0);
+         CHECK(s.bytes_cached == cached);
+       });
+  REQUIRE(ok(porta_memory_pool_set_release_threshold(0, 0)));
+  REQUIRE(ok(porta_stream_destroy(stream)));
+}
+
 TEST_CASE("fault: streams and events", "[fault]") {
   require_init();
   porta_stream_t stream = nullptr;
