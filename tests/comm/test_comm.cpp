@@ -356,21 +356,20 @@ TEST_CASE("comm: one rank on the default device all-reduces, gathers and broadca
   PT_REQUIRE_OK(porta_comm_destroy(comm));
 }
 
+namespace {
+
 // An engine that runs collectives on the caller's thread (MPI's) works on the buffers outside any
-// stream: a free on another thread must wait for it, as it waits for the devices' queued work,
-// rather than unmap the memory under it (SIGSEGV).
-TEST_CASE("comm: a free waits for a collective another thread runs on its memory",
-          "[single-rank]") {
-  porta_device_t device = 0;
-  PT_REQUIRE_OK(porta_device_default(&device));
+// stream: a free or a pool trim on another thread must wait for it, as it waits for the devices'
+// queued work, rather than unmap the memory under it (SIGSEGV).
+// All-reduces of n floats in place on buffer, run on another thread until one fails; release()
+// lets the memory go once two have run. It must wait for the one under way (else SIGSEGV), and
+// the next finds no memory there.
+template <typename Release>
+void collectives_while_released(porta_device_t device, void* buffer, size_t n, Release&& release) {
   porta_comm_unique_id_t id{};
   PT_REQUIRE_OK(porta_comm_get_unique_id(device, &id));
   porta_comm_t comm = nullptr;
   PT_REQUIRE_OK(porta_comm_create(device, 0, 1, &id, &comm));
-  constexpr size_t n = size_t{1} << 22;
-  void* buffer = nullptr;
-  PT_REQUIRE_OK(porta_memory_alloc(device, n * sizeof(float), &buffer));
-  PT_REQUIRE_OK(porta_memset(buffer, 0, n * sizeof(float)));
   std::atomic<int> runs{0};
   std::atomic<porta_status_t> last{PORTA_SUCCESS};
   std::thread worker([&] {
@@ -382,22 +381,32 @@ TEST_CASE("comm: a free waits for a collective another thread runs on its memory
     last = status;
   });
   while (runs < 2 && last == PORTA_SUCCESS) std::this_thread::yield();
-  PT_CHECK_OK(porta_memory_free(buffer));
+  release();
   worker.join();
   CHECK(runs >= 2);
-  // The collective after the free finds no memory there.
   CHECK(Status{last.load()} == Status{PORTA_ERROR_INVALID_ARGUMENT});
   PT_REQUIRE_OK(porta_comm_destroy(comm));
 }
 
+}  // namespace
+
+TEST_CASE("comm: a free waits for a collective another thread runs on its memory",
+          "[single-rank]") {
+  porta_device_t device = 0;
+  PT_REQUIRE_OK(porta_device_default(&device));
+  constexpr size_t n = size_t{1} << 22;
+  void* buffer = nullptr;
+  PT_REQUIRE_OK(porta_memory_alloc(device, n * sizeof(float), &buffer));
+  PT_REQUIRE_OK(porta_memset(buffer, 0, n * sizeof(float)));
+  collectives_while_released(device, buffer, n, [&] { PT_CHECK_OK(porta_memory_free(buffer)); });
+}
+
+// The block goes back to the pool, and the trim gives it back to the backend: only once the
+// collective under way has finished with it.
 TEST_CASE("comm: a pool trim waits for a collective another thread runs on its memory",
           "[single-rank]") {
   porta_device_t device = 0;
   PT_REQUIRE_OK(porta_device_default(&device));
-  porta_comm_unique_id_t id{};
-  PT_REQUIRE_OK(porta_comm_get_unique_id(device, &id));
-  porta_comm_t comm = nullptr;
-  PT_REQUIRE_OK(porta_comm_create(device, 0, 1, &id, &comm));
   Stream stream(device);
   PT_REQUIRE_OK(porta_memory_pool_set_release_threshold(device, UINT64_MAX));
   constexpr size_t n = size_t{1} << 22;
@@ -405,27 +414,11 @@ TEST_CASE("comm: a pool trim waits for a collective another thread runs on its m
   PT_REQUIRE_OK(porta_memory_alloc_async(device, n * sizeof(float), stream.get(), &buffer));
   PT_REQUIRE_OK(porta_memset_async(buffer, 0, n * sizeof(float), stream.get()));
   PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
-  std::atomic<int> runs{0};
-  std::atomic<porta_status_t> last{PORTA_SUCCESS};
-  std::thread worker([&] {
-    porta_status_t status;
-    while ((status = porta_comm_all_reduce(comm, buffer, buffer, n, PORTA_DTYPE_F32,
-                                           PORTA_REDUCE_AVG, nullptr)) == PORTA_SUCCESS) {
-      ++runs;
-    }
-    last = status;
+  collectives_while_released(device, buffer, n, [&] {
+    PT_CHECK_OK(porta_memory_free_async(buffer, stream.get()));
+    PT_CHECK_OK(porta_memory_pool_trim(device, 0));
   });
-  while (runs < 2 && last == PORTA_SUCCESS) std::this_thread::yield();
-  // The block goes back to the pool, and the trim gives it back to the backend: only once the
-  // collective under way has finished with it.
-  PT_CHECK_OK(porta_memory_free_async(buffer, stream.get()));
-  PT_CHECK_OK(porta_memory_pool_trim(device, 0));
-  worker.join();
-  CHECK(runs >= 2);
-  // The collective after the free finds no memory there.
-  CHECK(Status{last.load()} == Status{PORTA_ERROR_INVALID_ARGUMENT});
   PT_REQUIRE_OK(porta_memory_pool_set_release_threshold(device, 0));
-  PT_REQUIRE_OK(porta_comm_destroy(comm));
 }
 
 TEST_CASE("comm: a collective a rank never joins times out naming that rank", "[comm-timeout]") {
