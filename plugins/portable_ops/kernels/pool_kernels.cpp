@@ -1330,10 +1330,13 @@ struct KeptRows {
 #endif
 };
 
-// How many rows of y kBytesAhead of input is: at least one.
+// How many rows of y kBytesAhead of input is: at least one. (A stride of that many input rows or
+// more is one row of y, so the product below stays small.)
 PORTA_DEVICE_FUNCTION int64_t rows_ahead(const Axis& ah, const Axis& aw) {
-  const int64_t bytes = ah.stride * aw.in * int64_t{sizeof(float)};
-  return bytes >= kBytesAhead ? 1 : (kBytesAhead + bytes - 1) / bytes;
+  const int64_t row_bytes = aw.in * int64_t{sizeof(float)};
+  if (ah.stride >= (kBytesAhead + row_bytes - 1) / row_bytes) return 1;
+  const int64_t bytes = ah.stride * row_bytes;
+  return (kBytesAhead + bytes - 1) / bytes;
 }
 
 // Asks for the input rows of row `row` of y, where it exists.
