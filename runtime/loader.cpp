@@ -107,13 +107,16 @@ bool refuse(PluginReport& report, porta_plugin_outcome_t outcome, porta_status_t
   return false;
 }
 
-// Whether path names an existing file. Asked with stat rather than std::filesystem, whose
-// non-throwing calls report running out of memory as a mere error code.
+// Whether path names something: a file, or an entry that is there but broken (a dangling or
+// looping link, a directory that may not be searched), which open_plugin then reports rather than
+// passing on to a plugin further down the path. Asked with stat and lstat rather than
+// std::filesystem, whose non-throwing calls report running out of memory as a mere error code.
 bool file_exists(const std::string& path) {
   struct stat status;
   if (stat(path.c_str(), &status) == 0) return true;
   if (errno == ENOMEM) throw std::bad_alloc();
-  return false;
+  if (errno != ENOENT && errno != ENOTDIR) return true;
+  return lstat(path.c_str(), &status) == 0;  // a link to nothing
 }
 
 // Finds the plugin's file: the first directory that has it wins.
@@ -132,6 +135,30 @@ bool find_file(const std::string& file, const std::vector<std::string>& director
   return refuse(
       report, PORTA_PLUGIN_NOT_FOUND, PORTA_ERROR_NOT_FOUND,
       fmt::format("{} not found in {}", file, searched.empty() ? "(no directory)" : searched));
+}
+
+// The status a report gives a plugin call that did not succeed: its own where it is an error
+// porta.h defines, else INTERNAL (a plugin's bug), so that a failed row never reads as success.
+porta_status_t failure_status(porta_status_t status) {
+  return status < 0 && is_defined_status(status) ? status : PORTA_ERROR_INTERNAL;
+}
+
+// A status as a report's reason names it, values porta.h does not define included.
+std::string status_text(porta_status_t status) {
+  return is_defined_status(status)
+             ? std::string(porta_status_name(status))
+             : fmt::format("{}, which is no porta_status_t value", static_cast<int>(status));
+}
+
+// Whether address is a function's, not data's: a plugin that exports its entry point's name as
+// an array would otherwise be jumped into.
+bool is_function(void* address) {
+  Dl_info info{};
+  void* entry = nullptr;
+  if (dladdr1(address, &info, &entry, RTLD_DL_SYMENT) == 0 || !entry) return false;
+  const auto* symbol = static_cast<const Elf64_Sym*>(entry);
+  const unsigned type = ELF64_ST_TYPE(symbol->st_info);
+  return type == STT_FUNC || type == STT_GNU_IFUNC;
 }
 
 // A plugin's name or version, read no further than max bytes: one left unterminated is cut
@@ -154,12 +181,25 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
   };
   std::vector<char> image;
   {
-    const int fd = ::open(report.path.c_str(), O_RDONLY | O_CLOEXEC);
+    // Not blocking: opening a FIFO would otherwise wait for a writer, holding the lifecycle lock.
+    const int fd = ::open(report.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    const int open_error = errno;
     struct stat info {};
     if (fd < 0 || ::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
       if (fd >= 0) ::close(fd);
       refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_UNAVAILABLE,
-             fd < 0 ? "cannot open the file" : "not a regular file");
+             fd < 0 ? fmt::format("cannot open the file: {}", std::strerror(open_error))
+                    : "not a regular file");
+      return nullptr;
+    }
+    // Read whole, a file this large would take its size in memory before any check could
+    // refuse it; no plugin comes near.
+    constexpr off_t kLargestPlugin = off_t{1} << 30;
+    if (info.st_size > kLargestPlugin) {
+      ::close(fd);
+      refuse(report, PORTA_PLUGIN_LOAD_FAILED, PORTA_ERROR_UNAVAILABLE,
+             fmt::format("the file is {} bytes, more than the {} a plugin may take", info.st_size,
+                         kLargestPlugin));
       return nullptr;
     }
     try {
@@ -208,11 +248,17 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
     refuse(report, outcome, status, std::move(reason));
     return nullptr;
   };
-  auto entry = reinterpret_cast<porta_plugin_entry_fn>(dlsym(library, PORTA_PLUGIN_ENTRY_SYMBOL));
-  if (!entry) {
+  void* entry_symbol = dlsym(library, PORTA_PLUGIN_ENTRY_SYMBOL);
+  if (!entry_symbol) {
     return close(PORTA_PLUGIN_NO_ENTRY, PORTA_ERROR_INCOMPATIBLE_VERSION,
                  fmt::format("no symbol {}: not a Porta plugin", PORTA_PLUGIN_ENTRY_SYMBOL));
   }
+  if (!is_function(entry_symbol)) {
+    return close(
+        PORTA_PLUGIN_NO_ENTRY, PORTA_ERROR_INCOMPATIBLE_VERSION,
+        fmt::format("{} is not a function: not a Porta plugin", PORTA_PLUGIN_ENTRY_SYMBOL));
+  }
+  auto entry = reinterpret_cast<porta_plugin_entry_fn>(entry_symbol);
   plugin = porta_plugin_t{};
   plugin.struct_size = sizeof(plugin);
   porta_status_t status;
@@ -225,9 +271,9 @@ void* open_plugin(porta_plugin_kind_t kind, PluginReport& report, porta_plugin_t
   }
   if (status != PORTA_SUCCESS) {
     std::string detail = take_plugin_message();
-    return close(PORTA_PLUGIN_INIT_FAILED, status,
-                 fmt::format("{} returned {}{}{}", PORTA_PLUGIN_ENTRY_SYMBOL,
-                             porta_status_name(status), detail.empty() ? "" : ": ", detail));
+    return close(PORTA_PLUGIN_INIT_FAILED, failure_status(status),
+                 fmt::format("{} returned {}{}{}", PORTA_PLUGIN_ENTRY_SYMBOL, status_text(status),
+                             detail.empty() ? "" : ": ", detail));
   }
   report.abi_major = plugin.abi_major;
   report.abi_minor = plugin.abi_minor;
@@ -300,8 +346,8 @@ bool initialize(Slot slot, PluginReport& report, Outputs*... outputs) {
                   detail.empty() ? "no driver or no device" : detail);
   }
   if (status != PORTA_SUCCESS) {
-    return refuse(report, PORTA_PLUGIN_INIT_FAILED, status,
-                  fmt::format("initialize returned {}{}{}", porta_status_name(status),
+    return refuse(report, PORTA_PLUGIN_INIT_FAILED, failure_status(status),
+                  fmt::format("initialize returned {}{}{}", status_text(status),
                               detail.empty() ? "" : ": ", detail));
   }
   return true;

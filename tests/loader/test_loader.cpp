@@ -11,6 +11,7 @@
 #include <porta/porta.h>
 #include <porta/porta_plugin.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -84,13 +85,17 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-// A broken plugin, installed in a fresh directory under a backend's file name.
+// A broken plugin, installed in a fresh directory under a backend's file name: a copy of source,
+// or whatever make puts at that name.
 struct Installed {
   TempDir dir;
   std::string file;
-  Installed(const char* source, const std::string& backend = "level_zero") {
+  Installed(const char* source, const std::string& backend = "level_zero")
+      : Installed(backend, [&](const std::string& to) { std::filesystem::copy_file(source, to); }) {
+  }
+  Installed(const std::string& backend, const std::function<void(const std::string&)>& make) {
     file = dir.path() + "/libporta_" + backend + ".so";
-    std::filesystem::copy_file(source, file);
+    make(file);
   }
 };
 
@@ -118,6 +123,16 @@ const Broken kBroken[] = {
      PORTA_ERROR_UNAVAILABLE,
      PORTA_PLUGIN_INIT_FAILED,
      {"entry refused by the test plugin"}},
+    {"entry returns no status",
+     PORTA_TEST_PLUGIN_ENTRY_UNDEFINED,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_INIT_FAILED,
+     {"returned 7, which is no porta_status_t value"}},
+    {"entry is data",
+     PORTA_TEST_PLUGIN_ENTRY_IS_DATA,
+     PORTA_ERROR_INCOMPATIBLE_VERSION,
+     PORTA_PLUGIN_NO_ENTRY,
+     {"porta_plugin_entry is not a function"}},
     {"entry throws",
      PORTA_TEST_PLUGIN_ENTRY_THROWS,
      PORTA_ERROR_UNAVAILABLE,
@@ -128,6 +143,11 @@ const Broken kBroken[] = {
      PORTA_ERROR_UNAVAILABLE,
      PORTA_PLUGIN_UNAVAILABLE,
      {"no test device here"}},
+    {"initialize answers NOT_READY",
+     PORTA_TEST_PLUGIN_INIT_NOT_READY,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_INIT_FAILED,
+     {"initialize returned PORTA_NOT_READY"}},
     {"name does not match the file",
      PORTA_TEST_PLUGIN_NAME_MISMATCH,
      PORTA_ERROR_INCOMPATIBLE_VERSION,
@@ -150,6 +170,20 @@ const Broken kBroken[] = {
      PORTA_PLUGIN_INIT_FAILED,
      {"2147483647 devices"}},
     {"not an ELF file", nullptr, PORTA_ERROR_UNAVAILABLE, PORTA_PLUGIN_LOAD_FAILED, {}},
+    // Opening a FIFO waits for a writer, which never comes.
+    {"a FIFO", nullptr, PORTA_ERROR_UNAVAILABLE, PORTA_PLUGIN_LOAD_FAILED, {"not a regular file"}},
+    // There, but broken: reported, not passed over for a plugin further down the path.
+    {"a link to nothing",
+     nullptr,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_LOAD_FAILED,
+     {"cannot open the file", "No such file or directory"}},
+    // 4 GiB with no data: refused by its size, before it is read.
+    {"a file too large for a plugin",
+     nullptr,
+     PORTA_ERROR_UNAVAILABLE,
+     PORTA_PLUGIN_LOAD_FAILED,
+     {"4294967296 bytes, more than the"}},
     // Half of a real plugin: dlopen would map segments past the file's end (SIGBUS).
     {"a truncated ELF file",
      nullptr,
@@ -158,8 +192,31 @@ const Broken kBroken[] = {
      {"truncated ELF file"}},
 };
 
+const Broken& broken_named(const std::string& name) {
+  const auto found = std::find_if(std::begin(kBroken), std::end(kBroken),
+                                  [&](const Broken& broken) { return broken.name == name; });
+  REQUIRE(found != std::end(kBroken));
+  return *found;
+}
+
 std::unique_ptr<Installed> install(const Broken& broken, const std::string& backend) {
   if (broken.source) return std::make_unique<Installed>(broken.source, backend);
+  const std::string name = broken.name;
+  if (name == "a FIFO") {
+    return std::make_unique<Installed>(
+        backend, [](const std::string& file) { REQUIRE(mkfifo(file.c_str(), 0600) == 0); });
+  }
+  if (name == "a link to nothing") {
+    return std::make_unique<Installed>(backend, [](const std::string& file) {
+      std::filesystem::create_symlink(file + ".gone", file);
+    });
+  }
+  if (name == "a file too large for a plugin") {
+    return std::make_unique<Installed>(backend, [](const std::string& file) {
+      std::ofstream(file).close();
+      std::filesystem::resize_file(file, uintmax_t{4} << 30);
+    });
+  }
   if (std::string(broken.name) == "a truncated ELF file") {
     // Cut in the middle of the loadable segment that ends last (what follows it, symbol tables
     // and debug information, dlopen never maps).
@@ -221,8 +278,11 @@ TEST_CASE("loader: each broken plugin fails init with its exact status and reaso
     if (broken.outcome == PORTA_PLUGIN_UNAVAILABLE) {
       CHECK(Status{row.status} == Status{PORTA_ERROR_UNAVAILABLE});
     }
-    if (std::string(broken.name) == "entry throws") {
-      // What foreign code throws is a bug there, not a driver's failure.
+    if (std::string(broken.name) == "entry throws" ||
+        std::string(broken.name) == "entry returns no status" ||
+        std::string(broken.name) == "initialize answers NOT_READY") {
+      // What foreign code throws, or an answer that is no error, is a bug there, not a driver's
+      // failure.
       CHECK(Status{row.status} == Status{PORTA_ERROR_INTERNAL});
     }
     CHECK(row.device_count == 0);
@@ -313,7 +373,7 @@ TEST_CASE("loader: a plugin calling Porta from its initialize or shutdown is ref
 TEST_CASE("loader: PORTA_PLUGIN_PATH is a colon-separated list searched in order", "[loader]") {
   Fresh fresh;
   TempDir empty;
-  const auto installed = install(kBroken[4], "level_zero");  // initialize finds no device
+  const auto installed = install(broken_named("initialize finds no device"), "level_zero");
   const std::string path = empty.path() + ":" + installed->dir.path();
   const porta_init_options_t o = options("level_zero", path.c_str());
   PT_CHECK_FAILS(PORTA_ERROR_UNAVAILABLE, porta_init(&o));

@@ -3,6 +3,7 @@
  *   PORTA_TEST_BROKEN_DEVICE_PROPERTIES  device_properties fails
  *   PORTA_TEST_BROKEN_DEFAULT_STREAM     stream_create fails (the device's default stream)
  *   PORTA_TEST_BROKEN_DEVICE_COUNT       initialize reports INT32_MAX devices
+ *   PORTA_TEST_BROKEN_INIT_NOT_READY     initialize answers PORTA_NOT_READY, no status for it
  *   PORTA_TEST_BROKEN_ODD_ANSWERS        serves, but leaves its version string unterminated,
  *                                        fills every byte of the properties' strings and answers
  *                                        memory_alloc with 7, which is no status
@@ -61,6 +62,10 @@ static porta_status_t initialize_misbehaving(porta_backend_context_t* out_contex
       return PORTA_ERROR_BACKEND;
     }
   }
+#endif
+#ifdef PORTA_TEST_BROKEN_INIT_NOT_READY
+  *out_device_count = 1;
+  return PORTA_NOT_READY;
 #endif
 #ifdef PORTA_TEST_BROKEN_DEVICE_COUNT
   *out_device_count = INT32_MAX;
