@@ -27,16 +27,18 @@ extern "C" PORTA_API porta_status_t porta_event_create(porta_device_t device,
 }
 
 extern "C" PORTA_API porta_status_t porta_event_destroy(porta_event_t handle) {
-  return with_runtime("porta_event_destroy", [&](Runtime& runtime) -> porta_status_t {
-    std::shared_ptr<Event> event;
-    if (porta_status_t status = retire(runtime, "porta_event_destroy", handle, event);
-        status != PORTA_SUCCESS) {
-      return status;
-    }
-    // The backend's event goes with the last reference (~Event): a call on another thread may
-    // still be using it.
-    return PORTA_SUCCESS;
-  });
+  return with_runtime_to_release(
+      "porta_event_destroy", PORTA_ERROR_INVALID_HANDLE, false,
+      [&](Runtime& runtime) -> porta_status_t {
+        std::shared_ptr<Event> event;
+        if (porta_status_t status = retire(runtime, "porta_event_destroy", handle, event);
+            status != PORTA_SUCCESS) {
+          return status;
+        }
+        // The backend's event goes with the last reference (~Event): a call on another thread may
+        // still be using it.
+        return PORTA_SUCCESS;
+      });
 }
 
 extern "C" PORTA_API porta_status_t porta_event_record(porta_event_t handle,

@@ -353,9 +353,11 @@ extern "C" PORTA_API porta_status_t porta_memory_alloc(porta_device_t device, si
 }
 
 extern "C" PORTA_API porta_status_t porta_memory_free(void* ptr) {
-  return with_runtime("porta_memory_free", [&](Runtime& runtime) -> porta_status_t {
-    return release(runtime, "porta_memory_free", PORTA_MEMORY_DEVICE, ptr);
-  });
+  return with_runtime_to_release("porta_memory_free", PORTA_ERROR_INVALID_ARGUMENT, !ptr,
+                                 [&](Runtime& runtime) -> porta_status_t {
+                                   return release(runtime, "porta_memory_free", PORTA_MEMORY_DEVICE,
+                                                  ptr);
+                                 });
 }
 
 extern "C" PORTA_API porta_status_t porta_host_alloc(porta_device_t device, size_t size,
@@ -366,9 +368,11 @@ extern "C" PORTA_API porta_status_t porta_host_alloc(porta_device_t device, size
 }
 
 extern "C" PORTA_API porta_status_t porta_host_free(void* ptr) {
-  return with_runtime("porta_host_free", [&](Runtime& runtime) -> porta_status_t {
-    return release(runtime, "porta_host_free", PORTA_MEMORY_HOST_PINNED, ptr);
-  });
+  return with_runtime_to_release("porta_host_free", PORTA_ERROR_INVALID_ARGUMENT, !ptr,
+                                 [&](Runtime& runtime) -> porta_status_t {
+                                   return release(runtime, "porta_host_free",
+                                                  PORTA_MEMORY_HOST_PINNED, ptr);
+                                 });
 }
 
 extern "C" PORTA_API porta_status_t porta_pointer_info(const void* ptr,

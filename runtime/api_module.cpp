@@ -306,26 +306,28 @@ extern "C" PORTA_API porta_status_t porta_module_load_data(porta_device_t device
 }
 
 extern "C" PORTA_API porta_status_t porta_module_unload(porta_module_t handle) {
-  return with_runtime("porta_module_unload", [&](Runtime& runtime) -> porta_status_t {
-    if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_module_unload")) {
-      return refused;
-    }
-    std::shared_ptr<Module> module;
-    if (porta_status_t status = retire(runtime, "porta_module_unload", handle, module);
-        status != PORTA_SUCCESS) {
-      return status;
-    }
-    {
-      std::lock_guard lock(module->mutex);
-      module->unloaded = true;
-      for (const auto& [name, kernel] : module->kernels) runtime.kernels.remove(kernel);
-    }
-    // Queued launches may still run the module's code: wait for them (their errors stay with
-    // their streams). The code itself is unloaded when the last reference goes (~Module), which
-    // may be a launch that looked its kernel up before this call and is still queueing.
-    wait_for_device(*module->device, "porta_module_unload");
-    return PORTA_SUCCESS;
-  });
+  return with_runtime_to_release(
+      "porta_module_unload", PORTA_ERROR_INVALID_HANDLE, false,
+      [&](Runtime& runtime) -> porta_status_t {
+        if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_module_unload")) {
+          return refused;
+        }
+        std::shared_ptr<Module> module;
+        if (porta_status_t status = retire(runtime, "porta_module_unload", handle, module);
+            status != PORTA_SUCCESS) {
+          return status;
+        }
+        {
+          std::lock_guard lock(module->mutex);
+          module->unloaded = true;
+          for (const auto& [name, kernel] : module->kernels) runtime.kernels.remove(kernel);
+        }
+        // Queued launches may still run the module's code: wait for them (their errors stay with
+        // their streams). The code itself is unloaded when the last reference goes (~Module), which
+        // may be a launch that looked its kernel up before this call and is still queueing.
+        wait_for_device(*module->device, "porta_module_unload");
+        return PORTA_SUCCESS;
+      });
 }
 
 extern "C" PORTA_API porta_status_t porta_kernel_get(porta_module_t handle, const char* name,

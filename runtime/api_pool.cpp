@@ -53,59 +53,62 @@ extern "C" PORTA_API porta_status_t porta_memory_alloc_async(porta_device_t devi
 
 extern "C" PORTA_API porta_status_t porta_memory_free_async(void* ptr,
                                                             porta_stream_t stream_handle) {
-  return with_runtime("porta_memory_free_async", [&](Runtime& runtime) -> porta_status_t {
-    const char* function = "porta_memory_free_async";
-    std::shared_ptr<Stream> stream;
-    if (porta_status_t status = resolve(runtime, function, stream_handle, stream);
-        status != PORTA_SUCCESS) {
-      return status;
-    }
-    if (!ptr) return PORTA_SUCCESS;
-    Allocation allocation;
-    const bool live = runtime.find_allocation(ptr, allocation);
-    if (!live || allocation.base != reinterpret_cast<uintptr_t>(ptr) ||
-        allocation.kind != PORTA_MEMORY_DEVICE) {
-      Device* owner = nullptr;
-      uintptr_t base = 0;
-      if (!live && runtime.in_freed_pool_block(ptr, 1, &owner, &base)) {
-        return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                    "{}: {} was already freed (it is a cached block of device {}'s pool)", function,
-                    ptr, owner->id);
-      }
-      if (!live) {
-        return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                    "{}: {} is not a live allocation (already freed, or not from Porta)", function,
-                    ptr);
-      }
-      if (allocation.kind != PORTA_MEMORY_DEVICE) {
-        return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                    "{}: {} is pinned host memory; free it with porta_host_free", function, ptr);
-      }
-      return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                  "{}: {} points {} bytes into an allocation; pass its start", function, ptr,
-                  reinterpret_cast<uintptr_t>(ptr) - allocation.base);
-    }
-    if (stream->device != allocation.device) {
-      return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                  "{}: {} is memory of device {} but the stream belongs to device {}", function,
-                  ptr, allocation.device->id, stream->device->id);
-    }
-    Runtime::Record record = runtime.forget_into_pool(ptr);
-    if (!record) {
-      return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} was freed by another thread meanwhile",
-                  function, ptr);
-    }
-    // Where the pool cannot take it (out of memory), the memory stays live, its record back.
-    porta_status_t status = PORTA_SUCCESS;
-    try {
-      status = allocation.device->pool->free(function, ptr, allocation.size, *stream);
-    } catch (...) {
-      runtime.remember(std::move(record), allocation);
-      throw;
-    }
-    if (status != PORTA_SUCCESS) runtime.remember(std::move(record), allocation);
-    return status;
-  });
+  return with_runtime_to_release(
+      "porta_memory_free_async", PORTA_ERROR_INVALID_ARGUMENT, !ptr,
+      [&](Runtime& runtime) -> porta_status_t {
+        const char* function = "porta_memory_free_async";
+        std::shared_ptr<Stream> stream;
+        if (porta_status_t status = resolve(runtime, function, stream_handle, stream);
+            status != PORTA_SUCCESS) {
+          return status;
+        }
+        if (!ptr) return PORTA_SUCCESS;
+        Allocation allocation;
+        const bool live = runtime.find_allocation(ptr, allocation);
+        if (!live || allocation.base != reinterpret_cast<uintptr_t>(ptr) ||
+            allocation.kind != PORTA_MEMORY_DEVICE) {
+          Device* owner = nullptr;
+          uintptr_t base = 0;
+          if (!live && runtime.in_freed_pool_block(ptr, 1, &owner, &base)) {
+            return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                        "{}: {} was already freed (it is a cached block of device {}'s pool)",
+                        function, ptr, owner->id);
+          }
+          if (!live) {
+            return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                        "{}: {} is not a live allocation (already freed, or not from Porta)",
+                        function, ptr);
+          }
+          if (allocation.kind != PORTA_MEMORY_DEVICE) {
+            return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                        "{}: {} is pinned host memory; free it with porta_host_free", function,
+                        ptr);
+          }
+          return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                      "{}: {} points {} bytes into an allocation; pass its start", function, ptr,
+                      reinterpret_cast<uintptr_t>(ptr) - allocation.base);
+        }
+        if (stream->device != allocation.device) {
+          return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                      "{}: {} is memory of device {} but the stream belongs to device {}", function,
+                      ptr, allocation.device->id, stream->device->id);
+        }
+        Runtime::Record record = runtime.forget_into_pool(ptr);
+        if (!record) {
+          return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: {} was freed by another thread meanwhile",
+                      function, ptr);
+        }
+        // Where the pool cannot take it (out of memory), the memory stays live, its record back.
+        porta_status_t status = PORTA_SUCCESS;
+        try {
+          status = allocation.device->pool->free(function, ptr, allocation.size, *stream);
+        } catch (...) {
+          runtime.remember(std::move(record), allocation);
+          throw;
+        }
+        if (status != PORTA_SUCCESS) runtime.remember(std::move(record), allocation);
+        return status;
+      });
 }
 
 extern "C" PORTA_API porta_status_t porta_memory_pool_stats(porta_device_t device,

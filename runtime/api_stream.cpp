@@ -48,30 +48,32 @@ extern "C" PORTA_API porta_status_t porta_stream_create(porta_device_t device,
 }
 
 extern "C" PORTA_API porta_status_t porta_stream_destroy(porta_stream_t handle) {
-  return with_runtime("porta_stream_destroy", [&](Runtime& runtime) -> porta_status_t {
-    if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_stream_destroy")) {
-      return refused;
-    }
-    std::shared_ptr<Stream> stream;
-    porta_status_t status = resolve(runtime, "porta_stream_destroy", handle, stream);
-    if (status != PORTA_SUCCESS) return status;
-    if (stream->is_default) {
-      return fail(PORTA_ERROR_INVALID_ARGUMENT,
-                  "porta_stream_destroy: a device's default stream cannot be destroyed");
-    }
-    if (!runtime.streams.remove(reinterpret_cast<uintptr_t>(handle))) {
-      return fail(PORTA_ERROR_INVALID_HANDLE,
-                  "porta_stream_destroy: stream was destroyed meanwhile");
-    }
-    // What is queued runs first and its error is reported here; the backend's stream goes with
-    // the last reference (~Stream), which may be a call on another thread still using it.
-    const Backend& backend = *stream->device->backend;
-    const uint64_t frees = queued_frees(*stream);
-    const porta_status_t pending =
-        call(backend, "porta_stream_destroy", backend.interface.stream_synchronize, stream->native);
-    stream->device->pool->settle_stream(stream->serial, frees);
-    return pending;
-  });
+  return with_runtime_to_release(
+      "porta_stream_destroy", PORTA_ERROR_INVALID_HANDLE, false,
+      [&](Runtime& runtime) -> porta_status_t {
+        if (porta_status_t refused = detail::refuse_wait_in_host_function("porta_stream_destroy")) {
+          return refused;
+        }
+        std::shared_ptr<Stream> stream;
+        porta_status_t status = resolve(runtime, "porta_stream_destroy", handle, stream);
+        if (status != PORTA_SUCCESS) return status;
+        if (stream->is_default) {
+          return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                      "porta_stream_destroy: a device's default stream cannot be destroyed");
+        }
+        if (!runtime.streams.remove(reinterpret_cast<uintptr_t>(handle))) {
+          return fail(PORTA_ERROR_INVALID_HANDLE,
+                      "porta_stream_destroy: stream was destroyed meanwhile");
+        }
+        // What is queued runs first and its error is reported here; the backend's stream goes with
+        // the last reference (~Stream), which may be a call on another thread still using it.
+        const Backend& backend = *stream->device->backend;
+        const uint64_t frees = queued_frees(*stream);
+        const porta_status_t pending = call(backend, "porta_stream_destroy",
+                                            backend.interface.stream_synchronize, stream->native);
+        stream->device->pool->settle_stream(stream->serial, frees);
+        return pending;
+      });
 }
 
 extern "C" PORTA_API porta_status_t porta_stream_default(porta_device_t device,

@@ -8,9 +8,11 @@
 namespace porta {
 
 spdlog::logger& log() {
-  static auto logger = [] {
-    auto created = std::make_shared<spdlog::logger>(
-        "porta", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  // Never destroyed, like the runtime that logs through it: a call at exit (porta_shutdown from
+  // an atexit handler or a static object's destructor) may log after exit-time destructors ran.
+  static spdlog::logger* const logger = [] {
+    auto* created =
+        new spdlog::logger("porta", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
     created->set_pattern("[porta %l] %v");
     created->set_level(spdlog::level::warn);
     return created;

@@ -418,6 +418,15 @@ porta_status_t with_runtime(const char* function, Body&& body) noexcept;
 template <typename Body>
 porta_status_t with_runtime_even_if_failed(const char* function, Body&& body) noexcept;
 
+// The same for a call that releases what another made (a free, a destroy, an unload), which
+// never initialises: with no runtime up, what it names was released by porta_shutdown or never
+// made, so it is refused as stale (stale: INVALID_HANDLE or INVALID_ARGUMENT) and nothing is
+// loaded or started; no_op (a NULL pointer to free) is SUCCESS. A C++ wrapper's destructor that
+// outlives porta_shutdown makes such calls, at exit too.
+template <typename Body>
+porta_status_t with_runtime_to_release(const char* function, porta_status_t stale, bool no_op,
+                                       Body&& body) noexcept;
+
 namespace detail {
 Runtime& instance();
 std::shared_mutex& lifecycle_mutex();
@@ -455,6 +464,25 @@ porta_status_t with_runtime_even_if_failed(const char* function, Body&& body) no
     std::shared_lock lock(detail::lifecycle_mutex());
     return body(detail::instance());
   });
+}
+
+template <typename Body>
+porta_status_t with_runtime_to_release(const char* function, porta_status_t stale, bool no_op,
+                                       Body&& body) noexcept {
+  bool up = false;
+  const porta_status_t status = guarded(function, [&]() -> porta_status_t {
+    if (porta_status_t refused = detail::refuse_reentry(function)) return refused;
+    if (porta_status_t refused = detail::refuse_during_shutdown(function)) return refused;
+    std::shared_lock lock(detail::lifecycle_mutex());
+    up = detail::instance().initialized();
+    if (up || no_op) return PORTA_SUCCESS;
+    return fail(stale,
+                "{}: Porta is not initialised, so this names nothing it holds (what "
+                "porta_shutdown released is stale)",
+                function);
+  });
+  if (!up) return status;
+  return with_runtime(function, std::forward<Body>(body));
 }
 
 template <typename Body>

@@ -12,6 +12,9 @@
  * - It is thread-safe. Handles may be used from any thread.
  * - The first call initialises the runtime from the environment (see porta_init) if the
  *   application has not done so; if that fails, the call returns the initialisation's status.
+ *   Calls that release (frees, destroys, porta_module_unload) never initialise: with the runtime
+ *   down, what they name is stale (INVALID_HANDLE, or INVALID_ARGUMENT for a pointer; freeing
+ *   NULL is SUCCESS), as for a wrapper's destructor that runs after porta_shutdown.
  * - Handles are checked: a NULL, destroyed, or foreign handle, or one of another type, gives
  *   PORTA_ERROR_INVALID_HANDLE, never a crash. A NULL porta_stream_t means the default stream of
  *   the default device (see porta_stream_default). An object destroyed while another thread is
