@@ -263,13 +263,13 @@ class buffer {
     if (count > SIZE_MAX / sizeof(T)) throw error(PORTA_ERROR_OUT_OF_MEMORY, "count too large");
     data_ = static_cast<T*>(detail::out<void*>(Alloc, device, count * sizeof(T)));
   }
+  // A buffer made from a moved-from one is moved-from too: it holds no memory either.
   buffer(buffer&& other) noexcept {
     swap(other);
     other.moved_ = true;
   }
   buffer& operator=(buffer&& other) noexcept {
     buffer(std::move(other)).swap(*this);
-    moved_ = false;
     return *this;
   }
   ~buffer() {
@@ -291,6 +291,7 @@ class buffer {
     std::swap(data_, other.data_);
     std::swap(size_, other.size_);
     std::swap(device_, other.device_);
+    std::swap(moved_, other.moved_);
   }
   T* data_ = nullptr;
   size_t size_ = 0;

@@ -225,6 +225,19 @@ TEST_CASE("porta.hpp: launches state their arguments, typed kernels are checked 
     porta::device_buffer<float> x2 = std::move(x);
     CHECK_THROWS_AS(typed.launch(moved_to, 1, kN, kN, 2.0f, x, y), porta::error);
     CHECK_THROWS_AS(saxpy.launch(moved_to, 1, kN, kN, 2.0f, x, y), porta::error);
+    // Moved on, or moved into, a moved-from buffer stays one; a buffer moved into itself keeps
+    // its memory.
+    porta::device_buffer<float> x3(std::move(x));
+    CHECK(x3.moved_from());
+    CHECK_THROWS_AS(typed.launch(moved_to, 1, kN, kN, 2.0f, x3, y), porta::error);
+    porta::device_buffer<float> x4(device, kN);
+    x4 = std::move(x3);
+    CHECK(x4.moved_from());
+    CHECK_THROWS_AS(typed.launch(moved_to, 1, kN, kN, 2.0f, x4, y), porta::error);
+    porta::device_buffer<float>& same = x2;
+    x2 = std::move(same);
+    CHECK_FALSE(x2.moved_from());
+    CHECK(x2.data() != nullptr);
     // A count whose bytes pass 2^64 is no short copy.
     std::vector<float> host(kN);
     CHECK_THROWS_AS(y.copy_to_host(host.data(), (size_t{1} << 62) + 1), porta::error);
