@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -61,6 +63,84 @@ void* open_shared_object(const std::string& path, const std::string& origin) {
     throw_error(dlopen_status(error, reason), origin + ": dlopen failed: " + reason);
   }
   return handle;
+}
+
+// The open files that loaded module images are dlopened through, one per file.
+//
+// A module's object is dlopened as "/proc/self/fd/N", N the fd its image was read and checked
+// through, never by the caller's path: glibc returns an already loaded object whose name string
+// matches without opening the file, so a path would give the object of a file since replaced (or,
+// for a relative path, one in another directory), and a file swapped after the check would be
+// mapped unchecked. The fd names the very inode that was checked.
+//
+// glibc also matches the file it opens against loaded objects by device and inode, so two loads of
+// one file share one object, named by the first load's fd. That fd must stay open as long as the
+// object is loaded, even after the module that opened it is unloaded while another still holds the
+// object: closed, its number could be reused for another file, whose "/proc/self/fd/N" would then
+// match the resident object by name. So the fds live here, counted by the modules using them, and a
+// load of a file already here dlopens by the registered fd (closing its own). Once the last module
+// has gone (after its dlclose), the fd is closed if the object is gone; one that stays resident
+// (dlclose does not unload objects marked NODELETE, e.g. C++ code with unique symbols) keeps its fd
+// and entry for the next load of that file. An open fd keeps its inode from being reused, so a key
+// names one file for as long as it is here. In-memory images (memfds, each its own inode) go the
+// same way.
+struct ImageFile {
+  int fd;
+  size_t users;  // modules holding it; 0 while its object stays resident with none
+};
+
+struct ImageFiles {
+  std::mutex mutex;
+  std::map<ImageKey, ImageFile> files;
+};
+
+// Never destroyed: a module may be unloaded from another object's destructor at exit.
+ImageFiles& image_files() {
+  static auto* registry = new ImageFiles;
+  return *registry;
+}
+
+// Registers fd, an open image file, for one more module, taking it: returns its key and the fd to
+// dlopen through, fd itself or the one already registered for the same file (fd is then closed).
+std::pair<ImageKey, int> acquire_image_file(int fd, const std::string& origin) {
+  struct stat file;
+  if (fstat(fd, &file) != 0) {
+    const int error = errno;
+    close(fd);
+    throw_error(PORTA_ERROR_BACKEND, origin + ": fstat failed: " + errno_text(error));
+  }
+  const ImageKey key{file.st_dev, file.st_ino};
+  ImageFiles& registry = image_files();
+  std::lock_guard lock(registry.mutex);
+  try {
+    auto [entry, added] = registry.files.try_emplace(key, ImageFile{fd, 0});
+    if (!added) close(fd);
+    ++entry->second.users;
+    return {key, entry->second.fd};
+  } catch (...) {
+    close(fd);
+    throw;
+  }
+}
+
+// One module fewer uses the file at key; called after its dlclose.
+void release_image_file(const ImageKey& key, const std::string& origin) noexcept {
+  ImageFiles& registry = image_files();
+  std::lock_guard lock(registry.mutex);
+  auto entry = registry.files.find(key);
+  if (entry == registry.files.end() || --entry->second.users > 0) return;
+  char path[64];  // no allocation: this runs in a destructor
+  std::snprintf(path, sizeof(path), "/proc/self/fd/%d", entry->second.fd);
+  if (void* still_loaded = dlopen(path, RTLD_NOW | RTLD_NOLOAD)) {
+    dlclose(still_loaded);
+    try {
+      log(PORTA_LOG_DEBUG, origin + " stays loaded after unload; keeping its fd open");
+    } catch (...) {
+    }
+    return;
+  }
+  close(entry->second.fd);
+  registry.files.erase(entry);
 }
 
 // Keeps the alignment a parameter needs: a type's alignment divides its size, so the power of two
@@ -254,12 +334,12 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, Th
   };
 }
 
-CpuModule::CpuModule(void* handle, std::string origin, int memfd)
+CpuModule::CpuModule(void* handle, std::string origin, ImageKey image)
     : handle_(handle),
       checker_(nullptr),
       take_failure_(nullptr),
       origin_(std::move(origin)),
-      memfd_(memfd) {
+      image_(image) {
   // A racecheck build (porta_add_kernel_library's .cpu-racecheck.so) exports its checker, and
   // it and a SIMT build (.cpu-simt.so) what stopped a group.
   auto* checker = static_cast<const porta_cpu_checker_t*>(dlsym(handle, PORTA_CPU_CHECKER_SYMBOL));
@@ -273,22 +353,20 @@ CpuModule::CpuModule(void* handle, std::string origin, int memfd)
 CpuModule::~CpuModule() {
   kernels_.clear();
   dlclose(handle_);
-  if (memfd_ < 0) return;
-  // glibc finds an already loaded object by its path name before it looks at the file, so if
-  // this fd number were reused by the next in-memory module while this object stays resident
-  // (dlclose does not unload objects marked NODELETE, e.g. C++ code with unique symbols), that
-  // module's dlopen would silently return this one. Give the number back only once it is gone.
-  char path[64];  // no allocation: a destructor must not throw
-  std::snprintf(path, sizeof(path), "/proc/self/fd/%d", memfd_);
-  if (void* still_loaded = dlopen(path, RTLD_NOW | RTLD_NOLOAD)) {
-    dlclose(still_loaded);
-    try {
-      log(PORTA_LOG_DEBUG, origin_ + " stays loaded after unload; keeping its fd open");
-    } catch (...) {
-    }
-    return;
+  release_image_file(image_, origin_);
+}
+
+std::unique_ptr<CpuModule> CpuModule::load_image(int fd, const std::string& origin) {
+  const auto [key, image_fd] = acquire_image_file(fd, origin);
+  void* handle = nullptr;
+  try {
+    handle = open_shared_object("/proc/self/fd/" + std::to_string(image_fd), origin);
+    return std::unique_ptr<CpuModule>(new CpuModule(handle, origin, key));
+  } catch (...) {
+    if (handle) dlclose(handle);
+    release_image_file(key, origin);
+    throw;
   }
-  close(memfd_);
 }
 
 std::unique_ptr<CpuModule> CpuModule::load_file(const char* path) {
@@ -301,34 +379,29 @@ std::unique_ptr<CpuModule> CpuModule::load_file(const char* path) {
     }
     throw_error(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot open: " + errno_text(error));
   }
-  // The whole file is checked, not only its header (see check_elf_header).
+  // The whole file is checked, not only its header (see check_elf_header), and then loaded
+  // through the same fd (see ImageFile), so what is mapped is what was checked.
   std::vector<char> image;
-  char chunk[1 << 16];
-  for (;;) {
-    ssize_t got = read(fd, chunk, sizeof(chunk));
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) {
-      int error = errno;
-      close(fd);
-      throw_error(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot read: " + errno_text(error));
-    }
-    if (got == 0) break;
-    image.insert(image.end(), chunk, chunk + got);
-  }
-  close(fd);
-  check_elf_header(image.data(), image.size(), origin);
-
-  // A name without a slash would make dlopen search the library path instead of opening the
-  // file that was just checked.
-  std::string dl_path = origin.find('/') == std::string::npos ? "./" + origin : origin;
-  void* handle = open_shared_object(dl_path, origin);
   try {
-    log(PORTA_LOG_DEBUG, "loaded module " + origin);
-    return std::unique_ptr<CpuModule>(new CpuModule(handle, origin, -1));
+    char chunk[1 << 16];
+    for (;;) {
+      ssize_t got = read(fd, chunk, sizeof(chunk));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) {
+        const int error = errno;
+        throw_error(PORTA_ERROR_INVALID_ARGUMENT, origin + ": cannot read: " + errno_text(error));
+      }
+      if (got == 0) break;
+      image.insert(image.end(), chunk, chunk + got);
+    }
+    check_elf_header(image.data(), image.size(), origin);
   } catch (...) {
-    dlclose(handle);
+    close(fd);
     throw;
   }
+  std::unique_ptr<CpuModule> module = load_image(fd, origin);
+  log(PORTA_LOG_DEBUG, "loaded module " + origin);
+  return module;
 }
 
 std::unique_ptr<CpuModule> CpuModule::load_data(const void* image, size_t size) {
@@ -355,24 +428,17 @@ std::unique_ptr<CpuModule> CpuModule::load_data(const void* image, size_t size) 
     }
     written += static_cast<size_t>(n);
   }
-  // The fd stays open while the module is loaded: see ~CpuModule.
-  std::string path = "/proc/self/fd/" + std::to_string(fd);
-  errno = 0;
-  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle) {
-    const int error = errno;
-    std::string reason = dl_error_text();
-    close(fd);
-    throw_error(dlopen_status(error, reason), "module image: dlopen failed: " + reason);
-  }
+  // A memfd is its own inode, so the module is loaded through this fd (see ImageFile).
+  std::string origin;
   try {
-    log(PORTA_LOG_DEBUG, "loaded a " + std::to_string(size) + "-byte module image as " + path);
-    return std::unique_ptr<CpuModule>(new CpuModule(handle, "module image (" + path + ")", fd));
+    origin = "module image (/proc/self/fd/" + std::to_string(fd) + ")";
   } catch (...) {
-    dlclose(handle);
     close(fd);
     throw;
   }
+  std::unique_ptr<CpuModule> module = load_image(fd, origin);
+  log(PORTA_LOG_DEBUG, "loaded a " + std::to_string(size) + "-byte " + origin);
+  return module;
 }
 
 CpuKernel* CpuModule::kernel(const char* name) {

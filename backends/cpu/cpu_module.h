@@ -5,6 +5,7 @@
 
 #include <porta/porta.h>
 #include <porta/porta_kernel.h>
+#include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "checker.h"
@@ -20,6 +22,10 @@
 #include "thread_pool.h"
 
 namespace porta::cpu {
+
+// A module's image file by device and inode: the key of the open file its object was loaded
+// through (see cpu_module.cpp).
+using ImageKey = std::pair<dev_t, ino_t>;
 
 class CpuKernel {
  public:
@@ -60,8 +66,10 @@ class CpuKernel {
 
 class CpuModule {
  public:
-  // Failures throw Failure: NOT_FOUND for a missing file; INVALID_ARGUMENT for what is not an
-  // ELF shared object or fails dlopen (with dlerror()); INCOMPATIBLE_VERSION for another machine.
+  // Maps the file that is at path now: the image that was checked is the one dlopen maps, never
+  // an object loaded earlier under the same name. Failures throw Failure: NOT_FOUND for a missing
+  // file; INVALID_ARGUMENT for what is not an ELF shared object or fails dlopen (with dlerror());
+  // INCOMPATIBLE_VERSION for another machine.
   static std::unique_ptr<CpuModule> load_file(const char* path);
   // The image is only read during the call.
   static std::unique_ptr<CpuModule> load_data(const void* image, size_t size);
@@ -80,13 +88,16 @@ class CpuModule {
   const std::string& origin() const { return origin_; }
 
  private:
-  CpuModule(void* handle, std::string origin, int memfd);
+  // Takes fd, an open file holding a checked image, and loads that file; origin names it in
+  // messages.
+  static std::unique_ptr<CpuModule> load_image(int fd, const std::string& origin);
+  CpuModule(void* handle, std::string origin, ImageKey image);
 
   void* handle_;
   const porta_cpu_checker_t* checker_;       // a racecheck build's, or NULL
   porta_simt_take_failure_fn take_failure_;  // a SIMT or racecheck build's, or NULL
   std::string origin_;  // the path, or "/proc/self/fd/N" of an in-memory image, for messages
-  int memfd_;           // -1 unless loaded from memory; see load_data for why it stays open
+  ImageKey image_;      // its open file, released after dlclose
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<CpuKernel>, std::less<>> kernels_;
 };
