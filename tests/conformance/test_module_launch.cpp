@@ -3,6 +3,7 @@
 //
 // Results are compared exactly: saxpy's inputs are small integers and a = 0.5 or 2, so every
 // product and sum is representable in float and no rounding (or FMA contraction) can occur.
+#include <filesystem>
 #include <sstream>
 
 #include "common.h"
@@ -411,6 +412,192 @@ TEST_CASE("module: a kernel library's base name picks the build that fits the de
     CHECK(Status{result.status} == Status{PORTA_ERROR_NOT_FOUND});
     CHECK(result.message.find(missing + ".cpu-x86-64.so") != std::string::npos);
     CHECK(module == nullptr);
+  }
+}
+#endif
+
+#ifdef PORTA_TEST_KERNELS_CPU_VARIANT3
+// Loading a CPU module by path maps the file that is at the path at the time of the call, as
+// cuModuleLoad does, even where an object of the same name is loaded already. The two builds of
+// the test kernels tell the files apart: variant() answers 0 in one and 3 in the other.
+namespace {
+
+// What the module's variant kernel answers.
+uint32_t run_variant(porta_device_t device, porta_module_t module) {
+  porta_kernel_t variant = nullptr;
+  PT_REQUIRE_OK(porta_kernel_get(module, "variant", &variant));
+  Buffer out(device, sizeof(uint32_t));
+  PT_REQUIRE_OK(porta_memset(out.get(), 0xFF, sizeof(uint32_t)));
+  uint32_t* out_ptr = out.as<uint32_t>();
+  void* args[] = {&out_ptr};
+  const porta_launch_config_t config = launch_config({1, 1, 1}, {1, 1, 1});
+  Stream stream(device);
+  PT_REQUIRE_OK(porta_kernel_launch(variant, &config, args, stream.get()));
+  PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+  uint32_t got = 0;
+  PT_REQUIRE_OK(porta_memcpy(&got, out.get(), sizeof(got)));
+  return got;
+}
+
+porta_module_t load(porta_device_t device, const std::string& path) {
+  porta_module_t module = nullptr;
+  PT_REQUIRE_OK(porta_module_load(device, path.c_str(), &module));
+  return module;
+}
+
+porta_module_t load_data(porta_device_t device, const std::vector<char>& image) {
+  porta_module_t module = nullptr;
+  PT_REQUIRE_OK(porta_module_load_data(device, image.data(), image.size(), &module));
+  return module;
+}
+
+// The process's open file descriptors, to tell that unloading gave back every one.
+size_t open_fd_count() {
+  size_t count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    (void)entry;
+    ++count;
+  }
+  return count;
+}
+
+// Changes the working directory, and restores it on destruction.
+class WorkingDirectory {
+ public:
+  WorkingDirectory() : saved_(std::filesystem::current_path()) {}
+  ~WorkingDirectory() {
+    std::error_code ignored;
+    std::filesystem::current_path(saved_, ignored);
+  }
+  WorkingDirectory(const WorkingDirectory&) = delete;
+  WorkingDirectory& operator=(const WorkingDirectory&) = delete;
+  void change(const std::string& dir) const { std::filesystem::current_path(dir); }
+
+ private:
+  std::filesystem::path saved_;
+};
+
+// Puts image at dir/name by a rename, as installers do: a new file (inode) under the old name.
+void replace_file(const TempDir& dir, const std::string& name, const std::vector<char>& image) {
+  const std::string fresh = dir.write(name + ".new", image.data(), image.size());
+  std::filesystem::rename(fresh, dir.path() + "/" + name);
+}
+
+}  // namespace
+
+TEST_CASE("module: a relative path names the file in the current directory",
+          "[module]" PT_KERNELS_TAG) {
+  if (!is_cpu_backend()) return;  // the files are CPU builds
+  const std::vector<char> baseline = read_file(kernels_path());
+  const std::vector<char> v3 = read_file(PORTA_TEST_KERNELS_CPU_VARIANT3);
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    TempDir dir;
+    std::filesystem::create_directory(dir.path() + "/a");
+    std::filesystem::create_directory(dir.path() + "/b");
+    dir.write("a/kernels.so", baseline.data(), baseline.size());
+    dir.write("b/kernels.so", v3.data(), v3.size());
+    WorkingDirectory cwd;
+    cwd.change(dir.path() + "/a");
+    porta_module_t first = load(device, "kernels.so");
+    CHECK(run_variant(device, first) == 0);
+    // The same name in another directory is another file.
+    cwd.change(dir.path() + "/b");
+    porta_module_t second = load(device, "kernels.so");
+    CHECK(run_variant(device, second) == 3);
+    CHECK(run_variant(device, first) == 0);
+    PT_REQUIRE_OK(porta_module_unload(first));
+    PT_REQUIRE_OK(porta_module_unload(second));
+  }
+}
+
+TEST_CASE("module: a file replaced under its name is loaded anew", "[module]" PT_KERNELS_TAG) {
+  if (!is_cpu_backend()) return;  // the files are CPU builds
+  const std::vector<char> baseline = read_file(kernels_path());
+  const std::vector<char> v3 = read_file(PORTA_TEST_KERNELS_CPU_VARIANT3);
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    TempDir dir;
+    const std::string path = dir.write("kernels.so", baseline.data(), baseline.size());
+    porta_module_t old_module = load(device, path);
+    CHECK(run_variant(device, old_module) == 0);
+    // Replaced while the old module is loaded: the new load takes the new file, and the old
+    // module keeps its code.
+    replace_file(dir, "kernels.so", v3);
+    porta_module_t new_module = load(device, path);
+    CHECK(run_variant(device, new_module) == 3);
+    CHECK(run_variant(device, old_module) == 0);
+    PT_REQUIRE_OK(porta_module_unload(old_module));
+    PT_REQUIRE_OK(porta_module_unload(new_module));
+    // And replaced again once nothing of it is loaded.
+    replace_file(dir, "kernels.so", baseline);
+    porta_module_t again = load(device, path);
+    CHECK(run_variant(device, again) == 0);
+    PT_REQUIRE_OK(porta_module_unload(again));
+  }
+}
+
+TEST_CASE("module: one file loaded twice works until each unload in either order",
+          "[module]" PT_KERNELS_TAG) {
+  if (!is_cpu_backend()) return;  // the files are CPU builds
+  const std::vector<char> v3 = read_file(PORTA_TEST_KERNELS_CPU_VARIANT3);
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    TempDir dir;
+    const std::string path = dir.write("kernels.so", v3.data(), v3.size());
+    const size_t fds_before = open_fd_count();
+    for (bool first_goes_first : {true, false}) {
+      INFO((first_goes_first ? "the first load unloaded first" : "the second load unloaded first"));
+      porta_module_t first = load(device, path);
+      porta_module_t second = load(device, path);
+      CHECK(run_variant(device, first) == 3);
+      CHECK(run_variant(device, second) == 3);
+      PT_REQUIRE_OK(porta_module_unload(first_goes_first ? first : second));
+      porta_module_t left = first_goes_first ? second : first;
+      CHECK(run_variant(device, left) == 3);
+      // The file is still loadable, and the module left over still runs after that one goes.
+      porta_module_t third = load(device, path);
+      CHECK(run_variant(device, third) == 3);
+      PT_REQUIRE_OK(porta_module_unload(third));
+      CHECK(run_variant(device, left) == 3);
+      PT_REQUIRE_OK(porta_module_unload(left));
+    }
+    // Every file opened for the loads is closed once their object is gone.
+    CHECK(open_fd_count() == fds_before);
+  }
+}
+
+TEST_CASE("module: a module loaded from memory is not one loaded from a file",
+          "[module]" PT_KERNELS_TAG) {
+  if (!is_cpu_backend()) return;  // the files are CPU builds
+  const std::vector<char> baseline = read_file(kernels_path());
+  const std::vector<char> v3 = read_file(PORTA_TEST_KERNELS_CPU_VARIANT3);
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    TempDir dir;
+    const std::string path = dir.write("kernels.so", baseline.data(), baseline.size());
+    const size_t fds_before = open_fd_count();
+    // The file loaded twice, the load whose file names the object unloaded first: its fd stays
+    // open for the other, so an image loaded from memory now gets a number of its own.
+    porta_module_t first = load(device, path);
+    porta_module_t second = load(device, path);
+    PT_REQUIRE_OK(porta_module_unload(first));
+    porta_module_t from_memory = load_data(device, v3);
+    CHECK(run_variant(device, from_memory) == 3);
+    CHECK(run_variant(device, second) == 0);
+    // The same bytes from memory and from a file are two modules, each unloaded on its own.
+    porta_module_t same_bytes = load_data(device, baseline);
+    CHECK(run_variant(device, same_bytes) == 0);
+    PT_REQUIRE_OK(porta_module_unload(second));
+    CHECK(run_variant(device, same_bytes) == 0);
+    CHECK(run_variant(device, from_memory) == 3);
+    porta_module_t file_again = load(device, path);
+    CHECK(run_variant(device, file_again) == 0);
+    PT_REQUIRE_OK(porta_module_unload(same_bytes));
+    PT_REQUIRE_OK(porta_module_unload(from_memory));
+    CHECK(run_variant(device, file_again) == 0);
+    PT_REQUIRE_OK(porta_module_unload(file_again));
+    CHECK(open_fd_count() == fds_before);
   }
 }
 #endif
