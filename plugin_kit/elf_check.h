@@ -294,7 +294,12 @@ class DynamicCheck {
                   std::to_string(size.size));
       }
     }
-    if (has(DT_JMPREL) && !has(DT_PLTREL)) malformed("DT_JMPREL without DT_PLTREL");
+    // glibc takes DT_PLTREL to mean there is a DT_JMPREL, and without DT_VERSYM binds every
+    // symbol to its oldest version (another ABI) although the object needs versions.
+    if (has(DT_JMPREL) != has(DT_PLTREL)) malformed("DT_JMPREL and DT_PLTREL come only together");
+    if ((has(DT_VERNEED) || has(DT_VERDEF)) && !has(DT_VERSYM)) {
+      malformed("version tables without DT_VERSYM");
+    }
     // glibc asserts when a filtee fails to load as it cleans up; no plugin is a filter.
     if (has(DT_FILTER) || has(DT_AUXILIARY))
       malformed("a filter object (DT_FILTER or DT_AUXILIARY)");
