@@ -14,6 +14,7 @@
 #include <map>
 #include <sstream>
 
+#include "../elf_image.h"
 #include "common.h"
 
 using namespace porta_test;
@@ -937,6 +938,76 @@ TEST_CASE("errors: a CPU code object with a malformed dynamic section is refused
   porta_module_t module = nullptr;
   PT_REQUIRE_OK(porta_module_load_data(device, image.data(), image.size(), &module));
   PT_CHECK_OK(porta_module_unload(module));
+}
+
+TEST_CASE("errors: a CPU code object with malformed loader tables is refused naming the problem",
+          "[errors][module]" PT_KERNELS_TAG) {
+  if (!is_cpu_backend()) return;  // a CPU-specific image
+  const porta_device_t device = devices().front();
+  const ElfImage original(kernels_path());
+  const size_t symbol_1 = original.table(DT_SYMTAB) + sizeof(Elf64_Sym);
+  const size_t gnu_hash = original.table(DT_GNU_HASH);
+  const size_t symbolic = original.first_symbolic_rela(R_X86_64_RELATIVE);
+  const uint64_t relocations = original.tag(DT_RELASZ) / sizeof(Elf64_Rela);
+  struct Damage {
+    const char* what;
+    std::function<void(ElfImage&)> apply;
+    const char* message;
+  };
+  const Damage damages[] = {
+      {"a relocation's symbol index past the symbol table",
+       [&](ElfImage& bad) {
+         const auto info = bad.get<uint64_t>(symbolic + offsetof(Elf64_Rela, r_info));
+         bad.put<uint64_t>(symbolic + offsetof(Elf64_Rela, r_info),
+                           ELF64_R_INFO(0xffffff, ELF64_R_TYPE(info)));
+       },
+       "a relocation names symbol 16777215"},
+      {"GNU hash buckets past the file",
+       [&](ElfImage& bad) { bad.put<uint32_t>(gnu_hash, 0x7fffffff); },
+       "DT_GNU_HASH's bloom filter and buckets"},
+      {"a GNU hash bloom filter size that is not a power of two",
+       [&](ElfImage& bad) { bad.put<uint32_t>(gnu_hash + 8, 0x7fffffff); },
+       "bloom filter size 2147483647 is not a power of two"},
+      {"a symbol's name outside the string table",
+       [&](ElfImage& bad) {
+         bad.put<uint32_t>(symbol_1 + offsetof(Elf64_Sym, st_name), 0x7fffffff);
+       },
+       "symbol 1's offset 2147483647 lies outside the string table"},
+      {"DT_RELAENT not the size of a relocation",
+       [&](ElfImage& bad) { bad.put<uint64_t>(bad.tags.at(DT_RELAENT), 23); },
+       "DT_RELAENT is 23, not 24"},
+      {"DT_SYMENT not the size of a symbol",
+       [&](ElfImage& bad) { bad.put<uint64_t>(bad.tags.at(DT_SYMENT), 16); },
+       "DT_SYMENT is 16, not 24"},
+      {"DT_RELACOUNT beyond the table",
+       [&](ElfImage& bad) { bad.put<uint64_t>(bad.tags.at(DT_RELACOUNT), 0xfffff); },
+       "DT_RELACOUNT 1048575 is beyond the table"},
+      {"DT_RELACOUNT over a relocation that is not relative",
+       [&](ElfImage& bad) { bad.put<uint64_t>(bad.tags.at(DT_RELACOUNT), relocations); },
+       "within DT_RELACOUNT but not relative"},
+      {"PT_GNU_RELRO outside the loadable segments",
+       [&](ElfImage& bad) {
+         bad.put<uint64_t>(bad.segment(PT_GNU_RELRO) + offsetof(Elf64_Phdr, p_vaddr),
+                           uint64_t{1} << 40);
+       },
+       "PT_GNU_RELRO does not lie in a loadable segment"},
+  };
+  TempDir dir;
+  for (const Damage& damage : damages) {
+    INFO(damage.what);
+    ElfImage bad = original;
+    damage.apply(bad);
+    porta_module_t module = nullptr;
+    const CallResult result = call_on_fresh_thread([&] {
+      return porta_module_load_data(device, bad.bytes.data(), bad.bytes.size(), &module);
+    });
+    INFO(porta_status_name(result.status) << ": " << result.message);
+    CHECK(Status{result.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    CHECK(result.message.find(damage.message) != std::string::npos);
+    const std::string file = dir.write("malformed.so", bad.bytes.data(), bad.bytes.size());
+    PT_CHECK_FAILS(PORTA_ERROR_INVALID_ARGUMENT, porta_module_load(device, file.c_str(), &module));
+    CHECK(module == nullptr);
+  }
 }
 
 TEST_CASE("errors: kernels that do not exist", "[errors][module]" PT_KERNELS_TAG) {

@@ -25,6 +25,7 @@
 #include <optional>
 
 #include "../conformance/common.h"
+#include "../elf_image.h"
 
 using namespace porta_test;
 
@@ -301,6 +302,61 @@ TEST_CASE("loader: each broken plugin fails init with its exact status and reaso
     CHECK(row_of("cpu").outcome == PORTA_PLUGIN_NOT_REQUESTED);
   }
 }
+
+#ifdef PORTA_TEST_CPU_PLUGIN
+TEST_CASE("loader: a plugin with malformed loader tables is refused with the reason", "[loader]") {
+  // Each of these made glibc's loader assert (ending the process) or fault inside porta_init.
+  const ElfImage original(PORTA_TEST_CPU_PLUGIN);
+  const uint64_t relocations = original.tag(DT_RELASZ) / sizeof(Elf64_Rela);
+  const size_t versym = original.table(DT_VERSYM);
+  struct Damage {
+    const char* what;
+    std::function<void(ElfImage&)> apply;
+    const char* reason;
+  };
+  const Damage damages[] = {
+      {"DT_RELAENT not the size of a relocation",
+       [](ElfImage& bad) { bad.put<uint64_t>(bad.tags.at(DT_RELAENT), 23); },
+       "DT_RELAENT is 23, not 24"},
+      {"DT_RELACOUNT beyond the table",
+       [](ElfImage& bad) { bad.put<uint64_t>(bad.tags.at(DT_RELACOUNT), 0xfffff); },
+       "DT_RELACOUNT 1048575 is beyond the table"},
+      {"DT_RELACOUNT over a relocation that is not relative",
+       [&](ElfImage& bad) { bad.put<uint64_t>(bad.tags.at(DT_RELACOUNT), relocations); },
+       "within DT_RELACOUNT but not relative"},
+      {"a symbol's version that no version table defines",
+       [&](ElfImage& bad) { bad.put<uint16_t>(versym + 2, 0x7fff); },
+       "symbol 1's version 32767 is not defined"},
+      {"the version needs running past DT_VERNEEDNUM",
+       [](ElfImage& bad) { bad.put<uint64_t>(bad.tags.at(DT_VERNEEDNUM), 1); },
+       "the version needs run past DT_VERNEEDNUM"},
+      {"PT_GNU_RELRO outside the loadable segments",
+       [](ElfImage& bad) {
+         bad.put<uint64_t>(bad.segment(PT_GNU_RELRO) + offsetof(Elf64_Phdr, p_vaddr),
+                           uint64_t{1} << 40);
+       },
+       "PT_GNU_RELRO does not lie in a loadable segment"},
+  };
+  for (const Damage& damage : damages) {
+    INFO(damage.what);
+    ElfImage bad = original;
+    damage.apply(bad);
+    TempDir scratch;
+    const std::string file = scratch.write("plugin.so", bad.bytes.data(), bad.bytes.size());
+    Fresh fresh;
+    const Installed installed(file.c_str(), "cpu");
+    const porta_init_options_t o = options("cpu", installed.dir.path().c_str());
+    const CallResult init = call_on_fresh_thread([&] { return porta_init(&o); });
+    INFO("porta_init -> " << porta_status_name(init.status) << ": " << init.message);
+    CHECK(Status{init.status} == Status{PORTA_ERROR_UNAVAILABLE});
+    const porta_plugin_report_t row = row_of("cpu");
+    INFO("reason '" << row.reason << "'");
+    CHECK(row.outcome == PORTA_PLUGIN_LOAD_FAILED);
+    CHECK(contains(row.reason, "malformed ELF"));
+    CHECK(contains(row.reason, damage.reason));
+  }
+}
+#endif
 
 TEST_CASE("loader: a broken plugin in a list is skipped for the next backend", "[loader]") {
   for (const Broken& broken : kBroken) {
@@ -828,8 +884,9 @@ TEST_CASE("loader: op argument errors are libporta's, whichever op plugin runs",
   }
 }
 
-TEST_CASE("loader: PORTA_OPS names an op plugin of one's own, and a missing one leaves ops unavailable",
-          "[loader]") {
+TEST_CASE(
+    "loader: PORTA_OPS names an op plugin of one's own, and a missing one leaves ops unavailable",
+    "[loader]") {
   Fresh fresh;
   porta_init_options_t o = options("cpu");
   for (const char* bad : {"My_Ops", "../ops", "9ops", "ops.so"}) {
@@ -911,8 +968,8 @@ TEST_CASE("loader: the portable op plugin without its kernel library says which 
   std::filesystem::copy_file(PORTA_TEST_PORTABLE_OPS, dir.path() + "/libporta_ops_portable.so");
   const porta_init_options_t o = options("cpu", dir.path().c_str());
   PT_REQUIRE_OK(porta_init(&o));
-  const CallResult result = call_on_fresh_thread(
-      [] { return porta_relu_forward(nullptr, 1, nullptr, nullptr); });
+  const CallResult result =
+      call_on_fresh_thread([] { return porta_relu_forward(nullptr, 1, nullptr, nullptr); });
   CHECK(result.status == PORTA_ERROR_UNAVAILABLE);
   INFO(result.message);
   CHECK(contains(result.message, "not built for the cpu backend"));
