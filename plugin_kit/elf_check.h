@@ -76,11 +76,11 @@ inline RelocationKind relocation_kind(uint32_t type, bool text_relocations) {
     case R_X86_64_DTPMOD64:
     case R_X86_64_TPOFF64:
     case R_X86_64_64:
+    case R_X86_64_DTPOFF64:  // symbol 0: an offset in the object's own TLS block
+    case R_X86_64_TLSDESC:
       return {true, false};
     case R_X86_64_GLOB_DAT:
     case R_X86_64_JUMP_SLOT:
-    case R_X86_64_DTPOFF64:
-    case R_X86_64_TLSDESC:
       return {true, true};
     case R_X86_64_PC32:
     case R_X86_64_32:
@@ -224,8 +224,11 @@ class DynamicCheck {
     check_entry_sizes();
     check_tables();
     check_strings();
-    symbol_count_ = std::max(sysv_hash_symbols(), gnu_hash_symbols());
-    if (symbol_count_ == 0) malformed("no DT_HASH or DT_GNU_HASH to find its symbols by");
+    // The symbols the loader reads: those its hash table reaches, and those relocations name (a
+    // linker may leave undefined ones out of DT_GNU_HASH's reach).
+    const uint64_t hashed = std::max(sysv_hash_symbols(), gnu_hash_symbols());
+    if (hashed == 0) malformed("no DT_HASH or DT_GNU_HASH to find its symbols by");
+    symbol_count_ = std::max(hashed, relocated_symbols());
     check_symbols();
     check_versions();
     check_relocations();
@@ -440,7 +443,8 @@ class DynamicCheck {
         continue;
       }
       const bool code = type == STT_FUNC || type == STT_GNU_IFUNC;
-      if (code ? !segments_.code(symbol.st_value) : !segments_.mapped(symbol.st_value, 1)) {
+      // Data may be empty and end the object (_end).
+      if (code ? !segments_.code(symbol.st_value) : !segments_.mapped(symbol.st_value, 0)) {
         malformed("symbol " + std::to_string(i) + "'s value " + std::to_string(symbol.st_value) +
                   (code ? " is not in an executable segment" : " lies outside the object"));
       }
@@ -510,6 +514,33 @@ class DynamicCheck {
     }
   }
 
+  // One past the highest symbol a relocation names (the relocation tables lie in the file).
+  uint64_t relocated_symbols() const {
+    const bool plt_rela = !has(DT_PLTREL) || value(DT_PLTREL) == DT_RELA;
+    const struct {
+      int64_t address, size;
+      bool rela;
+    } tables[] = {
+        {DT_RELA, DT_RELASZ, true}, {DT_REL, DT_RELSZ, false}, {DT_JMPREL, DT_PLTRELSZ, plt_rela}};
+    uint64_t count = 0;
+    for (const auto& relocations : tables) {
+      if (!has(relocations.address)) continue;
+      const uint64_t entry_size = relocations.rela ? sizeof(Elf64_Rela) : sizeof(Elf64_Rel);
+      const uint64_t bytes = value(relocations.size);
+      const char* at = table(value(relocations.address), bytes, "a relocation table");
+      for (uint64_t i = 0; i < bytes / entry_size; ++i) {
+        const uint64_t symbol = ELF64_R_SYM(load<uint64_t>(at + i * entry_size + 8));
+        if (!segments_.file_bytes(value(DT_SYMTAB) + symbol * sizeof(Elf64_Sym),
+                                  sizeof(Elf64_Sym))) {
+          malformed("a relocation names symbol " + std::to_string(symbol) +
+                    ", which lies outside the file");
+        }
+        count = std::max(count, symbol + 1);
+      }
+    }
+    return count;
+  }
+
   // Relocations write where they say: each target must lie in the object's writable memory
   // (unless it asks for text relocations), and name a symbol of its table.
   void check_relocations() {
@@ -553,10 +584,6 @@ class DynamicCheck {
         if (!text_relocations && !segments_.mapped(target, sizeof(uint64_t), PF_W)) {
           malformed("a relocation writes to " + std::to_string(target) +
                     ", in a read-only segment");
-        }
-        if (symbol >= symbol_count_) {
-          malformed("a relocation names symbol " + std::to_string(symbol) + " of " +
-                    std::to_string(symbol_count_));
         }
         const RelocationKind kind = relocation_kind(type, text_relocations);
         if (!kind.known) {

@@ -1,14 +1,19 @@
 // The plugin side's one error path (plugin_kit.h: fail, throw_error, guarded) and the slots every
 // backend shares (plugin_state.h), run against a host API that records what the plugin reports.
 #define CATCH_CONFIG_MAIN
+#include <link.h>
+
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <new>
 #include <porta/porta.hpp>
 #include <stdexcept>
 #include <string>
 
+#include "elf_check.h"
 #include "plugin_kit.h"
 #include "plugin_state.h"
 
@@ -155,4 +160,42 @@ TEST_CASE("plugin kit: an op plugin passes porta::error on, and names the op fir
   CHECK(plugin::guarded("porta_gemm", [] { throw std::runtime_error("oops"); }) ==
         PORTA_ERROR_INTERNAL);
   CHECK(g_message == "porta_gemm: internal error: oops");
+}
+
+// Every shared object glibc has loaded into this process, and every one in the system's library
+// directory (up to 16 MiB each), is well formed: the check before dlopen must accept them all.
+// Real linkers' output holds what malformed-image tests do not: symbols that end the object
+// (_end), undefined symbols outside DT_GNU_HASH's reach, TLS descriptors of the object's own block.
+TEST_CASE("elf check: the shared objects of this system pass", "[elf]") {
+  std::vector<std::string> paths;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* out) {
+        if (info->dlpi_name && info->dlpi_name[0] == '/') {
+          static_cast<std::vector<std::string>*>(out)->push_back(info->dlpi_name);
+        }
+        return 0;
+      },
+      &paths);
+  std::error_code error;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/usr/lib/" PORTA_TEST_MULTIARCH, error)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(error) && name.find(".so.") != std::string::npos &&
+        entry.file_size(error) <= (size_t{16} << 20)) {
+      paths.push_back(entry.path().string());
+    }
+  }
+  CHECK(paths.size() > 3);
+  size_t checked = 0;
+  for (const std::string& path : paths) {
+    std::ifstream file(path, std::ios::binary | std::ios::ate);
+    std::string image(static_cast<size_t>(std::max<std::streamoff>(file.tellg(), 0)), '\0');
+    file.seekg(0).read(image.data(), static_cast<std::streamsize>(image.size()));
+    if (image.compare(0, SELFMAG, ELFMAG) != 0) continue;  // a linker script
+    const auto problem = porta::elf::check_shared_object(image.data(), image.size());
+    INFO(path << ": " << (problem ? problem->message : "accepted"));
+    CHECK(!problem);
+    ++checked;
+  }
+  WARN(checked << " shared objects checked");
 }
