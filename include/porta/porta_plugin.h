@@ -21,7 +21,7 @@
  *   porta_ops_interface_t); the backend and collective engine interfaces are those of ABI 1.2
  *   (the "ABI 1.x" notes below date their slots), so their plugins need only a rebuild. ABI 2.1
  *   appended the arrival record slots to the collective engine interface, ABI 2.2 device_wait to
- *   the backend interface.
+ *   the backend interface, ABI 2.3 comm_refuse to the collective engine interface.
  *
  * An interface is a struct of function pointers taking the plugin's own context first (an op
  * plugin's op slots take a porta_op_context_t, which holds it). Objects
@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define PORTA_PLUGIN_ABI_MAJOR 2
-#define PORTA_PLUGIN_ABI_MINOR 2
+#define PORTA_PLUGIN_ABI_MINOR 3
 
 #define PORTA_PLUGIN_ENTRY_SYMBOL "porta_plugin_entry"
 
@@ -291,11 +291,31 @@ typedef struct porta_comm_arrivals_s {
   porta_status_t (*read)(void* record, uint64_t* out_sequences);
 } porta_comm_arrivals_t;
 
+/* ABI 2.3: a collective as one rank called it, for comm_refuse. */
+typedef enum porta_comm_collective {
+  PORTA_COMM_ALL_REDUCE = 1,
+  PORTA_COMM_BROADCAST = 2,
+  PORTA_COMM_ALL_GATHER = 3,
+  PORTA_COMM_REDUCE_SCATTER = 4,
+  PORTA_COMM_BARRIER = 5
+} porta_comm_collective_t;
+typedef struct porta_comm_call_s {
+  size_t struct_size;
+  porta_comm_collective_t collective;
+  size_t count;
+  porta_dtype_t dtype;  /* as the caller passed them: possibly the invalid value refused */
+  porta_reduce_op_t op; /* all_reduce, reduce_scatter; else 0 */
+  int32_t root;         /* broadcast; else 0 */
+  const char* reason;   /* why this rank refused it (libporta's message) */
+} porta_comm_call_t;
+
 /* The interface of a collective engine (kind PORTA_PLUGIN_KIND_COMM, libporta_comm_<name>.so):
  * NCCL, RCCL, MPI. Like an op plugin it is a client of the public API (streams, native handles).
  * libporta has checked every argument as porta_comm.h describes: the communicator is live, the
  * stream (never NULL) belongs to its device, buffers are device memory of that device with room
- * for count elements, dtype and op are valid, 0 <= rank < size, 0 <= root < size. */
+ * for count elements, dtype and op are valid, 0 <= rank < size, 0 <= root < size. A count of 0
+ * reaches the engine too (its buffers unchecked, maybe NULL): it moves no data, but the engine
+ * counts and matches it among the ranks like any other collective. */
 typedef struct porta_comm_interface_s {
   size_t struct_size;
 
@@ -346,6 +366,16 @@ typedef struct porta_comm_interface_s {
    * arrive (NCCL, RCCL). */
   porta_status_t (*comm_attach_arrivals)(porta_backend_context_t context, void* comm,
                                          const porta_comm_arrivals_t* arrivals);
+  /* ABI 2.3, optional: this rank refused a collective on a live communicator (an argument, the
+   * stream) before calling the engine. The engine takes part in it as refused, so that the ranks
+   * stay in step: an engine that matches each call among the ranks (MPI's arrival round) counts
+   * it on every rank, and the others fail it at once with PORTA_ERROR_INVALID_ARGUMENT naming
+   * this rank. Moves no data. SUCCESS when it took part (libporta returns the refusal either
+   * way); DEVICE_LOST when the others did not come in time, as for any collective. When NULL (an
+   * engine that queues without meeting the others first: NCCL, RCCL) the refusal stays on this
+   * rank, and the others' collective waits out PORTA_COMM_TIMEOUT. */
+  porta_status_t (*comm_refuse)(porta_backend_context_t context, void* comm,
+                                const porta_comm_call_t* call);
 } porta_comm_interface_t;
 
 /* What the entry point fills in. */
