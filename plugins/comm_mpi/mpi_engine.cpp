@@ -5,7 +5,13 @@
 // Every collective first makes the ranks announce themselves to each other with non-blocking
 // messages, waiting at most PORTA_COMM_TIMEOUT seconds: a rank that never comes is named in the
 // error instead of hanging the others inside a blocking MPI call. The MPI collective itself runs
-// non-blocking too, polled against the same deadline.
+// non-blocking too, polled against the same deadline. A rank that refuses a collective (libporta's
+// checks, or this engine's) still makes the announcement, marked refused, so that the others fail
+// at once and every rank counts the same collectives.
+//
+// MPI_COMM_WORLD is the meeting place of every communicator's making (and of the launcher's
+// broadcast and arrival record); that work is serialised by one lock per process, since MPI matches
+// collectives on a communicator by their order alone.
 #include <dlfcn.h>
 #include <mpi.h>
 #include <porta/porta_plugin.h>
@@ -44,6 +50,10 @@ std::string mpi_error(int code) {
 void check(int code, const std::string& what) {
   if (code != MPI_SUCCESS) throw_error(PORTA_ERROR_BACKEND, what + ": " + mpi_error(code));
 }
+
+// The work done on MPI_COMM_WORLD: comm_create, launcher_broadcast, launcher_arrivals_open. Two
+// threads' Iallgathers or dups there at once would be matched in whatever order each rank ran them.
+std::mutex g_world_mutex;
 
 // MPI is initialised once per process and finalised at exit: it cannot be initialised again, so
 // the plugin pins itself in memory once it has started MPI.
@@ -91,6 +101,10 @@ double timeout_seconds() {
 
 using Clock = std::chrono::steady_clock;
 
+Clock::time_point deadline_from_now() {
+  return Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds() * 1000));
+}
+
 struct Comm {
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0;
@@ -118,11 +132,12 @@ std::string rank_list(const std::vector<int>& ranks) {
   return text;
 }
 
-// What a rank calls: the collective's number on the communicator, its kind and arguments. Every
-// rank must call the same; MPI would otherwise return garbage (another dtype or root), fail on one
-// rank only (another count), or wait for the deadline (another collective).
+// What a rank calls: the collective's number on the communicator, its kind and arguments, and
+// whether this rank refused it. Every rank must call the same; MPI would otherwise return garbage
+// (another dtype or root), fail on one rank only (another count), or wait for the deadline
+// (another collective).
 struct Call {
-  uint64_t sequence = 0, kind = 0, count = 0, dtype = 0, op = 0, root = 0;
+  uint64_t sequence = 0, kind = 0, count = 0, dtype = 0, op = 0, root = 0, refused = 0;
 
   bool same_as(const Call& other) const {
     return kind == other.kind && count == other.count && dtype == other.dtype && op == other.op &&
@@ -139,7 +154,8 @@ struct Call {
 constexpr int kCallWords = sizeof(Call) / sizeof(uint64_t);
 
 // Every rank tells every other what it calls (the collective's number and arguments) and waits
-// for theirs.
+// for theirs. A rank that refused its call (call.refused) returns once it has heard from every
+// other; the others then fail, naming it.
 void arrive(Comm& c, const char* what, Call call, Clock::time_point deadline) {
   call.sequence = ++c.sequence;
   std::vector<Call> theirs(c.size);
@@ -165,9 +181,9 @@ void arrive(Comm& c, const char* what, Call call, Clock::time_point deadline) {
     for (MPI_Request& send : sends) {
       if (send != MPI_REQUEST_NULL) MPI_Request_free(&send);
     }
-    c.broken = std::string(what) + " timed out after " + std::to_string(timeout_seconds()) +
-               " s: rank(s) " + rank_list(missing) + " of " + std::to_string(c.size) +
-               " did not arrive";
+    c.broken = std::string(what) + " (collective " + std::to_string(c.sequence) +
+               ") timed out after " + std::to_string(timeout_seconds()) + " s: rank(s) " +
+               rank_list(missing) + " of " + std::to_string(c.size) + " did not arrive";
     throw_error(PORTA_ERROR_DEVICE_LOST, c.broken + "; the communicator is unusable now");
   }
   MPI_Waitall(c.size, sends.data(), MPI_STATUSES_IGNORE);
@@ -179,42 +195,84 @@ void arrive(Comm& c, const char* what, Call call, Clock::time_point deadline) {
       throw_error(PORTA_ERROR_INVALID_ARGUMENT, c.broken);
     }
   }
+  if (call.refused) return;  // this rank's own refusal is what it reports
+  std::vector<int> refused;
+  for (int peer = 0; peer < c.size; ++peer) {
+    if (peer != c.rank && theirs[peer].refused) refused.push_back(peer);
+  }
+  if (!refused.empty()) {
+    throw_error(PORTA_ERROR_INVALID_ARGUMENT,
+                "rank(s) " + rank_list(refused) + " refused this " + what + " (rank " +
+                    std::to_string(refused[0]) + ": " + theirs[refused[0]].text() +
+                    "); no rank ran it, and the communicator is still usable");
+  }
   // Every rank compares every other's call with its own, so all of them refuse a mismatch and
   // none starts the collective: the communicator stays usable.
   for (int peer = 0; peer < c.size; ++peer) {
     if (peer != c.rank && !theirs[peer].same_as(call)) {
       throw_error(PORTA_ERROR_INVALID_ARGUMENT,
-                  std::string(what) + ": rank " + std::to_string(peer) + " called " +
-                      theirs[peer].text() + ", this rank " + call.text() +
+                  "rank " + std::to_string(peer) + " called " + theirs[peer].text() +
+                      ", this rank " + call.text() +
                       "; every rank must call the same, and none ran it");
     }
   }
 }
 
-// Runs one collective: the stream's earlier work first, then the arrival, then start(request),
-// polled to the deadline.
+// Waits for the work queued on stream before the collective through an event recorded after it,
+// leaving an error of that work to the stream (its porta_stream_synchronize reports it): the
+// collective is one more piece of the stream's work, which runs after a failed one as any other
+// does, and NCCL's queued collectives do. SUCCESS, or the wait's own failure (*why says it).
+porta_status_t wait_for_stream(porta_stream_t stream, std::string* why) {
+  porta_device_t device = 0;
+  porta_event_t event = nullptr;
+  porta_status_t status = porta_stream_device(stream, &device);
+  if (status == PORTA_SUCCESS) status = porta_event_create(device, &event);
+  if (status == PORTA_SUCCESS) status = porta_event_record(event, stream);
+  if (status == PORTA_SUCCESS) status = porta_event_synchronize(event);
+  if (status != PORTA_SUCCESS) *why = porta_last_error_message();
+  if (event) porta_event_destroy(event);
+  return status;
+}
+
+enum Kind : uint64_t { kCreate = 0, kAllReduce, kBroadcast, kAllGather, kReduceScatter, kBarrier };
+
+// Runs one collective: the stream's earlier work first, then the arrival, then start(c, request,
+// n), polled to the deadline; units is the count MPI is given (elements, or bytes where they go as
+// bytes). A call this rank refuses (call.refused from libporta, MPI's int counts, a wait that
+// failed) still arrives, marked refused, then returns (call.refused) or throws its refusal. A
+// count of 0 arrives and moves nothing.
 template <typename Start>
-porta_status_t run(const char* what, void* native, porta_stream_t stream, const Call& call,
+porta_status_t run(const char* what, void* native, porta_stream_t stream, Call call, size_t units,
                    Start&& start) {
   Comm& c = *static_cast<Comm*>(native);
   std::lock_guard lock(c.mutex);
   if (!c.broken.empty()) {
-    throw_error(PORTA_ERROR_DEVICE_LOST,
-                std::string(what) + ": the communicator is unusable: " + c.broken);
+    throw_error(PORTA_ERROR_DEVICE_LOST, "the communicator is unusable: " + c.broken);
   }
-  porta_status_t status = stream ? porta_stream_synchronize(stream) : PORTA_SUCCESS;
-  if (status != PORTA_SUCCESS) {
-    throw_error(status, std::string(what) +
-                            ": earlier work on the stream failed: " + porta_last_error_message());
+  porta_status_t refusal = PORTA_SUCCESS;
+  std::string why;
+  if (call.refused) {
+    // libporta refused it and reports why
+  } else if (units > size_t(INT_MAX)) {
+    refusal = PORTA_ERROR_INVALID_ARGUMENT;
+    why = std::to_string(units) + " elements or bytes is more than MPI's int counts reach (" +
+          std::to_string(INT_MAX) + ")";
+  } else if (stream) {
+    refusal = wait_for_stream(stream, &why);
+    if (refusal != PORTA_SUCCESS) why = "the stream's earlier work could not be waited for: " + why;
   }
-  const Clock::time_point deadline =
-      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds() * 1000));
+  if (refusal != PORTA_SUCCESS) call.refused = 1;
+  const Clock::time_point deadline = deadline_from_now();
   arrive(c, what, call, deadline);
+  if (refusal != PORTA_SUCCESS) throw_error(refusal, why);
+  if (call.refused || (call.count == 0 && call.kind != kBarrier && call.kind != kCreate)) {
+    return PORTA_SUCCESS;
+  }
   MPI_Request request = MPI_REQUEST_NULL;
-  start(c, request);
+  start(c, request, static_cast<int>(units));
   if (request != MPI_REQUEST_NULL && !wait_until(request, deadline)) {
-    c.broken =
-        std::string(what) + " did not complete in " + std::to_string(timeout_seconds()) + " s";
+    c.broken = std::string(what) + " (collective " + std::to_string(c.sequence) +
+               ") did not complete in " + std::to_string(timeout_seconds()) + " s";
     throw_error(PORTA_ERROR_DEVICE_LOST, c.broken);
   }
   return PORTA_SUCCESS;
@@ -285,6 +343,22 @@ porta_status_t get_unique_id(porta_backend_context_t, porta_device_t,
   });
 }
 
+// A duplicate of MPI_COMM_WORLD (g_world_mutex held), made non-blocking and polled against the
+// deadline. One still under way then cannot be cancelled: the handle it will write is left to it.
+MPI_Comm dup_world(const std::string& what) {
+  auto own = std::make_unique<MPI_Comm>(MPI_COMM_NULL);
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Comm_idup(MPI_COMM_WORLD, own.get(), &request), "MPI_Comm_idup");
+  if (!wait_until(request, deadline_from_now())) {
+    own.release();  // NOLINT: MPI writes it once the other ranks come
+    throw_error(PORTA_ERROR_DEVICE_LOST,
+                what + " was not made: not every process of the launcher " + "came within " +
+                    std::to_string(timeout_seconds()) + " s (MPI_Comm_idup)");
+  }
+  MPI_Comm_set_errhandler(*own, MPI_ERRORS_RETURN);
+  return *own;
+}
+
 porta_status_t comm_create(porta_backend_context_t, porta_device_t, int32_t rank, int32_t size,
                            const porta_comm_unique_id_t* id, void** out_comm) {
   return guarded("comm_create", [&] {
@@ -294,6 +368,7 @@ porta_status_t comm_create(porta_backend_context_t, porta_device_t, int32_t rank
                   "device)");
     }
     ensure_mpi();
+    std::lock_guard world(g_world_mutex);
     if (size != world_size()) {
       throw_error(PORTA_ERROR_INVALID_ARGUMENT, "size " + std::to_string(size) +
                                                     " but mpirun started " +
@@ -310,7 +385,7 @@ porta_status_t comm_create(porta_backend_context_t, porta_device_t, int32_t rank
     c->size = size;
     // Every rank must hold the same id: compare each with rank 0's, under the deadline.
     std::vector<char> ids(size_t(size) * sizeof(id->internal));
-    run("porta_comm_create", c.get(), nullptr, Call{}, [&](Comm& comm, MPI_Request& request) {
+    run("create", c.get(), nullptr, Call{}, 0, [&](Comm& comm, MPI_Request& request, int) {
       check(MPI_Iallgather(id->internal, sizeof(id->internal), MPI_CHAR, ids.data(),
                            sizeof(id->internal), MPI_CHAR, comm.comm, &request),
             "MPI_Iallgather");
@@ -327,11 +402,9 @@ porta_status_t comm_create(porta_backend_context_t, porta_device_t, int32_t rank
                                                     rank_list(differing) +
                                                     " hold another id than rank 0");
     }
-    // A communicator of its own, so that its messages never meet another's.
-    MPI_Comm own = MPI_COMM_NULL;
-    check(MPI_Comm_dup(MPI_COMM_WORLD, &own), "MPI_Comm_dup");
-    MPI_Comm_set_errhandler(own, MPI_ERRORS_RETURN);
-    c->comm = own;
+    // A communicator of its own, so that its messages never meet another's; under the deadline,
+    // like everything that waits for the other ranks.
+    c->comm = dup_world("the communicator");
     c->sequence = 0;
     *out_comm = c.release();
     return PORTA_SUCCESS;
@@ -350,32 +423,16 @@ porta_status_t comm_destroy(porta_backend_context_t, void* native) {
   });
 }
 
-// MPI counts are int: a count past INT_MAX elements (or bytes, where they go as bytes) is refused
-// rather than cut short.
-int mpi_count(const char* what, size_t count) {
-  if (count > size_t(INT_MAX)) {
-    throw_error(PORTA_ERROR_INVALID_ARGUMENT,
-                std::string(what) + ": " + std::to_string(count) +
-                    " elements or bytes is more than MPI's int counts reach (" +
-                    std::to_string(INT_MAX) + ")");
-  }
-  return static_cast<int>(count);
-}
-
-enum Kind : uint64_t { kAllReduce = 1, kBroadcast, kAllGather, kReduceScatter, kBarrier };
-
 // Every read of send below is inside start, which run calls after the stream's earlier work (that
 // may still be writing send) has finished.
 porta_status_t all_reduce(porta_backend_context_t, void* native, const void* send, void* recv,
                           size_t count, porta_dtype_t dtype, porta_reduce_op_t op,
                           porta_stream_t stream) {
   return guarded("all_reduce", [&] {
-    const char* what = "porta_comm_all_reduce";
-    const int n = mpi_count(what, count);
     std::vector<float> wide;
     float* target = static_cast<float*>(recv);
-    run(what, native, stream, Call{0, kAllReduce, count, uint64_t(dtype), uint64_t(op), 0},
-        [&](Comm& c, MPI_Request& request) {
+    run("all_reduce", native, stream, Call{0, kAllReduce, count, uint64_t(dtype), uint64_t(op)},
+        count, [&](Comm& c, MPI_Request& request, int n) {
           if (dtype == PORTA_DTYPE_BF16) {
             wide = widen(send, count);  // summed in fp32, rounded once
             target = wide.data();
@@ -394,11 +451,9 @@ porta_status_t all_reduce(porta_backend_context_t, void* native, const void* sen
 porta_status_t broadcast(porta_backend_context_t, void* native, const void* send, void* recv,
                          size_t count, porta_dtype_t dtype, int32_t root, porta_stream_t stream) {
   return guarded("broadcast", [&] {
-    const char* what = "porta_comm_broadcast";
     const size_t bytes = count * (dtype == PORTA_DTYPE_F32 ? 4 : 2);
-    const int n = mpi_count(what, bytes);
-    run(what, native, stream, Call{0, kBroadcast, count, uint64_t(dtype), 0, uint64_t(root)},
-        [&](Comm& c, MPI_Request& request) {
+    run("broadcast", native, stream, Call{0, kBroadcast, count, uint64_t(dtype), 0, uint64_t(root)},
+        bytes, [&](Comm& c, MPI_Request& request, int n) {
           if (c.rank == root && send != recv) std::memmove(recv, send, bytes);
           check(MPI_Ibcast(recv, n, MPI_BYTE, root, c.comm, &request), "MPI_Ibcast");
         });
@@ -409,11 +464,9 @@ porta_status_t broadcast(porta_backend_context_t, void* native, const void* send
 porta_status_t all_gather(porta_backend_context_t, void* native, const void* send, void* recv,
                           size_t count, porta_dtype_t dtype, porta_stream_t stream) {
   return guarded("all_gather", [&] {
-    const char* what = "porta_comm_all_gather";
     const size_t bytes = count * (dtype == PORTA_DTYPE_F32 ? 4 : 2);
-    const int n = mpi_count(what, bytes);
-    run(what, native, stream, Call{0, kAllGather, count, uint64_t(dtype), 0, 0},
-        [&](Comm& c, MPI_Request& request) {
+    run("all_gather", native, stream, Call{0, kAllGather, count, uint64_t(dtype)}, bytes,
+        [&](Comm& c, MPI_Request& request, int n) {
           // In place when send is this rank's block of recv, as NCCL allows.
           const bool in_place = send == static_cast<char*>(recv) + size_t(c.rank) * bytes;
           check(MPI_Iallgather(in_place ? MPI_IN_PLACE : send, n, MPI_BYTE, recv, n, MPI_BYTE,
@@ -428,12 +481,12 @@ porta_status_t reduce_scatter(porta_backend_context_t, void* native, const void*
                               size_t count, porta_dtype_t dtype, porta_reduce_op_t op,
                               porta_stream_t stream) {
   return guarded("reduce_scatter", [&] {
-    const char* what = "porta_comm_reduce_scatter";
-    const int n = mpi_count(what, count);
     const int size = static_cast<Comm*>(native)->size;
-    std::vector<float> input, output(count);
-    run(what, native, stream, Call{0, kReduceScatter, count, uint64_t(dtype), uint64_t(op), 0},
-        [&](Comm& c, MPI_Request& request) {
+    std::vector<float> input, output;
+    run("reduce_scatter", native, stream,
+        Call{0, kReduceScatter, count, uint64_t(dtype), uint64_t(op)}, count,
+        [&](Comm& c, MPI_Request& request, int n) {
+          output.resize(count);
           // Through fp32 scratch: bf16 is summed in fp32, and send may overlap recv.
           input = dtype == PORTA_DTYPE_BF16
                       ? widen(send, count * size)
@@ -443,6 +496,7 @@ porta_status_t reduce_scatter(porta_backend_context_t, void* native, const void*
                                           c.comm, &request),
                 "MPI_Ireduce_scatter_block");
         });
+    if (count == 0) return PORTA_SUCCESS;
     if (op == PORTA_REDUCE_AVG) divide(output.data(), count, size);
     if (dtype == PORTA_DTYPE_BF16) {
       narrow(output, recv);
@@ -456,8 +510,25 @@ porta_status_t reduce_scatter(porta_backend_context_t, void* native, const void*
 porta_status_t barrier(porta_backend_context_t, void* native, porta_stream_t stream) {
   return guarded("barrier", [&] {
     // The arrival of every rank is the barrier.
-    return run("porta_comm_barrier", native, stream, Call{0, kBarrier, 0, 0, 0, 0},
-               [](Comm&, MPI_Request&) {});
+    return run("barrier", native, stream, Call{0, kBarrier}, 0, [](Comm&, MPI_Request&, int) {});
+  });
+}
+
+// A collective libporta refused on this rank: it arrives, marked refused, and moves nothing.
+porta_status_t comm_refuse(porta_backend_context_t, void* native, const porta_comm_call_t* call) {
+  return guarded("comm_refuse", [&] {
+    static const char* const kWhat[] = {"create",     "all_reduce",     "broadcast",
+                                        "all_gather", "reduce_scatter", "barrier"};
+    const uint64_t asked = uint64_t(call->collective);
+    const uint64_t kind = asked <= kBarrier ? asked : uint64_t{kBarrier};
+    Call refused{0,
+                 kind,
+                 call->count,
+                 uint64_t(uint32_t(call->dtype)),
+                 uint64_t(uint32_t(call->op)),
+                 uint64_t(uint32_t(call->root)),
+                 1};
+    return run(kWhat[kind], native, nullptr, refused, 0, [](Comm&, MPI_Request&, int) {});
   });
 }
 
@@ -473,6 +544,7 @@ porta_status_t launcher_rank(porta_backend_context_t, int32_t* out_rank, int32_t
 porta_status_t launcher_broadcast(porta_backend_context_t, void* data, size_t bytes, int32_t root) {
   return guarded("launcher_broadcast", [&] {
     ensure_mpi();
+    std::lock_guard world(g_world_mutex);
     // Point to point with a deadline, like the collectives: a missing rank is an error.
     const Clock::time_point deadline =
         Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds() * 1000));
@@ -521,10 +593,6 @@ struct Arrivals {
   bool read = false;                  // a collective failed: its missing ranks may never come
 };
 
-Clock::time_point deadline_from_now() {
-  return Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds() * 1000));
-}
-
 porta_status_t arrive(void* record, uint64_t sequence) {
   return guarded("arrive", [&] {
     Arrivals& a = *static_cast<Arrivals*>(record);
@@ -558,6 +626,7 @@ porta_status_t read_arrivals(void* record, uint64_t* out_sequences) {
 porta_status_t launcher_arrivals_open(porta_backend_context_t, porta_comm_arrivals_t* out) {
   return guarded("launcher_arrivals_open", [&] {
     ensure_mpi();
+    std::lock_guard world(g_world_mutex);
     // Making the window waits for every process: meet them first, under the deadline.
     MPI_Request met = MPI_REQUEST_NULL;
     check(MPI_Ibarrier(MPI_COMM_WORLD, &met), "MPI_Ibarrier");
@@ -572,8 +641,7 @@ porta_status_t launcher_arrivals_open(porta_backend_context_t, porta_comm_arriva
     a->size = world_size();
     a->landed.assign(a->size, 0);
     a->requests.assign(a->size, MPI_REQUEST_NULL);
-    check(MPI_Comm_dup(MPI_COMM_WORLD, &a->comm), "MPI_Comm_dup");
-    MPI_Comm_set_errhandler(a->comm, MPI_ERRORS_RETURN);
+    a->comm = dup_world("the arrival record");
     uint64_t* mine = nullptr;
     check(MPI_Win_allocate(sizeof(uint64_t), sizeof(uint64_t), MPI_INFO_NULL, a->comm, &mine,
                            &a->window),
@@ -626,6 +694,7 @@ const porta_comm_interface_t kInterface = {
     .launcher_arrivals_open = launcher_arrivals_open,
     .launcher_arrivals_close = launcher_arrivals_close,
     .comm_attach_arrivals = nullptr,  // this engine names the ranks that did not arrive itself
+    .comm_refuse = comm_refuse,
 };
 
 }  // namespace

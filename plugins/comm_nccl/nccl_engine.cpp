@@ -426,6 +426,7 @@ porta_status_t all_reduce(porta_backend_context_t context, void* native, const v
     const Library& l = open_library(engine_of(context));
     Comm& c = *static_cast<Comm*>(native);
     queue_collective(c, stream, elements("all_reduce", count), [&](void* s) {
+      if (count == 0) return;  // counted as a collective (the arrival record), moves nothing
       check(l, l.all_reduce(send, recv, count, nccl_type(dtype), nccl_op(op), c.comm, s),
             "ncclAllReduce");
     });
@@ -440,6 +441,7 @@ porta_status_t broadcast(porta_backend_context_t context, void* native, const vo
     const Library& l = open_library(engine_of(context));
     Comm& c = *static_cast<Comm*>(native);
     queue_collective(c, stream, elements("broadcast", count), [&](void* s) {
+      if (count == 0) return;
       check(l, l.broadcast(send, recv, count, nccl_type(dtype), root, c.comm, s), "ncclBroadcast");
     });
     return PORTA_SUCCESS;
@@ -452,6 +454,7 @@ porta_status_t all_gather(porta_backend_context_t context, void* native, const v
     const Library& l = open_library(engine_of(context));
     Comm& c = *static_cast<Comm*>(native);
     queue_collective(c, stream, elements("all_gather", count), [&](void* s) {
+      if (count == 0) return;
       check(l, l.all_gather(send, recv, count, nccl_type(dtype), c.comm, s), "ncclAllGather");
     });
     return PORTA_SUCCESS;
@@ -465,6 +468,7 @@ porta_status_t reduce_scatter(porta_backend_context_t context, void* native, con
     const Library& l = open_library(engine_of(context));
     Comm& c = *static_cast<Comm*>(native);
     queue_collective(c, stream, elements("reduce_scatter", count), [&](void* s) {
+      if (count == 0) return;
       check(l, l.reduce_scatter(send, recv, count, nccl_type(dtype), nccl_op(op), c.comm, s),
             "ncclReduceScatter");
     });
@@ -516,6 +520,9 @@ const porta_comm_interface_t kInterface = {
     .launcher_arrivals_open = nullptr,
     .launcher_arrivals_close = nullptr,
     .comm_attach_arrivals = comm_attach_arrivals,
+    // NCCL queues without meeting the other ranks first: a collective refused on one rank stays
+    // on that rank, and the others' times out (naming it through the arrival record).
+    .comm_refuse = nullptr,
 };
 
 }  // namespace
