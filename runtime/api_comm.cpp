@@ -4,6 +4,8 @@
 #include <porta/porta_comm.h>
 
 #include <cstdint>
+#include <mutex>
+#include <string>
 
 #include "runtime.h"
 
@@ -75,13 +77,9 @@ porta_status_t apart_or_in_place(const char* function, const void* send, size_t 
               function, in_place);
 }
 
-// The live communicator and a stream of its device (NULL: the device's default stream).
-porta_status_t lookup(Runtime& runtime, const char* function, porta_comm_t handle,
-                      porta_stream_t stream_handle, std::shared_ptr<Comm>& comm,
-                      porta_stream_t& stream) {
-  if (porta_status_t status = resolve(runtime, function, handle, comm); status != PORTA_SUCCESS) {
-    return status;
-  }
+// A stream of the communicator's device (NULL: the device's default stream).
+porta_status_t lookup(Runtime& runtime, const char* function, const std::shared_ptr<Comm>& comm,
+                      porta_stream_t stream_handle, porta_stream_t& stream) {
   if (!stream_handle) stream_handle = comm->device->default_stream;
   std::shared_ptr<Stream> found;
   if (porta_status_t status = resolve(runtime, function, stream_handle, found);
@@ -97,18 +95,54 @@ porta_status_t lookup(Runtime& runtime, const char* function, porta_comm_t handl
   return PORTA_SUCCESS;
 }
 
-// Runs a collective: checks, then the engine's slot, its message prefixed like a backend's.
+// What a rank calls, for an engine told of a refusal.
+porta_comm_call_t described(porta_comm_collective_t collective, size_t count, porta_dtype_t dtype,
+                            porta_reduce_op_t op, int32_t root) {
+  porta_comm_call_t call{};
+  call.struct_size = sizeof(call);
+  call.collective = collective;
+  call.count = count;
+  call.dtype = dtype;
+  call.op = op;
+  call.root = root;
+  return call;
+}
+
+// A call refused on this rank once its communicator is known (status and its message already
+// set): the engine takes part in it as refused (comm_refuse), so that the other ranks fail it at
+// once naming this rank, and every rank counts the same collectives. An engine without the slot
+// leaves the refusal on this rank, as before ABI 2.3. Returns the refusal.
+porta_status_t refuse(const Comm& comm, porta_comm_call_t call, porta_status_t status) {
+  CommPlugin& engine = *comm.engine;
+  if (!engine.interface.comm_refuse) return status;
+  const std::string reason = porta_last_error_message();
+  call.struct_size = sizeof(call);
+  call.reason = reason.c_str();
+  take_plugin_message();
+  const porta_status_t told = engine.interface.comm_refuse(engine.context, comm.native, &call);
+  if (told == PORTA_SUCCESS) return fail(status, "{}", reason);
+  std::string detail = take_plugin_message();
+  return fail(status, "{}; and the {} engine could not tell the other ranks: {}", reason,
+              engine.name,
+              detail.empty() || !is_defined_status(told) ? porta_status_name(told) : detail);
+}
+
+// Runs a collective: checks, then the engine's slot, its message prefixed like a backend's. A
+// count of 0 reaches the engine too: it moves nothing, but the ranks count and match it.
 template <typename Check, typename Run>
-porta_status_t collective(const char* function, porta_comm_t handle, porta_stream_t stream_handle,
-                          Check&& check, Run&& run) {
+porta_status_t collective(const char* function, const porta_comm_call_t& call, porta_comm_t handle,
+                          porta_stream_t stream_handle, Check&& check, Run&& run) {
   return with_runtime(function, [&](Runtime& runtime) -> porta_status_t {
     // Held from before the buffers are checked: a free then waits for the engine to finish.
     CallerWork::Scope in_flight(runtime.caller_work);
     std::shared_ptr<Comm> comm;
+    if (porta_status_t status = resolve(runtime, function, handle, comm); status != PORTA_SUCCESS) {
+      return status;
+    }
     porta_stream_t stream = nullptr;
-    porta_status_t status = lookup(runtime, function, handle, stream_handle, comm, stream);
+    porta_status_t status = lookup(runtime, function, comm, stream_handle, stream);
     if (status == PORTA_SUCCESS) status = check(runtime, *comm);
-    if (status != PORTA_SUCCESS) return status;
+    if (status != PORTA_SUCCESS) return refuse(*comm, call, status);
     take_plugin_message();
     status = run(*comm->engine, comm->native, stream);
     if (!is_defined_status(status)) {
@@ -122,6 +156,12 @@ porta_status_t collective(const char* function, porta_comm_t handle, porta_strea
     return status;
   });
 }
+
+// Held by porta_comm_create_from_launcher from the broadcast of the id to the engine's setup, so
+// that communicators made on several threads at once are made one after the other, each with the
+// id broadcast for it: the launcher matches its broadcasts, and the MPI engine its setups, in the
+// order each rank makes them.
+std::mutex launcher_creates;
 
 // Makes the engine's communicator. From the launcher (launcher not NULL), an engine that cannot
 // name the ranks that did not arrive itself gets the launcher's arrival record, opened first, by
@@ -241,6 +281,7 @@ extern "C" PORTA_API porta_status_t porta_comm_create_from_launcher(porta_device
     CommPlugin* engine = runtime.comm_engine(function, *found);
     if (!engine) return PORTA_ERROR_UNAVAILABLE;
     int32_t rank = 0, size = 0;
+    std::lock_guard one_at_a_time(launcher_creates);
     take_plugin_message();
     porta_status_t status = launcher->interface.launcher_rank(launcher->context, &rank, &size);
     porta_comm_unique_id_t id{};
@@ -290,11 +331,11 @@ extern "C" PORTA_API porta_status_t porta_comm_all_reduce(porta_comm_t comm, con
                                                           porta_stream_t stream) {
   const char* function = "porta_comm_all_reduce";
   return collective(
-      function, comm, stream,
+      function, described(PORTA_COMM_ALL_REDUCE, count, dtype, op, 0), comm, stream,
       [&](Runtime& runtime, const Comm& c) -> porta_status_t {
         porta_status_t status = check_dtype(function, dtype, true);
         if (status == PORTA_SUCCESS) status = check_op(function, op);
-        if (status != PORTA_SUCCESS || count == 0) return status;
+        if (status != PORTA_SUCCESS || count == 0) return status;  // no data: buffers unused
         size_t bytes = 0;
         status = byte_count(function, count, dtype, 1, &bytes);
         if (status == PORTA_SUCCESS)
@@ -306,7 +347,6 @@ extern "C" PORTA_API porta_status_t porta_comm_all_reduce(porta_comm_t comm, con
         return status;
       },
       [&](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
-        if (count == 0) return PORTA_SUCCESS;
         return engine.interface.all_reduce(engine.context, native, send, recv, count, dtype, op, s);
       });
 }
@@ -317,7 +357,7 @@ extern "C" PORTA_API porta_status_t porta_comm_broadcast(porta_comm_t comm, cons
                                                          porta_stream_t stream) {
   const char* function = "porta_comm_broadcast";
   return collective(
-      function, comm, stream,
+      function, described(PORTA_COMM_BROADCAST, count, dtype, PORTA_REDUCE_SUM, root), comm, stream,
       [&](Runtime& runtime, const Comm& c) -> porta_status_t {
         porta_status_t status = check_dtype(function, dtype, false);
         if (status != PORTA_SUCCESS) return status;
@@ -325,7 +365,7 @@ extern "C" PORTA_API porta_status_t porta_comm_broadcast(porta_comm_t comm, cons
           return fail(PORTA_ERROR_INVALID_ARGUMENT, "{}: root {} is not a rank (0 to {})", function,
                       root, c.size - 1);
         }
-        if (count == 0) return PORTA_SUCCESS;
+        if (count == 0) return PORTA_SUCCESS;  // no data: buffers unused
         size_t bytes = 0;
         status = byte_count(function, count, dtype, 1, &bytes);
         if (status == PORTA_SUCCESS && c.rank == root)
@@ -337,7 +377,6 @@ extern "C" PORTA_API porta_status_t porta_comm_broadcast(porta_comm_t comm, cons
         return status;
       },
       [&](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
-        if (count == 0) return PORTA_SUCCESS;
         return engine.interface.broadcast(engine.context, native, send, recv, count, dtype, root,
                                           s);
       });
@@ -349,10 +388,10 @@ extern "C" PORTA_API porta_status_t porta_comm_all_gather(porta_comm_t comm, con
                                                           porta_stream_t stream) {
   const char* function = "porta_comm_all_gather";
   return collective(
-      function, comm, stream,
+      function, described(PORTA_COMM_ALL_GATHER, count, dtype, PORTA_REDUCE_SUM, 0), comm, stream,
       [&](Runtime& runtime, const Comm& c) -> porta_status_t {
         porta_status_t status = check_dtype(function, dtype, false);
-        if (status != PORTA_SUCCESS || count == 0) return status;
+        if (status != PORTA_SUCCESS || count == 0) return status;  // no data: buffers unused
         size_t bytes = 0, all = 0;
         status = byte_count(function, count, dtype, 1, &bytes);
         if (status == PORTA_SUCCESS) status = byte_count(function, count, dtype, c.size, &all);
@@ -366,7 +405,6 @@ extern "C" PORTA_API porta_status_t porta_comm_all_gather(porta_comm_t comm, con
         return status;
       },
       [&](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
-        if (count == 0) return PORTA_SUCCESS;
         return engine.interface.all_gather(engine.context, native, send, recv, count, dtype, s);
       });
 }
@@ -378,11 +416,11 @@ extern "C" PORTA_API porta_status_t porta_comm_reduce_scatter(porta_comm_t comm,
                                                               porta_stream_t stream) {
   const char* function = "porta_comm_reduce_scatter";
   return collective(
-      function, comm, stream,
+      function, described(PORTA_COMM_REDUCE_SCATTER, count, dtype, op, 0), comm, stream,
       [&](Runtime& runtime, const Comm& c) -> porta_status_t {
         porta_status_t status = check_dtype(function, dtype, true);
         if (status == PORTA_SUCCESS) status = check_op(function, op);
-        if (status != PORTA_SUCCESS || count == 0) return status;
+        if (status != PORTA_SUCCESS || count == 0) return status;  // no data: buffers unused
         size_t bytes = 0, all = 0;  // send may overlap recv: the engines copy it first
         status = byte_count(function, count, dtype, 1, &bytes);
         if (status == PORTA_SUCCESS) status = byte_count(function, count, dtype, c.size, &all);
@@ -392,7 +430,6 @@ extern "C" PORTA_API porta_status_t porta_comm_reduce_scatter(porta_comm_t comm,
         return status;
       },
       [&](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
-        if (count == 0) return PORTA_SUCCESS;
         return engine.interface.reduce_scatter(engine.context, native, send, recv, count, dtype, op,
                                                s);
       });
@@ -400,8 +437,8 @@ extern "C" PORTA_API porta_status_t porta_comm_reduce_scatter(porta_comm_t comm,
 
 extern "C" PORTA_API porta_status_t porta_comm_barrier(porta_comm_t comm, porta_stream_t stream) {
   return collective(
-      "porta_comm_barrier", comm, stream,
-      [](Runtime&, const Comm&) -> porta_status_t { return PORTA_SUCCESS; },
+      "porta_comm_barrier", described(PORTA_COMM_BARRIER, 0, PORTA_DTYPE_F32, PORTA_REDUCE_SUM, 0),
+      comm, stream, [](Runtime&, const Comm&) -> porta_status_t { return PORTA_SUCCESS; },
       [](CommPlugin& engine, void* native, porta_stream_t s) -> porta_status_t {
         return engine.interface.barrier(engine.context, native, s);
       });

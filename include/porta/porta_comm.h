@@ -9,7 +9,18 @@
  *
  * Every collective is stream-ordered: it follows the work queued on the stream before it, and
  * work queued after it sees its result. On CPU devices the MPI engine runs the collective on the
- * calling thread once the stream's earlier work is done, and returns when it is complete.
+ * calling thread once the stream's earlier work is done, and returns when it is complete. An error
+ * of that earlier work stays with the stream (porta_stream_synchronize reports it); the collective
+ * runs after it, as any later work on the stream does.
+ *
+ * Every rank calls the same collectives in the same order, with the same count, dtype, op and
+ * root; a count of 0 moves no data (the buffers may be NULL) but is a collective all the same.
+ * The MPI engine checks this before moving anything: a call that differs between the ranks fails
+ * on every rank with PORTA_ERROR_INVALID_ARGUMENT naming the difference, and a call that one rank
+ * refuses (INVALID_ARGUMENT for its arguments or stream; the communicator handle must be live)
+ * still counts on that rank, so the others fail it at once with INVALID_ARGUMENT naming the rank.
+ * Either way no rank ran it, and the communicator stays usable. NCCL and RCCL do not compare calls:
+ * there the others' collective times out.
  *
  * A collective that some ranks never join does not hang: after PORTA_COMM_TIMEOUT seconds
  * (default 300) it fails with PORTA_ERROR_DEVICE_LOST, and the communicator is unusable from then
@@ -54,16 +65,19 @@ PORTA_API porta_status_t porta_comm_get_unique_id(porta_device_t device,
                                                   porta_comm_unique_id_t* out_id);
 
 /* Joins the communicator `id` names as `rank` of `size`, on device. Collective: every rank calls
- * it with the same id and size. Returns: SUCCESS; INVALID_ARGUMENT for NULL arguments, size < 1,
- * a rank outside [0, size), a size or rank the launcher contradicts, or ids that differ between
- * ranks (the message names the ranks); UNAVAILABLE as porta_comm_engine; DEVICE_LOST when ranks
- * did not arrive in time. */
+ * it with the same id and size, and the ranks make their communicators in the same order (as MPI
+ * and NCCL require; two made at once on one rank are made one after the other). Returns: SUCCESS;
+ * INVALID_ARGUMENT for NULL arguments, size < 1, a rank outside [0, size), a size or rank the
+ * launcher contradicts, or ids that differ between ranks (the message names the ranks); UNAVAILABLE
+ * as porta_comm_engine; DEVICE_LOST when ranks did not arrive in time. */
 PORTA_API porta_status_t porta_comm_create(porta_device_t device, int32_t rank, int32_t size,
                                            const porta_comm_unique_id_t* id,
                                            porta_comm_t* out_comm);
 
 /* porta_comm_create with the rank and size of the launcher (mpirun) and rank 0's unique id
- * broadcast over MPI. Returns: as porta_comm_create; UNAVAILABLE when MPI is not usable. */
+ * broadcast over MPI. Calls on several threads of a rank at once make their communicators one
+ * after the other: the k-th made on one rank is joined by the k-th made on each other rank.
+ * Returns: as porta_comm_create; UNAVAILABLE when MPI is not usable. */
 PORTA_API porta_status_t porta_comm_create_from_launcher(porta_device_t device,
                                                          porta_comm_t* out_comm);
 
@@ -77,7 +91,8 @@ PORTA_API porta_status_t porta_comm_rank(porta_comm_t comm, int32_t* out_rank, i
 
 /* recv = op over the ranks of send, count elements; send == recv is in place.
  * Returns: SUCCESS; INVALID_HANDLE; INVALID_ARGUMENT (buffers, dtype, op, a stream of another
- * device); DEVICE_LOST on a timeout. */
+ * device; a call another rank refused or called differently); DEVICE_LOST on a timeout, or on a
+ * communicator that timed out before. */
 PORTA_API porta_status_t porta_comm_all_reduce(porta_comm_t comm, const void* send, void* recv,
                                                size_t count, porta_dtype_t dtype,
                                                porta_reduce_op_t op, porta_stream_t stream);
