@@ -1,18 +1,22 @@
 // porta-comm-tests: the collectives of porta_comm.h on CPU devices through the MPI engine, run
 // by CTest under `mpirun -np 2` (every rank runs every test; a test fails if any check on any
 // rank fails, since mpirun then exits non-zero). PORTA_CPU_DEVICES=2 gives each rank a second
-// device for the wrong-device checks. The [single-rank] test runs without mpirun, on the backend
-// PORTA_BACKEND names (default cpu): tools/gpu-check runs it on a GPU to check NCCL or RCCL. The
-// [comm-timeout] test also runs on the CUDA and HIP backends' stand-in drivers, through the NCCL
-// and RCCL engines over stand-in libraries (tests/gpu/fake_nccl.cpp).
+// device for the wrong-device checks. The [comm-deadline] tests run under mpirun with a short
+// PORTA_COMM_TIMEOUT: broken, they would wait for it. The [single-rank] test runs without mpirun,
+// on the backend PORTA_BACKEND names (default cpu): tools/gpu-check runs it on a GPU to check NCCL
+// or RCCL. The [comm-timeout] test also runs on the CUDA and HIP backends' stand-in drivers,
+// through the NCCL and RCCL engines over stand-in libraries (tests/gpu/fake_nccl.cpp).
 #define CATCH_CONFIG_RUNNER
 #include <porta/porta_comm.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <future>
+#include <latch>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,6 +55,37 @@ float from_bf16(uint16_t value) {
   float result;
   std::memcpy(&result, &bits, 4);
   return result;
+}
+
+double comm_timeout() {
+  const char* text = std::getenv("PORTA_COMM_TIMEOUT");
+  return text ? std::atof(text) : 300.0;
+}
+
+// Runs body on a thread of its own and waits for it at most a few PORTA_COMM_TIMEOUTs: a body
+// stuck in MPI past every deadline cannot be ended, so the process exits failing (mpirun then
+// ends the others) rather than hang the suite.
+template <typename Body>
+void within_deadlines(const char* what, Body&& body) {
+  std::packaged_task<void()> task(std::forward<Body>(body));
+  std::future<void> done = task.get_future();
+  std::thread thread(std::move(task));
+  if (done.wait_for(std::chrono::duration<double>(4 * comm_timeout() + 10)) !=
+      std::future_status::ready) {
+    std::printf("FAILED: %s still waits after 4 times PORTA_COMM_TIMEOUT\n", what);
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+  thread.join();
+  done.get();
+}
+
+// How long call took, in seconds.
+template <typename Call>
+double seconds_taken(Call&& call) {
+  const auto start = std::chrono::steady_clock::now();
+  call();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace
@@ -131,7 +166,9 @@ TEST_CASE("comm: broadcast, all_gather, reduce_scatter and barrier", "[comm]") {
   PT_REQUIRE_OK(porta_comm_barrier(l.comm, nullptr));
 }
 
-TEST_CASE("comm: bad arguments are refused before any rank waits", "[comm][errors]") {
+// Every rank makes the same bad calls: each refuses them before any data moves, and takes part in
+// each one's arrival round as refused, so the ranks stay in step.
+TEST_CASE("comm: bad arguments are refused before any data moves", "[comm][errors]") {
   Launched l;
   Stream stream(0), other_device(1);
   Buffer a(0, 64), b(0, 64), far(1, 64);
@@ -184,7 +221,7 @@ TEST_CASE("comm: bad arguments are refused before any rank waits", "[comm][error
   PT_CHECK_FAILS(
       PORTA_ERROR_INVALID_ARGUMENT,
       porta_comm_broadcast(l.comm, a4, a4 + 1, 4, PORTA_DTYPE_F32, l.rank, stream.get()));
-  // The communicator still works: nothing above reached the other ranks.
+  // The communicator still works: every rank refused the same calls.
   PT_REQUIRE_OK(porta_comm_barrier(l.comm, stream.get()));
 }
 
@@ -285,6 +322,170 @@ TEST_CASE("comm: collectives read send after the stream's earlier work", "[comm]
         dtype == PORTA_DTYPE_F32 ? download_floats(recv.get(), 1)[0] : from_bf16(got[0]);
     CHECK(reduced == float(l.size));
   }
+}
+
+// Two threads of each rank make a communicator from the launcher at once: both are made, one after
+// the other (which of one rank's pairs with which of another's is the order they were made in),
+// and both work. Each thread then uses its own.
+TEST_CASE("comm: communicators made from the launcher on two threads at once both work",
+          "[comm-deadline]") {
+  within_deadlines("concurrent porta_comm_create_from_launcher", [] {
+    // A few rounds: two threads that start together do not always overlap.
+    for (int round = 0; round < 64; ++round) {
+      INFO("round " << round);
+      porta_comm_t comms[2] = {nullptr, nullptr};
+      porta_status_t made[2] = {PORTA_ERROR_INTERNAL, PORTA_ERROR_INTERNAL};
+      porta_status_t met[2] = {PORTA_ERROR_INTERNAL, PORTA_ERROR_INTERNAL};
+      porta_status_t destroyed[2] = {PORTA_ERROR_INTERNAL, PORTA_ERROR_INTERNAL};
+      std::string messages[2];
+      std::latch start(2);
+      {
+        std::vector<std::jthread> threads;
+        for (int i = 0; i < 2; ++i) {
+          threads.emplace_back([&, i] {
+            start.arrive_and_wait();
+            made[i] = porta_comm_create_from_launcher(0, &comms[i]);
+            if (made[i] != PORTA_SUCCESS) {
+              messages[i] = porta_last_error_message();
+              return;
+            }
+            met[i] = porta_comm_barrier(comms[i], nullptr);
+            if (met[i] != PORTA_SUCCESS) messages[i] = porta_last_error_message();
+            destroyed[i] = porta_comm_destroy(comms[i]);
+          });
+        }
+      }
+      for (int i = 0; i < 2; ++i) {
+        INFO("thread " << i << ": " << messages[i]);
+        REQUIRE(Status{made[i]} == Status{PORTA_SUCCESS});
+        REQUIRE(Status{met[i]} == Status{PORTA_SUCCESS});
+        REQUIRE(Status{destroyed[i]} == Status{PORTA_SUCCESS});
+      }
+    }
+  });
+}
+
+// A count of 0 moves nothing but is still a collective: the ranks match it like any other, so a
+// rank that calls it where another calls something else is refused on every rank, at once.
+TEST_CASE("comm: a collective of count 0 is matched among the ranks", "[comm-deadline]") {
+  within_deadlines("collectives of count 0", [] {
+    Launched l;
+    Stream stream(0);
+    Buffer a(0, 64), b(0, 64);
+    // Every rank: count 0, buffers unused (NULL), nothing moved.
+    PT_CHECK_OK(porta_comm_all_reduce(l.comm, nullptr, nullptr, 0, PORTA_DTYPE_F32,
+                                      PORTA_REDUCE_SUM, stream.get()));
+    PT_CHECK_OK(
+        porta_comm_broadcast(l.comm, nullptr, nullptr, 0, PORTA_DTYPE_F32, 0, stream.get()));
+    PT_CHECK_OK(porta_comm_all_gather(l.comm, nullptr, nullptr, 0, PORTA_DTYPE_F32, stream.get()));
+    PT_CHECK_OK(porta_comm_reduce_scatter(l.comm, nullptr, nullptr, 0, PORTA_DTYPE_BF16,
+                                          PORTA_REDUCE_AVG, stream.get()));
+    // Rank 0 count 0, the others 4: refused everywhere, naming the function once.
+    CallResult result{};
+    const double taken = seconds_taken([&] {
+      result = call_on_fresh_thread([&] {
+        return porta_comm_all_reduce(l.comm, a.get(), b.get(), l.rank == 0 ? 0 : 4, PORTA_DTYPE_F32,
+                                     PORTA_REDUCE_SUM, stream.get());
+      });
+    });
+    INFO(result.message);
+    CHECK(Status{result.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    CHECK(result.message.find("every rank must call the same") != std::string::npos);
+    CHECK(result.message.rfind("porta_comm_all_reduce: mpi engine: ", 0) == 0);
+    CHECK(result.message.find("porta_comm_all_reduce", 1) == std::string::npos);
+    CHECK(taken < comm_timeout() / 2);
+    // A broadcast of count 0 on the root only.
+    result = call_on_fresh_thread([&] {
+      return porta_comm_broadcast(l.comm, a.get(), b.get(), l.rank == 0 ? 0 : 4, PORTA_DTYPE_F32, 0,
+                                  stream.get());
+    });
+    INFO(result.message);
+    CHECK(Status{result.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+    // Still in step: a real all-reduce pairs with the other ranks' own.
+    std::vector<float> ones(4, 1.0f);
+    PT_REQUIRE_OK(porta_memcpy(a.get(), ones.data(), 16));
+    PT_CHECK_OK(porta_comm_all_reduce(l.comm, a.get(), b.get(), 4, PORTA_DTYPE_F32,
+                                      PORTA_REDUCE_SUM, stream.get()));
+    PT_CHECK_OK(porta_stream_synchronize(stream.get()));
+    CHECK(download_floats(b.get(), 4) == std::vector<float>(4, float(l.size)));
+  });
+}
+
+// A call that libporta refuses on one rank only (a buffer too small there, a stream of another
+// device) still takes part in the arrival round, marked refused: the other ranks fail at once
+// naming it, and the next collective pairs with the next.
+TEST_CASE("comm: a call refused on one rank fails on every rank at once and keeps them in step",
+          "[comm-deadline]") {
+  within_deadlines("a call refused on one rank", [] {
+    Launched l;
+    Stream stream(0), other_device(1);
+    Buffer a(0, 16), b(0, 16);
+    const bool refuses = l.rank == l.size - 1;
+    const std::string named = "rank(s) " + std::to_string(l.size - 1) + " refused this all_reduce";
+    CallResult result{};
+    double taken = seconds_taken([&] {
+      result = call_on_fresh_thread([&] {  // 8 floats do not fit in 16 bytes
+        return porta_comm_all_reduce(l.comm, a.get(), b.get(), refuses ? 8 : 4, PORTA_DTYPE_F32,
+                                     PORTA_REDUCE_SUM, stream.get());
+      });
+    });
+    {
+      INFO(result.message);
+      CHECK(Status{result.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+      if (!refuses) {
+        CHECK(result.message.find(named) != std::string::npos);
+        CHECK(result.message.find("porta_comm_all_reduce", 1) == std::string::npos);
+        CHECK(taken < comm_timeout() / 2);
+      }
+    }
+    taken = seconds_taken([&] {
+      result = call_on_fresh_thread([&] {
+        return porta_comm_all_reduce(l.comm, a.get(), b.get(), 4, PORTA_DTYPE_F32, PORTA_REDUCE_SUM,
+                                     refuses ? other_device.get() : stream.get());
+      });
+    });
+    {
+      INFO(result.message);
+      CHECK(Status{result.status} == Status{PORTA_ERROR_INVALID_ARGUMENT});
+      if (!refuses) CHECK(result.message.find(named) != std::string::npos);
+      CHECK(taken < comm_timeout() / 2);
+    }
+    // In step: each rank's next all-reduce is the others' next.
+    std::vector<float> mine(4, float(l.rank + 1));
+    PT_REQUIRE_OK(porta_memcpy(a.get(), mine.data(), 16));
+    PT_CHECK_OK(porta_comm_all_reduce(l.comm, a.get(), b.get(), 4, PORTA_DTYPE_F32,
+                                      PORTA_REDUCE_SUM, stream.get()));
+    PT_CHECK_OK(porta_stream_synchronize(stream.get()));
+    CHECK(download_floats(b.get(), 4) == std::vector<float>(4, float(l.size * (l.size + 1) / 2)));
+    PT_CHECK_OK(porta_comm_barrier(l.comm, stream.get()));
+  });
+}
+
+// An error of the stream's earlier work (here a host function that throws, on one rank) stays
+// with the stream for its porta_stream_synchronize: the collective, queued after it, runs on
+// every rank as any later work does, and takes nothing from the stream.
+TEST_CASE("comm: a collective leaves an earlier error to its stream", "[comm-deadline]") {
+  within_deadlines("a collective after a failed host function", [] {
+    Launched l;
+    Stream stream(0);
+    Buffer a(0, 16);
+    struct Throws {
+      static void run(void*) { throw 42; }
+    };
+    const bool fails = l.rank == l.size - 1;
+    if (fails) PT_REQUIRE_OK(porta_stream_launch_host_func(stream.get(), &Throws::run, nullptr));
+    std::vector<float> ones(4, 1.0f);
+    PT_REQUIRE_OK(porta_memcpy(a.get(), ones.data(), 16));
+    PT_CHECK_OK(porta_comm_all_reduce(l.comm, a.get(), a.get(), 4, PORTA_DTYPE_F32,
+                                      PORTA_REDUCE_SUM, stream.get()));
+    const CallResult synced =
+        call_on_fresh_thread([&] { return porta_stream_synchronize(stream.get()); });
+    INFO(synced.message);
+    CHECK((synced.status != PORTA_SUCCESS) == fails);
+    PT_CHECK_OK(porta_stream_synchronize(stream.get()));  // reported once
+    CHECK(download_floats(a.get(), 4) == std::vector<float>(4, float(l.size)));
+    PT_CHECK_OK(porta_comm_barrier(l.comm, stream.get()));
+  });
 }
 
 TEST_CASE("comm: wrong ranks, sizes and mismatched ids are named", "[comm][errors]") {
@@ -441,8 +642,11 @@ TEST_CASE("comm: a collective a rank never joins times out naming that rank", "[
     CHECK(Status{result.status} == Status{PORTA_ERROR_DEVICE_LOST});
     CHECK(result.message.find("rank(s) 1 of " + std::to_string(l.size) + " did not arrive") !=
           std::string::npos);
-    // And the communicator says so from then on, at once.
+    // And the communicator says so from then on, at once, for a count of 0 too.
     PT_CHECK_FAILS(PORTA_ERROR_DEVICE_LOST, porta_comm_barrier(l.comm, stream.get()));
+    PT_CHECK_FAILS(PORTA_ERROR_DEVICE_LOST,
+                   porta_comm_all_reduce(l.comm, nullptr, nullptr, 0, PORTA_DTYPE_F32,
+                                         PORTA_REDUCE_SUM, stream.get()));
   } else {
     // Away without calling MPI until rank 0 has looked (its watchdog fires after the timeout): the
     // arrival record must be read without this rank's help, as when a rank hangs.
