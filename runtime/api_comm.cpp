@@ -302,12 +302,14 @@ extern "C" PORTA_API porta_status_t porta_comm_create_from_launcher(porta_device
 }
 
 extern "C" PORTA_API porta_status_t porta_comm_destroy(porta_comm_t handle) {
-  return with_runtime("porta_comm_destroy", [&](Runtime& runtime) -> porta_status_t {
-    // The handle goes now; the communicator once no call uses it (~Comm): a collective under way
-    // on another thread finishes on it first.
-    std::shared_ptr<Comm> comm;
-    return retire(runtime, "porta_comm_destroy", handle, comm);
-  });
+  return with_runtime_to_release("porta_comm_destroy", PORTA_ERROR_INVALID_HANDLE, false,
+                                 [&](Runtime& runtime) -> porta_status_t {
+                                   // The handle goes now; the communicator once no call uses it
+                                   // (~Comm): a collective under way on another thread finishes on
+                                   // it first.
+                                   std::shared_ptr<Comm> comm;
+                                   return retire(runtime, "porta_comm_destroy", handle, comm);
+                                 });
 }
 
 extern "C" PORTA_API porta_status_t porta_comm_rank(porta_comm_t handle, int32_t* out_rank,
