@@ -84,7 +84,9 @@ porta_status_t release(Runtime& runtime, const char* function, porta_memory_kind
   }
   auto slot = kind == PORTA_MEMORY_DEVICE ? backend.interface.memory_free
                                           : backend.interface.host_free;
-  return call(backend, function, slot, device->index, ptr);
+  const porta_status_t status = call(backend, function, slot, device->index, ptr);
+  runtime.released(allocation);
+  return status;
 }
 
 // Where one side of a copy lies: a Porta allocation with enough room, or plain host memory.
@@ -117,6 +119,12 @@ porta_status_t check_span(Runtime& runtime, const char* function, const char* ar
     const char* other_kind = other.kind == PORTA_MEMORY_DEVICE ? "device" : "pinned host";
     switch (touched.kind) {
       case Runtime::Touched::kNothing:
+        if (!host_can_read_ends(ptr, size)) {
+          return fail(PORTA_ERROR_INVALID_ARGUMENT,
+                      "{}: {}: {} bytes at {} are neither in a Porta allocation nor host memory "
+                      "this process can read (a wild or freed pointer?)",
+                      function, argument, size, ptr);
+        }
         break;
       case Runtime::Touched::kLive:
         return fail(PORTA_ERROR_INVALID_ARGUMENT,
@@ -168,13 +176,6 @@ porta_status_t resolve_stream(Runtime& runtime, const char* function, bool block
   return resolve(runtime, function, handle, out);
 }
 
-porta_status_t finish(const char* function, const Stream& stream, bool blocking,
-                      porta_status_t status) {
-  if (status != PORTA_SUCCESS || !blocking) return status;
-  const Backend& backend = *stream.device->backend;
-  return call(backend, function, backend.interface.stream_synchronize, stream.native);
-}
-
 // A stream of the device's own for one call, destroyed with it.
 struct CallStream {
   const Device& device;
@@ -199,6 +200,14 @@ porta_status_t wait_leaving_error(const char* function, const Stream& stream) {
   }
   backend.interface.event_destroy(backend.context, event);
   return status;
+}
+
+// A blocking call waits for what it queued on the device's default stream (and so for the work
+// before it there), leaving an earlier error to the stream: it is not the caller's.
+porta_status_t finish(const char* function, const Stream& stream, bool blocking,
+                      porta_status_t status) {
+  if (status != PORTA_SUCCESS || !blocking) return status;
+  return wait_leaving_error(function, stream);
 }
 
 // Copies through a pinned buffer of the source device, chunk by chunk: out to the host on a
@@ -273,6 +282,9 @@ porta_status_t copy(Runtime& runtime, const char* function, bool blocking, void*
     if (status != PORTA_SUCCESS) return status;
   }
   if (size == 0) return PORTA_SUCCESS;
+  // A free on another thread, once past the checks below, waits until the copy is queued (and
+  // so for it): freed between the two, the memory would be written after its unmap.
+  CallerWork::Scope in_flight(runtime.caller_work);
   Span to, from;
   porta_status_t status = check_span(runtime, function, "dst", dst, size, to);
   if (status == PORTA_SUCCESS) status = check_span(runtime, function, "src", src, size, from);
@@ -324,6 +336,7 @@ porta_status_t set(Runtime& runtime, const char* function, bool blocking, void* 
                 value);
   }
   if (size == 0) return PORTA_SUCCESS;
+  CallerWork::Scope in_flight(runtime.caller_work);  // as in copy()
   Span to;
   porta_status_t status = check_span(runtime, function, "dst", dst, size, to);
   if (status != PORTA_SUCCESS) return status;

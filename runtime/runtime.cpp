@@ -677,9 +677,14 @@ bool Runtime::forget(const void* ptr, porta_memory_kind_t kind, const char* free
   auto it = allocations_.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == allocations_.end() || it->second.kind != kind) return false;
   out = it->second;
-  remember_freed(out, freed_by);
+  remember_freed(out, freed_by, true);
   allocations_.erase(it);
   return true;
+}
+
+void Runtime::released(const Allocation& allocation) {
+  std::unique_lock lock(allocations_mutex_);
+  freed_.mark_released(allocation);
 }
 
 Runtime::Record Runtime::forget_into_pool(const void* ptr) {
@@ -707,7 +712,7 @@ void Runtime::remember(Record record, const Allocation& allocation) {
   freed_.drop(allocation.base, allocation.base + allocation.size);
 }
 
-void Runtime::remember_freed(const Allocation& allocation, const char* freed_by) {
+void Runtime::remember_freed(const Allocation& allocation, const char* freed_by, bool releasing) {
   // Only ranges the host does not get back at once are worth remembering: device memory of a
   // backend that keeps freed addresses from the host's heap (a GPU driver's mappings, which it
   // may hand to a later mmap, see touched(); the CPU backend's reserved ranges), and the CPU
@@ -718,7 +723,7 @@ void Runtime::remember_freed(const Allocation& allocation, const char* freed_by)
   if (allocation.kind != PORTA_MEMORY_DEVICE && !(caps & PORTA_CAPABILITY_HOST_IS_DEVICE)) return;
   Allocation record = allocation;
   record.device = nullptr;  // devices do not outlive porta_shutdown
-  freed_.add(record, freed_by);
+  freed_.add(record, freed_by, releasing);
 }
 
 namespace {
@@ -731,9 +736,9 @@ bool touches(uintptr_t begin, uintptr_t end, const Allocation& allocation) {
 
 }  // namespace
 
-void FreedRecords::add(const Allocation& allocation, const char* freed_by) {
+void FreedRecords::add(const Allocation& allocation, const char* freed_by, bool releasing) {
   drop(allocation.base, allocation.base + allocation.size);
-  by_base_[allocation.base] = Record{Freed{allocation, freed_by}, ++serial_};
+  by_base_[allocation.base] = Record{Freed{allocation, freed_by, releasing}, ++serial_};
   order_.emplace_back(allocation.base, serial_);
   while (by_base_.size() > kCapacity) {
     const auto [base, serial] = order_.front();
@@ -747,6 +752,13 @@ void FreedRecords::add(const Allocation& allocation, const char* freed_by) {
     for (const auto& [base, record] : by_base_) order_.emplace_back(base, record.serial);
     std::sort(order_.begin(), order_.end(),
               [](const auto& a, const auto& b) { return a.second < b.second; });
+  }
+}
+
+void FreedRecords::mark_released(const Allocation& allocation) {
+  if (auto it = by_base_.find(allocation.base);
+      it != by_base_.end() && it->second.freed.allocation.size == allocation.size) {
+    it->second.freed.releasing = false;
   }
 }
 
@@ -798,12 +810,23 @@ bool host_can_read(uintptr_t begin, uintptr_t end) {
 
 }  // namespace
 
+bool host_can_read_ends(const void* ptr, size_t size) {
+  const auto begin = reinterpret_cast<uintptr_t>(ptr);
+  char bytes[2];
+  const iovec local{bytes, 2};
+  const iovec remote[2] = {{reinterpret_cast<void*>(begin), 1},
+                           {reinterpret_cast<void*>(begin + size - 1), 1}};
+  const ssize_t read = process_vm_readv(getpid(), &local, 1, remote, 2, 0);
+  if (read == 2) return true;
+  return read < 0 && errno != EFAULT;  // refused or not built in: cannot tell
+}
+
 Runtime::Touched Runtime::touched(const void* ptr, size_t size) {
   const auto begin = reinterpret_cast<uintptr_t>(ptr);
   const uintptr_t end = size > UINTPTR_MAX - begin ? UINTPTR_MAX : begin + size;
   for (;;) {
     Touched found = touched_record(begin, end);
-    if (found.kind != Touched::kFreed) return found;
+    if (found.kind != Touched::kFreed || found.releasing) return found;
     // A GPU driver may hand freed addresses to the host's next mmap (CUDA does on Linux): where
     // the host can read the part of the range the record covers, it is host memory now, and the
     // record is dropped. The CPU backend keeps its freed ranges unreadable.
@@ -830,7 +853,7 @@ Runtime::Touched Runtime::touched_record(uintptr_t begin, uintptr_t end) const {
     return Touched{Touched::kLive, it->second, ""};
   }
   if (const FreedRecords::Freed* freed = freed_.touched_by(begin, end)) {
-    return Touched{Touched::kFreed, freed->allocation, freed->freed_by};
+    return Touched{Touched::kFreed, freed->allocation, freed->freed_by, freed->releasing};
   }
   return Touched{};
 }

@@ -142,9 +142,14 @@ class FreedRecords {
   struct Freed {
     Allocation allocation;
     const char* freed_by;  // the call that freed it
+    // Still mapped: its free waits for the devices before the backend lets it go, and until
+    // then the host reading it proves nothing (see Runtime::touched).
+    bool releasing = false;
   };
 
-  void add(const Allocation& allocation, const char* freed_by);
+  void add(const Allocation& allocation, const char* freed_by, bool releasing = false);
+  // The record of allocation, if any, is no longer releasing.
+  void mark_released(const Allocation& allocation);
   // Drops the records that [begin, end) overlaps.
   void drop(uintptr_t begin, uintptr_t end);
   // A record that [begin, end) overlaps or starts right at the end of (touches() in
@@ -225,6 +230,13 @@ class CallerWork {
   std::set<uint64_t> running_;
 };
 
+// Whether the host can read the first and the last byte of [ptr, ptr + size), size > 0: what a
+// copy taking the range for host memory checks, so that a wild pointer (into a guard page, a
+// range a backend keeps unmapped, an unmapped hole) is refused instead of faulting. Only the ends:
+// checking every page would cost as much as a large copy. Where the kernel will not tell (a
+// seccomp filter refuses process_vm_readv), true.
+bool host_can_read_ends(const void* ptr, size_t size);
+
 class Runtime {
  public:
   // Configuration read from the options and the environment.
@@ -285,6 +297,8 @@ class Runtime {
   // Removes the allocation starting exactly at ptr with the given kind; it joins the freed ones,
   // freed by the call `freed_by` (the name later messages give).
   bool forget(const void* ptr, porta_memory_kind_t kind, const char* freed_by, Allocation& out);
+  // The backend has let go of what forget() returned (its record stops being releasing).
+  void released(const Allocation& allocation);
   // forget, for memory that goes to a device's pool: recorded as freed once the pool lets it go
   // (MemoryPool::Released), since a cached block stays mapped and the pool answers for it. The
   // record is handed out (empty where ptr is not the start of live device memory), for
@@ -303,6 +317,7 @@ class Runtime {
     enum Kind { kNothing, kLive, kFreed } kind = kNothing;
     Allocation allocation;
     const char* freed_by = "";  // the call that freed it
+    bool releasing = false;     // freed, not yet let go by the backend
   };
   Touched touched(const void* ptr, size_t size);
 
@@ -325,7 +340,7 @@ class Runtime {
   const char* selected_ = "";
 
   // Records the freed allocation (allocations_mutex_ held): the oldest goes beyond the bound.
-  void remember_freed(const Allocation& allocation, const char* freed_by);
+  void remember_freed(const Allocation& allocation, const char* freed_by, bool releasing = false);
   // What [begin, end) touches among the records, as they stand.
   Touched touched_record(uintptr_t begin, uintptr_t end) const;
 

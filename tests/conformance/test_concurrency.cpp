@@ -456,10 +456,11 @@ namespace {
 constexpr int kRaceRounds = 40;
 
 // Runs use() in a loop on two threads until it stops returning SUCCESS, while the calling
-// thread destroys the object once use() has run at least once. Each user must end with
-// INVALID_HANDLE (its call came after the destroy), having had only SUCCESS before.
+// thread destroys the object once use() has run at least once. Each user must end with refused
+// (INVALID_HANDLE for a handle: its call came after the destroy), having had only SUCCESS before.
 template <typename Use, typename Destroy>
-void race(Use&& use, Destroy&& destroy, Failures& failures, const char* what) {
+void race(Use&& use, Destroy&& destroy, Failures& failures, const char* what,
+          porta_status_t refused = PORTA_ERROR_INVALID_HANDLE) {
   constexpr int kUsers = 2;
   std::atomic<int> uses{0};
   std::atomic<int> done{0};
@@ -468,7 +469,7 @@ void race(Use&& use, Destroy&& destroy, Failures& failures, const char* what) {
     users.emplace_back([&] {
       porta_status_t status;
       while ((status = use()) == PORTA_SUCCESS) ++uses;
-      failures.expect(status, PORTA_ERROR_INVALID_HANDLE, what);
+      failures.expect(status, refused, what);
       ++done;
     });
   }
@@ -667,6 +668,38 @@ TEST_CASE("concurrency: a module unloaded while another thread launches its kern
           use, [&] { WORKER_OK(failures, porta_module_unload(module)); }, failures,
           "launching a kernel of an unloaded module");
       // Every launch that was accepted ran (or runs now) with its code still mapped.
+      WORKER_OK(failures, porta_stream_synchronize(stream.get()));
+    }
+    failures.report();
+  }
+}
+
+// A copy or set accepted before a free on another thread is queued before the free's wait for
+// the devices, so it runs while the memory is still there; one after it is refused.
+TEST_CASE("concurrency: memory freed while other threads copy to it and set it", "[concurrency]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    constexpr size_t kBytes = 4096;
+    const std::vector<uint8_t> host(kBytes, 0x5A);
+    Stream stream(device);
+    Failures failures;
+    for (int round = 0; round < kRaceRounds; ++round) {
+      void* memory = nullptr;
+      PT_REQUIRE_OK(porta_memory_alloc(device, kBytes, &memory));
+      std::atomic<int> turn{0};
+      auto use = [&]() -> porta_status_t {
+        switch (turn++ % 3) {
+          case 0:
+            return porta_memcpy_async(memory, host.data(), kBytes, stream.get());
+          case 1:
+            return porta_memset_async(memory, 1, kBytes, stream.get());
+          default:
+            return porta_memset(memory, 2, kBytes);  // blocking
+        }
+      };
+      race(
+          use, [&] { WORKER_OK(failures, porta_memory_free(memory)); }, failures,
+          "copying to freed memory", PORTA_ERROR_INVALID_ARGUMENT);
       WORKER_OK(failures, porta_stream_synchronize(stream.get()));
     }
     failures.report();

@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 
 #include "../elf_image.h"
 #include "common.h"
@@ -368,6 +369,71 @@ TEST_CASE("errors: copies that touch an allocation without lying inside it chang
     CHECK(std::vector<uint8_t>(pinned.bytes(), pinned.bytes() + kSize) ==
           std::vector<uint8_t>(kSize, 0x33));
     CHECK(host == std::vector<uint8_t>(256, 0x44));
+  }
+}
+
+// Host memory the process cannot read at either end of the range (a page unmapped again, a
+// device allocation's guard page, an address no one mapped) is refused, not faulted on.
+TEST_CASE("errors: copies from or to memory the host cannot read are refused", "[errors][memory]") {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  void* unmapped =
+      mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(unmapped != MAP_FAILED);
+  REQUIRE(munmap(static_cast<char*>(unmapped) + page, page) == 0);  // the second page goes
+  char* const hole = static_cast<char*>(unmapped) + page;
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    Stream stream(device);
+    Buffer d(device, 4096);
+    PT_REQUIRE_OK(porta_memset(d.get(), 0x11, 4096));
+    std::vector<uint8_t> host(64, 0x44);
+    const char* says = "nor host memory this process can read";
+    for (char* wild : {hole, hole + 100, hole - 8}) {  // the last runs from mapped into the hole
+      check_refused(d.get(), wild, 64, says, stream.get());
+      check_refused(wild, d.get(), 64, says, stream.get());
+      check_refused(host.data(), wild, 64, says, stream.get());
+      check_refused(wild, host.data(), 64, says, stream.get());
+    }
+    if (properties(device).capabilities & PORTA_CAPABILITY_HOST_IS_DEVICE) {
+      // The CPU backend's guard page after an allocation, past the byte that starts at its end.
+      check_refused(host.data(), d.bytes() + 4096 + 1, 8, says, stream.get());
+      check_refused(d.bytes() + 4096 + 1, host.data(), 8, says, stream.get());
+    }
+    PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+    CHECK(download(d.get(), 4096) == std::vector<uint8_t>(4096, 0x11));
+    CHECK(host == std::vector<uint8_t>(64, 0x44));
+  }
+  munmap(unmapped, page);
+}
+
+// A blocking copy or set runs on the device's default stream, after the work queued there: an
+// error of that work is the stream's, for its synchronize to report, not the call's.
+TEST_CASE("errors: blocking copies and sets leave an earlier error to the default stream",
+          "[errors][memory]") {
+  for (porta_device_t device : devices()) {
+    INFO("device " << device);
+    porta_stream_t default_stream = nullptr;
+    PT_REQUIRE_OK(porta_stream_default(device, &default_stream));
+    Buffer d(device, 64);
+    std::vector<uint8_t> host(64, 0x44);
+    for (int call = 0; call < 2; ++call) {
+      INFO((call == 0 ? "porta_memcpy" : "porta_memset"));
+      // On the CPU backend a host function's exception fails its stream.
+      PT_REQUIRE_OK(porta_stream_launch_host_func(
+          default_stream, [](void*) { throw std::runtime_error("failed on purpose"); }, nullptr));
+      PT_CHECK_OK(call == 0 ? porta_memcpy(d.get(), host.data(), 64)
+                            : porta_memset(d.get(), 0x44, 64));
+      CHECK(download(d.get(), 64) == host);
+      const CallResult later =
+          call_on_fresh_thread([&] { return porta_stream_synchronize(default_stream); });
+      if (later.status == PORTA_SUCCESS) {
+        WARN("device " << device << ": a host function's exception does not fail its stream");
+        break;
+      }
+      CHECK(Status{later.status} == Status{PORTA_ERROR_INTERNAL});
+      CHECK_THAT(later.message, Catch::Contains("failed on purpose"));
+      PT_CHECK_OK(porta_stream_synchronize(default_stream));
+    }
   }
 }
 
