@@ -20,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
@@ -107,6 +108,7 @@ struct Event {
 struct Kernel {
   int32_t device;
   std::string name;
+  uint64_t image_hash;  // its module's (Module::image_hash)
   cl_kernel kernel = nullptr;
   spirv::KernelSignature signature;
   std::vector<uint32_t> param_sizes;  // signature.user_param_sizes(), for kernel_params
@@ -116,6 +118,9 @@ struct Kernel {
 struct Module {
   int32_t device;
   cl_program program = nullptr;
+  // The image's bytes, hashed: PoCL's kernel cache tells programs apart by their build, so
+  // kernels of one name in two images are two kernels to it, and one image loaded twice one.
+  uint64_t image_hash = 0;
   std::map<std::string, spirv::KernelSignature> signatures;  // empty: from clGetKernelArgInfo
   std::mutex mutex;
   std::unordered_map<std::string, std::unique_ptr<Kernel>> kernels;
@@ -148,16 +153,16 @@ std::string device_string(const Driver& d, cl_device_id id, cl_device_info what)
 // and group size waits in the device's queues (not on the host) for each of them still in flight,
 // and later launches of them wait for it. The waits only point at commands queued before, so they
 // cannot form a cycle; a kernel widens a few times at most, so nearly every launch waits on
-// nothing or one finished event.
+// nothing or one finished event. A kernel is its name in one image (Module::image_hash).
 class KernelCacheGuard {
  public:
   // Queues a launch of kernel with these sizes from stream: enqueue(count, waits) queues it after
   // the events waits[0, count) and returns its event, retained for the guard.
   template <typename Enqueue>
-  void launch(const Driver& d, const void* stream, const std::string& kernel, const size_t local[3],
+  void launch(const Driver& d, const void* stream, const Kernel& kernel, const size_t local[3],
               const size_t global[3], Enqueue&& enqueue) {
     std::lock_guard lock(mutex_);
-    Record& r = records_[Key{kernel, {local[0], local[1], local[2]}}];
+    Record& r = records_[Key{kernel.image_hash, kernel.name, {local[0], local[1], local[2]}}];
     // PoCL's measure of a grid's width, its third term as PoCL writes it.
     const size_t width = std::max({global[0], global[1], local[2] * local[2]});
     const bool widens = width > r.widest;
@@ -199,10 +204,11 @@ class KernelCacheGuard {
 
  private:
   struct Key {
+    uint64_t image_hash;
     std::string kernel;
     std::array<size_t, 3> local;
     bool operator<(const Key& o) const {
-      return std::tie(kernel, local) < std::tie(o.kernel, o.local);
+      return std::tie(image_hash, kernel, local) < std::tie(o.image_hash, o.kernel, o.local);
     }
   };
   struct Record {
@@ -798,6 +804,8 @@ std::unique_ptr<Module> build_module(Backend& b, int32_t device, const void* ima
   auto module = std::make_unique<Module>();
   module->device = device;
   module->signatures = std::move(signatures);
+  module->image_hash =
+      std::hash<std::string_view>{}(std::string_view(static_cast<const char*>(image), size));
   cl_int r = CL_SUCCESS;
   const char* options = "";
   if (spirv::is_spirv(image, size)) {
@@ -956,6 +964,7 @@ porta_status_t kernel_get(porta_backend_context_t context, void* module, const c
     auto kernel = std::make_unique<Kernel>();
     kernel->device = m->device;
     kernel->name = name;
+    kernel->image_hash = m->image_hash;
     if (!m->signatures.empty() && !m->signatures.count(name)) {
       throw_error(PORTA_ERROR_NOT_FOUND,
                   std::string("opencl: the module has no kernel '") + name + "'");
@@ -1056,7 +1065,7 @@ porta_status_t kernel_launch(porta_backend_context_t context, void* kernel,
       return event;
     };
     if (dev.pocl) {
-      b.kernel_cache_guard().launch(d, &s, k->name, local, global, queue);
+      b.kernel_cache_guard().launch(d, &s, *k, local, global, queue);
     } else {
       queue(0, nullptr);
     }

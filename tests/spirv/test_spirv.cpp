@@ -292,3 +292,77 @@ TEST_CASE("streams: one kernel at growing widths from several threads at once", 
     }
   }
 }
+
+// PoCL's kernel cache tells kernels apart by their program's build as well as by name: a kernel
+// named like one of another image that launched wider is still a kernel of its own, whose wider
+// launches need the same guard (keyed by the name alone, they went unguarded and PoCL aborted).
+TEST_CASE("streams: kernels of one name in two images at growing widths", "[streams]") {
+#ifndef PORTA_TEST_SAMPLE_KERNELS
+  WARN("skipped: the sample kernel library (tools) is not built here");
+  return;
+#endif
+  Runtime rt;
+  if (rt.backend != "opencl") {  // the GPU kernels' library has no CPU build
+    WARN("skipped on the " << rt.backend << " backend: a test of OpenCL's kernel cache");
+    return;
+  }
+  constexpr uint32_t kThreads = 8, kLaunches = 32, kStep = 8;
+  constexpr uint32_t kMostGroups = kLaunches * kThreads * kStep, kMostItems = 64;
+  const size_t floats = size_t{kMostGroups} * kMostItems * 2;
+  void* x = nullptr;
+  REQUIRE_OK(porta_memory_alloc(rt.device, floats * sizeof(float), &x));
+  REQUIRE_OK(porta_memset(x, 0, floats * sizeof(float)));
+  // The other image's saxpy, launched wider than any launch below at every group size.
+  {
+    porta_module_t other = nullptr;
+    porta_kernel_t saxpy = nullptr;
+    REQUIRE_OK(porta_module_load(rt.device, PORTA_TEST_SAMPLE_KERNELS, &other));
+    REQUIRE_OK(porta_kernel_get(other, "saxpy", &saxpy));
+    for (uint32_t items = 2; items <= kMostItems; items += 2) {
+      uint32_t n = 0;
+      float a = 1.0f;
+      void* args[] = {&n, &a, &x, &x};
+      porta_launch_config_t config{sizeof(config), {kMostGroups * 2, 1, 1}, {items, 1, 1}, 0, 0,
+                                   nullptr};
+      REQUIRE_OK(porta_kernel_launch(saxpy, &config, args, nullptr));
+    }
+    REQUIRE_OK(porta_device_synchronize(rt.device));
+    REQUIRE_OK(porta_module_unload(other));
+  }
+  porta_module_t module = nullptr;
+  porta_kernel_t saxpy = nullptr;
+  REQUIRE_OK(porta_module_load(rt.device, PORTA_TEST_KERNELS_GPU, &module));
+  REQUIRE_OK(porta_kernel_get(module, "saxpy", &saxpy));
+  for (uint32_t items = 2; items <= kMostItems; items += 2) {
+    std::vector<porta_status_t> failed(kThreads, PORTA_SUCCESS);
+    std::vector<std::thread> threads;
+    for (uint32_t t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        porta_stream_t stream = nullptr;
+        void* y = nullptr;
+        porta_status_t s = porta_stream_create(rt.device, &stream);
+        if (s == PORTA_SUCCESS) s = porta_memory_alloc(rt.device, floats * sizeof(float), &y);
+        for (uint32_t i = 0; i < kLaunches && s == PORTA_SUCCESS; ++i) {
+          const uint32_t groups = (i * kThreads + t + 1) * kStep;
+          int n = static_cast<int>(groups * items);
+          float a = 1.0f;
+          void* args[] = {&n, &a, &x, &y};
+          porta_launch_config_t config{sizeof(config), {groups, 1, 1}, {items, 1, 1}, 0, 0,
+                                       nullptr};
+          s = porta_kernel_launch(saxpy, &config, args, stream);
+        }
+        if (s == PORTA_SUCCESS) s = porta_stream_synchronize(stream);
+        porta_memory_free(y);
+        if (stream) porta_stream_destroy(stream);
+        failed[t] = s;
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    for (uint32_t t = 0; t < kThreads; ++t) {
+      INFO("group size " << items << ", thread " << t);
+      CHECK(failed[t] == PORTA_SUCCESS);
+    }
+  }
+  REQUIRE_OK(porta_module_unload(module));
+  porta_memory_free(x);
+}
