@@ -809,13 +809,6 @@ std::unique_ptr<Module> build_module(Backend& b, int32_t device, const void* ima
   cl_int r = CL_SUCCESS;
   const char* options = "";
   if (spirv::is_spirv(image, size)) {
-    if (!dev.takes_spirv) {
-      throw_error(
-          PORTA_ERROR_UNSUPPORTED,
-          std::string("opencl: ") + dev.properties.name +
-              " takes no SPIR-V (no OpenCL IL support); load the kernel library by its base "
-              "name with porta_module_load, which picks its SPIR 1.2 build (.spir.bc)");
-    }
     module->program = d.clCreateProgramWithIL(dev.context, image, size, &r);
   } else if (is_bitcode(image, size)) {
     const auto* bytes = static_cast<const unsigned char*>(image);
@@ -850,6 +843,17 @@ std::unique_ptr<Module> build_module(Backend& b, int32_t device, const void* ima
   return module;
 }
 
+// A SPIR-V image for a device that takes none is refused before its kernels are read.
+void refuse_unless_taken(Backend& b, int32_t device, const void* image, size_t size) {
+  const Device& dev = b.device(device);
+  if (spirv::is_spirv(image, size) && !dev.takes_spirv) {
+    throw_error(PORTA_ERROR_UNSUPPORTED,
+                std::string("opencl: ") + dev.properties.name +
+                    " takes no SPIR-V (no OpenCL IL support); load the kernel library by its base "
+                    "name with porta_module_load, which picks its SPIR 1.2 build (.spir.bc)");
+  }
+}
+
 std::vector<char> read_whole_file(const std::string& path) {
   std::ifstream input(path, std::ios::binary);
   if (!input) throw_error(PORTA_ERROR_NOT_FOUND, "opencl: cannot read '" + path + "'");
@@ -860,6 +864,7 @@ porta_status_t module_load_data(porta_backend_context_t context, int32_t device,
                                 size_t size, void** out_module) {
   return guarded("module_load_data", [&] {
     Backend& b = backend_of(context);
+    refuse_unless_taken(b, device, image, size);
     std::map<std::string, spirv::KernelSignature> signatures;
     if (spirv::is_spirv(image, size)) signatures = spirv::read_kernels(image, size);
     *out_module = build_module(b, device, image, size, std::move(signatures)).release();
@@ -872,6 +877,7 @@ porta_status_t module_load_file(porta_backend_context_t context, int32_t device,
   return guarded("module_load_file", [&] {
     Backend& b = backend_of(context);
     const std::vector<char> image = read_whole_file(path);
+    refuse_unless_taken(b, device, image.data(), image.size());
     std::map<std::string, spirv::KernelSignature> signatures;
     const std::string name = path;
     const std::string spir_suffix = ".spir.bc";

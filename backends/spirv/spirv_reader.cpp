@@ -3,6 +3,7 @@
 #include <porta/porta.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
@@ -139,9 +140,24 @@ class Reader {
     return it->second;
   }
 
-  // Size and alignment as the OpenCL C ABI lays the type out.
+  // Size and alignment as the OpenCL C ABI lays the type out. Each type is laid out once
+  // (layouts_): a struct of two copies of the struct before it, nested n deep, would otherwise
+  // take 2^n steps. No argument reaches 4 GiB, so larger sizes are refused before they overflow.
   Layout layout(uint32_t id, int depth = 0) const {
     if (depth > 64) malformed("types nest too deeply");
+    if (auto known = layouts_.find(id); known != layouts_.end()) return known->second;
+    const Layout laid = lay_out(id, depth);
+    if (laid.size > UINT32_MAX) malformed("type %" + std::to_string(id) + " is over 4 GiB");
+    layouts_.emplace(id, laid);
+    return laid;
+  }
+
+  // The product of two sizes of at most 4 GiB each, or more than 4 GiB.
+  static uint64_t times(uint64_t size, uint64_t count) {
+    return count > 0 && size > (uint64_t{1} << 33) / count ? uint64_t{1} << 33 : size * count;
+  }
+
+  Layout lay_out(uint32_t id, int depth) const {
     const Type& t = type(id);
     switch (t.op) {
       case kOpTypeBool:
@@ -155,15 +171,16 @@ class Reader {
       case kOpTypeVector: {
         if (t.operands.size() < 2) malformed("a vector type without its components");
         const Layout element = layout(t.operands[0], depth + 1);
+        if (t.operands[1] == 0) malformed("a vector type of no components");
         const uint64_t lanes = t.operands[1] == 3 ? 4 : t.operands[1];  // a 3-vector takes 4
-        return {element.size * lanes, element.size * lanes};
+        return {times(element.size, lanes), times(element.size, lanes)};
       }
       case kOpTypeArray: {
         if (t.operands.size() < 2) malformed("an array type without its length");
         const Layout element = layout(t.operands[0], depth + 1);
         auto length = constants_.find(t.operands[1]);
         if (length == constants_.end()) malformed("an array length is not a constant");
-        return {element.size * length->second, element.align};
+        return {times(element.size, length->second), element.align};
       }
       case kOpTypeStruct: {
         const bool packed = packed_.count(id) > 0;
@@ -171,7 +188,8 @@ class Reader {
         for (uint32_t member : t.operands) {
           const Layout m = layout(member, depth + 1);
           const uint64_t a = packed ? 1 : m.align;
-          size = (size + a - 1) / a * a + m.size;
+          size = (size + a - 1) / a * a + m.size;  // each term under 2^33: no overflow
+          if (size > UINT32_MAX) malformed("type %" + std::to_string(id) + " is over 4 GiB");
           align = std::max(align, a);
         }
         return {(size + align - 1) / align * align, align};
@@ -201,6 +219,7 @@ class Reader {
   std::unordered_map<uint32_t, std::string> entry_points_;
   std::unordered_map<uint32_t, Type> types_;
   std::unordered_map<uint32_t, uint64_t> constants_;
+  mutable std::unordered_map<uint32_t, Layout> layouts_;  // layout()'s, by type id
   std::unordered_set<uint32_t> by_value_;
   std::unordered_set<uint32_t> packed_;
   std::unordered_map<uint32_t, std::vector<std::pair<uint32_t, uint32_t>>> params_;

@@ -523,8 +523,10 @@ PORTA_API porta_status_t porta_module_load(porta_device_t device, const char* pa
  * The image must be trusted, as a shared library is: loading runs its code (a CPU module's
  * constructors; a GPU driver parses it). What can be checked is checked before the backend sees
  * it (an ELF image's headers, segments, dynamic section and relocations must lie within the
- * image and the object), so a truncated or malformed image is INVALID_ARGUMENT, but a well-formed
- * image is not made harmless by that.
+ * image and the object; a SPIR-V module's types and signatures), so a truncated or malformed image
+ * is INVALID_ARGUMENT, but a well-formed image is not made harmless by that. What the driver
+ * compiles it cannot check: a damaged SPIR (LLVM bitcode) image can abort the process inside
+ * PoCL's compiler, as a damaged code object can inside a GPU driver.
  * Returns as porta_module_load. */
 PORTA_API porta_status_t porta_module_load_data(porta_device_t device, const void* image,
                                                 size_t size, porta_module_t* out_module);

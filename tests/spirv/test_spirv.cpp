@@ -143,6 +143,54 @@ TEST_CASE("spirv reader: a damaged module is INVALID_ARGUMENT, never a crash", "
   }
 }
 
+namespace {
+
+// A kernel whose one parameter is a struct passed by value: struct n holds `width` copies of
+// struct n - 1, `depth` deep, over a 32-bit int.
+std::vector<uint32_t> nested_struct_module(uint32_t depth, uint32_t width) {
+  std::vector<uint32_t> words = {0x07230203, 0x00010000, 0, 1000, 0};
+  auto op = [&](uint32_t code, std::vector<uint32_t> operands) {
+    words.push_back(uint32_t(operands.size() + 1) << 16 | code);
+    words.insert(words.end(), operands.begin(), operands.end());
+  };
+  op(14, {2, 2});          // OpMemoryModel Physical64 OpenCL
+  op(15, {6, 500, 0x6b});  // OpEntryPoint Kernel %500 "k"
+  op(71, {501, 38, 2});    // OpDecorate %501 FuncParamAttr ByVal
+  op(21, {1, 32, 0});      // %1 = OpTypeInt 32
+  for (uint32_t d = 0; d < depth; ++d) {
+    std::vector<uint32_t> operands = {2 + d};
+    operands.insert(operands.end(), width, 1 + d);
+    op(30, operands);  // OpTypeStruct
+  }
+  op(32, {400, 7, 1 + depth});  // OpTypePointer Function, to the last struct
+  op(19, {401});                // OpTypeVoid
+  op(33, {402, 401, 400});      // OpTypeFunction
+  op(54, {401, 500, 0, 402});   // OpFunction
+  op(55, {400, 501});           // OpFunctionParameter
+  op(56, {});                   // OpFunctionEnd
+  return words;
+}
+
+}  // namespace
+
+// Laid out type by type, not member by member: 60 levels of two members each are 2^60 paths
+// through the types, read in no time and refused as larger than any argument.
+TEST_CASE("spirv reader: deeply shared struct types are laid out once", "[reader]") {
+  const std::vector<uint32_t> small = nested_struct_module(20, 2);
+  const auto kernels = porta::spirv::read_kernels(small.data(), small.size() * 4);
+  REQUIRE(kernels.count("k") == 1);
+  REQUIRE(kernels.at("k").params.size() == 1);
+  CHECK(kernels.at("k").params[0].size == (uint32_t{4} << 20));
+  const std::vector<uint32_t> huge = nested_struct_module(60, 2);
+  try {
+    porta::spirv::read_kernels(huge.data(), huge.size() * 4);
+    FAIL("a struct of 2^62 bytes was read as a kernel argument");
+  } catch (const porta::plugin::Failure& failure) {
+    CHECK(failure.status() == PORTA_ERROR_INVALID_ARGUMENT);
+    CHECK_THAT(failure.what(), Catch::Contains("over 4 GiB"));
+  }
+}
+
 // ---- Level Zero without an Intel GPU ------------------------------------------------------------
 
 TEST_CASE("level_zero: without a GPU driver, unavailable with zeInit's answer", "[level_zero]") {
