@@ -1,5 +1,5 @@
 // Checks the tools share on their command lines: integers read as written, and output files
-// that can be written before minutes or hours of work are spent on them.
+// that can be written before minutes or hours of work are spent on them (output_file.h).
 #pragma once
 
 #include <sys/stat.h>
@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+
+#include "output_file.h"
 
 namespace porta_tools {
 
@@ -32,39 +34,40 @@ inline const CLI::Validator kDecimal(
     },
     "DECIMAL");
 
-// Throws CLI::ValidationError for option unless path (if not empty) can be written: its
-// directory exists and is writable, and the file, if it exists, is a writable file.
-inline void check_writable(const std::string& option, const std::string& path) {
+// Throws CLI::ValidationError for option unless the file path names (if not empty) can be
+// written as write_whole_file writes it, before minutes or hours of work are spent on it: the
+// file it resolves to (links followed, output_target) is a regular file or new, in an existing
+// directory this user may write, not another user's in a sticky directory (/tmp), where the
+// rename would be refused at the end, and with a name short enough for the file written beside
+// it first.
+inline void check_output(const std::string& option, const std::string& path) {
   if (path.empty()) return;
-  const std::filesystem::path file(path);
-  const std::filesystem::path dir = file.has_parent_path() ? file.parent_path() : ".";
+  std::filesystem::path file;
+  try {
+    file = output_target(path);
+  } catch (const std::exception& e) {
+    throw CLI::ValidationError(option, e.what());
+  }
+  const std::filesystem::path dir = file.parent_path();
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec))
-    throw CLI::ValidationError(option, "the directory of " + path + " does not exist");
-  if (access(dir.c_str(), W_OK) != 0 ||
-      (std::filesystem::exists(file, ec) && access(file.c_str(), W_OK) != 0))
-    throw CLI::ValidationError(option, path + " is not writable");
-  if (std::filesystem::is_directory(file, ec))
-    throw CLI::ValidationError(option, path + " is a directory");
-}
-
-// check_writable for a file that is written beside itself and renamed over the old one, through
-// links: the file the path resolves to must be a regular file (not a device or a pipe that the
-// rename would replace), in a directory this user may write, and not another user's in a
-// sticky directory (/tmp), where the rename would be refused at the end.
-inline void check_replaceable(const std::string& option, const std::string& path) {
-  check_writable(option, path);
-  if (path.empty()) return;
-  std::error_code ec;
-  const std::filesystem::path file = std::filesystem::weakly_canonical(path, ec);
-  if (ec) throw CLI::ValidationError(option, path + ": " + ec.message());
-  const std::filesystem::path dir = file.parent_path();
+    throw CLI::ValidationError(option, "the directory of " + file.string() + " does not exist");
   if (access(dir.c_str(), W_OK | X_OK) != 0)
     throw CLI::ValidationError(option, "the directory of " + file.string() + " is not writable");
+  const long name_max = pathconf(dir.c_str(), _PC_NAME_MAX);
+  if (name_max > 0 &&
+      file.filename().string().size() + kPartialSuffix.size() > static_cast<size_t>(name_max))
+    throw CLI::ValidationError(option, "the name of " + file.string() + " is too long to write " +
+                                           "beside it first (at most " +
+                                           std::to_string(name_max - kPartialSuffix.size()) +
+                                           " bytes)");
   struct stat file_stat = {}, dir_stat = {};
   if (::stat(file.c_str(), &file_stat) != 0) return;  // a new file
+  if (S_ISDIR(file_stat.st_mode)) throw CLI::ValidationError(option, path + " is a directory");
   if (!S_ISREG(file_stat.st_mode))
     throw CLI::ValidationError(option, path + " is not a regular file");
+  if (access(file.c_str(), W_OK) != 0)
+    throw CLI::ValidationError(option, path + " is not writable");
   const uid_t user = geteuid();
   if (::stat(dir.c_str(), &dir_stat) == 0 && (dir_stat.st_mode & S_ISVTX) && user != 0 &&
       user != file_stat.st_uid && user != dir_stat.st_uid)
@@ -74,15 +77,20 @@ inline void check_replaceable(const std::string& option, const std::string& path
 }
 
 // Throws CLI::ValidationError for option unless path and other (neither empty) name different
-// files, however they are spelled.
+// files, however they are spelled: relative or absolute, through links (new files included), or
+// as two hard links of one file.
 inline void check_apart(const std::string& option, const std::string& path,
                         const std::string& other_option, const std::string& other) {
   if (path.empty() || other.empty()) return;
-  std::error_code ec;
-  const std::filesystem::path a = std::filesystem::weakly_canonical(path, ec);
-  const std::filesystem::path b = std::filesystem::weakly_canonical(other, ec);
-  if (path == other || (!ec && a == b))
-    throw CLI::ValidationError(option, "names the same file as " + other_option);
+  bool same = path == other;
+  try {
+    const std::filesystem::path a = output_target(path), b = output_target(other);
+    std::error_code ec;
+    same = same || a == b || std::filesystem::equivalent(a, b, ec);
+  } catch (const std::exception&) {
+    // A loop of links: check_output reports it.
+  }
+  if (same) throw CLI::ValidationError(option, "names the same file as " + other_option);
 }
 
 }  // namespace porta_tools

@@ -80,7 +80,7 @@ TEST_CASE("checkpoint: one that cannot replace its file is kept and named", "[ch
     message = e.what();
   }
   INFO(message);
-  const std::string kept = "the checkpoint is kept in ";
+  const std::string kept = "what was written is kept in ";
   const size_t at = message.find(kept);
   REQUIRE(at != std::string::npos);
   const std::string file = message.substr(at + kept.size());

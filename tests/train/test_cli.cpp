@@ -186,7 +186,7 @@ TEST_CASE("cli: a checkpoint in a sticky directory that another user owns is ref
       if (::setresgid(kNobody, kNobody, kNobody) != 0 || ::setresuid(kNobody, kNobody, kNobody))
         return porta_test::expect(false, "cannot become user 65534");
       try {
-        porta_tools::check_replaceable("--checkpoint", path);
+        porta_tools::check_output("--checkpoint", path);
       } catch (const CLI::ValidationError& e) {
         return porta_test::expect(std::string(e.what()).find(reason) != std::string::npos,
                                   std::string("refused for another reason: ") + e.what());
@@ -207,13 +207,67 @@ TEST_CASE("cli: a checkpoint in a sticky directory that another user owns is ref
       return porta_test::expect(false, "cannot become user 65534");
     write_file(out.file("mine.ckpt"), {1});
     try {
-      porta_tools::check_replaceable("--checkpoint", out.file("mine.ckpt"));
-      porta_tools::check_replaceable("--checkpoint", out.file("new.ckpt"));
+      porta_tools::check_output("--checkpoint", out.file("mine.ckpt"));
+      porta_tools::check_output("--checkpoint", out.file("new.ckpt"));
     } catch (const CLI::ValidationError& e) {
       return porta_test::expect(false, e.what());
     }
     return true;
   }));
+}
+
+namespace {
+
+// The message check_output or check_apart throws, or "" where it accepts.
+template <typename Check>
+std::string refusal(Check&& check) {
+  try {
+    check();
+  } catch (const CLI::ValidationError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Runs in dir as the working directory, then goes back.
+struct InDirectory {
+  std::filesystem::path before = std::filesystem::current_path();
+  explicit InDirectory(const std::filesystem::path& dir) { std::filesystem::current_path(dir); }
+  ~InDirectory() { std::filesystem::current_path(before); }
+};
+
+}  // namespace
+
+// Output names are the files they resolve to: a new relative name is fine, two spellings of one
+// file are one file, and a link names the file it links to, even one not made yet.
+TEST_CASE("cli: output names are taken as the files they resolve to", "[cli]") {
+  ScratchDir out;
+  InDirectory here(out.path());
+  const auto output = [](const std::string& path) {
+    return refusal([&] { porta_tools::check_output("--checkpoint", path); });
+  };
+  const auto apart = [](const std::string& a, const std::string& b) {
+    return refusal([&] { porta_tools::check_apart("--predictions", a, "--checkpoint", b); });
+  };
+  CHECK(output("cnn.ckpt") == "");  // new, in the working directory
+  CHECK_THAT(apart("same", "./same"), Contains("names the same file as --checkpoint"));
+  CHECK_THAT(apart("same", out.file("same")), Contains("names the same file"));
+  // A link to a file not made yet, and a hard link of an existing one.
+  std::filesystem::create_symlink("later.ckpt", out.file("link"));
+  CHECK_THAT(apart(out.file("link"), "later.ckpt"), Contains("names the same file"));
+  write_file(out.file("one"), {1});
+  std::filesystem::create_hard_link(out.file("one"), out.file("two"));
+  CHECK_THAT(apart("one", "two"), Contains("names the same file"));
+  CHECK(apart("one", "later.ckpt") == "");
+  // A link into a directory that does not exist cannot be written through.
+  std::filesystem::create_symlink("nowhere/x.ckpt", out.file("dangling"));
+  CHECK_THAT(output("dangling"), Contains("does not exist"));
+  // A name with no room for the file written beside it first fails now, not after the work.
+  CHECK_THAT(output(std::string(250, 'b')), Contains("too long"));
+  // Written through the link: the link stays, the file it names is made.
+  porta_tools::write_whole_file(out.file("link"), "written");
+  CHECK(std::filesystem::is_symlink(out.file("link")));
+  CHECK(std::filesystem::file_size(out.file("later.ckpt")) == 7);
 }
 
 TEST_CASE("cli: bad data, a bad checkpoint and an impossible batch fail with a message", "[cli]") {

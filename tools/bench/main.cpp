@@ -508,8 +508,8 @@ int main(int argc, char** argv) {
       if (std::find(unique.begin(), unique.end(), b) == unique.end()) unique.push_back(b);
     o.backends = unique;
     todo = problems(o);
-    porta_tools::check_writable("--json", o.json_path);
-    porta_tools::check_writable("--csv", o.csv_path);
+    porta_tools::check_output("--json", o.json_path);
+    porta_tools::check_output("--csv", o.csv_path);
     porta_tools::check_apart("--csv", o.csv_path, "--json", o.json_path);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

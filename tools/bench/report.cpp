@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "bench.h"
+#include "output_file.h"
 
 namespace bench {
 
@@ -432,15 +433,11 @@ void write_json(const std::string& path, const Header& header, const std::vector
               {"peaks", peaks},
               {"skipped", header.skipped},
               {"records", out_records}};
-  std::ofstream file(path);
-  if (!file) throw std::runtime_error("cannot write " + path);
-  file << doc.dump(2) << "\n";
-  if (!file.flush()) throw std::runtime_error("cannot write " + path);
+  porta_tools::write_whole_file(path, doc.dump(2) + "\n");
 }
 
 void write_csv(const std::string& path, const std::vector<Record>& records) {
-  std::ofstream file(path);
-  if (!file) throw std::runtime_error("cannot write " + path);
+  std::ostringstream file;
   file << "op,shape,dtype,backend,device,impl,status,message,median_ms,min_ms,max_ms,reps,warmup,"
           "sets,flops,bytes,gflops,gbps,pct_peak,copy_gbps,ratio_to_vendor,max_rel_err,"
           "error_metric,kind,best_vendor\n";
@@ -458,7 +455,7 @@ void write_csv(const std::string& path, const std::vector<Record>& records) {
          << (r.max_rel_err && std::isinf(*r.max_rel_err) ? "inf" : csv_number(r.max_rel_err)) << ","
          << r.error_metric << "," << r.kind << "," << r.best_vendor << "\n";
   }
-  if (!file.flush()) throw std::runtime_error("cannot write " + path);
+  porta_tools::write_whole_file(path, file.str());
 }
 
 }  // namespace bench

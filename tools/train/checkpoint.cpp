@@ -14,6 +14,8 @@
 #include <fstream>
 #include <set>
 
+#include "output_file.h"
+
 namespace porta_train {
 
 namespace {
@@ -247,40 +249,8 @@ std::vector<Tensor> decode_checkpoint(const std::vector<uint8_t>& bytes, const s
 
 void write_checkpoint(const std::string& name, const std::vector<Tensor>& tensors) {
   const std::vector<uint8_t> bytes = encode_checkpoint(tensors);
-  // Through a link, the file it names: renamed over, the link itself would become the file.
-  std::error_code resolved;
-  std::string path = std::filesystem::weakly_canonical(name, resolved).string();
-  if (resolved) path = name;
-  // A new name (mkostemp), so that no file already there is overwritten but path itself.
-  std::string temporary = path + ".partial.XXXXXX";
-  {
-    // On disk before the rename (fsync): after a crash the name holds the old checkpoint or the
-    // new one, never an empty file; and close's error counts too.
-    const int fd = ::mkostemp(temporary.data(), O_CLOEXEC);
-    if (fd < 0) {
-      throw checkpoint_error(name + ": cannot create a file beside it: " + std::strerror(errno));
-    }
-    ::fchmod(fd, 0644);  // mkostemp's 0600 would hide it from the other users
-    size_t written = 0;
-    while (written < bytes.size()) {
-      const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      written += static_cast<size_t>(n);
-    }
-    const bool synced = written == bytes.size() && ::fsync(fd) == 0;
-    if (::close(fd) != 0 || !synced) {
-      std::remove(temporary.c_str());
-      throw checkpoint_error(name + ": write failed");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(temporary, path, ec);
-  if (ec) {
-    // Kept: it holds the whole of the work that led to it.
-    throw checkpoint_error(name + ": cannot replace it (" + ec.message() +
-                           "); the checkpoint is kept in " + temporary);
-  }
+  porta_tools::write_whole_file<checkpoint_error>(
+      name, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 std::vector<Tensor> read_checkpoint(const std::string& path, uint64_t max_bytes) {

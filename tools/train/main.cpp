@@ -153,10 +153,9 @@ ImageSet load_split(const Options& o, const std::string& split, int64_t limit) {
 }
 
 void write_predictions(const std::string& path, const std::vector<uint8_t>& predictions) {
-  std::ofstream out(path, std::ios::trunc);
-  for (uint8_t p : predictions) out << int(p) << '\n';
-  out.flush();
-  if (!out) throw std::runtime_error(path + ": cannot write the predictions");
+  std::string text;
+  for (uint8_t p : predictions) text += std::to_string(p) + '\n';
+  porta_tools::write_whole_file(path, text);
 }
 
 // Whether mpirun (Open MPI, or a PMI launcher such as MPICH's) started this process.
@@ -397,8 +396,8 @@ int main(int argc, char** argv) {
       throw CLI::ValidationError("--lr", "must be a number in (0, 10] that a float can hold");
     }
     // The outputs are checked before the training that leads to them.
-    if (!o.eval_only) porta_tools::check_replaceable("--checkpoint", o.checkpoint);
-    porta_tools::check_writable("--predictions", o.predictions);
+    if (!o.eval_only) porta_tools::check_output("--checkpoint", o.checkpoint);
+    porta_tools::check_output("--predictions", o.predictions);
     porta_tools::check_apart("--predictions", o.predictions, "--checkpoint", o.checkpoint);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : kExitUsage;
