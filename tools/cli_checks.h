@@ -8,7 +8,10 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <charconv>
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -91,6 +94,14 @@ inline void check_apart(const std::string& option, const std::string& path,
     // A loop of links: check_output reports it.
   }
   if (same) throw CLI::ValidationError(option, "names the same file as " + other_option);
+}
+
+// Whether everything printed to standard output reached it; if not, says so on standard error.
+// A tool's result on stdout that was never written (a full disk, a closed pipe) is a failure.
+inline bool stdout_written(const char* tool) {
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return true;
+  std::fprintf(stderr, "%s: cannot write to standard output: %s\n", tool, std::strerror(errno));
+  return false;
 }
 
 }  // namespace porta_tools

@@ -284,6 +284,20 @@ def test_run(bench, out_dir):
         if r["status"] == "ok":
             check(math.isclose(float(fields["median_ms"]), r["median_ms"], rel_tol=1e-6),
                   "the CSV median matches the JSON")
+    # One file named twice, relative and absolute, is refused before the run.
+    here = os.path.dirname(out_json)
+    p = subprocess.run([bench, "--backend", "cpu", "--op", "gemm", "--shape", "8,8,8",
+                        "--json", out_json, "--csv", os.path.join(here, ".", "tiny.json")],
+                       capture_output=True, text=True, timeout=300)
+    check(p.returncode > 0 and "names the same file" in p.stderr,
+          f"--csv naming --json's file is refused (got {p.returncode}: {p.stderr.strip()})")
+    # A table that cannot reach stdout is a failure, not a silent success.
+    with open("/dev/full", "w", encoding="utf-8") as full:
+        p = subprocess.run([bench, "--backend", "cpu", "--op", "gemm", "--shape", "8,8,8",
+                            "--reps", "2"], stdout=full, stderr=subprocess.PIPE, text=True,
+                           timeout=300)
+    check(p.returncode == 1 and "cannot write to standard output" in p.stderr,
+          f"a full stdout fails the run (got {p.returncode}: {p.stderr.strip()[-200:]})")
     finish()
 
 

@@ -518,7 +518,8 @@ int main(int argc, char** argv) {
     note("the row ops, pooling, relu, bias and adam take fp32 only: left out for --dtype " +
          o.dtype);
   try {
-    return run(o, todo);
+    const int status = run(o, todo);
+    return porta_tools::stdout_written("porta-bench") ? status : 1;
   } catch (const std::exception& e) {
     note(e.what());
     return 1;

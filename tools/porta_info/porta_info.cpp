@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_checks.h"
 #include "porta/porta.h"
 #include "porta/porta.hpp"
 
@@ -255,7 +256,7 @@ json to_json(const report& r) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"porta-info: the Porta loader report, the selected backend and its devices."};
   bool as_json = false;
   std::string backend, plugin_path;
@@ -287,7 +288,7 @@ int main(int argc, char** argv) {
   } else {
     print_text(r);
   }
-  std::fflush(stdout);
+  if (!porta_tools::stdout_written("porta-info")) return 1;
   if (r.init_status != PORTA_SUCCESS) {
     fmt::print(stderr, "porta-info: {}: {}\n", porta_status_name(r.init_status), r.init_message);
     return 1;
@@ -298,4 +299,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // fmt::print's, where stdout or stderr cannot be written
+    std::fprintf(stderr, "porta-info: %s\n", e.what());
+    return 1;
+  }
 }

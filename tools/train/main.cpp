@@ -322,8 +322,7 @@ int run(const Options& o) {
       {"ranks", ranks},
       {"allreduce_seconds", allreduce_seconds}};
   std::printf("%s\n", line.dump().c_str());
-  std::fflush(stdout);
-  return 0;
+  return porta_tools::stdout_written("porta-train") ? 0 : 1;
 }
 
 }  // namespace
