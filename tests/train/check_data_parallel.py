@@ -68,6 +68,14 @@ assert apart.returncode != 0, f"ranks with different seeds trained:\n{apart.stdo
 assert "--seed is 1 on rank 0, 2 on rank 1" in apart.stderr, apart.stderr
 assert not any(line.startswith("{") for line in apart.stdout.splitlines()), apart.stdout
 
+# One rank evaluating while the other trains: refused on both at once, not after the timeout.
+split = [mpiexec, "--bind-to", "core:overload-allowed", "--map-by", "core",
+         "-np", "1", train_exe, *eval_only, one_ckpt, ":", "-np", "1", train_exe, *common]
+split_run = subprocess.run(split, capture_output=True, text=True, timeout=120)
+assert split_run.returncode != 0, f"one rank evaluated while the other trained:\n{split_run.stdout}"
+assert "--eval-only is on on rank 0, off on rank 1" in split_run.stderr, split_run.stderr
+assert not any(line.startswith("{") for line in split_run.stdout.splitlines()), split_run.stdout
+
 # A rank that cannot read its data exits before it joins the others, so the job ends at once
 # rather than after the collectives' timeout (300 s by default).
 missing = mpmd[:mpmd.index("--seed")] + [":", "-np", "1", train_exe, *common, "--data", work]

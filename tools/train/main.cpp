@@ -243,18 +243,22 @@ int run(const Options& o) {
     porta::check(porta_comm_rank(comm, &rank, &ranks, nullptr));
   }
   const bool leader = rank == 0;  // prints, writes files
-  if (comm && train) {
-    const uint32_t data = crc32(train->labels.data(), train->labels.size(),
-                                crc32(train->pixels.data(), train->pixels.size()));
+  if (comm) {
+    // The same list on every rank, --eval-only first (a rank evaluating while another trains
+    // would leave that one waiting on its gradients): the training's entries are 0 without it.
+    const uint32_t data = train ? crc32(train->labels.data(), train->labels.size(),
+                                        crc32(train->pixels.data(), train->pixels.size()))
+                                : 0;
     check_ranks_agree(comm, ranks, device,
-                      {{"--epochs", uint64_t(o.epochs), {}},
+                      {{"--eval-only", uint64_t(o.eval_only), {"off", "on"}},
+                       {"--epochs", uint64_t(o.epochs), {}},
                        {"--batch", uint64_t(o.batch), {}},
                        {"--grad-accum", uint64_t(o.grad_accum), {}},
                        {"--seed", o.seed, {}},
                        {"--lr", std::bit_cast<uint64_t>(learning_rate), {}, true},
                        {"--optimizer", uint64_t(sgd), {"adam", "sgd"}},
                        {"--precision", uint64_t(precision == Precision::bf16), {"f32", "bf16"}},
-                       {"the training images' count", uint64_t(train->count), {}},
+                       {"the training images' count", train ? uint64_t(train->count) : 0, {}},
                        {"the training data's CRC-32", data, {}}});
   }
 
