@@ -33,6 +33,8 @@
  *   (PORTA_CPU_MODE=simt|racecheck): it takes the paths that are not PORTA_TARGET_CPU's, without
  *   vendor intrinsics.
  * - No double in kernels: many GPUs (Intel Gen12LP and DG2) have no fp64.
+ * - No Porta calls in kernels: a GPU kernel cannot make them, and on the CPU one that waits for
+ *   the device (a synchronize, a free, an unload) waits for the kernel making it, for ever.
  *
  * porta_add_kernel_library() (cmake/) compiles a source once per CPU instruction-set level and
  * per GPU architecture; porta_module_load() picks the code object that fits the device.
