@@ -325,9 +325,13 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, Th
     } catch (const Failure&) {
       throw;
     } catch (const std::bad_alloc&) {
-      throw;
+      // The kernel's own allocation or the launch's: named by the kernel as well. Where even the
+      // message cannot be had, the new bad_alloc leaves the stream's guard a bare OUT_OF_MEMORY.
+      throw_error(PORTA_ERROR_OUT_OF_MEMORY,
+                  "kernel '" + launch->kernel->name() + "': out of host memory");
     } catch (const std::exception& e) {
-      // A C++ kernel let an exception out of run_group: name the kernel, not the stream.
+      // A C++ kernel let an exception out of run_group (a SIMT build's runtime rethrows an
+      // item's here): name the kernel, not the stream.
       throw_error(PORTA_ERROR_BACKEND,
                   "kernel '" + launch->kernel->name() + "' threw: " + e.what());
     }

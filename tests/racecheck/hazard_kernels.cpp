@@ -3,6 +3,10 @@
 // kMaxItems items; n is the group size (one group per launch unless said otherwise).
 #include <porta/porta_kernel.h>
 
+#include <array>
+#include <cstdint>
+#include <vector>
+
 namespace {
 constexpr uint32_t kMaxItems = 256;
 }
@@ -92,4 +96,18 @@ PORTA_KERNEL(global_race_fixed, uint32_t n, const float* x, float* y) {
   porta::inner([&](uint32_t item) {
     if (item < n) porta::atomic_add(y, x[item]);
   });
+}
+
+// Kernels whose library calls throw, as host C++ does: every mode fails the launch with the
+// exception's status and goes on. A vector of `bytes` per item (2^62 bytes cannot be had).
+PORTA_KERNEL(throws_bad_alloc, uint64_t bytes, float* y) {
+  std::vector<char> held(bytes);
+  porta::inner([&](uint32_t item) { y[item] = float(held.size()); });
+}
+// y[i] = 1, then y[i] = a[i % 4], but item 1 reads a[n]: out of range for n > 3, thrown while the
+// items after it in the phase wait at its barrier and those before it have not yet started it.
+PORTA_KERNEL(throws_out_of_range, uint32_t n, float* y) {
+  const std::array<float, 4> a{1.0f, 2.0f, 3.0f, 4.0f};
+  porta::inner([&](uint32_t item) { y[item] = 1.0f; });
+  porta::inner([&](uint32_t item) { y[item] = a.at(item == 1 ? n : item % 4); });
 }

@@ -359,6 +359,15 @@ void end_group(Group&) {
   }
 }
 
+void abandon_group(Group&) {
+  checker.outer.clear();
+  checker.differing.clear();
+  checker.found.clear();
+  checker.shadow.clear();
+  checker.shadow.shrink(kKeptShadowBytes);
+  checker.exhausted = false;
+}
+
 void own(Fiber& fiber, uintptr_t address, size_t size, bool keep) {
   if (keep) {
     try {

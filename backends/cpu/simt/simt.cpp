@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <utility>
 
@@ -136,12 +137,21 @@ struct ThreadGroup {
 };
 
 // Where every fiber starts (makecontext passes its Fiber* as two ints): the kernel body for its
-// item, then back to the scheduler for good.
+// item, then back to the scheduler for good. An exception out of the body (std::bad_alloc from a
+// kernel's vector, std::out_of_range from an at()) must not unwind past this frame: below it lies
+// no caller, only the end of the fiber's stack. It is kept for the scheduler, which stops the group
+// and rethrows it on the thread's stack. The handler is left before the switch, so the C++
+// runtime's per-thread record of the exceptions being handled is the same for every fiber.
 void fiber_main(unsigned low, unsigned high) {
   Fiber& fiber = *reinterpret_cast<Fiber*>((uintptr_t{high} << 32) | low);
   tsan_acquire(&fiber.resume_token);
   Group& group = *fiber.group;
-  group.body(group.args);
+  try {
+    group.body(group.args);
+  } catch (...) {
+    // Refers to the thrown object (no allocation); the first exception is the one rethrown.
+    if (!group.exception) group.exception = std::current_exception();
+  }
   store_state(fiber, kDone);
   tsan_release(&fiber.stop_token);
   tsan_switch(group.tsan_scheduler);
@@ -151,7 +161,8 @@ void fiber_main(unsigned low, unsigned high) {
 
 // Runs every fiber that is not done until it stops at a barrier or finishes: the last item
 // first, so that a read of what a lower item writes in the same phase sees the old value, where
-// the fast mode's loop (and the order a GPU happens to use) would hide the missing barrier.
+// the fast mode's loop (and the order a GPU happens to use) would hide the missing barrier. Stops
+// at once when an item has thrown: the group is not run further.
 void run_phase(Group& group) {
   for (uint32_t i = group.items; i-- > 0;) {
     Fiber& fiber = group.fibers[i];
@@ -161,6 +172,7 @@ void run_phase(Group& group) {
     tsan_release(&fiber.resume_token);
     tsan_switch(fiber.tsan_fiber);
     if (swapcontext(&group.scheduler, &fiber.context) != 0) die("swapcontext failed");
+    if (group.exception) break;
   }
   set_current_fiber(group, nullptr);
 }
@@ -212,6 +224,7 @@ void porta_simt_run_group(const porta_cpu_work_group_t* work_group, void* const*
   for (;;) {
     run_phase(group);
     for (uint32_t i = 0; i < group.items; ++i) tsan_acquire(&group.fibers[i].stop_token);
+    if (group.exception) break;
     bool waiting = false;
     for (uint32_t i = 0; i < group.items; ++i) waiting |= load_state(group.fibers[i]) != kDone;
 #if PORTA_SIMT_CHECK
@@ -221,6 +234,20 @@ void porta_simt_run_group(const porta_cpu_work_group_t* work_group, void* const*
 #endif
     if (!waiting) break;
     ++group.phase;
+  }
+  if (group.exception) {
+    // An item threw. The others are left where they are, mid-body or at a barrier, never
+    // resumed: a GPU has no exceptions to give them, and the kernel builds have no cleanups
+    // (-fno-exceptions) that unwinding them would run. Their stacks are given back (the next group
+    // maps fresh ones, and ThreadSanitizer's fibers start afresh), and the exception goes on from
+    // here, on the thread's own stack, to the backend, which fails the launch with it.
+    std::exception_ptr exception = std::exchange(group.exception, nullptr);
+#if PORTA_SIMT_CHECK
+    check::abandon_group(group);
+#endif
+    release(group);
+    group.group = nullptr;
+    std::rethrow_exception(std::move(exception));
   }
 #if PORTA_SIMT_CHECK
   check::end_group(group);

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <utility>
 #include <vector>
 
@@ -45,6 +46,10 @@ struct Group {
   size_t arena_bytes = 0;
   ucontext_t scheduler;
   void* tsan_scheduler = nullptr;
+  // What the first item to let an exception out of the body threw: caught on its fiber, which may
+  // not be unwound past, and rethrown by the scheduler on the thread's own stack once the group
+  // has stopped.
+  std::exception_ptr exception;
 };
 
 // The group the calling thread runs; its `current` is the running fiber, NULL in the scheduler.
@@ -62,6 +67,8 @@ void begin_group(Group& group);
 // Returns false when the fibers are not all at one barrier (reported as divergent).
 bool end_phase(Group& group);
 void end_group(Group& group);
+// Forgets what was recorded of a group that stopped on an exception, hazards found included.
+void abandon_group(Group& group);
 void own(Fiber& fiber, uintptr_t address, size_t size, bool keep);
 }  // namespace check
 #endif
