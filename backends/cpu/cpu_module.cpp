@@ -178,9 +178,9 @@ void take_hazards(Launch& launch, const porta_cpu_work_group_t& group) {
   if (count == 0) return;
   std::vector<Hazard> described;
   for (uint32_t i = 0; i < count; ++i) {
-    described.push_back(launch.hazard_log->describe(launch.kernel->name(), found[i],
-                                                    group.group_id, group.group_size,
-                                                    launch.args, launch.param_sizes));
+    described.push_back(launch.hazard_log->describe(
+        launch.kernel->name(), *launch.kernel->code_module(), found[i], group.group_id,
+        group.group_size, launch.args, launch.param_sizes));
   }
   std::lock_guard lock(launch.hazards_mutex);
   for (Hazard& hazard : described) {
@@ -338,7 +338,8 @@ Task CpuKernel::make_launch(const porta_launch_config_t& config, void** args, Th
   };
 }
 
-CpuModule::CpuModule(void* handle, std::string origin, ImageKey image)
+CpuModule::CpuModule(void* handle, std::string origin, ImageKey image, const std::string& name,
+                     const std::string& image_path)
     : handle_(handle),
       checker_(nullptr),
       take_failure_(nullptr),
@@ -348,6 +349,14 @@ CpuModule::CpuModule(void* handle, std::string origin, ImageKey image)
   // it and a SIMT build (.cpu-simt.so) what stopped a group.
   auto* checker = static_cast<const porta_cpu_checker_t*>(dlsym(handle, PORTA_CPU_CHECKER_SYMBOL));
   if (checker && checker->struct_size >= sizeof(porta_cpu_checker_t) && checker->take) {
+    // Its hazards' code sites are told apart from other objects' by where its object lies, as
+    // dladdr sees it; the name dladdr gives is the fd it was loaded through (see ImageFile).
+    Dl_info info;
+    if (!dladdr(checker, &info) || !info.dli_fbase) {
+      throw_error(PORTA_ERROR_BACKEND, origin_ + ": dladdr finds no object for its checker");
+    }
+    code_ =
+        std::make_unique<CodeModule>(name, image_path, reinterpret_cast<uintptr_t>(info.dli_fbase));
     checker_ = checker;
   }
   take_failure_ =
@@ -360,12 +369,14 @@ CpuModule::~CpuModule() {
   release_image_file(image_, origin_);
 }
 
-std::unique_ptr<CpuModule> CpuModule::load_image(int fd, const std::string& origin) {
+std::unique_ptr<CpuModule> CpuModule::load_image(int fd, const std::string& origin,
+                                                 const std::string& name) {
   const auto [key, image_fd] = acquire_image_file(fd, origin);
   void* handle = nullptr;
   try {
-    handle = open_shared_object("/proc/self/fd/" + std::to_string(image_fd), origin);
-    return std::unique_ptr<CpuModule>(new CpuModule(handle, origin, key));
+    const std::string path = "/proc/self/fd/" + std::to_string(image_fd);
+    handle = open_shared_object(path, origin);
+    return std::unique_ptr<CpuModule>(new CpuModule(handle, origin, key, name, path));
   } catch (...) {
     if (handle) dlclose(handle);
     release_image_file(key, origin);
@@ -403,7 +414,14 @@ std::unique_ptr<CpuModule> CpuModule::load_file(const char* path) {
     close(fd);
     throw;
   }
-  std::unique_ptr<CpuModule> module = load_image(fd, origin);
+  std::string name;
+  try {
+    name = origin.substr(origin.rfind('/') + 1);  // npos + 1 is 0: the whole of a bare name
+  } catch (...) {
+    close(fd);
+    throw;
+  }
+  std::unique_ptr<CpuModule> module = load_image(fd, origin, name);
   log(PORTA_LOG_DEBUG, "loaded module " + origin);
   return module;
 }
@@ -440,7 +458,8 @@ std::unique_ptr<CpuModule> CpuModule::load_data(const void* image, size_t size) 
     close(fd);
     throw;
   }
-  std::unique_ptr<CpuModule> module = load_image(fd, origin);
+  // Hazard sites in it are "module-image+0x<offset>": there is no file to name.
+  std::unique_ptr<CpuModule> module = load_image(fd, origin, "module-image");
   log(PORTA_LOG_DEBUG, "loaded a " + std::to_string(size) + "-byte " + origin);
   return module;
 }
@@ -500,6 +519,7 @@ CpuKernel* CpuModule::kernel(const char* name) {
   }
   const std::string signature = std::string(PORTA_KERNEL_SIGNATURE_PREFIX) + name;
   kernel->set_signature(static_cast<const char*>(dlsym(handle_, signature.c_str())));
+  kernel->set_code_module(code_.get());
   CpuKernel* result = kernel.get();
   kernels_.emplace(name, std::move(kernel));
   return result;

@@ -43,6 +43,9 @@ class CpuKernel {
   // The parameter list as written in PORTA_KERNEL, or NULL for a module that does not record it.
   const char* signature() const { return signature_; }
   void set_signature(const char* signature) { signature_ = signature; }
+  // A racecheck build's module, which its hazards name; NULL for other builds.
+  const CodeModule* code_module() const { return code_module_; }
+  void set_code_module(const CodeModule* module) { code_module_ = module; }
 
   // Copies the argument values now, so the caller's may go away, and returns the task that runs
   // every work-group on pool. The task uses this kernel: libporta unloads a module only after the
@@ -61,7 +64,8 @@ class CpuKernel {
   std::vector<size_t> param_offsets_;  // into the argument block, each suitably aligned
   size_t block_size_ = 0;
   uint32_t max_group_size_ = 0;
-  const char* signature_ = nullptr;  // in the module's image
+  const char* signature_ = nullptr;          // in the module's image
+  const CodeModule* code_module_ = nullptr;  // its module's, which outlives it
 };
 
 class CpuModule {
@@ -89,15 +93,18 @@ class CpuModule {
 
  private:
   // Takes fd, an open file holding a checked image, and loads that file; origin names it in
-  // messages.
-  static std::unique_ptr<CpuModule> load_image(int fd, const std::string& origin);
-  CpuModule(void* handle, std::string origin, ImageKey image);
+  // messages, name in hazard reports (its base name, what addr2line -e takes).
+  static std::unique_ptr<CpuModule> load_image(int fd, const std::string& origin,
+                                               const std::string& name);
+  CpuModule(void* handle, std::string origin, ImageKey image, const std::string& name,
+            const std::string& image_path);
 
   void* handle_;
   const porta_cpu_checker_t* checker_;       // a racecheck build's, or NULL
   porta_simt_take_failure_fn take_failure_;  // a SIMT or racecheck build's, or NULL
   std::string origin_;  // the path, or "/proc/self/fd/N" of an in-memory image, for messages
   ImageKey image_;      // its open file, released after dlclose
+  std::unique_ptr<CodeModule> code_;  // a racecheck build's, for its hazard reports; else NULL
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<CpuKernel>, std::less<>> kernels_;
 };

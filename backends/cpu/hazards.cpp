@@ -32,25 +32,42 @@ std::string item_coords(uint32_t item, const uint32_t size[3]) {
   return coords(item % size[0], item / size[0] % size[1], item / (size[0] * size[1]));
 }
 
-// A code address as "<library>+0x<offset>" (what addr2line -e <library> takes). The sites are
-// return addresses of the checker's calls; one byte back lies in the access's own instruction.
-std::string site(uintptr_t address) {
+// A code address as "<library>+0x<offset>" (what addr2line -e <library> takes): the module's
+// file by its name, another object by the base name dladdr gives. The sites are return addresses
+// of the checker's calls; one byte back lies in the access's own instruction.
+std::string site(const CodeModule& module, uintptr_t address) {
   if (address == 0) return "the kernel's end";
   Dl_info info;
-  if (dladdr(reinterpret_cast<void*>(address), &info) && info.dli_fname && info.dli_fbase) {
-    std::string file = info.dli_fname;
-    const size_t slash = file.rfind('/');
-    if (slash != std::string::npos) file.erase(0, slash + 1);
-    return file + "+" + hex(address - 1 - reinterpret_cast<uintptr_t>(info.dli_fbase));
+  if (dladdr(reinterpret_cast<void*>(address), &info) && info.dli_fbase) {
+    const auto base = reinterpret_cast<uintptr_t>(info.dli_fbase);
+    std::string file;
+    if (module.holds(base)) {
+      file = module.name();
+    } else if (info.dli_fname) {
+      file = info.dli_fname;
+      const size_t slash = file.rfind('/');
+      if (slash != std::string::npos) file.erase(0, slash + 1);
+    }
+    if (!file.empty()) return file + "+" + hex(address - 1 - base);
   }
   return hex(address - 1);
 }
 
-// The library a code address lies in, or "".
-std::string library_of(uintptr_t code) {
+// "PORTA_SHARED <variable> + <bytes>" for an offset in the TLS block of the module, when the
+// access at site lies in it and its symbol table names the variable; else the bare offset.
+std::string shared_variable(const CodeModule& module, uintptr_t site, uint64_t offset) {
+  std::string text = "PORTA_SHARED memory, offset " + std::to_string(offset);
   Dl_info info;
-  if (code && dladdr(reinterpret_cast<void*>(code), &info) && info.dli_fname) return info.dli_fname;
-  return {};
+  if (!site || !dladdr(reinterpret_cast<void*>(site), &info) ||
+      !module.holds(reinterpret_cast<uintptr_t>(info.dli_fbase))) {
+    return text;
+  }
+  for (const SharedVariable& variable : module.shared_variables()) {
+    if (offset >= variable.offset && offset - variable.offset < variable.size) {
+      return "PORTA_SHARED " + variable.name + " + " + std::to_string(offset - variable.offset);
+    }
+  }
+  return text;
 }
 
 std::string demangle(const char* name) {
@@ -105,21 +122,13 @@ std::vector<SharedVariable> read_shared_variables(const std::string& path) {
 
 }  // namespace
 
-std::string HazardLog::shared_variable(uintptr_t site, uint64_t offset) const {
-  const std::string library = library_of(site);
-  std::string text = "PORTA_SHARED memory, offset " + std::to_string(offset);
-  if (library.empty()) return text;
+const std::vector<SharedVariable>& CodeModule::shared_variables() const {
   std::lock_guard lock(mutex_);
-  auto it = shared_variables_.find(library);
-  if (it == shared_variables_.end()) {
-    it = shared_variables_.emplace(library, read_shared_variables(library)).first;
+  if (!read_) {
+    shared_variables_ = read_shared_variables(image_);
+    read_ = true;
   }
-  for (const SharedVariable& variable : it->second) {
-    if (offset >= variable.offset && offset - variable.offset < variable.size) {
-      return "PORTA_SHARED " + variable.name + " + " + std::to_string(offset - variable.offset);
-    }
-  }
-  return text;
+  return shared_variables_;
 }
 
 std::string HazardLog::where(uintptr_t address, const std::vector<void*>& args,
@@ -150,9 +159,9 @@ std::string HazardLog::where(uintptr_t address, const std::vector<void*>& args,
          std::to_string(address - base) + ")";
 }
 
-Hazard HazardLog::describe(const std::string& kernel, const porta_cpu_hazard_t& hazard,
-                           const uint32_t group_id[3], const uint32_t group_size[3],
-                           const std::vector<void*>& args,
+Hazard HazardLog::describe(const std::string& kernel, const CodeModule& module,
+                           const porta_cpu_hazard_t& hazard, const uint32_t group_id[3],
+                           const uint32_t group_size[3], const std::vector<void*>& args,
                            const std::vector<uint32_t>& param_sizes) const {
   const std::string group = coords(group_id[0], group_id[1], group_id[2]);
   const std::string a = item_coords(hazard.items[0], group_size);
@@ -164,7 +173,7 @@ Hazard HazardLog::describe(const std::string& kernel, const porta_cpu_hazard_t& 
       space = where(hazard.address, args, param_sizes);
       break;
     case PORTA_CPU_SPACE_SHARED:
-      space = shared_variable(hazard.sites[1], hazard.address);
+      space = shared_variable(module, hazard.sites[1], hazard.address);
       break;
     case PORTA_CPU_SPACE_DYNAMIC_SHARED:
       space = "dynamic shared memory, offset " + std::to_string(hazard.address);
@@ -182,20 +191,21 @@ Hazard HazardLog::describe(const std::string& kernel, const porta_cpu_hazard_t& 
       text += std::string(ww ? "write/write" : "read/write") + " race in group " + group +
               " between work-items " + a + " and " + b + " in phase " + phase + " (after " + phase +
               " barriers): " + std::to_string(hazard.size) + " bytes of " + space + "; sites " +
-              site(hazard.sites[0]) + " and " + site(hazard.sites[1]);
+              site(module, hazard.sites[0]) + " and " + site(module, hazard.sites[1]);
       break;
     }
     case PORTA_CPU_HAZARD_DIVERGENT_BARRIER:
       text += "divergent barrier in group " + group + " in phase " + phase + ": work-item " + a +
-              " reached " + (hazard.sites[0] ? "the barrier at " : "") + site(hazard.sites[0]) +
-              ", work-item " + b + " " + (hazard.sites[1] ? "the barrier at " : "") +
-              site(hazard.sites[1]);
+              " reached " + (hazard.sites[0] ? "the barrier at " : "") +
+              site(module, hazard.sites[0]) + ", work-item " + b + " " +
+              (hazard.sites[1] ? "the barrier at " : "") + site(module, hazard.sites[1]);
       break;
     default:
       text += "a value kept outside inner() differs between work-items " + a + " and " + b +
               " of group " + group + " and is read in phase " + phase +
               " (on a GPU each item has its own: use porta::exclusive or PORTA_SHARED): " + space +
-              "; written at " + site(hazard.sites[0]) + ", read at " + site(hazard.sites[1]);
+              "; written at " + site(module, hazard.sites[0]) + ", read at " +
+              site(module, hazard.sites[1]);
       break;
   }
   return Hazard{hazard.kind, {hazard.sites[0], hazard.sites[1]}, std::move(text)};

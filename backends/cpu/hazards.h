@@ -6,11 +6,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <mutex>
 #include <set>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "checker.h"
@@ -21,6 +21,33 @@ namespace porta::cpu {
 struct SharedVariable {
   uint64_t offset, size;
   std::string name;
+};
+
+// The kernel library a checked launch runs, as its hazards name it. Its object is dlopened as
+// "/proc/self/fd/N" (see cpu_module.cpp), the name dladdr and the link map give, which tells a
+// reader nothing and may name another file once the module is gone: sites in it are named after
+// the file porta_module_load opened, what addr2line -e takes.
+class CodeModule {
+ public:
+  // name: the file's base name ("lib.cpu-racecheck.so"), or what stands for an in-memory image;
+  // image: a path its file can be read through while it is loaded; base: where dladdr says its
+  // object lies (dli_fbase).
+  CodeModule(std::string name, std::string image, uintptr_t base)
+      : name_(std::move(name)), image_(std::move(image)), base_(base) {}
+
+  const std::string& name() const { return name_; }
+  // Whether code lies in this module's object: dladdr's dli_fbase for it.
+  bool holds(uintptr_t object_base) const { return object_base == base_; }
+  // Its PORTA_SHARED variables, read from its symbol table once (see read_shared_variables).
+  const std::vector<SharedVariable>& shared_variables() const;
+
+ private:
+  std::string name_;
+  std::string image_;
+  uintptr_t base_;
+  mutable std::mutex mutex_;
+  mutable bool read_ = false;
+  mutable std::vector<SharedVariable> shared_variables_;
 };
 
 // One hazard of a launch, described.
@@ -37,12 +64,13 @@ class HazardLog {
   explicit HazardLog(FindAllocation find_allocation)
       : find_allocation_(std::move(find_allocation)) {}
 
-  // Words what the checker found in one group: group_id and group_size as in the launch, args
-  // the launch's parameter values (param_sizes bytes each), to name the buffer a global address
-  // lies in.
-  Hazard describe(const std::string& kernel, const porta_cpu_hazard_t& hazard,
-                  const uint32_t group_id[3], const uint32_t group_size[3],
-                  const std::vector<void*>& args, const std::vector<uint32_t>& param_sizes) const;
+  // Words what the checker found in one group of a launch of kernel in module: group_id and
+  // group_size as in the launch, args the launch's parameter values (param_sizes bytes each), to
+  // name the buffer a global address lies in.
+  Hazard describe(const std::string& kernel, const CodeModule& module,
+                  const porta_cpu_hazard_t& hazard, const uint32_t group_id[3],
+                  const uint32_t group_size[3], const std::vector<void*>& args,
+                  const std::vector<uint32_t>& param_sizes) const;
 
   // Logs and keeps the hazards not seen before for this kernel; returns the launch's failure
   // message (every hazard of the launch counts, seen before or not).
@@ -54,15 +82,10 @@ class HazardLog {
  private:
   std::string where(uintptr_t address, const std::vector<void*>& args,
                     const std::vector<uint32_t>& param_sizes) const;
-  // "PORTA_SHARED <variable> + <bytes>" for an offset in the TLS block of the library holding
-  // site, read from its symbol table once; the bare offset when it has none.
-  std::string shared_variable(uintptr_t site, uint64_t offset) const;
-
   FindAllocation find_allocation_;
   mutable std::mutex mutex_;
   std::set<std::tuple<std::string, uint32_t, uintptr_t, uintptr_t>> seen_;
   std::vector<std::string> lines_;
-  mutable std::map<std::string, std::vector<SharedVariable>> shared_variables_;  // per library
 };
 
 }  // namespace porta::cpu

@@ -388,6 +388,52 @@ TEST_CASE("racecheck: a build without the checker is refused, not run unchecked"
   CHECK(porta_module_unload(module) == PORTA_SUCCESS);
 }
 
+TEST_CASE("racecheck: hazard sites name the kernel library's file for addr2line", "[racecheck]") {
+  Session session("racecheck");
+  REQUIRE(session.status() == PORTA_SUCCESS);
+  constexpr uint32_t n = 64;
+  // Loaded from its file: "<file's base name>+0x<offset>", as README's addr2line line takes it,
+  // not the "/proc/self/fd/N" the object is mapped through.
+  Run bad = run("missing_barrier", n, ramp(n), std::vector<float>(n));
+  CHECK(bad.status == PORTA_ERROR_KERNEL_HAZARD);
+  INFO(bad.message);
+  CHECK(contains(bad.message, "; sites porta_test_hazard_kernels.cpu-racecheck.so+0x"));
+  CHECK(contains(bad.message, " and porta_test_hazard_kernels.cpu-racecheck.so+0x"));
+  const std::string text = report();
+  INFO(text);
+  CHECK(contains(text, "sites porta_test_hazard_kernels.cpu-racecheck.so+0x"));
+
+  // Loaded from memory: no file to name, and still its PORTA_SHARED variable by name.
+  const std::string path = std::string(PORTA_TEST_HAZARD_KERNELS) + ".cpu-racecheck.so";
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  REQUIRE(file);
+  std::vector<char> image;
+  char chunk[1 << 16];
+  for (size_t got; (got = std::fread(chunk, 1, sizeof(chunk), file)) > 0;) {
+    image.insert(image.end(), chunk, chunk + got);
+  }
+  std::fclose(file);
+  porta_module_t module;
+  REQUIRE(porta_module_load_data(0, image.data(), image.size(), &module) == PORTA_SUCCESS);
+  porta_kernel_t kernel;
+  REQUIRE(porta_kernel_get(module, "missing_barrier", &kernel) == PORTA_SUCCESS);
+  void *x = nullptr, *y = nullptr;
+  REQUIRE(porta_memory_alloc(0, n * sizeof(float), &x) == PORTA_SUCCESS);
+  REQUIRE(porta_memory_alloc(0, n * sizeof(float), &y) == PORTA_SUCCESS);
+  uint32_t items = n;
+  void* args[] = {&items, &x, &y};
+  const porta_launch_config_t config = one_group(n);
+  REQUIRE(porta_kernel_launch(kernel, &config, args, nullptr) == PORTA_SUCCESS);
+  CHECK(porta_stream_synchronize(nullptr) == PORTA_ERROR_KERNEL_HAZARD);
+  const std::string message = porta_last_error_message();
+  INFO(message);
+  CHECK(contains(message, "; sites module-image+0x"));
+  CHECK(contains(message, "PORTA_SHARED porta_kernel_body_missing_barrier("));
+  CHECK(porta_memory_free(x) == PORTA_SUCCESS);
+  CHECK(porta_memory_free(y) == PORTA_SUCCESS);
+  CHECK(porta_module_unload(module) == PORTA_SUCCESS);
+}
+
 // ---- exceptions out of a kernel ------------------------------------------------------------
 // Host C++ in a kernel may throw (a vector that cannot be allocated, an at() out of range). Each
 // item of a simt or racecheck build runs on a fiber of its own; what one throws fails the launch
