@@ -98,6 +98,7 @@ PORTA_KERNEL(global_race_fixed, uint32_t n, const float* x, float* y) {
   });
 }
 
+#if !PORTA_TARGET_GPU  // host C++'s library: the host's builds only (fast, simt, racecheck)
 // Kernels whose library calls throw, as host C++ does: every mode fails the launch with the
 // exception's status and goes on. A vector of `bytes` per item (2^62 bytes cannot be had).
 PORTA_KERNEL(throws_bad_alloc, uint64_t bytes, float* y) {
@@ -111,3 +112,4 @@ PORTA_KERNEL(throws_out_of_range, uint32_t n, float* y) {
   porta::inner([&](uint32_t item) { y[item] = 1.0f; });
   porta::inner([&](uint32_t item) { y[item] = a.at(item == 1 ? n : item % 4); });
 }
+#endif
