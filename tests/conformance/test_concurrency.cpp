@@ -677,7 +677,9 @@ TEST_CASE("concurrency: a module unloaded while another thread launches its kern
 // A copy or set accepted before a free on another thread is queued before the free's wait for
 // the devices, so it runs while the memory is still there; one after it is refused.
 TEST_CASE("concurrency: memory freed while other threads copy to it and set it", "[concurrency]") {
-  for (porta_device_t device : devices()) {
+  // Only where freed memory is told from host memory: elsewhere a copy into it after the free
+  // is a copy into host memory, and the users would never be refused.
+  for (porta_device_t device : devices_with_reserved_addresses("copies racing a free")) {
     INFO("device " << device);
     constexpr size_t kBytes = 4096;
     const std::vector<uint8_t> host(kBytes, 0x5A);

@@ -3,6 +3,8 @@
 //
 // Results are compared exactly: saxpy's inputs are small integers and a = 0.5 or 2, so every
 // product and sum is representable in float and no rounding (or FMA contraction) can occur.
+#include <dlfcn.h>
+
 #include <filesystem>
 #include <sstream>
 
@@ -461,6 +463,14 @@ size_t open_fd_count() {
   return count;
 }
 
+// Whether the object of the shared library at path is still loaded (glibc finds it by its file,
+// whatever name it was opened by).
+bool stays_loaded(const std::string& path) {
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  if (handle) dlclose(handle);
+  return handle != nullptr;
+}
+
 // Changes the working directory, and restores it on destruction.
 class WorkingDirectory {
  public:
@@ -562,8 +572,13 @@ TEST_CASE("module: one file loaded twice works until each unload in either order
       CHECK(run_variant(device, left) == 3);
       PT_REQUIRE_OK(porta_module_unload(left));
     }
-    // Every file opened for the loads is closed once their object is gone.
-    CHECK(open_fd_count() == fds_before);
+    // Every file opened for the loads is closed once their object is gone (a build linked
+    // -z nodelete, the fuzzers', keeps every object, and with it the file that names it).
+    if (stays_loaded(path)) {
+      WARN("kernel libraries stay loaded after unload in this build: fds not counted");
+    } else {
+      CHECK(open_fd_count() == fds_before);
+    }
   }
 }
 
@@ -597,7 +612,11 @@ TEST_CASE("module: a module loaded from memory is not one loaded from a file",
     PT_REQUIRE_OK(porta_module_unload(from_memory));
     CHECK(run_variant(device, file_again) == 0);
     PT_REQUIRE_OK(porta_module_unload(file_again));
-    CHECK(open_fd_count() == fds_before);
+    if (stays_loaded(path)) {
+      WARN("kernel libraries stay loaded after unload in this build: fds not counted");
+    } else {
+      CHECK(open_fd_count() == fds_before);
+    }
   }
 }
 #endif
