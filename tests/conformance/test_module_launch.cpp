@@ -368,6 +368,28 @@ TEST_CASE("module: unload waits for pending work, then its kernels are stale",
   }
 }
 
+#ifdef PORTA_TEST_KERNELS_CPU_VARIANT3
+namespace {
+// What the module's variant kernel answers.
+uint32_t run_variant(porta_device_t device, porta_module_t module) {
+  porta_kernel_t variant = nullptr;
+  PT_REQUIRE_OK(porta_kernel_get(module, "variant", &variant));
+  Buffer out(device, sizeof(uint32_t));
+  PT_REQUIRE_OK(porta_memset(out.get(), 0xFF, sizeof(uint32_t)));
+  uint32_t* out_ptr = out.as<uint32_t>();
+  void* args[] = {&out_ptr};
+  const porta_launch_config_t config = launch_config({1, 1, 1}, {1, 1, 1});
+  Stream stream(device);
+  PT_REQUIRE_OK(porta_kernel_launch(variant, &config, args, stream.get()));
+  PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
+  uint32_t got = 0;
+  PT_REQUIRE_OK(porta_memcpy(&got, out.get(), sizeof(got)));
+  return got;
+}
+
+}  // namespace
+#endif
+
 #if defined(__x86_64__) && defined(PORTA_TEST_KERNELS_CPU_VARIANT3)
 TEST_CASE("module: a kernel library's base name picks the build that fits the device",
           "[module]" PT_KERNELS_TAG) {
@@ -390,19 +412,7 @@ TEST_CASE("module: a kernel library's base name picks the build that fits the de
       const uint32_t expected = with_v3 && runs_v3 ? 3 : 0;
       porta_module_t module = nullptr;
       PT_REQUIRE_OK(porta_module_load(device, base.c_str(), &module));
-      porta_kernel_t variant = nullptr;
-      PT_REQUIRE_OK(porta_kernel_get(module, "variant", &variant));
-      Buffer out(device, sizeof(uint32_t));
-      PT_REQUIRE_OK(porta_memset(out.get(), 0xFF, sizeof(uint32_t)));
-      uint32_t* out_ptr = out.as<uint32_t>();
-      void* args[] = {&out_ptr};
-      const porta_launch_config_t config = launch_config({1, 1, 1}, {1, 1, 1});
-      Stream stream(device);
-      PT_REQUIRE_OK(porta_kernel_launch(variant, &config, args, stream.get()));
-      PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
-      uint32_t got = 0;
-      PT_REQUIRE_OK(porta_memcpy(&got, out.get(), sizeof(got)));
-      CHECK(got == expected);
+      CHECK(run_variant(device, module) == expected);
       PT_REQUIRE_OK(porta_module_unload(module));
     }
     // A base name with no build at all: NOT_FOUND, and the message lists what was tried.
@@ -423,23 +433,6 @@ TEST_CASE("module: a kernel library's base name picks the build that fits the de
 // cuModuleLoad does, even where an object of the same name is loaded already. The two builds of
 // the test kernels tell the files apart: variant() answers 0 in one and 3 in the other.
 namespace {
-
-// What the module's variant kernel answers.
-uint32_t run_variant(porta_device_t device, porta_module_t module) {
-  porta_kernel_t variant = nullptr;
-  PT_REQUIRE_OK(porta_kernel_get(module, "variant", &variant));
-  Buffer out(device, sizeof(uint32_t));
-  PT_REQUIRE_OK(porta_memset(out.get(), 0xFF, sizeof(uint32_t)));
-  uint32_t* out_ptr = out.as<uint32_t>();
-  void* args[] = {&out_ptr};
-  const porta_launch_config_t config = launch_config({1, 1, 1}, {1, 1, 1});
-  Stream stream(device);
-  PT_REQUIRE_OK(porta_kernel_launch(variant, &config, args, stream.get()));
-  PT_REQUIRE_OK(porta_stream_synchronize(stream.get()));
-  uint32_t got = 0;
-  PT_REQUIRE_OK(porta_memcpy(&got, out.get(), sizeof(got)));
-  return got;
-}
 
 porta_module_t load(porta_device_t device, const std::string& path) {
   porta_module_t module = nullptr;
