@@ -37,6 +37,18 @@ inline const CLI::Validator kDecimal(
     },
     "DECIMAL");
 
+// After kDecimal, for an option held in an int64_t: a value past its largest is refused here,
+// where CLI11's conversion would fail with a message about the option's count.
+inline const CLI::Validator kAtMostInt64(
+    [](std::string& text) -> std::string {
+      uint64_t value = 0;
+      std::from_chars(text.data(), text.data() + text.size(), value);
+      if (value > uint64_t(INT64_MAX))
+        return text + " is too large (at most " + std::to_string(INT64_MAX) + ")";
+      return "";
+    },
+    "INT64");
+
 // Throws CLI::ValidationError for option unless the file path names (if not empty) can be
 // written as write_whole_file writes it, before minutes or hours of work are spent on it: the
 // file it resolves to (links followed, output_target) is a regular file or new, in an existing

@@ -109,6 +109,9 @@ TEST_CASE("cli: bad flags are usage errors", "[cli]") {
                                                      {"--lr", "-1"},
                                                      {"--lr", "nan"},
                                                      {"--lr", "1e-300"},  // 0 as a float
+                                                     {"--lr", "abc"},
+                                                     {"--lr", "11"},
+                                                     {"--train-limit", "9223372036854775808"},
                                                      {"--checkpoint", "no/such/dir/x.ckpt"},
                                                      {"--predictions", "/"},
                                                      {"--grad-accum", "0"},

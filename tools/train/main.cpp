@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <porta/porta.hpp>
@@ -348,7 +349,16 @@ int main(int argc, char** argv) {
       ->transform(porta_tools::kDecimal)
       ->check(CLI::Range(int64_t(1), int64_t(4096)));
   app.add_option("--lr", o.lr, "Learning rate (default 0.001 for adam, 0.05 for sgd)")
-      ->check(CLI::PositiveNumber & CLI::Range(0.0, 10.0));
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            char* end = nullptr;
+            const double value = std::strtod(text.c_str(), &end);
+            // Above 0 as the float training takes it (1e-300 is 0 there), at most 10.
+            if (text.empty() || *end != '\0' || !(float(value) > 0.0f && value <= 10.0))
+              return "'" + text + "' is not a number above 0 and at most 10";
+            return "";
+          },
+          "(0, 10]"));
   app.add_option("--optimizer", o.optimizer, "sgd (momentum 0.9) or adam")
       ->capture_default_str()
       ->check(CLI::IsMember({"sgd", "adam"}));
@@ -375,11 +385,11 @@ int main(int argc, char** argv) {
   app.add_option("--train-limit", o.train_limit, "Use only the first N training images (0: all)")
       ->capture_default_str()
       ->transform(porta_tools::kDecimal)
-      ->check(CLI::NonNegativeNumber);
+      ->check(porta_tools::kAtMostInt64);
   app.add_option("--test-limit", o.test_limit, "Use only the first N test images (0: all)")
       ->capture_default_str()
       ->transform(porta_tools::kDecimal)
-      ->check(CLI::NonNegativeNumber);
+      ->check(porta_tools::kAtMostInt64);
   app.add_flag("!--no-progress", o.progress, "No progress bar on stderr");
   app.add_flag("--profile", o.profile,
                "Time each op of training alone (synchronising around it) and print the time per "
