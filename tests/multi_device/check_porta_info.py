@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""porta-info --json with PORTA_CPU_DEVICES=2: two CPU devices, each with its pool's figures."""
+"""porta-info --json with PORTA_CPU_DEVICES=2: two CPU devices, each with its pool's figures;
+and to a full disk, exit 1."""
 import json
 import subprocess
 import sys
@@ -15,4 +16,8 @@ for d in devices:
         assert isinstance(pool[key], int), (key, pool)
     assert pool["bytes_in_use"] == 0 and pool["allocation_count"] == 0, pool
 assert report["environment"]["PORTA_CPU_DEVICES"] == "2", report["environment"]
-print("porta-info --json: 2 devices with memory_pool figures")
+# A report that cannot be written (a full disk) is a failure with a message, not an abort.
+with open("/dev/full", "w", encoding="utf-8") as full:
+    lost = subprocess.run([sys.argv[1], "--json"], stdout=full, stderr=subprocess.PIPE, text=True)
+assert lost.returncode == 1 and "porta-info:" in lost.stderr, (lost.returncode, lost.stderr)
+print("porta-info --json: 2 devices with memory_pool figures; a full stdout fails with exit 1")
