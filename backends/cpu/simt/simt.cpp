@@ -172,6 +172,7 @@ void run_phase(Group& group) {
     tsan_release(&fiber.resume_token);
     tsan_switch(fiber.tsan_fiber);
     if (swapcontext(&group.scheduler, &fiber.context) != 0) die("swapcontext failed");
+    tsan_acquire(&fiber.stop_token);  // what the item wrote before it stopped, group.exception too
     if (group.exception) break;
   }
   set_current_fiber(group, nullptr);
