@@ -151,8 +151,8 @@ class Segments {
 };
 
 // The segments glibc maps and then reads or writes through its own pointers, each of which must
-// lie in the loadable segments: the dynamic section (whose addresses it rebases in place, so it
-// must be writable), RELRO (made read-only after relocation: elsewhere that would be someone
+// lie in the loadable segments: the dynamic section (rebased in place where its segment is
+// writable; glibc leaves a read-only one, as lld's -z rodynamic makes, as it is), RELRO (made read-only after relocation: elsewhere that would be someone
 // else's memory), the TLS initialisation image, the program headers and notes.
 inline void check_segments(const char* data, const Elf64_Ehdr& header,
                            const std::vector<Elf64_Phdr>& loads,
@@ -172,8 +172,8 @@ inline void check_segments(const char* data, const Elf64_Ehdr& header,
   for (const Elf64_Phdr& segment : others) {
     switch (segment.p_type) {
       case PT_DYNAMIC:
-        if (!segments.mapped(segment.p_vaddr, segment.p_memsz, PF_W | PF_R)) {
-          malformed("the dynamic section does not lie in a writable loadable segment");
+        if (!segments.mapped(segment.p_vaddr, segment.p_memsz)) {
+          malformed("the dynamic section does not lie in a loadable segment");
         }
         break;
       case PT_GNU_RELRO:
