@@ -464,6 +464,17 @@ bool stays_loaded(const std::string& path) {
   return handle != nullptr;
 }
 
+// Every file opened for loads of the library at path is closed once their object is gone: as
+// many fds open as before them. A build linked -z nodelete (the fuzzers') keeps every object, and
+// with it the file that names it, so there they are not counted.
+void check_fds_given_back(const std::string& path, size_t fds_before) {
+  if (stays_loaded(path)) {
+    WARN("kernel libraries stay loaded after unload in this build: fds not counted");
+  } else {
+    CHECK(open_fd_count() == fds_before);
+  }
+}
+
 // Changes the working directory, and restores it on destruction.
 class WorkingDirectory {
  public:
@@ -565,13 +576,7 @@ TEST_CASE("module: one file loaded twice works until each unload in either order
       CHECK(run_variant(device, left) == 3);
       PT_REQUIRE_OK(porta_module_unload(left));
     }
-    // Every file opened for the loads is closed once their object is gone (a build linked
-    // -z nodelete, the fuzzers', keeps every object, and with it the file that names it).
-    if (stays_loaded(path)) {
-      WARN("kernel libraries stay loaded after unload in this build: fds not counted");
-    } else {
-      CHECK(open_fd_count() == fds_before);
-    }
+    check_fds_given_back(path, fds_before);
   }
 }
 
@@ -605,11 +610,7 @@ TEST_CASE("module: a module loaded from memory is not one loaded from a file",
     PT_REQUIRE_OK(porta_module_unload(from_memory));
     CHECK(run_variant(device, file_again) == 0);
     PT_REQUIRE_OK(porta_module_unload(file_again));
-    if (stays_loaded(path)) {
-      WARN("kernel libraries stay loaded after unload in this build: fds not counted");
-    } else {
-      CHECK(open_fd_count() == fds_before);
-    }
+    check_fds_given_back(path, fds_before);
   }
 }
 #endif
